@@ -1,0 +1,123 @@
+//! The syntax tree of the model language, as written by the user. Every node keeps the span of
+//! the tokens it came from so that later stages can point errors at them.
+
+use proc_macro2::Span;
+use syn::{Attribute, Ident, Visibility};
+
+/// A whole `model! { ... }` invocation.
+pub struct ModelDef {
+    /// Doc comments and attributes, carried over to the generated struct.
+    pub attrs: Vec<Attribute>,
+    /// Visibility of the generated items.
+    pub vis: Visibility,
+    /// The model's name.
+    pub name: Ident,
+    /// The statements in source order.
+    pub stmts: Vec<Stmt>,
+    /// Span of the braces' contents, for errors about the model as a whole.
+    pub body_span: Span,
+}
+
+/// One statement of the model body.
+pub enum Stmt {
+    /// `input x: [B, 784];`
+    Input { name: Ident, dims: Vec<DimAst> },
+    /// `target y: [B, 1];` or `target y: [B] classes 10;`
+    Target {
+        name: Ident,
+        dims: Vec<DimAst>,
+        classes: Option<(usize, Span)>,
+    },
+    /// `let name = expr;`
+    Let { name: Ident, expr: Expr },
+    /// `output a, b;`
+    Output { names: Vec<Ident> },
+    /// `loss expr;`
+    Loss { keyword: Span, expr: Expr },
+}
+
+/// A dimension as written in a shape.
+#[derive(Clone)]
+pub enum DimAst {
+    /// A literal size, checked at compile time.
+    Fixed(usize, Span),
+    /// A symbolic dimension, bound at run time and unified by name.
+    Symbol(Ident),
+}
+
+/// A binary elementwise operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl BinOp {
+    /// The operator as written.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+        }
+    }
+}
+
+/// An expression.
+pub enum Expr {
+    /// A float literal (`0.5`).
+    Float(f64, Span),
+    /// An integer literal (`128`).
+    Int(u64, Span),
+    /// `true` / `false`.
+    Bool(bool, Span),
+    /// A tuple of literals, e.g. a rectangular kernel `(3, 2)`.
+    Tuple(Vec<Expr>, Span),
+    /// A name bound earlier (`x`, `h1`).
+    Var(Ident),
+    /// An op call `name(args, key = value)`.
+    Call(Call),
+    /// `lhs op rhs`.
+    Binary {
+        op: BinOp,
+        op_span: Span,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    /// `-expr`.
+    Neg { span: Span, expr: Box<Expr> },
+}
+
+/// An op call.
+pub struct Call {
+    /// The op's name.
+    pub func: Ident,
+    /// Positional arguments.
+    pub args: Vec<Expr>,
+    /// `key = value` options.
+    pub options: Vec<(Ident, Expr)>,
+    /// The whole call.
+    pub span: Span,
+}
+
+impl Expr {
+    /// The span covering the expression (best effort: joined where the compiler allows).
+    pub fn span(&self) -> Span {
+        match self {
+            Expr::Float(_, s) | Expr::Int(_, s) | Expr::Bool(_, s) | Expr::Tuple(_, s) => *s,
+            Expr::Var(id) => id.span(),
+            Expr::Call(c) => c.span,
+            Expr::Binary { lhs, rhs, .. } => join(lhs.span(), rhs.span()),
+            Expr::Neg { span, expr } => join(*span, expr.span()),
+        }
+    }
+}
+
+/// Joins two spans where the compiler supports it (nightly / inside a proc macro), else the
+/// first one.
+pub fn join(a: Span, b: Span) -> Span {
+    a.join(b).unwrap_or(a)
+}

@@ -1,0 +1,116 @@
+//! Stage 5: reverse-mode differentiation, done on the graph at compile time.
+//!
+//! Walks the materialized nodes in reverse topological order from the seeds (the loss, or
+//! every output when the model has no loss) and schedules one VJP step per node that has an
+//! adjoint. A node's adjoint is written by its first contributor and accumulated into by the
+//! rest (fan-out); nothing is scheduled for values no parameter depends on (there is never a
+//! gradient for input data). Layers that the seeds do not reach get zero gradients.
+
+use crate::fuse::Fused;
+use crate::ir::{Graph, NodeId, NodeKind};
+use crate::Errors;
+
+/// One VJP step.
+pub struct Step {
+    /// The node whose VJP runs.
+    pub node: NodeId,
+    /// Per input: `None` (no adjoint needed), `Some(false)` (write it), `Some(true)` (add).
+    pub d_inputs: Vec<Option<bool>>,
+}
+
+/// The backward pass.
+pub struct Schedule {
+    /// Whether each node depends on a parameter.
+    pub needs_grad: Vec<bool>,
+    /// Whether each node gets an adjoint buffer.
+    pub has_adjoint: Vec<bool>,
+    /// The seeds: the loss node, or the outputs that need gradients.
+    pub seeds: Vec<NodeId>,
+    /// VJP steps in execution order.
+    pub steps: Vec<Step>,
+    /// Layers whose gradients no seed reaches: zeroed by the backward pass.
+    pub unreached_layers: Vec<usize>,
+}
+
+/// Builds the backward schedule.
+pub fn differentiate(graph: &Graph, fused: &Fused) -> syn::Result<Schedule> {
+    let n = graph.nodes.len();
+    let mut errors = Errors::default();
+    let mut needs_grad = vec![false; n];
+    for id in 0..n {
+        let node = &graph.nodes[id];
+        needs_grad[id] = match &node.kind {
+            NodeKind::Input(_) => false,
+            NodeKind::Pointwise { .. } => node.inputs.iter().any(|&i| needs_grad[i]),
+            NodeKind::Kernel(k) => {
+                let mut any = k.has_params();
+                for (slot, &i) in node.inputs.iter().enumerate() {
+                    if !needs_grad[i] {
+                        continue;
+                    }
+                    if k.differentiable(slot) {
+                        any = true;
+                    } else if fused.live[id] {
+                        errors.push(syn::Error::new(
+                            node.input_spans.get(slot).copied().unwrap_or(node.span),
+                            format!(
+                                "gradients do not flow into this argument of `{}` (a target), but it depends on the model's parameters: pass an input or a target here",
+                                k.name()
+                            ),
+                        ));
+                    }
+                }
+                any
+            }
+        };
+    }
+    errors.finish()?;
+
+    let seeds: Vec<NodeId> = match graph.loss {
+        Some(l) => vec![l],
+        None => graph.outputs.iter().map(|(o, _)| *o).filter(|&o| needs_grad[o]).collect(),
+    };
+    let mut has_adjoint = vec![false; n];
+    let mut written = vec![false; n];
+    for &s in &seeds {
+        has_adjoint[s] = true;
+        written[s] = true;
+    }
+    let mut steps = Vec::new();
+    for id in (0..n).rev() {
+        if !has_adjoint[id] || !fused.materialized(id) {
+            continue;
+        }
+        let node = &graph.nodes[id];
+        let d_inputs: Vec<Option<bool>> = node
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(slot, &i)| {
+                let flows = match &node.kind {
+                    NodeKind::Kernel(k) => k.differentiable(slot),
+                    _ => true,
+                };
+                if !(flows && needs_grad[i]) {
+                    return None;
+                }
+                has_adjoint[i] = true;
+                let accumulate = written[i];
+                written[i] = true;
+                Some(accumulate)
+            })
+            .collect();
+        let has_params = matches!(&node.kind, NodeKind::Kernel(k) if k.has_params());
+        if has_params || d_inputs.iter().any(Option::is_some) {
+            steps.push(Step { node: id, d_inputs });
+        }
+    }
+    let unreached_layers = graph
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !has_adjoint[l.node])
+        .map(|(i, _)| i)
+        .collect();
+    Ok(Schedule { needs_grad, has_adjoint, seeds, steps, unreached_layers })
+}

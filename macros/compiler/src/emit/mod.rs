@@ -1,0 +1,202 @@
+//! Stage 7: IR -> Rust.
+//!
+//! Writes, for `struct Name`: the model struct (one field per layer), `NameGrads`,
+//! `NameWorkspace` (every buffer a step needs, grown once and reused), the methods
+//! (`new`, `zeros`, `forward`, `loss_and_grad` or `forward_train` + `backward`, ...) and
+//! `impl kiln::Model`. The code is meant to be read (`cargo expand`): buffers are named after
+//! the bindings they hold, and each step is commented with what it computes.
+
+mod api;
+mod model_impl;
+mod passes;
+mod structs;
+
+use crate::autodiff::Schedule;
+use crate::fuse::Fused;
+use crate::ir::{Dim, Graph, NodeId, NodeKind, Shape};
+use crate::ops::LayerSpec;
+use crate::plan::Plan;
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{format_ident, quote};
+
+/// Everything the emitters need, with naming helpers.
+pub(crate) struct Ctx<'a> {
+    pub g: &'a Graph,
+    pub fused: &'a Fused,
+    pub schedule: &'a Schedule,
+    pub plan: &'a Plan,
+    /// Each layer's spec (same order as `Graph::layers`).
+    pub layers: Vec<LayerSpec>,
+    pub name: &'a Ident,
+    pub grads_name: Ident,
+    pub workspace_name: Ident,
+    pub buffers_name: Ident,
+}
+
+impl Ctx<'_> {
+    pub fn ident(&self, s: &str) -> Ident {
+        Ident::new(s, Span::call_site())
+    }
+
+    pub fn node_ident(&self, id: NodeId) -> Ident {
+        self.ident(&self.g.nodes[id].name)
+    }
+
+    pub fn adjoint_ident(&self, id: NodeId) -> Ident {
+        format_ident!("d_{}", self.g.nodes[id].name)
+    }
+
+    pub fn dim_tokens(&self, d: Dim) -> TokenStream {
+        match d {
+            Dim::Fixed(n) => {
+                let lit = proc_macro2::Literal::usize_unsuffixed(n);
+                quote!(#lit)
+            }
+            Dim::Symbol(s) => {
+                let id = self.ident(&self.g.symbols[s]);
+                quote!(#id)
+            }
+        }
+    }
+
+    /// The element count of a shape as an expression (`B * 128`).
+    pub fn len_tokens(&self, shape: &Shape) -> TokenStream {
+        let fixed: usize = shape.0.iter().filter_map(|d| match d {
+            Dim::Fixed(n) => Some(*n),
+            Dim::Symbol(_) => None,
+        }).product();
+        let mut parts: Vec<TokenStream> = shape
+            .0
+            .iter()
+            .filter_map(|d| match d {
+                Dim::Symbol(_) => Some(self.dim_tokens(*d)),
+                Dim::Fixed(_) => None,
+            })
+            .collect();
+        if fixed != 1 || parts.is_empty() {
+            let lit = proc_macro2::Literal::usize_unsuffixed(fixed);
+            parts.push(quote!(#lit));
+        }
+        join_mul(&parts)
+    }
+
+    pub fn node_len(&self, id: NodeId) -> TokenStream {
+        self.len_tokens(&self.g.info(id).shape)
+    }
+
+    /// `let [B, T] = ws.dims;` (nothing for a model without symbolic dims).
+    pub fn bind_dims(&self, source: TokenStream) -> TokenStream {
+        if self.g.symbols.is_empty() {
+            return TokenStream::new();
+        }
+        let syms = self.g.symbols.iter().map(|s| self.ident(s));
+        quote! { let [#(#syms),*] = #source; }
+    }
+
+    /// The ndarray dimension type of a shape (`Ix2`).
+    pub fn ix(&self, shape: &Shape) -> TokenStream {
+        let ix = format_ident!("Ix{}", shape.rank());
+        quote!(::kiln::ndarray::#ix)
+    }
+
+    /// The ndarray dimension value of a shape (`Dim([B, 10])`).
+    pub fn dim_value(&self, shape: &Shape) -> TokenStream {
+        let dims = shape.0.iter().map(|d| self.dim_tokens(*d));
+        quote!(::kiln::ndarray::Dim([#(#dims),*]))
+    }
+
+    pub fn is_input(&self, id: NodeId) -> bool {
+        matches!(self.g.nodes[id].kind, NodeKind::Input(_))
+    }
+
+    /// The `state_dict` names and accessors of every parameter, in order:
+    /// (name, layer field, param field, optional, element count).
+    pub fn params(&self) -> Vec<(String, Ident, Ident, bool, usize)> {
+        let mut out = Vec::new();
+        for (layer, spec) in self.g.layers.iter().zip(&self.layers) {
+            for p in &spec.params {
+                out.push((
+                    format!("{}.{}", layer.name, p.suffix),
+                    layer.name.clone(),
+                    self.ident(p.suffix),
+                    p.optional,
+                    p.dims.iter().product(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn join_mul(parts: &[TokenStream]) -> TokenStream {
+    let mut iter = parts.iter();
+    let mut out = iter.next().cloned().unwrap_or_else(|| quote!(1));
+    for p in iter {
+        out = quote!(#out * #p);
+    }
+    out
+}
+
+/// Emits the whole model.
+pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> TokenStream {
+    let layers = g
+        .layers
+        .iter()
+        .map(|l| {
+            let node = &g.nodes[l.node];
+            let inputs: Vec<_> = node.inputs.iter().map(|&i| g.info(i)).collect();
+            match &node.kind {
+                NodeKind::Kernel(k) => k.layer(&inputs),
+                _ => None,
+            }
+            .unwrap_or_else(|| LayerSpec {
+                ty: quote!(()),
+                init: quote!(()),
+                zeros: quote!(()),
+                params: Vec::new(),
+            })
+        })
+        .collect();
+    let cx = Ctx {
+        g,
+        fused,
+        schedule,
+        plan,
+        layers,
+        name: &g.name,
+        grads_name: format_ident!("{}Grads", g.name),
+        workspace_name: format_ident!("{}Workspace", g.name),
+        buffers_name: format_ident!("{}Buffers", g.name),
+    };
+    let structs = structs::emit(&cx);
+    let passes = passes::emit(&cx);
+    let api = api::emit(&cx);
+    let model_impl = model_impl::emit(&cx);
+    quote! {
+        #structs
+        #api
+        #passes
+        #model_impl
+    }
+}
+
+/// A stand-in for a model that failed to compile: the struct and its constructors, so that
+/// code using the model still type-checks around the reported errors.
+pub fn stub(input: &TokenStream) -> TokenStream {
+    let Ok(def) = syn::parse2::<crate::ast::ModelDef>(input.clone()) else {
+        return TokenStream::new();
+    };
+    let (vis, name) = (&def.vis, &def.name);
+    let grads = format_ident!("{}Grads", name);
+    let ws = format_ident!("{}Workspace", name);
+    quote! {
+        #vis struct #name<F = f32>(::core::marker::PhantomData<F>);
+        #vis struct #grads<F = f32>(::core::marker::PhantomData<F>);
+        #vis struct #ws<F = f32>(::core::marker::PhantomData<F>);
+        #[allow(dead_code, unused_variables)]
+        impl<F> #name<F> {
+            #vis fn new<R: ?Sized>(rng: &mut R) -> Self { unimplemented!("the model has compile errors") }
+            #vis fn zeros() -> Self { unimplemented!("the model has compile errors") }
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The passes: `run_forward` (the values that reach an output), `run_loss` (the rest, up to
+//! the loss) and `run_backward` (the VJP steps of the schedule). Each works on the buffers
+//! struct `ws` and the inputs as slices.
+
+use super::Ctx;
+use crate::ir::{NodeId, NodeKind};
+use crate::ops::{BackwardCx, ForwardCx, GradTarget, Operand};
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+use std::collections::BTreeSet;
+
+/// A marker variable id for "the incoming adjoint" in pointwise derivative terms.
+const D_OUT: usize = usize::MAX;
+
+pub(super) fn emit(cx: &Ctx) -> TokenStream {
+    let (name, bufs) = (cx.name, &cx.buffers_name);
+    let forward = emit_values(cx, &cx.plan.forward_nodes);
+    let float_inputs = input_params(cx, false);
+    let all_inputs = input_params(cx, true);
+    let forward_fn = {
+        let (params, body) = (forward.params, forward.body);
+        let bind = cx.bind_dims(quote!(ws.dims));
+        quote! {
+            /// Computes every value that reaches an output.
+            #[allow(non_snake_case, unused_variables, unused_doc_comments, clippy::too_many_arguments)]
+            fn run_forward(&self, ws: &mut #bufs<F>, #(#float_inputs),*) -> ::kiln::Result<()> {
+                #bind
+                #params
+                #body
+                Ok(())
+            }
+        }
+    };
+    let loss_fn = cx.g.loss.map(|loss| {
+        let rest = emit_values(cx, &cx.plan.loss_nodes);
+        let (params, body) = (rest.params, rest.body);
+        let bind = cx.bind_dims(quote!(ws.dims));
+        let loss_buf = cx.node_ident(loss);
+        quote! {
+            /// Computes the values after the outputs, up to the loss, and returns the loss.
+            #[allow(non_snake_case, unused_variables, unused_doc_comments, clippy::too_many_arguments)]
+            fn run_loss(&self, ws: &mut #bufs<F>, #(#all_inputs),*) -> ::kiln::Result<F> {
+                #bind
+                #params
+                #body
+                Ok(ws.#loss_buf[0])
+            }
+        }
+    });
+    let backward_fn = emit_backward(cx, &all_inputs);
+    quote! {
+        impl<F: ::kiln::Float> #name<F> {
+            #forward_fn
+            #loss_fn
+            #backward_fn
+        }
+    }
+}
+
+/// `x: &[F], y: &[usize]` for the inputs (and, with `targets`, the targets).
+pub(super) fn input_params(cx: &Ctx, targets: bool) -> Vec<TokenStream> {
+    cx.g
+        .inputs
+        .iter()
+        .filter(|d| targets || !d.is_target)
+        .map(|d| {
+            let n = &d.name;
+            if d.classes.is_some() {
+                quote!(#n: &[usize])
+            } else {
+                quote!(#n: &[F])
+            }
+        })
+        .collect()
+}
+
+struct Code {
+    params: TokenStream,
+    body: TokenStream,
+}
+
+fn operand(cx: &Ctx, id: NodeId, mutable: bool) -> Operand {
+    let info = cx.g.info(id);
+    let len = cx.node_len(id);
+    let dims = info.shape.0.iter().map(|d| cx.dim_tokens(*d)).collect();
+    let ident = cx.node_ident(id);
+    let data = if cx.is_input(id) {
+        quote!(#ident)
+    } else if mutable {
+        quote!(&mut ws.#ident[..#len])
+    } else {
+        quote!(&ws.#ident[..#len])
+    };
+    Operand { data, len, dims }
+}
+
+/// `let h1_weight = ::kiln::shape::param("h1.weight", &self.h1.weight, 100352)?;` for each
+/// parameter of the given layers (and the gradient slices when `grads`).
+fn param_locals(cx: &Ctx, layers: &BTreeSet<usize>, grads: bool) -> TokenStream {
+    let mut out = TokenStream::new();
+    for &l in layers {
+        let layer = &cx.g.layers[l];
+        for p in &cx.layers[l].params {
+            let name = format!("{}.{}", layer.name, p.suffix);
+            let local = format_ident!("{}_{}", layer.name, p.suffix);
+            let (field, pf) = (&layer.name, cx.ident(p.suffix));
+            let len: usize = p.dims.iter().product();
+            out.extend(if p.optional {
+                quote! { let #local = ::kiln::shape::param_opt(#name, self.#field.#pf.as_ref(), #len)?; }
+            } else {
+                quote! { let #local = ::kiln::shape::param(#name, &self.#field.#pf, #len)?; }
+            });
+            if grads {
+                let glocal = format_ident!("d_{}_{}", layer.name, p.suffix);
+                out.extend(if p.optional {
+                    quote! { let #glocal = ::kiln::shape::param_opt_mut(#name, grads.#field.#pf.as_mut(), #len)?; }
+                } else {
+                    quote! { let #glocal = ::kiln::shape::param_mut(#name, &mut grads.#field.#pf, #len)?; }
+                });
+            }
+        }
+    }
+    out
+}
+
+fn layer_locals(cx: &Ctx, layer: usize, prefix: &str) -> Vec<TokenStream> {
+    let l = &cx.g.layers[layer];
+    cx.layers[layer]
+        .params
+        .iter()
+        .map(|p| {
+            let id = format_ident!("{}{}_{}", prefix, l.name, p.suffix);
+            quote!(#id)
+        })
+        .collect()
+}
+
+fn emit_values(cx: &Ctx, nodes: &[NodeId]) -> Code {
+    let mut layers = BTreeSet::new();
+    let mut body = TokenStream::new();
+    for &id in nodes {
+        let node = &cx.g.nodes[id];
+        let doc = super::structs::describe_node(cx, id);
+        let comment = doc.trim().trim_end_matches(" Read by the backward pass.");
+        let code = match &node.kind {
+            NodeKind::Input(_) => continue,
+            NodeKind::Kernel(k) => {
+                let params = match node.layer {
+                    Some(l) => {
+                        layers.insert(l);
+                        layer_locals(cx, l, "")
+                    }
+                    None => Vec::new(),
+                };
+                k.forward(&ForwardCx {
+                    inputs: node.inputs.iter().map(|&i| operand(cx, i, false)).collect(),
+                    output: operand(cx, id, true),
+                    params,
+                })
+            }
+            NodeKind::Pointwise { term, .. } => pointwise_forward(cx, id, *term),
+        };
+        body.extend(quote! {
+            #[doc = #comment]
+            { #code }
+        });
+    }
+    Code { params: param_locals(cx, &layers, false), body }
+}
+
+/// Slices of the pointwise inputs that are workspace buffers (inputs are slices already).
+fn input_slices(cx: &Ctx, inputs: &[NodeId], len: &TokenStream) -> TokenStream {
+    let mut out = TokenStream::new();
+    for &i in inputs {
+        if !cx.is_input(i) {
+            let id = cx.node_ident(i);
+            out.extend(quote! { let #id = &ws.#id[..#len]; });
+        }
+    }
+    out
+}
+
+fn element(ident: &Ident) -> TokenStream {
+    quote!(#ident[i])
+}
+
+fn pointwise_forward(cx: &Ctx, id: NodeId, term: usize) -> TokenStream {
+    let node = &cx.g.nodes[id];
+    let len = cx.node_len(id);
+    let out = cx.node_ident(id);
+    let slices = input_slices(cx, &node.inputs, &len);
+    let (lets, exprs) = cx.g.exprs.emit(&[term], &|n| element(&cx.node_ident(n)));
+    let expr = &exprs[0];
+    quote! {
+        #slices
+        let #out = &mut ws.#out[..#len];
+        for i in 0..#len {
+            #lets
+            #out[i] = #expr;
+        }
+    }
+}
+
+fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
+    let g = cx.g;
+    let s = cx.schedule;
+    let mut layers = BTreeSet::new();
+    let mut body = TokenStream::new();
+    if let Some(loss) = g.loss {
+        let d = cx.adjoint_ident(loss);
+        body.extend(quote! {
+            /// d loss / d loss = 1
+            { ws.#d[0] = F::ONE; }
+        });
+    }
+    for step in &s.steps {
+        let id = step.node;
+        let node = &g.nodes[id];
+        let targets: Vec<Option<GradTarget>> = step
+            .d_inputs
+            .iter()
+            .zip(&node.inputs)
+            .map(|(d, &i)| {
+                d.map(|accumulate| {
+                    let (ident, len) = (cx.adjoint_ident(i), cx.node_len(i));
+                    GradTarget { data: quote!(&mut ws.#ident[..#len]), accumulate }
+                })
+            })
+            .collect();
+        let code = match &node.kind {
+            NodeKind::Input(_) => continue,
+            NodeKind::Kernel(k) => {
+                let (params, param_grads) = match node.layer {
+                    Some(l) => {
+                        layers.insert(l);
+                        (layer_locals(cx, l, ""), layer_locals(cx, l, "d_"))
+                    }
+                    None => (Vec::new(), Vec::new()),
+                };
+                let (dout, len) = (cx.adjoint_ident(id), cx.node_len(id));
+                k.backward(&BackwardCx {
+                    inputs: node.inputs.iter().map(|&i| operand(cx, i, false)).collect(),
+                    output: operand(cx, id, false),
+                    d_output: quote!(&ws.#dout[..#len]),
+                    d_inputs: targets,
+                    params,
+                    param_grads,
+                })
+            }
+            NodeKind::Pointwise { term, .. } => pointwise_backward(cx, id, *term, &step.d_inputs),
+        };
+        let written: Vec<String> = step
+            .d_inputs
+            .iter()
+            .zip(&node.inputs)
+            .filter_map(|(d, &i)| d.map(|acc| format!("d_{} {}", g.nodes[i].name, if acc { "+=" } else { "=" })))
+            .chain(node.layer.map(|l| format!("grads.{}", g.layers[l].name)))
+            .collect();
+        let comment = format!(" backward of `{}`: {}", node.name, written.join(", "));
+        body.extend(quote! {
+            #[doc = #comment]
+            { #code }
+        });
+    }
+    for &l in &s.unreached_layers {
+        let layer = &g.layers[l];
+        let field = &layer.name;
+        let comment = format!(" `{field}` does not reach the loss: its gradient is zero");
+        let mut zero = TokenStream::new();
+        for p in &cx.layers[l].params {
+            let pf = cx.ident(p.suffix);
+            zero.extend(if p.optional {
+                quote! { if let Some(g) = grads.#field.#pf.as_mut() { g.fill(F::ZERO); } }
+            } else {
+                quote! { grads.#field.#pf.fill(F::ZERO); }
+            });
+        }
+        body.extend(quote! { #[doc = #comment] { #zero } });
+    }
+    let params = param_locals(cx, &layers, true);
+    let bind = cx.bind_dims(quote!(ws.dims));
+    let grads_name = &cx.grads_name;
+    let bufs = &cx.buffers_name;
+    quote! {
+        /// The backward pass: one VJP step per node with an adjoint, in reverse order.
+        #[allow(non_snake_case, unused_variables, unused_doc_comments, clippy::too_many_arguments)]
+        fn run_backward(&self, ws: &mut #bufs<F>, #(#all_inputs,)* grads: &mut #grads_name<F>) -> ::kiln::Result<()> {
+            #bind
+            #params
+            #body
+            Ok(())
+        }
+    }
+}
+
+fn pointwise_backward(cx: &Ctx, id: NodeId, term: usize, d_inputs: &[Option<bool>]) -> TokenStream {
+    let g = cx.g;
+    let node = &g.nodes[id];
+    let len = cx.node_len(id);
+    let slices = input_slices(cx, &node.inputs, &len);
+    let dout = cx.adjoint_ident(id);
+    // The derivative terms are built in a scratch copy of the arena: the graph is read-only
+    // here, and these terms only live for this emission.
+    let mut arena = g.exprs.clone();
+    let d_var = arena.var(D_OUT);
+    let mut roots = Vec::new();
+    let mut targets = Vec::new();
+    for (d, &i) in d_inputs.iter().zip(&node.inputs) {
+        if let Some(accumulate) = d {
+            let partial = arena.diff(term, i);
+            roots.push(arena.mul(d_var, partial));
+            targets.push((cx.adjoint_ident(i), *accumulate));
+        }
+    }
+    let (lets, exprs) = arena.emit(&roots, &|n| {
+        if n == D_OUT {
+            element(&dout)
+        } else {
+            element(&cx.node_ident(n))
+        }
+    });
+    let mut target_slices = TokenStream::new();
+    let mut stores = TokenStream::new();
+    for ((ident, accumulate), expr) in targets.iter().zip(&exprs) {
+        target_slices.extend(quote! { let #ident = &mut ws.#ident[..#len]; });
+        stores.extend(if *accumulate {
+            quote! { #ident[i] += #expr; }
+        } else {
+            quote! { #ident[i] = #expr; }
+        });
+    }
+    quote! {
+        #slices
+        let #dout = &ws.#dout[..#len];
+        #target_slices
+        for i in 0..#len {
+            #lets
+            #stores
+        }
+    }
+}

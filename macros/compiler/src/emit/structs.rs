@@ -1,0 +1,153 @@
+//! The data types: the model, its gradients, its workspace and the workspace's buffers.
+
+use super::Ctx;
+use crate::ir::NodeKind;
+use proc_macro2::TokenStream;
+use quote::quote;
+
+pub(super) fn emit(cx: &Ctx) -> TokenStream {
+    let g = cx.g;
+    let (name, grads, ws, bufs) = (cx.name, &cx.grads_name, &cx.workspace_name, &cx.buffers_name);
+    let vis = &g.vis;
+    let attrs = &g.attrs;
+
+    let mut fields = Vec::new();
+    for (layer, spec) in g.layers.iter().zip(&cx.layers) {
+        let shapes: Vec<String> = spec
+            .params
+            .iter()
+            .map(|p| {
+                let dims: Vec<String> = p.dims.iter().map(usize::to_string).collect();
+                format!("`{}` [{}]", p.suffix, dims.join(", "))
+            })
+            .collect();
+        let doc = format!(
+            " `{}` -> {}: {}.",
+            g.op_name(layer.node),
+            g.shape_string(layer.node),
+            shapes.join(", ")
+        );
+                let (field, ty) = (&layer.name, &spec.ty);
+        fields.push(quote! { #[doc = #doc] pub #field: #ty, });
+    }
+    let model_doc = format!(
+        " Gradients of [`{name}`]'s parameters: one field per layer, same shapes. Filled (overwritten) by each training step."
+    );
+    let ws_doc = format!(
+        " Buffers for [`{name}`]'s training steps: grown to the largest batch seen, then reused, so a warm step allocates nothing. One workspace serves one step at a time."
+    );
+
+    let mut buffer_fields = Vec::new();
+    let mut grow = Vec::new();
+    let mut grow_training = Vec::new();
+    for &id in &cx.plan.values {
+        let field = cx.node_ident(id);
+        let doc = describe_node(cx, id);
+        buffer_fields.push(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
+        let len = cx.node_len(id);
+        let line = quote! { ::kiln::shape::grow(&mut self.#field, #len); };
+        if cx.plan.forward_nodes.contains(&id) {
+            grow.push(line);
+        } else {
+            grow_training.push(line);
+        }
+    }
+    for &id in &cx.plan.adjoints {
+        let field = cx.adjoint_ident(id);
+        let doc = format!(" Adjoint of `{}`.", g.nodes[id].name);
+        buffer_fields.push(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
+        let len = cx.node_len(id);
+        grow_training.push(quote! { ::kiln::shape::grow(&mut self.#field, #len); });
+    }
+    let all_fields: Vec<_> = cx
+        .plan
+        .values
+        .iter()
+        .map(|&id| cx.node_ident(id))
+        .chain(cx.plan.adjoints.iter().map(|&id| cx.adjoint_ident(id)))
+        .collect();
+    let nsym = g.symbols.len();
+    let bind = cx.bind_dims(quote!(dims));
+    let allow_unused_dims = if nsym == 0 { quote!(#[allow(unused_variables)]) } else { quote!() };
+
+    quote! {
+        #(#attrs)*
+        #[derive(Clone, Debug)]
+        #vis struct #name<F: ::kiln::Float = f32> {
+            #(#fields)*
+        }
+
+        #[doc = #model_doc]
+        #[derive(Clone, Debug)]
+        #vis struct #grads<F: ::kiln::Float = f32> {
+            #(#fields)*
+        }
+
+        #[doc = #ws_doc]
+        #vis struct #ws<F: ::kiln::Float = f32> {
+            staging: ::kiln::shape::Staging<F>,
+            buffers: #bufs<F>,
+            ready: bool,
+        }
+
+        /// Every value and adjoint buffer of one training step, named after the bindings.
+        #[allow(non_snake_case)]
+        struct #bufs<F: ::kiln::Float> {
+            /// The symbolic dims of the current step.
+            dims: [usize; #nsym],
+            #(#buffer_fields)*
+        }
+
+        impl<F: ::kiln::Float> #bufs<F> {
+            fn new() -> Self {
+                Self { dims: [0; #nsym], #(#all_fields: ::std::vec::Vec::new(),)* }
+            }
+
+            /// Sizes the buffers for `dims` (the forward values; with `training` also the
+            /// loss and the adjoints), allocating only to grow.
+            #[allow(non_snake_case)]
+            #allow_unused_dims
+            fn prepare(&mut self, dims: [usize; #nsym], training: bool) {
+                self.dims = dims;
+                #bind
+                #(#grow)*
+                if training {
+                    #(#grow_training)*
+                }
+            }
+        }
+
+        impl<F: ::kiln::Float> ::core::default::Default for #ws<F> {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl<F: ::kiln::Float> #ws<F> {
+            /// An empty workspace; buffers are allocated by the first step.
+            pub fn new() -> Self {
+                Self { staging: ::kiln::shape::Staging::new(), buffers: #bufs::new(), ready: false }
+            }
+        }
+    }
+}
+
+/// A doc line for a value buffer: what it holds and its shape.
+pub(super) fn describe_node(cx: &Ctx, id: usize) -> String {
+    let g = cx.g;
+    let node = &g.nodes[id];
+    let what = match &node.kind {
+        NodeKind::Pointwise { term, .. } => {
+            g.exprs.render(*term, &|n| g.nodes[n].name.clone())
+        }
+        NodeKind::Kernel(k) => {
+            let args: Vec<&str> = node.inputs.iter().map(|&i| g.nodes[i].name.as_str()).collect();
+            let attrs = k.describe();
+            let sep = if attrs.is_empty() || args.is_empty() { "" } else { ", " };
+            format!("{}({}{sep}{attrs})", k.name(), args.join(", "))
+        }
+        NodeKind::Input(_) => node.name.clone(),
+    };
+    let saved = if cx.plan.saved[id] { " Read by the backward pass." } else { "" };
+    format!(" `{} = {}`, {}.{saved}", node.name, what, g.shape_string(id))
+}

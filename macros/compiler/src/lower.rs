@@ -1,0 +1,458 @@
+//! Stage 2: syntax tree -> graph IR.
+//!
+//! Resolves names, looks ops up in the registry (suggesting the closest name for a typo),
+//! checks each call's arguments and options, assigns each parameterized layer to the binding it
+//! is named after, and builds the node list in topological order. Errors are collected, not
+//! returned at the first: a bad statement does not hide the next one.
+
+use crate::ast::{self, DimAst, Expr, ModelDef, Stmt};
+use crate::expr::Arena;
+use crate::ir::{Dim, Graph, InputDecl, Layer, Node, NodeId, NodeKind, Statement};
+use crate::ops::{self, arith, Built, CallArgs};
+use crate::Errors;
+use proc_macro2::Span;
+use std::collections::HashMap;
+use syn::Ident;
+
+/// A lowered expression: a graph node or a literal not yet attached to one.
+enum Value {
+    Node(NodeId),
+    Literal(f64, Span),
+}
+
+struct Lowerer {
+    graph: Graph,
+    /// Every name in scope: `Some(node)`, or `None` for a binding whose expression failed (so
+    /// its uses do not report a second error).
+    scope: HashMap<String, (Option<NodeId>, Span)>,
+    used_names: HashMap<String, usize>,
+    errors: Errors,
+    statement: usize,
+    /// The parameterized layer of the current statement, with its span.
+    statement_layer: Option<Span>,
+    binding: String,
+}
+
+/// Lowers a parsed model to a graph.
+pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
+    let mut l = Lowerer {
+        graph: Graph {
+            attrs: def.attrs,
+            vis: def.vis,
+            name: def.name,
+            symbols: Vec::new(),
+            nodes: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            loss: None,
+            layers: Vec::new(),
+            statements: Vec::new(),
+            exprs: Arena::default(),
+        },
+        scope: HashMap::new(),
+        used_names: HashMap::new(),
+        errors: Errors::default(),
+        statement: 0,
+        statement_layer: None,
+        binding: String::new(),
+    };
+    if def.stmts.is_empty() {
+        return Err(syn::Error::new(
+            def.body_span,
+            "empty model: declare at least an input, a layer and an output, as in `input x: [B, 4]; let y = linear(x, 2); output y;`",
+        ));
+    }
+    let mut loss_span: Option<Span> = None;
+    for stmt in def.stmts {
+        l.statement_layer = None;
+        match stmt {
+            Stmt::Input { name, dims } => l.declare_input(name, dims, false, None),
+            Stmt::Target { name, dims, classes } => l.declare_input(name, dims, true, classes.map(|c| c.0)),
+            Stmt::Let { name, expr } => l.lower_let(name, expr),
+            Stmt::Output { names } => {
+                for name in names {
+                    if l.graph.outputs.iter().any(|(_, n)| *n == name) {
+                        l.errors.push(syn::Error::new(name.span(), format!("`{name}` is already an output")));
+                        continue;
+                    }
+                    if let Some(node) = l.resolve(&name) {
+                        l.graph.outputs.push((node, name));
+                    }
+                }
+            }
+            Stmt::Loss { keyword, expr } => {
+                if let Some(first) = loss_span {
+                    let mut e = syn::Error::new(keyword, "a model has one `loss`; add the terms into one expression, e.g. `loss mse(a, y) + 0.1 * mse(b, z);`");
+                    e.combine(syn::Error::new(first, "the first `loss` is here"));
+                    l.errors.push(e);
+                    continue;
+                }
+                loss_span = Some(keyword);
+                l.binding = "loss".to_string();
+                if let Some(node) = l.lower_value(&expr) {
+                    l.graph.loss = Some(node);
+                    l.name_root(node, "loss");
+                    l.graph.statements.push(Statement { name: "loss".into(), node });
+                }
+                l.statement += 1;
+            }
+        }
+    }
+    if l.graph.inputs.iter().all(|i| i.is_target) {
+        l.errors.push(syn::Error::new(
+            l.graph.name.span(),
+            format!("model `{}` has no input: declare one, as in `input x: [B, 4];`", l.graph.name),
+        ));
+    }
+    if l.graph.outputs.is_empty() {
+        l.errors.push(syn::Error::new(
+            l.graph.name.span(),
+            format!("model `{}` has no output: add `output NAME;` naming the value its `forward` returns", l.graph.name),
+        ));
+    }
+    l.check_unused();
+    l.errors.finish()?;
+    Ok(l.graph)
+}
+
+impl Lowerer {
+    fn symbol(&mut self, name: &Ident) -> usize {
+        let s = name.to_string();
+        match self.graph.symbols.iter().position(|x| *x == s) {
+            Some(i) => i,
+            None => {
+                self.graph.symbols.push(s);
+                self.graph.symbols.len() - 1
+            }
+        }
+    }
+
+    fn bind(&mut self, name: &Ident, node: Option<NodeId>) -> bool {
+        let key = name.to_string();
+        if let Some((_, first)) = self.scope.get(&key) {
+            let mut e = syn::Error::new(
+                name.span(),
+                format!("`{key}` is already defined: give this value another name (each name is bound once; parameters are named after their binding)"),
+            );
+            e.combine(syn::Error::new(*first, format!("`{key}` is first defined here")));
+            self.errors.push(e);
+            return false;
+        }
+        if ["loss", "self", "ws", "grads", "rng", "F"].contains(&key.as_str()) {
+            self.errors.push(syn::Error::new(
+                name.span(),
+                format!("`{key}` is reserved in generated code: choose another name"),
+            ));
+            return false;
+        }
+        self.scope.insert(key, (node, name.span()));
+        true
+    }
+
+    fn declare_input(&mut self, name: Ident, dims: Vec<DimAst>, is_target: bool, classes: Option<usize>) {
+        let dims: Vec<Dim> = dims
+            .iter()
+            .map(|d| match d {
+                DimAst::Fixed(n, _) => Dim::Fixed(*n),
+                DimAst::Symbol(s) => Dim::Symbol(self.symbol(s)),
+            })
+            .collect();
+        let index = self.graph.inputs.len();
+        let node = self.push_node(NodeKind::Input(index), vec![], vec![], name.span(), None);
+        self.graph.nodes[node].name = name.to_string();
+        self.used_names.insert(name.to_string(), 1);
+        if !self.bind(&name, Some(node)) {
+            return;
+        }
+        self.graph.statements.push(Statement { name: name.to_string(), node });
+        self.graph.inputs.push(InputDecl { name, dims, is_target, classes, node });
+        self.statement += 1;
+    }
+
+    fn lower_let(&mut self, name: Ident, expr: Expr) {
+        self.binding = name.to_string();
+        let node = self.lower_value(&expr);
+        if let Some(node) = node {
+            self.name_root(node, &name.to_string());
+            if let Some(layer) = self.graph.nodes[node].layer.or_else(|| self.statement_layer_node()) {
+                self.graph.layers[layer].name = name.clone();
+            }
+            self.graph.statements.push(Statement { name: name.to_string(), node });
+        }
+        self.bind(&name, node);
+        self.statement += 1;
+    }
+
+    /// The layer created in the current statement, if any.
+    fn statement_layer_node(&self) -> Option<usize> {
+        self.graph
+            .layers
+            .iter()
+            .position(|l| self.graph.nodes[l.node].statement == self.statement)
+    }
+
+    /// Gives a statement's value node the binding's name (intermediates keep `binding_op`).
+    fn name_root(&mut self, node: NodeId, name: &str) {
+        let n = &mut self.graph.nodes[node];
+        if n.statement == self.statement && !matches!(n.kind, NodeKind::Input(_)) {
+            n.name = name.to_string();
+        }
+    }
+
+    fn resolve(&mut self, name: &Ident) -> Option<NodeId> {
+        match self.scope.get(&name.to_string()) {
+            Some((node, _)) => *node,
+            None => {
+                let key = name.to_string();
+                let known: Vec<&str> = self.scope.keys().map(String::as_str).collect();
+                let hint = match ops::closest(&key, known.iter().copied()) {
+                    Some(c) => format!(": did you mean `{c}`?"),
+                    None if ops::lookup(&key).is_some() => format!(": `{key}` is an op, call it as `{key}(...)`"),
+                    None => format!(" (names in scope: {})", {
+                        let mut k = known.clone();
+                        k.sort_unstable();
+                        k.join(", ")
+                    }),
+                };
+                self.errors.push(syn::Error::new(
+                    name.span(),
+                    format!("unknown name `{key}`{hint}; a name must be an input, a target or a `let` above this line"),
+                ));
+                None
+            }
+        }
+    }
+
+    fn push_node(&mut self, kind: NodeKind, inputs: Vec<NodeId>, input_spans: Vec<Span>, span: Span, op: Option<&str>) -> NodeId {
+        let base = match op {
+            Some(op) => format!("{}_{}", self.binding, op),
+            None => self.binding.clone(),
+        };
+        let count = self.used_names.entry(base.clone()).or_insert(0);
+        *count += 1;
+        let name = if *count == 1 { base } else { format!("{base}{count}") };
+        self.graph.nodes.push(Node {
+            kind,
+            inputs,
+            input_spans,
+            span,
+            name,
+            statement: self.statement,
+            layer: None,
+            info: None,
+        });
+        self.graph.nodes.len() - 1
+    }
+
+    /// Lowers an expression that must be a tensor.
+    fn lower_value(&mut self, expr: &Expr) -> Option<NodeId> {
+        match self.lower_expr(expr)? {
+            Value::Node(n) => Some(n),
+            Value::Literal(_, span) => {
+                self.errors.push(syn::Error::new(
+                    span,
+                    "a constant is not a value on its own: combine it with a tensor, as in `0.5 * x`",
+                ));
+                None
+            }
+        }
+    }
+
+    fn lower_expr(&mut self, expr: &Expr) -> Option<Value> {
+        match expr {
+            Expr::Float(v, s) => Some(Value::Literal(*v, *s)),
+            Expr::Int(v, s) => Some(Value::Literal(*v as f64, *s)),
+            Expr::Bool(_, s) | Expr::Tuple(_, s) => {
+                self.errors.push(syn::Error::new(*s, "expected a tensor or a number here"));
+                None
+            }
+            Expr::Var(name) => self.resolve(name).map(Value::Node),
+            Expr::Neg { span, expr } => match self.lower_expr(expr)? {
+                Value::Literal(v, s) => Some(Value::Literal(-v, ast::join(*span, s))),
+                Value::Node(x) => {
+                    let vx = self.graph.exprs.var(x);
+                    let term = arith::negate(&mut self.graph.exprs, vx);
+                    Some(Value::Node(self.push_pointwise("neg", term, &[(x, expr.span())], *span)))
+                }
+            },
+            Expr::Binary { op, op_span, lhs, rhs } => {
+                let (l, r) = (self.lower_expr(lhs), self.lower_expr(rhs));
+                let (l, r) = (l?, r?);
+                let mut operands = Vec::new();
+                let mut term_of = |this: &mut Self, v: &Value, span: Span| match v {
+                    Value::Literal(c, _) => this.graph.exprs.constant_of(*c),
+                    Value::Node(n) => {
+                        operands.push((*n, span));
+                        this.graph.exprs.var(*n)
+                    }
+                };
+                let lt = term_of(self, &l, lhs.span());
+                let rt = term_of(self, &r, rhs.span());
+                let term = arith::binary(&mut self.graph.exprs, *op, lt, rt);
+                if operands.is_empty() {
+                    let (Value::Literal(a, _), Value::Literal(b, _)) = (&l, &r) else {
+                        return None;
+                    };
+                    let folded = match op {
+                        ast::BinOp::Add => a + b,
+                        ast::BinOp::Sub => a - b,
+                        ast::BinOp::Mul => a * b,
+                        ast::BinOp::Div => a / b,
+                    };
+                    return Some(Value::Literal(folded, expr.span()));
+                }
+                Some(Value::Node(self.push_pointwise(op.symbol(), term, &operands, *op_span)))
+            }
+            Expr::Call(call) => self.lower_call(call).map(Value::Node),
+        }
+    }
+
+    fn push_pointwise(&mut self, op: &'static str, term: usize, operands: &[(NodeId, Span)], span: Span) -> NodeId {
+        let vars = self.graph.exprs.vars(term);
+        let spans = vars
+            .iter()
+            .map(|v| operands.iter().find(|(n, _)| n == v).map_or(span, |(_, s)| *s))
+            .collect();
+        let summary_op = match op {
+            "+" | "-" | "*" | "/" => op,
+            other => other,
+        };
+        self.push_node(NodeKind::Pointwise { op: summary_op, term }, vars, spans, span, Some(op_label(op)))
+    }
+
+    fn lower_call(&mut self, call: &ast::Call) -> Option<NodeId> {
+        let name = call.func.to_string();
+        let Some(spec) = ops::lookup(&name) else {
+            let hint = match ops::closest(&name, ops::names()) {
+                Some(c) => format!("did you mean `{c}`? "),
+                None => String::new(),
+            };
+            let mut all: Vec<&str> = ops::names().collect();
+            all.sort_unstable();
+            self.errors.push(syn::Error::new(
+                call.func.span(),
+                format!("unknown op `{name}`: {hint}(available: {})", all.join(", ")),
+            ));
+            // Still check the arguments, so their own errors show too.
+            for a in &call.args {
+                let _ = self.lower_expr(a);
+            }
+            return None;
+        };
+        let mut args = CallArgs::new(call, spec.usage());
+        let built = match spec.build(&mut args) {
+            Ok(b) => b,
+            Err(e) => {
+                self.errors.push(e);
+                return None;
+            }
+        };
+        let mut inputs = Vec::new();
+        let mut spans = Vec::new();
+        let mut ok = true;
+        for &i in &args.tensors {
+            let arg = &call.args[i];
+            match self.lower_expr(arg) {
+                Some(Value::Node(n)) => {
+                    inputs.push(n);
+                    spans.push(arg.span());
+                }
+                Some(Value::Literal(_, s)) => {
+                    self.errors.push(syn::Error::new(
+                        s,
+                        format!("`{name}` expects a tensor here, not a constant: write `{}`", spec.usage()),
+                    ));
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        if !ok {
+            return None;
+        }
+        match built {
+            Built::Pointwise(make) => {
+                let vars: Vec<usize> = inputs.iter().map(|&n| self.graph.exprs.var(n)).collect();
+                let term = make(&mut self.graph.exprs, &vars);
+                let operands: Vec<(NodeId, Span)> = inputs.into_iter().zip(spans).collect();
+                Some(self.push_pointwise(spec.name(), term, &operands, call.span))
+            }
+            Built::Kernel(kernel) => {
+                let has_params = kernel.has_params();
+                if has_params {
+                    if self.binding == "loss" {
+                        self.errors.push(syn::Error::new(
+                            call.span,
+                            format!("the `loss` statement cannot hold a parameterized layer: bind it first, as in `let out = {}; loss ...(out, y);`", spec.usage()),
+                        ));
+                        return None;
+                    }
+                    if let Some(first) = self.statement_layer {
+                        let mut e = syn::Error::new(
+                            call.span,
+                            format!(
+                                "a statement holds at most one parameterized layer, because its parameters are named after the binding (`{b}.weight`): bind the inner layer first, as in `let {b}_inner = ...; let {b} = {name}({b}_inner, ...);`",
+                                b = self.binding
+                            ),
+                        );
+                        e.combine(syn::Error::new(first, "the statement's first layer is here"));
+                        self.errors.push(e);
+                        return None;
+                    }
+                    self.statement_layer = Some(call.span);
+                }
+                let node = self.push_node(NodeKind::Kernel(kernel), inputs, spans, call.span, Some(spec.name()));
+                if has_params {
+                    self.graph.layers.push(Layer { name: call.func.clone(), node });
+                    self.graph.nodes[node].layer = Some(self.graph.layers.len() - 1);
+                }
+                Some(node)
+            }
+        }
+    }
+
+    /// Bindings whose value reaches no output and not the loss are mistakes (a layer trained
+    /// on nothing), reported at the binding.
+    fn check_unused(&mut self) {
+        let g = &self.graph;
+        let mut live = vec![false; g.nodes.len()];
+        for (n, _) in &g.outputs {
+            live[*n] = true;
+        }
+        if let Some(l) = g.loss {
+            live[l] = true;
+        }
+        for id in (0..g.nodes.len()).rev() {
+            if live[id] {
+                for &i in &g.nodes[id].inputs {
+                    live[i] = true;
+                }
+            }
+        }
+        let mut unused: Vec<(Span, String)> = Vec::new();
+        for (key, (node, span)) in &self.scope {
+            if let Some(n) = node {
+                if !live[*n] && !matches!(g.nodes[*n].kind, NodeKind::Input(_)) {
+                    unused.push((*span, key.clone()));
+                }
+            }
+        }
+        unused.sort_by_key(|(_, k)| k.clone());
+        for (span, key) in unused {
+            self.errors.push(syn::Error::new(
+                span,
+                format!("`{key}` is computed but never used: it reaches no `output` and not the `loss`; use it, add `output {key};`, or remove it"),
+            ));
+        }
+    }
+}
+
+fn op_label(op: &str) -> &str {
+    match op {
+        "+" => "add",
+        "-" => "sub",
+        "*" => "mul",
+        "/" => "div",
+        other => other,
+    }
+}

@@ -1,0 +1,154 @@
+//! Losses: `mse(pred, target)`, `cross_entropy(logits, labels)`, `bce_with_logits(logits,
+//! target)`. Each reduces to a scalar by the mean, as PyTorch's default `reduction='mean'`.
+
+use super::{require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
+use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
+use proc_macro2::TokenStream;
+use quote::quote;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Mse,
+    CrossEntropy,
+    BceWithLogits,
+}
+
+/// The registry entry of one loss.
+pub struct LossSpec {
+    kind: Kind,
+}
+/// `mse(pred, target)`.
+pub static MSE: LossSpec = LossSpec { kind: Kind::Mse };
+/// `cross_entropy(logits, labels)`.
+pub static CROSS_ENTROPY: LossSpec = LossSpec { kind: Kind::CrossEntropy };
+/// `bce_with_logits(logits, target)`.
+pub static BCE_WITH_LOGITS: LossSpec = LossSpec { kind: Kind::BceWithLogits };
+
+fn name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Mse => "mse",
+        Kind::CrossEntropy => "cross_entropy",
+        Kind::BceWithLogits => "bce_with_logits",
+    }
+}
+
+impl OpSpec for LossSpec {
+    fn name(&self) -> &'static str {
+        name(self.kind)
+    }
+    fn usage(&self) -> &'static str {
+        match self.kind {
+            Kind::Mse => "mse(pred, target)",
+            Kind::CrossEntropy => "cross_entropy(logits, labels)",
+            Kind::BceWithLogits => "bce_with_logits(logits, target)",
+        }
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(2, 2)?;
+        args.tensor(0);
+        args.tensor(1);
+        args.finish()?;
+        Ok(Built::Kernel(Box::new(Loss { kind: self.kind })))
+    }
+}
+
+/// A loss kernel.
+pub struct Loss {
+    kind: Kind,
+}
+
+fn scalar() -> ValueInfo {
+    ValueInfo { shape: Shape(vec![]), kind: ValueKind::Float }
+}
+
+impl Kernel for Loss {
+    fn name(&self) -> &'static str {
+        name(self.kind)
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        let op = self.name();
+        require_float(op, 0, inputs[0])?;
+        let (pred, target) = (&inputs[0].shape, &inputs[1].shape);
+        let (ps, ts) = (pred.display(symbols), target.display(symbols));
+        match (self.kind, inputs[1].kind) {
+            (Kind::CrossEntropy, ValueKind::Labels { classes }) => {
+                if pred.rank() != 2 {
+                    return Err(OpError::input(
+                        0,
+                        format!("`cross_entropy` expects logits of shape [batch, classes], but these are {ps}"),
+                    ));
+                }
+                if target.rank() != 1 || target.0[0] != pred.0[0] {
+                    return Err(OpError::input(
+                        1,
+                        format!("`cross_entropy` expects one label per row of the logits {ps}, i.e. labels of shape [{}], but these are {ts}", Shape(vec![pred.0[0]]).display(symbols).to_string().trim_matches(['[', ']'])),
+                    ));
+                }
+                if pred.0[1] != Dim::Fixed(classes) {
+                    return Err(OpError::input(
+                        0,
+                        format!("the labels have {classes} classes but these logits {ps} have {} columns: make the layer that produces them output {classes} features, e.g. `linear(h, {classes})`", Shape(vec![pred.0[1]]).display(symbols).to_string().trim_matches(['[', ']'])),
+                    ));
+                }
+                Ok(scalar())
+            }
+            (Kind::CrossEntropy, ValueKind::Float) => Err(OpError::input(
+                1,
+                format!("`cross_entropy` needs integer class labels as its target, but this is a float tensor {ts}: declare it as `target y: [B] classes N;` (for float targets use `mse` or `bce_with_logits`)"),
+            )),
+            (_, ValueKind::Labels { .. }) => Err(OpError::input(
+                1,
+                format!("`{op}` needs a float target of the same shape as the prediction {ps}, but this holds integer class labels: use `cross_entropy(logits, labels)`, or declare a float target `target y: {ps};`"),
+            )),
+            (_, ValueKind::Float) => {
+                if pred != target {
+                    return Err(OpError::input(
+                        1,
+                        format!("`{op}` needs the prediction and the target to have the same shape, but the prediction is {ps} and the target is {ts}"),
+                    ));
+                }
+                Ok(scalar())
+            }
+        }
+    }
+    fn differentiable(&self, input: usize) -> bool {
+        input == 0 || self.kind == Kind::Mse
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads { inputs: vec![true, true], output: false }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let (p, t, out) = (&cx.inputs[0].data, &cx.inputs[1].data, &cx.output.data);
+        match self.kind {
+            Kind::Mse => quote! { (#out)[0] = ::kiln::loss::mse(#p, #t); },
+            Kind::BceWithLogits => quote! { (#out)[0] = ::kiln::loss::bce_with_logits(#p, #t); },
+            Kind::CrossEntropy => {
+                let (rows, classes) = (&cx.inputs[0].dims[0], &cx.inputs[0].dims[1]);
+                quote! { (#out)[0] = ::kiln::loss::cross_entropy(#p, #rows, #classes, #t); }
+            }
+        }
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let (p, t, dl) = (&cx.inputs[0].data, &cx.inputs[1].data, &cx.d_output);
+        let mut code = TokenStream::new();
+        if let Some(dp) = &cx.d_inputs[0] {
+            let (dpd, acc) = (&dp.data, dp.accumulate);
+            code.extend(match self.kind {
+                Kind::Mse => quote! { ::kiln::loss::mse_backward(#p, #t, (#dl)[0], #dpd, #acc); },
+                Kind::BceWithLogits => {
+                    quote! { ::kiln::loss::bce_with_logits_backward(#p, #t, (#dl)[0], #dpd, #acc); }
+                }
+                Kind::CrossEntropy => {
+                    let (rows, classes) = (&cx.inputs[0].dims[0], &cx.inputs[0].dims[1]);
+                    quote! { ::kiln::loss::cross_entropy_backward(#p, #rows, #classes, #t, (#dl)[0], #dpd, #acc); }
+                }
+            });
+        }
+        if let Some(dt) = &cx.d_inputs[1] {
+            // MSE is symmetric: d/dt (p - t)^2 is d/dp with the roles swapped.
+            let (dtd, acc) = (&dt.data, dt.accumulate);
+            code.extend(quote! { ::kiln::loss::mse_backward(#t, #p, (#dl)[0], #dtd, #acc); });
+        }
+        code
+    }
+}

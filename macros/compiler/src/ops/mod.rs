@@ -1,0 +1,407 @@
+//! The op registry. Each op family lives in one file and defines, for each op: how a call is
+//! written (its arguments and options), its shape rule, its forward code, its VJP, and its
+//! parameters if it is a layer. Adding an op means adding a file here and one line to
+//! [`REGISTRY`]; no other stage names individual ops.
+//!
+//! Pointwise ops do not write loops of their own: they return an elementwise term (see
+//! [`crate::expr`]) and the compiler fuses, differentiates and emits it. Every other op is a
+//! [`Kernel`] that emits calls into `kiln::kernels` / `kiln::loss`.
+
+mod activation;
+pub(crate) mod arith;
+mod linear;
+mod loss;
+mod reduce;
+mod softmax;
+
+use crate::ast;
+use crate::expr::{Arena, TermId};
+use crate::ir::{ValueInfo, ValueKind};
+use proc_macro2::{Span, TokenStream};
+
+/// What building a call produced.
+pub enum Built {
+    /// An elementwise op: builds its term from its inputs' terms.
+    Pointwise(Box<dyn FnOnce(&mut Arena, &[TermId]) -> TermId>),
+    /// A kernel op.
+    Kernel(Box<dyn Kernel>),
+}
+
+/// A named op as users call it: `name(args, key = value)`.
+pub trait OpSpec: Sync {
+    /// The name users write.
+    fn name(&self) -> &'static str;
+    /// How a call is written, for messages: `linear(x, out_features, bias = true)`.
+    fn usage(&self) -> &'static str;
+    /// Checks the call's arguments and options and builds the op.
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built>;
+}
+
+/// A shape or kind error from an op's shape rule: the message and, when one argument is at
+/// fault, its position (the error then points at it).
+pub struct OpError {
+    /// What is wrong, with the shapes and the fix.
+    pub message: String,
+    /// The tensor input at fault, if one is.
+    pub input: Option<usize>,
+}
+
+impl OpError {
+    /// An error about the call as a whole.
+    pub fn call(message: impl Into<String>) -> Self {
+        OpError { message: message.into(), input: None }
+    }
+    /// An error about one tensor input.
+    pub fn input(input: usize, message: impl Into<String>) -> Self {
+        OpError { message: message.into(), input: Some(input) }
+    }
+}
+
+/// A value as generated code sees it.
+pub struct Operand {
+    /// An expression of type `&[F]` (`&mut [F]` for outputs; `&[usize]` for labels), exactly
+    /// `len` long.
+    pub data: TokenStream,
+    /// Element count, as a `usize` expression.
+    pub len: TokenStream,
+    /// Each dim as a `usize` expression.
+    pub dims: Vec<TokenStream>,
+}
+
+/// Where an input's gradient goes.
+pub struct GradTarget {
+    /// An expression of type `&mut [F]`.
+    pub data: TokenStream,
+    /// Add into it (`true`) or overwrite it (`false`, the first contribution).
+    pub accumulate: bool,
+}
+
+/// What a kernel's forward code gets.
+pub struct ForwardCx {
+    /// The input values.
+    pub inputs: Vec<Operand>,
+    /// The output buffer.
+    pub output: Operand,
+    /// The layer's parameters as `&[F]` locals, in [`LayerSpec::params`] order.
+    pub params: Vec<TokenStream>,
+}
+
+/// What a kernel's VJP code gets.
+pub struct BackwardCx {
+    /// The forward input values (those the kernel reads in backward, see [`Kernel::backward_reads`]).
+    pub inputs: Vec<Operand>,
+    /// The forward output value.
+    pub output: Operand,
+    /// The output's adjoint, `&[F]`.
+    pub d_output: TokenStream,
+    /// For each input, where its adjoint goes, if it needs one.
+    pub d_inputs: Vec<Option<GradTarget>>,
+    /// The layer's parameters as `&[F]` locals, in [`LayerSpec::params`] order.
+    pub params: Vec<TokenStream>,
+    /// The layer's gradients as `&mut [F]` locals, same order. They are overwritten, not
+    /// accumulated: a layer is used once.
+    pub param_grads: Vec<TokenStream>,
+}
+
+/// Which forward values a VJP reads.
+pub struct Reads {
+    /// Per input.
+    pub inputs: Vec<bool>,
+    /// The output.
+    pub output: bool,
+}
+
+/// A parameter tensor of a layer.
+pub struct ParamSpec {
+    /// The `state_dict` suffix (`weight`).
+    pub suffix: &'static str,
+    /// Whether the runtime layer stores it as an `Option` (PyTorch's optional bias).
+    pub optional: bool,
+    /// Its shape.
+    pub dims: Vec<usize>,
+}
+
+/// A layer's parameters as the generated struct holds them.
+pub struct LayerSpec {
+    /// The runtime type, generic over `F` (`::kiln::layers::Linear<F>`).
+    pub ty: TokenStream,
+    /// An expression initialising it from `rng` with PyTorch's default init.
+    pub init: TokenStream,
+    /// An expression for an all-zero layer.
+    pub zeros: TokenStream,
+    /// Its parameters, in `state_dict` order.
+    pub params: Vec<ParamSpec>,
+}
+
+/// A non-pointwise op: a kernel call forward and a hand-written VJP.
+pub trait Kernel {
+    /// The op's name (`linear`).
+    fn name(&self) -> &'static str;
+    /// The op's attributes for the graph description (`out=128, bias`).
+    fn describe(&self) -> String {
+        String::new()
+    }
+    /// Whether the op owns parameters (checked while lowering: one layer per statement).
+    fn has_params(&self) -> bool {
+        false
+    }
+    /// The shape rule.
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError>;
+    /// The layer's parameters, given the input types (only for ops with parameters).
+    fn layer(&self, _inputs: &[&ValueInfo]) -> Option<LayerSpec> {
+        None
+    }
+    /// Whether gradients flow to input `i` (not to targets and labels).
+    fn differentiable(&self, _input: usize) -> bool {
+        true
+    }
+    /// Which forward values the VJP reads.
+    fn backward_reads(&self) -> Reads;
+    /// Forward code: reads `cx.inputs`, writes `cx.output`.
+    fn forward(&self, cx: &ForwardCx) -> TokenStream;
+    /// VJP code: writes every requested `cx.d_inputs` and the layer's gradients.
+    fn backward(&self, cx: &BackwardCx) -> TokenStream;
+}
+
+/// The arguments of one call, handed to [`OpSpec::build`].
+pub struct CallArgs<'a> {
+    call: &'a ast::Call,
+    usage: &'static str,
+    /// Positional indices the op takes as tensors, in input order.
+    pub(crate) tensors: Vec<usize>,
+    asked: Vec<&'static str>,
+}
+
+impl<'a> CallArgs<'a> {
+    pub(crate) fn new(call: &'a ast::Call, usage: &'static str) -> Self {
+        CallArgs { call, usage, tensors: Vec::new(), asked: Vec::new() }
+    }
+
+    /// The call's span.
+    pub fn span(&self) -> Span {
+        self.call.span
+    }
+
+    /// Requires between `min` and `max` positional arguments.
+    pub fn positional(&self, min: usize, max: usize) -> syn::Result<()> {
+        let n = self.call.args.len();
+        let name = &self.call.func;
+        if n < min {
+            return Err(syn::Error::new(
+                self.call.span,
+                format!(
+                    "`{name}` takes {} positional argument{}, got {n}: write `{}`",
+                    if min == max { min.to_string() } else { format!("at least {min}") },
+                    if min == 1 { "" } else { "s" },
+                    self.usage
+                ),
+            ));
+        }
+        if n > max {
+            return Err(syn::Error::new(
+                self.call.args[max].span(),
+                format!(
+                    "`{name}` takes at most {max} positional argument{}, this is one too many: write `{}`",
+                    if max == 1 { "" } else { "s" },
+                    self.usage
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes positional argument `i` as a tensor input; returns its input slot.
+    pub fn tensor(&mut self, i: usize) -> usize {
+        self.tensors.push(i);
+        self.tensors.len() - 1
+    }
+
+    /// Positional argument `i` as a positive integer.
+    pub fn int(&self, i: usize, what: &str) -> syn::Result<usize> {
+        literal_int(&self.call.args[i], what, self.usage)
+    }
+
+    /// Positional argument `i` as a float literal (integers accepted).
+    pub fn float(&self, i: usize, what: &str) -> syn::Result<f64> {
+        literal_float(&self.call.args[i], what, self.usage)
+    }
+
+    /// Whether positional argument `i` exists.
+    pub fn has(&self, i: usize) -> bool {
+        i < self.call.args.len()
+    }
+
+    fn option(&mut self, key: &'static str) -> Option<&'a ast::Expr> {
+        self.asked.push(key);
+        self.call.options.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Option `key = true|false`.
+    pub fn opt_bool(&mut self, key: &'static str, default: bool) -> syn::Result<bool> {
+        match self.option(key) {
+            None => Ok(default),
+            Some(ast::Expr::Bool(b, _)) => Ok(*b),
+            Some(other) => Err(syn::Error::new(
+                other.span(),
+                format!("`{key}` takes `true` or `false`"),
+            )),
+        }
+    }
+
+    /// Option `key = number`.
+    pub fn opt_float(&mut self, key: &'static str) -> syn::Result<Option<f64>> {
+        let usage = self.usage;
+        self.option(key).map(|e| literal_float(e, key, usage)).transpose()
+    }
+
+    /// Option `key = n`, a positive integer.
+    pub fn opt_int(&mut self, key: &'static str) -> syn::Result<Option<usize>> {
+        let usage = self.usage;
+        self.option(key).map(|e| literal_int(e, key, usage)).transpose()
+    }
+
+    /// Rejects options nobody asked for, suggesting the closest known one.
+    pub fn finish(&self) -> syn::Result<()> {
+        let mut errors: Option<syn::Error> = None;
+        for (key, _) in &self.call.options {
+            let k = key.to_string();
+            if self.asked.iter().any(|a| *a == k) {
+                if self.call.options.iter().filter(|(o, _)| o == key).count() > 1 {
+                    push_error(&mut errors, syn::Error::new(key.span(), format!("option `{k}` is given twice")));
+                }
+                continue;
+            }
+            let name = &self.call.func;
+            let message = if self.asked.is_empty() {
+                format!("`{name}` takes no options: write `{}`", self.usage)
+            } else {
+                let hint = closest(&k, self.asked.iter().copied())
+                    .map(|c| format!("did you mean `{c}`? "))
+                    .unwrap_or_default();
+                format!(
+                    "unknown option `{k}` for `{name}`: {hint}(options: {})",
+                    self.asked.join(", ")
+                )
+            };
+            push_error(&mut errors, syn::Error::new(key.span(), message));
+        }
+        errors.map_or(Ok(()), Err)
+    }
+}
+
+fn push_error(errors: &mut Option<syn::Error>, e: syn::Error) {
+    match errors {
+        Some(all) => all.combine(e),
+        None => *errors = Some(e),
+    }
+}
+
+fn literal_int(e: &ast::Expr, what: &str, usage: &str) -> syn::Result<usize> {
+    match e {
+        ast::Expr::Int(0, s) => Err(syn::Error::new(*s, format!("{what} must be positive, not 0"))),
+        ast::Expr::Int(v, s) => usize::try_from(*v)
+            .map_err(|_| syn::Error::new(*s, format!("{what} is too large"))),
+        other => Err(syn::Error::new(
+            other.span(),
+            format!("expected {what} as an integer literal: `{usage}`"),
+        )),
+    }
+}
+
+fn literal_float(e: &ast::Expr, what: &str, usage: &str) -> syn::Result<f64> {
+    match e {
+        ast::Expr::Float(v, _) => Ok(*v),
+        ast::Expr::Int(v, _) => Ok(*v as f64),
+        other => Err(syn::Error::new(
+            other.span(),
+            format!("expected {what} as a number literal: `{usage}`"),
+        )),
+    }
+}
+
+/// Every op users can call by name. One line per op.
+static REGISTRY: &[&dyn OpSpec] = &[
+    &linear::LINEAR,
+    &activation::RELU,
+    &activation::LEAKY_RELU,
+    &activation::SIGMOID,
+    &activation::TANH,
+    &activation::GELU,
+    &activation::SOFTPLUS,
+    &activation::EXP,
+    &activation::LOG,
+    &activation::SQRT,
+    &activation::SQUARE,
+    &softmax::SOFTMAX,
+    &softmax::LOG_SOFTMAX,
+    &reduce::SUM,
+    &reduce::MEAN,
+    &loss::MSE,
+    &loss::CROSS_ENTROPY,
+    &loss::BCE_WITH_LOGITS,
+];
+
+/// The op called `name`.
+pub fn lookup(name: &str) -> Option<&'static dyn OpSpec> {
+    REGISTRY.iter().copied().find(|op| op.name() == name)
+}
+
+/// Every op name, for suggestions and docs.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|op| op.name())
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
+pub fn closest<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Option<&'c str> {
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        let d = edit_distance(&word.to_lowercase(), &c.to_lowercase());
+        if best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    best.filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1) || c.contains(word) && word.len() >= 3)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The info of a float value with the same shape as `like`.
+pub(crate) fn float_like(like: &ValueInfo) -> ValueInfo {
+    ValueInfo { shape: like.shape.clone(), kind: ValueKind::Float }
+}
+
+/// An error unless input `i` holds floats.
+pub(crate) fn require_float(op: &str, i: usize, info: &ValueInfo) -> Result<(), OpError> {
+    match info.kind {
+        ValueKind::Float => Ok(()),
+        ValueKind::Labels { .. } => Err(OpError::input(
+            i,
+            format!("`{op}` needs float values, but this holds integer class labels (use it as the second argument of `cross_entropy`)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names() {
+        assert_eq!(closest("lienar", names()), Some("linear"));
+        assert_eq!(closest("relu6", names()), Some("relu"));
+        assert_eq!(closest("softmx", names()), Some("softmax"));
+        assert_eq!(closest("conv9000xyz", names()), None);
+    }
+}

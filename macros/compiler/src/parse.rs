@@ -1,0 +1,405 @@
+//! Stage 1: tokens -> [`ModelDef`](crate::ast::ModelDef).
+//!
+//! A hand-written recursive-descent parser on top of `syn`'s `ParseStream`. It takes the raw
+//! token stream of the macro and returns the syntax tree with spans, or a spanned error. It
+//! never panics: every unexpected token becomes a `syn::Error` saying what was expected.
+
+use crate::ast::{BinOp, Call, DimAst, Expr, ModelDef, Stmt};
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::{braced, bracketed, parenthesized, Attribute, Ident, Lit, Token, Visibility};
+
+/// The statement keywords, for error messages.
+const STATEMENTS: &str = "`input`, `target`, `let`, `output` or `loss`";
+
+impl Parse for ModelDef {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.is_empty() {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                "empty model: write `pub struct Name { input x: [B, 4]; let y = linear(x, 2); output y; }`",
+            ));
+        }
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        if !input.peek(Token![struct]) {
+            return Err(input.error("expected `struct Name { ... }` (a model is declared like a struct)"));
+        }
+        input.parse::<Token![struct]>()?;
+        let name: Ident = input.parse()?;
+        if input.peek(Token![<]) {
+            return Err(input.error(
+                "a model takes no generic parameters: it is generic over the float type already (`Name<f32>`, `Name<f64>`)",
+            ));
+        }
+        let content;
+        let brace = braced!(content in input);
+        let mut stmts = Vec::new();
+        while !content.is_empty() {
+            stmts.push(content.parse::<Stmt>()?);
+        }
+        if !input.is_empty() {
+            return Err(input.error("unexpected tokens after the model's closing brace"));
+        }
+        Ok(ModelDef {
+            attrs,
+            vis,
+            name,
+            stmts,
+            body_span: brace.span.join(),
+        })
+    }
+}
+
+impl Parse for Stmt {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.peek(Token![let]) {
+            input.parse::<Token![let]>()?;
+            let name: Ident = input.parse().map_err(|e| {
+                syn::Error::new(e.span(), "expected a name after `let`, as in `let h = relu(x);`")
+            })?;
+            if !input.peek(Token![=]) {
+                return Err(input.error(format!(
+                    "expected `=` after `let {name}` (no type annotations: shapes are inferred)"
+                )));
+            }
+            input.parse::<Token![=]>()?;
+            let expr = parse_expr(input)?;
+            expect_semi(input)?;
+            return Ok(Stmt::Let { name, expr });
+        }
+        let keyword: Ident = match input.parse() {
+            Ok(k) => k,
+            Err(_) => return Err(input.error(format!("expected a statement: {STATEMENTS}"))),
+        };
+        match keyword.to_string().as_str() {
+            "input" => {
+                let name: Ident = input.parse()?;
+                let dims = parse_shape_annotation(input, &name)?;
+                expect_semi(input)?;
+                Ok(Stmt::Input { name, dims })
+            }
+            "target" => {
+                let name: Ident = input.parse()?;
+                let dims = parse_shape_annotation(input, &name)?;
+                let classes = if input.peek(Ident) {
+                    let word: Ident = input.parse()?;
+                    if word != "classes" {
+                        return Err(syn::Error::new(
+                            word.span(),
+                            format!("unexpected `{word}`: a target is `target y: [B, 1];` or, for class labels, `target y: [B] classes 10;`"),
+                        ));
+                    }
+                    let lit: Lit = input.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "expected the class count, as in `classes 10`")
+                    })?;
+                    Some(parse_positive_int(&lit, "a class count")?)
+                } else {
+                    None
+                };
+                expect_semi(input)?;
+                Ok(Stmt::Target { name, dims, classes })
+            }
+            "output" => {
+                let mut names = vec![input.parse::<Ident>()?];
+                while input.peek(Token![,]) {
+                    input.parse::<Token![,]>()?;
+                    names.push(input.parse()?);
+                }
+                expect_semi(input)?;
+                Ok(Stmt::Output { names })
+            }
+            "loss" => {
+                let expr = parse_expr(input)?;
+                expect_semi(input)?;
+                Ok(Stmt::Loss {
+                    keyword: keyword.span(),
+                    expr,
+                })
+            }
+            other => Err(syn::Error::new(
+                keyword.span(),
+                format!("unknown statement `{other}`: expected {STATEMENTS}"),
+            )),
+        }
+    }
+}
+
+fn expect_semi(input: ParseStream) -> syn::Result<()> {
+    if input.peek(Token![;]) {
+        input.parse::<Token![;]>()?;
+        Ok(())
+    } else {
+        Err(input.error("expected `;` at the end of the statement"))
+    }
+}
+
+fn parse_shape_annotation(input: ParseStream, name: &Ident) -> syn::Result<Vec<DimAst>> {
+    if !input.peek(Token![:]) {
+        return Err(input.error(format!(
+            "expected `:` and a shape after `{name}`, as in `{name}: [B, 784]`"
+        )));
+    }
+    input.parse::<Token![:]>()?;
+    if !input.peek(syn::token::Bracket) {
+        return Err(input.error("expected a shape in brackets, as in `[B, 784]`"));
+    }
+    let content;
+    let bracket = bracketed!(content in input);
+    let mut dims = Vec::new();
+    while !content.is_empty() {
+        if content.peek(Ident) {
+            dims.push(DimAst::Symbol(content.parse()?));
+        } else if content.peek(Lit) {
+            let lit: Lit = content.parse()?;
+            let (n, span) = parse_positive_int(&lit, "a dimension")?;
+            dims.push(DimAst::Fixed(n, span));
+        } else {
+            return Err(content.error(
+                "a dimension is a positive integer (`784`) or a symbolic name (`B`)",
+            ));
+        }
+        if content.is_empty() {
+            break;
+        }
+        content.parse::<Token![,]>()?;
+    }
+    if dims.is_empty() {
+        return Err(syn::Error::new(
+            bracket.span.join(),
+            "an empty shape: inputs have at least one dimension, as in `[B, 4]`",
+        ));
+    }
+    Ok(dims)
+}
+
+fn parse_positive_int(lit: &Lit, what: &str) -> syn::Result<(usize, Span)> {
+    let span = lit.span();
+    match lit {
+        Lit::Int(int) => match int.base10_parse::<usize>() {
+            Ok(0) => Err(syn::Error::new(span, format!("{what} must be positive, not 0"))),
+            Ok(n) => Ok((n, span)),
+            Err(_) => Err(syn::Error::new(span, format!("{what} must be a positive integer"))),
+        },
+        Lit::Float(f) => Err(syn::Error::new(
+            span,
+            format!(
+                "{what} must be a positive integer, not `{}`",
+                f.base10_digits()
+            ),
+        )),
+        _ => Err(syn::Error::new(
+            span,
+            format!("{what} must be a positive integer or a symbolic name like `B`"),
+        )),
+    }
+}
+
+/// expr := term (('+' | '-') term)*
+pub(crate) fn parse_expr(input: ParseStream) -> syn::Result<Expr> {
+    let mut lhs = parse_term(input)?;
+    loop {
+        let op = if input.peek(Token![+]) {
+            BinOp::Add
+        } else if input.peek(Token![-]) && !input.peek(Token![->]) {
+            BinOp::Sub
+        } else {
+            return Ok(lhs);
+        };
+        let op_span = input.span();
+        if op == BinOp::Add {
+            input.parse::<Token![+]>()?;
+        } else {
+            input.parse::<Token![-]>()?;
+        }
+        let rhs = parse_term(input)?;
+        lhs = Expr::Binary {
+            op,
+            op_span,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+        };
+    }
+}
+
+/// term := unary (('*' | '/') unary)*
+fn parse_term(input: ParseStream) -> syn::Result<Expr> {
+    let mut lhs = parse_unary(input)?;
+    loop {
+        let op = if input.peek(Token![*]) {
+            BinOp::Mul
+        } else if input.peek(Token![/]) {
+            BinOp::Div
+        } else {
+            return Ok(lhs);
+        };
+        let op_span = input.span();
+        if op == BinOp::Mul {
+            input.parse::<Token![*]>()?;
+        } else {
+            input.parse::<Token![/]>()?;
+        }
+        let rhs = parse_unary(input)?;
+        lhs = Expr::Binary {
+            op,
+            op_span,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+        };
+    }
+}
+
+/// unary := '-' unary | primary
+fn parse_unary(input: ParseStream) -> syn::Result<Expr> {
+    if input.peek(Token![-]) {
+        let span = input.span();
+        input.parse::<Token![-]>()?;
+        let expr = parse_unary(input)?;
+        return Ok(match expr {
+            // Fold `-0.5` into a literal so that options like `slope = -0.1` stay literals.
+            Expr::Float(v, s) => Expr::Float(-v, crate::ast::join(span, s)),
+            Expr::Int(v, s) => Expr::Float(-(v as f64), crate::ast::join(span, s)),
+            other => Expr::Neg {
+                span,
+                expr: Box::new(other),
+            },
+        });
+    }
+    parse_primary(input)
+}
+
+/// primary := literal | name | name '(' args ')' | '(' expr ')' | '(' expr ',' ... ')'
+fn parse_primary(input: ParseStream) -> syn::Result<Expr> {
+    if input.peek(syn::token::Paren) {
+        let content;
+        let paren = parenthesized!(content in input);
+        let first = parse_expr(&content)?;
+        if content.is_empty() {
+            return Ok(first);
+        }
+        let mut items = vec![first];
+        while content.peek(Token![,]) {
+            content.parse::<Token![,]>()?;
+            if content.is_empty() {
+                break;
+            }
+            items.push(parse_expr(&content)?);
+        }
+        if !content.is_empty() {
+            return Err(content.error("expected `,` or `)`"));
+        }
+        return Ok(Expr::Tuple(items, paren.span.join()));
+    }
+    if input.peek(Lit) {
+        let lit: Lit = input.parse()?;
+        return match &lit {
+            Lit::Int(i) => i
+                .base10_parse::<u64>()
+                .map(|v| Expr::Int(v, lit.span()))
+                .map_err(|_| syn::Error::new(lit.span(), "integer literal out of range")),
+            Lit::Float(f) => f
+                .base10_parse::<f64>()
+                .map(|v| Expr::Float(v, lit.span()))
+                .map_err(|_| syn::Error::new(lit.span(), "invalid float literal")),
+            Lit::Bool(b) => Ok(Expr::Bool(b.value, lit.span())),
+            _ => Err(syn::Error::new(
+                lit.span(),
+                "expected a number, a name or an op call (strings are not values in a model)",
+            )),
+        };
+    }
+    if input.peek(Ident) {
+        let name: Ident = input.parse()?;
+        if !input.peek(syn::token::Paren) {
+            return Ok(Expr::Var(name));
+        }
+        let content;
+        let paren = parenthesized!(content in input);
+        let mut args = Vec::new();
+        let mut options: Vec<(Ident, Expr)> = Vec::new();
+        while !content.is_empty() {
+            if content.peek(Ident) && content.peek2(Token![=]) && !content.peek2(Token![==]) {
+                let key: Ident = content.parse()?;
+                content.parse::<Token![=]>()?;
+                options.push((key, parse_expr(&content)?));
+            } else {
+                if let Some((key, _)) = options.last() {
+                    return Err(content.error(format!(
+                        "positional arguments go before options (after `{key} = ...`)"
+                    )));
+                }
+                args.push(parse_expr(&content)?);
+            }
+            if content.is_empty() {
+                break;
+            }
+            if !content.peek(Token![,]) {
+                return Err(content.error("expected `,` or `)` in the argument list"));
+            }
+            content.parse::<Token![,]>()?;
+        }
+        let span = crate::ast::join(name.span(), paren.span.close());
+        return Ok(Expr::Call(Call {
+            func: name,
+            args,
+            options,
+            span,
+        }));
+    }
+    Err(input.error("expected an expression: a name, a number, an op call like `relu(x)`, or `(...)`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    #[test]
+    fn parses_the_design_example() {
+        let def: ModelDef = syn::parse2(quote! {
+            /// An MLP.
+            pub struct Mlp {
+                input x: [B, 784];
+                target y: [B] classes 10;
+                let h1 = relu(linear(x, 128));
+                let logits = linear(h1, 10, bias = false);
+                output logits;
+                loss cross_entropy(logits, y);
+            }
+        })
+        .expect("parses");
+        assert_eq!(def.name, "Mlp");
+        assert_eq!(def.stmts.len(), 6);
+        assert!(matches!(&def.stmts[1], Stmt::Target { classes: Some((10, _)), .. }));
+        match &def.stmts[3] {
+            Stmt::Let { expr: Expr::Call(call), .. } => {
+                assert_eq!(call.func, "linear");
+                assert_eq!(call.args.len(), 2);
+                assert_eq!(call.options.len(), 1);
+            }
+            _ => panic!("expected a let with a call"),
+        }
+    }
+
+    #[test]
+    fn precedence_is_arithmetic() {
+        let e: Expr = syn::parse::Parser::parse2(parse_expr, quote!(a + b * -c - d / 2.0))
+            .expect("parses");
+        // ((a + (b * (-c))) - (d / 2.0))
+        match e {
+            Expr::Binary { op: BinOp::Sub, lhs, rhs, .. } => {
+                assert!(matches!(*lhs, Expr::Binary { op: BinOp::Add, .. }));
+                assert!(matches!(*rhs, Expr::Binary { op: BinOp::Div, .. }));
+            }
+            _ => panic!("wrong tree"),
+        }
+    }
+
+    #[test]
+    fn non_integer_dim_is_an_error() {
+        let err = syn::parse2::<ModelDef>(quote!(struct M { input x: [B, 7.5]; }))
+            .err()
+            .expect("rejected");
+        assert!(err.to_string().contains("positive integer, not `7.5`"), "{err}");
+    }
+}

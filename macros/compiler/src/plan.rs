@@ -1,0 +1,76 @@
+//! Stage 6: buffer planning. Decides which values get a workspace buffer, which adjoints do,
+//! and which forward values the backward pass reads (the values a training step must keep).
+
+use crate::autodiff::Schedule;
+use crate::fuse::Fused;
+use crate::ir::{Graph, NodeKind};
+
+/// The buffers of a training step.
+pub struct Plan {
+    /// Nodes computed into a buffer, in order (inputs are read from the caller, not copied).
+    pub values: Vec<usize>,
+    /// Nodes with an adjoint buffer.
+    pub adjoints: Vec<usize>,
+    /// Per node: the backward pass reads its forward value.
+    pub saved: Vec<bool>,
+    /// Nodes the inference `forward` computes (those that reach an output).
+    pub forward_nodes: Vec<usize>,
+    /// Nodes computed after the outputs, for the loss only.
+    pub loss_nodes: Vec<usize>,
+    /// Inputs (by index into `Graph::inputs`) the backward pass reads.
+    pub inputs_saved: Vec<usize>,
+}
+
+/// Plans the buffers.
+pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
+    let n = graph.nodes.len();
+    let mut saved = vec![false; n];
+    for step in &schedule.steps {
+        let node = &graph.nodes[step.node];
+        match &node.kind {
+            NodeKind::Pointwise { .. } => {
+                for &i in &node.inputs {
+                    saved[i] = true;
+                }
+            }
+            NodeKind::Kernel(k) => {
+                let reads = k.backward_reads();
+                for (slot, &i) in node.inputs.iter().enumerate() {
+                    if reads.inputs.get(slot).copied().unwrap_or(true) {
+                        saved[i] = true;
+                    }
+                }
+                if reads.output {
+                    saved[step.node] = true;
+                }
+            }
+            NodeKind::Input(_) => {}
+        }
+    }
+    let values: Vec<usize> = (0..n)
+        .filter(|&i| fused.materialized(i) && !matches!(graph.nodes[i].kind, NodeKind::Input(_)))
+        .collect();
+    let adjoints = (0..n).filter(|&i| schedule.has_adjoint[i] && fused.materialized(i)).collect();
+
+    let mut reaches_output = vec![false; n];
+    for (o, _) in &graph.outputs {
+        reaches_output[*o] = true;
+    }
+    for id in (0..n).rev() {
+        if reaches_output[id] {
+            for &i in &graph.nodes[id].inputs {
+                reaches_output[i] = true;
+            }
+        }
+    }
+    let forward_nodes = values.iter().copied().filter(|&i| reaches_output[i]).collect();
+    let loss_nodes = values.iter().copied().filter(|&i| !reaches_output[i]).collect();
+    let inputs_saved = graph
+        .inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| saved[d.node])
+        .map(|(i, _)| i)
+        .collect();
+    Plan { values, adjoints, saved, forward_nodes, loss_nodes, inputs_saved }
+}

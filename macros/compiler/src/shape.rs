@@ -1,0 +1,93 @@
+//! Stage 3: shape inference. Gives every node a [`ValueInfo`] (shape and kind) by its op's
+//! rule. Literal dims must agree; symbolic dims unify by name. Every mismatch is reported, at
+//! the operand at fault; a node whose input already failed is skipped so one mistake is
+//! reported once.
+
+use crate::ir::{Graph, NodeKind, Shape, ValueInfo, ValueKind};
+use crate::ops::OpError;
+use crate::Errors;
+
+/// Infers every node's shape and kind, or returns all the errors found.
+pub fn infer(graph: &mut Graph) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    for id in 0..graph.nodes.len() {
+        let inputs: Option<Vec<ValueInfo>> = graph.nodes[id]
+            .inputs
+            .iter()
+            .map(|&i| graph.nodes[i].info.clone())
+            .collect();
+        let Some(inputs) = inputs else {
+            continue; // an input failed; its error is already recorded
+        };
+        let refs: Vec<&ValueInfo> = inputs.iter().collect();
+        let node = &graph.nodes[id];
+        let result = match &node.kind {
+            NodeKind::Input(i) => {
+                let decl = &graph.inputs[*i];
+                Ok(ValueInfo {
+                    shape: Shape(decl.dims.clone()),
+                    kind: match decl.classes {
+                        Some(classes) => ValueKind::Labels { classes },
+                        None => ValueKind::Float,
+                    },
+                })
+            }
+            NodeKind::Pointwise { op, .. } => pointwise(op, &refs, &graph.symbols),
+            NodeKind::Kernel(k) => k.infer(&refs, &graph.symbols),
+        };
+        match result {
+            Ok(info) => graph.nodes[id].info = Some(info),
+            Err(e) => {
+                let span = e.input.and_then(|i| node.input_spans.get(i).copied()).unwrap_or(node.span);
+                errors.push(syn::Error::new(span, e.message));
+            }
+        }
+    }
+    if let Some(loss) = graph.loss {
+        if let Some(info) = &graph.nodes[loss].info {
+            if info.shape.rank() != 0 {
+                errors.push(syn::Error::new(
+                    graph.nodes[loss].span,
+                    format!(
+                        "the loss must be a scalar, but this is {}: reduce it with `mean(...)` or `sum(...)`, or use a loss op like `mse(pred, y)`",
+                        info.shape.display(&graph.symbols)
+                    ),
+                ));
+            }
+        }
+    }
+    for (node, name) in &graph.outputs {
+        if matches!(graph.nodes[*node].kind, NodeKind::Input(_)) {
+            errors.push(syn::Error::new(
+                name.span(),
+                format!("`{name}` is an input, not a computed value: an output names a `let` binding"),
+            ));
+        }
+    }
+    errors.finish()
+}
+
+fn pointwise(op: &str, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+    for (i, info) in inputs.iter().enumerate() {
+        if let ValueKind::Labels { .. } = info.kind {
+            return Err(OpError::input(
+                i,
+                format!("`{op}` needs float values, but this holds integer class labels"),
+            ));
+        }
+    }
+    let first = inputs[0];
+    for (i, info) in inputs.iter().enumerate().skip(1) {
+        if info.shape != first.shape {
+            let (a, b) = (first.shape.display(symbols), info.shape.display(symbols));
+            let what = if op.len() == 1 { format!("`{op}`") } else { format!("`{op}`'s operands") };
+            return Err(OpError::input(
+                i,
+                format!(
+                    "shape mismatch: {what} needs equal shapes (kiln never broadcasts silently), but the left operand is {a} and this one is {b}"
+                ),
+            ));
+        }
+    }
+    Ok(ValueInfo { shape: first.shape.clone(), kind: ValueKind::Float })
+}

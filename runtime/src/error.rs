@@ -1,0 +1,83 @@
+//! The runtime's error type. Every failure a user can cause at run time (a wrong input shape, a
+//! label out of range, a malformed checkpoint) is an [`Error`], never a panic.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong at run time.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An input or target had the wrong shape.
+    #[error("{kind} `{name}`: expected shape {expected}, got {actual:?}{detail}")]
+    Shape {
+        /// `"input"` or `"target"`.
+        kind: &'static str,
+        /// The name declared in the model.
+        name: &'static str,
+        /// The declared shape, with symbolic dims and their bound values (`[B=32, 784]`).
+        expected: String,
+        /// The shape that was passed.
+        actual: Vec<usize>,
+        /// Why the shapes disagree (which dim, and where a symbolic dim was bound).
+        detail: String,
+    },
+    /// A class label was not below the class count.
+    #[error("target `{name}`: label {label} at position {index} is out of range for {classes} classes (labels must be 0..{classes})")]
+    Label {
+        /// The target's name.
+        name: &'static str,
+        /// Position of the bad label in the batch.
+        index: usize,
+        /// The label value.
+        label: usize,
+        /// The declared class count.
+        classes: usize,
+    },
+    /// A gradient buffer passed to `backward` had the wrong shape.
+    #[error("gradient for output `{name}`: expected {expected} elements, got {actual}")]
+    GradShape {
+        /// The output's name.
+        name: &'static str,
+        /// Expected element count.
+        expected: usize,
+        /// Actual element count.
+        actual: usize,
+    },
+    /// A parameter array was replaced by one the kernels cannot read in place.
+    #[error("parameter `{name}`: {problem}")]
+    Parameter {
+        /// The parameter's `state_dict` name.
+        name: &'static str,
+        /// What is wrong with it (not contiguous, missing, wrong length).
+        problem: String,
+    },
+    /// `backward` was called before `forward_train` filled the workspace.
+    #[error("backward called before forward_train on this workspace")]
+    NoForward,
+    /// A checkpoint or data file could not be read or is malformed.
+    #[error("{path}: {message}", path = .path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where (byte offset, line, tensor name).
+        message: String,
+    },
+    /// Parameters in a checkpoint do not match the model.
+    #[error("{path}: checkpoint does not match the model: {message}", path = .path.display())]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// Missing, unexpected and mis-shaped tensors, by name.
+        message: String,
+    },
+    /// An operating-system I/O error on a file.
+    #[error("{path}: {source}", path = .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with kiln's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

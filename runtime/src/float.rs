@@ -1,0 +1,225 @@
+//! The [`Float`] trait: the element types a kiln model can be instantiated with (`f32`, `f64`).
+//!
+//! Generated code is generic over `F: Float`. The trait carries the scalar math the macro's
+//! fused loops call (`exp`, `tanh`, `erf`, ...) and a strided GEMM so that kernels can multiply
+//! transposed views without copying them.
+
+use std::fmt::{Debug, Display};
+use std::iter::Sum;
+use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
+
+/// A floating-point element type: `f32` or `f64`.
+///
+/// ```
+/// use kiln_runtime::Float;
+/// fn softplus<F: Float>(x: F) -> F { (F::ONE + x.exp()).ln() }
+/// assert!((softplus(0.0f64) - 2f64.ln()).abs() < 1e-15);
+/// ```
+pub trait Float:
+    Copy
+    + Send
+    + Sync
+    + Debug
+    + Display
+    + Default
+    + PartialOrd
+    + PartialEq
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + Sum
+    + ndarray::LinalgScalar
+    + ndarray::ScalarOperand
+{
+    /// `0`.
+    const ZERO: Self;
+    /// `1`.
+    const ONE: Self;
+    /// The type's name as written in Rust (`"f32"`, `"f64"`).
+    const NAME: &'static str;
+    /// The safetensors element type this float is stored as.
+    const DTYPE: safetensors::Dtype;
+
+    /// Converts from `f64`, rounding to nearest for `f32`.
+    fn from_f64(v: f64) -> Self;
+    /// Converts to `f64` (exact).
+    fn to_f64(self) -> f64;
+    /// Converts a `usize` count (batch sizes, element counts).
+    fn from_usize(v: usize) -> Self;
+    /// `e^self`.
+    fn exp(self) -> Self;
+    /// Natural logarithm.
+    fn ln(self) -> Self;
+    /// `ln(1 + self)`, accurate near 0.
+    fn ln_1p(self) -> Self;
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// Hyperbolic tangent.
+    fn tanh(self) -> Self;
+    /// The error function (for exact GELU).
+    fn erf(self) -> Self;
+    /// Absolute value.
+    fn abs(self) -> Self;
+    /// Integer power.
+    fn powi(self, n: i32) -> Self;
+    /// Larger of two values (NaN-propagating is not guaranteed).
+    fn max(self, other: Self) -> Self;
+    /// Smaller of two values.
+    fn min(self, other: Self) -> Self;
+    /// Whether the value is neither infinite nor NaN.
+    fn is_finite(self) -> bool;
+    /// The logistic function `1 / (1 + e^-self)`, without overflow for large `|self|`.
+    #[inline(always)]
+    fn sigmoid(self) -> Self {
+        if self >= Self::ZERO {
+            Self::ONE / (Self::ONE + (-self).exp())
+        } else {
+            let e = self.exp();
+            e / (Self::ONE + e)
+        }
+    }
+    /// `ln(1 + e^self)`, computed as `max(self, 0) + ln(1 + e^-|self|)` so it never overflows.
+    #[inline(always)]
+    fn softplus(self) -> Self {
+        self.max(Self::ZERO) + (-self.abs()).exp().ln_1p()
+    }
+    /// Little-endian bytes of `self` appended to `out` (checkpoint writing).
+    fn write_le(self, out: &mut Vec<u8>);
+    /// Reads one value from little-endian bytes (`bytes.len()` is the type's size).
+    fn read_le(bytes: &[u8]) -> Self;
+
+    /// `C = alpha * A B + beta * C` on raw strided matrices (row and column strides in
+    /// elements). `A` is `m x k`, `B` is `k x n`, `C` is `m x n`. A transpose is a swap of the
+    /// two strides, so no operand is ever copied. When `beta` is zero `C` is only written.
+    ///
+    /// # Safety
+    /// The pointers and strides must describe valid, non-overlapping (for `C`) memory for the
+    /// given dimensions, as for `matrixmultiply::sgemm`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+macro_rules! impl_float {
+    ($t:ident, $gemm:ident, $dtype:ident, $erf:path) => {
+        impl Float for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NAME: &'static str = stringify!($t);
+            const DTYPE: safetensors::Dtype = safetensors::Dtype::$dtype;
+
+            #[inline(always)]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn from_usize(v: usize) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn exp(self) -> Self {
+                $t::exp(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                $t::ln(self)
+            }
+            #[inline(always)]
+            fn ln_1p(self) -> Self {
+                $t::ln_1p(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                $t::sqrt(self)
+            }
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                $t::tanh(self)
+            }
+            #[inline(always)]
+            fn erf(self) -> Self {
+                $erf(self)
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                $t::abs(self)
+            }
+            #[inline(always)]
+            fn powi(self, n: i32) -> Self {
+                $t::powi(self, n)
+            }
+            #[inline(always)]
+            fn max(self, other: Self) -> Self {
+                $t::max(self, other)
+            }
+            #[inline(always)]
+            fn min(self, other: Self) -> Self {
+                $t::min(self, other)
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                $t::is_finite(self)
+            }
+            fn write_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn read_le(bytes: &[u8]) -> Self {
+                let mut raw = [0u8; std::mem::size_of::<$t>()];
+                raw.copy_from_slice(&bytes[..std::mem::size_of::<$t>()]);
+                $t::from_le_bytes(raw)
+            }
+            #[inline]
+            unsafe fn gemm_raw(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                // SAFETY: forwarded contract of this function.
+                unsafe {
+                    matrixmultiply::$gemm(
+                        m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+                    )
+                }
+            }
+        }
+    };
+}
+
+impl_float!(f32, sgemm, F32, libm::erff);
+impl_float!(f64, dgemm, F64, libm::erf);

@@ -1,0 +1,273 @@
+//! The fully connected layer `y = x · Wᵀ + b` and its three vector-Jacobian products.
+//!
+//! Shapes follow PyTorch's `nn.Linear`: `x` is `[batch, in]`, the weight is `[out, in]`, the
+//! bias `[out]` and `y` is `[batch, out]`, all row-major.
+
+use super::gemm;
+use crate::Float;
+
+/// `y = x · Wᵀ + b`: `x` is `[batch, in_features]`, `weight` is `[out_features, in_features]`,
+/// `bias` (if any) is `[out_features]`, `y` is `[batch, out_features]` and is overwritten.
+///
+/// # Panics
+/// If a slice's length disagrees with the sizes (a caller bug).
+///
+/// ```
+/// use kiln_runtime::kernels::linear_forward;
+/// let x = [1.0f64, 2.0]; // one sample, two features
+/// let w = [1.0, 0.0, 3.0, -1.0]; // two outputs
+/// let mut y = [0.0; 2];
+/// linear_forward(&x, &w, Some(&[0.5, 0.25][..]), 1, 2, 2, &mut y);
+/// assert_eq!(y, [1.5, 1.25]);
+/// ```
+pub fn linear_forward<F: Float>(
+    x: &[F],
+    weight: &[F],
+    bias: Option<&[F]>,
+    batch: usize,
+    in_features: usize,
+    out_features: usize,
+    y: &mut [F],
+) {
+    assert_eq!(
+        y.len(),
+        batch * out_features,
+        "linear_forward: y has the wrong length"
+    );
+    // The weight is stored [out, in]; read as its transpose it is the [in, out] right operand.
+    let beta = match bias {
+        Some(bias) => {
+            assert_eq!(
+                bias.len(),
+                out_features,
+                "linear_forward: bias has the wrong length"
+            );
+            // Start every row at the bias and let the GEMM add the product onto it (beta = 1),
+            // as PyTorch's addmm does: one pass over y instead of two.
+            for row in y.chunks_exact_mut(out_features.max(1)) {
+                row.copy_from_slice(bias);
+            }
+            F::ONE
+        }
+        None => F::ZERO,
+    };
+    gemm(
+        batch,
+        in_features,
+        out_features,
+        F::ONE,
+        x,
+        false,
+        weight,
+        true,
+        beta,
+        y,
+    );
+}
+
+/// The weight gradient `dW = dyᵀ · x` (`[out_features, in_features]`), written into `dw` or
+/// added to it when `accumulate`.
+///
+/// # Panics
+/// If a slice's length disagrees with the sizes (a caller bug).
+pub fn linear_backward_weight<F: Float>(
+    x: &[F],
+    dy: &[F],
+    batch: usize,
+    in_features: usize,
+    out_features: usize,
+    dw: &mut [F],
+    accumulate: bool,
+) {
+    let beta = if accumulate { F::ONE } else { F::ZERO };
+    // dy is stored [batch, out]; transposed it is the [out, batch] left operand.
+    gemm(
+        out_features,
+        batch,
+        in_features,
+        F::ONE,
+        dy,
+        true,
+        x,
+        false,
+        beta,
+        dw,
+    );
+}
+
+/// The bias gradient: the column sums of `dy` (`[batch, out_features]`), written into `db`
+/// (`[out_features]`) or added to it when `accumulate`.
+///
+/// # Panics
+/// If a slice's length disagrees with the sizes (a caller bug).
+pub fn linear_backward_bias<F: Float>(
+    dy: &[F],
+    batch: usize,
+    out_features: usize,
+    db: &mut [F],
+    accumulate: bool,
+) {
+    assert_eq!(
+        dy.len(),
+        batch * out_features,
+        "linear_backward_bias: dy has the wrong length"
+    );
+    assert_eq!(
+        db.len(),
+        out_features,
+        "linear_backward_bias: db has the wrong length"
+    );
+    if !accumulate {
+        db.fill(F::ZERO);
+    }
+    // Row by row so that dy is read in memory order; the sums are in batch order either way.
+    for row in dy.chunks_exact(out_features.max(1)) {
+        for (acc, &g) in db.iter_mut().zip(row) {
+            *acc += g;
+        }
+    }
+}
+
+/// The input gradient `dx = dy · W` (`[batch, in_features]`), written into `dx` or added to it
+/// when `accumulate`.
+///
+/// # Panics
+/// If a slice's length disagrees with the sizes (a caller bug).
+pub fn linear_backward_input<F: Float>(
+    dy: &[F],
+    weight: &[F],
+    batch: usize,
+    in_features: usize,
+    out_features: usize,
+    dx: &mut [F],
+    accumulate: bool,
+) {
+    let beta = if accumulate { F::ONE } else { F::ZERO };
+    gemm(
+        batch,
+        out_features,
+        in_features,
+        F::ONE,
+        dy,
+        false,
+        weight,
+        false,
+        beta,
+        dx,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::numeric_gradient;
+    use crate::kernels::test_util::{assert_close, check_both_modes, values};
+
+    const B: usize = 3;
+    const IN: usize = 4;
+    const OUT: usize = 5;
+
+    fn naive_forward(x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+        let mut y = vec![0.0; B * OUT];
+        for i in 0..B {
+            for o in 0..OUT {
+                let mut acc = b.map_or(0.0, |b| b[o]);
+                for j in 0..IN {
+                    acc += x[i * IN + j] * w[o * IN + j];
+                }
+                y[i * OUT + o] = acc;
+            }
+        }
+        y
+    }
+
+    /// L = Σ r ⊙ y, whose gradient with respect to y is r.
+    fn weighted(y: &[f64], r: &[f64]) -> f64 {
+        y.iter().zip(r).map(|(a, b)| a * b).sum()
+    }
+
+    #[test]
+    fn forward_matches_naive_with_and_without_bias() {
+        let (x, w, b) = (values(B * IN, 1.0), values(OUT * IN, 2.0), values(OUT, 3.0));
+        let mut y = vec![f64::NAN; B * OUT];
+        linear_forward(&x, &w, Some(&b), B, IN, OUT, &mut y);
+        assert_close(&y, &naive_forward(&x, &w, Some(&b)), 1e-14, 1e-14, "y");
+        linear_forward(&x, &w, None, B, IN, OUT, &mut y);
+        assert_close(
+            &y,
+            &naive_forward(&x, &w, None),
+            1e-14,
+            1e-14,
+            "y (no bias)",
+        );
+    }
+
+    #[test]
+    fn forward_f32_matches_f64() {
+        let (x, w, b) = (values(B * IN, 1.0), values(OUT * IN, 2.0), values(OUT, 3.0));
+        let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let mut y = vec![0.0f32; B * OUT];
+        linear_forward(&f(&x), &f(&w), Some(&f(&b)), B, IN, OUT, &mut y);
+        let y: Vec<f64> = y.iter().map(|&a| a as f64).collect();
+        assert_close(&y, &naive_forward(&x, &w, Some(&b)), 1e-5, 1e-5, "y f32");
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let (mut x, mut w, mut b) = (values(B * IN, 1.0), values(OUT * IN, 2.0), values(OUT, 3.0));
+        let r = values(B * OUT, 4.0);
+        let (x0, w0, b0) = (x.clone(), w.clone(), b.clone());
+
+        let num_w = numeric_gradient(
+            |w| weighted(&naive_forward(&x0, w, Some(&b0)), &r),
+            &mut w,
+            1e-6,
+        );
+        check_both_modes(&num_w, 1e-7, 1e-9, "dW", |dw, acc| {
+            linear_backward_weight(&x0, &r, B, IN, OUT, dw, acc)
+        });
+
+        let num_b = numeric_gradient(
+            |b| weighted(&naive_forward(&x0, &w0, Some(b)), &r),
+            &mut b,
+            1e-6,
+        );
+        check_both_modes(&num_b, 1e-7, 1e-9, "db", |db, acc| {
+            linear_backward_bias(&r, B, OUT, db, acc)
+        });
+
+        let num_x = numeric_gradient(
+            |x| weighted(&naive_forward(x, &w0, Some(&b0)), &r),
+            &mut x,
+            1e-6,
+        );
+        check_both_modes(&num_x, 1e-7, 1e-9, "dx", |dx, acc| {
+            linear_backward_input(&r, &w0, B, IN, OUT, dx, acc)
+        });
+        // numeric_gradient restores its argument exactly.
+        assert_eq!((x, w, b), (x0, w0, b0));
+    }
+
+    #[test]
+    fn bias_gradient_is_column_sums() {
+        let dy = [1.0f64, 2.0, 3.0, 10.0, 20.0, 30.0];
+        let mut db = [f64::NAN; 3];
+        linear_backward_bias(&dy, 2, 3, &mut db, false);
+        assert_eq!(db, [11.0, 22.0, 33.0]);
+        linear_backward_bias(&dy, 2, 3, &mut db, true);
+        assert_eq!(db, [22.0, 44.0, 66.0]);
+    }
+
+    #[test]
+    fn zero_sized_layers() {
+        // No outputs: nothing to write, and no division by zero in the row chunking.
+        let mut y: [f64; 0] = [];
+        linear_forward(&[1.0, 2.0], &[], Some(&[]), 1, 2, 0, &mut y);
+        let mut db: [f64; 0] = [];
+        linear_backward_bias(&[], 3, 0, &mut db, false);
+        // No inputs: y is the bias.
+        let mut y = [0.0f64; 2];
+        linear_forward(&[], &[], Some(&[1.5, -2.0]), 1, 0, 2, &mut y);
+        assert_eq!(y, [1.5, -2.0]);
+    }
+}

@@ -1,0 +1,24 @@
+//! The runtime of kiln: everything a compiled model calls at run time.
+//!
+//! Generated code passes plain slices (row-major, contiguous) and sizes to the kernels here;
+//! kernels write into buffers they are given and never allocate. The user-facing types are
+//! `ndarray` arrays.
+
+pub mod check;
+pub mod error;
+pub mod float;
+pub mod io;
+pub mod kernels;
+pub mod layers;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod shape;
+
+pub use error::{Error, Result};
+pub use float::Float;
+pub use model::{Model, Summary, SummaryRow};
+pub use optim::{Adam, AdamW, Optimizer, RmsProp, Sgd};
+
+pub use ndarray;
+pub use rand;

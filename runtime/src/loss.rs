@@ -1,0 +1,371 @@
+//! Loss functions: the value and the gradient with respect to the prediction.
+//!
+//! Every loss is a mean, as PyTorch's default `reduction='mean'`. A backward function takes
+//! the incoming scalar adjoint `d_loss` (1 when the loss is the quantity being minimised)
+//! and writes `d_loss · ∂loss/∂prediction`, or adds it when `accumulate` is set.
+//!
+//! Slice lengths that disagree with the sizes are caller bugs and panic; labels must already
+//! have been validated with [`crate::shape::check_labels`].
+
+use crate::kernels::softmax::row_max;
+use crate::kernels::store;
+use crate::Float;
+
+/// Mean squared error over all elements: `mean((pred − target)²)`. NaN when empty.
+///
+/// # Panics
+/// If the slices differ in length (a caller bug).
+///
+/// ```
+/// use kiln_runtime::loss::mse;
+/// assert_eq!(mse(&[1.0f64, 2.0], &[0.0, 4.0]), 2.5);
+/// ```
+pub fn mse<F: Float>(pred: &[F], target: &[F]) -> F {
+    assert_eq!(
+        pred.len(),
+        target.len(),
+        "mse: prediction and target lengths differ"
+    );
+    let total: F = pred
+        .iter()
+        .zip(target)
+        .map(|(&p, &t)| {
+            let d = p - t;
+            d * d
+        })
+        .sum();
+    total / F::from_usize(pred.len())
+}
+
+/// Gradient of [`mse`]: `d_pred = (pred − target) · (2 / n) · d_loss`.
+///
+/// The factor `2 / n` is formed in f64 and rounded once, and the product is taken in that
+/// order, as PyTorch's `mse_loss_backward` does.
+///
+/// # Panics
+/// If the slices differ in length (a caller bug).
+///
+/// ```
+/// use kiln_runtime::loss::mse_backward;
+/// let mut d = [0.0f64; 2];
+/// mse_backward(&[1.0, 2.0], &[0.0, 4.0], 1.0, &mut d, false);
+/// assert_eq!(d, [1.0, -2.0]);
+/// ```
+pub fn mse_backward<F: Float>(
+    pred: &[F],
+    target: &[F],
+    d_loss: F,
+    d_pred: &mut [F],
+    accumulate: bool,
+) {
+    assert_eq!(
+        pred.len(),
+        target.len(),
+        "mse_backward: prediction and target lengths differ"
+    );
+    assert_eq!(
+        pred.len(),
+        d_pred.len(),
+        "mse_backward: gradient buffer has the wrong length"
+    );
+    let norm = F::from_f64(2.0 / pred.len() as f64);
+    for ((slot, &p), &t) in d_pred.iter_mut().zip(pred).zip(target) {
+        store(slot, (p - t) * norm * d_loss, accumulate);
+    }
+}
+
+#[track_caller]
+fn check_cross_entropy(what: &str, len: usize, rows: usize, classes: usize, labels: &[usize]) {
+    assert_eq!(
+        len,
+        rows * classes,
+        "{what}: expected {rows}×{classes} logits, got {len}"
+    );
+    assert_eq!(
+        labels.len(),
+        rows,
+        "{what}: expected {rows} labels, got {}",
+        labels.len()
+    );
+    // Validated at the call boundary; an out-of-range label here would silently read the
+    // next row's logits, so it is checked again (cheaply) rather than trusted.
+    if let Some(bad) = labels.iter().position(|&l| l >= classes) {
+        panic!(
+            "{what}: label {} at position {bad} is not below {classes}",
+            labels[bad]
+        );
+    }
+}
+
+/// The ln Σ exp of a non-empty row, shifted by its maximum so that it cannot overflow.
+#[inline]
+fn log_sum_exp<F: Float>(row: &[F]) -> (F, F) {
+    let max = row_max(row);
+    let total: F = row.iter().map(|&v| (v - max).exp()).sum();
+    (max, total.ln())
+}
+
+/// Cross-entropy of integer class labels: the mean over rows of `−log_softmax(logits)[label]`,
+/// with `logits` a `rows × classes` matrix. NaN when `rows` is 0, as in PyTorch.
+///
+/// # Panics
+/// If the lengths disagree with `rows` and `classes`, or a label is not below `classes`
+/// (labels must have been checked with [`crate::shape::check_labels`]).
+///
+/// ```
+/// use kiln_runtime::loss::cross_entropy;
+/// // Two equal logits: each class has probability 1/2.
+/// let loss = cross_entropy(&[3.0f64, 3.0], 1, 2, &[1]);
+/// assert!((loss - 2f64.ln()).abs() < 1e-15);
+/// ```
+pub fn cross_entropy<F: Float>(logits: &[F], rows: usize, classes: usize, labels: &[usize]) -> F {
+    check_cross_entropy("cross_entropy", logits.len(), rows, classes, labels);
+    let mut total = F::ZERO;
+    for (row, &label) in logits.chunks_exact(classes.max(1)).zip(labels) {
+        let (max, lse) = log_sum_exp(row);
+        // −log_softmax at the label, written as log_softmax is (x − max − lse) so that the
+        // rounding matches PyTorch's log_softmax + nll_loss.
+        total -= row[label] - max - lse;
+    }
+    total / F::from_usize(rows)
+}
+
+/// Gradient of [`cross_entropy`]: `(softmax(logits) − onehot(label)) · d_loss / rows`,
+/// computed row by row from the logits with no scratch buffer.
+///
+/// # Panics
+/// As [`cross_entropy`], or if `d_logits` is not `rows × classes`.
+pub fn cross_entropy_backward<F: Float>(
+    logits: &[F],
+    rows: usize,
+    classes: usize,
+    labels: &[usize],
+    d_loss: F,
+    d_logits: &mut [F],
+    accumulate: bool,
+) {
+    check_cross_entropy(
+        "cross_entropy_backward",
+        logits.len(),
+        rows,
+        classes,
+        labels,
+    );
+    assert_eq!(
+        d_logits.len(),
+        logits.len(),
+        "cross_entropy_backward: gradient has the wrong length"
+    );
+    let scale = d_loss / F::from_usize(rows);
+    let rows_iter = logits
+        .chunks_exact(classes.max(1))
+        .zip(d_logits.chunks_exact_mut(classes.max(1)));
+    for ((row, drow), &label) in rows_iter.zip(labels) {
+        let (max, lse) = log_sum_exp(row);
+        for (j, (slot, &x)) in drow.iter_mut().zip(row).enumerate() {
+            let p = (x - max - lse).exp();
+            let g = if j == label {
+                p * scale - scale
+            } else {
+                p * scale
+            };
+            store(slot, g, accumulate);
+        }
+    }
+}
+
+/// Binary cross-entropy on logits against targets in `[0, 1]`, averaged over all elements:
+/// `mean(max(x, 0) − x·t + ln(1 + e^−|x|))`, PyTorch's `binary_cross_entropy_with_logits`.
+/// The form never exponentiates a positive number, so it is finite for any finite logit.
+///
+/// # Panics
+/// If the slices differ in length (a caller bug).
+///
+/// ```
+/// use kiln_runtime::loss::bce_with_logits;
+/// // A logit of 0 is probability 1/2 whatever the target: the loss is ln 2.
+/// assert!((bce_with_logits(&[0.0f64], &[1.0]) - 2f64.ln()).abs() < 1e-15);
+/// // A confident right answer costs almost nothing, even far out.
+/// assert!(bce_with_logits(&[800.0f64], &[1.0]) < 1e-300);
+/// ```
+pub fn bce_with_logits<F: Float>(logits: &[F], target: &[F]) -> F {
+    assert_eq!(
+        logits.len(),
+        target.len(),
+        "bce_with_logits: logits and target lengths differ"
+    );
+    let total: F = logits
+        .iter()
+        .zip(target)
+        .map(|(&x, &t)| x.max(F::ZERO) - x * t + (-x.abs()).exp().ln_1p())
+        .sum();
+    total / F::from_usize(logits.len())
+}
+
+/// Gradient of [`bce_with_logits`]: `(σ(x) − t) · d_loss / n`, with a sigmoid that does not
+/// overflow for large negative logits.
+///
+/// # Panics
+/// If the slices differ in length (a caller bug).
+pub fn bce_with_logits_backward<F: Float>(
+    logits: &[F],
+    target: &[F],
+    d_loss: F,
+    d_logits: &mut [F],
+    accumulate: bool,
+) {
+    assert_eq!(
+        logits.len(),
+        target.len(),
+        "bce_with_logits_backward: logits and target lengths differ"
+    );
+    assert_eq!(
+        logits.len(),
+        d_logits.len(),
+        "bce_with_logits_backward: gradient has the wrong length"
+    );
+    let n = F::from_usize(logits.len());
+    for ((slot, &x), &t) in d_logits.iter_mut().zip(logits).zip(target) {
+        // PyTorch's order: (σ(x) − t) · grad, then / n.
+        store(slot, (x.sigmoid() - t) * d_loss / n, accumulate);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::numeric_gradient;
+    use crate::kernels::test_util::{assert_close, check_both_modes, values};
+
+    fn naive_mse(p: &[f64], t: &[f64]) -> f64 {
+        let mut s = 0.0;
+        for i in 0..p.len() {
+            s += (p[i] - t[i]).powi(2);
+        }
+        s / p.len() as f64
+    }
+
+    /// −ln(e^{x_label} / Σ e^{x_j}) directly, averaged (fine for small logits).
+    fn naive_ce(x: &[f64], classes: usize, labels: &[usize]) -> f64 {
+        let mut s = 0.0;
+        for (row, &l) in x.chunks(classes).zip(labels) {
+            let z: f64 = row.iter().map(|v| v.exp()).sum();
+            s -= (row[l].exp() / z).ln();
+        }
+        s / labels.len() as f64
+    }
+
+    /// −[t ln σ(x) + (1 − t) ln(1 − σ(x))] directly, averaged (fine for small logits).
+    fn naive_bce(x: &[f64], t: &[f64]) -> f64 {
+        let mut s = 0.0;
+        for i in 0..x.len() {
+            let p = 1.0 / (1.0 + (-x[i]).exp());
+            s -= t[i] * p.ln() + (1.0 - t[i]) * (1.0 - p).ln();
+        }
+        s / x.len() as f64
+    }
+
+    #[test]
+    fn mse_value_and_gradient() {
+        let (mut p, t) = (values(12, 1.0), values(12, 2.0));
+        assert!((mse(&p, &t) - naive_mse(&p, &t)).abs() < 1e-15);
+        let d = 0.7;
+        let num = numeric_gradient(|p| d * naive_mse(p, &t), &mut p, 1e-6);
+        check_both_modes(&num, 1e-7, 1e-10, "d mse", |g, acc| {
+            mse_backward(&p, &t, d, g, acc)
+        });
+        // f32 agrees with the f64 reference.
+        let pf: Vec<f32> = p.iter().map(|&v| v as f32).collect();
+        let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+        assert!((mse(&pf, &tf) as f64 - naive_mse(&p, &t)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cross_entropy_value_and_gradient() {
+        let (rows, classes) = (4, 3);
+        let mut x = values(rows * classes, 3.0);
+        let labels = [2, 0, 1, 2];
+        let loss = cross_entropy(&x, rows, classes, &labels);
+        assert!(
+            (loss - naive_ce(&x, classes, &labels)).abs() < 1e-14,
+            "{loss}"
+        );
+        let d = 1.3;
+        let num = numeric_gradient(|x| d * naive_ce(x, classes, &labels), &mut x, 1e-6);
+        check_both_modes(&num, 1e-7, 1e-10, "d ce", |g, acc| {
+            cross_entropy_backward(&x, rows, classes, &labels, d, g, acc)
+        });
+    }
+
+    #[test]
+    fn cross_entropy_is_stable_for_huge_logits() {
+        // softmax([1000, 0]) = [1, e^-1000]: the loss at label 1 is 1000 (+ ln(1 + e^-1000)).
+        let loss = cross_entropy(&[1000.0f64, 0.0, 0.0, 1000.0], 2, 2, &[1, 1]);
+        assert_eq!(loss, 500.0);
+        let mut g = [0.0; 4];
+        cross_entropy_backward(
+            &[1000.0f64, 0.0, 0.0, 1000.0],
+            2,
+            2,
+            &[1, 1],
+            1.0,
+            &mut g,
+            false,
+        );
+        assert_eq!(g, [0.5, -0.5, 0.0, 0.0]);
+        let loss32 = cross_entropy(&[1000.0f32, 0.0], 1, 2, &[0]);
+        assert_eq!(loss32, 0.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "label 3 at position 1 is not below 3")]
+    fn cross_entropy_rejects_unchecked_labels() {
+        cross_entropy(&[0.0f64; 6], 2, 3, &[0, 3]);
+    }
+
+    #[test]
+    fn bce_value_and_gradient() {
+        let mut x = values(10, 5.0);
+        // Targets in [0, 1], soft ones included.
+        let t: Vec<f64> = values(10, 6.0)
+            .iter()
+            .map(|v| (v * 0.25 + 0.5).clamp(0.0, 1.0))
+            .collect();
+        assert!((bce_with_logits(&x, &t) - naive_bce(&x, &t)).abs() < 1e-14);
+        let d = 0.9;
+        let num = numeric_gradient(|x| d * naive_bce(x, &t), &mut x, 1e-6);
+        check_both_modes(&num, 1e-7, 1e-10, "d bce", |g, acc| {
+            bce_with_logits_backward(&x, &t, d, g, acc)
+        });
+    }
+
+    #[test]
+    fn bce_is_stable_for_huge_logits() {
+        // Wrong and confident: loss ≈ |x|; right and confident: loss ≈ 0; σ saturates to 0/1.
+        let x = [800.0f64, -800.0, 800.0, -800.0];
+        let t = [0.0, 1.0, 1.0, 0.0];
+        assert_eq!(bce_with_logits(&x, &t), 400.0);
+        let mut g = [0.0; 4];
+        bce_with_logits_backward(&x, &t, 1.0, &mut g, false);
+        assert_eq!(g, [0.25, -0.25, 0.0, 0.0]);
+        assert_eq!(bce_with_logits(&[-200.0f32], &[0.0]), 0.0);
+    }
+
+    #[test]
+    fn empty_batches_are_nan() {
+        assert!(mse::<f64>(&[], &[]).is_nan());
+        assert!(bce_with_logits::<f64>(&[], &[]).is_nan());
+        assert!(cross_entropy::<f64>(&[], 0, 3, &[]).is_nan());
+    }
+
+    #[test]
+    fn sigmoid_is_exact_at_the_extremes() {
+        // The BCE gradient relies on Float::sigmoid saturating instead of overflowing.
+        assert_eq!(0.0f64.sigmoid(), 0.5);
+        assert_eq!((-1000.0f64).sigmoid(), 0.0);
+        assert_eq!(1000.0f64.sigmoid(), 1.0);
+        assert_eq!((-200.0f32).sigmoid(), 0.0);
+        let want = 1.0 / (1.0 + (-2.0f64).exp());
+        assert_close(&[2.0f64.sigmoid()], &[want], 1e-16, 0.0, "σ(2)");
+    }
+}

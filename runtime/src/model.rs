@@ -1,0 +1,181 @@
+//! The [`Model`] trait that every `model!` implements: parameters and gradients by name, the
+//! parameter count, a Keras-style summary and a text description of the graph.
+//!
+//! Optimizers, checkpoints and gradient checks are written against this trait only, so they
+//! work for every generated model.
+
+use crate::Float;
+use ndarray::{ArrayViewD, ArrayViewMutD};
+use std::fmt;
+
+/// A model compiled by `model!`.
+///
+/// Parameters are visited in a fixed order (declaration order, `weight` before `bias`) under
+/// PyTorch `state_dict` names such as `"h1.weight"`.
+pub trait Model<F: Float> {
+    /// The gradient struct generated beside the model (same fields as the model).
+    type Grads;
+
+    /// Visits every trainable parameter with its name.
+    fn visit_params(&self, f: &mut dyn FnMut(&'static str, ArrayViewD<'_, F>));
+    /// Visits every trainable parameter mutably with its name.
+    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&'static str, ArrayViewMutD<'_, F>));
+    /// Visits every non-trainable buffer (e.g. batch-norm running statistics) with its name.
+    /// Buffers are saved and loaded with the parameters, as in a PyTorch `state_dict`.
+    fn visit_buffers(&self, _f: &mut dyn FnMut(&'static str, ArrayViewD<'_, F>)) {}
+    /// Visits every non-trainable buffer mutably.
+    fn visit_buffers_mut(&mut self, _f: &mut dyn FnMut(&'static str, ArrayViewMutD<'_, F>)) {}
+    /// Visits every gradient in `grads` with the name of its parameter.
+    fn visit_grads(grads: &Self::Grads, f: &mut dyn FnMut(&'static str, ArrayViewD<'_, F>));
+    /// Visits every gradient mutably (e.g. for clipping).
+    fn visit_grads_mut(
+        grads: &mut Self::Grads,
+        f: &mut dyn FnMut(&'static str, ArrayViewMutD<'_, F>),
+    );
+    /// Visits each parameter together with its gradient as flat slices, with the parameter's
+    /// index in visiting order. This is the optimizers' hot path: it allocates nothing.
+    // The callback type is spelled out (no alias) so that implementations can write it the
+    // same way and get the same lifetime elision; clippy finds it complex, which it is not.
+    #[allow(clippy::type_complexity)]
+    fn visit_params_with_grads(
+        &mut self,
+        grads: &Self::Grads,
+        f: &mut dyn FnMut(usize, &mut [F], &[F]),
+    );
+    /// A gradient struct of zeros shaped like the parameters.
+    fn zero_grads(&self) -> Self::Grads;
+    /// The number of trainable scalars.
+    fn num_params(&self) -> usize;
+    /// A Keras-style table of the layers: name, op, output shape, parameter count.
+    fn summary(&self) -> Summary;
+    /// A text description of the compiled graph: one line per node, forward then backward.
+    fn graph(&self) -> &'static str;
+}
+
+/// One row of a [`Summary`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SummaryRow {
+    /// The binding the value is named after in the model source (`h1`).
+    pub name: &'static str,
+    /// The operation, as written (`linear`, `relu`, `conv2d`).
+    pub op: &'static str,
+    /// The output shape, symbolic dims by name (`[B, 128]`).
+    pub output_shape: &'static str,
+    /// Trainable scalars owned by this row.
+    pub params: usize,
+}
+
+/// A Keras-style model summary. `Display` prints it as a table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// The model's name.
+    pub model: &'static str,
+    /// The element type (`f32`, `f64`).
+    pub dtype: &'static str,
+    /// The rows, in graph order.
+    pub rows: Vec<SummaryRow>,
+}
+
+impl Summary {
+    /// The total number of trainable scalars.
+    pub fn total_params(&self) -> usize {
+        self.rows.iter().map(|r| r.params).sum()
+    }
+}
+
+fn group_thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers = ["Layer", "Op", "Output shape", "Params"];
+        let params: Vec<String> = self
+            .rows
+            .iter()
+            .map(|r| group_thousands(r.params))
+            .collect();
+        let mut widths = headers.map(str::len);
+        for (row, p) in self.rows.iter().zip(&params) {
+            widths[0] = widths[0].max(row.name.len());
+            widths[1] = widths[1].max(row.op.len());
+            widths[2] = widths[2].max(row.output_shape.len());
+            widths[3] = widths[3].max(p.len());
+        }
+        let total_width = widths.iter().sum::<usize>() + 3 * 3;
+        writeln!(f, "Model: {} ({})", self.model, self.dtype)?;
+        writeln!(f, "{}", "=".repeat(total_width))?;
+        writeln!(
+            f,
+            "{:<w0$}   {:<w1$}   {:<w2$}   {:>w3$}",
+            headers[0],
+            headers[1],
+            headers[2],
+            headers[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        )?;
+        writeln!(f, "{}", "-".repeat(total_width))?;
+        for (row, p) in self.rows.iter().zip(&params) {
+            writeln!(
+                f,
+                "{:<w0$}   {:<w1$}   {:<w2$}   {:>w3$}",
+                row.name,
+                row.op,
+                row.output_shape,
+                p,
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            )?;
+        }
+        writeln!(f, "{}", "=".repeat(total_width))?;
+        write!(f, "Total params: {}", group_thousands(self.total_params()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_table_aligns_and_totals() {
+        let s = Summary {
+            model: "Mlp",
+            dtype: "f32",
+            rows: vec![
+                SummaryRow {
+                    name: "x",
+                    op: "input",
+                    output_shape: "[B, 784]",
+                    params: 0,
+                },
+                SummaryRow {
+                    name: "h1",
+                    op: "linear",
+                    output_shape: "[B, 128]",
+                    params: 100_480,
+                },
+            ],
+        };
+        let text = s.to_string();
+        assert!(text.contains("Total params: 100,480"), "{text}");
+        assert!(
+            text.contains("h1      linear   [B, 128]       100,480"),
+            "{text}"
+        );
+        assert_eq!(group_thousands(1_234_567), "1,234,567");
+        assert_eq!(group_thousands(12), "12");
+    }
+}

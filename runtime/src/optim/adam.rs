@@ -1,0 +1,229 @@
+//! Adam (L2 weight decay) and AdamW (decoupled weight decay).
+
+use super::{check_pair, lerp, state_slot, Optimizer};
+use crate::{Float, Model};
+
+/// The update shared by [`Adam`] and [`AdamW`]; they differ only in how weight decay enters.
+#[derive(Clone, Debug)]
+struct AdamCore<F> {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    /// `true` for AdamW: `p ← p · (1 − lr · wd)` before the update instead of `g += wd · p`.
+    decoupled: bool,
+    /// Steps taken so far (`t` in the bias corrections).
+    steps: u64,
+    exp_avg: Vec<Vec<F>>,
+    exp_avg_sq: Vec<Vec<F>>,
+}
+
+impl<F: Float> AdamCore<F> {
+    fn new(lr: f64, weight_decay: f64, decoupled: bool) -> Self {
+        Self {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            decoupled,
+            steps: 0,
+            exp_avg: Vec::new(),
+            exp_avg_sq: Vec::new(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.steps = 0;
+        self.exp_avg.clear();
+        self.exp_avg_sq.clear();
+    }
+
+    fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads, name: &'static str) {
+        self.steps += 1;
+        // Scalars in f64, as torch's single-tensor Adam computes them in Python: `step` is a
+        // float there, so `beta ** step` is C's pow, which `powf` is.
+        let t = self.steps as f64;
+        let bias_correction1 = 1.0 - self.beta1.powf(t);
+        let bias_correction2 = 1.0 - self.beta2.powf(t);
+        let step_size = self.lr / bias_correction1;
+        let bias_correction2_sqrt = bias_correction2.sqrt();
+
+        let neg_step_size = F::from_f64(-step_size);
+        let bc2_sqrt = F::from_f64(bias_correction2_sqrt);
+        let eps = F::from_f64(self.eps);
+        let beta1_weight = F::from_f64(1.0 - self.beta1);
+        let beta2 = F::from_f64(self.beta2);
+        let one_minus_beta2 = F::from_f64(1.0 - self.beta2);
+        let (l2, shrink) = match (self.weight_decay != 0.0, self.decoupled) {
+            (false, _) => (None, None),
+            (true, false) => (Some(F::from_f64(self.weight_decay)), None),
+            (true, true) => (None, Some(F::from_f64(1.0 - self.lr * self.weight_decay))),
+        };
+        let (exp_avgs, exp_avg_sqs) = (&mut self.exp_avg, &mut self.exp_avg_sq);
+        model.visit_params_with_grads(grads, &mut |index, param, grad| {
+            check_pair(name, index, param, grad);
+            let (m, _) = state_slot(exp_avgs, index, param.len(), name);
+            let (v, _) = state_slot(exp_avg_sqs, index, param.len(), name);
+            for (((p, &g), m), v) in param
+                .iter_mut()
+                .zip(grad)
+                .zip(m.iter_mut())
+                .zip(v.iter_mut())
+            {
+                if let Some(shrink) = shrink {
+                    *p *= shrink;
+                }
+                let g = match l2 {
+                    Some(wd) => g + wd * *p,
+                    None => g,
+                };
+                // exp_avg.lerp_(grad, 1 - beta1)
+                *m = lerp(*m, g, beta1_weight);
+                // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                *v = *v * beta2 + one_minus_beta2 * g * g;
+                // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+                let denom = v.sqrt() / bc2_sqrt + eps;
+                // param.addcdiv_(exp_avg, denom, value=-step_size)
+                *p += neg_step_size * *m / denom;
+            }
+        });
+    }
+}
+
+/// Adam, as `torch.optim.Adam` (`amsgrad=False`). Weight decay is L2: `g ← g + wd · p`.
+///
+/// With `t` the step number from 1, per element:
+/// `m ← m + (1 − β₁)(g − m)`, `v ← β₂ v + (1 − β₂) g²`,
+/// `p ← p − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + eps)`.
+///
+/// ```
+/// use kiln_runtime::{Adam, Optimizer};
+/// let opt = Adam::<f32>::new(1e-3).betas(0.9, 0.999).eps(1e-8).weight_decay(0.0);
+/// assert_eq!(opt.learning_rate(), 1e-3);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Adam<F> {
+    core: AdamCore<F>,
+}
+
+impl<F: Float> Adam<F> {
+    /// Adam with learning rate `lr` (≥ 0) and PyTorch's defaults: betas (0.9, 0.999), eps
+    /// 1e-8, no weight decay.
+    pub fn new(lr: f64) -> Self {
+        Self {
+            core: AdamCore::new(lr, 0.0, false),
+        }
+    }
+
+    /// The moment decay rates β₁, β₂ (each in `[0, 1)`).
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        self.core.beta1 = beta1;
+        self.core.beta2 = beta2;
+        self
+    }
+
+    /// The term added to the denominator (≥ 0, default 1e-8).
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.core.eps = eps;
+        self
+    }
+
+    /// L2 weight decay added to the gradient (≥ 0, default 0).
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.core.weight_decay = weight_decay;
+        self
+    }
+
+    /// The number of steps taken (`t` of the last step).
+    pub fn steps(&self) -> u64 {
+        self.core.steps
+    }
+
+    /// Forgets the moment estimates and the step count, as a freshly built optimizer.
+    pub fn reset(&mut self) {
+        self.core.reset();
+    }
+}
+
+impl<F: Float> Optimizer<F> for Adam<F> {
+    fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
+        self.core.step(model, grads, "Adam");
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.core.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.core.lr = lr;
+    }
+}
+
+/// AdamW, as `torch.optim.AdamW` (`amsgrad=False`): Adam with decoupled weight decay. Each
+/// step first shrinks every parameter, biases included, `p ← p · (1 − lr · wd)`, then applies
+/// the [`Adam`] update with the plain gradient.
+///
+/// ```
+/// use kiln_runtime::{AdamW, Optimizer};
+/// let opt = AdamW::<f64>::new(1e-3).weight_decay(0.05);
+/// assert_eq!(opt.learning_rate(), 1e-3);
+/// ```
+#[derive(Clone, Debug)]
+pub struct AdamW<F> {
+    core: AdamCore<F>,
+}
+
+impl<F: Float> AdamW<F> {
+    /// AdamW with learning rate `lr` (≥ 0) and PyTorch's defaults: betas (0.9, 0.999), eps
+    /// 1e-8, weight decay 0.01.
+    pub fn new(lr: f64) -> Self {
+        Self {
+            core: AdamCore::new(lr, 0.01, true),
+        }
+    }
+
+    /// The moment decay rates β₁, β₂ (each in `[0, 1)`).
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        self.core.beta1 = beta1;
+        self.core.beta2 = beta2;
+        self
+    }
+
+    /// The term added to the denominator (≥ 0, default 1e-8).
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.core.eps = eps;
+        self
+    }
+
+    /// Decoupled weight decay (≥ 0, default 0.01).
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.core.weight_decay = weight_decay;
+        self
+    }
+
+    /// The number of steps taken (`t` of the last step).
+    pub fn steps(&self) -> u64 {
+        self.core.steps
+    }
+
+    /// Forgets the moment estimates and the step count, as a freshly built optimizer.
+    pub fn reset(&mut self) {
+        self.core.reset();
+    }
+}
+
+impl<F: Float> Optimizer<F> for AdamW<F> {
+    fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
+        self.core.step(model, grads, "AdamW");
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.core.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.core.lr = lr;
+    }
+}

@@ -1,0 +1,131 @@
+//! Optimizers: [`Sgd`], [`Adam`], [`AdamW`] and [`RmsProp`], numerically matching
+//! `torch.optim` (single-tensor path, `foreach=False`).
+//!
+//! Each optimizer is generic over the model's float type because its state (momentum, moment
+//! estimates) must be kept and updated in that type to reproduce PyTorch's rounding. Scalar
+//! hyperparameter expressions (bias corrections, `1 − β`, `lr · weight_decay`) are formed in
+//! f64, as Python does, and rounded to `F` once; the elementwise updates then run in `F` in
+//! PyTorch's order of operations.
+//!
+//! State is allocated on the first [`Optimizer::step`] only: a later step allocates nothing.
+//! Hyperparameters are stored as given and not validated; each builder documents the range
+//! PyTorch accepts (values outside it give the same nonsense PyTorch would refuse to run).
+//!
+//! ```
+//! use kiln_runtime::{Optimizer, Sgd};
+//! let mut opt = Sgd::<f32>::new(0.1).momentum(0.9).nesterov(true);
+//! opt.set_learning_rate(0.05);
+//! assert_eq!(opt.learning_rate(), 0.05);
+//! ```
+
+mod adam;
+mod rmsprop;
+mod sgd;
+
+pub use adam::{Adam, AdamW};
+pub use rmsprop::RmsProp;
+pub use sgd::Sgd;
+
+use crate::{Float, Model};
+
+/// An optimizer: updates a model's parameters in place from their gradients.
+pub trait Optimizer<F: Float> {
+    /// Applies one update to every parameter of `model` using `grads` (the gradient struct
+    /// filled by the model's backward pass). The first call allocates the optimizer's state;
+    /// later calls allocate nothing.
+    ///
+    /// # Panics
+    /// If the optimizer has state from a different model (parameter sizes differ); call the
+    /// optimizer's `reset` before reusing it on another model.
+    fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads);
+    /// The current learning rate.
+    fn learning_rate(&self) -> f64;
+    /// Changes the learning rate for the following steps (learning-rate schedules). The
+    /// optimizer's state is kept.
+    fn set_learning_rate(&mut self, lr: f64);
+}
+
+/// The state buffer of parameter `index`, allocated (zero-filled) on first use. Returns the
+/// buffer and whether it was just created, which SGD needs for PyTorch's first-step rule.
+///
+/// The state is per parameter, indexed in the model's visiting order, so each buffer has its
+/// parameter's element count; a different count means the optimizer is being reused on a
+/// different model, which would otherwise silently corrupt both.
+pub(crate) fn state_slot<'a, F: Float>(
+    state: &'a mut Vec<Vec<F>>,
+    index: usize,
+    len: usize,
+    optimizer: &str,
+) -> (&'a mut [F], bool) {
+    if index >= state.len() {
+        state.resize_with(index + 1, Vec::new);
+    }
+    let buffer = &mut state[index];
+    let fresh = buffer.len() != len;
+    if fresh {
+        assert!(
+            buffer.is_empty(),
+            "{optimizer}: parameter {index} has {len} elements but the optimizer state has {}; \
+             an optimizer's state belongs to one model (call reset() to reuse it)",
+            buffer.len()
+        );
+        buffer.resize(len, F::ZERO);
+    }
+    (buffer, fresh)
+}
+
+/// PyTorch's `lerp(start, end, weight)`: `start + weight · (end − start)` for small weights
+/// and `end − (end − start) · (1 − weight)` otherwise, which is exact at `weight = 1`.
+#[inline(always)]
+pub(crate) fn lerp<F: Float>(start: F, end: F, weight: F) -> F {
+    if weight.abs() < F::from_f64(0.5) {
+        start + weight * (end - start)
+    } else {
+        end - (end - start) * (F::ONE - weight)
+    }
+}
+
+#[track_caller]
+#[inline]
+pub(crate) fn check_pair<F>(optimizer: &str, index: usize, param: &[F], grad: &[F]) {
+    assert_eq!(
+        param.len(),
+        grad.len(),
+        "{optimizer}: parameter {index} has {} elements but its gradient has {}",
+        param.len(),
+        grad.len()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lerp_matches_torch_branches() {
+        assert_eq!(lerp(1.0f64, 3.0, 0.25), 1.5);
+        assert_eq!(lerp(1.0f64, 3.0, 0.75), 2.5);
+        // The large-weight branch is exact at 1.
+        assert_eq!(lerp(0.1f64, 0.7, 1.0), 0.7);
+    }
+
+    #[test]
+    fn state_is_allocated_once_and_checked() {
+        let mut state: Vec<Vec<f64>> = Vec::new();
+        let (buf, fresh) = state_slot(&mut state, 1, 3, "test");
+        assert!(fresh);
+        buf[0] = 5.0;
+        let (buf, fresh) = state_slot(&mut state, 1, 3, "test");
+        assert!(!fresh);
+        assert_eq!(buf, [5.0, 0.0, 0.0]);
+        assert_eq!(state.len(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "parameter 0 has 4 elements but the optimizer state has 3")]
+    fn state_from_another_model_panics() {
+        let mut state: Vec<Vec<f32>> = Vec::new();
+        state_slot(&mut state, 0, 3, "test");
+        state_slot(&mut state, 0, 4, "test");
+    }
+}

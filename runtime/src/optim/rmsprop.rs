@@ -1,0 +1,157 @@
+//! RMSprop, plain, with momentum, and centered.
+
+use super::{check_pair, lerp, state_slot, Optimizer};
+use crate::{Float, Model};
+
+/// RMSprop, as `torch.optim.RMSprop`.
+///
+/// Per element, in this order: weight decay `g ← g + wd · p`; `v ← α v + (1 − α) g²`;
+/// `avg = √v + eps`, or when centered `ḡ ← ḡ + (1 − α)(g − ḡ)` and `avg = √(v − ḡ²) + eps`
+/// (eps outside the root, no bias correction); then with momentum
+/// `buf ← momentum · buf + g / avg`, `p ← p − lr · buf`, else `p ← p − lr · g / avg`.
+///
+/// ```
+/// use kiln_runtime::{Optimizer, RmsProp};
+/// let opt = RmsProp::<f32>::new(1e-2).alpha(0.99).eps(1e-8).momentum(0.0).centered(false).weight_decay(0.0);
+/// assert_eq!(opt.learning_rate(), 1e-2);
+/// ```
+#[derive(Clone, Debug)]
+pub struct RmsProp<F> {
+    lr: f64,
+    alpha: f64,
+    eps: f64,
+    momentum: f64,
+    centered: bool,
+    weight_decay: f64,
+    square_avg: Vec<Vec<F>>,
+    /// Running mean of the gradient (centered only).
+    grad_avg: Vec<Vec<F>>,
+    /// Momentum buffers (momentum > 0 only).
+    momentum_buffers: Vec<Vec<F>>,
+}
+
+impl<F: Float> RmsProp<F> {
+    /// RMSprop with learning rate `lr` (≥ 0) and PyTorch's defaults: alpha 0.99, eps 1e-8,
+    /// no momentum, not centered, no weight decay.
+    pub fn new(lr: f64) -> Self {
+        Self {
+            lr,
+            alpha: 0.99,
+            eps: 1e-8,
+            momentum: 0.0,
+            centered: false,
+            weight_decay: 0.0,
+            square_avg: Vec::new(),
+            grad_avg: Vec::new(),
+            momentum_buffers: Vec::new(),
+        }
+    }
+
+    /// The smoothing constant of the squared-gradient average (in `[0, 1]`, default 0.99).
+    pub fn alpha(mut self, alpha: f64) -> Self {
+        self.alpha = alpha;
+        self
+    }
+
+    /// The term added to the root (≥ 0, default 1e-8).
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// The momentum factor (≥ 0, default 0 = off). The buffer starts at zero.
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Normalise by the estimated variance of the gradient instead of its second moment
+    /// (default off).
+    pub fn centered(mut self, centered: bool) -> Self {
+        self.centered = centered;
+        self
+    }
+
+    /// L2 weight decay added to the gradient (≥ 0, default 0).
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    /// Forgets all running averages and buffers, as a freshly built optimizer.
+    pub fn reset(&mut self) {
+        self.square_avg.clear();
+        self.grad_avg.clear();
+        self.momentum_buffers.clear();
+    }
+}
+
+impl<F: Float> Optimizer<F> for RmsProp<F> {
+    fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
+        let neg_lr = F::from_f64(-self.lr);
+        let alpha = F::from_f64(self.alpha);
+        let one_minus_alpha = F::from_f64(1.0 - self.alpha);
+        let eps = F::from_f64(self.eps);
+        let use_momentum = self.momentum > 0.0;
+        let momentum = F::from_f64(self.momentum);
+        let weight_decay = (self.weight_decay != 0.0).then(|| F::from_f64(self.weight_decay));
+        let centered = self.centered;
+        let (square_avgs, grad_avgs, buffers) = (
+            &mut self.square_avg,
+            &mut self.grad_avg,
+            &mut self.momentum_buffers,
+        );
+        model.visit_params_with_grads(grads, &mut |index, param, grad| {
+            check_pair("RmsProp", index, param, grad);
+            let len = param.len();
+            let (square_avg, _) = state_slot(square_avgs, index, len, "RmsProp");
+            // A buffer this configuration does not use is an empty slice and is never indexed.
+            let grad_avg: &mut [F] = if centered {
+                state_slot(grad_avgs, index, len, "RmsProp").0
+            } else {
+                &mut []
+            };
+            let buffer: &mut [F] = if use_momentum {
+                state_slot(buffers, index, len, "RmsProp").0
+            } else {
+                &mut []
+            };
+            for i in 0..len {
+                let p = param[i];
+                let g = match weight_decay {
+                    Some(wd) => grad[i] + wd * p,
+                    None => grad[i],
+                };
+                // square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+                let v = square_avg[i] * alpha + one_minus_alpha * g * g;
+                square_avg[i] = v;
+                let root = if centered {
+                    // grad_avg.lerp_(grad, 1 - alpha); square_avg.addcmul(ga, ga, value=-1).sqrt_()
+                    let ga = lerp(grad_avg[i], g, one_minus_alpha);
+                    grad_avg[i] = ga;
+                    (v - ga * ga).sqrt()
+                } else {
+                    v.sqrt()
+                };
+                let avg = root + eps;
+                param[i] = if use_momentum {
+                    // buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr)
+                    let b = buffer[i] * momentum + g / avg;
+                    buffer[i] = b;
+                    p + neg_lr * b
+                } else {
+                    // param.addcdiv_(grad, avg, value=-lr)
+                    p + neg_lr * g / avg
+                };
+            }
+        });
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}

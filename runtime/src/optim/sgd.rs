@@ -1,0 +1,117 @@
+//! Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay.
+
+use super::{check_pair, state_slot, Optimizer};
+use crate::{Float, Model};
+
+/// Stochastic gradient descent, as `torch.optim.SGD`.
+///
+/// Per parameter `p` with gradient `g`, in this order:
+/// 1. weight decay: `g ← g + weight_decay · p`;
+/// 2. momentum (if non-zero): on the first step `buf ← g`, later
+///    `buf ← momentum · buf + (1 − dampening) · g`; then `g ← g + momentum · buf` (Nesterov)
+///    or `g ← buf`;
+/// 3. `p ← p − lr · g`.
+///
+/// ```
+/// use kiln_runtime::{Optimizer, Sgd};
+/// let opt = Sgd::<f64>::new(0.1).momentum(0.9).dampening(0.0).nesterov(true).weight_decay(1e-4);
+/// assert_eq!(opt.learning_rate(), 0.1);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Sgd<F> {
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+    weight_decay: f64,
+    /// One momentum buffer per parameter, in visiting order (empty until the first step).
+    momentum_buffers: Vec<Vec<F>>,
+}
+
+impl<F: Float> Sgd<F> {
+    /// Plain SGD with learning rate `lr` (≥ 0), no momentum, no weight decay.
+    pub fn new(lr: f64) -> Self {
+        Self {
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            momentum_buffers: Vec::new(),
+        }
+    }
+
+    /// The momentum factor (≥ 0; 0, the default, disables momentum).
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Dampening of the gradient's contribution to the momentum buffer (default 0; PyTorch
+    /// requires 0 with Nesterov). Does not apply to the first step, where `buf = g`.
+    pub fn dampening(mut self, dampening: f64) -> Self {
+        self.dampening = dampening;
+        self
+    }
+
+    /// Nesterov momentum (default off; needs a positive momentum to have an effect).
+    pub fn nesterov(mut self, nesterov: bool) -> Self {
+        self.nesterov = nesterov;
+        self
+    }
+
+    /// L2 weight decay added to the gradient (≥ 0, default 0).
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    /// Forgets the momentum buffers, as a freshly built optimizer.
+    pub fn reset(&mut self) {
+        self.momentum_buffers.clear();
+    }
+}
+
+impl<F: Float> Optimizer<F> for Sgd<F> {
+    fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
+        let neg_lr = F::from_f64(-self.lr);
+        let weight_decay = (self.weight_decay != 0.0).then(|| F::from_f64(self.weight_decay));
+        let use_momentum = self.momentum != 0.0;
+        let momentum = F::from_f64(self.momentum);
+        let keep = F::from_f64(1.0 - self.dampening);
+        let nesterov = self.nesterov;
+        let buffers = &mut self.momentum_buffers;
+        model.visit_params_with_grads(grads, &mut |index, param, grad| {
+            check_pair("Sgd", index, param, grad);
+            if !use_momentum {
+                for (p, &g) in param.iter_mut().zip(grad) {
+                    let d = match weight_decay {
+                        Some(wd) => g + wd * *p,
+                        None => g,
+                    };
+                    *p += neg_lr * d;
+                }
+                return;
+            }
+            let (buffer, fresh) = state_slot(buffers, index, param.len(), "Sgd");
+            for ((p, &g), b) in param.iter_mut().zip(grad).zip(buffer.iter_mut()) {
+                let d = match weight_decay {
+                    Some(wd) => g + wd * *p,
+                    None => g,
+                };
+                // PyTorch starts the buffer at the (decayed) gradient itself, undampened.
+                *b = if fresh { d } else { *b * momentum + keep * d };
+                let d = if nesterov { d + momentum * *b } else { *b };
+                *p += neg_lr * d;
+            }
+        });
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}

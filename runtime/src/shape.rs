@@ -1,0 +1,340 @@
+//! Run-time checks at a model's call boundary, used by generated code.
+//!
+//! The macro proves every internal shape at compile time; what it cannot know is what the caller
+//! passes. Each input is checked once against its declared shape, binding symbolic dims (`B`)
+//! by name; a mismatch is an [`Error::Shape`] naming the input, the expected and actual shape.
+
+use crate::{Error, Float, Result};
+use ndarray::{ArrayBase, ArrayView, Data, DataMut, Dimension};
+
+/// One declared dimension of an input: a literal size or a symbolic name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dim {
+    /// A size fixed in the model source.
+    Fixed(usize),
+    /// A symbolic dimension: its name and its slot in the bound-dims array.
+    Symbol(&'static str, usize),
+}
+
+/// Checks `actual` against `expected`, binding symbolic dims into `bound` (slot `None` = not
+/// yet bound). `kind` is `"input"` or `"target"`, `name` the declared name.
+///
+/// ```
+/// use kiln_runtime::shape::{bind_shape, Dim};
+/// let mut bound = [None];
+/// let x = [Dim::Symbol("B", 0), Dim::Fixed(4)];
+/// assert!(bind_shape("input", "x", &[32, 4], &x, &mut bound).is_ok());
+/// assert_eq!(bound, [Some(32)]);
+/// let err = bind_shape("input", "y", &[16, 4], &x, &mut bound).unwrap_err();
+/// assert!(err.to_string().contains("B = 32"));
+/// ```
+pub fn bind_shape(
+    kind: &'static str,
+    name: &'static str,
+    actual: &[usize],
+    expected: &[Dim],
+    bound: &mut [Option<usize>],
+) -> Result<()> {
+    let mismatch = |detail: String, bound: &[Option<usize>]| Error::Shape {
+        kind,
+        name,
+        expected: describe(expected, bound),
+        actual: actual.to_vec(),
+        detail,
+    };
+    if actual.len() != expected.len() {
+        return Err(mismatch(
+            format!(" (rank {} instead of {})", actual.len(), expected.len()),
+            bound,
+        ));
+    }
+    for (axis, (&got, dim)) in actual.iter().zip(expected).enumerate() {
+        match *dim {
+            Dim::Fixed(want) if want != got => {
+                return Err(mismatch(
+                    format!(" (axis {axis} is {got}, the model declares {want})"),
+                    bound,
+                ));
+            }
+            Dim::Fixed(_) => {}
+            Dim::Symbol(symbol, slot) => match bound[slot] {
+                Some(value) if value != got => {
+                    return Err(mismatch(
+                        format!(
+                            " (axis {axis} is {got}, but {symbol} = {value} from an earlier input)"
+                        ),
+                        bound,
+                    ));
+                }
+                Some(_) => {}
+                None if got == 0 => {
+                    return Err(mismatch(
+                        format!(" (axis {axis}: {symbol} cannot be 0)"),
+                        bound,
+                    ));
+                }
+                None => bound[slot] = Some(got),
+            },
+        }
+    }
+    Ok(())
+}
+
+fn describe(expected: &[Dim], bound: &[Option<usize>]) -> String {
+    let parts: Vec<String> = expected
+        .iter()
+        .map(|d| match *d {
+            Dim::Fixed(n) => n.to_string(),
+            Dim::Symbol(s, slot) => match bound.get(slot).copied().flatten() {
+                Some(v) => format!("{s} = {v}"),
+                None => s.to_string(),
+            },
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// The elements of `view` in row-major order, borrowed when the view is already contiguous
+/// and row-major, otherwise copied into `scratch` (which keeps its capacity between calls).
+pub fn row_major<'a, T, S, D>(view: &'a ArrayBase<S, D>, scratch: &'a mut Vec<T>) -> &'a [T]
+where
+    T: Copy,
+    S: Data<Elem = T>,
+    D: Dimension,
+{
+    match view.as_slice() {
+        Some(slice) => slice,
+        None => {
+            scratch.clear();
+            scratch.extend(view.iter().copied());
+            scratch
+        }
+    }
+}
+
+/// Checks that every class label is below `classes`.
+pub fn check_labels(name: &'static str, labels: &[usize], classes: usize) -> Result<()> {
+    match labels.iter().position(|&l| l >= classes) {
+        None => Ok(()),
+        Some(index) => Err(Error::Label {
+            name,
+            index,
+            label: labels[index],
+            classes,
+        }),
+    }
+}
+
+/// Grows `buffer` to at least `len` elements (zero-filled). Workspaces call this for every
+/// buffer at the start of a step: it allocates only when a larger batch than ever before
+/// arrives, so a warm step allocates nothing.
+#[inline]
+pub fn grow<F: Float>(buffer: &mut Vec<F>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, F::ZERO);
+    }
+}
+
+/// Where a workspace keeps copies of its inputs: only for inputs that are not contiguous, or
+/// that the backward pass of a `forward_train` / `backward` pair reads later.
+#[derive(Debug, Default)]
+pub struct Staging<F> {
+    floats: Vec<Vec<F>>,
+    labels: Vec<Vec<usize>>,
+}
+
+impl<F: Float> Staging<F> {
+    /// An empty staging area.
+    pub fn new() -> Self {
+        Staging {
+            floats: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+
+    fn slot<T>(slots: &mut Vec<Vec<T>>, slot: usize) -> &mut Vec<T> {
+        if slots.len() <= slot {
+            slots.resize_with(slot + 1, Vec::new);
+        }
+        &mut slots[slot]
+    }
+
+    /// Copies `view` into slot `slot` if it is not contiguous in row-major order (a borrowed
+    /// slice serves otherwise). Call before [`Staging::get`].
+    pub fn prepare<S: Data<Elem = F>, D: Dimension>(
+        &mut self,
+        slot: usize,
+        view: &ArrayBase<S, D>,
+    ) {
+        if view.as_slice().is_none() {
+            let buf = Self::slot(&mut self.floats, slot);
+            buf.clear();
+            buf.extend(view.iter().copied());
+        }
+    }
+
+    /// Like [`Staging::prepare`] for class labels.
+    pub fn prepare_labels<S: Data<Elem = usize>, D: Dimension>(
+        &mut self,
+        slot: usize,
+        view: &ArrayBase<S, D>,
+    ) {
+        if view.as_slice().is_none() {
+            let buf = Self::slot(&mut self.labels, slot);
+            buf.clear();
+            buf.extend(view.iter().copied());
+        }
+    }
+
+    /// The elements of `view` in row-major order: the view's own memory when contiguous, else
+    /// the copy [`Staging::prepare`] made.
+    pub fn get<'a, S: Data<Elem = F>, D: Dimension>(
+        &'a self,
+        slot: usize,
+        view: &'a ArrayBase<S, D>,
+    ) -> &'a [F] {
+        match view.as_slice() {
+            Some(s) => s,
+            None => self.kept(slot),
+        }
+    }
+
+    /// Like [`Staging::get`] for class labels.
+    pub fn get_labels<'a, S: Data<Elem = usize>, D: Dimension>(
+        &'a self,
+        slot: usize,
+        view: &'a ArrayBase<S, D>,
+    ) -> &'a [usize] {
+        match view.as_slice() {
+            Some(s) => s,
+            None => self.kept_labels(slot),
+        }
+    }
+
+    /// Copies `view` into slot `slot` (kept for a later `backward`).
+    pub fn keep<S: Data<Elem = F>, D: Dimension>(&mut self, slot: usize, view: &ArrayBase<S, D>) {
+        let buf = Self::slot(&mut self.floats, slot);
+        buf.clear();
+        buf.extend(view.iter().copied());
+    }
+
+    /// Copies labels into slot `slot`.
+    pub fn keep_labels<S: Data<Elem = usize>, D: Dimension>(
+        &mut self,
+        slot: usize,
+        view: &ArrayBase<S, D>,
+    ) {
+        let buf = Self::slot(&mut self.labels, slot);
+        buf.clear();
+        buf.extend(view.iter().copied());
+    }
+
+    /// What [`Staging::keep`] stored in `slot`.
+    pub fn kept(&self, slot: usize) -> &[F] {
+        self.floats.get(slot).map_or(&[], Vec::as_slice)
+    }
+
+    /// What [`Staging::keep_labels`] stored in `slot`.
+    pub fn kept_labels(&self, slot: usize) -> &[usize] {
+        self.labels.get(slot).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn not_contiguous(name: &'static str) -> Error {
+    Error::Parameter {
+        name,
+        problem: "is not contiguous in row-major order; assign it with `.as_standard_layout().into_owned()`".into(),
+    }
+}
+
+fn missing(name: &'static str) -> Error {
+    Error::Parameter {
+        name,
+        problem: "is missing (`None`), but this layer has it".into(),
+    }
+}
+
+/// A parameter's elements as a slice, checking its length (`len`) and layout.
+pub fn param<'a, F: Float, S: Data<Elem = F>, D: Dimension>(
+    name: &'static str,
+    array: &'a ArrayBase<S, D>,
+    len: usize,
+) -> Result<&'a [F]> {
+    let slice = array.as_slice().ok_or_else(|| not_contiguous(name))?;
+    check_len(name, slice.len(), len)?;
+    Ok(slice)
+}
+
+/// [`param`] for an optional parameter (a bias) that the model declares.
+pub fn param_opt<'a, F: Float, S: Data<Elem = F>, D: Dimension>(
+    name: &'static str,
+    array: Option<&'a ArrayBase<S, D>>,
+    len: usize,
+) -> Result<&'a [F]> {
+    param(name, array.ok_or_else(|| missing(name))?, len)
+}
+
+/// A gradient's elements as a mutable slice.
+pub fn param_mut<'a, F: Float, S: DataMut<Elem = F>, D: Dimension>(
+    name: &'static str,
+    array: &'a mut ArrayBase<S, D>,
+    len: usize,
+) -> Result<&'a mut [F]> {
+    let slice = array.as_slice_mut().ok_or_else(|| not_contiguous(name))?;
+    check_len(name, slice.len(), len)?;
+    Ok(slice)
+}
+
+/// [`param_mut`] for an optional gradient.
+pub fn param_opt_mut<'a, F: Float, S: DataMut<Elem = F>, D: Dimension>(
+    name: &'static str,
+    array: Option<&'a mut ArrayBase<S, D>>,
+    len: usize,
+) -> Result<&'a mut [F]> {
+    param_mut(name, array.ok_or_else(|| missing(name))?, len)
+}
+
+fn check_len(name: &'static str, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Error::Parameter {
+            name,
+            problem: format!("has {got} elements, but the model's layer has {want}"),
+        })
+    }
+}
+
+/// A view of the first `dim.size()` elements of a workspace buffer with the given shape.
+pub fn view<F: Float, D: Dimension>(data: &[F], dim: D) -> Result<ArrayView<'_, F, D>> {
+    let len = dim.size();
+    let data = data.get(..len).ok_or_else(|| Error::Parameter {
+        name: "workspace",
+        problem: format!(
+            "holds {} values, {len} needed: run a step first",
+            data.len()
+        ),
+    })?;
+    ArrayView::from_shape(dim, data).map_err(|e| Error::Parameter {
+        name: "workspace",
+        problem: e.to_string(),
+    })
+}
+
+/// Calls `f` with a parameter and its gradient as flat slices (the optimizers' path). If the
+/// user replaced either array with a non-contiguous one, it is made contiguous first (the only
+/// case that allocates).
+pub fn visit_pair<F: Float, D: Dimension>(
+    index: usize,
+    param: &mut ndarray::Array<F, D>,
+    grad: &ndarray::Array<F, D>,
+    f: &mut dyn FnMut(usize, &mut [F], &[F]),
+) {
+    if !param.is_standard_layout() {
+        *param = param.as_standard_layout().into_owned();
+    }
+    let grad = grad.as_standard_layout();
+    if let (Some(p), Some(g)) = (param.as_slice_mut(), grad.as_slice()) {
+        f(index, p, g);
+    }
+}
