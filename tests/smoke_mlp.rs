@@ -23,13 +23,20 @@ fn smoke() {
     let y = Array1::from(vec![0usize, 1, 2, 1, 0]);
     let mut ws = model.workspace();
     let mut grads = model.zero_grads();
-    let loss = model.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads).unwrap();
+    let loss = model
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
     println!("{loss} {}", model.summary());
     println!("{}", model.graph());
     let mut m2 = model.clone();
-    let report = kiln::check::gradient_check(&mut m2, &grads, |m: &Mlp<f64>| {
-        let mut ws = m.workspace();
-        m.loss(x.view(), y.view(), &mut ws).unwrap()
-    }, 1e-6);
+    let report = kiln::check::gradient_check(
+        &mut m2,
+        &grads,
+        |m: &Mlp<f64>| {
+            let mut ws = m.workspace();
+            m.loss(x.view(), y.view(), &mut ws).unwrap()
+        },
+        1e-6,
+    );
     report.assert_within(1e-6, 1e-9);
 }

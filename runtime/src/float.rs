@@ -75,6 +75,10 @@ pub trait Float:
     fn min(self, other: Self) -> Self;
     /// Whether the value is neither infinite nor NaN.
     fn is_finite(self) -> bool;
+    /// `self · a + b` with a single rounding (fused multiply-add). The optimizers use it
+    /// where PyTorch's CPU kernels do (`add(other, alpha)`, `lerp`, `addcmul`), so that their
+    /// updates round as PyTorch's do.
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// The logistic function `1 / (1 + e^-self)`, without overflow for large `|self|`.
     #[inline(always)]
     fn sigmoid(self) -> Self {
@@ -184,6 +188,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn is_finite(self) -> bool {
                 $t::is_finite(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                $t::mul_add(self, a, b)
             }
             fn write_le(self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());

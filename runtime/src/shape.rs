@@ -324,6 +324,9 @@ pub fn view<F: Float, D: Dimension>(data: &[F], dim: D) -> Result<ArrayView<'_, 
 /// Calls `f` with a parameter and its gradient as flat slices (the optimizers' path). If the
 /// user replaced either array with a non-contiguous one, it is made contiguous first (the only
 /// case that allocates).
+// The callback's type is spelled exactly as in `Model::visit_params_with_grads`, whose `f`
+// is passed straight through; clippy finds it complex.
+#[allow(clippy::type_complexity)]
 pub fn visit_pair<F: Float, D: Dimension>(
     index: usize,
     param: &mut ndarray::Array<F, D>,

@@ -68,7 +68,12 @@ pub fn differentiate(graph: &Graph, fused: &Fused) -> syn::Result<Schedule> {
 
     let seeds: Vec<NodeId> = match graph.loss {
         Some(l) => vec![l],
-        None => graph.outputs.iter().map(|(o, _)| *o).filter(|&o| needs_grad[o]).collect(),
+        None => graph
+            .outputs
+            .iter()
+            .map(|(o, _)| *o)
+            .filter(|&o| needs_grad[o])
+            .collect(),
     };
     let mut has_adjoint = vec![false; n];
     let mut written = vec![false; n];
@@ -112,5 +117,11 @@ pub fn differentiate(graph: &Graph, fused: &Fused) -> syn::Result<Schedule> {
         .filter(|(_, l)| !has_adjoint[l.node])
         .map(|(i, _)| i)
         .collect();
-    Ok(Schedule { needs_grad, has_adjoint, seeds, steps, unreached_layers })
+    Ok(Schedule {
+        needs_grad,
+        has_adjoint,
+        seeds,
+        steps,
+        unreached_layers,
+    })
 }

@@ -226,19 +226,31 @@ impl Arena {
             Term::Var(n) => by.get(&n).copied().unwrap_or(id),
             Term::Const(_) => id,
             Term::Add(a, b) => {
-                let (a, b) = (self.substitute_memo(a, by, memo), self.substitute_memo(b, by, memo));
+                let (a, b) = (
+                    self.substitute_memo(a, by, memo),
+                    self.substitute_memo(b, by, memo),
+                );
                 self.add(a, b)
             }
             Term::Sub(a, b) => {
-                let (a, b) = (self.substitute_memo(a, by, memo), self.substitute_memo(b, by, memo));
+                let (a, b) = (
+                    self.substitute_memo(a, by, memo),
+                    self.substitute_memo(b, by, memo),
+                );
                 self.sub(a, b)
             }
             Term::Mul(a, b) => {
-                let (a, b) = (self.substitute_memo(a, by, memo), self.substitute_memo(b, by, memo));
+                let (a, b) = (
+                    self.substitute_memo(a, by, memo),
+                    self.substitute_memo(b, by, memo),
+                );
                 self.mul(a, b)
             }
             Term::Div(a, b) => {
-                let (a, b) = (self.substitute_memo(a, by, memo), self.substitute_memo(b, by, memo));
+                let (a, b) = (
+                    self.substitute_memo(a, by, memo),
+                    self.substitute_memo(b, by, memo),
+                );
                 self.div(a, b)
             }
             Term::Neg(a) => {
@@ -403,7 +415,11 @@ impl Arena {
     /// Emits the statements computing `roots` for one element: a `let` for every subterm used
     /// more than once (or by more than one root), then one expression per root. Variables are
     /// read through `var`, which returns the local holding `Var(node)`'s element.
-    pub fn emit(&self, roots: &[TermId], var: &dyn Fn(usize) -> TokenStream) -> (TokenStream, Vec<TokenStream>) {
+    pub fn emit(
+        &self,
+        roots: &[TermId],
+        var: &dyn Fn(usize) -> TokenStream,
+    ) -> (TokenStream, Vec<TokenStream>) {
         let mut uses = vec![0usize; self.terms.len()];
         let mut order = Vec::new();
         let mut visited = vec![false; self.terms.len()];
@@ -423,11 +439,20 @@ impl Arena {
                 names.insert(id, name);
             }
         }
-        let exprs = roots.iter().map(|&r| self.emit_term(r, &names, var)).collect();
+        let exprs = roots
+            .iter()
+            .map(|&r| self.emit_term(r, &names, var))
+            .collect();
         (lets, exprs)
     }
 
-    fn count_uses(&self, id: TermId, uses: &mut [usize], visited: &mut [bool], order: &mut Vec<TermId>) {
+    fn count_uses(
+        &self,
+        id: TermId,
+        uses: &mut [usize],
+        visited: &mut [bool],
+        order: &mut Vec<TermId>,
+    ) {
         let children: Vec<TermId> = match self.terms[id] {
             Term::Var(_) | Term::Const(_) => vec![],
             Term::Add(a, b) | Term::Sub(a, b) | Term::Mul(a, b) | Term::Div(a, b) => vec![a, b],
@@ -445,7 +470,12 @@ impl Arena {
         order.push(id);
     }
 
-    fn emit_term(&self, id: TermId, names: &HashMap<TermId, Ident>, var: &dyn Fn(usize) -> TokenStream) -> TokenStream {
+    fn emit_term(
+        &self,
+        id: TermId,
+        names: &HashMap<TermId, Ident>,
+        var: &dyn Fn(usize) -> TokenStream,
+    ) -> TokenStream {
         if let Some(name) = names.get(&id) {
             return quote!(#name);
         }
@@ -479,17 +509,29 @@ impl Arena {
                 quote!(#a.#method())
             }
             Term::Select(c, t, e) => {
-                let (c, t, e) = (sub(c), self.emit_term(t, names, var), self.emit_term(e, names, var));
+                let (c, t, e) = (
+                    sub(c),
+                    self.emit_term(t, names, var),
+                    self.emit_term(e, names, var),
+                );
                 quote!(if #c > F::ZERO { #t } else { #e })
             }
         }
     }
 
     /// A term as an operand of `*`, `/`, unary `-` or a method call: parenthesised unless atomic.
-    fn emit_operand(&self, id: TermId, names: &HashMap<TermId, Ident>, var: &dyn Fn(usize) -> TokenStream) -> TokenStream {
+    fn emit_operand(
+        &self,
+        id: TermId,
+        names: &HashMap<TermId, Ident>,
+        var: &dyn Fn(usize) -> TokenStream,
+    ) -> TokenStream {
         let inner = self.emit_term(id, names, var);
         let atomic = names.contains_key(&id)
-            || matches!(self.terms[id], Term::Var(_) | Term::Const(_) | Term::Call(..));
+            || matches!(
+                self.terms[id],
+                Term::Var(_) | Term::Const(_) | Term::Call(..)
+            );
         if atomic {
             inner
         } else {
@@ -503,6 +545,17 @@ fn emit_const(v: f64) -> TokenStream {
         quote!(F::ZERO)
     } else if v == 1.0 {
         quote!(F::ONE)
+    } else if !v.is_finite() {
+        // Folding finite literals can overflow (`1e300 * 1e300`, `1.0 / 0.0`); a literal
+        // cannot spell the result, the constants can.
+        let c = if v.is_nan() {
+            quote!(NAN)
+        } else if v > 0.0 {
+            quote!(INFINITY)
+        } else {
+            quote!(NEG_INFINITY)
+        };
+        quote!(F::from_f64(::core::f64::#c))
     } else {
         let lit = proc_macro2::Literal::f64_suffixed(v);
         quote!(F::from_f64(#lit))

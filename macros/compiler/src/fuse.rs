@@ -51,7 +51,8 @@ pub fn fuse(graph: &mut Graph) -> Fused {
     if let Some(l) = graph.loss {
         consumers[l] += 1;
     }
-    let is_pointwise = |g: &Graph, id: usize| matches!(g.nodes[id].kind, NodeKind::Pointwise { .. });
+    let is_pointwise =
+        |g: &Graph, id: usize| matches!(g.nodes[id].kind, NodeKind::Pointwise { .. });
     let mut inlined = vec![false; n];
     for id in 0..n {
         if !live[id] || !is_pointwise(graph, id) {

@@ -39,7 +39,10 @@ impl Shape {
 
     /// Renders with symbol names: `[B, 128]`.
     pub fn display<'a>(&'a self, symbols: &'a [String]) -> ShapeDisplay<'a> {
-        ShapeDisplay { shape: self, symbols }
+        ShapeDisplay {
+            shape: self,
+            symbols,
+        }
     }
 }
 

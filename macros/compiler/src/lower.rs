@@ -6,7 +6,7 @@
 //! returned at the first: a bad statement does not hide the next one.
 
 use crate::ast::{self, DimAst, Expr, ModelDef, Stmt};
-use crate::expr::Arena;
+use crate::expr::{Arena, Term};
 use crate::ir::{Dim, Graph, InputDecl, Layer, Node, NodeId, NodeKind, Statement};
 use crate::ops::{self, arith, Built, CallArgs};
 use crate::Errors;
@@ -67,12 +67,19 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
         l.statement_layer = None;
         match stmt {
             Stmt::Input { name, dims } => l.declare_input(name, dims, false, None),
-            Stmt::Target { name, dims, classes } => l.declare_input(name, dims, true, classes.map(|c| c.0)),
+            Stmt::Target {
+                name,
+                dims,
+                classes,
+            } => l.declare_input(name, dims, true, classes.map(|c| c.0)),
             Stmt::Let { name, expr } => l.lower_let(name, expr),
             Stmt::Output { names } => {
                 for name in names {
                     if l.graph.outputs.iter().any(|(_, n)| *n == name) {
-                        l.errors.push(syn::Error::new(name.span(), format!("`{name}` is already an output")));
+                        l.errors.push(syn::Error::new(
+                            name.span(),
+                            format!("`{name}` is already an output"),
+                        ));
                         continue;
                     }
                     if let Some(node) = l.resolve(&name) {
@@ -92,7 +99,10 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
                 if let Some(node) = l.lower_value(&expr) {
                     l.graph.loss = Some(node);
                     l.name_root(node, "loss");
-                    l.graph.statements.push(Statement { name: "loss".into(), node });
+                    l.graph.statements.push(Statement {
+                        name: "loss".into(),
+                        node,
+                    });
                 }
                 l.statement += 1;
             }
@@ -101,7 +111,10 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
     if l.graph.inputs.iter().all(|i| i.is_target) {
         l.errors.push(syn::Error::new(
             l.graph.name.span(),
-            format!("model `{}` has no input: declare one, as in `input x: [B, 4];`", l.graph.name),
+            format!(
+                "model `{}` has no input: declare one, as in `input x: [B, 4];`",
+                l.graph.name
+            ),
         ));
     }
     if l.graph.outputs.is_empty() {
@@ -134,7 +147,10 @@ impl Lowerer {
                 name.span(),
                 format!("`{key}` is already defined: give this value another name (each name is bound once; parameters are named after their binding)"),
             );
-            e.combine(syn::Error::new(*first, format!("`{key}` is first defined here")));
+            e.combine(syn::Error::new(
+                *first,
+                format!("`{key}` is first defined here"),
+            ));
             self.errors.push(e);
             return false;
         }
@@ -149,7 +165,13 @@ impl Lowerer {
         true
     }
 
-    fn declare_input(&mut self, name: Ident, dims: Vec<DimAst>, is_target: bool, classes: Option<usize>) {
+    fn declare_input(
+        &mut self,
+        name: Ident,
+        dims: Vec<DimAst>,
+        is_target: bool,
+        classes: Option<usize>,
+    ) {
         let dims: Vec<Dim> = dims
             .iter()
             .map(|d| match d {
@@ -164,8 +186,17 @@ impl Lowerer {
         if !self.bind(&name, Some(node)) {
             return;
         }
-        self.graph.statements.push(Statement { name: name.to_string(), node });
-        self.graph.inputs.push(InputDecl { name, dims, is_target, classes, node });
+        self.graph.statements.push(Statement {
+            name: name.to_string(),
+            node,
+        });
+        self.graph.inputs.push(InputDecl {
+            name,
+            dims,
+            is_target,
+            classes,
+            node,
+        });
         self.statement += 1;
     }
 
@@ -174,10 +205,16 @@ impl Lowerer {
         let node = self.lower_value(&expr);
         if let Some(node) = node {
             self.name_root(node, &name.to_string());
-            if let Some(layer) = self.graph.nodes[node].layer.or_else(|| self.statement_layer_node()) {
+            if let Some(layer) = self.graph.nodes[node]
+                .layer
+                .or_else(|| self.statement_layer_node())
+            {
                 self.graph.layers[layer].name = name.clone();
             }
-            self.graph.statements.push(Statement { name: name.to_string(), node });
+            self.graph.statements.push(Statement {
+                name: name.to_string(),
+                node,
+            });
         }
         self.bind(&name, node);
         self.statement += 1;
@@ -207,7 +244,9 @@ impl Lowerer {
                 let known: Vec<&str> = self.scope.keys().map(String::as_str).collect();
                 let hint = match ops::closest(&key, known.iter().copied()) {
                     Some(c) => format!(": did you mean `{c}`?"),
-                    None if ops::lookup(&key).is_some() => format!(": `{key}` is an op, call it as `{key}(...)`"),
+                    None if ops::lookup(&key).is_some() => {
+                        format!(": `{key}` is an op, call it as `{key}(...)`")
+                    }
                     None => format!(" (names in scope: {})", {
                         let mut k = known.clone();
                         k.sort_unstable();
@@ -223,14 +262,25 @@ impl Lowerer {
         }
     }
 
-    fn push_node(&mut self, kind: NodeKind, inputs: Vec<NodeId>, input_spans: Vec<Span>, span: Span, op: Option<&str>) -> NodeId {
+    fn push_node(
+        &mut self,
+        kind: NodeKind,
+        inputs: Vec<NodeId>,
+        input_spans: Vec<Span>,
+        span: Span,
+        op: Option<&str>,
+    ) -> NodeId {
         let base = match op {
             Some(op) => format!("{}_{}", self.binding, op),
             None => self.binding.clone(),
         };
         let count = self.used_names.entry(base.clone()).or_insert(0);
         *count += 1;
-        let name = if *count == 1 { base } else { format!("{base}{count}") };
+        let name = if *count == 1 {
+            base
+        } else {
+            format!("{base}{count}")
+        };
         self.graph.nodes.push(Node {
             kind,
             inputs,
@@ -248,10 +298,10 @@ impl Lowerer {
     fn lower_value(&mut self, expr: &Expr) -> Option<NodeId> {
         match self.lower_expr(expr)? {
             Value::Node(n) => Some(n),
-            Value::Literal(_, span) => {
+            Value::Literal(v, span) => {
                 self.errors.push(syn::Error::new(
                     span,
-                    "a constant is not a value on its own: combine it with a tensor, as in `0.5 * x`",
+                    format!("this is the constant {v}, not a tensor: a value is computed from an input, as in `0.5 * x`"),
                 ));
                 None
             }
@@ -263,7 +313,8 @@ impl Lowerer {
             Expr::Float(v, s) => Some(Value::Literal(*v, *s)),
             Expr::Int(v, s) => Some(Value::Literal(*v as f64, *s)),
             Expr::Bool(_, s) | Expr::Tuple(_, s) => {
-                self.errors.push(syn::Error::new(*s, "expected a tensor or a number here"));
+                self.errors
+                    .push(syn::Error::new(*s, "expected a tensor or a number here"));
                 None
             }
             Expr::Var(name) => self.resolve(name).map(Value::Node),
@@ -272,10 +323,20 @@ impl Lowerer {
                 Value::Node(x) => {
                     let vx = self.graph.exprs.var(x);
                     let term = arith::negate(&mut self.graph.exprs, vx);
-                    Some(Value::Node(self.push_pointwise("neg", term, &[(x, expr.span())], *span)))
+                    Some(Value::Node(self.push_pointwise(
+                        "neg",
+                        term,
+                        &[(x, expr.span())],
+                        *span,
+                    )))
                 }
             },
-            Expr::Binary { op, op_span, lhs, rhs } => {
+            Expr::Binary {
+                op,
+                op_span,
+                lhs,
+                rhs,
+            } => {
                 let (l, r) = (self.lower_expr(lhs), self.lower_expr(rhs));
                 let (l, r) = (l?, r?);
                 let mut operands = Vec::new();
@@ -301,23 +362,53 @@ impl Lowerer {
                     };
                     return Some(Value::Literal(folded, expr.span()));
                 }
-                Some(Value::Node(self.push_pointwise(op.symbol(), term, &operands, *op_span)))
+                // The simplifier folds `x - x` and `0 * x` to a constant: a node of no inputs
+                // would have no shape, so the result is a literal like `1.0 + 2.0`.
+                if let Term::Const(bits) = self.graph.exprs.term(term) {
+                    return Some(Value::Literal(f64::from_bits(bits), expr.span()));
+                }
+                Some(Value::Node(self.push_pointwise(
+                    op.symbol(),
+                    term,
+                    &operands,
+                    *op_span,
+                )))
             }
             Expr::Call(call) => self.lower_call(call).map(Value::Node),
         }
     }
 
-    fn push_pointwise(&mut self, op: &'static str, term: usize, operands: &[(NodeId, Span)], span: Span) -> NodeId {
+    fn push_pointwise(
+        &mut self,
+        op: &'static str,
+        term: usize,
+        operands: &[(NodeId, Span)],
+        span: Span,
+    ) -> NodeId {
         let vars = self.graph.exprs.vars(term);
         let spans = vars
             .iter()
-            .map(|v| operands.iter().find(|(n, _)| n == v).map_or(span, |(_, s)| *s))
+            .map(|v| {
+                operands
+                    .iter()
+                    .find(|(n, _)| n == v)
+                    .map_or(span, |(_, s)| *s)
+            })
             .collect();
         let summary_op = match op {
             "+" | "-" | "*" | "/" => op,
             other => other,
         };
-        self.push_node(NodeKind::Pointwise { op: summary_op, term }, vars, spans, span, Some(op_label(op)))
+        self.push_node(
+            NodeKind::Pointwise {
+                op: summary_op,
+                term,
+            },
+            vars,
+            spans,
+            span,
+            Some(op_label(op)),
+        )
     }
 
     fn lower_call(&mut self, call: &ast::Call) -> Option<NodeId> {
@@ -360,7 +451,10 @@ impl Lowerer {
                 Some(Value::Literal(_, s)) => {
                     self.errors.push(syn::Error::new(
                         s,
-                        format!("`{name}` expects a tensor here, not a constant: write `{}`", spec.usage()),
+                        format!(
+                            "`{name}` expects a tensor here, not a constant: write `{}`",
+                            spec.usage()
+                        ),
                     ));
                     ok = false;
                 }
@@ -395,15 +489,27 @@ impl Lowerer {
                                 b = self.binding
                             ),
                         );
-                        e.combine(syn::Error::new(first, "the statement's first layer is here"));
+                        e.combine(syn::Error::new(
+                            first,
+                            "the statement's first layer is here",
+                        ));
                         self.errors.push(e);
                         return None;
                     }
                     self.statement_layer = Some(call.span);
                 }
-                let node = self.push_node(NodeKind::Kernel(kernel), inputs, spans, call.span, Some(spec.name()));
+                let node = self.push_node(
+                    NodeKind::Kernel(kernel),
+                    inputs,
+                    spans,
+                    call.span,
+                    Some(spec.name()),
+                );
                 if has_params {
-                    self.graph.layers.push(Layer { name: call.func.clone(), node });
+                    self.graph.layers.push(Layer {
+                        name: call.func.clone(),
+                        node,
+                    });
                     self.graph.nodes[node].layer = Some(self.graph.layers.len() - 1);
                 }
                 Some(node)

@@ -23,7 +23,9 @@ impl Parse for ModelDef {
         let attrs = input.call(Attribute::parse_outer)?;
         let vis: Visibility = input.parse()?;
         if !input.peek(Token![struct]) {
-            return Err(input.error("expected `struct Name { ... }` (a model is declared like a struct)"));
+            return Err(
+                input.error("expected `struct Name { ... }` (a model is declared like a struct)")
+            );
         }
         input.parse::<Token![struct]>()?;
         let name: Ident = input.parse()?;
@@ -56,7 +58,10 @@ impl Parse for Stmt {
         if input.peek(Token![let]) {
             input.parse::<Token![let]>()?;
             let name: Ident = input.parse().map_err(|e| {
-                syn::Error::new(e.span(), "expected a name after `let`, as in `let h = relu(x);`")
+                syn::Error::new(
+                    e.span(),
+                    "expected a name after `let`, as in `let h = relu(x);`",
+                )
             })?;
             if !input.peek(Token![=]) {
                 return Err(input.error(format!(
@@ -98,7 +103,11 @@ impl Parse for Stmt {
                     None
                 };
                 expect_semi(input)?;
-                Ok(Stmt::Target { name, dims, classes })
+                Ok(Stmt::Target {
+                    name,
+                    dims,
+                    classes,
+                })
             }
             "output" => {
                 let mut names = vec![input.parse::<Ident>()?];
@@ -155,9 +164,9 @@ fn parse_shape_annotation(input: ParseStream, name: &Ident) -> syn::Result<Vec<D
             let (n, span) = parse_positive_int(&lit, "a dimension")?;
             dims.push(DimAst::Fixed(n, span));
         } else {
-            return Err(content.error(
-                "a dimension is a positive integer (`784`) or a symbolic name (`B`)",
-            ));
+            return Err(
+                content.error("a dimension is a positive integer (`784`) or a symbolic name (`B`)")
+            );
         }
         if content.is_empty() {
             break;
@@ -177,9 +186,15 @@ fn parse_positive_int(lit: &Lit, what: &str) -> syn::Result<(usize, Span)> {
     let span = lit.span();
     match lit {
         Lit::Int(int) => match int.base10_parse::<usize>() {
-            Ok(0) => Err(syn::Error::new(span, format!("{what} must be positive, not 0"))),
+            Ok(0) => Err(syn::Error::new(
+                span,
+                format!("{what} must be positive, not 0"),
+            )),
             Ok(n) => Ok((n, span)),
-            Err(_) => Err(syn::Error::new(span, format!("{what} must be a positive integer"))),
+            Err(_) => Err(syn::Error::new(
+                span,
+                format!("{what} must be a positive integer"),
+            )),
         },
         Lit::Float(f) => Err(syn::Error::new(
             span,
@@ -297,10 +312,14 @@ fn parse_primary(input: ParseStream) -> syn::Result<Expr> {
                 .base10_parse::<u64>()
                 .map(|v| Expr::Int(v, lit.span()))
                 .map_err(|_| syn::Error::new(lit.span(), "integer literal out of range")),
-            Lit::Float(f) => f
-                .base10_parse::<f64>()
-                .map(|v| Expr::Float(v, lit.span()))
-                .map_err(|_| syn::Error::new(lit.span(), "invalid float literal")),
+            // `1e400` parses to infinity; reject it as rustc does (`overflowing_literals`).
+            Lit::Float(f) => match f.base10_parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(Expr::Float(v, lit.span())),
+                _ => Err(syn::Error::new(
+                    lit.span(),
+                    format!("float literal `{f}` is out of range for `f64`"),
+                )),
+            },
             Lit::Bool(b) => Ok(Expr::Bool(b.value, lit.span())),
             _ => Err(syn::Error::new(
                 lit.span(),
@@ -346,7 +365,8 @@ fn parse_primary(input: ParseStream) -> syn::Result<Expr> {
             span,
         }));
     }
-    Err(input.error("expected an expression: a name, a number, an op call like `relu(x)`, or `(...)`"))
+    Err(input
+        .error("expected an expression: a name, a number, an op call like `relu(x)`, or `(...)`"))
 }
 
 #[cfg(test)]
@@ -370,9 +390,18 @@ mod tests {
         .expect("parses");
         assert_eq!(def.name, "Mlp");
         assert_eq!(def.stmts.len(), 6);
-        assert!(matches!(&def.stmts[1], Stmt::Target { classes: Some((10, _)), .. }));
+        assert!(matches!(
+            &def.stmts[1],
+            Stmt::Target {
+                classes: Some((10, _)),
+                ..
+            }
+        ));
         match &def.stmts[3] {
-            Stmt::Let { expr: Expr::Call(call), .. } => {
+            Stmt::Let {
+                expr: Expr::Call(call),
+                ..
+            } => {
                 assert_eq!(call.func, "linear");
                 assert_eq!(call.args.len(), 2);
                 assert_eq!(call.options.len(), 1);
@@ -383,11 +412,16 @@ mod tests {
 
     #[test]
     fn precedence_is_arithmetic() {
-        let e: Expr = syn::parse::Parser::parse2(parse_expr, quote!(a + b * -c - d / 2.0))
-            .expect("parses");
+        let e: Expr =
+            syn::parse::Parser::parse2(parse_expr, quote!(a + b * -c - d / 2.0)).expect("parses");
         // ((a + (b * (-c))) - (d / 2.0))
         match e {
-            Expr::Binary { op: BinOp::Sub, lhs, rhs, .. } => {
+            Expr::Binary {
+                op: BinOp::Sub,
+                lhs,
+                rhs,
+                ..
+            } => {
                 assert!(matches!(*lhs, Expr::Binary { op: BinOp::Add, .. }));
                 assert!(matches!(*rhs, Expr::Binary { op: BinOp::Div, .. }));
             }
@@ -400,6 +434,9 @@ mod tests {
         let err = syn::parse2::<ModelDef>(quote!(struct M { input x: [B, 7.5]; }))
             .err()
             .expect("rejected");
-        assert!(err.to_string().contains("positive integer, not `7.5`"), "{err}");
+        assert!(
+            err.to_string().contains("positive integer, not `7.5`"),
+            "{err}"
+        );
     }
 }

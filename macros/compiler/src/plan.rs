@@ -50,7 +50,9 @@ pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
     let values: Vec<usize> = (0..n)
         .filter(|&i| fused.materialized(i) && !matches!(graph.nodes[i].kind, NodeKind::Input(_)))
         .collect();
-    let adjoints = (0..n).filter(|&i| schedule.has_adjoint[i] && fused.materialized(i)).collect();
+    let adjoints = (0..n)
+        .filter(|&i| schedule.has_adjoint[i] && fused.materialized(i))
+        .collect();
 
     let mut reaches_output = vec![false; n];
     for (o, _) in &graph.outputs {
@@ -63,8 +65,16 @@ pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
             }
         }
     }
-    let forward_nodes = values.iter().copied().filter(|&i| reaches_output[i]).collect();
-    let loss_nodes = values.iter().copied().filter(|&i| !reaches_output[i]).collect();
+    let forward_nodes = values
+        .iter()
+        .copied()
+        .filter(|&i| reaches_output[i])
+        .collect();
+    let loss_nodes = values
+        .iter()
+        .copied()
+        .filter(|&i| !reaches_output[i])
+        .collect();
     let inputs_saved = graph
         .inputs
         .iter()
@@ -72,5 +82,12 @@ pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
         .filter(|(_, d)| saved[d.node])
         .map(|(i, _)| i)
         .collect();
-    Plan { values, adjoints, saved, forward_nodes, loss_nodes, inputs_saved }
+    Plan {
+        values,
+        adjoints,
+        saved,
+        forward_nodes,
+        loss_nodes,
+        inputs_saved,
+    }
 }

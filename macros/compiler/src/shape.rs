@@ -3,7 +3,7 @@
 //! the operand at fault; a node whose input already failed is skipped so one mistake is
 //! reported once.
 
-use crate::ir::{Graph, NodeKind, Shape, ValueInfo, ValueKind};
+use crate::ir::{Dim, Graph, NodeKind, Shape, ValueInfo, ValueKind};
 use crate::ops::OpError;
 use crate::Errors;
 
@@ -36,11 +36,50 @@ pub fn infer(graph: &mut Graph) -> syn::Result<()> {
             NodeKind::Kernel(k) => k.infer(&refs, &graph.symbols),
         };
         match result {
+            // Generated code multiplies static dims in `usize` (buffer lengths, parameter
+            // counts): a shape too large for that is an error here, not an overflow there.
+            Ok(info) if element_count(&info.shape).is_none() => errors.push(syn::Error::new(
+                node.span,
+                format!(
+                    "this value of shape {} would hold more elements than a `usize` can count: is a dimension mistyped?",
+                    info.shape.display(&graph.symbols)
+                ),
+            )),
             Ok(info) => graph.nodes[id].info = Some(info),
             Err(e) => {
                 let span = e.input.and_then(|i| node.input_spans.get(i).copied()).unwrap_or(node.span);
                 errors.push(syn::Error::new(span, e.message));
             }
+        }
+    }
+    let mut total_params: Option<usize> = Some(0);
+    for layer in &graph.layers {
+        let node = &graph.nodes[layer.node];
+        let (NodeKind::Kernel(k), Some(inputs)) = (
+            &node.kind,
+            node.inputs
+                .iter()
+                .map(|&i| graph.nodes[i].info.as_ref())
+                .collect::<Option<Vec<_>>>(),
+        ) else {
+            continue;
+        };
+        let Some(spec) = k.layer(&inputs) else {
+            continue;
+        };
+        for p in &spec.params {
+            let count = p.dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            total_params = total_params.zip(count).and_then(|(t, c)| t.checked_add(c));
+        }
+        if total_params.is_none() {
+            errors.push(syn::Error::new(
+                node.span,
+                format!(
+                    "`{}` makes the model's parameter count overflow a `usize`: is a dimension mistyped?",
+                    layer.name
+                ),
+            ));
+            break;
         }
     }
     if let Some(loss) = graph.loss {
@@ -60,7 +99,9 @@ pub fn infer(graph: &mut Graph) -> syn::Result<()> {
         if matches!(graph.nodes[*node].kind, NodeKind::Input(_)) {
             errors.push(syn::Error::new(
                 name.span(),
-                format!("`{name}` is an input, not a computed value: an output names a `let` binding"),
+                format!(
+                    "`{name}` is an input, not a computed value: an output names a `let` binding"
+                ),
             ));
         }
     }
@@ -76,11 +117,20 @@ fn pointwise(op: &str, inputs: &[&ValueInfo], symbols: &[String]) -> Result<Valu
             ));
         }
     }
-    let first = inputs[0];
+    let Some(&first) = inputs.first() else {
+        // `lower` turns constant results into literals; this is a safety net.
+        return Err(OpError::call(format!(
+            "`{op}` has no tensor operand: its value is a constant"
+        )));
+    };
     for (i, info) in inputs.iter().enumerate().skip(1) {
         if info.shape != first.shape {
             let (a, b) = (first.shape.display(symbols), info.shape.display(symbols));
-            let what = if op.len() == 1 { format!("`{op}`") } else { format!("`{op}`'s operands") };
+            let what = if op.len() == 1 {
+                format!("`{op}`")
+            } else {
+                format!("`{op}`'s operands")
+            };
             return Err(OpError::input(
                 i,
                 format!(
@@ -89,5 +139,16 @@ fn pointwise(op: &str, inputs: &[&ValueInfo], symbols: &[String]) -> Result<Valu
             ));
         }
     }
-    Ok(ValueInfo { shape: first.shape.clone(), kind: ValueKind::Float })
+    Ok(ValueInfo {
+        shape: first.shape.clone(),
+        kind: ValueKind::Float,
+    })
+}
+
+/// The number of elements of the static dims of `shape`, `None` if it overflows.
+fn element_count(shape: &Shape) -> Option<usize> {
+    shape.0.iter().try_fold(1usize, |n, d| match d {
+        Dim::Fixed(k) => n.checked_mul(*k),
+        Dim::Symbol(_) => Some(n),
+    })
 }

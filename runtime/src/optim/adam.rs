@@ -1,6 +1,6 @@
 //! Adam (L2 weight decay) and AdamW (decoupled weight decay).
 
-use super::{check_pair, lerp, state_slot, Optimizer};
+use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
 use crate::{Float, Model};
 
 /// The update shared by [`Adam`] and [`AdamW`]; they differ only in how weight decay enters.
@@ -76,7 +76,7 @@ impl<F: Float> AdamCore<F> {
                     *p *= shrink;
                 }
                 let g = match l2 {
-                    Some(wd) => g + wd * *p,
+                    Some(wd) => add_scaled(g, wd, *p),
                     None => g,
                 };
                 // exp_avg.lerp_(grad, 1 - beta1)

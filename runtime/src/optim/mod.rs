@@ -74,14 +74,23 @@ pub(crate) fn state_slot<'a, F: Float>(
     (buffer, fresh)
 }
 
+/// PyTorch's `x.add(y, alpha=alpha)`: `x + alpha · y`, rounded once. PyTorch's CPU kernel
+/// computes it as a fused multiply-add (`vec::fmadd`), and so does this, so that every SGD
+/// step and weight-decay term rounds exactly as PyTorch's does.
+#[inline(always)]
+pub(crate) fn add_scaled<F: Float>(x: F, alpha: F, y: F) -> F {
+    alpha.mul_add(y, x)
+}
+
 /// PyTorch's `lerp(start, end, weight)`: `start + weight · (end − start)` for small weights
-/// and `end − (end − start) · (1 − weight)` otherwise, which is exact at `weight = 1`.
+/// and `end − (end − start) · (1 − weight)` otherwise (exact at `weight = 1`), each with one
+/// fused multiply-add as PyTorch's vectorized kernel (`vec::fmadd`) computes them.
 #[inline(always)]
 pub(crate) fn lerp<F: Float>(start: F, end: F, weight: F) -> F {
     if weight.abs() < F::from_f64(0.5) {
-        start + weight * (end - start)
+        weight.mul_add(end - start, start)
     } else {
-        end - (end - start) * (F::ONE - weight)
+        (weight - F::ONE).mul_add(end - start, end)
     }
 }
 

@@ -1,6 +1,6 @@
 //! RMSprop, plain, with momentum, and centered.
 
-use super::{check_pair, lerp, state_slot, Optimizer};
+use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
 use crate::{Float, Model};
 
 /// RMSprop, as `torch.optim.RMSprop`.
@@ -119,7 +119,7 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
             for i in 0..len {
                 let p = param[i];
                 let g = match weight_decay {
-                    Some(wd) => grad[i] + wd * p,
+                    Some(wd) => add_scaled(grad[i], wd, p),
                     None => grad[i],
                 };
                 // square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
@@ -138,7 +138,7 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
                     // buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr)
                     let b = buffer[i] * momentum + g / avg;
                     buffer[i] = b;
-                    p + neg_lr * b
+                    add_scaled(p, neg_lr, b)
                 } else {
                     // param.addcdiv_(grad, avg, value=-lr)
                     p + neg_lr * g / avg

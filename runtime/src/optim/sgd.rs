@@ -1,6 +1,6 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay.
 
-use super::{check_pair, state_slot, Optimizer};
+use super::{add_scaled, check_pair, state_slot, Optimizer};
 use crate::{Float, Model};
 
 /// Stochastic gradient descent, as `torch.optim.SGD`.
@@ -86,23 +86,32 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
             if !use_momentum {
                 for (p, &g) in param.iter_mut().zip(grad) {
                     let d = match weight_decay {
-                        Some(wd) => g + wd * *p,
+                        Some(wd) => add_scaled(g, wd, *p),
                         None => g,
                     };
-                    *p += neg_lr * d;
+                    *p = add_scaled(*p, neg_lr, d);
                 }
                 return;
             }
             let (buffer, fresh) = state_slot(buffers, index, param.len(), "Sgd");
             for ((p, &g), b) in param.iter_mut().zip(grad).zip(buffer.iter_mut()) {
                 let d = match weight_decay {
-                    Some(wd) => g + wd * *p,
+                    Some(wd) => add_scaled(g, wd, *p),
                     None => g,
                 };
-                // PyTorch starts the buffer at the (decayed) gradient itself, undampened.
-                *b = if fresh { d } else { *b * momentum + keep * d };
-                let d = if nesterov { d + momentum * *b } else { *b };
-                *p += neg_lr * d;
+                // PyTorch starts the buffer at the (decayed) gradient itself, undampened;
+                // later `buf.mul_(momentum).add_(grad, alpha=1 - dampening)`.
+                *b = if fresh {
+                    d
+                } else {
+                    add_scaled(*b * momentum, keep, d)
+                };
+                let d = if nesterov {
+                    add_scaled(d, momentum, *b)
+                } else {
+                    *b
+                };
+                *p = add_scaled(*p, neg_lr, d);
             }
         });
     }

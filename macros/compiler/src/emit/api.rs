@@ -68,7 +68,12 @@ fn stage_inputs<'d>(inputs: impl Iterator<Item = (usize, &'d InputDecl)> + Clone
 
 pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let g = cx.g;
-    let (name, grads, ws, bufs) = (cx.name, &cx.grads_name, &cx.workspace_name, &cx.buffers_name);
+    let (name, grads, ws, bufs) = (
+        cx.name,
+        &cx.grads_name,
+        &cx.workspace_name,
+        &cx.buffers_name,
+    );
     let vis = &g.vis;
     let inits = g.layers.iter().zip(&cx.layers).map(|(l, s)| {
         let (f, init) = (&l.name, &s.init);
@@ -93,7 +98,11 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let bind_dims = cx.bind_dims(quote!(dims));
 
     // Output types and values.
-    let out_shapes: Vec<Shape> = g.outputs.iter().map(|(o, _)| g.info(*o).shape.clone()).collect();
+    let out_shapes: Vec<Shape> = g
+        .outputs
+        .iter()
+        .map(|(o, _)| g.info(*o).shape.clone())
+        .collect();
     let out_types: Vec<TokenStream> = out_shapes
         .iter()
         .map(|s| {
@@ -126,9 +135,19 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     };
     let out_type = tuple(&out_types);
     let view_type = tuple(&view_types);
-    let owned_values = tuple(&out_views.iter().map(|v| quote!(#v.to_owned())).collect::<Vec<_>>());
+    let owned_values = tuple(
+        &out_views
+            .iter()
+            .map(|v| quote!(#v.to_owned()))
+            .collect::<Vec<_>>(),
+    );
     let view_values = tuple(&out_views);
-    let output_list = g.outputs.iter().map(|(_, n)| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    let output_list = g
+        .outputs
+        .iter()
+        .map(|(_, n)| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
 
     let bind_model_inputs = bind_inputs(cx, model_inputs.iter().copied());
     let bind_all = bind_inputs(cx, g.inputs.iter());
@@ -255,7 +274,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     // Workspace accessors for each output.
     let accessors = g.outputs.iter().zip(&out_shapes).map(|((o, n), s)| {
         let (buf, dim, ix) = (cx.node_ident(*o), cx.dim_value(s), cx.ix(s));
-        let doc = format!(" Output `{n}` {} of the last step run with this workspace.", s.display(&g.symbols));
+        let doc = format!(
+            " Output `{n}` {} of the last step run with this workspace.",
+            s.display(&g.symbols)
+        );
         quote! {
             #[doc = #doc]
             #[allow(non_snake_case)]

@@ -61,10 +61,14 @@ impl Ctx<'_> {
 
     /// The element count of a shape as an expression (`B * 128`).
     pub fn len_tokens(&self, shape: &Shape) -> TokenStream {
-        let fixed: usize = shape.0.iter().filter_map(|d| match d {
-            Dim::Fixed(n) => Some(*n),
-            Dim::Symbol(_) => None,
-        }).product();
+        let fixed: usize = shape
+            .0
+            .iter()
+            .filter_map(|d| match d {
+                Dim::Fixed(n) => Some(*n),
+                Dim::Symbol(_) => None,
+            })
+            .product();
         let mut parts: Vec<TokenStream> = shape
             .0
             .iter()
@@ -172,12 +176,42 @@ pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> Token
     let passes = passes::emit(&cx);
     let api = api::emit(&cx);
     let model_impl = model_impl::emit(&cx);
-    quote! {
+    unsuffix(quote! {
         #structs
         #api
         #passes
         #model_impl
-    }
+    })
+}
+
+/// Rewrites `784usize` as `784`: `quote` suffixes every integer, generated code reads better
+/// without, and every integer here is a `usize` by context.
+fn unsuffix(tokens: TokenStream) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|t| match t {
+            proc_macro2::TokenTree::Literal(lit) => {
+                let text = lit.to_string();
+                match text
+                    .strip_suffix("usize")
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    Some(n) => {
+                        let mut plain = proc_macro2::Literal::usize_unsuffixed(n);
+                        plain.set_span(lit.span());
+                        proc_macro2::TokenTree::Literal(plain)
+                    }
+                    None => proc_macro2::TokenTree::Literal(lit),
+                }
+            }
+            proc_macro2::TokenTree::Group(g) => {
+                let mut new = proc_macro2::Group::new(g.delimiter(), unsuffix(g.stream()));
+                new.set_span(g.span());
+                proc_macro2::TokenTree::Group(new)
+            }
+            other => other,
+        })
+        .collect()
 }
 
 /// A stand-in for a model that failed to compile: the struct and its constructors, so that

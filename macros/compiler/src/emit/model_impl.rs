@@ -59,7 +59,11 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 other => other,
             })
             .collect();
-        let ops = if ops.is_empty() { g.op_name(st.node).to_string() } else { ops.join(" -> ") };
+        let ops = if ops.is_empty() {
+            g.op_name(st.node).to_string()
+        } else {
+            ops.join(" -> ")
+        };
         let shape = g.shape_string(st.node);
         let count: usize = g
             .layers
@@ -128,7 +132,10 @@ fn describe_graph(cx: &Ctx) -> String {
     let g = cx.g;
     let mut out = String::from("forward:\n");
     for &id in &cx.plan.values {
-        out.push_str(&format!("  {}\n", super::structs::describe_node(cx, id).trim()));
+        out.push_str(&format!(
+            "  {}\n",
+            super::structs::describe_node(cx, id).trim()
+        ));
     }
     out.push_str("backward:\n");
     if let Some(l) = g.loss {
@@ -144,15 +151,26 @@ fn describe_graph(cx: &Ctx) -> String {
             .d_inputs
             .iter()
             .zip(&node.inputs)
-            .filter_map(|(d, &i)| d.map(|acc| format!("d_{} {}", g.nodes[i].name, if acc { "+=" } else { "=" })))
+            .filter_map(|(d, &i)| {
+                d.map(|acc| format!("d_{} {}", g.nodes[i].name, if acc { "+=" } else { "=" }))
+            })
             .collect();
         if let Some(l) = node.layer {
             targets.push(format!("grads.{}", g.layers[l].name));
         }
-        out.push_str(&format!("  {}: vjp of {} `{}` from d_{}\n", targets.join(", "), op, node.name, node.name));
+        out.push_str(&format!(
+            "  {}: vjp of {} `{}` from d_{}\n",
+            targets.join(", "),
+            op,
+            node.name,
+            node.name
+        ));
     }
     for &l in &cx.schedule.unreached_layers {
-        out.push_str(&format!("  grads.{} = 0 (does not reach the loss)\n", g.layers[l].name));
+        out.push_str(&format!(
+            "  grads.{} = 0 (does not reach the loss)\n",
+            g.layers[l].name
+        ));
     }
     let saved: Vec<&str> = (0..g.nodes.len())
         .filter(|&i| cx.plan.saved[i])

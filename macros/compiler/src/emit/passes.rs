@@ -59,8 +59,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
 
 /// `x: &[F], y: &[usize]` for the inputs (and, with `targets`, the targets).
 pub(super) fn input_params(cx: &Ctx, targets: bool) -> Vec<TokenStream> {
-    cx.g
-        .inputs
+    cx.g.inputs
         .iter()
         .filter(|d| targets || !d.is_target)
         .map(|d| {
@@ -84,14 +83,19 @@ fn operand(cx: &Ctx, id: NodeId, mutable: bool) -> Operand {
     let len = cx.node_len(id);
     let dims = info.shape.0.iter().map(|d| cx.dim_tokens(*d)).collect();
     let ident = cx.node_ident(id);
-    let data = if cx.is_input(id) {
-        quote!(#ident)
+    let (data, first) = if cx.is_input(id) {
+        (quote!(#ident), quote!(#ident[0]))
     } else if mutable {
-        quote!(&mut ws.#ident[..#len])
+        (quote!(&mut ws.#ident[..#len]), quote!(ws.#ident[0]))
     } else {
-        quote!(&ws.#ident[..#len])
+        (quote!(&ws.#ident[..#len]), quote!(ws.#ident[0]))
     };
-    Operand { data, len, dims }
+    Operand {
+        data,
+        len,
+        dims,
+        first,
+    }
 }
 
 /// `let h1_weight = ::kiln::shape::param("h1.weight", &self.h1.weight, 100352)?;` for each
@@ -165,7 +169,10 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId]) -> Code {
             { #code }
         });
     }
-    Code { params: param_locals(cx, &layers, false), body }
+    Code {
+        params: param_locals(cx, &layers, false),
+        body,
+    }
 }
 
 /// Slices of the pointwise inputs that are workspace buffers (inputs are slices already).
@@ -194,7 +201,7 @@ fn pointwise_forward(cx: &Ctx, id: NodeId, term: usize) -> TokenStream {
     quote! {
         #slices
         let #out = &mut ws.#out[..#len];
-        for i in 0..#len {
+        for i in 0..#out.len() {
             #lets
             #out[i] = #expr;
         }
@@ -223,7 +230,10 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             .map(|(d, &i)| {
                 d.map(|accumulate| {
                     let (ident, len) = (cx.adjoint_ident(i), cx.node_len(i));
-                    GradTarget { data: quote!(&mut ws.#ident[..#len]), accumulate }
+                    GradTarget {
+                        data: quote!(&mut ws.#ident[..#len]),
+                        accumulate,
+                    }
                 })
             })
             .collect();
@@ -242,6 +252,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
                     inputs: node.inputs.iter().map(|&i| operand(cx, i, false)).collect(),
                     output: operand(cx, id, false),
                     d_output: quote!(&ws.#dout[..#len]),
+                    d_output_first: quote!(ws.#dout[0]),
                     d_inputs: targets,
                     params,
                     param_grads,
@@ -253,7 +264,9 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             .d_inputs
             .iter()
             .zip(&node.inputs)
-            .filter_map(|(d, &i)| d.map(|acc| format!("d_{} {}", g.nodes[i].name, if acc { "+=" } else { "=" })))
+            .filter_map(|(d, &i)| {
+                d.map(|acc| format!("d_{} {}", g.nodes[i].name, if acc { "+=" } else { "=" }))
+            })
             .chain(node.layer.map(|l| format!("grads.{}", g.layers[l].name)))
             .collect();
         let comment = format!(" backward of `{}`: {}", node.name, written.join(", "));

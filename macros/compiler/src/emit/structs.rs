@@ -7,7 +7,12 @@ use quote::quote;
 
 pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let g = cx.g;
-    let (name, grads, ws, bufs) = (cx.name, &cx.grads_name, &cx.workspace_name, &cx.buffers_name);
+    let (name, grads, ws, bufs) = (
+        cx.name,
+        &cx.grads_name,
+        &cx.workspace_name,
+        &cx.buffers_name,
+    );
     let vis = &g.vis;
     let attrs = &g.attrs;
 
@@ -27,7 +32,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             g.shape_string(layer.node),
             shapes.join(", ")
         );
-                let (field, ty) = (&layer.name, &spec.ty);
+        let (field, ty) = (&layer.name, &spec.ty);
         fields.push(quote! { #[doc = #doc] pub #field: #ty, });
     }
     let model_doc = format!(
@@ -68,7 +73,11 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         .collect();
     let nsym = g.symbols.len();
     let bind = cx.bind_dims(quote!(dims));
-    let allow_unused_dims = if nsym == 0 { quote!(#[allow(unused_variables)]) } else { quote!() };
+    let allow_unused_dims = if nsym == 0 {
+        quote!(#[allow(unused_variables)])
+    } else {
+        quote!()
+    };
 
     quote! {
         #(#attrs)*
@@ -137,17 +146,32 @@ pub(super) fn describe_node(cx: &Ctx, id: usize) -> String {
     let g = cx.g;
     let node = &g.nodes[id];
     let what = match &node.kind {
-        NodeKind::Pointwise { term, .. } => {
-            g.exprs.render(*term, &|n| g.nodes[n].name.clone())
-        }
+        NodeKind::Pointwise { term, .. } => g.exprs.render(*term, &|n| g.nodes[n].name.clone()),
         NodeKind::Kernel(k) => {
-            let args: Vec<&str> = node.inputs.iter().map(|&i| g.nodes[i].name.as_str()).collect();
+            let args: Vec<&str> = node
+                .inputs
+                .iter()
+                .map(|&i| g.nodes[i].name.as_str())
+                .collect();
             let attrs = k.describe();
-            let sep = if attrs.is_empty() || args.is_empty() { "" } else { ", " };
+            let sep = if attrs.is_empty() || args.is_empty() {
+                ""
+            } else {
+                ", "
+            };
             format!("{}({}{sep}{attrs})", k.name(), args.join(", "))
         }
         NodeKind::Input(_) => node.name.clone(),
     };
-    let saved = if cx.plan.saved[id] { " Read by the backward pass." } else { "" };
-    format!(" `{} = {}`, {}.{saved}", node.name, what, g.shape_string(id))
+    let saved = if cx.plan.saved[id] {
+        " Read by the backward pass."
+    } else {
+        ""
+    };
+    format!(
+        " `{} = {}`, {}.{saved}",
+        node.name,
+        what,
+        g.shape_string(id)
+    )
 }

@@ -33,7 +33,11 @@ fn relu(a: &mut Arena, x: TermId) -> TermId {
 }
 
 /// `relu(x)`: `max(x, 0)`; its derivative at 0 is 0, as in PyTorch.
-pub static RELU: Unary = Unary { name: "relu", usage: "relu(x)", term: relu };
+pub static RELU: Unary = Unary {
+    name: "relu",
+    usage: "relu(x)",
+    term: relu,
+};
 /// `sigmoid(x)`: `1 / (1 + e^-x)`, computed without overflow.
 pub static SIGMOID: Unary = Unary {
     name: "sigmoid",
@@ -41,7 +45,11 @@ pub static SIGMOID: Unary = Unary {
     term: |a, x| a.call(Func::Sigmoid, x),
 };
 /// `tanh(x)`.
-pub static TANH: Unary = Unary { name: "tanh", usage: "tanh(x)", term: |a, x| a.call(Func::Tanh, x) };
+pub static TANH: Unary = Unary {
+    name: "tanh",
+    usage: "tanh(x)",
+    term: |a, x| a.call(Func::Tanh, x),
+};
 /// `softplus(x)`: `ln(1 + e^x)`, computed without overflow.
 pub static SOFTPLUS: Unary = Unary {
     name: "softplus",
@@ -49,17 +57,37 @@ pub static SOFTPLUS: Unary = Unary {
     term: |a, x| a.call(Func::Softplus, x),
 };
 /// `exp(x)`.
-pub static EXP: Unary = Unary { name: "exp", usage: "exp(x)", term: |a, x| a.call(Func::Exp, x) };
+pub static EXP: Unary = Unary {
+    name: "exp",
+    usage: "exp(x)",
+    term: |a, x| a.call(Func::Exp, x),
+};
 /// `log(x)`: the natural logarithm.
-pub static LOG: Unary = Unary { name: "log", usage: "log(x)", term: |a, x| a.call(Func::Ln, x) };
+pub static LOG: Unary = Unary {
+    name: "log",
+    usage: "log(x)",
+    term: |a, x| a.call(Func::Ln, x),
+};
 /// `sqrt(x)`.
-pub static SQRT: Unary = Unary { name: "sqrt", usage: "sqrt(x)", term: |a, x| a.call(Func::Sqrt, x) };
+pub static SQRT: Unary = Unary {
+    name: "sqrt",
+    usage: "sqrt(x)",
+    term: |a, x| a.call(Func::Sqrt, x),
+};
 /// `square(x)`: `x * x`.
-pub static SQUARE: Unary = Unary { name: "square", usage: "square(x)", term: |a, x| a.mul(x, x) };
+pub static SQUARE: Unary = Unary {
+    name: "square",
+    usage: "square(x)",
+    term: |a, x| a.mul(x, x),
+};
 
 /// `gelu(x)`: the exact form `x/2 * (1 + erf(x/sqrt 2))`, PyTorch's default (not the tanh
 /// approximation). Its derivative `Phi(x) + x phi(x)` is derived, not written.
-pub static GELU: Unary = Unary { name: "gelu", usage: "gelu(x)", term: gelu };
+pub static GELU: Unary = Unary {
+    name: "gelu",
+    usage: "gelu(x)",
+    term: gelu,
+};
 
 fn gelu(a: &mut Arena, x: TermId) -> TermId {
     let inv_sqrt2 = a.constant_of(std::f64::consts::FRAC_1_SQRT_2);
@@ -88,11 +116,18 @@ impl OpSpec for LeakyRelu {
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(1, 2)?;
         args.tensor(0);
-        let positional = if args.has(1) { Some(args.float(1, "the negative slope")?) } else { None };
+        let positional = if args.has(1) {
+            Some(args.float(1, "the negative slope")?)
+        } else {
+            None
+        };
         let option = args.opt_float("slope")?;
         args.finish()?;
         if positional.is_some() && option.is_some() {
-            return Err(syn::Error::new(args.span(), "give the slope once: `leaky_relu(x, 0.1)`"));
+            return Err(syn::Error::new(
+                args.span(),
+                "give the slope once: `leaky_relu(x, 0.1)`",
+            ));
         }
         let slope = positional.or(option).unwrap_or(0.01);
         Ok(Built::Pointwise(Box::new(move |a, x| {

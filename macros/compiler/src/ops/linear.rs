@@ -52,7 +52,11 @@ impl Kernel for Linear {
         "linear"
     }
     fn describe(&self) -> String {
-        format!("out={}{}", self.out, if self.bias { "" } else { ", bias=false" })
+        format!(
+            "out={}{}",
+            self.out,
+            if self.bias { "" } else { ", bias=false" }
+        )
     }
     fn has_params(&self) -> bool {
         true
@@ -94,9 +98,17 @@ impl Kernel for Linear {
     }
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
         let (inf, out, bias) = (Self::in_features(inputs), self.out, self.bias);
-        let mut params = vec![ParamSpec { suffix: "weight", optional: false, dims: vec![out, inf] }];
+        let mut params = vec![ParamSpec {
+            suffix: "weight",
+            optional: false,
+            dims: vec![out, inf],
+        }];
         if bias {
-            params.push(ParamSpec { suffix: "bias", optional: true, dims: vec![out] });
+            params.push(ParamSpec {
+                suffix: "bias",
+                optional: true,
+                dims: vec![out],
+            });
         }
         Some(LayerSpec {
             ty: quote!(::kiln::layers::Linear<F>),
@@ -106,7 +118,10 @@ impl Kernel for Linear {
         })
     }
     fn backward_reads(&self) -> Reads {
-        Reads { inputs: vec![true], output: false }
+        Reads {
+            inputs: vec![true],
+            output: false,
+        }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let x = &cx.inputs[0];

@@ -1,7 +1,9 @@
 //! Losses: `mse(pred, target)`, `cross_entropy(logits, labels)`, `bce_with_logits(logits,
 //! target)`. Each reduces to a scalar by the mean, as PyTorch's default `reduction='mean'`.
 
-use super::{require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
+use super::{
+    require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
+};
 use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -20,9 +22,13 @@ pub struct LossSpec {
 /// `mse(pred, target)`.
 pub static MSE: LossSpec = LossSpec { kind: Kind::Mse };
 /// `cross_entropy(logits, labels)`.
-pub static CROSS_ENTROPY: LossSpec = LossSpec { kind: Kind::CrossEntropy };
+pub static CROSS_ENTROPY: LossSpec = LossSpec {
+    kind: Kind::CrossEntropy,
+};
 /// `bce_with_logits(logits, target)`.
-pub static BCE_WITH_LOGITS: LossSpec = LossSpec { kind: Kind::BceWithLogits };
+pub static BCE_WITH_LOGITS: LossSpec = LossSpec {
+    kind: Kind::BceWithLogits,
+};
 
 fn name(kind: Kind) -> &'static str {
     match kind {
@@ -58,7 +64,10 @@ pub struct Loss {
 }
 
 fn scalar() -> ValueInfo {
-    ValueInfo { shape: Shape(vec![]), kind: ValueKind::Float }
+    ValueInfo {
+        shape: Shape(vec![]),
+        kind: ValueKind::Float,
+    }
 }
 
 impl Kernel for Loss {
@@ -115,39 +124,42 @@ impl Kernel for Loss {
         input == 0 || self.kind == Kind::Mse
     }
     fn backward_reads(&self) -> Reads {
-        Reads { inputs: vec![true, true], output: false }
+        Reads {
+            inputs: vec![true, true],
+            output: false,
+        }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let (p, t, out) = (&cx.inputs[0].data, &cx.inputs[1].data, &cx.output.data);
+        let (p, t, out) = (&cx.inputs[0].data, &cx.inputs[1].data, &cx.output.first);
         match self.kind {
-            Kind::Mse => quote! { (#out)[0] = ::kiln::loss::mse(#p, #t); },
-            Kind::BceWithLogits => quote! { (#out)[0] = ::kiln::loss::bce_with_logits(#p, #t); },
+            Kind::Mse => quote! { #out = ::kiln::loss::mse(#p, #t); },
+            Kind::BceWithLogits => quote! { #out = ::kiln::loss::bce_with_logits(#p, #t); },
             Kind::CrossEntropy => {
                 let (rows, classes) = (&cx.inputs[0].dims[0], &cx.inputs[0].dims[1]);
-                quote! { (#out)[0] = ::kiln::loss::cross_entropy(#p, #rows, #classes, #t); }
+                quote! { #out = ::kiln::loss::cross_entropy(#p, #rows, #classes, #t); }
             }
         }
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
-        let (p, t, dl) = (&cx.inputs[0].data, &cx.inputs[1].data, &cx.d_output);
+        let (p, t, dl) = (&cx.inputs[0].data, &cx.inputs[1].data, &cx.d_output_first);
         let mut code = TokenStream::new();
         if let Some(dp) = &cx.d_inputs[0] {
             let (dpd, acc) = (&dp.data, dp.accumulate);
             code.extend(match self.kind {
-                Kind::Mse => quote! { ::kiln::loss::mse_backward(#p, #t, (#dl)[0], #dpd, #acc); },
+                Kind::Mse => quote! { ::kiln::loss::mse_backward(#p, #t, #dl, #dpd, #acc); },
                 Kind::BceWithLogits => {
-                    quote! { ::kiln::loss::bce_with_logits_backward(#p, #t, (#dl)[0], #dpd, #acc); }
+                    quote! { ::kiln::loss::bce_with_logits_backward(#p, #t, #dl, #dpd, #acc); }
                 }
                 Kind::CrossEntropy => {
                     let (rows, classes) = (&cx.inputs[0].dims[0], &cx.inputs[0].dims[1]);
-                    quote! { ::kiln::loss::cross_entropy_backward(#p, #rows, #classes, #t, (#dl)[0], #dpd, #acc); }
+                    quote! { ::kiln::loss::cross_entropy_backward(#p, #rows, #classes, #t, #dl, #dpd, #acc); }
                 }
             });
         }
         if let Some(dt) = &cx.d_inputs[1] {
             // MSE is symmetric: d/dt (p - t)^2 is d/dp with the roles swapped.
             let (dtd, acc) = (&dt.data, dt.accumulate);
-            code.extend(quote! { ::kiln::loss::mse_backward(#t, #p, (#dl)[0], #dtd, #acc); });
+            code.extend(quote! { ::kiln::loss::mse_backward(#t, #p, #dl, #dtd, #acc); });
         }
         code
     }

@@ -49,11 +49,17 @@ pub struct OpError {
 impl OpError {
     /// An error about the call as a whole.
     pub fn call(message: impl Into<String>) -> Self {
-        OpError { message: message.into(), input: None }
+        OpError {
+            message: message.into(),
+            input: None,
+        }
     }
     /// An error about one tensor input.
     pub fn input(input: usize, message: impl Into<String>) -> Self {
-        OpError { message: message.into(), input: Some(input) }
+        OpError {
+            message: message.into(),
+            input: Some(input),
+        }
     }
 }
 
@@ -66,6 +72,8 @@ pub struct Operand {
     pub len: TokenStream,
     /// Each dim as a `usize` expression.
     pub dims: Vec<TokenStream>,
+    /// The place of the first element (`ws.loss[0]`): how scalars are read and written.
+    pub first: TokenStream,
 }
 
 /// Where an input's gradient goes.
@@ -94,6 +102,8 @@ pub struct BackwardCx {
     pub output: Operand,
     /// The output's adjoint, `&[F]`.
     pub d_output: TokenStream,
+    /// The output adjoint's first element (the whole adjoint of a scalar output).
+    pub d_output_first: TokenStream,
     /// For each input, where its adjoint goes, if it needs one.
     pub d_inputs: Vec<Option<GradTarget>>,
     /// The layer's parameters as `&[F]` locals, in [`LayerSpec::params`] order.
@@ -174,7 +184,12 @@ pub struct CallArgs<'a> {
 
 impl<'a> CallArgs<'a> {
     pub(crate) fn new(call: &'a ast::Call, usage: &'static str) -> Self {
-        CallArgs { call, usage, tensors: Vec::new(), asked: Vec::new() }
+        CallArgs {
+            call,
+            usage,
+            tensors: Vec::new(),
+            asked: Vec::new(),
+        }
     }
 
     /// The call's span.
@@ -191,7 +206,11 @@ impl<'a> CallArgs<'a> {
                 self.call.span,
                 format!(
                     "`{name}` takes {} positional argument{}, got {n}: write `{}`",
-                    if min == max { min.to_string() } else { format!("at least {min}") },
+                    if min == max {
+                        min.to_string()
+                    } else {
+                        format!("at least {min}")
+                    },
                     if min == 1 { "" } else { "s" },
                     self.usage
                 ),
@@ -233,7 +252,11 @@ impl<'a> CallArgs<'a> {
 
     fn option(&mut self, key: &'static str) -> Option<&'a ast::Expr> {
         self.asked.push(key);
-        self.call.options.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.call
+            .options
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 
     /// Option `key = true|false`.
@@ -251,13 +274,17 @@ impl<'a> CallArgs<'a> {
     /// Option `key = number`.
     pub fn opt_float(&mut self, key: &'static str) -> syn::Result<Option<f64>> {
         let usage = self.usage;
-        self.option(key).map(|e| literal_float(e, key, usage)).transpose()
+        self.option(key)
+            .map(|e| literal_float(e, key, usage))
+            .transpose()
     }
 
     /// Option `key = n`, a positive integer.
     pub fn opt_int(&mut self, key: &'static str) -> syn::Result<Option<usize>> {
         let usage = self.usage;
-        self.option(key).map(|e| literal_int(e, key, usage)).transpose()
+        self.option(key)
+            .map(|e| literal_int(e, key, usage))
+            .transpose()
     }
 
     /// Rejects options nobody asked for, suggesting the closest known one.
@@ -267,7 +294,10 @@ impl<'a> CallArgs<'a> {
             let k = key.to_string();
             if self.asked.iter().any(|a| *a == k) {
                 if self.call.options.iter().filter(|(o, _)| o == key).count() > 1 {
-                    push_error(&mut errors, syn::Error::new(key.span(), format!("option `{k}` is given twice")));
+                    push_error(
+                        &mut errors,
+                        syn::Error::new(key.span(), format!("option `{k}` is given twice")),
+                    );
                 }
                 continue;
             }
@@ -298,9 +328,13 @@ fn push_error(errors: &mut Option<syn::Error>, e: syn::Error) {
 
 fn literal_int(e: &ast::Expr, what: &str, usage: &str) -> syn::Result<usize> {
     match e {
-        ast::Expr::Int(0, s) => Err(syn::Error::new(*s, format!("{what} must be positive, not 0"))),
-        ast::Expr::Int(v, s) => usize::try_from(*v)
-            .map_err(|_| syn::Error::new(*s, format!("{what} is too large"))),
+        ast::Expr::Int(0, s) => Err(syn::Error::new(
+            *s,
+            format!("{what} must be positive, not 0"),
+        )),
+        ast::Expr::Int(v, s) => {
+            usize::try_from(*v).map_err(|_| syn::Error::new(*s, format!("{what} is too large")))
+        }
         other => Err(syn::Error::new(
             other.span(),
             format!("expected {what} as an integer literal: `{usage}`"),
@@ -360,8 +394,10 @@ pub fn closest<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Opt
             best = Some((d, c));
         }
     }
-    best.filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1) || c.contains(word) && word.len() >= 3)
-        .map(|(_, c)| c)
+    best.filter(|(d, c)| {
+        *d <= (c.len().max(word.len()) / 3).max(1) || c.contains(word) && word.len() >= 3
+    })
+    .map(|(_, c)| c)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -370,7 +406,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -379,7 +417,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The info of a float value with the same shape as `like`.
 pub(crate) fn float_like(like: &ValueInfo) -> ValueInfo {
-    ValueInfo { shape: like.shape.clone(), kind: ValueKind::Float }
+    ValueInfo {
+        shape: like.shape.clone(),
+        kind: ValueKind::Float,
+    }
 }
 
 /// An error unless input `i` holds floats.

@@ -1,6 +1,8 @@
 //! `sum(x)` and `mean(x)`: reductions of a whole tensor to a scalar.
 
-use super::{require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
+use super::{
+    require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
+};
 use crate::ir::{Shape, ValueInfo, ValueKind};
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -52,27 +54,38 @@ impl Kernel for Reduce {
     }
     fn infer(&self, inputs: &[&ValueInfo], _symbols: &[String]) -> Result<ValueInfo, OpError> {
         require_float(self.name(), 0, inputs[0])?;
-        Ok(ValueInfo { shape: Shape(vec![]), kind: ValueKind::Float })
+        Ok(ValueInfo {
+            shape: Shape(vec![]),
+            kind: ValueKind::Float,
+        })
     }
     fn backward_reads(&self) -> Reads {
-        Reads { inputs: vec![false], output: false }
+        Reads {
+            inputs: vec![false],
+            output: false,
+        }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let (x, y) = (&cx.inputs[0].data, &cx.output.data);
+        let (x, y) = (&cx.inputs[0].data, &cx.output.first);
         let f = if self.mean { quote!(mean) } else { quote!(sum) };
         quote! {
-            (#y)[0] = ::kiln::kernels::reduce::#f(#x);
+            #y = ::kiln::kernels::reduce::#f(#x);
         }
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
         let Some(dx) = &cx.d_inputs[0] else {
             return TokenStream::new();
         };
-        let (dy, dxd, acc, len) = (&cx.d_output, &dx.data, dx.accumulate, &cx.inputs[0].len);
+        let (dy, dxd, acc, len) = (
+            &cx.d_output_first,
+            &dx.data,
+            dx.accumulate,
+            &cx.inputs[0].len,
+        );
         let value = if self.mean {
-            quote!((#dy)[0] / F::from_usize(#len))
+            quote!(#dy / F::from_usize(#len))
         } else {
-            quote!((#dy)[0])
+            quote!(#dy)
         };
         quote! {
             ::kiln::kernels::reduce::fill_backward(#dxd, #value, #acc);

@@ -1,6 +1,9 @@
 //! `softmax(x)` and `log_softmax(x)` over the last axis. Both VJPs read only the output.
 
-use super::{float_like, require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
+use super::{
+    float_like, require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec,
+    Reads,
+};
 use crate::ir::ValueInfo;
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -55,13 +58,19 @@ impl Kernel for Softmax {
         if inputs[0].shape.rank() == 0 {
             return Err(OpError::input(
                 0,
-                format!("`{}` needs at least one axis, but this is a scalar", self.name()),
+                format!(
+                    "`{}` needs at least one axis, but this is a scalar",
+                    self.name()
+                ),
             ));
         }
         Ok(float_like(inputs[0]))
     }
     fn backward_reads(&self) -> Reads {
-        Reads { inputs: vec![false], output: true }
+        Reads {
+            inputs: vec![false],
+            output: true,
+        }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let (x, y) = (&cx.inputs[0].data, &cx.output.data);

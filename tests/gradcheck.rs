@@ -1,0 +1,201 @@
+//! Every op's generated backward pass against central finite differences, in f64.
+//!
+//! Each model below exercises a few ops. The test draws parameters and inputs from a fixed
+//! seed, computes the analytic gradients with the generated backward pass, and compares every
+//! parameter's gradient with `kiln::check::gradient_check`.
+
+use kiln::ndarray::{Array, Array1, Dimension, IntoDimension};
+use kiln::rand::rngs::StdRng;
+use kiln::rand::{Rng, SeedableRng};
+use kiln::Model;
+
+const EPS: f64 = 1e-6;
+const RTOL: f64 = 1e-6;
+const ATOL: f64 = 1e-9;
+
+fn random<D: IntoDimension>(rng: &mut StdRng, shape: D, lo: f64, hi: f64) -> Array<f64, D::Dim>
+where
+    D::Dim: Dimension,
+{
+    Array::from_shape_simple_fn(shape, || rng.random_range(lo..hi))
+}
+
+fn labels(rng: &mut StdRng, n: usize, classes: usize) -> Array1<usize> {
+    Array1::from_shape_simple_fn(n, || rng.random_range(0..classes))
+}
+
+fn check<M: Model<f64> + Clone>(model: &M, grads: &M::Grads, loss: impl FnMut(&M) -> f64) {
+    let mut probe = model.clone();
+    let report = kiln::check::gradient_check(&mut probe, grads, loss, EPS);
+    report.assert_within(RTOL, ATOL);
+}
+
+kiln::model! {
+    struct Classifier {
+        input x: [B, 6];
+        target y: [B] classes 3;
+        let h = relu(linear(x, 7));
+        let logits = linear(h, 3, bias = false);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn linear_relu_cross_entropy() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let model = Classifier::<f64>::new(&mut rng);
+    let x = random(&mut rng, (5, 6), -1.0, 1.0);
+    let y = labels(&mut rng, 5, 3);
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+kiln::model! {
+    struct Activations {
+        input x: [B, 5];
+        target t: [B, 4];
+        let z = linear(x, 4);
+        let a = sigmoid(z) * tanh(z) + gelu(z) - 0.3 * softplus(z);
+        let b = leaky_relu(z, 0.2) + exp(0.5 * z) / (square(z) + 1.0);
+        let c = log(softplus(z) + 0.5) + sqrt(square(z) + 0.1) - -z;
+        let pred = linear(a * b + c, 4);
+        output pred;
+        loss mse(pred, t);
+    }
+}
+
+#[test]
+fn pointwise_ops_and_mse() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let model = Activations::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 5), -2.0, 2.0);
+    let t = random(&mut rng, (3, 4), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(x.view(), t.view(), &mut model.workspace(), &mut grads)
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), t.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+kiln::model! {
+    struct SwishResidual {
+        input x: [B, 8];
+        target t: [B, 8];
+        let h = linear(x, 8);
+        let s = h * sigmoid(h);
+        let r = relu(linear(s, 8) + s);
+        output r;
+        loss bce_with_logits(r, t);
+    }
+}
+
+#[test]
+fn derived_swish_residual_fan_out_and_bce() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let model = SwishResidual::<f64>::new(&mut rng);
+    let x = random(&mut rng, (4, 8), -1.5, 1.5);
+    let t = random(&mut rng, (4, 8), 0.0, 1.0);
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(x.view(), t.view(), &mut model.workspace(), &mut grads)
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), t.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+kiln::model! {
+    struct Softmaxes {
+        input x: [B, 4];
+        target r: [B, 5];
+        let logits = linear(x, 5);
+        let p = softmax(logits);
+        let lp = log_softmax(logits);
+        output p, lp;
+        loss sum(p * r) + mean(lp * r) * 2.0;
+    }
+}
+
+#[test]
+fn softmax_log_softmax_sum_mean_and_scalar_arithmetic() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let model = Softmaxes::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 4), -1.0, 1.0);
+    let r = random(&mut rng, (3, 5), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(x.view(), r.view(), &mut model.workspace(), &mut grads)
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), r.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+kiln::model! {
+    /// No loss: the caller supplies d(loss)/d(output) to `backward`.
+    struct TwoHeads {
+        input x: [B, 3];
+        let h = tanh(linear(x, 6));
+        let a = linear(h, 2);
+        let b = sigmoid(linear(h, 4));
+        output a, b;
+    }
+}
+
+#[test]
+fn forward_train_and_backward_without_a_loss() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let model = TwoHeads::<f64>::new(&mut rng);
+    let x = random(&mut rng, (2, 3), -1.0, 1.0);
+    // The loss is sum(a * wa) + sum(b * wb), so its gradient w.r.t. the outputs is (wa, wb).
+    let wa = random(&mut rng, (2, 2), -1.0, 1.0);
+    let wb = random(&mut rng, (2, 4), -1.0, 1.0);
+    let mut ws = model.workspace();
+    let mut grads = model.zero_grads();
+    model.forward_train(x.view(), &mut ws).unwrap();
+    model
+        .backward(&mut ws, wa.view(), wb.view(), &mut grads)
+        .unwrap();
+    check(&model, &grads, |m| {
+        let (a, b) = m.forward(x.view()).unwrap();
+        (&a * &wa).sum() + (&b * &wb).sum()
+    });
+}
+
+kiln::model! {
+    /// Only one head reaches the loss: the other head's layer gets zero gradients.
+    struct Unreached {
+        input x: [B, 3];
+        target t: [B, 2];
+        let h = linear(x, 4);
+        let used = linear(h, 2);
+        let spare = linear(h, 5);
+        output used, spare;
+        loss mse(used, t);
+    }
+}
+
+#[test]
+fn layers_the_loss_does_not_reach_get_zero_gradients() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let model = Unreached::<f64>::new(&mut rng);
+    let x = random(&mut rng, (2, 3), -1.0, 1.0);
+    let t = random(&mut rng, (2, 2), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    grads.spare.weight.fill(7.0);
+    model
+        .loss_and_grad(x.view(), t.view(), &mut model.workspace(), &mut grads)
+        .unwrap();
+    assert!(grads.spare.weight.iter().all(|&g| g == 0.0));
+    check(&model, &grads, |m| {
+        m.loss(x.view(), t.view(), &mut m.workspace()).unwrap()
+    });
+}
