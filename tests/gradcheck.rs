@@ -44,7 +44,7 @@ kiln::model! {
 #[test]
 fn linear_relu_cross_entropy() {
     let mut rng = StdRng::seed_from_u64(1);
-    let model = Classifier::<f64>::new(&mut rng);
+    let mut model = Classifier::<f64>::new(&mut rng);
     let x = random(&mut rng, (5, 6), -1.0, 1.0);
     let y = labels(&mut rng, 5, 3);
     let mut grads = model.zero_grads();
@@ -73,7 +73,7 @@ kiln::model! {
 #[test]
 fn pointwise_ops_and_mse() {
     let mut rng = StdRng::seed_from_u64(2);
-    let model = Activations::<f64>::new(&mut rng);
+    let mut model = Activations::<f64>::new(&mut rng);
     let x = random(&mut rng, (3, 5), -2.0, 2.0);
     let t = random(&mut rng, (3, 4), -1.0, 1.0);
     let mut grads = model.zero_grads();
@@ -100,7 +100,7 @@ kiln::model! {
 #[test]
 fn derived_swish_residual_fan_out_and_bce() {
     let mut rng = StdRng::seed_from_u64(3);
-    let model = SwishResidual::<f64>::new(&mut rng);
+    let mut model = SwishResidual::<f64>::new(&mut rng);
     let x = random(&mut rng, (4, 8), -1.5, 1.5);
     let t = random(&mut rng, (4, 8), 0.0, 1.0);
     let mut grads = model.zero_grads();
@@ -127,7 +127,7 @@ kiln::model! {
 #[test]
 fn softmax_log_softmax_sum_mean_and_scalar_arithmetic() {
     let mut rng = StdRng::seed_from_u64(4);
-    let model = Softmaxes::<f64>::new(&mut rng);
+    let mut model = Softmaxes::<f64>::new(&mut rng);
     let x = random(&mut rng, (3, 4), -1.0, 1.0);
     let r = random(&mut rng, (3, 5), -1.0, 1.0);
     let mut grads = model.zero_grads();
@@ -153,7 +153,7 @@ kiln::model! {
 #[test]
 fn forward_train_and_backward_without_a_loss() {
     let mut rng = StdRng::seed_from_u64(5);
-    let model = TwoHeads::<f64>::new(&mut rng);
+    let mut model = TwoHeads::<f64>::new(&mut rng);
     let x = random(&mut rng, (2, 3), -1.0, 1.0);
     // The loss is sum(a * wa) + sum(b * wb), so its gradient w.r.t. the outputs is (wa, wb).
     let wa = random(&mut rng, (2, 2), -1.0, 1.0);
@@ -186,7 +186,7 @@ kiln::model! {
 #[test]
 fn layers_the_loss_does_not_reach_get_zero_gradients() {
     let mut rng = StdRng::seed_from_u64(6);
-    let model = Unreached::<f64>::new(&mut rng);
+    let mut model = Unreached::<f64>::new(&mut rng);
     let x = random(&mut rng, (2, 3), -1.0, 1.0);
     let t = random(&mut rng, (2, 2), -1.0, 1.0);
     let mut grads = model.zero_grads();

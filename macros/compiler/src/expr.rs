@@ -105,8 +105,8 @@ impl Arena {
     pub fn add(&mut self, a: TermId, b: TermId) -> TermId {
         match (self.constant(a), self.constant(b)) {
             (Some(x), Some(y)) => self.constant_of(x + y),
-            (Some(x), None) if x == 0.0 => b,
-            (None, Some(y)) if y == 0.0 => a,
+            (Some(0.0), None) => b,
+            (None, Some(0.0)) => a,
             _ => match self.terms[b] {
                 Term::Neg(nb) => self.sub(a, nb),
                 _ => self.intern(Term::Add(a, b)),
@@ -118,8 +118,8 @@ impl Arena {
     pub fn sub(&mut self, a: TermId, b: TermId) -> TermId {
         match (self.constant(a), self.constant(b)) {
             (Some(x), Some(y)) => self.constant_of(x - y),
-            (None, Some(y)) if y == 0.0 => a,
-            (Some(x), None) if x == 0.0 => self.neg(b),
+            (None, Some(0.0)) => a,
+            (Some(0.0), None) => self.neg(b),
             _ if a == b => self.constant_of(0.0),
             _ => self.intern(Term::Sub(a, b)),
         }
@@ -130,10 +130,10 @@ impl Arena {
         match (self.constant(a), self.constant(b)) {
             (Some(x), Some(y)) => self.constant_of(x * y),
             (Some(x), None) | (None, Some(x)) if x == 0.0 => self.constant_of(0.0),
-            (Some(x), None) if x == 1.0 => b,
-            (None, Some(y)) if y == 1.0 => a,
-            (Some(x), None) if x == -1.0 => self.neg(b),
-            (None, Some(y)) if y == -1.0 => self.neg(a),
+            (Some(1.0), None) => b,
+            (None, Some(1.0)) => a,
+            (Some(-1.0), None) => self.neg(b),
+            (None, Some(-1.0)) => self.neg(a),
             (None, Some(_)) => self.mul(b, a),
             _ => {
                 // c1 * (c2 * x) = (c1 c2) * x
@@ -176,8 +176,8 @@ impl Arena {
     pub fn div(&mut self, a: TermId, b: TermId) -> TermId {
         match (self.constant(a), self.constant(b)) {
             (Some(x), Some(y)) if y != 0.0 => self.constant_of(x / y),
-            (Some(x), None) if x == 0.0 => self.constant_of(0.0),
-            (None, Some(y)) if y == 1.0 => a,
+            (Some(0.0), None) => self.constant_of(0.0),
+            (None, Some(1.0)) => a,
             // Dividing by a literal is multiplying by its reciprocal only when that is exact,
             // so results match PyTorch bit for bit where it divides.
             _ => self.intern(Term::Div(a, b)),
@@ -556,11 +556,24 @@ fn emit_const(v: f64) -> TokenStream {
             quote!(NEG_INFINITY)
         };
         quote!(F::from_f64(::core::f64::#c))
+    } else if let Some(name) = NAMED_CONSTANTS.iter().find(|(c, _)| *c == v).map(|(_, n)| n) {
+        let name = format_ident!("{}", name);
+        quote!(F::from_f64(::core::f64::consts::#name))
     } else {
         let lit = proc_macro2::Literal::f64_suffixed(v);
         quote!(F::from_f64(#lit))
     }
 }
+
+/// Constants the derivations produce, written by name rather than as 17 digits.
+const NAMED_CONSTANTS: &[(f64, &str)] = &[
+    (std::f64::consts::FRAC_1_SQRT_2, "FRAC_1_SQRT_2"),
+    (std::f64::consts::FRAC_2_SQRT_PI, "FRAC_2_SQRT_PI"),
+    (std::f64::consts::SQRT_2, "SQRT_2"),
+    (std::f64::consts::PI, "PI"),
+    (std::f64::consts::E, "E"),
+    (std::f64::consts::LN_2, "LN_2"),
+];
 
 fn format_float(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {

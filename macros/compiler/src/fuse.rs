@@ -40,7 +40,7 @@ pub fn fuse(graph: &mut Graph) -> Fused {
         }
     }
     let mut consumers = vec![0usize; n];
-    for node in graph.nodes.iter().filter(|_| true) {
+    for node in &graph.nodes {
         for &i in &node.inputs {
             consumers[i] += 1;
         }
@@ -54,8 +54,8 @@ pub fn fuse(graph: &mut Graph) -> Fused {
     let is_pointwise =
         |g: &Graph, id: usize| matches!(g.nodes[id].kind, NodeKind::Pointwise { .. });
     let mut inlined = vec![false; n];
-    for id in 0..n {
-        if !live[id] || !is_pointwise(graph, id) {
+    for (id, &is_live) in live.iter().enumerate() {
+        if !is_live || !is_pointwise(graph, id) {
             continue;
         }
         let by: HashMap<usize, usize> = graph.nodes[id]

@@ -26,6 +26,11 @@ struct Lowerer {
     /// its uses do not report a second error).
     scope: HashMap<String, (Option<NodeId>, Span)>,
     used_names: HashMap<String, usize>,
+    /// Names the current statement refers to.
+    statement_refs: Vec<String>,
+    /// Names referred to by statements that failed to lower: their use is hidden by that
+    /// error, so they are not reported as unused too.
+    refs_of_failed: Vec<String>,
     errors: Errors,
     statement: usize,
     /// The parameterized layer of the current statement, with its span.
@@ -51,6 +56,8 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
         },
         scope: HashMap::new(),
         used_names: HashMap::new(),
+        statement_refs: Vec::new(),
+        refs_of_failed: Vec::new(),
         errors: Errors::default(),
         statement: 0,
         statement_layer: None,
@@ -63,8 +70,12 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
         ));
     }
     let mut loss_span: Option<Span> = None;
+    // An `output` naming a binding that failed adds nothing to `outputs`, but the user did
+    // write one: "no output" would then be a misleading second error.
+    let mut wrote_output = false;
     for stmt in def.stmts {
         l.statement_layer = None;
+        l.statement_refs.clear();
         match stmt {
             Stmt::Input { name, dims } => l.declare_input(name, dims, false, None),
             Stmt::Target {
@@ -74,6 +85,7 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
             } => l.declare_input(name, dims, true, classes.map(|c| c.0)),
             Stmt::Let { name, expr } => l.lower_let(name, expr),
             Stmt::Output { names } => {
+                wrote_output = true;
                 for name in names {
                     if l.graph.outputs.iter().any(|(_, n)| *n == name) {
                         l.errors.push(syn::Error::new(
@@ -103,6 +115,8 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
                         name: "loss".into(),
                         node,
                     });
+                } else {
+                    l.refs_of_failed.append(&mut l.statement_refs);
                 }
                 l.statement += 1;
             }
@@ -117,7 +131,7 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
             ),
         ));
     }
-    if l.graph.outputs.is_empty() {
+    if l.graph.outputs.is_empty() && !wrote_output {
         l.errors.push(syn::Error::new(
             l.graph.name.span(),
             format!("model `{}` has no output: add `output NAME;` naming the value its `forward` returns", l.graph.name),
@@ -205,10 +219,7 @@ impl Lowerer {
         let node = self.lower_value(&expr);
         if let Some(node) = node {
             self.name_root(node, &name.to_string());
-            if let Some(layer) = self.graph.nodes[node]
-                .layer
-                .or_else(|| self.statement_layer_node())
-            {
+            if let Some(layer) = self.statement_layer_node() {
                 self.graph.layers[layer].name = name.clone();
             }
             self.graph.statements.push(Statement {
@@ -216,7 +227,11 @@ impl Lowerer {
                 node,
             });
         }
-        self.bind(&name, node);
+        let bound = self.bind(&name, node);
+        let refs = std::mem::take(&mut self.statement_refs);
+        if node.is_none() || !bound {
+            self.refs_of_failed.extend(refs);
+        }
         self.statement += 1;
     }
 
@@ -238,7 +253,10 @@ impl Lowerer {
 
     fn resolve(&mut self, name: &Ident) -> Option<NodeId> {
         match self.scope.get(&name.to_string()) {
-            Some((node, _)) => *node,
+            Some((node, _)) => {
+                self.statement_refs.push(name.to_string());
+                *node
+            }
             None => {
                 let key = name.to_string();
                 let known: Vec<&str> = self.scope.keys().map(String::as_str).collect();
@@ -477,7 +495,7 @@ impl Lowerer {
                     if self.binding == "loss" {
                         self.errors.push(syn::Error::new(
                             call.span,
-                            format!("the `loss` statement cannot hold a parameterized layer: bind it first, as in `let out = {}; loss ...(out, y);`", spec.usage()),
+                            format!("the `loss` statement cannot hold a parameterized layer (its parameters are named after a `let` binding): bind it first, as in `let out = {name}(...);`, and use `out` in the loss"),
                         ));
                         return None;
                     }
@@ -538,7 +556,10 @@ impl Lowerer {
         let mut unused: Vec<(Span, String)> = Vec::new();
         for (key, (node, span)) in &self.scope {
             if let Some(n) = node {
-                if !live[*n] && !matches!(g.nodes[*n].kind, NodeKind::Input(_)) {
+                if !live[*n]
+                    && !matches!(g.nodes[*n].kind, NodeKind::Input(_))
+                    && !self.refs_of_failed.contains(key)
+                {
                     unused.push((*span, key.clone()));
                 }
             }

@@ -5,12 +5,15 @@
 //! never panics: every unexpected token becomes a `syn::Error` saying what was expected.
 
 use crate::ast::{BinOp, Call, DimAst, Expr, ModelDef, Stmt};
-use proc_macro2::Span;
+use proc_macro2::{Delimiter, Span, TokenTree};
+use syn::buffer::Cursor;
 use syn::parse::{Parse, ParseStream};
 use syn::{braced, bracketed, parenthesized, Attribute, Ident, Lit, Token, Visibility};
 
 /// The statement keywords, for error messages.
 const STATEMENTS: &str = "`input`, `target`, `let`, `output` or `loss`";
+/// The statement keywords, for suggestions.
+const KEYWORDS: &[&str] = &["input", "target", "let", "output", "loss"];
 
 impl Parse for ModelDef {
     fn parse(input: ParseStream) -> syn::Result<Self> {
@@ -55,6 +58,7 @@ impl Parse for ModelDef {
 
 impl Parse for Stmt {
     fn parse(input: ParseStream) -> syn::Result<Self> {
+        let start = input.cursor();
         if input.peek(Token![let]) {
             input.parse::<Token![let]>()?;
             let name: Ident = input.parse().map_err(|e| {
@@ -70,7 +74,7 @@ impl Parse for Stmt {
             }
             input.parse::<Token![=]>()?;
             let expr = parse_expr(input)?;
-            expect_semi(input)?;
+            expect_semi(input, start)?;
             return Ok(Stmt::Let { name, expr });
         }
         let keyword: Ident = match input.parse() {
@@ -81,7 +85,7 @@ impl Parse for Stmt {
             "input" => {
                 let name: Ident = input.parse()?;
                 let dims = parse_shape_annotation(input, &name)?;
-                expect_semi(input)?;
+                expect_semi(input, start)?;
                 Ok(Stmt::Input { name, dims })
             }
             "target" => {
@@ -102,7 +106,7 @@ impl Parse for Stmt {
                 } else {
                     None
                 };
-                expect_semi(input)?;
+                expect_semi(input, start)?;
                 Ok(Stmt::Target {
                     name,
                     dims,
@@ -115,32 +119,60 @@ impl Parse for Stmt {
                     input.parse::<Token![,]>()?;
                     names.push(input.parse()?);
                 }
-                expect_semi(input)?;
+                expect_semi(input, start)?;
                 Ok(Stmt::Output { names })
             }
             "loss" => {
                 let expr = parse_expr(input)?;
-                expect_semi(input)?;
+                expect_semi(input, start)?;
                 Ok(Stmt::Loss {
                     keyword: keyword.span(),
                     expr,
                 })
             }
-            other => Err(syn::Error::new(
-                keyword.span(),
-                format!("unknown statement `{other}`: expected {STATEMENTS}"),
-            )),
+            other => {
+                let hint = crate::ops::closest(other, KEYWORDS.iter().copied())
+                    .map(|k| format!("did you mean `{k}`? "))
+                    .unwrap_or_default();
+                Err(syn::Error::new(
+                    keyword.span(),
+                    format!("unknown statement `{other}`: {hint}(a statement starts with {STATEMENTS})"),
+                ))
+            }
         }
     }
 }
 
-fn expect_semi(input: ParseStream) -> syn::Result<()> {
+/// Parses the `;` ending the statement that began at `start`. Without one, the error points
+/// at the statement's last token, where the `;` goes (as rustc does), not at the next line.
+fn expect_semi(input: ParseStream, start: Cursor) -> syn::Result<()> {
     if input.peek(Token![;]) {
         input.parse::<Token![;]>()?;
-        Ok(())
-    } else {
-        Err(input.error("expected `;` at the end of the statement"))
+        return Ok(());
     }
+    let (end, mut cursor, mut last) = (input.cursor(), start, None);
+    while cursor != end {
+        let Some((tt, next)) = cursor.token_tree() else { break };
+        last = Some(match &tt {
+            TokenTree::Group(g) => g.span_close(),
+            other => other.span(),
+        });
+        cursor = next;
+    }
+    let found = match end.token_tree() {
+        Some((TokenTree::Group(g), _)) => match g.delimiter() {
+            Delimiter::Parenthesis => "`(`".to_string(),
+            Delimiter::Bracket => "`[`".to_string(),
+            Delimiter::Brace => "`{`".to_string(),
+            Delimiter::None => "a group".to_string(),
+        },
+        Some((tt, _)) => format!("`{tt}`"),
+        None => "the end of the model".to_string(),
+    };
+    Err(syn::Error::new(
+        last.unwrap_or_else(|| input.span()),
+        format!("expected `;` at the end of this statement, found {found}"),
+    ))
 }
 
 fn parse_shape_annotation(input: ParseStream, name: &Ident) -> syn::Result<Vec<DimAst>> {

@@ -96,12 +96,17 @@ pub fn infer(graph: &mut Graph) -> syn::Result<()> {
         }
     }
     for (node, name) in &graph.outputs {
-        if matches!(graph.nodes[*node].kind, NodeKind::Input(_)) {
+        if let NodeKind::Input(i) = graph.nodes[*node].kind {
+            let input = &graph.inputs[i].name;
+            // `let h = x;` binds `h` to the input itself.
+            let what = if input == name {
+                format!("`{name}` is an input")
+            } else {
+                format!("`{name}` is the input `{input}` under another name")
+            };
             errors.push(syn::Error::new(
                 name.span(),
-                format!(
-                    "`{name}` is an input, not a computed value: an output names a `let` binding"
-                ),
+                format!("{what}, not a value the model computes: output a `let` binding computed from it, as in `let h = linear({input}, 10); output h;`"),
             ));
         }
     }
@@ -113,7 +118,7 @@ fn pointwise(op: &str, inputs: &[&ValueInfo], symbols: &[String]) -> Result<Valu
         if let ValueKind::Labels { .. } = info.kind {
             return Err(OpError::input(
                 i,
-                format!("`{op}` needs float values, but this holds integer class labels"),
+                format!("`{op}` needs float values, but this holds integer class labels: labels are only the target of `cross_entropy(logits, labels)`"),
             ));
         }
     }
@@ -131,10 +136,20 @@ fn pointwise(op: &str, inputs: &[&ValueInfo], symbols: &[String]) -> Result<Valu
             } else {
                 format!("`{op}`'s operands")
             };
+            // Widths that differ come from layers: say which width this one should have.
+            let (fa, fb) = (&first.shape.0, &info.shape.0);
+            let fix = match (fa.last(), fb.last()) {
+                (Some(Dim::Fixed(want)), Some(Dim::Fixed(_)))
+                    if fa.len() == fb.len() && fa[..fa.len() - 1] == fb[..fb.len() - 1] =>
+                {
+                    format!("make the layer that produces this one output {want} features, or change the left operand to match")
+                }
+                _ => "make the two shapes equal".to_string(),
+            };
             return Err(OpError::input(
                 i,
                 format!(
-                    "shape mismatch: {what} needs equal shapes (kiln never broadcasts silently), but the left operand is {a} and this one is {b}"
+                    "shape mismatch: {what} needs equal shapes, but the left operand is {a} and this one is {b}: {fix} (kiln never broadcasts silently)"
                 ),
             ));
         }

@@ -158,25 +158,37 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         " Inference: computes {output_list} for a batch (nothing is kept for a backward pass). Returns `Err` if an input's shape differs from its declaration."
     );
 
+    let run_forward_train = if cx.has_mode_ops(&cx.plan.forward_nodes) {
+        quote!(run_forward_train)
+    } else {
+        quote!(run_forward)
+    };
+    let run_loss_train = if cx.has_mode_ops(&cx.plan.loss_nodes) {
+        quote!(run_loss_train)
+    } else {
+        quote!(run_loss)
+    };
     let training = if g.loss.is_some() {
         quote! {
-            /// One training step's gradients: forward, loss and backward. Overwrites `grads`
-            /// with d loss / d parameter and returns the loss. Outputs stay readable in `ws`.
+            /// One training step's gradients: forward (in training mode), loss and backward.
+            /// Overwrites `grads` with d loss / d parameter and returns the loss; updates
+            /// running statistics, if the model has any. Outputs stay readable in `ws`.
             /// Returns `Err` (and changes nothing) if an input's shape or a label is wrong.
             #[allow(non_snake_case, clippy::too_many_arguments)]
-            #vis fn loss_and_grad(&self, #(#all_views,)* ws: &mut #ws<F>, grads: &mut #grads<F>) -> ::kiln::Result<F> {
+            #vis fn loss_and_grad(&mut self, #(#all_views,)* ws: &mut #ws<F>, grads: &mut #grads<F>) -> ::kiln::Result<F> {
                 #bind_all
                 let #ws { staging, buffers, ready } = ws;
                 #stage_all
                 buffers.prepare(dims, true);
-                self.run_forward(buffers, #(#input_names),*)?;
-                let loss = self.run_loss(buffers, #(#all_names),*)?;
+                self.#run_forward_train(buffers, #(#input_names),*)?;
+                let loss = self.#run_loss_train(buffers, #(#all_names),*)?;
                 self.run_backward(buffers, #(#all_names,)* grads)?;
                 *ready = true;
                 Ok(loss)
             }
 
-            /// The loss alone (evaluation: no gradients). Outputs stay readable in `ws`.
+            /// The loss in inference mode (dropout off, batch norm on its running statistics), for
+            /// validation: no gradients, no state updated. Outputs stay readable in `ws`.
             #[allow(non_snake_case, clippy::too_many_arguments)]
             #vis fn loss(&self, #(#all_views,)* ws: &mut #ws<F>) -> ::kiln::Result<F> {
                 #bind_all
@@ -244,12 +256,12 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             /// The forward half of a training step without a declared loss: computes the
             /// outputs and keeps what `backward` reads. Returns views of the outputs.
             #[allow(non_snake_case, clippy::too_many_arguments)]
-            #vis fn forward_train<'w>(&self, #(#input_views,)* ws: &'w mut #ws<F>) -> ::kiln::Result<#view_type> {
+            #vis fn forward_train<'w>(&mut self, #(#input_views,)* ws: &'w mut #ws<F>) -> ::kiln::Result<#view_type> {
                 #bind_model_inputs
                 let #ws { staging, buffers, ready } = ws;
                 #(#keep)*
                 buffers.prepare(dims, true);
-                self.run_forward(buffers, #(#input_names),*)?;
+                self.#run_forward_train(buffers, #(#input_names),*)?;
                 *ready = true;
                 #bind_dims
                 Ok(#view_values)

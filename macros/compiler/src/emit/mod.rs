@@ -113,6 +113,36 @@ impl Ctx<'_> {
         matches!(self.g.nodes[id].kind, NodeKind::Input(_))
     }
 
+    /// Whether any of `nodes` behaves differently in training.
+    pub fn has_mode_ops(&self, nodes: &[NodeId]) -> bool {
+        nodes.iter().any(|&id| match &self.g.nodes[id].kind {
+            NodeKind::Kernel(k) => k.mode_dependent(),
+            _ => false,
+        })
+    }
+
+    /// Whether the model draws random numbers (dropout): its workspace then holds a seeded
+    /// generator.
+    pub fn needs_rng(&self) -> bool {
+        self.plan.values.iter().any(|&id| match &self.g.nodes[id].kind {
+            NodeKind::Kernel(k) => k.needs_rng(),
+            _ => false,
+        })
+    }
+
+    /// The scratch buffers of a node: field name and length.
+    pub fn scratch_of(&self, id: NodeId) -> Vec<(Ident, TokenStream)> {
+        let node = &self.g.nodes[id];
+        let NodeKind::Kernel(k) = &node.kind else {
+            return Vec::new();
+        };
+        let inputs: Vec<_> = node.inputs.iter().map(|&i| self.g.info(i)).collect();
+        k.scratch(&inputs, self.g.info(id))
+            .into_iter()
+            .map(|s| (format_ident!("{}_{}", node.name, s.suffix), self.len_tokens(&s.shape)))
+            .collect()
+    }
+
     /// The `state_dict` names and accessors of every parameter, in order:
     /// (name, layer field, param field, optional, element count).
     pub fn params(&self) -> Vec<(String, Ident, Ident, bool, usize)> {
@@ -158,6 +188,7 @@ pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> Token
                 init: quote!(()),
                 zeros: quote!(()),
                 params: Vec::new(),
+                buffers: Vec::new(),
             })
         })
         .collect();

@@ -27,6 +27,35 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         }
         out
     };
+    let buffers: Vec<(String, &syn::Ident, syn::Ident)> = g
+        .layers
+        .iter()
+        .zip(&cx.layers)
+        .flat_map(|(l, spec)| {
+            spec.buffers
+                .iter()
+                .map(move |b| (format!("{}.{}", l.name, b.suffix), &l.name, cx.ident(b.suffix)))
+        })
+        .collect();
+    let visit_buffers = buffers.iter().map(|(n, layer, field)| {
+        quote! { f(#n, self.#layer.#field.view().into_dyn()); }
+    });
+    let visit_buffers_mut = buffers.iter().map(|(n, layer, field)| {
+        quote! { f(#n, self.#layer.#field.view_mut().into_dyn()); }
+    });
+    let buffer_methods = if buffers.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            fn visit_buffers(&self, f: &mut dyn FnMut(&'static str, ::kiln::ndarray::ArrayViewD<'_, F>)) {
+                #(#visit_buffers)*
+            }
+
+            fn visit_buffers_mut(&mut self, f: &mut dyn FnMut(&'static str, ::kiln::ndarray::ArrayViewMutD<'_, F>)) {
+                #(#visit_buffers_mut)*
+            }
+        }
+    };
     let visit_params = visit(quote!(self), false);
     let visit_params_mut = visit(quote!(self), true);
     let visit_grads = visit(quote!(grads), false);
@@ -91,6 +120,8 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             fn visit_params_mut(&mut self, f: &mut dyn FnMut(&'static str, ::kiln::ndarray::ArrayViewMutD<'_, F>)) {
                 #visit_params_mut
             }
+
+            #buffer_methods
 
             fn visit_grads(grads: &Self::Grads, f: &mut dyn FnMut(&'static str, ::kiln::ndarray::ArrayViewD<'_, F>)) {
                 #visit_grads

@@ -13,46 +13,72 @@ use std::collections::BTreeSet;
 const D_OUT: usize = usize::MAX;
 
 pub(super) fn emit(cx: &Ctx) -> TokenStream {
-    let (name, bufs) = (cx.name, &cx.buffers_name);
-    let forward = emit_values(cx, &cx.plan.forward_nodes);
+    let name = cx.name;
     let float_inputs = input_params(cx, false);
     let all_inputs = input_params(cx, true);
-    let forward_fn = {
-        let (params, body) = (forward.params, forward.body);
-        let bind = cx.bind_dims(quote!(ws.dims));
-        quote! {
-            /// Computes every value that reaches an output.
-            #[allow(non_snake_case, unused_variables, unused_doc_comments, clippy::too_many_arguments)]
-            fn run_forward(&self, ws: &mut #bufs<F>, #(#float_inputs),*) -> ::kiln::Result<()> {
-                #bind
-                #params
-                #body
-                Ok(())
-            }
+    let mut fns = TokenStream::new();
+    // A pass whose ops behave differently in training (dropout, batch norm) is emitted twice:
+    // `run_forward` for inference and `run_forward_train`, which may update running
+    // statistics and so takes `&mut self`.
+    for training in [false, true] {
+        if training && !cx.has_mode_ops(&cx.plan.forward_nodes) {
+            continue;
         }
-    };
-    let loss_fn = cx.g.loss.map(|loss| {
-        let rest = emit_values(cx, &cx.plan.loss_nodes);
-        let (params, body) = (rest.params, rest.body);
-        let bind = cx.bind_dims(quote!(ws.dims));
-        let loss_buf = cx.node_ident(loss);
-        quote! {
-            /// Computes the values after the outputs, up to the loss, and returns the loss.
-            #[allow(non_snake_case, unused_variables, unused_doc_comments, clippy::too_many_arguments)]
-            fn run_loss(&self, ws: &mut #bufs<F>, #(#all_inputs),*) -> ::kiln::Result<F> {
-                #bind
-                #params
-                #body
-                Ok(ws.#loss_buf[0])
+        let fn_name = if training { quote!(run_forward_train) } else { quote!(run_forward) };
+        let doc = if training {
+            " Computes every value that reaches an output, in training mode."
+        } else {
+            " Computes every value that reaches an output."
+        };
+        fns.extend(pass_fn(cx, &cx.plan.forward_nodes, training, fn_name, doc, &float_inputs, None));
+    }
+    if let Some(loss) = cx.g.loss {
+        for training in [false, true] {
+            if training && !cx.has_mode_ops(&cx.plan.loss_nodes) {
+                continue;
             }
+            let fn_name = if training { quote!(run_loss_train) } else { quote!(run_loss) };
+            let doc = " Computes the values after the outputs, up to the loss, and returns the loss.";
+            fns.extend(pass_fn(cx, &cx.plan.loss_nodes, training, fn_name, doc, &all_inputs, Some(loss)));
         }
-    });
-    let backward_fn = emit_backward(cx, &all_inputs);
+    }
+    fns.extend(emit_backward(cx, &all_inputs));
     quote! {
         impl<F: ::kiln::Float> #name<F> {
-            #forward_fn
-            #loss_fn
-            #backward_fn
+            #fns
+        }
+    }
+}
+
+fn pass_fn(
+    cx: &Ctx,
+    nodes: &[NodeId],
+    training: bool,
+    fn_name: TokenStream,
+    doc: &str,
+    inputs: &[TokenStream],
+    loss: Option<NodeId>,
+) -> TokenStream {
+    let bufs = &cx.buffers_name;
+    let code = emit_values(cx, nodes, training);
+    let (params, body) = (code.params, code.body);
+    let bind = cx.bind_dims(quote!(ws.dims));
+    let receiver = if training && code.mutates_self { quote!(&mut self) } else { quote!(&self) };
+    let (ret, value) = match loss {
+        Some(l) => {
+            let b = cx.node_ident(l);
+            (quote!(F), quote!(ws.#b[0]))
+        }
+        None => (quote!(()), quote!(())),
+    };
+    quote! {
+        #[doc = #doc]
+        #[allow(non_snake_case, unused_variables, unused_doc_comments, clippy::too_many_arguments)]
+        fn #fn_name(#receiver, ws: &mut #bufs<F>, #(#inputs),*) -> ::kiln::Result<#ret> {
+            #bind
+            #params
+            #body
+            Ok(#value)
         }
     }
 }
@@ -76,6 +102,8 @@ pub(super) fn input_params(cx: &Ctx, targets: bool) -> Vec<TokenStream> {
 struct Code {
     params: TokenStream,
     body: TokenStream,
+    /// The pass writes model buffers (running statistics) and so needs `&mut self`.
+    mutates_self: bool,
 }
 
 fn operand(cx: &Ctx, id: NodeId, mutable: bool) -> Operand {
@@ -99,15 +127,17 @@ fn operand(cx: &Ctx, id: NodeId, mutable: bool) -> Operand {
 }
 
 /// `let h1_weight = ::kiln::shape::param("h1.weight", &self.h1.weight, 100352)?;` for each
-/// parameter of the given layers (and the gradient slices when `grads`).
-fn param_locals(cx: &Ctx, layers: &BTreeSet<usize>, grads: bool) -> TokenStream {
+/// parameter of the given layers, the gradient slices when `grads`, and the buffers (mutable
+/// when `buffers_mut`).
+fn param_locals(cx: &Ctx, layers: &BTreeSet<usize>, grads: bool, buffers_mut: bool) -> TokenStream {
     let mut out = TokenStream::new();
     for &l in layers {
         let layer = &cx.g.layers[l];
+        let field = &layer.name;
         for p in &cx.layers[l].params {
             let name = format!("{}.{}", layer.name, p.suffix);
             let local = format_ident!("{}_{}", layer.name, p.suffix);
-            let (field, pf) = (&layer.name, cx.ident(p.suffix));
+            let pf = cx.ident(p.suffix);
             let len: usize = p.dims.iter().product();
             out.extend(if p.optional {
                 quote! { let #local = ::kiln::shape::param_opt(#name, self.#field.#pf.as_ref(), #len)?; }
@@ -123,14 +153,32 @@ fn param_locals(cx: &Ctx, layers: &BTreeSet<usize>, grads: bool) -> TokenStream 
                 });
             }
         }
+        for b in &cx.layers[l].buffers {
+            let name = format!("{}.{}", layer.name, b.suffix);
+            let local = format_ident!("{}_{}", layer.name, b.suffix);
+            let bf = cx.ident(b.suffix);
+            let len: usize = b.dims.iter().product();
+            out.extend(if buffers_mut {
+                quote! { let #local = ::kiln::shape::param_mut(#name, &mut self.#field.#bf, #len)?; }
+            } else {
+                quote! { let #local = ::kiln::shape::param(#name, &self.#field.#bf, #len)?; }
+            });
+        }
     }
     out
 }
 
 fn layer_locals(cx: &Ctx, layer: usize, prefix: &str) -> Vec<TokenStream> {
+    locals_of(cx, layer, prefix, &cx.layers[layer].params)
+}
+
+fn buffer_locals(cx: &Ctx, layer: usize) -> Vec<TokenStream> {
+    locals_of(cx, layer, "", &cx.layers[layer].buffers)
+}
+
+fn locals_of(cx: &Ctx, layer: usize, prefix: &str, specs: &[crate::ops::ParamSpec]) -> Vec<TokenStream> {
     let l = &cx.g.layers[layer];
-    cx.layers[layer]
-        .params
+    specs
         .iter()
         .map(|p| {
             let id = format_ident!("{}{}_{}", prefix, l.name, p.suffix);
@@ -139,9 +187,10 @@ fn layer_locals(cx: &Ctx, layer: usize, prefix: &str) -> Vec<TokenStream> {
         .collect()
 }
 
-fn emit_values(cx: &Ctx, nodes: &[NodeId]) -> Code {
+fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
     let mut layers = BTreeSet::new();
     let mut body = TokenStream::new();
+    let mut mutates_self = false;
     for &id in nodes {
         let node = &cx.g.nodes[id];
         let doc = super::structs::describe_node(cx, id);
@@ -149,17 +198,22 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId]) -> Code {
         let code = match &node.kind {
             NodeKind::Input(_) => continue,
             NodeKind::Kernel(k) => {
-                let params = match node.layer {
+                let (params, buffers) = match node.layer {
                     Some(l) => {
                         layers.insert(l);
-                        layer_locals(cx, l, "")
+                        (layer_locals(cx, l, ""), buffer_locals(cx, l))
                     }
-                    None => Vec::new(),
+                    None => (Vec::new(), Vec::new()),
                 };
+                mutates_self |= training && !buffers.is_empty();
                 k.forward(&ForwardCx {
                     inputs: node.inputs.iter().map(|&i| operand(cx, i, false)).collect(),
                     output: operand(cx, id, true),
                     params,
+                    buffers,
+                    scratch: scratch_slices(cx, id),
+                    training,
+                    rng: quote!(&mut ws.rng),
                 })
             }
             NodeKind::Pointwise { term, .. } => pointwise_forward(cx, id, *term),
@@ -169,10 +223,15 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId]) -> Code {
             { #code }
         });
     }
-    Code {
-        params: param_locals(cx, &layers, false),
-        body,
-    }
+    Code { params: param_locals(cx, &layers, false, training), body, mutates_self }
+}
+
+/// `&mut ws.<node>_<suffix>[..len]` for each scratch buffer of a node.
+fn scratch_slices(cx: &Ctx, id: NodeId) -> Vec<TokenStream> {
+    cx.scratch_of(id)
+        .into_iter()
+        .map(|(ident, len)| quote!(&mut ws.#ident[..#len]))
+        .collect()
 }
 
 /// Slices of the pointwise inputs that are workspace buffers (inputs are slices already).
@@ -256,6 +315,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
                     d_inputs: targets,
                     params,
                     param_grads,
+                    scratch: scratch_slices(cx, id),
                 })
             }
             NodeKind::Pointwise { term, .. } => pointwise_backward(cx, id, *term, &step.d_inputs),
@@ -290,7 +350,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
         }
         body.extend(quote! { #[doc = #comment] { #zero } });
     }
-    let params = param_locals(cx, &layers, true);
+    let params = param_locals(cx, &layers, true, false);
     let bind = cx.bind_dims(quote!(ws.dims));
     let grads_name = &cx.grads_name;
     let bufs = &cx.buffers_name;

@@ -57,6 +57,18 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             grow_training.push(line);
         }
     }
+    for &id in &cx.plan.values {
+        for (field, len) in cx.scratch_of(id) {
+            let doc = format!(" Scratch of `{}` ({}).", g.nodes[id].name, g.op_name(id));
+            buffer_fields.push(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
+            let line = quote! { ::kiln::shape::grow(&mut self.#field, #len); };
+            if cx.plan.forward_nodes.contains(&id) {
+                grow.push(line);
+            } else {
+                grow_training.push(line);
+            }
+        }
+    }
     for &id in &cx.plan.adjoints {
         let field = cx.adjoint_ident(id);
         let doc = format!(" Adjoint of `{}`.", g.nodes[id].name);
@@ -69,8 +81,27 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         .values
         .iter()
         .map(|&id| cx.node_ident(id))
+        .chain(cx.plan.values.iter().flat_map(|&id| cx.scratch_of(id).into_iter().map(|(f, _)| f)))
         .chain(cx.plan.adjoints.iter().map(|&id| cx.adjoint_ident(id)))
         .collect();
+    let (rng_field, rng_init, reseed) = if cx.needs_rng() {
+        (
+            quote! {
+                /// The generator dropout draws from; seeded, so runs repeat.
+                rng: ::kiln::rand::rngs::StdRng,
+            },
+            quote! { rng: <::kiln::rand::rngs::StdRng as ::kiln::rand::SeedableRng>::seed_from_u64(0), },
+            quote! {
+                /// Reseeds the generator that dropout draws from (a new workspace starts
+                /// from seed 0).
+                pub fn seed(&mut self, seed: u64) {
+                    self.buffers.rng = <::kiln::rand::rngs::StdRng as ::kiln::rand::SeedableRng>::seed_from_u64(seed);
+                }
+            },
+        )
+    } else {
+        (quote!(), quote!(), quote!())
+    };
     let nsym = g.symbols.len();
     let bind = cx.bind_dims(quote!(dims));
     let allow_unused_dims = if nsym == 0 {
@@ -104,12 +135,13 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         struct #bufs<F: ::kiln::Float> {
             /// The symbolic dims of the current step.
             dims: [usize; #nsym],
+            #rng_field
             #(#buffer_fields)*
         }
 
         impl<F: ::kiln::Float> #bufs<F> {
             fn new() -> Self {
-                Self { dims: [0; #nsym], #(#all_fields: ::std::vec::Vec::new(),)* }
+                Self { dims: [0; #nsym], #rng_init #(#all_fields: ::std::vec::Vec::new(),)* }
             }
 
             /// Sizes the buffers for `dims` (the forward values; with `training` also the
@@ -137,6 +169,8 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             pub fn new() -> Self {
                 Self { staging: ::kiln::shape::Staging::new(), buffers: #bufs::new(), ready: false }
             }
+
+            #reseed
         }
     }
 }

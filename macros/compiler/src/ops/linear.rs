@@ -66,15 +66,26 @@ impl Kernel for Linear {
         let shape = &inputs[0].shape;
         let shown = shape.display(symbols);
         if shape.rank() != 2 {
-            let hint = if shape.rank() > 2 {
-                " (flatten it first: `linear(flatten(x), ...)`)"
-            } else {
-                ""
+            // The fix depends on the rank; v1 has no `flatten` op, so higher ranks are
+            // flattened by the caller, before the data enters the model.
+            let batch = |rest: Dim| Shape(vec![shape.0[0], rest]).display(symbols).to_string();
+            let features = shape.0.iter().skip(1).try_fold(1usize, |n, d| match d {
+                Dim::Fixed(k) => n.checked_mul(*k),
+                Dim::Symbol(_) => None,
+            });
+            let hint = match (shape.rank(), features) {
+                (0, _) => "a scalar has no rows to map".to_string(),
+                (1, _) => format!("for one feature per row, declare it as {}", batch(Dim::Fixed(1))),
+                (_, Some(n)) => format!(
+                    "kiln has no `flatten` op: flatten the data before it enters the model and declare it as {}",
+                    batch(Dim::Fixed(n))
+                ),
+                (_, None) => "kiln has no `flatten` op: flatten the data to [batch, features] before it enters the model".to_string(),
             };
             return Err(OpError::input(
                 0,
                 format!(
-                    "`linear` expects a rank-2 input [batch, features], but this is {shown} (rank {}){hint}",
+                    "`linear` expects a rank-2 input [batch, features], but this is {shown} (rank {}): {hint}",
                     shape.rank()
                 ),
             ));
@@ -115,6 +126,7 @@ impl Kernel for Linear {
             init: quote!(::kiln::layers::Linear::new(#inf, #out, #bias, rng)),
             zeros: quote!(::kiln::layers::Linear::zeros(#inf, #out, #bias)),
             params,
+            buffers: Vec::new(),
         })
     }
     fn backward_reads(&self) -> Reads {

@@ -113,7 +113,7 @@ impl Kernel for Loss {
                 if pred != target {
                     return Err(OpError::input(
                         1,
-                        format!("`{op}` needs the prediction and the target to have the same shape, but the prediction is {ps} and the target is {ts}"),
+                        format!("`{op}` needs the prediction and the target to have the same shape, but the prediction is {ps} and the target is {ts}: make the prediction {ts}, or declare the target as {ps}"),
                     ));
                 }
                 Ok(scalar())

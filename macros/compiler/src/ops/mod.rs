@@ -16,13 +16,16 @@ mod softmax;
 
 use crate::ast;
 use crate::expr::{Arena, TermId};
-use crate::ir::{ValueInfo, ValueKind};
+use crate::ir::{Shape, ValueInfo, ValueKind};
 use proc_macro2::{Span, TokenStream};
+
+/// Builds an elementwise op's term from its inputs' terms.
+pub type TermBuilder = Box<dyn FnOnce(&mut Arena, &[TermId]) -> TermId>;
 
 /// What building a call produced.
 pub enum Built {
     /// An elementwise op: builds its term from its inputs' terms.
-    Pointwise(Box<dyn FnOnce(&mut Arena, &[TermId]) -> TermId>),
+    Pointwise(TermBuilder),
     /// A kernel op.
     Kernel(Box<dyn Kernel>),
 }
@@ -92,6 +95,15 @@ pub struct ForwardCx {
     pub output: Operand,
     /// The layer's parameters as `&[F]` locals, in [`LayerSpec::params`] order.
     pub params: Vec<TokenStream>,
+    /// The layer's buffers as locals, in [`LayerSpec::buffers`] order: `&mut [F]` in a
+    /// training pass (running statistics are updated), `&[F]` otherwise.
+    pub buffers: Vec<TokenStream>,
+    /// The op's scratch buffers as `&mut [F]`, in [`Kernel::scratch`] order.
+    pub scratch: Vec<TokenStream>,
+    /// Whether this is a training pass (dropout active, batch statistics).
+    pub training: bool,
+    /// The workspace's random generator, `&mut StdRng` (for ops with [`Kernel::needs_rng`]).
+    pub rng: TokenStream,
 }
 
 /// What a kernel's VJP code gets.
@@ -111,6 +123,17 @@ pub struct BackwardCx {
     /// The layer's gradients as `&mut [F]` locals, same order. They are overwritten, not
     /// accumulated: a layer is used once.
     pub param_grads: Vec<TokenStream>,
+    /// The op's scratch buffers as `&mut [F]` (what the training forward saved in them).
+    pub scratch: Vec<TokenStream>,
+}
+
+/// A workspace buffer an op needs besides its output: saved statistics, a dropout mask, an
+/// im2col matrix. It is named `<node>_<suffix>`.
+pub struct ScratchSpec {
+    /// Name suffix (`cols`, `mean`).
+    pub suffix: &'static str,
+    /// Its size, as a shape (the product of the dims).
+    pub shape: Shape,
 }
 
 /// Which forward values a VJP reads.
@@ -141,6 +164,8 @@ pub struct LayerSpec {
     pub zeros: TokenStream,
     /// Its parameters, in `state_dict` order.
     pub params: Vec<ParamSpec>,
+    /// Its non-trainable buffers (running statistics), saved and loaded with the parameters.
+    pub buffers: Vec<ParamSpec>,
 }
 
 /// A non-pointwise op: a kernel call forward and a hand-written VJP.
@@ -164,6 +189,18 @@ pub trait Kernel {
     /// Whether gradients flow to input `i` (not to targets and labels).
     fn differentiable(&self, _input: usize) -> bool {
         true
+    }
+    /// Whether the forward pass differs between training and inference (dropout, batch norm).
+    fn mode_dependent(&self) -> bool {
+        false
+    }
+    /// Whether the op draws random numbers (from the workspace's seeded generator).
+    fn needs_rng(&self) -> bool {
+        false
+    }
+    /// Scratch buffers the op needs, given its input and output types.
+    fn scratch(&self, _inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
+        Vec::new()
     }
     /// Which forward values the VJP reads.
     fn backward_reads(&self) -> Reads;
@@ -264,10 +301,17 @@ impl<'a> CallArgs<'a> {
         match self.option(key) {
             None => Ok(default),
             Some(ast::Expr::Bool(b, _)) => Ok(*b),
-            Some(other) => Err(syn::Error::new(
-                other.span(),
-                format!("`{key}` takes `true` or `false`"),
-            )),
+            Some(other) => {
+                let got = match other {
+                    ast::Expr::Int(..) | ast::Expr::Float(..) => "a number",
+                    ast::Expr::Var(_) => "a name",
+                    _ => "an expression",
+                };
+                Err(syn::Error::new(
+                    other.span(),
+                    format!("`{key}` is a switch, not {got}: write `{key} = true` or `{key} = false`"),
+                ))
+            }
         }
     }
 
@@ -285,6 +329,39 @@ impl<'a> CallArgs<'a> {
         self.option(key)
             .map(|e| literal_int(e, key, usage))
             .transpose()
+    }
+
+    /// Option `key = n` or `key = (h, w)`: a pair of non-negative integers (a square `n`
+    /// gives `(n, n)`). `min` is the smallest value allowed (1 for kernels and strides, 0 for
+    /// padding).
+    pub fn opt_pair(&mut self, key: &'static str, min: u64) -> syn::Result<Option<(usize, usize)>> {
+        let Some(e) = self.option(key) else {
+            return Ok(None);
+        };
+        let one = |e: &ast::Expr| -> syn::Result<usize> {
+            match e {
+                ast::Expr::Int(v, s) if *v < min => Err(syn::Error::new(
+                    *s,
+                    format!("`{key}` must be at least {min}, not {v}"),
+                )),
+                ast::Expr::Int(v, s) => usize::try_from(*v)
+                    .map_err(|_| syn::Error::new(*s, format!("`{key}` is too large"))),
+                other => Err(syn::Error::new(
+                    other.span(),
+                    format!("`{key}` takes an integer or a pair `(height, width)`, as in `{key} = 3` or `{key} = (3, 2)`"),
+                )),
+            }
+        };
+        match e {
+            ast::Expr::Tuple(items, s) => match items.as_slice() {
+                [h, w] => Ok(Some((one(h)?, one(w)?))),
+                _ => Err(syn::Error::new(*s, format!("`{key}` takes a pair `(height, width)`, not {} values", items.len()))),
+            },
+            single => {
+                let v = one(single)?;
+                Ok(Some((v, v)))
+            }
+        }
     }
 
     /// Rejects options nobody asked for, suggesting the closest known one.
