@@ -17,7 +17,7 @@ pub mod shape;
 
 pub use error::{Error, Result};
 pub use float::Float;
-pub use model::{Model, Summary, SummaryRow};
+pub use model::{Model, Summary, SummaryRow, Supervised, TargetView};
 pub use optim::{Adam, AdamW, Optimizer, RmsProp, Sgd};
 
 pub use ndarray;

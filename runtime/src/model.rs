@@ -179,3 +179,46 @@ mod tests {
         assert_eq!(group_thousands(12), "12");
     }
 }
+
+/// A batch of targets, as [`Supervised`] models take them.
+#[derive(Clone, Debug)]
+pub enum TargetView<'a, F> {
+    /// Integer class labels, one per sample.
+    Labels(ndarray::ArrayView1<'a, usize>),
+    /// Float targets shaped like the model's target.
+    Values(ndarray::ArrayViewD<'a, F>),
+}
+
+/// A model with one input, one target and a loss: what `kiln::train::fit` trains. The macro
+/// implements it for every such model; the methods take dynamic-rank views (checked against
+/// the declared shapes) so that one training loop serves every model.
+pub trait Supervised<F: Float>: Model<F> {
+    /// The model's workspace type.
+    type Workspace: Default;
+    /// The input's declared rank (`2` for `[B, 784]`).
+    const INPUT_RANK: usize;
+    /// The class count, when the target is class labels.
+    const CLASSES: Option<usize>;
+
+    /// One training step's gradients on a batch (training mode): overwrites `grads`, returns
+    /// the loss.
+    fn train_batch(
+        &mut self,
+        x: ArrayViewD<'_, F>,
+        y: TargetView<'_, F>,
+        ws: &mut Self::Workspace,
+        grads: &mut Self::Grads,
+    ) -> crate::Result<F>;
+
+    /// The loss on a batch in inference mode (no gradients, no state updated).
+    fn eval_batch(
+        &self,
+        x: ArrayViewD<'_, F>,
+        y: TargetView<'_, F>,
+        ws: &mut Self::Workspace,
+    ) -> crate::Result<F>;
+
+    /// The model's first output for the last batch run with `ws` (for metrics such as
+    /// accuracy).
+    fn last_output(ws: &Self::Workspace) -> crate::Result<ArrayViewD<'_, F>>;
+}

@@ -341,3 +341,34 @@ pub fn visit_pair<F: Float, D: Dimension>(
         f(index, p, g);
     }
 }
+
+/// A dynamic-rank view as the declared static rank `D`, or an [`Error::Shape`] naming it.
+pub fn fixed_rank<'a, T, D: Dimension>(
+    kind: &'static str,
+    name: &'static str,
+    view: ndarray::ArrayViewD<'a, T>,
+) -> Result<ArrayView<'a, T, D>> {
+    let actual = view.shape().to_vec();
+    view.into_dimensionality::<D>().map_err(|_| Error::Shape {
+        kind,
+        name,
+        expected: format!("rank {}", D::NDIM.unwrap_or(0)),
+        actual: actual.clone(),
+        detail: format!(" (rank {} instead of {})", actual.len(), D::NDIM.unwrap_or(0)),
+    })
+}
+
+/// The error for a target of the wrong kind (labels where floats are declared, or back).
+pub fn wrong_target_kind(name: &'static str, labels_expected: bool) -> Error {
+    Error::Shape {
+        kind: "target",
+        name,
+        expected: if labels_expected { "class labels" } else { "float values" }.to_string(),
+        actual: Vec::new(),
+        detail: if labels_expected {
+            " (got float values; pass `TargetView::Labels`)".to_string()
+        } else {
+            " (got class labels; pass `TargetView::Values`)".to_string()
+        },
+    }
+}

@@ -26,10 +26,9 @@ struct Lowerer {
     /// its uses do not report a second error).
     scope: HashMap<String, (Option<NodeId>, Span)>,
     used_names: HashMap<String, usize>,
-    /// Names the current statement refers to.
-    statement_refs: Vec<String>,
-    /// Names referred to by statements that failed to lower: their use is hidden by that
-    /// error, so they are not reported as unused too.
+    /// Names written in statements that failed to lower (and the names that typos in them
+    /// were closest to): their use is hidden by that error, so they are not reported as
+    /// unused too.
     refs_of_failed: Vec<String>,
     errors: Errors,
     statement: usize,
@@ -56,7 +55,6 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
         },
         scope: HashMap::new(),
         used_names: HashMap::new(),
-        statement_refs: Vec::new(),
         refs_of_failed: Vec::new(),
         errors: Errors::default(),
         statement: 0,
@@ -75,7 +73,6 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
     let mut wrote_output = false;
     for stmt in def.stmts {
         l.statement_layer = None;
-        l.statement_refs.clear();
         match stmt {
             Stmt::Input { name, dims } => l.declare_input(name, dims, false, None),
             Stmt::Target {
@@ -116,7 +113,7 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
                         node,
                     });
                 } else {
-                    l.refs_of_failed.append(&mut l.statement_refs);
+                    names_in(&expr, &mut l.refs_of_failed);
                 }
                 l.statement += 1;
             }
@@ -228,9 +225,8 @@ impl Lowerer {
             });
         }
         let bound = self.bind(&name, node);
-        let refs = std::mem::take(&mut self.statement_refs);
         if node.is_none() || !bound {
-            self.refs_of_failed.extend(refs);
+            names_in(&expr, &mut self.refs_of_failed);
         }
         self.statement += 1;
     }
@@ -253,28 +249,28 @@ impl Lowerer {
 
     fn resolve(&mut self, name: &Ident) -> Option<NodeId> {
         match self.scope.get(&name.to_string()) {
-            Some((node, _)) => {
-                self.statement_refs.push(name.to_string());
-                *node
-            }
+            Some((node, _)) => *node,
             None => {
                 let key = name.to_string();
                 let known: Vec<&str> = self.scope.keys().map(String::as_str).collect();
-                let hint = match ops::closest(&key, known.iter().copied()) {
-                    Some(c) => format!(": did you mean `{c}`?"),
-                    None if ops::lookup(&key).is_some() => {
-                        format!(": `{key}` is an op, call it as `{key}(...)`")
+                const RULE: &str = "a name must be an input, a target or a `let` above this line";
+                let message = match ops::closest(&key, known.iter().copied()) {
+                    Some(c) => {
+                        let message = format!("unknown name `{key}`: did you mean `{c}`? ({RULE})");
+                        // The typo was meant as a use of `c`: do not call `c` unused.
+                        self.refs_of_failed.push(c.to_string());
+                        message
                     }
-                    None => format!(" (names in scope: {})", {
+                    None if ops::lookup(&key).is_some() => {
+                        format!("unknown name `{key}`: `{key}` is an op, call it as `{key}(...)`")
+                    }
+                    None => {
                         let mut k = known.clone();
                         k.sort_unstable();
-                        k.join(", ")
-                    }),
+                        format!("unknown name `{key}`: {RULE} (in scope: {})", k.join(", "))
+                    }
                 };
-                self.errors.push(syn::Error::new(
-                    name.span(),
-                    format!("unknown name `{key}`{hint}; a name must be an input, a target or a `let` above this line"),
-                ));
+                self.errors.push(syn::Error::new(name.span(), message));
                 None
             }
         }
@@ -581,5 +577,24 @@ fn op_label(op: &str) -> &str {
         "*" => "mul",
         "/" => "div",
         other => other,
+    }
+}
+
+/// Every name written in `expr` (variables and call arguments, not op names).
+fn names_in(expr: &Expr, out: &mut Vec<String>) {
+    match expr {
+        Expr::Var(name) => out.push(name.to_string()),
+        Expr::Call(call) => {
+            for e in call.args.iter().chain(call.options.iter().map(|(_, v)| v)) {
+                names_in(e, out);
+            }
+        }
+        Expr::Binary { lhs, rhs, .. } => {
+            names_in(lhs, out);
+            names_in(rhs, out);
+        }
+        Expr::Neg { expr, .. } => names_in(expr, out),
+        Expr::Tuple(items, _) => items.iter().for_each(|e| names_in(e, out)),
+        Expr::Float(..) | Expr::Int(..) | Expr::Bool(..) => {}
     }
 }

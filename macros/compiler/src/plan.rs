@@ -36,7 +36,7 @@ pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
             NodeKind::Kernel(k) => {
                 let reads = k.backward_reads();
                 for (slot, &i) in node.inputs.iter().enumerate() {
-                    if reads.inputs.get(slot).copied().unwrap_or(true) {
+                    if reads.inputs.get(slot).copied().unwrap_or(false) {
                         saved[i] = true;
                     }
                 }

@@ -10,6 +10,7 @@ mod api;
 mod model_impl;
 mod passes;
 mod structs;
+mod supervised;
 
 use crate::autodiff::Schedule;
 use crate::fuse::Fused;
@@ -207,11 +208,13 @@ pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> Token
     let passes = passes::emit(&cx);
     let api = api::emit(&cx);
     let model_impl = model_impl::emit(&cx);
+    let supervised = supervised::emit(&cx);
     unsuffix(quote! {
         #structs
         #api
         #passes
         #model_impl
+        #supervised
     })
 }
 

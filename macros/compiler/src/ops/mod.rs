@@ -9,9 +9,15 @@
 
 mod activation;
 pub(crate) mod arith;
+mod concat;
+mod conv;
+mod dropout;
 mod linear;
 mod loss;
+mod norm;
+mod pool;
 mod reduce;
+mod reshape;
 mod softmax;
 
 use crate::ast;
@@ -282,6 +288,21 @@ impl<'a> CallArgs<'a> {
         literal_float(&self.call.args[i], what, self.usage)
     }
 
+    /// Positional argument `i` as a size or a `(height, width)` pair.
+    pub fn pair(&self, i: usize, what: &str) -> syn::Result<(usize, usize)> {
+        pool::literal_pair(&self.call.args[i], what)
+    }
+
+    /// Positional argument `i` as written (for ops that read literal structure, like a shape).
+    pub fn raw(&self, i: usize) -> &'a ast::Expr {
+        &self.call.args[i]
+    }
+
+    /// The number of positional arguments.
+    pub fn count(&self) -> usize {
+        self.call.args.len()
+    }
+
     /// Whether positional argument `i` exists.
     pub fn has(&self, i: usize) -> bool {
         i < self.call.args.len()
@@ -294,6 +315,11 @@ impl<'a> CallArgs<'a> {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
+    }
+
+    /// Option `key = ...` as written, for ops that read it themselves.
+    pub fn option_expr(&mut self, key: &'static str) -> Option<&'a ast::Expr> {
+        self.option(key)
     }
 
     /// Option `key = true|false`.
@@ -450,6 +476,15 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &loss::MSE,
     &loss::CROSS_ENTROPY,
     &loss::BCE_WITH_LOGITS,
+    &conv::CONV2D,
+    &pool::MAX_POOL2D,
+    &pool::AVG_POOL2D,
+    &reshape::FLATTEN,
+    &reshape::RESHAPE,
+    &concat::CONCAT,
+    &dropout::DROPOUT,
+    &norm::BATCH_NORM,
+    &norm::LAYER_NORM,
 ];
 
 /// The op called `name`.
@@ -477,17 +512,24 @@ pub fn closest<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Opt
     .map(|(_, c)| c)
 }
 
+/// Levenshtein distance where swapping two adjacent letters also counts as one edit (optimal
+/// string alignment): `inptu` is one typo away from `input`, not two.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // Rows i-2, i-1 and i of the distance table.
+    let mut before: Vec<usize> = Vec::new();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
+    for (i, &ca) in a.iter().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
                 .min(prev[j + 1] + 1)
                 .min(cur[j] + 1);
+            if i > 0 && j > 0 && ca == b[j - 1] && a[i - 1] == cb {
+                cur[j + 1] = cur[j + 1].min(before[j - 1] + 1);
+            }
         }
-        prev = cur;
+        before = std::mem::replace(&mut prev, cur);
     }
     prev[b.len()]
 }
@@ -520,6 +562,9 @@ mod tests {
         assert_eq!(closest("lienar", names()), Some("linear"));
         assert_eq!(closest("relu6", names()), Some("relu"));
         assert_eq!(closest("softmx", names()), Some("softmax"));
+        assert_eq!(closest("sfotmax", names()), Some("softmax"));
+        assert_eq!(edit_distance("inptu", "input"), 1);
+        assert_eq!(edit_distance("abc", "ca"), 3);
         assert_eq!(closest("conv9000xyz", names()), None);
     }
 }

@@ -1,0 +1,81 @@
+//! `impl kiln::Supervised` for models with one input, one target and a loss, so that the
+//! generic training loop (`kiln::train::fit`) can drive them with dynamic-rank batches.
+
+use super::Ctx;
+use crate::ir::Shape;
+use proc_macro2::TokenStream;
+use quote::quote;
+
+pub(super) fn emit(cx: &Ctx) -> TokenStream {
+    let g = cx.g;
+    let inputs: Vec<_> = g.inputs.iter().filter(|d| !d.is_target).collect();
+    let targets: Vec<_> = g.inputs.iter().filter(|d| d.is_target).collect();
+    let (Some(_), [input], [target], Some(_)) =
+        (g.loss, inputs.as_slice(), targets.as_slice(), g.outputs.first())
+    else {
+        return TokenStream::new();
+    };
+    let (name, ws) = (cx.name, &cx.workspace_name);
+    let (x, xs) = (&input.name, input.name.to_string());
+    let (y, ys) = (&target.name, target.name.to_string());
+    let x_ix = cx.ix(&Shape(input.dims.clone()));
+    let rank = input.dims.len();
+    let first_name = &g.outputs[0].1;
+    let (classes, take_target) = match target.classes {
+        Some(c) => (
+            quote!(Some(#c)),
+            quote! {
+                let #y = match #y {
+                    ::kiln::TargetView::Labels(labels) => labels,
+                    ::kiln::TargetView::Values(_) => return Err(::kiln::shape::wrong_target_kind(#ys, true)),
+                };
+            },
+        ),
+        None => {
+            let y_ix = cx.ix(&Shape(target.dims.clone()));
+            (
+                quote!(None),
+                quote! {
+                    let #y = match #y {
+                        ::kiln::TargetView::Values(values) => ::kiln::shape::fixed_rank::<F, #y_ix>("target", #ys, values)?,
+                        ::kiln::TargetView::Labels(_) => return Err(::kiln::shape::wrong_target_kind(#ys, false)),
+                    };
+                },
+            )
+        }
+    };
+    quote! {
+        impl<F: ::kiln::Float> ::kiln::Supervised<F> for #name<F> {
+            type Workspace = #ws<F>;
+            const INPUT_RANK: usize = #rank;
+            const CLASSES: ::core::option::Option<usize> = #classes;
+
+            fn train_batch(
+                &mut self,
+                #x: ::kiln::ndarray::ArrayViewD<'_, F>,
+                #y: ::kiln::TargetView<'_, F>,
+                ws: &mut Self::Workspace,
+                grads: &mut Self::Grads,
+            ) -> ::kiln::Result<F> {
+                let #x = ::kiln::shape::fixed_rank::<F, #x_ix>("input", #xs, #x)?;
+                #take_target
+                self.loss_and_grad(#x, #y, ws, grads)
+            }
+
+            fn eval_batch(
+                &self,
+                #x: ::kiln::ndarray::ArrayViewD<'_, F>,
+                #y: ::kiln::TargetView<'_, F>,
+                ws: &mut Self::Workspace,
+            ) -> ::kiln::Result<F> {
+                let #x = ::kiln::shape::fixed_rank::<F, #x_ix>("input", #xs, #x)?;
+                #take_target
+                self.loss(#x, #y, ws)
+            }
+
+            fn last_output(ws: &Self::Workspace) -> ::kiln::Result<::kiln::ndarray::ArrayViewD<'_, F>> {
+                Ok(ws.#first_name()?.into_dyn())
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `concat(a, b, ..., axis = k)`: joins tensors along an axis (the last one by default, as
+//! Keras' `Concatenate`). All other dims must agree.
+
+use super::{require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
+use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// The registry entry.
+pub struct ConcatSpec;
+/// `concat`.
+pub static CONCAT: ConcatSpec = ConcatSpec;
+
+impl OpSpec for ConcatSpec {
+    fn name(&self) -> &'static str {
+        "concat"
+    }
+    fn usage(&self) -> &'static str {
+        "concat(a, b, axis = 1)"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(2, usize::MAX)?;
+        for i in 0..args.count() {
+            args.tensor(i);
+        }
+        let axis = match args.option_expr("axis") {
+            None => None,
+            Some(crate::ast::Expr::Int(v, s)) => {
+                Some(usize::try_from(*v).map_err(|_| syn::Error::new(*s, "axis too large"))?)
+            }
+            Some(other) => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    "`axis` is a non-negative integer (0 is the batch axis), as in `axis = 1`",
+                ))
+            }
+        };
+        args.finish()?;
+        Ok(Built::Kernel(Box::new(Concat { axis })))
+    }
+}
+
+/// Concatenation along `axis` (`None`: the last).
+pub struct Concat {
+    axis: Option<usize>,
+}
+
+impl Concat {
+    fn axis_of(&self, rank: usize) -> usize {
+        self.axis.unwrap_or(rank.saturating_sub(1))
+    }
+
+    /// Tokens for `outer` and each input's `inner` size.
+    fn sizes(&self, dims: &[Vec<TokenStream>]) -> (TokenStream, Vec<TokenStream>) {
+        let axis = self.axis_of(dims[0].len());
+        let outer = dims[0][..axis].iter().fold(quote!(1), |acc, d| quote!(#acc * #d));
+        let inners = dims
+            .iter()
+            .map(|d| d[axis..].iter().fold(quote!(1), |acc, d| quote!(#acc * #d)))
+            .collect();
+        (outer, inners)
+    }
+}
+
+impl Kernel for Concat {
+    fn name(&self) -> &'static str {
+        "concat"
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        for (i, info) in inputs.iter().enumerate() {
+            require_float("concat", i, info)?;
+        }
+        let first = &inputs[0].shape;
+        let rank = first.rank();
+        let axis = self.axis_of(rank);
+        if rank == 0 || axis >= rank {
+            return Err(OpError::input(
+                0,
+                format!("`concat` along axis {axis}, but {} has rank {rank}", first.display(symbols)),
+            ));
+        }
+        let mut total = 0;
+        for (i, info) in inputs.iter().enumerate() {
+            let s = &info.shape;
+            let same_elsewhere = s.rank() == rank
+                && (0..rank).all(|d| d == axis || s.0[d] == first.0[d]);
+            if !same_elsewhere {
+                return Err(OpError::input(
+                    i,
+                    format!(
+                        "`concat` along axis {axis} needs every other dim equal, but {} and {} differ",
+                        first.display(symbols),
+                        s.display(symbols)
+                    ),
+                ));
+            }
+            match s.0[axis] {
+                Dim::Fixed(n) => total += n,
+                Dim::Symbol(sym) => {
+                    return Err(OpError::input(
+                        i,
+                        format!("`concat` needs a fixed size along axis {axis}, but this has the symbolic `{}` there", symbols[sym]),
+                    ))
+                }
+            }
+        }
+        let mut out = first.0.clone();
+        out[axis] = Dim::Fixed(total);
+        Ok(ValueInfo { shape: Shape(out), kind: ValueKind::Float })
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads { inputs: vec![false; 0], output: false }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let dims: Vec<Vec<TokenStream>> = cx.inputs.iter().map(|o| o.dims.clone()).collect();
+        let (outer, inners) = self.sizes(&dims);
+        let xs = cx.inputs.iter().map(|o| &o.data);
+        let y = &cx.output.data;
+        quote! {
+            ::kiln::kernels::shape_ops::concat_forward(&[#(#xs),*], #outer, &[#(#inners),*], #y);
+        }
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let dims: Vec<Vec<TokenStream>> = cx.inputs.iter().map(|o| o.dims.clone()).collect();
+        let (outer, inners) = self.sizes(&dims);
+        let dy = &cx.d_output;
+        let mut code = TokenStream::new();
+        for (index, target) in cx.d_inputs.iter().enumerate() {
+            if let Some(t) = target {
+                let (d, acc) = (&t.data, t.accumulate);
+                code.extend(quote! {
+                    ::kiln::kernels::shape_ops::concat_backward(#dy, #outer, &[#(#inners),*], #index, #d, #acc);
+                });
+            }
+        }
+        code
+    }
+}

@@ -1,0 +1,214 @@
+//! `conv2d(x, out_channels, kernel = k, stride = s, padding = p, bias = true)` on NCHW input:
+//! PyTorch's layout (`weight [out, in, kh, kw]`), default init and floor output size.
+//! Kernel, stride and padding take an integer or a `(height, width)` pair.
+
+use super::{
+    require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError, OpSpec,
+    ParamSpec, Reads, ScratchSpec,
+};
+use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// The registry entry.
+pub struct Conv2dSpec;
+/// `conv2d`.
+pub static CONV2D: Conv2dSpec = Conv2dSpec;
+
+impl OpSpec for Conv2dSpec {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+    fn usage(&self) -> &'static str {
+        "conv2d(x, out_channels, kernel = 3, stride = 1, padding = 0)"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(2, 2)?;
+        args.tensor(0);
+        let out = args.int(1, "the number of output channels")?;
+        let kernel = args.opt_pair("kernel", 1)?;
+        let stride = args.opt_pair("stride", 1)?.unwrap_or((1, 1));
+        let padding = args.opt_pair("padding", 0)?.unwrap_or((0, 0));
+        let bias = args.opt_bool("bias", true)?;
+        args.finish()?;
+        let Some(kernel) = kernel else {
+            return Err(syn::Error::new(
+                args.span(),
+                "`conv2d` needs its kernel size: add `kernel = 3` (or `kernel = (3, 2)` for height 3, width 2)",
+            ));
+        };
+        Ok(Built::Kernel(Box::new(Conv2d { out, kernel, stride, padding, bias })))
+    }
+}
+
+/// A 2-d convolution layer.
+pub struct Conv2d {
+    out: usize,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    bias: bool,
+}
+
+/// The fixed `[C, H, W]` of an NCHW input, or an error saying what is wrong.
+pub(crate) fn spatial_input(
+    op: &str,
+    info: &ValueInfo,
+    symbols: &[String],
+) -> Result<(usize, usize, usize), OpError> {
+    require_float(op, 0, info)?;
+    let shape = &info.shape;
+    let shown = shape.display(symbols);
+    if shape.rank() != 4 {
+        return Err(OpError::input(
+            0,
+            format!(
+                "`{op}` expects an image batch [batch, channels, height, width], but this is {shown} (rank {}){}",
+                shape.rank(),
+                if shape.rank() == 2 {
+                    ": reshape it first, e.g. `reshape(x, (B, 1, 28, 28))`"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    let fixed = |i: usize| match shape.0[i] {
+        Dim::Fixed(n) => Ok(n),
+        Dim::Symbol(s) => Err(OpError::input(
+            0,
+            format!(
+                "`{op}` needs fixed channels, height and width, but dim {i} of {shown} is the symbolic `{}`: declare it as a number",
+                symbols[s]
+            ),
+        )),
+    };
+    Ok((fixed(1)?, fixed(2)?, fixed(3)?))
+}
+
+impl Conv2d {
+    fn geometry(&self, inputs: &[&ValueInfo]) -> (usize, usize, usize, usize, usize) {
+        let shape = &inputs[0].shape.0;
+        let get = |i: usize| match shape.get(i) {
+            Some(Dim::Fixed(n)) => *n,
+            _ => 0,
+        };
+        let (c, h, w) = (get(1), get(2), get(3));
+        let oh = (h + 2 * self.padding.0).saturating_sub(self.kernel.0) / self.stride.0 + 1;
+        let ow = (w + 2 * self.padding.1).saturating_sub(self.kernel.1) / self.stride.1 + 1;
+        (c, h, w, oh, ow)
+    }
+
+    fn geometry_tokens(&self, x_dims: &[TokenStream]) -> TokenStream {
+        let (batch, c, h, w) = (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3]);
+        let (o, (kh, kw), (sh, sw), (ph, pw)) = (self.out, self.kernel, self.stride, self.padding);
+        quote! {
+            let geometry = ::kiln::kernels::conv::Conv2dGeometry {
+                batch: #batch,
+                in_channels: #c,
+                in_h: #h,
+                in_w: #w,
+                out_channels: #o,
+                kernel_h: #kh,
+                kernel_w: #kw,
+                stride_h: #sh,
+                stride_w: #sw,
+                pad_h: #ph,
+                pad_w: #pw,
+            };
+        }
+    }
+}
+
+impl Kernel for Conv2d {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+    fn describe(&self) -> String {
+        format!(
+            "out={}, kernel={:?}, stride={:?}, padding={:?}{}",
+            self.out,
+            self.kernel,
+            self.stride,
+            self.padding,
+            if self.bias { "" } else { ", bias=false" }
+        )
+    }
+    fn has_params(&self) -> bool {
+        true
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        let (_, h, w) = spatial_input("conv2d", inputs[0], symbols)?;
+        let ((kh, kw), (ph, pw)) = (self.kernel, self.padding);
+        if kh > h + 2 * ph || kw > w + 2 * pw {
+            return Err(OpError::input(
+                0,
+                format!(
+                    "the kernel ({kh}, {kw}) is larger than the padded input: {h}x{w} plus padding ({ph}, {pw}) is {}x{}; use a smaller kernel or more padding",
+                    h + 2 * ph,
+                    w + 2 * pw
+                ),
+            ));
+        }
+        let (_, _, _, oh, ow) = self.geometry(inputs);
+        Ok(ValueInfo {
+            shape: Shape(vec![inputs[0].shape.0[0], Dim::Fixed(self.out), Dim::Fixed(oh), Dim::Fixed(ow)]),
+            kind: ValueKind::Float,
+        })
+    }
+    fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
+        let (c, ..) = self.geometry(inputs);
+        let (o, (kh, kw), bias) = (self.out, self.kernel, self.bias);
+        let mut params = vec![ParamSpec { suffix: "weight", optional: false, dims: vec![o, c, kh, kw] }];
+        if bias {
+            params.push(ParamSpec { suffix: "bias", optional: true, dims: vec![o] });
+        }
+        Some(LayerSpec {
+            ty: quote!(::kiln::layers::Conv2d<F>),
+            init: quote!(::kiln::layers::Conv2d::new(#c, #o, (#kh, #kw), #bias, rng)),
+            zeros: quote!(::kiln::layers::Conv2d::zeros(#c, #o, (#kh, #kw), #bias)),
+            params,
+            buffers: Vec::new(),
+        })
+    }
+    fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
+        let (c, _, _, oh, ow) = self.geometry(inputs);
+        let len = c * self.kernel.0 * self.kernel.1 * oh * ow;
+        vec![ScratchSpec { suffix: "cols", shape: Shape(vec![Dim::Fixed(len)]) }]
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads { inputs: vec![true], output: false }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let geometry = self.geometry_tokens(&cx.inputs[0].dims);
+        let (x, y, w, cols) = (&cx.inputs[0].data, &cx.output.data, &cx.params[0], &cx.scratch[0]);
+        let b = match cx.params.get(1) {
+            Some(b) => quote!(Some(#b)),
+            None => quote!(None),
+        };
+        quote! {
+            #geometry
+            ::kiln::kernels::conv::conv2d_forward(#x, #w, #b, &geometry, #y, #cols);
+        }
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let geometry = self.geometry_tokens(&cx.inputs[0].dims);
+        let (x, dy, w, cols) = (&cx.inputs[0].data, &cx.d_output, &cx.params[0], &cx.scratch[0]);
+        let dw = &cx.param_grads[0];
+        let db = match cx.param_grads.get(1) {
+            Some(db) => quote!(Some(#db)),
+            None => quote!(None),
+        };
+        let dx = match &cx.d_inputs[0] {
+            Some(t) => {
+                let (d, acc) = (&t.data, t.accumulate);
+                quote!(Some((#d, #acc)))
+            }
+            None => quote!(None),
+        };
+        quote! {
+            #geometry
+            ::kiln::kernels::conv::conv2d_backward(#x, #dy, #w, &geometry, #dw, #db, #dx, #cols);
+        }
+    }
+}

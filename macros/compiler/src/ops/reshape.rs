@@ -1,0 +1,174 @@
+//! `flatten(x)` (keeps the batch dim: `[B, C, H, W] -> [B, C*H*W]`) and `reshape(x, (B, 1, 8, 8))`.
+//! Both copy: forward copies the values, backward copies the adjoint back.
+
+use super::{require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
+use crate::ast;
+use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// The registry entry of `flatten`.
+pub struct FlattenSpec;
+/// `flatten`.
+pub static FLATTEN: FlattenSpec = FlattenSpec;
+/// The registry entry of `reshape`.
+pub struct ReshapeSpec;
+/// `reshape`.
+pub static RESHAPE: ReshapeSpec = ReshapeSpec;
+
+impl OpSpec for FlattenSpec {
+    fn name(&self) -> &'static str {
+        "flatten"
+    }
+    fn usage(&self) -> &'static str {
+        "flatten(x)"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(1, 1)?;
+        args.tensor(0);
+        args.finish()?;
+        Ok(Built::Kernel(Box::new(Reshape { target: None })))
+    }
+}
+
+/// A dim of a `reshape` target as written.
+#[derive(Clone)]
+enum TargetDim {
+    Fixed(usize),
+    Symbol(String),
+}
+
+impl OpSpec for ReshapeSpec {
+    fn name(&self) -> &'static str {
+        "reshape"
+    }
+    fn usage(&self) -> &'static str {
+        "reshape(x, (B, 1, 8, 8))"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(2, 2)?;
+        args.tensor(0);
+        args.finish()?;
+        let items: Vec<&ast::Expr> = match args.raw(1) {
+            ast::Expr::Tuple(items, _) => items.iter().collect(),
+            single => vec![single],
+        };
+        let mut target = Vec::new();
+        for item in items {
+            target.push(match item {
+                ast::Expr::Int(v, s) if *v >= 1 => TargetDim::Fixed(
+                    usize::try_from(*v).map_err(|_| syn::Error::new(*s, "dimension too large"))?,
+                ),
+                ast::Expr::Var(name) => TargetDim::Symbol(name.to_string()),
+                other => {
+                    return Err(syn::Error::new(
+                        other.span(),
+                        "a dimension of the new shape is a positive integer or a symbolic name like `B`, as in `reshape(x, (B, 1, 8, 8))`",
+                    ))
+                }
+            });
+        }
+        Ok(Built::Kernel(Box::new(Reshape { target: Some(target) })))
+    }
+}
+
+/// A copy into a new shape with the same elements.
+pub struct Reshape {
+    /// `None` for `flatten`.
+    target: Option<Vec<TargetDim>>,
+}
+
+/// The fixed product and the sorted symbols of a shape.
+fn size_of(shape: &Shape) -> (usize, Vec<usize>) {
+    let mut fixed = 1;
+    let mut syms = Vec::new();
+    for d in &shape.0 {
+        match d {
+            Dim::Fixed(n) => fixed *= n,
+            Dim::Symbol(s) => syms.push(*s),
+        }
+    }
+    syms.sort_unstable();
+    (fixed, syms)
+}
+
+impl Kernel for Reshape {
+    fn name(&self) -> &'static str {
+        if self.target.is_some() {
+            "reshape"
+        } else {
+            "flatten"
+        }
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        require_float(self.name(), 0, inputs[0])?;
+        let shape = &inputs[0].shape;
+        let shown = shape.display(symbols);
+        let out = match &self.target {
+            None => {
+                if shape.rank() < 2 {
+                    return Err(OpError::input(
+                        0,
+                        format!("`flatten` keeps the batch dim and joins the rest, but {shown} has nothing after the batch dim"),
+                    ));
+                }
+                let mut features = 1;
+                for d in &shape.0[1..] {
+                    match d {
+                        Dim::Fixed(n) => features *= n,
+                        Dim::Symbol(s) => {
+                            return Err(OpError::input(
+                                0,
+                                format!(
+                                    "`flatten` needs fixed dims after the batch dim, but {shown} has the symbolic `{}` there: the number of features must be known at compile time",
+                                    symbols[*s]
+                                ),
+                            ))
+                        }
+                    }
+                }
+                Shape(vec![shape.0[0], Dim::Fixed(features)])
+            }
+            Some(target) => {
+                let mut dims = Vec::new();
+                for t in target {
+                    dims.push(match t {
+                        TargetDim::Fixed(n) => Dim::Fixed(*n),
+                        TargetDim::Symbol(name) => match symbols.iter().position(|s| s == name) {
+                            Some(i) => Dim::Symbol(i),
+                            None => {
+                                return Err(OpError::call(format!(
+                                    "unknown dimension `{name}` in the new shape: symbolic dims come from the inputs' declarations ({})",
+                                    symbols.join(", ")
+                                )))
+                            }
+                        },
+                    });
+                }
+                let new = Shape(dims);
+                if size_of(&new) != size_of(shape) {
+                    return Err(OpError::call(format!(
+                        "cannot reshape {shown} into {}: the number of elements differs",
+                        new.display(symbols)
+                    )));
+                }
+                new
+            }
+        };
+        Ok(ValueInfo { shape: out, kind: ValueKind::Float })
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads { inputs: vec![false], output: false }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let (x, y) = (&cx.inputs[0].data, &cx.output.data);
+        quote! { ::kiln::kernels::shape_ops::copy_into(#x, #y); }
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let Some(dx) = &cx.d_inputs[0] else {
+            return TokenStream::new();
+        };
+        let (dy, d, acc) = (&cx.d_output, &dx.data, dx.accumulate);
+        quote! { ::kiln::kernels::shape_ops::add_into(#dy, #d, #acc); }
+    }
+}
