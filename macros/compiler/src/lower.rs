@@ -428,16 +428,16 @@ impl Lowerer {
     fn lower_call(&mut self, call: &ast::Call) -> Option<NodeId> {
         let name = call.func.to_string();
         let Some(spec) = ops::lookup(&name) else {
-            let hint = match ops::closest(&name, ops::names()) {
-                Some(c) => format!("did you mean `{c}`? "),
-                None => String::new(),
+            // A close match is the fix; only without one is the whole list worth reading.
+            let message = match ops::closest(&name, ops::names()) {
+                Some(c) => format!("unknown op `{name}`: did you mean `{c}`?"),
+                None => {
+                    let mut all: Vec<&str> = ops::names().collect();
+                    all.sort_unstable();
+                    format!("unknown op `{name}`: the ops are {}", all.join(", "))
+                }
             };
-            let mut all: Vec<&str> = ops::names().collect();
-            all.sort_unstable();
-            self.errors.push(syn::Error::new(
-                call.func.span(),
-                format!("unknown op `{name}`: {hint}(available: {})", all.join(", ")),
-            ));
+            self.errors.push(syn::Error::new(call.func.span(), message));
             // Still check the arguments, so their own errors show too.
             for a in &call.args {
                 let _ = self.lower_expr(a);

@@ -136,7 +136,9 @@ impl Parse for Stmt {
                     .unwrap_or_default();
                 Err(syn::Error::new(
                     keyword.span(),
-                    format!("unknown statement `{other}`: {hint}(a statement starts with {STATEMENTS})"),
+                    format!(
+                        "unknown statement `{other}`: {hint}(a statement starts with {STATEMENTS})"
+                    ),
                 ))
             }
         }
@@ -152,7 +154,9 @@ fn expect_semi(input: ParseStream, start: Cursor) -> syn::Result<()> {
     }
     let (end, mut cursor, mut last) = (input.cursor(), start, None);
     while cursor != end {
-        let Some((tt, next)) = cursor.token_tree() else { break };
+        let Some((tt, next)) = cursor.token_tree() else {
+            break;
+        };
         last = Some(match &tt {
             TokenTree::Group(g) => g.span_close(),
             other => other.span(),

@@ -10,6 +10,7 @@ mod api;
 mod model_impl;
 mod passes;
 mod structs;
+mod stub;
 mod supervised;
 
 use crate::autodiff::Schedule;
@@ -248,23 +249,9 @@ fn unsuffix(tokens: TokenStream) -> TokenStream {
         .collect()
 }
 
-/// A stand-in for a model that failed to compile: the struct and its constructors, so that
-/// code using the model still type-checks around the reported errors.
+/// A stand-in for a model that failed to compile: the types and method signatures the real
+/// model would have, with `unimplemented!` bodies, so that the user's other code still
+/// type-checks around the reported errors (and their editor keeps working).
 pub fn stub(input: &TokenStream) -> TokenStream {
-    let Ok(def) = syn::parse2::<crate::ast::ModelDef>(input.clone()) else {
-        return TokenStream::new();
-    };
-    let (vis, name) = (&def.vis, &def.name);
-    let grads = format_ident!("{}Grads", name);
-    let ws = format_ident!("{}Workspace", name);
-    quote! {
-        #vis struct #name<F = f32>(::core::marker::PhantomData<F>);
-        #vis struct #grads<F = f32>(::core::marker::PhantomData<F>);
-        #vis struct #ws<F = f32>(::core::marker::PhantomData<F>);
-        #[allow(dead_code, unused_variables)]
-        impl<F> #name<F> {
-            #vis fn new<R: ?Sized>(rng: &mut R) -> Self { unimplemented!("the model has compile errors") }
-            #vis fn zeros() -> Self { unimplemented!("the model has compile errors") }
-        }
-    }
+    stub::emit(input)
 }

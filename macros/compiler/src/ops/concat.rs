@@ -79,7 +79,7 @@ impl Kernel for Concat {
                 format!("`concat` along axis {axis}, but {} has rank {rank}", first.display(symbols)),
             ));
         }
-        let mut total = 0;
+        let mut total: usize = 0;
         for (i, info) in inputs.iter().enumerate() {
             let s = &info.shape;
             let same_elsewhere = s.rank() == rank
@@ -95,7 +95,17 @@ impl Kernel for Concat {
                 ));
             }
             match s.0[axis] {
-                Dim::Fixed(n) => total += n,
+                Dim::Fixed(n) => {
+                    total = match total.checked_add(n) {
+                        Some(t) => t,
+                        None => {
+                            return Err(OpError::input(
+                                i,
+                                format!("`concat` along axis {axis} would give more elements than a `usize` can count: is a size mistyped?"),
+                            ))
+                        }
+                    }
+                }
                 Dim::Symbol(sym) => {
                     return Err(OpError::input(
                         i,

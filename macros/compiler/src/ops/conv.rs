@@ -94,8 +94,11 @@ impl Conv2d {
             _ => 0,
         };
         let (c, h, w) = (get(1), get(2), get(3));
-        let oh = (h + 2 * self.padding.0).saturating_sub(self.kernel.0) / self.stride.0 + 1;
-        let ow = (w + 2 * self.padding.1).saturating_sub(self.kernel.1) / self.stride.1 + 1;
+        // Saturating: a huge padding must give a huge shape (rejected by the shape stage),
+        // not an overflow panic in the macro.
+        let padded = |n: usize, p: usize| n.saturating_add(p.saturating_mul(2));
+        let oh = padded(h, self.padding.0).saturating_sub(self.kernel.0) / self.stride.0 + 1;
+        let ow = padded(w, self.padding.1).saturating_sub(self.kernel.1) / self.stride.1 + 1;
         (c, h, w, oh, ow)
     }
 
@@ -140,17 +143,31 @@ impl Kernel for Conv2d {
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         let (_, h, w) = spatial_input("conv2d", inputs[0], symbols)?;
         let ((kh, kw), (ph, pw)) = (self.kernel, self.padding);
-        if kh > h + 2 * ph || kw > w + 2 * pw {
+        let (padded_h, padded_w) = (
+            h.saturating_add(ph.saturating_mul(2)),
+            w.saturating_add(pw.saturating_mul(2)),
+        );
+        if kh > padded_h || kw > padded_w {
             return Err(OpError::input(
                 0,
                 format!(
                     "the kernel ({kh}, {kw}) is larger than the padded input: {h}x{w} plus padding ({ph}, {pw}) is {}x{}; use a smaller kernel or more padding",
-                    h + 2 * ph,
-                    w + 2 * pw
+                    padded_h,
+                    padded_w
                 ),
             ));
         }
-        let (_, _, _, oh, ow) = self.geometry(inputs);
+        let (c, _, _, oh, ow) = self.geometry(inputs);
+        // The im2col scratch (`scratch`) holds c * kh * kw * oh * ow values.
+        if [c, kh, kw, oh, ow]
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_none()
+        {
+            return Err(OpError::call(format!(
+                "this convolution's im2col buffer ({c} x {kh} x {kw} x {oh} x {ow} values) would not fit in memory: is a size mistyped?"
+            )));
+        }
         Ok(ValueInfo {
             shape: Shape(vec![inputs[0].shape.0[0], Dim::Fixed(self.out), Dim::Fixed(oh), Dim::Fixed(ow)]),
             kind: ValueKind::Float,

@@ -66,8 +66,7 @@ impl Kernel for Linear {
         let shape = &inputs[0].shape;
         let shown = shape.display(symbols);
         if shape.rank() != 2 {
-            // The fix depends on the rank; v1 has no `flatten` op, so higher ranks are
-            // flattened by the caller, before the data enters the model.
+            // The fix depends on the rank: `flatten` joins fixed dims after the batch dim.
             let batch = |rest: Dim| Shape(vec![shape.0[0], rest]).display(symbols).to_string();
             let features = shape.0.iter().skip(1).try_fold(1usize, |n, d| match d {
                 Dim::Fixed(k) => n.checked_mul(*k),
@@ -77,10 +76,10 @@ impl Kernel for Linear {
                 (0, _) => "a scalar has no rows to map".to_string(),
                 (1, _) => format!("for one feature per row, declare it as {}", batch(Dim::Fixed(1))),
                 (_, Some(n)) => format!(
-                    "kiln has no `flatten` op: flatten the data before it enters the model and declare it as {}",
+                    "flatten it first, as in `linear(flatten(x), ...)`, which makes it {}",
                     batch(Dim::Fixed(n))
                 ),
-                (_, None) => "kiln has no `flatten` op: flatten the data to [batch, features] before it enters the model".to_string(),
+                (_, None) => "`flatten` cannot join its symbolic dims after the batch dim: declare them as numbers, then use `linear(flatten(x), ...)`".to_string(),
             };
             return Err(OpError::input(
                 0,

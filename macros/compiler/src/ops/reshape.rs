@@ -84,7 +84,8 @@ fn size_of(shape: &Shape) -> (usize, Vec<usize>) {
     let mut syms = Vec::new();
     for d in &shape.0 {
         match d {
-            Dim::Fixed(n) => fixed *= n,
+            // Saturating: an overflowing target cannot equal the (checked) input size.
+            Dim::Fixed(n) => fixed = n.saturating_mul(fixed),
             Dim::Symbol(s) => syms.push(*s),
         }
     }

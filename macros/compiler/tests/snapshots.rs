@@ -1,0 +1,64 @@
+//! Snapshots of the code the compiler writes, formatted with `prettyplease` as `cargo expand`
+//! would show it. The generated code is part of the user interface (it is meant to be read),
+//! so a change to it should be a reviewed diff, not a side effect.
+//!
+//! After an intended change: `INSTA_UPDATE=always cargo test -p kiln-compiler --test
+//! snapshots` (or `cargo insta review`), then read the `.snap` diff.
+
+use proc_macro2::TokenStream;
+
+/// Expands a model and formats the result as a file.
+fn expand(model: TokenStream) -> String {
+    let code = kiln_compiler::expand(model).unwrap_or_else(|e| panic!("the model compiles: {e}"));
+    let file: syn::File = syn::parse2(code).expect("the generated code is valid Rust");
+    prettyplease::unparse(&file)
+}
+
+/// The MLP of the design document: three layers, integer labels, cross-entropy.
+#[test]
+fn design_mlp() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        /// The design's MLP.
+        pub struct Mlp {
+            input x: [B, 784];
+            target y: [B] classes 10;
+            let h1 = relu(linear(x, 128));
+            let h2 = relu(linear(h1, 64));
+            let logits = linear(h2, 10);
+            output logits;
+            loss cross_entropy(logits, y);
+        }
+    }));
+}
+
+/// A long pointwise chain between two layers: one fused loop forward and one fused,
+/// symbolically differentiated loop backward.
+#[test]
+fn pointwise_chain() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct Pointwise {
+            input x: [B, 4];
+            target y: [B, 3];
+            let z = linear(x, 8);
+            let b = gelu(z) + 0.5 * softplus(z) - leaky_relu(z, 0.1) * square(tanh(z));
+            let pred = linear(b, 3);
+            output pred;
+            loss mse(pred, y);
+        }
+    }));
+}
+
+/// No loss (so `forward_train` + `backward` instead of `loss_and_grad`), two outputs, and a
+/// residual connection (gradient accumulation on fan-out).
+#[test]
+fn residual_without_loss() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct Residual {
+            input x: [B, 8];
+            let h = linear(x, 8);
+            let r = relu(linear(h, 8) + h);
+            let out = linear(r, 2);
+            output r, out;
+        }
+    }));
+}

@@ -1,0 +1,10 @@
+// `linear` needs the number of output features.
+kiln::model! {
+    pub struct Mlp {
+        input x: [B, 16];
+        let h = linear(x);
+        output h;
+    }
+}
+
+fn main() {}
