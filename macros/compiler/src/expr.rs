@@ -109,7 +109,14 @@ impl Arena {
             (None, Some(0.0)) => a,
             _ => match self.terms[b] {
                 Term::Neg(nb) => self.sub(a, nb),
-                _ => self.intern(Term::Add(a, b)),
+                // a + a = 2a (exact in floating point).
+                _ if a == b => {
+                    let two = self.constant_of(2.0);
+                    self.mul(two, a)
+                }
+                // Addition commutes exactly, so one canonical operand order lets equal sums
+                // share a term.
+                _ => self.intern(Term::Add(a.min(b), a.max(b))),
             },
         }
     }
@@ -166,7 +173,10 @@ impl Arena {
                         let p = self.mul(a, nb);
                         self.neg(p)
                     }
-                    _ => self.intern(Term::Mul(a, b)),
+                    // Constants stay on the left; other operands take a canonical order, as
+                    // multiplication commutes exactly.
+                    _ if self.constant(a).is_some() => self.intern(Term::Mul(a, b)),
+                    _ => self.intern(Term::Mul(a.min(b), a.max(b))),
                 }
             }
         }
@@ -403,8 +413,11 @@ impl Arena {
             Term::Div(a, b) => format!("{} / {}", self.render(a, names), self.render(b, names)),
             Term::Neg(a) => format!("-{}", self.render(a, names)),
             Term::Call(f, a) => format!("{}({})", f.name(), self.render(a, names)),
+            Term::Select(c, t, e) if t == c && self.constant(e) == Some(0.0) => {
+                format!("relu({})", self.render(c, names))
+            }
             Term::Select(c, t, e) => format!(
-                "({} > 0 ? {} : {})",
+                "(if {} > 0 {{ {} }} else {{ {} }})",
                 self.render(c, names),
                 self.render(t, names),
                 self.render(e, names)

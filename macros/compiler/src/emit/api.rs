@@ -179,7 +179,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 #bind_all
                 let #ws { staging, buffers, ready } = ws;
                 #stage_all
-                buffers.prepare(dims, true);
+                buffers.prepare(dims, true, true);
                 self.#run_forward_train(buffers, #(#input_names),*)?;
                 let loss = self.#run_loss_train(buffers, #(#all_names),*)?;
                 self.run_backward(buffers, #(#all_names,)* grads)?;
@@ -194,7 +194,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 #bind_all
                 let #ws { staging, buffers, ready } = ws;
                 #stage_all
-                buffers.prepare(dims, true);
+                buffers.prepare(dims, true, false);
                 self.run_forward(buffers, #(#input_names),*)?;
                 let loss = self.run_loss(buffers, #(#all_names),*)?;
                 *ready = true;
@@ -260,7 +260,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 #bind_model_inputs
                 let #ws { staging, buffers, ready } = ws;
                 #(#keep)*
-                buffers.prepare(dims, true);
+                buffers.prepare(dims, false, true);
                 self.#run_forward_train(buffers, #(#input_names),*)?;
                 *ready = true;
                 #bind_dims
@@ -331,7 +331,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 let mut staging = ::kiln::shape::Staging::new();
                 #stage_model_inputs
                 let mut buffers = #bufs::new();
-                buffers.prepare(dims, false);
+                buffers.prepare(dims, false, false);
                 self.run_forward(&mut buffers, #(#input_names),*)?;
                 #bind_dims
                 Ok(#owned_values)

@@ -147,7 +147,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 ::kiln::Summary {
                     model: #model_name,
                     dtype: F::NAME,
-                    rows: vec![#(#rows),*],
+                    rows: ::std::vec![#(#rows),*],
                 }
             }
 

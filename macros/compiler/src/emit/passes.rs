@@ -138,7 +138,7 @@ fn param_locals(cx: &Ctx, layers: &BTreeSet<usize>, grads: bool, buffers_mut: bo
             let name = format!("{}.{}", layer.name, p.suffix);
             let local = format_ident!("{}_{}", layer.name, p.suffix);
             let pf = cx.ident(p.suffix);
-            let len: usize = p.dims.iter().product();
+            let len = product(&p.dims);
             out.extend(if p.optional {
                 quote! { let #local = ::kiln::shape::param_opt(#name, self.#field.#pf.as_ref(), #len)?; }
             } else {
@@ -157,13 +157,29 @@ fn param_locals(cx: &Ctx, layers: &BTreeSet<usize>, grads: bool, buffers_mut: bo
             let name = format!("{}.{}", layer.name, b.suffix);
             let local = format_ident!("{}_{}", layer.name, b.suffix);
             let bf = cx.ident(b.suffix);
-            let len: usize = b.dims.iter().product();
+            let len = product(&b.dims);
             out.extend(if buffers_mut {
                 quote! { let #local = ::kiln::shape::param_mut(#name, &mut self.#field.#bf, #len)?; }
             } else {
                 quote! { let #local = ::kiln::shape::param(#name, &self.#field.#bf, #len)?; }
             });
         }
+    }
+    out
+}
+
+/// `128 * 784`: a parameter's element count as its dims, which reads better than `100352`.
+fn product(dims: &[usize]) -> TokenStream {
+    let lits = dims.iter().map(|&d| proc_macro2::Literal::usize_unsuffixed(d));
+    let mut out = TokenStream::new();
+    for (i, lit) in lits.enumerate() {
+        if i > 0 {
+            out.extend(quote!(*));
+        }
+        out.extend(quote!(#lit));
+    }
+    if dims.is_empty() {
+        out.extend(quote!(1));
     }
     out
 }
@@ -194,7 +210,7 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
     for &id in nodes {
         let node = &cx.g.nodes[id];
         let doc = super::structs::describe_node(cx, id);
-        let comment = doc.trim().trim_end_matches(" Read by the backward pass.");
+        let comment = format!(" {}", doc.trim().trim_end_matches(" Read by the backward pass."));
         let code = match &node.kind {
             NodeKind::Input(_) => continue,
             NodeKind::Kernel(k) => {
@@ -223,7 +239,41 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
             { #code }
         });
     }
-    Code { params: param_locals(cx, &layers, false, training), body, mutates_self }
+    let params = used_only(param_locals(cx, &layers, false, training), &body);
+    Code { params, body, mutates_self }
+}
+
+/// Keeps the `let` statements of `locals` whose name `body` mentions: a pass fetches only
+/// the parameters its kernels read.
+fn used_only(locals: TokenStream, body: &TokenStream) -> TokenStream {
+    let mut kept = TokenStream::new();
+    let mut statement = Vec::new();
+    for token in locals {
+        let end = matches!(&token, proc_macro2::TokenTree::Punct(p) if p.as_char() == ';');
+        statement.push(token);
+        if end {
+            // `let NAME = ...;`: the name is the second token.
+            let name = match statement.get(1) {
+                Some(proc_macro2::TokenTree::Ident(id)) => Some(id.clone()),
+                _ => None,
+            };
+            if name.is_none_or(|n| mentions(body, &n)) {
+                kept.extend(statement.drain(..));
+            } else {
+                statement.clear();
+            }
+        }
+    }
+    kept.extend(statement);
+    kept
+}
+
+fn mentions(tokens: &TokenStream, name: &Ident) -> bool {
+    tokens.clone().into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(id) => id == *name,
+        proc_macro2::TokenTree::Group(g) => mentions(&g.stream(), name),
+        _ => false,
+    })
 }
 
 /// `&mut ws.<node>_<suffix>[..len]` for each scratch buffer of a node.
@@ -325,11 +375,16 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             .iter()
             .zip(&node.inputs)
             .filter_map(|(d, &i)| {
-                d.map(|acc| format!("d_{} {}", g.nodes[i].name, if acc { "+=" } else { "=" }))
+                d.map(|acc| format!("d_{} {}", g.nodes[i].name, if acc { "(+=)" } else { "(=)" }))
             })
             .chain(node.layer.map(|l| format!("grads.{}", g.layers[l].name)))
             .collect();
-        let comment = format!(" backward of `{}`: {}", node.name, written.join(", "));
+        let comment = format!(
+            " d_{} -> {} (backward of {})",
+            node.name,
+            written.join(", "),
+            g.op_name(id)
+        );
         body.extend(quote! {
             #[doc = #comment]
             { #code }
@@ -350,7 +405,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
         }
         body.extend(quote! { #[doc = #comment] { #zero } });
     }
-    let params = param_locals(cx, &layers, true, false);
+    let params = used_only(param_locals(cx, &layers, true, false), &body);
     let bind = cx.bind_dims(quote!(ws.dims));
     let grads_name = &cx.grads_name;
     let bufs = &cx.buffers_name;

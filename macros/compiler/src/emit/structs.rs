@@ -38,13 +38,24 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let model_doc = format!(
         " Gradients of [`{name}`]'s parameters: one field per layer, same shapes. Filled (overwritten) by each training step."
     );
+    let grad_fields: Vec<TokenStream> = g
+        .layers
+        .iter()
+        .zip(&cx.layers)
+        .map(|(layer, spec)| {
+            let (field, ty) = (&layer.name, &spec.ty);
+            let doc = format!(" Gradients of `{field}`'s parameters.");
+            quote! { #[doc = #doc] pub #field: #ty, }
+        })
+        .collect();
     let ws_doc = format!(
         " Buffers for [`{name}`]'s training steps: grown to the largest batch seen, then reused, so a warm step allocates nothing. One workspace serves one step at a time."
     );
 
     let mut buffer_fields = Vec::new();
     let mut grow = Vec::new();
-    let mut grow_training = Vec::new();
+    let mut grow_loss = Vec::new();
+    let mut grow_adjoints = Vec::new();
     for &id in &cx.plan.values {
         let field = cx.node_ident(id);
         let doc = describe_node(cx, id);
@@ -54,7 +65,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         if cx.plan.forward_nodes.contains(&id) {
             grow.push(line);
         } else {
-            grow_training.push(line);
+            grow_loss.push(line);
         }
     }
     for &id in &cx.plan.values {
@@ -65,7 +76,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             if cx.plan.forward_nodes.contains(&id) {
                 grow.push(line);
             } else {
-                grow_training.push(line);
+                grow_loss.push(line);
             }
         }
     }
@@ -74,7 +85,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         let doc = format!(" Adjoint of `{}`.", g.nodes[id].name);
         buffer_fields.push(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
         let len = cx.node_len(id);
-        grow_training.push(quote! { ::kiln::shape::grow(&mut self.#field, #len); });
+        grow_adjoints.push(quote! { ::kiln::shape::grow(&mut self.#field, #len); });
     }
     let all_fields: Vec<_> = cx
         .plan
@@ -120,7 +131,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         #[doc = #model_doc]
         #[derive(Clone, Debug)]
         #vis struct #grads<F: ::kiln::Float = f32> {
-            #(#fields)*
+            #(#grad_fields)*
         }
 
         #[doc = #ws_doc]
@@ -144,16 +155,19 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 Self { dims: [0; #nsym], #rng_init #(#all_fields: ::std::vec::Vec::new(),)* }
             }
 
-            /// Sizes the buffers for `dims` (the forward values; with `training` also the
-            /// loss and the adjoints), allocating only to grow.
+            /// Sizes the buffers for `dims`: the forward values, with `loss` the values up
+            /// to the loss, with `adjoints` the backward pass's. Allocates only to grow.
             #[allow(non_snake_case)]
             #allow_unused_dims
-            fn prepare(&mut self, dims: [usize; #nsym], training: bool) {
+            fn prepare(&mut self, dims: [usize; #nsym], loss: bool, adjoints: bool) {
                 self.dims = dims;
                 #bind
                 #(#grow)*
-                if training {
-                    #(#grow_training)*
+                if loss {
+                    #(#grow_loss)*
+                }
+                if adjoints {
+                    #(#grow_adjoints)*
                 }
             }
         }
