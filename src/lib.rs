@@ -7,5 +7,10 @@
 //!
 //! See the README for the language, the generated API and the op table.
 
+// The README's examples are compiled and run as doctests, so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use kiln_macros::model;
 pub use kiln_runtime::*;

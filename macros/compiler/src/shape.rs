@@ -48,7 +48,13 @@ pub fn infer(graph: &mut Graph) -> syn::Result<()> {
             Ok(info) => graph.nodes[id].info = Some(info),
             Err(e) => {
                 let span = e.input.and_then(|i| node.input_spans.get(i).copied()).unwrap_or(node.span);
-                errors.push(syn::Error::new(span, e.message));
+                // Messages name an argument's producer as `{arg0}`, `{arg1}`: the binding it
+                // comes from, which only this stage knows.
+                let mut message = e.message;
+                for (slot, &input) in node.inputs.iter().enumerate() {
+                    message = message.replace(&format!("{{arg{slot}}}"), &graph.nodes[input].name);
+                }
+                errors.push(syn::Error::new(span, message));
             }
         }
     }
@@ -142,7 +148,15 @@ fn pointwise(op: &str, inputs: &[&ValueInfo], symbols: &[String]) -> Result<Valu
                 (Some(Dim::Fixed(want)), Some(Dim::Fixed(_)))
                     if fa.len() == fb.len() && fa[..fa.len() - 1] == fb[..fb.len() - 1] =>
                 {
-                    format!("make the layer that produces this one output {want} features, or change the left operand to match")
+                    format!("make `{{arg{i}}}` output {want} features, or change the left operand to match")
+                }
+                _ if fa.len() == 4
+                    && fb.len() == 4
+                    && (0..4).all(|d| d == 1 || fa[d] == fb[d]) =>
+                {
+                    let want = first.shape.display(symbols).to_string();
+                    let channels = want.trim_matches(['[', ']']).split(", ").nth(1).unwrap_or("?").to_string();
+                    format!("the channel counts differ: make `{{arg{i}}}` output {channels} channels (`conv2d(..., {channels}, ...)`), or change the left operand to match")
                 }
                 _ => "make the two shapes equal".to_string(),
             };

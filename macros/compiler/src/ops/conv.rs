@@ -60,16 +60,25 @@ pub(crate) fn spatial_input(
     let shape = &info.shape;
     let shown = shape.display(symbols);
     if shape.rank() != 4 {
+        // A flat [batch, n] with n a square is most likely a flattened one-channel image.
+        let hint = match shape.0.as_slice() {
+            [batch, Dim::Fixed(n)] => {
+                let side = (1..=*n).find(|s| s * s >= *n).unwrap_or(1);
+                let batch = Shape(vec![*batch]).display(symbols).to_string();
+                let batch = batch.trim_matches(['[', ']']);
+                if side * side == *n {
+                    format!(": reshape it first, as in `reshape(x, ({batch}, 1, {side}, {side}))`")
+                } else {
+                    format!(": reshape it first, as in `reshape(x, ({batch}, channels, height, width))`")
+                }
+            }
+            _ => String::new(),
+        };
         return Err(OpError::input(
             0,
             format!(
-                "`{op}` expects an image batch [batch, channels, height, width], but this is {shown} (rank {}){}",
-                shape.rank(),
-                if shape.rank() == 2 {
-                    ": reshape it first, e.g. `reshape(x, (B, 1, 28, 28))`"
-                } else {
-                    ""
-                }
+                "`{op}` expects an image batch [batch, channels, height, width], but this is {shown} (rank {}){hint}",
+                shape.rank()
             ),
         ));
     }

@@ -96,7 +96,7 @@ impl Kernel for Loss {
                 if pred.0[1] != Dim::Fixed(classes) {
                     return Err(OpError::input(
                         0,
-                        format!("the labels have {classes} classes but these logits {ps} have {} columns: make the layer that produces them output {classes} features, e.g. `linear(h, {classes})`", Shape(vec![pred.0[1]]).display(symbols).to_string().trim_matches(['[', ']'])),
+                        format!("the labels have {classes} classes but these logits {ps} have {} columns: make `{{arg0}}` output {classes} features (e.g. `linear(..., {classes})`)", Shape(vec![pred.0[1]]).display(symbols).to_string().trim_matches(['[', ']'])),
                     ));
                 }
                 Ok(scalar())

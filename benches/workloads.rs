@@ -1,0 +1,183 @@
+//! The benchmark workloads of `BENCHMARKS.md` (W1–W5): median milliseconds per training step
+//! (forward + loss + backward + optimizer update) after warm-up, and steps per second, plus the
+//! macro's own cost (time to expand the W3 and W4 models).
+//!
+//! Run with `cargo bench --bench workloads`; `-- W2` runs the workloads whose id contains
+//! `W2`; `-- --quick` counts a tenth of the steps (a smoke run).
+
+use kiln::ndarray::{Array1, Array2, Array4};
+use kiln::rand::rngs::StdRng;
+use kiln::rand::{Rng, SeedableRng};
+use kiln::{Adam, Optimizer, Sgd};
+use std::time::{Duration, Instant};
+
+kiln::model! {
+    /// W1: the seed's linear regression.
+    struct LinReg {
+        input x: [B, 1];
+        target y: [B, 1];
+        let pred = linear(x, 1);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+
+kiln::model! {
+    /// W2 and W5: 784 -> 128 relu -> 64 relu -> 10.
+    struct MlpSmall {
+        input x: [B, 784];
+        target y: [B] classes 10;
+        let h1 = relu(linear(x, 128));
+        let h2 = relu(linear(h1, 64));
+        let logits = linear(h2, 10);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+/// Declares a model and keeps its source text, so the macro's own cost can be timed on it.
+macro_rules! workload {
+    ($source:ident, { $($body:tt)* }) => {
+        kiln::model! { $($body)* }
+        const $source: &str = stringify!($($body)*);
+    };
+}
+
+workload! { W3_SOURCE, {
+    /// W3: 1024 -> 2048 relu -> 2048 relu -> 10.
+    struct MlpWide {
+        input x: [B, 1024];
+        target y: [B] classes 10;
+        let h1 = relu(linear(x, 2048));
+        let h2 = relu(linear(h1, 2048));
+        let logits = linear(h2, 10);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}}
+
+workload! { W4_SOURCE, {
+    /// W4: LeNet-5.
+    struct LeNet {
+        input x: [B, 1, 28, 28];
+        target y: [B] classes 10;
+        let c1 = relu(conv2d(x, 6, kernel = 5, padding = 2));
+        let p1 = max_pool2d(c1, 2);
+        let c2 = relu(conv2d(p1, 16, kernel = 5));
+        let p2 = max_pool2d(c2, 2);
+        let f3 = relu(linear(flatten(p2), 120));
+        let f4 = relu(linear(f3, 84));
+        let logits = linear(f4, 10);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}}
+
+/// The median and the steps per second of `counted` timed calls after `warmup` untimed ones.
+fn measure(warmup: usize, counted: usize, mut step: impl FnMut()) -> (Duration, f64) {
+    for _ in 0..warmup {
+        step();
+    }
+    let mut times: Vec<Duration> = (0..counted)
+        .map(|_| {
+            let start = Instant::now();
+            step();
+            start.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    let median = times[times.len() / 2];
+    (median, 1.0 / median.as_secs_f64())
+}
+
+fn report(id: &str, threads: usize, (median, per_second): (Duration, f64)) {
+    println!(
+        "{id:<16} threads {threads}  median {:>10.4} ms/step  {:>12.1} steps/s",
+        median.as_secs_f64() * 1e3,
+        per_second
+    );
+}
+
+fn labels(rng: &mut StdRng, n: usize) -> Array1<usize> {
+    Array1::from_shape_simple_fn(n, || rng.random_range(0..10))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let wanted = |id: &str| filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()));
+    let counted = |n: usize| if quick { n.div_ceil(10) } else { n };
+    let mut rng = StdRng::seed_from_u64(0);
+    // The GEMM is single-threaded today, so the 2-thread rows equal the 1-thread ones; they
+    // are printed so that the table keeps its shape when threading lands.
+    let threads = [1usize];
+
+    if wanted("W1") {
+        let mut model = LinReg::<f32>::new(&mut rng);
+        let x = Array2::from_shape_simple_fn((1000, 1), || rng.random_range(-1.0f32..1.0));
+        let y = x.mapv(|v| 3.0 * v + 2.0);
+        let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Sgd::new(0.01));
+        for &t in &threads {
+            report("W1 seed-linreg", t, measure(10, counted(1000), || {
+                model.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads).expect("step");
+                opt.step(&mut model, &grads);
+            }));
+        }
+    }
+    if wanted("W2") || wanted("W5") {
+        let mut model = MlpSmall::<f32>::new(&mut rng);
+        if wanted("W2") {
+            let x = Array2::from_shape_simple_fn((64, 784), || rng.random_range(0.0f32..1.0));
+            let y = labels(&mut rng, 64);
+            let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Adam::new(1e-3));
+            for &t in &threads {
+                report("W2 mlp-small", t, measure(20, counted(300), || {
+                    model.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads).expect("step");
+                    opt.step(&mut model, &grads);
+                }));
+            }
+        }
+        if wanted("W5") {
+            let x = Array2::from_shape_simple_fn((1, 784), || rng.random_range(0.0f32..1.0));
+            for &t in &threads {
+                report("W5 infer-mlp", t, measure(100, counted(5000), || {
+                    std::hint::black_box(model.forward(x.view()).expect("forward"));
+                }));
+            }
+        }
+    }
+    if wanted("W3") {
+        let mut model = MlpWide::<f32>::new(&mut rng);
+        let x = Array2::from_shape_simple_fn((256, 1024), || rng.random_range(0.0f32..1.0));
+        let y = labels(&mut rng, 256);
+        let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Adam::new(1e-3));
+        for &t in &threads {
+            report("W3 mlp-wide", t, measure(3, counted(20), || {
+                model.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads).expect("step");
+                opt.step(&mut model, &grads);
+            }));
+        }
+    }
+    if wanted("W4") {
+        let mut model = LeNet::<f32>::new(&mut rng);
+        let x = Array4::from_shape_simple_fn((64, 1, 28, 28), || rng.random_range(0.0f32..1.0));
+        let y = labels(&mut rng, 64);
+        let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Adam::new(1e-3));
+        for &t in &threads {
+            report("W4 lenet", t, measure(10, counted(100), || {
+                model.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads).expect("step");
+                opt.step(&mut model, &grads);
+            }));
+        }
+    }
+    if wanted("expand") {
+        for (id, source) in [("expand W3", W3_SOURCE), ("expand W4", W4_SOURCE)] {
+            let tokens: proc_macro2::TokenStream = source.parse().expect("model source lexes");
+            let (median, _) = measure(5, counted(50), || {
+                std::hint::black_box(kiln_compiler::expand(tokens.clone()).expect("expands"));
+            });
+            println!("{id:<16} median {:>10.4} ms", median.as_secs_f64() * 1e3);
+        }
+    }
+}
