@@ -199,3 +199,109 @@ fn layers_the_loss_does_not_reach_get_zero_gradients() {
         m.loss(x.view(), t.view(), &mut m.workspace()).unwrap()
     });
 }
+
+kiln::model! {
+    struct SmallCnn {
+        input x: [B, 2, 7, 6];
+        target y: [B] classes 3;
+        let c1 = relu(conv2d(x, 3, kernel = (3, 2), stride = (2, 1), padding = (1, 0)));
+        let p1 = max_pool2d(c1, 2);
+        let c2 = tanh(conv2d(p1, 4, kernel = 2, padding = 1, bias = false));
+        let p2 = avg_pool2d(c2, kernel = (2, 1), stride = 1);
+        let logits = linear(flatten(p2), 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn conv_pooling_flatten() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut model = SmallCnn::<f64>::new(&mut rng);
+    let x = random(&mut rng, (2, 2, 7, 6), -1.0, 1.0);
+    let y = labels(&mut rng, 2, 3);
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+kiln::model! {
+    struct Norms {
+        input x: [B, 3, 4, 4];
+        input v: [B, 5];
+        target t: [B, 4];
+        let c = conv2d(x, 2, kernel = 3, padding = 1, bias = false);
+        let n = relu(batch_norm(c));
+        let flat = reshape(n, (B, 32));
+        let w = linear(v, 6, bias = false);
+        let wn = batch_norm(w, momentum = 0.3);
+        let joined = concat(flat, wn, axis = 1);
+        let h = linear(joined, 5);
+        let hn = tanh(layer_norm(h));
+        let pred = linear(hn, 4);
+        output pred;
+        loss mse(pred, t);
+    }
+}
+
+/// Batch norm's gradient is the training-mode one (batch statistics), so the finite
+/// differences run training-mode losses on copies of the model.
+#[test]
+fn batch_norm_layer_norm_concat_reshape() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut model = Norms::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 3, 4, 4), -1.0, 1.0);
+    let v = random(&mut rng, (3, 5), -1.0, 1.0);
+    let t = random(&mut rng, (3, 4), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    let before = model.clone();
+    model
+        .loss_and_grad(x.view(), v.view(), t.view(), &mut model.workspace(), &mut grads)
+        .unwrap();
+    assert_ne!(model.n.running_mean, before.n.running_mean, "training updates running stats");
+    check(&before, &grads, |m| {
+        let mut copy = m.clone();
+        let mut scratch = copy.zero_grads();
+        copy.loss_and_grad(x.view(), v.view(), t.view(), &mut copy.workspace(), &mut scratch)
+            .unwrap()
+    });
+}
+
+kiln::model! {
+    struct Dropped {
+        input x: [B, 6];
+        target t: [B, 2];
+        let h = dropout(relu(linear(x, 16)), 0.5);
+        let pred = linear(h, 2);
+        output pred;
+        loss mse(pred, t);
+    }
+}
+
+/// Dropout's mask is a function of the workspace's seed: the same seed gives the same mask, so
+/// the training-mode loss is a deterministic function of the parameters.
+#[test]
+fn dropout_with_a_fixed_seed() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut model = Dropped::<f64>::new(&mut rng);
+    let x = random(&mut rng, (4, 6), -1.0, 1.0);
+    let t = random(&mut rng, (4, 2), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    let mut ws = model.workspace();
+    ws.seed(42);
+    model.loss_and_grad(x.view(), t.view(), &mut ws, &mut grads).unwrap();
+    let h = ws.pred().unwrap().to_owned();
+    let inference = model.forward(x.view()).unwrap();
+    assert_ne!(h, inference, "dropout is active in training only");
+    check(&model, &grads, |m| {
+        let mut copy = m.clone();
+        let mut scratch = copy.zero_grads();
+        let mut ws = copy.workspace();
+        ws.seed(42);
+        copy.loss_and_grad(x.view(), t.view(), &mut ws, &mut scratch).unwrap()
+    });
+}

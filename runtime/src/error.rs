@@ -50,6 +50,14 @@ pub enum Error {
         /// What is wrong with it (not contiguous, missing, wrong length).
         problem: String,
     },
+    /// Batch norm in training needs more than one value per channel to compute a variance.
+    #[error("layer `{layer}`: batch norm in training needs more than one value per channel, got {values} (use a batch of at least 2, e.g. `drop_last` for a final batch of 1)")]
+    BatchTooSmall {
+        /// The batch-norm layer.
+        layer: &'static str,
+        /// Values per channel in the batch.
+        values: usize,
+    },
     /// `backward` was called before `forward_train` filled the workspace.
     #[error("backward called before forward_train on this workspace")]
     NoForward,

@@ -1,15 +1,44 @@
 //! General matrix multiplication on row-major slices, with transposes expressed as strides.
+//!
+//! kiln's own GEMM, BLIS-style, so that a warm training step allocates nothing (the packing
+//! buffers are thread-local and grow once, see `gemm/buffer.rs`) and so that the kernels use
+//! the CPU's widest vectors (AVX-512 where available).
+//!
+//! - `gemm/driver.rs`: the problem description, the choice of algorithm per call, and the
+//!   blocked loop nest (pack a `kc × nc` block of `B`, then for each `mc × kc` block of `A`
+//!   pack it and sweep the microkernel over its tiles). Comments there say how to thread it.
+//! - `gemm/kernel.rs`: the `MR × NR` register-tile microkernels, written as fixed-size arrays
+//!   that LLVM vectorises, one per (instruction set, element type).
+//! - `gemm/arch.rs`: `#[target_feature]` entry points compiling everything above once for
+//!   AVX-512, once for AVX2+FMA and once for the baseline, and the run-time selection (done
+//!   once per process).
+//! - `gemm/pack.rs`: copying blocks into the panel layout the microkernel streams.
+//! - `gemm/gemv.rs`: the unpacked paths: `m = 1` or `n = 1` (batch-1 inference is `y = x·Wᵀ`,
+//!   one dot product per output) and small problems, as matrix-vector products.
+//! - `gemm/buffer.rs`: the thread-local packing buffers.
+
+mod arch;
+mod buffer;
+mod driver;
+mod gemv;
+mod kernel;
+mod pack;
 
 use crate::Float;
+use arch::{Dispatch, Isa};
+use driver::{MatRef, Path, Problem};
 
 /// `C = alpha · op(A) · op(B) + beta · C` on row-major slices.
 ///
 /// `op(A)` is `m × k`: `A` is stored `m × k` row-major, or `k × m` row-major when `a_trans`
 /// (then `op(A) = Aᵀ`). Likewise `op(B)` is `k × n`, stored `k × n` or (`b_trans`) `n × k`.
 /// `C` is `m × n`. A transpose is a swap of the row and column strides handed to
-/// [`Float::gemm_raw`], so no operand is ever copied. When `beta` is zero `C` is only written
-/// (its previous contents, even NaN, do not leak into the result). Any of `m`, `k`, `n` may be
-/// zero; with `k == 0` the product is empty and `C` becomes `beta · C`.
+/// [`Float::gemm_raw`], so no operand is ever copied by the caller. When `beta` is zero `C`
+/// is only written (its previous contents, even NaN, do not leak into the result). Any of
+/// `m`, `k`, `n` may be zero; with `k == 0` (or `alpha == 0`) the product is empty and `C`
+/// becomes `beta · C`.
+///
+/// Once a thread has run a GEMM of a given size (or larger), later calls allocate nothing.
 ///
 /// # Panics
 /// If a slice's length is not the product of its dimensions (a caller bug).
@@ -56,10 +85,7 @@ pub fn gemm<F: Float>(
     if m == 0 || n == 0 {
         return;
     }
-    // Strides (row, column) of op(X) in elements. A row-major `r × c` matrix has strides
-    // (c, 1); its transpose reads the same memory with the strides swapped.
-    let (rsa, csa) = if a_trans { (1, m) } else { (k, 1) };
-    let (rsb, csb) = if b_trans { (1, k) } else { (n, 1) };
+    let ((rsa, csa), (rsb, csb)) = (strides(m, k, a_trans), strides(k, n, b_trans));
     // SAFETY: the asserts above guarantee that every index the strides can reach lies inside
     // its slice: op(A)[i][p] is at i·rsa + p·csa ≤ (m−1)·rsa + (k−1)·csa < m·k, and likewise
     // for B and C. `c` is a unique borrow, so it cannot overlap `a` or `b`.
@@ -70,16 +96,27 @@ pub fn gemm<F: Float>(
             n,
             alpha,
             a.as_ptr(),
-            stride(rsa),
-            stride(csa),
+            rsa,
+            csa,
             b.as_ptr(),
-            stride(rsb),
-            stride(csb),
+            rsb,
+            csb,
             beta,
             c.as_mut_ptr(),
             stride(n),
             1,
         );
+    }
+}
+
+/// The (row, column) strides of `op(X)`, an `rows × cols` matrix stored row-major as itself
+/// or (`trans`) as its `cols × rows` transpose: the transpose reads the same memory with the
+/// strides swapped.
+fn strides(rows: usize, cols: usize, trans: bool) -> (isize, isize) {
+    if trans {
+        (1, stride(rows))
+    } else {
+        (stride(cols), 1)
     }
 }
 
@@ -90,13 +127,65 @@ fn stride(elements: usize) -> isize {
     elements as isize
 }
 
+/// `C = alpha · A · B + beta · C` on raw strided matrices: the implementation of
+/// [`Float::gemm_raw`] for `f32` and `f64`, with the best kernels this CPU supports.
+///
+/// # Safety
+/// As for [`Float::gemm_raw`]: `A` (`m × k`, element `(i, p)` at `a + i·rsa + p·csa`) and `B`
+/// (`k × n`) readable, `C` (`m × n`) writable (and readable unless `beta` is zero), `C` not
+/// overlapping `A` or `B` nor itself (no two `(i, j)` at the same address).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) unsafe fn gemm_strided<T: Dispatch>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    csb: isize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+) {
+    let p = Problem {
+        m,
+        k,
+        n,
+        alpha,
+        a: MatRef {
+            ptr: a,
+            rs: rsa,
+            cs: csa,
+        },
+        b: MatRef {
+            ptr: b,
+            rs: rsb,
+            cs: csb,
+        },
+        beta,
+        c,
+        rsc,
+        csc,
+    };
+    // SAFETY: `Isa::best` is supported by this CPU; the memory contract is the caller's.
+    unsafe { T::run_on(Isa::best(), &p, Path::Auto) }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::kernel::Blocking;
     use super::*;
 
-    /// The textbook triple loop, in f64, on explicitly transposed indices.
+    /// The textbook triple loop in f64 on explicitly transposed indices. Returns the product
+    /// and, per element, the error scale `|alpha|·Σ_p |a_ip·b_pj| + |beta·c_ij|` that a
+    /// correct floating-point GEMM stays within `O(k·eps)` of.
     #[allow(clippy::too_many_arguments)]
-    fn naive(
+    fn reference(
         m: usize,
         k: usize,
         n: usize,
@@ -107,20 +196,25 @@ mod tests {
         b_trans: bool,
         beta: f64,
         c: &[f64],
-    ) -> Vec<f64> {
+    ) -> (Vec<f64>, Vec<f64>) {
         let mut out = vec![0.0; m * n];
+        let mut scale = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
-                let mut acc = 0.0;
+                let (mut acc, mut abs) = (0.0, 0.0);
                 for p in 0..k {
                     let av = if a_trans { a[p * m + i] } else { a[i * k + p] };
                     let bv = if b_trans { b[j * k + p] } else { b[p * n + j] };
                     acc += av * bv;
+                    abs += (av * bv).abs();
                 }
-                out[i * n + j] = alpha * acc + beta * c[i * n + j];
+                // With beta = 0, C is not read: its NaNs must not reach the result.
+                let old = if beta == 0.0 { 0.0 } else { beta * c[i * n + j] };
+                out[i * n + j] = alpha * acc + old;
+                scale[i * n + j] = alpha.abs() * abs + old.abs();
             }
         }
-        out
+        (out, scale)
     }
 
     /// Deterministic, non-trivial test values (no two equal, mixed signs).
@@ -130,65 +224,257 @@ mod tests {
             .collect()
     }
 
-    fn check<F: Float>(m: usize, k: usize, n: usize, tol: f64) {
-        for a_trans in [false, true] {
-            for b_trans in [false, true] {
-                let (a, b, c0) = (values(m * k, 1.0), values(k * n, 2.0), values(m * n, 3.0));
-                let (alpha, beta) = (0.75, -1.25);
-                let want = naive(m, k, n, alpha, &a, a_trans, &b, b_trans, beta, &c0);
-                let conv = |v: &[f64]| v.iter().map(|&x| F::from_f64(x)).collect::<Vec<F>>();
-                let mut c = conv(&c0);
-                gemm(
-                    m,
-                    k,
-                    n,
-                    F::from_f64(alpha),
-                    &conv(&a),
-                    a_trans,
-                    &conv(&b),
-                    b_trans,
-                    F::from_f64(beta),
-                    &mut c,
-                );
-                for (idx, (got, want)) in c.iter().zip(&want).enumerate() {
-                    let err = (got.to_f64() - want).abs();
-                    assert!(
-                        err <= tol * (1.0 + want.abs()),
-                        "{} m={m} k={k} n={n} a_trans={a_trans} b_trans={b_trans} [{idx}]: \
-                         got {got}, want {want}",
-                        F::NAME
+    /// One (alpha, beta) pair to test; `beta == 0` runs with C full of NaN.
+    #[derive(Clone, Copy)]
+    struct Scalars {
+        alpha: f64,
+        beta: f64,
+    }
+
+    const SCALARS: [Scalars; 4] = [
+        Scalars {
+            alpha: 1.0,
+            beta: 0.0,
+        },
+        Scalars {
+            alpha: 1.0,
+            beta: 1.0,
+        },
+        Scalars {
+            alpha: 0.5,
+            beta: 0.0,
+        },
+        Scalars {
+            alpha: 0.5,
+            beta: -1.25,
+        },
+    ];
+
+    /// Checks every transpose combination and every (alpha, beta) of [`SCALARS`] with
+    /// instruction set `isa` and path `path` against [`reference`].
+    fn check<F: Float + Dispatch>(isa: Isa, path: Path, m: usize, k: usize, n: usize) {
+        let eps = if F::NAME == "f32" {
+            f32::EPSILON as f64
+        } else {
+            f64::EPSILON
+        };
+        // Round the inputs to F first, so that the reference sees exactly what GEMM sees.
+        let round = |v: Vec<f64>| -> (Vec<F>, Vec<f64>) {
+            let f: Vec<F> = v.iter().map(|&x| F::from_f64(x)).collect();
+            let back = f.iter().map(|x| x.to_f64()).collect();
+            (f, back)
+        };
+        let (a, a64) = round(values(m * k, 1.0));
+        let (b, b64) = round(values(k * n, 2.0));
+        for s in SCALARS {
+            let (c0, c64) = if s.beta == 0.0 {
+                (vec![F::from_f64(f64::NAN); m * n], vec![f64::NAN; m * n])
+            } else {
+                round(values(m * n, 3.0))
+            };
+            let (alpha, beta) = (F::from_f64(s.alpha), F::from_f64(s.beta));
+            for a_trans in [false, true] {
+                for b_trans in [false, true] {
+                    let (want, scale) = reference(
+                        m, k, n, s.alpha, &a64, a_trans, &b64, b_trans, s.beta, &c64,
                     );
+                    let mut c = c0.clone();
+                    let ((rsa, csa), (rsb, csb)) = (strides(m, k, a_trans), strides(k, n, b_trans));
+                    let p = Problem {
+                        m,
+                        k,
+                        n,
+                        alpha,
+                        a: MatRef {
+                            ptr: a.as_ptr(),
+                            rs: rsa,
+                            cs: csa,
+                        },
+                        b: MatRef {
+                            ptr: b.as_ptr(),
+                            rs: rsb,
+                            cs: csb,
+                        },
+                        beta,
+                        c: c.as_mut_ptr(),
+                        rsc: stride(n),
+                        csc: 1,
+                    };
+                    // SAFETY: `isa` comes from `Isa::available`; the strides describe the
+                    // vectors above, exactly as in `gemm`.
+                    unsafe { F::run_on(isa, &p, path) };
+                    for (idx, ((got, want), scale)) in c.iter().zip(&want).zip(&scale).enumerate()
+                    {
+                        let tol = 2.0 * (k as f64 + 4.0) * eps * scale + f64::MIN_POSITIVE;
+                        let err = (got.to_f64() - want).abs();
+                        assert!(
+                            err <= tol,
+                            "{} {isa:?} {path:?} m={m} k={k} n={n} a_trans={a_trans} \
+                             b_trans={b_trans} alpha={} beta={} [{}][{}]: got {got}, want \
+                             {want} (error {err:e} > {tol:e})",
+                            F::NAME,
+                            s.alpha,
+                            s.beta,
+                            idx / n,
+                            idx % n,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shapes around every edge: empty-ish, vectors, odd sizes, and sizes that are not
+    /// multiples of any tile or vector width.
+    const SHAPES: &[(usize, usize, usize)] = &[
+        (1, 1, 1),
+        (1, 7, 1),
+        (1, 1, 9),
+        (1, 37, 133),
+        (1, 784, 128),
+        (1, 64, 10),
+        (9, 1, 1),
+        (33, 17, 1),
+        (200, 3, 1),
+        (5, 1, 9),
+        (2, 3, 4),
+        (7, 13, 5),
+        (16, 8, 33),
+        (17, 64, 10),
+        (64, 64, 64),
+        (65, 129, 31),
+        (40, 70, 150),
+    ];
+
+    /// Blocks far smaller than the defaults, so that small matrices cross every block
+    /// boundary (several `jc`, `pc` and `ic` blocks, with ragged last blocks).
+    const TINY: Blocking = Blocking {
+        mc: 10,
+        kc: 7,
+        nc: 40,
+    };
+
+    fn all_paths<F: Float + Dispatch>(shapes: &[(usize, usize, usize)]) {
+        for isa in Isa::available() {
+            for &(m, k, n) in shapes {
+                for path in [Path::Auto, Path::Gemv, Path::Packed(TINY)] {
+                    check::<F>(isa, path, m, k, n);
                 }
             }
         }
     }
 
     #[test]
-    fn all_transposes_match_triple_loop_f64() {
-        for &(m, k, n) in &[
-            (1, 1, 1),
-            (2, 3, 4),
-            (5, 1, 3),
-            (7, 9, 2),
-            (3, 17, 11),
-            (16, 8, 33),
-        ] {
-            check::<f64>(m, k, n, 1e-13);
-        }
+    fn every_path_and_isa_matches_the_reference_f32() {
+        all_paths::<f32>(SHAPES);
     }
 
     #[test]
-    fn all_transposes_match_triple_loop_f32() {
-        for &(m, k, n) in &[
-            (1, 1, 1),
-            (2, 3, 4),
-            (5, 1, 3),
-            (7, 9, 2),
-            (3, 17, 11),
-            (16, 8, 33),
-        ] {
-            check::<f32>(m, k, n, 1e-5);
+    fn every_path_and_isa_matches_the_reference_f64() {
+        all_paths::<f64>(SHAPES);
+    }
+
+    /// The default blocking with `m > MC` and `k > KC` (several `ic` and `pc` blocks, with
+    /// beta applied on the first `pc` block only), and with `n > NC`.
+    #[test]
+    fn sizes_beyond_the_default_blocks() {
+        for isa in Isa::available() {
+            check::<f32>(isa, Path::Auto, 300, 520, 70);
+            check::<f64>(isa, Path::Auto, 300, 520, 70);
+            check::<f32>(isa, Path::Auto, 9, 3, 4100);
+            check::<f64>(isa, Path::Auto, 9, 3, 4100);
         }
+    }
+
+    /// `gemm` itself (the public entry, through `Float::gemm_raw` and the detected ISA).
+    #[test]
+    fn public_entry_matches_the_reference() {
+        for &(m, k, n) in &[(1, 1, 1), (1, 784, 128), (7, 13, 5), (65, 129, 31), (64, 784, 128)]
+        {
+            for a_trans in [false, true] {
+                for b_trans in [false, true] {
+                    let (a, b, c0) = (values(m * k, 1.0), values(k * n, 2.0), values(m * n, 3.0));
+                    let (want, scale) =
+                        reference(m, k, n, 0.75, &a, a_trans, &b, b_trans, -1.25, &c0);
+                    let mut c = c0.clone();
+                    gemm(m, k, n, 0.75, &a, a_trans, &b, b_trans, -1.25, &mut c);
+                    for ((got, want), scale) in c.iter().zip(&want).zip(&scale) {
+                        assert!((got - want).abs() <= 2.0 * (k as f64 + 4.0) * f64::EPSILON * scale);
+                    }
+                }
+            }
+        }
+    }
+
+    /// General strides through `Float::gemm_raw`: padded leading dimensions, a column-major
+    /// C, and negative strides (a matrix read bottom-up).
+    #[test]
+    fn general_strides() {
+        let (m, k, n) = (13, 21, 11);
+        let a_full = values(m * 2 * k, 1.0); // A: m × k in every other column of m × 2k
+        let b_full = values(k * n, 2.0);
+        for isa_path in [Path::Auto, Path::Gemv, Path::Packed(TINY)] {
+            for isa in Isa::available() {
+                // B read bottom-up: B'[p][j] = b_full[(k−1−p)·n + j].
+                let b_last = (k - 1) * n;
+                let mut c = vec![f64::NAN; m * n]; // column-major C
+                let p = Problem {
+                    m,
+                    k,
+                    n,
+                    alpha: 1.0,
+                    a: MatRef {
+                        ptr: a_full.as_ptr(),
+                        rs: 2 * k as isize,
+                        cs: 2,
+                    },
+                    b: MatRef {
+                        ptr: b_full[b_last..].as_ptr(),
+                        rs: -(n as isize),
+                        cs: 1,
+                    },
+                    beta: 0.0,
+                    c: c.as_mut_ptr(),
+                    rsc: 1,
+                    csc: m as isize,
+                };
+                // SAFETY: every (i, p) of A is at 2ik + 2p < 2mk, every (p, j) of B at
+                // b_last − pn + j inside b_full, every (i, j) of C at i + jm < mn.
+                unsafe { f64::run_on(isa, &p, isa_path) };
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|q| a_full[i * 2 * k + 2 * q] * b_full[(k - 1 - q) * n + j])
+                            .sum();
+                        let got = c[i + j * m];
+                        assert!(
+                            (got - want).abs() < 1e-12 * (1.0 + want.abs()),
+                            "{isa:?} {isa_path:?} [{i}][{j}]: got {got}, want {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// alpha = 0 does not read A or B (BLAS semantics), so NaNs there do not matter.
+    #[test]
+    fn zero_alpha_scales_c_only() {
+        let a = [f64::NAN; 6];
+        let mut c = [1.0, 2.0, 3.0, 4.0];
+        gemm(2, 3, 2, 0.0, &a, false, &a, true, 2.0, &mut c);
+        assert_eq!(c, [2.0, 4.0, 6.0, 8.0]);
+        let mut c = [f32::NAN; 4];
+        gemm(2, 3, 2, 0.0, &[f32::NAN; 6], false, &[1.0; 6], false, 0.0, &mut c);
+        assert_eq!(c, [0.0; 4]);
+    }
+
+    #[test]
+    fn isa_detection_is_stable_and_supported() {
+        let best = Isa::best();
+        assert_eq!(best, Isa::best());
+        assert!(best.supported());
+        assert_eq!(Some(&best), Isa::available().first());
     }
 
     #[test]

@@ -9,9 +9,14 @@
 //! (`out += result`), which is how generated code sums the adjoints of a value used twice;
 //! when `false` they overwrite it (`out = result`).
 
+pub mod conv;
+pub mod dropout;
 pub mod gemm;
 pub mod linear;
+pub mod norm;
+pub mod pool;
 pub mod reduce;
+pub mod shape_ops;
 pub mod softmax;
 
 pub use gemm::gemm;

@@ -1,6 +1,10 @@
 //! Parameter containers for the layers a model is built from, with PyTorch's layouts and
 //! default initialisation. Generated models hold one per parameterized layer.
 
+mod conv;
 mod linear;
+mod norm;
 
+pub use conv::Conv2d;
 pub use linear::Linear;
+pub use norm::{BatchNorm, LayerNorm};

@@ -229,6 +229,7 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
                     buffers,
                     scratch: scratch_slices(cx, id),
                     training,
+                    layer_name: node.layer.map_or_else(|| node.name.clone(), |l| cx.g.layers[l].name.to_string()),
                     rng: quote!(&mut ws.rng),
                 })
             }

@@ -108,6 +108,8 @@ pub struct ForwardCx {
     pub scratch: Vec<TokenStream>,
     /// Whether this is a training pass (dropout active, batch statistics).
     pub training: bool,
+    /// The node's name (the layer's binding), for run-time errors.
+    pub layer_name: String,
     /// The workspace's random generator, `&mut StdRng` (for ops with [`Kernel::needs_rng`]).
     pub rng: TokenStream,
 }

@@ -192,7 +192,11 @@ impl Kernel for Norm {
         let (rm, rv) = (&cx.buffers[0], &cx.buffers[1]);
         if cx.training {
             let momentum = self.momentum;
+            let layer = &cx.layer_name;
             quote! {
+                if #n * #spatial < 2 {
+                    return Err(::kiln::Error::BatchTooSmall { layer: #layer, values: #n * #spatial });
+                }
                 ::kiln::kernels::norm::batch_norm_forward_train(
                     #x, #w, #b, #n, #c, #spatial, F::from_f64(#eps), #y, #mean, #invstd, #rm, #rv, F::from_f64(#momentum),
                 );

@@ -1,0 +1,206 @@
+//! GEMM throughput: kiln's own GEMM against `matrixmultiply` on the same data, for the
+//! shapes kiln's workloads run (see `../shared/bench/WORKLOADS.md`).
+//!
+//! Run with `cargo bench --bench gemm` (add words after `--` to run only the shapes whose
+//! name contains one of them, e.g. `cargo bench --bench gemm -- W3 batch-1`). Each entry is
+//! the median GFLOP/s (2·m·n·k flops per call) over repeated timings of a warm call, single
+//! thread. The results of the two libraries are compared as a sanity check.
+
+use kiln::kernels::gemm;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// One benchmarked product: `C[m×n] = op(A)[m×k] · op(B)[k×n]`.
+struct Shape {
+    name: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    a_trans: bool,
+    b_trans: bool,
+}
+
+const fn shape(
+    name: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    a_trans: bool,
+    b_trans: bool,
+) -> Shape {
+    Shape {
+        name,
+        m,
+        k,
+        n,
+        a_trans,
+        b_trans,
+    }
+}
+
+/// The workloads' products. Linear layers are `y = x·Wᵀ` (B transposed), `dW = dyᵀ·x` (A
+/// transposed) and `dx = dy·W` (plain).
+const SHAPES: &[Shape] = &[
+    shape("square 1024³", 1024, 1024, 1024, false, false),
+    shape("W3 fwd 1024→2048 (x·Wᵀ)", 256, 1024, 2048, false, true),
+    shape("W3 fwd 2048→2048 (x·Wᵀ)", 256, 2048, 2048, false, true),
+    shape("W3 dW 2048×1024 (dyᵀ·x)", 2048, 256, 1024, true, false),
+    shape("W3 dW 2048×2048 (dyᵀ·x)", 2048, 256, 2048, true, false),
+    shape("W3 dx 256×1024 (dy·W)", 256, 2048, 1024, false, false),
+    shape("W3 dx 256×2048 (dy·W)", 256, 2048, 2048, false, false),
+    shape("W2 fwd 784→128 (x·Wᵀ)", 64, 784, 128, false, true),
+    shape("W2 fwd 128→64 (x·Wᵀ)", 64, 128, 64, false, true),
+    shape("W2 fwd 64→10 (x·Wᵀ)", 64, 64, 10, false, true),
+    shape("W2 dW 128×784 (dyᵀ·x)", 128, 64, 784, true, false),
+    shape("W2 dW 64×128 (dyᵀ·x)", 64, 64, 128, true, false),
+    shape("W2 dW 10×64 (dyᵀ·x)", 10, 64, 64, true, false),
+    shape("W2 dx 64×128 (dy·W)", 64, 64, 128, false, false),
+    shape("W2 dx 64×64 (dy·W)", 64, 10, 64, false, false),
+    shape("W4 conv1 fwd (W·cols)", 6, 25, 784, false, false),
+    shape("W4 conv2 fwd (W·cols)", 16, 150, 100, false, false),
+    shape("W4 conv2 dW (dy·colsᵀ)", 16, 100, 150, false, true),
+    shape("batch-1 784→128 (x·Wᵀ)", 1, 784, 128, false, true),
+    shape("batch-1 128→64 (x·Wᵀ)", 1, 128, 64, false, true),
+    shape("batch-1 64→10 (x·Wᵀ)", 1, 64, 10, false, true),
+    shape("batch-1 784→128 (x·W)", 1, 784, 128, false, false),
+];
+
+/// Deterministic values in [-1, 1) (a linear congruential generator: no dependency).
+fn data(len: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Median GFLOP/s of `f` over `SAMPLES` timings, each of enough calls to last ~`TARGET`.
+fn gflops(flops: f64, mut f: impl FnMut()) -> f64 {
+    const SAMPLES: usize = 15;
+    const TARGET: Duration = Duration::from_millis(20);
+    f(); // warm: packing buffers grown, caches and branch predictors primed
+    let start = Instant::now();
+    f();
+    let once = start.elapsed().max(Duration::from_nanos(50));
+    let calls = (TARGET.as_secs_f64() / once.as_secs_f64()).ceil().max(1.0) as usize;
+    let mut rates: Vec<f64> = (0..SAMPLES)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..calls {
+                f();
+            }
+            flops * calls as f64 / start.elapsed().as_secs_f64() / 1e9
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[SAMPLES / 2]
+}
+
+/// The row and column strides of `op(X)` (`rows × cols`) stored row-major, as `gemm` uses.
+fn strides(rows: usize, cols: usize, trans: bool) -> (isize, isize) {
+    if trans {
+        (1, rows as isize)
+    } else {
+        (cols as isize, 1)
+    }
+}
+
+/// Runs one shape in one precision; returns (kiln GFLOP/s, matrixmultiply GFLOP/s).
+macro_rules! bench_shape {
+    ($t:ty, $mm:path, $s:expr) => {{
+        let s: &Shape = $s;
+        let (m, k, n) = (s.m, s.k, s.n);
+        let a: Vec<$t> = data(m * k, 1).into_iter().map(|x| x as $t).collect();
+        let b: Vec<$t> = data(k * n, 2).into_iter().map(|x| x as $t).collect();
+        let mut c_kiln = vec![0.0 as $t; m * n];
+        let mut c_mm = vec![0.0 as $t; m * n];
+        let flops = 2.0 * (m * n * k) as f64;
+        let ((rsa, csa), (rsb, csb)) = (strides(m, k, s.a_trans), strides(k, n, s.b_trans));
+        let kiln = gflops(flops, || {
+            gemm(
+                m,
+                k,
+                n,
+                1.0,
+                black_box(&a),
+                s.a_trans,
+                black_box(&b),
+                s.b_trans,
+                0.0,
+                black_box(&mut c_kiln),
+            )
+        });
+        let mm = gflops(flops, || {
+            // SAFETY: the strides describe `a`, `b` and `c_mm` exactly, as in `gemm`.
+            unsafe {
+                $mm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    black_box(&a).as_ptr(),
+                    rsa,
+                    csa,
+                    black_box(&b).as_ptr(),
+                    rsb,
+                    csb,
+                    0.0,
+                    black_box(&mut c_mm).as_mut_ptr(),
+                    n as isize,
+                    1,
+                )
+            }
+        });
+        let diff = c_kiln
+            .iter()
+            .zip(&c_mm)
+            .map(|(x, y)| ((x - y).abs() / (1.0 + y.abs())) as f64)
+            .fold(0.0, f64::max);
+        assert!(
+            diff < 1e-3,
+            "{}: kiln and matrixmultiply disagree by {diff:e}",
+            s.name
+        );
+        (kiln, mm)
+    }};
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument filters the shapes by name.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
+    println!("| shape | m | k | n | op | kiln f32 GFLOP/s | matrixmultiply f32 GFLOP/s | ratio |");
+    println!("|---|---:|---:|---:|---|---:|---:|---:|");
+    for s in SHAPES.iter().filter(|s| selected(s.name)) {
+        let (kiln, mm) = bench_shape!(f32, matrixmultiply::sgemm, s);
+        let op = format!(
+            "{}·{}",
+            if s.a_trans { "Aᵀ" } else { "A" },
+            if s.b_trans { "Bᵀ" } else { "B" }
+        );
+        println!(
+            "| {} | {} | {} | {} | {op} | {kiln:.1} | {mm:.1} | {:.2}× |",
+            s.name,
+            s.m,
+            s.k,
+            s.n,
+            kiln / mm
+        );
+    }
+    let square = shape("f64 square 1024³", 1024, 1024, 1024, false, false);
+    if selected(square.name) {
+        let (kiln, mm) = bench_shape!(f64, matrixmultiply::dgemm, &square);
+        println!(
+            "| {} (f64, vs dgemm) | 1024 | 1024 | 1024 | A·B | {kiln:.1} | {mm:.1} | {:.2}× |",
+            square.name,
+            kiln / mm
+        );
+    }
+}

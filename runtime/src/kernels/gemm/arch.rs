@@ -1,0 +1,116 @@
+//! Run-time selection of the instruction set, and the `#[target_feature]` entry points that
+//! compile the whole GEMM (paths, packing, kernels) once per instruction set.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use super::driver::{run, Path, Problem};
+use super::kernel::{Elem, PortableF32, PortableF64};
+use std::sync::OnceLock;
+
+/// The instruction sets kiln has GEMM kernels for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX-512F (with AVX2 and FMA): 32 × 512-bit registers.
+    Avx512,
+    /// AVX2 with FMA: 16 × 256-bit registers.
+    Avx2,
+    /// The target's baseline (SSE2 on x86-64, NEON on aarch64, scalar elsewhere).
+    Portable,
+}
+
+impl Isa {
+    /// Every instruction set this CPU can run, best first (tests run them all).
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Portable]
+            .into_iter()
+            .filter(|isa| isa.supported())
+            .collect()
+    }
+
+    /// Whether this CPU can run the instruction set.
+    pub(crate) fn supported(self) -> bool {
+        match self {
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Isa::Avx512 => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+            }
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Isa::Portable => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The best instruction set of this CPU, detected once per process (the detection reads
+    /// `cpuid`, cheap but not free, and the answer cannot change).
+    pub(crate) fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            [Isa::Avx512, Isa::Avx2]
+                .into_iter()
+                .find(|isa| isa.supported())
+                .unwrap_or(Isa::Portable)
+        })
+    }
+}
+
+/// An element type with a kernel set per instruction set.
+pub(crate) trait Dispatch: Elem {
+    /// Runs `p` with the kernels of `isa`.
+    ///
+    /// # Safety
+    /// `isa` must be supported by this CPU, and `p` must describe valid memory: every element
+    /// of `A` and `B` readable, every element of `C` writable (and readable unless `beta` is
+    /// zero), `C` not overlapping `A` or `B`.
+    unsafe fn run_on(isa: Isa, p: &Problem<Self>, path: Path);
+}
+
+/// Defines the entry points of one element type and its [`Dispatch`] impl.
+macro_rules! dispatch {
+    ($t:ty, $portable:ident, $avx512_fn:ident: $avx512:ident, $avx2_fn:ident: $avx2:ident) => {
+        /// The AVX-512 entry point.
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512F, AVX2 and FMA; `p` as for [`Dispatch::run_on`].
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn $avx512_fn(p: &Problem<$t>, path: Path) {
+            // SAFETY: forwarded from the caller.
+            unsafe { run::<super::kernel::$avx512>(p, path) }
+        }
+
+        /// The AVX2 + FMA entry point.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2 and FMA; `p` as for [`Dispatch::run_on`].
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $avx2_fn(p: &Problem<$t>, path: Path) {
+            // SAFETY: forwarded from the caller.
+            unsafe { run::<super::kernel::$avx2>(p, path) }
+        }
+
+        impl Dispatch for $t {
+            #[inline]
+            unsafe fn run_on(isa: Isa, p: &Problem<$t>, path: Path) {
+                match isa {
+                    // SAFETY: the caller guarantees that the CPU supports `isa`, and `p`.
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx512 => unsafe { $avx512_fn(p, path) },
+                    // SAFETY: as above.
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx2 => unsafe { $avx2_fn(p, path) },
+                    // SAFETY: the baseline needs no CPU feature; `p` from the caller.
+                    _ => unsafe { run::<$portable>(p, path) },
+                }
+            }
+        }
+    };
+}
+
+dispatch!(f32, PortableF32, avx512_f32: Avx512F32, avx2_f32: Avx2F32);
+dispatch!(f64, PortableF64, avx512_f64: Avx512F64, avx2_f64: Avx2F64);

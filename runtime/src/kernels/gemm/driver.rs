@@ -1,0 +1,255 @@
+//! The problem description, the choice of algorithm, and the blocked (BLIS-style) loops.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use super::buffer::with_buffers;
+use super::gemv::by_gemv;
+use super::kernel::{Blocking, Elem, Kernel, Tile};
+use super::pack::pack;
+
+/// A read-only strided matrix: element `(i, j)` is at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MatRef<T> {
+    pub ptr: *const T,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+impl<T> MatRef<T> {
+    /// The address of element `(i, j)` (computed with wrapping arithmetic: only dereferenced
+    /// where the element is inside the matrix).
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> *const T {
+        self.ptr
+            .wrapping_offset(i as isize * self.rs + j as isize * self.cs)
+    }
+}
+
+/// `C = alpha · A · B + beta · C` with `A` `m × k`, `B` `k × n`, `C` `m × n`, all strided.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Problem<T> {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub alpha: T,
+    pub a: MatRef<T>,
+    pub b: MatRef<T>,
+    /// When zero, `C` is not read.
+    pub beta: T,
+    pub c: *mut T,
+    pub rsc: isize,
+    pub csc: isize,
+}
+
+/// Which algorithm to run. Everything but the tests uses [`Path::Auto`].
+#[cfg_attr(not(test), allow(dead_code))] // the forced paths exist for the tests
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// Choose by shape and layout.
+    Auto,
+    /// The packed, blocked algorithm with the given blocking (tests use tiny blocks to cross
+    /// every block boundary on small matrices).
+    Packed(Blocking),
+    /// One matrix-vector product per row or column of `C`; falls back to the packed path
+    /// when neither has a unit-stride form.
+    Gemv,
+}
+
+/// Up to this many multiply-adds (`m·n·k`) a problem is run as matrix-vector products when
+/// its layout allows, instead of being packed: below it the copies and the padding of edge
+/// tiles to `MR × NR` cost more than the cache reuse saves (measured with benches/gemm.rs).
+const SMALL: usize = 32 * 32 * 32;
+
+/// Runs a problem with kernel set `K`. Compiled once per instruction set, inside a
+/// `#[target_feature]` function, so everything here is inlined into it.
+///
+/// # Safety
+/// `p` must describe valid memory: every element of `A` (`m × k`) and `B` (`k × n`)
+/// readable, every element of `C` (`m × n`) writable (and readable unless `beta` is zero),
+/// and `C` not overlapping `A` or `B`.
+#[inline(always)]
+pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
+    if p.m == 0 || p.n == 0 {
+        return;
+    }
+    if p.k == 0 || p.alpha == K::T::ZERO {
+        // No product to add (BLAS semantics: A and B are not read when alpha is zero).
+        // SAFETY: forwarded from the caller.
+        unsafe { scale_c(p) };
+        return;
+    }
+    // SAFETY (all arms): forwarded from the caller.
+    match path {
+        Path::Auto => {
+            let gemv = p.m == 1 || p.n == 1 || p.m * p.n * p.k <= SMALL;
+            if !(gemv && unsafe { by_gemv::<K>(p) }) {
+                unsafe { packed::<K>(p, K::BLOCKING) };
+            }
+        }
+        Path::Packed(blocking) => unsafe { packed::<K>(p, blocking) },
+        Path::Gemv => {
+            if !unsafe { by_gemv::<K>(p) } {
+                unsafe { packed::<K>(p, K::BLOCKING) };
+            }
+        }
+    }
+}
+
+/// `C = beta · C`, writing zeros (not reading `C`) when `beta` is zero.
+///
+/// # Safety
+/// As for [`run`].
+#[inline(always)]
+unsafe fn scale_c<T: Elem>(p: &Problem<T>) {
+    for i in 0..p.m {
+        for j in 0..p.n {
+            // SAFETY: `(i, j)` is inside `C`.
+            unsafe {
+                let c = p.c.offset(i as isize * p.rsc + j as isize * p.csc);
+                *c = if p.beta == T::ZERO {
+                    T::ZERO
+                } else {
+                    p.beta * *c
+                };
+            }
+        }
+    }
+}
+
+/// The block size for a dimension of `len`: the fewest blocks of at most `max` (rounded down
+/// to a multiple of `unit`), made about equal and rounded up to a multiple of `unit`. Equal
+/// blocks avoid a thin last block (e.g. `k = 260` with `KC = 256` runs as 2 × 130, not
+/// 256 + 4, whose rank-4 update would be all overhead).
+fn block_size(len: usize, max: usize, unit: usize) -> usize {
+    let max = (max / unit).max(1) * unit;
+    let blocks = len.div_ceil(max).max(1);
+    len.div_ceil(blocks).div_ceil(unit) * unit
+}
+
+/// The packed, cache-blocked algorithm (the BLIS loop nest):
+///
+/// ```text
+/// for jc in 0..n step nc          loop 5: B block columns        (packed B: kc × nc, "L3")
+///   for pc in 0..k step kc        loop 4: rank-kc updates        (pack B[pc.., jc..])
+///     for ic in 0..m step mc      loop 3: A block rows           (pack A[ic.., pc..]: mc × kc, L2)
+///       for jr in 0..nc step NR   loop 2: micro-panel of B       (kc × NR stays in L1)
+///         for ir in 0..mc step MR loop 1: micro-panel of A       (streamed from L2)
+///           microkernel: C[ic+ir.., jc+jr..] (MR × NR) += A panel · B panel
+/// ```
+///
+/// Threading (not done yet; everything is single-threaded today). The loops are arranged so
+/// that it is a local change:
+/// - Loop 5 (`jc`) iterations write disjoint column blocks of `C` and share nothing: give
+///   each thread a range of `jc` blocks. Each thread packs into its own thread-local buffers
+///   (`buffer.rs` is already per thread), so no synchronisation is needed at all. This is the
+///   split for wide `C` (`n ≥ threads · nc`).
+/// - Otherwise split loop 3 (`ic`): all threads share the packed B block of the current `pc`
+///   (pack it once, or cooperatively by panel, then a barrier), each thread packs its own `A`
+///   blocks into its own buffer and writes disjoint row blocks of `C`; a second barrier
+///   before the next `pc` iteration repacks `B`. For that, the `B` buffer must be handed in
+///   by the caller instead of borrowed from the thread-local here.
+///
+/// # Safety
+/// As for [`run`].
+#[inline(always)]
+unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
+    let (mr, nr) = (K::MR, K::NR);
+    let kc_max = block_size(p.k, blocking.kc, 1);
+    let mc_max = block_size(p.m, blocking.mc, mr);
+    let nc_max = block_size(p.n, blocking.nc, nr);
+    with_buffers::<K::T, _>(mc_max * kc_max, kc_max * nc_max, |a_pack, b_pack| {
+        let mut jc = 0;
+        while jc < p.n {
+            let nc = nc_max.min(p.n - jc);
+            let mut pc = 0;
+            while pc < p.k {
+                let kc = kc_max.min(p.k - pc);
+                // SAFETY: the block `k ∈ pc..pc+kc`, `n ∈ jc..jc+nc` is inside B, and the
+                // buffer holds `kc_max · nc_max ≥ ceil(nc / NR) · NR · kc` elements.
+                unsafe { pack(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack) };
+                // Only the first rank-kc update applies beta; later ones accumulate.
+                let beta = if pc == 0 { p.beta } else { K::T::ONE };
+                let mut ic = 0;
+                while ic < p.m {
+                    let mc = mc_max.min(p.m - ic);
+                    // SAFETY: as for B, with `mc_max · kc_max` elements of buffer.
+                    unsafe { pack(mr, mc, kc, p.a.at(ic, pc), p.a.rs, p.a.cs, a_pack) };
+                    // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded), and
+                    // the `mc × nc` block of C at (ic, jc) is inside C.
+                    unsafe { macro_kernel::<K>(p, beta, ic, jc, mc, nc, kc, a_pack, b_pack) };
+                    ic += mc;
+                }
+                pc += kc;
+            }
+            jc += nc;
+        }
+    });
+}
+
+/// Loops 2 and 1: the microkernel over every `MR × NR` tile of the `mc × nc` block of `C`
+/// at `(ic, jc)`.
+///
+/// # Safety
+/// `a_pack` and `b_pack` must hold the packed `mc × kc` and `kc × nc` blocks (padded to whole
+/// panels), and the block of `C` must be valid as for [`run`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn macro_kernel<K: Kernel>(
+    p: &Problem<K::T>,
+    beta: K::T,
+    ic: usize,
+    jc: usize,
+    mc: usize,
+    nc: usize,
+    kc: usize,
+    a_pack: *const K::T,
+    b_pack: *const K::T,
+) {
+    let (mr, nr) = (K::MR, K::NR);
+    let mut jr = 0;
+    while jr < nc {
+        let b_panel = b_pack.wrapping_add(jr * kc);
+        let mut ir = 0;
+        while ir < mc {
+            let tile = Tile {
+                ptr: p
+                    .c
+                    .wrapping_offset((ic + ir) as isize * p.rsc + (jc + jr) as isize * p.csc),
+                rs: p.rsc,
+                cs: p.csc,
+                rows: mr.min(mc - ir),
+                cols: nr.min(nc - jr),
+                alpha: p.alpha,
+                beta,
+            };
+            // SAFETY: panel `ir / MR` of A and `jr / NR` of B hold `kc` full steps each, and
+            // the tile's `rows × cols` elements are inside C.
+            unsafe { K::tile(kc, a_pack.wrapping_add(ir * kc), b_panel, &tile) };
+            ir += mr;
+        }
+        jr += nr;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::block_size;
+
+    #[test]
+    fn blocks_are_balanced_and_bounded() {
+        assert_eq!(block_size(260, 256, 1), 130);
+        assert_eq!(block_size(256, 256, 1), 256);
+        assert_eq!(block_size(100, 256, 8), 104);
+        assert_eq!(block_size(300, 256, 8), 152);
+        assert_eq!(block_size(1, 256, 8), 8);
+        // max smaller than the unit: one unit per block.
+        assert_eq!(block_size(20, 3, 8), 8);
+        for len in 1..600 {
+            for (max, unit) in [(256, 1), (64, 8), (96, 12), (5, 4)] {
+                let b = block_size(len, max, unit);
+                assert!(b % unit == 0 && b <= max.max(unit), "{len} {max} {unit}: {b}");
+                assert!(len.div_ceil(b) == len.div_ceil((max / unit).max(1) * unit));
+            }
+        }
+    }
+}

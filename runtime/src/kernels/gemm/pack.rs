@@ -1,0 +1,129 @@
+//! Packing: copying a block of `A` or `B` into the layout the microkernel streams.
+//!
+//! A block of `len` lanes (rows of `A`, or columns of `B`) by `kc` steps is cut into panels
+//! of `w` lanes (`w` = `MR` for `A`, `NR` for `B`). Panel `q` holds lanes `q·w .. q·w + w`,
+//! step-major: element (lane `i`, step `p`) goes to `panel[p·w + i]`, so the microkernel reads
+//! both operands strictly sequentially. The last panel is padded with zeros up to `w` lanes,
+//! so the microkernel always computes a full tile (the padded rows/columns of the result are
+//! simply not stored).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use super::kernel::Elem;
+
+/// Packs the `len × kc` block whose element (lane `i`, step `p`) is at
+/// `src + i·s_lane + p·s_step` into `ceil(len / w)` panels of `w × kc` at `dst`.
+///
+/// # Safety
+/// Every element of the block must be readable, and `dst` writable for
+/// `ceil(len / w) · w · kc` elements, not overlapping the source.
+#[inline(always)]
+pub(super) unsafe fn pack<T: Elem>(
+    w: usize,
+    len: usize,
+    kc: usize,
+    src: *const T,
+    s_lane: isize,
+    s_step: isize,
+    dst: *mut T,
+) {
+    let mut dst = dst;
+    let mut lane0 = 0;
+    while lane0 < len {
+        let lanes = w.min(len - lane0);
+        let panel_src = src.wrapping_offset(lane0 as isize * s_lane);
+        // SAFETY: lanes `lane0 .. lane0 + lanes` are inside the block, and the panel's
+        // `w · kc` destination elements are inside `dst`'s extent.
+        unsafe {
+            if lanes == w {
+                pack_full(w, kc, panel_src, s_lane, s_step, dst);
+            } else {
+                pack_partial(w, lanes, kc, panel_src, s_lane, s_step, dst);
+            }
+        }
+        dst = dst.wrapping_add(w * kc);
+        lane0 += w;
+    }
+}
+
+/// One full panel of `w` lanes.
+///
+/// # Safety
+/// As for [`pack`], for one panel.
+#[inline(always)]
+unsafe fn pack_full<T: Elem>(
+    w: usize,
+    kc: usize,
+    src: *const T,
+    s_lane: isize,
+    s_step: isize,
+    dst: *mut T,
+) {
+    // SAFETY (all arms): `i < w` lanes and `p < kc` steps address elements of the block, and
+    // `p·w + i < w·kc` addresses the panel.
+    if s_lane == 1 {
+        // The lanes of one step are contiguous (A transposed, B not): a copy of `w` elements
+        // per step (`w` is a constant here, so it becomes a few vector moves).
+        for p in 0..kc {
+            unsafe {
+                std::ptr::copy_nonoverlapping(src.offset(p as isize * s_step), dst.add(p * w), w)
+            };
+        }
+    } else if s_step == 1 {
+        // Each lane is contiguous along `k` (A not transposed, B transposed): a transpose.
+        // Blocks of TB steps are read lane by lane (each a short contiguous run, so every
+        // cache line fetched is used whole) and written step-major.
+        const TB: usize = 8;
+        let mut p0 = 0;
+        while p0 + TB <= kc {
+            for i in 0..w {
+                let s = src.wrapping_offset(i as isize * s_lane).wrapping_add(p0);
+                for q in 0..TB {
+                    unsafe { *dst.add((p0 + q) * w + i) = *s.add(q) };
+                }
+            }
+            p0 += TB;
+        }
+        for p in p0..kc {
+            for i in 0..w {
+                unsafe { *dst.add(p * w + i) = *src.offset(i as isize * s_lane).add(p) };
+            }
+        }
+    } else {
+        for p in 0..kc {
+            for i in 0..w {
+                unsafe {
+                    *dst.add(p * w + i) = *src.offset(i as isize * s_lane + p as isize * s_step)
+                };
+            }
+        }
+    }
+}
+
+/// The last panel, with `lanes < w` lanes: the missing lanes are written as zeros.
+///
+/// # Safety
+/// As for [`pack`], for one panel.
+#[inline(never)]
+unsafe fn pack_partial<T: Elem>(
+    w: usize,
+    lanes: usize,
+    kc: usize,
+    src: *const T,
+    s_lane: isize,
+    s_step: isize,
+    dst: *mut T,
+) {
+    for p in 0..kc {
+        for i in 0..w {
+            let v = if i < lanes {
+                // SAFETY: lane `i < lanes` and step `p < kc` are inside the block.
+                unsafe { *src.offset(i as isize * s_lane + p as isize * s_step) }
+            } else {
+                T::ZERO
+            };
+            // SAFETY: `p·w + i < w·kc`, inside the panel.
+            unsafe { *dst.add(p * w + i) = v };
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The parameters and running statistics of the normalisation layers.
+
+use crate::Float;
+use ndarray::Array1;
+
+/// The state of a batch norm over `num_features` channels, as PyTorch's `BatchNorm1d` /
+/// `BatchNorm2d` (affine, tracking running statistics): the trainable `weight` and `bias`, and
+/// the non-trainable `running_mean` and `running_var` buffers (saved with the parameters, as
+/// in a `state_dict`), all `[num_features]`.
+///
+/// PyTorch's integer `num_batches_tracked` buffer is not kept: with a fixed momentum it does
+/// not affect any value.
+///
+/// ```
+/// use kiln_runtime::layers::BatchNorm;
+/// let bn = BatchNorm::<f32>::new(3);
+/// assert_eq!(bn.weight.to_vec(), [1.0; 3]);
+/// assert_eq!(bn.running_var.to_vec(), [1.0; 3]);
+/// assert_eq!(bn.num_params(), 6);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNorm<F> {
+    /// The per-channel scale (γ), `[num_features]`.
+    pub weight: Array1<F>,
+    /// The per-channel shift (β), `[num_features]`.
+    pub bias: Array1<F>,
+    /// The running mean used in evaluation mode, `[num_features]`.
+    pub running_mean: Array1<F>,
+    /// The running (unbiased) variance used in evaluation mode, `[num_features]`.
+    pub running_var: Array1<F>,
+}
+
+impl<F: Float> BatchNorm<F> {
+    /// PyTorch's initial state: weight 1, bias 0, running mean 0, running variance 1.
+    pub fn new(num_features: usize) -> Self {
+        Self {
+            weight: Array1::ones(num_features),
+            bias: Array1::zeros(num_features),
+            running_mean: Array1::zeros(num_features),
+            running_var: Array1::ones(num_features),
+        }
+    }
+
+    /// Zero parameters (weight and bias 0), with the running statistics at their reset state
+    /// (mean 0, variance 1, as PyTorch's `reset_running_stats`). The variance stays 1 rather
+    /// than 0 so that evaluation mode never divides by `√eps` alone: "zeros" is about the
+    /// trainable parameters, and the buffers are not parameters.
+    pub fn zeros(num_features: usize) -> Self {
+        Self {
+            weight: Array1::zeros(num_features),
+            bias: Array1::zeros(num_features),
+            running_mean: Array1::zeros(num_features),
+            running_var: Array1::ones(num_features),
+        }
+    }
+
+    /// The number of channels.
+    pub fn num_features(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// The number of trainable scalars, `2 · num_features` (the buffers are not counted).
+    pub fn num_params(&self) -> usize {
+        self.weight.len() + self.bias.len()
+    }
+}
+
+/// The parameters of a layer norm over the last `normalized_len` elements (the product of
+/// PyTorch's `normalized_shape`), as `nn.LayerNorm` with `elementwise_affine = True`: `weight`
+/// and `bias` are `[normalized_len]` (flattened if `normalized_shape` has several dims).
+///
+/// ```
+/// use kiln_runtime::layers::LayerNorm;
+/// let ln = LayerNorm::<f64>::new(4);
+/// assert_eq!((ln.weight.to_vec(), ln.bias.to_vec()), (vec![1.0; 4], vec![0.0; 4]));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerNorm<F> {
+    /// The elementwise scale (γ).
+    pub weight: Array1<F>,
+    /// The elementwise shift (β).
+    pub bias: Array1<F>,
+}
+
+impl<F: Float> LayerNorm<F> {
+    /// PyTorch's initial state: weight 1, bias 0.
+    pub fn new(normalized_len: usize) -> Self {
+        Self {
+            weight: Array1::ones(normalized_len),
+            bias: Array1::zeros(normalized_len),
+        }
+    }
+
+    /// Zero weight and bias.
+    pub fn zeros(normalized_len: usize) -> Self {
+        Self {
+            weight: Array1::zeros(normalized_len),
+            bias: Array1::zeros(normalized_len),
+        }
+    }
+
+    /// The number of normalised elements per row.
+    pub fn normalized_len(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// The number of trainable scalars, `2 · normalized_len`.
+    pub fn num_params(&self) -> usize {
+        self.weight.len() + self.bias.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_norm_initial_and_zero_states() {
+        let bn = BatchNorm::<f64>::new(3);
+        assert_eq!(bn.weight.to_vec(), [1.0; 3]);
+        assert_eq!(bn.bias.to_vec(), [0.0; 3]);
+        assert_eq!(bn.running_mean.to_vec(), [0.0; 3]);
+        assert_eq!(bn.running_var.to_vec(), [1.0; 3]);
+        assert_eq!((bn.num_features(), bn.num_params()), (3, 6));
+        let z = BatchNorm::<f32>::zeros(2);
+        assert_eq!(z.weight.to_vec(), [0.0; 2]);
+        assert_eq!(z.bias.to_vec(), [0.0; 2]);
+        assert_eq!(z.running_mean.to_vec(), [0.0; 2]);
+        assert_eq!(z.running_var.to_vec(), [1.0; 2]);
+    }
+
+    #[test]
+    fn layer_norm_initial_and_zero_states() {
+        let ln = LayerNorm::<f32>::new(5);
+        assert_eq!(ln.weight.to_vec(), [1.0; 5]);
+        assert_eq!(ln.bias.to_vec(), [0.0; 5]);
+        assert_eq!((ln.normalized_len(), ln.num_params()), (5, 10));
+        let z = LayerNorm::<f64>::zeros(2);
+        assert_eq!(
+            (z.weight.to_vec(), z.bias.to_vec()),
+            (vec![0.0; 2], vec![0.0; 2])
+        );
+    }
+}
