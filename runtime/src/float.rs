@@ -100,12 +100,17 @@ pub trait Float:
     fn read_le(bytes: &[u8]) -> Self;
 
     /// `C = alpha * A B + beta * C` on raw strided matrices (row and column strides in
-    /// elements). `A` is `m x k`, `B` is `k x n`, `C` is `m x n`. A transpose is a swap of the
-    /// two strides, so no operand is ever copied. When `beta` is zero `C` is only written.
+    /// elements, any sign). `A` is `m x k`, `B` is `k x n`, `C` is `m x n`. A transpose is a
+    /// swap of the two strides, so no operand is ever copied by the caller. When `beta` is
+    /// zero `C` is only written; when `k` or `alpha` is zero, `A` and `B` are not read and
+    /// `C` becomes `beta * C`. This is kiln's own GEMM ([`crate::kernels::gemm()`]): after a
+    /// thread's first call of a given size, later calls allocate nothing.
     ///
     /// # Safety
-    /// The pointers and strides must describe valid, non-overlapping (for `C`) memory for the
-    /// given dimensions, as for `matrixmultiply::sgemm`.
+    /// Element `(i, j)` of each matrix is at `ptr + i * rs + j * cs`. Every element of `A`
+    /// and `B` must be readable, every element of `C` writable (and readable unless `beta` is
+    /// zero), and `C` must not overlap `A`, `B` or itself (no two of its elements at the same
+    /// address).
     #[allow(clippy::too_many_arguments)]
     unsafe fn gemm_raw(
         m: usize,
@@ -126,7 +131,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ident, $gemm:ident, $dtype:ident, $erf:path) => {
+    ($t:ident, $dtype:ident, $erf:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -220,7 +225,7 @@ macro_rules! impl_float {
             ) {
                 // SAFETY: forwarded contract of this function.
                 unsafe {
-                    matrixmultiply::$gemm(
+                    crate::kernels::gemm::gemm_strided::<$t>(
                         m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
                     )
                 }
@@ -229,5 +234,5 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, sgemm, F32, libm::erff);
-impl_float!(f64, dgemm, F64, libm::erf);
+impl_float!(f32, F32, libm::erff);
+impl_float!(f64, F64, libm::erf);

@@ -5,6 +5,7 @@
 //! `ndarray` arrays.
 
 pub mod check;
+pub mod data;
 pub mod error;
 pub mod float;
 pub mod io;
@@ -14,6 +15,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod shape;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use float::Float;

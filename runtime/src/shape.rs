@@ -354,7 +354,11 @@ pub fn fixed_rank<'a, T, D: Dimension>(
         name,
         expected: format!("rank {}", D::NDIM.unwrap_or(0)),
         actual: actual.clone(),
-        detail: format!(" (rank {} instead of {})", actual.len(), D::NDIM.unwrap_or(0)),
+        detail: format!(
+            " (rank {} instead of {})",
+            actual.len(),
+            D::NDIM.unwrap_or(0)
+        ),
     })
 }
 
@@ -363,7 +367,12 @@ pub fn wrong_target_kind(name: &'static str, labels_expected: bool) -> Error {
     Error::Shape {
         kind: "target",
         name,
-        expected: if labels_expected { "class labels" } else { "float values" }.to_string(),
+        expected: if labels_expected {
+            "class labels"
+        } else {
+            "float values"
+        }
+        .to_string(),
         actual: Vec::new(),
         detail: if labels_expected {
             " (got float values; pass `TargetView::Labels`)".to_string()

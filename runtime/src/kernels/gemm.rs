@@ -209,7 +209,11 @@ mod tests {
                     abs += (av * bv).abs();
                 }
                 // With beta = 0, C is not read: its NaNs must not reach the result.
-                let old = if beta == 0.0 { 0.0 } else { beta * c[i * n + j] };
+                let old = if beta == 0.0 {
+                    0.0
+                } else {
+                    beta * c[i * n + j]
+                };
                 out[i * n + j] = alpha * acc + old;
                 scale[i * n + j] = alpha.abs() * abs + old.abs();
             }
@@ -275,9 +279,8 @@ mod tests {
             let (alpha, beta) = (F::from_f64(s.alpha), F::from_f64(s.beta));
             for a_trans in [false, true] {
                 for b_trans in [false, true] {
-                    let (want, scale) = reference(
-                        m, k, n, s.alpha, &a64, a_trans, &b64, b_trans, s.beta, &c64,
-                    );
+                    let (want, scale) =
+                        reference(m, k, n, s.alpha, &a64, a_trans, &b64, b_trans, s.beta, &c64);
                     let mut c = c0.clone();
                     let ((rsa, csa), (rsb, csb)) = (strides(m, k, a_trans), strides(k, n, b_trans));
                     let p = Problem {
@@ -303,8 +306,7 @@ mod tests {
                     // SAFETY: `isa` comes from `Isa::available`; the strides describe the
                     // vectors above, exactly as in `gemm`.
                     unsafe { F::run_on(isa, &p, path) };
-                    for (idx, ((got, want), scale)) in c.iter().zip(&want).zip(&scale).enumerate()
-                    {
+                    for (idx, ((got, want), scale)) in c.iter().zip(&want).zip(&scale).enumerate() {
                         let tol = 2.0 * (k as f64 + 4.0) * eps * scale + f64::MIN_POSITIVE;
                         let err = (got.to_f64() - want).abs();
                         assert!(
@@ -389,8 +391,13 @@ mod tests {
     /// `gemm` itself (the public entry, through `Float::gemm_raw` and the detected ISA).
     #[test]
     fn public_entry_matches_the_reference() {
-        for &(m, k, n) in &[(1, 1, 1), (1, 784, 128), (7, 13, 5), (65, 129, 31), (64, 784, 128)]
-        {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 784, 128),
+            (7, 13, 5),
+            (65, 129, 31),
+            (64, 784, 128),
+        ] {
             for a_trans in [false, true] {
                 for b_trans in [false, true] {
                     let (a, b, c0) = (values(m * k, 1.0), values(k * n, 2.0), values(m * n, 3.0));
@@ -399,7 +406,9 @@ mod tests {
                     let mut c = c0.clone();
                     gemm(m, k, n, 0.75, &a, a_trans, &b, b_trans, -1.25, &mut c);
                     for ((got, want), scale) in c.iter().zip(&want).zip(&scale) {
-                        assert!((got - want).abs() <= 2.0 * (k as f64 + 4.0) * f64::EPSILON * scale);
+                        assert!(
+                            (got - want).abs() <= 2.0 * (k as f64 + 4.0) * f64::EPSILON * scale
+                        );
                     }
                 }
             }
@@ -465,7 +474,18 @@ mod tests {
         gemm(2, 3, 2, 0.0, &a, false, &a, true, 2.0, &mut c);
         assert_eq!(c, [2.0, 4.0, 6.0, 8.0]);
         let mut c = [f32::NAN; 4];
-        gemm(2, 3, 2, 0.0, &[f32::NAN; 6], false, &[1.0; 6], false, 0.0, &mut c);
+        gemm(
+            2,
+            3,
+            2,
+            0.0,
+            &[f32::NAN; 6],
+            false,
+            &[1.0; 6],
+            false,
+            0.0,
+            &mut c,
+        );
         assert_eq!(c, [0.0; 4]);
     }
 

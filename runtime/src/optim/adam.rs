@@ -1,7 +1,8 @@
 //! Adam (L2 weight decay) and AdamW (decoupled weight decay).
 
 use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
-use crate::{Float, Model};
+use crate::train::OptimizerState;
+use crate::{Float, Model, Result};
 
 /// The update shared by [`Adam`] and [`AdamW`]; they differ only in how weight decay enters.
 #[derive(Clone, Debug)]
@@ -38,6 +39,43 @@ impl<F: Float> AdamCore<F> {
         self.steps = 0;
         self.exp_avg.clear();
         self.exp_avg_sq.clear();
+    }
+
+    /// PyTorch's names: `lr`, `beta1`, `beta2` (its `betas` pair), `eps`, `weight_decay`,
+    /// `step`; buffers `exp_avg`, `exp_avg_sq`.
+    fn export_state(&self, kind: &str) -> OptimizerState<F> {
+        OptimizerState::new(kind)
+            .with_scalar("lr", self.lr)
+            .with_scalar("beta1", self.beta1)
+            .with_scalar("beta2", self.beta2)
+            .with_scalar("eps", self.eps)
+            .with_scalar("weight_decay", self.weight_decay)
+            // Exact: a step count below 2^53 is an integer-valued f64.
+            .with_scalar("step", self.steps as f64)
+            .with_buffers("exp_avg", self.exp_avg.clone())
+            .with_buffers("exp_avg_sq", self.exp_avg_sq.clone())
+    }
+
+    fn import_state(&mut self, state: &OptimizerState<F>, kind: &str) -> Result<()> {
+        state.expect_kind(kind)?;
+        let step = state.scalar("step")?;
+        if !(step >= 0.0 && step.fract() == 0.0 && step < 2f64.powi(53)) {
+            return Err(state.mismatch(format!(
+                "the {kind} state's `step` is {step}, not a step count"
+            )));
+        }
+        *self = Self {
+            lr: state.scalar("lr")?,
+            beta1: state.scalar("beta1")?,
+            beta2: state.scalar("beta2")?,
+            eps: state.scalar("eps")?,
+            weight_decay: state.scalar("weight_decay")?,
+            decoupled: self.decoupled,
+            steps: step as u64,
+            exp_avg: state.buffer_list("exp_avg")?.to_vec(),
+            exp_avg_sq: state.buffer_list("exp_avg_sq")?.to_vec(),
+        };
+        Ok(())
     }
 
     fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads, name: &'static str) {
@@ -147,6 +185,24 @@ impl<F: Float> Adam<F> {
     }
 }
 
+impl<F: Float> Adam<F> {
+    /// A copy of the optimizer's state for a checkpoint: `lr`, `beta1`, `beta2`, `eps`,
+    /// `weight_decay`, `step` and the `exp_avg` and `exp_avg_sq` buffers (PyTorch's names).
+    pub fn export_state(&self) -> OptimizerState<F> {
+        self.core.export_state("Adam")
+    }
+
+    /// Replaces the whole state, hyperparameters and step count included (as PyTorch's
+    /// `load_state_dict`), with one made by [`Adam::export_state`].
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`](crate::Error::Mismatch) if `state` is not an `Adam` state or lacks
+    /// a field; the optimizer is then unchanged.
+    pub fn import_state(&mut self, state: &OptimizerState<F>) -> Result<()> {
+        self.core.import_state(state, "Adam")
+    }
+}
+
 impl<F: Float> Optimizer<F> for Adam<F> {
     fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
         self.core.step(model, grads, "Adam");
@@ -211,6 +267,24 @@ impl<F: Float> AdamW<F> {
     /// Forgets the moment estimates and the step count, as a freshly built optimizer.
     pub fn reset(&mut self) {
         self.core.reset();
+    }
+}
+
+impl<F: Float> AdamW<F> {
+    /// A copy of the optimizer's state for a checkpoint: `lr`, `beta1`, `beta2`, `eps`,
+    /// `weight_decay`, `step` and the `exp_avg` and `exp_avg_sq` buffers (PyTorch's names).
+    pub fn export_state(&self) -> OptimizerState<F> {
+        self.core.export_state("AdamW")
+    }
+
+    /// Replaces the whole state, hyperparameters and step count included (as PyTorch's
+    /// `load_state_dict`), with one made by [`AdamW::export_state`].
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`](crate::Error::Mismatch) if `state` is not an `AdamW` state or lacks
+    /// a field; the optimizer is then unchanged.
+    pub fn import_state(&mut self, state: &OptimizerState<F>) -> Result<()> {
+        self.core.import_state(state, "AdamW")
     }
 }
 

@@ -19,11 +19,17 @@
 //! ```
 
 mod adam;
+pub mod clip;
 mod rmsprop;
+pub mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamW};
+pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
 pub use rmsprop::RmsProp;
+pub use schedule::{
+    from_fn, Constant, CosineAnnealing, FnSchedule, Interval, LinearWarmup, LrSchedule, StepLr,
+};
 pub use sgd::Sgd;
 
 use crate::{Float, Model};

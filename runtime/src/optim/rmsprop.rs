@@ -1,7 +1,8 @@
 //! RMSprop, plain, with momentum, and centered.
 
 use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
-use crate::{Float, Model};
+use crate::train::{state::flag_value, OptimizerState};
+use crate::{Float, Model, Result};
 
 /// RMSprop, as `torch.optim.RMSprop`.
 ///
@@ -83,6 +84,44 @@ impl<F: Float> RmsProp<F> {
         self.square_avg.clear();
         self.grad_avg.clear();
         self.momentum_buffers.clear();
+    }
+
+    /// A copy of the optimizer's state for a checkpoint: `lr`, `alpha`, `eps`, `momentum`,
+    /// `centered`, `weight_decay` and the `square_avg`, `grad_avg` and `momentum_buffer`
+    /// buffers (PyTorch's names).
+    pub fn export_state(&self) -> OptimizerState<F> {
+        OptimizerState::new("RmsProp")
+            .with_scalar("lr", self.lr)
+            .with_scalar("alpha", self.alpha)
+            .with_scalar("eps", self.eps)
+            .with_scalar("momentum", self.momentum)
+            .with_scalar("centered", flag_value(self.centered))
+            .with_scalar("weight_decay", self.weight_decay)
+            .with_buffers("square_avg", self.square_avg.clone())
+            .with_buffers("grad_avg", self.grad_avg.clone())
+            .with_buffers("momentum_buffer", self.momentum_buffers.clone())
+    }
+
+    /// Replaces the whole state, hyperparameters included (as PyTorch's `load_state_dict`),
+    /// with one made by [`RmsProp::export_state`].
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`](crate::Error::Mismatch) if `state` is not an `RmsProp` state or
+    /// lacks a field; the optimizer is then unchanged.
+    pub fn import_state(&mut self, state: &OptimizerState<F>) -> Result<()> {
+        state.expect_kind("RmsProp")?;
+        *self = Self {
+            lr: state.scalar("lr")?,
+            alpha: state.scalar("alpha")?,
+            eps: state.scalar("eps")?,
+            momentum: state.scalar("momentum")?,
+            centered: state.flag("centered")?,
+            weight_decay: state.scalar("weight_decay")?,
+            square_avg: state.buffer_list("square_avg")?.to_vec(),
+            grad_avg: state.buffer_list("grad_avg")?.to_vec(),
+            momentum_buffers: state.buffer_list("momentum_buffer")?.to_vec(),
+        };
+        Ok(())
     }
 }
 

@@ -1,7 +1,8 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay.
 
 use super::{add_scaled, check_pair, state_slot, Optimizer};
-use crate::{Float, Model};
+use crate::train::{state::flag_value, OptimizerState};
+use crate::{Float, Model, Result};
 
 /// Stochastic gradient descent, as `torch.optim.SGD`.
 ///
@@ -69,6 +70,37 @@ impl<F: Float> Sgd<F> {
     /// Forgets the momentum buffers, as a freshly built optimizer.
     pub fn reset(&mut self) {
         self.momentum_buffers.clear();
+    }
+
+    /// A copy of the optimizer's state for a checkpoint: `lr`, `momentum`, `dampening`,
+    /// `nesterov`, `weight_decay` and the `momentum_buffer`s (PyTorch's names).
+    pub fn export_state(&self) -> OptimizerState<F> {
+        OptimizerState::new("Sgd")
+            .with_scalar("lr", self.lr)
+            .with_scalar("momentum", self.momentum)
+            .with_scalar("dampening", self.dampening)
+            .with_scalar("nesterov", flag_value(self.nesterov))
+            .with_scalar("weight_decay", self.weight_decay)
+            .with_buffers("momentum_buffer", self.momentum_buffers.clone())
+    }
+
+    /// Replaces the whole state, hyperparameters included (as PyTorch's `load_state_dict`),
+    /// with one made by [`Sgd::export_state`].
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`](crate::Error::Mismatch) if `state` is not an `Sgd` state or lacks a
+    /// field; the optimizer is then unchanged.
+    pub fn import_state(&mut self, state: &OptimizerState<F>) -> Result<()> {
+        state.expect_kind("Sgd")?;
+        *self = Self {
+            lr: state.scalar("lr")?,
+            momentum: state.scalar("momentum")?,
+            dampening: state.scalar("dampening")?,
+            nesterov: state.flag("nesterov")?,
+            weight_decay: state.scalar("weight_decay")?,
+            momentum_buffers: state.buffer_list("momentum_buffer")?.to_vec(),
+        };
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::buffer::with_buffers;
+use super::buffer::Scratch;
 use super::gemv::by_gemv;
 use super::kernel::{Blocking, Elem, Kernel, Tile};
 use super::pack::pack;
@@ -147,7 +147,7 @@ fn block_size(len: usize, max: usize, unit: usize) -> usize {
 ///   (pack it once, or cooperatively by panel, then a barrier), each thread packs its own `A`
 ///   blocks into its own buffer and writes disjoint row blocks of `C`; a second barrier
 ///   before the next `pc` iteration repacks `B`. For that, the `B` buffer must be handed in
-///   by the caller instead of borrowed from the thread-local here.
+///   by the caller instead of taken from the thread-local here.
 ///
 /// # Safety
 /// As for [`run`].
@@ -157,33 +157,33 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     let kc_max = block_size(p.k, blocking.kc, 1);
     let mc_max = block_size(p.m, blocking.mc, mr);
     let nc_max = block_size(p.n, blocking.nc, nr);
-    with_buffers::<K::T, _>(mc_max * kc_max, kc_max * nc_max, |a_pack, b_pack| {
-        let mut jc = 0;
-        while jc < p.n {
-            let nc = nc_max.min(p.n - jc);
-            let mut pc = 0;
-            while pc < p.k {
-                let kc = kc_max.min(p.k - pc);
-                // SAFETY: the block `k ∈ pc..pc+kc`, `n ∈ jc..jc+nc` is inside B, and the
-                // buffer holds `kc_max · nc_max ≥ ceil(nc / NR) · NR · kc` elements.
-                unsafe { pack(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack) };
-                // Only the first rank-kc update applies beta; later ones accumulate.
-                let beta = if pc == 0 { p.beta } else { K::T::ONE };
-                let mut ic = 0;
-                while ic < p.m {
-                    let mc = mc_max.min(p.m - ic);
-                    // SAFETY: as for B, with `mc_max · kc_max` elements of buffer.
-                    unsafe { pack(mr, mc, kc, p.a.at(ic, pc), p.a.rs, p.a.cs, a_pack) };
-                    // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded), and
-                    // the `mc × nc` block of C at (ic, jc) is inside C.
-                    unsafe { macro_kernel::<K>(p, beta, ic, jc, mc, nc, kc, a_pack, b_pack) };
-                    ic += mc;
-                }
-                pc += kc;
+    let mut scratch = Scratch::take();
+    let (a_pack, b_pack) = scratch.get::<K::T>(mc_max * kc_max, kc_max * nc_max);
+    let mut jc = 0;
+    while jc < p.n {
+        let nc = nc_max.min(p.n - jc);
+        let mut pc = 0;
+        while pc < p.k {
+            let kc = kc_max.min(p.k - pc);
+            // SAFETY: the block `k ∈ pc..pc+kc`, `n ∈ jc..jc+nc` is inside B, and the
+            // buffer holds `kc_max · nc_max ≥ ceil(nc / NR) · NR · kc` elements.
+            unsafe { pack(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack) };
+            // Only the first rank-kc update applies beta; later ones accumulate.
+            let beta = if pc == 0 { p.beta } else { K::T::ONE };
+            let mut ic = 0;
+            while ic < p.m {
+                let mc = mc_max.min(p.m - ic);
+                // SAFETY: as for B, with `mc_max · kc_max` elements of buffer.
+                unsafe { pack(mr, mc, kc, p.a.at(ic, pc), p.a.rs, p.a.cs, a_pack) };
+                // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded), and
+                // the `mc × nc` block of C at (ic, jc) is inside C.
+                unsafe { macro_kernel::<K>(p, beta, ic, jc, mc, nc, kc, a_pack, b_pack) };
+                ic += mc;
             }
-            jc += nc;
+            pc += kc;
         }
-    });
+        jc += nc;
+    }
 }
 
 /// Loops 2 and 1: the microkernel over every `MR × NR` tile of the `mc × nc` block of `C`
@@ -247,7 +247,10 @@ mod tests {
         for len in 1..600 {
             for (max, unit) in [(256, 1), (64, 8), (96, 12), (5, 4)] {
                 let b = block_size(len, max, unit);
-                assert!(b % unit == 0 && b <= max.max(unit), "{len} {max} {unit}: {b}");
+                assert!(
+                    b % unit == 0 && b <= max.max(unit),
+                    "{len} {max} {unit}: {b}"
+                );
                 assert!(len.div_ceil(b) == len.div_ceil((max / unit).max(1) * unit));
             }
         }

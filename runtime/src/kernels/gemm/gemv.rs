@@ -76,9 +76,10 @@ impl<T: Elem> Gemv<T> {
 
 /// `acc[i] += a[i] · b[i]` lane by lane.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // indexing vectorises to full-width FMAs; zips did not
 fn fma_lanes<T: Elem, F: MulAdd<T>, const W: usize>(acc: &mut [T; W], a: &[T; W], b: &[T; W]) {
-    for ((c, &x), &y) in acc.iter_mut().zip(a).zip(b) {
-        *c = F::mul_add(x, y, *c);
+    for i in 0..W {
+        acc[i] = F::mul_add(a[i], b[i], acc[i]);
     }
 }
 
@@ -100,116 +101,107 @@ fn sum_lanes<T: Elem, const W: usize>(mut v: [T; W]) -> T {
     v[0]
 }
 
-/// The matrix-vector product for unit-stride rows and `x` (`cs == 1`, `incx == 1`), with
-/// `W`-lane partial sums.
+/// The matrix-vector product for unit-stride rows and `x` (`cs == 1`, `incx == 1`): one
+/// dot product per output, with `W`-lane partial sums (several vectors, to cover the FMA
+/// latency) then `L`-lane ones (one vector) for the tail of `k`.
+///
+/// One row at a time, not several sharing each load of `x`: the matrix is read once either
+/// way and its stream (from L2 for a layer's weights) is the bound, and with several rows LLVM
+/// vectorised across the rows (a shuffle per FMA) instead of along them.
 ///
 /// # Safety
 /// As for [`Gemv::run`], and `cs == 1`, `incx == 1`.
 #[inline(always)]
-pub(super) unsafe fn dot_rows<T: Elem, F: MulAdd<T>, const W: usize>(v: &Gemv<T>) {
+pub(super) unsafe fn dot_rows<T: Elem, F: MulAdd<T>, const W: usize, const L: usize>(
+    v: &Gemv<T>,
+) {
     debug_assert!(v.cs == 1 && v.incx == 1);
-    let (k, chunks) = (v.k, v.k / W);
-    let row = |j: usize| v.mat.wrapping_offset(j as isize * v.rs);
-    // SAFETY (for the reads below): `j + q < len` and `p < k` (or a chunk `c·W..(c+1)·W`
-    // with `c < k / W`), so every element read is inside `M` or `x`; `[T; W]` has the
-    // alignment of `T`.
-    let mut j = 0;
-    while j + 4 <= v.len {
-        let r = [row(j), row(j + 1), row(j + 2), row(j + 3)];
-        let mut acc = [[T::ZERO; W]; 4];
-        for c in 0..chunks {
-            // SAFETY: see above.
-            unsafe {
-                let xv = &*v.x.add(c * W).cast::<[T; W]>();
-                fma_lanes::<T, F, W>(&mut acc[0], &*r[0].add(c * W).cast(), xv);
-                fma_lanes::<T, F, W>(&mut acc[1], &*r[1].add(c * W).cast(), xv);
-                fma_lanes::<T, F, W>(&mut acc[2], &*r[2].add(c * W).cast(), xv);
-                fma_lanes::<T, F, W>(&mut acc[3], &*r[3].add(c * W).cast(), xv);
-            }
-        }
-        let mut tail = [T::ZERO; 4];
-        for p in chunks * W..k {
-            // SAFETY: see above.
-            let xp = unsafe { *v.x.add(p) };
-            for (t, r) in tail.iter_mut().zip(r) {
-                // SAFETY: see above.
-                *t = F::mul_add(unsafe { *r.add(p) }, xp, *t);
-            }
-        }
-        for (q, (acc, t)) in acc.into_iter().zip(tail).enumerate() {
-            // SAFETY: `j + q < len`.
-            unsafe { v.store(j + q, sum_lanes(acc) + t) };
-        }
-        j += 4;
-    }
-    while j < v.len {
-        let r = row(j);
-        let mut acc = [T::ZERO; W];
-        for c in 0..chunks {
-            // SAFETY: see above.
+    let k = v.k;
+    for j in 0..v.len {
+        let row = v.mat.wrapping_offset(j as isize * v.rs);
+        // SAFETY (all reads below): `j < len` and every index read is `< k`, so inside row
+        // `j` of `M` and inside `x`; `[T; N]` has the alignment of `T`.
+        let mut wide = [T::ZERO; W];
+        let mut p = 0;
+        while p + W <= k {
             unsafe {
                 fma_lanes::<T, F, W>(
-                    &mut acc,
-                    &*r.add(c * W).cast(),
-                    &*v.x.add(c * W).cast::<[T; W]>(),
-                );
-            }
+                    &mut wide,
+                    &*row.add(p).cast(),
+                    &*v.x.add(p).cast::<[T; W]>(),
+                )
+            };
+            p += W;
+        }
+        let mut narrow = [T::ZERO; L];
+        while p + L <= k {
+            unsafe {
+                fma_lanes::<T, F, L>(
+                    &mut narrow,
+                    &*row.add(p).cast(),
+                    &*v.x.add(p).cast::<[T; L]>(),
+                )
+            };
+            p += L;
         }
         let mut tail = T::ZERO;
-        for p in chunks * W..k {
-            // SAFETY: see above.
-            tail = F::mul_add(unsafe { *r.add(p) }, unsafe { *v.x.add(p) }, tail);
+        while p < k {
+            tail = F::mul_add(unsafe { *row.add(p) }, unsafe { *v.x.add(p) }, tail);
+            p += 1;
         }
+        let s = sum_lanes(wide) + sum_lanes(narrow) + tail;
         // SAFETY: `j < len`.
-        unsafe { v.store(j, sum_lanes(acc) + tail) };
-        j += 1;
+        unsafe { v.store(j, s) };
     }
 }
 
-/// The matrix-vector product for unit-stride columns (`rs == 1`): blocks of `W` outputs are
-/// accumulated in registers while the matrix is streamed row by row (`p`).
+/// The matrix-vector product for unit-stride columns (`rs == 1`): blocks of `W` outputs
+/// (several vectors, to cover the FMA latency), then of `L` (one vector), then single ones,
+/// are accumulated in registers while the matrix is streamed row by row (`p`).
 ///
 /// # Safety
 /// As for [`Gemv::run`], and `rs == 1`.
 #[inline(always)]
-pub(super) unsafe fn axpy_cols<T: Elem, F: MulAdd<T>, const W: usize>(v: &Gemv<T>) {
+pub(super) unsafe fn axpy_cols<T: Elem, F: MulAdd<T>, const W: usize, const L: usize>(
+    v: &Gemv<T>,
+) {
     debug_assert!(v.rs == 1);
-    // SAFETY (for the reads below): `p < k` and `j0 + jj < len`, so every element read is
-    // inside `M` or `x`.
     let mut j0 = 0;
     while j0 + W <= v.len {
-        let mut acc = [T::ZERO; W];
-        for p in 0..v.k {
-            // SAFETY: see above.
-            unsafe {
-                let xp = *v.x.offset(p as isize * v.incx);
-                let col = &*v.mat.offset(p as isize * v.cs).add(j0).cast::<[T; W]>();
-                fma_row::<T, F, W>(&mut acc, xp, col);
-            }
-        }
-        for (jj, &s) in acc.iter().enumerate() {
-            // SAFETY: `j0 + jj < len`.
-            unsafe { v.store(j0 + jj, s) };
-        }
+        // SAFETY: outputs `j0 .. j0 + W` are `< len`.
+        unsafe { axpy_block::<T, F, W>(v, j0) };
         j0 += W;
     }
-    let rest = v.len - j0;
-    if rest > 0 {
-        let mut acc = [T::ZERO; W];
-        for p in 0..v.k {
-            // SAFETY: see above.
-            unsafe {
-                let xp = *v.x.offset(p as isize * v.incx);
-                let col = v.mat.offset(p as isize * v.cs).add(j0);
-                for (jj, a) in acc.iter_mut().enumerate().take(rest) {
-                    *a = F::mul_add(xp, *col.add(jj), *a);
-                }
-            }
+    while j0 + L <= v.len {
+        // SAFETY: as above.
+        unsafe { axpy_block::<T, F, L>(v, j0) };
+        j0 += L;
+    }
+    while j0 < v.len {
+        // SAFETY: as above.
+        unsafe { axpy_block::<T, F, 1>(v, j0) };
+        j0 += 1;
+    }
+}
+
+/// Outputs `j0 .. j0 + N` of [`axpy_cols`].
+///
+/// # Safety
+/// As for [`axpy_cols`], and `j0 + N ≤ len`.
+#[inline(always)]
+unsafe fn axpy_block<T: Elem, F: MulAdd<T>, const N: usize>(v: &Gemv<T>, j0: usize) {
+    let mut acc = [T::ZERO; N];
+    for p in 0..v.k {
+        // SAFETY: `p < k` and `j0 + N ≤ len`, so the reads are inside `x` and `M`.
+        unsafe {
+            let xp = *v.x.offset(p as isize * v.incx);
+            let col = &*v.mat.offset(p as isize * v.cs).add(j0).cast::<[T; N]>();
+            fma_row::<T, F, N>(&mut acc, xp, col);
         }
-        for (jj, &s) in acc.iter().enumerate().take(rest) {
-            // SAFETY: `j0 + jj < len`.
-            unsafe { v.store(j0 + jj, s) };
-        }
+    }
+    for (jj, &s) in acc.iter().enumerate() {
+        // SAFETY: `j0 + jj < len`.
+        unsafe { v.store(j0 + jj, s) };
     }
 }
 

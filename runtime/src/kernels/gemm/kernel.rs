@@ -180,24 +180,39 @@ pub(super) unsafe fn store_tile<T: Elem, const MR: usize, const NR: usize>(
                 // SAFETY: `i < rows` and `j < cols`, so the element is inside `C`.
                 let d = unsafe { c.ptr.offset(i as isize * c.rs + j as isize * c.cs) };
                 // SAFETY: as above; `d` is read only when `beta` is non-zero.
-                unsafe { *d = if beta == T::ZERO { alpha * s } else { alpha * s + beta * *d } };
+                unsafe {
+                    *d = if beta == T::ZERO {
+                        alpha * s
+                    } else {
+                        alpha * s + beta * *d
+                    }
+                };
             }
         }
     }
 }
 
 /// Defines one zero-sized kernel type per entry. `rows` lists the tile's row indices as
-/// literals (so the row loop is unrolled by the macro, see the module docs), `nr` the tile
-/// width, `dot`/`axpy` the vector widths of the matrix-vector paths.
+/// literals (so the row loop is unrolled by the macro, see the module docs), `nr` is the tile
+/// width, `lanes` the elements per vector register, `dot`/`axpy` the (multi-vector) widths
+/// of the matrix-vector paths, and `features` the
+/// `target_feature`s the kernels are compiled with (none for the baseline kernels).
+///
+/// Each kernel is a separate, never-inlined function with its own `#[target_feature]`: when
+/// the microkernel was inlined into the (already AVX-512) driver loop nest, LLVM left its
+/// accumulators on the stack and ran 40 times slower; compiled alone it is vectorised as
+/// intended. A call per `MR × NR × kc` tile costs nothing measurable.
 macro_rules! kernels {
     ($(
         $(#[$attr:meta])*
         $name:ident {
             elem: $t:ty,
             fma: $fma:ty,
+            $(features: $feat:literal,)?
             rows: [$($i:literal)+],
             nr: $nr:literal,
             blocking: ($mc:literal, $kc:literal, $nc:literal),
+            lanes: $lanes:literal,
             dot: $dot:literal,
             axpy: $axpy:literal $(,)?
         }
@@ -214,31 +229,60 @@ macro_rules! kernels {
 
             #[inline(always)]
             unsafe fn tile(kc: usize, a: *const $t, b: *const $t, c: &Tile<$t>) {
-                const MR: usize = [$($i),+].len();
-                let mut acc = [[<$t as Elem>::ZERO; $nr]; MR];
-                let (mut a, mut b) = (a, b);
-                for _ in 0..kc {
-                    // SAFETY: the caller guarantees `kc` steps of `MR` elements of `a` and `NR`
-                    // of `b`; this is step `p < kc`. `[T; N]` has the alignment of `T`.
-                    let (av, bv) = unsafe { (&*a.cast::<[$t; MR]>(), &*b.cast::<[$t; $nr]>()) };
-                    $( fma_row::<$t, $fma, $nr>(&mut acc[$i], av[$i], bv); )+
-                    a = a.wrapping_add(MR);
-                    b = b.wrapping_add($nr);
+                /// The microkernel proper (see [`Kernel::tile`]).
+                ///
+                /// # Safety
+                /// As for [`Kernel::tile`], and the CPU supports the enabled features.
+                $(#[target_feature(enable = $feat)])?
+                #[inline(never)]
+                unsafe fn tile(kc: usize, a: *const $t, b: *const $t, c: &Tile<$t>) {
+                    const MR: usize = [$($i),+].len();
+                    let mut acc = [[<$t as Elem>::ZERO; $nr]; MR];
+                    let (mut a, mut b) = (a, b);
+                    for _ in 0..kc {
+                        // SAFETY: the caller guarantees `kc` steps of `MR` elements of `a`
+                        // and `NR` of `b`; this is one of them. `[T; N]` has the alignment
+                        // of `T`.
+                        let (av, bv) =
+                            unsafe { (&*a.cast::<[$t; MR]>(), &*b.cast::<[$t; $nr]>()) };
+                        $( fma_row::<$t, $fma, $nr>(&mut acc[$i], av[$i], bv); )+
+                        a = a.wrapping_add(MR);
+                        b = b.wrapping_add($nr);
+                    }
+                    // SAFETY: forwarded from the caller (`c` describes a valid tile).
+                    unsafe { store_tile(&acc, c) }
                 }
-                // SAFETY: forwarded from the caller (`c` describes a valid tile).
-                unsafe { store_tile(&acc, c) }
+                // SAFETY: forwarded from the caller, who runs this kernel set only on a CPU
+                // with its features.
+                unsafe { tile(kc, a, b, c) }
             }
 
             #[inline(always)]
             unsafe fn dot_rows(v: &Gemv<$t>) {
-                // SAFETY: forwarded from the caller.
-                unsafe { dot_rows::<$t, $fma, $dot>(v) }
+                /// # Safety
+                /// As for [`dot_rows`], and the CPU supports the enabled features.
+                $(#[target_feature(enable = $feat)])?
+                #[inline(never)]
+                unsafe fn dot(v: &Gemv<$t>) {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { dot_rows::<$t, $fma, $dot, $lanes>(v) }
+                }
+                // SAFETY: as for `tile`.
+                unsafe { dot(v) }
             }
 
             #[inline(always)]
             unsafe fn axpy_cols(v: &Gemv<$t>) {
-                // SAFETY: forwarded from the caller.
-                unsafe { axpy_cols::<$t, $fma, $axpy>(v) }
+                /// # Safety
+                /// As for [`axpy_cols`], and the CPU supports the enabled features.
+                $(#[target_feature(enable = $feat)])?
+                #[inline(never)]
+                unsafe fn axpy(v: &Gemv<$t>) {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { axpy_cols::<$t, $fma, $axpy, $lanes>(v) }
+                }
+                // SAFETY: as for `tile`.
+                unsafe { axpy(v) }
             }
         }
     )*};
@@ -256,36 +300,36 @@ kernels! {
     /// AVX-512 f32: 8×32 tile (16 zmm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     Avx512F32 {
-        elem: f32, fma: Fused, rows: [0 1 2 3 4 5 6 7], nr: 32,
-        blocking: (256, 256, 4096), dot: 32, axpy: 128,
+        elem: f32, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 32,
+        blocking: (256, 256, 4096), lanes: 16, dot: 64, axpy: 128,
     }
     /// AVX-512 f64: 8×16 tile (16 zmm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     Avx512F64 {
-        elem: f64, fma: Fused, rows: [0 1 2 3 4 5 6 7], nr: 16,
-        blocking: (256, 256, 2048), dot: 16, axpy: 64,
+        elem: f64, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 16,
+        blocking: (256, 256, 2048), lanes: 8, dot: 32, axpy: 64,
     }
     /// AVX2 + FMA f32: 6×16 tile (12 ymm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     Avx2F32 {
-        elem: f32, fma: Fused, rows: [0 1 2 3 4 5], nr: 16,
-        blocking: (144, 256, 4096), dot: 16, axpy: 64,
+        elem: f32, fma: Fused, features: "avx2,fma", rows: [0 1 2 3 4 5], nr: 16,
+        blocking: (144, 256, 4096), lanes: 8, dot: 32, axpy: 64,
     }
     /// AVX2 + FMA f64: 6×8 tile (12 ymm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     Avx2F64 {
-        elem: f64, fma: Fused, rows: [0 1 2 3 4 5], nr: 8,
-        blocking: (144, 256, 2048), dot: 8, axpy: 32,
+        elem: f64, fma: Fused, features: "avx2,fma", rows: [0 1 2 3 4 5], nr: 8,
+        blocking: (144, 256, 2048), lanes: 4, dot: 16, axpy: 32,
     }
     /// Baseline f32 (SSE2 on x86-64, NEON on aarch64): 4×8 tile (8 xmm accumulators).
     PortableF32 {
         elem: f32, fma: PortableMulAdd, rows: [0 1 2 3], nr: 8,
-        blocking: (128, 256, 2048), dot: 8, axpy: 32,
+        blocking: (128, 256, 2048), lanes: 4, dot: 16, axpy: 32,
     }
     /// Baseline f64: 4×4 tile (8 xmm accumulators).
     PortableF64 {
         elem: f64, fma: PortableMulAdd, rows: [0 1 2 3], nr: 4,
-        blocking: (128, 256, 2048), dot: 4, axpy: 16,
+        blocking: (128, 256, 2048), lanes: 2, dot: 8, axpy: 16,
     }
 }
 

@@ -1,0 +1,205 @@
+//! The main job: a small CNN learns to read handwritten digits.
+//!
+//! ```text
+//! cargo run --release --example digits                 # the bundled 8x8 digits
+//! cargo run --release --example digits -- --mnist DIR  # LeNet-5 on MNIST's IDX files in DIR
+//! ```
+//!
+//! Options: `--epochs N`, `--out DIR` (default `target/kiln-digits`), `--quiet`.
+//! It prints the model summary, a progress bar per epoch, the test accuracy on held-out
+//! samples, and where it wrote the checkpoints, the trained weights and the training curves.
+
+use kiln::data::{self, Dataset, TensorDataset};
+use kiln::optim::CosineAnnealing;
+use kiln::rand::rngs::StdRng;
+use kiln::rand::SeedableRng;
+use kiln::train::{self, Trainer};
+use kiln::{Adam, Supervised};
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+kiln::model! {
+    /// A small CNN for 8x8 digit images.
+    pub struct DigitsCnn {
+        input image: [B, 1, 8, 8];
+        target digit: [B] classes 10;
+        let conv1 = relu(conv2d(image, 16, kernel = 3, padding = 1));
+        let conv2 = relu(conv2d(conv1, 32, kernel = 3, padding = 1));
+        let pooled = max_pool2d(conv2, 2);
+        let hidden = relu(linear(flatten(pooled), 64));
+        let logits = linear(hidden, 10);
+        output logits;
+        loss cross_entropy(logits, digit);
+    }
+}
+
+kiln::model! {
+    /// LeNet-5 for 28x28 MNIST images.
+    pub struct LeNet5 {
+        input image: [B, 1, 28, 28];
+        target digit: [B] classes 10;
+        let c1 = relu(conv2d(image, 6, kernel = 5, padding = 2));
+        let s2 = max_pool2d(c1, 2);
+        let c3 = relu(conv2d(s2, 16, kernel = 5));
+        let s4 = max_pool2d(c3, 2);
+        let f5 = relu(linear(flatten(s4), 120));
+        let f6 = relu(linear(f5, 84));
+        let logits = linear(f6, 10);
+        output logits;
+        loss cross_entropy(logits, digit);
+    }
+}
+
+/// What a run produced.
+pub struct Outcome {
+    /// Accuracy on the held-out test samples.
+    pub test_accuracy: f64,
+    /// The trained weights (safetensors, PyTorch names).
+    pub weights: PathBuf,
+    /// The per-epoch checkpoints.
+    pub checkpoints: PathBuf,
+    /// The loss and accuracy curves (PNG).
+    pub plot: PathBuf,
+}
+
+struct Args {
+    mnist: Option<PathBuf>,
+    epochs: Option<usize>,
+    out: PathBuf,
+    quiet: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        mnist: None,
+        epochs: None,
+        out: PathBuf::from("target/kiln-digits"),
+        quiet: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--mnist" => args.mnist = Some(it.next().ok_or("--mnist needs a directory")?.into()),
+            "--out" => args.out = it.next().ok_or("--out needs a directory")?.into(),
+            "--epochs" => {
+                let n = it.next().ok_or("--epochs needs a number")?;
+                args.epochs = Some(
+                    n.parse()
+                        .map_err(|_| format!("--epochs: `{n}` is not a number"))?,
+                );
+            }
+            "--quiet" => args.quiet = true,
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}` (try --mnist DIR, --epochs N, --out DIR, --quiet)"
+                ))
+            }
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args = parse_args()?;
+    let outcome = match &args.mnist {
+        None => train_digits(args.epochs.unwrap_or(25), &args.out, !args.quiet)?,
+        Some(dir) => train_mnist(dir, args.epochs.unwrap_or(10), &args.out, !args.quiet)?,
+    };
+    println!("\ntest accuracy: {:.4}", outcome.test_accuracy);
+    println!("weights:       {}", outcome.weights.display());
+    println!("checkpoints:   {}", outcome.checkpoints.display());
+    println!("curves:        {}", outcome.plot.display());
+    Ok(())
+}
+
+/// Trains the small CNN on the bundled digits: 20% of the samples are held out for the test,
+/// and a tenth of the rest validates each epoch.
+pub fn train_digits(epochs: usize, out: &Path, progress: bool) -> Result<Outcome, Box<dyn Error>> {
+    let digits = data::digits::<f32>()?;
+    let (rest, test) = data::stratified_split(&digits, 0.2, 0);
+    let (train_set, validation) = data::stratified_split(&rest, 0.1, 1);
+    let mut model = DigitsCnn::<f32>::new(&mut StdRng::seed_from_u64(0));
+    fit(
+        &mut model,
+        &train_set,
+        &validation,
+        &test,
+        epochs,
+        32,
+        3e-3,
+        out,
+        progress,
+        "digits_cnn",
+    )
+}
+
+/// Trains LeNet-5 on MNIST's IDX files in `dir` (gzip or not), testing on its test set.
+pub fn train_mnist(
+    dir: &Path,
+    epochs: usize,
+    out: &Path,
+    progress: bool,
+) -> Result<Outcome, Box<dyn Error>> {
+    let (full_train, test) = data::mnist::<f32>(dir)?;
+    let (train_set, validation) = data::train_test_split(&full_train, 1.0 / 12.0, 1);
+    let mut model = LeNet5::<f32>::new(&mut StdRng::seed_from_u64(0));
+    fit(
+        &mut model,
+        &train_set,
+        &validation,
+        &test,
+        epochs,
+        64,
+        1e-3,
+        out,
+        progress,
+        "lenet5",
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fit<M: Supervised<f32>>(
+    model: &mut M,
+    train_set: &TensorDataset<f32>,
+    validation: &TensorDataset<f32>,
+    test: &TensorDataset<f32>,
+    epochs: usize,
+    batch_size: usize,
+    learning_rate: f64,
+    out: &Path,
+    progress: bool,
+    name: &str,
+) -> Result<Outcome, Box<dyn Error>> {
+    std::fs::create_dir_all(out)?;
+    let checkpoints = out.join("checkpoints");
+    let plot = out.join("curves.png");
+    let mut optimizer = Adam::new(learning_rate);
+    if progress {
+        println!(
+            "{} training, {} validation, {} test samples",
+            train_set.len(),
+            validation.len(),
+            test.len()
+        );
+    }
+    Trainer::new(epochs, batch_size)
+        .shuffle_seed(42)
+        .validation(validation)
+        .schedule(CosineAnnealing::new(epochs, learning_rate / 100.0))
+        .early_stopping(6, 1e-4)
+        .checkpoints(&checkpoints)
+        .plot(&plot)
+        .progress(progress)
+        .fit(model, &mut optimizer, train_set)?;
+    let test_accuracy = train::evaluate(model, test, 256)?
+        .accuracy
+        .ok_or("digits have labels")?;
+    let weights = out.join(format!("{name}.safetensors"));
+    kiln::io::save(model, &weights)?;
+    Ok(Outcome {
+        test_accuracy,
+        weights,
+        checkpoints,
+        plot,
+    })
+}

@@ -1,0 +1,404 @@
+//! Learning-rate schedules: [`StepLr`], [`CosineAnnealing`], [`LinearWarmup`], [`Constant`]
+//! and [`from_fn`], each PyTorch's closed form (`torch.optim.lr_scheduler`).
+//!
+//! A schedule is a pure function of time: [`LrSchedule::lr`] maps *(epoch, step, base rate)*
+//! to the rate of that optimizer step. There is no `scheduler.step()` to call at the right
+//! moment and no state to save in a checkpoint; resuming at epoch 7 gives epoch 7's rate.
+//! Both clocks count from 0: `epoch` is the epoch the step belongs to, `step` the number of
+//! optimizer steps taken before it in the whole run. Each schedule counts in one of the two
+//! ([`Interval`]): per epoch by default, as PyTorch schedulers are usually stepped, or per
+//! step ([`StepLr::per_step`] and the like) for a warmup or a cosine measured in iterations.
+//!
+//! `kiln::train::Trainer` sets the rate before every optimizer step. In a plain loop:
+//!
+//! ```
+//! use kiln_runtime::optim::{CosineAnnealing, LinearWarmup, LrSchedule};
+//! use kiln_runtime::{Optimizer, Sgd};
+//!
+//! let mut opt = Sgd::<f32>::new(0.1);
+//! let base_lr = opt.learning_rate();
+//! // Five warmup epochs from 0.01 to 0.1, then a cosine from 0.1 to 0 over 20 epochs.
+//! let schedule = LinearWarmup::epochs(5, CosineAnnealing::new(20, 0.0)).start_factor(0.1);
+//! let mut step = 0;
+//! for epoch in 0..25 {
+//!     for _batch in 0..10 {
+//!         opt.set_learning_rate(schedule.lr(epoch, step, base_lr));
+//!         // opt.step(&mut model, &grads);
+//!         step += 1;
+//!     }
+//! }
+//! assert!((schedule.lr(0, 0, base_lr) - 0.01).abs() < 1e-12);
+//! assert_eq!(schedule.lr(5, 50, base_lr), 0.1);
+//! ```
+
+use std::f64::consts::PI;
+use std::fmt;
+
+/// A learning rate as a function of training time.
+///
+/// Implementations must be pure (same arguments, same rate): the trainer evaluates the
+/// schedule before every step and after a resume, and relies on getting the same answer.
+pub trait LrSchedule {
+    /// The learning rate of the optimizer step `step` (counted from 0 over the whole run),
+    /// which belongs to epoch `epoch` (counted from 0), for an optimizer whose initial rate is
+    /// `base_lr`.
+    fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64;
+}
+
+impl<S: LrSchedule + ?Sized> LrSchedule for Box<S> {
+    fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64 {
+        (**self).lr(epoch, step, base_lr)
+    }
+}
+
+impl<S: LrSchedule + ?Sized> LrSchedule for &S {
+    fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64 {
+        (**self).lr(epoch, step, base_lr)
+    }
+}
+
+/// Which clock a schedule counts in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Interval {
+    /// Epochs: the rate changes between epochs only (PyTorch's usual `scheduler.step()` once
+    /// per epoch).
+    #[default]
+    Epoch,
+    /// Optimizer steps: the rate may change before every batch (`scheduler.step()` once per
+    /// batch).
+    Step,
+}
+
+impl Interval {
+    /// The count on this clock: `epoch` or `step`.
+    pub fn pick(self, epoch: usize, step: usize) -> usize {
+        match self {
+            Interval::Epoch => epoch,
+            Interval::Step => step,
+        }
+    }
+}
+
+/// The base rate unchanged (no schedule); a natural [`LinearWarmup::then`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Constant;
+
+impl LrSchedule for Constant {
+    fn lr(&self, _epoch: usize, _step: usize, base_lr: f64) -> f64 {
+        base_lr
+    }
+}
+
+/// Multiplies the rate by `gamma` every `step_size` epochs (or steps), as
+/// `torch.optim.lr_scheduler.StepLR`: `lr(t) = base_lr · gamma^⌊t / step_size⌋`.
+///
+/// ```
+/// use kiln_runtime::optim::{LrSchedule, StepLr};
+/// let s = StepLr::new(2, 0.5);
+/// let rates: Vec<f64> = (0..5).map(|epoch| s.lr(epoch, 0, 0.1)).collect();
+/// assert_eq!(rates, [0.1, 0.1, 0.05, 0.05, 0.025]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepLr {
+    /// Period of the decay, in [`StepLr::interval`] units (must be ≥ 1; 0 is treated as 1).
+    pub step_size: usize,
+    /// Multiplicative factor applied at each period.
+    pub gamma: f64,
+    /// Whether `step_size` counts epochs (the default) or optimizer steps.
+    pub interval: Interval,
+}
+
+impl StepLr {
+    /// Decay by `gamma` every `step_size` epochs.
+    pub fn new(step_size: usize, gamma: f64) -> Self {
+        Self {
+            step_size,
+            gamma,
+            interval: Interval::Epoch,
+        }
+    }
+
+    /// Count `step_size` in optimizer steps instead of epochs.
+    pub fn per_step(mut self) -> Self {
+        self.interval = Interval::Step;
+        self
+    }
+}
+
+impl LrSchedule for StepLr {
+    fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64 {
+        let t = self.interval.pick(epoch, step);
+        // Python's `gamma ** (t // step_size)` is C's pow on floats, which `powf` is (`powi`
+        // may round differently).
+        base_lr * self.gamma.powf((t / self.step_size.max(1)) as f64)
+    }
+}
+
+/// Anneals the rate from `base_lr` to `eta_min` along half a cosine over `t_max` epochs (or
+/// steps), as `torch.optim.lr_scheduler.CosineAnnealingLR`'s closed form:
+/// `lr(t) = eta_min + (base_lr − eta_min) · (1 + cos(π · t / t_max)) / 2`.
+///
+/// Past `t_max` the formula keeps going (it climbs back to `base_lr` at `2 · t_max`), exactly
+/// as PyTorch's does; pick `t_max` equal to the length of training to end at `eta_min`.
+///
+/// ```
+/// use kiln_runtime::optim::{CosineAnnealing, LrSchedule};
+/// let s = CosineAnnealing::new(4, 0.0);
+/// assert_eq!(s.lr(0, 0, 1.0), 1.0);
+/// assert!((s.lr(2, 0, 1.0) - 0.5).abs() < 1e-15);
+/// assert_eq!(s.lr(4, 0, 1.0), 0.0);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CosineAnnealing {
+    /// Half-period of the cosine, in [`CosineAnnealing::interval`] units (must be ≥ 1; 0 is
+    /// treated as 1).
+    pub t_max: usize,
+    /// The rate reached at `t_max`.
+    pub eta_min: f64,
+    /// Whether `t_max` counts epochs (the default) or optimizer steps.
+    pub interval: Interval,
+}
+
+impl CosineAnnealing {
+    /// Anneal to `eta_min` over `t_max` epochs.
+    pub fn new(t_max: usize, eta_min: f64) -> Self {
+        Self {
+            t_max,
+            eta_min,
+            interval: Interval::Epoch,
+        }
+    }
+
+    /// Count `t_max` in optimizer steps instead of epochs.
+    pub fn per_step(mut self) -> Self {
+        self.interval = Interval::Step;
+        self
+    }
+}
+
+impl LrSchedule for CosineAnnealing {
+    fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64 {
+        let t = self.interval.pick(epoch, step) as f64;
+        let t_max = self.t_max.max(1) as f64;
+        // Same operations in the same order as PyTorch's `_get_closed_form_lr`, so that the
+        // rates agree to the last bit.
+        self.eta_min + (base_lr - self.eta_min) * (1.0 + (PI * t / t_max).cos()) / 2.0
+    }
+}
+
+/// A linear warmup, then another schedule: PyTorch's
+/// `SequentialLR([LinearLR(start_factor, 1.0, total_iters=warmup), then], milestones=[warmup])`.
+///
+/// For `t < warmup` (in the warmup's [`Interval`]):
+/// `lr(t) = base_lr · (start_factor + (1 − start_factor) · t / warmup)`, rising from
+/// `start_factor · base_lr` towards `base_lr`. From `t = warmup` on, the rate is `then`'s,
+/// with `then`'s clock restarted at 0 at the end of the warmup, as `SequentialLR` restarts the
+/// next scheduler: `then.lr(..)` receives `t − warmup` on the warmup's clock and the other
+/// clock unchanged. So a warmup of 500 steps followed by a 20-epoch cosine starts the cosine
+/// at epoch 0, overlapping the warmup, while a 5-epoch warmup followed by a 20-epoch cosine
+/// trains 25 epochs in all.
+///
+/// ```
+/// use kiln_runtime::optim::{Constant, LinearWarmup, LrSchedule, StepLr};
+/// // PyTorch's default start factor is 1/3.
+/// let s = LinearWarmup::steps(3, Constant);
+/// let rates: Vec<f64> = (0..4).map(|step| s.lr(0, step, 0.9)).collect();
+/// assert!((rates[0] - 0.3).abs() < 1e-15 && (rates[1] - 0.5).abs() < 1e-15);
+/// assert_eq!(rates[3], 0.9);
+///
+/// let s = LinearWarmup::epochs(2, StepLr::new(1, 0.1)).start_factor(0.5);
+/// assert_eq!(s.lr(0, 0, 1.0), 0.5);
+/// assert_eq!(s.lr(2, 0, 1.0), 1.0); // StepLr's epoch 0
+/// assert!((s.lr(3, 0, 1.0) - 0.1).abs() < 1e-15); // StepLr's epoch 1
+/// ```
+pub struct LinearWarmup {
+    /// The warmup's length, in [`LinearWarmup::interval`] units (0 means no warmup).
+    pub warmup: usize,
+    /// The fraction of the base rate the warmup starts from (PyTorch's `start_factor`: in
+    /// `(0, 1]`, default 1/3).
+    pub start_factor: f64,
+    /// Whether `warmup` counts epochs or optimizer steps.
+    pub interval: Interval,
+    /// The schedule that follows the warmup.
+    pub then: Box<dyn LrSchedule>,
+}
+
+impl LinearWarmup {
+    /// A warmup of `warmup` optimizer steps, then `then`.
+    pub fn steps(warmup: usize, then: impl LrSchedule + 'static) -> Self {
+        Self {
+            warmup,
+            start_factor: 1.0 / 3.0,
+            interval: Interval::Step,
+            then: Box::new(then),
+        }
+    }
+
+    /// A warmup of `warmup` epochs, then `then`.
+    pub fn epochs(warmup: usize, then: impl LrSchedule + 'static) -> Self {
+        Self {
+            interval: Interval::Epoch,
+            ..Self::steps(warmup, then)
+        }
+    }
+
+    /// The fraction of the base rate the warmup starts from (default 1/3, as PyTorch's
+    /// `LinearLR`; PyTorch requires it in `(0, 1]`).
+    pub fn start_factor(mut self, start_factor: f64) -> Self {
+        self.start_factor = start_factor;
+        self
+    }
+}
+
+impl fmt::Debug for LinearWarmup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinearWarmup")
+            .field("warmup", &self.warmup)
+            .field("start_factor", &self.start_factor)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LrSchedule for LinearWarmup {
+    fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64 {
+        let t = self.interval.pick(epoch, step);
+        if t < self.warmup {
+            // LinearLR's closed form with end_factor = 1, in PyTorch's order of operations.
+            let (t, total) = (t as f64, self.warmup as f64);
+            base_lr * (self.start_factor + (1.0 - self.start_factor) * t / total)
+        } else {
+            match self.interval {
+                Interval::Epoch => self.then.lr(epoch - self.warmup, step, base_lr),
+                Interval::Step => self.then.lr(epoch, step - self.warmup, base_lr),
+            }
+        }
+    }
+}
+
+/// A schedule from a closure `|epoch, step, base_lr| -> lr`.
+///
+/// ```
+/// use kiln_runtime::optim::{from_fn, LrSchedule};
+/// // Keras' ReduceLROnPlateau cannot be a pure schedule, but an exponential decay can.
+/// let s = from_fn(|epoch, _step, base_lr| base_lr * 0.9f64.powf(epoch as f64));
+/// assert!((s.lr(2, 0, 1.0) - 0.81).abs() < 1e-15);
+/// ```
+pub fn from_fn<S: Fn(usize, usize, f64) -> f64>(f: S) -> FnSchedule<S> {
+    FnSchedule(f)
+}
+
+/// A schedule made by [`from_fn`].
+#[derive(Clone, Copy)]
+pub struct FnSchedule<S>(S);
+
+impl<S> fmt::Debug for FnSchedule<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnSchedule(..)")
+    }
+}
+
+impl<S: Fn(usize, usize, f64) -> f64> LrSchedule for FnSchedule<S> {
+    fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64 {
+        (self.0)(epoch, step, base_lr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Expected values: Python float64 evaluating the expressions of PyTorch's
+    // `torch/optim/lr_scheduler.py` (`StepLR._get_closed_form_lr`,
+    // `CosineAnnealingLR._get_closed_form_lr`, `LinearLR._get_closed_form_lr` inside
+    // `SequentialLR`), printed with `repr`. The same operations in the same order give the
+    // same bits, so the comparisons are exact.
+
+    #[test]
+    fn step_lr_matches_torch() {
+        // StepLR(SGD(lr=0.1), step_size=3, gamma=0.1): 0.1 * 0.1 ** (epoch // 3)
+        let s = StepLr::new(3, 0.1);
+        let expected = [
+            0.1,
+            0.1,
+            0.1,
+            0.010000000000000002,
+            0.010000000000000002,
+            0.010000000000000002,
+            0.0010000000000000002,
+        ];
+        for (epoch, &want) in expected.iter().enumerate() {
+            assert_eq!(s.lr(epoch, 999, 0.1), want, "epoch {epoch}");
+        }
+        let per_step = StepLr::new(2, 0.5).per_step();
+        assert_eq!(per_step.lr(100, 3, 1.0), 0.5);
+        assert_eq!(per_step.lr(0, 4, 1.0), 0.25);
+        // step_size 0 would divide by zero; it is treated as 1.
+        assert_eq!(StepLr::new(0, 0.5).lr(2, 0, 1.0), 0.25);
+    }
+
+    #[test]
+    fn cosine_annealing_matches_torch_closed_form() {
+        // CosineAnnealingLR(SGD(lr=0.1), T_max=10, eta_min=0.001):
+        // eta_min + (0.1 - eta_min) * (1 + math.cos(math.pi * epoch / 10)) / 2
+        let s = CosineAnnealing::new(10, 0.001);
+        let expected = [
+            0.1,
+            0.09757729755661011,
+            0.0905463412215599,
+            0.07959536998847742,
+            0.0657963412215599,
+            0.0505,
+            0.03520365877844011,
+            0.021404630011522586,
+            0.010453658778440109,
+            0.0034227024433899004,
+            0.001,
+        ];
+        for (epoch, &want) in expected.iter().enumerate() {
+            assert_eq!(s.lr(epoch, 0, 0.1), want, "epoch {epoch}");
+        }
+        // Past t_max it climbs back, as PyTorch's closed form does.
+        assert!((s.lr(15, 0, 0.1) - 0.0505).abs() < 1e-15);
+        assert!((s.lr(20, 0, 0.1) - 0.1).abs() < 1e-15);
+        assert_eq!(s.per_step().lr(0, 10, 0.1), 0.001);
+    }
+
+    #[test]
+    fn linear_warmup_matches_torch_linear_lr_then_sequential() {
+        // SequentialLR(opt, [LinearLR(opt, start_factor=0.25, total_iters=4),
+        //                    StepLR(opt, step_size=2, gamma=0.5)], milestones=[4]), lr=0.2
+        let s = LinearWarmup::epochs(4, StepLr::new(2, 0.5)).start_factor(0.25);
+        let expected = [
+            0.05,
+            0.08750000000000001,
+            0.125,
+            0.1625,
+            0.2,
+            0.2,
+            0.1,
+            0.1,
+            0.05,
+        ];
+        for (epoch, &want) in expected.iter().enumerate() {
+            assert_eq!(s.lr(epoch, 0, 0.2), want, "epoch {epoch}");
+        }
+        // Per-step warmup: `then` sees the step clock restarted, the epoch clock unchanged.
+        let s = LinearWarmup::steps(10, CosineAnnealing::new(2, 0.0));
+        assert!((s.lr(0, 0, 0.3) - 0.1).abs() < 1e-16);
+        assert_eq!(s.lr(0, 10, 0.3), 0.3);
+        assert!((s.lr(1, 15, 0.3) - 0.15).abs() < 1e-16);
+        // No warmup at all.
+        assert_eq!(LinearWarmup::steps(0, Constant).lr(0, 0, 0.3), 0.3);
+    }
+
+    #[test]
+    fn boxed_and_borrowed_schedules_delegate() {
+        let boxed: Box<dyn LrSchedule> = Box::new(StepLr::new(1, 0.5));
+        assert_eq!(boxed.lr(1, 0, 1.0), 0.5);
+        let by_ref = &boxed;
+        assert_eq!(by_ref.lr(2, 0, 1.0), 0.25);
+        assert_eq!(Constant.lr(9, 9, 0.7), 0.7);
+        assert_eq!(from_fn(|e, s, b| b + (e + s) as f64).lr(1, 2, 0.5), 3.5);
+    }
+}

@@ -1,0 +1,275 @@
+//! Metrics: classification accuracy from a model's output rows, and the loss and accuracy of a
+//! model over a whole data set ([`evaluate`]).
+
+use crate::data::{Batch, DataLoader, Dataset};
+use crate::{Error, Float, Result, Supervised, TargetView};
+use ndarray::{ArrayView1, ArrayViewD};
+
+/// NaN test (`Float` names `is_finite` only).
+#[allow(clippy::eq_op)]
+fn is_nan<F: Float>(v: F) -> bool {
+    v != v
+}
+
+/// The index of the largest element; the first one on ties. A NaN counts as the largest, as
+/// in `torch.argmax`, so that a diverged row is not silently scored as some class.
+fn argmax<'a, F: Float>(values: impl Iterator<Item = &'a F>) -> Option<usize> {
+    let mut best: Option<(usize, F)> = None;
+    for (i, &v) in values.enumerate() {
+        let better = match best {
+            None => true,
+            Some((_, b)) => !is_nan(b) && (is_nan(v) || v > b),
+        };
+        if better {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// How many rows of `output` have their largest score at the row's label.
+///
+/// `output` is `[n, classes]` (more axes after the first are flattened: a row is everything
+/// for one sample), one row per label. Scores may be logits or probabilities: only their order
+/// matters.
+///
+/// # Errors
+/// [`Error::Shape`] if `output` has no axes or not one row per label.
+///
+/// ```
+/// use kiln_runtime::train::count_correct;
+/// use ndarray::array;
+/// let logits = array![[2.0f32, 0.5, -1.0], [0.1, 0.2, 3.0]];
+/// assert_eq!(count_correct(logits.view().into_dyn(), array![0, 1].view())?, 1);
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
+pub fn count_correct<F: Float>(
+    output: ArrayViewD<'_, F>,
+    labels: ArrayView1<'_, usize>,
+) -> Result<usize> {
+    let rows = output.shape().first().copied();
+    if rows != Some(labels.len()) {
+        return Err(Error::Shape {
+            kind: "output",
+            name: "scores",
+            expected: format!("[{}, classes]", labels.len()),
+            actual: output.shape().to_vec(),
+            detail: format!(
+                ": accuracy needs one row of class scores per label ({} labels)",
+                labels.len()
+            ),
+        });
+    }
+    // `outer_iter` walks any layout without copying.
+    Ok(output
+        .outer_iter()
+        .zip(labels.iter())
+        .filter(|(row, &label)| argmax(row.iter()) == Some(label))
+        .count())
+}
+
+/// The fraction of rows of `output` whose largest score is at the row's label (top-1
+/// accuracy), as Keras' `accuracy` for integer labels: `count_correct / n`. NaN for an empty
+/// batch.
+///
+/// # Errors
+/// As [`count_correct`].
+///
+/// ```
+/// use kiln_runtime::train::accuracy;
+/// use ndarray::array;
+/// let logits = array![[2.0f64, 0.5], [0.1, 0.2], [0.3, -0.3], [1.0, 2.0]];
+/// assert_eq!(accuracy(logits.view().into_dyn(), array![0, 1, 1, 1].view())?, 0.75);
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
+pub fn accuracy<F: Float>(output: ArrayViewD<'_, F>, labels: ArrayView1<'_, usize>) -> Result<f64> {
+    let n = labels.len();
+    let correct = count_correct(output, labels)?;
+    Ok(correct as f64 / n as f64)
+}
+
+/// The targets of a batch as the view [`Supervised`] models take: its labels, or else its
+/// values.
+///
+/// A [`DataLoader`] fills exactly one of the two; for a hand-made batch with neither, this is
+/// an empty label view, which the model rejects with a shape error naming its target.
+pub fn batch_targets<F: Float>(batch: &Batch<F>) -> TargetView<'_, F> {
+    match (&batch.labels, &batch.values) {
+        (Some(labels), _) => TargetView::Labels(labels.view()),
+        (None, Some(values)) => TargetView::Values(values.view()),
+        (None, None) => TargetView::Labels(ArrayView1::from(&[][..])),
+    }
+}
+
+/// Loss and accuracy averaged over samples.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Metrics {
+    /// The mean loss per sample (each batch's mean loss weighted by its size).
+    pub loss: f64,
+    /// The top-1 accuracy, for class labels.
+    pub accuracy: Option<f64>,
+    /// The number of samples seen.
+    pub samples: usize,
+}
+
+/// Running sums of a pass over batches, turned into [`Metrics`] at the end.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MetricsAccumulator {
+    loss_sum: f64,
+    correct: usize,
+    labelled: usize,
+    samples: usize,
+}
+
+impl MetricsAccumulator {
+    /// Adds a batch of `n` samples whose mean loss is `loss`, and, for class labels, how many
+    /// of them were predicted correctly.
+    pub fn add(&mut self, loss: f64, n: usize, correct: Option<usize>) {
+        // A batch loss is a mean over the batch; weighting by size makes the epoch's figure a
+        // mean over samples even with a smaller last batch.
+        self.loss_sum += loss * n as f64;
+        self.samples += n;
+        if let Some(correct) = correct {
+            self.correct += correct;
+            self.labelled += n;
+        }
+    }
+
+    /// The number of samples added so far.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// The averages so far (NaN loss when nothing was added).
+    pub fn metrics(&self) -> Metrics {
+        Metrics {
+            loss: self.loss_sum / self.samples as f64,
+            accuracy: (self.labelled > 0).then(|| self.correct as f64 / self.labelled as f64),
+            samples: self.samples,
+        }
+    }
+}
+
+/// The loss and (for class labels) the accuracy of `model` over all of `data`, in batches of
+/// `batch_size`, in inference mode ([`Supervised::eval_batch`]: dropout off, batch norm on its
+/// running statistics, nothing updated).
+///
+/// # Errors
+/// The model's errors for a batch (a sample shape or target kind it does not take, a label out
+/// of range).
+///
+/// ```
+/// # fn demo<M: kiln_runtime::Supervised<f32>>(model: &M) -> kiln_runtime::Result<()> {
+/// use kiln_runtime::{data, train};
+/// let test = data::digits::<f32>()?;
+/// let metrics = train::evaluate(model, &test, 256)?;
+/// println!("test loss {:.4}, accuracy {:.3}", metrics.loss, metrics.accuracy.unwrap_or(f64::NAN));
+/// # Ok(())
+/// # }
+/// ```
+pub fn evaluate<F, M, D>(model: &M, data: &D, batch_size: usize) -> Result<Metrics>
+where
+    F: Float,
+    M: Supervised<F>,
+    D: Dataset<F> + ?Sized,
+{
+    evaluate_with(
+        model,
+        data,
+        batch_size,
+        &mut M::Workspace::default(),
+        &mut Batch::new(),
+    )
+}
+
+/// [`evaluate`] with a workspace and a batch buffer kept by the caller, so that evaluating
+/// every epoch allocates nothing once they have grown.
+///
+/// # Errors
+/// As [`evaluate`].
+pub fn evaluate_with<F, M, D>(
+    model: &M,
+    data: &D,
+    batch_size: usize,
+    ws: &mut M::Workspace,
+    batch: &mut Batch<F>,
+) -> Result<Metrics>
+where
+    F: Float,
+    M: Supervised<F>,
+    D: Dataset<F> + ?Sized,
+{
+    let loader = DataLoader::new(data, batch_size);
+    let mut batches = loader.epoch_batches(0);
+    let mut acc = MetricsAccumulator::default();
+    while batches.next_into(batch) {
+        let loss = model.eval_batch(batch.x.view(), batch_targets(batch), ws)?;
+        let correct = match &batch.labels {
+            Some(labels) => Some(count_correct(M::last_output(ws)?, labels.view())?),
+            None => None,
+        };
+        acc.add(loss.to_f64(), batch.len(), correct);
+    }
+    Ok(acc.metrics())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array3};
+
+    #[test]
+    fn argmax_takes_first_maximum_and_nan() {
+        assert_eq!(argmax([1.0f32, 3.0, 3.0, 2.0].iter()), Some(1));
+        assert_eq!(argmax([1.0f32, f32::NAN, 5.0].iter()), Some(1));
+        assert_eq!(argmax([f32::NAN, 1.0].iter()), Some(0));
+        assert_eq!(argmax(std::iter::empty::<&f32>()), None);
+    }
+
+    #[test]
+    fn accuracy_counts_rows_and_checks_shapes() {
+        let out = array![[0.1f64, 0.9], [0.8, 0.2], [0.5, 0.5]];
+        assert_eq!(
+            count_correct(out.view().into_dyn(), array![1, 0, 1].view()).unwrap(),
+            2
+        );
+        assert!(
+            (accuracy(out.view().into_dyn(), array![1, 1, 0].view()).unwrap() - 2.0 / 3.0).abs()
+                < 1e-15
+        );
+        // A transposed (non-contiguous) view reads the same rows.
+        let t = array![[0.1f64, 0.8], [0.9, 0.2]];
+        assert_eq!(
+            count_correct(t.t().into_dyn(), array![1, 0].view()).unwrap(),
+            2
+        );
+        // Trailing axes are flattened into the row: rows [0, 1, 2, 3] and [1, 2, 3, 0].
+        let cube = Array3::from_shape_fn((2, 2, 2), |(i, j, k)| ((i + j * 2 + k) % 4) as f32);
+        assert_eq!(
+            count_correct(cube.view().into_dyn(), array![3, 2].view()).unwrap(),
+            2
+        );
+        assert_eq!(
+            count_correct(cube.view().into_dyn(), array![3, 3].view()).unwrap(),
+            1
+        );
+        let err = count_correct(out.view().into_dyn(), array![1, 0].view()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("one row of class scores per label"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn accumulator_weights_batches_by_size() {
+        let mut acc = MetricsAccumulator::default();
+        acc.add(1.0, 3, Some(3));
+        acc.add(4.0, 1, Some(0));
+        let m = acc.metrics();
+        assert_eq!(m.loss, 7.0 / 4.0);
+        assert_eq!(m.accuracy, Some(0.75));
+        assert_eq!(m.samples, 4);
+        assert!(MetricsAccumulator::default().metrics().loss.is_nan());
+    }
+}

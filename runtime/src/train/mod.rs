@@ -1,0 +1,598 @@
+//! Training: a Keras-style [`Trainer`] (`fit` with progress bars, validation, learning-rate
+//! schedules, gradient clipping, early stopping, checkpoints with exact resume, and plots),
+//! built from small public pieces that a hand-written loop can use one by one.
+//!
+//! ```no_run
+//! use kiln_runtime::data::{self, TensorDataset};
+//! use kiln_runtime::optim::CosineAnnealing;
+//! use kiln_runtime::train::Trainer;
+//! use kiln_runtime::{Adam, Supervised};
+//!
+//! # fn demo<M: Supervised<f32>>(model: &mut M) -> kiln_runtime::Result<()> {
+//! let digits = data::digits::<f32>()?;
+//! let (train, val) = data::stratified_split(&digits, 0.2, 0);
+//! let mut opt = Adam::new(1e-3);
+//! let history = Trainer::new(20, 32)
+//!     .shuffle_seed(42)
+//!     .validation(&val)
+//!     .schedule(CosineAnnealing::new(20, 1e-5))
+//!     .clip_grad_norm(5.0)
+//!     .early_stopping(3, 1e-4)
+//!     .checkpoints("runs/digits")
+//!     .plot("runs/digits/curves.png")
+//!     .fit(model, &mut opt, &train)?;
+//! println!("{history}");
+//! history.write_csv("runs/digits/history.csv")?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same run, as a plain loop over the pieces ([`DataLoader`](crate::data::DataLoader),
+//! [`LrSchedule`], [`clip_grad_norm`], [`count_correct`], [`evaluate`], [`EarlyStopping`],
+//! [`Weights`], [`History`], [`Checkpoint`]):
+//!
+//! ```no_run
+//! use kiln_runtime::data::{Batch, DataLoader, Dataset};
+//! use kiln_runtime::optim::{clip_grad_norm, CosineAnnealing, LrSchedule};
+//! use kiln_runtime::train::{self, batch_targets, count_correct, EarlyStopping, Verdict, Weights};
+//! use kiln_runtime::{Adam, Optimizer, Supervised};
+//!
+//! # fn demo<M: Supervised<f32>, D: Dataset<f32>>(model: &mut M, train_set: &D, val: &D) -> kiln_runtime::Result<()> {
+//! let mut opt = Adam::new(1e-3);
+//! let schedule = CosineAnnealing::new(20, 1e-5);
+//! let mut stop = EarlyStopping::new(3, 1e-4);
+//! let mut best = Weights::default();
+//! let loader = DataLoader::new(train_set, 32).shuffle(42);
+//! let (mut ws, mut grads, mut batch) = (M::Workspace::default(), model.zero_grads(), Batch::new());
+//! let mut step = 0;
+//! for epoch in 0..20 {
+//!     let mut batches = loader.epoch_batches(epoch);
+//!     while batches.next_into(&mut batch) {
+//!         opt.set_learning_rate(schedule.lr(epoch, step, 1e-3));
+//!         let loss = model.train_batch(batch.x.view(), batch_targets(&batch), &mut ws, &mut grads)?;
+//!         if let Some(labels) = &batch.labels {
+//!             let _correct = count_correct(M::last_output(&ws)?, labels.view())?;
+//!         }
+//!         clip_grad_norm::<f32, M>(&mut grads, 5.0);
+//!         opt.step(model, &grads);
+//!         step += 1;
+//!     }
+//!     let metrics = train::evaluate(model, val, 256)?;
+//!     match stop.update(epoch, metrics.loss) {
+//!         Verdict::Improved => best.capture_from(model),
+//!         Verdict::Wait => {}
+//!         Verdict::Stop => break,
+//!     }
+//! }
+//! best.restore(model)?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod checkpoint;
+mod early_stopping;
+mod files;
+mod history;
+mod metrics;
+#[cfg(feature = "plot")]
+pub mod plot;
+mod progress;
+pub(crate) mod state;
+
+pub use checkpoint::{Checkpoint, Weights};
+pub use early_stopping::{EarlyStopping, Verdict};
+pub use history::{EpochRecord, History};
+pub use metrics::{
+    accuracy, batch_targets, count_correct, evaluate, evaluate_with, Metrics, MetricsAccumulator,
+};
+pub use state::{OptimizerState, StatefulOptimizer};
+
+use crate::data::{Batch, DataLoader, Dataset, TargetKind};
+use crate::optim::{clip_grad_norm, LrSchedule};
+use crate::{Error, Float, Result, Supervised};
+use progress::{Reporter, Running};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Trains a [`Supervised`] model on a [`Dataset`], Keras' `model.fit` style.
+///
+/// Build it with [`Trainer::new`] and the builder methods, then call [`Trainer::fit`]. Every
+/// epoch:
+///
+/// 1. the training data is served in batches (shuffled with a seed that, with the epoch
+///    number, fixes the order: runs repeat, and resume, exactly);
+/// 2. before each optimizer step the [schedule](Trainer::schedule) sets the learning rate;
+///    after the backward pass gradients are [clipped](Trainer::clip_grad_norm) if asked;
+/// 3. the mean training loss (and accuracy, for class labels) over the epoch's samples is
+///    shown on a progress bar with the speed in samples per second;
+/// 4. the [validation](Trainer::validation) data is evaluated in inference mode;
+/// 5. the epoch's [`EpochRecord`] is added to the [`History`], [early
+///    stopping](Trainer::early_stopping) is consulted, a [checkpoint](Trainer::checkpoints)
+///    and the [plot](Trainer::plot) are written.
+///
+/// On a terminal each epoch is a progress bar that ends as the epoch's summary line; when
+/// stdout is not a terminal (a log file, CI) one summary line per epoch is printed instead;
+/// [`progress(false)`](Trainer::progress) prints nothing. With progress on, the model's
+/// [summary](crate::Model::summary) is printed first.
+///
+/// The trainer holds only configuration: one trainer can fit several models.
+pub struct Trainer<'a, F: Float> {
+    epochs: usize,
+    batch_size: usize,
+    eval_batch_size: Option<usize>,
+    shuffle_seed: Option<u64>,
+    drop_last: bool,
+    validation: Option<&'a dyn Dataset<F>>,
+    schedule: Option<Box<dyn LrSchedule + 'a>>,
+    clip_grad_norm: Option<f64>,
+    early_stopping: Option<EarlyStopping>,
+    checkpoints: Option<PathBuf>,
+    resume_from: Option<PathBuf>,
+    progress: bool,
+    #[cfg(feature = "plot")]
+    plot: Option<PathBuf>,
+}
+
+impl<F: Float> fmt::Debug for Trainer<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Trainer");
+        d.field("epochs", &self.epochs)
+            .field("batch_size", &self.batch_size)
+            .field("eval_batch_size", &self.eval_batch_size)
+            .field("shuffle_seed", &self.shuffle_seed)
+            .field("drop_last", &self.drop_last)
+            .field("validation", &self.validation.map(|v| v.len()))
+            .field("schedule", &self.schedule.is_some())
+            .field("clip_grad_norm", &self.clip_grad_norm)
+            .field("early_stopping", &self.early_stopping)
+            .field("checkpoints", &self.checkpoints)
+            .field("resume_from", &self.resume_from)
+            .field("progress", &self.progress);
+        #[cfg(feature = "plot")]
+        d.field("plot", &self.plot);
+        d.finish()
+    }
+}
+
+impl<'a, F: Float> Trainer<'a, F> {
+    /// A trainer for `epochs` epochs of mini-batches of `batch_size` samples (a size of 0 is
+    /// taken as 1), shuffled with seed 0, with progress output on.
+    pub fn new(epochs: usize, batch_size: usize) -> Self {
+        Self {
+            epochs,
+            batch_size: batch_size.max(1),
+            eval_batch_size: None,
+            shuffle_seed: Some(0),
+            drop_last: false,
+            validation: None,
+            schedule: None,
+            clip_grad_norm: None,
+            early_stopping: None,
+            checkpoints: None,
+            resume_from: None,
+            progress: true,
+            #[cfg(feature = "plot")]
+            plot: None,
+        }
+    }
+
+    /// Shuffles the training data every epoch with `seed` (the default is seed 0: shuffled
+    /// and reproducible).
+    pub fn shuffle_seed(mut self, seed: u64) -> Self {
+        self.shuffle_seed = Some(seed);
+        self
+    }
+
+    /// Whether to shuffle the training data (default `true`); `false` serves it in order.
+    pub fn shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle_seed = match (shuffle, self.shuffle_seed) {
+            (false, _) => None,
+            (true, Some(seed)) => Some(seed),
+            (true, None) => Some(0),
+        };
+        self
+    }
+
+    /// Whether to skip the last, smaller batch of each epoch (default `false`).
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
+        self.drop_last = drop_last;
+        self
+    }
+
+    /// Evaluates the loss (and accuracy) on `data` after every epoch, in inference mode.
+    /// Early stopping then monitors the validation loss.
+    pub fn validation(mut self, data: &'a dyn Dataset<F>) -> Self {
+        self.validation = Some(data);
+        self
+    }
+
+    /// The batch size for validation (default: the training batch size). Inference needs no
+    /// gradients, so a larger batch is often faster.
+    pub fn eval_batch_size(mut self, batch_size: usize) -> Self {
+        self.eval_batch_size = Some(batch_size.max(1));
+        self
+    }
+
+    /// Sets the learning rate before every optimizer step from `schedule`, scaling the
+    /// optimizer's rate at the start of training (the *base* rate, kept in checkpoints).
+    pub fn schedule(mut self, schedule: impl LrSchedule + 'a) -> Self {
+        self.schedule = Some(Box::new(schedule));
+        self
+    }
+
+    /// Rescales the gradients before every step so that their total L2 norm is at most
+    /// `max_norm` ([`clip_grad_norm`]).
+    pub fn clip_grad_norm(mut self, max_norm: f64) -> Self {
+        self.clip_grad_norm = Some(max_norm);
+        self
+    }
+
+    /// Stops when the validation loss (the training loss if there is no validation data) has
+    /// not improved by more than `min_delta` for `patience` epochs, and restores the best
+    /// epoch's weights at the end of training (see [`EarlyStopping`]).
+    pub fn early_stopping(mut self, patience: usize, min_delta: f64) -> Self {
+        let restore = self
+            .early_stopping
+            .as_ref()
+            .is_none_or(EarlyStopping::restores_best_weights);
+        self.early_stopping =
+            Some(EarlyStopping::new(patience, min_delta).restore_best_weights(restore));
+        self
+    }
+
+    /// Whether early stopping restores the best weights at the end (default `true`, as Keras'
+    /// `restore_best_weights=True`). Without early stopping this has no effect.
+    pub fn restore_best_weights(mut self, restore: bool) -> Self {
+        if let Some(stop) = self.early_stopping.take() {
+            self.early_stopping = Some(stop.restore_best_weights(restore));
+        }
+        self
+    }
+
+    /// Writes a [`Checkpoint`] into `dir` after every epoch (model, optimizer state, counters,
+    /// history, early-stopping state and best weights), atomically.
+    pub fn checkpoints(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.checkpoints = Some(dir.into());
+        self
+    }
+
+    /// Continues the run checkpointed in `dir`: loads the model's weights, the optimizer's
+    /// state, the history and the counters, and trains the remaining epochs up to the
+    /// trainer's `epochs`. With the same configuration and seeds, the result is bit for bit
+    /// that of an uninterrupted run (for models without dropout: the dropout generator lives in
+    /// the model's workspace, which restarts from its seed). Use [`Checkpoint::exists`] to
+    /// resume only when there is something to resume.
+    ///
+    /// `fit` fails if `dir` holds no checkpoint. A run that early stopping had ended is not
+    /// continued: `fit` restores its best weights and returns its history.
+    pub fn resume_from(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.resume_from = Some(dir.into());
+        self
+    }
+
+    /// Whether to print the model summary and per-epoch progress (default `true`).
+    pub fn progress(mut self, progress: bool) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Writes the loss and accuracy curves to `path` as a PNG after every epoch (so that a
+    /// long run can be watched); see [`plot`].
+    #[cfg(feature = "plot")]
+    pub fn plot(mut self, path: impl Into<PathBuf>) -> Self {
+        self.plot = Some(path.into());
+        self
+    }
+
+    /// Trains `model` with `optimizer` on `train` and returns the history of the run
+    /// (including the resumed epochs, when resuming).
+    ///
+    /// # Errors
+    /// - [`Error::Shape`] before training if the data's samples do not have the model's input
+    ///   rank or its targets are not of the model's kind (class labels vs values, or more
+    ///   classes than the model has), or if the training data is empty;
+    /// - the model's errors for a batch;
+    /// - [`Error::Io`], [`Error::File`] or [`Error::Mismatch`] naming the file when a
+    ///   checkpoint or the plot cannot be written or the checkpoint to resume from cannot be
+    ///   read.
+    ///
+    /// On error the model keeps the weights of the last completed step.
+    pub fn fit<M, O, D>(&self, model: &mut M, optimizer: &mut O, train: &D) -> Result<History>
+    where
+        M: Supervised<F>,
+        O: StatefulOptimizer<F>,
+        D: Dataset<F> + ?Sized,
+    {
+        check_compatible::<F, M>(train, "training data")?;
+        if train.is_empty() {
+            return Err(Error::Shape {
+                kind: "dataset",
+                name: "training data",
+                expected: "at least one sample".to_string(),
+                actual: [&[0][..], train.sample_shape()].concat(),
+                detail: String::new(),
+            });
+        }
+        if let Some(val) = self.validation {
+            check_compatible::<F, M>(val, "validation data")?;
+        }
+        let reporter = Reporter::new(self.progress, self.epochs);
+        let mut state = self.start(model, optimizer, &reporter)?;
+        if self.checkpoints.is_some() && optimizer.export_state().is_none() {
+            return Err(Error::File {
+                path: self.checkpoints.clone().unwrap_or_default(),
+                message: "the optimizer cannot export its state (its StatefulOptimizer \
+                          implementation has no export_state), so it cannot be checkpointed"
+                    .to_string(),
+            });
+        }
+
+        let mut loader = DataLoader::new(train, self.batch_size).drop_last(self.drop_last);
+        if let Some(seed) = self.shuffle_seed {
+            loader = loader.shuffle(seed);
+        }
+        let eval_batch_size = self.eval_batch_size.unwrap_or(self.batch_size);
+        let mut ws = M::Workspace::default();
+        let mut eval_ws = M::Workspace::default();
+        let mut grads = model.zero_grads();
+        let mut batch = Batch::new();
+        let mut eval_buffer = Batch::new();
+
+        let stopped = state
+            .early_stopping
+            .as_ref()
+            .is_some_and(|s| s.stopped_at().is_some());
+        if !stopped {
+            for epoch in state.epochs_done..self.epochs {
+                let started = Instant::now();
+                let mut bar = reporter.start_epoch(epoch, loader.num_batches());
+                let mut acc = MetricsAccumulator::default();
+                let mut first_lr = None;
+                let mut batches = loader.epoch_batches(epoch);
+                let mut done = 0;
+                while batches.next_into(&mut batch) {
+                    if let Some(schedule) = &self.schedule {
+                        optimizer.set_learning_rate(schedule.lr(
+                            epoch,
+                            state.steps_done,
+                            state.base_lr,
+                        ));
+                    }
+                    first_lr.get_or_insert_with(|| optimizer.learning_rate());
+                    let loss = model.train_batch(
+                        batch.x.view(),
+                        batch_targets(&batch),
+                        &mut ws,
+                        &mut grads,
+                    )?;
+                    let correct = match &batch.labels {
+                        Some(labels) => Some(count_correct(M::last_output(&ws)?, labels.view())?),
+                        None => None,
+                    };
+                    acc.add(loss.to_f64(), batch.len(), correct);
+                    if let Some(max_norm) = self.clip_grad_norm {
+                        clip_grad_norm::<F, M>(&mut grads, max_norm);
+                    }
+                    optimizer.step(model, &grads);
+                    state.steps_done += 1;
+                    done += 1;
+                    let so_far = acc.metrics();
+                    bar.batch(Running {
+                        batches_done: done,
+                        loss: so_far.loss,
+                        accuracy: so_far.accuracy,
+                        samples_per_second: so_far.samples as f64
+                            / started.elapsed().as_secs_f64().max(1e-9),
+                    });
+                }
+                let train_seconds = started.elapsed().as_secs_f64();
+                let train_metrics = acc.metrics();
+                let val_metrics = match self.validation {
+                    Some(val) => Some(evaluate_with(
+                        &*model,
+                        val,
+                        eval_batch_size,
+                        &mut eval_ws,
+                        &mut eval_buffer,
+                    )?),
+                    None => None,
+                };
+                let record = EpochRecord {
+                    epoch,
+                    train_loss: train_metrics.loss,
+                    train_accuracy: train_metrics.accuracy,
+                    val_loss: val_metrics.map(|m| m.loss),
+                    val_accuracy: val_metrics.and_then(|m| m.accuracy),
+                    lr: first_lr.unwrap_or_else(|| optimizer.learning_rate()),
+                    seconds: started.elapsed().as_secs_f64(),
+                    samples_per_second: train_metrics.samples as f64 / train_seconds.max(1e-9),
+                };
+                let monitored = record.val_loss.unwrap_or(record.train_loss);
+                bar.finish(&record);
+                state.history.push(record);
+                state.epochs_done = epoch + 1;
+
+                let mut stop = false;
+                if let Some(early) = &mut state.early_stopping {
+                    match early.update(epoch, monitored) {
+                        Verdict::Improved => {
+                            if let Some(best) = &mut state.best_weights {
+                                best.capture_from(&*model);
+                            }
+                        }
+                        Verdict::Wait => {}
+                        Verdict::Stop => {
+                            state.history.stopped_early = Some(epoch);
+                            stop = true;
+                        }
+                    }
+                }
+                if let Some(dir) = &self.checkpoints {
+                    if let Some(exported) = optimizer.export_state() {
+                        state.optimizer = exported;
+                    }
+                    state.save(dir, &*model)?;
+                }
+                #[cfg(feature = "plot")]
+                if let Some(path) = &self.plot {
+                    state.history.plot(path)?;
+                }
+                if stop {
+                    let (best_epoch, best_loss) = state
+                        .early_stopping
+                        .as_ref()
+                        .and_then(EarlyStopping::best)
+                        .unwrap_or((epoch, monitored));
+                    reporter.println(format!(
+                        "Early stopping: no improvement for {} epochs; the best epoch was {} \
+                         (loss {best_loss:.4})",
+                        epoch - best_epoch,
+                        best_epoch + 1
+                    ));
+                    break;
+                }
+            }
+        }
+
+        if let (Some(early), Some(best)) = (&state.early_stopping, &state.best_weights) {
+            if early.restores_best_weights() && !best.is_empty() {
+                best.restore(model)?;
+                if let Some((epoch, _)) = early.best() {
+                    reporter.println(format!(
+                        "Restored the weights of the best epoch, {}",
+                        epoch + 1
+                    ));
+                }
+            }
+        }
+        Ok(state.history)
+    }
+
+    /// The state at the start of `fit`: fresh, or read from the checkpoint to resume from
+    /// (which also loads the model and the optimizer).
+    fn start<M, O>(
+        &self,
+        model: &mut M,
+        optimizer: &mut O,
+        reporter: &Reporter,
+    ) -> Result<Checkpoint<F>>
+    where
+        M: Supervised<F>,
+        O: StatefulOptimizer<F>,
+    {
+        let fresh_early = self.early_stopping.clone();
+        let Some(dir) = &self.resume_from else {
+            reporter.println(model.summary().to_string());
+            let mut state = Checkpoint::new(
+                optimizer
+                    .export_state()
+                    .unwrap_or_else(|| OptimizerState::new("custom")),
+                optimizer.learning_rate(),
+            );
+            state.best_weights = fresh_early
+                .as_ref()
+                .filter(|e| e.restores_best_weights())
+                .map(|_| Weights::default());
+            state.early_stopping = fresh_early;
+            return Ok(state);
+        };
+        if !Checkpoint::<F>::exists(dir) {
+            return Err(Error::File {
+                path: dir.join("checkpoint.json"),
+                message: "no checkpoint to resume from (train with .checkpoints(dir) first, or \
+                          check Checkpoint::exists before .resume_from)"
+                    .to_string(),
+            });
+        }
+        // Read everything before changing anything: a checkpoint that does not fit the model
+        // or the optimizer leaves both as they were.
+        let mut probe = Checkpoint::load(dir, model)?;
+        optimizer.import_state(&probe.optimizer)?;
+        // The early-stopping rule comes from this trainer; its progress from the checkpoint
+        // (when the checkpointed run used it too).
+        probe.early_stopping = match (fresh_early, probe.early_stopping.take()) {
+            (Some(rule), Some(saved))
+                if rule.patience() == saved.patience() && rule.min_delta() == saved.min_delta() =>
+            {
+                Some(saved.restore_best_weights(rule.restores_best_weights()))
+            }
+            (Some(rule), _) => Some(rule),
+            (None, _) => None,
+        };
+        if probe
+            .early_stopping
+            .as_ref()
+            .is_some_and(EarlyStopping::restores_best_weights)
+        {
+            probe.best_weights.get_or_insert_with(Weights::default);
+        } else {
+            probe.best_weights = None;
+        }
+        reporter.println(model.summary().to_string());
+        reporter.println(format!(
+            "Resuming from {} after epoch {} ({} optimizer steps)",
+            dir.display(),
+            probe.epochs_done,
+            probe.steps_done
+        ));
+        Ok(probe)
+    }
+}
+
+/// Checks before training that `data` fits the model: samples of the input's rank (batch
+/// axis aside) and targets of the model's kind, so that a mistake is reported once, clearly,
+/// rather than as the first batch's shape error.
+fn check_compatible<F: Float, M: Supervised<F>>(
+    data: &(impl Dataset<F> + ?Sized),
+    what: &'static str,
+) -> Result<()> {
+    let sample = data.sample_shape();
+    if sample.len() + 1 != M::INPUT_RANK {
+        let hint = if M::INPUT_RANK == 2 && sample.len() > 1 {
+            format!(
+                ", for example with TensorDataset::reshape_samples(&[{}])",
+                sample.iter().product::<usize>()
+            )
+        } else {
+            String::new()
+        };
+        return Err(Error::Shape {
+            kind: "dataset",
+            name: what,
+            expected: format!(
+                "samples of rank {} (the model's input has rank {} with the batch axis)",
+                M::INPUT_RANK.saturating_sub(1),
+                M::INPUT_RANK
+            ),
+            actual: sample.to_vec(),
+            detail: format!(": reshape the samples to the model's input shape{hint}"),
+        });
+    }
+    match (M::CLASSES, data.targets()) {
+        (Some(classes), TargetKind::Labels { classes: have }) if have > classes => {
+            Err(Error::Shape {
+                kind: "target",
+                name: what,
+                expected: format!("at most {classes} classes (the model's)"),
+                actual: vec![have],
+                detail: format!(": the data has labels up to {}", have - 1),
+            })
+        }
+        (Some(classes), TargetKind::Values { shape }) => Err(Error::Shape {
+            kind: "target",
+            name: what,
+            expected: format!("class labels (the model's target is `classes {classes}`)"),
+            actual: shape,
+            detail: ": the data has value targets of this shape".to_string(),
+        }),
+        (None, TargetKind::Labels { classes }) => Err(Error::Shape {
+            kind: "target",
+            name: what,
+            expected: "value targets (the model's target is a float tensor)".to_string(),
+            actual: vec![classes],
+            detail: ": the data has class labels (of this many classes)".to_string(),
+        }),
+        _ => Ok(()),
+    }
+}

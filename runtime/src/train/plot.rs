@@ -1,0 +1,299 @@
+//! Training curves as a PNG image: loss (training and validation) and, for class labels,
+//! accuracy, side by side, epochs from 1 on the horizontal axis.
+//!
+//! Drawn with `plotters`' bitmap backend; text is rendered with a subset of DejaVu Sans
+//! compiled into the library (13 KB, license in `src/train/fonts/LICENSE`), so plots look the
+//! same everywhere and need no system fonts. The bitmap is encoded as PNG here, over `flate2`,
+//! to avoid pulling in an image library.
+//!
+//! ```no_run
+//! # fn demo(history: &kiln_runtime::train::History) -> kiln_runtime::Result<()> {
+//! history.plot("training.png")?;
+//! # Ok(())
+//! # }
+//! ```
+
+use super::files::{file_error, write_atomically};
+use super::history::History;
+use crate::Result;
+use flate2::write::ZlibEncoder;
+use flate2::{Compression, Crc};
+use plotters::prelude::*;
+use plotters::style::register_font;
+use std::io::Write;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// DejaVu Sans, printable ASCII and a few symbols (see `fonts/LICENSE`).
+const FONT: &[u8] = include_bytes!("fonts/DejaVuSans-subset.ttf");
+/// The family name the font is registered under in plotters' global font table; a name of our
+/// own, so that a program registering its own "sans-serif" is not overridden.
+const FAMILY: &str = "kiln-dejavu-sans";
+
+/// One panel's size in pixels.
+const PANEL: (u32, u32) = (560, 420);
+/// Matplotlib's first two colors, which most readers know as "train" and "validation".
+const TRAIN: RGBColor = RGBColor(31, 119, 180);
+const VALIDATION: RGBColor = RGBColor(255, 127, 14);
+
+fn register() -> std::result::Result<(), String> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err("the bundled font could not be parsed".to_string())
+    }
+}
+
+/// The image of `history`'s curves: width, height and RGB8 pixels, row-major.
+///
+/// # Errors
+/// A description of what failed in plotters (not expected with the bundled font).
+pub(crate) fn render(history: &History) -> std::result::Result<(u32, u32, Vec<u8>), String> {
+    register()?;
+    let has_accuracy = history
+        .epochs
+        .iter()
+        .any(|r| r.train_accuracy.is_some() || r.val_accuracy.is_some());
+    let panels = if has_accuracy { 2 } else { 1 };
+    let (width, height) = (PANEL.0 * panels, PANEL.1);
+    let mut pixels = vec![0u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let areas = root.split_evenly((1, panels as usize));
+        let n = history.len();
+        let train_loss: Vec<(f64, f64)> = history
+            .epochs
+            .iter()
+            .map(|r| ((r.epoch + 1) as f64, r.train_loss))
+            .collect();
+        let val_loss: Vec<(f64, f64)> = history
+            .epochs
+            .iter()
+            .filter_map(|r| Some(((r.epoch + 1) as f64, r.val_loss?)))
+            .collect();
+        panel(&areas[0], "Loss", "loss", n, &train_loss, &val_loss, true)?;
+        if has_accuracy {
+            let train_acc: Vec<(f64, f64)> = history
+                .epochs
+                .iter()
+                .filter_map(|r| Some(((r.epoch + 1) as f64, r.train_accuracy?)))
+                .collect();
+            let val_acc: Vec<(f64, f64)> = history
+                .epochs
+                .iter()
+                .filter_map(|r| Some(((r.epoch + 1) as f64, r.val_accuracy?)))
+                .collect();
+            panel(
+                &areas[1], "Accuracy", "accuracy", n, &train_acc, &val_acc, false,
+            )?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok((width, height, pixels))
+}
+
+/// The value range of the finite values, padded by 8% on each side (a flat curve gets a band
+/// around its value), or `[0, 1]` when there is nothing to show.
+fn value_range(values: impl Iterator<Item = f64>) -> Range<f64> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo > hi {
+        return 0.0..1.0;
+    }
+    let pad = if hi > lo {
+        (hi - lo) * 0.08
+    } else {
+        lo.abs().max(1e-3) * 0.1
+    };
+    lo - pad..hi + pad
+}
+
+/// The epoch axis: `1..n` with a little room at both ends (a single epoch gets `0.5..1.5`).
+fn epoch_range(n: usize) -> Range<f64> {
+    let n = n.max(1) as f64;
+    let pad = ((n - 1.0) * 0.03).max(0.5);
+    1.0 - pad..n + pad
+}
+
+/// Formats an epoch tick: whole numbers only, since epochs are integers (a tick between two
+/// epochs gets no label).
+fn epoch_label(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{x:.0}")
+    } else {
+        String::new()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    y_name: &str,
+    epochs: usize,
+    train: &[(f64, f64)],
+    val: &[(f64, f64)],
+    legend_top: bool,
+) -> std::result::Result<(), String> {
+    let err = |e: plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let y = value_range(train.iter().chain(val).map(|&(_, v)| v));
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FAMILY, 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(epoch_range(epochs), y)
+        .map_err(err)?;
+    // At most one tick per epoch; plotters picks "nice" values, and `epoch_label` hides the
+    // fractional ones.
+    let x_ticks = epochs.clamp(2, 10);
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_name)
+        .x_labels(x_ticks)
+        .y_labels(8)
+        .x_label_formatter(&epoch_label)
+        .y_label_formatter(&|v| format!("{v:.3}"))
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 15))
+        .light_line_style(RGBColor(238, 238, 238))
+        .bold_line_style(RGBColor(210, 210, 210))
+        .draw()
+        .map_err(err)?;
+    let finite = |points: &[(f64, f64)]| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .copied()
+            .filter(|(_, v)| v.is_finite())
+            .collect()
+    };
+    for (points, color, label) in [(train, TRAIN, "train"), (val, VALIDATION, "validation")] {
+        if points.is_empty() {
+            continue;
+        }
+        let style = color.stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(finite(points), style).point_size(3))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .position(if legend_top {
+            SeriesLabelPosition::UpperRight
+        } else {
+            SeriesLabelPosition::LowerRight
+        })
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Encodes RGB8 pixels as a PNG: signature, `IHDR`, one zlib-compressed `IDAT`, `IEND`
+/// (PNG specification, 2nd edition, sections 5 and 11). Each scanline uses the `Sub` filter,
+/// which turns the flat backgrounds of a plot into runs of zeros that deflate well.
+pub(crate) fn encode_png(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let mut crc = Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+    let stride = width as usize * 3;
+    let mut filtered = Vec::with_capacity((stride + 1) * height as usize);
+    for row in rgb.chunks_exact(stride) {
+        filtered.push(1); // filter type 1, Sub: each byte minus the same channel one pixel left
+        filtered.extend_from_slice(&row[..3]);
+        filtered.extend(
+            row[3..]
+                .iter()
+                .zip(row)
+                .map(|(&b, &left)| b.wrapping_sub(left)),
+        );
+    }
+    let mut zlib = ZlibEncoder::new(Vec::new(), Compression::default());
+    // Writing into a Vec cannot fail.
+    let _ = zlib.write_all(&filtered);
+    let idat = zlib.finish().unwrap_or_default();
+
+    let mut out = Vec::with_capacity(idat.len() + 64);
+    out.extend_from_slice(b"\x89PNG\r\n\x1a\n");
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    // Bit depth 8, colour type 2 (truecolour RGB), deflate, adaptive filtering, no interlace.
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &idat);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Renders `history` and writes it to `path` as a PNG, atomically.
+pub(crate) fn write_png(history: &History, path: &Path) -> Result<()> {
+    let (width, height, pixels) = render(history)
+        .map_err(|e| file_error(path, format!("cannot draw the training plot: {e}")))?;
+    write_atomically(path, &encode_png(width, height, &pixels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::read::ZlibDecoder;
+    use std::io::Read;
+
+    #[test]
+    fn png_round_trips_through_its_own_structure() {
+        // 2×2 pixels: red, green / blue, white.
+        let rgb = [255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255];
+        let png = encode_png(2, 2, &rgb);
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(&png[12..16], b"IHDR");
+        assert_eq!(u32::from_be_bytes([png[16], png[17], png[18], png[19]]), 2);
+        // The IDAT payload inflates to two filtered scanlines that unfilter to the pixels.
+        let idat_len = u32::from_be_bytes([png[33], png[34], png[35], png[36]]) as usize;
+        assert_eq!(&png[37..41], b"IDAT");
+        let mut raw = Vec::new();
+        ZlibDecoder::new(&png[41..41 + idat_len])
+            .read_to_end(&mut raw)
+            .unwrap();
+        let mut pixels = Vec::new();
+        for line in raw.chunks_exact(7) {
+            assert_eq!(line[0], 1);
+            let mut row = line[1..].to_vec();
+            for i in 3..6 {
+                row[i] = row[i].wrapping_add(row[i - 3]);
+            }
+            pixels.extend(row);
+        }
+        assert_eq!(pixels, rgb);
+        assert!(png.ends_with(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82]));
+    }
+
+    #[test]
+    fn ranges_pad_and_survive_degenerate_input() {
+        assert_eq!(value_range([f64::NAN].into_iter()), 0.0..1.0);
+        let r = value_range([2.0, f64::INFINITY].into_iter());
+        assert!(r.start < 2.0 && r.end > 2.0);
+        let r = value_range([1.0, 3.0].into_iter());
+        assert!((r.start - 0.84).abs() < 1e-12 && (r.end - 3.16).abs() < 1e-12);
+        assert_eq!(epoch_range(1), 0.5..1.5);
+        assert_eq!(epoch_label(&3.0), "3");
+        assert_eq!(epoch_label(&2.5), "");
+    }
+}

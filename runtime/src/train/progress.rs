@@ -1,0 +1,197 @@
+//! Console output of the trainer: a progress bar per epoch on a terminal, one line per epoch
+//! otherwise (logs, CI), nothing when progress is off.
+
+use super::history::EpochRecord;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+/// How often the bar's message (running loss, accuracy, speed) is reformatted: formatting
+/// allocates, and a faster refresh than the terminal's is wasted work.
+const MESSAGE_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Off,
+    /// Progress bars (stdout is a terminal).
+    Bars,
+    /// One line per epoch (stdout is a file or a pipe).
+    Lines,
+}
+
+/// The trainer's console output.
+#[derive(Debug)]
+pub(crate) struct Reporter {
+    mode: Mode,
+    epochs: usize,
+}
+
+impl Reporter {
+    pub fn new(enabled: bool, epochs: usize) -> Self {
+        let mode = match (enabled, std::io::stdout().is_terminal()) {
+            (false, _) => Mode::Off,
+            (true, true) => Mode::Bars,
+            (true, false) => Mode::Lines,
+        };
+        Self { mode, epochs }
+    }
+
+    /// Prints a line (model summary, notices) unless output is off.
+    pub fn println(&self, text: impl AsRef<str>) {
+        if self.mode != Mode::Off {
+            println!("{}", text.as_ref());
+        }
+    }
+
+    pub fn start_epoch(&self, epoch: usize, batches: usize) -> EpochProgress {
+        let prefix = format!(
+            "Epoch {:>w$}/{}",
+            epoch + 1,
+            self.epochs,
+            w = digits(self.epochs)
+        );
+        let bar = (self.mode == Mode::Bars).then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stdout());
+            bar.set_style(style(
+                "{prefix} [{bar:28.cyan/blue}] {pos:>4}/{len:4} {msg} eta {eta}",
+            ));
+            bar.set_prefix(prefix.clone());
+            bar
+        });
+        EpochProgress {
+            mode: self.mode,
+            prefix,
+            bar,
+            batches,
+            last_message: None,
+        }
+    }
+}
+
+fn digits(n: usize) -> usize {
+    n.max(1).ilog10() as usize + 1
+}
+
+fn style(template: &str) -> ProgressStyle {
+    // The templates are constants that parse; the fallback only guards against an indicatif
+    // change, so that a template problem can never fail a training run.
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// The running figures shown while an epoch trains.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Running {
+    pub batches_done: usize,
+    pub loss: f64,
+    pub accuracy: Option<f64>,
+    pub samples_per_second: f64,
+}
+
+/// One epoch's bar (or line).
+#[derive(Debug)]
+pub(crate) struct EpochProgress {
+    mode: Mode,
+    prefix: String,
+    bar: Option<ProgressBar>,
+    batches: usize,
+    last_message: Option<Instant>,
+}
+
+impl EpochProgress {
+    /// Advances the bar after a batch; reformats the message at most every
+    /// [`MESSAGE_INTERVAL`].
+    pub fn batch(&mut self, running: Running) {
+        let Some(bar) = &self.bar else {
+            return;
+        };
+        bar.set_position(running.batches_done as u64);
+        let now = Instant::now();
+        let due = self
+            .last_message
+            .is_none_or(|t| now.duration_since(t) >= MESSAGE_INTERVAL);
+        if due || running.batches_done == self.batches {
+            self.last_message = Some(now);
+            let mut msg = format!("loss {:.4}", running.loss);
+            if let Some(acc) = running.accuracy {
+                msg.push_str(&format!("  acc {acc:.4}"));
+            }
+            msg.push_str(&format!("  {:.0} samples/s", running.samples_per_second));
+            bar.set_message(msg);
+        }
+    }
+
+    /// Ends the epoch with its summary: the finished bar keeps it, or it is printed as a line.
+    pub fn finish(self, record: &EpochRecord) {
+        let summary = summary_line(record);
+        match (self.mode, self.bar) {
+            (Mode::Off, _) => {}
+            (_, Some(bar)) => {
+                bar.set_style(style(
+                    "{prefix} [{bar:28.cyan/blue}] {pos:>4}/{len:4} {msg}",
+                ));
+                bar.finish_with_message(summary);
+            }
+            (_, None) => println!(
+                "{} {}/{} {summary}",
+                self.prefix, self.batches, self.batches
+            ),
+        }
+    }
+}
+
+/// `1.2s  loss 0.2345  accuracy 0.9312  val_loss 0.2500  val_accuracy 0.9200  lr 1.00e-3
+/// 12345 samples/s`, as Keras prints an epoch.
+pub(crate) fn summary_line(r: &EpochRecord) -> String {
+    let mut line = format!("{:.1}s  loss {:.4}", r.seconds, r.train_loss);
+    if let Some(acc) = r.train_accuracy {
+        line.push_str(&format!("  accuracy {acc:.4}"));
+    }
+    if let Some(loss) = r.val_loss {
+        line.push_str(&format!("  val_loss {loss:.4}"));
+    }
+    if let Some(acc) = r.val_accuracy {
+        line.push_str(&format!("  val_accuracy {acc:.4}"));
+    }
+    line.push_str(&format!(
+        "  lr {:.2e}  {:.0} samples/s",
+        r.lr, r.samples_per_second
+    ));
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_line_shows_what_was_measured() {
+        let mut r = EpochRecord {
+            epoch: 2,
+            train_loss: 0.23456,
+            train_accuracy: Some(0.93126),
+            val_loss: Some(0.25),
+            val_accuracy: Some(0.92),
+            lr: 0.001,
+            seconds: 1.234,
+            samples_per_second: 12345.4,
+        };
+        assert_eq!(
+            summary_line(&r),
+            "1.2s  loss 0.2346  accuracy 0.9313  val_loss 0.2500  val_accuracy 0.9200  lr \
+             1.00e-3  12345 samples/s"
+        );
+        r.train_accuracy = None;
+        r.val_accuracy = None;
+        r.val_loss = None;
+        assert_eq!(
+            summary_line(&r),
+            "1.2s  loss 0.2346  lr 1.00e-3  12345 samples/s"
+        );
+        assert_eq!(digits(9), 1);
+        assert_eq!(digits(10), 2);
+        assert_eq!(digits(0), 1);
+    }
+}
