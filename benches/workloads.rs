@@ -103,7 +103,10 @@ fn labels(rng: &mut StdRng, n: usize) -> Array1<usize> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let quick = args.iter().any(|a| a == "--quick");
     let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let wanted = |id: &str| filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()));
@@ -119,10 +122,16 @@ fn main() {
         let y = x.mapv(|v| 3.0 * v + 2.0);
         let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Sgd::new(0.01));
         for &t in &threads {
-            report("W1 seed-linreg", t, measure(10, counted(1000), || {
-                model.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads).expect("step");
-                opt.step(&mut model, &grads);
-            }));
+            report(
+                "W1 seed-linreg",
+                t,
+                measure(10, counted(1000), || {
+                    model
+                        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+                        .expect("step");
+                    opt.step(&mut model, &grads);
+                }),
+            );
         }
     }
     if wanted("W2") || wanted("W5") {
@@ -130,20 +139,31 @@ fn main() {
         if wanted("W2") {
             let x = Array2::from_shape_simple_fn((64, 784), || rng.random_range(0.0f32..1.0));
             let y = labels(&mut rng, 64);
-            let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Adam::new(1e-3));
+            let (mut ws, mut grads, mut opt) =
+                (model.workspace(), model.zero_grads(), Adam::new(1e-3));
             for &t in &threads {
-                report("W2 mlp-small", t, measure(20, counted(300), || {
-                    model.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads).expect("step");
-                    opt.step(&mut model, &grads);
-                }));
+                report(
+                    "W2 mlp-small",
+                    t,
+                    measure(20, counted(300), || {
+                        model
+                            .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+                            .expect("step");
+                        opt.step(&mut model, &grads);
+                    }),
+                );
             }
         }
         if wanted("W5") {
             let x = Array2::from_shape_simple_fn((1, 784), || rng.random_range(0.0f32..1.0));
             for &t in &threads {
-                report("W5 infer-mlp", t, measure(100, counted(5000), || {
-                    std::hint::black_box(model.forward(x.view()).expect("forward"));
-                }));
+                report(
+                    "W5 infer-mlp",
+                    t,
+                    measure(100, counted(5000), || {
+                        std::hint::black_box(model.forward(x.view()).expect("forward"));
+                    }),
+                );
             }
         }
     }
@@ -153,10 +173,16 @@ fn main() {
         let y = labels(&mut rng, 256);
         let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Adam::new(1e-3));
         for &t in &threads {
-            report("W3 mlp-wide", t, measure(3, counted(20), || {
-                model.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads).expect("step");
-                opt.step(&mut model, &grads);
-            }));
+            report(
+                "W3 mlp-wide",
+                t,
+                measure(3, counted(20), || {
+                    model
+                        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+                        .expect("step");
+                    opt.step(&mut model, &grads);
+                }),
+            );
         }
     }
     if wanted("W4") {
@@ -165,10 +191,16 @@ fn main() {
         let y = labels(&mut rng, 64);
         let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Adam::new(1e-3));
         for &t in &threads {
-            report("W4 lenet", t, measure(10, counted(100), || {
-                model.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads).expect("step");
-                opt.step(&mut model, &grads);
-            }));
+            report(
+                "W4 lenet",
+                t,
+                measure(10, counted(100), || {
+                    model
+                        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+                        .expect("step");
+                    opt.step(&mut model, &grads);
+                }),
+            );
         }
     }
     if wanted("expand") {

@@ -569,7 +569,11 @@ fn emit_const(v: f64) -> TokenStream {
             quote!(NEG_INFINITY)
         };
         quote!(F::from_f64(::core::f64::#c))
-    } else if let Some(name) = NAMED_CONSTANTS.iter().find(|(c, _)| *c == v).map(|(_, n)| n) {
+    } else if let Some(name) = NAMED_CONSTANTS
+        .iter()
+        .find(|(c, _)| *c == v)
+        .map(|(_, n)| n)
+    {
         let name = format_ident!("{}", name);
         quote!(F::from_f64(::core::f64::consts::#name))
     } else {

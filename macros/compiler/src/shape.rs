@@ -150,12 +150,14 @@ fn pointwise(op: &str, inputs: &[&ValueInfo], symbols: &[String]) -> Result<Valu
                 {
                     format!("make `{{arg{i}}}` output {want} features, or change the left operand to match")
                 }
-                _ if fa.len() == 4
-                    && fb.len() == 4
-                    && (0..4).all(|d| d == 1 || fa[d] == fb[d]) =>
-                {
+                _ if fa.len() == 4 && fb.len() == 4 && (0..4).all(|d| d == 1 || fa[d] == fb[d]) => {
                     let want = first.shape.display(symbols).to_string();
-                    let channels = want.trim_matches(['[', ']']).split(", ").nth(1).unwrap_or("?").to_string();
+                    let channels = want
+                        .trim_matches(['[', ']'])
+                        .split(", ")
+                        .nth(1)
+                        .unwrap_or("?")
+                        .to_string();
                     format!("the channel counts differ: make `{{arg{i}}}` output {channels} channels (`conv2d(..., {channels}, ...)`), or change the left operand to match")
                 }
                 _ => "make the two shapes equal".to_string(),

@@ -126,10 +126,13 @@ impl Ctx<'_> {
     /// Whether the model draws random numbers (dropout): its workspace then holds a seeded
     /// generator.
     pub fn needs_rng(&self) -> bool {
-        self.plan.values.iter().any(|&id| match &self.g.nodes[id].kind {
-            NodeKind::Kernel(k) => k.needs_rng(),
-            _ => false,
-        })
+        self.plan
+            .values
+            .iter()
+            .any(|&id| match &self.g.nodes[id].kind {
+                NodeKind::Kernel(k) => k.needs_rng(),
+                _ => false,
+            })
     }
 
     /// The scratch buffers of a node: field name and length.
@@ -141,7 +144,12 @@ impl Ctx<'_> {
         let inputs: Vec<_> = node.inputs.iter().map(|&i| self.g.info(i)).collect();
         k.scratch(&inputs, self.g.info(id))
             .into_iter()
-            .map(|s| (format_ident!("{}_{}", node.name, s.suffix), self.len_tokens(&s.shape)))
+            .map(|s| {
+                (
+                    format_ident!("{}_{}", node.name, s.suffix),
+                    self.len_tokens(&s.shape),
+                )
+            })
             .collect()
     }
 

@@ -32,9 +32,13 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         .iter()
         .zip(&cx.layers)
         .flat_map(|(l, spec)| {
-            spec.buffers
-                .iter()
-                .map(move |b| (format!("{}.{}", l.name, b.suffix), &l.name, cx.ident(b.suffix)))
+            spec.buffers.iter().map(move |b| {
+                (
+                    format!("{}.{}", l.name, b.suffix),
+                    &l.name,
+                    cx.ident(b.suffix),
+                )
+            })
         })
         .collect();
     let visit_buffers = buffers.iter().map(|(n, layer, field)| {

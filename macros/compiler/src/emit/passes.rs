@@ -24,22 +24,47 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         if training && !cx.has_mode_ops(&cx.plan.forward_nodes) {
             continue;
         }
-        let fn_name = if training { quote!(run_forward_train) } else { quote!(run_forward) };
+        let fn_name = if training {
+            quote!(run_forward_train)
+        } else {
+            quote!(run_forward)
+        };
         let doc = if training {
             " Computes every value that reaches an output, in training mode."
         } else {
             " Computes every value that reaches an output."
         };
-        fns.extend(pass_fn(cx, &cx.plan.forward_nodes, training, fn_name, doc, &float_inputs, None));
+        fns.extend(pass_fn(
+            cx,
+            &cx.plan.forward_nodes,
+            training,
+            fn_name,
+            doc,
+            &float_inputs,
+            None,
+        ));
     }
     if let Some(loss) = cx.g.loss {
         for training in [false, true] {
             if training && !cx.has_mode_ops(&cx.plan.loss_nodes) {
                 continue;
             }
-            let fn_name = if training { quote!(run_loss_train) } else { quote!(run_loss) };
-            let doc = " Computes the values after the outputs, up to the loss, and returns the loss.";
-            fns.extend(pass_fn(cx, &cx.plan.loss_nodes, training, fn_name, doc, &all_inputs, Some(loss)));
+            let fn_name = if training {
+                quote!(run_loss_train)
+            } else {
+                quote!(run_loss)
+            };
+            let doc =
+                " Computes the values after the outputs, up to the loss, and returns the loss.";
+            fns.extend(pass_fn(
+                cx,
+                &cx.plan.loss_nodes,
+                training,
+                fn_name,
+                doc,
+                &all_inputs,
+                Some(loss),
+            ));
         }
     }
     fns.extend(emit_backward(cx, &all_inputs));
@@ -63,7 +88,11 @@ fn pass_fn(
     let code = emit_values(cx, nodes, training);
     let (params, body) = (code.params, code.body);
     let bind = cx.bind_dims(quote!(ws.dims));
-    let receiver = if training && code.mutates_self { quote!(&mut self) } else { quote!(&self) };
+    let receiver = if training && code.mutates_self {
+        quote!(&mut self)
+    } else {
+        quote!(&self)
+    };
     let (ret, value) = match loss {
         Some(l) => {
             let b = cx.node_ident(l);
@@ -170,7 +199,9 @@ fn param_locals(cx: &Ctx, layers: &BTreeSet<usize>, grads: bool, buffers_mut: bo
 
 /// `128 * 784`: a parameter's element count as its dims, which reads better than `100352`.
 fn product(dims: &[usize]) -> TokenStream {
-    let lits = dims.iter().map(|&d| proc_macro2::Literal::usize_unsuffixed(d));
+    let lits = dims
+        .iter()
+        .map(|&d| proc_macro2::Literal::usize_unsuffixed(d));
     let mut out = TokenStream::new();
     for (i, lit) in lits.enumerate() {
         if i > 0 {
@@ -192,7 +223,12 @@ fn buffer_locals(cx: &Ctx, layer: usize) -> Vec<TokenStream> {
     locals_of(cx, layer, "", &cx.layers[layer].buffers)
 }
 
-fn locals_of(cx: &Ctx, layer: usize, prefix: &str, specs: &[crate::ops::ParamSpec]) -> Vec<TokenStream> {
+fn locals_of(
+    cx: &Ctx,
+    layer: usize,
+    prefix: &str,
+    specs: &[crate::ops::ParamSpec],
+) -> Vec<TokenStream> {
     let l = &cx.g.layers[layer];
     specs
         .iter()
@@ -210,7 +246,10 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
     for &id in nodes {
         let node = &cx.g.nodes[id];
         let doc = super::structs::describe_node(cx, id);
-        let comment = format!(" {}", doc.trim().trim_end_matches(" Read by the backward pass."));
+        let comment = format!(
+            " {}",
+            doc.trim().trim_end_matches(" Read by the backward pass.")
+        );
         let code = match &node.kind {
             NodeKind::Input(_) => continue,
             NodeKind::Kernel(k) => {
@@ -229,7 +268,9 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
                     buffers,
                     scratch: scratch_slices(cx, id),
                     training,
-                    layer_name: node.layer.map_or_else(|| node.name.clone(), |l| cx.g.layers[l].name.to_string()),
+                    layer_name: node
+                        .layer
+                        .map_or_else(|| node.name.clone(), |l| cx.g.layers[l].name.to_string()),
                     rng: quote!(&mut ws.rng),
                 })
             }
@@ -241,7 +282,11 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
         });
     }
     let params = used_only(param_locals(cx, &layers, false, training), &body);
-    Code { params, body, mutates_self }
+    Code {
+        params,
+        body,
+        mutates_self,
+    }
 }
 
 /// Keeps the `let` statements of `locals` whose name `body` mentions: a pass fetches only

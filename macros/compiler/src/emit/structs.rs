@@ -92,7 +92,12 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         .values
         .iter()
         .map(|&id| cx.node_ident(id))
-        .chain(cx.plan.values.iter().flat_map(|&id| cx.scratch_of(id).into_iter().map(|(f, _)| f)))
+        .chain(
+            cx.plan
+                .values
+                .iter()
+                .flat_map(|&id| cx.scratch_of(id).into_iter().map(|(f, _)| f)),
+        )
         .chain(cx.plan.adjoints.iter().map(|&id| cx.adjoint_ident(id)))
         .collect();
     let (rng_field, rng_init, reseed) = if cx.needs_rng() {

@@ -21,7 +21,11 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
                 let ix = format_ident!("Ix{}", dims.len());
                 inputs.push(quote!(#name: ::kiln::ndarray::ArrayView<'_, F, ::kiln::ndarray::#ix>));
             }
-            Stmt::Target { name, dims, classes } => {
+            Stmt::Target {
+                name,
+                dims,
+                classes,
+            } => {
                 let ix = format_ident!("Ix{}", dims.len());
                 targets.push(if classes.is_some() {
                     quote!(#name: ::kiln::ndarray::ArrayView<'_, usize, ::kiln::ndarray::#ix>)

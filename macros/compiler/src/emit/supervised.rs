@@ -10,9 +10,12 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let g = cx.g;
     let inputs: Vec<_> = g.inputs.iter().filter(|d| !d.is_target).collect();
     let targets: Vec<_> = g.inputs.iter().filter(|d| d.is_target).collect();
-    let (Some(_), [input], [target], Some(_)) =
-        (g.loss, inputs.as_slice(), targets.as_slice(), g.outputs.first())
-    else {
+    let (Some(_), [input], [target], Some(_)) = (
+        g.loss,
+        inputs.as_slice(),
+        targets.as_slice(),
+        g.outputs.first(),
+    ) else {
         return TokenStream::new();
     };
     let (name, ws) = (cx.name, &cx.workspace_name);

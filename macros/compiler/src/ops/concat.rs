@@ -1,7 +1,9 @@
 //! `concat(a, b, ..., axis = k)`: joins tensors along an axis (the last one by default, as
 //! Keras' `Concatenate`). All other dims must agree.
 
-use super::{require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
+use super::{
+    require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
+};
 use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -53,7 +55,9 @@ impl Concat {
     /// Tokens for `outer` and each input's `inner` size.
     fn sizes(&self, dims: &[Vec<TokenStream>]) -> (TokenStream, Vec<TokenStream>) {
         let axis = self.axis_of(dims[0].len());
-        let outer = dims[0][..axis].iter().fold(quote!(1), |acc, d| quote!(#acc * #d));
+        let outer = dims[0][..axis]
+            .iter()
+            .fold(quote!(1), |acc, d| quote!(#acc * #d));
         let inners = dims
             .iter()
             .map(|d| d[axis..].iter().fold(quote!(1), |acc, d| quote!(#acc * #d)))
@@ -76,14 +80,17 @@ impl Kernel for Concat {
         if rank == 0 || axis >= rank {
             return Err(OpError::input(
                 0,
-                format!("`concat` along axis {axis}, but {} has rank {rank}", first.display(symbols)),
+                format!(
+                    "`concat` along axis {axis}, but {} has rank {rank}",
+                    first.display(symbols)
+                ),
             ));
         }
         let mut total: usize = 0;
         for (i, info) in inputs.iter().enumerate() {
             let s = &info.shape;
-            let same_elsewhere = s.rank() == rank
-                && (0..rank).all(|d| d == axis || s.0[d] == first.0[d]);
+            let same_elsewhere =
+                s.rank() == rank && (0..rank).all(|d| d == axis || s.0[d] == first.0[d]);
             if !same_elsewhere {
                 return Err(OpError::input(
                     i,
@@ -116,10 +123,16 @@ impl Kernel for Concat {
         }
         let mut out = first.0.clone();
         out[axis] = Dim::Fixed(total);
-        Ok(ValueInfo { shape: Shape(out), kind: ValueKind::Float })
+        Ok(ValueInfo {
+            shape: Shape(out),
+            kind: ValueKind::Float,
+        })
     }
     fn backward_reads(&self) -> Reads {
-        Reads { inputs: vec![false; 0], output: false }
+        Reads {
+            inputs: vec![false; 0],
+            output: false,
+        }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let dims: Vec<Vec<TokenStream>> = cx.inputs.iter().map(|o| o.dims.clone()).collect();

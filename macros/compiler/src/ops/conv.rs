@@ -37,7 +37,13 @@ impl OpSpec for Conv2dSpec {
                 "`conv2d` needs its kernel size: add `kernel = 3` (or `kernel = (3, 2)` for height 3, width 2)",
             ));
         };
-        Ok(Built::Kernel(Box::new(Conv2d { out, kernel, stride, padding, bias })))
+        Ok(Built::Kernel(Box::new(Conv2d {
+            out,
+            kernel,
+            stride,
+            padding,
+            bias,
+        })))
     }
 }
 
@@ -82,7 +88,8 @@ pub(crate) fn spatial_input(
             ),
         ));
     }
-    let fixed = |i: usize| match shape.0[i] {
+    let fixed = |i: usize| {
+        match shape.0[i] {
         Dim::Fixed(n) => Ok(n),
         Dim::Symbol(s) => Err(OpError::input(
             0,
@@ -91,6 +98,7 @@ pub(crate) fn spatial_input(
                 symbols[s]
             ),
         )),
+    }
     };
     Ok((fixed(1)?, fixed(2)?, fixed(3)?))
 }
@@ -178,16 +186,29 @@ impl Kernel for Conv2d {
             )));
         }
         Ok(ValueInfo {
-            shape: Shape(vec![inputs[0].shape.0[0], Dim::Fixed(self.out), Dim::Fixed(oh), Dim::Fixed(ow)]),
+            shape: Shape(vec![
+                inputs[0].shape.0[0],
+                Dim::Fixed(self.out),
+                Dim::Fixed(oh),
+                Dim::Fixed(ow),
+            ]),
             kind: ValueKind::Float,
         })
     }
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
         let (c, ..) = self.geometry(inputs);
         let (o, (kh, kw), bias) = (self.out, self.kernel, self.bias);
-        let mut params = vec![ParamSpec { suffix: "weight", optional: false, dims: vec![o, c, kh, kw] }];
+        let mut params = vec![ParamSpec {
+            suffix: "weight",
+            optional: false,
+            dims: vec![o, c, kh, kw],
+        }];
         if bias {
-            params.push(ParamSpec { suffix: "bias", optional: true, dims: vec![o] });
+            params.push(ParamSpec {
+                suffix: "bias",
+                optional: true,
+                dims: vec![o],
+            });
         }
         Some(LayerSpec {
             ty: quote!(::kiln::layers::Conv2d<F>),
@@ -200,14 +221,25 @@ impl Kernel for Conv2d {
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
         let (c, _, _, oh, ow) = self.geometry(inputs);
         let len = c * self.kernel.0 * self.kernel.1 * oh * ow;
-        vec![ScratchSpec { suffix: "cols", shape: Shape(vec![Dim::Fixed(len)]) }]
+        vec![ScratchSpec {
+            suffix: "cols",
+            shape: Shape(vec![Dim::Fixed(len)]),
+        }]
     }
     fn backward_reads(&self) -> Reads {
-        Reads { inputs: vec![true], output: false }
+        Reads {
+            inputs: vec![true],
+            output: false,
+        }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let geometry = self.geometry_tokens(&cx.inputs[0].dims);
-        let (x, y, w, cols) = (&cx.inputs[0].data, &cx.output.data, &cx.params[0], &cx.scratch[0]);
+        let (x, y, w, cols) = (
+            &cx.inputs[0].data,
+            &cx.output.data,
+            &cx.params[0],
+            &cx.scratch[0],
+        );
         let b = match cx.params.get(1) {
             Some(b) => quote!(Some(#b)),
             None => quote!(None),
@@ -219,7 +251,12 @@ impl Kernel for Conv2d {
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
         let geometry = self.geometry_tokens(&cx.inputs[0].dims);
-        let (x, dy, w, cols) = (&cx.inputs[0].data, &cx.d_output, &cx.params[0], &cx.scratch[0]);
+        let (x, dy, w, cols) = (
+            &cx.inputs[0].data,
+            &cx.d_output,
+            &cx.params[0],
+            &cx.scratch[0],
+        );
         let dw = &cx.param_grads[0];
         let db = match cx.param_grads.get(1) {
             Some(db) => quote!(Some(#db)),

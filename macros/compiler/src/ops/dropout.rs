@@ -2,7 +2,10 @@
 //! by `1/(1-p)` (inverted dropout, as PyTorch); in inference, the identity. The mask is drawn
 //! from the workspace's seeded generator and kept for the backward pass.
 
-use super::{float_like, require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads, ScratchSpec};
+use super::{
+    float_like, require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec,
+    Reads, ScratchSpec,
+};
 use crate::ir::ValueInfo;
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -22,11 +25,20 @@ impl OpSpec for DropoutSpec {
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(1, 2)?;
         args.tensor(0);
-        let positional = if args.has(1) { Some(args.float(1, "the drop probability")?) } else { None };
+        let positional = if args.has(1) {
+            Some(args.float(1, "the drop probability")?)
+        } else {
+            None
+        };
         let option = args.opt_float("p")?;
         args.finish()?;
         let p = match (positional, option) {
-            (Some(_), Some(_)) => return Err(syn::Error::new(args.span(), "give `p` once: `dropout(x, 0.5)`")),
+            (Some(_), Some(_)) => {
+                return Err(syn::Error::new(
+                    args.span(),
+                    "give `p` once: `dropout(x, 0.5)`",
+                ))
+            }
             (Some(p), None) | (None, Some(p)) => p,
             (None, None) => 0.5,
         };
@@ -63,10 +75,16 @@ impl Kernel for Dropout {
         Ok(float_like(inputs[0]))
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
-        vec![ScratchSpec { suffix: "mask", shape: inputs[0].shape.clone() }]
+        vec![ScratchSpec {
+            suffix: "mask",
+            shape: inputs[0].shape.clone(),
+        }]
     }
     fn backward_reads(&self) -> Reads {
-        Reads { inputs: vec![false], output: false }
+        Reads {
+            inputs: vec![false],
+            output: false,
+        }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let (x, y) = (&cx.inputs[0].data, &cx.output.data);

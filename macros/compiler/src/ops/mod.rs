@@ -337,7 +337,9 @@ impl<'a> CallArgs<'a> {
                 };
                 Err(syn::Error::new(
                     other.span(),
-                    format!("`{key}` is a switch, not {got}: write `{key} = true` or `{key} = false`"),
+                    format!(
+                        "`{key}` is a switch, not {got}: write `{key} = true` or `{key} = false`"
+                    ),
                 ))
             }
         }
@@ -383,7 +385,13 @@ impl<'a> CallArgs<'a> {
         match e {
             ast::Expr::Tuple(items, s) => match items.as_slice() {
                 [h, w] => Ok(Some((one(h)?, one(w)?))),
-                _ => Err(syn::Error::new(*s, format!("`{key}` takes a pair `(height, width)`, not {} values", items.len()))),
+                _ => Err(syn::Error::new(
+                    *s,
+                    format!(
+                        "`{key}` takes a pair `(height, width)`, not {} values",
+                        items.len()
+                    ),
+                )),
             },
             single => {
                 let v = one(single)?;

@@ -39,15 +39,29 @@ impl OpSpec for NormSpec {
         args.positional(1, 1)?;
         args.tensor(0);
         let eps = args.opt_float("eps")?.unwrap_or(1e-5);
-        let momentum = if self.batch { args.opt_float("momentum")?.unwrap_or(0.1) } else { 0.0 };
+        let momentum = if self.batch {
+            args.opt_float("momentum")?.unwrap_or(0.1)
+        } else {
+            0.0
+        };
         args.finish()?;
         if eps <= 0.0 {
-            return Err(syn::Error::new(args.span(), format!("`eps` must be positive, not {eps}")));
+            return Err(syn::Error::new(
+                args.span(),
+                format!("`eps` must be positive, not {eps}"),
+            ));
         }
         if !(0.0..=1.0).contains(&momentum) {
-            return Err(syn::Error::new(args.span(), format!("`momentum` must be in [0, 1], not {momentum}")));
+            return Err(syn::Error::new(
+                args.span(),
+                format!("`momentum` must be in [0, 1], not {momentum}"),
+            ));
         }
-        Ok(Built::Kernel(Box::new(Norm { batch: self.batch, eps, momentum })))
+        Ok(Built::Kernel(Box::new(Norm {
+            batch: self.batch,
+            eps,
+            momentum,
+        })))
     }
 }
 
@@ -61,7 +75,11 @@ pub struct Norm {
 impl Norm {
     /// The normalized feature count: channels (batch norm) or the last dim (layer norm).
     fn features(&self, x: &ValueInfo) -> usize {
-        let d = if self.batch { x.shape.0.get(1) } else { x.shape.0.last() };
+        let d = if self.batch {
+            x.shape.0.get(1)
+        } else {
+            x.shape.0.last()
+        };
         match d {
             Some(Dim::Fixed(n)) => *n,
             _ => 0,
@@ -77,7 +95,9 @@ impl Norm {
 
     /// `(rows, cols)` tokens for layer norm.
     fn layer_sizes(dims: &[TokenStream]) -> (TokenStream, TokenStream) {
-        let (last, rest) = dims.split_last().map_or((quote!(1), &[][..]), |(l, r)| (l.clone(), r));
+        let (last, rest) = dims
+            .split_last()
+            .map_or((quote!(1), &[][..]), |(l, r)| (l.clone(), r));
         let rows = rest.iter().fold(quote!(1), |acc, d| quote!(#acc * #d));
         (rows, last)
     }
@@ -138,8 +158,16 @@ impl Kernel for Norm {
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
         let c = self.features(inputs[0]);
         let params = vec![
-            ParamSpec { suffix: "weight", optional: false, dims: vec![c] },
-            ParamSpec { suffix: "bias", optional: false, dims: vec![c] },
+            ParamSpec {
+                suffix: "weight",
+                optional: false,
+                dims: vec![c],
+            },
+            ParamSpec {
+                suffix: "bias",
+                optional: false,
+                dims: vec![c],
+            },
         ];
         Some(if self.batch {
             LayerSpec {
@@ -148,8 +176,16 @@ impl Kernel for Norm {
                 zeros: quote!(::kiln::layers::BatchNorm::zeros(#c)),
                 params,
                 buffers: vec![
-                    ParamSpec { suffix: "running_mean", optional: false, dims: vec![c] },
-                    ParamSpec { suffix: "running_var", optional: false, dims: vec![c] },
+                    ParamSpec {
+                        suffix: "running_mean",
+                        optional: false,
+                        dims: vec![c],
+                    },
+                    ParamSpec {
+                        suffix: "running_var",
+                        optional: false,
+                        dims: vec![c],
+                    },
                 ],
             }
         } else {
@@ -170,12 +206,21 @@ impl Kernel for Norm {
             Shape(dims[..dims.len().saturating_sub(1)].to_vec())
         };
         vec![
-            ScratchSpec { suffix: "mean", shape: stats.clone() },
-            ScratchSpec { suffix: "invstd", shape: stats },
+            ScratchSpec {
+                suffix: "mean",
+                shape: stats.clone(),
+            },
+            ScratchSpec {
+                suffix: "invstd",
+                shape: stats,
+            },
         ]
     }
     fn backward_reads(&self) -> Reads {
-        Reads { inputs: vec![true], output: false }
+        Reads {
+            inputs: vec![true],
+            output: false,
+        }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let (x, y) = (&cx.inputs[0].data, &cx.output.data);

@@ -36,23 +36,38 @@ impl OpSpec for PoolSpec {
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(1, 2)?;
         args.tensor(0);
-        let positional = if args.has(1) { Some(args.pair(1, "the kernel size")?) } else { None };
+        let positional = if args.has(1) {
+            Some(args.pair(1, "the kernel size")?)
+        } else {
+            None
+        };
         let option = args.opt_pair("kernel", 1)?;
         let stride = args.opt_pair("stride", 1)?;
         args.finish()?;
         let kernel = match (positional, option) {
             (Some(_), Some(_)) => {
-                return Err(syn::Error::new(args.span(), "give the kernel size once: `max_pool2d(x, 2)`"))
+                return Err(syn::Error::new(
+                    args.span(),
+                    "give the kernel size once: `max_pool2d(x, 2)`",
+                ))
             }
             (Some(k), None) | (None, Some(k)) => k,
             (None, None) => {
                 return Err(syn::Error::new(
                     args.span(),
-                    format!("`{}` needs its kernel size, as in `{}(x, 2)`", self.name(), self.name()),
+                    format!(
+                        "`{}` needs its kernel size, as in `{}(x, 2)`",
+                        self.name(),
+                        self.name()
+                    ),
                 ))
             }
         };
-        Ok(Built::Kernel(Box::new(Pool { max: self.max, kernel, stride: stride.unwrap_or(kernel) })))
+        Ok(Built::Kernel(Box::new(Pool {
+            max: self.max,
+            kernel,
+            stride: stride.unwrap_or(kernel),
+        })))
     }
 }
 
@@ -107,17 +122,29 @@ impl Kernel for Pool {
         }
         let (oh, ow) = ((h - kh) / sh + 1, (w - kw) / sw + 1);
         Ok(ValueInfo {
-            shape: Shape(vec![inputs[0].shape.0[0], Dim::Fixed(c), Dim::Fixed(oh), Dim::Fixed(ow)]),
+            shape: Shape(vec![
+                inputs[0].shape.0[0],
+                Dim::Fixed(c),
+                Dim::Fixed(oh),
+                Dim::Fixed(ow),
+            ]),
             kind: ValueKind::Float,
         })
     }
     fn backward_reads(&self) -> Reads {
-        Reads { inputs: vec![self.max], output: self.max }
+        Reads {
+            inputs: vec![self.max],
+            output: self.max,
+        }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let geometry = self.geometry_tokens(&cx.inputs[0].dims);
         let (x, y) = (&cx.inputs[0].data, &cx.output.data);
-        let f = if self.max { quote!(max_pool2d_forward) } else { quote!(avg_pool2d_forward) };
+        let f = if self.max {
+            quote!(max_pool2d_forward)
+        } else {
+            quote!(avg_pool2d_forward)
+        };
         quote! {
             #geometry
             ::kiln::kernels::pool::#f(#x, &geometry, #y);
@@ -158,7 +185,10 @@ pub(crate) fn literal_pair(e: &ast::Expr, what: &str) -> syn::Result<(usize, usi
     match e {
         ast::Expr::Tuple(items, s) => match items.as_slice() {
             [h, w] => Ok((one(h)?, one(w)?)),
-            _ => Err(syn::Error::new(*s, format!("{what} is a pair `(height, width)`"))),
+            _ => Err(syn::Error::new(
+                *s,
+                format!("{what} is a pair `(height, width)`"),
+            )),
         },
         single => one(single).map(|v| (v, v)),
     }

@@ -1,7 +1,9 @@
 //! `flatten(x)` (keeps the batch dim: `[B, C, H, W] -> [B, C*H*W]`) and `reshape(x, (B, 1, 8, 8))`.
 //! Both copy: forward copies the values, backward copies the adjoint back.
 
-use super::{require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
+use super::{
+    require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
+};
 use crate::ast;
 use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
 use proc_macro2::TokenStream;
@@ -68,7 +70,9 @@ impl OpSpec for ReshapeSpec {
                 }
             });
         }
-        Ok(Built::Kernel(Box::new(Reshape { target: Some(target) })))
+        Ok(Built::Kernel(Box::new(Reshape {
+            target: Some(target),
+        })))
     }
 }
 
@@ -156,10 +160,16 @@ impl Kernel for Reshape {
                 new
             }
         };
-        Ok(ValueInfo { shape: out, kind: ValueKind::Float })
+        Ok(ValueInfo {
+            shape: out,
+            kind: ValueKind::Float,
+        })
     }
     fn backward_reads(&self) -> Reads {
-        Reads { inputs: vec![false], output: false }
+        Reads {
+            inputs: vec![false],
+            output: false,
+        }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let (x, y) = (&cx.inputs[0].data, &cx.output.data);
