@@ -260,14 +260,29 @@ fn batch_norm_layer_norm_concat_reshape() {
     let mut grads = model.zero_grads();
     let before = model.clone();
     model
-        .loss_and_grad(x.view(), v.view(), t.view(), &mut model.workspace(), &mut grads)
+        .loss_and_grad(
+            x.view(),
+            v.view(),
+            t.view(),
+            &mut model.workspace(),
+            &mut grads,
+        )
         .unwrap();
-    assert_ne!(model.n.running_mean, before.n.running_mean, "training updates running stats");
+    assert_ne!(
+        model.n.running_mean, before.n.running_mean,
+        "training updates running stats"
+    );
     check(&before, &grads, |m| {
         let mut copy = m.clone();
         let mut scratch = copy.zero_grads();
-        copy.loss_and_grad(x.view(), v.view(), t.view(), &mut copy.workspace(), &mut scratch)
-            .unwrap()
+        copy.loss_and_grad(
+            x.view(),
+            v.view(),
+            t.view(),
+            &mut copy.workspace(),
+            &mut scratch,
+        )
+        .unwrap()
     });
 }
 
@@ -293,7 +308,9 @@ fn dropout_with_a_fixed_seed() {
     let mut grads = model.zero_grads();
     let mut ws = model.workspace();
     ws.seed(42);
-    model.loss_and_grad(x.view(), t.view(), &mut ws, &mut grads).unwrap();
+    model
+        .loss_and_grad(x.view(), t.view(), &mut ws, &mut grads)
+        .unwrap();
     let h = ws.pred().unwrap().to_owned();
     let inference = model.forward(x.view()).unwrap();
     assert_ne!(h, inference, "dropout is active in training only");
@@ -302,6 +319,7 @@ fn dropout_with_a_fixed_seed() {
         let mut scratch = copy.zero_grads();
         let mut ws = copy.workspace();
         ws.seed(42);
-        copy.loss_and_grad(x.view(), t.view(), &mut ws, &mut scratch).unwrap()
+        copy.loss_and_grad(x.view(), t.view(), &mut ws, &mut scratch)
+            .unwrap()
     });
 }
