@@ -139,9 +139,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Loads parameters and buffers from the safetensors checkpoint at `path` into `model`.
 ///
 /// The file may be F32 or F64 whatever `F` is (values are converted, F64 → f32 rounding to
-/// nearest). It must hold exactly the model's tensors: every missing, unexpected, mis-shaped
-/// or non-float tensor is reported in one [`Error::Mismatch`], and nothing is written to the
-/// model unless the whole file matches.
+/// nearest). It must hold every parameter of the model; buffers (batch-norm running
+/// statistics) are loaded when present and otherwise keep their values, so a parameters-only
+/// file loads too. PyTorch's integer `num_batches_tracked` counters are skipped. Every
+/// missing parameter, unexpected, mis-shaped or non-float tensor is reported in one
+/// [`Error::Mismatch`], and nothing is written to the model unless the whole file matches.
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be read, [`Error::File`] if it is not a well-formed
@@ -149,16 +151,16 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// the model's. In every case the model is left unchanged.
 pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Result<()> {
     let file = TensorFile::open(path)?;
-    let mut expected: Vec<(&'static str, Vec<usize>)> = Vec::new();
-    let mut collect = |name: &'static str, view: ArrayViewD<'_, F>| {
-        expected.push((name, view.shape().to_vec()));
-    };
-    model.visit_params(&mut collect);
-    model.visit_buffers(&mut collect);
+    // (name, shape, required): parameters must be in the file; buffers may be absent (a
+    // parameters-only file) and then keep their current values.
+    let mut expected: Vec<(&'static str, Vec<usize>, bool)> = Vec::new();
+    model.visit_params(&mut |name, view| expected.push((name, view.shape().to_vec(), true)));
+    model.visit_buffers(&mut |name, view| expected.push((name, view.shape().to_vec(), false)));
 
     let mut problems = Vec::new();
-    for (name, shape) in &expected {
+    for (name, shape, required) in &expected {
         match file.entry(name) {
+            None if !required => {}
             None => problems.push(format!("missing `{name}` (model shape {shape:?})")),
             Some(entry) if !matches!(entry.dtype, Dtype::F32 | Dtype::F64) => {
                 problems.push(format!(
@@ -173,11 +175,11 @@ pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Res
             Some(_) => {}
         }
     }
-    let known: HashSet<&str> = expected.iter().map(|(name, _)| *name).collect();
+    let known: HashSet<&str> = expected.iter().map(|(name, ..)| *name).collect();
     for entry in file
         .entries
         .iter()
-        .filter(|e| !known.contains(e.name.as_str()))
+        .filter(|e| !known.contains(e.name.as_str()) && !is_untracked_counter(e))
     {
         problems.push(format!(
             "unexpected `{}` (file shape {:?})",
@@ -203,6 +205,15 @@ pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Res
     model.visit_params_mut(&mut assign);
     model.visit_buffers_mut(&mut assign);
     Ok(())
+}
+
+/// PyTorch's batch norm saves `<layer>.num_batches_tracked`, an integer step counter that
+/// only matters for `momentum=None`; kiln's batch norm has a fixed momentum and no counter, so
+/// a PyTorch `state_dict` loads with it skipped.
+fn is_untracked_counter(entry: &Entry) -> bool {
+    entry.name.ends_with(".num_batches_tracked")
+        && entry.shape.iter().product::<usize>() == 1
+        && !matches!(entry.dtype, Dtype::F32 | Dtype::F64)
 }
 
 /// Decodes little-endian F32 or F64 bytes into `slots`, in order. Other dtypes are rejected

@@ -24,6 +24,53 @@ pub fn fixtures_dir() -> PathBuf {
         .join("fixtures")
 }
 
+/// A directory for files the tests write (under Cargo's per-target temporary directory).
+pub fn scratch_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parity");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// One tensor to write with [`write_safetensors`]: name, dtype, shape, little-endian data.
+pub struct RawTensor {
+    pub name: String,
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl RawTensor {
+    /// A float tensor in `F`'s dtype, in logical (row-major) order.
+    pub fn float<F: Float>(name: &str, value: ArrayViewD<'_, F>) -> Self {
+        let mut data = Vec::with_capacity(value.len() * std::mem::size_of::<F>());
+        for &v in value.iter() {
+            v.write_le(&mut data);
+        }
+        RawTensor {
+            name: name.to_string(),
+            dtype: F::DTYPE,
+            shape: value.shape().to_vec(),
+            data,
+        }
+    }
+}
+
+/// Writes `tensors` to the safetensors file `path`, with the metadata torch writes.
+pub fn write_safetensors(path: &Path, tensors: &[RawTensor]) {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|t| {
+            let view = safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data)
+                .unwrap_or_else(|e| panic!("tensor `{}`: {e}", t.name));
+            (t.name.clone(), view)
+        })
+        .collect();
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), path)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
 /// `|actual − expected| ≤ rtol · max(|actual|, |expected|) + atol`, element by element.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
@@ -114,6 +161,8 @@ pub struct Report {
     stats: BTreeMap<String, Stats>,
     failures: Vec<String>,
     checked: BTreeSet<String>,
+    /// Observations that are not failures, printed by [`Report::finish`].
+    notes: Vec<String>,
 }
 
 impl Report {
@@ -124,7 +173,13 @@ impl Report {
             stats: BTreeMap::new(),
             failures: Vec::new(),
             checked: BTreeSet::new(),
+            notes: Vec::new(),
         }
+    }
+
+    /// Records an observation that is not a failure (printed by [`Report::finish`]).
+    pub fn note(&mut self, message: impl Into<String>) {
+        self.notes.push(message.into());
     }
 
     /// Records a failure that is not a tensor mismatch.
@@ -270,6 +325,9 @@ impl Report {
                 s.max_abs,
                 100.0 * s.max_used
             );
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "   note: {note}");
         }
         println!("{out}");
         if !self.failures.is_empty() {
@@ -456,6 +514,55 @@ impl Fixture {
         );
     }
 
+    /// Compares the inference-mode (`forward`) value of step `name` with the fixture: with
+    /// `eval.output.<name>` when the case has it (the batch-norm cases record the EVAL-mode
+    /// forward for the batch-norm step and every step after it), otherwise with
+    /// `output.<name>` (steps that do not depend on the mode).
+    pub fn check_inference_output<F: Float>(
+        &self,
+        report: &mut Report,
+        name: &str,
+        actual: ArrayViewD<'_, F>,
+    ) {
+        let eval = format!("eval.output.{name}");
+        if self.core.contains(&eval) {
+            let expected = self.tensor::<F>(&eval);
+            report.check(
+                "output (forward, eval)",
+                &eval,
+                actual,
+                expected.view(),
+                Tolerance::core::<F>(),
+            );
+        } else {
+            self.check_output(report, "output (forward)", name, actual);
+        }
+    }
+
+    /// Compares every buffer of `model` (batch-norm running statistics) with
+    /// `buffer.<name>`, and fails for a model buffer without a fixture tensor or a `buffer.*`
+    /// tensor that no model buffer matches. A no-op for models and cases without buffers.
+    pub fn check_buffers<F: Float, M: Model<F>>(&self, report: &mut Report, model: &M) {
+        model.visit_buffers(&mut |name, view| {
+            let key = format!("buffer.{name}");
+            if !self.core.contains(&key) {
+                report.fail(format!(
+                    "kiln has a buffer `{name}` but there is no `{key}`"
+                ));
+                return;
+            }
+            let expected = self.tensor::<F>(&key);
+            report.check(
+                "buffer",
+                &key,
+                view,
+                expected.view(),
+                Tolerance::core::<F>(),
+            );
+        });
+        report.require_checked("buffers", self.names_with("buffer."));
+    }
+
     /// Compares the loss with `loss`.
     pub fn check_loss<F: Float>(&self, report: &mut Report, loss: F) {
         let expected = self.tensor::<F>("loss");
@@ -504,6 +611,113 @@ impl Fixture {
             let key = format!("param.{name}");
             let expected = self.tensor::<F>(&key);
             report.check("state_dict", &key, view, expected.view(), Tolerance::EXACT);
+        });
+    }
+
+    /// The `state_dict` check for models with buffers (batch norm's running statistics).
+    ///
+    /// PyTorch's `state_dict()` of a batch norm holds `running_mean`, `running_var` and the
+    /// int64 `num_batches_tracked` besides `weight` and `bias`, but the fixtures' state_dict
+    /// files hold the parameters only (README: names `<layer>.weight`, `<layer>.bias`), while
+    /// `kiln::io::load` requires exactly the model's parameters and buffers (as torch's
+    /// `load_state_dict(strict=True)` does). So, with `fresh` building the model at its
+    /// initial state:
+    ///
+    /// 1. `kiln::io::load` of the fixture file. If kiln accepts it, every parameter must equal
+    ///    `param.*` and every buffer keep its initial value. If kiln rejects it, the error
+    ///    must be a mismatch naming each buffer the file lacks, and the model must be left
+    ///    unchanged; the report notes the rejection (it is not counted as a failure).
+    /// 2. `kiln::io::load` of the fixture file plus the missing buffers at their initial
+    ///    values (what torch's state_dict of the freshly built model holds, save for
+    ///    `num_batches_tracked`): it must succeed, with every parameter bit-equal to
+    ///    `param.*` and every buffer at its initial value.
+    ///
+    /// A file holding every buffer gets [`Fixture::check_state_dict`] and its buffers compared.
+    pub fn check_state_dict_with_buffers<F: Float, M: Model<F>>(
+        &self,
+        report: &mut Report,
+        fresh: impl Fn() -> M,
+    ) {
+        let path = self
+            .dir
+            .join(format!("{}.state_dict.safetensors", self.dtype));
+        let file = TensorFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut initial: Vec<(&'static str, ArrayD<F>)> = Vec::new();
+        fresh().visit_buffers(&mut |name, view| initial.push((name, view.to_owned())));
+        let missing: Vec<&(&'static str, ArrayD<F>)> = initial
+            .iter()
+            .filter(|(name, _)| !file.contains(name))
+            .collect();
+        if missing.is_empty() {
+            let mut model = fresh();
+            self.check_state_dict(report, fresh());
+            if kiln::io::load(&mut model, &path).is_ok() {
+                model.visit_buffers(&mut |name, view| {
+                    let expected = self.get_from::<F>(&file, name);
+                    report.check("state_dict", name, view, expected.view(), Tolerance::EXACT);
+                });
+            }
+            return;
+        }
+
+        // 1. The fixture file as it is: parameters only. The parameters load, the buffers
+        // keep their values (kiln::io::load treats buffers as optional).
+        let mut model = fresh();
+        match kiln::io::load(&mut model, &path) {
+            Ok(()) => self.check_loaded_state(report, &model, &initial, "state_dict"),
+            Err(error) => report.fail(format!(
+                "kiln::io::load of the parameters-only {} failed: {error}",
+                path.display()
+            )),
+        }
+
+        // 2. The fixture file completed with the buffers at their initial values.
+        let mut tensors: Vec<RawTensor> = Vec::new();
+        for name in file.names() {
+            tensors.push(RawTensor::float(
+                name,
+                self.get_from::<F>(&file, name).view(),
+            ));
+        }
+        for (name, value) in &missing {
+            tensors.push(RawTensor::float(name, value.view()));
+        }
+        let completed = scratch_dir().join(format!(
+            "{}.{}.state_dict_with_buffers.safetensors",
+            self.case, self.dtype
+        ));
+        write_safetensors(&completed, &tensors);
+        let mut model = fresh();
+        match kiln::io::load(&mut model, &completed) {
+            Ok(()) => self.check_loaded_state(report, &model, &initial, "state_dict (+ buffers)"),
+            Err(e) => report.fail(format!(
+                "kiln::io::load of the state_dict completed with the initial buffers failed: {e}"
+            )),
+        }
+    }
+
+    /// After a `state_dict` load: every parameter bit-equal to `param.*`, every buffer to its
+    /// `initial` value.
+    fn check_loaded_state<F: Float, M: Model<F>>(
+        &self,
+        report: &mut Report,
+        model: &M,
+        initial: &[(&'static str, ArrayD<F>)],
+        category: &str,
+    ) {
+        model.visit_params(&mut |name, view| {
+            let key = format!("param.{name}");
+            let expected = self.tensor::<F>(&key);
+            report.check(category, &key, view, expected.view(), Tolerance::EXACT);
+        });
+        model.visit_buffers(&mut |name, view| {
+            let expected = initial
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("no initial value of buffer `{name}`"));
+            let key = format!("{name} (initial)");
+            report.check(category, &key, view, expected.view(), Tolerance::EXACT);
         });
     }
 
