@@ -2,7 +2,7 @@
 //!
 //! Run with `cargo run --release --example iris`.
 
-use kiln::data::{self, DataLoader, Dataset, Standardizer};
+use kiln::data::{self, DataLoader, Standardizer};
 use kiln::ndarray::Ix2;
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;

@@ -30,7 +30,11 @@ mod digits;
 fn digits_cnn_reaches_97_percent_on_held_out_digits() {
     let out = std::env::temp_dir().join(format!("kiln-digits-test-{}", std::process::id()));
     let outcome = digits::train_digits(25, &out, false).expect("training runs");
-    assert!(outcome.test_accuracy >= 0.97, "test accuracy {}", outcome.test_accuracy);
+    assert!(
+        outcome.test_accuracy >= 0.97,
+        "test accuracy {}",
+        outcome.test_accuracy
+    );
     assert!(outcome.weights.exists() && outcome.plot.exists());
     assert!(outcome.checkpoints.is_dir());
     std::fs::remove_dir_all(&out).ok();

@@ -218,6 +218,10 @@ pub trait Supervised<F: Float>: Model<F> {
         ws: &mut Self::Workspace,
     ) -> crate::Result<F>;
 
+    /// Reseeds the generator that dropout draws from in `ws` (nothing for models without
+    /// dropout).
+    fn reseed(_ws: &mut Self::Workspace, _seed: u64) {}
+
     /// The model's first output for the last batch run with `ws` (for metrics such as
     /// accuracy).
     fn last_output(ws: &Self::Workspace) -> crate::Result<ArrayViewD<'_, F>>;

@@ -201,6 +201,10 @@ impl Lowerer {
             name: name.to_string(),
             node,
         });
+        // Generated code uses the name as a local variable: give it the macro's call-site
+        // hygiene, like every other local the macro writes, so that a model written inside
+        // another macro's expansion still resolves.
+        let name = Ident::new(&name.to_string(), Span::call_site());
         self.graph.inputs.push(InputDecl {
             name,
             dims,

@@ -14,7 +14,9 @@
 //!   once per process).
 //! - `gemm/pack.rs`: copying blocks into the panel layout the microkernel streams.
 //! - `gemm/gemv.rs`: the unpacked paths: `m = 1` or `n = 1` (batch-1 inference is `y = x·Wᵀ`,
-//!   one dot product per output) and small problems, as matrix-vector products.
+//!   one dot product per output), and `C` narrower than half a tile, as matrix-vector
+//!   products.
+//! - `gemm/simd.rs`: explicit vector registers for the matrix-vector kernels.
 //! - `gemm/buffer.rs`: the thread-local packing buffers.
 
 mod arch;
@@ -23,6 +25,7 @@ mod driver;
 mod gemv;
 mod kernel;
 mod pack;
+mod simd;
 
 use crate::Float;
 use arch::{Dispatch, Isa};

@@ -204,11 +204,11 @@ impl<F: Float> Weights<F> {
     }
 
     /// Reads weights for `model` (which is not changed) from a safetensors file such as
-    /// [`Weights::save`] or [`crate::io::save`] writes.
+    /// [`Weights::save`] or [`crate::io::save`] writes, F32 or F64 whatever `F` is.
     ///
     /// # Errors
     /// [`Error::Io`] / [`Error::File`] if the file cannot be read or is malformed;
-    /// [`Error::Mismatch`] listing the model's tensors that are missing or mis-shaped.
+    /// [`Error::Mismatch`] listing every tensor that is missing, mis-shaped or unexpected.
     pub fn load<M: Model<F>>(path: impl AsRef<Path>, model: &M) -> Result<Self> {
         let file = TensorFile::open(path)?;
         let mut weights = Self::default();
@@ -227,6 +227,12 @@ impl<F: Float> Weights<F> {
             }
             let end = weights.values.len();
             weights.layout.push((name, shape, start..end));
+        }
+        for name in file.names() {
+            if !weights.layout.iter().any(|(n, _, _)| *n == name) {
+                let shape = file.shape(name).map(<[usize]>::to_vec).unwrap_or_default();
+                problems.push(format!("unexpected `{name}` (file shape {shape:?})"));
+            }
         }
         if !problems.is_empty() {
             return Err(Error::Mismatch {
@@ -470,12 +476,25 @@ impl<F: Float> Checkpoint<F> {
     /// on error the model is unchanged.
     ///
     /// The optimizer state is returned, not applied: pass it to the optimizer's
-    /// `import_state`.
+    /// `import_state`. (To check that it fits the optimizer before changing the model, use
+    /// [`Checkpoint::read`].)
     ///
     /// # Errors
     /// [`Error::Io`] if a file cannot be read; [`Error::File`] naming the file and the field or
     /// tensor that is malformed; [`Error::Mismatch`] if the checkpoint is another model's.
     pub fn load<M: Model<F>>(dir: impl AsRef<Path>, model: &mut M) -> Result<Self> {
+        let (checkpoint, weights) = Self::read(dir, model)?;
+        weights.restore(model)?;
+        Ok(checkpoint)
+    }
+
+    /// Reads the latest checkpoint in `dir` for `model` without changing the model: the
+    /// checkpoint and the model's saved weights (to put in with [`Weights::restore`]), both
+    /// checked against `model`.
+    ///
+    /// # Errors
+    /// As [`Checkpoint::load`].
+    pub fn read<M: Model<F>>(dir: impl AsRef<Path>, model: &M) -> Result<(Self, Weights<F>)> {
         let epoch_dir = Self::latest(dir)?;
         let state_path = epoch_dir.join(STATE_FILE);
         let value = read_json(&state_path)?;
@@ -575,8 +594,7 @@ impl<F: Float> Checkpoint<F> {
             early_stopping,
             best_weights,
         };
-        // Last: `io::load` checks the whole file before writing into the model.
-        crate::io::load(model, epoch_dir.join(MODEL_FILE))?;
-        Ok(checkpoint)
+        let weights = Weights::load(epoch_dir.join(MODEL_FILE), model)?;
+        Ok((checkpoint, weights))
     }
 }

@@ -265,7 +265,7 @@ impl fmt::Display for History {
                     write!(f, "  {}", cell(r.val_accuracy, 12, 4))?;
                 }
             }
-            writeln!(f, "  {:>9.2e}  {:>8.2}", r.lr, r.seconds)?;
+            writeln!(f, "  {:>9.2e}  {:>8.3}", r.lr, r.seconds)?;
         }
         if let Some(epoch) = self.stopped_early {
             writeln!(f, "stopped early after epoch {}", epoch + 1)?;

@@ -317,16 +317,19 @@ impl<'a, F: Float> Trainer<'a, F> {
         if let Some(val) = self.validation {
             check_compatible::<F, M>(val, "validation data")?;
         }
+        if let Some(dir) = &self.checkpoints {
+            if optimizer.export_state().is_none() {
+                return Err(Error::File {
+                    path: dir.clone(),
+                    message: "the optimizer cannot export its state (its StatefulOptimizer \
+                              implementation has no export_state), so it cannot be \
+                              checkpointed"
+                        .to_string(),
+                });
+            }
+        }
         let reporter = Reporter::new(self.progress, self.epochs);
         let mut state = self.start(model, optimizer, &reporter)?;
-        if self.checkpoints.is_some() && optimizer.export_state().is_none() {
-            return Err(Error::File {
-                path: self.checkpoints.clone().unwrap_or_default(),
-                message: "the optimizer cannot export its state (its StatefulOptimizer \
-                          implementation has no export_state), so it cannot be checkpointed"
-                    .to_string(),
-            });
-        }
 
         let mut loader = DataLoader::new(train, self.batch_size).drop_last(self.drop_last);
         if let Some(seed) = self.shuffle_seed {
@@ -346,6 +349,11 @@ impl<'a, F: Float> Trainer<'a, F> {
         if !stopped {
             for epoch in state.epochs_done..self.epochs {
                 let started = Instant::now();
+                // Dropout draws from the workspace's generator: seeding it from the epoch makes
+                // a run, and a resumed run, repeat exactly.
+                let dropout_seed = self.shuffle_seed.unwrap_or(0)
+                    ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                M::reseed(&mut ws, dropout_seed);
                 let mut bar = reporter.start_epoch(epoch, loader.num_batches());
                 let mut acc = MetricsAccumulator::default();
                 let mut first_lr = None;
@@ -506,29 +514,31 @@ impl<'a, F: Float> Trainer<'a, F> {
             });
         }
         // Read everything before changing anything: a checkpoint that does not fit the model
-        // or the optimizer leaves both as they were.
-        let mut probe = Checkpoint::load(dir, model)?;
+        // or the optimizer leaves both as they were (`import_state` changes nothing when it
+        // fails, and the weights cannot fail to go into the model they were checked against).
+        let (mut probe, weights) = Checkpoint::read(dir, &*model)?;
         optimizer.import_state(&probe.optimizer)?;
-        // The early-stopping rule comes from this trainer; its progress from the checkpoint
-        // (when the checkpointed run used it too).
-        probe.early_stopping = match (fresh_early, probe.early_stopping.take()) {
-            (Some(rule), Some(saved))
-                if rule.patience() == saved.patience() && rule.min_delta() == saved.min_delta() =>
-            {
-                Some(saved.restore_best_weights(rule.restores_best_weights()))
-            }
-            (Some(rule), _) => Some(rule),
-            (None, _) => None,
-        };
-        if probe
-            .early_stopping
-            .as_ref()
-            .is_some_and(EarlyStopping::restores_best_weights)
-        {
-            probe.best_weights.get_or_insert_with(Weights::default);
-        } else {
-            probe.best_weights = None;
-        }
+        weights.restore(model)?;
+        // The early-stopping rule comes from this trainer; its progress (and the best weights)
+        // from the checkpoint when the checkpointed run used the same rule, else it starts
+        // afresh.
+        let saved_best = probe.best_weights.take();
+        (probe.early_stopping, probe.best_weights) =
+            match (fresh_early, probe.early_stopping.take()) {
+                (Some(rule), Some(saved))
+                    if rule.patience() == saved.patience()
+                        && rule.min_delta() == saved.min_delta() =>
+                {
+                    let restore = rule.restores_best_weights();
+                    let best = restore.then(|| saved_best.unwrap_or_default());
+                    (Some(saved.restore_best_weights(restore)), best)
+                }
+                (Some(rule), _) => {
+                    let best = rule.restores_best_weights().then(Weights::default);
+                    (Some(rule), best)
+                }
+                (None, _) => (None, None),
+            };
         reporter.println(model.summary().to_string());
         reporter.println(format!(
             "Resuming from {} after epoch {} ({} optimizer steps)",

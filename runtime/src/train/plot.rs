@@ -122,6 +122,17 @@ fn epoch_range(n: usize) -> Range<f64> {
     1.0 - pad..n + pad
 }
 
+/// Decimals for the value ticks: enough to tell apart ticks about `span / 8` apart (one for
+/// a loss from 0 to 2, two for an accuracy from 0.6 to 1, three for ticks 0.001 apart).
+fn decimals(span: f64) -> usize {
+    let step = span / 8.0;
+    if step.is_finite() && step > 0.0 {
+        (-step.log10()).ceil().clamp(0.0, 8.0) as usize
+    } else {
+        2
+    }
+}
+
 /// Formats an epoch tick: whole numbers only, since epochs are integers (a tick between two
 /// epochs gets no label).
 fn epoch_label(x: &f64) -> String {
@@ -144,6 +155,8 @@ fn panel<DB: DrawingBackend>(
 ) -> std::result::Result<(), String> {
     let err = |e: plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let y = value_range(train.iter().chain(val).map(|&(_, v)| v));
+    let digits = decimals(y.end - y.start);
+    let value_label = move |v: &f64| format!("{v:.digits$}");
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FAMILY, 22))
         .margin(12)
@@ -161,7 +174,7 @@ fn panel<DB: DrawingBackend>(
         .x_labels(x_ticks)
         .y_labels(8)
         .x_label_formatter(&epoch_label)
-        .y_label_formatter(&|v| format!("{v:.3}"))
+        .y_label_formatter(&value_label)
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 15))
         .light_line_style(RGBColor(238, 238, 238))
@@ -295,5 +308,9 @@ mod tests {
         assert_eq!(epoch_range(1), 0.5..1.5);
         assert_eq!(epoch_label(&3.0), "3");
         assert_eq!(epoch_label(&2.5), "");
+        assert_eq!(decimals(2.0), 1);
+        assert_eq!(decimals(0.4), 2);
+        assert_eq!(decimals(0.008), 3);
+        assert_eq!(decimals(0.0), 2);
     }
 }

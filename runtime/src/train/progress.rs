@@ -145,7 +145,7 @@ impl EpochProgress {
 /// `1.2s  loss 0.2345  accuracy 0.9312  val_loss 0.2500  val_accuracy 0.9200  lr 1.00e-3
 /// 12345 samples/s`, as Keras prints an epoch.
 pub(crate) fn summary_line(r: &EpochRecord) -> String {
-    let mut line = format!("{:.1}s  loss {:.4}", r.seconds, r.train_loss);
+    let mut line = format!("{}  loss {:.4}", duration(r.seconds), r.train_loss);
     if let Some(acc) = r.train_accuracy {
         line.push_str(&format!("  accuracy {acc:.4}"));
     }
@@ -160,6 +160,15 @@ pub(crate) fn summary_line(r: &EpochRecord) -> String {
         r.lr, r.samples_per_second
     ));
     line
+}
+
+/// `850ms` below a second, `12.3s` above.
+fn duration(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.0}ms", seconds * 1000.0)
+    } else {
+        format!("{seconds:.1}s")
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +199,8 @@ mod tests {
             summary_line(&r),
             "1.2s  loss 0.2346  lr 1.00e-3  12345 samples/s"
         );
+        r.seconds = 0.0456;
+        assert!(summary_line(&r).starts_with("46ms  loss"));
         assert_eq!(digits(9), 1);
         assert_eq!(digits(10), 2);
         assert_eq!(digits(0), 1);

@@ -47,6 +47,15 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             )
         }
     };
+    let reseed = if cx.needs_rng() {
+        quote! {
+            fn reseed(ws: &mut Self::Workspace, seed: u64) {
+                ws.seed(seed);
+            }
+        }
+    } else {
+        quote!()
+    };
     quote! {
         impl<F: ::kiln::Float> ::kiln::Supervised<F> for #name<F> {
             type Workspace = #ws<F>;
@@ -75,6 +84,8 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 #take_target
                 self.loss(#x, #y, ws)
             }
+
+            #reseed
 
             fn last_output(ws: &Self::Workspace) -> ::kiln::Result<::kiln::ndarray::ArrayViewD<'_, F>> {
                 Ok(ws.#first_name()?.into_dyn())

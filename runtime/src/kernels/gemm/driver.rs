@@ -55,11 +55,6 @@ pub(crate) enum Path {
     Gemv,
 }
 
-/// Up to this many multiply-adds (`m·n·k`) a problem is run as matrix-vector products when
-/// its layout allows, instead of being packed: below it the copies and the padding of edge
-/// tiles to `MR × NR` cost more than the cache reuse saves (measured with benches/gemm.rs).
-const SMALL: usize = 32 * 32 * 32;
-
 /// Runs a problem with kernel set `K`. Compiled once per instruction set, inside a
 /// `#[target_feature]` function, so everything here is inlined into it.
 ///
@@ -81,8 +76,7 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     // SAFETY (all arms): forwarded from the caller.
     match path {
         Path::Auto => {
-            let gemv = p.m == 1 || p.n == 1 || p.m * p.n * p.k <= SMALL;
-            if !(gemv && unsafe { by_gemv::<K>(p) }) {
+            if !(gemv_first::<K>(p) && unsafe { by_gemv::<K>(p) }) {
                 unsafe { packed::<K>(p, K::BLOCKING) };
             }
         }
@@ -93,6 +87,22 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
             }
         }
     }
+}
+
+/// Whether to try the unpacked matrix-vector path before the packed one.
+///
+/// - `m = 1` or `n = 1`: a matrix-vector product; packing would copy each matrix element to
+///   use it once (batch-1 inference runs 10 times faster without).
+/// - `C` narrower than half a tile with `op(B)` rows contiguous along `k` (a linear layer
+///   with few outputs, `x·Wᵀ`): one dot product per output beats padding every tile to `NR`
+///   columns (W2's 64 → 10 layer: 1.7× faster).
+///
+/// Other small problems are packed: measured (benches/gemm.rs, "small 32³"), one
+/// matrix-vector product per row of `C` was 2 to 3 times slower than packing already at
+/// 32 × 32 × 32, and no faster below.
+#[inline(always)]
+fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
+    p.m == 1 || p.n == 1 || (2 * p.n < K::NR && p.b.rs == 1 && p.a.cs == 1)
 }
 
 /// `C = beta · C`, writing zeros (not reading `C`) when `beta` is zero.
@@ -248,7 +258,7 @@ mod tests {
             for (max, unit) in [(256, 1), (64, 8), (96, 12), (5, 4)] {
                 let b = block_size(len, max, unit);
                 assert!(
-                    b % unit == 0 && b <= max.max(unit),
+                    b.is_multiple_of(unit) && b <= max.max(unit),
                     "{len} {max} {unit}: {b}"
                 );
                 assert!(len.div_ceil(b) == len.div_ceil((max / unit).max(1) * unit));

@@ -1,5 +1,6 @@
 //! Matrix-vector products, without packing: the `m = 1` (batch-1 inference) and `n = 1`
-//! cases, and small problems run as one matrix-vector product per row or column of `C`.
+//! cases, and `C` too narrow for a tile, run as one matrix-vector product per row or column
+//! of `C`.
 //!
 //! Packing exists to reuse each element of `A` and `B` many times from cache; a
 //! matrix-vector product uses each matrix element once, so packing would only add a copy.
@@ -7,6 +8,8 @@
 //! - [`dot_rows`]: matrix rows are contiguous (e.g. `y = x·Wᵀ` with `W` stored `[n, k]`, the
 //!   linear layer's forward pass): one dot product per output, four rows at a time so each
 //!   load of `x` feeds four FMAs, with vector-wide partial sums reduced once at the end.
+//!
+//! These kernels are written with explicit vector registers ([`Vector`]), see `simd.rs`.
 //! - [`axpy_cols`]: matrix columns are contiguous (e.g. `y = x·B` with `B` stored `[k, n]`):
 //!   a block of outputs is held in registers and each row of the matrix is added into it,
 //!   scaled by one element of `x`.
@@ -14,7 +17,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use super::driver::Problem;
-use super::kernel::{fma_row, Elem, Kernel, MulAdd};
+use super::kernel::{Elem, Kernel};
+use super::simd::Vector;
 
 /// `y[j] = alpha · Σ_p M[j][p] · x[p] + beta · y[j]` for `j < len`, `p < k`, where `M[j][p]`
 /// is at `mat + j·rs + p·cs`, `x[p]` at `x + p·incx` and `y[j]` at `y + j·incy`.
@@ -42,11 +46,15 @@ impl<T: Elem> Gemv<T> {
     /// `y` must not overlap `mat` or `x`.
     #[inline(always)]
     pub(super) unsafe fn run<K: Kernel<T = T>>(&self) -> bool {
-        if self.cs == 1 && self.incx == 1 {
+        let dot = self.cs == 1 && self.incx == 1;
+        let axpy = self.rs == 1;
+        // Both forms apply only when `M` is a single row or column (`len == 1` or `k == 1`):
+        // then the dot product runs along the longer of the two.
+        if dot && !(axpy && self.len > self.k) {
             // SAFETY: forwarded from the caller; the layout is the one `dot_rows` needs.
             unsafe { K::dot_rows(self) };
             true
-        } else if self.rs == 1 {
+        } else if axpy {
             // SAFETY: forwarded from the caller; the layout is the one `axpy_cols` needs.
             unsafe { K::axpy_cols(self) };
             true
@@ -74,134 +82,152 @@ impl<T: Elem> Gemv<T> {
     }
 }
 
-/// `acc[i] += a[i] · b[i]` lane by lane.
-#[inline(always)]
-#[allow(clippy::needless_range_loop)] // indexing vectorises to full-width FMAs; zips did not
-fn fma_lanes<T: Elem, F: MulAdd<T>, const W: usize>(acc: &mut [T; W], a: &[T; W], b: &[T; W]) {
-    for i in 0..W {
-        acc[i] = F::mul_add(a[i], b[i], acc[i]);
-    }
-}
-
-/// The sum of the lanes, pairwise (halving the width each step) so that it vectorises and
-/// rounds like a tree rather than a chain.
-#[inline(always)]
-fn sum_lanes<T: Elem, const W: usize>(mut v: [T; W]) -> T {
-    let mut w = W;
-    while w > 1 {
-        let half = w / 2;
-        for i in 0..half {
-            v[i] = v[i] + v[i + half];
-        }
-        if w % 2 == 1 {
-            v[0] = v[0] + v[w - 1];
-        }
-        w = half;
-    }
-    v[0]
-}
-
 /// The matrix-vector product for unit-stride rows and `x` (`cs == 1`, `incx == 1`): one
-/// dot product per output, with `W`-lane partial sums (several vectors, to cover the FMA
-/// latency) then `L`-lane ones (one vector) for the tail of `k`.
-///
-/// One row at a time, not several sharing each load of `x`: the matrix is read once either
-/// way and its stream (from L2 for a layer's weights) is the bound, and with several rows LLVM
-/// vectorised across the rows (a shuffle per FMA) instead of along them.
+/// dot product per output, four rows at a time so that each load of `x` feeds four rows.
 ///
 /// # Safety
-/// As for [`Gemv::run`], and `cs == 1`, `incx == 1`.
+/// As for [`Gemv::run`], `cs == 1`, `incx == 1`, and the CPU supports `V`'s instruction set.
 #[inline(always)]
-pub(super) unsafe fn dot_rows<T: Elem, F: MulAdd<T>, const W: usize, const L: usize>(
-    v: &Gemv<T>,
-) {
+pub(super) unsafe fn dot_rows<V: Vector>(v: &Gemv<V::T>) {
     debug_assert!(v.cs == 1 && v.incx == 1);
-    let k = v.k;
-    for j in 0..v.len {
-        let row = v.mat.wrapping_offset(j as isize * v.rs);
-        // SAFETY (all reads below): `j < len` and every index read is `< k`, so inside row
-        // `j` of `M` and inside `x`; `[T; N]` has the alignment of `T`.
-        let mut wide = [T::ZERO; W];
-        let mut p = 0;
-        while p + W <= k {
-            unsafe {
-                fma_lanes::<T, F, W>(
-                    &mut wide,
-                    &*row.add(p).cast(),
-                    &*v.x.add(p).cast::<[T; W]>(),
-                )
-            };
-            p += W;
+    let mut j = 0;
+    while j + 4 <= v.len {
+        // SAFETY: rows `j .. j + 4` exist; forwarded from the caller otherwise.
+        let sums = unsafe { dot_block::<V, 4>(v, j) };
+        for (q, s) in sums.into_iter().enumerate() {
+            // SAFETY: `j + q < len`.
+            unsafe { v.store(j + q, s) };
         }
-        let mut narrow = [T::ZERO; L];
-        while p + L <= k {
-            unsafe {
-                fma_lanes::<T, F, L>(
-                    &mut narrow,
-                    &*row.add(p).cast(),
-                    &*v.x.add(p).cast::<[T; L]>(),
-                )
-            };
-            p += L;
-        }
-        let mut tail = T::ZERO;
-        while p < k {
-            tail = F::mul_add(unsafe { *row.add(p) }, unsafe { *v.x.add(p) }, tail);
-            p += 1;
-        }
-        let s = sum_lanes(wide) + sum_lanes(narrow) + tail;
+        j += 4;
+    }
+    while j < v.len {
+        // SAFETY: row `j` exists; forwarded from the caller otherwise.
+        let [s] = unsafe { dot_block::<V, 1>(v, j) };
         // SAFETY: `j < len`.
         unsafe { v.store(j, s) };
+        j += 1;
     }
 }
 
-/// The matrix-vector product for unit-stride columns (`rs == 1`): blocks of `W` outputs
-/// (several vectors, to cover the FMA latency), then of `L` (one vector), then single ones,
-/// are accumulated in registers while the matrix is streamed row by row (`p`).
+/// The dot products of rows `j .. j + R` of `M` with `x`: two vector accumulators per row
+/// (two independent FMA chains), then one vector step, then a scalar tail of `k`.
 ///
 /// # Safety
-/// As for [`Gemv::run`], and `rs == 1`.
+/// As for [`dot_rows`], and `j + R ≤ len`.
 #[inline(always)]
-pub(super) unsafe fn axpy_cols<T: Elem, F: MulAdd<T>, const W: usize, const L: usize>(
-    v: &Gemv<T>,
-) {
-    debug_assert!(v.rs == 1);
-    let mut j0 = 0;
-    while j0 + W <= v.len {
-        // SAFETY: outputs `j0 .. j0 + W` are `< len`.
-        unsafe { axpy_block::<T, F, W>(v, j0) };
-        j0 += W;
-    }
-    while j0 + L <= v.len {
-        // SAFETY: as above.
-        unsafe { axpy_block::<T, F, L>(v, j0) };
-        j0 += L;
-    }
-    while j0 < v.len {
-        // SAFETY: as above.
-        unsafe { axpy_block::<T, F, 1>(v, j0) };
-        j0 += 1;
-    }
-}
-
-/// Outputs `j0 .. j0 + N` of [`axpy_cols`].
-///
-/// # Safety
-/// As for [`axpy_cols`], and `j0 + N ≤ len`.
-#[inline(always)]
-unsafe fn axpy_block<T: Elem, F: MulAdd<T>, const N: usize>(v: &Gemv<T>, j0: usize) {
-    let mut acc = [T::ZERO; N];
-    for p in 0..v.k {
-        // SAFETY: `p < k` and `j0 + N ≤ len`, so the reads are inside `x` and `M`.
+unsafe fn dot_block<V: Vector, const R: usize>(v: &Gemv<V::T>, j: usize) -> [V::T; R] {
+    let (k, l) = (v.k, V::LANES);
+    let rows: [*const V::T; R] =
+        std::array::from_fn(|q| v.mat.wrapping_offset((j + q) as isize * v.rs));
+    // SAFETY (all the loads below): rows `j .. j + R < len` of `M` and `x` have `k` elements
+    // and every load covers indices `< k`; the caller guarantees the instruction set.
+    let mut acc = [[unsafe { V::zero() }; 2]; R];
+    let mut p = 0;
+    while p + 2 * l <= k {
         unsafe {
-            let xp = *v.x.offset(p as isize * v.incx);
-            let col = &*v.mat.offset(p as isize * v.cs).add(j0).cast::<[T; N]>();
-            fma_row::<T, F, N>(&mut acc, xp, col);
+            let (x0, x1) = (V::load(v.x.add(p)), V::load(v.x.add(p + l)));
+            for (a, row) in acc.iter_mut().zip(rows) {
+                a[0] = V::mul_add(V::load(row.add(p)), x0, a[0]);
+                a[1] = V::mul_add(V::load(row.add(p + l)), x1, a[1]);
+            }
+        }
+        p += 2 * l;
+    }
+    if p + l <= k {
+        unsafe {
+            let x0 = V::load(v.x.add(p));
+            for (a, row) in acc.iter_mut().zip(rows) {
+                a[0] = V::mul_add(V::load(row.add(p)), x0, a[0]);
+            }
+        }
+        p += l;
+    }
+    std::array::from_fn(|q| {
+        // (When `k < LANES` no vector step ran: skip the reduction of zeros.)
+        let mut s = if p == 0 {
+            V::T::ZERO
+        } else {
+            unsafe { V::add(acc[q][0], acc[q][1]).sum() }
+        };
+        for i in p..k {
+            s = s + unsafe { *rows[q].add(i) * *v.x.add(i) };
+        }
+        s
+    })
+}
+
+/// The widest register of any [`Vector`] (16 × f32), for stack buffers.
+const MAX_LANES: usize = 16;
+
+/// The matrix-vector product for unit-stride columns (`rs == 1`): blocks of 8 registers of
+/// outputs (8 independent FMA chains), then of one register, are accumulated in registers
+/// while the matrix is streamed row by row (`p`); the last outputs (fewer than a register)
+/// one by one.
+///
+/// # Safety
+/// As for [`Gemv::run`], `rs == 1`, and the CPU supports `V`'s instruction set.
+#[inline(always)]
+pub(super) unsafe fn axpy_cols<V: Vector>(v: &Gemv<V::T>) {
+    debug_assert!(v.rs == 1 && V::LANES <= MAX_LANES);
+    let l = V::LANES;
+    let mut j0 = 0;
+    while j0 + 8 * l <= v.len {
+        // SAFETY: outputs `j0 .. j0 + 8·LANES` are `< len`; the rest from the caller.
+        unsafe { axpy_block::<V, 8>(v, j0) };
+        j0 += 8 * l;
+    }
+    while j0 + l <= v.len {
+        // SAFETY: as above.
+        unsafe { axpy_block::<V, 1>(v, j0) };
+        j0 += l;
+    }
+    let rest = v.len - j0;
+    if rest > 0 {
+        let mut acc = [V::T::ZERO; MAX_LANES];
+        for p in 0..v.k {
+            // SAFETY: `p < k` and `j0 + rest = len`, so the reads are inside `x` and `M`.
+            unsafe {
+                let xp = *v.x.offset(p as isize * v.incx);
+                let col = v.mat.offset(p as isize * v.cs).add(j0);
+                for (jj, a) in acc.iter_mut().enumerate().take(rest) {
+                    *a = *a + xp * *col.add(jj);
+                }
+            }
+        }
+        for (jj, &s) in acc.iter().enumerate().take(rest) {
+            // SAFETY: `j0 + jj < len`.
+            unsafe { v.store(j0 + jj, s) };
         }
     }
-    for (jj, &s) in acc.iter().enumerate() {
-        // SAFETY: `j0 + jj < len`.
-        unsafe { v.store(j0 + jj, s) };
+}
+
+/// Outputs `j0 .. j0 + U·LANES` of [`axpy_cols`].
+///
+/// # Safety
+/// As for [`axpy_cols`], and `j0 + U·LANES ≤ len`.
+#[inline(always)]
+unsafe fn axpy_block<V: Vector, const U: usize>(v: &Gemv<V::T>, j0: usize) {
+    let l = V::LANES;
+    // SAFETY (the vector operations): the caller guarantees the instruction set.
+    let mut acc = [unsafe { V::zero() }; U];
+    for p in 0..v.k {
+        // SAFETY: `p < k` and `j0 + U·LANES ≤ len`, so the reads are inside `x` and `M`.
+        unsafe {
+            let xp = V::splat(*v.x.offset(p as isize * v.incx));
+            let col = v.mat.offset(p as isize * v.cs).add(j0);
+            for (u, a) in acc.iter_mut().enumerate() {
+                *a = V::mul_add(xp, V::load(col.add(u * l)), *a);
+            }
+        }
+    }
+    let mut lanes = [V::T::ZERO; MAX_LANES];
+    for (u, a) in acc.into_iter().enumerate() {
+        // SAFETY: `lanes` holds `MAX_LANES ≥ LANES` elements.
+        unsafe { a.store(lanes.as_mut_ptr()) };
+        for (i, &s) in lanes.iter().enumerate().take(l) {
+            // SAFETY: `j0 + u·LANES + i < j0 + U·LANES ≤ len`.
+            unsafe { v.store(j0 + u * l + i, s) };
+        }
     }
 }
 
@@ -246,7 +272,8 @@ fn col_of_c<T: Elem>(p: &Problem<T>, j: usize) -> Gemv<T> {
 }
 
 /// Runs the whole problem as matrix-vector products, one per row of `C` or one per column,
-/// whichever has a unit-stride form (rows first: they are contiguous in row-major `C`).
+/// whichever has a unit-stride form; when both have, one per row unless `C` is a single
+/// column (rows are contiguous in row-major `C`, and longer products amortise better).
 /// Returns `false`, having done nothing, if neither has.
 ///
 /// # Safety
@@ -254,13 +281,14 @@ fn col_of_c<T: Elem>(p: &Problem<T>, j: usize) -> Gemv<T> {
 #[inline(always)]
 pub(super) unsafe fn by_gemv<K: Kernel>(p: &Problem<K::T>) -> bool {
     let unit = |v: &Gemv<K::T>| (v.cs == 1 && v.incx == 1) || v.rs == 1;
-    if unit(&row_of_c(p, 0)) {
+    let (rows, cols) = (unit(&row_of_c(p, 0)), unit(&col_of_c(p, 0)));
+    if rows && !(cols && p.n == 1) {
         for i in 0..p.m {
             // SAFETY: row `i < m` of `C` with its operands lies inside the problem's memory.
             unsafe { row_of_c(p, i).run::<K>() };
         }
         true
-    } else if unit(&col_of_c(p, 0)) {
+    } else if cols {
         for j in 0..p.n {
             // SAFETY: column `j < n` of `C` with its operands lies inside the problem's memory.
             unsafe { col_of_c(p, j).run::<K>() };

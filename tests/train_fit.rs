@@ -1,0 +1,381 @@
+//! `kiln::train::Trainer::fit` end to end: learning the bundled digits, the history's CSV and
+//! plot, schedules and clipping inside the trainer (against a hand-written loop built from the
+//! public pieces), and early stopping with weight restoration.
+
+use kiln::data::{self, Batch, DataLoader, Dataset, TensorDataset};
+use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule, StepLr};
+use kiln::rand::rngs::StdRng;
+use kiln::rand::SeedableRng;
+use kiln::train::{batch_targets, EarlyStopping, History, Trainer, Verdict, Weights};
+use kiln::{Adam, Model, Optimizer, Sgd, Supervised};
+use std::path::PathBuf;
+use std::time::Instant;
+
+kiln::model! {
+    /// A small perceptron for the 8×8 digits, flattened to 64 features.
+    pub struct DigitsMlp {
+        input x: [B, 64];
+        target y: [B] classes 10;
+        let h = relu(linear(x, 64));
+        let logits = linear(h, 10);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+/// The bundled digits with flattened samples, split 80/20 stratified with a fixed seed.
+fn digits_split() -> (TensorDataset<f32>, TensorDataset<f32>) {
+    let mut digits = data::digits::<f32>().expect("the bundled digits load");
+    digits.reshape_samples(&[64]).expect("1×8×8 = 64");
+    data::stratified_split(&digits, 0.2, 7)
+}
+
+fn model(seed: u64) -> DigitsMlp<f32> {
+    DigitsMlp::new(&mut StdRng::seed_from_u64(seed))
+}
+
+/// Every parameter, flattened in visiting order (for bitwise comparisons).
+fn params<M: Model<f32>>(model: &M) -> Vec<f32> {
+    let mut all = Vec::new();
+    model.visit_params(&mut |_, view| all.extend(view.iter().copied()));
+    all
+}
+
+/// A fresh directory under cargo's per-test-crate scratch space.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("train_fit-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+#[test]
+fn mlp_learns_digits_with_plot_and_csv() {
+    let (train, val) = digits_split();
+    let dir = scratch("digits");
+    let plot = dir.join("curves.png");
+    let csv = dir.join("history.csv");
+    let mut model = model(0);
+    let mut opt = Adam::new(3e-3);
+    let started = Instant::now();
+    // Progress on: under the test harness stdout is captured (not a terminal), so this runs
+    // the one-line-per-epoch path and the model summary.
+    let history = Trainer::new(12, 32)
+        .shuffle_seed(1)
+        .validation(&val)
+        .eval_batch_size(256)
+        .schedule(CosineAnnealing::new(12, 1e-4))
+        .plot(&plot)
+        .fit(&mut model, &mut opt, &train)
+        .expect("training runs");
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{history}");
+    println!("12 epochs of digits in {seconds:.2}s");
+
+    assert_eq!(history.len(), 12);
+    let last = history.last().expect("epochs ran");
+    let val_acc = last.val_accuracy.expect("labels give an accuracy");
+    assert!(val_acc >= 0.9, "validation accuracy {val_acc}\n{history}");
+    assert!(last.train_accuracy.expect("labels") >= 0.9, "{history}");
+    assert!(
+        last.train_loss < history.epochs[0].train_loss / 3.0,
+        "the training loss falls: {history}"
+    );
+    assert!(history
+        .epochs
+        .iter()
+        .all(|r| r.samples_per_second > 0.0 && r.seconds > 0.0));
+    // The cosine schedule's rates, from the optimizer's base rate.
+    for r in &history.epochs {
+        assert_eq!(r.lr, CosineAnnealing::new(12, 1e-4).lr(r.epoch, 0, 3e-3));
+    }
+    // The metrics are recomputable from the public pieces.
+    let eval = kiln::train::evaluate(&model, &val, 100).expect("evaluation runs");
+    assert_eq!(eval.samples, val.len());
+    assert!((eval.accuracy.expect("labels") - val_acc).abs() < 1e-12);
+    assert!((eval.loss - last.val_loss.expect("validation")).abs() < 1e-5);
+
+    // CSV: a header and one row per epoch, with the figures of the history.
+    history.write_csv(&csv).expect("csv written");
+    let text = std::fs::read_to_string(&csv).expect("csv readable");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds,samples_per_second"
+    );
+    assert_eq!(lines.len(), 13);
+    let row: Vec<&str> = lines[12].split(',').collect();
+    assert_eq!(row[0], "11");
+    assert_eq!(row[4].parse::<f64>().expect("a number"), val_acc);
+
+    // The plot: a PNG that an independent decoder reads, two panels wide, with both curves.
+    let file = std::fs::File::open(&plot).expect("the plot was written");
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("a valid PNG header");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("a sane size")];
+    let info = reader.next_frame(&mut pixels).expect("valid PNG data");
+    assert_eq!((info.width, info.height), (1120, 420));
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let has = |rgb: [u8; 3]| pixels.chunks_exact(3).filter(|p| *p == rgb).count();
+    assert!(
+        has([31, 119, 180]) > 500,
+        "training curves are drawn in blue"
+    );
+    assert!(
+        has([255, 127, 14]) > 500,
+        "validation curves are drawn in orange"
+    );
+    let dark = pixels
+        .chunks_exact(3)
+        .filter(|p| p.iter().all(|&c| c < 80))
+        .count();
+    assert!(
+        dark > 2000,
+        "axis labels and titles are drawn ({dark} dark pixels)"
+    );
+}
+
+kiln::model! {
+    /// A linear regression on four features, for the schedule and clipping comparison.
+    pub struct Regressor {
+        input x: [B, 4];
+        target t: [B, 2];
+        let h = tanh(linear(x, 8));
+        let pred = linear(h, 2);
+        output pred;
+        loss mse(pred, t);
+    }
+}
+
+fn regression_data(n: usize, seed: u64) -> TensorDataset<f64> {
+    use kiln::rand::Rng;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x = kiln::ndarray::Array2::from_shape_simple_fn((n, 4), || rng.random_range(-1.0..1.0));
+    let t = kiln::ndarray::Array2::from_shape_fn((n, 2), |(i, j)| {
+        let row = x.row(i);
+        if j == 0 {
+            3.0 * row[0] - row[1] + 0.5
+        } else {
+            row[2] * row[3] * 4.0
+        }
+    });
+    TensorDataset::with_values(x, t).expect("same sample count")
+}
+
+/// The trainer's loop, written out by hand from the public pieces: same batches, same
+/// schedule, same clipping, same order of operations.
+fn hand_loop(
+    model: &mut Regressor<f64>,
+    opt: &mut Sgd<f64>,
+    data: &TensorDataset<f64>,
+    schedule: &dyn LrSchedule,
+    epochs: usize,
+) -> Vec<f64> {
+    let base_lr = opt.learning_rate();
+    let loader = DataLoader::new(data, 16).shuffle(5);
+    let mut ws = <Regressor<f64> as Supervised<f64>>::Workspace::default();
+    let mut grads = model.zero_grads();
+    let mut batch = Batch::new();
+    let (mut step, mut norms) = (0, Vec::new());
+    for epoch in 0..epochs {
+        let mut batches = loader.epoch_batches(epoch);
+        while batches.next_into(&mut batch) {
+            opt.set_learning_rate(schedule.lr(epoch, step, base_lr));
+            model
+                .train_batch(batch.x.view(), batch_targets(&batch), &mut ws, &mut grads)
+                .expect("a training step");
+            norms.push(clip_grad_norm::<f64, Regressor<f64>>(&mut grads, 0.5));
+            opt.step(model, &grads);
+            step += 1;
+        }
+    }
+    norms
+}
+
+#[test]
+fn trainer_applies_schedule_and_clipping_exactly_as_a_hand_loop() {
+    let data = regression_data(100, 3);
+    let schedule = || LinearWarmup::steps(10, StepLr::new(2, 0.5)).start_factor(0.1);
+    let mut by_hand = Regressor::<f64>::new(&mut StdRng::seed_from_u64(11));
+    let mut by_trainer = by_hand.clone();
+    let mut opt_hand = Sgd::new(0.2).momentum(0.9);
+    let mut opt_trainer = opt_hand.clone();
+
+    let norms = hand_loop(&mut by_hand, &mut opt_hand, &data, &schedule(), 5);
+    let history = Trainer::new(5, 16)
+        .shuffle_seed(5)
+        .schedule(schedule())
+        .clip_grad_norm(0.5)
+        .progress(false)
+        .fit(&mut by_trainer, &mut opt_trainer, &data)
+        .expect("training runs");
+
+    // Bit for bit the same parameters: the trainer is that loop.
+    let (a, b) = (params_f64(&by_hand), params_f64(&by_trainer));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    // Clipping was active (some norms above 0.5), so the comparison covers it.
+    assert!(norms.iter().any(|&n| n > 0.5), "{norms:?}");
+    // 100 samples in batches of 16: 7 steps per epoch. The recorded rate of each epoch is
+    // its first step's: warmup for epochs 0 and 1 (steps 0 and 7), then StepLr's.
+    let expected: Vec<f64> = (0..5).map(|e| schedule().lr(e, 7 * e, 0.2)).collect();
+    let recorded: Vec<f64> = history.epochs.iter().map(|r| r.lr).collect();
+    assert_eq!(recorded, expected);
+    assert!(
+        (recorded[0] - 0.02).abs() < 1e-15,
+        "warmup starts at 0.1 × base"
+    );
+    // The optimizer is left at the last step's rate (epoch 4, step 34).
+    assert_eq!(opt_trainer.learning_rate(), schedule().lr(4, 34, 0.2));
+    assert!(history.epochs[4].train_loss < history.epochs[0].train_loss);
+    assert!(history
+        .epochs
+        .iter()
+        .all(|r| r.train_accuracy.is_none() && r.val_loss.is_none()));
+}
+
+fn params_f64<M: Model<f64>>(model: &M) -> Vec<f64> {
+    let mut all = Vec::new();
+    model.visit_params(&mut |_, view| all.extend(view.iter().copied()));
+    all
+}
+
+/// Digits whose validation labels are shifted by one class: the better the model learns the
+/// real labels, the worse its validation loss gets, so early stopping must trigger.
+fn misleading_validation() -> (TensorDataset<f32>, TensorDataset<f32>) {
+    let (train, val) = digits_split();
+    let shifted = val.labels().expect("labels").mapv(|l| (l + 1) % 10);
+    let val = TensorDataset::with_labels(val.features().clone(), shifted, 10).expect("labels");
+    (train, val)
+}
+
+#[test]
+fn early_stopping_stops_and_restores_the_best_weights() {
+    let (train, val) = misleading_validation();
+    let trainer = |epochs| {
+        Trainer::new(epochs, 64)
+            .shuffle_seed(3)
+            .validation(&val)
+            .progress(false)
+    };
+    let mut stopped = model(4);
+    let history = trainer(30)
+        .early_stopping(2, 0.0)
+        .fit(&mut stopped, &mut Adam::new(1e-2), &train)
+        .expect("training runs");
+
+    // Replay the rule on the recorded losses: the trainer stopped where the rule says.
+    let mut rule = EarlyStopping::new(2, 0.0);
+    let stop_epoch = history
+        .epochs
+        .iter()
+        .position(|r| rule.update(r.epoch, r.val_loss.expect("validation")) == Verdict::Stop)
+        .expect("the rule stops on these losses");
+    assert_eq!(history.len(), stop_epoch + 1, "{history}");
+    assert_eq!(history.stopped_early, Some(stop_epoch));
+    assert!(history.len() < 30, "stopped early: {history}");
+    let best = history.best_epoch().expect("a best epoch");
+    assert_eq!(
+        Some((best, history.epochs[best].val_loss.expect("val"))),
+        rule.best()
+    );
+
+    // The model holds the best epoch's weights: those of a run of best + 1 epochs.
+    let mut reference = model(4);
+    trainer(best + 1)
+        .fit(&mut reference, &mut Adam::new(1e-2), &train)
+        .expect("training runs");
+    assert_eq!(params(&stopped), params(&reference));
+
+    // Without restoring, the model keeps the last epoch's weights instead.
+    let mut last = model(4);
+    trainer(30)
+        .early_stopping(2, 0.0)
+        .restore_best_weights(false)
+        .fit(&mut last, &mut Adam::new(1e-2), &train)
+        .expect("training runs");
+    let mut reference = model(4);
+    trainer(stop_epoch + 1)
+        .fit(&mut reference, &mut Adam::new(1e-2), &train)
+        .expect("training runs");
+    assert_eq!(params(&last), params(&reference));
+    assert_ne!(params(&last), params(&stopped));
+
+    // `Weights` restores what it captured.
+    let snapshot = Weights::capture(&stopped);
+    let mut other = model(9);
+    snapshot.restore(&mut other).expect("same model");
+    assert_eq!(params(&other), params(&stopped));
+}
+
+/// Four samples of 64 features with value targets: the wrong kind of target for `DigitsMlp`.
+fn values_for_a_classifier() -> TensorDataset<f32> {
+    let x = kiln::ndarray::Array2::<f32>::zeros((4, 64));
+    let t = kiln::ndarray::Array2::<f32>::zeros((4, 2));
+    TensorDataset::with_values(x, t).expect("same sample count")
+}
+
+#[test]
+fn data_that_does_not_fit_the_model_is_refused_before_training() {
+    let digits = data::digits::<f32>().expect("bundled");
+    let mut m = model(0);
+    let before = params(&m);
+    let err = Trainer::new(1, 32)
+        .progress(false)
+        .fit(&mut m, &mut Sgd::new(0.1), &digits)
+        .expect_err("[1, 8, 8] samples for a [B, 64] input");
+    assert_eq!(
+        err.to_string(),
+        "dataset `training data`: expected shape samples of rank 1 (the model's input has rank \
+         2 with the batch axis), got [1, 8, 8]: reshape the samples to the model's input \
+         shape, for example with TensorDataset::reshape_samples(&[64])"
+    );
+    assert_eq!(params(&m), before, "nothing was trained");
+
+    let err = Trainer::new(1, 32)
+        .progress(false)
+        .fit(&mut m, &mut Sgd::new(0.1), &values_for_a_classifier())
+        .expect_err("value targets for a classifier");
+    assert!(
+        err.to_string().contains("expected shape class labels"),
+        "{err}"
+    );
+
+    let (train, _) = digits_split();
+    let invalid = values_for_a_classifier();
+    let err = Trainer::new(1, 32)
+        .progress(false)
+        .validation(&invalid)
+        .fit(&mut m, &mut Sgd::new(0.1), &train)
+        .expect_err("the validation data is checked too");
+    assert!(
+        err.to_string().starts_with("target `validation data`"),
+        "{err}"
+    );
+    assert_eq!(params(&m), before);
+
+    let mut r = Regressor::<f64>::new(&mut StdRng::seed_from_u64(0));
+    let err = Trainer::new(1, 4)
+        .progress(false)
+        .fit(&mut r, &mut Sgd::new(0.1), &regression_data(0, 0))
+        .expect_err("no samples");
+    assert!(err.to_string().contains("at least one sample"), "{err}");
+}
+
+#[test]
+fn history_plots_without_validation_or_accuracy() {
+    let data = regression_data(64, 1);
+    let mut m = Regressor::<f64>::new(&mut StdRng::seed_from_u64(2));
+    let history: History = Trainer::new(3, 16)
+        .progress(false)
+        .fit(&mut m, &mut Sgd::new(0.05), &data)
+        .expect("training runs");
+    let path = scratch("loss-only").join("loss.png");
+    history.plot(&path).expect("plot written");
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&path).expect("exists"),
+    ));
+    let reader = decoder.read_info().expect("valid PNG");
+    // One panel: no accuracy to show.
+    assert_eq!((reader.info().width, reader.info().height), (560, 420));
+}
