@@ -59,6 +59,11 @@ const SHAPES: &[Shape] = &[
     shape("W4 conv1 fwd (W·cols)", 6, 25, 784, false, false),
     shape("W4 conv2 fwd (W·cols)", 16, 150, 100, false, false),
     shape("W4 conv2 dW (dy·colsᵀ)", 16, 100, 150, false, true),
+    shape("W1 fwd 1000×1 (x·wᵀ)", 1000, 1, 1, false, true),
+    shape("tiny 8³", 8, 8, 8, false, false),
+    shape("tiny 16³ (A·Bᵀ)", 16, 16, 16, false, true),
+    shape("small 32³", 32, 32, 32, false, false),
+    shape("small 32³ (Aᵀ·B)", 32, 32, 32, true, false),
     shape("batch-1 784→128 (x·Wᵀ)", 1, 784, 128, false, true),
     shape("batch-1 128→64 (x·Wᵀ)", 1, 128, 64, false, true),
     shape("batch-1 64→10 (x·Wᵀ)", 1, 64, 10, false, true),
@@ -67,7 +72,9 @@ const SHAPES: &[Shape] = &[
 
 /// Deterministic values in [-1, 1) (a linear congruential generator: no dependency).
 fn data(len: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             s = s
@@ -78,26 +85,39 @@ fn data(len: usize, seed: u64) -> Vec<f64> {
         .collect()
 }
 
-/// Median GFLOP/s of `f` over `SAMPLES` timings, each of enough calls to last ~`TARGET`.
-fn gflops(flops: f64, mut f: impl FnMut()) -> f64 {
+/// Median GFLOP/s of `f` and of `g` over `SAMPLES` timings each, each timing enough calls
+/// to last ~`TARGET`. The samples of the two alternate, so that both see the same machine
+/// (the benchmark host is shared: a slow phase must not penalise only one of them).
+fn gflops_pair(flops: f64, mut f: impl FnMut(), mut g: impl FnMut()) -> (f64, f64) {
     const SAMPLES: usize = 15;
     const TARGET: Duration = Duration::from_millis(20);
-    f(); // warm: packing buffers grown, caches and branch predictors primed
-    let start = Instant::now();
+    // Warm: packing buffers grown, caches and branch predictors primed.
     f();
-    let once = start.elapsed().max(Duration::from_nanos(50));
-    let calls = (TARGET.as_secs_f64() / once.as_secs_f64()).ceil().max(1.0) as usize;
-    let mut rates: Vec<f64> = (0..SAMPLES)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..calls {
-                f();
-            }
-            flops * calls as f64 / start.elapsed().as_secs_f64() / 1e9
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    rates[SAMPLES / 2]
+    g();
+    let calls = |h: &mut dyn FnMut()| {
+        let start = Instant::now();
+        h();
+        let once = start.elapsed().max(Duration::from_nanos(50));
+        (TARGET.as_secs_f64() / once.as_secs_f64()).ceil().max(1.0) as usize
+    };
+    let (calls_f, calls_g) = (calls(&mut f), calls(&mut g));
+    let sample = |h: &mut dyn FnMut(), calls: usize| {
+        let start = Instant::now();
+        for _ in 0..calls {
+            h();
+        }
+        flops * calls as f64 / start.elapsed().as_secs_f64() / 1e9
+    };
+    let (mut rf, mut rg) = (Vec::new(), Vec::new());
+    for _ in 0..SAMPLES {
+        rf.push(sample(&mut f, calls_f));
+        rg.push(sample(&mut g, calls_g));
+    }
+    let median = |mut r: Vec<f64>| {
+        r.sort_by(f64::total_cmp);
+        r[SAMPLES / 2]
+    };
+    (median(rf), median(rg))
 }
 
 /// The row and column strides of `op(X)` (`rows × cols`) stored row-major, as `gemm` uses.
@@ -120,41 +140,44 @@ macro_rules! bench_shape {
         let mut c_mm = vec![0.0 as $t; m * n];
         let flops = 2.0 * (m * n * k) as f64;
         let ((rsa, csa), (rsb, csb)) = (strides(m, k, s.a_trans), strides(k, n, s.b_trans));
-        let kiln = gflops(flops, || {
-            gemm(
-                m,
-                k,
-                n,
-                1.0,
-                black_box(&a),
-                s.a_trans,
-                black_box(&b),
-                s.b_trans,
-                0.0,
-                black_box(&mut c_kiln),
-            )
-        });
-        let mm = gflops(flops, || {
-            // SAFETY: the strides describe `a`, `b` and `c_mm` exactly, as in `gemm`.
-            unsafe {
-                $mm(
+        let (kiln, mm) = gflops_pair(
+            flops,
+            || {
+                gemm(
                     m,
                     k,
                     n,
                     1.0,
-                    black_box(&a).as_ptr(),
-                    rsa,
-                    csa,
-                    black_box(&b).as_ptr(),
-                    rsb,
-                    csb,
+                    black_box(&a),
+                    s.a_trans,
+                    black_box(&b),
+                    s.b_trans,
                     0.0,
-                    black_box(&mut c_mm).as_mut_ptr(),
-                    n as isize,
-                    1,
+                    black_box(&mut c_kiln),
                 )
-            }
-        });
+            },
+            || {
+                // SAFETY: the strides describe `a`, `b` and `c_mm` exactly, as in `gemm`.
+                unsafe {
+                    $mm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        black_box(&a).as_ptr(),
+                        rsa,
+                        csa,
+                        black_box(&b).as_ptr(),
+                        rsb,
+                        csb,
+                        0.0,
+                        black_box(&mut c_mm).as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
+            },
+        );
         let diff = c_kiln
             .iter()
             .zip(&c_mm)

@@ -19,6 +19,13 @@ pub struct Plan {
     pub loss_nodes: Vec<usize>,
     /// Inputs (by index into `Graph::inputs`) the backward pass reads.
     pub inputs_saved: Vec<usize>,
+    /// Per node: the shared buffer holding it, for values that are neither read by the
+    /// backward pass nor an output nor the loss. Such values only live from their computation
+    /// to their last use in the forward pass, so values whose lifetimes do not overlap share
+    /// one buffer.
+    pub slots: Vec<Option<usize>>,
+    /// The number of shared buffers.
+    pub slot_count: usize,
 }
 
 /// Plans the buffers.
@@ -65,12 +72,12 @@ pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
             }
         }
     }
-    let forward_nodes = values
+    let forward_nodes: Vec<usize> = values
         .iter()
         .copied()
         .filter(|&i| reaches_output[i])
         .collect();
-    let loss_nodes = values
+    let loss_nodes: Vec<usize> = values
         .iter()
         .copied()
         .filter(|&i| !reaches_output[i])
@@ -82,6 +89,7 @@ pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
         .filter(|(_, d)| saved[d.node])
         .map(|(i, _)| i)
         .collect();
+    let (slots, slot_count) = share_transients(graph, &saved, &forward_nodes, &loss_nodes);
     Plan {
         values,
         adjoints,
@@ -89,5 +97,56 @@ pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
         forward_nodes,
         loss_nodes,
         inputs_saved,
+        slots,
+        slot_count,
     }
+}
+
+/// Assigns the transient values to shared buffers by a greedy interval colouring over the
+/// order the passes run in (the output pass, then the loss pass).
+fn share_transients(
+    graph: &Graph,
+    saved: &[bool],
+    forward_nodes: &[usize],
+    loss_nodes: &[usize],
+) -> (Vec<Option<usize>>, usize) {
+    let n = graph.nodes.len();
+    let order: Vec<usize> = forward_nodes.iter().chain(loss_nodes).copied().collect();
+    let mut position = vec![usize::MAX; n];
+    for (p, &id) in order.iter().enumerate() {
+        position[id] = p;
+    }
+    let mut last_use = vec![0usize; n];
+    for &id in &order {
+        for &i in &graph.nodes[id].inputs {
+            if position[i] != usize::MAX {
+                last_use[i] = last_use[i].max(position[id]);
+            }
+        }
+    }
+    let mut kept = saved.to_vec();
+    for (o, _) in &graph.outputs {
+        kept[*o] = true;
+    }
+    if let Some(l) = graph.loss {
+        kept[l] = true;
+    }
+    let mut slots = vec![None; n];
+    // The position after which each shared buffer is free again.
+    let mut busy_until: Vec<usize> = Vec::new();
+    for (p, &id) in order.iter().enumerate() {
+        if kept[id] {
+            continue;
+        }
+        let slot = match busy_until.iter().position(|&until| until < p) {
+            Some(s) => s,
+            None => {
+                busy_until.push(0);
+                busy_until.len() - 1
+            }
+        };
+        busy_until[slot] = last_use[id].max(p);
+        slots[id] = Some(slot);
+    }
+    (slots, busy_until.len())
 }

@@ -44,6 +44,15 @@ impl Ctx<'_> {
         self.ident(&self.g.nodes[id].name)
     }
 
+    /// The workspace field holding a value: its own (`h1`), or the shared buffer of a
+    /// transient value (`shared_0`).
+    pub fn value_field(&self, id: NodeId) -> Ident {
+        match self.plan.slots[id] {
+            Some(slot) => format_ident!("shared_{}", slot),
+            None => self.node_ident(id),
+        }
+    }
+
     pub fn adjoint_ident(&self, id: NodeId) -> Ident {
         format_ident!("d_{}", self.g.nodes[id].name)
     }

@@ -139,7 +139,7 @@ fn operand(cx: &Ctx, id: NodeId, mutable: bool) -> Operand {
     let info = cx.g.info(id);
     let len = cx.node_len(id);
     let dims = info.shape.0.iter().map(|d| cx.dim_tokens(*d)).collect();
-    let ident = cx.node_ident(id);
+    let ident = cx.value_field(id);
     let (data, first) = if cx.is_input(id) {
         (quote!(#ident), quote!(#ident[0]))
     } else if mutable {
@@ -335,8 +335,8 @@ fn input_slices(cx: &Ctx, inputs: &[NodeId], len: &TokenStream) -> TokenStream {
     let mut out = TokenStream::new();
     for &i in inputs {
         if !cx.is_input(i) {
-            let id = cx.node_ident(i);
-            out.extend(quote! { let #id = &ws.#id[..#len]; });
+            let (local, field) = (cx.node_ident(i), cx.value_field(i));
+            out.extend(quote! { let #local = &ws.#field[..#len]; });
         }
     }
     out
@@ -349,13 +349,13 @@ fn element(ident: &Ident) -> TokenStream {
 fn pointwise_forward(cx: &Ctx, id: NodeId, term: usize) -> TokenStream {
     let node = &cx.g.nodes[id];
     let len = cx.node_len(id);
-    let out = cx.node_ident(id);
+    let (out, field) = (cx.node_ident(id), cx.value_field(id));
     let slices = input_slices(cx, &node.inputs, &len);
     let (lets, exprs) = cx.g.exprs.emit(&[term], &|n| element(&cx.node_ident(n)));
     let expr = &exprs[0];
     quote! {
         #slices
-        let #out = &mut ws.#out[..#len];
+        let #out = &mut ws.#field[..#len];
         for i in 0..#out.len() {
             #lets
             #out[i] = #expr;

@@ -3,7 +3,7 @@
 use super::Ctx;
 use crate::ir::NodeKind;
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{format_ident, quote};
 
 pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let g = cx.g;
@@ -56,10 +56,27 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let mut grow = Vec::new();
     let mut grow_loss = Vec::new();
     let mut grow_adjoints = Vec::new();
-    for &id in &cx.plan.values {
-        let field = cx.node_ident(id);
-        let doc = describe_node(cx, id);
+    for slot in 0..cx.plan.slot_count {
+        let holders: Vec<String> = cx
+            .plan
+            .values
+            .iter()
+            .filter(|&&id| cx.plan.slots[id] == Some(slot))
+            .map(|&id| format!("`{}`", g.nodes[id].name))
+            .collect();
+        let doc = format!(
+            " Shared, in turn, by {}: values the backward pass does not read, each dead before the next is computed.",
+            holders.join(", ")
+        );
+        let field = format_ident!("shared_{}", slot);
         buffer_fields.push(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
+    }
+    for &id in &cx.plan.values {
+        let field = cx.value_field(id);
+        if cx.plan.slots[id].is_none() {
+            let doc = describe_node(cx, id);
+            buffer_fields.push(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
+        }
         let len = cx.node_len(id);
         let line = quote! { ::kiln::shape::grow(&mut self.#field, #len); };
         if cx.plan.forward_nodes.contains(&id) {
@@ -87,11 +104,15 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         let len = cx.node_len(id);
         grow_adjoints.push(quote! { ::kiln::shape::grow(&mut self.#field, #len); });
     }
-    let all_fields: Vec<_> = cx
-        .plan
-        .values
-        .iter()
-        .map(|&id| cx.node_ident(id))
+    let all_fields: Vec<_> = (0..cx.plan.slot_count)
+        .map(|slot| format_ident!("shared_{}", slot))
+        .chain(
+            cx.plan
+                .values
+                .iter()
+                .filter(|&&id| cx.plan.slots[id].is_none())
+                .map(|&id| cx.node_ident(id)),
+        )
         .chain(
             cx.plan
                 .values

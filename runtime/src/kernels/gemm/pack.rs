@@ -36,9 +36,12 @@ pub(super) unsafe fn pack<T: Elem>(
         // `w · kc` destination elements are inside `dst`'s extent.
         unsafe {
             if lanes == w {
-                pack_full(w, kc, panel_src, s_lane, s_step, dst);
+                // The constant `w` here lets every copy below become whole-vector moves.
+                pack_panel(w, w, kc, panel_src, s_lane, s_step, dst);
             } else {
-                pack_partial(w, lanes, kc, panel_src, s_lane, s_step, dst);
+                // The last, partial panel: zeros first, then the lanes that exist.
+                std::ptr::write_bytes(dst, 0, w * kc);
+                pack_panel(w, lanes, kc, panel_src, s_lane, s_step, dst);
             }
         }
         dst = dst.wrapping_add(w * kc);
@@ -46,27 +49,32 @@ pub(super) unsafe fn pack<T: Elem>(
     }
 }
 
-/// One full panel of `w` lanes.
+/// One panel: lanes `0 .. lanes` (`≤ w`) of `kc` steps, lane `i` of step `p` to
+/// `dst[p·w + i]`. Lanes `lanes .. w` of `dst` are left as they are.
 ///
 /// # Safety
 /// As for [`pack`], for one panel.
 #[inline(always)]
-unsafe fn pack_full<T: Elem>(
+unsafe fn pack_panel<T: Elem>(
     w: usize,
+    lanes: usize,
     kc: usize,
     src: *const T,
     s_lane: isize,
     s_step: isize,
     dst: *mut T,
 ) {
-    // SAFETY (all arms): `i < w` lanes and `p < kc` steps address elements of the block, and
+    // SAFETY (all arms): `i < lanes` and `p < kc` address elements of the block, and
     // `p·w + i < w·kc` addresses the panel.
     if s_lane == 1 {
-        // The lanes of one step are contiguous (A transposed, B not): a copy of `w` elements
-        // per step (`w` is a constant here, so it becomes a few vector moves).
+        // The lanes of one step are contiguous (A transposed, B not): a copy per step.
         for p in 0..kc {
             unsafe {
-                std::ptr::copy_nonoverlapping(src.offset(p as isize * s_step), dst.add(p * w), w)
+                std::ptr::copy_nonoverlapping(
+                    src.offset(p as isize * s_step),
+                    dst.add(p * w),
+                    lanes,
+                )
             };
         }
     } else if s_step == 1 {
@@ -76,7 +84,7 @@ unsafe fn pack_full<T: Elem>(
         const TB: usize = 8;
         let mut p0 = 0;
         while p0 + TB <= kc {
-            for i in 0..w {
+            for i in 0..lanes {
                 let s = src.wrapping_offset(i as isize * s_lane).wrapping_add(p0);
                 for q in 0..TB {
                     unsafe { *dst.add((p0 + q) * w + i) = *s.add(q) };
@@ -85,45 +93,17 @@ unsafe fn pack_full<T: Elem>(
             p0 += TB;
         }
         for p in p0..kc {
-            for i in 0..w {
+            for i in 0..lanes {
                 unsafe { *dst.add(p * w + i) = *src.offset(i as isize * s_lane).add(p) };
             }
         }
     } else {
         for p in 0..kc {
-            for i in 0..w {
+            for i in 0..lanes {
                 unsafe {
                     *dst.add(p * w + i) = *src.offset(i as isize * s_lane + p as isize * s_step)
                 };
             }
-        }
-    }
-}
-
-/// The last panel, with `lanes < w` lanes: the missing lanes are written as zeros.
-///
-/// # Safety
-/// As for [`pack`], for one panel.
-#[inline(never)]
-unsafe fn pack_partial<T: Elem>(
-    w: usize,
-    lanes: usize,
-    kc: usize,
-    src: *const T,
-    s_lane: isize,
-    s_step: isize,
-    dst: *mut T,
-) {
-    for p in 0..kc {
-        for i in 0..w {
-            let v = if i < lanes {
-                // SAFETY: lane `i < lanes` and step `p < kc` are inside the block.
-                unsafe { *src.offset(i as isize * s_lane + p as isize * s_step) }
-            } else {
-                T::ZERO
-            };
-            // SAFETY: `p·w + i < w·kc`, inside the panel.
-            unsafe { *dst.add(p * w + i) = v };
         }
     }
 }
