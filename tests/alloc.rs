@@ -3,7 +3,7 @@
 //!
 //! A counting global allocator counts the allocations made by this thread between two points.
 
-use kiln::ndarray::{Array1, Array2};
+use kiln::ndarray::{Array1, Array2, Array4};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{Rng, SeedableRng};
 use kiln::{Adam, Optimizer};
@@ -94,5 +94,57 @@ fn a_warm_training_step_allocates_nothing() {
     assert_eq!(
         partial, 0,
         "a smaller (final) batch reuses the larger buffers"
+    );
+}
+
+kiln::model! {
+    struct LeNet {
+        input x: [B, 1, 28, 28];
+        target y: [B] classes 10;
+        let c1 = relu(conv2d(x, 6, kernel = 5, padding = 2));
+        let p1 = max_pool2d(c1, 2);
+        let c2 = relu(conv2d(p1, 16, kernel = 5));
+        let p2 = max_pool2d(c2, 2);
+        let f3 = relu(linear(flatten(p2), 120));
+        let f4 = relu(linear(f3, 84));
+        let logits = linear(f4, 10);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn a_warm_convolutional_step_allocates_nothing() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut model = LeNet::<f32>::new(&mut rng);
+    let mut ws = model.workspace();
+    let mut grads = model.zero_grads();
+    let mut opt = Adam::new(1e-3);
+    let image = |rng: &mut StdRng, n: usize| {
+        Array4::from_shape_simple_fn((n, 1, 28, 28), || rng.random_range(0.0f32..1.0))
+    };
+    let (x, y) = (
+        image(&mut rng, 16),
+        Array1::from_shape_simple_fn(16, || rng.random_range(0..10)),
+    );
+    let (x_small, y_small) = (
+        image(&mut rng, 5),
+        Array1::from_shape_simple_fn(5, || rng.random_range(0..10)),
+    );
+    let mut step = |model: &mut LeNet<f32>, x: &Array4<f32>, y: &Array1<usize>| {
+        model
+            .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+            .unwrap();
+        opt.step(model, &grads);
+    };
+    step(&mut model, &x, &y);
+    let warm = allocations_during(|| {
+        step(&mut model, &x, &y);
+        step(&mut model, &x_small, &y_small);
+        step(&mut model, &x, &y);
+    });
+    assert_eq!(
+        warm, 0,
+        "a warm convolutional step (and a smaller final batch) must not allocate"
     );
 }
