@@ -6,6 +6,7 @@ mod common;
 use common::Tiny;
 use kiln_runtime::io::{self, TensorFile};
 use kiln_runtime::Error;
+use kiln_runtime::Model;
 use safetensors::{Dtype, View};
 use std::borrow::Cow;
 use std::fs;
@@ -182,27 +183,44 @@ fn mismatches_are_reported_together_and_leave_the_model_unchanged() {
 }
 
 #[test]
-fn a_single_missing_tensor_is_named() {
+fn a_single_missing_parameter_is_named() {
     let dir = scratch("missing_one");
     let path = dir.join("partial.safetensors");
     let model = Tiny::<f64>::sample();
-    write(
-        &path,
-        &[
-            ("fc.weight", f64_tensor(&[2, 3], &[0.5; 6])),
-            ("fc.bias", f64_tensor(&[2], &[0.5; 2])),
-        ],
-    );
+    write(&path, &[("fc.weight", f64_tensor(&[2, 3], &[0.5; 6]))]);
     let mut target = model.clone();
     let message = match io::load(&mut target, &path) {
         Err(Error::Mismatch { message, .. }) => message,
         other => panic!("expected Error::Mismatch, got {other:?}"),
     };
-    assert_eq!(
-        message,
-        "1 problem: missing `norm.running_mean` (model shape [2])"
-    );
+    assert_eq!(message, "1 problem: missing `fc.bias` (model shape [2])");
     assert_eq!(target, model);
+}
+
+#[test]
+fn a_parameters_only_file_loads_and_keeps_the_buffers() {
+    let dir = scratch("params_only");
+    let path = dir.join("params.safetensors");
+    let model = Tiny::<f64>::sample();
+    write(
+        &path,
+        &[
+            ("fc.weight", f64_tensor(&[2, 3], &[0.5; 6])),
+            ("fc.bias", f64_tensor(&[2], &[0.25; 2])),
+        ],
+    );
+    let mut target = model.clone();
+    io::load(&mut target, &path).expect("a file without buffers loads");
+    let mut params = Vec::new();
+    target.visit_params(&mut |name, view| {
+        params.push((name, view.iter().copied().collect::<Vec<_>>()))
+    });
+    assert_eq!(params[0], ("fc.weight", vec![0.5; 6]));
+    assert_eq!(params[1], ("fc.bias", vec![0.25; 2]));
+    let (mut kept, mut original) = (Vec::new(), Vec::new());
+    target.visit_buffers(&mut |_, view| kept.extend(view.iter().copied()));
+    model.visit_buffers(&mut |_, view| original.extend(view.iter().copied()));
+    assert_eq!(kept, original, "buffers keep their values");
 }
 
 #[test]

@@ -87,8 +87,7 @@ fn optimizers_and_kernels_do_not_allocate_when_warm() {
         "rmsprop",
     );
 
-    // The non-GEMM kernels. (The GEMM-based ones call matrixmultiply, which allocates its
-    // packing buffer on every call.)
+    // The non-GEMM kernels (the GEMM-based ones have their own test, `gemm_alloc.rs`).
     let (rows, cols) = (3, 4);
     let x: Vec<f64> = (0..rows * cols).map(|i| (i as f64 * 0.37).sin()).collect();
     let t: Vec<f64> = (0..rows * cols).map(|i| (i % 2) as f64).collect();

@@ -18,6 +18,9 @@
 //!   products.
 //! - `gemm/simd.rs`: explicit vector registers for the matrix-vector kernels.
 //! - `gemm/buffer.rs`: the thread-local packing buffers.
+//!
+//! The instruction set is detected once per process; the environment variable
+//! `KILN_GEMM_ISA=avx512|avx2|portable` selects a lesser one (benchmarks, debugging).
 
 mod arch;
 mod buffer;
@@ -175,8 +178,8 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
         rsc,
         csc,
     };
-    // SAFETY: `Isa::best` is supported by this CPU; the memory contract is the caller's.
-    unsafe { T::run_on(Isa::best(), &p, Path::Auto) }
+    // SAFETY: `Isa::selected` is supported by this CPU; the memory contract is the caller's.
+    unsafe { T::run_on(Isa::selected(), &p, Path::Auto) }
 }
 
 #[cfg(test)]
@@ -493,11 +496,17 @@ mod tests {
     }
 
     #[test]
-    fn isa_detection_is_stable_and_supported() {
-        let best = Isa::best();
-        assert_eq!(best, Isa::best());
-        assert!(best.supported());
-        assert_eq!(Some(&best), Isa::available().first());
+    fn isa_selection_is_stable_and_supported() {
+        let isa = Isa::selected();
+        assert_eq!(isa, Isa::selected());
+        assert!(isa.supported());
+        if std::env::var_os("KILN_GEMM_ISA").is_none() {
+            assert_eq!(
+                Some(&isa),
+                Isa::available().first(),
+                "not the best available"
+            );
+        }
     }
 
     #[test]

@@ -69,10 +69,10 @@ pub(crate) fn spatial_input(
         // A flat [batch, n] with n a square is most likely a flattened one-channel image.
         let hint = match shape.0.as_slice() {
             [batch, Dim::Fixed(n)] => {
-                let side = (1..=*n).find(|s| s * s >= *n).unwrap_or(1);
+                let side = (*n as f64).sqrt().round() as usize;
                 let batch = Shape(vec![*batch]).display(symbols).to_string();
                 let batch = batch.trim_matches(['[', ']']);
-                if side * side == *n {
+                if side.checked_mul(side) == Some(*n) {
                     format!(": reshape it first, as in `reshape(x, ({batch}, 1, {side}, {side}))`")
                 } else {
                     format!(": reshape it first, as in `reshape(x, ({batch}, channels, height, width))`")

@@ -45,15 +45,25 @@ impl Isa {
         }
     }
 
-    /// The best instruction set of this CPU, detected once per process (the detection reads
-    /// `cpuid`, cheap but not free, and the answer cannot change).
-    pub(crate) fn best() -> Isa {
-        static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            [Isa::Avx512, Isa::Avx2]
+    /// The instruction set the GEMM runs with: the best this CPU has, unless the environment
+    /// variable `KILN_GEMM_ISA` (`avx512`, `avx2` or `portable`) names another one the CPU
+    /// supports (to benchmark or debug the other kernel sets; any other value is ignored).
+    /// Decided once per process: detection reads `cpuid` (cheap but not free) and the
+    /// environment (which allocates), and the answer must not change between calls.
+    pub(crate) fn selected() -> Isa {
+        static SELECTED: OnceLock<Isa> = OnceLock::new();
+        *SELECTED.get_or_init(|| {
+            let best = [Isa::Avx512, Isa::Avx2]
                 .into_iter()
                 .find(|isa| isa.supported())
-                .unwrap_or(Isa::Portable)
+                .unwrap_or(Isa::Portable);
+            let requested = match std::env::var("KILN_GEMM_ISA").as_deref() {
+                Ok("avx512") => Some(Isa::Avx512),
+                Ok("avx2") => Some(Isa::Avx2),
+                Ok("portable") => Some(Isa::Portable),
+                _ => None,
+            };
+            requested.filter(|isa| isa.supported()).unwrap_or(best)
         })
     }
 }

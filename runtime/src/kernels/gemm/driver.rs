@@ -92,7 +92,7 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
 /// Whether to try the unpacked matrix-vector path before the packed one.
 ///
 /// - `m = 1` or `n = 1`: a matrix-vector product; packing would copy each matrix element to
-///   use it once (batch-1 inference runs 10 times faster without).
+///   use it once (on batch-1 shapes matrixmultiply, which packs, is 10 to 17 times slower).
 /// - `C` narrower than half a tile with `op(B)` rows contiguous along `k` (a linear layer
 ///   with few outputs, `x·Wᵀ`): one dot product per output beats padding every tile to `NR`
 ///   columns (W2's 64 → 10 layer: 1.7× faster).
@@ -177,14 +177,14 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
             let kc = kc_max.min(p.k - pc);
             // SAFETY: the block `k ∈ pc..pc+kc`, `n ∈ jc..jc+nc` is inside B, and the
             // buffer holds `kc_max · nc_max ≥ ceil(nc / NR) · NR · kc` elements.
-            unsafe { pack(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack) };
+            unsafe { pack::<K::V>(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack) };
             // Only the first rank-kc update applies beta; later ones accumulate.
             let beta = if pc == 0 { p.beta } else { K::T::ONE };
             let mut ic = 0;
             while ic < p.m {
                 let mc = mc_max.min(p.m - ic);
                 // SAFETY: as for B, with `mc_max · kc_max` elements of buffer.
-                unsafe { pack(mr, mc, kc, p.a.at(ic, pc), p.a.rs, p.a.cs, a_pack) };
+                unsafe { pack::<K::V>(mr, mc, kc, p.a.at(ic, pc), p.a.rs, p.a.cs, a_pack) };
                 // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded), and
                 // the `mc × nc` block of C at (ic, jc) is inside C.
                 unsafe { macro_kernel::<K>(p, beta, ic, jc, mc, nc, kc, a_pack, b_pack) };

@@ -8,11 +8,11 @@
 //! - [`dot_rows`]: matrix rows are contiguous (e.g. `y = x·Wᵀ` with `W` stored `[n, k]`, the
 //!   linear layer's forward pass): one dot product per output, four rows at a time so each
 //!   load of `x` feeds four FMAs, with vector-wide partial sums reduced once at the end.
-//!
-//! These kernels are written with explicit vector registers ([`Vector`]), see `simd.rs`.
 //! - [`axpy_cols`]: matrix columns are contiguous (e.g. `y = x·B` with `B` stored `[k, n]`):
 //!   a block of outputs is held in registers and each row of the matrix is added into it,
 //!   scaled by one element of `x`.
+//!
+//! These kernels are written with explicit vector registers ([`Vector`]), see `simd.rs`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -219,6 +219,25 @@ unsafe fn axpy_block<V: Vector, const U: usize>(v: &Gemv<V::T>, j0: usize) {
                 *a = V::mul_add(xp, V::load(col.add(u * l)), *a);
             }
         }
+    }
+    if v.incy == 1 {
+        // Contiguous outputs: updated as vectors.
+        // SAFETY: outputs `j0 .. j0 + U·LANES ≤ len` are contiguous in `y`, read only when
+        // `beta` is non-zero; the caller guarantees the instruction set.
+        unsafe {
+            let (alpha, beta) = (V::splat(v.alpha), V::splat(v.beta));
+            for (u, a) in acc.into_iter().enumerate() {
+                let y = v.y.add(j0 + u * l);
+                let ab = V::mul(alpha, a);
+                let out = if v.beta == V::T::ZERO {
+                    ab
+                } else {
+                    V::mul_add(beta, V::load(y), ab)
+                };
+                out.store(y);
+            }
+        }
+        return;
     }
     let mut lanes = [V::T::ZERO; MAX_LANES];
     for (u, a) in acc.into_iter().enumerate() {

@@ -12,8 +12,12 @@
 //!   literals), so the only loop left around the FMAs is the `k` loop. When the row loop was a
 //!   `for` loop, LLVM sometimes vectorised the `k` loop instead, with gathers, and the kernel
 //!   ran 70 times slower.
-//! - Each kernel is compiled inside a `#[target_feature]` entry point (see `arch.rs`), so the
-//!   same source becomes AVX-512, AVX2+FMA or baseline code.
+//! - Each kernel is its own never-inlined `#[target_feature]` function (see `kernels!`), so
+//!   the same source becomes AVX-512, AVX2+FMA or baseline code, and LLVM vectorises it
+//!   alone rather than as part of the driver's loop nest.
+//!
+//! The update of `C` at the end of a tile is written with explicit vectors (`simd.rs`): left
+//! to the vectoriser, it came out as 256 scalar multiplies and stores.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -117,6 +121,9 @@ pub(super) struct Tile<T> {
 pub(super) trait Kernel {
     /// The element type.
     type T: Elem;
+    /// The vector register type of this instruction set (for the code that is not
+    /// auto-vectorised: the update of `C`, packing transposes, the matrix-vector paths).
+    type V: Vector<T = Self::T>;
     /// Rows of the register tile.
     const MR: usize;
     /// Columns of the register tile.
@@ -270,6 +277,7 @@ macro_rules! kernels {
         $(#[$attr])*
         impl Kernel for $name {
             type T = $t;
+            type V = $vec;
             const MR: usize = [$($i),+].len();
             const NR: usize = $nr;
             const BLOCKING: Blocking = Blocking { mc: $mc, kc: $kc, nc: $nc };
@@ -340,10 +348,15 @@ macro_rules! kernels {
 // elements of A per step, so a tile needs MR·NR/lanes accumulator registers, NR/lanes for B
 // and one for the broadcast, within the register file (32 zmm with AVX-512, 16 ymm with
 // AVX2, 16 xmm with SSE2). At least ~8 independent accumulators are needed to cover the FMA
-// latency (4 cycles × 2 pipes). Measured on Zen 5 (benches/gemm.rs): 8×32, 12×32, 14×32 and
-// 6×64 f32 tiles all run the inner loop at ~265 GFLOP/s from L1; 8×32 divides the common
-// batch sizes (8, 16, 64, 256) so edge tiles waste least, and its 32 KiB B sliver (kc = 256)
-// fits the 48 KiB L1 with room for the A stream.
+// latency (4 cycles × 2 pipes). Measured on Zen 5 (AVX-512, 48 KiB L1d, 1 MiB L2 per core):
+// alone, on L1-resident panels, 8×32, 12×32, 14×32 and 6×64 f32 tiles all run at ~265
+// GFLOP/s, the machine's peak; in the whole GEMM (benches/gemm.rs) 12×32 was no faster on
+// W3's shapes and slower on W2's. 8×32 divides the common batch sizes (8, 16, 64, 256) so
+// edge tiles waste least, and its 32 KiB B sliver (kc = 256) fits L1 with room for the A
+// stream; mc × kc = 256 KiB of A sits in L2. Blockings from (64, 256, 1024) to
+// (256, 256, 4096) measured the same within noise on the W2 and W3 shapes; kc = 320 was
+// slower. The AVX2 and baseline sizes follow the same register arithmetic, untuned (this
+// machine runs the AVX-512 kernels).
 kernels! {
     /// AVX-512 f32: 8×32 tile (16 zmm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]

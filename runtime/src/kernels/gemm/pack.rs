@@ -10,6 +10,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use super::kernel::Elem;
+use super::simd::Vector;
 
 /// Packs the `len × kc` block whose element (lane `i`, step `p`) is at
 /// `src + i·s_lane + p·s_step` into `ceil(len / w)` panels of `w × kc` at `dst`.
@@ -18,14 +19,14 @@ use super::kernel::Elem;
 /// Every element of the block must be readable, and `dst` writable for
 /// `ceil(len / w) · w · kc` elements, not overlapping the source.
 #[inline(always)]
-pub(super) unsafe fn pack<T: Elem>(
+pub(super) unsafe fn pack<V: Vector>(
     w: usize,
     len: usize,
     kc: usize,
-    src: *const T,
+    src: *const V::T,
     s_lane: isize,
     s_step: isize,
-    dst: *mut T,
+    dst: *mut V::T,
 ) {
     let mut dst = dst;
     let mut lane0 = 0;
@@ -37,11 +38,11 @@ pub(super) unsafe fn pack<T: Elem>(
         unsafe {
             if lanes == w {
                 // The constant `w` here lets every copy below become whole-vector moves.
-                pack_panel(w, w, kc, panel_src, s_lane, s_step, dst);
+                pack_panel::<V>(w, w, kc, panel_src, s_lane, s_step, dst);
             } else {
                 // The last, partial panel: zeros first, then the lanes that exist.
                 std::ptr::write_bytes(dst, 0, w * kc);
-                pack_panel(w, lanes, kc, panel_src, s_lane, s_step, dst);
+                pack_panel::<V>(w, lanes, kc, panel_src, s_lane, s_step, dst);
             }
         }
         dst = dst.wrapping_add(w * kc);
@@ -55,14 +56,14 @@ pub(super) unsafe fn pack<T: Elem>(
 /// # Safety
 /// As for [`pack`], for one panel.
 #[inline(always)]
-unsafe fn pack_panel<T: Elem>(
+unsafe fn pack_panel<V: Vector>(
     w: usize,
     lanes: usize,
     kc: usize,
-    src: *const T,
+    src: *const V::T,
     s_lane: isize,
     s_step: isize,
-    dst: *mut T,
+    dst: *mut V::T,
 ) {
     // SAFETY (all arms): `i < lanes` and `p < kc` address elements of the block, and
     // `p·w + i < w·kc` addresses the panel.
@@ -78,25 +79,9 @@ unsafe fn pack_panel<T: Elem>(
             };
         }
     } else if s_step == 1 {
-        // Each lane is contiguous along `k` (A not transposed, B transposed): a transpose.
-        // Blocks of TB steps are read lane by lane (each a short contiguous run, so every
-        // cache line fetched is used whole) and written step-major.
-        const TB: usize = 8;
-        let mut p0 = 0;
-        while p0 + TB <= kc {
-            for i in 0..lanes {
-                let s = src.wrapping_offset(i as isize * s_lane).wrapping_add(p0);
-                for q in 0..TB {
-                    unsafe { *dst.add((p0 + q) * w + i) = *s.add(q) };
-                }
-            }
-            p0 += TB;
-        }
-        for p in p0..kc {
-            for i in 0..lanes {
-                unsafe { *dst.add(p * w + i) = *src.offset(i as isize * s_lane).add(p) };
-            }
-        }
+        // Each lane is contiguous along `k` (A not transposed, B transposed): a transpose,
+        // in registers where the instruction set has one.
+        unsafe { V::pack_transposed(w, lanes, kc, src, s_lane, dst) };
     } else {
         for p in 0..kc {
             for i in 0..lanes {
@@ -104,6 +89,41 @@ unsafe fn pack_panel<T: Elem>(
                     *dst.add(p * w + i) = *src.offset(i as isize * s_lane + p as isize * s_step)
                 };
             }
+        }
+    }
+}
+
+/// [`Vector::pack_transposed`] element by element. Blocks of `TB` steps are read lane by
+/// lane (each a short contiguous run, so every cache line fetched is used whole) and written
+/// step-major.
+///
+/// # Safety
+/// As for [`Vector::pack_transposed`].
+#[inline(always)]
+pub(super) unsafe fn pack_transposed_scalar<T: Elem>(
+    w: usize,
+    lanes: usize,
+    kc: usize,
+    src: *const T,
+    s_lane: isize,
+    dst: *mut T,
+) {
+    const TB: usize = 8;
+    // SAFETY (all accesses): `i < lanes` and `p < kc` address the block, `p·w + i < w·kc`
+    // the panel.
+    let mut p0 = 0;
+    while p0 + TB <= kc {
+        for i in 0..lanes {
+            let s = src.wrapping_offset(i as isize * s_lane).wrapping_add(p0);
+            for q in 0..TB {
+                unsafe { *dst.add((p0 + q) * w + i) = *s.add(q) };
+            }
+        }
+        p0 += TB;
+    }
+    for p in p0..kc {
+        for i in 0..lanes {
+            unsafe { *dst.add(p * w + i) = *src.offset(i as isize * s_lane).add(p) };
         }
     }
 }
