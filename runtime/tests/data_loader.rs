@@ -3,45 +3,14 @@
 //! targets, custom data sets, and allocation-free `next_into` once warm (counted by a global
 //! allocator, per thread so that the test harness's other threads do not interfere).
 
+mod counting;
+use counting::allocations_in;
 use kiln_runtime::data::{Batch, DataLoader, Dataset, TargetKind, TargetMut, TensorDataset};
 use ndarray::{Array1, Array2, Array3, ArrayD};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeSet;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counter is a thread-local `Cell` with a
-// const initializer, which does not allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations_in(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(Cell::get);
-    f();
-    ALLOCATIONS.with(Cell::get) - before
-}
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// `n` samples with features `[i, -i, 0.5 i]` and label `i % 3`: every row names its index.
 fn labelled(n: usize) -> TensorDataset<f32> {

@@ -3,7 +3,9 @@
 
 mod common;
 
+mod counting;
 use common::Tiny;
+use counting::allocations_in;
 use kiln_runtime::kernels::{
     fill_backward, linear_backward_bias, log_softmax_backward, log_softmax_forward,
     softmax_backward, softmax_forward, sum,
@@ -13,42 +15,9 @@ use kiln_runtime::loss::{
     mse_backward,
 };
 use kiln_runtime::{Adam, AdamW, Optimizer, RmsProp, Sgd};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counter is a thread-local `Cell` with a
-// const initializer, which does not allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations_in(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(Cell::get);
-    f();
-    ALLOCATIONS.with(Cell::get) - before
-}
+static GLOBAL: counting::Counting = counting::Counting;
 
 fn warm_steps_allocate_nothing<O: Optimizer<f64>>(mut opt: O, stateful: bool, what: &str) {
     let mut model = Tiny::<f64>::sample();
