@@ -1,6 +1,6 @@
 //! Adam (L2 weight decay) and AdamW (decoupled weight decay).
 
-use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
+use super::{add_scaled, check_pair, lerp, run_fast, state_slot, ElementLoop, Optimizer};
 use crate::train::OptimizerState;
 use crate::{Float, Model, Result};
 
@@ -104,29 +104,79 @@ impl<F: Float> AdamCore<F> {
             check_pair(name, index, param, grad);
             let (m, _) = state_slot(exp_avgs, index, param.len(), name);
             let (v, _) = state_slot(exp_avg_sqs, index, param.len(), name);
-            for (((p, &g), m), v) in param
-                .iter_mut()
-                .zip(grad)
-                .zip(m.iter_mut())
-                .zip(v.iter_mut())
-            {
-                if let Some(shrink) = shrink {
-                    *p *= shrink;
-                }
-                let g = match l2 {
-                    Some(wd) => add_scaled(g, wd, *p),
-                    None => g,
-                };
-                // exp_avg.lerp_(grad, 1 - beta1)
-                *m = lerp(*m, g, beta1_weight);
-                // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                *v = *v * beta2 + one_minus_beta2 * g * g;
-                // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-                let denom = v.sqrt() / bc2_sqrt + eps;
-                // param.addcdiv_(exp_avg, denom, value=-step_size)
-                *p += neg_step_size * *m / denom;
-            }
+            run_fast(AdamLoop {
+                param,
+                grad,
+                m,
+                v,
+                shrink,
+                l2,
+                beta1_weight,
+                beta2,
+                one_minus_beta2,
+                bc2_sqrt,
+                eps,
+                neg_step_size,
+            });
         });
+    }
+}
+
+/// One parameter's Adam update, in torch's order of operations.
+struct AdamLoop<'a, F> {
+    param: &'a mut [F],
+    grad: &'a [F],
+    m: &'a mut [F],
+    v: &'a mut [F],
+    shrink: Option<F>,
+    l2: Option<F>,
+    beta1_weight: F,
+    beta2: F,
+    one_minus_beta2: F,
+    bc2_sqrt: F,
+    eps: F,
+    neg_step_size: F,
+}
+
+impl<F: Float> ElementLoop for AdamLoop<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let AdamLoop {
+            param,
+            grad,
+            m,
+            v,
+            shrink,
+            l2,
+            beta1_weight,
+            beta2,
+            one_minus_beta2,
+            bc2_sqrt,
+            eps,
+            neg_step_size,
+        } = self;
+        for (((p, &g), m), v) in param
+            .iter_mut()
+            .zip(grad)
+            .zip(m.iter_mut())
+            .zip(v.iter_mut())
+        {
+            if let Some(shrink) = shrink {
+                *p *= shrink;
+            }
+            let g = match l2 {
+                Some(wd) => add_scaled(g, wd, *p),
+                None => g,
+            };
+            // exp_avg.lerp_(grad, 1 - beta1)
+            *m = lerp(*m, g, beta1_weight);
+            // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            *v = *v * beta2 + one_minus_beta2 * g * g;
+            // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+            let denom = v.sqrt() / bc2_sqrt + eps;
+            // param.addcdiv_(exp_avg, denom, value=-step_size)
+            *p += neg_step_size * *m / denom;
+        }
     }
 }
 
