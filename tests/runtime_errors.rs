@@ -37,7 +37,9 @@ fn inputs_that_disagree_on_a_symbolic_dim_are_rejected() {
     let (mut ws, mut grads) = (m.workspace(), m.zero_grads());
     let x = Array2::zeros((5, 4));
     let y = Array1::zeros(6);
-    let err = m.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads).unwrap_err();
+    let err = m
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "target `y`: expected shape [B = 5], got [6] (axis 0 is 6, but B = 5 from an earlier input)"
@@ -51,7 +53,9 @@ fn a_label_out_of_range_is_an_error() {
     let (mut ws, mut grads) = (m.workspace(), m.zero_grads());
     let x = Array2::zeros((3, 4));
     let y = Array1::from(vec![0usize, 3, 1]);
-    let err = m.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads).unwrap_err();
+    let err = m
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "target `y`: label 3 at position 1 is out of range for 3 classes (labels must be 0..3)"
@@ -99,16 +103,30 @@ fn batch_norm_on_one_value_per_channel_and_backward_before_forward_are_errors() 
     let mut m = Normed::<f64>::new(&mut StdRng::seed_from_u64(0));
     let mut ws = m.workspace();
     // One sample of 3x3 is nine values per channel: fine. A 1x1 map of one sample is not.
-    assert!(m.forward_train(Array4::zeros((1, 2, 3, 3)).view(), &mut ws).is_ok());
+    assert!(m
+        .forward_train(Array4::zeros((1, 2, 3, 3)).view(), &mut ws)
+        .is_ok());
 
     let mut h = Heads::<f64>::new(&mut StdRng::seed_from_u64(0));
     let mut ws = h.workspace();
     let mut grads = h.zero_grads();
-    let err = h.backward(&mut ws, Array2::zeros((2, 3)).view(), &mut grads).unwrap_err();
-    assert_eq!(err.to_string(), "backward called before forward_train on this workspace");
-    h.forward_train(Array2::zeros((2, 2)).view(), &mut ws).unwrap();
-    let err = h.backward(&mut ws, Array2::zeros((4, 3)).view(), &mut grads).unwrap_err();
-    assert!(err.to_string().starts_with("gradient of output `a`: expected shape [2, 3], got [4, 3]"), "{err}");
+    let err = h
+        .backward(&mut ws, Array2::zeros((2, 3)).view(), &mut grads)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "backward called before forward_train on this workspace"
+    );
+    h.forward_train(Array2::zeros((2, 2)).view(), &mut ws)
+        .unwrap();
+    let err = h
+        .backward(&mut ws, Array2::zeros((4, 3)).view(), &mut grads)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("gradient of output `a`: expected shape [2, 3], got [4, 3]"),
+        "{err}"
+    );
 }
 
 kiln::model! {
@@ -123,7 +141,17 @@ kiln::model! {
 fn batch_norm_refuses_a_batch_of_one_in_training() {
     let mut m = Pixel::<f64>::new(&mut StdRng::seed_from_u64(0));
     let mut ws = m.workspace();
-    let err = m.forward_train(Array2::zeros((1, 3)).view(), &mut ws).unwrap_err();
-    assert!(err.to_string().starts_with("layer `n`: batch norm in training needs more than one value per channel, got 1"), "{err}");
-    assert!(m.forward(Array2::zeros((1, 3)).view()).is_ok(), "inference is fine");
+    let err = m
+        .forward_train(Array2::zeros((1, 3)).view(), &mut ws)
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "layer `n`: batch norm in training needs more than one value per channel, got 1"
+        ),
+        "{err}"
+    );
+    assert!(
+        m.forward(Array2::zeros((1, 3)).view()).is_ok(),
+        "inference is fine"
+    );
 }

@@ -1,6 +1,6 @@
 //! RMSprop, plain, with momentum, and centered.
 
-use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
+use super::{add_scaled, check_pair, lerp, run_fast, state_slot, ElementLoop, Optimizer};
 use crate::train::{state::flag_value, OptimizerState};
 use crate::{Float, Model, Result};
 
@@ -125,6 +125,72 @@ impl<F: Float> RmsProp<F> {
     }
 }
 
+/// One parameter's RMSprop update, in torch's order of operations.
+struct RmsLoop<'a, F> {
+    param: &'a mut [F],
+    grad: &'a [F],
+    square_avg: &'a mut [F],
+    grad_avg: &'a mut [F],
+    buffer: &'a mut [F],
+    weight_decay: Option<F>,
+    alpha: F,
+    one_minus_alpha: F,
+    eps: F,
+    momentum: F,
+    neg_lr: F,
+    centered: bool,
+    use_momentum: bool,
+}
+
+impl<F: Float> ElementLoop for RmsLoop<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let RmsLoop {
+            param,
+            grad,
+            square_avg,
+            grad_avg,
+            buffer,
+            weight_decay,
+            alpha,
+            one_minus_alpha,
+            eps,
+            momentum,
+            neg_lr,
+            centered,
+            use_momentum,
+        } = self;
+        for i in 0..param.len() {
+            let p = param[i];
+            let g = match weight_decay {
+                Some(wd) => add_scaled(grad[i], wd, p),
+                None => grad[i],
+            };
+            // square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+            let v = square_avg[i] * alpha + one_minus_alpha * g * g;
+            square_avg[i] = v;
+            let root = if centered {
+                // grad_avg.lerp_(grad, 1 - alpha); square_avg.addcmul(ga, ga, value=-1).sqrt_()
+                let ga = lerp(grad_avg[i], g, one_minus_alpha);
+                grad_avg[i] = ga;
+                (v - ga * ga).sqrt()
+            } else {
+                v.sqrt()
+            };
+            let avg = root + eps;
+            param[i] = if use_momentum {
+                // buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr)
+                let b = buffer[i] * momentum + g / avg;
+                buffer[i] = b;
+                add_scaled(p, neg_lr, b)
+            } else {
+                // param.addcdiv_(grad, avg, value=-lr)
+                p + neg_lr * g / avg
+            };
+        }
+    }
+}
+
 impl<F: Float> Optimizer<F> for RmsProp<F> {
     fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
         let neg_lr = F::from_f64(-self.lr);
@@ -155,34 +221,21 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
             } else {
                 &mut []
             };
-            for i in 0..len {
-                let p = param[i];
-                let g = match weight_decay {
-                    Some(wd) => add_scaled(grad[i], wd, p),
-                    None => grad[i],
-                };
-                // square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
-                let v = square_avg[i] * alpha + one_minus_alpha * g * g;
-                square_avg[i] = v;
-                let root = if centered {
-                    // grad_avg.lerp_(grad, 1 - alpha); square_avg.addcmul(ga, ga, value=-1).sqrt_()
-                    let ga = lerp(grad_avg[i], g, one_minus_alpha);
-                    grad_avg[i] = ga;
-                    (v - ga * ga).sqrt()
-                } else {
-                    v.sqrt()
-                };
-                let avg = root + eps;
-                param[i] = if use_momentum {
-                    // buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr)
-                    let b = buffer[i] * momentum + g / avg;
-                    buffer[i] = b;
-                    add_scaled(p, neg_lr, b)
-                } else {
-                    // param.addcdiv_(grad, avg, value=-lr)
-                    p + neg_lr * g / avg
-                };
-            }
+            run_fast(RmsLoop {
+                param,
+                grad,
+                square_avg,
+                grad_avg,
+                buffer,
+                weight_decay,
+                alpha,
+                one_minus_alpha,
+                eps,
+                momentum,
+                neg_lr,
+                centered,
+                use_momentum,
+            });
         });
     }
 

@@ -1,6 +1,6 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay.
 
-use super::{add_scaled, check_pair, state_slot, Optimizer};
+use super::{add_scaled, check_pair, run_fast, state_slot, ElementLoop, Optimizer};
 use crate::train::{state::flag_value, OptimizerState};
 use crate::{Float, Model, Result};
 
@@ -104,6 +104,76 @@ impl<F: Float> Sgd<F> {
     }
 }
 
+/// Plain SGD over one parameter.
+struct SgdLoop<'a, F> {
+    param: &'a mut [F],
+    grad: &'a [F],
+    weight_decay: Option<F>,
+    neg_lr: F,
+}
+
+impl<F: Float> ElementLoop for SgdLoop<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        for (p, &g) in self.param.iter_mut().zip(self.grad) {
+            let d = match self.weight_decay {
+                Some(wd) => add_scaled(g, wd, *p),
+                None => g,
+            };
+            *p = add_scaled(*p, self.neg_lr, d);
+        }
+    }
+}
+
+/// SGD with a momentum buffer (and Nesterov) over one parameter.
+struct SgdMomentumLoop<'a, F> {
+    param: &'a mut [F],
+    grad: &'a [F],
+    buffer: &'a mut [F],
+    fresh: bool,
+    weight_decay: Option<F>,
+    momentum: F,
+    keep: F,
+    nesterov: bool,
+    neg_lr: F,
+}
+
+impl<F: Float> ElementLoop for SgdMomentumLoop<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let SgdMomentumLoop {
+            param,
+            grad,
+            buffer,
+            fresh,
+            weight_decay,
+            momentum,
+            keep,
+            nesterov,
+            neg_lr,
+        } = self;
+        for ((p, &g), b) in param.iter_mut().zip(grad).zip(buffer.iter_mut()) {
+            let d = match weight_decay {
+                Some(wd) => add_scaled(g, wd, *p),
+                None => g,
+            };
+            // PyTorch starts the buffer at the (decayed) gradient itself, undampened;
+            // later `buf.mul_(momentum).add_(grad, alpha=1 - dampening)`.
+            *b = if fresh {
+                d
+            } else {
+                add_scaled(*b * momentum, keep, d)
+            };
+            let d = if nesterov {
+                add_scaled(d, momentum, *b)
+            } else {
+                *b
+            };
+            *p = add_scaled(*p, neg_lr, d);
+        }
+    }
+}
+
 impl<F: Float> Optimizer<F> for Sgd<F> {
     fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
         let neg_lr = F::from_f64(-self.lr);
@@ -116,35 +186,26 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair("Sgd", index, param, grad);
             if !use_momentum {
-                for (p, &g) in param.iter_mut().zip(grad) {
-                    let d = match weight_decay {
-                        Some(wd) => add_scaled(g, wd, *p),
-                        None => g,
-                    };
-                    *p = add_scaled(*p, neg_lr, d);
-                }
+                run_fast(SgdLoop {
+                    param,
+                    grad,
+                    weight_decay,
+                    neg_lr,
+                });
                 return;
             }
             let (buffer, fresh) = state_slot(buffers, index, param.len(), "Sgd");
-            for ((p, &g), b) in param.iter_mut().zip(grad).zip(buffer.iter_mut()) {
-                let d = match weight_decay {
-                    Some(wd) => add_scaled(g, wd, *p),
-                    None => g,
-                };
-                // PyTorch starts the buffer at the (decayed) gradient itself, undampened;
-                // later `buf.mul_(momentum).add_(grad, alpha=1 - dampening)`.
-                *b = if fresh {
-                    d
-                } else {
-                    add_scaled(*b * momentum, keep, d)
-                };
-                let d = if nesterov {
-                    add_scaled(d, momentum, *b)
-                } else {
-                    *b
-                };
-                *p = add_scaled(*p, neg_lr, d);
-            }
+            run_fast(SgdMomentumLoop {
+                param,
+                grad,
+                buffer,
+                fresh,
+                weight_decay,
+                momentum,
+                keep,
+                nesterov,
+                neg_lr,
+            });
         });
     }
 

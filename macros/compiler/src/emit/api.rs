@@ -142,6 +142,14 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             .collect::<Vec<_>>(),
     );
     let view_values = tuple(&out_views);
+    // One view is returned as it comes (`Ok(x?)` would be noise); several are collected.
+    let view_result = if out_views.len() == 1 {
+        let ((o, _), s) = (&g.outputs[0], &out_shapes[0]);
+        let (buf, dim) = (cx.node_ident(*o), cx.dim_value(s));
+        quote!(::kiln::shape::view(&buffers.#buf, #dim))
+    } else {
+        quote!(Ok(#view_values))
+    };
     let output_list = g
         .outputs
         .iter()
@@ -264,7 +272,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 self.#run_forward_train(buffers, #(#input_names),*)?;
                 *ready = true;
                 #bind_dims
-                Ok(#view_values)
+                #view_result
             }
 
             /// The backward half: given d (your loss) / d output for each output, in
