@@ -112,8 +112,8 @@ fn main() {
     let wanted = |id: &str| filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()));
     let counted = |n: usize| if quick { n.div_ceil(10) } else { n };
     let mut rng = StdRng::seed_from_u64(0);
-    // The GEMM is single-threaded today, so the 2-thread rows equal the 1-thread ones; they
-    // are printed so that the table keeps its shape when threading lands.
+    // kiln runs single-threaded today, so there is one row per workload (threads 1); the
+    // loop is where a 2-thread row goes once the GEMM is threaded.
     let threads = [1usize];
 
     if wanted("W1") {

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""The workloads W1-W5 of /work/shared/bench/WORKLOADS.md (see BENCHMARKS.md) in PyTorch.
+
+Prints one line per (workload, threads) in the same format as kiln's `cargo bench --bench
+workloads`, so that `run.py` (or a human) can put the two side by side:
+
+    W2 mlp-small     threads 1  median     0.2105 ms/step        4751.0 steps/s
+
+Usage: python3 pytorch_workloads.py [--quick] [FILTER ...]
+  --quick   count a tenth of the steps (a smoke run), as kiln's harness does
+  FILTER    run only the workloads whose id contains one of the filters, e.g. W2 W5
+
+Exits with code 2 and a message when PyTorch is not installed.
+"""
+
+import sys
+import time
+
+try:
+    import torch
+except ImportError:
+    print(
+        "pytorch_workloads.py: PyTorch is not installed (no module named 'torch').\n"
+        "Install it with `pip install torch` (the CPU build is enough) and run again.",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+# WORKLOADS.md asks for every workload with 1 and with 2 threads.
+THREADS = (1, 2)
+
+
+def measure(warmup, counted, step):
+    """Median and steps/s of `counted` timed calls after `warmup` untimed ones.
+
+    Mirrors kiln's `measure`: each step is timed on its own and the median is the element at
+    len // 2 of the sorted times, so both systems summarise the same way.
+    """
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(counted):
+        start = time.perf_counter_ns()
+        step()
+        times.append(time.perf_counter_ns() - start)
+    times.sort()
+    median_s = times[len(times) // 2] / 1e9
+    return median_s, (1.0 / median_s if median_s > 0 else float("inf"))
+
+
+def report(workload_id, threads, result):
+    median_s, per_second = result
+    # The same format string as kiln's `report`, so one parser reads both outputs.
+    print(
+        f"{workload_id:<16} threads {threads}  median {median_s * 1e3:>10.4f} ms/step"
+        f"  {per_second:>12.1f} steps/s",
+        flush=True,
+    )
+
+
+def train_step(model, loss_fn, opt, x, y):
+    """One train step as WORKLOADS.md defines it: forward + loss + backward + update."""
+
+    def step():
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def mlp(sizes):
+    """Linear layers of the given sizes with ReLU between them (none after the last)."""
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        if i > 0:
+            layers.append(torch.nn.ReLU())
+        layers.append(torch.nn.Linear(n_in, n_out))
+    return torch.nn.Sequential(*layers)
+
+
+def lenet():
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),  # [B, 16, 5, 5] -> [B, 400]
+        nn.Linear(400, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, 10),
+    )
+
+
+def main(argv):
+    quick = "--quick" in argv
+    filters = [a for a in argv if not a.startswith("--")]
+
+    def wanted(workload_id):
+        return not filters or any(f in workload_id for f in filters)
+
+    def counted(n):
+        return -(-n // 10) if quick else n  # ceil(n / 10), like kiln's div_ceil
+
+    def run(workload_id, warmup, n, step):
+        # Each thread count reuses the same model, data and optimizer: only the thread pool
+        # changes between the two measurements.
+        for t in THREADS:
+            torch.set_num_threads(t)
+            report(workload_id, t, measure(warmup, counted(n), step))
+
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.float32)
+    ce = torch.nn.CrossEntropyLoss()
+
+    # Synthetic data is made once, before any timing, as WORKLOADS.md requires.
+    if wanted("W1"):
+        model = torch.nn.Linear(1, 1)
+        x = torch.rand(1000, 1) * 2 - 1
+        y = 3 * x + 2
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        run("W1 seed-linreg", 10, 1000, train_step(model, torch.nn.MSELoss(), opt, x, y))
+
+    if wanted("W2") or wanted("W5"):
+        model = mlp([784, 128, 64, 10])  # W5 times the forward pass of this same model
+        if wanted("W2"):
+            x = torch.rand(64, 784)
+            y = torch.randint(0, 10, (64,))
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            run("W2 mlp-small", 20, 300, train_step(model, ce, opt, x, y))
+        if wanted("W5"):
+            x = torch.rand(1, 784)
+
+            def infer():
+                # no_grad inside the step: the timed call is exactly one inference.
+                with torch.no_grad():
+                    model(x)
+
+            run("W5 infer-mlp", 100, 5000, infer)
+
+    if wanted("W3"):
+        model = mlp([1024, 2048, 2048, 10])
+        x = torch.rand(256, 1024)
+        y = torch.randint(0, 10, (256,))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        run("W3 mlp-wide", 3, 20, train_step(model, ce, opt, x, y))
+
+    if wanted("W4"):
+        model = lenet()
+        x = torch.rand(64, 1, 28, 28)
+        y = torch.randint(0, 10, (64,))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        run("W4 lenet", 10, 100, train_step(model, ce, opt, x, y))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

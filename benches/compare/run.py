@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""kiln against PyTorch on the workloads W1-W5, side by side.
+
+Runs kiln's harness (`cargo bench --bench workloads`) and `pytorch_workloads.py` alternately
+(kiln, PyTorch, kiln, PyTorch, ...), keeps the best median per (workload, threads) for each
+system, and prints
+
+    workload | threads | kiln ms | PyTorch ms | kiln/PyTorch
+
+Usage: python3 benches/compare/run.py [--quick] [--rounds N] [FILTER ...]
+  --quick      count a tenth of the steps in both systems (a smoke run)
+  --rounds N   how many times each system runs (default 2)
+  FILTER       only the workloads whose id contains a filter, e.g. W2 W5 (default W1-W5)
+  --self-test  check the parsing and the table on built-in sample outputs, run nothing
+
+Without PyTorch installed, kiln alone runs and the PyTorch column is empty.
+Standard library only.
+"""
+
+import argparse
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+# Both harnesses print `{id:<16} threads {t}  median {ms:>10.4} ms/step  {steps:>12.1} steps/s`.
+# Anything else (cargo's progress on stderr, kiln's `expand` timings) does not match.
+LINE = re.compile(r"^(?P<id>\S.*?)\s+threads\s+(?P<threads>\d+)\s+median\s+(?P<ms>\S+)\s+ms/step")
+
+
+def parse(output):
+    """{(workload id, threads): median ms} from one harness run's stdout."""
+    result = {}
+    for line in output.splitlines():
+        m = LINE.match(line.strip())
+        if m:
+            result[(m["id"], int(m["threads"]))] = float(m["ms"])
+    return result
+
+
+def keep_best(best, run):
+    """Fold one run into `best`, keeping the lowest median: the run least disturbed by noise."""
+    for key, ms in run.items():
+        best[key] = min(ms, best.get(key, ms))
+
+
+def run_streaming(cmd, label):
+    """Run `cmd` in the repository, echoing its stdout live (a full run takes minutes) and
+    returning it. stderr (cargo's compile progress, errors) goes straight to the terminal."""
+    print(f"== {label}: {' '.join(cmd)}", flush=True)
+    lines = []
+    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:
+            print("   " + line, end="", flush=True)
+            lines.append(line)
+    if proc.returncode != 0:
+        sys.exit(f"run.py: {label} failed (exit code {proc.returncode}): {' '.join(cmd)}")
+    return "".join(lines)
+
+
+def table(kiln, torch):
+    """The comparison as a Markdown table; a dash where a system printed no figure."""
+
+    def ms(value):
+        return f"{value:.4f}" if value is not None else "–"
+
+    rows = [
+        "| workload | threads | kiln ms | PyTorch ms | kiln/PyTorch |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    # Sorting by id puts W1..W5 in order whatever order the harnesses printed them in.
+    for key in sorted(set(kiln) | set(torch)):
+        k, t = kiln.get(key), torch.get(key)
+        ratio = f"{k / t:.2f}" if k is not None and t else "–"
+        rows.append(f"| {key[0]} | {key[1]} | {ms(k)} | {ms(t)} | {ratio} |")
+    return "\n".join(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("filters", nargs="*", help="workload id substrings (default: W1..W5)")
+    ap.add_argument("--quick", action="store_true", help="a tenth of the counted steps")
+    ap.add_argument("--rounds", type=int, default=2, help="runs per system (default 2)")
+    ap.add_argument("--self-test", action="store_true", help="test the parsing, run nothing")
+    args = ap.parse_args()
+    if args.self_test:
+        return self_test()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+
+    # Naming W1..W5 explicitly keeps kiln from also timing its macro expansion, which has no
+    # PyTorch counterpart.
+    filters = args.filters or ["W1", "W2", "W3", "W4", "W5"]
+    quick = ["--quick"] if args.quick else []
+    kiln_cmd = ["cargo", "bench", "--bench", "workloads", "--", *quick, *filters]
+    torch_cmd = [sys.executable, str(HERE / "pytorch_workloads.py"), *quick, *filters]
+    # Checked here, in the interpreter that will run the PyTorch script, so a missing torch is
+    # reported once instead of failing every round.
+    has_torch = importlib.util.find_spec("torch") is not None
+    if not has_torch:
+        print("PyTorch is not installed (`pip install torch`): running kiln only.", flush=True)
+
+    kiln, torch = {}, {}
+    # Alternating the systems spreads slow drifts of the machine (thermal, other load) over
+    # both, instead of handing all of one system's runs the same conditions.
+    for r in range(1, args.rounds + 1):
+        keep_best(kiln, parse(run_streaming(kiln_cmd, f"kiln, round {r}/{args.rounds}")))
+        if has_torch:
+            keep_best(torch, parse(run_streaming(torch_cmd, f"PyTorch, round {r}/{args.rounds}")))
+
+    print(f"\nBest median over {args.rounds} round(s) per system"
+          f"{' (--quick)' if args.quick else ''}; kiln/PyTorch < 1 means kiln is faster.\n")
+    print(table(kiln, torch))
+    # kiln's harness prints 1-thread rows only while its GEMM is single-threaded.
+    print("\n–: that system printed no figure for this row.")
+    if not has_torch:
+        print("\nPyTorch was skipped (not installed): `pip install torch` and run again.")
+    return 0
+
+
+# Captured outputs in the harnesses' format: kiln's with the lines the parser must ignore.
+SAMPLE_KILN = """\
+W1 seed-linreg   threads 1  median     0.0038 ms/step      264000.0 steps/s
+W2 mlp-small     threads 1  median     0.2105 ms/step        4751.0 steps/s
+W5 infer-mlp     threads 1  median     0.0038 ms/step      261000.0 steps/s
+W3 mlp-wide      threads 1  median    46.9000 ms/step          21.3 steps/s
+W4 lenet         threads 1  median     6.5800 ms/step         152.0 steps/s
+expand W3        median     0.9400 ms
+expand W4        median     1.8300 ms
+"""
+SAMPLE_KILN_2 = SAMPLE_KILN.replace("0.2105", "0.2000").replace("46.9000", "48.0000")
+SAMPLE_TORCH = """\
+W1 seed-linreg   threads 1  median     0.0400 ms/step       25000.0 steps/s
+W1 seed-linreg   threads 2  median     0.0500 ms/step       20000.0 steps/s
+W2 mlp-small     threads 1  median     0.4000 ms/step        2500.0 steps/s
+W2 mlp-small     threads 2  median     0.3000 ms/step        3333.3 steps/s
+"""
+
+
+def self_test():
+    runs = [parse(SAMPLE_KILN), parse(SAMPLE_KILN_2)]
+    assert len(runs[0]) == 5, runs[0]  # the two `expand` lines are not workloads
+    assert runs[0][("W3 mlp-wide", 1)] == 46.9
+    kiln, torch = {}, {}
+    for run in runs:
+        keep_best(kiln, run)
+    keep_best(torch, parse(SAMPLE_TORCH))
+    assert kiln[("W2 mlp-small", 1)] == 0.2  # best of 0.2105 and 0.2000
+    assert kiln[("W3 mlp-wide", 1)] == 46.9  # best of 46.9 and 48.0
+    out = table(kiln, torch)
+    print(out)
+    lines = out.splitlines()
+    assert lines[2] == "| W1 seed-linreg | 1 | 0.0038 | 0.0400 | 0.10 |", lines[2]
+    assert lines[3] == "| W1 seed-linreg | 2 | – | 0.0500 | – |", lines[3]
+    assert lines[4] == "| W2 mlp-small | 1 | 0.2000 | 0.4000 | 0.50 |", lines[4]
+    assert [l.split(" | ")[0] for l in lines[2:]] == [
+        "| W1 seed-linreg", "| W1 seed-linreg", "| W2 mlp-small", "| W2 mlp-small",
+        "| W3 mlp-wide", "| W4 lenet", "| W5 infer-mlp"]
+    print("self-test ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
