@@ -71,27 +71,15 @@ impl Ctx<'_> {
     }
 
     /// The element count of a shape as an expression (`B * 128`).
+    /// The element count of a shape as an expression of its dims (`B * 16 * 8 * 8`), which
+    /// reads like the shape it comes from; dims of 1 are left out.
     pub fn len_tokens(&self, shape: &Shape) -> TokenStream {
-        let fixed: usize = shape
+        let parts: Vec<TokenStream> = shape
             .0
             .iter()
-            .filter_map(|d| match d {
-                Dim::Fixed(n) => Some(*n),
-                Dim::Symbol(_) => None,
-            })
-            .product();
-        let mut parts: Vec<TokenStream> = shape
-            .0
-            .iter()
-            .filter_map(|d| match d {
-                Dim::Symbol(_) => Some(self.dim_tokens(*d)),
-                Dim::Fixed(_) => None,
-            })
+            .filter(|d| **d != Dim::Fixed(1))
+            .map(|d| self.dim_tokens(*d))
             .collect();
-        if fixed != 1 || parts.is_empty() {
-            let lit = proc_macro2::Literal::usize_unsuffixed(fixed);
-            parts.push(quote!(#lit));
-        }
         join_mul(&parts)
     }
 
