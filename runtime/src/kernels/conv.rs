@@ -174,6 +174,206 @@ fn valid_range(
     (lo.min(hi), hi)
 }
 
+/// `dst = src` for short slices (an im2col row segment) without a call to `memcpy`: whole
+/// blocks of 8, then 4, 2 and 1.
+#[inline(always)]
+fn copy_short<F: Copy>(dst: &mut [F], src: &[F]) {
+    let n = dst.len();
+    let src = &src[..n];
+    let mut i = 0;
+    while i + 8 <= n {
+        let block: [F; 8] = src[i..i + 8].try_into().expect("8 elements");
+        dst[i..i + 8].copy_from_slice(&block);
+        i += 8;
+    }
+    if n - i >= 4 {
+        let block: [F; 4] = src[i..i + 4].try_into().expect("4 elements");
+        dst[i..i + 4].copy_from_slice(&block);
+        i += 4;
+    }
+    if n - i >= 2 {
+        let block: [F; 2] = src[i..i + 2].try_into().expect("2 elements");
+        dst[i..i + 2].copy_from_slice(&block);
+        i += 2;
+    }
+    if n - i >= 1 {
+        dst[i] = src[i];
+    }
+}
+
+/// `dst += src` element by element for short slices: blocks of 8, then one at a time.
+#[inline(always)]
+fn add_short<F: Float>(dst: &mut [F], src: &[F]) {
+    let n = dst.len();
+    let src = &src[..n];
+    let mut d_blocks = dst.chunks_exact_mut(8);
+    let mut s_blocks = src.chunks_exact(8);
+    for (d, s) in (&mut d_blocks).zip(&mut s_blocks) {
+        let d: &mut [F; 8] = d.try_into().expect("8 elements");
+        let s: &[F; 8] = s.try_into().expect("8 elements");
+        for l in 0..8 {
+            d[l] += s[l];
+        }
+    }
+    for (d, &s) in d_blocks
+        .into_remainder()
+        .iter_mut()
+        .zip(s_blocks.remainder())
+    {
+        *d += s;
+    }
+}
+
+/// Copies `dst.len() / width` rows of `width` elements: row `i` of `src` starts at
+/// `i · src_stride`, row `i` of `dst` at `i · width`. The bounds are checked once up front, so
+/// the per-row copies (blocks of 8, then 4, 2, 1: no `memcpy` call for these short rows) run
+/// unchecked.
+#[inline(always)]
+fn copy_rows<F: Copy>(src: &[F], src_stride: usize, dst: &mut [F], width: usize) {
+    if width == 0 {
+        return;
+    }
+    let rows = dst.len() / width;
+    assert_eq!(rows * width, dst.len(), "copy_rows: ragged destination");
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        width <= src_stride && (rows - 1) * src_stride + width <= src.len(),
+        "copy_rows: source too short"
+    );
+    let (s0, d0) = (src.as_ptr(), dst.as_mut_ptr());
+    for i in 0..rows {
+        // SAFETY: row i reads src[i·stride .. i·stride + width] and writes
+        // dst[i·width .. (i + 1)·width], both in bounds by the checks above; the slices are
+        // distinct borrows, so they do not overlap.
+        unsafe {
+            let (mut s, mut d) = (s0.add(i * src_stride), d0.add(i * width));
+            let mut left = width;
+            if left >= 16 {
+                // Long rows (LLVM may turn this loop into a `memcpy` call, fine at this size).
+                while left >= 8 {
+                    d.cast::<[F; 8]>()
+                        .write_unaligned(s.cast::<[F; 8]>().read_unaligned());
+                    s = s.add(8);
+                    d = d.add(8);
+                    left -= 8;
+                }
+            } else if left >= 8 {
+                // Straight-line, so that a short row is never a library call.
+                d.cast::<[F; 8]>()
+                    .write_unaligned(s.cast::<[F; 8]>().read_unaligned());
+                s = s.add(8);
+                d = d.add(8);
+                left -= 8;
+            }
+            if left >= 4 {
+                d.cast::<[F; 4]>()
+                    .write_unaligned(s.cast::<[F; 4]>().read_unaligned());
+                s = s.add(4);
+                d = d.add(4);
+                left -= 4;
+            }
+            if left >= 2 {
+                d.cast::<[F; 2]>()
+                    .write_unaligned(s.cast::<[F; 2]>().read_unaligned());
+                s = s.add(2);
+                d = d.add(2);
+                left -= 2;
+            }
+            if left == 1 {
+                d.write(s.read());
+            }
+        }
+    }
+}
+
+/// `dst[i·dst_stride + j] += src[i·width + j]` for the `src.len() / width` rows of `src`, with
+/// the bounds checked once up front (the adjoint of [`copy_rows`]).
+#[inline(always)]
+fn add_rows<F: Float>(src: &[F], width: usize, dst: &mut [F], dst_stride: usize) {
+    if width == 0 {
+        return;
+    }
+    let rows = src.len() / width;
+    assert_eq!(rows * width, src.len(), "add_rows: ragged source");
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        width <= dst_stride && (rows - 1) * dst_stride + width <= dst.len(),
+        "add_rows: destination too short"
+    );
+    let (s0, d0) = (src.as_ptr(), dst.as_mut_ptr());
+    for i in 0..rows {
+        // SAFETY: row i reads src[i·width .. (i + 1)·width] and updates
+        // dst[i·stride .. i·stride + width], both in bounds by the checks above; the slices
+        // are distinct borrows, so they do not overlap.
+        unsafe {
+            let (mut s, mut d) = (s0.add(i * width), d0.add(i * dst_stride));
+            let mut left = width;
+            while left >= 8 {
+                let a = s.cast::<[F; 8]>().read_unaligned();
+                let mut b = d.cast::<[F; 8]>().read_unaligned();
+                for l in 0..8 {
+                    b[l] += a[l];
+                }
+                d.cast::<[F; 8]>().write_unaligned(b);
+                s = s.add(8);
+                d = d.add(8);
+                left -= 8;
+            }
+            while left > 0 {
+                *d += s.read();
+                s = s.add(1);
+                d = d.add(1);
+                left -= 1;
+            }
+        }
+    }
+}
+
+/// `dst.fill(value)` for short slices without a call to `memset`.
+#[inline(always)]
+fn fill_short<F: Copy>(dst: &mut [F], value: F) {
+    let n = dst.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        dst[i..i + 8].copy_from_slice(&[value; 8]);
+        i += 8;
+    }
+    if n - i >= 4 {
+        dst[i..i + 4].copy_from_slice(&[value; 4]);
+        i += 4;
+    }
+    if n - i >= 2 {
+        dst[i..i + 2].copy_from_slice(&[value; 2]);
+        i += 2;
+    }
+    if n - i >= 1 {
+        dst[i] = value;
+    }
+}
+
+/// The sum of `values` in 8 interleaved partial sums (lane `l` takes the elements at `l`
+/// mod 8), combined pairwise, then the tail in order.
+#[inline]
+fn sum_lanes<F: Float>(values: &[F]) -> F {
+    let mut acc = [F::ZERO; 8];
+    let mut blocks = values.chunks_exact(8);
+    for block in &mut blocks {
+        for (a, &v) in acc.iter_mut().zip(block) {
+            *a += v;
+        }
+    }
+    let mut total =
+        ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for &v in blocks.remainder() {
+        total += v;
+    }
+    total
+}
+
 /// Unfolds one sample `x` (`[C, H, W]`) into `cols` (`[C·kh·kw, out_h·out_w]`): row
 /// `(c·kh + u)·kw + v`, column `i·out_w + j` holds `x[c, i·sh + u − ph, j·sw + v − pw]`, or 0
 /// in the padding.
@@ -185,6 +385,10 @@ fn im2col<F: Float>(x: &[F], g: &Conv2dGeometry, cols: &mut [F]) {
         cols.fill(F::ZERO);
         return;
     }
+    if g.stride_h == 1 && g.stride_w == 1 {
+        im2col_stride1(x, g, cols);
+        return;
+    }
     let mut rows = cols.chunks_exact_mut(positions);
     for x_c in x.chunks_exact(plane) {
         for u in 0..g.kernel_h {
@@ -194,19 +398,19 @@ fn im2col<F: Float>(x: &[F], g: &Conv2dGeometry, cols: &mut [F]) {
                 let row = rows.next().expect("im2col: cols is sized by the geometry");
                 for (i, dst) in row.chunks_exact_mut(out_w).enumerate() {
                     if i < i_lo || i >= i_hi {
-                        dst.fill(F::ZERO);
+                        fill_short(dst, F::ZERO);
                         continue;
                     }
                     let ih = i * g.stride_h + u - g.pad_h;
                     let src = &x_c[ih * g.in_w..(ih + 1) * g.in_w];
-                    dst[..j_lo].fill(F::ZERO);
-                    dst[j_hi..].fill(F::ZERO);
+                    fill_short(&mut dst[..j_lo], F::ZERO);
+                    fill_short(&mut dst[j_hi..], F::ZERO);
                     if j_lo == j_hi {
                         continue;
                     }
                     let iw_lo = j_lo * g.stride_w + v - g.pad_w;
                     if g.stride_w == 1 {
-                        dst[j_lo..j_hi].copy_from_slice(&src[iw_lo..iw_lo + (j_hi - j_lo)]);
+                        copy_short(&mut dst[j_lo..j_hi], &src[iw_lo..iw_lo + (j_hi - j_lo)]);
                     } else {
                         for (d, s) in dst[j_lo..j_hi]
                             .iter_mut()
@@ -215,6 +419,77 @@ fn im2col<F: Float>(x: &[F], g: &Conv2dGeometry, cols: &mut [F]) {
                             *d = *s;
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col`] for stride 1: input row `i + u − pad_h` feeds output row `i` of kernel row
+/// `(c, u, v)`, so each output row is one short copy between zero-filled edges. When the output
+/// is as wide as the input (`2·pad_w = kernel_w − 1`), a kernel row is the input shifted by a
+/// constant: one long copy, then the few columns that wrapped into the neighbouring input row
+/// are zeroed.
+fn im2col_stride1<F: Float>(x: &[F], g: &Conv2dGeometry, cols: &mut [F]) {
+    let (out_h, out_w) = (g.out_h(), g.out_w());
+    let (in_w, plane) = (g.in_w, g.in_h * g.in_w);
+    let positions = out_h * out_w;
+    let mut rows = cols.chunks_exact_mut(positions);
+    for x_c in x.chunks_exact(plane) {
+        for u in 0..g.kernel_h {
+            let (i_lo, i_hi) = valid_range(u, g.pad_h, 1, g.in_h, out_h);
+            for v in 0..g.kernel_w {
+                let (j_lo, j_hi) = valid_range(v, g.pad_w, 1, g.in_w, out_w);
+                let row = rows.next().expect("im2col: cols is sized by the geometry");
+                row[..i_lo * out_w].fill(F::ZERO);
+                row[i_hi * out_w..].fill(F::ZERO);
+                if i_lo == i_hi {
+                    continue;
+                }
+                if j_lo == j_hi {
+                    row[i_lo * out_w..i_hi * out_w].fill(F::ZERO);
+                    continue;
+                }
+                // Input row of output row i_lo, and input column of output column j_lo.
+                let ih_lo = i_lo + u - g.pad_h;
+                let iw_lo = j_lo + v - g.pad_w;
+                if out_w == in_w {
+                    // Output (i, j) reads flat input (i + u − ph)·W + j + v − pw: a constant
+                    // shift. Copy the span of valid positions from (i_lo, j_lo) to
+                    // (i_hi − 1, j_hi − 1), then zero the columns outside [j_lo, j_hi).
+                    let d_lo = i_lo * out_w + j_lo;
+                    let d_hi = (i_hi - 1) * out_w + j_hi;
+                    let s_lo = ih_lo * in_w + iw_lo;
+                    row[d_lo..d_hi].copy_from_slice(&x_c[s_lo..s_lo + (d_hi - d_lo)]);
+                    for dst in row[i_lo * out_w..i_hi * out_w].chunks_exact_mut(out_w) {
+                        for d in &mut dst[..j_lo] {
+                            *d = F::ZERO;
+                        }
+                        for d in &mut dst[j_hi..] {
+                            *d = F::ZERO;
+                        }
+                    }
+                    continue;
+                }
+                let n = j_hi - j_lo;
+                if j_lo == 0 && n == out_w {
+                    // No horizontal padding in this kernel column: plain row copies.
+                    copy_rows(
+                        &x_c[ih_lo * in_w + iw_lo..],
+                        in_w,
+                        &mut row[i_lo * out_w..i_hi * out_w],
+                        out_w,
+                    );
+                    continue;
+                }
+                let src_rows = x_c[ih_lo * in_w..].chunks(in_w);
+                for (dst, src) in row[i_lo * out_w..i_hi * out_w]
+                    .chunks_exact_mut(out_w)
+                    .zip(src_rows)
+                {
+                    fill_short(&mut dst[..j_lo], F::ZERO);
+                    copy_short(&mut dst[j_lo..j_lo + n], &src[iw_lo..iw_lo + n]);
+                    fill_short(&mut dst[j_lo + n..], F::ZERO);
                 }
             }
         }
@@ -237,7 +512,18 @@ fn col2im_add<F: Float>(cols: &[F], g: &Conv2dGeometry, dx: &mut [F]) {
             for v in 0..g.kernel_w {
                 let (j_lo, j_hi) = valid_range(v, g.pad_w, g.stride_w, g.in_w, out_w);
                 let row = rows.next().expect("col2im: cols is sized by the geometry");
-                if j_lo == j_hi {
+                if j_lo == j_hi || i_lo == i_hi {
+                    continue;
+                }
+                if g.stride_h == 1 && g.stride_w == 1 && j_lo == 0 && j_hi == out_w {
+                    // No horizontal padding: whole rows of the block add onto input rows.
+                    let start = (i_lo + u - g.pad_h) * g.in_w + v - g.pad_w;
+                    add_rows(
+                        &row[i_lo * out_w..i_hi * out_w],
+                        out_w,
+                        &mut dx_c[start..],
+                        g.in_w,
+                    );
                     continue;
                 }
                 for i in i_lo..i_hi {
@@ -245,8 +531,12 @@ fn col2im_add<F: Float>(cols: &[F], g: &Conv2dGeometry, dx: &mut [F]) {
                     let ih = i * g.stride_h + u - g.pad_h;
                     let iw_lo = j_lo * g.stride_w + v - g.pad_w;
                     let dst = &mut dx_c[ih * g.in_w..(ih + 1) * g.in_w];
-                    for (d, &s) in dst[iw_lo..].iter_mut().step_by(g.stride_w).zip(src.iter()) {
-                        *d += s;
+                    if g.stride_w == 1 {
+                        add_short(&mut dst[iw_lo..iw_lo + src.len()], src);
+                    } else {
+                        for (d, &s) in dst[iw_lo..].iter_mut().step_by(g.stride_w).zip(src) {
+                            *d += s;
+                        }
                     }
                 }
             }
@@ -404,7 +694,7 @@ pub fn conv2d_backward<F: Float>(
         }
         if let Some(db) = dbias.as_deref_mut() {
             for (acc, plane) in db.iter_mut().zip(dy_s.chunks_exact(p)) {
-                *acc += plane.iter().copied().sum::<F>();
+                *acc += sum_lanes(plane);
             }
         }
         if let Some((dx, _)) = dx.as_mut() {
@@ -505,6 +795,9 @@ mod tests {
             geom(3, 4, (3, 5), 5, (1, 1), (1, 1), (0, 0)),
             geom(2, 2, (5, 4), 3, (1, 1), (2, 2), (1, 0)),
             geom(1, 1, (2, 3), 2, (4, 4), (1, 2), (2, 1)),
+            // Stride 1 with "same" width (LeNet's first layer) and without padding.
+            geom(2, 2, (6, 8), 3, (5, 5), (1, 1), (2, 2)),
+            geom(2, 3, (7, 9), 2, (3, 2), (1, 1), (0, 0)),
         ]
     }
 

@@ -157,10 +157,64 @@ pub fn max_pool2d_forward<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
     check_len(WHAT, "x", x.len(), g.input_len());
     check_len(WHAT, "y", y.len(), g.output_len());
     let plane = g.in_h * g.in_w;
+    if plane == 0 || y.is_empty() {
+        return;
+    }
+    if g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 {
+        max_pool_2x2_forward(x, g, y);
+        return;
+    }
     for_each_window(g, |base, out, top_left| {
         let x_p = &x[base..base + plane];
-        y[out] = x_p[window_argmax(x_p, g, top_left)];
+        y[out] = window_max(x_p, g, top_left);
     });
+}
+
+/// PyTorch's selection step: `v` replaces `best` when it is greater or NaN. Written as a
+/// select so that it compiles without branches.
+#[inline(always)]
+fn pick<F: Float>(best: F, v: F) -> F {
+    #[allow(clippy::eq_op)]
+    let take = (v > best) | (v != v);
+    if take {
+        v
+    } else {
+        best
+    }
+}
+
+/// The value [`window_argmax`] selects (the same element, so the same bits).
+#[inline]
+fn window_max<F: Float>(plane: &[F], g: &Pool2dGeometry, top_left: usize) -> F {
+    let mut best = plane[top_left];
+    for u in 0..g.kernel_h {
+        let row = top_left + u * g.in_w;
+        for &val in &plane[row..row + g.kernel_w] {
+            best = pick(best, val);
+        }
+    }
+    best
+}
+
+/// The 2×2, stride-2 forward: each output row reads a pair of input rows.
+fn max_pool_2x2_forward<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
+    let (out_h, out_w) = (g.out_h(), g.out_w());
+    let (in_w, plane) = (g.in_w, g.in_h * g.in_w);
+    for (x_p, y_p) in x.chunks_exact(plane).zip(y.chunks_exact_mut(out_h * out_w)) {
+        for (i, y_row) in y_p.chunks_exact_mut(out_w).enumerate() {
+            let r0 = &x_p[2 * i * in_w..2 * i * in_w + 2 * out_w];
+            let r1 = &x_p[(2 * i + 1) * in_w..(2 * i + 1) * in_w + 2 * out_w];
+            for ((dst, a), b) in y_row
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+            {
+                let best = pick(a[0], a[1]);
+                let best = pick(best, b[0]);
+                *dst = pick(best, b[1]);
+            }
+        }
+    }
 }
 
 /// The VJP of [`max_pool2d_forward`]: each `dy` element flows to the input its window selected
@@ -190,6 +244,10 @@ pub fn max_pool2d_backward<F: Float>(
     check_len(WHAT, "y", y.len(), g.output_len());
     check_len(WHAT, "dy", dy.len(), g.output_len());
     check_len(WHAT, "dx", dx.len(), g.input_len());
+    if g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 {
+        max_pool_2x2_backward(x, y, dy, g, dx, accumulate);
+        return;
+    }
     if !accumulate {
         dx.fill(F::ZERO);
     }
@@ -207,6 +265,88 @@ pub fn max_pool2d_backward<F: Float>(
         };
         dx[base + index] += dy[out];
     });
+}
+
+#[cold]
+#[inline(never)]
+fn foreign_y() -> ! {
+    panic!("max_pool2d_backward: y is not max_pool2d_forward(x)")
+}
+
+/// The 2×2, stride-2 backward. The windows do not overlap, so when overwriting every input
+/// is written exactly once (inputs past the last full window, 0); the selected one gets
+/// `0 + dy` as the general path's fill-then-add would give it.
+fn max_pool_2x2_backward<F: Float>(
+    x: &[F],
+    y: &[F],
+    dy: &[F],
+    g: &Pool2dGeometry,
+    dx: &mut [F],
+    accumulate: bool,
+) {
+    let (out_h, out_w) = (g.out_h(), g.out_w());
+    let (in_w, plane) = (g.in_w, g.in_h * g.in_w);
+    if plane == 0 {
+        return;
+    }
+    let out_plane = out_h * out_w;
+    if out_plane == 0 {
+        if !accumulate {
+            dx.fill(F::ZERO);
+        }
+        return;
+    }
+    let used_w = 2 * out_w;
+    for (((x_p, dx_p), y_p), dy_p) in x
+        .chunks_exact(plane)
+        .zip(dx.chunks_exact_mut(plane))
+        .zip(y.chunks_exact(out_plane))
+        .zip(dy.chunks_exact(out_plane))
+    {
+        for i in 0..out_h {
+            let y_row = &y_p[i * out_w..(i + 1) * out_w];
+            let dy_row = &dy_p[i * out_w..(i + 1) * out_w];
+            let r0 = &x_p[2 * i * in_w..2 * i * in_w + used_w];
+            let r1 = &x_p[(2 * i + 1) * in_w..(2 * i + 1) * in_w + used_w];
+            let rows = &mut dx_p[2 * i * in_w..(2 * i + 2) * in_w];
+            if !accumulate {
+                rows.fill(F::ZERO);
+            }
+            for j in 0..out_w {
+                let t = y_row[j];
+                let (a, b, c, d) = (r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
+                #[allow(clippy::eq_op)]
+                let k = if t == t {
+                    // Not NaN: the first element equal to the maximum (4: none, a foreign y).
+                    let bits = (a == t) as u32
+                        | ((b == t) as u32) << 1
+                        | ((c == t) as u32) << 2
+                        | ((d == t) as u32) << 3
+                        | 1 << 4;
+                    bits.trailing_zeros() as usize
+                } else {
+                    // NaN: PyTorch's scan (the last NaN).
+                    let mut k = 0;
+                    let mut best = a;
+                    for (m, v) in [b, c, d].into_iter().enumerate() {
+                        if v > best || v != v {
+                            best = v;
+                            k = m + 1;
+                        }
+                    }
+                    k
+                };
+                if k == 4 {
+                    foreign_y();
+                }
+                // Rows fill with 0 above, so `+=` gives the `0 + dy` of fill-then-add.
+                rows[(k >> 1) * in_w + 2 * j + (k & 1)] += dy_row[j];
+            }
+        }
+        if !accumulate {
+            dx_p[2 * out_h * in_w..].fill(F::ZERO);
+        }
+    }
 }
 
 /// The first element of the window equal to `target`, in row-major order.
