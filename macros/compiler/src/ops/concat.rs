@@ -102,7 +102,7 @@ impl Kernel for Concat {
                 return Err(OpError::input(
                     i,
                     format!(
-                        "`concat` along axis {axis} needs every other dim equal, but {} and {} differ",
+                        "`concat` along axis {axis} needs every other dim equal, but {} and {} differ elsewhere: only axis {axis} may differ (pool or reshape one of them to match)",
                         first.display(symbols),
                         s.display(symbols)
                     ),

@@ -45,7 +45,7 @@ impl OpSpec for DropoutSpec {
         if !(0.0..1.0).contains(&p) {
             return Err(syn::Error::new(
                 args.span(),
-                format!("the drop probability must be in [0, 1), not {p}"),
+                format!("the drop probability must be in [0, 1), not {p}: `dropout(x, 0.5)` drops half of the values in training"),
             ));
         }
         Ok(Built::Kernel(Box::new(Dropout { p })))

@@ -132,7 +132,7 @@ impl Kernel for Norm {
             if x.shape.rank() != 2 && x.shape.rank() != 4 {
                 return Err(OpError::input(
                     0,
-                    format!("`batch_norm` expects [batch, features] or [batch, channels, height, width], but this is {shown}"),
+                    format!("`batch_norm` expects [batch, features] or [batch, channels, height, width], but this is {shown}: reshape it to one of them first"),
                 ));
             }
             if let Dim::Symbol(s) = x.shape.0[1] {

@@ -151,9 +151,18 @@ impl Kernel for Reshape {
                     });
                 }
                 let new = Shape(dims);
-                if size_of(&new) != size_of(shape) {
+                let (from, to) = (size_of(shape), size_of(&new));
+                if from != to {
+                    let detail = if from.1 == to.1 {
+                        format!(
+                            "{} elements become {}: choose dims whose product is {}",
+                            from.0, to.0, from.0
+                        )
+                    } else {
+                        "the symbolic dims differ: keep the same symbolic dims (usually the batch `B`) and reshape the rest".to_string()
+                    };
                     return Err(OpError::call(format!(
-                        "cannot reshape {shown} into {}: the number of elements differs",
+                        "cannot reshape {shown} into {}: {detail}",
                         new.display(symbols)
                     )));
                 }
