@@ -18,6 +18,8 @@
 //!   products.
 //! - `gemm/simd.rs`: explicit vector registers for the matrix-vector kernels.
 //! - `gemm/buffer.rs`: the thread-local packing buffers.
+//! - `gemm/pool.rs`: the one persistent helper thread that computes half of a large product
+//!   (`m·k·n ≥ 2²³`) while the caller computes the other half; `KILN_THREADS=1` turns it off.
 //!
 //! The instruction set is detected once per process; the environment variable
 //! `KILN_GEMM_ISA=avx512|avx2|portable` selects a lesser one (benchmarks, debugging).
@@ -28,6 +30,7 @@ mod driver;
 mod gemv;
 mod kernel;
 mod pack;
+mod pool;
 mod simd;
 
 use crate::Float;
@@ -45,6 +48,8 @@ use driver::{MatRef, Path, Problem};
 /// becomes `beta · C`.
 ///
 /// Once a thread has run a GEMM of a given size (or larger), later calls allocate nothing.
+/// Large products run on two threads (this one and a persistent helper, see `gemm/pool.rs`)
+/// unless `KILN_THREADS=1`; the result is bit-identical either way.
 ///
 /// # Panics
 /// If a slice's length is not the product of its dimensions (a caller bug).
@@ -178,8 +183,100 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
         rsc,
         csc,
     };
-    // SAFETY: `Isa::selected` is supported by this CPU; the memory contract is the caller's.
-    unsafe { T::run_on(Isa::selected(), &p, Path::Auto) }
+    let isa = Isa::selected();
+    // SAFETY (both): `Isa::selected` is supported by this CPU; the memory contract is the
+    // caller's.
+    if !unsafe { run_split(isa, &p) } {
+        unsafe { T::run_on(isa, &p, Path::Auto) }
+    }
+}
+
+/// The smallest product (`m·k·n` multiply-adds) run on two threads. Measured on a 2-core
+/// AVX-512 machine with back-to-back calls (the helper spinning, see `gemm/pool.rs`): two
+/// threads are 1.9× faster from 2²³ up, 1.4 to 1.6× at 2²¹ to 2²²; but in the W2 step its
+/// 2^22.6 products gained nothing measurable (a sleeping helper's futex wake-up costs tens of
+/// microseconds), so the threshold is 2²³. W3's products are 2²⁹ and more.
+const THREADED_MIN_WORK: usize = 1 << 23;
+
+/// One thread's share of a split problem, as handed to the helper thread.
+struct Part<T> {
+    isa: Isa,
+    p: Problem<T>,
+}
+
+/// Runs a [`Part`] (the helper thread's side of [`run_split`]).
+///
+/// # Safety
+/// `data` must point to a live `Part<T>` whose problem satisfies [`Dispatch::run_on`].
+unsafe fn run_part<T: Dispatch>(data: *const ()) {
+    // SAFETY: from the caller.
+    let part = unsafe { &*data.cast::<Part<T>>() };
+    // SAFETY: from the caller.
+    unsafe { T::run_on(part.isa, &part.p, Path::Auto) }
+}
+
+/// Whether a problem with a `rows × cols` `C` takes the packed path under [`Path::Auto`]
+/// whatever its layout (see `driver::gemv_first`): splits are only made into such parts, so
+/// that each part runs exactly the algorithm the whole would have.
+fn packs(rows: usize, cols: usize, nr: usize) -> bool {
+    rows > 1 && cols > 1 && 2 * cols >= nr
+}
+
+/// Runs a large problem on two threads, if available and worth it: `C` is cut at a panel
+/// boundary into two blocks of about equal work (along `n` when `n ≥ m`, else along `m`);
+/// this thread computes the first and the helper thread the second. Each block runs the
+/// unchanged single-threaded algorithm (the same `kc` blocking and per-element summation
+/// order), so the result is bit-identical to a one-thread call. Returns `false`, having done
+/// nothing, when the problem is to run on this thread alone.
+///
+/// # Safety
+/// `isa` supported by this CPU and `p` as for [`Dispatch::run_on`].
+unsafe fn run_split<T: Dispatch>(isa: Isa, p: &Problem<T>) -> bool {
+    let work = p.m.saturating_mul(p.n).saturating_mul(p.k);
+    if work < THREADED_MIN_WORK || pool::threads() < 2 {
+        return false;
+    }
+    let (mr, nr) = T::tile_size(isa);
+    let (mine, theirs) = if p.n >= p.m {
+        let first = p.n.div_ceil(nr).div_ceil(2) * nr;
+        if first >= p.n || !packs(p.m, first, nr) || !packs(p.m, p.n - first, nr) {
+            return false;
+        }
+        let theirs = Problem {
+            n: p.n - first,
+            b: MatRef {
+                ptr: p.b.ptr.wrapping_offset(first as isize * p.b.cs),
+                ..p.b
+            },
+            c: p.c.wrapping_offset(first as isize * p.csc),
+            ..*p
+        };
+        (Problem { n: first, ..*p }, theirs)
+    } else {
+        let first = p.m.div_ceil(mr).div_ceil(2) * mr;
+        if first >= p.m || !packs(first, p.n, nr) || !packs(p.m - first, p.n, nr) {
+            return false;
+        }
+        let theirs = Problem {
+            m: p.m - first,
+            a: MatRef {
+                ptr: p.a.ptr.wrapping_offset(first as isize * p.a.rs),
+                ..p.a
+            },
+            c: p.c.wrapping_offset(first as isize * p.rsc),
+            ..*p
+        };
+        (Problem { m: first, ..*p }, theirs)
+    };
+    let part = Part { isa, p: theirs };
+    let job = pool::Job {
+        run: run_part::<T>,
+        data: (&raw const part).cast(),
+    };
+    // SAFETY: the two parts write disjoint blocks of `C` and only read `A` and `B` (which
+    // `C` does not overlap); `part` lives until `run_pair` returns, which it does only after
+    // the helper is done; each part is a sub-block of `p`, valid as `p` is.
+    unsafe { pool::run_pair(job, || T::run_on(isa, &mine, Path::Auto)) }
 }
 
 #[cfg(test)]
@@ -469,6 +566,72 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A threaded call (above the work threshold, split along `n` or along `m`, ragged last
+    /// panels) is bit-identical to the same problem run on one thread.
+    #[test]
+    fn threaded_split_is_bit_identical() {
+        fn one<F: Float + Dispatch>(m: usize, k: usize, n: usize) {
+            assert!(m * k * n >= THREADED_MIN_WORK);
+            let a: Vec<F> = values(m * k, 1.0).iter().map(|&x| F::from_f64(x)).collect();
+            let b: Vec<F> = values(k * n, 2.0).iter().map(|&x| F::from_f64(x)).collect();
+            let c0: Vec<F> = values(m * n, 3.0).iter().map(|&x| F::from_f64(x)).collect();
+            for a_trans in [false, true] {
+                for b_trans in [false, true] {
+                    let (alpha, beta) = (F::from_f64(0.75), F::from_f64(-1.25));
+                    let mut threaded = c0.clone();
+                    gemm(
+                        m,
+                        k,
+                        n,
+                        alpha,
+                        &a,
+                        a_trans,
+                        &b,
+                        b_trans,
+                        beta,
+                        &mut threaded,
+                    );
+                    let mut single = c0.clone();
+                    let ((rsa, csa), (rsb, csb)) = (strides(m, k, a_trans), strides(k, n, b_trans));
+                    let p = Problem {
+                        m,
+                        k,
+                        n,
+                        alpha,
+                        a: MatRef {
+                            ptr: a.as_ptr(),
+                            rs: rsa,
+                            cs: csa,
+                        },
+                        b: MatRef {
+                            ptr: b.as_ptr(),
+                            rs: rsb,
+                            cs: csb,
+                        },
+                        beta,
+                        c: single.as_mut_ptr(),
+                        rsc: stride(n),
+                        csc: 1,
+                    };
+                    // SAFETY: as in `check`.
+                    unsafe { F::run_on(Isa::selected(), &p, Path::Auto) };
+                    assert!(
+                        threaded
+                            .iter()
+                            .zip(&single)
+                            .all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits()),
+                        "{} m={m} k={k} n={n} a_trans={a_trans} b_trans={b_trans}",
+                        F::NAME
+                    );
+                }
+            }
+        }
+        for (m, k, n) in [(67, 600, 221), (203, 590, 75), (9, 1040, 1001)] {
+            one::<f32>(m, k, n);
+            one::<f64>(m, k, n);
         }
     }
 

@@ -4,7 +4,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use super::driver::{run, Path, Problem};
-use super::kernel::{Elem, PortableF32, PortableF64};
+use super::kernel::{Elem, Kernel, PortableF32, PortableF64};
 use std::sync::OnceLock;
 
 /// The instruction sets kiln has GEMM kernels for.
@@ -77,6 +77,9 @@ pub(crate) trait Dispatch: Elem {
     /// of `A` and `B` readable, every element of `C` writable (and readable unless `beta` is
     /// zero), `C` not overlapping `A` or `B`.
     unsafe fn run_on(isa: Isa, p: &Problem<Self>, path: Path);
+
+    /// The microkernel's tile size `(MR, NR)` with the kernels of `isa`.
+    fn tile_size(isa: Isa) -> (usize, usize);
 }
 
 /// Defines the entry points of one element type and its [`Dispatch`] impl.
@@ -116,6 +119,17 @@ macro_rules! dispatch {
                     Isa::Avx2 => unsafe { $avx2_fn(p, path) },
                     // SAFETY: the baseline needs no CPU feature; `p` from the caller.
                     _ => unsafe { run::<$portable>(p, path) },
+                }
+            }
+
+            #[inline]
+            fn tile_size(isa: Isa) -> (usize, usize) {
+                match isa {
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx512 => (super::kernel::$avx512::MR, super::kernel::$avx512::NR),
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx2 => (super::kernel::$avx2::MR, super::kernel::$avx2::NR),
+                    _ => (<$portable>::MR, <$portable>::NR),
                 }
             }
         }

@@ -147,17 +147,14 @@ fn block_size(len: usize, max: usize, unit: usize) -> usize {
 ///           microkernel: C[ic+ir.., jc+jr..] (MR × NR) += A panel · B panel
 /// ```
 ///
-/// Threading (not done yet; everything is single-threaded today). The loops are arranged so
-/// that it is a local change:
-/// - Loop 5 (`jc`) iterations write disjoint column blocks of `C` and share nothing: give
-///   each thread a range of `jc` blocks. Each thread packs into its own thread-local buffers
-///   (`buffer.rs` is already per thread), so no synchronisation is needed at all. This is the
-///   split for wide `C` (`n ≥ threads · nc`).
-/// - Otherwise split loop 3 (`ic`): all threads share the packed B block of the current `pc`
-///   (pack it once, or cooperatively by panel, then a barrier), each thread packs its own `A`
-///   blocks into its own buffer and writes disjoint row blocks of `C`; a second barrier
-///   before the next `pc` iteration repacks `B`. For that, the `B` buffer must be handed in
-///   by the caller instead of taken from the thread-local here.
+/// Threading: large problems are split before they get here (`run_split` in `gemm.rs`, the
+/// helper thread in `pool.rs`): `C` is cut at a panel boundary into two blocks, along `n`
+/// (a range of `jc` columns, each thread packing its own `B` columns and all of `A`) or
+/// along `m`, and each block runs this unchanged single-threaded loop nest on its own thread
+/// with its own thread-local buffers, so no synchronisation is needed inside, and results
+/// are bit-identical to one thread. A finer split (loop 3, `ic`, sharing one packed `B`
+/// block between threads with a barrier per `pc` step) would need the `B` buffer handed in
+/// by the caller instead of taken from the thread-local here.
 ///
 /// # Safety
 /// As for [`run`].
