@@ -102,7 +102,30 @@ fn labels(rng: &mut StdRng, n: usize) -> Array1<usize> {
     Array1::from_shape_simple_fn(n, || rng.random_range(0..10))
 }
 
+/// Runs every workload with 1 and then 2 threads: the GEMM reads `KILN_THREADS` once per
+/// process, so each thread count is a child run of this same binary.
 fn main() {
+    if std::env::var_os("KILN_BENCH_CHILD").is_some() {
+        return run();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Ok(exe) = std::env::current_exe() else {
+        return run();
+    };
+    for threads in ["1", "2"] {
+        let status = std::process::Command::new(&exe)
+            .args(&args)
+            .env("KILN_BENCH_CHILD", "1")
+            .env("KILN_THREADS", threads)
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("the {threads}-thread run failed");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
@@ -112,9 +135,10 @@ fn main() {
     let wanted = |id: &str| filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()));
     let counted = |n: usize| if quick { n.div_ceil(10) } else { n };
     let mut rng = StdRng::seed_from_u64(0);
-    // kiln runs single-threaded today, so there is one row per workload (threads 1); the
-    // loop is where a 2-thread row goes once the GEMM is threaded.
-    let threads = [1usize];
+    let threads = [std::env::var("KILN_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(1)];
 
     if wanted("W1") {
         let mut model = LinReg::<f32>::new(&mut rng);
@@ -203,7 +227,8 @@ fn main() {
             );
         }
     }
-    if wanted("expand") {
+    // The macro's cost does not depend on the thread count: report it once.
+    if wanted("expand") && threads[0] == 1 {
         for (id, source) in [("expand W3", W3_SOURCE), ("expand W4", W4_SOURCE)] {
             let tokens: proc_macro2::TokenStream = source.parse().expect("model source lexes");
             let (median, _) = measure(5, counted(50), || {
