@@ -385,27 +385,14 @@ mod tests {
                     let (want, scale) =
                         reference(m, k, n, s.alpha, &a64, a_trans, &b64, b_trans, s.beta, &c64);
                     let mut c = c0.clone();
-                    let ((rsa, csa), (rsb, csb)) = (strides(m, k, a_trans), strides(k, n, b_trans));
-                    let p = Problem {
-                        m,
-                        k,
-                        n,
+                    let p = row_major_problem(
+                        (m, k, n),
                         alpha,
-                        a: MatRef {
-                            ptr: a.as_ptr(),
-                            rs: rsa,
-                            cs: csa,
-                        },
-                        b: MatRef {
-                            ptr: b.as_ptr(),
-                            rs: rsb,
-                            cs: csb,
-                        },
+                        (&a, a_trans),
+                        (&b, b_trans),
                         beta,
-                        c: c.as_mut_ptr(),
-                        rsc: stride(n),
-                        csc: 1,
-                    };
+                        &mut c,
+                    );
                     // SAFETY: `isa` comes from `Isa::available`; the strides describe the
                     // vectors above, exactly as in `gemm`.
                     unsafe { F::run_on(isa, &p, path) };
@@ -466,6 +453,39 @@ mod tests {
                     check::<F>(isa, path, m, k, n);
                 }
             }
+        }
+    }
+
+    /// The `Problem` of `gemm`'s public contract: row-major `A` (`m × k`, or `k × m` when
+    /// transposed), `B` likewise, and row-major `C`.
+    fn row_major_problem<T: Dispatch>(
+        (m, k, n): (usize, usize, usize),
+        alpha: T,
+        (a, a_trans): (&[T], bool),
+        (b, b_trans): (&[T], bool),
+        beta: T,
+        c: &mut [T],
+    ) -> Problem<T> {
+        let ((rsa, csa), (rsb, csb)) = (strides(m, k, a_trans), strides(k, n, b_trans));
+        Problem {
+            m,
+            k,
+            n,
+            alpha,
+            a: MatRef {
+                ptr: a.as_ptr(),
+                rs: rsa,
+                cs: csa,
+            },
+            b: MatRef {
+                ptr: b.as_ptr(),
+                rs: rsb,
+                cs: csb,
+            },
+            beta,
+            c: c.as_mut_ptr(),
+            rsc: stride(n),
+            csc: 1,
         }
     }
 
@@ -595,27 +615,14 @@ mod tests {
                         &mut threaded,
                     );
                     let mut single = c0.clone();
-                    let ((rsa, csa), (rsb, csb)) = (strides(m, k, a_trans), strides(k, n, b_trans));
-                    let p = Problem {
-                        m,
-                        k,
-                        n,
+                    let p = row_major_problem(
+                        (m, k, n),
                         alpha,
-                        a: MatRef {
-                            ptr: a.as_ptr(),
-                            rs: rsa,
-                            cs: csa,
-                        },
-                        b: MatRef {
-                            ptr: b.as_ptr(),
-                            rs: rsb,
-                            cs: csb,
-                        },
+                        (&a, a_trans),
+                        (&b, b_trans),
                         beta,
-                        c: single.as_mut_ptr(),
-                        rsc: stride(n),
-                        csc: 1,
-                    };
+                        &mut single,
+                    );
                     // SAFETY: as in `check`.
                     unsafe { F::run_on(Isa::selected(), &p, Path::Auto) };
                     assert!(
