@@ -330,20 +330,28 @@ fn scratch_slices(cx: &Ctx, id: NodeId) -> Vec<TokenStream> {
         .collect()
 }
 
-/// Slices of the pointwise inputs that are workspace buffers (inputs are slices already).
+/// Slices of exactly `len` elements of the pointwise inputs: workspace buffers, and model
+/// inputs re-sliced. Equal, known lengths let the compiler drop every bounds check in the
+/// loop, and so vectorise it.
 fn input_slices(cx: &Ctx, inputs: &[NodeId], len: &TokenStream) -> TokenStream {
     let mut out = TokenStream::new();
     for &i in inputs {
-        if !cx.is_input(i) {
-            let (local, field) = (cx.node_ident(i), cx.value_field(i));
+        let local = cx.node_ident(i);
+        if cx.is_input(i) {
+            out.extend(quote! { let #local = &#local[..#len]; });
+        } else {
+            let field = cx.value_field(i);
             out.extend(quote! { let #local = &ws.#field[..#len]; });
         }
     }
     out
 }
 
-fn element(ident: &Ident) -> TokenStream {
-    quote!(#ident[i])
+/// `let a = a[i];` for each slice the loop body reads: every element is loaded before any
+/// branch, so a `relu`-style select compiles to a branch-free vector blend instead of a
+/// data-dependent jump.
+fn element_loads(slices: &[Ident]) -> TokenStream {
+    slices.iter().map(|s| quote! { let #s = #s[i]; }).collect()
 }
 
 fn pointwise_forward(cx: &Ctx, id: NodeId, term: usize) -> TokenStream {
@@ -351,12 +359,23 @@ fn pointwise_forward(cx: &Ctx, id: NodeId, term: usize) -> TokenStream {
     let len = cx.node_len(id);
     let (out, field) = (cx.node_ident(id), cx.value_field(id));
     let slices = input_slices(cx, &node.inputs, &len);
-    let (lets, exprs) = cx.g.exprs.emit(&[term], &|n| element(&cx.node_ident(n)));
+    let read: Vec<Ident> =
+        cx.g.exprs
+            .vars(term)
+            .into_iter()
+            .map(|n| cx.node_ident(n))
+            .collect();
+    let loads = element_loads(&read);
+    let (lets, exprs) = cx.g.exprs.emit(&[term], &|n| {
+        let ident = cx.node_ident(n);
+        quote!(#ident)
+    });
     let expr = &exprs[0];
     quote! {
         #slices
         let #out = &mut ws.#field[..#len];
-        for i in 0..#out.len() {
+        for i in 0..#len {
+            #loads
             #lets
             #out[i] = #expr;
         }
@@ -486,12 +505,25 @@ fn pointwise_backward(cx: &Ctx, id: NodeId, term: usize, d_inputs: &[Option<bool
             targets.push((cx.adjoint_ident(i), *accumulate));
         }
     }
-    let (lets, exprs) = arena.emit(&roots, &|n| {
+    let local = |n: usize| {
         if n == D_OUT {
-            element(&dout)
+            dout.clone()
         } else {
-            element(&cx.node_ident(n))
+            cx.node_ident(n)
         }
+    };
+    let mut read: Vec<Ident> = Vec::new();
+    for &root in &roots {
+        for ident in arena.vars(root).into_iter().map(local) {
+            if !read.contains(&ident) {
+                read.push(ident);
+            }
+        }
+    }
+    let loads = element_loads(&read);
+    let (lets, exprs) = arena.emit(&roots, &|n| {
+        let ident = local(n);
+        quote!(#ident)
     });
     let mut target_slices = TokenStream::new();
     let mut stores = TokenStream::new();
@@ -508,6 +540,7 @@ fn pointwise_backward(cx: &Ctx, id: NodeId, term: usize, d_inputs: &[Option<bool
         let #dout = &ws.#dout[..#len];
         #target_slices
         for i in 0..#len {
+            #loads
             #lets
             #stores
         }
