@@ -230,6 +230,36 @@ fn conv_pooling_flatten() {
 }
 
 kiln::model! {
+    /// Values named like the generated code's own locals (`geometry`, `i`, `n`, `t0`).
+    struct LocalNames {
+        input geometry: [B, 1, 6, 6];
+        target y: [B] classes 2;
+        let i = relu(conv2d(geometry, 2, kernel = 3));
+        let n = max_pool2d(i, 2);
+        let t0 = flatten(n);
+        let t1 = tanh(t0) * tanh(t0) + t0;
+        let logits = linear(t1, 2);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn values_may_share_names_with_generated_locals() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut model = LocalNames::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 1, 6, 6), -1.0, 1.0);
+    let y = labels(&mut rng, 3, 2);
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+kiln::model! {
     struct Norms {
         input x: [B, 3, 4, 4];
         input v: [B, 5];

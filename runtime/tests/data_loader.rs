@@ -50,6 +50,7 @@ fn indices_of(loader: &DataLoader<'_, f32, TensorDataset<f32>>, epoch: usize) ->
 
 #[test]
 fn in_order_epoch_visits_every_sample_once_with_a_partial_last_batch() {
+    let _exclusive = counting::exclusive();
     let data = labelled(10);
     let loader = DataLoader::new(&data, 3);
     assert_eq!(loader.num_batches(), 4);
@@ -68,6 +69,7 @@ fn in_order_epoch_visits_every_sample_once_with_a_partial_last_batch() {
 
 #[test]
 fn shuffled_epoch_visits_every_sample_once() {
+    let _exclusive = counting::exclusive();
     let data = labelled(103);
     let loader = DataLoader::new(&data, 10).shuffle(5);
     for epoch in 0..4 {
@@ -96,6 +98,7 @@ fn shuffled_epoch_visits_every_sample_once() {
 
 #[test]
 fn shuffling_is_deterministic_per_seed_and_epoch() {
+    let _exclusive = counting::exclusive();
     let data = labelled(50);
     let a = DataLoader::new(&data, 8).shuffle(42);
     let b = DataLoader::new(&data, 8).shuffle(42);
@@ -115,6 +118,7 @@ fn shuffling_is_deterministic_per_seed_and_epoch() {
 
 #[test]
 fn drop_last_keeps_only_full_batches() {
+    let _exclusive = counting::exclusive();
     let data = labelled(10);
     let loader = DataLoader::new(&data, 3).drop_last(true);
     assert_eq!(loader.num_batches(), 3);
@@ -145,6 +149,7 @@ fn drop_last_keeps_only_full_batches() {
 
 #[test]
 fn batch_size_zero_is_clamped_to_one_and_empty_data_sets_give_no_batches() {
+    let _exclusive = counting::exclusive();
     let data = labelled(3);
     let loader = DataLoader::new(&data, 0);
     assert_eq!(loader.batch_size(), 1);
@@ -164,6 +169,7 @@ fn batch_size_zero_is_clamped_to_one_and_empty_data_sets_give_no_batches() {
 
 #[test]
 fn iterator_reports_its_exact_length() {
+    let _exclusive = counting::exclusive();
     let data = labelled(10);
     let loader = DataLoader::new(&data, 4);
     let mut epoch = loader.epoch(0);
@@ -175,6 +181,7 @@ fn iterator_reports_its_exact_length() {
 
 #[test]
 fn value_targets_are_batched_with_their_shape() {
+    let _exclusive = counting::exclusive();
     let data = valued(5);
     assert_eq!(data.targets(), TargetKind::Values { shape: vec![2] });
     let loader = DataLoader::new(&data, 2).shuffle(9);
@@ -198,6 +205,7 @@ fn value_targets_are_batched_with_their_shape() {
 
 #[test]
 fn next_into_matches_the_iterator_and_reshapes_the_reused_batch() {
+    let _exclusive = counting::exclusive();
     let data = labelled(10);
     let loader = DataLoader::new(&data, 4).shuffle(2);
     let owned: Vec<Batch<f32>> = loader.epoch(1).collect();
@@ -237,6 +245,7 @@ fn next_into_matches_the_iterator_and_reshapes_the_reused_batch() {
 
 #[test]
 fn warm_next_into_allocates_nothing() {
+    let _exclusive = counting::exclusive();
     for (name, data) in [("in order", false), ("shuffled", true)] {
         let images = {
             let x = ArrayD::from_shape_fn(vec![50, 1, 4, 4], |i| i[0] as f32);
@@ -297,6 +306,7 @@ impl Dataset<f64> for Squares {
 
 #[test]
 fn custom_and_trait_object_data_sets_are_served() {
+    let _exclusive = counting::exclusive();
     let dynamic: &dyn Dataset<f64> = &Squares;
     let loader = DataLoader::new(dynamic, 3).shuffle(0);
     let mut seen = Vec::new();
@@ -316,6 +326,7 @@ fn custom_and_trait_object_data_sets_are_served() {
 
 #[test]
 fn zero_sized_samples_still_carry_their_labels() {
+    let _exclusive = counting::exclusive();
     let x = Array2::<f32>::zeros((4, 0));
     let data = TensorDataset::with_labels(x, Array1::from_vec(vec![1, 0, 1, 1]), 2).unwrap();
     let batches: Vec<Batch<f32>> = DataLoader::new(&data, 3).epoch(0).collect();

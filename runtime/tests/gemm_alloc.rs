@@ -44,6 +44,7 @@ const SHAPES: &[(usize, usize, usize)] = &[
 
 #[test]
 fn warm_gemm_calls_allocate_nothing() {
+    let _exclusive = counting::exclusive();
     // The first round sizes this thread's packing buffers (and may allocate).
     let first = allocations_in(|| {
         for &(m, k, n) in SHAPES {
@@ -98,6 +99,7 @@ fn warm_gemm_calls_allocate_nothing() {
 
 #[test]
 fn warm_linear_kernels_allocate_nothing() {
+    let _exclusive = counting::exclusive();
     // A W2-sized layer (batch 64, 784 → 128): forward and both backward products.
     let (batch, inp, out) = (64, 784, 128);
     let x = values::<f32>(batch * inp, 1.0);
@@ -121,6 +123,7 @@ fn warm_linear_kernels_allocate_nothing() {
 /// The counter works: the first GEMM on a fresh thread grows its packing buffers.
 #[test]
 fn the_first_packed_gemm_on_a_thread_allocates() {
+    let _exclusive = counting::exclusive();
     std::thread::spawn(|| {
         let (m, k, n) = (64, 64, 64);
         let (a, b) = (values::<f32>(m * k, 1.0), values::<f32>(k * n, 2.0));

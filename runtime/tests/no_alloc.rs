@@ -42,6 +42,7 @@ fn warm_steps_allocate_nothing<O: Optimizer<f64>>(mut opt: O, stateful: bool, wh
 
 #[test]
 fn optimizers_and_kernels_do_not_allocate_when_warm() {
+    let _exclusive = counting::exclusive();
     warm_steps_allocate_nothing(Sgd::new(0.1), false, "sgd");
     warm_steps_allocate_nothing(
         Sgd::new(0.1).momentum(0.9).nesterov(true).weight_decay(0.1),

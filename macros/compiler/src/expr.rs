@@ -446,7 +446,8 @@ impl Arena {
             let worth_naming = uses[id] > 1
                 && !matches!(self.terms[id], Term::Var(_) | Term::Const(_) | Term::Neg(_));
             if worth_naming {
-                let name = format_ident!("t{}", names.len(), span = Span::call_site());
+                // Mixed-site hygiene: a temporary never shadows a model value named `t0`.
+                let name = format_ident!("t{}", names.len(), span = Span::mixed_site());
                 let value = self.emit_term(id, &names, var);
                 lets.extend(quote! { let #name = #value; });
                 names.insert(id, name);

@@ -13,7 +13,7 @@
 //! viewed as `[O, C·kh·kw]`. A 1×1 convolution with stride 1 and no padding needs no unfolding
 //! (the sample itself is that matrix) and skips the scratch entirely.
 
-use super::gemm;
+use super::{gemm, parallel};
 use crate::Float;
 
 /// The sizes of a 2-D convolution: batch, channels, spatial extents, kernel, stride and
@@ -27,6 +27,8 @@ use crate::Float;
 /// };
 /// assert_eq!((g.out_h(), g.out_w()), (4, 4));
 /// assert_eq!(g.cols_len(), 3 * 3 * 2 * 4 * 4);
+/// // Two im2col matrices, then a weight and a bias gradient.
+/// assert_eq!(g.scratch_len(), 2 * g.cols_len() + 4 * 3 * 3 * 2 + 4);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dGeometry {
@@ -79,20 +81,37 @@ impl Conv2dGeometry {
     }
 
     /// The im2col matrix of ONE sample: `in_channels·kernel_h·kernel_w × out_h·out_w`
-    /// elements. A `cols` buffer of this size always suffices; see
-    /// [`scratch_len`](Self::scratch_len) for the smallest one the kernels accept.
+    /// elements.
     pub fn cols_len(&self) -> usize {
         self.in_channels * self.kernel_h * self.kernel_w * self.out_h() * self.out_w()
     }
 
-    /// The scratch the kernels actually use: 0 on the 1×1 fast path
-    /// ([`is_pointwise`](Self::is_pointwise)), [`cols_len`](Self::cols_len) otherwise.
+    /// The scratch the kernels need: one im2col matrix per thread (two; none on the 1×1 fast
+    /// path, see [`is_pointwise`](Self::is_pointwise)), then a weight and a bias gradient for
+    /// the second half of the batch, which [`conv2d_backward`] sums apart from the first (on
+    /// the helper thread when there is one) and adds at the end: the same two partial sums
+    /// on one thread or two, so results do not depend on the thread count.
     pub fn scratch_len(&self) -> usize {
+        2 * self.sample_scratch_len() + self.weight_len() + self.out_channels
+    }
+
+    /// One thread's im2col matrix: [`cols_len`](Self::cols_len), or 0 on the 1×1 fast path.
+    fn sample_scratch_len(&self) -> usize {
         if self.is_pointwise() {
             0
         } else {
             self.cols_len()
         }
+    }
+
+    /// The same convolution on `batch` samples.
+    fn with_batch(&self, batch: usize) -> Self {
+        Self { batch, ..*self }
+    }
+
+    /// Multiply-adds of the forward pass, the measure of whether splitting it pays.
+    fn work(&self) -> usize {
+        self.output_len().saturating_mul(self.patch_len())
     }
 
     /// Whether this is a 1×1 convolution with stride 1 and no padding: a per-pixel matrix
@@ -564,9 +583,9 @@ fn check_cols(what: &str, cols: usize, g: &Conv2dGeometry) {
 /// `y = conv2d(x, weight) + bias`. `y` (`[N, O, out_h, out_w]`) is overwritten.
 ///
 /// Per sample the input is unfolded into `cols` (im2col) and multiplied by the weight viewed
-/// as `[O, C·kh·kw]`: one GEMM per sample. `cols` must hold at least
-/// [`g.scratch_len()`](Conv2dGeometry::scratch_len) elements (a buffer of
-/// [`g.cols_len()`](Conv2dGeometry::cols_len) always does; a longer one is fine, only its
+/// as `[O, C·kh·kw]`: one GEMM per sample. Large batches are split in two halves, the second
+/// computed on the helper thread (see `kernels/parallel.rs`). `cols` must hold at least
+/// [`g.scratch_len()`](Conv2dGeometry::scratch_len) elements (a longer one is fine, only its
 /// prefix is used); its contents on entry are irrelevant and on exit unspecified.
 ///
 /// # Panics
@@ -580,7 +599,7 @@ fn check_cols(what: &str, cols: usize, g: &Conv2dGeometry) {
 ///     kernel_h: 2, kernel_w: 2, stride_h: 1, stride_w: 1, pad_h: 0, pad_w: 0,
 /// };
 /// let mut y = [0.0f64; 1];
-/// let mut cols = vec![0.0; g.cols_len()];
+/// let mut cols = vec![0.0; g.scratch_len()];
 /// conv2d_forward(&[1.0, 2.0, 3.0, 4.0], &[1.0; 4], Some(&[0.5][..]), &g, &mut y, &mut cols);
 /// assert_eq!(y, [10.5]);
 /// ```
@@ -601,12 +620,43 @@ pub fn conv2d_forward<F: Float>(
     if let Some(bias) = bias {
         check_len(WHAT, "bias", bias.len(), g.out_channels);
     }
-    let (o, ckk, p) = (g.out_channels, g.patch_len(), g.out_h() * g.out_w());
-    let in_sample = g.in_channels * g.in_h * g.in_w;
-    if o * p == 0 {
+    if g.output_len() == 0 {
         return;
     }
-    let cols = &mut cols[..g.scratch_len()];
+    let (cols_a, rest) = cols.split_at_mut(g.sample_scratch_len());
+    let cols_b = &mut rest[..g.sample_scratch_len()];
+    if !worth_splitting(g) {
+        return forward_samples(x, weight, bias, g, y, cols_a);
+    }
+    let first = g.batch.div_ceil(2);
+    let (g_a, g_b) = (g.with_batch(first), g.with_batch(g.batch - first));
+    let (x_a, x_b) = x.split_at(g_a.input_len());
+    let (y_a, y_b) = y.split_at_mut(g_a.output_len());
+    parallel::join(
+        || forward_samples(x_b, weight, bias, &g_b, y_b, cols_b),
+        || forward_samples(x_a, weight, bias, &g_a, y_a, cols_a),
+    );
+}
+
+/// Whether a convolution is large enough for two threads: below about 2¹⁸ multiply-adds
+/// (tens of microseconds) handing half to the helper costs more than it saves.
+fn worth_splitting(g: &Conv2dGeometry) -> bool {
+    const MIN_WORK: usize = 1 << 18;
+    g.batch >= 2 && g.work() >= MIN_WORK && parallel::threads() >= 2
+}
+
+/// [`conv2d_forward`] on one thread, sample by sample, with one sample's `cols`.
+fn forward_samples<F: Float>(
+    x: &[F],
+    weight: &[F],
+    bias: Option<&[F]>,
+    g: &Conv2dGeometry,
+    y: &mut [F],
+    cols: &mut [F],
+) {
+    let (o, ckk, p) = (g.out_channels, g.patch_len(), g.out_h() * g.out_w());
+    let in_sample = g.in_channels * g.in_h * g.in_w;
+    let cols = &mut cols[..g.sample_scratch_len()];
     for (s, y_s) in y.chunks_exact_mut(o * p).enumerate() {
         let x_s = &x[s * in_sample..(s + 1) * in_sample];
         let beta = match bias {
@@ -638,8 +688,10 @@ pub fn conv2d_forward<F: Float>(
 ///   (`accumulate`) added.
 ///
 /// `cols` is scratch as for [`conv2d_forward`] (at least
-/// [`g.scratch_len()`](Conv2dGeometry::scratch_len) elements); it is reused for the input
-/// gradient's columns after each sample's weight gradient is taken, so one buffer serves both.
+/// [`g.scratch_len()`](Conv2dGeometry::scratch_len) elements); each sample's im2col matrix
+/// is reused for its input gradient's columns once its weight gradient is taken. The batch is
+/// always summed as two halves (the second into the scratch, on the helper thread when the
+/// work is large enough) and the halves added, so the result is the same on one thread or two.
 ///
 /// # Panics
 /// If a slice's length disagrees with `g`, or a stride or kernel size is 0 (caller bugs).
@@ -661,9 +713,8 @@ pub fn conv2d_backward<F: Float>(
     check_len(WHAT, "weight", weight.len(), g.weight_len());
     check_len(WHAT, "dweight", dweight.len(), g.weight_len());
     check_cols(WHAT, cols.len(), g);
-    if let Some(db) = dbias.as_deref_mut() {
+    if let Some(db) = dbias.as_deref() {
         check_len(WHAT, "dbias", db.len(), g.out_channels);
-        db.fill(F::ZERO);
     }
     if let Some((dx, accumulate)) = dx.as_mut() {
         check_len(WHAT, "dx", dx.len(), g.input_len());
@@ -673,15 +724,85 @@ pub fn conv2d_backward<F: Float>(
             dx.fill(F::ZERO);
         }
     }
+    let dx = dx.map(|(dx, _)| dx);
+    if g.batch < 2 || g.output_len() == 0 {
+        return backward_samples(x, dy, weight, g, dweight, dbias, dx, cols);
+    }
+    let sample = g.sample_scratch_len();
+    let (cols_a, rest) = cols.split_at_mut(sample);
+    let (cols_b, rest) = rest.split_at_mut(sample);
+    let (dweight_b, rest) = rest.split_at_mut(g.weight_len());
+    let dbias_b = &mut rest[..g.out_channels];
+    let first = g.batch.div_ceil(2);
+    let (g_a, g_b) = (g.with_batch(first), g.with_batch(g.batch - first));
+    let (x_a, x_b) = x.split_at(g_a.input_len());
+    let (dy_a, dy_b) = dy.split_at(g_a.output_len());
+    let (dx_a, dx_b) = match dx {
+        Some(dx) => {
+            let (a, b) = dx.split_at_mut(g_a.input_len());
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    };
+    let with_bias = dbias.is_some();
+    let second_half = || {
+        let dbias_b = with_bias.then_some(&mut *dbias_b);
+        backward_samples(x_b, dy_b, weight, &g_b, dweight_b, dbias_b, dx_b, cols_b);
+    };
+    let first_half = || {
+        backward_samples(
+            x_a,
+            dy_a,
+            weight,
+            &g_a,
+            dweight,
+            dbias.as_deref_mut(),
+            dx_a,
+            cols_a,
+        );
+    };
+    if worth_splitting(g) {
+        parallel::join(second_half, first_half);
+    } else {
+        first_half();
+        second_half();
+    }
+    for (total, &half) in dweight.iter_mut().zip(&*dweight_b) {
+        *total += half;
+    }
+    if let Some(db) = dbias {
+        for (total, &half) in db.iter_mut().zip(&*dbias_b) {
+            *total += half;
+        }
+    }
+}
+
+/// [`conv2d_backward`] on one thread, sample by sample: `dweight` and `dbias` are overwritten
+/// with this batch's sums, `dx` (already cleared or holding what to accumulate onto) gets
+/// each sample's input gradient added.
+#[allow(clippy::too_many_arguments)]
+fn backward_samples<F: Float>(
+    x: &[F],
+    dy: &[F],
+    weight: &[F],
+    g: &Conv2dGeometry,
+    dweight: &mut [F],
+    mut dbias: Option<&mut [F]>,
+    mut dx: Option<&mut [F]>,
+    cols: &mut [F],
+) {
     // The sum over the batch starts from the first sample's product (beta = 0), so an empty
     // batch must clear the gradient itself.
     dweight.fill(F::ZERO);
+    if let Some(db) = dbias.as_deref_mut() {
+        db.fill(F::ZERO);
+    }
     let (o, ckk, p) = (g.out_channels, g.patch_len(), g.out_h() * g.out_w());
     let in_sample = g.in_channels * g.in_h * g.in_w;
     if o * p == 0 {
         return;
     }
-    let cols = &mut cols[..g.scratch_len()];
+    let cols = &mut cols[..g.sample_scratch_len()];
     for (s, dy_s) in dy.chunks_exact(o * p).enumerate() {
         let x_s = &x[s * in_sample..(s + 1) * in_sample];
         let beta = if s == 0 { F::ZERO } else { F::ONE };
@@ -697,7 +818,7 @@ pub fn conv2d_backward<F: Float>(
                 *acc += sum_lanes(plane);
             }
         }
-        if let Some((dx, _)) = dx.as_mut() {
+        if let Some(dx) = dx.as_deref_mut() {
             let dx_s = &mut dx[s * in_sample..(s + 1) * in_sample];
             // dcols[CKK, P] = W[O, CKK]ᵀ · dy_s[O, P]
             if g.is_pointwise() {
@@ -807,7 +928,7 @@ mod tests {
         // (6 + 2 − 3) / 2 + 1 = 3, (5 − 2) / 1 + 1 = 4
         assert_eq!((g.out_h(), g.out_w()), (3, 4));
         assert_eq!(g.cols_len(), 2 * 3 * 2 * 3 * 4);
-        assert_eq!(g.scratch_len(), g.cols_len());
+        assert_eq!(g.scratch_len(), 2 * g.cols_len() + g.weight_len() + 3);
         assert_eq!(g.input_len(), 2 * 2 * 6 * 5);
         assert_eq!(g.output_len(), 2 * 3 * 3 * 4);
         assert_eq!(g.weight_len(), 3 * 2 * 3 * 2);
@@ -816,7 +937,8 @@ mod tests {
         assert_eq!((g.out_h(), g.out_w()), (2, 4));
         let g = geom(1, 4, (3, 5), 5, (1, 1), (1, 1), (0, 0));
         assert!(g.is_pointwise());
-        assert_eq!(g.scratch_len(), 0);
+        // No im2col matrices on the 1x1 path, only the second half's gradients.
+        assert_eq!(g.scratch_len(), g.weight_len() + 5);
         assert_eq!(g.cols_len(), 4 * 15);
         // A kernel that does not fit gives an empty output, not an underflow.
         let g = geom(1, 1, (2, 2), 1, (5, 1), (1, 1), (1, 0));
@@ -852,7 +974,7 @@ mod tests {
         );
         let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
         let mut y = vec![0.0f32; g.output_len()];
-        let mut cols = vec![0.0f32; g.cols_len() + 17];
+        let mut cols = vec![0.0f32; g.scratch_len() + 17];
         conv2d_forward(&f(&x), &f(&w), Some(&f(&b)), &g, &mut y, &mut cols);
         let y: Vec<f64> = y.iter().map(|&v| v as f64).collect();
         assert_close(&y, &naive_forward(&x, &w, Some(&b), &g), 1e-5, 1e-5, "f32");
@@ -905,12 +1027,75 @@ mod tests {
         }
     }
 
+    /// A batch large enough to be split across the helper thread: the same results as one
+    /// pass over the whole batch (the forward bit for bit, the summed gradients to rounding),
+    /// and the same bits on every run.
+    #[test]
+    fn split_batches_match_one_pass() {
+        let g = geom(9, 3, (16, 16), 8, (3, 3), (1, 1), (1, 1));
+        assert!(
+            g.work() >= 1 << 18,
+            "the case must be large enough to split"
+        );
+        let (x, w, b) = (
+            values(g.input_len(), 1.0),
+            values(g.weight_len(), 2.0),
+            values(g.out_channels, 3.0),
+        );
+        let dy = values(g.output_len(), 4.0);
+        let mut cols = vec![f64::NAN; g.scratch_len()];
+        let mut y = vec![f64::NAN; g.output_len()];
+        conv2d_forward(&x, &w, Some(&b), &g, &mut y, &mut cols);
+        let mut y_one = vec![f64::NAN; g.output_len()];
+        forward_samples(&x, &w, Some(&b), &g, &mut y_one, &mut cols[..g.cols_len()]);
+        assert_eq!(y, y_one);
+
+        let run = |cols: &mut [f64]| {
+            let (mut dw, mut db, mut dx) = (
+                vec![f64::NAN; g.weight_len()],
+                vec![f64::NAN; 8],
+                vec![f64::NAN; g.input_len()],
+            );
+            conv2d_backward(
+                &x,
+                &dy,
+                &w,
+                &g,
+                &mut dw,
+                Some(&mut db),
+                Some((&mut dx, false)),
+                cols,
+            );
+            (dw, db, dx)
+        };
+        let first = run(&mut cols);
+        assert_eq!(first, run(&mut cols));
+        let (mut dw, mut db, mut dx) = (
+            vec![f64::NAN; g.weight_len()],
+            vec![f64::NAN; 8],
+            vec![0.0; g.input_len()],
+        );
+        backward_samples(
+            &x,
+            &dy,
+            &w,
+            &g,
+            &mut dw,
+            Some(&mut db),
+            Some(&mut dx),
+            &mut cols,
+        );
+        assert_close(&first.0, &dw, 1e-12, 1e-12, "dW");
+        assert_close(&first.1, &db, 1e-12, 1e-12, "db");
+        assert_eq!(first.2, dx);
+    }
+
     #[test]
     fn zero_batch_clears_gradients() {
         let g = geom(0, 2, (4, 4), 3, (3, 3), (1, 1), (1, 1));
         let mut dw = vec![f64::NAN; g.weight_len()];
         let mut db = vec![f64::NAN; 3];
-        let mut cols = vec![0.0; g.cols_len()];
+        let mut cols = vec![0.0; g.scratch_len()];
         conv2d_backward(
             &[],
             &[],

@@ -18,8 +18,9 @@
 //!   products.
 //! - `gemm/simd.rs`: explicit vector registers for the matrix-vector kernels.
 //! - `gemm/buffer.rs`: the thread-local packing buffers.
-//! - `gemm/pool.rs`: the one persistent helper thread that computes half of a large product
-//!   (`m·k·n ≥ 2²³`) while the caller computes the other half; `KILN_THREADS=1` turns it off.
+//! - `parallel.rs` (beside this module): the one persistent helper thread that computes half
+//!   of a large product (`m·k·n ≥ 2²³`) while the caller computes the other half;
+//!   `KILN_THREADS=1` turns it off.
 //!
 //! The instruction set is detected once per process; the environment variable
 //! `KILN_GEMM_ISA=avx512|avx2|portable` selects a lesser one (benchmarks, debugging).
@@ -30,9 +31,9 @@ mod driver;
 mod gemv;
 mod kernel;
 mod pack;
-mod pool;
 mod simd;
 
+use super::parallel;
 use crate::Float;
 use arch::{Dispatch, Isa};
 use driver::{MatRef, Path, Problem};
@@ -48,7 +49,7 @@ use driver::{MatRef, Path, Problem};
 /// becomes `beta · C`.
 ///
 /// Once a thread has run a GEMM of a given size (or larger), later calls allocate nothing.
-/// Large products run on two threads (this one and a persistent helper, see `gemm/pool.rs`)
+/// Large products run on two threads (this one and a persistent helper, see `kernels/parallel.rs`)
 /// unless `KILN_THREADS=1`; the result is bit-identical either way.
 ///
 /// # Panics
@@ -192,28 +193,11 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
 }
 
 /// The smallest product (`m·k·n` multiply-adds) run on two threads. Measured on a 2-core
-/// AVX-512 machine with back-to-back calls (the helper spinning, see `gemm/pool.rs`): two
+/// AVX-512 machine with back-to-back calls (the helper spinning, see `kernels/parallel.rs`): two
 /// threads are 1.9× faster from 2²³ up, 1.4 to 1.6× at 2²¹ to 2²²; but in the W2 step its
 /// 2^22.6 products gained nothing measurable (a sleeping helper's futex wake-up costs tens of
 /// microseconds), so the threshold is 2²³. W3's products are 2²⁹ and more.
 const THREADED_MIN_WORK: usize = 1 << 23;
-
-/// One thread's share of a split problem, as handed to the helper thread.
-struct Part<T> {
-    isa: Isa,
-    p: Problem<T>,
-}
-
-/// Runs a [`Part`] (the helper thread's side of [`run_split`]).
-///
-/// # Safety
-/// `data` must point to a live `Part<T>` whose problem satisfies [`Dispatch::run_on`].
-unsafe fn run_part<T: Dispatch>(data: *const ()) {
-    // SAFETY: from the caller.
-    let part = unsafe { &*data.cast::<Part<T>>() };
-    // SAFETY: from the caller.
-    unsafe { T::run_on(part.isa, &part.p, Path::Auto) }
-}
 
 /// Whether a problem with a `rows × cols` `C` takes the packed path under [`Path::Auto`]
 /// whatever its layout (see `driver::gemv_first`): splits are only made into such parts, so
@@ -233,7 +217,7 @@ fn packs(rows: usize, cols: usize, nr: usize) -> bool {
 /// `isa` supported by this CPU and `p` as for [`Dispatch::run_on`].
 unsafe fn run_split<T: Dispatch>(isa: Isa, p: &Problem<T>) -> bool {
     let work = p.m.saturating_mul(p.n).saturating_mul(p.k);
-    if work < THREADED_MIN_WORK || pool::threads() < 2 {
+    if work < THREADED_MIN_WORK || parallel::threads() < 2 {
         return false;
     }
     let (mr, nr) = T::tile_size(isa);
@@ -268,15 +252,23 @@ unsafe fn run_split<T: Dispatch>(isa: Isa, p: &Problem<T>) -> bool {
         };
         (Problem { m: first, ..*p }, theirs)
     };
-    let part = Part { isa, p: theirs };
-    let job = pool::Job {
-        run: run_part::<T>,
-        data: (&raw const part).cast(),
-    };
-    // SAFETY: the two parts write disjoint blocks of `C` and only read `A` and `B` (which
-    // `C` does not overlap); `part` lives until `run_pair` returns, which it does only after
-    // the helper is done; each part is a sub-block of `p`, valid as `p` is.
-    unsafe { pool::run_pair(job, || T::run_on(isa, &mine, Path::Auto)) }
+    /// A raw problem that may cross to the helper thread.
+    struct Shared<T>(Problem<T>);
+    // SAFETY: the two parts write disjoint blocks of `C` and only read `A` and `B` (which `C`
+    // does not overlap), and `join` returns only after both are done, while `p`'s memory is
+    // still valid.
+    unsafe impl<T> Send for Shared<T> {}
+    let theirs = Shared(theirs);
+    parallel::join(
+        move || {
+            let theirs = theirs;
+            // SAFETY: each part is a sub-block of `p`, valid as `p` is; `isa` is supported.
+            unsafe { T::run_on(isa, &theirs.0, Path::Auto) }
+        },
+        // SAFETY: as above.
+        || unsafe { T::run_on(isa, &mine, Path::Auto) },
+    );
+    true
 }
 
 #[cfg(test)]

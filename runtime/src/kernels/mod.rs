@@ -14,6 +14,7 @@ pub mod dropout;
 pub mod gemm;
 pub mod linear;
 pub mod norm;
+pub mod parallel;
 pub mod pool;
 pub mod reduce;
 pub mod shape_ops;

@@ -4,7 +4,11 @@
 //! `x` is `[batch, channels, in_h, in_w]` and `y` is `[batch, channels, out_h, out_w]` with
 //! `out = ⌊(in − kernel) / stride⌋ + 1`: trailing rows and columns that do not fill a window
 //! are ignored, as in PyTorch. Windows may overlap (`stride < kernel`).
+//!
+//! Max pooling of a large batch runs its two halves on two threads (`kernels/parallel.rs`);
+//! every sample is independent, so the result is the same.
 
+use super::parallel;
 use crate::Float;
 
 /// Whether `v` is NaN (the only value unordered with itself).
@@ -156,6 +160,40 @@ pub fn max_pool2d_forward<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
     g.check(WHAT);
     check_len(WHAT, "x", x.len(), g.input_len());
     check_len(WHAT, "y", y.len(), g.output_len());
+    if worth_splitting(g) {
+        let (g_a, g_b) = halves(g);
+        let (x_a, x_b) = x.split_at(g_a.input_len());
+        let (y_a, y_b) = y.split_at_mut(g_a.output_len());
+        parallel::join(
+            || max_pool2d_forward_serial(x_b, &g_b, y_b),
+            || max_pool2d_forward_serial(x_a, &g_a, y_a),
+        );
+    } else {
+        max_pool2d_forward_serial(x, g, y);
+    }
+}
+
+/// Whether a pooling is large enough for two threads: at least 2¹⁶ input elements (below
+/// that, handing half to the helper costs about what it saves).
+fn worth_splitting(g: &Pool2dGeometry) -> bool {
+    const MIN_INPUT: usize = 1 << 16;
+    g.batch >= 2 && g.input_len() >= MIN_INPUT && parallel::threads() >= 2
+}
+
+/// The geometries of the first (larger) and second halves of the batch.
+fn halves(g: &Pool2dGeometry) -> (Pool2dGeometry, Pool2dGeometry) {
+    let first = g.batch.div_ceil(2);
+    (
+        Pool2dGeometry { batch: first, ..*g },
+        Pool2dGeometry {
+            batch: g.batch - first,
+            ..*g
+        },
+    )
+}
+
+/// [`max_pool2d_forward`] on this thread.
+fn max_pool2d_forward_serial<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
     let plane = g.in_h * g.in_w;
     if plane == 0 || y.is_empty() {
         return;
@@ -244,6 +282,30 @@ pub fn max_pool2d_backward<F: Float>(
     check_len(WHAT, "y", y.len(), g.output_len());
     check_len(WHAT, "dy", dy.len(), g.output_len());
     check_len(WHAT, "dx", dx.len(), g.input_len());
+    if worth_splitting(g) {
+        let (g_a, g_b) = halves(g);
+        let (x_a, x_b) = x.split_at(g_a.input_len());
+        let (y_a, y_b) = y.split_at(g_a.output_len());
+        let (dy_a, dy_b) = dy.split_at(g_a.output_len());
+        let (dx_a, dx_b) = dx.split_at_mut(g_a.input_len());
+        parallel::join(
+            || max_pool2d_backward_serial(x_b, y_b, dy_b, &g_b, dx_b, accumulate),
+            || max_pool2d_backward_serial(x_a, y_a, dy_a, &g_a, dx_a, accumulate),
+        );
+    } else {
+        max_pool2d_backward_serial(x, y, dy, g, dx, accumulate);
+    }
+}
+
+/// [`max_pool2d_backward`] on this thread.
+fn max_pool2d_backward_serial<F: Float>(
+    x: &[F],
+    y: &[F],
+    dy: &[F],
+    g: &Pool2dGeometry,
+    dx: &mut [F],
+    accumulate: bool,
+) {
     if g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 {
         max_pool_2x2_backward(x, y, dy, g, dx, accumulate);
         return;

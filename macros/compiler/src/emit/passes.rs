@@ -5,7 +5,7 @@
 use super::Ctx;
 use crate::ir::{NodeId, NodeKind};
 use crate::ops::{BackwardCx, ForwardCx, GradTarget, Operand};
-use proc_macro2::{Ident, TokenStream};
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 use std::collections::BTreeSet;
 
@@ -330,35 +330,79 @@ fn scratch_slices(cx: &Ctx, id: NodeId) -> Vec<TokenStream> {
         .collect()
 }
 
-/// Slices of exactly `len` elements of the pointwise inputs: workspace buffers, and model
-/// inputs re-sliced. Equal, known lengths let the compiler drop every bounds check in the
-/// loop, and so vectorise it.
-fn input_slices(cx: &Ctx, inputs: &[NodeId], len: &TokenStream) -> TokenStream {
+/// The pointwise inputs, once each (`x * x` reads `x` once), and the statements slicing
+/// them to `len` elements: workspace buffers, and model inputs re-sliced.
+fn input_slices(cx: &Ctx, inputs: &[NodeId], len: &TokenStream) -> (Vec<Ident>, TokenStream) {
+    let mut idents: Vec<Ident> = Vec::new();
     let mut out = TokenStream::new();
     for &i in inputs {
         let local = cx.node_ident(i);
+        if idents.contains(&local) {
+            continue;
+        }
         if cx.is_input(i) {
             out.extend(quote! { let #local = &#local[..#len]; });
         } else {
             let field = cx.value_field(i);
             out.extend(quote! { let #local = &ws.#field[..#len]; });
         }
+        idents.push(local);
     }
-    out
+    (idents, out)
+}
+
+/// An element-wise loop over equal-length slices, run on the two halves of the batch (on two
+/// threads) when it is large: `::kiln::kernels::parallel::split_batch`. The inputs are
+/// re-sliced to the outputs' length inside, so that the compiler sees equal, known lengths,
+/// drops every bounds check and vectorises the loop.
+fn split_loop(
+    cx: &Ctx,
+    id: NodeId,
+    inputs: &[Ident],
+    outputs: &[Ident],
+    body: TokenStream,
+) -> TokenStream {
+    let batch = match cx.g.info(id).shape.0.first() {
+        Some(&d) => cx.dim_tokens(d),
+        None => quote!(1),
+    };
+    let first = &outputs[0];
+    let (i, n) = (loop_index(), Ident::new("n", Span::mixed_site()));
+    quote! {
+        ::kiln::kernels::parallel::split_batch(
+            #batch,
+            [#(#inputs),*],
+            [#(#outputs),*],
+            |[#(#inputs),*], [#(#outputs),*]| {
+                let #n = #first.len();
+                #( let #inputs = &#inputs[..#n]; )*
+                for #i in 0..#n {
+                    #body
+                }
+            },
+        );
+    }
 }
 
 /// `let a = a[i];` for each slice the loop body reads: every element is loaded before any
 /// branch, so a `relu`-style select compiles to a branch-free vector blend instead of a
 /// data-dependent jump.
 fn element_loads(slices: &[Ident]) -> TokenStream {
-    slices.iter().map(|s| quote! { let #s = #s[i]; }).collect()
+    let i = loop_index();
+    slices.iter().map(|s| quote! { let #s = #s[#i]; }).collect()
+}
+
+/// The element index of the generated loops. Its mixed-site hygiene keeps it apart from the
+/// model's own names (a value may be called `i` or `n`).
+fn loop_index() -> Ident {
+    Ident::new("i", Span::mixed_site())
 }
 
 fn pointwise_forward(cx: &Ctx, id: NodeId, term: usize) -> TokenStream {
     let node = &cx.g.nodes[id];
     let len = cx.node_len(id);
     let (out, field) = (cx.node_ident(id), cx.value_field(id));
-    let slices = input_slices(cx, &node.inputs, &len);
+    let (inputs, slices) = input_slices(cx, &node.inputs, &len);
     let read: Vec<Ident> =
         cx.g.exprs
             .vars(term)
@@ -371,14 +415,17 @@ fn pointwise_forward(cx: &Ctx, id: NodeId, term: usize) -> TokenStream {
         quote!(#ident)
     });
     let expr = &exprs[0];
+    let i = loop_index();
+    let body = quote! {
+        #loads
+        #lets
+        #out[#i] = #expr;
+    };
+    let run = split_loop(cx, id, &inputs, std::slice::from_ref(&out), body);
     quote! {
         #slices
         let #out = &mut ws.#field[..#len];
-        for i in 0..#len {
-            #loads
-            #lets
-            #out[i] = #expr;
-        }
+        #run
     }
 }
 
@@ -490,7 +537,7 @@ fn pointwise_backward(cx: &Ctx, id: NodeId, term: usize, d_inputs: &[Option<bool
     let g = cx.g;
     let node = &g.nodes[id];
     let len = cx.node_len(id);
-    let slices = input_slices(cx, &node.inputs, &len);
+    let (mut inputs, slices) = input_slices(cx, &node.inputs, &len);
     let dout = cx.adjoint_ident(id);
     // The derivative terms are built in a scratch copy of the arena: the graph is read-only
     // here, and these terms only live for this emission.
@@ -527,22 +574,31 @@ fn pointwise_backward(cx: &Ctx, id: NodeId, term: usize, d_inputs: &[Option<bool
     });
     let mut target_slices = TokenStream::new();
     let mut stores = TokenStream::new();
+    let mut outputs = Vec::new();
+    let i = loop_index();
     for ((ident, accumulate), expr) in targets.iter().zip(&exprs) {
         target_slices.extend(quote! { let #ident = &mut ws.#ident[..#len]; });
         stores.extend(if *accumulate {
-            quote! { #ident[i] += #expr; }
+            quote! { #ident[#i] += #expr; }
         } else {
-            quote! { #ident[i] = #expr; }
+            quote! { #ident[#i] = #expr; }
         });
+        outputs.push(ident.clone());
     }
+    if outputs.is_empty() {
+        return TokenStream::new();
+    }
+    inputs.push(dout.clone());
+    let body = quote! {
+        #loads
+        #lets
+        #stores
+    };
+    let run = split_loop(cx, id, &inputs, &outputs, body);
     quote! {
         #slices
         let #dout = &ws.#dout[..#len];
         #target_slices
-        for i in 0..#len {
-            #loads
-            #lets
-            #stores
-        }
+        #run
     }
 }

@@ -120,10 +120,11 @@ impl Conv2d {
     }
 
     fn geometry_tokens(&self, x_dims: &[TokenStream]) -> TokenStream {
+        let geometry = super::geometry_ident();
         let (batch, c, h, w) = (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3]);
         let (o, (kh, kw), (sh, sw), (ph, pw)) = (self.out, self.kernel, self.stride, self.padding);
         quote! {
-            let geometry = ::kiln::kernels::conv::Conv2dGeometry {
+            let #geometry = ::kiln::kernels::conv::Conv2dGeometry {
                 batch: #batch,
                 in_channels: #c,
                 in_h: #h,
@@ -175,12 +176,20 @@ impl Kernel for Conv2d {
             ));
         }
         let (c, _, _, oh, ow) = self.geometry(inputs);
-        // The im2col scratch (`scratch`) holds c * kh * kw * oh * ow values.
-        if [c, kh, kw, oh, ow]
+        // The scratch (`scratch`) holds two im2col matrices of c * kh * kw * oh * ow values
+        // and a weight gradient.
+        let cols = [c, kh, kw, oh, ow]
             .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .is_none()
-        {
+            .try_fold(1usize, |n, &d| n.checked_mul(d));
+        let weight = [self.out, c, kh, kw]
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d));
+        let total = cols
+            .and_then(|cols| cols.checked_mul(2))
+            .zip(weight)
+            .and_then(|(cols, weight)| cols.checked_add(weight))
+            .and_then(|n| n.checked_add(self.out));
+        if total.is_none() {
             return Err(OpError::call(format!(
                 "this convolution's im2col buffer ({c} x {kh} x {kw} x {oh} x {ow} values) would not fit in memory: is a size mistyped?"
             )));
@@ -220,7 +229,12 @@ impl Kernel for Conv2d {
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
         let (c, _, _, oh, ow) = self.geometry(inputs);
-        let len = c * self.kernel.0 * self.kernel.1 * oh * ow;
+        let (kh, kw) = self.kernel;
+        // `Conv2dGeometry::scratch_len`: an im2col matrix per thread (none for a 1x1
+        // convolution with stride 1 and no padding), then a weight and a bias gradient.
+        let pointwise = (kh, kw) == (1, 1) && self.stride == (1, 1) && self.padding == (0, 0);
+        let cols = if pointwise { 0 } else { c * kh * kw * oh * ow };
+        let len = 2 * cols + self.out * c * kh * kw + self.out;
         vec![ScratchSpec {
             suffix: "cols",
             shape: Shape(vec![Dim::Fixed(len)]),
@@ -233,7 +247,10 @@ impl Kernel for Conv2d {
         }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let geometry = self.geometry_tokens(&cx.inputs[0].dims);
+        let (setup, geometry) = (
+            self.geometry_tokens(&cx.inputs[0].dims),
+            super::geometry_ident(),
+        );
         let (x, y, w, cols) = (
             &cx.inputs[0].data,
             &cx.output.data,
@@ -245,12 +262,15 @@ impl Kernel for Conv2d {
             None => quote!(None),
         };
         quote! {
-            #geometry
-            ::kiln::kernels::conv::conv2d_forward(#x, #w, #b, &geometry, #y, #cols);
+            #setup
+            ::kiln::kernels::conv::conv2d_forward(#x, #w, #b, &#geometry, #y, #cols);
         }
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
-        let geometry = self.geometry_tokens(&cx.inputs[0].dims);
+        let (setup, geometry) = (
+            self.geometry_tokens(&cx.inputs[0].dims),
+            super::geometry_ident(),
+        );
         let (x, dy, w, cols) = (
             &cx.inputs[0].data,
             &cx.d_output,
@@ -270,8 +290,8 @@ impl Kernel for Conv2d {
             None => quote!(None),
         };
         quote! {
-            #geometry
-            ::kiln::kernels::conv::conv2d_backward(#x, #dy, #w, &geometry, #dw, #db, #dx, #cols);
+            #setup
+            ::kiln::kernels::conv::conv2d_backward(#x, #dy, #w, &#geometry, #dw, #db, #dx, #cols);
         }
     }
 }

@@ -563,6 +563,12 @@ pub(crate) fn require_float(op: &str, i: usize, info: &ValueInfo) -> Result<(), 
     }
 }
 
+/// The local holding a convolution's or pooling's geometry in generated code. Its mixed-site
+/// hygiene keeps it apart from the model's own names (an input may be called `geometry`).
+pub(crate) fn geometry_ident() -> proc_macro2::Ident {
+    proc_macro2::Ident::new("geometry", proc_macro2::Span::mixed_site())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,10 +80,11 @@ pub struct Pool {
 
 impl Pool {
     fn geometry_tokens(&self, x_dims: &[TokenStream]) -> TokenStream {
+        let geometry = super::geometry_ident();
         let (batch, c, h, w) = (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3]);
         let ((kh, kw), (sh, sw)) = (self.kernel, self.stride);
         quote! {
-            let geometry = ::kiln::kernels::pool::Pool2dGeometry {
+            let #geometry = ::kiln::kernels::pool::Pool2dGeometry {
                 batch: #batch,
                 channels: #c,
                 in_h: #h,
@@ -138,7 +139,10 @@ impl Kernel for Pool {
         }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let geometry = self.geometry_tokens(&cx.inputs[0].dims);
+        let (setup, geometry) = (
+            self.geometry_tokens(&cx.inputs[0].dims),
+            super::geometry_ident(),
+        );
         let (x, y) = (&cx.inputs[0].data, &cx.output.data);
         let f = if self.max {
             quote!(max_pool2d_forward)
@@ -146,26 +150,29 @@ impl Kernel for Pool {
             quote!(avg_pool2d_forward)
         };
         quote! {
-            #geometry
-            ::kiln::kernels::pool::#f(#x, &geometry, #y);
+            #setup
+            ::kiln::kernels::pool::#f(#x, &#geometry, #y);
         }
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
         let Some(dx) = &cx.d_inputs[0] else {
             return TokenStream::new();
         };
-        let geometry = self.geometry_tokens(&cx.inputs[0].dims);
+        let (setup, geometry) = (
+            self.geometry_tokens(&cx.inputs[0].dims),
+            super::geometry_ident(),
+        );
         let (dy, d, acc) = (&cx.d_output, &dx.data, dx.accumulate);
         if self.max {
             let (x, y) = (&cx.inputs[0].data, &cx.output.data);
             quote! {
-                #geometry
-                ::kiln::kernels::pool::max_pool2d_backward(#x, #y, #dy, &geometry, #d, #acc);
+                #setup
+                ::kiln::kernels::pool::max_pool2d_backward(#x, #y, #dy, &#geometry, #d, #acc);
             }
         } else {
             quote! {
-                #geometry
-                ::kiln::kernels::pool::avg_pool2d_backward(#dy, &geometry, #d, #acc);
+                #setup
+                ::kiln::kernels::pool::avg_pool2d_backward(#dy, &#geometry, #d, #acc);
             }
         }
     }

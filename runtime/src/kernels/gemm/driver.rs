@@ -148,7 +148,7 @@ fn block_size(len: usize, max: usize, unit: usize) -> usize {
 /// ```
 ///
 /// Threading: large problems are split before they get here (`run_split` in `gemm.rs`, the
-/// helper thread in `pool.rs`): `C` is cut at a panel boundary into two blocks, along `n`
+/// helper thread in `kernels/parallel.rs`): `C` is cut at a panel boundary into two blocks, along `n`
 /// (a range of `jc` columns, each thread packing its own `B` columns and all of `A`) or
 /// along `m`, and each block runs this unchanged single-threaded loop nest on its own thread
 /// with its own thread-local buffers, so no synchronisation is needed inside, and results

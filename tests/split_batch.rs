@@ -1,0 +1,88 @@
+//! A batch large enough to be split in halves (convolution, pooling and the element-wise loops
+//! run one half on the helper thread) computes what its samples compute one by one, and the
+//! same bits on every run.
+
+use kiln::ndarray::{s, Array1, Array2, Array4};
+use kiln::rand::rngs::StdRng;
+use kiln::rand::{Rng, SeedableRng};
+use kiln::Model;
+
+kiln::model! {
+    struct Cnn {
+        input x: [B, 2, 16, 16];
+        target y: [B] classes 3;
+        let c = relu(conv2d(x, 8, kernel = 3, padding = 1));
+        let p = max_pool2d(c, 2);
+        let h = tanh(flatten(p)) * sigmoid(flatten(p));
+        let logits = linear(h, 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+/// Every gradient, flattened in visiting order.
+fn flat_grads(grads: &CnnGrads<f64>) -> Vec<f64> {
+    let mut out = Vec::new();
+    Cnn::<f64>::visit_grads(grads, &mut |_, g| out.extend(g.iter().copied()));
+    out
+}
+
+fn assert_close(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
+            "{what}[{i}]: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn a_split_batch_matches_its_samples_one_by_one() {
+    // 40 samples: the relu and pooling see 40 × 8 × 16 × 16 = 81,920 values, above the
+    // splitting thresholds; one sample alone is never split.
+    let batch = 40;
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut model = Cnn::<f64>::new(&mut rng);
+    let x = Array4::from_shape_simple_fn((batch, 2, 16, 16), || rng.random_range(-1.0..1.0));
+    let y = Array1::from_shape_simple_fn(batch, || rng.random_range(0..3));
+
+    let mut ws = model.workspace();
+    let mut grads = model.zero_grads();
+    let loss = model
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    let logits: Array2<f64> = ws.logits().unwrap().to_owned();
+    let batch_grads = flat_grads(&grads);
+
+    // The same bits again.
+    let again = model
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    assert_eq!(loss.to_bits(), again.to_bits());
+    assert_eq!(ws.logits().unwrap(), logits.view());
+    assert_eq!(flat_grads(&grads), batch_grads);
+
+    // Sample by sample: the mean loss is the mean of the losses, and so are the gradients.
+    let mut one_ws = model.workspace();
+    let mut one_grads = model.zero_grads();
+    let mut loss_sum = 0.0;
+    let mut grad_sum = vec![0.0; batch_grads.len()];
+    for n in 0..batch {
+        let (xn, yn) = (x.slice(s![n..n + 1, .., .., ..]), y.slice(s![n..n + 1]));
+        loss_sum += model
+            .loss_and_grad(xn, yn, &mut one_ws, &mut one_grads)
+            .unwrap();
+        assert_close(
+            one_ws.logits().unwrap().as_slice().unwrap(),
+            logits.slice(s![n, ..]).as_slice().unwrap(),
+            &format!("logits of sample {n}"),
+        );
+        for (total, g) in grad_sum.iter_mut().zip(flat_grads(&one_grads)) {
+            *total += g;
+        }
+    }
+    assert_close(&[loss], &[loss_sum / batch as f64], "loss");
+    let mean: Vec<f64> = grad_sum.iter().map(|g| g / batch as f64).collect();
+    assert_close(&batch_grads, &mean, "gradients");
+}
