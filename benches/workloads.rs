@@ -90,12 +90,29 @@ fn measure(warmup: usize, counted: usize, mut step: impl FnMut()) -> (Duration, 
     (median, 1.0 / median.as_secs_f64())
 }
 
+/// Prints one workload's line: median, steps per second and (on Linux) the peak resident
+/// memory since the workload began (see [`reset_peak_memory`]).
 fn report(id: &str, threads: usize, (median, per_second): (Duration, f64)) {
+    let peak = peak_memory_mib().map_or(String::new(), |mib| format!("  peak {mib:>7.1} MiB"));
     println!(
-        "{id:<16} threads {threads}  median {:>10.4} ms/step  {:>12.1} steps/s",
+        "{id:<16} threads {threads}  median {:>10.4} ms/step  {:>12.1} steps/s{peak}",
         median.as_secs_f64() * 1e3,
         per_second
     );
+}
+
+/// Resets the process's peak resident set size to the current one (Linux: writing 5 to
+/// `/proc/self/clear_refs`), so that the next report shows one workload's peak.
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The peak resident set size in MiB (`VmHWM` in `/proc/self/status`), where available.
+fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn labels(rng: &mut StdRng, n: usize) -> Array1<usize> {
@@ -141,6 +158,7 @@ fn run() {
         .unwrap_or(1)];
 
     if wanted("W1") {
+        reset_peak_memory();
         let mut model = LinReg::<f32>::new(&mut rng);
         let x = Array2::from_shape_simple_fn((1000, 1), || rng.random_range(-1.0f32..1.0));
         let y = x.mapv(|v| 3.0 * v + 2.0);
@@ -159,6 +177,7 @@ fn run() {
         }
     }
     if wanted("W2") || wanted("W5") {
+        reset_peak_memory();
         let mut model = MlpSmall::<f32>::new(&mut rng);
         if wanted("W2") {
             let x = Array2::from_shape_simple_fn((64, 784), || rng.random_range(0.0f32..1.0));
@@ -179,6 +198,7 @@ fn run() {
             }
         }
         if wanted("W5") {
+            reset_peak_memory();
             let x = Array2::from_shape_simple_fn((1, 784), || rng.random_range(0.0f32..1.0));
             for &t in &threads {
                 report(
@@ -192,6 +212,7 @@ fn run() {
         }
     }
     if wanted("W3") {
+        reset_peak_memory();
         let mut model = MlpWide::<f32>::new(&mut rng);
         let x = Array2::from_shape_simple_fn((256, 1024), || rng.random_range(0.0f32..1.0));
         let y = labels(&mut rng, 256);
@@ -210,6 +231,7 @@ fn run() {
         }
     }
     if wanted("W4") {
+        reset_peak_memory();
         let mut model = LeNet::<f32>::new(&mut rng);
         let x = Array4::from_shape_simple_fn((64, 1, 28, 28), || rng.random_range(0.0f32..1.0));
         let y = labels(&mut rng, 64);

@@ -6,9 +6,69 @@
 //! rest (fan-out); nothing is scheduled for values no parameter depends on (there is never a
 //! gradient for input data). Layers that the seeds do not reach get zero gradients.
 
+use crate::expr::{Arena, Term, TermId};
 use crate::fuse::Fused;
 use crate::ir::{Graph, NodeId, NodeKind};
 use crate::Errors;
+
+/// The variable standing for the incoming adjoint (`d_out`) in pointwise VJP terms.
+pub const D_OUT: usize = usize::MAX;
+
+/// The VJP of a pointwise node: per input that needs an adjoint (`d_inputs[k]` set), the
+/// term `d_out · ∂term/∂input_k`, built in a copy of the graph's arena (the graph stays
+/// read-only; these terms live only for planning and emission).
+///
+/// A relu-like term, `if c > 0 { c } else { k · c }` with `k ≥ 0` (`relu`, `leaky_relu`,
+/// fused `relu(a + b)`), has derivatives that test `c > 0`. Its output `y` is positive exactly
+/// when `c` is, so they test `y > 0` instead: the backward pass then reads the activation,
+/// which the next layer's backward keeps anyway, and the pre-activation buffer is freed for
+/// reuse.
+pub fn pointwise_vjp(
+    graph: &Graph,
+    id: NodeId,
+    term: TermId,
+    d_inputs: &[Option<bool>],
+) -> (Arena, Vec<(usize, TermId)>) {
+    let mut arena = graph.exprs.clone();
+    let d_out = arena.var(D_OUT);
+    let relu_condition = match arena.term(term) {
+        Term::Select(c, t, e) if t == c => {
+            let nonnegative_slope = match arena.term(e) {
+                Term::Const(_) => arena.constant(e) == Some(0.0),
+                Term::Mul(k, x) => x == c && arena.constant(k).is_some_and(|k| k >= 0.0),
+                _ => false,
+            };
+            nonnegative_slope.then_some(c)
+        }
+        _ => None,
+    };
+    let output = arena.var(id);
+    let mut roots = Vec::new();
+    for (k, (d, &input)) in d_inputs.iter().zip(&graph.nodes[id].inputs).enumerate() {
+        if d.is_some() {
+            let partial = arena.diff(term, input);
+            let mut vjp = arena.mul(d_out, partial);
+            if let Some(c) = relu_condition {
+                vjp = arena.replace_condition(vjp, c, output);
+            }
+            roots.push((k, vjp));
+        }
+    }
+    (arena, roots)
+}
+
+/// The nodes a pointwise VJP reads (`D_OUT` excluded), in first-use order.
+pub fn vjp_reads(arena: &Arena, roots: &[(usize, TermId)]) -> Vec<usize> {
+    let mut read = Vec::new();
+    for &(_, root) in roots {
+        for n in arena.vars(root) {
+            if n != D_OUT && !read.contains(&n) {
+                read.push(n);
+            }
+        }
+    }
+    read
+}
 
 /// One VJP step.
 pub struct Step {

@@ -82,7 +82,7 @@ impl Arena {
         id
     }
 
-    fn constant(&self, id: TermId) -> Option<f64> {
+    pub fn constant(&self, id: TermId) -> Option<f64> {
         match self.terms[id] {
             Term::Const(bits) => Some(f64::from_bits(bits)),
             _ => None,
@@ -220,13 +220,22 @@ impl Arena {
     /// a consumer).
     pub fn substitute(&mut self, root: TermId, by: &HashMap<usize, TermId>) -> TermId {
         let mut memo = HashMap::new();
-        self.substitute_memo(root, by, &mut memo)
+        self.substitute_memo(root, by, &HashMap::new(), &mut memo)
+    }
+
+    /// Replaces the condition of every `Select(cond, ..)` in `root` by `by` (an equivalent
+    /// test on another value: `x > 0` and `relu(x) > 0` select alike).
+    pub fn replace_condition(&mut self, root: TermId, cond: TermId, by: TermId) -> TermId {
+        let mut memo = HashMap::new();
+        let conditions = HashMap::from([(cond, by)]);
+        self.substitute_memo(root, &HashMap::new(), &conditions, &mut memo)
     }
 
     fn substitute_memo(
         &mut self,
         id: TermId,
         by: &HashMap<usize, TermId>,
+        conditions: &HashMap<TermId, TermId>,
         memo: &mut HashMap<TermId, TermId>,
     ) -> TermId {
         if let Some(&done) = memo.get(&id) {
@@ -237,44 +246,47 @@ impl Arena {
             Term::Const(_) => id,
             Term::Add(a, b) => {
                 let (a, b) = (
-                    self.substitute_memo(a, by, memo),
-                    self.substitute_memo(b, by, memo),
+                    self.substitute_memo(a, by, conditions, memo),
+                    self.substitute_memo(b, by, conditions, memo),
                 );
                 self.add(a, b)
             }
             Term::Sub(a, b) => {
                 let (a, b) = (
-                    self.substitute_memo(a, by, memo),
-                    self.substitute_memo(b, by, memo),
+                    self.substitute_memo(a, by, conditions, memo),
+                    self.substitute_memo(b, by, conditions, memo),
                 );
                 self.sub(a, b)
             }
             Term::Mul(a, b) => {
                 let (a, b) = (
-                    self.substitute_memo(a, by, memo),
-                    self.substitute_memo(b, by, memo),
+                    self.substitute_memo(a, by, conditions, memo),
+                    self.substitute_memo(b, by, conditions, memo),
                 );
                 self.mul(a, b)
             }
             Term::Div(a, b) => {
                 let (a, b) = (
-                    self.substitute_memo(a, by, memo),
-                    self.substitute_memo(b, by, memo),
+                    self.substitute_memo(a, by, conditions, memo),
+                    self.substitute_memo(b, by, conditions, memo),
                 );
                 self.div(a, b)
             }
             Term::Neg(a) => {
-                let a = self.substitute_memo(a, by, memo);
+                let a = self.substitute_memo(a, by, conditions, memo);
                 self.neg(a)
             }
             Term::Call(f, a) => {
-                let a = self.substitute_memo(a, by, memo);
+                let a = self.substitute_memo(a, by, conditions, memo);
                 self.call(f, a)
             }
             Term::Select(c, t, e) => {
-                let c = self.substitute_memo(c, by, memo);
-                let t = self.substitute_memo(t, by, memo);
-                let e = self.substitute_memo(e, by, memo);
+                let c = match conditions.get(&c) {
+                    Some(&replaced) => replaced,
+                    None => self.substitute_memo(c, by, conditions, memo),
+                };
+                let t = self.substitute_memo(t, by, conditions, memo);
+                let e = self.substitute_memo(e, by, conditions, memo);
                 self.select(c, t, e)
             }
         };

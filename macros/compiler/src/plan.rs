@@ -1,7 +1,7 @@
 //! Stage 6: buffer planning. Decides which values get a workspace buffer, which adjoints do,
 //! and which forward values the backward pass reads (the values a training step must keep).
 
-use crate::autodiff::Schedule;
+use crate::autodiff::{pointwise_vjp, vjp_reads, Schedule};
 use crate::fuse::Fused;
 use crate::ir::{Graph, NodeKind};
 
@@ -26,6 +26,12 @@ pub struct Plan {
     pub slots: Vec<Option<usize>>,
     /// The number of shared buffers.
     pub slot_count: usize,
+    /// Per node: the shared buffer holding its adjoint. An adjoint lives from its first write
+    /// to the VJP step of its node, which reads it; adjoints whose lifetimes do not overlap
+    /// share one buffer.
+    pub adjoint_slots: Vec<Option<usize>>,
+    /// The number of shared adjoint buffers.
+    pub adjoint_slot_count: usize,
 }
 
 /// Plans the buffers.
@@ -35,8 +41,10 @@ pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
     for step in &schedule.steps {
         let node = &graph.nodes[step.node];
         match &node.kind {
-            NodeKind::Pointwise { .. } => {
-                for &i in &node.inputs {
+            NodeKind::Pointwise { term, .. } => {
+                // Only what the derivative terms read: nothing for `a + b`, the output for relu.
+                let (arena, roots) = pointwise_vjp(graph, step.node, *term, &step.d_inputs);
+                for i in vjp_reads(&arena, &roots) {
                     saved[i] = true;
                 }
             }
@@ -57,7 +65,7 @@ pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
     let values: Vec<usize> = (0..n)
         .filter(|&i| fused.materialized(i) && !matches!(graph.nodes[i].kind, NodeKind::Input(_)))
         .collect();
-    let adjoints = (0..n)
+    let adjoints: Vec<usize> = (0..n)
         .filter(|&i| schedule.has_adjoint[i] && fused.materialized(i))
         .collect();
 
@@ -90,6 +98,7 @@ pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
         .map(|(i, _)| i)
         .collect();
     let (slots, slot_count) = share_transients(graph, &saved, &forward_nodes, &loss_nodes);
+    let (adjoint_slots, adjoint_slot_count) = share_adjoints(graph, schedule, &adjoints);
     Plan {
         values,
         adjoints,
@@ -99,7 +108,60 @@ pub fn plan(graph: &Graph, fused: &Fused, schedule: &Schedule) -> Plan {
         inputs_saved,
         slots,
         slot_count,
+        adjoint_slots,
+        adjoint_slot_count,
     }
+}
+
+/// Assigns the adjoints to shared buffers by a greedy interval colouring over the backward
+/// steps. A seed (the loss's or an output's adjoint) is written before the first step; any
+/// other adjoint from the first step that writes it; each lives up to and including the step
+/// that runs its node's VJP (which reads it while writing its inputs' adjoints, so those
+/// never share its buffer).
+fn share_adjoints(
+    graph: &Graph,
+    schedule: &Schedule,
+    adjoints: &[usize],
+) -> (Vec<Option<usize>>, usize) {
+    let n = graph.nodes.len();
+    let mut first_write = vec![usize::MAX; n];
+    let mut last_read = vec![0usize; n];
+    for &seed in &schedule.seeds {
+        first_write[seed] = 0;
+    }
+    for (p, step) in schedule.steps.iter().enumerate() {
+        last_read[step.node] = last_read[step.node].max(p);
+        for (d, &i) in step.d_inputs.iter().zip(&graph.nodes[step.node].inputs) {
+            if d.is_some() {
+                first_write[i] = first_write[i].min(p);
+            }
+        }
+    }
+    let mut order: Vec<usize> = adjoints.to_vec();
+    order.sort_by_key(|&id| first_write[id]);
+    let mut slots = vec![None; n];
+    let mut busy_until: Vec<Option<usize>> = Vec::new();
+    for id in order {
+        let start = if first_write[id] == usize::MAX {
+            0
+        } else {
+            first_write[id]
+        };
+        let end = last_read[id].max(start);
+        let free = busy_until
+            .iter()
+            .position(|until| until.is_some_and(|until| until < start));
+        let slot = match free {
+            Some(s) => s,
+            None => {
+                busy_until.push(None);
+                busy_until.len() - 1
+            }
+        };
+        busy_until[slot] = Some(end);
+        slots[id] = Some(slot);
+    }
+    (slots, busy_until.len())
 }
 
 /// Assigns the transient values to shared buffers by a greedy interval colouring over the

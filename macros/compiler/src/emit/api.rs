@@ -249,7 +249,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 ::kiln::shape::bind_shape("gradient of output", #ns, #d.shape(), &[#(#dims),*], &mut [])?;
             };
             if cx.schedule.has_adjoint[*o] {
-                let (buf, len) = (cx.adjoint_ident(*o), cx.node_len(*o));
+                let (buf, len) = (cx.adjoint_field(*o), cx.node_len(*o));
                 quote! {
                     #check
                     for (dst, src) in buffers.#buf[..#len].iter_mut().zip(#d.iter()) {

@@ -53,8 +53,18 @@ impl Ctx<'_> {
         }
     }
 
+    /// The local name of a value's adjoint in generated code (`d_h1`).
     pub fn adjoint_ident(&self, id: NodeId) -> Ident {
         format_ident!("d_{}", self.g.nodes[id].name)
+    }
+
+    /// The workspace field holding a value's adjoint: a buffer shared with the adjoints whose
+    /// lifetimes do not overlap its own (`d_shared_0`).
+    pub fn adjoint_field(&self, id: NodeId) -> Ident {
+        match self.plan.adjoint_slots[id] {
+            Some(slot) => format_ident!("d_shared_{}", slot),
+            None => self.adjoint_ident(id),
+        }
     }
 
     pub fn dim_tokens(&self, d: Dim) -> TokenStream {

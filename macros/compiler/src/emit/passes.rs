@@ -3,14 +3,13 @@
 //! struct `ws` and the inputs as slices.
 
 use super::Ctx;
+use crate::autodiff::{pointwise_vjp, vjp_reads, D_OUT};
 use crate::ir::{NodeId, NodeKind};
 use crate::ops::{BackwardCx, ForwardCx, GradTarget, Operand};
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 use std::collections::BTreeSet;
 
-/// A marker variable id for "the incoming adjoint" in pointwise derivative terms.
-const D_OUT: usize = usize::MAX;
 
 pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let name = cx.name;
@@ -330,8 +329,8 @@ fn scratch_slices(cx: &Ctx, id: NodeId) -> Vec<TokenStream> {
         .collect()
 }
 
-/// The pointwise inputs, once each (`x * x` reads `x` once), and the statements slicing
-/// them to `len` elements: workspace buffers, and model inputs re-sliced.
+/// The values a pointwise loop reads, once each (`x * x` reads `x` once), and the statements
+/// slicing them to `len` elements: workspace buffers, and model inputs re-sliced.
 fn input_slices(cx: &Ctx, inputs: &[NodeId], len: &TokenStream) -> (Vec<Ident>, TokenStream) {
     let mut idents: Vec<Ident> = Vec::new();
     let mut out = TokenStream::new();
@@ -435,7 +434,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
     let mut layers = BTreeSet::new();
     let mut body = TokenStream::new();
     if let Some(loss) = g.loss {
-        let d = cx.adjoint_ident(loss);
+        let d = cx.adjoint_field(loss);
         body.extend(quote! {
             /// d loss / d loss = 1
             { ws.#d[0] = F::ONE; }
@@ -450,9 +449,9 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             .zip(&node.inputs)
             .map(|(d, &i)| {
                 d.map(|accumulate| {
-                    let (ident, len) = (cx.adjoint_ident(i), cx.node_len(i));
+                    let (field, len) = (cx.adjoint_field(i), cx.node_len(i));
                     GradTarget {
-                        data: quote!(&mut ws.#ident[..#len]),
+                        data: quote!(&mut ws.#field[..#len]),
                         accumulate,
                     }
                 })
@@ -468,7 +467,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
                     }
                     None => (Vec::new(), Vec::new()),
                 };
-                let (dout, len) = (cx.adjoint_ident(id), cx.node_len(id));
+                let (dout, len) = (cx.adjoint_field(id), cx.node_len(id));
                 k.backward(&BackwardCx {
                     inputs: node.inputs.iter().map(|&i| operand(cx, i, false)).collect(),
                     output: operand(cx, id, false),
@@ -537,21 +536,18 @@ fn pointwise_backward(cx: &Ctx, id: NodeId, term: usize, d_inputs: &[Option<bool
     let g = cx.g;
     let node = &g.nodes[id];
     let len = cx.node_len(id);
-    let (mut inputs, slices) = input_slices(cx, &node.inputs, &len);
-    let dout = cx.adjoint_ident(id);
-    // The derivative terms are built in a scratch copy of the arena: the graph is read-only
-    // here, and these terms only live for this emission.
-    let mut arena = g.exprs.clone();
-    let d_var = arena.var(D_OUT);
-    let mut roots = Vec::new();
-    let mut targets = Vec::new();
-    for (d, &i) in d_inputs.iter().zip(&node.inputs) {
-        if let Some(accumulate) = d {
-            let partial = arena.diff(term, i);
-            roots.push(arena.mul(d_var, partial));
-            targets.push((cx.adjoint_ident(i), *accumulate));
-        }
-    }
+    let (arena, vjps) = pointwise_vjp(g, id, term, d_inputs);
+    // The values the derivative terms read (the output itself for relu), sliced once each.
+    let (mut inputs, slices) = input_slices(cx, &vjp_reads(&arena, &vjps), &len);
+    let (dout, dout_field) = (cx.adjoint_ident(id), cx.adjoint_field(id));
+    let roots: Vec<usize> = vjps.iter().map(|&(_, root)| root).collect();
+    let targets: Vec<(Ident, Ident, bool)> = vjps
+        .iter()
+        .map(|&(k, _)| {
+            let (input, accumulate) = (node.inputs[k], d_inputs[k] == Some(true));
+            (cx.adjoint_ident(input), cx.adjoint_field(input), accumulate)
+        })
+        .collect();
     let local = |n: usize| {
         if n == D_OUT {
             dout.clone()
@@ -576,8 +572,8 @@ fn pointwise_backward(cx: &Ctx, id: NodeId, term: usize, d_inputs: &[Option<bool
     let mut stores = TokenStream::new();
     let mut outputs = Vec::new();
     let i = loop_index();
-    for ((ident, accumulate), expr) in targets.iter().zip(&exprs) {
-        target_slices.extend(quote! { let #ident = &mut ws.#ident[..#len]; });
+    for ((ident, field, accumulate), expr) in targets.iter().zip(&exprs) {
+        target_slices.extend(quote! { let #ident = &mut ws.#field[..#len]; });
         stores.extend(if *accumulate {
             quote! { #ident[#i] += #expr; }
         } else {
@@ -597,7 +593,7 @@ fn pointwise_backward(cx: &Ctx, id: NodeId, term: usize, d_inputs: &[Option<bool
     let run = split_loop(cx, id, &inputs, &outputs, body);
     quote! {
         #slices
-        let #dout = &ws.#dout[..#len];
+        let #dout = &ws.#dout_field[..#len];
         #target_slices
         #run
     }

@@ -97,10 +97,27 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             }
         }
     }
-    for &id in &cx.plan.adjoints {
-        let field = cx.adjoint_ident(id);
-        let doc = format!(" Adjoint of `{}`.", g.nodes[id].name);
+    for slot in 0..cx.plan.adjoint_slot_count {
+        let holders: Vec<String> = cx
+            .plan
+            .adjoints
+            .iter()
+            .filter(|&&id| cx.plan.adjoint_slots[id] == Some(slot))
+            .map(|&id| format!("`d_{}`", g.nodes[id].name))
+            .collect();
+        let doc = format!(
+            " Adjoints, in turn: {}, each read before the next is written.",
+            holders.join(", ")
+        );
+        let field = format_ident!("d_shared_{}", slot);
         buffer_fields.push(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
+    }
+    for &id in &cx.plan.adjoints {
+        let field = cx.adjoint_field(id);
+        if cx.plan.adjoint_slots[id].is_none() {
+            let doc = format!(" Adjoint of `{}`.", g.nodes[id].name);
+            buffer_fields.push(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
+        }
         let len = cx.node_len(id);
         grow_adjoints.push(quote! { ::kiln::shape::grow(&mut self.#field, #len); });
     }
@@ -119,7 +136,14 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 .iter()
                 .flat_map(|&id| cx.scratch_of(id).into_iter().map(|(f, _)| f)),
         )
-        .chain(cx.plan.adjoints.iter().map(|&id| cx.adjoint_ident(id)))
+        .chain((0..cx.plan.adjoint_slot_count).map(|slot| format_ident!("d_shared_{}", slot)))
+        .chain(
+            cx.plan
+                .adjoints
+                .iter()
+                .filter(|&&id| cx.plan.adjoint_slots[id].is_none())
+                .map(|&id| cx.adjoint_ident(id)),
+        )
         .collect();
     let (rng_field, rng_init, reseed) = if cx.needs_rng() {
         (
