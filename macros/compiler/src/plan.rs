@@ -22,7 +22,8 @@ pub struct Plan {
     /// Per node: the shared buffer holding it, for values that are neither read by the
     /// backward pass nor an output nor the loss. Such values only live from their computation
     /// to their last use in the forward pass, so values whose lifetimes do not overlap share
-    /// one buffer.
+    /// one buffer. An element-wise value computed in place of its dying input takes that
+    /// input's buffer, whether kept or not.
     pub slots: Vec<Option<usize>>,
     /// The number of shared buffers.
     pub slot_count: usize,
@@ -197,6 +198,25 @@ fn share_transients(
     // The position after which each shared buffer is free again.
     let mut busy_until: Vec<usize> = Vec::new();
     for (p, &id) in order.iter().enumerate() {
+        // An element-wise value whose input dies here, with as many elements, is computed in
+        // place, in that input's buffer (`relu(linear(x))` needs one buffer, not two); it
+        // holds the buffer until its own last use, or for good if the step keeps it.
+        // Outputs and the loss keep buffers named after them (the workspace's accessors).
+        let named = graph.outputs.iter().any(|(o, _)| *o == id) || graph.loss == Some(id);
+        let in_place = if named {
+            None
+        } else {
+            in_place_input(graph, id, &last_use, p, &slots)
+        };
+        if let Some(slot) = in_place {
+            busy_until[slot] = if kept[id] {
+                usize::MAX
+            } else {
+                last_use[id].max(p)
+            };
+            slots[id] = Some(slot);
+            continue;
+        }
         if kept[id] {
             continue;
         }
@@ -211,4 +231,25 @@ fn share_transients(
         slots[id] = Some(slot);
     }
     (slots, busy_until.len())
+}
+
+/// The shared buffer a pointwise node at position `p` can be computed in: that of an input
+/// in a shared buffer (so neither kept nor an output), whose last use is this node, with the
+/// same number of elements (the same shape).
+fn in_place_input(
+    graph: &Graph,
+    id: usize,
+    last_use: &[usize],
+    p: usize,
+    slots: &[Option<usize>],
+) -> Option<usize> {
+    let node = &graph.nodes[id];
+    if !matches!(node.kind, NodeKind::Pointwise { .. }) {
+        return None;
+    }
+    node.inputs.iter().find_map(|&i| {
+        let same_shape = graph.info(i).shape == graph.info(id).shape;
+        let dies_here = last_use[i] == p;
+        slots[i].filter(|_| same_shape && dies_here)
+    })
 }

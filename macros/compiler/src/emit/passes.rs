@@ -401,20 +401,38 @@ fn pointwise_forward(cx: &Ctx, id: NodeId, term: usize) -> TokenStream {
     let node = &cx.g.nodes[id];
     let len = cx.node_len(id);
     let (out, field) = (cx.node_ident(id), cx.value_field(id));
-    let (inputs, slices) = input_slices(cx, &node.inputs, &len);
-    let read: Vec<Ident> =
-        cx.g.exprs
-            .vars(term)
-            .into_iter()
-            .map(|n| cx.node_ident(n))
-            .collect();
-    let loads = element_loads(&read);
+    // Computed in place (the plan gave it its dying input's buffer): that input is read from
+    // the output slice, element by element, before the element is overwritten.
+    let in_place: Vec<NodeId> = node
+        .inputs
+        .iter()
+        .copied()
+        .filter(|&i| !cx.is_input(i) && cx.value_field(i) == field)
+        .collect();
+    let separate: Vec<NodeId> = node
+        .inputs
+        .iter()
+        .copied()
+        .filter(|i| !in_place.contains(i))
+        .collect();
+    let (inputs, slices) = input_slices(cx, &separate, &len);
+    let i = loop_index();
+    let loads: TokenStream = cx
+        .g
+        .exprs
+        .vars(term)
+        .into_iter()
+        .map(|n| {
+            let ident = cx.node_ident(n);
+            let source = if in_place.contains(&n) { &out } else { &ident };
+            quote! { let #ident = #source[#i]; }
+        })
+        .collect();
     let (lets, exprs) = cx.g.exprs.emit(&[term], &|n| {
         let ident = cx.node_ident(n);
         quote!(#ident)
     });
     let expr = &exprs[0];
-    let i = loop_index();
     let body = quote! {
         #loads
         #lets

@@ -65,7 +65,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             .map(|&id| format!("`{}`", g.nodes[id].name))
             .collect();
         let doc = format!(
-            " Shared, in turn, by {}: values the backward pass does not read, each dead before the next is computed.",
+            " Shared, in turn, by {}: each value is dead before the next is written, or the next is computed in place from it.",
             holders.join(", ")
         );
         let field = format_ident!("shared_{}", slot);
