@@ -10,7 +10,6 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 use std::collections::BTreeSet;
 
-
 pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let name = cx.name;
     let float_inputs = input_params(cx, false);
@@ -417,17 +416,16 @@ fn pointwise_forward(cx: &Ctx, id: NodeId, term: usize) -> TokenStream {
         .collect();
     let (inputs, slices) = input_slices(cx, &separate, &len);
     let i = loop_index();
-    let loads: TokenStream = cx
-        .g
-        .exprs
-        .vars(term)
-        .into_iter()
-        .map(|n| {
-            let ident = cx.node_ident(n);
-            let source = if in_place.contains(&n) { &out } else { &ident };
-            quote! { let #ident = #source[#i]; }
-        })
-        .collect();
+    let loads: TokenStream =
+        cx.g.exprs
+            .vars(term)
+            .into_iter()
+            .map(|n| {
+                let ident = cx.node_ident(n);
+                let source = if in_place.contains(&n) { &out } else { &ident };
+                quote! { let #ident = #source[#i]; }
+            })
+            .collect();
     let (lets, exprs) = cx.g.exprs.emit(&[term], &|n| {
         let ident = cx.node_ident(n);
         quote!(#ident)
