@@ -1,6 +1,6 @@
 //! A batch large enough to be split in halves (convolution, pooling and the element-wise loops
-//! run one half on the helper thread) computes what its samples compute one by one, and the
-//! same bits on every run.
+//! run one half on the helper thread) computes what its samples compute one by one, the same
+//! bits on every run, and the same bits with one thread as with two.
 
 use kiln::ndarray::{s, Array1, Array2, Array4};
 use kiln::rand::rngs::StdRng;
@@ -85,4 +85,71 @@ fn a_split_batch_matches_its_samples_one_by_one() {
     assert_close(&[loss], &[loss_sum / batch as f64], "loss");
     let mean: Vec<f64> = grad_sum.iter().map(|g| g / batch as f64).collect();
     assert_close(&batch_grads, &mean, "gradients");
+}
+
+kiln::model! {
+    /// Large enough that its wide layer's GEMMs are split across threads too.
+    struct Wide {
+        input x: [B, 2, 16, 16];
+        target y: [B] classes 3;
+        let c = relu(conv2d(x, 8, kernel = 3, padding = 1));
+        let p = max_pool2d(c, 2);
+        let h = relu(linear(flatten(p), 1024));
+        let logits = linear(h, 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+/// The loss and every gradient of one step of [`Wide`] on fixed data, as bit patterns.
+fn wide_step_bits() -> Vec<u64> {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut model = Wide::<f64>::new(&mut rng);
+    let x = Array4::from_shape_simple_fn((40, 2, 16, 16), || rng.random_range(-1.0..1.0));
+    let y = Array1::from_shape_simple_fn(40, || rng.random_range(0..3));
+    let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
+    let loss = model
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    let mut bits = vec![loss.to_bits()];
+    Wide::<f64>::visit_grads(&grads, &mut |_, g| {
+        bits.extend(g.iter().map(|v| v.to_bits()))
+    });
+    bits
+}
+
+/// FNV-1a over the bit patterns: one line for the child process to print.
+fn fingerprint(bits: &[u64]) -> u64 {
+    bits.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The thread count is read once per process, so the one-thread run is a child process: this
+/// test binary again, running only this test with `KILN_THREADS=1`.
+#[test]
+fn one_and_two_threads_give_the_same_bits() {
+    const CHILD: &str = "KILN_SPLIT_BATCH_CHILD";
+    let here = fingerprint(&wide_step_bits());
+    if std::env::var_os(CHILD).is_some() {
+        println!("fingerprint {here:016x}");
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "one_and_two_threads_give_the_same_bits",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env("KILN_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "the one-thread run failed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let child = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint "))
+        .unwrap_or_else(|| panic!("no fingerprint in the child's output:\n{stdout}"));
+    assert_eq!(child, format!("{here:016x}"), "one thread and two differ");
 }
