@@ -51,7 +51,7 @@ pub(super) unsafe fn pack<V: Vector>(
 }
 
 /// One panel: lanes `0 .. lanes` (`≤ w`) of `kc` steps, lane `i` of step `p` to
-/// `dst[p·w + i]`. Lanes `lanes .. w` of `dst` are left as they are.
+/// `dst[p·w + i]`. Lanes `lanes .. w` of `dst` are left as they are or set to zero.
 ///
 /// # Safety
 /// As for [`pack`], for one panel.

@@ -51,7 +51,7 @@ pub(super) trait Vector: Copy {
 
     /// Packs `lanes ≤ w` lanes of `kc` steps, lane `i` being contiguous along the steps
     /// (element `(i, p)` at `src + i·s_lane + p`), into `dst[p·w + i]`: a transpose. Lanes
-    /// `lanes .. w` of `dst` are not written.
+    /// `lanes .. w` of `dst` are left as they are or set to zero.
     ///
     /// # Safety
     /// Every element of the block readable, `dst .. dst + w·kc` writable and not overlapping
@@ -273,17 +273,31 @@ unsafe fn pack_transposed_f32(
     dst: *mut f32,
 ) {
     use arch::{
-        _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps,
-        _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+        _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_setzero_ps, _mm256_shuffle_ps,
+        _mm256_storeu_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
     };
-    let (lanes8, kc8) = (lanes / 8 * 8, kc / 8 * 8);
+    // Blocks of 8 lanes; a last block of fewer lanes (a GEMM with 6 rows, say) is transposed
+    // the same way, with zero rows for the missing lanes, whenever the panel has room for 8
+    // (those zeros land in lanes the microkernel never stores).
+    let kc8 = kc / 8 * 8;
+    let lanes8 = if lanes % 8 != 0 && lanes.next_multiple_of(8) <= w {
+        lanes
+    } else {
+        lanes / 8 * 8
+    };
     for i0 in (0..lanes8).step_by(8) {
+        let rows = (lanes8 - i0).min(8);
         for p0 in (0..kc8).step_by(8) {
-            // SAFETY: lanes `i0 .. i0 + 8 ≤ lanes` and steps `p0 .. p0 + 8 ≤ kc` are inside
-            // the block; `(p0 + q)·w + i0 + 8 ≤ kc·w` inside the panel.
+            // SAFETY: lanes `i0 .. i0 + rows ≤ lanes` and steps `p0 .. p0 + 8 ≤ kc` are inside
+            // the block; `(p0 + q)·w + i0 + 8 ≤ kc·w` inside the panel (`i0 + 8 ≤ w`).
             unsafe {
-                let row =
-                    |r: usize| _mm256_loadu_ps(src.offset((i0 + r) as isize * s_lane).add(p0));
+                let row = |r: usize| {
+                    if r < rows {
+                        _mm256_loadu_ps(src.offset((i0 + r) as isize * s_lane).add(p0))
+                    } else {
+                        _mm256_setzero_ps()
+                    }
+                };
                 let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
                 let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
                 let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
