@@ -280,7 +280,7 @@ unsafe fn pack_transposed_f32(
     // the same way, with zero rows for the missing lanes, whenever the panel has room for 8
     // (those zeros land in lanes the microkernel never stores).
     let kc8 = kc / 8 * 8;
-    let lanes8 = if lanes % 8 != 0 && lanes.next_multiple_of(8) <= w {
+    let lanes8 = if !lanes.is_multiple_of(8) && lanes.next_multiple_of(8) <= w {
         lanes
     } else {
         lanes / 8 * 8
