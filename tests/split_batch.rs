@@ -13,7 +13,8 @@ kiln::model! {
         target y: [B] classes 3;
         let c = relu(conv2d(x, 8, kernel = 3, padding = 1));
         let p = max_pool2d(c, 2);
-        let h = tanh(flatten(p)) * sigmoid(flatten(p));
+        let q = avg_pool2d(c, 2);
+        let h = tanh(flatten(p)) * sigmoid(flatten(q));
         let logits = linear(h, 3);
         output logits;
         loss cross_entropy(logits, y);
@@ -39,7 +40,7 @@ fn assert_close(got: &[f64], want: &[f64], what: &str) {
 
 #[test]
 fn a_split_batch_matches_its_samples_one_by_one() {
-    // 40 samples: the relu and pooling see 40 × 8 × 16 × 16 = 81,920 values, above the
+    // 40 samples: the relu and both poolings see 40 × 8 × 16 × 16 = 81,920 values, above the
     // splitting thresholds; one sample alone is never split.
     let batch = 40;
     let mut rng = StdRng::seed_from_u64(3);

@@ -5,7 +5,7 @@
 //! `out = ⌊(in − kernel) / stride⌋ + 1`: trailing rows and columns that do not fill a window
 //! are ignored, as in PyTorch. Windows may overlap (`stride < kernel`).
 //!
-//! Max pooling of a large batch runs its two halves on two threads (`kernels/parallel.rs`);
+//! Pooling of a large batch runs its two halves on two threads (`kernels/parallel.rs`);
 //! every sample is independent, so the result is the same.
 
 use super::parallel;
@@ -449,6 +449,21 @@ pub fn avg_pool2d_forward<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
     g.check(WHAT);
     check_len(WHAT, "x", x.len(), g.input_len());
     check_len(WHAT, "y", y.len(), g.output_len());
+    if worth_splitting(g) {
+        let (g_a, g_b) = halves(g);
+        let (x_a, x_b) = x.split_at(g_a.input_len());
+        let (y_a, y_b) = y.split_at_mut(g_a.output_len());
+        parallel::join(
+            || avg_pool2d_forward_serial(x_b, &g_b, y_b),
+            || avg_pool2d_forward_serial(x_a, &g_a, y_a),
+        );
+    } else {
+        avg_pool2d_forward_serial(x, g, y);
+    }
+}
+
+/// [`avg_pool2d_forward`] on this thread.
+fn avg_pool2d_forward_serial<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
     let plane = g.in_h * g.in_w;
     let count = F::from_usize(g.kernel_h * g.kernel_w);
     for_each_window(g, |base, out, top_left| {
@@ -475,6 +490,26 @@ pub fn avg_pool2d_backward<F: Float>(dy: &[F], g: &Pool2dGeometry, dx: &mut [F],
     g.check(WHAT);
     check_len(WHAT, "dy", dy.len(), g.output_len());
     check_len(WHAT, "dx", dx.len(), g.input_len());
+    if worth_splitting(g) {
+        let (g_a, g_b) = halves(g);
+        let (dy_a, dy_b) = dy.split_at(g_a.output_len());
+        let (dx_a, dx_b) = dx.split_at_mut(g_a.input_len());
+        parallel::join(
+            || avg_pool2d_backward_serial(dy_b, &g_b, dx_b, accumulate),
+            || avg_pool2d_backward_serial(dy_a, &g_a, dx_a, accumulate),
+        );
+    } else {
+        avg_pool2d_backward_serial(dy, g, dx, accumulate);
+    }
+}
+
+/// [`avg_pool2d_backward`] on this thread.
+fn avg_pool2d_backward_serial<F: Float>(
+    dy: &[F],
+    g: &Pool2dGeometry,
+    dx: &mut [F],
+    accumulate: bool,
+) {
     if !accumulate {
         dx.fill(F::ZERO);
     }
