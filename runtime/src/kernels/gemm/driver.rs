@@ -97,12 +97,19 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
 ///   with few outputs, `x·Wᵀ`): one dot product per output beats padding every tile to `NR`
 ///   columns (W2's 64 → 10 layer: 1.7× faster).
 ///
+/// - Fewer rows than a tile with both operands contiguous along `k` (`A·Bᵀ`: a linear layer
+///   on a batch of 2 to 7, or a convolution's weight gradient `dy·colsᵀ` with 6 output
+///   channels): the packed path would pad every tile to `MR` rows and copy both operands;
+///   dot products read them in place (W4's 6 × 784 × 25 weight gradient: 50 → 92 GFLOP/s;
+///   a batch of 4 through a 784 → 128 layer: 52 → 99).
+///
 /// Other small problems are packed: measured (benches/gemm.rs, "small 32³"), one
 /// matrix-vector product per row of `C` was 2 to 3 times slower than packing already at
 /// 32 × 32 × 32, and no faster below.
 #[inline(always)]
 fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
-    p.m == 1 || p.n == 1 || (2 * p.n < K::NR && p.b.rs == 1 && p.a.cs == 1)
+    let dots = p.b.rs == 1 && p.a.cs == 1;
+    p.m == 1 || p.n == 1 || (dots && (2 * p.n < K::NR || p.m < K::MR))
 }
 
 /// `C = beta · C`, writing zeros (not reading `C`) when `beta` is zero.
