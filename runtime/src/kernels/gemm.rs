@@ -441,7 +441,7 @@ mod tests {
     fn all_paths<F: Float + Dispatch>(shapes: &[(usize, usize, usize)]) {
         for isa in Isa::available() {
             for &(m, k, n) in shapes {
-                for path in [Path::Auto, Path::Gemv, Path::Packed(TINY)] {
+                for path in [Path::Auto, Path::Gemv, Path::Packed(TINY), Path::BInPlace] {
                     check::<F>(isa, path, m, k, n);
                 }
             }
@@ -537,7 +537,7 @@ mod tests {
         let (m, k, n) = (13, 21, 11);
         let a_full = values(m * 2 * k, 1.0); // A: m × k in every other column of m × 2k
         let b_full = values(k * n, 2.0);
-        for isa_path in [Path::Auto, Path::Gemv, Path::Packed(TINY)] {
+        for isa_path in [Path::Auto, Path::Gemv, Path::Packed(TINY), Path::BInPlace] {
             for isa in Isa::available() {
                 // B read bottom-up: B'[p][j] = b_full[(k−1−p)·n + j].
                 let b_last = (k - 1) * n;

@@ -53,6 +53,9 @@ pub(crate) enum Path {
     /// One matrix-vector product per row or column of `C`; falls back to the packed path
     /// when neither has a unit-stride form.
     Gemv,
+    /// The packed path, reading `B` in place where its layout allows (see
+    /// [`reads_b_in_place`]), else packing it.
+    BInPlace,
 }
 
 /// Runs a problem with kernel set `K`. Compiled once per instruction set, inside a
@@ -77,10 +80,11 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     match path {
         Path::Auto => {
             if !(gemv_first::<K>(p) && unsafe { by_gemv::<K>(p) }) {
-                unsafe { packed::<K>(p, K::BLOCKING) };
+                unsafe { b_in_place::<K>(p, K::BLOCKING) };
             }
         }
         Path::Packed(blocking) => unsafe { packed::<K>(p, blocking) },
+        Path::BInPlace => unsafe { b_in_place::<K>(p, K::BLOCKING) },
         Path::Gemv => {
             if !unsafe { by_gemv::<K>(p) } {
                 unsafe { packed::<K>(p, K::BLOCKING) };
@@ -200,6 +204,91 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     }
 }
 
+/// The most elements of `B` read in place (128 KiB of f32): a small `B` stays in L1 or L2
+/// however its rows are spread, so its panels need no copy.
+const B_IN_PLACE_MAX: usize = 1 << 15;
+
+/// The fewest rows of `B` (steps of `k`) read in place. Measured (benches/gemm.rs, one
+/// thread): in place wins from `k = 25` (W4's `6 × 25 × 784`: 68 → 92 GFLOP/s; `16 × 150 ×
+/// 100`: 120 → 148) but loses on shallower products (`64 × 10 × 64`: 114 → 100; `150 × 16
+/// × 100`: 124 → 115), where packing costs little.
+const B_IN_PLACE_MIN_K: usize = 24;
+
+/// Whether [`b_in_place`] reads `B` in place: its rows are contiguous (`cs == 1`), it is one
+/// rank-`kc` block deep but not shallow ([`B_IN_PLACE_MIN_K`]) and small
+/// ([`B_IN_PLACE_MAX`]), and it has at least one whole panel of `NR` columns. A
+/// convolution's `W · cols` per sample is such a product: packing `cols` would copy each of
+/// its elements once more only to read it from the same cache.
+#[inline(always)]
+fn reads_b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) -> bool {
+    p.b.cs == 1
+        && p.b.rs > 0
+        && (B_IN_PLACE_MIN_K..=blocking.kc).contains(&p.k)
+        && p.n >= K::NR
+        && p.k * p.n <= B_IN_PLACE_MAX
+}
+
+/// The packed algorithm with `B` read in place when [`reads_b_in_place`]: `A` is packed
+/// block by block as in [`packed`], the microkernel reads each whole panel of `NR` columns of
+/// `B` straight from its rows (`ldb` = the row stride), and only the last, partial panel is
+/// packed (zero-padded to `NR` columns). Otherwise, [`packed`].
+///
+/// # Safety
+/// As for [`run`].
+#[inline(always)]
+unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
+    if !reads_b_in_place::<K>(p, blocking) {
+        // SAFETY: forwarded from the caller.
+        return unsafe { packed::<K>(p, blocking) };
+    }
+    let (mr, nr) = (K::MR, K::NR);
+    let (k, whole) = (p.k, p.n / nr * nr);
+    let mc_max = block_size(p.m, blocking.mc, mr);
+    let mut scratch = Scratch::take();
+    let (a_pack, b_pack) = scratch.get::<K::T>(mc_max * k, k * nr);
+    if whole < p.n {
+        // SAFETY: columns `whole .. n` and every `k` are inside B; the buffer holds `k · NR`.
+        unsafe { pack::<K::V>(nr, p.n - whole, k, p.b.at(0, whole), p.b.cs, p.b.rs, b_pack) };
+    }
+    let ldb = p.b.rs as usize;
+    let mut ic = 0;
+    while ic < p.m {
+        let mc = mc_max.min(p.m - ic);
+        // SAFETY: the block `m ∈ ic..ic+mc`, all `k`, is inside A; the buffer holds
+        // `mc_max · k ≥ ceil(mc / MR) · MR · k` elements.
+        unsafe { pack::<K::V>(mr, mc, k, p.a.at(ic, 0), p.a.rs, p.a.cs, a_pack) };
+        let mut jr = 0;
+        while jr < p.n {
+            let (b_panel, b_stride) = if jr < whole {
+                (p.b.at(0, jr), ldb)
+            } else {
+                (b_pack.cast_const(), nr)
+            };
+            let mut ir = 0;
+            while ir < mc {
+                let tile = Tile {
+                    ptr: p
+                        .c
+                        .wrapping_offset((ic + ir) as isize * p.rsc + jr as isize * p.csc),
+                    rs: p.rsc,
+                    cs: p.csc,
+                    rows: mr.min(mc - ir),
+                    cols: nr.min(p.n - jr),
+                    alpha: p.alpha,
+                    beta: p.beta,
+                };
+                // SAFETY: panel `ir / MR` of packed A holds `k` steps; a whole panel of B has
+                // `NR` columns at each of its `k` rows (`jr + NR ≤ whole ≤ n`), the last one
+                // is packed; the tile's elements are inside C.
+                unsafe { K::tile(k, a_pack.wrapping_add(ir * k), b_panel, b_stride, &tile) };
+                ir += mr;
+            }
+            jr += nr;
+        }
+        ic += mc;
+    }
+}
+
 /// Loops 2 and 1: the microkernel over every `MR × NR` tile of the `mc × nc` block of `C`
 /// at `(ic, jc)`.
 ///
@@ -238,7 +327,7 @@ unsafe fn macro_kernel<K: Kernel>(
             };
             // SAFETY: panel `ir / MR` of A and `jr / NR` of B hold `kc` full steps each, and
             // the tile's `rows × cols` elements are inside C.
-            unsafe { K::tile(kc, a_pack.wrapping_add(ir * kc), b_panel, &tile) };
+            unsafe { K::tile(kc, a_pack.wrapping_add(ir * kc), b_panel, nr, &tile) };
             ir += mr;
         }
         jr += nr;
