@@ -154,3 +154,48 @@ fn one_and_two_threads_give_the_same_bits() {
         .unwrap_or_else(|| panic!("no fingerprint in the child's output:\n{stdout}"));
     assert_eq!(child, format!("{here:016x}"), "one thread and two differ");
 }
+
+kiln::model! {
+    /// A convolution whose weight (73,728 values) is too large for 8 partial gradients: its
+    /// batch is summed in 2 chunks.
+    struct BigKernel {
+        input x: [B, 8, 4, 4];
+        target y: [B] classes 2;
+        let c = conv2d(x, 1024, kernel = 3);
+        let logits = linear(flatten(c), 2);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn a_large_convolution_weight_is_summed_in_fewer_chunks() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut model = BigKernel::<f64>::new(&mut rng);
+    let x = Array4::from_shape_simple_fn((5, 8, 4, 4), || rng.random_range(-1.0..1.0));
+    let y = Array1::from_shape_simple_fn(5, || rng.random_range(0..2));
+    let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
+    let loss = model
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    let mut all = Vec::new();
+    BigKernel::<f64>::visit_grads(&grads, &mut |_, g| all.extend(g.iter().copied()));
+    let (mut one_ws, mut one_grads) = (model.workspace(), model.zero_grads());
+    let (mut loss_sum, mut grad_sum) = (0.0, vec![0.0; all.len()]);
+    for n in 0..5 {
+        let (xn, yn) = (x.slice(s![n..n + 1, .., .., ..]), y.slice(s![n..n + 1]));
+        loss_sum += model
+            .loss_and_grad(xn, yn, &mut one_ws, &mut one_grads)
+            .unwrap();
+        let mut k = 0;
+        BigKernel::<f64>::visit_grads(&one_grads, &mut |_, g| {
+            for v in g.iter() {
+                grad_sum[k] += v;
+                k += 1;
+            }
+        });
+    }
+    assert_close(&[loss], &[loss_sum / 5.0], "loss");
+    let mean: Vec<f64> = grad_sum.iter().map(|g| g / 5.0).collect();
+    assert_close(&all, &mean, "gradients");
+}

@@ -13,7 +13,8 @@
 //! viewed as `[O, C·kh·kw]`. A 1×1 convolution with stride 1 and no padding needs no unfolding
 //! (the sample itself is that matrix) and skips the scratch entirely.
 
-use super::{gemm, parallel};
+use super::gemm;
+use super::parallel::{self, SharedMut};
 use crate::Float;
 
 /// The sizes of a 2-D convolution: batch, channels, spatial extents, kernel, stride and
@@ -27,8 +28,8 @@ use crate::Float;
 /// };
 /// assert_eq!((g.out_h(), g.out_w()), (4, 4));
 /// assert_eq!(g.cols_len(), 3 * 3 * 2 * 4 * 4);
-/// // Two im2col matrices, then a weight and a bias gradient.
-/// assert_eq!(g.scratch_len(), 2 * g.cols_len() + 4 * 3 * 3 * 2 + 4);
+/// // Two im2col matrices, then 7 partial weight and bias gradients.
+/// assert_eq!(g.scratch_len(), 2 * g.cols_len() + 7 * (4 * 3 * 3 * 2 + 4));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dGeometry {
@@ -87,12 +88,31 @@ impl Conv2dGeometry {
     }
 
     /// The scratch the kernels need: one im2col matrix per thread (two; none on the 1×1 fast
-    /// path, see [`is_pointwise`](Self::is_pointwise)), then a weight and a bias gradient for
-    /// the second half of the batch, which [`conv2d_backward`] sums apart from the first (on
-    /// the helper thread when there is one) and adds at the end: the same two partial sums
-    /// on one thread or two, so results do not depend on the thread count.
+    /// path, see [`is_pointwise`](Self::is_pointwise)), then the weight and bias gradients
+    /// of all but the first chunk of the batch: [`conv2d_backward`] sums each chunk apart
+    /// (on whichever thread claims it) and adds the chunks' sums in order at the end, the
+    /// same sums on one thread or two, so results do not depend on the thread count. Up to
+    /// 8 chunks (7 partial gradients), or 2 when the weight has more than 2¹⁶ values.
     pub fn scratch_len(&self) -> usize {
-        2 * self.sample_scratch_len() + self.weight_len() + self.out_channels
+        let gradient = self.weight_len() + self.out_channels;
+        2 * self.sample_scratch_len() + (self.max_gradient_chunks() - 1) * gradient
+    }
+
+    /// The most chunks [`conv2d_backward`] sums a batch's weight gradient in:
+    /// [`MAX_CHUNKS`](parallel::MAX_CHUNKS), or 2 when the weight is large (over 2¹⁶
+    /// values), to bound the scratch.
+    fn max_gradient_chunks(&self) -> usize {
+        if self.weight_len() + self.out_channels <= 1 << 16 {
+            parallel::MAX_CHUNKS
+        } else {
+            2
+        }
+    }
+
+    /// The chunks this batch's weight gradient is summed in: a function of the geometry
+    /// only, so the sum is the same whichever threads compute it.
+    fn gradient_chunks(&self) -> usize {
+        self.batch.min(self.max_gradient_chunks())
     }
 
     /// One thread's im2col matrix: [`cols_len`](Self::cols_len), or 0 on the 1×1 fast path.
@@ -583,8 +603,8 @@ fn check_cols(what: &str, cols: usize, g: &Conv2dGeometry) {
 /// `y = conv2d(x, weight) + bias`. `y` (`[N, O, out_h, out_w]`) is overwritten.
 ///
 /// Per sample the input is unfolded into `cols` (im2col) and multiplied by the weight viewed
-/// as `[O, C·kh·kw]`: one GEMM per sample. Large batches are split in two halves, the second
-/// computed on the helper thread (see `kernels/parallel.rs`). `cols` must hold at least
+/// as `[O, C·kh·kw]`: one GEMM per sample. Large batches run chunk by chunk on two threads
+/// (see `kernels/parallel.rs`). `cols` must hold at least
 /// [`g.scratch_len()`](Conv2dGeometry::scratch_len) elements (a longer one is fine, only its
 /// prefix is used); its contents on entry are irrelevant and on exit unspecified.
 ///
@@ -623,19 +643,29 @@ pub fn conv2d_forward<F: Float>(
     if g.output_len() == 0 {
         return;
     }
-    let (cols_a, rest) = cols.split_at_mut(g.sample_scratch_len());
-    let cols_b = &mut rest[..g.sample_scratch_len()];
+    let sample = g.sample_scratch_len();
+    let (cols_a, rest) = cols.split_at_mut(sample);
+    let cols_b = &mut rest[..sample];
     if !worth_splitting(g) {
         return forward_samples(x, weight, bias, g, y, cols_a);
     }
-    let first = g.batch.div_ceil(2);
-    let (g_a, g_b) = (g.with_batch(first), g.with_batch(g.batch - first));
-    let (x_a, x_b) = x.split_at(g_a.input_len());
-    let (y_a, y_b) = y.split_at_mut(g_a.output_len());
-    parallel::join(
-        || forward_samples(x_b, weight, bias, &g_b, y_b, cols_b),
-        || forward_samples(x_a, weight, bias, &g_a, y_a, cols_a),
-    );
+    let chunks = parallel::chunk_count(g.batch);
+    let (in_sample, out_sample) = (g.input_len() / g.batch, g.output_len() / g.batch);
+    let y = SharedMut::new(y);
+    let cols = [SharedMut::new(cols_a), SharedMut::new(cols_b)];
+    parallel::for_each_chunk(chunks, |chunk, thread| {
+        let samples = parallel::chunk_range(g.batch, chunks, chunk);
+        let x_c = &x[samples.start * in_sample..samples.end * in_sample];
+        // SAFETY: each chunk is claimed once and covers its own samples of `y`; each thread
+        // uses its own `cols`, one chunk at a time.
+        let (y_c, cols) = unsafe {
+            (
+                y.range(samples.start * out_sample..samples.end * out_sample),
+                cols[thread].range(0..sample),
+            )
+        };
+        forward_samples(x_c, weight, bias, &g.with_batch(samples.len()), y_c, cols);
+    });
 }
 
 /// Whether a convolution is large enough for two threads: below about 2¹⁸ multiply-adds
@@ -690,8 +720,9 @@ fn forward_samples<F: Float>(
 /// `cols` is scratch as for [`conv2d_forward`] (at least
 /// [`g.scratch_len()`](Conv2dGeometry::scratch_len) elements); each sample's im2col matrix
 /// is reused for its input gradient's columns once its weight gradient is taken. The batch is
-/// always summed as two halves (the second into the scratch, on the helper thread when the
-/// work is large enough) and the halves added, so the result is the same on one thread or two.
+/// always summed in the same chunks (on two threads when the work is large enough), each
+/// chunk's sum apart, and the chunks' sums added in order, so the result is the same on one
+/// thread or two.
 ///
 /// # Panics
 /// If a slice's length disagrees with `g`, or a stride or kernel size is 0 (caller bugs).
@@ -702,7 +733,7 @@ pub fn conv2d_backward<F: Float>(
     weight: &[F],
     g: &Conv2dGeometry,
     dweight: &mut [F],
-    mut dbias: Option<&mut [F]>,
+    dbias: Option<&mut [F]>,
     mut dx: Option<(&mut [F], bool)>,
     cols: &mut [F],
 ) {
@@ -725,54 +756,64 @@ pub fn conv2d_backward<F: Float>(
         }
     }
     let dx = dx.map(|(dx, _)| dx);
-    if g.batch < 2 || g.output_len() == 0 {
-        return backward_samples(x, dy, weight, g, dweight, dbias, dx, cols);
-    }
+    let chunks = g.gradient_chunks();
     let sample = g.sample_scratch_len();
+    if chunks < 2 || g.output_len() == 0 {
+        return backward_samples(x, dy, weight, g, dweight, dbias, dx, &mut cols[..sample]);
+    }
     let (cols_a, rest) = cols.split_at_mut(sample);
     let (cols_b, rest) = rest.split_at_mut(sample);
-    let (dweight_b, rest) = rest.split_at_mut(g.weight_len());
-    let dbias_b = &mut rest[..g.out_channels];
-    let first = g.batch.div_ceil(2);
-    let (g_a, g_b) = (g.with_batch(first), g.with_batch(g.batch - first));
-    let (x_a, x_b) = x.split_at(g_a.input_len());
-    let (dy_a, dy_b) = dy.split_at(g_a.output_len());
-    let (dx_a, dx_b) = match dx {
-        Some(dx) => {
-            let (a, b) = dx.split_at_mut(g_a.input_len());
-            (Some(a), Some(b))
-        }
-        None => (None, None),
-    };
+    let (w, o) = (g.weight_len(), g.out_channels);
+    let partials = &mut rest[..(chunks - 1) * (w + o)];
+    let (in_sample, out_sample) = (g.input_len() / g.batch, g.output_len() / g.batch);
     let with_bias = dbias.is_some();
-    let second_half = || {
-        let dbias_b = with_bias.then_some(&mut *dbias_b);
-        backward_samples(x_b, dy_b, weight, &g_b, dweight_b, dbias_b, dx_b, cols_b);
-    };
-    let first_half = || {
-        backward_samples(
-            x_a,
-            dy_a,
-            weight,
-            &g_a,
-            dweight,
-            dbias.as_deref_mut(),
-            dx_a,
-            cols_a,
-        );
+    let (dweight, dbias) = (SharedMut::new(dweight), dbias.map(SharedMut::new));
+    let (partials, dx) = (SharedMut::new(partials), dx.map(SharedMut::new));
+    let cols = [SharedMut::new(cols_a), SharedMut::new(cols_b)];
+    let run_chunk = |chunk: usize, thread: usize| {
+        let samples = parallel::chunk_range(g.batch, chunks, chunk);
+        let inputs = samples.start * in_sample..samples.end * in_sample;
+        let outputs = samples.start * out_sample..samples.end * out_sample;
+        // SAFETY: each chunk is claimed once: chunk 0 alone writes `dweight` and `dbias`,
+        // chunk c > 0 its own partial gradient and every chunk its own samples of `dx`; each
+        // thread uses its own `cols`, one chunk at a time.
+        let (dw, db, dx_c, cols) = unsafe {
+            let (dw, db) = if chunk == 0 {
+                (dweight.range(0..w), dbias.as_ref().map(|d| d.range(0..o)))
+            } else {
+                let (dw, db) = partials
+                    .range((chunk - 1) * (w + o)..chunk * (w + o))
+                    .split_at_mut(w);
+                (dw, with_bias.then_some(db))
+            };
+            let dx_c = dx.as_ref().map(|d| d.range(inputs.clone()));
+            (dw, db, dx_c, cols[thread].range(0..sample))
+        };
+        let g_c = g.with_batch(samples.len());
+        backward_samples(&x[inputs], &dy[outputs], weight, &g_c, dw, db, dx_c, cols);
     };
     if worth_splitting(g) {
-        parallel::join(second_half, first_half);
+        parallel::for_each_chunk(chunks, run_chunk);
     } else {
-        first_half();
-        second_half();
+        (0..chunks).for_each(|chunk| run_chunk(chunk, 0));
     }
-    for (total, &half) in dweight.iter_mut().zip(&*dweight_b) {
-        *total += half;
-    }
-    if let Some(db) = dbias {
-        for (total, &half) in db.iter_mut().zip(&*dbias_b) {
-            *total += half;
+    // The chunks' sums, added in chunk order whichever thread computed them.
+    // SAFETY: every chunk is done; these are the only live references.
+    let (dweight, mut dbias, partials) = unsafe {
+        (
+            dweight.range(0..w),
+            dbias.map(|d| d.range(0..o)),
+            partials.range(0..(chunks - 1) * (w + o)),
+        )
+    };
+    for partial in partials.chunks_exact(w + o) {
+        for (total, &part) in dweight.iter_mut().zip(&partial[..w]) {
+            *total += part;
+        }
+        if let Some(db) = dbias.as_deref_mut() {
+            for (total, &part) in db.iter_mut().zip(&partial[w..]) {
+                *total += part;
+            }
         }
     }
 }
@@ -928,7 +969,7 @@ mod tests {
         // (6 + 2 − 3) / 2 + 1 = 3, (5 − 2) / 1 + 1 = 4
         assert_eq!((g.out_h(), g.out_w()), (3, 4));
         assert_eq!(g.cols_len(), 2 * 3 * 2 * 3 * 4);
-        assert_eq!(g.scratch_len(), 2 * g.cols_len() + g.weight_len() + 3);
+        assert_eq!(g.scratch_len(), 2 * g.cols_len() + 7 * (g.weight_len() + 3));
         assert_eq!(g.input_len(), 2 * 2 * 6 * 5);
         assert_eq!(g.output_len(), 2 * 3 * 3 * 4);
         assert_eq!(g.weight_len(), 3 * 2 * 3 * 2);
@@ -938,7 +979,7 @@ mod tests {
         let g = geom(1, 4, (3, 5), 5, (1, 1), (1, 1), (0, 0));
         assert!(g.is_pointwise());
         // No im2col matrices on the 1x1 path, only the second half's gradients.
-        assert_eq!(g.scratch_len(), g.weight_len() + 5);
+        assert_eq!(g.scratch_len(), 7 * (g.weight_len() + 5));
         assert_eq!(g.cols_len(), 4 * 15);
         // A kernel that does not fit gives an empty output, not an underflow.
         let g = geom(1, 1, (2, 2), 1, (5, 1), (1, 1), (1, 0));

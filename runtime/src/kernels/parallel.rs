@@ -1,18 +1,20 @@
 //! Two-way fork-join on one persistent helper thread: [`join`] runs one closure on the helper
 //! while the calling thread runs another, and returns when both are done. Large GEMMs
 //! (`gemm.rs`), convolutions and pooling split their work in two with it, and generated
-//! element-wise loops over a large batch run on its two halves with [`split_batch`].
-//! Every batch is split at the same sample (the first half has `⌈batch / 2⌉`), so each
-//! thread keeps working on the half of the activations already in its core's cache.
+//! element-wise loops over a large batch run chunk by chunk with [`split_batch`]. A batch is
+//! always cut into the same chunks ([`chunk_range`]) and [`for_each_chunk`] hands them out
+//! from both ends, so at equal speeds each thread keeps working on the half of the
+//! activations already in its core's cache, and a late or slowed helper leaves more chunks
+//! to the calling thread instead of holding it up.
 //!
 //! - No allocation on a warm call: the helper is spawned once (the only allocations, on first
 //!   use), and work is handed over through a preallocated slot guarded by a `Mutex` and two
 //!   `Condvar`s (futex-based on Linux: no allocation), never a channel or a boxed closure.
 //! - Scoped: `join` waits for the helper before returning, also while unwinding from a panic
 //!   in the caller's own closure, so both closures may borrow the caller's data.
-//! - Deterministic: callers split their work into the same two parts whatever the thread
-//!   count, and [`join`] runs both parts on the calling thread when the helper is not
-//!   available, so results never depend on how many threads ran them.
+//! - Deterministic: callers cut their work into the same parts whatever the thread count
+//!   and whichever thread runs each part, and reduce partial results in a fixed order, so
+//!   results never depend on how many threads ran them, nor on their timing.
 //! - One job at a time: if the helper is busy (another thread's job, or a `join` nested
 //!   inside a helper job), the caller runs both closures itself instead of waiting.
 //! - A panic on the helper is caught there and re-raised on the caller.
@@ -23,8 +25,9 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -260,9 +263,127 @@ pub fn join<A: FnOnce() + Send, B: FnOnce()>(theirs: A, mine: B) {
     }
 }
 
-/// The number of samples in the first half of a split batch: `⌈batch / 2⌉`.
-pub fn first_half(batch: usize) -> usize {
-    batch.div_ceil(2)
+/// The most chunks a batch is cut into (see [`chunk_range`]).
+pub const MAX_CHUNKS: usize = 8;
+
+/// How many chunks a batch of `batch` samples is cut into: one per sample up to
+/// [`MAX_CHUNKS`].
+pub fn chunk_count(batch: usize) -> usize {
+    batch.min(MAX_CHUNKS)
+}
+
+/// The samples of chunk `chunk` of a batch of `batch` cut into `chunks` nearly equal,
+/// consecutive chunks (the first `batch % chunks` one sample longer). The same batch is
+/// always cut the same way, whatever the thread count.
+pub fn chunk_range(batch: usize, chunks: usize, chunk: usize) -> std::ops::Range<usize> {
+    let (base, extra) = (batch / chunks, batch % chunks);
+    let start = chunk * base + chunk.min(extra);
+    start..start + base + usize::from(chunk < extra)
+}
+
+/// Runs `work(chunk, thread)` once for every chunk in `0..chunks`, on this thread (`thread`
+/// 0) and the helper (`thread` 1): this thread claims chunks from the front, the helper from
+/// the back, one at a time, until they meet. At equal speeds each takes the same half in
+/// every call, so each core keeps working on the activations already in its cache; when the
+/// helper is late, slowed or busy, this thread takes on more, down to all of them. The
+/// assignment of chunks to threads varies, so `work` must compute each chunk the same way
+/// whichever thread runs it (`thread` only selects per-thread scratch).
+///
+/// ```
+/// use kiln_runtime::kernels::parallel::for_each_chunk;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// let done: Vec<AtomicUsize> = (0..8).map(|_| AtomicUsize::new(0)).collect();
+/// for_each_chunk(8, |chunk, _thread| {
+///     done[chunk].fetch_add(1, Ordering::Relaxed);
+/// });
+/// assert!(done.iter().all(|d| d.load(Ordering::Relaxed) == 1));
+/// ```
+pub fn for_each_chunk(chunks: usize, work: impl Fn(usize, usize) + Sync) {
+    // The unclaimed chunks are `front..back`, packed as `front << 32 | back`.
+    let claims = AtomicU64::new(pack(0, chunks));
+    let claim = |from_front: bool| -> Option<usize> {
+        let mut state = claims.load(Ordering::Acquire);
+        loop {
+            let (front, back) = unpack(state);
+            if front >= back {
+                return None;
+            }
+            let (next, chunk) = if from_front {
+                (pack(front + 1, back), front)
+            } else {
+                (pack(front, back - 1), back - 1)
+            };
+            match claims.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(chunk),
+                Err(now) => state = now,
+            }
+        }
+    };
+    let work = &work;
+    let claim = &claim;
+    if chunks < 2 || threads() < 2 {
+        (0..chunks).for_each(|chunk| work(chunk, 0));
+        return;
+    }
+    join(
+        move || {
+            while let Some(chunk) = claim(false) {
+                work(chunk, 1);
+            }
+        },
+        move || {
+            while let Some(chunk) = claim(true) {
+                work(chunk, 0);
+            }
+        },
+    );
+}
+
+fn pack(front: usize, back: usize) -> u64 {
+    ((front as u64) << 32) | back as u64
+}
+
+fn unpack(state: u64) -> (usize, usize) {
+    ((state >> 32) as usize, (state & 0xffff_ffff) as usize)
+}
+
+/// A mutable slice whose disjoint ranges are handed out to the two threads of
+/// [`for_each_chunk`] (one chunk's range per claim).
+pub(crate) struct SharedMut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a `SharedMut` only hands out `&mut [T]` ranges (each to one thread, by the contract
+// of `range`), which is what sending `&mut [T]` to another thread allows for `T: Send`.
+unsafe impl<T: Send> Send for SharedMut<'_, T> {}
+// SAFETY: as above: shared between the two threads, it still gives each range to one only.
+unsafe impl<T: Send> Sync for SharedMut<'_, T> {}
+
+impl<'a, T> SharedMut<'a, T> {
+    pub(crate) fn new(slice: &'a mut [T]) -> Self {
+        Self {
+            ptr: slice.as_mut_ptr(),
+            len: slice.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The elements `range` of the slice.
+    ///
+    /// # Panics
+    /// If `range` is not inside the slice.
+    ///
+    /// # Safety
+    /// No other live reference obtained from this `SharedMut` may overlap `range` (each
+    /// chunk's range is taken once, by the thread that claimed the chunk).
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn range(&self, range: std::ops::Range<usize>) -> &'a mut [T] {
+        assert!(range.start <= range.end && range.end <= self.len);
+        // SAFETY: inside the slice (checked), and unaliased by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
 }
 
 /// The fewest elements an element-wise loop must cover to be split: below 2¹⁶ the hand-over
@@ -270,10 +391,10 @@ pub fn first_half(batch: usize) -> usize {
 const MIN_SPLIT_ELEMENTS: usize = 1 << 16;
 
 /// Runs the element-wise loop `body` over slices that each hold one value per element of a
-/// batch of `batch` samples (all slices of equal length, a multiple of `batch`): on the two
-/// halves of the batch on two threads when the slices are long enough, else once over the
-/// whole. `body` must treat elements independently (it sees either the whole slices or a
-/// half of each, the same half of every slice).
+/// batch of `batch` samples (all slices of equal length, a multiple of `batch`): chunk by
+/// chunk of the batch ([`chunk_range`]) on two threads ([`for_each_chunk`]) when the slices
+/// are long enough, else once over the whole. `body` must treat elements independently (it
+/// sees either the whole slices or a chunk of each, the same chunk of every slice).
 ///
 /// # Panics
 /// If the slices differ in length.
@@ -307,21 +428,17 @@ pub fn split_batch<T: Sync + Send, const I: usize, const O: usize>(
     if batch < 2 || len < MIN_SPLIT_ELEMENTS || threads() < 2 || !len.is_multiple_of(batch) {
         return body(inputs, outputs);
     }
-    let mid = len / batch * first_half(batch);
-    let firsts_in = inputs.map(|s| &s[..mid]);
-    let seconds_in = inputs.map(|s| &s[mid..]);
-    let mut firsts_out = outputs;
-    let mut seconds_out: [&mut [T]; O] = std::array::from_fn(|_| <&mut [T]>::default());
-    for (first, second) in firsts_out.iter_mut().zip(seconds_out.iter_mut()) {
-        let (a, b) = std::mem::take(first).split_at_mut(mid);
-        *first = a;
-        *second = b;
-    }
-    let body = &body;
-    join(
-        move || body(seconds_in, seconds_out),
-        move || body(firsts_in, firsts_out),
-    );
+    let per_sample = len / batch;
+    let chunks = chunk_count(batch);
+    let outputs = outputs.map(SharedMut::new);
+    for_each_chunk(chunks, |chunk, _| {
+        let samples = chunk_range(batch, chunks, chunk);
+        let range = samples.start * per_sample..samples.end * per_sample;
+        let ins = inputs.map(|s| &s[range.clone()]);
+        // SAFETY: each chunk is claimed once, and chunks cover disjoint ranges.
+        let outs = std::array::from_fn(|k| unsafe { outputs[k].range(range.clone()) });
+        body(ins, outs);
+    });
 }
 
 #[cfg(test)]

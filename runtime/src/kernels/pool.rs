@@ -5,11 +5,12 @@
 //! `out = ⌊(in − kernel) / stride⌋ + 1`: trailing rows and columns that do not fill a window
 //! are ignored, as in PyTorch. Windows may overlap (`stride < kernel`).
 //!
-//! Pooling of a large batch runs its two halves on two threads (`kernels/parallel.rs`);
+//! Pooling of a large batch runs chunk by chunk on two threads (`kernels/parallel.rs`);
 //! every sample is independent, so the result is the same.
 
-use super::parallel;
+use super::parallel::{self, SharedMut};
 use crate::Float;
+use std::ops::Range;
 
 /// Whether `v` is NaN (the only value unordered with itself).
 #[inline(always)]
@@ -161,13 +162,12 @@ pub fn max_pool2d_forward<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
     check_len(WHAT, "x", x.len(), g.input_len());
     check_len(WHAT, "y", y.len(), g.output_len());
     if worth_splitting(g) {
-        let (g_a, g_b) = halves(g);
-        let (x_a, x_b) = x.split_at(g_a.input_len());
-        let (y_a, y_b) = y.split_at_mut(g_a.output_len());
-        parallel::join(
-            || max_pool2d_forward_serial(x_b, &g_b, y_b),
-            || max_pool2d_forward_serial(x_a, &g_a, y_a),
-        );
+        let y = SharedMut::new(y);
+        by_chunks(g, |g_c, inputs, outputs| {
+            // SAFETY: each chunk is claimed once and covers its own samples.
+            let y_c = unsafe { y.range(outputs) };
+            max_pool2d_forward_serial(&x[inputs], g_c, y_c);
+        });
     } else {
         max_pool2d_forward_serial(x, g, y);
     }
@@ -180,16 +180,23 @@ fn worth_splitting(g: &Pool2dGeometry) -> bool {
     g.batch >= 2 && g.input_len() >= MIN_INPUT && parallel::threads() >= 2
 }
 
-/// The geometries of the first (larger) and second halves of the batch.
-fn halves(g: &Pool2dGeometry) -> (Pool2dGeometry, Pool2dGeometry) {
-    let first = g.batch.div_ceil(2);
-    (
-        Pool2dGeometry { batch: first, ..*g },
-        Pool2dGeometry {
-            batch: g.batch - first,
+/// Runs `f(chunk geometry, chunk's input range, chunk's output range)` for every chunk of
+/// the batch ([`parallel::chunk_range`]), on two threads ([`parallel::for_each_chunk`]).
+fn by_chunks(g: &Pool2dGeometry, f: impl Fn(&Pool2dGeometry, Range<usize>, Range<usize>) + Sync) {
+    let chunks = parallel::chunk_count(g.batch);
+    let (in_sample, out_sample) = (g.input_len() / g.batch, g.output_len() / g.batch);
+    parallel::for_each_chunk(chunks, |chunk, _| {
+        let samples = parallel::chunk_range(g.batch, chunks, chunk);
+        let g_c = Pool2dGeometry {
+            batch: samples.len(),
             ..*g
-        },
-    )
+        };
+        f(
+            &g_c,
+            samples.start * in_sample..samples.end * in_sample,
+            samples.start * out_sample..samples.end * out_sample,
+        );
+    });
 }
 
 /// [`max_pool2d_forward`] on this thread.
@@ -283,15 +290,13 @@ pub fn max_pool2d_backward<F: Float>(
     check_len(WHAT, "dy", dy.len(), g.output_len());
     check_len(WHAT, "dx", dx.len(), g.input_len());
     if worth_splitting(g) {
-        let (g_a, g_b) = halves(g);
-        let (x_a, x_b) = x.split_at(g_a.input_len());
-        let (y_a, y_b) = y.split_at(g_a.output_len());
-        let (dy_a, dy_b) = dy.split_at(g_a.output_len());
-        let (dx_a, dx_b) = dx.split_at_mut(g_a.input_len());
-        parallel::join(
-            || max_pool2d_backward_serial(x_b, y_b, dy_b, &g_b, dx_b, accumulate),
-            || max_pool2d_backward_serial(x_a, y_a, dy_a, &g_a, dx_a, accumulate),
-        );
+        let dx = SharedMut::new(dx);
+        by_chunks(g, |g_c, inputs, outputs| {
+            // SAFETY: each chunk is claimed once and covers its own samples.
+            let dx_c = unsafe { dx.range(inputs.clone()) };
+            let (x_c, y_c, dy_c) = (&x[inputs], &y[outputs.clone()], &dy[outputs]);
+            max_pool2d_backward_serial(x_c, y_c, dy_c, g_c, dx_c, accumulate);
+        });
     } else {
         max_pool2d_backward_serial(x, y, dy, g, dx, accumulate);
     }
@@ -450,13 +455,12 @@ pub fn avg_pool2d_forward<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
     check_len(WHAT, "x", x.len(), g.input_len());
     check_len(WHAT, "y", y.len(), g.output_len());
     if worth_splitting(g) {
-        let (g_a, g_b) = halves(g);
-        let (x_a, x_b) = x.split_at(g_a.input_len());
-        let (y_a, y_b) = y.split_at_mut(g_a.output_len());
-        parallel::join(
-            || avg_pool2d_forward_serial(x_b, &g_b, y_b),
-            || avg_pool2d_forward_serial(x_a, &g_a, y_a),
-        );
+        let y = SharedMut::new(y);
+        by_chunks(g, |g_c, inputs, outputs| {
+            // SAFETY: each chunk is claimed once and covers its own samples.
+            let y_c = unsafe { y.range(outputs) };
+            avg_pool2d_forward_serial(&x[inputs], g_c, y_c);
+        });
     } else {
         avg_pool2d_forward_serial(x, g, y);
     }
@@ -491,13 +495,12 @@ pub fn avg_pool2d_backward<F: Float>(dy: &[F], g: &Pool2dGeometry, dx: &mut [F],
     check_len(WHAT, "dy", dy.len(), g.output_len());
     check_len(WHAT, "dx", dx.len(), g.input_len());
     if worth_splitting(g) {
-        let (g_a, g_b) = halves(g);
-        let (dy_a, dy_b) = dy.split_at(g_a.output_len());
-        let (dx_a, dx_b) = dx.split_at_mut(g_a.input_len());
-        parallel::join(
-            || avg_pool2d_backward_serial(dy_b, &g_b, dx_b, accumulate),
-            || avg_pool2d_backward_serial(dy_a, &g_a, dx_a, accumulate),
-        );
+        let dx = SharedMut::new(dx);
+        by_chunks(g, |g_c, inputs, outputs| {
+            // SAFETY: each chunk is claimed once and covers its own samples.
+            let dx_c = unsafe { dx.range(inputs) };
+            avg_pool2d_backward_serial(&dy[outputs], g_c, dx_c, accumulate);
+        });
     } else {
         avg_pool2d_backward_serial(dy, g, dx, accumulate);
     }

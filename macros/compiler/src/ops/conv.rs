@@ -177,7 +177,7 @@ impl Kernel for Conv2d {
         }
         let (c, _, _, oh, ow) = self.geometry(inputs);
         // The scratch (`scratch`) holds two im2col matrices of c * kh * kw * oh * ow values
-        // and a weight gradient.
+        // and up to 7 weight gradients.
         let cols = [c, kh, kw, oh, ow]
             .iter()
             .try_fold(1usize, |n, &d| n.checked_mul(d));
@@ -186,9 +186,8 @@ impl Kernel for Conv2d {
             .try_fold(1usize, |n, &d| n.checked_mul(d));
         let total = cols
             .and_then(|cols| cols.checked_mul(2))
-            .zip(weight)
-            .and_then(|(cols, weight)| cols.checked_add(weight))
-            .and_then(|n| n.checked_add(self.out));
+            .zip(weight.and_then(|w| w.checked_add(self.out)?.checked_mul(7)))
+            .and_then(|(cols, gradients)| cols.checked_add(gradients));
         if total.is_none() {
             return Err(OpError::call(format!(
                 "this convolution's im2col buffer ({c} x {kh} x {kw} x {oh} x {ow} values) would not fit in memory: is a size mistyped?"
@@ -231,10 +230,13 @@ impl Kernel for Conv2d {
         let (c, _, _, oh, ow) = self.geometry(inputs);
         let (kh, kw) = self.kernel;
         // `Conv2dGeometry::scratch_len`: an im2col matrix per thread (none for a 1x1
-        // convolution with stride 1 and no padding), then a weight and a bias gradient.
+        // convolution with stride 1 and no padding), then the weight and bias gradients of
+        // all but the first of the batch's chunks (up to 8 chunks, 2 for a large weight).
         let pointwise = (kh, kw) == (1, 1) && self.stride == (1, 1) && self.padding == (0, 0);
         let cols = if pointwise { 0 } else { c * kh * kw * oh * ow };
-        let len = 2 * cols + self.out * c * kh * kw + self.out;
+        let gradient = self.out * c * kh * kw + self.out;
+        let partials = if gradient <= 1 << 16 { 7 } else { 1 };
+        let len = 2 * cols + partials * gradient;
         vec![ScratchSpec {
             suffix: "cols",
             shape: Shape(vec![Dim::Fixed(len)]),
