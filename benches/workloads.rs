@@ -119,25 +119,42 @@ fn labels(rng: &mut StdRng, n: usize) -> Array1<usize> {
     Array1::from_shape_simple_fn(n, || rng.random_range(0..10))
 }
 
+/// The parts of the harness, in the order they run; each runs in a process of its own.
+const PARTS: [&str; 6] = ["W1", "W2", "W5", "W3", "W4", "expand"];
+
 /// Runs every workload with 1 and then 2 threads: the GEMM reads `KILN_THREADS` once per
-/// process, so each thread count is a child run of this same binary.
+/// process, and a workload's peak memory is its own only in a fresh process (an earlier
+/// workload's freed memory may stay mapped), so each (workload, thread count) is a child run
+/// of this same binary.
 fn main() {
     if std::env::var_os("KILN_BENCH_CHILD").is_some() {
         return run();
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let Ok(exe) = std::env::current_exe() else {
         return run();
     };
+    let options: Vec<&String> = args.iter().filter(|a| a.starts_with("--")).collect();
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let selected = PARTS
+        .into_iter()
+        .filter(|part| filters.is_empty() || filters.iter().any(|f| part.contains(f.as_str())));
+    let selected: Vec<&str> = selected.collect();
     for threads in ["1", "2"] {
-        let status = std::process::Command::new(&exe)
-            .args(&args)
-            .env("KILN_BENCH_CHILD", "1")
-            .env("KILN_THREADS", threads)
-            .status();
-        if !status.is_ok_and(|s| s.success()) {
-            eprintln!("the {threads}-thread run failed");
-            std::process::exit(1);
+        for part in &selected {
+            let status = std::process::Command::new(&exe)
+                .arg(part)
+                .args(&options)
+                .env("KILN_BENCH_CHILD", "1")
+                .env("KILN_THREADS", threads)
+                .status();
+            if !status.is_ok_and(|s| s.success()) {
+                eprintln!("the {threads}-thread run of {part} failed");
+                std::process::exit(1);
+            }
         }
     }
 }
