@@ -373,15 +373,16 @@ macro_rules! kernels {
 // edge tiles waste least, and its 32 KiB B sliver (kc = 256) fits L1 with room for the A
 // stream; mc × kc = 256 KiB of A sits in L2. Blockings from (64, 256, 1024) to
 // (256, 256, 4096) measured the same within noise on the W2 and W3 shapes; kc = 320 was
-// slower. nc = 1024 keeps the packed B block (kc × nc, per thread) at 1 MiB rather than W3's
-// 2 MiB: W3's peak memory 110.9 -> 109.9 MiB, for about 2% of its step time (44.8 -> 45.6 ms). The AVX2 and baseline sizes follow the same register arithmetic, untuned (this
+// slower. nc = 512 keeps the packed B block (kc × nc, per thread) at 512 KiB rather than
+// W3's 2 MiB: W3's peak memory 110.9 -> 109.6 MiB, for about 3% of its step time and 6% of
+// the 1024³ GEMM's rate (240 -> 226 GFLOP/s). The AVX2 and baseline sizes follow the same register arithmetic, untuned (this
 // machine runs the AVX-512 kernels).
 kernels! {
     /// AVX-512 f32: 8×32 tile (16 zmm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     Avx512F32 {
         elem: f32, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 32,
-        blocking: (256, 256, 1024), vector: F32x16,
+        blocking: (256, 256, 512), vector: F32x16,
     }
     /// AVX-512 f64: 8×16 tile (16 zmm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
