@@ -2,10 +2,10 @@
 //! run one half on the helper thread) computes what its samples compute one by one, the same
 //! bits on every run, and the same bits with one thread as with two.
 
-use kiln::ndarray::{s, Array1, Array2, Array4};
+use kiln::ndarray::{s, Array1, Array2, Array4, ArrayView1, ArrayViewD, Axis};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{Rng, SeedableRng};
-use kiln::Model;
+use kiln::{Model, Supervised, TargetView};
 
 kiln::model! {
     struct Cnn {
@@ -21,13 +21,6 @@ kiln::model! {
     }
 }
 
-/// Every gradient, flattened in visiting order.
-fn flat_grads(grads: &CnnGrads<f64>) -> Vec<f64> {
-    let mut out = Vec::new();
-    Cnn::<f64>::visit_grads(grads, &mut |_, g| out.extend(g.iter().copied()));
-    out
-}
-
 fn assert_close(got: &[f64], want: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -36,6 +29,46 @@ fn assert_close(got: &[f64], want: &[f64], what: &str) {
             "{what}[{i}]: {g} vs {w}"
         );
     }
+}
+
+/// Every gradient of `grads`, flattened in visiting order.
+fn flatten<M: Model<f64>>(grads: &M::Grads) -> Vec<f64> {
+    let mut out = Vec::new();
+    M::visit_grads(grads, &mut |_, g| out.extend(g.iter().copied()));
+    out
+}
+
+/// One step on the whole batch computes the mean of the steps on its samples one by one
+/// (the loss is a mean over the batch): the loss and every gradient, to rounding. Returns
+/// the batch's loss and gradients.
+fn assert_batch_is_mean_of_samples<M: Supervised<f64>>(
+    model: &mut M,
+    x: ArrayViewD<'_, f64>,
+    y: ArrayView1<'_, usize>,
+) -> (f64, Vec<f64>) {
+    let batch = y.len();
+    let (mut ws, mut grads) = (M::Workspace::default(), model.zero_grads());
+    let loss = model
+        .train_batch(x.view(), TargetView::Labels(y.view()), &mut ws, &mut grads)
+        .unwrap();
+    let all = flatten::<M>(&grads);
+    let (mut loss_sum, mut grad_sum) = (0.0, vec![0.0; all.len()]);
+    for n in 0..batch {
+        let (xn, yn) = (
+            x.slice_axis(Axis(0), (n..n + 1).into()),
+            y.slice(s![n..n + 1]),
+        );
+        loss_sum += model
+            .train_batch(xn, TargetView::Labels(yn), &mut ws, &mut grads)
+            .unwrap();
+        for (total, g) in grad_sum.iter_mut().zip(flatten::<M>(&grads)) {
+            *total += g;
+        }
+    }
+    assert_close(&[loss], &[loss_sum / batch as f64], "loss");
+    let mean: Vec<f64> = grad_sum.iter().map(|g| g / batch as f64).collect();
+    assert_close(&all, &mean, "gradients");
+    (loss, all)
 }
 
 #[test]
@@ -47,45 +80,24 @@ fn a_split_batch_matches_its_samples_one_by_one() {
     let mut model = Cnn::<f64>::new(&mut rng);
     let x = Array4::from_shape_simple_fn((batch, 2, 16, 16), || rng.random_range(-1.0..1.0));
     let y = Array1::from_shape_simple_fn(batch, || rng.random_range(0..3));
+    let (loss, grads) = assert_batch_is_mean_of_samples(&mut model, x.view().into_dyn(), y.view());
 
-    let mut ws = model.workspace();
-    let mut grads = model.zero_grads();
-    let loss = model
-        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+    // The same bits again, and each sample's logits as the batch's.
+    let (mut ws, mut again) = (model.workspace(), model.zero_grads());
+    let repeat = model
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut again)
         .unwrap();
+    assert_eq!(loss.to_bits(), repeat.to_bits());
+    assert_eq!(flatten::<Cnn<f64>>(&again), grads);
     let logits: Array2<f64> = ws.logits().unwrap().to_owned();
-    let batch_grads = flat_grads(&grads);
-
-    // The same bits again.
-    let again = model
-        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
-        .unwrap();
-    assert_eq!(loss.to_bits(), again.to_bits());
-    assert_eq!(ws.logits().unwrap(), logits.view());
-    assert_eq!(flat_grads(&grads), batch_grads);
-
-    // Sample by sample: the mean loss is the mean of the losses, and so are the gradients.
-    let mut one_ws = model.workspace();
-    let mut one_grads = model.zero_grads();
-    let mut loss_sum = 0.0;
-    let mut grad_sum = vec![0.0; batch_grads.len()];
     for n in 0..batch {
-        let (xn, yn) = (x.slice(s![n..n + 1, .., .., ..]), y.slice(s![n..n + 1]));
-        loss_sum += model
-            .loss_and_grad(xn, yn, &mut one_ws, &mut one_grads)
-            .unwrap();
+        let one = model.forward(x.slice(s![n..n + 1, .., .., ..])).unwrap();
         assert_close(
-            one_ws.logits().unwrap().as_slice().unwrap(),
+            one.as_slice().unwrap(),
             logits.slice(s![n, ..]).as_slice().unwrap(),
             &format!("logits of sample {n}"),
         );
-        for (total, g) in grad_sum.iter_mut().zip(flat_grads(&one_grads)) {
-            *total += g;
-        }
     }
-    assert_close(&[loss], &[loss_sum / batch as f64], "loss");
-    let mean: Vec<f64> = grad_sum.iter().map(|g| g / batch as f64).collect();
-    assert_close(&batch_grads, &mean, "gradients");
 }
 
 kiln::model! {
@@ -174,28 +186,5 @@ fn a_large_convolution_weight_is_summed_in_fewer_chunks() {
     let mut model = BigKernel::<f64>::new(&mut rng);
     let x = Array4::from_shape_simple_fn((5, 8, 4, 4), || rng.random_range(-1.0..1.0));
     let y = Array1::from_shape_simple_fn(5, || rng.random_range(0..2));
-    let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
-    let loss = model
-        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
-        .unwrap();
-    let mut all = Vec::new();
-    BigKernel::<f64>::visit_grads(&grads, &mut |_, g| all.extend(g.iter().copied()));
-    let (mut one_ws, mut one_grads) = (model.workspace(), model.zero_grads());
-    let (mut loss_sum, mut grad_sum) = (0.0, vec![0.0; all.len()]);
-    for n in 0..5 {
-        let (xn, yn) = (x.slice(s![n..n + 1, .., .., ..]), y.slice(s![n..n + 1]));
-        loss_sum += model
-            .loss_and_grad(xn, yn, &mut one_ws, &mut one_grads)
-            .unwrap();
-        let mut k = 0;
-        BigKernel::<f64>::visit_grads(&one_grads, &mut |_, g| {
-            for v in g.iter() {
-                grad_sum[k] += v;
-                k += 1;
-            }
-        });
-    }
-    assert_close(&[loss], &[loss_sum / 5.0], "loss");
-    let mean: Vec<f64> = grad_sum.iter().map(|g| g / 5.0).collect();
-    assert_close(&all, &mean, "gradients");
+    assert_batch_is_mean_of_samples(&mut model, x.view().into_dyn(), y.view());
 }

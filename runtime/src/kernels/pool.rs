@@ -161,16 +161,7 @@ pub fn max_pool2d_forward<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
     g.check(WHAT);
     check_len(WHAT, "x", x.len(), g.input_len());
     check_len(WHAT, "y", y.len(), g.output_len());
-    if worth_splitting(g) {
-        let y = SharedMut::new(y);
-        by_chunks(g, |g_c, inputs, outputs| {
-            // SAFETY: each chunk is claimed once and covers its own samples.
-            let y_c = unsafe { y.range(outputs) };
-            max_pool2d_forward_serial(&x[inputs], g_c, y_c);
-        });
-    } else {
-        max_pool2d_forward_serial(x, g, y);
-    }
+    forward_by_chunks(x, g, y, max_pool2d_forward_serial);
 }
 
 /// Whether a pooling is large enough for two threads: at least 2¹⁶ input elements (below
@@ -178,6 +169,25 @@ pub fn max_pool2d_forward<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
 fn worth_splitting(g: &Pool2dGeometry) -> bool {
     const MIN_INPUT: usize = 1 << 16;
     g.batch >= 2 && g.input_len() >= MIN_INPUT && parallel::threads() >= 2
+}
+
+/// Runs a forward pooling (`serial`, on one thread) over the whole batch, or chunk by chunk
+/// on two threads when the batch is large.
+fn forward_by_chunks<F: Float>(
+    x: &[F],
+    g: &Pool2dGeometry,
+    y: &mut [F],
+    serial: fn(&[F], &Pool2dGeometry, &mut [F]),
+) {
+    if !worth_splitting(g) {
+        return serial(x, g, y);
+    }
+    let y = SharedMut::new(y);
+    by_chunks(g, |g_c, inputs, outputs| {
+        // SAFETY: each chunk is claimed once and covers its own samples.
+        let y_c = unsafe { y.range(outputs) };
+        serial(&x[inputs], g_c, y_c);
+    });
 }
 
 /// Runs `f(chunk geometry, chunk's input range, chunk's output range)` for every chunk of
@@ -454,16 +464,7 @@ pub fn avg_pool2d_forward<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
     g.check(WHAT);
     check_len(WHAT, "x", x.len(), g.input_len());
     check_len(WHAT, "y", y.len(), g.output_len());
-    if worth_splitting(g) {
-        let y = SharedMut::new(y);
-        by_chunks(g, |g_c, inputs, outputs| {
-            // SAFETY: each chunk is claimed once and covers its own samples.
-            let y_c = unsafe { y.range(outputs) };
-            avg_pool2d_forward_serial(&x[inputs], g_c, y_c);
-        });
-    } else {
-        avg_pool2d_forward_serial(x, g, y);
-    }
+    forward_by_chunks(x, g, y, avg_pool2d_forward_serial);
 }
 
 /// [`avg_pool2d_forward`] on this thread.
