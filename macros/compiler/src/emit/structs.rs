@@ -57,16 +57,35 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let mut grow_loss = Vec::new();
     let mut grow_adjoints = Vec::new();
     for slot in 0..cx.plan.slot_count {
-        let holders: Vec<String> = cx
+        let holders: Vec<usize> = cx
             .plan
             .values
             .iter()
-            .filter(|&&id| cx.plan.slots[id] == Some(slot))
-            .map(|&id| format!("`{}`", g.nodes[id].name))
+            .copied()
+            .filter(|&id| cx.plan.slots[id] == Some(slot))
+            .collect();
+        let described: Vec<String> = holders
+            .iter()
+            .enumerate()
+            .map(|(k, &id)| {
+                let in_place = k > 0 && g.nodes[id].inputs.contains(&holders[k - 1]);
+                let notes: Vec<&str> = [
+                    (in_place, "computed in place"),
+                    (cx.plan.saved[id], "read by the backward pass"),
+                ]
+                .into_iter()
+                .filter_map(|(applies, note)| applies.then_some(note))
+                .collect();
+                if notes.is_empty() {
+                    format!("`{}`", g.nodes[id].name)
+                } else {
+                    format!("`{}` ({})", g.nodes[id].name, notes.join(", "))
+                }
+            })
             .collect();
         let doc = format!(
-            " Shared, in turn, by {}: each value is dead before the next is written, or the next is computed in place from it.",
-            holders.join(", ")
+            " Holds, in turn, {}: each value is dead when the next is written.",
+            described.join(", then ")
         );
         let field = format_ident!("shared_{}", slot);
         buffer_fields.push(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
