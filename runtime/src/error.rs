@@ -87,5 +87,23 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// An [`Error::File`]: `path` is malformed, `message` says what and where.
+    pub(crate) fn file(path: &std::path::Path, message: impl Into<String>) -> Self {
+        Error::File {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::Io`] on `path`.
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// `Result` with kiln's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -16,14 +16,32 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// A tensor to be written: its dtype, shape and little-endian bytes.
-struct OwnedTensor {
+/// A tensor encoded for writing: its dtype, shape and little-endian bytes.
+pub(crate) struct EncodedTensor {
     dtype: Dtype,
     shape: Vec<usize>,
-    data: Vec<u8>,
+    bytes: Vec<u8>,
 }
 
-impl View for &OwnedTensor {
+impl EncodedTensor {
+    /// `values` (in row-major order) of a tensor of `shape`, in `F`'s dtype.
+    pub(crate) fn new<F: Float>(
+        shape: Vec<usize>,
+        values: impl ExactSizeIterator<Item = F>,
+    ) -> Self {
+        let mut bytes = Vec::with_capacity(values.len() * std::mem::size_of::<F>());
+        for value in values {
+            value.write_le(&mut bytes);
+        }
+        Self {
+            dtype: F::DTYPE,
+            shape,
+            bytes,
+        }
+    }
+}
+
+impl View for &EncodedTensor {
     fn dtype(&self) -> Dtype {
         self.dtype
     }
@@ -31,25 +49,24 @@ impl View for &OwnedTensor {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
+        Cow::Borrowed(&self.bytes)
     }
     fn data_len(&self) -> usize {
-        self.data.len()
+        self.bytes.len()
     }
 }
 
-fn file_error(path: &Path, message: impl Into<String>) -> Error {
-    Error::File {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+/// Writes named tensors as a safetensors file at `path`, atomically, with the
+/// `{"format": "pt"}` metadata PyTorch's `safetensors.torch.save_model` writes (tools such as
+/// transformers check it to know the layout is PyTorch's).
+pub(crate) fn write_safetensors<'a>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (&'a str, &'a EncodedTensor)>,
+) -> Result<()> {
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(tensors, Some(metadata))
+        .map_err(|e| Error::file(path, format!("cannot serialize the checkpoint: {e}")))?;
+    write_atomically(path, &bytes)
 }
 
 /// Saves the model's parameters and buffers to `path` as safetensors, in `F`'s dtype (F32 or
@@ -63,19 +80,11 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// [`Error::File`] if `path` has no file name or the model has two tensors with one name.
 pub fn save<F: Float, M: Model<F>>(model: &M, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let mut tensors: BTreeMap<&'static str, OwnedTensor> = BTreeMap::new();
+    let mut tensors: BTreeMap<&'static str, EncodedTensor> = BTreeMap::new();
     let mut duplicate = None;
     let mut add = |name: &'static str, view: ArrayViewD<'_, F>| {
-        let mut data = Vec::with_capacity(view.len() * std::mem::size_of::<F>());
         // Logical (row-major) order, whatever the view's memory layout.
-        for &value in view.iter() {
-            value.write_le(&mut data);
-        }
-        let tensor = OwnedTensor {
-            dtype: F::DTYPE,
-            shape: view.shape().to_vec(),
-            data,
-        };
+        let tensor = EncodedTensor::new(view.shape().to_vec(), view.iter().copied());
         if tensors.insert(name, tensor).is_some() {
             duplicate = Some(name);
         }
@@ -83,46 +92,45 @@ pub fn save<F: Float, M: Model<F>>(model: &M, path: impl AsRef<Path>) -> Result<
     model.visit_params(&mut add);
     model.visit_buffers(&mut add);
     if let Some(name) = duplicate {
-        return Err(file_error(
+        return Err(Error::file(
             path,
             format!("the model has two tensors named `{name}`"),
         ));
     }
-    // The same metadata `safetensors.torch.save_model` writes; tools such as transformers
-    // check it to know the layout is PyTorch's.
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (*n, t)), Some(metadata))
-        .map_err(|e| file_error(path, format!("cannot serialize the checkpoint: {e}")))?;
-    write_atomically(path, &bytes)
+    write_safetensors(path, tensors.iter().map(|(n, t)| (*n, t)))
 }
 
-/// Writes `bytes` to `path` through `<path>.tmp`: write, flush, `sync_all`, rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` through `<path>.tmp` in the same directory: write, `sync_all`,
+/// rename, then sync the directory. A crash leaves the old file or the new one, never half
+/// of one.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let Some(file_name) = path.file_name() else {
-        return Err(file_error(path, "not a file path (it has no file name)"));
+        return Err(Error::file(path, "not a file path (it has no file name)"));
     };
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
     let written = File::create(&tmp).and_then(|mut file| {
         file.write_all(bytes)?;
-        file.flush()?;
         file.sync_all()
     });
     if let Err(source) = written {
         // Best effort: the write error is the one worth reporting.
         let _ = fs::remove_file(&tmp);
-        return Err(Error::Io { path: tmp, source });
+        return Err(Error::io(&tmp, source));
     }
     if let Err(source) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::Io {
-            path: path.to_path_buf(),
-            source,
-        });
+        return Err(Error::io(path, source));
     }
-    // Persist the rename itself. Directories cannot be opened for syncing everywhere (e.g.
-    // Windows), and the data is already safe in the file, so this is best effort.
+    sync_parent(path);
+    Ok(())
+}
+
+/// Persists a rename or a new directory entry in `path`'s directory. Directories cannot be
+/// opened for syncing everywhere (e.g. Windows), and the data itself is already synced, so
+/// this is best effort.
+pub(crate) fn sync_parent(path: &Path) {
     #[cfg(unix)]
     {
         let dir = match path.parent() {
@@ -133,7 +141,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
             let _ = dir.sync_all();
         }
     }
-    Ok(())
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// Loads parameters and buffers from the safetensors checkpoint at `path` into `model`.
@@ -272,12 +281,12 @@ impl TensorFile {
     /// (including a file truncated inside a tensor, or trailing bytes after the last one).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = fs::read(path).map_err(io_error(path))?;
+        let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::parse(path.to_path_buf(), bytes)
     }
 
     fn parse(path: PathBuf, bytes: Vec<u8>) -> Result<Self> {
-        let fail = |message: String| Err(file_error(&path, message));
+        let fail = |message: String| Err(Error::file(&path, message));
         let len = bytes.len();
         let Some(prefix) = bytes.get(..8) else {
             return fail(format!(
@@ -410,7 +419,7 @@ impl TensorFile {
             if known.is_empty() {
                 known = "none".to_string();
             }
-            file_error(
+            Error::file(
                 &self.path,
                 format!("no tensor named `{name}` (the file has: {known})"),
             )
@@ -446,7 +455,7 @@ impl TensorFile {
     pub fn get<F: Float>(&self, name: &str) -> Result<ArrayD<F>> {
         let entry = self.require(name)?;
         if !matches!(entry.dtype, Dtype::F32 | Dtype::F64) {
-            return Err(file_error(
+            return Err(Error::file(
                 &self.path,
                 format!(
                     "tensor `{name}` has dtype {:?}, expected F32 or F64",
@@ -458,7 +467,7 @@ impl TensorFile {
         let mut values = vec![F::ZERO; count];
         decode_into(entry.dtype, self.data(entry), values.iter_mut());
         ArrayD::from_shape_vec(IxDyn(&entry.shape), values).map_err(|e| {
-            file_error(
+            Error::file(
                 &self.path,
                 format!("tensor `{name}` has an unusable shape: {e}"),
             )
@@ -508,7 +517,7 @@ impl TensorFile {
                 })
                 .collect(),
             other => {
-                return Err(file_error(
+                return Err(Error::file(
                     &self.path,
                     format!("tensor `{name}` has dtype {other:?}; class labels must be integers"),
                 ))
@@ -518,7 +527,7 @@ impl TensorFile {
             .enumerate()
             .map(|(index, &value)| {
                 usize::try_from(value).map_err(|_| {
-                    file_error(
+                    Error::file(
                         &self.path,
                         format!("tensor `{name}`: label {value} at position {index} is not a valid class index"),
                     )

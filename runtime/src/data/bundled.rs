@@ -3,9 +3,9 @@
 //! Learning Repository).
 
 use super::csv::{self, CsvOptions};
-use super::source::file_error;
+
 use super::{scale, Dataset, TensorDataset};
-use crate::{Float, Result};
+use crate::{Error, Float, Result};
 use flate2::bufread::MultiGzDecoder;
 use std::io::BufReader;
 use std::path::Path;
@@ -74,7 +74,7 @@ pub fn iris<F: Float>() -> Result<TensorDataset<F>> {
     let promised = (cells.first(), cells.get(1));
     let expected = (data.len().to_string(), data.sample_size().to_string());
     if promised != (Some(&expected.0.as_str()), Some(&expected.1.as_str())) {
-        return Err(file_error(
+        return Err(Error::file(
             name,
             format!(
                 "line 1: header `{header}` does not describe {} samples of {} features",

@@ -6,7 +6,7 @@
 //! line. Every malformed line is reported as [`Error::File`] with its line number (counting
 //! from 1, the header included), the column (from 1) and the offending text.
 
-use super::source::{self, file_error};
+use super::source;
 use super::TensorDataset;
 use crate::{Error, Float, Result};
 use ndarray::{Array1, Array2};
@@ -116,7 +116,7 @@ pub(super) fn parse<F: Float>(
     path: &Path,
     options: &CsvOptions,
 ) -> Result<(TensorDataset<F>, Option<String>)> {
-    let error = |message: String| -> Error { file_error(path, message) };
+    let error = |message: String| -> Error { Error::file(path, message) };
     let delimiter = options.delimiter;
     let mut header = None;
     let mut features: Vec<F> = Vec::new();

@@ -5,7 +5,7 @@
 //! Files may be gzip-compressed (as MNIST is distributed); byte offsets in error messages are
 //! then offsets into the decompressed data.
 
-use super::source::{self, file_error};
+use super::source;
 use super::TensorDataset;
 use crate::{Error, Float, Result};
 use ndarray::{Array1, Array3, Array4, ArrayD, IxDyn};
@@ -54,7 +54,7 @@ fn parse(
     path: &Path,
     dims: Option<(usize, &str)>,
 ) -> Result<(Vec<usize>, Vec<u8>)> {
-    let error = |message: String| -> Error { file_error(path, message) };
+    let error = |message: String| -> Error { Error::file(path, message) };
     let mut magic = [0u8; 4];
     let got = read_full(&mut reader, &mut magic, path, 0)?;
     if got < 4 {
@@ -153,7 +153,7 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<ArrayD<u8>> {
     let path = path.as_ref();
     let (shape, data) = read(path, None)?;
     ArrayD::from_shape_vec(IxDyn(&shape), data)
-        .map_err(|e| file_error(path, format!("internal error: {e}")))
+        .map_err(|e| Error::file(path, format!("internal error: {e}")))
 }
 
 /// Reads an IDX image file (MNIST's `*-images-idx3-ubyte`): shape `[images, rows, columns]`,
@@ -165,7 +165,7 @@ pub fn read_idx_images(path: impl AsRef<Path>) -> Result<Array3<u8>> {
     let path = path.as_ref();
     let (shape, data) = read(path, Some((3, "an image file: count, rows, columns")))?;
     Array3::from_shape_vec((shape[0], shape[1], shape[2]), data)
-        .map_err(|e| file_error(path, format!("internal error: {e}")))
+        .map_err(|e| Error::file(path, format!("internal error: {e}")))
 }
 
 /// Reads an IDX label file (MNIST's `*-labels-idx1-ubyte`): one byte per label.
@@ -196,7 +196,7 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     } else {
         format!("(the directory {} does not exist)", dir.display())
     };
-    Err(file_error(
+    Err(Error::file(
         &dir.join(stem),
         format!("MNIST file not found {place}; tried {}", names.join(", ")),
     ))
@@ -211,7 +211,7 @@ fn split<F: Float>(dir: &Path, images: &str, labels: &str) -> Result<TensorDatas
         Some((3, "an image file: count, rows, columns")),
     )?;
     if shape[1..] != [28, 28] {
-        return Err(file_error(
+        return Err(Error::file(
             &images_path,
             format!(
                 "byte 8: expected 28 × 28 images, found {} × {} (MNIST's images are 28 × 28; \
@@ -223,7 +223,7 @@ fn split<F: Float>(dir: &Path, images: &str, labels: &str) -> Result<TensorDatas
     let (_, labels) = read(&labels_path, Some((1, "a label file: count")))?;
     let n = shape[0];
     if labels.len() != n {
-        return Err(file_error(
+        return Err(Error::file(
             &labels_path,
             format!(
                 "byte 4: expected {n} labels, one per image in {}, found {}",
@@ -233,7 +233,7 @@ fn split<F: Float>(dir: &Path, images: &str, labels: &str) -> Result<TensorDatas
         ));
     }
     if let Some(i) = labels.iter().position(|&l| l > 9) {
-        return Err(file_error(
+        return Err(Error::file(
             &labels_path,
             format!(
                 "byte {}: expected a digit 0..9, found label {}",
@@ -248,7 +248,7 @@ fn split<F: Float>(dir: &Path, images: &str, labels: &str) -> Result<TensorDatas
         .collect();
     let pixels: Vec<F> = pixels.iter().map(|&p| table[usize::from(p)]).collect();
     let features = Array4::from_shape_vec((n, 1, 28, 28), pixels)
-        .map_err(|e| file_error(&images_path, format!("internal error: {e}")))?;
+        .map_err(|e| Error::file(&images_path, format!("internal error: {e}")))?;
     let labels = labels.into_iter().map(usize::from).collect();
     TensorDataset::with_labels(features, labels, 10)
 }

@@ -9,24 +9,13 @@ use std::path::Path;
 /// The first two bytes of every gzip stream (RFC 1952).
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// An `Error::File` for `path`.
-pub(super) fn file_error(path: &Path, message: impl Into<String>) -> Error {
-    Error::File {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
 /// Opens `path` for buffered reading, decompressing it when it is gzip.
 ///
 /// Gzip is recognised by its magic bytes rather than by a `.gz` name: a compressed file is
 /// read whatever it is called, and a `.gz` file that is already decompressed (as browsers
 /// leave downloads) is read as it is. (Neither CSV text nor IDX data can start with `1f 8b`.)
 pub(super) fn open(path: &Path) -> Result<Box<dyn BufRead>, Error> {
-    let io_error = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_error = |source| Error::io(path, source);
     let mut reader = BufReader::new(File::open(path).map_err(io_error)?);
     let gzip = reader
         .fill_buf()
@@ -46,7 +35,7 @@ pub(super) fn open(path: &Path) -> Result<Box<dyn BufRead>, Error> {
 pub(super) fn read_error(path: &Path, position: &str, error: io::Error) -> Error {
     match error.kind() {
         io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
-            file_error(path, format!("{position}: cannot read: {error}"))
+            Error::file(path, format!("{position}: cannot read: {error}"))
         }
         _ => Error::Io {
             path: path.to_path_buf(),

@@ -20,9 +20,7 @@
 //! loses at most the epoch being saved.
 
 use super::early_stopping::EarlyStopping;
-use super::files::{
-    file_error, io_error, read_json, sync_parent, write_json, write_safetensors, Fields, TensorOut,
-};
+use super::files::{read_json, sync_parent, write_json, write_safetensors, Fields, TensorOut};
 use super::history::History;
 use super::state::OptimizerState;
 use crate::io::TensorFile;
@@ -351,7 +349,7 @@ impl<F: Float> Checkpoint<F> {
     /// checkpoint in `dir` then stays the valid one.
     pub fn save<M: Model<F>>(&self, dir: impl AsRef<Path>, model: &M) -> Result<PathBuf> {
         let dir = dir.as_ref();
-        fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut name = epoch_dir_name(self.epochs_done);
         // Never write into the directory the pointer names (a rerun saving the same epoch
         // again): until the pointer moves, that one must stay intact.
@@ -362,9 +360,9 @@ impl<F: Float> Checkpoint<F> {
         let epoch_dir = dir.join(&name);
         // Any other directory of this name is left over from an interrupted save.
         if epoch_dir.exists() {
-            fs::remove_dir_all(&epoch_dir).map_err(|e| io_error(&epoch_dir, e))?;
+            fs::remove_dir_all(&epoch_dir).map_err(|e| Error::io(&epoch_dir, e))?;
         }
-        fs::create_dir(&epoch_dir).map_err(|e| io_error(&epoch_dir, e))?;
+        fs::create_dir(&epoch_dir).map_err(|e| Error::io(&epoch_dir, e))?;
 
         crate::io::save(model, epoch_dir.join(MODEL_FILE))?;
         let param_names = self.write_optimizer(&epoch_dir.join(OPTIMIZER_FILE), model)?;
@@ -404,7 +402,7 @@ impl<F: Float> Checkpoint<F> {
         let mut tensors = Vec::new();
         for (buffer, list) in &self.optimizer.buffers {
             if list.len() > params.len() {
-                return Err(file_error(
+                return Err(Error::file(
                     path,
                     format!(
                         "the optimizer has `{buffer}` buffers for {} parameters but the model \
@@ -421,7 +419,7 @@ impl<F: Float> Checkpoint<F> {
                 }
                 let numel: usize = shape.iter().product();
                 if data.len() != numel {
-                    return Err(file_error(
+                    return Err(Error::file(
                         path,
                         format!(
                             "the optimizer's `{buffer}` buffer for `{name}` has {} elements but \

@@ -1,7 +1,7 @@
 //! [`History`]: what happened in each epoch of a training run.
 
-use super::files::{io_error, Fields};
-use crate::Result;
+use super::files::Fields;
+use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::fmt;
 use std::path::Path;
@@ -160,7 +160,7 @@ impl History {
     /// [`Error::Io`](crate::Error::Io) naming the file if it cannot be written.
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        std::fs::write(path, self.to_csv()).map_err(|e| io_error(path, e))
+        std::fs::write(path, self.to_csv()).map_err(|e| Error::io(path, e))
     }
 
     /// The history as JSON, for checkpoints (NaN becomes `null`).

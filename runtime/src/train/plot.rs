@@ -13,9 +13,9 @@
 //! # }
 //! ```
 
-use super::files::{file_error, write_atomically};
+use super::files::write_atomically;
 use super::history::History;
-use crate::Result;
+use crate::{Error, Result};
 use flate2::write::ZlibEncoder;
 use flate2::{Compression, Crc};
 use plotters::prelude::*;
@@ -260,7 +260,7 @@ pub(crate) fn encode_png(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
 /// Renders `history` and writes it to `path` as a PNG, atomically.
 pub(crate) fn write_png(history: &History, path: &Path) -> Result<()> {
     let (width, height, pixels) = render(history)
-        .map_err(|e| file_error(path, format!("cannot draw the training plot: {e}")))?;
+        .map_err(|e| Error::file(path, format!("cannot draw the training plot: {e}")))?;
     write_atomically(path, &encode_png(width, height, &pixels))
 }
 
