@@ -4,10 +4,10 @@
 //! seed, computes the analytic gradients with the generated backward pass, and compares every
 //! parameter's gradient with `kiln::check::gradient_check`.
 
-use kiln::ndarray::{Array, Array1, Dimension, IntoDimension};
+use kiln::ndarray::{Array, Array1, ArrayViewD, Dimension, IntoDimension};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{Rng, SeedableRng};
-use kiln::Model;
+use kiln::{Model, Supervised, TargetView};
 
 const EPS: f64 = 1e-6;
 const RTOL: f64 = 1e-6;
@@ -30,6 +30,28 @@ fn check<M: Model<f64> + Clone>(model: &M, grads: &M::Grads, loss: impl FnMut(&M
     report.assert_within(RTOL, ATOL);
 }
 
+/// A training step's gradients (training mode) against central differences of the model's
+/// inference-mode loss, for a model with one input and one target.
+fn check_step<M: Supervised<f64> + Clone>(
+    model: &mut M,
+    x: ArrayViewD<'_, f64>,
+    target: TargetView<'_, f64>,
+) {
+    let mut grads = model.zero_grads();
+    model
+        .train_batch(
+            x.view(),
+            target.clone(),
+            &mut M::Workspace::default(),
+            &mut grads,
+        )
+        .unwrap();
+    check(model, &grads, |m| {
+        m.eval_batch(x.view(), target.clone(), &mut M::Workspace::default())
+            .unwrap()
+    });
+}
+
 kiln::model! {
     struct Classifier {
         input x: [B, 6];
@@ -47,13 +69,11 @@ fn linear_relu_cross_entropy() {
     let mut model = Classifier::<f64>::new(&mut rng);
     let x = random(&mut rng, (5, 6), -1.0, 1.0);
     let y = labels(&mut rng, 5, 3);
-    let mut grads = model.zero_grads();
-    model
-        .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
-        .unwrap();
-    check(&model, &grads, |m| {
-        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
-    });
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(y.view()),
+    );
 }
 
 kiln::model! {
@@ -76,13 +96,11 @@ fn pointwise_ops_and_mse() {
     let mut model = Activations::<f64>::new(&mut rng);
     let x = random(&mut rng, (3, 5), -2.0, 2.0);
     let t = random(&mut rng, (3, 4), -1.0, 1.0);
-    let mut grads = model.zero_grads();
-    model
-        .loss_and_grad(x.view(), t.view(), &mut model.workspace(), &mut grads)
-        .unwrap();
-    check(&model, &grads, |m| {
-        m.loss(x.view(), t.view(), &mut m.workspace()).unwrap()
-    });
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Values(t.view().into_dyn()),
+    );
 }
 
 kiln::model! {
@@ -103,13 +121,11 @@ fn derived_swish_residual_fan_out_and_bce() {
     let mut model = SwishResidual::<f64>::new(&mut rng);
     let x = random(&mut rng, (4, 8), -1.5, 1.5);
     let t = random(&mut rng, (4, 8), 0.0, 1.0);
-    let mut grads = model.zero_grads();
-    model
-        .loss_and_grad(x.view(), t.view(), &mut model.workspace(), &mut grads)
-        .unwrap();
-    check(&model, &grads, |m| {
-        m.loss(x.view(), t.view(), &mut m.workspace()).unwrap()
-    });
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Values(t.view().into_dyn()),
+    );
 }
 
 kiln::model! {
@@ -130,13 +146,11 @@ fn softmax_log_softmax_sum_mean_and_scalar_arithmetic() {
     let mut model = Softmaxes::<f64>::new(&mut rng);
     let x = random(&mut rng, (3, 4), -1.0, 1.0);
     let r = random(&mut rng, (3, 5), -1.0, 1.0);
-    let mut grads = model.zero_grads();
-    model
-        .loss_and_grad(x.view(), r.view(), &mut model.workspace(), &mut grads)
-        .unwrap();
-    check(&model, &grads, |m| {
-        m.loss(x.view(), r.view(), &mut m.workspace()).unwrap()
-    });
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Values(r.view().into_dyn()),
+    );
 }
 
 kiln::model! {
@@ -220,13 +234,11 @@ fn conv_pooling_flatten() {
     let mut model = SmallCnn::<f64>::new(&mut rng);
     let x = random(&mut rng, (2, 2, 7, 6), -1.0, 1.0);
     let y = labels(&mut rng, 2, 3);
-    let mut grads = model.zero_grads();
-    model
-        .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
-        .unwrap();
-    check(&model, &grads, |m| {
-        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
-    });
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(y.view()),
+    );
 }
 
 kiln::model! {
@@ -250,13 +262,11 @@ fn values_may_share_names_with_generated_locals() {
     let mut model = LocalNames::<f64>::new(&mut rng);
     let x = random(&mut rng, (3, 1, 6, 6), -1.0, 1.0);
     let y = labels(&mut rng, 3, 2);
-    let mut grads = model.zero_grads();
-    model
-        .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
-        .unwrap();
-    check(&model, &grads, |m| {
-        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
-    });
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(y.view()),
+    );
 }
 
 kiln::model! {
