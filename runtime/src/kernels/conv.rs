@@ -92,7 +92,8 @@ impl Conv2dGeometry {
     /// of all but the first chunk of the batch: [`conv2d_backward`] sums each chunk apart
     /// (on whichever thread claims it) and adds the chunks' sums in order at the end, the
     /// same sums on one thread or two, so results do not depend on the thread count. Up to
-    /// 8 chunks (7 partial gradients), or 2 when the weight has more than 2¹⁶ values.
+    /// 8 chunks (7 partial gradients), or 2 when the weight has more than 2¹⁶ values. It
+    /// does not depend on `batch` (generated code sizes the buffer with it once).
     pub fn scratch_len(&self) -> usize {
         let gradient = self.weight_len() + self.out_channels;
         2 * self.sample_scratch_len() + (self.max_gradient_chunks() - 1) * gradient

@@ -16,7 +16,7 @@ mod supervised;
 use crate::autodiff::Schedule;
 use crate::fuse::Fused;
 use crate::ir::{Dim, Graph, NodeId, NodeKind, Shape};
-use crate::ops::LayerSpec;
+use crate::ops::{LayerSpec, ScratchLen};
 use crate::plan::Plan;
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
@@ -143,7 +143,10 @@ impl Ctx<'_> {
     }
 
     /// The scratch buffers of a node: field name and length.
-    pub fn scratch_of(&self, id: NodeId) -> Vec<(Ident, TokenStream)> {
+    /// A node's scratch buffers: `(field, length, range)`, where `range` is what the passes
+    /// slice (`..len`, or `..` when the runtime computes the length and takes the whole
+    /// buffer).
+    pub fn scratch_of(&self, id: NodeId) -> Vec<(Ident, TokenStream, TokenStream)> {
         let node = &self.g.nodes[id];
         let NodeKind::Kernel(k) = &node.kind else {
             return Vec::new();
@@ -152,10 +155,14 @@ impl Ctx<'_> {
         k.scratch(&inputs, self.g.info(id))
             .into_iter()
             .map(|s| {
-                (
-                    format_ident!("{}_{}", node.name, s.suffix),
-                    self.len_tokens(&s.shape),
-                )
+                let field = format_ident!("{}_{}", node.name, s.suffix);
+                match s.len {
+                    ScratchLen::Shape(shape) => {
+                        let len = self.len_tokens(&shape);
+                        (field, len.clone(), quote!(..#len))
+                    }
+                    ScratchLen::Runtime(len) => (field, len, quote!(..)),
+                }
             })
             .collect()
     }

@@ -320,11 +320,11 @@ fn mentions(tokens: &TokenStream, name: &Ident) -> bool {
     })
 }
 
-/// `&mut ws.<node>_<suffix>[..len]` for each scratch buffer of a node.
+/// `&mut ws.<node>_<suffix>[..len]` (or `[..]`) for each scratch buffer of a node.
 fn scratch_slices(cx: &Ctx, id: NodeId) -> Vec<TokenStream> {
     cx.scratch_of(id)
         .into_iter()
-        .map(|(ident, len)| quote!(&mut ws.#ident[..#len]))
+        .map(|(ident, _, range)| quote!(&mut ws.#ident[#range]))
         .collect()
 }
 

@@ -98,14 +98,15 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         }
         let len = cx.node_len(id);
         let line = quote! { ::kiln::shape::grow(&mut self.#field, #len); };
-        if cx.plan.forward_nodes.contains(&id) {
-            grow.push(line);
+        let list = if cx.plan.forward_nodes.contains(&id) {
+            &mut grow
         } else {
-            grow_loss.push(line);
-        }
+            &mut grow_loss
+        };
+        push_once(list, line);
     }
     for &id in &cx.plan.values {
-        for (field, len) in cx.scratch_of(id) {
+        for (field, len, _) in cx.scratch_of(id) {
             let doc = format!(" Scratch of `{}` ({}).", g.nodes[id].name, g.op_name(id));
             buffer_fields.push(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
             let line = quote! { ::kiln::shape::grow(&mut self.#field, #len); };
@@ -138,7 +139,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             buffer_fields.push(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
         }
         let len = cx.node_len(id);
-        grow_adjoints.push(quote! { ::kiln::shape::grow(&mut self.#field, #len); });
+        push_once(
+            &mut grow_adjoints,
+            quote! { ::kiln::shape::grow(&mut self.#field, #len); },
+        );
     }
     let all_fields: Vec<_> = (0..cx.plan.slot_count)
         .map(|slot| format_ident!("shared_{}", slot))
@@ -153,7 +157,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             cx.plan
                 .values
                 .iter()
-                .flat_map(|&id| cx.scratch_of(id).into_iter().map(|(f, _)| f)),
+                .flat_map(|&id| cx.scratch_of(id).into_iter().map(|(f, ..)| f)),
         )
         .chain((0..cx.plan.adjoint_slot_count).map(|slot| format_ident!("d_shared_{}", slot)))
         .chain(
@@ -291,4 +295,13 @@ pub(super) fn describe_node(cx: &Ctx, id: usize) -> String {
         what,
         g.shape_string(id)
     )
+}
+
+/// Appends `line` unless an identical one is there: holders of a shared buffer with the same
+/// size need it grown once.
+fn push_once(lines: &mut Vec<TokenStream>, line: TokenStream) {
+    let text = line.to_string();
+    if !lines.iter().any(|l| l.to_string() == text) {
+        lines.push(line);
+    }
 }

@@ -4,7 +4,7 @@
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError, OpSpec,
-    ParamSpec, Reads, ScratchSpec,
+    ParamSpec, Reads, ScratchLen, ScratchSpec,
 };
 use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
 use proc_macro2::TokenStream;
@@ -119,12 +119,18 @@ impl Conv2d {
         (c, h, w, oh, ow)
     }
 
+    /// `let geometry = Conv2dGeometry { .. };` for an input of dims `x_dims`.
     fn geometry_tokens(&self, x_dims: &[TokenStream]) -> TokenStream {
-        let geometry = super::geometry_ident();
+        let (geometry, value) = (super::geometry_ident(), self.geometry_expr(x_dims));
+        quote! { let #geometry = #value; }
+    }
+
+    /// The `Conv2dGeometry` for an input of dims `x_dims`.
+    fn geometry_expr(&self, x_dims: &[TokenStream]) -> TokenStream {
         let (batch, c, h, w) = (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3]);
         let (o, (kh, kw), (sh, sw), (ph, pw)) = (self.out, self.kernel, self.stride, self.padding);
         quote! {
-            let #geometry = ::kiln::kernels::conv::Conv2dGeometry {
+            ::kiln::kernels::conv::Conv2dGeometry {
                 batch: #batch,
                 in_channels: #c,
                 in_h: #h,
@@ -136,7 +142,7 @@ impl Conv2d {
                 stride_w: #sw,
                 pad_h: #ph,
                 pad_w: #pw,
-            };
+            }
         }
     }
 }
@@ -227,19 +233,20 @@ impl Kernel for Conv2d {
         })
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
-        let (c, _, _, oh, ow) = self.geometry(inputs);
-        let (kh, kw) = self.kernel;
-        // `Conv2dGeometry::scratch_len`: an im2col matrix per thread (none for a 1x1
-        // convolution with stride 1 and no padding), then the weight and bias gradients of
-        // all but the first of the batch's chunks (up to 8 chunks, 2 for a large weight).
-        let pointwise = (kh, kw) == (1, 1) && self.stride == (1, 1) && self.padding == (0, 0);
-        let cols = if pointwise { 0 } else { c * kh * kw * oh * ow };
-        let gradient = self.out * c * kh * kw + self.out;
-        let partials = if gradient <= 1 << 16 { 7 } else { 1 };
-        let len = 2 * cols + partials * gradient;
+        // The runtime owns the formula (im2col matrices per thread, partial gradients); it
+        // does not depend on the batch.
+        let (c, h, w, ..) = self.geometry(inputs);
+        let dims: Vec<TokenStream> = [1, c, h, w]
+            .iter()
+            .map(|&d| {
+                let d = proc_macro2::Literal::usize_unsuffixed(d);
+                quote!(#d)
+            })
+            .collect();
+        let geometry = self.geometry_expr(&dims);
         vec![ScratchSpec {
             suffix: "cols",
-            shape: Shape(vec![Dim::Fixed(len)]),
+            len: ScratchLen::Runtime(quote!(#geometry.scratch_len())),
         }]
     }
     fn backward_reads(&self) -> Reads {

@@ -4,7 +4,7 @@
 
 use super::{
     float_like, require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec,
-    Reads, ScratchSpec,
+    Reads, ScratchLen, ScratchSpec,
 };
 use crate::ir::ValueInfo;
 use proc_macro2::TokenStream;
@@ -77,7 +77,7 @@ impl Kernel for Dropout {
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
         vec![ScratchSpec {
             suffix: "mask",
-            shape: inputs[0].shape.clone(),
+            len: ScratchLen::Shape(inputs[0].shape.clone()),
         }]
     }
     fn backward_reads(&self) -> Reads {

@@ -140,8 +140,18 @@ pub struct BackwardCx {
 pub struct ScratchSpec {
     /// Name suffix (`cols`, `mean`).
     pub suffix: &'static str,
-    /// Its size, as a shape (the product of the dims).
-    pub shape: Shape,
+    /// Its size: the product of a shape's dims, or an expression the runtime evaluates (when
+    /// the kernel owns the formula, as `Conv2dGeometry::scratch_len` does; generated code then
+    /// passes the whole buffer).
+    pub len: ScratchLen,
+}
+
+/// The size of a [`ScratchSpec`].
+pub enum ScratchLen {
+    /// The product of the dims.
+    Shape(Shape),
+    /// A `usize` expression, independent of the batch, evaluated by the generated code.
+    Runtime(TokenStream),
 }
 
 /// Which forward values a VJP reads.

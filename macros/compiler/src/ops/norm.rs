@@ -5,7 +5,7 @@
 
 use super::{
     float_like, require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError,
-    OpSpec, ParamSpec, Reads, ScratchSpec,
+    OpSpec, ParamSpec, Reads, ScratchLen, ScratchSpec,
 };
 use crate::ir::{Dim, Shape, ValueInfo};
 use proc_macro2::TokenStream;
@@ -208,11 +208,11 @@ impl Kernel for Norm {
         vec![
             ScratchSpec {
                 suffix: "mean",
-                shape: stats.clone(),
+                len: ScratchLen::Shape(stats.clone()),
             },
             ScratchSpec {
                 suffix: "invstd",
-                shape: stats,
+                len: ScratchLen::Shape(stats),
             },
         ]
     }
