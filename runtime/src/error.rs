@@ -32,6 +32,40 @@ pub enum Error {
         /// The declared class count.
         classes: usize,
     },
+    /// A token id was not below the vocabulary size.
+    #[error("input `{name}`: token id {id} at position {position:?} is out of range for a vocabulary of {vocab} (ids must be 0..{vocab})")]
+    Token {
+        /// The input's name.
+        name: &'static str,
+        /// The index of the bad id in the input (`[batch, time]`).
+        position: Vec<usize>,
+        /// The id.
+        id: usize,
+        /// The declared vocabulary size.
+        vocab: usize,
+    },
+    /// A sequence length was 0 or longer than the sequences.
+    #[error("input `{name}`: length {length} at position {index} is out of range (lengths must be 1..={max}, the sequences' length)")]
+    Length {
+        /// The input's name.
+        name: &'static str,
+        /// The position of the bad length in the batch.
+        index: usize,
+        /// The length.
+        length: usize,
+        /// The longest allowed length.
+        max: usize,
+    },
+    /// A batch's sequences are longer than a position table.
+    #[error("layer `{layer}`: sequences of {len} positions, but its table has max_len = {max}")]
+    SequenceTooLong {
+        /// The layer's binding.
+        layer: &'static str,
+        /// The batch's sequence length.
+        len: usize,
+        /// The table's length.
+        max: usize,
+    },
     /// A gradient buffer passed to `backward` had the wrong shape.
     #[error("gradient for output `{name}`: expected {expected} elements, got {actual}")]
     GradShape {

@@ -184,7 +184,23 @@ pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Res
             Some(_) => {}
         }
     }
-    let known: HashSet<&str> = expected.iter().map(|(name, ..)| *name).collect();
+    let mut known: HashSet<&str> = expected.iter().map(|(name, ..)| *name).collect();
+    // A tied parameter saved twice by PyTorch (`head.weight` beside `wte.weight`) loads when
+    // both copies hold the same values: they are one tensor in the model.
+    for &(alias, owner) in model.tied_names() {
+        let (Some(copy), Some(original)) = (file.entry(alias), file.entry(owner)) else {
+            continue;
+        };
+        known.insert(alias);
+        let same = copy.shape == original.shape
+            && matches!(copy.dtype, Dtype::F32 | Dtype::F64)
+            && decoded(&file, copy) == decoded(&file, original);
+        if !same {
+            problems.push(format!(
+                "`{alias}` is tied to `{owner}` in the model (one tensor), but the file holds different values for the two"
+            ));
+        }
+    }
     for entry in file
         .entries
         .iter()
@@ -214,6 +230,13 @@ pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Res
     model.visit_params_mut(&mut assign);
     model.visit_buffers_mut(&mut assign);
     Ok(())
+}
+
+/// A float tensor's values as f64, for comparing two entries.
+fn decoded(file: &TensorFile, entry: &Entry) -> Vec<f64> {
+    let mut values = vec![0.0f64; entry.shape.iter().product()];
+    decode_into(entry.dtype, file.data(entry), values.iter_mut());
+    values
 }
 
 /// PyTorch's batch norm saves `<layer>.num_batches_tracked`, an integer step counter that

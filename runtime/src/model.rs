@@ -25,6 +25,12 @@ pub trait Model<F: Float> {
     fn visit_buffers(&self, _f: &mut dyn FnMut(&'static str, ArrayViewD<'_, F>)) {}
     /// Visits every non-trainable buffer mutably.
     fn visit_buffers_mut(&mut self, _f: &mut dyn FnMut(&'static str, ArrayViewMutD<'_, F>)) {}
+    /// Names under which PyTorch saves a tied parameter a second time, each with the name of
+    /// the parameter it is (`("head.weight", "wte.weight")` for an output head reusing the
+    /// embedding table). Loading accepts them when they equal that parameter.
+    fn tied_names(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
     /// Visits every gradient in `grads` with the name of its parameter.
     fn visit_grads(grads: &Self::Grads, f: &mut dyn FnMut(&'static str, ArrayViewD<'_, F>));
     /// Visits every gradient mutably (e.g. for clipping).

@@ -112,15 +112,77 @@ where
     }
 }
 
-/// Checks that every class label is below `classes`.
-pub fn check_labels(name: &'static str, labels: &[usize], classes: usize) -> Result<()> {
+/// Checks that every class label is below `classes`. The position reported is the label's
+/// index in row-major order.
+pub fn check_labels<S: Data<Elem = usize>, D: Dimension>(
+    name: &'static str,
+    labels: &ArrayBase<S, D>,
+    classes: usize,
+) -> Result<()> {
     match labels.iter().position(|&l| l >= classes) {
         None => Ok(()),
         Some(index) => Err(Error::Label {
             name,
             index,
-            label: labels[index],
+            label: labels.iter().nth(index).copied().unwrap_or(0),
             classes,
+        }),
+    }
+}
+
+/// Checks that every token id is below `vocab`; an error names the first bad id and its
+/// position (`[batch, time]`).
+///
+/// ```
+/// use kiln_runtime::ndarray::array;
+/// let ids = array![[1usize, 2], [7, 0]];
+/// assert!(kiln_runtime::shape::check_tokens("tokens", &ids, 8).is_ok());
+/// let err = kiln_runtime::shape::check_tokens("tokens", &ids, 5).unwrap_err();
+/// assert!(err.to_string().contains("token id 7 at position [1, 0]"));
+/// ```
+pub fn check_tokens<S: Data<Elem = usize>, D: Dimension>(
+    name: &'static str,
+    ids: &ArrayBase<S, D>,
+    vocab: usize,
+) -> Result<()> {
+    // The fast path reads values only; the position is worked out once something is wrong.
+    if ids.iter().all(|&id| id < vocab) {
+        return Ok(());
+    }
+    let (flat, id) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, &id)| id >= vocab)
+        .map(|(at, &id)| (at, id))
+        .unwrap_or_default();
+    // Row-major unravelling of the flat index into one index per axis.
+    let mut position = vec![0; ids.ndim()];
+    let mut rest = flat;
+    for (axis, &len) in ids.shape().iter().enumerate().rev() {
+        position[axis] = rest % len.max(1);
+        rest /= len.max(1);
+    }
+    Err(Error::Token {
+        name,
+        position,
+        id,
+        vocab,
+    })
+}
+
+/// Checks that every sequence length is between 1 and `max` (the sequences' length).
+pub fn check_lengths<S: Data<Elem = usize>, D: Dimension>(
+    name: &'static str,
+    lengths: &ArrayBase<S, D>,
+    max: usize,
+) -> Result<()> {
+    match lengths.iter().position(|&l| l == 0 || l > max) {
+        None => Ok(()),
+        Some(index) => Err(Error::Length {
+            name,
+            index,
+            length: lengths.iter().nth(index).copied().unwrap_or(0),
+            max,
         }),
     }
 }

@@ -20,8 +20,13 @@ pub struct ModelDef {
 
 /// One statement of the model body.
 pub enum Stmt {
-    /// `input x: [B, 784];`
-    Input { name: Ident, dims: Vec<DimAst> },
+    /// `input x: [B, 784];`, `input tokens: [B, T] tokens 5000;` or
+    /// `input len: [B] lengths T;`
+    Input {
+        name: Ident,
+        dims: Vec<DimAst>,
+        ints: Option<IntAst>,
+    },
     /// `target y: [B, 1];` or `target y: [B] classes 10;`
     Target {
         name: Ident,
@@ -34,6 +39,15 @@ pub enum Stmt {
     Output { names: Vec<Ident> },
     /// `loss expr;`
     Loss { keyword: Span, expr: Expr },
+}
+
+/// What an integer input holds, as declared after its shape.
+#[derive(Clone)]
+pub enum IntAst {
+    /// `tokens 5000`: token ids below the vocabulary size.
+    Tokens(usize, Span),
+    /// `lengths T`: sequence lengths between 1 and the dim.
+    Lengths(DimAst),
 }
 
 /// A dimension as written in a shape.

@@ -76,6 +76,10 @@ pub struct Step {
     pub node: NodeId,
     /// Per input: `None` (no adjoint needed), `Some(false)` (write it), `Some(true)` (add).
     pub d_inputs: Vec<Option<bool>>,
+    /// Per layer whose parameters the step reads ([`Graph::param_layers`]: the lender of a
+    /// tied parameter, then its own): whether an earlier step already wrote that layer's
+    /// gradients, so this one adds to them.
+    pub param_accumulate: Vec<bool>,
 }
 
 /// The backward pass.
@@ -103,7 +107,7 @@ pub fn differentiate(graph: &Graph, fused: &Fused) -> syn::Result<Schedule> {
             NodeKind::Input(_) => false,
             NodeKind::Pointwise { .. } => node.inputs.iter().any(|&i| needs_grad[i]),
             NodeKind::Kernel(k) => {
-                let mut any = k.has_params();
+                let mut any = k.has_params() || node.tied.is_some();
                 for (slot, &i) in node.inputs.iter().enumerate() {
                     if !needs_grad[i] {
                         continue;
@@ -142,6 +146,7 @@ pub fn differentiate(graph: &Graph, fused: &Fused) -> syn::Result<Schedule> {
         written[s] = true;
     }
     let mut steps = Vec::new();
+    let mut layer_written = vec![false; graph.layers.len()];
     for id in (0..n).rev() {
         if !has_adjoint[id] || !fused.materialized(id) {
             continue;
@@ -165,17 +170,21 @@ pub fn differentiate(graph: &Graph, fused: &Fused) -> syn::Result<Schedule> {
                 Some(accumulate)
             })
             .collect();
-        let has_params = matches!(&node.kind, NodeKind::Kernel(k) if k.has_params());
-        if has_params || d_inputs.iter().any(Option::is_some) {
-            steps.push(Step { node: id, d_inputs });
+        let param_layers: Vec<usize> = graph.param_layers(id).collect();
+        if !param_layers.is_empty() || d_inputs.iter().any(Option::is_some) {
+            let param_accumulate = param_layers
+                .iter()
+                .map(|&l| std::mem::replace(&mut layer_written[l], true))
+                .collect();
+            steps.push(Step {
+                node: id,
+                d_inputs,
+                param_accumulate,
+            });
         }
     }
-    let unreached_layers = graph
-        .layers
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| !has_adjoint[l.node])
-        .map(|(i, _)| i)
+    let unreached_layers = (0..graph.layers.len())
+        .filter(|&l| !layer_written[l])
         .collect();
     Ok(Schedule {
         needs_grad,

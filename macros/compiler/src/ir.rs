@@ -78,6 +78,33 @@ pub enum ValueKind {
         /// The declared class count.
         classes: usize,
     },
+    /// Integer token ids below `vocab`.
+    Tokens {
+        /// The declared vocabulary size.
+        vocab: usize,
+    },
+    /// Sequence lengths, each between 1 and `max`.
+    Lengths {
+        /// The dim the lengths measure (`T`).
+        max: Dim,
+    },
+}
+
+impl ValueKind {
+    /// Whether the value holds integers (labels, token ids, lengths) rather than floats.
+    pub fn is_int(self) -> bool {
+        !matches!(self, ValueKind::Float)
+    }
+
+    /// What the value holds, for messages: "integer class labels", "token ids", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            ValueKind::Float => "float values",
+            ValueKind::Labels { .. } => "integer class labels",
+            ValueKind::Tokens { .. } => "integer token ids",
+            ValueKind::Lengths { .. } => "integer sequence lengths",
+        }
+    }
 }
 
 /// A node's inferred type: shape and kind.
@@ -117,6 +144,8 @@ pub struct Node {
     pub statement: usize,
     /// The parameterized layer it owns, if any (index into [`Graph::layers`]).
     pub layer: Option<usize>,
+    /// The layer lending it its first parameter (a tied output head), if any.
+    pub tied: Option<usize>,
     /// Filled by the shape stage.
     pub info: Option<ValueInfo>,
 }
@@ -129,8 +158,8 @@ pub struct InputDecl {
     pub dims: Vec<Dim>,
     /// `target` rather than `input`.
     pub is_target: bool,
-    /// Class count of a label target.
-    pub classes: Option<usize>,
+    /// What an integer input or target holds (`None`: floats).
+    pub ints: Option<ValueKind>,
     /// The node holding it.
     pub node: NodeId,
 }
@@ -189,6 +218,13 @@ impl Graph {
     /// A node's shape rendered with symbol names.
     pub fn shape_string(&self, id: NodeId) -> String {
         self.info(id).shape.display(&self.symbols).to_string()
+    }
+
+    /// The layers whose parameters a node reads: the one lending it a tied parameter, then
+    /// its own.
+    pub fn param_layers(&self, id: NodeId) -> impl Iterator<Item = usize> + '_ {
+        let node = &self.nodes[id];
+        node.tied.into_iter().chain(node.layer)
     }
 
     /// The op name of a node, for summaries and the graph description.

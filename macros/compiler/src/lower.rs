@@ -7,7 +7,7 @@
 
 use crate::ast::{self, DimAst, Expr, ModelDef, Stmt};
 use crate::expr::{Arena, Term};
-use crate::ir::{Dim, Graph, InputDecl, Layer, Node, NodeId, NodeKind, Statement};
+use crate::ir::{Dim, Graph, InputDecl, Layer, Node, NodeId, NodeKind, Statement, ValueKind};
 use crate::ops::{self, arith, Built, CallArgs};
 use crate::Errors;
 use proc_macro2::Span;
@@ -74,12 +74,28 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
     for stmt in def.stmts {
         l.statement_layer = None;
         match stmt {
-            Stmt::Input { name, dims } => l.declare_input(name, dims, false, None),
+            Stmt::Input { name, dims, ints } => {
+                let ints = ints.map(|k| match k {
+                    ast::IntAst::Tokens(vocab, _) => ValueKind::Tokens { vocab },
+                    ast::IntAst::Lengths(DimAst::Fixed(n, _)) => ValueKind::Lengths {
+                        max: Dim::Fixed(n),
+                    },
+                    ast::IntAst::Lengths(DimAst::Symbol(s)) => ValueKind::Lengths {
+                        max: Dim::Symbol(l.symbol(&s)),
+                    },
+                });
+                l.declare_input(name, dims, false, ints)
+            }
             Stmt::Target {
                 name,
                 dims,
                 classes,
-            } => l.declare_input(name, dims, true, classes.map(|c| c.0)),
+            } => l.declare_input(
+                name,
+                dims,
+                true,
+                classes.map(|c| ValueKind::Labels { classes: c.0 }),
+            ),
             Stmt::Let { name, expr } => l.lower_let(name, expr),
             Stmt::Output { names } => {
                 wrote_output = true;
@@ -181,7 +197,7 @@ impl Lowerer {
         name: Ident,
         dims: Vec<DimAst>,
         is_target: bool,
-        classes: Option<usize>,
+        ints: Option<ValueKind>,
     ) {
         let dims: Vec<Dim> = dims
             .iter()
@@ -209,7 +225,7 @@ impl Lowerer {
             name,
             dims,
             is_target,
-            classes,
+            ints,
             node,
         });
         self.statement += 1;
@@ -307,6 +323,7 @@ impl Lowerer {
             name,
             statement: self.statement,
             layer: None,
+            tied: None,
             info: None,
         });
         self.graph.nodes.len() - 1
@@ -490,6 +507,10 @@ impl Lowerer {
                 Some(self.push_pointwise(spec.name(), term, &operands, call.span))
             }
             Built::Kernel(kernel) => {
+                let tied = match kernel.tied() {
+                    Some(name) => Some(self.resolve_tied(name)?),
+                    None => None,
+                };
                 let has_params = kernel.has_params();
                 if has_params {
                     if self.binding == "loss" {
@@ -523,6 +544,7 @@ impl Lowerer {
                     call.span,
                     Some(spec.name()),
                 );
+                self.graph.nodes[node].tied = tied;
                 if has_params {
                     self.graph.layers.push(Layer {
                         name: call.func.clone(),
@@ -531,6 +553,21 @@ impl Lowerer {
                     self.graph.nodes[node].layer = Some(self.graph.layers.len() - 1);
                 }
                 Some(node)
+            }
+        }
+    }
+
+    /// The layer a `tied = name` option names: the binding must own parameters.
+    fn resolve_tied(&mut self, name: &Ident) -> Option<usize> {
+        let node = self.resolve(name)?;
+        match self.graph.nodes[node].layer {
+            Some(layer) => Some(layer),
+            None => {
+                self.errors.push(syn::Error::new(
+                    name.span(),
+                    format!("`tied = {name}` names a value without parameters: name the binding of a layer whose weight to reuse, as in `let wte = embedding(tokens, 128);` then `linear(h, V, bias = false, tied = wte)`"),
+                ));
+                None
             }
         }
     }

@@ -4,7 +4,7 @@
 //! token stream of the macro and returns the syntax tree with spans, or a spanned error. It
 //! never panics: every unexpected token becomes a `syn::Error` saying what was expected.
 
-use crate::ast::{BinOp, Call, DimAst, Expr, ModelDef, Stmt};
+use crate::ast::{BinOp, Call, DimAst, Expr, IntAst, ModelDef, Stmt};
 use proc_macro2::{Delimiter, Span, TokenTree};
 use syn::buffer::Cursor;
 use syn::parse::{Parse, ParseStream};
@@ -85,8 +85,9 @@ impl Parse for Stmt {
             "input" => {
                 let name: Ident = input.parse()?;
                 let dims = parse_shape_annotation(input, &name)?;
+                let ints = parse_int_kind(input)?;
                 expect_semi(input, start)?;
-                Ok(Stmt::Input { name, dims })
+                Ok(Stmt::Input { name, dims, ints })
             }
             "target" => {
                 let name: Ident = input.parse()?;
@@ -177,6 +178,47 @@ fn expect_semi(input: ParseStream, start: Cursor) -> syn::Result<()> {
         last.unwrap_or_else(|| input.span()),
         format!("expected `;` at the end of this statement, found {found}"),
     ))
+}
+
+/// `tokens 5000` or `lengths T` after an input's shape, if present.
+fn parse_int_kind(input: ParseStream) -> syn::Result<Option<IntAst>> {
+    if !input.peek(Ident) {
+        return Ok(None);
+    }
+    let word: Ident = input.parse()?;
+    match word.to_string().as_str() {
+        "tokens" => {
+            let lit: Lit = input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected the vocabulary size, as in `tokens 5000`",
+                )
+            })?;
+            let (vocab, span) = parse_positive_int(&lit, "a vocabulary size")?;
+            Ok(Some(IntAst::Tokens(vocab, span)))
+        }
+        "lengths" => {
+            if input.peek(Ident) {
+                return Ok(Some(IntAst::Lengths(DimAst::Symbol(input.parse()?))));
+            }
+            let lit: Lit = input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected the longest length, a dim of the sequences, as in `lengths T`",
+                )
+            })?;
+            let (n, span) = parse_positive_int(&lit, "a length")?;
+            Ok(Some(IntAst::Lengths(DimAst::Fixed(n, span))))
+        }
+        "classes" => Err(syn::Error::new(
+            word.span(),
+            "class labels are a `target`, not an `input`: write `target y: [B] classes 10;` (token ids are `input tokens: [B, T] tokens 5000;`)",
+        )),
+        other => Err(syn::Error::new(
+            word.span(),
+            format!("unexpected `{other}`: an input is `input x: [B, 784];`, or for integer inputs `input tokens: [B, T] tokens 5000;` (token ids) or `input len: [B] lengths T;` (sequence lengths)"),
+        )),
+    }
 }
 
 fn parse_shape_annotation(input: ParseStream, name: &Ident) -> syn::Result<Vec<DimAst>> {

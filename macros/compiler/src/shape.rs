@@ -26,10 +26,7 @@ pub fn infer(graph: &mut Graph) -> syn::Result<()> {
                 let decl = &graph.inputs[*i];
                 Ok(ValueInfo {
                     shape: Shape(decl.dims.clone()),
-                    kind: match decl.classes {
-                        Some(classes) => ValueKind::Labels { classes },
-                        None => ValueKind::Float,
-                    },
+                    kind: decl.ints.unwrap_or(ValueKind::Float),
                 })
             }
             NodeKind::Pointwise { op, .. } => pointwise(op, &refs, &graph.symbols),
@@ -58,6 +55,7 @@ pub fn infer(graph: &mut Graph) -> syn::Result<()> {
             }
         }
     }
+    check_tied(graph, &mut errors);
     let mut total_params: Option<usize> = Some(0);
     for layer in &graph.layers {
         let node = &graph.nodes[layer.node];
@@ -121,11 +119,8 @@ pub fn infer(graph: &mut Graph) -> syn::Result<()> {
 
 fn pointwise(op: &str, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
     for (i, info) in inputs.iter().enumerate() {
-        if let ValueKind::Labels { .. } = info.kind {
-            return Err(OpError::input(
-                i,
-                format!("`{op}` needs float values, but this holds integer class labels: labels are only the target of `cross_entropy(logits, labels)`"),
-            ));
+        if info.kind.is_int() {
+            return Err(OpError::input(i, crate::ops::int_misuse(op, info.kind)));
         }
     }
     let Some(&first) = inputs.first() else {
@@ -182,4 +177,57 @@ fn element_count(shape: &Shape) -> Option<usize> {
         Dim::Fixed(k) => n.checked_mul(*k),
         Dim::Symbol(_) => Some(n),
     })
+}
+
+/// Checks each tied op against the parameter it borrows: the lender's first parameter must
+/// have the shape the op needs (an output head `[vocab, dim]` reusing an embedding table).
+fn check_tied(graph: &Graph, errors: &mut Errors) {
+    let infos = |id: usize| -> Option<Vec<&ValueInfo>> {
+        graph.nodes[id]
+            .inputs
+            .iter()
+            .map(|&i| graph.nodes[i].info.as_ref())
+            .collect()
+    };
+    for (id, node) in graph.nodes.iter().enumerate() {
+        let (Some(lender), NodeKind::Kernel(k), Some(inputs)) = (node.tied, &node.kind, infos(id))
+        else {
+            continue;
+        };
+        let lender_node = graph.layers[lender].node;
+        let (NodeKind::Kernel(lk), Some(lender_inputs)) =
+            (&graph.nodes[lender_node].kind, infos(lender_node))
+        else {
+            continue;
+        };
+        let Some(spec) = lk.layer(&lender_inputs) else {
+            continue;
+        };
+        let Some(param) = spec.params.first() else {
+            continue;
+        };
+        let want = k.tied_dims(&inputs);
+        if param.dims != want {
+            let name = &graph.layers[lender].name;
+            let list = |d: &[usize]| {
+                d.iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            errors.push(syn::Error::new(
+                node.span,
+                format!(
+                    "`{}` reuses `{name}.{}` of shape [{}], but needs a weight of shape [{}] here: the output size must be the vocabulary and the input width the embedding size (`embedding(tokens, {})` and `linear(x, {}, tied = {name})` over [.., {}])",
+                    k.name(),
+                    param.suffix,
+                    list(&param.dims),
+                    list(&want),
+                    param.dims.get(1).copied().unwrap_or(0),
+                    param.dims.first().copied().unwrap_or(0),
+                    param.dims.get(1).copied().unwrap_or(0),
+                ),
+            ));
+        }
+    }
 }

@@ -2,14 +2,14 @@
 //! `forward_train` / `backward` (without), and the workspace's output accessors.
 
 use super::Ctx;
-use crate::ir::{Dim, InputDecl, Shape};
+use crate::ir::{Dim, InputDecl, Shape, ValueKind};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 /// `x: ArrayView<'_, F, Ix2>` for a declared input.
 fn view_param(cx: &Ctx, d: &InputDecl) -> TokenStream {
     let (n, ix) = (&d.name, cx.ix(&Shape(d.dims.clone())));
-    if d.classes.is_some() {
+    if d.ints.is_some() {
         quote!(#n: ::kiln::ndarray::ArrayView<'_, usize, #ix>)
     } else {
         quote!(#n: ::kiln::ndarray::ArrayView<'_, F, #ix>)
@@ -42,25 +42,44 @@ fn bind_inputs<'d>(cx: &Ctx, inputs: impl Iterator<Item = &'d InputDecl>) -> Tok
 }
 
 /// Stages the given inputs (copies only non-contiguous ones) and rebinds each name to a slice;
-/// validates labels.
-fn stage_inputs<'d>(inputs: impl Iterator<Item = (usize, &'d InputDecl)> + Clone) -> TokenStream {
+/// validates integer inputs (labels, token ids, lengths) first.
+fn stage_inputs<'d>(
+    inputs: impl Iterator<Item = (usize, &'d InputDecl)> + Clone,
+) -> TokenStream {
     let mut out = TokenStream::new();
+    for (_, d) in inputs.clone() {
+        let (n, ns) = (&d.name, d.name.to_string());
+        out.extend(match d.ints {
+            Some(ValueKind::Labels { classes }) => quote! {
+                ::kiln::shape::check_labels(#ns, &#n, #classes)?;
+            },
+            Some(ValueKind::Tokens { vocab }) => quote! {
+                ::kiln::shape::check_tokens(#ns, &#n, #vocab)?;
+            },
+            Some(ValueKind::Lengths { max }) => {
+                let max = match max {
+                    Dim::Fixed(v) => quote!(#v),
+                    Dim::Symbol(s) => quote!(dims[#s]),
+                };
+                quote! { ::kiln::shape::check_lengths(#ns, &#n, #max)?; }
+            }
+            Some(ValueKind::Float) | None => TokenStream::new(),
+        });
+    }
     for (slot, d) in inputs.clone() {
         let n = &d.name;
-        out.extend(if d.classes.is_some() {
+        out.extend(if d.ints.is_some() {
             quote! { staging.prepare_labels(#slot, &#n); }
         } else {
             quote! { staging.prepare(#slot, &#n); }
         });
     }
     for (slot, d) in inputs {
-        let (n, ns) = (&d.name, d.name.to_string());
-        out.extend(match d.classes {
-            Some(classes) => quote! {
-                let #n = staging.get_labels(#slot, &#n);
-                ::kiln::shape::check_labels(#ns, #n, #classes)?;
-            },
-            None => quote! { let #n = staging.get(#slot, &#n); },
+        let n = &d.name;
+        out.extend(if d.ints.is_some() {
+            quote! { let #n = staging.get_labels(#slot, &#n); }
+        } else {
+            quote! { let #n = staging.get(#slot, &#n); }
         });
     }
     out
@@ -214,7 +233,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         // outputs' gradients.
         let keep = indexed_inputs().map(|(slot, d)| {
             let n = &d.name;
-            if d.classes.is_some() {
+            if d.ints.is_some() {
                 quote! { staging.keep_labels(#slot, &#n); let #n = staging.kept_labels(#slot); }
             } else {
                 quote! { staging.keep(#slot, &#n); let #n = staging.kept(#slot); }
@@ -222,7 +241,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         });
         let kept: Vec<TokenStream> = indexed()
             .map(|(slot, d)| {
-                if d.classes.is_some() {
+                if d.ints.is_some() {
                     quote!(staging.kept_labels(#slot))
                 } else {
                     quote!(staging.kept(#slot))

@@ -76,6 +76,29 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         }
     });
     let total: usize = params.iter().map(|p| p.4).sum();
+    // A tied op's lent parameter under the name PyTorch also saves it as (`head.weight`).
+    let tied: Vec<TokenStream> = g
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let lender = n.tied?;
+            let suffix = cx.layers[lender].params.first()?.suffix;
+            let (alias, owner) = (
+                format!("{}.{suffix}", n.name),
+                format!("{}.{suffix}", g.layers[lender].name),
+            );
+            Some(quote!((#alias, #owner)))
+        })
+        .collect();
+    let tied_names = if tied.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            fn tied_names(&self) -> &'static [(&'static str, &'static str)] {
+                &[#(#tied),*]
+            }
+        }
+    };
 
     let rows = g.statements.iter().enumerate().map(|(index, st)| {
         let ops: Vec<&str> = g
@@ -126,6 +149,8 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             }
 
             #buffer_methods
+
+            #tied_names
 
             fn visit_grads(grads: &Self::Grads, f: &mut dyn FnMut(&'static str, ::kiln::ndarray::ArrayViewD<'_, F>)) {
                 #visit_grads

@@ -117,7 +117,7 @@ pub(super) fn input_params(cx: &Ctx, targets: bool) -> Vec<TokenStream> {
         .filter(|d| targets || !d.is_target)
         .map(|d| {
             let n = &d.name;
-            if d.classes.is_some() {
+            if d.ints.is_some() {
                 quote!(#n: &[usize])
             } else {
                 quote!(#n: &[F])
@@ -251,12 +251,18 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
         let code = match &node.kind {
             NodeKind::Input(_) => continue,
             NodeKind::Kernel(k) => {
-                let (params, buffers) = match node.layer {
+                let mut params = Vec::new();
+                if let Some(t) = node.tied {
+                    layers.insert(t);
+                    params.extend(layer_locals(cx, t, "").into_iter().take(1));
+                }
+                let buffers = match node.layer {
                     Some(l) => {
                         layers.insert(l);
-                        (layer_locals(cx, l, ""), buffer_locals(cx, l))
+                        params.extend(layer_locals(cx, l, ""));
+                        buffer_locals(cx, l)
                     }
-                    None => (Vec::new(), Vec::new()),
+                    None => Vec::new(),
                 };
                 mutates_self |= training && !buffers.is_empty();
                 k.forward(&ForwardCx {
@@ -476,13 +482,16 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
         let code = match &node.kind {
             NodeKind::Input(_) => continue,
             NodeKind::Kernel(k) => {
-                let (params, param_grads) = match node.layer {
-                    Some(l) => {
-                        layers.insert(l);
-                        (layer_locals(cx, l, ""), layer_locals(cx, l, "d_"))
-                    }
-                    None => (Vec::new(), Vec::new()),
-                };
+                let (mut params, mut param_grads, mut param_grads_accumulate) =
+                    (Vec::new(), Vec::new(), Vec::new());
+                let lent = node.tied.map(|t| (t, 1));
+                let own = node.layer.map(|l| (l, cx.layers[l].params.len()));
+                for ((l, count), &accumulate) in lent.into_iter().chain(own).zip(&step.param_accumulate) {
+                    layers.insert(l);
+                    params.extend(layer_locals(cx, l, "").into_iter().take(count));
+                    param_grads.extend(layer_locals(cx, l, "d_").into_iter().take(count));
+                    param_grads_accumulate.extend(std::iter::repeat_n(accumulate, count));
+                }
                 let (dout, len) = (cx.adjoint_field(id), cx.node_len(id));
                 k.backward(&BackwardCx {
                     inputs: node.inputs.iter().map(|&i| operand(cx, i, false)).collect(),
@@ -492,6 +501,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
                     d_inputs: targets,
                     params,
                     param_grads,
+                    param_grads_accumulate,
                     scratch: scratch_slices(cx, id),
                 })
             }
@@ -504,7 +514,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             .filter_map(|(d, &i)| {
                 d.map(|acc| format!("d_{} {}", g.nodes[i].name, if acc { "(+=)" } else { "(=)" }))
             })
-            .chain(node.layer.map(|l| format!("grads.{}", g.layers[l].name)))
+            .chain(g.param_layers(id).map(|l| format!("grads.{}", g.layers[l].name)))
             .collect();
         let comment = format!(
             " d_{} -> {} (backward of {})",

@@ -17,9 +17,13 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
     let mut has_loss = false;
     for stmt in &def.stmts {
         match stmt {
-            Stmt::Input { name, dims } => {
+            Stmt::Input { name, dims, ints } => {
                 let ix = format_ident!("Ix{}", dims.len());
-                inputs.push(quote!(#name: ::kiln::ndarray::ArrayView<'_, F, ::kiln::ndarray::#ix>));
+                inputs.push(if ints.is_some() {
+                    quote!(#name: ::kiln::ndarray::ArrayView<'_, usize, ::kiln::ndarray::#ix>)
+                } else {
+                    quote!(#name: ::kiln::ndarray::ArrayView<'_, F, ::kiln::ndarray::#ix>)
+                });
             }
             Stmt::Target {
                 name,

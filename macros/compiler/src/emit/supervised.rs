@@ -10,6 +10,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let g = cx.g;
     let inputs: Vec<_> = g.inputs.iter().filter(|d| !d.is_target).collect();
     let targets: Vec<_> = g.inputs.iter().filter(|d| d.is_target).collect();
+    // The training loop feeds float features; a model reading token ids is driven by hand.
+    if inputs.iter().any(|d| d.ints.is_some()) {
+        return TokenStream::new();
+    }
     let (Some(_), [input], [target], Some(_)) = (
         g.loss,
         inputs.as_slice(),
@@ -24,7 +28,11 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let x_ix = cx.ix(&Shape(input.dims.clone()));
     let rank = input.dims.len();
     let first_name = &g.outputs[0].1;
-    let (classes, take_target) = match target.classes {
+    let classes = match target.ints {
+        Some(crate::ir::ValueKind::Labels { classes }) => Some(classes),
+        _ => None,
+    };
+    let (classes, take_target) = match classes {
         Some(c) => (
             quote!(Some(#c)),
             quote! {

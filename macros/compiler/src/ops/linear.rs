@@ -1,4 +1,5 @@
-//! `linear(x, out_features, bias = true)`: `y = x W^T + b` on `[batch, in]`, PyTorch layout
+//! `linear(x, out_features, bias = true)`: `y = x W^T + b` over the last axis of `[.., in]`
+//! (every leading dim is a batch dim, as in PyTorch), PyTorch layout
 //! (`weight [out, in]`, `bias [out]`) and PyTorch's default init.
 
 use super::{
@@ -26,8 +27,9 @@ impl OpSpec for LinearSpec {
         args.tensor(0);
         let out = args.int(1, "the number of output features")?;
         let bias = args.opt_bool("bias", true)?;
+        let tied = args.opt_name("tied")?;
         args.finish()?;
-        Ok(Built::Kernel(Box::new(Linear { out, bias })))
+        Ok(Built::Kernel(Box::new(Linear { out, bias, tied })))
     }
 }
 
@@ -35,6 +37,8 @@ impl OpSpec for LinearSpec {
 pub struct Linear {
     out: usize,
     bias: bool,
+    /// The layer whose `weight` this one reuses (an output head tied to an embedding table).
+    tied: Option<syn::Ident>,
 }
 
 impl Linear {
@@ -47,49 +51,59 @@ impl Linear {
     }
 }
 
+/// A `[.., features]` value as a matrix: its rows (the leading dims multiplied) and features.
+fn rows_and_features(x: &super::Operand) -> (TokenStream, TokenStream) {
+    let (leading, last) = x.dims.split_at(x.dims.len() - 1);
+    (super::product_of(leading), last[0].clone())
+}
+
 impl Kernel for Linear {
     fn name(&self) -> &'static str {
         "linear"
     }
     fn describe(&self) -> String {
         format!(
-            "out={}{}",
+            "out={}{}{}",
             self.out,
-            if self.bias { "" } else { ", bias=false" }
+            if self.bias { "" } else { ", bias=false" },
+            self.tied
+                .as_ref()
+                .map(|t| format!(", tied={t}"))
+                .unwrap_or_default()
         )
     }
     fn has_params(&self) -> bool {
-        true
+        self.tied.is_none() || self.bias
+    }
+    fn tied(&self) -> Option<&syn::Ident> {
+        self.tied.as_ref()
+    }
+    fn tied_dims(&self, inputs: &[&ValueInfo]) -> Vec<usize> {
+        vec![self.out, Self::in_features(inputs)]
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         require_float("linear", 0, inputs[0])?;
         let shape = &inputs[0].shape;
         let shown = shape.display(symbols);
-        if shape.rank() != 2 {
-            // The fix depends on the rank: `flatten` joins fixed dims after the batch dim.
-            let batch = |rest: Dim| Shape(vec![shape.0[0], rest]).display(symbols).to_string();
-            let features = shape.0.iter().skip(1).try_fold(1usize, |n, d| match d {
-                Dim::Fixed(k) => n.checked_mul(*k),
-                Dim::Symbol(_) => None,
-            });
-            let hint = match (shape.rank(), features) {
-                (0, _) => "a scalar has no rows to map".to_string(),
-                (1, _) => format!("for one feature per row, declare it as {}", batch(Dim::Fixed(1))),
-                (_, Some(n)) => format!(
-                    "flatten it first, as in `linear(flatten(x), ...)`, which makes it {}",
-                    batch(Dim::Fixed(n))
-                ),
-                (_, None) => "`flatten` cannot join its symbolic dims after the batch dim: declare them as numbers, then use `linear(flatten(x), ...)`".to_string(),
+        if shape.rank() < 2 {
+            let hint = if shape.rank() == 0 {
+                "a scalar has no rows to map".to_string()
+            } else {
+                format!(
+                    "for one feature per row, declare it as {}",
+                    Shape(vec![shape.0[0], Dim::Fixed(1)]).display(symbols)
+                )
             };
             return Err(OpError::input(
                 0,
                 format!(
-                    "`linear` expects a rank-2 input [batch, features], but this is {shown} (rank {}): {hint}",
+                    "`linear` maps the last axis of [batch, .., features], but this is {shown} (rank {}): {hint}",
                     shape.rank()
                 ),
             ));
         }
-        match shape.0[1] {
+        let features = shape.0[shape.rank() - 1];
+        match features {
             Dim::Fixed(_) => {}
             Dim::Symbol(s) => {
                 return Err(OpError::input(
@@ -101,13 +115,29 @@ impl Kernel for Linear {
                 ))
             }
         }
+        let mut out = shape.0.clone();
+        out[shape.rank() - 1] = Dim::Fixed(self.out);
         Ok(ValueInfo {
-            shape: Shape(vec![shape.0[0], Dim::Fixed(self.out)]),
+            shape: Shape(out),
             kind: ValueKind::Float,
         })
     }
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
         let (inf, out, bias) = (Self::in_features(inputs), self.out, self.bias);
+        if self.tied.is_some() {
+            // Only the bias is this layer's own; the weight is the lender's.
+            return bias.then(|| LayerSpec {
+                ty: quote!(::kiln::layers::Bias<F>),
+                init: quote!(::kiln::layers::Bias::new(#inf, #out, rng)),
+                zeros: quote!(::kiln::layers::Bias::zeros(#out)),
+                params: vec![ParamSpec {
+                    suffix: "bias",
+                    optional: false,
+                    dims: vec![out],
+                }],
+                buffers: Vec::new(),
+            });
+        }
         let mut params = vec![ParamSpec {
             suffix: "weight",
             optional: false,
@@ -136,8 +166,8 @@ impl Kernel for Linear {
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let x = &cx.inputs[0];
-        let (xd, rows, inf) = (&x.data, &x.dims[0], &x.dims[1]);
-        let (y, out) = (&cx.output.data, &cx.output.dims[1]);
+        let (xd, (rows, inf)) = (&x.data, rows_and_features(x));
+        let (y, out) = (&cx.output.data, rows_and_features(&cx.output).1);
         let w = &cx.params[0];
         let b = match cx.params.get(1) {
             Some(b) => quote!(Some(#b)),
@@ -149,12 +179,16 @@ impl Kernel for Linear {
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
         let x = &cx.inputs[0];
-        let (xd, rows, inf) = (&x.data, &x.dims[0], &x.dims[1]);
-        let out = &cx.output.dims[1];
+        let (xd, (rows, inf)) = (&x.data, rows_and_features(x));
+        let out = rows_and_features(&cx.output).1;
         let dy = &cx.d_output;
-        let (w, dw) = (&cx.params[0], &cx.param_grads[0]);
+        let (w, dw, dw_acc) = (
+            &cx.params[0],
+            &cx.param_grads[0],
+            cx.param_grads_accumulate[0],
+        );
         let mut code = quote! {
-            ::kiln::kernels::linear::linear_backward_weight(#xd, #dy, #rows, #inf, #out, #dw, false);
+            ::kiln::kernels::linear::linear_backward_weight(#xd, #dy, #rows, #inf, #out, #dw, #dw_acc);
         };
         if let Some(db) = cx.param_grads.get(1) {
             code.extend(quote! {

@@ -53,14 +53,31 @@ impl OpSpec for LossSpec {
         args.positional(2, 2)?;
         args.tensor(0);
         args.tensor(1);
+        let ignore_index = if self.kind == Kind::CrossEntropy {
+            args.opt_index("ignore_index")?
+        } else {
+            None
+        };
         args.finish()?;
-        Ok(Built::Kernel(Box::new(Loss { kind: self.kind })))
+        Ok(Built::Kernel(Box::new(Loss {
+            kind: self.kind,
+            ignore_index,
+        })))
     }
 }
 
 /// A loss kernel.
 pub struct Loss {
     kind: Kind,
+    /// Cross-entropy only: the label whose positions are left out of the loss and its mean
+    /// (PyTorch's `ignore_index`, typically the padding id).
+    ignore_index: Option<usize>,
+}
+
+/// Logits `[.., C]` as a matrix: the rows (every leading dim multiplied) and the classes.
+fn rows_and_classes(logits: &super::Operand) -> (TokenStream, TokenStream) {
+    let (leading, last) = logits.dims.split_at(logits.dims.len() - 1);
+    (super::product_of(leading), last[0].clone())
 }
 
 fn scalar() -> ValueInfo {
@@ -74,6 +91,11 @@ impl Kernel for Loss {
     fn name(&self) -> &'static str {
         name(self.kind)
     }
+    fn describe(&self) -> String {
+        self.ignore_index
+            .map(|i| format!("ignore_index={i}"))
+            .unwrap_or_default()
+    }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         let op = self.name();
         require_float(op, 0, inputs[0])?;
@@ -81,33 +103,52 @@ impl Kernel for Loss {
         let (ps, ts) = (pred.display(symbols), target.display(symbols));
         match (self.kind, inputs[1].kind) {
             (Kind::CrossEntropy, ValueKind::Labels { classes }) => {
-                if pred.rank() != 2 {
+                if pred.rank() < 2 {
                     return Err(OpError::input(
                         0,
-                        format!("`cross_entropy` expects logits of shape [batch, classes], but these are {ps}"),
+                        format!("`cross_entropy` expects logits of shape [batch, classes] (or [batch, time, classes]), but these are {ps}"),
                     ));
                 }
-                if target.rank() != 1 || target.0[0] != pred.0[0] {
+                let leading = Shape(pred.0[..pred.rank() - 1].to_vec());
+                if *target != leading {
                     return Err(OpError::input(
                         1,
-                        format!("`cross_entropy` expects one label per row of the logits {ps}, i.e. labels of shape [{}], but these are {ts}", Shape(vec![pred.0[0]]).display(symbols).to_string().trim_matches(['[', ']'])),
+                        format!(
+                            "`cross_entropy` expects one label per row of the logits {ps}, i.e. labels of shape {}, but these are {ts}",
+                            leading.display(symbols)
+                        ),
                     ));
                 }
-                if pred.0[1] != Dim::Fixed(classes) {
+                let columns = pred.0[pred.rank() - 1];
+                if columns != Dim::Fixed(classes) {
                     return Err(OpError::input(
                         0,
-                        format!("the labels have {classes} classes but these logits {ps} have {} columns: make `{{arg0}}` output {classes} features (e.g. `linear(..., {classes})`)", Shape(vec![pred.0[1]]).display(symbols).to_string().trim_matches(['[', ']'])),
+                        format!("the labels have {classes} classes but these logits {ps} have {} columns: make `{{arg0}}` output {classes} features (e.g. `linear(..., {classes})`)", Shape(vec![columns]).display(symbols).to_string().trim_matches(['[', ']'])),
                     ));
+                }
+                if let Some(ignored) = self.ignore_index.filter(|&i| i >= classes) {
+                    return Err(OpError::call(format!(
+                        "`ignore_index = {ignored}` is not a class of these labels (0 to {}): name the label of the positions to leave out, e.g. the padding id `ignore_index = 0`",
+                        classes - 1
+                    )));
                 }
                 Ok(scalar())
             }
+            (Kind::CrossEntropy, ValueKind::Tokens { vocab }) => Err(OpError::input(
+                1,
+                format!("`cross_entropy` takes class labels declared as a target, but this is an input of token ids: declare the next tokens as `target next: {ts} classes {vocab};`"),
+            )),
+            (Kind::CrossEntropy, ValueKind::Lengths { .. }) => Err(OpError::input(
+                1,
+                format!("`cross_entropy` takes class labels, but these are sequence lengths: declare the labels as `target y: {} classes N;`", Shape(pred.0[..pred.rank().saturating_sub(1)].to_vec()).display(symbols)),
+            )),
             (Kind::CrossEntropy, ValueKind::Float) => Err(OpError::input(
                 1,
                 format!("`cross_entropy` needs integer class labels as its target, but this is a float tensor {ts}: declare it as `target y: [B] classes N;` (for float targets use `mse` or `bce_with_logits`)"),
             )),
-            (_, ValueKind::Labels { .. }) => Err(OpError::input(
+            (_, kind @ (ValueKind::Labels { .. } | ValueKind::Tokens { .. } | ValueKind::Lengths { .. })) => Err(OpError::input(
                 1,
-                format!("`{op}` needs a float target of the same shape as the prediction {ps}, but this holds integer class labels: use `cross_entropy(logits, labels)`, or declare a float target `target y: {ps};`"),
+                format!("`{op}` needs a float target of the same shape as the prediction {ps}, but this holds {}: use `cross_entropy(logits, labels)` for class labels, or declare a float target `target y: {ps};`", kind.describe()),
             )),
             (_, ValueKind::Float) => {
                 if pred != target {
@@ -135,8 +176,13 @@ impl Kernel for Loss {
             Kind::Mse => quote! { #out = ::kiln::loss::mse(#p, #t); },
             Kind::BceWithLogits => quote! { #out = ::kiln::loss::bce_with_logits(#p, #t); },
             Kind::CrossEntropy => {
-                let (rows, classes) = (&cx.inputs[0].dims[0], &cx.inputs[0].dims[1]);
-                quote! { #out = ::kiln::loss::cross_entropy(#p, #rows, #classes, #t); }
+                let (rows, classes) = rows_and_classes(&cx.inputs[0]);
+                match self.ignore_index {
+                    None => quote! { #out = ::kiln::loss::cross_entropy(#p, #rows, #classes, #t); },
+                    Some(ig) => quote! {
+                        #out = ::kiln::loss::cross_entropy_ignore(#p, #rows, #classes, #t, Some(#ig));
+                    },
+                }
             }
         }
     }
@@ -151,8 +197,13 @@ impl Kernel for Loss {
                     quote! { ::kiln::loss::bce_with_logits_backward(#p, #t, #dl, #dpd, #acc); }
                 }
                 Kind::CrossEntropy => {
-                    let (rows, classes) = (&cx.inputs[0].dims[0], &cx.inputs[0].dims[1]);
-                    quote! { ::kiln::loss::cross_entropy_backward(#p, #rows, #classes, #t, #dl, #dpd, #acc); }
+                    let (rows, classes) = rows_and_classes(&cx.inputs[0]);
+                    match self.ignore_index {
+                        None => quote! { ::kiln::loss::cross_entropy_backward(#p, #rows, #classes, #t, #dl, #dpd, #acc); },
+                        Some(ig) => quote! {
+                            ::kiln::loss::cross_entropy_ignore_backward(#p, #rows, #classes, #t, Some(#ig), #dl, #dpd, #acc);
+                        },
+                    }
                 }
             });
         }

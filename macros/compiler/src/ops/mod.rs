@@ -12,6 +12,7 @@ pub(crate) mod arith;
 mod concat;
 mod conv;
 mod dropout;
+mod embedding;
 mod linear;
 mod loss;
 mod norm;
@@ -99,7 +100,8 @@ pub struct ForwardCx {
     pub inputs: Vec<Operand>,
     /// The output buffer.
     pub output: Operand,
-    /// The layer's parameters as `&[F]` locals, in [`LayerSpec::params`] order.
+    /// The layer's parameters as `&[F]` locals, in [`LayerSpec::params`] order, after the
+    /// lent parameter of a tied op ([`Kernel::tied`]).
     pub params: Vec<TokenStream>,
     /// The layer's buffers as locals, in [`LayerSpec::buffers`] order: `&mut [F]` in a
     /// training pass (running statistics are updated), `&[F]` otherwise.
@@ -126,11 +128,15 @@ pub struct BackwardCx {
     pub d_output_first: TokenStream,
     /// For each input, where its adjoint goes, if it needs one.
     pub d_inputs: Vec<Option<GradTarget>>,
-    /// The layer's parameters as `&[F]` locals, in [`LayerSpec::params`] order.
+    /// The layer's parameters as `&[F]` locals, in [`LayerSpec::params`] order, after the
+    /// lent parameter of a tied op ([`Kernel::tied`]).
     pub params: Vec<TokenStream>,
-    /// The layer's gradients as `&mut [F]` locals, same order. They are overwritten, not
-    /// accumulated: a layer is used once.
+    /// The layer's gradients as `&mut [F]` locals, same order.
     pub param_grads: Vec<TokenStream>,
+    /// Per parameter gradient: whether the step adds into it instead of overwriting it. A tied
+    /// parameter (an output head reusing an embedding table) has two uses: the later step in
+    /// backward order adds to what the first wrote.
+    pub param_grads_accumulate: Vec<bool>,
     /// The op's scratch buffers as `&mut [F]` (what the training forward saved in them).
     pub scratch: Vec<TokenStream>,
 }
@@ -203,6 +209,15 @@ pub trait Kernel {
     /// The layer's parameters, given the input types (only for ops with parameters).
     fn layer(&self, _inputs: &[&ValueInfo]) -> Option<LayerSpec> {
         None
+    }
+    /// The binding whose layer lends this op its first parameter (`linear(h, 96, tied = wte)`
+    /// reuses `wte.weight`), if any.
+    fn tied(&self) -> Option<&syn::Ident> {
+        None
+    }
+    /// The shape this op needs of the lent parameter, given its input types.
+    fn tied_dims(&self, _inputs: &[&ValueInfo]) -> Vec<usize> {
+        Vec::new()
     }
     /// Whether gradients flow to input `i` (not to targets and labels).
     fn differentiable(&self, _input: usize) -> bool {
@@ -363,6 +378,32 @@ impl<'a> CallArgs<'a> {
             .transpose()
     }
 
+    /// Option `key = name`: a binding named by the option (`tied = wte`).
+    pub fn opt_name(&mut self, key: &'static str) -> syn::Result<Option<syn::Ident>> {
+        match self.option(key) {
+            None => Ok(None),
+            Some(ast::Expr::Var(name)) => Ok(Some(name.clone())),
+            Some(other) => Err(syn::Error::new(
+                other.span(),
+                format!("`{key}` takes the name of a binding above, as in `{key} = wte`"),
+            )),
+        }
+    }
+
+    /// Option `key = n`, a non-negative integer (an index: a class, a padding id).
+    pub fn opt_index(&mut self, key: &'static str) -> syn::Result<Option<usize>> {
+        match self.option(key) {
+            None => Ok(None),
+            Some(ast::Expr::Int(v, s)) => usize::try_from(*v)
+                .map(Some)
+                .map_err(|_| syn::Error::new(*s, format!("`{key}` is too large"))),
+            Some(other) => Err(syn::Error::new(
+                other.span(),
+                format!("`{key}` takes an integer index, as in `{key} = 0`"),
+            )),
+        }
+    }
+
     /// Option `key = n`, a positive integer.
     pub fn opt_int(&mut self, key: &'static str) -> syn::Result<Option<usize>> {
         let usage = self.usage;
@@ -505,6 +546,8 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &dropout::DROPOUT,
     &norm::BATCH_NORM,
     &norm::LAYER_NORM,
+    &embedding::EMBEDDING,
+    &embedding::POSITION_EMBEDDING,
 ];
 
 /// The op called `name`.
@@ -554,6 +597,20 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// The product of some dims as a `usize` expression (`B * T`; `1` for none).
+pub(crate) fn product_of(dims: &[TokenStream]) -> TokenStream {
+    match dims.split_first() {
+        None => quote::quote!(1),
+        Some((first, rest)) => {
+            let mut out = first.clone();
+            for d in rest {
+                out = quote::quote!(#out * #d);
+            }
+            out
+        }
+    }
+}
+
 /// The info of a float value with the same shape as `like`.
 pub(crate) fn float_like(like: &ValueInfo) -> ValueInfo {
     ValueInfo {
@@ -566,11 +623,23 @@ pub(crate) fn float_like(like: &ValueInfo) -> ValueInfo {
 pub(crate) fn require_float(op: &str, i: usize, info: &ValueInfo) -> Result<(), OpError> {
     match info.kind {
         ValueKind::Float => Ok(()),
-        ValueKind::Labels { .. } => Err(OpError::input(
-            i,
-            format!("`{op}` needs float values, but this holds integer class labels (use it as the second argument of `cross_entropy`)"),
-        )),
+        kind => Err(OpError::input(i, int_misuse(op, kind))),
     }
+}
+
+/// The message for integer values given to an op that computes on floats, saying where such
+/// values belong.
+pub(crate) fn int_misuse(op: &str, kind: ValueKind) -> String {
+    let fix = match kind {
+        ValueKind::Labels { .. } => "labels are only the target of `cross_entropy(logits, labels)`",
+        ValueKind::Tokens { .. } => "token ids are turned into vectors by `embedding(tokens, dim)` first",
+        ValueKind::Lengths { .. } => "sequence lengths are the `lengths = ...` option of `lstm`, `gru`, `mean` and `multi_head_attention`",
+        ValueKind::Float => "",
+    };
+    format!(
+        "`{op}` needs float values, but this holds {}: {fix}",
+        kind.describe()
+    )
 }
 
 /// The local holding a convolution's or pooling's geometry in generated code. Its mixed-site
