@@ -14,11 +14,32 @@ pub struct ModelDef {
     pub name: Ident,
     /// The statements in source order.
     pub stmts: Vec<Stmt>,
+    /// The blocks declared in the model (`block Name(x) { ... }`).
+    pub blocks: Vec<BlockDef>,
+    /// Inputs whose gradient the model computes (a block's inputs, compiled as a model of
+    /// its own); empty for a model the user writes.
+    pub grad_inputs: Vec<String>,
     /// Span of the braces' contents, for errors about the model as a whole.
     pub body_span: Span,
 }
 
+/// `block Name(x, memory) { let ...; output y; }`: a sub-graph declared once and applied by
+/// calling it like an op, `Name(h, repeat = 4)`, once or as a chain of identical blocks.
+#[derive(Clone)]
+pub struct BlockDef {
+    /// The block's name, which calls use.
+    pub name: Ident,
+    /// Its inputs: the first is chained from block to block, the others are passed to every
+    /// block unchanged.
+    pub params: Vec<Ident>,
+    /// Its `let` statements.
+    pub stmts: Vec<Stmt>,
+    /// The value it returns.
+    pub output: Ident,
+}
+
 /// One statement of the model body.
+#[derive(Clone)]
 pub enum Stmt {
     /// `input x: [B, 784];`, `input tokens: [B, T] tokens 5000;` or
     /// `input len: [B] lengths T;`
@@ -81,6 +102,7 @@ impl BinOp {
 }
 
 /// An expression.
+#[derive(Clone)]
 pub enum Expr {
     /// A float literal (`0.5`).
     Float(f64, Span),
@@ -106,6 +128,7 @@ pub enum Expr {
 }
 
 /// An op call.
+#[derive(Clone)]
 pub struct Call {
     /// The op's name.
     pub func: Ident,

@@ -104,7 +104,7 @@ pub fn differentiate(graph: &Graph, fused: &Fused) -> syn::Result<Schedule> {
     for id in 0..n {
         let node = &graph.nodes[id];
         needs_grad[id] = match &node.kind {
-            NodeKind::Input(_) => false,
+            NodeKind::Input(i) => graph.inputs[*i].needs_grad,
             NodeKind::Pointwise { .. } => node.inputs.iter().any(|&i| needs_grad[i]),
             NodeKind::Kernel(k) => {
                 let mut any = k.has_params() || node.tied.is_some();

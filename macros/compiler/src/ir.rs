@@ -160,6 +160,8 @@ pub struct InputDecl {
     pub is_target: bool,
     /// What an integer input or target holds (`None`: floats).
     pub ints: Option<ValueKind>,
+    /// Whether the backward pass computes this input's gradient (a block's inputs).
+    pub needs_grad: bool,
     /// The node holding it.
     pub node: NodeId,
 }
@@ -204,6 +206,11 @@ pub struct Graph {
     pub statements: Vec<Statement>,
     /// Every pointwise expression.
     pub exprs: Arena,
+    /// The blocks the model declares, which calls compile as models of their own.
+    pub blocks: Vec<crate::ast::BlockDef>,
+    /// How many calls of each block (by name) were lowered so far: a block called from two
+    /// places compiles to two types.
+    pub block_calls: Vec<(String, usize)>,
 }
 
 impl Graph {

@@ -52,6 +52,8 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
             layers: Vec::new(),
             statements: Vec::new(),
             exprs: Arena::default(),
+            blocks: def.blocks,
+            block_calls: Vec::new(),
         },
         scope: HashMap::new(),
         used_names: HashMap::new(),
@@ -67,6 +69,7 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
             "empty model: declare at least an input, a layer and an output, as in `input x: [B, 4]; let y = linear(x, 2); output y;`",
         ));
     }
+    let grad_inputs = def.grad_inputs;
     let mut loss_span: Option<Span> = None;
     // An `output` naming a binding that failed adds nothing to `outputs`, but the user did
     // write one: "no output" would then be a misleading second error.
@@ -150,6 +153,9 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
             format!("model `{}` has no output: add `output NAME;` naming the value its `forward` returns", l.graph.name),
         ));
     }
+    for decl in &mut l.graph.inputs {
+        decl.needs_grad = grad_inputs.contains(&decl.name.to_string());
+    }
     l.check_unused();
     l.errors.finish()?;
     Ok(l.graph)
@@ -226,6 +232,7 @@ impl Lowerer {
             dims,
             is_target,
             ints,
+            needs_grad: false,
             node,
         });
         self.statement += 1;
@@ -448,6 +455,9 @@ impl Lowerer {
 
     fn lower_call(&mut self, call: &ast::Call) -> Option<NodeId> {
         let name = call.func.to_string();
+        if let Some(block) = self.graph.blocks.iter().find(|b| b.name == name).cloned() {
+            return self.lower_block_call(call, block);
+        }
         let Some(spec) = ops::lookup(&name) else {
             // A close match is the fix; only without one is the whole list worth reading.
             let message = match ops::closest(&name, ops::names()) {
@@ -555,6 +565,115 @@ impl Lowerer {
                 Some(node)
             }
         }
+    }
+
+    /// `Block(x, extra, repeat = n)`: one kernel node holding the block compiled for its
+    /// arguments' types.
+    fn lower_block_call(&mut self, call: &ast::Call, def: ast::BlockDef) -> Option<NodeId> {
+        let name = def.name.to_string();
+        let params: Vec<String> = def.params.iter().map(|p| p.to_string()).collect();
+        let usage: &'static str = "Block(x, ..., repeat = n)";
+        let mut args = CallArgs::new(call, usage);
+        let parsed = (|| {
+            if call.args.len() != params.len() {
+                return Err(syn::Error::new(
+                    call.span,
+                    format!(
+                        "block `{name}` takes {} input{} ({}), got {}: write `{name}({}, repeat = n)`",
+                        params.len(),
+                        if params.len() == 1 { "" } else { "s" },
+                        params.join(", "),
+                        call.args.len(),
+                        params.join(", ")
+                    ),
+                ));
+            }
+            for i in 0..params.len() {
+                args.tensor(i);
+            }
+            let repeat = args.opt_int("repeat")?;
+            args.finish()?;
+            Ok(repeat)
+        })();
+        let repeat = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                self.errors.push(e);
+                return None;
+            }
+        };
+        if self.binding == "loss" {
+            self.errors.push(syn::Error::new(
+                call.span,
+                format!("the `loss` statement cannot call block `{name}` (its parameters are named after a `let` binding): bind it first, as in `let h = {name}(...);`"),
+            ));
+            return None;
+        }
+        if let Some(first) = self.statement_layer {
+            let mut e = syn::Error::new(
+                call.span,
+                format!("a statement holds at most one parameterized layer, and block `{name}` is one: bind its input first, as in `let {b}_in = ...; let {b} = {name}({b}_in, ...);`", b = self.binding),
+            );
+            e.combine(syn::Error::new(first, "the statement's first layer is here"));
+            self.errors.push(e);
+            return None;
+        }
+        self.statement_layer = Some(call.span);
+        let mut inputs = Vec::new();
+        let mut spans = Vec::new();
+        for arg in &call.args {
+            match self.lower_expr(arg) {
+                Some(Value::Node(n)) => {
+                    inputs.push(n);
+                    spans.push(arg.span());
+                }
+                Some(Value::Literal(_, s)) => {
+                    self.errors.push(syn::Error::new(
+                        s,
+                        format!("block `{name}` takes tensors, not constants"),
+                    ));
+                    return None;
+                }
+                None => return None,
+            }
+        }
+        let calls = match self.graph.block_calls.iter_mut().find(|(b, _)| *b == name) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                self.graph.block_calls.push((name.clone(), 1));
+                1
+            }
+        };
+        let suffix = if calls == 1 { String::new() } else { calls.to_string() };
+        let type_name = Ident::new(
+            &format!("{}{}{suffix}", self.graph.name, name),
+            self.graph.name.span(),
+        );
+        let kernel = ops::block::BlockCall {
+            def,
+            model: self.graph.name.clone(),
+            vis: self.graph.vis.clone(),
+            type_name,
+            binding: self.binding.clone(),
+            repeat,
+            compiled: std::cell::RefCell::new(None),
+        };
+        let node = self.push_node(
+            NodeKind::Kernel(Box::new(kernel)),
+            inputs,
+            spans,
+            call.span,
+            Some("block"),
+        );
+        self.graph.layers.push(Layer {
+            name: call.func.clone(),
+            node,
+        });
+        self.graph.nodes[node].layer = Some(self.graph.layers.len() - 1);
+        Some(node)
     }
 
     /// The layer a `tied = name` option names: the binding must own parameters.

@@ -4,7 +4,7 @@
 //! token stream of the macro and returns the syntax tree with spans, or a spanned error. It
 //! never panics: every unexpected token becomes a `syn::Error` saying what was expected.
 
-use crate::ast::{BinOp, Call, DimAst, Expr, IntAst, ModelDef, Stmt};
+use crate::ast::{BinOp, BlockDef, Call, DimAst, Expr, IntAst, ModelDef, Stmt};
 use proc_macro2::{Delimiter, Span, TokenTree};
 use syn::buffer::Cursor;
 use syn::parse::{Parse, ParseStream};
@@ -40,7 +40,16 @@ impl Parse for ModelDef {
         let content;
         let brace = braced!(content in input);
         let mut stmts = Vec::new();
+        let mut blocks = Vec::new();
         while !content.is_empty() {
+            if content.peek(Ident) && content.peek2(Ident) && content.peek3(syn::token::Paren) {
+                let fork = content.fork();
+                let word: Ident = fork.parse()?;
+                if word == "block" {
+                    blocks.push(parse_block(&content)?);
+                    continue;
+                }
+            }
             stmts.push(content.parse::<Stmt>()?);
         }
         if !input.is_empty() {
@@ -51,6 +60,8 @@ impl Parse for ModelDef {
             vis,
             name,
             stmts,
+            blocks,
+            grad_inputs: Vec::new(),
             body_span: brace.span.join(),
         })
     }
@@ -144,6 +155,87 @@ impl Parse for Stmt {
             }
         }
     }
+}
+
+/// `block Name(x, memory) { let ...; output y; }`
+fn parse_block(input: ParseStream) -> syn::Result<BlockDef> {
+    input.parse::<Ident>()?;
+    let name: Ident = input.parse()?;
+    let args;
+    parenthesized!(args in input);
+    let mut params = Vec::new();
+    while !args.is_empty() {
+        params.push(args.parse::<Ident>().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "a block's inputs are names, as in `block Layer(x, memory) { ... }`: their shapes come from the call",
+            )
+        })?);
+        if args.is_empty() {
+            break;
+        }
+        args.parse::<Token![,]>()?;
+    }
+    if params.is_empty() {
+        return Err(syn::Error::new(
+            name.span(),
+            format!("block `{name}` takes no input: declare at least one, as in `block {name}(x) {{ ... }}`"),
+        ));
+    }
+    if !input.peek(syn::token::Brace) {
+        return Err(input.error(format!(
+            "expected the body of block `{name}` in braces: `block {name}(x) {{ let h = ...; output h; }}`"
+        )));
+    }
+    let content;
+    let brace = braced!(content in input);
+    let mut stmts = Vec::new();
+    let mut output: Option<Ident> = None;
+    while !content.is_empty() {
+        let stmt = content.parse::<Stmt>()?;
+        match stmt {
+            Stmt::Let { .. } => stmts.push(stmt),
+            Stmt::Output { names } => {
+                if let Some(first) = &output {
+                    return Err(syn::Error::new(
+                        names[0].span(),
+                        format!("block `{name}` already returns `{first}`: a block has one `output`"),
+                    ));
+                }
+                if names.len() > 1 {
+                    return Err(syn::Error::new(
+                        names[1].span(),
+                        format!("a block returns one value; `{name}` names {}: combine them (e.g. `concat`) or split the block", names.len()),
+                    ));
+                }
+                output = names.into_iter().next();
+            }
+            Stmt::Input { name: n, .. } | Stmt::Target { name: n, .. } => {
+                return Err(syn::Error::new(
+                    n.span(),
+                    format!("a block's inputs are its parameters, `block {name}(x, ...)`, and its targets the model's: `input` and `target` belong in the model body"),
+                ))
+            }
+            Stmt::Loss { keyword, .. } => {
+                return Err(syn::Error::new(
+                    keyword,
+                    "a block has no loss: the model's `loss` statement sees the block's output",
+                ))
+            }
+        }
+    }
+    let Some(output) = output else {
+        return Err(syn::Error::new(
+            brace.span.close(),
+            format!("block `{name}` returns nothing: end it with `output NAME;` naming the value it returns"),
+        ));
+    };
+    Ok(BlockDef {
+        name,
+        params,
+        stmts,
+        output,
+    })
 }
 
 /// Parses the `;` ending the statement that began at `start`. Without one, the error points

@@ -138,6 +138,12 @@ fn share_adjoints(
             }
         }
     }
+    // An input's adjoint is the backward pass's result: it lives to the end.
+    for &id in adjoints {
+        if matches!(graph.nodes[id].kind, NodeKind::Input(_)) {
+            last_read[id] = usize::MAX - 1;
+        }
+    }
     let mut order: Vec<usize> = adjoints.to_vec();
     order.sort_by_key(|&id| first_write[id]);
     let mut slots = vec![None; n];

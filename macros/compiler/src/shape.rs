@@ -43,6 +43,9 @@ pub fn infer(graph: &mut Graph) -> syn::Result<()> {
                 ),
             )),
             Ok(info) => graph.nodes[id].info = Some(info),
+            Err(OpError {
+                spanned: Some(e), ..
+            }) => errors.push(e),
             Err(e) => {
                 let span = e.input.and_then(|i| node.input_spans.get(i).copied()).unwrap_or(node.span);
                 // Messages name an argument's producer as `{arg0}`, `{arg1}`: the binding it

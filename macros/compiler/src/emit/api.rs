@@ -107,6 +107,24 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             quote!(#f: #z)
         })
         .collect();
+    let grad_zeros: Vec<_> = g
+        .layers
+        .iter()
+        .zip(&cx.layers)
+        .map(|(l, s)| {
+            let f = &l.name;
+            match &s.nested {
+                Some(n) => {
+                    let z = &n.grad_zeros;
+                    quote!(#f: { let layer = &self.#f; #z })
+                }
+                None => {
+                    let z = &s.zeros;
+                    quote!(#f: #z)
+                }
+            }
+        })
+        .collect();
     let model_inputs: Vec<&InputDecl> = g.inputs.iter().filter(|d| !d.is_target).collect();
     let input_views: Vec<TokenStream> = model_inputs.iter().map(|d| view_param(cx, d)).collect();
     let input_names: Vec<_> = model_inputs.iter().map(|d| &d.name).collect();
@@ -343,7 +361,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
 
             /// A gradient struct of zeros shaped like the parameters.
             #vis fn zero_grads(&self) -> #grads<F> {
-                #grads { #(#zeros),* }
+                #grads { #(#grad_zeros),* }
             }
 
             /// An empty workspace for training steps.

@@ -142,6 +142,23 @@ impl Ctx<'_> {
             })
     }
 
+    /// The workspace field holding a node's [`Kernel::state`](crate::ops::Kernel::state).
+    pub fn state_field(&self, id: NodeId) -> Ident {
+        format_ident!("{}_state", self.g.nodes[id].name)
+    }
+
+    /// The symbolic dims by name, as the locals the passes bind them to.
+    pub fn symbol_locals(&self) -> Vec<(String, TokenStream)> {
+        self.g
+            .symbols
+            .iter()
+            .map(|s| {
+                let id = self.ident(s);
+                (s.clone(), quote!(#id))
+            })
+            .collect()
+    }
+
     /// The scratch buffers of a node: field name and length.
     /// A node's scratch buffers: `(field, length, range)`, where `range` is what the passes
     /// slice (`..len`, or `..` when the runtime computes the length and takes the whole
@@ -213,7 +230,16 @@ pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> Token
                 zeros: quote!(()),
                 params: Vec::new(),
                 buffers: Vec::new(),
+                nested: None,
             })
+        })
+        .collect();
+    let items: TokenStream = g
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Kernel(k) => Some(k.items()),
+            _ => None,
         })
         .collect();
     let cx = Ctx {
@@ -233,6 +259,7 @@ pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> Token
     let model_impl = model_impl::emit(&cx);
     let supervised = supervised::emit(&cx);
     unsuffix(quote! {
+        #items
         #structs
         #api
         #passes

@@ -11,19 +11,26 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let (name, grads) = (cx.name, &cx.grads_name);
     let params = cx.params();
 
+    // Layers in order; a block's layer visits its models' parameters under prefixed names.
     let visit = |receiver: TokenStream, mutable: bool| -> TokenStream {
         let mut out = TokenStream::new();
-        for (pname, layer, field, optional, _) in &params {
-            let (view, as_ref) = if mutable {
-                (quote!(view_mut), quote!(as_mut))
-            } else {
-                (quote!(view), quote!(as_ref))
-            };
-            out.extend(if *optional {
-                quote! { if let Some(p) = #receiver.#layer.#field.#as_ref() { f(#pname, p.#view().into_dyn()); } }
-            } else {
-                quote! { f(#pname, #receiver.#layer.#field.#view().into_dyn()); }
-            });
+        for (l, (layer, spec)) in g.layers.iter().zip(&cx.layers).enumerate() {
+            if let Some(n) = &spec.nested {
+                out.extend(visit_nested(cx, l, &n.param_names, &receiver, mutable, false));
+                continue;
+            }
+            for (pname, layer, field, optional, _) in params.iter().filter(|p| p.1 == layer.name) {
+                let (view, as_ref) = if mutable {
+                    (quote!(view_mut), quote!(as_mut))
+                } else {
+                    (quote!(view), quote!(as_ref))
+                };
+                out.extend(if *optional {
+                    quote! { if let Some(p) = #receiver.#layer.#field.#as_ref() { f(#pname, p.#view().into_dyn()); } }
+                } else {
+                    quote! { f(#pname, #receiver.#layer.#field.#view().into_dyn()); }
+                });
+            }
         }
         out
     };
@@ -41,13 +48,21 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             })
         })
         .collect();
-    let visit_buffers = buffers.iter().map(|(n, layer, field)| {
-        quote! { f(#n, self.#layer.#field.view().into_dyn()); }
-    });
-    let visit_buffers_mut = buffers.iter().map(|(n, layer, field)| {
-        quote! { f(#n, self.#layer.#field.view_mut().into_dyn()); }
-    });
-    let buffer_methods = if buffers.is_empty() {
+    let mut visit_buffers: Vec<TokenStream> = buffers
+        .iter()
+        .map(|(n, layer, field)| quote! { f(#n, self.#layer.#field.view().into_dyn()); })
+        .collect();
+    let mut visit_buffers_mut: Vec<TokenStream> = buffers
+        .iter()
+        .map(|(n, layer, field)| quote! { f(#n, self.#layer.#field.view_mut().into_dyn()); })
+        .collect();
+    for (l, spec) in cx.layers.iter().enumerate() {
+        if let Some(n) = spec.nested.as_ref().filter(|n| !n.buffer_names.is_empty()) {
+            visit_buffers.push(visit_nested(cx, l, &n.buffer_names, &quote!(self), false, true));
+            visit_buffers_mut.push(visit_nested(cx, l, &n.buffer_names, &quote!(self), true, true));
+        }
+    }
+    let buffer_methods = if visit_buffers.is_empty() {
         quote!()
     } else {
         quote! {
@@ -64,18 +79,41 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let visit_params_mut = visit(quote!(self), true);
     let visit_grads = visit(quote!(grads), false);
     let visit_grads_mut = visit(quote!(grads), true);
-    let pairs = params.iter().enumerate().map(|(index, (_, layer, field, optional, _))| {
-        if *optional {
-            quote! {
-                if let (Some(p), Some(g)) = (self.#layer.#field.as_mut(), grads.#layer.#field.as_ref()) {
-                    ::kiln::shape::visit_pair(#index, p, g, f);
+    let mut pairs = Vec::new();
+    let mut index = 0usize;
+    for (layer, spec) in g.layers.iter().zip(&cx.layers) {
+        let f = &layer.name;
+        if let Some(n) = &spec.nested {
+            let per_block = n.param_names.len() / n.count.max(1);
+            pairs.push(quote! {
+                for (i, (block, g)) in self.#f.iter_mut().zip(grads.#f.iter()).enumerate() {
+                    let base = #index + i * #per_block;
+                    ::kiln::Model::<F>::visit_params_with_grads(block, g, &mut |k, p, g| f(base + k, p, g));
                 }
-            }
-        } else {
-            quote! { ::kiln::shape::visit_pair(#index, &mut self.#layer.#field, &grads.#layer.#field, f); }
+            });
+            index += n.param_names.len();
+            continue;
         }
-    });
-    let total: usize = params.iter().map(|p| p.4).sum();
+        for (_, _, field, optional, _) in params.iter().filter(|p| p.1 == layer.name) {
+            pairs.push(if *optional {
+                quote! {
+                    if let (Some(p), Some(g)) = (self.#f.#field.as_mut(), grads.#f.#field.as_ref()) {
+                        ::kiln::shape::visit_pair(#index, p, g, f);
+                    }
+                }
+            } else {
+                quote! { ::kiln::shape::visit_pair(#index, &mut self.#f.#field, &grads.#f.#field, f); }
+            });
+            index += 1;
+        }
+    }
+    let total: usize = params.iter().map(|p| p.4).sum::<usize>()
+        + cx
+            .layers
+            .iter()
+            .filter_map(|s| s.nested.as_ref())
+            .map(|n| n.scalars)
+            .sum::<usize>();
     // A tied op's lent parameter under the name PyTorch also saves it as (`head.weight`).
     let tied: Vec<TokenStream> = g
         .nodes
@@ -126,7 +164,13 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             .iter()
             .zip(&cx.layers)
             .filter(|(l, _)| g.nodes[l.node].statement == index)
-            .flat_map(|(_, s)| s.params.iter().map(|p| p.dims.iter().product::<usize>()))
+            .map(|(_, s)| {
+                s.params
+                    .iter()
+                    .map(|p| p.dims.iter().product::<usize>())
+                    .sum::<usize>()
+                    + s.nested.as_ref().map_or(0, |n| n.scalars)
+            })
             .sum();
         let n = &st.name;
         quote! {
@@ -182,6 +226,47 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
 
             fn graph(&self) -> &'static str {
                 #graph_text
+            }
+        }
+    }
+}
+
+/// Visits the parameters (or buffers) of layer `l`'s models under their prefixed names
+/// (`h.0.ln_1.weight`), or, with `receiver` = `grads`, their gradients.
+fn visit_nested(
+    cx: &Ctx,
+    l: usize,
+    names: &[String],
+    receiver: &TokenStream,
+    mutable: bool,
+    buffers: bool,
+) -> TokenStream {
+    let f = &cx.g.layers[l].name;
+    let grads = receiver.to_string() == "grads";
+    let method = match (buffers, mutable, grads) {
+        (true, false, _) => quote!(visit_buffers),
+        (true, true, _) => quote!(visit_buffers_mut),
+        (false, false, false) => quote!(visit_params),
+        (false, true, false) => quote!(visit_params_mut),
+        (false, false, true) => quote!(visit_grads),
+        (false, true, true) => quote!(visit_grads_mut),
+    };
+    let iter = if mutable { quote!(iter_mut) } else { quote!(iter) };
+    let call = if grads {
+        let model = cx.layers[l]
+            .nested
+            .as_ref()
+            .map_or_else(TokenStream::new, |n| n.model.clone());
+        quote!(<#model as ::kiln::Model<F>>::#method(block, &mut |_, v| { f(NAMES[k], v); k += 1; }))
+    } else {
+        quote!(::kiln::Model::<F>::#method(block, &mut |_, v| { f(NAMES[k], v); k += 1; }))
+    };
+    quote! {
+        {
+            static NAMES: &[&str] = &[#(#names),*];
+            let mut k = 0usize;
+            for block in #receiver.#f.#iter() {
+                #call;
             }
         }
     }

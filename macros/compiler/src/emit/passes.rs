@@ -213,6 +213,17 @@ fn product(dims: &[usize]) -> TokenStream {
     out
 }
 
+/// `self.h` (or `grads.h`): a layer as a place, for ops that use it whole (blocks).
+fn layer_place(cx: &Ctx, layer: Option<usize>, root: TokenStream) -> TokenStream {
+    match layer {
+        Some(l) => {
+            let f = &cx.g.layers[l].name;
+            quote!(#root.#f)
+        }
+        None => root,
+    }
+}
+
 fn layer_locals(cx: &Ctx, layer: usize, prefix: &str) -> Vec<TokenStream> {
     locals_of(cx, layer, prefix, &cx.layers[layer].params)
 }
@@ -276,6 +287,12 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
                         .layer
                         .map_or_else(|| node.name.clone(), |l| cx.g.layers[l].name.to_string()),
                     rng: quote!(&mut ws.rng),
+                    state: {
+                        let f = cx.state_field(id);
+                        quote!(ws.#f)
+                    },
+                    layer: layer_place(cx, node.layer, quote!(self)),
+                    symbols: cx.symbol_locals(),
                 })
             }
             NodeKind::Pointwise { term, .. } => pointwise_forward(cx, id, *term),
@@ -503,6 +520,13 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
                     param_grads,
                     param_grads_accumulate,
                     scratch: scratch_slices(cx, id),
+                    state: {
+                        let f = cx.state_field(id);
+                        quote!(ws.#f)
+                    },
+                    layer: layer_place(cx, node.layer, quote!(self)),
+                    layer_grads: layer_place(cx, node.layer, quote!(grads)),
+                    symbols: cx.symbol_locals(),
                 })
             }
             NodeKind::Pointwise { term, .. } => pointwise_backward(cx, id, *term, &step.d_inputs),

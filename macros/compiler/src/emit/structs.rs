@@ -43,7 +43,8 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         .iter()
         .zip(&cx.layers)
         .map(|(layer, spec)| {
-            let (field, ty) = (&layer.name, &spec.ty);
+            let field = &layer.name;
+            let ty = spec.nested.as_ref().map_or(&spec.ty, |n| &n.grad_ty);
             let doc = format!(" Gradients of `{field}`'s parameters.");
             quote! { #[doc = #doc] pub #field: #ty, }
         })
@@ -114,6 +115,17 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 grow.push(line);
             } else {
                 grow_loss.push(line);
+            }
+        }
+    }
+    let mut state_inits = Vec::new();
+    for &id in &cx.plan.values {
+        if let NodeKind::Kernel(k) = &g.nodes[id].kind {
+            if let Some((ty, init)) = k.state() {
+                let field = cx.state_field(id);
+                let doc = format!(" The buffers of `{}`'s blocks.", g.nodes[id].name);
+                buffer_fields.push(quote! { #[doc = #doc] #field: #ty, });
+                state_inits.push(quote!(#field: #init,));
             }
         }
     }
@@ -225,7 +237,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
 
         impl<F: ::kiln::Float> #bufs<F> {
             fn new() -> Self {
-                Self { dims: [0; #nsym], #rng_init #(#all_fields: ::std::vec::Vec::new(),)* }
+                Self { dims: [0; #nsym], #rng_init #(#state_inits)* #(#all_fields: ::std::vec::Vec::new(),)* }
             }
 
             /// Sizes the buffers for `dims`: the forward values, with `loss` the values up

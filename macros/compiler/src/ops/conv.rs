@@ -230,6 +230,7 @@ impl Kernel for Conv2d {
             zeros: quote!(::kiln::layers::Conv2d::zeros(#c, #o, (#kh, #kw), #bias)),
             params,
             buffers: Vec::new(),
+            nested: None,
         })
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {

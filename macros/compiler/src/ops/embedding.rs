@@ -116,6 +116,7 @@ impl Kernel for Embedding {
                 dims: vec![vocab, dim],
             }],
             buffers: Vec::new(),
+            nested: None,
         })
     }
     fn backward_reads(&self) -> Reads {
@@ -232,6 +233,7 @@ impl Kernel for PositionEmbedding {
                 dims: vec![max_len, dim],
             }],
             buffers: Vec::new(),
+            nested: None,
         })
     }
     fn backward_reads(&self) -> Reads {

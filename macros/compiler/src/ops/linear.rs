@@ -136,6 +136,7 @@ impl Kernel for Linear {
                     dims: vec![out],
                 }],
                 buffers: Vec::new(),
+                nested: None,
             });
         }
         let mut params = vec![ParamSpec {
@@ -156,6 +157,7 @@ impl Kernel for Linear {
             zeros: quote!(::kiln::layers::Linear::zeros(#inf, #out, #bias)),
             params,
             buffers: Vec::new(),
+            nested: None,
         })
     }
     fn backward_reads(&self) -> Reads {

@@ -8,6 +8,7 @@
 //! [`Kernel`] that emits calls into `kiln::kernels` / `kiln::loss`.
 
 mod activation;
+pub(crate) mod block;
 pub(crate) mod arith;
 mod concat;
 mod conv;
@@ -54,6 +55,8 @@ pub struct OpError {
     pub message: String,
     /// The tensor input at fault, if one is.
     pub input: Option<usize>,
+    /// Errors that carry their own spans (inside a block's body), reported as they are.
+    pub spanned: Option<syn::Error>,
 }
 
 impl OpError {
@@ -62,6 +65,7 @@ impl OpError {
         OpError {
             message: message.into(),
             input: None,
+            spanned: None,
         }
     }
     /// An error about one tensor input.
@@ -69,6 +73,7 @@ impl OpError {
         OpError {
             message: message.into(),
             input: Some(input),
+            spanned: None,
         }
     }
 }
@@ -114,6 +119,12 @@ pub struct ForwardCx {
     pub layer_name: String,
     /// The workspace's random generator, `&mut StdRng` (for ops with [`Kernel::needs_rng`]).
     pub rng: TokenStream,
+    /// The op's [`Kernel::state`] as a place (`ws.h_state`).
+    pub state: TokenStream,
+    /// The layer as a place (`self.h`), for nested layers.
+    pub layer: TokenStream,
+    /// The symbolic dims in scope, by name, as `usize` locals.
+    pub symbols: Vec<(String, TokenStream)>,
 }
 
 /// What a kernel's VJP code gets.
@@ -139,6 +150,14 @@ pub struct BackwardCx {
     pub param_grads_accumulate: Vec<bool>,
     /// The op's scratch buffers as `&mut [F]` (what the training forward saved in them).
     pub scratch: Vec<TokenStream>,
+    /// The op's [`Kernel::state`] as a place (`ws.h_state`).
+    pub state: TokenStream,
+    /// The layer as a place (`self.h`) and its gradients (`grads.h`), for nested layers.
+    pub layer: TokenStream,
+    /// The layer's gradients as a place (`grads.h`), for nested layers.
+    pub layer_grads: TokenStream,
+    /// The symbolic dims in scope, by name, as `usize` locals.
+    pub symbols: Vec<(String, TokenStream)>,
 }
 
 /// A workspace buffer an op needs besides its output: saved statistics, a dropout mask, an
@@ -190,6 +209,26 @@ pub struct LayerSpec {
     pub params: Vec<ParamSpec>,
     /// Its non-trainable buffers (running statistics), saved and loaded with the parameters.
     pub buffers: Vec<ParamSpec>,
+    /// For a block: the models it holds, whose parameters it visits under prefixed names.
+    pub nested: Option<NestedSpec>,
+}
+
+/// The layer of a block call: a `Vec` of the block's own model type, one per repetition.
+pub struct NestedSpec {
+    /// The block's model type (`NameBlock<F>`).
+    pub model: TokenStream,
+    /// How many models (repetitions) the layer holds.
+    pub count: usize,
+    /// The gradient struct's field type (`Vec<NameBlockGrads<F>>`).
+    pub grad_ty: TokenStream,
+    /// An expression for zero gradients, given the layer as `layer` (`&Vec<NameBlock<F>>`).
+    pub grad_zeros: TokenStream,
+    /// Every parameter's `state_dict` name, block by block (`h.0.ln_1.weight`, ...).
+    pub param_names: Vec<String>,
+    /// Every buffer's `state_dict` name, block by block.
+    pub buffer_names: Vec<String>,
+    /// Trainable scalars over all blocks.
+    pub scalars: usize,
 }
 
 /// A non-pointwise op: a kernel call forward and a hand-written VJP.
@@ -230,6 +269,15 @@ pub trait Kernel {
     /// Whether the op draws random numbers (from the workspace's seeded generator).
     fn needs_rng(&self) -> bool {
         false
+    }
+    /// A workspace member of its own type, besides `Vec<F>` scratch (a block's per-repetition
+    /// buffers): its type and an expression creating it empty.
+    fn state(&self) -> Option<(TokenStream, TokenStream)> {
+        None
+    }
+    /// Items emitted beside the model (a block's own model type).
+    fn items(&self) -> TokenStream {
+        TokenStream::new()
     }
     /// Scratch buffers the op needs, given its input and output types.
     fn scratch(&self, _inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {

@@ -187,6 +187,7 @@ impl Kernel for Norm {
                         dims: vec![c],
                     },
                 ],
+                nested: None,
             }
         } else {
             LayerSpec {
@@ -195,6 +196,7 @@ impl Kernel for Norm {
                 zeros: quote!(::kiln::layers::LayerNorm::zeros(#c)),
                 params,
                 buffers: Vec::new(),
+                nested: None,
             }
         })
     }

@@ -1,0 +1,411 @@
+//! Calls of a declared block: `Layer(x, repeat = 4)` or `Decoder(y, memory, repeat = 2)`.
+//!
+//! A block is compiled as a model of its own (its inputs declared with the shapes of the
+//! call's arguments, its gradients with respect to them computed too), emitted once beside
+//! the model that calls it. The call is one kernel: forward runs the block's pass once per
+//! repetition, each over its own buffers (kept for backward), feeding each block's output to
+//! the next; backward runs the blocks' backward passes in reverse, handing each input
+//! gradient to the block before. The generated code does not grow with the repetition
+//! count: the blocks' parameters are a `Vec` of the block's model type.
+
+use super::{BackwardCx, ForwardCx, Kernel, LayerSpec, NestedSpec, OpError, Reads};
+use crate::ast::{BlockDef, DimAst, IntAst, ModelDef, Stmt};
+use crate::ir::{Dim, Graph, NodeKind, ValueInfo, ValueKind};
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{format_ident, quote};
+use std::cell::RefCell;
+use syn::Visibility;
+
+/// One call of a block.
+pub struct BlockCall {
+    /// The block as declared.
+    pub def: BlockDef,
+    /// The calling model's name, for docs.
+    pub model: Ident,
+    /// The visibility of the calling model.
+    pub vis: Visibility,
+    /// The block's generated model type (`GptLayer`).
+    pub type_name: Ident,
+    /// The binding the call's parameters are named after (`h` -> `h.0.ln_1.weight`).
+    pub binding: String,
+    /// `repeat = n`: a chain of `n` blocks, parameters named with an index; without it, one
+    /// block named without.
+    pub repeat: Option<usize>,
+    /// The block compiled for the call's argument types (filled by the shape rule).
+    pub compiled: RefCell<Option<Compiled>>,
+}
+
+/// What the outer model's code needs of a compiled block.
+pub struct Compiled {
+    items: TokenStream,
+    symbols: Vec<String>,
+    output_field: Ident,
+    output_adjoint: Option<Ident>,
+    input_adjoints: Vec<Option<Ident>>,
+    train_forward: bool,
+    param_names: Vec<String>,
+    scalars: usize,
+}
+
+impl BlockCall {
+    fn count(&self) -> usize {
+        self.repeat.unwrap_or(1)
+    }
+
+    /// The block as a model declaration: its inputs typed like the call's arguments.
+    fn as_model(&self, inputs: &[&ValueInfo], symbols: &[String]) -> ModelDef {
+        let span = self.def.name.span();
+        let mut stmts = Vec::new();
+        let mut grad_inputs = Vec::new();
+        for (param, info) in self.def.params.iter().zip(inputs) {
+            let dims = info
+                .shape
+                .0
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => DimAst::Fixed(*n, span),
+                    Dim::Symbol(s) => DimAst::Symbol(Ident::new(&symbols[*s], span)),
+                })
+                .collect();
+            let sym = |d: Dim| match d {
+                Dim::Fixed(n) => DimAst::Fixed(n, span),
+                Dim::Symbol(s) => DimAst::Symbol(Ident::new(&symbols[s], span)),
+            };
+            let (ints, is_target) = match info.kind {
+                ValueKind::Float => {
+                    grad_inputs.push(param.to_string());
+                    (None, false)
+                }
+                ValueKind::Tokens { vocab } => (Some(IntAst::Tokens(vocab, span)), false),
+                ValueKind::Lengths { max } => (Some(IntAst::Lengths(sym(max))), false),
+                ValueKind::Labels { .. } => (None, true),
+            };
+            stmts.push(if is_target {
+                Stmt::Target {
+                    name: param.clone(),
+                    dims,
+                    classes: match info.kind {
+                        ValueKind::Labels { classes } => Some((classes, span)),
+                        _ => None,
+                    },
+                }
+            } else {
+                Stmt::Input {
+                    name: param.clone(),
+                    dims,
+                    ints,
+                }
+            });
+        }
+        stmts.extend(self.def.stmts.iter().cloned());
+        stmts.push(Stmt::Output {
+            names: vec![self.def.output.clone()],
+        });
+        let doc = format!(
+            " One `{}` block of [`{}`], compiled once and applied by its call `{}`.",
+            self.def.name, self.model, self.binding
+        );
+        ModelDef {
+            attrs: vec![syn::parse_quote!(#[doc = #doc])],
+            vis: self.vis.clone(),
+            name: self.type_name.clone(),
+            stmts,
+            blocks: Vec::new(),
+            grad_inputs,
+            body_span: span,
+        }
+    }
+
+    fn compile(&self, def: ModelDef) -> syn::Result<(Compiled, ValueInfo)> {
+        let mut graph = crate::lower::lower(def)?;
+        crate::shape::infer(&mut graph)?;
+        let fused = crate::fuse::fuse(&mut graph);
+        let schedule = crate::autodiff::differentiate(&graph, &fused)?;
+        let plan = crate::plan::plan(&graph, &fused, &schedule);
+        let items = crate::emit::emit(&graph, &fused, &schedule, &plan);
+        let (out, _) = &graph.outputs[0];
+        let adjoint_field = |id: usize| -> Option<Ident> {
+            if !plan.adjoints.contains(&id) {
+                return None;
+            }
+            Some(match plan.adjoint_slots[id] {
+                Some(slot) => format_ident!("d_shared_{}", slot),
+                None => format_ident!("d_{}", graph.nodes[id].name),
+            })
+        };
+        let (param_names, scalars) = param_names(&graph);
+        let compiled = Compiled {
+            items,
+            symbols: graph.symbols.clone(),
+            output_field: Ident::new(&graph.nodes[*out].name, Span::call_site()),
+            output_adjoint: adjoint_field(*out),
+            input_adjoints: graph.inputs.iter().map(|d| adjoint_field(d.node)).collect(),
+            train_forward: plan.forward_nodes.iter().any(|&id| match &graph.nodes[id].kind {
+                NodeKind::Kernel(k) => k.mode_dependent(),
+                _ => false,
+            }),
+            param_names,
+            scalars,
+        };
+        Ok((compiled, graph.info(*out).clone()))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&Compiled) -> R) -> Option<R> {
+        self.compiled.borrow().as_ref().map(f)
+    }
+
+    fn buffers_ty(&self) -> Ident {
+        format_ident!("{}Buffers", self.type_name)
+    }
+
+    /// `[B, T]`: the block's symbolic dims, as the calling pass's locals.
+    fn dims(&self, symbols: &[(String, TokenStream)]) -> TokenStream {
+        let dims = self
+            .with(|c| {
+                c.symbols
+                    .iter()
+                    .map(|s| {
+                        symbols
+                            .iter()
+                            .find(|(n, _)| n == s)
+                            .map_or_else(|| quote!(0), |(_, t)| t.clone())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        quote!([#(#dims),*])
+    }
+}
+
+/// Locals of the generated loops, with mixed-site hygiene so that they never capture or
+/// shadow the model's own names.
+fn locals<const N: usize>(names: [&str; N]) -> [Ident; N] {
+    names.map(|n| Ident::new(n, Span::mixed_site()))
+}
+
+/// Each parameter's `state_dict` name within one block, and the block's trainable scalars.
+fn param_names(graph: &Graph) -> (Vec<String>, usize) {
+    let mut names = Vec::new();
+    let mut scalars = 0;
+    for layer in &graph.layers {
+        let node = &graph.nodes[layer.node];
+        let NodeKind::Kernel(k) = &node.kind else {
+            continue;
+        };
+        let inputs: Vec<&ValueInfo> = node.inputs.iter().map(|&i| graph.info(i)).collect();
+        let Some(spec) = k.layer(&inputs) else {
+            continue;
+        };
+        for p in &spec.params {
+            names.push(format!("{}.{}", layer.name, p.suffix));
+            scalars += p.dims.iter().product::<usize>();
+        }
+        if let Some(n) = &spec.nested {
+            names.extend(n.param_names.iter().cloned());
+            scalars += n.scalars;
+        }
+    }
+    (names, scalars)
+}
+
+impl Kernel for BlockCall {
+    fn name(&self) -> &'static str {
+        "block"
+    }
+    fn describe(&self) -> String {
+        match self.repeat {
+            Some(n) => format!("{} x {n}", self.def.name),
+            None => self.def.name.to_string(),
+        }
+    }
+    fn has_params(&self) -> bool {
+        true
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        let def = self.as_model(inputs, symbols);
+        let (compiled, out) = self.compile(def).map_err(|e| OpError {
+            message: String::new(),
+            input: None,
+            spanned: Some(e),
+        })?;
+        if self.count() > 1 && (out.shape != inputs[0].shape || out.kind != inputs[0].kind) {
+            return Err(OpError::call(format!(
+                "`{}` returns {} but takes {} as its first input: a chain of blocks (`repeat = {}`) feeds each block's output to the next, so the two must have the same shape; make the block return its input's shape (e.g. end with a residual `x + ...` or a `linear(..., {})`)",
+                self.def.name,
+                out.shape.display(symbols),
+                inputs[0].shape.display(symbols),
+                self.count(),
+                match inputs[0].shape.last() {
+                    Some(Dim::Fixed(n)) => n.to_string(),
+                    _ => "width".to_string(),
+                },
+            )));
+        }
+        if compiled.param_names.is_empty() {
+            // Fine: a block of pointwise ops has no parameters.
+        }
+        *self.compiled.borrow_mut() = Some(compiled);
+        Ok(out)
+    }
+    fn layer(&self, _inputs: &[&ValueInfo]) -> Option<LayerSpec> {
+        let (ty, n) = (&self.type_name, self.count());
+        let grads = format_ident!("{}Grads", self.type_name);
+        let (names, scalars) = self.with(|c| (c.param_names.clone(), c.scalars))?;
+        let prefixed: Vec<String> = (0..n)
+            .flat_map(|i| {
+                let index = if self.repeat.is_some() {
+                    format!("{i}.")
+                } else {
+                    String::new()
+                };
+                names
+                    .iter()
+                    .map(move |p| format!("{}.{index}{p}", self.binding))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Some(LayerSpec {
+            ty: quote!(::std::vec::Vec<#ty<F>>),
+            init: quote!((0..#n).map(|_| #ty::new(rng)).collect()),
+            zeros: quote!((0..#n).map(|_| #ty::zeros()).collect()),
+            params: Vec::new(),
+            buffers: Vec::new(),
+            nested: Some(NestedSpec {
+                model: quote!(#ty<F>),
+                count: n,
+                grad_ty: quote!(::std::vec::Vec<#grads<F>>),
+                grad_zeros: quote!(layer.iter().map(|block| block.zero_grads()).collect()),
+                param_names: prefixed,
+                buffer_names: Vec::new(),
+                scalars: scalars * n,
+            }),
+        })
+    }
+    fn state(&self) -> Option<(TokenStream, TokenStream)> {
+        let bufs = self.buffers_ty();
+        Some((
+            quote!(::std::vec::Vec<#bufs<F>>),
+            quote!(::std::vec::Vec::new()),
+        ))
+    }
+    fn items(&self) -> TokenStream {
+        self.with(|c| c.items.clone()).unwrap_or_default()
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: vec![true; self.def.params.len()],
+            output: false,
+        }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let Some((out_field, train_forward)) =
+            self.with(|c| (c.output_field.clone(), c.train_forward))
+        else {
+            return TokenStream::new();
+        };
+        let (n, bufs, dims) = (self.count(), self.buffers_ty(), self.dims(&cx.symbols));
+        let (place, layer, training) = (&cx.state, &cx.layer, cx.training);
+        let x = &cx.inputs[0].data;
+        let extras: Vec<&TokenStream> = cx.inputs[1..].iter().map(|o| &o.data).collect();
+        let (y, len) = (&cx.output.data, &cx.output.len);
+        let [states, input, block, state] = locals(["states", "input", "block", "state"]);
+        let run = if training && train_forward {
+            quote!(run_forward_train)
+        } else {
+            quote!(run_forward)
+        };
+        quote! {
+            let #states = &mut #place;
+            if #states.len() < #n {
+                #states.resize_with(#n, #bufs::new);
+            }
+            let mut #input: &[F] = #x;
+            for (#block, #state) in #layer.iter().zip(#states.iter_mut()) {
+                #state.prepare(#dims, false, #training);
+                #block.#run(#state, #input, #(#extras),*)?;
+                #input = &#state.#out_field[..#len];
+            }
+            ::kiln::kernels::shape_ops::copy_into(#input, #y);
+        }
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let Some((out_field, out_adjoint, input_adjoints)) = self.with(|c| {
+            (
+                c.output_field.clone(),
+                c.output_adjoint.clone(),
+                c.input_adjoints.clone(),
+            )
+        }) else {
+            return TokenStream::new();
+        };
+        let n = self.count();
+        let [states, state, input, i, before, rest, prev] =
+            locals(["states", "state", "input", "i", "before", "rest", "prev"]);
+        let (place, layer, layer_grads) = (&cx.state, &cx.layer, &cx.layer_grads);
+        let (x, len) = (&cx.inputs[0].data, &cx.inputs[0].len);
+        let extras: Vec<&TokenStream> = cx.inputs[1..].iter().map(|o| &o.data).collect();
+        let dy = &cx.d_output;
+        let seed = match &out_adjoint {
+            Some(f) => quote! {
+                ::kiln::kernels::shape_ops::copy_into(#dy, &mut #states[#n - 1].#f[..#len]);
+            },
+            None => TokenStream::new(),
+        };
+        // Each extra input's gradient is the sum over the blocks: the first block in backward
+        // order writes (or adds, if the step accumulates), the others add.
+        let mut extra_grads = TokenStream::new();
+        for (k, target) in cx.d_inputs.iter().enumerate().skip(1) {
+            let Some(t) = target else { continue };
+            let (d, acc, elen) = (&t.data, t.accumulate, &cx.inputs[k].len);
+            extra_grads.extend(match &input_adjoints[k] {
+                Some(f) => quote! {
+                    ::kiln::kernels::shape_ops::add_into(&#state.#f[..#elen], #d, #acc || #i + 1 != #n);
+                },
+                None => quote! {
+                    if !(#acc || #i + 1 != #n) { #d.fill(F::ZERO); }
+                },
+            });
+        }
+        let first_input = match (&cx.d_inputs[0], &input_adjoints[0]) {
+            (Some(t), Some(f)) => {
+                let (d, acc) = (&t.data, t.accumulate);
+                quote! { ::kiln::kernels::shape_ops::add_into(&#state.#f[..#len], #d, #acc); }
+            }
+            (Some(t), None) if !t.accumulate => {
+                let d = &t.data;
+                quote! { #d.fill(F::ZERO); }
+            }
+            _ => TokenStream::new(),
+        };
+        let chain = match (&input_adjoints[0], &out_adjoint) {
+            (Some(f), Some(o)) => quote! {
+                ::kiln::kernels::shape_ops::copy_into(&#state.#f[..#len], &mut #prev.#o[..#len]);
+            },
+            _ => TokenStream::new(),
+        };
+        let dims = self.dims(&cx.symbols);
+        quote! {
+            let #states = &mut #place;
+            // The forward pass may have run without the adjoint buffers (no training-mode op
+            // in the model): size them now; this allocates only the first time.
+            for #state in #states.iter_mut() {
+                #state.prepare(#dims, false, true);
+            }
+            #seed
+            for #i in (0..#n).rev() {
+                let (#before, #rest) = #states.split_at_mut(#i);
+                let #state = &mut #rest[0];
+                let #input: &[F] = match #before.last() {
+                    Some(#prev) => &#prev.#out_field[..#len],
+                    None => #x,
+                };
+                #layer[#i].run_backward(#state, #input, #(#extras,)* &mut #layer_grads[#i])?;
+                #extra_grads
+                match #before.last_mut() {
+                    Some(#prev) => { #chain }
+                    None => { #first_input }
+                }
+            }
+        }
+    }
+}
