@@ -486,8 +486,7 @@ impl Lowerer {
         let mut inputs = Vec::new();
         let mut spans = Vec::new();
         let mut ok = true;
-        for &i in &args.tensors {
-            let arg = &call.args[i];
+        for &arg in &args.tensors {
             match self.lower_expr(arg) {
                 Some(Value::Node(n)) => {
                     inputs.push(n);

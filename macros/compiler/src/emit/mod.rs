@@ -179,6 +179,10 @@ impl Ctx<'_> {
                         (field, len.clone(), quote!(..#len))
                     }
                     ScratchLen::Runtime(len) => (field, len, quote!(..)),
+                    ScratchLen::OfDims(len) => {
+                        let len = len(&|d| self.dim_tokens(d));
+                        (field, len, quote!(..))
+                    }
                 }
             })
             .collect()
@@ -186,14 +190,14 @@ impl Ctx<'_> {
 
     /// The `state_dict` names and accessors of every parameter, in order:
     /// (name, layer field, param field, optional, element count).
-    pub fn params(&self) -> Vec<(String, Ident, Ident, bool, usize)> {
+    pub fn params(&self) -> Vec<(String, Ident, TokenStream, bool, usize)> {
         let mut out = Vec::new();
         for (layer, spec) in self.g.layers.iter().zip(&self.layers) {
             for p in &spec.params {
                 out.push((
                     format!("{}.{}", layer.name, p.suffix),
                     layer.name.clone(),
-                    self.ident(p.suffix),
+                    p.place(),
                     p.optional,
                     p.dims.iter().product(),
                 ));

@@ -34,7 +34,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         }
         out
     };
-    let buffers: Vec<(String, &syn::Ident, syn::Ident)> = g
+    let buffers: Vec<(String, &syn::Ident, TokenStream)> = g
         .layers
         .iter()
         .zip(&cx.layers)
@@ -43,7 +43,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 (
                     format!("{}.{}", l.name, b.suffix),
                     &l.name,
-                    cx.ident(b.suffix),
+                    b.place(),
                 )
             })
         })

@@ -163,8 +163,8 @@ fn param_locals(cx: &Ctx, layers: &BTreeSet<usize>, grads: bool, buffers_mut: bo
         let field = &layer.name;
         for p in &cx.layers[l].params {
             let name = format!("{}.{}", layer.name, p.suffix);
-            let local = format_ident!("{}_{}", layer.name, p.suffix);
-            let pf = cx.ident(p.suffix);
+            let local = format_ident!("{}_{}", layer.name, p.field());
+            let pf = p.place();
             let len = product(&p.dims);
             out.extend(if p.optional {
                 quote! { let #local = ::kiln::shape::param_opt(#name, self.#field.#pf.as_ref(), #len)?; }
@@ -172,7 +172,7 @@ fn param_locals(cx: &Ctx, layers: &BTreeSet<usize>, grads: bool, buffers_mut: bo
                 quote! { let #local = ::kiln::shape::param(#name, &self.#field.#pf, #len)?; }
             });
             if grads {
-                let glocal = format_ident!("d_{}_{}", layer.name, p.suffix);
+                let glocal = format_ident!("d_{}_{}", layer.name, p.field());
                 out.extend(if p.optional {
                     quote! { let #glocal = ::kiln::shape::param_opt_mut(#name, grads.#field.#pf.as_mut(), #len)?; }
                 } else {
@@ -182,8 +182,8 @@ fn param_locals(cx: &Ctx, layers: &BTreeSet<usize>, grads: bool, buffers_mut: bo
         }
         for b in &cx.layers[l].buffers {
             let name = format!("{}.{}", layer.name, b.suffix);
-            let local = format_ident!("{}_{}", layer.name, b.suffix);
-            let bf = cx.ident(b.suffix);
+            let local = format_ident!("{}_{}", layer.name, b.field());
+            let bf = b.place();
             let len = product(&b.dims);
             out.extend(if buffers_mut {
                 quote! { let #local = ::kiln::shape::param_mut(#name, &mut self.#field.#bf, #len)?; }
@@ -242,7 +242,7 @@ fn locals_of(
     specs
         .iter()
         .map(|p| {
-            let id = format_ident!("{}{}_{}", prefix, l.name, p.suffix);
+            let id = format_ident!("{}{}_{}", prefix, l.name, p.field());
             quote!(#id)
         })
         .collect()
@@ -557,7 +557,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
         let comment = format!(" `{field}` does not reach the loss: its gradient is zero");
         let mut zero = TokenStream::new();
         for p in &cx.layers[l].params {
-            let pf = cx.ident(p.suffix);
+            let pf = p.place();
             zero.extend(if p.optional {
                 quote! { if let Some(g) = grads.#field.#pf.as_mut() { g.fill(F::ZERO); } }
             } else {

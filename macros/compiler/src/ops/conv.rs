@@ -213,12 +213,14 @@ impl Kernel for Conv2d {
         let (c, ..) = self.geometry(inputs);
         let (o, (kh, kw), bias) = (self.out, self.kernel, self.bias);
         let mut params = vec![ParamSpec {
+            access: None,
             suffix: "weight",
             optional: false,
             dims: vec![o, c, kh, kw],
         }];
         if bias {
             params.push(ParamSpec {
+                access: None,
                 suffix: "bias",
                 optional: true,
                 dims: vec![o],

@@ -111,6 +111,7 @@ impl Kernel for Embedding {
             init: quote!(::kiln::layers::Embedding::new(#vocab, #dim, #padding, rng)),
             zeros: quote!(::kiln::layers::Embedding::zeros(#vocab, #dim)),
             params: vec![ParamSpec {
+                access: None,
                 suffix: "weight",
                 optional: false,
                 dims: vec![vocab, dim],
@@ -228,6 +229,7 @@ impl Kernel for PositionEmbedding {
             init: quote!(::kiln::layers::Embedding::new(#max_len, #dim, None, rng)),
             zeros: quote!(::kiln::layers::Embedding::zeros(#max_len, #dim)),
             params: vec![ParamSpec {
+                access: None,
                 suffix: "weight",
                 optional: false,
                 dims: vec![max_len, dim],

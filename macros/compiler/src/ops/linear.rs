@@ -131,6 +131,7 @@ impl Kernel for Linear {
                 init: quote!(::kiln::layers::Bias::new(#inf, #out, rng)),
                 zeros: quote!(::kiln::layers::Bias::zeros(#out)),
                 params: vec![ParamSpec {
+                    access: None,
                     suffix: "bias",
                     optional: false,
                     dims: vec![out],
@@ -140,12 +141,14 @@ impl Kernel for Linear {
             });
         }
         let mut params = vec![ParamSpec {
+            access: None,
             suffix: "weight",
             optional: false,
             dims: vec![out, inf],
         }];
         if bias {
             params.push(ParamSpec {
+                access: None,
                 suffix: "bias",
                 optional: true,
                 dims: vec![out],

@@ -8,6 +8,7 @@
 //! [`Kernel`] that emits calls into `kiln::kernels` / `kiln::loss`.
 
 mod activation;
+mod attention;
 pub(crate) mod block;
 pub(crate) mod arith;
 mod concat;
@@ -18,14 +19,34 @@ mod linear;
 mod loss;
 mod norm;
 mod pool;
+mod recurrent;
 mod reduce;
 mod reshape;
 mod softmax;
 
 use crate::ast;
 use crate::expr::{Arena, TermId};
-use crate::ir::{Shape, ValueInfo, ValueKind};
+use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
 use proc_macro2::{Span, TokenStream};
+
+impl ParamSpec {
+    /// The parameter's name in generated locals: its suffix with dots as underscores
+    /// (`out_proj.weight` is `out_proj_weight`).
+    pub fn field(&self) -> String {
+        self.suffix.replace('.', "_")
+    }
+
+    /// Where the runtime layer holds it: `access`, or the field [`ParamSpec::field`] names.
+    pub fn place(&self) -> TokenStream {
+        match &self.access {
+            Some(a) => a.clone(),
+            None => {
+                let f = proc_macro2::Ident::new(&self.field(), proc_macro2::Span::call_site());
+                quote::quote!(#f)
+            }
+        }
+    }
+}
 
 /// Builds an elementwise op's term from its inputs' terms.
 pub type TermBuilder = Box<dyn FnOnce(&mut Arena, &[TermId]) -> TermId>;
@@ -177,7 +198,13 @@ pub enum ScratchLen {
     Shape(Shape),
     /// A `usize` expression, independent of the batch, evaluated by the generated code.
     Runtime(TokenStream),
+    /// A `usize` expression of the value's dims (the runtime owns the formula), given how to
+    /// write a dim in generated code.
+    OfDims(DimsLen),
 }
+
+/// Builds a scratch length expression from a way to write dims.
+pub type DimsLen = Box<dyn Fn(&dyn Fn(Dim) -> TokenStream) -> TokenStream>;
 
 /// Which forward values a VJP reads.
 pub struct Reads {
@@ -189,12 +216,15 @@ pub struct Reads {
 
 /// A parameter tensor of a layer.
 pub struct ParamSpec {
-    /// The `state_dict` suffix (`weight`).
+    /// The `state_dict` suffix (`weight`, `out_proj.weight`).
     pub suffix: &'static str,
     /// Whether the runtime layer stores it as an `Option` (PyTorch's optional bias).
     pub optional: bool,
     /// Its shape.
     pub dims: Vec<usize>,
+    /// How the runtime layer holds it, when not as the field [`ParamSpec::field`] names
+    /// (`weight_ih[1]` for a recurrent layer's second weight).
+    pub access: Option<TokenStream>,
 }
 
 /// A layer's parameters as the generated struct holds them.
@@ -295,8 +325,9 @@ pub trait Kernel {
 pub struct CallArgs<'a> {
     call: &'a ast::Call,
     usage: &'static str,
-    /// Positional indices the op takes as tensors, in input order.
-    pub(crate) tensors: Vec<usize>,
+    /// The arguments the op takes as tensors, in input order (positional arguments, then
+    /// tensor options such as `lengths = len`).
+    pub(crate) tensors: Vec<&'a ast::Expr>,
     asked: Vec<&'static str>,
 }
 
@@ -349,8 +380,15 @@ impl<'a> CallArgs<'a> {
 
     /// Takes positional argument `i` as a tensor input; returns its input slot.
     pub fn tensor(&mut self, i: usize) -> usize {
-        self.tensors.push(i);
+        self.tensors.push(&self.call.args[i]);
         self.tensors.len() - 1
+    }
+
+    /// Option `key = name` as a tensor input (`lengths = len`); returns its input slot.
+    pub fn tensor_option(&mut self, key: &'static str) -> Option<usize> {
+        let e = self.option(key)?;
+        self.tensors.push(e);
+        Some(self.tensors.len() - 1)
     }
 
     /// Positional argument `i` as a positive integer.
@@ -596,6 +634,9 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &norm::LAYER_NORM,
     &embedding::EMBEDDING,
     &embedding::POSITION_EMBEDDING,
+    &attention::MULTI_HEAD_ATTENTION,
+    &recurrent::LSTM,
+    &recurrent::GRU,
 ];
 
 /// The op called `name`.

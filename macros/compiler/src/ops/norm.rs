@@ -159,11 +159,13 @@ impl Kernel for Norm {
         let c = self.features(inputs[0]);
         let params = vec![
             ParamSpec {
+                access: None,
                 suffix: "weight",
                 optional: false,
                 dims: vec![c],
             },
             ParamSpec {
+                access: None,
                 suffix: "bias",
                 optional: false,
                 dims: vec![c],
@@ -177,11 +179,13 @@ impl Kernel for Norm {
                 params,
                 buffers: vec![
                     ParamSpec {
+                        access: None,
                         suffix: "running_mean",
                         optional: false,
                         dims: vec![c],
                     },
                     ParamSpec {
+                        access: None,
                         suffix: "running_var",
                         optional: false,
                         dims: vec![c],

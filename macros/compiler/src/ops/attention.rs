@@ -1,0 +1,330 @@
+//! `multi_head_attention(x, heads = 4, causal = true)` (self-attention) and
+//! `multi_head_attention(x, memory, heads = 4, lengths = memory_len)` (cross-attention): PyTorch's
+//! `nn.MultiheadAttention` (batch-first, `in_proj_weight [3D, D]`, `in_proj_bias [3D]`,
+//! `out_proj.weight [D, D]`, `out_proj.bias [D]`), one fused kernel forward and backward.
+
+use super::{
+    require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError, OpSpec,
+    ParamSpec, Reads, ScratchLen, ScratchSpec,
+};
+use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// The registry entry.
+pub struct AttentionSpec;
+/// `multi_head_attention`.
+pub static MULTI_HEAD_ATTENTION: AttentionSpec = AttentionSpec;
+
+impl OpSpec for AttentionSpec {
+    fn name(&self) -> &'static str {
+        "multi_head_attention"
+    }
+    fn usage(&self) -> &'static str {
+        "multi_head_attention(x, heads = 4, causal = true)` or `multi_head_attention(x, memory, heads = 4, lengths = memory_len)"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(1, 2)?;
+        args.tensor(0);
+        let cross = args.has(1);
+        if cross {
+            args.tensor(1);
+        }
+        let Some(heads) = args.opt_int("heads")? else {
+            return Err(syn::Error::new(
+                args.span(),
+                "`multi_head_attention` needs its number of heads: write `multi_head_attention(x, heads = 4)`",
+            ));
+        };
+        let causal = args.opt_bool("causal", false)?;
+        let bias = args.opt_bool("bias", true)?;
+        let lengths = args.tensor_option("lengths").is_some();
+        args.finish()?;
+        Ok(Built::Kernel(Box::new(Attention {
+            heads,
+            causal,
+            bias,
+            cross,
+            lengths,
+        })))
+    }
+}
+
+/// A multi-head attention layer.
+pub struct Attention {
+    heads: usize,
+    causal: bool,
+    bias: bool,
+    /// Queries and keys/values come from two inputs.
+    cross: bool,
+    /// A `lengths` input masks the keys past each sequence's length.
+    lengths: bool,
+}
+
+impl Attention {
+    fn width(inputs: &[&ValueInfo]) -> usize {
+        match inputs[0].shape.last() {
+            Some(Dim::Fixed(d)) => d,
+            _ => 0,
+        }
+    }
+
+    /// `::kiln::kernels::attention::AttentionDims { .. }` for the operands.
+    fn dims(&self, inputs: &[super::Operand]) -> TokenStream {
+        let q = &inputs[0];
+        let (batch, q_len, embed) = (&q.dims[0], &q.dims[1], &q.dims[2]);
+        let kv_len = if self.cross {
+            &inputs[1].dims[1]
+        } else {
+            q_len
+        };
+        let heads = self.heads;
+        quote! {
+            ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads }
+        }
+    }
+
+    fn memory_and_lengths(&self, inputs: &[super::Operand]) -> (TokenStream, TokenStream) {
+        let memory = if self.cross {
+            let m = &inputs[1].data;
+            quote!(Some(#m))
+        } else {
+            quote!(None)
+        };
+        let lengths = if self.lengths {
+            let l = &inputs[inputs.len() - 1].data;
+            quote!(Some(#l))
+        } else {
+            quote!(None)
+        };
+        (memory, lengths)
+    }
+}
+
+impl Kernel for Attention {
+    fn name(&self) -> &'static str {
+        "multi_head_attention"
+    }
+    fn describe(&self) -> String {
+        let mut s = format!("heads={}", self.heads);
+        if self.causal {
+            s.push_str(", causal");
+        }
+        if !self.bias {
+            s.push_str(", bias=false");
+        }
+        s
+    }
+    fn has_params(&self) -> bool {
+        true
+    }
+    fn differentiable(&self, input: usize) -> bool {
+        input < 1 + usize::from(self.cross)
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        const OP: &str = "multi_head_attention";
+        require_float(OP, 0, inputs[0])?;
+        let q = &inputs[0].shape;
+        let show = |s: &Shape| s.display(symbols).to_string();
+        if q.rank() != 3 {
+            return Err(OpError::input(
+                0,
+                format!("`{OP}` attends over sequences [batch, time, features], but this is {} (rank {}): {}", show(q), q.rank(),
+                    if q.rank() == 2 { "give it a time axis (token ids [B, T] through `embedding` give [B, T, D])" } else { "reshape it to [batch, time, features]" }),
+            ));
+        }
+        let Dim::Fixed(width) = q.0[2] else {
+            return Err(OpError::input(
+                0,
+                format!("`{OP}` needs a fixed number of features, but this is {} whose last dim is symbolic: declare it as a number", show(q)),
+            ));
+        };
+        if width % self.heads != 0 {
+            let fits: Vec<String> = (1..=width.min(64))
+                .filter(|h| width % h == 0)
+                .map(|h| h.to_string())
+                .collect();
+            return Err(OpError::call(format!(
+                "{} heads do not divide the width {width} of {} (each head takes width / heads features): use a head count that divides {width} ({}), or change the width",
+                self.heads,
+                show(q),
+                fits.join(", ")
+            )));
+        }
+        let kv_len = if self.cross {
+            require_float(OP, 1, inputs[1])?;
+            let m = &inputs[1].shape;
+            if m.rank() != 3 || m.0[0] != q.0[0] || m.0[2] != q.0[2] {
+                return Err(OpError::input(
+                    1,
+                    format!("the queries are {} so the memory they attend to must be [{}, S, {width}] (same batch and width, any length), but it is {}", show(q), show(&Shape(vec![q.0[0]])).trim_matches(['[', ']']), show(m)),
+                ));
+            }
+            m.0[1]
+        } else {
+            q.0[1]
+        };
+        if self.lengths {
+            let slot = inputs.len() - 1;
+            let l = inputs[slot];
+            let batch = Shape(vec![q.0[0]]);
+            match l.kind {
+                ValueKind::Lengths { max } if l.shape == batch && max == kv_len => {}
+                ValueKind::Lengths { max } if l.shape == batch => {
+                    return Err(OpError::input(
+                        slot,
+                        format!("these lengths measure {} positions, but the keys have {}: declare them as `lengths {}`",
+                            show(&Shape(vec![max])).trim_matches(['[', ']']),
+                            show(&Shape(vec![kv_len])).trim_matches(['[', ']']),
+                            show(&Shape(vec![kv_len])).trim_matches(['[', ']'])),
+                    ))
+                }
+                _ => {
+                    return Err(OpError::input(
+                        slot,
+                        format!("`lengths` takes one length per sequence of the keys: an input declared `len: {} lengths {};`, but this is {} holding {}",
+                            show(&batch),
+                            show(&Shape(vec![kv_len])).trim_matches(['[', ']']),
+                            show(&l.shape),
+                            l.kind.describe()),
+                    ))
+                }
+            }
+        }
+        Ok(ValueInfo {
+            shape: q.clone(),
+            kind: ValueKind::Float,
+        })
+    }
+    fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
+        let (d, bias) = (Self::width(inputs), self.bias);
+        let mut params = vec![ParamSpec {
+            access: None,
+            suffix: "in_proj_weight",
+            optional: false,
+            dims: vec![3 * d, d],
+        }];
+        if bias {
+            params.push(ParamSpec {
+                access: None,
+                suffix: "in_proj_bias",
+                optional: true,
+                dims: vec![3 * d],
+            });
+        }
+        params.push(ParamSpec {
+            access: None,
+            suffix: "out_proj.weight",
+            optional: false,
+            dims: vec![d, d],
+        });
+        if bias {
+            params.push(ParamSpec {
+                access: None,
+                suffix: "out_proj.bias",
+                optional: true,
+                dims: vec![d],
+            });
+        }
+        Some(LayerSpec {
+            ty: quote!(::kiln::layers::MultiheadAttention<F>),
+            init: quote!(::kiln::layers::MultiheadAttention::new(#d, #bias, rng)),
+            zeros: quote!(::kiln::layers::MultiheadAttention::zeros(#d, #bias)),
+            params,
+            buffers: Vec::new(),
+            nested: None,
+        })
+    }
+    fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
+        let q = inputs[0].shape.0.clone();
+        let kv_len = if self.cross {
+            inputs[1].shape.0.get(1).copied()
+        } else {
+            q.get(1).copied()
+        };
+        let heads = self.heads;
+        vec![ScratchSpec {
+            suffix: "saved",
+            len: ScratchLen::OfDims(Box::new(move |dim| {
+                let (batch, q_len, embed) = (dim(q[0]), dim(q[1]), dim(q[2]));
+                let kv_len = kv_len.map_or_else(|| q_len.clone(), &dim);
+                quote! {
+                    ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads }.scratch_len()
+                }
+            })),
+        }]
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: vec![true; 1 + usize::from(self.cross) + usize::from(self.lengths)],
+            output: false,
+        }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let dims = self.dims(&cx.inputs);
+        let (memory, lengths) = self.memory_and_lengths(&cx.inputs);
+        let (q, y, causal) = (&cx.inputs[0].data, &cx.output.data, self.causal);
+        let params = params(&cx.params, self.bias);
+        let scratch = &cx.scratch[0];
+        quote! {
+            ::kiln::kernels::attention::multi_head_attention_forward(
+                &#dims, #q, #memory, #causal, #lengths, &#params, #scratch, #y,
+            );
+        }
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let dims = self.dims(&cx.inputs);
+        let (memory, lengths) = self.memory_and_lengths(&cx.inputs);
+        let (q, dy, causal) = (&cx.inputs[0].data, &cx.d_output, self.causal);
+        let params = params(&cx.params, self.bias);
+        let scratch = &cx.scratch[0];
+        let target = |slot: usize| match cx.d_inputs.get(slot).and_then(Option::as_ref) {
+            Some(t) => {
+                let (d, acc) = (&t.data, t.accumulate);
+                quote!(Some((#d, #acc)))
+            }
+            None => quote!(None),
+        };
+        let (d_query, d_memory) = (target(0), if self.cross { target(1) } else { quote!(None) });
+        let g = &cx.param_grads;
+        let grads = if self.bias {
+            let (w, b, ow, ob) = (&g[0], &g[1], &g[2], &g[3]);
+            quote! {
+                ::kiln::kernels::attention::AttentionGrads {
+                    in_proj_weight: #w, in_proj_bias: Some(#b), out_proj_weight: #ow, out_proj_bias: Some(#ob),
+                }
+            }
+        } else {
+            let (w, ow) = (&g[0], &g[1]);
+            quote! {
+                ::kiln::kernels::attention::AttentionGrads {
+                    in_proj_weight: #w, in_proj_bias: None, out_proj_weight: #ow, out_proj_bias: None,
+                }
+            }
+        };
+        quote! {
+            ::kiln::kernels::attention::multi_head_attention_backward(
+                &#dims, #q, #memory, #causal, #lengths, &#params, #scratch, #dy, #d_query, #d_memory, #grads,
+            );
+        }
+    }
+}
+
+/// `AttentionParams { .. }` from the layer's parameter locals.
+fn params(p: &[TokenStream], bias: bool) -> TokenStream {
+    if bias {
+        let (w, b, ow, ob) = (&p[0], &p[1], &p[2], &p[3]);
+        quote! {
+            ::kiln::kernels::attention::AttentionParams {
+                in_proj_weight: #w, in_proj_bias: Some(#b), out_proj_weight: #ow, out_proj_bias: Some(#ob),
+            }
+        }
+    } else {
+        let (w, ow) = (&p[0], &p[1]);
+        quote! {
+            ::kiln::kernels::attention::AttentionParams {
+                in_proj_weight: #w, in_proj_bias: None, out_proj_weight: #ow, out_proj_bias: None,
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! `lstm(x, hidden, layers = n, bidirectional = true, lengths = len, final_state = true)` and
+//! `gru(...)` over batch-first sequences `[B, T, F]`: PyTorch's `nn.LSTM` / `nn.GRU` (gate
+//! order, parameter names `weight_ih_l0`, `bias_hh_l1_reverse`, ...), run by the runtime's
+//! kernels forward and back through time. With `lengths`, each sequence is processed only up
+//! to its length (as `pack_padded_sequence`); with `final_state = true` the op returns the last
+//! layer's final hidden state `[B, dirs·hidden]` instead of the outputs `[B, T, dirs·hidden]`.
+
+use super::{
+    require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError, OpSpec,
+    ParamSpec, Reads, ScratchLen, ScratchSpec,
+};
+use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
+use proc_macro2::TokenStream;
+use quote::quote;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    Lstm,
+    Gru,
+}
+
+/// The registry entry of one recurrent layer.
+pub struct RecurrentSpec {
+    cell: Cell,
+}
+/// `lstm`.
+pub static LSTM: RecurrentSpec = RecurrentSpec { cell: Cell::Lstm };
+/// `gru`.
+pub static GRU: RecurrentSpec = RecurrentSpec { cell: Cell::Gru };
+
+impl OpSpec for RecurrentSpec {
+    fn name(&self) -> &'static str {
+        match self.cell {
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+    fn usage(&self) -> &'static str {
+        match self.cell {
+            Cell::Lstm => "lstm(x, hidden, layers = 1, bidirectional = false, lengths = len, final_state = false)",
+            Cell::Gru => "gru(x, hidden, layers = 1, bidirectional = false, lengths = len, final_state = false)",
+        }
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(2, 2)?;
+        args.tensor(0);
+        let hidden = args.int(1, "the hidden size")?;
+        let layers = args.opt_int("layers")?.unwrap_or(1);
+        let bidirectional = args.opt_bool("bidirectional", false)?;
+        let final_state = args.opt_bool("final_state", false)?;
+        let lengths = args.tensor_option("lengths").is_some();
+        args.finish()?;
+        Ok(Built::Kernel(Box::new(Recurrent {
+            cell: self.cell,
+            hidden,
+            layers,
+            bidirectional,
+            final_state,
+            lengths,
+        })))
+    }
+}
+
+/// A (stacked, possibly bidirectional) recurrent layer.
+pub struct Recurrent {
+    cell: Cell,
+    hidden: usize,
+    layers: usize,
+    bidirectional: bool,
+    final_state: bool,
+    lengths: bool,
+}
+
+/// `weight_ih_l0_reverse`-style names live for the whole compilation; a model has a handful.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+impl Recurrent {
+    fn dirs(&self) -> usize {
+        1 + usize::from(self.bidirectional)
+    }
+    fn gates(&self) -> usize {
+        match self.cell {
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+    fn features(inputs: &[&ValueInfo]) -> usize {
+        match inputs[0].shape.last() {
+            Some(Dim::Fixed(n)) => n,
+            _ => 0,
+        }
+    }
+
+    fn dims(&self, x: &super::Operand) -> TokenStream {
+        let (batch, seq, input) = (&x.dims[0], &x.dims[1], &x.dims[2]);
+        dims_tokens(self, quote!(#batch), quote!(#seq), quote!(#input))
+    }
+}
+
+fn dims_tokens(
+    r: &Recurrent,
+    batch: TokenStream,
+    seq: TokenStream,
+    input: TokenStream,
+) -> TokenStream {
+    let (hidden, layers, bidirectional) = (r.hidden, r.layers, r.bidirectional);
+    let cell = match r.cell {
+        Cell::Lstm => quote!(::kiln::kernels::recurrent::RnnCell::Lstm),
+        Cell::Gru => quote!(::kiln::kernels::recurrent::RnnCell::Gru),
+    };
+    let output = if r.final_state {
+        quote!(::kiln::kernels::recurrent::RnnOutput::Final)
+    } else {
+        quote!(::kiln::kernels::recurrent::RnnOutput::Sequence)
+    };
+    quote! {
+        ::kiln::kernels::recurrent::RnnDims {
+            cell: #cell, batch: #batch, seq: #seq, input: #input, hidden: #hidden,
+            layers: #layers, bidirectional: #bidirectional, output: #output,
+        }
+    }
+}
+
+impl Kernel for Recurrent {
+    fn name(&self) -> &'static str {
+        match self.cell {
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+    fn describe(&self) -> String {
+        let mut s = format!("hidden={}", self.hidden);
+        if self.layers > 1 {
+            s.push_str(&format!(", layers={}", self.layers));
+        }
+        if self.bidirectional {
+            s.push_str(", bidirectional");
+        }
+        if self.final_state {
+            s.push_str(", final_state");
+        }
+        s
+    }
+    fn has_params(&self) -> bool {
+        true
+    }
+    fn differentiable(&self, input: usize) -> bool {
+        input == 0
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        let op = self.name();
+        require_float(op, 0, inputs[0])?;
+        let x = &inputs[0].shape;
+        let show = |s: &Shape| s.display(symbols).to_string();
+        if x.rank() != 3 {
+            let hint = if x.rank() == 2 {
+                format!("it has no time axis: for one step per row declare it as [{}, 1, {}], or run the recurrence over a sequence [batch, time, features] (token ids go through `embedding` first)",
+                    show(&Shape(vec![x.0[0]])).trim_matches(['[', ']']),
+                    show(&Shape(vec![x.0[1]])).trim_matches(['[', ']']))
+            } else {
+                "reshape it to [batch, time, features]".to_string()
+            };
+            return Err(OpError::input(
+                0,
+                format!("`{op}` runs over batch-first sequences [batch, time, features], but this is {} (rank {}): {hint}", show(x), x.rank()),
+            ));
+        }
+        if let Dim::Symbol(_) = x.0[2] {
+            return Err(OpError::input(
+                0,
+                format!("`{op}` needs a fixed number of input features, but this is {} whose last dim is symbolic: declare it as a number", show(x)),
+            ));
+        }
+        if self.lengths {
+            let l = inputs[1];
+            let batch = Shape(vec![x.0[0]]);
+            let ok = matches!(l.kind, ValueKind::Lengths { max } if max == x.0[1]) && l.shape == batch;
+            if !ok {
+                return Err(OpError::input(
+                    1,
+                    format!("`lengths` takes one length per sequence: an input declared `len: {} lengths {};`, but this is {} holding {}",
+                        show(&batch), show(&Shape(vec![x.0[1]])).trim_matches(['[', ']']), show(&l.shape), l.kind.describe()),
+                ));
+            }
+        }
+        let width = Dim::Fixed(self.dirs() * self.hidden);
+        let shape = if self.final_state {
+            vec![x.0[0], width]
+        } else {
+            vec![x.0[0], x.0[1], width]
+        };
+        Ok(ValueInfo {
+            shape: Shape(shape),
+            kind: ValueKind::Float,
+        })
+    }
+    fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
+        let (f, h, g, dirs) = (
+            Self::features(inputs),
+            self.hidden,
+            self.gates(),
+            self.dirs(),
+        );
+        let mut params = Vec::new();
+        for l in 0..self.layers {
+            let input = if l == 0 { f } else { dirs * h };
+            for dir in 0..dirs {
+                let index = l * dirs + dir;
+                let sfx = if dir == 1 { "_reverse" } else { "" };
+                for (name, field, dims) in [
+                    ("weight_ih", quote!(weight_ih), vec![g * h, input]),
+                    ("weight_hh", quote!(weight_hh), vec![g * h, h]),
+                    ("bias_ih", quote!(bias_ih), vec![g * h]),
+                    ("bias_hh", quote!(bias_hh), vec![g * h]),
+                ] {
+                    params.push(ParamSpec {
+                        access: Some(quote!(#field[#index])),
+                        suffix: leak(format!("{name}_l{l}{sfx}")),
+                        optional: false,
+                        dims,
+                    });
+                }
+            }
+        }
+        let (layers, bidirectional) = (self.layers, self.bidirectional);
+        let ty = match self.cell {
+            Cell::Lstm => quote!(Lstm),
+            Cell::Gru => quote!(Gru),
+        };
+        Some(LayerSpec {
+            ty: quote!(::kiln::layers::#ty<F>),
+            init: quote!(::kiln::layers::#ty::new(#f, #h, #layers, #bidirectional, rng)),
+            zeros: quote!(::kiln::layers::#ty::zeros(#f, #h, #layers, #bidirectional)),
+            params,
+            buffers: Vec::new(),
+            nested: None,
+        })
+    }
+    fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
+        let x = inputs[0].shape.0.clone();
+        let (hidden, layers, bidirectional, cell, final_state) = (
+            self.hidden,
+            self.layers,
+            self.bidirectional,
+            self.cell,
+            self.final_state,
+        );
+        vec![ScratchSpec {
+            suffix: "saved",
+            len: ScratchLen::OfDims(Box::new(move |dim| {
+                let r = Recurrent {
+                    cell,
+                    hidden,
+                    layers,
+                    bidirectional,
+                    final_state,
+                    lengths: false,
+                };
+                let d = dims_tokens(&r, dim(x[0]), dim(x[1]), dim(x[2]));
+                quote!(#d.scratch_len())
+            })),
+        }]
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: vec![true; 1 + usize::from(self.lengths)],
+            output: false,
+        }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let x = &cx.inputs[0];
+        let dims = self.dims(x);
+        let (xd, y, scratch) = (&x.data, &cx.output.data, &cx.scratch[0]);
+        let lengths = lengths(&cx.inputs, self.lengths);
+        let params = &cx.params;
+        quote! {
+            ::kiln::kernels::recurrent::rnn_forward(&#dims, #xd, #lengths, &[#(#params),*], #scratch, #y);
+        }
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let x = &cx.inputs[0];
+        let dims = self.dims(x);
+        let (xd, dy, scratch) = (&x.data, &cx.d_output, &cx.scratch[0]);
+        let lengths = lengths(&cx.inputs, self.lengths);
+        let (params, grads) = (&cx.params, &cx.param_grads);
+        let dx = match &cx.d_inputs[0] {
+            Some(t) => {
+                let (d, acc) = (&t.data, t.accumulate);
+                quote!(Some((#d, #acc)))
+            }
+            None => quote!(None),
+        };
+        quote! {
+            ::kiln::kernels::recurrent::rnn_backward(
+                &#dims, #xd, #lengths, &[#(#params),*], #scratch, #dy, #dx, &mut [#(#grads),*],
+            );
+        }
+    }
+}
+
+fn lengths(inputs: &[super::Operand], has: bool) -> TokenStream {
+    if has {
+        let l = &inputs[1].data;
+        quote!(Some(#l))
+    } else {
+        quote!(None)
+    }
+}
