@@ -11,6 +11,7 @@
 
 pub mod conv;
 pub mod dropout;
+pub mod embedding;
 pub mod gemm;
 pub mod linear;
 pub mod norm;

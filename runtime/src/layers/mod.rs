@@ -2,9 +2,11 @@
 //! default initialisation. Generated models hold one per parameterized layer.
 
 mod conv;
+mod embedding;
 mod linear;
 mod norm;
 
 pub use conv::Conv2d;
+pub use embedding::Embedding;
 pub use linear::Linear;
 pub use norm::{BatchNorm, LayerNorm};
