@@ -14,6 +14,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod gemm;
 pub mod linear;
+pub mod matmul;
 pub mod norm;
 pub mod parallel;
 pub mod pool;
