@@ -17,6 +17,7 @@ pub mod linear;
 pub mod matmul;
 pub mod norm;
 pub mod parallel;
+pub mod permute;
 pub mod pool;
 pub mod reduce;
 pub mod shape_ops;
