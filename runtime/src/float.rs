@@ -42,6 +42,8 @@ pub trait Float:
     const ZERO: Self;
     /// `1`.
     const ONE: Self;
+    /// `−∞`: the value a masked attention score takes, so that its softmax weight is exactly 0.
+    const NEG_INFINITY: Self;
     /// The type's name as written in Rust (`"f32"`, `"f64"`).
     const NAME: &'static str;
     /// The safetensors element type this float is stored as.
@@ -135,6 +137,7 @@ macro_rules! impl_float {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
+            const NEG_INFINITY: Self = $t::NEG_INFINITY;
             const NAME: &'static str = stringify!($t);
             const DTYPE: safetensors::Dtype = safetensors::Dtype::$dtype;
 

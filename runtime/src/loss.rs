@@ -75,7 +75,14 @@ pub fn mse_backward<F: Float>(
 }
 
 #[track_caller]
-fn check_cross_entropy(what: &str, len: usize, rows: usize, classes: usize, labels: &[usize]) {
+fn check_cross_entropy(
+    what: &str,
+    len: usize,
+    rows: usize,
+    classes: usize,
+    labels: &[usize],
+    ignore: Option<usize>,
+) {
     assert_eq!(
         len,
         rows * classes,
@@ -88,8 +95,12 @@ fn check_cross_entropy(what: &str, len: usize, rows: usize, classes: usize, labe
         labels.len()
     );
     // Validated at the call boundary; an out-of-range label here would silently read the
-    // next row's logits, so it is checked again (cheaply) rather than trusted.
-    if let Some(bad) = labels.iter().position(|&l| l >= classes) {
+    // next row's logits, so it is checked again (cheaply) rather than trusted. The ignored
+    // label need not be a class (PyTorch's default is −100).
+    if let Some(bad) = labels
+        .iter()
+        .position(|&l| l >= classes && Some(l) != ignore)
+    {
         panic!(
             "{what}: label {} at position {bad} is not below {classes}",
             labels[bad]
@@ -106,7 +117,8 @@ fn log_sum_exp<F: Float>(row: &[F]) -> (F, F) {
 }
 
 /// Cross-entropy of integer class labels: the mean over rows of `−log_softmax(logits)[label]`,
-/// with `logits` a `rows × classes` matrix. NaN when `rows` is 0, as in PyTorch.
+/// with `logits` a `rows × classes` matrix. NaN when `rows` is 0, as in PyTorch. This is
+/// [`cross_entropy_ignore`] with nothing ignored.
 ///
 /// # Panics
 /// If the lengths disagree with `rows` and `classes`, or a label is not below `classes`
@@ -119,15 +131,68 @@ fn log_sum_exp<F: Float>(row: &[F]) -> (F, F) {
 /// assert!((loss - 2f64.ln()).abs() < 1e-15);
 /// ```
 pub fn cross_entropy<F: Float>(logits: &[F], rows: usize, classes: usize, labels: &[usize]) -> F {
-    check_cross_entropy("cross_entropy", logits.len(), rows, classes, labels);
+    cross_entropy_impl("cross_entropy", logits, rows, classes, labels, None)
+}
+
+/// Cross-entropy with ignored positions, PyTorch's `F.cross_entropy(logits.reshape(-1, C),
+/// labels.reshape(-1), ignore_index=ignore)` with the default mean reduction: the mean of
+/// `−log_softmax(logits)[label]` over the rows whose label is not `ignore` (a sequence's
+/// padding steps), with `logits` a `rows × classes` matrix. The ignored label need not be a
+/// class.
+///
+/// When every row is ignored (or `rows` is 0) the mean is over nothing: NaN (`0 / 0`), as in
+/// PyTorch.
+///
+/// # Panics
+/// If the lengths disagree with `rows` and `classes`, or a label other than `ignore` is not
+/// below `classes`.
+///
+/// ```
+/// use kiln_runtime::loss::cross_entropy_ignore;
+/// // The second row is padding: only the first counts.
+/// let loss = cross_entropy_ignore(&[3.0f64, 3.0, 9.0, 0.0], 2, 2, &[1, 99], Some(99));
+/// assert!((loss - 2f64.ln()).abs() < 1e-15);
+/// assert!(cross_entropy_ignore(&[0.0f64, 0.0], 1, 2, &[99], Some(99)).is_nan());
+/// ```
+pub fn cross_entropy_ignore<F: Float>(
+    logits: &[F],
+    rows: usize,
+    classes: usize,
+    labels: &[usize],
+    ignore: Option<usize>,
+) -> F {
+    cross_entropy_impl(
+        "cross_entropy_ignore",
+        logits,
+        rows,
+        classes,
+        labels,
+        ignore,
+    )
+}
+
+fn cross_entropy_impl<F: Float>(
+    what: &str,
+    logits: &[F],
+    rows: usize,
+    classes: usize,
+    labels: &[usize],
+    ignore: Option<usize>,
+) -> F {
+    check_cross_entropy(what, logits.len(), rows, classes, labels, ignore);
     let mut total = F::ZERO;
+    let mut counted = 0;
     for (row, &label) in logits.chunks_exact(classes.max(1)).zip(labels) {
+        if Some(label) == ignore {
+            continue;
+        }
         let (max, lse) = log_sum_exp(row);
         // −log_softmax at the label, written as log_softmax is (x − max − lse) so that the
         // rounding matches PyTorch's log_softmax + nll_loss.
         total -= row[label] - max - lse;
+        counted += 1;
     }
-    total / F::from_usize(rows)
+    total / F::from_usize(counted)
 }
 
 /// Gradient of [`cross_entropy`]: `(softmax(logits) − onehot(label)) · d_loss / rows`,
@@ -144,23 +209,85 @@ pub fn cross_entropy_backward<F: Float>(
     d_logits: &mut [F],
     accumulate: bool,
 ) {
-    check_cross_entropy(
+    cross_entropy_backward_impl(
         "cross_entropy_backward",
-        logits.len(),
+        logits,
         rows,
         classes,
         labels,
+        None,
+        d_loss,
+        d_logits,
+        accumulate,
     );
+}
+
+/// Gradient of [`cross_entropy_ignore`]: `(softmax(logits) − onehot(label)) · d_loss / counted`
+/// on every counted row, where `counted` is the number of rows whose label is not `ignore`;
+/// the ignored rows get 0 (left unchanged when `accumulate`).
+///
+/// When every row is ignored the gradient is 0 everywhere (no row is written), not NaN: as in
+/// PyTorch, whose `nll_loss` backward only writes the counted rows.
+///
+/// # Panics
+/// As [`cross_entropy_ignore`], or if `d_logits` is not `rows × classes`.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_ignore_backward<F: Float>(
+    logits: &[F],
+    rows: usize,
+    classes: usize,
+    labels: &[usize],
+    ignore: Option<usize>,
+    d_loss: F,
+    d_logits: &mut [F],
+    accumulate: bool,
+) {
+    cross_entropy_backward_impl(
+        "cross_entropy_ignore_backward",
+        logits,
+        rows,
+        classes,
+        labels,
+        ignore,
+        d_loss,
+        d_logits,
+        accumulate,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cross_entropy_backward_impl<F: Float>(
+    what: &str,
+    logits: &[F],
+    rows: usize,
+    classes: usize,
+    labels: &[usize],
+    ignore: Option<usize>,
+    d_loss: F,
+    d_logits: &mut [F],
+    accumulate: bool,
+) {
+    check_cross_entropy(what, logits.len(), rows, classes, labels, ignore);
     assert_eq!(
         d_logits.len(),
         logits.len(),
-        "cross_entropy_backward: gradient has the wrong length"
+        "{what}: gradient has the wrong length"
     );
-    let scale = d_loss / F::from_usize(rows);
+    let counted = match ignore {
+        None => rows,
+        Some(ignore) => labels.iter().filter(|&&l| l != ignore).count(),
+    };
+    let scale = d_loss / F::from_usize(counted);
     let rows_iter = logits
         .chunks_exact(classes.max(1))
         .zip(d_logits.chunks_exact_mut(classes.max(1)));
     for ((row, drow), &label) in rows_iter.zip(labels) {
+        if Some(label) == ignore {
+            if !accumulate {
+                drow.fill(F::ZERO);
+            }
+            continue;
+        }
         let (max, lse) = log_sum_exp(row);
         for (j, (slot, &x)) in drow.iter_mut().zip(row).enumerate() {
             let p = (x - max - lse).exp();
@@ -321,6 +448,95 @@ mod tests {
     #[should_panic(expected = "label 3 at position 1 is not below 3")]
     fn cross_entropy_rejects_unchecked_labels() {
         cross_entropy(&[0.0f64; 6], 2, 3, &[0, 3]);
+    }
+
+    /// The mean of −ln softmax at the label over the rows not labelled `ignore`, directly.
+    fn naive_ce_ignore(x: &[f64], classes: usize, labels: &[usize], ignore: usize) -> f64 {
+        let (mut s, mut counted) = (0.0, 0);
+        for (row, &l) in x.chunks(classes).zip(labels) {
+            if l == ignore {
+                continue;
+            }
+            let z: f64 = row.iter().map(|v| v.exp()).sum();
+            s -= (row[l].exp() / z).ln();
+            counted += 1;
+        }
+        s / counted as f64
+    }
+
+    #[test]
+    fn cross_entropy_ignore_value_and_gradient() {
+        // A [2, 3] batch of sequences over 4 classes, padded with label 7 (not a class), and
+        // once with a real class (2) as the ignored label.
+        let (rows, classes) = (6, 4);
+        let mut x = values(rows * classes, 5.0);
+        for (labels, ignore) in [([1, 3, 7, 0, 7, 7], 7), ([1, 2, 0, 2, 3, 2], 2)] {
+            let loss = cross_entropy_ignore(&x, rows, classes, &labels, Some(ignore));
+            let want = naive_ce_ignore(&x, classes, &labels, ignore);
+            assert!((loss - want).abs() < 1e-14, "{loss} vs {want}");
+            let d = 0.8;
+            let num = numeric_gradient(
+                |x| d * naive_ce_ignore(x, classes, &labels, ignore),
+                &mut x,
+                1e-6,
+            );
+            // The ignored rows' logits do not affect the loss at all.
+            for (r, &l) in labels.iter().enumerate() {
+                if l == ignore {
+                    assert!(num[r * classes..(r + 1) * classes]
+                        .iter()
+                        .all(|&g| g == 0.0));
+                }
+            }
+            check_both_modes(&num, 1e-7, 1e-10, "d ce ignore", |g, acc| {
+                cross_entropy_ignore_backward(&x, rows, classes, &labels, Some(ignore), d, g, acc)
+            });
+        }
+    }
+
+    #[test]
+    fn cross_entropy_ignore_without_ignored_rows_is_cross_entropy() {
+        let (rows, classes) = (5, 3);
+        let x = values(rows * classes, 6.0);
+        let labels = [2, 0, 1, 1, 0];
+        let plain = cross_entropy(&x, rows, classes, &labels);
+        // Bit for bit, whether nothing is ignored or the ignored label never occurs.
+        assert_eq!(
+            cross_entropy_ignore(&x, rows, classes, &labels, None),
+            plain
+        );
+        assert_eq!(
+            cross_entropy_ignore(&x, rows, classes, &labels, Some(usize::MAX)),
+            plain
+        );
+        let mut want = vec![0.0; rows * classes];
+        cross_entropy_backward(&x, rows, classes, &labels, 0.6, &mut want, false);
+        let mut got = vec![f64::NAN; rows * classes];
+        cross_entropy_ignore_backward(&x, rows, classes, &labels, Some(9), 0.6, &mut got, false);
+        assert_eq!(got, want);
+        // f32 follows the f64 value.
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let loss32 = cross_entropy_ignore(&xf, rows, classes, &labels, Some(9));
+        assert!((loss32 as f64 - plain).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cross_entropy_with_every_row_ignored_is_nan_with_zero_gradient() {
+        let x = values(6, 1.0);
+        let labels = [5, 5];
+        assert!(cross_entropy_ignore(&x, 2, 3, &labels, Some(5)).is_nan());
+        let mut g = [f64::NAN; 6];
+        cross_entropy_ignore_backward(&x, 2, 3, &labels, Some(5), 1.0, &mut g, false);
+        assert_eq!(g, [0.0; 6]);
+        let mut g = [2.0; 6];
+        cross_entropy_ignore_backward(&x, 2, 3, &labels, Some(5), 1.0, &mut g, true);
+        assert_eq!(g, [2.0; 6]);
+    }
+
+    #[test]
+    #[should_panic(expected = "label 3 at position 0 is not below 3")]
+    fn cross_entropy_ignore_rejects_other_out_of_range_labels() {
+        cross_entropy_ignore(&[0.0f64; 6], 2, 3, &[3, 4], Some(4));
     }
 
     #[test]

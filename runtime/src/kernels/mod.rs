@@ -9,12 +9,16 @@
 //! (`out += result`), which is how generated code sums the adjoints of a value used twice;
 //! when `false` they overwrite it (`out = result`).
 
+pub mod axis;
 pub mod conv;
 pub mod dropout;
+pub mod embedding;
 pub mod gemm;
 pub mod linear;
+pub mod matmul;
 pub mod norm;
 pub mod parallel;
+pub mod permute;
 pub mod pool;
 pub mod reduce;
 pub mod shape_ops;

@@ -3,10 +3,12 @@
 
 mod bias;
 mod conv;
+mod embedding;
 mod linear;
 mod norm;
 
 pub use bias::Bias;
 pub use conv::Conv2d;
+pub use embedding::Embedding;
 pub use linear::Linear;
 pub use norm::{BatchNorm, LayerNorm};
