@@ -373,7 +373,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             #[allow(non_snake_case, clippy::too_many_arguments)]
             #vis fn forward(&self, #(#input_views),*) -> ::kiln::Result<#out_type> {
                 #bind_model_inputs
-                let mut staging = ::kiln::shape::Staging::new();
+                let mut staging = ::kiln::shape::Staging::<F>::new();
                 #stage_model_inputs
                 let mut buffers = #bufs::new();
                 buffers.prepare(dims, false, false);
