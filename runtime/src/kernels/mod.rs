@@ -9,6 +9,7 @@
 //! (`out += result`), which is how generated code sums the adjoints of a value used twice;
 //! when `false` they overwrite it (`out = result`).
 
+pub mod attention;
 pub mod axis;
 pub mod conv;
 pub mod dropout;

@@ -1,0 +1,1567 @@
+//! Multi-head attention, fused: PyTorch's `nn.MultiheadAttention(embed_dim = D, num_heads = H,
+//! batch_first = True, dropout = 0)` called as `attn(query, kv, kv, need_weights = False)`,
+//! with an optional causal mask and key lengths, and its vector-Jacobian products.
+//!
+//! With `kv` the query itself (self-attention) or a separate memory (cross-attention):
+//!
+//! - `Q = query · Wqᵀ + bq`, `K = kv · Wkᵀ + bk`, `V = kv · Wvᵀ + bv`, where `Wq`, `Wk`, `Wv`
+//!   are the row blocks `[0, D)`, `[D, 2D)`, `[2D, 3D)` of `in_proj_weight` (`[3D, D]`), and
+//!   `bq`, `bk`, `bv` those of `in_proj_bias` (`[3D]`);
+//! - per head `h` (columns `[h·hd, (h+1)·hd)`, `hd = D / H`) and sequence:
+//!   `P = softmax(Q_h K_hᵀ / √hd)` over the keys, masked keys at probability exactly 0, and
+//!   `O_h = P V_h`;
+//! - `out = O · Woᵀ + bo`, `O` the heads' outputs side by side (`[B, T, D]`).
+//!
+//! `query` and `out` are `[B, T, D]` and the memory `[B, S, D]`, row-major. The projections
+//! are GEMMs over all `B·T` (or `B·S`) rows at once; the per-(sequence, head) products read
+//! `Q`, `K`, `V` and write `O` and the gradients in place inside those row-major buffers,
+//! through strides, so no head is ever copied out. The (sequence, head) pairs are cut into
+//! fixed chunks that the two threads share when the work is large enough; each pair is
+//! computed the same way whichever thread runs it, and the sums across pairs (the parameter
+//! gradients) are GEMMs over all rows afterwards, so results do not depend on the thread count.
+
+use super::gemm;
+use super::linear::{
+    linear_backward_bias, linear_backward_input, linear_backward_weight, linear_forward,
+};
+use super::parallel;
+use super::softmax::row_max;
+use crate::Float;
+use std::marker::PhantomData;
+
+/// The sizes of one attention call.
+///
+/// ```
+/// use kiln_runtime::kernels::attention::AttentionDims;
+/// let d = AttentionDims { batch: 2, q_len: 3, kv_len: 5, embed: 8, heads: 2 };
+/// assert_eq!(d.head_dim(), 4);
+/// // Q, K and V, the probabilities, the heads' outputs, their gradients, and two tiles.
+/// let proj = 2 * 3 * 8 + 2 * 5 * 16;
+/// assert_eq!(d.scratch_len(), 2 * proj + 2 * 2 * 3 * 5 + 2 * (2 * 3 * 8) + 2 * 3 * 5);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AttentionDims {
+    /// Sequences in the batch (`B`).
+    pub batch: usize,
+    /// Queries per sequence (`T`).
+    pub q_len: usize,
+    /// Keys (and values) per sequence (`S`); equal to `q_len` in self-attention.
+    pub kv_len: usize,
+    /// The embedding size (`D`), a multiple of `heads`.
+    pub embed: usize,
+    /// The number of heads (`H`, at least 1).
+    pub heads: usize,
+}
+
+impl AttentionDims {
+    /// The size of one head, `embed / heads` (0 when `heads` is 0, which the kernels reject).
+    pub fn head_dim(&self) -> usize {
+        self.embed.checked_div(self.heads).unwrap_or(0)
+    }
+
+    /// The scratch the kernels need, in elements:
+    /// `2·(B·T·D + 2·B·S·D) + B·H·T·S + 2·B·T·D + 2·T·S`. In order: the projections `Q`, `K`,
+    /// `V` (`B·T·D + 2·B·S·D`), the probabilities `P` (`[B, H, T, S]`) and the heads' outputs
+    /// `O` (`[B, T, D]`), which the forward writes for the backward; then the backward's own
+    /// buffers: the gradients of the projections and of `O`, and one `T × S` tile per thread.
+    /// The forward uses only the first `2·B·T·D + 2·B·S·D + B·H·T·S` elements.
+    pub fn scratch_len(&self) -> usize {
+        let l = Layout::of(self);
+        l.total
+    }
+
+    /// `B·T`: the rows of `query` and `out`.
+    fn q_rows(&self) -> usize {
+        self.batch * self.q_len
+    }
+
+    /// `B·S`: the rows of the memory.
+    fn kv_rows(&self) -> usize {
+        self.batch * self.kv_len
+    }
+
+    /// The multiply-adds of the attention products proper (`Q Kᵀ` and `P V`), per pass.
+    fn core_work(&self) -> usize {
+        2 * self.q_rows() * self.kv_len * self.embed
+    }
+
+    /// The (sequence, head) pairs.
+    fn units(&self) -> usize {
+        self.batch * self.heads
+    }
+
+    #[track_caller]
+    fn check(&self, what: &str) {
+        assert!(self.heads > 0, "{what}: heads must be at least 1");
+        assert!(
+            self.embed.is_multiple_of(self.heads),
+            "{what}: embed {} is not a multiple of heads {}",
+            self.embed,
+            self.heads
+        );
+        assert!(
+            self.kv_len > 0 || self.q_rows() == 0,
+            "{what}: queries need at least one key"
+        );
+    }
+}
+
+/// Where each part of the scratch starts, and where `Q`, `K`, `V` sit in the projections.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// The projections (and, in the backward's part, their gradients): `[B·T, 3D]` with the
+    /// rows `Q | K | V` for self-attention; `Q` as `[B·T, D]` then `K | V` as `[B·S, 2D]` for
+    /// cross-attention. Both take `B·T·D + 2·B·S·D` elements.
+    proj_len: usize,
+    /// `P`, `[B, H, T, S]`.
+    probs_len: usize,
+    /// `O` (and its gradient), `[B·T, D]`.
+    heads_len: usize,
+    /// One thread's `T × S` tile.
+    tile_len: usize,
+    /// The whole scratch.
+    total: usize,
+}
+
+impl Layout {
+    fn of(d: &AttentionDims) -> Self {
+        let proj_len = d.q_rows() * d.embed + 2 * d.kv_rows() * d.embed;
+        let probs_len = d.units() * d.q_len * d.kv_len;
+        let heads_len = d.q_rows() * d.embed;
+        let tile_len = d.q_len * d.kv_len;
+        Self {
+            proj_len,
+            probs_len,
+            heads_len,
+            tile_len,
+            total: 2 * proj_len + probs_len + 2 * heads_len + 2 * tile_len,
+        }
+    }
+
+    /// The forward's part of the scratch: (projections, probabilities, heads' outputs).
+    fn forward_parts<'a, F>(
+        &self,
+        scratch: &'a mut [F],
+    ) -> (&'a mut [F], &'a mut [F], &'a mut [F]) {
+        let (proj, rest) = scratch.split_at_mut(self.proj_len);
+        let (probs, rest) = rest.split_at_mut(self.probs_len);
+        (proj, probs, &mut rest[..self.heads_len])
+    }
+}
+
+/// The scratch split for the backward: what the forward left, then the backward's buffers.
+struct BackwardParts<'a, F> {
+    proj: &'a [F],
+    probs: &'a [F],
+    heads: &'a [F],
+    d_proj: &'a mut [F],
+    d_heads: &'a mut [F],
+    tiles: &'a mut [F],
+}
+
+impl<'a, F> BackwardParts<'a, F> {
+    fn new(l: &Layout, scratch: &'a mut [F]) -> Self {
+        let (proj, rest) = scratch.split_at_mut(l.proj_len);
+        let (probs, rest) = rest.split_at_mut(l.probs_len);
+        let (heads, rest) = rest.split_at_mut(l.heads_len);
+        let (d_proj, rest) = rest.split_at_mut(l.proj_len);
+        let (d_heads, rest) = rest.split_at_mut(l.heads_len);
+        Self {
+            proj,
+            probs,
+            heads,
+            d_proj,
+            d_heads,
+            tiles: &mut rest[..2 * l.tile_len],
+        }
+    }
+}
+
+/// Offsets and row strides of `Q`, `K`, `V` inside the projection buffer (and of their
+/// gradients inside its twin).
+#[derive(Clone, Copy, Debug)]
+struct Proj {
+    q: usize,
+    q_stride: usize,
+    k: usize,
+    v: usize,
+    kv_stride: usize,
+}
+
+impl Proj {
+    fn of(d: &AttentionDims, self_attention: bool) -> Self {
+        let e = d.embed;
+        if self_attention {
+            Self {
+                q: 0,
+                q_stride: 3 * e,
+                k: e,
+                v: 2 * e,
+                kv_stride: 3 * e,
+            }
+        } else {
+            let q_len = d.q_rows() * e;
+            Self {
+                q: 0,
+                q_stride: e,
+                k: q_len,
+                v: q_len + e,
+                kv_stride: 2 * e,
+            }
+        }
+    }
+
+    /// The offset of head `h`'s columns of `Q` in sequence `b`.
+    fn q_at(&self, d: &AttentionDims, b: usize, h: usize) -> usize {
+        self.q + b * d.q_len * self.q_stride + h * d.head_dim()
+    }
+
+    /// The offset of head `h`'s columns of `K` in sequence `b` (those of `V` are `v − k`
+    /// further).
+    fn k_at(&self, d: &AttentionDims, b: usize, h: usize) -> usize {
+        self.k + b * d.kv_len * self.kv_stride + h * d.head_dim()
+    }
+}
+
+/// Multi-head attention: writes `out` (`[B, T, D]`) from `query` (`[B, T, D]`) and, for
+/// cross-attention, `memory` (`[B, S, D]`; `None` is self-attention, where the keys and values
+/// are the query's own and `S = T`).
+///
+/// - `causal`: query `i` sees key `j` only if `j ≤ i` (top-left aligned when `T ≠ S`, as
+///   PyTorch's `tril(ones(T, S))`).
+/// - `key_lengths` (`[B]`, each in `1..=S`): keys `j ≥ key_lengths[b]` are masked for every
+///   query of sequence `b` (a key padding mask). Masked keys are skipped, not just weighted
+///   by zero, so padding values never reach the result.
+/// - `scratch` (at least [`d.scratch_len()`](AttentionDims::scratch_len) elements; its
+///   contents on entry do not matter) receives what [`multi_head_attention_backward`] needs:
+///   give the backward the same scratch, unchanged, with the same inputs.
+///
+/// # Panics
+/// If a slice's length disagrees with `d`, `d.heads` is 0 or does not divide `d.embed`, a key
+/// length is out of range, or `memory` is `None` while `d.kv_len ≠ d.q_len` (caller bugs).
+///
+/// ```
+/// use kiln_runtime::kernels::attention::{
+///     multi_head_attention_forward, AttentionDims, AttentionParams,
+/// };
+/// // One head of size 1 over two tokens; identity projections, no biases.
+/// let d = AttentionDims { batch: 1, q_len: 2, kv_len: 2, embed: 1, heads: 1 };
+/// let p = AttentionParams {
+///     in_proj_weight: &[1.0f64, 1.0, 1.0],
+///     in_proj_bias: None,
+///     out_proj_weight: &[1.0],
+///     out_proj_bias: None,
+/// };
+/// let mut scratch = vec![0.0; d.scratch_len()];
+/// let mut out = [0.0; 2];
+/// // Causal: the first token sees only itself.
+/// multi_head_attention_forward(&d, &[3.0, 5.0], None, true, None, &p, &mut scratch, &mut out);
+/// assert_eq!(out[0], 3.0);
+/// let w = 1.0 / (1.0 + (-10.0f64).exp()); // softmax([15, 25]) on the second row
+/// assert!((out[1] - (3.0 * (1.0 - w) + 5.0 * w)).abs() < 1e-12);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn multi_head_attention_forward<F: Float>(
+    d: &AttentionDims,
+    query: &[F],
+    memory: Option<&[F]>,
+    causal: bool,
+    key_lengths: Option<&[usize]>,
+    p: &AttentionParams<'_, F>,
+    scratch: &mut [F],
+    out: &mut [F],
+) {
+    const WHAT: &str = "multi_head_attention_forward";
+    check_inputs(WHAT, d, query, memory, key_lengths, p);
+    check_len(WHAT, "out", out.len(), d.q_rows() * d.embed);
+    let l = Layout::of(d);
+    check_scratch(WHAT, scratch.len(), &l);
+    let (proj, probs, heads) = l.forward_parts(scratch);
+    let e = d.embed;
+    match memory {
+        None => linear_forward(
+            query,
+            p.in_proj_weight,
+            p.in_proj_bias,
+            d.q_rows(),
+            e,
+            3 * e,
+            proj,
+        ),
+        Some(memory) => {
+            let (w_q, w_kv) = p.in_proj_weight.split_at(e * e);
+            let (b_q, b_kv) = match p.in_proj_bias {
+                Some(b) => {
+                    let (q, kv) = b.split_at(e);
+                    (Some(q), Some(kv))
+                }
+                None => (None, None),
+            };
+            let (p_q, p_kv) = proj.split_at_mut(d.q_rows() * e);
+            linear_forward(query, w_q, b_q, d.q_rows(), e, e, p_q);
+            linear_forward(memory, w_kv, b_kv, d.kv_rows(), e, 2 * e, p_kv);
+        }
+    }
+    let lay = Proj::of(d, memory.is_none());
+    let proj: &[F] = proj;
+    let (t, s, hd) = (d.q_len, d.kv_len, d.head_dim());
+    let scale = F::from_f64(1.0 / (hd as f64).sqrt());
+    let probs = Shared::new(probs);
+    let heads_out = Shared::new(heads);
+    for_each_unit(d, |b, h, _thread| {
+        let len = key_length(key_lengths, b, s);
+        let unit = b * d.heads + h;
+        // SAFETY: each (sequence, head) pair is visited once, and owns its block of `P` and
+        // its head's columns of its sequence's rows of `O`.
+        let (probs, o) = unsafe {
+            (
+                probs.range(unit * t * s..(unit + 1) * t * s),
+                heads_out.mat(b * t * e + h * hd, t, hd, e),
+            )
+        };
+        let q = Mat::new(proj, lay.q_at(d, b, h), t, hd, lay.q_stride);
+        let k = Mat::new(proj, lay.k_at(d, b, h), len, hd, lay.kv_stride);
+        let v = Mat::new(
+            proj,
+            lay.k_at(d, b, h) + lay.v - lay.k,
+            len,
+            hd,
+            lay.kv_stride,
+        );
+        // The scores of the keys in range, then their probabilities row by row.
+        product(scale, q, k.t(), F::ZERO, MatMut::new(probs, 0, t, len, s));
+        for (i, row) in probs.chunks_exact_mut(s).enumerate() {
+            softmax_prefix(row, visible(causal, i, len));
+        }
+        product(F::ONE, Mat::new(probs, 0, t, len, s), v, F::ZERO, o);
+    });
+    linear_forward(
+        heads,
+        p.out_proj_weight,
+        p.out_proj_bias,
+        d.q_rows(),
+        e,
+        e,
+        out,
+    );
+}
+
+/// The VJPs of [`multi_head_attention_forward`] given the output adjoint `d_out`
+/// (`[B, T, D]`), from the forward's `scratch` (unchanged since, with the same `query`,
+/// `memory`, masks and parameters):
+///
+/// - the parameter gradients in `g` are OVERWRITTEN (a layer's gradients are written by one
+///   backward call); a bias gradient is written only when given;
+/// - `d_query = Some((buffer, accumulate))` gets the query's gradient (`[B, T, D]`), written
+///   or (`accumulate`) added; in self-attention this is the sum of the three paths, through
+///   `Q`, `K` and `V`;
+/// - `d_memory` likewise gets the memory's gradient (`[B, S, D]`, cross-attention only).
+///   Masked keys get exactly zero.
+///
+/// # Panics
+/// As for the forward, and if `d_memory` is given for self-attention (caller bugs).
+#[allow(clippy::too_many_arguments)]
+pub fn multi_head_attention_backward<F: Float>(
+    d: &AttentionDims,
+    query: &[F],
+    memory: Option<&[F]>,
+    causal: bool,
+    key_lengths: Option<&[usize]>,
+    p: &AttentionParams<'_, F>,
+    scratch: &mut [F],
+    d_out: &[F],
+    d_query: Option<(&mut [F], bool)>,
+    d_memory: Option<(&mut [F], bool)>,
+    g: AttentionGrads<'_, F>,
+) {
+    const WHAT: &str = "multi_head_attention_backward";
+    check_inputs(WHAT, d, query, memory, key_lengths, p);
+    let e = d.embed;
+    check_len(WHAT, "d_out", d_out.len(), d.q_rows() * e);
+    check_len(
+        WHAT,
+        "in_proj_weight grad",
+        g.in_proj_weight.len(),
+        3 * e * e,
+    );
+    check_len(WHAT, "out_proj_weight grad", g.out_proj_weight.len(), e * e);
+    if let Some(db) = g.in_proj_bias.as_deref() {
+        check_len(WHAT, "in_proj_bias grad", db.len(), 3 * e);
+    }
+    if let Some(db) = g.out_proj_bias.as_deref() {
+        check_len(WHAT, "out_proj_bias grad", db.len(), e);
+    }
+    if let Some((dq, _)) = d_query.as_ref() {
+        check_len(WHAT, "d_query", dq.len(), d.q_rows() * e);
+    }
+    match (memory, d_memory.as_ref()) {
+        (None, Some(_)) => panic!("{WHAT}: d_memory given for self-attention"),
+        (Some(_), Some((dm, _))) => check_len(WHAT, "d_memory", dm.len(), d.kv_rows() * e),
+        _ => {}
+    }
+    let l = Layout::of(d);
+    check_scratch(WHAT, scratch.len(), &l);
+    let parts = BackwardParts::new(&l, scratch);
+
+    // The output projection: dWo = dOutᵀ O, dbo = Σ dOut, dO = dOut Wo.
+    let rows = d.q_rows();
+    linear_backward_weight(parts.heads, d_out, rows, e, e, g.out_proj_weight, false);
+    if let Some(db) = g.out_proj_bias {
+        linear_backward_bias(d_out, rows, e, db, false);
+    }
+    gemm(
+        rows,
+        e,
+        e,
+        F::ONE,
+        d_out,
+        false,
+        p.out_proj_weight,
+        false,
+        F::ZERO,
+        parts.d_heads,
+    );
+
+    // The attention proper, per (sequence, head), into the gradients of Q, K and V.
+    let lay = Proj::of(d, memory.is_none());
+    let (proj, probs, d_heads) = (parts.proj, parts.probs, &*parts.d_heads);
+    let (t, s, hd) = (d.q_len, d.kv_len, d.head_dim());
+    let scale = F::from_f64(1.0 / (hd as f64).sqrt());
+    let d_proj = Shared::new(&mut *parts.d_proj);
+    let tiles = Shared::new(parts.tiles);
+    for_each_unit(d, |b, h, thread| {
+        let len = key_length(key_lengths, b, s);
+        let unit = b * d.heads + h;
+        let (q_at, k_at) = (lay.q_at(d, b, h), lay.k_at(d, b, h));
+        let v_at = k_at + lay.v - lay.k;
+        // SAFETY: each thread has its own tile; each (sequence, head) pair is visited once
+        // and owns its head's columns of its sequence's rows of dQ, dK and dV.
+        let (tile, dq, dk, dv) = unsafe {
+            (
+                tiles.range(thread * t * s..(thread + 1) * t * s),
+                d_proj.mat(q_at, t, hd, lay.q_stride),
+                d_proj.mat(k_at, s, hd, lay.kv_stride),
+                d_proj.mat(v_at, s, hd, lay.kv_stride),
+            )
+        };
+        let probs = &probs[unit * t * s..(unit + 1) * t * s];
+        let p_live = Mat::new(probs, 0, t, len, s);
+        let d_o = Mat::new(d_heads, b * t * e + h * hd, t, hd, e);
+        let q = Mat::new(proj, q_at, t, hd, lay.q_stride);
+        let k = Mat::new(proj, k_at, len, hd, lay.kv_stride);
+        let v = Mat::new(proj, v_at, len, hd, lay.kv_stride);
+
+        // dV = Pᵀ dO; masked keys get none.
+        let (dv_live, dv_masked) = dv.split_rows(len);
+        product(F::ONE, p_live.t(), d_o, F::ZERO, dv_live);
+        dv_masked.fill_zero();
+        // dP = dO Vᵀ, then dS = P ∘ (dP − Σ dP ∘ P) / √hd in place, row by row.
+        product(F::ONE, d_o, v.t(), F::ZERO, MatMut::new(tile, 0, t, len, s));
+        for (i, (ds, pr)) in tile
+            .chunks_exact_mut(s)
+            .zip(probs.chunks_exact(s))
+            .enumerate()
+        {
+            let seen = visible(causal, i, len);
+            let (ds, pr) = (&mut ds[..len], &pr[..seen]);
+            let dot = pr
+                .iter()
+                .zip(&*ds)
+                .fold(F::ZERO, |acc, (&p, &g)| acc + p * g);
+            let (ds_seen, ds_masked) = ds.split_at_mut(seen);
+            for (g, &p) in ds_seen.iter_mut().zip(pr) {
+                *g = p * (*g - dot) * scale;
+            }
+            ds_masked.fill(F::ZERO);
+        }
+        let ds = Mat::new(tile, 0, t, len, s);
+        // dQ = dS K, dK = dSᵀ Q.
+        product(F::ONE, ds, k, F::ZERO, dq);
+        let (dk_live, dk_masked) = dk.split_rows(len);
+        product(F::ONE, ds.t(), q, F::ZERO, dk_live);
+        dk_masked.fill_zero();
+    });
+
+    // The input projections, over all rows at once.
+    let d_proj: &[F] = parts.d_proj;
+    match memory {
+        None => {
+            linear_backward_weight(query, d_proj, rows, e, 3 * e, g.in_proj_weight, false);
+            if let Some(db) = g.in_proj_bias {
+                linear_backward_bias(d_proj, rows, 3 * e, db, false);
+            }
+            if let Some((dq, accumulate)) = d_query {
+                linear_backward_input(d_proj, p.in_proj_weight, rows, e, 3 * e, dq, accumulate);
+            }
+        }
+        Some(memory) => {
+            let (dp_q, dp_kv) = d_proj.split_at(rows * e);
+            let (gw_q, gw_kv) = g.in_proj_weight.split_at_mut(e * e);
+            linear_backward_weight(query, dp_q, rows, e, e, gw_q, false);
+            linear_backward_weight(memory, dp_kv, d.kv_rows(), e, 2 * e, gw_kv, false);
+            if let Some(db) = g.in_proj_bias {
+                let (db_q, db_kv) = db.split_at_mut(e);
+                linear_backward_bias(dp_q, rows, e, db_q, false);
+                linear_backward_bias(dp_kv, d.kv_rows(), 2 * e, db_kv, false);
+            }
+            let (w_q, w_kv) = p.in_proj_weight.split_at(e * e);
+            if let Some((dq, accumulate)) = d_query {
+                linear_backward_input(dp_q, w_q, rows, e, e, dq, accumulate);
+            }
+            if let Some((dm, accumulate)) = d_memory {
+                linear_backward_input(dp_kv, w_kv, d.kv_rows(), e, 2 * e, dm, accumulate);
+            }
+        }
+    }
+}
+
+/// The parameters of one attention layer, as flat row-major slices in PyTorch's layout.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionParams<'a, F> {
+    /// `[3D, D]`: the query, key and value projections' weights, stacked.
+    pub in_proj_weight: &'a [F],
+    /// `[3D]`, if the layer has biases.
+    pub in_proj_bias: Option<&'a [F]>,
+    /// `[D, D]`.
+    pub out_proj_weight: &'a [F],
+    /// `[D]`, if the layer has biases.
+    pub out_proj_bias: Option<&'a [F]>,
+}
+
+/// The buffers [`multi_head_attention_backward`] OVERWRITES with the parameter gradients,
+/// in the layouts of [`AttentionParams`].
+#[derive(Debug)]
+pub struct AttentionGrads<'a, F> {
+    /// `[3D, D]`.
+    pub in_proj_weight: &'a mut [F],
+    /// `[3D]`, written if given.
+    pub in_proj_bias: Option<&'a mut [F]>,
+    /// `[D, D]`.
+    pub out_proj_weight: &'a mut [F],
+    /// `[D]`, written if given.
+    pub out_proj_bias: Option<&'a mut [F]>,
+}
+
+#[track_caller]
+fn check_len(what: &str, name: &str, got: usize, want: usize) {
+    assert_eq!(
+        got, want,
+        "{what}: {name} has {got} elements, expected {want}"
+    );
+}
+
+#[track_caller]
+fn check_scratch(what: &str, got: usize, l: &Layout) {
+    assert!(
+        got >= l.total,
+        "{what}: scratch has {got} elements, needs at least {} (AttentionDims::scratch_len)",
+        l.total
+    );
+}
+
+#[track_caller]
+fn check_inputs<F>(
+    what: &str,
+    d: &AttentionDims,
+    query: &[F],
+    memory: Option<&[F]>,
+    key_lengths: Option<&[usize]>,
+    p: &AttentionParams<'_, F>,
+) {
+    d.check(what);
+    let e = d.embed;
+    check_len(what, "query", query.len(), d.q_rows() * e);
+    match memory {
+        Some(memory) => check_len(what, "memory", memory.len(), d.kv_rows() * e),
+        None => assert_eq!(
+            d.kv_len, d.q_len,
+            "{what}: self-attention with kv_len {} ≠ q_len {}",
+            d.kv_len, d.q_len
+        ),
+    }
+    check_len(what, "in_proj_weight", p.in_proj_weight.len(), 3 * e * e);
+    check_len(what, "out_proj_weight", p.out_proj_weight.len(), e * e);
+    if let Some(b) = p.in_proj_bias {
+        check_len(what, "in_proj_bias", b.len(), 3 * e);
+    }
+    if let Some(b) = p.out_proj_bias {
+        check_len(what, "out_proj_bias", b.len(), e);
+    }
+    if let Some(lengths) = key_lengths {
+        check_len(what, "key_lengths", lengths.len(), d.batch);
+        for (b, &len) in lengths.iter().enumerate() {
+            assert!(
+                (1..=d.kv_len).contains(&len),
+                "{what}: key_lengths[{b}] = {len} is outside 1..={}",
+                d.kv_len
+            );
+        }
+    }
+}
+
+/// The keys in range for sequence `b`: its length, or all `s`.
+#[inline]
+fn key_length(key_lengths: Option<&[usize]>, b: usize, s: usize) -> usize {
+    key_lengths.map_or(s, |l| l[b])
+}
+
+/// How many keys query `i` sees among the first `len`: both masks keep a prefix of the keys,
+/// and a causal row `i` keeps at least key 0.
+#[inline]
+fn visible(causal: bool, i: usize, len: usize) -> usize {
+    if causal {
+        (i + 1).min(len)
+    } else {
+        len
+    }
+}
+
+/// Replaces the first `live` scores of `row` by their softmax and the rest by exact zeros.
+#[inline]
+fn softmax_prefix<F: Float>(row: &mut [F], live: usize) {
+    let (live, masked) = row.split_at_mut(live);
+    let max = row_max(live);
+    let mut total = F::ZERO;
+    for v in live.iter_mut() {
+        *v = (*v - max).exp();
+        total += *v;
+    }
+    let inv = F::ONE / total;
+    for v in live.iter_mut() {
+        *v *= inv;
+    }
+    masked.fill(F::ZERO);
+}
+
+/// The fewest multiply-adds of attention products worth handing half of to the helper
+/// thread: below that the hand-over costs about what it saves.
+const MIN_SPLIT_WORK: usize = 1 << 18;
+
+/// Runs `work(b, h, thread)` for every (sequence `b`, head `h`) pair. The pairs are cut into
+/// [`parallel::chunk_count`] fixed chunks, shared by the two threads when the work is large
+/// enough; `thread` (0 or 1) selects per-thread scratch.
+fn for_each_unit(d: &AttentionDims, work: impl Fn(usize, usize, usize) + Sync) {
+    let units = d.units();
+    let chunks = parallel::chunk_count(units);
+    let run = |chunk: usize, thread: usize| {
+        for unit in parallel::chunk_range(units, chunks, chunk) {
+            work(unit / d.heads, unit % d.heads, thread);
+        }
+    };
+    if d.core_work() >= MIN_SPLIT_WORK && parallel::threads() >= 2 {
+        parallel::for_each_chunk(chunks, run);
+    } else {
+        (0..chunks).for_each(|chunk| run(chunk, 0));
+    }
+}
+
+/// A buffer whose disjoint parts the (sequence, head) pairs write from either thread: a
+/// pair's block of `P`, or a head's columns of a sequence's rows (interleaved with the other
+/// heads' columns, hence raw pointers rather than sub-slices).
+struct Shared<'a, F> {
+    ptr: *mut F,
+    len: usize,
+    _borrow: PhantomData<&'a mut [F]>,
+}
+
+// SAFETY: a `Shared` only hands out views of elements that one thread at a time owns (by the
+// contract of its methods), which is what sending `&mut [F]` to another thread allows.
+unsafe impl<F: Send> Send for Shared<'_, F> {}
+// SAFETY: as above.
+unsafe impl<F: Send> Sync for Shared<'_, F> {}
+
+impl<'a, F> Shared<'a, F> {
+    fn new(data: &'a mut [F]) -> Self {
+        Self {
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The elements `range`.
+    ///
+    /// # Safety
+    /// No other live view from this `Shared` may overlap `range`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, range: std::ops::Range<usize>) -> &'a mut [F] {
+        assert!(range.start <= range.end && range.end <= self.len);
+        // SAFETY: inside the buffer (checked), unaliased by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+
+    /// The `rows × cols` matrix at `offset` with row stride `rs`.
+    ///
+    /// # Safety
+    /// No other live view from this `Shared` may share an element with it.
+    unsafe fn mat(&self, offset: usize, rows: usize, cols: usize, rs: usize) -> MatMut<'a, F> {
+        check_view(self.len, offset, rows, cols, rs, 1);
+        assert!(rows <= 1 || rs >= cols, "overlapping rows");
+        MatMut {
+            ptr: self.ptr.wrapping_add(offset),
+            rows,
+            cols,
+            rs,
+            _borrow: PhantomData,
+        }
+    }
+}
+
+/// Asserts that every element of a strided `rows × cols` view at `offset` lies inside a
+/// buffer of `len` elements.
+#[track_caller]
+fn check_view(len: usize, offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) {
+    if rows > 0 && cols > 0 {
+        let last = offset + (rows - 1) * rs + (cols - 1) * cs;
+        assert!(last < len, "view ends at {last}, past a buffer of {len}");
+    }
+}
+
+/// A read-only strided `rows × cols` matrix inside a slice: element `(i, j)` at
+/// `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct Mat<'a, F> {
+    ptr: *const F,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+    _borrow: PhantomData<&'a [F]>,
+}
+
+impl<'a, F> Mat<'a, F> {
+    /// The `rows × cols` matrix at `offset` of `data` with row stride `rs`.
+    #[track_caller]
+    fn new(data: &'a [F], offset: usize, rows: usize, cols: usize, rs: usize) -> Self {
+        check_view(data.len(), offset, rows, cols, rs, 1);
+        Self {
+            ptr: data.as_ptr().wrapping_add(offset),
+            rows,
+            cols,
+            rs,
+            cs: 1,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The transpose: the same elements with the strides swapped.
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// A writable strided `rows × cols` matrix (unit column stride, no two elements at one
+/// address) whose elements nothing else accesses while it lives.
+struct MatMut<'a, F> {
+    ptr: *mut F,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    _borrow: PhantomData<&'a mut [F]>,
+}
+
+impl<'a, F> MatMut<'a, F> {
+    /// The `rows × cols` matrix at `offset` of `data` with row stride `rs`.
+    #[track_caller]
+    fn new(data: &'a mut [F], offset: usize, rows: usize, cols: usize, rs: usize) -> Self {
+        // SAFETY: `data` is borrowed exclusively for the view's lifetime.
+        unsafe { Shared::new(data).mat(offset, rows, cols, rs) }
+    }
+
+    /// The first `top` rows and the rest.
+    fn split_rows(self, top: usize) -> (Self, Self) {
+        assert!(top <= self.rows);
+        let rest = Self {
+            ptr: self.ptr.wrapping_add(top * self.rs),
+            rows: self.rows - top,
+            ..self
+        };
+        (Self { rows: top, ..self }, rest)
+    }
+
+    /// Sets every element to zero.
+    fn fill_zero(self)
+    where
+        F: Float,
+    {
+        for i in 0..self.rows {
+            // SAFETY: row `i` of the view: `cols` elements inside the buffer, owned by it.
+            let row =
+                unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.rs), self.cols) };
+            row.fill(F::ZERO);
+        }
+    }
+}
+
+/// `C = alpha · A · B + beta · C` on strided views, by kiln's GEMM.
+#[track_caller]
+fn product<F: Float>(alpha: F, a: Mat<'_, F>, b: Mat<'_, F>, beta: F, c: MatMut<'_, F>) {
+    assert!(
+        a.rows == c.rows && a.cols == b.rows && b.cols == c.cols,
+        "product: {}×{} · {}×{} into {}×{}",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        c.rows,
+        c.cols
+    );
+    if c.rows == 0 || c.cols == 0 {
+        return;
+    }
+    // SAFETY: the views' constructors checked that every element of A, B and C lies inside
+    // its buffer; C's elements are distinct and accessed by nothing else while it lives, and
+    // A and B are shared borrows, so they cannot overlap C.
+    unsafe {
+        F::gemm_raw(
+            c.rows,
+            a.cols,
+            c.cols,
+            alpha,
+            a.ptr,
+            a.rs as isize,
+            a.cs as isize,
+            b.ptr,
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            c.ptr,
+            c.rs as isize,
+            1,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::numeric_gradient;
+    use crate::kernels::test_util::{assert_close, check_both_modes, values};
+
+    /// One configuration to check.
+    #[derive(Clone, Debug)]
+    struct Case {
+        d: AttentionDims,
+        cross: bool,
+        causal: bool,
+        lengths: Option<Vec<usize>>,
+        bias: bool,
+    }
+
+    fn dims(
+        batch: usize,
+        q_len: usize,
+        kv_len: usize,
+        embed: usize,
+        heads: usize,
+    ) -> AttentionDims {
+        AttentionDims {
+            batch,
+            q_len,
+            kv_len,
+            embed,
+            heads,
+        }
+    }
+
+    fn cases() -> Vec<Case> {
+        let case = |d, cross, causal, lengths: Option<&[usize]>, bias| Case {
+            d,
+            cross,
+            causal,
+            lengths: lengths.map(<[usize]>::to_vec),
+            bias,
+        };
+        vec![
+            case(dims(2, 4, 4, 6, 2), false, false, None, true),
+            case(dims(2, 4, 4, 6, 1), false, true, None, true),
+            case(dims(2, 5, 5, 6, 3), false, true, Some(&[3, 5]), true),
+            case(dims(2, 4, 4, 4, 2), false, false, Some(&[4, 1]), false),
+            case(dims(2, 3, 5, 4, 1), true, false, Some(&[2, 5]), true),
+            case(dims(2, 3, 5, 6, 2), true, true, None, true),
+            case(dims(1, 5, 3, 4, 2), true, true, Some(&[2]), false),
+        ]
+    }
+
+    /// The inputs and parameters of a case, in f64: (query, memory, w_in, b_in, w_out, b_out).
+    #[allow(clippy::type_complexity)]
+    fn inputs(
+        c: &Case,
+    ) -> (
+        Vec<f64>,
+        Option<Vec<f64>>,
+        Vec<f64>,
+        Option<Vec<f64>>,
+        Vec<f64>,
+        Option<Vec<f64>>,
+    ) {
+        let (d, e) = (c.d, c.d.embed);
+        let scaled =
+            |len, seed, k: f64| -> Vec<f64> { values(len, seed).iter().map(|v| v * k).collect() };
+        (
+            values(d.batch * d.q_len * e, 1.0),
+            c.cross.then(|| values(d.batch * d.kv_len * e, 2.0)),
+            scaled(3 * e * e, 3.0, 0.6),
+            c.bias.then(|| scaled(3 * e, 4.0, 0.5)),
+            scaled(e * e, 5.0, 0.7),
+            c.bias.then(|| scaled(e, 6.0, 0.5)),
+        )
+    }
+
+    /// The definition, element by element: projections, masked scores at −∞, softmax,
+    /// weighted values, output projection.
+    fn naive(
+        c: &Case,
+        query: &[f64],
+        memory: Option<&[f64]>,
+        w_in: &[f64],
+        b_in: Option<&[f64]>,
+        w_out: &[f64],
+        b_out: Option<&[f64]>,
+    ) -> Vec<f64> {
+        let d = c.d;
+        let (t, s, e, hd) = (d.q_len, d.kv_len, d.embed, d.head_dim());
+        let kv = memory.unwrap_or(query);
+        let project = |x: &[f64], rows: usize, block: usize| -> Vec<f64> {
+            let mut y = vec![0.0; rows * e];
+            for r in 0..rows {
+                for o in 0..e {
+                    let row = block * e + o;
+                    let mut acc = b_in.map_or(0.0, |b| b[row]);
+                    for j in 0..e {
+                        acc += x[r * e + j] * w_in[row * e + j];
+                    }
+                    y[r * e + o] = acc;
+                }
+            }
+            y
+        };
+        let q = project(query, d.batch * t, 0);
+        let k = project(kv, d.batch * s, 1);
+        let v = project(kv, d.batch * s, 2);
+        let mut o = vec![0.0; d.batch * t * e];
+        for b in 0..d.batch {
+            let len = c.lengths.as_ref().map_or(s, |l| l[b]);
+            for h in 0..d.heads {
+                for i in 0..t {
+                    let scores: Vec<f64> = (0..s)
+                        .map(|j| {
+                            if (c.causal && j > i) || j >= len {
+                                return f64::NEG_INFINITY;
+                            }
+                            let dot: f64 = (0..hd)
+                                .map(|x| {
+                                    q[(b * t + i) * e + h * hd + x]
+                                        * k[(b * s + j) * e + h * hd + x]
+                                })
+                                .sum();
+                            dot / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let exps: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+                    let total: f64 = exps.iter().sum();
+                    for x in 0..hd {
+                        o[(b * t + i) * e + h * hd + x] = (0..s)
+                            .map(|j| exps[j] / total * v[(b * s + j) * e + h * hd + x])
+                            .sum();
+                    }
+                }
+            }
+        }
+        let mut out = vec![0.0; d.batch * t * e];
+        for r in 0..d.batch * t {
+            for n in 0..e {
+                let mut acc = b_out.map_or(0.0, |b| b[n]);
+                for j in 0..e {
+                    acc += o[r * e + j] * w_out[n * e + j];
+                }
+                out[r * e + n] = acc;
+            }
+        }
+        out
+    }
+
+    fn params<'a>(
+        w_in: &'a [f64],
+        b_in: &'a Option<Vec<f64>>,
+        w_out: &'a [f64],
+        b_out: &'a Option<Vec<f64>>,
+    ) -> AttentionParams<'a, f64> {
+        AttentionParams {
+            in_proj_weight: w_in,
+            in_proj_bias: b_in.as_deref(),
+            out_proj_weight: w_out,
+            out_proj_bias: b_out.as_deref(),
+        }
+    }
+
+    /// L = Σ r ⊙ y, whose gradient with respect to y is r.
+    fn weighted(y: &[f64], r: &[f64]) -> f64 {
+        y.iter().zip(r).map(|(a, b)| a * b).sum()
+    }
+
+    #[test]
+    fn forward_matches_naive() {
+        for c in cases() {
+            let (query, memory, w_in, b_in, w_out, b_out) = inputs(&c);
+            let d = c.d;
+            // Garbage in the scratch must not leak into the result.
+            let mut scratch = vec![f64::NAN; d.scratch_len()];
+            let mut out = vec![f64::NAN; d.batch * d.q_len * d.embed];
+            let p = params(&w_in, &b_in, &w_out, &b_out);
+            multi_head_attention_forward(
+                &d,
+                &query,
+                memory.as_deref(),
+                c.causal,
+                c.lengths.as_deref(),
+                &p,
+                &mut scratch,
+                &mut out,
+            );
+            let want = naive(
+                &c,
+                &query,
+                memory.as_deref(),
+                &w_in,
+                b_in.as_deref(),
+                &w_out,
+                b_out.as_deref(),
+            );
+            assert_close(&out, &want, 1e-12, 1e-12, &format!("out {c:?}"));
+        }
+    }
+
+    #[test]
+    fn padding_never_reaches_the_output() {
+        let c = Case {
+            d: dims(2, 3, 5, 4, 2),
+            cross: true,
+            causal: false,
+            lengths: Some(vec![2, 4]),
+            bias: true,
+        };
+        let (query, memory, w_in, b_in, w_out, b_out) = inputs(&c);
+        let d = c.d;
+        let mut padded = memory.clone().expect("a memory");
+        for (b, &len) in [2usize, 4].iter().enumerate() {
+            padded[(b * d.kv_len + len) * d.embed..(b + 1) * d.kv_len * d.embed].fill(f64::NAN);
+        }
+        let p = params(&w_in, &b_in, &w_out, &b_out);
+        let run = |memory: &[f64]| {
+            let mut scratch = vec![0.0; d.scratch_len()];
+            let mut out = vec![0.0; d.batch * d.q_len * d.embed];
+            multi_head_attention_forward(
+                &d,
+                &query,
+                Some(memory),
+                false,
+                c.lengths.as_deref(),
+                &p,
+                &mut scratch,
+                &mut out,
+            );
+            out
+        };
+        assert_eq!(run(&padded), run(memory.as_deref().expect("a memory")));
+    }
+
+    /// The analytic gradients of every parameter and input against central differences of
+    /// the naive forward, both accumulate modes for the inputs.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let (rtol, atol) = (1e-6, 1e-7);
+        for c in cases() {
+            let (query, memory, w_in, b_in, w_out, b_out) = inputs(&c);
+            let d = c.d;
+            let e = d.embed;
+            let r = values(d.batch * d.q_len * e, 7.0);
+            let loss = |query: &[f64],
+                        memory: Option<&[f64]>,
+                        w_in: &[f64],
+                        b_in: Option<&[f64]>,
+                        w_out: &[f64],
+                        b_out: Option<&[f64]>| {
+                weighted(&naive(&c, query, memory, w_in, b_in, w_out, b_out), &r)
+            };
+            let (mem, bi, bo) = (memory.as_deref(), b_in.as_deref(), b_out.as_deref());
+            let num_w_in = numeric_gradient(
+                |w| loss(&query, mem, w, bi, &w_out, bo),
+                &mut w_in.clone(),
+                1e-6,
+            );
+            let num_w_out = numeric_gradient(
+                |w| loss(&query, mem, &w_in, bi, w, bo),
+                &mut w_out.clone(),
+                1e-6,
+            );
+            let num_query = numeric_gradient(
+                |x| loss(x, mem, &w_in, bi, &w_out, bo),
+                &mut query.clone(),
+                1e-6,
+            );
+            let num_b_in = b_in.as_ref().map(|b| {
+                numeric_gradient(
+                    |b| loss(&query, mem, &w_in, Some(b), &w_out, bo),
+                    &mut b.clone(),
+                    1e-6,
+                )
+            });
+            let num_b_out = b_out.as_ref().map(|b| {
+                numeric_gradient(
+                    |b| loss(&query, mem, &w_in, bi, &w_out, Some(b)),
+                    &mut b.clone(),
+                    1e-6,
+                )
+            });
+            let num_memory = memory.as_ref().map(|m| {
+                numeric_gradient(
+                    |m| loss(&query, Some(m), &w_in, bi, &w_out, bo),
+                    &mut m.clone(),
+                    1e-6,
+                )
+            });
+
+            let p = params(&w_in, &b_in, &w_out, &b_out);
+            let mut scratch = vec![f64::NAN; d.scratch_len()];
+            let mut out = vec![f64::NAN; d.batch * d.q_len * e];
+            let lengths = c.lengths.as_deref();
+            multi_head_attention_forward(
+                &d,
+                &query,
+                mem,
+                c.causal,
+                lengths,
+                &p,
+                &mut scratch,
+                &mut out,
+            );
+            // Runs the backward with fresh NaN parameter gradients (they are overwritten) and
+            // checks them.
+            let mut backward = |dq: Option<(&mut [f64], bool)>, dm: Option<(&mut [f64], bool)>| {
+                let mut gw_in = vec![f64::NAN; 3 * e * e];
+                let mut gw_out = vec![f64::NAN; e * e];
+                let mut gb_in = c.bias.then(|| vec![f64::NAN; 3 * e]);
+                let mut gb_out = c.bias.then(|| vec![f64::NAN; e]);
+                let g = AttentionGrads {
+                    in_proj_weight: &mut gw_in,
+                    in_proj_bias: gb_in.as_deref_mut(),
+                    out_proj_weight: &mut gw_out,
+                    out_proj_bias: gb_out.as_deref_mut(),
+                };
+                multi_head_attention_backward(
+                    &d,
+                    &query,
+                    mem,
+                    c.causal,
+                    lengths,
+                    &p,
+                    &mut scratch,
+                    &r,
+                    dq,
+                    dm,
+                    g,
+                );
+                assert_close(&gw_in, &num_w_in, rtol, atol, &format!("dW_in {c:?}"));
+                assert_close(&gw_out, &num_w_out, rtol, atol, &format!("dW_out {c:?}"));
+                if let (Some(g), Some(n)) = (&gb_in, &num_b_in) {
+                    assert_close(g, n, rtol, atol, &format!("db_in {c:?}"));
+                }
+                if let (Some(g), Some(n)) = (&gb_out, &num_b_out) {
+                    assert_close(g, n, rtol, atol, &format!("db_out {c:?}"));
+                }
+            };
+            // In self-attention, d_query is the sum of the Q, K and V paths.
+            check_both_modes(
+                &num_query,
+                rtol,
+                atol,
+                &format!("d_query {c:?}"),
+                |dq, acc| backward(Some((dq, acc)), None),
+            );
+            if let Some(num_memory) = &num_memory {
+                check_both_modes(
+                    num_memory,
+                    rtol,
+                    atol,
+                    &format!("d_memory {c:?}"),
+                    |dm, acc| backward(None, Some((dm, acc))),
+                );
+            }
+            // No input gradient at all: the parameter gradients alone.
+            backward(None, None);
+        }
+    }
+
+    #[test]
+    fn masked_keys_get_no_gradient() {
+        for causal in [false, true] {
+            let c = Case {
+                d: dims(2, 4, 6, 4, 2),
+                cross: true,
+                causal,
+                lengths: Some(vec![3, 5]),
+                bias: true,
+            };
+            let (query, memory, w_in, b_in, w_out, b_out) = inputs(&c);
+            let d = c.d;
+            let e = d.embed;
+            let p = params(&w_in, &b_in, &w_out, &b_out);
+            let mut scratch = vec![f64::NAN; d.scratch_len()];
+            let mut out = vec![0.0; d.batch * d.q_len * e];
+            let (mem, lengths) = (memory.as_deref(), c.lengths.as_deref());
+            multi_head_attention_forward(
+                &d,
+                &query,
+                mem,
+                causal,
+                lengths,
+                &p,
+                &mut scratch,
+                &mut out,
+            );
+            let r = values(out.len(), 8.0);
+            let mut dm = vec![f64::NAN; d.batch * d.kv_len * e];
+            let (mut gw_in, mut gw_out) = (vec![0.0; 3 * e * e], vec![0.0; e * e]);
+            let g = AttentionGrads {
+                in_proj_weight: &mut gw_in,
+                in_proj_bias: None,
+                out_proj_weight: &mut gw_out,
+                out_proj_bias: None,
+            };
+            multi_head_attention_backward(
+                &d,
+                &query,
+                mem,
+                causal,
+                lengths,
+                &p,
+                &mut scratch,
+                &r,
+                None,
+                Some((&mut dm, false)),
+                g,
+            );
+            for b in 0..d.batch {
+                for j in 0..d.kv_len {
+                    let row = &dm[(b * d.kv_len + j) * e..(b * d.kv_len + j + 1) * e];
+                    // Causally, no query (i < T = 4) sees a key j ≥ 4 either.
+                    let masked =
+                        j >= c.lengths.as_ref().expect("lengths")[b] || (causal && j >= d.q_len);
+                    assert_eq!(
+                        row.iter().all(|&v| v == 0.0),
+                        masked,
+                        "causal {causal}, key {b}/{j}: {row:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// f32 through the same kernels agrees with f64 to f32's precision, on a causal, padded
+    /// self-attention large enough to be split across the threads.
+    #[test]
+    fn f32_matches_f64() {
+        let c = Case {
+            d: dims(4, 32, 32, 32, 4),
+            cross: false,
+            causal: true,
+            lengths: Some(vec![32, 7, 20, 1]),
+            bias: true,
+        };
+        let d = c.d;
+        assert!(
+            d.core_work() >= MIN_SPLIT_WORK,
+            "the case must be large enough to split"
+        );
+        let (query, _, w_in, b_in, w_out, b_out) = inputs(&c);
+        let (w_in, w_out): (Vec<f64>, Vec<f64>) = (
+            w_in.iter().map(|v| v * 0.3).collect(),
+            w_out.iter().map(|v| v * 0.3).collect(),
+        );
+        let r = values(query.len(), 9.0);
+        let e = d.embed;
+
+        fn run<F: Float>(
+            c: &Case,
+            query: &[f64],
+            w_in: &[f64],
+            b_in: &[f64],
+            w_out: &[f64],
+            b_out: &[f64],
+            r: &[f64],
+        ) -> Vec<Vec<f64>> {
+            let f = |v: &[f64]| v.iter().map(|&x| F::from_f64(x)).collect::<Vec<F>>();
+            let (query, w_in, b_in, w_out, b_out, r) =
+                (f(query), f(w_in), f(b_in), f(w_out), f(b_out), f(r));
+            let (d, e) = (c.d, c.d.embed);
+            let p = AttentionParams {
+                in_proj_weight: &w_in,
+                in_proj_bias: Some(&b_in),
+                out_proj_weight: &w_out,
+                out_proj_bias: Some(&b_out),
+            };
+            let mut scratch = vec![F::ZERO; d.scratch_len()];
+            let mut out = vec![F::ZERO; query.len()];
+            let lengths = c.lengths.as_deref();
+            multi_head_attention_forward(
+                &d,
+                &query,
+                None,
+                true,
+                lengths,
+                &p,
+                &mut scratch,
+                &mut out,
+            );
+            let mut dq = vec![F::ZERO; query.len()];
+            let (mut gw_in, mut gb_in) = (vec![F::ZERO; 3 * e * e], vec![F::ZERO; 3 * e]);
+            let (mut gw_out, mut gb_out) = (vec![F::ZERO; e * e], vec![F::ZERO; e]);
+            let g = AttentionGrads {
+                in_proj_weight: &mut gw_in,
+                in_proj_bias: Some(&mut gb_in),
+                out_proj_weight: &mut gw_out,
+                out_proj_bias: Some(&mut gb_out),
+            };
+            multi_head_attention_backward(
+                &d,
+                &query,
+                None,
+                true,
+                lengths,
+                &p,
+                &mut scratch,
+                &r,
+                Some((&mut dq, false)),
+                None,
+                g,
+            );
+            [out, dq, gw_in, gb_in, gw_out, gb_out]
+                .iter()
+                .map(|v| v.iter().map(|x| x.to_f64()).collect())
+                .collect()
+        }
+
+        let b_in = b_in.expect("bias");
+        let b_out = b_out.expect("bias");
+        let wide = run::<f64>(&c, &query, &w_in, &b_in, &w_out, &b_out, &r);
+        let narrow = run::<f32>(&c, &query, &w_in, &b_in, &w_out, &b_out, &r);
+        let names = ["out", "d_query", "dW_in", "db_in", "dW_out", "db_out"];
+        for ((name, want), got) in names.iter().zip(&wide).zip(&narrow) {
+            let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert_close(
+                got,
+                want,
+                0.0,
+                1e-5 * scale,
+                &format!("{name} f32, scale {scale}"),
+            );
+        }
+        // The f64 forward against the definition, at this size too.
+        let want = naive(&c, &query, None, &w_in, Some(&b_in), &w_out, Some(&b_out));
+        assert_close(&wide[0], &want, 1e-12, 1e-12, "out f64");
+        let _ = e;
+    }
+
+    /// Large enough to be shared by the threads: the same bits on every run.
+    #[test]
+    fn repeated_runs_are_bit_identical() {
+        let c = Case {
+            d: dims(4, 32, 48, 32, 4),
+            cross: true,
+            causal: true,
+            lengths: Some(vec![48, 5, 17, 33]),
+            bias: true,
+        };
+        let d = c.d;
+        assert!(d.core_work() >= MIN_SPLIT_WORK);
+        let (query, memory, w_in, b_in, w_out, b_out) = inputs(&c);
+        let p = params(&w_in, &b_in, &w_out, &b_out);
+        let e = d.embed;
+        let r = values(query.len(), 10.0);
+        let run = || {
+            let mut scratch = vec![f64::NAN; d.scratch_len()];
+            let mut out = vec![0.0; query.len()];
+            let (mem, lengths) = (memory.as_deref(), c.lengths.as_deref());
+            multi_head_attention_forward(
+                &d,
+                &query,
+                mem,
+                true,
+                lengths,
+                &p,
+                &mut scratch,
+                &mut out,
+            );
+            let (mut dq, mut dm) = (vec![0.0; query.len()], vec![0.0; d.batch * d.kv_len * e]);
+            let (mut gw_in, mut gw_out) = (vec![0.0; 3 * e * e], vec![0.0; e * e]);
+            let g = AttentionGrads {
+                in_proj_weight: &mut gw_in,
+                in_proj_bias: None,
+                out_proj_weight: &mut gw_out,
+                out_proj_bias: None,
+            };
+            multi_head_attention_backward(
+                &d,
+                &query,
+                mem,
+                true,
+                lengths,
+                &p,
+                &mut scratch,
+                &r,
+                Some((&mut dq, false)),
+                Some((&mut dm, false)),
+                g,
+            );
+            (out, dq, dm, gw_in, gw_out)
+        };
+        let first = run();
+        for _ in 0..3 {
+            assert!(first == run());
+        }
+        let want = naive(
+            &c,
+            &query,
+            memory.as_deref(),
+            &w_in,
+            b_in.as_deref(),
+            &w_out,
+            b_out.as_deref(),
+        );
+        assert_close(&first.0, &want, 1e-12, 1e-12, "out");
+    }
+
+    #[test]
+    #[should_panic(expected = "multi_head_attention_forward: scratch has 3 elements")]
+    fn short_scratch_panics() {
+        let d = dims(1, 2, 2, 2, 1);
+        let p = AttentionParams {
+            in_proj_weight: &[0.0f64; 12],
+            in_proj_bias: None,
+            out_proj_weight: &[0.0; 4],
+            out_proj_bias: None,
+        };
+        multi_head_attention_forward(
+            &d,
+            &[0.0; 4],
+            None,
+            false,
+            None,
+            &p,
+            &mut [0.0; 3],
+            &mut [0.0; 4],
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "key_lengths[1] = 0 is outside 1..=2")]
+    fn empty_key_length_panics() {
+        let d = dims(2, 2, 2, 2, 1);
+        let p = AttentionParams {
+            in_proj_weight: &[0.0f64; 12],
+            in_proj_bias: None,
+            out_proj_weight: &[0.0; 4],
+            out_proj_bias: None,
+        };
+        let mut scratch = vec![0.0; d.scratch_len()];
+        multi_head_attention_forward(
+            &d,
+            &[0.0; 8],
+            None,
+            false,
+            Some(&[2, 0]),
+            &p,
+            &mut scratch,
+            &mut [0.0; 8],
+        );
+    }
+
+    /// W6's shape (B = 12, T = S = 64, D = 128, H = 4, causal, f32): forward + backward, on
+    /// unit-variance inputs and weights at PyTorch's initial scale (diffuse attention, as in
+    /// training; near one-hot attention leaves subnormal gradients that slow the GEMMs).
+    /// `cargo test --release -p kiln-runtime --lib attention -- --ignored --nocapture`, with
+    /// `KILN_THREADS=1` or `2`.
+    #[test]
+    #[ignore]
+    fn timing_w6_shape() {
+        use rand::{Rng, SeedableRng};
+        let d = dims(12, 64, 64, 128, 4);
+        let e = d.embed;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let mut f = |len: usize, bound: f64| -> Vec<f32> {
+            (0..len)
+                .map(|_| ((2.0 * rng.random::<f64>() - 1.0) * bound) as f32)
+                .collect()
+        };
+        let query = f(d.batch * d.q_len * e, 3f64.sqrt());
+        let (w_in, b_in) = (f(3 * e * e, (6.0 / (4 * e) as f64).sqrt()), f(3 * e, 0.0));
+        let (w_out, b_out) = (f(e * e, 1.0 / (e as f64).sqrt()), f(e, 0.0));
+        let d_out = f(query.len(), 1e-3);
+        let p = AttentionParams {
+            in_proj_weight: &w_in,
+            in_proj_bias: Some(&b_in),
+            out_proj_weight: &w_out,
+            out_proj_bias: Some(&b_out),
+        };
+        let mut scratch = vec![0.0f32; d.scratch_len()];
+        let mut out = vec![0.0f32; query.len()];
+        let mut dq = vec![0.0f32; query.len()];
+        let (mut gw_in, mut gb_in) = (vec![0.0f32; 3 * e * e], vec![0.0f32; 3 * e]);
+        let (mut gw_out, mut gb_out) = (vec![0.0f32; e * e], vec![0.0f32; e]);
+        let mut forward = |scratch: &mut [f32]| {
+            multi_head_attention_forward(&d, &query, None, true, None, &p, scratch, &mut out);
+        };
+        let mut backward = |scratch: &mut [f32]| {
+            let g = AttentionGrads {
+                in_proj_weight: &mut gw_in,
+                in_proj_bias: Some(&mut gb_in),
+                out_proj_weight: &mut gw_out,
+                out_proj_bias: Some(&mut gb_out),
+            };
+            multi_head_attention_backward(
+                &d,
+                &query,
+                None,
+                true,
+                None,
+                &p,
+                scratch,
+                &d_out,
+                Some((&mut dq, false)),
+                None,
+                g,
+            );
+        };
+        for _ in 0..20 {
+            forward(&mut scratch);
+            backward(&mut scratch);
+        }
+        let time = |f: &mut dyn FnMut(&mut [f32]), scratch: &mut [f32]| {
+            let mut times: Vec<f64> = (0..200)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    f(scratch);
+                    start.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            times[times.len() / 2]
+        };
+        let fwd = time(&mut forward, &mut scratch);
+        let bwd = time(&mut backward, &mut scratch);
+        println!(
+            "attention B=12 T=S=64 D=128 H=4 causal f32, {} thread(s): forward {fwd:.3} ms, \
+             backward {bwd:.3} ms, total {:.3} ms (medians of 200)",
+            parallel::threads(),
+            fwd + bwd
+        );
+    }
+}
