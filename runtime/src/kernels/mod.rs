@@ -16,6 +16,7 @@ pub mod linear;
 pub mod norm;
 pub mod parallel;
 pub mod pool;
+pub mod recurrent;
 pub mod reduce;
 pub mod shape_ops;
 pub mod softmax;
