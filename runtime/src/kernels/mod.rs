@@ -21,6 +21,7 @@ pub mod norm;
 pub mod parallel;
 pub mod permute;
 pub mod pool;
+pub mod recurrent;
 pub mod reduce;
 pub mod shape_ops;
 pub mod softmax;

@@ -1,0 +1,407 @@
+use super::*;
+use crate::check::numeric_gradient;
+use crate::kernels::test_util::{assert_close, check_both_modes, values};
+
+const CELLS: [RnnCell; 2] = [RnnCell::Lstm, RnnCell::Gru];
+const OUTPUTS: [RnnOutput; 2] = [RnnOutput::Sequence, RnnOutput::Final];
+
+#[allow(clippy::too_many_arguments)]
+fn dims(
+    cell: RnnCell,
+    batch: usize,
+    seq: usize,
+    input: usize,
+    hidden: usize,
+    layers: usize,
+    bidirectional: bool,
+    output: RnnOutput,
+) -> RnnDims {
+    RnnDims {
+        cell,
+        batch,
+        seq,
+        input,
+        hidden,
+        layers,
+        bidirectional,
+        output,
+    }
+}
+
+/// Parameters in `state_dict` order, small enough that the gates stay away from saturation.
+fn params_for(d: &RnnDims, seed: f64) -> Vec<Vec<f64>> {
+    d.param_shapes()
+        .iter()
+        .enumerate()
+        .map(|(k, (_, shape))| {
+            values(shape.iter().product(), seed + 3.1 * k as f64)
+                .iter()
+                .map(|v| 0.4 * v)
+                .collect()
+        })
+        .collect()
+}
+
+fn refs(params: &[Vec<f64>]) -> Vec<&[f64]> {
+    params.iter().map(Vec::as_slice).collect()
+}
+
+fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// PyTorch's `nn.LSTM` / `nn.GRU` written out step by step, one sequence and direction at a
+/// time, with packed-sequence semantics for `lengths`.
+fn reference(d: &RnnDims, x: &[f64], lengths: Option<&[usize]>, params: &[Vec<f64>]) -> Vec<f64> {
+    let (b_n, t_n, h_n) = (d.batch, d.seq, d.hidden);
+    let dirs = d.directions();
+    let gh = d.cell.gates() * h_n;
+    let mut input = x.to_vec();
+    let mut finals = vec![0.0; b_n * dirs * h_n];
+    for layer in 0..d.layers {
+        let in_w = d.layer_input(layer);
+        let mut output = vec![0.0; b_n * t_n * dirs * h_n];
+        for dir in 0..dirs {
+            let k = 4 * (layer * dirs + dir);
+            let (w_ih, w_hh, b_ih, b_hh) =
+                (&params[k], &params[k + 1], &params[k + 2], &params[k + 3]);
+            for b in 0..b_n {
+                let len = lengths.map_or(t_n, |l| l[b]);
+                let order: Vec<usize> = if dir == 0 {
+                    (0..len).collect()
+                } else {
+                    (0..len).rev().collect()
+                };
+                let (mut h, mut c) = (vec![0.0; h_n], vec![0.0; h_n]);
+                for t in order {
+                    let xt = &input[(b * t_n + t) * in_w..(b * t_n + t + 1) * in_w];
+                    let gi: Vec<f64> = (0..gh)
+                        .map(|r| {
+                            b_ih[r] + (0..in_w).map(|j| w_ih[r * in_w + j] * xt[j]).sum::<f64>()
+                        })
+                        .collect();
+                    let gh_: Vec<f64> = (0..gh)
+                        .map(|r| b_hh[r] + (0..h_n).map(|j| w_hh[r * h_n + j] * h[j]).sum::<f64>())
+                        .collect();
+                    let n = h_n;
+                    match d.cell {
+                        RnnCell::Lstm => {
+                            for j in 0..n {
+                                let i = sigmoid(gi[j] + gh_[j]);
+                                let f = sigmoid(gi[n + j] + gh_[n + j]);
+                                let g = (gi[2 * n + j] + gh_[2 * n + j]).tanh();
+                                let o = sigmoid(gi[3 * n + j] + gh_[3 * n + j]);
+                                c[j] = f * c[j] + i * g;
+                                h[j] = o * c[j].tanh();
+                            }
+                        }
+                        RnnCell::Gru => {
+                            for j in 0..n {
+                                let r = sigmoid(gi[j] + gh_[j]);
+                                let z = sigmoid(gi[n + j] + gh_[n + j]);
+                                let cand = (gi[2 * n + j] + r * gh_[2 * n + j]).tanh();
+                                h[j] = (1.0 - z) * cand + z * h[j];
+                            }
+                        }
+                    }
+                    let at = (b * t_n + t) * dirs * h_n + dir * h_n;
+                    output[at..at + h_n].copy_from_slice(&h);
+                }
+                let at = b * dirs * h_n + dir * h_n;
+                finals[at..at + h_n].copy_from_slice(&h);
+            }
+        }
+        input = output;
+    }
+    match d.output {
+        RnnOutput::Sequence => input,
+        RnnOutput::Final => finals,
+    }
+}
+
+/// The kernel's forward with NaN-filled scratch and output, returning both.
+fn forward(
+    d: &RnnDims,
+    x: &[f64],
+    lengths: Option<&[usize]>,
+    params: &[Vec<f64>],
+) -> (Vec<f64>, Vec<f64>) {
+    let mut scratch = vec![f64::NAN; d.scratch_len()];
+    let mut out = vec![f64::NAN; d.out_len()];
+    rnn_forward(d, x, lengths, &refs(params), &mut scratch, &mut out);
+    (out, scratch)
+}
+
+/// L = Σ r ⊙ y, whose gradient with respect to y is r.
+fn weighted(y: &[f64], r: &[f64]) -> f64 {
+    y.iter().zip(r).map(|(a, b)| a * b).sum()
+}
+
+/// Every combination of cell, depth, directions, lengths and output mode, on B = 3, T = 4
+/// (lengths include 1 and T).
+fn small_configs() -> Vec<(RnnDims, Option<Vec<usize>>)> {
+    let mut all = Vec::new();
+    for cell in CELLS {
+        for layers in 1..=3 {
+            for bidirectional in [false, true] {
+                for output in OUTPUTS {
+                    for lengths in [None, Some(vec![4, 1, 3])] {
+                        let d = dims(cell, 3, 4, 3, 2, layers, bidirectional, output);
+                        all.push((d, lengths));
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn forward_matches_reference() {
+    for (d, lengths) in small_configs() {
+        let x = values(d.input_len(), 1.0);
+        let params = params_for(&d, 2.0);
+        let (out, _) = forward(&d, &x, lengths.as_deref(), &params);
+        let want = reference(&d, &x, lengths.as_deref(), &params);
+        assert_close(&out, &want, 1e-12, 1e-14, &format!("{d:?} {lengths:?}"));
+    }
+}
+
+#[test]
+fn padded_inputs_have_no_effect() {
+    for cell in CELLS {
+        let d = dims(cell, 3, 4, 3, 2, 2, true, RnnOutput::Sequence);
+        let lengths = [2, 4, 1];
+        let params = params_for(&d, 5.0);
+        let mut x = values(d.input_len(), 1.0);
+        let (out, _) = forward(&d, &x, Some(&lengths), &params);
+        for (b, &len) in lengths.iter().enumerate() {
+            x[(b * 4 + len) * 3..(b + 1) * 4 * 3].fill(123.0);
+        }
+        let (again, _) = forward(&d, &x, Some(&lengths), &params);
+        assert_eq!(out, again);
+        // Outputs at padded steps are zero.
+        for (b, &len) in lengths.iter().enumerate() {
+            assert!(out[(b * 4 + len) * 4..(b + 1) * 4 * 4]
+                .iter()
+                .all(|&v| v == 0.0));
+        }
+    }
+}
+
+/// Checks every parameter gradient and the input gradient (both modes) against central
+/// differences of the reference.
+fn check_backward(d: &RnnDims, lengths: Option<&[usize]>) {
+    let what = format!("{d:?} {lengths:?}");
+    let x = values(d.input_len(), 1.0);
+    let params = params_for(d, 2.0);
+    let r = values(d.out_len(), 7.0);
+    let (_, mut scratch) = forward(d, &x, lengths, &params);
+    let mut grads: Vec<Vec<f64>> = params.iter().map(|p| vec![f64::NAN; p.len()]).collect();
+    let backward = |scratch: &mut [f64], grads: &mut [Vec<f64>], dx: Option<(&mut [f64], bool)>| {
+        let mut grad_refs: Vec<&mut [f64]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
+        rnn_backward(
+            d,
+            &x,
+            lengths,
+            &refs(&params),
+            scratch,
+            &r,
+            dx,
+            &mut grad_refs,
+        );
+    };
+    backward(&mut scratch, &mut grads, None);
+    for (k, (name, _)) in d.param_shapes().iter().enumerate() {
+        let mut p = params[k].clone();
+        let num = numeric_gradient(
+            |p| {
+                let mut ps = params.clone();
+                ps[k] = p.to_vec();
+                weighted(&reference(d, &x, lengths, &ps), &r)
+            },
+            &mut p,
+            1e-6,
+        );
+        assert_close(&grads[k], &num, 1e-6, 1e-8, &format!("{what} d{name}"));
+    }
+    let num_x = numeric_gradient(
+        |x| weighted(&reference(d, x, lengths, &params), &r),
+        &mut x.clone(),
+        1e-6,
+    );
+    let first = grads.clone();
+    check_both_modes(&num_x, 1e-6, 1e-8, &format!("{what} dx"), |dx, acc| {
+        backward(&mut scratch, &mut grads, Some((dx, acc)));
+        // The parameter gradients are overwritten, never accumulated, and the backward
+        // leaves the forward's state as it was: every run gives the same bits.
+        assert_eq!(grads, first);
+        if !acc {
+            if let Some(lengths) = lengths {
+                for (b, &len) in lengths.iter().enumerate() {
+                    let padded = &dx[(b * d.seq + len) * d.input..(b + 1) * d.seq * d.input];
+                    assert!(padded.iter().all(|&v| v == 0.0), "{what}: padded dx");
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn backward_matches_finite_differences() {
+    for (d, lengths) in small_configs() {
+        check_backward(&d, lengths.as_deref());
+    }
+}
+
+/// A batch of 16 or more runs the time loop in two parts.
+#[test]
+fn split_batch_matches_reference() {
+    let lengths: Vec<usize> = (0..17).map(|b| 1 + (b * 7) % 3).collect();
+    for cell in CELLS {
+        for output in OUTPUTS {
+            let d = dims(cell, 17, 3, 2, 3, 2, true, output);
+            assert_eq!(d.batch_parts(), 2);
+            let x = values(d.input_len(), 1.0);
+            let params = params_for(&d, 2.0);
+            for lengths in [None, Some(&lengths[..])] {
+                let (out, _) = forward(&d, &x, lengths, &params);
+                let want = reference(&d, &x, lengths, &params);
+                assert_close(&out, &want, 1e-12, 1e-14, &format!("{d:?}"));
+                check_backward(&d, lengths);
+            }
+        }
+    }
+}
+
+#[test]
+fn forward_f32_matches_f64() {
+    for cell in CELLS {
+        let d = dims(cell, 3, 5, 4, 6, 2, true, RnnOutput::Sequence);
+        let lengths = [5, 2, 4];
+        let x = values(d.input_len(), 1.0);
+        let params = params_for(&d, 2.0);
+        let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let params32: Vec<Vec<f32>> = params.iter().map(|p| f(p)).collect();
+        let refs32: Vec<&[f32]> = params32.iter().map(Vec::as_slice).collect();
+        let mut scratch = vec![f32::NAN; d.scratch_len()];
+        let mut out = vec![f32::NAN; d.out_len()];
+        rnn_forward(&d, &f(&x), Some(&lengths), &refs32, &mut scratch, &mut out);
+        let out: Vec<f64> = out.iter().map(|&v| v as f64).collect();
+        let want = reference(&d, &x, Some(&lengths), &params);
+        assert_close(&out, &want, 1e-5, 1e-6, "f32 forward");
+
+        // The f32 backward against the f64 kernel's.
+        let r = values(d.out_len(), 7.0);
+        let (_, mut scratch64) = forward(&d, &x, Some(&lengths), &params);
+        let mut g64: Vec<Vec<f64>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        let mut dx64 = vec![0.0; x.len()];
+        let mut refs64: Vec<&mut [f64]> = g64.iter_mut().map(Vec::as_mut_slice).collect();
+        let p64 = refs(&params);
+        let (x32, r32) = (f(&x), f(&r));
+        rnn_backward(
+            &d,
+            &x,
+            Some(&lengths),
+            &p64,
+            &mut scratch64,
+            &r,
+            Some((&mut dx64, false)),
+            &mut refs64,
+        );
+        let mut g32: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        let mut dx32 = vec![0.0f32; x.len()];
+        let mut mut32: Vec<&mut [f32]> = g32.iter_mut().map(Vec::as_mut_slice).collect();
+        rnn_backward(
+            &d,
+            &x32,
+            Some(&lengths),
+            &refs32,
+            &mut scratch,
+            &r32,
+            Some((&mut dx32, false)),
+            &mut mut32,
+        );
+        let widen = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+        for (k, (a, b)) in g32.iter().zip(&g64).enumerate() {
+            assert_close(&widen(a), b, 1e-4, 1e-5, &format!("f32 grad {k}"));
+        }
+        assert_close(&widen(&dx32), &dx64, 1e-4, 1e-5, "f32 dx");
+    }
+}
+
+#[test]
+fn scratch_len_formula() {
+    let d = dims(RnnCell::Lstm, 2, 3, 5, 4, 3, true, RnnOutput::Final);
+    let (r, gh, w) = (6, 16, 6 * 4);
+    let kept = 3 * 2 * r * (4 + w);
+    let outputs = 2 * r * 2 * 4;
+    let work = 2 * (r * gh + 2 * (gh + 2 * 4));
+    let adjoints = 2 * r * 2 * 4;
+    assert_eq!(d.scratch_len(), kept + outputs + work + adjoints);
+    let gru = RnnDims {
+        cell: RnnCell::Gru,
+        layers: 1,
+        bidirectional: false,
+        ..d
+    };
+    let (gh, w) = (12, 4 * 4);
+    assert_eq!(
+        gru.scratch_len(),
+        r * (4 + w) + 2 * r * gh + 2 * (gh + 2 * 4)
+    );
+}
+
+/// Forward + backward at benchmark W7's shape (B = 64, T = 48, F = 128, H = 128, one layer,
+/// unidirectional, final state), f32.
+#[test]
+#[ignore]
+fn timing_w7() {
+    use std::time::Instant;
+    for cell in CELLS {
+        let d = dims(cell, 64, 48, 128, 128, 1, false, RnnOutput::Final);
+        let x: Vec<f32> = values(d.input_len(), 1.0)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let params: Vec<Vec<f32>> = params_for(&d, 2.0)
+            .iter()
+            .map(|p| p.iter().map(|&v| v as f32 * 0.2).collect())
+            .collect();
+        let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+        let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        let mut scratch = vec![0.0f32; d.scratch_len()];
+        let mut out = vec![0.0f32; d.out_len()];
+        let d_out: Vec<f32> = values(d.out_len(), 3.0).iter().map(|&v| v as f32).collect();
+        let mut dx = vec![0.0f32; x.len()];
+        let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
+        for _ in 0..30 {
+            let start = Instant::now();
+            rnn_forward(&d, &x, None, &refs, &mut scratch, &mut out);
+            let mid = Instant::now();
+            let mut g: Vec<&mut [f32]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
+            rnn_backward(
+                &d,
+                &x,
+                None,
+                &refs,
+                &mut scratch,
+                &d_out,
+                Some((&mut dx, false)),
+                &mut g,
+            );
+            fwd.push((mid - start).as_secs_f64() * 1e3);
+            bwd.push(mid.elapsed().as_secs_f64() * 1e3);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (f, b) = (median(&mut fwd), median(&mut bwd));
+        println!(
+            "W7 {cell:?} ({} threads): forward {f:.3} ms, backward {b:.3} ms, total {:.3} ms",
+            parallel::threads(),
+            f + b
+        );
+    }
+}
