@@ -1,14 +1,18 @@
 //! Parameter containers for the layers a model is built from, with PyTorch's layouts and
 //! default initialisation. Generated models hold one per parameterized layer.
 
+mod attention;
 mod bias;
 mod conv;
 mod embedding;
 mod linear;
 mod norm;
+mod recurrent;
 
+pub use attention::MultiheadAttention;
 pub use bias::Bias;
 pub use conv::Conv2d;
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use norm::{BatchNorm, LayerNorm};
+pub use recurrent::{Gru, Lstm, Recurrent};
