@@ -137,3 +137,82 @@ fn token_ids_out_of_the_vocabulary_are_an_error() {
     let err = model.forward(long.view()).unwrap_err().to_string();
     assert!(err.contains("max_len = 8"), "{err}");
 }
+
+kiln::model! {
+    /// Causal self-attention, then cross-attention to a memory with padded keys.
+    struct Attend {
+        input x: [B, T, 8];
+        input memory: [B, S, 8];
+        input memory_len: [B] lengths S;
+        target y: [B, T, 8];
+        let self_attn = multi_head_attention(x, heads = 2, causal = true);
+        let h = x + self_attn;
+        let cross = multi_head_attention(h, memory, heads = 4, lengths = memory_len);
+        let pred = linear(cross, 8);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+
+#[test]
+fn self_and_cross_attention() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut model = Attend::<f64>::new(&mut rng);
+    for b in [&mut model.self_attn.in_proj_bias, &mut model.cross.in_proj_bias] {
+        // Non-zero biases, so that their gradients are tested too.
+        if let Some(b) = b.as_mut() {
+            b.mapv_inplace(|_| rng.random_range(-0.5..0.5));
+        }
+    }
+    let x = random(&mut rng, (2, 4, 8), -1.0, 1.0);
+    let memory = random(&mut rng, (2, 5, 8), -1.0, 1.0);
+    let lengths = kiln::ndarray::array![5usize, 2];
+    let y = random(&mut rng, (2, 4, 8), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    let mut ws = model.workspace();
+    model
+        .loss_and_grad(x.view(), memory.view(), lengths.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), memory.view(), lengths.view(), y.view(), &mut m.workspace())
+            .unwrap()
+    });
+}
+
+kiln::model! {
+    /// A 2-layer bidirectional LSTM over padded sequences, a GRU over its outputs, and a
+    /// classifier on the GRU's final state.
+    struct Recur {
+        input x: [B, T, 3];
+        input len: [B] lengths T;
+        target y: [B] classes 2;
+        let seq = lstm(x, 2, layers = 2, bidirectional = true, lengths = len);
+        let last = gru(seq, 3, bidirectional = true, lengths = len, final_state = true);
+        let logits = linear(last, 2);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn lstm_and_gru_over_padded_sequences() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut model = Recur::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 4, 3), -1.0, 1.0);
+    let len = kiln::ndarray::array![4usize, 1, 3];
+    let y = kiln::ndarray::array![1usize, 0, 1];
+    let mut grads = model.zero_grads();
+    let mut ws = model.workspace();
+    model
+        .loss_and_grad(x.view(), len.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    let mut names = Vec::new();
+    model.visit_params(&mut |n, _| names.push(n));
+    assert_eq!(&names[..5], ["seq.weight_ih_l0", "seq.weight_hh_l0", "seq.bias_ih_l0", "seq.bias_hh_l0", "seq.weight_ih_l0_reverse"]);
+    check(&model, &grads, |m| {
+        m.loss(x.view(), len.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+    let bad = kiln::ndarray::array![4usize, 0, 3];
+    let err = model.forward(x.view(), bad.view()).unwrap_err().to_string();
+    assert!(err.contains("`len`") && err.contains("length 0 at position 1"), "{err}");
+}

@@ -88,6 +88,39 @@ impl<F: Float, const GATES: usize> Recurrent<F, GATES> {
         }
     }
 
+    /// Every parameter as a flat slice, in `state_dict` order (per layer and direction:
+    /// `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`): what the kernels take.
+    pub fn slices(&self) -> impl Iterator<Item = &[F]> {
+        self.weight_ih
+            .iter()
+            .zip(&self.weight_hh)
+            .zip(self.bias_ih.iter().zip(&self.bias_hh))
+            .flat_map(|((wi, wh), (bi, bh))| {
+                [
+                    wi.as_slice().unwrap_or(&[]),
+                    wh.as_slice().unwrap_or(&[]),
+                    bi.as_slice().unwrap_or(&[]),
+                    bh.as_slice().unwrap_or(&[]),
+                ]
+            })
+    }
+
+    /// [`Recurrent::slices`], mutably (for gradients).
+    pub fn slices_mut(&mut self) -> impl Iterator<Item = &mut [F]> {
+        self.weight_ih
+            .iter_mut()
+            .zip(self.weight_hh.iter_mut())
+            .zip(self.bias_ih.iter_mut().zip(self.bias_hh.iter_mut()))
+            .flat_map(|((wi, wh), (bi, bh))| {
+                [
+                    wi.as_slice_mut().unwrap_or(&mut []),
+                    wh.as_slice_mut().unwrap_or(&mut []),
+                    bi.as_slice_mut().unwrap_or(&mut []),
+                    bh.as_slice_mut().unwrap_or(&mut []),
+                ]
+            })
+    }
+
     /// The number of trainable scalars.
     pub fn num_params(&self) -> usize {
         let sum = |v: usize, n: usize| v + n;

@@ -274,9 +274,11 @@ impl Kernel for Recurrent {
         let dims = self.dims(x);
         let (xd, y, scratch) = (&x.data, &cx.output.data, &cx.scratch[0]);
         let lengths = lengths(&cx.inputs, self.lengths);
-        let params = &cx.params;
+        let (layer, n) = (&cx.layer, cx.params.len());
         quote! {
-            ::kiln::kernels::recurrent::rnn_forward(&#dims, #xd, #lengths, &[#(#params),*], #scratch, #y);
+            let mut params = #layer.slices();
+            let params: [&[F]; #n] = ::core::array::from_fn(|_| params.next().unwrap_or(&[]));
+            ::kiln::kernels::recurrent::rnn_forward(&#dims, #xd, #lengths, &params, #scratch, #y);
         }
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
@@ -284,7 +286,7 @@ impl Kernel for Recurrent {
         let dims = self.dims(x);
         let (xd, dy, scratch) = (&x.data, &cx.d_output, &cx.scratch[0]);
         let lengths = lengths(&cx.inputs, self.lengths);
-        let (params, grads) = (&cx.params, &cx.param_grads);
+        let (layer, layer_grads, n) = (&cx.layer, &cx.layer_grads, cx.params.len());
         let dx = match &cx.d_inputs[0] {
             Some(t) => {
                 let (d, acc) = (&t.data, t.accumulate);
@@ -292,9 +294,15 @@ impl Kernel for Recurrent {
             }
             None => quote!(None),
         };
+        // The layer's slices are taken whole: its parameters sit in `Vec`s, whose elements
+        // cannot be borrowed mutably one local at a time.
         quote! {
+            let mut params = #layer.slices();
+            let params: [&[F]; #n] = ::core::array::from_fn(|_| params.next().unwrap_or(&[]));
+            let mut grads = #layer_grads.slices_mut();
+            let mut grads: [&mut [F]; #n] = ::core::array::from_fn(|_| grads.next().unwrap_or(&mut []));
             ::kiln::kernels::recurrent::rnn_backward(
-                &#dims, #xd, #lengths, &[#(#params),*], #scratch, #dy, #dx, &mut [#(#grads),*],
+                &#dims, #xd, #lengths, &params, #scratch, #dy, #dx, &mut grads,
             );
         }
     }
