@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The workloads W1-W5 of /work/shared/bench/WORKLOADS.md (see BENCHMARKS.md) in PyTorch.
+"""The workloads W1-W7 of /work/shared/bench/WORKLOADS.md (see BENCHMARKS.md) in PyTorch.
 
 Prints one line per (workload, threads) in the same format as kiln's `cargo bench --bench
 workloads`, so that `run.py` (or a human) can put the two side by side:
@@ -9,6 +9,7 @@ workloads`, so that `run.py` (or a human) can put the two side by side:
 Usage: python3 pytorch_workloads.py [--quick] [FILTER ...]
   --quick   count a tenth of the steps (a smoke run), as kiln's harness does
   FILTER    run only the workloads whose id contains one of the filters, e.g. W2 W5
+            (default: all seven)
 
 Exits with code 2 and a message when PyTorch is not installed.
 """
@@ -91,6 +92,76 @@ def lenet():
     )
 
 
+class CausalSelfAttention(torch.nn.Module):
+    """nanoGPT's attention: one c_attn projection to q, k, v, causal softmax attention over
+    heads (torch's fused scaled_dot_product_attention, as nanoGPT uses), c_proj back."""
+
+    def __init__(self, n_embd, n_head):
+        super().__init__()
+        self.n_head = n_head
+        self.c_attn = torch.nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = torch.nn.Linear(n_embd, n_embd)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(c, dim=2)
+        # [B, T, C] -> [B, heads, T, C / heads]
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
+
+
+class Block(torch.nn.Module):
+    """A pre-norm transformer block: x + attn(ln_1(x)), then x + mlp_proj(gelu(c_fc(ln_2(x))))."""
+
+    def __init__(self, n_embd, n_head):
+        super().__init__()
+        self.ln_1 = torch.nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head)
+        self.ln_2 = torch.nn.LayerNorm(n_embd)
+        self.c_fc = torch.nn.Linear(n_embd, 4 * n_embd)
+        self.mlp_proj = torch.nn.Linear(4 * n_embd, n_embd)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp_proj(torch.nn.functional.gelu(self.c_fc(self.ln_2(x))))
+
+
+class CharGpt(torch.nn.Module):
+    """W6: nanoGPT's CPU configuration (4 blocks, 4 heads, 128 wide, block size 64), dropout 0,
+    biases in the linears and LayerNorms, an untied head without bias (nanoGPT's lm_head)."""
+
+    def __init__(self, vocab=96, block_size=64, n_embd=128, n_head=4, n_layer=4):
+        super().__init__()
+        self.wte = torch.nn.Embedding(vocab, n_embd)
+        self.wpe = torch.nn.Embedding(block_size, n_embd)
+        self.blocks = torch.nn.ModuleList(Block(n_embd, n_head) for _ in range(n_layer))
+        self.ln_f = torch.nn.LayerNorm(n_embd)
+        self.head = torch.nn.Linear(n_embd, vocab, bias=False)
+
+    def forward(self, tokens):
+        t = tokens.shape[1]
+        x = self.wte(tokens) + self.wpe(torch.arange(t, device=tokens.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+class LstmSentiment(torch.nn.Module):
+    """W7: embedding (padding row 0), one batch-first LSTM layer, the last step's hidden
+    state to 3 classes."""
+
+    def __init__(self, vocab=20000, dim=128, hidden=128, classes=3):
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, dim, padding_idx=0)
+        self.rnn = torch.nn.LSTM(dim, hidden, batch_first=True)
+        self.fc = torch.nn.Linear(hidden, classes)
+
+    def forward(self, tokens):
+        out, _ = self.rnn(self.emb(tokens))
+        return self.fc(out[:, -1])
+
+
 def main(argv):
     quick = "--quick" in argv
     filters = [a for a in argv if not a.startswith("--")]
@@ -150,6 +221,28 @@ def main(argv):
         y = torch.randint(0, 10, (64,))
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         run("W4 lenet", 10, 100, train_step(model, ce, opt, x, y))
+
+    if wanted("W6"):
+        model = CharGpt()
+        x = torch.randint(0, 96, (12, 64))
+        y = torch.randint(0, 96, (12, 64))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+
+        def loss_all_positions(logits, target):
+            # The mean over all 12 x 64 positions.
+            return ce(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+        run("W6 char-gpt", 5, 50, train_step(model, loss_all_positions, opt, x, y))
+
+    if wanted("W7"):
+        model = LstmSentiment()
+        # Token 0 is padding: it occurs like any other id here, which costs the same.
+        x = torch.randint(0, 20000, (64, 48))
+        y = torch.randint(0, 3, (64,))
+        # The embedding's gradient is dense (torch's default, sparse=False), so Adam updates
+        # the whole 20000 x 128 table every step.
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        run("W7 lstm-sentiment", 5, 50, train_step(model, ce, opt, x, y))
 
 
 if __name__ == "__main__":
