@@ -100,7 +100,10 @@ kiln::model! {
 fn embeddings_blocks_and_a_tied_head() {
     let mut rng = StdRng::seed_from_u64(5);
     let mut model = TinyLm::<f64>::new(&mut rng);
-    assert!(model.wte.weight.row(0).iter().all(|&v| v == 0.0), "padding row starts at zero");
+    assert!(
+        model.wte.weight.row(0).iter().all(|&v| v == 0.0),
+        "padding row starts at zero"
+    );
     let tokens = ids(&mut rng, (2, 5), 11);
     let mut next = ids(&mut rng, (2, 5), 11);
     next[[0, 1]] = 0;
@@ -113,7 +116,8 @@ fn embeddings_blocks_and_a_tied_head() {
     // Row 0 still has a gradient here: the tied head scores class 0 with it (only the
     // lookup of padding positions gives it none, as in PyTorch).
     check(&model, &grads, |m| {
-        m.loss(tokens.view(), next.view(), &mut m.workspace()).unwrap()
+        m.loss(tokens.view(), next.view(), &mut m.workspace())
+            .unwrap()
     });
     // The head owns no weight: the model's parameters are the embedding tables and blocks.
     let mut names = Vec::new();
@@ -158,7 +162,10 @@ kiln::model! {
 fn self_and_cross_attention() {
     let mut rng = StdRng::seed_from_u64(7);
     let mut model = Attend::<f64>::new(&mut rng);
-    for b in [&mut model.self_attn.in_proj_bias, &mut model.cross.in_proj_bias] {
+    for b in [
+        &mut model.self_attn.in_proj_bias,
+        &mut model.cross.in_proj_bias,
+    ] {
         // Non-zero biases, so that their gradients are tested too.
         if let Some(b) = b.as_mut() {
             b.mapv_inplace(|_| rng.random_range(-0.5..0.5));
@@ -171,11 +178,24 @@ fn self_and_cross_attention() {
     let mut grads = model.zero_grads();
     let mut ws = model.workspace();
     model
-        .loss_and_grad(x.view(), memory.view(), lengths.view(), y.view(), &mut ws, &mut grads)
+        .loss_and_grad(
+            x.view(),
+            memory.view(),
+            lengths.view(),
+            y.view(),
+            &mut ws,
+            &mut grads,
+        )
         .unwrap();
     check(&model, &grads, |m| {
-        m.loss(x.view(), memory.view(), lengths.view(), y.view(), &mut m.workspace())
-            .unwrap()
+        m.loss(
+            x.view(),
+            memory.view(),
+            lengths.view(),
+            y.view(),
+            &mut m.workspace(),
+        )
+        .unwrap()
     });
 }
 
@@ -208,11 +228,24 @@ fn lstm_and_gru_over_padded_sequences() {
         .unwrap();
     let mut names = Vec::new();
     model.visit_params(&mut |n, _| names.push(n));
-    assert_eq!(&names[..5], ["seq.weight_ih_l0", "seq.weight_hh_l0", "seq.bias_ih_l0", "seq.bias_hh_l0", "seq.weight_ih_l0_reverse"]);
+    assert_eq!(
+        &names[..5],
+        [
+            "seq.weight_ih_l0",
+            "seq.weight_hh_l0",
+            "seq.bias_ih_l0",
+            "seq.bias_hh_l0",
+            "seq.weight_ih_l0_reverse"
+        ]
+    );
     check(&model, &grads, |m| {
-        m.loss(x.view(), len.view(), y.view(), &mut m.workspace()).unwrap()
+        m.loss(x.view(), len.view(), y.view(), &mut m.workspace())
+            .unwrap()
     });
     let bad = kiln::ndarray::array![4usize, 0, 3];
     let err = model.forward(x.view(), bad.view()).unwrap_err().to_string();
-    assert!(err.contains("`len`") && err.contains("length 0 at position 1"), "{err}");
+    assert!(
+        err.contains("`len`") && err.contains("length 0 at position 1"),
+        "{err}"
+    );
 }

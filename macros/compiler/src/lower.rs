@@ -80,9 +80,9 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
             Stmt::Input { name, dims, ints } => {
                 let ints = ints.map(|k| match k {
                     ast::IntAst::Tokens(vocab, _) => ValueKind::Tokens { vocab },
-                    ast::IntAst::Lengths(DimAst::Fixed(n, _)) => ValueKind::Lengths {
-                        max: Dim::Fixed(n),
-                    },
+                    ast::IntAst::Lengths(DimAst::Fixed(n, _)) => {
+                        ValueKind::Lengths { max: Dim::Fixed(n) }
+                    }
                     ast::IntAst::Lengths(DimAst::Symbol(s)) => ValueKind::Lengths {
                         max: Dim::Symbol(l.symbol(&s)),
                     },
@@ -613,7 +613,10 @@ impl Lowerer {
                 call.span,
                 format!("a statement holds at most one parameterized layer, and block `{name}` is one: bind its input first, as in `let {b}_in = ...; let {b} = {name}({b}_in, ...);`", b = self.binding),
             );
-            e.combine(syn::Error::new(first, "the statement's first layer is here"));
+            e.combine(syn::Error::new(
+                first,
+                "the statement's first layer is here",
+            ));
             self.errors.push(e);
             return None;
         }
@@ -646,7 +649,11 @@ impl Lowerer {
                 1
             }
         };
-        let suffix = if calls == 1 { String::new() } else { calls.to_string() };
+        let suffix = if calls == 1 {
+            String::new()
+        } else {
+            calls.to_string()
+        };
         let type_name = Ident::new(
             &format!("{}{}{suffix}", self.graph.name, name),
             self.graph.name.span(),

@@ -76,6 +76,43 @@ const SEEDS: &[&str] = &[
         output logit;
         loss bce_with_logits(logit, t);
     }",
+    // A character GPT: tokens, embeddings, a chain of blocks, attention, a tied head.
+    "pub struct Gpt {
+        input tokens: [B, T] tokens 96;
+        target next: [B, T] classes 96;
+        let wte = embedding(tokens, 32, padding_idx = 0);
+        let wpe = position_embedding(tokens, 32, max_len = 64);
+        let x = wte + wpe;
+        let h = Layer(x, repeat = 2);
+        let ln_f = layer_norm(h);
+        let logits = linear(ln_f, 96, bias = false, tied = wte);
+        output logits;
+        loss cross_entropy(logits, next, ignore_index = 0);
+        block Layer(x) {
+            let ln_1 = layer_norm(x);
+            let attn = multi_head_attention(ln_1, heads = 4, causal = true);
+            let x1 = x + attn;
+            let ln_2 = layer_norm(x1);
+            let up = gelu(linear(ln_2, 128));
+            let down = linear(up, 32);
+            let out = x1 + down;
+            output out;
+        }
+    }",
+    // Recurrence over padded sequences, and cross-attention to a memory.
+    "pub struct Tagger {
+        input tokens: [B, T] tokens 500;
+        input len: [B] lengths T;
+        input memory: [B, S, 16];
+        target y: [B] classes 3;
+        let e = embedding(tokens, 16);
+        let seq = lstm(e, 8, layers = 2, bidirectional = true, lengths = len);
+        let mixed = multi_head_attention(seq, memory, heads = 2);
+        let last = gru(mixed, 8, final_state = true, lengths = len);
+        let logits = linear(last, 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }",
 ];
 
 /// A token as text, and whether it is glued to the next one (the `-` of `->`).
@@ -391,7 +428,8 @@ fn random_token_soup() {
     const VOCAB: &str = "input target let output loss classes struct pub M x y h B T linear \
         relu leaky_relu gelu softmax sum mean mse cross_entropy bce_with_logits lienar bias \
         slope = == ; : , + - * / -> # ! < > & ( ) [ ] { } ( [ 0 1 3 128 0.5 1e308 \
-        18446744073709551615 true false \"s\" self F ws r#loss _ fn 'a";
+        18446744073709551615 true false \"s\" self F ws r#loss _ fn 'a tokens lengths block \
+        embedding lstm gru multi_head_attention heads repeat tied lengths Layer final_state";
     let vocab: Vec<&str> = VOCAB.split_whitespace().collect();
     let mut rng = Rng(0x6b69_6c6e);
     let mut h = Harness::default();

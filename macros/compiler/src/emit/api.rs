@@ -43,9 +43,7 @@ fn bind_inputs<'d>(cx: &Ctx, inputs: impl Iterator<Item = &'d InputDecl>) -> Tok
 
 /// Stages the given inputs (copies only non-contiguous ones) and rebinds each name to a slice;
 /// validates integer inputs (labels, token ids, lengths) first.
-fn stage_inputs<'d>(
-    inputs: impl Iterator<Item = (usize, &'d InputDecl)> + Clone,
-) -> TokenStream {
+fn stage_inputs<'d>(inputs: impl Iterator<Item = (usize, &'d InputDecl)> + Clone) -> TokenStream {
     let mut out = TokenStream::new();
     for (_, d) in inputs.clone() {
         let (n, ns) = (&d.name, d.name.to_string());

@@ -16,7 +16,14 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         let mut out = TokenStream::new();
         for (l, (layer, spec)) in g.layers.iter().zip(&cx.layers).enumerate() {
             if let Some(n) = &spec.nested {
-                out.extend(visit_nested(cx, l, &n.param_names, &receiver, mutable, false));
+                out.extend(visit_nested(
+                    cx,
+                    l,
+                    &n.param_names,
+                    &receiver,
+                    mutable,
+                    false,
+                ));
                 continue;
             }
             for (pname, layer, field, optional, _) in params.iter().filter(|p| p.1 == layer.name) {
@@ -39,13 +46,9 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         .iter()
         .zip(&cx.layers)
         .flat_map(|(l, spec)| {
-            spec.buffers.iter().map(move |b| {
-                (
-                    format!("{}.{}", l.name, b.suffix),
-                    &l.name,
-                    b.place(),
-                )
-            })
+            spec.buffers
+                .iter()
+                .map(move |b| (format!("{}.{}", l.name, b.suffix), &l.name, b.place()))
         })
         .collect();
     let mut visit_buffers: Vec<TokenStream> = buffers
@@ -58,8 +61,22 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         .collect();
     for (l, spec) in cx.layers.iter().enumerate() {
         if let Some(n) = spec.nested.as_ref().filter(|n| !n.buffer_names.is_empty()) {
-            visit_buffers.push(visit_nested(cx, l, &n.buffer_names, &quote!(self), false, true));
-            visit_buffers_mut.push(visit_nested(cx, l, &n.buffer_names, &quote!(self), true, true));
+            visit_buffers.push(visit_nested(
+                cx,
+                l,
+                &n.buffer_names,
+                &quote!(self),
+                false,
+                true,
+            ));
+            visit_buffers_mut.push(visit_nested(
+                cx,
+                l,
+                &n.buffer_names,
+                &quote!(self),
+                true,
+                true,
+            ));
         }
     }
     let buffer_methods = if visit_buffers.is_empty() {
@@ -108,8 +125,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         }
     }
     let total: usize = params.iter().map(|p| p.4).sum::<usize>()
-        + cx
-            .layers
+        + cx.layers
             .iter()
             .filter_map(|s| s.nested.as_ref())
             .map(|n| n.scalars)
@@ -251,7 +267,11 @@ fn visit_nested(
         (false, false, true) => quote!(visit_grads),
         (false, true, true) => quote!(visit_grads_mut),
     };
-    let iter = if mutable { quote!(iter_mut) } else { quote!(iter) };
+    let iter = if mutable {
+        quote!(iter_mut)
+    } else {
+        quote!(iter)
+    };
     let call = if grads {
         let model = cx.layers[l]
             .nested

@@ -503,7 +503,9 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
                     (Vec::new(), Vec::new(), Vec::new());
                 let lent = node.tied.map(|t| (t, 1));
                 let own = node.layer.map(|l| (l, cx.layers[l].params.len()));
-                for ((l, count), &accumulate) in lent.into_iter().chain(own).zip(&step.param_accumulate) {
+                for ((l, count), &accumulate) in
+                    lent.into_iter().chain(own).zip(&step.param_accumulate)
+                {
                     layers.insert(l);
                     params.extend(layer_locals(cx, l, "").into_iter().take(count));
                     param_grads.extend(layer_locals(cx, l, "d_").into_iter().take(count));
@@ -538,7 +540,10 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             .filter_map(|(d, &i)| {
                 d.map(|acc| format!("d_{} {}", g.nodes[i].name, if acc { "(+=)" } else { "(=)" }))
             })
-            .chain(g.param_layers(id).map(|l| format!("grads.{}", g.layers[l].name)))
+            .chain(
+                g.param_layers(id)
+                    .map(|l| format!("grads.{}", g.layers[l].name)),
+            )
             .collect();
         let comment = format!(
             " d_{} -> {} (backward of {})",

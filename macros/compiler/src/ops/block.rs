@@ -140,10 +140,13 @@ impl BlockCall {
             output_field: Ident::new(&graph.nodes[*out].name, Span::call_site()),
             output_adjoint: adjoint_field(*out),
             input_adjoints: graph.inputs.iter().map(|d| adjoint_field(d.node)).collect(),
-            train_forward: plan.forward_nodes.iter().any(|&id| match &graph.nodes[id].kind {
-                NodeKind::Kernel(k) => k.mode_dependent(),
-                _ => false,
-            }),
+            train_forward: plan
+                .forward_nodes
+                .iter()
+                .any(|&id| match &graph.nodes[id].kind {
+                    NodeKind::Kernel(k) => k.mode_dependent(),
+                    _ => false,
+                }),
             param_names,
             scalars,
         };

@@ -127,12 +127,7 @@ impl Kernel for Embedding {
         }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let (ids, y, w, dim) = (
-            &cx.inputs[0].data,
-            &cx.output.data,
-            &cx.params[0],
-            self.dim,
-        );
+        let (ids, y, w, dim) = (&cx.inputs[0].data, &cx.output.data, &cx.params[0], self.dim);
         quote! { ::kiln::kernels::embedding::embedding_forward(#ids, #w, #dim, #y); }
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {

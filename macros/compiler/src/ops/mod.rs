@@ -8,9 +8,9 @@
 //! [`Kernel`] that emits calls into `kiln::kernels` / `kiln::loss`.
 
 mod activation;
+pub(crate) mod arith;
 mod attention;
 pub(crate) mod block;
-pub(crate) mod arith;
 mod concat;
 mod conv;
 mod dropout;

@@ -176,7 +176,8 @@ impl Kernel for Recurrent {
         if self.lengths {
             let l = inputs[1];
             let batch = Shape(vec![x.0[0]]);
-            let ok = matches!(l.kind, ValueKind::Lengths { max } if max == x.0[1]) && l.shape == batch;
+            let ok =
+                matches!(l.kind, ValueKind::Lengths { max } if max == x.0[1]) && l.shape == batch;
             if !ok {
                 return Err(OpError::input(
                     1,
