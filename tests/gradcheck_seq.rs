@@ -249,3 +249,44 @@ fn lstm_and_gru_over_padded_sequences() {
         "{err}"
     );
 }
+
+kiln::model! {
+    /// Attention written out with the tensor ops, pooled three ways.
+    struct Explicit {
+        input x: [B, T, 4];
+        input len: [B] lengths T;
+        target y: [B, 3];
+        let q = linear(x, 4);
+        let k = linear(x, 4);
+        let v = linear(x, 4);
+        let kt = transpose(k, -2, -1);
+        let scores = matmul(q, kt) * 0.5;
+        let p = softmax(causal_mask(scores));
+        let o = matmul(p, v);
+        let pooled = mean(o, axis = 1, lengths = len);
+        let peak = max(o, axis = 1);
+        let time_first = permute(o, (1, 0, 2));
+        let total = sum(time_first, axis = 0);
+        let pred = linear(pooled + peak + 0.1 * total, 3);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+
+#[test]
+fn matmul_transpose_masks_and_reductions_along_an_axis() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut model = Explicit::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 5, 4), -1.0, 1.0);
+    let len = kiln::ndarray::array![5usize, 2, 4];
+    let y = random(&mut rng, (3, 3), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    let mut ws = model.workspace();
+    model
+        .loss_and_grad(x.view(), len.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), len.view(), y.view(), &mut m.workspace())
+            .unwrap()
+    });
+}

@@ -17,7 +17,10 @@ mod dropout;
 mod embedding;
 mod linear;
 mod loss;
+mod mask;
+mod matmul;
 mod norm;
+mod permute;
 mod pool;
 mod recurrent;
 mod reduce;
@@ -490,6 +493,38 @@ impl<'a> CallArgs<'a> {
         }
     }
 
+    /// Option `key = k`: an axis, counted from the front (`1`) or, negative, from the back
+    /// (`-1` is the last), as PyTorch's `dim`.
+    pub fn opt_axis(&mut self, key: &'static str) -> syn::Result<Option<i64>> {
+        match self.option(key) {
+            None => Ok(None),
+            Some(ast::Expr::Int(v, s)) => i64::try_from(*v)
+                .map(Some)
+                .map_err(|_| syn::Error::new(*s, format!("`{key}` is too large"))),
+            Some(ast::Expr::Float(v, _)) if v.fract() == 0.0 && *v < 0.0 && *v > -64.0 => {
+                Ok(Some(*v as i64))
+            }
+            Some(other) => Err(syn::Error::new(
+                other.span(),
+                format!("`{key}` takes an axis, as in `{key} = 1` or `{key} = -1` (the last)"),
+            )),
+        }
+    }
+
+    /// Positional argument `i` as an axis (`1`, or `-1` for the last).
+    pub fn axis(&self, i: usize) -> syn::Result<i64> {
+        match &self.call.args[i] {
+            ast::Expr::Int(v, s) => {
+                i64::try_from(*v).map_err(|_| syn::Error::new(*s, "this axis is too large"))
+            }
+            ast::Expr::Float(v, _) if v.fract() == 0.0 && *v < 0.0 && *v > -64.0 => Ok(*v as i64),
+            other => Err(syn::Error::new(
+                other.span(),
+                format!("expected an axis as an integer literal: `{}`", self.usage),
+            )),
+        }
+    }
+
     /// Option `key = n`, a positive integer.
     pub fn opt_int(&mut self, key: &'static str) -> syn::Result<Option<usize>> {
         let usage = self.usage;
@@ -620,6 +655,7 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &softmax::LOG_SOFTMAX,
     &reduce::SUM,
     &reduce::MEAN,
+    &reduce::MAX,
     &loss::MSE,
     &loss::CROSS_ENTROPY,
     &loss::BCE_WITH_LOGITS,
@@ -637,6 +673,10 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &attention::MULTI_HEAD_ATTENTION,
     &recurrent::LSTM,
     &recurrent::GRU,
+    &matmul::MATMUL,
+    &permute::TRANSPOSE,
+    &permute::PERMUTE,
+    &mask::CAUSAL_MASK,
 ];
 
 /// The op called `name`.
@@ -684,6 +724,27 @@ fn edit_distance(a: &str, b: &str) -> usize {
         before = std::mem::replace(&mut prev, cur);
     }
     prev[b.len()]
+}
+
+/// Resolves an axis written as PyTorch's `dim` (negative counts from the back) against a rank,
+/// or explains why it is out of range.
+pub(crate) fn resolve_axis(
+    op: &str,
+    axis: i64,
+    rank: usize,
+    shown: &str,
+) -> Result<usize, OpError> {
+    let resolved = if axis < 0 { rank as i64 + axis } else { axis };
+    if resolved < 0 || resolved >= rank as i64 {
+        return Err(OpError::input(
+            0,
+            format!(
+                "`{op}` along axis {axis}, but this is {shown}, of rank {rank}: axes run from 0 to {} (or -1 for the last)",
+                rank.saturating_sub(1)
+            ),
+        ));
+    }
+    Ok(resolved as usize)
 }
 
 /// The product of some dims as a `usize` expression (`B * T`; `1` for none).

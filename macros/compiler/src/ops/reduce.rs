@@ -1,94 +1,239 @@
-//! `sum(x)` and `mean(x)`: reductions of a whole tensor to a scalar.
+//! Reductions: `sum(x)` and `mean(x)` of a whole tensor to a scalar; `sum(x, axis = k)`,
+//! `mean(x, axis = k)` and `max(x, axis = k)` along one axis (PyTorch's `dim`, negative from
+//! the back), which drop that axis; and `mean(x, axis = 1, lengths = len)`, the mean over each
+//! sequence's real positions of a padded batch `[B, T, ..]`.
 
 use super::{
-    require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
+    product_of, require_float, resolve_axis, BackwardCx, Built, CallArgs, ForwardCx, Kernel,
+    OpError, OpSpec, Operand, Reads, ScratchLen, ScratchSpec,
 };
 use crate::ir::{Shape, ValueInfo, ValueKind};
 use proc_macro2::TokenStream;
 use quote::quote;
 
-/// The registry entry for both reductions.
-pub struct ReduceSpec {
-    mean: bool,
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    Sum,
+    Mean,
+    Max,
 }
-/// `sum(x)`.
-pub static SUM: ReduceSpec = ReduceSpec { mean: false };
-/// `mean(x)`.
-pub static MEAN: ReduceSpec = ReduceSpec { mean: true };
+
+/// The registry entry of one reduction.
+pub struct ReduceSpec {
+    how: How,
+}
+/// `sum`.
+pub static SUM: ReduceSpec = ReduceSpec { how: How::Sum };
+/// `mean`.
+pub static MEAN: ReduceSpec = ReduceSpec { how: How::Mean };
+/// `max`.
+pub static MAX: ReduceSpec = ReduceSpec { how: How::Max };
+
+fn name(how: How) -> &'static str {
+    match how {
+        How::Sum => "sum",
+        How::Mean => "mean",
+        How::Max => "max",
+    }
+}
 
 impl OpSpec for ReduceSpec {
     fn name(&self) -> &'static str {
-        if self.mean {
-            "mean"
-        } else {
-            "sum"
-        }
+        name(self.how)
     }
     fn usage(&self) -> &'static str {
-        if self.mean {
-            "mean(x)"
-        } else {
-            "sum(x)"
+        match self.how {
+            How::Sum => "sum(x)` or `sum(x, axis = 1)",
+            How::Mean => "mean(x)`, `mean(x, axis = 1)` or `mean(x, axis = 1, lengths = len)",
+            How::Max => "max(x, axis = 1)",
         }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(1, 1)?;
         args.tensor(0);
+        let axis = args.opt_axis("axis")?;
+        let lengths = if self.how == How::Mean {
+            args.tensor_option("lengths").is_some()
+        } else {
+            false
+        };
         args.finish()?;
-        Ok(Built::Kernel(Box::new(Reduce { mean: self.mean })))
+        if axis.is_none() && (self.how == How::Max || lengths) {
+            return Err(syn::Error::new(
+                args.span(),
+                format!(
+                    "`{}` here needs the axis to reduce: write `{}`",
+                    name(self.how),
+                    self.usage()
+                ),
+            ));
+        }
+        Ok(Built::Kernel(Box::new(Reduce {
+            how: self.how,
+            axis,
+            lengths,
+            resolved: std::cell::Cell::new(0),
+        })))
     }
 }
 
-/// A full reduction to a scalar.
+/// A reduction, of the whole tensor or along one axis.
 pub struct Reduce {
-    mean: bool,
+    how: How,
+    axis: Option<i64>,
+    /// `mean(x, axis = 1, lengths = len)`: only each sequence's real positions count.
+    lengths: bool,
+    /// The axis counted from the front, once the input's rank is known.
+    resolved: std::cell::Cell<usize>,
+}
+
+impl Reduce {
+    /// `(outer, n, inner)`: the input as `[outer, n, inner]` around the reduced axis.
+    fn sizes(&self, x: &Operand) -> (TokenStream, TokenStream, TokenStream) {
+        let a = self.resolved.get();
+        (
+            product_of(&x.dims[..a]),
+            x.dims[a].clone(),
+            product_of(&x.dims[a + 1..]),
+        )
+    }
 }
 
 impl Kernel for Reduce {
     fn name(&self) -> &'static str {
-        if self.mean {
-            "mean"
-        } else {
-            "sum"
+        name(self.how)
+    }
+    fn describe(&self) -> String {
+        match (self.axis, self.lengths) {
+            (Some(a), true) => format!("axis={a}, lengths"),
+            (Some(a), false) => format!("axis={a}"),
+            _ => String::new(),
         }
     }
-    fn infer(&self, inputs: &[&ValueInfo], _symbols: &[String]) -> Result<ValueInfo, OpError> {
-        require_float(self.name(), 0, inputs[0])?;
+    fn differentiable(&self, input: usize) -> bool {
+        input == 0
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        let op = self.name();
+        require_float(op, 0, inputs[0])?;
+        let Some(axis) = self.axis else {
+            return Ok(ValueInfo {
+                shape: Shape(vec![]),
+                kind: ValueKind::Float,
+            });
+        };
+        let x = &inputs[0].shape;
+        let shown = x.display(symbols).to_string();
+        let a = resolve_axis(op, axis, x.rank(), &shown)?;
+        self.resolved.set(a);
+        if self.lengths {
+            if a != 1 || x.rank() < 2 {
+                return Err(OpError::call(format!(
+                    "`mean` with `lengths` averages over the time axis of [batch, time, ..]: write `axis = 1` (this is {shown})"
+                )));
+            }
+            let l = inputs[1];
+            let batch = Shape(vec![x.0[0]]);
+            let fits = matches!(l.kind, ValueKind::Lengths { max } if max == x.0[1]);
+            if !fits || l.shape != batch {
+                return Err(OpError::input(
+                    1,
+                    format!(
+                        "`lengths` takes one length per sequence of {shown}: an input declared `len: {} lengths {};`, but this is {} holding {}",
+                        batch.display(symbols),
+                        Shape(vec![x.0[1]]).display(symbols).to_string().trim_matches(['[', ']']),
+                        l.shape.display(symbols),
+                        l.kind.describe()
+                    ),
+                ));
+            }
+        }
+        let mut shape = x.0.clone();
+        shape.remove(a);
         Ok(ValueInfo {
-            shape: Shape(vec![]),
+            shape: Shape(shape),
             kind: ValueKind::Float,
         })
     }
+    fn scratch(&self, _inputs: &[&ValueInfo], output: &ValueInfo) -> Vec<ScratchSpec> {
+        if self.how != How::Max {
+            return Vec::new();
+        }
+        // The position of each maximum, for the backward pass.
+        vec![ScratchSpec {
+            suffix: "argmax",
+            len: ScratchLen::Shape(output.shape.clone()),
+        }]
+    }
     fn backward_reads(&self) -> Reads {
         Reads {
-            inputs: vec![false],
+            inputs: vec![false, true],
             output: false,
         }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let (x, y) = (&cx.inputs[0].data, &cx.output.first);
-        let f = if self.mean { quote!(mean) } else { quote!(sum) };
-        quote! {
-            #y = ::kiln::kernels::reduce::#f(#x);
+        let x = &cx.inputs[0];
+        let xd = &x.data;
+        if self.axis.is_none() {
+            let y = &cx.output.first;
+            let f = if self.how == How::Mean {
+                quote!(mean)
+            } else {
+                quote!(sum)
+            };
+            return quote! { #y = ::kiln::kernels::reduce::#f(#xd); };
+        }
+        let y = &cx.output.data;
+        let (outer, n, inner) = self.sizes(x);
+        match self.how {
+            How::Mean if self.lengths => {
+                let l = &cx.inputs[1].data;
+                quote! { ::kiln::kernels::axis::masked_mean_forward(#xd, #outer, #n, #inner, #l, #y); }
+            }
+            How::Sum => {
+                quote! { ::kiln::kernels::axis::sum_axis_forward(#xd, #outer, #n, #inner, #y); }
+            }
+            How::Mean => {
+                quote! { ::kiln::kernels::axis::mean_axis_forward(#xd, #outer, #n, #inner, #y); }
+            }
+            How::Max => {
+                let arg = &cx.scratch[0];
+                quote! { ::kiln::kernels::axis::max_axis_forward(#xd, #outer, #n, #inner, #y, #arg); }
+            }
         }
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
         let Some(dx) = &cx.d_inputs[0] else {
             return TokenStream::new();
         };
-        let (dy, dxd, acc, len) = (
-            &cx.d_output_first,
-            &dx.data,
-            dx.accumulate,
-            &cx.inputs[0].len,
-        );
-        let value = if self.mean {
-            quote!(#dy / F::from_usize(#len))
-        } else {
-            quote!(#dy)
-        };
-        quote! {
-            ::kiln::kernels::reduce::fill_backward(#dxd, #value, #acc);
+        let (dxd, acc) = (&dx.data, dx.accumulate);
+        let x = &cx.inputs[0];
+        if self.axis.is_none() {
+            let (dy, len) = (&cx.d_output_first, &x.len);
+            let value = if self.how == How::Mean {
+                quote!(#dy / F::from_usize(#len))
+            } else {
+                quote!(#dy)
+            };
+            return quote! { ::kiln::kernels::reduce::fill_backward(#dxd, #value, #acc); };
+        }
+        let dy = &cx.d_output;
+        let (outer, n, inner) = self.sizes(x);
+        match self.how {
+            How::Mean if self.lengths => {
+                let l = &cx.inputs[1].data;
+                quote! { ::kiln::kernels::axis::masked_mean_backward(#dy, #outer, #n, #inner, #l, #dxd, #acc); }
+            }
+            How::Sum => {
+                quote! { ::kiln::kernels::axis::sum_axis_backward(#dy, #outer, #n, #inner, #dxd, #acc); }
+            }
+            How::Mean => {
+                quote! { ::kiln::kernels::axis::mean_axis_backward(#dy, #outer, #n, #inner, #dxd, #acc); }
+            }
+            How::Max => {
+                let arg = &cx.scratch[0];
+                quote! { ::kiln::kernels::axis::max_axis_backward(#dy, #arg, #outer, #n, #inner, #dxd, #acc); }
+            }
         }
     }
 }
