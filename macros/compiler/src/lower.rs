@@ -14,6 +14,10 @@ use proc_macro2::Span;
 use std::collections::HashMap;
 use syn::Ident;
 
+/// The most repetitions of a block: each has its parameters and its buffers, and a count
+/// beyond this is a typo, not a model.
+const MAX_REPEAT: usize = 4096;
+
 /// A lowered expression: a graph node or a literal not yet attached to one.
 enum Value {
     Node(NodeId),
@@ -592,6 +596,12 @@ impl Lowerer {
             }
             let repeat = args.opt_int("repeat")?;
             args.finish()?;
+            if let Some(n) = repeat.filter(|&n| n > MAX_REPEAT) {
+                return Err(syn::Error::new(
+                    call.span,
+                    format!("`repeat = {n}` blocks is more than kiln allows ({MAX_REPEAT}): is the count mistyped?"),
+                ));
+            }
             Ok(repeat)
         })();
         let repeat = match parsed {

@@ -489,6 +489,7 @@ pub fn multi_head_attention_backward<F: Float>(
             linear_backward_weight(query, d_proj, rows, e, 3 * e, g.in_proj_weight, false);
             if let Some(db) = g.in_proj_bias {
                 linear_backward_bias(d_proj, rows, 3 * e, db, false);
+                zero_key_bias(db, e);
             }
             if let Some((dq, accumulate)) = d_query {
                 linear_backward_input(d_proj, p.in_proj_weight, rows, e, 3 * e, dq, accumulate);
@@ -503,6 +504,7 @@ pub fn multi_head_attention_backward<F: Float>(
                 let (db_q, db_kv) = db.split_at_mut(e);
                 linear_backward_bias(dp_q, rows, e, db_q, false);
                 linear_backward_bias(dp_kv, d.kv_rows(), 2 * e, db_kv, false);
+                zero_key_bias(db, e);
             }
             let (w_q, w_kv) = p.in_proj_weight.split_at(e * e);
             if let Some((dq, accumulate)) = d_query {
@@ -513,6 +515,14 @@ pub fn multi_head_attention_backward<F: Float>(
             }
         }
     }
+}
+
+/// Writes the key bias's gradient as the exact 0 it is. The key bias adds `q · b_k` to every
+/// score of a query, the same for all its keys, which the softmax removes; summed in floating
+/// point, the gradient comes out as rounding noise instead, and an optimizer that normalises by
+/// the gradient's size (Adam) would turn that noise into steps of the full learning rate.
+fn zero_key_bias<F: Float>(d_in_proj_bias: &mut [F], e: usize) {
+    d_in_proj_bias[e..2 * e].fill(F::ZERO);
 }
 
 /// The parameters of one attention layer, as flat row-major slices in PyTorch's layout.

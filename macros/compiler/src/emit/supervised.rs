@@ -10,8 +10,12 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let g = cx.g;
     let inputs: Vec<_> = g.inputs.iter().filter(|d| !d.is_target).collect();
     let targets: Vec<_> = g.inputs.iter().filter(|d| d.is_target).collect();
-    // The training loop feeds float features; a model reading token ids is driven by hand.
-    if inputs.iter().any(|d| d.ints.is_some()) {
+    // The training loop feeds float features and one label per sample (`TargetView::Labels`
+    // is one-dimensional); a model reading token ids or labelling every position is driven
+    // by hand.
+    if inputs.iter().any(|d| d.ints.is_some())
+        || targets.iter().any(|d| d.ints.is_some() && d.dims.len() != 1)
+    {
         return TokenStream::new();
     }
     let (Some(_), [input], [target], Some(_)) = (

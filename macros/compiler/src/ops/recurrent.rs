@@ -46,6 +46,12 @@ impl OpSpec for RecurrentSpec {
         args.tensor(0);
         let hidden = args.int(1, "the hidden size")?;
         let layers = args.opt_int("layers")?.unwrap_or(1);
+        if layers > 256 {
+            return Err(syn::Error::new(
+                args.span(),
+                format!("`layers = {layers}` stacked recurrent layers is more than kiln allows (256): is the count mistyped?"),
+            ));
+        }
         let bidirectional = args.opt_bool("bidirectional", false)?;
         let final_state = args.opt_bool("final_state", false)?;
         let lengths = args.tensor_option("lengths").is_some();

@@ -1,0 +1,351 @@
+//! PyTorch parity for the sequence fixture cases (`tests/fixtures/<case>/`, written by
+//! `tests/fixtures/gen_sequence.py`, see the README): token embeddings with a padding row,
+//! linear over [B, T, F], cross-entropy with `ignore_index`, causal self-attention,
+//! cross-attention with padded keys, stacked / bidirectional / packed LSTMs, GRUs with final
+//! states, and a small GPT with a tied head, in f64 and f32.
+//!
+//! As in `parity_dense.rs`: each model is declared with `model!` with its bindings named after
+//! the fixture's modules (so that its parameters carry the `state_dict` names), loaded from
+//! `param.*`, and checked against PyTorch: the forward values `output.*` that the model exposes
+//! (after `loss_and_grad`, from the workspace, and from `forward`), the `loss`, every parameter
+//! gradient `grad.*`, three steps of Adam and AdamW (`after.<opt>.step<k>.*`), and loading the
+//! PyTorch `state_dict` file with `kiln::io::load`. `grad.input.*` is not compared (kiln
+//! computes no gradient with respect to the input data).
+//!
+//! Forward values that are intermediate inside one kiln op are not exposed, and are listed per
+//! case as `not_exposed` (the report notes them): the padded sequence `output.seq` of an
+//! RNN declared with `final_state = true` (the binding is the final state), and `output.block0`,
+//! the first of the two chained transformer blocks (the chain is one binding).
+//!
+//! Run with `--nocapture` to see the largest errors per category.
+
+mod common;
+
+use common::{Fixture, Report};
+use kiln::ndarray::{Array1, Array2, Ix3};
+use kiln::Float;
+
+kiln::model! {
+    /// `embedding_pad`: emb = Embedding(11, 6, padding_idx = 0); pred = fc(emb) 6 -> 4; MSE.
+    pub struct EmbeddingPad {
+        input tokens: [B, T] tokens 11;
+        target y: [B, T, 4];
+        let emb = embedding(tokens, 6, padding_idx = 0);
+        let fc = linear(emb, 4);
+        output emb, fc;
+        loss mse(fc, y);
+    }
+}
+
+kiln::model! {
+    /// `causal_attn`: causal self-attention 8 / 2 heads; pred = fc(a) 8 -> 3; MSE.
+    pub struct CausalAttn {
+        input x: [B, T, 8];
+        target y: [B, T, 3];
+        let attn = multi_head_attention(x, heads = 2, causal = true);
+        let fc = linear(attn, 3);
+        output attn, fc;
+        loss mse(fc, y);
+    }
+}
+
+kiln::model! {
+    /// `cross_attn`: attention of q to mem with a key padding mask; pred = fc(a) 8 -> 3; MSE.
+    pub struct CrossAttn {
+        input q: [B, T, 8];
+        input mem: [B, S, 8];
+        input mem_lengths: [B] lengths S;
+        target y: [B, T, 3];
+        let attn = multi_head_attention(q, mem, heads = 2, lengths = mem_lengths);
+        let fc = linear(attn, 3);
+        output attn, fc;
+        loss mse(fc, y);
+    }
+}
+
+kiln::model! {
+    /// `lstm_bidir`: LSTM(4, 5, 2 layers, bidirectional) -> [B, T, 10]; fc 10 -> 2; MSE.
+    pub struct LstmBidir {
+        input x: [B, T, 4];
+        target y: [B, T, 2];
+        let rnn = lstm(x, 5, layers = 2, bidirectional = true);
+        let fc = linear(rnn, 2);
+        output rnn, fc;
+        loss mse(fc, y);
+    }
+}
+
+kiln::model! {
+    /// `lstm_packed`: bidirectional LSTM(4, 5) over lengths; final states [B, 10]; fc 10 -> 3; CE.
+    pub struct LstmPacked {
+        input x: [B, T, 4];
+        input lengths: [B] lengths T;
+        target label: [B] classes 3;
+        let rnn = lstm(x, 5, bidirectional = true, lengths = lengths, final_state = true);
+        let fc = linear(rnn, 3);
+        output rnn, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
+kiln::model! {
+    /// `gru`: GRU(4, 5, 2 layers) -> [B, T, 5]; fc 5 -> 2; MSE.
+    pub struct Gru {
+        input x: [B, T, 4];
+        target y: [B, T, 2];
+        let rnn = gru(x, 5, layers = 2);
+        let fc = linear(rnn, 2);
+        output rnn, fc;
+        loss mse(fc, y);
+    }
+}
+
+kiln::model! {
+    /// `gru_bidir_final`: bidirectional GRU(4, 3); final states [B, 6]; fc 6 -> 2; CE.
+    pub struct GruBidirFinal {
+        input x: [B, T, 4];
+        target label: [B] classes 2;
+        let rnn = gru(x, 3, bidirectional = true, final_state = true);
+        let fc = linear(rnn, 2);
+        output rnn, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
+// The generated code spells gelu's 1/sqrt(2) as a literal, which clippy's `approx_constant`
+// (deny by default) rejects (see parity_dense.rs).
+#[allow(clippy::approx_constant)]
+mod gpt_model {
+    kiln::model! {
+        /// `gpt_tied`: token + position embeddings, 2 pre-norm causal blocks, ln_f, a head
+        /// tied to the token table; CE with ignore_index 0.
+        pub struct GptTied {
+            input tokens: [B, T] tokens 13;
+            target next: [B, T] classes 13;
+            let wte = embedding(tokens, 8);
+            let wpe = position_embedding(tokens, 8, max_len = 8);
+            let x0 = wte + wpe;
+            let blocks = Block(x0, repeat = 2);
+            let ln_f = layer_norm(blocks);
+            let head = linear(ln_f, 13, bias = false, tied = wte);
+            output x0, blocks, head;
+            loss cross_entropy(head, next, ignore_index = 0);
+
+            block Block(x) {
+                let ln_1 = layer_norm(x);
+                let attn = multi_head_attention(ln_1, heads = 2, causal = true);
+                let x1 = x + attn;
+                let ln_2 = layer_norm(x1);
+                let c_fc = linear(ln_2, 32);
+                let act = gelu(c_fc);
+                let mlp_proj = linear(act, 8);
+                let out = x1 + mlp_proj;
+                output out;
+            }
+        }
+    }
+}
+use gpt_model::GptTied;
+
+/// Integer tensor `name` (int64 in the file) as a `[B, T]` matrix of `usize`, with the shape
+/// the manifest gives under `inputs` or `targets`.
+fn ids(fixture: &Fixture, section: &str, name: &str) -> Array2<usize> {
+    let key = name.split_once('.').map_or(name, |(_, n)| n);
+    let entry = &fixture.manifest[section][key];
+    let shape = entry
+        .get("shape")
+        .unwrap_or(entry)
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: no shape for `{name}`", fixture.title()))
+        .iter()
+        .map(|d| d.as_u64().expect("a dimension") as usize)
+        .collect::<Vec<_>>();
+    assert_eq!(shape.len(), 2, "`{name}` is not a matrix");
+    let flat: Array1<usize> = fixture.labels(name);
+    Array2::from_shape_vec((shape[0], shape[1]), flat.to_vec())
+        .unwrap_or_else(|e| panic!("{}: `{name}`: {e}", fixture.title()))
+}
+
+/// How to read one input or target from the core file.
+macro_rules! load {
+    (f3, $fixture:ident, $section:literal, $name:expr) => {
+        $fixture.array::<F, Ix3>($name)
+    };
+    (ids, $fixture:ident, $section:literal, $name:expr) => {
+        ids(&$fixture, $section, $name)
+    };
+    (int, $fixture:ident, $section:literal, $name:expr) => {
+        $fixture.labels($name)
+    };
+}
+
+/// One module per case with an `f64` and an `f32` test (see `parity_dense.rs`). Inputs and
+/// targets are `f3` (float [B, T, F]), `ids` (int64 [B, T]) or `int` (int64 [B]); `outputs`
+/// maps each model output to the fixture's step name; `not_exposed` lists the fixture's forward
+/// steps that the kiln model has no value for.
+macro_rules! parity_case {
+    (
+        $case:ident, $Model:ident,
+        inputs { $($in:ident: $ikind:ident),+ $(,)? },
+        target $target:ident: $tkind:ident,
+        outputs { $($out:ident => $step:ident),+ $(,)? },
+        not_exposed [ $($hidden:ident),* $(,)? ] $(,)?
+    ) => {
+        mod $case {
+            use super::*;
+
+            fn run<F: Float>() {
+                let fixture = Fixture::open::<F>(stringify!($case));
+                let mut report = Report::new(fixture.title());
+                let fresh = || {
+                    let mut model = $Model::<F>::zeros();
+                    fixture.load_params(&mut model);
+                    model
+                };
+                let mut model = fresh();
+                $(
+                    let $in = load!($ikind, fixture, "inputs", concat!("input.", stringify!($in)));
+                )+
+                let target = load!($tkind, fixture, "targets", concat!("target.", stringify!($target)));
+
+                let mut ws = model.workspace();
+                let mut grads = model.zero_grads();
+                let loss = model
+                    .loss_and_grad($($in.view(),)+ target.view(), &mut ws, &mut grads)
+                    .expect("loss_and_grad");
+                fixture.check_loss(&mut report, loss);
+                $(
+                    let value = ws.$out().expect(concat!("ws.", stringify!($out), "()"));
+                    fixture.check_output(&mut report, "output (train)", stringify!($step), value.into_dyn());
+                )+
+                fixture.check_grads::<F, $Model<F>>(&mut report, &grads);
+
+                // Inference returns the same values.
+                {
+                    #[allow(unused_parens)]
+                    let ($($out),+) = model.forward($($in.view()),+).expect("forward");
+                    $(
+                        fixture.check_output(&mut report, "output (forward)", stringify!($step), $out.view().into_dyn());
+                    )+
+                }
+                let hidden: &[&str] = &[$(concat!("output.", stringify!($hidden))),*];
+                for name in hidden {
+                    report.note(format!("`{name}` is not compared: the kiln model does not expose it"));
+                }
+                let steps = fixture
+                    .names_with("output.")
+                    .into_iter()
+                    .filter(|n| !hidden.contains(n));
+                report.require_checked("forward values", steps);
+
+                fixture.check_state_dict(&mut report, $Model::<F>::zeros());
+
+                fixture.check_trajectories(&mut report, fresh, |model, grads| {
+                    model
+                        .loss_and_grad($($in.view(),)+ target.view(), &mut ws, grads)
+                        .expect("loss_and_grad");
+                });
+                report.finish();
+            }
+
+            #[test]
+            fn f64() {
+                run::<f64>();
+            }
+
+            #[test]
+            fn f32() {
+                run::<f32>();
+            }
+        }
+    };
+}
+
+parity_case! {
+    embedding_pad, EmbeddingPad,
+    inputs { tokens: ids },
+    target y: f3,
+    outputs { emb => e, fc => pred },
+    not_exposed [],
+}
+
+parity_case! {
+    causal_attn, CausalAttn,
+    inputs { x: f3 },
+    target y: f3,
+    outputs { attn => a, fc => pred },
+    not_exposed [],
+}
+
+parity_case! {
+    cross_attn, CrossAttn,
+    inputs { q: f3, mem: f3, mem_lengths: int },
+    target y: f3,
+    outputs { attn => a, fc => pred },
+    not_exposed [],
+}
+
+parity_case! {
+    lstm_bidir, LstmBidir,
+    inputs { x: f3 },
+    target y: f3,
+    outputs { rnn => seq, fc => pred },
+    not_exposed [],
+}
+
+parity_case! {
+    lstm_packed, LstmPacked,
+    inputs { x: f3, lengths: int },
+    target label: int,
+    outputs { rnn => final, fc => logits },
+    not_exposed [seq],
+}
+
+parity_case! {
+    gru, Gru,
+    inputs { x: f3 },
+    target y: f3,
+    outputs { rnn => seq, fc => pred },
+    not_exposed [],
+}
+
+parity_case! {
+    gru_bidir_final, GruBidirFinal,
+    inputs { x: f3 },
+    target label: int,
+    outputs { rnn => final, fc => logits },
+    not_exposed [seq],
+}
+
+parity_case! {
+    gpt_tied, GptTied,
+    inputs { tokens: ids },
+    target next: ids,
+    outputs { x0 => x0, blocks => block1, head => logits },
+    not_exposed [block0],
+}
+
+// `seq_ce_ignore`: cross-entropy at every position, padding labels left out.
+mod seq_ce_ignore {
+    use super::*;
+
+    kiln::model! {
+        /// `seq_ce_ignore`: logits = fc(x) 5 -> 3 at every position; CE with ignore_index 0.
+        pub struct SeqCeIgnore {
+            input x: [B, T, 5];
+            target label: [B, T] classes 3;
+            let fc = linear(x, 3);
+            output fc;
+            loss cross_entropy(fc, label, ignore_index = 0);
+        }
+    }
+
+    parity_case! {
+        seq_ce_ignore, SeqCeIgnore,
+        inputs { x: f3 },
+        target label: ids,
+        outputs { fc => logits },
+        not_exposed [],
+    }
+}
+
