@@ -1,6 +1,6 @@
-//! The benchmark workloads of `BENCHMARKS.md` (W1–W5): median milliseconds per training step
+//! The benchmark workloads of `BENCHMARKS.md` (W1–W7): median milliseconds per training step
 //! (forward + loss + backward + optimizer update) after warm-up, and steps per second, plus the
-//! macro's own cost (time to expand the W3 and W4 models).
+//! macro's own cost (time to expand the W3, W4 and W6 models, and a 12-block GPT).
 //!
 //! Run with `cargo bench --bench workloads`; `-- W2` runs the workloads whose id contains
 //! `W2`; `-- --quick` counts a tenth of the steps (a smoke run).
@@ -73,6 +73,70 @@ workload! { W4_SOURCE, {
     }
 }}
 
+workload! { W6_SOURCE, {
+    /// W6: a character GPT (nanoGPT's CPU configuration): 4 pre-norm blocks of width 128.
+    struct CharGpt {
+        input tokens: [B, T] tokens 96;
+        target next: [B, T] classes 96;
+        let wte = embedding(tokens, 128);
+        let wpe = position_embedding(tokens, 128, max_len = 64);
+        let x = wte + wpe;
+        let h = Block(x, repeat = 4);
+        let ln_f = layer_norm(h);
+        let logits = linear(ln_f, 96, bias = false);
+        output logits;
+        loss cross_entropy(logits, next);
+
+        block Block(x) {
+            let ln_1 = layer_norm(x);
+            let attn = multi_head_attention(ln_1, heads = 4, causal = true);
+            let x1 = x + attn;
+            let ln_2 = layer_norm(x1);
+            let c_fc = gelu(linear(ln_2, 512));
+            let mlp_proj = linear(c_fc, 128);
+            let out = x1 + mlp_proj;
+            output out;
+        }
+    }
+}}
+
+/// The W6 model with 12 blocks: only expanded, to time the macro on a deep stack.
+const GPT12_SOURCE: &str = "struct Gpt12 {
+    input tokens: [B, T] tokens 96;
+    target next: [B, T] classes 96;
+    let wte = embedding(tokens, 768);
+    let wpe = position_embedding(tokens, 768, max_len = 1024);
+    let x = wte + wpe;
+    let h = Block(x, repeat = 12);
+    let ln_f = layer_norm(h);
+    let logits = linear(ln_f, 96, bias = false, tied = wte);
+    output logits;
+    loss cross_entropy(logits, next);
+    block Block(x) {
+        let ln_1 = layer_norm(x);
+        let attn = multi_head_attention(ln_1, heads = 12, causal = true);
+        let x1 = x + attn;
+        let ln_2 = layer_norm(x1);
+        let c_fc = gelu(linear(ln_2, 3072));
+        let mlp_proj = linear(c_fc, 768);
+        let out = x1 + mlp_proj;
+        output out;
+    }
+}";
+
+kiln::model! {
+    /// W7: an LSTM over token embeddings, its last hidden state classified.
+    struct LstmSentiment {
+        input tokens: [B, T] tokens 20000;
+        target y: [B] classes 3;
+        let emb = embedding(tokens, 128, padding_idx = 0);
+        let rnn = lstm(emb, 128, final_state = true);
+        let logits = linear(rnn, 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
 /// The median and the steps per second of `counted` timed calls after `warmup` untimed ones.
 fn measure(warmup: usize, counted: usize, mut step: impl FnMut()) -> (Duration, f64) {
     for _ in 0..warmup {
@@ -120,7 +184,7 @@ fn labels(rng: &mut StdRng, n: usize) -> Array1<usize> {
 }
 
 /// The parts of the harness, in the order they run; each runs in a process of its own.
-const PARTS: [&str; 6] = ["W1", "W2", "W5", "W3", "W4", "expand"];
+const PARTS: [&str; 8] = ["W1", "W2", "W5", "W3", "W4", "W6", "W7", "expand"];
 
 /// Runs every workload with 1 and then 2 threads: the GEMM reads `KILN_THREADS` once per
 /// process, and a workload's peak memory is its own only in a fresh process (an earlier
@@ -266,9 +330,54 @@ fn run() {
             );
         }
     }
+    if wanted("W6") {
+        reset_peak_memory();
+        let mut model = CharGpt::<f32>::new(&mut rng);
+        let tokens = Array2::from_shape_simple_fn((12, 64), || rng.random_range(0..96usize));
+        let next = Array2::from_shape_simple_fn((12, 64), || rng.random_range(0..96usize));
+        let mut opt = kiln::AdamW::new(1e-3).betas(0.9, 0.99).weight_decay(0.1);
+        let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
+        for &t in &threads {
+            report(
+                "W6 char-gpt",
+                t,
+                measure(5, counted(50), || {
+                    model
+                        .loss_and_grad(tokens.view(), next.view(), &mut ws, &mut grads)
+                        .expect("step");
+                    opt.step(&mut model, &grads);
+                }),
+            );
+        }
+    }
+    if wanted("W7") {
+        reset_peak_memory();
+        let mut model = LstmSentiment::<f32>::new(&mut rng);
+        let tokens = Array2::from_shape_simple_fn((64, 48), || rng.random_range(0..20000usize));
+        let y = Array1::from_shape_simple_fn(64, || rng.random_range(0..3usize));
+        let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Adam::new(1e-3));
+        for &t in &threads {
+            report(
+                "W7 lstm-sentiment",
+                t,
+                measure(5, counted(50), || {
+                    model
+                        .loss_and_grad(tokens.view(), y.view(), &mut ws, &mut grads)
+                        .expect("step");
+                    opt.step(&mut model, &grads);
+                }),
+            );
+        }
+    }
     // The macro's cost does not depend on the thread count: report it once.
     if wanted("expand") && threads[0] == 1 {
-        for (id, source) in [("expand W3", W3_SOURCE), ("expand W4", W4_SOURCE)] {
+        let sources = [
+            ("expand W3", W3_SOURCE),
+            ("expand W4", W4_SOURCE),
+            ("expand W6", W6_SOURCE),
+            ("expand GPT-12", GPT12_SOURCE),
+        ];
+        for (id, source) in sources {
             let tokens: proc_macro2::TokenStream = source.parse().expect("model source lexes");
             let (median, _) = measure(5, counted(50), || {
                 std::hint::black_box(kiln_compiler::expand(tokens.clone()).expect("expands"));
