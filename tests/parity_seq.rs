@@ -348,4 +348,3 @@ mod seq_ce_ignore {
         not_exposed [],
     }
 }
-

@@ -14,7 +14,9 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     // is one-dimensional); a model reading token ids or labelling every position is driven
     // by hand.
     if inputs.iter().any(|d| d.ints.is_some())
-        || targets.iter().any(|d| d.ints.is_some() && d.dims.len() != 1)
+        || targets
+            .iter()
+            .any(|d| d.ints.is_some() && d.dims.len() != 1)
     {
         return TokenStream::new();
     }
