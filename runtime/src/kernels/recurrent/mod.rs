@@ -641,13 +641,23 @@ fn forward_part<F: Float>(
             let (xp_row, hp_row) = (&xp[row * g..(row + 1) * g], &step[i * g..(i + 1) * g]);
             let cache_row = &mut cache[row * w..(row + 1) * w];
             match d.cell {
-                RnnCell::Lstm => {
-                    let c_row = &mut cs[i * h..(i + 1) * h];
-                    cell::lstm_forward(xp_row, hp_row, dir.b_ih, dir.b_hh, c_row, h_row, cache_row);
-                }
-                RnnCell::Gru => {
-                    cell::gru_forward(xp_row, hp_row, dir.b_ih, dir.b_hh, h_row, cache_row);
-                }
+                RnnCell::Lstm => cell::run(cell::LstmForward {
+                    xp: xp_row,
+                    hp: hp_row,
+                    b_ih: dir.b_ih,
+                    b_hh: dir.b_hh,
+                    c: &mut cs[i * h..(i + 1) * h],
+                    h: h_row,
+                    cache: cache_row,
+                }),
+                RnnCell::Gru => cell::run(cell::GruForward {
+                    xp: xp_row,
+                    hp: hp_row,
+                    b_ih: dir.b_ih,
+                    b_hh: dir.b_hh,
+                    h: h_row,
+                    cache: cache_row,
+                }),
             }
             if let Some(out) = dest_row(b, t) {
                 out.copy_from_slice(h_row);
@@ -918,8 +928,13 @@ fn backward_part<F: Float>(
             let dgi_row = &mut dgi[row * g..(row + 1) * g];
             match (d.cell, dgh.as_deref_mut()) {
                 (RnnCell::Gru, Some(dgh)) => {
-                    let h_prev = &states[row * h..(row + 1) * h];
-                    cell::gru_backward(cache_row, h_prev, dh_row, dgi_row, step_row);
+                    cell::run(cell::GruBackward {
+                        cache: cache_row,
+                        h_prev: &states[row * h..(row + 1) * h],
+                        dh: dh_row,
+                        dgi: dgi_row,
+                        dgh: step_row,
+                    });
                     dgh[row * g..(row + 1) * g].copy_from_slice(step_row);
                 }
                 _ => {
@@ -927,8 +942,13 @@ fn backward_part<F: Float>(
                         let at = (i * t_len + dir.previous_time(t)) * w + 4 * h;
                         &cache[at..at + h]
                     });
-                    let dc_row = &mut dc[i * h..(i + 1) * h];
-                    cell::lstm_backward(cache_row, c_prev, dh_row, dc_row, step_row);
+                    cell::run(cell::LstmBackward {
+                        cache: cache_row,
+                        c_prev,
+                        dh: dh_row,
+                        dc: &mut dc[i * h..(i + 1) * h],
+                        dg: step_row,
+                    });
                     dgi_row.copy_from_slice(step_row);
                 }
             }
