@@ -4,7 +4,9 @@
 mod conv;
 mod linear;
 mod norm;
+mod recurrent;
 
 pub use conv::Conv2d;
 pub use linear::Linear;
 pub use norm::{BatchNorm, LayerNorm};
+pub use recurrent::{Gru, Lstm};

@@ -38,7 +38,11 @@ pub(super) fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    // `shifted`'s low mantissa bits hold n in two's complement: its bits are those of ROUND
+    // plus n, which gives 2^n below without a float-to-integer conversion (that one does not
+    // vectorize: Rust's saturating `as` is scalar code on x86).
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_2e-4_f32;
     let p = p * r + 1.398_199_9e-3;
@@ -47,8 +51,13 @@ pub(super) fn exp_f32(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5.000_000_1e-1;
     let e = p * (r * r) + r + 1.0;
-    // n ∈ [-126, 127] after the clamp (0 for NaN): a normal power of two.
-    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // n ∈ [-126, 127] after the clamp: 2^n is a normal number, its biased exponent n + 127.
+    // (A NaN x makes `e` NaN, whatever this scale.)
+    let biased = shifted
+        .to_bits()
+        .wrapping_sub(ROUND.to_bits())
+        .wrapping_add(127);
+    e * f32::from_bits(biased << 23)
 }
 
 /// The logistic function in f32 within 2 ulp (see [`exp_f32`]).
