@@ -49,7 +49,7 @@ pub(super) fn exp_f32(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let e = p * (r * r) + r + 1.0;
     // n ∈ [-126, 127] after the clamp: 2^n is a normal number, its biased exponent n + 127.
     // (A NaN x makes `e` NaN, whatever this scale.)
@@ -73,10 +73,10 @@ pub(super) fn tanh_f32(x: f32) -> f32 {
     let a = x.abs();
     let s = x * x;
     let p = -5.704_988_7e-3_f32;
-    let p = p * s + 2.063_908_9e-2;
+    let p = p * s + 2.063_909e-2;
     let p = p * s - 5.373_971_6e-2;
     let p = p * s + 1.333_144_2e-1;
-    let p = p * s - 3.333_328_2e-1;
+    let p = p * s - 3.333_328e-1;
     let small = p * s * x + x;
     let large = (1.0 - 2.0 / (exp_f32(2.0 * a) + 1.0)).copysign(x);
     if a < 0.625 {
