@@ -392,7 +392,7 @@ fn timing_w7() {
         println!(
             "W7 {cell:?} ({} threads): forward {f:.3} ms (best {f_min:.3}), backward {b:.3} ms \
              (best {b_min:.3}), total {:.3} ms (best {:.3})",
-            parallel::threads(),
+            crate::kernels::parallel::threads(),
             f + b,
             f_min + b_min
         );
