@@ -127,7 +127,8 @@ pub fn rnn_forward<F: Float>(
             // Each sequence's state stopped changing after its last step.
             for direction in 0..dirs {
                 let hs = &work[lay.work_rows(direction, &(0..d.batch))[3].clone()];
-                for (row, state) in out.chunks_exact_mut(dirs * h).zip(hs.chunks_exact(h)) {
+                let width = (dirs * h).max(1);
+                for (row, state) in out.chunks_exact_mut(width).zip(hs.chunks_exact(h.max(1))) {
                     row[direction * h..(direction + 1) * h].copy_from_slice(state);
                 }
             }

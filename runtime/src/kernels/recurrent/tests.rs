@@ -398,3 +398,44 @@ fn timing_w7() {
         );
     }
 }
+
+#[test]
+fn empty_sizes() {
+    // Each of B, T, F, H zero in turn: no panic, and the reference's results.
+    for cell in CELLS {
+        for output in OUTPUTS {
+            for (batch, seq, input, hidden) in
+                [(0, 3, 2, 2), (2, 0, 2, 2), (2, 3, 0, 2), (2, 3, 2, 0)]
+            {
+                let d = dims(cell, batch, seq, input, hidden, 2, true, output);
+                let params = params_for(&d, 1.0);
+                let x = values(d.input_len(), 1.0);
+                let (out, mut scratch) = forward(&d, &x, None, &params);
+                let want = reference(&d, &x, None, &params);
+                assert_close(&out, &want, 1e-12, 1e-14, &format!("{d:?}"));
+                let mut grads: Vec<Vec<f64>> =
+                    params.iter().map(|p| vec![f64::NAN; p.len()]).collect();
+                let mut grad_refs: Vec<&mut [f64]> =
+                    grads.iter_mut().map(Vec::as_mut_slice).collect();
+                let mut dx = vec![f64::NAN; x.len()];
+                let d_out = values(d.out_len(), 2.0);
+                let p = refs(&params);
+                rnn_backward(
+                    &d,
+                    &x,
+                    None,
+                    &p,
+                    &mut scratch,
+                    &d_out,
+                    Some((&mut dx, false)),
+                    &mut grad_refs,
+                );
+                // Without sequences, steps or hidden units there is nothing to learn from
+                // (without input features, the biases still learn).
+                let all_zero = grads.iter().flatten().all(|&v| v == 0.0);
+                assert_eq!(all_zero, input > 0, "{d:?}");
+                assert!(grads.iter().flatten().all(|v| v.is_finite()), "{d:?}");
+            }
+        }
+    }
+}
