@@ -85,9 +85,9 @@ macro_rules! recurrent_layer {
         }
 
         impl<F: Float> $name<F> {
-            #[doc = concat!("A stack initialised as PyTorch's `", $torch, "`: every weight and bias from")]
-            /// `U(−1/√hidden, 1/√hidden)` (a bound of 0 when `hidden` is 0), drawn in f64 and
-            /// rounded to `F` (an f32 and an f64 stack from the same seed agree), in
+            #[doc = concat!("A stack initialised as PyTorch's `", $torch, "`: every weight and")]
+            /// bias from `U(−1/√hidden, 1/√hidden)` (a bound of 0 when `hidden` is 0), drawn in
+            /// f64 and rounded to `F` (an f32 and an f64 stack from the same seed agree), in
             /// `state_dict` order: for each layer, each direction, `weight_ih`, `weight_hh`,
             /// `bias_ih`, `bias_hh`, each row by row.
             pub fn new<R: Rng + ?Sized>(

@@ -9,9 +9,10 @@ use crate::Float;
 use std::ops::Range;
 
 /// Backpropagation through time: given `d_out` (the adjoint of `out`, as laid out by
-/// [`rnn_forward`](super::rnn_forward)), OVERWRITES every parameter gradient (`param_grads`, in the order and
-/// shapes of `params`) and, if `d_x` is given as `(buffer, accumulate)`, writes (or, with
-/// `accumulate`, adds) the adjoint of `x` (`[B, T, F]`, zero at padded steps).
+/// [`rnn_forward`](super::rnn_forward)), OVERWRITES every parameter gradient (`param_grads`,
+/// in the order and shapes of `params`) and, if `d_x` is given as `(buffer, accumulate)`,
+/// writes (or, with `accumulate`, adds) the adjoint of `x` (`[B, T, F]`, zero at padded
+/// steps).
 ///
 /// `x`, `lengths` and `params` must be those of the forward, and `scratch` as the forward left
 /// it. The backward does not change the state the forward kept, so it may be run again on it.
