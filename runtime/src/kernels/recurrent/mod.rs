@@ -146,7 +146,7 @@ impl RnnDims {
     }
 
     /// The number of parameter tensors: 4 per layer and direction.
-    pub fn num_params(&self) -> usize {
+    pub fn num_tensors(&self) -> usize {
         4 * self.layers * self.directions()
     }
 
@@ -154,10 +154,10 @@ impl RnnDims {
     /// `k % 4` selects `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`).
     ///
     /// # Panics
-    /// If `k >= num_params()`.
+    /// If `k >= num_tensors()`.
     pub fn param_shape(&self, k: usize) -> (String, Vec<usize>) {
         assert!(
-            k < self.num_params(),
+            k < self.num_tensors(),
             "RnnDims::param_shape: no parameter {k}"
         );
         let (group, kind) = (k / 4, k % 4);
@@ -177,7 +177,7 @@ impl RnnDims {
     /// for each direction (forward, then `_reverse`), `weight_ih`, `weight_hh`, `bias_ih`,
     /// `bias_hh`. This is the order of `params` and `param_grads` in the kernels.
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        (0..self.num_params())
+        (0..self.num_tensors())
             .map(|k| self.param_shape(k))
             .collect()
     }
@@ -215,9 +215,9 @@ impl RnnDims {
         assert_eq!(x.len(), self.input_len(), "{what}: x has the wrong length");
         assert_eq!(
             params,
-            self.num_params(),
+            self.num_tensors(),
             "{what}: expected {} parameter tensors",
-            self.num_params()
+            self.num_tensors()
         );
         if let Some(lengths) = lengths {
             assert_eq!(
