@@ -15,4 +15,4 @@ pub use conv::Conv2d;
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use norm::{BatchNorm, LayerNorm};
-pub use recurrent::{Gru, Lstm, Recurrent};
+pub use recurrent::{Gru, Lstm};

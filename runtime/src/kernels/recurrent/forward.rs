@@ -1,0 +1,251 @@
+//! The forward pass: input projections, then the time loop of each direction.
+
+use super::{cell, layer_params, Direction, Layout, Regions, RnnCell, RnnDims, RnnOutput};
+use crate::kernels::gemm;
+use crate::kernels::parallel::{self, SharedMut};
+use crate::Float;
+use std::ops::Range;
+
+/// The forward pass: writes `out` ([`RnnDims::out_len`] elements, see [`RnnOutput`]).
+///
+/// `x` is `[B, T, F]`; `lengths`, if given, holds each sequence's length (`1 ..= T`, checked);
+/// `params` are the parameter slices in `state_dict` order (see
+/// [`RnnDims::param_shapes`]: 4 per layer and direction). `scratch` (at least
+/// [`RnnDims::scratch_len`] elements, contents on entry irrelevant) receives what the backward
+/// needs: pass it unchanged to [`rnn_backward`](super::rnn_backward) with the same inputs.
+///
+/// # Panics
+/// If a slice's length disagrees with `d`, a length is outside `1 ..= T`, or `d.layers` is 0
+/// (caller bugs).
+///
+/// ```
+/// use kiln_runtime::kernels::recurrent::{rnn_forward, RnnCell, RnnDims, RnnOutput};
+/// let d = RnnDims {
+///     cell: RnnCell::Gru, batch: 1, seq: 2, input: 1, hidden: 1, layers: 1,
+///     bidirectional: false, output: RnnOutput::Final,
+/// };
+/// // All weights and biases zero: r = z = 1/2, n = 0, so h stays 0.
+/// let zeros = [0.0f64; 3];
+/// let params: Vec<&[f64]> = vec![&zeros, &zeros, &zeros, &zeros];
+/// let mut scratch = vec![0.0; d.scratch_len()];
+/// let mut out = [f64::NAN];
+/// rnn_forward(&d, &[1.0, 2.0], None, &params, &mut scratch, &mut out);
+/// assert_eq!(out, [0.0]);
+/// ```
+pub fn rnn_forward<F: Float>(
+    d: &RnnDims,
+    x: &[F],
+    lengths: Option<&[usize]>,
+    params: &[&[F]],
+    scratch: &mut [F],
+    out: &mut [F],
+) {
+    const WHAT: &str = "rnn_forward";
+    d.check(WHAT, x, lengths, params.len());
+    d.check_params(WHAT, params);
+    let lay = Layout::new(d);
+    assert!(
+        scratch.len() >= lay.total(),
+        "{WHAT}: scratch has {} elements, needs {} (RnnDims::scratch_len)",
+        scratch.len(),
+        lay.total()
+    );
+    assert_eq!(out.len(), d.out_len(), "{WHAT}: out has the wrong length");
+    let Regions {
+        kept,
+        outputs,
+        work,
+        ..
+    } = lay.split(scratch);
+    let (dirs, g, h) = (lay.directions, lay.gate_rows, lay.hidden);
+    let parts = d.batch_parts();
+    for layer in 0..d.layers {
+        let last = layer + 1 == d.layers;
+        let (done, current) = outputs.split_at_mut(layer * lay.layer_out);
+        let input: &[F] = if layer == 0 {
+            x
+        } else {
+            &done[(layer - 1) * lay.layer_out..]
+        };
+        let in_l = d.layer_input(layer);
+        // Every step's input projection W_ih·x at once (the biases are added in the gate math).
+        for direction in 0..dirs {
+            let [w_ih, ..] = layer_params(d, params, layer, direction);
+            let xp = &mut work[lay.work_rows(direction, &(0..d.batch))[0].clone()];
+            gemm(
+                lay.rows,
+                in_l,
+                g,
+                F::ONE,
+                input,
+                false,
+                w_ih,
+                true,
+                F::ZERO,
+                xp,
+            );
+        }
+        let dest: Option<&mut [F]> = match (last, d.output) {
+            (false, _) => Some(&mut current[..lay.layer_out]),
+            (true, RnnOutput::Sequence) => Some(&mut *out),
+            (true, RnnOutput::Final) => None,
+        };
+        let dest = dest.map(SharedMut::new);
+        let kept_l = SharedMut::new(&mut kept[lay.kept_range(layer, 0).start..]);
+        let work_s = SharedMut::new(&mut *work);
+        parallel::for_each_chunk(dirs * parts, |item, _| {
+            let (direction, part) = (item / parts, item % parts);
+            let [_, w_hh, b_ih, b_hh] = layer_params(d, params, layer, direction);
+            let dir = Direction {
+                dims: d,
+                lengths,
+                reverse: direction == 1,
+                w_hh,
+                b_ih,
+                b_hh,
+            };
+            let part = parallel::chunk_range(d.batch, parts, part);
+            let (states, cache) = lay.kept_rows(&part);
+            let kept_at = direction * lay.kept;
+            let [xp, _, step, hs, cs] = lay.work_rows(direction, &part);
+            // SAFETY: each item is claimed once, and the items' (direction, sequences) pairs
+            // are disjoint: each range below is this item's own rows of its direction's
+            // buffers; `dest` is written only at this direction's columns of these rows.
+            let bufs = unsafe {
+                ForwardBufs {
+                    xp: &*work_s.range(xp),
+                    step: work_s.range(step),
+                    h: work_s.range(hs),
+                    c: work_s.range(cs),
+                    states: kept_l.range(kept_at + states.start..kept_at + states.end),
+                    cache: kept_l.range(kept_at + cache.start..kept_at + cache.end),
+                }
+            };
+            forward_part(&dir, part, bufs, dest.as_ref().map(|s| (s, direction * h)));
+        });
+        if last && d.output == RnnOutput::Final {
+            // Each sequence's state stopped changing after its last step.
+            for direction in 0..dirs {
+                let hs = &work[lay.work_rows(direction, &(0..d.batch))[3].clone()];
+                let width = (dirs * h).max(1);
+                for (row, state) in out.chunks_exact_mut(width).zip(hs.chunks_exact(h.max(1))) {
+                    row[direction * h..(direction + 1) * h].copy_from_slice(state);
+                }
+            }
+        }
+    }
+}
+
+/// One time loop's own buffers (its sequences' rows), forward.
+struct ForwardBufs<'a, F> {
+    /// `[part, T, G·H]`: the input projections.
+    xp: &'a [F],
+    /// `[part, G·H]`: one step's recurrent product.
+    step: &'a mut [F],
+    /// `[part, H]`: the hidden states.
+    h: &'a mut [F],
+    /// `[part, H]`: the cell states (LSTM).
+    c: &'a mut [F],
+    /// `[part, T, H]`: the hidden state each step started from.
+    states: &'a mut [F],
+    /// `[part, T, W·H]`: what the backward needs.
+    cache: &'a mut [F],
+}
+
+/// The time loop of one direction over the sequences `part`: writes their kept state, their
+/// outputs into `dest` (`[B, T, D·H]`, at the given column; zero at padded steps) if given,
+/// and leaves their final states in `bufs.h`.
+fn forward_part<F: Float>(
+    dir: &Direction<'_, F>,
+    part: Range<usize>,
+    bufs: ForwardBufs<'_, F>,
+    dest: Option<(&SharedMut<'_, F>, usize)>,
+) {
+    let d = dir.dims;
+    let (t_len, h, g) = (d.seq, d.hidden, d.cell.gates() * d.hidden);
+    let w = d.cell.cache_width() * h;
+    let dest_width = d.directions() * h;
+    let ForwardBufs {
+        xp,
+        step,
+        h: hs,
+        c: cs,
+        states,
+        cache,
+    } = bufs;
+    let dest_row = |b: usize, t: usize| {
+        dest.map(|(dest, col)| {
+            let at = (b * t_len + t) * dest_width + col;
+            // SAFETY: the caller gives this loop the rows of the sequences `part` and the
+            // columns `col .. col + H` of `dest` to itself, and each (b, t) is taken once.
+            unsafe { dest.range(at..at + h) }
+        })
+    };
+    hs.fill(F::ZERO);
+    cs.fill(F::ZERO);
+    let mut steps = 0;
+    for (i, b) in part.clone().enumerate() {
+        let len = dir.len(b);
+        steps = steps.max(len);
+        // Padded steps output zeros, and start from a zero state: it meets a zero adjoint in
+        // the recurrent weight's gradient, and the scratch may hold anything (even NaN).
+        states[(i * t_len + len) * h..(i + 1) * t_len * h].fill(F::ZERO);
+        for t in len..t_len {
+            if let Some(row) = dest_row(b, t) {
+                row.fill(F::ZERO);
+            }
+        }
+    }
+    for s in 0..steps {
+        if s == 0 {
+            step.fill(F::ZERO);
+        } else {
+            gemm(
+                part.len(),
+                h,
+                g,
+                F::ONE,
+                hs,
+                false,
+                dir.w_hh,
+                true,
+                F::ZERO,
+                step,
+            );
+        }
+        for (i, b) in part.clone().enumerate() {
+            let len = dir.len(b);
+            if s >= len {
+                continue;
+            }
+            let t = dir.time(s, len);
+            let row = i * t_len + t;
+            let h_row = &mut hs[i * h..(i + 1) * h];
+            states[row * h..(row + 1) * h].copy_from_slice(h_row);
+            let (xp_row, hp_row) = (&xp[row * g..(row + 1) * g], &step[i * g..(i + 1) * g]);
+            let cache_row = &mut cache[row * w..(row + 1) * w];
+            match d.cell {
+                RnnCell::Lstm => cell::run(cell::LstmForward {
+                    xp: xp_row,
+                    hp: hp_row,
+                    b_ih: dir.b_ih,
+                    b_hh: dir.b_hh,
+                    c: &mut cs[i * h..(i + 1) * h],
+                    h: h_row,
+                    cache: cache_row,
+                }),
+                RnnCell::Gru => cell::run(cell::GruForward {
+                    xp: xp_row,
+                    hp: hp_row,
+                    b_ih: dir.b_ih,
+                    b_hh: dir.b_hh,
+                    h: h_row,
+                    cache: cache_row,
+                }),
+            }
+            if let Some(out) = dest_row(b, t) {
+                out.copy_from_slice(h_row);
+            }
+        }
+    }
+}
