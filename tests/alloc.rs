@@ -133,3 +133,92 @@ fn a_warm_convolutional_step_allocates_nothing() {
         "a smaller (final) batch reuses the larger buffers"
     );
 }
+
+kiln::model! {
+    /// W6's shape at a smaller width: embeddings, a chain of attention blocks, a tied head.
+    struct Gpt {
+        input tokens: [B, T] tokens 50;
+        target next: [B, T] classes 50;
+        let wte = embedding(tokens, 32);
+        let wpe = position_embedding(tokens, 32, max_len = 32);
+        let x = wte + wpe;
+        let h = Block(x, repeat = 2);
+        let ln_f = layer_norm(h);
+        let logits = linear(ln_f, 50, bias = false, tied = wte);
+        output logits;
+        loss cross_entropy(logits, next, ignore_index = 0);
+
+        block Block(x) {
+            let ln_1 = layer_norm(x);
+            let attn = multi_head_attention(ln_1, heads = 4, causal = true);
+            let x1 = x + attn;
+            let ln_2 = layer_norm(x1);
+            let up = gelu(linear(ln_2, 64));
+            let down = linear(up, 32);
+            let out = x1 + down;
+            output out;
+        }
+    }
+}
+
+kiln::model! {
+    /// W7's shape: an LSTM over padded token sequences, classified from its final state.
+    struct Sentiment {
+        input tokens: [B, T] tokens 1000;
+        input len: [B] lengths T;
+        target y: [B] classes 3;
+        let emb = embedding(tokens, 32, padding_idx = 0);
+        let rnn = lstm(emb, 32, bidirectional = true, lengths = len, final_state = true);
+        let logits = linear(rnn, 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn a_warm_sequence_step_allocates_nothing() {
+    let _exclusive = counting::exclusive();
+    let mut rng = StdRng::seed_from_u64(2);
+    let ids = |rng: &mut StdRng, b: usize, t: usize, v: usize| {
+        Array2::from_shape_simple_fn((b, t), || rng.random_range(0..v))
+    };
+
+    let mut gpt = Gpt::<f32>::new(&mut rng);
+    let (mut ws, mut grads, mut opt) = (gpt.workspace(), gpt.zero_grads(), kiln::AdamW::new(1e-3));
+    let (tokens, next) = (ids(&mut rng, 8, 32, 50), ids(&mut rng, 8, 32, 50));
+    let (short, short_next) = (ids(&mut rng, 8, 20, 50), ids(&mut rng, 8, 20, 50));
+    let mut step = |model: &mut Gpt<f32>, t: &Array2<usize>, n: &Array2<usize>| {
+        model
+            .loss_and_grad(t.view(), n.view(), &mut ws, &mut grads)
+            .unwrap();
+        opt.step(model, &grads);
+    };
+    step(&mut gpt, &tokens, &next);
+    let warm = allocations_during(|| {
+        for _ in 0..2 {
+            step(&mut gpt, &tokens, &next);
+        }
+        // A shorter sequence length reuses the longer one's buffers.
+        step(&mut gpt, &short, &short_next);
+    });
+    assert_eq!(warm, 0, "a warm GPT step must not allocate");
+
+    let mut model = Sentiment::<f32>::new(&mut rng);
+    let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Adam::new(1e-3));
+    let tokens = ids(&mut rng, 16, 12, 1000);
+    let len = Array1::from_shape_simple_fn(16, || rng.random_range(1..=12usize));
+    let y = Array1::from_shape_simple_fn(16, || rng.random_range(0..3usize));
+    let mut step = |model: &mut Sentiment<f32>| {
+        model
+            .loss_and_grad(tokens.view(), len.view(), y.view(), &mut ws, &mut grads)
+            .unwrap();
+        opt.step(model, &grads);
+    };
+    step(&mut model);
+    let warm = allocations_during(|| {
+        for _ in 0..2 {
+            step(&mut model);
+        }
+    });
+    assert_eq!(warm, 0, "a warm LSTM step must not allocate");
+}

@@ -62,3 +62,34 @@ fn residual_without_loss() {
         }
     }));
 }
+
+/// A small GPT: token and position embeddings, a chain of two pre-norm blocks (compiled once as
+/// a model type of their own), and a head tied to the token table.
+#[test]
+fn gpt_blocks() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct Gpt {
+            input tokens: [B, T] tokens 96;
+            target next: [B, T] classes 96;
+            let wte = embedding(tokens, 32);
+            let wpe = position_embedding(tokens, 32, max_len = 64);
+            let x = wte + wpe;
+            let h = Layer(x, repeat = 2);
+            let ln_f = layer_norm(h);
+            let logits = linear(ln_f, 96, bias = false, tied = wte);
+            output logits;
+            loss cross_entropy(logits, next, ignore_index = 0);
+
+            block Layer(x) {
+                let ln_1 = layer_norm(x);
+                let attn = multi_head_attention(ln_1, heads = 4, causal = true);
+                let x1 = x + attn;
+                let ln_2 = layer_norm(x1);
+                let up = gelu(linear(ln_2, 128));
+                let down = linear(up, 32);
+                let out = x1 + down;
+                output out;
+            }
+        }
+    }));
+}
