@@ -202,14 +202,14 @@ impl Kernel for Attention {
             access: None,
             suffix: "in_proj_weight",
             optional: false,
-            dims: vec![3 * d, d],
+            dims: vec![d.saturating_mul(3), d],
         }];
         if bias {
             params.push(ParamSpec {
                 access: None,
                 suffix: "in_proj_bias",
                 optional: true,
-                dims: vec![3 * d],
+                dims: vec![d.saturating_mul(3)],
             });
         }
         params.push(ParamSpec {

@@ -192,6 +192,20 @@ impl Kernel for Recurrent {
                 ));
             }
         }
+        // Every parameter is at most [gates·hidden, max(features, dirs·hidden)]: sizes whose
+        // products overflow are mistyped, and an error here, not an overflow later.
+        let features = Self::features(inputs);
+        let fits = self.dirs().checked_mul(self.hidden).and_then(|dh| {
+            (self.gates() * self.dirs())
+                .checked_mul(self.hidden)?
+                .checked_mul(features.max(dh))
+        });
+        if fits.is_none() {
+            return Err(OpError::call(format!(
+                "a hidden size of {} is too large to count its parameters in a `usize`: is it mistyped?",
+                self.hidden
+            )));
+        }
         let width = Dim::Fixed(self.dirs() * self.hidden);
         let shape = if self.final_state {
             vec![x.0[0], width]
@@ -212,15 +226,19 @@ impl Kernel for Recurrent {
         );
         let mut params = Vec::new();
         for l in 0..self.layers {
-            let input = if l == 0 { f } else { dirs * h };
+            let input = if l == 0 { f } else { dirs.saturating_mul(h) };
             for dir in 0..dirs {
                 let index = l * dirs + dir;
                 let sfx = if dir == 1 { "_reverse" } else { "" };
                 for (name, field, dims) in [
-                    ("weight_ih", quote!(weight_ih), vec![g * h, input]),
-                    ("weight_hh", quote!(weight_hh), vec![g * h, h]),
-                    ("bias_ih", quote!(bias_ih), vec![g * h]),
-                    ("bias_hh", quote!(bias_hh), vec![g * h]),
+                    (
+                        "weight_ih",
+                        quote!(weight_ih),
+                        vec![g.saturating_mul(h), input],
+                    ),
+                    ("weight_hh", quote!(weight_hh), vec![g.saturating_mul(h), h]),
+                    ("bias_ih", quote!(bias_ih), vec![g.saturating_mul(h)]),
+                    ("bias_hh", quote!(bias_hh), vec![g.saturating_mul(h)]),
                 ] {
                     params.push(ParamSpec {
                         access: Some(quote!(#field[#index])),
