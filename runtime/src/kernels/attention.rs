@@ -25,8 +25,9 @@ use super::linear::{
     linear_backward_bias, linear_backward_input, linear_backward_weight, linear_forward,
 };
 use super::parallel;
-use super::softmax::row_max;
+use crate::optim::{run_fast, ElementLoop};
 use crate::Float;
+use std::any::TypeId;
 use std::marker::PhantomData;
 
 /// The sizes of one attention call.
@@ -330,9 +331,12 @@ pub fn multi_head_attention_forward<F: Float>(
         );
         // The scores of the keys in range, then their probabilities row by row.
         product(scale, q, k.t(), F::ZERO, MatMut::new(probs, 0, t, len, s));
-        for (i, row) in probs.chunks_exact_mut(s).enumerate() {
-            softmax_prefix(row, visible(causal, i, len));
-        }
+        run_fast(SoftmaxRows {
+            scores: &mut *probs,
+            kv_len: s,
+            len,
+            causal,
+        });
         product(F::ONE, Mat::new(probs, 0, t, len, s), v, F::ZERO, o);
     });
     linear_forward(
@@ -457,23 +461,14 @@ pub fn multi_head_attention_backward<F: Float>(
         dv_masked.fill_zero();
         // dP = dO Vᵀ, then dS = P ∘ (dP − Σ dP ∘ P) / √hd in place, row by row.
         product(F::ONE, d_o, v.t(), F::ZERO, MatMut::new(tile, 0, t, len, s));
-        for (i, (ds, pr)) in tile
-            .chunks_exact_mut(s)
-            .zip(probs.chunks_exact(s))
-            .enumerate()
-        {
-            let seen = visible(causal, i, len);
-            let (ds, pr) = (&mut ds[..len], &pr[..seen]);
-            let dot = pr
-                .iter()
-                .zip(&*ds)
-                .fold(F::ZERO, |acc, (&p, &g)| acc + p * g);
-            let (ds_seen, ds_masked) = ds.split_at_mut(seen);
-            for (g, &p) in ds_seen.iter_mut().zip(pr) {
-                *g = p * (*g - dot) * scale;
-            }
-            ds_masked.fill(F::ZERO);
-        }
+        run_fast(SoftmaxGradRows {
+            grads: &mut *tile,
+            probs,
+            kv_len: s,
+            len,
+            causal,
+            scale,
+        });
         let ds = Mat::new(tile, 0, t, len, s);
         // dQ = dS K, dK = dSᵀ Q.
         product(F::ONE, ds, k, F::ZERO, dq);
@@ -616,21 +611,195 @@ fn visible(causal: bool, i: usize, len: usize) -> usize {
     }
 }
 
-/// Replaces the first `live` scores of `row` by their softmax and the rest by exact zeros.
-#[inline]
-fn softmax_prefix<F: Float>(row: &mut [F], live: usize) {
-    let (live, masked) = row.split_at_mut(live);
-    let max = row_max(live);
-    let mut total = F::ZERO;
-    for v in live.iter_mut() {
-        *v = (*v - max).exp();
-        total += *v;
+/// The softmax of a tile's score rows (`[T, S]`, the first `len` columns computed), in place:
+/// each row's visible prefix becomes its probabilities, the rest exact zeros. Run through
+/// [`run_fast`] so that the row loops use the CPU's vector units.
+struct SoftmaxRows<'a, F> {
+    scores: &'a mut [F],
+    kv_len: usize,
+    len: usize,
+    causal: bool,
+}
+
+impl<F: Float> ElementLoop for SoftmaxRows<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let minus_infinity = F::from_f64(f64::NEG_INFINITY);
+        for (i, row) in self.scores.chunks_exact_mut(self.kv_len).enumerate() {
+            // The row is worked on in whole vectors where it has room: the masked keys up to
+            // the next multiple of LANES are set to −∞, whose exponential is 0, so that no
+            // row has a tail of its own (causal rows are all of different lengths).
+            let live = visible(self.causal, i, self.len);
+            let padded = live.next_multiple_of(LANES).min(row.len());
+            let (row, masked) = row.split_at_mut(padded);
+            row[live..].fill(minus_infinity);
+            let max = lane_max(row);
+            exp_shifted(row, max);
+            let inv = F::ONE / lane_sum(row);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+            masked.fill(F::ZERO);
+        }
     }
-    let inv = F::ONE / total;
-    for v in live.iter_mut() {
-        *v *= inv;
+}
+
+/// The softmax's VJP over a tile, in place: `grads` (`[T, S]`, the first `len` columns
+/// computed) holds `dP` and becomes `dS = P ∘ (dP − Σ dP ∘ P) · scale`, exact zeros where a key
+/// is masked. Run through [`run_fast`].
+struct SoftmaxGradRows<'a, F> {
+    grads: &'a mut [F],
+    probs: &'a [F],
+    kv_len: usize,
+    len: usize,
+    causal: bool,
+    scale: F,
+}
+
+impl<F: Float> ElementLoop for SoftmaxGradRows<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let rows = self
+            .grads
+            .chunks_exact_mut(self.kv_len)
+            .zip(self.probs.chunks_exact(self.kv_len));
+        for (i, (g, p)) in rows.enumerate() {
+            // Whole vectors as in `SoftmaxRows`: up to the next multiple of LANES the masked
+            // probabilities are 0 and dP finite (computed for all `len` keys), so the extra
+            // elements add 0 to the sum and get 0.
+            let seen = visible(self.causal, i, self.len);
+            let padded = seen.next_multiple_of(LANES).min(self.len);
+            let (g, masked) = g[..self.len].split_at_mut(padded);
+            let p = &p[..padded];
+            let dot = lane_dot(p, g);
+            for (g, &p) in g.iter_mut().zip(p) {
+                *g = p * (*g - dot) * self.scale;
+            }
+            masked.fill(F::ZERO);
+        }
     }
-    masked.fill(F::ZERO);
+}
+
+/// Independent partial results kept by the row reductions: enough for a 512-bit vector of
+/// f32, and a fixed count, so that a sum is the same on every instruction set.
+const LANES: usize = 16;
+
+/// The largest element of a non-empty slice (NaN-free inputs), in [`LANES`] running maxima.
+#[inline(always)]
+fn lane_max<F: Float>(v: &[F]) -> F {
+    let max = |a: F, b: F| if b > a { b } else { a };
+    let mut lanes = [v[0]; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = max(*m, x);
+        }
+    }
+    tail.iter().fold(fold_lanes(lanes, max), |m, &x| max(m, x))
+}
+
+/// `Σ v`, in [`LANES`] interleaved partial sums (a serial sum would wait on each addition's
+/// latency), combined pairwise, then the tail.
+#[inline(always)]
+fn lane_sum<F: Float>(v: &[F]) -> F {
+    let mut lanes = [F::ZERO; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (acc, &x) in lanes.iter_mut().zip(chunk) {
+            *acc += x;
+        }
+    }
+    tail.iter()
+        .fold(fold_lanes(lanes, |a, b| a + b), |acc, &x| acc + x)
+}
+
+/// `Σ a ∘ b`, in [`LANES`] partial sums as [`lane_sum`].
+#[inline(always)]
+fn lane_dot<F: Float>(a: &[F], b: &[F]) -> F {
+    let mut lanes = [F::ZERO; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for ((acc, &x), &y) in lanes.iter_mut().zip(xa).zip(xb) {
+            *acc += x * y;
+        }
+    }
+    let lanes = fold_lanes(lanes, |a, b| a + b);
+    ta.iter().zip(tb).fold(lanes, |acc, (&x, &y)| acc + x * y)
+}
+
+/// Combines the lanes pairwise (halves, then quarters, ...): a fixed order, in
+/// `log₂ LANES` dependent steps.
+#[inline(always)]
+fn fold_lanes<F: Copy>(mut lanes: [F; LANES], op: impl Fn(F, F) -> F) -> F {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            lanes[i] = op(lanes[i], lanes[i + width]);
+        }
+        width /= 2;
+    }
+    lanes[0]
+}
+
+/// `v ← exp(v − shift)` (meant for `v ≤ shift`; other elements get unspecified values). f32 takes [`exp_nonpositive_f32`], which vectorises
+/// (the library's `expf` is a call per element and was a fifth of the forward); f64 keeps
+/// the library's `exp`.
+#[inline(always)]
+fn exp_shifted<F: Float>(v: &mut [F], shift: F) {
+    if TypeId::of::<F>() == TypeId::of::<f32>() {
+        // SAFETY: `F` is `f32`: the same slice, with its own type.
+        let v = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) };
+        // Exact: `F` is f32.
+        let shift = shift.to_f64() as f32;
+        for x in v.iter_mut() {
+            *x = exp_nonpositive_f32(*x - shift);
+        }
+    } else {
+        for x in v.iter_mut() {
+            *x = (*x - shift).exp();
+        }
+    }
+}
+
+/// `eˣ` for `x ≤ 0`, within 2 ulp, branch-free so that loops over it vectorise: Cephes'
+/// `expf` (`x = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, a degree-5 polynomial for `(eʳ − 1 − r) / r²`,
+/// then `2ⁿ` built in the exponent bits). Below −87, where `eˣ` leaves the normal range, the
+/// result is 0 (a probability under 10⁻³⁸ of the largest).
+#[inline(always)]
+fn exp_nonpositive_f32(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n · LN2_HI is exact for |n| ≤ 2⁹.
+    const LN2_HI: f32 = 355.0 / 512.0;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding then subtracting 1.5 · 2²³ rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+    let underflow = x < -87.0;
+    let x = if underflow { -87.0 } else { x };
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let poly = P[1..].iter().fold(P[0], |acc, &c| acc * r + c);
+    let er = poly * (r * r) + r + 1.0;
+    // `shifted`'s low mantissa bits hold n ∈ [−126, 0] (its bits are those of 1.5 · 2²³ plus
+    // n), so 2ⁿ, a normal number with biased exponent n + 127, is built from them without a
+    // float-to-integer conversion (whose saturating semantics do not vectorise).
+    let two_n = f32::from_bits(shifted.to_bits().wrapping_sub(ROUND.to_bits() - 127) << 23);
+    if underflow {
+        0.0
+    } else {
+        er * two_n
+    }
 }
 
 /// The fewest multiply-adds of attention products worth handing half of to the helper
@@ -1437,6 +1606,28 @@ mod tests {
             b_out.as_deref(),
         );
         assert_close(&first.0, &want, 1e-12, 1e-12, "out");
+    }
+
+    #[test]
+    fn fast_exp_is_within_two_ulp() {
+        let mut worst = 0.0f64;
+        for i in 0..=2_000_000 {
+            let x = -87.0 * i as f32 / 2_000_000.0;
+            let (got, want) = (exp_nonpositive_f32(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(
+            worst < 2.0 * f32::EPSILON as f64,
+            "relative error {worst:e}"
+        );
+        assert_eq!(exp_nonpositive_f32(0.0), 1.0);
+        assert_eq!(exp_nonpositive_f32(-87.5), 0.0);
+        assert_eq!(exp_nonpositive_f32(f32::NEG_INFINITY), 0.0);
+        assert!(exp_nonpositive_f32(f32::NAN).is_nan());
+        // The slice form takes it for f32 only.
+        let mut v = [0.5f32, -1.0, 2.0];
+        exp_shifted(&mut v, 2.0);
+        assert_eq!(v, [-1.5f32, -3.0, 0.0].map(exp_nonpositive_f32));
     }
 
     #[test]
