@@ -314,7 +314,7 @@ pub fn multi_head_attention_forward<F: Float>(
         let unit = b * d.heads + h;
         // SAFETY: each (sequence, head) pair is visited once, and owns its block of `P` and
         // its head's columns of its sequence's rows of `O`.
-        let (probs, o) = unsafe {
+        let (probs, mut o) = unsafe {
             (
                 probs.range(unit * t * s..(unit + 1) * t * s),
                 heads_out.mat(b * t * e + h * hd, t, hd, e),
@@ -329,15 +329,36 @@ pub fn multi_head_attention_forward<F: Float>(
             hd,
             lay.kv_stride,
         );
-        // The scores of the keys in range, then their probabilities row by row.
-        product(scale, q, k.t(), F::ZERO, MatMut::new(probs, 0, t, len, s));
+        // The scores of the keys each block of queries may see, then their probabilities
+        // row by row, then the weighted values.
+        let mut scores = MatMut::new(probs, 0, t, s, s);
+        for rows in query_blocks(causal, t) {
+            let keys = visible(causal, rows.end - 1, len);
+            product(
+                scale,
+                q.block(rows.clone(), 0..hd),
+                k.block(0..keys, 0..hd).t(),
+                F::ZERO,
+                scores.block(rows, 0..keys),
+            );
+        }
         run_fast(SoftmaxRows {
             scores: &mut *probs,
             kv_len: s,
             len,
             causal,
         });
-        product(F::ONE, Mat::new(probs, 0, t, len, s), v, F::ZERO, o);
+        let probs = Mat::new(probs, 0, t, s, s);
+        for rows in query_blocks(causal, t) {
+            let keys = visible(causal, rows.end - 1, len);
+            product(
+                F::ONE,
+                probs.block(rows.clone(), 0..keys),
+                v.block(0..keys, 0..hd),
+                F::ZERO,
+                o.block(rows, 0..hd),
+            );
+        }
     });
     linear_forward(
         heads,
@@ -440,7 +461,7 @@ pub fn multi_head_attention_backward<F: Float>(
         let v_at = k_at + lay.v - lay.k;
         // SAFETY: each thread has its own tile; each (sequence, head) pair is visited once
         // and owns its head's columns of its sequence's rows of dQ, dK and dV.
-        let (tile, dq, dk, dv) = unsafe {
+        let (tile, mut dq, mut dk, mut dv) = unsafe {
             (
                 tiles.range(thread * t * s..(thread + 1) * t * s),
                 d_proj.mat(q_at, t, hd, lay.q_stride),
@@ -449,18 +470,37 @@ pub fn multi_head_attention_backward<F: Float>(
             )
         };
         let probs = &probs[unit * t * s..(unit + 1) * t * s];
-        let p_live = Mat::new(probs, 0, t, len, s);
+        let p = Mat::new(probs, 0, t, s, s);
         let d_o = Mat::new(d_heads, b * t * e + h * hd, t, hd, e);
         let q = Mat::new(proj, q_at, t, hd, lay.q_stride);
         let k = Mat::new(proj, k_at, len, hd, lay.kv_stride);
         let v = Mat::new(proj, v_at, len, hd, lay.kv_stride);
 
-        // dV = Pᵀ dO; masked keys get none.
-        let (dv_live, dv_masked) = dv.split_rows(len);
-        product(F::ONE, p_live.t(), d_o, F::ZERO, dv_live);
-        dv_masked.fill_zero();
+        // dV = Pᵀ dO, by blocks of keys over the queries that see them; masked keys get
+        // none.
+        for keys in query_blocks(causal, len) {
+            let seen_by = first_query(causal, keys.start, t)..t;
+            product(
+                F::ONE,
+                p.block(seen_by.clone(), keys.clone()).t(),
+                d_o.block(seen_by, 0..hd),
+                F::ZERO,
+                dv.block(keys, 0..hd),
+            );
+        }
+        dv.block(len..s, 0..hd).fill_zero();
         // dP = dO Vᵀ, then dS = P ∘ (dP − Σ dP ∘ P) / √hd in place, row by row.
-        product(F::ONE, d_o, v.t(), F::ZERO, MatMut::new(tile, 0, t, len, s));
+        let mut grads = MatMut::new(tile, 0, t, s, s);
+        for rows in query_blocks(causal, t) {
+            let keys = visible(causal, rows.end - 1, len);
+            product(
+                F::ONE,
+                d_o.block(rows.clone(), 0..hd),
+                v.block(0..keys, 0..hd).t(),
+                F::ZERO,
+                grads.block(rows, 0..keys),
+            );
+        }
         run_fast(SoftmaxGradRows {
             grads: &mut *tile,
             probs,
@@ -469,12 +509,29 @@ pub fn multi_head_attention_backward<F: Float>(
             causal,
             scale,
         });
-        let ds = Mat::new(tile, 0, t, len, s);
-        // dQ = dS K, dK = dSᵀ Q.
-        product(F::ONE, ds, k, F::ZERO, dq);
-        let (dk_live, dk_masked) = dk.split_rows(len);
-        product(F::ONE, ds.t(), q, F::ZERO, dk_live);
-        dk_masked.fill_zero();
+        let ds = Mat::new(tile, 0, t, s, s);
+        // dQ = dS K by blocks of queries, dK = dSᵀ Q by blocks of keys.
+        for rows in query_blocks(causal, t) {
+            let keys = visible(causal, rows.end - 1, len);
+            product(
+                F::ONE,
+                ds.block(rows.clone(), 0..keys),
+                k.block(0..keys, 0..hd),
+                F::ZERO,
+                dq.block(rows, 0..hd),
+            );
+        }
+        for keys in query_blocks(causal, len) {
+            let seen_by = first_query(causal, keys.start, t)..t;
+            product(
+                F::ONE,
+                ds.block(seen_by.clone(), keys.clone()).t(),
+                q.block(seen_by, 0..hd),
+                F::ZERO,
+                dk.block(keys, 0..hd),
+            );
+        }
+        dk.block(len..s, 0..hd).fill_zero();
     });
 
     // The input projections, over all rows at once.
@@ -611,7 +668,42 @@ fn visible(causal: bool, i: usize, len: usize) -> usize {
     }
 }
 
-/// The softmax of a tile's score rows (`[T, S]`, the first `len` columns computed), in place:
+/// The rows of a causal tile are taken in blocks of this many, so that each block's products
+/// cover only the keys it may see (`keys < block end`): with `T = S = 64` a quarter of the
+/// multiply-adds are skipped. Smaller blocks would skip more but run slower: the per-product
+/// overhead (packing) outweighs the work saved.
+const CAUSAL_BLOCK: usize = 32;
+
+/// The blocks of `n` query rows (or keys) the products are cut in: blocks of
+/// [`CAUSAL_BLOCK`] under a causal mask, else one block.
+fn query_blocks(causal: bool, n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let step = if causal { CAUSAL_BLOCK } else { n.max(1) };
+    (0..n)
+        .step_by(step)
+        .map(move |start| start..(start + step).min(n))
+}
+
+/// The end of the block of [`query_blocks`] holding row `i` of `rows`.
+fn block_end(causal: bool, i: usize, rows: usize) -> usize {
+    if causal {
+        ((i / CAUSAL_BLOCK + 1) * CAUSAL_BLOCK).min(rows)
+    } else {
+        rows
+    }
+}
+
+/// The first of `t` queries that sees key `key`: the key's own row under a causal mask (none,
+/// `t`, past the last query), else the first.
+fn first_query(causal: bool, key: usize, t: usize) -> usize {
+    if causal {
+        key.min(t)
+    } else {
+        0
+    }
+}
+
+/// The softmax of a tile's score rows (`[T, S]`, computed for the keys each block of queries
+/// sees, see [`query_blocks`]), in place:
 /// each row's visible prefix becomes its probabilities, the rest exact zeros. Run through
 /// [`run_fast`] so that the row loops use the CPU's vector units.
 struct SoftmaxRows<'a, F> {
@@ -644,8 +736,8 @@ impl<F: Float> ElementLoop for SoftmaxRows<'_, F> {
     }
 }
 
-/// The softmax's VJP over a tile, in place: `grads` (`[T, S]`, the first `len` columns
-/// computed) holds `dP` and becomes `dS = P ∘ (dP − Σ dP ∘ P) · scale`, exact zeros where a key
+/// The softmax's VJP over a tile, in place: `grads` (`[T, S]`, computed for the keys each
+/// block of queries sees, see [`query_blocks`]) holds `dP` and becomes `dS = P ∘ (dP − Σ dP ∘ P) · scale`, exact zeros where a key
 /// is masked. Run through [`run_fast`].
 struct SoftmaxGradRows<'a, F> {
     grads: &'a mut [F],
@@ -659,16 +751,19 @@ struct SoftmaxGradRows<'a, F> {
 impl<F: Float> ElementLoop for SoftmaxGradRows<'_, F> {
     #[inline(always)]
     fn run(self) {
-        let rows = self
+        let rows = self.grads.len() / self.kv_len;
+        let pairs = self
             .grads
             .chunks_exact_mut(self.kv_len)
             .zip(self.probs.chunks_exact(self.kv_len));
-        for (i, (g, p)) in rows.enumerate() {
+        for (i, (g, p)) in pairs.enumerate() {
             // Whole vectors as in `SoftmaxRows`: up to the next multiple of LANES the masked
-            // probabilities are 0 and dP finite (computed for all `len` keys), so the extra
-            // elements add 0 to the sum and get 0.
+            // probabilities are 0 and dP finite (where computed: for the keys the row's
+            // block of queries sees), so the extra elements add 0 to the sum and get 0. The
+            // rest of the `len` keys are zeroed, for the products that read whole blocks.
             let seen = visible(self.causal, i, self.len);
-            let padded = seen.next_multiple_of(LANES).min(self.len);
+            let computed = visible(self.causal, block_end(self.causal, i, rows) - 1, self.len);
+            let padded = seen.next_multiple_of(LANES).min(computed);
             let (g, masked) = g[..self.len].split_at_mut(padded);
             let p = &p[..padded];
             let dot = lane_dot(p, g);
@@ -913,6 +1008,27 @@ impl<'a, F> Mat<'a, F> {
         }
     }
 
+    /// The sub-matrix of rows `rows` and columns `cols`.
+    #[track_caller]
+    fn block(self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> Self {
+        assert!(
+            rows.start <= rows.end && rows.end <= self.rows,
+            "rows out of the view"
+        );
+        assert!(
+            cols.start <= cols.end && cols.end <= self.cols,
+            "columns out of the view"
+        );
+        Self {
+            ptr: self
+                .ptr
+                .wrapping_add(rows.start * self.rs + cols.start * self.cs),
+            rows: rows.len(),
+            cols: cols.len(),
+            ..self
+        }
+    }
+
     /// The transpose: the same elements with the strides swapped.
     fn t(self) -> Self {
         Self {
@@ -943,15 +1059,28 @@ impl<'a, F> MatMut<'a, F> {
         unsafe { Shared::new(data).mat(offset, rows, cols, rs) }
     }
 
-    /// The first `top` rows and the rest.
-    fn split_rows(self, top: usize) -> (Self, Self) {
-        assert!(top <= self.rows);
-        let rest = Self {
-            ptr: self.ptr.wrapping_add(top * self.rs),
-            rows: self.rows - top,
-            ..self
-        };
-        (Self { rows: top, ..self }, rest)
+    /// The sub-matrix of rows `rows` and columns `cols`, borrowed from this one.
+    #[track_caller]
+    fn block(
+        &mut self,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+    ) -> MatMut<'_, F> {
+        assert!(
+            rows.start <= rows.end && rows.end <= self.rows,
+            "rows out of the view"
+        );
+        assert!(
+            cols.start <= cols.end && cols.end <= self.cols,
+            "columns out of the view"
+        );
+        MatMut {
+            ptr: self.ptr.wrapping_add(rows.start * self.rs + cols.start),
+            rows: rows.len(),
+            cols: cols.len(),
+            rs: self.rs,
+            _borrow: PhantomData,
+        }
     }
 
     /// Sets every element to zero.
@@ -1055,6 +1184,10 @@ mod tests {
             case(dims(2, 3, 5, 4, 1), true, false, Some(&[2, 5]), true),
             case(dims(2, 3, 5, 6, 2), true, true, None, true),
             case(dims(1, 5, 3, 4, 2), true, true, Some(&[2]), false),
+            // Causal tiles of more than one block of queries and keys.
+            case(dims(2, 37, 37, 4, 2), false, true, Some(&[37, 33]), true),
+            case(dims(2, 35, 40, 4, 2), true, true, Some(&[40, 34]), true),
+            case(dims(1, 45, 36, 4, 1), true, true, None, true),
         ]
     }
 
