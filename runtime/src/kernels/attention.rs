@@ -65,7 +65,6 @@ impl AttentionDims {
     /// `V` (`B·T·D + 2·B·S·D`), the probabilities `P` (`[B, H, T, S]`) and the heads' outputs
     /// `O` (`[B, T, D]`), which the forward writes for the backward; then the backward's own
     /// buffers: the gradients of the projections and of `O`, and one `T × S` tile per thread.
-    /// The forward uses only the first `2·B·T·D + 2·B·S·D + B·H·T·S` elements.
     pub fn scratch_len(&self) -> usize {
         let l = Layout::of(self);
         l.total
@@ -107,12 +106,12 @@ impl AttentionDims {
     }
 }
 
-/// Where each part of the scratch starts, and where `Q`, `K`, `V` sit in the projections.
+/// The lengths of the parts of the scratch, in order (see [`AttentionDims::scratch_len`]).
 #[derive(Clone, Copy, Debug)]
 struct Layout {
-    /// The projections (and, in the backward's part, their gradients): `[B·T, 3D]` with the
-    /// rows `Q | K | V` for self-attention; `Q` as `[B·T, D]` then `K | V` as `[B·S, 2D]` for
-    /// cross-attention. Both take `B·T·D + 2·B·S·D` elements.
+    /// The projections (and, in the backward's part, their gradients): `[B·T, 3D]`, each row
+    /// `Q | K | V`, for self-attention; `Q` as `[B·T, D]` then `K | V` as `[B·S, 2D]` for
+    /// cross-attention (see [`Proj`]). Both take `B·T·D + 2·B·S·D` elements.
     proj_len: usize,
     /// `P`, `[B, H, T, S]`.
     probs_len: usize,
