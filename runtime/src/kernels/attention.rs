@@ -858,10 +858,11 @@ fn exp_shifted<F: Float>(v: &mut [F], shift: F) {
     }
 }
 
-/// `eˣ` for `x ≤ 0`, within 2 ulp, branch-free so that loops over it vectorise: Cephes'
-/// `expf` (`x = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, a degree-5 polynomial for `(eʳ − 1 − r) / r²`,
-/// then `2ⁿ` built in the exponent bits). Below −87, where `eˣ` leaves the normal range, the
-/// result is 0 (a probability under 10⁻³⁸ of the largest).
+/// `eˣ` for `x ≤ 0`, branch-free so that loops over it vectorise, with a relative error under
+/// `0.7 · f32::EPSILON` on `[−87, 0]`: Cephes' `expf` (`x = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, a
+/// degree-5 polynomial for `(eʳ − 1 − r) / r²`, then `2ⁿ` built in the exponent bits). Below
+/// −87, where `eˣ` leaves the normal range, the result is 0 (a probability under 10⁻³⁸ of the
+/// largest).
 #[inline(always)]
 fn exp_nonpositive_f32(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
@@ -1741,17 +1742,14 @@ mod tests {
     }
 
     #[test]
-    fn fast_exp_is_within_two_ulp() {
+    fn fast_exp_error_is_below_epsilon() {
         let mut worst = 0.0f64;
         for i in 0..=2_000_000 {
             let x = -87.0 * i as f32 / 2_000_000.0;
             let (got, want) = (exp_nonpositive_f32(x) as f64, (x as f64).exp());
             worst = worst.max((got - want).abs() / want);
         }
-        assert!(
-            worst < 2.0 * f32::EPSILON as f64,
-            "relative error {worst:e}"
-        );
+        assert!(worst < f32::EPSILON as f64, "relative error {worst:e}");
         assert_eq!(exp_nonpositive_f32(0.0), 1.0);
         assert_eq!(exp_nonpositive_f32(-87.5), 0.0);
         assert_eq!(exp_nonpositive_f32(f32::NEG_INFINITY), 0.0);
