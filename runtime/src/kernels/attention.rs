@@ -25,8 +25,9 @@ use super::linear::{
     linear_backward_bias, linear_backward_input, linear_backward_weight, linear_forward,
 };
 use super::parallel;
-use super::softmax::row_max;
+use crate::optim::{run_fast, ElementLoop};
 use crate::Float;
+use std::any::TypeId;
 use std::marker::PhantomData;
 
 /// The sizes of one attention call.
@@ -64,7 +65,6 @@ impl AttentionDims {
     /// `V` (`B·T·D + 2·B·S·D`), the probabilities `P` (`[B, H, T, S]`) and the heads' outputs
     /// `O` (`[B, T, D]`), which the forward writes for the backward; then the backward's own
     /// buffers: the gradients of the projections and of `O`, and one `T × S` tile per thread.
-    /// The forward uses only the first `2·B·T·D + 2·B·S·D + B·H·T·S` elements.
     pub fn scratch_len(&self) -> usize {
         let l = Layout::of(self);
         l.total
@@ -106,12 +106,12 @@ impl AttentionDims {
     }
 }
 
-/// Where each part of the scratch starts, and where `Q`, `K`, `V` sit in the projections.
+/// The lengths of the parts of the scratch, in order (see [`AttentionDims::scratch_len`]).
 #[derive(Clone, Copy, Debug)]
 struct Layout {
-    /// The projections (and, in the backward's part, their gradients): `[B·T, 3D]` with the
-    /// rows `Q | K | V` for self-attention; `Q` as `[B·T, D]` then `K | V` as `[B·S, 2D]` for
-    /// cross-attention. Both take `B·T·D + 2·B·S·D` elements.
+    /// The projections (and, in the backward's part, their gradients): `[B·T, 3D]`, each row
+    /// `Q | K | V`, for self-attention; `Q` as `[B·T, D]` then `K | V` as `[B·S, 2D]` for
+    /// cross-attention (see [`Proj`]). Both take `B·T·D + 2·B·S·D` elements.
     proj_len: usize,
     /// `P`, `[B, H, T, S]`.
     probs_len: usize,
@@ -313,7 +313,7 @@ pub fn multi_head_attention_forward<F: Float>(
         let unit = b * d.heads + h;
         // SAFETY: each (sequence, head) pair is visited once, and owns its block of `P` and
         // its head's columns of its sequence's rows of `O`.
-        let (probs, o) = unsafe {
+        let (probs, mut o) = unsafe {
             (
                 probs.range(unit * t * s..(unit + 1) * t * s),
                 heads_out.mat(b * t * e + h * hd, t, hd, e),
@@ -328,12 +328,36 @@ pub fn multi_head_attention_forward<F: Float>(
             hd,
             lay.kv_stride,
         );
-        // The scores of the keys in range, then their probabilities row by row.
-        product(scale, q, k.t(), F::ZERO, MatMut::new(probs, 0, t, len, s));
-        for (i, row) in probs.chunks_exact_mut(s).enumerate() {
-            softmax_prefix(row, visible(causal, i, len));
+        // The scores of the keys each block of queries may see, then their probabilities
+        // row by row, then the weighted values.
+        let mut scores = MatMut::new(probs, 0, t, s, s);
+        for rows in query_blocks(causal, t) {
+            let keys = visible(causal, rows.end - 1, len);
+            product(
+                scale,
+                q.block(rows.clone(), 0..hd),
+                k.block(0..keys, 0..hd).t(),
+                F::ZERO,
+                scores.block(rows, 0..keys),
+            );
         }
-        product(F::ONE, Mat::new(probs, 0, t, len, s), v, F::ZERO, o);
+        run_fast(SoftmaxRows {
+            scores: &mut *probs,
+            kv_len: s,
+            len,
+            causal,
+        });
+        let probs = Mat::new(probs, 0, t, s, s);
+        for rows in query_blocks(causal, t) {
+            let keys = visible(causal, rows.end - 1, len);
+            product(
+                F::ONE,
+                probs.block(rows.clone(), 0..keys),
+                v.block(0..keys, 0..hd),
+                F::ZERO,
+                o.block(rows, 0..hd),
+            );
+        }
     });
     linear_forward(
         heads,
@@ -436,7 +460,7 @@ pub fn multi_head_attention_backward<F: Float>(
         let v_at = k_at + lay.v - lay.k;
         // SAFETY: each thread has its own tile; each (sequence, head) pair is visited once
         // and owns its head's columns of its sequence's rows of dQ, dK and dV.
-        let (tile, dq, dk, dv) = unsafe {
+        let (tile, mut dq, mut dk, mut dv) = unsafe {
             (
                 tiles.range(thread * t * s..(thread + 1) * t * s),
                 d_proj.mat(q_at, t, hd, lay.q_stride),
@@ -445,41 +469,68 @@ pub fn multi_head_attention_backward<F: Float>(
             )
         };
         let probs = &probs[unit * t * s..(unit + 1) * t * s];
-        let p_live = Mat::new(probs, 0, t, len, s);
+        let p = Mat::new(probs, 0, t, s, s);
         let d_o = Mat::new(d_heads, b * t * e + h * hd, t, hd, e);
         let q = Mat::new(proj, q_at, t, hd, lay.q_stride);
         let k = Mat::new(proj, k_at, len, hd, lay.kv_stride);
         let v = Mat::new(proj, v_at, len, hd, lay.kv_stride);
 
-        // dV = Pᵀ dO; masked keys get none.
-        let (dv_live, dv_masked) = dv.split_rows(len);
-        product(F::ONE, p_live.t(), d_o, F::ZERO, dv_live);
-        dv_masked.fill_zero();
-        // dP = dO Vᵀ, then dS = P ∘ (dP − Σ dP ∘ P) / √hd in place, row by row.
-        product(F::ONE, d_o, v.t(), F::ZERO, MatMut::new(tile, 0, t, len, s));
-        for (i, (ds, pr)) in tile
-            .chunks_exact_mut(s)
-            .zip(probs.chunks_exact(s))
-            .enumerate()
-        {
-            let seen = visible(causal, i, len);
-            let (ds, pr) = (&mut ds[..len], &pr[..seen]);
-            let dot = pr
-                .iter()
-                .zip(&*ds)
-                .fold(F::ZERO, |acc, (&p, &g)| acc + p * g);
-            let (ds_seen, ds_masked) = ds.split_at_mut(seen);
-            for (g, &p) in ds_seen.iter_mut().zip(pr) {
-                *g = p * (*g - dot) * scale;
-            }
-            ds_masked.fill(F::ZERO);
+        // dV = Pᵀ dO, by blocks of keys over the queries that see them; masked keys get
+        // none.
+        for keys in query_blocks(causal, len) {
+            let seen_by = first_query(causal, keys.start, t)..t;
+            product(
+                F::ONE,
+                p.block(seen_by.clone(), keys.clone()).t(),
+                d_o.block(seen_by, 0..hd),
+                F::ZERO,
+                dv.block(keys, 0..hd),
+            );
         }
-        let ds = Mat::new(tile, 0, t, len, s);
-        // dQ = dS K, dK = dSᵀ Q.
-        product(F::ONE, ds, k, F::ZERO, dq);
-        let (dk_live, dk_masked) = dk.split_rows(len);
-        product(F::ONE, ds.t(), q, F::ZERO, dk_live);
-        dk_masked.fill_zero();
+        dv.block(len..s, 0..hd).fill_zero();
+        // dP = dO Vᵀ, then dS = P ∘ (dP − Σ dP ∘ P) / √hd in place, row by row.
+        let mut grads = MatMut::new(tile, 0, t, s, s);
+        for rows in query_blocks(causal, t) {
+            let keys = visible(causal, rows.end - 1, len);
+            product(
+                F::ONE,
+                d_o.block(rows.clone(), 0..hd),
+                v.block(0..keys, 0..hd).t(),
+                F::ZERO,
+                grads.block(rows, 0..keys),
+            );
+        }
+        run_fast(SoftmaxGradRows {
+            grads: &mut *tile,
+            probs,
+            kv_len: s,
+            len,
+            causal,
+            scale,
+        });
+        let ds = Mat::new(tile, 0, t, s, s);
+        // dQ = dS K by blocks of queries, dK = dSᵀ Q by blocks of keys.
+        for rows in query_blocks(causal, t) {
+            let keys = visible(causal, rows.end - 1, len);
+            product(
+                F::ONE,
+                ds.block(rows.clone(), 0..keys),
+                k.block(0..keys, 0..hd),
+                F::ZERO,
+                dq.block(rows, 0..hd),
+            );
+        }
+        for keys in query_blocks(causal, len) {
+            let seen_by = first_query(causal, keys.start, t)..t;
+            product(
+                F::ONE,
+                ds.block(seen_by.clone(), keys.clone()).t(),
+                q.block(seen_by, 0..hd),
+                F::ZERO,
+                dk.block(keys, 0..hd),
+            );
+        }
+        dk.block(len..s, 0..hd).fill_zero();
     });
 
     // The input projections, over all rows at once.
@@ -626,21 +677,234 @@ fn visible(causal: bool, i: usize, len: usize) -> usize {
     }
 }
 
-/// Replaces the first `live` scores of `row` by their softmax and the rest by exact zeros.
-#[inline]
-fn softmax_prefix<F: Float>(row: &mut [F], live: usize) {
-    let (live, masked) = row.split_at_mut(live);
-    let max = row_max(live);
-    let mut total = F::ZERO;
-    for v in live.iter_mut() {
-        *v = (*v - max).exp();
-        total += *v;
+/// The rows of a causal tile are taken in blocks of this many, so that each block's products
+/// cover only the keys it may see (`keys < block end`): with `T = S = 64` a quarter of the
+/// multiply-adds are skipped. Smaller blocks would skip more but run slower: the per-product
+/// overhead (packing) outweighs the work saved.
+const CAUSAL_BLOCK: usize = 32;
+
+/// The blocks of `n` query rows (or keys) the products are cut in: blocks of
+/// [`CAUSAL_BLOCK`] under a causal mask, else one block.
+fn query_blocks(causal: bool, n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let step = if causal { CAUSAL_BLOCK } else { n.max(1) };
+    (0..n)
+        .step_by(step)
+        .map(move |start| start..(start + step).min(n))
+}
+
+/// The end of the block of [`query_blocks`] holding row `i` of `rows`.
+fn block_end(causal: bool, i: usize, rows: usize) -> usize {
+    if causal {
+        ((i / CAUSAL_BLOCK + 1) * CAUSAL_BLOCK).min(rows)
+    } else {
+        rows
     }
-    let inv = F::ONE / total;
-    for v in live.iter_mut() {
-        *v *= inv;
+}
+
+/// The first of `t` queries that sees key `key`: the key's own row under a causal mask (none,
+/// `t`, past the last query), else the first.
+fn first_query(causal: bool, key: usize, t: usize) -> usize {
+    if causal {
+        key.min(t)
+    } else {
+        0
     }
-    masked.fill(F::ZERO);
+}
+
+/// The softmax of a tile's score rows (`[T, S]`, computed for the keys each block of queries
+/// sees, see [`query_blocks`]), in place:
+/// each row's visible prefix becomes its probabilities, the rest exact zeros. Run through
+/// [`run_fast`] so that the row loops use the CPU's vector units.
+struct SoftmaxRows<'a, F> {
+    scores: &'a mut [F],
+    kv_len: usize,
+    len: usize,
+    causal: bool,
+}
+
+impl<F: Float> ElementLoop for SoftmaxRows<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let minus_infinity = F::from_f64(f64::NEG_INFINITY);
+        for (i, row) in self.scores.chunks_exact_mut(self.kv_len).enumerate() {
+            // The row is worked on in whole vectors where it has room: the masked keys up to
+            // the next multiple of LANES are set to −∞, whose exponential is 0, so that no
+            // row has a tail of its own (causal rows are all of different lengths).
+            let live = visible(self.causal, i, self.len);
+            let padded = live.next_multiple_of(LANES).min(row.len());
+            let (row, masked) = row.split_at_mut(padded);
+            row[live..].fill(minus_infinity);
+            let max = lane_max(row);
+            exp_shifted(row, max);
+            let inv = F::ONE / lane_sum(row);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+            masked.fill(F::ZERO);
+        }
+    }
+}
+
+/// The softmax's VJP over a tile, in place: `grads` (`[T, S]`, computed for the keys each
+/// block of queries sees, see [`query_blocks`]) holds `dP` and becomes `dS = P ∘ (dP − Σ dP ∘ P) · scale`, exact zeros where a key
+/// is masked. Run through [`run_fast`].
+struct SoftmaxGradRows<'a, F> {
+    grads: &'a mut [F],
+    probs: &'a [F],
+    kv_len: usize,
+    len: usize,
+    causal: bool,
+    scale: F,
+}
+
+impl<F: Float> ElementLoop for SoftmaxGradRows<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let rows = self.grads.len() / self.kv_len;
+        let pairs = self
+            .grads
+            .chunks_exact_mut(self.kv_len)
+            .zip(self.probs.chunks_exact(self.kv_len));
+        for (i, (g, p)) in pairs.enumerate() {
+            // Whole vectors as in `SoftmaxRows`: up to the next multiple of LANES the masked
+            // probabilities are 0 and dP finite (where computed: for the keys the row's
+            // block of queries sees), so the extra elements add 0 to the sum and get 0. The
+            // rest of the `len` keys are zeroed, for the products that read whole blocks.
+            let seen = visible(self.causal, i, self.len);
+            let computed = visible(self.causal, block_end(self.causal, i, rows) - 1, self.len);
+            let padded = seen.next_multiple_of(LANES).min(computed);
+            let (g, masked) = g[..self.len].split_at_mut(padded);
+            let p = &p[..padded];
+            let dot = lane_dot(p, g);
+            for (g, &p) in g.iter_mut().zip(p) {
+                *g = p * (*g - dot) * self.scale;
+            }
+            masked.fill(F::ZERO);
+        }
+    }
+}
+
+/// Independent partial results kept by the row reductions: enough for a 512-bit vector of
+/// f32, and a fixed count, so that a sum is the same on every instruction set.
+const LANES: usize = 16;
+
+/// The largest element of a non-empty slice (NaN-free inputs), in [`LANES`] running maxima.
+#[inline(always)]
+fn lane_max<F: Float>(v: &[F]) -> F {
+    let max = |a: F, b: F| if b > a { b } else { a };
+    let mut lanes = [v[0]; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = max(*m, x);
+        }
+    }
+    tail.iter().fold(fold_lanes(lanes, max), |m, &x| max(m, x))
+}
+
+/// `Σ v`, in [`LANES`] interleaved partial sums (a serial sum would wait on each addition's
+/// latency), combined pairwise, then the tail.
+#[inline(always)]
+fn lane_sum<F: Float>(v: &[F]) -> F {
+    let mut lanes = [F::ZERO; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (acc, &x) in lanes.iter_mut().zip(chunk) {
+            *acc += x;
+        }
+    }
+    tail.iter()
+        .fold(fold_lanes(lanes, |a, b| a + b), |acc, &x| acc + x)
+}
+
+/// `Σ a ∘ b`, in [`LANES`] partial sums as [`lane_sum`].
+#[inline(always)]
+fn lane_dot<F: Float>(a: &[F], b: &[F]) -> F {
+    let mut lanes = [F::ZERO; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for ((acc, &x), &y) in lanes.iter_mut().zip(xa).zip(xb) {
+            *acc += x * y;
+        }
+    }
+    let lanes = fold_lanes(lanes, |a, b| a + b);
+    ta.iter().zip(tb).fold(lanes, |acc, (&x, &y)| acc + x * y)
+}
+
+/// Combines the lanes pairwise (halves, then quarters, ...): a fixed order, in
+/// `log₂ LANES` dependent steps.
+#[inline(always)]
+fn fold_lanes<F: Copy>(mut lanes: [F; LANES], op: impl Fn(F, F) -> F) -> F {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            lanes[i] = op(lanes[i], lanes[i + width]);
+        }
+        width /= 2;
+    }
+    lanes[0]
+}
+
+/// `v ← exp(v − shift)` (meant for `v ≤ shift`; other elements get unspecified values). f32 takes [`exp_nonpositive_f32`], which vectorises
+/// (the library's `expf` is a call per element and was a fifth of the forward); f64 keeps
+/// the library's `exp`.
+#[inline(always)]
+fn exp_shifted<F: Float>(v: &mut [F], shift: F) {
+    if TypeId::of::<F>() == TypeId::of::<f32>() {
+        // SAFETY: `F` is `f32`: the same slice, with its own type.
+        let v = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) };
+        // Exact: `F` is f32.
+        let shift = shift.to_f64() as f32;
+        for x in v.iter_mut() {
+            *x = exp_nonpositive_f32(*x - shift);
+        }
+    } else {
+        for x in v.iter_mut() {
+            *x = (*x - shift).exp();
+        }
+    }
+}
+
+/// `eˣ` for `x ≤ 0`, branch-free so that loops over it vectorise, with a relative error under
+/// `0.7 · f32::EPSILON` on `[−87, 0]`: Cephes' `expf` (`x = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, a
+/// degree-5 polynomial for `(eʳ − 1 − r) / r²`, then `2ⁿ` built in the exponent bits). Below
+/// −87, where `eˣ` leaves the normal range, the result is 0 (a probability under 10⁻³⁸ of the
+/// largest).
+#[inline(always)]
+fn exp_nonpositive_f32(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n · LN2_HI is exact for |n| ≤ 2⁹.
+    const LN2_HI: f32 = 355.0 / 512.0;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding then subtracting 1.5 · 2²³ rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+    let underflow = x < -87.0;
+    let x = if underflow { -87.0 } else { x };
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let poly = P[1..].iter().fold(P[0], |acc, &c| acc * r + c);
+    let er = poly * (r * r) + r + 1.0;
+    // `shifted`'s low mantissa bits hold n ∈ [−126, 0] (its bits are those of 1.5 · 2²³ plus
+    // n), so 2ⁿ, a normal number with biased exponent n + 127, is built from them without a
+    // float-to-integer conversion (whose saturating semantics do not vectorise).
+    let two_n = f32::from_bits(shifted.to_bits().wrapping_sub(ROUND.to_bits() - 127) << 23);
+    if underflow {
+        0.0
+    } else {
+        er * two_n
+    }
 }
 
 /// The fewest multiply-adds of attention products worth handing half of to the helper
@@ -754,6 +1018,27 @@ impl<'a, F> Mat<'a, F> {
         }
     }
 
+    /// The sub-matrix of rows `rows` and columns `cols`.
+    #[track_caller]
+    fn block(self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> Self {
+        assert!(
+            rows.start <= rows.end && rows.end <= self.rows,
+            "rows out of the view"
+        );
+        assert!(
+            cols.start <= cols.end && cols.end <= self.cols,
+            "columns out of the view"
+        );
+        Self {
+            ptr: self
+                .ptr
+                .wrapping_add(rows.start * self.rs + cols.start * self.cs),
+            rows: rows.len(),
+            cols: cols.len(),
+            ..self
+        }
+    }
+
     /// The transpose: the same elements with the strides swapped.
     fn t(self) -> Self {
         Self {
@@ -784,15 +1069,28 @@ impl<'a, F> MatMut<'a, F> {
         unsafe { Shared::new(data).mat(offset, rows, cols, rs) }
     }
 
-    /// The first `top` rows and the rest.
-    fn split_rows(self, top: usize) -> (Self, Self) {
-        assert!(top <= self.rows);
-        let rest = Self {
-            ptr: self.ptr.wrapping_add(top * self.rs),
-            rows: self.rows - top,
-            ..self
-        };
-        (Self { rows: top, ..self }, rest)
+    /// The sub-matrix of rows `rows` and columns `cols`, borrowed from this one.
+    #[track_caller]
+    fn block(
+        &mut self,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+    ) -> MatMut<'_, F> {
+        assert!(
+            rows.start <= rows.end && rows.end <= self.rows,
+            "rows out of the view"
+        );
+        assert!(
+            cols.start <= cols.end && cols.end <= self.cols,
+            "columns out of the view"
+        );
+        MatMut {
+            ptr: self.ptr.wrapping_add(rows.start * self.rs + cols.start),
+            rows: rows.len(),
+            cols: cols.len(),
+            rs: self.rs,
+            _borrow: PhantomData,
+        }
     }
 
     /// Sets every element to zero.
@@ -896,6 +1194,10 @@ mod tests {
             case(dims(2, 3, 5, 4, 1), true, false, Some(&[2, 5]), true),
             case(dims(2, 3, 5, 6, 2), true, true, None, true),
             case(dims(1, 5, 3, 4, 2), true, true, Some(&[2]), false),
+            // Causal tiles of more than one block of queries and keys.
+            case(dims(2, 37, 37, 4, 2), false, true, Some(&[37, 33]), true),
+            case(dims(2, 35, 40, 4, 2), true, true, Some(&[40, 34]), true),
+            case(dims(1, 45, 36, 4, 1), true, true, None, true),
         ]
     }
 
@@ -1447,6 +1749,25 @@ mod tests {
             b_out.as_deref(),
         );
         assert_close(&first.0, &want, 1e-12, 1e-12, "out");
+    }
+
+    #[test]
+    fn fast_exp_error_is_below_epsilon() {
+        let mut worst = 0.0f64;
+        for i in 0..=2_000_000 {
+            let x = -87.0 * i as f32 / 2_000_000.0;
+            let (got, want) = (exp_nonpositive_f32(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < f32::EPSILON as f64, "relative error {worst:e}");
+        assert_eq!(exp_nonpositive_f32(0.0), 1.0);
+        assert_eq!(exp_nonpositive_f32(-87.5), 0.0);
+        assert_eq!(exp_nonpositive_f32(f32::NEG_INFINITY), 0.0);
+        assert!(exp_nonpositive_f32(f32::NAN).is_nan());
+        // The slice form takes it for f32 only.
+        let mut v = [0.5f32, -1.0, 2.0];
+        exp_shifted(&mut v, 2.0);
+        assert_eq!(v, [-1.5f32, -3.0, 0.0].map(exp_nonpositive_f32));
     }
 
     #[test]
