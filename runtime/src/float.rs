@@ -133,7 +133,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ident, $dtype:ident, $erf:path) => {
+    ($t:ident, $dtype:ident, $erf:path, $tanh:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -171,7 +171,7 @@ macro_rules! impl_float {
             }
             #[inline(always)]
             fn tanh(self) -> Self {
-                $t::tanh(self)
+                $tanh(self)
             }
             #[inline(always)]
             fn erf(self) -> Self {
@@ -237,5 +237,10 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, F32, libm::erff);
-impl_float!(f64, F64, libm::erf);
+impl_float!(
+    f32,
+    F32,
+    crate::fast_math::erf_f32,
+    crate::fast_math::tanh_f32
+);
+impl_float!(f64, F64, libm::erf, f64::tanh);

@@ -7,6 +7,7 @@
 pub mod check;
 pub mod data;
 pub mod error;
+mod fast_math;
 pub mod float;
 pub mod io;
 pub mod kernels;

@@ -8,6 +8,7 @@
 //! function and `tanh` are computed by the vectorizable [`exp_f32`] instead of a library call
 //! per element (which cost more than all the step's matrix products together).
 
+use crate::fast_math::{exp_f32, tanh_f32};
 use crate::optim::{run_fast, ElementLoop};
 use crate::Float;
 
@@ -25,65 +26,10 @@ pub(super) fn run(step: impl ElementLoop) {
     run_fast(step);
 }
 
-/// `e^x` in f32 within 2 ulp (Cephes' `expf`): `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`,
-/// a degree-6 polynomial for `e^r`, and `2^n` built from its bits. Branch-free, so that the
-/// loops calling it vectorize. Inputs are clamped to `[-87, 88]`, where the result is a
-/// normal number (outside, `1 / (1 + e^-x)` and `tanh` need no more); NaN stays NaN.
-#[inline(always)]
-pub(super) fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    // ln 2 split so that n · LN2_HI is exact for |n| ≤ 2^9.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.0, 88.0);
-    // `shifted`'s low mantissa bits hold n in two's complement: its bits are those of ROUND
-    // plus n, which gives 2^n below without a float-to-integer conversion (that one does not
-    // vectorize: Rust's saturating `as` is scalar code on x86).
-    let shifted = x * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_2e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let e = p * (r * r) + r + 1.0;
-    // n ∈ [-126, 127] after the clamp: 2^n is a normal number, its biased exponent n + 127.
-    // (A NaN x makes `e` NaN, whatever this scale.)
-    let biased = shifted
-        .to_bits()
-        .wrapping_sub(ROUND.to_bits())
-        .wrapping_add(127);
-    e * f32::from_bits(biased << 23)
-}
-
 /// The logistic function in f32 within 2 ulp (see [`exp_f32`]).
 #[inline(always)]
 pub(super) fn sigmoid_f32(x: f32) -> f32 {
     1.0 / (1.0 + exp_f32(-x))
-}
-
-/// `tanh` in f32 within 2 ulp: Cephes' odd polynomial below 0.625, else
-/// `1 − 2 / (e^{2|x|} + 1)` with the sign of `x`.
-#[inline(always)]
-pub(super) fn tanh_f32(x: f32) -> f32 {
-    let a = x.abs();
-    let s = x * x;
-    let p = -5.704_988_7e-3_f32;
-    let p = p * s + 2.063_909e-2;
-    let p = p * s - 5.373_971_6e-2;
-    let p = p * s + 1.333_144_2e-1;
-    let p = p * s - 3.333_328e-1;
-    let small = p * s * x + x;
-    let large = (1.0 - 2.0 / (exp_f32(2.0 * a) + 1.0)).copysign(x);
-    if a < 0.625 {
-        small
-    } else {
-        large
-    }
 }
 
 /// The logistic function: [`sigmoid_f32`] for f32 (the conversions fold away), the exact
