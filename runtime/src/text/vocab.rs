@@ -364,7 +364,8 @@ impl Vocab {
     /// if it is not such a vocabulary: malformed JSON, a missing field or one of the wrong
     /// type, an unknown tokenizer or version, a token listed twice, two tokens with one id,
     /// ids that are not exactly `0..n`, `<pad>` and `<unk>` not at ids 0 and 1, or a special
-    /// count outside `2..=n`.
+    /// count outside `2..=n`. (The checks on the token map report the position of the
+    /// map's end, and name the token at fault.)
     pub fn load(path: impl AsRef<Path>) -> Result<Vocab> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
