@@ -114,7 +114,10 @@ fn malformed_rows_are_errors_naming_the_line() {
 
     let empty_label = "label,text\n,text\n";
     let error = LabelledText::from_csv_str(empty_label, &TextCsvOptions::default()).unwrap_err();
-    assert_eq!(error.to_string(), "<string>: line 2, column 1: the label is empty");
+    assert_eq!(
+        error.to_string(),
+        "<string>: line 2, column 1: the label is empty"
+    );
 
     let error = LabelledText::from_csv_str(
         "label,body\npos,x\n",
@@ -130,7 +133,10 @@ fn malformed_rows_are_errors_naming_the_line() {
     );
 
     let error = LabelledText::from_csv_str("label,text\n", &TextCsvOptions::default()).unwrap_err();
-    assert_eq!(error.to_string(), "<string>: no data rows after the header line");
+    assert_eq!(
+        error.to_string(),
+        "<string>: no data rows after the header line"
+    );
 }
 
 #[test]
@@ -184,11 +190,18 @@ fn split_is_deterministic_and_partitions() {
     let c = data.split(0.8, 0.1, 6);
     assert_eq!(a, b);
     assert_ne!(a.train, c.train);
-    assert_eq!((a.train.len(), a.validation.len(), a.test.len()), (80, 10, 10));
+    assert_eq!(
+        (a.train.len(), a.validation.len(), a.test.len()),
+        (80, 10, 10)
+    );
     assert_eq!(a.test.classes(), data.classes());
     let rounding = numbered(7).split(0.5, 0.25, 1);
     assert_eq!(
-        (rounding.train.len(), rounding.validation.len(), rounding.test.len()),
+        (
+            rounding.train.len(),
+            rounding.validation.len(),
+            rounding.test.len()
+        ),
         (4, 2, 1)
     );
 }
@@ -196,7 +209,13 @@ fn split_is_deterministic_and_partitions() {
 #[test]
 fn loader_batches_pad_to_each_batch_and_shuffle_by_seed() {
     let data = LabelledText::new(
-        vec!["a".into(), "a b c".into(), "".into(), "b b".into(), "c".into()],
+        vec![
+            "a".into(),
+            "a b c".into(),
+            "".into(),
+            "b b".into(),
+            "c".into(),
+        ],
         vec![0, 1, 0, 1, 0],
         vec!["x".into(), "y".into()],
     );
@@ -240,7 +259,9 @@ fn tsv_tables_and_errors() {
     let table = read_tsv(&path).unwrap();
     assert_eq!(table.len(), 3);
     assert_eq!(
-        table.joined_where("line", "novel", "persuasion", "\n").unwrap(),
+        table
+            .joined_where("line", "novel", "persuasion", "\n")
+            .unwrap(),
         "\"Oh!\" said she, \"no"
     );
     assert!(table.joined("text", "\n").is_err());
@@ -261,7 +282,10 @@ fn tsv_tables_and_errors() {
     let error = read_tsv(&bad).unwrap_err();
     assert_eq!(
         error.to_string(),
-        format!("{}: line 2: 3 cells, but the header has 2 columns", bad.display())
+        format!(
+            "{}: line 2: 3 cells, but the header has 2 columns",
+            bad.display()
+        )
     );
 }
 
