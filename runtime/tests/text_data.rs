@@ -1,5 +1,7 @@
 //! Labelled-text CSV files, splits and batches; TSV tables; the real data files.
 
+mod counting;
+
 use flate2::write::GzEncoder;
 use kiln_runtime::text::{
     read_tsv, ClassOrder, Column, LabelKind, LabelledText, TextBatch, TextCsvOptions, TokenStream,
@@ -8,6 +10,9 @@ use kiln_runtime::text::{
 use kiln_runtime::Error;
 use std::io::Write;
 use std::path::PathBuf;
+
+#[global_allocator]
+static GLOBAL: counting::Counting = counting::Counting;
 
 fn temp(name: &str, bytes: &[u8]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-text-data-{}", std::process::id()));
@@ -348,4 +353,35 @@ fn real_files_load() {
         "austen windows of 256: {} validation batches of 32",
         validation.windows(32, 256).len()
     );
+}
+
+#[test]
+fn warm_encoding_and_batching_allocate_nothing() {
+    let _exclusive = counting::exclusive();
+    let data = numbered(20);
+    let vocab = Vocab::builder(Tokenizer::Words)
+        .lowercase(true)
+        .build(["The Quick brown fox!!! ÉTÉ 😀"]);
+    let mut ids = Vec::with_capacity(64);
+    let allocations = counting::allocations_in(|| {
+        vocab.encode_into("THE quick Fox!!! été ÉTÉ 😀 unknown", &mut ids);
+    });
+    assert_eq!(allocations, 0);
+    assert_eq!(ids.len(), 10);
+
+    let encoded = data.encode(&vocab);
+    let loader = encoded.loader(4).shuffle(1);
+    let mut batch = TextBatch::default();
+    let mut epoch = loader.epoch(0);
+    // Warm the buffers with the epoch's largest batch.
+    while epoch.next_into(&mut batch) {}
+    let mut epoch = loader.epoch(1);
+    let allocations = counting::allocations_in(|| while epoch.next_into(&mut batch) {});
+    assert_eq!(allocations, 0);
+
+    let stream = TokenStream::new((0..100).collect());
+    let mut sampler = stream.sampler(4, 8, 0).unwrap();
+    let (mut x, mut y) = sampler.next_batch();
+    let allocations = counting::allocations_in(|| sampler.next_into(&mut x, &mut y));
+    assert_eq!(allocations, 0);
 }
