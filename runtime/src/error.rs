@@ -92,6 +92,16 @@ pub enum Error {
         /// Values per channel in the batch.
         values: usize,
     },
+    /// A token stream is shorter than one window of a language model's block size + 1.
+    #[error(
+        "a token stream of {tokens} tokens is too short for windows of {needed} (block size + 1)"
+    )]
+    StreamTooShort {
+        /// The stream's length.
+        tokens: usize,
+        /// The window length asked for: the block size + 1.
+        needed: usize,
+    },
     /// `backward` was called before `forward_train` filled the workspace.
     #[error("backward called before forward_train on this workspace")]
     NoForward,

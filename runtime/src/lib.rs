@@ -16,6 +16,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod shape;
+pub mod text;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -218,7 +218,7 @@ impl<'d, F: Float, D: Dataset<F> + ?Sized> DataLoader<'d, F, D> {
 /// The generator of one epoch's shuffle. The epoch goes through SplitMix64's finalizer before
 /// it is XORed into the seed: with a plain `seed ^ epoch`, simple pairs would collide (seed 1
 /// epoch 0 and seed 0 epoch 1 would shuffle alike).
-fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
+pub(crate) fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
     let mut z = (epoch as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

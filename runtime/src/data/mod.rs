@@ -38,8 +38,8 @@ mod bundled;
 pub mod csv;
 mod dataset;
 pub mod idx;
-mod loader;
-mod source;
+pub(crate) mod loader;
+pub(crate) mod source;
 mod transform;
 
 pub use bundled::{digits, iris};

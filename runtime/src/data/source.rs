@@ -14,7 +14,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Gzip is recognised by its magic bytes rather than by a `.gz` name: a compressed file is
 /// read whatever it is called, and a `.gz` file that is already decompressed (as browsers
 /// leave downloads) is read as it is. (Neither CSV text nor IDX data can start with `1f 8b`.)
-pub(super) fn open(path: &Path) -> Result<Box<dyn BufRead>, Error> {
+pub(crate) fn open(path: &Path) -> Result<Box<dyn BufRead>, Error> {
     let io_error = |source| Error::io(path, source);
     let mut reader = BufReader::new(File::open(path).map_err(io_error)?);
     let gzip = reader
@@ -32,7 +32,7 @@ pub(super) fn open(path: &Path) -> Result<Box<dyn BufRead>, Error> {
 /// Converts a read failure at `position` (`"line 3"`, `"byte 16"`) into an [`Error`]: bad
 /// data (invalid UTF-8, a corrupt or truncated gzip stream) is a malformed file,
 /// [`Error::File`]; anything else is the operating system's, [`Error::Io`].
-pub(super) fn read_error(path: &Path, position: &str, error: io::Error) -> Error {
+pub(crate) fn read_error(path: &Path, position: &str, error: io::Error) -> Error {
     match error.kind() {
         io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
             Error::file(path, format!("{position}: cannot read: {error}"))

@@ -1,0 +1,48 @@
+//! Text: tokenizers, vocabularies, padding, labelled-text data sets (sentiment and other
+//! text classification) and token streams (language models).
+//!
+//! A sentiment classifier's data, from a CSV file to batches:
+//!
+//! ```
+//! use kiln_runtime::text::{LabelledText, TextCsvOptions, Tokenizer, Vocab};
+//!
+//! # fn main() -> kiln_runtime::Result<()> {
+//! let path = std::env::temp_dir().join(format!("kiln-doc-text-{}.csv", std::process::id()));
+//! std::fs::write(
+//!     &path,
+//!     "label,text\npos,\"Great, really great!\"\nneg,awful\npos,lovely\nneg,\"bad, bad\"\n",
+//! )
+//! .expect("temp dir is writable");
+//! let data = LabelledText::read_csv(&path, &TextCsvOptions::default())?;
+//! assert_eq!(data.classes(), ["pos", "neg"]);
+//! let split = data.split(0.5, 0.25, 42);
+//! let vocab = Vocab::builder(Tokenizer::Words).lowercase(true).build(split.train.texts());
+//! let train = split.train.encode(&vocab);
+//! for batch in train.loader(2).shuffle(7).epoch(0) {
+//!     assert_eq!(batch.tokens.nrows(), batch.labels.len());
+//!     // model.loss_and_grad(&batch.tokens, &batch.lengths, &batch.labels, ...)
+//! }
+//! # std::fs::remove_file(&path).ok();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Ids are `usize`, ready for a model's `tokens` input; `<pad>` is always id 0 and `<unk>`
+//! id 1.
+
+mod batch;
+mod labelled;
+mod stream;
+mod tokenize;
+mod tsv;
+mod vocab;
+
+pub use batch::{pad_batch, pad_batch_fixed};
+pub use labelled::{
+    ClassOrder, Column, EncodedText, LabelKind, LabelledText, Skipped, SkippedRow, Splits,
+    TextBatch, TextCsvOptions, TextEpoch, TextLoader,
+};
+pub use stream::{TokenStream, WindowSampler, Windows};
+pub use tokenize::{Tokenizer, Tokens};
+pub use tsv::{read_tsv, Tsv};
+pub use vocab::{Vocab, VocabBuilder, PAD_TOKEN, UNK_TOKEN};

@@ -1,0 +1,227 @@
+//! Vocabularies: building, encoding and decoding, JSON files and their errors.
+
+use kiln_runtime::text::{Tokenizer, Vocab};
+use kiln_runtime::Error;
+use std::path::PathBuf;
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-text-vocab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn specials_come_first_then_frequency_then_lexicographic() {
+    let vocab = Vocab::builder(Tokenizer::Words)
+        .specials(&["<bos>", "<eos>"])
+        .build(["b b a", "c a b", "z y"]);
+    assert_eq!(
+        vocab.tokens(),
+        ["<pad>", "<unk>", "<bos>", "<eos>", "b", "a", "c", "y", "z"]
+    );
+    assert_eq!(vocab.specials(), ["<pad>", "<unk>", "<bos>", "<eos>"]);
+    assert_eq!(vocab.id("<bos>"), Some(2));
+    assert_eq!(vocab.id("<eos>"), Some(3));
+    assert_eq!(vocab.token(4), Some("b"));
+    assert_eq!(vocab.token(9), None);
+    assert_eq!(vocab.len(), 9);
+}
+
+#[test]
+fn min_freq_and_max_size() {
+    let texts = ["a a a b b c", "a b d"];
+    let vocab = Vocab::builder(Tokenizer::Words).min_freq(2).build(texts);
+    assert_eq!(vocab.tokens()[2..], ["a", "b"]);
+    // max_size counts the specials: room for two tokens.
+    let vocab = Vocab::builder(Tokenizer::Words).max_size(4).build(texts);
+    assert_eq!(vocab.tokens()[2..], ["a", "b"]);
+    // Ties at the cut are broken lexicographically: c and d both seen once.
+    let vocab = Vocab::builder(Tokenizer::Words).max_size(5).build(texts);
+    assert_eq!(vocab.tokens()[2..], ["a", "b", "c"]);
+    // Smaller than the specials: the specials stay.
+    let vocab = Vocab::builder(Tokenizer::Words).max_size(1).build(texts);
+    assert_eq!(vocab.tokens(), ["<pad>", "<unk>"]);
+}
+
+#[test]
+fn lowercase_merges_cases_when_building_and_encoding() {
+    let vocab = Vocab::builder(Tokenizer::Words)
+        .lowercase(true)
+        .build(["Hello HELLO hello World"]);
+    assert_eq!(vocab.tokens()[2..], ["hello", "world"]);
+    assert_eq!(vocab.encode("hELLo WORLD Mars"), [2, 3, Vocab::UNK]);
+    let cased = Vocab::builder(Tokenizer::Words).build(["Hello hello"]);
+    assert_eq!(cased.len(), 4);
+    assert_eq!(cased.encode("HELLO"), [Vocab::UNK]);
+}
+
+#[test]
+fn specials_in_text_are_not_specials() {
+    // `<pad>` written in a text is three word tokens, never id 0.
+    let vocab = Vocab::builder(Tokenizer::Words).build(["<pad> x"]);
+    let ids = vocab.encode("<pad>");
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|&id| id >= 2));
+}
+
+#[test]
+fn word_encode_decode_round_trip_on_tricky_text() {
+    let text = "I can't believe it!!! 😀 see https://t.co/x1 #sxsw";
+    let vocab = Vocab::builder(Tokenizer::Words).build([text]);
+    let ids = vocab.encode(text);
+    assert!(!ids.contains(&Vocab::UNK));
+    assert_eq!(
+        vocab.decode(&ids),
+        "I can't believe it ! ! ! 😀 see https : / / t.co / x1 # sxsw"
+    );
+    // Re-encoding the decoded text gives the same ids.
+    assert_eq!(vocab.encode(&vocab.decode(&ids)), ids);
+}
+
+#[test]
+fn char_round_trip_is_exact_and_specials_are_skipped() {
+    let text = "Émma's \"café\"\n\tnaïve — 😀!";
+    let vocab = Vocab::builder(Tokenizer::Chars)
+        .specials(&["<bos>"])
+        .build([text]);
+    let mut ids = vec![2];
+    vocab.encode_into(text, &mut ids);
+    ids.extend([0, 0, 1]);
+    assert_eq!(vocab.decode(&ids), text);
+    let graphemes = Vocab::builder(Tokenizer::Graphemes).build(["e\u{301}"]);
+    assert_eq!(graphemes.len(), 3);
+    assert_eq!(
+        graphemes.decode(&graphemes.encode("e\u{301}e\u{301}")),
+        "e\u{301}e\u{301}"
+    );
+}
+
+#[test]
+fn encode_into_appends_without_growing_once_warm() {
+    let vocab = Vocab::builder(Tokenizer::Words)
+        .lowercase(true)
+        .build(["The quick brown fox"]);
+    let mut ids = Vec::with_capacity(16);
+    let pointer = ids.as_ptr();
+    vocab.encode_into("THE Fox", &mut ids);
+    vocab.encode_into("quick BROWN unknown", &mut ids);
+    assert_eq!(ids, [5, 3, 4, 2, Vocab::UNK]);
+    assert_eq!(ids.as_ptr(), pointer);
+}
+
+#[test]
+fn json_round_trip_through_a_file() {
+    let vocab = Vocab::builder(Tokenizer::Words)
+        .lowercase(true)
+        .specials(&["<bos>", "<eos>"])
+        .build(["Tricky \"quotes\" and \\ backslashes, ünïcödé 😀"]);
+    let path = temp("round_trip.json");
+    vocab.save(&path).unwrap();
+    let loaded = Vocab::load(&path).unwrap();
+    assert_eq!(loaded, vocab);
+    assert!(loaded.lowercases());
+    assert_eq!(loaded.tokenizer(), Tokenizer::Words);
+    assert!(!path.with_file_name("round_trip.json.tmp").exists());
+    assert_eq!(Vocab::from_json(&vocab.to_json()).unwrap(), vocab);
+}
+
+/// Writes `json` to a file, loads it, and returns the error's message (after the path).
+fn load_error(name: &str, json: &str) -> String {
+    let path = temp(name);
+    std::fs::write(&path, json).unwrap();
+    let error = Vocab::load(&path).unwrap_err();
+    assert!(matches!(error, Error::File { .. }), "{error:?}");
+    let message = error.to_string();
+    let prefix = format!("{}: ", path.display());
+    assert!(message.starts_with(&prefix), "{message}");
+    message[prefix.len()..].to_string()
+}
+
+const GOOD: &str = r#"{
+  "version": 1,
+  "tokenizer": "words",
+  "lowercase": false,
+  "specials": 2,
+  "tokens": {
+    "<pad>": 0,
+    "<unk>": 1,
+    "a": 2
+  }
+}"#;
+
+#[test]
+fn malformed_files_name_line_and_column() {
+    assert!(Vocab::from_json(GOOD).is_ok());
+    let truncated = &GOOD[..GOOD.find("\"a\"").unwrap()];
+    let message = load_error("truncated.json", truncated);
+    assert!(
+        message.starts_with("line 9, column 4: EOF while parsing"),
+        "{message}"
+    );
+
+    let wrong_type = GOOD.replace("\"a\": 2", "\"a\": \"two\"");
+    let message = load_error("wrong_type.json", &wrong_type);
+    assert!(
+        message.starts_with("line 9, column 14: invalid type"),
+        "{message}"
+    );
+
+    let message = load_error("bad_tokenizer.json", &GOOD.replace("\"words\"", "\"bpe\""));
+    assert!(
+        message.starts_with("line 3, column 20: unknown variant `bpe`"),
+        "{message}"
+    );
+
+    let message = load_error("missing.json", &GOOD.replace("\"lowercase\": false,", ""));
+    assert!(message.contains("missing field `lowercase`"), "{message}");
+
+    let message = load_error("not_json.json", "hello");
+    assert!(
+        message.starts_with("line 1, column 1: expected value"),
+        "{message}"
+    );
+}
+
+#[test]
+fn duplicate_and_missing_ids_are_errors() {
+    let duplicate_id = GOOD.replace("\"a\": 2", "\"a\": 1");
+    let message = load_error("duplicate_id.json", &duplicate_id);
+    // Checks on the whole map report the position of its end; the message names the token.
+    assert_eq!(
+        message,
+        "line 10, column 3: tokens `<unk>` and `a` both have id 1"
+    );
+
+    let duplicate_token = GOOD.replace("\"a\": 2", "\"<unk>\": 2");
+    let message = load_error("duplicate_token.json", &duplicate_token);
+    assert!(
+        message.contains("token `<unk>` is listed twice"),
+        "{message}"
+    );
+    assert!(message.starts_with("line 10, column 3:"), "{message}");
+
+    let gap = GOOD.replace("\"a\": 2", "\"a\": 5");
+    let message = load_error("gap.json", &gap);
+    assert!(
+        message.contains("token `a` has id 5, but 3 tokens must have the ids 0..3"),
+        "{message}"
+    );
+
+    let no_pad = GOOD.replace("\"<pad>\": 0", "\"x\": 0");
+    let message = load_error("no_pad.json", &no_pad);
+    assert!(message.contains("id 0 must be `<pad>`"), "{message}");
+
+    let specials = GOOD.replace("\"specials\": 2", "\"specials\": 7");
+    let message = load_error("specials.json", &specials);
+    assert!(message.contains("`specials` is 7"), "{message}");
+
+    let version = GOOD.replace("\"version\": 1", "\"version\": 9");
+    let message = load_error("version.json", &version);
+    assert!(message.contains("version 9 is not supported"), "{message}");
+}
+
+#[test]
+fn missing_file_is_an_io_error() {
+    let error = Vocab::load(temp("does-not-exist.json")).unwrap_err();
+    assert!(matches!(error, Error::Io { .. }), "{error:?}");
+}
