@@ -4,9 +4,9 @@
 //! them. f64 keeps the library functions.
 
 /// `e^x` in f32 within 2 ulp (Cephes' `expf`): `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`,
-/// a degree-6 polynomial for `e^r`, and `2^n` built from its bits. Branch-free, so that the
-/// loops calling it vectorize. Inputs are clamped to `[-87, 88]`, where the result is a
-/// normal number (outside, `1 / (1 + e^-x)` and `tanh` need no more); NaN stays NaN.
+/// a degree-6 polynomial for `e^r`, and `2^n` applied as two normal factors `2^(n/2)` so that
+/// overflow gives infinity and underflow a subnormal or 0, as the library's `expf` does.
+/// Branch-free, so that the loops calling it vectorize; NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -15,7 +15,8 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     // ln 2 split so that n · LN2_HI is exact for |n| ≤ 2^9.
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.0, 88.0);
+    // Beyond these e^x is infinite or 0 in f32; the clamp keeps n within ±150.
+    let x = x.clamp(-104.0, 89.0);
     // `shifted`'s low mantissa bits hold n in two's complement: its bits are those of ROUND
     // plus n, which gives 2^n below without a float-to-integer conversion (that one does not
     // vectorize: Rust's saturating `as` is scalar code on x86).
@@ -29,13 +30,10 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let e = p * (r * r) + r + 1.0;
-    // n ∈ [-126, 127] after the clamp: 2^n is a normal number, its biased exponent n + 127.
-    // (A NaN x makes `e` NaN, whatever this scale.)
-    let biased = shifted
-        .to_bits()
-        .wrapping_sub(ROUND.to_bits())
-        .wrapping_add(127);
-    e * f32::from_bits(biased << 23)
+    let n = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let half = n >> 1;
+    let scale = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    e * scale(half) * scale(n - half)
 }
 
 /// `tanh` in f32 within 2 ulp: Cephes' odd polynomial below 0.625, else
@@ -117,6 +115,29 @@ mod tests {
         assert!(erf_f32(f32::NAN).is_nan());
         assert_eq!(erf_f32(40.0), 1.0);
         assert_eq!(erf_f32(-40.0), -1.0);
+    }
+
+    #[test]
+    fn exp_is_within_2_ulp_and_keeps_the_edges() {
+        for i in -104_000..=89_000 {
+            let x = i as f32 * 1e-3;
+            let (got, want) = (exp_f32(x), f64::from(x).exp());
+            if want > f64::from(f32::MAX) {
+                assert_eq!(got, f32::INFINITY, "{x}");
+            } else if want >= f64::from(f32::MIN_POSITIVE) {
+                let ulp = f64::from(f32::EPSILON) * want;
+                assert!(
+                    (f64::from(got) - want).abs() <= 2.0 * ulp,
+                    "{x}: {got} vs {want}"
+                );
+            } else {
+                assert!((f64::from(got) - want).abs() <= 2e-45 + 1e-6 * want, "{x}");
+            }
+        }
+        assert_eq!(exp_f32(1000.0), f32::INFINITY);
+        assert_eq!(exp_f32(-1000.0), 0.0);
+        assert!(exp_f32(f32::NAN).is_nan());
+        assert_eq!(exp_f32(0.0), 1.0);
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ident, $dtype:ident, $erf:path, $tanh:path) => {
+    ($t:ident, $dtype:ident, $exp:path, $erf:path, $tanh:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -155,7 +155,7 @@ macro_rules! impl_float {
             }
             #[inline(always)]
             fn exp(self) -> Self {
-                $t::exp(self)
+                $exp(self)
             }
             #[inline(always)]
             fn ln(self) -> Self {
@@ -237,10 +237,13 @@ macro_rules! impl_float {
     };
 }
 
+// f32's exp, tanh and erf are branch-free (see `fast_math`) so that generated loops using them
+// vectorize; f64 keeps the library's.
 impl_float!(
     f32,
     F32,
+    crate::fast_math::exp_f32,
     crate::fast_math::erf_f32,
     crate::fast_math::tanh_f32
 );
-impl_float!(f64, F64, libm::erf, f64::tanh);
+impl_float!(f64, F64, f64::exp, libm::erf, f64::tanh);

@@ -389,19 +389,25 @@ fn split_loop(
     };
     let first = &outputs[0];
     let (i, n) = (loop_index(), Ident::new("n", Span::mixed_site()));
+    let (ni, no) = (inputs.len(), outputs.len());
+    // A unit struct with an `#[inline(always)]` method, not a closure: `split_batch` runs it
+    // inside copies compiled for AVX-512 or AVX2, and only an inlined body is vectorized for
+    // them (a closure of this size stays a separate, baseline-CPU function).
+    let body_ty = Ident::new("Elementwise", Span::mixed_site());
     quote! {
-        ::kiln::kernels::parallel::split_batch(
-            #batch,
-            [#(#inputs),*],
-            [#(#outputs),*],
-            |[#(#inputs),*], [#(#outputs),*]| {
+        struct #body_ty;
+        impl<F: ::kiln::Float> ::kiln::kernels::parallel::ElementLoopBody<F, #ni, #no> for #body_ty {
+            #[inline(always)]
+            #[allow(non_snake_case)]
+            fn apply(&self, [#(#inputs),*]: [&[F]; #ni], [#(#outputs),*]: [&mut [F]; #no]) {
                 let #n = #first.len();
                 #( let #inputs = &#inputs[..#n]; )*
                 for #i in 0..#n {
                     #body
                 }
-            },
-        );
+            }
+        }
+        ::kiln::kernels::parallel::split_batch(#batch, [#(#inputs),*], [#(#outputs),*], #body_ty);
     }
 }
 
