@@ -1,4 +1,4 @@
-//! Stage 1: tokens -> [`ModelDef`](crate::ast::ModelDef).
+//! Stage 1: tokens -> [`crate::ast::ModelDef`].
 //!
 //! A hand-written recursive-descent parser on top of `syn`'s `ParseStream`. It takes the raw
 //! token stream of the macro and returns the syntax tree with spans, or a spanned error. It

@@ -2,7 +2,7 @@
 //! attention's `Q·Kᵀ` and `P·V`, and their VJPs.
 //!
 //! Every operand is a contiguous stack of `batch` row-major matrices. A transposed operand is
-//! read through [`gemm`]'s transpose flags, never copied. A stack of many small products is
+//! read through [`gemm()`]'s transpose flags, never copied. A stack of many small products is
 //! split over the two threads by whole products ([`parallel::for_each_chunk`]); each product
 //! is computed by the same single call either way, so the result does not depend on the
 //! thread count.

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 const MAX_THREADS: usize = 2;
 
 /// How many threads kernels may use (1 or 2): `KILN_THREADS` if set to a positive integer, else the
-/// available parallelism, capped at [`MAX_THREADS`]. Read once per process (reading the
+/// available parallelism, capped at `MAX_THREADS` (2). Read once per process (reading the
 /// environment allocates).
 pub fn threads() -> usize {
     static THREADS: OnceLock<usize> = OnceLock::new();

@@ -341,7 +341,7 @@ impl<F: Float> Checkpoint<F> {
     }
 
     /// Writes the checkpoint and `model`'s weights into `dir` (created if needed) and returns
-    /// the new epoch directory. See the [module documentation](self) for the layout and why a
+    /// the new epoch directory. See the module documentation (`kiln::train::checkpoint`) for the layout and why a
     /// crash cannot leave a half-written checkpoint.
     ///
     /// # Errors

@@ -27,7 +27,7 @@
 //! # }
 //! ```
 //!
-//! The same run, as a plain loop over the pieces ([`DataLoader`](crate::data::DataLoader),
+//! The same run, as a plain loop over the pieces ([`crate::data::DataLoader`],
 //! [`LrSchedule`], [`clip_grad_norm`], [`count_correct`], [`evaluate`], [`EarlyStopping`],
 //! [`Weights`], [`History`], [`Checkpoint`]):
 //!

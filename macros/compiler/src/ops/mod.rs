@@ -1,7 +1,7 @@
 //! The op registry. Each op family lives in one file and defines, for each op: how a call is
 //! written (its arguments and options), its shape rule, its forward code, its VJP, and its
 //! parameters if it is a layer. Adding an op means adding a file here and one line to
-//! [`REGISTRY`]; no other stage names individual ops.
+//! `REGISTRY`; no other stage names individual ops.
 //!
 //! Pointwise ops do not write loops of their own: they return an elementwise term (see
 //! [`crate::expr`]) and the compiler fuses, differentiates and emits it. Every other op is a
