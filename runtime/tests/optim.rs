@@ -408,6 +408,40 @@ fn adamw_decays_before_the_update() {
 }
 
 #[test]
+fn decay_filter_exempts_parameters_by_name_and_shape() {
+    // Zero gradients: only the decay moves anything, and only the filtered-in parameters.
+    let zero = Tiny::<f64>::grads_from(&[0.0; 8]);
+    let start = Tiny::<f64>::sample().flat_params();
+    let decayed = |p0: f64| p0 * 0.95f64.powi(2);
+
+    let mut model = Tiny::<f64>::sample();
+    let mut opt = AdamW::new(0.1)
+        .weight_decay(0.5)
+        .decay_filter(|_, shape| shape.len() >= 2);
+    for _ in 0..2 {
+        opt.step(&mut model, &zero);
+    }
+    let got = model.flat_params();
+    for (i, (&got, &p0)) in got.iter().zip(&start).enumerate() {
+        let want = if i < 6 { decayed(p0) } else { p0 };
+        assert!((got - want).abs() < 1e-15, "element {i}: {got} vs {want}");
+    }
+
+    let mut model = Tiny::<f64>::sample();
+    let mut opt = Adam::new(0.1)
+        .weight_decay(0.5)
+        .decay_filter(|name, _| name.ends_with(".weight"));
+    opt.step(&mut model, &zero);
+    let got = model.flat_params();
+    // L2 decay through Adam moves every weight by about lr (the gradient is wd · p alone).
+    assert!(got[..6]
+        .iter()
+        .zip(&start)
+        .all(|(g, p)| (g - p).abs() > 0.05));
+    assert_eq!(got[6..], start[6..]);
+}
+
+#[test]
 fn learning_rate_can_change_between_steps() {
     let mut opt = Sgd::new(0.1);
     assert_eq!(Optimizer::<f64>::learning_rate(&opt), 0.1);

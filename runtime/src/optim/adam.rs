@@ -18,7 +18,16 @@ struct AdamCore<F> {
     steps: u64,
     exp_avg: Vec<Vec<F>>,
     exp_avg_sq: Vec<Vec<F>>,
+    /// Which parameters weight decay applies to, by name and shape (`None`: all of them).
+    decay_filter: Option<DecayFilter>,
+    /// The addresses of the parameters the filter exempts, refilled every step (the capacity
+    /// is kept, so a step allocates nothing once the first has run).
+    exempt: Vec<usize>,
 }
+
+/// A parameter filter for weight decay: given a parameter's name (`"h.0.ln_1.weight"`) and
+/// shape, whether weight decay applies to it.
+pub type DecayFilter = fn(name: &str, shape: &[usize]) -> bool;
 
 impl<F: Float> AdamCore<F> {
     fn new(lr: f64, weight_decay: f64, decoupled: bool) -> Self {
@@ -32,6 +41,8 @@ impl<F: Float> AdamCore<F> {
             steps: 0,
             exp_avg: Vec::new(),
             exp_avg_sq: Vec::new(),
+            decay_filter: None,
+            exempt: Vec::new(),
         }
     }
 
@@ -74,6 +85,8 @@ impl<F: Float> AdamCore<F> {
             steps: step as u64,
             exp_avg: state.buffer_list("exp_avg")?.to_vec(),
             exp_avg_sq: state.buffer_list("exp_avg_sq")?.to_vec(),
+            decay_filter: self.decay_filter,
+            exempt: std::mem::take(&mut self.exempt),
         };
         Ok(())
     }
@@ -99,18 +112,31 @@ impl<F: Float> AdamCore<F> {
             (true, false) => (Some(F::from_f64(self.weight_decay)), None),
             (true, true) => (None, Some(F::from_f64(1.0 - self.lr * self.weight_decay))),
         };
+        // Parameters are matched by address: the optimizers' hot path visits flat slices by
+        // index only, and the names and shapes come from the other visitor.
+        self.exempt.clear();
+        if let (Some(keep), true) = (self.decay_filter, self.weight_decay != 0.0) {
+            let exempt = &mut self.exempt;
+            model.visit_params(&mut |param_name, param| {
+                if !keep(param_name, param.shape()) {
+                    exempt.push(param.as_ptr() as usize);
+                }
+            });
+        }
         let (exp_avgs, exp_avg_sqs) = (&mut self.exp_avg, &mut self.exp_avg_sq);
+        let exempt = &self.exempt;
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair(name, index, param, grad);
             let (m, _) = state_slot(exp_avgs, index, param.len(), name);
             let (v, _) = state_slot(exp_avg_sqs, index, param.len(), name);
+            let decays = !exempt.contains(&(param.as_ptr() as usize));
             run_fast(AdamLoop {
                 param,
                 grad,
                 m,
                 v,
-                shrink,
-                l2,
+                shrink: shrink.filter(|_| decays),
+                l2: l2.filter(|_| decays),
                 beta1_weight,
                 beta2,
                 one_minus_beta2,
@@ -224,6 +250,14 @@ impl<F: Float> Adam<F> {
         self
     }
 
+    /// Applies weight decay only to the parameters `filter` accepts (by name and shape), as
+    /// PyTorch's parameter groups with `weight_decay=0` for the others. Default: every
+    /// parameter. See [`AdamW::decay_filter`].
+    pub fn decay_filter(mut self, filter: DecayFilter) -> Self {
+        self.core.decay_filter = Some(filter);
+        self
+    }
+
     /// The number of steps taken (`t` of the last step).
     pub fn steps(&self) -> u64 {
         self.core.steps
@@ -269,7 +303,8 @@ impl<F: Float> Optimizer<F> for Adam<F> {
 
 /// AdamW, as `torch.optim.AdamW` (`amsgrad=False`): Adam with decoupled weight decay. Each
 /// step first shrinks every parameter, biases included, `p ← p · (1 − lr · wd)`, then applies
-/// the [`Adam`] update with the plain gradient.
+/// the [`Adam`] update with the plain gradient. [`AdamW::decay_filter`] exempts some
+/// parameters (biases, normalization weights) from the shrinking.
 ///
 /// ```
 /// use kiln_runtime::{AdamW, Optimizer};
@@ -306,6 +341,26 @@ impl<F: Float> AdamW<F> {
     /// Decoupled weight decay (≥ 0, default 0.01).
     pub fn weight_decay(mut self, weight_decay: f64) -> Self {
         self.core.weight_decay = weight_decay;
+        self
+    }
+
+    /// Applies weight decay only to the parameters `filter` accepts, given each parameter's
+    /// name and shape: PyTorch's two parameter groups, one with `weight_decay=0`. The usual
+    /// choice (nanoGPT's) decays matrices and embedding tables but not biases and
+    /// normalization weights: `|_, shape| shape.len() >= 2`. Default: every parameter.
+    ///
+    /// The filter is part of the optimizer's configuration, not of its state: it is not
+    /// exported by [`AdamW::export_state`] and is kept by [`AdamW::import_state`].
+    ///
+    /// ```
+    /// use kiln_runtime::{AdamW, Optimizer};
+    /// let opt = AdamW::<f32>::new(1e-3)
+    ///     .weight_decay(0.1)
+    ///     .decay_filter(|_name, shape| shape.len() >= 2);
+    /// assert_eq!(opt.learning_rate(), 1e-3);
+    /// ```
+    pub fn decay_filter(mut self, filter: DecayFilter) -> Self {
+        self.core.decay_filter = Some(filter);
         self
     }
 
