@@ -73,7 +73,7 @@ pub struct Config {
     pub text_column: Column,
     /// Training epochs.
     pub epochs: usize,
-    /// Train on at most this many of the training texts (all by default).
+    /// Train on at most this many of the training texts, picked at random (all by default).
     pub train_limit: Option<usize>,
     /// Where the weights, vocabulary and class names are written.
     pub out: PathBuf,
@@ -87,7 +87,7 @@ impl Default for Config {
             csv: PathBuf::from(TWEETS),
             label_column: Column::Name("sentiment".into()),
             text_column: Column::Name("text".into()),
-            epochs: 5,
+            epochs: 6,
             train_limit: None,
             out: PathBuf::from("target/kiln-sentiment"),
             verbose: true,
@@ -151,10 +151,14 @@ pub fn train(config: &Config) -> Result<Outcome, Box<dyn Error>> {
     let data = read(config)?;
     let split = data.split(0.8, 0.1, 42);
     let train_part = match config.train_limit {
+        // A seeded random subset: the file holds its sources one after the other.
         Some(n) if n < split.train.len() => {
-            split.train.subset(&(0..n).collect::<Vec<_>>())
+            split
+                .train
+                .split(n as f64 / split.train.len() as f64, 0.0, 3)
+                .train
         }
-        _ => split.train.clone(),
+        _ => split.train,
     };
     let vocab = Vocab::builder(Tokenizer::Words)
         .lowercase(true)
