@@ -87,3 +87,40 @@ fn austen_char_gpt_learns_well_below_the_uniform_loss() {
     std::fs::remove_dir_all(&dir).ok();
     assert!(austen::sample(&outcome.model, &outcome.vocab, "€", 1, &sampling).is_err());
 }
+
+#[allow(dead_code)]
+#[path = "../examples/sentiment.rs"]
+mod sentiment;
+
+#[test]
+fn sentiment_lstm_reaches_70_percent_on_held_out_tweets() {
+    let out = std::env::temp_dir().join(format!("kiln-sentiment-test-{}", std::process::id()));
+    let config = sentiment::Config {
+        epochs: 2,
+        train_limit: Some(24_000),
+        out: out.clone(),
+        verbose: false,
+        ..sentiment::Config::default()
+    };
+    let outcome = sentiment::train(&config).expect("training runs");
+    println!(
+        "test accuracy {:.4}, macro-F1 {:.4}",
+        outcome.test_accuracy, outcome.macro_f1
+    );
+    assert!(
+        outcome.test_accuracy >= 0.70,
+        "test accuracy {}",
+        outcome.test_accuracy
+    );
+    // The saved model reloads and scores as the trained one did.
+    let classifier = sentiment::Classifier::load(&out).expect("the saved model loads");
+    assert_eq!(classifier.classes(), ["negative", "neutral", "positive"]);
+    let p = classifier
+        .probabilities(&["I love it, thank you!", ""])
+        .expect("classifies");
+    assert_eq!(p.len(), 2);
+    assert!(p
+        .iter()
+        .all(|row| (row.iter().sum::<f32>() - 1.0).abs() < 1e-4));
+    std::fs::remove_dir_all(&out).ok();
+}
