@@ -290,3 +290,64 @@ fn matmul_transpose_masks_and_reductions_along_an_axis() {
             .unwrap()
     });
 }
+
+kiln::model! {
+    /// Dropout inside a chain of blocks.
+    struct Dropped {
+        input x: [B, 16];
+        target y: [B, 16];
+        let h = Noisy(x, repeat = 2);
+        output h;
+        loss mse(h, y);
+
+        block Noisy(x) {
+            let p = linear(x, 16);
+            let d = dropout(x, 0.5);
+            let out = x + d + p;
+            output out;
+        }
+    }
+}
+
+#[test]
+fn dropout_in_blocks_is_active_in_training_differs_per_block_and_follows_the_seed() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let mut model = Dropped::<f64>::new(&mut rng);
+    // The layer is zero, so that each block's output is its input plus its dropout alone.
+    for block in model.h.iter_mut() {
+        block.p.weight.fill(0.0);
+        if let Some(b) = block.p.bias.as_mut() {
+            b.fill(0.0);
+        }
+    }
+    let x = random(&mut rng, (4, 16), 0.5, 1.0);
+    let y = random(&mut rng, (4, 16), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    let run = |model: &mut Dropped<f64>, grads: &mut DroppedGrads<f64>, seed: u64| {
+        let mut ws = model.workspace();
+        ws.seed(seed);
+        model
+            .loss_and_grad(x.view(), y.view(), &mut ws, grads)
+            .unwrap();
+        ws.h().unwrap().to_owned()
+    };
+    let a = run(&mut model, &mut grads, 1);
+    let b = run(&mut model, &mut grads, 1);
+    let c = run(&mut model, &mut grads, 2);
+    assert_eq!(a, b, "the same seed gives the same masks");
+    assert_ne!(a, c, "another seed gives other masks");
+    // In training each block keeps or drops: x + dropout(x) is x or 3x per block, so the
+    // output is x times 1, 3 or 9; without dropout it would be 4x.
+    let ratios: Vec<f64> = a.iter().zip(x.iter()).map(|(o, i)| o / i).collect();
+    assert!(ratios
+        .iter()
+        .all(|r| [1.0, 3.0, 9.0].iter().any(|k| (r - k).abs() < 1e-9)));
+    // The two blocks draw different masks: some element is kept by one and dropped by the
+    // other (a ratio of 3), which one shared mask stream could not give.
+    assert!(ratios.iter().any(|r| (r - 3.0).abs() < 1e-9), "{ratios:?}");
+    let inference = model.forward(x.view()).unwrap();
+    assert!(inference
+        .iter()
+        .zip(x.iter())
+        .all(|(o, i)| (o / i - 4.0).abs() < 1e-9));
+}

@@ -43,6 +43,8 @@ pub struct Compiled {
     output_adjoint: Option<Ident>,
     input_adjoints: Vec<Option<Ident>>,
     train_forward: bool,
+    /// The block draws random numbers (dropout): its buffers hold a generator.
+    needs_rng: bool,
     param_names: Vec<String>,
     scalars: usize,
 }
@@ -147,6 +149,10 @@ impl BlockCall {
                     NodeKind::Kernel(k) => k.mode_dependent(),
                     _ => false,
                 }),
+            needs_rng: plan.values.iter().any(|&id| match &graph.nodes[id].kind {
+                NodeKind::Kernel(k) => k.needs_rng(),
+                _ => false,
+            }),
             param_names,
             scalars,
         };
@@ -223,6 +229,12 @@ impl Kernel for BlockCall {
     }
     fn has_params(&self) -> bool {
         true
+    }
+    fn mode_dependent(&self) -> bool {
+        self.with(|c| c.train_forward).unwrap_or(false)
+    }
+    fn needs_rng(&self) -> bool {
+        self.with(|c| c.needs_rng).unwrap_or(false)
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         let def = self.as_model(inputs, symbols);
@@ -301,8 +313,8 @@ impl Kernel for BlockCall {
         }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let Some((out_field, train_forward)) =
-            self.with(|c| (c.output_field.clone(), c.train_forward))
+        let Some((out_field, train_forward, needs_rng)) =
+            self.with(|c| (c.output_field.clone(), c.train_forward, c.needs_rng))
         else {
             return TokenStream::new();
         };
@@ -317,6 +329,18 @@ impl Kernel for BlockCall {
         } else {
             quote!(run_forward)
         };
+        // Each repetition's dropout draws from a generator seeded, step by step, from the
+        // model's own: the masks differ between blocks and follow the workspace's seed.
+        let reseed = if training && needs_rng {
+            let rng = &cx.rng;
+            quote! {
+                #state.rng = <::kiln::rand::rngs::StdRng as ::kiln::rand::SeedableRng>::seed_from_u64(
+                    ::kiln::rand::Rng::random::<u64>(#rng),
+                );
+            }
+        } else {
+            TokenStream::new()
+        };
         quote! {
             let #states = &mut #place;
             if #states.len() < #n {
@@ -325,6 +349,7 @@ impl Kernel for BlockCall {
             let mut #input: &[F] = #x;
             for (#block, #state) in #layer.iter().zip(#states.iter_mut()) {
                 #state.prepare(#dims, false, #training);
+                #reseed
                 #block.#run(#state, #input, #(#extras),*)?;
                 #input = &#state.#out_field[..#len];
             }
