@@ -25,7 +25,7 @@ use super::linear::{
     linear_backward_bias, linear_backward_input, linear_backward_weight, linear_forward,
 };
 use super::parallel;
-use crate::optim::{run_fast, ElementLoop};
+use crate::kernels::dispatch::{run_fast, ElementLoop};
 use crate::Float;
 use std::any::TypeId;
 use std::marker::PhantomData;

@@ -12,6 +12,7 @@
 pub mod attention;
 pub mod axis;
 pub mod conv;
+pub(crate) mod dispatch;
 pub mod dropout;
 pub mod embedding;
 pub mod gemm;

@@ -25,7 +25,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use crate::optim::{run_fast, ElementLoop};
+use crate::kernels::dispatch::{run_fast, ElementLoop};
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,6 +1,7 @@
 //! Adam (L2 weight decay) and AdamW (decoupled weight decay).
 
-use super::{add_scaled, check_pair, lerp, run_fast, state_slot, ElementLoop, Optimizer};
+use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
+use crate::kernels::dispatch::{run_fast, ElementLoop};
 use crate::train::OptimizerState;
 use crate::{Float, Model, Result};
 

@@ -1,6 +1,7 @@
 //! RMSprop, plain, with momentum, and centered.
 
-use super::{add_scaled, check_pair, lerp, run_fast, state_slot, ElementLoop, Optimizer};
+use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
+use crate::kernels::dispatch::{run_fast, ElementLoop};
 use crate::train::{state::flag_value, OptimizerState};
 use crate::{Float, Model, Result};
 

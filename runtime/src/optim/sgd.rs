@@ -1,6 +1,7 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay.
 
-use super::{add_scaled, check_pair, run_fast, state_slot, ElementLoop, Optimizer};
+use super::{add_scaled, check_pair, state_slot, Optimizer};
+use crate::kernels::dispatch::{run_fast, ElementLoop};
 use crate::train::{state::flag_value, OptimizerState};
 use crate::{Float, Model, Result};
 

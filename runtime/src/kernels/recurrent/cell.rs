@@ -9,7 +9,7 @@
 //! per element (which cost more than all the step's matrix products together).
 
 use crate::fast_math::{exp_f32, tanh_f32};
-use crate::optim::{run_fast, ElementLoop};
+use crate::kernels::dispatch::{run_fast, ElementLoop};
 use crate::Float;
 
 /// What one LSTM step keeps per hidden unit for backpropagation: the activated gates
