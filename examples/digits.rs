@@ -150,7 +150,7 @@ pub fn train_mnist(
         &test,
         epochs,
         64,
-        1e-3,
+        3e-3,
         out,
         progress,
         "lenet5",
