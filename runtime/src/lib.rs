@@ -9,6 +9,7 @@ pub mod data;
 pub mod error;
 mod fast_math;
 pub mod float;
+pub mod image;
 pub mod io;
 pub mod kernels;
 pub mod layers;
