@@ -60,6 +60,8 @@ pub struct Outcome {
     pub checkpoints: PathBuf,
     /// The loss and accuracy curves (PNG).
     pub plot: PathBuf,
+    /// The compiled graph (Graphviz DOT; `dot -Tsvg graph.dot -o graph.svg` draws it).
+    pub graph: PathBuf,
 }
 
 struct Args {
@@ -109,6 +111,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("weights:       {}", outcome.weights.display());
     println!("checkpoints:   {}", outcome.checkpoints.display());
     println!("curves:        {}", outcome.plot.display());
+    println!("graph:         {}", outcome.graph.display());
     Ok(())
 }
 
@@ -196,10 +199,13 @@ fn fit<M: Supervised<f32>>(
         .ok_or("digits have labels")?;
     let weights = out.join(format!("{name}.safetensors"));
     kiln::io::save(model, &weights)?;
+    let graph = out.join("graph.dot");
+    std::fs::write(&graph, model.graph_dot())?;
     Ok(Outcome {
         test_accuracy,
         weights,
         checkpoints,
         plot,
+        graph,
     })
 }

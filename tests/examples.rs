@@ -36,6 +36,8 @@ fn digits_cnn_reaches_97_percent_on_held_out_digits() {
         outcome.test_accuracy
     );
     assert!(outcome.weights.exists() && outcome.plot.exists());
+    let graph = std::fs::read_to_string(&outcome.graph).expect("the graph is written");
+    assert!(graph.starts_with("digraph \"DigitsCnn\""), "{graph}");
     assert!(outcome.checkpoints.is_dir());
     std::fs::remove_dir_all(&out).ok();
 }

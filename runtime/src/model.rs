@@ -56,6 +56,14 @@ pub trait Model<F: Float> {
     fn summary(&self) -> Summary;
     /// A text description of the compiled graph: one line per node, forward then backward.
     fn graph(&self) -> &'static str;
+    /// The forward graph in Graphviz DOT: one box per computed value (a fused chain of
+    /// pointwise ops is one box), with its op, output shape and parameter count; inputs and
+    /// targets as ellipses; outputs and the loss outlined twice. Render it with
+    /// `dot -Tsvg graph.dot -o graph.svg`. Models written by hand rather than by `model!` have
+    /// no compiled graph: for them it is an empty digraph.
+    fn graph_dot(&self) -> &'static str {
+        "digraph model {}\n"
+    }
 }
 
 /// One row of a [`Summary`].

@@ -13,6 +13,8 @@ pub struct Fused {
     pub inlined: Vec<bool>,
     /// Nodes that reach an output or the loss.
     pub live: Vec<bool>,
+    /// For each node, the pointwise nodes folded into it (transitively), in graph order.
+    pub absorbed: Vec<Vec<usize>>,
 }
 
 impl Fused {
@@ -54,6 +56,7 @@ pub fn fuse(graph: &mut Graph) -> Fused {
     let is_pointwise =
         |g: &Graph, id: usize| matches!(g.nodes[id].kind, NodeKind::Pointwise { .. });
     let mut inlined = vec![false; n];
+    let mut absorbed: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (id, &is_live) in live.iter().enumerate() {
         if !is_live || !is_pointwise(graph, id) {
             continue;
@@ -70,9 +73,14 @@ pub fn fuse(graph: &mut Graph) -> Fused {
         if by.is_empty() {
             continue;
         }
+        let mut folded = Vec::new();
         for &i in by.keys() {
             inlined[i] = true;
+            folded.push(i);
+            folded.append(&mut absorbed[i]);
         }
+        folded.sort_unstable();
+        absorbed[id] = folded;
         let NodeKind::Pointwise { op, term } = graph.nodes[id].kind else {
             continue;
         };
@@ -82,5 +90,9 @@ pub fn fuse(graph: &mut Graph) -> Fused {
         node.kind = NodeKind::Pointwise { op, term: new_term };
         node.inputs = inputs;
     }
-    Fused { inlined, live }
+    Fused {
+        inlined,
+        live,
+        absorbed,
+    }
 }

@@ -7,6 +7,7 @@
 //! the bindings they hold, and each step is commented with what it computes.
 
 mod api;
+mod dot;
 mod model_impl;
 mod passes;
 mod structs;

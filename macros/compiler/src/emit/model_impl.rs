@@ -1,5 +1,5 @@
 //! `impl kiln::Model`: parameters and gradients by name, counts, the summary and the graph
-//! description.
+//! description (as text, and as DOT from `dot.rs`).
 
 use super::Ctx;
 use crate::ir::NodeKind;
@@ -195,6 +195,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     });
     let model_name = name.to_string();
     let graph_text = describe_graph(cx);
+    let graph_dot = super::dot::graph_dot(cx);
 
     quote! {
         impl<F: ::kiln::Float> ::kiln::Model<F> for #name<F> {
@@ -242,6 +243,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
 
             fn graph(&self) -> &'static str {
                 #graph_text
+            }
+
+            fn graph_dot(&self) -> &'static str {
+                #graph_dot
             }
         }
     }
