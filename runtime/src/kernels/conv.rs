@@ -210,8 +210,8 @@ impl Conv2dGeometry {
         );
         assert!(
             self.groups > 0
-                && self.in_channels % self.groups == 0
-                && self.out_channels % self.groups == 0,
+                && self.in_channels.is_multiple_of(self.groups)
+                && self.out_channels.is_multiple_of(self.groups),
             "{what}: {} groups must divide both {} input and {} output channels",
             self.groups,
             self.in_channels,

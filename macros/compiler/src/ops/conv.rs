@@ -67,7 +67,7 @@ pub struct Conv2d {
 
 /// The error when `groups` does not divide a channel count, or `None`.
 fn groups_error(groups: usize, c: usize, out: usize) -> Option<OpError> {
-    if c % groups != 0 {
+    if !c.is_multiple_of(groups) {
         return Some(OpError::input(
             0,
             format!(
@@ -75,7 +75,7 @@ fn groups_error(groups: usize, c: usize, out: usize) -> Option<OpError> {
             ),
         ));
     }
-    if out % groups != 0 {
+    if !out.is_multiple_of(groups) {
         return Some(OpError::call(format!(
             "`groups = {groups}` must divide the output channels, but {out} is not a multiple of {groups} (the input has {c} channels): use a number of groups that divides both {c} and {out}"
         )));
