@@ -242,6 +242,40 @@ fn conv_pooling_flatten() {
 }
 
 kiln::model! {
+    /// Grouped, dilated and depthwise convolutions, then transposed convolutions (stride 2
+    /// with output padding and groups; dilation 2 with an output padding reaching the
+    /// stride), each feeding the next so every input gradient is exercised.
+    struct VisionConvs {
+        input x: [B, 4, 7, 6];
+        target y: [B] classes 3;
+        let g1 = tanh(conv2d(x, 6, kernel = (3, 2), padding = 1, dilation = (2, 1), groups = 2));
+        let dw = tanh(conv2d(g1, 6, kernel = 3, stride = (2, 1), padding = 1, groups = 6));
+        let up = tanh(conv_transpose2d(dw, 4, kernel = 3, stride = 2, padding = 1, output_padding = 1, groups = 2));
+        let up2 = conv_transpose2d(up, 2, kernel = (2, 3), padding = (0, 1), output_padding = 1, dilation = 2, bias = false);
+        let logits = linear(flatten(up2), 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn grouped_dilated_depthwise_and_transposed_convolutions() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut model = VisionConvs::<f64>::new(&mut rng);
+    assert_eq!(model.g1.weight.dim(), (6, 2, 3, 2));
+    assert_eq!(model.dw.weight.dim(), (6, 1, 3, 3));
+    assert_eq!(model.up.weight.dim(), (6, 2, 3, 3));
+    assert_eq!(model.up2.weight.dim(), (4, 2, 2, 3));
+    let x = random(&mut rng, (2, 4, 7, 6), -1.0, 1.0);
+    let y = labels(&mut rng, 2, 3);
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(y.view()),
+    );
+}
+
+kiln::model! {
     /// Values named like the generated code's own locals (`geometry`, `i`, `n`, `t0`).
     struct LocalNames {
         input geometry: [B, 1, 6, 6];

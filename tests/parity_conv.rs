@@ -1,7 +1,8 @@
 //! PyTorch parity for the convolution and normalisation fixture cases
 //! (`tests/fixtures/<case>/`, see its README): conv2d (square and rectangular kernel, stride and
-//! padding), max and average pooling, flatten, batch norm on `[N, C]` and `[N, C, H, W]`, and
-//! layer norm, in f64 and f32.
+//! padding), max and average pooling, flatten, batch norm on `[N, C]` and `[N, C, H, W]`,
+//! layer norm, grouped, dilated and depthwise convolutions and transposed convolutions
+//! (`gen_vision.py`), in f64 and f32.
 //!
 //! For each case and dtype the model is declared with `model!` step by step as in the
 //! manifest's `forward` list (each layer's value bound to the layer's name, every step an
@@ -102,6 +103,42 @@ kiln::model! {
         let fc2 = linear(h1, 2);
         output fc1, ln, h1, fc2;
         loss mse(fc2, y);
+    }
+}
+
+kiln::model! {
+    /// `vision_conv_grouped`: conv 4 -> 6 kernel (3, 2) stride (2, 1) padding 1 dilation
+    /// (2, 1) groups 2, relu, depthwise conv 6 -> 6 k3 p1, flatten, linear 126 -> 3;
+    /// cross-entropy.
+    pub struct VisionConvGrouped {
+        input x: [B, 4, 7, 6];
+        target label: [B] classes 3;
+        let conv = conv2d(x, 6, kernel = (3, 2), stride = (2, 1), padding = 1, dilation = (2, 1), groups = 2);
+        let r = relu(conv);
+        let dw = conv2d(r, 6, kernel = 3, padding = 1, groups = 6);
+        let f = flatten(dw);
+        let fc = linear(f, 3);
+        output conv, r, dw, f, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
+kiln::model! {
+    /// `vision_conv_transpose`: conv_transpose 4 -> 4 k3 stride 2 padding 1 output_padding 1
+    /// groups 2, tanh, depthwise conv_transpose 4 -> 4 kernel (3, 2) padding (1, 0),
+    /// conv_transpose 4 -> 2 kernel (2, 3) padding (0, 1) output_padding 1 dilation 2 without
+    /// bias, flatten, linear 216 -> 2; MSE.
+    pub struct VisionConvTranspose {
+        input x: [B, 4, 3, 4];
+        target y: [B, 2];
+        let up = conv_transpose2d(x, 4, kernel = 3, stride = 2, padding = 1, output_padding = 1, groups = 2);
+        let t = tanh(up);
+        let dw = conv_transpose2d(t, 4, kernel = (3, 2), padding = (1, 0), groups = 4);
+        let dil = conv_transpose2d(dw, 2, kernel = (2, 3), padding = (0, 1), output_padding = 1, dilation = 2, bias = false);
+        let f = flatten(dil);
+        let fc = linear(f, 2);
+        output up, t, dw, dil, f, fc;
+        loss mse(fc, y);
     }
 }
 
@@ -221,6 +258,20 @@ parity_case! {
     input x: Ix2,
     target y: float,
     outputs { fc1 => z1, ln => n1, h1 => h1, fc2 => pred },
+}
+
+parity_case! {
+    vision_conv_grouped, VisionConvGrouped,
+    input x: Ix4,
+    target label: labels,
+    outputs { conv => c, r => r, dw => d, f => f, fc => logits },
+}
+
+parity_case! {
+    vision_conv_transpose, VisionConvTranspose,
+    input x: Ix4,
+    target y: float,
+    outputs { up => u, t => t, dw => d, dil => e, f => f, fc => pred },
 }
 
 /// A batch-norm `state_dict` exactly as PyTorch writes it after one training step: the

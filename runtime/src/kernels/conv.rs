@@ -1,35 +1,47 @@
-//! 2-D convolution (PyTorch's `nn.Conv2d` with `groups = 1`, `dilation = 1`) by im2col + GEMM,
-//! and its vector-Jacobian products.
+//! 2-D convolution (PyTorch's `nn.Conv2d`, with groups and dilation) and transposed
+//! convolution (`nn.ConvTranspose2d`), by im2col + GEMM, and their vector-Jacobian products.
 //!
 //! Layouts are PyTorch's: `x` is `[batch, in_channels, in_h, in_w]`, the weight is
-//! `[out_channels, in_channels, kernel_h, kernel_w]`, the bias `[out_channels]` and `y` is
-//! `[batch, out_channels, out_h, out_w]`, all row-major (NCHW). The operation is a
-//! cross-correlation with zero padding, as in PyTorch:
+//! `[out_channels, in_channels / groups, kernel_h, kernel_w]`, the bias `[out_channels]` and
+//! `y` is `[batch, out_channels, out_h, out_w]`, all row-major (NCHW). The operation is a
+//! cross-correlation with zero padding, as in PyTorch; with `G = groups`, output channel `o`
+//! reads the input channels of its group `o / (O/G)`:
 //!
-//! `y[n, o, i, j] = b[o] + Σ_{c,u,v} W[o, c, u, v] · x[n, c, i·stride_h + u − pad_h, j·stride_w + v − pad_w]`
+//! `y[n, o, i, j] = b[o] + Σ_{c,u,v} W[o, c, u, v] · x[n, (o / (O/G))·(C/G) + c, i·sh + u·dh − ph, j·sw + v·dw − pw]`
 //!
-//! Per sample, the input patches are unfolded into a `[C·kh·kw, out_h·out_w]` matrix (im2col)
-//! in a caller-provided scratch buffer, so that the convolution is one GEMM with the weight
-//! viewed as `[O, C·kh·kw]`. A 1×1 convolution with stride 1 and no padding needs no unfolding
-//! (the sample itself is that matrix) and skips the scratch entirely.
+//! Per sample and group, the input patches are unfolded into a `[C/G·kh·kw, out_h·out_w]`
+//! matrix (im2col) in a caller-provided scratch buffer, so that the group's convolution is
+//! one GEMM with its weight rows viewed as `[O/G, C/G·kh·kw]`. A 1×1 convolution with stride
+//! 1 and no padding needs no unfolding (the sample itself is that matrix) and skips the
+//! scratch entirely. A grouped convolution whose groups each read one input channel
+//! (depthwise, as in MobileNet) runs a direct kernel instead: the GEMMs would be a single row
+//! deep, and the unfolding would cost more than the arithmetic.
+//!
+//! The transposed convolution is the adjoint of a convolution (its forward pass is a
+//! convolution's input gradient, and its input gradient a convolution's forward pass), so
+//! both share the per-sample routines below.
 
 use super::gemm;
 use super::parallel::{self, SharedMut};
 use crate::Float;
 
-/// The sizes of a 2-D convolution: batch, channels, spatial extents, kernel, stride and
-/// padding (symmetric, zeros).
+/// The sizes of a 2-D convolution: batch, channels, spatial extents, kernel, stride, padding
+/// (symmetric, zeros), dilation and groups.
 ///
 /// ```
 /// use kiln_runtime::kernels::conv::Conv2dGeometry;
 /// let g = Conv2dGeometry {
 ///     batch: 2, in_channels: 3, in_h: 7, in_w: 5, out_channels: 4,
 ///     kernel_h: 3, kernel_w: 2, stride_h: 2, stride_w: 1, pad_h: 1, pad_w: 0,
+///     dilation_h: 1, dilation_w: 1, groups: 1,
 /// };
 /// assert_eq!((g.out_h(), g.out_w()), (4, 4));
 /// assert_eq!(g.cols_len(), 3 * 3 * 2 * 4 * 4);
 /// // Two im2col matrices, then 7 partial weight and bias gradients.
 /// assert_eq!(g.scratch_len(), 2 * g.cols_len() + 7 * (4 * 3 * 3 * 2 + 4));
+/// // Dilation 2 spreads the 3-row kernel over 5 rows.
+/// let d = Conv2dGeometry { dilation_h: 2, ..g };
+/// assert_eq!(d.out_h(), 3);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dGeometry {
@@ -55,84 +67,77 @@ pub struct Conv2dGeometry {
     pub pad_h: usize,
     /// Zero columns added left and right of the input.
     pub pad_w: usize,
+    /// Vertical spacing of the kernel taps (≥ 1; 1 is a plain convolution).
+    pub dilation_h: usize,
+    /// Horizontal spacing of the kernel taps (≥ 1).
+    pub dilation_w: usize,
+    /// Channel groups (≥ 1, dividing both channel counts): group `k` maps input channels
+    /// `k·C/G ..` to output channels `k·O/G ..`.
+    pub groups: usize,
 }
 
-/// PyTorch's output extent `⌊(in + 2·pad − kernel) / stride⌋ + 1`, or 0 when the kernel does
-/// not fit the padded input (PyTorch rejects that case; the shape checker should too).
-fn out_extent(input: usize, pad: usize, kernel: usize, stride: usize) -> usize {
+/// PyTorch's output extent `⌊(in + 2·pad − dilation·(kernel − 1) − 1) / stride⌋ + 1`, or 0
+/// when the dilated kernel does not fit the padded input (PyTorch rejects that case; the
+/// shape checker should too).
+fn out_extent(input: usize, pad: usize, kernel: usize, stride: usize, dilation: usize) -> usize {
     let padded = input + 2 * pad;
-    if kernel == 0 || stride == 0 || padded < kernel {
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return 0;
+    }
+    let span = dilation * (kernel - 1) + 1;
+    if padded < span {
         0
     } else {
-        (padded - kernel) / stride + 1
+        (padded - span) / stride + 1
     }
 }
 
 impl Conv2dGeometry {
-    /// The output height: `⌊(in_h + 2·pad_h − kernel_h) / stride_h⌋ + 1` (PyTorch's floor
-    /// formula), or 0 when the kernel is taller than the padded input.
+    /// The output height: `⌊(in_h + 2·pad_h − dilation_h·(kernel_h − 1) − 1) / stride_h⌋ + 1`
+    /// (PyTorch's floor formula), or 0 when the dilated kernel is taller than the padded
+    /// input.
     pub fn out_h(&self) -> usize {
-        out_extent(self.in_h, self.pad_h, self.kernel_h, self.stride_h)
+        out_extent(
+            self.in_h,
+            self.pad_h,
+            self.kernel_h,
+            self.stride_h,
+            self.dilation_h,
+        )
     }
 
-    /// The output width: `⌊(in_w + 2·pad_w − kernel_w) / stride_w⌋ + 1`, or 0 when the kernel
-    /// is wider than the padded input.
+    /// The output width, as [`out_h`](Self::out_h) across.
     pub fn out_w(&self) -> usize {
-        out_extent(self.in_w, self.pad_w, self.kernel_w, self.stride_w)
+        out_extent(
+            self.in_w,
+            self.pad_w,
+            self.kernel_w,
+            self.stride_w,
+            self.dilation_w,
+        )
     }
 
-    /// The im2col matrix of ONE sample: `in_channels·kernel_h·kernel_w × out_h·out_w`
-    /// elements.
+    /// The im2col matrix of ONE sample and group: `in_channels/groups·kernel_h·kernel_w ×
+    /// out_h·out_w` elements.
     pub fn cols_len(&self) -> usize {
-        self.in_channels * self.kernel_h * self.kernel_w * self.out_h() * self.out_w()
+        self.patch_len() * self.out_h() * self.out_w()
     }
 
     /// The scratch the kernels need: one im2col matrix per thread (two; none on the 1×1 fast
-    /// path, see [`is_pointwise`](Self::is_pointwise)), then the weight and bias gradients
-    /// of all but the first chunk of the batch: [`conv2d_backward`] sums each chunk apart
-    /// (on whichever thread claims it) and adds the chunks' sums in order at the end, the
-    /// same sums on one thread or two, so results do not depend on the thread count. Up to
-    /// 8 chunks (7 partial gradients), or 2 when the weight has more than 2¹⁶ values. It
-    /// does not depend on `batch` (generated code sizes the buffer with it once).
+    /// path, see [`is_pointwise`](Self::is_pointwise), nor on the depthwise path, see
+    /// [`is_depthwise`](Self::is_depthwise)), then the weight and bias gradients of all but
+    /// the first chunk of the batch: [`conv2d_backward`] sums each chunk apart (on whichever
+    /// thread claims it) and adds the chunks' sums in order at the end, the same sums on one
+    /// thread or two, so results do not depend on the thread count. Up to 8 chunks (7
+    /// partial gradients), or 2 when the weight has more than 2¹⁶ values. It does not depend
+    /// on `batch` (generated code sizes the buffer with it once).
     pub fn scratch_len(&self) -> usize {
-        let gradient = self.weight_len() + self.out_channels;
-        2 * self.sample_scratch_len() + (self.max_gradient_chunks() - 1) * gradient
-    }
-
-    /// The most chunks [`conv2d_backward`] sums a batch's weight gradient in:
-    /// [`MAX_CHUNKS`](parallel::MAX_CHUNKS), or 2 when the weight is large (over 2¹⁶
-    /// values), to bound the scratch.
-    fn max_gradient_chunks(&self) -> usize {
-        if self.weight_len() + self.out_channels <= 1 << 16 {
-            parallel::MAX_CHUNKS
-        } else {
-            2
-        }
-    }
-
-    /// The chunks this batch's weight gradient is summed in: a function of the geometry
-    /// only, so the sum is the same whichever threads compute it.
-    fn gradient_chunks(&self) -> usize {
-        self.batch.min(self.max_gradient_chunks())
-    }
-
-    /// One thread's im2col matrix: [`cols_len`](Self::cols_len), or 0 on the 1×1 fast path.
-    fn sample_scratch_len(&self) -> usize {
-        if self.is_pointwise() {
-            0
-        } else {
-            self.cols_len()
-        }
+        Plan::conv(self).scratch_len()
     }
 
     /// The same convolution on `batch` samples.
     fn with_batch(&self, batch: usize) -> Self {
         Self { batch, ..*self }
-    }
-
-    /// Multiply-adds of the forward pass, the measure of whether splitting it pays.
-    fn work(&self) -> usize {
-        self.output_len().saturating_mul(self.patch_len())
     }
 
     /// Whether this is a 1×1 convolution with stride 1 and no padding: a per-pixel matrix
@@ -146,6 +151,13 @@ impl Conv2dGeometry {
             && self.pad_w == 0
     }
 
+    /// Whether the kernels take the direct path: more than one group and one input channel
+    /// per group (a depthwise convolution, possibly with several output channels per input
+    /// channel), and not the 1×1 fast path.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.in_channels == self.groups && !self.is_pointwise()
+    }
+
     /// The elements of `x`: `batch · in_channels · in_h · in_w`.
     pub fn input_len(&self) -> usize {
         self.batch * self.in_channels * self.in_h * self.in_w
@@ -156,14 +168,24 @@ impl Conv2dGeometry {
         self.batch * self.out_channels * self.out_h() * self.out_w()
     }
 
-    /// The elements of the weight: `out_channels · in_channels · kernel_h · kernel_w`.
+    /// The elements of the weight: `out_channels · in_channels/groups · kernel_h · kernel_w`.
     pub fn weight_len(&self) -> usize {
-        self.out_channels * self.in_channels * self.kernel_h * self.kernel_w
+        self.out_channels * self.patch_len()
     }
 
-    /// The reduction length of the GEMM, `in_channels · kernel_h · kernel_w`.
+    /// The input channels of one group.
+    fn group_in(&self) -> usize {
+        self.in_channels / self.groups.max(1)
+    }
+
+    /// The output channels of one group.
+    fn group_out(&self) -> usize {
+        self.out_channels / self.groups.max(1)
+    }
+
+    /// The reduction length of a group's GEMM, `in_channels/groups · kernel_h · kernel_w`.
     fn patch_len(&self) -> usize {
-        self.in_channels * self.kernel_h * self.kernel_w
+        self.group_in() * self.kernel_h * self.kernel_w
     }
 
     #[track_caller]
@@ -180,6 +202,301 @@ impl Conv2dGeometry {
             self.kernel_h,
             self.kernel_w
         );
+        assert!(
+            self.dilation_h > 0 && self.dilation_w > 0,
+            "{what}: dilations must be at least 1, got ({}, {})",
+            self.dilation_h,
+            self.dilation_w
+        );
+        assert!(
+            self.groups > 0
+                && self.in_channels.is_multiple_of(self.groups)
+                && self.out_channels.is_multiple_of(self.groups),
+            "{what}: {} groups must divide both {} input and {} output channels",
+            self.groups,
+            self.in_channels,
+            self.out_channels
+        );
+    }
+}
+
+/// The sizes of a 2-D transposed convolution (PyTorch's `nn.ConvTranspose2d`): the adjoint of
+/// the convolution [`adjoint`](Self::adjoint) describes, which maps this layer's output shape
+/// back to its input shape. The weight is `[in_channels, out_channels/groups, kernel_h,
+/// kernel_w]`, the bias `[out_channels]`.
+///
+/// ```
+/// use kiln_runtime::kernels::conv::ConvTranspose2dGeometry;
+/// let g = ConvTranspose2dGeometry {
+///     batch: 1, in_channels: 4, in_h: 5, in_w: 3, out_channels: 2,
+///     kernel_h: 3, kernel_w: 3, stride_h: 2, stride_w: 2, pad_h: 1, pad_w: 0,
+///     output_pad_h: 1, output_pad_w: 0, dilation_h: 1, dilation_w: 1, groups: 1,
+/// };
+/// // (5 − 1)·2 − 2 + 2 + 1 + 1 = 10, (3 − 1)·2 + 2 + 1 = 7
+/// assert_eq!((g.out_h(), g.out_w()), (10, 7));
+/// assert_eq!(g.weight_len(), 4 * 2 * 3 * 3);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvTranspose2dGeometry {
+    /// Samples in the batch (`N`).
+    pub batch: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Input height.
+    pub in_h: usize,
+    /// Input width.
+    pub in_w: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel height.
+    pub kernel_h: usize,
+    /// Kernel width.
+    pub kernel_w: usize,
+    /// Vertical stride (≥ 1): the spacing of the input rows in the output.
+    pub stride_h: usize,
+    /// Horizontal stride (≥ 1).
+    pub stride_w: usize,
+    /// Rows cropped from the top and bottom of the full output (`dilation·(kernel − 1) −
+    /// padding` zero rows are added around the input, as PyTorch).
+    pub pad_h: usize,
+    /// Columns cropped from the left and right of the full output.
+    pub pad_w: usize,
+    /// Extra rows at the bottom of the output (smaller than the stride or the dilation).
+    pub output_pad_h: usize,
+    /// Extra columns at the right of the output.
+    pub output_pad_w: usize,
+    /// Vertical spacing of the kernel taps (≥ 1).
+    pub dilation_h: usize,
+    /// Horizontal spacing of the kernel taps (≥ 1).
+    pub dilation_w: usize,
+    /// Channel groups (≥ 1, dividing both channel counts).
+    pub groups: usize,
+}
+
+/// `(in − 1)·stride − 2·pad + dilation·(kernel − 1) + output_pad + 1`, or 0 when negative.
+fn transposed_extent(
+    input: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    kernel: usize,
+    output_pad: usize,
+) -> usize {
+    if input == 0 || kernel == 0 {
+        return 0;
+    }
+    let full = (input - 1) * stride + dilation * (kernel - 1) + output_pad + 1;
+    full.saturating_sub(2 * pad)
+}
+
+impl ConvTranspose2dGeometry {
+    /// The output height `(in_h − 1)·stride_h − 2·pad_h + dilation_h·(kernel_h − 1) +
+    /// output_pad_h + 1` (0 when that is negative).
+    pub fn out_h(&self) -> usize {
+        transposed_extent(
+            self.in_h,
+            self.stride_h,
+            self.pad_h,
+            self.dilation_h,
+            self.kernel_h,
+            self.output_pad_h,
+        )
+    }
+
+    /// The output width, as [`out_h`](Self::out_h) across.
+    pub fn out_w(&self) -> usize {
+        transposed_extent(
+            self.in_w,
+            self.stride_w,
+            self.pad_w,
+            self.dilation_w,
+            self.kernel_w,
+            self.output_pad_w,
+        )
+    }
+
+    /// The convolution this layer is the adjoint of: from this layer's output shape
+    /// (`out_channels`, `out_h`, `out_w`) to its input's channels, with the same kernel,
+    /// stride, padding, dilation and groups (and the same weight array).
+    pub fn adjoint(&self) -> Conv2dGeometry {
+        Conv2dGeometry {
+            batch: self.batch,
+            in_channels: self.out_channels,
+            in_h: self.out_h(),
+            in_w: self.out_w(),
+            out_channels: self.in_channels,
+            kernel_h: self.kernel_h,
+            kernel_w: self.kernel_w,
+            stride_h: self.stride_h,
+            stride_w: self.stride_w,
+            pad_h: self.pad_h,
+            pad_w: self.pad_w,
+            dilation_h: self.dilation_h,
+            dilation_w: self.dilation_w,
+            groups: self.groups,
+        }
+    }
+
+    /// The elements of `x`: `batch · in_channels · in_h · in_w`.
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_channels * self.in_h * self.in_w
+    }
+
+    /// The elements of `y`: `batch · out_channels · out_h · out_w`.
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_channels * self.out_h() * self.out_w()
+    }
+
+    /// The elements of the weight: `in_channels · out_channels/groups · kernel_h · kernel_w`.
+    pub fn weight_len(&self) -> usize {
+        self.adjoint().weight_len()
+    }
+
+    /// The scratch [`conv_transpose2d_forward`] and [`conv_transpose2d_backward`] need: as
+    /// [`Conv2dGeometry::scratch_len`], one column matrix per thread (over this layer's input
+    /// positions) and the partial gradients of the batch's chunks. It does not depend on
+    /// `batch`.
+    pub fn scratch_len(&self) -> usize {
+        Plan::transposed(self).scratch_len()
+    }
+
+    #[track_caller]
+    fn check(&self, what: &str) {
+        self.adjoint().check(what);
+        assert!(
+            (self.output_pad_h < self.stride_h || self.output_pad_h < self.dilation_h)
+                && (self.output_pad_w < self.stride_w || self.output_pad_w < self.dilation_w),
+            "{what}: output padding ({}, {}) must be smaller than the stride or the dilation",
+            self.output_pad_h,
+            self.output_pad_w
+        );
+    }
+}
+
+/// How the batch-level drivers run a convolution or its adjoint: the convolution, the
+/// positions of its output grid (its own `out_h × out_w`, or the transposed layer's input
+/// extent, which can be smaller when the output padding reaches past the stride), and which
+/// way the layer goes.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// The convolution (for a transposed layer, its adjoint).
+    conv: Conv2dGeometry,
+    /// The rows of the convolution's output grid.
+    out_h: usize,
+    /// The columns of the convolution's output grid.
+    out_w: usize,
+    /// Whether the layer is the transposed convolution: its input is the grid, its output
+    /// the convolution's input.
+    transposed: bool,
+}
+
+impl Plan {
+    fn conv(g: &Conv2dGeometry) -> Self {
+        Plan {
+            conv: *g,
+            out_h: g.out_h(),
+            out_w: g.out_w(),
+            transposed: false,
+        }
+    }
+
+    fn transposed(g: &ConvTranspose2dGeometry) -> Self {
+        Plan {
+            conv: g.adjoint(),
+            out_h: g.in_h,
+            out_w: g.in_w,
+            transposed: true,
+        }
+    }
+
+    fn with_batch(&self, batch: usize) -> Self {
+        Plan {
+            conv: self.conv.with_batch(batch),
+            ..*self
+        }
+    }
+
+    /// Positions of the grid.
+    fn positions(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    /// One sample of the convolution's input.
+    fn conv_in_sample(&self) -> usize {
+        self.conv.in_channels * self.conv.in_h * self.conv.in_w
+    }
+
+    /// One sample of the convolution's output (the grid).
+    fn conv_out_sample(&self) -> usize {
+        self.conv.out_channels * self.positions()
+    }
+
+    /// One sample of the layer's input.
+    fn x_sample(&self) -> usize {
+        if self.transposed {
+            self.conv_out_sample()
+        } else {
+            self.conv_in_sample()
+        }
+    }
+
+    /// One sample of the layer's output.
+    fn y_sample(&self) -> usize {
+        if self.transposed {
+            self.conv_in_sample()
+        } else {
+            self.conv_out_sample()
+        }
+    }
+
+    /// The layer's output channels (the bias length).
+    fn y_channels(&self) -> usize {
+        if self.transposed {
+            self.conv.in_channels
+        } else {
+            self.conv.out_channels
+        }
+    }
+
+    /// One thread's column matrix: a group's `patch × positions`, or 0 on the 1×1 and
+    /// depthwise paths.
+    fn sample_scratch_len(&self) -> usize {
+        if self.conv.is_pointwise() || self.conv.is_depthwise() {
+            0
+        } else {
+            self.conv.patch_len() * self.positions()
+        }
+    }
+
+    /// A weight and a bias gradient.
+    fn gradient_len(&self) -> usize {
+        self.conv.weight_len() + self.y_channels()
+    }
+
+    /// The most chunks a batch's weight gradient is summed in:
+    /// [`MAX_CHUNKS`](parallel::MAX_CHUNKS), or 2 when the weight is large (over 2¹⁶
+    /// values), to bound the scratch.
+    fn max_gradient_chunks(&self) -> usize {
+        if self.gradient_len() <= 1 << 16 {
+            parallel::MAX_CHUNKS
+        } else {
+            2
+        }
+    }
+
+    /// The chunks this batch's weight gradient is summed in: a function of the geometry
+    /// only, so the sum is the same whichever threads compute it.
+    fn gradient_chunks(&self) -> usize {
+        self.conv.batch.min(self.max_gradient_chunks())
+    }
+
+    fn scratch_len(&self) -> usize {
+        2 * self.sample_scratch_len() + (self.max_gradient_chunks() - 1) * self.gradient_len()
+    }
+
+    /// Multiply-adds of the forward pass, the measure of whether splitting it pays.
+    fn work(&self) -> usize {
+        (self.conv.batch * self.conv_out_sample()).saturating_mul(self.conv.patch_len())
     }
 }
 
@@ -414,11 +731,11 @@ fn sum_lanes<F: Float>(values: &[F]) -> F {
     total
 }
 
-/// Unfolds one sample `x` (`[C, H, W]`) into `cols` (`[C·kh·kw, out_h·out_w]`): row
-/// `(c·kh + u)·kw + v`, column `i·out_w + j` holds `x[c, i·sh + u − ph, j·sw + v − pw]`, or 0
-/// in the padding.
-fn im2col<F: Float>(x: &[F], g: &Conv2dGeometry, cols: &mut [F]) {
-    let (out_h, out_w) = (g.out_h(), g.out_w());
+/// Unfolds the channels `x` (`[c, H, W]`, one group of one sample) into `cols` (`[c·kh·kw,
+/// out_h·out_w]` over the `grid` of output positions): row `(c·kh + u)·kw + v`, column
+/// `i·out_w + j` holds `x[c, i·sh + u·dh − ph, j·sw + v·dw − pw]`, or 0 in the padding.
+fn im2col<F: Float>(x: &[F], g: &Conv2dGeometry, grid: (usize, usize), cols: &mut [F]) {
+    let (out_h, out_w) = grid;
     let plane = g.in_h * g.in_w;
     let positions = out_h * out_w;
     if positions == 0 || plane == 0 {
@@ -426,29 +743,31 @@ fn im2col<F: Float>(x: &[F], g: &Conv2dGeometry, cols: &mut [F]) {
         return;
     }
     if g.stride_h == 1 && g.stride_w == 1 {
-        im2col_stride1(x, g, cols);
+        im2col_stride1(x, g, grid, cols);
         return;
     }
     let mut rows = cols.chunks_exact_mut(positions);
     for x_c in x.chunks_exact(plane) {
         for u in 0..g.kernel_h {
-            let (i_lo, i_hi) = valid_range(u, g.pad_h, g.stride_h, g.in_h, out_h);
+            let du = u * g.dilation_h;
+            let (i_lo, i_hi) = valid_range(du, g.pad_h, g.stride_h, g.in_h, out_h);
             for v in 0..g.kernel_w {
-                let (j_lo, j_hi) = valid_range(v, g.pad_w, g.stride_w, g.in_w, out_w);
+                let dv = v * g.dilation_w;
+                let (j_lo, j_hi) = valid_range(dv, g.pad_w, g.stride_w, g.in_w, out_w);
                 let row = rows.next().expect("im2col: cols is sized by the geometry");
                 for (i, dst) in row.chunks_exact_mut(out_w).enumerate() {
                     if i < i_lo || i >= i_hi {
                         fill_short(dst, F::ZERO);
                         continue;
                     }
-                    let ih = i * g.stride_h + u - g.pad_h;
+                    let ih = i * g.stride_h + du - g.pad_h;
                     let src = &x_c[ih * g.in_w..(ih + 1) * g.in_w];
                     fill_short(&mut dst[..j_lo], F::ZERO);
                     fill_short(&mut dst[j_hi..], F::ZERO);
                     if j_lo == j_hi {
                         continue;
                     }
-                    let iw_lo = j_lo * g.stride_w + v - g.pad_w;
+                    let iw_lo = j_lo * g.stride_w + dv - g.pad_w;
                     if g.stride_w == 1 {
                         copy_short(&mut dst[j_lo..j_hi], &src[iw_lo..iw_lo + (j_hi - j_lo)]);
                     } else {
@@ -465,21 +784,22 @@ fn im2col<F: Float>(x: &[F], g: &Conv2dGeometry, cols: &mut [F]) {
     }
 }
 
-/// [`im2col`] for stride 1: input row `i + u − pad_h` feeds output row `i` of kernel row
+/// [`im2col`] for stride 1: input row `i + u·dh − pad_h` feeds output row `i` of kernel row
 /// `(c, u, v)`, so each output row is one short copy between zero-filled edges. When the output
-/// is as wide as the input (`2·pad_w = kernel_w − 1`), a kernel row is the input shifted by a
-/// constant: one long copy, then the few columns that wrapped into the neighbouring input row
-/// are zeroed.
-fn im2col_stride1<F: Float>(x: &[F], g: &Conv2dGeometry, cols: &mut [F]) {
-    let (out_h, out_w) = (g.out_h(), g.out_w());
+/// is as wide as the input, a kernel row is the input shifted by a constant: one long copy,
+/// then the few columns that wrapped into the neighbouring input row are zeroed.
+fn im2col_stride1<F: Float>(x: &[F], g: &Conv2dGeometry, grid: (usize, usize), cols: &mut [F]) {
+    let (out_h, out_w) = grid;
     let (in_w, plane) = (g.in_w, g.in_h * g.in_w);
     let positions = out_h * out_w;
     let mut rows = cols.chunks_exact_mut(positions);
     for x_c in x.chunks_exact(plane) {
         for u in 0..g.kernel_h {
-            let (i_lo, i_hi) = valid_range(u, g.pad_h, 1, g.in_h, out_h);
+            let du = u * g.dilation_h;
+            let (i_lo, i_hi) = valid_range(du, g.pad_h, 1, g.in_h, out_h);
             for v in 0..g.kernel_w {
-                let (j_lo, j_hi) = valid_range(v, g.pad_w, 1, g.in_w, out_w);
+                let dv = v * g.dilation_w;
+                let (j_lo, j_hi) = valid_range(dv, g.pad_w, 1, g.in_w, out_w);
                 let row = rows.next().expect("im2col: cols is sized by the geometry");
                 row[..i_lo * out_w].fill(F::ZERO);
                 row[i_hi * out_w..].fill(F::ZERO);
@@ -491,11 +811,11 @@ fn im2col_stride1<F: Float>(x: &[F], g: &Conv2dGeometry, cols: &mut [F]) {
                     continue;
                 }
                 // Input row of output row i_lo, and input column of output column j_lo.
-                let ih_lo = i_lo + u - g.pad_h;
-                let iw_lo = j_lo + v - g.pad_w;
+                let ih_lo = i_lo + du - g.pad_h;
+                let iw_lo = j_lo + dv - g.pad_w;
                 if out_w == in_w {
-                    // Output (i, j) reads flat input (i + u − ph)·W + j + v − pw: a constant
-                    // shift. Copy the span of valid positions from (i_lo, j_lo) to
+                    // Output (i, j) reads flat input (i + u·dh − ph)·W + j + v·dw − pw: a
+                    // constant shift. Copy the span of valid positions from (i_lo, j_lo) to
                     // (i_hi − 1, j_hi − 1), then zero the columns outside [j_lo, j_hi).
                     let d_lo = i_lo * out_w + j_lo;
                     let d_hi = (i_hi - 1) * out_w + j_hi;
@@ -537,9 +857,9 @@ fn im2col_stride1<F: Float>(x: &[F], g: &Conv2dGeometry, cols: &mut [F]) {
 }
 
 /// The adjoint of [`im2col`]: adds every entry of `cols` back onto the input position it was
-/// read from (padding entries are dropped). `dx` (`[C, H, W]`) must be initialised.
-fn col2im_add<F: Float>(cols: &[F], g: &Conv2dGeometry, dx: &mut [F]) {
-    let (out_h, out_w) = (g.out_h(), g.out_w());
+/// read from (padding entries are dropped). `dx` (`[c, H, W]`) must be initialised.
+fn col2im_add<F: Float>(cols: &[F], g: &Conv2dGeometry, grid: (usize, usize), dx: &mut [F]) {
+    let (out_h, out_w) = grid;
     let plane = g.in_h * g.in_w;
     let positions = out_h * out_w;
     if positions == 0 || plane == 0 {
@@ -548,16 +868,18 @@ fn col2im_add<F: Float>(cols: &[F], g: &Conv2dGeometry, dx: &mut [F]) {
     let mut rows = cols.chunks_exact(positions);
     for dx_c in dx.chunks_exact_mut(plane) {
         for u in 0..g.kernel_h {
-            let (i_lo, i_hi) = valid_range(u, g.pad_h, g.stride_h, g.in_h, out_h);
+            let du = u * g.dilation_h;
+            let (i_lo, i_hi) = valid_range(du, g.pad_h, g.stride_h, g.in_h, out_h);
             for v in 0..g.kernel_w {
-                let (j_lo, j_hi) = valid_range(v, g.pad_w, g.stride_w, g.in_w, out_w);
+                let dv = v * g.dilation_w;
+                let (j_lo, j_hi) = valid_range(dv, g.pad_w, g.stride_w, g.in_w, out_w);
                 let row = rows.next().expect("col2im: cols is sized by the geometry");
                 if j_lo == j_hi || i_lo == i_hi {
                     continue;
                 }
                 if g.stride_h == 1 && g.stride_w == 1 && j_lo == 0 && j_hi == out_w {
                     // No horizontal padding: whole rows of the block add onto input rows.
-                    let start = (i_lo + u - g.pad_h) * g.in_w + v - g.pad_w;
+                    let start = (i_lo + du - g.pad_h) * g.in_w + dv - g.pad_w;
                     add_rows(
                         &row[i_lo * out_w..i_hi * out_w],
                         out_w,
@@ -568,8 +890,8 @@ fn col2im_add<F: Float>(cols: &[F], g: &Conv2dGeometry, dx: &mut [F]) {
                 }
                 for i in i_lo..i_hi {
                     let src = &row[i * out_w + j_lo..i * out_w + j_hi];
-                    let ih = i * g.stride_h + u - g.pad_h;
-                    let iw_lo = j_lo * g.stride_w + v - g.pad_w;
+                    let ih = i * g.stride_h + du - g.pad_h;
+                    let iw_lo = j_lo * g.stride_w + dv - g.pad_w;
                     let dst = &mut dx_c[ih * g.in_w..(ih + 1) * g.in_w];
                     if g.stride_w == 1 {
                         add_short(&mut dst[iw_lo..iw_lo + src.len()], src);
@@ -584,6 +906,269 @@ fn col2im_add<F: Float>(cols: &[F], g: &Conv2dGeometry, dx: &mut [F]) {
     }
 }
 
+/// Visits every kernel tap `(u, v)` of the convolution `g` over the `grid`, with each output
+/// row `i` that reads inside the input: `tap(u·kw + v, i, ih, j_lo, j_hi, iw_lo)` where `ih`
+/// is the input row, output columns `j_lo..j_hi` read input columns `iw_lo, iw_lo + sw, ..`.
+/// The depthwise kernels below are this loop with different bodies.
+#[inline(always)]
+fn for_each_tap(
+    g: &Conv2dGeometry,
+    grid: (usize, usize),
+    mut tap: impl FnMut(usize, usize, usize, usize, usize, usize),
+) {
+    let (out_h, out_w) = grid;
+    for u in 0..g.kernel_h {
+        let du = u * g.dilation_h;
+        let (i_lo, i_hi) = valid_range(du, g.pad_h, g.stride_h, g.in_h, out_h);
+        for v in 0..g.kernel_w {
+            let dv = v * g.dilation_w;
+            let (j_lo, j_hi) = valid_range(dv, g.pad_w, g.stride_w, g.in_w, out_w);
+            if j_lo == j_hi {
+                continue;
+            }
+            let iw_lo = j_lo * g.stride_w + dv - g.pad_w;
+            for i in i_lo..i_hi {
+                tap(
+                    u * g.kernel_w + v,
+                    i,
+                    i * g.stride_h + du - g.pad_h,
+                    j_lo,
+                    j_hi,
+                    iw_lo,
+                );
+            }
+        }
+    }
+}
+
+/// `dst[j] += w · src[j·stride]`: one kernel tap over one output row.
+#[inline(always)]
+fn axpy_strided<F: Float>(dst: &mut [F], w: F, src: &[F], stride: usize) {
+    if stride == 1 {
+        let n = dst.len();
+        for (d, &s) in dst.iter_mut().zip(&src[..n]) {
+            *d += w * s;
+        }
+    } else {
+        for (d, &s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+            *d += w * s;
+        }
+    }
+}
+
+/// `dst[j·stride] += w · src[j]`: the adjoint of [`axpy_strided`].
+#[inline(always)]
+fn axpy_scatter<F: Float>(dst: &mut [F], w: F, src: &[F], stride: usize) {
+    if stride == 1 {
+        for (d, &s) in dst[..src.len()].iter_mut().zip(src) {
+            *d += w * s;
+        }
+    } else {
+        for (d, &s) in dst.iter_mut().step_by(stride).zip(src) {
+            *d += w * s;
+        }
+    }
+}
+
+/// `Σ_j a[j] · b[j·stride]` in 8 interleaved partial sums when `stride` is 1.
+#[inline(always)]
+fn dot_strided<F: Float>(a: &[F], b: &[F], stride: usize) -> F {
+    if stride == 1 {
+        let b = &b[..a.len()];
+        let mut acc = [F::ZERO; 8];
+        let mut blocks_a = a.chunks_exact(8);
+        let mut blocks_b = b.chunks_exact(8);
+        for (x, y) in (&mut blocks_a).zip(&mut blocks_b) {
+            for l in 0..8 {
+                acc[l] += x[l] * y[l];
+            }
+        }
+        let mut total =
+            ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        for (&x, &y) in blocks_a.remainder().iter().zip(blocks_b.remainder()) {
+            total += x * y;
+        }
+        total
+    } else {
+        let mut total = F::ZERO;
+        for (&x, &y) in a.iter().zip(b.iter().step_by(stride)) {
+            total += x * y;
+        }
+        total
+    }
+}
+
+/// The depthwise forward of one sample: `y[o] (+)= Σ_taps w[o, tap] · x[o / m]` shifted,
+/// with `m = O/G` output channels per input channel. With `beta` 0 the planes are cleared
+/// first, with 1 the result is added onto them.
+fn depthwise_forward<F: Float>(
+    x: &[F],
+    weight: &[F],
+    g: &Conv2dGeometry,
+    grid: (usize, usize),
+    y: &mut [F],
+    beta: F,
+) {
+    let (plane, positions, taps) = (g.in_h * g.in_w, grid.0 * grid.1, g.kernel_h * g.kernel_w);
+    let m = g.group_out();
+    for (o, y_o) in y.chunks_exact_mut(positions).enumerate() {
+        if beta == F::ZERO {
+            y_o.fill(F::ZERO);
+        }
+        let x_c = &x[(o / m) * plane..(o / m + 1) * plane];
+        let w_o = &weight[o * taps..(o + 1) * taps];
+        for_each_tap(g, grid, |t, i, ih, j_lo, j_hi, iw_lo| {
+            let dst = &mut y_o[i * grid.1 + j_lo..i * grid.1 + j_hi];
+            axpy_strided(dst, w_o[t], &x_c[ih * g.in_w + iw_lo..], g.stride_w);
+        });
+    }
+}
+
+/// The depthwise input gradient of one sample: `dx[o / m] += w[o, tap] · dy[o]` shifted back
+/// (the adjoint of [`depthwise_forward`]).
+fn depthwise_input_grad<F: Float>(
+    dy: &[F],
+    weight: &[F],
+    g: &Conv2dGeometry,
+    grid: (usize, usize),
+    dx: &mut [F],
+) {
+    let (plane, positions, taps) = (g.in_h * g.in_w, grid.0 * grid.1, g.kernel_h * g.kernel_w);
+    let m = g.group_out();
+    for (o, dy_o) in dy.chunks_exact(positions).enumerate() {
+        let dx_c = &mut dx[(o / m) * plane..(o / m + 1) * plane];
+        let w_o = &weight[o * taps..(o + 1) * taps];
+        for_each_tap(g, grid, |t, i, ih, j_lo, j_hi, iw_lo| {
+            let src = &dy_o[i * grid.1 + j_lo..i * grid.1 + j_hi];
+            axpy_scatter(&mut dx_c[ih * g.in_w + iw_lo..], w_o[t], src, g.stride_w);
+        });
+    }
+}
+
+/// The depthwise weight gradient of one sample: `dw[o, tap] (+)= Σ dy[o] · x[o / m]` shifted;
+/// `beta` 0 overwrites, 1 adds.
+fn depthwise_weight_grad<F: Float>(
+    x: &[F],
+    dy: &[F],
+    g: &Conv2dGeometry,
+    grid: (usize, usize),
+    dweight: &mut [F],
+    beta: F,
+) {
+    let (plane, positions, taps) = (g.in_h * g.in_w, grid.0 * grid.1, g.kernel_h * g.kernel_w);
+    let m = g.group_out();
+    for (o, dy_o) in dy.chunks_exact(positions).enumerate() {
+        let x_c = &x[(o / m) * plane..(o / m + 1) * plane];
+        let dw_o = &mut dweight[o * taps..(o + 1) * taps];
+        if beta == F::ZERO {
+            dw_o.fill(F::ZERO);
+        }
+        for_each_tap(g, grid, |t, i, ih, j_lo, j_hi, iw_lo| {
+            let a = &dy_o[i * grid.1 + j_lo..i * grid.1 + j_hi];
+            dw_o[t] += dot_strided(a, &x_c[ih * g.in_w + iw_lo..], g.stride_w);
+        });
+    }
+}
+
+/// One sample of the convolution: `y (+)= conv(x)` over the plan's grid, group by group
+/// (`beta` 0 overwrites `y`, 1 adds onto it).
+fn conv_sample<F: Float>(plan: &Plan, x: &[F], weight: &[F], y: &mut [F], beta: F, cols: &mut [F]) {
+    let g = &plan.conv;
+    let grid = (plan.out_h, plan.out_w);
+    if g.is_depthwise() {
+        return depthwise_forward(x, weight, g, grid, y, beta);
+    }
+    let (gin, go, ckk, p) = (
+        g.group_in() * g.in_h * g.in_w,
+        g.group_out(),
+        g.patch_len(),
+        plan.positions(),
+    );
+    for k in 0..g.groups {
+        let x_k = &x[k * gin..(k + 1) * gin];
+        let w_k = &weight[k * go * ckk..(k + 1) * go * ckk];
+        let y_k = &mut y[k * go * p..(k + 1) * go * p];
+        let patches: &[F] = if g.is_pointwise() {
+            x_k
+        } else {
+            im2col(x_k, g, grid, cols);
+            cols
+        };
+        // y_k[O/G, P] (+)= W_k[O/G, CKK] · cols[CKK, P]
+        gemm(go, ckk, p, F::ONE, w_k, false, patches, false, beta, y_k);
+    }
+}
+
+/// One sample of the convolution's input gradient: `dx += col2im(Wᵀ · dy)` group by group.
+fn conv_input_grad_sample<F: Float>(
+    plan: &Plan,
+    dy: &[F],
+    weight: &[F],
+    dx: &mut [F],
+    cols: &mut [F],
+) {
+    let g = &plan.conv;
+    let grid = (plan.out_h, plan.out_w);
+    if g.is_depthwise() {
+        return depthwise_input_grad(dy, weight, g, grid, dx);
+    }
+    let (gin, go, ckk, p) = (
+        g.group_in() * g.in_h * g.in_w,
+        g.group_out(),
+        g.patch_len(),
+        plan.positions(),
+    );
+    for k in 0..g.groups {
+        let dy_k = &dy[k * go * p..(k + 1) * go * p];
+        let w_k = &weight[k * go * ckk..(k + 1) * go * ckk];
+        let dx_k = &mut dx[k * gin..(k + 1) * gin];
+        // dcols[CKK, P] = W_k[O/G, CKK]ᵀ · dy_k[O/G, P]
+        if g.is_pointwise() {
+            // The columns are the sample itself: add straight into it.
+            gemm(ckk, go, p, F::ONE, w_k, true, dy_k, false, F::ONE, dx_k);
+        } else {
+            gemm(ckk, go, p, F::ONE, w_k, true, dy_k, false, F::ZERO, cols);
+            col2im_add(cols, g, grid, dx_k);
+        }
+    }
+}
+
+/// One sample of the convolution's weight gradient: `dW (+)= dy · im2col(x)ᵀ` group by group
+/// (`beta` 0 overwrites, 1 adds).
+fn conv_weight_grad_sample<F: Float>(
+    plan: &Plan,
+    x: &[F],
+    dy: &[F],
+    dweight: &mut [F],
+    beta: F,
+    cols: &mut [F],
+) {
+    let g = &plan.conv;
+    let grid = (plan.out_h, plan.out_w);
+    if g.is_depthwise() {
+        return depthwise_weight_grad(x, dy, g, grid, dweight, beta);
+    }
+    let (gin, go, ckk, p) = (
+        g.group_in() * g.in_h * g.in_w,
+        g.group_out(),
+        g.patch_len(),
+        plan.positions(),
+    );
+    for k in 0..g.groups {
+        let x_k = &x[k * gin..(k + 1) * gin];
+        let dy_k = &dy[k * go * p..(k + 1) * go * p];
+        let dw_k = &mut dweight[k * go * ckk..(k + 1) * go * ckk];
+        let patches: &[F] = if g.is_pointwise() {
+            x_k
+        } else {
+            im2col(x_k, g, grid, cols);
+            cols
+        };
+        // dW_k[O/G, CKK] (+)= dy_k[O/G, P] · cols[CKK, P]ᵀ
+        gemm(go, p, ckk, F::ONE, dy_k, false, patches, true, beta, dw_k);
+    }
+}
+
 #[track_caller]
 fn check_len(what: &str, name: &str, got: usize, want: usize) {
     assert_eq!(
@@ -593,24 +1178,26 @@ fn check_len(what: &str, name: &str, got: usize, want: usize) {
 }
 
 #[track_caller]
-fn check_cols(what: &str, cols: usize, g: &Conv2dGeometry) {
+fn check_cols(what: &str, cols: usize, plan: &Plan) {
     assert!(
-        cols >= g.scratch_len(),
-        "{what}: cols has {cols} elements, needs at least {} (Conv2dGeometry::scratch_len)",
-        g.scratch_len()
+        cols >= plan.scratch_len(),
+        "{what}: cols has {cols} elements, needs at least {} (the geometry's scratch_len)",
+        plan.scratch_len()
     );
 }
 
 /// `y = conv2d(x, weight) + bias`. `y` (`[N, O, out_h, out_w]`) is overwritten.
 ///
-/// Per sample the input is unfolded into `cols` (im2col) and multiplied by the weight viewed
-/// as `[O, C·kh·kw]`: one GEMM per sample. Large batches run chunk by chunk on two threads
-/// (see `kernels/parallel.rs`). `cols` must hold at least
+/// Per sample and group the input is unfolded into `cols` (im2col) and multiplied by the
+/// group's weight rows viewed as `[O/G, C/G·kh·kw]`: one GEMM per sample and group (a direct
+/// loop for depthwise convolutions, see [`Conv2dGeometry::is_depthwise`]). Large batches run
+/// chunk by chunk on two threads (see `kernels/parallel.rs`). `cols` must hold at least
 /// [`g.scratch_len()`](Conv2dGeometry::scratch_len) elements (a longer one is fine, only its
 /// prefix is used); its contents on entry are irrelevant and on exit unspecified.
 ///
 /// # Panics
-/// If a slice's length disagrees with `g`, or a stride or kernel size is 0 (caller bugs).
+/// If a slice's length disagrees with `g`, a stride, kernel size or dilation is 0, or the
+/// groups do not divide the channels (caller bugs).
 ///
 /// ```
 /// use kiln_runtime::kernels::conv::{conv2d_forward, Conv2dGeometry};
@@ -618,6 +1205,7 @@ fn check_cols(what: &str, cols: usize, g: &Conv2dGeometry) {
 /// let g = Conv2dGeometry {
 ///     batch: 1, in_channels: 1, in_h: 2, in_w: 2, out_channels: 1,
 ///     kernel_h: 2, kernel_w: 2, stride_h: 1, stride_w: 1, pad_h: 0, pad_w: 0,
+///     dilation_h: 1, dilation_w: 1, groups: 1,
 /// };
 /// let mut y = [0.0f64; 1];
 /// let mut cols = vec![0.0; g.scratch_len()];
@@ -635,27 +1223,82 @@ pub fn conv2d_forward<F: Float>(
     const WHAT: &str = "conv2d_forward";
     g.check(WHAT);
     check_len(WHAT, "x", x.len(), g.input_len());
-    check_len(WHAT, "weight", weight.len(), g.weight_len());
     check_len(WHAT, "y", y.len(), g.output_len());
-    check_cols(WHAT, cols.len(), g);
+    run_forward(WHAT, &Plan::conv(g), x, weight, bias, y, cols);
+}
+
+/// `y = conv_transpose2d(x, weight) + bias`, PyTorch's `nn.ConvTranspose2d`: the input
+/// gradient of the convolution [`g.adjoint()`](ConvTranspose2dGeometry::adjoint) applied to
+/// `x`. `x` is `[N, in_channels, in_h, in_w]`, the weight `[in_channels, out_channels/groups,
+/// kernel_h, kernel_w]`, the bias `[out_channels]`; `y` (`[N, out_channels, out_h, out_w]`)
+/// is overwritten. Per sample and group: one GEMM `Wᵀ · x` into `cols`, then col2im onto
+/// `y`. `cols` is scratch of at least
+/// [`g.scratch_len()`](ConvTranspose2dGeometry::scratch_len) elements.
+///
+/// # Panics
+/// If a slice's length disagrees with `g`, a stride, kernel size or dilation is 0, the
+/// groups do not divide the channels, or an output padding is not smaller than its stride
+/// or its dilation (caller bugs).
+///
+/// ```
+/// use kiln_runtime::kernels::conv::{conv_transpose2d_forward, ConvTranspose2dGeometry};
+/// // Stride 2 spreads a 2×1 input over a 4×2 output, each value times the 2×2 kernel.
+/// let g = ConvTranspose2dGeometry {
+///     batch: 1, in_channels: 1, in_h: 2, in_w: 1, out_channels: 1,
+///     kernel_h: 2, kernel_w: 2, stride_h: 2, stride_w: 2, pad_h: 0, pad_w: 0,
+///     output_pad_h: 0, output_pad_w: 0, dilation_h: 1, dilation_w: 1, groups: 1,
+/// };
+/// let mut y = [0.0f64; 8];
+/// let mut cols = vec![0.0; g.scratch_len()];
+/// conv_transpose2d_forward(&[1.0, 10.0], &[1.0, 2.0, 3.0, 4.0], None, &g, &mut y, &mut cols);
+/// assert_eq!(y, [1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0]);
+/// ```
+pub fn conv_transpose2d_forward<F: Float>(
+    x: &[F],
+    weight: &[F],
+    bias: Option<&[F]>,
+    g: &ConvTranspose2dGeometry,
+    y: &mut [F],
+    cols: &mut [F],
+) {
+    const WHAT: &str = "conv_transpose2d_forward";
+    g.check(WHAT);
+    check_len(WHAT, "x", x.len(), g.input_len());
+    check_len(WHAT, "y", y.len(), g.output_len());
+    run_forward(WHAT, &Plan::transposed(g), x, weight, bias, y, cols);
+}
+
+/// The forward pass of either layer over the whole batch, split over two threads when large.
+fn run_forward<F: Float>(
+    what: &str,
+    plan: &Plan,
+    x: &[F],
+    weight: &[F],
+    bias: Option<&[F]>,
+    y: &mut [F],
+    cols: &mut [F],
+) {
+    check_len(what, "weight", weight.len(), plan.conv.weight_len());
+    check_cols(what, cols.len(), plan);
     if let Some(bias) = bias {
-        check_len(WHAT, "bias", bias.len(), g.out_channels);
+        check_len(what, "bias", bias.len(), plan.y_channels());
     }
-    if g.output_len() == 0 {
+    let batch = plan.conv.batch;
+    if y.is_empty() {
         return;
     }
-    let sample = g.sample_scratch_len();
+    let sample = plan.sample_scratch_len();
     let (cols_a, rest) = cols.split_at_mut(sample);
     let cols_b = &mut rest[..sample];
-    if !worth_splitting(g) {
-        return forward_samples(x, weight, bias, g, y, cols_a);
+    if !worth_splitting(plan) {
+        return forward_samples(plan, x, weight, bias, y, cols_a);
     }
-    let chunks = parallel::chunk_count(g.batch);
-    let (in_sample, out_sample) = (g.input_len() / g.batch, g.output_len() / g.batch);
+    let chunks = parallel::chunk_count(batch);
+    let (in_sample, out_sample) = (plan.x_sample(), plan.y_sample());
     let y = SharedMut::new(y);
     let cols = [SharedMut::new(cols_a), SharedMut::new(cols_b)];
     parallel::for_each_chunk(chunks, |chunk, thread| {
-        let samples = parallel::chunk_range(g.batch, chunks, chunk);
+        let samples = parallel::chunk_range(batch, chunks, chunk);
         let x_c = &x[samples.start * in_sample..samples.end * in_sample];
         // SAFETY: each chunk is claimed once and covers its own samples of `y`; each thread
         // uses its own `cols`, one chunk at a time.
@@ -665,55 +1308,67 @@ pub fn conv2d_forward<F: Float>(
                 cols[thread].range(0..sample),
             )
         };
-        forward_samples(x_c, weight, bias, &g.with_batch(samples.len()), y_c, cols);
+        forward_samples(
+            &plan.with_batch(samples.len()),
+            x_c,
+            weight,
+            bias,
+            y_c,
+            cols,
+        );
     });
 }
 
 /// Whether a convolution is large enough for two threads: below about 2¹⁸ multiply-adds
 /// (tens of microseconds) handing half to the helper costs more than it saves.
-fn worth_splitting(g: &Conv2dGeometry) -> bool {
+fn worth_splitting(plan: &Plan) -> bool {
     const MIN_WORK: usize = 1 << 18;
-    g.batch >= 2 && g.work() >= MIN_WORK && parallel::threads() >= 2
+    plan.conv.batch >= 2 && plan.work() >= MIN_WORK && parallel::threads() >= 2
 }
 
-/// [`conv2d_forward`] on one thread, sample by sample, with one sample's `cols`.
+/// The forward pass on one thread, sample by sample, with one sample's `cols`.
 fn forward_samples<F: Float>(
+    plan: &Plan,
     x: &[F],
     weight: &[F],
     bias: Option<&[F]>,
-    g: &Conv2dGeometry,
     y: &mut [F],
     cols: &mut [F],
 ) {
-    let (o, ckk, p) = (g.out_channels, g.patch_len(), g.out_h() * g.out_w());
-    let in_sample = g.in_channels * g.in_h * g.in_w;
-    let cols = &mut cols[..g.sample_scratch_len()];
-    for (s, y_s) in y.chunks_exact_mut(o * p).enumerate() {
+    let (in_sample, out_sample) = (plan.x_sample(), plan.y_sample());
+    if out_sample == 0 {
+        return;
+    }
+    let plane = out_sample / plan.y_channels().max(1);
+    let cols = &mut cols[..plan.sample_scratch_len()];
+    for (s, y_s) in y.chunks_exact_mut(out_sample).enumerate() {
         let x_s = &x[s * in_sample..(s + 1) * in_sample];
         let beta = match bias {
             Some(bias) => {
-                // Start each output plane at its bias and let the GEMM add onto it.
-                for (plane, &b) in y_s.chunks_exact_mut(p).zip(bias) {
+                // Start each output plane at its bias and let the products add onto it.
+                for (plane, &b) in y_s.chunks_exact_mut(plane).zip(bias) {
                     plane.fill(b);
                 }
                 F::ONE
             }
             None => F::ZERO,
         };
-        let patches: &[F] = if g.is_pointwise() {
-            x_s
+        if plan.transposed {
+            // col2im adds: start from zero without a bias.
+            if beta == F::ZERO {
+                y_s.fill(F::ZERO);
+            }
+            conv_input_grad_sample(plan, x_s, weight, y_s, cols);
         } else {
-            im2col(x_s, g, cols);
-            cols
-        };
-        gemm(o, ckk, p, F::ONE, weight, false, patches, false, beta, y_s);
+            conv_sample(plan, x_s, weight, y_s, beta, cols);
+        }
     }
 }
 
 /// The VJPs of [`conv2d_forward`] given the output adjoint `dy` (`[N, O, out_h, out_w]`):
 ///
-/// - `dweight` (`[O, C, kh, kw]`) is OVERWRITTEN with `Σ_n dy_n · cols_nᵀ` (a layer is used
-///   once, so its gradient is never accumulated);
+/// - `dweight` (`[O, C/G, kh, kw]`) is OVERWRITTEN with `Σ_n dy_n · cols_nᵀ` (a layer is
+///   used once, so its gradient is never accumulated);
 /// - `dbias` (`[O]`), if given, is OVERWRITTEN with the sums of `dy` over batch and space;
 /// - `dx`, if given as `(buffer, accumulate)`, gets `col2im(Wᵀ · dy_n)` per sample, written or
 ///   (`accumulate`) added.
@@ -726,7 +1381,7 @@ fn forward_samples<F: Float>(
 /// thread or two.
 ///
 /// # Panics
-/// If a slice's length disagrees with `g`, or a stride or kernel size is 0 (caller bugs).
+/// If a slice's length disagrees with `g`, or the geometry is invalid (caller bugs).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward<F: Float>(
     x: &[F],
@@ -735,44 +1390,108 @@ pub fn conv2d_backward<F: Float>(
     g: &Conv2dGeometry,
     dweight: &mut [F],
     dbias: Option<&mut [F]>,
-    mut dx: Option<(&mut [F], bool)>,
+    dx: Option<(&mut [F], bool)>,
     cols: &mut [F],
 ) {
     const WHAT: &str = "conv2d_backward";
     g.check(WHAT);
     check_len(WHAT, "x", x.len(), g.input_len());
     check_len(WHAT, "dy", dy.len(), g.output_len());
-    check_len(WHAT, "weight", weight.len(), g.weight_len());
-    check_len(WHAT, "dweight", dweight.len(), g.weight_len());
-    check_cols(WHAT, cols.len(), g);
+    run_backward(
+        WHAT,
+        &Plan::conv(g),
+        x,
+        dy,
+        weight,
+        dweight,
+        dbias,
+        dx,
+        cols,
+    );
+}
+
+/// The VJPs of [`conv_transpose2d_forward`] given the output adjoint `dy` (`[N, out_channels,
+/// out_h, out_w]`), with the same contract as [`conv2d_backward`]: `dweight` (`[in_channels,
+/// out_channels/G, kh, kw]`) and `dbias` (`[out_channels]`) are OVERWRITTEN, `dx` (`[N,
+/// in_channels, in_h, in_w]`, the convolution of `dy`) is written or (`accumulate`) added.
+/// `cols` is scratch of at least [`g.scratch_len()`](ConvTranspose2dGeometry::scratch_len)
+/// elements. Results do not depend on the thread count.
+///
+/// # Panics
+/// If a slice's length disagrees with `g`, or the geometry is invalid (caller bugs).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose2d_backward<F: Float>(
+    x: &[F],
+    dy: &[F],
+    weight: &[F],
+    g: &ConvTranspose2dGeometry,
+    dweight: &mut [F],
+    dbias: Option<&mut [F]>,
+    dx: Option<(&mut [F], bool)>,
+    cols: &mut [F],
+) {
+    const WHAT: &str = "conv_transpose2d_backward";
+    g.check(WHAT);
+    check_len(WHAT, "x", x.len(), g.input_len());
+    check_len(WHAT, "dy", dy.len(), g.output_len());
+    run_backward(
+        WHAT,
+        &Plan::transposed(g),
+        x,
+        dy,
+        weight,
+        dweight,
+        dbias,
+        dx,
+        cols,
+    );
+}
+
+/// The backward pass of either layer over the whole batch, in fixed chunks.
+#[allow(clippy::too_many_arguments)]
+fn run_backward<F: Float>(
+    what: &str,
+    plan: &Plan,
+    x: &[F],
+    dy: &[F],
+    weight: &[F],
+    dweight: &mut [F],
+    dbias: Option<&mut [F]>,
+    mut dx: Option<(&mut [F], bool)>,
+    cols: &mut [F],
+) {
+    check_len(what, "weight", weight.len(), plan.conv.weight_len());
+    check_len(what, "dweight", dweight.len(), plan.conv.weight_len());
+    check_cols(what, cols.len(), plan);
     if let Some(db) = dbias.as_deref() {
-        check_len(WHAT, "dbias", db.len(), g.out_channels);
+        check_len(what, "dbias", db.len(), plan.y_channels());
     }
     if let Some((dx, accumulate)) = dx.as_mut() {
-        check_len(WHAT, "dx", dx.len(), g.input_len());
+        check_len(what, "dx", dx.len(), x.len());
         if !*accumulate {
-            // col2im adds (overlapping windows share inputs), and positions no window reads
-            // (floored edges) get no contribution: start from zero.
+            // The per-sample routines add (overlapping windows share inputs), and positions
+            // no window reads (floored edges) get no contribution: start from zero.
             dx.fill(F::ZERO);
         }
     }
     let dx = dx.map(|(dx, _)| dx);
-    let chunks = g.gradient_chunks();
-    let sample = g.sample_scratch_len();
-    if chunks < 2 || g.output_len() == 0 {
-        return backward_samples(x, dy, weight, g, dweight, dbias, dx, &mut cols[..sample]);
+    let batch = plan.conv.batch;
+    let chunks = plan.gradient_chunks();
+    let sample = plan.sample_scratch_len();
+    if chunks < 2 || dy.is_empty() {
+        return backward_samples(plan, x, dy, weight, dweight, dbias, dx, &mut cols[..sample]);
     }
     let (cols_a, rest) = cols.split_at_mut(sample);
     let (cols_b, rest) = rest.split_at_mut(sample);
-    let (w, o) = (g.weight_len(), g.out_channels);
+    let (w, o) = (plan.conv.weight_len(), plan.y_channels());
     let partials = &mut rest[..(chunks - 1) * (w + o)];
-    let (in_sample, out_sample) = (g.input_len() / g.batch, g.output_len() / g.batch);
+    let (in_sample, out_sample) = (plan.x_sample(), plan.y_sample());
     let with_bias = dbias.is_some();
     let (dweight, dbias) = (SharedMut::new(dweight), dbias.map(SharedMut::new));
     let (partials, dx) = (SharedMut::new(partials), dx.map(SharedMut::new));
     let cols = [SharedMut::new(cols_a), SharedMut::new(cols_b)];
     let run_chunk = |chunk: usize, thread: usize| {
-        let samples = parallel::chunk_range(g.batch, chunks, chunk);
+        let samples = parallel::chunk_range(batch, chunks, chunk);
         let inputs = samples.start * in_sample..samples.end * in_sample;
         let outputs = samples.start * out_sample..samples.end * out_sample;
         // SAFETY: each chunk is claimed once: chunk 0 alone writes `dweight` and `dbias`,
@@ -790,10 +1509,10 @@ pub fn conv2d_backward<F: Float>(
             let dx_c = dx.as_ref().map(|d| d.range(inputs.clone()));
             (dw, db, dx_c, cols[thread].range(0..sample))
         };
-        let g_c = g.with_batch(samples.len());
-        backward_samples(&x[inputs], &dy[outputs], weight, &g_c, dw, db, dx_c, cols);
+        let p_c = plan.with_batch(samples.len());
+        backward_samples(&p_c, &x[inputs], &dy[outputs], weight, dw, db, dx_c, cols);
     };
-    if worth_splitting(g) {
+    if worth_splitting(plan) {
         parallel::for_each_chunk(chunks, run_chunk);
     } else {
         (0..chunks).for_each(|chunk| run_chunk(chunk, 0));
@@ -819,15 +1538,15 @@ pub fn conv2d_backward<F: Float>(
     }
 }
 
-/// [`conv2d_backward`] on one thread, sample by sample: `dweight` and `dbias` are overwritten
+/// The backward pass on one thread, sample by sample: `dweight` and `dbias` are overwritten
 /// with this batch's sums, `dx` (already cleared or holding what to accumulate onto) gets
 /// each sample's input gradient added.
 #[allow(clippy::too_many_arguments)]
 fn backward_samples<F: Float>(
+    plan: &Plan,
     x: &[F],
     dy: &[F],
     weight: &[F],
-    g: &Conv2dGeometry,
     dweight: &mut [F],
     mut dbias: Option<&mut [F]>,
     mut dx: Option<&mut [F]>,
@@ -839,37 +1558,33 @@ fn backward_samples<F: Float>(
     if let Some(db) = dbias.as_deref_mut() {
         db.fill(F::ZERO);
     }
-    let (o, ckk, p) = (g.out_channels, g.patch_len(), g.out_h() * g.out_w());
-    let in_sample = g.in_channels * g.in_h * g.in_w;
-    if o * p == 0 {
+    let (in_sample, out_sample) = (plan.x_sample(), plan.y_sample());
+    if out_sample == 0 || in_sample == 0 {
         return;
     }
-    let cols = &mut cols[..g.sample_scratch_len()];
-    for (s, dy_s) in dy.chunks_exact(o * p).enumerate() {
+    let plane = out_sample / plan.y_channels().max(1);
+    let cols = &mut cols[..plan.sample_scratch_len()];
+    for (s, dy_s) in dy.chunks_exact(out_sample).enumerate() {
         let x_s = &x[s * in_sample..(s + 1) * in_sample];
         let beta = if s == 0 { F::ZERO } else { F::ONE };
-        // dW[O, CKK] (+)= dy_s[O, P] · cols[CKK, P]ᵀ
-        if g.is_pointwise() {
-            gemm(o, p, ckk, F::ONE, dy_s, false, x_s, true, beta, dweight);
+        // The convolution's input and output: for a transposed layer, dy and x.
+        let (conv_in, conv_out) = if plan.transposed {
+            (dy_s, x_s)
         } else {
-            im2col(x_s, g, cols);
-            gemm(o, p, ckk, F::ONE, dy_s, false, cols, true, beta, dweight);
-        }
+            (x_s, dy_s)
+        };
+        conv_weight_grad_sample(plan, conv_in, conv_out, dweight, beta, cols);
         if let Some(db) = dbias.as_deref_mut() {
-            for (acc, plane) in db.iter_mut().zip(dy_s.chunks_exact(p)) {
+            for (acc, plane) in db.iter_mut().zip(dy_s.chunks_exact(plane)) {
                 *acc += sum_lanes(plane);
             }
         }
         if let Some(dx) = dx.as_deref_mut() {
             let dx_s = &mut dx[s * in_sample..(s + 1) * in_sample];
-            // dcols[CKK, P] = W[O, CKK]ᵀ · dy_s[O, P]
-            if g.is_pointwise() {
-                // The columns are the sample itself: add straight into it (dx was zeroed
-                // above when overwriting).
-                gemm(ckk, o, p, F::ONE, weight, true, dy_s, false, F::ONE, dx_s);
+            if plan.transposed {
+                conv_sample(plan, dy_s, weight, dx_s, F::ONE, cols);
             } else {
-                gemm(ckk, o, p, F::ONE, weight, true, dy_s, false, F::ZERO, cols);
-                col2im_add(cols, g, dx_s);
+                conv_input_grad_sample(plan, dy_s, weight, dx_s, cols);
             }
         }
     }
@@ -903,23 +1618,44 @@ mod tests {
             stride_w,
             pad_h,
             pad_w,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
+        }
+    }
+
+    /// `g` with dilation `(dh, dw)` and `groups`.
+    fn dilated(
+        g: Conv2dGeometry,
+        (dilation_h, dilation_w): (usize, usize),
+        groups: usize,
+    ) -> Conv2dGeometry {
+        Conv2dGeometry {
+            dilation_h,
+            dilation_w,
+            groups,
+            ..g
         }
     }
 
     /// The definition, with signed indices and an explicit padding test.
     fn naive_forward(x: &[f64], w: &[f64], b: Option<&[f64]>, g: &Conv2dGeometry) -> Vec<f64> {
         let (oh, ow) = (g.out_h(), g.out_w());
+        let (gin, go) = (g.in_channels / g.groups, g.out_channels / g.groups);
         let mut y = vec![0.0; g.output_len()];
         for n in 0..g.batch {
             for o in 0..g.out_channels {
                 for i in 0..oh {
                     for j in 0..ow {
                         let mut acc = b.map_or(0.0, |b| b[o]);
-                        for c in 0..g.in_channels {
+                        for c in 0..gin {
+                            let ci = (o / go) * gin + c;
                             for u in 0..g.kernel_h {
                                 for v in 0..g.kernel_w {
-                                    let ih = (i * g.stride_h + u) as isize - g.pad_h as isize;
-                                    let iw = (j * g.stride_w + v) as isize - g.pad_w as isize;
+                                    let ih = (i * g.stride_h + u * g.dilation_h) as isize
+                                        - g.pad_h as isize;
+                                    let iw = (j * g.stride_w + v * g.dilation_w) as isize
+                                        - g.pad_w as isize;
                                     if ih < 0
                                         || iw < 0
                                         || ih >= g.in_h as isize
@@ -928,10 +1664,8 @@ mod tests {
                                         continue;
                                     }
                                     let (ih, iw) = (ih as usize, iw as usize);
-                                    acc += w[((o * g.in_channels + c) * g.kernel_h + u)
-                                        * g.kernel_w
-                                        + v]
-                                        * x[((n * g.in_channels + c) * g.in_h + ih) * g.in_w + iw];
+                                    acc += w[((o * gin + c) * g.kernel_h + u) * g.kernel_w + v]
+                                        * x[((n * g.in_channels + ci) * g.in_h + ih) * g.in_w + iw];
                                 }
                             }
                         }
@@ -961,6 +1695,14 @@ mod tests {
             // Stride 1 with "same" width (LeNet's first layer) and without padding.
             geom(2, 2, (6, 8), 3, (5, 5), (1, 1), (2, 2)),
             geom(2, 3, (7, 9), 2, (3, 2), (1, 1), (0, 0)),
+            // Dilation, groups, depthwise (with a channel multiplier), strided depthwise,
+            // grouped 1x1.
+            dilated(geom(2, 2, (7, 6), 3, (3, 2), (1, 1), (1, 0)), (2, 3), 1),
+            dilated(geom(2, 4, (6, 5), 6, (3, 3), (2, 1), (1, 1)), (1, 2), 2),
+            dilated(geom(2, 3, (6, 7), 3, (3, 3), (1, 1), (1, 1)), (1, 1), 3),
+            dilated(geom(2, 2, (7, 6), 4, (3, 2), (2, 2), (2, 1)), (2, 1), 2),
+            dilated(geom(1, 4, (5, 9), 4, (3, 3), (1, 1), (2, 2)), (2, 2), 4),
+            dilated(geom(2, 4, (3, 4), 6, (1, 1), (1, 1), (0, 0)), (1, 1), 2),
         ]
     }
 
@@ -1074,9 +1816,19 @@ mod tests {
     /// and the same bits on every run.
     #[test]
     fn split_batches_match_one_pass() {
-        let g = geom(9, 3, (16, 16), 8, (3, 3), (1, 1), (1, 1));
+        split_case(geom(9, 3, (16, 16), 8, (3, 3), (1, 1), (1, 1)));
+        // Depthwise, dilated.
+        split_case(dilated(
+            geom(9, 8, (24, 24), 8, (3, 3), (1, 1), (2, 2)),
+            (2, 2),
+            8,
+        ));
+    }
+
+    fn split_case(g: Conv2dGeometry) {
+        let plan = Plan::conv(&g);
         assert!(
-            g.work() >= 1 << 18,
+            plan.work() >= 1 << 18,
             "the case must be large enough to split"
         );
         let (x, w, b) = (
@@ -1089,13 +1841,20 @@ mod tests {
         let mut y = vec![f64::NAN; g.output_len()];
         conv2d_forward(&x, &w, Some(&b), &g, &mut y, &mut cols);
         let mut y_one = vec![f64::NAN; g.output_len()];
-        forward_samples(&x, &w, Some(&b), &g, &mut y_one, &mut cols[..g.cols_len()]);
+        forward_samples(
+            &plan,
+            &x,
+            &w,
+            Some(&b),
+            &mut y_one,
+            &mut cols[..plan.sample_scratch_len()],
+        );
         assert_eq!(y, y_one);
 
         let run = |cols: &mut [f64]| {
             let (mut dw, mut db, mut dx) = (
                 vec![f64::NAN; g.weight_len()],
-                vec![f64::NAN; 8],
+                vec![f64::NAN; g.out_channels],
                 vec![f64::NAN; g.input_len()],
             );
             conv2d_backward(
@@ -1114,14 +1873,14 @@ mod tests {
         assert_eq!(first, run(&mut cols));
         let (mut dw, mut db, mut dx) = (
             vec![f64::NAN; g.weight_len()],
-            vec![f64::NAN; 8],
+            vec![f64::NAN; g.out_channels],
             vec![0.0; g.input_len()],
         );
         backward_samples(
+            &plan,
             &x,
             &dy,
             &w,
-            &g,
             &mut dw,
             Some(&mut db),
             Some(&mut dx),
@@ -1166,5 +1925,264 @@ mod tests {
         let g = geom(1, 1, (3, 3), 1, (2, 2), (1, 1), (0, 0));
         let mut y = vec![0.0f64; g.output_len()];
         conv2d_forward(&[0.0; 9], &[0.0; 4], None, &g, &mut y, &mut [0.0; 3]);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tgeom(
+        batch: usize,
+        in_channels: usize,
+        (in_h, in_w): (usize, usize),
+        out_channels: usize,
+        (kernel_h, kernel_w): (usize, usize),
+        (stride_h, stride_w): (usize, usize),
+        (pad_h, pad_w): (usize, usize),
+        (output_pad_h, output_pad_w): (usize, usize),
+        (dilation_h, dilation_w): (usize, usize),
+        groups: usize,
+    ) -> ConvTranspose2dGeometry {
+        ConvTranspose2dGeometry {
+            batch,
+            in_channels,
+            in_h,
+            in_w,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            stride_h,
+            stride_w,
+            pad_h,
+            pad_w,
+            output_pad_h,
+            output_pad_w,
+            dilation_h,
+            dilation_w,
+            groups,
+        }
+    }
+
+    /// The transposed convolution by its definition: every input value scatters the kernel,
+    /// scaled, onto the output at `(i·s + u·d − p, j·s + v·d − p)`.
+    fn naive_transposed(
+        x: &[f64],
+        w: &[f64],
+        b: Option<&[f64]>,
+        g: &ConvTranspose2dGeometry,
+    ) -> Vec<f64> {
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let (gin, go) = (g.in_channels / g.groups, g.out_channels / g.groups);
+        let mut y = vec![0.0; g.output_len()];
+        for n in 0..g.batch {
+            for co in 0..g.out_channels {
+                let plane = &mut y[(n * g.out_channels + co) * oh * ow..][..oh * ow];
+                plane.fill(b.map_or(0.0, |b| b[co]));
+            }
+            for ci in 0..g.in_channels {
+                let k = ci / gin;
+                for c in 0..go {
+                    let co = k * go + c;
+                    for i in 0..g.in_h {
+                        for j in 0..g.in_w {
+                            let xv = x[((n * g.in_channels + ci) * g.in_h + i) * g.in_w + j];
+                            for u in 0..g.kernel_h {
+                                for v in 0..g.kernel_w {
+                                    let ih = (i * g.stride_h + u * g.dilation_h) as isize
+                                        - g.pad_h as isize;
+                                    let iw = (j * g.stride_w + v * g.dilation_w) as isize
+                                        - g.pad_w as isize;
+                                    if ih < 0 || iw < 0 || ih >= oh as isize || iw >= ow as isize {
+                                        continue;
+                                    }
+                                    let wv = w[((ci * go + c) * g.kernel_h + u) * g.kernel_w + v];
+                                    y[((n * g.out_channels + co) * oh + ih as usize) * ow
+                                        + iw as usize] += xv * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// Stride 2 with output padding, padding cropping, rectangular kernels, groups 2,
+    /// depthwise, dilation 2 with an output padding as large as the stride (allowed since it
+    /// is below the dilation), 1x1.
+    fn transposed_cases() -> Vec<ConvTranspose2dGeometry> {
+        vec![
+            tgeom(2, 3, (3, 4), 2, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1), 1),
+            tgeom(2, 2, (4, 3), 3, (3, 2), (2, 1), (1, 0), (1, 0), (1, 1), 1),
+            tgeom(2, 4, (3, 3), 6, (2, 3), (1, 2), (0, 1), (0, 1), (1, 1), 2),
+            tgeom(2, 3, (4, 5), 3, (3, 3), (2, 2), (1, 1), (0, 1), (1, 1), 3),
+            tgeom(1, 2, (3, 4), 4, (3, 2), (1, 2), (1, 1), (1, 1), (2, 2), 2),
+            tgeom(2, 2, (3, 3), 2, (2, 2), (3, 3), (0, 0), (2, 0), (1, 1), 1),
+            tgeom(2, 4, (3, 2), 2, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1), 2),
+        ]
+    }
+
+    #[test]
+    fn transposed_geometry_sizes() {
+        let g = tgeom(2, 3, (3, 4), 2, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1), 1);
+        // (3 − 1)·2 − 2 + 2 + 1 + 1 = 6, (4 − 1)·2 − 2 + 2 + 1 + 1 = 8
+        assert_eq!((g.out_h(), g.out_w()), (6, 8));
+        let a = g.adjoint();
+        assert_eq!(
+            (a.in_h, a.in_w, a.in_channels, a.out_channels),
+            (6, 8, 2, 3)
+        );
+        // The adjoint convolution maps the output back onto the input extent.
+        assert_eq!((a.out_h(), a.out_w()), (3, 4));
+        assert_eq!(g.weight_len(), 3 * 2 * 9);
+        // Output padding 1 at stride 1 and dilation 2: the adjoint's own grid would be one
+        // row longer than the input, the kernels use the input's extent.
+        let g = tgeom(1, 2, (3, 4), 4, (3, 2), (1, 2), (1, 1), (1, 1), (2, 2), 2);
+        assert_eq!((g.out_h(), g.adjoint().out_h()), (6, 4));
+        // A padding that crops everything gives an empty output, not an underflow.
+        let g = tgeom(1, 1, (1, 1), 1, (1, 1), (1, 1), (3, 3), (0, 0), (1, 1), 1);
+        assert_eq!((g.out_h(), g.output_len()), (0, 0));
+    }
+
+    #[test]
+    fn transposed_forward_matches_naive() {
+        for (k, g) in transposed_cases().iter().enumerate() {
+            let seed = k as f64;
+            let x = values(g.input_len(), 1.0 + seed);
+            let w = values(g.weight_len(), 2.0 + seed);
+            let b = values(g.out_channels, 3.0 + seed);
+            let mut y = vec![f64::NAN; g.output_len()];
+            let mut cols = vec![f64::NAN; g.scratch_len()];
+            conv_transpose2d_forward(&x, &w, Some(&b), g, &mut y, &mut cols);
+            let want = naive_transposed(&x, &w, Some(&b), g);
+            assert_close(&y, &want, 1e-13, 1e-13, &format!("y {g:?}"));
+            conv_transpose2d_forward(&x, &w, None, g, &mut y, &mut cols);
+            let want = naive_transposed(&x, &w, None, g);
+            assert_close(&y, &want, 1e-13, 1e-13, &format!("y no bias {g:?}"));
+        }
+    }
+
+    #[test]
+    fn transposed_backward_matches_finite_differences() {
+        for (k, g) in transposed_cases().iter().enumerate() {
+            let seed = 10.0 * k as f64;
+            let mut x = values(g.input_len(), 1.0 + seed);
+            let mut w = values(g.weight_len(), 2.0 + seed);
+            let mut b = values(g.out_channels, 3.0 + seed);
+            let r = values(g.output_len(), 4.0 + seed);
+            let (x0, w0, b0) = (x.clone(), w.clone(), b.clone());
+            let mut cols = vec![f64::NAN; g.scratch_len()];
+            let num_w = numeric_gradient(
+                |w| weighted(&naive_transposed(&x0, w, Some(&b0), g), &r),
+                &mut w,
+                1e-6,
+            );
+            let num_b = numeric_gradient(
+                |b| weighted(&naive_transposed(&x0, &w0, Some(b), g), &r),
+                &mut b,
+                1e-6,
+            );
+            let num_x = numeric_gradient(
+                |x| weighted(&naive_transposed(x, &w0, Some(&b0), g), &r),
+                &mut x,
+                1e-6,
+            );
+            // As for the convolution: a linear map, so only rounding noise.
+            let (rtol, atol) = (1e-6, 2e-6);
+            let mut dw = vec![f64::NAN; g.weight_len()];
+            let mut db = vec![f64::NAN; g.out_channels];
+            conv_transpose2d_backward(&x0, &r, &w0, g, &mut dw, Some(&mut db), None, &mut cols);
+            assert_close(&dw, &num_w, rtol, atol, &format!("dW {g:?}"));
+            assert_close(&db, &num_b, rtol, atol, &format!("db {g:?}"));
+            check_both_modes(&num_x, rtol, atol, &format!("dx {g:?}"), |dx, acc| {
+                let mut dw = vec![f64::NAN; g.weight_len()];
+                conv_transpose2d_backward(
+                    &x0,
+                    &r,
+                    &w0,
+                    g,
+                    &mut dw,
+                    None,
+                    Some((dx, acc)),
+                    &mut cols,
+                );
+                assert_close(&dw, &num_w, rtol, atol, &format!("dW with dx {g:?}"));
+            });
+        }
+    }
+
+    /// A transposed convolution large enough to split: the same bits on every run, and the
+    /// same values as one pass.
+    #[test]
+    fn transposed_split_batches_match_one_pass() {
+        let g = tgeom(9, 8, (12, 12), 6, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1), 2);
+        let plan = Plan::transposed(&g);
+        assert!(
+            plan.work() >= 1 << 18,
+            "the case must be large enough to split"
+        );
+        let (x, w, b) = (
+            values(g.input_len(), 1.0),
+            values(g.weight_len(), 2.0),
+            values(g.out_channels, 3.0),
+        );
+        let dy = values(g.output_len(), 4.0);
+        let mut cols = vec![f64::NAN; g.scratch_len()];
+        let mut y = vec![f64::NAN; g.output_len()];
+        conv_transpose2d_forward(&x, &w, Some(&b), &g, &mut y, &mut cols);
+        assert_close(
+            &y,
+            &naive_transposed(&x, &w, Some(&b), &g),
+            1e-12,
+            1e-12,
+            "y",
+        );
+        let run = |cols: &mut [f64]| {
+            let (mut dw, mut db, mut dx) = (
+                vec![f64::NAN; g.weight_len()],
+                vec![f64::NAN; g.out_channels],
+                vec![f64::NAN; g.input_len()],
+            );
+            conv_transpose2d_backward(
+                &x,
+                &dy,
+                &w,
+                &g,
+                &mut dw,
+                Some(&mut db),
+                Some((&mut dx, false)),
+                cols,
+            );
+            (dw, db, dx)
+        };
+        let first = run(&mut cols);
+        assert_eq!(first, run(&mut cols));
+        let (mut dw, mut db, mut dx) = (
+            vec![f64::NAN; g.weight_len()],
+            vec![f64::NAN; g.out_channels],
+            vec![0.0; g.input_len()],
+        );
+        backward_samples(
+            &plan,
+            &x,
+            &dy,
+            &w,
+            &mut dw,
+            Some(&mut db),
+            Some(&mut dx),
+            &mut cols,
+        );
+        assert_close(&first.0, &dw, 1e-12, 1e-12, "dW");
+        assert_close(&first.1, &db, 1e-12, 1e-12, "db");
+        assert_eq!(first.2, dx);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "output padding (2, 0) must be smaller than the stride or the dilation"
+    )]
+    fn transposed_output_padding_too_large_panics() {
+        let g = tgeom(1, 1, (2, 2), 1, (2, 2), (2, 2), (0, 0), (2, 0), (1, 1), 1);
+        let mut y = vec![0.0f64; g.output_len()];
+        let mut cols = vec![0.0; g.scratch_len()];
+        conv_transpose2d_forward(&[0.0; 4], &[0.0; 4], None, &g, &mut y, &mut cols);
     }
 }

@@ -4,8 +4,8 @@ use crate::Float;
 use ndarray::{Array1, Array4};
 use rand::Rng;
 
-/// The parameters of a 2-D convolution, laid out as PyTorch's `nn.Conv2d` (`groups = 1`):
-/// `weight` is `[out_channels, in_channels, kernel_h, kernel_w]`, `bias` is `[out_channels]`.
+/// The parameters of a 2-D convolution, laid out as PyTorch's `nn.Conv2d`: `weight` is
+/// `[out_channels, in_channels / groups, kernel_h, kernel_w]`, `bias` is `[out_channels]`.
 /// The sizes of the activations (stride, padding, input extent) live in
 /// [`Conv2dGeometry`](crate::kernels::conv::Conv2dGeometry), not here.
 ///
@@ -35,23 +35,31 @@ impl<F: Float> Conv2d<F> {
     pub fn new<R: Rng + ?Sized>(
         in_channels: usize,
         out_channels: usize,
-        (kernel_h, kernel_w): (usize, usize),
+        kernel: (usize, usize),
         bias: bool,
         rng: &mut R,
     ) -> Self {
-        let fan_in = in_channels * kernel_h * kernel_w;
-        let bound = if fan_in > 0 {
-            1.0 / (fan_in as f64).sqrt()
-        } else {
-            0.0
-        };
-        // u ∈ [0, 1) mapped onto [−bound, bound); fine when bound = 0.
-        let mut draw = || F::from_f64((2.0 * rng.random::<f64>() - 1.0) * bound);
-        let weight = Array4::from_shape_simple_fn(
-            (out_channels, in_channels, kernel_h, kernel_w),
-            &mut draw,
+        Self::grouped(in_channels, out_channels, kernel, 1, bias, rng)
+    }
+
+    /// A layer of `groups` channel groups (`groups` divides both channel counts; the weight
+    /// is `[out_channels, in_channels / groups, kh, kw]`), initialised as [`new`](Self::new)
+    /// with `fan_in = in_channels / groups · kernel_h · kernel_w`, as PyTorch.
+    pub fn grouped<R: Rng + ?Sized>(
+        in_channels: usize,
+        out_channels: usize,
+        (kernel_h, kernel_w): (usize, usize),
+        groups: usize,
+        bias: bool,
+        rng: &mut R,
+    ) -> Self {
+        let shape = (
+            out_channels,
+            in_channels / groups.max(1),
+            kernel_h,
+            kernel_w,
         );
-        let bias = bias.then(|| Array1::from_shape_simple_fn(out_channels, &mut draw));
+        let (weight, bias) = uniform_init(shape, out_channels, bias, rng);
         Self { weight, bias }
     }
 
@@ -59,16 +67,33 @@ impl<F: Float> Conv2d<F> {
     pub fn zeros(
         in_channels: usize,
         out_channels: usize,
-        (kernel_h, kernel_w): (usize, usize),
+        kernel: (usize, usize),
         bias: bool,
     ) -> Self {
+        Self::zeros_grouped(in_channels, out_channels, kernel, 1, bias)
+    }
+
+    /// A layer of zeros with `groups` channel groups.
+    pub fn zeros_grouped(
+        in_channels: usize,
+        out_channels: usize,
+        (kernel_h, kernel_w): (usize, usize),
+        groups: usize,
+        bias: bool,
+    ) -> Self {
+        let shape = (
+            out_channels,
+            in_channels / groups.max(1),
+            kernel_h,
+            kernel_w,
+        );
         Self {
-            weight: Array4::zeros((out_channels, in_channels, kernel_h, kernel_w)),
+            weight: Array4::zeros(shape),
             bias: bias.then(|| Array1::zeros(out_channels)),
         }
     }
 
-    /// The input channels (the weight's second dimension).
+    /// The input channels of one group (the weight's second dimension).
     pub fn in_channels(&self) -> usize {
         self.weight.dim().1
     }
@@ -85,6 +110,100 @@ impl<F: Float> Conv2d<F> {
     }
 
     /// The number of trainable scalars: `out · in · kh · kw`, plus `out` with a bias.
+    pub fn num_params(&self) -> usize {
+        self.weight.len() + self.bias.as_ref().map_or(0, |b| b.len())
+    }
+}
+
+/// PyTorch's `reset_parameters` for convolutions: the weight (of `shape`, drawn first, in
+/// row-major order) by `kaiming_uniform_(a = √5)` and the bias uniformly, both
+/// `U(−1/√fan_in, 1/√fan_in)` with `fan_in` the weight's second dimension times the kernel
+/// area (a bound of 0 when `fan_in` is 0). Drawn in f64 and rounded to `F`, so an f32 and an
+/// f64 layer from the same seed agree.
+fn uniform_init<F: Float, R: Rng + ?Sized>(
+    shape: (usize, usize, usize, usize),
+    bias_len: usize,
+    bias: bool,
+    rng: &mut R,
+) -> (Array4<F>, Option<Array1<F>>) {
+    let fan_in = shape.1 * shape.2 * shape.3;
+    let bound = if fan_in > 0 {
+        1.0 / (fan_in as f64).sqrt()
+    } else {
+        0.0
+    };
+    // u ∈ [0, 1) mapped onto [−bound, bound); fine when bound = 0.
+    let mut draw = || F::from_f64((2.0 * rng.random::<f64>() - 1.0) * bound);
+    let weight = Array4::from_shape_simple_fn(shape, &mut draw);
+    let bias = bias.then(|| Array1::from_shape_simple_fn(bias_len, &mut draw));
+    (weight, bias)
+}
+
+/// The parameters of a 2-D transposed convolution, laid out as PyTorch's
+/// `nn.ConvTranspose2d`: `weight` is `[in_channels, out_channels / groups, kernel_h,
+/// kernel_w]`, `bias` is `[out_channels]`. The sizes of the activations live in
+/// [`ConvTranspose2dGeometry`](crate::kernels::conv::ConvTranspose2dGeometry).
+///
+/// ```
+/// use kiln_runtime::layers::ConvTranspose2d;
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let up = ConvTranspose2d::<f32>::new(16, 8, (2, 2), 2, true, &mut rng);
+/// assert_eq!(up.weight.dim(), (16, 4, 2, 2));
+/// assert_eq!(up.num_params(), 16 * 4 * 4 + 8);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvTranspose2d<F> {
+    /// `[in_channels, out_channels / groups, kernel_h, kernel_w]`.
+    pub weight: Array4<F>,
+    /// `[out_channels]`, if the layer has a bias.
+    pub bias: Option<Array1<F>>,
+}
+
+impl<F: Float> ConvTranspose2d<F> {
+    /// A layer initialised as PyTorch's `nn.ConvTranspose2d.reset_parameters`:
+    /// `U(−1/√fan_in, 1/√fan_in)` for the weight and the bias, where PyTorch computes
+    /// `fan_in` from the weight's second dimension: `out_channels / groups · kernel_h ·
+    /// kernel_w`. The weight is drawn first, in row-major order, then the bias, in f64.
+    pub fn new<R: Rng + ?Sized>(
+        in_channels: usize,
+        out_channels: usize,
+        (kernel_h, kernel_w): (usize, usize),
+        groups: usize,
+        bias: bool,
+        rng: &mut R,
+    ) -> Self {
+        let shape = (
+            in_channels,
+            out_channels / groups.max(1),
+            kernel_h,
+            kernel_w,
+        );
+        let (weight, bias) = uniform_init(shape, out_channels, bias, rng);
+        Self { weight, bias }
+    }
+
+    /// A layer of zeros (weight and, if requested, bias).
+    pub fn zeros(
+        in_channels: usize,
+        out_channels: usize,
+        (kernel_h, kernel_w): (usize, usize),
+        groups: usize,
+        bias: bool,
+    ) -> Self {
+        let shape = (
+            in_channels,
+            out_channels / groups.max(1),
+            kernel_h,
+            kernel_w,
+        );
+        Self {
+            weight: Array4::zeros(shape),
+            bias: bias.then(|| Array1::zeros(out_channels)),
+        }
+    }
+
+    /// The number of trainable scalars.
     pub fn num_params(&self) -> usize {
         self.weight.len() + self.bias.as_ref().map_or(0, |b| b.len())
     }
@@ -139,5 +258,24 @@ mod tests {
         assert_eq!(conv.num_params(), 30);
         let empty = Conv2d::<f64>::new(0, 2, (3, 3), true, &mut StdRng::seed_from_u64(2));
         assert_eq!(empty.bias, Some(Array1::zeros(2)));
+    }
+
+    #[test]
+    fn grouped_and_transposed_init_use_torch_fan_in() {
+        // Grouped: fan_in = 8 / 4 · 3 · 3 = 18.
+        let conv = Conv2d::<f64>::grouped(8, 4, (3, 3), 4, true, &mut StdRng::seed_from_u64(3));
+        assert_eq!(conv.weight.dim(), (4, 2, 3, 3));
+        let bound = 1.0 / 18f64.sqrt();
+        assert!(conv.weight.iter().all(|v| v.abs() < bound));
+        assert!(conv.weight.iter().any(|v| v.abs() > 0.9 * bound));
+        // Transposed: weight [in, out / groups, kh, kw], fan_in = 6 / 2 · 2 · 2 = 12.
+        let up = ConvTranspose2d::<f64>::new(40, 6, (2, 2), 2, true, &mut StdRng::seed_from_u64(4));
+        assert_eq!(up.weight.dim(), (40, 3, 2, 2));
+        let bound = 1.0 / 12f64.sqrt();
+        assert!(up.weight.iter().all(|v| v.abs() < bound));
+        assert!(up.weight.iter().any(|v| v.abs() > 0.9 * bound));
+        assert_eq!(up.bias.as_ref().map(|b| b.len()), Some(6));
+        let zero = ConvTranspose2d::<f32>::zeros(4, 6, (3, 1), 3, false);
+        assert_eq!((zero.weight.dim(), zero.num_params()), ((4, 2, 3, 1), 24));
     }
 }

@@ -1,6 +1,9 @@
-//! `conv2d(x, out_channels, kernel = k, stride = s, padding = p, bias = true)` on NCHW input:
-//! PyTorch's layout (`weight [out, in, kh, kw]`), default init and floor output size.
-//! Kernel, stride and padding take an integer or a `(height, width)` pair.
+//! `conv2d(x, out_channels, kernel = k, stride = s, padding = p, dilation = d, groups = g,
+//! bias = true)` and `conv_transpose2d(x, out_channels, kernel = k, stride = s, padding = p,
+//! output_padding = q, groups = g, dilation = d, bias = true)` on NCHW input: PyTorch's
+//! layouts (`weight [out, in/g, kh, kw]`, transposed `[in, out/g, kh, kw]`), default init and
+//! output sizes. Kernel, stride, padding, dilation and output padding take an integer or a
+//! `(height, width)` pair.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError, OpSpec,
@@ -20,7 +23,7 @@ impl OpSpec for Conv2dSpec {
         "conv2d"
     }
     fn usage(&self) -> &'static str {
-        "conv2d(x, out_channels, kernel = 3, stride = 1, padding = 0)"
+        "conv2d(x, out_channels, kernel = 3, stride = 1, padding = 0, dilation = 1, groups = 1)"
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(2, 2)?;
@@ -29,6 +32,8 @@ impl OpSpec for Conv2dSpec {
         let kernel = args.opt_pair("kernel", 1)?;
         let stride = args.opt_pair("stride", 1)?.unwrap_or((1, 1));
         let padding = args.opt_pair("padding", 0)?.unwrap_or((0, 0));
+        let dilation = args.opt_pair("dilation", 1)?.unwrap_or((1, 1));
+        let groups = args.opt_int("groups")?.unwrap_or(1);
         let bias = args.opt_bool("bias", true)?;
         args.finish()?;
         let Some(kernel) = kernel else {
@@ -42,6 +47,8 @@ impl OpSpec for Conv2dSpec {
             kernel,
             stride,
             padding,
+            dilation,
+            groups,
             bias,
         })))
     }
@@ -53,7 +60,48 @@ pub struct Conv2d {
     kernel: (usize, usize),
     stride: (usize, usize),
     padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
     bias: bool,
+}
+
+/// The error when `groups` does not divide a channel count, or `None`.
+fn groups_error(groups: usize, c: usize, out: usize) -> Option<OpError> {
+    if !c.is_multiple_of(groups) {
+        return Some(OpError::input(
+            0,
+            format!(
+                "`groups = {groups}` must divide the input channels, but this input has {c} channels ({c} is not a multiple of {groups}; the output has {out}): use a number of groups that divides both {c} and {out}"
+            ),
+        ));
+    }
+    if !out.is_multiple_of(groups) {
+        return Some(OpError::call(format!(
+            "`groups = {groups}` must divide the output channels, but {out} is not a multiple of {groups} (the input has {c} channels): use a number of groups that divides both {c} and {out}"
+        )));
+    }
+    None
+}
+
+/// `dilation·(kernel − 1) + 1`, saturating: the extent a dilated kernel covers.
+fn dilated_extent(kernel: usize, dilation: usize) -> usize {
+    dilation
+        .saturating_mul(kernel.saturating_sub(1))
+        .saturating_add(1)
+}
+
+/// `(n1, n2)` written as PyTorch prints a pair option.
+fn pair_text((h, w): (usize, usize)) -> String {
+    if h == w {
+        h.to_string()
+    } else {
+        format!("({h}, {w})")
+    }
+}
+
+/// Whether `a · b · ... ` fits in a `usize`.
+fn product_fits(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 
 /// The fixed `[C, H, W]` of an NCHW input, or an error saying what is wrong.
@@ -114,8 +162,12 @@ impl Conv2d {
         // Saturating: a huge padding must give a huge shape (rejected by the shape stage),
         // not an overflow panic in the macro.
         let padded = |n: usize, p: usize| n.saturating_add(p.saturating_mul(2));
-        let oh = padded(h, self.padding.0).saturating_sub(self.kernel.0) / self.stride.0 + 1;
-        let ow = padded(w, self.padding.1).saturating_sub(self.kernel.1) / self.stride.1 + 1;
+        let (kh, kw) = (
+            dilated_extent(self.kernel.0, self.dilation.0),
+            dilated_extent(self.kernel.1, self.dilation.1),
+        );
+        let oh = padded(h, self.padding.0).saturating_sub(kh) / self.stride.0 + 1;
+        let ow = padded(w, self.padding.1).saturating_sub(kw) / self.stride.1 + 1;
         (c, h, w, oh, ow)
     }
 
@@ -129,6 +181,7 @@ impl Conv2d {
     fn geometry_expr(&self, x_dims: &[TokenStream]) -> TokenStream {
         let (batch, c, h, w) = (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3]);
         let (o, (kh, kw), (sh, sw), (ph, pw)) = (self.out, self.kernel, self.stride, self.padding);
+        let ((dh, dw), g) = (self.dilation, self.groups);
         quote! {
             ::kiln::kernels::conv::Conv2dGeometry {
                 batch: #batch,
@@ -142,6 +195,9 @@ impl Conv2d {
                 stride_w: #sw,
                 pad_h: #ph,
                 pad_w: #pw,
+                dilation_h: #dh,
+                dilation_w: #dw,
+                groups: #g,
             }
         }
     }
@@ -153,11 +209,21 @@ impl Kernel for Conv2d {
     }
     fn describe(&self) -> String {
         format!(
-            "out={}, kernel={:?}, stride={:?}, padding={:?}{}",
+            "out={}, kernel={:?}, stride={:?}, padding={:?}{}{}{}",
             self.out,
             self.kernel,
             self.stride,
             self.padding,
+            if self.dilation == (1, 1) {
+                String::new()
+            } else {
+                format!(", dilation={:?}", self.dilation)
+            },
+            if self.groups == 1 {
+                String::new()
+            } else {
+                format!(", groups={}", self.groups)
+            },
             if self.bias { "" } else { ", bias=false" }
         )
     }
@@ -165,31 +231,43 @@ impl Kernel for Conv2d {
         true
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
-        let (_, h, w) = spatial_input("conv2d", inputs[0], symbols)?;
+        let (c, h, w) = spatial_input("conv2d", inputs[0], symbols)?;
+        if let Some(e) = groups_error(self.groups, c, self.out) {
+            return Err(e);
+        }
         let ((kh, kw), (ph, pw)) = (self.kernel, self.padding);
+        let (span_h, span_w) = (
+            dilated_extent(kh, self.dilation.0),
+            dilated_extent(kw, self.dilation.1),
+        );
         let (padded_h, padded_w) = (
             h.saturating_add(ph.saturating_mul(2)),
             w.saturating_add(pw.saturating_mul(2)),
         );
-        if kh > padded_h || kw > padded_w {
+        if span_h > padded_h || span_w > padded_w {
+            let dilated = if self.dilation == (1, 1) {
+                String::new()
+            } else {
+                format!(
+                    " with dilation {} spans {span_h}x{span_w} and",
+                    pair_text(self.dilation)
+                )
+            };
             return Err(OpError::input(
                 0,
                 format!(
-                    "the kernel ({kh}, {kw}) is larger than the padded input: {h}x{w} plus padding ({ph}, {pw}) is {}x{}; use a smaller kernel or more padding",
+                    "the kernel ({kh}, {kw}){dilated} is larger than the padded input: {h}x{w} plus padding ({ph}, {pw}) is {}x{}; use a smaller kernel{} or more padding",
                     padded_h,
-                    padded_w
+                    padded_w,
+                    if self.dilation == (1, 1) { "" } else { ", less dilation" },
                 ),
             ));
         }
-        let (c, _, _, oh, ow) = self.geometry(inputs);
-        // The scratch (`scratch`) holds two im2col matrices of c * kh * kw * oh * ow values
+        let (_, _, _, oh, ow) = self.geometry(inputs);
+        // The scratch (`scratch`) holds two im2col matrices of c/g * kh * kw * oh * ow values
         // and up to 7 weight gradients.
-        let cols = [c, kh, kw, oh, ow]
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d));
-        let weight = [self.out, c, kh, kw]
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d));
+        let cols = product_fits(&[c / self.groups, kh, kw, oh, ow]);
+        let weight = product_fits(&[self.out, c / self.groups, kh, kw]);
         let total = cols
             .and_then(|cols| cols.checked_mul(2))
             .zip(weight.and_then(|w| w.checked_add(self.out)?.checked_mul(7)))
@@ -211,12 +289,12 @@ impl Kernel for Conv2d {
     }
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
         let (c, ..) = self.geometry(inputs);
-        let (o, (kh, kw), bias) = (self.out, self.kernel, self.bias);
+        let (o, (kh, kw), bias, g) = (self.out, self.kernel, self.bias, self.groups);
         let mut params = vec![ParamSpec {
             access: None,
             suffix: "weight",
             optional: false,
-            dims: vec![o, c, kh, kw],
+            dims: vec![o, c / g, kh, kw],
         }];
         if bias {
             params.push(ParamSpec {
@@ -228,8 +306,8 @@ impl Kernel for Conv2d {
         }
         Some(LayerSpec {
             ty: quote!(::kiln::layers::Conv2d<F>),
-            init: quote!(::kiln::layers::Conv2d::new(#c, #o, (#kh, #kw), #bias, rng)),
-            zeros: quote!(::kiln::layers::Conv2d::zeros(#c, #o, (#kh, #kw), #bias)),
+            init: quote!(::kiln::layers::Conv2d::grouped(#c, #o, (#kh, #kw), #g, #bias, rng)),
+            zeros: quote!(::kiln::layers::Conv2d::zeros_grouped(#c, #o, (#kh, #kw), #g, #bias)),
             params,
             buffers: Vec::new(),
             nested: None,
@@ -304,6 +382,327 @@ impl Kernel for Conv2d {
         quote! {
             #setup
             ::kiln::kernels::conv::conv2d_backward(#x, #dy, #w, &#geometry, #dw, #db, #dx, #cols);
+        }
+    }
+}
+
+/// The registry entry of the transposed convolution.
+pub struct ConvTranspose2dSpec;
+/// `conv_transpose2d`.
+pub static CONV_TRANSPOSE2D: ConvTranspose2dSpec = ConvTranspose2dSpec;
+
+impl OpSpec for ConvTranspose2dSpec {
+    fn name(&self) -> &'static str {
+        "conv_transpose2d"
+    }
+    fn usage(&self) -> &'static str {
+        "conv_transpose2d(x, out_channels, kernel = 2, stride = 2, padding = 0, output_padding = 0, groups = 1, dilation = 1)"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(2, 2)?;
+        args.tensor(0);
+        let out = args.int(1, "the number of output channels")?;
+        let kernel = args.opt_pair("kernel", 1)?;
+        let stride = args.opt_pair("stride", 1)?.unwrap_or((1, 1));
+        let padding = args.opt_pair("padding", 0)?.unwrap_or((0, 0));
+        let output_padding_span = args.option_expr("output_padding").map(|e| e.span());
+        let output_padding = args.opt_pair("output_padding", 0)?.unwrap_or((0, 0));
+        let groups = args.opt_int("groups")?.unwrap_or(1);
+        let dilation = args.opt_pair("dilation", 1)?.unwrap_or((1, 1));
+        let bias = args.opt_bool("bias", true)?;
+        args.finish()?;
+        let Some(kernel) = kernel else {
+            return Err(syn::Error::new(
+                args.span(),
+                "`conv_transpose2d` needs its kernel size: add `kernel = 2` (or `kernel = (3, 2)` for height 3, width 2)",
+            ));
+        };
+        // PyTorch's rule: the extra rows must be fewer than the stride or the dilation, or
+        // they would be positions no input reaches.
+        for (axis, q, s, d) in [
+            ("height", output_padding.0, stride.0, dilation.0),
+            ("width", output_padding.1, stride.1, dilation.1),
+        ] {
+            if q >= s && q >= d {
+                return Err(syn::Error::new(
+                    output_padding_span.unwrap_or_else(|| args.span()),
+                    format!(
+                        "`output_padding` must be smaller than the stride or the dilation, but along the {axis} it is {q} with stride {s} and dilation {d}: use an output padding below {}",
+                        s.max(d)
+                    ),
+                ));
+            }
+        }
+        Ok(Built::Kernel(Box::new(ConvTranspose2d {
+            out,
+            kernel,
+            stride,
+            padding,
+            output_padding,
+            dilation,
+            groups,
+            bias,
+        })))
+    }
+}
+
+/// A 2-d transposed convolution layer.
+pub struct ConvTranspose2d {
+    out: usize,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    output_padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+    bias: bool,
+}
+
+impl ConvTranspose2d {
+    /// The full extent `(in − 1)·stride + dilation·(kernel − 1) + output_padding + 1` before
+    /// the padding is cropped, saturating.
+    fn full_extent(input: usize, stride: usize, dilation: usize, kernel: usize, q: usize) -> usize {
+        input
+            .saturating_sub(1)
+            .saturating_mul(stride)
+            .saturating_add(dilated_extent(kernel, dilation))
+            .saturating_add(q)
+    }
+
+    /// `(c, h, w, oh, ow)` of the input shape (0 for what is not fixed).
+    fn geometry(&self, inputs: &[&ValueInfo]) -> (usize, usize, usize, usize, usize) {
+        let shape = &inputs[0].shape.0;
+        let get = |i: usize| match shape.get(i) {
+            Some(Dim::Fixed(n)) => *n,
+            _ => 0,
+        };
+        let (c, h, w) = (get(1), get(2), get(3));
+        let oh = Self::full_extent(
+            h,
+            self.stride.0,
+            self.dilation.0,
+            self.kernel.0,
+            self.output_padding.0,
+        )
+        .saturating_sub(self.padding.0.saturating_mul(2));
+        let ow = Self::full_extent(
+            w,
+            self.stride.1,
+            self.dilation.1,
+            self.kernel.1,
+            self.output_padding.1,
+        )
+        .saturating_sub(self.padding.1.saturating_mul(2));
+        (c, h, w, oh, ow)
+    }
+
+    /// The `ConvTranspose2dGeometry` for an input of dims `x_dims`.
+    fn geometry_expr(&self, x_dims: &[TokenStream]) -> TokenStream {
+        let (batch, c, h, w) = (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3]);
+        let (o, (kh, kw), (sh, sw), (ph, pw)) = (self.out, self.kernel, self.stride, self.padding);
+        let ((qh, qw), (dh, dw), g) = (self.output_padding, self.dilation, self.groups);
+        quote! {
+            ::kiln::kernels::conv::ConvTranspose2dGeometry {
+                batch: #batch,
+                in_channels: #c,
+                in_h: #h,
+                in_w: #w,
+                out_channels: #o,
+                kernel_h: #kh,
+                kernel_w: #kw,
+                stride_h: #sh,
+                stride_w: #sw,
+                pad_h: #ph,
+                pad_w: #pw,
+                output_pad_h: #qh,
+                output_pad_w: #qw,
+                dilation_h: #dh,
+                dilation_w: #dw,
+                groups: #g,
+            }
+        }
+    }
+
+    fn geometry_tokens(&self, x_dims: &[TokenStream]) -> TokenStream {
+        let (geometry, value) = (super::geometry_ident(), self.geometry_expr(x_dims));
+        quote! { let #geometry = #value; }
+    }
+}
+
+impl Kernel for ConvTranspose2d {
+    fn name(&self) -> &'static str {
+        "conv_transpose2d"
+    }
+    fn describe(&self) -> String {
+        let mut text = format!(
+            "out={}, kernel={:?}, stride={:?}, padding={:?}",
+            self.out, self.kernel, self.stride, self.padding
+        );
+        if self.output_padding != (0, 0) {
+            text += &format!(", output_padding={:?}", self.output_padding);
+        }
+        if self.dilation != (1, 1) {
+            text += &format!(", dilation={:?}", self.dilation);
+        }
+        if self.groups != 1 {
+            text += &format!(", groups={}", self.groups);
+        }
+        if !self.bias {
+            text += ", bias=false";
+        }
+        text
+    }
+    fn has_params(&self) -> bool {
+        true
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        let (c, h, w) = spatial_input("conv_transpose2d", inputs[0], symbols)?;
+        if let Some(e) = groups_error(self.groups, c, self.out) {
+            return Err(e);
+        }
+        let (_, _, _, oh, ow) = self.geometry(inputs);
+        if oh == 0 || ow == 0 {
+            let full_h = Self::full_extent(
+                h,
+                self.stride.0,
+                self.dilation.0,
+                self.kernel.0,
+                self.output_padding.0,
+            );
+            let full_w = Self::full_extent(
+                w,
+                self.stride.1,
+                self.dilation.1,
+                self.kernel.1,
+                self.output_padding.1,
+            );
+            return Err(OpError::call(format!(
+                "the padding ({}, {}) crops the whole output: on a {h}x{w} input this layer's output before cropping is {full_h}x{full_w}, and twice the padding leaves nothing; use less padding",
+                self.padding.0, self.padding.1
+            )));
+        }
+        let (g, (kh, kw)) = (self.groups, self.kernel);
+        // The scratch holds two column matrices (out/g · kh · kw × h · w) and up to 7
+        // weight and bias gradients.
+        let cols = product_fits(&[self.out / g, kh, kw, h, w]);
+        let weight = product_fits(&[c, self.out / g, kh, kw]);
+        let output = product_fits(&[self.out, oh, ow]);
+        let total = cols
+            .and_then(|cols| cols.checked_mul(2))
+            .zip(weight.and_then(|w| w.checked_add(self.out)?.checked_mul(7)))
+            .and_then(|(cols, gradients)| cols.checked_add(gradients))
+            .zip(output);
+        if total.is_none() {
+            return Err(OpError::call(format!(
+                "this transposed convolution's buffers ({} x {kh} x {kw} x {h} x {w} columns, a {}x{oh}x{ow} output) would not fit in memory: is a size mistyped?",
+                self.out / g,
+                self.out
+            )));
+        }
+        Ok(ValueInfo {
+            shape: Shape(vec![
+                inputs[0].shape.0[0],
+                Dim::Fixed(self.out),
+                Dim::Fixed(oh),
+                Dim::Fixed(ow),
+            ]),
+            kind: ValueKind::Float,
+        })
+    }
+    fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
+        let (c, ..) = self.geometry(inputs);
+        let (o, (kh, kw), bias, g) = (self.out, self.kernel, self.bias, self.groups);
+        let mut params = vec![ParamSpec {
+            access: None,
+            suffix: "weight",
+            optional: false,
+            dims: vec![c, o / g, kh, kw],
+        }];
+        if bias {
+            params.push(ParamSpec {
+                access: None,
+                suffix: "bias",
+                optional: true,
+                dims: vec![o],
+            });
+        }
+        Some(LayerSpec {
+            ty: quote!(::kiln::layers::ConvTranspose2d<F>),
+            init: quote!(::kiln::layers::ConvTranspose2d::new(#c, #o, (#kh, #kw), #g, #bias, rng)),
+            zeros: quote!(::kiln::layers::ConvTranspose2d::zeros(#c, #o, (#kh, #kw), #g, #bias)),
+            params,
+            buffers: Vec::new(),
+            nested: None,
+        })
+    }
+    fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
+        // The runtime owns the formula; it does not depend on the batch.
+        let (c, h, w, ..) = self.geometry(inputs);
+        let dims: Vec<TokenStream> = [1, c, h, w]
+            .iter()
+            .map(|&d| {
+                let d = proc_macro2::Literal::usize_unsuffixed(d);
+                quote!(#d)
+            })
+            .collect();
+        let geometry = self.geometry_expr(&dims);
+        vec![ScratchSpec {
+            suffix: "cols",
+            len: ScratchLen::Runtime(quote!(#geometry.scratch_len())),
+        }]
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: vec![true],
+            output: false,
+        }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let (setup, geometry) = (
+            self.geometry_tokens(&cx.inputs[0].dims),
+            super::geometry_ident(),
+        );
+        let (x, y, w, cols) = (
+            &cx.inputs[0].data,
+            &cx.output.data,
+            &cx.params[0],
+            &cx.scratch[0],
+        );
+        let b = match cx.params.get(1) {
+            Some(b) => quote!(Some(#b)),
+            None => quote!(None),
+        };
+        quote! {
+            #setup
+            ::kiln::kernels::conv::conv_transpose2d_forward(#x, #w, #b, &#geometry, #y, #cols);
+        }
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let (setup, geometry) = (
+            self.geometry_tokens(&cx.inputs[0].dims),
+            super::geometry_ident(),
+        );
+        let (x, dy, w, cols) = (
+            &cx.inputs[0].data,
+            &cx.d_output,
+            &cx.params[0],
+            &cx.scratch[0],
+        );
+        let dw = &cx.param_grads[0];
+        let db = match cx.param_grads.get(1) {
+            Some(db) => quote!(Some(#db)),
+            None => quote!(None),
+        };
+        let dx = match &cx.d_inputs[0] {
+            Some(t) => {
+                let (d, acc) = (&t.data, t.accumulate);
+                quote!(Some((#d, #acc)))
+            }
+            None => quote!(None),
+        };
+        quote! {
+            #setup
+            ::kiln::kernels::conv::conv_transpose2d_backward(#x, #dy, #w, &#geometry, #dw, #db, #dx, #cols);
         }
     }
 }

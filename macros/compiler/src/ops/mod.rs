@@ -425,7 +425,10 @@ impl<'a> CallArgs<'a> {
     }
 
     fn option(&mut self, key: &'static str) -> Option<&'a ast::Expr> {
-        self.asked.push(key);
+        // An op may read an option twice (its span, then its value): list it once.
+        if !self.asked.contains(&key) {
+            self.asked.push(key);
+        }
         self.call
             .options
             .iter()
@@ -660,6 +663,7 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &loss::CROSS_ENTROPY,
     &loss::BCE_WITH_LOGITS,
     &conv::CONV2D,
+    &conv::CONV_TRANSPOSE2D,
     &pool::MAX_POOL2D,
     &pool::AVG_POOL2D,
     &reshape::FLATTEN,
