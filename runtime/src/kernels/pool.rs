@@ -630,6 +630,138 @@ fn avg_pool2d_backward_serial<F: Float>(
     });
 }
 
+/// The sizes of an adaptive average pooling (PyTorch's `AdaptiveAvgPool2d`): output row `i`
+/// averages input rows `⌊i·in_h / out_h⌋ .. ⌈(i + 1)·in_h / out_h⌉`, and likewise for
+/// columns, so windows may differ in size and overlap when the ratio is not an integer.
+///
+/// ```
+/// use kiln_runtime::kernels::pool::{adaptive_avg_pool2d_forward, AdaptivePool2dGeometry};
+/// // Global average pooling.
+/// let g = AdaptivePool2dGeometry { batch: 1, channels: 1, in_h: 2, in_w: 2, out_h: 1, out_w: 1 };
+/// let mut y = [0.0f64];
+/// adaptive_avg_pool2d_forward(&[1.0, 2.0, 3.0, 6.0], &g, &mut y);
+/// assert_eq!(y, [3.0]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AdaptivePool2dGeometry {
+    /// Samples in the batch.
+    pub batch: usize,
+    /// Channels (pooled independently).
+    pub channels: usize,
+    /// Input height.
+    pub in_h: usize,
+    /// Input width.
+    pub in_w: usize,
+    /// Output height (≥ 1).
+    pub out_h: usize,
+    /// Output width (≥ 1).
+    pub out_w: usize,
+}
+
+impl AdaptivePool2dGeometry {
+    /// The elements of `x`: `batch · channels · in_h · in_w`.
+    pub fn input_len(&self) -> usize {
+        self.batch * self.channels * self.in_h * self.in_w
+    }
+
+    /// The elements of `y`: `batch · channels · out_h · out_w`.
+    pub fn output_len(&self) -> usize {
+        self.batch * self.channels * self.out_h * self.out_w
+    }
+
+    #[track_caller]
+    fn check(&self, what: &str, x_len: usize, y_len: usize) {
+        assert!(
+            self.out_h > 0 && self.out_w > 0,
+            "{what}: the output size ({}, {}) must be at least 1",
+            self.out_h,
+            self.out_w
+        );
+        check_len(what, "x", x_len, self.input_len());
+        check_len(what, "y", y_len, self.output_len());
+    }
+}
+
+/// PyTorch's adaptive window along one axis: `⌊o·input / output⌋ .. ⌈(o + 1)·input / output⌉`.
+#[inline(always)]
+fn adaptive_span(o: usize, input: usize, output: usize) -> Range<usize> {
+    (o * input) / output..((o + 1) * input).div_ceil(output)
+}
+
+/// `y = adaptive_avg_pool2d(x)`: the mean of every adaptive window (see
+/// [`AdaptivePool2dGeometry`]), `y` overwritten. As PyTorch, the window's sum is divided by
+/// its height, then by its width.
+///
+/// # Panics
+/// If a slice's length disagrees with `g`, or an output size is 0 (caller bugs).
+pub fn adaptive_avg_pool2d_forward<F: Float>(x: &[F], g: &AdaptivePool2dGeometry, y: &mut [F]) {
+    g.check("adaptive_avg_pool2d_forward", x.len(), y.len());
+    let plane = g.in_h * g.in_w;
+    if plane == 0 {
+        y.fill(F::ZERO / F::ZERO);
+        return;
+    }
+    for (x_p, y_p) in x
+        .chunks_exact(plane)
+        .zip(y.chunks_exact_mut(g.out_h * g.out_w))
+    {
+        for i in 0..g.out_h {
+            let rows = adaptive_span(i, g.in_h, g.out_h);
+            for j in 0..g.out_w {
+                let cols = adaptive_span(j, g.in_w, g.out_w);
+                let mut total = F::ZERO;
+                for u in rows.clone() {
+                    for &v in &x_p[u * g.in_w + cols.start..u * g.in_w + cols.end] {
+                        total += v;
+                    }
+                }
+                y_p[i * g.out_w + j] =
+                    total / F::from_usize(rows.len()) / F::from_usize(cols.len());
+            }
+        }
+    }
+}
+
+/// The VJP of [`adaptive_avg_pool2d_forward`]: every input of a window gets
+/// `dy / height / width` from it (summed over overlapping windows), written into `dx` or added
+/// when `accumulate`.
+///
+/// # Panics
+/// If a slice's length disagrees with `g`, or an output size is 0 (caller bugs).
+pub fn adaptive_avg_pool2d_backward<F: Float>(
+    dy: &[F],
+    g: &AdaptivePool2dGeometry,
+    dx: &mut [F],
+    accumulate: bool,
+) {
+    g.check("adaptive_avg_pool2d_backward", dx.len(), dy.len());
+    if !accumulate {
+        dx.fill(F::ZERO);
+    }
+    let plane = g.in_h * g.in_w;
+    if plane == 0 {
+        return;
+    }
+    for (dx_p, dy_p) in dx
+        .chunks_exact_mut(plane)
+        .zip(dy.chunks_exact(g.out_h * g.out_w))
+    {
+        for i in 0..g.out_h {
+            let rows = adaptive_span(i, g.in_h, g.out_h);
+            for j in 0..g.out_w {
+                let cols = adaptive_span(j, g.in_w, g.out_w);
+                let share =
+                    dy_p[i * g.out_w + j] / F::from_usize(rows.len()) / F::from_usize(cols.len());
+                for u in rows.clone() {
+                    for slot in &mut dx_p[u * g.in_w + cols.start..u * g.in_w + cols.end] {
+                        *slot += share;
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -908,6 +1040,76 @@ mod tests {
         avg_pool2d_forward(&xf, &g, &mut yf);
         let y: Vec<f64> = yf.iter().map(|&v| v as f64).collect();
         assert_close(&y, &naive_avg(&x, &g), 1e-6, 1e-6, "avg f32");
+    }
+
+    /// Adaptive windows by the definition, with exact rational bounds.
+    fn naive_adaptive(x: &[f64], g: &AdaptivePool2dGeometry) -> Vec<f64> {
+        let mut y = Vec::new();
+        for p in x.chunks(g.in_h * g.in_w) {
+            for i in 0..g.out_h {
+                let h0 = (i as f64 * g.in_h as f64 / g.out_h as f64).floor() as usize;
+                let h1 = ((i + 1) as f64 * g.in_h as f64 / g.out_h as f64).ceil() as usize;
+                for j in 0..g.out_w {
+                    let w0 = (j as f64 * g.in_w as f64 / g.out_w as f64).floor() as usize;
+                    let w1 = ((j + 1) as f64 * g.in_w as f64 / g.out_w as f64).ceil() as usize;
+                    let mut s = 0.0;
+                    for h in h0..h1 {
+                        for w in w0..w1 {
+                            s += p[h * g.in_w + w];
+                        }
+                    }
+                    y.push(s / ((h1 - h0) * (w1 - w0)) as f64);
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn adaptive_pooling_matches_the_definition() {
+        let geoms = [
+            // Non-integer ratios (overlapping windows), global pooling, upsampling (3 → 5),
+            // and an exact ratio.
+            AdaptivePool2dGeometry {
+                batch: 2,
+                channels: 3,
+                in_h: 7,
+                in_w: 5,
+                out_h: 3,
+                out_w: 2,
+            },
+            AdaptivePool2dGeometry {
+                batch: 2,
+                channels: 2,
+                in_h: 5,
+                in_w: 4,
+                out_h: 1,
+                out_w: 1,
+            },
+            AdaptivePool2dGeometry {
+                batch: 1,
+                channels: 2,
+                in_h: 3,
+                in_w: 6,
+                out_h: 5,
+                out_w: 3,
+            },
+        ];
+        for (k, g) in geoms.iter().enumerate() {
+            let mut x = values(g.input_len(), 7.0 + k as f64);
+            let mut y = vec![f64::NAN; g.output_len()];
+            adaptive_avg_pool2d_forward(&x, g, &mut y);
+            assert_close(&y, &naive_adaptive(&x, g), 1e-15, 1e-15, &format!("{g:?}"));
+            let r = values(g.output_len(), 8.0 + k as f64);
+            let num = numeric_gradient(|x| weighted(&naive_adaptive(x, g), &r), &mut x, 1e-3);
+            check_both_modes(
+                &num,
+                1e-6,
+                1e-9,
+                &format!("adaptive dx {g:?}"),
+                |dx, acc| adaptive_avg_pool2d_backward(&r, g, dx, acc),
+            );
+        }
     }
 
     #[test]
