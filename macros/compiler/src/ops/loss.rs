@@ -124,7 +124,7 @@ fn per_pixel_labels(
     if target.rank() != 3 {
         return Err(OpError::input(
             1,
-            format!("`cross_entropy` on image logits {ps} (classes on axis 1) expects one label per pixel, i.e. labels of shape {es} (the logits without the class axis), but these are {ts}, of rank {}: declare them as `target y: {es} classes N;`", target.rank()),
+            format!("`cross_entropy` on image logits {ps} (classes on axis 1) expects one label per pixel, i.e. labels of shape {es} (the logits without the class axis), but these are {ts}, of rank {}: declare them as `target y: {es} classes {classes};`, or to classify whole images pool the logits first, as in `flatten(adaptive_avg_pool2d(logits, 1))`", target.rank()),
         ));
     }
     if *target != expected {
