@@ -698,7 +698,8 @@ pub fn adaptive_avg_pool2d_forward<F: Float>(x: &[F], g: &AdaptivePool2dGeometry
     g.check("adaptive_avg_pool2d_forward", x.len(), y.len());
     let plane = g.in_h * g.in_w;
     if plane == 0 {
-        y.fill(F::ZERO / F::ZERO);
+        // The mean over nothing.
+        y.fill(F::from_f64(f64::NAN));
         return;
     }
     for (x_p, y_p) in x
