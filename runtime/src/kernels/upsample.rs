@@ -129,15 +129,20 @@ pub fn upsample_nearest2d_backward<F: Float>(
 }
 
 /// PyTorch's linear source (`align_corners=False`) of output index `o`: the two inputs and
-/// their weights. The source coordinate is `(o + ½) · in / out − ½`, clamped at 0; its floor and
+/// their weights, given `scale = in / out`. The source coordinate is `(o + ½) · scale − ½`,
+/// clamped at 0; its floor and
 /// the next input (the same one at the last input) are mixed by the fractional part. Equal
 /// sizes copy.
-#[inline]
-fn linear_source<F: Float>(o: usize, input: usize, output: usize) -> (usize, usize, F, F) {
+#[inline(always)]
+fn linear_source<F: Float>(
+    o: usize,
+    input: usize,
+    output: usize,
+    scale: F,
+) -> (usize, usize, F, F) {
     if input == output {
         return (o, o, F::ONE, F::ZERO);
     }
-    let scale = F::from_usize(input) / F::from_usize(output);
     let half = F::from_f64(0.5);
     let real = (scale * (F::from_usize(o) + half) - half).max(F::ZERO);
     // `real` is not negative, so truncation is the floor.
@@ -145,6 +150,14 @@ fn linear_source<F: Float>(o: usize, input: usize, output: usize) -> (usize, usi
     let lambda1 = (real - F::from_usize(i0)).max(F::ZERO).min(F::ONE);
     let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
     (i0, i1, F::ONE - lambda1, lambda1)
+}
+
+/// The source-to-output ratios `in / out` along both axes, in `F` as PyTorch computes them.
+fn ratios<F: Float>(g: &Upsample2dGeometry) -> (F, F) {
+    (
+        F::from_usize(g.in_h) / F::from_usize(g.out_h),
+        F::from_usize(g.in_w) / F::from_usize(g.out_w),
+    )
 }
 
 /// `y = upsample_bilinear(x)` (`align_corners=False`): every output mixes the four inputs
@@ -162,15 +175,16 @@ fn linear_source<F: Float>(o: usize, input: usize, output: usize) -> (usize, usi
 /// ```
 pub fn upsample_bilinear2d_forward<F: Float>(x: &[F], g: &Upsample2dGeometry, y: &mut [F]) {
     g.check("upsample_bilinear2d_forward", x.len(), y.len());
+    let (scale_h, scale_w) = ratios::<F>(g);
     for (x_p, y_p) in x
         .chunks_exact(g.in_h * g.in_w)
         .zip(y.chunks_exact_mut(g.out_h * g.out_w))
     {
         for (i, y_row) in y_p.chunks_exact_mut(g.out_w).enumerate() {
-            let (h0, h1, a0, a1) = linear_source::<F>(i, g.in_h, g.out_h);
+            let (h0, h1, a0, a1) = linear_source(i, g.in_h, g.out_h, scale_h);
             let (r0, r1) = (&x_p[h0 * g.in_w..][..g.in_w], &x_p[h1 * g.in_w..][..g.in_w]);
             for (j, slot) in y_row.iter_mut().enumerate() {
-                let (w0, w1, b0, b1) = linear_source::<F>(j, g.in_w, g.out_w);
+                let (w0, w1, b0, b1) = linear_source(j, g.in_w, g.out_w, scale_w);
                 *slot = a0 * (b0 * r0[w0] + b1 * r0[w1]) + a1 * (b0 * r1[w0] + b1 * r1[w1]);
             }
         }
@@ -189,6 +203,7 @@ pub fn upsample_bilinear2d_backward<F: Float>(
     accumulate: bool,
 ) {
     g.check("upsample_bilinear2d_backward", dx.len(), dy.len());
+    let (scale_h, scale_w) = ratios::<F>(g);
     if !accumulate {
         dx.fill(F::ZERO);
     }
@@ -197,9 +212,9 @@ pub fn upsample_bilinear2d_backward<F: Float>(
         .zip(dy.chunks_exact(g.out_h * g.out_w))
     {
         for (i, dy_row) in dy_p.chunks_exact(g.out_w).enumerate() {
-            let (h0, h1, a0, a1) = linear_source::<F>(i, g.in_h, g.out_h);
+            let (h0, h1, a0, a1) = linear_source(i, g.in_h, g.out_h, scale_h);
             for (j, &d) in dy_row.iter().enumerate() {
-                let (w0, w1, b0, b1) = linear_source::<F>(j, g.in_w, g.out_w);
+                let (w0, w1, b0, b1) = linear_source(j, g.in_w, g.out_w, scale_w);
                 dx_p[h0 * g.in_w + w0] += a0 * b0 * d;
                 dx_p[h0 * g.in_w + w1] += a0 * b1 * d;
                 dx_p[h1 * g.in_w + w0] += a1 * b0 * d;
