@@ -426,7 +426,10 @@ impl<'a> CallArgs<'a> {
     }
 
     fn option(&mut self, key: &'static str) -> Option<&'a ast::Expr> {
-        self.asked.push(key);
+        // An op may read an option twice (its span, then its value): list it once.
+        if !self.asked.contains(&key) {
+            self.asked.push(key);
+        }
         self.call
             .options
             .iter()

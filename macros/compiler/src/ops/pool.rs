@@ -49,6 +49,12 @@ impl OpSpec for PoolSpec {
         let padding = args.opt_pair("padding", 0)?.unwrap_or((0, 0));
         let ceil_mode = args.opt_bool("ceil_mode", false)?;
         let count_include_pad = if self.max {
+            if let Some(e) = args.option_expr("count_include_pad") {
+                return Err(syn::Error::new(
+                    e.span(),
+                    "`count_include_pad` is an option of `avg_pool2d`: max pooling never selects padding, so there is nothing to count",
+                ));
+            }
             true
         } else {
             args.opt_bool("count_include_pad", true)?
@@ -109,13 +115,13 @@ pub struct Pool {
 
 /// PyTorch's `pooling_output_shape` (no dilation), for `padded ≥ kernel`.
 fn out_extent(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode: bool) -> usize {
-    let span = input + 2 * pad - kernel;
+    let span = input.saturating_add(2 * pad) - kernel;
     let mut out = if ceil_mode {
         span.div_ceil(stride) + 1
     } else {
         span / stride + 1
     };
-    if ceil_mode && (out - 1) * stride >= input + pad {
+    if ceil_mode && (out - 1) * stride >= input.saturating_add(pad) {
         out -= 1;
     }
     out
@@ -170,11 +176,13 @@ impl Kernel for Pool {
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         let (c, h, w) = spatial_input(self.name(), inputs[0], symbols)?;
         let ((kh, kw), (sh, sw), (ph, pw)) = (self.kernel, self.stride, self.padding);
-        if kh > h + 2 * ph || kw > w + 2 * pw {
+        // Saturating: a padding near `usize::MAX / 2` must give an error, not an overflow.
+        let (padded_h, padded_w) = (h.saturating_add(2 * ph), w.saturating_add(2 * pw));
+        if kh > padded_h || kw > padded_w {
             let padded = if (ph, pw) == (0, 0) {
                 String::new()
             } else {
-                format!(" (padded to {}x{})", h + 2 * ph, w + 2 * pw)
+                format!(" (padded to {padded_h}x{padded_w})")
             };
             return Err(OpError::input(
                 0,

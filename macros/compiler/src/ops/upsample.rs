@@ -75,10 +75,10 @@ pub struct Upsample {
 }
 
 impl Upsample {
-    fn out_size(&self, (h, w): (usize, usize)) -> (usize, usize) {
+    fn out_size(&self, (h, w): (usize, usize)) -> Option<(usize, usize)> {
         match self.target {
-            Target::Scale((sh, sw)) => (h * sh, w * sw),
-            Target::Size(size) => size,
+            Target::Scale((sh, sw)) => Some((h.checked_mul(sh)?, w.checked_mul(sw)?)),
+            Target::Size(size) => Some(size),
         }
     }
 
@@ -120,7 +120,12 @@ impl Kernel for Upsample {
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         let (c, h, w) = spatial_input(self.name(), inputs[0], symbols)?;
-        let (oh, ow) = self.out_size((h, w));
+        let (oh, ow) = self.out_size((h, w)).ok_or_else(|| {
+            OpError::call(format!(
+                "`upsample` of the {h}x{w} input {} gives a size too large to address: use a smaller `scale`",
+                inputs[0].shape.display(symbols),
+            ))
+        })?;
         Ok(ValueInfo {
             shape: Shape(vec![
                 inputs[0].shape.0[0],
