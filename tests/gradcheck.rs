@@ -397,3 +397,68 @@ fn dropout_with_a_fixed_seed() {
             .unwrap()
     });
 }
+
+kiln::model! {
+    /// Padded, ceil-mode pooling (both divisor rules) and adaptive pooling.
+    struct PaddedPooling {
+        input x: [B, 2, 7, 6];
+        target y: [B] classes 3;
+        let c = tanh(conv2d(x, 3, kernel = 3, padding = 1));
+        let m = max_pool2d(c, kernel = 3, stride = 2, padding = 1, ceil_mode = true);
+        let a = avg_pool2d(m, kernel = 3, stride = 2, padding = 1, ceil_mode = true);
+        let e = avg_pool2d(c, kernel = (3, 2), stride = 2, padding = (1, 1), ceil_mode = true, count_include_pad = false);
+        let g = adaptive_avg_pool2d(e, (3, 2));
+        let h = adaptive_avg_pool2d(c, 1);
+        let f = concat(flatten(a), flatten(g), flatten(h), axis = 1);
+        let logits = linear(f, 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn padded_ceil_and_adaptive_pooling() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut model = PaddedPooling::<f64>::new(&mut rng);
+    let x = random(&mut rng, (2, 2, 7, 6), -1.0, 1.0);
+    let y = labels(&mut rng, 2, 3);
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(y.view()),
+    );
+}
+
+kiln::model! {
+    /// A small segmenter: downsampling, both upsampling modes, and per-pixel cross-entropy
+    /// with an ignored label.
+    struct Segmenter {
+        input x: [B, 2, 5, 6];
+        target y: [B, 5, 6] classes 4;
+        let c = tanh(conv2d(x, 3, kernel = 3, padding = 1));
+        let p = max_pool2d(c, 2, ceil_mode = true);
+        let u = upsample(p, size = (5, 6), mode = bilinear);
+        let q = upsample(adaptive_avg_pool2d(c, (5, 3)), scale = (1, 2));
+        let d = upsample(avg_pool2d(c, kernel = 2, stride = 1), scale = 2, mode = bilinear);
+        let s = adaptive_avg_pool2d(d, (5, 6));
+        let logits = conv2d(u + q * s + c, 4, kernel = 1);
+        output logits;
+        loss cross_entropy(logits, y, ignore_index = 0);
+    }
+}
+
+#[test]
+fn upsampling_and_per_pixel_cross_entropy() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut model = Segmenter::<f64>::new(&mut rng);
+    let x = random(&mut rng, (2, 2, 5, 6), -1.0, 1.0);
+    let y = Array::from_shape_simple_fn((2, 5, 6), || rng.random_range(0..4usize));
+    let mut ws = model.workspace();
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}

@@ -301,6 +301,119 @@ fn cross_entropy_backward_impl<F: Float>(
     }
 }
 
+/// Per-pixel cross-entropy, PyTorch's `F.cross_entropy(logits, labels, ignore_index=ignore)`
+/// on `[batch, classes, pixels..]` logits (the class axis is 1) and `[batch, pixels..]`
+/// labels, with the default mean reduction: the mean of `−log_softmax` over the classes at
+/// the label, over the pixels whose label is not `ignore`. NaN when nothing is counted.
+///
+/// # Panics
+/// If the lengths disagree with the sizes, or a label other than `ignore` is not below
+/// `classes`.
+///
+/// ```
+/// use kiln_runtime::loss::cross_entropy_spatial;
+/// // One sample, 2 classes, 2 pixels: logits [[3, 0], [3, 0]] (class-major).
+/// let loss = cross_entropy_spatial(&[3.0f64, 0.0, 3.0, 0.0], 1, 2, 2, &[1, 0], Some(0));
+/// assert!((loss - 2f64.ln()).abs() < 1e-15);
+/// ```
+pub fn cross_entropy_spatial<F: Float>(
+    logits: &[F],
+    batch: usize,
+    classes: usize,
+    pixels: usize,
+    labels: &[usize],
+    ignore: Option<usize>,
+) -> F {
+    const WHAT: &str = "cross_entropy_spatial";
+    check_cross_entropy(WHAT, logits.len(), batch * pixels, classes, labels, ignore);
+    let mut total = F::ZERO;
+    let mut counted = 0;
+    for (sample, labels) in logits
+        .chunks_exact((classes * pixels).max(1))
+        .zip(labels.chunks_exact(pixels.max(1)))
+    {
+        for (p, &label) in labels.iter().enumerate() {
+            if Some(label) == ignore {
+                continue;
+            }
+            let (max, lse) = strided_log_sum_exp(sample, p, pixels, classes);
+            total -= sample[label * pixels + p] - max - lse;
+            counted += 1;
+        }
+    }
+    total / F::from_usize(counted)
+}
+
+/// The maximum and the shifted ln Σ exp of the `classes` logits of pixel `p` (every
+/// `pixels`-th element of a sample from `p`).
+#[inline]
+fn strided_log_sum_exp<F: Float>(sample: &[F], p: usize, pixels: usize, classes: usize) -> (F, F) {
+    let at = |c: usize| sample[c * pixels + p];
+    let mut max = at(0);
+    for c in 1..classes {
+        max = max.max(at(c));
+    }
+    let total: F = (0..classes).map(|c| (at(c) - max).exp()).sum();
+    (max, total.ln())
+}
+
+/// Gradient of [`cross_entropy_spatial`]: `(softmax(logits) − onehot(label)) · d_loss / counted`
+/// over the class axis of every counted pixel; ignored pixels get 0 (left unchanged when
+/// `accumulate`), and when nothing is counted the gradient is 0, as in PyTorch.
+///
+/// # Panics
+/// As [`cross_entropy_spatial`], or if `d_logits` is not as long as `logits`.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_spatial_backward<F: Float>(
+    logits: &[F],
+    batch: usize,
+    classes: usize,
+    pixels: usize,
+    labels: &[usize],
+    ignore: Option<usize>,
+    d_loss: F,
+    d_logits: &mut [F],
+    accumulate: bool,
+) {
+    const WHAT: &str = "cross_entropy_spatial_backward";
+    check_cross_entropy(WHAT, logits.len(), batch * pixels, classes, labels, ignore);
+    assert_eq!(
+        d_logits.len(),
+        logits.len(),
+        "{WHAT}: gradient has the wrong length"
+    );
+    let counted = labels.iter().filter(|&&l| Some(l) != ignore).count();
+    let scale = d_loss / F::from_usize(counted);
+    let sample_len = (classes * pixels).max(1);
+    for ((sample, d_sample), labels) in logits
+        .chunks_exact(sample_len)
+        .zip(d_logits.chunks_exact_mut(sample_len))
+        .zip(labels.chunks_exact(pixels.max(1)))
+    {
+        for (p, &label) in labels.iter().enumerate() {
+            if Some(label) == ignore {
+                if !accumulate {
+                    for c in 0..classes {
+                        d_sample[c * pixels + p] = F::ZERO;
+                    }
+                }
+                continue;
+            }
+            let (max, lse) = strided_log_sum_exp(sample, p, pixels, classes);
+            for c in 0..classes {
+                let i = c * pixels + p;
+                let prob = (sample[i] - max - lse).exp();
+                let g = if c == label {
+                    prob * scale - scale
+                } else {
+                    prob * scale
+                };
+                store(&mut d_sample[i], g, accumulate);
+            }
+        }
+    }
+}
+
 /// Binary cross-entropy on logits against targets in `[0, 1]`, averaged over all elements:
 /// `mean(max(x, 0) − x·t + ln(1 + e^−|x|))`, PyTorch's `binary_cross_entropy_with_logits`.
 /// The form never exponentiates a positive number, so it is finite for any finite logit.
@@ -537,6 +650,49 @@ mod tests {
     #[should_panic(expected = "label 3 at position 0 is not below 3")]
     fn cross_entropy_ignore_rejects_other_out_of_range_labels() {
         cross_entropy_ignore(&[0.0f64; 6], 2, 3, &[3, 4], Some(4));
+    }
+
+    #[test]
+    fn spatial_cross_entropy_is_row_cross_entropy_of_the_transposed_logits() {
+        // [2, 3, 2, 2] logits: moving the class axis last gives 8 rows of 3.
+        let (batch, classes, pixels) = (2, 3, 4);
+        let mut x = values(batch * classes * pixels, 11.0);
+        let labels = [0, 2, 1, 1, 2, 0, 1, 0];
+        let rows_of = |x: &[f64]| {
+            let mut rows = Vec::new();
+            for b in 0..batch {
+                for p in 0..pixels {
+                    for c in 0..classes {
+                        rows.push(x[(b * classes + c) * pixels + p]);
+                    }
+                }
+            }
+            rows
+        };
+        for ignore in [None, Some(1)] {
+            let loss = cross_entropy_spatial(&x, batch, classes, pixels, &labels, ignore);
+            let want = match ignore {
+                None => naive_ce(&rows_of(&x), classes, &labels),
+                Some(i) => naive_ce_ignore(&rows_of(&x), classes, &labels, i),
+            };
+            assert!((loss - want).abs() < 1e-14, "{loss} vs {want}");
+            let d = 0.7;
+            let num = numeric_gradient(
+                |x| {
+                    d * match ignore {
+                        None => naive_ce(&rows_of(x), classes, &labels),
+                        Some(i) => naive_ce_ignore(&rows_of(x), classes, &labels, i),
+                    }
+                },
+                &mut x,
+                1e-6,
+            );
+            check_both_modes(&num, 1e-7, 1e-10, "d ce spatial", |g, acc| {
+                cross_entropy_spatial_backward(
+                    &x, batch, classes, pixels, &labels, ignore, d, g, acc,
+                )
+            });
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod recurrent;
 pub mod reduce;
 pub mod shape_ops;
 pub mod softmax;
+pub mod upsample;
 
 pub use gemm::gemm;
 pub use linear::{

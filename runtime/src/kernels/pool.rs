@@ -1,9 +1,13 @@
 //! 2-D max and average pooling over NCHW activations (PyTorch's `MaxPool2d` / `AvgPool2d`
-//! without padding, dilation or `ceil_mode`), and their VJPs.
+//! with padding and `ceil_mode`, without dilation), adaptive average pooling
+//! (`AdaptiveAvgPool2d`), and their VJPs.
 //!
 //! `x` is `[batch, channels, in_h, in_w]` and `y` is `[batch, channels, out_h, out_w]` with
-//! `out = ⌊(in − kernel) / stride⌋ + 1`: trailing rows and columns that do not fill a window
-//! are ignored, as in PyTorch. Windows may overlap (`stride < kernel`).
+//! `out = ⌊(in + 2·pad − kernel) / stride⌋ + 1` (rounded up instead with `ceil_mode`, minus a
+//! last window that would start in the right padding): without `ceil_mode`, trailing rows and
+//! columns that do not fill a window are ignored, as in PyTorch. Windows may overlap
+//! (`stride < kernel`). Padding is virtual: max pooling never selects it (PyTorch pads with
+//! −∞) and average pooling counts it in the divisor only with `count_include_pad`.
 //!
 //! Pooling of a large batch runs chunk by chunk on two threads (`kernels/parallel.rs`);
 //! every sample is independent, so the result is the same.
@@ -25,8 +29,11 @@ fn is_nan<F: Float>(v: F) -> bool {
 /// let g = Pool2dGeometry {
 ///     batch: 1, channels: 3, in_h: 7, in_w: 7,
 ///     kernel_h: 2, kernel_w: 2, stride_h: 2, stride_w: 2,
+///     pad_h: 0, pad_w: 0, ceil_mode: false, count_include_pad: true,
 /// };
 /// assert_eq!((g.out_h(), g.out_w()), (3, 3));
+/// let g = Pool2dGeometry { ceil_mode: true, ..g };
+/// assert_eq!((g.out_h(), g.out_w()), (4, 4));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pool2dGeometry {
@@ -46,27 +53,89 @@ pub struct Pool2dGeometry {
     pub stride_h: usize,
     /// Horizontal stride (≥ 1; PyTorch's default is the window width).
     pub stride_w: usize,
+    /// Rows of virtual padding above and below (at most `kernel_h / 2`, PyTorch's rule).
+    pub pad_h: usize,
+    /// Columns of virtual padding left and right (at most `kernel_w / 2`).
+    pub pad_w: usize,
+    /// Round the output extent up instead of down (PyTorch's `ceil_mode`): a last, partial
+    /// window is kept unless it would start in the right or bottom padding.
+    pub ceil_mode: bool,
+    /// Average pooling only: whether padded cells count in a window's divisor (PyTorch's
+    /// `count_include_pad`, default `true`). Cells beyond the padding, which only `ceil_mode`
+    /// windows reach, never count.
+    pub count_include_pad: bool,
 }
 
-fn out_extent(input: usize, kernel: usize, stride: usize) -> usize {
-    if kernel == 0 || stride == 0 || input < kernel {
-        0
-    } else {
-        (input - kernel) / stride + 1
+/// PyTorch's `pooling_output_shape` without dilation.
+fn out_extent(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode: bool) -> usize {
+    let padded = input + 2 * pad;
+    if kernel == 0 || stride == 0 || padded < kernel {
+        return 0;
     }
+    let span = padded - kernel;
+    let mut out = if ceil_mode {
+        span.div_ceil(stride) + 1
+    } else {
+        span / stride + 1
+    };
+    // A window starting in the right padding would only see padding: PyTorch drops it.
+    if ceil_mode && (out - 1) * stride >= input + pad {
+        out -= 1;
+    }
+    out
+}
+
+/// One output's window along one axis: the input range it covers (clipped to the input) and
+/// its length clipped to the input plus padding (`count_include_pad`'s divisor factor).
+#[inline(always)]
+fn window_span(
+    o: usize,
+    stride: usize,
+    pad: usize,
+    kernel: usize,
+    input: usize,
+) -> (Range<usize>, usize) {
+    // Shifted by `pad` so that everything stays unsigned: the window is
+    // [o·stride − pad, o·stride − pad + kernel) in input coordinates.
+    let start = o * stride;
+    let end = (start + kernel).min(input + 2 * pad);
+    let padded_len = end - start;
+    (start.max(pad) - pad..end.min(input + pad) - pad, padded_len)
 }
 
 impl Pool2dGeometry {
-    /// The output height `⌊(in_h − kernel_h) / stride_h⌋ + 1`, or 0 when the window is taller
-    /// than the input.
+    /// The output height `⌊(in_h + 2·pad_h − kernel_h) / stride_h⌋ + 1` (⌈ ⌉ with
+    /// `ceil_mode`, see the module), or 0 when the window is taller than the padded input.
     pub fn out_h(&self) -> usize {
-        out_extent(self.in_h, self.kernel_h, self.stride_h)
+        out_extent(
+            self.in_h,
+            self.kernel_h,
+            self.stride_h,
+            self.pad_h,
+            self.ceil_mode,
+        )
     }
 
-    /// The output width `⌊(in_w − kernel_w) / stride_w⌋ + 1`, or 0 when the window is wider
-    /// than the input.
+    /// The output width, as [`Pool2dGeometry::out_h`].
     pub fn out_w(&self) -> usize {
-        out_extent(self.in_w, self.kernel_w, self.stride_w)
+        out_extent(
+            self.in_w,
+            self.kernel_w,
+            self.stride_w,
+            self.pad_w,
+            self.ceil_mode,
+        )
+    }
+
+    /// Whether every window is whole and inside the input (no padding, no partial window),
+    /// which the specialised paths assume.
+    fn unpadded(&self) -> bool {
+        self.pad_h == 0
+            && self.pad_w == 0
+            && self.out_h() > 0
+            && (self.out_h() - 1) * self.stride_h + self.kernel_h <= self.in_h
+            && self.out_w() > 0
+            && (self.out_w() - 1) * self.stride_w + self.kernel_w <= self.in_w
     }
 
     /// The elements of `x`: `batch · channels · in_h · in_w`.
@@ -89,6 +158,15 @@ impl Pool2dGeometry {
             self.stride_h,
             self.stride_w
         );
+        // With more padding a window could lie wholly in the padding and be empty.
+        assert!(
+            self.pad_h <= self.kernel_h / 2 && self.pad_w <= self.kernel_w / 2,
+            "{what}: padding ({}, {}) must be at most half the window ({}, {})",
+            self.pad_h,
+            self.pad_w,
+            self.kernel_h,
+            self.kernel_w
+        );
     }
 }
 
@@ -100,36 +178,59 @@ fn check_len(what: &str, name: &str, got: usize, want: usize) {
     );
 }
 
-/// Calls `f(x_plane_offset, y_index, window_top_left)` for every output element: the plane
-/// offset of its (sample, channel) in `x`, its own index in `y`, and the flat index within the
-/// plane of its window's top-left input.
+/// One output's window, clipped to the input.
+#[derive(Clone)]
+struct Window {
+    /// Input rows.
+    rows: Range<usize>,
+    /// Input columns.
+    cols: Range<usize>,
+    /// The average's divisor: the window clipped to the padded input (`count_include_pad`) or
+    /// to the input.
+    divisor: usize,
+}
+
+/// Calls `f(x_plane_offset, y_index, window)` for every output element: the plane offset of
+/// its (sample, channel) in `x`, its own index in `y`, and its window.
 #[inline(always)]
-fn for_each_window(g: &Pool2dGeometry, mut f: impl FnMut(usize, usize, usize)) {
+fn for_each_window(g: &Pool2dGeometry, mut f: impl FnMut(usize, usize, &Window)) {
     let (out_h, out_w) = (g.out_h(), g.out_w());
     let plane = g.in_h * g.in_w;
     let mut out = 0;
     for nc in 0..g.batch * g.channels {
         for i in 0..out_h {
+            let (rows, padded_h) = window_span(i, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
             for j in 0..out_w {
-                f(nc * plane, out, i * g.stride_h * g.in_w + j * g.stride_w);
+                let (cols, padded_w) = window_span(j, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+                let divisor = if g.count_include_pad {
+                    padded_h * padded_w
+                } else {
+                    rows.len() * cols.len()
+                };
+                let window = Window {
+                    rows: rows.clone(),
+                    cols,
+                    divisor,
+                };
+                f(nc * plane, out, &window);
                 out += 1;
             }
         }
     }
 }
 
-/// The index (within the plane) of the element PyTorch's CPU kernel selects in the window at
-/// `top_left`: scanning in row-major order it takes an element when it is greater than the
+/// The index (within the plane) of the element PyTorch's CPU kernel selects in window `w`: scanning in row-major order it takes an element when it is greater than the
 /// best so far or when it is NaN, starting from −∞ at the first element. So among numbers the
 /// FIRST maximum wins, any NaN beats every number, and the LAST NaN wins among NaNs; a window
-/// of −∞ selects its first element.
+/// of −∞ selects its first element. Padding is never selected.
 #[inline]
-fn window_argmax<F: Float>(plane: &[F], g: &Pool2dGeometry, top_left: usize) -> usize {
+fn window_argmax<F: Float>(plane: &[F], g: &Pool2dGeometry, w: &Window) -> usize {
+    let top_left = w.rows.start * g.in_w + w.cols.start;
     let mut best_index = top_left;
     let mut best = plane[top_left];
-    for u in 0..g.kernel_h {
-        let row = top_left + u * g.in_w;
-        for (v, &val) in plane[row..row + g.kernel_w].iter().enumerate() {
+    for u in w.rows.clone() {
+        let row = u * g.in_w + w.cols.start;
+        for (v, &val) in plane[row..row + w.cols.len()].iter().enumerate() {
             // The first element compares against itself, which changes nothing.
             if val > best || is_nan(val) {
                 best = val;
@@ -151,6 +252,7 @@ fn window_argmax<F: Float>(plane: &[F], g: &Pool2dGeometry, top_left: usize) -> 
 /// let g = Pool2dGeometry {
 ///     batch: 1, channels: 1, in_h: 2, in_w: 4,
 ///     kernel_h: 2, kernel_w: 2, stride_h: 2, stride_w: 2,
+///     pad_h: 0, pad_w: 0, ceil_mode: false, count_include_pad: true,
 /// };
 /// let mut y = [0.0f32; 2];
 /// max_pool2d_forward(&[1.0, 5.0, 2.0, 0.0, 3.0, 4.0, -1.0, 6.0], &g, &mut y);
@@ -215,13 +317,13 @@ fn max_pool2d_forward_serial<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F])
     if plane == 0 || y.is_empty() {
         return;
     }
-    if g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 {
+    if is_2x2(g) {
         max_pool_2x2_forward(x, g, y);
         return;
     }
-    for_each_window(g, |base, out, top_left| {
+    for_each_window(g, |base, out, w| {
         let x_p = &x[base..base + plane];
-        y[out] = window_max(x_p, g, top_left);
+        y[out] = window_max(x_p, g, w);
     });
 }
 
@@ -238,13 +340,18 @@ fn pick<F: Float>(best: F, v: F) -> F {
     }
 }
 
+/// Whether the 2×2, stride-2 specialisation applies (whole windows only).
+fn is_2x2(g: &Pool2dGeometry) -> bool {
+    g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 && g.unpadded()
+}
+
 /// The value [`window_argmax`] selects (the same element, so the same bits).
 #[inline]
-fn window_max<F: Float>(plane: &[F], g: &Pool2dGeometry, top_left: usize) -> F {
-    let mut best = plane[top_left];
-    for u in 0..g.kernel_h {
-        let row = top_left + u * g.in_w;
-        for &val in &plane[row..row + g.kernel_w] {
+fn window_max<F: Float>(plane: &[F], g: &Pool2dGeometry, w: &Window) -> F {
+    let mut best = plane[w.rows.start * g.in_w + w.cols.start];
+    for u in w.rows.clone() {
+        let row = u * g.in_w + w.cols.start;
+        for &val in &plane[row..row + w.cols.len()] {
             best = pick(best, val);
         }
     }
@@ -321,7 +428,7 @@ fn max_pool2d_backward_serial<F: Float>(
     dx: &mut [F],
     accumulate: bool,
 ) {
-    if g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 {
+    if is_2x2(g) {
         max_pool_2x2_backward(x, y, dy, g, dx, accumulate);
         return;
     }
@@ -329,16 +436,15 @@ fn max_pool2d_backward_serial<F: Float>(
         dx.fill(F::ZERO);
     }
     let plane = g.in_h * g.in_w;
-    for_each_window(g, |base, out, top_left| {
+    for_each_window(g, |base, out, w| {
         let x_p = &x[base..base + plane];
         let target = y[out];
         let index = if !is_nan(target) {
             // Not NaN, so the window holds no NaN and its selection is the first element equal
             // to the maximum, which the forward copied into y bit for bit.
-            first_equal(x_p, g, top_left, target)
-                .expect("max_pool2d_backward: y is not max_pool2d_forward(x)")
+            first_equal(x_p, g, w, target).unwrap_or_else(|| foreign_y())
         } else {
-            window_argmax(x_p, g, top_left)
+            window_argmax(x_p, g, w)
         };
         dx[base + index] += dy[out];
     });
@@ -428,23 +534,20 @@ fn max_pool_2x2_backward<F: Float>(
 
 /// The first element of the window equal to `target`, in row-major order.
 #[inline]
-fn first_equal<F: Float>(
-    plane: &[F],
-    g: &Pool2dGeometry,
-    top_left: usize,
-    target: F,
-) -> Option<usize> {
-    (0..g.kernel_h).find_map(|u| {
-        let row = top_left + u * g.in_w;
-        plane[row..row + g.kernel_w]
+fn first_equal<F: Float>(plane: &[F], g: &Pool2dGeometry, w: &Window, target: F) -> Option<usize> {
+    w.rows.clone().find_map(|u| {
+        let row = u * g.in_w + w.cols.start;
+        plane[row..row + w.cols.len()]
             .iter()
             .position(|&v| v == target)
             .map(|v| row + v)
     })
 }
 
-/// `y = avg_pool2d(x)`: the mean of every `kernel_h × kernel_w` window (divisor
-/// `kernel_h · kernel_w`), `y` overwritten.
+/// `y = avg_pool2d(x)`: the mean of every `kernel_h × kernel_w` window, `y` overwritten. The
+/// divisor is `kernel_h · kernel_w` for whole windows; a window reaching past the padding
+/// (`ceil_mode`) divides by its cells within the padded input, and without
+/// `count_include_pad` by its cells within the input, as in PyTorch.
 ///
 /// # Panics
 /// If a slice's length disagrees with `g`, or a window or stride size is 0 (caller bugs).
@@ -454,6 +557,7 @@ fn first_equal<F: Float>(
 /// let g = Pool2dGeometry {
 ///     batch: 1, channels: 1, in_h: 2, in_w: 2,
 ///     kernel_h: 2, kernel_w: 2, stride_h: 2, stride_w: 2,
+///     pad_h: 0, pad_w: 0, ceil_mode: false, count_include_pad: true,
 /// };
 /// let mut y = [0.0f64];
 /// avg_pool2d_forward(&[1.0, 2.0, 3.0, 6.0], &g, &mut y);
@@ -470,22 +574,20 @@ pub fn avg_pool2d_forward<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
 /// [`avg_pool2d_forward`] on this thread.
 fn avg_pool2d_forward_serial<F: Float>(x: &[F], g: &Pool2dGeometry, y: &mut [F]) {
     let plane = g.in_h * g.in_w;
-    let count = F::from_usize(g.kernel_h * g.kernel_w);
-    for_each_window(g, |base, out, top_left| {
+    for_each_window(g, |base, out, w| {
         let x_p = &x[base..base + plane];
         let mut total = F::ZERO;
-        for u in 0..g.kernel_h {
-            let row = top_left + u * g.in_w;
-            for &v in &x_p[row..row + g.kernel_w] {
+        for u in w.rows.clone() {
+            let row = u * g.in_w + w.cols.start;
+            for &v in &x_p[row..row + w.cols.len()] {
                 total += v;
             }
         }
-        y[out] = total / count;
+        y[out] = total / F::from_usize(w.divisor);
     });
 }
 
-/// The VJP of [`avg_pool2d_forward`]: every input of a window gets `dy / (kernel_h · kernel_w)`
-/// from it (summed over overlapping windows), written into `dx` or added when `accumulate`.
+/// The VJP of [`avg_pool2d_forward`]: every input of a window gets `dy / divisor` from it (summed over overlapping windows), written into `dx` or added when `accumulate`.
 /// Inputs no window covers get 0 (or are left as they are).
 ///
 /// # Panics
@@ -517,16 +619,148 @@ fn avg_pool2d_backward_serial<F: Float>(
     if !accumulate {
         dx.fill(F::ZERO);
     }
-    let count = F::from_usize(g.kernel_h * g.kernel_w);
-    for_each_window(g, |base, out, top_left| {
-        let share = dy[out] / count;
-        for u in 0..g.kernel_h {
-            let row = base + top_left + u * g.in_w;
-            for slot in &mut dx[row..row + g.kernel_w] {
+    for_each_window(g, |base, out, w| {
+        let share = dy[out] / F::from_usize(w.divisor);
+        for u in w.rows.clone() {
+            let row = base + u * g.in_w + w.cols.start;
+            for slot in &mut dx[row..row + w.cols.len()] {
                 *slot += share;
             }
         }
     });
+}
+
+/// The sizes of an adaptive average pooling (PyTorch's `AdaptiveAvgPool2d`): output row `i`
+/// averages input rows `⌊i·in_h / out_h⌋ .. ⌈(i + 1)·in_h / out_h⌉`, and likewise for
+/// columns, so windows may differ in size and overlap when the ratio is not an integer.
+///
+/// ```
+/// use kiln_runtime::kernels::pool::{adaptive_avg_pool2d_forward, AdaptivePool2dGeometry};
+/// // Global average pooling.
+/// let g = AdaptivePool2dGeometry { batch: 1, channels: 1, in_h: 2, in_w: 2, out_h: 1, out_w: 1 };
+/// let mut y = [0.0f64];
+/// adaptive_avg_pool2d_forward(&[1.0, 2.0, 3.0, 6.0], &g, &mut y);
+/// assert_eq!(y, [3.0]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AdaptivePool2dGeometry {
+    /// Samples in the batch.
+    pub batch: usize,
+    /// Channels (pooled independently).
+    pub channels: usize,
+    /// Input height.
+    pub in_h: usize,
+    /// Input width.
+    pub in_w: usize,
+    /// Output height (≥ 1).
+    pub out_h: usize,
+    /// Output width (≥ 1).
+    pub out_w: usize,
+}
+
+impl AdaptivePool2dGeometry {
+    /// The elements of `x`: `batch · channels · in_h · in_w`.
+    pub fn input_len(&self) -> usize {
+        self.batch * self.channels * self.in_h * self.in_w
+    }
+
+    /// The elements of `y`: `batch · channels · out_h · out_w`.
+    pub fn output_len(&self) -> usize {
+        self.batch * self.channels * self.out_h * self.out_w
+    }
+
+    #[track_caller]
+    fn check(&self, what: &str, x_len: usize, y_len: usize) {
+        assert!(
+            self.out_h > 0 && self.out_w > 0,
+            "{what}: the output size ({}, {}) must be at least 1",
+            self.out_h,
+            self.out_w
+        );
+        check_len(what, "x", x_len, self.input_len());
+        check_len(what, "y", y_len, self.output_len());
+    }
+}
+
+/// PyTorch's adaptive window along one axis: `⌊o·input / output⌋ .. ⌈(o + 1)·input / output⌉`.
+#[inline(always)]
+fn adaptive_span(o: usize, input: usize, output: usize) -> Range<usize> {
+    (o * input) / output..((o + 1) * input).div_ceil(output)
+}
+
+/// `y = adaptive_avg_pool2d(x)`: the mean of every adaptive window (see
+/// [`AdaptivePool2dGeometry`]), `y` overwritten. As PyTorch, the window's sum is divided by
+/// its height, then by its width.
+///
+/// # Panics
+/// If a slice's length disagrees with `g`, or an output size is 0 (caller bugs).
+pub fn adaptive_avg_pool2d_forward<F: Float>(x: &[F], g: &AdaptivePool2dGeometry, y: &mut [F]) {
+    g.check("adaptive_avg_pool2d_forward", x.len(), y.len());
+    let plane = g.in_h * g.in_w;
+    if plane == 0 {
+        // The mean over nothing.
+        y.fill(F::from_f64(f64::NAN));
+        return;
+    }
+    for (x_p, y_p) in x
+        .chunks_exact(plane)
+        .zip(y.chunks_exact_mut(g.out_h * g.out_w))
+    {
+        for i in 0..g.out_h {
+            let rows = adaptive_span(i, g.in_h, g.out_h);
+            for j in 0..g.out_w {
+                let cols = adaptive_span(j, g.in_w, g.out_w);
+                let mut total = F::ZERO;
+                for u in rows.clone() {
+                    for &v in &x_p[u * g.in_w + cols.start..u * g.in_w + cols.end] {
+                        total += v;
+                    }
+                }
+                y_p[i * g.out_w + j] =
+                    total / F::from_usize(rows.len()) / F::from_usize(cols.len());
+            }
+        }
+    }
+}
+
+/// The VJP of [`adaptive_avg_pool2d_forward`]: every input of a window gets
+/// `dy / height / width` from it (summed over overlapping windows), written into `dx` or added
+/// when `accumulate`.
+///
+/// # Panics
+/// If a slice's length disagrees with `g`, or an output size is 0 (caller bugs).
+pub fn adaptive_avg_pool2d_backward<F: Float>(
+    dy: &[F],
+    g: &AdaptivePool2dGeometry,
+    dx: &mut [F],
+    accumulate: bool,
+) {
+    g.check("adaptive_avg_pool2d_backward", dx.len(), dy.len());
+    if !accumulate {
+        dx.fill(F::ZERO);
+    }
+    let plane = g.in_h * g.in_w;
+    if plane == 0 {
+        return;
+    }
+    for (dx_p, dy_p) in dx
+        .chunks_exact_mut(plane)
+        .zip(dy.chunks_exact(g.out_h * g.out_w))
+    {
+        for i in 0..g.out_h {
+            let rows = adaptive_span(i, g.in_h, g.out_h);
+            for j in 0..g.out_w {
+                let cols = adaptive_span(j, g.in_w, g.out_w);
+                let share =
+                    dy_p[i * g.out_w + j] / F::from_usize(rows.len()) / F::from_usize(cols.len());
+                for u in rows.clone() {
+                    for slot in &mut dx_p[u * g.in_w + cols.start..u * g.in_w + cols.end] {
+                        *slot += share;
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -551,25 +785,56 @@ mod tests {
             kernel_w,
             stride_h,
             stride_w,
+            pad_h: 0,
+            pad_w: 0,
+            ceil_mode: false,
+            count_include_pad: true,
         }
     }
 
-    /// Windows read by explicit 4-D indexing; `reduce` folds one window's values.
-    fn naive(x: &[f64], g: &Pool2dGeometry, reduce: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    fn padded(
+        g: Pool2dGeometry,
+        (pad_h, pad_w): (usize, usize),
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Pool2dGeometry {
+        Pool2dGeometry {
+            pad_h,
+            pad_w,
+            ceil_mode,
+            count_include_pad,
+            ..g
+        }
+    }
+
+    /// Windows read by explicit 4-D indexing over a virtually padded input; `reduce` folds
+    /// one window's input values and the number of its padding cells (those within `pad` of
+    /// the input; cells further out, reached by `ceil_mode`, are not counted).
+    fn naive(x: &[f64], g: &Pool2dGeometry, reduce: impl Fn(&[f64], usize) -> f64) -> Vec<f64> {
         let (oh, ow) = (g.out_h(), g.out_w());
+        let (ph, pw) = (g.pad_h as isize, g.pad_w as isize);
+        let (ih, iw) = (g.in_h as isize, g.in_w as isize);
         let mut y = Vec::new();
         for n in 0..g.batch {
             for c in 0..g.channels {
                 for i in 0..oh {
                     for j in 0..ow {
-                        let mut window = Vec::new();
+                        let (mut window, mut padding) = (Vec::new(), 0);
                         for u in 0..g.kernel_h {
                             for v in 0..g.kernel_w {
-                                let (h, w) = (i * g.stride_h + u, j * g.stride_w + v);
-                                window.push(x[((n * g.channels + c) * g.in_h + h) * g.in_w + w]);
+                                let h = (i * g.stride_h + u) as isize - ph;
+                                let w = (j * g.stride_w + v) as isize - pw;
+                                if (0..ih).contains(&h) && (0..iw).contains(&w) {
+                                    let (h, w) = (h as usize, w as usize);
+                                    window
+                                        .push(x[((n * g.channels + c) * g.in_h + h) * g.in_w + w]);
+                                } else if (-ph..ih + ph).contains(&h) && (-pw..iw + pw).contains(&w)
+                                {
+                                    padding += 1;
+                                }
                             }
                         }
-                        y.push(reduce(&window));
+                        y.push(reduce(&window, padding));
                     }
                 }
             }
@@ -578,13 +843,17 @@ mod tests {
     }
 
     fn naive_max(x: &[f64], g: &Pool2dGeometry) -> Vec<f64> {
-        naive(x, g, |w| {
+        naive(x, g, |w, _| {
             w.iter().copied().fold(f64::NEG_INFINITY, f64::max)
         })
     }
 
     fn naive_avg(x: &[f64], g: &Pool2dGeometry) -> Vec<f64> {
-        naive(x, g, |w| w.iter().sum::<f64>() / w.len() as f64)
+        let include = g.count_include_pad;
+        naive(x, g, |w, padding| {
+            let count = w.len() + if include { padding } else { 0 };
+            w.iter().sum::<f64>() / count as f64
+        })
     }
 
     fn weighted(y: &[f64], r: &[f64]) -> f64 {
@@ -592,14 +861,75 @@ mod tests {
     }
 
     /// Floored edges (7 → 3 with window 2 stride 2), a rectangular window with unequal
-    /// strides, overlapping windows, and a window spanning the whole input.
+    /// strides, overlapping windows, a window spanning the whole input; then padding,
+    /// `ceil_mode` (partial last windows, one dropped for starting in the padding) and
+    /// `count_include_pad = false`.
     fn cases() -> Vec<Pool2dGeometry> {
         vec![
             geom(2, 3, (7, 7), (2, 2), (2, 2)),
             geom(2, 2, (7, 6), (3, 2), (2, 1)),
             geom(1, 2, (5, 6), (3, 3), (1, 2)),
             geom(3, 1, (4, 3), (4, 3), (1, 1)),
+            padded(geom(2, 2, (7, 6), (3, 3), (2, 2)), (1, 1), false, true),
+            padded(geom(2, 2, (7, 6), (3, 3), (2, 2)), (1, 1), true, true),
+            padded(geom(2, 2, (7, 6), (3, 3), (2, 2)), (1, 1), true, false),
+            padded(geom(1, 2, (5, 8), (2, 3), (2, 2)), (1, 0), true, true),
+            padded(geom(1, 1, (5, 5), (2, 2), (2, 2)), (0, 0), true, false),
+            padded(geom(1, 1, (6, 6), (4, 4), (3, 3)), (2, 1), true, true),
         ]
+    }
+
+    #[test]
+    fn padded_and_ceil_extents_follow_pytorch() {
+        // torch.nn.functional.max_pool2d(torch.zeros(1, 1, 7, 6), 3, 2, 1, ceil_mode=...).
+        let g = padded(geom(1, 1, (7, 6), (3, 3), (2, 2)), (1, 1), false, true);
+        assert_eq!((g.out_h(), g.out_w()), (4, 3));
+        let g = padded(g, (1, 1), true, true);
+        assert_eq!((g.out_h(), g.out_w()), (4, 4));
+        // 5 with window 2 stride 2: floor 2, ceil 3 (a last window of one row).
+        let g = padded(geom(1, 1, (5, 5), (2, 2), (2, 2)), (0, 0), true, true);
+        assert_eq!(g.out_h(), 3);
+        // 4 + 2 with window 2 stride 2, pad 1: ceil gives 3, and no window starts in the pad.
+        let g = padded(geom(1, 1, (4, 4), (2, 2), (2, 2)), (1, 1), true, true);
+        assert_eq!(g.out_h(), 3);
+        // Window 3, stride 3, padding 1, ceil: the third window starts at 3·2 − 1 = 5, inside
+        // 6 rows (kept) but in the right padding of 5 columns (dropped).
+        let g = padded(geom(1, 1, (6, 5), (3, 3), (3, 3)), (1, 1), true, true);
+        assert_eq!((g.out_h(), g.out_w()), (3, 2));
+    }
+
+    #[test]
+    fn partial_windows_divide_by_their_padded_extent() {
+        // 1×3 input, window 2, stride 2, ceil_mode: the second window holds one input cell
+        // and one cell past the input (not padding): its divisor is 1.
+        let g = padded(geom(1, 1, (1, 3), (1, 2), (1, 2)), (0, 0), true, true);
+        let mut y = [0.0f64; 2];
+        avg_pool2d_forward(&[1.0, 2.0, 6.0], &g, &mut y);
+        assert_eq!(y, [1.5, 6.0]);
+        // With padding 1 the windows are [pad, 1] and [2, 6] (a third would start in the right
+        // padding): the first divides by 2 with the padding counted, by 1 without.
+        let g = padded(geom(1, 1, (1, 3), (1, 2), (1, 2)), (0, 1), true, true);
+        assert_eq!(g.out_w(), 2);
+        avg_pool2d_forward(&[1.0, 2.0, 6.0], &g, &mut y);
+        assert_eq!(y, [0.5, 4.0]);
+        let g = Pool2dGeometry {
+            count_include_pad: false,
+            ..g
+        };
+        avg_pool2d_forward(&[1.0, 2.0, 6.0], &g, &mut y);
+        assert_eq!(y, [1.0, 4.0]);
+    }
+
+    #[test]
+    fn max_pooling_never_selects_padding() {
+        let g = padded(geom(1, 1, (2, 2), (3, 3), (1, 1)), (1, 1), false, true);
+        let x = [-5.0f64, -6.0, -7.0, -8.0];
+        let mut y = [0.0; 4];
+        max_pool2d_forward(&x, &g, &mut y);
+        assert_eq!(y, [-5.0; 4]);
+        let mut dx = [0.0; 4];
+        max_pool2d_backward(&x, &y, &[1.0, 2.0, 3.0, 4.0], &g, &mut dx, false);
+        assert_eq!(dx, [10.0, 0.0, 0.0, 0.0]);
     }
 
     #[test]
@@ -636,7 +966,8 @@ mod tests {
             check_both_modes(&num, 1e-6, 1e-9, &format!("max dx {g:?}"), |dx, acc| {
                 max_pool2d_backward(&x, &y, &r, g, dx, acc)
             });
-            let num = numeric_gradient(|x| weighted(&naive_avg(x, g), &r), &mut x, 1e-6);
+            // Average pooling is linear: a wide step has no truncation error and less rounding.
+            let num = numeric_gradient(|x| weighted(&naive_avg(x, g), &r), &mut x, 1e-3);
             check_both_modes(&num, 1e-6, 1e-9, &format!("avg dx {g:?}"), |dx, acc| {
                 avg_pool2d_backward(&r, g, dx, acc)
             });
@@ -710,6 +1041,76 @@ mod tests {
         avg_pool2d_forward(&xf, &g, &mut yf);
         let y: Vec<f64> = yf.iter().map(|&v| v as f64).collect();
         assert_close(&y, &naive_avg(&x, &g), 1e-6, 1e-6, "avg f32");
+    }
+
+    /// Adaptive windows by the definition, with exact rational bounds.
+    fn naive_adaptive(x: &[f64], g: &AdaptivePool2dGeometry) -> Vec<f64> {
+        let mut y = Vec::new();
+        for p in x.chunks(g.in_h * g.in_w) {
+            for i in 0..g.out_h {
+                let h0 = (i as f64 * g.in_h as f64 / g.out_h as f64).floor() as usize;
+                let h1 = ((i + 1) as f64 * g.in_h as f64 / g.out_h as f64).ceil() as usize;
+                for j in 0..g.out_w {
+                    let w0 = (j as f64 * g.in_w as f64 / g.out_w as f64).floor() as usize;
+                    let w1 = ((j + 1) as f64 * g.in_w as f64 / g.out_w as f64).ceil() as usize;
+                    let mut s = 0.0;
+                    for h in h0..h1 {
+                        for w in w0..w1 {
+                            s += p[h * g.in_w + w];
+                        }
+                    }
+                    y.push(s / ((h1 - h0) * (w1 - w0)) as f64);
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn adaptive_pooling_matches_the_definition() {
+        let geoms = [
+            // Non-integer ratios (overlapping windows), global pooling, upsampling (3 → 5),
+            // and an exact ratio.
+            AdaptivePool2dGeometry {
+                batch: 2,
+                channels: 3,
+                in_h: 7,
+                in_w: 5,
+                out_h: 3,
+                out_w: 2,
+            },
+            AdaptivePool2dGeometry {
+                batch: 2,
+                channels: 2,
+                in_h: 5,
+                in_w: 4,
+                out_h: 1,
+                out_w: 1,
+            },
+            AdaptivePool2dGeometry {
+                batch: 1,
+                channels: 2,
+                in_h: 3,
+                in_w: 6,
+                out_h: 5,
+                out_w: 3,
+            },
+        ];
+        for (k, g) in geoms.iter().enumerate() {
+            let mut x = values(g.input_len(), 7.0 + k as f64);
+            let mut y = vec![f64::NAN; g.output_len()];
+            adaptive_avg_pool2d_forward(&x, g, &mut y);
+            assert_close(&y, &naive_adaptive(&x, g), 1e-15, 1e-15, &format!("{g:?}"));
+            let r = values(g.output_len(), 8.0 + k as f64);
+            let num = numeric_gradient(|x| weighted(&naive_adaptive(x, g), &r), &mut x, 1e-3);
+            check_both_modes(
+                &num,
+                1e-6,
+                1e-9,
+                &format!("adaptive dx {g:?}"),
+                |dx, acc| adaptive_avg_pool2d_backward(&r, g, dx, acc),
+            );
+        }
     }
 
     #[test]

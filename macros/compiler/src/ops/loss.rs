@@ -1,5 +1,8 @@
 //! Losses: `mse(pred, target)`, `cross_entropy(logits, labels)`, `bce_with_logits(logits,
 //! target)`. Each reduces to a scalar by the mean, as PyTorch's default `reduction='mean'`.
+//!
+//! `cross_entropy` takes its classes on the last axis of `[B, C]` and `[B, T, C]` logits, and
+//! on axis 1 of `[B, C, H, W]` image logits (PyTorch's per-pixel layout, labels `[B, H, W]`).
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
@@ -80,11 +83,89 @@ fn rows_and_classes(logits: &super::Operand) -> (TokenStream, TokenStream) {
     (super::product_of(leading), last[0].clone())
 }
 
+/// An `Option<usize>` literal.
+fn option_tokens(value: Option<usize>) -> TokenStream {
+    match value {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
 fn scalar() -> ValueInfo {
     ValueInfo {
         shape: Shape(vec![]),
         kind: ValueKind::Float,
     }
+}
+
+impl Loss {
+    fn check_ignore_index(&self, classes: usize) -> Result<(), OpError> {
+        match self.ignore_index.filter(|&i| i >= classes) {
+            Some(ignored) => Err(OpError::call(format!(
+                "`ignore_index = {ignored}` is not a class of these labels (0 to {}): name the label of the positions to leave out, e.g. the padding id `ignore_index = 0`",
+                classes.saturating_sub(1)
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks per-pixel labels against `[B, C, H, W]` logits: labels `[B, H, W]` with `C`
+/// classes, naming the dims that differ.
+fn per_pixel_labels(
+    pred: &Shape,
+    target: &Shape,
+    classes: usize,
+    symbols: &[String],
+) -> Result<(), OpError> {
+    let (ps, ts) = (pred.display(symbols), target.display(symbols));
+    let expected = Shape(vec![pred.0[0], pred.0[2], pred.0[3]]);
+    let es = expected.display(symbols);
+    if target.rank() != 3 {
+        return Err(OpError::input(
+            1,
+            format!("`cross_entropy` on image logits {ps} (classes on axis 1) expects one label per pixel, i.e. labels of shape {es} (the logits without the class axis), but these are {ts}, of rank {}: declare them as `target y: {es} classes {classes};`, or to classify whole images pool the logits first, as in `flatten(adaptive_avg_pool2d(logits, 1))`", target.rank()),
+        ));
+    }
+    if *target != expected {
+        let names = ["batch", "height", "width"];
+        let one = |d: Dim| {
+            Shape(vec![d])
+                .display(symbols)
+                .to_string()
+                .trim_matches(['[', ']'])
+                .to_string()
+        };
+        let differ: Vec<String> = (0..3)
+            .filter(|&i| target.0[i] != expected.0[i])
+            .map(|i| {
+                format!(
+                    "{} is {} in the labels but {} in the logits",
+                    names[i],
+                    one(target.0[i]),
+                    one(expected.0[i])
+                )
+            })
+            .collect();
+        return Err(OpError::input(
+            1,
+            format!("`cross_entropy` on image logits {ps} (classes on axis 1) expects labels of shape {es} (the logits without the class axis), but these are {ts}: {}", differ.join(", ")),
+        ));
+    }
+    if pred.0[1] != Dim::Fixed(classes) {
+        let shown = Shape(vec![pred.0[1]]).display(symbols).to_string();
+        return Err(OpError::input(
+            0,
+            format!("the labels have {classes} classes but these image logits {ps} have {} channels (the class axis is 1): make `{{arg0}}` output {classes} channels (e.g. `conv2d(..., {classes}, kernel = 1)`)", shown.trim_matches(['[', ']'])),
+        ));
+    }
+    Ok(())
+}
+
+/// Per-pixel logits `[B, C, H, W]` as the spatial kernel takes them: batch, classes and pixels.
+fn batch_classes_pixels(logits: &super::Operand) -> (TokenStream, TokenStream, TokenStream) {
+    let d = &logits.dims;
+    (d[0].clone(), d[1].clone(), super::product_of(&d[2..]))
 }
 
 impl Kernel for Loss {
@@ -102,11 +183,16 @@ impl Kernel for Loss {
         let (pred, target) = (&inputs[0].shape, &inputs[1].shape);
         let (ps, ts) = (pred.display(symbols), target.display(symbols));
         match (self.kind, inputs[1].kind) {
+            (Kind::CrossEntropy, ValueKind::Labels { classes }) if pred.rank() == 4 => {
+                per_pixel_labels(pred, target, classes, symbols)?;
+                self.check_ignore_index(classes)?;
+                Ok(scalar())
+            }
             (Kind::CrossEntropy, ValueKind::Labels { classes }) => {
                 if pred.rank() < 2 {
                     return Err(OpError::input(
                         0,
-                        format!("`cross_entropy` expects logits of shape [batch, classes] (or [batch, time, classes]), but these are {ps}"),
+                        format!("`cross_entropy` expects logits of shape [batch, classes] (or [batch, time, classes], or [batch, classes, height, width]), but these are {ps}"),
                     ));
                 }
                 let leading = Shape(pred.0[..pred.rank() - 1].to_vec());
@@ -126,12 +212,7 @@ impl Kernel for Loss {
                         format!("the labels have {classes} classes but these logits {ps} have {} columns: make `{{arg0}}` output {classes} features (e.g. `linear(..., {classes})`)", Shape(vec![columns]).display(symbols).to_string().trim_matches(['[', ']'])),
                     ));
                 }
-                if let Some(ignored) = self.ignore_index.filter(|&i| i >= classes) {
-                    return Err(OpError::call(format!(
-                        "`ignore_index = {ignored}` is not a class of these labels (0 to {}): name the label of the positions to leave out, e.g. the padding id `ignore_index = 0`",
-                        classes - 1
-                    )));
-                }
+                self.check_ignore_index(classes)?;
                 Ok(scalar())
             }
             (Kind::CrossEntropy, ValueKind::Tokens { vocab }) => Err(OpError::input(
@@ -175,6 +256,13 @@ impl Kernel for Loss {
         match self.kind {
             Kind::Mse => quote! { #out = ::kiln::loss::mse(#p, #t); },
             Kind::BceWithLogits => quote! { #out = ::kiln::loss::bce_with_logits(#p, #t); },
+            Kind::CrossEntropy if cx.inputs[0].dims.len() == 4 => {
+                let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);
+                let ignore = option_tokens(self.ignore_index);
+                quote! {
+                    #out = ::kiln::loss::cross_entropy_spatial(#p, #batch, #classes, #pixels, #t, #ignore);
+                }
+            }
             Kind::CrossEntropy => {
                 let (rows, classes) = rows_and_classes(&cx.inputs[0]);
                 match self.ignore_index {
@@ -195,6 +283,13 @@ impl Kernel for Loss {
                 Kind::Mse => quote! { ::kiln::loss::mse_backward(#p, #t, #dl, #dpd, #acc); },
                 Kind::BceWithLogits => {
                     quote! { ::kiln::loss::bce_with_logits_backward(#p, #t, #dl, #dpd, #acc); }
+                }
+                Kind::CrossEntropy if cx.inputs[0].dims.len() == 4 => {
+                    let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);
+                    let ignore = option_tokens(self.ignore_index);
+                    quote! {
+                        ::kiln::loss::cross_entropy_spatial_backward(#p, #batch, #classes, #pixels, #t, #ignore, #dl, #dpd, #acc);
+                    }
                 }
                 Kind::CrossEntropy => {
                     let (rows, classes) = rows_and_classes(&cx.inputs[0]);

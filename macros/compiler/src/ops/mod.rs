@@ -26,6 +26,7 @@ mod recurrent;
 mod reduce;
 mod reshape;
 mod softmax;
+mod upsample;
 
 use crate::ast;
 use crate::expr::{Arena, TermId};
@@ -666,6 +667,8 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &conv::CONV_TRANSPOSE2D,
     &pool::MAX_POOL2D,
     &pool::AVG_POOL2D,
+    &pool::ADAPTIVE_AVG_POOL2D,
+    &upsample::UPSAMPLE,
     &reshape::FLATTEN,
     &reshape::RESHAPE,
     &concat::CONCAT,

@@ -1,6 +1,8 @@
-//! `max_pool2d(x, k)` and `avg_pool2d(x, k)` (or `kernel = (kh, kw), stride = s`): pooling
-//! over NCHW windows without padding, with PyTorch's floor output size. The stride defaults
-//! to the kernel, as in PyTorch.
+//! `max_pool2d(x, k)` and `avg_pool2d(x, k)` (or `kernel = (kh, kw), stride = s`, `padding =
+//! p`, `ceil_mode = true`, and for the average `count_include_pad = false`): pooling over NCHW
+//! windows with PyTorch's output size and padding rules. The stride defaults to the kernel, as
+//! in PyTorch. `adaptive_avg_pool2d(x, (oh, ow))` (or `n` for `(n, n)`) averages PyTorch's
+//! adaptive windows; `adaptive_avg_pool2d(x, 1)` is global average pooling.
 
 use super::conv::spatial_input;
 use super::{BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
@@ -28,9 +30,9 @@ impl OpSpec for PoolSpec {
     }
     fn usage(&self) -> &'static str {
         if self.max {
-            "max_pool2d(x, 2)` or `max_pool2d(x, kernel = (2, 2), stride = 2)"
+            "max_pool2d(x, 2)` or `max_pool2d(x, kernel = 3, stride = 2, padding = 1, ceil_mode = true)"
         } else {
-            "avg_pool2d(x, 2)` or `avg_pool2d(x, kernel = (2, 2), stride = 2)"
+            "avg_pool2d(x, 2)` or `avg_pool2d(x, kernel = 3, stride = 2, padding = 1, ceil_mode = true, count_include_pad = false)"
         }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
@@ -43,6 +45,20 @@ impl OpSpec for PoolSpec {
         };
         let option = args.opt_pair("kernel", 1)?;
         let stride = args.opt_pair("stride", 1)?;
+        let padding_span = args.option_expr("padding").map(|e| e.span());
+        let padding = args.opt_pair("padding", 0)?.unwrap_or((0, 0));
+        let ceil_mode = args.opt_bool("ceil_mode", false)?;
+        let count_include_pad = if self.max {
+            if let Some(e) = args.option_expr("count_include_pad") {
+                return Err(syn::Error::new(
+                    e.span(),
+                    "`count_include_pad` is an option of `avg_pool2d`: max pooling never selects padding, so there is nothing to count",
+                ));
+            }
+            true
+        } else {
+            args.opt_bool("count_include_pad", true)?
+        };
         args.finish()?;
         let kernel = match (positional, option) {
             (Some(_), Some(_)) => {
@@ -63,10 +79,26 @@ impl OpSpec for PoolSpec {
                 ))
             }
         };
+        let ((kh, kw), (ph, pw)) = (kernel, padding);
+        if ph > kh / 2 || pw > kw / 2 {
+            return Err(syn::Error::new(
+                padding_span.unwrap_or_else(|| args.span()),
+                format!(
+                    "`padding = {}` is more than half the kernel {:?}: PyTorch allows at most ({}, {}) (a window must not lie wholly in the padding); use a smaller padding or a larger kernel",
+                    if ph == pw { ph.to_string() } else { format!("({ph}, {pw})") },
+                    kernel,
+                    kh / 2,
+                    kw / 2
+                ),
+            ));
+        }
         Ok(Built::Kernel(Box::new(Pool {
             max: self.max,
             kernel,
             stride: stride.unwrap_or(kernel),
+            padding,
+            ceil_mode,
+            count_include_pad,
         })))
     }
 }
@@ -76,13 +108,31 @@ pub struct Pool {
     max: bool,
     kernel: (usize, usize),
     stride: (usize, usize),
+    padding: (usize, usize),
+    ceil_mode: bool,
+    count_include_pad: bool,
+}
+
+/// PyTorch's `pooling_output_shape` (no dilation), for `padded ≥ kernel`.
+fn out_extent(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode: bool) -> usize {
+    let span = input.saturating_add(2 * pad) - kernel;
+    let mut out = if ceil_mode {
+        span.div_ceil(stride) + 1
+    } else {
+        span / stride + 1
+    };
+    if ceil_mode && (out - 1) * stride >= input.saturating_add(pad) {
+        out -= 1;
+    }
+    out
 }
 
 impl Pool {
     fn geometry_tokens(&self, x_dims: &[TokenStream]) -> TokenStream {
         let geometry = super::geometry_ident();
         let (batch, c, h, w) = (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3]);
-        let ((kh, kw), (sh, sw)) = (self.kernel, self.stride);
+        let ((kh, kw), (sh, sw), (ph, pw)) = (self.kernel, self.stride, self.padding);
+        let (ceil_mode, count_include_pad) = (self.ceil_mode, self.count_include_pad);
         quote! {
             let #geometry = ::kiln::kernels::pool::Pool2dGeometry {
                 batch: #batch,
@@ -93,6 +143,10 @@ impl Pool {
                 kernel_w: #kw,
                 stride_h: #sh,
                 stride_w: #sw,
+                pad_h: #ph,
+                pad_w: #pw,
+                ceil_mode: #ceil_mode,
+                count_include_pad: #count_include_pad,
             };
         }
     }
@@ -107,21 +161,39 @@ impl Kernel for Pool {
         }
     }
     fn describe(&self) -> String {
-        format!("kernel={:?}, stride={:?}", self.kernel, self.stride)
+        let mut text = format!("kernel={:?}, stride={:?}", self.kernel, self.stride);
+        if self.padding != (0, 0) {
+            text += &format!(", padding={:?}", self.padding);
+        }
+        if self.ceil_mode {
+            text += ", ceil_mode";
+        }
+        if !self.count_include_pad {
+            text += ", count_include_pad=false";
+        }
+        text
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         let (c, h, w) = spatial_input(self.name(), inputs[0], symbols)?;
-        let ((kh, kw), (sh, sw)) = (self.kernel, self.stride);
-        if kh > h || kw > w {
+        let ((kh, kw), (sh, sw), (ph, pw)) = (self.kernel, self.stride, self.padding);
+        // Saturating: a padding near `usize::MAX / 2` must give an error, not an overflow.
+        let (padded_h, padded_w) = (h.saturating_add(2 * ph), w.saturating_add(2 * pw));
+        if kh > padded_h || kw > padded_w {
+            let padded = if (ph, pw) == (0, 0) {
+                String::new()
+            } else {
+                format!(" (padded to {padded_h}x{padded_w})")
+            };
             return Err(OpError::input(
                 0,
                 format!(
-                    "the pooling window ({kh}, {kw}) does not fit in the {h}x{w} input {}: use a smaller kernel, or pool earlier",
+                    "the pooling window ({kh}, {kw}) does not fit in the {h}x{w} input {}{padded}: use a smaller kernel, or pool earlier",
                     inputs[0].shape.display(symbols)
                 ),
             ));
         }
-        let (oh, ow) = ((h - kh) / sh + 1, (w - kw) / sw + 1);
+        let oh = out_extent(h, kh, sh, ph, self.ceil_mode);
+        let ow = out_extent(w, kw, sw, pw, self.ceil_mode);
         Ok(ValueInfo {
             shape: Shape(vec![
                 inputs[0].shape.0[0],
@@ -174,6 +246,103 @@ impl Kernel for Pool {
                 #setup
                 ::kiln::kernels::pool::avg_pool2d_backward(#dy, &#geometry, #d, #acc);
             }
+        }
+    }
+}
+
+/// The registry entry of `adaptive_avg_pool2d`.
+pub struct AdaptiveSpec;
+/// `adaptive_avg_pool2d`.
+pub static ADAPTIVE_AVG_POOL2D: AdaptiveSpec = AdaptiveSpec;
+
+impl OpSpec for AdaptiveSpec {
+    fn name(&self) -> &'static str {
+        "adaptive_avg_pool2d"
+    }
+    fn usage(&self) -> &'static str {
+        "adaptive_avg_pool2d(x, (oh, ow))` or `adaptive_avg_pool2d(x, 1)"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(2, 2)?;
+        args.tensor(0);
+        let size = args.pair(1, "the output size")?;
+        args.finish()?;
+        Ok(Built::Kernel(Box::new(AdaptivePool { size })))
+    }
+}
+
+/// An adaptive average pooling to a fixed output size.
+pub struct AdaptivePool {
+    size: (usize, usize),
+}
+
+impl AdaptivePool {
+    fn geometry_tokens(&self, x_dims: &[TokenStream]) -> TokenStream {
+        let geometry = super::geometry_ident();
+        let (batch, c, h, w) = (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3]);
+        let (oh, ow) = self.size;
+        quote! {
+            let #geometry = ::kiln::kernels::pool::AdaptivePool2dGeometry {
+                batch: #batch,
+                channels: #c,
+                in_h: #h,
+                in_w: #w,
+                out_h: #oh,
+                out_w: #ow,
+            };
+        }
+    }
+}
+
+impl Kernel for AdaptivePool {
+    fn name(&self) -> &'static str {
+        "adaptive_avg_pool2d"
+    }
+    fn describe(&self) -> String {
+        format!("size={:?}", self.size)
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        let (c, _, _) = spatial_input(self.name(), inputs[0], symbols)?;
+        let (oh, ow) = self.size;
+        Ok(ValueInfo {
+            shape: Shape(vec![
+                inputs[0].shape.0[0],
+                Dim::Fixed(c),
+                Dim::Fixed(oh),
+                Dim::Fixed(ow),
+            ]),
+            kind: ValueKind::Float,
+        })
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: vec![false],
+            output: false,
+        }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let (setup, geometry) = (
+            self.geometry_tokens(&cx.inputs[0].dims),
+            super::geometry_ident(),
+        );
+        let (x, y) = (&cx.inputs[0].data, &cx.output.data);
+        quote! {
+            #setup
+            ::kiln::kernels::pool::adaptive_avg_pool2d_forward(#x, &#geometry, #y);
+        }
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let Some(dx) = &cx.d_inputs[0] else {
+            return TokenStream::new();
+        };
+        let (setup, geometry) = (
+            self.geometry_tokens(&cx.inputs[0].dims),
+            super::geometry_ident(),
+        );
+        let (dy, d, acc) = (&cx.d_output, &dx.data, dx.accumulate);
+        quote! {
+            #setup
+            ::kiln::kernels::pool::adaptive_avg_pool2d_backward(#dy, &#geometry, #d, #acc);
         }
     }
 }

@@ -1,0 +1,166 @@
+//! `upsample(x, scale = 2, mode = nearest | bilinear)` or `upsample(x, size = (h, w), ...)`:
+//! PyTorch's `nn.Upsample` / `F.interpolate` on NCHW images with `align_corners=False`. The
+//! mode defaults to `nearest`, as in PyTorch; scales are integers (or a pair), for which
+//! PyTorch's index arithmetic and the output size agree exactly.
+
+use super::conv::spatial_input;
+use super::{BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
+use crate::ast;
+use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// The registry entry of `upsample`.
+pub struct UpsampleSpec;
+/// `upsample`.
+pub static UPSAMPLE: UpsampleSpec = UpsampleSpec;
+
+/// How the output size is given.
+#[derive(Clone, Copy)]
+enum Target {
+    /// Multiply the input's height and width.
+    Scale((usize, usize)),
+    /// A fixed `(height, width)`.
+    Size((usize, usize)),
+}
+
+impl OpSpec for UpsampleSpec {
+    fn name(&self) -> &'static str {
+        "upsample"
+    }
+    fn usage(&self) -> &'static str {
+        "upsample(x, scale = 2, mode = bilinear)` or `upsample(x, size = (h, w))"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(1, 1)?;
+        args.tensor(0);
+        let scale = args.opt_pair("scale", 1)?;
+        let size = args.opt_pair("size", 1)?;
+        let bilinear = match args.option_expr("mode") {
+            None => false,
+            Some(ast::Expr::Var(mode)) if mode == "nearest" => false,
+            Some(ast::Expr::Var(mode)) if mode == "bilinear" => true,
+            Some(other) => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    "`mode` is `nearest` or `bilinear` (PyTorch's `align_corners = False`), as in `mode = bilinear`",
+                ))
+            }
+        };
+        args.finish()?;
+        let target = match (scale, size) {
+            (Some(s), None) => Target::Scale(s),
+            (None, Some(s)) => Target::Size(s),
+            (Some(_), Some(_)) => {
+                return Err(syn::Error::new(
+                    args.span(),
+                    "give either `scale` or `size` to `upsample`, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(syn::Error::new(
+                    args.span(),
+                    "`upsample` needs the output size: `scale = 2` (an integer factor) or `size = (h, w)`",
+                ))
+            }
+        };
+        Ok(Built::Kernel(Box::new(Upsample { target, bilinear })))
+    }
+}
+
+/// A resize of NCHW images.
+pub struct Upsample {
+    target: Target,
+    bilinear: bool,
+}
+
+impl Upsample {
+    fn out_size(&self, (h, w): (usize, usize)) -> Option<(usize, usize)> {
+        match self.target {
+            Target::Scale((sh, sw)) => Some((h.checked_mul(sh)?, w.checked_mul(sw)?)),
+            Target::Size(size) => Some(size),
+        }
+    }
+
+    fn geometry_tokens(&self, x_dims: &[TokenStream], out_dims: &[TokenStream]) -> TokenStream {
+        let geometry = super::geometry_ident();
+        let (batch, c, h, w) = (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3]);
+        let (oh, ow) = (&out_dims[2], &out_dims[3]);
+        quote! {
+            let #geometry = ::kiln::kernels::upsample::Upsample2dGeometry {
+                batch: #batch,
+                channels: #c,
+                in_h: #h,
+                in_w: #w,
+                out_h: #oh,
+                out_w: #ow,
+            };
+        }
+    }
+
+    fn kernel(&self, pass: &str) -> proc_macro2::Ident {
+        let mode = if self.bilinear { "bilinear" } else { "nearest" };
+        proc_macro2::Ident::new(
+            &format!("upsample_{mode}2d_{pass}"),
+            proc_macro2::Span::call_site(),
+        )
+    }
+}
+
+impl Kernel for Upsample {
+    fn name(&self) -> &'static str {
+        "upsample"
+    }
+    fn describe(&self) -> String {
+        let mode = if self.bilinear { "bilinear" } else { "nearest" };
+        match self.target {
+            Target::Scale(s) => format!("scale={s:?}, mode={mode}"),
+            Target::Size(s) => format!("size={s:?}, mode={mode}"),
+        }
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        let (c, h, w) = spatial_input(self.name(), inputs[0], symbols)?;
+        let (oh, ow) = self.out_size((h, w)).ok_or_else(|| {
+            OpError::call(format!(
+                "`upsample` of the {h}x{w} input {} gives a size too large to address: use a smaller `scale`",
+                inputs[0].shape.display(symbols),
+            ))
+        })?;
+        Ok(ValueInfo {
+            shape: Shape(vec![
+                inputs[0].shape.0[0],
+                Dim::Fixed(c),
+                Dim::Fixed(oh),
+                Dim::Fixed(ow),
+            ]),
+            kind: ValueKind::Float,
+        })
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: vec![false],
+            output: false,
+        }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let setup = self.geometry_tokens(&cx.inputs[0].dims, &cx.output.dims);
+        let (geometry, f) = (super::geometry_ident(), self.kernel("forward"));
+        let (x, y) = (&cx.inputs[0].data, &cx.output.data);
+        quote! {
+            #setup
+            ::kiln::kernels::upsample::#f(#x, &#geometry, #y);
+        }
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let Some(dx) = &cx.d_inputs[0] else {
+            return TokenStream::new();
+        };
+        let setup = self.geometry_tokens(&cx.inputs[0].dims, &cx.output.dims);
+        let (geometry, f) = (super::geometry_ident(), self.kernel("backward"));
+        let (dy, d, acc) = (&cx.d_output, &dx.data, dx.accumulate);
+        quote! {
+            #setup
+            ::kiln::kernels::upsample::#f(#dy, &#geometry, #d, #acc);
+        }
+    }
+}

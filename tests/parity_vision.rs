@@ -1,0 +1,169 @@
+//! PyTorch parity for the vision fixture cases written by `tests/fixtures/gen_vision.py`
+//! (`tests/fixtures/<case>/`, see its README): pooling with padding, `ceil_mode` and
+//! `count_include_pad = false`, adaptive average pooling (non-integer windows and global),
+//! nearest and bilinear upsampling (by 2 and to a size), and per-pixel cross-entropy with
+//! `ignore_index`, in f64 and f32.
+//!
+//! As in `parity_seq.rs`: each model is declared with `model!` with its layers named after the
+//! fixture's modules, loaded from `param.*`, and checked against PyTorch: every forward value
+//! `output.*` (after `loss_and_grad`, from the workspace, and from `forward`), the `loss`, every
+//! parameter gradient, three steps of Adam and AdamW, and loading the `state_dict` file.
+//! `grad.input.*` is not compared (kiln computes no gradient with respect to the input data).
+//!
+//! Run with `--nocapture` to see the largest errors per category.
+
+mod common;
+
+use common::{Fixture, Report};
+use kiln::ndarray::{Array1, Array3, Ix4};
+use kiln::Float;
+
+kiln::model! {
+    /// `vision_pool_pad`: padded and ceil-mode max / average pooling, adaptive pooling, a
+    /// linear head; cross-entropy.
+    pub struct VisionPoolPad {
+        input x: [B, 2, 7, 6];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 3, kernel = 3, padding = 1);
+        let mp = max_pool2d(conv1, kernel = 3, stride = 2, padding = 1, ceil_mode = true);
+        let ap = avg_pool2d(mp, kernel = 3, stride = 2, padding = 1, ceil_mode = true);
+        let ep = avg_pool2d(conv1, kernel = (3, 2), stride = 2, padding = (1, 1), ceil_mode = true, count_include_pad = false);
+        let ad = adaptive_avg_pool2d(ep, (3, 2));
+        let fp = max_pool2d(conv1, 2, padding = 1);
+        let dp = avg_pool2d(conv1, 2, padding = 1, ceil_mode = true);
+        let gp = adaptive_avg_pool2d(fp * dp, 1);
+        let f = concat(flatten(ap), flatten(ad), flatten(gp), axis = 1);
+        let fc = linear(f, 3);
+        output conv1, mp, ap, ep, ad, fp, dp, gp, f, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
+kiln::model! {
+    /// `vision_upsample_seg`: upsampling (bilinear and nearest, by 2 and to a size), adaptive
+    /// pooling, a 1x1 convolution head; per-pixel cross-entropy with an ignored label.
+    pub struct VisionUpsampleSeg {
+        input x: [B, 2, 5, 6];
+        target label: [B, 5, 6] classes 4;
+        let conv1 = conv2d(x, 3, kernel = 3, padding = 1);
+        let p = max_pool2d(conv1, 2, ceil_mode = true);
+        let u = upsample(p, size = (5, 6), mode = bilinear);
+        let nz = upsample(p, size = (5, 6), mode = nearest);
+        let n2 = upsample(p, scale = 2);
+        let b2 = upsample(conv1, scale = 2, mode = bilinear);
+        let an = adaptive_avg_pool2d(n2, (5, 6));
+        let ab = adaptive_avg_pool2d(b2, (5, 6));
+        let h = u + nz + an + ab;
+        let head = conv2d(h, 4, kernel = 1);
+        output conv1, p, u, nz, n2, b2, an, ab, h, head;
+        loss cross_entropy(head, label, ignore_index = 0);
+    }
+}
+
+/// Int64 labels `name` of the manifest's 3-D shape (`[B, H, W]`, one per pixel).
+fn pixel_labels(fixture: &Fixture, name: &str) -> Array3<usize> {
+    let key = name.split_once('.').map_or(name, |(_, n)| n);
+    let shape: Vec<usize> = fixture.manifest["targets"][key]["shape"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: no shape for `{name}`", fixture.title()))
+        .iter()
+        .map(|d| d.as_u64().expect("a dimension") as usize)
+        .collect();
+    assert_eq!(shape.len(), 3, "`{name}` is not [B, H, W]");
+    let flat: Array1<usize> = fixture.labels(name);
+    Array3::from_shape_vec((shape[0], shape[1], shape[2]), flat.to_vec())
+        .unwrap_or_else(|e| panic!("{}: `{name}`: {e}", fixture.title()))
+}
+
+macro_rules! load_target {
+    (labels, $fixture:ident, $name:expr) => {
+        $fixture.labels($name)
+    };
+    (pixels, $fixture:ident, $name:expr) => {
+        pixel_labels(&$fixture, $name)
+    };
+}
+
+/// One module per case with an `f64` and an `f32` test. The input is an image batch; the
+/// target is `labels` (int64 `[B]`) or `pixels` (int64 `[B, H, W]`); `outputs` maps each model
+/// output to the fixture's step name.
+macro_rules! parity_case {
+    (
+        $case:ident, $Model:ident,
+        target $target:ident: $tkind:ident,
+        outputs { $($out:ident => $step:ident),+ $(,)? } $(,)?
+    ) => {
+        mod $case {
+            use super::*;
+
+            fn run<F: Float>() {
+                let fixture = Fixture::open::<F>(stringify!($case));
+                let mut report = Report::new(fixture.title());
+                let fresh = || {
+                    let mut model = $Model::<F>::zeros();
+                    fixture.load_params(&mut model);
+                    model
+                };
+                let mut model = fresh();
+                let x = fixture.array::<F, Ix4>("input.x");
+                let target = load_target!($tkind, fixture, concat!("target.", stringify!($target)));
+
+                let mut ws = model.workspace();
+                let mut grads = model.zero_grads();
+                let loss = model
+                    .loss_and_grad(x.view(), target.view(), &mut ws, &mut grads)
+                    .expect("loss_and_grad");
+                fixture.check_loss(&mut report, loss);
+                $(
+                    let value = ws.$out().expect(concat!("ws.", stringify!($out), "()"));
+                    fixture.check_output(&mut report, "output (train)", stringify!($step), value.into_dyn());
+                )+
+                fixture.check_grads::<F, $Model<F>>(&mut report, &grads);
+                {
+                    #[allow(unused_parens)]
+                    let ($($out),+) = model.forward(x.view()).expect("forward");
+                    $(
+                        fixture.check_output(&mut report, "output (forward)", stringify!($step), $out.view().into_dyn());
+                    )+
+                }
+                let steps = fixture.names_with("output.");
+                report.require_checked("forward values", steps);
+                fixture.check_state_dict(&mut report, $Model::<F>::zeros());
+                fixture.check_trajectories(&mut report, fresh, |model, grads| {
+                    model
+                        .loss_and_grad(x.view(), target.view(), &mut ws, grads)
+                        .expect("loss_and_grad");
+                });
+                report.finish();
+            }
+
+            #[test]
+            fn f64() {
+                run::<f64>();
+            }
+
+            #[test]
+            fn f32() {
+                run::<f32>();
+            }
+        }
+    };
+}
+
+parity_case! {
+    vision_pool_pad, VisionPoolPad,
+    target label: labels,
+    outputs {
+        conv1 => c1, mp => mp, ap => ap, ep => ep, ad => ad, fp => fp, dp => dp, gp => gp,
+        f => f, fc => logits,
+    },
+}
+
+parity_case! {
+    vision_upsample_seg, VisionUpsampleSeg,
+    target label: pixels,
+    outputs {
+        conv1 => c1, p => p, u => u, nz => nz, n2 => n2, b2 => b2, an => an, ab => ab, h => h,
+        head => logits,
+    },
+}
