@@ -140,7 +140,7 @@ pub const FIRST_YEAR: u32 = 1900;
 pub const LAST_YEAR: u32 = 2099;
 
 fn is_leap(year: u32) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
@@ -246,7 +246,7 @@ const ORDINALS: [&str; 20] = [
 fn cardinal(n: u32) -> String {
     match n {
         0..=19 => ONES[n as usize].to_string(),
-        _ if n % 10 == 0 => TENS[(n / 10) as usize].to_string(),
+        _ if n.is_multiple_of(10) => TENS[(n / 10) as usize].to_string(),
         _ => format!("{}-{}", TENS[(n / 10) as usize], ONES[(n % 10) as usize]),
     }
 }
@@ -255,7 +255,9 @@ fn cardinal(n: u32) -> String {
 fn ordinal_words(n: u32) -> String {
     match n {
         0..=19 => ORDINALS[n as usize].to_string(),
-        _ if n % 10 == 0 => format!("{}ieth", TENS[(n / 10) as usize].trim_end_matches('y')),
+        _ if n.is_multiple_of(10) => {
+            format!("{}ieth", TENS[(n / 10) as usize].trim_end_matches('y'))
+        }
         _ => format!(
             "{}-{}",
             TENS[(n / 10) as usize],
