@@ -247,12 +247,22 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     } else {
         // Without a loss: forward_train keeps what backward reads; backward takes the
         // outputs' gradients.
+        // Every input is copied before any copy is borrowed: `kept` borrows the staging area
+        // that `keep` writes.
         let keep = indexed_inputs().map(|(slot, d)| {
             let n = &d.name;
             if d.ints.is_some() {
-                quote! { staging.keep_labels(#slot, &#n); let #n = staging.kept_labels(#slot); }
+                quote! { staging.keep_labels(#slot, &#n); }
             } else {
-                quote! { staging.keep(#slot, &#n); let #n = staging.kept(#slot); }
+                quote! { staging.keep(#slot, &#n); }
+            }
+        });
+        let keep_views = indexed_inputs().map(|(slot, d)| {
+            let n = &d.name;
+            if d.ints.is_some() {
+                quote! { let #n = staging.kept_labels(#slot); }
+            } else {
+                quote! { let #n = staging.kept(#slot); }
             }
         });
         let kept: Vec<TokenStream> = indexed()
@@ -303,6 +313,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 #bind_model_inputs
                 let #ws { staging, buffers, ready } = ws;
                 #(#keep)*
+                #(#keep_views)*
                 buffers.prepare(dims, false, true);
                 self.#run_forward_train(buffers, #(#input_names),*)?;
                 *ready = true;

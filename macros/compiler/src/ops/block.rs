@@ -243,6 +243,21 @@ impl Kernel for BlockCall {
             input: None,
             spanned: Some(e),
         })?;
+        // The block numbers its symbolic dims in its own order of appearance; the caller's
+        // may differ (`[B, S]` declared before `[B, T]`): map them back by name.
+        let mut out = out;
+        for d in &mut out.shape.0 {
+            if let Dim::Symbol(s) = d {
+                let name = &compiled.symbols[*s];
+                let Some(outer) = symbols.iter().position(|n| n == name) else {
+                    return Err(OpError::call(format!(
+                        "`{}` returns a dim `{name}` its inputs do not have",
+                        self.def.name
+                    )));
+                };
+                *s = outer;
+            }
+        }
         if self.count() > 1 && (out.shape != inputs[0].shape || out.kind != inputs[0].kind) {
             return Err(OpError::call(format!(
                 "`{}` returns {} but takes {} as its first input: a chain of blocks (`repeat = {}`) feeds each block's output to the next, so the two must have the same shape; make the block return its input's shape (e.g. end with a residual `x + ...` or a `linear(..., {})`)",
