@@ -9,7 +9,7 @@
 //! Options: `--model PATH` (default: `target/kiln-digits/lenet5.safetensors` when it exists,
 //! else `target/kiln-digits/digits_cnn.safetensors`), `--port N` (default 8080; 0 picks a free
 //! port), `--batch-wait-us N` (how long the inference thread waits for more requests once it
-//! has one, default 1000), `--load-test` with `--requests N` and `--concurrency N`.
+//! has one, default 1000), `--max-batch N` (default 64; 1 turns batching off), `--load-test` with `--requests N` and `--concurrency N`.
 //!
 //! The server listens on 127.0.0.1 only. Endpoints:
 //!
@@ -20,7 +20,8 @@
 //!   black): `{"probabilities": [10 values], "class": k}`, or 400 with `{"error": "..."}`.
 //!
 //! Connections are HTTP/1.1 with keep-alive, one thread each. Handler threads queue requests
-//! for one inference thread, which takes up to 64 of them at a time and runs them as one batch.
+//! for one inference thread, which takes up to 64 of them at a time and runs them as one batch
+//! (with the model's workspace reused from batch to batch).
 
 use kiln::ndarray::{ArrayView1, ArrayView4};
 use kiln::{Supervised, TargetView};
@@ -45,7 +46,7 @@ const INDEX_HTML: &str = include_str!("serve/index.html");
 /// Where the `digits` example writes its weights.
 pub const DEFAULT_DIR: &str = "target/kiln-digits";
 
-/// The largest batch the inference thread runs.
+/// The largest batch the inference thread runs, by default.
 pub const MAX_BATCH: usize = 64;
 
 /// The largest request body accepted (a 784-value JSON array is about 5 KiB).
@@ -70,6 +71,8 @@ pub struct Config {
     pub port: u16,
     /// How long the inference thread waits for more requests once it has one.
     pub batch_wait: Duration,
+    /// The most requests run as one batch (1 turns batching off).
+    pub max_batch: usize,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             model: None,
             port: 8080,
             batch_wait: Duration::from_micros(1000),
+            max_batch: MAX_BATCH,
         }
     }
 }
@@ -128,6 +132,7 @@ pub struct Server {
     kind: ModelKind,
     weights: PathBuf,
     stop: Arc<AtomicBool>,
+    batches: Arc<AtomicUsize>,
     acceptor: Option<JoinHandle<()>>,
     inference: Option<JoinHandle<()>>,
 }
@@ -151,6 +156,11 @@ impl Server {
     /// The weights file served.
     pub fn weights(&self) -> &Path {
         &self.weights
+    }
+
+    /// How many batches the inference thread has run.
+    pub fn batches_run(&self) -> usize {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// Stops accepting connections and stops the inference thread; open connections get 503
@@ -225,17 +235,21 @@ pub fn start(config: &Config) -> Result<Server, Box<dyn Error>> {
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", config.port))?;
     let port = listener.local_addr()?.port();
     let stop = Arc::new(AtomicBool::new(false));
+    let batches = Arc::new(AtomicUsize::new(0));
+    let arriving = Arc::new(AtomicUsize::new(0));
     let (jobs, queue) = mpsc::channel::<Job>();
-    let wait = config.batch_wait;
+    let batching = (config.batch_wait, config.max_batch.max(1));
 
     // io::load checks names and shapes, so the file says which model it holds.
     let mut lenet = LeNet5::<f32>::zeros();
     let (kind, inference) = match kiln::io::load(&mut lenet, &weights) {
         Ok(()) => {
-            let stop = Arc::clone(&stop);
+            let counters = Counters::new(&stop, &batches, &arriving);
             let handle = thread::Builder::new()
                 .name("inference".into())
-                .spawn(move || run_inference(lenet, ModelKind::LeNet5, queue, wait, &stop))?;
+                .spawn(move || {
+                    run_inference(lenet, ModelKind::LeNet5, queue, batching, &counters)
+                })?;
             (ModelKind::LeNet5, handle)
         }
         Err(lenet_error) => {
@@ -247,10 +261,12 @@ pub fn start(config: &Config) -> Result<Server, Box<dyn Error>> {
                     weights.display()
                 )
             })?;
-            let stop = Arc::clone(&stop);
+            let counters = Counters::new(&stop, &batches, &arriving);
             let handle = thread::Builder::new()
                 .name("inference".into())
-                .spawn(move || run_inference(small, ModelKind::DigitsCnn, queue, wait, &stop))?;
+                .spawn(move || {
+                    run_inference(small, ModelKind::DigitsCnn, queue, batching, &counters)
+                })?;
             (ModelKind::DigitsCnn, handle)
         }
     };
@@ -269,6 +285,7 @@ pub fn start(config: &Config) -> Result<Server, Box<dyn Error>> {
         jobs,
         stop: Arc::clone(&stop),
         connections: AtomicUsize::new(0),
+        arriving: Arc::clone(&arriving),
     });
     let acceptor = thread::Builder::new()
         .name("acceptor".into())
@@ -278,6 +295,7 @@ pub fn start(config: &Config) -> Result<Server, Box<dyn Error>> {
         kind,
         weights,
         stop,
+        batches,
         acceptor: Some(acceptor),
         inference: Some(inference),
     })
@@ -291,6 +309,8 @@ struct Shared {
     jobs: Sender<Job>,
     stop: Arc<AtomicBool>,
     connections: AtomicUsize,
+    /// Requests whose first line has arrived but which are not queued yet.
+    arriving: Arc<AtomicUsize>,
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
@@ -326,21 +346,51 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     }
 }
 
-/// The inference thread: waits for a request, gathers what else arrives within `wait` (up to
-/// [`MAX_BATCH`]), runs them as one batch with a reused workspace, answers each.
+/// What the inference thread shares with the server.
+struct Counters {
+    stop: Arc<AtomicBool>,
+    batches: Arc<AtomicUsize>,
+    arriving: Arc<AtomicUsize>,
+}
+
+impl Counters {
+    fn new(
+        stop: &Arc<AtomicBool>,
+        batches: &Arc<AtomicUsize>,
+        arriving: &Arc<AtomicUsize>,
+    ) -> Self {
+        Self {
+            stop: Arc::clone(stop),
+            batches: Arc::clone(batches),
+            arriving: Arc::clone(arriving),
+        }
+    }
+}
+
+/// The inference thread: waits for a request, takes what else is queued, and, while other
+/// requests are on their way (their first line has arrived), waits for them up to `wait`, up to
+/// `max_batch` in all; runs them as one batch with a reused workspace and answers each.
+///
+/// It never waits for requests that have not started to arrive: when every client is waiting
+/// for this batch, it runs at once.
 fn run_inference<M: Supervised<f32>>(
     model: M,
     kind: ModelKind,
     queue: Receiver<Job>,
-    wait: Duration,
-    stop: &AtomicBool,
+    (wait, max_batch): (Duration, usize),
+    counters: &Counters,
 ) {
+    let Counters {
+        stop,
+        batches,
+        arriving,
+    } = counters;
     let size = kind.pixels();
     let side = kind.side();
     let mut ws = M::Workspace::default();
-    let mut input = vec![0.0f32; MAX_BATCH * size];
-    let labels = vec![0usize; MAX_BATCH];
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut input = vec![0.0f32; max_batch * size];
+    let labels = vec![0usize; max_batch];
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while !stop.load(Ordering::SeqCst) {
         let first = match queue.recv_timeout(Duration::from_millis(100)) {
             Ok(job) => job,
@@ -350,22 +400,26 @@ fn run_inference<M: Supervised<f32>>(
         batch.push(first);
         // What is already waiting, then what arrives before the deadline.
         let deadline = Instant::now() + wait;
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => {
                     let now = Instant::now();
-                    if now >= deadline {
+                    if now >= deadline || arriving.load(Ordering::SeqCst) == 0 {
                         break;
                     }
-                    match queue.recv_timeout(deadline - now) {
+                    // Look again soon: the request on its way may fail to parse.
+                    let slice = (deadline - now).min(Duration::from_micros(100));
+                    match queue.recv_timeout(slice) {
                         Ok(job) => batch.push(job),
-                        Err(_) => break,
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
                     }
                 }
             }
         }
         let n = batch.len();
+        batches.fetch_add(1, Ordering::Relaxed);
         for (slot, job) in input.chunks_exact_mut(size).zip(&batch) {
             slot.copy_from_slice(&job.pixels);
         }
@@ -415,11 +469,29 @@ fn softmax(v: &mut [f32; 10]) {
 }
 
 /// A parsed request: method, path, body, and whether to keep the connection open.
-struct Request {
+struct Request<'a> {
     method: String,
     path: String,
     body: Vec<u8>,
     keep_alive: bool,
+    /// Counts a prediction request as arriving until it is queued or answered.
+    arriving: Option<Arriving<'a>>,
+}
+
+/// Counts one request in [`Shared::arriving`] while it lives.
+struct Arriving<'a>(&'a AtomicUsize);
+
+impl<'a> Arriving<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Arriving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Why a request could not be read.
@@ -440,12 +512,18 @@ fn read_line(reader: &mut BufReader<TcpStream>, line: &mut String) -> Result<usi
     line.clear();
     let n = reader.by_ref().take(MAX_LINE).read_line(line)?;
     if n as u64 == MAX_LINE && !line.ends_with('\n') {
-        return Err(ReadError::Bad(431, "a request line or header is too long".into()));
+        return Err(ReadError::Bad(
+            431,
+            "a request line or header is too long".into(),
+        ));
     }
     Ok(n)
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Request, ReadError> {
+fn read_request<'a>(
+    reader: &mut BufReader<TcpStream>,
+    arriving: &'a AtomicUsize,
+) -> Result<Request<'a>, ReadError> {
     let mut line = String::new();
     // Skip blank lines between requests (RFC 9112 allows them).
     loop {
@@ -463,6 +541,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Request, ReadError>
     };
     let (method, version) = (method.to_string(), version.to_string());
     let path = target.split('?').next().unwrap_or("").to_string();
+    let arriving = (method == "POST" && path == "/predict").then(|| Arriving::new(arriving));
     let mut keep_alive = version == "HTTP/1.1";
     let mut length: Option<usize> = None;
     for _ in 0..100 {
@@ -485,6 +564,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Request, ReadError>
                 path,
                 body,
                 keep_alive,
+                arriving,
             });
         }
         let Some((name, value)) = header.split_once(':') else {
@@ -562,7 +642,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared, jobs: &Sender<Job>) -> i
     let mut reader = BufReader::new(stream);
     let (reply, replies) = mpsc::channel();
     loop {
-        let request = match read_request(&mut reader) {
+        let request = match read_request(&mut reader, &shared.arriving) {
             Ok(request) => request,
             Err(ReadError::Closed) => return Ok(()),
             Err(ReadError::Bad(status, message)) => {
@@ -573,35 +653,34 @@ fn serve_connection(stream: TcpStream, shared: &Shared, jobs: &Sender<Job>) -> i
         let keep_alive = request.keep_alive && !shared.stop.load(Ordering::SeqCst);
         let (status, content_type, body): (u16, &str, Vec<u8>) =
             match (request.method.as_str(), request.path.as_str()) {
-                ("GET", "/") | ("GET", "/index.html") => {
-                    (200, "text/html; charset=utf-8", INDEX_HTML.as_bytes().to_vec())
-                }
+                ("GET", "/") | ("GET", "/index.html") => (
+                    200,
+                    "text/html; charset=utf-8",
+                    INDEX_HTML.as_bytes().to_vec(),
+                ),
                 ("GET", "/health") => (200, "application/json", br#"{"status":"ok"}"#.to_vec()),
                 ("GET", "/info") => (200, "application/json", shared.info.as_bytes().to_vec()),
-                ("POST", "/predict") => {
-                    match parse_pixels(&request.body, shared.kind) {
-                        Err(message) => (400, "application/json", error_body(&message)),
-                        Ok(pixels) => {
-                            let answer = jobs
-                                .send(Job {
-                                    pixels,
-                                    reply: reply.clone(),
-                                })
-                                .ok()
-                                .and_then(|()| replies.recv().ok());
-                            match answer {
-                                Some(probabilities) => {
-                                    (200, "application/json", prediction_body(&probabilities))
-                                }
-                                None => (
-                                    503,
-                                    "application/json",
-                                    error_body("the model is not running"),
-                                ),
+                ("POST", "/predict") => match parse_pixels(&request.body, shared.kind) {
+                    Err(message) => (400, "application/json", error_body(&message)),
+                    Ok(pixels) => {
+                        let queued = jobs.send(Job {
+                            pixels,
+                            reply: reply.clone(),
+                        });
+                        drop(request.arriving);
+                        let answer = queued.ok().and_then(|()| replies.recv().ok());
+                        match answer {
+                            Some(probabilities) => {
+                                (200, "application/json", prediction_body(&probabilities))
                             }
+                            None => (
+                                503,
+                                "application/json",
+                                error_body("the model is not running"),
+                            ),
                         }
                     }
-                }
+                },
                 (_, "/" | "/index.html" | "/health" | "/info" | "/predict") => (
                     405,
                     "application/json",
@@ -702,15 +781,19 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| "--port must be at most 65535".to_string())?;
             }
             "--batch-wait-us" => {
-                args.config.batch_wait = Duration::from_micros(number("--batch-wait-us", it.next())?)
+                args.config.batch_wait =
+                    Duration::from_micros(number("--batch-wait-us", it.next())?)
             }
+            "--max-batch" => args.config.max_batch = number("--max-batch", it.next())? as usize,
             "--load-test" => args.load_test = true,
             "--requests" => args.requests = number("--requests", it.next())? as usize,
-            "--concurrency" => args.concurrency = (number("--concurrency", it.next())? as usize).max(1),
+            "--concurrency" => {
+                args.concurrency = (number("--concurrency", it.next())? as usize).max(1)
+            }
             other => {
                 return Err(format!(
                     "unknown argument `{other}` (try --model PATH, --port N, --batch-wait-us N, \
-                     --load-test, --requests N, --concurrency N)"
+                     --max-batch N, --load-test, --requests N, --concurrency N)"
                 ))
             }
         }
@@ -719,6 +802,12 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() {
+    // The connection threads need the second core more than a batch of a small model needs a
+    // kernel helper thread (measured: the helper costs throughput here). KILN_THREADS=2 overrides.
+    // Set before any other thread starts.
+    if std::env::var_os("KILN_THREADS").is_none() {
+        std::env::set_var("KILN_THREADS", "1");
+    }
     if let Err(e) = run() {
         eprintln!("error: {e}");
         std::process::exit(1);
@@ -739,6 +828,11 @@ fn run() -> Result<(), Box<dyn Error>> {
         let samples = test_samples(server.kind())?;
         let report = load_test(server.port(), &samples, args.requests, args.concurrency)?;
         println!("{report}");
+        println!(
+            "{} batches, {:.1} requests per batch on average",
+            server.batches_run(),
+            args.requests as f64 / server.batches_run().max(1) as f64
+        );
         server.shutdown();
         if report.errors > 0 {
             return Err(format!("{} requests failed", report.errors).into());
@@ -759,22 +853,25 @@ fn run() -> Result<(), Box<dyn Error>> {
     }
 }
 
+/// A digit's pixels and its label.
+pub type Sample = (Vec<f32>, usize);
+
 /// Held-out digits for the model's input: MNIST's test digits (the shipped 2,000) for LeNet-5,
-/// the bundled 8x8 digits for the small CNN. Pixels with their labels.
-pub fn test_samples(kind: ModelKind) -> Result<Vec<(Vec<f32>, usize)>, Box<dyn Error>> {
+/// the 20% of the bundled 8x8 digits the `digits` example holds out (360) for the small CNN.
+/// Pixels with their labels.
+pub fn test_samples(kind: ModelKind) -> Result<Vec<Sample>, Box<dyn Error>> {
     let data = match kind {
         ModelKind::LeNet5 => {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/mnist10k");
             kiln::data::mnist::<f32>(dir)?.1
         }
-        ModelKind::DigitsCnn => kiln::data::digits::<f32>()?,
+        ModelKind::DigitsCnn => {
+            kiln::data::stratified_split(&kiln::data::digits::<f32>()?, 0.2, 0).1
+        }
     };
     let labels = data.labels().ok_or("digits have labels")?;
     let size = kind.pixels();
-    let features = data
-        .features()
-        .as_slice()
-        .ok_or("features are row-major")?;
+    let features = data.features().as_slice().ok_or("features are row-major")?;
     Ok(features
         .chunks_exact(size)
         .zip(labels.iter())
@@ -834,7 +931,7 @@ impl std::fmt::Display for LoadReport {
 /// Only if a client thread cannot be started or panics; failed requests are counted.
 pub fn load_test(
     port: u16,
-    samples: &[(Vec<f32>, usize)],
+    samples: &[Sample],
     requests: usize,
     concurrency: usize,
 ) -> Result<LoadReport, Box<dyn Error>> {

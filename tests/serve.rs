@@ -5,7 +5,9 @@
 #[path = "../examples/digits.rs"]
 mod digits;
 
-#[allow(dead_code)]
+// Both examples include `examples/models/digits.rs`: the test trains with one and serves with
+// the other, through a weights file, so the two copies of the model types never meet.
+#[allow(dead_code, clippy::duplicate_mod)]
 #[path = "../examples/serve.rs"]
 mod serve;
 
@@ -82,7 +84,10 @@ fn serve_answers_health_info_and_predictions_of_real_digits() {
     assert_eq!((status, health), (200, serde_json::json!({"status": "ok"})));
     let (status, info) = client.json("GET", "/info", "");
     assert_eq!(status, 200);
-    assert_eq!((info["side"].as_u64(), info["max"].as_f64()), (Some(28), Some(1.0)));
+    assert_eq!(
+        (info["side"].as_u64(), info["max"].as_f64()),
+        (Some(28), Some(1.0))
+    );
     let (status, page) = client.send("GET", "/", "");
     assert_eq!(status, 200);
     assert!(page.contains("<canvas id=\"pad\""));
@@ -122,7 +127,10 @@ fn serve_rejects_bad_input_with_400_and_a_message() {
         ("{\"pixels\": [0.1, ", "not valid JSON"),
         ("[1, 2]", "`pixels` array"),
         ("{\"pixels\": 3}", "must be an array"),
-        (&pixels_body(&good[..783]), "has 783 values; LeNet5 takes 784"),
+        (
+            &pixels_body(&good[..783]),
+            "has 783 values; LeNet5 takes 784",
+        ),
         (&nan, "not valid JSON"),
         (
             &format!("{{\"pixels\": [{}]}}", string.join(",")),
@@ -148,7 +156,9 @@ fn serve_rejects_bad_input_with_400_and_a_message() {
     assert_eq!(status, 200);
     let (status, answer) = client.json("GET", "/nowhere", "");
     assert_eq!(status, 404);
-    assert!(answer["error"].as_str().is_some_and(|e| e.contains("/nowhere")));
+    assert!(answer["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("/nowhere")));
     let (status, _) = client.json("GET", "/predict", "");
     assert_eq!(status, 405);
     server.shutdown();
@@ -174,18 +184,31 @@ fn serve_batches_concurrent_requests_with_the_answers_of_single_ones() {
                     let mut client = Client::new(port);
                     (t..samples.len())
                         .step_by(16)
-                        .map(|i| (i, client.json("POST", "/predict", &pixels_body(&samples[i].0)).1))
+                        .map(|i| {
+                            (
+                                i,
+                                client
+                                    .json("POST", "/predict", &pixels_body(&samples[i].0))
+                                    .1,
+                            )
+                        })
                         .collect()
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("a client")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a client"))
+            .collect()
     });
     for (i, answer) in batched.into_iter().flatten() {
         assert_eq!(answer["class"], single[i]["class"], "sample {i}");
         let (a, b) = (&answer["probabilities"], &single[i]["probabilities"]);
         for k in 0..10 {
-            let (a, b) = (a[k].as_f64().expect("a number"), b[k].as_f64().expect("a number"));
+            let (a, b) = (
+                a[k].as_f64().expect("a number"),
+                b[k].as_f64().expect("a number"),
+            );
             assert!((a - b).abs() < 1e-5, "sample {i}, class {k}: {a} vs {b}");
         }
     }
@@ -257,7 +280,7 @@ fn serve_page_classifies_a_seven_drawn_with_pointer_events_in_chromium() {
         &url,
         &[
             format!("--screenshot={}", png.display()),
-            "--window-size=700,420".to_string(),
+            "--window-size=720,520".to_string(),
         ],
     )
     .expect("chromium runs");
