@@ -1,15 +1,16 @@
 //! Serves a trained digit classifier over HTTP, with a page to draw digits on.
 //!
 //! ```text
-//! cargo run --release --example digits -- --mnist examples/data/mnist10k   # train LeNet-5
-//! cargo run --release --example serve                                      # http://127.0.0.1:8080
-//! cargo run --release --example serve -- --load-test                       # 10,000 requests, 32 clients
+//! cargo run --release --example digits -- --mnist examples/data/mnist10k  # train LeNet-5
+//! cargo run --release --example serve                 # http://127.0.0.1:8080
+//! cargo run --release --example serve -- --load-test  # 10,000 requests, 32 clients
 //! ```
 //!
 //! Options: `--model PATH` (default: `target/kiln-digits/lenet5.safetensors` when it exists,
 //! else `target/kiln-digits/digits_cnn.safetensors`), `--port N` (default 8080; 0 picks a free
 //! port), `--batch-wait-us N` (how long the inference thread waits for more requests once it
-//! has one, default 1000), `--max-batch N` (default 64; 1 turns batching off), `--load-test` with `--requests N` and `--concurrency N`.
+//! has one, default 1000), `--max-batch N` (default 64; 1 turns batching off),
+//! `--load-test` with `--requests N` and `--concurrency N`.
 //!
 //! The server listens on 127.0.0.1 only. Endpoints:
 //!
@@ -21,7 +22,8 @@
 //!
 //! Connections are HTTP/1.1 with keep-alive, one thread each. Handler threads queue requests
 //! for one inference thread, which takes up to 64 of them at a time and runs them as one batch
-//! (with the model's workspace reused from batch to batch).
+//! (with the model's workspace reused from batch to batch). `tests/serve.rs` tests the API and
+//! the page, in headless Chromium.
 
 use kiln::ndarray::{ArrayView1, ArrayView4};
 use kiln::{Supervised, TargetView};
@@ -332,16 +334,16 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             continue;
         }
         let jobs = shared.jobs.clone();
-        let shared = Arc::clone(shared);
+        let mine = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name("connection".into())
             .spawn(move || {
-                let _ = serve_connection(stream, &shared, &jobs);
-                shared.connections.fetch_sub(1, Ordering::SeqCst);
+                let _ = serve_connection(stream, &mine, &jobs);
+                mine.connections.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
-            // The closure (and its stream) is dropped: the client sees the connection close.
-            continue;
+            // The closure and its stream are dropped: the client sees the connection close.
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -663,11 +665,12 @@ fn serve_connection(stream: TcpStream, shared: &Shared, jobs: &Sender<Job>) -> i
                 ("POST", "/predict") => match parse_pixels(&request.body, shared.kind) {
                     Err(message) => (400, "application/json", error_body(&message)),
                     Ok(pixels) => {
+                        // No longer arriving once queued: the batcher must not wait for it.
+                        drop(request.arriving);
                         let queued = jobs.send(Job {
                             pixels,
                             reply: reply.clone(),
                         });
-                        drop(request.arriving);
                         let answer = queued.ok().and_then(|()| replies.recv().ok());
                         match answer {
                             Some(probabilities) => {
