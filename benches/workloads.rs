@@ -1,15 +1,20 @@
-//! The benchmark workloads of `BENCHMARKS.md` (W1–W7): median milliseconds per training step
+//! The benchmark workloads of `BENCHMARKS.md` (W1–W8): median milliseconds per training step
 //! (forward + loss + backward + optimizer update) after warm-up, and steps per second, plus the
 //! macro's own cost (time to expand the W3, W4 and W6 models, and a 12-block GPT).
 //!
 //! Run with `cargo bench --bench workloads`; `-- W2` runs the workloads whose id contains
 //! `W2`; `-- --quick` counts a tenth of the steps (a smoke run).
 
-use kiln::ndarray::{Array1, Array2, Array4};
+use kiln::ndarray::{Array1, Array2, Array3, Array4};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{Rng, SeedableRng};
 use kiln::{Adam, Optimizer, Sgd};
 use std::time::{Duration, Instant};
+
+// W8's U-Net is the segmentation example's model, used as the example declares it.
+#[allow(dead_code)]
+#[path = "../examples/segment.rs"]
+mod segment;
 
 kiln::model! {
     /// W1: the seed's linear regression.
@@ -363,6 +368,25 @@ fn run() {
                 measure(5, counted(50), || {
                     model
                         .loss_and_grad(tokens.view(), y.view(), &mut ws, &mut grads)
+                        .expect("step");
+                    opt.step(&mut model, &grads);
+                }),
+            );
+        }
+    }
+    if wanted("W8") {
+        reset_peak_memory();
+        let mut model = segment::UNet::<f32>::new(&mut rng);
+        let x = Array4::from_shape_simple_fn((16, 1, 64, 64), || rng.random_range(0.0f32..1.0));
+        let y = Array3::from_shape_simple_fn((16, 64, 64), || rng.random_range(0..11usize));
+        let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Adam::new(1e-3));
+        for &t in &threads {
+            report(
+                "W8 unet-segment",
+                t,
+                measure(3, counted(20), || {
+                    model
+                        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
                         .expect("step");
                     opt.step(&mut model, &grads);
                 }),

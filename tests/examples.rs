@@ -218,3 +218,61 @@ fn translate_transformer_reaches_85_percent_on_dates_never_seen() {
     assert!(translator.translate(&["x".repeat(100).as_str()]).is_err());
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[allow(dead_code)]
+#[path = "../examples/segment.rs"]
+mod segment;
+
+/// The segmentation data: on canvases drawn from the real MNIST test digits, a pixel is
+/// labelled a digit exactly where a digit's stroke is bright (grey level ≥ 0.5 before the
+/// ±0.2 noise), with at most three digits per canvas.
+#[test]
+fn segmentation_canvases_label_the_strokes_of_their_digits() {
+    use kiln::ndarray::Array2;
+    use kiln::rand::SeedableRng;
+    let mnist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/mnist10k");
+    let (_, test) = segment::DigitBank::load(&mnist).expect("the MNIST files load");
+    let mut rng = kiln::rand::rngs::StdRng::seed_from_u64(3);
+    let (mut image, mut mask) = (Array2::zeros((64, 64)), Array2::zeros((64, 64)));
+    let mut foreground = 0usize;
+    for _ in 0..50 {
+        segment::draw_canvas(&test, &mut rng, &mut image, &mut mask);
+        let mut classes = std::collections::BTreeSet::new();
+        for (&v, &m) in image.iter().zip(mask.iter()) {
+            assert!((0.0..=1.0).contains(&v));
+            assert!(m < segment::CLASSES);
+            if m > 0 {
+                assert!(v >= 0.3, "a labelled pixel is dark: {v}");
+                classes.insert(m);
+                foreground += 1;
+            } else {
+                assert!(v < 0.7, "a bright pixel is unlabelled: {v}");
+            }
+        }
+        assert!((1..=3).contains(&classes.len()), "{classes:?}");
+    }
+    let share = foreground as f64 / (50.0 * 64.0 * 64.0);
+    assert!(
+        (0.02..0.15).contains(&share),
+        "strokes cover {share} of the pixels"
+    );
+}
+
+#[test]
+fn iou_counts_per_class_and_for_strokes() {
+    use kiln::ndarray::Array3;
+    let truth = Array3::from_shape_vec((1, 2, 3), vec![0, 0, 1, 1, 2, 2]).unwrap();
+    let predicted = Array3::from_shape_vec((1, 2, 3), vec![0, 1, 1, 2, 2, 0]).unwrap();
+    let mut counts = segment::IouCounts::default();
+    counts.add(truth.view(), predicted.view());
+    let iou = counts.iou();
+    // background: 1 of {0, 1, 5}; class 1: 1 of {1, 2, 3}; class 2: 1 of {3, 4, 5}.
+    assert_eq!(iou[0], Some(1.0 / 3.0));
+    assert_eq!(iou[1], Some(1.0 / 3.0));
+    assert_eq!(iou[2], Some(1.0 / 3.0));
+    assert_eq!(iou[3], None);
+    assert!((counts.mean_iou() - 1.0 / 3.0).abs() < 1e-12);
+    assert!((counts.pixel_accuracy() - 0.5).abs() < 1e-12);
+    // strokes: truth {2, 3, 4, 5}, prediction {1, 2, 3, 4}: 3 of 5.
+    assert!((counts.foreground_iou() - 0.6).abs() < 1e-12);
+}

@@ -92,6 +92,38 @@ def lenet():
     )
 
 
+class UNet(torch.nn.Module):
+    """W8: the segmentation example's U-Net on 64x64 single-channel images, 11 classes per
+    pixel: two 3x3 convolutions (padding 1) + ReLU per level, 16/32/64 channels, max-pooling
+    down, 2x2 stride-2 transposed convolutions up, skip connections by channel concatenation,
+    a 1x1 convolution to the class scores."""
+
+    def __init__(self, classes=11):
+        super().__init__()
+        nn = torch.nn
+
+        def double(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU())
+
+        self.e1, self.e2, self.mid = double(1, 16), double(16, 32), double(32, 64)
+        self.up2 = nn.ConvTranspose2d(64, 32, 2, stride=2)
+        self.d2 = double(64, 32)
+        self.up1 = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        self.d1 = double(32, 16)
+        self.head = nn.Conv2d(16, classes, 1)
+
+    def forward(self, x):
+        pool = torch.nn.functional.max_pool2d
+        e1 = self.e1(x)
+        e2 = self.e2(pool(e1, 2))
+        mid = self.mid(pool(e2, 2))
+        d2 = self.d2(torch.cat([self.up2(mid), e2], dim=1))
+        d1 = self.d1(torch.cat([self.up1(d2), e1], dim=1))
+        return self.head(d1)
+
+
 class CausalSelfAttention(torch.nn.Module):
     """nanoGPT's attention: one c_attn projection to q, k, v, causal softmax attention over
     heads (torch's fused scaled_dot_product_attention, as nanoGPT uses), c_proj back."""
@@ -243,6 +275,13 @@ def main(argv):
         # the whole 20000 x 128 table every step.
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         run("W7 lstm-sentiment", 5, 50, train_step(model, ce, opt, x, y))
+
+    if wanted("W8"):
+        model = UNet()
+        x = torch.rand(16, 1, 64, 64)
+        y = torch.randint(0, 11, (16, 64, 64))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        run("W8 unet-segment", 3, 20, train_step(model, ce, opt, x, y))
 
 
 if __name__ == "__main__":
