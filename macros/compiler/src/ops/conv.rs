@@ -290,45 +290,17 @@ impl Kernel for Conv2d {
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
         let (c, ..) = self.geometry(inputs);
         let (o, (kh, kw), bias, g) = (self.out, self.kernel, self.bias, self.groups);
-        let mut params = vec![ParamSpec {
-            access: None,
-            suffix: "weight",
-            optional: false,
-            dims: vec![o, c / g, kh, kw],
-        }];
-        if bias {
-            params.push(ParamSpec {
-                access: None,
-                suffix: "bias",
-                optional: true,
-                dims: vec![o],
-            });
-        }
-        Some(LayerSpec {
-            ty: quote!(::kiln::layers::Conv2d<F>),
-            init: quote!(::kiln::layers::Conv2d::grouped(#c, #o, (#kh, #kw), #g, #bias, rng)),
-            zeros: quote!(::kiln::layers::Conv2d::zeros_grouped(#c, #o, (#kh, #kw), #g, #bias)),
-            params,
-            buffers: Vec::new(),
-            nested: None,
-        })
+        Some(conv_layer(
+            vec![o, c / g, kh, kw],
+            bias.then_some(o),
+            quote!(::kiln::layers::Conv2d<F>),
+            quote!(::kiln::layers::Conv2d::grouped(#c, #o, (#kh, #kw), #g, #bias, rng)),
+            quote!(::kiln::layers::Conv2d::zeros_grouped(#c, #o, (#kh, #kw), #g, #bias)),
+        ))
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
-        // The runtime owns the formula (im2col matrices per thread, partial gradients); it
-        // does not depend on the batch.
         let (c, h, w, ..) = self.geometry(inputs);
-        let dims: Vec<TokenStream> = [1, c, h, w]
-            .iter()
-            .map(|&d| {
-                let d = proc_macro2::Literal::usize_unsuffixed(d);
-                quote!(#d)
-            })
-            .collect();
-        let geometry = self.geometry_expr(&dims);
-        vec![ScratchSpec {
-            suffix: "cols",
-            len: ScratchLen::Runtime(quote!(#geometry.scratch_len())),
-        }]
+        conv_scratch(self.geometry_expr(&literal_dims([1, c, h, w])))
     }
     fn backward_reads(&self) -> Reads {
         Reads {
@@ -337,52 +309,12 @@ impl Kernel for Conv2d {
         }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let (setup, geometry) = (
-            self.geometry_tokens(&cx.inputs[0].dims),
-            super::geometry_ident(),
-        );
-        let (x, y, w, cols) = (
-            &cx.inputs[0].data,
-            &cx.output.data,
-            &cx.params[0],
-            &cx.scratch[0],
-        );
-        let b = match cx.params.get(1) {
-            Some(b) => quote!(Some(#b)),
-            None => quote!(None),
-        };
-        quote! {
-            #setup
-            ::kiln::kernels::conv::conv2d_forward(#x, #w, #b, &#geometry, #y, #cols);
-        }
+        let setup = self.geometry_tokens(&cx.inputs[0].dims);
+        conv_forward_call(cx, setup, quote!(conv2d_forward))
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
-        let (setup, geometry) = (
-            self.geometry_tokens(&cx.inputs[0].dims),
-            super::geometry_ident(),
-        );
-        let (x, dy, w, cols) = (
-            &cx.inputs[0].data,
-            &cx.d_output,
-            &cx.params[0],
-            &cx.scratch[0],
-        );
-        let dw = &cx.param_grads[0];
-        let db = match cx.param_grads.get(1) {
-            Some(db) => quote!(Some(#db)),
-            None => quote!(None),
-        };
-        let dx = match &cx.d_inputs[0] {
-            Some(t) => {
-                let (d, acc) = (&t.data, t.accumulate);
-                quote!(Some((#d, #acc)))
-            }
-            None => quote!(None),
-        };
-        quote! {
-            #setup
-            ::kiln::kernels::conv::conv2d_backward(#x, #dy, #w, &#geometry, #dw, #db, #dx, #cols);
-        }
+        let setup = self.geometry_tokens(&cx.inputs[0].dims);
+        conv_backward_call(cx, setup, quote!(conv2d_backward))
     }
 }
 
@@ -612,44 +544,17 @@ impl Kernel for ConvTranspose2d {
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
         let (c, ..) = self.geometry(inputs);
         let (o, (kh, kw), bias, g) = (self.out, self.kernel, self.bias, self.groups);
-        let mut params = vec![ParamSpec {
-            access: None,
-            suffix: "weight",
-            optional: false,
-            dims: vec![c, o / g, kh, kw],
-        }];
-        if bias {
-            params.push(ParamSpec {
-                access: None,
-                suffix: "bias",
-                optional: true,
-                dims: vec![o],
-            });
-        }
-        Some(LayerSpec {
-            ty: quote!(::kiln::layers::ConvTranspose2d<F>),
-            init: quote!(::kiln::layers::ConvTranspose2d::new(#c, #o, (#kh, #kw), #g, #bias, rng)),
-            zeros: quote!(::kiln::layers::ConvTranspose2d::zeros(#c, #o, (#kh, #kw), #g, #bias)),
-            params,
-            buffers: Vec::new(),
-            nested: None,
-        })
+        Some(conv_layer(
+            vec![c, o / g, kh, kw],
+            bias.then_some(o),
+            quote!(::kiln::layers::ConvTranspose2d<F>),
+            quote!(::kiln::layers::ConvTranspose2d::new(#c, #o, (#kh, #kw), #g, #bias, rng)),
+            quote!(::kiln::layers::ConvTranspose2d::zeros(#c, #o, (#kh, #kw), #g, #bias)),
+        ))
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
-        // The runtime owns the formula; it does not depend on the batch.
         let (c, h, w, ..) = self.geometry(inputs);
-        let dims: Vec<TokenStream> = [1, c, h, w]
-            .iter()
-            .map(|&d| {
-                let d = proc_macro2::Literal::usize_unsuffixed(d);
-                quote!(#d)
-            })
-            .collect();
-        let geometry = self.geometry_expr(&dims);
-        vec![ScratchSpec {
-            suffix: "cols",
-            len: ScratchLen::Runtime(quote!(#geometry.scratch_len())),
-        }]
+        conv_scratch(self.geometry_expr(&literal_dims([1, c, h, w])))
     }
     fn backward_reads(&self) -> Reads {
         Reads {
@@ -658,51 +563,112 @@ impl Kernel for ConvTranspose2d {
         }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let (setup, geometry) = (
-            self.geometry_tokens(&cx.inputs[0].dims),
-            super::geometry_ident(),
-        );
-        let (x, y, w, cols) = (
-            &cx.inputs[0].data,
-            &cx.output.data,
-            &cx.params[0],
-            &cx.scratch[0],
-        );
-        let b = match cx.params.get(1) {
-            Some(b) => quote!(Some(#b)),
-            None => quote!(None),
-        };
-        quote! {
-            #setup
-            ::kiln::kernels::conv::conv_transpose2d_forward(#x, #w, #b, &#geometry, #y, #cols);
-        }
+        let setup = self.geometry_tokens(&cx.inputs[0].dims);
+        conv_forward_call(cx, setup, quote!(conv_transpose2d_forward))
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
-        let (setup, geometry) = (
-            self.geometry_tokens(&cx.inputs[0].dims),
-            super::geometry_ident(),
-        );
-        let (x, dy, w, cols) = (
-            &cx.inputs[0].data,
-            &cx.d_output,
-            &cx.params[0],
-            &cx.scratch[0],
-        );
-        let dw = &cx.param_grads[0];
-        let db = match cx.param_grads.get(1) {
-            Some(db) => quote!(Some(#db)),
-            None => quote!(None),
-        };
-        let dx = match &cx.d_inputs[0] {
-            Some(t) => {
-                let (d, acc) = (&t.data, t.accumulate);
-                quote!(Some((#d, #acc)))
-            }
-            None => quote!(None),
-        };
-        quote! {
-            #setup
-            ::kiln::kernels::conv::conv_transpose2d_backward(#x, #dy, #w, &#geometry, #dw, #db, #dx, #cols);
+        let setup = self.geometry_tokens(&cx.inputs[0].dims);
+        conv_backward_call(cx, setup, quote!(conv_transpose2d_backward))
+    }
+}
+
+/// The layer of either convolution: its weight (`dims` in PyTorch's layout), a bias of
+/// `bias` values if it has one (the output channels), the runtime type and its initialisers.
+fn conv_layer(
+    dims: Vec<usize>,
+    bias: Option<usize>,
+    ty: TokenStream,
+    init: TokenStream,
+    zeros: TokenStream,
+) -> LayerSpec {
+    let mut params = vec![ParamSpec {
+        access: None,
+        suffix: "weight",
+        optional: false,
+        dims,
+    }];
+    if let Some(len) = bias {
+        params.push(ParamSpec {
+            access: None,
+            suffix: "bias",
+            optional: true,
+            dims: vec![len],
+        });
+    }
+    LayerSpec {
+        ty,
+        init,
+        zeros,
+        params,
+        buffers: Vec::new(),
+        nested: None,
+    }
+}
+
+/// The scratch of either convolution: the runtime owns the formula (im2col matrices per
+/// thread, partial gradients), given the geometry of one sample (it does not depend on the
+/// batch).
+fn conv_scratch(geometry: TokenStream) -> Vec<ScratchSpec> {
+    vec![ScratchSpec {
+        suffix: "cols",
+        len: ScratchLen::Runtime(quote!(#geometry.scratch_len())),
+    }]
+}
+
+/// Integer literals for the dims of a geometry expression.
+fn literal_dims<const N: usize>(dims: [usize; N]) -> Vec<TokenStream> {
+    dims.iter()
+        .map(|&d| {
+            let d = proc_macro2::Literal::usize_unsuffixed(d);
+            quote!(#d)
+        })
+        .collect()
+}
+
+/// `kernel(x, weight, bias, &geometry, y, cols)` of `kiln::kernels::conv`, after `setup`
+/// (which binds the geometry).
+fn conv_forward_call(cx: &ForwardCx, setup: TokenStream, kernel: TokenStream) -> TokenStream {
+    let geometry = super::geometry_ident();
+    let (x, y, w, cols) = (
+        &cx.inputs[0].data,
+        &cx.output.data,
+        &cx.params[0],
+        &cx.scratch[0],
+    );
+    let b = match cx.params.get(1) {
+        Some(b) => quote!(Some(#b)),
+        None => quote!(None),
+    };
+    quote! {
+        #setup
+        ::kiln::kernels::conv::#kernel(#x, #w, #b, &#geometry, #y, #cols);
+    }
+}
+
+/// `kernel(x, dy, weight, &geometry, dweight, dbias, dx, cols)` of `kiln::kernels::conv`,
+/// after `setup`.
+fn conv_backward_call(cx: &BackwardCx, setup: TokenStream, kernel: TokenStream) -> TokenStream {
+    let geometry = super::geometry_ident();
+    let (x, dy, w, cols) = (
+        &cx.inputs[0].data,
+        &cx.d_output,
+        &cx.params[0],
+        &cx.scratch[0],
+    );
+    let dw = &cx.param_grads[0];
+    let db = match cx.param_grads.get(1) {
+        Some(db) => quote!(Some(#db)),
+        None => quote!(None),
+    };
+    let dx = match &cx.d_inputs[0] {
+        Some(t) => {
+            let (d, acc) = (&t.data, t.accumulate);
+            quote!(Some((#d, #acc)))
         }
+        None => quote!(None),
+    };
+    quote! {
+        #setup
+        ::kiln::kernels::conv::#kernel(#x, #dy, #w, &#geometry, #dw, #db, #dx, #cols);
     }
 }
