@@ -189,7 +189,7 @@ fn labels(rng: &mut StdRng, n: usize) -> Array1<usize> {
 }
 
 /// The parts of the harness, in the order they run; each runs in a process of its own.
-const PARTS: [&str; 8] = ["W1", "W2", "W5", "W3", "W4", "W6", "W7", "expand"];
+const PARTS: [&str; 9] = ["W1", "W2", "W5", "W3", "W4", "W6", "W7", "W8", "expand"];
 
 /// Runs every workload with 1 and then 2 threads: the GEMM reads `KILN_THREADS` once per
 /// process, and a workload's peak memory is its own only in a fresh process (an earlier
