@@ -1980,41 +1980,45 @@ mod tests {
         );
         assert_eq!(y, y_one);
 
+        let lens = (g.weight_len(), g.out_channels, g.input_len());
+        check_backward_repeats_one_pass(
+            &plan,
+            (&x, &dy, &w),
+            lens,
+            &mut cols,
+            |dw, db, dx, cols| {
+                conv2d_backward(&x, &dy, &w, &g, dw, Some(db), Some((dx, false)), cols)
+            },
+        );
+    }
+
+    /// A whole-batch backward gives the same bits twice with its scratch reused, and equals
+    /// one pass of `backward_samples` over the batch. `backward(dw, db, dx, cols)` runs it;
+    /// `lens` are the lengths of dW, db and dx.
+    fn check_backward_repeats_one_pass(
+        plan: &Plan,
+        (x, dy, w): (&[f64], &[f64], &[f64]),
+        (dw_len, db_len, dx_len): (usize, usize, usize),
+        cols: &mut [f64],
+        backward: impl Fn(&mut [f64], &mut [f64], &mut [f64], &mut [f64]),
+    ) {
         let run = |cols: &mut [f64]| {
             let (mut dw, mut db, mut dx) = (
-                vec![f64::NAN; g.weight_len()],
-                vec![f64::NAN; g.out_channels],
-                vec![f64::NAN; g.input_len()],
+                vec![f64::NAN; dw_len],
+                vec![f64::NAN; db_len],
+                vec![f64::NAN; dx_len],
             );
-            conv2d_backward(
-                &x,
-                &dy,
-                &w,
-                &g,
-                &mut dw,
-                Some(&mut db),
-                Some((&mut dx, false)),
-                cols,
-            );
+            backward(&mut dw, &mut db, &mut dx, cols);
             (dw, db, dx)
         };
-        let first = run(&mut cols);
-        assert_eq!(first, run(&mut cols));
+        let first = run(cols);
+        assert_eq!(first, run(cols));
         let (mut dw, mut db, mut dx) = (
-            vec![f64::NAN; g.weight_len()],
-            vec![f64::NAN; g.out_channels],
-            vec![0.0; g.input_len()],
+            vec![f64::NAN; dw_len],
+            vec![f64::NAN; db_len],
+            vec![0.0; dx_len],
         );
-        backward_samples(
-            &plan,
-            &x,
-            &dy,
-            &w,
-            &mut dw,
-            Some(&mut db),
-            Some(&mut dx),
-            &mut cols,
-        );
+        backward_samples(plan, x, dy, w, &mut dw, Some(&mut db), Some(&mut dx), cols);
         assert_close(&first.0, &dw, 1e-12, 1e-12, "dW");
         assert_close(&first.1, &db, 1e-12, 1e-12, "db");
         assert_eq!(first.2, dx);
@@ -2264,44 +2268,16 @@ mod tests {
             1e-12,
             "y",
         );
-        let run = |cols: &mut [f64]| {
-            let (mut dw, mut db, mut dx) = (
-                vec![f64::NAN; g.weight_len()],
-                vec![f64::NAN; g.out_channels],
-                vec![f64::NAN; g.input_len()],
-            );
-            conv_transpose2d_backward(
-                &x,
-                &dy,
-                &w,
-                &g,
-                &mut dw,
-                Some(&mut db),
-                Some((&mut dx, false)),
-                cols,
-            );
-            (dw, db, dx)
-        };
-        let first = run(&mut cols);
-        assert_eq!(first, run(&mut cols));
-        let (mut dw, mut db, mut dx) = (
-            vec![f64::NAN; g.weight_len()],
-            vec![f64::NAN; g.out_channels],
-            vec![0.0; g.input_len()],
-        );
-        backward_samples(
+        let lens = (g.weight_len(), g.out_channels, g.input_len());
+        check_backward_repeats_one_pass(
             &plan,
-            &x,
-            &dy,
-            &w,
-            &mut dw,
-            Some(&mut db),
-            Some(&mut dx),
+            (&x, &dy, &w),
+            lens,
             &mut cols,
+            |dw, db, dx, cols| {
+                conv_transpose2d_backward(&x, &dy, &w, &g, dw, Some(db), Some((dx, false)), cols)
+            },
         );
-        assert_close(&first.0, &dw, 1e-12, 1e-12, "dW");
-        assert_close(&first.1, &db, 1e-12, 1e-12, "db");
-        assert_eq!(first.2, dx);
     }
 
     #[test]
