@@ -1,24 +1,27 @@
 #!/usr/bin/env python3
-"""kiln against PyTorch on the workloads W1-W5, side by side.
+"""kiln against PyTorch and JAX on the workloads W1-W8, side by side.
 
-Runs kiln's harness (`cargo bench --bench workloads`) and `pytorch_workloads.py` alternately
-(kiln, PyTorch, kiln, PyTorch, ...), keeps the best median per (workload, threads) for each
-system, and prints
+Runs kiln's harness (`cargo bench --bench workloads`), `pytorch_workloads.py` and
+`jax_workloads.py` in turn (kiln, PyTorch, JAX, kiln, PyTorch, JAX, ...), keeps the best median
+per (workload, threads) for each system, and prints the machine's CPU and vector ISA and
 
-    workload | threads | kiln ms | PyTorch ms | kiln/PyTorch
+    workload | threads | kiln ms | PyTorch ms | JAX ms | kiln/best peer
 
 Usage: python3 benches/compare/run.py [--quick] [--rounds N] [FILTER ...]
-  --quick      count a tenth of the steps in both systems (a smoke run)
+  --quick      count a tenth of the steps in every system (a smoke run)
   --rounds N   how many times each system runs (default 2)
   FILTER       only the workloads whose id contains a filter, e.g. W2 W5 (default W1-W5)
   --self-test  check the parsing and the table on built-in sample outputs, run nothing
 
-Without PyTorch installed, kiln alone runs and the PyTorch column is empty.
+A peer that is not installed in this interpreter (`pip install torch`, `pip install
+'jax[cpu]'`) is skipped and its column is empty. `KILN_GEMM_ISA=avx2` in the environment makes
+kiln use its AVX2 kernels on an AVX-512 machine (the ISA line says so).
 Standard library only.
 """
 
 import argparse
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -30,6 +33,13 @@ REPO = HERE.parent.parent
 # Both harnesses print `{id:<16} threads {t}  median {ms:>10.4} ms/step  {steps:>12.1} steps/s`.
 # Anything else (cargo's progress on stderr, kiln's `expand` timings) does not match.
 LINE = re.compile(r"^(?P<id>\S.*?)\s+threads\s+(?P<threads>\d+)\s+median\s+(?P<ms>\S+)\s+ms/step")
+
+
+# The peers: display name, module to look for, script beside this one, what to install.
+PEERS = [
+    ("PyTorch", "torch", "pytorch_workloads.py", "torch"),
+    ("JAX", "jax", "jax_workloads.py", "'jax[cpu]'"),
+]
 
 
 def parse(output):
@@ -62,22 +72,49 @@ def run_streaming(cmd, label):
     return "".join(lines)
 
 
-def table(kiln, torch):
-    """The comparison as a Markdown table; a dash where a system printed no figure."""
+def table(kiln, peers):
+    """The comparison as a Markdown table; a dash where a system printed no figure.
+
+    `peers` maps a peer's name to its results; the last column divides kiln's time by the
+    fastest peer's on that row."""
 
     def ms(value):
         return f"{value:.4f}" if value is not None else "–"
 
+    names = list(peers)
     rows = [
-        "| workload | threads | kiln ms | PyTorch ms | kiln/PyTorch |",
-        "|---|---:|---:|---:|---:|",
+        "| workload | threads | kiln ms | " + " | ".join(f"{n} ms" for n in names)
+        + " | kiln/best peer |",
+        "|---|---:|---:|" + "---:|" * len(names) + "---:|",
     ]
-    # Sorting by id puts W1..W5 in order whatever order the harnesses printed them in.
-    for key in sorted(set(kiln) | set(torch)):
-        k, t = kiln.get(key), torch.get(key)
-        ratio = f"{k / t:.2f}" if k is not None and t else "–"
-        rows.append(f"| {key[0]} | {key[1]} | {ms(k)} | {ms(t)} | {ratio} |")
+    keys = set(kiln).union(*(set(p) for p in peers.values()))
+    # Sorting by id puts W1..W8 in order whatever order the harnesses printed them in.
+    for key in sorted(keys):
+        k = kiln.get(key)
+        theirs = [peers[n].get(key) for n in names]
+        best = min((t for t in theirs if t), default=None)
+        ratio = f"{k / best:.2f}" if k is not None and best else "–"
+        cells = " | ".join(ms(t) for t in theirs)
+        rows.append(f"| {key[0]} | {key[1]} | {ms(k)} | {cells} | {ratio} |")
     return "\n".join(rows)
+
+
+def machine():
+    """The CPU model and the widest vector ISA kiln's GEMM will use on it."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    forced = os.environ.get("KILN_GEMM_ISA")
+    note = f"; kiln forced to {forced} by KILN_GEMM_ISA" if forced else ""
+    return f"{model}, {os.cpu_count()} CPUs, {isa}{note}"
 
 
 def main():
@@ -97,28 +134,28 @@ def main():
     filters = args.filters or ["W1", "W2", "W3", "W4", "W5"]
     quick = ["--quick"] if args.quick else []
     kiln_cmd = ["cargo", "bench", "--bench", "workloads", "--", *quick, *filters]
-    torch_cmd = [sys.executable, str(HERE / "pytorch_workloads.py"), *quick, *filters]
-    # Checked here, in the interpreter that will run the PyTorch script, so a missing torch is
+    # Checked here, in the interpreter that will run the peer scripts, so a missing library is
     # reported once instead of failing every round.
-    has_torch = importlib.util.find_spec("torch") is not None
-    if not has_torch:
-        print("PyTorch is not installed (`pip install torch`): running kiln only.", flush=True)
+    peer_cmds = {}
+    for name, module, script, install in PEERS:
+        if importlib.util.find_spec(module) is None:
+            print(f"{name} is not installed (`pip install {install}`): skipped.", flush=True)
+        else:
+            peer_cmds[name] = [sys.executable, str(HERE / script), *quick, *filters]
 
-    kiln, torch = {}, {}
+    kiln, peers = {}, {name: {} for name in peer_cmds}
     # Alternating the systems spreads slow drifts of the machine (thermal, other load) over
-    # both, instead of handing all of one system's runs the same conditions.
+    # all of them, instead of handing all of one system's runs the same conditions.
     for r in range(1, args.rounds + 1):
         keep_best(kiln, parse(run_streaming(kiln_cmd, f"kiln, round {r}/{args.rounds}")))
-        if has_torch:
-            keep_best(torch, parse(run_streaming(torch_cmd, f"PyTorch, round {r}/{args.rounds}")))
+        for name, cmd in peer_cmds.items():
+            keep_best(peers[name], parse(run_streaming(cmd, f"{name}, round {r}/{args.rounds}")))
 
-    print(f"\nBest median over {args.rounds} round(s) per system"
-          f"{' (--quick)' if args.quick else ''}; kiln/PyTorch < 1 means kiln is faster.\n")
-    print(table(kiln, torch))
-    # kiln's harness prints 1-thread rows only while its GEMM is single-threaded.
+    print(f"\nMachine: {machine()}.")
+    print(f"Best median over {args.rounds} round(s) per system"
+          f"{' (--quick)' if args.quick else ''}; kiln/best peer < 1 means kiln is faster.\n")
+    print(table(kiln, peers))
     print("\n–: that system printed no figure for this row.")
-    if not has_torch:
-        print("\nPyTorch was skipped (not installed): `pip install torch` and run again.")
     return 0
 
 
@@ -139,24 +176,31 @@ W1 seed-linreg   threads 2  median     0.0500 ms/step       20000.0 steps/s
 W2 mlp-small     threads 1  median     0.4000 ms/step        2500.0 steps/s
 W2 mlp-small     threads 2  median     0.3000 ms/step        3333.3 steps/s
 """
+SAMPLE_JAX = """\
+W1 seed-linreg   threads 1  median     0.0190 ms/step       52600.0 steps/s
+W2 mlp-small     threads 1  median     0.5000 ms/step        2000.0 steps/s
+"""
 
 
 def self_test():
     runs = [parse(SAMPLE_KILN), parse(SAMPLE_KILN_2)]
     assert len(runs[0]) == 5, runs[0]  # the two `expand` lines are not workloads
     assert runs[0][("W3 mlp-wide", 1)] == 46.9
-    kiln, torch = {}, {}
+    kiln, torch, jax = {}, {}, {}
     for run in runs:
         keep_best(kiln, run)
     keep_best(torch, parse(SAMPLE_TORCH))
+    keep_best(jax, parse(SAMPLE_JAX))
     assert kiln[("W2 mlp-small", 1)] == 0.2  # best of 0.2105 and 0.2000
     assert kiln[("W3 mlp-wide", 1)] == 46.9  # best of 46.9 and 48.0
-    out = table(kiln, torch)
+    out = table(kiln, {"PyTorch": torch, "JAX": jax})
     print(out)
     lines = out.splitlines()
-    assert lines[2] == "| W1 seed-linreg | 1 | 0.0038 | 0.0400 | 0.10 |", lines[2]
-    assert lines[3] == "| W1 seed-linreg | 2 | – | 0.0500 | – |", lines[3]
-    assert lines[4] == "| W2 mlp-small | 1 | 0.2000 | 0.4000 | 0.50 |", lines[4]
+    assert lines[0] == "| workload | threads | kiln ms | PyTorch ms | JAX ms | kiln/best peer |"
+    assert lines[2] == "| W1 seed-linreg | 1 | 0.0038 | 0.0400 | 0.0190 | 0.20 |", lines[2]
+    assert lines[3] == "| W1 seed-linreg | 2 | – | 0.0500 | – | – |", lines[3]
+    # The best peer on this row is PyTorch (0.3 < JAX's 0.5).
+    assert lines[4] == "| W2 mlp-small | 1 | 0.2000 | 0.4000 | 0.5000 | 0.50 |", lines[4]
     assert [l.split(" | ")[0] for l in lines[2:]] == [
         "| W1 seed-linreg", "| W1 seed-linreg", "| W2 mlp-small", "| W2 mlp-small",
         "| W3 mlp-wide", "| W4 lenet", "| W5 infer-mlp"]
