@@ -121,6 +121,27 @@ pub enum Error {
         /// Missing, unexpected and mis-shaped tensors, by name.
         message: String,
     },
+    /// A NaN or infinity computed by a model whose finite check is on (a workspace's
+    /// `check_finite(true)`, `Trainer::detect_anomaly(true)`): where, and when.
+    #[error("{0}")]
+    NonFinite(Box<crate::finite::NonFinite>),
+    /// Training stopped on a non-finite loss or non-finite weights (the trainer's
+    /// `TerminateOnNaN`), before any step or checkpoint used them.
+    #[error(
+        "{what} at epoch {epoch}, step {step}: training stopped before the optimizer step; {kept}"
+    )]
+    NonFiniteTraining {
+        /// What was not finite, and where
+        /// (`non-finite loss (NaN) in batch 3, before its optimizer step`).
+        what: String,
+        /// The epoch, counting from 1.
+        epoch: usize,
+        /// The optimizer step (of the batch, or the last one taken), counting from 1 over the
+        /// run.
+        step: usize,
+        /// What was kept, and how to find the source.
+        kept: String,
+    },
     /// An operating-system I/O error on a file.
     #[error("{path}: {source}", path = .path.display())]
     Io {

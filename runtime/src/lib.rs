@@ -8,6 +8,7 @@ pub mod check;
 pub mod data;
 pub mod error;
 mod fast_math;
+pub mod finite;
 pub mod float;
 pub mod image;
 pub mod io;

@@ -236,6 +236,10 @@ pub trait Supervised<F: Float>: Model<F> {
     /// dropout).
     fn reseed(_ws: &mut Self::Workspace, _seed: u64) {}
 
+    /// Turns the check for NaN and infinity after every op of the passes on or off in `ws`
+    /// (see [`crate::finite`]); models written by hand may ignore it.
+    fn check_finite(_ws: &mut Self::Workspace, _on: bool) {}
+
     /// The model's first output for the last batch run with `ws` (for metrics such as
     /// accuracy).
     fn last_output(ws: &Self::Workspace) -> crate::Result<ArrayViewD<'_, F>>;

@@ -16,6 +16,9 @@
 //! The proc-macro crate only calls [`expand_or_errors`], so every stage is testable with
 //! `cargo test`. The compiler never panics on any input: every failure is a `syn::Error`.
 
+// Source lines for the non-finite check's messages (`Span::line`, inside the macro only).
+extern crate proc_macro;
+
 pub mod ast;
 pub mod autodiff;
 pub mod emit;

@@ -89,7 +89,7 @@ pub use state::{OptimizerState, StatefulOptimizer};
 
 use crate::data::{Batch, DataLoader, Dataset, TargetKind};
 use crate::optim::{clip_grad_norm, LrSchedule};
-use crate::{Error, Float, Result, Supervised};
+use crate::{Error, Float, Model, Result, Supervised};
 use progress::{Reporter, Running};
 use std::fmt;
 use std::path::PathBuf;
@@ -129,6 +129,7 @@ pub struct Trainer<'a, F: Float> {
     early_stopping: Option<EarlyStopping>,
     checkpoints: Option<PathBuf>,
     resume_from: Option<PathBuf>,
+    detect_anomaly: bool,
     progress: bool,
     #[cfg(feature = "plot")]
     plot: Option<PathBuf>,
@@ -148,6 +149,7 @@ impl<F: Float> fmt::Debug for Trainer<'_, F> {
             .field("early_stopping", &self.early_stopping)
             .field("checkpoints", &self.checkpoints)
             .field("resume_from", &self.resume_from)
+            .field("detect_anomaly", &self.detect_anomaly)
             .field("progress", &self.progress);
         #[cfg(feature = "plot")]
         d.field("plot", &self.plot);
@@ -171,6 +173,7 @@ impl<'a, F: Float> Trainer<'a, F> {
             early_stopping: None,
             checkpoints: None,
             resume_from: None,
+            detect_anomaly: false,
             progress: true,
             #[cfg(feature = "plot")]
             plot: None,
@@ -271,6 +274,19 @@ impl<'a, F: Float> Trainer<'a, F> {
         self
     }
 
+    /// Checks every value of the forward pass and every gradient of the backward pass for
+    /// NaN and infinity as it is computed (default `false`), as PyTorch's
+    /// `torch.autograd.detect_anomaly`: training stops at the first one with
+    /// [`Error::NonFinite`], which names the model's binding, op, source line and pass, and
+    /// the epoch, step and batch. It slows training down (every value is read once more).
+    ///
+    /// Without it, training still stops on a non-finite loss (Keras' `TerminateOnNaN`) with
+    /// [`Error::NonFiniteTraining`], keeping the last good checkpoint.
+    pub fn detect_anomaly(mut self, on: bool) -> Self {
+        self.detect_anomaly = on;
+        self
+    }
+
     /// Whether to print the model summary and per-epoch progress (default `true`).
     pub fn progress(mut self, progress: bool) -> Self {
         self.progress = progress;
@@ -295,7 +311,11 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// - the model's errors for a batch;
     /// - [`Error::Io`], [`Error::File`] or [`Error::Mismatch`] naming the file when a
     ///   checkpoint or the plot cannot be written or the checkpoint to resume from cannot be
-    ///   read.
+    ///   read;
+    /// - [`Error::NonFiniteTraining`] when a batch's loss is NaN or infinite (before its
+    ///   optimizer step), or the weights are at the end of an epoch (before its checkpoint):
+    ///   the last checkpoint written stays the latest;
+    /// - [`Error::NonFinite`] from the model, with [`Trainer::detect_anomaly`] on.
     ///
     /// On error the model keeps the weights of the last completed step.
     pub fn fit<M, O, D>(&self, model: &mut M, optimizer: &mut O, train: &D) -> Result<History>
@@ -337,6 +357,7 @@ impl<'a, F: Float> Trainer<'a, F> {
         }
         let eval_batch_size = self.eval_batch_size.unwrap_or(self.batch_size);
         let mut ws = M::Workspace::default();
+        M::check_finite(&mut ws, self.detect_anomaly);
         let mut eval_ws = M::Workspace::default();
         let mut grads = model.zero_grads();
         let mut batch = Batch::new();
@@ -368,12 +389,24 @@ impl<'a, F: Float> Trainer<'a, F> {
                         ));
                     }
                     first_lr.get_or_insert_with(|| optimizer.learning_rate());
-                    let loss = model.train_batch(
-                        batch.x.view(),
-                        batch_targets(&batch),
-                        &mut ws,
-                        &mut grads,
-                    )?;
+                    let when = When {
+                        epoch: epoch + 1,
+                        step: state.steps_done + 1,
+                        batch: done + 1,
+                    };
+                    let loss = model
+                        .train_batch(batch.x.view(), batch_targets(&batch), &mut ws, &mut grads)
+                        .map_err(|e| when.locate(e))?;
+                    if !loss.is_finite() {
+                        return Err(self.non_finite(
+                            format!(
+                                "non-finite loss ({}) in batch {}, before its optimizer step",
+                                kind(loss.to_f64()),
+                                when.batch
+                            ),
+                            &when,
+                        ));
+                    }
                     let correct = match &batch.labels {
                         Some(labels) => Some(count_correct(M::last_output(&ws)?, labels.view())?),
                         None => None,
@@ -437,6 +470,22 @@ impl<'a, F: Float> Trainer<'a, F> {
                     }
                 }
                 if let Some(dir) = &self.checkpoints {
+                    // Never checkpoint weights that are not finite: the last good checkpoint
+                    // must stay the latest.
+                    if let Some((name, value)) = first_non_finite(&*model) {
+                        let when = When {
+                            epoch: epoch + 1,
+                            step: state.steps_done,
+                            batch: done,
+                        };
+                        return Err(self.non_finite(
+                            format!(
+                                "non-finite weights ({} in `{name}`) after the last batch",
+                                kind(value)
+                            ),
+                            &when,
+                        ));
+                    }
                     if let Some(exported) = optimizer.export_state() {
                         state.optimizer = exported;
                     }
@@ -475,6 +524,30 @@ impl<'a, F: Float> Trainer<'a, F> {
             }
         }
         Ok(state.history)
+    }
+
+    /// The error that stops training on a non-finite loss or weights: what, when, and what
+    /// was kept.
+    fn non_finite(&self, what: String, when: &When) -> Error {
+        let mut kept = match &self.checkpoints {
+            Some(dir) => match Checkpoint::<F>::latest(dir) {
+                Ok(latest) => format!("the last good checkpoint, {}, is kept", latest.display()),
+                Err(_) => format!("no checkpoint was written to {} yet", dir.display()),
+            },
+            None => "the model keeps the weights before this step".to_string(),
+        };
+        if !self.detect_anomaly {
+            kept.push_str(
+                " (Trainer::detect_anomaly(true) finds the first op that computes a NaN or \
+                 infinity)",
+            );
+        }
+        Error::NonFiniteTraining {
+            what,
+            epoch: when.epoch,
+            step: when.step,
+            kept,
+        }
     }
 
     /// The state at the start of `fit`: fresh, or read from the checkpoint to resume from
@@ -548,6 +621,54 @@ impl<'a, F: Float> Trainer<'a, F> {
         ));
         Ok(probe)
     }
+}
+
+/// When in a run something happened, counting from 1.
+struct When {
+    epoch: usize,
+    step: usize,
+    batch: usize,
+}
+
+impl When {
+    /// Adds the epoch, step and batch to a model's non-finite error.
+    fn locate(&self, error: Error) -> Error {
+        match error {
+            Error::NonFinite(mut found) => {
+                found.epoch = Some(self.epoch);
+                found.step = Some(self.step);
+                found.batch = Some(self.batch);
+                Error::NonFinite(found)
+            }
+            other => other,
+        }
+    }
+}
+
+/// `NaN`, `inf` or `-inf`.
+fn kind(value: f64) -> &'static str {
+    if value.is_nan() {
+        "NaN"
+    } else if value > 0.0 {
+        "inf"
+    } else {
+        "-inf"
+    }
+}
+
+/// The first parameter or buffer of `model` holding a NaN or infinity, and that value.
+fn first_non_finite<F: Float, M: Model<F>>(model: &M) -> Option<(&'static str, f64)> {
+    let mut found = None;
+    let mut scan = |name: &'static str, view: ndarray::ArrayViewD<'_, F>| {
+        if found.is_none() {
+            if let Some(v) = view.iter().find(|v| !v.is_finite()) {
+                found = Some((name, v.to_f64()));
+            }
+        }
+    };
+    model.visit_params(&mut scan);
+    model.visit_buffers(&mut scan);
+    found
 }
 
 /// Checks before training that `data` fits the model: samples of the input's rank (batch

@@ -8,6 +8,7 @@
 
 mod api;
 mod dot;
+mod finite;
 mod model_impl;
 mod passes;
 mod structs;

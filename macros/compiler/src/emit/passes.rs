@@ -297,9 +297,11 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
             }
             NodeKind::Pointwise { term, .. } => pointwise_forward(cx, id, *term),
         };
+        let check = super::finite::forward(cx, id);
         body.extend(quote! {
             #[doc = #comment]
             { #code }
+            #check
         });
     }
     let params = used_only(param_locals(cx, &layers, false, training), &body);
@@ -557,9 +559,17 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             written.join(", "),
             g.op_name(id)
         );
+        let written_inputs: Vec<NodeId> = step
+            .d_inputs
+            .iter()
+            .zip(&node.inputs)
+            .filter_map(|(d, &i)| d.map(|_| i))
+            .collect();
+        let check = super::finite::backward(cx, id, &written_inputs);
         body.extend(quote! {
             #[doc = #comment]
             { #code }
+            #check
         });
     }
     for &l in &s.unreached_layers {

@@ -231,13 +231,15 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         struct #bufs<F: ::kiln::Float> {
             /// The symbolic dims of the current step.
             dims: [usize; #nsym],
+            /// Whether the passes check every value and adjoint for NaN and infinity.
+            check_finite: bool,
             #rng_field
             #(#buffer_fields)*
         }
 
         impl<F: ::kiln::Float> #bufs<F> {
             fn new() -> Self {
-                Self { dims: [0; #nsym], #rng_init #(#state_inits)* #(#all_fields: ::std::vec::Vec::new(),)* }
+                Self { dims: [0; #nsym], check_finite: false, #rng_init #(#state_inits)* #(#all_fields: ::std::vec::Vec::new(),)* }
             }
 
             /// Sizes the buffers for `dims`: the forward values, with `loss` the values up
@@ -267,6 +269,14 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             /// An empty workspace; buffers are allocated by the first step.
             pub fn new() -> Self {
                 Self { staging: ::kiln::shape::Staging::new(), buffers: #bufs::new(), ready: false }
+            }
+
+            /// Whether every value of the forward pass and every gradient of the backward pass
+            /// is checked for NaN and infinity as it is computed (default `false`). The first
+            /// one found is returned as `kiln::Error::NonFinite`, naming its binding, op, line
+            /// and pass. Off, the check costs one branch per op.
+            pub fn check_finite(&mut self, on: bool) {
+                self.buffers.check_finite = on;
             }
 
             #reseed

@@ -101,6 +101,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
 
             #reseed
 
+            fn check_finite(ws: &mut Self::Workspace, on: bool) {
+                ws.check_finite(on);
+            }
+
             fn last_output(ws: &Self::Workspace) -> ::kiln::Result<::kiln::ndarray::ArrayViewD<'_, F>> {
                 Ok(ws.#first_name()?.into_dyn())
             }
