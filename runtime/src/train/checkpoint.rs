@@ -524,8 +524,8 @@ impl<F: Float> Checkpoint<F> {
             return Err(Error::Mismatch {
                 path: state_path.clone(),
                 message: format!(
-                    "the checkpoint was saved from a model with {saved_params} parameters; \
-                     this model has {}",
+                    "field `parameters`: the checkpoint was saved from a model with \
+                     {saved_params} parameters; this model has {}",
                     params.len()
                 ),
             });
