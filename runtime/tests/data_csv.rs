@@ -276,11 +276,11 @@ fn malformed_cells_are_reported_with_line_column_and_text() {
             b"1\n2\n",
             "line 1: 1 column; a row needs at least one feature",
         ),
-        ("empty.csv", b"", "no data rows (the file is empty)"),
+        ("empty.csv", b"", "line 1: no data rows (the file is empty)"),
         (
             "blank.csv",
             b"\n  \n\r\n",
-            "no data rows (the file is empty)",
+            "line 3: no data rows (the file is empty)",
         ),
         ("utf8.csv", b"1,2,0\n1,\xFF,0\n", "line 2: cannot read"),
     ];
@@ -302,7 +302,7 @@ fn option_violations_are_reported_with_positions() {
     };
     let message = error_for(&dir, "header_only.csv", b"a,b,label\n", &header);
     assert!(
-        message.ends_with("header_only.csv: no data rows after the header line"),
+        message.ends_with("header_only.csv: line 1: no data rows after the header line"),
         "{message}"
     );
     // Line numbers count the header line.

@@ -140,7 +140,7 @@ fn malformed_rows_are_errors_naming_the_line() {
     let error = LabelledText::from_csv_str("label,text\n", &TextCsvOptions::default()).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "<string>: no data rows after the header line"
+        "<string>: line 1: no data rows after the header line"
     );
 }
 

@@ -205,9 +205,9 @@ pub(super) fn parse<F: Float>(
 
     let Some((columns, _, _)) = layout else {
         return Err(error(if options.header {
-            "no data rows after the header line".into()
+            format!("line {line}: no data rows after the header line")
         } else {
-            "no data rows (the file is empty)".into()
+            format!("line {}: no data rows (the file is empty)", line.max(1))
         }));
     };
     let classes = options

@@ -113,9 +113,10 @@ fn parse(
         )));
     };
 
-    // Grows with the data actually present (capped reservation), so a corrupt header that
-    // claims terabytes fails as "truncated" instead of aborting on allocation.
-    let mut data = Vec::with_capacity(total.min(1 << 28));
+    // Grows with the data actually present (a small reservation, doubling as bytes arrive),
+    // so a corrupt header that claims gigabytes fails as "truncated" after allocating no more
+    // than about twice what the file holds.
+    let mut data = Vec::with_capacity(total.min(1 << 16));
     (&mut reader)
         .take(total as u64)
         .read_to_end(&mut data)

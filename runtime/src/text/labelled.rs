@@ -412,7 +412,7 @@ impl<'a> Reading<'a> {
                 Err((column, reason)) => return Err(self.error(line, column, &reason)),
             }
         }
-        self.finish()
+        self.finish(line)
     }
 
     /// The label and text columns from the header line.
@@ -540,15 +540,18 @@ impl<'a> Reading<'a> {
         }
     }
 
-    fn finish(mut self) -> Result<LabelledText> {
+    /// The data set read, or an error if no row was usable; `line` is the last line read.
+    fn finish(mut self, line: u64) -> Result<LabelledText> {
         if self.texts.is_empty() {
             let message = match self.skipped.first.first() {
                 Some(row) => format!(
                     "every one of the {} rows is malformed (line {}: {})",
                     self.skipped.count, row.line, row.reason
                 ),
-                None if self.options.header => "no data rows after the header line".into(),
-                None => "no data rows (the file is empty)".into(),
+                None if self.options.header => {
+                    format!("line {line}: no data rows after the header line")
+                }
+                None => format!("line {line}: no data rows (the file is empty)"),
             };
             return Err(Error::file(self.path, message));
         }

@@ -75,7 +75,10 @@ pub fn read_tsv(path: impl AsRef<Path>) -> Result<Tsv> {
         table.rows.push(cells);
     }
     if line == 0 {
-        return Err(Error::file(path, "the file is empty (no header line)"));
+        return Err(Error::file(
+            path,
+            "byte 0: the file is empty (no header line)",
+        ));
     }
     Ok(table)
 }

@@ -389,7 +389,7 @@ impl Vocab {
             return Err(Error::file(
                 path,
                 format!(
-                    "vocabulary format version {} is not supported (this kiln reads {FORMAT_VERSION})",
+                    "field `version`: vocabulary format version {} is not supported (this kiln reads {FORMAT_VERSION})",
                     file.version
                 ),
             ));

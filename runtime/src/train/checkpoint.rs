@@ -534,8 +534,8 @@ impl<F: Float> Checkpoint<F> {
             return Err(Error::Mismatch {
                 path: state_path.clone(),
                 message: format!(
-                    "the checkpoint was saved from a model with {saved_params} parameters; \
-                     this model has {}",
+                    "field `parameters`: the checkpoint was saved from a model with \
+                     {saved_params} parameters; this model has {}",
                     params.len()
                 ),
             });
@@ -556,6 +556,16 @@ impl<F: Float> Checkpoint<F> {
                 let mut list = Vec::with_capacity(allocated);
                 for (name, shape) in &params[..allocated] {
                     let tensor = format!("{name}.{key}");
+                    if !file.contains(&tensor) {
+                        // Either file may be the damaged one: name both.
+                        return Err(buffers.error(
+                            key,
+                            format!(
+                                "lists a buffer that {} does not hold: no tensor `{tensor}`",
+                                optimizer_path.display()
+                            ),
+                        ));
+                    }
                     let array = file.get::<F>(&tensor)?;
                     if array.shape() != shape.as_slice() {
                         return Err(Error::Mismatch {

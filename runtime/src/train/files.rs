@@ -31,8 +31,10 @@ pub(crate) fn write_safetensors<F: Float>(path: &Path, tensors: &[TensorOut<'_, 
 
 /// Reads and parses the JSON file at `path`.
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
-    let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| {
+    // Bytes, not a `String`: serde_json then reports invalid UTF-8 with its line and column,
+    // where `read_to_string` would give a bare I/O error.
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
         Error::file(
             path,
             format!(

@@ -1,4 +1,12 @@
 //! The stand-in emitted beside `compile_error!` when a model does not compile.
+//!
+//! It declares the types and methods the model would have had, and implements `kiln::Model`
+//! and `kiln::Supervised` for it, so that user code driving the model (an optimizer,
+//! `io::save`, `Trainer::fit`) type-checks and the DSL error is the only one reported. The
+//! trait methods behave as a model without parameters (nothing to visit, zero parameters, an
+//! error from every batch) rather than panic; they never run, since the crate does not build.
+//! The types stay inhabited: an uninhabited model would make rustc warn that the user's code
+//! after `Model::new` is unreachable, burying the one real error again.
 
 use crate::ast::{ModelDef, Stmt};
 use proc_macro2::TokenStream;
@@ -15,9 +23,11 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
     let mut targets = Vec::new();
     let mut outputs = Vec::new();
     let mut has_loss = false;
+    let mut input_ranks = Vec::new();
     for stmt in &def.stmts {
         match stmt {
             Stmt::Input { name, dims, ints } => {
+                input_ranks.push(dims.len());
                 let ix = format_ident!("Ix{}", dims.len());
                 inputs.push(if ints.is_some() {
                     quote!(#name: ::kiln::ndarray::ArrayView<'_, usize, ::kiln::ndarray::#ix>)
@@ -87,6 +97,12 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
             }
         }
     });
+    // Only read by code that cannot run: the crate does not build.
+    let input_rank = match input_ranks.as_slice() {
+        [rank] => *rank,
+        _ => 0,
+    };
+    let traits = trait_impls(name, &grads, &ws, input_rank);
     quote! {
         #(#attrs)*
         #[derive(Clone, Debug)]
@@ -94,6 +110,14 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
         #[derive(Clone, Debug)]
         #vis struct #grads<F: ::kiln::Float = f32>(::core::marker::PhantomData<F>);
         #vis struct #ws<F: ::kiln::Float = f32>(::core::marker::PhantomData<F>);
+
+        impl<F: ::kiln::Float> ::core::default::Default for #ws<F> {
+            fn default() -> Self {
+                Self(::core::marker::PhantomData)
+            }
+        }
+
+        #traits
 
         #[allow(dead_code, unused_variables, clippy::too_many_arguments)]
         impl<F: ::kiln::Float> #ws<F> {
@@ -121,6 +145,84 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
                 unimplemented!("the model has compile errors")
             }
             #training
+        }
+    }
+}
+
+/// `kiln::Model` and `kiln::Supervised` for the stand-in, as a model with no parameters whose
+/// every batch fails.
+fn trait_impls(
+    name: &syn::Ident,
+    grads: &syn::Ident,
+    ws: &syn::Ident,
+    input_rank: usize,
+) -> TokenStream {
+    let model_name = name.to_string();
+    quote! {
+        #[allow(unused_variables)]
+        impl<F: ::kiln::Float> ::kiln::Model<F> for #name<F> {
+            type Grads = #grads<F>;
+
+            fn visit_params(&self, f: &mut dyn FnMut(&'static str, ::kiln::ndarray::ArrayViewD<'_, F>)) {}
+
+            fn visit_params_mut(&mut self, f: &mut dyn FnMut(&'static str, ::kiln::ndarray::ArrayViewMutD<'_, F>)) {}
+
+            fn visit_grads(grads: &Self::Grads, f: &mut dyn FnMut(&'static str, ::kiln::ndarray::ArrayViewD<'_, F>)) {}
+
+            fn visit_grads_mut(grads: &mut Self::Grads, f: &mut dyn FnMut(&'static str, ::kiln::ndarray::ArrayViewMutD<'_, F>)) {}
+
+            #[allow(clippy::type_complexity)]
+            fn visit_params_with_grads(&mut self, grads: &Self::Grads, f: &mut dyn FnMut(usize, &mut [F], &[F])) {}
+
+            fn zero_grads(&self) -> Self::Grads {
+                #grads(::core::marker::PhantomData)
+            }
+
+            fn num_params(&self) -> usize {
+                0
+            }
+
+            fn summary(&self) -> ::kiln::Summary {
+                ::kiln::Summary {
+                    model: #model_name,
+                    dtype: "",
+                    rows: ::std::vec::Vec::new(),
+                }
+            }
+
+            fn graph(&self) -> &'static str {
+                ""
+            }
+        }
+
+        #[allow(unused_variables)]
+        impl<F: ::kiln::Float> ::kiln::Supervised<F> for #name<F> {
+            type Workspace = #ws<F>;
+            const INPUT_RANK: usize = #input_rank;
+            const CLASSES: ::core::option::Option<usize> = ::core::option::Option::None;
+
+            fn train_batch(
+                &mut self,
+                x: ::kiln::ndarray::ArrayViewD<'_, F>,
+                y: ::kiln::TargetView<'_, F>,
+                ws: &mut Self::Workspace,
+                grads: &mut Self::Grads,
+            ) -> ::kiln::Result<F> {
+                ::core::result::Result::Err(::kiln::Error::NoForward)
+            }
+
+            fn eval_batch(
+                &self,
+                x: ::kiln::ndarray::ArrayViewD<'_, F>,
+                y: ::kiln::TargetView<'_, F>,
+                ws: &mut Self::Workspace,
+            ) -> ::kiln::Result<F> {
+                ::core::result::Result::Err(::kiln::Error::NoForward)
+            }
+
+            fn last_output(ws: &Self::Workspace) -> ::kiln::Result<::kiln::ndarray::ArrayViewD<'_, F>> {
+                ::core::result::Result::Err(::kiln::Error::NoForward)
+            }
         }
     }
 }
