@@ -900,7 +900,7 @@ impl Gen {
                 59..=65 if last_lit => {
                     let f = shape[2].size;
                     let heads = self.pick(&[1, 2]);
-                    if f % heads != 0 {
+                    if !f.is_multiple_of(heads) {
                         return None;
                     }
                     let causal = self.chance(0.5);

@@ -642,7 +642,7 @@ impl Interp<'_> {
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let dirs = if bidirectional { 2 } else { 1 };
         let mut input = x.clone();
-        let mut finals = vec![vec![0.0; hidden]; 0];
+        let mut finals: Vec<Vec<f64>> = Vec::new();
         for l in 0..layers {
             let f = input.shape()[2];
             let mut out = ArrayD::zeros(IxDyn(&[b, t, dirs * hidden]));
