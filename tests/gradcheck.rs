@@ -462,3 +462,32 @@ fn upsampling_and_per_pixel_cross_entropy() {
         m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
     });
 }
+
+kiln::model! {
+    /// `s` is computed in place of `a` (which dies there) and is read by the backward pass;
+    /// the fused `r` (whose derivative reads `s`) must not then be computed in place of `s`.
+    struct InPlaceChain {
+        input x: [B, 2];
+        target y: [B] classes 2;
+        let a = linear(x, 2);
+        let b = linear(x, 2);
+        let s = a + b;
+        let r = relu(softplus(s)) * s;
+        let logits = linear(r, 2);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn a_kept_value_computed_in_place_is_not_overwritten_in_place() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut model = InPlaceChain::<f64>::new(&mut rng);
+    let x = random(&mut rng, (4, 2), -1.0, 1.0);
+    let y = labels(&mut rng, 4, 2);
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(y.view()),
+    );
+}

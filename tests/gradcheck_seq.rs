@@ -436,3 +436,64 @@ fn dropout_in_blocks_is_active_in_training_differs_per_block_and_follows_the_see
         .zip(x.iter())
         .all(|(o, i)| (o / i - 4.0).abs() < 1e-9));
 }
+
+kiln::model! {
+    /// A block without parameters (its structs would not use `F` without a marker), and a
+    /// whole model without parameters beside it.
+    struct ParamFreeBlock {
+        input x: [B, 4];
+        target y: [B, 4];
+        let h = linear(x, 4);
+        let r = Act(h, repeat = 2);
+        output r;
+        loss mse(r, y);
+
+        block Act(x) {
+            let a = relu(x);
+            let o = x + a;
+            output o;
+        }
+    }
+}
+
+kiln::model! {
+    struct ParamFree {
+        input x: [B, 3];
+        target y: [B, 3];
+        let p = tanh(x) * 2.0;
+        output p;
+        loss mse(p, y);
+    }
+}
+
+#[test]
+fn blocks_and_models_without_parameters() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut model = ParamFreeBlock::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 4), -1.0, 1.0);
+    let y = random(&mut rng, (3, 4), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+
+    let mut free = ParamFree::<f64>::new(&mut rng);
+    assert_eq!(free.num_params(), 0);
+    let x = random(&mut rng, (2, 3), -1.0, 1.0);
+    let y = random(&mut rng, (2, 3), -1.0, 1.0);
+    let want = x
+        .iter()
+        .zip(y.iter())
+        .map(|(a, b)| (a.tanh() * 2.0 - b).powi(2))
+        .sum::<f64>()
+        / 6.0;
+    let mut grads = free.zero_grads();
+    let loss = free
+        .loss_and_grad(x.view(), y.view(), &mut free.workspace(), &mut grads)
+        .unwrap();
+    assert!((loss - want).abs() < 1e-12, "{loss} vs {want}");
+    assert_eq!(free.forward(x.view()).unwrap(), x.mapv(|v| v.tanh() * 2.0));
+}

@@ -212,7 +212,7 @@ fn share_transients(
         let in_place = if named {
             None
         } else {
-            in_place_input(graph, id, &last_use, p, &slots)
+            in_place_input(graph, id, &last_use, p, &slots, &kept)
         };
         if let Some(slot) = in_place {
             busy_until[slot] = if kept[id] {
@@ -240,14 +240,16 @@ fn share_transients(
 }
 
 /// The shared buffer a pointwise node at position `p` can be computed in: that of an input
-/// in a shared buffer (so neither kept nor an output), whose last use is this node, with the
-/// same number of elements (the same shape).
+/// in a shared buffer, not kept, whose last use is this node, with the same number of
+/// elements (the same shape). A kept value can hold a shared buffer too (it was computed in
+/// place of a dying input), so being in one does not mean the value may be overwritten.
 fn in_place_input(
     graph: &Graph,
     id: usize,
     last_use: &[usize],
     p: usize,
     slots: &[Option<usize>],
+    kept: &[bool],
 ) -> Option<usize> {
     let node = &graph.nodes[id];
     if !matches!(node.kind, NodeKind::Pointwise { .. }) {
@@ -256,6 +258,6 @@ fn in_place_input(
     node.inputs.iter().find_map(|&i| {
         let same_shape = graph.info(i).shape == graph.info(id).shape;
         let dies_here = last_use[i] == p;
-        slots[i].filter(|_| same_shape && dies_here)
+        slots[i].filter(|_| same_shape && dies_here && !kept[i])
     })
 }

@@ -92,11 +92,16 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         &cx.buffers_name,
     );
     let vis = &g.vis;
-    let inits = g.layers.iter().zip(&cx.layers).map(|(l, s)| {
-        let (f, init) = (&l.name, &s.init);
-        quote!(#f: #init)
-    });
-    let zeros: Vec<_> = g
+    let mut inits: Vec<_> = g
+        .layers
+        .iter()
+        .zip(&cx.layers)
+        .map(|(l, s)| {
+            let (f, init) = (&l.name, &s.init);
+            quote!(#f: #init)
+        })
+        .collect();
+    let mut zeros: Vec<_> = g
         .layers
         .iter()
         .zip(&cx.layers)
@@ -105,7 +110,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             quote!(#f: #z)
         })
         .collect();
-    let grad_zeros: Vec<_> = g
+    let mut grad_zeros: Vec<_> = g
         .layers
         .iter()
         .zip(&cx.layers)
@@ -123,6 +128,12 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             }
         })
         .collect();
+    if g.layers.is_empty() {
+        // A model (or block) without parameters: its structs hold only the dtype marker.
+        for list in [&mut inits, &mut zeros, &mut grad_zeros] {
+            list.push(quote!(_dtype: ::core::marker::PhantomData));
+        }
+    }
     let model_inputs: Vec<&InputDecl> = g.inputs.iter().filter(|d| !d.is_target).collect();
     let input_views: Vec<TokenStream> = model_inputs.iter().map(|d| view_param(cx, d)).collect();
     let input_names: Vec<_> = model_inputs.iter().map(|d| &d.name).collect();

@@ -38,7 +38,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let model_doc = format!(
         " Gradients of [`{name}`]'s parameters: one field per layer, same shapes. Filled (overwritten) by each training step."
     );
-    let grad_fields: Vec<TokenStream> = g
+    let mut grad_fields: Vec<TokenStream> = g
         .layers
         .iter()
         .zip(&cx.layers)
@@ -49,6 +49,15 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             quote! { #[doc = #doc] pub #field: #ty, }
         })
         .collect();
+    if g.layers.is_empty() {
+        // Without a layer, nothing else would use `F` (a parameter-free block or model).
+        let marker = quote! {
+            #[doc(hidden)]
+            _dtype: ::core::marker::PhantomData<F>,
+        };
+        fields.push(marker.clone());
+        grad_fields.push(marker);
+    }
     let ws_doc = format!(
         " Buffers for [`{name}`]'s training steps: grown to the largest batch seen, then reused, so a warm step allocates nothing. One workspace serves one step at a time."
     );

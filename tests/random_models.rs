@@ -1,0 +1,85 @@
+//! Random valid models, as Csmith and YARPGen test C compilers: a seeded generator
+//! (`random_models/gen.rs`) builds random well-typed graphs over the op set and prints them
+//! as `kiln::model!` source; each model's forward pass and loss are compared with a plain f64
+//! interpreter of the same graph (`random_models/interp.rs`), its gradients with central
+//! differences in f64, and its f32 instance with the f64 one (`random_models/harness.rs`).
+//!
+//! The CI-sized set (seeds 0..100) is committed as `random_models/generated.rs`, compiled
+//! with this test; `generated_file_is_current` fails when the generator's output differs
+//! (`KILN_REGENERATE_RANDOM_MODELS=1 cargo test --test random_models` rewrites it). The long
+//! run compiles a scratch crate of N more models under `target/random-models`:
+//!
+//! ```sh
+//! KILN_RANDOM_MODELS=2000 cargo test --release --test random_models -- --ignored --nocapture
+//! ```
+
+#[macro_use]
+#[path = "random_models/harness.rs"]
+mod harness;
+#[path = "random_models/gen.rs"]
+mod gen;
+#[path = "random_models/generated.rs"]
+mod generated;
+#[path = "random_models/interp.rs"]
+mod interp;
+#[path = "random_models/long_run.rs"]
+mod long_run;
+
+/// The seeds of the committed set.
+const CI_SEEDS: std::ops::Range<u64> = 0..100;
+
+#[test]
+fn generated_file_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("random_models")
+        .join("generated.rs");
+    let want = gen::file(CI_SEEDS);
+    if std::env::var_os("KILN_REGENERATE_RANDOM_MODELS").is_some() {
+        std::fs::write(&path, &want).expect("write generated.rs");
+        return;
+    }
+    let have = std::fs::read_to_string(&path).expect("read generated.rs");
+    assert!(
+        have == want,
+        "tests/random_models/generated.rs differs from the generator's output: rewrite it with \
+         KILN_REGENERATE_RANDOM_MODELS=1 cargo test --test random_models"
+    );
+}
+
+#[test]
+fn ci_random_models() {
+    assert_eq!(generated::CASES.len(), CI_SEEDS.count());
+    let summary = harness::Summary::run(generated::CASES);
+    println!("{summary}");
+    assert!(
+        summary.failures.is_empty(),
+        "{} of {} random models failed (reports above):\n{}",
+        summary.failures.len(),
+        summary.models,
+        summary.failures.join("\n\n")
+    );
+}
+
+#[test]
+fn generator_is_deterministic_and_covers_the_families() {
+    let a: Vec<String> = (0..20).map(|s| gen::source(&gen::generate(s))).collect();
+    let b: Vec<String> = (0..20).map(|s| gen::source(&gen::generate(s))).collect();
+    assert_eq!(a, b);
+    let kinds: std::collections::BTreeSet<String> =
+        CI_SEEDS.flat_map(|s| gen::generate(s).op_kinds()).collect();
+    for op in [
+        "linear",
+        "conv2d",
+        "embedding",
+        "block",
+        "mse",
+        "batch_norm",
+        "dropout",
+    ] {
+        assert!(
+            kinds.contains(op),
+            "no model of the CI set uses {op}: {kinds:?}"
+        );
+    }
+}

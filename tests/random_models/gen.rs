@@ -1,0 +1,1430 @@
+//! The random model generator: a seeded, random, well-typed graph in a small IR of its own,
+//! printed as `kiln::model!` source.
+//!
+//! The generator tracks every value's shape (with the sizes the test instantiates symbolic
+//! dims with), so every model it prints compiles; the same IR drives the reference
+//! interpreter (`interp.rs`). A model starts from one input of one of three families (vectors
+//! `[B, F]`, sequences `[B, T, F]` of floats or token ids, images `[B, C, H, W]`), applies a
+//! few random ops to the latest value or, for fan-out, to an earlier one, and ends in a head
+//! and a loss; every value nothing consumes joins the loss as `c * mean(v)`, because the
+//! language rejects bindings that reach neither an output nor the loss.
+
+use kiln::rand::rngs::StdRng;
+use kiln::rand::{Rng, SeedableRng};
+use std::fmt::Write as _;
+
+/// One dim: its size in this test instance and, if symbolic, its name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dim {
+    /// The size the test binds it to.
+    pub size: usize,
+    /// The symbolic name (`B`), or `None` for a literal dim.
+    pub sym: Option<&'static str>,
+}
+
+/// A value's shape.
+pub type Shape = Vec<Dim>;
+
+fn lit(size: usize) -> Dim {
+    Dim { size, sym: None }
+}
+
+/// The sizes of a shape.
+pub fn sizes(shape: &Shape) -> Vec<usize> {
+    shape.iter().map(|d| d.size).collect()
+}
+
+fn shape_src(shape: &Shape) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .map(|d| match d.sym {
+            Some(s) => s.to_string(),
+            None => d.size.to_string(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// An element-wise term over values of one shape.
+#[derive(Clone, Debug)]
+pub enum Expr {
+    /// A value (by index).
+    Val(usize),
+    /// A number literal.
+    Num(f64),
+    /// `-a`.
+    Neg(Box<Expr>),
+    /// `a op b` with op one of `+ - * /`.
+    Bin(char, Box<Expr>, Box<Expr>),
+    /// `f(a)` or, for `leaky_relu`, `f(a, slope)`.
+    Call(&'static str, Box<Expr>, Option<f64>),
+}
+
+/// How `sum`, `mean` or `max` reduce an axis.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reduce {
+    /// `sum(x, axis = k)`.
+    Sum,
+    /// `mean(x, axis = k)`.
+    Mean,
+    /// `max(x, axis = k)`.
+    Max,
+}
+
+/// One op of the IR; operands are value indices.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// `linear(x, out, bias = ..)`.
+    Linear { x: usize, out: usize, bias: bool },
+    /// An element-wise expression.
+    Point(Expr),
+    /// `softmax(x)` or `log_softmax(x)`.
+    Softmax { x: usize, log: bool },
+    /// `layer_norm(x)`.
+    LayerNorm { x: usize },
+    /// `batch_norm(x)`.
+    BatchNorm { x: usize },
+    /// `dropout(x, p)`.
+    Dropout { x: usize, p: f64 },
+    /// `concat(a, b, axis = k)`.
+    Concat { xs: Vec<usize>, axis: usize },
+    /// `sum/mean/max(x, axis = k)`.
+    Reduce { x: usize, how: Reduce, axis: usize },
+    /// `transpose(x, -2, -1)`.
+    Transpose { x: usize },
+    /// `permute(x, perm)`.
+    Permute { x: usize, perm: Vec<usize> },
+    /// `matmul(a, b)`.
+    Matmul { a: usize, b: usize },
+    /// `causal_mask(x)`.
+    CausalMask { x: usize },
+    /// `embedding(tokens, dim)`.
+    Embedding { x: usize, dim: usize },
+    /// `position_embedding(tokens, dim, max_len = n)`.
+    PositionEmbedding {
+        x: usize,
+        dim: usize,
+        max_len: usize,
+    },
+    /// `multi_head_attention(x, heads = h, causal = c)`.
+    Attention {
+        x: usize,
+        heads: usize,
+        causal: bool,
+    },
+    /// `lstm(...)` or `gru(...)`.
+    Rnn {
+        x: usize,
+        gru: bool,
+        hidden: usize,
+        layers: usize,
+        bidirectional: bool,
+        final_state: bool,
+    },
+    /// `conv2d(x, out, kernel, stride, padding, dilation, groups, bias)`.
+    Conv {
+        x: usize,
+        out: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        d: usize,
+        g: usize,
+        bias: bool,
+    },
+    /// `conv_transpose2d(x, out, kernel, stride, padding, output_padding, groups, dilation)`.
+    ConvT {
+        x: usize,
+        out: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        q: usize,
+        d: usize,
+        g: usize,
+    },
+    /// `max_pool2d` / `avg_pool2d`.
+    Pool {
+        x: usize,
+        max: bool,
+        k: usize,
+        s: usize,
+        p: usize,
+        ceil: bool,
+        count_include_pad: bool,
+    },
+    /// `adaptive_avg_pool2d(x, (oh, ow))`.
+    Adaptive { x: usize, oh: usize, ow: usize },
+    /// `upsample(x, scale = s, mode = ..)`.
+    Upsample {
+        x: usize,
+        scale: usize,
+        bilinear: bool,
+    },
+    /// `flatten(x)`.
+    Flatten { x: usize },
+    /// `reshape(x, dims)` to the value's own shape.
+    Reshape { x: usize },
+    /// A block applied `repeat` times.
+    Block {
+        x: usize,
+        block: usize,
+        repeat: usize,
+    },
+}
+
+impl Op {
+    /// The values this op reads.
+    pub fn operands(&self) -> Vec<usize> {
+        fn expr_vals(e: &Expr, out: &mut Vec<usize>) {
+            match e {
+                Expr::Val(v) => out.push(*v),
+                Expr::Num(_) => {}
+                Expr::Neg(a) | Expr::Call(_, a, _) => expr_vals(a, out),
+                Expr::Bin(_, a, b) => {
+                    expr_vals(a, out);
+                    expr_vals(b, out);
+                }
+            }
+        }
+        match self {
+            Op::Point(e) => {
+                let mut out = Vec::new();
+                expr_vals(e, &mut out);
+                out
+            }
+            Op::Concat { xs, .. } => xs.clone(),
+            Op::Matmul { a, b } => vec![*a, *b],
+            Op::Linear { x, .. }
+            | Op::Softmax { x, .. }
+            | Op::LayerNorm { x }
+            | Op::BatchNorm { x }
+            | Op::Dropout { x, .. }
+            | Op::Reduce { x, .. }
+            | Op::Transpose { x }
+            | Op::Permute { x, .. }
+            | Op::CausalMask { x }
+            | Op::Embedding { x, .. }
+            | Op::PositionEmbedding { x, .. }
+            | Op::Attention { x, .. }
+            | Op::Rnn { x, .. }
+            | Op::Conv { x, .. }
+            | Op::ConvT { x, .. }
+            | Op::Pool { x, .. }
+            | Op::Adaptive { x, .. }
+            | Op::Upsample { x, .. }
+            | Op::Flatten { x }
+            | Op::Reshape { x }
+            | Op::Block { x, .. } => vec![*x],
+        }
+    }
+
+    /// The op's name for coverage counts.
+    pub fn kind(&self) -> String {
+        match self {
+            Op::Linear { .. } => "linear".into(),
+            Op::Point(_) => "pointwise".into(),
+            Op::Softmax { log, .. } => if *log { "log_softmax" } else { "softmax" }.into(),
+            Op::LayerNorm { .. } => "layer_norm".into(),
+            Op::BatchNorm { .. } => "batch_norm".into(),
+            Op::Dropout { .. } => "dropout".into(),
+            Op::Concat { .. } => "concat".into(),
+            Op::Reduce { how, .. } => format!("{how:?}(axis)").to_lowercase(),
+            Op::Transpose { .. } => "transpose".into(),
+            Op::Permute { .. } => "permute".into(),
+            Op::Matmul { .. } => "matmul".into(),
+            Op::CausalMask { .. } => "causal_mask".into(),
+            Op::Embedding { .. } => "embedding".into(),
+            Op::PositionEmbedding { .. } => "position_embedding".into(),
+            Op::Attention { .. } => "multi_head_attention".into(),
+            Op::Rnn { gru, .. } => if *gru { "gru" } else { "lstm" }.into(),
+            Op::Conv { .. } => "conv2d".into(),
+            Op::ConvT { .. } => "conv_transpose2d".into(),
+            Op::Pool { max, .. } => if *max { "max_pool2d" } else { "avg_pool2d" }.into(),
+            Op::Adaptive { .. } => "adaptive_avg_pool2d".into(),
+            Op::Upsample { bilinear, .. } => {
+                if *bilinear {
+                    "upsample(bilinear)"
+                } else {
+                    "upsample(nearest)"
+                }
+            }
+            .into(),
+            Op::Flatten { .. } => "flatten".into(),
+            Op::Reshape { .. } => "reshape".into(),
+            Op::Block { .. } => "block".into(),
+        }
+    }
+}
+
+/// A binding: its name, shape and op (`None` for the body's input).
+#[derive(Clone, Debug)]
+pub struct Value {
+    /// The binding's name (its layer's parameter prefix).
+    pub name: String,
+    /// Its shape.
+    pub shape: Shape,
+    /// The op computing it; `None` for the input.
+    pub op: Option<Op>,
+}
+
+/// A graph body: value 0 is the input; every other value is computed from earlier ones.
+#[derive(Clone, Debug, Default)]
+pub struct Body {
+    /// The values in order.
+    pub values: Vec<Value>,
+}
+
+/// A `block Name(x) { ... }` definition.
+#[derive(Clone, Debug)]
+pub struct BlockDef {
+    /// Its name.
+    pub name: String,
+    /// Its body; the last value is its output.
+    pub body: Body,
+}
+
+/// The model's loss on its prediction.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LossKind {
+    /// `mse(pred, y)`.
+    Mse,
+    /// `bce_with_logits(pred, y)`.
+    Bce,
+    /// `cross_entropy(pred, y)`, classes on `axis` of the prediction.
+    CrossEntropy {
+        /// The class axis of the prediction (last, or 1 for images).
+        axis: usize,
+        /// `ignore_index = p`.
+        ignore_index: Option<usize>,
+    },
+}
+
+/// A random model.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    /// The seed it was generated from.
+    pub seed: u64,
+    /// The struct's name.
+    pub name: String,
+    /// `Some(vocab)` when the input is token ids.
+    pub tokens: Option<usize>,
+    /// The main body; value 0 is the input `x`, the last value the prediction `pred`.
+    pub body: Body,
+    /// Block definitions.
+    pub blocks: Vec<BlockDef>,
+    /// The target's shape.
+    pub target: Shape,
+    /// `Some(classes)` when the target is class labels.
+    pub classes: Option<usize>,
+    /// The main loss.
+    pub loss: LossKind,
+    /// Extra loss terms `c * mean(v)` for values nothing else consumes.
+    pub extras: Vec<(f64, usize)>,
+    /// Whether any op is dropout (the training loss then depends on the workspace's seed).
+    pub dropout: bool,
+}
+
+impl Graph {
+    /// The index of the prediction.
+    pub fn pred(&self) -> usize {
+        self.body.values.len() - 1
+    }
+
+    /// Every op of the model (blocks' bodies included), for coverage counts.
+    pub fn op_kinds(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in &self.body.values {
+            if let Some(op) = &v.op {
+                out.push(op.kind());
+            }
+        }
+        for b in &self.blocks {
+            for v in &b.body.values {
+                if let Some(op) = &v.op {
+                    out.push(op.kind());
+                }
+            }
+        }
+        out.push(match &self.loss {
+            LossKind::Mse => "mse".into(),
+            LossKind::Bce => "bce_with_logits".into(),
+            LossKind::CrossEntropy { axis, ignore_index } => format!(
+                "cross_entropy(rank {}{})",
+                self.body.values[self.pred()].shape.len(),
+                if *axis == 1 && self.target.len() == 3 {
+                    ", spatial"
+                } else {
+                    ""
+                }
+                .to_string()
+                    + if ignore_index.is_some() {
+                        ", ignore_index"
+                    } else {
+                        ""
+                    }
+            ),
+        });
+        if self.body.values[0]
+            .shape
+            .iter()
+            .any(|d| d.sym.is_some_and(|s| s != "B" && s != "N"))
+        {
+            out.push("symbolic non-batch dim".into());
+        }
+        if self.body.values[0].shape[0].sym.is_none() {
+            out.push("literal batch dim".into());
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Printing.
+
+fn num_src(x: f64) -> String {
+    format!("{x:?}")
+}
+
+fn expr_src(e: &Expr, names: &[String]) -> String {
+    match e {
+        Expr::Val(v) => names[*v].clone(),
+        Expr::Num(x) => num_src(*x),
+        Expr::Neg(a) => format!("-{}", expr_src(a, names)),
+        Expr::Bin(op, a, b) => format!("({} {op} {})", expr_src(a, names), expr_src(b, names)),
+        Expr::Call(f, a, None) => format!("{f}({})", expr_src(a, names)),
+        Expr::Call(f, a, Some(s)) => format!("{f}({}, {})", expr_src(a, names), num_src(*s)),
+    }
+}
+
+fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> String {
+    let n = |i: &usize| names[*i].clone();
+    match op {
+        Op::Linear { x, out, bias } => {
+            if *bias {
+                format!("linear({}, {out})", n(x))
+            } else {
+                format!("linear({}, {out}, bias = false)", n(x))
+            }
+        }
+        Op::Point(e) => {
+            let s = expr_src(e, names);
+            // A top-level binary term prints without its outer parentheses.
+            match e {
+                Expr::Bin(..) => s[1..s.len() - 1].to_string(),
+                _ => s,
+            }
+        }
+        Op::Softmax { x, log } => {
+            format!("{}({})", if *log { "log_softmax" } else { "softmax" }, n(x))
+        }
+        Op::LayerNorm { x } => format!("layer_norm({})", n(x)),
+        Op::BatchNorm { x } => format!("batch_norm({})", n(x)),
+        Op::Dropout { x, p } => format!("dropout({}, {})", n(x), num_src(*p)),
+        Op::Concat { xs, axis } => {
+            let args: Vec<String> = xs.iter().map(n).collect();
+            if *axis == shape.len() - 1 {
+                format!("concat({})", args.join(", "))
+            } else {
+                format!("concat({}, axis = {axis})", args.join(", "))
+            }
+        }
+        Op::Reduce { x, how, axis } => {
+            format!(
+                "{}({}, axis = {axis})",
+                format!("{how:?}").to_lowercase(),
+                n(x)
+            )
+        }
+        Op::Transpose { x } => format!("transpose({}, -2, -1)", n(x)),
+        Op::Permute { x, perm } => {
+            let p: Vec<String> = perm.iter().map(|a| a.to_string()).collect();
+            format!("permute({}, ({}))", n(x), p.join(", "))
+        }
+        Op::Matmul { a, b } => format!("matmul({}, {})", n(a), n(b)),
+        Op::CausalMask { x } => format!("causal_mask({})", n(x)),
+        Op::Embedding { x, dim } => format!("embedding({}, {dim})", n(x)),
+        Op::PositionEmbedding { x, dim, max_len } => {
+            format!("position_embedding({}, {dim}, max_len = {max_len})", n(x))
+        }
+        Op::Attention { x, heads, causal } => format!(
+            "multi_head_attention({}, heads = {heads}{})",
+            n(x),
+            if *causal { ", causal = true" } else { "" }
+        ),
+        Op::Rnn {
+            x,
+            gru,
+            hidden,
+            layers,
+            bidirectional,
+            final_state,
+        } => {
+            let mut s = format!("{}({}, {hidden}", if *gru { "gru" } else { "lstm" }, n(x));
+            if *layers > 1 {
+                write!(s, ", layers = {layers}").unwrap();
+            }
+            if *bidirectional {
+                s.push_str(", bidirectional = true");
+            }
+            if *final_state {
+                s.push_str(", final_state = true");
+            }
+            s + ")"
+        }
+        Op::Conv {
+            x,
+            out,
+            k,
+            s,
+            p,
+            d,
+            g,
+            bias,
+        } => {
+            let mut t = format!("conv2d({}, {out}, kernel = {k}", n(x));
+            if *s > 1 {
+                write!(t, ", stride = {s}").unwrap();
+            }
+            if *p > 0 {
+                write!(t, ", padding = {p}").unwrap();
+            }
+            if *d > 1 {
+                write!(t, ", dilation = {d}").unwrap();
+            }
+            if *g > 1 {
+                write!(t, ", groups = {g}").unwrap();
+            }
+            if !*bias {
+                t.push_str(", bias = false");
+            }
+            t + ")"
+        }
+        Op::ConvT {
+            x,
+            out,
+            k,
+            s,
+            p,
+            q,
+            d,
+            g,
+        } => {
+            let mut t = format!("conv_transpose2d({}, {out}, kernel = {k}", n(x));
+            if *s > 1 {
+                write!(t, ", stride = {s}").unwrap();
+            }
+            if *p > 0 {
+                write!(t, ", padding = {p}").unwrap();
+            }
+            if *q > 0 {
+                write!(t, ", output_padding = {q}").unwrap();
+            }
+            if *g > 1 {
+                write!(t, ", groups = {g}").unwrap();
+            }
+            if *d > 1 {
+                write!(t, ", dilation = {d}").unwrap();
+            }
+            t + ")"
+        }
+        Op::Pool {
+            x,
+            max,
+            k,
+            s,
+            p,
+            ceil,
+            count_include_pad,
+        } => {
+            let f = if *max { "max_pool2d" } else { "avg_pool2d" };
+            if *s == *k && *p == 0 && !*ceil {
+                return format!("{f}({}, {k})", n(x));
+            }
+            let mut t = format!("{f}({}, kernel = {k}, stride = {s}", n(x));
+            if *p > 0 {
+                write!(t, ", padding = {p}").unwrap();
+            }
+            if *ceil {
+                t.push_str(", ceil_mode = true");
+            }
+            if !*count_include_pad {
+                t.push_str(", count_include_pad = false");
+            }
+            t + ")"
+        }
+        Op::Adaptive { x, oh, ow } => {
+            if *oh == 1 && *ow == 1 {
+                format!("adaptive_avg_pool2d({}, 1)", n(x))
+            } else {
+                format!("adaptive_avg_pool2d({}, ({oh}, {ow}))", n(x))
+            }
+        }
+        Op::Upsample { x, scale, bilinear } => {
+            if *bilinear {
+                format!("upsample({}, scale = {scale}, mode = bilinear)", n(x))
+            } else {
+                format!("upsample({}, scale = {scale})", n(x))
+            }
+        }
+        Op::Flatten { x } => format!("flatten({})", n(x)),
+        Op::Reshape { x } => {
+            let dims = shape_src(shape);
+            format!("reshape({}, ({}))", n(x), &dims[1..dims.len() - 1])
+        }
+        Op::Block { x, block, repeat } => {
+            if *repeat > 1 {
+                format!("{}({}, repeat = {repeat})", blocks[*block].name, n(x))
+            } else {
+                format!("{}({})", blocks[*block].name, n(x))
+            }
+        }
+    }
+}
+
+fn body_lets(body: &Body, blocks: &[BlockDef], indent: &str, out: &mut String) {
+    let names: Vec<String> = body.values.iter().map(|v| v.name.clone()).collect();
+    for v in &body.values[1..] {
+        let op = v.op.as_ref().expect("computed value");
+        writeln!(
+            out,
+            "{indent}let {} = {};",
+            v.name,
+            op_src(op, &names, &v.shape, blocks)
+        )
+        .unwrap();
+    }
+}
+
+/// The model's `kiln::model!` invocation.
+pub fn source(g: &Graph) -> String {
+    let mut s = String::new();
+    writeln!(s, "kiln::model! {{").unwrap();
+    writeln!(s, "    struct {} {{", g.name).unwrap();
+    let x = &g.body.values[0];
+    match g.tokens {
+        Some(v) => writeln!(s, "        input x: {} tokens {v};", shape_src(&x.shape)).unwrap(),
+        None => writeln!(s, "        input x: {};", shape_src(&x.shape)).unwrap(),
+    }
+    match g.classes {
+        Some(c) => writeln!(s, "        target y: {} classes {c};", shape_src(&g.target)).unwrap(),
+        None => writeln!(s, "        target y: {};", shape_src(&g.target)).unwrap(),
+    }
+    body_lets(&g.body, &g.blocks, "        ", &mut s);
+    writeln!(s, "        output pred;").unwrap();
+    let mut loss = match &g.loss {
+        LossKind::Mse => "mse(pred, y)".to_string(),
+        LossKind::Bce => "bce_with_logits(pred, y)".to_string(),
+        LossKind::CrossEntropy {
+            ignore_index: Some(p),
+            ..
+        } => format!("cross_entropy(pred, y, ignore_index = {p})"),
+        LossKind::CrossEntropy { .. } => "cross_entropy(pred, y)".to_string(),
+    };
+    for (c, v) in &g.extras {
+        write!(
+            loss,
+            " + {} * mean({})",
+            num_src(*c),
+            g.body.values[*v].name
+        )
+        .unwrap();
+    }
+    writeln!(s, "        loss {loss};").unwrap();
+    for b in &g.blocks {
+        writeln!(s).unwrap();
+        writeln!(s, "        block {}(x) {{", b.name).unwrap();
+        body_lets(&b.body, &[], "            ", &mut s);
+        let out = &b.body.values[b.body.values.len() - 1].name;
+        writeln!(s, "            output {out};").unwrap();
+        writeln!(s, "        }}").unwrap();
+    }
+    writeln!(s, "    }}").unwrap();
+    writeln!(s, "}}").unwrap();
+    s
+}
+
+/// The generated file for `seeds`: each model, its runner and the case table, all in
+/// brace-delimited macro calls (which rustfmt leaves as they are).
+pub fn file(seeds: impl IntoIterator<Item = u64>) -> String {
+    let mut s = String::from(
+        "// @generated by tests/random_models/gen.rs (`KILN_REGENERATE_RANDOM_MODELS=1 cargo test \
+         --test random_models`); do not edit.\n",
+    );
+    let mut names = Vec::new();
+    for seed in seeds {
+        let g = generate(seed);
+        s.push('\n');
+        s.push_str(&source(&g));
+        let x_rank = g.body.values[0].shape.len();
+        let input = if g.tokens.is_some() {
+            format!("tokens {x_rank}")
+        } else {
+            format!("float {x_rank}")
+        };
+        let target = if g.classes.is_some() {
+            format!("labels {}", g.target.len())
+        } else {
+            format!("values {}", g.target.len())
+        };
+        let seeded = if g.dropout { "seeded" } else { "unseeded" };
+        writeln!(s, "runner! {{ {}, {input}, {target}, {seeded} }}", g.name).unwrap();
+        names.push((seed, g.name.clone()));
+    }
+    s.push_str("\ncases! {\n");
+    for (seed, name) in names {
+        writeln!(s, "    {seed} => {name},").unwrap();
+    }
+    s.push_str("}\n");
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generation.
+
+struct Gen {
+    rng: StdRng,
+    body: Body,
+    /// Per value: read by some op.
+    used: Vec<bool>,
+    blocks: Vec<BlockDef>,
+    dropout: bool,
+    train_mode: bool,
+    prefix: &'static str,
+    tokens: bool,
+}
+
+const COEFS: [f64; 6] = [0.5, 0.25, 1.5, 2.0, 0.1, 0.75];
+
+impl Gen {
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.rng.random_range(0..items.len())]
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.rng.random_bool(p)
+    }
+
+    fn shape(&self, v: usize) -> &Shape {
+        &self.body.values[v].shape
+    }
+
+    fn push(&mut self, shape: Shape, op: Op) -> usize {
+        for v in op.operands() {
+            self.used[v] = true;
+        }
+        match &op {
+            Op::Dropout { .. } => {
+                self.dropout = true;
+                self.train_mode = true;
+            }
+            Op::BatchNorm { .. } => self.train_mode = true,
+            _ => {}
+        }
+        let name = format!("{}{}", self.prefix, self.body.values.len());
+        self.body.values.push(Value {
+            name,
+            shape,
+            op: Some(op),
+        });
+        self.used.push(false);
+        self.body.values.len() - 1
+    }
+
+    /// A float value other than `v` with the same shape, if any.
+    fn same_shape(&mut self, v: usize) -> Option<usize> {
+        let shape = self.shape(v).clone();
+        let cands: Vec<usize> = (0..self.body.values.len())
+            .filter(|&u| u != v && self.shape(u) == &shape && !(u == 0 && self.tokens))
+            .collect();
+        if cands.is_empty() {
+            None
+        } else {
+            Some(self.pick(&cands))
+        }
+    }
+
+    /// A random element-wise term over `v` (and possibly another value of its shape).
+    fn unary(&mut self, a: Expr) -> Expr {
+        let b = Box::new(a.clone());
+        match self.rng.random_range(0..16) {
+            0 => Expr::Call("relu", b, None),
+            1 => Expr::Call("leaky_relu", b, Some(0.2)),
+            2 => Expr::Call("sigmoid", b, None),
+            3 => Expr::Call("tanh", b, None),
+            4 => Expr::Call("softplus", b, None),
+            5 => Expr::Call("gelu", b, None),
+            6 => Expr::Call("exp", Box::new(Expr::Call("tanh", b, None)), None),
+            7 => Expr::Call(
+                "log",
+                Box::new(Expr::Bin(
+                    '+',
+                    Box::new(Expr::Call("softplus", b, None)),
+                    Box::new(Expr::Num(0.5)),
+                )),
+                None,
+            ),
+            8 => Expr::Call(
+                "sqrt",
+                Box::new(Expr::Bin(
+                    '+',
+                    Box::new(Expr::Call("square", b, None)),
+                    Box::new(Expr::Num(0.1)),
+                )),
+                None,
+            ),
+            9 => Expr::Call("square", b, None),
+            10 => Expr::Neg(b),
+            11 => Expr::Bin('*', b, Box::new(Expr::Call("sigmoid", Box::new(a), None))),
+            12 => {
+                let c = self.pick(&COEFS);
+                Expr::Bin('*', Box::new(Expr::Num(c)), b)
+            }
+            13 => {
+                let c = self.pick(&COEFS);
+                Expr::Bin('-', b, Box::new(Expr::Num(c)))
+            }
+            14 => {
+                let c = self.pick(&COEFS);
+                Expr::Bin('/', b, Box::new(Expr::Num(c)))
+            }
+            _ => Expr::Call(
+                "exp",
+                Box::new(Expr::Bin('*', b, Box::new(Expr::Num(0.5)))),
+                None,
+            ),
+        }
+    }
+
+    fn pointwise(&mut self, v: usize) -> usize {
+        let shape = self.shape(v).clone();
+        let mut e = self.unary(Expr::Val(v));
+        if self.chance(0.3) {
+            e = self.unary(e);
+        }
+        if let Some(u) = self.same_shape(v).filter(|_| self.rng.random_bool(0.6)) {
+            let other = if self.chance(0.5) {
+                Expr::Val(u)
+            } else {
+                self.unary(Expr::Val(u))
+            };
+            e = match self.rng.random_range(0..4) {
+                0 => Expr::Bin('+', Box::new(e), Box::new(other)),
+                1 => Expr::Bin('-', Box::new(e), Box::new(other)),
+                2 => Expr::Bin('*', Box::new(e), Box::new(other)),
+                _ => Expr::Bin(
+                    '/',
+                    Box::new(e),
+                    Box::new(Expr::Bin(
+                        '+',
+                        Box::new(Expr::Call("square", Box::new(other), None)),
+                        Box::new(Expr::Num(1.0)),
+                    )),
+                ),
+            };
+        }
+        self.push(shape, Op::Point(e))
+    }
+
+    fn with_last(shape: &Shape, last: usize) -> Shape {
+        let mut s = shape.clone();
+        *s.last_mut().expect("rank >= 1") = lit(last);
+        s
+    }
+
+    fn linear(&mut self, v: usize) -> usize {
+        let out = self.rng.random_range(2..=6);
+        let bias = self.chance(0.8);
+        let shape = Self::with_last(self.shape(v), out);
+        self.push(shape, Op::Linear { x: v, out, bias })
+    }
+
+    /// One random step from `v`; `None` when the chosen op does not apply.
+    fn step(&mut self, v: usize, depth: usize) -> Option<usize> {
+        let shape = self.shape(v).clone();
+        let rank = shape.len();
+        let last_lit = shape[rank - 1].sym.is_none();
+        let choice = self.rng.random_range(0..100);
+        match rank {
+            2 => match choice {
+                0..=14 => Some(self.linear(v)),
+                15..=34 => Some(self.pointwise(v)),
+                35..=41 => {
+                    let log = self.chance(0.5);
+                    Some(self.push(shape, Op::Softmax { x: v, log }))
+                }
+                42..=48 => Some(self.push(shape, Op::LayerNorm { x: v })),
+                49..=55 => Some(self.push(shape, Op::BatchNorm { x: v })),
+                56..=61 => {
+                    let p = self.pick(&[0.25, 0.5]);
+                    Some(self.push(shape, Op::Dropout { x: v, p }))
+                }
+                62..=70 => self.concat(v, 1),
+                71..=80 if depth == 0 => self.block(v),
+                81..=90 => {
+                    // To an image: [B, F] -> [B, c, h, w], through a linear layer when F
+                    // is not the image's size.
+                    let (c, h, w) = self.pick(&[(1, 2, 2), (1, 2, 3), (2, 2, 2), (1, 3, 3)]);
+                    let src = if shape[1].size == c * h * w {
+                        v
+                    } else {
+                        let s = Self::with_last(&shape, c * h * w);
+                        self.push(
+                            s,
+                            Op::Linear {
+                                x: v,
+                                out: c * h * w,
+                                bias: true,
+                            },
+                        )
+                    };
+                    let s = vec![shape[0].clone(), lit(c), lit(h), lit(w)];
+                    Some(self.push(s, Op::Reshape { x: src }))
+                }
+                _ => Some(self.linear(v)),
+            },
+            3 => match choice {
+                0..=12 if last_lit => Some(self.linear(v)),
+                13..=29 => Some(self.pointwise(v)),
+                30..=35 => {
+                    let log = self.chance(0.5);
+                    Some(self.push(shape, Op::Softmax { x: v, log }))
+                }
+                36..=41 if last_lit => Some(self.push(shape, Op::LayerNorm { x: v })),
+                42..=45 => {
+                    let p = self.pick(&[0.25, 0.5]);
+                    Some(self.push(shape, Op::Dropout { x: v, p }))
+                }
+                46..=51 => self.concat(v, 2),
+                52..=58 if depth == 0 && last_lit => self.block(v),
+                59..=65 if last_lit => {
+                    let f = shape[2].size;
+                    let heads = self.pick(&[1, 2]);
+                    if !f.is_multiple_of(heads) {
+                        return None;
+                    }
+                    let causal = self.chance(0.5);
+                    Some(self.push(
+                        shape,
+                        Op::Attention {
+                            x: v,
+                            heads,
+                            causal,
+                        },
+                    ))
+                }
+                66..=73 if last_lit => {
+                    let gru = self.chance(0.5);
+                    let hidden = self.rng.random_range(2..=3);
+                    let layers = self.pick(&[1, 1, 2]);
+                    let bidirectional = self.chance(0.4);
+                    let final_state = self.chance(0.3);
+                    let dirs = if bidirectional { 2 } else { 1 };
+                    let s = if final_state {
+                        vec![shape[0].clone(), lit(dirs * hidden)]
+                    } else {
+                        Self::with_last(&shape, dirs * hidden)
+                    };
+                    Some(self.push(
+                        s,
+                        Op::Rnn {
+                            x: v,
+                            gru,
+                            hidden,
+                            layers,
+                            bidirectional,
+                            final_state,
+                        },
+                    ))
+                }
+                74..=79 => {
+                    let how = self.pick(&[Reduce::Sum, Reduce::Mean, Reduce::Max]);
+                    let axis = self.pick(&[1, 2]);
+                    if shape[3 - axis].sym.is_some() {
+                        return None; // keep a literal last dim
+                    }
+                    let mut s = shape.clone();
+                    s.remove(axis);
+                    Some(self.push(s, Op::Reduce { x: v, how, axis }))
+                }
+                80..=87 if last_lit => {
+                    // Attention written out: softmax(causal_mask(q kᵀ · c)) v.
+                    let q = self.linear(v);
+                    let qs = self.shape(q).clone();
+                    let k = self.push(
+                        qs.clone(),
+                        Op::Linear {
+                            x: v,
+                            out: qs[2].size,
+                            bias: true,
+                        },
+                    );
+                    let kt = self.push(
+                        vec![qs[0].clone(), qs[2].clone(), qs[1].clone()],
+                        Op::Transpose { x: k },
+                    );
+                    let ss = vec![qs[0].clone(), qs[1].clone(), qs[1].clone()];
+                    let scores = self.push(ss.clone(), Op::Matmul { a: q, b: kt });
+                    let masked = if self.chance(0.5) {
+                        self.push(ss.clone(), Op::CausalMask { x: scores })
+                    } else {
+                        scores
+                    };
+                    let p = self.push(
+                        ss,
+                        Op::Softmax {
+                            x: masked,
+                            log: false,
+                        },
+                    );
+                    Some(self.push(shape, Op::Matmul { a: p, b: v }))
+                }
+                88..=93 => {
+                    let s = vec![shape[0].clone(), shape[2].clone(), shape[1].clone()];
+                    if self.chance(0.5) {
+                        Some(self.push(s, Op::Transpose { x: v }))
+                    } else {
+                        Some(self.push(
+                            s,
+                            Op::Permute {
+                                x: v,
+                                perm: vec![0, 2, 1],
+                            },
+                        ))
+                    }
+                }
+                _ if last_lit => Some(self.linear(v)),
+                _ => None,
+            },
+            4 => self.image_step(v, choice),
+            _ => None,
+        }
+    }
+
+    fn image_step(&mut self, v: usize, choice: u32) -> Option<usize> {
+        let shape = self.shape(v).clone();
+        let (c, h, w) = (shape[1].size, shape[2].size, shape[3].size);
+        let b = shape[0].clone();
+        let img = |c: usize, h: usize, w: usize| vec![b.clone(), lit(c), lit(h), lit(w)];
+        match choice {
+            0..=19 => {
+                let k = self.pick(&[1, 2, 3]);
+                let s = self.pick(&[1, 1, 2]);
+                let p = self.rng.random_range(0..=k / 2 + 1).min(k);
+                let d = if k > 1 { self.pick(&[1, 1, 2]) } else { 1 };
+                let g = if c > 1 && self.chance(0.3) { c } else { 1 };
+                let out = if g > 1 {
+                    g * self.pick(&[1, 2])
+                } else {
+                    self.rng.random_range(1..=4)
+                };
+                let oh = (h + 2 * p).checked_sub(d * (k - 1) + 1)? / s + 1;
+                let ow = (w + 2 * p).checked_sub(d * (k - 1) + 1)? / s + 1;
+                if oh * ow > 64 {
+                    return None;
+                }
+                let bias = self.chance(0.8);
+                Some(self.push(
+                    img(out, oh, ow),
+                    Op::Conv {
+                        x: v,
+                        out,
+                        k,
+                        s,
+                        p,
+                        d,
+                        g,
+                        bias,
+                    },
+                ))
+            }
+            20..=29 => {
+                let k = self.pick(&[1, 2, 3]);
+                let s = self.pick(&[1, 2]);
+                let d = if k > 1 { self.pick(&[1, 1, 2]) } else { 1 };
+                let p = self.rng.random_range(0..=(d * (k - 1)) / 2);
+                let q = if s.max(d) > 1 && self.chance(0.4) {
+                    1
+                } else {
+                    0
+                };
+                let g = if c > 1 && self.chance(0.3) { c } else { 1 };
+                let out = g * self.rng.random_range(1..=2);
+                let oh = ((h - 1) * s + d * (k - 1) + q + 1).checked_sub(2 * p)?;
+                let ow = ((w - 1) * s + d * (k - 1) + q + 1).checked_sub(2 * p)?;
+                if oh == 0 || ow == 0 || oh * ow > 64 {
+                    return None;
+                }
+                Some(self.push(
+                    img(out, oh, ow),
+                    Op::ConvT {
+                        x: v,
+                        out,
+                        k,
+                        s,
+                        p,
+                        q,
+                        d,
+                        g,
+                    },
+                ))
+            }
+            30..=41 => {
+                let max = self.chance(0.5);
+                let k = self.pick(&[2, 2, 3]);
+                let s = self.pick(&[1, 2, k]);
+                let p = self.rng.random_range(0..=k / 2);
+                let ceil = self.chance(0.4);
+                let count_include_pad = max || self.chance(0.5);
+                let ext = |n: usize| -> Option<usize> {
+                    let span = (n + 2 * p).checked_sub(k)?;
+                    let mut o = if ceil { span.div_ceil(s) } else { span / s } + 1;
+                    if ceil && (o - 1) * s >= n + p {
+                        o -= 1;
+                    }
+                    Some(o)
+                };
+                let (oh, ow) = (ext(h)?, ext(w)?);
+                Some(self.push(
+                    img(c, oh, ow),
+                    Op::Pool {
+                        x: v,
+                        max,
+                        k,
+                        s,
+                        p,
+                        ceil,
+                        count_include_pad,
+                    },
+                ))
+            }
+            42..=47 => {
+                let oh = self.rng.random_range(1..=h.min(3));
+                let ow = self.rng.random_range(1..=w.min(3));
+                Some(self.push(img(c, oh, ow), Op::Adaptive { x: v, oh, ow }))
+            }
+            48..=53 if h * w <= 16 => {
+                let scale = 2;
+                let bilinear = self.chance(0.5);
+                Some(self.push(
+                    img(c, h * scale, w * scale),
+                    Op::Upsample {
+                        x: v,
+                        scale,
+                        bilinear,
+                    },
+                ))
+            }
+            54..=59 => Some(self.push(shape, Op::BatchNorm { x: v })),
+            60..=71 => Some(self.pointwise(v)),
+            72..=75 => {
+                let p = self.pick(&[0.25, 0.5]);
+                Some(self.push(shape, Op::Dropout { x: v, p }))
+            }
+            76..=81 => self.concat(v, 1),
+            82..=87 => {
+                let s = vec![shape[0].clone(), lit(c * h * w)];
+                Some(self.push(s, Op::Flatten { x: v }))
+            }
+            88..=91 => {
+                let s = img(c, w, h);
+                Some(self.push(
+                    s,
+                    Op::Permute {
+                        x: v,
+                        perm: vec![0, 1, 3, 2],
+                    },
+                ))
+            }
+            92..=95 => {
+                let s = img(c * h, w, 1);
+                Some(self.push(s, Op::Reshape { x: v }))
+            }
+            _ => {
+                let log = self.chance(0.5);
+                Some(self.push(shape, Op::Softmax { x: v, log }))
+            }
+        }
+    }
+
+    /// `concat(v, u)` with a value `u` agreeing on every axis but `axis` (made by a new
+    /// op from `v` when none exists).
+    fn concat(&mut self, v: usize, axis: usize) -> Option<usize> {
+        let shape = self.shape(v).clone();
+        if shape[axis].sym.is_some() {
+            return None;
+        }
+        let fits = |s: &Shape| {
+            s.len() == shape.len()
+                && s.iter()
+                    .zip(&shape)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == axis || a == b)
+                && s[axis].sym.is_none()
+        };
+        let cands: Vec<usize> = (0..self.body.values.len())
+            .filter(|&u| !(u == 0 && self.tokens) && fits(self.shape(u)))
+            .collect();
+        let u = self.pick(&cands);
+        let mut xs = vec![v, u];
+        if self.chance(0.5) {
+            xs.swap(0, 1);
+        }
+        let mut s = shape.clone();
+        s[axis] = lit(shape[axis].size + self.shape(u).size_at(axis));
+        Some(self.push(s, Op::Concat { xs, axis }))
+    }
+
+    /// A block over `v`'s shape (literal last dim), applied 1–3 times.
+    fn block(&mut self, v: usize) -> Option<usize> {
+        let shape = self.shape(v).clone();
+        let f = shape.last()?.size;
+        let mut inner = Gen {
+            rng: StdRng::seed_from_u64(self.rng.random()),
+            body: Body {
+                values: vec![Value {
+                    name: "x".into(),
+                    shape: shape.clone(),
+                    op: None,
+                }],
+            },
+            used: vec![false],
+            blocks: Vec::new(),
+            dropout: false,
+            train_mode: false,
+            prefix: "u",
+            tokens: false,
+        };
+        let mut cur = 0;
+        for _ in 0..inner.rng.random_range(1..=3) {
+            cur = match inner.rng.random_range(0..5) {
+                0 => inner.push(
+                    shape.clone(),
+                    Op::Linear {
+                        x: cur,
+                        out: f,
+                        bias: true,
+                    },
+                ),
+                1 => inner.push(shape.clone(), Op::LayerNorm { x: cur }),
+                2 => inner.push(shape.clone(), Op::Dropout { x: cur, p: 0.25 }),
+                _ => {
+                    let e = inner.unary(Expr::Val(cur));
+                    inner.push(shape.clone(), Op::Point(e))
+                }
+            };
+        }
+        let residual = Expr::Bin('+', Box::new(Expr::Val(0)), Box::new(Expr::Val(cur)));
+        inner.push(shape.clone(), Op::Point(residual));
+        self.dropout |= inner.dropout;
+        self.train_mode |= inner.train_mode;
+        let block = self.blocks.len();
+        self.blocks.push(BlockDef {
+            name: format!("Blk{block}"),
+            body: inner.body,
+        });
+        let repeat = self.rng.random_range(1..=3);
+        Some(self.push(
+            shape,
+            Op::Block {
+                x: v,
+                block,
+                repeat,
+            },
+        ))
+    }
+}
+
+trait SizeAt {
+    fn size_at(&self, axis: usize) -> usize;
+}
+
+impl SizeAt for Shape {
+    fn size_at(&self, axis: usize) -> usize {
+        self[axis].size
+    }
+}
+
+/// The random model for `seed`.
+pub fn generate(seed: u64) -> Graph {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6b69_6c6e_7261_6e64);
+    let batch = if rng.random_bool(0.85) {
+        Dim {
+            size: rng.random_range(2..=3),
+            sym: Some(if rng.random_bool(0.8) { "B" } else { "N" }),
+        }
+    } else {
+        lit(rng.random_range(2..=3))
+    };
+    let family = rng.random_range(0..4);
+    let mut tokens = None;
+    let input_shape: Shape = match family {
+        0 => vec![batch.clone(), lit(rng.random_range(3..=6))],
+        1 | 2 => {
+            let t = rng.random_range(2..=4);
+            let tdim = if rng.random_bool(0.6) {
+                Dim {
+                    size: t,
+                    sym: Some(if rng.random_bool(0.7) { "T" } else { "S" }),
+                }
+            } else {
+                lit(t)
+            };
+            if family == 2 {
+                tokens = Some(rng.random_range(3..=7));
+                vec![batch.clone(), tdim]
+            } else {
+                vec![batch.clone(), tdim, lit(rng.random_range(2..=4))]
+            }
+        }
+        _ => vec![
+            batch.clone(),
+            lit(rng.random_range(1..=3)),
+            lit(rng.random_range(3..=6)),
+            lit(rng.random_range(3..=6)),
+        ],
+    };
+    let mut g = Gen {
+        rng: StdRng::seed_from_u64(rng.random()),
+        body: Body {
+            values: vec![Value {
+                name: "x".into(),
+                shape: input_shape.clone(),
+                op: None,
+            }],
+        },
+        used: vec![false],
+        blocks: Vec::new(),
+        dropout: false,
+        train_mode: false,
+        prefix: "v",
+        tokens: tokens.is_some(),
+    };
+    let mut cur = 0;
+    if tokens.is_some() {
+        let dim = g.pick(&[2, 4]);
+        let mut s = input_shape.clone();
+        s.push(lit(dim));
+        let e = g.push(s.clone(), Op::Embedding { x: 0, dim });
+        cur = e;
+        if g.chance(0.5) {
+            let max_len = input_shape[1].size + g.rng.random_range(0..=2);
+            let p = g.push(s.clone(), Op::PositionEmbedding { x: 0, dim, max_len });
+            let sum = Expr::Bin('+', Box::new(Expr::Val(e)), Box::new(Expr::Val(p)));
+            cur = g.push(s, Op::Point(sum));
+        }
+    }
+    let steps = g.rng.random_range(2..=5);
+    let mut done = 0;
+    let mut tries = 0;
+    while done < steps && tries < 50 {
+        tries += 1;
+        // Mostly the latest value; sometimes an earlier one (fan-out).
+        let from = if done > 0 && g.chance(0.2) {
+            let n = g.body.values.len();
+            let lo = usize::from(g.tokens);
+            g.rng.random_range(lo..n)
+        } else {
+            cur
+        };
+        if let Some(v) = g.step(from, 0) {
+            cur = v;
+            done += 1;
+        }
+    }
+    // The head.
+    let shape = g.shape(cur).clone();
+    let rank = shape.len();
+    let last_lit = shape[rank - 1].sym.is_none();
+    let k = g.rng.random_range(2..=4);
+    let (pred, loss, target, classes) = match rank {
+        2 | 3 if last_lit => {
+            let pred = g.push(
+                Gen::with_last(&shape, k),
+                Op::Linear {
+                    x: cur,
+                    out: k,
+                    bias: true,
+                },
+            );
+            let ps = g.shape(pred).clone();
+            match g.rng.random_range(0..3) {
+                0 => (pred, LossKind::Mse, ps, None),
+                1 => (pred, LossKind::Bce, ps, None),
+                _ => {
+                    let ignore_index = if g.chance(0.4) {
+                        Some(g.rng.random_range(0..k))
+                    } else {
+                        None
+                    };
+                    let axis = rank - 1;
+                    let t = ps[..rank - 1].to_vec();
+                    (
+                        pred,
+                        LossKind::CrossEntropy { axis, ignore_index },
+                        t,
+                        Some(k),
+                    )
+                }
+            }
+        }
+        4 => {
+            let pred = g.push(
+                vec![shape[0].clone(), lit(k), shape[2].clone(), shape[3].clone()],
+                Op::Conv {
+                    x: cur,
+                    out: k,
+                    k: 1,
+                    s: 1,
+                    p: 0,
+                    d: 1,
+                    g: 1,
+                    bias: true,
+                },
+            );
+            let ps = g.shape(pred).clone();
+            if g.chance(0.6) {
+                let ignore_index = if g.chance(0.3) { Some(0) } else { None };
+                let t = vec![ps[0].clone(), ps[2].clone(), ps[3].clone()];
+                (
+                    pred,
+                    LossKind::CrossEntropy {
+                        axis: 1,
+                        ignore_index,
+                    },
+                    t,
+                    Some(k),
+                )
+            } else {
+                (pred, LossKind::Mse, ps, None)
+            }
+        }
+        _ => {
+            // A symbolic last dim: the value itself is the prediction, through a pointwise
+            // op so that `pred` is a binding of its own.
+            let e = g.unary(Expr::Val(cur));
+            let pred = g.push(shape.clone(), Op::Point(e));
+            (pred, LossKind::Mse, shape, None)
+        }
+    };
+    g.body.values[pred].name = "pred".into();
+    let mut extras = Vec::new();
+    for v in 1..g.body.values.len() - 1 {
+        if !g.used[v] {
+            let c = g.pick(&[0.1, 0.3, 0.5]);
+            extras.push((c, v));
+        }
+    }
+    Graph {
+        seed,
+        name: format!("R{seed}"),
+        tokens,
+        body: g.body,
+        blocks: g.blocks,
+        target,
+        classes,
+        loss,
+        extras,
+        dropout: g.dropout,
+    }
+}

@@ -1,0 +1,786 @@
+//! A plain f64 reference interpreter of the generator's IR: naive loops over `ndarray`
+//! arrays, written from PyTorch's definitions and sharing no code with kiln's kernels. It
+//! reads the parameters by their `state_dict` names (PyTorch layouts) and computes the
+//! prediction and the loss, in inference mode or (for models without dropout, whose mask it
+//! cannot reproduce) in training mode (batch norm's batch statistics).
+
+use super::gen::{BlockDef, Body, Expr, Graph, LossKind, Op, Reduce};
+use kiln::ndarray::{ArrayD, Axis, Dimension, IxDyn};
+use std::collections::HashMap;
+
+/// Parameters and buffers by `state_dict` name.
+pub type Params = HashMap<String, ArrayD<f64>>;
+
+/// The model's input: floats or token ids.
+#[derive(Clone, Debug)]
+pub enum Input<F = f64> {
+    /// Float features.
+    Float(ArrayD<F>),
+    /// Token ids.
+    Tokens(ArrayD<usize>),
+}
+
+/// The model's target: float values or class labels.
+#[derive(Clone, Debug)]
+pub enum Target<F = f64> {
+    /// Float targets.
+    Values(ArrayD<F>),
+    /// Class labels.
+    Labels(ArrayD<usize>),
+}
+
+struct Interp<'a> {
+    params: &'a Params,
+    train: bool,
+    blocks: &'a [BlockDef],
+}
+
+fn erf(x: f64) -> f64 {
+    // Maclaurin series below 3 (alternating, converges; cancellation costs at most ~1e-12),
+    // the continued fraction of erfc above.
+    let ax = x.abs();
+    let r = if ax < 3.0 {
+        let mut term = ax;
+        let mut sum = ax;
+        let mut n = 0.0;
+        loop {
+            n += 1.0;
+            term *= -ax * ax / n;
+            let add = term / (2.0 * n + 1.0);
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc(x) = exp(-x²)/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...)))).
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = (k as f64 / 2.0) / (ax + f);
+        }
+        1.0 - (-ax * ax).exp() / std::f64::consts::PI.sqrt() / (ax + f)
+    };
+    if x < 0.0 {
+        -r
+    } else {
+        r
+    }
+}
+
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn func(f: &str, x: f64, arg: Option<f64>) -> f64 {
+    match f {
+        "relu" => x.max(0.0),
+        "leaky_relu" => {
+            if x > 0.0 {
+                x
+            } else {
+                x * arg.unwrap_or(0.01)
+            }
+        }
+        "sigmoid" => sigmoid(x),
+        "tanh" => x.tanh(),
+        "softplus" => softplus(x),
+        "gelu" => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
+        "exp" => x.exp(),
+        "log" => x.ln(),
+        "sqrt" => x.sqrt(),
+        "square" => x * x,
+        other => panic!("no function {other}"),
+    }
+}
+
+fn eval_expr(e: &Expr, vals: &[ArrayD<f64>], shape: &[usize]) -> ArrayD<f64> {
+    match e {
+        Expr::Val(v) => vals[*v].clone(),
+        Expr::Num(x) => ArrayD::from_elem(IxDyn(shape), *x),
+        Expr::Neg(a) => eval_expr(a, vals, shape).mapv(|x| -x),
+        Expr::Call(f, a, arg) => eval_expr(a, vals, shape).mapv(|x| func(f, x, *arg)),
+        Expr::Bin(op, a, b) => {
+            let (a, b) = (eval_expr(a, vals, shape), eval_expr(b, vals, shape));
+            let mut out = a.clone();
+            for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b.iter())) {
+                *o = match op {
+                    '+' => x + y,
+                    '-' => x - y,
+                    '*' => x * y,
+                    '/' => x / y,
+                    _ => unreachable!(),
+                };
+            }
+            out
+        }
+    }
+}
+
+/// `[.., n]` as rows of `n`: (row count, n).
+fn rows(shape: &[usize]) -> (usize, usize) {
+    let n = *shape.last().expect("rank >= 1");
+    (shape.iter().product::<usize>() / n.max(1), n)
+}
+
+fn linear(x: &ArrayD<f64>, w: &ArrayD<f64>, b: Option<&ArrayD<f64>>, out: usize) -> ArrayD<f64> {
+    let (r, n) = rows(x.shape());
+    let xs = x.as_standard_layout();
+    let xs = xs.as_slice().expect("contiguous");
+    let ws = w.as_standard_layout();
+    let ws = ws.as_slice().expect("contiguous");
+    let mut y = vec![0.0; r * out];
+    for i in 0..r {
+        for o in 0..out {
+            let mut acc = b.map_or(0.0, |b| b[[o]]);
+            for k in 0..n {
+                acc += xs[i * n + k] * ws[o * n + k];
+            }
+            y[i * out + o] = acc;
+        }
+    }
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank") = out;
+    ArrayD::from_shape_vec(IxDyn(&shape), y).expect("shape")
+}
+
+/// Applies `f` to every last-axis row.
+fn per_row(x: &ArrayD<f64>, mut f: impl FnMut(&[f64], &mut [f64])) -> ArrayD<f64> {
+    let (r, n) = rows(x.shape());
+    let xs = x
+        .as_standard_layout()
+        .to_owned()
+        .into_raw_vec_and_offset()
+        .0;
+    let mut y = vec![0.0; r * n];
+    for i in 0..r {
+        f(&xs[i * n..(i + 1) * n], &mut y[i * n..(i + 1) * n]);
+    }
+    ArrayD::from_shape_vec(IxDyn(x.shape()), y).expect("shape")
+}
+
+fn softmax_row(x: &[f64], y: &mut [f64], log: bool) {
+    let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let s: f64 = x.iter().map(|v| (v - m).exp()).sum();
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = if log {
+            v - m - s.ln()
+        } else {
+            (v - m).exp() / s
+        };
+    }
+}
+
+impl Interp<'_> {
+    fn p(&self, name: &str) -> &ArrayD<f64> {
+        self.params
+            .get(name)
+            .unwrap_or_else(|| panic!("no parameter `{name}` (have {:?})", self.keys()))
+    }
+
+    fn keys(&self) -> Vec<&String> {
+        let mut k: Vec<_> = self.params.keys().collect();
+        k.sort();
+        k
+    }
+
+    /// Runs `body` with `input`, names prefixed by `prefix`; returns every value.
+    fn body(
+        &self,
+        body: &Body,
+        prefix: &str,
+        input: Option<ArrayD<f64>>,
+        tokens: Option<&ArrayD<usize>>,
+    ) -> Vec<ArrayD<f64>> {
+        let mut vals: Vec<ArrayD<f64>> = vec![input.unwrap_or_else(|| ArrayD::zeros(IxDyn(&[0])))];
+        for v in &body.values[1..] {
+            let name = format!("{prefix}{}", v.name);
+            let shape: Vec<usize> = v.shape.iter().map(|d| d.size).collect();
+            let op = v.op.as_ref().expect("op");
+            let out = self.op(op, &name, &vals, tokens, &shape);
+            assert_eq!(out.shape(), &shape[..], "interpreter shape of `{name}`");
+            vals.push(out);
+        }
+        vals
+    }
+
+    fn op(
+        &self,
+        op: &Op,
+        name: &str,
+        vals: &[ArrayD<f64>],
+        tokens: Option<&ArrayD<usize>>,
+        shape: &[usize],
+    ) -> ArrayD<f64> {
+        let pn = |s: &str| format!("{name}.{s}");
+        match op {
+            Op::Linear { x, out, bias } => {
+                let b = if *bias {
+                    Some(self.p(&pn("bias")))
+                } else {
+                    None
+                };
+                linear(&vals[*x], self.p(&pn("weight")), b, *out)
+            }
+            Op::Point(e) => eval_expr(e, vals, shape),
+            Op::Softmax { x, log } => per_row(&vals[*x], |r, o| softmax_row(r, o, *log)),
+            Op::LayerNorm { x } => {
+                let (w, b) = (self.p(&pn("weight")), self.p(&pn("bias")));
+                per_row(&vals[*x], |r, o| {
+                    let n = r.len() as f64;
+                    let m = r.iter().sum::<f64>() / n;
+                    let var = r.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n;
+                    for (j, (o, &v)) in o.iter_mut().zip(r).enumerate() {
+                        *o = (v - m) / (var + 1e-5).sqrt() * w[[j]] + b[[j]];
+                    }
+                })
+            }
+            Op::BatchNorm { x } => {
+                let x = &vals[*x];
+                let (w, b) = (self.p(&pn("weight")), self.p(&pn("bias")));
+                let c = x.shape()[1];
+                let mut y = x.clone();
+                for ch in 0..c {
+                    let sub = x.index_axis(Axis(1), ch);
+                    let (m, var) = if self.train {
+                        let n = sub.len() as f64;
+                        let m = sub.sum() / n;
+                        (m, sub.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n)
+                    } else {
+                        (
+                            self.p(&pn("running_mean"))[[ch]],
+                            self.p(&pn("running_var"))[[ch]],
+                        )
+                    };
+                    let scale = w[[ch]] / (var + 1e-5).sqrt();
+                    y.index_axis_mut(Axis(1), ch)
+                        .mapv_inplace(|v| (v - m) * scale + b[[ch]]);
+                }
+                y
+            }
+            Op::Dropout { x, .. } => {
+                assert!(!self.train, "dropout's mask is not reproducible");
+                vals[*x].clone()
+            }
+            Op::Concat { xs, axis } => {
+                let views: Vec<_> = xs.iter().map(|v| vals[*v].view()).collect();
+                kiln::ndarray::concatenate(Axis(*axis), &views).expect("concat")
+            }
+            Op::Reduce { x, how, axis } => {
+                let x = &vals[*x];
+                let n = x.shape()[*axis] as f64;
+                match how {
+                    Reduce::Sum => x.sum_axis(Axis(*axis)),
+                    Reduce::Mean => x.sum_axis(Axis(*axis)).mapv(|v| v / n),
+                    Reduce::Max => x.fold_axis(Axis(*axis), f64::NEG_INFINITY, |a, &b| a.max(b)),
+                }
+            }
+            Op::Transpose { x } => {
+                let r = vals[*x].ndim();
+                let mut v = vals[*x].clone();
+                v.swap_axes(r - 2, r - 1);
+                v.as_standard_layout().to_owned()
+            }
+            Op::Permute { x, perm } => vals[*x]
+                .clone()
+                .permuted_axes(IxDyn(perm))
+                .as_standard_layout()
+                .to_owned(),
+            Op::Matmul { a, b } => {
+                let (a, b) = (&vals[*a], &vals[*b]);
+                let (bs, m, k, n) = (a.shape()[0], a.shape()[1], a.shape()[2], b.shape()[2]);
+                let mut y = ArrayD::zeros(IxDyn(&[bs, m, n]));
+                for i in 0..bs {
+                    for r in 0..m {
+                        for c in 0..n {
+                            let mut acc = 0.0;
+                            for t in 0..k {
+                                acc += a[[i, r, t]] * b[[i, t, c]];
+                            }
+                            y[[i, r, c]] = acc;
+                        }
+                    }
+                }
+                y
+            }
+            Op::CausalMask { x } => {
+                let mut y = vals[*x].clone();
+                for ((_, i, j), v) in y
+                    .view_mut()
+                    .into_dimensionality::<kiln::ndarray::Ix3>()
+                    .expect("rank 3")
+                    .indexed_iter_mut()
+                {
+                    if j > i {
+                        *v = f64::NEG_INFINITY;
+                    }
+                }
+                y
+            }
+            Op::Embedding { dim, .. } => {
+                let t = tokens.expect("tokens");
+                let w = self.p(&pn("weight"));
+                let mut y = ArrayD::zeros(IxDyn(shape));
+                for (idx, &tok) in t.indexed_iter() {
+                    for j in 0..*dim {
+                        let mut full = idx.slice().to_vec();
+                        full.push(j);
+                        y[IxDyn(&full)] = w[[tok, j]];
+                    }
+                }
+                y
+            }
+            Op::PositionEmbedding { dim, .. } => {
+                let w = self.p(&pn("weight"));
+                let mut y = ArrayD::zeros(IxDyn(shape));
+                for b in 0..shape[0] {
+                    for t in 0..shape[1] {
+                        for j in 0..*dim {
+                            y[[b, t, j]] = w[[t, j]];
+                        }
+                    }
+                }
+                y
+            }
+            Op::Attention { x, heads, causal } => self.attention(&vals[*x], name, *heads, *causal),
+            Op::Rnn {
+                x,
+                gru,
+                hidden,
+                layers,
+                bidirectional,
+                final_state,
+            } => self.rnn(
+                &vals[*x],
+                name,
+                *gru,
+                *hidden,
+                *layers,
+                *bidirectional,
+                *final_state,
+            ),
+            Op::Conv {
+                x,
+                out,
+                k,
+                s,
+                p,
+                d,
+                g,
+                bias,
+            } => {
+                let x = &vals[*x];
+                let w = self.p(&pn("weight"));
+                let b = if *bias {
+                    Some(self.p(&pn("bias")))
+                } else {
+                    None
+                };
+                let (bs, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+                let (oh, ow) = (shape[2], shape[3]);
+                let (cpg, opg) = (c / g, out / g);
+                let mut y = ArrayD::zeros(IxDyn(shape));
+                for n in 0..bs {
+                    for o in 0..*out {
+                        let grp = o / opg;
+                        for i in 0..oh {
+                            for j in 0..ow {
+                                let mut acc = b.map_or(0.0, |b| b[[o]]);
+                                for ci in 0..cpg {
+                                    for ki in 0..*k {
+                                        for kj in 0..*k {
+                                            let hi = (i * s + ki * d) as isize - *p as isize;
+                                            let wj = (j * s + kj * d) as isize - *p as isize;
+                                            if hi < 0
+                                                || wj < 0
+                                                || hi >= h as isize
+                                                || wj >= wd as isize
+                                            {
+                                                continue;
+                                            }
+                                            acc += x[[n, grp * cpg + ci, hi as usize, wj as usize]]
+                                                * w[[o, ci, ki, kj]];
+                                        }
+                                    }
+                                }
+                                y[[n, o, i, j]] = acc;
+                            }
+                        }
+                    }
+                }
+                y
+            }
+            Op::ConvT {
+                x,
+                out,
+                k,
+                s,
+                p,
+                d,
+                g,
+                ..
+            } => {
+                let x = &vals[*x];
+                let w = self.p(&pn("weight"));
+                let b = self.p(&pn("bias"));
+                let (bs, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+                let (oh, ow) = (shape[2] as isize, shape[3] as isize);
+                let (cpg, opg) = (c / g, out / g);
+                let mut y = ArrayD::zeros(IxDyn(shape));
+                for n in 0..bs {
+                    for o in 0..*out {
+                        for i in 0..shape[2] {
+                            for j in 0..shape[3] {
+                                y[[n, o, i, j]] = b[[o]];
+                            }
+                        }
+                    }
+                    for ci in 0..c {
+                        let grp = ci / cpg;
+                        for i in 0..h {
+                            for j in 0..wd {
+                                let xv = x[[n, ci, i, j]];
+                                for o in 0..opg {
+                                    for ki in 0..*k {
+                                        for kj in 0..*k {
+                                            let yi = (i * s + ki * d) as isize - *p as isize;
+                                            let yj = (j * s + kj * d) as isize - *p as isize;
+                                            if yi < 0 || yj < 0 || yi >= oh || yj >= ow {
+                                                continue;
+                                            }
+                                            y[[n, grp * opg + o, yi as usize, yj as usize]] +=
+                                                xv * w[[ci, o, ki, kj]];
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                y
+            }
+            Op::Pool {
+                x,
+                max,
+                k,
+                s,
+                p,
+                count_include_pad,
+                ..
+            } => {
+                let x = &vals[*x];
+                let (h, w) = (x.shape()[2] as isize, x.shape()[3] as isize);
+                let (k, s, p) = (*k as isize, *s as isize, *p as isize);
+                let mut y = ArrayD::zeros(IxDyn(shape));
+                for n in 0..shape[0] {
+                    for c in 0..shape[1] {
+                        for i in 0..shape[2] {
+                            for j in 0..shape[3] {
+                                let (h0, w0) = (i as isize * s - p, j as isize * s - p);
+                                let (h1, w1) = ((h0 + k).min(h + p), (w0 + k).min(w + p));
+                                let pool_size = (h1 - h0) * (w1 - w0);
+                                let (a0, b0, a1, b1) = (h0.max(0), w0.max(0), h1.min(h), w1.min(w));
+                                let mut acc = if *max { f64::NEG_INFINITY } else { 0.0 };
+                                let mut count = 0;
+                                for a in a0..a1 {
+                                    for b in b0..b1 {
+                                        let v = x[[n, c, a as usize, b as usize]];
+                                        if *max {
+                                            acc = acc.max(v);
+                                        } else {
+                                            acc += v;
+                                        }
+                                        count += 1;
+                                    }
+                                }
+                                y[[n, c, i, j]] = if *max {
+                                    acc
+                                } else if *count_include_pad {
+                                    acc / pool_size as f64
+                                } else {
+                                    acc / count as f64
+                                };
+                            }
+                        }
+                    }
+                }
+                y
+            }
+            Op::Adaptive { x, oh, ow } => {
+                let x = &vals[*x];
+                let (h, w) = (x.shape()[2], x.shape()[3]);
+                let mut y = ArrayD::zeros(IxDyn(shape));
+                for n in 0..shape[0] {
+                    for c in 0..shape[1] {
+                        for i in 0..*oh {
+                            let (a0, a1) = (i * h / oh, ((i + 1) * h).div_ceil(*oh));
+                            for j in 0..*ow {
+                                let (b0, b1) = (j * w / ow, ((j + 1) * w).div_ceil(*ow));
+                                let mut acc = 0.0;
+                                for a in a0..a1 {
+                                    for b in b0..b1 {
+                                        acc += x[[n, c, a, b]];
+                                    }
+                                }
+                                y[[n, c, i, j]] = acc / ((a1 - a0) * (b1 - b0)) as f64;
+                            }
+                        }
+                    }
+                }
+                y
+            }
+            Op::Upsample { x, scale, bilinear } => {
+                let x = &vals[*x];
+                let (h, w) = (x.shape()[2], x.shape()[3]);
+                let mut y = ArrayD::zeros(IxDyn(shape));
+                let src = |o: usize, n: usize| -> (usize, usize, f64) {
+                    let s = ((o as f64 + 0.5) / *scale as f64 - 0.5).max(0.0);
+                    let i0 = (s.floor() as usize).min(n - 1);
+                    let i1 = (i0 + 1).min(n - 1);
+                    (i0, i1, s - i0 as f64)
+                };
+                for n in 0..shape[0] {
+                    for c in 0..shape[1] {
+                        for i in 0..shape[2] {
+                            for j in 0..shape[3] {
+                                y[[n, c, i, j]] = if *bilinear {
+                                    let (a0, a1, la) = src(i, h);
+                                    let (b0, b1, lb) = src(j, w);
+                                    (1.0 - la)
+                                        * ((1.0 - lb) * x[[n, c, a0, b0]] + lb * x[[n, c, a0, b1]])
+                                        + la * ((1.0 - lb) * x[[n, c, a1, b0]]
+                                            + lb * x[[n, c, a1, b1]])
+                                } else {
+                                    x[[n, c, i / scale, j / scale]]
+                                };
+                            }
+                        }
+                    }
+                }
+                y
+            }
+            Op::Flatten { x } | Op::Reshape { x } => vals[*x]
+                .as_standard_layout()
+                .to_owned()
+                .into_shape_with_order(IxDyn(shape))
+                .expect("reshape"),
+            Op::Block { x, block, repeat } => {
+                let def = &self.blocks[*block];
+                let mut cur = vals[*x].clone();
+                for r in 0..*repeat {
+                    // One application is named like a layer (`h.u1.weight`), several by
+                    // index (`h.0.u1.weight`).
+                    let prefix = if *repeat == 1 {
+                        format!("{name}.")
+                    } else {
+                        format!("{name}.{r}.")
+                    };
+                    let out = self.body(&def.body, &prefix, Some(cur), None);
+                    cur = out.last().expect("block output").clone();
+                }
+                cur
+            }
+        }
+    }
+
+    fn attention(&self, x: &ArrayD<f64>, name: &str, heads: usize, causal: bool) -> ArrayD<f64> {
+        let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let wi = self.p(&format!("{name}.in_proj_weight"));
+        let bi = self.p(&format!("{name}.in_proj_bias"));
+        let qkv = linear(x, wi, Some(bi), 3 * d);
+        let dh = d / heads;
+        let mut o = ArrayD::zeros(IxDyn(&[b, t, d]));
+        for n in 0..b {
+            for h in 0..heads {
+                for i in 0..t {
+                    let mut scores = vec![f64::NEG_INFINITY; t];
+                    for (j, sc) in scores.iter_mut().enumerate() {
+                        if causal && j > i {
+                            continue;
+                        }
+                        let mut acc = 0.0;
+                        for e in 0..dh {
+                            acc += qkv[[n, i, h * dh + e]] * qkv[[n, j, d + h * dh + e]];
+                        }
+                        *sc = acc / (dh as f64).sqrt();
+                    }
+                    let mut p = vec![0.0; t];
+                    softmax_row(&scores, &mut p, false);
+                    for e in 0..dh {
+                        let mut acc = 0.0;
+                        for (j, pj) in p.iter().enumerate() {
+                            acc += pj * qkv[[n, j, 2 * d + h * dh + e]];
+                        }
+                        o[[n, i, h * dh + e]] = acc;
+                    }
+                }
+            }
+        }
+        linear(
+            &o,
+            self.p(&format!("{name}.out_proj.weight")),
+            Some(self.p(&format!("{name}.out_proj.bias"))),
+            d,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rnn(
+        &self,
+        x: &ArrayD<f64>,
+        name: &str,
+        gru: bool,
+        hidden: usize,
+        layers: usize,
+        bidirectional: bool,
+        final_state: bool,
+    ) -> ArrayD<f64> {
+        let (b, t) = (x.shape()[0], x.shape()[1]);
+        let dirs = if bidirectional { 2 } else { 1 };
+        let mut input = x.clone();
+        let mut finals: Vec<Vec<f64>> = Vec::new();
+        for l in 0..layers {
+            let f = input.shape()[2];
+            let mut out = ArrayD::zeros(IxDyn(&[b, t, dirs * hidden]));
+            finals.clear();
+            let mut last = vec![vec![vec![0.0; hidden]; b]; dirs];
+            for dir in 0..dirs {
+                let sfx = if dir == 1 { "_reverse" } else { "" };
+                let p = |s: &str| self.p(&format!("{name}.{s}_l{l}{sfx}"));
+                let (wih, whh, bih, bhh) =
+                    (p("weight_ih"), p("weight_hh"), p("bias_ih"), p("bias_hh"));
+                let gates = if gru { 3 } else { 4 };
+                for n in 0..b {
+                    let mut hs = vec![0.0; hidden];
+                    let mut cs = vec![0.0; hidden];
+                    let order: Vec<usize> = if dir == 0 {
+                        (0..t).collect()
+                    } else {
+                        (0..t).rev().collect()
+                    };
+                    for &step in &order {
+                        let mut gi = vec![0.0; gates * hidden];
+                        let mut gh = vec![0.0; gates * hidden];
+                        for r in 0..gates * hidden {
+                            let mut a = bih[[r]];
+                            for k in 0..f {
+                                a += wih[[r, k]] * input[[n, step, k]];
+                            }
+                            gi[r] = a;
+                            let mut a = bhh[[r]];
+                            for k in 0..hidden {
+                                a += whh[[r, k]] * hs[k];
+                            }
+                            gh[r] = a;
+                        }
+                        let mut new_h = vec![0.0; hidden];
+                        for j in 0..hidden {
+                            if gru {
+                                let r = sigmoid(gi[j] + gh[j]);
+                                let z = sigmoid(gi[hidden + j] + gh[hidden + j]);
+                                let nn = (gi[2 * hidden + j] + r * gh[2 * hidden + j]).tanh();
+                                new_h[j] = (1.0 - z) * nn + z * hs[j];
+                            } else {
+                                let g = |q: usize| gi[q * hidden + j] + gh[q * hidden + j];
+                                let (i, fg, gg, o) =
+                                    (sigmoid(g(0)), sigmoid(g(1)), g(2).tanh(), sigmoid(g(3)));
+                                cs[j] = fg * cs[j] + i * gg;
+                                new_h[j] = o * cs[j].tanh();
+                            }
+                        }
+                        hs = new_h;
+                        for j in 0..hidden {
+                            out[[n, step, dir * hidden + j]] = hs[j];
+                        }
+                    }
+                    last[dir][n] = hs;
+                }
+            }
+            for n in 0..b {
+                let mut row = Vec::new();
+                for dir_last in &last {
+                    row.extend_from_slice(&dir_last[n]);
+                }
+                finals.push(row);
+            }
+            input = out;
+        }
+        if final_state {
+            let flat: Vec<f64> = finals.concat();
+            ArrayD::from_shape_vec(IxDyn(&[b, dirs * hidden]), flat).expect("shape")
+        } else {
+            input
+        }
+    }
+}
+
+/// Moves the class axis last: `[B, C, H, W]` logits to `[B, H, W, C]`.
+fn classes_last(x: &ArrayD<f64>, axis: usize) -> ArrayD<f64> {
+    if axis == x.ndim() - 1 {
+        return x.clone();
+    }
+    let mut perm: Vec<usize> = (0..x.ndim()).filter(|&a| a != axis).collect();
+    perm.push(axis);
+    x.clone()
+        .permuted_axes(IxDyn(&perm))
+        .as_standard_layout()
+        .to_owned()
+}
+
+/// The prediction, every value of the main body, and the loss.
+pub fn run(g: &Graph, params: &Params, x: &Input, y: &Target, train: bool) -> (ArrayD<f64>, f64) {
+    let it = Interp {
+        params,
+        train,
+        blocks: &g.blocks,
+    };
+    let vals = match x {
+        Input::Float(x) => it.body(&g.body, "", Some(x.clone()), None),
+        Input::Tokens(t) => it.body(&g.body, "", None, Some(t)),
+    };
+    let pred = vals[g.pred()].clone();
+    let mut loss = match (&g.loss, y) {
+        (LossKind::Mse, Target::Values(t)) => {
+            pred.iter()
+                .zip(t.iter())
+                .map(|(p, t)| (p - t) * (p - t))
+                .sum::<f64>()
+                / pred.len() as f64
+        }
+        (LossKind::Bce, Target::Values(t)) => {
+            pred.iter()
+                .zip(t.iter())
+                .map(|(&z, &t)| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p())
+                .sum::<f64>()
+                / pred.len() as f64
+        }
+        (LossKind::CrossEntropy { axis, ignore_index }, Target::Labels(labels)) => {
+            let logits = classes_last(&pred, *axis);
+            let (r, c) = rows(logits.shape());
+            let flat = logits.into_raw_vec_and_offset().0;
+            let labels: Vec<usize> = labels.iter().cloned().collect();
+            assert_eq!(labels.len(), r);
+            let (mut total, mut counted) = (0.0, 0);
+            for (i, &label) in labels.iter().enumerate() {
+                if Some(label) == *ignore_index {
+                    continue;
+                }
+                let row = &flat[i * c..(i + 1) * c];
+                let mut lp = vec![0.0; c];
+                softmax_row(row, &mut lp, true);
+                total -= lp[label];
+                counted += 1;
+            }
+            total / counted as f64
+        }
+        (loss, _) => panic!("loss {loss:?} with the wrong target kind"),
+    };
+    for (c, v) in &g.extras {
+        loss += c * vals[*v].mean().expect("non-empty");
+    }
+    (pred, loss)
+}
