@@ -121,6 +121,15 @@ pub enum Error {
         /// Missing, unexpected and mis-shaped tensors, by name.
         message: String,
     },
+    /// Data-parallel training could not proceed: MPI could not start, a collective failed, or
+    /// the ranks disagree (different models or data).
+    #[error("distributed training, rank {rank}: {message}")]
+    Distributed {
+        /// The rank that saw the problem.
+        rank: usize,
+        /// What went wrong.
+        message: String,
+    },
     /// An operating-system I/O error on a file.
     #[error("{path}: {source}", path = .path.display())]
     Io {
