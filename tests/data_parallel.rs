@@ -219,35 +219,74 @@ fn a_run_checkpointed_on_three_ranks_resumes_on_two() {
     assert_eq!(resumed[0].0, resumed[1].0);
 }
 
-#[test]
-fn a_single_process_group_leaves_gradients_unchanged() {
-    let mut m = model(4);
+/// One batch's gradients of a fresh model, flattened.
+fn gradients(m: &mut Mlp<f32>, samples: usize) -> (<Mlp<f32> as Model<f32>>::Grads, Vec<f32>) {
     let data = dataset();
     let mut ws = m.workspace();
     let mut grads = m.zero_grads();
     let x = data
         .features()
-        .slice(kiln::ndarray::s![..7, ..])
+        .slice(kiln::ndarray::s![..samples, ..])
         .to_owned()
         .into_dimensionality::<kiln::ndarray::Ix2>()
         .expect("2-d");
     let y = data
         .labels()
         .expect("labels")
-        .slice(kiln::ndarray::s![..7])
+        .slice(kiln::ndarray::s![..samples])
         .to_owned();
     m.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
         .expect("step");
-    let mut before = Vec::new();
-    Mlp::visit_grads(&grads, &mut |_, g| before.extend(g.iter().copied()));
+    let mut flat = Vec::new();
+    Mlp::visit_grads(&grads, &mut |_, g| flat.extend(g.iter().copied()));
+    (grads, flat)
+}
+
+#[test]
+fn a_single_process_group_leaves_gradients_unchanged() {
+    let mut m = model(4);
+    let (mut grads, before) = gradients(&mut m, 7);
     let mut dp = DataParallel::new(&SingleProcess, &mut m).expect("data parallel");
     assert_eq!(dp.all_reduce_grads(&mut grads, 7).expect("sum"), 7);
     let mut after = Vec::new();
     Mlp::visit_grads(&grads, &mut |_, g| after.extend(g.iter().copied()));
-    assert!(max_difference(&before, &after) < 1e-6);
+    assert_eq!(before, after);
     assert_eq!(dp.bytes_per_step(), (m.num_params() + 1) * 4);
-    // A rank with no sample contributes zeros, whatever its stale gradient holds.
-    Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
-    assert_eq!(dp.all_reduce_grads(&mut grads, 0).expect("sum"), 0);
-    Mlp::visit_grads(&grads, &mut |_, g| assert!(g.iter().all(|&v| v == 0.0)));
+}
+
+#[test]
+fn a_rank_with_an_empty_shard_contributes_nothing() {
+    let ranks = group(2);
+    let results: Vec<(usize, Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranks
+            .iter()
+            .map(|comm| {
+                s.spawn(move || {
+                    let mut m = model(4);
+                    let (mut grads, own) = gradients(&mut m, 7);
+                    let mut dp = DataParallel::new(comm, &mut m).expect("data parallel");
+                    let local = if comm.rank() == 0 {
+                        // A stale gradient that must not leak into the sum.
+                        Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
+                        0
+                    } else {
+                        7
+                    };
+                    let global = dp.all_reduce_grads(&mut grads, local).expect("sum");
+                    let mut flat = Vec::new();
+                    Mlp::visit_grads(&grads, &mut |_, g| flat.extend(g.iter().copied()));
+                    (global, flat, own)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    for (global, summed, _) in &results {
+        assert_eq!(*global, 7);
+        // Rank 1's mean gradient, scaled by 7 and back: equal up to rounding.
+        assert!(max_difference(summed, &results[1].2) < 1e-6);
+    }
 }

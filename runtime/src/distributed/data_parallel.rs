@@ -157,6 +157,11 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
     /// [`Error::Distributed`] if `grads` does not have the model's size; the communicator's
     /// errors.
     pub fn all_reduce_grads(&mut self, grads: &mut M::Grads, local_batch: usize) -> Result<usize> {
+        if self.comm.size() == 1 {
+            // The sum over one rank is the rank's own gradient: nothing to move or rescale.
+            self.steps += 1;
+            return Ok(local_batch);
+        }
         let params = self.params;
         let weight = F::from_usize(local_batch);
         let send = &mut self.send;
