@@ -290,3 +290,69 @@ fn a_rank_with_an_empty_shard_contributes_nothing() {
         assert!(max_difference(summed, &results[1].2) < 1e-6);
     }
 }
+
+kiln::model! {
+    /// With batch normalisation: running statistics as buffers.
+    pub struct BnMlp {
+        input x: [B, 12];
+        target y: [B] classes 3;
+        let z = linear(x, 16);
+        let h = relu(batch_norm(z));
+        let logits = linear(h, 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+fn buffers<M: Model<f32>>(model: &M) -> Vec<f32> {
+    let mut all = Vec::new();
+    model.visit_buffers(&mut |_, view| all.extend(view.iter().copied()));
+    all
+}
+
+#[test]
+fn batch_norm_running_statistics_are_averaged_over_the_ranks() {
+    let data = dataset();
+    let ranks = group(2);
+    let results: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranks
+            .iter()
+            .map(|comm| {
+                let data = &data;
+                s.spawn(move || {
+                    let mut m = BnMlp::<f32>::new(&mut StdRng::seed_from_u64(1));
+                    let mut dp = DataParallel::new(comm, &mut m).expect("data parallel");
+                    // Rank r's statistics all r + 1: the average is 1.5 everywhere.
+                    let value = comm.rank() as f32 + 1.0;
+                    m.visit_buffers_mut(&mut |_, mut b| b.fill(value));
+                    dp.average_buffers(&mut m).expect("average");
+                    let averaged = buffers(&m);
+                    // Through the Trainer (pieces of 10: batch norm needs 2 samples a piece).
+                    let mut m = BnMlp::<f32>::new(&mut StdRng::seed_from_u64(1));
+                    trainer(2)
+                        .drop_last(true)
+                        .distributed(comm)
+                        .fit(&mut m, &mut Adam::new(1e-2), data)
+                        .expect("fit");
+                    (averaged, buffers(&m))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    for (averaged, trained) in &results {
+        assert!(!averaged.is_empty() && averaged.iter().all(|&v| v == 1.5));
+        assert_eq!(
+            trained, &results[0].1,
+            "the ranks' running statistics agree"
+        );
+    }
+    let fresh = buffers(&BnMlp::<f32>::new(&mut StdRng::seed_from_u64(1)));
+    assert_ne!(
+        results[0].1, fresh,
+        "training updated the running statistics"
+    );
+}

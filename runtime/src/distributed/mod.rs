@@ -145,7 +145,8 @@ impl Communicator for SingleProcess {
     }
 }
 
-/// The mixing constant (SplitMix64's increment) that makes each rank's dropout seed differ.
+/// Rank `rank`'s dropout seed: `seed` for rank 0, a different one for every other rank (so
+/// that the ranks do not drop the same units of different samples).
 pub(crate) fn rank_seed(seed: u64, rank: usize) -> u64 {
     if rank == 0 {
         // Rank 0 draws what a single process draws.
