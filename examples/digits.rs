@@ -5,15 +5,25 @@
 //! cargo run --release --example digits -- --mnist DIR  # LeNet-5 on MNIST's IDX files in DIR
 //! ```
 //!
-//! Options: `--epochs N`, `--out DIR` (default `target/kiln-digits`), `--quiet`.
+//! Options: `--epochs N`, `--out DIR` (default `target/kiln-digits`), `--quiet`, `--resume`
+//! (continue from the checkpoint in `DIR/checkpoints` when there is one).
 //! It prints the model summary, a progress bar per epoch, the test accuracy on held-out
 //! samples, and where it wrote the checkpoints, the trained weights and the training curves.
+//!
+//! Built with `--features mpi` it trains data-parallel on the ranks of an MPI job (see
+//! `DISTRIBUTED.md`); the batch size stays the global batch, so the result matches one process:
+//!
+//! ```text
+//! cargo build --release --example digits --features mpi
+//! mpirun -np 2 target/release/examples/digits
+//! ```
 
 use kiln::data::{self, Dataset, TensorDataset};
+use kiln::distributed::Communicator;
 use kiln::optim::CosineAnnealing;
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
-use kiln::train::{self, Trainer};
+use kiln::train::{self, Checkpoint, Trainer};
 use kiln::{Adam, Supervised};
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -41,6 +51,18 @@ struct Args {
     epochs: Option<usize>,
     out: PathBuf,
     quiet: bool,
+    resume: bool,
+}
+
+/// How to train, beyond the epochs: output, resumption, and the ranks to train across.
+#[derive(Clone, Copy)]
+pub struct RunOptions<'a> {
+    /// Print the summary and progress.
+    pub progress: bool,
+    /// Continue from the checkpoint in `out/checkpoints` if there is one.
+    pub resume: bool,
+    /// Train data-parallel across these ranks (only rank 0 prints and writes files).
+    pub comm: Option<&'a dyn Communicator>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -49,6 +71,7 @@ fn parse_args() -> Result<Args, String> {
         epochs: None,
         out: PathBuf::from("target/kiln-digits"),
         quiet: false,
+        resume: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -63,9 +86,11 @@ fn parse_args() -> Result<Args, String> {
                 );
             }
             "--quiet" => args.quiet = true,
+            "--resume" => args.resume = true,
             other => {
                 return Err(format!(
-                    "unknown argument `{other}` (try --mnist DIR, --epochs N, --out DIR, --quiet)"
+                    "unknown argument `{other}` (try --mnist DIR, --epochs N, --out DIR, \
+                     --quiet, --resume)"
                 ))
             }
         }
@@ -75,10 +100,25 @@ fn parse_args() -> Result<Args, String> {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
-    let outcome = match &args.mnist {
-        None => train_digits(args.epochs.unwrap_or(25), &args.out, !args.quiet)?,
-        Some(dir) => train_mnist(dir, args.epochs.unwrap_or(10), &args.out, !args.quiet)?,
+    // With `--features mpi`, the ranks of the MPI job (one rank when started without mpirun).
+    #[cfg(feature = "mpi")]
+    let world = kiln::distributed::World::init()?;
+    #[cfg(feature = "mpi")]
+    let comm: Option<&dyn Communicator> = Some(&world);
+    #[cfg(not(feature = "mpi"))]
+    let comm: Option<&dyn Communicator> = None;
+    let options = RunOptions {
+        progress: !args.quiet,
+        resume: args.resume,
+        comm,
     };
+    let outcome = match &args.mnist {
+        None => train_digits_with(args.epochs.unwrap_or(25), &args.out, options)?,
+        Some(dir) => train_mnist_with(dir, args.epochs.unwrap_or(10), &args.out, options)?,
+    };
+    if comm.is_some_and(|c| !c.is_root()) {
+        return Ok(());
+    }
     println!("\ntest accuracy: {:.4}", outcome.test_accuracy);
     println!("weights:       {}", outcome.weights.display());
     println!("checkpoints:   {}", outcome.checkpoints.display());
@@ -90,6 +130,20 @@ fn main() -> Result<(), Box<dyn Error>> {
 /// Trains the small CNN on the bundled digits: 20% of the samples are held out for the test,
 /// and a tenth of the rest validates each epoch.
 pub fn train_digits(epochs: usize, out: &Path, progress: bool) -> Result<Outcome, Box<dyn Error>> {
+    let options = RunOptions {
+        progress,
+        resume: false,
+        comm: None,
+    };
+    train_digits_with(epochs, out, options)
+}
+
+/// [`train_digits`] with every option.
+pub fn train_digits_with(
+    epochs: usize,
+    out: &Path,
+    options: RunOptions<'_>,
+) -> Result<Outcome, Box<dyn Error>> {
     let digits = data::digits::<f32>()?;
     let (rest, test) = data::stratified_split(&digits, 0.2, 0);
     let (train_set, validation) = data::stratified_split(&rest, 0.1, 1);
@@ -103,7 +157,7 @@ pub fn train_digits(epochs: usize, out: &Path, progress: bool) -> Result<Outcome
         32,
         3e-3,
         out,
-        progress,
+        options,
         "digits_cnn",
     )
 }
@@ -114,6 +168,21 @@ pub fn train_mnist(
     epochs: usize,
     out: &Path,
     progress: bool,
+) -> Result<Outcome, Box<dyn Error>> {
+    let options = RunOptions {
+        progress,
+        resume: false,
+        comm: None,
+    };
+    train_mnist_with(dir, epochs, out, options)
+}
+
+/// [`train_mnist`] with every option.
+pub fn train_mnist_with(
+    dir: &Path,
+    epochs: usize,
+    out: &Path,
+    options: RunOptions<'_>,
 ) -> Result<Outcome, Box<dyn Error>> {
     let (full_train, test) = data::mnist::<f32>(dir)?;
     let (train_set, validation) = data::train_test_split(&full_train, 1.0 / 12.0, 1);
@@ -127,7 +196,7 @@ pub fn train_mnist(
         64,
         3e-3,
         out,
-        progress,
+        options,
         "lenet5",
     )
 }
@@ -142,9 +211,11 @@ fn fit<M: Supervised<f32>>(
     batch_size: usize,
     learning_rate: f64,
     out: &Path,
-    progress: bool,
+    options: RunOptions<'_>,
     name: &str,
 ) -> Result<Outcome, Box<dyn Error>> {
+    let root = options.comm.is_none_or(|c| c.is_root());
+    let progress = options.progress && root;
     std::fs::create_dir_all(out)?;
     let checkpoints = out.join("checkpoints");
     let plot = out.join("curves.png");
@@ -157,22 +228,30 @@ fn fit<M: Supervised<f32>>(
             test.len()
         );
     }
-    Trainer::new(epochs, batch_size)
+    let mut trainer = Trainer::new(epochs, batch_size)
         .shuffle_seed(42)
         .validation(validation)
         .schedule(CosineAnnealing::new(epochs, learning_rate / 100.0))
         .early_stopping(6, 1e-4)
         .checkpoints(&checkpoints)
         .plot(&plot)
-        .progress(progress)
-        .fit(model, &mut optimizer, train_set)?;
+        .progress(progress);
+    if options.resume && Checkpoint::<f32>::exists(&checkpoints) {
+        trainer = trainer.resume_from(&checkpoints);
+    }
+    if let Some(comm) = options.comm {
+        trainer = trainer.distributed(comm);
+    }
+    trainer.fit(model, &mut optimizer, train_set)?;
     let test_accuracy = train::evaluate(model, test, 256)?
         .accuracy
         .ok_or("digits have labels")?;
     let weights = out.join(format!("{name}.safetensors"));
-    kiln::io::save(model, &weights)?;
     let graph = out.join("graph.dot");
-    std::fs::write(&graph, model.graph_dot())?;
+    if root {
+        kiln::io::save(model, &weights)?;
+        std::fs::write(&graph, model.graph_dot())?;
+    }
     Ok(Outcome {
         test_accuracy,
         weights,

@@ -142,6 +142,15 @@ pub enum Error {
         /// What was kept, and how to find the source.
         kept: String,
     },
+    /// Data-parallel training could not proceed: MPI could not start, a collective failed, or
+    /// the ranks disagree (different models or data).
+    #[error("distributed training, rank {rank}: {message}")]
+    Distributed {
+        /// The rank that saw the problem.
+        rank: usize,
+        /// What went wrong.
+        message: String,
+    },
     /// An operating-system I/O error on a file.
     #[error("{path}: {source}", path = .path.display())]
     Io {

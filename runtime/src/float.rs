@@ -101,6 +101,26 @@ pub trait Float:
     /// Reads one value from little-endian bytes (`bytes.len()` is the type's size).
     fn read_le(bytes: &[u8]) -> Self;
 
+    /// Sums `send` over the ranks of `comm` into `recv` on every rank (the element type's
+    /// entry point into [`Communicator`](crate::distributed::Communicator), which has one
+    /// method per type).
+    ///
+    /// # Errors
+    /// The communicator's.
+    fn all_reduce_sum(
+        comm: &dyn crate::distributed::Communicator,
+        send: &[Self],
+        recv: &mut [Self],
+    ) -> crate::Result<()>;
+    /// Overwrites `buffer` on every rank of `comm` with rank 0's.
+    ///
+    /// # Errors
+    /// The communicator's.
+    fn broadcast(
+        comm: &dyn crate::distributed::Communicator,
+        buffer: &mut [Self],
+    ) -> crate::Result<()>;
+
     /// `C = alpha * A B + beta * C` on raw strided matrices (row and column strides in
     /// elements, any sign). `A` is `m x k`, `B` is `k x n`, `C` is `m x n`. A transpose is a
     /// swap of the two strides, so no operand is ever copied by the caller. When `beta` is
@@ -133,8 +153,23 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ident, $dtype:ident, $exp:path, $erf:path, $tanh:path) => {
+    ($t:ident, $dtype:ident, $exp:path, $erf:path, $tanh:path, $reduce:ident, $bcast:ident) => {
         impl Float for $t {
+            fn all_reduce_sum(
+                comm: &dyn crate::distributed::Communicator,
+                send: &[Self],
+                recv: &mut [Self],
+            ) -> crate::Result<()> {
+                comm.$reduce(send, recv)
+            }
+
+            fn broadcast(
+                comm: &dyn crate::distributed::Communicator,
+                buffer: &mut [Self],
+            ) -> crate::Result<()> {
+                comm.$bcast(buffer)
+            }
+
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INFINITY: Self = $t::NEG_INFINITY;
@@ -244,6 +279,16 @@ impl_float!(
     F32,
     crate::fast_math::exp_f32,
     crate::fast_math::erf_f32,
-    crate::fast_math::tanh_f32
+    crate::fast_math::tanh_f32,
+    all_reduce_sum_f32,
+    broadcast_f32
 );
-impl_float!(f64, F64, f64::exp, libm::erf, f64::tanh);
+impl_float!(
+    f64,
+    F64,
+    f64::exp,
+    libm::erf,
+    f64::tanh,
+    all_reduce_sum_f64,
+    broadcast_f64
+);

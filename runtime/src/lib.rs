@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod data;
+pub mod distributed;
 pub mod error;
 mod fast_math;
 pub mod finite;

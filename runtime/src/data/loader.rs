@@ -103,6 +103,8 @@ pub struct DataLoader<'d, F: Float, D: Dataset<F> + ?Sized> {
     batch_size: usize,
     seed: Option<u64>,
     drop_last: bool,
+    /// `(rank, ranks)`: which piece of every batch this loader serves (`(0, 1)`: all of it).
+    shard: (usize, usize),
     sample_size: usize,
     target_size: usize,
     /// `[batch_size, sample_shape..]`; each batch clones it and sets the first axis (a clone
@@ -133,6 +135,7 @@ impl<'d, F: Float, D: Dataset<F> + ?Sized> DataLoader<'d, F, D> {
             batch_size,
             seed: None,
             drop_last: false,
+            shard: (0, 1),
             target_size: targets.sample_size(),
             sample_size: dataset.sample_size(),
             x_dim,
@@ -156,6 +159,30 @@ impl<'d, F: Float, D: Dataset<F> + ?Sized> DataLoader<'d, F, D> {
     pub fn drop_last(mut self, drop_last: bool) -> Self {
         self.drop_last = drop_last;
         self
+    }
+
+    /// Serves only rank `rank`'s piece of every batch, for data-parallel training over
+    /// `ranks` processes (see [`crate::distributed`]).
+    ///
+    /// All ranks compute the same epoch order (same seed) and the same batches of
+    /// [`DataLoader::batch_size`] samples, the *global* batch; rank `r` serves the contiguous
+    /// piece `[n·r/ranks, n·(r+1)/ranks)` of each batch of `n` samples. The pieces differ in
+    /// size by at most one sample, every rank serves the same number of batches (so no rank
+    /// waits for a step that another never takes), and a piece may be empty when a batch has
+    /// fewer samples than there are ranks: [`Epoch::next_into`] then yields an empty batch.
+    /// Together the ranks see exactly the batches of the unsharded loader, so training
+    /// across any number of ranks follows the same sequence of global batches, and a run can
+    /// resume on a different number of ranks. A `ranks` of 0 is taken as 1; `rank` is capped
+    /// at `ranks - 1`.
+    pub fn shard(mut self, rank: usize, ranks: usize) -> Self {
+        let ranks = ranks.max(1);
+        self.shard = (rank.min(ranks - 1), ranks);
+        self
+    }
+
+    /// `(rank, ranks)` as set by [`DataLoader::shard`]; `(0, 1)` when unsharded.
+    pub fn shard_of(&self) -> (usize, usize) {
+        self.shard
     }
 
     /// The batch size in use (at least 1).
@@ -273,9 +300,14 @@ impl<F: Float, D: Dataset<F> + ?Sized> Epoch<'_, F, D> {
             return false;
         }
         let loader = self.loader;
-        let start = self.next;
-        let stop = (start + loader.batch_size).min(self.end);
-        self.next = stop;
+        let global_start = self.next;
+        let global_stop = (global_start + loader.batch_size).min(self.end);
+        self.next = global_stop;
+        // This rank's piece of the global batch (all of it when unsharded).
+        let (rank, ranks) = loader.shard;
+        let global_n = global_stop - global_start;
+        let start = global_start + global_n * rank / ranks;
+        let stop = global_start + global_n * (rank + 1) / ranks;
         let n = stop - start;
 
         batch.indices.clear();
@@ -366,6 +398,56 @@ mod tests {
             counts.values().all(|&c| (820..=1180).contains(&c)),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn shards_partition_every_global_batch_in_order() {
+        use crate::data::TensorDataset;
+        use ndarray::{Array1, Array2};
+        let x = Array2::from_shape_fn((10, 2), |(i, j)| (10 * i + j) as f32);
+        let data = TensorDataset::with_labels(x, Array1::from_shape_fn(10, |i| i % 3), 3)
+            .expect("dataset");
+        let whole = DataLoader::new(&data, 4).shuffle(7);
+        for ranks in [1, 2, 3, 5] {
+            let shards: Vec<Vec<Batch<f32>>> = (0..ranks)
+                .map(|r| whole_shard(&data, r, ranks).epoch(3).collect())
+                .collect();
+            let full: Vec<Batch<f32>> = whole.epoch(3).collect();
+            for (b, batch) in full.iter().enumerate() {
+                let mut joined = Vec::new();
+                for shard in &shards {
+                    // Every rank takes the same number of steps.
+                    assert_eq!(shard.len(), full.len(), "{ranks} ranks");
+                    let piece = &shard[b];
+                    assert_eq!(piece.x.shape(), [piece.len(), 2]);
+                    for (row, &i) in piece.indices.iter().enumerate() {
+                        assert_eq!(piece.x[[row, 1]], (10 * i + 1) as f32);
+                        assert_eq!(piece.labels.as_ref().expect("labels")[row], i % 3);
+                    }
+                    joined.extend_from_slice(&piece.indices);
+                }
+                assert_eq!(joined, batch.indices, "batch {b} over {ranks} ranks");
+            }
+        }
+        // The last batch holds 2 samples: of 3 ranks, rank 0 gets none, ranks 1 and 2 one each.
+        let sizes: Vec<usize> = (0..3)
+            .map(|r| {
+                whole_shard(&data, r, 3)
+                    .epoch(0)
+                    .last()
+                    .expect("batch")
+                    .len()
+            })
+            .collect();
+        assert_eq!(sizes, [0, 1, 1]);
+    }
+
+    fn whole_shard(
+        data: &crate::data::TensorDataset<f32>,
+        rank: usize,
+        ranks: usize,
+    ) -> DataLoader<'_, f32, crate::data::TensorDataset<f32>> {
+        DataLoader::new(data, 4).shuffle(7).shard(rank, ranks)
     }
 
     #[test]

@@ -135,6 +135,26 @@ impl MetricsAccumulator {
         }
     }
 
+    /// The running sums as four numbers, to be summed across ranks (see [`Self::from_sums`]).
+    pub(crate) fn to_sums(self) -> [f64; 4] {
+        [
+            self.loss_sum,
+            self.correct as f64,
+            self.labelled as f64,
+            self.samples as f64,
+        ]
+    }
+
+    /// The accumulator whose [`Self::to_sums`] are `sums` (counts below 2^53 are exact).
+    pub(crate) fn from_sums(sums: [f64; 4]) -> Self {
+        MetricsAccumulator {
+            loss_sum: sums[0],
+            correct: sums[1].round() as usize,
+            labelled: sums[2].round() as usize,
+            samples: sums[3].round() as usize,
+        }
+    }
+
     /// The number of samples added so far.
     pub fn samples(&self) -> usize {
         self.samples

@@ -88,6 +88,7 @@ pub use metrics::{
 pub use state::{OptimizerState, StatefulOptimizer};
 
 use crate::data::{Batch, DataLoader, Dataset, TargetKind};
+use crate::distributed::{rank_seed, Communicator, DataParallel};
 use crate::optim::{clip_grad_norm, LrSchedule};
 use crate::{Error, Float, Model, Result, Supervised};
 use progress::{Reporter, Running};
@@ -131,6 +132,7 @@ pub struct Trainer<'a, F: Float> {
     resume_from: Option<PathBuf>,
     detect_anomaly: bool,
     progress: bool,
+    distributed: Option<&'a dyn Communicator>,
     #[cfg(feature = "plot")]
     plot: Option<PathBuf>,
 }
@@ -150,7 +152,11 @@ impl<F: Float> fmt::Debug for Trainer<'_, F> {
             .field("checkpoints", &self.checkpoints)
             .field("resume_from", &self.resume_from)
             .field("detect_anomaly", &self.detect_anomaly)
-            .field("progress", &self.progress);
+            .field("progress", &self.progress)
+            .field(
+                "distributed",
+                &self.distributed.map(|c| (c.rank(), c.size())),
+            );
         #[cfg(feature = "plot")]
         d.field("plot", &self.plot);
         d.finish()
@@ -175,6 +181,7 @@ impl<'a, F: Float> Trainer<'a, F> {
             resume_from: None,
             detect_anomaly: false,
             progress: true,
+            distributed: None,
             #[cfg(feature = "plot")]
             plot: None,
         }
@@ -293,6 +300,27 @@ impl<'a, F: Float> Trainer<'a, F> {
         self
     }
 
+    /// Trains data-parallel across the ranks of `comm` (a [`World`] under `mpirun`; see
+    /// [`crate::distributed`]): the one line that turns a `fit` into a distributed one.
+    ///
+    /// The batch size stays the *global* batch: every step, each rank trains on its piece of
+    /// the same batch of [`Trainer::new`]'s `batch_size` samples
+    /// ([`DataLoader::shard`]) and the gradients are summed across ranks before the step, so
+    /// the model follows the run of one process (up to f32 rounding, and except for batch
+    /// normalisation, which normalises each piece by its own statistics), whatever the number
+    /// of ranks. Rank 0's weights are broadcast at the start; batch-norm running statistics
+    /// are averaged and the metrics summed across ranks at the end of every epoch; only
+    /// rank 0 prints progress and writes checkpoints and plots. When resuming, every rank
+    /// reads the checkpoint (a shared file system or a copy per host), and the number of
+    /// ranks may differ from the checkpointed run's. Validation runs whole on every rank.
+    /// Dropout draws differ between ranks (rank 0 draws what a single process draws).
+    ///
+    /// [`World`]: crate::distributed
+    pub fn distributed(mut self, comm: &'a dyn Communicator) -> Self {
+        self.distributed = Some(comm);
+        self
+    }
+
     /// Writes the loss and accuracy curves to `path` as a PNG after every epoch (so that a
     /// long run can be watched); see [`plot`].
     #[cfg(feature = "plot")]
@@ -317,8 +345,36 @@ impl<'a, F: Float> Trainer<'a, F> {
     ///   the last checkpoint written stays the latest;
     /// - [`Error::NonFinite`] from the model, with [`Trainer::detect_anomaly`] on.
     ///
-    /// On error the model keeps the weights of the last completed step.
+    /// On error the model keeps the weights of the last completed step. In a
+    /// [distributed](Trainer::distributed) run the error is also printed with the rank, as the
+    /// other ranks cannot learn of it: they stop at the collective timeout, or when `mpirun`
+    /// sees this rank exit.
     pub fn fit<M, O, D>(&self, model: &mut M, optimizer: &mut O, train: &D) -> Result<History>
+    where
+        M: Supervised<F>,
+        O: StatefulOptimizer<F>,
+        D: Dataset<F> + ?Sized,
+    {
+        let result = self.fit_on_this_rank(model, optimizer, train);
+        if let (Err(error), Some(comm)) = (&result, self.distributed) {
+            if comm.size() > 1 {
+                eprintln!(
+                    "kiln::distributed: rank {} of {} stops training: {error}",
+                    comm.rank(),
+                    comm.size()
+                );
+            }
+        }
+        result
+    }
+
+    /// [`Trainer::fit`] without the error report.
+    fn fit_on_this_rank<M, O, D>(
+        &self,
+        model: &mut M,
+        optimizer: &mut O,
+        train: &D,
+    ) -> Result<History>
     where
         M: Supervised<F>,
         O: StatefulOptimizer<F>,
@@ -348,10 +404,20 @@ impl<'a, F: Float> Trainer<'a, F> {
                 });
             }
         }
-        let reporter = Reporter::new(self.progress, self.epochs);
+        let rank = self.distributed.map_or(0, |c| c.rank());
+        let root = rank == 0;
+        let reporter = Reporter::new(self.progress && root, self.epochs);
         let mut state = self.start(model, optimizer, &reporter)?;
+        // After `start`: a resumed model too begins from rank 0's weights.
+        let mut data_parallel = match self.distributed {
+            Some(comm) => Some(DataParallel::new(comm, model)?),
+            None => None,
+        };
 
         let mut loader = DataLoader::new(train, self.batch_size).drop_last(self.drop_last);
+        if let Some(comm) = self.distributed {
+            loader = loader.shard(comm.rank(), comm.size());
+        }
         if let Some(seed) = self.shuffle_seed {
             loader = loader.shuffle(seed);
         }
@@ -374,7 +440,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                 // a run, and a resumed run, repeat exactly.
                 let dropout_seed = self.shuffle_seed.unwrap_or(0)
                     ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                M::reseed(&mut ws, dropout_seed);
+                M::reseed(&mut ws, rank_seed(dropout_seed, rank));
                 let mut bar = reporter.start_epoch(epoch, loader.num_batches());
                 let mut acc = MetricsAccumulator::default();
                 let mut first_lr = None;
@@ -394,24 +460,38 @@ impl<'a, F: Float> Trainer<'a, F> {
                         step: state.steps_done + 1,
                         batch: done + 1,
                     };
-                    let loss = model
-                        .train_batch(batch.x.view(), batch_targets(&batch), &mut ws, &mut grads)
-                        .map_err(|e| when.locate(e))?;
-                    if !loss.is_finite() {
-                        return Err(self.non_finite(
-                            format!(
-                                "non-finite loss ({}) in batch {}, before its optimizer step",
-                                kind(loss.to_f64()),
-                                when.batch
-                            ),
-                            &when,
-                        ));
+                    // A rank's piece of a short last batch may be empty: it runs no pass but
+                    // still joins the gradient sum.
+                    if !batch.is_empty() {
+                        let loss = model
+                            .train_batch(
+                                batch.x.view(),
+                                batch_targets(&batch),
+                                &mut ws,
+                                &mut grads,
+                            )
+                            .map_err(|e| when.locate(e))?;
+                        if !loss.is_finite() {
+                            return Err(self.non_finite(
+                                format!(
+                                    "non-finite loss ({}) in batch {}, before its optimizer step",
+                                    kind(loss.to_f64()),
+                                    when.batch
+                                ),
+                                &when,
+                            ));
+                        }
+                        let correct = match &batch.labels {
+                            Some(labels) => {
+                                Some(count_correct(M::last_output(&ws)?, labels.view())?)
+                            }
+                            None => None,
+                        };
+                        acc.add(loss.to_f64(), batch.len(), correct);
                     }
-                    let correct = match &batch.labels {
-                        Some(labels) => Some(count_correct(M::last_output(&ws)?, labels.view())?),
-                        None => None,
-                    };
-                    acc.add(loss.to_f64(), batch.len(), correct);
+                    if let Some(dp) = &mut data_parallel {
+                        dp.all_reduce_grads(&mut grads, batch.len())?;
+                    }
                     if let Some(max_norm) = self.clip_grad_norm {
                         clip_grad_norm::<F, M>(&mut grads, max_norm);
                     }
@@ -426,6 +506,10 @@ impl<'a, F: Float> Trainer<'a, F> {
                         samples_per_second: so_far.samples as f64
                             / started.elapsed().as_secs_f64().max(1e-9),
                     });
+                }
+                if let Some(dp) = &mut data_parallel {
+                    dp.average_buffers(model)?;
+                    acc = MetricsAccumulator::from_sums(dp.sum_f64(acc.to_sums())?);
                 }
                 let train_seconds = started.elapsed().as_secs_f64();
                 let train_metrics = acc.metrics();
@@ -469,7 +553,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                         }
                     }
                 }
-                if let Some(dir) = &self.checkpoints {
+                if let Some(dir) = self.checkpoints.as_ref().filter(|_| root) {
                     // Never checkpoint weights that are not finite: the last good checkpoint
                     // must stay the latest.
                     if let Some((name, value)) = first_non_finite(&*model) {
@@ -492,7 +576,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                     state.save(dir, &*model)?;
                 }
                 #[cfg(feature = "plot")]
-                if let Some(path) = &self.plot {
+                if let Some(path) = self.plot.as_ref().filter(|_| root) {
                     state.history.plot(path)?;
                 }
                 if stop {

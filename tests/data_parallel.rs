@@ -1,0 +1,358 @@
+//! Data-parallel training without MPI: `Trainer::distributed` and `DataParallel` over an
+//! in-process communicator whose ranks are threads. This runs in the default test suite (no
+//! Open MPI needed); `tests/distributed.rs` (`--features mpi`) does the same across processes
+//! under `mpirun`.
+
+use kiln::data::TensorDataset;
+use kiln::distributed::{Communicator, DataParallel, SingleProcess};
+use kiln::ndarray::{Array1, Array2};
+use kiln::rand::rngs::StdRng;
+use kiln::rand::{Rng, SeedableRng};
+use kiln::train::{Checkpoint, Trainer};
+use kiln::{Adam, Model, Result};
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier, Mutex};
+
+/// The shared state of a group of thread ranks: one slot per rank, and a barrier.
+struct Group {
+    slots: Mutex<Vec<Vec<f64>>>,
+    barrier: Barrier,
+}
+
+/// One rank of a [`Group`]. Sums are taken in f64 in rank order, so every rank gets the same
+/// result.
+struct ThreadRank {
+    rank: usize,
+    size: usize,
+    group: Arc<Group>,
+}
+
+fn group(size: usize) -> Vec<ThreadRank> {
+    let group = Arc::new(Group {
+        slots: Mutex::new(vec![Vec::new(); size]),
+        barrier: Barrier::new(size),
+    });
+    (0..size)
+        .map(|rank| ThreadRank {
+            rank,
+            size,
+            group: Arc::clone(&group),
+        })
+        .collect()
+}
+
+impl ThreadRank {
+    fn exchange(&self, mine: Vec<f64>, combine: impl FnOnce(&[Vec<f64>]) -> Vec<f64>) -> Vec<f64> {
+        self.group.slots.lock().expect("slots")[self.rank] = mine;
+        self.group.barrier.wait();
+        let out = combine(&self.group.slots.lock().expect("slots"));
+        // Nobody writes the next operation's slot before everyone has read this one.
+        self.group.barrier.wait();
+        out
+    }
+
+    fn sum(&self, send: Vec<f64>) -> Vec<f64> {
+        self.exchange(send, |slots| {
+            let mut total = vec![0.0; slots[0].len()];
+            for slot in slots {
+                for (t, v) in total.iter_mut().zip(slot) {
+                    *t += v;
+                }
+            }
+            total
+        })
+    }
+}
+
+impl Communicator for ThreadRank {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn all_reduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        let total = self.sum(send.iter().map(|&v| f64::from(v)).collect());
+        for (r, t) in recv.iter_mut().zip(total) {
+            *r = t as f32;
+        }
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&self, send: &[f64], recv: &mut [f64]) -> Result<()> {
+        recv.copy_from_slice(&self.sum(send.to_vec()));
+        Ok(())
+    }
+    fn broadcast_f32(&self, buffer: &mut [f32]) -> Result<()> {
+        let mine = buffer.iter().map(|&v| f64::from(v)).collect();
+        let root = self.exchange(mine, |slots| slots[0].clone());
+        for (b, r) in buffer.iter_mut().zip(root) {
+            *b = r as f32;
+        }
+        Ok(())
+    }
+    fn broadcast_f64(&self, buffer: &mut [f64]) -> Result<()> {
+        buffer.copy_from_slice(&self.exchange(buffer.to_vec(), |slots| slots[0].clone()));
+        Ok(())
+    }
+}
+
+kiln::model! {
+    /// A small perceptron: 12 features, 3 classes.
+    pub struct Mlp {
+        input x: [B, 12];
+        target y: [B] classes 3;
+        let h = tanh(linear(x, 24));
+        let logits = linear(h, 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+/// 103 samples: the last batch of 20 has 3, fewer than some of the groups' ranks.
+fn dataset() -> TensorDataset<f32> {
+    let mut rng = StdRng::seed_from_u64(3);
+    let x = Array2::from_shape_simple_fn((103, 12), || rng.random_range(-1.0f32..1.0));
+    let y = Array1::from_shape_fn(103, |i| {
+        usize::from(x[[i, 0]] + x[[i, 1]] > 0.0) + usize::from(x[[i, 2]] > 0.5)
+    });
+    TensorDataset::with_labels(x, y, 3).expect("dataset")
+}
+
+fn model(seed: u64) -> Mlp<f32> {
+    Mlp::new(&mut kiln::rand::rngs::StdRng::seed_from_u64(seed))
+}
+
+fn params<M: Model<f32>>(model: &M) -> Vec<f32> {
+    let mut all = Vec::new();
+    model.visit_params(&mut |_, view| all.extend(view.iter().copied()));
+    all
+}
+
+fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / x.abs().max(y.abs()).max(1.0))
+        .fold(0.0, f32::max)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("data_parallel-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+fn trainer<'a>(epochs: usize) -> Trainer<'a, f32> {
+    Trainer::new(epochs, 20).shuffle_seed(5).progress(false)
+}
+
+/// Trains on `ranks` threads, rank r from seed `1 + r`, and returns each rank's weights and
+/// epoch losses. With `checkpoints`, each rank is given `dir/rank-r`.
+fn train_on_threads(
+    ranks: usize,
+    epochs: usize,
+    checkpoints: Option<&PathBuf>,
+    resume: Option<&PathBuf>,
+) -> Vec<(Vec<f32>, Vec<f64>)> {
+    let data = dataset();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = group(ranks)
+            .into_iter()
+            .map(|comm| {
+                let data = &data;
+                s.spawn(move || {
+                    let mut m = model(1 + comm.rank() as u64);
+                    let mut t = trainer(epochs).distributed(&comm);
+                    if let Some(dir) = checkpoints {
+                        t = t.checkpoints(dir.join(format!("rank-{}", comm.rank())));
+                    }
+                    if let Some(dir) = resume {
+                        t = t.resume_from(dir);
+                    }
+                    let history = t.fit(&mut m, &mut Adam::new(1e-2), data).expect("fit");
+                    let losses = history.epochs.iter().map(|e| e.train_loss).collect();
+                    (params(&m), losses)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    })
+}
+
+#[test]
+fn three_thread_ranks_train_the_model_of_one_process() {
+    let data = dataset();
+    let mut single = model(1);
+    let history = trainer(3)
+        .fit(&mut single, &mut Adam::new(1e-2), &data)
+        .expect("fit");
+    let single_losses: Vec<f64> = history.epochs.iter().map(|e| e.train_loss).collect();
+    let ranks = train_on_threads(3, 3, None, None);
+    for (weights, losses) in &ranks {
+        assert_eq!(weights, &ranks[0].0, "every rank holds the same weights");
+        let diff = max_difference(weights, &params(&single));
+        assert!(diff < 1e-4, "3 ranks vs 1 process: {diff}");
+        for (a, b) in losses.iter().zip(&single_losses) {
+            assert!((a - b).abs() < 1e-5, "{losses:?} vs {single_losses:?}");
+        }
+    }
+    assert_ne!(params(&single), params(&model(1)));
+}
+
+#[test]
+fn a_run_checkpointed_on_three_ranks_resumes_on_two() {
+    let dir = scratch("resume");
+    train_on_threads(3, 2, Some(&dir), None);
+    assert!(Checkpoint::<f32>::exists(dir.join("rank-0")));
+    assert!(!dir.join("rank-1").exists() && !dir.join("rank-2").exists());
+    let resumed = train_on_threads(2, 4, None, Some(&dir.join("rank-0")));
+    let mut single = model(1);
+    trainer(4)
+        .fit(&mut single, &mut Adam::new(1e-2), &dataset())
+        .expect("fit");
+    let diff = max_difference(&resumed[0].0, &params(&single));
+    assert!(diff < 1e-4, "3 then 2 ranks vs 1 process: {diff}");
+    assert_eq!(resumed[0].0, resumed[1].0);
+}
+
+/// One batch's gradients of a fresh model, flattened.
+fn gradients(m: &mut Mlp<f32>, samples: usize) -> (<Mlp<f32> as Model<f32>>::Grads, Vec<f32>) {
+    let data = dataset();
+    let mut ws = m.workspace();
+    let mut grads = m.zero_grads();
+    let x = data
+        .features()
+        .slice(kiln::ndarray::s![..samples, ..])
+        .to_owned()
+        .into_dimensionality::<kiln::ndarray::Ix2>()
+        .expect("2-d");
+    let y = data
+        .labels()
+        .expect("labels")
+        .slice(kiln::ndarray::s![..samples])
+        .to_owned();
+    m.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .expect("step");
+    let mut flat = Vec::new();
+    Mlp::visit_grads(&grads, &mut |_, g| flat.extend(g.iter().copied()));
+    (grads, flat)
+}
+
+#[test]
+fn a_single_process_group_leaves_gradients_unchanged() {
+    let mut m = model(4);
+    let (mut grads, before) = gradients(&mut m, 7);
+    let mut dp = DataParallel::new(&SingleProcess, &mut m).expect("data parallel");
+    assert_eq!(dp.all_reduce_grads(&mut grads, 7).expect("sum"), 7);
+    let mut after = Vec::new();
+    Mlp::visit_grads(&grads, &mut |_, g| after.extend(g.iter().copied()));
+    assert_eq!(before, after);
+    assert_eq!(dp.bytes_per_step(), (m.num_params() + 1) * 4);
+}
+
+#[test]
+fn a_rank_with_an_empty_shard_contributes_nothing() {
+    let ranks = group(2);
+    let results: Vec<(usize, Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranks
+            .iter()
+            .map(|comm| {
+                s.spawn(move || {
+                    let mut m = model(4);
+                    let (mut grads, own) = gradients(&mut m, 7);
+                    let mut dp = DataParallel::new(comm, &mut m).expect("data parallel");
+                    let local = if comm.rank() == 0 {
+                        // A stale gradient that must not leak into the sum.
+                        Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
+                        0
+                    } else {
+                        7
+                    };
+                    let global = dp.all_reduce_grads(&mut grads, local).expect("sum");
+                    let mut flat = Vec::new();
+                    Mlp::visit_grads(&grads, &mut |_, g| flat.extend(g.iter().copied()));
+                    (global, flat, own)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    for (global, summed, _) in &results {
+        assert_eq!(*global, 7);
+        // Rank 1's mean gradient, scaled by 7 and back: equal up to rounding.
+        assert!(max_difference(summed, &results[1].2) < 1e-6);
+    }
+}
+
+kiln::model! {
+    /// With batch normalisation: running statistics as buffers.
+    pub struct BnMlp {
+        input x: [B, 12];
+        target y: [B] classes 3;
+        let z = linear(x, 16);
+        let h = relu(batch_norm(z));
+        let logits = linear(h, 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+fn buffers<M: Model<f32>>(model: &M) -> Vec<f32> {
+    let mut all = Vec::new();
+    model.visit_buffers(&mut |_, view| all.extend(view.iter().copied()));
+    all
+}
+
+#[test]
+fn batch_norm_running_statistics_are_averaged_over_the_ranks() {
+    let data = dataset();
+    let ranks = group(2);
+    let results: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranks
+            .iter()
+            .map(|comm| {
+                let data = &data;
+                s.spawn(move || {
+                    let mut m = BnMlp::<f32>::new(&mut StdRng::seed_from_u64(1));
+                    let mut dp = DataParallel::new(comm, &mut m).expect("data parallel");
+                    // Rank r's statistics all r + 1: the average is 1.5 everywhere.
+                    let value = comm.rank() as f32 + 1.0;
+                    m.visit_buffers_mut(&mut |_, mut b| b.fill(value));
+                    dp.average_buffers(&mut m).expect("average");
+                    let averaged = buffers(&m);
+                    // Through the Trainer (pieces of 10: batch norm needs 2 samples a piece).
+                    let mut m = BnMlp::<f32>::new(&mut StdRng::seed_from_u64(1));
+                    trainer(2)
+                        .drop_last(true)
+                        .distributed(comm)
+                        .fit(&mut m, &mut Adam::new(1e-2), data)
+                        .expect("fit");
+                    (averaged, buffers(&m))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    for (averaged, trained) in &results {
+        assert!(!averaged.is_empty() && averaged.iter().all(|&v| v == 1.5));
+        assert_eq!(
+            trained, &results[0].1,
+            "the ranks' running statistics agree"
+        );
+    }
+    let fresh = buffers(&BnMlp::<f32>::new(&mut StdRng::seed_from_u64(1)));
+    assert_ne!(
+        results[0].1, fresh,
+        "training updated the running statistics"
+    );
+}
