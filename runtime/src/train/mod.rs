@@ -464,12 +464,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                     // still joins the gradient sum.
                     if !batch.is_empty() {
                         let loss = model
-                            .train_batch(
-                                batch.x.view(),
-                                batch_targets(&batch),
-                                &mut ws,
-                                &mut grads,
-                            )
+                            .train_batch(batch.x.view(), batch_targets(&batch), &mut ws, &mut grads)
                             .map_err(|e| when.locate(e))?;
                         if !loss.is_finite() {
                             return Err(self.non_finite(
