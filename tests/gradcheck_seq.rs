@@ -497,3 +497,45 @@ fn blocks_and_models_without_parameters() {
     assert!((loss - want).abs() < 1e-12, "{loss} vs {want}");
     assert_eq!(free.forward(x.view()).unwrap(), x.mapv(|v| v.tanh() * 2.0));
 }
+
+/// A block whose value folds to a constant (`x + -x`) reads nothing, so the backward pass
+/// only zeroes its input's gradient; that code must compile without a warning (`-D warnings`
+/// users build it too).
+#[deny(warnings)]
+mod constant_block {
+    kiln::model! {
+        pub struct ConstantBlock {
+            input x: [B, 4];
+            target y: [B, 4];
+            let h = linear(x, 4);
+            let z = Zero(h, repeat = 2);
+            let p = linear(z, 4);
+            output p;
+            loss mse(p, y);
+
+            block Zero(x) {
+                let u1 = -x;
+                let u2 = x + u1;
+                output u2;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_block_that_folds_to_a_constant_compiles_cleanly_and_passes_no_gradient() {
+    use constant_block::ConstantBlock;
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut model = ConstantBlock::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 4), -1.0, 1.0);
+    let y = random(&mut rng, (3, 4), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
+        .unwrap();
+    // Nothing reaches the first layer through a constant.
+    assert!(grads.h.weight.iter().all(|&g| g == 0.0));
+    check(&model, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}

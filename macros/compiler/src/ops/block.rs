@@ -405,7 +405,7 @@ impl Kernel for BlockCall {
                     ::kiln::kernels::shape_ops::add_into(&#state.#f[..#elen], #d, #acc || #i + 1 != #n);
                 },
                 None => quote! {
-                    if !(#acc || #i + 1 != #n) { #d.fill(F::ZERO); }
+                    if !(#acc || #i + 1 != #n) { <[F]>::fill(#d, F::ZERO); }
                 },
             });
         }
@@ -415,8 +415,10 @@ impl Kernel for BlockCall {
                 quote! { ::kiln::kernels::shape_ops::add_into(&#state.#f[..#len], #d, #acc); }
             }
             (Some(t), None) if !t.accumulate => {
+                // `#d` is a borrow (`&mut ws.x[..n]`): `#d.fill(..)` would fill and then
+                // borrow the unit it returns.
                 let d = &t.data;
-                quote! { #d.fill(F::ZERO); }
+                quote! { <[F]>::fill(#d, F::ZERO); }
             }
             _ => TokenStream::new(),
         };
