@@ -1,7 +1,7 @@
 //! Optimizers against independently written scalar references of the `torch.optim` update
 //! rules, and against trajectories worked out by hand.
 
-mod common;
+use crate::common;
 
 use common::Tiny;
 use kiln_runtime::{Adam, AdamW, Float, Optimizer, RmsProp, Sgd};

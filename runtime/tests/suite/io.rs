@@ -1,7 +1,7 @@
 //! Checkpoint save/load: round trips, dtype conversion, mismatch reports, malformed files,
 //! atomic writes, and the model left untouched by a failed load.
 
-mod common;
+use crate::common;
 
 use common::Tiny;
 use kiln_runtime::io::{self, TensorFile};

@@ -2,7 +2,7 @@
 //! one fails with a table naming the parameter and element, and the parameters come back
 //! bit for bit.
 
-mod common;
+use crate::common;
 
 use common::{Tiny, IN, OUT};
 use kiln_runtime::check::gradient_check;
