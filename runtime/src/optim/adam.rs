@@ -1,7 +1,8 @@
 //! Adam (L2 weight decay) and AdamW (decoupled weight decay).
 
 use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
-use crate::kernels::dispatch::{run_fast, ElementLoop};
+use crate::kernels::dispatch::ElementLoop;
+use crate::kernels::parallel::{run_fast_split, SplitLoop};
 use crate::train::OptimizerState;
 use crate::{Float, Model, Result};
 
@@ -131,7 +132,7 @@ impl<F: Float> AdamCore<F> {
             let (m, _) = state_slot(exp_avgs, index, param.len(), name);
             let (v, _) = state_slot(exp_avg_sqs, index, param.len(), name);
             let decays = !exempt.contains(&(param.as_ptr() as usize));
-            run_fast(AdamLoop {
+            run_fast_split(AdamLoop {
                 param,
                 grad,
                 m,
@@ -163,6 +164,36 @@ struct AdamLoop<'a, F> {
     bc2_sqrt: F,
     eps: F,
     neg_step_size: F,
+}
+
+impl<F: Float> SplitLoop for AdamLoop<'_, F> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, at: usize) -> (Self, Self) {
+        let (param, param_b) = self.param.split_at_mut(at);
+        let (grad, grad_b) = self.grad.split_at(at);
+        let (m, m_b) = self.m.split_at_mut(at);
+        let (v, v_b) = self.v.split_at_mut(at);
+        let second = AdamLoop {
+            param: param_b,
+            grad: grad_b,
+            m: m_b,
+            v: v_b,
+            ..self
+        };
+        (
+            AdamLoop {
+                param,
+                grad,
+                m,
+                v,
+                ..self
+            },
+            second,
+        )
+    }
 }
 
 impl<F: Float> ElementLoop for AdamLoop<'_, F> {
@@ -405,5 +436,55 @@ impl<F: Float> Optimizer<F> for AdamW<F> {
 
     fn set_learning_rate(&mut self, lr: f64) {
         self.core.lr = lr;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AdamLoop;
+    use crate::kernels::dispatch::{run_fast, ElementLoop};
+    use crate::kernels::parallel::{run_fast_split, SplitLoop};
+
+    /// Deterministic, distinct values.
+    fn values(len: usize, seed: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as f32 * 0.618 + seed).fract() - 0.5) * 0.2)
+            .collect()
+    }
+
+    /// One step over `len` elements: (param, m, v) after it, run by `run`.
+    fn step(len: usize, decay: bool, run: impl FnOnce(AdamLoop<'_, f32>)) -> Vec<Vec<f32>> {
+        let (mut p, g) = (values(len, 0.1), values(len, 0.3));
+        let (mut m, mut v) = (values(len, 0.5), values(len, 0.7));
+        v.iter_mut().for_each(|x| *x = x.abs());
+        run(AdamLoop {
+            param: &mut p,
+            grad: &g,
+            m: &mut m,
+            v: &mut v,
+            shrink: decay.then_some(0.999),
+            l2: None,
+            beta1_weight: 0.1,
+            beta2: 0.999,
+            one_minus_beta2: 0.001,
+            bc2_sqrt: 0.03,
+            eps: 1e-8,
+            neg_step_size: -0.01,
+        });
+        vec![p, m, v]
+    }
+
+    #[test]
+    fn split_updates_equal_the_whole_bit_for_bit() {
+        for len in [1 << 14, 50_001] {
+            let whole = step(len, true, |l| run_fast(l));
+            let halves = step(len, true, |l| {
+                let (a, b) = l.split_at(len / 2 + 7);
+                run_fast(b);
+                a.run();
+            });
+            assert_eq!(whole, halves);
+            assert_eq!(whole, step(len, true, |l| run_fast_split(l)));
+        }
     }
 }

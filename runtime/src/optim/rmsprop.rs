@@ -1,7 +1,8 @@
 //! RMSprop, plain, with momentum, and centered.
 
 use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
-use crate::kernels::dispatch::{run_fast, ElementLoop};
+use crate::kernels::dispatch::ElementLoop;
+use crate::kernels::parallel::{cut_mut, run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
 use crate::{Float, Model, Result};
 
@@ -143,6 +144,40 @@ struct RmsLoop<'a, F> {
     use_momentum: bool,
 }
 
+impl<F: Float> SplitLoop for RmsLoop<'_, F> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, at: usize) -> (Self, Self) {
+        let (param, param_b) = self.param.split_at_mut(at);
+        let (grad, grad_b) = self.grad.split_at(at);
+        let (square_avg, square_avg_b) = self.square_avg.split_at_mut(at);
+        // Without `centered` or momentum these buffers are empty.
+        let (grad_avg, grad_avg_b) = cut_mut(self.grad_avg, at);
+        let (buffer, buffer_b) = cut_mut(self.buffer, at);
+        let second = RmsLoop {
+            param: param_b,
+            grad: grad_b,
+            square_avg: square_avg_b,
+            grad_avg: grad_avg_b,
+            buffer: buffer_b,
+            ..self
+        };
+        (
+            RmsLoop {
+                param,
+                grad,
+                square_avg,
+                grad_avg,
+                buffer,
+                ..self
+            },
+            second,
+        )
+    }
+}
+
 impl<F: Float> ElementLoop for RmsLoop<'_, F> {
     #[inline(always)]
     fn run(self) {
@@ -222,7 +257,7 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
             } else {
                 &mut []
             };
-            run_fast(RmsLoop {
+            run_fast_split(RmsLoop {
                 param,
                 grad,
                 square_avg,
@@ -246,5 +281,51 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
 
     fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RmsLoop;
+    use crate::kernels::dispatch::run_fast;
+    use crate::kernels::parallel::SplitLoop;
+
+    /// One step over `len` elements with or without the optional buffers (then empty).
+    fn step(len: usize, centered: bool, halves: bool) -> Vec<Vec<f32>> {
+        let mut p: Vec<f32> = (0..len).map(|i| (i % 17) as f32 * 0.01).collect();
+        let g: Vec<f32> = (0..len).map(|i| (i % 13) as f32 * 0.02 - 0.1).collect();
+        let mut square_avg = vec![0.01f32; len];
+        let extra = if centered { len } else { 0 };
+        let (mut grad_avg, mut buffer) = (vec![0.001f32; extra], vec![0.002f32; extra]);
+        let update = RmsLoop {
+            param: &mut p,
+            grad: &g,
+            square_avg: &mut square_avg,
+            grad_avg: &mut grad_avg,
+            buffer: &mut buffer,
+            weight_decay: None,
+            alpha: 0.99,
+            one_minus_alpha: 0.01,
+            eps: 1e-8,
+            momentum: 0.9,
+            neg_lr: -0.01,
+            centered,
+            use_momentum: centered,
+        };
+        if halves {
+            let (a, b) = update.split_at(len / 3);
+            run_fast(a);
+            run_fast(b);
+        } else {
+            run_fast(update);
+        }
+        vec![p, square_avg, grad_avg, buffer]
+    }
+
+    #[test]
+    fn split_updates_equal_the_whole_with_and_without_optional_buffers() {
+        for centered in [false, true] {
+            assert_eq!(step(20_000, centered, false), step(20_000, centered, true));
+        }
     }
 }

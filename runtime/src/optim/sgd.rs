@@ -1,7 +1,8 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay.
 
 use super::{add_scaled, check_pair, state_slot, Optimizer};
-use crate::kernels::dispatch::{run_fast, ElementLoop};
+use crate::kernels::dispatch::ElementLoop;
+use crate::kernels::parallel::{run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
 use crate::{Float, Model, Result};
 
@@ -113,6 +114,30 @@ struct SgdLoop<'a, F> {
     neg_lr: F,
 }
 
+impl<F: Float> SplitLoop for SgdLoop<'_, F> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, at: usize) -> (Self, Self) {
+        let (param, param_b) = self.param.split_at_mut(at);
+        let (grad, grad_b) = self.grad.split_at(at);
+        let second = SgdLoop {
+            param: param_b,
+            grad: grad_b,
+            ..self
+        };
+        (
+            SgdLoop {
+                param,
+                grad,
+                ..self
+            },
+            second,
+        )
+    }
+}
+
 impl<F: Float> ElementLoop for SgdLoop<'_, F> {
     #[inline(always)]
     fn run(self) {
@@ -137,6 +162,33 @@ struct SgdMomentumLoop<'a, F> {
     keep: F,
     nesterov: bool,
     neg_lr: F,
+}
+
+impl<F: Float> SplitLoop for SgdMomentumLoop<'_, F> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, at: usize) -> (Self, Self) {
+        let (param, param_b) = self.param.split_at_mut(at);
+        let (grad, grad_b) = self.grad.split_at(at);
+        let (buffer, buffer_b) = self.buffer.split_at_mut(at);
+        let second = SgdMomentumLoop {
+            param: param_b,
+            grad: grad_b,
+            buffer: buffer_b,
+            ..self
+        };
+        (
+            SgdMomentumLoop {
+                param,
+                grad,
+                buffer,
+                ..self
+            },
+            second,
+        )
+    }
 }
 
 impl<F: Float> ElementLoop for SgdMomentumLoop<'_, F> {
@@ -187,7 +239,7 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair("Sgd", index, param, grad);
             if !use_momentum {
-                run_fast(SgdLoop {
+                run_fast_split(SgdLoop {
                     param,
                     grad,
                     weight_decay,
@@ -196,7 +248,7 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
                 return;
             }
             let (buffer, fresh) = state_slot(buffers, index, param.len(), "Sgd");
-            run_fast(SgdMomentumLoop {
+            run_fast_split(SgdMomentumLoop {
                 param,
                 grad,
                 buffer,
@@ -216,5 +268,53 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
 
     fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SgdLoop, SgdMomentumLoop};
+    use crate::kernels::dispatch::run_fast;
+    use crate::kernels::parallel::SplitLoop;
+
+    #[test]
+    fn split_updates_equal_the_whole() {
+        let len = 20_000;
+        let g: Vec<f64> = (0..len).map(|i| (i % 13) as f64 * 0.02 - 0.1).collect();
+        let run = |halves: bool| {
+            let mut p: Vec<f64> = (0..len).map(|i| (i % 17) as f64 * 0.01).collect();
+            let mut q = p.clone();
+            let mut buffer = vec![0.5; len];
+            let plain = SgdLoop {
+                param: &mut p,
+                grad: &g,
+                weight_decay: Some(0.01),
+                neg_lr: -0.1,
+            };
+            let momentum = SgdMomentumLoop {
+                param: &mut q,
+                grad: &g,
+                buffer: &mut buffer,
+                fresh: false,
+                weight_decay: None,
+                momentum: 0.9,
+                keep: 1.0,
+                nesterov: true,
+                neg_lr: -0.1,
+            };
+            if halves {
+                let (a, b) = plain.split_at(len / 2);
+                run_fast(b);
+                run_fast(a);
+                let (a, b) = momentum.split_at(len - 1);
+                run_fast(a);
+                run_fast(b);
+            } else {
+                run_fast(plain);
+                run_fast(momentum);
+            }
+            (p, q, buffer)
+        };
+        assert_eq!(run(false), run(true));
     }
 }
