@@ -3,6 +3,8 @@
 //! whatever the crate's own target. Used by the optimizers, the attention softmax, the
 //! recurrent gates and the generated element-wise loops (`parallel::split_batch`).
 
+use super::gemm::arch::Isa;
+
 /// An element-wise loop (an optimizer's update, a kernel's row, a model's fused loop), run by
 /// [`run_fast`].
 pub(crate) trait ElementLoop {
@@ -16,20 +18,20 @@ pub(crate) trait ElementLoop {
 /// `mul_add` of the update into a library call per element, which made an Adam step over
 /// W3's 6.3 M parameters cost more than a fifth of the whole training step. The arithmetic
 /// is the same in every copy: fused operations round once either way.
+///
+/// The instruction set is the GEMM's ([`Isa::selected`]): the best the CPU has, or the one
+/// `KILN_GEMM_ISA` names, so that forcing `avx2` on an AVX-512 machine runs every vector loop
+/// as an AVX2-only CPU would.
 #[inline(always)]
 pub(crate) fn run_fast<L: ElementLoop>(update: L) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has the features this copy is compiled for.
-            return unsafe { run_avx512(update) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        match Isa::selected() {
+            // SAFETY: the selected instruction set is supported by this CPU.
+            Isa::Avx512 => return unsafe { run_avx512(update) },
             // SAFETY: as above.
-            return unsafe { run_avx2(update) };
+            Isa::Avx2 => return unsafe { run_avx2(update) },
+            Isa::Portable => {}
         }
     }
     update.run();

@@ -25,7 +25,7 @@
 //! The instruction set is detected once per process; the environment variable
 //! `KILN_GEMM_ISA=avx512|avx2|portable` selects a lesser one (benchmarks, debugging).
 
-mod arch;
+pub(crate) mod arch;
 mod buffer;
 mod driver;
 mod gemv;
