@@ -5,6 +5,11 @@
 //! name contains one of them, e.g. `cargo bench --bench gemm -- W3 batch-1`). Each entry is
 //! the median GFLOP/s (2·m·n·k flops per call) over repeated timings of a warm call, single
 //! thread. The results of the two libraries are compared as a sanity check.
+//!
+//! First it measures the core's FMA peak (a loop of independent register-only multiply-adds,
+//! best of many short runs), so that each row also reads as a fraction of what the core can
+//! do with the instruction set the GEMM runs (`KILN_GEMM_ISA=avx2` forces AVX2 on an AVX-512
+//! machine). With `KILN_THREADS=2` the peak is per core and the GEMM may use two.
 
 use kiln::kernels::gemm;
 use std::hint::black_box;
@@ -206,6 +211,87 @@ macro_rules! bench_shape {
     }};
 }
 
+/// The measured FMA peak of one core, GFLOP/s: 12 independent chains of vector multiply-adds
+/// on registers (enough to cover the FMA latency on two pipes), the best of many runs of
+/// about 0.1 ms so that a run the scheduler interrupts does not count.
+fn fma_peak_gflops(avx512: bool) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        const ITERS: usize = 4096;
+        /// # Safety
+        /// The CPU must support AVX2 and FMA.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2_chains(scale: f32) -> f32 {
+            let (b, c) = (_mm256_set1_ps(scale), _mm256_set1_ps(1e-3));
+            let mut acc = [_mm256_set1_ps(1.0); 12];
+            for _ in 0..ITERS {
+                for a in &mut acc {
+                    *a = _mm256_fmadd_ps(*a, b, c);
+                }
+            }
+            acc.iter().map(|&a| _mm256_cvtss_f32(a)).sum()
+        }
+        /// # Safety
+        /// The CPU must support AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512_chains(scale: f32) -> f32 {
+            let (b, c) = (_mm512_set1_ps(scale), _mm512_set1_ps(1e-3));
+            let mut acc = [_mm512_set1_ps(1.0); 12];
+            for _ in 0..ITERS {
+                for a in &mut acc {
+                    *a = _mm512_fmadd_ps(*a, b, c);
+                }
+            }
+            acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+        }
+        let supported = if avx512 {
+            is_x86_feature_detected!("avx512f")
+        } else {
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        };
+        if !supported {
+            return None;
+        }
+        let lanes = if avx512 { 16.0 } else { 8.0 };
+        let flops = (ITERS * 12) as f64 * lanes * 2.0;
+        let mut best = f64::INFINITY;
+        for _ in 0..3000 {
+            let start = Instant::now();
+            // SAFETY: the features were detected above.
+            let r = unsafe {
+                if avx512 {
+                    avx512_chains(black_box(0.999))
+                } else {
+                    avx2_chains(black_box(0.999))
+                }
+            };
+            black_box(r);
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        Some(flops / best / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = avx512;
+        None
+    }
+}
+
+/// The instruction set the GEMM will run with, as `KILN_GEMM_ISA` and the CPU decide.
+fn gemm_isa_is_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let forced_lower = matches!(
+            std::env::var("KILN_GEMM_ISA").as_deref(),
+            Ok("avx2") | Ok("portable")
+        );
+        !forced_lower && is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters the shapes by name.
     let filters: Vec<String> = std::env::args()
@@ -213,8 +299,22 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
-    println!("| shape | m | k | n | op | kiln f32 GFLOP/s | matrixmultiply f32 GFLOP/s | ratio |");
-    println!("|---|---:|---:|---:|---|---:|---:|---:|");
+    let avx512 = gemm_isa_is_avx512();
+    let peak = fma_peak_gflops(avx512);
+    match peak {
+        Some(p) => println!(
+            "FMA peak of one core ({}, measured): {p:.1} GFLOP/s = {:.2} GHz × {} FLOP/cycle",
+            if avx512 { "AVX-512" } else { "AVX2" },
+            p / if avx512 { 64.0 } else { 32.0 },
+            if avx512 { 64 } else { 32 },
+        ),
+        None => println!("FMA peak: not measured on this CPU"),
+    }
+    println!();
+    println!(
+        "| shape | m | k | n | op | kiln f32 GFLOP/s | of one core's peak | matrixmultiply f32 GFLOP/s | ratio |"
+    );
+    println!("|---|---:|---:|---:|---|---:|---:|---:|---:|");
     for s in SHAPES.iter().filter(|s| selected(s.name)) {
         let (kiln, mm) = bench_shape!(f32, matrixmultiply::sgemm, s);
         let op = format!(
@@ -222,8 +322,9 @@ fn main() {
             if s.a_trans { "Aᵀ" } else { "A" },
             if s.b_trans { "Bᵀ" } else { "B" }
         );
+        let of_peak = peak.map_or("–".to_string(), |p| format!("{:.0}%", 100.0 * kiln / p));
         println!(
-            "| {} | {} | {} | {} | {op} | {kiln:.1} | {mm:.1} | {:.2}× |",
+            "| {} | {} | {} | {} | {op} | {kiln:.1} | {of_peak} | {mm:.1} | {:.2}× |",
             s.name,
             s.m,
             s.k,
@@ -235,7 +336,7 @@ fn main() {
     if selected(square.name) {
         let (kiln, mm) = bench_shape!(f64, matrixmultiply::dgemm, &square);
         println!(
-            "| {} (f64, vs dgemm) | 1024 | 1024 | 1024 | A·B | {kiln:.1} | {mm:.1} | {:.2}× |",
+            "| {} (f64, vs dgemm) | 1024 | 1024 | 1024 | A·B | {kiln:.1} | – | {mm:.1} | {:.2}× |",
             square.name,
             kiln / mm
         );
