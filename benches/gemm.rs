@@ -11,6 +11,8 @@
 //! do with the instruction set the GEMM runs (`KILN_GEMM_ISA=avx2` forces AVX2 on an AVX-512
 //! machine). With `KILN_THREADS=2` the peak is per core and the GEMM may use two.
 
+#[cfg(feature = "gemm-reference")]
+use ::gemm as gemm_crate;
 use kiln::kernels::gemm;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -104,39 +106,42 @@ fn data(len: usize, seed: u64) -> Vec<f64> {
         .collect()
 }
 
-/// Median GFLOP/s of `f` and of `g` over `SAMPLES` timings each, each timing enough calls
-/// to last ~`TARGET`. The samples of the two alternate, so that both see the same machine
+/// Median GFLOP/s of each function over `SAMPLES` timings each, each timing enough calls to
+/// last ~`TARGET`. The samples of the functions alternate, so that all see the same machine
 /// (the benchmark host is shared: a slow phase must not penalise only one of them).
-fn gflops_pair(flops: f64, mut f: impl FnMut(), mut g: impl FnMut()) -> (f64, f64) {
+fn gflops_alternating(flops: f64, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
     const SAMPLES: usize = 15;
     const TARGET: Duration = Duration::from_millis(20);
     // Warm: packing buffers grown, caches and branch predictors primed.
-    f();
-    g();
-    let calls = |h: &mut dyn FnMut()| {
-        let start = Instant::now();
-        h();
-        let once = start.elapsed().max(Duration::from_nanos(50));
-        (TARGET.as_secs_f64() / once.as_secs_f64()).ceil().max(1.0) as usize
-    };
-    let (calls_f, calls_g) = (calls(&mut f), calls(&mut g));
-    let sample = |h: &mut dyn FnMut(), calls: usize| {
-        let start = Instant::now();
-        for _ in 0..calls {
-            h();
-        }
-        flops * calls as f64 / start.elapsed().as_secs_f64() / 1e9
-    };
-    let (mut rf, mut rg) = (Vec::new(), Vec::new());
-    for _ in 0..SAMPLES {
-        rf.push(sample(&mut f, calls_f));
-        rg.push(sample(&mut g, calls_g));
+    for f in fs.iter_mut() {
+        f();
     }
-    let median = |mut r: Vec<f64>| {
-        r.sort_by(f64::total_cmp);
-        r[SAMPLES / 2]
-    };
-    (median(rf), median(rg))
+    let calls: Vec<usize> = fs
+        .iter_mut()
+        .map(|f| {
+            let start = Instant::now();
+            f();
+            let once = start.elapsed().max(Duration::from_nanos(50));
+            (TARGET.as_secs_f64() / once.as_secs_f64()).ceil().max(1.0) as usize
+        })
+        .collect();
+    let mut samples = vec![Vec::with_capacity(SAMPLES); fs.len()];
+    for _ in 0..SAMPLES {
+        for ((f, &calls), samples) in fs.iter_mut().zip(&calls).zip(&mut samples) {
+            let start = Instant::now();
+            for _ in 0..calls {
+                f();
+            }
+            samples.push(flops * calls as f64 / start.elapsed().as_secs_f64() / 1e9);
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r[SAMPLES / 2]
+        })
+        .collect()
 }
 
 /// The row and column strides of `op(X)` (`rows × cols`) stored row-major, as `gemm` uses.
@@ -148,7 +153,13 @@ fn strides(rows: usize, cols: usize, trans: bool) -> (isize, isize) {
     }
 }
 
-/// Runs one shape in one precision; returns (kiln GFLOP/s, matrixmultiply GFLOP/s).
+/// How many threads the reference libraries may use: as many as kiln (`KILN_THREADS`, at most 2).
+fn reference_threads() -> usize {
+    kiln::kernels::parallel::threads()
+}
+
+/// Runs one shape in one precision; returns the GFLOP/s of kiln, matrixmultiply and (with the
+/// `gemm-reference` feature) the `gemm` crate.
 macro_rules! bench_shape {
     ($t:ty, $mm:path, $s:expr) => {{
         let s: &Shape = $s;
@@ -157,57 +168,104 @@ macro_rules! bench_shape {
         let b: Vec<$t> = data(k * n, 2).into_iter().map(|x| x as $t).collect();
         let mut c_kiln = vec![0.0 as $t; m * n];
         let mut c_mm = vec![0.0 as $t; m * n];
+        #[cfg(feature = "gemm-reference")]
+        let mut c_gemm = vec![0.0 as $t; m * n];
         let flops = 2.0 * (m * n * k) as f64;
         let ((rsa, csa), (rsb, csb)) = (strides(m, k, s.a_trans), strides(k, n, s.b_trans));
-        let (kiln, mm) = gflops_pair(
-            flops,
-            || {
-                gemm(
+        let mut run_kiln = || {
+            gemm(
+                m,
+                k,
+                n,
+                1.0,
+                black_box(&a),
+                s.a_trans,
+                black_box(&b),
+                s.b_trans,
+                0.0,
+                black_box(&mut c_kiln),
+            )
+        };
+        let mut run_mm = || {
+            // SAFETY: the strides describe `a`, `b` and `c_mm` exactly, as in `gemm`.
+            unsafe {
+                $mm(
                     m,
                     k,
                     n,
                     1.0,
-                    black_box(&a),
-                    s.a_trans,
-                    black_box(&b),
-                    s.b_trans,
+                    black_box(&a).as_ptr(),
+                    rsa,
+                    csa,
+                    black_box(&b).as_ptr(),
+                    rsb,
+                    csb,
                     0.0,
-                    black_box(&mut c_kiln),
+                    black_box(&mut c_mm).as_mut_ptr(),
+                    n as isize,
+                    1,
                 )
-            },
-            || {
-                // SAFETY: the strides describe `a`, `b` and `c_mm` exactly, as in `gemm`.
-                unsafe {
-                    $mm(
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        black_box(&a).as_ptr(),
-                        rsa,
-                        csa,
-                        black_box(&b).as_ptr(),
-                        rsb,
-                        csb,
-                        0.0,
-                        black_box(&mut c_mm).as_mut_ptr(),
-                        n as isize,
-                        1,
-                    )
-                }
-            },
-        );
-        let diff = c_kiln
-            .iter()
-            .zip(&c_mm)
-            .map(|(x, y)| ((x - y).abs() / (1.0 + y.abs())) as f64)
-            .fold(0.0, f64::max);
+            }
+        };
+        #[cfg(feature = "gemm-reference")]
+        let parallelism = match reference_threads() {
+            1 => gemm_crate::Parallelism::None,
+            threads => gemm_crate::Parallelism::Rayon(threads),
+        };
+        #[cfg(feature = "gemm-reference")]
+        let mut run_gemm = || {
+            // SAFETY: as above; `read_dst = false` makes `dst = beta · lhs · rhs`.
+            unsafe {
+                gemm_crate::gemm(
+                    m,
+                    n,
+                    k,
+                    black_box(&mut c_gemm).as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    black_box(&a).as_ptr(),
+                    csa,
+                    rsa,
+                    black_box(&b).as_ptr(),
+                    csb,
+                    rsb,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                )
+            }
+        };
+        #[cfg(feature = "gemm-reference")]
+        let rates = gflops_alternating(flops, &mut [&mut run_kiln, &mut run_mm, &mut run_gemm]);
+        #[cfg(not(feature = "gemm-reference"))]
+        let rates = gflops_alternating(flops, &mut [&mut run_kiln, &mut run_mm]);
+        let disagreement = |other: &[$t]| {
+            c_kiln
+                .iter()
+                .zip(other)
+                .map(|(x, y)| ((x - y).abs() / (1.0 + y.abs())) as f64)
+                .fold(0.0, f64::max)
+        };
+        let diff = disagreement(&c_mm);
         assert!(
             diff < 1e-3,
             "{}: kiln and matrixmultiply disagree by {diff:e}",
             s.name
         );
-        (kiln, mm)
+        #[cfg(feature = "gemm-reference")]
+        {
+            let diff = disagreement(&c_gemm);
+            assert!(
+                diff < 1e-3,
+                "{}: kiln and the gemm crate disagree by {diff:e}",
+                s.name
+            );
+        }
+        (rates[0], rates[1], rates.get(2).copied())
     }};
 }
 
@@ -312,19 +370,32 @@ fn main() {
     }
     println!();
     println!(
-        "| shape | m | k | n | op | kiln f32 GFLOP/s | of one core's peak | matrixmultiply f32 GFLOP/s | ratio |"
+        "kiln on {} thread(s); matrixmultiply on one{}",
+        reference_threads(),
+        if cfg!(feature = "gemm-reference") {
+            "; the gemm crate on as many as kiln (its AVX2 kernels: built without its x86-v4 feature)"
+        } else {
+            " (add `--features gemm-reference` for the gemm crate's column)"
+        }
     );
-    println!("|---|---:|---:|---:|---|---:|---:|---:|---:|");
+    println!();
+    println!(
+        "| shape | m | k | n | op | kiln f32 GFLOP/s | of one core's peak | matrixmultiply | kiln/matrixmultiply | gemm crate | kiln/gemm |"
+    );
+    println!("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     for s in SHAPES.iter().filter(|s| selected(s.name)) {
-        let (kiln, mm) = bench_shape!(f32, matrixmultiply::sgemm, s);
+        let (kiln, mm, gemm_crate) = bench_shape!(f32, matrixmultiply::sgemm, s);
         let op = format!(
             "{}·{}",
             if s.a_trans { "Aᵀ" } else { "A" },
             if s.b_trans { "Bᵀ" } else { "B" }
         );
         let of_peak = peak.map_or("–".to_string(), |p| format!("{:.0}%", 100.0 * kiln / p));
+        let (gemm_rate, gemm_ratio) = gemm_crate.map_or(("–".into(), "–".into()), |g| {
+            (format!("{g:.1}"), format!("{:.2}×", kiln / g))
+        });
         println!(
-            "| {} | {} | {} | {} | {op} | {kiln:.1} | {of_peak} | {mm:.1} | {:.2}× |",
+            "| {} | {} | {} | {} | {op} | {kiln:.1} | {of_peak} | {mm:.1} | {:.2}× | {gemm_rate} | {gemm_ratio} |",
             s.name,
             s.m,
             s.k,
@@ -334,9 +405,12 @@ fn main() {
     }
     let square = shape("f64 square 1024³", 1024, 1024, 1024, false, false);
     if selected(square.name) {
-        let (kiln, mm) = bench_shape!(f64, matrixmultiply::dgemm, &square);
+        let (kiln, mm, gemm_crate) = bench_shape!(f64, matrixmultiply::dgemm, &square);
+        let (gemm_rate, gemm_ratio) = gemm_crate.map_or(("–".into(), "–".into()), |g| {
+            (format!("{g:.1}"), format!("{:.2}×", kiln / g))
+        });
         println!(
-            "| {} (f64, vs dgemm) | 1024 | 1024 | 1024 | A·B | {kiln:.1} | – | {mm:.1} | {:.2}× |",
+            "| {} (vs dgemm) | 1024 | 1024 | 1024 | A·B | {kiln:.1} | – | {mm:.1} | {:.2}× | {gemm_rate} | {gemm_ratio} |",
             square.name,
             kiln / mm
         );
