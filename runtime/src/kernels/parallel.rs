@@ -15,6 +15,9 @@
 //! - Deterministic: callers cut their work into the same parts whatever the thread count
 //!   and whichever thread runs each part, and reduce partial results in a fixed order, so
 //!   results never depend on how many threads ran them, nor on their timing.
+//! - Never slower than one thread by more than a check: a share the helper has not started
+//!   by the time the caller has finished its own (the helper asleep, or descheduled on a busy
+//!   machine) is taken back and run by the caller, instead of waited for.
 //! - One job at a time: if the helper is busy (another thread's job, or a `join` nested
 //!   inside a helper job), the caller runs both closures itself instead of waiting.
 //! - A panic on the helper is caught there and re-raised on the caller.
@@ -163,6 +166,26 @@ struct Wait {
 }
 
 impl Wait {
+    /// Takes the posted job back if the helper has not started it (it is asleep, descheduled
+    /// on a busy machine, or still waking up), and releases the helper. Returns whether it did:
+    /// then the caller runs the job itself.
+    fn retract(&self) -> bool {
+        if !self.helper.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut slot = lock(&self.helper.slot);
+        // The helper takes a job under this lock, clearing `pending`: checked again here, the
+        // answer is final.
+        if !self.helper.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        self.helper.pending.store(false, Ordering::Relaxed);
+        slot.job = None;
+        drop(slot);
+        self.helper.busy.store(false, Ordering::Release);
+        true
+    }
+
     /// Waits for the job, releases the helper, and returns whether the job panicked.
     fn finish(&self) -> bool {
         spin_until(&self.helper.done);
@@ -284,6 +307,15 @@ pub fn join<A: FnOnce() + Send, B: FnOnce()>(theirs: A, mine: B) {
     match post(job) {
         Some(wait) => {
             mine();
+            if wait.retract() {
+                std::mem::forget(wait);
+                // The helper never started its share: waiting for it would only add its
+                // wake-up time to this thread's.
+                if let Some(theirs) = slot.take() {
+                    theirs();
+                }
+                return;
+            }
             let panicked = wait.finish();
             std::mem::forget(wait);
             if panicked {
@@ -580,6 +612,30 @@ mod tests {
     }
 
     /// Both closures see their own disjoint halves, whichever thread runs them.
+    /// Whether the helper takes its share or the caller takes it back (here the caller's
+    /// share is often empty, so both happen), each share runs exactly once.
+    #[test]
+    fn a_share_runs_exactly_once_whoever_takes_it() {
+        let (theirs, mine) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        for i in 0..20_000 {
+            join(
+                || {
+                    theirs.fetch_add(1, Ordering::Relaxed);
+                },
+                || {
+                    if i % 3 == 0 {
+                        for _ in 0..200 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    mine.fetch_add(1, Ordering::Relaxed);
+                },
+            );
+        }
+        assert_eq!(theirs.load(Ordering::Relaxed), 20_000);
+        assert_eq!(mine.load(Ordering::Relaxed), 20_000);
+    }
+
     #[test]
     fn join_runs_both_halves() {
         let mut data = vec![0u32; 1000];
