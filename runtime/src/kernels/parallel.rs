@@ -256,19 +256,39 @@ pub(crate) fn cut_mut<T>(slice: &mut [T], at: usize) -> (&mut [T], &mut [T]) {
 }
 
 /// The fewest elements an optimizer-style loop is split at: about 8 µs of an Adam update, far
-/// above the cost of handing half of it to a spinning helper (about a microsecond).
+/// above the cost of handing part of it to a spinning helper (about a microsecond).
 const SPLIT_LOOP_MIN: usize = 1 << 14;
 
-/// Runs `update` with [`run_fast`], its two halves on two threads when it is long enough and a
-/// helper is free. The cut falls on a multiple of 64 elements, so the halves never share a
-/// cache line. Results are the same bits on one thread or two.
+/// The fewest elements of one piece of a split optimizer-style loop.
+const SPLIT_LOOP_PIECE: usize = 1 << 13;
+
+/// Runs `update` with [`run_fast`], in up to [`MAX_CHUNKS`] pieces shared by two threads
+/// ([`for_each_chunk`]: a slow or descheduled helper leaves more pieces to this thread) when
+/// it is long enough and a helper is free. Pieces are cut at multiples of 64 elements, so two
+/// never share a cache line. Results are the same bits on one thread or two.
 pub(crate) fn run_fast_split<L: SplitLoop>(update: L) {
     let len = update.len();
     if len < SPLIT_LOOP_MIN || threads() < 2 {
         return run_fast(update);
     }
-    let (mine, theirs) = update.split_at((len / 2).next_multiple_of(64));
-    join(move || run_fast(theirs), move || run_fast(mine));
+    let count = (len / SPLIT_LOOP_PIECE).clamp(2, MAX_CHUNKS);
+    let mut pieces: [Option<L>; MAX_CHUNKS] = Default::default();
+    // Piece `i` starts where chunk `i` of `len` elements does, rounded up to 64 elements.
+    let start = |i: usize| chunk_range(len, count, i).start.next_multiple_of(64);
+    let mut rest = update;
+    for (i, piece) in pieces.iter_mut().enumerate().take(count - 1) {
+        let (this, after) = rest.split_at(start(i + 1) - start(i));
+        *piece = Some(this);
+        rest = after;
+    }
+    pieces[count - 1] = Some(rest);
+    let pieces = SharedMut::new(&mut pieces[..count]);
+    for_each_chunk(count, |chunk, _thread| {
+        // SAFETY: `for_each_chunk` hands each chunk to one thread once.
+        if let Some(piece) = unsafe { pieces.range(chunk..chunk + 1) }[0].take() {
+            run_fast(piece);
+        }
+    });
 }
 
 /// Runs the closure in `*data` (an `Option<A>`), once.
