@@ -356,3 +356,98 @@ fn batch_norm_running_statistics_are_averaged_over_the_ranks() {
         "training updated the running statistics"
     );
 }
+
+/// Rank r's piece of the first 11 samples: 6, 5 and 0 (an empty shard) on 3 ranks.
+fn piece(rank: usize) -> std::ops::Range<usize> {
+    [0..6, 6..11, 11..11][rank].clone()
+}
+
+fn flat(grads: &<Mlp<f32> as Model<f32>>::Grads) -> Vec<f32> {
+    let mut all = Vec::new();
+    Mlp::visit_grads(grads, &mut |_, g| all.extend(g.iter().copied()));
+    all
+}
+
+/// `DataParallel::train_batch` (buckets summed as the backward pass reports them) against
+/// the backward pass followed by `all_reduce_grads`: the same bits, on every bucket size
+/// (64 bytes cuts every weight matrix across buckets; the default holds the model in one),
+/// with an empty shard whose stale gradients are NaN.
+#[test]
+fn summing_buckets_during_backward_equals_summing_after_it() {
+    let data = dataset();
+    let x = data.features().to_owned();
+    let y = data.labels().expect("labels").to_owned();
+    for bucket_bytes in [64, 1000, kiln::distributed::DEFAULT_BUCKET_BYTES] {
+        let results: Vec<(Vec<f32>, Vec<f32>, Option<f32>, f32, usize)> = std::thread::scope(|s| {
+            let handles: Vec<_> = group(3)
+                .into_iter()
+                .map(|comm| {
+                    let (x, y) = (&x, &y);
+                    s.spawn(move || {
+                        let mut m = model(4);
+                        let mut dp = DataParallel::new(&comm, &mut m)
+                            .expect("data parallel")
+                            .bucket_bytes(bucket_bytes);
+                        let buckets = dp.buckets();
+                        let r = piece(comm.rank());
+                        let xs = x.slice(kiln::ndarray::s![r.clone(), ..]).into_dyn();
+                        let ys = y.slice(kiln::ndarray::s![r.clone()]);
+                        let target = || kiln::TargetView::Labels(ys);
+                        let mut ws = m.workspace();
+                        // After the backward pass.
+                        let mut grads = m.zero_grads();
+                        Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
+                        let mut loss_after = f32::NAN;
+                        if !r.is_empty() {
+                            loss_after = kiln::Supervised::train_batch(
+                                &mut m,
+                                xs.view(),
+                                target(),
+                                &mut ws,
+                                &mut grads,
+                            )
+                            .expect("step");
+                        }
+                        let global = dp.all_reduce_grads(&mut grads, r.len()).expect("sum");
+                        let after = flat(&grads);
+                        // During it.
+                        let mut grads = m.zero_grads();
+                        Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
+                        let (loss, overlapped_global) = dp
+                            .train_batch(&mut m, xs.view(), target(), &mut ws, &mut grads, r.len())
+                            .expect("overlapped step");
+                        assert_eq!(overlapped_global, global);
+                        assert_eq!(dp.steps(), 2);
+                        (after, flat(&grads), loss, loss_after, buckets)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("rank"))
+                .collect()
+        });
+        for (rank, (after, during, loss, loss_after, buckets)) in results.iter().enumerate() {
+            assert_eq!(
+                after, during,
+                "rank {rank}, buckets of {bucket_bytes} bytes"
+            );
+            assert!(during.iter().all(|v| v.is_finite()));
+            assert_eq!(after, &results[0].0, "every rank holds the same sum");
+            match rank {
+                2 => assert_eq!(*loss, None, "an empty shard runs no pass"),
+                _ => assert_eq!(*loss, Some(*loss_after)),
+            }
+            let expected = match bucket_bytes {
+                64 => (12 * 24 + 24 + 24 * 3 + 3 + 1usize).div_ceil(16),
+                1000 => 2,
+                _ => 1,
+            };
+            assert_eq!(*buckets, expected);
+        }
+        // The sum equals one process's gradient on the 11 samples, up to rounding.
+        let mut m = model(4);
+        let (_, single) = gradients(&mut m, 11);
+        assert!(max_difference(&results[0].1, &single) < 1e-5);
+    }
+}
