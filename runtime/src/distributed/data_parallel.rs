@@ -279,13 +279,35 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
     where
         M: Supervised<F>,
     {
+        self.overlap_backward(grads, local_batch, |grads, sink| {
+            model.train_batch_notify(x, y, ws, grads, sink)
+        })
+    }
+
+    /// The general form of [`DataParallel::train_batch`], for any model and loop:
+    /// `backward(grads, sink)` must compute this rank's mean gradients over its
+    /// `local_batch` samples into `grads` and report each to `sink` once (a generated
+    /// model's `loss_and_grad_notify(.., grads, Some(sink))` does); each bucket's sum starts
+    /// as soon as its gradients are reported. `backward` is not called when `local_batch` is
+    /// 0. Returns what `backward` returned, and the global sample count; `grads` then holds
+    /// the mean over all ranks' samples.
+    ///
+    /// # Errors
+    /// As [`DataParallel::train_batch`].
+    pub fn overlap_backward<R>(
+        &mut self,
+        grads: &mut M::Grads,
+        local_batch: usize,
+        backward: impl FnOnce(&mut M::Grads, &mut dyn GradSink<F>) -> Result<R>,
+    ) -> Result<(Option<R>, usize)> {
         if self.comm.size() == 1 {
             self.steps += 1;
-            let loss = match local_batch {
+            let out = match local_batch {
                 0 => None,
-                _ => Some(model.train_batch(x, y, ws, grads)?),
+                // The sum over one rank is the rank's own gradient: nothing to report to.
+                _ => Some(backward(grads, &mut Discard)?),
             };
-            return Ok((loss, local_batch));
+            return Ok((out, local_batch));
         }
         let params = self.params;
         let rank = self.comm.rank();
@@ -296,44 +318,46 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
         let mut send = Some(&mut self.send[..=params]);
         let mut recv = Some(&mut self.recv[..=params]);
         let (slots, bounds, remaining) = (&self.slots, &self.bounds, &mut self.remaining[..]);
-        let mut loss = None;
+        let mut backward = Some(backward);
+        let mut out = None;
         let mut backward_done = Instant::now();
+        let grads_ref = &mut *grads;
         F::overlap(self.comm, &mut |pending| {
             let (Some(send), Some(recv)) = (send.take(), recv.take()) else {
                 return Ok(());
             };
             let mut sink = Buckets::new(pending, send, recv, bounds, remaining, weight);
             sink.write(params, &[F::ONE]);
-            if local_batch == 0 {
-                // Not `0 · g`: an empty shard's stale gradient may hold a NaN.
-                for &(start, len) in slots.iter().flatten() {
-                    sink.zero(start, len);
+            match backward.take() {
+                Some(backward) if local_batch > 0 => {
+                    let mut reporter = Reporter {
+                        slots,
+                        sink: &mut sink,
+                        error: None,
+                    };
+                    out = Some(backward(&mut *grads_ref, &mut reporter)?);
+                    if let Some(message) = reporter.error {
+                        return Err(Error::Distributed { rank, message });
+                    }
                 }
-            } else {
-                let mut reporter = Reporter {
-                    slots,
-                    sink: &mut sink,
-                    error: None,
-                };
-                loss = Some(model.train_batch_notify(
-                    x.view(),
-                    y.clone(),
-                    ws,
-                    grads,
-                    &mut reporter,
-                )?);
-                if let Some(e) = reporter.error {
-                    return Err(Error::Distributed { rank, message: e });
+                _ => {
+                    // Not `0 · g`: an empty shard's stale gradient may hold a NaN.
+                    for &(start, len) in slots.iter().flatten() {
+                        sink.zero(start, len);
+                    }
                 }
             }
-            let result = sink.finish();
+            let result = sink.finish().map_err(|e| match e {
+                Error::Distributed { message, .. } => Error::Distributed { rank, message },
+                e => e,
+            });
             backward_done = Instant::now();
             result
         })?;
         self.steps += 1;
         let global = self.unpack(grads);
         self.comm_time += backward_done.elapsed();
-        Ok((loss, global))
+        Ok((out, global))
     }
 
     /// Writes the summed gradients (`recv`) into `grads`, divided by the global sample count
@@ -535,6 +559,13 @@ impl<'b, 'p, F: Float> Buckets<'b, 'p, F> {
         }
         Ok(())
     }
+}
+
+/// The sink of a one-rank job: nothing to sum.
+struct Discard;
+
+impl<F> GradSink<F> for Discard {
+    fn ready(&mut self, _: usize, _: &[F]) {}
 }
 
 /// The [`GradSink`] the model reports to: finds each gradient's place in the flat buffer.
