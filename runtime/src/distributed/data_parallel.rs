@@ -1,6 +1,6 @@
 //! [`DataParallel`]: the per-model state of data-parallel training (two flat buffers sized once)
-//! and its three collective operations: broadcast the parameters, sum the gradients, average
-//! the non-trainable buffers.
+//! and its collective operations: broadcast the parameters, sum the gradients (after the
+//! backward pass, or bucket by bucket during it), average the non-trainable buffers.
 
 use super::{Communicator, PendingSums};
 use crate::{Error, Float, GradSink, Model, Result, Supervised, TargetView};
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 ///
 /// It owns a send and a receive buffer, each as long as the model's gradients plus one
 /// element (the local batch size travels with the gradients, so one all-reduce per step
-/// carries everything). They are allocated by [`DataParallel::new`]; no step allocates.
+/// carries everything, or one per bucket when [`DataParallel::train_batch`] overlaps them
+/// with the backward pass). They are allocated by [`DataParallel::new`]; no step allocates.
 pub struct DataParallel<'c, F: Float, M: Model<F>> {
     comm: &'c dyn Communicator,
     send: Vec<F>,

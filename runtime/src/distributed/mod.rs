@@ -7,7 +7,11 @@
 //! with any [`Communicator`]:
 //!
 //! - [`DataParallel`] owns the flat buffers the gradients travel in (sized once from the
-//!   model), broadcasts rank 0's parameters, and sums the gradients in one all-reduce per step;
+//!   model), broadcasts rank 0's parameters, and sums the gradients: after the backward pass
+//!   in one all-reduce ([`DataParallel::all_reduce_grads`]), or during it in buckets of a few
+//!   MiB that start as soon as the backward pass has finished them
+//!   ([`DataParallel::train_batch`]; the generated backward pass reports each layer's
+//!   gradients to a [`GradSink`](crate::GradSink));
 //! - [`DataLoader::shard`](crate::data::DataLoader::shard) cuts every global batch of the
 //!   shared, seeded epoch order into one contiguous piece per rank;
 //! - [`Trainer::distributed`](crate::train::Trainer::distributed) does both inside `fit`, and
