@@ -271,7 +271,11 @@ fn a_warm_overlapped_data_parallel_step_allocates_nothing() {
     let mut dp = kiln::distributed::DataParallel::new(&Mirror, &mut model)
         .expect("data parallel")
         .bucket_bytes(64 << 10);
-    assert_eq!(dp.buckets(), 7, "109,387 gradient values in buckets of 16,384");
+    assert_eq!(
+        dp.buckets(),
+        7,
+        "109,387 gradient values in buckets of 16,384"
+    );
     let mut step = |model: &mut Mlp<f32>, grads: &mut MlpGrads<f32>| {
         let (loss, global) = dp
             .overlap_backward(grads, 64, |g, sink| {

@@ -368,6 +368,10 @@ fn flat(grads: &<Mlp<f32> as Model<f32>>::Grads) -> Vec<f32> {
     all
 }
 
+/// A rank's gradients summed after and during the backward pass, its loss during and after,
+/// and its bucket count.
+type RankStep = (Vec<f32>, Vec<f32>, Option<f32>, f32, usize);
+
 /// `DataParallel::train_batch` (buckets summed as the backward pass reports them) against
 /// the backward pass followed by `all_reduce_grads`: the same bits, on every bucket size
 /// (64 bytes cuts every weight matrix across buckets; the default holds the model in one),
@@ -378,7 +382,7 @@ fn summing_buckets_during_backward_equals_summing_after_it() {
     let x = data.features().to_owned();
     let y = data.labels().expect("labels").to_owned();
     for bucket_bytes in [64, 1000, kiln::distributed::DEFAULT_BUCKET_BYTES] {
-        let results: Vec<(Vec<f32>, Vec<f32>, Option<f32>, f32, usize)> = std::thread::scope(|s| {
+        let results: Vec<RankStep> = std::thread::scope(|s| {
             let handles: Vec<_> = group(3)
                 .into_iter()
                 .map(|comm| {
@@ -449,5 +453,113 @@ fn summing_buckets_during_backward_equals_summing_after_it() {
         let mut m = model(4);
         let (_, single) = gradients(&mut m, 11);
         assert!(max_difference(&results[0].1, &single) < 1e-5);
+    }
+}
+
+kiln::model! {
+    /// A tiny GPT: a tied head (two writes to `wte.weight`'s gradient), a repeated block
+    /// (nested gradients) and linears without bias (absent optional parameters).
+    pub struct TinyGpt {
+        input tokens: [B, T] tokens 11;
+        target next: [B, T] classes 11;
+        let wte = embedding(tokens, 8);
+        let wpe = position_embedding(tokens, 8, max_len = 6);
+        let x = wte + wpe;
+        let h = Layer(x, repeat = 2);
+        let ln_f = layer_norm(h);
+        let logits = linear(ln_f, 11, bias = false, tied = wte);
+        output logits;
+        loss cross_entropy(logits, next);
+
+        block Layer(x) {
+            let ln_1 = layer_norm(x);
+            let attn = multi_head_attention(ln_1, heads = 2, causal = true);
+            let x1 = x + attn;
+            let ln_2 = layer_norm(x1);
+            let up = gelu(linear(ln_2, 16, bias = false));
+            let y = x1 + linear(up, 8);
+            output y;
+        }
+    }
+}
+
+/// Records every report: (index, values).
+#[derive(Default)]
+struct Recorder(Vec<(usize, Vec<f32>)>);
+
+impl kiln::GradSink<f32> for Recorder {
+    fn ready(&mut self, index: usize, grad: &[f32]) {
+        self.0.push((index, grad.to_vec()));
+    }
+}
+
+fn tokens(rank: usize) -> (kiln::ndarray::Array2<usize>, kiln::ndarray::Array2<usize>) {
+    let mut rng = StdRng::seed_from_u64(7 + rank as u64);
+    let mut draw =
+        || kiln::ndarray::Array2::from_shape_simple_fn((3, 6), || rng.random_range(0..11usize));
+    (draw(), draw())
+}
+
+/// The generated backward pass reports every gradient exactly once, with its final value,
+/// the last layer first and the tied embedding (written again by the head) last; and
+/// summing buckets as the reports arrive equals summing after the backward pass.
+#[test]
+fn the_backward_pass_reports_each_final_gradient_once() {
+    let mut m = TinyGpt::<f32>::new(&mut StdRng::seed_from_u64(2));
+    let (x, y) = tokens(0);
+    let (mut ws, mut grads, mut rec) = (m.workspace(), m.zero_grads(), Recorder::default());
+    m.loss_and_grad_notify(x.view(), y.view(), &mut ws, &mut grads, Some(&mut rec))
+        .expect("step");
+    let mut expected = Vec::new();
+    TinyGpt::visit_grads_indexed(&grads, &mut |i, g| expected.push((i, g.to_vec())));
+    let mut reported = rec.0.clone();
+    reported.sort_by_key(|r| r.0);
+    assert_eq!(
+        reported, expected,
+        "every gradient once, with its final value"
+    );
+    assert!(expected.len() > 10);
+    let order: Vec<usize> = rec.0.iter().map(|r| r.0).collect();
+    assert_eq!(order.last(), Some(&0), "wte.weight last: {order:?}");
+    assert!(
+        order[0] > order[order.len() / 2],
+        "last layer first: {order:?}"
+    );
+
+    let results: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = group(2)
+            .into_iter()
+            .map(|comm| {
+                s.spawn(move || {
+                    let mut m = TinyGpt::<f32>::new(&mut StdRng::seed_from_u64(2));
+                    let mut dp = DataParallel::new(&comm, &mut m)
+                        .expect("data parallel")
+                        .bucket_bytes(40);
+                    let (x, y) = tokens(comm.rank());
+                    let (mut ws, mut grads) = (m.workspace(), m.zero_grads());
+                    m.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+                        .expect("step");
+                    dp.all_reduce_grads(&mut grads, 3).expect("sum");
+                    let mut after = Vec::new();
+                    TinyGpt::visit_grads(&grads, &mut |_, g| after.extend(g.iter().copied()));
+                    let mut grads = m.zero_grads();
+                    dp.overlap_backward(&mut grads, 3, |g, sink| {
+                        m.loss_and_grad_notify(x.view(), y.view(), &mut ws, g, Some(sink))
+                    })
+                    .expect("overlapped step");
+                    let mut during = Vec::new();
+                    TinyGpt::visit_grads(&grads, &mut |_, g| during.extend(g.iter().copied()));
+                    (after, during)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    for (after, during) in &results {
+        assert_eq!(after, during);
+        assert_eq!(after, &results[0].0);
     }
 }
