@@ -430,7 +430,9 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
     }
 
     /// The wall-clock time spent in gradient all-reduces so far (waiting for the slowest rank
-    /// included: a rank that finishes its backward pass first waits here).
+    /// included: a rank that finishes its backward pass first waits here). For the steps of
+    /// [`DataParallel::train_batch`], only the part after the backward pass (the exposed
+    /// communication, unpacking included) counts.
     pub fn comm_time(&self) -> Duration {
         self.comm_time
     }
