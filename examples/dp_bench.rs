@@ -14,7 +14,10 @@
 //!    median step time;
 //! 2. the same steps with a barrier before the all-reduce, so that the all-reduce's time is
 //!    communication alone (the barrier's wait, a rank waiting for a slower one, is reported
-//!    apart).
+//!    apart);
+//! 3. overlapped steps (`DataParallel::overlap_backward`): gradient buckets all-reduced while
+//!    the backward pass runs; the median step and the exposed all-reduce (the wait after the
+//!    backward pass, unpacking included).
 //!
 //! Efficiency = (1-rank step time) / (N-rank step time): the fraction of linear throughput
 //! scaling reached. Only rank 0 prints. `--quick` counts a fifth of the steps.
@@ -23,7 +26,7 @@ use kiln::distributed::{Communicator, DataParallel, World};
 use kiln::ndarray::{Array1, Array2, Array4};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{Rng, SeedableRng};
-use kiln::{Adam, AdamW, Model, Optimizer};
+use kiln::{Adam, AdamW, GradSink, Model, Optimizer};
 use std::time::{Duration, Instant};
 
 // The workload harness's own models (W3, W4 and W6 are timed here).
@@ -39,7 +42,8 @@ fn median(times: &mut [Duration]) -> Duration {
 }
 
 /// Times one workload: `warmup` untimed steps, then `counted` steps of each phase.
-/// `backward` computes one batch's gradients (the workload's forward and backward pass).
+/// `backward` computes one batch's gradients (the workload's forward and backward pass),
+/// reporting them to the sink when it is given one.
 fn run<M, O>(
     world: &World,
     id: &str,
@@ -47,7 +51,7 @@ fn run<M, O>(
     opt: &mut O,
     batch: usize,
     (warmup, counted): (usize, usize),
-    mut backward: impl FnMut(&mut M, &mut M::Grads) -> kiln::Result<()>,
+    mut backward: impl FnMut(&mut M, &mut M::Grads, Option<&mut dyn GradSink<f32>>) -> kiln::Result<()>,
 ) -> kiln::Result<()>
 where
     M: Model<f32>,
@@ -57,7 +61,7 @@ where
     let mut grads = model.zero_grads();
     let mut step = |dp: &mut DataParallel<'_, f32, M>, barrier: bool| -> kiln::Result<_> {
         let started = Instant::now();
-        backward(model, &mut grads)?;
+        backward(model, &mut grads, None)?;
         let computed = Instant::now();
         if barrier {
             world.barrier()?;
@@ -89,9 +93,23 @@ where
         waits.push(wait);
         reduces.push(reduce);
     }
+    // Overlapped: each bucket's all-reduce starts during the backward pass; `comm_time`
+    // grows by what is left to wait for after it (the exposed all-reduce).
+    let (mut overlapped, mut exposed) = (Vec::new(), Vec::new());
+    for k in 0..warmup + counted {
+        let before = dp.comm_time();
+        let started = Instant::now();
+        dp.overlap_backward(&mut grads, batch, |g, sink| backward(model, g, Some(sink)))?;
+        opt.step(model, &grads);
+        if k >= warmup {
+            overlapped.push(started.elapsed());
+            exposed.push(dp.comm_time() - before);
+        }
+    }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     if world.is_root() {
         let step_time = median(&mut totals);
+        let overlapped_time = median(&mut overlapped);
         println!(
             "{id} ranks {}  batch {batch}/rank  params {}  gradient {:.2} MiB  step {:.3} ms  \
              compute {:.3} ms  all-reduce {:.3} ms  barrier wait {:.3} ms  {:.1} samples/s",
@@ -103,6 +121,15 @@ where
             ms(median(&mut reduces)),
             ms(median(&mut waits)),
             (batch * world.size()) as f64 / step_time.as_secs_f64()
+        );
+        println!(
+            "{id} ranks {}  overlapped ({} buckets)  step {:.3} ms  exposed all-reduce {:.3} ms  \
+             {:.1} samples/s",
+            world.size(),
+            dp.buckets(),
+            ms(overlapped_time),
+            ms(median(&mut exposed)),
+            (batch * world.size()) as f64 / overlapped_time.as_secs_f64()
         );
     }
     Ok(())
@@ -130,7 +157,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &mut opt,
             256,
             (3, counted(20)),
-            |m, g| m.loss_and_grad(x.view(), y.view(), &mut ws, g).map(drop),
+            |m, g, sink| {
+                m.loss_and_grad_notify(x.view(), y.view(), &mut ws, g, sink)
+                    .map(drop)
+            },
         )?;
     }
     if wanted("W4") {
@@ -146,7 +176,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &mut opt,
             64,
             (10, counted(100)),
-            |m, g| m.loss_and_grad(x.view(), y.view(), &mut ws, g).map(drop),
+            |m, g, sink| {
+                m.loss_and_grad_notify(x.view(), y.view(), &mut ws, g, sink)
+                    .map(drop)
+            },
         )?;
     }
     if wanted("W6") {
@@ -162,8 +195,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &mut opt,
             12,
             (5, counted(30)),
-            |m, g| {
-                m.loss_and_grad(tokens.view(), next.view(), &mut ws, g)
+            |m, g, sink| {
+                m.loss_and_grad_notify(tokens.view(), next.view(), &mut ws, g, sink)
                     .map(drop)
             },
         )?;

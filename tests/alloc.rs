@@ -226,3 +226,73 @@ fn a_warm_sequence_step_allocates_nothing() {
     });
     assert_eq!(warm, 0, "a warm LSTM step must not allocate");
 }
+
+/// Two ranks holding the same data, without communication: a sum is twice the buffer.
+struct Mirror;
+
+impl kiln::distributed::Communicator for Mirror {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        2
+    }
+    fn all_reduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) -> kiln::Result<()> {
+        for (r, &s) in recv.iter_mut().zip(send) {
+            *r = s + s;
+        }
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&self, send: &[f64], recv: &mut [f64]) -> kiln::Result<()> {
+        for (r, &s) in recv.iter_mut().zip(send) {
+            *r = s + s;
+        }
+        Ok(())
+    }
+    fn broadcast_f32(&self, _: &mut [f32]) -> kiln::Result<()> {
+        Ok(())
+    }
+    fn broadcast_f64(&self, _: &mut [f64]) -> kiln::Result<()> {
+        Ok(())
+    }
+}
+
+/// A data-parallel step summing gradient buckets during the backward pass (the generated
+/// backward reporting each layer to the sink) allocates nothing once warm.
+#[test]
+fn a_warm_overlapped_data_parallel_step_allocates_nothing() {
+    let _exclusive = counting::exclusive();
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut model = Mlp::<f32>::new(&mut rng);
+    let mut ws = model.workspace();
+    let mut grads = model.zero_grads();
+    let mut opt = Adam::new(1e-3);
+    let (x, y) = batch(&mut rng, 64);
+    let mut dp = kiln::distributed::DataParallel::new(&Mirror, &mut model)
+        .expect("data parallel")
+        .bucket_bytes(64 << 10);
+    assert_eq!(
+        dp.buckets(),
+        7,
+        "109,387 gradient values in buckets of 16,384"
+    );
+    let mut step = |model: &mut Mlp<f32>, grads: &mut MlpGrads<f32>| {
+        let (loss, global) = dp
+            .overlap_backward(grads, 64, |g, sink| {
+                model.loss_and_grad_notify(x.view(), y.view(), &mut ws, g, Some(sink))
+            })
+            .unwrap();
+        opt.step(model, grads);
+        (loss, global)
+    };
+    step(&mut model, &mut grads);
+    let mut result = (None, 0);
+    let warm = allocations_during(|| {
+        for _ in 0..3 {
+            result = step(&mut model, &mut grads);
+        }
+    });
+    assert_eq!(warm, 0, "a warm overlapped step must not allocate");
+    assert_eq!(result.1, 128, "two ranks of 64 samples");
+    assert!(result.0.is_some_and(f32::is_finite));
+}

@@ -356,3 +356,210 @@ fn batch_norm_running_statistics_are_averaged_over_the_ranks() {
         "training updated the running statistics"
     );
 }
+
+/// Rank r's piece of the first 11 samples: 6, 5 and 0 (an empty shard) on 3 ranks.
+fn piece(rank: usize) -> std::ops::Range<usize> {
+    [0..6, 6..11, 11..11][rank].clone()
+}
+
+fn flat(grads: &<Mlp<f32> as Model<f32>>::Grads) -> Vec<f32> {
+    let mut all = Vec::new();
+    Mlp::visit_grads(grads, &mut |_, g| all.extend(g.iter().copied()));
+    all
+}
+
+/// A rank's gradients summed after and during the backward pass, its loss during and after,
+/// and its bucket count.
+type RankStep = (Vec<f32>, Vec<f32>, Option<f32>, f32, usize);
+
+/// `DataParallel::train_batch` (buckets summed as the backward pass reports them) against
+/// the backward pass followed by `all_reduce_grads`: the same bits, on every bucket size
+/// (64 bytes cuts every weight matrix across buckets; the default holds the model in one),
+/// with an empty shard whose stale gradients are NaN.
+#[test]
+fn summing_buckets_during_backward_equals_summing_after_it() {
+    let data = dataset();
+    let x = data.features().to_owned();
+    let y = data.labels().expect("labels").to_owned();
+    for bucket_bytes in [64, 1000, kiln::distributed::DEFAULT_BUCKET_BYTES] {
+        let results: Vec<RankStep> = std::thread::scope(|s| {
+            let handles: Vec<_> = group(3)
+                .into_iter()
+                .map(|comm| {
+                    let (x, y) = (&x, &y);
+                    s.spawn(move || {
+                        let mut m = model(4);
+                        let mut dp = DataParallel::new(&comm, &mut m)
+                            .expect("data parallel")
+                            .bucket_bytes(bucket_bytes);
+                        let buckets = dp.buckets();
+                        let r = piece(comm.rank());
+                        let xs = x.slice(kiln::ndarray::s![r.clone(), ..]).into_dyn();
+                        let ys = y.slice(kiln::ndarray::s![r.clone()]);
+                        let target = || kiln::TargetView::Labels(ys);
+                        let mut ws = m.workspace();
+                        // After the backward pass.
+                        let mut grads = m.zero_grads();
+                        Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
+                        let mut loss_after = f32::NAN;
+                        if !r.is_empty() {
+                            loss_after = kiln::Supervised::train_batch(
+                                &mut m,
+                                xs.view(),
+                                target(),
+                                &mut ws,
+                                &mut grads,
+                            )
+                            .expect("step");
+                        }
+                        let global = dp.all_reduce_grads(&mut grads, r.len()).expect("sum");
+                        let after = flat(&grads);
+                        // During it.
+                        let mut grads = m.zero_grads();
+                        Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
+                        let (loss, overlapped_global) = dp
+                            .train_batch(&mut m, xs.view(), target(), &mut ws, &mut grads, r.len())
+                            .expect("overlapped step");
+                        assert_eq!(overlapped_global, global);
+                        assert_eq!(dp.steps(), 2);
+                        (after, flat(&grads), loss, loss_after, buckets)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("rank"))
+                .collect()
+        });
+        for (rank, (after, during, loss, loss_after, buckets)) in results.iter().enumerate() {
+            assert_eq!(
+                after, during,
+                "rank {rank}, buckets of {bucket_bytes} bytes"
+            );
+            assert!(during.iter().all(|v| v.is_finite()));
+            assert_eq!(after, &results[0].0, "every rank holds the same sum");
+            match rank {
+                2 => assert_eq!(*loss, None, "an empty shard runs no pass"),
+                _ => assert_eq!(*loss, Some(*loss_after)),
+            }
+            let expected = match bucket_bytes {
+                64 => (12 * 24 + 24 + 24 * 3 + 3 + 1usize).div_ceil(16),
+                1000 => 2,
+                _ => 1,
+            };
+            assert_eq!(*buckets, expected);
+        }
+        // The sum equals one process's gradient on the 11 samples, up to rounding.
+        let mut m = model(4);
+        let (_, single) = gradients(&mut m, 11);
+        assert!(max_difference(&results[0].1, &single) < 1e-5);
+    }
+}
+
+kiln::model! {
+    /// A tiny GPT: a tied head (two writes to `wte.weight`'s gradient), a repeated block
+    /// (nested gradients) and linears without bias (absent optional parameters).
+    pub struct TinyGpt {
+        input tokens: [B, T] tokens 11;
+        target next: [B, T] classes 11;
+        let wte = embedding(tokens, 8);
+        let wpe = position_embedding(tokens, 8, max_len = 6);
+        let x = wte + wpe;
+        let h = Layer(x, repeat = 2);
+        let ln_f = layer_norm(h);
+        let logits = linear(ln_f, 11, bias = false, tied = wte);
+        output logits;
+        loss cross_entropy(logits, next);
+
+        block Layer(x) {
+            let ln_1 = layer_norm(x);
+            let attn = multi_head_attention(ln_1, heads = 2, causal = true);
+            let x1 = x + attn;
+            let ln_2 = layer_norm(x1);
+            let up = gelu(linear(ln_2, 16, bias = false));
+            let y = x1 + linear(up, 8);
+            output y;
+        }
+    }
+}
+
+/// Records every report: (index, values).
+#[derive(Default)]
+struct Recorder(Vec<(usize, Vec<f32>)>);
+
+impl kiln::GradSink<f32> for Recorder {
+    fn ready(&mut self, index: usize, grad: &[f32]) {
+        self.0.push((index, grad.to_vec()));
+    }
+}
+
+fn tokens(rank: usize) -> (kiln::ndarray::Array2<usize>, kiln::ndarray::Array2<usize>) {
+    let mut rng = StdRng::seed_from_u64(7 + rank as u64);
+    let mut draw =
+        || kiln::ndarray::Array2::from_shape_simple_fn((3, 6), || rng.random_range(0..11usize));
+    (draw(), draw())
+}
+
+/// The generated backward pass reports every gradient exactly once, with its final value,
+/// the last layer first and the tied embedding (written again by the head) last; and
+/// summing buckets as the reports arrive equals summing after the backward pass.
+#[test]
+fn the_backward_pass_reports_each_final_gradient_once() {
+    let mut m = TinyGpt::<f32>::new(&mut StdRng::seed_from_u64(2));
+    let (x, y) = tokens(0);
+    let (mut ws, mut grads, mut rec) = (m.workspace(), m.zero_grads(), Recorder::default());
+    m.loss_and_grad_notify(x.view(), y.view(), &mut ws, &mut grads, Some(&mut rec))
+        .expect("step");
+    let mut expected = Vec::new();
+    TinyGpt::visit_grads_indexed(&grads, &mut |i, g| expected.push((i, g.to_vec())));
+    let mut reported = rec.0.clone();
+    reported.sort_by_key(|r| r.0);
+    assert_eq!(
+        reported, expected,
+        "every gradient once, with its final value"
+    );
+    assert!(expected.len() > 10);
+    let order: Vec<usize> = rec.0.iter().map(|r| r.0).collect();
+    assert_eq!(order.last(), Some(&0), "wte.weight last: {order:?}");
+    assert!(
+        order[0] > order[order.len() / 2],
+        "last layer first: {order:?}"
+    );
+
+    let results: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = group(2)
+            .into_iter()
+            .map(|comm| {
+                s.spawn(move || {
+                    let mut m = TinyGpt::<f32>::new(&mut StdRng::seed_from_u64(2));
+                    let mut dp = DataParallel::new(&comm, &mut m)
+                        .expect("data parallel")
+                        .bucket_bytes(40);
+                    let (x, y) = tokens(comm.rank());
+                    let (mut ws, mut grads) = (m.workspace(), m.zero_grads());
+                    m.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+                        .expect("step");
+                    dp.all_reduce_grads(&mut grads, 3).expect("sum");
+                    let mut after = Vec::new();
+                    TinyGpt::visit_grads(&grads, &mut |_, g| after.extend(g.iter().copied()));
+                    let mut grads = m.zero_grads();
+                    dp.overlap_backward(&mut grads, 3, |g, sink| {
+                        m.loss_and_grad_notify(x.view(), y.view(), &mut ws, g, Some(sink))
+                    })
+                    .expect("overlapped step");
+                    let mut during = Vec::new();
+                    TinyGpt::visit_grads(&grads, &mut |_, g| during.extend(g.iter().copied()));
+                    (after, during)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    for (after, during) in &results {
+        assert_eq!(after, during);
+        assert_eq!(after, &results[0].0);
+    }
+}

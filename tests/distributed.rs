@@ -1,6 +1,7 @@
 //! Data-parallel training over MPI (`--features mpi`): two ranks under `mpirun -np 2` on
 //! loopback train the model that one process trains on the combined batches, with the
-//! `Trainer` and with a hand-written loop; a run checkpointed on two ranks resumes on one;
+//! `Trainer` and with a hand-written loop (summing after the backward pass, and during it
+//! bit-identically); a run checkpointed on two ranks resumes on one;
 //! a rank that dies or hangs ends the job with a clear error instead of a hang.
 //!
 //! ```text
@@ -94,6 +95,41 @@ fn hand_loop(
     }
 }
 
+/// [`hand_loop`] on `comm` with the gradients summed during the backward pass
+/// (`DataParallel::train_batch`), in buckets of `bucket_bytes`.
+fn hand_loop_overlapped(
+    model: &mut Mlp<f32>,
+    data: &TensorDataset<f32>,
+    epochs: usize,
+    comm: &dyn Communicator,
+    bucket_bytes: usize,
+) {
+    let mut dp = DataParallel::new(comm, model)
+        .expect("data parallel")
+        .bucket_bytes(bucket_bytes);
+    let loader = DataLoader::new(data, GLOBAL_BATCH)
+        .shuffle(9)
+        .shard(comm.rank(), comm.size());
+    let mut opt = Sgd::new(0.1).momentum(0.9);
+    let (mut ws, mut grads, mut batch) = (model.workspace(), model.zero_grads(), Batch::new());
+    for epoch in 0..epochs {
+        let mut batches = loader.epoch_batches(epoch);
+        while batches.next_into(&mut batch) {
+            let x = batch.x.view();
+            dp.train_batch(
+                model,
+                x,
+                batch_targets(&batch),
+                &mut ws,
+                &mut grads,
+                batch.len(),
+            )
+            .expect("overlapped step");
+            opt.step(model, &grads);
+        }
+    }
+}
+
 fn write_floats(path: &Path, values: &[f32]) {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(path, bytes).expect("write");
@@ -144,6 +180,14 @@ fn child() {
             hand_loop(&mut m, &data, 2, Some(&world));
             write_floats(&out.join(format!("loop-{rank}")), &params(&m));
 
+            // The same loop summing buckets of 64 bytes (weights cut across buckets) and of
+            // the default size while the backward pass runs.
+            for (name, bytes) in [("overlap-64", 64), ("overlap-default", 4 << 20)] {
+                let mut m = model(10 + rank as u64);
+                hand_loop_overlapped(&mut m, &data, 2, &world, bytes);
+                write_floats(&out.join(format!("{name}-{rank}")), &params(&m));
+            }
+
             // Two epochs checkpointed, each rank told its own directory: only rank 0 writes.
             let mut m = model(1 + rank as u64);
             trainer(2)
@@ -152,7 +196,7 @@ fn child() {
                 .fit(&mut m, &mut Adam::new(1e-2), &data)
                 .expect("fit with checkpoints");
         }
-        "die" | "stall" | "panic" => {
+        "die" | "stall" | "stall-overlapped" | "panic" => {
             let mut m = model(1);
             let mut dp = DataParallel::new(&world, &mut m).expect("data parallel");
             let loader = DataLoader::new(&data, 4).shard(rank, world.size());
@@ -173,12 +217,30 @@ fn child() {
                             _ => std::thread::sleep(std::time::Duration::from_secs(50)),
                         }
                     }
-                    if !batch.is_empty() {
-                        m.train_batch(batch.x.view(), batch_targets(&batch), &mut ws, &mut grads)
+                    if scenario == "stall" {
+                        if !batch.is_empty() {
+                            m.train_batch(
+                                batch.x.view(),
+                                batch_targets(&batch),
+                                &mut ws,
+                                &mut grads,
+                            )
                             .expect("step");
+                        }
+                        dp.all_reduce_grads(&mut grads, batch.len())
+                            .expect("all-reduce");
+                    } else {
+                        let x = batch.x.view();
+                        dp.train_batch(
+                            &mut m,
+                            x,
+                            batch_targets(&batch),
+                            &mut ws,
+                            &mut grads,
+                            batch.len(),
+                        )
+                        .expect("overlapped step");
                     }
-                    dp.all_reduce_grads(&mut grads, batch.len())
-                        .expect("all-reduce");
                     opt.step(&mut m, &grads);
                     step += 1;
                 }
@@ -301,6 +363,11 @@ fn two_ranks_train_the_model_of_one_process_on_the_combined_batch() {
     assert_eq!(rank0, rank1);
     let diff = max_difference(&rank0, &params(&single));
     assert!(diff < 1e-5, "loop: 2 ranks vs 1 process differ by {diff}");
+    // Summing during the backward pass changes no bit, whatever the buckets.
+    for name in ["overlap-64", "overlap-default"] {
+        assert_eq!(read_floats(&out.join(format!("{name}-0"))), rank0, "{name}");
+        assert_eq!(read_floats(&out.join(format!("{name}-1"))), rank0, "{name}");
+    }
 
     // Only rank 0 wrote a checkpoint; resuming it on one process for a third epoch gives the
     // 3-epoch model.
@@ -349,6 +416,21 @@ fn a_rank_that_hangs_ends_the_job_at_the_timeout() {
     assert_ne!(output.status.code(), Some(124), "the job hung: {report}");
     assert!(
         report.contains("kiln::distributed: rank 0 of 2: a gradient/metric all-reduce")
+            && report.contains("did not complete within 2 s"),
+        "{report}"
+    );
+    assert!(!out.join("finished-0").exists(), "{report}");
+}
+
+#[test]
+fn a_rank_that_hangs_during_an_overlapped_step_ends_the_job_at_the_timeout() {
+    let out = scratch("stall-overlapped");
+    let output = mpirun("stall-overlapped", &out, &[("KILN_MPI_TIMEOUT", "2")]);
+    let report = text(&output);
+    assert!(!output.status.success(), "{report}");
+    assert_ne!(output.status.code(), Some(124), "the job hung: {report}");
+    assert!(
+        report.contains("kiln::distributed: rank 0 of 2: a gradient bucket all-reduce")
             && report.contains("did not complete within 2 s"),
         "{report}"
     );

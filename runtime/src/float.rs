@@ -120,6 +120,18 @@ pub trait Float:
         comm: &dyn crate::distributed::Communicator,
         buffer: &mut [Self],
     ) -> crate::Result<()>;
+    /// The element type's [`Communicator::overlap_f32`](crate::distributed::Communicator::overlap_f32)
+    /// or `overlap_f64`.
+    ///
+    /// # Errors
+    /// The communicator's, or `body`'s.
+    #[allow(clippy::type_complexity)]
+    fn overlap<'b>(
+        comm: &dyn crate::distributed::Communicator,
+        body: &mut dyn FnMut(
+            &mut dyn crate::distributed::PendingSums<'b, Self>,
+        ) -> crate::Result<()>,
+    ) -> crate::Result<()>;
 
     /// `C = alpha * A B + beta * C` on raw strided matrices (row and column strides in
     /// elements, any sign). `A` is `m x k`, `B` is `k x n`, `C` is `m x n`. A transpose is a
@@ -153,7 +165,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ident, $dtype:ident, $exp:path, $erf:path, $tanh:path, $reduce:ident, $bcast:ident) => {
+    ($t:ident, $dtype:ident, $exp:path, $erf:path, $tanh:path, $reduce:ident, $bcast:ident, $overlap:ident) => {
         impl Float for $t {
             fn all_reduce_sum(
                 comm: &dyn crate::distributed::Communicator,
@@ -168,6 +180,15 @@ macro_rules! impl_float {
                 buffer: &mut [Self],
             ) -> crate::Result<()> {
                 comm.$bcast(buffer)
+            }
+
+            fn overlap<'b>(
+                comm: &dyn crate::distributed::Communicator,
+                body: &mut dyn FnMut(
+                    &mut dyn crate::distributed::PendingSums<'b, Self>,
+                ) -> crate::Result<()>,
+            ) -> crate::Result<()> {
+                comm.$overlap(body)
             }
 
             const ZERO: Self = 0.0;
@@ -281,7 +302,8 @@ impl_float!(
     crate::fast_math::erf_f32,
     crate::fast_math::tanh_f32,
     all_reduce_sum_f32,
-    broadcast_f32
+    broadcast_f32,
+    overlap_f32
 );
 impl_float!(
     f64,
@@ -290,5 +312,6 @@ impl_float!(
     libm::erf,
     f64::tanh,
     all_reduce_sum_f64,
-    broadcast_f64
+    broadcast_f64,
+    overlap_f64
 );

@@ -24,7 +24,7 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use float::Float;
-pub use model::{Model, Summary, SummaryRow, Supervised, TargetView};
+pub use model::{report_grad, GradSink, Model, Summary, SummaryRow, Supervised, TargetView};
 pub use optim::{Adam, AdamW, Optimizer, RmsProp, Sgd};
 
 pub use ndarray;

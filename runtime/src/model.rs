@@ -48,6 +48,18 @@ pub trait Model<F: Float> {
         grads: &Self::Grads,
         f: &mut dyn FnMut(usize, &mut [F], &[F]),
     );
+    /// Visits every gradient as a flat slice with its parameter's index, the index
+    /// [`Model::visit_params_with_grads`] gives it (and [`GradSink::ready`] receives).
+    ///
+    /// The default numbers the gradients in [`Model::visit_grads`] order, which is that index
+    /// for models without absent optional parameters; generated models override it.
+    fn visit_grads_indexed(grads: &Self::Grads, f: &mut dyn FnMut(usize, &[F])) {
+        let mut index = 0;
+        Self::visit_grads(grads, &mut |_, g| {
+            report_view(index, g, f);
+            index += 1;
+        });
+    }
     /// A gradient struct of zeros shaped like the parameters.
     fn zero_grads(&self) -> Self::Grads;
     /// The number of trainable scalars.
@@ -243,4 +255,55 @@ pub trait Supervised<F: Float>: Model<F> {
     /// The model's first output for the last batch run with `ws` (for metrics such as
     /// accuracy).
     fn last_output(ws: &Self::Workspace) -> crate::Result<ArrayViewD<'_, F>>;
+
+    /// [`Supervised::train_batch`], handing every parameter's gradient to `sink` as soon as
+    /// the backward pass has written it for the last time (generated models: after each
+    /// layer, last layer first), so that the gradients can travel while the backward pass
+    /// goes on. Every gradient is reported exactly once per successful call.
+    ///
+    /// The default runs [`Supervised::train_batch`] and then reports every gradient.
+    fn train_batch_notify(
+        &mut self,
+        x: ArrayViewD<'_, F>,
+        y: TargetView<'_, F>,
+        ws: &mut Self::Workspace,
+        grads: &mut Self::Grads,
+        sink: &mut dyn GradSink<F>,
+    ) -> crate::Result<F> {
+        let loss = self.train_batch(x, y, ws, grads)?;
+        Self::visit_grads_indexed(grads, &mut |i, g| sink.ready(i, g));
+        Ok(loss)
+    }
+}
+
+/// Receives parameter gradients during the backward pass, as soon as each is final: the hook
+/// that lets data-parallel training start summing the last layers' gradients across
+/// processes while the backward pass computes the first layers' (see
+/// [`Supervised::train_batch_notify`]).
+pub trait GradSink<F> {
+    /// The gradient of parameter `index` (the index of [`Model::visit_params_with_grads`])
+    /// is final: `grad` holds it, in memory order, and will not change until the step ends.
+    fn ready(&mut self, index: usize, grad: &[F]);
+}
+
+/// Reports an array to `f` as a flat slice (copied when not contiguous, which no gradient
+/// kiln allocates is).
+fn report_view<F: Float>(index: usize, g: ArrayViewD<'_, F>, f: &mut dyn FnMut(usize, &[F])) {
+    match g.as_slice_memory_order() {
+        Some(slice) => f(index, slice),
+        None => {
+            let copy: Vec<F> = g.iter().copied().collect();
+            f(index, &copy)
+        }
+    }
+}
+
+/// Hands gradient `grad` of parameter `index` to `sink` (what the generated backward pass
+/// calls after a layer's last gradient write).
+pub fn report_grad<F: Float, D: ndarray::Dimension>(
+    sink: &mut dyn GradSink<F>,
+    index: usize,
+    grad: &ndarray::Array<F, D>,
+) {
+    report_view(index, grad.view().into_dyn(), &mut |i, g| sink.ready(i, g));
 }

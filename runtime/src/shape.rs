@@ -383,6 +383,19 @@ pub fn view<F: Float, D: Dimension>(data: &[F], dim: D) -> Result<ArrayView<'_, 
     })
 }
 
+/// Calls `f` with a gradient's index and its elements as a flat slice (what
+/// `Model::visit_grads_indexed` does for each gradient of a generated model).
+pub fn visit_indexed<F: Float, D: Dimension>(
+    index: usize,
+    grad: &ndarray::Array<F, D>,
+    f: &mut dyn FnMut(usize, &[F]),
+) {
+    let grad = grad.as_standard_layout();
+    if let Some(g) = grad.as_slice() {
+        f(index, g);
+    }
+}
+
 /// Calls `f` with a parameter and its gradient as flat slices (the optimizers' path). If the
 /// user replaced either array with a non-contiguous one, it is made contiguous first (the only
 /// case that allocates).

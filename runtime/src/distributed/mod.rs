@@ -7,7 +7,11 @@
 //! with any [`Communicator`]:
 //!
 //! - [`DataParallel`] owns the flat buffers the gradients travel in (sized once from the
-//!   model), broadcasts rank 0's parameters, and sums the gradients in one all-reduce per step;
+//!   model), broadcasts rank 0's parameters, and sums the gradients: after the backward pass
+//!   in one all-reduce ([`DataParallel::all_reduce_grads`]), or during it in buckets of a few
+//!   MiB that start as soon as the backward pass has finished them
+//!   ([`DataParallel::train_batch`]; the generated backward pass reports each layer's
+//!   gradients to a [`GradSink`](crate::GradSink));
 //! - [`DataLoader::shard`](crate::data::DataLoader::shard) cuts every global batch of the
 //!   shared, seeded epoch order into one contiguous piece per rank;
 //! - [`Trainer::distributed`](crate::train::Trainer::distributed) does both inside `fit`, and
@@ -57,7 +61,7 @@ mod data_parallel;
 #[cfg(feature = "mpi")]
 mod mpi_world;
 
-pub use data_parallel::DataParallel;
+pub use data_parallel::{DataParallel, DEFAULT_BUCKET_BYTES};
 #[cfg(feature = "mpi")]
 pub use mpi_world::{World, TIMEOUT_EXIT_CODE};
 
@@ -97,6 +101,59 @@ pub trait Communicator {
     /// Whether this is rank 0, the rank that prints, checkpoints and plots.
     fn is_root(&self) -> bool {
         self.rank() == 0
+    }
+    /// Runs `body`, which may start sums of `f32` buffers through the [`PendingSums`] it is
+    /// given, and returns once `body` has returned and every sum it started is complete
+    /// (also when `body` fails: its error is returned after the wait).
+    ///
+    /// The default runs each sum at once with [`Communicator::all_reduce_sum_f32`];
+    /// [`World`] starts them as non-blocking MPI all-reduces, so that they travel while
+    /// `body` goes on (the backward pass of [`DataParallel::train_batch`]).
+    ///
+    /// # Errors
+    /// `body`'s, or the communicator's.
+    fn overlap_f32<'b>(
+        &self,
+        body: &mut dyn FnMut(&mut dyn PendingSums<'b, f32>) -> Result<()>,
+    ) -> Result<()> {
+        body(&mut Blocking(self))
+    }
+    /// [`Communicator::overlap_f32`] for `f64` buffers.
+    ///
+    /// # Errors
+    /// As [`Communicator::overlap_f32`].
+    fn overlap_f64<'b>(
+        &self,
+        body: &mut dyn FnMut(&mut dyn PendingSums<'b, f64>) -> Result<()>,
+    ) -> Result<()> {
+        body(&mut Blocking(self))
+    }
+}
+
+/// Sums started inside [`Communicator::overlap_f32`]: each is complete when that call
+/// returns, and until then its buffers stay borrowed.
+pub trait PendingSums<'b, T> {
+    /// Starts summing `send` element-wise over the ranks into `recv` on every rank. Every
+    /// rank must start the same sums, of the same lengths, in the same order.
+    ///
+    /// # Errors
+    /// [`Error::Distributed`] if the lengths differ; the communicator's errors.
+    fn start(&mut self, send: &'b [T], recv: &'b mut [T]) -> Result<()>;
+}
+
+/// The [`PendingSums`] of a communicator without non-blocking sums: each sum runs when it is
+/// started.
+struct Blocking<'c, C: ?Sized>(&'c C);
+
+impl<'b, C: Communicator + ?Sized> PendingSums<'b, f32> for Blocking<'_, C> {
+    fn start(&mut self, send: &'b [f32], recv: &'b mut [f32]) -> Result<()> {
+        self.0.all_reduce_sum_f32(send, recv)
+    }
+}
+
+impl<'b, C: Communicator + ?Sized> PendingSums<'b, f64> for Blocking<'_, C> {
+    fn start(&mut self, send: &'b [f64], recv: &'b mut [f64]) -> Result<()> {
+        self.0.all_reduce_sum_f64(send, recv)
     }
 }
 

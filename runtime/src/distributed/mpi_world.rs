@@ -1,6 +1,6 @@
 //! [`World`]: the MPI communicator of all the processes `mpirun` started (feature `mpi`).
 
-use super::{check_lengths, Communicator};
+use super::{check_lengths, Communicator, PendingSums};
 use crate::{Error, Result};
 use mpi::collective::{CommunicatorCollectives, Root};
 use mpi::environment::Universe;
@@ -167,12 +167,75 @@ impl World {
         Ok(())
     }
 
+    /// Runs `body`, whose sums start as `MPI_Iallreduce`s, then waits for every one.
+    fn overlap<'b, T: Equivalence>(
+        &self,
+        body: &mut dyn FnMut(&mut dyn PendingSums<'b, T>) -> Result<()>,
+    ) -> Result<()> {
+        mpi::request::scope(|scope: &LocalScope<'_>| {
+            let mut pending = MpiPending {
+                world: self,
+                scope,
+                requests: std::array::from_fn(|_| None),
+                started: 0,
+            };
+            let result = body(&mut pending);
+            // Wait in start order; also after an error: MPI still owns the buffers.
+            for k in 0..MAX_PENDING {
+                let slot = (pending.started + k) % MAX_PENDING;
+                if let Some(request) = pending.requests[slot].take() {
+                    self.wait(request, "a gradient bucket all-reduce (MPI_Iallreduce)");
+                }
+            }
+            result
+        })
+    }
+
     fn broadcast<T: Equivalence>(&self, buffer: &mut [T]) -> Result<()> {
         let root = self.comm.process_at_rank(0);
         mpi::request::scope(|scope: &LocalScope<'_>| {
             let request = root.immediate_broadcast_into(scope, buffer);
             self.wait(request, "a broadcast from rank 0 (MPI_Ibcast)");
         });
+        Ok(())
+    }
+}
+
+/// How many non-blocking sums may be in flight at once; starting one more first waits for
+/// the oldest (`DataParallel` makes at most this many buckets, so it never does).
+const MAX_PENDING: usize = 64;
+
+/// The sums started inside one [`World::overlap`] call: `MPI_Iallreduce` requests in a ring
+/// of fixed size (no allocation per step).
+struct MpiPending<'w, 'x, 's, T: Equivalence> {
+    world: &'w World,
+    scope: &'x LocalScope<'s>,
+    requests: [Option<Request<'s, [T], &'x LocalScope<'s>>>; MAX_PENDING],
+    started: usize,
+}
+
+impl<'b: 's, 's, T: Equivalence> PendingSums<'b, T> for MpiPending<'_, '_, 's, T> {
+    fn start(&mut self, send: &'b [T], recv: &'b mut [T]) -> Result<()> {
+        check_lengths(self.world.rank, send.len(), recv.len())?;
+        let slot = self.started % MAX_PENDING;
+        if let Some(oldest) = self.requests[slot].take() {
+            self.world
+                .wait(oldest, "a gradient bucket all-reduce (MPI_Iallreduce)");
+        }
+        self.requests[slot] = Some(self.world.comm.immediate_all_reduce_into(
+            self.scope,
+            send,
+            recv,
+            mpi::collective::SystemOperation::sum(),
+        ));
+        self.started += 1;
+        // Open MPI moves a non-blocking collective on only inside MPI calls: testing the
+        // pending ones here lets them progress at every bucket the backward pass completes.
+        for request in &mut self.requests {
+            if let Some(r) = request.take() {
+                *request = r.test().err();
+            }
+        }
         Ok(())
     }
 }
@@ -209,5 +272,17 @@ impl Communicator for World {
     }
     fn broadcast_f64(&self, buffer: &mut [f64]) -> Result<()> {
         self.broadcast(buffer)
+    }
+    fn overlap_f32<'b>(
+        &self,
+        body: &mut dyn FnMut(&mut dyn PendingSums<'b, f32>) -> Result<()>,
+    ) -> Result<()> {
+        self.overlap(body)
+    }
+    fn overlap_f64<'b>(
+        &self,
+        body: &mut dyn FnMut(&mut dyn PendingSums<'b, f64>) -> Result<()>,
+    ) -> Result<()> {
+        self.overlap(body)
     }
 }

@@ -462,10 +462,36 @@ impl<'a, F: Float> Trainer<'a, F> {
                     };
                     // A rank's piece of a short last batch may be empty: it runs no pass but
                     // still joins the gradient sum.
-                    if !batch.is_empty() {
-                        let loss = model
-                            .train_batch(batch.x.view(), batch_targets(&batch), &mut ws, &mut grads)
-                            .map_err(|e| when.locate(e))?;
+                    // With data parallelism the gradients are summed over the ranks while
+                    // the backward pass runs (bucket by bucket, last layers first).
+                    let loss = match &mut data_parallel {
+                        Some(dp) => {
+                            let x = batch.x.view();
+                            let (loss, _) = dp
+                                .train_batch(
+                                    model,
+                                    x,
+                                    batch_targets(&batch),
+                                    &mut ws,
+                                    &mut grads,
+                                    batch.len(),
+                                )
+                                .map_err(|e| when.locate(e))?;
+                            loss
+                        }
+                        None if batch.is_empty() => None,
+                        None => Some(
+                            model
+                                .train_batch(
+                                    batch.x.view(),
+                                    batch_targets(&batch),
+                                    &mut ws,
+                                    &mut grads,
+                                )
+                                .map_err(|e| when.locate(e))?,
+                        ),
+                    };
+                    if let Some(loss) = loss {
                         if !loss.is_finite() {
                             return Err(self.non_finite(
                                 format!(
@@ -483,9 +509,6 @@ impl<'a, F: Float> Trainer<'a, F> {
                             None => None,
                         };
                         acc.add(loss.to_f64(), batch.len(), correct);
-                    }
-                    if let Some(dp) = &mut data_parallel {
-                        dp.all_reduce_grads(&mut grads, batch.len())?;
                     }
                     if let Some(max_norm) = self.clip_grad_norm {
                         clip_grad_norm::<F, M>(&mut grads, max_norm);

@@ -230,13 +230,22 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             /// Returns `Err` (and changes nothing) if an input's shape or a label is wrong.
             #[allow(non_snake_case, clippy::too_many_arguments)]
             #vis fn loss_and_grad(&mut self, #(#all_views,)* ws: &mut #ws<F>, grads: &mut #grads<F>) -> ::kiln::Result<F> {
+                self.loss_and_grad_notify(#(#all_names,)* ws, grads, None)
+            }
+
+            /// [`Self::loss_and_grad`], handing each layer's gradients to `sink` as soon as
+            /// the backward pass has finished them (last layer first), with their indices in
+            /// `Model::visit_params_with_grads` order: what overlaps data-parallel
+            /// communication with the backward pass.
+            #[allow(non_snake_case, clippy::too_many_arguments)]
+            #vis fn loss_and_grad_notify(&mut self, #(#all_views,)* ws: &mut #ws<F>, grads: &mut #grads<F>, sink: Option<&mut dyn ::kiln::GradSink<F>>) -> ::kiln::Result<F> {
                 #bind_all
                 let #ws { staging, buffers, ready } = ws;
                 #stage_all
                 buffers.prepare(dims, true, true);
                 self.#run_forward_train(buffers, #(#input_names),*)?;
                 let loss = self.#run_loss_train(buffers, #(#all_names),*)?;
-                self.run_backward(buffers, #(#all_names,)* grads)?;
+                self.run_backward(buffers, #(#all_names,)* grads, sink)?;
                 *ready = true;
                 Ok(loss)
             }
@@ -343,7 +352,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 let dims = buffers.dims;
                 #bind_dims
                 #(#seeds)*
-                self.run_backward(buffers, #(#kept,)* grads)
+                self.run_backward(buffers, #(#kept,)* grads, None)
             }
         }
     };

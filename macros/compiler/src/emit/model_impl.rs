@@ -97,6 +97,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let visit_grads = visit(quote!(grads), false);
     let visit_grads_mut = visit(quote!(grads), true);
     let mut pairs = Vec::new();
+    let mut indexed = Vec::new();
     let mut index = 0usize;
     for (layer, spec) in g.layers.iter().zip(&cx.layers) {
         let f = &layer.name;
@@ -106,6 +107,13 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 for (i, (block, g)) in self.#f.iter_mut().zip(grads.#f.iter()).enumerate() {
                     let base = #index + i * #per_block;
                     ::kiln::Model::<F>::visit_params_with_grads(block, g, &mut |k, p, g| f(base + k, p, g));
+                }
+            });
+            let model = &n.model;
+            indexed.push(quote! {
+                for (i, g) in grads.#f.iter().enumerate() {
+                    let base = #index + i * #per_block;
+                    <#model as ::kiln::Model<F>>::visit_grads_indexed(g, &mut |k, g| f(base + k, g));
                 }
             });
             index += n.param_names.len();
@@ -120,6 +128,15 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 }
             } else {
                 quote! { ::kiln::shape::visit_pair(#index, &mut self.#f.#field, &grads.#f.#field, f); }
+            });
+            indexed.push(if *optional {
+                quote! {
+                    if let Some(g) = grads.#f.#field.as_ref() {
+                        ::kiln::shape::visit_indexed(#index, g, f);
+                    }
+                }
+            } else {
+                quote! { ::kiln::shape::visit_indexed(#index, &grads.#f.#field, f); }
             });
             index += 1;
         }
@@ -223,6 +240,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
 
             fn visit_params_with_grads(&mut self, grads: &Self::Grads, f: &mut dyn FnMut(usize, &mut [F], &[F])) {
                 #(#pairs)*
+            }
+
+            fn visit_grads_indexed(grads: &Self::Grads, f: &mut dyn FnMut(usize, &[F])) {
+                #(#indexed)*
             }
 
             fn zero_grads(&self) -> Self::Grads {

@@ -487,7 +487,16 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             { ws.#d[0] = F::ONE; }
         });
     }
-    for step in &s.steps {
+    // After the step that writes a layer's gradients for the last time, the layer is
+    // reported to the sink (if any): data-parallel training starts summing it across
+    // processes while the rest of the backward pass runs.
+    let mut last_write = vec![None; g.layers.len()];
+    for (k, step) in s.steps.iter().enumerate() {
+        for l in g.param_layers(step.node) {
+            last_write[l] = Some(k);
+        }
+    }
+    for (k, step) in s.steps.iter().enumerate() {
         let id = step.node;
         let node = &g.nodes[id];
         let targets: Vec<Option<GradTarget>> = step
@@ -571,6 +580,9 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             { #code }
             #check
         });
+        for l in (0..g.layers.len()).filter(|&l| last_write[l] == Some(k)) {
+            body.extend(report_layer(cx, l));
+        }
     }
     for &l in &s.unreached_layers {
         let layer = &g.layers[l];
@@ -586,6 +598,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             });
         }
         body.extend(quote! { #[doc = #comment] { #zero } });
+        body.extend(report_layer(cx, l));
     }
     let params = used_only(param_locals(cx, &layers, true, false), &body);
     let bind = cx.bind_dims(quote!(ws.dims));
@@ -594,13 +607,72 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
     quote! {
         /// The backward pass: one VJP step per node with an adjoint, in reverse order.
         #[allow(non_snake_case, unused_variables, unused_doc_comments, clippy::too_many_arguments)]
-        fn run_backward(&self, ws: &mut #bufs<F>, #(#all_inputs,)* grads: &mut #grads_name<F>) -> ::kiln::Result<()> {
+        fn run_backward(&self, ws: &mut #bufs<F>, #(#all_inputs,)* grads: &mut #grads_name<F>, mut sink: Option<&mut dyn ::kiln::GradSink<F>>) -> ::kiln::Result<()> {
             #bind
             #params
             #body
             Ok(())
         }
     }
+}
+
+/// `if let Some(sink) = .. { ::kiln::report_grad(sink, 0, &grads.h1.weight); .. }`: hands a
+/// layer's final gradients to the sink, with their indices in `visit_params_with_grads`
+/// order. Nothing for a layer without parameters; one branch per layer without a sink.
+fn report_layer(cx: &Ctx, l: usize) -> TokenStream {
+    let (layer, spec) = (&cx.g.layers[l], &cx.layers[l]);
+    let field = &layer.name;
+    let first = first_param_index(cx, l);
+    let calls = match &spec.nested {
+        Some(n) if !n.param_names.is_empty() => {
+            let per_block = n.param_names.len() / n.count.max(1);
+            let model = &n.model;
+            quote! {
+                for (i, g) in grads.#field.iter().enumerate() {
+                    let base = #first + i * #per_block;
+                    <#model as ::kiln::Model<F>>::visit_grads_indexed(g, &mut |k, g| sink.ready(base + k, g));
+                }
+            }
+        }
+        Some(_) => return TokenStream::new(),
+        None if spec.params.is_empty() => return TokenStream::new(),
+        None => spec
+            .params
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                let (pf, index) = (p.place(), first + k);
+                if p.optional {
+                    quote! {
+                        if let Some(g) = grads.#field.#pf.as_ref() {
+                            ::kiln::report_grad(sink, #index, g);
+                        }
+                    }
+                } else {
+                    quote! { ::kiln::report_grad(sink, #index, &grads.#field.#pf); }
+                }
+            })
+            .collect(),
+    };
+    let comment = format!(" `{field}`'s gradients are final: report them");
+    quote! {
+        #[doc = #comment]
+        if let Some(sink) = sink.as_deref_mut() {
+            #calls
+        }
+    }
+}
+
+/// The index of layer `l`'s first parameter in `visit_params_with_grads` order (absent
+/// optional parameters count: the numbering does not depend on the values).
+fn first_param_index(cx: &Ctx, l: usize) -> usize {
+    cx.layers[..l]
+        .iter()
+        .map(|spec| match &spec.nested {
+            Some(n) => n.param_names.len(),
+            None => spec.params.len(),
+        })
+        .sum()
 }
 
 fn pointwise_backward(cx: &Ctx, id: NodeId, term: usize, d_inputs: &[Option<bool>]) -> TokenStream {

@@ -88,6 +88,19 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 self.loss_and_grad(#x, #y, ws, grads)
             }
 
+            fn train_batch_notify(
+                &mut self,
+                #x: ::kiln::ndarray::ArrayViewD<'_, F>,
+                #y: ::kiln::TargetView<'_, F>,
+                ws: &mut Self::Workspace,
+                grads: &mut Self::Grads,
+                sink: &mut dyn ::kiln::GradSink<F>,
+            ) -> ::kiln::Result<F> {
+                let #x = ::kiln::shape::fixed_rank::<F, #x_ix>("input", #xs, #x)?;
+                #take_target
+                self.loss_and_grad_notify(#x, #y, ws, grads, Some(sink))
+            }
+
             fn eval_batch(
                 &self,
                 #x: ::kiln::ndarray::ArrayViewD<'_, F>,

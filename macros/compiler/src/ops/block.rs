@@ -444,7 +444,7 @@ impl Kernel for BlockCall {
                     Some(#prev) => &#prev.#out_field[..#len],
                     None => #x,
                 };
-                #layer[#i].run_backward(#state, #input, #(#extras,)* &mut #layer_grads[#i])?;
+                #layer[#i].run_backward(#state, #input, #(#extras,)* &mut #layer_grads[#i], None)?;
                 #extra_grads
                 match #before.last_mut() {
                     Some(#prev) => { #chain }
