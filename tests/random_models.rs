@@ -79,6 +79,13 @@ fn generator_is_deterministic_and_covers_the_families() {
         "mse",
         "batch_norm",
         "dropout",
+        "input lengths",
+        "lstm/gru(lengths)",
+        "multi_head_attention(memory)",
+        "linear(tied)",
+        "embedding(padding_idx)",
+        "several outputs",
+        "no loss (forward only)",
     ] {
         assert!(
             kinds.contains(op),

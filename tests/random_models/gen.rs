@@ -1481,7 +1481,7 @@ impl Gen {
                 && s[axis].sym.is_none()
         };
         let cands: Vec<usize> = (0..self.body.values.len())
-            .filter(|&u| !(u == 0 && self.tokens) && !self.masked[u] && fits(self.shape(u)))
+            .filter(|&u| !(self.masked[u] || u == 0 && self.tokens) && fits(self.shape(u)))
             .collect();
         let u = self.pick(&cands);
         let mut xs = vec![v, u];

@@ -697,6 +697,7 @@ impl Interp<'_> {
     }
 
     /// Queries from `x`, keys and values from `mem` (`x` itself for self-attention).
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         x: &ArrayD<f64>,
