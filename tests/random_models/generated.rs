@@ -445,7 +445,7 @@ runner! { R25, tokens 2, lengths, labels 2, unseeded, [] }
 kiln::model! {
     struct R26 {
         input x: [N, S, 3];
-        target y: [N, S] classes 3;
+        target y: [N, S, 2];
         let v1 = dropout(x, 0.25);
         let v2 = linear(v1, 6, bias = false);
         let v3 = linear(v1, 6);
@@ -454,20 +454,14 @@ kiln::model! {
         let v6 = softmax(v5);
         let v7 = matmul(v6, v1);
         let v8 = linear(v7, 2);
-        let v9 = layer_norm(v8, eps = 0.001);
-        let v10 = linear(x, 3);
-        let v11 = linear(x, 3);
-        let v12 = transpose(v11, -2, -1);
-        let v13 = matmul(v10, v12);
-        let v14 = causal_mask(v13);
-        let v15 = softmax(v14);
-        let v16 = matmul(v15, x);
-        let pred = linear(v16, 3);
+        let v9 = 0.5 * gelu(v8);
+        let v10 = sigmoid(exp(tanh(v9))) * v8;
+        let pred = linear(v10, 2);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 0) + 0.1 * sum(v9);
+        loss mse(pred, y);
     }
 }
-runner! { R26, float 3, no_lengths, labels 2, seeded, [] }
+runner! { R26, float 3, no_lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R27 {
@@ -567,26 +561,20 @@ kiln::model! {
     struct R32 {
         input x: [B, T] tokens 3;
         input len: [B] lengths T;
-        target y: [B, 3];
+        target y: [B, T, 4];
         let v1 = embedding(x, 2, padding_idx = 0);
         let v2 = position_embedding(x, 2, max_len = 2);
         let v3 = v1 + v2;
-        let v4 = layer_norm(v3);
-        let v5 = linear(v4, 4);
-        let v6 = linear(v5, 5);
-        let v7 = linear(v5, 5);
-        let v8 = transpose(v7, -2, -1);
-        let v9 = matmul(v6, v8);
-        let v10 = causal_mask(v9);
-        let v11 = softmax(v10);
-        let v12 = matmul(v11, v5);
-        let v13 = gru(v12, 2, lengths = len, final_state = true);
-        let pred = linear(v13, 3);
+        let v4 = -v3 - v2;
+        let v5 = multi_head_attention(v4, heads = 1, causal = true, lengths = len);
+        let v6 = concat(v2, v5);
+        let v7 = square(leaky_relu(v6, 0.2));
+        let pred = linear(v7, 4);
         output pred;
         loss mse(pred, y);
     }
 }
-runner! { R32, tokens 2, lengths, values 2, unseeded, [] }
+runner! { R32, tokens 2, lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R33 {
@@ -659,7 +647,7 @@ kiln::model! {
     struct R37 {
         input x: [B, T, 2];
         target y: [B, 3];
-        let v1 = layer_norm(x, eps = 0.0001);
+        let v1 = relu(x);
         let v2 = mean(v1, axis = 1);
         let v3 = linear(v2, 4);
         let v4 = v3 / 1.5;
@@ -1578,22 +1566,23 @@ kiln::model! {
         target y: [2, 2, 7];
         let v1 = embedding(x, 2);
         let v2 = Blk0(v1, repeat = 2);
-        let v3 = layer_norm(v1);
-        let v4 = multi_head_attention(v3, heads = 1, causal = true, lengths = len);
-        let pred = linear(v4, 7, tied = v1);
+        let v3 = exp((v1 * 0.5)) / (square(v2) + 1.0);
+        let v4 = concat(v1, v3, axis = 1);
+        let v5 = multi_head_attention(v3, v4, heads = 1, causal = true);
+        let pred = linear(v5, 7, tied = v1);
         output pred;
-        loss mse(pred, y) + 0.1 * sum(v2);
+        loss mse(pred, y);
 
         block Blk0(x) {
             let u1 = leaky_relu(x, 0.2);
-            let u2 = layer_norm(u1, eps = 0.0001);
-            let u3 = linear(u2, 2);
+            let u2 = sqrt((square(u1) + 0.1)) * x;
+            let u3 = dropout(u2, 0.25);
             let u4 = x + u3;
             output u4;
         }
     }
 }
-runner! { R91, tokens 2, lengths, values 3, unseeded, [] }
+runner! { R91, tokens 2, lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R92 {
