@@ -1,8 +1,11 @@
 //! Random valid models, as Csmith and YARPGen test C compilers: a seeded generator
 //! (`random_models/gen.rs`) builds random well-typed graphs over the op set and prints them
-//! as `kiln::model!` source; each model's forward pass and loss are compared with a plain f64
-//! interpreter of the same graph (`random_models/interp.rs`), its gradients with central
-//! differences in f64, and its f32 instance with the f64 one (`random_models/harness.rs`).
+//! as `kiln::model!` source; each model's forward pass, further outputs and loss (in inference
+//! and in training mode, dropout masks included) and batch norm's running statistics are
+//! compared with a plain f64 interpreter of the same graph (`random_models/interp.rs`), its
+//! gradients with central differences in f64, and its f32 instance (forward, loss and
+//! gradients) with the f64 one (`random_models/harness.rs`). Models without a loss are
+//! checked forward only.
 //!
 //! The CI-sized set (seeds 0..100) is committed as `random_models/generated.rs`, compiled
 //! with this test; `generated_file_is_current` fails when the generator's output differs
@@ -10,7 +13,7 @@
 //! run compiles a scratch crate of N more models under `target/random-models`:
 //!
 //! ```sh
-//! KILN_RANDOM_MODELS=2000 cargo test --release --test random_models -- --ignored --nocapture
+//! KILN_RANDOM_MODELS=2000 cargo test --test random_models long_run -- --ignored --nocapture
 //! ```
 
 #[macro_use]
@@ -76,6 +79,13 @@ fn generator_is_deterministic_and_covers_the_families() {
         "mse",
         "batch_norm",
         "dropout",
+        "input lengths",
+        "lstm/gru(lengths)",
+        "multi_head_attention(memory)",
+        "linear(tied)",
+        "embedding(padding_idx)",
+        "several outputs",
+        "no loss (forward only)",
     ] {
         assert!(
             kinds.contains(op),

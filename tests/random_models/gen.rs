@@ -34,14 +34,15 @@ pub fn sizes(shape: &Shape) -> Vec<usize> {
     shape.iter().map(|d| d.size).collect()
 }
 
+fn dim_src(d: &Dim) -> String {
+    match d.sym {
+        Some(s) => s.to_string(),
+        None => d.size.to_string(),
+    }
+}
+
 fn shape_src(shape: &Shape) -> String {
-    let dims: Vec<String> = shape
-        .iter()
-        .map(|d| match d.sym {
-            Some(s) => s.to_string(),
-            None => d.size.to_string(),
-        })
-        .collect();
+    let dims: Vec<String> = shape.iter().map(dim_src).collect();
     format!("[{}]", dims.join(", "))
 }
 
@@ -81,15 +82,20 @@ pub enum Op {
     /// `softmax(x)` or `log_softmax(x)`.
     Softmax { x: usize, log: bool },
     /// `layer_norm(x)`.
-    LayerNorm { x: usize },
+    LayerNorm { x: usize, eps: f64 },
     /// `batch_norm(x)`.
-    BatchNorm { x: usize },
+    BatchNorm { x: usize, eps: f64, momentum: f64 },
     /// `dropout(x, p)`.
     Dropout { x: usize, p: f64 },
     /// `concat(a, b, axis = k)`.
     Concat { xs: Vec<usize>, axis: usize },
     /// `sum/mean/max(x, axis = k)`.
-    Reduce { x: usize, how: Reduce, axis: usize },
+    Reduce {
+        x: usize,
+        how: Reduce,
+        axis: usize,
+        lengths: bool,
+    },
     /// `transpose(x, -2, -1)`.
     Transpose { x: usize },
     /// `permute(x, perm)`.
@@ -98,19 +104,34 @@ pub enum Op {
     Matmul { a: usize, b: usize },
     /// `causal_mask(x)`.
     CausalMask { x: usize },
-    /// `embedding(tokens, dim)`.
-    Embedding { x: usize, dim: usize },
+    /// `embedding(tokens, dim, padding_idx = p)`.
+    Embedding {
+        x: usize,
+        dim: usize,
+        padding_idx: Option<usize>,
+    },
+    /// `linear(x, out, tied = table)`: an output head reusing the embedding `table`'s weight.
+    Tied {
+        x: usize,
+        out: usize,
+        table: String,
+        bias: bool,
+    },
     /// `position_embedding(tokens, dim, max_len = n)`.
     PositionEmbedding {
         x: usize,
         dim: usize,
         max_len: usize,
     },
-    /// `multi_head_attention(x, heads = h, causal = c)`.
+    /// `multi_head_attention(x, heads = h, causal = c)`, or with a `memory` of another
+    /// length, `multi_head_attention(x, memory, ..)` (cross-attention).
     Attention {
         x: usize,
+        memory: Option<usize>,
         heads: usize,
         causal: bool,
+        bias: bool,
+        lengths: bool,
     },
     /// `lstm(...)` or `gru(...)`.
     Rnn {
@@ -120,13 +141,15 @@ pub enum Op {
         layers: usize,
         bidirectional: bool,
         final_state: bool,
+        lengths: bool,
     },
-    /// `conv2d(x, out, kernel, stride, padding, dilation, groups, bias)`.
+    /// `conv2d(x, out, kernel, stride, padding, dilation, groups, bias)`; kernel and stride
+    /// as (height, width).
     Conv {
         x: usize,
         out: usize,
-        k: usize,
-        s: usize,
+        k: (usize, usize),
+        s: (usize, usize),
         p: usize,
         d: usize,
         g: usize,
@@ -155,10 +178,11 @@ pub enum Op {
     },
     /// `adaptive_avg_pool2d(x, (oh, ow))`.
     Adaptive { x: usize, oh: usize, ow: usize },
-    /// `upsample(x, scale = s, mode = ..)`.
+    /// `upsample(x, scale = s, mode = ..)` or, with `size`, `upsample(x, size = (h, w), ..)`.
     Upsample {
         x: usize,
         scale: usize,
+        size: Option<(usize, usize)>,
         bilinear: bool,
     },
     /// `flatten(x)`.
@@ -195,16 +219,20 @@ impl Op {
             }
             Op::Concat { xs, .. } => xs.clone(),
             Op::Matmul { a, b } => vec![*a, *b],
+            Op::Attention {
+                x, memory: Some(m), ..
+            } => vec![*x, *m],
             Op::Linear { x, .. }
             | Op::Softmax { x, .. }
-            | Op::LayerNorm { x }
-            | Op::BatchNorm { x }
+            | Op::LayerNorm { x, .. }
+            | Op::BatchNorm { x, .. }
             | Op::Dropout { x, .. }
             | Op::Reduce { x, .. }
             | Op::Transpose { x }
             | Op::Permute { x, .. }
             | Op::CausalMask { x }
             | Op::Embedding { x, .. }
+            | Op::Tied { x, .. }
             | Op::PositionEmbedding { x, .. }
             | Op::Attention { x, .. }
             | Op::Rnn { x, .. }
@@ -217,6 +245,50 @@ impl Op {
             | Op::Reshape { x }
             | Op::Block { x, .. } => vec![*x],
         }
+    }
+
+    /// Options of the op worth counting on their own (`layer_norm(eps)`).
+    pub fn tags(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self {
+            Op::LayerNorm { eps, .. } if *eps != DEFAULT_EPS => out.push("layer_norm(eps)".into()),
+            Op::Embedding {
+                padding_idx: Some(_),
+                ..
+            } => out.push("embedding(padding_idx)".into()),
+            Op::Upsample { size: Some(_), .. } => out.push("upsample(size)".into()),
+            Op::Reduce { lengths: true, .. } => out.push("mean(axis = 1, lengths)".into()),
+            Op::Rnn { lengths: true, .. } => out.push("lstm/gru(lengths)".into()),
+            Op::Attention {
+                memory,
+                bias,
+                lengths,
+                ..
+            } => {
+                if *lengths {
+                    out.push("multi_head_attention(lengths)".into());
+                }
+                if memory.is_some() {
+                    out.push("multi_head_attention(memory)".into());
+                }
+                if !bias {
+                    out.push("multi_head_attention(bias = false)".into());
+                }
+            }
+            Op::Conv { k, s, .. } if k.0 != k.1 || s.0 != s.1 => {
+                out.push("conv2d(rectangular kernel or stride)".into())
+            }
+            Op::BatchNorm { eps, momentum, .. } => {
+                if *eps != DEFAULT_EPS {
+                    out.push("batch_norm(eps)".into());
+                }
+                if *momentum != DEFAULT_MOMENTUM {
+                    out.push("batch_norm(momentum)".into());
+                }
+            }
+            _ => {}
+        }
+        out
     }
 
     /// The op's name for coverage counts.
@@ -235,6 +307,7 @@ impl Op {
             Op::Matmul { .. } => "matmul".into(),
             Op::CausalMask { .. } => "causal_mask".into(),
             Op::Embedding { .. } => "embedding".into(),
+            Op::Tied { .. } => "linear(tied)".into(),
             Op::PositionEmbedding { .. } => "position_embedding".into(),
             Op::Attention { .. } => "multi_head_attention".into(),
             Op::Rnn { gru, .. } => if *gru { "gru" } else { "lstm" }.into(),
@@ -309,6 +382,8 @@ pub struct Graph {
     pub name: String,
     /// `Some(vocab)` when the input is token ids.
     pub tokens: Option<usize>,
+    /// `Some(T)` when the model has a second input `len: [B] lengths T`.
+    pub lengths: Option<Dim>,
     /// The main body; value 0 is the input `x`, the last value the prediction `pred`.
     pub body: Body,
     /// Block definitions.
@@ -319,8 +394,13 @@ pub struct Graph {
     pub classes: Option<usize>,
     /// The main loss.
     pub loss: LossKind,
-    /// Extra loss terms `c * mean(v)` for values nothing else consumes.
-    pub extras: Vec<(f64, usize)>,
+    /// Whether the model has a loss (and a target); without one it is checked forward only.
+    pub has_loss: bool,
+    /// Extra loss terms `c * mean(v)` (or `c * sum(v)` when the flag is set) for values
+    /// nothing else consumes.
+    pub extras: Vec<(f64, usize, bool)>,
+    /// Values nothing else consumes returned as further outputs (`output pred, v3;`).
+    pub outputs: Vec<usize>,
     /// Whether any op is dropout (the training loss then depends on the workspace's seed).
     pub dropout: bool,
 }
@@ -331,22 +411,28 @@ impl Graph {
         self.body.values.len() - 1
     }
 
-    /// Every op of the model (blocks' bodies included), for coverage counts.
+    /// Every op of the model (blocks' bodies included), for coverage counts, with tags for
+    /// the options worth counting.
     pub fn op_kinds(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for v in &self.body.values {
-            if let Some(op) = &v.op {
+        let bodies = std::iter::once(&self.body).chain(self.blocks.iter().map(|b| &b.body));
+        for body in bodies {
+            for op in body.values.iter().filter_map(|v| v.op.as_ref()) {
                 out.push(op.kind());
+                out.extend(op.tags());
             }
         }
-        for b in &self.blocks {
-            for v in &b.body.values {
-                if let Some(op) = &v.op {
-                    out.push(op.kind());
-                }
-            }
+        if self.lengths.is_some() {
+            out.push("input lengths".into());
+        }
+        if !self.outputs.is_empty() {
+            out.push("several outputs".into());
+        }
+        for (_, _, sum) in &self.extras {
+            out.push(if *sum { "sum(whole)" } else { "mean(whole)" }.into());
         }
         out.push(match &self.loss {
+            _ if !self.has_loss => "no loss (forward only)".into(),
             LossKind::Mse => "mse".into(),
             LossKind::Bce => "bce_with_logits".into(),
             LossKind::CrossEntropy { axis, ignore_index } => format!(
@@ -386,6 +472,15 @@ fn num_src(x: f64) -> String {
     format!("{x:?}")
 }
 
+/// `k` for a square pair, `(h, w)` otherwise.
+fn pair_src((h, w): (usize, usize)) -> String {
+    if h == w {
+        h.to_string()
+    } else {
+        format!("({h}, {w})")
+    }
+}
+
 fn expr_src(e: &Expr, names: &[String]) -> String {
     match e {
         Expr::Val(v) => names[*v].clone(),
@@ -418,8 +513,23 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
         Op::Softmax { x, log } => {
             format!("{}({})", if *log { "log_softmax" } else { "softmax" }, n(x))
         }
-        Op::LayerNorm { x } => format!("layer_norm({})", n(x)),
-        Op::BatchNorm { x } => format!("batch_norm({})", n(x)),
+        Op::LayerNorm { x, eps } => {
+            if *eps == DEFAULT_EPS {
+                format!("layer_norm({})", n(x))
+            } else {
+                format!("layer_norm({}, eps = {})", n(x), num_src(*eps))
+            }
+        }
+        Op::BatchNorm { x, eps, momentum } => {
+            let mut t = format!("batch_norm({}", n(x));
+            if *eps != DEFAULT_EPS {
+                write!(t, ", eps = {}", num_src(*eps)).unwrap();
+            }
+            if *momentum != DEFAULT_MOMENTUM {
+                write!(t, ", momentum = {}", num_src(*momentum)).unwrap();
+            }
+            t + ")"
+        }
         Op::Dropout { x, p } => format!("dropout({}, {})", n(x), num_src(*p)),
         Op::Concat { xs, axis } => {
             let args: Vec<String> = xs.iter().map(n).collect();
@@ -429,11 +539,17 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
                 format!("concat({}, axis = {axis})", args.join(", "))
             }
         }
-        Op::Reduce { x, how, axis } => {
+        Op::Reduce {
+            x,
+            how,
+            axis,
+            lengths,
+        } => {
             format!(
-                "{}({}, axis = {axis})",
+                "{}({}, axis = {axis}{})",
                 format!("{how:?}").to_lowercase(),
-                n(x)
+                n(x),
+                if *lengths { ", lengths = len" } else { "" }
             )
         }
         Op::Transpose { x } => format!("transpose({}, -2, -1)", n(x)),
@@ -443,14 +559,42 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
         }
         Op::Matmul { a, b } => format!("matmul({}, {})", n(a), n(b)),
         Op::CausalMask { x } => format!("causal_mask({})", n(x)),
-        Op::Embedding { x, dim } => format!("embedding({}, {dim})", n(x)),
+        Op::Embedding {
+            x,
+            dim,
+            padding_idx: None,
+        } => format!("embedding({}, {dim})", n(x)),
+        Op::Embedding {
+            x,
+            dim,
+            padding_idx: Some(p),
+        } => format!("embedding({}, {dim}, padding_idx = {p})", n(x)),
+        Op::Tied {
+            x,
+            out,
+            table,
+            bias,
+        } => {
+            let b = if *bias { "" } else { ", bias = false" };
+            format!("linear({}, {out}{b}, tied = {table})", n(x))
+        }
         Op::PositionEmbedding { x, dim, max_len } => {
             format!("position_embedding({}, {dim}, max_len = {max_len})", n(x))
         }
-        Op::Attention { x, heads, causal } => format!(
-            "multi_head_attention({}, heads = {heads}{})",
+        Op::Attention {
+            x,
+            memory,
+            heads,
+            causal,
+            bias,
+            lengths,
+        } => format!(
+            "multi_head_attention({}{}, heads = {heads}{}{}{})",
             n(x),
-            if *causal { ", causal = true" } else { "" }
+            memory.map_or(String::new(), |m| format!(", {}", n(&m))),
+            if *causal { ", causal = true" } else { "" },
+            if *bias { "" } else { ", bias = false" },
+            if *lengths { ", lengths = len" } else { "" }
         ),
         Op::Rnn {
             x,
@@ -459,8 +603,12 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             layers,
             bidirectional,
             final_state,
+            lengths,
         } => {
             let mut s = format!("{}({}, {hidden}", if *gru { "gru" } else { "lstm" }, n(x));
+            if *lengths {
+                s.push_str(", lengths = len");
+            }
             if *layers > 1 {
                 write!(s, ", layers = {layers}").unwrap();
             }
@@ -482,9 +630,9 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             g,
             bias,
         } => {
-            let mut t = format!("conv2d({}, {out}, kernel = {k}", n(x));
-            if *s > 1 {
-                write!(t, ", stride = {s}").unwrap();
+            let mut t = format!("conv2d({}, {out}, kernel = {}", n(x), pair_src(*k));
+            if *s != (1, 1) {
+                write!(t, ", stride = {}", pair_src(*s)).unwrap();
             }
             if *p > 0 {
                 write!(t, ", padding = {p}").unwrap();
@@ -560,7 +708,18 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
                 format!("adaptive_avg_pool2d({}, ({oh}, {ow}))", n(x))
             }
         }
-        Op::Upsample { x, scale, bilinear } => {
+        Op::Upsample {
+            x,
+            size: Some((h, w)),
+            bilinear,
+            ..
+        } => {
+            let mode = if *bilinear { ", mode = bilinear" } else { "" };
+            format!("upsample({}, size = ({h}, {w}){mode})", n(x))
+        }
+        Op::Upsample {
+            x, scale, bilinear, ..
+        } => {
             if *bilinear {
                 format!("upsample({}, scale = {scale}, mode = bilinear)", n(x))
             } else {
@@ -606,12 +765,19 @@ pub fn source(g: &Graph) -> String {
         Some(v) => writeln!(s, "        input x: {} tokens {v};", shape_src(&x.shape)).unwrap(),
         None => writeln!(s, "        input x: {};", shape_src(&x.shape)).unwrap(),
     }
+    if let Some(t) = &g.lengths {
+        let (b, t) = (dim_src(&x.shape[0]), dim_src(t));
+        writeln!(s, "        input len: [{b}] lengths {t};").unwrap();
+    }
     match g.classes {
+        _ if !g.has_loss => {}
         Some(c) => writeln!(s, "        target y: {} classes {c};", shape_src(&g.target)).unwrap(),
         None => writeln!(s, "        target y: {};", shape_src(&g.target)).unwrap(),
     }
     body_lets(&g.body, &g.blocks, "        ", &mut s);
-    writeln!(s, "        output pred;").unwrap();
+    let mut outs = vec!["pred".to_string()];
+    outs.extend(g.outputs.iter().map(|&v| g.body.values[v].name.clone()));
+    writeln!(s, "        output {};", outs.join(", ")).unwrap();
     let mut loss = match &g.loss {
         LossKind::Mse => "mse(pred, y)".to_string(),
         LossKind::Bce => "bce_with_logits(pred, y)".to_string(),
@@ -621,16 +787,19 @@ pub fn source(g: &Graph) -> String {
         } => format!("cross_entropy(pred, y, ignore_index = {p})"),
         LossKind::CrossEntropy { .. } => "cross_entropy(pred, y)".to_string(),
     };
-    for (c, v) in &g.extras {
+    for (c, v, sum) in &g.extras {
         write!(
             loss,
-            " + {} * mean({})",
+            " + {} * {}({})",
             num_src(*c),
+            if *sum { "sum" } else { "mean" },
             g.body.values[*v].name
         )
         .unwrap();
     }
-    writeln!(s, "        loss {loss};").unwrap();
+    if g.has_loss {
+        writeln!(s, "        loss {loss};").unwrap();
+    }
     for b in &g.blocks {
         writeln!(s).unwrap();
         writeln!(s, "        block {}(x) {{", b.name).unwrap();
@@ -662,13 +831,31 @@ pub fn file(seeds: impl IntoIterator<Item = u64>) -> String {
         } else {
             format!("float {x_rank}")
         };
-        let target = if g.classes.is_some() {
+        let target = if !g.has_loss {
+            "none 0".to_string()
+        } else if g.classes.is_some() {
             format!("labels {}", g.target.len())
         } else {
             format!("values {}", g.target.len())
         };
         let seeded = if g.dropout { "seeded" } else { "unseeded" };
-        writeln!(s, "runner! {{ {}, {input}, {target}, {seeded} }}", g.name).unwrap();
+        let lens = if g.lengths.is_some() {
+            "lengths"
+        } else {
+            "no_lengths"
+        };
+        let outs: Vec<&str> = g
+            .outputs
+            .iter()
+            .map(|&v| g.body.values[v].name.as_str())
+            .collect();
+        writeln!(
+            s,
+            "runner! {{ {}, {input}, {lens}, {target}, {seeded}, [{}] }}",
+            g.name,
+            outs.join(", ")
+        )
+        .unwrap();
         names.push((seed, g.name.clone()));
     }
     s.push_str("\ncases! {\n");
@@ -687,12 +874,26 @@ struct Gen {
     body: Body,
     /// Per value: read by some op.
     used: Vec<bool>,
+    /// Per value: the value it is a shift, scale or other function of alone (itself when it
+    /// depends on parameters or on several values). Adding or subtracting two values with
+    /// the same key can cancel exactly (`-(v - 2) + v`) and fold to a constant, which a
+    /// later normalisation would divide by its rounding noise.
+    keys: Vec<usize>,
+    /// Per value: holds a causal mask's −∞ scores, which only the softmax right after it
+    /// may read (anything else would compute NaN or ∞).
+    masked: Vec<bool>,
     blocks: Vec<BlockDef>,
     dropout: bool,
     train_mode: bool,
     prefix: &'static str,
     tokens: bool,
+    /// The dim the model's `len` input measures, when it has one.
+    lengths: Option<Dim>,
 }
+
+/// `layer_norm` and `batch_norm`'s default `eps`, and `batch_norm`'s default `momentum`.
+const DEFAULT_EPS: f64 = 1e-5;
+const DEFAULT_MOMENTUM: f64 = 0.1;
 
 const COEFS: [f64; 6] = [0.5, 0.25, 1.5, 2.0, 0.1, 0.75];
 
@@ -721,6 +922,22 @@ impl Gen {
             Op::BatchNorm { .. } => self.train_mode = true,
             _ => {}
         }
+        let index = self.body.values.len();
+        let key = match &op {
+            Op::Point(_)
+            | Op::Dropout { .. }
+            | Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Softmax { .. }
+            | Op::LayerNorm { .. }
+            | Op::BatchNorm { .. } => match op.operands()[..] {
+                [a] => self.keys[a],
+                _ => index,
+            },
+            _ => index,
+        };
+        self.keys.push(key);
+        self.masked.push(matches!(op, Op::CausalMask { .. }));
         let name = format!("{}{}", self.prefix, self.body.values.len());
         self.body.values.push(Value {
             name,
@@ -735,7 +952,9 @@ impl Gen {
     fn same_shape(&mut self, v: usize) -> Option<usize> {
         let shape = self.shape(v).clone();
         let cands: Vec<usize> = (0..self.body.values.len())
-            .filter(|&u| u != v && self.shape(u) == &shape && !(u == 0 && self.tokens))
+            .filter(|&u| {
+                u != v && self.shape(u) == &shape && !(u == 0 && self.tokens) && !self.masked[u]
+            })
             .collect();
         if cands.is_empty() {
             None
@@ -808,9 +1027,12 @@ impl Gen {
             } else {
                 self.unary(Expr::Val(u))
             };
+            // A sum or difference of two functions of one value could cancel exactly.
+            let related = self.keys[u] == self.keys[v];
             e = match self.rng.random_range(0..4) {
-                0 => Expr::Bin('+', Box::new(e), Box::new(other)),
-                1 => Expr::Bin('-', Box::new(e), Box::new(other)),
+                0 if !related => Expr::Bin('+', Box::new(e), Box::new(other)),
+                1 if !related => Expr::Bin('-', Box::new(e), Box::new(other)),
+                0 | 1 => Expr::Bin('*', Box::new(e), Box::new(other)),
                 2 => Expr::Bin('*', Box::new(e), Box::new(other)),
                 _ => Expr::Bin(
                     '/',
@@ -824,6 +1046,45 @@ impl Gen {
             };
         }
         self.push(shape, Op::Point(e))
+    }
+
+    /// `layer_norm(v)`, now and then with its own `eps`; a pointwise op instead over fewer
+    /// than 3 features, where the normalised values are ±1 whatever the input (a later batch
+    /// norm would then divide by a variance of rounding noise).
+    fn layer_norm(&mut self, v: usize) -> usize {
+        if self.shape(v).last().expect("rank >= 1").size < 3 {
+            return self.pointwise(v);
+        }
+        let eps = if self.chance(0.3) {
+            self.pick(&[1e-3, 1e-4])
+        } else {
+            DEFAULT_EPS
+        };
+        let shape = self.shape(v).clone();
+        self.push(shape, Op::LayerNorm { x: v, eps })
+    }
+
+    /// `batch_norm(v)`, now and then with its own `eps` and `momentum`.
+    fn batch_norm(&mut self, v: usize) -> usize {
+        let eps = if self.chance(0.3) {
+            self.pick(&[1e-3, 1e-4])
+        } else {
+            DEFAULT_EPS
+        };
+        let momentum = if self.chance(0.3) {
+            self.pick(&[0.05, 0.5, 0.9])
+        } else {
+            DEFAULT_MOMENTUM
+        };
+        let shape = self.shape(v).clone();
+        self.push(
+            shape,
+            Op::BatchNorm {
+                x: v,
+                eps,
+                momentum,
+            },
+        )
     }
 
     fn with_last(shape: &Shape, last: usize) -> Shape {
@@ -853,8 +1114,8 @@ impl Gen {
                     let log = self.chance(0.5);
                     Some(self.push(shape, Op::Softmax { x: v, log }))
                 }
-                42..=48 => Some(self.push(shape, Op::LayerNorm { x: v })),
-                49..=55 => Some(self.push(shape, Op::BatchNorm { x: v })),
+                42..=48 => Some(self.layer_norm(v)),
+                49..=55 => Some(self.batch_norm(v)),
                 56..=61 => {
                     let p = self.pick(&[0.25, 0.5]);
                     Some(self.push(shape, Op::Dropout { x: v, p }))
@@ -890,7 +1151,7 @@ impl Gen {
                     let log = self.chance(0.5);
                     Some(self.push(shape, Op::Softmax { x: v, log }))
                 }
-                36..=41 if last_lit => Some(self.push(shape, Op::LayerNorm { x: v })),
+                36..=41 if last_lit => Some(self.layer_norm(v)),
                 42..=45 => {
                     let p = self.pick(&[0.25, 0.5]);
                     Some(self.push(shape, Op::Dropout { x: v, p }))
@@ -904,12 +1165,35 @@ impl Gen {
                         return None;
                     }
                     let causal = self.chance(0.5);
+                    let bias = self.chance(0.8);
+                    // Cross-attention to a memory of another length: an earlier value
+                    // `[B, S, F]`, or `v` concatenated with one along time.
+                    let memory = if self.chance(0.35) {
+                        let fits = |s: &Shape| {
+                            s.len() == 3 && s[0] == shape[0] && s[2] == shape[2] && s[1] != shape[1]
+                        };
+                        let cands: Vec<usize> = (0..self.body.values.len())
+                            .filter(|&u| !self.masked[u] && fits(self.shape(u)))
+                            .collect();
+                        if cands.is_empty() {
+                            self.concat(v, 1)
+                        } else {
+                            Some(self.pick(&cands))
+                        }
+                    } else {
+                        None
+                    };
+                    let keys = &self.shape(memory.unwrap_or(v))[1];
+                    let lengths = self.lengths.as_ref() == Some(keys) && self.chance(0.5);
                     Some(self.push(
                         shape,
                         Op::Attention {
                             x: v,
+                            memory,
                             heads,
                             causal,
+                            bias,
+                            lengths,
                         },
                     ))
                 }
@@ -919,6 +1203,7 @@ impl Gen {
                     let layers = self.pick(&[1, 1, 2]);
                     let bidirectional = self.chance(0.4);
                     let final_state = self.chance(0.3);
+                    let lengths = self.lengths.as_ref() == Some(&shape[1]) && self.chance(0.5);
                     let dirs = if bidirectional { 2 } else { 1 };
                     let s = if final_state {
                         vec![shape[0].clone(), lit(dirs * hidden)]
@@ -934,6 +1219,7 @@ impl Gen {
                             layers,
                             bidirectional,
                             final_state,
+                            lengths,
                         },
                     ))
                 }
@@ -943,9 +1229,22 @@ impl Gen {
                     if shape[3 - axis].sym.is_some() {
                         return None; // keep a literal last dim
                     }
+                    // The mean over each sequence's real positions.
+                    let lengths = how == Reduce::Mean
+                        && axis == 1
+                        && self.lengths.as_ref() == Some(&shape[1])
+                        && self.chance(0.6);
                     let mut s = shape.clone();
                     s.remove(axis);
-                    Some(self.push(s, Op::Reduce { x: v, how, axis }))
+                    Some(self.push(
+                        s,
+                        Op::Reduce {
+                            x: v,
+                            how,
+                            axis,
+                            lengths,
+                        },
+                    ))
                 }
                 80..=87 if last_lit => {
                     // Attention written out: softmax(causal_mask(q kᵀ · c)) v.
@@ -1008,18 +1307,34 @@ impl Gen {
         let img = |c: usize, h: usize, w: usize| vec![b.clone(), lit(c), lit(h), lit(w)];
         match choice {
             0..=19 => {
-                let k = self.pick(&[1, 2, 3]);
-                let s = self.pick(&[1, 1, 2]);
-                let p = self.rng.random_range(0..=k / 2 + 1).min(k);
-                let d = if k > 1 { self.pick(&[1, 1, 2]) } else { 1 };
+                // Now and then a rectangular kernel or stride.
+                let kh = self.pick(&[1, 2, 3]);
+                let kw = if self.chance(0.25) {
+                    self.pick(&[1, 2, 3])
+                } else {
+                    kh
+                };
+                let sh = self.pick(&[1, 1, 2]);
+                let sw = if self.chance(0.25) {
+                    self.pick(&[1, 2])
+                } else {
+                    sh
+                };
+                let (k, s) = (kh.max(kw), (sh, sw));
+                let p = self.rng.random_range(0..=k / 2 + 1).min(kh.min(kw));
+                let d = if kh.min(kw) > 1 {
+                    self.pick(&[1, 1, 2])
+                } else {
+                    1
+                };
                 let g = if c > 1 && self.chance(0.3) { c } else { 1 };
                 let out = if g > 1 {
                     g * self.pick(&[1, 2])
                 } else {
                     self.rng.random_range(1..=4)
                 };
-                let oh = (h + 2 * p).checked_sub(d * (k - 1) + 1)? / s + 1;
-                let ow = (w + 2 * p).checked_sub(d * (k - 1) + 1)? / s + 1;
+                let oh = (h + 2 * p).checked_sub(d * (kh - 1) + 1)? / sh + 1;
+                let ow = (w + 2 * p).checked_sub(d * (kw - 1) + 1)? / sw + 1;
                 if oh * ow > 64 {
                     return None;
                 }
@@ -1029,7 +1344,7 @@ impl Gen {
                     Op::Conv {
                         x: v,
                         out,
-                        k,
+                        k: (kh, kw),
                         s,
                         p,
                         d,
@@ -1106,16 +1421,24 @@ impl Gen {
             48..=53 if h * w <= 16 => {
                 let scale = 2;
                 let bilinear = self.chance(0.5);
+                // Now and then an explicit size: up, down or unchanged, not a multiple.
+                let size = if self.chance(0.4) {
+                    Some((self.rng.random_range(1..=8), self.rng.random_range(1..=8)))
+                } else {
+                    None
+                };
+                let (oh, ow) = size.unwrap_or((h * scale, w * scale));
                 Some(self.push(
-                    img(c, h * scale, w * scale),
+                    img(c, oh, ow),
                     Op::Upsample {
                         x: v,
                         scale,
+                        size,
                         bilinear,
                     },
                 ))
             }
-            54..=59 => Some(self.push(shape, Op::BatchNorm { x: v })),
+            54..=59 => Some(self.batch_norm(v)),
             60..=71 => Some(self.pointwise(v)),
             72..=75 => {
                 let p = self.pick(&[0.25, 0.5]);
@@ -1163,7 +1486,7 @@ impl Gen {
                 && s[axis].sym.is_none()
         };
         let cands: Vec<usize> = (0..self.body.values.len())
-            .filter(|&u| !(u == 0 && self.tokens) && fits(self.shape(u)))
+            .filter(|&u| !(self.masked[u] || u == 0 && self.tokens) && fits(self.shape(u)))
             .collect();
         let u = self.pick(&cands);
         let mut xs = vec![v, u];
@@ -1189,11 +1512,14 @@ impl Gen {
                 }],
             },
             used: vec![false],
+            keys: vec![0],
+            masked: vec![false],
             blocks: Vec::new(),
             dropout: false,
             train_mode: false,
             prefix: "u",
             tokens: false,
+            lengths: None,
         };
         let mut cur = 0;
         for _ in 0..inner.rng.random_range(1..=3) {
@@ -1206,7 +1532,7 @@ impl Gen {
                         bias: true,
                     },
                 ),
-                1 => inner.push(shape.clone(), Op::LayerNorm { x: cur }),
+                1 => inner.layer_norm(cur),
                 2 => inner.push(shape.clone(), Op::Dropout { x: cur, p: 0.25 }),
                 _ => {
                     let e = inner.unary(Expr::Val(cur));
@@ -1214,7 +1540,14 @@ impl Gen {
                 }
             };
         }
-        let residual = Expr::Bin('+', Box::new(Expr::Val(0)), Box::new(Expr::Val(cur)));
+        // `x + f(x)` with `f` pointwise could cancel (`x + -(x - 2)`): then the residual adds
+        // `tanh(f(x))` instead.
+        let branch = if inner.keys[cur] == 0 {
+            Expr::Call("tanh", Box::new(Expr::Val(cur)), None)
+        } else {
+            Expr::Val(cur)
+        };
+        let residual = Expr::Bin('+', Box::new(Expr::Val(0)), Box::new(branch));
         inner.push(shape.clone(), Op::Point(residual));
         self.dropout |= inner.dropout;
         self.train_mode |= inner.train_mode;
@@ -1284,6 +1617,12 @@ pub fn generate(seed: u64) -> Graph {
             lit(rng.random_range(3..=6)),
         ],
     };
+    // Sequences sometimes come with their real lengths (`input len: [B] lengths T;`).
+    let lengths = if (family == 1 || family == 2) && rng.random_bool(0.4) {
+        Some(input_shape[1].clone())
+    } else {
+        None
+    };
     let mut g = Gen {
         rng: StdRng::seed_from_u64(rng.random()),
         body: Body {
@@ -1294,18 +1633,39 @@ pub fn generate(seed: u64) -> Graph {
             }],
         },
         used: vec![false],
+        keys: vec![0],
+        masked: vec![false],
         blocks: Vec::new(),
         dropout: false,
         train_mode: false,
         prefix: "v",
         tokens: tokens.is_some(),
+        lengths: lengths.clone(),
     };
     let mut cur = 0;
-    if tokens.is_some() {
+    // An embedding table a head may reuse: (its value, its dim, the vocabulary).
+    let mut table = None;
+    if let Some(vocab) = tokens {
         let dim = g.pick(&[2, 4]);
         let mut s = input_shape.clone();
         s.push(lit(dim));
-        let e = g.push(s.clone(), Op::Embedding { x: 0, dim });
+        let padding_idx = if g.chance(0.3) {
+            Some(g.rng.random_range(0..vocab))
+        } else {
+            None
+        };
+        let e = g.push(
+            s.clone(),
+            Op::Embedding {
+                x: 0,
+                dim,
+                padding_idx,
+            },
+        );
+        // A padding row is never trained, whichever use its gradient comes from: not tied.
+        if padding_idx.is_none() {
+            table = Some((e, dim, vocab));
+        }
         cur = e;
         if g.chance(0.5) {
             let max_len = input_shape[1].size + g.rng.random_range(0..=2);
@@ -1327,6 +1687,7 @@ pub fn generate(seed: u64) -> Graph {
         } else {
             cur
         };
+        let from = if g.masked[from] { cur } else { from };
         if let Some(v) = g.step(from, 0) {
             cur = v;
             done += 1;
@@ -1336,17 +1697,33 @@ pub fn generate(seed: u64) -> Graph {
     let shape = g.shape(cur).clone();
     let rank = shape.len();
     let last_lit = shape[rank - 1].sym.is_none();
-    let k = g.rng.random_range(2..=4);
+    let mut k = g.rng.random_range(2..=4);
     let (pred, loss, target, classes) = match rank {
         2 | 3 if last_lit => {
-            let pred = g.push(
-                Gen::with_last(&shape, k),
-                Op::Linear {
-                    x: cur,
-                    out: k,
-                    bias: true,
-                },
-            );
+            let pred = match table {
+                Some((e, dim, vocab)) if shape[rank - 1].size == dim && g.chance(0.6) => {
+                    k = vocab;
+                    let bias = g.chance(0.7);
+                    let table = g.body.values[e].name.clone();
+                    g.push(
+                        Gen::with_last(&shape, k),
+                        Op::Tied {
+                            x: cur,
+                            out: k,
+                            table,
+                            bias,
+                        },
+                    )
+                }
+                _ => g.push(
+                    Gen::with_last(&shape, k),
+                    Op::Linear {
+                        x: cur,
+                        out: k,
+                        bias: true,
+                    },
+                ),
+            };
             let ps = g.shape(pred).clone();
             match g.rng.random_range(0..3) {
                 0 => (pred, LossKind::Mse, ps, None),
@@ -1374,8 +1751,8 @@ pub fn generate(seed: u64) -> Graph {
                 Op::Conv {
                     x: cur,
                     out: k,
-                    k: 1,
-                    s: 1,
+                    k: (1, 1),
+                    s: (1, 1),
                     p: 0,
                     d: 1,
                     g: 1,
@@ -1409,22 +1786,31 @@ pub fn generate(seed: u64) -> Graph {
     };
     g.body.values[pred].name = "pred".into();
     let mut extras = Vec::new();
+    let mut outputs = Vec::new();
+    // Now and then a model without a loss: every value nothing reads is an output.
+    let has_loss = !g.chance(0.07);
     for v in 1..g.body.values.len() - 1 {
-        if !g.used[v] {
+        if !g.used[v] && (!has_loss || g.chance(0.25)) {
+            outputs.push(v);
+        } else if !g.used[v] {
             let c = g.pick(&[0.1, 0.3, 0.5]);
-            extras.push((c, v));
+            let sum = g.chance(0.3);
+            extras.push((c, v, sum));
         }
     }
     Graph {
         seed,
         name: format!("R{seed}"),
         tokens,
+        lengths,
         body: g.body,
         blocks: g.blocks,
         target,
         classes,
         loss,
         extras,
+        outputs,
+        has_loss,
         dropout: g.dropout,
     }
 }

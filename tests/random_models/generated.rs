@@ -3,150 +3,132 @@
 kiln::model! {
     struct R0 {
         input x: [B, T, 2];
-        target y: [B, T, 3];
-        let v1 = leaky_relu(x, 0.2);
-        let v2 = linear(v1, 4);
-        let v3 = dropout(v1, 0.25);
-        let v4 = multi_head_attention(v3, heads = 1, causal = true);
-        let pred = linear(v4, 3);
+        input len: [B] lengths T;
+        let v1 = gru(x, 3, lengths = len, layers = 2, final_state = true);
+        let v2 = softmax(v1);
+        let v3 = linear(v2, 6);
+        let pred = linear(v3, 3);
         output pred;
-        loss bce_with_logits(pred, y) + 0.1 * mean(v2);
     }
 }
-runner! { R0, float 3, values 3, seeded }
+runner! { R0, float 3, lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R1 {
         input x: [N, T, 3];
-        target y: [N, 4];
-        let v1 = mean(x, axis = 1);
-        let v2 = Blk0(v1);
-        let v3 = dropout(v2, 0.25);
-        let pred = linear(v3, 4);
+        target y: [N, T, 2];
+        let v1 = Blk0(x);
+        let v2 = exp((v1 * 0.5)) * (0.75 * x);
+        let pred = linear(v2, 2);
         output pred;
-        loss mse(pred, y);
+        loss bce_with_logits(pred, y);
 
         block Blk0(x) {
-            let u1 = layer_norm(x);
-            let u2 = linear(u1, 3);
-            let u3 = linear(u2, 3);
-            let u4 = x + u3;
-            output u4;
-        }
-    }
-}
-runner! { R1, float 3, values 2, seeded }
-
-kiln::model! {
-    struct R2 {
-        input x: [3, 2] tokens 7;
-        target y: [3, 2] classes 2;
-        let v1 = embedding(x, 4);
-        let v2 = position_embedding(x, 4, max_len = 3);
-        let v3 = v1 + v2;
-        let v4 = exp(tanh(v3));
-        let v5 = log((softplus(v4) + 0.5)) / (square(-v1) + 1.0);
-        let v6 = linear(v5, 4);
-        let v7 = gru(v6, 2, bidirectional = true);
-        let pred = linear(v7, 2);
-        output pred;
-        loss cross_entropy(pred, y);
-    }
-}
-runner! { R2, tokens 2, labels 2, unseeded }
-
-kiln::model! {
-    struct R3 {
-        input x: [N, 1, 5, 4];
-        target y: [N, 4, 3, 2];
-        let v1 = concat(x, x, axis = 1);
-        let v2 = concat(v1, v1, axis = 1);
-        let v3 = conv2d(v2, 2, kernel = 3, stride = 2, padding = 1);
-        let pred = conv2d(v3, 4, kernel = 1);
-        output pred;
-        loss mse(pred, y);
-    }
-}
-runner! { R3, float 4, values 4, unseeded }
-
-kiln::model! {
-    struct R4 {
-        input x: [B, T] tokens 3;
-        target y: [B, T, 3];
-        let v1 = embedding(x, 4);
-        let v2 = position_embedding(x, 4, max_len = 4);
-        let v3 = v1 + v2;
-        let v4 = linear(v3, 6);
-        let v5 = linear(v4, 5);
-        let v6 = linear(v5, 6);
-        let v7 = exp((v2 * 0.5)) * v1;
-        let pred = linear(v7, 3);
-        output pred;
-        loss bce_with_logits(pred, y) + 0.3 * mean(v6);
-    }
-}
-runner! { R4, tokens 2, values 3, unseeded }
-
-kiln::model! {
-    struct R5 {
-        input x: [3, 1, 6, 3];
-        target y: [3, 4];
-        let v1 = conv2d(x, 1, kernel = 3, padding = 2, dilation = 2);
-        let v2 = avg_pool2d(v1, kernel = 3, stride = 3, padding = 1, count_include_pad = false);
-        let v3 = batch_norm(v2);
-        let v4 = flatten(v3);
-        let v5 = linear(v4, 2, bias = false);
-        let pred = linear(v5, 4);
-        output pred;
-        loss mse(pred, y);
-    }
-}
-runner! { R5, float 4, values 2, unseeded }
-
-kiln::model! {
-    struct R6 {
-        input x: [B, 6];
-        target y: [B, 3];
-        let v1 = linear(x, 3);
-        let v2 = Blk0(v1, repeat = 2);
-        let v3 = -v2 + v1;
-        let v4 = batch_norm(v3);
-        let pred = linear(v4, 3);
-        output pred;
-        loss mse(pred, y);
-
-        block Blk0(x) {
-            let u1 = relu(x);
-            let u2 = x + u1;
-            output u2;
-        }
-    }
-}
-runner! { R6, float 2, values 2, unseeded }
-
-kiln::model! {
-    struct R7 {
-        input x: [B, T] tokens 7;
-        target y: [B] classes 2;
-        let v1 = embedding(x, 2);
-        let v2 = position_embedding(x, 2, max_len = 4);
-        let v3 = v1 + v2;
-        let v4 = Blk0(v3, repeat = 3);
-        let v5 = linear(v4, 3);
-        let v6 = max(v5, axis = 1);
-        let pred = linear(v6, 2);
-        output pred;
-        loss cross_entropy(pred, y, ignore_index = 1);
-
-        block Blk0(x) {
-            let u1 = layer_norm(x);
-            let u2 = linear(u1, 2);
-            let u3 = x + u2;
+            let u1 = softplus(x);
+            let u2 = tanh(u1);
+            let u3 = x + tanh(u2);
             output u3;
         }
     }
 }
-runner! { R7, tokens 2, labels 1, unseeded }
+runner! { R1, float 3, no_lengths, values 3, unseeded, [] }
+
+kiln::model! {
+    struct R2 {
+        input x: [3, 2] tokens 7;
+        input len: [3] lengths 2;
+        target y: [3, 2] classes 2;
+        let v1 = embedding(x, 2);
+        let v2 = position_embedding(x, 2, max_len = 4);
+        let v3 = v1 + v2;
+        let v4 = v3 * sigmoid(v3);
+        let v5 = permute(v4, (0, 2, 1));
+        let pred = linear(v5, 2);
+        output pred;
+        loss cross_entropy(pred, y, ignore_index = 1);
+    }
+}
+runner! { R2, tokens 2, lengths, labels 2, unseeded, [] }
+
+kiln::model! {
+    struct R3 {
+        input x: [N, 1, 5, 4];
+        target y: [N, 5, 4] classes 4;
+        let v1 = concat(x, x, axis = 1);
+        let v2 = concat(v1, v1, axis = 1);
+        let v3 = conv2d(v2, 4, kernel = 3, padding = 1);
+        let pred = conv2d(v3, 4, kernel = 1);
+        output pred;
+        loss cross_entropy(pred, y);
+    }
+}
+runner! { R3, float 4, no_lengths, labels 3, unseeded, [] }
+
+kiln::model! {
+    struct R4 {
+        input x: [B, T] tokens 3;
+        target y: [B, 4];
+        let v1 = embedding(x, 4, padding_idx = 1);
+        let v2 = sum(v1, axis = 1);
+        let v3 = linear(v2, 2);
+        let v4 = softmax(v3);
+        let pred = linear(v4, 4);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+runner! { R4, tokens 2, no_lengths, values 2, unseeded, [] }
+
+kiln::model! {
+    struct R5 {
+        input x: [3, 1, 6, 3];
+        target y: [3, 2, 1, 1];
+        let v1 = conv2d(x, 3, kernel = 3, stride = 2, padding = 1);
+        let v2 = adaptive_avg_pool2d(v1, 1);
+        let v3 = gelu(v2);
+        let v4 = softmax(v3);
+        let v5 = avg_pool2d(v4, kernel = 2, stride = 2, padding = 1);
+        let pred = conv2d(v5, 2, kernel = 1);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+runner! { R5, float 4, no_lengths, values 4, unseeded, [] }
+
+kiln::model! {
+    struct R6 {
+        input x: [B, 6];
+        target y: [B, 4];
+        let v1 = linear(x, 3);
+        let v2 = Blk0(v1, repeat = 2);
+        let v3 = -v2 + v1;
+        let v4 = batch_norm(v3, eps = 0.001);
+        let pred = linear(v4, 4);
+        output pred;
+        loss bce_with_logits(pred, y);
+
+        block Blk0(x) {
+            let u1 = relu(x);
+            let u2 = x + tanh(u1);
+            output u2;
+        }
+    }
+}
+runner! { R6, float 2, no_lengths, values 2, unseeded, [] }
+
+kiln::model! {
+    struct R7 {
+        input x: [B, T] tokens 7;
+        target y: [B, T, 3];
+        let v1 = embedding(x, 4);
+        let v2 = square(exp((v1 * 0.5)));
+        let v3 = gru(v2, 3, layers = 2, bidirectional = true);
+        let pred = linear(v3, 3);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+runner! { R7, tokens 2, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R8 {
@@ -161,66 +143,92 @@ kiln::model! {
         loss cross_entropy(pred, y);
     }
 }
-runner! { R8, float 2, labels 3, unseeded }
+runner! { R8, float 2, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R9 {
         input x: [B, 3, 3, 5];
-        target y: [B] classes 3;
-        let v1 = batch_norm(x);
-        let v2 = upsample(v1, scale = 2, mode = bilinear);
-        let v3 = flatten(v2);
+        target y: [B, 3];
+        let v1 = batch_norm(x, momentum = 0.05);
+        let v2 = flatten(v1);
+        let v3 = concat(v2, v2);
         let pred = linear(v3, 3);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 1);
+        loss mse(pred, y);
     }
 }
-runner! { R9, float 4, labels 1, unseeded }
+runner! { R9, float 4, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R10 {
         input x: [B, 5];
-        target y: [B, 3, 5, 5];
+        target y: [B, 3];
         let v1 = linear(x, 9);
         let v2 = reshape(v1, (B, 1, 3, 3));
         let v3 = flatten(v2);
-        let v4 = layer_norm(v3);
-        let v5 = conv2d(v2, 2, kernel = 3, padding = 2, bias = false);
-        let pred = conv2d(v5, 3, kernel = 1);
+        let v4 = layer_norm(v3, eps = 0.0001);
+        let v5 = leaky_relu(-v4, 0.2) * gelu(v3);
+        let pred = linear(v5, 3);
         output pred;
-        loss mse(pred, y) + 0.5 * mean(v4);
+        loss mse(pred, y);
     }
 }
-runner! { R10, float 2, values 4, unseeded }
+runner! { R10, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R11 {
         input x: [B, 6];
-        target y: [B] classes 4;
+        target y: [B, 2];
         let v1 = linear(x, 6);
         let v2 = softmax(v1);
         let v3 = layer_norm(v2);
-        let pred = linear(v3, 4);
+        let pred = linear(v3, 2);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 2);
+        loss mse(pred, y);
     }
 }
-runner! { R11, float 2, labels 1, unseeded }
+runner! { R11, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R12 {
         input x: [N, T, 4];
-        target y: [N, T, 3];
-        let v1 = layer_norm(x);
-        let v2 = -softplus(v1) + x;
-        let v3 = multi_head_attention(v2, heads = 1);
-        let v4 = gru(v2, 2, layers = 2, bidirectional = true);
-        let pred = linear(v4, 3);
+        input len: [N] lengths T;
+        target y: [N, T] classes 4;
+        let v1 = linear(x, 6);
+        let v2 = linear(x, 6);
+        let v3 = transpose(v2, -2, -1);
+        let v4 = matmul(v1, v3);
+        let v5 = causal_mask(v4);
+        let v6 = softmax(v5);
+        let v7 = matmul(v6, x);
+        let v8 = linear(v7, 6);
+        let v9 = linear(v7, 6);
+        let v10 = transpose(v9, -2, -1);
+        let v11 = matmul(v8, v10);
+        let v12 = causal_mask(v11);
+        let v13 = softmax(v12);
+        let v14 = matmul(v13, v7);
+        let v15 = linear(v14, 2);
+        let v16 = linear(v14, 2);
+        let v17 = transpose(v16, -2, -1);
+        let v18 = matmul(v15, v17);
+        let v19 = softmax(v18);
+        let v20 = matmul(v19, v14);
+        let v21 = linear(v20, 2);
+        let v22 = Blk0(v7, repeat = 3);
+        let pred = linear(v22, 4);
         output pred;
-        loss mse(pred, y) + 0.1 * mean(v3);
+        loss cross_entropy(pred, y) + 0.5 * mean(v21);
+
+        block Blk0(x) {
+            let u1 = 2.0 * x;
+            let u2 = u1 * sigmoid(u1);
+            let u3 = x + u2;
+            output u3;
+        }
     }
 }
-runner! { R12, float 3, values 3, unseeded }
+runner! { R12, float 3, lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R13 {
@@ -229,11 +237,11 @@ kiln::model! {
         let v1 = linear(x, 4, bias = false);
         let v2 = x - 0.25;
         let pred = linear(v2, 3);
-        output pred;
-        loss cross_entropy(pred, y) + 0.5 * mean(v1);
+        output pred, v1;
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R13, float 2, labels 1, unseeded }
+runner! { R13, float 2, no_lengths, labels 1, unseeded, [v1] }
 
 kiln::model! {
     struct R14 {
@@ -246,7 +254,7 @@ kiln::model! {
         loss cross_entropy(pred, y);
     }
 }
-runner! { R14, float 4, labels 3, unseeded }
+runner! { R14, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R15 {
@@ -259,22 +267,22 @@ kiln::model! {
         loss cross_entropy(pred, y);
     }
 }
-runner! { R15, float 4, labels 3, unseeded }
+runner! { R15, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R16 {
         input x: [B, T, 2];
-        target y: [B, T, 4];
-        let v1 = linear(x, 6);
-        let v2 = gru(v1, 3, layers = 2, bidirectional = true);
-        let v3 = linear(v2, 2);
-        let v4 = linear(v3, 6, bias = false);
-        let pred = linear(v4, 4);
+        target y: [B, T, 3];
+        let v1 = log((softplus(x) + 0.5));
+        let v2 = concat(x, v1);
+        let v3 = dropout(v2, 0.5);
+        let v4 = -exp(tanh(v3));
+        let pred = linear(v4, 3);
         output pred;
-        loss mse(pred, y);
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R16, float 3, values 3, unseeded }
+runner! { R16, float 3, no_lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R17 {
@@ -287,56 +295,65 @@ kiln::model! {
         loss mse(pred, y);
     }
 }
-runner! { R17, float 4, values 4, unseeded }
+runner! { R17, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R18 {
         input x: [N, 3] tokens 6;
-        target y: [N, 3, 3];
-        let v1 = embedding(x, 2);
-        let v2 = position_embedding(x, 2, max_len = 4);
+        target y: [N, 4];
+        let v1 = embedding(x, 2, padding_idx = 5);
+        let v2 = position_embedding(x, 2, max_len = 5);
         let v3 = v1 + v2;
-        let v4 = dropout(v3, 0.5);
-        let v5 = linear(v4, 6, bias = false);
-        let v6 = linear(v5, 4);
-        let v7 = gru(v6, 3);
-        let pred = linear(v7, 3);
+        let v4 = gru(v3, 2, layers = 2, bidirectional = true, final_state = true);
+        let v5 = concat(v4, v4);
+        let pred = linear(v5, 4);
         output pred;
         loss bce_with_logits(pred, y);
     }
 }
-runner! { R18, tokens 2, values 3, seeded }
+runner! { R18, tokens 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R19 {
         input x: [B, 3, 4];
-        target y: [B, 4, 4];
-        let v1 = gelu(x);
-        let v2 = permute(v1, (0, 2, 1));
-        let pred = linear(v2, 4);
-        output pred;
-        loss mse(pred, y);
+        target y: [B, 3] classes 3;
+        let v1 = relu(x);
+        let v2 = Blk0(x, repeat = 2);
+        let pred = linear(v2, 3);
+        output pred, v1;
+        loss cross_entropy(pred, y);
+
+        block Blk0(x) {
+            let u1 = relu(x);
+            let u2 = x + tanh(u1);
+            output u2;
+        }
     }
 }
-runner! { R19, float 3, values 3, unseeded }
+runner! { R19, float 3, no_lengths, labels 2, unseeded, [v1] }
 
 kiln::model! {
     struct R20 {
         input x: [N, T] tokens 7;
-        target y: [N] classes 2;
-        let v1 = embedding(x, 4);
-        let v2 = position_embedding(x, 4, max_len = 5);
+        input len: [N] lengths T;
+        target y: [N, T, 4];
+        let v1 = embedding(x, 2);
+        let v2 = position_embedding(x, 2, max_len = 5);
         let v3 = v1 + v2;
-        let v4 = linear(v3, 5, bias = false);
-        let v5 = gru(v4, 3, final_state = true);
-        let v6 = linear(v5, 3);
-        let v7 = concat(v6, v5);
-        let pred = linear(v7, 2);
+        let v4 = linear(v3, 5);
+        let v5 = linear(v3, 5);
+        let v6 = transpose(v5, -2, -1);
+        let v7 = matmul(v4, v6);
+        let v8 = causal_mask(v7);
+        let v9 = softmax(v8);
+        let v10 = matmul(v9, v3);
+        let v11 = log_softmax(v10);
+        let pred = linear(v11, 4);
         output pred;
-        loss cross_entropy(pred, y);
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R20, tokens 2, labels 1, unseeded }
+runner! { R20, tokens 2, lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R21 {
@@ -351,7 +368,7 @@ kiln::model! {
         loss mse(pred, y);
     }
 }
-runner! { R21, float 4, values 4, unseeded }
+runner! { R21, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R22 {
@@ -364,27 +381,26 @@ kiln::model! {
         loss cross_entropy(pred, y, ignore_index = 0);
     }
 }
-runner! { R22, float 4, labels 3, unseeded }
+runner! { R22, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R23 {
         input x: [B, T] tokens 7;
-        target y: [B, T, 4];
-        let v1 = embedding(x, 2);
-        let v2 = sigmoid(v1);
-        let v3 = linear(v2, 4);
-        let v4 = linear(v2, 4);
-        let v5 = transpose(v4, -2, -1);
-        let v6 = matmul(v3, v5);
-        let v7 = causal_mask(v6);
-        let v8 = softmax(v7);
-        let v9 = matmul(v8, v2);
-        let pred = linear(v9, 4);
+        input len: [B] lengths T;
+        target y: [B, T] classes 3;
+        let v1 = embedding(x, 2, padding_idx = 4);
+        let v2 = position_embedding(x, 2, max_len = 3);
+        let v3 = v1 + v2;
+        let v4 = concat(v3, v3);
+        let v5 = layer_norm(v4, eps = 0.001);
+        let v6 = dropout(v5, 0.5);
+        let v7 = exp(tanh(leaky_relu(v6, 0.2))) / (square((1.5 * v4)) + 1.0);
+        let pred = linear(v7, 3);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R23, tokens 2, values 3, unseeded }
+runner! { R23, tokens 2, lengths, labels 2, seeded, [] }
 
 kiln::model! {
     struct R24 {
@@ -400,195 +416,216 @@ kiln::model! {
         loss mse(pred, y);
     }
 }
-runner! { R24, float 2, values 2, seeded }
+runner! { R24, float 2, no_lengths, values 2, seeded, [] }
 
 kiln::model! {
     struct R25 {
         input x: [N, T] tokens 4;
-        target y: [N, 3];
-        let v1 = embedding(x, 2);
-        let v2 = concat(v1, v1);
-        let v3 = lstm(v2, 2);
-        let v4 = linear(v3, 5, bias = false);
-        let v5 = linear(v3, 5);
-        let v6 = transpose(v5, -2, -1);
-        let v7 = matmul(v4, v6);
-        let v8 = softmax(v7);
-        let v9 = matmul(v8, v3);
-        let v10 = linear(v9, 5);
-        let v11 = max(v10, axis = 1);
-        let pred = linear(v11, 3);
+        input len: [N] lengths T;
+        target y: [N, T] classes 4;
+        let v1 = embedding(x, 2, padding_idx = 1);
+        let v2 = linear(v1, 4);
+        let v3 = multi_head_attention(v2, heads = 2);
+        let v4 = Blk0(v2, repeat = 3);
+        let pred = linear(v4, 4);
         output pred;
-        loss mse(pred, y);
-    }
-}
-runner! { R25, tokens 2, values 2, unseeded }
-
-kiln::model! {
-    struct R26 {
-        input x: [N, S, 3];
-        target y: [N, 3, S];
-        let v1 = permute(x, (0, 2, 1));
-        let v2 = exp((sqrt((square(v1) + 0.1)) * 0.5));
-        let pred = exp((v2 * 0.5));
-        output pred;
-        loss mse(pred, y);
-    }
-}
-runner! { R26, float 3, values 3, unseeded }
-
-kiln::model! {
-    struct R27 {
-        input x: [3, 4] tokens 5;
-        target y: [3, 2, 2];
-        let v1 = embedding(x, 2);
-        let v2 = layer_norm(v1);
-        let v3 = leaky_relu(v2, 0.2) / (square(v1) + 1.0);
-        let v4 = softmax(v3);
-        let v5 = transpose(v2, -2, -1);
-        let pred = linear(v5, 2);
-        output pred;
-        loss mse(pred, y) + 0.5 * mean(v4);
-    }
-}
-runner! { R27, tokens 2, values 3, unseeded }
-
-kiln::model! {
-    struct R28 {
-        input x: [B, 1, 5, 3];
-        target y: [B, 5, 3] classes 3;
-        let v1 = softplus(x);
-        let v2 = upsample(v1, scale = 2, mode = bilinear);
-        let v3 = concat(v2, v2, axis = 1);
-        let v4 = concat(v3, v2, axis = 1);
-        let v5 = max_pool2d(v4, kernel = 2, stride = 2, ceil_mode = true);
-        let pred = conv2d(v5, 3, kernel = 1);
-        output pred;
-        loss cross_entropy(pred, y);
-    }
-}
-runner! { R28, float 4, labels 3, unseeded }
-
-kiln::model! {
-    struct R29 {
-        input x: [B, T] tokens 4;
-        target y: [B, T, 3];
-        let v1 = embedding(x, 4);
-        let v2 = position_embedding(x, 4, max_len = 4);
-        let v3 = v1 + v2;
-        let v4 = concat(v3, v2);
-        let v5 = linear(v4, 2);
-        let pred = linear(v5, 3);
-        output pred;
-        loss bce_with_logits(pred, y);
-    }
-}
-runner! { R29, tokens 2, values 3, unseeded }
-
-kiln::model! {
-    struct R30 {
-        input x: [B, 3, 4];
-        target y: [B] classes 2;
-        let v1 = exp(tanh(x));
-        let v2 = Blk0(v1, repeat = 2);
-        let v3 = sum(v2, axis = 1);
-        let v4 = linear(v3, 3);
-        let pred = linear(v4, 2);
-        output pred;
-        loss cross_entropy(pred, y);
+        loss cross_entropy(pred, y) + 0.1 * sum(v3);
 
         block Blk0(x) {
             let u1 = x * sigmoid(x);
-            let u2 = layer_norm(u1);
-            let u3 = 0.25 * u2;
+            let u2 = u1 - 0.1;
+            let u3 = layer_norm(u2);
             let u4 = x + u3;
             output u4;
         }
     }
 }
-runner! { R30, float 3, labels 1, unseeded }
+runner! { R25, tokens 2, lengths, labels 2, unseeded, [] }
 
 kiln::model! {
-    struct R31 {
-        input x: [N, 4, 4];
-        target y: [N, 4, 4];
-        let v1 = linear(x, 4, bias = false);
-        let v2 = layer_norm(v1);
-        let v3 = linear(v2, 5, bias = false);
-        let v4 = v3 / 2.0;
-        let v5 = linear(v4, 2);
-        let v6 = linear(v4, 2);
+    struct R26 {
+        input x: [N, S, 3];
+        target y: [N, S, 2];
+        let v1 = dropout(x, 0.25);
+        let v2 = linear(v1, 6, bias = false);
+        let v3 = linear(v1, 6);
+        let v4 = transpose(v3, -2, -1);
+        let v5 = matmul(v2, v4);
+        let v6 = softmax(v5);
+        let v7 = matmul(v6, v1);
+        let v8 = linear(v7, 2);
+        let v9 = 0.5 * gelu(v8);
+        let v10 = sigmoid(exp(tanh(v9))) * v8;
+        let pred = linear(v10, 2);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+runner! { R26, float 3, no_lengths, values 3, seeded, [] }
+
+kiln::model! {
+    struct R27 {
+        input x: [3, 4] tokens 5;
+        target y: [3, 4, 3];
+        let v1 = embedding(x, 4);
+        let v2 = multi_head_attention(v1, heads = 1, causal = true, bias = false);
+        let v3 = linear(v2, 4);
+        let v4 = linear(v2, 4);
+        let v5 = transpose(v4, -2, -1);
+        let v6 = matmul(v3, v5);
+        let v7 = causal_mask(v6);
+        let v8 = softmax(v7);
+        let v9 = matmul(v8, v2);
+        let v10 = layer_norm(v9);
+        let pred = linear(v10, 3);
+        output pred;
+        loss bce_with_logits(pred, y);
+    }
+}
+runner! { R27, tokens 2, no_lengths, values 3, unseeded, [] }
+
+kiln::model! {
+    struct R28 {
+        input x: [B, 1, 5, 3];
+        target y: [B, 5, 3] classes 2;
+        let v1 = softplus(x);
+        let v2 = upsample(v1, scale = 2, mode = bilinear);
+        let v3 = batch_norm(v2);
+        let v4 = sqrt((square(v3) + 0.1));
+        let v5 = conv2d(v1, 1, kernel = 1);
+        let pred = conv2d(v5, 2, kernel = 1);
+        output pred, v4;
+        loss cross_entropy(pred, y);
+    }
+}
+runner! { R28, float 4, no_lengths, labels 3, unseeded, [v4] }
+
+kiln::model! {
+    struct R29 {
+        input x: [B, T] tokens 4;
+        input len: [B] lengths T;
+        target y: [B, T, 3];
+        let v1 = embedding(x, 4);
+        let v2 = position_embedding(x, 4, max_len = 6);
+        let v3 = v1 + v2;
+        let v4 = (0.5 * sigmoid(v3)) - v2;
+        let v5 = linear(v4, 5, bias = false);
+        let v6 = linear(v4, 5);
         let v7 = transpose(v6, -2, -1);
         let v8 = matmul(v5, v7);
         let v9 = causal_mask(v8);
         let v10 = softmax(v9);
         let v11 = matmul(v10, v4);
-        let pred = linear(v11, 4);
+        let v12 = linear(v11, 3);
+        let v13 = linear(v12, 6);
+        let v14 = linear(v13, 6, bias = false);
+        let pred = linear(v14, 3);
         output pred;
         loss bce_with_logits(pred, y);
     }
 }
-runner! { R31, float 3, values 3, unseeded }
+runner! { R29, tokens 2, lengths, values 3, unseeded, [] }
+
+kiln::model! {
+    struct R30 {
+        input x: [B, 3, 4];
+        let v1 = -x;
+        let v2 = log((softplus(v1) + 0.5));
+        let v3 = log_softmax(v2);
+        let v4 = gru(v3, 2);
+        let v5 = log_softmax(v4);
+        let pred = linear(v5, 3);
+        output pred;
+    }
+}
+runner! { R30, float 3, no_lengths, none 0, unseeded, [] }
+
+kiln::model! {
+    struct R31 {
+        input x: [N, 4, 4];
+        input len: [N] lengths 4;
+        target y: [N] classes 2;
+        let v1 = multi_head_attention(x, heads = 2, lengths = len);
+        let v2 = linear(v1, 6);
+        let v3 = max(v2, axis = 2);
+        let v4 = layer_norm(v3);
+        let v5 = linear(v4, 2, bias = false);
+        let pred = linear(v5, 2);
+        output pred;
+        loss cross_entropy(pred, y, ignore_index = 0);
+    }
+}
+runner! { R31, float 3, lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R32 {
         input x: [B, T] tokens 3;
-        target y: [B, T, 2];
-        let v1 = embedding(x, 4);
-        let v2 = linear(v1, 5);
-        let v3 = softmax(v2);
-        let v4 = concat(v2, v1);
-        let v5 = concat(v4, v2);
-        let v6 = square(v5) - 2.0;
-        let pred = linear(v6, 2);
+        input len: [B] lengths T;
+        target y: [B, T, 4];
+        let v1 = embedding(x, 2, padding_idx = 0);
+        let v2 = position_embedding(x, 2, max_len = 2);
+        let v3 = v1 + v2;
+        let v4 = -v3 - v2;
+        let v5 = multi_head_attention(v4, heads = 1, causal = true, lengths = len);
+        let v6 = concat(v2, v5);
+        let v7 = square(leaky_relu(v6, 0.2));
+        let pred = linear(v7, 4);
         output pred;
-        loss mse(pred, y) + 0.3 * mean(v3);
+        loss mse(pred, y);
     }
 }
-runner! { R32, tokens 2, values 3, unseeded }
+runner! { R32, tokens 2, lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R33 {
         input x: [N, T, 3];
-        target y: [N, T, 4];
-        let v1 = gru(x, 3, bidirectional = true);
-        let v2 = concat(v1, v1);
-        let pred = linear(v2, 4);
-        output pred;
-        loss bce_with_logits(pred, y);
+        input len: [N] lengths T;
+        let v1 = linear(x, 6);
+        let v2 = softplus(square(v1));
+        let v3 = linear(x, 2);
+        let v4 = linear(x, 2);
+        let v5 = transpose(v4, -2, -1);
+        let v6 = matmul(v3, v5);
+        let v7 = causal_mask(v6);
+        let v8 = softmax(v7);
+        let v9 = matmul(v8, x);
+        let v10 = linear(v9, 4, bias = false);
+        let pred = linear(v10, 3);
+        output pred, v2;
     }
 }
-runner! { R33, float 3, values 3, unseeded }
+runner! { R33, float 3, lengths, none 0, unseeded, [v2] }
 
 kiln::model! {
     struct R34 {
         input x: [B, 4, 2];
-        target y: [B, 2, 4];
-        let v1 = permute(x, (0, 2, 1));
-        let v2 = 0.75 * -v1;
-        let pred = linear(v2, 4);
+        target y: [B, 3, 4];
+        let v1 = gru(x, 3);
+        let v2 = gelu(v1);
+        let v3 = transpose(v2, -2, -1);
+        let pred = linear(v3, 4);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss mse(pred, y);
     }
 }
-runner! { R34, float 3, values 3, unseeded }
+runner! { R34, float 3, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R35 {
         input x: [B, 4];
-        target y: [B, 2, 2] classes 3;
+        target y: [B, 3, 4, 4];
         let v1 = relu(-x);
         let v2 = concat(v1, v1);
         let v3 = concat(v2, x);
         let v4 = linear(v3, 4);
         let v5 = reshape(v4, (B, 1, 2, 2));
-        let v6 = conv2d(v5, 1, kernel = 3, padding = 1);
+        let v6 = conv2d(v5, 4, kernel = 3, padding = 2);
         let pred = conv2d(v6, 3, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y);
+        loss mse(pred, y);
     }
 }
-runner! { R35, float 2, labels 3, unseeded }
+runner! { R35, float 2, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R36 {
@@ -604,35 +641,36 @@ kiln::model! {
         loss mse(pred, y);
     }
 }
-runner! { R36, float 2, values 2, unseeded }
+runner! { R36, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R37 {
         input x: [B, T, 2];
-        target y: [B] classes 4;
-        let v1 = exp((x * 0.5));
-        let v2 = leaky_relu(square(v1), 0.2) + x;
-        let v3 = sum(v2, axis = 1);
-        let v4 = gelu(v3);
-        let pred = linear(v4, 4);
-        output pred;
-        loss cross_entropy(pred, y, ignore_index = 3);
-    }
-}
-runner! { R37, float 3, labels 1, unseeded }
-
-kiln::model! {
-    struct R38 {
-        input x: [B, 4];
-        target y: [B, 4];
-        let v1 = tanh(x);
-        let v2 = layer_norm(v1);
-        let pred = linear(v2, 4);
+        target y: [B, 3];
+        let v1 = relu(x);
+        let v2 = mean(v1, axis = 1);
+        let v3 = linear(v2, 4);
+        let v4 = v3 / 1.5;
+        let v5 = tanh(v4);
+        let pred = linear(v5, 3);
         output pred;
         loss bce_with_logits(pred, y);
     }
 }
-runner! { R38, float 2, values 2, unseeded }
+runner! { R37, float 3, no_lengths, values 2, unseeded, [] }
+
+kiln::model! {
+    struct R38 {
+        input x: [B, 4];
+        target y: [B] classes 2;
+        let v1 = tanh(x);
+        let v2 = layer_norm(v1);
+        let pred = linear(v2, 2);
+        output pred;
+        loss cross_entropy(pred, y);
+    }
+}
+runner! { R38, float 2, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R39 {
@@ -644,8 +682,8 @@ kiln::model! {
         let v4 = max_pool2d(v3, kernel = 2, stride = 2, padding = 1);
         let v5 = adaptive_avg_pool2d(v3, (2, 1));
         let pred = conv2d(v5, 2, kernel = 1);
-        output pred;
-        loss cross_entropy(pred, y, ignore_index = 0) + 0.3 * mean(v1) + 0.5 * mean(v4);
+        output pred, v4;
+        loss cross_entropy(pred, y, ignore_index = 0) + 0.3 * mean(v1);
 
         block Blk0(x) {
             let u1 = x / 2.0;
@@ -656,70 +694,93 @@ kiln::model! {
         }
     }
 }
-runner! { R39, float 2, labels 3, unseeded }
+runner! { R39, float 2, no_lengths, labels 3, unseeded, [v4] }
 
 kiln::model! {
     struct R40 {
         input x: [B, S, 2];
-        target y: [B, S, 4];
-        let v1 = linear(x, 5);
-        let v2 = layer_norm(v1);
-        let pred = linear(v2, 4);
-        output pred;
-        loss mse(pred, y);
+        target y: [B, S, 3];
+        let v1 = concat(x, x);
+        let v2 = 2.0 * -v1;
+        let v3 = Blk0(v1, repeat = 3);
+        let pred = linear(v3, 3);
+        output pred, v2;
+        loss bce_with_logits(pred, y);
+
+        block Blk0(x) {
+            let u1 = x / 2.0;
+            let u2 = layer_norm(u1);
+            let u3 = sqrt((square(u2) + 0.1));
+            let u4 = x + tanh(u3);
+            output u4;
+        }
     }
 }
-runner! { R40, float 3, values 3, unseeded }
+runner! { R40, float 3, no_lengths, values 3, unseeded, [v2] }
 
 kiln::model! {
     struct R41 {
         input x: [B, T, 3];
-        target y: [B, T] classes 4;
-        let v1 = dropout(x, 0.5);
-        let v2 = linear(v1, 6);
-        let v3 = linear(v1, 6);
-        let v4 = transpose(v3, -2, -1);
-        let v5 = matmul(v2, v4);
-        let v6 = causal_mask(v5);
-        let v7 = softmax(v6);
-        let v8 = matmul(v7, v1);
-        let pred = linear(v8, 4);
+        target y: [B, T] classes 2;
+        let v1 = linear(x, 6);
+        let v2 = concat(x, v1);
+        let v3 = exp(tanh(v2)) - 1.5;
+        let v4 = linear(v3, 2);
+        let v5 = linear(v3, 2);
+        let v6 = transpose(v5, -2, -1);
+        let v7 = matmul(v4, v6);
+        let v8 = causal_mask(v7);
+        let v9 = softmax(v8);
+        let v10 = matmul(v9, v3);
+        let pred = linear(v10, 2);
         output pred;
         loss cross_entropy(pred, y);
     }
 }
-runner! { R41, float 3, labels 2, seeded }
+runner! { R41, float 3, no_lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R42 {
         input x: [B, 6];
-        target y: [B, 4];
         let v1 = layer_norm(x);
-        let v2 = linear(v1, 3);
-        let v3 = dropout(v2, 0.25);
-        let v4 = batch_norm(v3);
-        let pred = linear(v4, 4);
-        output pred;
-        loss mse(pred, y);
+        let v2 = leaky_relu(v1, 0.2);
+        let v3 = Blk0(v2, repeat = 3);
+        let v4 = Blk1(v2);
+        let pred = linear(v4, 3);
+        output pred, v3;
+
+        block Blk0(x) {
+            let u1 = x / 0.25;
+            let u2 = x + tanh(u1);
+            output u2;
+        }
+
+        block Blk1(x) {
+            let u1 = linear(x, 6);
+            let u2 = tanh(u1);
+            let u3 = linear(u2, 6);
+            let u4 = x + u3;
+            output u4;
+        }
     }
 }
-runner! { R42, float 2, values 2, seeded }
+runner! { R42, float 2, no_lengths, none 0, unseeded, [v3] }
 
 kiln::model! {
     struct R43 {
         input x: [B, 2, 5, 4];
-        target y: [B, 3, 3] classes 3;
-        let v1 = conv2d(x, 2, kernel = 1, padding = 1);
-        let v2 = conv2d(v1, 2, kernel = 2);
-        let v3 = log_softmax(v2);
-        let v4 = flatten(v3);
-        let v5 = max_pool2d(x, kernel = 2, stride = 2, padding = 1);
-        let pred = conv2d(v5, 3, kernel = 1);
+        target y: [B, 9, 7] classes 2;
+        let v1 = conv2d(x, 4, kernel = 1, stride = 2, padding = 1);
+        let v2 = square(gelu(v1));
+        let v3 = upsample(v1, scale = 2, mode = bilinear);
+        let v4 = v3 * sigmoid(v3);
+        let v5 = conv_transpose2d(v4, 1, kernel = 2);
+        let pred = conv2d(v5, 2, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y) + 0.5 * mean(v4);
+        loss cross_entropy(pred, y) + 0.5 * mean(v2);
     }
 }
-runner! { R43, float 4, labels 3, unseeded }
+runner! { R43, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R44 {
@@ -732,7 +793,7 @@ kiln::model! {
         loss cross_entropy(pred, y, ignore_index = 1);
     }
 }
-runner! { R44, float 2, labels 1, unseeded }
+runner! { R44, float 2, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R45 {
@@ -745,77 +806,78 @@ kiln::model! {
         loss cross_entropy(pred, y);
     }
 }
-runner! { R45, float 2, labels 1, unseeded }
+runner! { R45, float 2, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R46 {
         input x: [B, T] tokens 4;
-        target y: [B, T] classes 3;
-        let v1 = embedding(x, 2);
-        let v2 = position_embedding(x, 2, max_len = 2);
+        target y: [B, T, 4];
+        let v1 = embedding(x, 4);
+        let v2 = position_embedding(x, 4, max_len = 2);
         let v3 = v1 + v2;
-        let v4 = gru(v3, 3);
-        let v5 = softmax(v4);
-        let v6 = linear(v1, 4, bias = false);
-        let v7 = linear(v1, 4);
-        let v8 = transpose(v7, -2, -1);
-        let v9 = matmul(v6, v8);
-        let v10 = causal_mask(v9);
-        let v11 = softmax(v10);
-        let v12 = matmul(v11, v1);
-        let pred = linear(v12, 3);
+        let v4 = multi_head_attention(v3, heads = 2);
+        let v5 = concat(v3, v4);
+        let v6 = multi_head_attention(v5, heads = 1, causal = true, bias = false);
+        let pred = linear(v6, 4);
         output pred;
-        loss cross_entropy(pred, y) + 0.3 * mean(v5);
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R46, tokens 2, labels 2, unseeded }
+runner! { R46, tokens 2, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R47 {
         input x: [B, 3] tokens 5;
         target y: [B, 2];
-        let v1 = embedding(x, 2);
-        let v2 = position_embedding(x, 2, max_len = 4);
+        let v1 = embedding(x, 4);
+        let v2 = position_embedding(x, 4, max_len = 5);
         let v3 = v1 + v2;
-        let v4 = linear(v3, 2);
-        let v5 = log((softplus(v4) + 0.5));
-        let v6 = max(v5, axis = 2);
-        let pred = linear(v6, 2);
+        let v4 = mean(v3, axis = 1);
+        let v5 = linear(v4, 5);
+        let v6 = linear(v5, 4);
+        let v7 = linear(v6, 5, bias = false);
+        let pred = linear(v7, 2);
         output pred;
         loss bce_with_logits(pred, y);
     }
 }
-runner! { R47, tokens 2, values 2, unseeded }
+runner! { R47, tokens 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R48 {
         input x: [B, T, 4];
-        target y: [B, T] classes 3;
-        let v1 = linear(x, 6, bias = false);
-        let v2 = gru(v1, 3);
-        let v3 = sqrt((square(softplus(v2)) + 0.1));
-        let pred = linear(v3, 3);
+        target y: [B, T, 4];
+        let v1 = linear(x, 5);
+        let v2 = linear(x, 5);
+        let v3 = transpose(v2, -2, -1);
+        let v4 = matmul(v1, v3);
+        let v5 = softmax(v4);
+        let v6 = matmul(v5, x);
+        let v7 = multi_head_attention(v6, heads = 1);
+        let v8 = sqrt((square(exp(tanh(v7))) + 0.1)) - (v6 * sigmoid(v6));
+        let v9 = multi_head_attention(v8, heads = 1, causal = true);
+        let v10 = gru(v9, 3, layers = 2);
+        let pred = linear(v10, 4);
         output pred;
-        loss cross_entropy(pred, y);
+        loss mse(pred, y);
     }
 }
-runner! { R48, float 3, labels 2, unseeded }
+runner! { R48, float 3, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R49 {
         input x: [B, 5];
-        target y: [B, 3];
+        target y: [B, 2];
         let v1 = layer_norm(x);
-        let v2 = (v1 / 1.5) * x;
-        let v3 = linear(v2, 8);
-        let v4 = reshape(v3, (B, 2, 2, 2));
-        let v5 = -v2 + softplus(v1);
-        let pred = linear(v5, 3);
+        let v2 = batch_norm(v1);
+        let v3 = log_softmax(v2);
+        let v4 = dropout(v3, 0.5);
+        let pred = linear(v4, 2);
         output pred;
-        loss mse(pred, y) + 0.5 * mean(v4);
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R49, float 2, values 2, unseeded }
+runner! { R49, float 2, no_lengths, values 2, seeded, [] }
 
 kiln::model! {
     struct R50 {
@@ -829,7 +891,7 @@ kiln::model! {
         loss bce_with_logits(pred, y);
     }
 }
-runner! { R50, float 2, values 2, unseeded }
+runner! { R50, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R51 {
@@ -843,43 +905,44 @@ kiln::model! {
 
         block Blk0(x) {
             let u1 = layer_norm(x);
-            let u2 = u1 - 0.25;
-            let u3 = linear(u2, 3);
-            let u4 = x + u3;
+            let u2 = layer_norm(u1);
+            let u3 = exp((u2 * 0.5));
+            let u4 = x + tanh(u3);
             output u4;
         }
     }
 }
-runner! { R51, float 2, labels 1, seeded }
+runner! { R51, float 2, no_lengths, labels 1, seeded, [] }
 
 kiln::model! {
     struct R52 {
         input x: [B, 1, 3, 6];
-        target y: [B, 2, 5, 8];
         let v1 = softmax(x);
         let v2 = avg_pool2d(v1, kernel = 2, stride = 1, padding = 1, count_include_pad = false);
         let v3 = v2 - 0.75;
-        let v4 = conv2d(v1, 1, kernel = 3, padding = 2);
+        let v4 = conv2d(v1, 3, kernel = 3);
         let pred = conv2d(v4, 2, kernel = 1);
-        output pred;
-        loss mse(pred, y) + 0.5 * mean(v3);
+        output pred, v3;
     }
 }
-runner! { R52, float 4, values 4, unseeded }
+runner! { R52, float 4, no_lengths, none 0, unseeded, [v3] }
 
 kiln::model! {
     struct R53 {
         input x: [B, T, 2];
-        target y: [B, 2];
-        let v1 = gru(x, 3, bidirectional = true, final_state = true);
-        let v2 = linear(v1, 5);
-        let v3 = linear(v2, 2);
-        let pred = linear(v3, 2);
-        output pred;
-        loss bce_with_logits(pred, y);
+        input len: [B] lengths T;
+        target y: [B, T, 3];
+        let v1 = mean(x, axis = 1, lengths = len);
+        let v2 = exp((square(v1) * 0.5));
+        let v3 = concat(v1, v2);
+        let v4 = linear(v3, 5);
+        let v5 = linear(x, 2);
+        let pred = linear(v5, 3);
+        output pred, v4;
+        loss mse(pred, y);
     }
 }
-runner! { R53, float 3, values 2, unseeded }
+runner! { R53, float 3, lengths, values 3, unseeded, [v4] }
 
 kiln::model! {
     struct R54 {
@@ -894,56 +957,61 @@ kiln::model! {
         loss mse(pred, y);
     }
 }
-runner! { R54, float 4, values 4, unseeded }
+runner! { R54, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R55 {
         input x: [B, T, 3];
-        target y: [B, T, 4];
-        let v1 = transpose(x, -2, -1);
-        let v2 = leaky_relu(v1, 0.2);
-        let v3 = permute(v2, (0, 2, 1));
-        let pred = linear(v3, 4);
-        output pred;
-        loss mse(pred, y);
-    }
-}
-runner! { R55, float 3, values 3, unseeded }
-
-kiln::model! {
-    struct R56 {
-        input x: [B, T] tokens 5;
-        target y: [B, T, 2];
-        let v1 = embedding(x, 2);
-        let v2 = linear(v1, 3, bias = false);
-        let v3 = layer_norm(v1);
-        let v4 = linear(v3, 4);
-        let v5 = linear(v3, 4);
-        let v6 = transpose(v5, -2, -1);
-        let v7 = matmul(v4, v6);
+        target y: [B, T] classes 2;
+        let v1 = lstm(x, 2);
+        let v2 = exp(tanh((2.0 * v1)));
+        let v3 = linear(v2, 4);
+        let v4 = linear(v2, 4);
+        let v5 = transpose(v4, -2, -1);
+        let v6 = matmul(v3, v5);
+        let v7 = causal_mask(v6);
         let v8 = softmax(v7);
-        let v9 = matmul(v8, v3);
-        let v10 = linear(v9, 3);
-        let v11 = linear(v10, 5);
-        let pred = linear(v11, 2);
-        output pred;
-        loss mse(pred, y) + 0.1 * mean(v2);
-    }
-}
-runner! { R56, tokens 2, values 3, unseeded }
-
-kiln::model! {
-    struct R57 {
-        input x: [B, 3];
-        target y: [B] classes 3;
-        let v1 = layer_norm(x);
-        let v2 = log_softmax(v1);
-        let pred = linear(v2, 3);
+        let v9 = matmul(v8, v2);
+        let pred = linear(v9, 2);
         output pred;
         loss cross_entropy(pred, y);
     }
 }
-runner! { R57, float 2, labels 1, unseeded }
+runner! { R55, float 3, no_lengths, labels 2, unseeded, [] }
+
+kiln::model! {
+    struct R56 {
+        input x: [B, T] tokens 5;
+        target y: [B, T, 3];
+        let v1 = embedding(x, 4);
+        let v2 = position_embedding(x, 4, max_len = 3);
+        let v3 = v1 + v2;
+        let v4 = gru(v3, 3, layers = 2);
+        let v5 = linear(v4, 2);
+        let v6 = linear(v4, 2);
+        let v7 = transpose(v6, -2, -1);
+        let v8 = matmul(v5, v7);
+        let v9 = softmax(v8);
+        let v10 = matmul(v9, v4);
+        let pred = linear(v10, 3);
+        output pred;
+        loss bce_with_logits(pred, y);
+    }
+}
+runner! { R56, tokens 2, no_lengths, values 3, unseeded, [] }
+
+kiln::model! {
+    struct R57 {
+        input x: [B, 3];
+        target y: [B] classes 2;
+        let v1 = layer_norm(x);
+        let v2 = softmax(v1);
+        let pred = linear(v2, 2);
+        output pred;
+        loss cross_entropy(pred, y);
+    }
+}
+runner! { R57, float 2, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R58 {
@@ -959,12 +1027,12 @@ kiln::model! {
 
         block Blk0(x) {
             let u1 = log((softplus(x) + 0.5));
-            let u2 = x + u1;
+            let u2 = x + tanh(u1);
             output u2;
         }
     }
 }
-runner! { R58, float 2, values 2, unseeded }
+runner! { R58, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R59 {
@@ -981,7 +1049,7 @@ kiln::model! {
         loss mse(pred, y) + 0.5 * mean(v5);
     }
 }
-runner! { R59, float 2, values 2, unseeded }
+runner! { R59, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R60 {
@@ -992,83 +1060,77 @@ kiln::model! {
         let v3 = softplus(v1);
         let pred = linear(v3, 4);
         output pred;
-        loss mse(pred, y) + 0.3 * mean(v2);
+        loss mse(pred, y) + 0.1 * mean(v2);
     }
 }
-runner! { R60, float 2, values 2, unseeded }
+runner! { R60, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R61 {
         input x: [B, 4] tokens 4;
-        target y: [B, 2];
+        input len: [B] lengths 4;
+        target y: [B, 4] classes 3;
         let v1 = embedding(x, 2);
-        let v2 = position_embedding(x, 2, max_len = 6);
-        let v3 = v1 + v2;
-        let v4 = gelu(v3) / (square(v2) + 1.0);
-        let v5 = transpose(v4, -2, -1);
-        let v6 = log((softplus(v5) + 0.5));
-        let v7 = max(v5, axis = 2);
-        let v8 = Blk0(v7, repeat = 3);
-        let pred = linear(v8, 2);
+        let v2 = gru(v1, 2, bidirectional = true);
+        let v3 = dropout(v2, 0.25);
+        let v4 = linear(v3, 6, bias = false);
+        let v5 = relu(relu(v4));
+        let pred = linear(v5, 3);
         output pred;
-        loss mse(pred, y) + 0.1 * mean(v6);
-
-        block Blk0(x) {
-            let u1 = linear(x, 2);
-            let u2 = exp((u1 * 0.5));
-            let u3 = exp((u2 * 0.5));
-            let u4 = x + u3;
-            output u4;
-        }
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R61, tokens 2, values 2, unseeded }
+runner! { R61, tokens 2, lengths, labels 2, seeded, [] }
 
 kiln::model! {
     struct R62 {
         input x: [3, T] tokens 4;
-        target y: [3, T, 4];
-        let v1 = embedding(x, 2);
-        let v2 = concat(v1, v1);
-        let v3 = linear(v2, 5);
-        let v4 = softmax(v3);
-        let v5 = relu(v4) - v3;
-        let pred = linear(v5, 4);
+        target y: [3, T, 2];
+        let v1 = embedding(x, 4, padding_idx = 0);
+        let v2 = position_embedding(x, 4, max_len = 4);
+        let v3 = v1 + v2;
+        let v4 = linear(v3, 4);
+        let v5 = transpose(v4, -2, -1);
+        let v6 = Blk0(v2);
+        let pred = linear(v6, 2);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss mse(pred, y) + 0.5 * mean(v5);
+
+        block Blk0(x) {
+            let u1 = dropout(x, 0.25);
+            let u2 = x + tanh(u1);
+            output u2;
+        }
     }
 }
-runner! { R62, tokens 2, values 3, unseeded }
+runner! { R62, tokens 2, no_lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R63 {
         input x: [B, 2, 5, 3];
-        target y: [B, 4, 9, 5];
-        let v1 = conv2d(x, 4, kernel = 3, groups = 2);
-        let v2 = conv_transpose2d(v1, 1, kernel = 2, stride = 2, output_padding = 1);
-        let v3 = conv2d(v2, 2, kernel = 1, padding = 1);
-        let pred = conv2d(v3, 4, kernel = 1);
+        target y: [B] classes 2;
+        let v1 = conv2d(x, 4, kernel = (3, 1), stride = 2, padding = 1);
+        let v2 = flatten(v1);
+        let v3 = concat(v2, v2);
+        let pred = linear(v3, 2);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y, ignore_index = 0);
     }
 }
-runner! { R63, float 4, values 4, unseeded }
+runner! { R63, float 4, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R64 {
         input x: [B, 2, 4];
-        target y: [B, 2];
-        let v1 = dropout(x, 0.5);
-        let v2 = sum(v1, axis = 1);
-        let v3 = linear(v2, 2, bias = false);
-        let v4 = batch_norm(v3);
-        let v5 = layer_norm(v4);
-        let pred = linear(v5, 2);
+        target y: [B, 2, 2];
+        let v1 = linear(x, 2);
+        let v2 = multi_head_attention(v1, heads = 1, causal = true);
+        let pred = linear(v2, 2);
         output pred;
         loss mse(pred, y);
     }
 }
-runner! { R64, float 3, values 2, seeded }
+runner! { R64, float 3, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R65 {
@@ -1082,7 +1144,7 @@ kiln::model! {
         loss mse(pred, y);
     }
 }
-runner! { R65, float 4, values 4, unseeded }
+runner! { R65, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R66 {
@@ -1097,7 +1159,7 @@ kiln::model! {
         loss cross_entropy(pred, y);
     }
 }
-runner! { R66, float 4, labels 3, seeded }
+runner! { R66, float 4, no_lengths, labels 3, seeded, [] }
 
 kiln::model! {
     struct R67 {
@@ -1111,42 +1173,37 @@ kiln::model! {
         loss cross_entropy(pred, y, ignore_index = 1);
     }
 }
-runner! { R67, float 4, labels 1, seeded }
+runner! { R67, float 4, no_lengths, labels 1, seeded, [] }
 
 kiln::model! {
     struct R68 {
         input x: [N, 4];
-        target y: [N] classes 3;
+        target y: [N, 3];
         let v1 = relu(-x);
         let v2 = layer_norm(v1);
-        let v3 = exp(tanh(v2)) + exp(tanh(x));
+        let v3 = dropout(v2, 0.5);
         let pred = linear(v3, 3);
         output pred;
-        loss cross_entropy(pred, y);
+        loss mse(pred, y);
     }
 }
-runner! { R68, float 2, labels 1, unseeded }
+runner! { R68, float 2, no_lengths, values 2, seeded, [] }
 
 kiln::model! {
     struct R69 {
         input x: [B, S] tokens 6;
-        target y: [B, S, 3];
-        let v1 = embedding(x, 2);
-        let v2 = log_softmax(v1);
-        let v3 = linear(v2, 5);
-        let v4 = v3 * sigmoid(v3);
-        let v5 = linear(v1, 4);
-        let v6 = linear(v1, 4);
-        let v7 = transpose(v6, -2, -1);
-        let v8 = matmul(v5, v7);
-        let v9 = softmax(v8);
-        let v10 = matmul(v9, v1);
-        let pred = linear(v10, 3);
+        target y: [B, S] classes 4;
+        let v1 = embedding(x, 2, padding_idx = 4);
+        let v2 = lstm(v1, 3, layers = 2);
+        let v3 = relu(exp(tanh(v2)));
+        let v4 = (leaky_relu(v3, 0.2) - 0.75) * v2;
+        let v5 = linear(v4, 3);
+        let pred = linear(v5, 4);
         output pred;
-        loss bce_with_logits(pred, y) + 0.5 * mean(v4);
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R69, tokens 2, values 3, unseeded }
+runner! { R69, tokens 2, no_lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R70 {
@@ -1156,82 +1213,68 @@ kiln::model! {
         let v2 = softplus(-x);
         let pred = conv2d(v2, 2, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 0) + 0.1 * mean(v1);
+        loss cross_entropy(pred, y, ignore_index = 0) + 0.5 * sum(v1);
     }
 }
-runner! { R70, float 4, labels 3, unseeded }
+runner! { R70, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R71 {
         input x: [B, 1, 6, 4];
-        target y: [B] classes 4;
         let v1 = avg_pool2d(x, kernel = 2, stride = 2, padding = 1);
-        let v2 = conv2d(v1, 2, kernel = 2, padding = 2);
-        let v3 = flatten(v2);
-        let v4 = dropout(v3, 0.5);
-        let v5 = concat(v4, v4);
-        let pred = linear(v5, 4);
+        let v2 = conv2d(v1, 2, kernel = 2, padding = 1, bias = false);
+        let v3 = log_softmax(v2);
+        let v4 = softmax(v3);
+        let v5 = batch_norm(v4);
+        let pred = conv2d(v5, 4, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y);
     }
 }
-runner! { R71, float 4, labels 1, seeded }
+runner! { R71, float 4, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R72 {
         input x: [B, T, 4];
-        target y: [B, T, 4];
-        let v1 = linear(x, 6);
-        let v2 = layer_norm(v1);
-        let v3 = concat(v2, v2);
-        let pred = linear(v3, 4);
+        target y: [B, 4];
+        let v1 = mean(x, axis = 1);
+        let v2 = concat(v1, v1);
+        let pred = linear(v2, 4);
         output pred;
-        loss mse(pred, y);
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R72, float 3, values 3, unseeded }
+runner! { R72, float 3, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R73 {
         input x: [B, 3, 5, 3];
-        target y: [B, 2, 2, 1];
-        let v1 = conv2d(x, 3, kernel = 1, stride = 2, padding = 1);
-        let v2 = max_pool2d(v1, 2);
-        let pred = conv2d(v2, 2, kernel = 1);
+        target y: [B, 4, 3] classes 4;
+        let v1 = conv2d(x, 2, kernel = 1, padding = 1);
+        let v2 = avg_pool2d(v1, kernel = 2, stride = 2, padding = 1, count_include_pad = false);
+        let pred = conv2d(v2, 4, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R73, float 4, values 4, unseeded }
+runner! { R73, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R74 {
         input x: [2, S] tokens 4;
-        target y: [2, S, 4];
-        let v1 = embedding(x, 4);
-        let v2 = Blk0(v1, repeat = 3);
-        let v3 = linear(v2, 4);
-        let v4 = linear(v3, 6);
-        let v5 = linear(v3, 6);
-        let v6 = transpose(v5, -2, -1);
-        let v7 = matmul(v4, v6);
-        let v8 = causal_mask(v7);
-        let v9 = softmax(v8);
-        let v10 = matmul(v9, v3);
-        let v11 = dropout(v10, 0.5);
-        let pred = linear(v11, 4);
+        target y: [2, 2];
+        let v1 = embedding(x, 2, padding_idx = 3);
+        let v2 = position_embedding(x, 2, max_len = 4);
+        let v3 = v1 + v2;
+        let v4 = max(v3, axis = 1);
+        let v5 = leaky_relu(sigmoid(v4), 0.2);
+        let v6 = concat(v5, v5);
+        let v7 = v6 * sigmoid(v6);
+        let pred = linear(v7, 2);
         output pred;
         loss mse(pred, y);
-
-        block Blk0(x) {
-            let u1 = relu(x);
-            let u2 = layer_norm(u1);
-            let u3 = x + u2;
-            output u3;
-        }
     }
 }
-runner! { R74, tokens 2, values 3, seeded }
+runner! { R74, tokens 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R75 {
@@ -1244,7 +1287,7 @@ kiln::model! {
         loss bce_with_logits(pred, y);
     }
 }
-runner! { R75, float 2, values 2, unseeded }
+runner! { R75, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R76 {
@@ -1257,44 +1300,40 @@ kiln::model! {
         loss cross_entropy(pred, y);
     }
 }
-runner! { R76, float 2, labels 1, unseeded }
+runner! { R76, float 2, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R77 {
         input x: [N, 4, 3];
-        target y: [N, 4] classes 4;
-        let v1 = layer_norm(x);
-        let v2 = log_softmax(v1);
-        let v3 = v2 / 0.75;
-        let v4 = linear(v3, 2);
-        let pred = linear(v4, 4);
+        let v1 = concat(x, x, axis = 1);
+        let v2 = multi_head_attention(x, v1, heads = 1, bias = false);
+        let v3 = linear(v2, 5);
+        let v4 = lstm(v3, 2, bidirectional = true);
+        let pred = linear(v4, 2);
         output pred;
-        loss cross_entropy(pred, y);
     }
 }
-runner! { R77, float 3, labels 2, unseeded }
+runner! { R77, float 3, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R78 {
         input x: [2, T, 3];
-        target y: [2, T, 3];
-        let v1 = gru(x, 3);
-        let v2 = lstm(v1, 3, layers = 2, bidirectional = true);
-        let v3 = linear(v2, 5);
-        let v4 = linear(v2, 5);
+        input len: [2] lengths T;
+        target y: [2, T] classes 2;
+        let v1 = permute(x, (0, 2, 1));
+        let v2 = leaky_relu(leaky_relu(v1, 0.2), 0.2);
+        let v3 = linear(x, 4);
+        let v4 = linear(x, 4);
         let v5 = transpose(v4, -2, -1);
         let v6 = matmul(v3, v5);
-        let v7 = causal_mask(v6);
-        let v8 = softmax(v7);
-        let v9 = matmul(v8, v2);
-        let v10 = softmax(v9);
-        let v11 = concat(v10, x);
-        let pred = linear(v11, 3);
+        let v7 = softmax(v6);
+        let v8 = matmul(v7, x);
+        let pred = linear(v8, 2);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss cross_entropy(pred, y) + 0.3 * mean(v2);
     }
 }
-runner! { R78, float 3, values 3, unseeded }
+runner! { R78, float 3, lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R79 {
@@ -1307,79 +1346,78 @@ kiln::model! {
         loss mse(pred, y);
     }
 }
-runner! { R79, float 4, values 4, unseeded }
+runner! { R79, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R80 {
         input x: [N, T, 3];
-        target y: [N, T] classes 3;
-        let v1 = tanh(x);
-        let v2 = dropout(v1, 0.5);
-        let v3 = linear(v2, 2);
-        let v4 = leaky_relu(v3, 0.2);
-        let v5 = dropout(v4, 0.25);
-        let pred = linear(v5, 3);
-        output pred;
-        loss cross_entropy(pred, y);
-    }
-}
-runner! { R80, float 3, labels 2, seeded }
-
-kiln::model! {
-    struct R81 {
-        input x: [B, T] tokens 5;
-        target y: [B, T, 2];
-        let v1 = embedding(x, 2);
-        let v2 = tanh(v1);
-        let v3 = softplus(v2);
-        let pred = linear(v3, 2);
+        input len: [N] lengths T;
+        target y: [N, T, 4];
+        let v1 = dropout(x, 0.25);
+        let v2 = linear(v1, 5);
+        let v3 = gru(v2, 2, lengths = len, bidirectional = true);
+        let pred = linear(v3, 4);
         output pred;
         loss mse(pred, y);
     }
 }
-runner! { R81, tokens 2, values 3, unseeded }
+runner! { R80, float 3, lengths, values 3, seeded, [] }
 
 kiln::model! {
-    struct R82 {
-        input x: [B, T] tokens 3;
-        target y: [B, 4];
-        let v1 = embedding(x, 2);
-        let v2 = Blk0(v1, repeat = 2);
-        let v3 = linear(v2, 3);
-        let v4 = linear(v2, 3);
-        let v5 = transpose(v4, -2, -1);
-        let v6 = matmul(v3, v5);
-        let v7 = softmax(v6);
-        let v8 = matmul(v7, v2);
-        let v9 = sum(v8, axis = 1);
-        let v10 = log_softmax(v9);
-        let pred = linear(v10, 4);
+    struct R81 {
+        input x: [B, T] tokens 5;
+        input len: [B] lengths T;
+        target y: [B, T, 5];
+        let v1 = embedding(x, 4);
+        let v2 = gru(v1, 3);
+        let v3 = softmax(v2);
+        let v4 = linear(v3, 4);
+        let v5 = Blk0(v4, repeat = 2);
+        let v6 = exp(tanh(v5)) - 0.25;
+        let pred = linear(v6, 5, tied = v1);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss mse(pred, y);
 
         block Blk0(x) {
             let u1 = dropout(x, 0.25);
-            let u2 = 0.5 * u1;
-            let u3 = x + u2;
+            let u2 = dropout(u1, 0.25);
+            let u3 = x + tanh(u2);
             output u3;
         }
     }
 }
-runner! { R82, tokens 2, values 2, seeded }
+runner! { R81, tokens 2, lengths, values 3, seeded, [] }
+
+kiln::model! {
+    struct R82 {
+        input x: [B, T] tokens 3;
+        target y: [B, 2, T];
+        let v1 = embedding(x, 2, padding_idx = 2);
+        let v2 = transpose(v1, -2, -1);
+        let v3 = softplus(v2);
+        let v4 = -square(v2);
+        let v5 = (v3 / 0.1) * v2;
+        let v6 = v5 * sigmoid(v5);
+        let pred = leaky_relu(v6, 0.2);
+        output pred;
+        loss mse(pred, y) + 0.3 * mean(v4);
+    }
+}
+runner! { R82, tokens 2, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R83 {
         input x: [B, 2, 5, 6];
-        target y: [B, 10, 3] classes 4;
-        let v1 = conv2d(x, 2, kernel = 3, padding = 2);
-        let v2 = reshape(v1, (B, 14, 8, 1));
-        let v3 = conv2d(v2, 4, kernel = 3, padding = 2);
-        let pred = conv2d(v3, 4, kernel = 1);
+        target y: [B, 2, 4, 3];
+        let v1 = conv2d(x, 2, kernel = 3, groups = 2, bias = false);
+        let v2 = conv2d(v1, 1, kernel = 3, padding = 2, dilation = 2);
+        let v3 = permute(v2, (0, 1, 3, 2));
+        let pred = conv2d(v3, 2, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 0);
+        loss mse(pred, y);
     }
 }
-runner! { R83, float 4, labels 3, unseeded }
+runner! { R83, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R84 {
@@ -1397,14 +1435,14 @@ kiln::model! {
 
         block Blk0(x) {
             let u1 = layer_norm(x);
-            let u2 = square(u1);
-            let u3 = layer_norm(u2);
-            let u4 = x + u3;
+            let u2 = layer_norm(u1);
+            let u3 = dropout(u2, 0.25);
+            let u4 = x + tanh(u3);
             output u4;
         }
     }
 }
-runner! { R84, float 2, labels 1, unseeded }
+runner! { R84, float 2, no_lengths, labels 1, seeded, [] }
 
 kiln::model! {
     struct R85 {
@@ -1419,43 +1457,45 @@ kiln::model! {
         loss cross_entropy(pred, y);
     }
 }
-runner! { R85, float 2, labels 1, unseeded }
+runner! { R85, float 2, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R86 {
         input x: [3, 1, 4, 5];
-        target y: [3, 4, 5] classes 2;
+        target y: [3, 7, 8] classes 4;
         let v1 = log_softmax(x);
         let v2 = dropout(v1, 0.25);
-        let v3 = conv2d(v2, 2, kernel = 3, padding = 1);
-        let v4 = max_pool2d(v3, kernel = 3, stride = 1, padding = 1);
-        let pred = conv2d(v4, 2, kernel = 1);
+        let v3 = conv2d(v2, 3, kernel = 3, padding = 1);
+        let v4 = conv_transpose2d(v3, 2, kernel = 2, output_padding = 1, dilation = 2);
+        let pred = conv2d(v4, 4, kernel = 1);
         output pred;
         loss cross_entropy(pred, y);
     }
 }
-runner! { R86, float 4, labels 3, seeded }
+runner! { R86, float 4, no_lengths, labels 3, seeded, [] }
 
 kiln::model! {
     struct R87 {
         input x: [N, T, 4];
-        target y: [N, 6, T];
-        let v1 = multi_head_attention(x, heads = 1, causal = true);
-        let v2 = Blk0(v1, repeat = 2);
-        let v3 = linear(v2, 6);
+        target y: [N, 5, T];
+        let v1 = Blk0(x);
+        let v2 = linear(v1, 4);
+        let v3 = linear(v2, 5);
         let v4 = transpose(v3, -2, -1);
-        let pred = softplus(v4);
+        let pred = exp(tanh(v4));
         output pred;
         loss mse(pred, y);
 
         block Blk0(x) {
-            let u1 = layer_norm(x);
-            let u2 = x + u1;
-            output u2;
+            let u1 = linear(x, 4);
+            let u2 = relu(u1);
+            let u3 = tanh(u2);
+            let u4 = x + u3;
+            output u4;
         }
     }
 }
-runner! { R87, float 3, values 3, unseeded }
+runner! { R87, float 3, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R88 {
@@ -1469,61 +1509,80 @@ kiln::model! {
         loss cross_entropy(pred, y);
     }
 }
-runner! { R88, float 2, labels 1, seeded }
+runner! { R88, float 2, no_lengths, labels 1, seeded, [] }
 
 kiln::model! {
     struct R89 {
         input x: [B, 3, 3];
-        target y: [B, 2];
-        let v1 = transpose(x, -2, -1);
-        let v2 = sum(v1, axis = 2);
-        let pred = linear(v2, 2);
-        output pred;
-        loss mse(pred, y);
-    }
-}
-runner! { R89, float 3, values 2, unseeded }
-
-kiln::model! {
-    struct R90 {
-        input x: [B, 2] tokens 3;
-        target y: [B, 4] classes 4;
-        let v1 = embedding(x, 2);
-        let v2 = linear(v1, 4);
-        let v3 = permute(v2, (0, 2, 1));
-        let v4 = sqrt((square(v3) + 0.1));
-        let v5 = gru(v4, 2);
-        let v6 = dropout(v5, 0.5);
-        let pred = linear(v6, 4);
+        target y: [B, 3] classes 4;
+        let v1 = concat(x, x);
+        let v2 = exp(tanh(v1));
+        let v3 = concat(v1, v2, axis = 1);
+        let v4 = multi_head_attention(v2, v3, heads = 1, causal = true);
+        let v5 = linear(v4, 2);
+        let v6 = linear(v5, 2);
+        let v7 = linear(v5, 2);
+        let v8 = transpose(v7, -2, -1);
+        let v9 = matmul(v6, v8);
+        let v10 = causal_mask(v9);
+        let v11 = softmax(v10);
+        let v12 = matmul(v11, v5);
+        let pred = linear(v12, 4);
         output pred;
         loss cross_entropy(pred, y);
     }
 }
-runner! { R90, tokens 2, labels 2, seeded }
+runner! { R89, float 3, no_lengths, labels 2, unseeded, [] }
+
+kiln::model! {
+    struct R90 {
+        input x: [B, 2] tokens 3;
+        let v1 = embedding(x, 2, padding_idx = 1);
+        let v2 = linear(v1, 2);
+        let v3 = linear(v1, 2);
+        let v4 = linear(v1, 2);
+        let v5 = transpose(v4, -2, -1);
+        let v6 = matmul(v3, v5);
+        let v7 = causal_mask(v6);
+        let v8 = softmax(v7);
+        let v9 = matmul(v8, v1);
+        let v10 = Blk0(v9, repeat = 3);
+        let pred = linear(v10, 4);
+        output pred, v2;
+
+        block Blk0(x) {
+            let u1 = linear(x, 2);
+            let u2 = x + u1;
+            output u2;
+        }
+    }
+}
+runner! { R90, tokens 2, no_lengths, none 0, unseeded, [v2] }
 
 kiln::model! {
     struct R91 {
         input x: [2, 2] tokens 7;
-        target y: [2, 2];
+        input len: [2] lengths 2;
+        target y: [2, 2, 7];
         let v1 = embedding(x, 2);
-        let v2 = square(v1);
-        let v3 = linear(v2, 4);
-        let v4 = max(v3, axis = 2);
-        let v5 = Blk0(v4);
-        let pred = linear(v5, 2);
+        let v2 = Blk0(v1, repeat = 2);
+        let v3 = exp((v1 * 0.5)) / (square(v2) + 1.0);
+        let v4 = concat(v1, v3, axis = 1);
+        let v5 = multi_head_attention(v3, v4, heads = 1, causal = true);
+        let pred = linear(v5, 7, tied = v1);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss mse(pred, y);
 
         block Blk0(x) {
-            let u1 = layer_norm(x);
-            let u2 = dropout(u1, 0.25);
-            let u3 = u2 / 0.25;
+            let u1 = leaky_relu(x, 0.2);
+            let u2 = sqrt((square(u1) + 0.1)) * x;
+            let u3 = dropout(u2, 0.25);
             let u4 = x + u3;
             output u4;
         }
     }
 }
-runner! { R91, tokens 2, values 2, seeded }
+runner! { R91, tokens 2, lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R92 {
@@ -1536,20 +1595,20 @@ kiln::model! {
         loss cross_entropy(pred, y);
     }
 }
-runner! { R92, float 4, labels 3, unseeded }
+runner! { R92, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R93 {
         input x: [3, 2, 6, 4];
-        target y: [3, 9, 7] classes 3;
-        let v1 = conv2d(x, 2, kernel = 2, padding = 2, groups = 2);
-        let v2 = tanh(v1);
-        let pred = conv2d(v2, 3, kernel = 1);
+        target y: [3, 8, 3] classes 2;
+        let v1 = conv2d(x, 4, kernel = 2, groups = 2);
+        let v2 = conv2d(v1, 1, kernel = 2, stride = (1, 2), padding = 2);
+        let pred = conv2d(v2, 2, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y);
+        loss cross_entropy(pred, y, ignore_index = 0);
     }
 }
-runner! { R93, float 4, labels 3, unseeded }
+runner! { R93, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R94 {
@@ -1566,7 +1625,7 @@ kiln::model! {
         loss bce_with_logits(pred, y);
     }
 }
-runner! { R94, float 2, values 2, unseeded }
+runner! { R94, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R95 {
@@ -1583,7 +1642,7 @@ kiln::model! {
         loss cross_entropy(pred, y, ignore_index = 1);
     }
 }
-runner! { R95, float 2, labels 1, seeded }
+runner! { R95, float 2, no_lengths, labels 1, seeded, [] }
 
 kiln::model! {
     struct R96 {
@@ -1599,12 +1658,12 @@ kiln::model! {
 
         block Blk0(x) {
             let u1 = dropout(x, 0.25);
-            let u2 = x + u1;
+            let u2 = x + tanh(u1);
             output u2;
         }
     }
 }
-runner! { R96, float 2, values 2, seeded }
+runner! { R96, float 2, no_lengths, values 2, seeded, [] }
 
 kiln::model! {
     struct R97 {
@@ -1612,57 +1671,50 @@ kiln::model! {
         target y: [B, 3];
         let v1 = linear(x, 3);
         let v2 = batch_norm(v1);
-        let v3 = batch_norm(v2);
-        let v4 = concat(v3, v1);
+        let v3 = softmax(v2);
+        let v4 = concat(v2, v3);
         let pred = linear(v4, 3);
         output pred;
         loss mse(pred, y);
     }
 }
-runner! { R97, float 2, values 2, unseeded }
+runner! { R97, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R98 {
         input x: [N, 4, 2];
-        target y: [N, 4, 4];
-        let v1 = Blk0(x, repeat = 3);
-        let v2 = Blk1(v1);
-        let v3 = v2 * sigmoid(v2);
-        let pred = linear(v3, 4);
-        output pred;
-        loss mse(pred, y);
-
-        block Blk0(x) {
-            let u1 = x * sigmoid(x);
-            let u2 = linear(u1, 2);
-            let u3 = x + u2;
-            output u3;
-        }
-
-        block Blk1(x) {
-            let u1 = sqrt((square(x) + 0.1));
-            let u2 = u1 * sigmoid(u1);
-            let u3 = x + u2;
-            output u3;
-        }
-    }
-}
-runner! { R98, float 3, values 3, unseeded }
-
-kiln::model! {
-    struct R99 {
-        input x: [B, 5];
-        target y: [B, 4];
-        let v1 = layer_norm(x);
-        let v2 = linear(v1, 5);
-        let v3 = linear(v2, 3);
-        let v4 = dropout(v3, 0.5);
-        let pred = linear(v4, 4);
+        target y: [N, 3];
+        let v1 = gru(x, 3, layers = 2);
+        let v2 = linear(v1, 6, bias = false);
+        let v3 = linear(v1, 6);
+        let v4 = transpose(v3, -2, -1);
+        let v5 = matmul(v2, v4);
+        let v6 = causal_mask(v5);
+        let v7 = softmax(v6);
+        let v8 = matmul(v7, v1);
+        let v9 = mean(v8, axis = 2);
+        let pred = linear(v9, 3);
         output pred;
         loss bce_with_logits(pred, y);
     }
 }
-runner! { R99, float 2, values 2, seeded }
+runner! { R98, float 3, no_lengths, values 2, unseeded, [] }
+
+kiln::model! {
+    struct R99 {
+        input x: [B, 5];
+        target y: [B, 3, 1] classes 3;
+        let v1 = layer_norm(x);
+        let v2 = exp((sigmoid(v1) * 0.5)) / (square(x) + 1.0);
+        let v3 = linear(v2, 6);
+        let v4 = reshape(v3, (B, 1, 2, 3));
+        let v5 = reshape(v4, (B, 2, 3, 1));
+        let pred = conv2d(v5, 3, kernel = 1);
+        output pred;
+        loss cross_entropy(pred, y);
+    }
+}
+runner! { R99, float 2, no_lengths, labels 3, unseeded, [] }
 
 cases! {
     0 => R0,

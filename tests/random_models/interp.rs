@@ -1,11 +1,15 @@
 //! A plain f64 reference interpreter of the generator's IR: naive loops over `ndarray`
 //! arrays, written from PyTorch's definitions and sharing no code with kiln's kernels. It
 //! reads the parameters by their `state_dict` names (PyTorch layouts) and computes the
-//! prediction and the loss, in inference mode or (for models without dropout, whose mask it
-//! cannot reproduce) in training mode (batch norm's batch statistics).
+//! prediction and the loss, in inference mode or in training mode (batch norm's batch
+//! statistics and running-statistics updates, dropout's masks drawn as kiln draws them from
+//! the workspace's seed).
 
 use super::gen::{BlockDef, Body, Expr, Graph, LossKind, Op, Reduce};
 use kiln::ndarray::{ArrayD, Axis, Dimension, IxDyn};
+use kiln::rand::rngs::StdRng;
+use kiln::rand::{Rng, SeedableRng};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// Parameters and buffers by `state_dict` name.
@@ -31,6 +35,14 @@ pub enum Target<F = f64> {
 
 struct Interp<'a> {
     params: &'a Params,
+    /// Batch norm's running statistics after a training-mode pass.
+    updated: RefCell<Params>,
+    /// The generator dropout draws from: seeded as the workspace's (`ws.seed(s)` is
+    /// `StdRng::seed_from_u64(s)`), one `random_bool(1 − p)` per element in order; each
+    /// application of a block with dropout reseeds its own from one `u64` of this one.
+    rng: RefCell<StdRng>,
+    /// The `len` input: each sequence's real length.
+    lengths: Option<&'a [usize]>,
     train: bool,
     blocks: &'a [BlockDef],
 }
@@ -183,6 +195,10 @@ impl Interp<'_> {
             .unwrap_or_else(|| panic!("no parameter `{name}` (have {:?})", self.keys()))
     }
 
+    fn lens(&self) -> &[usize] {
+        self.lengths.expect("the model has a `len` input")
+    }
+
     fn keys(&self) -> Vec<&String> {
         let mut k: Vec<_> = self.params.keys().collect();
         k.sort();
@@ -227,21 +243,38 @@ impl Interp<'_> {
                 };
                 linear(&vals[*x], self.p(&pn("weight")), b, *out)
             }
+            Op::Tied {
+                x,
+                out,
+                table,
+                bias,
+            } => {
+                let b = if *bias {
+                    Some(self.p(&pn("bias")))
+                } else {
+                    None
+                };
+                linear(&vals[*x], self.p(&format!("{table}.weight")), b, *out)
+            }
             Op::Point(e) => eval_expr(e, vals, shape),
             Op::Softmax { x, log } => per_row(&vals[*x], |r, o| softmax_row(r, o, *log)),
-            Op::LayerNorm { x } => {
+            Op::LayerNorm { x, eps } => {
                 let (w, b) = (self.p(&pn("weight")), self.p(&pn("bias")));
                 per_row(&vals[*x], |r, o| {
                     let n = r.len() as f64;
                     let m = r.iter().sum::<f64>() / n;
                     let var = r.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n;
                     for (j, (o, &v)) in o.iter_mut().zip(r).enumerate() {
-                        *o = (v - m) / (var + 1e-5).sqrt() * w[[j]] + b[[j]];
+                        *o = (v - m) / (var + eps).sqrt() * w[[j]] + b[[j]];
                     }
                 })
             }
-            Op::BatchNorm { x } => {
+            Op::BatchNorm { x, eps, momentum } => {
                 let x = &vals[*x];
+                let (mut new_mean, mut new_var) = (
+                    self.p(&pn("running_mean")).clone(),
+                    self.p(&pn("running_var")).clone(),
+                );
                 let (w, b) = (self.p(&pn("weight")), self.p(&pn("bias")));
                 let c = x.shape()[1];
                 let mut y = x.clone();
@@ -250,28 +283,65 @@ impl Interp<'_> {
                     let (m, var) = if self.train {
                         let n = sub.len() as f64;
                         let m = sub.sum() / n;
-                        (m, sub.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n)
+                        let var = sub.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n;
+                        // PyTorch's update: the running variance takes the unbiased one.
+                        new_mean[[ch]] = (1.0 - momentum) * new_mean[[ch]] + momentum * m;
+                        new_var[[ch]] =
+                            (1.0 - momentum) * new_var[[ch]] + momentum * var * n / (n - 1.0);
+                        (m, var)
                     } else {
                         (
                             self.p(&pn("running_mean"))[[ch]],
                             self.p(&pn("running_var"))[[ch]],
                         )
                     };
-                    let scale = w[[ch]] / (var + 1e-5).sqrt();
+                    let scale = w[[ch]] / (var + eps).sqrt();
                     y.index_axis_mut(Axis(1), ch)
                         .mapv_inplace(|v| (v - m) * scale + b[[ch]]);
                 }
+                if self.train {
+                    let mut updated = self.updated.borrow_mut();
+                    updated.insert(pn("running_mean"), new_mean);
+                    updated.insert(pn("running_var"), new_var);
+                }
                 y
             }
-            Op::Dropout { x, .. } => {
-                assert!(!self.train, "dropout's mask is not reproducible");
-                vals[*x].clone()
+            Op::Dropout { x, p } => {
+                let mut y = vals[*x].as_standard_layout().to_owned();
+                if self.train {
+                    let (keep, mut rng) = (1.0 - p, self.rng.borrow_mut());
+                    for v in y.iter_mut() {
+                        *v = if rng.random_bool(keep) {
+                            *v * (1.0 / keep)
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+                y
             }
             Op::Concat { xs, axis } => {
                 let views: Vec<_> = xs.iter().map(|v| vals[*v].view()).collect();
                 kiln::ndarray::concatenate(Axis(*axis), &views).expect("concat")
             }
-            Op::Reduce { x, how, axis } => {
+            Op::Reduce {
+                x, lengths: true, ..
+            } => {
+                // The mean over axis 1 of each sequence's first `len[b]` positions.
+                let x = &vals[*x];
+                let lens = self.lens();
+                let mut y = ArrayD::zeros(IxDyn(shape));
+                for (b, &l) in lens.iter().enumerate() {
+                    for t in 0..l {
+                        let row = x.index_axis(Axis(0), b);
+                        let row = row.index_axis(Axis(0), t);
+                        let mut dst = y.index_axis_mut(Axis(0), b);
+                        dst.zip_mut_with(&row, |d, &v| *d += v / l as f64);
+                    }
+                }
+                y
+            }
+            Op::Reduce { x, how, axis, .. } => {
                 let x = &vals[*x];
                 let n = x.shape()[*axis] as f64;
                 match how {
@@ -347,7 +417,22 @@ impl Interp<'_> {
                 }
                 y
             }
-            Op::Attention { x, heads, causal } => self.attention(&vals[*x], name, *heads, *causal),
+            Op::Attention {
+                x,
+                memory,
+                heads,
+                causal,
+                bias,
+                lengths,
+            } => self.attention(
+                &vals[*x],
+                &vals[memory.unwrap_or(*x)],
+                name,
+                *heads,
+                *causal,
+                *bias,
+                *lengths,
+            ),
             Op::Rnn {
                 x,
                 gru,
@@ -355,6 +440,7 @@ impl Interp<'_> {
                 layers,
                 bidirectional,
                 final_state,
+                lengths,
             } => self.rnn(
                 &vals[*x],
                 name,
@@ -363,6 +449,7 @@ impl Interp<'_> {
                 *layers,
                 *bidirectional,
                 *final_state,
+                *lengths,
             ),
             Op::Conv {
                 x,
@@ -392,10 +479,10 @@ impl Interp<'_> {
                             for j in 0..ow {
                                 let mut acc = b.map_or(0.0, |b| b[[o]]);
                                 for ci in 0..cpg {
-                                    for ki in 0..*k {
-                                        for kj in 0..*k {
-                                            let hi = (i * s + ki * d) as isize - *p as isize;
-                                            let wj = (j * s + kj * d) as isize - *p as isize;
+                                    for ki in 0..k.0 {
+                                        for kj in 0..k.1 {
+                                            let hi = (i * s.0 + ki * d) as isize - *p as isize;
+                                            let wj = (j * s.1 + kj * d) as isize - *p as isize;
                                             if hi < 0
                                                 || wj < 0
                                                 || hi >= h as isize
@@ -534,12 +621,14 @@ impl Interp<'_> {
                 }
                 y
             }
-            Op::Upsample { x, scale, bilinear } => {
+            Op::Upsample { x, bilinear, .. } => {
                 let x = &vals[*x];
                 let (h, w) = (x.shape()[2], x.shape()[3]);
                 let mut y = ArrayD::zeros(IxDyn(shape));
-                let src = |o: usize, n: usize| -> (usize, usize, f64) {
-                    let s = ((o as f64 + 0.5) / *scale as f64 - 0.5).max(0.0);
+                // PyTorch (align_corners = False): the source of output index `o` of `out` is
+                // `(o + ½) · in/out − ½` (bilinear) or `⌊o · in/out⌋` (nearest).
+                let src = |o: usize, n: usize, out: usize| -> (usize, usize, f64) {
+                    let s = ((o as f64 + 0.5) * (n as f64 / out as f64) - 0.5).max(0.0);
                     let i0 = (s.floor() as usize).min(n - 1);
                     let i1 = (i0 + 1).min(n - 1);
                     (i0, i1, s - i0 as f64)
@@ -549,14 +638,15 @@ impl Interp<'_> {
                         for i in 0..shape[2] {
                             for j in 0..shape[3] {
                                 y[[n, c, i, j]] = if *bilinear {
-                                    let (a0, a1, la) = src(i, h);
-                                    let (b0, b1, lb) = src(j, w);
+                                    let (a0, a1, la) = src(i, h, shape[2]);
+                                    let (b0, b1, lb) = src(j, w, shape[3]);
                                     (1.0 - la)
                                         * ((1.0 - lb) * x[[n, c, a0, b0]] + lb * x[[n, c, a0, b1]])
                                         + la * ((1.0 - lb) * x[[n, c, a1, b0]]
                                             + lb * x[[n, c, a1, b1]])
                                 } else {
-                                    x[[n, c, i / scale, j / scale]]
+                                    let (a, b) = (i * h / shape[2], j * w / shape[3]);
+                                    x[[n, c, a.min(h - 1), b.min(w - 1)]]
                                 };
                             }
                         }
@@ -580,7 +670,25 @@ impl Interp<'_> {
                     } else {
                         format!("{name}.{r}.")
                     };
-                    let out = self.body(&def.body, &prefix, Some(cur), None);
+                    let draws = def
+                        .body
+                        .values
+                        .iter()
+                        .any(|v| matches!(v.op, Some(Op::Dropout { .. })));
+                    let out = if self.train && draws {
+                        let seed = self.rng.borrow_mut().random::<u64>();
+                        let inner = Interp {
+                            params: self.params,
+                            updated: RefCell::new(Params::new()),
+                            rng: RefCell::new(StdRng::seed_from_u64(seed)),
+                            lengths: self.lengths,
+                            train: self.train,
+                            blocks: self.blocks,
+                        };
+                        inner.body(&def.body, &prefix, Some(cur), None)
+                    } else {
+                        self.body(&def.body, &prefix, Some(cur), None)
+                    };
                     cur = out.last().expect("block output").clone();
                 }
                 cur
@@ -588,28 +696,46 @@ impl Interp<'_> {
         }
     }
 
-    fn attention(&self, x: &ArrayD<f64>, name: &str, heads: usize, causal: bool) -> ArrayD<f64> {
+    /// Queries from `x`, keys and values from `mem` (`x` itself for self-attention).
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        x: &ArrayD<f64>,
+        mem: &ArrayD<f64>,
+        name: &str,
+        heads: usize,
+        causal: bool,
+        bias: bool,
+        lengths: bool,
+    ) -> ArrayD<f64> {
         let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let s = mem.shape()[1];
         let wi = self.p(&format!("{name}.in_proj_weight"));
-        let bi = self.p(&format!("{name}.in_proj_bias"));
-        let qkv = linear(x, wi, Some(bi), 3 * d);
+        let bi = bias.then(|| self.p(&format!("{name}.in_proj_bias")));
+        // Every projection of both inputs; queries are read from `qx`, keys and values
+        // from `qkv`.
+        let qx = linear(x, wi, bi, 3 * d);
+        let qkv = linear(mem, wi, bi, 3 * d);
         let dh = d / heads;
         let mut o = ArrayD::zeros(IxDyn(&[b, t, d]));
         for n in 0..b {
             for h in 0..heads {
                 for i in 0..t {
-                    let mut scores = vec![f64::NEG_INFINITY; t];
+                    let mut scores = vec![f64::NEG_INFINITY; s];
+                    // Keys past the sequence's length are masked (PyTorch's key padding
+                    // mask); queries are not.
+                    let visible = if lengths { self.lens()[n] } else { s };
                     for (j, sc) in scores.iter_mut().enumerate() {
-                        if causal && j > i {
+                        if (causal && j > i) || j >= visible {
                             continue;
                         }
                         let mut acc = 0.0;
                         for e in 0..dh {
-                            acc += qkv[[n, i, h * dh + e]] * qkv[[n, j, d + h * dh + e]];
+                            acc += qx[[n, i, h * dh + e]] * qkv[[n, j, d + h * dh + e]];
                         }
                         *sc = acc / (dh as f64).sqrt();
                     }
-                    let mut p = vec![0.0; t];
+                    let mut p = vec![0.0; s];
                     softmax_row(&scores, &mut p, false);
                     for e in 0..dh {
                         let mut acc = 0.0;
@@ -624,7 +750,7 @@ impl Interp<'_> {
         linear(
             &o,
             self.p(&format!("{name}.out_proj.weight")),
-            Some(self.p(&format!("{name}.out_proj.bias"))),
+            bias.then(|| self.p(&format!("{name}.out_proj.bias"))),
             d,
         )
     }
@@ -639,6 +765,7 @@ impl Interp<'_> {
         layers: usize,
         bidirectional: bool,
         final_state: bool,
+        lengths: bool,
     ) -> ArrayD<f64> {
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let dirs = if bidirectional { 2 } else { 1 };
@@ -658,10 +785,13 @@ impl Interp<'_> {
                 for n in 0..b {
                     let mut hs = vec![0.0; hidden];
                     let mut cs = vec![0.0; hidden];
+                    // Packed sequences: each runs over its own length only (the reverse
+                    // direction from its last real step); the padded outputs stay 0.
+                    let len = if lengths { self.lens()[n] } else { t };
                     let order: Vec<usize> = if dir == 0 {
-                        (0..t).collect()
+                        (0..len).collect()
                     } else {
-                        (0..t).rev().collect()
+                        (0..len).rev().collect()
                     };
                     for &step in &order {
                         let mut gi = vec![0.0; gates * hidden];
@@ -732,10 +862,35 @@ fn classes_last(x: &ArrayD<f64>, axis: usize) -> ArrayD<f64> {
         .to_owned()
 }
 
-/// The prediction, every value of the main body, and the loss.
-pub fn run(g: &Graph, params: &Params, x: &Input, y: &Target, train: bool) -> (ArrayD<f64>, f64) {
+/// What the interpreter computes.
+pub struct Run {
+    /// The prediction.
+    pub pred: ArrayD<f64>,
+    /// The loss.
+    pub loss: f64,
+    /// Batch norm's running statistics after a training-mode pass, by buffer name.
+    pub buffers: Params,
+    /// The further outputs, in order.
+    pub outputs: Vec<ArrayD<f64>>,
+}
+
+/// The prediction, the loss and, in training mode, batch norm's updated running statistics;
+/// `seed` seeds dropout as `ws.seed(seed)` does; `lens` is the `len` input (if the model has
+/// one).
+pub fn run(
+    g: &Graph,
+    params: &Params,
+    x: &Input,
+    lens: &[usize],
+    y: &Target,
+    train: bool,
+    seed: u64,
+) -> Run {
     let it = Interp {
         params,
+        lengths: g.lengths.as_ref().map(|_| lens),
+        updated: RefCell::new(Params::new()),
+        rng: RefCell::new(StdRng::seed_from_u64(seed)),
         train,
         blocks: &g.blocks,
     };
@@ -745,6 +900,7 @@ pub fn run(g: &Graph, params: &Params, x: &Input, y: &Target, train: bool) -> (A
     };
     let pred = vals[g.pred()].clone();
     let mut loss = match (&g.loss, y) {
+        _ if !g.has_loss => 0.0,
         (LossKind::Mse, Target::Values(t)) => {
             pred.iter()
                 .zip(t.iter())
@@ -780,8 +936,17 @@ pub fn run(g: &Graph, params: &Params, x: &Input, y: &Target, train: bool) -> (A
         }
         (loss, _) => panic!("loss {loss:?} with the wrong target kind"),
     };
-    for (c, v) in &g.extras {
-        loss += c * vals[*v].mean().expect("non-empty");
+    for (c, v, sum) in &g.extras {
+        loss += c * if *sum {
+            vals[*v].sum()
+        } else {
+            vals[*v].mean().expect("non-empty")
+        };
     }
-    (pred, loss)
+    Run {
+        pred,
+        loss,
+        buffers: it.updated.into_inner(),
+        outputs: g.outputs.iter().map(|&v| vals[v].clone()).collect(),
+    }
 }
