@@ -11,7 +11,8 @@
 # KILN_BUILD_TIMINGS=1 adds `--timings` (the HTML report lands in each crate's
 # target/cargo-timings/). KILN_BUILD_ONLY="kiln-lean dfdx-user" picks crates.
 set -euo pipefail
-KILN="$(cd "$(dirname "$0")/.." && pwd)"
+# KILN_PATH: another kiln checkout to build against (e.g. an older commit, for a before/after).
+KILN="${KILN_PATH:-$(cd "$(dirname "$0")/.." && pwd)}"
 DIR="${1:-$(mktemp -d -t kiln-build-time.XXXXXX)}"
 mkdir -p "$DIR"
 
