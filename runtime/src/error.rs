@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong at run time.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum Error {
     /// An input or target had the wrong shape.
-    #[error("{kind} `{name}`: expected shape {expected}, got {actual:?}{detail}")]
     Shape {
         /// `"input"` or `"target"`.
         kind: &'static str,
@@ -21,7 +20,6 @@ pub enum Error {
         detail: String,
     },
     /// A class label was not below the class count.
-    #[error("target `{name}`: label {label} at position {index} is out of range for {classes} classes (labels must be 0..{classes})")]
     Label {
         /// The target's name.
         name: &'static str,
@@ -33,7 +31,6 @@ pub enum Error {
         classes: usize,
     },
     /// A token id was not below the vocabulary size.
-    #[error("input `{name}`: token id {id} at position {position:?} is out of range for a vocabulary of {vocab} (ids must be 0..{vocab})")]
     Token {
         /// The input's name.
         name: &'static str,
@@ -45,7 +42,6 @@ pub enum Error {
         vocab: usize,
     },
     /// A sequence length was 0 or longer than the sequences.
-    #[error("input `{name}`: length {length} at position {index} is out of range (lengths must be 1..={max}, the sequences' length)")]
     Length {
         /// The input's name.
         name: &'static str,
@@ -57,7 +53,6 @@ pub enum Error {
         max: usize,
     },
     /// A batch's sequences are longer than a position table.
-    #[error("layer `{layer}`: sequences of {len} positions, but its table has max_len = {max}")]
     SequenceTooLong {
         /// The layer's binding.
         layer: &'static str,
@@ -67,7 +62,6 @@ pub enum Error {
         max: usize,
     },
     /// A gradient buffer passed to `backward` had the wrong shape.
-    #[error("gradient for output `{name}`: expected {expected} elements, got {actual}")]
     GradShape {
         /// The output's name.
         name: &'static str,
@@ -77,7 +71,6 @@ pub enum Error {
         actual: usize,
     },
     /// A parameter array was replaced by one the kernels cannot read in place.
-    #[error("parameter `{name}`: {problem}")]
     Parameter {
         /// The parameter's `state_dict` name.
         name: &'static str,
@@ -85,7 +78,6 @@ pub enum Error {
         problem: String,
     },
     /// Batch norm in training needs more than one value per channel to compute a variance.
-    #[error("layer `{layer}`: batch norm in training needs more than one value per channel, got {values} (use a batch of at least 2, e.g. `drop_last` for a final batch of 1)")]
     BatchTooSmall {
         /// The batch-norm layer.
         layer: &'static str,
@@ -93,9 +85,6 @@ pub enum Error {
         values: usize,
     },
     /// A token stream is shorter than one window of a language model's block size + 1.
-    #[error(
-        "a token stream of {tokens} tokens is too short for windows of {needed} (block size + 1)"
-    )]
     StreamTooShort {
         /// The stream's length.
         tokens: usize,
@@ -103,10 +92,8 @@ pub enum Error {
         needed: usize,
     },
     /// `backward` was called before `forward_train` filled the workspace.
-    #[error("backward called before forward_train on this workspace")]
     NoForward,
     /// A checkpoint or data file could not be read or is malformed.
-    #[error("{path}: {message}", path = .path.display())]
     File {
         /// The file.
         path: PathBuf,
@@ -114,7 +101,6 @@ pub enum Error {
         message: String,
     },
     /// Parameters in a checkpoint do not match the model.
-    #[error("{path}: checkpoint does not match the model: {message}", path = .path.display())]
     Mismatch {
         /// The file.
         path: PathBuf,
@@ -123,13 +109,9 @@ pub enum Error {
     },
     /// A NaN or infinity computed by a model whose finite check is on (a workspace's
     /// `check_finite(true)`, `Trainer::detect_anomaly(true)`): where, and when.
-    #[error("{0}")]
     NonFinite(Box<crate::finite::NonFinite>),
     /// Training stopped on a non-finite loss or non-finite weights (the trainer's
     /// `TerminateOnNaN`), before any step or checkpoint used them.
-    #[error(
-        "{what} at epoch {epoch}, step {step}: training stopped before the optimizer step; {kept}"
-    )]
     NonFiniteTraining {
         /// What was not finite, and where
         /// (`non-finite loss (NaN) in batch 3, before its optimizer step`).
@@ -144,7 +126,6 @@ pub enum Error {
     },
     /// Data-parallel training could not proceed: MPI could not start, a collective failed, or
     /// the ranks disagree (different models or data).
-    #[error("distributed training, rank {rank}: {message}")]
     Distributed {
         /// The rank that saw the problem.
         rank: usize,
@@ -152,13 +133,115 @@ pub enum Error {
         message: String,
     },
     /// An operating-system I/O error on a file.
-    #[error("{path}: {source}", path = .path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+// Written out rather than derived (thiserror): the derive's proc macro was a unit of its own in
+// every clean build of a user's crate, for sixteen format strings.
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Shape {
+                kind,
+                name,
+                expected,
+                actual,
+                detail,
+            } => write!(
+                f,
+                "{kind} `{name}`: expected shape {expected}, got {actual:?}{detail}"
+            ),
+            Error::Label {
+                name,
+                index,
+                label,
+                classes,
+            } => write!(
+                f,
+                "target `{name}`: label {label} at position {index} is out of range for \
+                 {classes} classes (labels must be 0..{classes})"
+            ),
+            Error::Token {
+                name,
+                position,
+                id,
+                vocab,
+            } => write!(
+                f,
+                "input `{name}`: token id {id} at position {position:?} is out of range for a \
+                 vocabulary of {vocab} (ids must be 0..{vocab})"
+            ),
+            Error::Length {
+                name,
+                index,
+                length,
+                max,
+            } => write!(
+                f,
+                "input `{name}`: length {length} at position {index} is out of range (lengths \
+                 must be 1..={max}, the sequences' length)"
+            ),
+            Error::SequenceTooLong { layer, len, max } => write!(
+                f,
+                "layer `{layer}`: sequences of {len} positions, but its table has max_len = {max}"
+            ),
+            Error::GradShape {
+                name,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "gradient for output `{name}`: expected {expected} elements, got {actual}"
+            ),
+            Error::Parameter { name, problem } => write!(f, "parameter `{name}`: {problem}"),
+            Error::BatchTooSmall { layer, values } => write!(
+                f,
+                "layer `{layer}`: batch norm in training needs more than one value per channel, \
+                 got {values} (use a batch of at least 2, e.g. `drop_last` for a final batch of 1)"
+            ),
+            Error::StreamTooShort { tokens, needed } => write!(
+                f,
+                "a token stream of {tokens} tokens is too short for windows of {needed} (block \
+                 size + 1)"
+            ),
+            Error::NoForward => write!(f, "backward called before forward_train on this workspace"),
+            Error::File { path, message } => write!(f, "{}: {message}", path.display()),
+            Error::Mismatch { path, message } => write!(
+                f,
+                "{}: checkpoint does not match the model: {message}",
+                path.display()
+            ),
+            Error::NonFinite(non_finite) => write!(f, "{non_finite}"),
+            Error::NonFiniteTraining {
+                what,
+                epoch,
+                step,
+                kept,
+            } => write!(
+                f,
+                "{what} at epoch {epoch}, step {step}: training stopped before the optimizer \
+                 step; {kept}"
+            ),
+            Error::Distributed { rank, message } => {
+                write!(f, "distributed training, rank {rank}: {message}")
+            }
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 impl Error {
@@ -181,3 +264,43 @@ impl Error {
 
 /// `Result` with kiln's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+    use std::error::Error as _;
+    use std::path::Path;
+
+    /// The messages that span several source lines read as one sentence, and an I/O error
+    /// keeps its cause as `source()`.
+    #[test]
+    fn messages_read_as_one_sentence() {
+        let label = Error::Label {
+            name: "y",
+            index: 3,
+            label: 12,
+            classes: 10,
+        };
+        assert_eq!(
+            label.to_string(),
+            "target `y`: label 12 at position 3 is out of range for 10 classes (labels must be \
+             0..10)"
+        );
+        let small = Error::BatchTooSmall {
+            layer: "bn",
+            values: 1,
+        };
+        assert_eq!(
+            small.to_string(),
+            "layer `bn`: batch norm in training needs more than one value per channel, got 1 (use \
+             a batch of at least 2, e.g. `drop_last` for a final batch of 1)"
+        );
+        let io = Error::io(
+            Path::new("w.safetensors"),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        );
+        assert_eq!(io.to_string(), "w.safetensors: gone");
+        assert_eq!(io.source().map(|e| e.to_string()).as_deref(), Some("gone"));
+        assert!(label.source().is_none());
+    }
+}

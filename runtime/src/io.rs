@@ -11,7 +11,7 @@ use crate::{Error, Float, Model, Result};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use safetensors::{Dtype, View};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -63,7 +63,9 @@ pub(crate) fn write_safetensors<'a>(
     path: &Path,
     tensors: impl IntoIterator<Item = (&'a str, &'a EncodedTensor)>,
 ) -> Result<()> {
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    // Collected rather than named: without safetensors' `std` feature its map is hashbrown's,
+    // with it (as in kiln's tests, which enable it) the standard library's.
+    let metadata = std::iter::once(("format".to_string(), "pt".to_string())).collect();
     let bytes = safetensors::serialize(tensors, Some(metadata))
         .map_err(|e| Error::file(path, format!("cannot serialize the checkpoint: {e}")))?;
     write_atomically(path, &bytes)

@@ -19,6 +19,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod shape;
+#[cfg(feature = "text")]
 pub mod text;
 pub mod train;
 

@@ -10,7 +10,8 @@ use proc_macro2::TokenStream;
 /// Expands a model and formats the result as a file.
 fn expand(model: TokenStream) -> String {
     let code = kiln_compiler::expand(model).unwrap_or_else(|e| panic!("the model compiles: {e}"));
-    let file: syn::File = syn::parse2(code).expect("the generated code is valid Rust");
+    // syn 2, which prettyplease formats (the compiler's own syn is 3).
+    let file: syn2::File = syn2::parse2(code).expect("the generated code is valid Rust");
     prettyplease::unparse(&file)
 }
 

@@ -112,8 +112,9 @@ use std::time::Instant;
 ///    stopping](Trainer::early_stopping) is consulted, a [checkpoint](Trainer::checkpoints)
 ///    and the [plot](Trainer::plot) are written.
 ///
-/// On a terminal each epoch is a progress bar that ends as the epoch's summary line; when
-/// stdout is not a terminal (a log file, CI) one summary line per epoch is printed instead;
+/// On a terminal each epoch is a progress bar that ends as the epoch's summary line (feature
+/// `progress`, on by default); when stdout is not a terminal (a log file, CI), or without that
+/// feature, one summary line per epoch is printed instead;
 /// [`progress(false)`](Trainer::progress) prints nothing. With progress on, the model's
 /// [summary](crate::Model::summary) is printed first.
 ///

@@ -1,7 +1,8 @@
 //! Console output of the trainer: a progress bar per epoch on a terminal, one line per epoch
-//! otherwise (logs, CI), nothing when progress is off.
+//! otherwise (logs, CI, or a build without feature `progress`), nothing when progress is off.
 
 use super::history::EpochRecord;
+#[cfg(feature = "progress")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -30,8 +31,9 @@ impl Reporter {
     pub fn new(enabled: bool, epochs: usize) -> Self {
         let mode = match (enabled, std::io::stdout().is_terminal()) {
             (false, _) => Mode::Off,
-            (true, true) => Mode::Bars,
-            (true, false) => Mode::Lines,
+            // Bars need indicatif (feature `progress`); without it a terminal gets lines too.
+            (true, true) if cfg!(feature = "progress") => Mode::Bars,
+            (true, _) => Mode::Lines,
         };
         Self { mode, epochs }
     }
@@ -50,15 +52,11 @@ impl Reporter {
             self.epochs,
             w = digits(self.epochs)
         );
-        let bar = (self.mode == Mode::Bars).then(|| {
-            let bar =
-                ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stdout());
-            bar.set_style(style(
-                "{prefix} [{bar:28.cyan/blue}] {pos:>4}/{len:4} {msg} eta {eta}",
-            ));
-            bar.set_prefix(prefix.clone());
-            bar
-        });
+        let bar = if self.mode == Mode::Bars {
+            new_bar(batches, &prefix)
+        } else {
+            None
+        };
         EpochProgress {
             mode: self.mode,
             prefix,
@@ -73,6 +71,61 @@ fn digits(n: usize) -> usize {
     n.max(1).ilog10() as usize + 1
 }
 
+/// A terminal progress bar for an epoch of `batches` batches.
+#[cfg(feature = "progress")]
+fn new_bar(batches: usize, prefix: &str) -> Option<ProgressBar> {
+    let bar = ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stdout());
+    bar.set_style(style(
+        "{prefix} [{bar:28.cyan/blue}] {pos:>4}/{len:4} {msg} eta {eta}",
+    ));
+    bar.set_prefix(prefix.to_string());
+    Some(bar)
+}
+
+/// Without feature `progress` there are no bars (and `Mode::Bars` is never chosen).
+#[cfg(not(feature = "progress"))]
+fn new_bar(_batches: usize, _prefix: &str) -> Option<ProgressBar> {
+    None
+}
+
+/// The stand-in for indicatif's bar without feature `progress`: uninhabited, so an
+/// `Option<ProgressBar>` is always `None` and the bar code below compiles to nothing.
+#[cfg(not(feature = "progress"))]
+#[derive(Debug)]
+enum ProgressBar {}
+
+#[cfg(not(feature = "progress"))]
+impl ProgressBar {
+    fn set_position(&self, _position: u64) {
+        match *self {}
+    }
+
+    fn set_message(&self, _message: String) {
+        match *self {}
+    }
+
+    fn finish_with_summary(self, _summary: String) {
+        match self {}
+    }
+}
+
+#[cfg(feature = "progress")]
+trait FinishWithSummary {
+    fn finish_with_summary(self, summary: String);
+}
+
+#[cfg(feature = "progress")]
+impl FinishWithSummary for ProgressBar {
+    /// Ends the bar without its eta, keeping the epoch's summary as its message.
+    fn finish_with_summary(self, summary: String) {
+        self.set_style(style(
+            "{prefix} [{bar:28.cyan/blue}] {pos:>4}/{len:4} {msg}",
+        ));
+        self.finish_with_message(summary);
+    }
+}
+
+#[cfg(feature = "progress")]
 fn style(template: &str) -> ProgressStyle {
     // The templates are constants that parse; the fallback only guards against an indicatif
     // change, so that a template problem can never fail a training run.
@@ -128,12 +181,7 @@ impl EpochProgress {
         let summary = summary_line(record);
         match (self.mode, self.bar) {
             (Mode::Off, _) => {}
-            (_, Some(bar)) => {
-                bar.set_style(style(
-                    "{prefix} [{bar:28.cyan/blue}] {pos:>4}/{len:4} {msg}",
-                ));
-                bar.finish_with_message(summary);
-            }
+            (_, Some(bar)) => bar.finish_with_summary(summary),
             (_, None) => println!(
                 "{} {}/{} {summary}",
                 self.prefix, self.batches, self.batches

@@ -14,4 +14,5 @@ mod data_idx;
 mod io;
 mod optim;
 mod parity;
+#[cfg(feature = "text")]
 mod text_vocab;
