@@ -194,10 +194,13 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
 
 /// The smallest product (`m·k·n` multiply-adds) run on two threads. Measured on a 2-core
 /// AVX-512 machine with back-to-back calls (the helper spinning, see `kernels/parallel.rs`): two
-/// threads are 1.9× faster from 2²³ up, 1.4 to 1.6× at 2²¹ to 2²²; but in the W2 step its
-/// 2^22.6 products gained nothing measurable (a sleeping helper's futex wake-up costs tens of
-/// microseconds), so the threshold is 2²³. W3's products are 2²⁹ and more.
-const THREADED_MIN_WORK: usize = 1 << 23;
+/// threads are 1.9× faster from 2²³ up, 1.4 to 1.6× at 2²¹ to 2²². Inside a training step the
+/// helper must also be awake: W2's two 2^22.6 products gained nothing while the helper slept
+/// between them (a futex wake-up costs tens of microseconds), but once the optimizer's update
+/// also runs on both threads (keeping the helper spinning) and a share the helper has not
+/// started is taken back by the caller, splitting them took W2's two-thread step from 0.26 to
+/// 0.17 ms (one thread: 0.25 ms; Intel Xeon, AVX-512, 2026-12-03). W3's products are 2²⁹ and more.
+const THREADED_MIN_WORK: usize = 1 << 22;
 
 /// Whether a problem with a `rows × cols` `C` takes the packed path under [`Path::Auto`]
 /// whatever its layout (see `driver::gemv_first`): splits are only made into such parts, so
