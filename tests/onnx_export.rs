@@ -125,3 +125,134 @@ fn dense_and_pointwise_ops_match() {
         &[dyn_f(y), dyn_f(p), dyn_f(lp)],
     );
 }
+
+kiln::model! {
+    /// Tensor ops on [B, T, D] values.
+    struct Tensors {
+        input x: [B, 5, 6];
+        let h = linear(x, 8);
+        let n = layer_norm(h);
+        let s = matmul(n, transpose(n, 1, 2));
+        let p = permute(s, (0, 2, 1));
+        let c = concat(p, s, axis = 2);
+        let r = reshape(c, (B, 2, 25));
+        let f = flatten(r);
+        let total = sum(n, axis = 2);
+        let avg = mean(n, axis = -1);
+        let top = max(n, axis = 1);
+        output f, total, avg, top;
+    }
+}
+
+#[test]
+fn tensor_ops_and_layer_norm_match() {
+    let mut rng = rng();
+    let mut model = Tensors::<f64>::new(&mut rng);
+    // Non-trivial norm weights, so that they are checked too.
+    model.visit_params_mut(&mut |name, mut p| {
+        if name.starts_with('n') {
+            p.iter_mut().for_each(|v| *v = rng.random_range(0.5..1.5));
+        }
+    });
+    let x = random(&mut rng, &[2, 5, 6]);
+    let (f, t, a, m) = model.forward(x.view().into_dimensionality().unwrap()).expect("forward");
+    check(
+        "tensors",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(f), dyn_f(t), dyn_f(a), dyn_f(m)],
+    );
+}
+
+kiln::model! {
+    /// Convolutions, pooling (padding, ceil mode, count_include_pad), batch norm, dropout,
+    /// adaptive pooling and upsampling.
+    struct Vision {
+        input x: [B, 4, 9, 8];
+        let c1 = conv2d(x, 6, kernel = 3, padding = 1, groups = 2);
+        let c2 = conv2d(c1, 4, kernel = 3, stride = 2, dilation = 2, padding = 2);
+        let bn = relu(batch_norm(c1));
+        let d = dropout(bn, 0.5);
+        let mp = max_pool2d(d, kernel = 3, stride = 2, padding = 1, ceil_mode = true);
+        let ap = avg_pool2d(d, kernel = 3, stride = 2, padding = 1, ceil_mode = true, count_include_pad = false);
+        let ai = avg_pool2d(d, kernel = 2, padding = 1);
+        let ct = conv_transpose2d(c2, 3, kernel = 3, stride = 2, padding = 1, output_padding = 1);
+        let g = adaptive_avg_pool2d(ct, 1);
+        let a2 = adaptive_avg_pool2d(c1, (3, 4));
+        let un = upsample(mp, scale = 2);
+        let ub = upsample(ap, scale = 2, mode = bilinear);
+        let us = upsample(c2, size = (6, 8), mode = bilinear);
+        let head = linear(flatten(g), 3);
+        output c2, mp, ap, ai, ct, g, a2, un, ub, us, head;
+    }
+}
+
+#[test]
+fn vision_ops_match() {
+    let mut rng = rng();
+    let mut model = Vision::<f64>::new(&mut rng);
+    // Running statistics away from (0, 1), so that inference mode is what is checked.
+    model.visit_buffers_mut(&mut |name, mut b| {
+        let range = if name.ends_with("running_var") { 0.5..2.0 } else { -0.5..0.5 };
+        b.iter_mut().for_each(|v| *v = rng.random_range(range.clone()));
+    });
+    let x = random(&mut rng, &[2, 4, 9, 8]);
+    let out = model.forward(x.view().into_dimensionality().unwrap()).expect("forward");
+    let (c2, mp, ap, ai, ct, g, a2, un, ub, us, head) = out;
+    check(
+        "vision",
+        &model,
+        &[Feed::Float(x)],
+        &[
+            dyn_f(c2),
+            dyn_f(mp),
+            dyn_f(ap),
+            dyn_f(ai),
+            dyn_f(ct),
+            dyn_f(g),
+            dyn_f(a2),
+            dyn_f(un),
+            dyn_f(ub),
+            dyn_f(us),
+            dyn_f(head),
+        ],
+    );
+}
+
+kiln::model! {
+    /// Token models: embeddings, a causal mask, a tied head and a mean over real lengths.
+    struct Tokens {
+        input tokens: [B, T] tokens 11;
+        input len: [B] lengths T;
+        let wte = embedding(tokens, 8, padding_idx = 0);
+        let wpe = position_embedding(tokens, 8, max_len = 16);
+        let x = wte + wpe;
+        let scores = matmul(x, transpose(x, 1, 2)) * 0.3;
+        let attn = softmax(causal_mask(scores));
+        let mixed = matmul(attn, x);
+        let logits = linear(mixed, 11, tied = wte);
+        let pooled = mean(mixed, axis = 1, lengths = len);
+        output logits, pooled;
+    }
+}
+
+#[test]
+fn token_ops_match() {
+    let mut rng = rng();
+    let model = Tokens::<f64>::new(&mut rng);
+    let (b, t) = (3, 7);
+    let tokens = ArrayD::from_shape_fn(IxDyn(&[b, t]), |_| rng.random_range(0..11usize));
+    let len = ArrayD::from_shape_vec(IxDyn(&[b]), vec![7usize, 3, 1]).unwrap();
+    let (logits, pooled) = model
+        .forward(
+            tokens.view().into_dimensionality().unwrap(),
+            len.view().into_dimensionality().unwrap(),
+        )
+        .expect("forward");
+    check(
+        "tokens",
+        &model,
+        &[Feed::Ints(tokens), Feed::Ints(len)],
+        &[dyn_f(logits), dyn_f(pooled)],
+    );
+}
