@@ -256,3 +256,81 @@ fn token_ops_match() {
         &[dyn_f(logits), dyn_f(pooled)],
     );
 }
+
+kiln::model! {
+    /// A small GPT: embeddings, two causal attention blocks (unrolled), a tied head.
+    struct Gpt {
+        input tokens: [B, T] tokens 13;
+        let wte = embedding(tokens, 8);
+        let wpe = position_embedding(tokens, 8, max_len = 12);
+        let x = wte + wpe;
+        let h = Layer(x, repeat = 2);
+        let ln_f = layer_norm(h);
+        let logits = linear(ln_f, 13, bias = false, tied = wte);
+        output logits;
+
+        block Layer(x) {
+            let ln_1 = layer_norm(x);
+            let attn = multi_head_attention(ln_1, heads = 2, causal = true);
+            let x1 = x + attn;
+            let ln_2 = layer_norm(x1);
+            let up = gelu(linear(ln_2, 16));
+            let down = dropout(linear(up, 8), 0.1);
+            let out = x1 + down;
+            output out;
+        }
+    }
+}
+
+#[test]
+fn attention_blocks_match() {
+    let mut rng = rng();
+    let model = Gpt::<f64>::new(&mut rng);
+    let tokens = ArrayD::from_shape_fn(IxDyn(&[2, 6]), |_| rng.random_range(0..13usize));
+    let logits = model
+        .forward(tokens.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check("gpt", &model, &[Feed::Ints(tokens)], &[dyn_f(logits)]);
+}
+
+kiln::model! {
+    /// Cross-attention over a padded memory, without biases, and self-attention with lengths.
+    struct Cross {
+        input x: [B, T, 8];
+        input memory: [B, S, 8];
+        input memory_len: [B] lengths S;
+        input len: [B] lengths T;
+        let a = multi_head_attention(x, memory, heads = 4, lengths = memory_len, bias = false);
+        let s = multi_head_attention(a, heads = 2, lengths = len);
+        output a, s;
+    }
+}
+
+#[test]
+fn cross_attention_with_lengths_matches() {
+    let mut rng = rng();
+    let model = Cross::<f64>::new(&mut rng);
+    let x = random(&mut rng, &[3, 4, 8]);
+    let memory = random(&mut rng, &[3, 5, 8]);
+    let memory_len = ArrayD::from_shape_vec(IxDyn(&[3]), vec![5usize, 2, 1]).unwrap();
+    let len = ArrayD::from_shape_vec(IxDyn(&[3]), vec![1usize, 4, 3]).unwrap();
+    let (a, s) = model
+        .forward(
+            x.view().into_dimensionality().unwrap(),
+            memory.view().into_dimensionality().unwrap(),
+            memory_len.view().into_dimensionality().unwrap(),
+            len.view().into_dimensionality().unwrap(),
+        )
+        .expect("forward");
+    check(
+        "cross",
+        &model,
+        &[
+            Feed::Float(x),
+            Feed::Float(memory),
+            Feed::Ints(memory_len),
+            Feed::Ints(len),
+        ],
+        &[dyn_f(a), dyn_f(s)],
+    );
+}

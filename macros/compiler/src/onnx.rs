@@ -365,3 +365,37 @@ pub fn reshape_target(
     }
     Ok(out)
 }
+
+impl OnnxCx<'_> {
+    /// `Range(0, n)` where `n` is axis `axis` of `value` (read at run time, so symbolic dims
+    /// work): the positions along that axis, int64.
+    pub fn positions(&mut self, value: &str, axis: i64, what: &str) -> String {
+        let shape = self.op("Shape", vec![value.to_string()], "shape", vec![]);
+        let index = self.b.int_scalar(axis);
+        let n = self.op("Gather", vec![shape, index], what, vec![("axis", Attr::Int(0))]);
+        let (zero, step) = (self.b.int_scalar(0), self.b.int_scalar(1));
+        self.op("Range", vec![zero, n, step], what, vec![])
+    }
+
+    /// `scores [.., T, S]` with every key after its query set to -inf.
+    pub fn causal(&mut self, scores: &str, rank: usize) -> String {
+        let r = rank as i64;
+        let i = self.positions(scores, r - 2, "query");
+        let j = self.positions(scores, r - 1, "key");
+        let axis = self.b.ints("axes", vec![1]);
+        let i = self.op("Unsqueeze", vec![i, axis], "query", vec![]);
+        let future = self.op("Greater", vec![j, i], "future", vec![]);
+        let inf = self.b.scalar(f64::NEG_INFINITY);
+        self.op("Where", vec![future, inf, scores.to_string()], "masked", vec![])
+    }
+}
+
+/// A model's whole ONNX graph as data.
+pub struct Parts {
+    /// Its nodes and initializers.
+    pub b: OnnxBuilder,
+    /// The exported inputs: graph node id and value name.
+    pub inputs: Vec<(usize, String)>,
+    /// The declared outputs' value names, in order.
+    pub outputs: Vec<String>,
+}

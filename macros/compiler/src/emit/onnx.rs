@@ -8,7 +8,10 @@
 
 use super::Ctx;
 use crate::ir::{Dim, NodeKind};
-use crate::onnx::{Attr, Data, OnnxBuilder, OnnxCx};
+use crate::fuse::Fused;
+use crate::ir::Graph;
+use crate::onnx::{Attr, Data, OnnxBuilder, OnnxCx, Parts as Built};
+use crate::ops::LayerSpec;
 use proc_macro2::TokenStream;
 use quote::quote;
 use std::collections::BTreeSet;
@@ -16,7 +19,7 @@ use std::collections::BTreeSet;
 /// The body of the generated `onnx_graph`: `Ok(&GRAPH)` or `Err(..)`.
 pub(super) fn onnx_graph(cx: &Ctx) -> TokenStream {
     let model = cx.g.name.to_string();
-    match build(cx) {
+    match build(cx.g, &cx.layers, cx.fused) {
         Ok(b) => {
             let graph = render(cx, &b);
             quote! {
@@ -30,15 +33,8 @@ pub(super) fn onnx_graph(cx: &Ctx) -> TokenStream {
     }
 }
 
-/// The graph's nodes and initializers, with the inputs and outputs it declares.
-struct Built {
-    b: OnnxBuilder,
-    /// Exported inputs: node id, name.
-    inputs: Vec<(usize, String)>,
-}
-
-fn build(cx: &Ctx) -> Result<Built, String> {
-    let g = cx.g;
+/// Builds the graph's nodes and initializers.
+pub(crate) fn build(g: &Graph, layers: &[LayerSpec], _fused: &Fused) -> Result<Built, String> {
     // What the outputs need, through the inputs the (fused) graph reads.
     let mut needed: BTreeSet<usize> = g.outputs.iter().map(|(n, _)| *n).collect();
     let mut pending: Vec<usize> = needed.iter().copied().collect();
@@ -95,17 +91,17 @@ fn build(cx: &Ctx) -> Result<Built, String> {
                 let mut params: Vec<(String, Vec<usize>)> = Vec::new();
                 if let Some(t) = node.tied {
                     let lender = &g.layers[t];
-                    if let Some(p) = cx.layers[t].params.first() {
+                    if let Some(p) = layers[t].params.first() {
                         params.push((format!("{}.{}", lender.name, p.suffix), p.dims.clone()));
                     }
                 }
                 let mut buffers = Vec::new();
                 if let Some(l) = node.layer {
                     let layer = &g.layers[l];
-                    for p in &cx.layers[l].params {
+                    for p in &layers[l].params {
                         params.push((format!("{}.{}", layer.name, p.suffix), p.dims.clone()));
                     }
-                    for p in &cx.layers[l].buffers {
+                    for p in &layers[l].buffers {
                         buffers.push((format!("{}.{}", layer.name, p.suffix), p.dims.clone()));
                     }
                 }
@@ -129,7 +125,11 @@ fn build(cx: &Ctx) -> Result<Built, String> {
     for ((id, _), out) in g.outputs.iter().zip(&output_names) {
         b.node("Identity", vec![names[*id].clone()], vec![out.clone()], vec![]);
     }
-    Ok(Built { b, inputs })
+    Ok(Built {
+        b,
+        inputs,
+        outputs: output_names,
+    })
 }
 
 fn render(cx: &Ctx, built: &Built) -> TokenStream {
@@ -157,8 +157,8 @@ fn render(cx: &Ctx, built: &Built) -> TokenStream {
     let outputs = g
         .outputs
         .iter()
-        .zip(b.nodes.iter().rev().take(g.outputs.len()).rev())
-        .map(|((id, _), node)| value(*id, &node.outputs[0]));
+        .zip(&built.outputs)
+        .map(|((id, _), name)| value(*id, name));
     let nodes = b.nodes.iter().map(|n| {
         let (op, name) = (n.op, &n.name);
         let (ins, outs) = (&n.inputs, &n.outputs);

@@ -43,22 +43,10 @@ fn sizes(dims: &[TokenStream]) -> [TokenStream; 3] {
 
 impl Kernel for CausalMask {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
-        use crate::onnx::Attr::Int;
         // Key j > query i: -inf. The sizes are read from the scores, so symbolic T works.
         let x = cx.inputs[0].clone();
-        let r = cx.rank(0) as i64;
-        let shape = cx.op("Shape", vec![x.clone()], "shape", vec![]);
-        let (ti, si) = (cx.b.int_scalar(r - 2), cx.b.int_scalar(r - 1));
-        let t = cx.op("Gather", vec![shape.clone(), ti], "queries", vec![("axis", Int(0))]);
-        let s = cx.op("Gather", vec![shape, si], "keys", vec![("axis", Int(0))]);
-        let (zero, step) = (cx.b.int_scalar(0), cx.b.int_scalar(1));
-        let i = cx.op("Range", vec![zero.clone(), t, step.clone()], "query", vec![]);
-        let j = cx.op("Range", vec![zero, s, step], "key", vec![]);
-        let axis = cx.b.ints("axes", vec![1]);
-        let i = cx.op("Unsqueeze", vec![i, axis], "query", vec![]);
-        let future = cx.op("Greater", vec![j, i], "future", vec![]);
-        let inf = cx.b.scalar(f64::NEG_INFINITY);
-        cx.finish("Where", vec![future, inf, x], vec![]);
+        let masked = cx.causal(&x, cx.rank(0));
+        cx.finish("Identity", vec![masked], vec![]);
         Ok(())
     }
     fn name(&self) -> &'static str {
