@@ -334,3 +334,76 @@ fn cross_attention_with_lengths_matches() {
         &[dyn_f(a), dyn_f(s)],
     );
 }
+
+kiln::model! {
+    /// Recurrent layers: stacked bidirectional LSTM and GRU outputs, and last states.
+    struct Recurrent {
+        input x: [B, T, 5];
+        let seq = lstm(x, 4, layers = 2, bidirectional = true);
+        let g = gru(x, 3, bidirectional = true, final_state = true);
+        let l = lstm(seq, 3, final_state = true);
+        let gs = gru(x, 3, layers = 2);
+        output seq, g, l, gs;
+    }
+}
+
+#[test]
+fn recurrent_layers_match() {
+    let mut rng = rng();
+    let model = Recurrent::<f64>::new(&mut rng);
+    let x = random(&mut rng, &[3, 6, 5]);
+    let (seq, g, l, gs) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "recurrent",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(seq), dyn_f(g), dyn_f(l), dyn_f(gs)],
+    );
+}
+
+kiln::model! {
+    /// Recurrent layers over padded sequences (ONNX `sequence_lens`).
+    struct RecurrentLengths {
+        input x: [B, T, 5];
+        input len: [B] lengths T;
+        let g = gru(x, 3, bidirectional = true, lengths = len, final_state = true);
+        let l = lstm(x, 3, lengths = len);
+        output g, l;
+    }
+}
+
+/// tract runs ONNX LSTM/GRU only with a constant `sequence_lens` ("Non constant seq_len is
+/// not supported"), so the padded variant is checked here for its structure: the lengths
+/// reach each recurrent node as int32 `sequence_lens`. (Its values were checked with
+/// onnxruntime by hand; see the README's ONNX section.)
+#[test]
+fn recurrent_lengths_feed_sequence_lens() {
+    let mut rng = rng();
+    let model = RecurrentLengths::<f64>::new(&mut rng);
+    let graph = model.onnx_graph().expect("exportable");
+    let recurrent: Vec<_> = graph
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "GRU" || n.op_type == "LSTM")
+        .collect();
+    assert_eq!(recurrent.len(), 2);
+    for node in recurrent {
+        let cast = graph
+            .nodes
+            .iter()
+            .find(|n| n.outputs == [node.inputs[4]])
+            .expect("sequence_lens is computed");
+        assert_eq!(cast.op_type, "Cast", "{}", node.name);
+        assert_eq!(cast.inputs, ["len"]);
+        assert_eq!(cast.attrs, [("to", kiln::onnx::OnnxAttr::Int(6))]);
+    }
+    // The file itself is written and read back by tract's parser.
+    let path = temp_path("recurrent_lengths");
+    kiln::onnx::export(&model, &path).expect("export");
+    tract_onnx::onnx()
+        .model_for_path(&path)
+        .expect("tract parses the file");
+    let _ = std::fs::remove_file(&path);
+}
