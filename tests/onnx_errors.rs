@@ -24,13 +24,15 @@ fn an_op_without_onnx_form_is_a_clear_error_and_writes_nothing() {
     assert!(matches!(err, Error::Onnx { .. }), "{err:?}");
     assert!(message.contains("`Uneven`"), "{message}");
     assert!(message.contains("value `p`"), "{message}");
-    assert!(message.contains("`adaptive_avg_pool2d` cannot be exported"), "{message}");
+    assert!(
+        message.contains("`adaptive_avg_pool2d` cannot be exported"),
+        "{message}"
+    );
     assert!(message.contains("[B, 2, 7, 9]"), "{message}");
     let path = std::env::temp_dir().join(format!("kiln-uneven-{}.onnx", std::process::id()));
     let err = kiln::onnx::export(&model, &path).expect_err("not exportable");
     assert_eq!(err.to_string(), message);
     assert!(!path.exists());
-
 }
 
 /// A model written by hand: no compiled graph.
@@ -70,7 +72,9 @@ fn a_hand_written_model_has_no_onnx_graph() {
     let model = Manual {
         w: kiln::ndarray::ArrayD::zeros(kiln::ndarray::IxDyn(&[2])),
     };
-    let message = kiln::onnx::encode(&model).expect_err("no graph").to_string();
+    let message = kiln::onnx::encode(&model)
+        .expect_err("no graph")
+        .to_string();
     assert!(message.contains("not compiled by model!"), "{message}");
 }
 
@@ -103,5 +107,11 @@ fn the_file_declares_ir_8_opset_17_and_holds_the_weights() {
     let graph = model.onnx_graph().expect("exportable");
     let ops: Vec<&str> = graph.nodes.iter().map(|n| n.op_type).collect();
     assert_eq!(ops, ["Gemm", "Identity"]);
-    assert_eq!(graph.inputs[0].dims, [kiln::onnx::OnnxDim::Param("B"), kiln::onnx::OnnxDim::Fixed(3)]);
+    assert_eq!(
+        graph.inputs[0].dims,
+        [
+            kiln::onnx::OnnxDim::Param("B"),
+            kiln::onnx::OnnxDim::Fixed(3)
+        ]
+    );
 }

@@ -54,11 +54,39 @@ fn tensor(feed: &Feed) -> Tensor {
     }
 }
 
+/// With `KILN_ONNX_DUMP=DIR`, writes the exported file, the inputs and kiln's outputs
+/// (`DIR/NAME.onnx`, `DIR/NAME.json`) for a check in another runtime (onnxruntime).
+fn dump<M: Model<f64>>(name: &str, model: &M, feeds: &[Feed], want: &[ArrayD<f64>]) {
+    let Some(dir) = std::env::var_os("KILN_ONNX_DUMP") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).expect("dump dir");
+    kiln::onnx::export(model, dir.join(format!("{name}.onnx"))).expect("export");
+    let array = |shape: &[usize], data: Vec<f64>, int: bool| serde_json::json!({ "shape": shape, "data": data, "int": int });
+    let inputs: Vec<_> = feeds
+        .iter()
+        .map(|f| match f {
+            Feed::Float(a) => array(a.shape(), a.iter().copied().collect(), false),
+            Feed::Ints(a) => array(a.shape(), a.iter().map(|&v| v as f64).collect(), true),
+        })
+        .collect();
+    let outputs: Vec<_> = want
+        .iter()
+        .map(|a| array(a.shape(), a.iter().copied().collect(), false))
+        .collect();
+    let json = serde_json::json!({ "inputs": inputs, "outputs": outputs });
+    std::fs::write(dir.join(format!("{name}.json")), json.to_string()).expect("dump");
+}
+
 /// Exports `model`, runs the file in tract on `feeds`, and compares each output with `want`.
 fn check<M: Model<f64>>(name: &str, model: &M, feeds: &[Feed], want: &[ArrayD<f64>]) {
+    dump(name, model, feeds, want);
     let path = temp_path(name);
     kiln::onnx::export(model, &path).expect("export");
-    let mut onnx = tract_onnx::onnx().model_for_path(&path).expect("tract reads the file");
+    let mut onnx = tract_onnx::onnx()
+        .model_for_path(&path)
+        .expect("tract reads the file");
     for (i, feed) in feeds.iter().enumerate() {
         let t = tensor(feed);
         onnx.set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
@@ -117,7 +145,9 @@ fn dense_and_pointwise_ops_match() {
     let mut rng = rng();
     let model = Dense::<f64>::new(&mut rng);
     let x = random(&mut rng, &[3, 6]);
-    let (y, p, lp) = model.forward(x.view().into_dimensionality().unwrap()).expect("forward");
+    let (y, p, lp) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
     check(
         "dense",
         &model,
@@ -155,7 +185,9 @@ fn tensor_ops_and_layer_norm_match() {
         }
     });
     let x = random(&mut rng, &[2, 5, 6]);
-    let (f, t, a, m) = model.forward(x.view().into_dimensionality().unwrap()).expect("forward");
+    let (f, t, a, m) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
     check(
         "tensors",
         &model,
@@ -193,11 +225,18 @@ fn vision_ops_match() {
     let mut model = Vision::<f64>::new(&mut rng);
     // Running statistics away from (0, 1), so that inference mode is what is checked.
     model.visit_buffers_mut(&mut |name, mut b| {
-        let range = if name.ends_with("running_var") { 0.5..2.0 } else { -0.5..0.5 };
-        b.iter_mut().for_each(|v| *v = rng.random_range(range.clone()));
+        let range = if name.ends_with("running_var") {
+            0.5..2.0
+        } else {
+            -0.5..0.5
+        };
+        b.iter_mut()
+            .for_each(|v| *v = rng.random_range(range.clone()));
     });
     let x = random(&mut rng, &[2, 4, 9, 8]);
-    let out = model.forward(x.view().into_dimensionality().unwrap()).expect("forward");
+    let out = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
     let (c2, mp, ap, ai, ct, g, a2, un, ub, us, head) = out;
     check(
         "vision",
@@ -377,11 +416,26 @@ kiln::model! {
 /// tract runs ONNX LSTM/GRU only with a constant `sequence_lens` ("Non constant seq_len is
 /// not supported"), so the padded variant is checked here for its structure: the lengths
 /// reach each recurrent node as int32 `sequence_lens`. (Its values were checked with
-/// onnxruntime by hand; see the README's ONNX section.)
+/// onnxruntime: `KILN_ONNX_DUMP=DIR` writes every model of this file with its inputs and
+/// kiln's outputs, for `python tests/onnx_check.py DIR`.)
 #[test]
 fn recurrent_lengths_feed_sequence_lens() {
     let mut rng = rng();
     let model = RecurrentLengths::<f64>::new(&mut rng);
+    let x = random(&mut rng, &[3, 6, 5]);
+    let len = ArrayD::from_shape_vec(IxDyn(&[3]), vec![6usize, 2, 4]).unwrap();
+    let (g, l) = model
+        .forward(
+            x.view().into_dimensionality().unwrap(),
+            len.view().into_dimensionality().unwrap(),
+        )
+        .expect("forward");
+    dump(
+        "recurrent_lengths",
+        &model,
+        &[Feed::Float(x), Feed::Ints(len)],
+        &[dyn_f(g), dyn_f(l)],
+    );
     let graph = model.onnx_graph().expect("exportable");
     let recurrent: Vec<_> = graph
         .nodes

@@ -218,6 +218,11 @@ impl OnnxBuilder {
                 };
                 self.op(op, vec![a], base, vec![])
             }
+            // `relu`: x > 0 ? x : 0, one ONNX node.
+            Term::Select(c, t, e) if c == t && arena.constant(e) == Some(0.0) => {
+                let c = self.term(arena, c, base, var);
+                self.op("Relu", vec![c], base, vec![])
+            }
             Term::Select(c, t, e) => {
                 let c = self.term(arena, c, base, var);
                 let zero = self.scalar(0.0);
@@ -343,19 +348,18 @@ pub fn reshape_target(
 ) -> Result<Vec<i64>, String> {
     use crate::ir::Dim;
     let mut inferred = 0;
-    let out: Vec<i64> = to
-        .0
-        .iter()
-        .enumerate()
-        .map(|(i, d)| match d {
-            Dim::Fixed(n) => *n as i64,
-            Dim::Symbol(_) if from.0.get(i) == Some(d) => 0,
-            Dim::Symbol(_) => {
-                inferred += 1;
-                -1
-            }
-        })
-        .collect();
+    let out: Vec<i64> =
+        to.0.iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                Dim::Fixed(n) => *n as i64,
+                Dim::Symbol(_) if from.0.get(i) == Some(d) => 0,
+                Dim::Symbol(_) => {
+                    inferred += 1;
+                    -1
+                }
+            })
+            .collect();
     if inferred > 1 {
         return Err(format!(
             "a reshape from {} to {} moves more than one symbolic dim",
@@ -372,7 +376,12 @@ impl OnnxCx<'_> {
     pub fn positions(&mut self, value: &str, axis: i64, what: &str) -> String {
         let shape = self.op("Shape", vec![value.to_string()], "shape", vec![]);
         let index = self.b.int_scalar(axis);
-        let n = self.op("Gather", vec![shape, index], what, vec![("axis", Attr::Int(0))]);
+        let n = self.op(
+            "Gather",
+            vec![shape, index],
+            what,
+            vec![("axis", Attr::Int(0))],
+        );
         let (zero, step) = (self.b.int_scalar(0), self.b.int_scalar(1));
         self.op("Range", vec![zero, n, step], what, vec![])
     }
@@ -386,7 +395,12 @@ impl OnnxCx<'_> {
         let i = self.op("Unsqueeze", vec![i, axis], "query", vec![]);
         let future = self.op("Greater", vec![j, i], "future", vec![]);
         let inf = self.b.scalar(f64::NEG_INFINITY);
-        self.op("Where", vec![future, inf, scores.to_string()], "masked", vec![])
+        self.op(
+            "Where",
+            vec![future, inf, scores.to_string()],
+            "masked",
+            vec![],
+        )
     }
 }
 

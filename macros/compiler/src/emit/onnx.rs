@@ -7,9 +7,9 @@
 //! (`Add`, `Mul`, `Erf`, ...); kernels write their own nodes (`Kernel::onnx`).
 
 use super::Ctx;
-use crate::ir::{Dim, NodeKind};
 use crate::fuse::Fused;
 use crate::ir::Graph;
+use crate::ir::{Dim, NodeKind};
 use crate::onnx::{Attr, Data, OnnxBuilder, OnnxCx, Parts as Built};
 use crate::ops::LayerSpec;
 use proc_macro2::TokenStream;
@@ -123,7 +123,12 @@ pub(crate) fn build(g: &Graph, layers: &[LayerSpec], _fused: &Fused) -> Result<B
     }
     // Each declared output is its own value, under the declared name.
     for ((id, _), out) in g.outputs.iter().zip(&output_names) {
-        b.node("Identity", vec![names[*id].clone()], vec![out.clone()], vec![]);
+        b.node(
+            "Identity",
+            vec![names[*id].clone()],
+            vec![out.clone()],
+            vec![],
+        );
     }
     Ok(Built {
         b,

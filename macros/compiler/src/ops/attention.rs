@@ -112,8 +112,14 @@ impl Kernel for Attention {
         };
         let (h, x) = (self.heads as i64, cx.inputs[0].clone());
         let dh = d / h;
-        let memory = if self.cross { cx.inputs[1].clone() } else { x.clone() };
-        let lengths = self.lengths.then(|| cx.inputs[if self.cross { 2 } else { 1 }].clone());
+        let memory = if self.cross {
+            cx.inputs[1].clone()
+        } else {
+            x.clone()
+        };
+        let lengths = self
+            .lengths
+            .then(|| cx.inputs[if self.cross { 2 } else { 1 }].clone());
         let mut next = 0;
         let mut param = |cx: &mut crate::onnx::OnnxCx| {
             next += 1;
@@ -123,7 +129,12 @@ impl Kernel for Attention {
         let b_in = if self.bias { Some(param(cx)) } else { None };
         let w_out = param(cx);
         let b_out = if self.bias { Some(param(cx)) } else { None };
-        let t = cx.op("Transpose", vec![w_in], "in_proj_t", vec![("perm", Ints(vec![1, 0]))]);
+        let t = cx.op(
+            "Transpose",
+            vec![w_in],
+            "in_proj_t",
+            vec![("perm", Ints(vec![1, 0]))],
+        );
         let project = |cx: &mut crate::onnx::OnnxCx, v: String| {
             let p = cx.op("MatMul", vec![v, t.clone()], "proj", vec![]);
             match &b_in {
@@ -132,20 +143,47 @@ impl Kernel for Attention {
             }
         };
         let px = project(cx, x.clone());
-        let pm = if self.cross { project(cx, memory) } else { px.clone() };
+        let pm = if self.cross {
+            project(cx, memory)
+        } else {
+            px.clone()
+        };
         let axis2 = cx.b.ints("axes", vec![2]);
         let part = |cx: &mut crate::onnx::OnnxCx, v: &str, k: i64, what: &str| {
-            let (start, end) = (cx.b.ints("start", vec![k * d]), cx.b.ints("end", vec![(k + 1) * d]));
-            let s = cx.op("Slice", vec![v.to_string(), start, end, axis2.clone()], what, vec![]);
+            let (start, end) = (
+                cx.b.ints("start", vec![k * d]),
+                cx.b.ints("end", vec![(k + 1) * d]),
+            );
+            let s = cx.op(
+                "Slice",
+                vec![v.to_string(), start, end, axis2.clone()],
+                what,
+                vec![],
+            );
             let heads = cx.b.ints("shape", vec![0, 0, h, dh]);
             cx.op("Reshape", vec![s, heads], what, vec![])
         };
         let q = part(cx, &px, 0, "q");
         let k = part(cx, &pm, 1, "k");
         let v = part(cx, &pm, 2, "v");
-        let q = cx.op("Transpose", vec![q], "q", vec![("perm", Ints(vec![0, 2, 1, 3]))]);
-        let k = cx.op("Transpose", vec![k], "k", vec![("perm", Ints(vec![0, 2, 3, 1]))]);
-        let v = cx.op("Transpose", vec![v], "v", vec![("perm", Ints(vec![0, 2, 1, 3]))]);
+        let q = cx.op(
+            "Transpose",
+            vec![q],
+            "q",
+            vec![("perm", Ints(vec![0, 2, 1, 3]))],
+        );
+        let k = cx.op(
+            "Transpose",
+            vec![k],
+            "k",
+            vec![("perm", Ints(vec![0, 2, 3, 1]))],
+        );
+        let v = cx.op(
+            "Transpose",
+            vec![v],
+            "v",
+            vec![("perm", Ints(vec![0, 2, 1, 3]))],
+        );
         let scale = cx.b.scalar(1.0 / (dh as f64).sqrt());
         let q = cx.op("Mul", vec![q, scale], "q", vec![]);
         let mut scores = cx.op("MatMul", vec![q, k], "scores", vec![]);
@@ -165,10 +203,20 @@ impl Kernel for Attention {
         }
         let attn = cx.op("Softmax", vec![scores], "weights", vec![("axis", Int(-1))]);
         let ctx = cx.op("MatMul", vec![attn, v], "context", vec![]);
-        let ctx = cx.op("Transpose", vec![ctx], "context", vec![("perm", Ints(vec![0, 2, 1, 3]))]);
+        let ctx = cx.op(
+            "Transpose",
+            vec![ctx],
+            "context",
+            vec![("perm", Ints(vec![0, 2, 1, 3]))],
+        );
         let merged = cx.b.ints("shape", vec![0, 0, d]);
         let ctx = cx.op("Reshape", vec![ctx, merged], "context", vec![]);
-        let wt = cx.op("Transpose", vec![w_out], "out_proj_t", vec![("perm", Ints(vec![1, 0]))]);
+        let wt = cx.op(
+            "Transpose",
+            vec![w_out],
+            "out_proj_t",
+            vec![("perm", Ints(vec![1, 0]))],
+        );
         match b_out {
             Some(b) => {
                 let y = cx.op("MatMul", vec![ctx, wt], "out", vec![]);

@@ -284,10 +284,9 @@ impl Kernel for BlockCall {
                     .inputs
                     .iter()
                     .map(|v| {
-                        names
-                            .get(v)
-                            .cloned()
-                            .ok_or_else(|| format!("block value `{v}` is read before it is written"))
+                        names.get(v).cloned().ok_or_else(|| {
+                            format!("block value `{v}` is read before it is written")
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let outputs = node

@@ -217,7 +217,10 @@ impl Kernel for Conv2d {
             vec![
                 ("kernel_shape", Ints(vec![k.0 as i64, k.1 as i64])),
                 ("strides", Ints(vec![s.0 as i64, s.1 as i64])),
-                ("pads", Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64])),
+                (
+                    "pads",
+                    Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64]),
+                ),
                 ("dilations", Ints(vec![d.0 as i64, d.1 as i64])),
                 ("group", Int(self.groups as i64)),
             ],
@@ -501,7 +504,10 @@ impl Kernel for ConvTranspose2d {
             vec![
                 ("kernel_shape", Ints(vec![k.0 as i64, k.1 as i64])),
                 ("strides", Ints(vec![s.0 as i64, s.1 as i64])),
-                ("pads", Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64])),
+                (
+                    "pads",
+                    Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64]),
+                ),
                 ("dilations", Ints(vec![d.0 as i64, d.1 as i64])),
                 ("output_padding", Ints(vec![o.0 as i64, o.1 as i64])),
                 ("group", Int(self.groups as i64)),

@@ -64,7 +64,11 @@ fn token_vocab(op: &str, x: &ValueInfo, symbols: &[String]) -> Result<usize, OpE
 impl Kernel for Embedding {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         let (w, ids) = (cx.param(0), cx.inputs[0].clone());
-        cx.finish("Gather", vec![w, ids], vec![("axis", crate::onnx::Attr::Int(0))]);
+        cx.finish(
+            "Gather",
+            vec![w, ids],
+            vec![("axis", crate::onnx::Attr::Int(0))],
+        );
         Ok(())
     }
     fn name(&self) -> &'static str {
@@ -191,13 +195,23 @@ impl Kernel for PositionEmbedding {
         let (w, ids) = (cx.param(0), cx.inputs[0].clone());
         let shape = cx.op("Shape", vec![ids], "shape", vec![]);
         let one = cx.b.ints("index", vec![1]);
-        let t = cx.op("Gather", vec![shape.clone(), one], "len", vec![("axis", Int(0))]);
+        let t = cx.op(
+            "Gather",
+            vec![shape.clone(), one],
+            "len",
+            vec![("axis", Int(0))],
+        );
         let zero = cx.b.ints("start", vec![0]);
         let axes = cx.b.ints("axes", vec![0]);
         let rows = cx.op("Slice", vec![w, zero, t, axes.clone()], "rows", vec![]);
         let rows = cx.op("Unsqueeze", vec![rows, axes], "rows", vec![]);
         let dim = cx.b.ints("dim", vec![self.dim as i64]);
-        let out_shape = cx.op("Concat", vec![shape, dim], "out_shape", vec![("axis", Int(0))]);
+        let out_shape = cx.op(
+            "Concat",
+            vec![shape, dim],
+            "out_shape",
+            vec![("axis", Int(0))],
+        );
         cx.finish("Expand", vec![rows, out_shape], vec![]);
         Ok(())
     }

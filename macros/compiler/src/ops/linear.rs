@@ -68,7 +68,12 @@ impl Kernel for Linear {
             ins.extend(b);
             cx.finish("Gemm", ins, vec![("transB", Int(1))]);
         } else {
-            let wt = cx.op("Transpose", vec![w], "weight_t", vec![("perm", crate::onnx::Attr::Ints(vec![1, 0]))]);
+            let wt = cx.op(
+                "Transpose",
+                vec![w],
+                "weight_t",
+                vec![("perm", crate::onnx::Attr::Ints(vec![1, 0]))],
+            );
             match b {
                 Some(b) => {
                     let y = cx.op("MatMul", vec![x, wt], "matmul", vec![]);

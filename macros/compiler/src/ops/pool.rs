@@ -159,7 +159,10 @@ impl Kernel for Pool {
         let mut attrs = vec![
             ("kernel_shape", Ints(vec![k.0 as i64, k.1 as i64])),
             ("strides", Ints(vec![s.0 as i64, s.1 as i64])),
-            ("pads", Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64])),
+            (
+                "pads",
+                Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64]),
+            ),
             ("ceil_mode", Int(i64::from(self.ceil_mode))),
         ];
         let op = if self.max {

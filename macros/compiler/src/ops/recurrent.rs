@@ -147,7 +147,12 @@ impl Kernel for Recurrent {
         } else {
             None
         };
-        let mut x = cx.op("Transpose", vec![cx.inputs[0].clone()], "time_major", vec![("perm", Ints(vec![1, 0, 2]))]);
+        let mut x = cx.op(
+            "Transpose",
+            vec![cx.inputs[0].clone()],
+            "time_major",
+            vec![("perm", Ints(vec![1, 0, 2]))],
+        );
         let mut last_h = String::new();
         for l in 0..self.layers {
             let names = |what: &str| -> Vec<String> {
@@ -160,19 +165,30 @@ impl Kernel for Recurrent {
                     .collect()
             };
             let input = cx.params[l * dirs * 4].1[1];
-            let w = cx.b.param(names("weight_ih"), blocks.clone(), vec![dirs, gates * h, input]);
-            let r = cx.b.param(names("weight_hh"), blocks.clone(), vec![dirs, gates * h, h]);
+            let w = cx.b.param(
+                names("weight_ih"),
+                blocks.clone(),
+                vec![dirs, gates * h, input],
+            );
+            let r =
+                cx.b.param(names("weight_hh"), blocks.clone(), vec![dirs, gates * h, h]);
             let bias_sources: Vec<String> = names("bias_ih")
                 .into_iter()
                 .zip(names("bias_hh"))
                 .flat_map(|(i, hh)| [i, hh])
                 .collect();
-            let b = cx.b.param(bias_sources, blocks.clone(), vec![dirs, 2 * gates * h]);
+            let b =
+                cx.b.param(bias_sources, blocks.clone(), vec![dirs, 2 * gates * h]);
             let mut attrs = vec![
                 ("hidden_size", Int(h as i64)),
                 (
                     "direction",
-                    Str(if dirs == 2 { "bidirectional" } else { "forward" }.into()),
+                    Str(if dirs == 2 {
+                        "bidirectional"
+                    } else {
+                        "forward"
+                    }
+                    .into()),
                 ),
             ];
             if self.cell == Cell::Gru {
@@ -181,16 +197,31 @@ impl Kernel for Recurrent {
             let y = cx.tmp("y");
             let y_h = cx.tmp("y_h");
             let seq = lengths.clone().unwrap_or_default();
-            cx.b.node(op, vec![x, w, r, b, seq], vec![y.clone(), y_h.clone()], attrs);
+            cx.b.node(
+                op,
+                vec![x, w, r, b, seq],
+                vec![y.clone(), y_h.clone()],
+                attrs,
+            );
             // Y [T, dirs, B, H] -> [T, B, dirs * H], the next layer's input.
-            let y = cx.op("Transpose", vec![y], "y", vec![("perm", Ints(vec![0, 2, 1, 3]))]);
+            let y = cx.op(
+                "Transpose",
+                vec![y],
+                "y",
+                vec![("perm", Ints(vec![0, 2, 1, 3]))],
+            );
             let shape = cx.b.ints("shape", vec![0, 0, (dirs * h) as i64]);
             x = cx.op("Reshape", vec![y, shape], "y", vec![]);
             last_h = y_h;
         }
         if self.final_state {
             // Y_h [dirs, B, H] -> [B, dirs * H]: forward state, then reverse.
-            let t = cx.op("Transpose", vec![last_h], "state", vec![("perm", Ints(vec![1, 0, 2]))]);
+            let t = cx.op(
+                "Transpose",
+                vec![last_h],
+                "state",
+                vec![("perm", Ints(vec![1, 0, 2]))],
+            );
             let shape = cx.b.ints("shape", vec![0, (dirs * h) as i64]);
             cx.finish("Reshape", vec![t, shape], vec![]);
         } else {

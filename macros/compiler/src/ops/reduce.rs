@@ -105,7 +105,11 @@ impl Kernel for Reduce {
         let x = cx.inputs[0].clone();
         let Some(_) = self.axis else {
             // The whole tensor to a scalar: no axes given reduces them all.
-            let op = if self.how == How::Sum { "ReduceSum" } else { "ReduceMean" };
+            let op = if self.how == How::Sum {
+                "ReduceSum"
+            } else {
+                "ReduceMean"
+            };
             cx.finish(op, vec![x], vec![("keepdims", Int(0))]);
             return Ok(());
         };
@@ -126,9 +130,9 @@ impl Kernel for Reduce {
             let lens = cx.op("Cast", vec![lens], "count", vec![("to", Int(1))]);
             let (keep, lens) = if rank > 2 {
                 let rest = cx.b.ints("axes", (2..rank).collect());
-                let rest1 = cx.b.ints("axes", (2..rank - 1).collect());
                 let keep = cx.op("Unsqueeze", vec![keep, rest], "keep", vec![]);
                 let lens = if rank > 3 {
+                    let rest1 = cx.b.ints("axes", (2..rank - 1).collect());
                     cx.op("Unsqueeze", vec![lens, rest1], "count", vec![])
                 } else {
                     lens
@@ -141,7 +145,12 @@ impl Kernel for Reduce {
             };
             let masked = cx.op("Mul", vec![x, keep], "masked", vec![]);
             let axes = cx.b.ints("axes", vec![1]);
-            let sum = cx.op("ReduceSum", vec![masked, axes], "sum", vec![("keepdims", Int(0))]);
+            let sum = cx.op(
+                "ReduceSum",
+                vec![masked, axes],
+                "sum",
+                vec![("keepdims", Int(0))],
+            );
             cx.finish("Div", vec![sum, lens], vec![]);
             return Ok(());
         }
@@ -153,8 +162,16 @@ impl Kernel for Reduce {
             }
             // Until opset 18 the other reductions take them as an attribute.
             How::Mean | How::Max => {
-                let op = if self.how == How::Mean { "ReduceMean" } else { "ReduceMax" };
-                cx.finish(op, vec![x], vec![("axes", Ints(vec![a])), ("keepdims", Int(0))]);
+                let op = if self.how == How::Mean {
+                    "ReduceMean"
+                } else {
+                    "ReduceMax"
+                };
+                cx.finish(
+                    op,
+                    vec![x],
+                    vec![("axes", Ints(vec![a])), ("keepdims", Int(0))],
+                );
             }
         }
         Ok(())
