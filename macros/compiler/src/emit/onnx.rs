@@ -23,6 +23,8 @@ pub(super) fn onnx_graph(cx: &Ctx) -> TokenStream {
         Ok(b) => {
             let graph = render(cx, &b);
             quote! {
+                // Constants are written in full (`gelu`'s 1/sqrt(2) among them).
+                #[allow(clippy::approx_constant, clippy::excessive_precision)]
                 static GRAPH: ::kiln::onnx::OnnxGraph = #graph;
                 Ok(&GRAPH)
             }
