@@ -8,7 +8,8 @@
 //! Options: `--epochs N`, `--out DIR` (default `target/kiln-digits`), `--quiet`, `--resume`
 //! (continue from the checkpoint in `DIR/checkpoints` when there is one).
 //! It prints the model summary, a progress bar per epoch, the test accuracy on held-out
-//! samples, and where it wrote the checkpoints, the trained weights and the training curves.
+//! samples, and where it wrote the checkpoints, the trained weights (safetensors, and ONNX as
+//! `<model>.onnx` for other runtimes) and the training curves.
 //!
 //! Built with `--features mpi` it trains data-parallel on the ranks of an MPI job (see
 //! `DISTRIBUTED.md`); the batch size stays the global batch, so the result matches one process:
@@ -44,6 +45,8 @@ pub struct Outcome {
     pub plot: PathBuf,
     /// The compiled graph (Graphviz DOT; `dot -Tsvg graph.dot -o graph.svg` draws it).
     pub graph: PathBuf,
+    /// The trained model as ONNX (opset 17), for other runtimes.
+    pub onnx: PathBuf,
 }
 
 struct Args {
@@ -124,6 +127,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("checkpoints:   {}", outcome.checkpoints.display());
     println!("curves:        {}", outcome.plot.display());
     println!("graph:         {}", outcome.graph.display());
+    println!("onnx:          {}", outcome.onnx.display());
     Ok(())
 }
 
@@ -248,9 +252,11 @@ fn fit<M: Supervised<f32>>(
         .ok_or("digits have labels")?;
     let weights = out.join(format!("{name}.safetensors"));
     let graph = out.join("graph.dot");
+    let onnx = out.join(format!("{name}.onnx"));
     if root {
         kiln::io::save(model, &weights)?;
         std::fs::write(&graph, model.graph_dot())?;
+        kiln::onnx::export(model, &onnx)?;
     }
     Ok(Outcome {
         test_accuracy,
@@ -258,5 +264,6 @@ fn fit<M: Supervised<f32>>(
         checkpoints,
         plot,
         graph,
+        onnx,
     })
 }

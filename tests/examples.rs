@@ -38,6 +38,10 @@ fn digits_cnn_reaches_97_percent_on_held_out_digits() {
     assert!(outcome.weights.exists() && outcome.plot.exists());
     let graph = std::fs::read_to_string(&outcome.graph).expect("the graph is written");
     assert!(graph.starts_with("digraph \"DigitsCnn\""), "{graph}");
+    // The ONNX file: ir_version 8 and producer `kiln` first (tests/onnx_export.rs runs such
+    // files in another runtime).
+    let onnx = std::fs::read(&outcome.onnx).expect("the ONNX file is written");
+    assert_eq!(&onnx[..8], &[0x08, 8, 0x12, 4, b'k', b'i', b'l', b'n']);
     assert!(outcome.checkpoints.is_dir());
     std::fs::remove_dir_all(&out).ok();
 }

@@ -132,6 +132,15 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The model cannot be exported to ONNX (an op the exporter does not express, or a model
+    /// not compiled by `model!`).
+    #[error("ONNX export of `{model}`: {message}")]
+    Onnx {
+        /// The model's name.
+        model: String,
+        /// What cannot be exported, and why.
+        message: String,
+    },
     /// An operating-system I/O error on a file.
     Io {
         /// The file.

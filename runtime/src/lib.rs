@@ -17,6 +17,7 @@ pub mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod model;
+pub mod onnx;
 pub mod optim;
 pub mod shape;
 #[cfg(feature = "text")]

@@ -76,6 +76,18 @@ pub trait Model<F: Float> {
     fn graph_dot(&self) -> &'static str {
         "digraph model {}\n"
     }
+    /// The model's inference graph as ONNX describes it, for [`crate::onnx::export`]. `model!`
+    /// writes it when it compiles the model.
+    ///
+    /// # Errors
+    /// [`crate::Error::Onnx`] if the model has an op the exporter cannot express (the message
+    /// names the op and the value), or was not compiled by `model!` (the default).
+    fn onnx_graph(&self) -> crate::Result<&'static crate::onnx::OnnxGraph> {
+        Err(crate::Error::Onnx {
+            model: std::any::type_name::<Self>().to_string(),
+            message: "this model was not compiled by model!, so it has no ONNX graph".into(),
+        })
+    }
 }
 
 /// One row of a [`Summary`].

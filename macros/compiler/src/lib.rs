@@ -26,6 +26,7 @@ pub mod expr;
 pub mod fuse;
 pub mod ir;
 pub mod lower;
+pub mod onnx;
 pub mod ops;
 pub mod parse;
 pub mod plan;

@@ -10,6 +10,7 @@ mod api;
 mod dot;
 mod finite;
 mod model_impl;
+mod onnx;
 mod passes;
 mod structs;
 mod stub;
@@ -218,10 +219,9 @@ fn join_mul(parts: &[TokenStream]) -> TokenStream {
     out
 }
 
-/// Emits the whole model.
-pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> TokenStream {
-    let layers = g
-        .layers
+/// Each layer's spec, in [`Graph::layers`] order.
+fn layer_specs(g: &Graph) -> Vec<LayerSpec> {
+    g.layers
         .iter()
         .map(|l| {
             let node = &g.nodes[l.node];
@@ -239,7 +239,18 @@ pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> Token
                 nested: None,
             })
         })
-        .collect();
+        .collect()
+}
+
+/// The model's ONNX graph as data (what `Model::onnx_graph` describes), for a block call to
+/// inline into its caller's; `Err` names an op with no ONNX form.
+pub fn onnx_parts(g: &Graph, fused: &Fused) -> Result<crate::onnx::Parts, String> {
+    onnx::build(g, &layer_specs(g), fused)
+}
+
+/// Emits the whole model.
+pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> TokenStream {
+    let layers = layer_specs(g);
     let items: TokenStream = g
         .nodes
         .iter()

@@ -213,6 +213,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let model_name = name.to_string();
     let graph_text = describe_graph(cx);
     let graph_dot = super::dot::graph_dot(cx);
+    let onnx_graph = super::onnx::onnx_graph(cx);
 
     quote! {
         impl<F: ::kiln::Float> ::kiln::Model<F> for #name<F> {
@@ -268,6 +269,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
 
             fn graph_dot(&self) -> &'static str {
                 #graph_dot
+            }
+
+            fn onnx_graph(&self) -> ::kiln::Result<&'static ::kiln::onnx::OnnxGraph> {
+                #onnx_graph
             }
         }
     }

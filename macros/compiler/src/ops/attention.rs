@@ -102,6 +102,130 @@ impl Attention {
 }
 
 impl Kernel for Attention {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::{Int, Ints};
+        // PyTorch's nn.MultiheadAttention decomposed: projections (MatMul + Add), heads by
+        // Reshape + Transpose, scaled scores, masks as -inf, Softmax, MatMul, output projection.
+        let d = match cx.input_infos[0].shape.last() {
+            Some(Dim::Fixed(d)) => d as i64,
+            _ => return Err("the model width is not fixed".into()),
+        };
+        let (h, x) = (self.heads as i64, cx.inputs[0].clone());
+        let dh = d / h;
+        let memory = if self.cross {
+            cx.inputs[1].clone()
+        } else {
+            x.clone()
+        };
+        let lengths = self
+            .lengths
+            .then(|| cx.inputs[if self.cross { 2 } else { 1 }].clone());
+        let mut next = 0;
+        let mut param = |cx: &mut crate::onnx::OnnxCx| {
+            next += 1;
+            cx.param(next - 1)
+        };
+        let w_in = param(cx);
+        let b_in = if self.bias { Some(param(cx)) } else { None };
+        let w_out = param(cx);
+        let b_out = if self.bias { Some(param(cx)) } else { None };
+        let t = cx.op(
+            "Transpose",
+            vec![w_in],
+            "in_proj_t",
+            vec![("perm", Ints(vec![1, 0]))],
+        );
+        let project = |cx: &mut crate::onnx::OnnxCx, v: String| {
+            let p = cx.op("MatMul", vec![v, t.clone()], "proj", vec![]);
+            match &b_in {
+                Some(b) => cx.op("Add", vec![p, b.clone()], "proj", vec![]),
+                None => p,
+            }
+        };
+        let px = project(cx, x.clone());
+        let pm = if self.cross {
+            project(cx, memory)
+        } else {
+            px.clone()
+        };
+        let axis2 = cx.b.ints("axes", vec![2]);
+        let part = |cx: &mut crate::onnx::OnnxCx, v: &str, k: i64, what: &str| {
+            let (start, end) = (
+                cx.b.ints("start", vec![k * d]),
+                cx.b.ints("end", vec![(k + 1) * d]),
+            );
+            let s = cx.op(
+                "Slice",
+                vec![v.to_string(), start, end, axis2.clone()],
+                what,
+                vec![],
+            );
+            let heads = cx.b.ints("shape", vec![0, 0, h, dh]);
+            cx.op("Reshape", vec![s, heads], what, vec![])
+        };
+        let q = part(cx, &px, 0, "q");
+        let k = part(cx, &pm, 1, "k");
+        let v = part(cx, &pm, 2, "v");
+        let q = cx.op(
+            "Transpose",
+            vec![q],
+            "q",
+            vec![("perm", Ints(vec![0, 2, 1, 3]))],
+        );
+        let k = cx.op(
+            "Transpose",
+            vec![k],
+            "k",
+            vec![("perm", Ints(vec![0, 2, 3, 1]))],
+        );
+        let v = cx.op(
+            "Transpose",
+            vec![v],
+            "v",
+            vec![("perm", Ints(vec![0, 2, 1, 3]))],
+        );
+        let scale = cx.b.scalar(1.0 / (dh as f64).sqrt());
+        let q = cx.op("Mul", vec![q, scale], "q", vec![]);
+        let mut scores = cx.op("MatMul", vec![q, k], "scores", vec![]);
+        if self.causal {
+            scores = cx.causal(&scores, 4);
+        }
+        if let Some(len) = lengths {
+            // Keys at or past each sequence's length: -inf.
+            let j = cx.positions(&scores, 3, "key");
+            let axis1 = cx.b.ints("axes", vec![1]);
+            let len = cx.op("Unsqueeze", vec![len, axis1], "lengths", vec![]);
+            let real = cx.op("Less", vec![j, len], "real", vec![]);
+            let axes = cx.b.ints("axes", vec![1, 2]);
+            let real = cx.op("Unsqueeze", vec![real, axes], "real", vec![]);
+            let inf = cx.b.scalar(f64::NEG_INFINITY);
+            scores = cx.op("Where", vec![real, scores, inf], "masked", vec![]);
+        }
+        let attn = cx.op("Softmax", vec![scores], "weights", vec![("axis", Int(-1))]);
+        let ctx = cx.op("MatMul", vec![attn, v], "context", vec![]);
+        let ctx = cx.op(
+            "Transpose",
+            vec![ctx],
+            "context",
+            vec![("perm", Ints(vec![0, 2, 1, 3]))],
+        );
+        let merged = cx.b.ints("shape", vec![0, 0, d]);
+        let ctx = cx.op("Reshape", vec![ctx, merged], "context", vec![]);
+        let wt = cx.op(
+            "Transpose",
+            vec![w_out],
+            "out_proj_t",
+            vec![("perm", Ints(vec![1, 0]))],
+        );
+        match b_out {
+            Some(b) => {
+                let y = cx.op("MatMul", vec![ctx, wt], "out", vec![]);
+                cx.finish("Add", vec![y, b], vec![]);
+            }
+            None => cx.finish("MatMul", vec![ctx, wt], vec![]),
+        }
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "multi_head_attention"
     }

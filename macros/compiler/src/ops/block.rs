@@ -47,6 +47,9 @@ pub struct Compiled {
     needs_rng: bool,
     param_names: Vec<String>,
     scalars: usize,
+    /// The block's ONNX graph, its inputs' value names (in declaration order; `None` for one
+    /// the output does not read) and its output's, or why it has none.
+    onnx: Result<(crate::onnx::OnnxBuilder, Vec<Option<String>>, String), String>,
 }
 
 impl BlockCall {
@@ -136,6 +139,21 @@ impl BlockCall {
             })
         };
         let (param_names, scalars) = param_names(&graph);
+        let onnx = crate::emit::onnx_parts(&graph, &fused).map(|parts| {
+            let inputs = graph
+                .inputs
+                .iter()
+                .map(|d| {
+                    parts
+                        .inputs
+                        .iter()
+                        .find(|(id, _)| *id == d.node)
+                        .map(|(_, n)| n.clone())
+                })
+                .collect();
+            let output = parts.outputs.first().cloned().unwrap_or_default();
+            (parts.b, inputs, output)
+        });
         let compiled = Compiled {
             items,
             symbols: graph.symbols.clone(),
@@ -155,6 +173,7 @@ impl BlockCall {
             }),
             param_names,
             scalars,
+            onnx,
         };
         Ok((compiled, graph.info(*out).clone()))
     }
@@ -218,6 +237,84 @@ fn param_names(graph: &Graph) -> (Vec<String>, usize) {
 }
 
 impl Kernel for BlockCall {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::{Data, Init, Node};
+        use std::collections::HashMap;
+        // The block's graph inlined once per repetition (unrolled): repetition `i` reads the
+        // `binding.i.*` initializers and the previous repetition's output as its first input.
+        let compiled = self.compiled.borrow();
+        let Some(c) = compiled.as_ref() else {
+            return Err("the block was not compiled".into());
+        };
+        let (inner, inner_inputs, inner_output) = c
+            .onnx
+            .as_ref()
+            .map_err(|e| format!("in block `{}`: {e}", self.def.name))?;
+        let mut current = cx.inputs.clone();
+        for i in 0..self.count() {
+            let prefix = match self.repeat {
+                Some(_) => format!("{}.{i}.", self.binding),
+                None => format!("{}.", self.binding),
+            };
+            let mut names: HashMap<String, String> = HashMap::new();
+            names.insert(String::new(), String::new());
+            for (k, name) in inner_inputs.iter().enumerate() {
+                if let (Some(name), Some(outer)) = (name, current.get(k)) {
+                    names.insert(name.clone(), outer.clone());
+                }
+            }
+            for init in &inner.inits {
+                let data = match &init.data {
+                    Data::Params(sources, blocks) => Data::Params(
+                        sources.iter().map(|s| format!("{prefix}{s}")).collect(),
+                        blocks.clone(),
+                    ),
+                    other => other.clone(),
+                };
+                let name = cx.b.fresh(&format!("{prefix}{}", init.name));
+                names.insert(init.name.clone(), name.clone());
+                cx.b.inits.push(Init {
+                    name,
+                    dims: init.dims.clone(),
+                    data,
+                });
+            }
+            for node in &inner.nodes {
+                let inputs = node
+                    .inputs
+                    .iter()
+                    .map(|v| {
+                        names.get(v).cloned().ok_or_else(|| {
+                            format!("block value `{v}` is read before it is written")
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let outputs = node
+                    .outputs
+                    .iter()
+                    .map(|v| {
+                        let n = cx.b.fresh(&format!("{prefix}{v}"));
+                        names.insert(v.clone(), n.clone());
+                        n
+                    })
+                    .collect();
+                cx.b.nodes.push(Node {
+                    op: node.op,
+                    name: format!("{prefix}{}", node.name),
+                    inputs,
+                    outputs,
+                    attrs: node.attrs.clone(),
+                });
+            }
+            current[0] = names
+                .get(inner_output)
+                .cloned()
+                .ok_or_else(|| format!("block `{}` has no output", self.def.name))?;
+        }
+        let out = current[0].clone();
+        cx.finish("Identity", vec![out], vec![]);
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "block"
     }

@@ -74,6 +74,12 @@ impl Concat {
 }
 
 impl Kernel for Concat {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        let axis = self.axis.map_or(-1, |a| a as i64);
+        let ins = cx.inputs.clone();
+        cx.finish("Concat", ins, vec![("axis", crate::onnx::Attr::Int(axis))]);
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "concat"
     }

@@ -204,6 +204,29 @@ impl Conv2d {
 }
 
 impl Kernel for Conv2d {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::{Int, Ints};
+        let mut ins = vec![cx.inputs[0].clone(), cx.param(0)];
+        if self.bias {
+            ins.push(cx.param(1));
+        }
+        let (k, s, p, d) = (self.kernel, self.stride, self.padding, self.dilation);
+        cx.finish(
+            "Conv",
+            ins,
+            vec![
+                ("kernel_shape", Ints(vec![k.0 as i64, k.1 as i64])),
+                ("strides", Ints(vec![s.0 as i64, s.1 as i64])),
+                (
+                    "pads",
+                    Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64]),
+                ),
+                ("dilations", Ints(vec![d.0 as i64, d.1 as i64])),
+                ("group", Int(self.groups as i64)),
+            ],
+        );
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "conv2d"
     }
@@ -462,6 +485,36 @@ impl ConvTranspose2d {
 }
 
 impl Kernel for ConvTranspose2d {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::{Int, Ints};
+        let mut ins = vec![cx.inputs[0].clone(), cx.param(0)];
+        if self.bias {
+            ins.push(cx.param(1));
+        }
+        let (k, s, p, d, o) = (
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.output_padding,
+        );
+        cx.finish(
+            "ConvTranspose",
+            ins,
+            vec![
+                ("kernel_shape", Ints(vec![k.0 as i64, k.1 as i64])),
+                ("strides", Ints(vec![s.0 as i64, s.1 as i64])),
+                (
+                    "pads",
+                    Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64]),
+                ),
+                ("dilations", Ints(vec![d.0 as i64, d.1 as i64])),
+                ("output_padding", Ints(vec![o.0 as i64, o.1 as i64])),
+                ("group", Int(self.groups as i64)),
+            ],
+        );
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "conv_transpose2d"
     }

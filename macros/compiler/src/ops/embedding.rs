@@ -62,6 +62,15 @@ fn token_vocab(op: &str, x: &ValueInfo, symbols: &[String]) -> Result<usize, OpE
 }
 
 impl Kernel for Embedding {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        let (w, ids) = (cx.param(0), cx.inputs[0].clone());
+        cx.finish(
+            "Gather",
+            vec![w, ids],
+            vec![("axis", crate::onnx::Attr::Int(0))],
+        );
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "embedding"
     }
@@ -180,6 +189,32 @@ pub struct PositionEmbedding {
 }
 
 impl Kernel for PositionEmbedding {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::Int;
+        // Rows 0..T of the table, broadcast over the batch: [B, T] ids -> [B, T, dim].
+        let (w, ids) = (cx.param(0), cx.inputs[0].clone());
+        let shape = cx.op("Shape", vec![ids], "shape", vec![]);
+        let one = cx.b.ints("index", vec![1]);
+        let t = cx.op(
+            "Gather",
+            vec![shape.clone(), one],
+            "len",
+            vec![("axis", Int(0))],
+        );
+        let zero = cx.b.ints("start", vec![0]);
+        let axes = cx.b.ints("axes", vec![0]);
+        let rows = cx.op("Slice", vec![w, zero, t, axes.clone()], "rows", vec![]);
+        let rows = cx.op("Unsqueeze", vec![rows, axes], "rows", vec![]);
+        let dim = cx.b.ints("dim", vec![self.dim as i64]);
+        let out_shape = cx.op(
+            "Concat",
+            vec![shape, dim],
+            "out_shape",
+            vec![("axis", Int(0))],
+        );
+        cx.finish("Expand", vec![rows, out_shape], vec![]);
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "position_embedding"
     }

@@ -58,6 +58,32 @@ fn rows_and_features(x: &super::Operand) -> (TokenStream, TokenStream) {
 }
 
 impl Kernel for Linear {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::Int;
+        let w = cx.param(0);
+        let x = cx.inputs[0].clone();
+        let b = if self.bias { Some(cx.param(1)) } else { None };
+        if cx.rank(0) == 2 {
+            let mut ins = vec![x, w];
+            ins.extend(b);
+            cx.finish("Gemm", ins, vec![("transB", Int(1))]);
+        } else {
+            let wt = cx.op(
+                "Transpose",
+                vec![w],
+                "weight_t",
+                vec![("perm", crate::onnx::Attr::Ints(vec![1, 0]))],
+            );
+            match b {
+                Some(b) => {
+                    let y = cx.op("MatMul", vec![x, wt], "matmul", vec![]);
+                    cx.finish("Add", vec![y, b], vec![]);
+                }
+                None => cx.finish("MatMul", vec![x, wt], vec![]),
+            }
+        }
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "linear"
     }

@@ -46,6 +46,11 @@ fn sizes(a: &Operand, b: &Operand) -> [TokenStream; 4] {
 }
 
 impl Kernel for Matmul {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        let ins = cx.inputs.clone();
+        cx.finish("MatMul", ins, vec![]);
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "matmul"
     }

@@ -323,6 +323,14 @@ pub trait Kernel {
     fn forward(&self, cx: &ForwardCx) -> TokenStream;
     /// VJP code: writes every requested `cx.d_inputs` and the layer's gradients.
     fn backward(&self, cx: &BackwardCx) -> TokenStream;
+    /// The op's inference-mode ONNX nodes, writing `cx.output`; an `Err` says why the op
+    /// cannot be exported (the message is `export`'s error).
+    fn onnx(&self, _cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        Err(crate::onnx::unsupported(
+            self.name(),
+            "the exporter has no ONNX form for it yet",
+        ))
+    }
 }
 
 /// The arguments of one call, handed to [`OpSpec::build`].

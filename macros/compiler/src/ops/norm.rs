@@ -104,6 +104,26 @@ impl Norm {
 }
 
 impl Kernel for Norm {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::{Float, Int};
+        let (x, w, b) = (cx.inputs[0].clone(), cx.param(0), cx.param(1));
+        if self.batch {
+            // Inference: the running statistics.
+            let (mean, var) = (cx.buffer(0), cx.buffer(1));
+            cx.finish(
+                "BatchNormalization",
+                vec![x, w, b, mean, var],
+                vec![("epsilon", Float(self.eps))],
+            );
+        } else {
+            cx.finish(
+                "LayerNormalization",
+                vec![x, w, b],
+                vec![("axis", Int(-1)), ("epsilon", Float(self.eps))],
+            );
+        }
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         if self.batch {
             "batch_norm"

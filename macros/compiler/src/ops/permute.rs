@@ -86,6 +86,16 @@ pub struct Permute {
 }
 
 impl Kernel for Permute {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        let perm: Vec<i64> = self.perm.borrow().iter().map(|&p| p as i64).collect();
+        let x = cx.inputs[0].clone();
+        cx.finish(
+            "Transpose",
+            vec![x],
+            vec![("perm", crate::onnx::Attr::Ints(perm))],
+        );
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         match self.order {
             Order::Swap(..) => "transpose",

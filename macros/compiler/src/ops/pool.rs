@@ -153,6 +153,28 @@ impl Pool {
 }
 
 impl Kernel for Pool {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::{Int, Ints};
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        let mut attrs = vec![
+            ("kernel_shape", Ints(vec![k.0 as i64, k.1 as i64])),
+            ("strides", Ints(vec![s.0 as i64, s.1 as i64])),
+            (
+                "pads",
+                Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64]),
+            ),
+            ("ceil_mode", Int(i64::from(self.ceil_mode))),
+        ];
+        let op = if self.max {
+            "MaxPool"
+        } else {
+            attrs.push(("count_include_pad", Int(i64::from(self.count_include_pad))));
+            "AveragePool"
+        };
+        let x = cx.inputs[0].clone();
+        cx.finish(op, vec![x], attrs);
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         if self.max {
             "max_pool2d"
@@ -295,6 +317,35 @@ impl AdaptivePool {
 }
 
 impl Kernel for AdaptivePool {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::Ints;
+        let x = cx.inputs[0].clone();
+        if self.size == (1, 1) {
+            cx.finish("GlobalAveragePool", vec![x], vec![]);
+            return Ok(());
+        }
+        let dims = &cx.input_infos[0].shape.0;
+        let (oh, ow) = self.size;
+        match (dims[2], dims[3]) {
+            (Dim::Fixed(h), Dim::Fixed(w)) if h % oh == 0 && w % ow == 0 => {
+                // Equal windows that tile the input: an ordinary average pooling.
+                let (kh, kw) = ((h / oh) as i64, (w / ow) as i64);
+                cx.finish(
+                    "AveragePool",
+                    vec![x],
+                    vec![("kernel_shape", Ints(vec![kh, kw])), ("strides", Ints(vec![kh, kw]))],
+                );
+                Ok(())
+            }
+            _ => Err(crate::onnx::unsupported(
+                "adaptive_avg_pool2d",
+                &format!(
+                    "ONNX has no adaptive pooling, and an input of {} does not divide into {oh}x{ow} equal windows (a global pooling, size 1, always exports)",
+                    cx.input_infos[0].shape.display(cx.symbols)
+                ),
+            )),
+        }
+    }
     fn name(&self) -> &'static str {
         "adaptive_avg_pool2d"
     }

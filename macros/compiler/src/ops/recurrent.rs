@@ -130,6 +130,105 @@ fn dims_tokens(
 }
 
 impl Kernel for Recurrent {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::{Int, Ints, Str};
+        // One ONNX LSTM/GRU node per layer, time-major. PyTorch's gate blocks are reordered
+        // for ONNX (LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h with linear_before_reset, which
+        // is PyTorch's GRU), and each direction's input and hidden biases concatenated.
+        let (op, blocks, gates) = match self.cell {
+            Cell::Lstm => ("LSTM", vec![0, 3, 1, 2], 4),
+            Cell::Gru => ("GRU", vec![1, 0, 2], 3),
+        };
+        let (h, dirs) = (self.hidden, self.dirs());
+        let lengths = if self.lengths {
+            let len = cx.inputs[1].clone();
+            // TensorProto INT32: ONNX's sequence_lens.
+            Some(cx.op("Cast", vec![len], "sequence_lens", vec![("to", Int(6))]))
+        } else {
+            None
+        };
+        let mut x = cx.op(
+            "Transpose",
+            vec![cx.inputs[0].clone()],
+            "time_major",
+            vec![("perm", Ints(vec![1, 0, 2]))],
+        );
+        let mut last_h = String::new();
+        for l in 0..self.layers {
+            let names = |what: &str| -> Vec<String> {
+                (0..dirs)
+                    .map(|dir| {
+                        let sfx = if dir == 1 { "_reverse" } else { "" };
+                        let layer = cx.params[0].0.rsplit_once('.').map_or("", |(p, _)| p);
+                        format!("{layer}.{what}_l{l}{sfx}")
+                    })
+                    .collect()
+            };
+            let input = cx.params[l * dirs * 4].1[1];
+            let w = cx.b.param(
+                names("weight_ih"),
+                blocks.clone(),
+                vec![dirs, gates * h, input],
+            );
+            let r =
+                cx.b.param(names("weight_hh"), blocks.clone(), vec![dirs, gates * h, h]);
+            let bias_sources: Vec<String> = names("bias_ih")
+                .into_iter()
+                .zip(names("bias_hh"))
+                .flat_map(|(i, hh)| [i, hh])
+                .collect();
+            let b =
+                cx.b.param(bias_sources, blocks.clone(), vec![dirs, 2 * gates * h]);
+            let mut attrs = vec![
+                ("hidden_size", Int(h as i64)),
+                (
+                    "direction",
+                    Str(if dirs == 2 {
+                        "bidirectional"
+                    } else {
+                        "forward"
+                    }
+                    .into()),
+                ),
+            ];
+            if self.cell == Cell::Gru {
+                attrs.push(("linear_before_reset", Int(1)));
+            }
+            let y = cx.tmp("y");
+            let y_h = cx.tmp("y_h");
+            let seq = lengths.clone().unwrap_or_default();
+            cx.b.node(
+                op,
+                vec![x, w, r, b, seq],
+                vec![y.clone(), y_h.clone()],
+                attrs,
+            );
+            // Y [T, dirs, B, H] -> [T, B, dirs * H], the next layer's input.
+            let y = cx.op(
+                "Transpose",
+                vec![y],
+                "y",
+                vec![("perm", Ints(vec![0, 2, 1, 3]))],
+            );
+            let shape = cx.b.ints("shape", vec![0, 0, (dirs * h) as i64]);
+            x = cx.op("Reshape", vec![y, shape], "y", vec![]);
+            last_h = y_h;
+        }
+        if self.final_state {
+            // Y_h [dirs, B, H] -> [B, dirs * H]: forward state, then reverse.
+            let t = cx.op(
+                "Transpose",
+                vec![last_h],
+                "state",
+                vec![("perm", Ints(vec![1, 0, 2]))],
+            );
+            let shape = cx.b.ints("shape", vec![0, (dirs * h) as i64]);
+            cx.finish("Reshape", vec![t, shape], vec![]);
+        } else {
+            cx.finish("Transpose", vec![x], vec![("perm", Ints(vec![1, 0, 2]))]);
+        }
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         match self.cell {
             Cell::Lstm => "lstm",

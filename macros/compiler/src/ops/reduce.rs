@@ -100,6 +100,82 @@ impl Reduce {
 }
 
 impl Kernel for Reduce {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::{Int, Ints};
+        let x = cx.inputs[0].clone();
+        let Some(_) = self.axis else {
+            // The whole tensor to a scalar: no axes given reduces them all.
+            let op = if self.how == How::Sum {
+                "ReduceSum"
+            } else {
+                "ReduceMean"
+            };
+            cx.finish(op, vec![x], vec![("keepdims", Int(0))]);
+            return Ok(());
+        };
+        let a = self.resolved.get() as i64;
+        if self.lengths {
+            // The mean over each sequence's first `len` positions of axis 1: mask, sum, divide.
+            let lengths = cx.inputs[1].clone();
+            let rank = cx.rank(0) as i64;
+            let shape = cx.op("Shape", vec![x.clone()], "shape", vec![]);
+            let one = cx.b.int_scalar(1);
+            let t = cx.op("Gather", vec![shape, one], "len", vec![("axis", Int(0))]);
+            let (zero, step) = (cx.b.int_scalar(0), cx.b.int_scalar(1));
+            let positions = cx.op("Range", vec![zero, t, step], "positions", vec![]);
+            let axis1 = cx.b.ints("axes", vec![1]);
+            let lens = cx.op("Unsqueeze", vec![lengths, axis1], "lengths", vec![]);
+            let keep = cx.op("Less", vec![positions, lens.clone()], "keep", vec![]);
+            let keep = cx.op("Cast", vec![keep], "keep", vec![("to", Int(1))]);
+            let lens = cx.op("Cast", vec![lens], "count", vec![("to", Int(1))]);
+            let (keep, lens) = if rank > 2 {
+                let rest = cx.b.ints("axes", (2..rank).collect());
+                let keep = cx.op("Unsqueeze", vec![keep, rest], "keep", vec![]);
+                let lens = if rank > 3 {
+                    let rest1 = cx.b.ints("axes", (2..rank - 1).collect());
+                    cx.op("Unsqueeze", vec![lens, rest1], "count", vec![])
+                } else {
+                    lens
+                };
+                (keep, lens)
+            } else {
+                let flat = cx.b.ints("shape", vec![-1]);
+                let lens = cx.op("Reshape", vec![lens, flat], "count", vec![]);
+                (keep, lens)
+            };
+            let masked = cx.op("Mul", vec![x, keep], "masked", vec![]);
+            let axes = cx.b.ints("axes", vec![1]);
+            let sum = cx.op(
+                "ReduceSum",
+                vec![masked, axes],
+                "sum",
+                vec![("keepdims", Int(0))],
+            );
+            cx.finish("Div", vec![sum, lens], vec![]);
+            return Ok(());
+        }
+        match self.how {
+            // Opset 13+: ReduceSum takes its axes as an input.
+            How::Sum => {
+                let axes = cx.b.ints("axes", vec![a]);
+                cx.finish("ReduceSum", vec![x, axes], vec![("keepdims", Int(0))]);
+            }
+            // Until opset 18 the other reductions take them as an attribute.
+            How::Mean | How::Max => {
+                let op = if self.how == How::Mean {
+                    "ReduceMean"
+                } else {
+                    "ReduceMax"
+                };
+                cx.finish(
+                    op,
+                    vec![x],
+                    vec![("axes", Ints(vec![a])), ("keepdims", Int(0))],
+                );
+            }
+        }
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         name(self.how)
     }

@@ -98,6 +98,17 @@ fn size_of(shape: &Shape) -> (usize, Vec<usize>) {
 }
 
 impl Kernel for Reshape {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        let target = crate::onnx::reshape_target(
+            &cx.input_infos[0].shape,
+            &cx.output_info.shape,
+            cx.symbols,
+        )?;
+        let shape = cx.b.ints("shape", target);
+        let x = cx.inputs[0].clone();
+        cx.finish("Reshape", vec![x, shape], vec![]);
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         if self.target.is_some() {
             "reshape"

@@ -46,6 +46,12 @@ pub struct Softmax {
 }
 
 impl Kernel for Softmax {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        let op = if self.log { "LogSoftmax" } else { "Softmax" };
+        let x = cx.inputs[0].clone();
+        cx.finish(op, vec![x], vec![("axis", crate::onnx::Attr::Int(-1))]);
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         if self.log {
             "log_softmax"

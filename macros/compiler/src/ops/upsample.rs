@@ -108,6 +108,53 @@ impl Upsample {
 }
 
 impl Kernel for Upsample {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::Str;
+        let x = cx.inputs[0].clone();
+        // PyTorch's `nearest` takes floor(dst * in / out) (ONNX's asymmetric + floor); its
+        // bilinear with align_corners = false is ONNX's half_pixel linear (edges clamped).
+        let mut attrs = vec![(
+            "mode",
+            Str(if self.bilinear { "linear" } else { "nearest" }.into()),
+        )];
+        if self.bilinear {
+            attrs.push(("coordinate_transformation_mode", Str("half_pixel".into())));
+        } else {
+            attrs.push(("coordinate_transformation_mode", Str("asymmetric".into())));
+            attrs.push(("nearest_mode", Str("floor".into())));
+        }
+        let roi = String::new();
+        match self.target {
+            Target::Scale((sh, sw)) => {
+                let scales =
+                    cx.b.floats("scales", vec![4], vec![1.0, 1.0, sh as f64, sw as f64]);
+                cx.finish("Resize", vec![x, roi, scales], attrs);
+            }
+            Target::Size((oh, ow)) => {
+                let shape = cx.op("Shape", vec![x.clone()], "shape", vec![]);
+                let (start, end, axes) = (
+                    cx.b.ints("start", vec![0]),
+                    cx.b.ints("end", vec![2]),
+                    cx.b.ints("axes", vec![0]),
+                );
+                let nc = cx.op(
+                    "Slice",
+                    vec![shape, start, end, axes],
+                    "batch_channels",
+                    vec![],
+                );
+                let hw = cx.b.ints("size", vec![oh as i64, ow as i64]);
+                let sizes = cx.op(
+                    "Concat",
+                    vec![nc, hw],
+                    "sizes",
+                    vec![("axis", crate::onnx::Attr::Int(0))],
+                );
+                cx.finish("Resize", vec![x, roi, String::new(), sizes], attrs);
+            }
+        }
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "upsample"
     }

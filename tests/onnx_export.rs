@@ -1,0 +1,463 @@
+//! ONNX export checked in another runtime: each model is exported with `kiln::onnx::export`,
+//! the file is run by tract (`tract-onnx`) on random inputs, and every output must equal
+//! kiln's inference `forward` (in f64) within 1e-5 relative (`|onnx - kiln| <= 1e-5 *
+//! max(|kiln|, 1)`; the file holds f32 weights and tract computes in f32).
+//!
+//! One model per op family: dense layers with every pointwise op, softmaxes and residuals;
+//! tensor ops (rank-3 linear, layer norm, matmul, transpose, permute, reshape, concat,
+//! reductions); convolutions, pooling, batch norm, dropout, upsampling; token models
+//! (embedding, position embedding, causal mask, a tied head, a mean over lengths). Token ids
+//! and lengths are `usize` in kiln and `int64` in the file: the test feeds the same numbers as
+//! i64 tensors.
+//!
+//! tract takes ~12 CPU-minutes to build, so this test needs the `onnx-check` feature:
+//! `cargo test --features onnx-check --test onnx_export`.
+
+use kiln::ndarray::{ArrayD, IxDyn};
+use kiln::rand::rngs::StdRng;
+use kiln::rand::{Rng, SeedableRng};
+use kiln::Model;
+use std::path::PathBuf;
+use tract_onnx::prelude::*;
+
+fn rng() -> StdRng {
+    StdRng::seed_from_u64(7)
+}
+
+fn random(rng: &mut StdRng, shape: &[usize]) -> ArrayD<f64> {
+    ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0..1.0))
+}
+
+/// A fresh path in the system's temp directory.
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-onnx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(format!("{name}.onnx"))
+}
+
+/// An input for tract.
+enum Feed {
+    Float(ArrayD<f64>),
+    Ints(ArrayD<usize>),
+}
+
+fn tensor(feed: &Feed) -> Tensor {
+    match feed {
+        Feed::Float(a) => {
+            let v: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+            Tensor::from_shape(a.shape(), &v).expect("tensor")
+        }
+        Feed::Ints(a) => {
+            let v: Vec<i64> = a.iter().map(|&x| x as i64).collect();
+            Tensor::from_shape(a.shape(), &v).expect("tensor")
+        }
+    }
+}
+
+/// With `KILN_ONNX_DUMP=DIR`, writes the exported file, the inputs and kiln's outputs
+/// (`DIR/NAME.onnx`, `DIR/NAME.json`) for a check in another runtime (onnxruntime).
+fn dump<M: Model<f64>>(name: &str, model: &M, feeds: &[Feed], want: &[ArrayD<f64>]) {
+    let Some(dir) = std::env::var_os("KILN_ONNX_DUMP") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).expect("dump dir");
+    kiln::onnx::export(model, dir.join(format!("{name}.onnx"))).expect("export");
+    let array = |shape: &[usize], data: Vec<f64>, int: bool| serde_json::json!({ "shape": shape, "data": data, "int": int });
+    let inputs: Vec<_> = feeds
+        .iter()
+        .map(|f| match f {
+            Feed::Float(a) => array(a.shape(), a.iter().copied().collect(), false),
+            Feed::Ints(a) => array(a.shape(), a.iter().map(|&v| v as f64).collect(), true),
+        })
+        .collect();
+    let outputs: Vec<_> = want
+        .iter()
+        .map(|a| array(a.shape(), a.iter().copied().collect(), false))
+        .collect();
+    let json = serde_json::json!({ "inputs": inputs, "outputs": outputs });
+    std::fs::write(dir.join(format!("{name}.json")), json.to_string()).expect("dump");
+}
+
+/// Exports `model`, runs the file in tract on `feeds`, and compares each output with `want`.
+fn check<M: Model<f64>>(name: &str, model: &M, feeds: &[Feed], want: &[ArrayD<f64>]) {
+    dump(name, model, feeds, want);
+    let path = temp_path(name);
+    kiln::onnx::export(model, &path).expect("export");
+    let mut onnx = tract_onnx::onnx()
+        .model_for_path(&path)
+        .expect("tract reads the file");
+    for (i, feed) in feeds.iter().enumerate() {
+        let t = tensor(feed);
+        onnx.set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape()))
+            .expect("input fact");
+    }
+    let plan = onnx
+        .into_optimized()
+        .expect("tract optimizes the graph")
+        .into_runnable()
+        .expect("tract plans the graph");
+    let outputs = plan
+        .run(feeds.iter().map(|f| tensor(f).into()).collect())
+        .expect("tract runs the graph");
+    assert_eq!(outputs.len(), want.len(), "{name}: output count");
+    for (k, (got, want)) in outputs.iter().zip(want).enumerate() {
+        let got = got.to_plain_array_view::<f32>().expect("f32 output");
+        assert_eq!(got.shape(), want.shape(), "{name}: output {k} shape");
+        let mut worst = 0.0f64;
+        for (g, w) in got.iter().zip(want.iter()) {
+            let err = (f64::from(*g) - w).abs() / w.abs().max(1.0);
+            assert!(
+                err <= 1e-5 || (w.is_infinite() && f64::from(*g) == *w),
+                "{name}: output {k}: onnx {g} vs kiln {w}"
+            );
+            if err.is_finite() {
+                worst = worst.max(err);
+            }
+        }
+        eprintln!("{name}: output {k}: largest relative error {worst:.2e}");
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn dyn_f<D: kiln::ndarray::Dimension>(a: kiln::ndarray::Array<f64, D>) -> ArrayD<f64> {
+    a.into_dyn()
+}
+
+kiln::model! {
+    /// Dense layers and every pointwise op.
+    struct Dense {
+        input x: [B, 6];
+        let h = linear(x, 8);
+        let a = relu(h) + gelu(h) * 0.5 - tanh(h) / 3.0;
+        let s = sigmoid(a) * softplus(h) + exp(0.3 * h) - log(1.5 + sigmoid(h));
+        let l = leaky_relu(s) + sqrt(1.0 + square(h));
+        let r = linear(l, 8) + h;
+        let y = linear(r, 4, bias = false);
+        let p = softmax(y);
+        let lp = log_softmax(y);
+        output y, p, lp;
+    }
+}
+
+#[test]
+fn dense_and_pointwise_ops_match() {
+    let mut rng = rng();
+    let model = Dense::<f64>::new(&mut rng);
+    let x = random(&mut rng, &[3, 6]);
+    let (y, p, lp) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "dense",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(y), dyn_f(p), dyn_f(lp)],
+    );
+}
+
+kiln::model! {
+    /// Tensor ops on [B, T, D] values.
+    struct Tensors {
+        input x: [B, 5, 6];
+        let h = linear(x, 8);
+        let n = layer_norm(h);
+        let s = matmul(n, transpose(n, 1, 2));
+        let p = permute(s, (0, 2, 1));
+        let c = concat(p, s, axis = 2);
+        let r = reshape(c, (B, 2, 25));
+        let f = flatten(r);
+        let total = sum(n, axis = 2);
+        let avg = mean(n, axis = -1);
+        let top = max(n, axis = 1);
+        output f, total, avg, top;
+    }
+}
+
+#[test]
+fn tensor_ops_and_layer_norm_match() {
+    let mut rng = rng();
+    let mut model = Tensors::<f64>::new(&mut rng);
+    // Non-trivial norm weights, so that they are checked too.
+    model.visit_params_mut(&mut |name, mut p| {
+        if name.starts_with('n') {
+            p.iter_mut().for_each(|v| *v = rng.random_range(0.5..1.5));
+        }
+    });
+    let x = random(&mut rng, &[2, 5, 6]);
+    let (f, t, a, m) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "tensors",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(f), dyn_f(t), dyn_f(a), dyn_f(m)],
+    );
+}
+
+kiln::model! {
+    /// Convolutions, pooling (padding, ceil mode, count_include_pad), batch norm, dropout,
+    /// adaptive pooling and upsampling.
+    struct Vision {
+        input x: [B, 4, 9, 8];
+        let c1 = conv2d(x, 6, kernel = 3, padding = 1, groups = 2);
+        let c2 = conv2d(c1, 4, kernel = 3, stride = 2, dilation = 2, padding = 2);
+        let bn = relu(batch_norm(c1));
+        let d = dropout(bn, 0.5);
+        let mp = max_pool2d(d, kernel = 3, stride = 2, padding = 1, ceil_mode = true);
+        let ap = avg_pool2d(d, kernel = 3, stride = 2, padding = 1, ceil_mode = true, count_include_pad = false);
+        let ai = avg_pool2d(d, kernel = 2, padding = 1);
+        let ct = conv_transpose2d(c2, 3, kernel = 3, stride = 2, padding = 1, output_padding = 1);
+        let g = adaptive_avg_pool2d(ct, 1);
+        let a2 = adaptive_avg_pool2d(c1, (3, 4));
+        let un = upsample(mp, scale = 2);
+        let ub = upsample(ap, scale = 2, mode = bilinear);
+        let us = upsample(c2, size = (6, 8), mode = bilinear);
+        let head = linear(flatten(g), 3);
+        output c2, mp, ap, ai, ct, g, a2, un, ub, us, head;
+    }
+}
+
+#[test]
+fn vision_ops_match() {
+    let mut rng = rng();
+    let mut model = Vision::<f64>::new(&mut rng);
+    // Running statistics away from (0, 1), so that inference mode is what is checked.
+    model.visit_buffers_mut(&mut |name, mut b| {
+        let range = if name.ends_with("running_var") {
+            0.5..2.0
+        } else {
+            -0.5..0.5
+        };
+        b.iter_mut()
+            .for_each(|v| *v = rng.random_range(range.clone()));
+    });
+    let x = random(&mut rng, &[2, 4, 9, 8]);
+    let out = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    let (c2, mp, ap, ai, ct, g, a2, un, ub, us, head) = out;
+    check(
+        "vision",
+        &model,
+        &[Feed::Float(x)],
+        &[
+            dyn_f(c2),
+            dyn_f(mp),
+            dyn_f(ap),
+            dyn_f(ai),
+            dyn_f(ct),
+            dyn_f(g),
+            dyn_f(a2),
+            dyn_f(un),
+            dyn_f(ub),
+            dyn_f(us),
+            dyn_f(head),
+        ],
+    );
+}
+
+kiln::model! {
+    /// Token models: embeddings, a causal mask, a tied head and a mean over real lengths.
+    struct Tokens {
+        input tokens: [B, T] tokens 11;
+        input len: [B] lengths T;
+        let wte = embedding(tokens, 8, padding_idx = 0);
+        let wpe = position_embedding(tokens, 8, max_len = 16);
+        let x = wte + wpe;
+        let scores = matmul(x, transpose(x, 1, 2)) * 0.3;
+        let attn = softmax(causal_mask(scores));
+        let mixed = matmul(attn, x);
+        let logits = linear(mixed, 11, tied = wte);
+        let pooled = mean(mixed, axis = 1, lengths = len);
+        output logits, pooled;
+    }
+}
+
+#[test]
+fn token_ops_match() {
+    let mut rng = rng();
+    let model = Tokens::<f64>::new(&mut rng);
+    let (b, t) = (3, 7);
+    let tokens = ArrayD::from_shape_fn(IxDyn(&[b, t]), |_| rng.random_range(0..11usize));
+    let len = ArrayD::from_shape_vec(IxDyn(&[b]), vec![7usize, 3, 1]).unwrap();
+    let (logits, pooled) = model
+        .forward(
+            tokens.view().into_dimensionality().unwrap(),
+            len.view().into_dimensionality().unwrap(),
+        )
+        .expect("forward");
+    check(
+        "tokens",
+        &model,
+        &[Feed::Ints(tokens), Feed::Ints(len)],
+        &[dyn_f(logits), dyn_f(pooled)],
+    );
+}
+
+kiln::model! {
+    /// A small GPT: embeddings, two causal attention blocks (unrolled), a tied head.
+    struct Gpt {
+        input tokens: [B, T] tokens 13;
+        let wte = embedding(tokens, 8);
+        let wpe = position_embedding(tokens, 8, max_len = 12);
+        let x = wte + wpe;
+        let h = Layer(x, repeat = 2);
+        let ln_f = layer_norm(h);
+        let logits = linear(ln_f, 13, bias = false, tied = wte);
+        output logits;
+
+        block Layer(x) {
+            let ln_1 = layer_norm(x);
+            let attn = multi_head_attention(ln_1, heads = 2, causal = true);
+            let x1 = x + attn;
+            let ln_2 = layer_norm(x1);
+            let up = gelu(linear(ln_2, 16));
+            let down = dropout(linear(up, 8), 0.1);
+            let out = x1 + down;
+            output out;
+        }
+    }
+}
+
+#[test]
+fn attention_blocks_match() {
+    let mut rng = rng();
+    let model = Gpt::<f64>::new(&mut rng);
+    let tokens = ArrayD::from_shape_fn(IxDyn(&[2, 6]), |_| rng.random_range(0..13usize));
+    let logits = model
+        .forward(tokens.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check("gpt", &model, &[Feed::Ints(tokens)], &[dyn_f(logits)]);
+}
+
+kiln::model! {
+    /// Cross-attention over a padded memory, without biases, and self-attention with lengths.
+    struct Cross {
+        input x: [B, T, 8];
+        input memory: [B, S, 8];
+        input memory_len: [B] lengths S;
+        input len: [B] lengths T;
+        let a = multi_head_attention(x, memory, heads = 4, lengths = memory_len, bias = false);
+        let s = multi_head_attention(a, heads = 2, lengths = len);
+        output a, s;
+    }
+}
+
+#[test]
+fn cross_attention_with_lengths_matches() {
+    let mut rng = rng();
+    let model = Cross::<f64>::new(&mut rng);
+    let x = random(&mut rng, &[3, 4, 8]);
+    let memory = random(&mut rng, &[3, 5, 8]);
+    let memory_len = ArrayD::from_shape_vec(IxDyn(&[3]), vec![5usize, 2, 1]).unwrap();
+    let len = ArrayD::from_shape_vec(IxDyn(&[3]), vec![1usize, 4, 3]).unwrap();
+    let (a, s) = model
+        .forward(
+            x.view().into_dimensionality().unwrap(),
+            memory.view().into_dimensionality().unwrap(),
+            memory_len.view().into_dimensionality().unwrap(),
+            len.view().into_dimensionality().unwrap(),
+        )
+        .expect("forward");
+    check(
+        "cross",
+        &model,
+        &[
+            Feed::Float(x),
+            Feed::Float(memory),
+            Feed::Ints(memory_len),
+            Feed::Ints(len),
+        ],
+        &[dyn_f(a), dyn_f(s)],
+    );
+}
+
+kiln::model! {
+    /// Recurrent layers: stacked bidirectional LSTM and GRU outputs, and last states.
+    struct Recurrent {
+        input x: [B, T, 5];
+        let seq = lstm(x, 4, layers = 2, bidirectional = true);
+        let g = gru(x, 3, bidirectional = true, final_state = true);
+        let l = lstm(seq, 3, final_state = true);
+        let gs = gru(x, 3, layers = 2);
+        output seq, g, l, gs;
+    }
+}
+
+#[test]
+fn recurrent_layers_match() {
+    let mut rng = rng();
+    let model = Recurrent::<f64>::new(&mut rng);
+    let x = random(&mut rng, &[3, 6, 5]);
+    let (seq, g, l, gs) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "recurrent",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(seq), dyn_f(g), dyn_f(l), dyn_f(gs)],
+    );
+}
+
+kiln::model! {
+    /// Recurrent layers over padded sequences (ONNX `sequence_lens`).
+    struct RecurrentLengths {
+        input x: [B, T, 5];
+        input len: [B] lengths T;
+        let g = gru(x, 3, bidirectional = true, lengths = len, final_state = true);
+        let l = lstm(x, 3, lengths = len);
+        output g, l;
+    }
+}
+
+/// tract runs ONNX LSTM/GRU only with a constant `sequence_lens` ("Non constant seq_len is
+/// not supported"), so the padded variant is checked here for its structure: the lengths
+/// reach each recurrent node as int32 `sequence_lens`. (Its values were checked with
+/// onnxruntime: `KILN_ONNX_DUMP=DIR` writes every model of this file with its inputs and
+/// kiln's outputs, for `python tests/onnx_check.py DIR`.)
+#[test]
+fn recurrent_lengths_feed_sequence_lens() {
+    let mut rng = rng();
+    let model = RecurrentLengths::<f64>::new(&mut rng);
+    let x = random(&mut rng, &[3, 6, 5]);
+    let len = ArrayD::from_shape_vec(IxDyn(&[3]), vec![6usize, 2, 4]).unwrap();
+    let (g, l) = model
+        .forward(
+            x.view().into_dimensionality().unwrap(),
+            len.view().into_dimensionality().unwrap(),
+        )
+        .expect("forward");
+    dump(
+        "recurrent_lengths",
+        &model,
+        &[Feed::Float(x), Feed::Ints(len)],
+        &[dyn_f(g), dyn_f(l)],
+    );
+    let graph = model.onnx_graph().expect("exportable");
+    let recurrent: Vec<_> = graph
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "GRU" || n.op_type == "LSTM")
+        .collect();
+    assert_eq!(recurrent.len(), 2);
+    for node in recurrent {
+        let cast = graph
+            .nodes
+            .iter()
+            .find(|n| n.outputs == [node.inputs[4]])
+            .expect("sequence_lens is computed");
+        assert_eq!(cast.op_type, "Cast", "{}", node.name);
+        assert_eq!(cast.inputs, ["len"]);
+        assert_eq!(cast.attrs, [("to", kiln::onnx::OnnxAttr::Int(6))]);
+    }
+    // The file itself is written and read back by tract's parser.
+    let path = temp_path("recurrent_lengths");
+    kiln::onnx::export(&model, &path).expect("export");
+    tract_onnx::onnx()
+        .model_for_path(&path)
+        .expect("tract parses the file");
+    let _ = std::fs::remove_file(&path);
+}
