@@ -1,4 +1,4 @@
-"""Checks the files `KILN_ONNX_DUMP=DIR cargo test --features onnx-check --test onnx_export`
+"""Checks the files `KILN_ONNX_DUMP=DIR cargo test --test onnx_export`
 writes: each DIR/NAME.onnx passes `onnx.checker` and, run by onnxruntime on DIR/NAME.json's
 inputs, gives kiln's outputs within 1e-5 relative (|onnx - kiln| <= 1e-5 * max(|kiln|, 1)).
 

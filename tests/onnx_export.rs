@@ -10,8 +10,8 @@
 //! and lengths are `usize` in kiln and `int64` in the file: the test feeds the same numbers as
 //! i64 tensors.
 //!
-//! tract takes ~12 CPU-minutes to build, so this test needs the `onnx-check` feature:
-//! `cargo test --features onnx-check --test onnx_export`.
+//! Part of the default test run (`cargo test --test onnx_export`); tract is built unoptimised
+//! for it (see the workspace's `Cargo.toml`).
 
 use kiln::ndarray::{ArrayD, IxDyn};
 use kiln::rand::rngs::StdRng;

@@ -134,7 +134,6 @@ pub enum Error {
     },
     /// The model cannot be exported to ONNX (an op the exporter does not express, or a model
     /// not compiled by `model!`).
-    #[error("ONNX export of `{model}`: {message}")]
     Onnx {
         /// The model's name.
         model: String,
@@ -239,6 +238,7 @@ impl std::fmt::Display for Error {
             Error::Distributed { rank, message } => {
                 write!(f, "distributed training, rank {rank}: {message}")
             }
+            Error::Onnx { model, message } => write!(f, "ONNX export of `{model}`: {message}"),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }
     }
