@@ -19,7 +19,7 @@
 //! - `gemm/simd.rs`: explicit vector registers for the matrix-vector kernels.
 //! - `gemm/buffer.rs`: the thread-local packing buffers.
 //! - `parallel.rs` (beside this module): the one persistent helper thread that computes half
-//!   of a large product (`m·k·n ≥ 2²³`) while the caller computes the other half;
+//!   of a large product (`m·k·n ≥ 2²²`) while the caller computes the other half;
 //!   `KILN_THREADS=1` turns it off.
 //!
 //! The instruction set is detected once per process; the environment variable
@@ -262,6 +262,8 @@ unsafe fn run_split<T: Dispatch>(isa: Isa, p: &Problem<T>) -> bool {
     // still valid.
     unsafe impl<T> Send for Shared<T> {}
     let theirs = Shared(theirs);
+    // SAFETY: `Reserve` reads no memory; `isa` is supported.
+    unsafe { T::run_on(isa, p, Path::Reserve) };
     parallel::join(
         move || {
             let theirs = theirs;

@@ -56,6 +56,11 @@ pub(crate) enum Path {
     /// The packed path, reading `B` in place where its layout allows (see
     /// [`reads_b_in_place`]), else packing it.
     BInPlace,
+    /// Computes nothing: grows this thread's packing buffers to what [`Path::Auto`] would
+    /// need for the problem. A call split between two threads runs each part with part of
+    /// the buffers; reserving for the whole first means a later unsplit call of the same or
+    /// a smaller shape (an epoch's smaller last batch) finds them large enough.
+    Reserve,
 }
 
 /// Runs a problem with kernel set `K`. Compiled once per instruction set, inside a
@@ -90,7 +95,24 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
                 unsafe { packed::<K>(p, K::BLOCKING) };
             }
         }
+        Path::Reserve => reserve::<K>(p, K::BLOCKING),
     }
+}
+
+/// Grows this thread's packing buffers to the most the packed paths ([`packed`],
+/// [`b_in_place`]) ask for on any problem no larger than `p` in each of `m`, `k` and `n` with
+/// the same kernel. (Not just `p`'s own sizes: a block is at most the blocking's size, but a
+/// dimension a little over it is cut into smaller blocks than a dimension equal to it.)
+fn reserve<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
+    let cap = |len: usize, max: usize, unit: usize| {
+        len.div_ceil(unit)
+            .saturating_mul(unit)
+            .min((max / unit).max(1) * unit)
+    };
+    let kc = cap(p.k, blocking.kc, 1);
+    let mc = cap(p.m, blocking.mc, K::MR);
+    let nc = cap(p.n, blocking.nc, K::NR);
+    let _ = Scratch::take().get::<K::T>(mc * kc, kc * nc.max(K::NR));
 }
 
 /// Whether to try the unpacked matrix-vector path before the packed one.
