@@ -66,6 +66,36 @@ pub struct Conv2d {
 }
 
 /// The error when `groups` does not divide a channel count, or `None`.
+/// The inputs of an ONNX `Conv` or `ConvTranspose` node: the image, the weight, the bias if
+/// the layer has one.
+fn conv_onnx_inputs(cx: &mut crate::onnx::OnnxCx, bias: bool) -> Vec<String> {
+    let mut ins = vec![cx.inputs[0].clone(), cx.param(0)];
+    if bias {
+        ins.push(cx.param(1));
+    }
+    ins
+}
+
+/// The attributes ONNX's `Conv` and `ConvTranspose` share (symmetric padding).
+fn conv_onnx_attrs(
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+) -> Vec<(&'static str, crate::onnx::Attr)> {
+    use crate::onnx::Attr::{Int, Ints};
+    let pair = |(h, w): (usize, usize)| Ints(vec![h as i64, w as i64]);
+    let (p, q) = (padding.0 as i64, padding.1 as i64);
+    vec![
+        ("kernel_shape", pair(kernel)),
+        ("strides", pair(stride)),
+        ("pads", Ints(vec![p, q, p, q])),
+        ("dilations", pair(dilation)),
+        ("group", Int(groups as i64)),
+    ]
+}
+
 fn groups_error(groups: usize, c: usize, out: usize) -> Option<OpError> {
     if !c.is_multiple_of(groups) {
         return Some(OpError::input(
@@ -205,26 +235,15 @@ impl Conv2d {
 
 impl Kernel for Conv2d {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
-        use crate::onnx::Attr::{Int, Ints};
-        let mut ins = vec![cx.inputs[0].clone(), cx.param(0)];
-        if self.bias {
-            ins.push(cx.param(1));
-        }
-        let (k, s, p, d) = (self.kernel, self.stride, self.padding, self.dilation);
-        cx.finish(
-            "Conv",
-            ins,
-            vec![
-                ("kernel_shape", Ints(vec![k.0 as i64, k.1 as i64])),
-                ("strides", Ints(vec![s.0 as i64, s.1 as i64])),
-                (
-                    "pads",
-                    Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64]),
-                ),
-                ("dilations", Ints(vec![d.0 as i64, d.1 as i64])),
-                ("group", Int(self.groups as i64)),
-            ],
+        let ins = conv_onnx_inputs(cx, self.bias);
+        let attrs = conv_onnx_attrs(
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
         );
+        cx.finish("Conv", ins, attrs);
         Ok(())
     }
     fn name(&self) -> &'static str {
@@ -486,33 +505,20 @@ impl ConvTranspose2d {
 
 impl Kernel for ConvTranspose2d {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
-        use crate::onnx::Attr::{Int, Ints};
-        let mut ins = vec![cx.inputs[0].clone(), cx.param(0)];
-        if self.bias {
-            ins.push(cx.param(1));
-        }
-        let (k, s, p, d, o) = (
+        let ins = conv_onnx_inputs(cx, self.bias);
+        let mut attrs = conv_onnx_attrs(
             self.kernel,
             self.stride,
             self.padding,
             self.dilation,
-            self.output_padding,
+            self.groups,
         );
-        cx.finish(
-            "ConvTranspose",
-            ins,
-            vec![
-                ("kernel_shape", Ints(vec![k.0 as i64, k.1 as i64])),
-                ("strides", Ints(vec![s.0 as i64, s.1 as i64])),
-                (
-                    "pads",
-                    Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64]),
-                ),
-                ("dilations", Ints(vec![d.0 as i64, d.1 as i64])),
-                ("output_padding", Ints(vec![o.0 as i64, o.1 as i64])),
-                ("group", Int(self.groups as i64)),
-            ],
-        );
+        let o = self.output_padding;
+        attrs.push((
+            "output_padding",
+            crate::onnx::Attr::Ints(vec![o.0 as i64, o.1 as i64]),
+        ));
+        cx.finish("ConvTranspose", ins, attrs);
         Ok(())
     }
     fn name(&self) -> &'static str {
