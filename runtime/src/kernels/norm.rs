@@ -13,6 +13,9 @@
 use super::store;
 use crate::Float;
 
+mod layer;
+pub use layer::{layer_norm_backward, layer_norm_forward};
+
 #[track_caller]
 fn check_len(what: &str, name: &str, got: usize, want: usize) {
     assert_eq!(
@@ -273,143 +276,6 @@ pub fn batch_norm_backward<F: Float>(
                         accumulate,
                     );
                 }
-            }
-        }
-    }
-}
-
-/// Layer norm over the last axis of a `[rows, cols]` matrix, as PyTorch's `LayerNorm(cols)`:
-/// per row, `y = (x − mean) · invstd · weight + bias` with the BIASED variance and
-/// `invstd = 1 / √(var + eps)`; `weight` and `bias` are `[cols]`. The row statistics are
-/// saved in `save_mean` and `save_invstd` (`[rows]`) for [`layer_norm_backward`].
-///
-/// # Panics
-/// If a slice's length disagrees with the sizes (a caller bug).
-///
-/// ```
-/// use kiln_runtime::kernels::norm::layer_norm_forward;
-/// let (mut y, mut mean, mut invstd) = ([0.0f64; 2], [0.0], [0.0]);
-/// layer_norm_forward(&[1.0, 3.0], &[1.0, 1.0], &[0.0, 0.0], 1, 2, 0.0, &mut y, &mut mean, &mut invstd);
-/// assert_eq!((y, mean, invstd), ([-1.0, 1.0], [2.0], [1.0]));
-/// ```
-#[allow(clippy::too_many_arguments)]
-pub fn layer_norm_forward<F: Float>(
-    x: &[F],
-    weight: &[F],
-    bias: &[F],
-    rows: usize,
-    cols: usize,
-    eps: F,
-    y: &mut [F],
-    save_mean: &mut [F],
-    save_invstd: &mut [F],
-) {
-    const WHAT: &str = "layer_norm_forward";
-    check_len(WHAT, "x", x.len(), rows * cols);
-    check_len(WHAT, "y", y.len(), rows * cols);
-    check_len(WHAT, "weight", weight.len(), cols);
-    check_len(WHAT, "bias", bias.len(), cols);
-    check_len(WHAT, "save_mean", save_mean.len(), rows);
-    check_len(WHAT, "save_invstd", save_invstd.len(), rows);
-    if cols == 0 {
-        // PyTorch gives NaN statistics for an empty row (0 / 0); there is nothing to write.
-        save_mean.fill(F::from_f64(f64::NAN));
-        save_invstd.fill(F::from_f64(f64::NAN));
-        return;
-    }
-    for (r, (xr, yr)) in x
-        .chunks_exact(cols)
-        .zip(y.chunks_exact_mut(cols))
-        .enumerate()
-    {
-        let mean = xr.iter().map(|v| v.to_f64()).sum::<f64>() / cols as f64;
-        let var = xr
-            .iter()
-            .map(|v| {
-                let d = v.to_f64() - mean;
-                d * d
-            })
-            .sum::<f64>()
-            / cols as f64;
-        let invstd = 1.0 / (var + eps.to_f64()).sqrt();
-        save_mean[r] = F::from_f64(mean);
-        save_invstd[r] = F::from_f64(invstd);
-        // (x · invstd − mean · invstd) · weight + bias, as PyTorch's CPU kernel.
-        let (scale, shift) = (F::from_f64(invstd), F::from_f64(-mean * invstd));
-        for (((yv, &xv), &w), &b) in yr.iter_mut().zip(xr).zip(weight).zip(bias) {
-            *yv = (xv * scale + shift) * w + b;
-        }
-    }
-}
-
-/// The VJPs of [`layer_norm_forward`], from its `save_mean` / `save_invstd`. With
-/// `x̂ = (x − mean) · invstd` and `g = dy · weight`, per row of `cols` elements:
-///
-/// - `dweight = Σ_rows dy · x̂` and `dbias = Σ_rows dy`, OVERWRITTEN (`[cols]`);
-/// - `dx = invstd / cols · (cols · g − Σ g − x̂ · Σ g · x̂)`, written or added to the buffer of
-///   `dx = Some((buffer, accumulate))`.
-///
-/// # Panics
-/// If a slice's length disagrees with the sizes (a caller bug).
-#[allow(clippy::too_many_arguments)]
-pub fn layer_norm_backward<F: Float>(
-    x: &[F],
-    dy: &[F],
-    weight: &[F],
-    save_mean: &[F],
-    save_invstd: &[F],
-    rows: usize,
-    cols: usize,
-    dweight: &mut [F],
-    dbias: &mut [F],
-    mut dx: Option<(&mut [F], bool)>,
-) {
-    const WHAT: &str = "layer_norm_backward";
-    check_len(WHAT, "x", x.len(), rows * cols);
-    check_len(WHAT, "dy", dy.len(), rows * cols);
-    check_len(WHAT, "weight", weight.len(), cols);
-    check_len(WHAT, "save_mean", save_mean.len(), rows);
-    check_len(WHAT, "save_invstd", save_invstd.len(), rows);
-    check_len(WHAT, "dweight", dweight.len(), cols);
-    check_len(WHAT, "dbias", dbias.len(), cols);
-    if let Some((dx, _)) = dx.as_ref() {
-        check_len(WHAT, "dx", dx.len(), rows * cols);
-    }
-    dweight.fill(F::ZERO);
-    dbias.fill(F::ZERO);
-    if cols == 0 {
-        return;
-    }
-    let n = cols as f64;
-    for (r, (xr, dyr)) in x.chunks_exact(cols).zip(dy.chunks_exact(cols)).enumerate() {
-        let (mean, invstd) = (save_mean[r], save_invstd[r]);
-        // Σ g and Σ g · x̂ over the row, in f64.
-        let (mut sum_g, mut dot) = (0.0f64, 0.0f64);
-        for ((((&xv, &d), &w), dw), db) in xr
-            .iter()
-            .zip(dyr)
-            .zip(weight)
-            .zip(dweight.iter_mut())
-            .zip(dbias.iter_mut())
-        {
-            let xhat = (xv - mean) * invstd;
-            *dw += d * xhat;
-            *db += d;
-            let g = (d * w).to_f64();
-            sum_g += g;
-            dot += g * xhat.to_f64();
-        }
-        if let Some((dx, accumulate)) = dx.as_mut() {
-            let mean_g = F::from_f64(sum_g / n);
-            let mean_dot = F::from_f64(dot / n);
-            let dxr = &mut dx[r * cols..(r + 1) * cols];
-            for (((slot, &xv), &d), &w) in dxr.iter_mut().zip(xr).zip(dyr).zip(weight) {
-                let xhat = (xv - mean) * invstd;
-                store(
-                    slot,
-                    (d * w - mean_g - xhat * mean_dot) * invstd,
-                    *accumulate,
-                );
             }
         }
     }
@@ -845,6 +711,55 @@ mod tests {
                 );
                 assert_close(&db, &num_b, 1e-6, 1e-8, "ln dbias with dx");
             });
+        }
+    }
+
+    /// Sizes large enough to be split between the threads (rows by chunks, the parameter
+    /// gradients by columns), with rows that are not whole vectors: the same values as the
+    /// definition, and dweight / dbias as column sums over the rows.
+    #[test]
+    fn layer_norm_large_matches_naive() {
+        for &(rows, cols) in &[(40, 700), (9, 2051), (64, 129)] {
+            let x = values(rows * cols, 9.0);
+            let (w, b) = (values(cols, 10.0), values(cols, 11.0));
+            let (y, mean, invstd) = ln_forward(&x, &w, &b, rows);
+            assert_close(&y, &naive_ln(&x, &w, &b, cols), 1e-12, 1e-13, "ln y");
+            let dy = values(rows * cols, 12.0);
+            let (mut dw, mut db) = (vec![f64::NAN; cols], vec![f64::NAN; cols]);
+            let mut dx = vec![f64::NAN; rows * cols];
+            layer_norm_backward(
+                &x,
+                &dy,
+                &w,
+                &mean,
+                &invstd,
+                rows,
+                cols,
+                &mut dw,
+                &mut db,
+                Some((&mut dx, false)),
+            );
+            let (mut want_dw, mut want_db) = (vec![0.0; cols], vec![0.0; cols]);
+            let mut want_dx = vec![0.0; rows * cols];
+            for r in 0..rows {
+                let row = r * cols..(r + 1) * cols;
+                let xhat: Vec<f64> = x[row.clone()]
+                    .iter()
+                    .map(|v| (v - mean[r]) * invstd[r])
+                    .collect();
+                let g: Vec<f64> = dy[row.clone()].iter().zip(&w).map(|(d, w)| d * w).collect();
+                let sum_g: f64 = g.iter().sum();
+                let dot: f64 = g.iter().zip(&xhat).map(|(g, h)| g * h).sum();
+                for c in 0..cols {
+                    want_dw[c] += dy[r * cols + c] * xhat[c];
+                    want_db[c] += dy[r * cols + c];
+                    want_dx[r * cols + c] =
+                        invstd[r] / cols as f64 * (cols as f64 * g[c] - sum_g - xhat[c] * dot);
+                }
+            }
+            assert_close(&dw, &want_dw, 1e-12, 1e-12, "ln dweight");
+            assert_close(&db, &want_db, 1e-12, 1e-12, "ln dbias");
+            assert_close(&dx, &want_dx, 1e-10, 1e-12, "ln dx");
         }
     }
 
