@@ -50,6 +50,7 @@ pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let def: ast::ModelDef = syn::parse2(input)?;
     let mut graph = lower::lower(def)?;
     shape::infer(&mut graph)?;
+    lower::check_outputs_need_no_target(&graph)?;
     let fused = fuse::fuse(&mut graph);
     let schedule = autodiff::differentiate(&graph, &fused)?;
     let plan = plan::plan(&graph, &fused, &schedule);

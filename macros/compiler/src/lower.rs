@@ -774,3 +774,35 @@ fn names_in(expr: &Expr, out: &mut Vec<String>) {
         Expr::Float(..) | Expr::Int(..) | Expr::Bool(..) => {}
     }
 }
+
+/// `forward` computes the outputs from the inputs alone (targets are given only with the
+/// loss), so an output computed from a target cannot be returned by it: reported at the
+/// output, naming the target. Run after the shape stage, so that a target fed to a layer by
+/// mistake is reported there alone rather than again here.
+pub fn check_outputs_need_no_target(g: &Graph) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    for (node, name) in &g.outputs {
+        let mut seen = vec![false; g.nodes.len()];
+        let mut stack = vec![*node];
+        let mut target = None;
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut seen[id], true) {
+                continue;
+            }
+            if let NodeKind::Input(i) = g.nodes[id].kind {
+                if g.inputs[i].is_target {
+                    target = Some(&g.inputs[i].name);
+                    break;
+                }
+            }
+            stack.extend(&g.nodes[id].inputs);
+        }
+        if let Some(target) = target {
+            errors.push(syn::Error::new(
+                name.span(),
+                format!("output `{name}` is computed from the target `{target}`, but `forward` returns the outputs from the inputs alone (targets are given only with the loss): output the values it is made from and combine them with `{target}` outside the model, or declare `{target}` as an `input` if the model reads it when predicting"),
+            ));
+        }
+    }
+    errors.finish()
+}
