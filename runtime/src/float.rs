@@ -162,6 +162,29 @@ pub trait Float:
         rsc: isize,
         csc: isize,
     );
+
+    /// `C = A B + bias` (the `n`-element `bias` added to every row) on raw strided matrices
+    /// as [`Float::gemm_raw`]: a linear layer's `y = x Wᵀ + b`. The bias is added as each
+    /// tile of `C` is written, so `C` is written once and never read.
+    ///
+    /// # Safety
+    /// As for [`Float::gemm_raw`] with `beta` zero, and `bias` readable for `n` elements.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_bias_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        bias: *const Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
 }
 
 macro_rules! impl_float {
@@ -285,7 +308,44 @@ macro_rules! impl_float {
                 // SAFETY: forwarded contract of this function.
                 unsafe {
                     crate::kernels::gemm::gemm_strided::<$t>(
-                        m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+                        m,
+                        k,
+                        n,
+                        alpha,
+                        a,
+                        rsa,
+                        csa,
+                        b,
+                        rsb,
+                        csb,
+                        beta,
+                        c,
+                        rsc,
+                        csc,
+                        std::ptr::null(),
+                    )
+                }
+            }
+
+            unsafe fn gemm_bias_raw(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                bias: *const Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                // SAFETY: forwarded contract of this function.
+                unsafe {
+                    crate::kernels::gemm::gemm_strided::<$t>(
+                        m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc, bias,
                     )
                 }
             }

@@ -121,6 +121,83 @@ pub fn gemm<F: Float>(
     }
 }
 
+/// `C = op(A) · op(B) + bias`, the `n`-element `bias` added to every row of `C`: a linear
+/// layer's `y = x · Wᵀ + b`, with `A`, `B` and `C` as for [`gemm()`]. The bias is added as
+/// each tile of `C` is written (PyTorch's `addmm` copies it into `C` first, then adds the
+/// product onto it), so `C` is written once and not read; the result is the same bits as
+/// that copy followed by `gemm` with `beta = 1`.
+///
+/// # Panics
+/// If a slice's length is not the product of its dimensions (a caller bug).
+///
+/// ```
+/// use kiln_runtime::kernels::gemm::gemm_bias;
+/// // [1 2] · [[1 0] [0 1]] + [10 20]
+/// let mut c = [0.0f32; 2];
+/// gemm_bias(1, 2, 2, &[1.0, 2.0], false, &[1.0, 0.0, 0.0, 1.0], false, &[10.0, 20.0], &mut c);
+/// assert_eq!(c, [11.0, 22.0]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bias<F: Float>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[F],
+    a_trans: bool,
+    b: &[F],
+    b_trans: bool,
+    bias: &[F],
+    c: &mut [F],
+) {
+    assert_eq!(
+        a.len(),
+        m * k,
+        "gemm_bias: A has {} elements, expected {m}×{k}",
+        a.len()
+    );
+    assert_eq!(
+        b.len(),
+        k * n,
+        "gemm_bias: B has {} elements, expected {k}×{n}",
+        b.len()
+    );
+    assert_eq!(
+        bias.len(),
+        n,
+        "gemm_bias: the bias has {} elements, expected {n}",
+        bias.len()
+    );
+    assert_eq!(
+        c.len(),
+        m * n,
+        "gemm_bias: C has {} elements, expected {m}×{n}",
+        c.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let ((rsa, csa), (rsb, csb)) = (strides(m, k, a_trans), strides(k, n, b_trans));
+    // SAFETY: as in `gemm`: every index the strides reach lies inside its slice, `c` is a
+    // unique borrow, and `bias` holds `n` elements.
+    unsafe {
+        F::gemm_bias_raw(
+            m,
+            k,
+            n,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            bias.as_ptr(),
+            c.as_mut_ptr(),
+            stride(n),
+            1,
+        );
+    }
+}
+
 /// The (row, column) strides of `op(X)`, an `rows × cols` matrix stored row-major as itself
 /// or (`trans`) as its `cols × rows` transpose: the transpose reads the same memory with the
 /// strides swapped.
@@ -163,6 +240,7 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
     c: *mut T,
     rsc: isize,
     csc: isize,
+    bias: *const T,
 ) {
     let p = Problem {
         m,
@@ -183,6 +261,7 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
         c,
         rsc,
         csc,
+        bias,
     };
     let isa = Isa::selected();
     // SAFETY (both): `Isa::selected` is supported by this CPU; the memory contract is the
@@ -236,6 +315,11 @@ unsafe fn run_split<T: Dispatch>(isa: Isa, p: &Problem<T>) -> bool {
                 ..p.b
             },
             c: p.c.wrapping_offset(first as isize * p.csc),
+            bias: if p.bias.is_null() {
+                p.bias
+            } else {
+                p.bias.wrapping_add(first)
+            },
             ..*p
         };
         (Problem { n: first, ..*p }, theirs)
@@ -370,7 +454,8 @@ mod tests {
         };
         let (a, a64) = round(values(m * k, 1.0));
         let (b, b64) = round(values(k * n, 2.0));
-        for s in SCALARS {
+        let (bias, bias64) = round(values(n, 4.0));
+        for (s, with_bias) in SCALARS.iter().flat_map(|s| [(s, false), (s, true)]) {
             let (c0, c64) = if s.beta == 0.0 {
                 (vec![F::from_f64(f64::NAN); m * n], vec![f64::NAN; m * n])
             } else {
@@ -379,10 +464,16 @@ mod tests {
             let (alpha, beta) = (F::from_f64(s.alpha), F::from_f64(s.beta));
             for a_trans in [false, true] {
                 for b_trans in [false, true] {
-                    let (want, scale) =
+                    let (mut want, mut scale) =
                         reference(m, k, n, s.alpha, &a64, a_trans, &b64, b_trans, s.beta, &c64);
+                    if with_bias {
+                        for (idx, (w, sc)) in want.iter_mut().zip(&mut scale).enumerate() {
+                            *w += bias64[idx % n.max(1)];
+                            *sc += bias64[idx % n.max(1)].abs();
+                        }
+                    }
                     let mut c = c0.clone();
-                    let p = row_major_problem(
+                    let mut p = row_major_problem(
                         (m, k, n),
                         alpha,
                         (&a, a_trans),
@@ -390,6 +481,9 @@ mod tests {
                         beta,
                         &mut c,
                     );
+                    if with_bias {
+                        p.bias = bias.as_ptr();
+                    }
                     // SAFETY: `isa` comes from `Isa::available`; the strides describe the
                     // vectors above, exactly as in `gemm`.
                     unsafe { F::run_on(isa, &p, path) };
@@ -483,6 +577,39 @@ mod tests {
             c: c.as_mut_ptr(),
             rsc: stride(n),
             csc: 1,
+            bias: std::ptr::null(),
+        }
+    }
+
+    /// `gemm_bias` is the bias copied into every row of `C` then `gemm` with `beta = 1`, bit
+    /// for bit: on the packed paths (also split between two threads, along `n` and along
+    /// `m`), the matrix-vector paths and an empty product.
+    #[test]
+    fn gemm_bias_is_a_bias_copy_then_gemm_bit_for_bit() {
+        let shapes = [
+            (7, 5, 9),
+            (64, 300, 70),
+            (300, 128, 200),
+            (700, 96, 130),
+            (1, 40, 33),
+            (20, 40, 1),
+            (6, 0, 4),
+        ];
+        for (m, k, n) in shapes {
+            for b_trans in [false, true] {
+                let a: Vec<f32> = values(m * k, 1.0).iter().map(|&v| v as f32).collect();
+                let b: Vec<f32> = values(k * n, 2.0).iter().map(|&v| v as f32).collect();
+                let bias: Vec<f32> = values(n, 3.0).iter().map(|&v| v as f32).collect();
+                let mut want: Vec<f32> = bias.iter().copied().cycle().take(m * n).collect();
+                gemm(m, k, n, 1.0, &a, false, &b, b_trans, 1.0, &mut want);
+                let mut got = vec![f32::NAN; m * n];
+                gemm_bias(m, k, n, &a, false, &b, b_trans, &bias, &mut got);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(same, "{m}×{k}×{n} (b_trans {b_trans})");
+            }
         }
     }
 
@@ -566,6 +693,7 @@ mod tests {
                     c: c.as_mut_ptr(),
                     rsc: 1,
                     csc: m as isize,
+                    bias: std::ptr::null(),
                 };
                 // SAFETY: every (i, p) of A is at 2ik + 2p < 2mk, every (p, j) of B at
                 // b_last − pn + j inside b_full, every (i, j) of C at i + jm < mn.

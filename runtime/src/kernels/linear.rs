@@ -3,7 +3,7 @@
 //! Shapes follow PyTorch's `nn.Linear`: `x` is `[batch, in]`, the weight is `[out, in]`, the
 //! bias `[out]` and `y` is `[batch, out]`, all row-major.
 
-use super::gemm;
+use super::gemm::{gemm, gemm_bias};
 use crate::Float;
 
 /// `y = x · Wᵀ + b`: `x` is `[batch, in_features]`, `weight` is `[out_features, in_features]`,
@@ -35,34 +35,39 @@ pub fn linear_forward<F: Float>(
         "linear_forward: y has the wrong length"
     );
     // The weight is stored [out, in]; read as its transpose it is the [in, out] right operand.
-    let beta = match bias {
+    match bias {
         Some(bias) => {
             assert_eq!(
                 bias.len(),
                 out_features,
                 "linear_forward: bias has the wrong length"
             );
-            // Start every row at the bias and let the GEMM add the product onto it (beta = 1),
-            // as PyTorch's addmm does: one pass over y instead of two.
-            for row in y.chunks_exact_mut(out_features.max(1)) {
-                row.copy_from_slice(bias);
-            }
-            F::ONE
+            // The GEMM adds the bias as it writes each tile of y: one pass over y.
+            gemm_bias(
+                batch,
+                in_features,
+                out_features,
+                x,
+                false,
+                weight,
+                true,
+                bias,
+                y,
+            );
         }
-        None => F::ZERO,
-    };
-    gemm(
-        batch,
-        in_features,
-        out_features,
-        F::ONE,
-        x,
-        false,
-        weight,
-        true,
-        beta,
-        y,
-    );
+        None => gemm(
+            batch,
+            in_features,
+            out_features,
+            F::ONE,
+            x,
+            false,
+            weight,
+            true,
+            F::ZERO,
+            y,
+        ),
+    }
 }
 
 /// The weight gradient `dW = dyᵀ · x` (`[out_features, in_features]`), written into `dw` or

@@ -39,6 +39,9 @@ pub(crate) struct Problem<T> {
     pub c: *mut T,
     pub rsc: isize,
     pub csc: isize,
+    /// A bias added to every row of the result (`n` contiguous elements), or null: the
+    /// packed paths add it as they write each tile of `C`, so `C` is written once.
+    pub bias: *const T,
 }
 
 /// Which algorithm to run. Everything but the tests uses [`Path::Auto`].
@@ -74,6 +77,27 @@ pub(crate) enum Path {
 pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     if p.m == 0 || p.n == 0 {
         return;
+    }
+    let unpacked = match path {
+        Path::Auto => gemv_first::<K>(p),
+        Path::Gemv => true,
+        _ => false,
+    };
+    if !p.bias.is_null()
+        && !matches!(path, Path::Reserve)
+        && (p.k == 0 || p.alpha == K::T::ZERO || unpacked)
+    {
+        // The paths that do not write C by tiles: C = beta · C + bias first, then the product
+        // is added onto it.
+        // SAFETY: forwarded from the caller (the bias holds `n` elements).
+        unsafe { add_bias_first(p) };
+        let rest = Problem {
+            beta: K::T::ONE,
+            bias: std::ptr::null(),
+            ..*p
+        };
+        // SAFETY: as above.
+        return unsafe { run::<K>(&rest, path) };
     }
     if p.k == 0 || p.alpha == K::T::ZERO {
         // No product to add (BLAS semantics: A and B are not read when alpha is zero).
@@ -136,6 +160,28 @@ fn reserve<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
     let dots = p.b.rs == 1 && p.a.cs == 1;
     p.m == 1 || p.n == 1 || (dots && (2 * p.n < K::NR || p.m < K::MR))
+}
+
+/// `C = beta · C + bias` (each row), not reading `C` when `beta` is zero.
+///
+/// # Safety
+/// As for [`run`], and `p.bias` valid for `n` elements.
+#[inline(always)]
+unsafe fn add_bias_first<T: Elem>(p: &Problem<T>) {
+    for i in 0..p.m {
+        for j in 0..p.n {
+            // SAFETY: `(i, j)` is inside `C`, `j` inside the bias.
+            unsafe {
+                let c = p.c.offset(i as isize * p.rsc + j as isize * p.csc);
+                let b = *p.bias.add(j);
+                *c = if p.beta == T::ZERO {
+                    b
+                } else {
+                    p.beta * *c + b
+                };
+            }
+        }
+    }
 }
 
 /// `C = beta · C`, writing zeros (not reading `C`) when `beta` is zero.
@@ -208,8 +254,12 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
             // SAFETY: the block `k ∈ pc..pc+kc`, `n ∈ jc..jc+nc` is inside B, and the
             // buffer holds `kc_max · nc_max ≥ ceil(nc / NR) · NR · kc` elements.
             unsafe { pack::<K::V>(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack) };
-            // Only the first rank-kc update applies beta; later ones accumulate.
-            let beta = if pc == 0 { p.beta } else { K::T::ONE };
+            // Only the first rank-kc update applies beta and the bias; later ones accumulate.
+            let (beta, bias) = if pc == 0 {
+                (p.beta, p.bias)
+            } else {
+                (K::T::ONE, std::ptr::null())
+            };
             let mut ic = 0;
             while ic < p.m {
                 let mc = mc_max.min(p.m - ic);
@@ -217,7 +267,7 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
                 unsafe { pack::<K::V>(mr, mc, kc, p.a.at(ic, pc), p.a.rs, p.a.cs, a_pack) };
                 // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded), and
                 // the `mc × nc` block of C at (ic, jc) is inside C.
-                unsafe { macro_kernel::<K>(p, beta, ic, jc, mc, nc, kc, a_pack, b_pack) };
+                unsafe { macro_kernel::<K>(p, beta, bias, ic, jc, mc, nc, kc, a_pack, b_pack) };
                 ic += mc;
             }
             pc += kc;
@@ -298,6 +348,7 @@ unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
                     cols: nr.min(p.n - jr),
                     alpha: p.alpha,
                     beta: p.beta,
+                    bias: bias_at(p.bias, jr),
                 };
                 // SAFETY: panel `ir / MR` of packed A holds `k` steps; a whole panel of B has
                 // `NR` columns at each of its `k` rows (`jr + NR ≤ whole ≤ n`), the last one
@@ -311,8 +362,18 @@ unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     }
 }
 
+/// The bias entries from column `j` (null stays null).
+#[inline(always)]
+fn bias_at<T>(bias: *const T, j: usize) -> *const T {
+    if bias.is_null() {
+        bias
+    } else {
+        bias.wrapping_add(j)
+    }
+}
+
 /// Loops 2 and 1: the microkernel over every `MR × NR` tile of the `mc × nc` block of `C`
-/// at `(ic, jc)`.
+/// at `(ic, jc)`, adding `bias` (the entries of `C`'s columns from 0, or null).
 ///
 /// # Safety
 /// `a_pack` and `b_pack` must hold the packed `mc × kc` and `kc × nc` blocks (padded to whole
@@ -322,6 +383,7 @@ unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 unsafe fn macro_kernel<K: Kernel>(
     p: &Problem<K::T>,
     beta: K::T,
+    bias: *const K::T,
     ic: usize,
     jc: usize,
     mc: usize,
@@ -346,6 +408,7 @@ unsafe fn macro_kernel<K: Kernel>(
                 cols: nr.min(nc - jr),
                 alpha: p.alpha,
                 beta,
+                bias: bias_at(bias, jc + jr),
             };
             // SAFETY: panel `ir / MR` of A and `jr / NR` of B hold `kc` full steps each, and
             // the tile's `rows × cols` elements are inside C.

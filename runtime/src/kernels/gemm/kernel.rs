@@ -105,7 +105,8 @@ pub(crate) struct Blocking {
 }
 
 /// Where a microkernel writes its tile: `C[i][j]` is at `ptr + i·rs + j·cs` for
-/// `i < rows ≤ MR`, `j < cols ≤ NR`, and becomes `alpha · acc[i][j] + beta · C[i][j]`.
+/// `i < rows ≤ MR`, `j < cols ≤ NR`, and becomes `alpha · acc[i][j] + beta · C[i][j]`, plus
+/// `bias[j]` when `bias` is not null.
 pub(super) struct Tile<T> {
     pub ptr: *mut T,
     pub rs: isize,
@@ -115,6 +116,8 @@ pub(super) struct Tile<T> {
     pub alpha: T,
     /// When zero, `C` is not read (so NaN or stale values in it cannot leak into the result).
     pub beta: T,
+    /// The tile's columns' entries of a bias added to every row (`cols` elements), or null.
+    pub bias: *const T,
 }
 
 /// One instruction set's kernels for one element type.
@@ -227,6 +230,12 @@ pub(super) unsafe fn store_tile<V: Vector, const MR: usize, const NR: usize>(
                     } else {
                         V::mul_add(beta_v, V::load(dst.add(u)), ab)
                     };
+                    // `bias + u .. + LANES` is inside the tile's `NR` bias entries.
+                    let out = if c.bias.is_null() {
+                        out
+                    } else {
+                        V::add(out, V::load(c.bias.add(u)))
+                    };
                     out.store(dst.add(u));
                 }
             }
@@ -239,11 +248,17 @@ pub(super) unsafe fn store_tile<V: Vector, const MR: usize, const NR: usize>(
                 let d = unsafe { c.ptr.offset(i as isize * c.rs + j as isize * c.cs) };
                 // SAFETY: as above; `d` is read only when `beta` is non-zero.
                 unsafe {
-                    *d = if beta == V::T::ZERO {
+                    let out = if beta == V::T::ZERO {
                         alpha * s
                     } else {
                         alpha * s + beta * *d
-                    }
+                    };
+                    // `j < cols`: inside the tile's bias entries.
+                    *d = if c.bias.is_null() {
+                        out
+                    } else {
+                        out + *c.bias.add(j)
+                    };
                 };
             }
         }
