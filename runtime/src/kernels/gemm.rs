@@ -76,24 +76,7 @@ pub fn gemm<F: Float>(
     beta: F,
     c: &mut [F],
 ) {
-    assert_eq!(
-        a.len(),
-        m * k,
-        "gemm: A has {} elements, expected {m}×{k}",
-        a.len()
-    );
-    assert_eq!(
-        b.len(),
-        k * n,
-        "gemm: B has {} elements, expected {k}×{n}",
-        b.len()
-    );
-    assert_eq!(
-        c.len(),
-        m * n,
-        "gemm: C has {} elements, expected {m}×{n}",
-        c.len()
-    );
+    check_lens("gemm", (m, k, n), a.len(), b.len(), c.len());
     if m == 0 || n == 0 {
         return;
     }
@@ -149,29 +132,12 @@ pub fn gemm_bias<F: Float>(
     bias: &[F],
     c: &mut [F],
 ) {
-    assert_eq!(
-        a.len(),
-        m * k,
-        "gemm_bias: A has {} elements, expected {m}×{k}",
-        a.len()
-    );
-    assert_eq!(
-        b.len(),
-        k * n,
-        "gemm_bias: B has {} elements, expected {k}×{n}",
-        b.len()
-    );
+    check_lens("gemm_bias", (m, k, n), a.len(), b.len(), c.len());
     assert_eq!(
         bias.len(),
         n,
         "gemm_bias: the bias has {} elements, expected {n}",
         bias.len()
-    );
-    assert_eq!(
-        c.len(),
-        m * n,
-        "gemm_bias: C has {} elements, expected {m}×{n}",
-        c.len()
     );
     if m == 0 || n == 0 {
         return;
@@ -196,6 +162,14 @@ pub fn gemm_bias<F: Float>(
             1,
         );
     }
+}
+
+/// Panics unless `A`, `B` and `C` hold `m·k`, `k·n` and `m·n` elements (a caller bug).
+#[track_caller]
+fn check_lens(what: &str, (m, k, n): (usize, usize, usize), a: usize, b: usize, c: usize) {
+    assert_eq!(a, m * k, "{what}: A has {a} elements, expected {m}×{k}");
+    assert_eq!(b, k * n, "{what}: B has {b} elements, expected {k}×{n}");
+    assert_eq!(c, m * n, "{what}: C has {c} elements, expected {m}×{n}");
 }
 
 /// The (row, column) strides of `op(X)`, an `rows × cols` matrix stored row-major as itself

@@ -90,7 +90,7 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
         // The paths that do not write C by tiles: C = beta · C + bias first, then the product
         // is added onto it.
         // SAFETY: forwarded from the caller (the bias holds `n` elements).
-        unsafe { add_bias_first(p) };
+        unsafe { scale_c(p) };
         let rest = Problem {
             beta: K::T::ONE,
             bias: std::ptr::null(),
@@ -162,43 +162,27 @@ fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
     p.m == 1 || p.n == 1 || (dots && (2 * p.n < K::NR || p.m < K::MR))
 }
 
-/// `C = beta · C + bias` (each row), not reading `C` when `beta` is zero.
+/// `C = beta · C`, plus `bias` on every row when it is not null, not reading `C` when `beta`
+/// is zero.
 ///
 /// # Safety
-/// As for [`run`], and `p.bias` valid for `n` elements.
-#[inline(always)]
-unsafe fn add_bias_first<T: Elem>(p: &Problem<T>) {
-    for i in 0..p.m {
-        for j in 0..p.n {
-            // SAFETY: `(i, j)` is inside `C`, `j` inside the bias.
-            unsafe {
-                let c = p.c.offset(i as isize * p.rsc + j as isize * p.csc);
-                let b = *p.bias.add(j);
-                *c = if p.beta == T::ZERO {
-                    b
-                } else {
-                    p.beta * *c + b
-                };
-            }
-        }
-    }
-}
-
-/// `C = beta · C`, writing zeros (not reading `C`) when `beta` is zero.
-///
-/// # Safety
-/// As for [`run`].
+/// As for [`run`], and `p.bias` null or valid for `n` elements.
 #[inline(always)]
 unsafe fn scale_c<T: Elem>(p: &Problem<T>) {
     for i in 0..p.m {
         for j in 0..p.n {
-            // SAFETY: `(i, j)` is inside `C`.
+            // SAFETY: `(i, j)` is inside `C`, and `j` inside a non-null bias.
             unsafe {
                 let c = p.c.offset(i as isize * p.rsc + j as isize * p.csc);
-                *c = if p.beta == T::ZERO {
+                let scaled = if p.beta == T::ZERO {
                     T::ZERO
                 } else {
                     p.beta * *c
+                };
+                *c = if p.bias.is_null() {
+                    scaled
+                } else {
+                    scaled + *p.bias.add(j)
                 };
             }
         }
