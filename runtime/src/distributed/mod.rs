@@ -2,7 +2,7 @@
 //! own shard of each global batch, and the ranks sum their gradients before every optimizer
 //! step, so that N ranks compute the model that one process computes on the combined batch.
 //!
-//! With the `mpi` cargo feature, [`World`] runs this over MPI (`mpirun -np N ...`, across
+//! With the `mpi` cargo feature, `World` runs this over MPI (`mpirun -np N ...`, across
 //! hosts with a hostfile; see `DISTRIBUTED.md`). The pieces below it are plain Rust and work
 //! with any [`Communicator`]:
 //!
@@ -68,7 +68,7 @@ pub use mpi_world::{World, TIMEOUT_EXIT_CODE};
 use crate::{Error, Result};
 
 /// A group of processes that can sum and broadcast buffers: what [`DataParallel`] and
-/// [`Trainer::distributed`](crate::train::Trainer::distributed) need. [`World`] (feature
+/// [`Trainer::distributed`](crate::train::Trainer::distributed) need. `World` (feature
 /// `mpi`) is the MPI one; [`SingleProcess`] is the group of one.
 ///
 /// Every rank must make the same calls in the same order with buffers of the same lengths:
@@ -107,7 +107,7 @@ pub trait Communicator {
     /// (also when `body` fails: its error is returned after the wait).
     ///
     /// The default runs each sum at once with [`Communicator::all_reduce_sum_f32`];
-    /// [`World`] starts them as non-blocking MPI all-reduces, so that they travel while
+    /// `World` starts them as non-blocking MPI all-reduces, so that they travel while
     /// `body` goes on (the backward pass of [`DataParallel::train_batch`]).
     ///
     /// # Errors
