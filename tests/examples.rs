@@ -114,10 +114,13 @@ fn austen_char_gpt_learns_well_below_the_uniform_loss() {
 mod sentiment;
 
 #[test]
-fn sentiment_lstm_reaches_70_percent_on_held_out_tweets() {
+fn sentiment_lstm_reaches_65_percent_on_held_out_tweets() {
     let out = std::env::temp_dir().join(format!("kiln-sentiment-test-{}", std::process::id()));
+    // One of the example's six epochs on 24,000 of the tweets: 0.697 on the held-out tweets
+    // (two epochs gave 0.716; the majority class is 0.42), so a floor of 0.65 shows the model
+    // learned with a margin.
     let config = sentiment::Config {
-        epochs: 2,
+        epochs: 1,
         train_limit: Some(24_000),
         out: out.clone(),
         verbose: false,
@@ -129,7 +132,7 @@ fn sentiment_lstm_reaches_70_percent_on_held_out_tweets() {
         outcome.test_accuracy, outcome.macro_f1
     );
     assert!(
-        outcome.test_accuracy >= 0.70,
+        outcome.test_accuracy >= 0.65,
         "test accuracy {}",
         outcome.test_accuracy
     );
@@ -189,14 +192,16 @@ fn translate_writes_every_style_of_a_known_date() {
 }
 
 #[test]
-fn translate_transformer_reaches_85_percent_on_dates_never_seen() {
+fn translate_transformer_reaches_70_percent_on_dates_never_seen() {
     let out = std::env::temp_dir().join(format!("kiln-translate-test-{}", std::process::id()));
-    // 300 of the recipe's 800 steps at a higher learning rate, scored on 500 held-out pairs.
+    // 200 of the recipe's 800 steps at a higher learning rate, scored on 200 held-out pairs:
+    // 0.770 exact (0.765 with seed 7 in place of 42; 300 steps at 3e-3 gave 0.88), so a floor
+    // of 0.70 shows the model learned the task with a margin. The full recipe reaches 0.95.
     let config = translate::Config {
-        steps: 300,
+        steps: 200,
         warmup: 30,
-        lr: 3e-3,
-        test_pairs: 500,
+        lr: 5e-3,
+        test_pairs: 200,
         out: out.clone(),
         verbose: false,
         ..translate::Config::default()
@@ -207,7 +212,7 @@ fn translate_transformer_reaches_85_percent_on_dates_never_seen() {
         report.exact_match, report.char_accuracy, report.train_seconds
     );
     assert!(
-        report.exact_match >= 0.85,
+        report.exact_match >= 0.70,
         "exact match {}",
         report.exact_match
     );

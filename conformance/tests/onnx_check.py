@@ -1,10 +1,10 @@
-"""Checks the files `KILN_ONNX_DUMP=DIR cargo test --test onnx_export`
+"""Checks the files `KILN_ONNX_DUMP=DIR cargo test -p kiln-conformance --test onnx_export`
 writes: each DIR/NAME.onnx passes `onnx.checker` and, run by onnxruntime on DIR/NAME.json's
 inputs, gives kiln's outputs within 1e-5 relative (|onnx - kiln| <= 1e-5 * max(|kiln|, 1)).
 
 Not part of CI (it needs `pip install onnx onnxruntime numpy`):
 
-    python tests/onnx_check.py DIR
+    python conformance/tests/onnx_check.py DIR
 """
 
 import json

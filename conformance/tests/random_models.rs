@@ -8,12 +8,15 @@
 //! checked forward only.
 //!
 //! The CI-sized set (seeds 0..100) is committed as `random_models/generated.rs`, compiled
-//! with this test; `generated_file_is_current` fails when the generator's output differs
-//! (`KILN_REGENERATE_RANDOM_MODELS=1 cargo test --test random_models` rewrites it). The long
-//! run compiles a scratch crate of N more models under `target/random-models`:
+//! with this test (at opt-level 0, as all of this package: see the workspace's `Cargo.toml`);
+//! `generated_file_is_current` fails when the generator's output differs
+//! (`KILN_REGENERATE_RANDOM_MODELS=1 cargo test -p kiln-conformance --test random_models`
+//! rewrites it). The long run compiles a scratch crate of N more models under
+//! `target/random-models`:
 //!
 //! ```sh
-//! KILN_RANDOM_MODELS=2000 cargo test --test random_models long_run -- --ignored --nocapture
+//! KILN_RANDOM_MODELS=2000 cargo test -p kiln-conformance --test random_models long_run \
+//!     -- --ignored --nocapture
 //! ```
 
 #[macro_use]
@@ -45,8 +48,8 @@ fn generated_file_is_current() {
     let have = std::fs::read_to_string(&path).expect("read generated.rs");
     assert!(
         have == want,
-        "tests/random_models/generated.rs differs from the generator's output: rewrite it with \
-         KILN_REGENERATE_RANDOM_MODELS=1 cargo test --test random_models"
+        "conformance/tests/random_models/generated.rs differs from the generator's output: rewrite it with \
+         KILN_REGENERATE_RANDOM_MODELS=1 cargo test -p kiln-conformance --test random_models"
     );
 }
 

@@ -1,11 +1,13 @@
 //! The long run: N more models (seeds from 1,000,000 on), compiled in batches as a scratch
 //! crate under `target/random-models/` that includes this test's generator, interpreter and
-//! harness by path and depends on kiln by path. Its own target directory costs one build of
-//! the dependencies the first time; the models compile at opt-level 0 (the kernels at 2),
-//! which is what keeps a batch of a few hundred models quick to build.
+//! harness by path and depends on kiln by path (the workspace root, this package's parent).
+//! Its own target directory costs one build of the dependencies the first time; the models
+//! compile at opt-level 0 (the kernels at 2), which is what keeps a batch of a few hundred
+//! models quick to build.
 //!
 //! ```sh
-//! KILN_RANDOM_MODELS=2000 cargo test --test random_models long_run -- --ignored --nocapture
+//! KILN_RANDOM_MODELS=2000 cargo test -p kiln-conformance --test random_models long_run \
+//!     -- --ignored --nocapture
 //! ```
 //!
 //! `KILN_RANDOM_MODELS_START` (default 1000000) and `KILN_RANDOM_MODELS_BATCH` (default 250)
@@ -35,8 +37,10 @@ fn scratch_root() -> PathBuf {
 }
 
 fn write_crate(dir: &Path) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tests = root.join("tests").join("random_models");
+    // This package is conformance/; kiln is the workspace root above it.
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tests = here.join("tests").join("random_models");
+    let root = here.parent().expect("conformance/ is inside the workspace");
     std::fs::create_dir_all(dir.join("src")).expect("create the scratch crate");
     let manifest = format!(
         r#"[package]
@@ -62,7 +66,7 @@ opt-level = 2
     std::fs::write(dir.join("Cargo.toml"), manifest).expect("write Cargo.toml");
     let path = |f: &str| format!("{:?}", tests.join(f).display().to_string());
     let main = format!(
-        r#"//! Runs the generated models of `generated.rs` (written by tests/random_models/long_run.rs).
+        r#"//! Runs the generated models of `generated.rs` (written by conformance/tests/random_models/long_run.rs).
 #![allow(dead_code)]
 
 #[macro_use]
@@ -98,7 +102,7 @@ fn main() {{
 }
 
 #[test]
-#[ignore = "long: KILN_RANDOM_MODELS=2000 cargo test --test random_models long_run -- --ignored --nocapture"]
+#[ignore = "long: KILN_RANDOM_MODELS=2000 cargo test -p kiln-conformance --test random_models long_run -- --ignored --nocapture"]
 fn long_run() {
     let n = env_u64("KILN_RANDOM_MODELS", 2000);
     let start = env_u64("KILN_RANDOM_MODELS_START", 1_000_000);

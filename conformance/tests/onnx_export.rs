@@ -10,8 +10,8 @@
 //! and lengths are `usize` in kiln and `int64` in the file: the test feeds the same numbers as
 //! i64 tensors.
 //!
-//! Part of the default test run (`cargo test --test onnx_export`); tract is built unoptimised
-//! for it (see the workspace's `Cargo.toml`).
+//! Part of the default test run (`cargo test -p kiln-conformance --test onnx_export`); tract,
+//! and this package's code, are built unoptimised for it (see the workspace's `Cargo.toml`).
 
 use kiln::ndarray::{ArrayD, IxDyn};
 use kiln::rand::rngs::StdRng;
@@ -417,7 +417,7 @@ kiln::model! {
 /// not supported"), so the padded variant is checked here for its structure: the lengths
 /// reach each recurrent node as int32 `sequence_lens`. (Its values were checked with
 /// onnxruntime: `KILN_ONNX_DUMP=DIR` writes every model of this file with its inputs and
-/// kiln's outputs, for `python tests/onnx_check.py DIR`.)
+/// kiln's outputs, for `python conformance/tests/onnx_check.py DIR`.)
 #[test]
 fn recurrent_lengths_feed_sequence_lens() {
     let mut rng = rng();
