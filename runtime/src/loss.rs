@@ -7,7 +7,9 @@
 //! Slice lengths that disagree with the sizes are caller bugs and panic; labels must already
 //! have been validated with [`crate::shape::check_labels`].
 
-use crate::kernels::softmax::row_max;
+use crate::kernels::dispatch::{run_fast, ElementLoop};
+use crate::kernels::lanes::{lane_max, lane_sum_by};
+use crate::kernels::parallel::{self, SharedMut};
 use crate::kernels::store;
 use crate::Float;
 
@@ -108,11 +110,13 @@ fn check_cross_entropy(
     }
 }
 
-/// The ln Σ exp of a non-empty row, shifted by its maximum so that it cannot overflow.
-#[inline]
+/// The maximum and the ln Σ exp of a non-empty row, shifted by its maximum so that it cannot
+/// overflow; both reductions in partial sums (see `kernels/lanes.rs`), so that inside
+/// [`run_fast`] they vectorise. A NaN anywhere in the row makes the sum NaN.
+#[inline(always)]
 fn log_sum_exp<F: Float>(row: &[F]) -> (F, F) {
-    let max = row_max(row);
-    let total: F = row.iter().map(|&v| (v - max).exp()).sum();
+    let max = lane_max(row);
+    let total = lane_sum_by(row, |v| (v - max).exp());
     (max, total.ln())
 }
 
@@ -180,19 +184,47 @@ fn cross_entropy_impl<F: Float>(
     ignore: Option<usize>,
 ) -> F {
     check_cross_entropy(what, logits.len(), rows, classes, labels, ignore);
-    let mut total = F::ZERO;
-    let mut counted = 0;
-    for (row, &label) in logits.chunks_exact(classes.max(1)).zip(labels) {
-        if Some(label) == ignore {
-            continue;
+    let mut sum = LossSum {
+        logits,
+        classes,
+        labels,
+        ignore,
+        total: F::ZERO,
+        counted: 0,
+    };
+    run_fast(&mut sum);
+    sum.total / F::from_usize(sum.counted)
+}
+
+/// The sum of `−log_softmax` at the label over the counted rows, and their count, in row
+/// order (see [`cross_entropy_impl`]).
+struct LossSum<'a, F> {
+    logits: &'a [F],
+    classes: usize,
+    labels: &'a [usize],
+    ignore: Option<usize>,
+    total: F,
+    counted: usize,
+}
+
+impl<F: Float> ElementLoop for &mut LossSum<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        for (row, &label) in self
+            .logits
+            .chunks_exact(self.classes.max(1))
+            .zip(self.labels)
+        {
+            if Some(label) == self.ignore {
+                continue;
+            }
+            let (max, lse) = log_sum_exp(row);
+            // −log_softmax at the label, written as log_softmax is (x − max − lse) so that
+            // the rounding matches PyTorch's log_softmax + nll_loss.
+            self.total -= row[label] - max - lse;
+            self.counted += 1;
         }
-        let (max, lse) = log_sum_exp(row);
-        // −log_softmax at the label, written as log_softmax is (x − max − lse) so that the
-        // rounding matches PyTorch's log_softmax + nll_loss.
-        total -= row[label] - max - lse;
-        counted += 1;
     }
-    total / F::from_usize(counted)
 }
 
 /// Gradient of [`cross_entropy`]: `(softmax(logits) − onehot(label)) · d_loss / rows`,
@@ -278,25 +310,69 @@ fn cross_entropy_backward_impl<F: Float>(
         Some(ignore) => labels.iter().filter(|&&l| l != ignore).count(),
     };
     let scale = d_loss / F::from_usize(counted);
-    let rows_iter = logits
-        .chunks_exact(classes.max(1))
-        .zip(d_logits.chunks_exact_mut(classes.max(1)));
-    for ((row, drow), &label) in rows_iter.zip(labels) {
-        if Some(label) == ignore {
-            if !accumulate {
-                drow.fill(F::ZERO);
+    let classes = classes.max(1);
+    let pass = |range: std::ops::Range<usize>, d_logits: &mut [F]| {
+        run_fast(GradRows {
+            logits: &logits[range.start * classes..range.end * classes],
+            labels: &labels[range],
+            classes,
+            ignore,
+            scale,
+            d_logits,
+            accumulate,
+        })
+    };
+    // Rows are independent: shared by the two threads in fixed chunks, each computed the
+    // same way whichever thread runs it.
+    if rows < 2 || rows * classes < 1 << 14 || parallel::threads() < 2 {
+        return pass(0..rows, d_logits);
+    }
+    let chunks = parallel::chunk_count(rows);
+    let d_logits = SharedMut::new(d_logits);
+    parallel::for_each_chunk(chunks, |chunk, _| {
+        let r = parallel::chunk_range(rows, chunks, chunk);
+        // SAFETY: each chunk is claimed once, and chunks cover disjoint rows.
+        let d = unsafe { d_logits.range(r.start * classes..r.end * classes) };
+        pass(r, d);
+    });
+}
+
+/// The cross-entropy gradient of some rows (see [`cross_entropy_backward_impl`]).
+struct GradRows<'a, F> {
+    logits: &'a [F],
+    labels: &'a [usize],
+    classes: usize,
+    ignore: Option<usize>,
+    scale: F,
+    d_logits: &'a mut [F],
+    accumulate: bool,
+}
+
+impl<F: Float> ElementLoop for GradRows<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let (scale, accumulate) = (self.scale, self.accumulate);
+        let rows = self
+            .logits
+            .chunks_exact(self.classes)
+            .zip(self.d_logits.chunks_exact_mut(self.classes));
+        for ((row, drow), &label) in rows.zip(self.labels) {
+            if Some(label) == self.ignore {
+                if !accumulate {
+                    drow.fill(F::ZERO);
+                }
+                continue;
             }
-            continue;
-        }
-        let (max, lse) = log_sum_exp(row);
-        for (j, (slot, &x)) in drow.iter_mut().zip(row).enumerate() {
-            let p = (x - max - lse).exp();
-            let g = if j == label {
-                p * scale - scale
-            } else {
-                p * scale
-            };
-            store(slot, g, accumulate);
+            let (max, lse) = log_sum_exp(row);
+            for (j, (slot, &x)) in drow.iter_mut().zip(row).enumerate() {
+                let p = (x - max - lse).exp();
+                let g = if j == label {
+                    p * scale - scale
+                } else {
+                    p * scale
+                };
+                store(slot, g, accumulate);
+            }
         }
     }
 }
@@ -534,6 +610,42 @@ mod tests {
         let num = numeric_gradient(|x| d * naive_ce(x, classes, &labels), &mut x, 1e-6);
         check_both_modes(&num, 1e-7, 1e-10, "d ce", |g, acc| {
             cross_entropy_backward(&x, rows, classes, &labels, d, g, acc)
+        });
+    }
+
+    /// Large enough for the backward to be split between the threads, with rows that are not
+    /// whole vectors and some ignored: the definition's values, written and accumulated.
+    #[test]
+    fn cross_entropy_large_matches_the_definition() {
+        let (rows, classes, ignore) = (300, 101, 7);
+        let x = values(rows * classes, 4.0);
+        let labels: Vec<usize> = (0..rows).map(|r| (r * 13) % (classes + 3)).collect();
+        let labels: Vec<usize> = labels.iter().map(|&l| l.min(classes - 1)).collect();
+        let counted: Vec<usize> = (0..rows).filter(|&r| labels[r] != ignore).collect();
+        let n = counted.len() as f64;
+        let (mut want_loss, mut want_grad) = (0.0, vec![0.0; rows * classes]);
+        for &r in &counted {
+            let row = &x[r * classes..(r + 1) * classes];
+            let z: f64 = row.iter().map(|v| v.exp()).sum();
+            want_loss -= (row[labels[r]].exp() / z).ln() / n;
+            for c in 0..classes {
+                let onehot = if c == labels[r] { 1.0 } else { 0.0 };
+                want_grad[r * classes + c] = (row[c].exp() / z - onehot) / n;
+            }
+        }
+        let loss = cross_entropy_ignore(&x, rows, classes, &labels, Some(ignore));
+        assert_close(&[loss], &[want_loss], 1e-12, 1e-13, "loss");
+        check_both_modes(&want_grad, 1e-12, 1e-14, "gradient", |d, accumulate| {
+            cross_entropy_ignore_backward(
+                &x,
+                rows,
+                classes,
+                &labels,
+                Some(ignore),
+                1.0,
+                d,
+                accumulate,
+            )
         });
     }
 

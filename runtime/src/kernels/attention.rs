@@ -21,6 +21,7 @@
 //! gradients) are GEMMs over all rows afterwards, so results do not depend on the thread count.
 
 use super::gemm;
+use super::lanes::{lane_dot, lane_max, lane_sum, LANES};
 use super::linear::{
     linear_backward_bias, linear_backward_input, linear_backward_weight, linear_forward,
 };
@@ -782,64 +783,6 @@ impl<F: Float> ElementLoop for SoftmaxGradRows<'_, F> {
             masked.fill(F::ZERO);
         }
     }
-}
-
-/// Independent partial results kept by the row reductions: enough for a 512-bit vector of
-/// f32, and a fixed count, so that a sum is the same on every instruction set.
-const LANES: usize = 16;
-
-/// The largest element of a non-empty slice (NaN-free inputs), in [`LANES`] running maxima.
-#[inline(always)]
-fn lane_max<F: Float>(v: &[F]) -> F {
-    let max = |a: F, b: F| if b > a { b } else { a };
-    let mut lanes = [v[0]; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (m, &x) in lanes.iter_mut().zip(chunk) {
-            *m = max(*m, x);
-        }
-    }
-    tail.iter().fold(fold_lanes(lanes, max), |m, &x| max(m, x))
-}
-
-/// `Σ v`, in [`LANES`] interleaved partial sums (a serial sum would wait on each addition's
-/// latency), combined in order, then the tail.
-#[inline(always)]
-fn lane_sum<F: Float>(v: &[F]) -> F {
-    let mut lanes = [F::ZERO; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (acc, &x) in lanes.iter_mut().zip(chunk) {
-            *acc += x;
-        }
-    }
-    tail.iter()
-        .fold(fold_lanes(lanes, |a, b| a + b), |acc, &x| acc + x)
-}
-
-/// `Σ a ∘ b`, in [`LANES`] partial sums as [`lane_sum`].
-#[inline(always)]
-fn lane_dot<F: Float>(a: &[F], b: &[F]) -> F {
-    let mut lanes = [F::ZERO; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ta, tb) = (ca.remainder(), cb.remainder());
-    for (xa, xb) in ca.zip(cb) {
-        for ((acc, &x), &y) in lanes.iter_mut().zip(xa).zip(xb) {
-            *acc += x * y;
-        }
-    }
-    let lanes = fold_lanes(lanes, |a, b| a + b);
-    ta.iter().zip(tb).fold(lanes, |acc, (&x, &y)| acc + x * y)
-}
-
-/// Combines the lanes in order, a fixed order on every instruction set. (Not pairwise:
-/// LLVM's vectoriser then keeps the lanes of the loop before in 128-bit pieces rather than
-/// one 512-bit register, which made these row loops several times slower.)
-#[inline(always)]
-fn fold_lanes<F: Copy>(lanes: [F; LANES], op: impl Fn(F, F) -> F) -> F {
-    lanes[1..].iter().fold(lanes[0], |acc, &x| op(acc, x))
 }
 
 /// `v ← exp(v − shift)` (meant for `v ≤ shift`; other elements get unspecified values). f32 takes [`exp_nonpositive_f32`], which vectorises
