@@ -8,7 +8,7 @@
 //! have been validated with [`crate::shape::check_labels`].
 
 use crate::kernels::dispatch::{run_fast, ElementLoop};
-use crate::kernels::lanes::{lane_max, lane_sum_by};
+use crate::kernels::lanes::{lane_max, lane_sum_by, LANES};
 use crate::kernels::parallel::{self, SharedMut};
 use crate::kernels::store;
 use crate::Float;
@@ -115,6 +115,12 @@ fn check_cross_entropy(
 /// [`run_fast`] they vectorise. A NaN anywhere in the row makes the sum NaN.
 #[inline(always)]
 fn log_sum_exp<F: Float>(row: &[F]) -> (F, F) {
+    if row.len() < LANES {
+        // Shorter than one set of partial sums (10 classes): a plain loop has less to do.
+        let max = row.iter().fold(row[0], |m, &v| m.max(v));
+        let total = row.iter().fold(F::ZERO, |sum, &v| sum + (v - max).exp());
+        return (max, total.ln());
+    }
     let max = lane_max(row);
     let total = lane_sum_by(row, |v| (v - max).exp());
     (max, total.ln())

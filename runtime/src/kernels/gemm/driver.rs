@@ -169,6 +169,15 @@ fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
 /// As for [`run`], and `p.bias` null or valid for `n` elements.
 #[inline(always)]
 unsafe fn scale_c<T: Elem>(p: &Problem<T>) {
+    if p.beta == T::ZERO && !p.bias.is_null() && p.csc == 1 {
+        // A linear layer's rows on the matrix-vector path: each row becomes a copy.
+        for i in 0..p.m {
+            // SAFETY: row `i` of `C` holds `n` contiguous elements (`csc == 1`), the bias `n`,
+            // and they do not overlap (the bias is read-only, `C` written).
+            unsafe { std::ptr::copy_nonoverlapping(p.bias, p.c.offset(i as isize * p.rsc), p.n) };
+        }
+        return;
+    }
     for i in 0..p.m {
         for j in 0..p.n {
             // SAFETY: `(i, j)` is inside `C`, and `j` inside a non-null bias.

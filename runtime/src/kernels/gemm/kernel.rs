@@ -214,31 +214,11 @@ pub(super) unsafe fn store_tile<V: Vector, const MR: usize, const NR: usize>(
 ) {
     let (alpha, beta) = (c.alpha, c.beta);
     if c.rows == MR && c.cols == NR && c.cs == 1 {
-        debug_assert!(NR.is_multiple_of(V::LANES));
-        // SAFETY: the caller guarantees the instruction set.
-        let (alpha_v, beta_v) = unsafe { (V::splat(alpha), V::splat(beta)) };
-        for (i, row) in acc.iter().enumerate() {
-            let dst = c.ptr.wrapping_offset(i as isize * c.rs);
-            for u in (0..NR).step_by(V::LANES) {
-                // SAFETY: the tile is full and its rows contiguous (`cs == 1`), so
-                // `dst + u .. dst + u + LANES` is inside row `i` of `C` (`u + LANES ≤ NR`),
-                // as is the chunk of `row`; `C` is read only when `beta` is non-zero.
-                unsafe {
-                    let ab = V::mul(alpha_v, V::load(row.as_ptr().add(u)));
-                    let out = if beta == V::T::ZERO {
-                        ab
-                    } else {
-                        V::mul_add(beta_v, V::load(dst.add(u)), ab)
-                    };
-                    // `bias + u .. + LANES` is inside the tile's `NR` bias entries.
-                    let out = if c.bias.is_null() {
-                        out
-                    } else {
-                        V::add(out, V::load(c.bias.add(u)))
-                    };
-                    out.store(dst.add(u));
-                }
-            }
+        // SAFETY (both): forwarded from the caller, with the tile full and its rows contiguous.
+        if c.bias.is_null() {
+            unsafe { store_full_tile::<V, MR, NR, false>(acc, c) }
+        } else {
+            unsafe { store_full_tile::<V, MR, NR, true>(acc, c) }
         }
     } else {
         // Edge tiles and non-unit column strides: element by element, inside the bounds.
@@ -260,6 +240,45 @@ pub(super) unsafe fn store_tile<V: Vector, const MR: usize, const NR: usize>(
                         out + *c.bias.add(j)
                     };
                 };
+            }
+        }
+    }
+}
+
+/// [`store_tile`] for a full tile with contiguous rows, as explicit vectors; `BIAS` (known when
+/// compiled, so the loop has no test for it) adds `c.bias`.
+///
+/// # Safety
+/// As for [`store_tile`], with `c.rows == MR`, `c.cols == NR`, `c.cs == 1`, and `c.bias`
+/// valid for `NR` elements when `BIAS`.
+#[inline(always)]
+unsafe fn store_full_tile<V: Vector, const MR: usize, const NR: usize, const BIAS: bool>(
+    acc: &[[V::T; NR]; MR],
+    c: &Tile<V::T>,
+) {
+    debug_assert!(NR.is_multiple_of(V::LANES));
+    let beta = c.beta;
+    // SAFETY: the caller guarantees the instruction set.
+    let (alpha_v, beta_v) = unsafe { (V::splat(c.alpha), V::splat(beta)) };
+    for (i, row) in acc.iter().enumerate() {
+        let dst = c.ptr.wrapping_offset(i as isize * c.rs);
+        for u in (0..NR).step_by(V::LANES) {
+            // SAFETY: the tile is full and its rows contiguous, so `dst + u .. dst + u +
+            // LANES` is inside row `i` of `C` (`u + LANES ≤ NR`), as is the chunk of `row`
+            // and, with `BIAS`, of the bias; `C` is read only when `beta` is non-zero.
+            unsafe {
+                let ab = V::mul(alpha_v, V::load(row.as_ptr().add(u)));
+                let out = if beta == V::T::ZERO {
+                    ab
+                } else {
+                    V::mul_add(beta_v, V::load(dst.add(u)), ab)
+                };
+                let out = if BIAS {
+                    V::add(out, V::load(c.bias.add(u)))
+                } else {
+                    out
+                };
+                out.store(dst.add(u));
             }
         }
     }
