@@ -72,6 +72,7 @@ const SHAPES: &[Shape] = &[
     shape("W6 dW mlp_proj 128×512 (dyᵀ·x)", 128, 768, 512, true, false),
     shape("W6 dx c_attn (dy·W)", 768, 384, 128, false, false),
     shape("W6 dx mlp_proj (dy·W)", 768, 128, 512, false, false),
+    shape("W6 dx c_proj (dy·W)", 768, 128, 128, false, false),
     shape("W6 head scores (Q·Kᵀ)", 64, 32, 64, false, true),
     shape("W6 head values (P·V)", 64, 64, 32, false, false),
     shape("W4 conv1 fwd (W·cols)", 6, 25, 784, false, false),

@@ -291,6 +291,32 @@ fn reads_b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) -> bool {
         && (B_IN_PLACE_MIN_K..=blocking.kc).contains(&p.k)
         && p.n >= K::NR
         && p.k * p.n <= B_IN_PLACE_MAX
+        && (p.m < CONFLICTS_MATTER_FROM_M || rows_spread_over_l1::<K::T>(p.b.rs as usize, p.k))
+}
+
+/// The fewest rows of `A` from which B's panels must stay in L1: each panel is read once per
+/// `MR` rows, and below this the misses of a self-evicting panel (served from L2) cost less
+/// than packing `B` would (measured: W2's `64 × 64 × 128` products, B's rows 512 bytes apart,
+/// lost up to 25% when packed).
+const CONFLICTS_MATTER_FROM_M: usize = 256;
+
+/// Whether `k` rows `rs` elements apart spread over enough of L1's sets to stay in it
+/// together. With a row stride of a multiple of 64 bytes the rows fall in only
+/// `64 / gcd(64, stride in lines)` of the 64 sets of a 4 KiB way (48 KiB, 12-way L1s, and
+/// 32 KiB, 8-way), and a panel of `k` rows of `NR` columns (two lines per row with AVX-512 f32)
+/// would evict itself: measured (benches/gemm.rs, "W6 dx c_proj", `768 × 128 × 128`, B's rows
+/// 512 bytes apart), in place ran at 163 GFLOP/s against 180 for matrixmultiply, which packs.
+/// Allowing three rows per set keeps the panel well inside the ways.
+fn rows_spread_over_l1<T>(rs: usize, k: usize) -> bool {
+    let bytes = rs * std::mem::size_of::<T>();
+    if !bytes.is_multiple_of(64) {
+        return true;
+    }
+    let (mut a, mut b) = (64, bytes / 64);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    k <= 3 * (64 / a)
 }
 
 /// The packed algorithm with `B` read in place when [`reads_b_in_place`]: `A` is packed
