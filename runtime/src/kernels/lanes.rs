@@ -28,16 +28,7 @@ pub(crate) fn lane_max<F: Float>(v: &[F]) -> F {
 /// latency), combined in order, then the tail.
 #[inline(always)]
 pub(crate) fn lane_sum<F: Float>(v: &[F]) -> F {
-    let mut lanes = [F::ZERO; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (acc, &x) in lanes.iter_mut().zip(chunk) {
-            *acc += x;
-        }
-    }
-    tail.iter()
-        .fold(fold_lanes(lanes, |a, b| a + b), |acc, &x| acc + x)
+    lane_sum_by(v, |x| x)
 }
 
 /// `Σ a ∘ b`, in [`LANES`] partial sums as [`lane_sum`].

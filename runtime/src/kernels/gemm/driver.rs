@@ -78,14 +78,15 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     if p.m == 0 || p.n == 0 {
         return;
     }
-    let unpacked = match path {
+    // Only a call with a bias asks which path it takes: the others go straight on.
+    let unpacked = || match path {
         Path::Auto => gemv_first::<K>(p),
         Path::Gemv => true,
         _ => false,
     };
     if !p.bias.is_null()
         && !matches!(path, Path::Reserve)
-        && (p.k == 0 || p.alpha == K::T::ZERO || unpacked)
+        && (p.k == 0 || p.alpha == K::T::ZERO || unpacked())
     {
         // The paths that do not write C by tiles: C = beta · C + bias first, then the product
         // is added onto it.
