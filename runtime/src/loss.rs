@@ -10,6 +10,7 @@
 use crate::kernels::dispatch::{run_fast, ElementLoop};
 use crate::kernels::lanes::{lane_max, lane_sum_by, LANES};
 use crate::kernels::parallel::{self, SharedMut};
+use crate::kernels::softmax::row_max;
 use crate::kernels::store;
 use crate::Float;
 
@@ -117,7 +118,7 @@ fn check_cross_entropy(
 fn log_sum_exp<F: Float>(row: &[F]) -> (F, F) {
     if row.len() < LANES {
         // Shorter than one set of partial sums (10 classes): a plain loop has less to do.
-        let max = row.iter().fold(row[0], |m, &v| m.max(v));
+        let max = row_max(row);
         let total = row.iter().fold(F::ZERO, |sum, &v| sum + (v - max).exp());
         return (max, total.ln());
     }
