@@ -47,7 +47,7 @@ pub trait Float:
     /// The type's name as written in Rust (`"f32"`, `"f64"`).
     const NAME: &'static str;
     /// The safetensors element type this float is stored as.
-    const DTYPE: safetensors::Dtype;
+    const DTYPE: crate::io::Dtype;
 
     /// Converts from `f64`, rounding to nearest for `f32`.
     fn from_f64(v: f64) -> Self;
@@ -218,7 +218,7 @@ macro_rules! impl_float {
             const ONE: Self = 1.0;
             const NEG_INFINITY: Self = $t::NEG_INFINITY;
             const NAME: &'static str = stringify!($t);
-            const DTYPE: safetensors::Dtype = safetensors::Dtype::$dtype;
+            const DTYPE: crate::io::Dtype = crate::io::Dtype::$dtype;
 
             #[inline(always)]
             fn from_f64(v: f64) -> Self {

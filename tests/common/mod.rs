@@ -49,11 +49,18 @@ impl RawTensor {
         }
         RawTensor {
             name: name.to_string(),
-            dtype: F::DTYPE,
+            dtype: reference_dtype(F::DTYPE),
             shape: value.shape().to_vec(),
             data,
         }
     }
+}
+
+/// kiln's name for a dtype as the `safetensors` crate's (the fixtures are written with the
+/// crate, independently of kiln's own writer).
+pub fn reference_dtype(dtype: kiln::io::Dtype) -> safetensors::Dtype {
+    serde_json::from_value(serde_json::Value::from(dtype.name()))
+        .unwrap_or_else(|e| panic!("safetensors has no dtype {dtype}: {e}"))
 }
 
 /// Writes `tensors` to the safetensors file `path`, with the metadata torch writes.

@@ -80,7 +80,7 @@ fn save_then_load_round_trips_params_and_buffers() {
     let file = TensorFile::open(&path).unwrap();
     assert_eq!(file.names(), ["fc.bias", "fc.weight", "norm.running_mean"]);
     assert_eq!(file.shape("fc.weight").unwrap(), &[2, 3]);
-    assert_eq!(file.dtype("fc.weight").unwrap(), Dtype::F64);
+    assert_eq!(file.dtype("fc.weight").unwrap(), io::Dtype::F64);
     assert_eq!(
         file.get::<f64>("fc.weight")
             .unwrap()
@@ -104,7 +104,7 @@ fn f32_models_save_f32_and_load_either_dtype() {
     io::save(&model32, &p32).unwrap();
     assert_eq!(
         TensorFile::open(&p32).unwrap().dtype("fc.bias").unwrap(),
-        Dtype::F32
+        io::Dtype::F32
     );
     let mut back = Tiny::<f32>::zeros();
     io::load(&mut back, &p32).unwrap();

@@ -585,7 +585,10 @@ fn fixture_files_read_with_names_shapes_and_labels() {
     assert!(core.names().contains(&"grad.input.x"));
     assert_eq!(core.shape("param.fc2.weight").unwrap(), &[16, 16]);
     assert_eq!(core.shape("loss").unwrap(), &[] as &[usize]);
-    assert_eq!(core.dtype("target.label").unwrap(), safetensors::Dtype::I64);
+    assert_eq!(
+        core.dtype("target.label").unwrap(),
+        kiln_runtime::io::Dtype::I64
+    );
     let labels = core.labels("target.label").unwrap();
     assert_eq!(labels.len(), 5);
     assert!(labels.iter().all(|&l| l < 4), "{labels:?}");
@@ -606,7 +609,7 @@ fn fixture_files_read_with_names_shapes_and_labels() {
     assert_eq!(state.names(), ["linear.bias", "linear.weight"]);
     assert_eq!(
         state.dtype("linear.weight").unwrap(),
-        safetensors::Dtype::F32
+        kiln_runtime::io::Dtype::F32
     );
 }
 

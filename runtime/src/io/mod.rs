@@ -9,52 +9,16 @@
 
 use crate::{Error, Float, Model, Result};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
-use safetensors::{Dtype, View};
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// A tensor encoded for writing: its dtype, shape and little-endian bytes.
-pub(crate) struct EncodedTensor {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
+mod dtype;
+mod serialize;
 
-impl EncodedTensor {
-    /// `values` (in row-major order) of a tensor of `shape`, in `F`'s dtype.
-    pub(crate) fn new<F: Float>(
-        shape: Vec<usize>,
-        values: impl ExactSizeIterator<Item = F>,
-    ) -> Self {
-        let mut bytes = Vec::with_capacity(values.len() * std::mem::size_of::<F>());
-        for value in values {
-            value.write_le(&mut bytes);
-        }
-        Self {
-            dtype: F::DTYPE,
-            shape,
-            bytes,
-        }
-    }
-}
-
-impl View for &EncodedTensor {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
+pub use dtype::Dtype;
+pub(crate) use serialize::EncodedTensor;
 
 /// Writes named tensors as a safetensors file at `path`, atomically, with the
 /// `{"format": "pt"}` metadata PyTorch's `safetensors.torch.save_model` writes (tools such as
@@ -63,11 +27,15 @@ pub(crate) fn write_safetensors<'a>(
     path: &Path,
     tensors: impl IntoIterator<Item = (&'a str, &'a EncodedTensor)>,
 ) -> Result<()> {
-    // Collected rather than named: without safetensors' `std` feature its map is hashbrown's,
-    // with it (as in kiln's tests, which enable it) the standard library's.
-    let metadata = std::iter::once(("format".to_string(), "pt".to_string())).collect();
-    let bytes = safetensors::serialize(tensors, Some(metadata))
-        .map_err(|e| Error::file(path, format!("cannot serialize the checkpoint: {e}")))?;
+    let tensors: Vec<_> = tensors.into_iter().collect();
+    let mut names = HashSet::new();
+    if let Some((name, _)) = tensors.iter().find(|(name, _)| !names.insert(*name)) {
+        return Err(Error::file(
+            path,
+            format!("cannot write two tensors named `{name}` in one file"),
+        ));
+    }
+    let bytes = serialize::serialize(tensors, &[("format", "pt")]);
     write_atomically(path, &bytes)
 }
 
@@ -310,7 +278,7 @@ impl TensorFile {
         Self::parse(path.to_path_buf(), bytes)
     }
 
-    fn parse(path: PathBuf, bytes: Vec<u8>) -> Result<Self> {
+    pub(crate) fn parse(path: PathBuf, bytes: Vec<u8>) -> Result<Self> {
         let fail = |message: String| Err(Error::file(&path, message));
         let len = bytes.len();
         let Some(prefix) = bytes.get(..8) else {
@@ -584,8 +552,10 @@ fn parse_entry(info: &serde_json::Value) -> std::result::Result<EntryInfo, Strin
             .ok_or_else(|| format!("the header entry has no `{key}`"))
     };
     let dtype_value = field("dtype")?;
-    let dtype: Dtype = serde_json::from_value(dtype_value.clone())
-        .map_err(|_| format!("unknown dtype {dtype_value}"))?;
+    let dtype = dtype_value
+        .as_str()
+        .and_then(Dtype::from_name)
+        .ok_or_else(|| format!("unknown dtype {dtype_value}"))?;
     let shape = field("shape")?
         .as_array()
         .ok_or("`shape` is not an array")?
