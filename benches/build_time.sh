@@ -4,12 +4,13 @@
 #
 #   benches/build_time.sh [DIR]      # DIR: where the scratch crates go (default: a temp dir)
 #
-# It writes three crates: kiln-default (kiln with its default features), kiln-lean (kiln with
-# `default-features = false`) and dfdx-user (dfdx 0.13, default features), downloads their
+# It writes three crates: kiln-default (kiln with its default features: none), kiln-full (kiln
+# with `features = ["full"]`: plots, progress bars, text) and dfdx-user (dfdx 0.13, default
+# features), downloads their
 # dependencies first (not timed), then for each removes its `target/` and times a clean
 # `cargo build --release`: wall seconds and CPU seconds (user + sys, from /usr/bin/time).
 # KILN_BUILD_TIMINGS=1 adds `--timings` (the HTML report lands in each crate's
-# target/cargo-timings/). KILN_BUILD_ONLY="kiln-lean dfdx-user" picks crates.
+# target/cargo-timings/). KILN_BUILD_ONLY="kiln-default dfdx-user" picks crates.
 set -euo pipefail
 # KILN_PATH: another kiln checkout to build against (e.g. an older commit, for a before/after).
 KILN="${KILN_PATH:-$(cd "$(dirname "$0")/.." && pwd)}"
@@ -91,13 +92,13 @@ RS
 }
 
 write_kiln kiln-default "{ path = \"$KILN\" }"
-write_kiln kiln-lean "{ path = \"$KILN\", default-features = false }"
+write_kiln kiln-full "{ path = \"$KILN\", features = [\"full\"] }"
 write_dfdx
 
 TIMINGS=()
 [ "${KILN_BUILD_TIMINGS:-0}" = 1 ] && TIMINGS=(--timings)
 echo "crate          wall_s  cpu_s (user+sys)   [$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)]"
-for crate in ${KILN_BUILD_ONLY:-kiln-default kiln-lean dfdx-user}; do
+for crate in ${KILN_BUILD_ONLY:-kiln-default kiln-full dfdx-user}; do
     cd "$DIR/$crate"
     cargo fetch --quiet
     rm -rf target

@@ -1,5 +1,6 @@
 //! Text: tokenizers, vocabularies, padding, labelled-text data sets (sentiment and other
-//! text classification) and token streams (language models).
+//! text classification) and token streams (language models). Behind the cargo feature `text`
+//! (`kiln = { version = "0.1", features = ["text"] }`).
 //!
 //! A sentiment classifier's data, from a CSV file to batches:
 //!

@@ -113,7 +113,7 @@ use std::time::Instant;
 ///    and the [plot](Trainer::plot) are written.
 ///
 /// On a terminal each epoch is a progress bar that ends as the epoch's summary line (feature
-/// `progress`, on by default); when stdout is not a terminal (a log file, CI), or without that
+/// `progress`); when stdout is not a terminal (a log file, CI), or without that
 /// feature, one summary line per epoch is printed instead;
 /// [`progress(false)`](Trainer::progress) prints nothing. With progress on, the model's
 /// [summary](crate::Model::summary) is printed first.
