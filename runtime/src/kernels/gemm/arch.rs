@@ -68,6 +68,53 @@ impl Isa {
     }
 }
 
+/// The size of one core's L1 data cache in bytes, read once from `cpuid` (Intel's leaf 4,
+/// AMD's leaf 0x8000_001D), or 32 KiB where it cannot be read (the most common size, and the
+/// smallest of the CPUs kiln is tuned on).
+pub(crate) fn l1d_bytes() -> usize {
+    static L1D: OnceLock<usize> = OnceLock::new();
+    *L1D.get_or_init(|| detect_l1d().unwrap_or(32 * 1024))
+}
+
+/// The L1 data cache's size from the deterministic cache parameters of `cpuid`.
+#[cfg(target_arch = "x86_64")]
+fn detect_l1d() -> Option<usize> {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    let max_basic = __cpuid(0).eax;
+    let max_extended = __cpuid(0x8000_0000).eax;
+    let leaves = [
+        (4, max_basic >= 4),
+        (0x8000_001D, max_extended >= 0x8000_001D),
+    ];
+    for (leaf, supported) in leaves {
+        if !supported {
+            continue;
+        }
+        // One sub-leaf per cache, until a null type.
+        for sub in 0..16 {
+            let r = __cpuid_count(leaf, sub);
+            let (kind, level) = (r.eax & 0x1f, (r.eax >> 5) & 0x7);
+            if kind == 0 {
+                break;
+            }
+            if kind == 1 && level == 1 {
+                let ways = (r.ebx >> 22) as usize + 1;
+                let partitions = ((r.ebx >> 12) & 0x3ff) as usize + 1;
+                let line = (r.ebx & 0xfff) as usize + 1;
+                let sets = r.ecx as usize + 1;
+                return Some(ways * partitions * line * sets);
+            }
+        }
+    }
+    None
+}
+
+/// Elsewhere kiln assumes the common size.
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_l1d() -> Option<usize> {
+    None
+}
+
 /// An element type with a kernel set per instruction set.
 pub(crate) trait Dispatch: Elem {
     /// Runs `p` with the kernels of `isa`.
@@ -153,3 +200,23 @@ macro_rules! dispatch {
 
 dispatch!(f32, portable_f32: PortableF32, avx512_f32: Avx512F32, avx2_f32: Avx2F32);
 dispatch!(f64, portable_f64: PortableF64, avx512_f64: Avx512F64, avx2_f64: Avx2F64);
+
+#[cfg(test)]
+mod tests {
+    use super::l1d_bytes;
+
+    #[test]
+    fn the_l1_data_cache_has_a_plausible_size() {
+        let bytes = l1d_bytes();
+        assert!((16 * 1024..=512 * 1024).contains(&bytes), "{bytes} bytes");
+        assert!(bytes.is_multiple_of(1024), "{bytes} bytes");
+        // Where Linux reports it, the two agree.
+        let sysfs = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index0/size");
+        if let Some(kib) = sysfs
+            .ok()
+            .and_then(|s| s.trim().strip_suffix('K')?.parse::<usize>().ok())
+        {
+            assert_eq!(bytes, kib * 1024);
+        }
+    }
+}
