@@ -185,6 +185,44 @@ pub trait Float:
         rsc: isize,
         csc: isize,
     );
+
+    /// Packs `B` for [`Float::gemm_packed_b_raw`]: the implementation of
+    /// [`crate::kernels::gemm::pack_b`].
+    ///
+    /// # Safety
+    /// `B` (`k × n`, element `(p, j)` at `b + p·rsb + j·csb`) readable, `dst` writable for
+    /// [`crate::kernels::gemm::packed_b_len`]`(k, n)` elements and not overlapping `B`.
+    #[doc(hidden)]
+    unsafe fn pack_b_raw(
+        k: usize,
+        n: usize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        dst: *mut Self,
+    );
+
+    /// `C = alpha A B + beta C` with `B` packed by [`Float::pack_b_raw`] for `k × n` in this
+    /// process: the implementation of [`crate::kernels::gemm::gemm_packed_b`].
+    ///
+    /// # Safety
+    /// As for [`Float::gemm_raw`], with `b_packed` as described.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_packed_b_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b_packed: *const Self,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
 }
 
 macro_rules! impl_float {
@@ -346,6 +384,40 @@ macro_rules! impl_float {
                 unsafe {
                     crate::kernels::gemm::gemm_strided::<$t>(
                         m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc, bias,
+                    )
+                }
+            }
+
+            unsafe fn pack_b_raw(
+                k: usize,
+                n: usize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                dst: *mut Self,
+            ) {
+                // SAFETY: forwarded contract of this function.
+                unsafe { crate::kernels::gemm::pack_b_strided::<$t>(k, n, b, rsb, csb, dst) }
+            }
+
+            unsafe fn gemm_packed_b_raw(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b_packed: *const Self,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                // SAFETY: forwarded contract of this function.
+                unsafe {
+                    crate::kernels::gemm::gemm_strided_packed_b::<$t>(
+                        m, k, n, alpha, a, rsa, csa, b_packed, beta, c, rsc, csc,
                     )
                 }
             }

@@ -164,6 +164,203 @@ pub fn gemm_bias<F: Float>(
     }
 }
 
+/// `op(B)` packed once into the layout the GEMM's microkernels read, for many products with
+/// the same `B`: a recurrent layer multiplies its hidden state by the same weight at every
+/// time step, and packing it once per sequence rather than once per step saves a copy of the
+/// whole weight per step. Made by [`pack_b`], used by [`gemm_packed_b`]; it borrows the buffer
+/// it was packed into.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedB<'a, F> {
+    k: usize,
+    n: usize,
+    panels: &'a [F],
+}
+
+impl<F> PackedB<'_, F> {
+    /// `(k, n)`: the shape of `op(B)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+}
+
+/// The widest panel of any kernel set (AVX-512 f32: 32 columns).
+const MAX_NR: usize = 32;
+
+/// Elements of the buffer [`pack_b`] needs for a `k × n` `op(B)`, on any CPU: each column
+/// block padded to a whole panel of the widest kernels.
+pub fn packed_b_len(k: usize, n: usize) -> usize {
+    k * n.next_multiple_of(MAX_NR)
+}
+
+/// Packs `op(B)` (`k × n`, stored as for [`gemm()`]: `k × n` row-major, or `n × k` when
+/// `b_trans`) into `buf` for [`gemm_packed_b`].
+///
+/// # Panics
+/// If `b` does not hold `k·n` elements or `buf` fewer than [`packed_b_len`]`(k, n)`.
+///
+/// ```
+/// use kiln_runtime::kernels::gemm::{gemm, gemm_packed_b, pack_b, packed_b_len};
+/// let (m, k, n) = (3, 4, 5);
+/// let a: Vec<f32> = (0..m * k).map(|i| i as f32).collect();
+/// let w: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 - 3.0).collect(); // n × k, used as Wᵀ
+/// let mut buf = vec![0.0; packed_b_len(k, n)];
+/// let wt = pack_b(k, n, &w, true, &mut buf);
+/// let (mut c, mut want) = (vec![0.0; m * n], vec![0.0; m * n]);
+/// gemm_packed_b(m, 1.0, &a, false, &wt, 0.0, &mut c);
+/// gemm(m, k, n, 1.0, &a, false, &w, true, 0.0, &mut want);
+/// assert_eq!(c, want);
+/// ```
+pub fn pack_b<'a, F: Float>(
+    k: usize,
+    n: usize,
+    b: &[F],
+    b_trans: bool,
+    buf: &'a mut [F],
+) -> PackedB<'a, F> {
+    assert_eq!(
+        b.len(),
+        k * n,
+        "pack_b: B has {} elements, expected {k}×{n}",
+        b.len()
+    );
+    let need = packed_b_len(k, n);
+    assert!(
+        buf.len() >= need,
+        "pack_b: the buffer has {} elements, needs {need} (packed_b_len)",
+        buf.len()
+    );
+    let (rsb, csb) = strides(k, n, b_trans);
+    // SAFETY: every index the strides reach lies inside `b` (as in `gemm`); `buf` is a unique
+    // borrow of at least `packed_b_len(k, n)` elements, more than any kernel set writes.
+    unsafe { F::pack_b_raw(k, n, b.as_ptr(), rsb, csb, buf.as_mut_ptr()) };
+    PackedB { k, n, panels: buf }
+}
+
+/// `C = alpha · op(A) · B + beta · C` with `B` packed by [`pack_b`]: [`gemm()`] without
+/// packing `B`. Always on the calling thread (its callers run one product per thread).
+/// The result is the same bits as [`gemm()`]'s when `gemm` packs `B` too (it does for all
+/// but small, thin or single-row products, which it computes unpacked).
+///
+/// # Panics
+/// If `a` or `c` do not hold `m·k` and `m·n` elements, with `(k, n)` the packed shape.
+pub fn gemm_packed_b<F: Float>(
+    m: usize,
+    alpha: F,
+    a: &[F],
+    a_trans: bool,
+    b: &PackedB<'_, F>,
+    beta: F,
+    c: &mut [F],
+) {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(
+        a.len(),
+        m * k,
+        "gemm_packed_b: A has {} elements, expected {m}×{k}",
+        a.len()
+    );
+    assert_eq!(
+        c.len(),
+        m * n,
+        "gemm_packed_b: C has {} elements, expected {m}×{n}",
+        c.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (rsa, csa) = strides(m, k, a_trans);
+    // SAFETY: `A` and `C` are inside their slices as in `gemm`, `c` is a unique borrow, and
+    // `b.panels` holds `B` packed for this process's kernels by `pack_b`.
+    unsafe {
+        F::gemm_packed_b_raw(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.panels.as_ptr(),
+            beta,
+            c.as_mut_ptr(),
+            stride(n),
+            1,
+        )
+    }
+}
+
+/// [`pack_b`] on raw strides: the implementation of [`Float::pack_b_raw`].
+///
+/// # Safety
+/// `B` (`k × n`, element `(p, j)` at `b + p·rsb + j·csb`) readable, `dst` writable for
+/// [`packed_b_len`] elements and not overlapping `B`.
+pub(crate) unsafe fn pack_b_strided<T: Dispatch>(
+    k: usize,
+    n: usize,
+    b: *const T,
+    rsb: isize,
+    csb: isize,
+    dst: *mut T,
+) {
+    let isa = Isa::selected();
+    debug_assert!(T::packed_b_len(isa, k, n) <= packed_b_len(k, n));
+    let b = MatRef {
+        ptr: b,
+        rs: rsb,
+        cs: csb,
+    };
+    // SAFETY: the selected instruction set is supported; the memory is the caller's.
+    unsafe { T::pack_b_on(isa, k, n, b, dst) }
+}
+
+/// [`gemm_packed_b`] on raw strides: the implementation of [`Float::gemm_packed_b_raw`].
+///
+/// # Safety
+/// As for [`gemm_strided`], with `b_packed` made by [`pack_b_strided`] for `k × n` in this
+/// process, and `C` not overlapping it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_strided_packed_b<T: Dispatch>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b_packed: *const T,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+) {
+    let p = Problem {
+        m,
+        k,
+        n,
+        alpha,
+        a: MatRef {
+            ptr: a,
+            rs: rsa,
+            cs: csa,
+        },
+        // Not read: the packed panels stand for it.
+        b: MatRef {
+            ptr: b_packed,
+            rs: 0,
+            cs: 0,
+        },
+        beta,
+        c,
+        rsc,
+        csc,
+        bias: std::ptr::null(),
+        b_packed,
+    };
+    // SAFETY: the selected instruction set is supported (the one `B` was packed with: it is
+    // chosen once per process); the memory is the caller's.
+    unsafe { T::run_on(Isa::selected(), &p, Path::Auto) }
+}
+
 /// Panics unless `A`, `B` and `C` hold `m·k`, `k·n` and `m·n` elements (a caller bug).
 #[track_caller]
 fn check_lens(what: &str, (m, k, n): (usize, usize, usize), a: usize, b: usize, c: usize) {
@@ -236,6 +433,7 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
         rsc,
         csc,
         bias,
+        b_packed: std::ptr::null(),
     };
     let isa = Isa::selected();
     // SAFETY (both): `Isa::selected` is supported by this CPU; the memory contract is the
@@ -552,6 +750,7 @@ mod tests {
             rsc: stride(n),
             csc: 1,
             bias: std::ptr::null(),
+            b_packed: std::ptr::null(),
         }
     }
 
@@ -668,6 +867,7 @@ mod tests {
                     rsc: 1,
                     csc: m as isize,
                     bias: std::ptr::null(),
+                    b_packed: std::ptr::null(),
                 };
                 // SAFETY: every (i, p) of A is at 2ik + 2p < 2mk, every (p, j) of B at
                 // b_last − pn + j inside b_full, every (i, j) of C at i + jm < mn.
@@ -814,5 +1014,72 @@ mod tests {
         gemm(
             2, 3, 2, 1.0, &[0.0; 6], false, &[0.0; 5], false, 0.0, &mut c,
         );
+    }
+
+    /// A prepacked `B` gives the same bits as packing it per call, on every instruction set,
+    /// across several `kc` and `nc` blocks, with `B` stored either way and `alpha`, `beta`
+    /// applied, and no kernel set packs more than `packed_b_len` promises.
+    fn prepacked_b_matches_packing_per_call<T: Dispatch + Float>() {
+        // k crosses the deepest kc (512), n the AVX-512 nc (512) and several panels.
+        let (m, k, n) = (37, 600, 530);
+        let a: Vec<T> = values(m * k, 1.0).into_iter().map(T::from_f64).collect();
+        let b: Vec<T> = values(k * n, 2.0).into_iter().map(T::from_f64).collect();
+        let c0: Vec<T> = values(m * n, 3.0).into_iter().map(T::from_f64).collect();
+        let (alpha, beta) = (T::from_f64(0.5), T::from_f64(-1.25));
+        for isa in Isa::available() {
+            assert!(T::packed_b_len(isa, k, n) <= packed_b_len(k, n), "{isa:?}");
+            for b_trans in [false, true] {
+                let (rsb, csb) = strides(k, n, b_trans);
+                let b_ref = MatRef {
+                    ptr: b.as_ptr(),
+                    rs: rsb,
+                    cs: csb,
+                };
+                let mut panels = vec![<T as Float>::ZERO; packed_b_len(k, n)];
+                // SAFETY: `b` holds `k × n` with these strides, `panels` enough elements.
+                unsafe { T::pack_b_on(isa, k, n, b_ref, panels.as_mut_ptr()) };
+                let (rsa, csa) = strides(m, k, false);
+                let problem = |c: &mut Vec<T>, b_packed: *const T| Problem {
+                    m,
+                    k,
+                    n,
+                    alpha,
+                    a: MatRef {
+                        ptr: a.as_ptr(),
+                        rs: rsa,
+                        cs: csa,
+                    },
+                    b: b_ref,
+                    beta,
+                    c: c.as_mut_ptr(),
+                    rsc: n as isize,
+                    csc: 1,
+                    bias: std::ptr::null(),
+                    b_packed,
+                };
+                let (mut want, mut got) = (c0.clone(), c0.clone());
+                // SAFETY: every matrix is inside its vector; `isa` is available.
+                unsafe {
+                    T::run_on(isa, &problem(&mut want, std::ptr::null()), Path::Auto);
+                    T::run_on(isa, &problem(&mut got, panels.as_ptr()), Path::Auto);
+                }
+                assert!(
+                    want.iter()
+                        .zip(&got)
+                        .all(|(w, g)| w.to_f64().to_bits() == g.to_f64().to_bits()),
+                    "{isa:?}, b_trans {b_trans}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn prepacked_b_matches_packing_per_call_f32() {
+        prepacked_b_matches_packing_per_call::<f32>();
+    }
+
+    #[test]
+    fn prepacked_b_matches_packing_per_call_f64() {
+        prepacked_b_matches_packing_per_call::<f64>();
     }
 }

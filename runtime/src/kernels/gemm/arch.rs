@@ -3,7 +3,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::driver::{run, Path, Problem};
+use super::driver::{pack_whole_b, packed_b_len, run, MatRef, Path, Problem};
 use super::kernel::{Elem, Kernel, PortableF32, PortableF64};
 use std::sync::OnceLock;
 
@@ -127,6 +127,17 @@ pub(crate) trait Dispatch: Elem {
 
     /// The microkernel's tile size `(MR, NR)` with the kernels of `isa`.
     fn tile_size(isa: Isa) -> (usize, usize);
+
+    /// Elements `pack_b_on` writes for a `k × n` `B` with the kernels of `isa`.
+    fn packed_b_len(isa: Isa, k: usize, n: usize) -> usize;
+
+    /// Packs all of `B` (`k × n`) into `dst` for [`Problem::b_packed`] with the kernels of
+    /// `isa` (see `driver::pack_whole_b`).
+    ///
+    /// # Safety
+    /// `isa` must be supported by this CPU, every element of `B` readable, and `dst` writable
+    /// for [`Dispatch::packed_b_len`] elements, not overlapping `B`.
+    unsafe fn pack_b_on(isa: Isa, k: usize, n: usize, b: MatRef<Self>, dst: *mut Self);
 }
 
 /// Defines the entry points of one element type and its [`Dispatch`] impl.
@@ -181,6 +192,44 @@ macro_rules! dispatch {
                     Isa::Avx2 => unsafe { $avx2_fn(p, path) },
                     // SAFETY: the baseline needs no CPU feature; `p` from the caller.
                     _ => unsafe { $portable_fn(p, path) },
+                }
+            }
+
+            fn packed_b_len(isa: Isa, k: usize, n: usize) -> usize {
+                match isa {
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx512 => packed_b_len::<super::kernel::$avx512>(k, n),
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx2 => packed_b_len::<super::kernel::$avx2>(k, n),
+                    _ => packed_b_len::<$portable>(k, n),
+                }
+            }
+
+            unsafe fn pack_b_on(isa: Isa, k: usize, n: usize, b: MatRef<$t>, dst: *mut $t) {
+                /// # Safety
+                /// As for [`Dispatch::pack_b_on`], with AVX-512.
+                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512(k: usize, n: usize, b: MatRef<$t>, dst: *mut $t) {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { pack_whole_b::<super::kernel::$avx512>(k, n, b, dst) }
+                }
+                /// # Safety
+                /// As for [`Dispatch::pack_b_on`], with AVX2 and FMA.
+                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2(k: usize, n: usize, b: MatRef<$t>, dst: *mut $t) {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { pack_whole_b::<super::kernel::$avx2>(k, n, b, dst) }
+                }
+                match isa {
+                    // SAFETY (all arms): the caller guarantees that the CPU supports `isa`,
+                    // and the memory.
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx512 => unsafe { avx512(k, n, b, dst) },
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx2 => unsafe { avx2(k, n, b, dst) },
+                    _ => unsafe { pack_whole_b::<$portable>(k, n, b, dst) },
                 }
             }
 

@@ -43,6 +43,9 @@ pub(crate) struct Problem<T> {
     /// A bias added to every row of the result (`n` contiguous elements), or null: the
     /// packed paths add it as they write each tile of `C`, so `C` is written once.
     pub bias: *const T,
+    /// `B` already packed by [`pack_whole_b`] with the same kernels, or null. When set, `b`
+    /// is not read, the product takes the packed path, and `bias` must be null.
+    pub b_packed: *const T,
 }
 
 /// Which algorithm to run. Everything but the tests uses [`Path::Auto`].
@@ -77,6 +80,17 @@ pub(crate) enum Path {
 #[inline(always)]
 pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     if p.m == 0 || p.n == 0 {
+        return;
+    }
+    if !p.b_packed.is_null() {
+        debug_assert!(p.bias.is_null() && matches!(path, Path::Auto));
+        if p.k == 0 || p.alpha == K::T::ZERO {
+            // SAFETY: forwarded from the caller.
+            unsafe { scale_c(p) };
+        } else {
+            // SAFETY: forwarded from the caller, who packed `B` with these kernels.
+            unsafe { packed::<K>(p, blocking::<K>()) };
+        }
         return;
     }
     // Only a call with a bias asks which path it takes: the others go straight on.
@@ -258,17 +272,28 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     let kc_max = block_size(p.k, blocking.kc, 1);
     let mc_max = block_size(p.m, blocking.mc, mr);
     let nc_max = block_size(p.n, blocking.nc, nr);
+    let prepacked = !p.b_packed.is_null();
     let mut scratch = Scratch::take();
-    let (a_pack, b_pack) = scratch.get::<K::T>(mc_max * kc_max, kc_max * nc_max);
+    let b_len = if prepacked { 0 } else { kc_max * nc_max };
+    let (a_pack, b_pack) = scratch.get::<K::T>(mc_max * kc_max, b_len);
+    // Where the next block of a prepacked `B` starts: blocks in the order of the loops below.
+    let mut b_offset = 0;
     let mut jc = 0;
     while jc < p.n {
         let nc = nc_max.min(p.n - jc);
         let mut pc = 0;
         while pc < p.k {
             let kc = kc_max.min(p.k - pc);
-            // SAFETY: the block `k ∈ pc..pc+kc`, `n ∈ jc..jc+nc` is inside B, and the
-            // buffer holds `kc_max · nc_max ≥ ceil(nc / NR) · NR · kc` elements.
-            unsafe { pack::<K::V>(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack) };
+            let b_block = if prepacked {
+                let block = p.b_packed.wrapping_add(b_offset);
+                b_offset += kc * nc.next_multiple_of(nr);
+                block
+            } else {
+                // SAFETY: the block `k ∈ pc..pc+kc`, `n ∈ jc..jc+nc` is inside B, and the
+                // buffer holds `kc_max · nc_max ≥ ceil(nc / NR) · NR · kc` elements.
+                unsafe { pack::<K::V>(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack) };
+                b_pack.cast_const()
+            };
             // Only the first rank-kc update applies beta and the bias; later ones accumulate.
             let (beta, bias) = if pc == 0 {
                 (p.beta, p.bias)
@@ -280,11 +305,47 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
                 let mc = mc_max.min(p.m - ic);
                 // SAFETY: as for B, with `mc_max · kc_max` elements of buffer.
                 unsafe { pack::<K::V>(mr, mc, kc, p.a.at(ic, pc), p.a.rs, p.a.cs, a_pack) };
-                // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded), and
+                // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded; a prepacked
+                // `B` was packed block by block with this blocking, see `pack_whole_b`), and
                 // the `mc × nc` block of C at (ic, jc) is inside C.
-                unsafe { macro_kernel::<K>(p, beta, bias, ic, jc, mc, nc, kc, a_pack, b_pack) };
+                unsafe { macro_kernel::<K>(p, beta, bias, ic, jc, mc, nc, kc, a_pack, b_block) };
                 ic += mc;
             }
+            pc += kc;
+        }
+        jc += nc;
+    }
+}
+
+/// Elements [`pack_whole_b`] writes for a `k × n` `B`: every column padded to a whole panel.
+pub(super) fn packed_b_len<K: Kernel>(k: usize, n: usize) -> usize {
+    k * n.next_multiple_of(K::NR)
+}
+
+/// Packs all of `B` (`k × n`) into `dst` as [`packed`] would pack it block by block for a
+/// product of any number of rows, in the order it visits the blocks, so that products that
+/// share `B` (a recurrent weight, at every time step) pack it once.
+///
+/// # Safety
+/// Every element of `B` readable, `dst` writable for [`packed_b_len`] elements and not
+/// overlapping `B`, and the CPU supports the kernels' instruction set.
+#[inline(always)]
+pub(super) unsafe fn pack_whole_b<K: Kernel>(k: usize, n: usize, b: MatRef<K::T>, dst: *mut K::T) {
+    let nr = K::NR;
+    let blocking = blocking::<K>();
+    let kc_max = block_size(k, blocking.kc, 1);
+    let nc_max = block_size(n, blocking.nc, nr);
+    let mut offset = 0;
+    let mut jc = 0;
+    while jc < n {
+        let nc = nc_max.min(n - jc);
+        let mut pc = 0;
+        while pc < k {
+            let kc = kc_max.min(k - pc);
+            // SAFETY: the block is inside B; the blocks' padded sizes add up to
+            // `k · ceil(n / NR) · NR` (every block but the last in `n` is whole panels).
+            unsafe { pack::<K::V>(nr, nc, kc, b.at(pc, jc), b.cs, b.rs, dst.add(offset)) };
+            offset += kc * nc.next_multiple_of(nr);
             pc += kc;
         }
         jc += nc;

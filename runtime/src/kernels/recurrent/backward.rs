@@ -60,6 +60,7 @@ pub fn rnn_backward<F: Float>(
         outputs,
         work,
         adjoints,
+        packed,
     } = lay.split(scratch);
     let (kept, outputs) = (&*kept, &*outputs);
     let (dirs, g, h, rows) = (lay.directions, lay.gate_rows, lay.hidden, lay.rows);
@@ -86,6 +87,7 @@ pub fn rnn_backward<F: Float>(
             &outputs[(layer - 1) * lay.layer_out..layer * lay.layer_out]
         };
         let in_l = d.layer_input(layer);
+        let recurrent = lay.pack_recurrent(d, params, layer, false, &mut *packed);
         let work_s = SharedMut::new(&mut *work);
         parallel::for_each_chunk(dirs * parts, |item, _| {
             let (direction, part) = (item / parts, item % parts);
@@ -95,6 +97,7 @@ pub fn rnn_backward<F: Float>(
                 lengths,
                 reverse: direction == 1,
                 w_hh,
+                recurrent: recurrent[direction],
                 b_ih,
                 b_hh,
             };
@@ -296,7 +299,13 @@ fn backward_part<F: Float>(
                 }
             }
         }
-        if s > 0 {
+        if s == 0 {
+            // The first step started from the zero state: no adjoint to pass further back.
+            continue;
+        }
+        if let Some(w_hh) = &dir.recurrent {
+            gemm::gemm_packed_b(part.len(), F::ONE, step, false, w_hh, F::ONE, dh);
+        } else {
             gemm(
                 part.len(),
                 g,

@@ -1,7 +1,7 @@
 //! The forward pass: input projections, then the time loop of each direction.
 
 use super::{cell, layer_params, Direction, Layout, Regions, RnnCell, RnnDims, RnnOutput};
-use crate::kernels::gemm;
+use crate::kernels::gemm::{gemm, gemm_packed_b};
 use crate::kernels::parallel::{self, SharedMut};
 use crate::Float;
 use std::ops::Range;
@@ -55,6 +55,7 @@ pub fn rnn_forward<F: Float>(
         kept,
         outputs,
         work,
+        packed,
         ..
     } = lay.split(scratch);
     let (dirs, g, h) = (lay.directions, lay.gate_rows, lay.hidden);
@@ -91,6 +92,7 @@ pub fn rnn_forward<F: Float>(
             (true, RnnOutput::Final) => None,
         };
         let dest = dest.map(SharedMut::new);
+        let recurrent = lay.pack_recurrent(d, params, layer, true, &mut *packed);
         let kept_l = SharedMut::new(&mut kept[lay.kept_range(layer, 0).start..]);
         let work_s = SharedMut::new(&mut *work);
         parallel::for_each_chunk(dirs * parts, |item, _| {
@@ -101,6 +103,7 @@ pub fn rnn_forward<F: Float>(
                 lengths,
                 reverse: direction == 1,
                 w_hh,
+                recurrent: recurrent[direction],
                 b_ih,
                 b_hh,
             };
@@ -199,6 +202,8 @@ fn forward_part<F: Float>(
     for s in 0..steps {
         if s == 0 {
             step.fill(F::ZERO);
+        } else if let Some(w_hh) = &dir.recurrent {
+            gemm_packed_b(part.len(), F::ONE, hs, false, w_hh, F::ZERO, step);
         } else {
             gemm(
                 part.len(),

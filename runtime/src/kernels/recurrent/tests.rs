@@ -350,6 +350,12 @@ fn scratch_len_formula() {
         gru.scratch_len(),
         r * (4 + w) + 2 * r * gh + 2 * (gh + 2 * 4)
     );
+    // From 8 sequences on, the recurrent weights packed for the GEMM: 5 × 32 (`Wᵀ`, G·H = 20
+    // columns padded to 32) against 20 × 32 (`W`, H = 5 columns padded).
+    let d = dims(RnnCell::Lstm, 8, 3, 5, 5, 1, true, RnnOutput::Final);
+    let (r, gh, w) = (24, 20, 6 * 5);
+    let plain = 2 * r * (5 + w) + 2 * (r * gh + 8 * (gh + 2 * 5));
+    assert_eq!(d.scratch_len(), plain + 2 * (20 * 32));
 }
 
 /// Forward + backward at benchmark W7's shape (B = 64, T = 48, F = 128, H = 128, one layer,
