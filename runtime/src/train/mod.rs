@@ -19,13 +19,15 @@
 //!     .clip_grad_norm(5.0)
 //!     .early_stopping(3, 1e-4)
 //!     .checkpoints("runs/digits")
-//!     .plot("runs/digits/curves.png")
 //!     .fit(model, &mut opt, &train)?;
 //! println!("{history}");
 //! history.write_csv("runs/digits/history.csv")?;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! With the cargo feature `plot`, `.plot("runs/digits/curves.png")` also draws the loss and
+//! accuracy curves after every epoch.
 //!
 //! The same run, as a plain loop over the pieces ([`crate::data::DataLoader`],
 //! [`LrSchedule`], [`clip_grad_norm`], [`count_correct`], [`evaluate`], [`EarlyStopping`],
