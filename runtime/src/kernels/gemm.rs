@@ -22,6 +22,9 @@
 //!   of a large product (`m·k·n ≥ 2²²`) while the caller computes the other half;
 //!   `KILN_THREADS=1` turns it off.
 //!
+//! A `B` used by many products (a recurrent layer's weight, at every time step) can be packed
+//! once with [`pack_b`] and multiplied with [`gemm_packed_b`], skipping the per-call copy.
+//!
 //! The instruction set is detected once per process; the environment variable
 //! `KILN_GEMM_ISA=avx512|avx2|portable` selects a lesser one (benchmarks, debugging).
 
