@@ -112,7 +112,7 @@ use std::time::Instant;
 /// 4. the [validation](Trainer::validation) data is evaluated in inference mode;
 /// 5. the epoch's [`EpochRecord`] is added to the [`History`], [early
 ///    stopping](Trainer::early_stopping) is consulted, a [checkpoint](Trainer::checkpoints)
-///    and the [plot](Trainer::plot) are written.
+///    and the plot (`Trainer::plot`, feature `plot`) are written.
 ///
 /// On a terminal each epoch is a progress bar that ends as the epoch's summary line (feature
 /// `progress`); when stdout is not a terminal (a log file, CI), or without that
