@@ -361,6 +361,7 @@ macro_rules! impl_float {
                         rsc,
                         csc,
                         std::ptr::null(),
+                        std::ptr::null(),
                     )
                 }
             }
@@ -383,7 +384,22 @@ macro_rules! impl_float {
                 // SAFETY: forwarded contract of this function.
                 unsafe {
                     crate::kernels::gemm::gemm_strided::<$t>(
-                        m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc, bias,
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a,
+                        rsa,
+                        csa,
+                        b,
+                        rsb,
+                        csb,
+                        0.0,
+                        c,
+                        rsc,
+                        csc,
+                        bias,
+                        std::ptr::null(),
                     )
                 }
             }
@@ -416,8 +432,23 @@ macro_rules! impl_float {
             ) {
                 // SAFETY: forwarded contract of this function.
                 unsafe {
-                    crate::kernels::gemm::gemm_strided_packed_b::<$t>(
-                        m, k, n, alpha, a, rsa, csa, b_packed, beta, c, rsc, csc,
+                    crate::kernels::gemm::gemm_strided::<$t>(
+                        m,
+                        k,
+                        n,
+                        alpha,
+                        a,
+                        rsa,
+                        csa,
+                        b_packed,
+                        0,
+                        0,
+                        beta,
+                        c,
+                        rsc,
+                        csc,
+                        std::ptr::null(),
+                        b_packed,
                     )
                 }
             }

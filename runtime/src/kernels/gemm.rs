@@ -316,54 +316,6 @@ pub(crate) unsafe fn pack_b_strided<T: Dispatch>(
     unsafe { T::pack_b_on(isa, k, n, b, dst) }
 }
 
-/// [`gemm_packed_b`] on raw strides: the implementation of [`Float::gemm_packed_b_raw`].
-///
-/// # Safety
-/// As for [`gemm_strided`], with `b_packed` made by [`pack_b_strided`] for `k × n` in this
-/// process, and `C` not overlapping it.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_strided_packed_b<T: Dispatch>(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: T,
-    a: *const T,
-    rsa: isize,
-    csa: isize,
-    b_packed: *const T,
-    beta: T,
-    c: *mut T,
-    rsc: isize,
-    csc: isize,
-) {
-    let p = Problem {
-        m,
-        k,
-        n,
-        alpha,
-        a: MatRef {
-            ptr: a,
-            rs: rsa,
-            cs: csa,
-        },
-        // Not read: the packed panels stand for it.
-        b: MatRef {
-            ptr: b_packed,
-            rs: 0,
-            cs: 0,
-        },
-        beta,
-        c,
-        rsc,
-        csc,
-        bias: std::ptr::null(),
-        b_packed,
-    };
-    // SAFETY: the selected instruction set is supported (the one `B` was packed with: it is
-    // chosen once per process); the memory is the caller's.
-    unsafe { T::run_on(Isa::selected(), &p, Path::Auto) }
-}
-
 /// Panics unless `A`, `B` and `C` hold `m·k`, `k·n` and `m·n` elements (a caller bug).
 #[track_caller]
 fn check_lens(what: &str, (m, k, n): (usize, usize, usize), a: usize, b: usize, c: usize) {
@@ -391,12 +343,16 @@ fn stride(elements: usize) -> isize {
 }
 
 /// `C = alpha · A · B + beta · C` on raw strided matrices: the implementation of
-/// [`Float::gemm_raw`] for `f32` and `f64`, with the best kernels this CPU supports.
+/// [`Float::gemm_raw`] for `f32` and `f64`, with the best kernels this CPU supports; also
+/// [`Float::gemm_bias_raw`] (a non-null `bias`) and [`Float::gemm_packed_b_raw`] (a non-null
+/// `b_packed`, which then stands for `b`).
 ///
 /// # Safety
 /// As for [`Float::gemm_raw`]: `A` (`m × k`, element `(i, p)` at `a + i·rsa + p·csa`) and `B`
 /// (`k × n`) readable, `C` (`m × n`) writable (and readable unless `beta` is zero), `C` not
-/// overlapping `A` or `B` nor itself (no two `(i, j)` at the same address).
+/// overlapping `A` or `B` nor itself (no two `(i, j)` at the same address); `bias` null or
+/// readable for `n` elements; `b_packed` null (or, with `bias` null, made by
+/// [`pack_b_strided`] for `k × n` in this process).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub(crate) unsafe fn gemm_strided<T: Dispatch>(
@@ -415,6 +371,7 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
     rsc: isize,
     csc: isize,
     bias: *const T,
+    b_packed: *const T,
 ) {
     let p = Problem {
         m,
@@ -436,12 +393,13 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
         rsc,
         csc,
         bias,
-        b_packed: std::ptr::null(),
+        b_packed,
     };
     let isa = Isa::selected();
-    // SAFETY (both): `Isa::selected` is supported by this CPU; the memory contract is the
-    // caller's.
-    if !unsafe { run_split(isa, &p) } {
+    // SAFETY (both): `Isa::selected` is supported by this CPU (a prepacked `B` was packed
+    // with it: it is chosen once per process); the memory contract is the caller's. A product
+    // with a prepacked `B` runs on this thread (its callers run one product per thread).
+    if !b_packed.is_null() || !unsafe { run_split(isa, &p) } {
         unsafe { T::run_on(isa, &p, Path::Auto) }
     }
 }
