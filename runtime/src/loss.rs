@@ -409,35 +409,95 @@ pub fn cross_entropy_spatial<F: Float>(
 ) -> F {
     const WHAT: &str = "cross_entropy_spatial";
     check_cross_entropy(WHAT, logits.len(), batch * pixels, classes, labels, ignore);
-    let mut total = F::ZERO;
-    let mut counted = 0;
-    for (sample, labels) in logits
-        .chunks_exact((classes * pixels).max(1))
-        .zip(labels.chunks_exact(pixels.max(1)))
-    {
-        for (p, &label) in labels.iter().enumerate() {
-            if Some(label) == ignore {
-                continue;
-            }
-            let (max, lse) = strided_log_sum_exp(sample, p, pixels, classes);
-            total -= sample[label * pixels + p] - max - lse;
-            counted += 1;
-        }
-    }
-    total / F::from_usize(counted)
+    let mut sum = SpatialLossSum {
+        logits,
+        classes,
+        pixels,
+        labels,
+        ignore,
+        total: F::ZERO,
+        counted: 0,
+    };
+    run_fast(&mut sum);
+    sum.total / F::from_usize(sum.counted)
 }
 
-/// The maximum and the shifted ln Σ exp of the `classes` logits of pixel `p` (every
-/// `pixels`-th element of a sample from `p`).
-#[inline]
-fn strided_log_sum_exp<F: Float>(sample: &[F], p: usize, pixels: usize, classes: usize) -> (F, F) {
-    let at = |c: usize| sample[c * pixels + p];
-    let mut max = at(0);
+/// Pixels per block of the spatial cross-entropy's loops: the block's per-pixel maxima and
+/// log-sum-exps live on the stack while the class rows are swept along the pixels.
+const PIXEL_BLOCK: usize = 64;
+
+/// The maximum and the shifted ln Σ exp over the `classes` logits of each of the pixels
+/// `p0 .. p0 + max.len()` of one sample (`[classes, pixels]`), into `max` and `lse`.
+///
+/// Each pixel's classes are visited in class order, as a loop over one pixel's classes would
+/// (so the results are those bits), but the loops run along the pixels, which are contiguous
+/// in memory, so they vectorise; a loop per pixel strides across the class planes instead.
+#[inline(always)]
+fn block_log_sum_exp<F: Float>(
+    sample: &[F],
+    pixels: usize,
+    classes: usize,
+    p0: usize,
+    max: &mut [F],
+    lse: &mut [F],
+) {
+    let n = max.len();
+    let plane = |c: usize| &sample[c * pixels + p0..c * pixels + p0 + n];
+    max.copy_from_slice(plane(0));
     for c in 1..classes {
-        max = max.max(at(c));
+        for (m, &x) in max.iter_mut().zip(plane(c)) {
+            *m = m.max(x);
+        }
     }
-    let total: F = (0..classes).map(|c| (at(c) - max).exp()).sum();
-    (max, total.ln())
+    let lse = &mut lse[..n];
+    lse.fill(F::ZERO);
+    for c in 0..classes {
+        for ((s, &m), &x) in lse.iter_mut().zip(&*max).zip(plane(c)) {
+            *s += (x - m).exp();
+        }
+    }
+    for s in lse.iter_mut() {
+        *s = s.ln();
+    }
+}
+
+/// The sum of `−log_softmax` at the label over the counted pixels, and their count, in
+/// sample then pixel order (see [`cross_entropy_spatial`]).
+struct SpatialLossSum<'a, F> {
+    logits: &'a [F],
+    classes: usize,
+    pixels: usize,
+    labels: &'a [usize],
+    ignore: Option<usize>,
+    total: F,
+    counted: usize,
+}
+
+impl<F: Float> ElementLoop for &mut SpatialLossSum<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let (classes, pixels) = (self.classes, self.pixels);
+        let mut max = [F::ZERO; PIXEL_BLOCK];
+        let mut lse = [F::ZERO; PIXEL_BLOCK];
+        for (sample, labels) in self
+            .logits
+            .chunks_exact((classes * pixels).max(1))
+            .zip(self.labels.chunks_exact(pixels.max(1)))
+        {
+            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
+                let n = PIXEL_BLOCK.min(pixels - p0);
+                block_log_sum_exp(sample, pixels, classes, p0, &mut max[..n], &mut lse[..n]);
+                for (j, &label) in labels[p0..p0 + n].iter().enumerate() {
+                    if Some(label) == self.ignore {
+                        continue;
+                    }
+                    // As in `LossSum`: (x − max − lse), log_softmax's own rounding.
+                    self.total -= sample[label * pixels + p0 + j] - max[j] - lse[j];
+                    self.counted += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Gradient of [`cross_entropy_spatial`]: `(softmax(logits) − onehot(label)) · d_loss / counted`
@@ -467,31 +527,101 @@ pub fn cross_entropy_spatial_backward<F: Float>(
     );
     let counted = labels.iter().filter(|&&l| Some(l) != ignore).count();
     let scale = d_loss / F::from_usize(counted);
-    let sample_len = (classes * pixels).max(1);
-    for ((sample, d_sample), labels) in logits
-        .chunks_exact(sample_len)
-        .zip(d_logits.chunks_exact_mut(sample_len))
-        .zip(labels.chunks_exact(pixels.max(1)))
-    {
-        for (p, &label) in labels.iter().enumerate() {
-            if Some(label) == ignore {
-                if !accumulate {
+    let (sample_len, pixels_len) = ((classes * pixels).max(1), pixels.max(1));
+    let pass = |samples: std::ops::Range<usize>, d_logits: &mut [F]| {
+        run_fast(SpatialGrad {
+            logits: &logits[samples.start * sample_len..samples.end * sample_len],
+            labels: &labels[samples.start * pixels_len..samples.end * pixels_len],
+            classes,
+            pixels,
+            ignore,
+            scale,
+            d_logits,
+            accumulate,
+        })
+    };
+    // Samples are independent: shared by the two threads in fixed chunks, each element
+    // computed the same way whichever thread runs it.
+    if batch < 2 || logits.len() < 1 << 14 || parallel::threads() < 2 {
+        return pass(0..batch, d_logits);
+    }
+    let chunks = parallel::chunk_count(batch);
+    let d_logits = SharedMut::new(d_logits);
+    parallel::for_each_chunk(chunks, |chunk, _| {
+        let r = parallel::chunk_range(batch, chunks, chunk);
+        // SAFETY: each chunk is claimed once, and chunks cover disjoint samples.
+        let d = unsafe { d_logits.range(r.start * sample_len..r.end * sample_len) };
+        pass(r, d);
+    });
+}
+
+/// The spatial cross-entropy gradient of some whole samples (see
+/// [`cross_entropy_spatial_backward`]), a block of pixels at a time.
+struct SpatialGrad<'a, F> {
+    logits: &'a [F],
+    labels: &'a [usize],
+    classes: usize,
+    pixels: usize,
+    ignore: Option<usize>,
+    scale: F,
+    d_logits: &'a mut [F],
+    accumulate: bool,
+}
+
+impl<F: Float> ElementLoop for SpatialGrad<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let (classes, pixels) = (self.classes, self.pixels);
+        let (scale, accumulate) = (self.scale, self.accumulate);
+        let sample_len = (classes * pixels).max(1);
+        let mut max = [F::ZERO; PIXEL_BLOCK];
+        let mut lse = [F::ZERO; PIXEL_BLOCK];
+        for ((sample, d_sample), labels) in self
+            .logits
+            .chunks_exact(sample_len)
+            .zip(self.d_logits.chunks_exact_mut(sample_len))
+            .zip(self.labels.chunks_exact(pixels.max(1)))
+        {
+            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
+                let n = PIXEL_BLOCK.min(pixels - p0);
+                let labels = &labels[p0..p0 + n];
+                let (max, lse) = (&mut max[..n], &mut lse[..n]);
+                block_log_sum_exp(sample, pixels, classes, p0, max, lse);
+                let plane = |c: usize| c * pixels + p0..c * pixels + p0 + n;
+                if labels.iter().any(|&l| Some(l) == self.ignore) {
+                    // A block with ignored pixels (sequence padding, void labels): pixel by
+                    // pixel, leaving the ignored ones alone.
                     for c in 0..classes {
-                        d_sample[c * pixels + p] = F::ZERO;
+                        let (x, d) = (&sample[plane(c)], &mut d_sample[plane(c)]);
+                        for (j, &label) in labels.iter().enumerate() {
+                            if Some(label) == self.ignore {
+                                if !accumulate {
+                                    d[j] = F::ZERO;
+                                }
+                                continue;
+                            }
+                            let prob = (x[j] - max[j] - lse[j]).exp();
+                            let g = if c == label {
+                                prob * scale - scale
+                            } else {
+                                prob * scale
+                            };
+                            store(&mut d[j], g, accumulate);
+                        }
+                    }
+                    continue;
+                }
+                for c in 0..classes {
+                    let (x, d) = (&sample[plane(c)], &mut d_sample[plane(c)]);
+                    let rows = x.iter().zip(d.iter_mut()).zip(labels);
+                    for (((&x, d), &label), (&m, &l)) in rows.zip(max.iter().zip(&*lse)) {
+                        let prob = (x - m - l).exp();
+                        // `prob · scale − 0` is `prob · scale` exactly: the same bits as the
+                        // branch above, without a branch in the vector loop.
+                        let one_hot = if c == label { scale } else { F::ZERO };
+                        store(d, prob * scale - one_hot, accumulate);
                     }
                 }
-                continue;
-            }
-            let (max, lse) = strided_log_sum_exp(sample, p, pixels, classes);
-            for c in 0..classes {
-                let i = c * pixels + p;
-                let prob = (sample[i] - max - lse).exp();
-                let g = if c == label {
-                    prob * scale - scale
-                } else {
-                    prob * scale
-                };
-                store(&mut d_sample[i], g, accumulate);
             }
         }
     }
@@ -812,6 +942,118 @@ mod tests {
                 )
             });
         }
+    }
+
+    /// The spatial cross-entropy as it was first written, one pixel at a time with strided
+    /// class reads: the blocked kernels must give its bits.
+    #[allow(clippy::too_many_arguments)]
+    fn spatial_per_pixel<F: Float>(
+        logits: &[F],
+        classes: usize,
+        pixels: usize,
+        labels: &[usize],
+        ignore: Option<usize>,
+        d_loss: F,
+        d_logits: &mut [F],
+        accumulate: bool,
+    ) -> F {
+        let lse_at = |sample: &[F], p: usize| {
+            let at = |c: usize| sample[c * pixels + p];
+            let mut max = at(0);
+            for c in 1..classes {
+                max = max.max(at(c));
+            }
+            let mut total = F::ZERO;
+            for c in 0..classes {
+                total += (at(c) - max).exp();
+            }
+            (max, total.ln())
+        };
+        let counted = labels.iter().filter(|&&l| Some(l) != ignore).count();
+        let scale = d_loss / F::from_usize(counted);
+        let mut loss = F::ZERO;
+        for ((sample, d_sample), labels) in logits
+            .chunks_exact(classes * pixels)
+            .zip(d_logits.chunks_exact_mut(classes * pixels))
+            .zip(labels.chunks_exact(pixels))
+        {
+            for (p, &label) in labels.iter().enumerate() {
+                if Some(label) == ignore {
+                    if !accumulate {
+                        for c in 0..classes {
+                            d_sample[c * pixels + p] = F::ZERO;
+                        }
+                    }
+                    continue;
+                }
+                let (max, lse) = lse_at(sample, p);
+                loss -= sample[label * pixels + p] - max - lse;
+                for c in 0..classes {
+                    let prob = (sample[c * pixels + p] - max - lse).exp();
+                    let g = if c == label {
+                        prob * scale - scale
+                    } else {
+                        prob * scale
+                    };
+                    store(&mut d_sample[c * pixels + p], g, accumulate);
+                }
+            }
+        }
+        loss / F::from_usize(counted)
+    }
+
+    fn spatial_blocks_match_per_pixel<F: Float>() {
+        // Pixel counts below, at and across the block size; one class; a batch large enough
+        // for the two-thread split.
+        for (batch, classes, pixels) in [(2, 3, 5), (3, 11, 141), (1, 1, 64), (4, 11, 400)] {
+            let x: Vec<F> = values(batch * classes * pixels, 13.0)
+                .iter()
+                .map(|&v| F::from_f64(v * 3.0))
+                .collect();
+            for ignore in [None, Some(classes), Some(0)] {
+                // Labels cycle through the classes and the ignored label, so that some blocks
+                // hold ignored pixels and (with `Some(classes)`, every fifth pixel) some do not.
+                let labels: Vec<usize> = (0..batch * pixels)
+                    .map(|i| match ignore {
+                        Some(l) if i % 5 == 0 && i < pixels => l,
+                        _ => (i * 7 + i / 3) % classes,
+                    })
+                    .collect();
+                for accumulate in [false, true] {
+                    let start: Vec<F> = values(x.len(), 2.0)
+                        .iter()
+                        .map(|&v| F::from_f64(v))
+                        .collect();
+                    let d_loss = F::from_f64(0.8);
+                    let mut want = start.clone();
+                    let loss_want = spatial_per_pixel(
+                        &x, classes, pixels, &labels, ignore, d_loss, &mut want, accumulate,
+                    );
+                    let loss = cross_entropy_spatial(&x, batch, classes, pixels, &labels, ignore);
+                    let mut got = start.clone();
+                    cross_entropy_spatial_backward(
+                        &x, batch, classes, pixels, &labels, ignore, d_loss, &mut got, accumulate,
+                    );
+                    let case = format!("{batch}×{classes}×{pixels} {ignore:?} {accumulate}");
+                    assert_eq!(
+                        loss.to_f64().to_bits(),
+                        loss_want.to_f64().to_bits(),
+                        "{case}"
+                    );
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
+                    assert!(same, "{case}: gradient bits differ");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spatial_cross_entropy_blocks_give_the_per_pixel_bits() {
+        spatial_blocks_match_per_pixel::<f32>();
+        spatial_blocks_match_per_pixel::<f64>();
     }
 
     #[test]
