@@ -186,6 +186,27 @@ pub trait Float:
         csc: isize,
     );
 
+    /// `C = A B + beta C` with the rows of `B` through offsets: the implementation of the
+    /// stride-1 convolutions' implicit GEMM (`kernels::gemm::gemm_rows`).
+    ///
+    /// # Safety
+    /// As for `kernels::gemm::gemm_rows`.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_rows_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rows: *const usize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+    );
+
     /// Packs `B` for [`Float::gemm_packed_b_raw`]: the implementation of
     /// [`crate::kernels::gemm::pack_b`].
     ///
@@ -400,6 +421,27 @@ macro_rules! impl_float {
                         csc,
                         bias,
                         std::ptr::null(),
+                    )
+                }
+            }
+
+            unsafe fn gemm_rows_raw(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rows: *const usize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+            ) {
+                // SAFETY: forwarded contract of this function.
+                unsafe {
+                    crate::kernels::gemm::gemm_rows::<$t>(
+                        m, k, n, a, rsa, csa, b, rows, beta, c, rsc,
                     )
                 }
             }

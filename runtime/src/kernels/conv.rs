@@ -462,12 +462,27 @@ impl Plan {
     /// depthwise paths; with the flipped-weight input gradient, room for its columns of `dy`
     /// and the flipped weights too.
     fn sample_scratch_len(&self) -> usize {
-        match self.flipped_input_grad() {
-            Some(adjoint) => self
-                .im2col_len()
-                .max(flipped_scratch_len(&self.conv, &adjoint)),
-            None => self.im2col_len(),
-        }
+        let forward = if self.runs_implicit() {
+            implicit_len(&self.conv)
+        } else {
+            0
+        };
+        let input_grad = match self.flipped_input_grad() {
+            Some(adjoint) => flipped_scratch_len(&self.conv, &adjoint),
+            None => 0,
+        };
+        self.im2col_len().max(forward).max(input_grad)
+    }
+
+    /// Whether the convolution's products over the grid run as an implicit GEMM over the
+    /// padded input ([`implicit_conv`]) rather than through im2col: stride 1, one group, a
+    /// kernel larger than 1×1, and the grid the convolution's own output.
+    fn runs_implicit(&self) -> bool {
+        let g = &self.conv;
+        g.groups == 1
+            && (g.stride_h, g.stride_w) == (1, 1)
+            && !g.is_pointwise()
+            && (self.out_h, self.out_w) == (g.out_h(), g.out_w())
     }
 
     /// The column matrix of one group of one sample (`patch × positions`), 0 on the 1×1 and
@@ -1116,12 +1131,15 @@ fn depthwise_weight_grad<F: Float>(
 /// One sample of the convolution: `y (+)= conv(x)` over the plan's grid, group by group
 /// (`beta` 0 overwrites `y`, 1 adds onto it).
 fn conv_sample<F: Float>(plan: &Plan, x: &[F], weight: &[F], y: &mut [F], beta: F, cols: &mut [F]) {
-    let cols = &mut cols[..plan.im2col_len()];
     let g = &plan.conv;
     let grid = (plan.out_h, plan.out_w);
     if g.is_depthwise() {
         return depthwise_forward(x, weight, g, grid, y, beta);
     }
+    if plan.runs_implicit() {
+        return implicit_conv(g, x, weight, y, beta, cols);
+    }
+    let cols = &mut cols[..plan.im2col_len()];
     let (gin, go, ckk, p) = (
         g.group_in() * g.in_h * g.in_w,
         g.group_out(),
@@ -1181,11 +1199,10 @@ fn conv_input_grad_sample<F: Float>(
     }
 }
 
-/// Scratch of [`flipped_input_grad`]: the columns of `dy` (`out·kh·kw × in_h·in_w`) and the
-/// flipped weights (`in × out·kh·kw`). `adjoint` is the convolution of `dy` that gives `dx`.
+/// Scratch of [`flipped_input_grad`]: the flipped weights (`in × out·kh·kw`), then the
+/// implicit GEMM's scratch for the convolution of `dy`. `adjoint` is the convolution of `dy` that gives `dx`.
 fn flipped_scratch_len(g: &Conv2dGeometry, adjoint: &Conv2dGeometry) -> usize {
-    let patch = adjoint.patch_len();
-    patch * g.in_h * g.in_w + g.in_channels * patch
+    g.in_channels * adjoint.patch_len() + implicit_len(adjoint)
 }
 
 /// One sample's input gradient of a plain stride-1 convolution, as the convolution `adjoint`
@@ -1201,10 +1218,7 @@ fn flipped_input_grad<F: Float>(
     let (kh, kw) = (adjoint.kernel_h, adjoint.kernel_w);
     let (outs, ins) = (adjoint.in_channels, adjoint.out_channels);
     let patch = adjoint.patch_len();
-    let grid = (adjoint.out_h(), adjoint.out_w());
-    let positions = grid.0 * grid.1;
-    let (cols, rest) = scratch.split_at_mut(patch * positions);
-    let flipped = &mut rest[..ins * patch];
+    let (flipped, rest) = scratch.split_at_mut(ins * patch);
     // flipped[c, (o, u, v)] = W[o, c, kh−1−u, kw−1−v]: a few thousand values, rebuilt per
     // sample rather than kept, so that the scratch stays per thread.
     for c in 0..ins {
@@ -1216,19 +1230,114 @@ fn flipped_input_grad<F: Float>(
             }
         }
     }
-    im2col(dy, adjoint, grid, cols);
-    gemm(
-        ins,
-        patch,
-        positions,
-        F::ONE,
-        flipped,
-        false,
-        cols,
-        false,
-        F::ONE,
-        dx,
-    );
+    implicit_conv(adjoint, dy, flipped, dx, F::ONE, rest);
+}
+
+/// Scratch of [`implicit_conv`] for one sample of `g`: the padded input (`C·Hp·Wp`, and
+/// [`gemm::ROWS_SLACK`] more that the last panels read) and the output over the padded width
+/// (`O·out_h·Wp`), where `Hp = H + 2·pad_h` and `Wp = W + 2·pad_w`.
+fn implicit_len(g: &Conv2dGeometry) -> usize {
+    let (hp, wp) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
+    g.in_channels * hp * wp + gemm::ROWS_SLACK + g.out_channels * g.out_h() * wp
+}
+
+thread_local! {
+    /// [`implicit_conv`]'s row offsets, kept per thread so that a warm call allocates nothing.
+    static ROW_OFFSETS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `y = W · im2col(x) + beta · y` for one sample of a stride-1, one-group convolution `g`
+/// (`W` is `[out, in·kh·kw]`), without forming the column matrix.
+///
+/// With the input zero-padded into `[C, Hp, Wp]` and its rows laid end to end, output
+/// `(i, j)` of tap `(c, u, v)` reads padded element `c·Hp·Wp + (i + u·dh)·Wp + (j + v·dw)`:
+/// the flat position `q = i·Wp + j` plus an offset that depends on the tap only. So the
+/// column matrix's row for a tap is the padded input from that offset on, and the product
+/// `W · cols` is a GEMM whose `B` rows are read in place through `in·kh·kw` offsets
+/// ([`gemm::gemm_rows`]), over the `q` of the grid laid out with the padded width. The
+/// `Wp − out_w` columns per row that wrap into the next row are computed and dropped when
+/// the result is copied out. The copies are the padded input and the output; im2col wrote
+/// and the GEMM packed `kh·kw` times the input.
+fn implicit_conv<F: Float>(
+    g: &Conv2dGeometry,
+    x: &[F],
+    weight: &[F],
+    y: &mut [F],
+    beta: F,
+    scratch: &mut [F],
+) {
+    let (hp, wp) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
+    let (out_h, out_w) = (g.out_h(), g.out_w());
+    let (ins, outs) = (g.in_channels, g.out_channels);
+    if out_h == 0 || out_w == 0 {
+        return;
+    }
+    let (plane, patch) = (hp * wp, g.patch_len());
+    let (padded, rest) = scratch.split_at_mut(ins * plane + gemm::ROWS_SLACK);
+    let grid = &mut rest[..outs * out_h * wp];
+    let (top, left) = (g.pad_h * wp, g.pad_w);
+    for (dst, src) in padded
+        .chunks_exact_mut(plane)
+        .zip(x.chunks_exact(g.in_h * g.in_w))
+    {
+        let (head, body) = dst.split_at_mut(top);
+        head.fill(F::ZERO);
+        let (body, tail) = body.split_at_mut(g.in_h * wp);
+        tail.fill(F::ZERO);
+        for (row, src) in body.chunks_exact_mut(wp).zip(src.chunks_exact(g.in_w)) {
+            row[..left].fill(F::ZERO);
+            row[left..left + g.in_w].copy_from_slice(src);
+            row[left + g.in_w..].fill(F::ZERO);
+        }
+    }
+    // The slack the last panels read: zeros, so that nothing depends on what was there.
+    padded[ins * plane..].fill(F::ZERO);
+    let n = (out_h - 1) * wp + out_w;
+    ROW_OFFSETS.with(|offsets| {
+        let mut offsets = offsets.borrow_mut();
+        offsets.clear();
+        for c in 0..ins {
+            for u in 0..g.kernel_h {
+                for v in 0..g.kernel_w {
+                    offsets.push(c * plane + u * g.dilation_h * wp + v * g.dilation_w);
+                }
+            }
+        }
+        debug_assert_eq!(offsets.len(), patch);
+        // SAFETY: `W` is `outs × patch` row-major; each offset plus `n + ROWS_SLACK` stays
+        // inside `padded` (the largest offset is `(ins − 1)·Hp·Wp + (kh − 1)·dh·Wp + (kw −
+        // 1)·dw`, and `n − 1` plus it is the last element of the last plane); the grid holds
+        // `outs` rows of `out_h·Wp ≥ n` elements and overlaps neither.
+        unsafe {
+            F::gemm_rows_raw(
+                outs,
+                patch,
+                n,
+                weight.as_ptr(),
+                patch as isize,
+                1,
+                padded.as_ptr(),
+                offsets.as_ptr(),
+                F::ZERO,
+                grid.as_mut_ptr(),
+                (out_h * wp) as isize,
+            )
+        };
+    });
+    for (y, grid) in y
+        .chunks_exact_mut(out_h * out_w)
+        .zip(grid.chunks_exact(out_h * wp))
+    {
+        for (y, row) in y.chunks_exact_mut(out_w).zip(grid.chunks(wp)) {
+            if beta == F::ZERO {
+                y.copy_from_slice(&row[..out_w]);
+            } else {
+                for (y, &r) in y.iter_mut().zip(row) {
+                    *y = beta * *y + r;
+                }
+            }
+        }
+    }
 }
 
 /// One sample of the convolution's weight gradient: `dW (+)= dy · im2col(x)ᵀ` group by group
@@ -1829,10 +1938,14 @@ mod tests {
             (2, 2),
             1
         )));
-        // The scratch holds the columns of dy and the flipped weights when they are larger.
+        // The scratch holds the flipped weights and the implicit GEMM's padded dy
+        // (32 × 7 × 8, and the slack) and output over the padded width (16 × 5 × 8) when
+        // they are larger than the columns of x (16 · 9 × 30).
         let g = geom(1, 16, (5, 6), 32, (3, 3), (1, 1), (1, 1));
         let plan = Plan::conv(&g);
-        assert_eq!(plan.sample_scratch_len(), 32 * 9 * 30 + 16 * 32 * 9);
+        let flipped = 16 * 32 * 9 + 32 * 7 * 8 + gemm::ROWS_SLACK + 16 * 5 * 8;
+        assert!(flipped > 16 * 9 * 30);
+        assert_eq!(plan.sample_scratch_len(), flipped);
     }
 
     #[test]

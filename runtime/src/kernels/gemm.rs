@@ -394,12 +394,75 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
         csc,
         bias,
         b_packed,
+        b_rows: std::ptr::null(),
     };
     let isa = Isa::selected();
     // SAFETY (both): `Isa::selected` is supported by this CPU (a prepacked `B` was packed
     // with it: it is chosen once per process); the memory contract is the caller's. A product
     // with a prepacked `B` runs on this thread (its callers run one product per thread).
     if !b_packed.is_null() || !unsafe { run_split(isa, &p) } {
+        unsafe { T::run_on(isa, &p, Path::Auto) }
+    }
+}
+
+/// Columns a row of `B` must stay readable past `n` for [`gemm_rows`]: every kernel reads
+/// whole panels of `NR` columns (at most 32) and stores only the `n` real ones.
+pub(crate) const ROWS_SLACK: usize = 32;
+
+/// `C = A · B + beta · C` with `B`'s rows anywhere in one buffer: row `p` of `B` is the `n`
+/// contiguous elements from `b + rows[p]`. This is the implicit GEMM of a stride-1
+/// convolution (see `kernels::conv`): with the input padded and its rows laid end to end,
+/// the column matrix's row for input channel `c` and kernel tap `(u, v)` is the padded input
+/// shifted by a constant, so the product reads it in place instead of copying it out
+/// (im2col). The result is the same as a GEMM over the gathered rows, with the same
+/// blocking and summation order as [`gemm_strided`]'s packed path.
+///
+/// # Safety
+/// `A` (`m × k`, element `(i, p)` at `a + i·rsa + p·csa`) readable; `rows` readable for `k`
+/// offsets and each row `b + rows[p] .. + n + ROWS_SLACK` readable (the slack is read, never
+/// used); `C` (`m × n`, rows `rsc` apart, columns contiguous) writable (and readable unless
+/// `beta` is zero) and not overlapping `A`, `B` or itself.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_rows<T: Dispatch>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rows: *const usize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+) {
+    let p = Problem {
+        m,
+        k,
+        n,
+        alpha: T::ONE,
+        a: MatRef {
+            ptr: a,
+            rs: rsa,
+            cs: csa,
+        },
+        b: MatRef {
+            ptr: b,
+            rs: 0,
+            cs: 1,
+        },
+        beta,
+        c,
+        rsc,
+        csc: 1,
+        bias: std::ptr::null(),
+        b_packed: std::ptr::null(),
+        b_rows: rows,
+    };
+    let isa = Isa::selected();
+    // SAFETY: `Isa::selected` is supported by this CPU; the memory contract is the caller's
+    // (a split along `n` moves `b`, which the row offsets are relative to, with the columns).
+    if !unsafe { run_split(isa, &p) } {
         unsafe { T::run_on(isa, &p, Path::Auto) }
     }
 }
@@ -712,6 +775,7 @@ mod tests {
             csc: 1,
             bias: std::ptr::null(),
             b_packed: std::ptr::null(),
+            b_rows: std::ptr::null(),
         }
     }
 
@@ -829,6 +893,7 @@ mod tests {
                     csc: m as isize,
                     bias: std::ptr::null(),
                     b_packed: std::ptr::null(),
+                    b_rows: std::ptr::null(),
                 };
                 // SAFETY: every (i, p) of A is at 2ik + 2p < 2mk, every (p, j) of B at
                 // b_last − pn + j inside b_full, every (i, j) of C at i + jm < mn.
@@ -1017,6 +1082,7 @@ mod tests {
                     csc: 1,
                     bias: std::ptr::null(),
                     b_packed,
+                    b_rows: std::ptr::null(),
                 };
                 let (mut want, mut got) = (c0.clone(), c0.clone());
                 // SAFETY: every matrix is inside its vector; `isa` is available.
@@ -1032,6 +1098,119 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Rows of `B` through offsets ([`gemm_rows`], `Problem::b_rows`) give the bits of the
+    /// same product over the rows gathered into a matrix: on every ISA, across `kc` blocks,
+    /// with edge tiles in both dimensions, and through the two-thread split.
+    fn rows_by_offset_match_gathered_rows<T: Dispatch + Float>() {
+        let (m, k, n) = (37, 600, 530);
+        // Rows scattered through one buffer, overlapping, in no particular order.
+        let offsets: Vec<usize> = (0..k).map(|p| (p * 389) % 1201 + (p % 7) * 3).collect();
+        let len = offsets.iter().max().map_or(0, |o| o + n + ROWS_SLACK);
+        let buffer: Vec<T> = values(len, 4.0).into_iter().map(T::from_f64).collect();
+        let gathered: Vec<T> = offsets
+            .iter()
+            .flat_map(|&o| buffer[o..o + n].iter().copied())
+            .collect();
+        let a: Vec<T> = values(m * k, 1.0).into_iter().map(T::from_f64).collect();
+        let c0: Vec<T> = values(m * n, 3.0).into_iter().map(T::from_f64).collect();
+        let same = |want: &[T], got: &[T]| {
+            want.iter()
+                .zip(got)
+                .all(|(w, g)| w.to_f64().to_bits() == g.to_f64().to_bits())
+        };
+        for (alpha, beta) in [(1.0, 0.0), (0.5, -1.25)] {
+            let (alpha, beta) = (T::from_f64(alpha), T::from_f64(beta));
+            for isa in Isa::available() {
+                let problem = |c: &mut Vec<T>, by_rows: bool| Problem {
+                    m,
+                    k,
+                    n,
+                    alpha,
+                    a: MatRef {
+                        ptr: a.as_ptr(),
+                        rs: k as isize,
+                        cs: 1,
+                    },
+                    b: MatRef {
+                        ptr: if by_rows {
+                            buffer.as_ptr()
+                        } else {
+                            gathered.as_ptr()
+                        },
+                        rs: if by_rows { 0 } else { n as isize },
+                        cs: 1,
+                    },
+                    beta,
+                    c: c.as_mut_ptr(),
+                    rsc: n as isize,
+                    csc: 1,
+                    bias: std::ptr::null(),
+                    b_packed: std::ptr::null(),
+                    b_rows: if by_rows {
+                        offsets.as_ptr()
+                    } else {
+                        std::ptr::null()
+                    },
+                };
+                let (mut want, mut got) = (c0.clone(), c0.clone());
+                // SAFETY: every matrix is inside its vector, each row of `buffer` readable
+                // for `n + ROWS_SLACK`; `isa` is available.
+                unsafe {
+                    T::run_on(isa, &problem(&mut want, false), Path::Auto);
+                    T::run_on(isa, &problem(&mut got, true), Path::Auto);
+                }
+                assert!(same(&want, &got), "{isa:?}");
+            }
+        }
+        // The public entry, which splits a product this large between two threads.
+        let (mut want, mut got) = (c0.clone(), c0.clone());
+        // SAFETY: as above.
+        unsafe {
+            gemm_strided(
+                m,
+                k,
+                n,
+                <T as Float>::ONE,
+                a.as_ptr(),
+                k as isize,
+                1,
+                gathered.as_ptr(),
+                n as isize,
+                1,
+                T::from_f64(2.0),
+                want.as_mut_ptr(),
+                n as isize,
+                1,
+                std::ptr::null(),
+                std::ptr::null(),
+            );
+            gemm_rows(
+                m,
+                k,
+                n,
+                a.as_ptr(),
+                k as isize,
+                1,
+                buffer.as_ptr(),
+                offsets.as_ptr(),
+                T::from_f64(2.0),
+                got.as_mut_ptr(),
+                n as isize,
+            );
+        }
+        assert!(same(&want, &got), "gemm_rows");
+    }
+
+    #[test]
+    fn rows_by_offset_match_gathered_rows_f32() {
+        rows_by_offset_match_gathered_rows::<f32>();
+    }
+
+    #[test]
+    fn rows_by_offset_match_gathered_rows_f64() {
+        rows_by_offset_match_gathered_rows::<f64>();
     }
 
     #[test]

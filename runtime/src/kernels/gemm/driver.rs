@@ -46,6 +46,11 @@ pub(crate) struct Problem<T> {
     /// `B` already packed by [`pack_whole_b`] with the same kernels, or null. When set, `b`
     /// is not read, the product takes the packed path, and `bias` must be null.
     pub b_packed: *const T,
+    /// Row offsets, or null: when set, row `p` of `B` is the `n` contiguous elements from
+    /// `b.ptr + b_rows[p]` (`b.rs` and `b.cs` are not used), each readable for
+    /// [`ROWS_SLACK`](super::super::gemm::ROWS_SLACK) more, and the product takes
+    /// [`by_rows`]; `bias` and `b_packed` must be null.
+    pub b_rows: *const usize,
 }
 
 /// Which algorithm to run. Everything but the tests uses [`Path::Auto`].
@@ -80,6 +85,17 @@ pub(crate) enum Path {
 #[inline(always)]
 pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     if p.m == 0 || p.n == 0 {
+        return;
+    }
+    if !p.b_rows.is_null() {
+        debug_assert!(p.bias.is_null() && p.b_packed.is_null());
+        if p.k == 0 || p.alpha == K::T::ZERO {
+            // SAFETY: forwarded from the caller.
+            unsafe { scale_c(p) };
+        } else if !matches!(path, Path::Reserve) {
+            // SAFETY: forwarded from the caller.
+            unsafe { by_rows::<K>(p, blocking::<K>()) };
+        }
         return;
     }
     if !p.b_packed.is_null() {
@@ -461,6 +477,65 @@ unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
             jr += nr;
         }
         ic += mc;
+    }
+}
+
+/// The packed algorithm's loops with `B` read in place through row offsets
+/// ([`Problem::b_rows`]): `A` is packed block by block as in [`packed`]; for each rank-`kc`
+/// update the microkernel reads each panel of `NR` columns of `B` from the `kc` rows the
+/// offsets point at (a last, partial panel reads into the rows' slack and stores only the
+/// real columns). The `B` panel is reused, from L1, by every row tile of the `A` block.
+///
+/// # Safety
+/// As for [`run`], with `b_rows` as described on [`Problem`].
+#[inline(always)]
+unsafe fn by_rows<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
+    const { assert!(K::NR <= super::super::gemm::ROWS_SLACK) };
+    let (mr, nr) = (K::MR, K::NR);
+    let kc_max = block_size(p.k, blocking.kc, 1);
+    let mc_max = block_size(p.m, blocking.mc, mr);
+    let mut scratch = Scratch::take();
+    let (a_pack, _) = scratch.get::<K::T>(mc_max * kc_max, 0);
+    let mut pc = 0;
+    while pc < p.k {
+        let kc = kc_max.min(p.k - pc);
+        // Only the first rank-kc update applies beta; later ones accumulate.
+        let beta = if pc == 0 { p.beta } else { K::T::ONE };
+        let rows = p.b_rows.wrapping_add(pc);
+        let mut ic = 0;
+        while ic < p.m {
+            let mc = mc_max.min(p.m - ic);
+            // SAFETY: the block `m ∈ ic..ic+mc`, `k ∈ pc..pc+kc` is inside A; the buffer
+            // holds `mc_max · kc_max` elements.
+            unsafe { pack::<K::V>(mr, mc, kc, p.a.at(ic, pc), p.a.rs, p.a.cs, a_pack) };
+            let mut jr = 0;
+            while jr < p.n {
+                let b_panel = p.b.ptr.wrapping_add(jr);
+                let mut ir = 0;
+                while ir < mc {
+                    let tile = Tile {
+                        ptr: p
+                            .c
+                            .wrapping_offset((ic + ir) as isize * p.rsc + jr as isize),
+                        rs: p.rsc,
+                        cs: 1,
+                        rows: mr.min(mc - ir),
+                        cols: nr.min(p.n - jr),
+                        alpha: p.alpha,
+                        beta,
+                        bias: std::ptr::null(),
+                    };
+                    // SAFETY: panel `ir / MR` of packed A holds `kc` steps; rows `pc..pc+kc`
+                    // of B are readable for `jr + NR ≤ n + ROWS_SLACK` columns (the caller's
+                    // contract, `NR ≤ ROWS_SLACK`); the tile's elements are inside C.
+                    unsafe { K::tile_rows(kc, a_pack.wrapping_add(ir * kc), b_panel, rows, &tile) };
+                    ir += mr;
+                }
+                jr += nr;
+            }
+            ic += mc;
+        }
+        pc += kc;
     }
 }
 

@@ -144,6 +144,20 @@ pub(super) trait Kernel {
     /// unless `beta` is zero) that do not overlap `a` or `b`.
     unsafe fn tile(kc: usize, a: *const Self::T, b: *const Self::T, ldb: usize, c: &Tile<Self::T>);
 
+    /// [`Kernel::tile`] with the rows of `B` through offsets: step `p` reads the `NR`
+    /// elements at `b + rows[p]`.
+    ///
+    /// # Safety
+    /// As for [`Kernel::tile`], with `rows` readable for `kc` offsets and `NR` elements
+    /// readable at each `b + rows[p]`.
+    unsafe fn tile_rows(
+        kc: usize,
+        a: *const Self::T,
+        b: *const Self::T,
+        rows: *const usize,
+        c: &Tile<Self::T>,
+    );
+
     /// The matrix-vector product with unit-stride matrix rows ([`dot_rows`]).
     ///
     /// # Safety
@@ -284,6 +298,13 @@ unsafe fn store_full_tile<V: Vector, const MR: usize, const NR: usize, const BIA
     }
 }
 
+/// The microkernel's ways of reading `B` (see the `kernels!` macro): packed panels.
+const PACKED: u8 = 0;
+/// `B` read in place with a run-time row stride.
+const IN_PLACE: u8 = 1;
+/// `B`'s rows through offsets ([`Kernel::tile_rows`]).
+const BY_ROWS: u8 = 2;
+
 /// Defines one zero-sized kernel type per entry. `rows` lists the tile's row indices as
 /// literals (so the row loop is unrolled by the macro, see the module docs), `nr` is the tile
 /// width, `vector` the register type of the matrix-vector kernels, and `features` the
@@ -310,6 +331,57 @@ macro_rules! kernels {
         pub(super) struct $name;
 
         $(#[$attr])*
+        impl $name {
+            /// The microkernel proper (see [`Kernel::tile`]).
+            ///
+            /// # Safety
+            /// As for [`Kernel::tile`], and the CPU supports the enabled features.
+            ///
+            /// Compiled three times: for packed panels (`MODE` = `PACKED`, the stride is
+            /// the constant `NR`, which measured ~10% faster on shallow products than a
+            /// run-time stride), for `B` read in place (`IN_PLACE`, stride `ldb`), and for
+            /// `B`'s rows through offsets (`BY_ROWS`, see [`Kernel::tile_rows`]).
+            $(#[target_feature(enable = $feat)])?
+            #[inline(never)]
+            unsafe fn tile_kernel<const MODE: u8>(
+                kc: usize,
+                a: *const $t,
+                b: *const $t,
+                ldb: usize,
+                rows: *const usize,
+                c: &Tile<$t>,
+            ) {
+                const MR: usize = [$($i),+].len();
+                let ldb = if MODE == PACKED { $nr } else { ldb };
+                prefetch_tile::<$t, $nr>(c);
+                let mut acc = [[<$t as Elem>::ZERO; $nr]; MR];
+                let (mut a, mut b, mut rows) = (a, b, rows);
+                for _ in 0..kc {
+                    let row = if MODE == BY_ROWS {
+                        // SAFETY: the caller guarantees `kc` offsets.
+                        let at = unsafe { *rows };
+                        rows = rows.wrapping_add(1);
+                        b.wrapping_add(at)
+                    } else {
+                        b
+                    };
+                    // SAFETY: the caller guarantees `kc` steps of `MR` elements of `a`
+                    // and `NR` of `b`; this is one of them. `[T; N]` has the alignment
+                    // of `T`.
+                    let (av, bv) =
+                        unsafe { (&*a.cast::<[$t; MR]>(), &*row.cast::<[$t; $nr]>()) };
+                    $( fma_row::<$t, $fma, $nr>(&mut acc[$i], av[$i], bv); )+
+                    a = a.wrapping_add(MR);
+                    if MODE != BY_ROWS {
+                        b = b.wrapping_add(ldb);
+                    }
+                }
+                // SAFETY: forwarded from the caller (`c` describes a valid tile).
+                unsafe { store_tile::<$vec, MR, $nr>(&acc, c) }
+            }
+        }
+
+        $(#[$attr])*
         impl Kernel for $name {
             type T = $t;
             type V = $vec;
@@ -319,50 +391,27 @@ macro_rules! kernels {
 
             #[inline(always)]
             unsafe fn tile(kc: usize, a: *const $t, b: *const $t, ldb: usize, c: &Tile<$t>) {
-                /// The microkernel proper (see [`Kernel::tile`]).
-                ///
-                /// # Safety
-                /// As for [`Kernel::tile`], and the CPU supports the enabled features.
-                ///
-                /// Compiled twice: for packed panels (`PACKED`, the stride is the constant
-                /// `NR`, which measured ~10% faster on shallow products than a run-time
-                /// stride) and for `B` read in place (stride `ldb`).
-                $(#[target_feature(enable = $feat)])?
-                #[inline(never)]
-                unsafe fn tile<const PACKED: bool>(
-                    kc: usize,
-                    a: *const $t,
-                    b: *const $t,
-                    ldb: usize,
-                    c: &Tile<$t>,
-                ) {
-                    const MR: usize = [$($i),+].len();
-                    let ldb = if PACKED { $nr } else { ldb };
-                    prefetch_tile::<$t, $nr>(c);
-                    let mut acc = [[<$t as Elem>::ZERO; $nr]; MR];
-                    let (mut a, mut b) = (a, b);
-                    for _ in 0..kc {
-                        // SAFETY: the caller guarantees `kc` steps of `MR` elements of `a`
-                        // and `NR` of `b`; this is one of them. `[T; N]` has the alignment
-                        // of `T`.
-                        let (av, bv) =
-                            unsafe { (&*a.cast::<[$t; MR]>(), &*b.cast::<[$t; $nr]>()) };
-                        $( fma_row::<$t, $fma, $nr>(&mut acc[$i], av[$i], bv); )+
-                        a = a.wrapping_add(MR);
-                        b = b.wrapping_add(ldb);
-                    }
-                    // SAFETY: forwarded from the caller (`c` describes a valid tile).
-                    unsafe { store_tile::<$vec, MR, $nr>(&acc, c) }
-                }
                 // SAFETY: forwarded from the caller, who runs this kernel set only on a CPU
                 // with its features.
                 unsafe {
                     if ldb == $nr {
-                        tile::<true>(kc, a, b, ldb, c)
+                        Self::tile_kernel::<PACKED>(kc, a, b, ldb, std::ptr::null(), c)
                     } else {
-                        tile::<false>(kc, a, b, ldb, c)
+                        Self::tile_kernel::<IN_PLACE>(kc, a, b, ldb, std::ptr::null(), c)
                     }
                 }
+            }
+
+            #[inline(always)]
+            unsafe fn tile_rows(
+                kc: usize,
+                a: *const $t,
+                b: *const $t,
+                rows: *const usize,
+                c: &Tile<$t>,
+            ) {
+                // SAFETY: forwarded from the caller, as for `tile`.
+                unsafe { Self::tile_kernel::<BY_ROWS>(kc, a, b, 0, rows, c) }
             }
 
             #[inline(always)]
