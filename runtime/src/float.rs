@@ -207,6 +207,27 @@ pub trait Float:
         rsc: isize,
     );
 
+    /// `C = A B + beta C` with the columns of `B` through offsets: the implementation of the
+    /// stride-1 convolutions' implicit weight gradient (`kernels::gemm::gemm_cols`).
+    ///
+    /// # Safety
+    /// As for `kernels::gemm::gemm_cols`.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_cols_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        cols: *const usize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+    );
+
     /// Packs `B` for [`Float::gemm_packed_b_raw`]: the implementation of
     /// [`crate::kernels::gemm::pack_b`].
     ///
@@ -442,6 +463,27 @@ macro_rules! impl_float {
                 unsafe {
                     crate::kernels::gemm::gemm_rows::<$t>(
                         m, k, n, a, rsa, csa, b, rows, beta, c, rsc,
+                    )
+                }
+            }
+
+            unsafe fn gemm_cols_raw(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                cols: *const usize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+            ) {
+                // SAFETY: forwarded contract of this function.
+                unsafe {
+                    crate::kernels::gemm::gemm_cols::<$t>(
+                        m, k, n, a, rsa, csa, b, cols, beta, c, rsc,
                     )
                 }
             }

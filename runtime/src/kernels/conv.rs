@@ -1272,38 +1272,12 @@ fn implicit_conv<F: Float>(
     if out_h == 0 || out_w == 0 {
         return;
     }
-    let (plane, patch) = (hp * wp, g.patch_len());
-    let (padded, rest) = scratch.split_at_mut(ins * plane + gemm::ROWS_SLACK);
+    let patch = g.patch_len();
+    let (padded, rest) = scratch.split_at_mut(ins * hp * wp + gemm::ROWS_SLACK);
     let grid = &mut rest[..outs * out_h * wp];
-    let (top, left) = (g.pad_h * wp, g.pad_w);
-    for (dst, src) in padded
-        .chunks_exact_mut(plane)
-        .zip(x.chunks_exact(g.in_h * g.in_w))
-    {
-        let (head, body) = dst.split_at_mut(top);
-        head.fill(F::ZERO);
-        let (body, tail) = body.split_at_mut(g.in_h * wp);
-        tail.fill(F::ZERO);
-        for (row, src) in body.chunks_exact_mut(wp).zip(src.chunks_exact(g.in_w)) {
-            row[..left].fill(F::ZERO);
-            row[left..left + g.in_w].copy_from_slice(src);
-            row[left + g.in_w..].fill(F::ZERO);
-        }
-    }
-    // The slack the last panels read: zeros, so that nothing depends on what was there.
-    padded[ins * plane..].fill(F::ZERO);
+    pad_input(g, x, padded);
     let n = (out_h - 1) * wp + out_w;
-    ROW_OFFSETS.with(|offsets| {
-        let mut offsets = offsets.borrow_mut();
-        offsets.clear();
-        for c in 0..ins {
-            for u in 0..g.kernel_h {
-                for v in 0..g.kernel_w {
-                    offsets.push(c * plane + u * g.dilation_h * wp + v * g.dilation_w);
-                }
-            }
-        }
-        debug_assert_eq!(offsets.len(), patch);
+    with_tap_offsets(g, |offsets| {
         // SAFETY: `W` is `outs × patch` row-major; each offset plus `n + ROWS_SLACK` stays
         // inside `padded` (the largest offset is `(ins − 1)·Hp·Wp + (kh − 1)·dh·Wp + (kw −
         // 1)·dw`, and `n − 1` plus it is the last element of the last plane); the grid holds
@@ -1340,6 +1314,104 @@ fn implicit_conv<F: Float>(
     }
 }
 
+/// Copies one sample's input (`[C, H, W]`) into `padded` as `[C, Hp, Wp]` with zeros around
+/// (see [`implicit_conv`]), and zeros the rest of `padded` (the slack the last panels read,
+/// so that nothing depends on what was there).
+fn pad_input<F: Float>(g: &Conv2dGeometry, x: &[F], padded: &mut [F]) {
+    let (hp, wp) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
+    let (top, left) = (g.pad_h * wp, g.pad_w);
+    let planes = g.in_channels * hp * wp;
+    for (dst, src) in padded[..planes]
+        .chunks_exact_mut(hp * wp)
+        .zip(x.chunks_exact(g.in_h * g.in_w))
+    {
+        let (head, body) = dst.split_at_mut(top);
+        head.fill(F::ZERO);
+        let (body, tail) = body.split_at_mut(g.in_h * wp);
+        tail.fill(F::ZERO);
+        for (row, src) in body.chunks_exact_mut(wp).zip(src.chunks_exact(g.in_w)) {
+            row[..left].fill(F::ZERO);
+            row[left..left + g.in_w].copy_from_slice(src);
+            row[left + g.in_w..].fill(F::ZERO);
+        }
+    }
+    padded[planes..].fill(F::ZERO);
+}
+
+/// Runs `f` with the offsets of the column matrix's rows in the padded input (see
+/// [`implicit_conv`]): tap `(c, u, v)`, in the weight's order, at `c·Hp·Wp + u·dh·Wp + v·dw`.
+fn with_tap_offsets(g: &Conv2dGeometry, f: impl FnOnce(&[usize])) {
+    let (hp, wp) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
+    ROW_OFFSETS.with(|offsets| {
+        let mut offsets = offsets.borrow_mut();
+        offsets.clear();
+        for c in 0..g.in_channels {
+            for u in 0..g.kernel_h {
+                for v in 0..g.kernel_w {
+                    offsets.push(c * hp * wp + u * g.dilation_h * wp + v * g.dilation_w);
+                }
+            }
+        }
+        f(&offsets);
+    });
+}
+
+/// `dW = dy · im2col(x)ᵀ + beta · dW` for one sample of a stride-1, one-group convolution
+/// `g`, without forming the column matrix: the transpose of [`implicit_conv`]'s product.
+/// `dy` is laid out over the padded width with the wrapped columns zero (so they add
+/// nothing), and the GEMM packs the column matrix's rows, its `B`'s columns, straight from
+/// the padded input ([`gemm::gemm_cols`]).
+fn implicit_weight_grad<F: Float>(
+    g: &Conv2dGeometry,
+    x: &[F],
+    dy: &[F],
+    dweight: &mut [F],
+    beta: F,
+    scratch: &mut [F],
+) {
+    let (hp, wp) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
+    let (out_h, out_w) = (g.out_h(), g.out_w());
+    let (ins, outs, patch) = (g.in_channels, g.out_channels, g.patch_len());
+    let (padded, rest) = scratch.split_at_mut(ins * hp * wp + gemm::ROWS_SLACK);
+    let grid = &mut rest[..outs * out_h * wp];
+    // Positions summed over: none when the grid is empty, and then dW = beta · dW.
+    let k = if out_h == 0 || out_w == 0 {
+        0
+    } else {
+        pad_input(g, x, padded);
+        for (grid, dy) in grid
+            .chunks_exact_mut(out_h * wp)
+            .zip(dy.chunks_exact(out_h * out_w))
+        {
+            for (row, dy) in grid.chunks_exact_mut(wp).zip(dy.chunks_exact(out_w)) {
+                row[..out_w].copy_from_slice(dy);
+                row[out_w..].fill(F::ZERO);
+            }
+        }
+        (out_h - 1) * wp + out_w
+    };
+    with_tap_offsets(g, |offsets| {
+        // SAFETY: the grid holds `outs` rows of `out_h·Wp ≥ k` elements; column `p` of `B`
+        // reads `padded[offsets[p] .. offsets[p] + k]`, inside the planes (as in
+        // `implicit_conv`); `dW` is `outs × patch` row-major and overlaps neither.
+        unsafe {
+            F::gemm_cols_raw(
+                outs,
+                k,
+                patch,
+                grid.as_ptr(),
+                (out_h * wp) as isize,
+                1,
+                padded.as_ptr(),
+                offsets.as_ptr(),
+                beta,
+                dweight.as_mut_ptr(),
+                patch as isize,
+            )
+        };
+    });
+}
+
 /// One sample of the convolution's weight gradient: `dW (+)= dy · im2col(x)ᵀ` group by group
 /// (`beta` 0 overwrites, 1 adds).
 fn conv_weight_grad_sample<F: Float>(
@@ -1350,12 +1422,15 @@ fn conv_weight_grad_sample<F: Float>(
     beta: F,
     cols: &mut [F],
 ) {
-    let cols = &mut cols[..plan.im2col_len()];
     let g = &plan.conv;
     let grid = (plan.out_h, plan.out_w);
     if g.is_depthwise() {
         return depthwise_weight_grad(x, dy, g, grid, dweight, beta);
     }
+    if plan.runs_implicit() {
+        return implicit_weight_grad(g, x, dy, dweight, beta, cols);
+    }
+    let cols = &mut cols[..plan.im2col_len()];
     let (gin, go, ckk, p) = (
         g.group_in() * g.in_h * g.in_w,
         g.group_out(),

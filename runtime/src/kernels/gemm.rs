@@ -395,6 +395,7 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
         bias,
         b_packed,
         b_rows: std::ptr::null(),
+        b_cols: std::ptr::null(),
     };
     let isa = Isa::selected();
     // SAFETY (both): `Isa::selected` is supported by this CPU (a prepacked `B` was packed
@@ -458,6 +459,7 @@ pub(crate) unsafe fn gemm_rows<T: Dispatch>(
         bias: std::ptr::null(),
         b_packed: std::ptr::null(),
         b_rows: rows,
+        b_cols: std::ptr::null(),
     };
     let isa = Isa::selected();
     // SAFETY: `Isa::selected` is supported by this CPU; the memory contract is the caller's
@@ -465,6 +467,60 @@ pub(crate) unsafe fn gemm_rows<T: Dispatch>(
     if !unsafe { run_split(isa, &p) } {
         unsafe { T::run_on(isa, &p, Path::Auto) }
     }
+}
+
+/// `C = A · B + beta · C` with `B`'s columns anywhere in one buffer: column `j` of `B` is
+/// the `k` contiguous elements from `b + cols[j]`. This is the weight gradient of a stride-1
+/// convolution as an implicit GEMM (`dW = dy · colsᵀ`, see `kernels::conv`): the column
+/// matrix's rows, here `B`'s columns, are the padded input at per-tap offsets. Packed like a
+/// transposed `B` ([`gemm_strided`]'s packed path, the same blocking and summation order),
+/// on this thread (a convolution's weight gradient runs one sample per thread).
+///
+/// # Safety
+/// `A` (`m × k`, element `(i, p)` at `a + i·rsa + p·csa`) readable; `cols` readable for `n`
+/// offsets and each column `b + cols[j] .. + k` readable; `C` (`m × n`, rows `rsc` apart,
+/// columns contiguous) writable (and readable unless `beta` is zero) and not overlapping
+/// `A`, `B` or itself.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_cols<T: Dispatch>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    cols: *const usize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+) {
+    let p = Problem {
+        m,
+        k,
+        n,
+        alpha: T::ONE,
+        a: MatRef {
+            ptr: a,
+            rs: rsa,
+            cs: csa,
+        },
+        b: MatRef {
+            ptr: b,
+            rs: 1,
+            cs: 0,
+        },
+        beta,
+        c,
+        rsc,
+        csc: 1,
+        bias: std::ptr::null(),
+        b_packed: std::ptr::null(),
+        b_rows: std::ptr::null(),
+        b_cols: cols,
+    };
+    // SAFETY: `Isa::selected` is supported by this CPU; the memory contract is the caller's.
+    unsafe { T::run_on(Isa::selected(), &p, Path::Auto) }
 }
 
 /// The smallest product (`m·k·n` multiply-adds) run on two threads. Measured on a 2-core
@@ -776,6 +832,7 @@ mod tests {
             bias: std::ptr::null(),
             b_packed: std::ptr::null(),
             b_rows: std::ptr::null(),
+            b_cols: std::ptr::null(),
         }
     }
 
@@ -894,6 +951,7 @@ mod tests {
                     bias: std::ptr::null(),
                     b_packed: std::ptr::null(),
                     b_rows: std::ptr::null(),
+                    b_cols: std::ptr::null(),
                 };
                 // SAFETY: every (i, p) of A is at 2ik + 2p < 2mk, every (p, j) of B at
                 // b_last − pn + j inside b_full, every (i, j) of C at i + jm < mn.
@@ -1083,6 +1141,7 @@ mod tests {
                     bias: std::ptr::null(),
                     b_packed,
                     b_rows: std::ptr::null(),
+                    b_cols: std::ptr::null(),
                 };
                 let (mut want, mut got) = (c0.clone(), c0.clone());
                 // SAFETY: every matrix is inside its vector; `isa` is available.
@@ -1153,6 +1212,7 @@ mod tests {
                     } else {
                         std::ptr::null()
                     },
+                    b_cols: std::ptr::null(),
                 };
                 let (mut want, mut got) = (c0.clone(), c0.clone());
                 // SAFETY: every matrix is inside its vector, each row of `buffer` readable
@@ -1201,6 +1261,80 @@ mod tests {
             );
         }
         assert!(same(&want, &got), "gemm_rows");
+    }
+
+    /// Columns of `B` through offsets ([`gemm_cols`], `Problem::b_cols`) give the bits of
+    /// the same product over the columns gathered into a column-major matrix, on every ISA,
+    /// across `kc` and `nc` blocks, with edge tiles in both dimensions.
+    fn cols_by_offset_match_gathered_cols<T: Dispatch + Float>() {
+        let (m, k, n) = (37, 600, 530);
+        let offsets: Vec<usize> = (0..n).map(|j| (j * 389) % 1201 + (j % 7) * 3).collect();
+        let len = offsets.iter().max().map_or(0, |o| o + k);
+        let buffer: Vec<T> = values(len, 4.0).into_iter().map(T::from_f64).collect();
+        // Column-major: column j is `k` contiguous elements.
+        let gathered: Vec<T> = offsets
+            .iter()
+            .flat_map(|&o| buffer[o..o + k].iter().copied())
+            .collect();
+        let a: Vec<T> = values(m * k, 1.0).into_iter().map(T::from_f64).collect();
+        let c0: Vec<T> = values(m * n, 3.0).into_iter().map(T::from_f64).collect();
+        let beta = T::from_f64(-1.25);
+        for isa in Isa::available() {
+            let problem = |c: &mut Vec<T>, by_cols: bool| Problem {
+                m,
+                k,
+                n,
+                alpha: <T as Float>::ONE,
+                a: MatRef {
+                    ptr: a.as_ptr(),
+                    rs: k as isize,
+                    cs: 1,
+                },
+                b: MatRef {
+                    ptr: if by_cols {
+                        buffer.as_ptr()
+                    } else {
+                        gathered.as_ptr()
+                    },
+                    rs: 1,
+                    cs: if by_cols { 0 } else { k as isize },
+                },
+                beta,
+                c: c.as_mut_ptr(),
+                rsc: n as isize,
+                csc: 1,
+                bias: std::ptr::null(),
+                b_packed: std::ptr::null(),
+                b_rows: std::ptr::null(),
+                b_cols: if by_cols {
+                    offsets.as_ptr()
+                } else {
+                    std::ptr::null()
+                },
+            };
+            let (mut want, mut got) = (c0.clone(), c0.clone());
+            // SAFETY: every matrix is inside its vector, each column of `buffer` readable
+            // for `k`; `isa` is available.
+            unsafe {
+                T::run_on(isa, &problem(&mut want, false), Path::Auto);
+                T::run_on(isa, &problem(&mut got, true), Path::Auto);
+            }
+            let same = want
+                .iter()
+                .zip(&got)
+                .all(|(w, g)| w.to_f64().to_bits() == g.to_f64().to_bits());
+            assert!(same, "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn cols_by_offset_match_gathered_cols_f32() {
+        cols_by_offset_match_gathered_cols::<f32>();
+    }
+
+    #[test]
+    fn cols_by_offset_match_gathered_cols_f64() {
+        cols_by_offset_match_gathered_cols::<f64>();
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::arch::l1d_bytes;
 use super::buffer::Scratch;
 use super::gemv::by_gemv;
 use super::kernel::{Blocking, Elem, Kernel, Tile};
-use super::pack::pack;
+use super::pack::{pack, pack_cols};
 
 /// A read-only strided matrix: element `(i, j)` is at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +51,11 @@ pub(crate) struct Problem<T> {
     /// [`ROWS_SLACK`](super::super::gemm::ROWS_SLACK) more, and the product takes
     /// [`by_rows`]; `bias` and `b_packed` must be null.
     pub b_rows: *const usize,
+    /// Column offsets, or null: when set, column `j` of `B` is the `k` contiguous elements
+    /// from `b.ptr + b_cols[j]` (`b.rs` and `b.cs` are not used), packed by
+    /// [`pack_cols`]; the product takes [`packed`] on this thread; `bias`, `b_packed` and
+    /// `b_rows` must be null.
+    pub b_cols: *const usize,
 }
 
 /// Which algorithm to run. Everything but the tests uses [`Path::Auto`].
@@ -85,6 +90,17 @@ pub(crate) enum Path {
 #[inline(always)]
 pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     if p.m == 0 || p.n == 0 {
+        return;
+    }
+    if !p.b_cols.is_null() {
+        debug_assert!(p.bias.is_null() && p.b_packed.is_null() && p.b_rows.is_null());
+        if p.k == 0 || p.alpha == K::T::ZERO {
+            // SAFETY: forwarded from the caller.
+            unsafe { scale_c(p) };
+        } else if !matches!(path, Path::Reserve) {
+            // SAFETY: forwarded from the caller.
+            unsafe { packed::<K>(p, blocking::<K>()) };
+        }
         return;
     }
     if !p.b_rows.is_null() {
@@ -307,7 +323,14 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
             } else {
                 // SAFETY: the block `k ∈ pc..pc+kc`, `n ∈ jc..jc+nc` is inside B, and the
                 // buffer holds `kc_max · nc_max ≥ ceil(nc / NR) · NR · kc` elements.
-                unsafe { pack::<K::V>(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack) };
+                unsafe {
+                    if p.b_cols.is_null() {
+                        pack::<K::V>(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack)
+                    } else {
+                        let (base, cols) = (p.b.ptr.wrapping_add(pc), p.b_cols.wrapping_add(jc));
+                        pack_cols::<K::V>(nr, nc, kc, base, cols, b_pack)
+                    }
+                };
                 b_pack.cast_const()
             };
             // Only the first rank-kc update applies beta and the bias; later ones accumulate.

@@ -10,7 +10,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use super::kernel::Elem;
-use super::simd::Vector;
+use super::simd::{LaneStarts, Vector};
 
 /// Packs the `len × kc` block whose element (lane `i`, step `p`) is at
 /// `src + i·s_lane + p·s_step` into `ceil(len / w)` panels of `w × kc` at `dst`.
@@ -50,6 +50,45 @@ pub(super) unsafe fn pack<V: Vector>(
     }
 }
 
+/// [`pack`] for a block of `B` whose columns (the lanes) are anywhere: lane `i` is the `kc`
+/// contiguous steps from `base + cols[i]` ([`Problem::b_cols`](super::driver::Problem)).
+///
+/// # Safety
+/// `cols` readable for `len` offsets, each lane readable for `kc` elements, and `dst`
+/// writable for `ceil(len / w) · w · kc` elements, not overlapping the source.
+#[inline(always)]
+pub(super) unsafe fn pack_cols<V: Vector>(
+    w: usize,
+    len: usize,
+    kc: usize,
+    base: *const V::T,
+    cols: *const usize,
+    dst: *mut V::T,
+) {
+    let mut dst = dst;
+    let mut lane0 = 0;
+    while lane0 < len {
+        let lanes = w.min(len - lane0);
+        let src = LaneStarts {
+            base,
+            stride: 0,
+            offsets: cols.wrapping_add(lane0),
+        };
+        // SAFETY: lanes `lane0 .. lane0 + lanes` are inside the block, and the panel's
+        // `w · kc` destination elements are inside `dst`'s extent.
+        unsafe {
+            if lanes == w {
+                V::pack_transposed(w, w, kc, src, dst);
+            } else {
+                std::ptr::write_bytes(dst, 0, w * kc);
+                V::pack_transposed(w, lanes, kc, src, dst);
+            }
+        }
+        dst = dst.wrapping_add(w * kc);
+        lane0 += w;
+    }
+}
+
 /// One panel: lanes `0 .. lanes` (`≤ w`) of `kc` steps, lane `i` of step `p` to
 /// `dst[p·w + i]`. Lanes `lanes .. w` of `dst` are left as they are or set to zero.
 ///
@@ -81,7 +120,19 @@ unsafe fn pack_panel<V: Vector>(
     } else if s_step == 1 {
         // Each lane is contiguous along `k` (A not transposed, B transposed): a transpose,
         // in registers where the instruction set has one.
-        unsafe { V::pack_transposed(w, lanes, kc, src, s_lane, dst) };
+        unsafe {
+            V::pack_transposed(
+                w,
+                lanes,
+                kc,
+                LaneStarts {
+                    base: src,
+                    stride: s_lane,
+                    offsets: std::ptr::null(),
+                },
+                dst,
+            )
+        };
     } else {
         for p in 0..kc {
             for i in 0..lanes {
@@ -104,8 +155,7 @@ pub(super) unsafe fn pack_transposed_scalar<T: Elem>(
     w: usize,
     lanes: usize,
     kc: usize,
-    src: *const T,
-    s_lane: isize,
+    src: LaneStarts<T>,
     dst: *mut T,
 ) {
     const TB: usize = 8;
@@ -114,7 +164,8 @@ pub(super) unsafe fn pack_transposed_scalar<T: Elem>(
     let mut p0 = 0;
     while p0 + TB <= kc {
         for i in 0..lanes {
-            let s = src.wrapping_offset(i as isize * s_lane).wrapping_add(p0);
+            // SAFETY: `i < lanes`.
+            let s = unsafe { src.at(i) }.wrapping_add(p0);
             for q in 0..TB {
                 unsafe { *dst.add((p0 + q) * w + i) = *s.add(q) };
             }
@@ -123,7 +174,7 @@ pub(super) unsafe fn pack_transposed_scalar<T: Elem>(
     }
     for p in p0..kc {
         for i in 0..lanes {
-            unsafe { *dst.add(p * w + i) = *src.offset(i as isize * s_lane).add(p) };
+            unsafe { *dst.add(p * w + i) = *src.at(i).add(p) };
         }
     }
 }

@@ -50,23 +50,49 @@ pub(super) trait Vector: Copy {
     unsafe fn store(self, p: *mut Self::T);
 
     /// Packs `lanes ≤ w` lanes of `kc` steps, lane `i` being contiguous along the steps
-    /// (element `(i, p)` at `src + i·s_lane + p`), into `dst[p·w + i]`: a transpose. Lanes
+    /// (element `(i, p)` at `src.at(i) + p`), into `dst[p·w + i]`: a transpose. Lanes
     /// `lanes .. w` of `dst` are left as they are or set to zero.
     ///
     /// # Safety
-    /// Every element of the block readable, `dst .. dst + w·kc` writable and not overlapping
-    /// it, and the CPU supports the instruction set.
+    /// Every element of the block readable (and `src`'s offsets, if any, for `lanes` lanes),
+    /// `dst .. dst + w·kc` writable and not overlapping it, and the CPU supports the
+    /// instruction set.
     #[inline(always)]
     unsafe fn pack_transposed(
         w: usize,
         lanes: usize,
         kc: usize,
-        src: *const Self::T,
-        s_lane: isize,
+        src: LaneStarts<Self::T>,
         dst: *mut Self::T,
     ) {
         // SAFETY: forwarded from the caller.
-        unsafe { pack_transposed_scalar(w, lanes, kc, src, s_lane, dst) }
+        unsafe { pack_transposed_scalar(w, lanes, kc, src, dst) }
+    }
+}
+
+/// Where the lanes of a transposing pack start: lane `i` at `base + i·stride`, or at
+/// `base + offsets[i]` when `offsets` is not null (the columns of an implicit convolution's
+/// column matrix, see `pack::pack_cols`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LaneStarts<T> {
+    pub base: *const T,
+    pub stride: isize,
+    pub offsets: *const usize,
+}
+
+impl<T> LaneStarts<T> {
+    /// The first element of lane `i`.
+    ///
+    /// # Safety
+    /// With `offsets`, `offsets + i` readable.
+    #[inline(always)]
+    pub(super) unsafe fn at(&self, i: usize) -> *const T {
+        if self.offsets.is_null() {
+            self.base.wrapping_offset(i as isize * self.stride)
+        } else {
+            // SAFETY: the caller's.
+            self.base.wrapping_add(unsafe { *self.offsets.add(i) })
+        }
     }
 }
 
@@ -201,12 +227,11 @@ macro_rules! x86_vector {
                 w: usize,
                 lanes: usize,
                 kc: usize,
-                src: *const $t,
-                s_lane: isize,
+                src: LaneStarts<$t>,
                 dst: *mut $t,
             ) {
                 // SAFETY: forwarded from the caller (the CPU has AVX, implied by $feature).
-                unsafe { $transpose(w, lanes, kc, src, s_lane, dst) }
+                unsafe { $transpose(w, lanes, kc, src, dst) }
             }
         }
     };
@@ -268,8 +293,7 @@ unsafe fn pack_transposed_f32(
     w: usize,
     lanes: usize,
     kc: usize,
-    src: *const f32,
-    s_lane: isize,
+    src: LaneStarts<f32>,
     dst: *mut f32,
 ) {
     use arch::{
@@ -293,7 +317,7 @@ unsafe fn pack_transposed_f32(
             unsafe {
                 let row = |r: usize| {
                     if r < rows {
-                        _mm256_loadu_ps(src.offset((i0 + r) as isize * s_lane).add(p0))
+                        _mm256_loadu_ps(src.at(i0 + r).add(p0))
                     } else {
                         _mm256_setzero_ps()
                     }
@@ -327,7 +351,7 @@ unsafe fn pack_transposed_f32(
     // SAFETY: the edges (steps `kc8 ..` of the full lane blocks, and the lanes `lanes8 ..`)
     // are sub-blocks of the caller's block and panel.
     unsafe {
-        transpose_edges(w, lanes, kc, lanes8, kc8, src, s_lane, dst);
+        transpose_edges(w, lanes, kc, lanes8, kc8, src, dst);
     }
 }
 
@@ -343,8 +367,7 @@ unsafe fn pack_transposed_f64(
     w: usize,
     lanes: usize,
     kc: usize,
-    src: *const f64,
-    s_lane: isize,
+    src: LaneStarts<f64>,
     dst: *mut f64,
 ) {
     use arch::{
@@ -356,8 +379,7 @@ unsafe fn pack_transposed_f64(
         for p0 in (0..kc4).step_by(4) {
             // SAFETY: as in `pack_transposed_f32`, with 4 × 4 blocks.
             unsafe {
-                let row =
-                    |r: usize| _mm256_loadu_pd(src.offset((i0 + r) as isize * s_lane).add(p0));
+                let row = |r: usize| _mm256_loadu_pd(src.at(i0 + r).add(p0));
                 let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
                 let (t0, t1) = (_mm256_unpacklo_pd(r0, r1), _mm256_unpackhi_pd(r0, r1));
                 let (t2, t3) = (_mm256_unpacklo_pd(r2, r3), _mm256_unpackhi_pd(r2, r3));
@@ -371,7 +393,7 @@ unsafe fn pack_transposed_f64(
     }
     // SAFETY: as in `pack_transposed_f32`.
     unsafe {
-        transpose_edges(w, lanes, kc, lanes4, kc4, src, s_lane, dst);
+        transpose_edges(w, lanes, kc, lanes4, kc4, src, dst);
     }
 }
 
@@ -389,13 +411,13 @@ unsafe fn transpose_edges<T: Elem>(
     kc: usize,
     done_lanes: usize,
     done_steps: usize,
-    src: *const T,
-    s_lane: isize,
+    src: LaneStarts<T>,
     dst: *mut T,
 ) {
     for i in 0..lanes {
         let first = if i < done_lanes { done_steps } else { 0 };
-        let lane = src.wrapping_offset(i as isize * s_lane);
+        // SAFETY: `i < lanes`, a lane of the block.
+        let lane = unsafe { src.at(i) };
         for p in first..kc {
             // SAFETY: `i < lanes`, `p < kc`: inside the block and the panel.
             unsafe { *dst.add(p * w + i) = *lane.add(p) };
