@@ -1,5 +1,6 @@
 //! 2-D convolution (PyTorch's `nn.Conv2d`, with groups and dilation) and transposed
-//! convolution (`nn.ConvTranspose2d`), by im2col + GEMM, and their vector-Jacobian products.
+//! convolution (`nn.ConvTranspose2d`), as GEMMs over the unfolded input, and their
+//! vector-Jacobian products.
 //!
 //! Layouts are PyTorch's: `x` is `[batch, in_channels, in_h, in_w]`, the weight is
 //! `[out_channels, in_channels / groups, kernel_h, kernel_w]`, the bias `[out_channels]` and
@@ -9,11 +10,16 @@
 //!
 //! `y[n, o, i, j] = b[o] + Σ_{c,u,v} W[o, c, u, v] · x[n, (o / (O/G))·(C/G) + c, i·sh + u·dh − ph, j·sw + v·dw − pw]`
 //!
-//! Per sample and group, the input patches are unfolded into a `[C/G·kh·kw, out_h·out_w]`
-//! matrix (im2col) in a caller-provided scratch buffer, so that the group's convolution is
-//! one GEMM with its weight rows viewed as `[O/G, C/G·kh·kw]`. A 1×1 convolution with stride
-//! 1 and no padding needs no unfolding (the sample itself is that matrix) and skips the
-//! scratch entirely. A grouped convolution whose groups each read one input channel
+//! Per sample and group, the convolution is one GEMM of its weight rows, viewed as
+//! `[O/G, C/G·kh·kw]`, by the `[C/G·kh·kw, out_h·out_w]` matrix of input patches (the column
+//! matrix). With stride 1 and one group (most convolutions of today's networks) that matrix is
+//! never formed: with the input zero-padded into a scratch copy whose rows are laid end to end,
+//! each of its rows is the padded input read from a per-tap offset, and the GEMM reads those
+//! rows in place (an implicit GEMM, see `implicit_conv`; its weight gradient packs them
+//! straight from the padded input, see `implicit_weight_grad`). Other strides and grouped
+//! convolutions unfold the patches into the matrix first (im2col) in a caller-provided
+//! scratch buffer. A 1×1 convolution with stride 1 and no padding needs no unfolding (the
+//! sample itself is that matrix) and skips the scratch entirely. A grouped convolution whose groups each read one input channel
 //! (depthwise, as in MobileNet) runs a direct kernel instead: the GEMMs would be a single row
 //! deep, and the unfolding would cost more than the arithmetic.
 //!
@@ -125,12 +131,13 @@ impl Conv2dGeometry {
 
     /// The scratch the kernels need: one im2col matrix per thread (two; none on the 1×1 fast
     /// path, see [`is_pointwise`](Self::is_pointwise), nor on the depthwise path, see
-    /// [`is_depthwise`](Self::is_depthwise)), then the weight and bias gradients of all but
-    /// the first chunk of the batch: [`conv2d_backward`] sums each chunk apart (on whichever
-    /// thread claims it) and adds the chunks' sums in order at the end, the same sums on one
-    /// thread or two, so results do not depend on the thread count. Up to 8 chunks (7
-    /// partial gradients), or 2 when the weight has more than 2¹⁶ values. It does not depend
-    /// on `batch` (generated code sizes the buffer with it once).
+    /// [`is_depthwise`](Self::is_depthwise); with stride 1 and one group, the padded input
+    /// and the output over the padded width where they are larger), then the weight and bias
+    /// gradients of all but the first chunk of the batch: [`conv2d_backward`] sums each
+    /// chunk apart (on whichever thread claims it) and adds the chunks' sums in order at the
+    /// end, the same sums on one thread or two, so results do not depend on the thread count.
+    /// Up to 8 chunks (7 partial gradients), or 2 when the weight has more than 2¹⁶ values. It
+    /// does not depend on `batch` (generated code sizes the buffer with it once).
     pub fn scratch_len(&self) -> usize {
         Plan::conv(self).scratch_len()
     }
