@@ -4,6 +4,7 @@
 //! bias `[out]` and `y` is `[batch, out]`, all row-major.
 
 use super::gemm::{gemm, gemm_bias};
+use super::lanes::lane_sum;
 use crate::Float;
 
 /// `y = x · Wᵀ + b`: `x` is `[batch, in_features]`, `weight` is `[out_features, in_features]`,
@@ -122,10 +123,18 @@ pub fn linear_backward_bias<F: Float>(
         out_features,
         "linear_backward_bias: db has the wrong length"
     );
+    if out_features == 1 {
+        // One output (a regression head): a sum along dy, in partial sums. Row by row it
+        // would be one chain of dependent additions, each waiting on the last (W1's
+        // 1,000-row batch spent a third of its step there).
+        let sum = lane_sum(dy);
+        db[0] = if accumulate { db[0] + sum } else { sum };
+        return;
+    }
     if !accumulate {
         db.fill(F::ZERO);
     }
-    // Row by row so that dy is read in memory order; the sums are in batch order either way.
+    // Row by row so that dy is read in memory order; each output's sum is in batch order.
     for row in dy.chunks_exact(out_features.max(1)) {
         for (acc, &g) in db.iter_mut().zip(row) {
             *acc += g;
@@ -261,6 +270,32 @@ mod tests {
         assert_eq!(db, [11.0, 22.0, 33.0]);
         linear_backward_bias(&dy, 2, 3, &mut db, true);
         assert_eq!(db, [22.0, 44.0, 66.0]);
+    }
+
+    #[test]
+    fn one_output_layers_sum_the_batch() {
+        // The regression-head path of the bias gradient and of the forward's bias rows: a
+        // batch longer than the partial sums, with a tail, through both modes.
+        let (batch, inputs) = (1003, 3);
+        let (x, w, b) = (values(batch * inputs, 1.0), values(inputs, 2.0), [0.25]);
+        let mut y = vec![f64::NAN; batch];
+        linear_forward(&x, &w, Some(&b), batch, inputs, 1, &mut y);
+        for (row, &got) in x.chunks_exact(inputs).zip(&y) {
+            let want = b[0] + row.iter().zip(&w).map(|(a, c)| a * c).sum::<f64>();
+            assert!((got - want).abs() < 1e-13, "{got} vs {want}");
+        }
+        let dy = values(batch, 4.0);
+        let want: f64 = dy.iter().sum();
+        let mut db = [f64::NAN];
+        linear_backward_bias(&dy, batch, 1, &mut db, false);
+        assert!((db[0] - want).abs() < 1e-12, "{} vs {want}", db[0]);
+        linear_backward_bias(&dy, batch, 1, &mut db, true);
+        assert!(
+            (db[0] - 2.0 * want).abs() < 1e-12,
+            "{} vs {}",
+            db[0],
+            2.0 * want
+        );
     }
 
     #[test]
