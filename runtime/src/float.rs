@@ -186,14 +186,15 @@ pub trait Float:
         csc: isize,
     );
 
-    /// `C = A B + beta C` with the rows of `B` through offsets: the implementation of the
-    /// stride-1 convolutions' implicit GEMM (`kernels::gemm::gemm_rows`).
+    /// `C = A B + beta C` with the rows or columns of `B` placed by offsets: the
+    /// implementation of the stride-1 convolutions' implicit GEMM
+    /// (`kernels::gemm::gemm_offsets`).
     ///
     /// # Safety
-    /// As for `kernels::gemm::gemm_rows`.
+    /// As for `kernels::gemm::gemm_offsets`.
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_rows_raw(
+    unsafe fn gemm_offsets_raw(
         m: usize,
         k: usize,
         n: usize,
@@ -201,28 +202,8 @@ pub trait Float:
         rsa: isize,
         csa: isize,
         b: *const Self,
-        rows: *const usize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-    );
-
-    /// `C = A B + beta C` with the columns of `B` through offsets: the implementation of the
-    /// stride-1 convolutions' implicit weight gradient (`kernels::gemm::gemm_cols`).
-    ///
-    /// # Safety
-    /// As for `kernels::gemm::gemm_cols`.
-    #[doc(hidden)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_cols_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        cols: *const usize,
+        offsets: *const usize,
+        lines: crate::kernels::gemm::OffsetLines,
         beta: Self,
         c: *mut Self,
         rsc: isize,
@@ -446,7 +427,7 @@ macro_rules! impl_float {
                 }
             }
 
-            unsafe fn gemm_rows_raw(
+            unsafe fn gemm_offsets_raw(
                 m: usize,
                 k: usize,
                 n: usize,
@@ -454,36 +435,16 @@ macro_rules! impl_float {
                 rsa: isize,
                 csa: isize,
                 b: *const Self,
-                rows: *const usize,
+                offsets: *const usize,
+                lines: crate::kernels::gemm::OffsetLines,
                 beta: Self,
                 c: *mut Self,
                 rsc: isize,
             ) {
                 // SAFETY: forwarded contract of this function.
                 unsafe {
-                    crate::kernels::gemm::gemm_rows::<$t>(
-                        m, k, n, a, rsa, csa, b, rows, beta, c, rsc,
-                    )
-                }
-            }
-
-            unsafe fn gemm_cols_raw(
-                m: usize,
-                k: usize,
-                n: usize,
-                a: *const Self,
-                rsa: isize,
-                csa: isize,
-                b: *const Self,
-                cols: *const usize,
-                beta: Self,
-                c: *mut Self,
-                rsc: isize,
-            ) {
-                // SAFETY: forwarded contract of this function.
-                unsafe {
-                    crate::kernels::gemm::gemm_cols::<$t>(
-                        m, k, n, a, rsa, csa, b, cols, beta, c, rsc,
+                    crate::kernels::gemm::gemm_offsets::<$t>(
+                        m, k, n, a, rsa, csa, b, offsets, lines, beta, c, rsc,
                     )
                 }
             }

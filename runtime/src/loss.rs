@@ -329,17 +329,27 @@ fn cross_entropy_backward_impl<F: Float>(
             accumulate,
         })
     };
-    // Rows are independent: shared by the two threads in fixed chunks, each computed the
-    // same way whichever thread runs it.
-    if rows < 2 || rows * classes < 1 << 14 || parallel::threads() < 2 {
-        return pass(0..rows, d_logits);
+    for_row_chunks(rows, classes, d_logits, pass);
+}
+
+/// Runs `pass(rows, out)` over `rows` independent rows of `row_len` elements of `out`: in
+/// one call when the work is small, else in fixed chunks shared by the two threads, each row
+/// computed the same way whichever thread runs it.
+fn for_row_chunks<F: Float>(
+    rows: usize,
+    row_len: usize,
+    out: &mut [F],
+    pass: impl Fn(std::ops::Range<usize>, &mut [F]) + Sync,
+) {
+    if rows < 2 || rows * row_len < 1 << 14 || parallel::threads() < 2 {
+        return pass(0..rows, out);
     }
     let chunks = parallel::chunk_count(rows);
-    let d_logits = SharedMut::new(d_logits);
+    let out = SharedMut::new(out);
     parallel::for_each_chunk(chunks, |chunk, _| {
         let r = parallel::chunk_range(rows, chunks, chunk);
         // SAFETY: each chunk is claimed once, and chunks cover disjoint rows.
-        let d = unsafe { d_logits.range(r.start * classes..r.end * classes) };
+        let d = unsafe { out.range(r.start * row_len..r.end * row_len) };
         pass(r, d);
     });
 }
@@ -540,19 +550,8 @@ pub fn cross_entropy_spatial_backward<F: Float>(
             accumulate,
         })
     };
-    // Samples are independent: shared by the two threads in fixed chunks, each element
-    // computed the same way whichever thread runs it.
-    if batch < 2 || logits.len() < 1 << 14 || parallel::threads() < 2 {
-        return pass(0..batch, d_logits);
-    }
-    let chunks = parallel::chunk_count(batch);
-    let d_logits = SharedMut::new(d_logits);
-    parallel::for_each_chunk(chunks, |chunk, _| {
-        let r = parallel::chunk_range(batch, chunks, chunk);
-        // SAFETY: each chunk is claimed once, and chunks cover disjoint samples.
-        let d = unsafe { d_logits.range(r.start * sample_len..r.end * sample_len) };
-        pass(r, d);
-    });
+    // Samples are the rows: independent, shared by the two threads when large enough.
+    for_row_chunks(batch, sample_len, d_logits, pass);
 }
 
 /// The spatial cross-entropy gradient of some whole samples (see

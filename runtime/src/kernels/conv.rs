@@ -1261,7 +1261,7 @@ thread_local! {
 /// the flat position `q = i·Wp + j` plus an offset that depends on the tap only. So the
 /// column matrix's row for a tap is the padded input from that offset on, and the product
 /// `W · cols` is a GEMM whose `B` rows are read in place through `in·kh·kw` offsets
-/// ([`gemm::gemm_rows`]), over the `q` of the grid laid out with the padded width. The
+/// ([`gemm::gemm_offsets`] by rows), over the `q` of the grid laid out with the padded width. The
 /// `Wp − out_w` columns per row that wrap into the next row are computed and dropped when
 /// the result is copied out. The copies are the padded input and the output; im2col wrote
 /// and the GEMM packed `kh·kw` times the input.
@@ -1290,7 +1290,7 @@ fn implicit_conv<F: Float>(
         // 1)·dw`, and `n − 1` plus it is the last element of the last plane); the grid holds
         // `outs` rows of `out_h·Wp ≥ n` elements and overlaps neither.
         unsafe {
-            F::gemm_rows_raw(
+            F::gemm_offsets_raw(
                 outs,
                 patch,
                 n,
@@ -1299,6 +1299,7 @@ fn implicit_conv<F: Float>(
                 1,
                 padded.as_ptr(),
                 offsets.as_ptr(),
+                gemm::OffsetLines::Rows,
                 F::ZERO,
                 grid.as_mut_ptr(),
                 (out_h * wp) as isize,
@@ -1367,7 +1368,7 @@ fn with_tap_offsets(g: &Conv2dGeometry, f: impl FnOnce(&[usize])) {
 /// `g`, without forming the column matrix: the transpose of [`implicit_conv`]'s product.
 /// `dy` is laid out over the padded width with the wrapped columns zero (so they add
 /// nothing), and the GEMM packs the column matrix's rows, its `B`'s columns, straight from
-/// the padded input ([`gemm::gemm_cols`]).
+/// the padded input ([`gemm::gemm_offsets`] by columns).
 fn implicit_weight_grad<F: Float>(
     g: &Conv2dGeometry,
     x: &[F],
@@ -1402,7 +1403,7 @@ fn implicit_weight_grad<F: Float>(
         // reads `padded[offsets[p] .. offsets[p] + k]`, inside the planes (as in
         // `implicit_conv`); `dW` is `outs × patch` row-major and overlaps neither.
         unsafe {
-            F::gemm_cols_raw(
+            F::gemm_offsets_raw(
                 outs,
                 k,
                 patch,
@@ -1411,6 +1412,7 @@ fn implicit_weight_grad<F: Float>(
                 1,
                 padded.as_ptr(),
                 offsets.as_ptr(),
+                gemm::OffsetLines::Cols,
                 beta,
                 dweight.as_mut_ptr(),
                 patch as isize,

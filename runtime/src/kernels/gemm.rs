@@ -406,83 +406,45 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
     }
 }
 
-/// Columns a row of `B` must stay readable past `n` for [`gemm_rows`]: every kernel reads
+/// Columns a row of `B` must stay readable past `n` for [`gemm_offsets`] by rows: every
+/// kernel reads
 /// whole panels of `NR` columns (at most 32) and stores only the `n` real ones.
 pub(crate) const ROWS_SLACK: usize = 32;
 
-/// `C = A · B + beta · C` with `B`'s rows anywhere in one buffer: row `p` of `B` is the `n`
-/// contiguous elements from `b + rows[p]`. This is the implicit GEMM of a stride-1
-/// convolution (see `kernels::conv`): with the input padded and its rows laid end to end,
-/// the column matrix's row for input channel `c` and kernel tap `(u, v)` is the padded input
-/// shifted by a constant, so the product reads it in place instead of copying it out
-/// (im2col). The result is the same as a GEMM over the gathered rows, with the same
-/// blocking and summation order as [`gemm_strided`]'s packed path.
-///
-/// # Safety
-/// `A` (`m × k`, element `(i, p)` at `a + i·rsa + p·csa`) readable; `rows` readable for `k`
-/// offsets and each row `b + rows[p] .. + n + ROWS_SLACK` readable (the slack is read, never
-/// used); `C` (`m × n`, rows `rsc` apart, columns contiguous) writable (and readable unless
-/// `beta` is zero) and not overlapping `A`, `B` or itself.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_rows<T: Dispatch>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: *const T,
-    rsa: isize,
-    csa: isize,
-    b: *const T,
-    rows: *const usize,
-    beta: T,
-    c: *mut T,
-    rsc: isize,
-) {
-    let p = Problem {
-        m,
-        k,
-        n,
-        alpha: T::ONE,
-        a: MatRef {
-            ptr: a,
-            rs: rsa,
-            cs: csa,
-        },
-        b: MatRef {
-            ptr: b,
-            rs: 0,
-            cs: 1,
-        },
-        beta,
-        c,
-        rsc,
-        csc: 1,
-        bias: std::ptr::null(),
-        b_packed: std::ptr::null(),
-        b_rows: rows,
-        b_cols: std::ptr::null(),
-    };
-    let isa = Isa::selected();
-    // SAFETY: `Isa::selected` is supported by this CPU; the memory contract is the caller's
-    // (a split along `n` moves `b`, which the row offsets are relative to, with the columns).
-    if !unsafe { run_split(isa, &p) } {
-        unsafe { T::run_on(isa, &p, Path::Auto) }
-    }
+/// Which lines of `B` an offset table places (see [`gemm_offsets`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetLines {
+    /// Row `p` of `B` is the `n` contiguous elements from `b + offsets[p]`.
+    Rows,
+    /// Column `j` of `B` is the `k` contiguous elements from `b + offsets[j]`.
+    Cols,
 }
 
-/// `C = A · B + beta · C` with `B`'s columns anywhere in one buffer: column `j` of `B` is
-/// the `k` contiguous elements from `b + cols[j]`. This is the weight gradient of a stride-1
-/// convolution as an implicit GEMM (`dW = dy · colsᵀ`, see `kernels::conv`): the column
-/// matrix's rows, here `B`'s columns, are the padded input at per-tap offsets. Packed like a
-/// transposed `B` ([`gemm_strided`]'s packed path, the same blocking and summation order),
-/// on this thread (a convolution's weight gradient runs one sample per thread).
+/// `C = A · B + beta · C` with `B`'s rows or columns anywhere in one buffer, placed by an
+/// offset table. This is the implicit GEMM of a stride-1 convolution (see `kernels::conv`):
+/// with the input padded and its rows laid end to end, the column matrix's row for input
+/// channel `c` and kernel tap `(u, v)` is the padded input from an offset, so the products
+/// read it in place instead of copying it out (im2col):
+///
+/// - [`OffsetLines::Rows`], the forward `W · cols`: the microkernel reads each row of `B`
+///   in place; split between two threads when large (a split along `n` moves `b`, which the
+///   offsets are relative to, with the columns);
+/// - [`OffsetLines::Cols`], the weight gradient `dy · colsᵀ`: the rows of `cols` are `B`'s
+///   columns, packed straight from the buffer by the transposing pack; on this thread (a
+///   convolution's weight gradient runs one sample per thread).
+///
+/// Either gives the bits of a GEMM over the gathered lines, with [`gemm_strided`]'s packed
+/// path's blocking and summation order.
 ///
 /// # Safety
-/// `A` (`m × k`, element `(i, p)` at `a + i·rsa + p·csa`) readable; `cols` readable for `n`
-/// offsets and each column `b + cols[j] .. + k` readable; `C` (`m × n`, rows `rsc` apart,
-/// columns contiguous) writable (and readable unless `beta` is zero) and not overlapping
-/// `A`, `B` or itself.
+/// `A` (`m × k`, element `(i, p)` at `a + i·rsa + p·csa`) readable; `offsets` readable for
+/// `k` (`Rows`) or `n` (`Cols`) entries, each row `b + offsets[p] .. + n + ROWS_SLACK`
+/// (`Rows`: the slack is read, never used) or column `b + offsets[j] .. + k` (`Cols`)
+/// readable; `C` (`m × n`, rows `rsc` apart, columns contiguous) writable (and readable
+/// unless `beta` is zero) and not overlapping `A`, `B` or itself.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_cols<T: Dispatch>(
+pub(crate) unsafe fn gemm_offsets<T: Dispatch>(
     m: usize,
     k: usize,
     n: usize,
@@ -490,11 +452,16 @@ pub(crate) unsafe fn gemm_cols<T: Dispatch>(
     rsa: isize,
     csa: isize,
     b: *const T,
-    cols: *const usize,
+    offsets: *const usize,
+    lines: OffsetLines,
     beta: T,
     c: *mut T,
     rsc: isize,
 ) {
+    let (b_rows, b_cols) = match lines {
+        OffsetLines::Rows => (offsets, std::ptr::null()),
+        OffsetLines::Cols => (std::ptr::null(), offsets),
+    };
     let p = Problem {
         m,
         k,
@@ -505,10 +472,12 @@ pub(crate) unsafe fn gemm_cols<T: Dispatch>(
             rs: rsa,
             cs: csa,
         },
+        // The offsets place `B`'s lines; the stride along a line is 1, which a split along
+        // `n` uses to move `b` with the columns (by rows; by columns it runs unsplit).
         b: MatRef {
             ptr: b,
-            rs: 1,
-            cs: 0,
+            rs: (lines == OffsetLines::Cols).into(),
+            cs: (lines == OffsetLines::Rows).into(),
         },
         beta,
         c,
@@ -516,11 +485,14 @@ pub(crate) unsafe fn gemm_cols<T: Dispatch>(
         csc: 1,
         bias: std::ptr::null(),
         b_packed: std::ptr::null(),
-        b_rows: std::ptr::null(),
-        b_cols: cols,
+        b_rows,
+        b_cols,
     };
+    let isa = Isa::selected();
     // SAFETY: `Isa::selected` is supported by this CPU; the memory contract is the caller's.
-    unsafe { T::run_on(Isa::selected(), &p, Path::Auto) }
+    if lines == OffsetLines::Cols || !unsafe { run_split(isa, &p) } {
+        unsafe { T::run_on(isa, &p, Path::Auto) }
+    }
 }
 
 /// The smallest product (`m·k·n` multiply-adds) run on two threads. Measured on a 2-core
@@ -1159,7 +1131,7 @@ mod tests {
         }
     }
 
-    /// Rows of `B` through offsets ([`gemm_rows`], `Problem::b_rows`) give the bits of the
+    /// Rows of `B` through offsets ([`gemm_offsets`], `Problem::b_rows`) give the bits of the
     /// same product over the rows gathered into a matrix: on every ISA, across `kc` blocks,
     /// with edge tiles in both dimensions, and through the two-thread split.
     fn rows_by_offset_match_gathered_rows<T: Dispatch + Float>() {
@@ -1246,7 +1218,7 @@ mod tests {
                 std::ptr::null(),
                 std::ptr::null(),
             );
-            gemm_rows(
+            gemm_offsets(
                 m,
                 k,
                 n,
@@ -1255,15 +1227,16 @@ mod tests {
                 1,
                 buffer.as_ptr(),
                 offsets.as_ptr(),
+                OffsetLines::Rows,
                 T::from_f64(2.0),
                 got.as_mut_ptr(),
                 n as isize,
             );
         }
-        assert!(same(&want, &got), "gemm_rows");
+        assert!(same(&want, &got), "gemm_offsets");
     }
 
-    /// Columns of `B` through offsets ([`gemm_cols`], `Problem::b_cols`) give the bits of
+    /// Columns of `B` through offsets ([`gemm_offsets`], `Problem::b_cols`) give the bits of
     /// the same product over the columns gathered into a column-major matrix, on every ISA,
     /// across `kc` and `nc` blocks, with edge tiles in both dimensions.
     fn cols_by_offset_match_gathered_cols<T: Dispatch + Float>() {
