@@ -1244,12 +1244,35 @@ fn flipped_input_grad<F: Float>(
 /// [`gemm::ROWS_SLACK`] more that the last panels read) and the output over the padded width
 /// (`O·out_h·Wp`), where `Hp = H + 2·pad_h` and `Wp = W + 2·pad_w`.
 fn implicit_len(g: &Conv2dGeometry) -> usize {
-    let (hp, wp) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
-    g.in_channels * hp * wp + gemm::ROWS_SLACK + g.out_channels * g.out_h() * wp
+    let (padded, grid) = implicit_parts(g);
+    padded + grid
+}
+
+/// The padded input's extent `(Hp, Wp)`: `(H + 2·pad_h, W + 2·pad_w)`.
+fn padded_extent(g: &Conv2dGeometry) -> (usize, usize) {
+    (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w)
+}
+
+/// The lengths of the two parts of [`implicit_len`]: the padded input with its slack, and the
+/// grid over the padded width.
+fn implicit_parts(g: &Conv2dGeometry) -> (usize, usize) {
+    let (hp, wp) = padded_extent(g);
+    (
+        g.in_channels * hp * wp + gemm::ROWS_SLACK,
+        g.out_channels * g.out_h() * wp,
+    )
+}
+
+/// The two parts of [`implicit_len`] in `scratch`: the padded input and the grid.
+fn implicit_buffers<'a, F>(g: &Conv2dGeometry, scratch: &'a mut [F]) -> (&'a mut [F], &'a mut [F]) {
+    let (padded, grid) = implicit_parts(g);
+    let (padded, rest) = scratch.split_at_mut(padded);
+    (padded, &mut rest[..grid])
 }
 
 thread_local! {
-    /// [`implicit_conv`]'s row offsets, kept per thread so that a warm call allocates nothing.
+    /// The taps' offsets of [`with_tap_offsets`], kept per thread so that a warm call allocates
+    /// nothing.
     static ROW_OFFSETS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -1273,15 +1296,13 @@ fn implicit_conv<F: Float>(
     beta: F,
     scratch: &mut [F],
 ) {
-    let (hp, wp) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
+    let wp = padded_extent(g).1;
     let (out_h, out_w) = (g.out_h(), g.out_w());
-    let (ins, outs) = (g.in_channels, g.out_channels);
     if out_h == 0 || out_w == 0 {
         return;
     }
-    let patch = g.patch_len();
-    let (padded, rest) = scratch.split_at_mut(ins * hp * wp + gemm::ROWS_SLACK);
-    let grid = &mut rest[..outs * out_h * wp];
+    let (outs, patch) = (g.out_channels, g.patch_len());
+    let (padded, grid) = implicit_buffers(g, scratch);
     pad_input(g, x, padded);
     let n = (out_h - 1) * wp + out_w;
     with_tap_offsets(g, |offsets| {
@@ -1326,7 +1347,7 @@ fn implicit_conv<F: Float>(
 /// (see [`implicit_conv`]), and zeros the rest of `padded` (the slack the last panels read,
 /// so that nothing depends on what was there).
 fn pad_input<F: Float>(g: &Conv2dGeometry, x: &[F], padded: &mut [F]) {
-    let (hp, wp) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
+    let (hp, wp) = padded_extent(g);
     let (top, left) = (g.pad_h * wp, g.pad_w);
     let planes = g.in_channels * hp * wp;
     for (dst, src) in padded[..planes]
@@ -1349,7 +1370,7 @@ fn pad_input<F: Float>(g: &Conv2dGeometry, x: &[F], padded: &mut [F]) {
 /// Runs `f` with the offsets of the column matrix's rows in the padded input (see
 /// [`implicit_conv`]): tap `(c, u, v)`, in the weight's order, at `c·Hp·Wp + u·dh·Wp + v·dw`.
 fn with_tap_offsets(g: &Conv2dGeometry, f: impl FnOnce(&[usize])) {
-    let (hp, wp) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
+    let (hp, wp) = padded_extent(g);
     ROW_OFFSETS.with(|offsets| {
         let mut offsets = offsets.borrow_mut();
         offsets.clear();
@@ -1377,11 +1398,10 @@ fn implicit_weight_grad<F: Float>(
     beta: F,
     scratch: &mut [F],
 ) {
-    let (hp, wp) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
+    let wp = padded_extent(g).1;
     let (out_h, out_w) = (g.out_h(), g.out_w());
-    let (ins, outs, patch) = (g.in_channels, g.out_channels, g.patch_len());
-    let (padded, rest) = scratch.split_at_mut(ins * hp * wp + gemm::ROWS_SLACK);
-    let grid = &mut rest[..outs * out_h * wp];
+    let (outs, patch) = (g.out_channels, g.patch_len());
+    let (padded, grid) = implicit_buffers(g, scratch);
     // Positions summed over: none when the grid is empty, and then dW = beta · dW.
     let k = if out_h == 0 || out_w == 0 {
         0

@@ -92,35 +92,26 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     if p.m == 0 || p.n == 0 {
         return;
     }
-    if !p.b_cols.is_null() {
-        debug_assert!(p.bias.is_null() && p.b_packed.is_null() && p.b_rows.is_null());
+    // `B` placed otherwise than by strides (packed in advance, or its rows or columns through
+    // offsets): one path each, whatever the shape.
+    let placed = [p.b_packed.cast::<()>(), p.b_rows.cast(), p.b_cols.cast()];
+    let placed = placed.iter().filter(|ptr| !ptr.is_null()).count();
+    if placed > 0 {
+        debug_assert!(
+            placed == 1 && p.bias.is_null(),
+            "one way to place B, and no bias"
+        );
         if p.k == 0 || p.alpha == K::T::ZERO {
             // SAFETY: forwarded from the caller.
             unsafe { scale_c(p) };
-        } else if !matches!(path, Path::Reserve) {
-            // SAFETY: forwarded from the caller.
-            unsafe { packed::<K>(p, blocking::<K>()) };
-        }
-        return;
-    }
-    if !p.b_rows.is_null() {
-        debug_assert!(p.bias.is_null() && p.b_packed.is_null());
-        if p.k == 0 || p.alpha == K::T::ZERO {
-            // SAFETY: forwarded from the caller.
-            unsafe { scale_c(p) };
-        } else if !matches!(path, Path::Reserve) {
+        } else if matches!(path, Path::Reserve) {
+            // Nothing to grow ahead: these products run where they are called.
+        } else if !p.b_rows.is_null() {
             // SAFETY: forwarded from the caller.
             unsafe { by_rows::<K>(p, blocking::<K>()) };
-        }
-        return;
-    }
-    if !p.b_packed.is_null() {
-        debug_assert!(p.bias.is_null() && matches!(path, Path::Auto));
-        if p.k == 0 || p.alpha == K::T::ZERO {
-            // SAFETY: forwarded from the caller.
-            unsafe { scale_c(p) };
         } else {
-            // SAFETY: forwarded from the caller, who packed `B` with these kernels.
+            // SAFETY: forwarded from the caller (a prepacked `B` was packed with these
+            // kernels; a `B` by columns is packed from its offsets).
             unsafe { packed::<K>(p, blocking::<K>()) };
         }
         return;
