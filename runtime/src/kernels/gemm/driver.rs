@@ -87,8 +87,19 @@ pub(crate) enum Path {
 /// `p` must describe valid memory: every element of `A` (`m × k`) and `B` (`k × n`)
 /// readable, every element of `C` (`m × n`) writable (and readable unless `beta` is zero),
 /// and `C` not overlapping `A` or `B`.
+///
+/// Each algorithm is called from one place only: everything here is inlined, and a second
+/// call site would compile the whole loop nest again (for each instruction set and element
+/// type, a sizeable share of kiln-runtime's build time).
 #[inline(always)]
 pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
+    /// The blocked algorithm a product takes (after the matrix-vector path, when tried).
+    enum Blocked {
+        Packed(Blocking),
+        BInPlace,
+        ByRows,
+        Reserve,
+    }
     if p.m == 0 || p.n == 0 {
         return;
     }
@@ -96,69 +107,63 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     // offsets): one path each, whatever the shape.
     let placed = [p.b_packed.cast::<()>(), p.b_rows.cast(), p.b_cols.cast()];
     let placed = placed.iter().filter(|ptr| !ptr.is_null()).count();
-    if placed > 0 {
-        debug_assert!(
-            placed == 1 && p.bias.is_null(),
-            "one way to place B, and no bias"
-        );
-        if p.k == 0 || p.alpha == K::T::ZERO {
-            // SAFETY: forwarded from the caller.
-            unsafe { scale_c(p) };
-        } else if matches!(path, Path::Reserve) {
-            // Nothing to grow ahead: these products run where they are called.
-        } else if !p.b_rows.is_null() {
-            // SAFETY: forwarded from the caller.
-            unsafe { by_rows::<K>(p, blocking::<K>()) };
-        } else {
-            // SAFETY: forwarded from the caller (a prepacked `B` was packed with these
-            // kernels; a `B` by columns is packed from its offsets).
-            unsafe { packed::<K>(p, blocking::<K>()) };
+    debug_assert!(
+        placed <= 1 && (placed == 0 || p.bias.is_null()),
+        "one way to place B, and no bias with it"
+    );
+    // No product to add (BLAS semantics: A and B are not read when alpha is zero).
+    let no_product = p.k == 0 || p.alpha == K::T::ZERO;
+    let auto = blocking::<K>();
+    let (gemv, blocked) = match path {
+        Path::Reserve => {
+            // Products with a placed `B` run where they are called: nothing to grow ahead.
+            if placed > 0 || no_product {
+                return;
+            }
+            (false, Blocked::Reserve)
         }
-        return;
-    }
-    // Only a call with a bias asks which path it takes: the others go straight on.
-    let unpacked = || match path {
-        Path::Auto => gemv_first::<K>(p),
-        Path::Gemv => true,
-        _ => false,
+        // A prepacked `B` was packed with these kernels; a `B` by columns is packed from its
+        // offsets.
+        _ if placed > 0 && p.b_rows.is_null() => (false, Blocked::Packed(auto)),
+        _ if placed > 0 => (false, Blocked::ByRows),
+        Path::Auto => (gemv_first::<K>(p), Blocked::BInPlace),
+        Path::Packed(blocking) => (false, Blocked::Packed(blocking)),
+        Path::BInPlace => (false, Blocked::BInPlace),
+        Path::Gemv => (true, Blocked::Packed(auto)),
     };
-    if !p.bias.is_null()
-        && !matches!(path, Path::Reserve)
-        && (p.k == 0 || p.alpha == K::T::ZERO || unpacked())
-    {
-        // The paths that do not write C by tiles: C = beta · C + bias first, then the product
-        // is added onto it.
+    if no_product {
+        // SAFETY: forwarded from the caller.
+        return unsafe { scale_c(p) };
+    }
+    let without_bias;
+    let p = if gemv && !p.bias.is_null() {
+        // The matrix-vector path does not write C by tiles: C = beta · C + bias first, then
+        // the product is added onto it.
         // SAFETY: forwarded from the caller (the bias holds `n` elements).
         unsafe { scale_c(p) };
-        let rest = Problem {
+        without_bias = Problem {
             beta: K::T::ONE,
             bias: std::ptr::null(),
             ..*p
         };
-        // SAFETY: as above.
-        return unsafe { run::<K>(&rest, path) };
-    }
-    if p.k == 0 || p.alpha == K::T::ZERO {
-        // No product to add (BLAS semantics: A and B are not read when alpha is zero).
-        // SAFETY: forwarded from the caller.
-        unsafe { scale_c(p) };
+        &without_bias
+    } else {
+        p
+    };
+    // SAFETY: forwarded from the caller.
+    if gemv && unsafe { by_gemv::<K>(p) } {
         return;
     }
+    let blocked = match blocked {
+        Blocked::BInPlace if !reads_b_in_place::<K>(p, auto) => Blocked::Packed(auto),
+        other => other,
+    };
     // SAFETY (all arms): forwarded from the caller.
-    match path {
-        Path::Auto => {
-            if !(gemv_first::<K>(p) && unsafe { by_gemv::<K>(p) }) {
-                unsafe { b_in_place::<K>(p, blocking::<K>()) };
-            }
-        }
-        Path::Packed(blocking) => unsafe { packed::<K>(p, blocking) },
-        Path::BInPlace => unsafe { b_in_place::<K>(p, blocking::<K>()) },
-        Path::Gemv => {
-            if !unsafe { by_gemv::<K>(p) } {
-                unsafe { packed::<K>(p, blocking::<K>()) };
-            }
-        }
-        Path::Reserve => reserve::<K>(p, blocking::<K>()),
+    match blocked {
+        Blocked::Packed(blocking) => unsafe { packed::<K>(p, blocking) },
+        Blocked::BInPlace => unsafe { b_in_place::<K>(p, auto) },
+        Blocked::ByRows => unsafe { by_rows::<K>(p, auto) },
+        Blocked::Reserve => reserve::<K>(p, auto),
     }
 }
 
@@ -444,19 +449,15 @@ fn rows_spread_over_l1<T>(rs: usize, k: usize) -> bool {
     k <= 3 * (64 / a)
 }
 
-/// The packed algorithm with `B` read in place when [`reads_b_in_place`]: `A` is packed
-/// block by block as in [`packed`], the microkernel reads each whole panel of `NR` columns of
-/// `B` straight from its rows (`ldb` = the row stride), and only the last, partial panel is
-/// packed (zero-padded to `NR` columns). Otherwise, [`packed`].
+/// The packed algorithm with `B` read in place (where [`reads_b_in_place`]; [`run`] sends
+/// the other products to [`packed`]): `A` is packed block by block as in [`packed`], the
+/// microkernel reads each whole panel of `NR` columns of `B` straight from its rows (`ldb` =
+/// the row stride), and only the last, partial panel is packed (zero-padded to `NR` columns).
 ///
 /// # Safety
-/// As for [`run`].
+/// As for [`run`], and [`reads_b_in_place`] holds for `p`.
 #[inline(always)]
 unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
-    if !reads_b_in_place::<K>(p, blocking) {
-        // SAFETY: forwarded from the caller.
-        return unsafe { packed::<K>(p, blocking) };
-    }
     let (mr, nr) = (K::MR, K::NR);
     let (k, whole) = (p.k, p.n / nr * nr);
     let mc_max = block_size(p.m, blocking.mc, mr);
