@@ -234,18 +234,30 @@ pub(super) unsafe fn store_tile<V: Vector, const MR: usize, const NR: usize>(
     c: &Tile<V::T>,
 ) {
     let (alpha, beta) = (c.alpha, c.beta);
-    if c.rows == MR && c.cols == NR && c.cs == 1 {
+    let whole_rows = c.cols == NR && c.cs == 1;
+    if whole_rows && c.rows == MR {
         // SAFETY (both): forwarded from the caller, with the tile full and its rows contiguous.
         if c.bias.is_null() {
-            unsafe { store_full_tile::<V, MR, NR, false>(acc, c) }
+            unsafe { store_rows::<V, MR, NR, false>(acc, MR, c) }
         } else {
-            unsafe { store_full_tile::<V, MR, NR, true>(acc, c) }
+            unsafe { store_rows::<V, MR, NR, true>(acc, MR, c) }
+        }
+        return;
+    }
+    // Edge tiles and non-unit column strides, from a copy: indexed by run-time bounds, it has
+    // to live in memory, and the accumulators themselves then need not (the full tiles above
+    // store them from registers).
+    let acc = *acc;
+    if whole_rows {
+        // The last rows of `C` (fewer than `MR`), whole: as vectors.
+        // SAFETY (both): forwarded from the caller, with the tile's rows whole and contiguous.
+        if c.bias.is_null() {
+            unsafe { store_rows::<V, MR, NR, false>(&acc, c.rows, c) }
+        } else {
+            unsafe { store_rows::<V, MR, NR, true>(&acc, c.rows, c) }
         }
     } else {
-        // Edge tiles and non-unit column strides: element by element, inside the bounds, from
-        // a copy: indexed by run-time bounds, it has to live in memory, and the accumulators
-        // themselves then need not (the full tiles above store them from registers).
-        let acc = *acc;
+        // Columns cut short, or not contiguous: element by element, inside the bounds.
         for (i, row) in acc.iter().enumerate().take(c.rows) {
             for (j, &s) in row.iter().enumerate().take(c.cols) {
                 // SAFETY: `i < rows` and `j < cols`, so the element is inside `C`.
@@ -269,22 +281,25 @@ pub(super) unsafe fn store_tile<V: Vector, const MR: usize, const NR: usize>(
     }
 }
 
-/// [`store_tile`] for a full tile with contiguous rows, as explicit vectors; `BIAS` (known when
-/// compiled, so the loop has no test for it) adds `c.bias`.
+/// [`store_tile`] for the first `rows` (`≤ MR`) rows of a tile whose rows are whole (`NR`
+/// columns) and contiguous, as explicit vectors; `BIAS` (known when compiled, so the loop has
+/// no test for it) adds `c.bias`. With `rows = MR`, a constant, the loop is unrolled and reads
+/// the accumulators from registers.
 ///
 /// # Safety
-/// As for [`store_tile`], with `c.rows == MR`, `c.cols == NR`, `c.cs == 1`, and `c.bias`
+/// As for [`store_tile`], with `rows ≤ c.rows`, `c.cols == NR`, `c.cs == 1`, and `c.bias`
 /// valid for `NR` elements when `BIAS`.
 #[inline(always)]
-unsafe fn store_full_tile<V: Vector, const MR: usize, const NR: usize, const BIAS: bool>(
+unsafe fn store_rows<V: Vector, const MR: usize, const NR: usize, const BIAS: bool>(
     acc: &[[V::T; NR]; MR],
+    rows: usize,
     c: &Tile<V::T>,
 ) {
     debug_assert!(NR.is_multiple_of(V::LANES));
     let beta = c.beta;
     // SAFETY: the caller guarantees the instruction set.
     let (alpha_v, beta_v) = unsafe { (V::splat(c.alpha), V::splat(beta)) };
-    for (i, row) in acc.iter().enumerate() {
+    for (i, row) in acc.iter().enumerate().take(rows) {
         let dst = c.ptr.wrapping_offset(i as isize * c.rs);
         for u in (0..NR).step_by(V::LANES) {
             // SAFETY: the tile is full and its rows contiguous, so `dst + u .. dst + u +
