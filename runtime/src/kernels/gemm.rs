@@ -1072,6 +1072,50 @@ mod tests {
         );
     }
 
+    /// `C = alpha · A · B + beta · C` with a row-major `m × k` `A` and `m × n` `C`, `B` as
+    /// given, no bias, and `B` placed by its strides: each test sets the placement it checks.
+    #[allow(clippy::too_many_arguments)]
+    fn problem_over<T: Float>(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: T,
+        a: &[T],
+        b: MatRef<T>,
+        beta: T,
+        c: &mut [T],
+    ) -> Problem<T> {
+        Problem {
+            m,
+            k,
+            n,
+            alpha,
+            a: MatRef {
+                ptr: a.as_ptr(),
+                rs: k as isize,
+                cs: 1,
+            },
+            b,
+            beta,
+            c: c.as_mut_ptr(),
+            rsc: n as isize,
+            csc: 1,
+            bias: std::ptr::null(),
+            b_packed: std::ptr::null(),
+            b_rows: std::ptr::null(),
+            b_cols: std::ptr::null(),
+        }
+    }
+
+    /// Whether two results are the same bits, element for element.
+    fn same_bits<T: Float>(want: &[T], got: &[T]) -> bool {
+        want.len() == got.len()
+            && want
+                .iter()
+                .zip(got)
+                .all(|(w, g)| w.to_f64().to_bits() == g.to_f64().to_bits())
+    }
+
     /// A prepacked `B` gives the same bits as packing it per call, on every instruction set,
     /// across several `kc` and `nc` blocks, with `B` stored either way and `alpha`, `beta`
     /// applied, and no kernel set packs more than `packed_b_len` promises.
@@ -1094,26 +1138,9 @@ mod tests {
                 let mut panels = vec![<T as Float>::ZERO; packed_b_len(k, n)];
                 // SAFETY: `b` holds `k × n` with these strides, `panels` enough elements.
                 unsafe { T::pack_b_on(isa, k, n, b_ref, panels.as_mut_ptr()) };
-                let (rsa, csa) = strides(m, k, false);
                 let problem = |c: &mut Vec<T>, b_packed: *const T| Problem {
-                    m,
-                    k,
-                    n,
-                    alpha,
-                    a: MatRef {
-                        ptr: a.as_ptr(),
-                        rs: rsa,
-                        cs: csa,
-                    },
-                    b: b_ref,
-                    beta,
-                    c: c.as_mut_ptr(),
-                    rsc: n as isize,
-                    csc: 1,
-                    bias: std::ptr::null(),
                     b_packed,
-                    b_rows: std::ptr::null(),
-                    b_cols: std::ptr::null(),
+                    ..problem_over(m, k, n, alpha, &a, b_ref, beta, c)
                 };
                 let (mut want, mut got) = (c0.clone(), c0.clone());
                 // SAFETY: every matrix is inside its vector; `isa` is available.
@@ -1121,12 +1148,7 @@ mod tests {
                     T::run_on(isa, &problem(&mut want, std::ptr::null()), Path::Auto);
                     T::run_on(isa, &problem(&mut got, panels.as_ptr()), Path::Auto);
                 }
-                assert!(
-                    want.iter()
-                        .zip(&got)
-                        .all(|(w, g)| w.to_f64().to_bits() == g.to_f64().to_bits()),
-                    "{isa:?}, b_trans {b_trans}"
-                );
+                assert!(same_bits(&want, &got), "{isa:?}, b_trans {b_trans}");
             }
         }
     }
@@ -1146,45 +1168,26 @@ mod tests {
             .collect();
         let a: Vec<T> = values(m * k, 1.0).into_iter().map(T::from_f64).collect();
         let c0: Vec<T> = values(m * n, 3.0).into_iter().map(T::from_f64).collect();
-        let same = |want: &[T], got: &[T]| {
-            want.iter()
-                .zip(got)
-                .all(|(w, g)| w.to_f64().to_bits() == g.to_f64().to_bits())
-        };
         for (alpha, beta) in [(1.0, 0.0), (0.5, -1.25)] {
             let (alpha, beta) = (T::from_f64(alpha), T::from_f64(beta));
             for isa in Isa::available() {
-                let problem = |c: &mut Vec<T>, by_rows: bool| Problem {
-                    m,
-                    k,
-                    n,
-                    alpha,
-                    a: MatRef {
-                        ptr: a.as_ptr(),
-                        rs: k as isize,
+                let problem = |c: &mut Vec<T>, by_rows: bool| {
+                    let gathered = MatRef {
+                        ptr: gathered.as_ptr(),
+                        rs: n as isize,
                         cs: 1,
-                    },
-                    b: MatRef {
-                        ptr: if by_rows {
-                            buffer.as_ptr()
-                        } else {
-                            gathered.as_ptr()
-                        },
-                        rs: if by_rows { 0 } else { n as isize },
+                    };
+                    let plain = problem_over(m, k, n, alpha, &a, gathered, beta, c);
+                    if !by_rows {
+                        return plain;
+                    }
+                    let b = MatRef {
+                        ptr: buffer.as_ptr(),
+                        rs: 0,
                         cs: 1,
-                    },
-                    beta,
-                    c: c.as_mut_ptr(),
-                    rsc: n as isize,
-                    csc: 1,
-                    bias: std::ptr::null(),
-                    b_packed: std::ptr::null(),
-                    b_rows: if by_rows {
-                        offsets.as_ptr()
-                    } else {
-                        std::ptr::null()
-                    },
-                    b_cols: std::ptr::null(),
+                    };
+                    let b_rows = offsets.as_ptr();
+                    Problem { b, b_rows, ..plain }
                 };
                 let (mut want, mut got) = (c0.clone(), c0.clone());
                 // SAFETY: every matrix is inside its vector, each row of `buffer` readable
@@ -1193,7 +1196,7 @@ mod tests {
                     T::run_on(isa, &problem(&mut want, false), Path::Auto);
                     T::run_on(isa, &problem(&mut got, true), Path::Auto);
                 }
-                assert!(same(&want, &got), "{isa:?}");
+                assert!(same_bits(&want, &got), "{isa:?}");
             }
         }
         // The public entry, which splits a product this large between two threads.
@@ -1233,7 +1236,7 @@ mod tests {
                 n as isize,
             );
         }
-        assert!(same(&want, &got), "gemm_offsets");
+        assert!(same_bits(&want, &got), "gemm_offsets");
     }
 
     /// Columns of `B` through offsets ([`gemm_offsets`], `Problem::b_cols`) give the bits of
@@ -1253,37 +1256,24 @@ mod tests {
         let c0: Vec<T> = values(m * n, 3.0).into_iter().map(T::from_f64).collect();
         let beta = T::from_f64(-1.25);
         for isa in Isa::available() {
-            let problem = |c: &mut Vec<T>, by_cols: bool| Problem {
-                m,
-                k,
-                n,
-                alpha: <T as Float>::ONE,
-                a: MatRef {
-                    ptr: a.as_ptr(),
-                    rs: k as isize,
-                    cs: 1,
-                },
-                b: MatRef {
-                    ptr: if by_cols {
-                        buffer.as_ptr()
-                    } else {
-                        gathered.as_ptr()
-                    },
+            let problem = |c: &mut Vec<T>, by_cols: bool| {
+                // Column-major.
+                let gathered = MatRef {
+                    ptr: gathered.as_ptr(),
                     rs: 1,
-                    cs: if by_cols { 0 } else { k as isize },
-                },
-                beta,
-                c: c.as_mut_ptr(),
-                rsc: n as isize,
-                csc: 1,
-                bias: std::ptr::null(),
-                b_packed: std::ptr::null(),
-                b_rows: std::ptr::null(),
-                b_cols: if by_cols {
-                    offsets.as_ptr()
-                } else {
-                    std::ptr::null()
-                },
+                    cs: k as isize,
+                };
+                let plain = problem_over(m, k, n, <T as Float>::ONE, &a, gathered, beta, c);
+                if !by_cols {
+                    return plain;
+                }
+                let b = MatRef {
+                    ptr: buffer.as_ptr(),
+                    rs: 1,
+                    cs: 0,
+                };
+                let b_cols = offsets.as_ptr();
+                Problem { b, b_cols, ..plain }
             };
             let (mut want, mut got) = (c0.clone(), c0.clone());
             // SAFETY: every matrix is inside its vector, each column of `buffer` readable
@@ -1292,11 +1282,7 @@ mod tests {
                 T::run_on(isa, &problem(&mut want, false), Path::Auto);
                 T::run_on(isa, &problem(&mut got, true), Path::Auto);
             }
-            let same = want
-                .iter()
-                .zip(&got)
-                .all(|(w, g)| w.to_f64().to_bits() == g.to_f64().to_bits());
-            assert!(same, "{isa:?}");
+            assert!(same_bits(&want, &got), "{isa:?}");
         }
     }
 
