@@ -23,7 +23,7 @@ write_kiln() { # NAME DEP
         "$1" "$2" >"$DIR/$1/Cargo.toml"
     cat >"$DIR/$1/src/main.rs" <<'RS'
 use kiln::ndarray::{Array1, Array2};
-use kiln::rand::{rngs::StdRng, Rng, SeedableRng};
+use kiln::rand::{rngs::StdRng, RngExt, SeedableRng};
 use kiln::{Adam, Optimizer};
 
 kiln::model! {

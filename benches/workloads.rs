@@ -7,7 +7,7 @@
 
 use kiln::ndarray::{Array1, Array2, Array3, Array4};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::{Adam, Optimizer, Sgd};
 use std::time::{Duration, Instant};
 

@@ -28,7 +28,7 @@
 use kiln::ndarray::{s, Array2};
 use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::text::{read_tsv, TokenStream, Tokenizer, Vocab};
 use kiln::{AdamW, Optimizer};
 use std::error::Error;

@@ -25,7 +25,7 @@
 use kiln::distributed::{Communicator, DataParallel, World};
 use kiln::ndarray::{Array1, Array2, Array4};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::{Adam, AdamW, GradSink, Model, Optimizer};
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 
 use kiln::ndarray::Array2;
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::{Model, Optimizer, Sgd};
 
 kiln::model! {

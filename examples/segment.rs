@@ -25,7 +25,7 @@ use kiln::data;
 use kiln::ndarray::{s, Array2, Array3, Array4, ArrayView3, Axis};
 use kiln::optim::{CosineAnnealing, LinearWarmup, LrSchedule};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{Rng, RngExt, SeedableRng};
 use kiln::{Adam, Model, Optimizer};
 use std::error::Error;
 use std::path::{Path, PathBuf};

@@ -37,7 +37,7 @@
 use kiln::ndarray::{Array1, Array2, Array3, Axis};
 use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::text::{pad_batch, Tokenizer, Vocab};
 use kiln::{AdamW, Model, Optimizer};
 use std::error::Error;

@@ -5,7 +5,7 @@
 
 use kiln::ndarray::{Array1, Array2, Array4};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::{Adam, Optimizer};
 
 #[path = "../runtime/tests/counting/mod.rs"]

@@ -7,7 +7,7 @@ use kiln::data::TensorDataset;
 use kiln::distributed::{Communicator, DataParallel, SingleProcess};
 use kiln::ndarray::{Array1, Array2};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::train::{Checkpoint, Trainer};
 use kiln::{Adam, Model, Result};
 use std::path::PathBuf;

@@ -16,7 +16,7 @@ use kiln::data::{Batch, DataLoader, TensorDataset};
 use kiln::distributed::{Communicator, DataParallel, World};
 use kiln::ndarray::{Array1, Array2};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::train::{batch_targets, History, Trainer};
 use kiln::{Adam, Model, Optimizer, Sgd, Supervised};
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 
 use kiln::ndarray::{Array, Array1, ArrayViewD, Dimension, IntoDimension};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::{Model, Supervised, TargetView};
 
 const EPS: f64 = 1e-6;

@@ -4,7 +4,7 @@
 
 use kiln::ndarray::{Array, Array2, Dimension, IntoDimension};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::Model;
 
 const EPS: f64 = 1e-6;

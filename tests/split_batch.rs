@@ -4,7 +4,7 @@
 
 use kiln::ndarray::{s, Array1, Array2, Array4, ArrayView1, ArrayViewD, Axis};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::{Model, Supervised, TargetView};
 
 kiln::model! {

@@ -24,7 +24,7 @@
 use kiln::data::{self, TensorDataset};
 use kiln::optim::CosineAnnealing;
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::train::{Checkpoint, Trainer, Weights};
 use kiln::Adam;
 use std::os::unix::process::ExitStatusExt;

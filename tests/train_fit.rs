@@ -149,7 +149,7 @@ kiln::model! {
 }
 
 fn regression_data(n: usize, seed: u64) -> TensorDataset<f64> {
-    use kiln::rand::Rng;
+    use kiln::rand::RngExt;
     let mut rng = StdRng::seed_from_u64(seed);
     let x = kiln::ndarray::Array2::from_shape_simple_fn((n, 4), || rng.random_range(-1.0..1.0));
     let t = kiln::ndarray::Array2::from_shape_fn((n, 2), |(i, j)| {

@@ -15,7 +15,7 @@
 
 use kiln::ndarray::{ArrayD, IxDyn};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::Model;
 use std::path::PathBuf;
 use tract_onnx::prelude::*;

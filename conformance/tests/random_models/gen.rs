@@ -10,7 +10,7 @@
 //! language rejects bindings that reach neither an output nor the loss.
 
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use std::fmt::Write as _;
 
 /// One dim: its size in this test instance and, if symbolic, its name.

@@ -11,7 +11,7 @@ use super::gen::{self, Graph};
 use super::interp::{self, Input, Params, Target};
 use kiln::ndarray::{ArrayD, ArrayView, Dim, Dimension, IxDyn};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use kiln::{Float, Model};
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};

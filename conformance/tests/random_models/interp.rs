@@ -8,7 +8,7 @@
 use super::gen::{BlockDef, Body, Expr, Graph, LossKind, Op, Reduce};
 use kiln::ndarray::{ArrayD, Axis, Dimension, IxDyn};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{Rng, SeedableRng};
+use kiln::rand::{RngExt, SeedableRng};
 use std::cell::RefCell;
 use std::collections::HashMap;
 

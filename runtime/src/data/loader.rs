@@ -5,7 +5,7 @@ use super::{Dataset, TargetKind, TargetMut};
 use crate::Float;
 use ndarray::{Array1, ArrayD, IxDyn};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use std::marker::PhantomData;
 
 /// One batch of samples: features stacked on a new first axis, and their targets.

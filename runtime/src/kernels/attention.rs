@@ -1760,7 +1760,7 @@ mod tests {
     #[test]
     #[ignore]
     fn timing_w6_shape() {
-        use rand::{Rng, SeedableRng};
+        use rand::{RngExt, SeedableRng};
         let d = dims(12, 64, 64, 128, 4);
         let e = d.embed;
         let mut rng = rand::rngs::StdRng::seed_from_u64(6);

@@ -6,7 +6,7 @@
 
 use super::store;
 use crate::Float;
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// `y = x ⊙ mask` with a fresh mask: each element independently kept with probability
 /// `1 − p` (mask `1 / (1 − p)`) or dropped (mask `0`). `mask` and `y` are overwritten.

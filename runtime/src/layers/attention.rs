@@ -2,7 +2,7 @@
 
 use crate::Float;
 use ndarray::{Array1, Array2};
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// The parameters of PyTorch's `nn.MultiheadAttention(embed_dim = D, num_heads, bias)` with
 /// equal query, key and value sizes, in its layout: `in_proj_weight` (`[3D, D]`) stacks the

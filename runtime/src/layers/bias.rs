@@ -3,7 +3,7 @@
 
 use crate::Float;
 use ndarray::Array1;
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// A bias vector `[out_features]` on its own, initialised as `nn.Linear`'s bias: U(±1/√in).
 ///

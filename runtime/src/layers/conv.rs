@@ -2,7 +2,7 @@
 
 use crate::Float;
 use ndarray::{Array1, Array4};
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// The parameters of a 2-D convolution, laid out as PyTorch's `nn.Conv2d`: `weight` is
 /// `[out_channels, in_channels / groups, kernel_h, kernel_w]`, `bias` is `[out_channels]`.

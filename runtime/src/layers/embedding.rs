@@ -2,7 +2,7 @@
 
 use crate::Float;
 use ndarray::Array2;
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// A table of `num_embeddings` vectors of `embedding_dim` values, laid out as PyTorch's
 /// `nn.Embedding`: `weight` is `[num_embeddings, embedding_dim]`, row `i` the vector of id `i`.

@@ -2,7 +2,7 @@
 
 use crate::Float;
 use ndarray::{Array1, Array2};
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// The parameters of `y = x · Wᵀ + b`, laid out as PyTorch's `nn.Linear`: `weight` is
 /// `[out_features, in_features]`, `bias` is `[out_features]`.

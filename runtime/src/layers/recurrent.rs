@@ -3,7 +3,7 @@
 use crate::kernels::recurrent::{RnnCell, RnnDims, RnnOutput};
 use crate::Float;
 use ndarray::{Array1, Array2};
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// The four parameter vectors of [`Lstm`] or [`Gru`], built in one place for both.
 struct RnnParams<F> {

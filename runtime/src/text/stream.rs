@@ -6,7 +6,7 @@ use crate::data::loader::epoch_rng;
 use crate::{Error, Result};
 use ndarray::Array2;
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::RngExt;
 
 /// A text encoded as one sequence of ids, as a character or word language model reads it.
 ///
@@ -129,7 +129,7 @@ impl TokenStream {
 /// draws `batch` start offsets uniformly from `0..=len − block − 1`; inputs are the `block`
 /// tokens from there and targets the `block` tokens one further on. The same seed gives the
 /// same batches. An endless [`Iterator`] too.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct WindowSampler<'a> {
     tokens: &'a [usize],
     batch: usize,

@@ -447,7 +447,7 @@ impl Kernel for BlockCall {
             let rng = &cx.rng;
             quote! {
                 #state.rng = <::kiln::rand::rngs::StdRng as ::kiln::rand::SeedableRng>::seed_from_u64(
-                    ::kiln::rand::Rng::random::<u64>(#rng),
+                    ::kiln::rand::RngExt::random::<u64>(#rng),
                 );
             }
         } else {
