@@ -13,6 +13,7 @@ pub mod finite;
 pub mod float;
 pub mod image;
 pub mod io;
+mod json;
 pub mod kernels;
 pub mod layers;
 pub mod loss;

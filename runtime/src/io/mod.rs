@@ -308,16 +308,16 @@ impl TensorFile {
                 ))
             }
         };
-        let json: serde_json::Value = match serde_json::from_str(header) {
+        let json = match crate::json::parse(header) {
             Ok(json) => json,
             Err(e) => {
-                let offset = 8 + json_error_offset(header, e.line(), e.column());
+                let offset = 8 + e.offset;
                 return fail(format!(
                     "the header is not valid JSON at byte {offset}: {e}"
                 ));
             }
         };
-        let serde_json::Value::Object(map) = json else {
+        let crate::json::Value::Object(map) = json else {
             return fail("the header is not a JSON object".to_string());
         };
 
@@ -530,23 +530,13 @@ impl TensorFile {
     }
 }
 
-/// The byte offset in `text` of serde_json's 1-based `line` and `column`.
-fn json_error_offset(text: &str, line: usize, column: usize) -> usize {
-    let line_start: usize = text
-        .split_inclusive('\n')
-        .take(line.saturating_sub(1))
-        .map(str::len)
-        .sum();
-    (line_start + column.saturating_sub(1)).min(text.len())
-}
-
 /// A header entry's dtype, shape and data offsets (relative to the data section).
 type EntryInfo = (Dtype, Vec<usize>, (usize, usize));
 
 /// Validates one header entry: `{"dtype": "F32", "shape": [..], "data_offsets": [s, e]}`,
 /// with `e − s` the size the dtype and shape need. Returns the dtype, shape and offsets
 /// (relative to the data section).
-fn parse_entry(info: &serde_json::Value) -> std::result::Result<EntryInfo, String> {
+fn parse_entry(info: &crate::json::Value) -> std::result::Result<EntryInfo, String> {
     let field = |key: &str| {
         info.get(key)
             .ok_or_else(|| format!("the header entry has no `{key}`"))

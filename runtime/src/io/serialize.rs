@@ -43,7 +43,11 @@ pub(crate) fn serialize<'a>(
     let mut tensors: Vec<_> = tensors.into_iter().collect();
     tensors.sort_by_key(|&(name, tensor)| (Reverse(tensor.dtype), name));
 
-    let json_string = |s: &str| serde_json::Value::from(s).to_string();
+    let json_string = |s: &str| {
+        let mut quoted = String::new();
+        crate::json::write_string(&mut quoted, s);
+        quoted
+    };
     let mut header = String::from("{");
     if !metadata.is_empty() {
         header.push_str("\"__metadata__\":{");

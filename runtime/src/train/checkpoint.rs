@@ -30,8 +30,8 @@ use super::files::{read_json, sync_parent, write_json, write_safetensors, Fields
 use super::history::History;
 use super::state::OptimizerState;
 use crate::io::TensorFile;
+use crate::json::Value;
 use crate::{Error, Float, Model, Result};
-use serde_json::{json, Value};
 use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -382,7 +382,11 @@ impl<F: Float> Checkpoint<F> {
         write_json(&epoch_dir.join(STATE_FILE), &self.state_json(param_names))?;
         sync_parent(&epoch_dir);
 
-        let pointer = json!({ "format": FORMAT, "version": VERSION, "latest": name });
+        let pointer = Value::object([
+            ("format", FORMAT.into()),
+            ("version", VERSION.into()),
+            ("latest", name.as_str().into()),
+        ]);
         write_json(&dir.join(POINTER), &pointer)?;
 
         // The new checkpoint is in force: older epoch directories can go. Best effort, as a
@@ -450,33 +454,46 @@ impl<F: Float> Checkpoint<F> {
     }
 
     fn state_json(&self, params: usize) -> Value {
-        let buffers: serde_json::Map<String, Value> = self
-            .optimizer
-            .buffers
-            .iter()
-            .map(|(name, list)| {
-                // How many leading parameters have the buffer allocated.
-                let allocated = list.iter().take_while(|b| !b.is_empty()).count();
-                (name.clone(), json!(allocated))
-            })
-            .collect();
-        json!({
-            "format": "kiln-train-state",
-            "version": VERSION,
-            "dtype": F::NAME,
-            "epochs_done": self.epochs_done,
-            "steps_done": self.steps_done,
-            "base_lr": self.base_lr,
-            "parameters": params,
-            "optimizer": {
-                "kind": self.optimizer.kind,
-                "scalars": self.optimizer.scalars,
-                "buffers": buffers,
-            },
-            "early_stopping": self.early_stopping.as_ref().map(EarlyStopping::to_json),
-            "has_best_weights": self.best_weights.as_ref().is_some_and(|b| !b.is_empty()),
-            "history": self.history.to_json(),
-        })
+        let optimizer = &self.optimizer;
+        let buffers = Value::object(optimizer.buffers.iter().map(|(name, list)| {
+            // How many leading parameters have the buffer allocated.
+            let allocated = list.iter().take_while(|b| !b.is_empty()).count();
+            (name.as_str(), allocated.into())
+        }));
+        let scalars = Value::object(
+            (optimizer.scalars.iter()).map(|(name, &value)| (name.as_str(), value.into())),
+        );
+        Value::object([
+            ("format", "kiln-train-state".into()),
+            ("version", VERSION.into()),
+            ("dtype", F::NAME.into()),
+            ("epochs_done", self.epochs_done.into()),
+            ("steps_done", self.steps_done.into()),
+            ("base_lr", self.base_lr.into()),
+            ("parameters", params.into()),
+            (
+                "optimizer",
+                Value::object([
+                    ("kind", optimizer.kind.as_str().into()),
+                    ("scalars", scalars),
+                    ("buffers", buffers),
+                ]),
+            ),
+            (
+                "early_stopping",
+                self.early_stopping
+                    .as_ref()
+                    .map(EarlyStopping::to_json)
+                    .into(),
+            ),
+            (
+                "has_best_weights",
+                (self.best_weights.as_ref())
+                    .is_some_and(|b| !b.is_empty())
+                    .into(),
+            ),
+            ("history", self.history.to_json()),
+        ])
     }
 
     /// Reads the latest checkpoint in `dir`, loads its weights into `model` and returns the

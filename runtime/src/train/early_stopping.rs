@@ -2,8 +2,8 @@
 //! `EarlyStopping(monitor="val_loss", patience, min_delta, restore_best_weights=True)`.
 
 use super::files::Fields;
+use crate::json::Value;
 use crate::Result;
-use serde_json::{json, Value};
 
 /// What [`EarlyStopping::update`] concluded about an epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,15 +124,15 @@ impl EarlyStopping {
     }
 
     pub(crate) fn to_json(&self) -> Value {
-        json!({
-            "patience": self.patience,
-            "min_delta": self.min_delta,
-            "restore_best_weights": self.restore_best_weights,
-            "best_epoch": self.best.map(|(e, _)| e),
-            "best_loss": self.best.map(|(_, l)| l),
-            "wait": self.wait,
-            "stopped_at": self.stopped_at,
-        })
+        Value::object([
+            ("patience", self.patience.into()),
+            ("min_delta", self.min_delta.into()),
+            ("restore_best_weights", self.restore_best_weights.into()),
+            ("best_epoch", self.best.map(|(e, _)| e).into()),
+            ("best_loss", self.best.map(|(_, l)| l).into()),
+            ("wait", self.wait.into()),
+            ("stopped_at", self.stopped_at.into()),
+        ])
     }
 
     pub(crate) fn from_json(fields: &Fields<'_>) -> Result<Self> {
@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(s.min_delta(), 0.5);
         s.update(0, 2.0);
         s.update(1, 1.8);
-        let value: Value = serde_json::from_str(&s.to_json().to_string()).unwrap();
+        let value = crate::json::parse(&s.to_json().to_string()).unwrap();
         let back =
             EarlyStopping::from_json(&Fields::root(Path::new("s.json"), &value).unwrap()).unwrap();
         assert_eq!(back, s);

@@ -4,8 +4,8 @@
 
 use crate::io::{self, EncodedTensor};
 pub(crate) use crate::io::{sync_parent, write_atomically};
+use crate::json::{self, Object, Value};
 use crate::{Error, Float, Result};
-use serde_json::{Map, Value};
 use std::fs;
 use std::path::Path;
 
@@ -31,16 +31,15 @@ pub(crate) fn write_safetensors<F: Float>(path: &Path, tensors: &[TensorOut<'_, 
 
 /// Reads and parses the JSON file at `path`.
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
-    // Bytes, not a `String`: serde_json then reports invalid UTF-8 with its line and column,
+    // Bytes, not a `String`: the parser then reports invalid UTF-8 with its line and column,
     // where `read_to_string` would give a bare I/O error.
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    json::parse_bytes(&bytes).map_err(|e| {
         Error::file(
             path,
             format!(
-                "not valid JSON at line {}, column {}: {e}",
-                e.line(),
-                e.column()
+                "not valid JSON at line {}, column {}: {}",
+                e.line, e.column, e.message
             ),
         )
     })
@@ -48,8 +47,7 @@ pub(crate) fn read_json(path: &Path) -> Result<Value> {
 
 /// Writes `value` as pretty-printed JSON, atomically.
 pub(crate) fn write_json(path: &Path, value: &Value) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))?;
+    let mut text = value.to_string_pretty();
     text.push('\n');
     write_atomically(path, text.as_bytes())
 }
@@ -59,7 +57,7 @@ pub(crate) fn write_json(path: &Path, value: &Value) -> Result<()> {
 pub(crate) struct Fields<'a> {
     pub file: &'a Path,
     pub at: String,
-    pub map: &'a Map<String, Value>,
+    pub map: &'a Object,
 }
 
 impl<'a> Fields<'a> {
@@ -127,7 +125,7 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.error(key, "expected true or false"))
     }
 
-    /// A number; `null` reads as NaN (JSON has no NaN, and serde_json writes it as `null`).
+    /// A number; `null` reads as NaN (JSON has no NaN, and kiln writes it as `null`).
     pub fn f64(&self, key: &str) -> Result<f64> {
         match self.get(key)? {
             Value::Null => Ok(f64::NAN),

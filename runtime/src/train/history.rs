@@ -1,8 +1,8 @@
 //! [`History`]: what happened in each epoch of a training run.
 
 use super::files::Fields;
+use crate::json::Value;
 use crate::{Error, Result};
-use serde_json::{json, Value};
 use std::fmt;
 use std::path::Path;
 
@@ -169,19 +169,22 @@ impl History {
             .epochs
             .iter()
             .map(|r| {
-                json!({
-                    "epoch": r.epoch,
-                    "train_loss": r.train_loss,
-                    "train_accuracy": r.train_accuracy,
-                    "val_loss": r.val_loss,
-                    "val_accuracy": r.val_accuracy,
-                    "lr": r.lr,
-                    "seconds": r.seconds,
-                    "samples_per_second": r.samples_per_second,
-                })
+                Value::object([
+                    ("epoch", r.epoch.into()),
+                    ("train_loss", r.train_loss.into()),
+                    ("train_accuracy", r.train_accuracy.into()),
+                    ("val_loss", r.val_loss.into()),
+                    ("val_accuracy", r.val_accuracy.into()),
+                    ("lr", r.lr.into()),
+                    ("seconds", r.seconds.into()),
+                    ("samples_per_second", r.samples_per_second.into()),
+                ])
             })
             .collect();
-        json!({ "epochs": records, "stopped_early": self.stopped_early })
+        Value::object([
+            ("epochs", records.into()),
+            ("stopped_early", self.stopped_early.into()),
+        ])
     }
 
     /// Reads [`History::to_json`]'s output; errors name `file` and the field.
@@ -325,8 +328,7 @@ mod tests {
         h.push(record(1, 0.1 + 0.2, Some(1.0 / 3.0)));
         h.stopped_early = Some(1);
         let value = h.to_json();
-        let text = serde_json::to_string(&value).unwrap();
-        let parsed: Value = serde_json::from_str(&text).unwrap();
+        let parsed = crate::json::parse(&value.to_string()).unwrap();
         let path = Path::new("state.json");
         let back = History::from_json(&Fields::root(path, &parsed).unwrap()).unwrap();
         assert!(back.epochs[0].train_loss.is_nan());
@@ -339,7 +341,7 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_field() {
-        let parsed: Value = serde_json::from_str(
+        let parsed = crate::json::parse(
             r#"{"epochs": [{"epoch": 0, "train_loss": "x"}], "stopped_early": null}"#,
         )
         .unwrap();
