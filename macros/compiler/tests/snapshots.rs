@@ -94,3 +94,25 @@ fn gpt_blocks() {
         }
     }));
 }
+
+/// LeNet-5: convolutions, max pooling (whose backward finds each window's choice again from
+/// its input and output), a flatten, and the dense head.
+#[test]
+fn lenet5() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        /// LeNet-5 for 28x28 MNIST images.
+        pub struct LeNet5 {
+            input image: [B, 1, 28, 28];
+            target digit: [B] classes 10;
+            let c1 = relu(conv2d(image, 6, kernel = 5, padding = 2));
+            let s2 = max_pool2d(c1, 2);
+            let c3 = relu(conv2d(s2, 16, kernel = 5));
+            let s4 = max_pool2d(c3, 2);
+            let f5 = relu(linear(flatten(s4), 120));
+            let f6 = relu(linear(f5, 84));
+            let logits = linear(f6, 10);
+            output logits;
+            loss cross_entropy(logits, digit);
+        }
+    }));
+}
