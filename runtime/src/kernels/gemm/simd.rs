@@ -279,10 +279,10 @@ x86_vector! {
 }
 
 /// [`Vector::pack_transposed`] for f32 with AVX: 8 × 8 blocks are loaded as 8 rows of 8
-/// steps, transposed in registers (the classic unpack / shuffle / lane-permute network: 24
-/// shuffles for 64 elements) and stored as 8 steps of 8 lanes; the ragged edges element by
-/// element. Measured on W3's forward pass (`x·Wᵀ`, which transposes all of `W`): the scalar
-/// transpose took a quarter of the GEMM's time.
+/// steps, transposed in registers ([`transpose_8x8`]) and stored as 8 steps of 8 lanes (of 6
+/// for the AVX2 kernels' 6-row panels of `A`); the ragged edges element by element. Measured
+/// on W3's forward pass (`x·Wᵀ`, which transposes all of `W`): the scalar transpose took a
+/// quarter of the GEMM's time.
 ///
 /// # Safety
 /// As for [`Vector::pack_transposed`], and the CPU supports AVX.
@@ -297,13 +297,45 @@ unsafe fn pack_transposed_f32(
     dst: *mut f32,
 ) {
     use arch::{
-        _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_setzero_ps, _mm256_shuffle_ps,
-        _mm256_storeu_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+        _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_loadu_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps, _mm_castps_pd, _mm_store_sd, _mm_storeu_ps,
     };
+    let kc8 = kc / 8 * 8;
+    // 8 steps of lanes `i0 .. i0 + rows` (`rows ≤ 8`), transposed: vector `q` holds step
+    // `p0 + q` of those lanes, then zeros.
+    // SAFETY (of calls): lanes `i0 .. i0 + rows` and steps `p0 .. p0 + 8` inside the block.
+    let block = |i0: usize, rows: usize, p0: usize| {
+        transpose_8x8(std::array::from_fn(|r| {
+            if r < rows {
+                unsafe { _mm256_loadu_ps(src.at(i0 + r).add(p0)) }
+            } else {
+                _mm256_setzero_ps()
+            }
+        }))
+    };
+    if w == 6 {
+        // The AVX2 kernels' 6-row tile: each step's 6 lanes are stored as 4 + 2 (lanes past
+        // `lanes` are the zero rows, the padding a partial panel needs). Element by element,
+        // this pack was most of the driver's time in shallow products (`64 × 10 × 64`).
+        for p0 in (0..kc8).step_by(8) {
+            let steps = block(0, lanes.min(6), p0);
+            for (q, step) in steps.into_iter().enumerate() {
+                // SAFETY: `(p0 + q)·6 + 6 ≤ kc·w`, inside the panel.
+                unsafe {
+                    let out = dst.add((p0 + q) * 6);
+                    _mm_storeu_ps(out, _mm256_castps256_ps128(step));
+                    let high = _mm256_extractf128_ps::<1>(step);
+                    _mm_store_sd(out.add(4).cast::<f64>(), _mm_castps_pd(high));
+                }
+            }
+        }
+        // SAFETY: steps `kc8 ..` of every lane, a sub-block of the caller's block and panel.
+        unsafe { transpose_edges(w, lanes.min(6), kc, lanes.min(6), kc8, src, dst) };
+        return;
+    }
     // Blocks of 8 lanes; a last block of fewer lanes (a GEMM with 6 rows, say) is transposed
     // the same way, with zero rows for the missing lanes, whenever the panel has room for 8
     // (those zeros land in lanes the microkernel never stores).
-    let kc8 = kc / 8 * 8;
     let lanes8 = if !lanes.is_multiple_of(8) && lanes.next_multiple_of(8) <= w {
         lanes
     } else {
@@ -312,39 +344,10 @@ unsafe fn pack_transposed_f32(
     for i0 in (0..lanes8).step_by(8) {
         let rows = (lanes8 - i0).min(8);
         for p0 in (0..kc8).step_by(8) {
-            // SAFETY: lanes `i0 .. i0 + rows ≤ lanes` and steps `p0 .. p0 + 8 ≤ kc` are inside
-            // the block; `(p0 + q)·w + i0 + 8 ≤ kc·w` inside the panel (`i0 + 8 ≤ w`).
-            unsafe {
-                let row = |r: usize| {
-                    if r < rows {
-                        _mm256_loadu_ps(src.at(i0 + r).add(p0))
-                    } else {
-                        _mm256_setzero_ps()
-                    }
-                };
-                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-                let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
-                let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
-                let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
-                let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
-                let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
-                let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-                let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-                let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-                let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-                let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-                let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-                let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-                let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-                let out = |q: usize| dst.add((p0 + q) * w + i0);
-                _mm256_storeu_ps(out(0), _mm256_permute2f128_ps::<0x20>(s0, s4));
-                _mm256_storeu_ps(out(1), _mm256_permute2f128_ps::<0x20>(s1, s5));
-                _mm256_storeu_ps(out(2), _mm256_permute2f128_ps::<0x20>(s2, s6));
-                _mm256_storeu_ps(out(3), _mm256_permute2f128_ps::<0x20>(s3, s7));
-                _mm256_storeu_ps(out(4), _mm256_permute2f128_ps::<0x31>(s0, s4));
-                _mm256_storeu_ps(out(5), _mm256_permute2f128_ps::<0x31>(s1, s5));
-                _mm256_storeu_ps(out(6), _mm256_permute2f128_ps::<0x31>(s2, s6));
-                _mm256_storeu_ps(out(7), _mm256_permute2f128_ps::<0x31>(s3, s7));
+            let steps = block(i0, rows, p0);
+            for (q, step) in steps.into_iter().enumerate() {
+                // SAFETY: `(p0 + q)·w + i0 + 8 ≤ kc·w`, inside the panel (`i0 + 8 ≤ w`).
+                unsafe { _mm256_storeu_ps(dst.add((p0 + q) * w + i0), step) };
             }
         }
     }
@@ -353,6 +356,49 @@ unsafe fn pack_transposed_f32(
     unsafe {
         transpose_edges(w, lanes, kc, lanes8, kc8, src, dst);
     }
+}
+
+/// An 8 × 8 transpose in registers (the classic unpack / shuffle / lane-permute network: 24
+/// shuffles for 64 elements): row `r`, element `q` of the input is element `r` of output `q`.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline]
+#[target_feature(enable = "avx")]
+fn transpose_8x8(r: [arch::__m256; 8]) -> [arch::__m256; 8] {
+    use arch::{_mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps};
+    let (t0, t1) = (
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+    );
+    let (t2, t3) = (
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+    );
+    let (t4, t5) = (
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+    );
+    let (t6, t7) = (
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    );
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
 }
 
 /// [`Vector::pack_transposed`] for f64 with AVX: as [`pack_transposed_f32`], with 4 × 4
