@@ -163,12 +163,6 @@ impl From<&str> for Value {
     }
 }
 
-impl From<String> for Value {
-    fn from(s: String) -> Value {
-        Value::String(s)
-    }
-}
-
 impl From<bool> for Value {
     fn from(b: bool) -> Value {
         Value::Bool(b)
@@ -185,12 +179,6 @@ impl From<usize> for Value {
     fn from(n: usize) -> Value {
         // usize is at most 64 bits on every target Rust supports.
         Value::Number(Number::U64(n as u64))
-    }
-}
-
-impl From<u32> for Value {
-    fn from(n: u32) -> Value {
-        Value::Number(Number::U64(n.into()))
     }
 }
 

@@ -318,7 +318,7 @@ unsafe fn pack_transposed_f32(
         // `lanes` are the zero rows, the padding a partial panel needs). Element by element,
         // this pack was most of the driver's time in shallow products (`64 × 10 × 64`).
         for p0 in (0..kc8).step_by(8) {
-            let steps = block(0, lanes.min(6), p0);
+            let steps = block(0, lanes, p0);
             for (q, step) in steps.into_iter().enumerate() {
                 // SAFETY: `(p0 + q)·6 + 6 ≤ kc·w`, inside the panel.
                 unsafe {
@@ -330,7 +330,7 @@ unsafe fn pack_transposed_f32(
             }
         }
         // SAFETY: steps `kc8 ..` of every lane, a sub-block of the caller's block and panel.
-        unsafe { transpose_edges(w, lanes.min(6), kc, lanes.min(6), kc8, src, dst) };
+        unsafe { transpose_edges(w, lanes, kc, lanes, kc8, src, dst) };
         return;
     }
     // Blocks of 8 lanes; a last block of fewer lanes (a GEMM with 6 rows, say) is transposed
