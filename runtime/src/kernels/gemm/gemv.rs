@@ -83,7 +83,10 @@ impl<T: Elem> Gemv<T> {
 }
 
 /// The matrix-vector product for unit-stride rows and `x` (`cs == 1`, `incx == 1`): one
-/// dot product per output, four rows at a time so that each load of `x` feeds four rows.
+/// dot product per output, four rows at a time so that each load of `x` feeds four rows, then
+/// the last two or three rows two at a time. (One at a time, a row's two FMA chains wait on
+/// each other's latency: the two last rows of W4's 6 × 784 × 25 weight gradient, taken that
+/// way, held it at 54 GFLOP/s with AVX-512, against 62 taken together.)
 ///
 /// # Safety
 /// As for [`Gemv::run`], `cs == 1`, `incx == 1`, and the CPU supports `V`'s instruction set.
@@ -100,12 +103,20 @@ pub(super) unsafe fn dot_rows<V: Vector>(v: &Gemv<V::T>) {
         }
         j += 4;
     }
-    while j < v.len {
+    if j + 2 <= v.len {
+        // SAFETY: rows `j .. j + 2` exist; forwarded from the caller otherwise.
+        let sums = unsafe { dot_block::<V, 2>(v, j) };
+        for (q, s) in sums.into_iter().enumerate() {
+            // SAFETY: `j + q < len`.
+            unsafe { v.store(j + q, s) };
+        }
+        j += 2;
+    }
+    if j < v.len {
         // SAFETY: row `j` exists; forwarded from the caller otherwise.
         let [s] = unsafe { dot_block::<V, 1>(v, j) };
         // SAFETY: `j < len`.
         unsafe { v.store(j, s) };
-        j += 1;
     }
 }
 
