@@ -61,6 +61,12 @@ pub enum Error {
         /// The table's length.
         max: usize,
     },
+    /// Incremental decoding (a generated model's `forward_cached`) was given more positions
+    /// than its cache has room for, or a batch of another size than the cache's.
+    DecodeCache {
+        /// What does not fit, and what to do about it.
+        problem: String,
+    },
     /// A gradient buffer passed to `backward` had the wrong shape.
     GradShape {
         /// The output's name.
@@ -198,6 +204,7 @@ impl std::fmt::Display for Error {
                 f,
                 "layer `{layer}`: sequences of {len} positions, but its table has max_len = {max}"
             ),
+            Error::DecodeCache { problem } => write!(f, "decoding cache: {problem}"),
             Error::GradShape {
                 name,
                 expected,

@@ -456,3 +456,39 @@ pub fn wrong_target_kind(name: &'static str, labels_expected: bool) -> Error {
         },
     }
 }
+
+/// Checks that a batch of `batch` sequences of `new` positions may follow the `len`
+/// positions of a decoding cache made for `cache_batch` sequences of up to `capacity`
+/// positions (a generated `forward_cached` calls this before it changes anything).
+///
+/// ```
+/// use kiln_runtime::shape::check_decode;
+/// assert!(check_decode(1, 60, 64, 1, 4).is_ok());
+/// let err = check_decode(1, 62, 64, 1, 4).unwrap_err();
+/// assert!(err.to_string().contains("holds 62 of its 64 positions"));
+/// assert!(check_decode(2, 0, 64, 1, 1).is_err());
+/// ```
+pub fn check_decode(
+    cache_batch: usize,
+    len: usize,
+    capacity: usize,
+    batch: usize,
+    new: usize,
+) -> Result<()> {
+    let problem = if batch != cache_batch {
+        format!(
+            "it was made for batches of {cache_batch} sequences, and this batch has {batch}: \
+             make one with `decoder_cache({batch}, capacity)`"
+        )
+    } else if new == 0 {
+        "no new positions: give at least one token per sequence".to_string()
+    } else if len + new > capacity {
+        format!(
+            "it holds {len} of its {capacity} positions, and {new} more do not fit: `clear()` \
+             it and start again from the positions to keep"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(crate::Error::DecodeCache { problem })
+}

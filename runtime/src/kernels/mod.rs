@@ -16,6 +16,7 @@ pub(crate) mod dispatch;
 pub mod dropout;
 pub mod embedding;
 pub mod gemm;
+pub mod kv_cache;
 pub(crate) mod lanes;
 pub mod linear;
 pub mod matmul;
