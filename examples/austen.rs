@@ -22,8 +22,9 @@
 //! It prints the training and validation losses every 100 steps, the final validation loss
 //! (mean cross-entropy per character over 200 random validation windows), the training time
 //! and a sample, and saves the weights and the vocabulary under the output directory.
-//! Sampling runs the whole model on the last (at most) 64 characters for every new character:
-//! there is no key/value cache.
+//! Sampling reads the prompt once and then each new character once, through the model's
+//! decoding cache (`forward_cached`: every attention layer keeps its keys and values); when the
+//! 64 positions are full it starts again from the last 48 characters.
 
 use kiln::ndarray::{s, Array2};
 use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule};
@@ -266,9 +267,14 @@ pub struct Sampling {
     pub seed: u64,
 }
 
+/// How many characters a full decoding cache starts again from: each sampled character sees
+/// between `KEEP` and [`BLOCK`] characters before it (every one, up to `BLOCK`, at the start).
+pub const KEEP: usize = 48;
+
 /// `count` characters continuing `prompt`, each drawn from the model's distribution over the
-/// next character given the last (at most) [`BLOCK`] characters. The model is run in full on
-/// that window for every character (no key/value cache).
+/// next character given the characters before it: the model reads the prompt (its last
+/// [`BLOCK`] characters) once, then each new character once, through its decoding cache
+/// (`forward_cached`); when the cache is full it reads the last [`KEEP`] characters again.
 pub fn sample(
     model: &CharGpt<f32>,
     vocab: &Vocab,
@@ -299,11 +305,21 @@ pub fn sample(
     let prompt_len = ids.len();
     let mut rng = StdRng::seed_from_u64(sampling.seed);
     let mut probs = vec![0.0f64; VOCAB];
-    for _ in 0..count {
-        let context = &ids[ids.len().saturating_sub(BLOCK)..];
-        let tokens = Array2::from_shape_vec((1, context.len()), context.to_vec())?;
-        let logits = model.forward(tokens.view())?;
-        let last = logits.slice(s![0, context.len() - 1, ..]);
+    // The model reads the prompt once, then each new character once: the decoding cache keeps
+    // every layer's keys and values. When it is full (64 positions, the position table's
+    // length), it starts again from the last `KEEP` characters.
+    let mut cache = model.decoder_cache(1, BLOCK);
+    for step in 0..count {
+        let fresh = if step == 0 || cache.len() == BLOCK {
+            cache.clear();
+            let keep = if step == 0 { BLOCK } else { KEEP };
+            &ids[ids.len().saturating_sub(keep)..]
+        } else {
+            &ids[ids.len() - 1..]
+        };
+        let tokens = Array2::from_shape_vec((1, fresh.len()), fresh.to_vec())?;
+        let logits = model.forward_cached(tokens.view(), &mut cache)?;
+        let last = logits.slice(s![0, fresh.len() - 1, ..]);
         // Special tokens never follow a character: only characters are candidates.
         let scaled: Vec<f64> = last
             .iter()

@@ -7,7 +7,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 /// `x: ArrayView<'_, F, Ix2>` for a declared input.
-fn view_param(cx: &Ctx, d: &InputDecl) -> TokenStream {
+pub(super) fn view_param(cx: &Ctx, d: &InputDecl) -> TokenStream {
     let (n, ix) = (&d.name, cx.ix(&Shape(d.dims.clone())));
     if d.ints.is_some() {
         quote!(#n: ::kiln::ndarray::ArrayView<'_, usize, #ix>)
@@ -17,7 +17,10 @@ fn view_param(cx: &Ctx, d: &InputDecl) -> TokenStream {
 }
 
 /// Checks every given input's shape, binding the symbolic dims into `dims`.
-fn bind_inputs<'d>(cx: &Ctx, inputs: impl Iterator<Item = &'d InputDecl>) -> TokenStream {
+pub(super) fn bind_inputs<'d>(
+    cx: &Ctx,
+    inputs: impl Iterator<Item = &'d InputDecl>,
+) -> TokenStream {
     let nsym = cx.g.symbols.len();
     let mut checks = TokenStream::new();
     for d in inputs {
@@ -43,7 +46,9 @@ fn bind_inputs<'d>(cx: &Ctx, inputs: impl Iterator<Item = &'d InputDecl>) -> Tok
 
 /// Stages the given inputs (copies only non-contiguous ones) and rebinds each name to a slice;
 /// validates integer inputs (labels, token ids, lengths) first.
-fn stage_inputs<'d>(inputs: impl Iterator<Item = (usize, &'d InputDecl)> + Clone) -> TokenStream {
+pub(super) fn stage_inputs<'d>(
+    inputs: impl Iterator<Item = (usize, &'d InputDecl)> + Clone,
+) -> TokenStream {
     let mut out = TokenStream::new();
     for (_, d) in inputs.clone() {
         let (n, ns) = (&d.name, d.name.to_string());

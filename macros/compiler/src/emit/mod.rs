@@ -2,11 +2,14 @@
 //!
 //! Writes, for `struct Name`: the model struct (one field per layer), `NameGrads`,
 //! `NameWorkspace` (every buffer a step needs, grown once and reused), the methods
-//! (`new`, `zeros`, `forward`, `loss_and_grad` or `forward_train` + `backward`, ...) and
-//! `impl kiln::Model`. The code is meant to be read (`cargo expand`): buffers are named after
-//! the bindings they hold, and each step is commented with what it computes.
+//! (`new`, `zeros`, `forward`, `loss_and_grad` or `forward_train` + `backward`, ...),
+//! `impl kiln::Model`, and for sequence models that allow it `NameCache` and
+//! `forward_cached` (incremental decoding, `decode.rs`). The code is meant to be read
+//! (`cargo expand`): buffers are named after the bindings they hold, and each step is
+//! commented with what it computes.
 
 mod api;
+mod decode;
 mod dot;
 mod finite;
 mod model_impl;
@@ -36,6 +39,8 @@ pub(crate) struct Ctx<'a> {
     pub grads_name: Ident,
     pub workspace_name: Ident,
     pub buffers_name: Ident,
+    /// The decoding cache's type (`NameCache`), for models with `forward_cached`.
+    pub cache_name: Ident,
 }
 
 impl Ctx<'_> {
@@ -248,6 +253,8 @@ pub fn onnx_parts(g: &Graph, fused: &Fused) -> Result<crate::onnx::Parts, String
     onnx::build(g, &layer_specs(g), fused)
 }
 
+pub use decode::decodable;
+
 /// Emits the whole model.
 pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> TokenStream {
     let layers = layer_specs(g);
@@ -269,17 +276,20 @@ pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> Token
         grads_name: format_ident!("{}Grads", g.name),
         workspace_name: format_ident!("{}Workspace", g.name),
         buffers_name: format_ident!("{}Buffers", g.name),
+        cache_name: format_ident!("{}Cache", g.name),
     };
     let structs = structs::emit(&cx);
     let passes = passes::emit(&cx);
     let api = api::emit(&cx);
     let model_impl = model_impl::emit(&cx);
     let supervised = supervised::emit(&cx);
+    let decode = decode::emit(&cx);
     unsuffix(quote! {
         #items
         #structs
         #api
         #passes
+        #decode
         #model_impl
         #supervised
     })

@@ -5,7 +5,7 @@
 use super::Ctx;
 use crate::autodiff::{pointwise_vjp, vjp_reads, D_OUT};
 use crate::ir::{NodeId, NodeKind};
-use crate::ops::{BackwardCx, ForwardCx, GradTarget, Operand};
+use crate::ops::{BackwardCx, DecodeCx, ForwardCx, GradTarget, Operand};
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 use std::collections::BTreeSet;
@@ -83,7 +83,7 @@ fn pass_fn(
     loss: Option<NodeId>,
 ) -> TokenStream {
     let bufs = &cx.buffers_name;
-    let code = emit_values(cx, nodes, training);
+    let code = emit_values(cx, nodes, training, false);
     let (params, body) = (code.params, code.body);
     let bind = cx.bind_dims(quote!(ws.dims));
     let receiver = if training && code.mutates_self {
@@ -126,11 +126,11 @@ pub(super) fn input_params(cx: &Ctx, targets: bool) -> Vec<TokenStream> {
         .collect()
 }
 
-struct Code {
-    params: TokenStream,
-    body: TokenStream,
+pub(super) struct Code {
+    pub params: TokenStream,
+    pub body: TokenStream,
     /// The pass writes model buffers (running statistics) and so needs `&mut self`.
-    mutates_self: bool,
+    pub mutates_self: bool,
 }
 
 fn operand(cx: &Ctx, id: NodeId, mutable: bool) -> Operand {
@@ -248,7 +248,9 @@ fn locals_of(
         .collect()
 }
 
-fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
+/// The code computing `nodes` in order. With `decode`, the pass is a decoding pass
+/// (`run_forward_cached`): incremental ops get their field of the `cache` and the `offset`.
+pub(super) fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool, decode: bool) -> Code {
     let mut layers = BTreeSet::new();
     let mut body = TokenStream::new();
     let mut mutates_self = false;
@@ -293,6 +295,13 @@ fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool) -> Code {
                     },
                     layer: layer_place(cx, node.layer, quote!(self)),
                     symbols: cx.symbol_locals(),
+                    decode: decode.then(|| {
+                        let field = cx.node_ident(id);
+                        DecodeCx {
+                            cache: quote!(cache.#field),
+                            offset: quote!(offset),
+                        }
+                    }),
                 })
             }
             NodeKind::Pointwise { term, .. } => pointwise_forward(cx, id, *term),

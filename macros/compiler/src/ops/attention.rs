@@ -102,6 +102,21 @@ impl Attention {
 }
 
 impl Kernel for Attention {
+    fn decoding(&self, inputs: &[&ValueInfo]) -> super::Decoding {
+        // Causal self-attention: the new queries attend to cached keys and values. Without
+        // the mask every position would see later ones; cross-attention and key lengths are
+        // not cached.
+        if !(self.causal && !self.cross && !self.lengths) {
+            return super::Decoding::Unsupported;
+        }
+        let (embed, heads) = (Self::width(inputs), self.heads);
+        super::Decoding::Incremental {
+            cache: Some((
+                quote!(::kiln::kernels::kv_cache::KvCache<F>),
+                quote!(::kiln::kernels::kv_cache::KvCache::new(batch, capacity, #embed, #heads)),
+            )),
+        }
+    }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Int, Ints};
         // PyTorch's nn.MultiheadAttention decomposed: projections (MatMul + Add), heads by
@@ -389,6 +404,12 @@ impl Kernel for Attention {
         let (memory, lengths) = self.memory_and_lengths(&cx.inputs);
         let (q, y, causal) = (&cx.inputs[0].data, &cx.output.data, self.causal);
         let params = params(&cx.params, self.bias);
+        if let Some(decode) = &cx.decode {
+            let (cache, offset, q_len) = (&decode.cache, &decode.offset, &cx.inputs[0].dims[1]);
+            return quote! {
+                ::kiln::kernels::kv_cache::multi_head_attention_cached(&mut #cache, #offset, #q_len, #q, &#params, #y);
+            };
+        }
         let scratch = &cx.scratch[0];
         quote! {
             ::kiln::kernels::attention::multi_head_attention_forward(

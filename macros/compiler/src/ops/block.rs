@@ -47,6 +47,8 @@ pub struct Compiled {
     needs_rng: bool,
     param_names: Vec<String>,
     scalars: usize,
+    /// The block has a decoding pass (`run_forward_cached`) and cache type.
+    decodable: bool,
     /// The block's ONNX graph, its inputs' value names (in declaration order; `None` for one
     /// the output does not read) and its output's, or why it has none.
     onnx: Result<(crate::onnx::OnnxBuilder, Vec<Option<String>>, String), String>,
@@ -173,6 +175,7 @@ impl BlockCall {
             }),
             param_names,
             scalars,
+            decodable: crate::emit::decodable(&graph, &plan),
             onnx,
         };
         Ok((compiled, graph.info(*out).clone()))
@@ -184,6 +187,10 @@ impl BlockCall {
 
     fn buffers_ty(&self) -> Ident {
         format_ident!("{}Buffers", self.type_name)
+    }
+
+    fn cache_ty(&self) -> Ident {
+        format_ident!("{}Cache", self.type_name)
     }
 
     /// `[B, T]`: the block's symbolic dims, as the calling pass's locals.
@@ -237,6 +244,19 @@ fn param_names(graph: &Graph) -> (Vec<String>, usize) {
 }
 
 impl Kernel for BlockCall {
+    fn decoding(&self, _inputs: &[&ValueInfo]) -> super::Decoding {
+        if self.with(|c| c.decodable) != Some(true) {
+            return super::Decoding::Unsupported;
+        }
+        // One cache per repetition, each for the block's own attention layers.
+        let (cache, n) = (self.cache_ty(), self.count());
+        super::Decoding::Incremental {
+            cache: Some((
+                quote!(Vec<#cache<F>>),
+                quote!((0..#n).map(|_| #cache::new(batch, capacity)).collect()),
+            )),
+        }
+    }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::{Data, Init, Node};
         use std::collections::HashMap;
@@ -436,6 +456,23 @@ impl Kernel for BlockCall {
         let extras: Vec<&TokenStream> = cx.inputs[1..].iter().map(|o| &o.data).collect();
         let (y, len) = (&cx.output.data, &cx.output.len);
         let [states, input, block, state] = locals(["states", "input", "block", "state"]);
+        if let Some(decode) = &cx.decode {
+            let (caches, offset) = (&decode.cache, &decode.offset);
+            let [slot] = locals(["slot"]);
+            return quote! {
+                let #states = &mut #place;
+                if #states.len() < #n {
+                    #states.resize_with(#n, #bufs::new);
+                }
+                let mut #input: &[F] = #x;
+                for ((#block, #state), #slot) in #layer.iter().zip(#states.iter_mut()).zip(#caches.iter_mut()) {
+                    #state.prepare(#dims, false, false);
+                    #block.run_forward_cached(#state, #slot, #offset, #input, #(#extras),*)?;
+                    #input = &#state.#out_field[..#len];
+                }
+                ::kiln::kernels::shape_ops::copy_into(#input, #y);
+            };
+        }
         let run = if training && train_forward {
             quote!(run_forward_train)
         } else {

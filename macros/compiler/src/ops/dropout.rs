@@ -58,6 +58,10 @@ pub struct Dropout {
 }
 
 impl Kernel for Dropout {
+    fn decoding(&self, _inputs: &[&ValueInfo]) -> super::Decoding {
+        // Decoding runs in inference mode, where dropout is the identity.
+        super::Decoding::PositionWise
+    }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         // Inference: dropout is the identity.
         let x = cx.inputs[0].clone();

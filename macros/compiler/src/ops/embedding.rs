@@ -62,6 +62,9 @@ fn token_vocab(op: &str, x: &ValueInfo, symbols: &[String]) -> Result<usize, OpE
 }
 
 impl Kernel for Embedding {
+    fn decoding(&self, _inputs: &[&ValueInfo]) -> super::Decoding {
+        super::Decoding::PositionWise
+    }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         let (w, ids) = (cx.param(0), cx.inputs[0].clone());
         cx.finish(
@@ -189,6 +192,10 @@ pub struct PositionEmbedding {
 }
 
 impl Kernel for PositionEmbedding {
+    fn decoding(&self, _inputs: &[&ValueInfo]) -> super::Decoding {
+        // The new positions take the table's rows from the decoding offset on.
+        super::Decoding::Incremental { cache: None }
+    }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::Int;
         // Rows 0..T of the table, broadcast over the batch: [B, T] ids -> [B, T, dim].
@@ -278,6 +285,15 @@ impl Kernel for PositionEmbedding {
         let (batch, seq) = (&cx.inputs[0].dims[0], &cx.inputs[0].dims[1]);
         let (y, w, dim, max_len) = (&cx.output.data, &cx.params[0], self.dim, self.max_len);
         let layer = &cx.layer_name;
+        if let Some(decode) = &cx.decode {
+            let offset = &decode.offset;
+            return quote! {
+                if #offset + #seq > #max_len {
+                    return Err(::kiln::Error::SequenceTooLong { layer: #layer, len: #offset + #seq, max: #max_len });
+                }
+                ::kiln::kernels::embedding::position_embedding_forward(#batch, #seq, &#w[#offset * #dim..], #dim, #y);
+            };
+        }
         quote! {
             if #seq > #max_len {
                 return Err(::kiln::Error::SequenceTooLong { layer: #layer, len: #seq, max: #max_len });

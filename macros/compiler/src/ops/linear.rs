@@ -58,6 +58,10 @@ fn rows_and_features(x: &super::Operand) -> (TokenStream, TokenStream) {
 }
 
 impl Kernel for Linear {
+    fn decoding(&self, inputs: &[&ValueInfo]) -> super::Decoding {
+        // Over the last axis: per position when that axis is not the time axis.
+        super::Decoding::position_wise_if(inputs[0].shape.rank() >= 3)
+    }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::Int;
         let w = cx.param(0);

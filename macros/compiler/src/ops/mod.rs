@@ -124,6 +124,44 @@ pub struct GradTarget {
     pub accumulate: bool,
 }
 
+/// How an op takes part in incremental decoding, where a pass sees only the new positions
+/// of sequences whose earlier positions it has seen before (`forward_cached`).
+pub enum Decoding {
+    /// Each position's output depends on that position's input alone (a linear layer, a
+    /// layer norm over the features): the op runs unchanged on the new positions.
+    PositionWise,
+    /// The op reads earlier positions or the position index: its forward emits its own code
+    /// when [`ForwardCx::decode`] is set. `cache` is its field in the model's decoding cache,
+    /// if it keeps one: the field's type and an expression creating it from the `batch` and
+    /// `capacity` locals.
+    Incremental {
+        /// The cache field's type and initializer.
+        cache: Option<(TokenStream, TokenStream)>,
+    },
+    /// The op mixes positions in a way the cache cannot carry (a recurrence, a mean over
+    /// time, attention without a causal mask).
+    Unsupported,
+}
+
+impl Decoding {
+    /// [`Decoding::PositionWise`] when `per_position`, else [`Decoding::Unsupported`].
+    pub fn position_wise_if(per_position: bool) -> Self {
+        if per_position {
+            Decoding::PositionWise
+        } else {
+            Decoding::Unsupported
+        }
+    }
+}
+
+/// What a [`Decoding::Incremental`] op's forward gets in a decoding pass.
+pub struct DecodeCx {
+    /// The op's field of the decoding cache, as a place (`cache.attn`).
+    pub cache: TokenStream,
+    /// How many positions of each sequence came before the new ones, a `usize` local.
+    pub offset: TokenStream,
+}
+
 /// What a kernel's forward code gets.
 pub struct ForwardCx {
     /// The input values.
@@ -150,6 +188,8 @@ pub struct ForwardCx {
     pub layer: TokenStream,
     /// The symbolic dims in scope, by name, as `usize` locals.
     pub symbols: Vec<(String, TokenStream)>,
+    /// Set in a decoding pass (`run_forward_cached`), for [`Decoding::Incremental`] ops.
+    pub decode: Option<DecodeCx>,
 }
 
 /// What a kernel's VJP code gets.
@@ -308,6 +348,12 @@ pub trait Kernel {
     /// buffers): its type and an expression creating it empty.
     fn state(&self) -> Option<(TokenStream, TokenStream)> {
         None
+    }
+    /// How the op takes part in incremental decoding (`forward_cached`, see
+    /// `emit::decode`), given its input types. The default, [`Decoding::Unsupported`], keeps
+    /// every model holding the op from having `forward_cached`.
+    fn decoding(&self, _inputs: &[&ValueInfo]) -> Decoding {
+        Decoding::Unsupported
     }
     /// Items emitted beside the model (a block's own model type).
     fn items(&self) -> TokenStream {

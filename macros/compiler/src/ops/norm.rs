@@ -104,6 +104,11 @@ impl Norm {
 }
 
 impl Kernel for Norm {
+    fn decoding(&self, inputs: &[&ValueInfo]) -> super::Decoding {
+        // A layer norm normalizes each position's features; a batch norm's channels are
+        // axis 1, the time axis of a sequence.
+        super::Decoding::position_wise_if(!self.batch && inputs[0].shape.rank() >= 3)
+    }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Float, Int};
         let (x, w, b) = (cx.inputs[0].clone(), cx.param(0), cx.param(1));

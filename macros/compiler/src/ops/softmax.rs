@@ -46,6 +46,10 @@ pub struct Softmax {
 }
 
 impl Kernel for Softmax {
+    fn decoding(&self, inputs: &[&ValueInfo]) -> super::Decoding {
+        // Over the last axis: per position when that axis is not the time axis.
+        super::Decoding::position_wise_if(inputs[0].shape.rank() >= 3)
+    }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         let op = if self.log { "LogSoftmax" } else { "Softmax" };
         let x = cx.inputs[0].clone();

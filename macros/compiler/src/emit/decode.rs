@@ -1,0 +1,222 @@
+//! Incremental decoding: `forward_cached` and the model's decoding cache.
+//!
+//! A model whose values are all sequences `[B, T, ...]` (the same two symbolic dims first,
+//! fixed dims after) and whose ops each compute a position from that position alone, or know
+//! how to continue a sequence (causal self-attention keeps its keys and values in a
+//! [`KvCache`](../../kiln_runtime/kernels/kv_cache/struct.KvCache.html), a position embedding
+//! starts at the cached length, a block chain keeps one cache per repetition), can run its
+//! forward pass on new positions only: `forward_cached(tokens, &mut cache)` computes the
+//! outputs of the new positions as `forward` on the whole sequence would, at one position's
+//! cost per layer. Sampling a language model token by token is the use.
+//!
+//! Takes the model's graph and plan; returns, when the model qualifies ([`decodable`]), the
+//! cache struct (`NameCache`), the decoding pass `run_forward_cached` and the public
+//! `decoder_cache` / `forward_cached`; nothing otherwise (an op of the model would need the
+//! whole sequence: a recurrence, a reduction over time, attention without a causal mask).
+
+use super::api::{bind_inputs, stage_inputs, view_param};
+use super::passes::emit_values;
+use super::Ctx;
+use crate::ir::{Dim, Graph, NodeKind, Shape, ValueKind};
+use crate::ops::Decoding;
+use crate::plan::Plan;
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// Whether a shape is `[B, T, fixed...]` for the symbols `b` and `t`.
+fn is_sequence(shape: &[Dim], b: usize, t: usize) -> bool {
+    shape.len() >= 2
+        && shape[0] == Dim::Symbol(b)
+        && shape[1] == Dim::Symbol(t)
+        && shape[2..].iter().all(|d| matches!(d, Dim::Fixed(_)))
+}
+
+/// The batch and time symbols of a model that can decode incrementally: its first input is
+/// `[B, T, ...]` with two symbolic dims, every input and every value of the forward pass is
+/// `[B, T, fixed...]` (pointwise ops then work position by position), no input is a lengths
+/// vector, and every kernel supports decoding ([`Decoding`]).
+fn decoding_symbols(g: &Graph, plan: &Plan) -> Option<(usize, usize)> {
+    let mut inputs = g.inputs.iter().filter(|d| !d.is_target);
+    let (b, t) = match inputs.clone().next()?.dims[..] {
+        [Dim::Symbol(b), Dim::Symbol(t), ..] if b != t => (b, t),
+        _ => return None,
+    };
+    if inputs
+        .any(|d| matches!(d.ints, Some(ValueKind::Lengths { .. })) || !is_sequence(&d.dims, b, t))
+    {
+        return None;
+    }
+    for &id in &plan.forward_nodes {
+        let node = &g.nodes[id];
+        if !is_sequence(&g.info(id).shape.0, b, t) {
+            return None;
+        }
+        if let NodeKind::Kernel(k) = &node.kind {
+            let inputs: Vec<_> = node.inputs.iter().map(|&i| g.info(i)).collect();
+            if matches!(k.decoding(&inputs), Decoding::Unsupported) {
+                return None;
+            }
+        }
+    }
+    Some((b, t))
+}
+
+/// Whether the model gets `forward_cached` (see the module docs).
+pub fn decodable(g: &Graph, plan: &Plan) -> bool {
+    decoding_symbols(g, plan).is_some()
+}
+
+pub(super) fn emit(cx: &Ctx) -> TokenStream {
+    let Some((b, t)) = decoding_symbols(cx.g, cx.plan) else {
+        return TokenStream::new();
+    };
+    let g = cx.g;
+    let (name, cache, bufs, vis) = (cx.name, &cx.cache_name, &cx.buffers_name, &g.vis);
+
+    let mut fields = TokenStream::new();
+    let mut inits = TokenStream::new();
+    for &id in &cx.plan.forward_nodes {
+        let node = &g.nodes[id];
+        let NodeKind::Kernel(k) = &node.kind else {
+            continue;
+        };
+        let inputs: Vec<_> = node.inputs.iter().map(|&i| g.info(i)).collect();
+        if let Decoding::Incremental {
+            cache: Some((ty, init)),
+        } = k.decoding(&inputs)
+        {
+            let field = cx.node_ident(id);
+            let doc = format!(" What `{}` keeps of the earlier positions.", node.name);
+            fields.extend(quote! { #[doc = #doc] #field: #ty, });
+            inits.extend(quote! { #field: #init, });
+        }
+    }
+
+    let code = emit_values(cx, &cx.plan.forward_nodes, false, true);
+    let (params, body) = (code.params, code.body);
+    let bind = cx.bind_dims(quote!(ws.dims));
+    let float_inputs = super::passes::input_params(cx, false);
+
+    let model_inputs: Vec<_> = g.inputs.iter().filter(|d| !d.is_target).collect();
+    let input_views: Vec<TokenStream> = model_inputs.iter().map(|d| view_param(cx, d)).collect();
+    let input_names: Vec<_> = model_inputs.iter().map(|d| &d.name).collect();
+    let bind_inputs = bind_inputs(cx, model_inputs.iter().copied());
+    let stage = stage_inputs(g.inputs.iter().enumerate().filter(|(_, d)| !d.is_target));
+    let bind_dims = cx.bind_dims(quote!(dims));
+    let outputs: Vec<(TokenStream, TokenStream)> = g
+        .outputs
+        .iter()
+        .map(|(o, _)| {
+            let shape: &Shape = &g.info(*o).shape;
+            let (ix, buf, dim) = (cx.ix(shape), cx.node_ident(*o), cx.dim_value(shape));
+            (
+                quote!(::kiln::ndarray::Array<F, #ix>),
+                quote!(::kiln::shape::view(&buffers.#buf, #dim)?.to_owned()),
+            )
+        })
+        .collect();
+    let (types, values): (Vec<_>, Vec<_>) = outputs.into_iter().unzip();
+    let (out_type, out_value) = if types.len() == 1 {
+        (types[0].clone(), values[0].clone())
+    } else {
+        (quote!((#(#types),*)), quote!((#(#values),*)))
+    };
+    let cache_doc = format!(
+        " The decoding cache of [`{name}::forward_cached`]: for each sequence of a batch, what the \
+         model keeps of the positions it has seen (the keys and values of each causal \
+         self-attention layer), up to a capacity fixed when it is made \
+         ([`{name}::decoder_cache`])."
+    );
+    let forward_doc = format!(
+        " Incremental decoding: the outputs for new positions of sequences whose earlier \
+         positions `cache` holds, as [`{name}::forward`] gives them for those positions of the \
+         whole sequences, computing only the new positions. The inputs hold only the new \
+         positions (their time axis is as long as there are new positions), which then join \
+         the cache. To sample a sequence, give the prompt, then each sampled token in turn.\n\n Returns `Err` if an input's shape is wrong, if the \
+         batch is not the cache's, or if the new positions do not fit in the cache (nor in a \
+         position table); the cache is then unchanged."
+    );
+    let (bs, ts) = (b, t);
+    quote! {
+        #[doc = #cache_doc]
+        #vis struct #cache<F: ::kiln::Float> {
+            batch: usize,
+            capacity: usize,
+            len: usize,
+            buffers: #bufs<F>,
+            #fields
+        }
+
+        impl<F: ::kiln::Float> #cache<F> {
+            /// An empty cache for batches of `batch` sequences of up to `capacity` positions.
+            #vis fn new(batch: usize, capacity: usize) -> Self {
+                Self { batch, capacity, len: 0, buffers: #bufs::new(), #inits }
+            }
+
+            /// How many positions of each sequence the cache holds.
+            #vis fn len(&self) -> usize {
+                self.len
+            }
+
+            /// Whether the cache holds no position yet.
+            #vis fn is_empty(&self) -> bool {
+                self.len == 0
+            }
+
+            /// The most positions it holds.
+            #vis fn capacity(&self) -> usize {
+                self.capacity
+            }
+
+            /// The number of sequences it is made for.
+            #vis fn batch(&self) -> usize {
+                self.batch
+            }
+
+            /// Forgets every position, to start new sequences (the memory is kept).
+            #vis fn clear(&mut self) {
+                self.len = 0;
+            }
+        }
+
+        impl<F: ::kiln::Float> #name<F> {
+            /// An empty decoding cache for [`Self::forward_cached`], for batches of `batch`
+            /// sequences of up to `capacity` positions.
+            #vis fn decoder_cache(&self, batch: usize, capacity: usize) -> #cache<F> {
+                #cache::new(batch, capacity)
+            }
+
+            #[doc = #forward_doc]
+            #[allow(non_snake_case, clippy::too_many_arguments)]
+            #vis fn forward_cached(&self, #(#input_views,)* cache: &mut #cache<F>) -> ::kiln::Result<#out_type> {
+                #bind_inputs
+                ::kiln::shape::check_decode(cache.batch, cache.len, cache.capacity, dims[#bs], dims[#ts])?;
+                let mut staging = ::kiln::shape::Staging::<F>::new();
+                #stage
+                let mut buffers = ::core::mem::replace(&mut cache.buffers, #bufs::new());
+                buffers.prepare(dims, false, false);
+                let offset = cache.len;
+                let ran = self.run_forward_cached(&mut buffers, cache, offset, #(#input_names),*);
+                let outputs = ran.and_then(|()| {
+                    #bind_dims
+                    Ok(#out_value)
+                });
+                cache.buffers = buffers;
+                if outputs.is_ok() {
+                    cache.len = offset + dims[#ts];
+                }
+                outputs
+            }
+
+            /// The decoding pass: every value that reaches an output, for the new positions,
+            /// which follow `offset` cached ones.
+            #[allow(non_snake_case, unused_variables, unused_doc_comments, clippy::too_many_arguments)]
+            fn run_forward_cached(&self, ws: &mut #bufs<F>, cache: &mut #cache<F>, offset: usize, #(#float_inputs),*) -> ::kiln::Result<()> {
+                #bind
+                #params
+                #body
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Incremental decoding (`forward_cached`): a sequence fed in pieces through the decoding cache
+//! gives the outputs `forward` gives on the whole sequence, and bad calls are errors that leave
+//! the cache as it was.
+
+use kiln::ndarray::{s, Array2, Array3};
+use kiln::rand::rngs::StdRng;
+use kiln::rand::{RngExt, SeedableRng};
+
+kiln::model! {
+    /// A small GPT: token and position embeddings, two pre-norm blocks of causal attention
+    /// and a GELU MLP (with dropout, inactive here), a tied head.
+    struct TinyGpt {
+        input tokens: [B, T] tokens 13;
+        target next: [B, T] classes 13;
+        let wte = embedding(tokens, 8);
+        let wpe = position_embedding(tokens, 8, max_len = 12);
+        let x = wte + wpe;
+        let h = Block(x, repeat = 2);
+        let ln_f = layer_norm(h);
+        let logits = linear(ln_f, 13, bias = false, tied = wte);
+        output logits;
+        loss cross_entropy(logits, next);
+
+        block Block(x) {
+            let ln_1 = layer_norm(x);
+            let attn = multi_head_attention(ln_1, heads = 2, causal = true);
+            let x1 = x + attn;
+            let ln_2 = layer_norm(x1);
+            let fc = dropout(gelu(linear(ln_2, 16)), p = 0.1);
+            let out = x1 + linear(fc, 8);
+            output out;
+        }
+    }
+}
+
+kiln::model! {
+    /// Attention at the top level, two outputs, float inputs: also decodable.
+    struct TwoHeads {
+        input x: [B, T, 4];
+        let a = multi_head_attention(x, heads = 1, causal = true);
+        let y = softmax(linear(a, 3));
+        let z = relu(a) * 2.0;
+        output y, z;
+    }
+}
+
+fn tokens(rng: &mut StdRng, batch: usize, len: usize) -> Array2<usize> {
+    Array2::from_shape_fn((batch, len), |_| rng.random_range(0..13))
+}
+
+fn assert_close(got: &Array3<f64>, want: &Array3<f64>, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() < 1e-12,
+            "{what}: element {i}: {g} against {w}"
+        );
+    }
+}
+
+#[test]
+fn pieces_give_the_whole_sequences_outputs() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let model = TinyGpt::<f64>::new(&mut rng);
+    let ids = tokens(&mut rng, 3, 12);
+    let whole = model.forward(ids.view()).unwrap();
+    let mut cache = model.decoder_cache(3, 12);
+    let mut at = 0;
+    for piece in [5, 1, 1, 3, 2] {
+        let new = ids.slice(s![.., at..at + piece]);
+        let logits = model.forward_cached(new, &mut cache).unwrap();
+        let want = whole.slice(s![.., at..at + piece, ..]).to_owned();
+        assert_close(&logits, &want, &format!("positions {at}..{}", at + piece));
+        at += piece;
+        assert_eq!(cache.len(), at);
+    }
+    // A cleared cache starts new sequences, here a prefix of the same ones.
+    cache.clear();
+    assert!(cache.is_empty());
+    let again = model
+        .forward_cached(ids.slice(s![.., ..4]), &mut cache)
+        .unwrap();
+    assert_close(
+        &again,
+        &whole.slice(s![.., ..4, ..]).to_owned(),
+        "after clear",
+    );
+}
+
+#[test]
+fn several_outputs_and_float_inputs() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let model = TwoHeads::<f64>::new(&mut rng);
+    let x = Array3::from_shape_fn((2, 7, 4), |_| rng.random_range(-1.0..1.0));
+    let (y, z) = model.forward(x.view()).unwrap();
+    let mut cache = model.decoder_cache(2, 7);
+    let (y1, z1) = model
+        .forward_cached(x.slice(s![.., ..3, ..]), &mut cache)
+        .unwrap();
+    let (y2, z2) = model
+        .forward_cached(x.slice(s![.., 3.., ..]), &mut cache)
+        .unwrap();
+    assert_close(&y1, &y.slice(s![.., ..3, ..]).to_owned(), "y, first piece");
+    assert_close(&z1, &z.slice(s![.., ..3, ..]).to_owned(), "z, first piece");
+    assert_close(&y2, &y.slice(s![.., 3.., ..]).to_owned(), "y, second piece");
+    assert_close(&z2, &z.slice(s![.., 3.., ..]).to_owned(), "z, second piece");
+}
+
+#[test]
+fn bad_calls_are_errors_and_keep_the_cache() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let model = TinyGpt::<f32>::new(&mut rng);
+    let ids = tokens(&mut rng, 2, 12);
+    let whole = model.forward(ids.view()).unwrap();
+    let mut cache = model.decoder_cache(2, 8);
+    model
+        .forward_cached(ids.slice(s![.., ..6]), &mut cache)
+        .unwrap();
+
+    let full = model
+        .forward_cached(ids.slice(s![.., 6..9]), &mut cache)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        full.contains("holds 6 of its 8 positions, and 3 more do not fit"),
+        "{full}"
+    );
+    let batch = model
+        .forward_cached(ids.slice(s![..1, 6..7]), &mut cache)
+        .unwrap_err()
+        .to_string();
+    assert!(batch.contains("batches of 2 sequences"), "{batch}");
+    let empty = model
+        .forward_cached(ids.slice(s![.., 6..6]), &mut cache)
+        .unwrap_err()
+        .to_string();
+    assert!(empty.contains("T cannot be 0"), "{empty}");
+    let mut bad = ids.slice(s![.., 6..7]).to_owned();
+    bad[[1, 0]] = 13;
+    let token = model.forward_cached(bad.view(), &mut cache).unwrap_err();
+    assert!(token.to_string().contains("token id 13"), "{token}");
+    assert_eq!(cache.len(), 6);
+
+    // The cache still continues the sequences where they were.
+    let next = model
+        .forward_cached(ids.slice(s![.., 6..8]), &mut cache)
+        .unwrap();
+    let want = whole.slice(s![.., 6..8, ..]).to_owned();
+    for (g, w) in next.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-4, "{g} against {w}");
+    }
+
+    // A cache longer than the position table: the table's limit is an error too.
+    let mut long = model.decoder_cache(2, 20);
+    model
+        .forward_cached(ids.slice(s![.., ..10]), &mut long)
+        .unwrap();
+    let table = model
+        .forward_cached(ids.slice(s![.., ..3]), &mut long)
+        .unwrap_err()
+        .to_string();
+    assert!(table.contains("max_len = 12"), "{table}");
+    assert_eq!(long.len(), 10);
+}
