@@ -3,8 +3,8 @@
 //! A model whose values are all sequences `[B, T, ...]` (the same two symbolic dims first,
 //! fixed dims after) and whose ops each compute a position from that position alone, or know
 //! how to continue a sequence (causal self-attention keeps its keys and values in a
-//! [`KvCache`](../../kiln_runtime/kernels/kv_cache/struct.KvCache.html), a position embedding
-//! starts at the cached length, a block chain keeps one cache per repetition), can run its
+//! `kiln::kernels::kv_cache::KvCache`, a position embedding starts at the cached length, a
+//! block chain keeps one cache per repetition), can run its
 //! forward pass on new positions only: `forward_cached(tokens, &mut cache)` computes the
 //! outputs of the new positions as `forward` on the whole sequence would, at one position's
 //! cost per layer. Sampling a language model token by token is the use.
@@ -31,44 +31,120 @@ fn is_sequence(shape: &[Dim], b: usize, t: usize) -> bool {
         && shape[2..].iter().all(|d| matches!(d, Dim::Fixed(_)))
 }
 
+/// Why a model has no decoding pass.
+enum NotDecodable {
+    /// Its first input is not a sequence `[B, T, ...]`: decoding does not apply.
+    NotSequence,
+    /// A sequence model with something decoding cannot continue; the reason, for the
+    /// compile error of a call of `forward_cached` or `decoder_cache`.
+    Because(String),
+}
+
 /// The batch and time symbols of a model that can decode incrementally: its first input is
 /// `[B, T, ...]` with two symbolic dims, every input and every value of the forward pass is
 /// `[B, T, fixed...]` (pointwise ops then work position by position), no input is a lengths
 /// vector, and every kernel supports decoding ([`Decoding`]).
-fn decoding_symbols(g: &Graph, plan: &Plan) -> Option<(usize, usize)> {
+fn decoding_symbols(g: &Graph, plan: &Plan) -> Result<(usize, usize), NotDecodable> {
     let mut inputs = g.inputs.iter().filter(|d| !d.is_target);
-    let (b, t) = match inputs.clone().next()?.dims[..] {
-        [Dim::Symbol(b), Dim::Symbol(t), ..] if b != t => (b, t),
-        _ => return None,
+    let (b, t) = match inputs.clone().next().map(|d| &d.dims[..]) {
+        Some(&[Dim::Symbol(b), Dim::Symbol(t), ..]) if b != t => (b, t),
+        _ => return Err(NotDecodable::NotSequence),
     };
-    if inputs
-        .any(|d| matches!(d.ints, Some(ValueKind::Lengths { .. })) || !is_sequence(&d.dims, b, t))
+    let symbols = &g.symbols;
+    if let Some(d) = inputs
+        .find(|d| matches!(d.ints, Some(ValueKind::Lengths { .. })) || !is_sequence(&d.dims, b, t))
     {
-        return None;
+        return Err(NotDecodable::Because(format!(
+            "input `{}` is not a sequence [{}, {}, ...] like the first input",
+            d.name, symbols[b], symbols[t]
+        )));
     }
     for &id in &plan.forward_nodes {
         let node = &g.nodes[id];
-        if !is_sequence(&g.info(id).shape.0, b, t) {
-            return None;
+        let op = match &node.kind {
+            NodeKind::Input(_) => continue,
+            NodeKind::Pointwise { op, .. } => *op,
+            NodeKind::Kernel(k) => k.name(),
+        };
+        let shape = &g.info(id).shape;
+        if !is_sequence(&shape.0, b, t) {
+            return Err(NotDecodable::Because(format!(
+                "`{}` ({op}) is {}, not a sequence [{}, {}, ...]",
+                node.name,
+                shape.display(symbols),
+                symbols[b],
+                symbols[t]
+            )));
         }
         if let NodeKind::Kernel(k) = &node.kind {
             let inputs: Vec<_> = node.inputs.iter().map(|&i| g.info(i)).collect();
             if matches!(k.decoding(&inputs), Decoding::Unsupported) {
-                return None;
+                return Err(NotDecodable::Because(format!(
+                    "`{}` ({op}) needs the whole sequence at once",
+                    node.name
+                )));
             }
         }
     }
-    Some((b, t))
+    Ok((b, t))
 }
 
 /// Whether the model gets `forward_cached` (see the module docs).
 pub fn decodable(g: &Graph, plan: &Plan) -> bool {
-    decoding_symbols(g, plan).is_some()
+    decoding_symbols(g, plan).is_ok()
+}
+
+/// For a sequence model without a decoding pass: `forward_cached` and `decoder_cache` exist,
+/// but bounded by a trait no type implements, whose message says why they are not available
+/// (rather than rustc's bare "no method named `forward_cached`").
+fn unavailable(cx: &Ctx, reason: &str) -> TokenStream {
+    let (name, vis) = (cx.name, &cx.g.vis);
+    let marker = quote::format_ident!("{}Decodes", name);
+    let message = format!("`{name}` has no incremental decoding: {reason}");
+    let label = format!("`forward_cached` and `decoder_cache` are not available for `{name}`");
+    let note = "a model decodes incrementally when every value of its forward pass is a \
+                sequence [B, T, ...] and every op works position by position (embeddings, \
+                `linear`, `layer_norm`, element-wise ops) or continues a sequence \
+                (`multi_head_attention(.., causal = true)`, `position_embedding`)";
+    let doc = format!(" Implemented by no type: `{name}` has no incremental decoding ({reason}).");
+    let inputs = cx.g.inputs.iter().filter(|d| !d.is_target).count();
+    let generics: Vec<_> = (0..inputs)
+        .map(|i| quote::format_ident!("X{}", i))
+        .collect();
+    quote! {
+        #[doc = #doc]
+        #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
+        #vis trait #marker {}
+
+        impl<F: ::kiln::Float> #name<F> {
+            /// Not available for this model (see the trait in its bound): calling it is a
+            /// compile error that says why.
+            #[doc(hidden)]
+            #vis fn decoder_cache(&self, _: usize, _: usize) -> !
+            where
+                Self: #marker,
+            {
+                unreachable!()
+            }
+
+            /// Not available for this model (see the trait in its bound): calling it is a
+            /// compile error that says why.
+            #[doc(hidden)]
+            #vis fn forward_cached<#(#generics,)* C>(&self, #(_: #generics,)* _: C) -> !
+            where
+                Self: #marker,
+            {
+                unreachable!()
+            }
+        }
+    }
 }
 
 pub(super) fn emit(cx: &Ctx) -> TokenStream {
-    let Some((b, t)) = decoding_symbols(cx.g, cx.plan) else {
-        return TokenStream::new();
+    let (b, t) = match decoding_symbols(cx.g, cx.plan) {
+        Ok(symbols) => symbols,
+        Err(NotDecodable::NotSequence) => return TokenStream::new(),
+        Err(NotDecodable::Because(reason)) => return unavailable(cx, &reason),
     };
     let g = cx.g;
     let (name, cache, bufs, vis) = (cx.name, &cx.cache_name, &cx.buffers_name, &g.vis);

@@ -1,0 +1,16 @@
+// Incremental decoding needs ops that work position by position or continue a sequence: an
+// LSTM over padded sequences reads each whole sequence, so the model has no `forward_cached`.
+kiln::model! {
+    pub struct Tagger {
+        input tokens: [B, T] tokens 100;
+        let e = embedding(tokens, 16);
+        let h = lstm(e, 16);
+        let tags = linear(h, 5);
+        output tags;
+    }
+}
+
+fn main() {
+    let model = Tagger::<f32>::new(&mut <kiln::rand::rngs::StdRng as kiln::rand::SeedableRng>::seed_from_u64(0));
+    let mut cache = model.decoder_cache(1, 32);
+}
