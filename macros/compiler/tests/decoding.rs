@@ -1,0 +1,145 @@
+//! Which models get incremental decoding (`forward_cached`): those whose forward values are all
+//! sequences `[B, T, ...]` and whose ops work position by position or continue a sequence. Every
+//! other sequence model gets the stand-in whose call is a compile error naming the value at
+//! fault; models that are not sequence models get neither.
+
+use proc_macro2::TokenStream;
+
+/// What the expansion offers: the decoding pass, the stand-in's reason, or nothing.
+enum Decoding {
+    Cached,
+    Unavailable(String),
+    Absent,
+}
+
+fn decoding(model: TokenStream) -> Decoding {
+    let code = kiln_compiler::expand(model)
+        .unwrap_or_else(|e| panic!("the model compiles: {e}"))
+        .to_string();
+    if code.contains("fn run_forward_cached") {
+        assert!(
+            !code.contains("on_unimplemented"),
+            "both the pass and the stand-in"
+        );
+        return Decoding::Cached;
+    }
+    match code.split("has no incremental decoding: ").nth(1) {
+        Some(rest) => Decoding::Unavailable(rest.split('"').next().unwrap_or("").to_string()),
+        None => Decoding::Absent,
+    }
+}
+
+fn assert_cached(model: TokenStream) {
+    match decoding(model) {
+        Decoding::Cached => {}
+        Decoding::Unavailable(why) => panic!("expected forward_cached, got the stand-in: {why}"),
+        Decoding::Absent => panic!("expected forward_cached, got nothing"),
+    }
+}
+
+fn assert_unavailable(model: TokenStream, reason: &str) {
+    match decoding(model) {
+        Decoding::Unavailable(why) => assert!(why.contains(reason), "{why}"),
+        Decoding::Cached => panic!("expected no forward_cached ({reason})"),
+        Decoding::Absent => panic!("expected the stand-in ({reason}), got nothing"),
+    }
+}
+
+#[test]
+fn position_wise_ops_and_causal_attention_decode() {
+    assert_cached(quote::quote! {
+        struct Lm {
+            input tokens: [B, T] tokens 50;
+            let wte = embedding(tokens, 16);
+            let wpe = position_embedding(tokens, 16, max_len = 32);
+            let e = wte + wpe;
+            let ln = layer_norm(e);
+            let a = multi_head_attention(ln, heads = 2, causal = true);
+            let h = dropout(gelu(linear(e + a, 32)), p = 0.1);
+            let p = softmax(linear(h, 50));
+            output p;
+        }
+    });
+    // Float sequences, several outputs.
+    assert_cached(quote::quote! {
+        struct Two {
+            input x: [N, L, 8];
+            let a = multi_head_attention(x, heads = 4, causal = true);
+            let b = tanh(a) * x;
+            output a, b;
+        }
+    });
+}
+
+#[test]
+fn ops_that_need_the_whole_sequence_do_not() {
+    assert_unavailable(
+        quote::quote! {
+            struct Enc {
+                input tokens: [B, T] tokens 50;
+                let e = embedding(tokens, 16);
+                let a = multi_head_attention(e, heads = 2);
+                output a;
+            }
+        },
+        "`a` (multi_head_attention) needs the whole sequence",
+    );
+    assert_unavailable(
+        quote::quote! {
+            struct Rnn {
+                input x: [B, T, 4];
+                let h = gru(x, 8);
+                output h;
+            }
+        },
+        "`h` (gru)",
+    );
+    // The softmax of a [B, T] value runs over time.
+    assert_unavailable(
+        quote::quote! {
+            struct OverTime {
+                input x: [B, T];
+                let w = softmax(x);
+                output w;
+            }
+        },
+        "`w` (softmax) needs the whole sequence",
+    );
+    // A mean over time leaves the sequence.
+    assert_unavailable(
+        quote::quote! {
+            struct Pooled {
+                input x: [B, T, 4];
+                let m = mean(x, axis = 1);
+                output m;
+            }
+        },
+        "`m` (mean) is [B, 4], not a sequence [B, T, ...]",
+    );
+    // Lengths measure whole sequences.
+    assert_unavailable(
+        quote::quote! {
+            struct Padded {
+                input x: [B, T, 4];
+                input len: [B] lengths T;
+                let a = multi_head_attention(x, heads = 1, causal = true, lengths = len);
+                output a;
+            }
+        },
+        "input `len` is not a sequence",
+    );
+}
+
+#[test]
+fn models_without_sequences_get_neither() {
+    assert!(matches!(
+        decoding(quote::quote! {
+            struct Mlp {
+                input x: [B, 4];
+                let y = linear(x, 2);
+                output y;
+            }
+        }),
+        Decoding::Absent
+    ));
+}
