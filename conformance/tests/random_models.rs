@@ -34,13 +34,26 @@ mod long_run;
 /// The seeds of the committed set.
 const CI_SEEDS: std::ops::Range<u64> = 0..100;
 
+/// How many models with incremental decoding the committed set adds to those among
+/// [`CI_SEEDS`] (about one in a hundred random models has it).
+const DECODE_EXTRA: usize = 12;
+
+/// The committed set's seeds: [`CI_SEEDS`], then the first [`DECODE_EXTRA`] seeds after them
+/// whose model decodes incrementally.
+fn committed_seeds() -> Vec<u64> {
+    let extra = (CI_SEEDS.end..)
+        .filter(|&s| gen::generate(s).decodable())
+        .take(DECODE_EXTRA);
+    CI_SEEDS.chain(extra).collect()
+}
+
 #[test]
 fn generated_file_is_current() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("random_models")
         .join("generated.rs");
-    let want = gen::file(CI_SEEDS);
+    let want = gen::file(committed_seeds());
     if std::env::var_os("KILN_REGENERATE_RANDOM_MODELS").is_some() {
         std::fs::write(&path, &want).expect("write generated.rs");
         return;
@@ -55,7 +68,7 @@ fn generated_file_is_current() {
 
 #[test]
 fn ci_random_models() {
-    assert_eq!(generated::CASES.len(), CI_SEEDS.count());
+    assert_eq!(generated::CASES.len(), CI_SEEDS.count() + DECODE_EXTRA);
     let summary = harness::Summary::run(generated::CASES);
     println!("{summary}");
     assert!(
@@ -65,6 +78,26 @@ fn ci_random_models() {
         summary.models,
         summary.failures.join("\n\n")
     );
+}
+
+/// The committed models with incremental decoding, fed in pieces through the decoding cache
+/// (see `harness::check_decode`).
+#[test]
+fn ci_random_models_decode_in_pieces() {
+    let failures: Vec<String> = generated::DECODE_CASES
+        .iter()
+        .filter_map(|(seed, check)| check(*seed).err())
+        .collect();
+    println!(
+        "{} of {} random models decode incrementally",
+        generated::DECODE_CASES.len(),
+        generated::CASES.len()
+    );
+    assert!(
+        generated::DECODE_CASES.len() > DECODE_EXTRA,
+        "too few decodable models to test"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]

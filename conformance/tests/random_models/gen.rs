@@ -411,6 +411,26 @@ impl Graph {
         self.body.values.len() - 1
     }
 
+    /// Whether `kiln::model!` gives the model incremental decoding (`forward_cached`),
+    /// restated from the language's rule (README, "Sequence models") rather than taken from
+    /// the compiler, so that the two check each other: the input is a sequence `[B, T, ...]`
+    /// with two symbolic dims and no lengths, and every value reaching an output is
+    /// `[B, T, fixed...]` and computed position by position (embeddings, `linear`, `softmax`
+    /// and `layer_norm` over features, element-wise ops, dropout) or by an op that continues
+    /// a sequence (causal self-attention without lengths, position embeddings, blocks of
+    /// these). The generated file calls `forward_cached` exactly on these models, so a model
+    /// the compiler disagrees on fails to build.
+    pub fn decodable(&self) -> bool {
+        let x = &self.body.values[0].shape;
+        let (b, t) = match (x.first().and_then(|d| d.sym), x.get(1).and_then(|d| d.sym)) {
+            (Some(b), Some(t)) if b != t => (b, t),
+            _ => return false,
+        };
+        let mut roots = vec![self.pred()];
+        roots.extend(&self.outputs);
+        self.lengths.is_none() && body_decodes(&self.body, &roots, b, t, &self.blocks)
+    }
+
     /// Every op of the model (blocks' bodies included), for coverage counts, with tags for
     /// the options worth counting.
     pub fn op_kinds(&self) -> Vec<String> {
@@ -821,7 +841,7 @@ pub fn file(seeds: impl IntoIterator<Item = u64>) -> String {
          (`KILN_REGENERATE_RANDOM_MODELS=1 cargo test -p kiln-conformance --test random_models`); \
          do not edit.\n",
     );
-    let mut names = Vec::new();
+    let (mut names, mut decoders) = (Vec::new(), Vec::new());
     for seed in seeds {
         let g = generate(seed);
         s.push('\n');
@@ -857,14 +877,77 @@ pub fn file(seeds: impl IntoIterator<Item = u64>) -> String {
             outs.join(", ")
         )
         .unwrap();
+        if g.decodable() {
+            writeln!(
+                s,
+                "decoder! {{ {}, {input}, [{}] }}",
+                g.name,
+                outs.join(", ")
+            )
+            .unwrap();
+            decoders.push((seed, g.name.clone()));
+        }
         names.push((seed, g.name.clone()));
     }
     s.push_str("\ncases! {\n");
     for (seed, name) in names {
         writeln!(s, "    {seed} => {name},").unwrap();
     }
+    s.push_str("}\n\ndecode_cases! {\n");
+    for (seed, name) in decoders {
+        writeln!(s, "    {seed} => {name},").unwrap();
+    }
     s.push_str("}\n");
     s
+}
+
+/// Whether every value of `body` that reaches `roots` decodes incrementally (see
+/// [`Graph::decodable`]).
+fn body_decodes(body: &Body, roots: &[usize], b: &str, t: &str, blocks: &[BlockDef]) -> bool {
+    let mut reaches = vec![false; body.values.len()];
+    for &r in roots {
+        reaches[r] = true;
+    }
+    for i in (0..body.values.len()).rev() {
+        if let (true, Some(op)) = (reaches[i], &body.values[i].op) {
+            for v in op.operands() {
+                reaches[v] = true;
+            }
+        }
+    }
+    let sequence = |shape: &Shape| {
+        shape.len() >= 2
+            && shape[0].sym == Some(b)
+            && shape[1].sym == Some(t)
+            && shape[2..].iter().all(|d| d.sym.is_none())
+    };
+    let features = |v: usize| body.values[v].shape.len() >= 3;
+    body.values.iter().zip(&reaches).all(|(value, &needed)| {
+        !needed
+            || sequence(&value.shape)
+                && match &value.op {
+                    None
+                    | Some(Op::Point(_))
+                    | Some(Op::Dropout { .. })
+                    | Some(Op::Embedding { .. })
+                    | Some(Op::PositionEmbedding { .. }) => true,
+                    Some(Op::Linear { x, .. })
+                    | Some(Op::Tied { x, .. })
+                    | Some(Op::Softmax { x, .. })
+                    | Some(Op::LayerNorm { x, .. }) => features(*x),
+                    Some(Op::Attention {
+                        memory,
+                        causal,
+                        lengths,
+                        ..
+                    }) => *causal && memory.is_none() && !lengths,
+                    Some(Op::Block { block, .. }) => {
+                        let inner = &blocks[*block].body;
+                        body_decodes(inner, &[inner.values.len() - 1], b, t, blocks)
+                    }
+                    Some(_) => false,
+                }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

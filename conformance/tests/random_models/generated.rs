@@ -32,6 +32,7 @@ kiln::model! {
     }
 }
 runner! { R1, float 3, no_lengths, values 3, unseeded, [] }
+decoder! { R1, float 3, [] }
 
 kiln::model! {
     struct R2 {
@@ -1716,6 +1717,223 @@ kiln::model! {
 }
 runner! { R99, float 2, no_lengths, labels 3, unseeded, [] }
 
+kiln::model! {
+    struct R108 {
+        input x: [B, T] tokens 4;
+        target y: [B, T, 4];
+        let v1 = embedding(x, 2);
+        let v2 = exp((exp(tanh(v1)) * 0.5));
+        let v3 = softplus(v1) * relu(v2);
+        let pred = linear(v3, 4, tied = v1);
+        output pred;
+        loss bce_with_logits(pred, y);
+    }
+}
+runner! { R108, tokens 2, no_lengths, values 3, unseeded, [] }
+decoder! { R108, tokens 2, [] }
+
+kiln::model! {
+    struct R112 {
+        input x: [B, S] tokens 7;
+        target y: [B, S] classes 3;
+        let v1 = embedding(x, 2);
+        let v2 = 0.1 * leaky_relu(v1, 0.2);
+        let v3 = square(v2) * (v1 - 0.25);
+        let v4 = linear(v2, 4, bias = false);
+        let v5 = Blk0(v1);
+        let v6 = linear(v5, 6);
+        let pred = linear(v6, 3);
+        output pred;
+        loss cross_entropy(pred, y, ignore_index = 2) + 0.3 * mean(v3) + 0.1 * mean(v4);
+
+        block Blk0(x) {
+            let u1 = dropout(x, 0.25);
+            let u2 = 0.25 * u1;
+            let u3 = x + tanh(u2);
+            output u3;
+        }
+    }
+}
+runner! { R112, tokens 2, no_lengths, labels 2, seeded, [] }
+decoder! { R112, tokens 2, [] }
+
+kiln::model! {
+    struct R130 {
+        input x: [B, T] tokens 3;
+        target y: [B, T, 4];
+        let v1 = embedding(x, 4);
+        let v2 = softplus(v1) / 0.75;
+        let v3 = dropout(v2, 0.5);
+        let pred = linear(v3, 4);
+        output pred;
+        loss bce_with_logits(pred, y);
+    }
+}
+runner! { R130, tokens 2, no_lengths, values 3, seeded, [] }
+decoder! { R130, tokens 2, [] }
+
+kiln::model! {
+    struct R145 {
+        input x: [B, T, 4];
+        target y: [B, T, 3];
+        let v1 = linear(x, 2);
+        let v2 = Blk0(v1, repeat = 2);
+        let pred = linear(v2, 3);
+        output pred;
+        loss bce_with_logits(pred, y);
+
+        block Blk0(x) {
+            let u1 = linear(x, 2);
+            let u2 = linear(u1, 2);
+            let u3 = u2 - 0.75;
+            let u4 = x + u3;
+            output u4;
+        }
+    }
+}
+runner! { R145, float 3, no_lengths, values 3, unseeded, [] }
+decoder! { R145, float 3, [] }
+
+kiln::model! {
+    struct R170 {
+        input x: [B, T] tokens 3;
+        target y: [B, T, 3];
+        let v1 = embedding(x, 2, padding_idx = 1);
+        let v2 = linear(v1, 5);
+        let v3 = linear(v2, 4);
+        let v4 = linear(v3, 5);
+        let pred = linear(v4, 3);
+        output pred;
+        loss bce_with_logits(pred, y);
+    }
+}
+runner! { R170, tokens 2, no_lengths, values 3, unseeded, [] }
+decoder! { R170, tokens 2, [] }
+
+kiln::model! {
+    struct R179 {
+        input x: [B, T, 2];
+        target y: [B, T, 3];
+        let v1 = exp(tanh(x));
+        let v2 = linear(x, 3, bias = false);
+        let pred = linear(v2, 3);
+        output pred;
+        loss bce_with_logits(pred, y) + 0.1 * mean(v1);
+    }
+}
+runner! { R179, float 3, no_lengths, values 3, unseeded, [] }
+decoder! { R179, float 3, [] }
+
+kiln::model! {
+    struct R184 {
+        input x: [B, T, 4];
+        target y: [B, T] classes 3;
+        let v1 = softplus(tanh(x));
+        let v2 = layer_norm(v1);
+        let v3 = linear(x, 2);
+        let pred = linear(v3, 3);
+        output pred;
+        loss cross_entropy(pred, y) + 0.1 * sum(v2);
+    }
+}
+runner! { R184, float 3, no_lengths, labels 2, unseeded, [] }
+decoder! { R184, float 3, [] }
+
+kiln::model! {
+    struct R202 {
+        input x: [B, T, 2];
+        target y: [B, T] classes 3;
+        let v1 = sigmoid(x);
+        let v2 = square(v1);
+        let v3 = (v2 - 0.25) * exp((v1 * 0.5));
+        let v4 = Blk0(v2);
+        let v5 = multi_head_attention(v3, heads = 1, causal = true, bias = false);
+        let pred = linear(v5, 3);
+        output pred, v4;
+        loss cross_entropy(pred, y, ignore_index = 1);
+
+        block Blk0(x) {
+            let u1 = linear(x, 2);
+            let u2 = x + u1;
+            output u2;
+        }
+    }
+}
+runner! { R202, float 3, no_lengths, labels 2, unseeded, [v4] }
+decoder! { R202, float 3, [v4] }
+
+kiln::model! {
+    struct R252 {
+        input x: [B, S, 3];
+        target y: [B, S] classes 3;
+        let v1 = Blk0(x, repeat = 2);
+        let v2 = square(log((softplus(x) + 0.5)));
+        let v3 = sqrt((square(v2) + 0.1)) * sigmoid(sqrt((square(v2) + 0.1)));
+        let v4 = square(v3);
+        let v5 = softmax(v4);
+        let pred = linear(v5, 3);
+        output pred, v1;
+        loss cross_entropy(pred, y, ignore_index = 1);
+
+        block Blk0(x) {
+            let u1 = linear(x, 3);
+            let u2 = dropout(u1, 0.25);
+            let u3 = leaky_relu(u2, 0.2);
+            let u4 = x + u3;
+            output u4;
+        }
+    }
+}
+runner! { R252, float 3, no_lengths, labels 2, seeded, [v1] }
+decoder! { R252, float 3, [v1] }
+
+kiln::model! {
+    struct R253 {
+        input x: [B, S] tokens 7;
+        target y: [B, S, 4];
+        let v1 = embedding(x, 4, padding_idx = 1);
+        let v2 = softplus(v1);
+        let v3 = (v2 - 0.25) * relu(v1);
+        let v4 = dropout(v3, 0.25);
+        let pred = linear(v4, 4);
+        output pred;
+        loss bce_with_logits(pred, y);
+    }
+}
+runner! { R253, tokens 2, no_lengths, values 3, seeded, [] }
+decoder! { R253, tokens 2, [] }
+
+kiln::model! {
+    struct R275 {
+        input x: [B, T, 3];
+        target y: [B, T, 3];
+        let v1 = linear(x, 3);
+        let v2 = transpose(v1, -2, -1);
+        let v3 = layer_norm(x);
+        let pred = linear(v3, 3);
+        output pred;
+        loss mse(pred, y) + 0.3 * sum(v2);
+    }
+}
+runner! { R275, float 3, no_lengths, values 3, unseeded, [] }
+decoder! { R275, float 3, [] }
+
+kiln::model! {
+    struct R278 {
+        input x: [B, T] tokens 5;
+        target y: [B, T, 4];
+        let v1 = embedding(x, 2);
+        let v2 = -v1;
+        let v3 = leaky_relu(v2, 0.2) * v1;
+        let v4 = leaky_relu(v3, 0.2);
+        let pred = linear(v4, 4);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+runner! { R278, tokens 2, no_lengths, values 3, unseeded, [] }
+decoder! { R278, tokens 2, [] }
+
 cases! {
     0 => R0,
     1 => R1,
@@ -1817,4 +2035,32 @@ cases! {
     97 => R97,
     98 => R98,
     99 => R99,
+    108 => R108,
+    112 => R112,
+    130 => R130,
+    145 => R145,
+    170 => R170,
+    179 => R179,
+    184 => R184,
+    202 => R202,
+    252 => R252,
+    253 => R253,
+    275 => R275,
+    278 => R278,
+}
+
+decode_cases! {
+    1 => R1,
+    108 => R108,
+    112 => R112,
+    130 => R130,
+    145 => R145,
+    170 => R170,
+    179 => R179,
+    184 => R184,
+    202 => R202,
+    252 => R252,
+    253 => R253,
+    275 => R275,
+    278 => R278,
 }

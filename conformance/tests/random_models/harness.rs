@@ -187,6 +187,129 @@ macro_rules! runner {
     };
 }
 
+/// A forward pass's prediction and further outputs.
+pub type Forward<F> = (ArrayD<F>, Vec<ArrayD<F>>);
+
+/// A generated model with incremental decoding ([`gen::Graph::decodable`]).
+pub trait Decoder<F: Float> {
+    /// `forward`'s prediction and further outputs on the whole input.
+    fn whole(&self, x: &Input<F>) -> kiln::Result<Forward<F>>;
+    /// The same through one decoding cache, the input's time axis (axis 1) cut at `cuts`
+    /// (ascending, the last one its length): each piece's outputs, in order.
+    fn pieces(&self, x: &Input<F>, cuts: &[usize]) -> kiln::Result<Vec<Forward<F>>>;
+}
+
+/// `decoder! { R7, tokens 2, [v3] }` implements [`Decoder`] for a generated model.
+macro_rules! decoder {
+    ($name:ident, $xk:ident $xn:literal, [$($out:ident),*]) => {
+        impl<F: kiln::Float> crate::harness::Decoder<F> for $name<F> {
+            fn whole(
+                &self,
+                x: &crate::interp::Input<F>,
+            ) -> kiln::Result<crate::harness::Forward<F>> {
+                let out = self.forward(runner!(@x $xk $xn x))?;
+                Ok(runner!(@split out [$($out),*]))
+            }
+
+            fn pieces(
+                &self,
+                x: &crate::interp::Input<F>,
+                cuts: &[usize],
+            ) -> kiln::Result<Vec<crate::harness::Forward<F>>> {
+                let x = runner!(@x $xk $xn x);
+                let (batch, len) = (x.shape()[0], x.shape()[1]);
+                let mut cache = self.decoder_cache(batch, len);
+                let mut start = 0;
+                let mut pieces = Vec::new();
+                for &end in cuts {
+                    let piece = x.slice_axis(kiln::ndarray::Axis(1), (start..end).into());
+                    let out = self.forward_cached(piece, &mut cache)?;
+                    pieces.push(runner!(@split out [$($out),*]));
+                    start = end;
+                }
+                Ok(pieces)
+            }
+        }
+    };
+}
+
+/// `decode_cases! { 7 => R7, ... }` defines `DECODE_CASES`, the models with [`Decoder`].
+macro_rules! decode_cases {
+    ($($seed:literal => $name:ident,)*) => {
+        /// Every generated model with incremental decoding: its seed and its check.
+        pub const DECODE_CASES: &[(u64, crate::harness::DecodeCheckFn)] = &[
+            $(($seed, crate::harness::check_decode::<$name<f64>>),)*
+        ];
+    };
+}
+
+/// A decoding case's check.
+pub type DecodeCheckFn = fn(u64) -> Result<(), String>;
+
+/// Feeds a random input to the model in pieces through its decoding cache (the first piece
+/// several positions when there are, then one, then the rest) and compares each piece's
+/// outputs with the same positions of `forward` on the whole input, to 1e-12.
+pub fn check_decode<M: Runner<f64> + Decoder<f64>>(seed: u64) -> Result<(), String> {
+    let g = gen::generate(seed);
+    let run = || -> Result<(), String> {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x00de_c0de);
+        let model = M::build(&mut rng);
+        let x = random_input(&g, &mut rng);
+        let len = x_len(&x);
+        let mut cuts: Vec<usize> = [len / 2, len / 2 + 1, len]
+            .into_iter()
+            .filter(|&c| c > 0 && c <= len)
+            .collect();
+        cuts.dedup();
+        let (pred, outs) = model.whole(&x).map_err(|e| format!("forward: {e}"))?;
+        let pieces = model
+            .pieces(&x, &cuts)
+            .map_err(|e| format!("forward_cached: {e}"))?;
+        let mut start = 0;
+        for (&end, (piece_pred, piece_outs)) in cuts.iter().zip(&pieces) {
+            let whole = std::iter::once(&pred).chain(&outs);
+            for (k, (got, all)) in std::iter::once(piece_pred)
+                .chain(piece_outs)
+                .zip(whole)
+                .enumerate()
+            {
+                let want = all.slice_axis(kiln::ndarray::Axis(1), (start..end).into());
+                if got.shape() != want.shape() {
+                    return Err(format!(
+                        "output {k}, positions {start}..{end}: shape {:?}, forward's {:?}",
+                        got.shape(),
+                        want.shape()
+                    ));
+                }
+                for (i, (&a, &b)) in got.iter().zip(want.iter()).enumerate() {
+                    if !close(a, b, 1e-12, 1e-12) {
+                        return Err(format!(
+                            "output {k}, positions {start}..{end}: element {i} is {a:e}, \
+                             forward's {b:e}"
+                        ));
+                    }
+                }
+            }
+            start = end;
+        }
+        Ok(())
+    };
+    run().map_err(|e| {
+        format!(
+            "random model seed {seed}, decoding: {e}\n--- source ---\n{}",
+            gen::source(&g)
+        )
+    })
+}
+
+/// The length of an input's time axis (axis 1).
+fn x_len<F>(x: &Input<F>) -> usize {
+    match x {
+        Input::Float(a) => a.shape()[1],
+        Input::Tokens(a) => a.shape()[1],
+    }
+}
+
 /// The case table: `cases! { 7 => R7, ... }` defines `CASES`.
 macro_rules! cases {
     ($($seed:literal => $name:ident,)*) => {

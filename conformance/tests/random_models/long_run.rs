@@ -92,6 +92,17 @@ fn main() {{
     for (op, n) in &s.ops {{
         println!("op\t{{op}}\t{{n}}");
     }}
+    // Models with incremental decoding, fed in pieces; a failure goes to stderr, which the
+    // long run reports as one.
+    let mut decode_failed = 0;
+    for (seed, check) in generated::DECODE_CASES {{
+        if let Err(e) = check(*seed) {{
+            eprintln!("{{e}}");
+            decode_failed += 1;
+        }}
+    }}
+    println!("decoded\t{{}}", generated::DECODE_CASES.len());
+    println!("decode_failed\t{{decode_failed}}");
 }}
 "#,
         harness = path("harness.rs"),
