@@ -11,8 +11,10 @@
 //!
 //! Takes the model's graph and plan; returns, when the model qualifies ([`decodable`]), the
 //! cache struct (`NameCache`), the decoding pass `run_forward_cached` and the public
-//! `decoder_cache` / `forward_cached`; nothing otherwise (an op of the model would need the
-//! whole sequence: a recurrence, a reduction over time, attention without a causal mask).
+//! `decoder_cache` / `forward_cached`. For another sequence model (one of its ops needs the
+//! whole sequence: a recurrence, a reduction over time, attention without a causal mask) it
+//! returns stand-ins of those two methods whose call is a compile error saying which value
+//! is at fault; for a model without sequences, nothing.
 
 use super::api::{bind_inputs, stage_inputs, view_param};
 use super::passes::emit_values;
@@ -208,9 +210,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
          positions `cache` holds, as [`{name}::forward`] gives them for those positions of the \
          whole sequences, computing only the new positions. The inputs hold only the new \
          positions (their time axis is as long as there are new positions), which then join \
-         the cache. To sample a sequence, give the prompt, then each sampled token in turn.\n\n Returns `Err` if an input's shape is wrong, if the \
-         batch is not the cache's, or if the new positions do not fit in the cache (nor in a \
-         position table); the cache is then unchanged."
+         the cache. To sample a sequence, give the prompt, then each sampled token in \
+         turn.\n\n Returns `Err` if an input's shape is wrong, if the batch is not the cache's, \
+         or if the new positions do not fit in the cache (nor in a position table); the cache \
+         is then unchanged."
     );
     let (bs, ts) = (b, t);
     quote! {
@@ -249,7 +252,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 self.batch
             }
 
-            /// Forgets every position, to start new sequences (the memory is kept).
+            /// Forgets every position, to start new sequences (its buffers are kept).
             #vis fn clear(&mut self) {
                 self.len = 0;
             }
