@@ -505,11 +505,13 @@ pub(crate) unsafe fn gemm_offsets<T: Dispatch>(
 /// 0.17 ms (one thread: 0.25 ms; Intel Xeon, AVX-512, 2026-12-03). W3's products are 2²⁹ and more.
 const THREADED_MIN_WORK: usize = 1 << 22;
 
-/// Whether a problem with a `rows × cols` `C` takes the packed path under [`Path::Auto`]
-/// whatever its layout (see `driver::gemv_first`): splits are only made into such parts, so
-/// that each part runs exactly the algorithm the whole would have.
-fn packs(rows: usize, cols: usize, nr: usize) -> bool {
-    rows > 1 && cols > 1 && 2 * cols >= nr
+/// Whether a part of a split, with a `rows × cols` `C`, runs the algorithm the whole would
+/// have under [`Path::Auto`], whatever its layout and depth (see `driver::gemv_first`): a
+/// part narrower than half a tile might take the dot products where the whole packs, and so
+/// might a part of `MR` rows or fewer. A split along `n` keeps the whole's rows (`min_rows`
+/// 2); a split along `m` needs more rows than a tile in each part (`min_rows` `MR + 1`).
+fn same_algorithm(rows: usize, cols: usize, nr: usize, min_rows: usize) -> bool {
+    rows >= min_rows && cols > 1 && 2 * cols >= nr
 }
 
 /// Runs a large problem on two threads, if available and worth it: `C` is cut at a panel
@@ -529,7 +531,8 @@ unsafe fn run_split<T: Dispatch>(isa: Isa, p: &Problem<T>) -> bool {
     let (mr, nr) = T::tile_size(isa);
     let (mine, theirs) = if p.n >= p.m {
         let first = p.n.div_ceil(nr).div_ceil(2) * nr;
-        if first >= p.n || !packs(p.m, first, nr) || !packs(p.m, p.n - first, nr) {
+        let same = |cols| same_algorithm(p.m, cols, nr, 2);
+        if first >= p.n || !same(first) || !same(p.n - first) {
             return false;
         }
         let theirs = Problem {
@@ -549,7 +552,8 @@ unsafe fn run_split<T: Dispatch>(isa: Isa, p: &Problem<T>) -> bool {
         (Problem { n: first, ..*p }, theirs)
     } else {
         let first = p.m.div_ceil(mr).div_ceil(2) * mr;
-        if first >= p.m || !packs(first, p.n, nr) || !packs(p.m - first, p.n, nr) {
+        let same = |rows| same_algorithm(rows, p.n, nr, mr + 1);
+        if first >= p.m || !same(first) || !same(p.m - first) {
             return false;
         }
         let theirs = Problem {
@@ -751,6 +755,12 @@ mod tests {
         (64, 64, 64),
         (65, 129, 31),
         (40, 70, 150),
+        // Deep enough for the tiles of dot products, with edge tiles in both directions and a
+        // tail of `k` shorter than a vector (and, with more rows than columns, the rows of
+        // `A` outside).
+        (6, 784, 25),
+        (13, 290, 5),
+        (2, 261, 2),
     ];
 
     /// Blocks far smaller than the defaults, so that small matrices cross every block
@@ -820,6 +830,7 @@ mod tests {
             (700, 96, 130),
             (1, 40, 33),
             (20, 40, 1),
+            (5, 300, 20),
             (6, 0, 4),
         ];
         for (m, k, n) in shapes {
@@ -991,7 +1002,14 @@ mod tests {
                 }
             }
         }
-        for (m, k, n) in [(67, 600, 221), (203, 590, 75), (9, 1040, 1001)] {
+        // The last: split along `m` into parts of 16 and 2 rows (8-row tiles) or 12 and 6
+        // (6-row tiles), which would take the dot products where the whole packs: not split.
+        for (m, k, n) in [
+            (67, 600, 221),
+            (203, 590, 75),
+            (9, 1040, 1001),
+            (18, 15000, 16),
+        ] {
             one::<f32>(m, k, n);
             one::<f64>(m, k, n);
         }

@@ -4,7 +4,7 @@
 
 use super::arch::l1d_bytes;
 use super::buffer::Scratch;
-use super::gemv::by_gemv;
+use super::gemv::{by_gemv, deep_for_dot_tiles};
 use super::kernel::{Blocking, Elem, Kernel, Tile};
 use super::pack::{pack, pack_cols};
 
@@ -215,7 +215,10 @@ fn reserve<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 ///   on a batch of 2 to 7, or a convolution's weight gradient `dy·colsᵀ` with 6 output
 ///   channels): the packed path would pad every tile to `MR` rows and copy both operands;
 ///   dot products read them in place (W4's 6 × 784 × 25 weight gradient: 50 → 92 GFLOP/s;
-///   a batch of 4 through a 784 → 128 layer: 52 → 99).
+///   a batch of 4 through a 784 → 128 layer: 52 → 99). When `k` is deep enough for
+///   [`dot_tiles`](super::gemv::dot_tiles), also as many rows as a tile: the AVX2 kernels'
+///   6-row tile took that 6 × 784 × 25 product at 33 GFLOP/s packed, 70 as tiles of dot
+///   products.
 ///
 /// Other small problems are packed: measured (benches/gemm.rs, "small 32³"), one
 /// matrix-vector product per row of `C` was 2 to 3 times slower than packing already at
@@ -223,7 +226,8 @@ fn reserve<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 #[inline(always)]
 fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
     let dots = p.b.rs == 1 && p.a.cs == 1;
-    p.m == 1 || p.n == 1 || (dots && (2 * p.n < K::NR || p.m < K::MR))
+    let rows = p.m < K::MR || (p.m == K::MR && deep_for_dot_tiles::<K>(p.k));
+    p.m == 1 || p.n == 1 || (dots && (2 * p.n < K::NR || rows))
 }
 
 /// `C = beta · C`, plus `bias` on every row when it is not null, not reading `C` when `beta`

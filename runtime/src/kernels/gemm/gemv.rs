@@ -12,6 +12,10 @@
 //!   a block of outputs is held in registers and each row of the matrix is added into it,
 //!   scaled by one element of `x`.
 //!
+//! A product with few rows (or few columns) whose operands are both contiguous along a deep
+//! `k` (`A·Bᵀ`) is not a matrix-vector product but several: [`dot_tiles`] takes it in 2-D
+//! tiles of dot products, each load of `A` or `B` shared by several outputs.
+//!
 //! These kernels are written with explicit vector registers ([`Vector`]), see `simd.rs`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -301,8 +305,10 @@ fn col_of_c<T: Elem>(p: &Problem<T>, j: usize) -> Gemv<T> {
     }
 }
 
-/// Runs the whole problem as matrix-vector products, one per row of `C` or one per column,
-/// whichever has a unit-stride form. When both have: one per row when `C` is a single row or
+/// Runs the whole problem without packing. With both operands contiguous along a deep `k`
+/// and `C` more than one row or column: as [`dot_tiles`]. Otherwise as matrix-vector
+/// products, one per row of `C` or one per column, whichever has a unit-stride form. When
+/// both have: one per row when `C` is a single row or
 /// at least as tall as wide (rows are contiguous in row-major `C`, and longer products
 /// amortise better), else one per column, so that the few rows of `A` stay in L1 while `B`
 /// is streamed once (a 6 × 784 × 25 convolution weight gradient: 1.6× faster than by rows,
@@ -313,6 +319,11 @@ fn col_of_c<T: Elem>(p: &Problem<T>, j: usize) -> Gemv<T> {
 /// `p` must describe valid memory (see [`Problem`]).
 #[inline(always)]
 pub(super) unsafe fn by_gemv<K: Kernel>(p: &Problem<K::T>) -> bool {
+    if p.a.cs == 1 && p.b.rs == 1 && p.m > 1 && p.n > 1 && deep_for_dot_tiles::<K>(p.k) {
+        // SAFETY: forwarded from the caller, with the layout `dot_tiles` needs.
+        unsafe { K::dot_tiles(p) };
+        return true;
+    }
     let unit = |v: &Gemv<K::T>| (v.cs == 1 && v.incx == 1) || v.rs == 1;
     let (rows, cols) = (unit(&row_of_c(p, 0)), unit(&col_of_c(p, 0)));
     let by_columns = cols && (p.n == 1 || (p.m > 1 && p.m < p.n));
@@ -330,5 +341,149 @@ pub(super) unsafe fn by_gemv<K: Kernel>(p: &Problem<K::T>) -> bool {
         true
     } else {
         false
+    }
+}
+
+/// `C = alpha · A·B + beta · C` where the rows of `A` and the columns of `B` are contiguous
+/// along `k` (`a.cs == 1`, `b.rs == 1`: an `A·Bᵀ` with both stored row-major, as a linear
+/// layer's `x·Wᵀ` or a convolution's weight gradient `dy·colsᵀ`), in tiles of `R` rows of
+/// `A` by `S` columns of `C`, read in place.
+///
+/// Each step of a tile loads `R + S` vectors for `R·S` multiply-adds, where [`dot_rows`] loads
+/// five for four (each row of the matrix feeds one output): on few-row, deep products that
+/// were bound by loads, such as W4's `6 × 784 × 25` weight gradient, the tile is bound by the
+/// multiply-adds instead. One accumulator per output (`R·S` independent chains) and one
+/// reduction per output at the end, so this pays off only on deep products (`k` of many
+/// vectors, see [`deep_for_dot_tiles`]).
+///
+/// A tile at the edge of `C` repeats its last row or column of operands and stores only the
+/// outputs inside `C`: every output is the same sum, in the same order, wherever its tile
+/// starts, so the result does not depend on how a caller splits `C` between threads.
+///
+/// The smaller of the two operands is the one streamed by the inner loop (for `6 × 784 × 25`,
+/// the 18 KiB of `A` stays in L1 while each block of `S` rows of `B` is read once).
+///
+/// # Safety
+/// `p` must describe valid memory (see [`Problem`]), with `a.cs == 1` and `b.rs == 1`, and the
+/// CPU must support `V`'s instruction set.
+#[inline(always)]
+pub(super) unsafe fn dot_tiles<V: Vector, const R: usize, const S: usize>(p: &Problem<V::T>) {
+    debug_assert!(p.a.cs == 1 && p.b.rs == 1 && p.m > 0 && p.n > 0);
+    let a_row = |i: usize| p.a.ptr.wrapping_offset(i as isize * p.a.rs);
+    let b_col = |j: usize| p.b.ptr.wrapping_offset(j as isize * p.b.cs);
+    // SAFETY (both loops): every tile's operands are rows `< m` of `A` and columns `< n` of
+    // `B` (the edge tiles repeat the last one), and it stores only outputs inside `C`.
+    if p.m <= p.n {
+        for j in (0..p.n).step_by(S) {
+            let b = std::array::from_fn(|s| b_col((j + s).min(p.n - 1)));
+            for i in (0..p.m).step_by(R) {
+                let a = std::array::from_fn(|r| a_row((i + r).min(p.m - 1)));
+                unsafe { store_dots(p, i, j, &dot_tile::<V, R, S>(a, b, p.k)) };
+            }
+        }
+    } else {
+        for i in (0..p.m).step_by(R) {
+            let a = std::array::from_fn(|r| a_row((i + r).min(p.m - 1)));
+            for j in (0..p.n).step_by(S) {
+                let b = std::array::from_fn(|s| b_col((j + s).min(p.n - 1)));
+                unsafe { store_dots(p, i, j, &dot_tile::<V, R, S>(a, b, p.k)) };
+            }
+        }
+    }
+}
+
+/// Whether tiles of `r2` rows leave fewer rows of their last tile unused than tiles of `r1`
+/// on `m` rows (a kernel set has two tile shapes for [`dot_tiles`], e.g. 4 × 3 and 3 × 4, so
+/// that both a batch of 4 and a convolution's 6 output channels fill their tiles).
+pub(super) fn wastes_fewer_rows(m: usize, r2: usize, r1: usize) -> bool {
+    let unused = |r: usize| m.div_ceil(r) * r - m;
+    unused(r2) < unused(r1)
+}
+
+/// Whether `k` is deep enough for [`dot_tiles`]: at least 16 vector steps. Below that the
+/// reduction of every output at the end of its tile weighs too much, and the one-dimensional
+/// [`dot_rows`] (two chains per output, no tile to fill) stays.
+pub(super) fn deep_for_dot_tiles<K: Kernel>(k: usize) -> bool {
+    k >= 16 * K::V::LANES
+}
+
+/// The `R × S` dot products of rows `a` of `A` with columns `b` of `B` (each `k` contiguous
+/// elements): whole vectors into one accumulator per output, then its lanes summed, then the
+/// scalar tail of `k`.
+///
+/// # Safety
+/// Every pointer must be valid for `k` elements, and the CPU must support `V`'s instruction
+/// set.
+#[inline(always)]
+unsafe fn dot_tile<V: Vector, const R: usize, const S: usize>(
+    a: [*const V::T; R],
+    b: [*const V::T; S],
+    k: usize,
+) -> [[V::T; S]; R] {
+    let l = V::LANES;
+    // SAFETY (all the vector operations): every load covers indices `< k` of its row or
+    // column; the caller guarantees the instruction set.
+    let mut acc = [[unsafe { V::zero() }; S]; R];
+    let mut p = 0;
+    while p + l <= k {
+        unsafe {
+            let bv: [V; S] = std::array::from_fn(|s| V::load(b[s].add(p)));
+            for (accs, row) in acc.iter_mut().zip(a) {
+                let av = V::load(row.add(p));
+                for (c, &bs) in accs.iter_mut().zip(&bv) {
+                    *c = V::mul_add(av, bs, *c);
+                }
+            }
+        }
+        p += l;
+    }
+    // Plain loops over constant bounds (unrolled), not closures: a closure that captured
+    // `acc` by reference and was not inlined kept the accumulators in memory, stored back at
+    // every step of the loop above (half the speed).
+    let mut sums = [[V::T::ZERO; S]; R];
+    // (When `k < LANES` no vector step ran: no reduction of zeros.)
+    if p > 0 {
+        for (out, accs) in sums.iter_mut().zip(&acc) {
+            for (o, v) in out.iter_mut().zip(accs) {
+                // SAFETY: the caller guarantees the instruction set.
+                *o = unsafe { v.sum() };
+            }
+        }
+    }
+    for q in p..k {
+        for (out, row) in sums.iter_mut().zip(a) {
+            for (o, col) in out.iter_mut().zip(b) {
+                // SAFETY: `q < k`.
+                *o = *o + unsafe { *row.add(q) * *col.add(q) };
+            }
+        }
+    }
+    sums
+}
+
+/// Writes the outputs of the tile at `(i, j)` that lie inside `C`.
+///
+/// # Safety
+/// `p` must describe valid memory (see [`Problem`]), with `i < m` and `j < n`.
+#[inline(always)]
+unsafe fn store_dots<T: Elem, const R: usize, const S: usize>(
+    p: &Problem<T>,
+    i: usize,
+    j: usize,
+    sums: &[[T; S]; R],
+) {
+    for (r, row) in sums.iter().enumerate().take(p.m - i) {
+        for (s, &sum) in row.iter().enumerate().take(p.n - j) {
+            // SAFETY: `(i + r, j + s)` is inside `C`, read only when `beta` is non-zero.
+            unsafe {
+                let c =
+                    p.c.offset((i + r) as isize * p.rsc + (j + s) as isize * p.csc);
+                *c = if p.beta == T::ZERO {
+                    p.alpha * sum
+                } else {
+                    p.alpha * sum + p.beta * *c
+                };
+            }
+        }
     }
 }

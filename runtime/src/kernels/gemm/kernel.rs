@@ -21,7 +21,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::gemv::{axpy_cols, dot_rows, Gemv};
+use super::driver::Problem;
+use super::gemv::{axpy_cols, dot_rows, dot_tiles, wastes_fewer_rows, Gemv};
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 use super::simd::{F32x16, F32x8, F64x4, F64x8};
 use super::simd::{Lanes, Vector};
@@ -169,6 +170,13 @@ pub(super) trait Kernel {
     /// # Safety
     /// As for [`axpy_cols`].
     unsafe fn axpy_cols(v: &Gemv<Self::T>);
+
+    /// The whole product as tiles of dot products ([`dot_tiles`]), this kernel set's tile
+    /// shape.
+    ///
+    /// # Safety
+    /// As for [`dot_tiles`].
+    unsafe fn dot_tiles(p: &Problem<Self::T>);
 }
 
 /// The first step of a tile's accumulation: `a · b + 0` per element (as [`fma_row`] onto a
@@ -349,7 +357,8 @@ macro_rules! kernels {
             rows: [$($i:literal)+],
             nr: $nr:literal,
             blocking: ($mc:literal, $kc:literal, $nc:literal),
-            vector: $vec:ty $(,)?
+            vector: $vec:ty,
+            dot_tiles: [($dr:literal, $ds:literal), ($dr2:literal, $ds2:literal)] $(,)?
         }
     )*) => {$(
         $(#[$attr])*
@@ -481,6 +490,24 @@ macro_rules! kernels {
                 // SAFETY: as for `tile`.
                 unsafe { axpy(v) }
             }
+
+            #[inline(always)]
+            unsafe fn dot_tiles(p: &Problem<$t>) {
+                /// # Safety
+                /// As for [`dot_tiles`], and the CPU supports the enabled features.
+                $(#[target_feature(enable = $feat)])?
+                #[inline(never)]
+                unsafe fn dots(p: &Problem<$t>) {
+                    // SAFETY (both): forwarded from the caller.
+                    if wastes_fewer_rows(p.m, $dr2, $dr) {
+                        unsafe { dot_tiles::<$vec, $dr2, $ds2>(p) }
+                    } else {
+                        unsafe { dot_tiles::<$vec, $dr, $ds>(p) }
+                    }
+                }
+                // SAFETY: as for `tile`.
+                unsafe { dots(p) }
+            }
         }
     )*};
 }
@@ -506,34 +533,40 @@ kernels! {
     Avx512F32 {
         elem: f32, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 32,
         blocking: (256, 256, 512), vector: F32x16,
+        dot_tiles: [(4, 3), (3, 4)],
     }
     /// AVX-512 f64: 8×16 tile (16 zmm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     Avx512F64 {
         elem: f64, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 16,
         blocking: (256, 256, 2048), vector: F64x8,
+        dot_tiles: [(4, 3), (3, 4)],
     }
     /// AVX2 + FMA f32: 6×16 tile (12 ymm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     Avx2F32 {
         elem: f32, fma: Fused, features: "avx2,fma", rows: [0 1 2 3 4 5], nr: 16,
         blocking: (144, 256, 4096), vector: F32x8,
+        dot_tiles: [(4, 2), (3, 3)],
     }
     /// AVX2 + FMA f64: 6×8 tile (12 ymm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     Avx2F64 {
         elem: f64, fma: Fused, features: "avx2,fma", rows: [0 1 2 3 4 5], nr: 8,
         blocking: (144, 256, 2048), vector: F64x4,
+        dot_tiles: [(4, 2), (3, 3)],
     }
     /// Baseline f32 (SSE2 on x86-64, NEON on aarch64): 4×8 tile (8 xmm accumulators).
     PortableF32 {
         elem: f32, fma: PortableMulAdd, rows: [0 1 2 3], nr: 8,
         blocking: (128, 256, 2048), vector: Lanes<f32, PortableMulAdd, 4>,
+        dot_tiles: [(4, 2), (3, 3)],
     }
     /// Baseline f64: 4×4 tile (8 xmm accumulators).
     PortableF64 {
         elem: f64, fma: PortableMulAdd, rows: [0 1 2 3], nr: 4,
         blocking: (128, 256, 2048), vector: Lanes<f64, PortableMulAdd, 2>,
+        dot_tiles: [(4, 2), (3, 3)],
     }
 }
 
