@@ -1,6 +1,7 @@
 //! The stand-in emitted beside `compile_error!` when a model does not compile.
 //!
-//! It declares the types and methods the model would have had, and implements `kiln::Model`
+//! It declares the types and methods the model would have had (with the decoding cache and
+//! `forward_cached` of a sequence model, whichever this one is), and implements `kiln::Model`
 //! and `kiln::Supervised` for it, so that user code driving the model (an optimizer,
 //! `io::save`, `Trainer::fit`) type-checks and the DSL error is the only one reported. The
 //! trait methods behave as a model without parameters (nothing to visit, zero parameters, an
@@ -19,6 +20,7 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
     let (vis, name, attrs) = (&def.vis, &def.name, &def.attrs);
     let grads = format_ident!("{}Grads", name);
     let ws = format_ident!("{}Workspace", name);
+    let cache = format_ident!("{}Cache", name);
     let mut inputs = Vec::new();
     let mut targets = Vec::new();
     let mut outputs = Vec::new();
@@ -103,6 +105,33 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
         _ => 0,
     };
     let traits = trait_impls(name, &grads, &ws, input_rank);
+    // The decoding API as a sequence model has it (whether this one would have is not known
+    // once it fails), so that code sampling from the model reports no error of its own.
+    let decoding = quote! {
+        #vis struct #cache<F: ::kiln::Float = f32>(::core::marker::PhantomData<F>);
+
+        #[allow(dead_code, unused_variables)]
+        impl<F: ::kiln::Float> #cache<F> {
+            #vis fn new(batch: usize, capacity: usize) -> Self {
+                unimplemented!("the model has compile errors")
+            }
+            #vis fn len(&self) -> usize {
+                unimplemented!("the model has compile errors")
+            }
+            #vis fn is_empty(&self) -> bool {
+                unimplemented!("the model has compile errors")
+            }
+            #vis fn capacity(&self) -> usize {
+                unimplemented!("the model has compile errors")
+            }
+            #vis fn batch(&self) -> usize {
+                unimplemented!("the model has compile errors")
+            }
+            #vis fn clear(&mut self) {
+                unimplemented!("the model has compile errors")
+            }
+        }
+    };
     quote! {
         #(#attrs)*
         #[derive(Clone, Debug)]
@@ -118,6 +147,8 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
         }
 
         #traits
+
+        #decoding
 
         #[allow(dead_code, unused_variables, clippy::too_many_arguments)]
         impl<F: ::kiln::Float> #ws<F> {
@@ -142,6 +173,12 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
                 unimplemented!("the model has compile errors")
             }
             #vis fn forward(&self, #(#inputs),*) -> ::kiln::Result<#out_type> {
+                unimplemented!("the model has compile errors")
+            }
+            #vis fn decoder_cache(&self, batch: usize, capacity: usize) -> #cache<F> {
+                unimplemented!("the model has compile errors")
+            }
+            #vis fn forward_cached(&self, #(#inputs,)* cache: &mut #cache<F>) -> ::kiln::Result<#out_type> {
                 unimplemented!("the model has compile errors")
             }
             #training
