@@ -347,6 +347,7 @@ pub fn multi_head_attention_forward<F: Float>(
             kv_len: s,
             len,
             causal,
+            first_query: 0,
         });
         let probs = Mat::new(probs, 0, t, s, s);
         for rows in query_blocks(causal, t) {
@@ -715,12 +716,18 @@ fn first_query(causal: bool, key: usize, t: usize) -> usize {
 /// The softmax of a tile's score rows (`[T, S]`, computed for the keys each block of queries
 /// sees, see [`query_blocks`]), in place:
 /// each row's visible prefix becomes its probabilities, the rest exact zeros. Run through
-/// [`run_fast`] so that the row loops use the CPU's vector units.
-struct SoftmaxRows<'a, F> {
-    scores: &'a mut [F],
-    kv_len: usize,
-    len: usize,
-    causal: bool,
+/// [`run_fast`] so that the row loops use the CPU's vector units. Also the decoding cache's
+/// softmax (`kernels::kv_cache`), whose rows are queries `first_query ..` of their sequence.
+pub(super) struct SoftmaxRows<'a, F> {
+    /// The scores, `kv_len` to a row.
+    pub scores: &'a mut [F],
+    pub kv_len: usize,
+    /// The keys there are (a row sees at most these).
+    pub len: usize,
+    pub causal: bool,
+    /// The position of the first row's query in its sequence (with `causal`, query `q` sees
+    /// keys `0 ..= q`).
+    pub first_query: usize,
 }
 
 impl<F: Float> ElementLoop for SoftmaxRows<'_, F> {
@@ -731,7 +738,7 @@ impl<F: Float> ElementLoop for SoftmaxRows<'_, F> {
             // The row is worked on in whole vectors where it has room: the masked keys up to
             // the next multiple of LANES are set to −∞, whose exponential is 0, so that no
             // row has a tail of its own (causal rows are all of different lengths).
-            let live = visible(self.causal, i, self.len);
+            let live = visible(self.causal, self.first_query + i, self.len);
             let padded = live.next_multiple_of(LANES).min(row.len());
             let (row, masked) = row.split_at_mut(padded);
             row[live..].fill(minus_infinity);

@@ -10,7 +10,8 @@
 //!
 //! [`multi_head_attention_forward`]: super::attention::multi_head_attention_forward
 
-use super::attention::AttentionParams;
+use super::attention::{AttentionParams, SoftmaxRows};
+use super::dispatch::run_fast;
 use super::gemm::gemm;
 use super::linear::linear_forward;
 use crate::Float;
@@ -189,20 +190,14 @@ pub fn multi_head_attention_cached<F: Float>(
                 F::ZERO,
                 scores,
             );
-            for (r, row) in scores.chunks_exact_mut(total).enumerate() {
-                // New position `r` is position `len + r`: it sees the keys up to its own.
-                let (seen, unseen) = row.split_at_mut(len + r + 1);
-                let max = seen.iter().fold(F::NEG_INFINITY, |m, &s| m.max(s));
-                let mut sum = F::ZERO;
-                for s in seen.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                for s in seen.iter_mut() {
-                    *s /= sum;
-                }
-                unseen.fill(F::ZERO);
-            }
+            // New position `r` is position `len + r`: it sees the keys up to its own.
+            run_fast(SoftmaxRows {
+                scores: &mut *scores,
+                kv_len: total,
+                len: total,
+                causal: true,
+                first_query: len,
+            });
             gemm(
                 q_len,
                 total,
