@@ -781,6 +781,26 @@ mod tests {
         }
     }
 
+    /// A single rank-`kc` update of a `C` whose rows are 4 KiB apart: the AVX-512 f32
+    /// kernels walk its tiles along the rows (see `driver::macro_kernel`), the others down
+    /// the columns. Edge tiles in both directions, several blocks of rows and columns.
+    #[test]
+    fn c_rows_a_page_apart() {
+        let blocking = Blocking {
+            mc: 24,
+            kc: 64,
+            nc: 96,
+        };
+        for isa in Isa::available() {
+            for (m, k, n) in [(19, 9, 1024), (8, 64, 1024)] {
+                for path in [Path::Auto, Path::Packed(blocking)] {
+                    check::<f32>(isa, path, m, k, n);
+                }
+            }
+            check::<f64>(isa, Path::Packed(blocking), 19, 9, 512);
+        }
+    }
+
     /// The `Problem` of `gemm`'s public contract: row-major `A` (`m × k`, or `k × m` when
     /// transposed), `B` likewise, and row-major `C`.
     fn row_major_problem<T: Dispatch>(

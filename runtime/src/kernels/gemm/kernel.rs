@@ -119,6 +119,25 @@ pub(super) struct Tile<T> {
     pub beta: T,
     /// The tile's columns' entries of a bias added to every row (`cols` elements), or null.
     pub bias: *const T,
+    /// Whether the kernel asks the cache for this tile of `C` before its `k` loop (see
+    /// [`prefetch_tile`]); the driver sets it from [`fetches_c`].
+    pub fetch: bool,
+}
+
+/// The shallowest rank-`kc` update whose tiles of `C` are fetched ahead (see
+/// [`prefetch_tile`]). A shallower `k` loop is too short to hide the fetch, and the
+/// prefetches only cost instructions: without them, measured on both instruction sets
+/// (benches/gemm.rs, one thread, Intel Xeon, 2026-12-04), W2's `64 × 10 × 64` input gradient
+/// went from 86 to 95 GFLOP/s (AVX-512) and 60 to 65 (AVX2), W4's `150 × 16 × 100` from 68
+/// to 74 (AVX2), W6's attention scores (`k` = 32) and `32³` gained 4-7%. Deeper products
+/// keep the prefetch: skipping it for every `C` below 512 KiB took W6's step (whose weight
+/// gradients are written into buffers last touched a step earlier) 1.5-2% slower.
+const FETCH_C_MIN_DEPTH: usize = 64;
+
+/// Whether the tiles of `C` in a rank-`depth` update are fetched ahead (see
+/// [`FETCH_C_MIN_DEPTH`]).
+pub(super) fn fetches_c(depth: usize) -> bool {
+    depth >= FETCH_C_MIN_DEPTH
 }
 
 /// One instruction set's kernels for one element type.
@@ -134,6 +153,10 @@ pub(super) trait Kernel {
     const NR: usize;
     /// The default cache blocking for this tile on this instruction set.
     const BLOCKING: Blocking;
+    /// Whether a single rank-`kc` update (`k ≤ kc`) of a `C` whose rows are a multiple of
+    /// 4 KiB apart walks its tiles along `C`'s rows instead of down its columns (measured
+    /// faster with the AVX-512 f32 kernels only, see `driver::macro_kernel`).
+    const ROWS_FIRST_WHEN_C_ALIASES: bool;
 
     /// Computes one tile: `acc = Σ_p a[p·MR + i] · b[p·ldb + j]` over `p < kc`, then writes
     /// `alpha · acc + beta · C` into `c`. `ldb` is `NR` for a packed panel of `B`, or the row
@@ -198,11 +221,12 @@ pub(super) fn fma_row<T: Elem, F: MulAdd<T>, const N: usize>(acc: &mut [T; N], a
 /// loop: `C` is the one operand the kernel touches only at the end, and when it is not in
 /// cache (a large `C` does not fit L2) the stores would otherwise stall the next tile. The
 /// `k` loop (hundreds of cycles) hides the latency. Measured on W3's `dW` (2048 × 2048 f32
-/// `C`): the packed path lost ~6% waiting on these stores without it.
+/// `C`): the packed path lost ~6% waiting on these stores without it. Only when `c.fetch`
+/// (a deep enough `k` loop, see [`FETCH_C_MIN_DEPTH`]).
 #[inline(always)]
 pub(super) fn prefetch_tile<T, const NR: usize>(c: &Tile<T>) {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    {
+    if c.fetch {
         #[cfg(target_arch = "x86")]
         use std::arch::x86::{_mm_prefetch, _MM_HINT_T0};
         #[cfg(target_arch = "x86_64")]
@@ -340,8 +364,9 @@ const BY_ROWS: u8 = 2;
 
 /// Defines one zero-sized kernel type per entry. `rows` lists the tile's row indices as
 /// literals (so the row loop is unrolled by the macro, see the module docs), `nr` is the tile
-/// width, `vector` the register type of the matrix-vector kernels, and `features` the
-/// `target_feature`s the kernels are compiled with (none for the baseline kernels).
+/// width, `vector` the register type of the matrix-vector kernels, `features` the
+/// `target_feature`s the kernels are compiled with (none for the baseline kernels), and
+/// `rows_first_when_c_aliases` the kernel set's [`Kernel::ROWS_FIRST_WHEN_C_ALIASES`].
 ///
 /// Each kernel is a separate, never-inlined function with its own `#[target_feature]`: when
 /// the microkernel was inlined into the (already AVX-512) driver loop nest, LLVM left its
@@ -358,6 +383,7 @@ macro_rules! kernels {
             nr: $nr:literal,
             blocking: ($mc:literal, $kc:literal, $nc:literal),
             vector: $vec:ty,
+            rows_first_when_c_aliases: $rows_first:literal,
             dot_tiles: [($dr:literal, $ds:literal), ($dr2:literal, $ds2:literal)] $(,)?
         }
     )*) => {$(
@@ -437,6 +463,7 @@ macro_rules! kernels {
             const MR: usize = [$($i),+].len();
             const NR: usize = $nr;
             const BLOCKING: Blocking = Blocking { mc: $mc, kc: $kc, nc: $nc };
+            const ROWS_FIRST_WHEN_C_ALIASES: bool = $rows_first;
 
             #[inline(always)]
             unsafe fn tile(kc: usize, a: *const $t, b: *const $t, ldb: usize, c: &Tile<$t>) {
@@ -533,6 +560,7 @@ kernels! {
     Avx512F32 {
         elem: f32, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 32,
         blocking: (256, 256, 512), vector: F32x16,
+        rows_first_when_c_aliases: true,
         dot_tiles: [(4, 3), (3, 4)],
     }
     /// AVX-512 f64: 8×16 tile (16 zmm accumulators).
@@ -540,6 +568,7 @@ kernels! {
     Avx512F64 {
         elem: f64, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 16,
         blocking: (256, 256, 2048), vector: F64x8,
+        rows_first_when_c_aliases: false,
         dot_tiles: [(4, 3), (3, 4)],
     }
     /// AVX2 + FMA f32: 6×16 tile (12 ymm accumulators).
@@ -547,6 +576,7 @@ kernels! {
     Avx2F32 {
         elem: f32, fma: Fused, features: "avx2,fma", rows: [0 1 2 3 4 5], nr: 16,
         blocking: (144, 256, 4096), vector: F32x8,
+        rows_first_when_c_aliases: false,
         dot_tiles: [(4, 2), (3, 3)],
     }
     /// AVX2 + FMA f64: 6×8 tile (12 ymm accumulators).
@@ -554,18 +584,21 @@ kernels! {
     Avx2F64 {
         elem: f64, fma: Fused, features: "avx2,fma", rows: [0 1 2 3 4 5], nr: 8,
         blocking: (144, 256, 2048), vector: F64x4,
+        rows_first_when_c_aliases: false,
         dot_tiles: [(4, 2), (3, 3)],
     }
     /// Baseline f32 (SSE2 on x86-64, NEON on aarch64): 4×8 tile (8 xmm accumulators).
     PortableF32 {
         elem: f32, fma: PortableMulAdd, rows: [0 1 2 3], nr: 8,
         blocking: (128, 256, 2048), vector: Lanes<f32, PortableMulAdd, 4>,
+        rows_first_when_c_aliases: false,
         dot_tiles: [(4, 2), (3, 3)],
     }
     /// Baseline f64: 4×4 tile (8 xmm accumulators).
     PortableF64 {
         elem: f64, fma: PortableMulAdd, rows: [0 1 2 3], nr: 4,
         blocking: (128, 256, 2048), vector: Lanes<f64, PortableMulAdd, 2>,
+        rows_first_when_c_aliases: false,
         dot_tiles: [(4, 2), (3, 3)],
     }
 }
