@@ -128,11 +128,13 @@ pub(super) struct Tile<T> {
 /// [`prefetch_tile`]). A shallower `k` loop is too short to hide the fetch, and the
 /// prefetches only cost instructions: without them, measured on both instruction sets
 /// (benches/gemm.rs, one thread, Intel Xeon, 2026-12-04), W2's `64 × 10 × 64` input gradient
-/// went from 86 to 95 GFLOP/s (AVX-512) and 60 to 65 (AVX2), W4's `150 × 16 × 100` from 68
-/// to 74 (AVX2), W6's attention scores (`k` = 32) and `32³` gained 4-7%. Deeper products
-/// keep the prefetch: skipping it for every `C` below 512 KiB took W6's step (whose weight
-/// gradients are written into buffers last touched a step earlier) 1.5-2% slower.
-const FETCH_C_MIN_DEPTH: usize = 64;
+/// went from 86 to 95 GFLOP/s (AVX-512) and 60 to 65 (AVX2), and W4's `150 × 16 × 100` from
+/// 68 to 74 (AVX2). The benchmark calls a product again and again, so its `C` stays in
+/// cache; in a training step it often does not (a weight gradient's buffer was last touched
+/// a step earlier), and there the prefetch pays from `k` = 32: skipping it below 64 (W6's
+/// attention scores, `k` = 32, gained 7% in the benchmark) took W6's step 1-2% slower, and
+/// skipping it below 512 KiB of `C` as well.
+const FETCH_C_MIN_DEPTH: usize = 32;
 
 /// Whether the tiles of `C` in a rank-`depth` update are fetched ahead (see
 /// [`FETCH_C_MIN_DEPTH`]).
