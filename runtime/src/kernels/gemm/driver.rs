@@ -464,7 +464,7 @@ fn rows_spread_over_l1<T>(rs: usize, k: usize) -> bool {
 unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     let (mr, nr) = (K::MR, K::NR);
     let (k, whole) = (p.k, p.n / nr * nr);
-    let fetch = fetches_c(k);
+    let fetch = fetches_c::<K::T>(k, p.m, p.n);
     let mc_max = block_size(p.m, blocking.mc, mr);
     let mut scratch = Scratch::take();
     let (a_pack, b_pack) = scratch.get::<K::T>(mc_max * k, k * nr);
@@ -534,7 +534,7 @@ unsafe fn by_rows<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
         let kc = kc_max.min(p.k - pc);
         // Only the first rank-kc update applies beta; later ones accumulate.
         let beta = if pc == 0 { p.beta } else { K::T::ONE };
-        let fetch = fetches_c(kc);
+        let fetch = fetches_c::<K::T>(kc, p.m, p.n);
         let rows = p.b_rows.wrapping_add(pc);
         let mut ic = 0;
         while ic < p.m {
@@ -605,7 +605,7 @@ unsafe fn macro_kernel<K: Kernel>(
     b_pack: *const K::T,
 ) {
     let (mr, nr) = (K::MR, K::NR);
-    let fetch = fetches_c(kc);
+    let fetch = fetches_c::<K::T>(kc, p.m, p.n);
     let tile = |ir: usize, jr: usize| {
         let tile = Tile {
             ptr: p

@@ -124,22 +124,31 @@ pub(super) struct Tile<T> {
     pub fetch: bool,
 }
 
-/// The shallowest rank-`kc` update whose tiles of `C` are fetched ahead (see
-/// [`prefetch_tile`]). A shallower `k` loop is too short to hide the fetch, and the
-/// prefetches only cost instructions: without them, measured on both instruction sets
-/// (benches/gemm.rs, one thread, Intel Xeon, 2026-12-04), W2's `64 × 10 × 64` input gradient
-/// went from 86 to 95 GFLOP/s (AVX-512) and 60 to 65 (AVX2), and W4's `150 × 16 × 100` from
-/// 68 to 74 (AVX2). The benchmark calls a product again and again, so its `C` stays in
-/// cache; in a training step it often does not (a weight gradient's buffer was last touched
-/// a step earlier), and there the prefetch pays from `k` = 32: skipping it below 64 (W6's
-/// attention scores, `k` = 32, gained 7% in the benchmark) took W6's step 1-2% slower, and
-/// skipping it below 512 KiB of `C` as well.
+/// The shallowest rank-`kc` update whose tiles of `C` are always fetched ahead (see
+/// [`prefetch_tile`]). A shallower `k` loop is too short to hide the fetch, and for a `C`
+/// that is in cache the prefetches only cost instructions: without them, measured on both
+/// instruction sets (benches/gemm.rs, one thread, Intel Xeon, 2026-12-04), W2's
+/// `64 × 10 × 64` input gradient went from 86 to 95 GFLOP/s (AVX-512) and 60 to 65 (AVX2),
+/// and W4's `150 × 16 × 100` from 68 to 74 (AVX2). The benchmark calls a product again and
+/// again, so its `C` stays in cache; in a training step it often does not (a weight
+/// gradient's buffer was last touched a step earlier), and there the prefetch pays from
+/// `k` = 32: skipping it below 64 (W6's attention scores, `k` = 32, gained 7% in the
+/// benchmark) took W6's step 1-2% slower.
 const FETCH_C_MIN_DEPTH: usize = 32;
 
-/// Whether the tiles of `C` in a rank-`depth` update are fetched ahead (see
-/// [`FETCH_C_MIN_DEPTH`]).
-pub(super) fn fetches_c(depth: usize) -> bool {
+/// The smallest `C` (in bytes) whose tiles are fetched ahead whatever the depth: a `C` this
+/// large is unlikely to be in cache. Without it, W3's `256 × 10 × 2048` input gradient (a
+/// 2 MiB `C` written by a rank-10 update) took W3's step 1.5% slower with AVX2.
+const FETCH_C_MIN_BYTES: usize = 512 * 1024;
+
+/// Whether the tiles of a `rows × cols` `C` of `T` in a rank-`depth` update are fetched
+/// ahead (see [`FETCH_C_MIN_DEPTH`] and [`FETCH_C_MIN_BYTES`]).
+pub(super) fn fetches_c<T>(depth: usize, rows: usize, cols: usize) -> bool {
     depth >= FETCH_C_MIN_DEPTH
+        || rows
+            .saturating_mul(cols)
+            .saturating_mul(std::mem::size_of::<T>())
+            >= FETCH_C_MIN_BYTES
 }
 
 /// One instruction set's kernels for one element type.
@@ -224,7 +233,7 @@ pub(super) fn fma_row<T: Elem, F: MulAdd<T>, const N: usize>(acc: &mut [T; N], a
 /// cache (a large `C` does not fit L2) the stores would otherwise stall the next tile. The
 /// `k` loop (hundreds of cycles) hides the latency. Measured on W3's `dW` (2048 × 2048 f32
 /// `C`): the packed path lost ~6% waiting on these stores without it. Only when `c.fetch`
-/// (a deep enough `k` loop, see [`FETCH_C_MIN_DEPTH`]).
+/// (see [`fetches_c`]).
 #[inline(always)]
 pub(super) fn prefetch_tile<T, const NR: usize>(c: &Tile<T>) {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
