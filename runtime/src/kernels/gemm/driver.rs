@@ -606,7 +606,20 @@ unsafe fn macro_kernel<K: Kernel>(
 ) {
     let (mr, nr) = (K::MR, K::NR);
     let fetch = fetches_c::<K::T>(kc, p.m, p.n);
-    let tile = |ir: usize, jr: usize| {
+    // Down the columns (the default), the `kc × NR` panel of B stays in L1 while the panels
+    // of A stream from L2. Along the rows, the A panel stays in L1, the B panels stream from
+    // L2, and consecutive tiles write neighbouring lines of the same rows of C. Measured
+    // with the AVX-512 f32 kernels (benches/gemm.rs, one thread, Intel Xeon, 2026-12-04),
+    // the rows are faster in one case: a single rank-kc update (C written once) of a C whose
+    // rows are a multiple of 4 KiB apart, so that every row of a tile falls in the same L1
+    // set. W3's weight gradients (`2048 × 256 × 1024` and `× 2048`) went from 127-132 to
+    // 136-142 GFLOP/s, and W3's one-thread step from 76-77 to 73-74 ms. Other products, and
+    // the AVX2 kernels on these, were up to 15% slower along the rows.
+    let stride = p.rsc.unsigned_abs() * std::mem::size_of::<K::T>();
+    let rows_first = K::ROWS_FIRST_WHEN_C_ALIASES && stride.is_multiple_of(4096) && p.k <= kc;
+    // One loop over the tiles in either order (`mc` and `nc` are not zero).
+    let (mut ir, mut jr) = (0, 0);
+    loop {
         let tile = Tile {
             ptr: p
                 .c
@@ -631,28 +644,21 @@ unsafe fn macro_kernel<K: Kernel>(
                 &tile,
             )
         };
-    };
-    // Down the columns (the default), the `kc × NR` panel of B stays in L1 while the panels
-    // of A stream from L2. Along the rows, the A panel stays in L1, the B panels stream from
-    // L2, and consecutive tiles write neighbouring lines of the same rows of C. Measured
-    // with the AVX-512 f32 kernels (benches/gemm.rs, one thread, Intel Xeon, 2026-12-04),
-    // the rows are faster in one case: a single rank-kc update (C written once) of a C whose
-    // rows are a multiple of 4 KiB apart, so that every row of a tile falls in the same L1
-    // set. W3's weight gradients (`2048 × 256 × 1024` and `× 2048`) went from 127-132 to
-    // 136-142 GFLOP/s, and W3's one-thread step from 76-77 to 73-74 ms. Other products, and
-    // the AVX2 kernels on these, were up to 15% slower along the rows.
-    let stride = p.rsc.unsigned_abs() * std::mem::size_of::<K::T>();
-    let rows_first = K::ROWS_FIRST_WHEN_C_ALIASES && stride.is_multiple_of(4096) && p.k <= kc;
-    if rows_first {
-        for ir in (0..mc).step_by(mr) {
-            for jr in (0..nc).step_by(nr) {
-                tile(ir, jr);
+        if rows_first {
+            jr += nr;
+            if jr >= nc {
+                (ir, jr) = (ir + mr, 0);
+                if ir >= mc {
+                    break;
+                }
             }
-        }
-    } else {
-        for jr in (0..nc).step_by(nr) {
-            for ir in (0..mc).step_by(mr) {
-                tile(ir, jr);
+        } else {
+            ir += mr;
+            if ir >= mc {
+                (ir, jr) = (0, jr + nr);
+                if jr >= nc {
+                    break;
+                }
             }
         }
     }
