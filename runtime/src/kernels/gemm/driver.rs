@@ -613,8 +613,8 @@ unsafe fn macro_kernel<K: Kernel>(
     // the rows are faster in one case: a single rank-kc update (C written once) of a C whose
     // rows are a multiple of 4 KiB apart, so that every row of a tile falls in the same L1
     // set. W3's weight gradients (`2048 × 256 × 1024` and `× 2048`) went from 127-132 to
-    // 136-142 GFLOP/s, and W3's one-thread step from 76-77 to 73-74 ms. Other products, and
-    // the AVX2 kernels on these, were up to 15% slower along the rows.
+    // 136-142 GFLOP/s, and W3's one-thread step from 76-77 to 73-74 ms. Other products (W2's,
+    // W6's, f64 1024³) were up to 6% slower along the rows, and the AVX2 kernels up to 24%.
     let stride = p.rsc.unsigned_abs() * std::mem::size_of::<K::T>();
     let rows_first = K::ROWS_FIRST_WHEN_C_ALIASES && stride.is_multiple_of(4096) && p.k <= kc;
     // One loop over the tiles in either order (`mc` and `nc` are not zero).
