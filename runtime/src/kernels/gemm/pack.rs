@@ -12,6 +12,20 @@
 use super::kernel::Elem;
 use super::simd::{LaneStarts, Vector};
 
+/// Steps of every whole panel copied before the next ones, when each step's lanes are
+/// contiguous in the source (see [`pack`]). Measured against one panel at a time
+/// (benches/gemm.rs, one thread, Intel Xeon, 2026-12-05): W6's weight gradients (`A`
+/// transposed, 8-lane panels of rows 0.5-2 KiB apart) 131-142 -> 145-150 GFLOP/s with
+/// AVX-512 and 85-93 -> 94-99 with AVX2, W3's (rows 8 KiB apart) 139-144 -> 146-150
+/// (AVX-512), and W3's input gradients (`B` = the weight, not transposed, 32-lane panels of
+/// rows 4-8 KiB apart) 130-134 -> 141 (AVX-512) and 84-85 -> 88-90 (AVX2). 8 steps measured
+/// the same; in a microbenchmark of the copy alone (warm source) 4 steps were slower than
+/// one panel at a time. Steps of training, one thread: W3 -5% (both instruction sets), W6
+/// -1.5% (AVX-512) and -4% (AVX2, its attention's `k` = 64 products), W7 -4 to -6%, but W2
+/// +2% with AVX-512 (its weight gradients, `k` = 64, 8 and 16 panels); keeping one panel at a
+/// time below 128 steps gave W2 back and took W6's gain away.
+const COPY_STEPS: usize = 16;
+
 /// Packs the `len × kc` block whose element (lane `i`, step `p`) is at
 /// `src + i·s_lane + p·s_step` into `ceil(len / w)` panels of `w × kc` at `dst`.
 ///
@@ -30,6 +44,35 @@ pub(super) unsafe fn pack<V: Vector>(
 ) {
     let mut dst = dst;
     let mut lane0 = 0;
+    if s_lane == 1 {
+        // The lanes of one step are contiguous (A transposed, B not): a step of every whole
+        // panel is one run of the source. [`COPY_STEPS`] steps of each panel in turn, then
+        // the next steps: the source is read as that many rows side by side, each along its
+        // length, where a panel at a time read a strip of `w` elements down every row.
+        let whole = len / w;
+        let mut p0 = 0;
+        while p0 < kc {
+            let steps = COPY_STEPS.min(kc - p0);
+            for q in 0..whole {
+                for p in p0..p0 + steps {
+                    // SAFETY: lanes `q·w .. q·w + w` of step `p` are inside the block, and
+                    // step `p` of panel `q` (`w` elements) inside `dst`'s extent. The
+                    // constant `w` (the tile size, after inlining) makes the copy whole
+                    // vector moves.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            src.offset(p as isize * s_step).add(q * w),
+                            dst.add(q * w * kc + p * w),
+                            w,
+                        )
+                    };
+                }
+            }
+            p0 += steps;
+        }
+        lane0 = whole * w;
+        dst = dst.wrapping_add(whole * w * kc);
+    }
     while lane0 < len {
         let lanes = w.min(len - lane0);
         let panel_src = src.wrapping_offset(lane0 as isize * s_lane);
@@ -106,16 +149,9 @@ unsafe fn pack_panel<V: Vector>(
 ) {
     // SAFETY (all arms): `i < lanes` and `p < kc` address elements of the block, and
     // `p·w + i < w·kc` addresses the panel.
-    if s_lane == 1 && lanes == w {
-        // The lanes of one step are contiguous (A transposed, B not): a copy per step, of a
-        // constant size (whole vectors).
-        for p in 0..kc {
-            unsafe {
-                std::ptr::copy_nonoverlapping(src.offset(p as isize * s_step), dst.add(p * w), w)
-            };
-        }
-    } else if s_lane == 1 {
-        // The same for the last, partial panel, element by element: a copy of a variable
+    if s_lane == 1 {
+        // The lanes of one step are contiguous (A transposed, B not; whole panels are copied
+        // by [`pack`]): the last, partial panel, element by element. A copy of a variable
         // length would be a call to `memmove` per step, for a few elements each (measured:
         // 7% of a 32³ product with A transposed).
         for p in 0..kc {
