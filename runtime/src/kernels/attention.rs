@@ -721,9 +721,11 @@ fn first_query(causal: bool, key: usize, t: usize) -> usize {
 pub(super) struct SoftmaxRows<'a, F> {
     /// The scores, `kv_len` to a row.
     pub scores: &'a mut [F],
+    /// The row stride of `scores`: the keys a row has room for.
     pub kv_len: usize,
     /// The keys there are (a row sees at most these).
     pub len: usize,
+    /// Whether a query sees only the keys up to its own position.
     pub causal: bool,
     /// The position of the first row's query in its sequence (with `causal`, query `q` sees
     /// keys `0 ..= q`).
