@@ -1191,6 +1191,63 @@ mod tests {
         }
     }
 
+    /// `A` read in place by the microkernel (row-major `A` on the path that reads `B` in
+    /// place, with the f32 kernels of AVX-512 and AVX2) gives the bits of the same product
+    /// with `A` packed: on every instruction set,
+    /// with `A`'s rows further apart than `k`, several blocks of rows with a last tile short
+    /// of `MR` rows, a last panel of `B` short of `NR` columns, `beta` and a bias.
+    fn a_in_place_matches_packed_a<T: Dispatch + Float>() {
+        for (m, k, n) in [(300, 40, 70), (13, 24, 33), (64, 64, 32), (7, 100, 16)] {
+            let lda = k + 3;
+            let a: Vec<T> = values(m * lda, 1.0).into_iter().map(T::from_f64).collect();
+            // The same `A`, stored transposed: its rows are not contiguous, so it is packed.
+            let mut a_t = vec![<T as Float>::ZERO; k * m];
+            for i in 0..m {
+                for p in 0..k {
+                    a_t[p * m + i] = a[i * lda + p];
+                }
+            }
+            let b: Vec<T> = values(k * n, 2.0).into_iter().map(T::from_f64).collect();
+            let bias: Vec<T> = values(n, 4.0).into_iter().map(T::from_f64).collect();
+            let c0: Vec<T> = values(m * n, 3.0).into_iter().map(T::from_f64).collect();
+            let (alpha, beta) = (T::from_f64(0.5), T::from_f64(-1.25));
+            let b_ref = MatRef {
+                ptr: b.as_ptr(),
+                rs: n as isize,
+                cs: 1,
+            };
+            let problem = |c: &mut Vec<T>, in_place: bool| {
+                let a = if in_place {
+                    MatRef {
+                        ptr: a.as_ptr(),
+                        rs: lda as isize,
+                        cs: 1,
+                    }
+                } else {
+                    MatRef {
+                        ptr: a_t.as_ptr(),
+                        rs: 1,
+                        cs: m as isize,
+                    }
+                };
+                Problem {
+                    a,
+                    bias: bias.as_ptr(),
+                    ..problem_over(m, k, n, alpha, &[], b_ref, beta, c)
+                }
+            };
+            for isa in Isa::available() {
+                let (mut want, mut got) = (c0.clone(), c0.clone());
+                // SAFETY: every matrix is inside its vector; `isa` is available.
+                unsafe {
+                    T::run_on(isa, &problem(&mut want, false), Path::BInPlace);
+                    T::run_on(isa, &problem(&mut got, true), Path::BInPlace);
+                }
+                assert!(same_bits(&want, &got), "{isa:?}, {m} × {k} × {n}");
+            }
+        }
+    }
+
     /// Rows of `B` through offsets ([`gemm_offsets`], `Problem::b_rows`) give the bits of the
     /// same product over the rows gathered into a matrix: on every ISA, across `kc` blocks,
     /// with edge tiles in both dimensions, and through the two-thread split.
@@ -1342,6 +1399,11 @@ mod tests {
     #[test]
     fn rows_by_offset_match_gathered_rows_f64() {
         rows_by_offset_match_gathered_rows::<f64>();
+    }
+
+    #[test]
+    fn a_in_place_matches_packed_a_f32() {
+        a_in_place_matches_packed_a::<f32>();
     }
 
     #[test]

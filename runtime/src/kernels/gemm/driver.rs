@@ -454,9 +454,20 @@ fn rows_spread_over_l1<T>(rs: usize, k: usize) -> bool {
 }
 
 /// The packed algorithm with `B` read in place (where [`reads_b_in_place`]; [`run`] sends
-/// the other products to [`packed`]): `A` is packed block by block as in [`packed`], the
-/// microkernel reads each whole panel of `NR` columns of `B` straight from its rows (`ldb` =
-/// the row stride), and only the last, partial panel is packed (zero-padded to `NR` columns).
+/// the other products to [`packed`]): the microkernel reads each whole panel of `NR` columns
+/// of `B` straight from its rows (`ldb` = the row stride), and only the last, partial panel
+/// is packed (zero-padded to `NR` columns).
+///
+/// With the f32 kernels of AVX-512 and AVX2 ([`Kernel::READS_A_IN_PLACE`]), a row-major `A`
+/// (rows contiguous along `k`) is read in place too, `MR` rows at a time
+/// ([`Kernel::tile_in_place`]); only its last rows short of a whole tile are packed. These
+/// products are one rank-`k` update of a small `B`, so each sliver of `A` serves few panels
+/// and its packing was a large share of the product: measured (benches/gemm.rs, one thread,
+/// Intel Xeon, 2026-12-05), W6's attention values `64 × 64 × 32` 115 → 149 GFLOP/s with
+/// AVX-512 and 81 → 92 with AVX2, `32³` 103 → 127 and 70 → 76, W4's `16 × 150 × 100` 100 →
+/// 110 (AVX-512), W2's `64 × 64 × 128` input gradient 146 → 155 (AVX-512) and 94 → 96
+/// (AVX2); W4's `6 × 25 × 784` (49 panels with AVX2) unchanged. Other `A`s are packed block
+/// by block as in [`packed`].
 ///
 /// # Safety
 /// As for [`run`], and [`reads_b_in_place`] holds for `p`.
@@ -473,12 +484,27 @@ unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
         unsafe { pack::<K::V>(nr, p.n - whole, k, p.b.at(0, whole), p.b.cs, p.b.rs, b_pack) };
     }
     let ldb = p.b.rs as usize;
+    let a_in_place = K::READS_A_IN_PLACE && p.a.cs == 1 && p.a.rs > 0;
     let mut ic = 0;
     while ic < p.m {
         let mc = mc_max.min(p.m - ic);
-        // SAFETY: the block `m ∈ ic..ic+mc`, all `k`, is inside A; the buffer holds
-        // `mc_max · k ≥ ceil(mc / MR) · MR · k` elements.
-        unsafe { pack::<K::V>(mr, mc, k, p.a.at(ic, 0), p.a.rs, p.a.cs, a_pack) };
+        // With `A` read in place, only its last rows short of a whole tile are packed (as the
+        // one panel at the start of the buffer).
+        let in_place_rows = if a_in_place { mc / mr * mr } else { 0 };
+        // SAFETY: the rows `ic + in_place_rows .. ic + mc`, all `k`, are inside A; the
+        // buffer holds `mc_max · k ≥ ceil(mc / MR) · MR · k` elements.
+        unsafe {
+            let first = ic + in_place_rows;
+            pack::<K::V>(
+                mr,
+                mc - in_place_rows,
+                k,
+                p.a.at(first, 0),
+                p.a.rs,
+                p.a.cs,
+                a_pack,
+            )
+        };
         let mut jr = 0;
         while jr < p.n {
             let (b_panel, b_stride) = if jr < whole {
@@ -501,10 +527,19 @@ unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
                     bias: bias_at(p.bias, jr),
                     fetch,
                 };
-                // SAFETY: panel `ir / MR` of packed A holds `k` steps; a whole panel of B has
-                // `NR` columns at each of its `k` rows (`jr + NR ≤ whole ≤ n`), the last one
-                // is packed; the tile's elements are inside C.
-                unsafe { K::tile(k, a_pack.wrapping_add(ir * k), b_panel, b_stride, &tile) };
+                // SAFETY: rows `ic + ir .. + MR` of A (below `in_place_rows`) are inside A,
+                // `k` steps each, or the packed panel `(ir - in_place_rows) / MR` holds `k`
+                // steps; a whole panel of B has `NR` columns at each of its `k` rows (`jr +
+                // NR ≤ whole ≤ n`), the last one is packed; the tile's elements are inside C.
+                unsafe {
+                    if ir < in_place_rows {
+                        let (a, lda) = (p.a.at(ic + ir, 0), p.a.rs as usize);
+                        K::tile_in_place(k, a, lda, b_panel, b_stride, &tile)
+                    } else {
+                        let a = a_pack.wrapping_add((ir - in_place_rows) * k);
+                        K::tile(k, a, b_panel, b_stride, &tile)
+                    }
+                };
                 ir += mr;
             }
             jr += nr;

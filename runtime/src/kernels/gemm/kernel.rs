@@ -168,6 +168,10 @@ pub(super) trait Kernel {
     /// 4 KiB apart walks its tiles along `C`'s rows instead of down its columns (measured
     /// faster with the AVX-512 f32 kernels only, see `driver::macro_kernel`).
     const ROWS_FIRST_WHEN_C_ALIASES: bool;
+    /// Whether the kernel set reads a row-major `A` in place ([`Kernel::tile_in_place`]);
+    /// only the f32 kernels of AVX-512 and AVX2 do, so that the other sets do not compile
+    /// one more copy of their microkernel (kiln-runtime's build time).
+    const READS_A_IN_PLACE: bool;
 
     /// Computes one tile: `acc = Σ_p a[p·MR + i] · b[p·ldb + j]` over `p < kc`, then writes
     /// `alpha · acc + beta · C` into `c`. `ldb` is `NR` for a packed panel of `B`, or the row
@@ -178,6 +182,23 @@ pub(super) trait Kernel {
     /// `b + p·ldb`, `p < kc`; `c` must describe `rows × cols` writable elements (and readable,
     /// unless `beta` is zero) that do not overlap `a` or `b`.
     unsafe fn tile(kc: usize, a: *const Self::T, b: *const Self::T, ldb: usize, c: &Tile<Self::T>);
+
+    /// [`Kernel::tile`] with `B` in place (row stride `ldb`) and `A` in place too: a whole
+    /// tile of `MR` rows of a row-major `A`, step `p` of row `i` at `a + i·lda + p`. The same
+    /// multiply-adds in the same order as [`Kernel::tile`] on the packed sliver of those rows,
+    /// so the same bits.
+    ///
+    /// # Safety
+    /// As for [`Kernel::tile`], with `a + i·lda + p` readable for every `i < MR`, `p < kc`,
+    /// and only for a kernel set that [`Kernel::READS_A_IN_PLACE`] (the others panic).
+    unsafe fn tile_in_place(
+        kc: usize,
+        a: *const Self::T,
+        lda: usize,
+        b: *const Self::T,
+        ldb: usize,
+        c: &Tile<Self::T>,
+    );
 
     /// [`Kernel::tile`] with the rows of `B` through offsets: step `p` reads the `NR`
     /// elements at `b + rows[p]`.
@@ -372,12 +393,39 @@ const PACKED: u8 = 0;
 const IN_PLACE: u8 = 1;
 /// `B`'s rows through offsets ([`Kernel::tile_rows`]).
 const BY_ROWS: u8 = 2;
+/// `B` read in place as with `IN_PLACE`, and `A` too: step `p` of row `i` is at
+/// `a + i·lda + p` ([`Kernel::tile_in_place`]).
+const BOTH_IN_PLACE: u8 = 3;
+
+/// The body of [`Kernel::tile_in_place`]: the microkernel's `BOTH_IN_PLACE` copy where the
+/// kernel set reads `A` in place, and nothing compiled where it does not (the driver never
+/// calls it there).
+macro_rules! tile_in_place_body {
+    (true, $kc:ident, $a:ident, $lda:ident, $b:ident, $ldb:ident, $c:ident) => {
+        // SAFETY: forwarded from the caller, as for `tile`.
+        unsafe {
+            Self::tile_kernel::<BOTH_IN_PLACE>(
+                $kc,
+                $a,
+                $b,
+                $ldb,
+                std::ptr::without_provenance($lda),
+                $c,
+            )
+        }
+    };
+    (false, $kc:ident, $a:ident, $lda:ident, $b:ident, $ldb:ident, $c:ident) => {{
+        let _ = ($kc, $a, $lda, $b, $ldb, $c);
+        unreachable!("this kernel set packs A")
+    }};
+}
 
 /// Defines one zero-sized kernel type per entry. `rows` lists the tile's row indices as
 /// literals (so the row loop is unrolled by the macro, see the module docs), `nr` is the tile
 /// width, `vector` the register type of the matrix-vector kernels, `features` the
 /// `target_feature`s the kernels are compiled with (none for the baseline kernels), and
-/// `rows_first_when_c_aliases` the kernel set's [`Kernel::ROWS_FIRST_WHEN_C_ALIASES`].
+/// `rows_first_when_c_aliases` the kernel set's [`Kernel::ROWS_FIRST_WHEN_C_ALIASES`],
+/// `a_in_place` its [`Kernel::READS_A_IN_PLACE`].
 ///
 /// Each kernel is a separate, never-inlined function with its own `#[target_feature]`: when
 /// the microkernel was inlined into the (already AVX-512) driver loop nest, LLVM left its
@@ -395,6 +443,7 @@ macro_rules! kernels {
             blocking: ($mc:literal, $kc:literal, $nc:literal),
             vector: $vec:ty,
             rows_first_when_c_aliases: $rows_first:literal,
+            a_in_place: $a_in_place:tt,
             dot_tiles: [($dr:literal, $ds:literal), ($dr2:literal, $ds2:literal)] $(,)?
         }
     )*) => {$(
@@ -408,10 +457,17 @@ macro_rules! kernels {
             /// # Safety
             /// As for [`Kernel::tile`], and the CPU supports the enabled features.
             ///
-            /// Compiled three times: for packed panels (`MODE` = `PACKED`, the stride is
+            /// Compiled four times: for packed panels (`MODE` = `PACKED`, the stride is
             /// the constant `NR`, which measured ~10% faster on shallow products than a
-            /// run-time stride), for `B` read in place (`IN_PLACE`, stride `ldb`), and for
-            /// `B`'s rows through offsets (`BY_ROWS`, see [`Kernel::tile_rows`]).
+            /// run-time stride), for `B` read in place (`IN_PLACE`, stride `ldb`), for
+            /// `B`'s rows through offsets (`BY_ROWS`, see [`Kernel::tile_rows`]), and for
+            /// `A` and `B` both read in place (`BOTH_IN_PLACE`, see
+            /// [`Kernel::tile_in_place`]).
+            ///
+            /// `aux` is the offsets with `BY_ROWS`, `A`'s row stride (as the address of a
+            /// pointer without provenance) with `BOTH_IN_PLACE`, and unused otherwise: one
+            /// argument for the two, so that all six stay in registers (a seventh is passed
+            /// on the stack, a load per tile that cost up to 6% on 16³ products).
             $(#[target_feature(enable = $feat)])?
             #[inline(never)]
             unsafe fn tile_kernel<const MODE: u8>(
@@ -419,14 +475,38 @@ macro_rules! kernels {
                 a: *const $t,
                 b: *const $t,
                 ldb: usize,
-                rows: *const usize,
+                aux: *const usize,
                 c: &Tile<$t>,
             ) {
                 const MR: usize = [$($i),+].len();
+                let (lda, rows) = (aux.addr(), aux);
                 let ldb = if MODE == PACKED { $nr } else { ldb };
                 prefetch_tile::<$t, $nr>(c);
-                let (mut a, mut b, mut rows) = (a, b, rows);
-                // One step's operands: `MR` elements of `a` and the `NR` of `B`'s next row.
+                // `A` in place: each row's start, indexed by the step (one index register
+                // for all rows; a pointer stepped from row to row cost an add per row).
+                // (Through `black_box`, LLVM does not see the rows as `a + i·lda` and keeps
+                // a register per row, rather than rebuilding each address with adds.)
+                let a_rows: [*const $t; MR] = std::array::from_fn(|i| a.wrapping_add(i * lda));
+                let a_rows = if MODE == BOTH_IN_PLACE {
+                    std::hint::black_box(a_rows)
+                } else {
+                    a_rows
+                };
+                let (mut a, mut b, mut rows, mut step) = (a, b, rows, 0);
+                // Element `i` of step `p`'s `A` operands, whose packed sliver starts at `at`.
+                let a_at = |at: *const $t, p: usize, i: usize| {
+                    // SAFETY: the caller guarantees `kc` steps of `MR` elements of `A`, packed
+                    // or in place.
+                    unsafe {
+                        if MODE == BOTH_IN_PLACE {
+                            *a_rows[i].add(p)
+                        } else {
+                            *at.add(i)
+                        }
+                    }
+                };
+                // One step's operands: where its packed `A` elements start, its index, and
+                // the `NR` elements of `B`'s next row.
                 let mut next = || {
                     let row = if MODE == BY_ROWS {
                         // SAFETY: the caller guarantees `kc` offsets.
@@ -436,16 +516,19 @@ macro_rules! kernels {
                     } else {
                         b
                     };
-                    // SAFETY: the caller guarantees `kc` steps of `MR` elements of `a`
-                    // and `NR` of `b`; this is one of them. `[T; N]` has the alignment
-                    // of `T`.
-                    let (av, bv) =
-                        unsafe { (&*a.cast::<[$t; MR]>(), &*row.cast::<[$t; $nr]>()) };
-                    a = a.wrapping_add(MR);
+                    // SAFETY: the caller guarantees `kc` steps of `NR` elements of `b`; this
+                    // is one of them. `[T; N]` has the alignment of `T`.
+                    let bv = unsafe { &*row.cast::<[$t; $nr]>() };
+                    let (av, p) = (a, step);
+                    if MODE == BOTH_IN_PLACE {
+                        step += 1;
+                    } else {
+                        a = a.wrapping_add(MR);
+                    }
                     if MODE != BY_ROWS {
                         b = b.wrapping_add(ldb);
                     }
-                    (av, bv)
+                    (av, p, bv)
                 };
                 // The first step sets the accumulators (a multiply-add onto zero: the same
                 // bits as adding it to zeroed ones) instead of starting from a zeroed array:
@@ -454,11 +537,11 @@ macro_rules! kernels {
                 let acc = if kc == 0 {
                     [[<$t as Elem>::ZERO; $nr]; MR]
                 } else {
-                    let (av, bv) = next();
-                    let mut acc = [$( first_row::<$t, $fma, $nr>(av[$i], bv) ),+];
+                    let (av, p, bv) = next();
+                    let mut acc = [$( first_row::<$t, $fma, $nr>(a_at(av, p, $i), bv) ),+];
                     for _ in 1..kc {
-                        let (av, bv) = next();
-                        $( fma_row::<$t, $fma, $nr>(&mut acc[$i], av[$i], bv); )+
+                        let (av, p, bv) = next();
+                        $( fma_row::<$t, $fma, $nr>(&mut acc[$i], a_at(av, p, $i), bv); )+
                     }
                     acc
                 };
@@ -475,6 +558,7 @@ macro_rules! kernels {
             const NR: usize = $nr;
             const BLOCKING: Blocking = Blocking { mc: $mc, kc: $kc, nc: $nc };
             const ROWS_FIRST_WHEN_C_ALIASES: bool = $rows_first;
+            const READS_A_IN_PLACE: bool = $a_in_place;
 
             #[inline(always)]
             unsafe fn tile(kc: usize, a: *const $t, b: *const $t, ldb: usize, c: &Tile<$t>) {
@@ -487,6 +571,18 @@ macro_rules! kernels {
                         Self::tile_kernel::<IN_PLACE>(kc, a, b, ldb, std::ptr::null(), c)
                     }
                 }
+            }
+
+            #[inline(always)]
+            unsafe fn tile_in_place(
+                kc: usize,
+                a: *const $t,
+                lda: usize,
+                b: *const $t,
+                ldb: usize,
+                c: &Tile<$t>,
+            ) {
+                tile_in_place_body!($a_in_place, kc, a, lda, b, ldb, c)
             }
 
             #[inline(always)]
@@ -572,6 +668,7 @@ kernels! {
         elem: f32, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 32,
         blocking: (256, 256, 512), vector: F32x16,
         rows_first_when_c_aliases: true,
+        a_in_place: true,
         dot_tiles: [(4, 3), (3, 4)],
     }
     /// AVX-512 f64: 8×16 tile (16 zmm accumulators).
@@ -580,6 +677,7 @@ kernels! {
         elem: f64, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 16,
         blocking: (256, 256, 2048), vector: F64x8,
         rows_first_when_c_aliases: false,
+        a_in_place: false,
         dot_tiles: [(4, 3), (3, 4)],
     }
     /// AVX2 + FMA f32: 6×16 tile (12 ymm accumulators).
@@ -588,6 +686,7 @@ kernels! {
         elem: f32, fma: Fused, features: "avx2,fma", rows: [0 1 2 3 4 5], nr: 16,
         blocking: (144, 256, 4096), vector: F32x8,
         rows_first_when_c_aliases: false,
+        a_in_place: true,
         dot_tiles: [(4, 2), (3, 3)],
     }
     /// AVX2 + FMA f64: 6×8 tile (12 ymm accumulators).
@@ -596,6 +695,7 @@ kernels! {
         elem: f64, fma: Fused, features: "avx2,fma", rows: [0 1 2 3 4 5], nr: 8,
         blocking: (144, 256, 2048), vector: F64x4,
         rows_first_when_c_aliases: false,
+        a_in_place: false,
         dot_tiles: [(4, 2), (3, 3)],
     }
     /// Baseline f32 (SSE2 on x86-64, NEON on aarch64): 4×8 tile (8 xmm accumulators).
@@ -603,6 +703,7 @@ kernels! {
         elem: f32, fma: PortableMulAdd, rows: [0 1 2 3], nr: 8,
         blocking: (128, 256, 2048), vector: Lanes<f32, PortableMulAdd, 4>,
         rows_first_when_c_aliases: false,
+        a_in_place: false,
         dot_tiles: [(4, 2), (3, 3)],
     }
     /// Baseline f64: 4×4 tile (8 xmm accumulators).
@@ -610,6 +711,7 @@ kernels! {
         elem: f64, fma: PortableMulAdd, rows: [0 1 2 3], nr: 4,
         blocking: (128, 256, 2048), vector: Lanes<f64, PortableMulAdd, 2>,
         rows_first_when_c_aliases: false,
+        a_in_place: false,
         dot_tiles: [(4, 2), (3, 3)],
     }
 }
