@@ -1191,13 +1191,20 @@ mod tests {
         }
     }
 
-    /// `A` read in place by the microkernel (row-major `A` on the path that reads `B` in
-    /// place, with the f32 kernels of AVX-512 and AVX2) gives the bits of the same product
-    /// with `A` packed: on every instruction set,
+    /// `A` read in place by the microkernel (a row-major `A`, with the f32 kernels of AVX-512
+    /// and AVX2, on the path that reads `B` in place and on the packed path when `B` has few
+    /// panels) gives the bits of the same product with `A` packed: on every instruction set,
+    /// across blocks of `k` and of rows,
     /// with `A`'s rows further apart than `k`, several blocks of rows with a last tile short
     /// of `MR` rows, a last panel of `B` short of `NR` columns, `beta` and a bias.
     fn a_in_place_matches_packed_a<T: Dispatch + Float>() {
-        for (m, k, n) in [(300, 40, 70), (13, 24, 33), (64, 64, 32), (7, 100, 16)] {
+        for (m, k, n) in [
+            (300, 40, 70),
+            (13, 24, 33),
+            (64, 64, 32),
+            (7, 100, 16),
+            (37, 700, 10),
+        ] {
             let lda = k + 3;
             let a: Vec<T> = values(m * lda, 1.0).into_iter().map(T::from_f64).collect();
             // The same `A`, stored transposed: its rows are not contiguous, so it is packed.
@@ -1237,13 +1244,15 @@ mod tests {
                 }
             };
             for isa in Isa::available() {
-                let (mut want, mut got) = (c0.clone(), c0.clone());
-                // SAFETY: every matrix is inside its vector; `isa` is available.
-                unsafe {
-                    T::run_on(isa, &problem(&mut want, false), Path::BInPlace);
-                    T::run_on(isa, &problem(&mut got, true), Path::BInPlace);
+                for path in [Path::Auto, Path::BInPlace, Path::Packed(TINY)] {
+                    let (mut want, mut got) = (c0.clone(), c0.clone());
+                    // SAFETY: every matrix is inside its vector; `isa` is available.
+                    unsafe {
+                        T::run_on(isa, &problem(&mut want, false), path);
+                        T::run_on(isa, &problem(&mut got, true), path);
+                    }
+                    assert!(same_bits(&want, &got), "{isa:?}, {path:?}, {m} × {k} × {n}");
                 }
-                assert!(same_bits(&want, &got), "{isa:?}, {m} × {k} × {n}");
             }
         }
     }

@@ -209,7 +209,9 @@ fn reserve<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 ///   use it once (on batch-1 shapes matrixmultiply, which packs, is 10 to 17 times slower).
 /// - `C` narrower than half a tile with `op(B)` rows contiguous along `k` (a linear layer
 ///   with few outputs, `x·Wᵀ`): one dot product per output beats padding every tile to `NR`
-///   columns (W2's 64 → 10 layer: 1.7× faster).
+///   columns and packing `A` (W2's 64 → 10 layer: 1.7× faster). Not with the kernel sets
+///   that read `A` in place, for `C` of at least `MR` rows: padding only `B` costs less
+///   than the dot products' reductions (W2's 64 → 10 layer with AVX-512: 29 → 38 GFLOP/s).
 ///
 /// - Fewer rows than a tile with both operands contiguous along `k` (`A·Bᵀ`: a linear layer
 ///   on a batch of 2 to 7, or a convolution's weight gradient `dy·colsᵀ` with 6 output
@@ -227,7 +229,10 @@ fn reserve<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
     let dots = p.b.rs == 1 && p.a.cs == 1;
     let rows = p.m < K::MR || (p.m == K::MR && deep_for_dot_tiles::<K>(p.k));
-    p.m == 1 || p.n == 1 || (dots && (2 * p.n < K::NR || rows))
+    // With `A` read in place ([`Kernel::READS_A_IN_PLACE`]), the packed path copies only the
+    // narrow `B`, and a narrow `C` of whole tiles of rows no longer pays for dot products.
+    let narrow = 2 * p.n < K::NR && !(K::READS_A_IN_PLACE && p.m >= K::MR);
+    p.m == 1 || p.n == 1 || (dots && (narrow || rows))
 }
 
 /// `C = beta · C`, plus `bias` on every row when it is not null, not reading `C` when `beta`
@@ -299,6 +304,15 @@ fn block_size(len: usize, max: usize, unit: usize) -> usize {
 ///           microkernel: C[ic+ir.., jc+jr..] (MR × NR) += A panel · B panel
 /// ```
 ///
+/// With the kernel sets that read `A` in place ([`Kernel::READS_A_IN_PLACE`]), a row-major
+/// `A` is not packed when `B` has at most [`A_IN_PLACE_MAX_PANELS`] panels: a packed sliver
+/// would serve that few tiles. Measured (benches/gemm.rs, one thread, Intel Xeon,
+/// 2026-12-05): W2's forward products `64 × 128 × 64` 115 → 134 GFLOP/s (AVX-512) and 87 → 93
+/// (AVX2), `64 × 784 × 128` 124 → 132 (AVX-512), its `64 × 10 × 64` input gradient 96 → 107
+/// and 63 → 69, W6's `768 × 128 × 128` products 153-155 → 163-167 (AVX-512). With it, a
+/// narrow `C` (`2n < NR`) of at least `MR` rows takes this path rather than dot products
+/// (see [`gemv_first`]): W2's `64 × 64 × 10` 29 → 38 (AVX-512).
+///
 /// Threading: large problems are split before they get here (`run_split` in `gemm.rs`, the
 /// helper thread in `kernels/parallel.rs`): `C` is cut at a panel boundary into two blocks, along `n`
 /// (a range of `jc` columns, each thread packing its own `B` columns and all of `A`) or
@@ -320,6 +334,10 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     let mut scratch = Scratch::take();
     let b_len = if prepacked { 0 } else { kc_max * nc_max };
     let (a_pack, b_pack) = scratch.get::<K::T>(mc_max * kc_max, b_len);
+    // `A` read in place where `B` has few panels, so that a packed sliver of `A` would serve
+    // few tiles (see `b_in_place`).
+    let a_in_place =
+        K::READS_A_IN_PLACE && p.a.cs == 1 && p.a.rs > 0 && p.n <= A_IN_PLACE_MAX_PANELS * nr;
     // Where the next block of a prepacked `B` starts: blocks in the order of the loops below.
     let mut b_offset = 0;
     let mut jc = 0;
@@ -354,12 +372,23 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
             let mut ic = 0;
             while ic < p.m {
                 let mc = mc_max.min(p.m - ic);
+                let in_place_rows = if a_in_place { mc / mr * mr } else { 0 };
                 // SAFETY: as for B, with `mc_max · kc_max` elements of buffer.
-                unsafe { pack::<K::V>(mr, mc, kc, p.a.at(ic, pc), p.a.rs, p.a.cs, a_pack) };
+                unsafe {
+                    let first = ic + in_place_rows;
+                    let rows = mc - in_place_rows;
+                    pack::<K::V>(mr, rows, kc, p.a.at(first, pc), p.a.rs, p.a.cs, a_pack)
+                };
+                let a = APanels {
+                    packed: a_pack.cast_const(),
+                    in_place: p.a.at(ic, pc),
+                    lda: p.a.rs as usize,
+                    in_place_rows,
+                };
                 // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded; a prepacked
                 // `B` was packed block by block with this blocking, see `pack_whole_b`), and
                 // the `mc × nc` block of C at (ic, jc) is inside C.
-                unsafe { macro_kernel::<K>(p, beta, bias, ic, jc, mc, nc, kc, a_pack, b_block) };
+                unsafe { macro_kernel::<K>(p, beta, bias, ic, jc, mc, nc, kc, a, b_block) };
                 ic += mc;
             }
             pc += kc;
@@ -609,6 +638,19 @@ unsafe fn by_rows<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     }
 }
 
+/// The most panels of `B` for which [`packed`] reads a row-major `A` in place.
+const A_IN_PLACE_MAX_PANELS: usize = 4;
+
+/// Where [`macro_kernel`] reads `A`: its first `in_place_rows` rows (a multiple of `MR`) in
+/// place, `lda` apart from `in_place`, and the rest from the packed panels at `packed`.
+#[derive(Clone, Copy)]
+struct APanels<T> {
+    packed: *const T,
+    in_place: *const T,
+    lda: usize,
+    in_place_rows: usize,
+}
+
 /// The bias entries from column `j` (null stays null).
 #[inline(always)]
 fn bias_at<T>(bias: *const T, j: usize) -> *const T {
@@ -623,8 +665,9 @@ fn bias_at<T>(bias: *const T, j: usize) -> *const T {
 /// at `(ic, jc)`, adding `bias` (the entries of `C`'s columns from 0, or null).
 ///
 /// # Safety
-/// `a_pack` and `b_pack` must hold the packed `mc × kc` and `kc × nc` blocks (padded to whole
-/// panels), and the block of `C` must be valid as for [`run`].
+/// `a` must hold the `mc × kc` block (its packed rows padded to whole panels, its rows in
+/// place inside `A`), `b_pack` the packed `kc × nc` block (padded to whole panels), and the
+/// block of `C` must be valid as for [`run`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn macro_kernel<K: Kernel>(
@@ -636,7 +679,7 @@ unsafe fn macro_kernel<K: Kernel>(
     mc: usize,
     nc: usize,
     kc: usize,
-    a_pack: *const K::T,
+    a: APanels<K::T>,
     b_pack: *const K::T,
 ) {
     let (mr, nr) = (K::MR, K::NR);
@@ -668,16 +711,18 @@ unsafe fn macro_kernel<K: Kernel>(
             bias: bias_at(bias, jc + jr),
             fetch,
         };
-        // SAFETY: panel `ir / MR` of A and `jr / NR` of B hold `kc` full steps each, and
-        // the tile's `rows × cols` elements are inside C.
+        // SAFETY: rows `ir .. ir + MR` of A in place, or panel `(ir - in_place_rows) / MR`
+        // of packed A, and panel `jr / NR` of B hold `kc` full steps each, and the tile's
+        // `rows × cols` elements are inside C.
         unsafe {
-            K::tile(
-                kc,
-                a_pack.wrapping_add(ir * kc),
-                b_pack.wrapping_add(jr * kc),
-                nr,
-                &tile,
-            )
+            let b = b_pack.wrapping_add(jr * kc);
+            if ir < a.in_place_rows {
+                let rows = a.in_place.wrapping_add(ir * a.lda);
+                K::tile_in_place(kc, rows, a.lda, b, nr, &tile)
+            } else {
+                let panel = a.packed.wrapping_add((ir - a.in_place_rows) * kc);
+                K::tile(kc, panel, b, nr, &tile)
+            }
         };
         if rows_first {
             jr += nr;
