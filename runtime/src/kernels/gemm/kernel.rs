@@ -2,10 +2,14 @@
 //!
 //! A microkernel computes one `MR × NR` tile of `C` from a packed `MR × kc` sliver of `A`
 //! and a packed `kc × NR` sliver of `B` (both `kc`-major: step `p` of the A sliver is `MR`
-//! consecutive elements, one per row). The accumulators are a fixed-size array
-//! `[[T; NR]; MR]` that LLVM keeps in vector registers: each row update
-//! `acc[i][..] += a[i] · b[..]` is `NR` independent multiply-adds on consecutive lanes, which
-//! the vectoriser turns into `NR / lanes` vector FMAs with `a[i]` broadcast from memory.
+//! consecutive elements, one per row). Variants read `B`'s rows in place or through offsets,
+//! and `A`'s rows in place (`Kernel::tile_in_place`), where packing would cost more than it
+//! saves.
+//!
+//! The accumulators are a fixed-size array `[[T; NR]; MR]` that LLVM keeps in vector
+//! registers: each row update `acc[i][..] += a[i] · b[..]` is `NR` independent multiply-adds
+//! on consecutive lanes, which the vectoriser turns into `NR / lanes` vector FMAs with `a[i]`
+//! broadcast from memory.
 //!
 //! Two details keep that code generation robust rather than lucky:
 //! - The row loop is unrolled by the `kernels!` macro (it receives the row indices as
@@ -183,8 +187,9 @@ pub(super) trait Kernel {
     /// unless `beta` is zero) that do not overlap `a` or `b`.
     unsafe fn tile(kc: usize, a: *const Self::T, b: *const Self::T, ldb: usize, c: &Tile<Self::T>);
 
-    /// [`Kernel::tile`] with `B` in place (row stride `ldb`) and `A` in place too: a whole
-    /// tile of `MR` rows of a row-major `A`, step `p` of row `i` at `a + i·lda + p`. The same
+    /// [`Kernel::tile`] with `A` read in place: a whole tile of `MR` rows of a row-major `A`,
+    /// step `p` of row `i` at `a + i·lda + p` (`B`'s rows `ldb` apart, as for
+    /// [`Kernel::tile`]: a packed panel's `NR`, or the row stride of `B` in place). The same
     /// multiply-adds in the same order as [`Kernel::tile`] on the packed sliver of those rows,
     /// so the same bits.
     ///
