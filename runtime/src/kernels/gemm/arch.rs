@@ -184,6 +184,22 @@ macro_rules! dispatch {
             #[inline]
             unsafe fn run_on(isa: Isa, p: &Problem<$t>, path: Path) {
                 match isa {
+                    // A `C` no wider than the AVX2 tile, with rows for two AVX-512 tiles
+                    // or more, runs the AVX2 kernels: the AVX-512 tile is twice as wide,
+                    // and more than half of each of its multiply-adds would compute padding.
+                    // W2's 64 → 10 layer (`64 × 64 × 10`): 37.6 GFLOP/s with the AVX-512
+                    // kernels, 47 with the AVX2 ones; `16³` (`A·Bᵀ`) 26 → 38. With one
+                    // AVX-512 tile of rows (`8³`) the AVX2 kernels' two tiles were slower
+                    // (7.9 → 7.4; benches/gemm.rs, Intel Xeon, 2026-12-05). Not for a `B`
+                    // packed ahead (by the AVX-512 kernels), nor on the paths tests force.
+                    // SAFETY: an AVX-512 CPU has AVX2 and FMA; `p` from the caller.
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx512
+                        if path == Path::Auto
+                            && p.b_packed.is_null()
+                            && (2..=super::kernel::$avx2::NR).contains(&p.n)
+                            && p.m >= 2 * super::kernel::$avx512::MR =>
+                    unsafe { $avx2_fn(p, path) },
                     // SAFETY: the caller guarantees that the CPU supports `isa`, and `p`.
                     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
                     Isa::Avx512 => unsafe { $avx512_fn(p, path) },
