@@ -336,8 +336,7 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     let (a_pack, b_pack) = scratch.get::<K::T>(mc_max * kc_max, b_len);
     // `A` read in place where `B` has few panels, so that a packed sliver of `A` would serve
     // few tiles (see `b_in_place`).
-    let a_in_place =
-        K::READS_A_IN_PLACE && p.a.cs == 1 && p.a.rs > 0 && p.n <= A_IN_PLACE_MAX_PANELS * nr;
+    let a_in_place = reads_a_in_place::<K>(p) && p.n <= A_IN_PLACE_MAX_PANELS * nr;
     // Where the next block of a prepacked `B` starts: blocks in the order of the loops below.
     let mut b_offset = 0;
     let mut jc = 0;
@@ -372,19 +371,9 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
             let mut ic = 0;
             while ic < p.m {
                 let mc = mc_max.min(p.m - ic);
-                let in_place_rows = if a_in_place { mc / mr * mr } else { 0 };
-                // SAFETY: as for B, with `mc_max · kc_max` elements of buffer.
-                unsafe {
-                    let first = ic + in_place_rows;
-                    let rows = mc - in_place_rows;
-                    pack::<K::V>(mr, rows, kc, p.a.at(first, pc), p.a.rs, p.a.cs, a_pack)
-                };
-                let a = APanels {
-                    packed: a_pack.cast_const(),
-                    in_place: p.a.at(ic, pc),
-                    lda: p.a.rs as usize,
-                    in_place_rows,
-                };
+                // SAFETY: the block `m ∈ ic..ic+mc`, `k ∈ pc..pc+kc` is inside A; the buffer
+                // holds `mc_max · kc_max` elements.
+                let a = unsafe { ABlock::take::<K>(p, ic, pc, mc, kc, a_in_place, a_pack) };
                 // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded; a prepacked
                 // `B` was packed block by block with this blocking, see `pack_whole_b`), and
                 // the `mc × nc` block of C at (ic, jc) is inside C.
@@ -513,27 +502,15 @@ unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
         unsafe { pack::<K::V>(nr, p.n - whole, k, p.b.at(0, whole), p.b.cs, p.b.rs, b_pack) };
     }
     let ldb = p.b.rs as usize;
-    let a_in_place = K::READS_A_IN_PLACE && p.a.cs == 1 && p.a.rs > 0;
+    let a_in_place = reads_a_in_place::<K>(p);
     let mut ic = 0;
     while ic < p.m {
         let mc = mc_max.min(p.m - ic);
         // With `A` read in place, only its last rows short of a whole tile are packed (as the
         // one panel at the start of the buffer).
-        let in_place_rows = if a_in_place { mc / mr * mr } else { 0 };
-        // SAFETY: the rows `ic + in_place_rows .. ic + mc`, all `k`, are inside A; the
-        // buffer holds `mc_max · k ≥ ceil(mc / MR) · MR · k` elements.
-        unsafe {
-            let first = ic + in_place_rows;
-            pack::<K::V>(
-                mr,
-                mc - in_place_rows,
-                k,
-                p.a.at(first, 0),
-                p.a.rs,
-                p.a.cs,
-                a_pack,
-            )
-        };
+        // SAFETY: the block `m ∈ ic..ic+mc`, all `k`, is inside A; the buffer holds
+        // `mc_max · k ≥ ceil(mc / MR) · MR · k` elements.
+        let a = unsafe { ABlock::take::<K>(p, ic, 0, mc, k, a_in_place, a_pack) };
         let mut jr = 0;
         while jr < p.n {
             let (b_panel, b_stride) = if jr < whole {
@@ -556,19 +533,10 @@ unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
                     bias: bias_at(p.bias, jr),
                     fetch,
                 };
-                // SAFETY: rows `ic + ir .. + MR` of A (below `in_place_rows`) are inside A,
-                // `k` steps each, or the packed panel `(ir - in_place_rows) / MR` holds `k`
-                // steps; a whole panel of B has `NR` columns at each of its `k` rows (`jr +
-                // NR ≤ whole ≤ n`), the last one is packed; the tile's elements are inside C.
-                unsafe {
-                    if ir < in_place_rows {
-                        let (a, lda) = (p.a.at(ic + ir, 0), p.a.rs as usize);
-                        K::tile_in_place(k, a, lda, b_panel, b_stride, &tile)
-                    } else {
-                        let a = a_pack.wrapping_add((ir - in_place_rows) * k);
-                        K::tile(k, a, b_panel, b_stride, &tile)
-                    }
-                };
+                // SAFETY: `ir < mc`; a whole panel of B has `NR` columns at each of its `k`
+                // rows (`jr + NR ≤ whole ≤ n`), the last one is packed; the tile's elements
+                // are inside C.
+                unsafe { a.tile::<K>(ir, b_panel, b_stride, &tile) };
                 ir += mr;
             }
             jr += nr;
@@ -641,14 +609,87 @@ unsafe fn by_rows<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 /// The most panels of `B` for which [`packed`] reads a row-major `A` in place.
 const A_IN_PLACE_MAX_PANELS: usize = 4;
 
-/// Where [`macro_kernel`] reads `A`: its first `in_place_rows` rows (a multiple of `MR`) in
-/// place, `lda` apart from `in_place`, and the rest from the packed panels at `packed`.
+/// Whether the kernel set reads `A` in place ([`Kernel::READS_A_IN_PLACE`]) and `A`'s rows
+/// are contiguous along `k`.
+fn reads_a_in_place<K: Kernel>(p: &Problem<K::T>) -> bool {
+    K::READS_A_IN_PLACE && p.a.cs == 1 && p.a.rs > 0
+}
+
+/// One `mc × kc` block of `A` as the microkernels read it: its first `in_place_rows` rows (a
+/// multiple of `MR`) in place, `lda` apart from `in_place`, the rest packed at `packed`.
 #[derive(Clone, Copy)]
-struct APanels<T> {
+struct ABlock<T> {
     packed: *const T,
     in_place: *const T,
     lda: usize,
     in_place_rows: usize,
+    kc: usize,
+}
+
+impl<T: Elem> ABlock<T> {
+    /// The block of rows `ic .. ic + mc` and steps `pc .. pc + kc` of `A`: its whole tiles of
+    /// rows read in place when `in_place` (see [`reads_a_in_place`]), and the other rows
+    /// packed into `buffer`.
+    ///
+    /// # Safety
+    /// The block must be inside `A`, and `buffer` writable for `ceil(mc / MR) · MR · kc`
+    /// elements.
+    #[inline(always)]
+    unsafe fn take<K: Kernel<T = T>>(
+        p: &Problem<T>,
+        ic: usize,
+        pc: usize,
+        mc: usize,
+        kc: usize,
+        in_place: bool,
+        buffer: *mut T,
+    ) -> Self {
+        let mr = K::MR;
+        let in_place_rows = if in_place { mc / mr * mr } else { 0 };
+        let first = ic + in_place_rows;
+        // SAFETY: rows `first .. ic + mc` of the block are inside A, and the buffer holds
+        // their panels.
+        unsafe {
+            pack::<K::V>(
+                mr,
+                mc - in_place_rows,
+                kc,
+                p.a.at(first, pc),
+                p.a.rs,
+                p.a.cs,
+                buffer,
+            )
+        };
+        Self {
+            packed: buffer.cast_const(),
+            in_place: p.a.at(ic, pc),
+            lda: p.a.rs as usize,
+            in_place_rows,
+            kc,
+        }
+    }
+
+    /// The microkernel on the block's rows `ir .. ir + MR` and `kc` rows of `B` from `b`,
+    /// `ldb` apart, into `tile`.
+    ///
+    /// # Safety
+    /// `ir < mc`, a multiple of `MR`; `b` and `tile` as for [`Kernel::tile`].
+    #[inline(always)]
+    unsafe fn tile<K: Kernel<T = T>>(&self, ir: usize, b: *const T, ldb: usize, tile: &Tile<T>) {
+        // SAFETY: rows below `in_place_rows` are whole tiles inside A, `kc` steps each; the
+        // others are packed panels of `kc` steps; the rest from the caller.
+        unsafe {
+            if ir < self.in_place_rows {
+                let rows = self.in_place.wrapping_add(ir * self.lda);
+                K::tile_in_place(self.kc, rows, self.lda, b, ldb, tile)
+            } else {
+                let panel = self
+                    .packed
+                    .wrapping_add((ir - self.in_place_rows) * self.kc);
+                K::tile(self.kc, panel, b, ldb, tile)
+            }
+        }
+    }
 }
 
 /// The bias entries from column `j` (null stays null).
@@ -665,9 +706,8 @@ fn bias_at<T>(bias: *const T, j: usize) -> *const T {
 /// at `(ic, jc)`, adding `bias` (the entries of `C`'s columns from 0, or null).
 ///
 /// # Safety
-/// `a` must hold the `mc × kc` block (its packed rows padded to whole panels, its rows in
-/// place inside `A`), `b_pack` the packed `kc × nc` block (padded to whole panels), and the
-/// block of `C` must be valid as for [`run`].
+/// `a` must be the `mc × kc` block of `A` ([`ABlock::take`]), `b_pack` the packed `kc × nc`
+/// block (padded to whole panels), and the block of `C` must be valid as for [`run`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn macro_kernel<K: Kernel>(
@@ -679,7 +719,7 @@ unsafe fn macro_kernel<K: Kernel>(
     mc: usize,
     nc: usize,
     kc: usize,
-    a: APanels<K::T>,
+    a: ABlock<K::T>,
     b_pack: *const K::T,
 ) {
     let (mr, nr) = (K::MR, K::NR);
@@ -711,19 +751,9 @@ unsafe fn macro_kernel<K: Kernel>(
             bias: bias_at(bias, jc + jr),
             fetch,
         };
-        // SAFETY: rows `ir .. ir + MR` of A in place, or panel `(ir - in_place_rows) / MR`
-        // of packed A, and panel `jr / NR` of B hold `kc` full steps each, and the tile's
+        // SAFETY: `ir < mc`, panel `jr / NR` of B holds `kc` full steps, and the tile's
         // `rows × cols` elements are inside C.
-        unsafe {
-            let b = b_pack.wrapping_add(jr * kc);
-            if ir < a.in_place_rows {
-                let rows = a.in_place.wrapping_add(ir * a.lda);
-                K::tile_in_place(kc, rows, a.lda, b, nr, &tile)
-            } else {
-                let panel = a.packed.wrapping_add((ir - a.in_place_rows) * kc);
-                K::tile(kc, panel, b, nr, &tile)
-            }
-        };
+        unsafe { a.tile::<K>(ir, b_pack.wrapping_add(jr * kc), nr, &tile) };
         if rows_first {
             jr += nr;
             if jr >= nc {
