@@ -199,19 +199,40 @@ impl<F: Float> SplitLoop for AdamLoop<'_, F> {
 impl<F: Float> ElementLoop for AdamLoop<'_, F> {
     #[inline(always)]
     fn run(self) {
+        // One copy of the loop per weight-decay case (the same for every element), so that
+        // each parameter is loaded once and stored once. With the cases tested inside the
+        // loop, LLVM stored the decoupled decay's `p · shrink` under a mask and loaded it
+        // back for the update, and a load that reads a masked store waits for the store to
+        // retire. Alone (not inside a training step, where its operands come from memory and
+        // it waits on them instead), Adam over W3's 6.3 M parameters on one AVX-512 core:
+        // 4.5–4.8 ms before, 4.2–4.3 ms after.
+        match (self.shrink, self.l2) {
+            (None, None) => self.update(|p| p, |g, _| g),
+            (Some(shrink), None) => self.update(|p| p * shrink, |g, _| g),
+            (None, Some(wd)) => self.update(|p| p, |g, p| add_scaled(g, wd, p)),
+            (Some(shrink), Some(wd)) => self.update(|p| p * shrink, |g, p| add_scaled(g, wd, p)),
+        }
+    }
+}
+
+impl<F: Float> AdamLoop<'_, F> {
+    /// The update of every element, with `shrink` the decoupled weight decay (`p ← p ·
+    /// (1 − lr · wd)`, before the update) and `decay` the L2 one (`g ← g + wd · p`, on the
+    /// shrunk `p`).
+    #[inline(always)]
+    fn update(self, shrink: impl Fn(F) -> F, decay: impl Fn(F, F) -> F) {
         let AdamLoop {
             param,
             grad,
             m,
             v,
-            shrink,
-            l2,
             beta1_weight,
             beta2,
             one_minus_beta2,
             bc2_sqrt,
             eps,
             neg_step_size,
+            ..
         } = self;
         for (((p, &g), m), v) in param
             .iter_mut()
@@ -219,13 +240,8 @@ impl<F: Float> ElementLoop for AdamLoop<'_, F> {
             .zip(m.iter_mut())
             .zip(v.iter_mut())
         {
-            if let Some(shrink) = shrink {
-                *p *= shrink;
-            }
-            let g = match l2 {
-                Some(wd) => add_scaled(g, wd, *p),
-                None => g,
-            };
+            let shrunk = shrink(*p);
+            let g = decay(g, shrunk);
             // exp_avg.lerp_(grad, 1 - beta1)
             *m = lerp(*m, g, beta1_weight);
             // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -233,7 +249,7 @@ impl<F: Float> ElementLoop for AdamLoop<'_, F> {
             // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
             let denom = v.sqrt() / bc2_sqrt + eps;
             // param.addcdiv_(exp_avg, denom, value=-step_size)
-            *p += neg_step_size * *m / denom;
+            *p = shrunk + neg_step_size * *m / denom;
         }
     }
 }
