@@ -211,6 +211,10 @@ def main(argv):
             torch.set_num_threads(t)
             report(workload_id, t, measure(warmup, counted(n), step))
 
+    # ATen's vector code (capped by `ATEN_CPU_CAPABILITY`, see isa.py), so a capped run shows
+    # that the cap took.
+    print(f"PyTorch {torch.__version__}, ATen vector code {torch.backends.cpu.get_cpu_capability()}",
+          flush=True)
     torch.manual_seed(0)
     torch.set_default_dtype(torch.float32)
     ce = torch.nn.CrossEntropyLoss()

@@ -10,7 +10,9 @@ linear warm-up iterations from 1% of the peak, cosine decay to 1e-4 at iteration
 windows) and the training wall time (steps only, no periodic validation).
 
 Usage: python3 benches/compare/q6_austen.py [--iterations N] [--threads T] [--skip-kiln]
-                                              [--skip-pytorch]
+                                              [--skip-pytorch] [--isa avx2]
+
+`--isa avx2` holds both sides to AVX2 on an AVX-512 machine (see isa.py).
 
 kiln's side is `cargo run --release --example austen -- --iterations N` (its output is parsed);
 PyTorch's side runs in this process and needs torch. Each side prints its progress live, then
@@ -30,6 +32,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import isa
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -143,7 +147,10 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-kiln", action="store_true")
     parser.add_argument("--skip-pytorch", action="store_true")
+    parser.add_argument("--isa", choices=sorted(isa.CAPS), help="cap both sides at this ISA")
     args = parser.parse_args()
+    # Before torch is imported and kiln started: both read the caps when they load.
+    capped = isa.cap(args.isa) if args.isa else None
 
     results = []
     if not args.skip_kiln:
@@ -151,7 +158,8 @@ def main():
     if not args.skip_pytorch:
         results.append(("PyTorch",) + run_pytorch(args.iterations, args.threads))
 
-    print(f"\nQ6, {args.iterations} iterations, {args.threads} threads")
+    print(f"\nQ6, {args.iterations} iterations, {args.threads} threads"
+          + (f"; {capped}" if capped else ""))
     print(f"{'system':<8} | validation loss | training s | ms/iteration")
     for name, loss, seconds in results:
         print(f"{name:<8} | {loss:>15.4f} | {seconds:>10.1f} | "

@@ -7,15 +7,18 @@ per (workload, threads) for each system, and prints the machine's CPU and vector
 
     workload | threads | kiln ms | PyTorch ms | JAX ms | kiln/best peer
 
-Usage: python3 benches/compare/run.py [--quick] [--rounds N] [FILTER ...]
+Usage: python3 benches/compare/run.py [--quick] [--rounds N] [--isa avx2] [FILTER ...]
   --quick      count a tenth of the steps in every system (a smoke run)
   --rounds N   how many times each system runs (default 2)
+  --isa avx2   cap kiln and PyTorch at AVX2 on an AVX-512 machine (see isa.py; JAX's matrix
+               products cannot be capped)
   FILTER       only the workloads whose id contains a filter, e.g. W2 W5 (default W1-W5)
   --self-test  check the parsing and the table on built-in sample outputs, run nothing
 
 A peer that is not installed in this interpreter (`pip install torch`, `pip install
 'jax[cpu]'`) is skipped and its column is empty. `KILN_GEMM_ISA=avx2` in the environment makes
-kiln use its AVX2 kernels on an AVX-512 machine (the ISA line says so).
+kiln alone use its AVX2 kernels on an AVX-512 machine (the ISA line says so); `--isa avx2` holds
+PyTorch to AVX2 as well.
 Standard library only.
 """
 
@@ -26,6 +29,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import isa
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -99,8 +104,8 @@ def table(kiln, peers):
     return "\n".join(rows)
 
 
-def machine():
-    """The CPU model and the widest vector ISA kiln's GEMM will use on it."""
+def machine(capped=None):
+    """The CPU model, its widest vector ISA, and what the run held the systems to."""
     model, flags = "unknown CPU", set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -111,10 +116,10 @@ def machine():
                     flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     forced = os.environ.get("KILN_GEMM_ISA")
-    note = f"; kiln forced to {forced} by KILN_GEMM_ISA" if forced else ""
-    return f"{model}, {os.cpu_count()} CPUs, {isa}{note}"
+    note = f"; {capped}" if capped else f"; kiln forced to {forced} by KILN_GEMM_ISA" if forced else ""
+    return f"{model}, {os.cpu_count()} CPUs, {widest}{note}"
 
 
 def main():
@@ -122,12 +127,15 @@ def main():
     ap.add_argument("filters", nargs="*", help="workload id substrings (default: W1..W5)")
     ap.add_argument("--quick", action="store_true", help="a tenth of the counted steps")
     ap.add_argument("--rounds", type=int, default=2, help="runs per system (default 2)")
+    ap.add_argument("--isa", choices=sorted(isa.CAPS), help="cap every system at this ISA")
     ap.add_argument("--self-test", action="store_true", help="test the parsing, run nothing")
     args = ap.parse_args()
     if args.self_test:
         return self_test()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    # Before any system starts: they read the caps when their libraries load.
+    capped = isa.cap(args.isa) if args.isa else None
 
     # Naming W1..W5 explicitly keeps kiln from also timing its macro expansion, which has no
     # PyTorch counterpart.
@@ -151,7 +159,7 @@ def main():
         for name, cmd in peer_cmds.items():
             keep_best(peers[name], parse(run_streaming(cmd, f"{name}, round {r}/{args.rounds}")))
 
-    print(f"\nMachine: {machine()}.")
+    print(f"\nMachine: {machine(capped)}.")
     print(f"Best median over {args.rounds} round(s) per system"
           f"{' (--quick)' if args.quick else ''}; kiln/best peer < 1 means kiln is faster.\n")
     print(table(kiln, peers))
