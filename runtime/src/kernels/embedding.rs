@@ -5,6 +5,7 @@
 //! is a scatter-add of the output gradient's rows, so ids that repeat sum their gradients.
 //! Ids carry no gradient of their own.
 
+use super::parallel;
 use super::shape_ops::add_into;
 use crate::Float;
 
@@ -93,7 +94,7 @@ pub fn embedding_backward<F: Float>(
         ids.len()
     );
     if !accumulate {
-        d_weight.fill(F::ZERO);
+        parallel::fill_split(d_weight, F::ZERO);
     }
     if dim == 0 {
         return;

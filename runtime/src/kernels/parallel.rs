@@ -291,6 +291,39 @@ pub(crate) fn run_fast_split<L: SplitLoop>(update: L) {
     });
 }
 
+/// Sets every element of `slice` to `value`, shared by two threads when the slice is long
+/// ([`run_fast_split`]). A gradient table that is cleared at every step (an embedding's: W7's
+/// 20,000 × 128 f32, 10 MiB) is written at the speed of memory, and a second core writes
+/// more of it in the same time.
+pub(crate) fn fill_split<T: Copy + Send>(slice: &mut [T], value: T) {
+    run_fast_split(Fill { slice, value });
+}
+
+/// [`fill_split`]'s loop.
+struct Fill<'a, T> {
+    slice: &'a mut [T],
+    value: T,
+}
+
+impl<T: Copy> ElementLoop for Fill<'_, T> {
+    #[inline(always)]
+    fn run(self) {
+        self.slice.fill(self.value);
+    }
+}
+
+impl<T: Copy + Send> SplitLoop for Fill<'_, T> {
+    fn len(&self) -> usize {
+        self.slice.len()
+    }
+
+    fn split_at(self, at: usize) -> (Self, Self) {
+        let (head, tail) = self.slice.split_at_mut(at);
+        let value = self.value;
+        (Fill { slice: head, value }, Fill { slice: tail, value })
+    }
+}
+
 /// Runs the closure in `*data` (an `Option<A>`), once.
 ///
 /// # Safety
@@ -654,6 +687,16 @@ mod tests {
         }
         assert_eq!(theirs.load(Ordering::Relaxed), 20_000);
         assert_eq!(mine.load(Ordering::Relaxed), 20_000);
+    }
+
+    #[test]
+    fn fill_split_sets_every_element() {
+        // Short (one piece), just long enough to split, and uneven pieces on two threads.
+        for len in [0usize, 100, SPLIT_LOOP_MIN, 5 * SPLIT_LOOP_PIECE + 37] {
+            let mut data: Vec<u32> = (0..len as u32).collect();
+            fill_split(&mut data, 7);
+            assert!(data.iter().all(|&v| v == 7), "len {len}");
+        }
     }
 
     #[test]
