@@ -755,6 +755,9 @@ mod tests {
         (64, 64, 64),
         (65, 129, 31),
         (40, 70, 150),
+        // A last panel of 4 columns, with `A` read in place or packed.
+        (16, 150, 100),
+        (150, 16, 100),
         // Deep enough for the tiles of dot products, with edge tiles in both directions and a
         // tail of `k` shorter than a vector (and, with more rows than columns, the rows of
         // `A` outside).
@@ -1029,6 +1032,13 @@ mod tests {
             (203, 590, 75),
             (9, 1040, 1001),
             (18, 15000, 16),
+            // Split along `n` into 32 and 16 columns: a part as narrow as the AVX2 tile, which
+            // an AVX-512 CPU may run with the AVX2 kernels, deep enough (`k` > 256) for their
+            // depth blocking to differ from the AVX-512 kernels'.
+            (48, 2000, 48),
+            // Last panels of 4 and 16 columns, split along `m` and along `n`.
+            (200, 256, 100),
+            (48, 256, 400),
         ] {
             one::<f32>(m, k, n);
             one::<f64>(m, k, n);

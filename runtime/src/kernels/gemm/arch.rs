@@ -183,6 +183,8 @@ macro_rules! dispatch {
         impl Dispatch for $t {
             #[inline]
             unsafe fn run_on(isa: Isa, p: &Problem<$t>, path: Path) {
+                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                use super::kernel::{$avx2 as Narrow, $avx512 as Wide};
                 match isa {
                     // A `C` no wider than the AVX2 tile, with rows for two AVX-512 tiles
                     // or more, runs the AVX2 kernels: the AVX-512 tile is twice as wide,
@@ -192,13 +194,20 @@ macro_rules! dispatch {
                     // AVX-512 tile of rows (`8³`) the AVX2 kernels' two tiles were slower
                     // (7.9 → 7.4; benches/gemm.rs, Intel Xeon, 2026-12-05). Not for a `B`
                     // packed ahead (by the AVX-512 kernels), nor on the paths tests force.
+                    // Only when `k` is one depth block for both kernel sets (at most the
+                    // smaller base `kc`), so that each element is the same sum, rounded the
+                    // same way, on either: a product split between two threads can hand a
+                    // part of 16 columns here while the whole, on one thread, runs on the
+                    // AVX-512 kernels (`48 × 2000 × 48`: 32 + 16 columns), and with a
+                    // 48 KiB L1 the two sets' depth blocks differ (512 and 256 steps).
                     // SAFETY: an AVX-512 CPU has AVX2 and FMA; `p` from the caller.
                     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
                     Isa::Avx512
                         if path == Path::Auto
                             && p.b_packed.is_null()
-                            && (2..=super::kernel::$avx2::NR).contains(&p.n)
-                            && p.m >= 2 * super::kernel::$avx512::MR =>
+                            && p.k <= Wide::BLOCKING.kc.min(Narrow::BLOCKING.kc)
+                            && (2..=Narrow::NR).contains(&p.n)
+                            && p.m >= 2 * Wide::MR =>
                     unsafe { $avx2_fn(p, path) },
                     // SAFETY: the caller guarantees that the CPU supports `isa`, and `p`.
                     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
