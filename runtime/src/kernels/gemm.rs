@@ -1036,6 +1036,10 @@ mod tests {
             // an AVX-512 CPU may run with the AVX2 kernels, deep enough (`k` > 256) for their
             // depth blocking to differ from the AVX-512 kernels'.
             (48, 2000, 48),
+            // Split along `m` into 16 and 14 rows of a 16-column `C`: the AVX2 kernels take
+            // the whole and the first part, but not a part of fewer than two AVX-512 tiles
+            // of rows.
+            (30, 9000, 16),
             // Last panels of 4 and 16 columns, split along `m` and along `n`.
             (200, 256, 100),
             (48, 256, 400),

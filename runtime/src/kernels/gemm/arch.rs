@@ -198,7 +198,8 @@ macro_rules! dispatch {
                     // smaller base `kc`), so that each element is the same sum, rounded the
                     // same way, on either: a product split between two threads can hand a
                     // part of 16 columns here while the whole, on one thread, runs on the
-                    // AVX-512 kernels (`48 × 2000 × 48`: 32 + 16 columns), and with a
+                    // AVX-512 kernels (`48 × 2000 × 48`: 32 + 16 columns), or keep a part of
+                    // too few rows from here (`30 × 9000 × 16`: 16 + 14 rows), and with a
                     // 48 KiB L1 the two sets' depth blocks differ (512 and 256 steps).
                     // SAFETY: an AVX-512 CPU has AVX2 and FMA; `p` from the caller.
                     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
