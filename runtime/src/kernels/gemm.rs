@@ -1025,12 +1025,12 @@ mod tests {
                 }
             }
         }
-        // The last: split along `m` into parts of 16 and 2 rows (8-row tiles) or 12 and 6
-        // (6-row tiles), which would take the dot products where the whole packs: not split.
         for (m, k, n) in [
             (67, 600, 221),
             (203, 590, 75),
             (9, 1040, 1001),
+            // Split along `m` into parts of 16 and 2 rows (8-row tiles) or 12 and 6 (6-row
+            // tiles), which would take the dot products where the whole packs: not split.
             (18, 15000, 16),
             // Split along `n` into 32 and 16 columns: a part as narrow as the AVX2 tile, which
             // an AVX-512 CPU may run with the AVX2 kernels, deep enough (`k` > 256) for their

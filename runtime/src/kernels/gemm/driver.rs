@@ -308,8 +308,9 @@ fn block_size(len: usize, max: usize, unit: usize) -> usize {
 /// `A` is not packed when `B` has at most [`A_IN_PLACE_MAX_PANELS`] panels: a packed sliver
 /// would serve that few tiles. Measured (benches/gemm.rs, one thread, Intel Xeon,
 /// 2026-12-05): W2's forward products `64 × 128 × 64` 115 → 134 GFLOP/s (AVX-512) and 86–87
-/// → 88–93 (AVX2, by binary), `64 × 784 × 128` 124 → 132 (AVX-512), its `64 × 10 × 64` input gradient 96 → 107
-/// and 63 → 69, W6's `768 × 128 × 128` products 153-155 → 163-167 (AVX-512). With it, a
+/// → 88–93 (AVX2, by binary), `64 × 784 × 128` 124 → 132 (AVX-512), its `64 × 10 × 64`
+/// input gradient 96 → 107 and 63 → 69, W6's `768 × 128 × 128` products 153-155 → 163-167
+/// (AVX-512). With it, a
 /// narrow `C` (`2n < NR`) of at least `MR` rows takes this path rather than dot products
 /// (see [`gemv_first`]): W2's `64 × 64 × 10` 29 → 38 (AVX-512).
 ///
