@@ -161,7 +161,10 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     // SAFETY (all arms): forwarded from the caller.
     match blocked {
         Blocked::Packed(blocking) => unsafe { packed::<K>(p, blocking) },
-        Blocked::BInPlace => unsafe { b_in_place::<K>(p, auto) },
+        // (`reads_b_in_place` is false for a lean kernel set; the guard keeps the set from
+        // compiling `b_in_place`.)
+        Blocked::BInPlace if !K::LEAN => unsafe { b_in_place::<K>(p, auto) },
+        Blocked::BInPlace => unreachable!("a lean kernel set does not read B in place"),
         Blocked::ByRows => unsafe { by_rows::<K>(p, auto) },
         Blocked::Reserve => reserve::<K>(p, auto),
     }
@@ -228,7 +231,7 @@ fn reserve<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 #[inline(always)]
 fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
     let dots = p.b.rs == 1 && p.a.cs == 1;
-    let rows = p.m < K::MR || (p.m == K::MR && deep_for_dot_tiles::<K>(p.k));
+    let rows = p.m < K::MR || (p.m == K::MR && !K::LEAN && deep_for_dot_tiles::<K>(p.k));
     // With `A` read in place ([`Kernel::READS_A_IN_PLACE`]), the packed path copies only the
     // narrow `B`, and a narrow `C` of whole tiles of rows no longer pays for dot products.
     let narrow = 2 * p.n < K::NR && !(K::READS_A_IN_PLACE && p.m >= K::MR);
@@ -432,14 +435,16 @@ const B_IN_PLACE_MAX: usize = 1 << 15;
 /// × 100`: 124 → 115), where packing costs little.
 const B_IN_PLACE_MIN_K: usize = 24;
 
-/// Whether [`b_in_place`] reads `B` in place: its rows are contiguous (`cs == 1`), it is one
+/// Whether [`b_in_place`] reads `B` in place: the kernel set is not lean
+/// ([`Kernel::LEAN`]), `B`'s rows are contiguous (`cs == 1`), it is one
 /// rank-`kc` block deep but not shallow ([`B_IN_PLACE_MIN_K`]) and small
 /// ([`B_IN_PLACE_MAX`]), and it has at least one whole panel of `NR` columns. A
 /// convolution's `W · cols` per sample is such a product: packing `cols` would copy each of
 /// its elements once more only to read it from the same cache.
 #[inline(always)]
 fn reads_b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) -> bool {
-    p.b.cs == 1
+    !K::LEAN
+        && p.b.cs == 1
         && p.b.rs > 0
         && (B_IN_PLACE_MIN_K..=blocking.kc).contains(&p.k)
         && p.n >= K::NR

@@ -306,7 +306,8 @@ fn col_of_c<T: Elem>(p: &Problem<T>, j: usize) -> Gemv<T> {
 }
 
 /// Runs the whole problem without packing. With both operands contiguous along a deep `k`
-/// and `C` more than one row or column: as [`dot_tiles`]. Otherwise as matrix-vector
+/// and `C` more than one row or column: as [`dot_tiles`] (not in a lean kernel set,
+/// [`Kernel::LEAN`]). Otherwise as matrix-vector
 /// products, one per row of `C` or one per column, whichever has a unit-stride form. When
 /// both have: one per row when `C` is a single row or
 /// at least as tall as wide (rows are contiguous in row-major `C`, and longer products
@@ -319,7 +320,8 @@ fn col_of_c<T: Elem>(p: &Problem<T>, j: usize) -> Gemv<T> {
 /// `p` must describe valid memory (see [`Problem`]).
 #[inline(always)]
 pub(super) unsafe fn by_gemv<K: Kernel>(p: &Problem<K::T>) -> bool {
-    if p.a.cs == 1 && p.b.rs == 1 && p.m > 1 && p.n > 1 && deep_for_dot_tiles::<K>(p.k) {
+    let tiles = !K::LEAN && p.a.cs == 1 && p.b.rs == 1;
+    if tiles && p.m > 1 && p.n > 1 && deep_for_dot_tiles::<K>(p.k) {
         // SAFETY: forwarded from the caller, with the layout `dot_tiles` needs.
         unsafe { K::dot_tiles(p) };
         return true;

@@ -176,6 +176,14 @@ pub(super) trait Kernel {
     /// only the f32 kernels of AVX-512 and AVX2 do, so that the other sets do not compile
     /// one more copy of their microkernel (kiln-runtime's build time).
     const READS_A_IN_PLACE: bool;
+    /// Whether the kernel set goes without two of the driver's shape-specific paths: tiles
+    /// of dot products ([`Kernel::dot_tiles`]) and `B` read in place (`driver::b_in_place`).
+    /// The products they take are then packed. Only the baseline set on x86 is lean: it
+    /// runs only on CPUs without AVX2 and FMA (most made before 2013–2015), and compiling
+    /// those paths once more for it took about 5% of a clean build of kiln-runtime. It keeps
+    /// the matrix-vector products ([`Kernel::dot_rows`], [`Kernel::axpy_cols`]), which batch-1
+    /// products need most (packing was 4 to 18 times slower there).
+    const LEAN: bool;
 
     /// Computes one tile: `acc = Σ_p a[p·MR + i] · b[p·ldb + j]` over `p < kc`, then writes
     /// `alpha · acc + beta · C` into `c`. `ldb` is `NR` for a packed panel of `B`, or the row
@@ -425,12 +433,40 @@ macro_rules! tile_in_place_body {
     }};
 }
 
+/// The body of [`Kernel::dot_tiles`]: `$body`, or unreachable in a lean set
+/// ([`Kernel::LEAN`]; the driver never calls it there), so that the set does not compile it.
+/// `on_x86`: the baseline set, lean on x86 only.
+macro_rules! unless_lean {
+    (false, $arg:ident, $body:block) => {
+        $body
+    };
+    (on_x86, $arg:ident, $body:block) => {{
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+        $body
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        {
+            let _ = $arg;
+            unreachable!("the baseline kernels on x86 have no tiles of dot products")
+        }
+    }};
+}
+
+/// [`Kernel::LEAN`] from a kernel set's `lean` entry.
+macro_rules! lean_flag {
+    (false) => {
+        false
+    };
+    (on_x86) => {
+        cfg!(any(target_arch = "x86", target_arch = "x86_64"))
+    };
+}
+
 /// Defines one zero-sized kernel type per entry. `rows` lists the tile's row indices as
 /// literals (so the row loop is unrolled by the macro, see the module docs), `nr` is the tile
 /// width, `vector` the register type of the matrix-vector kernels, `features` the
 /// `target_feature`s the kernels are compiled with (none for the baseline kernels), and
 /// `rows_first_when_c_aliases` the kernel set's [`Kernel::ROWS_FIRST_WHEN_C_ALIASES`],
-/// `a_in_place` its [`Kernel::READS_A_IN_PLACE`].
+/// `a_in_place` its [`Kernel::READS_A_IN_PLACE`], `lean` its [`Kernel::LEAN`].
 ///
 /// Each kernel is a separate, never-inlined function with its own `#[target_feature]`: when
 /// the microkernel was inlined into the (already AVX-512) driver loop nest, LLVM left its
@@ -449,6 +485,7 @@ macro_rules! kernels {
             vector: $vec:ty,
             rows_first_when_c_aliases: $rows_first:literal,
             a_in_place: $a_in_place:tt,
+            lean: $lean:tt,
             dot_tiles: [($dr:literal, $ds:literal), ($dr2:literal, $ds2:literal)] $(,)?
         }
     )*) => {$(
@@ -564,13 +601,16 @@ macro_rules! kernels {
             const BLOCKING: Blocking = Blocking { mc: $mc, kc: $kc, nc: $nc };
             const ROWS_FIRST_WHEN_C_ALIASES: bool = $rows_first;
             const READS_A_IN_PLACE: bool = $a_in_place;
+            const LEAN: bool = lean_flag!($lean);
 
             #[inline(always)]
             unsafe fn tile(kc: usize, a: *const $t, b: *const $t, ldb: usize, c: &Tile<$t>) {
                 // SAFETY: forwarded from the caller, who runs this kernel set only on a CPU
                 // with its features.
                 unsafe {
-                    if ldb == $nr {
+                    // (A lean set never reads `B` in place, and does not compile that
+                    // variant.)
+                    if ldb == $nr || Self::LEAN {
                         Self::tile_kernel::<PACKED>(kc, a, b, ldb, std::ptr::null(), c)
                     } else {
                         Self::tile_kernel::<IN_PLACE>(kc, a, b, ldb, std::ptr::null(), c)
@@ -632,20 +672,22 @@ macro_rules! kernels {
 
             #[inline(always)]
             unsafe fn dot_tiles(p: &Problem<$t>) {
-                /// # Safety
-                /// As for [`dot_tiles`], and the CPU supports the enabled features.
-                $(#[target_feature(enable = $feat)])?
-                #[inline(never)]
-                unsafe fn dots(p: &Problem<$t>) {
-                    // SAFETY (both): forwarded from the caller.
-                    if wastes_fewer_rows(p.m, $dr2, $dr) {
-                        unsafe { dot_tiles::<$vec, $dr2, $ds2>(p) }
-                    } else {
-                        unsafe { dot_tiles::<$vec, $dr, $ds>(p) }
+                unless_lean!($lean, p, {
+                    /// # Safety
+                    /// As for [`dot_tiles`], and the CPU supports the enabled features.
+                    $(#[target_feature(enable = $feat)])?
+                    #[inline(never)]
+                    unsafe fn dots(p: &Problem<$t>) {
+                        // SAFETY (both): forwarded from the caller.
+                        if wastes_fewer_rows(p.m, $dr2, $dr) {
+                            unsafe { dot_tiles::<$vec, $dr2, $ds2>(p) }
+                        } else {
+                            unsafe { dot_tiles::<$vec, $dr, $ds>(p) }
+                        }
                     }
-                }
-                // SAFETY: as for `tile`.
-                unsafe { dots(p) }
+                    // SAFETY: as for `tile`.
+                    unsafe { dots(p) }
+                })
             }
         }
     )*};
@@ -674,6 +716,7 @@ kernels! {
         blocking: (256, 256, 512), vector: F32x16,
         rows_first_when_c_aliases: true,
         a_in_place: true,
+        lean: false,
         dot_tiles: [(4, 3), (3, 4)],
     }
     /// AVX-512 f64: 8×16 tile (16 zmm accumulators).
@@ -683,6 +726,7 @@ kernels! {
         blocking: (256, 256, 2048), vector: F64x8,
         rows_first_when_c_aliases: false,
         a_in_place: false,
+        lean: false,
         dot_tiles: [(4, 3), (3, 4)],
     }
     /// AVX2 + FMA f32: 6×16 tile (12 ymm accumulators).
@@ -692,6 +736,7 @@ kernels! {
         blocking: (144, 256, 4096), vector: F32x8,
         rows_first_when_c_aliases: false,
         a_in_place: true,
+        lean: false,
         dot_tiles: [(4, 2), (3, 3)],
     }
     /// AVX2 + FMA f64: 6×8 tile (12 ymm accumulators).
@@ -701,6 +746,7 @@ kernels! {
         blocking: (144, 256, 2048), vector: F64x4,
         rows_first_when_c_aliases: false,
         a_in_place: false,
+        lean: false,
         dot_tiles: [(4, 2), (3, 3)],
     }
     /// Baseline f32 (SSE2 on x86-64, NEON on aarch64): 4×8 tile (8 xmm accumulators).
@@ -709,6 +755,7 @@ kernels! {
         blocking: (128, 256, 2048), vector: Lanes<f32, PortableMulAdd, 4>,
         rows_first_when_c_aliases: false,
         a_in_place: false,
+        lean: on_x86,
         dot_tiles: [(4, 2), (3, 3)],
     }
     /// Baseline f64: 4×4 tile (8 xmm accumulators).
@@ -717,6 +764,7 @@ kernels! {
         blocking: (128, 256, 2048), vector: Lanes<f64, PortableMulAdd, 2>,
         rows_first_when_c_aliases: false,
         a_in_place: false,
+        lean: on_x86,
         dot_tiles: [(4, 2), (3, 3)],
     }
 }
