@@ -295,8 +295,9 @@ pub(super) fn prefetch_tile<T, const NR: usize>(c: &Tile<T>) {
             unsafe { _mm_prefetch::<_MM_HINT_T0>(last.cast()) };
         }
     }
+    // (No prefetch hint elsewhere: the flag is read and ignored.)
     #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-    let _ = c;
+    let _ = c.fetch;
 }
 
 /// Writes an accumulated tile into `C` (see [`Tile`]), a full tile with contiguous rows as
