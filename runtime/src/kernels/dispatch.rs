@@ -4,7 +4,7 @@
 //! recurrent gates and the generated element-wise loops (`parallel::split_batch`).
 
 #[cfg(target_arch = "x86_64")]
-use super::gemm::arch::Isa;
+use super::gemm::Isa;
 
 /// An element-wise loop (an optimizer's update, a kernel's row, a model's fused loop), run by
 /// [`run_fast`].
@@ -20,7 +20,7 @@ pub(crate) trait ElementLoop {
 /// W3's 6.3 M parameters cost more than a fifth of the whole training step. The arithmetic
 /// is the same in every copy: fused operations round once either way.
 ///
-/// The instruction set is the GEMM's ([`Isa::selected`](super::gemm::arch::Isa::selected)): the best the CPU has, or the one
+/// The instruction set is the GEMM's ([`Isa::selected`](kiln_gemm::Isa::selected)): the best the CPU has, or the one
 /// `KILN_GEMM_ISA` names, so that forcing `avx2` on an AVX-512 machine runs every vector loop
 /// as an AVX2-only CPU would.
 #[inline(always)]

@@ -1,23 +1,13 @@
 //! General matrix multiplication on row-major slices, with transposes expressed as strides.
 //!
 //! kiln's own GEMM, BLIS-style, so that a warm training step allocates nothing (the packing
-//! buffers are thread-local and grow once, see `gemm/buffer.rs`) and so that the kernels use
-//! the CPU's widest vectors (AVX-512 where available).
+//! buffers are thread-local and grow once) and so that the kernels use the CPU's widest
+//! vectors (AVX-512 where available). This module is its safe front door: slices, transposes
+//! as strides, the two-thread split and its bit-identity. The engine underneath (the
+//! blocked loops, the microkernels per instruction set, packing, the matrix-vector paths) is
+//! the `kiln-gemm` crate, compiled apart from the rest of the runtime because it takes the
+//! longest to build; its crate docs list its modules.
 //!
-//! - `gemm/driver.rs`: the problem description, the choice of algorithm per call, and the
-//!   blocked loop nest (pack a `kc × nc` block of `B`, then for each `mc × kc` block of `A`
-//!   pack it and sweep the microkernel over its tiles). Comments there say how to thread it.
-//! - `gemm/kernel.rs`: the `MR × NR` register-tile microkernels, written as fixed-size arrays
-//!   that LLVM vectorises, one per (instruction set, element type).
-//! - `gemm/arch.rs`: `#[target_feature]` entry points compiling everything above once for
-//!   AVX-512, once for AVX2+FMA and once for the baseline, and the run-time selection (done
-//!   once per process).
-//! - `gemm/pack.rs`: copying blocks into the panel layout the microkernel streams.
-//! - `gemm/gemv.rs`: the unpacked paths: `m = 1` or `n = 1` (batch-1 inference is `y = x·Wᵀ`,
-//!   one dot product per output), and `C` narrower than half a tile, as matrix-vector
-//!   products.
-//! - `gemm/simd.rs`: explicit vector registers for the matrix-vector kernels.
-//! - `gemm/buffer.rs`: the thread-local packing buffers.
 //! - `parallel.rs` (beside this module): the one persistent helper thread that computes half
 //!   of a large product (`m·k·n ≥ 2²²`) while the caller computes the other half;
 //!   `KILN_THREADS=1` turns it off.
@@ -28,18 +18,10 @@
 //! The instruction set is detected once per process; the environment variable
 //! `KILN_GEMM_ISA=avx512|avx2|portable` selects a lesser one (benchmarks, debugging).
 
-pub(crate) mod arch;
-mod buffer;
-mod driver;
-mod gemv;
-mod kernel;
-mod pack;
-mod simd;
-
 use super::parallel;
 use crate::Float;
-use arch::{Dispatch, Isa};
-use driver::{MatRef, Path, Problem};
+pub(crate) use kiln_gemm::Isa;
+use kiln_gemm::{Dispatch, MatRef, Path, Problem};
 
 /// `C = alpha · op(A) · op(B) + beta · C` on row-major slices.
 ///
@@ -409,7 +391,7 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
 /// Columns a row of `B` must stay readable past `n` for [`gemm_offsets`] by rows: every
 /// kernel reads
 /// whole panels of `NR` columns (at most 32) and stores only the `n` real ones.
-pub(crate) const ROWS_SLACK: usize = 32;
+pub(crate) use kiln_gemm::ROWS_SLACK;
 
 /// Which lines of `B` an offset table places (see [`gemm_offsets`]).
 #[doc(hidden)]
@@ -590,8 +572,8 @@ unsafe fn run_split<T: Dispatch>(isa: Isa, p: &Problem<T>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::kernel::Blocking;
     use super::*;
+    use kiln_gemm::Blocking;
 
     /// The textbook triple loop in f64 on explicitly transposed indices. Returns the product
     /// and, per element, the error scale `|alpha|·Σ_p |a_ip·b_pj| + |beta·c_ij|` that a

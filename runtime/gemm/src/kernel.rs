@@ -33,7 +33,7 @@ use super::simd::{Lanes, Vector};
 use std::ops::{Add, Mul};
 
 /// An element type the GEMM computes in: `f32` or `f64`.
-pub(crate) trait Elem:
+pub trait Elem:
     Copy + PartialEq + Add<Output = Self> + Mul<Output = Self> + Send + Sync + 'static
 {
     /// `0`.
@@ -100,7 +100,7 @@ impl<T: Elem> MulAdd<T> for Unfused {
 /// L1 while the microkernel sweeps the `A` block. `mc × kc` of packed `A` should stay in L2.
 /// `kc × nc` of packed `B` is the block shared by all `A` blocks (L3-sized).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Blocking {
+pub struct Blocking {
     /// Rows of `A` (and `C`) per packed block; rounded to a multiple of `MR` when used.
     pub mc: usize,
     /// Depth (`k`) of a packed block.

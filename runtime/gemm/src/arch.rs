@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 /// The instruction sets kiln has GEMM kernels for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
+pub enum Isa {
     /// AVX-512F (with AVX2 and FMA): 32 × 512-bit registers.
     Avx512,
     /// AVX2 with FMA: 16 × 256-bit registers.
@@ -19,9 +19,8 @@ pub(crate) enum Isa {
 }
 
 impl Isa {
-    /// Every instruction set this CPU can run, best first (tests run them all).
-    #[cfg(test)]
-    pub(crate) fn available() -> Vec<Isa> {
+    /// Every instruction set this CPU can run, best first (the tests run each of them).
+    pub fn available() -> Vec<Isa> {
         [Isa::Avx512, Isa::Avx2, Isa::Portable]
             .into_iter()
             .filter(|isa| isa.supported())
@@ -29,7 +28,7 @@ impl Isa {
     }
 
     /// Whether this CPU can run the instruction set.
-    pub(crate) fn supported(self) -> bool {
+    pub fn supported(self) -> bool {
         match self {
             #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
             Isa::Avx512 => {
@@ -50,7 +49,10 @@ impl Isa {
     /// supports (to benchmark or debug the other kernel sets; any other value is ignored).
     /// Decided once per process: detection reads `cpuid` (cheap but not free) and the
     /// environment (which allocates), and the answer must not change between calls.
-    pub(crate) fn selected() -> Isa {
+    /// Inline: every product asks, from `kiln-runtime`, and after the first call the answer
+    /// is one load.
+    #[inline]
+    pub fn selected() -> Isa {
         static SELECTED: OnceLock<Isa> = OnceLock::new();
         *SELECTED.get_or_init(|| {
             let best = [Isa::Avx512, Isa::Avx2]
@@ -116,7 +118,7 @@ fn detect_l1d() -> Option<usize> {
 }
 
 /// An element type with a kernel set per instruction set.
-pub(crate) trait Dispatch: Elem {
+pub trait Dispatch: Elem {
     /// Runs `p` with the kernels of `isa`.
     ///
     /// # Safety

@@ -10,9 +10,12 @@ use super::pack::{pack, pack_cols};
 
 /// A read-only strided matrix: element `(i, j)` is at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct MatRef<T> {
+pub struct MatRef<T> {
+    /// Element `(0, 0)`.
     pub ptr: *const T,
+    /// Elements from one row to the next.
     pub rs: isize,
+    /// Elements from one column to the next.
     pub cs: isize,
 }
 
@@ -28,40 +31,48 @@ impl<T> MatRef<T> {
 
 /// `C = alpha · A · B + beta · C` with `A` `m × k`, `B` `k × n`, `C` `m × n`, all strided.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Problem<T> {
+pub struct Problem<T> {
+    /// Rows of `A` and `C`.
     pub m: usize,
+    /// Columns of `A`, rows of `B`.
     pub k: usize,
+    /// Columns of `B` and `C`.
     pub n: usize,
+    /// The product's factor.
     pub alpha: T,
+    /// `A`, `m × k`.
     pub a: MatRef<T>,
+    /// `B`, `k × n` (unused when it is placed otherwise, see the fields below).
     pub b: MatRef<T>,
-    /// When zero, `C` is not read.
+    /// `C`'s factor. When zero, `C` is not read.
     pub beta: T,
+    /// Element `(0, 0)` of `C`, `m × n`.
     pub c: *mut T,
+    /// Elements from one row of `C` to the next.
     pub rsc: isize,
+    /// Elements from one column of `C` to the next.
     pub csc: isize,
     /// A bias added to every row of the result (`n` contiguous elements), or null: the
     /// packed paths add it as they write each tile of `C`, so `C` is written once.
     pub bias: *const T,
-    /// `B` already packed by [`pack_whole_b`] with the same kernels, or null. When set, `b`
+    /// `B` already packed by [`Dispatch::pack_b_on`](crate::Dispatch::pack_b_on) with the same kernels, or null. When set, `b`
     /// is not read, the product takes the packed path, and `bias` must be null.
     pub b_packed: *const T,
     /// Row offsets, or null: when set, row `p` of `B` is the `n` contiguous elements from
     /// `b.ptr + b_rows[p]` (`b.rs` and `b.cs` are not used), each readable for
-    /// [`ROWS_SLACK`](super::super::gemm::ROWS_SLACK) more, and the product takes
-    /// [`by_rows`]; `bias` and `b_packed` must be null.
+    /// [`ROWS_SLACK`](crate::ROWS_SLACK) more, and the product takes
+    /// `by_rows`; `bias` and `b_packed` must be null.
     pub b_rows: *const usize,
     /// Column offsets, or null: when set, column `j` of `B` is the `k` contiguous elements
     /// from `b.ptr + b_cols[j]` (`b.rs` and `b.cs` are not used), packed by
-    /// [`pack_cols`]; the product takes [`packed`] on this thread; `bias`, `b_packed` and
+    /// `pack::pack_cols`; the product takes the packed path on this thread; `bias`, `b_packed` and
     /// `b_rows` must be null.
     pub b_cols: *const usize,
 }
 
 /// Which algorithm to run. Everything but the tests uses [`Path::Auto`].
-#[cfg_attr(not(test), allow(dead_code))] // the forced paths exist for the tests
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Path {
+pub enum Path {
     /// Choose by shape and layout.
     Auto,
     /// The packed, blocked algorithm with the given blocking (tests use tiny blocks to cross
@@ -71,7 +82,7 @@ pub(crate) enum Path {
     /// when neither has a unit-stride form.
     Gemv,
     /// The packed path, reading `B` in place where its layout allows (see
-    /// [`reads_b_in_place`]), else packing it.
+    /// `reads_b_in_place`), else packing it.
     BInPlace,
     /// Computes nothing: grows this thread's packing buffers to what [`Path::Auto`] would
     /// need for the problem. A call split between two threads runs each part with part of
@@ -561,7 +572,7 @@ unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 /// As for [`run`], with `b_rows` as described on [`Problem`].
 #[inline(always)]
 unsafe fn by_rows<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
-    const { assert!(K::NR <= super::super::gemm::ROWS_SLACK) };
+    const { assert!(K::NR <= crate::ROWS_SLACK) };
     let (mr, nr) = (K::MR, K::NR);
     let kc_max = block_size(p.k, blocking.kc, 1);
     let mc_max = block_size(p.m, blocking.mc, mr);
