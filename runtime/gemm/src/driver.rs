@@ -256,6 +256,15 @@ fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
 /// As for [`run`], and `p.bias` null or valid for `n` elements.
 #[inline(always)]
 unsafe fn scale_c<T: Elem>(p: &Problem<T>) {
+    if p.beta == T::ZERO && !p.bias.is_null() && p.n == 1 && p.rsc == 1 {
+        // A layer with one output over a batch (W1): `C` is one contiguous column, filled
+        // with the bias in one vectorised pass (a copy per row of one element cost a loop
+        // set-up per row).
+        // SAFETY: `C` holds `m` contiguous elements (`rsc == 1`, one column) that nothing
+        // else reads or writes during this call, and the bias one.
+        unsafe { std::slice::from_raw_parts_mut(p.c, p.m).fill(*p.bias) };
+        return;
+    }
     if p.beta == T::ZERO && !p.bias.is_null() && p.csc == 1 {
         // A linear layer's rows on the matrix-vector path: each row becomes a copy.
         for i in 0..p.m {

@@ -825,7 +825,8 @@ mod tests {
 
     /// `gemm_bias` is the bias copied into every row of `C` then `gemm` with `beta = 1`, bit
     /// for bit: on the packed paths (also split between two threads, along `n` and along
-    /// `m`), the matrix-vector paths and an empty product.
+    /// `m`), the matrix-vector paths (a single output column among them) and an empty
+    /// product.
     #[test]
     fn gemm_bias_is_a_bias_copy_then_gemm_bit_for_bit() {
         let shapes = [
@@ -835,6 +836,9 @@ mod tests {
             (700, 96, 130),
             (1, 40, 33),
             (20, 40, 1),
+            // One output over a batch (W1's layer): the bias fills the column of `C`.
+            (1000, 1, 1),
+            (9, 0, 1),
             (5, 300, 20),
             (6, 0, 4),
         ];
