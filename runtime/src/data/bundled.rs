@@ -32,7 +32,7 @@ const IRIS: &[u8] = include_bytes!("../../data/iris.csv");
 ///
 /// # Errors
 /// None in practice: the data is compiled in and checked by the tests. (The parser's
-/// [`Error::File`](crate::Error::File) would surface here if the embedded file were damaged.)
+/// [`Error::File`] would surface here if the embedded file were damaged.)
 pub fn digits<F: Float>() -> Result<TensorDataset<F>> {
     let name = Path::new("<bundled digits.csv.gz>");
     let options = CsvOptions {

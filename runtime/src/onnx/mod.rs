@@ -4,7 +4,7 @@
 //! data-only description of the ONNX graph beside the model ([`OnnxGraph`], returned by
 //! [`Model::onnx_graph`](crate::Model::onnx_graph)): the ONNX nodes with their attributes, the
 //! graph's inputs and outputs with their shapes (symbolic dims such as `B` as `dim_param`),
-//! and for each initializer the parameter or buffer it is read from. [`export`] pairs that
+//! and for each initializer the parameter or buffer it is read from. [`export()`] pairs that
 //! description with the model's current weights and writes an ONNX file (opset 17, IR version
 //! 8, producer `kiln`) with its own small protobuf writer ([`proto`]).
 //!
@@ -14,7 +14,7 @@
 //! is converted). Integer inputs (token ids, lengths) are `int64` in the file.
 //!
 //! An op the exporter cannot express is found when the model compiles, and
-//! [`Model::onnx_graph`](crate::Model::onnx_graph) (hence [`export`]) returns an
+//! [`Model::onnx_graph`](crate::Model::onnx_graph) (hence [`export()`]) returns an
 //! [`Error::Onnx`](crate::Error::Onnx) naming the op and the value; no file is written.
 
 mod export;

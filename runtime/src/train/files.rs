@@ -53,7 +53,7 @@ pub(crate) fn write_json(path: &Path, value: &Value) -> Result<()> {
 }
 
 /// A JSON object being read, with the file and the path of keys leading to it, so that every
-/// error says which field of which file is wrong (`state.json: field `history[3].lr`: ...`).
+/// error says which field of which file is wrong (``state.json: field `history[3].lr`: ...``).
 pub(crate) struct Fields<'a> {
     pub file: &'a Path,
     pub at: String,

@@ -157,7 +157,7 @@ impl History {
     /// Writes [`History::to_csv`] to `path`.
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) naming the file if it cannot be written.
+    /// [`Error::Io`] naming the file if it cannot be written.
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         std::fs::write(path, self.to_csv()).map_err(|e| Error::io(path, e))
