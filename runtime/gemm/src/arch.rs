@@ -171,8 +171,8 @@ macro_rules! dispatch {
         /// AVX entry points cannot be, having other target features), the whole baseline
         /// driver, about 13,000 lines of LLVM IR per element type, was compiled again in
         /// every crate and codegen unit that calls the GEMM. Out of line, a clean release
-        /// build of kiln-runtime takes 6.6 s instead of 8.7, and of a one-model binary 0.9 s
-        /// instead of 1.9 (`benches/build_time.sh`).
+        /// build of kiln-runtime (of which the GEMM was then a part) took 6.6 s instead of
+        /// 8.7, and of a one-model binary 0.9 s instead of 1.9 (`benches/build_time.sh`).
         ///
         /// # Safety
         /// `p` as for [`Dispatch::run_on`].

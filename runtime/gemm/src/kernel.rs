@@ -180,7 +180,7 @@ pub(super) trait Kernel {
     /// of dot products ([`Kernel::dot_tiles`]) and `B` read in place (`driver::b_in_place`).
     /// The products they take are then packed. Only the baseline set on x86 is lean: it
     /// runs only on CPUs without AVX2 and FMA (most made before 2013–2015), and compiling
-    /// those paths once more for it took about 5% of a clean build of kiln-runtime. It keeps
+    /// those paths once more for it took about 5% of the runtime's clean build. It keeps
     /// the matrix-vector products ([`Kernel::dot_rows`], [`Kernel::axpy_cols`]), which batch-1
     /// products need most (packing was 4 to 18 times slower there).
     const LEAN: bool;

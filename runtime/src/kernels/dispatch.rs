@@ -20,9 +20,9 @@ pub(crate) trait ElementLoop {
 /// W3's 6.3 M parameters cost more than a fifth of the whole training step. The arithmetic
 /// is the same in every copy: fused operations round once either way.
 ///
-/// The instruction set is the GEMM's ([`Isa::selected`](kiln_gemm::Isa::selected)): the best the CPU has, or the one
-/// `KILN_GEMM_ISA` names, so that forcing `avx2` on an AVX-512 machine runs every vector loop
-/// as an AVX2-only CPU would.
+/// The instruction set is the GEMM's ([`Isa::selected`](kiln_gemm::Isa::selected)): the best
+/// the CPU has, or the one `KILN_GEMM_ISA` names, so that forcing `avx2` on an AVX-512 machine
+/// runs every vector loop as an AVX2-only CPU would.
 #[inline(always)]
 pub(crate) fn run_fast<L: ElementLoop>(update: L) {
     #[cfg(target_arch = "x86_64")]

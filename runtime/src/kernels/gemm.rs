@@ -389,8 +389,7 @@ pub(crate) unsafe fn gemm_strided<T: Dispatch>(
 }
 
 /// Columns a row of `B` must stay readable past `n` for [`gemm_offsets`] by rows: every
-/// kernel reads
-/// whole panels of `NR` columns (at most 32) and stores only the `n` real ones.
+/// kernel reads whole panels of `NR` columns (at most 32) and stores only the `n` real ones.
 pub(crate) use kiln_gemm::ROWS_SLACK;
 
 /// Which lines of `B` an offset table places (see [`gemm_offsets`]).
