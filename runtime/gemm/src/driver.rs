@@ -55,18 +55,19 @@ pub struct Problem<T> {
     /// A bias added to every row of the result (`n` contiguous elements), or null: the
     /// packed paths add it as they write each tile of `C`, so `C` is written once.
     pub bias: *const T,
-    /// `B` already packed by [`Dispatch::pack_b_on`](crate::Dispatch::pack_b_on) with the same kernels, or null. When set, `b`
-    /// is not read, the product takes the packed path, and `bias` must be null.
+    /// `B` already packed by [`Dispatch::pack_b_on`](crate::Dispatch::pack_b_on) with the
+    /// same kernels, or null. When set, `b` is not read, the product takes the packed path,
+    /// and `bias` must be null.
     pub b_packed: *const T,
     /// Row offsets, or null: when set, row `p` of `B` is the `n` contiguous elements from
     /// `b.ptr + b_rows[p]` (`b.rs` and `b.cs` are not used), each readable for
-    /// [`ROWS_SLACK`](crate::ROWS_SLACK) more, and the product takes
-    /// `by_rows`; `bias` and `b_packed` must be null.
+    /// [`ROWS_SLACK`](crate::ROWS_SLACK) more, and the product takes `by_rows`; `bias` and
+    /// `b_packed` must be null.
     pub b_rows: *const usize,
     /// Column offsets, or null: when set, column `j` of `B` is the `k` contiguous elements
     /// from `b.ptr + b_cols[j]` (`b.rs` and `b.cs` are not used), packed by
-    /// `pack::pack_cols`; the product takes the packed path on this thread; `bias`, `b_packed` and
-    /// `b_rows` must be null.
+    /// `pack::pack_cols`; the product takes the packed path on this thread; `bias`,
+    /// `b_packed` and `b_rows` must be null.
     pub b_cols: *const usize,
 }
 
@@ -101,7 +102,7 @@ pub enum Path {
 ///
 /// Each algorithm is called from one place only: everything here is inlined, and a second
 /// call site would compile the whole loop nest again (for each instruction set and element
-/// type, a sizeable share of kiln-runtime's build time).
+/// type, a sizeable share of the GEMM's build time).
 #[inline(always)]
 pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     /// The blocked algorithm a product takes (after the matrix-vector path, when tried).
