@@ -17,6 +17,7 @@ mod json;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
+mod memory;
 pub mod model;
 pub mod onnx;
 pub mod optim;

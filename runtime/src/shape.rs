@@ -189,11 +189,12 @@ pub fn check_lengths<S: Data<Elem = usize>, D: Dimension>(
 
 /// Grows `buffer` to at least `len` elements (zero-filled). Workspaces call this for every
 /// buffer at the start of a step: it allocates only when a larger batch than ever before
-/// arrives, so a warm step allocates nothing.
+/// arrives, so a warm step allocates nothing. A buffer of 2 MiB or more is put on huge pages
+/// where the system offers them.
 #[inline]
 pub fn grow<F: Float>(buffer: &mut Vec<F>, len: usize) {
     if buffer.len() < len {
-        buffer.resize(len, F::ZERO);
+        crate::memory::grow_zeroed(buffer, len);
     }
 }
 

@@ -49,8 +49,8 @@ impl<F: Float> MultiheadAttention<F> {
         };
         // u ∈ [0, 1) mapped onto [−bound, bound); unlike `random_range`, fine when bound = 0.
         let mut draw = |bound: f64| F::from_f64((2.0 * rng.random::<f64>() - 1.0) * bound);
-        let in_proj_weight = Array2::from_shape_simple_fn((3 * embed, embed), || draw(in_bound));
-        let out_proj_weight = Array2::from_shape_simple_fn((embed, embed), || draw(out_bound));
+        let in_proj_weight = crate::memory::from_fn((3 * embed, embed), || draw(in_bound));
+        let out_proj_weight = crate::memory::from_fn((embed, embed), || draw(out_bound));
         Self {
             in_proj_weight,
             out_proj_weight,
@@ -61,10 +61,10 @@ impl<F: Float> MultiheadAttention<F> {
     /// A layer of zeros (weights and, if requested, biases).
     pub fn zeros(embed: usize, bias: bool) -> Self {
         Self {
-            in_proj_weight: Array2::zeros((3 * embed, embed)),
-            in_proj_bias: bias.then(|| Array1::zeros(3 * embed)),
-            out_proj_weight: Array2::zeros((embed, embed)),
-            out_proj_bias: bias.then(|| Array1::zeros(embed)),
+            in_proj_weight: crate::memory::zeros((3 * embed, embed)),
+            in_proj_bias: bias.then(|| crate::memory::zeros(3 * embed)),
+            out_proj_weight: crate::memory::zeros((embed, embed)),
+            out_proj_bias: bias.then(|| crate::memory::zeros(embed)),
         }
     }
 

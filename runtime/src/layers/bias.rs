@@ -28,7 +28,7 @@ impl<F: Float> Bias<F> {
             0.0
         };
         Self {
-            bias: Array1::from_shape_simple_fn(out_features, || {
+            bias: crate::memory::from_fn(out_features, || {
                 F::from_f64((2.0 * rng.random::<f64>() - 1.0) * bound)
             }),
         }
@@ -37,7 +37,7 @@ impl<F: Float> Bias<F> {
     /// A bias of zeros.
     pub fn zeros(out_features: usize) -> Self {
         Self {
-            bias: Array1::zeros(out_features),
+            bias: crate::memory::zeros(out_features),
         }
     }
 }

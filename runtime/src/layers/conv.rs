@@ -88,8 +88,8 @@ impl<F: Float> Conv2d<F> {
             kernel_w,
         );
         Self {
-            weight: Array4::zeros(shape),
-            bias: bias.then(|| Array1::zeros(out_channels)),
+            weight: crate::memory::zeros(shape),
+            bias: bias.then(|| crate::memory::zeros(out_channels)),
         }
     }
 
@@ -134,8 +134,8 @@ fn uniform_init<F: Float, R: Rng + ?Sized>(
     };
     // u ∈ [0, 1) mapped onto [−bound, bound); fine when bound = 0.
     let mut draw = || F::from_f64((2.0 * rng.random::<f64>() - 1.0) * bound);
-    let weight = Array4::from_shape_simple_fn(shape, &mut draw);
-    let bias = bias.then(|| Array1::from_shape_simple_fn(bias_len, &mut draw));
+    let weight = crate::memory::from_fn(shape, &mut draw);
+    let bias = bias.then(|| crate::memory::from_fn(bias_len, &mut draw));
     (weight, bias)
 }
 
@@ -198,8 +198,8 @@ impl<F: Float> ConvTranspose2d<F> {
             kernel_w,
         );
         Self {
-            weight: Array4::zeros(shape),
-            bias: bias.then(|| Array1::zeros(out_channels)),
+            weight: crate::memory::zeros(shape),
+            bias: bias.then(|| crate::memory::zeros(out_channels)),
         }
     }
 

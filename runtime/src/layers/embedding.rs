@@ -63,7 +63,7 @@ impl<F: Float> Embedding<F> {
             );
         }
         let mut normal = StandardNormal { spare: None };
-        let mut weight = Array2::from_shape_simple_fn((num_embeddings, embedding_dim), || {
+        let mut weight = crate::memory::from_fn((num_embeddings, embedding_dim), || {
             F::from_f64(normal.sample(rng))
         });
         if let Some(p) = padding_idx {
@@ -75,7 +75,7 @@ impl<F: Float> Embedding<F> {
     /// A table of zeros.
     pub fn zeros(num_embeddings: usize, embedding_dim: usize) -> Self {
         Self {
-            weight: Array2::zeros((num_embeddings, embedding_dim)),
+            weight: crate::memory::zeros((num_embeddings, embedding_dim)),
         }
     }
 

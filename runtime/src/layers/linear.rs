@@ -42,16 +42,16 @@ impl<F: Float> Linear<F> {
         };
         // u ∈ [0, 1) mapped onto [−bound, bound); unlike `random_range`, fine when bound = 0.
         let mut draw = || F::from_f64((2.0 * rng.random::<f64>() - 1.0) * bound);
-        let weight = Array2::from_shape_simple_fn((out_features, in_features), &mut draw);
-        let bias = bias.then(|| Array1::from_shape_simple_fn(out_features, &mut draw));
+        let weight = crate::memory::from_fn((out_features, in_features), &mut draw);
+        let bias = bias.then(|| crate::memory::from_fn(out_features, &mut draw));
         Self { weight, bias }
     }
 
     /// A layer of zeros (weight and, if requested, bias).
     pub fn zeros(in_features: usize, out_features: usize, bias: bool) -> Self {
         Self {
-            weight: Array2::zeros((out_features, in_features)),
-            bias: bias.then(|| Array1::zeros(out_features)),
+            weight: crate::memory::zeros((out_features, in_features)),
+            bias: bias.then(|| crate::memory::zeros(out_features)),
         }
     }
 

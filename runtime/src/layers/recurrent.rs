@@ -28,13 +28,11 @@ impl<F: Float> RnnParams<F> {
         for group in 0..groups {
             let input = d.layer_input(group / d.directions());
             p.weight_ih
-                .push(Array2::from_shape_simple_fn((rows, input), &mut draw));
+                .push(crate::memory::from_fn((rows, input), &mut draw));
             p.weight_hh
-                .push(Array2::from_shape_simple_fn((rows, d.hidden), &mut draw));
-            p.bias_ih
-                .push(Array1::from_shape_simple_fn(rows, &mut draw));
-            p.bias_hh
-                .push(Array1::from_shape_simple_fn(rows, &mut draw));
+                .push(crate::memory::from_fn((rows, d.hidden), &mut draw));
+            p.bias_ih.push(crate::memory::from_fn(rows, &mut draw));
+            p.bias_hh.push(crate::memory::from_fn(rows, &mut draw));
         }
         p
     }

@@ -75,7 +75,7 @@ pub(crate) fn state_slot<'a, F: Float>(
              an optimizer's state belongs to one model (call reset() to reuse it)",
             buffer.len()
         );
-        buffer.resize(len, F::ZERO);
+        *buffer = crate::memory::zeroed_vec(len);
     }
     (buffer, fresh)
 }
