@@ -51,6 +51,19 @@ pub(crate) fn from_fn<F: Float, Sh: ShapeBuilder<Dim = D>, D: Dimension>(
     array
 }
 
+/// Copies of `buffers`, each on huge pages where possible: an optimizer's state restored from
+/// a checkpoint streams through the core as often as a state it built itself.
+pub(crate) fn copies<F: Float>(buffers: &[Vec<F>]) -> Vec<Vec<F>> {
+    buffers
+        .iter()
+        .map(|buffer| {
+            let mut copy = zeroed_vec(buffer.len());
+            copy.copy_from_slice(buffer);
+            copy
+        })
+        .collect()
+}
+
 /// Grows `buffer` to `len` elements, keeping its contents and zero-filling the rest; a buffer
 /// that grows past 2 MiB moves to a fresh huge-page allocation.
 pub(crate) fn grow_zeroed<F: Float>(buffer: &mut Vec<F>, len: usize) {
@@ -128,6 +141,12 @@ mod tests {
             });
             assert_eq!(ours, theirs);
         }
+    }
+
+    #[test]
+    fn copies_are_equal() {
+        let buffers = vec![vec![1.5f32; 3], Vec::new(), vec![-2.0; 1 << 20]];
+        assert_eq!(copies(&buffers), buffers);
     }
 
     #[test]

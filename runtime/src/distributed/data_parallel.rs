@@ -106,8 +106,8 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
         let len = (params + 1).max(params + buffers);
         let mut dp = DataParallel {
             comm,
-            send: vec![F::ZERO; len],
-            recv: vec![F::ZERO; len],
+            send: crate::memory::zeroed_vec(len),
+            recv: crate::memory::zeroed_vec(len),
             params,
             buffers,
             steps: 0,

@@ -85,8 +85,8 @@ impl<F: Float> AdamCore<F> {
             weight_decay: state.scalar("weight_decay")?,
             decoupled: self.decoupled,
             steps: step as u64,
-            exp_avg: state.buffer_list("exp_avg")?.to_vec(),
-            exp_avg_sq: state.buffer_list("exp_avg_sq")?.to_vec(),
+            exp_avg: crate::memory::copies(state.buffer_list("exp_avg")?),
+            exp_avg_sq: crate::memory::copies(state.buffer_list("exp_avg_sq")?),
             decay_filter: self.decay_filter,
             exempt: std::mem::take(&mut self.exempt),
         };

@@ -119,9 +119,9 @@ impl<F: Float> RmsProp<F> {
             momentum: state.scalar("momentum")?,
             centered: state.flag("centered")?,
             weight_decay: state.scalar("weight_decay")?,
-            square_avg: state.buffer_list("square_avg")?.to_vec(),
-            grad_avg: state.buffer_list("grad_avg")?.to_vec(),
-            momentum_buffers: state.buffer_list("momentum_buffer")?.to_vec(),
+            square_avg: crate::memory::copies(state.buffer_list("square_avg")?),
+            grad_avg: crate::memory::copies(state.buffer_list("grad_avg")?),
+            momentum_buffers: crate::memory::copies(state.buffer_list("momentum_buffer")?),
         };
         Ok(())
     }

@@ -100,7 +100,7 @@ impl<F: Float> Sgd<F> {
             dampening: state.scalar("dampening")?,
             nesterov: state.flag("nesterov")?,
             weight_decay: state.scalar("weight_decay")?,
-            momentum_buffers: state.buffer_list("momentum_buffer")?.to_vec(),
+            momentum_buffers: crate::memory::copies(state.buffer_list("momentum_buffer")?),
         };
         Ok(())
     }
