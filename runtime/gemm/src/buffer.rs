@@ -4,8 +4,9 @@
 //! for its packed panels. Each thread keeps two buffers (for `A` and for `B`), grown to the
 //! largest size asked for so far and never shrunk: after the first call of a given size (or
 //! any larger one), every later call reuses them without touching the allocator. Their size
-//! is bounded by the blocking parameters (`MC × KC` and `KC × NC` elements), not by the
-//! problem size, so the footprint stays a few MiB per thread at most.
+//! is bounded by the blocking parameters (`MC × KC` and `KC × NC` elements) and by the most
+//! of `A` the driver keeps packed across blocks of `B` (`KEPT_A_MAX`, 4 MiB of f32), not by
+//! the problem size, so the footprint stays a few MiB per thread at most.
 //!
 //! A call moves the buffers out of the thread-local for its duration ([`Scratch`]) and puts
 //! them back when done, rather than running the GEMM inside a `LocalKey::with` closure: the

@@ -215,7 +215,26 @@ fn reserve<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     let kc = cap(p.k, blocking.kc, 1);
     let mc = cap(p.m, blocking.mc, K::MR);
     let nc = cap(p.n, blocking.nc, K::NR);
-    let _ = Scratch::take().get::<K::T>(mc * kc, kc * nc.max(K::NR));
+    // A problem no larger than `p` keeps at most all of `p`'s `A`, and at most
+    // `KEPT_A_MAX` elements (see [`keeps_a`]).
+    let whole_a = p.m.next_multiple_of(K::MR).saturating_mul(p.k);
+    let kept_a = if p.n > nc { whole_a.min(KEPT_A_MAX) } else { 0 };
+    let _ = Scratch::take().get::<K::T>((mc * kc).max(kept_a), kc * nc.max(K::NR));
+}
+
+/// The most elements of packed `A` kept for the next blocks of `B`'s columns (4 MiB of f32;
+/// see [`keeps_a`]).
+const KEPT_A_MAX: usize = 1 << 20;
+
+/// Whether [`packed`] packs all of `A` once and keeps it for every block of `nc` columns of
+/// `B`, instead of packing each block of `A` again for each of them: where `B` has more than
+/// one such block, `A` is packed (not read in place), and all of it packed fits
+/// [`KEPT_A_MAX`]. The kept panels are read back from L2 or L3, as the source would be, but
+/// not transposed and written again: W3's products (`256` or `2048` rows, `nc` = 512 of
+/// 1024 or 2048 columns) packed their `A` two to four times.
+#[inline(always)]
+fn keeps_a<K: Kernel>(p: &Problem<K::T>, nc_max: usize, a_in_place: bool) -> bool {
+    !a_in_place && p.n > nc_max && p.m.next_multiple_of(K::MR) * p.k <= KEPT_A_MAX
 }
 
 /// Whether to try the unpacked matrix-vector path before the packed one.
@@ -328,6 +347,9 @@ fn block_size(len: usize, max: usize, unit: usize) -> usize {
 ///           microkernel: C[ic+ir.., jc+jr..] (MR × NR) += A panel · B panel
 /// ```
 ///
+/// Where `B` has several blocks of `nc` columns, all of `A` is packed by the first and kept
+/// for the others when it fits ([`keeps_a`]).
+///
 /// With the kernel sets that read `A` in place ([`Kernel::READS_A_IN_PLACE`]), a row-major
 /// `A` is not packed when `B` has at most [`A_IN_PLACE_MAX_PANELS`] panels: a packed sliver
 /// would serve that few tiles. Measured (benches/gemm.rs, one thread, Intel Xeon,
@@ -356,12 +378,17 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     let mc_max = block_size(p.m, blocking.mc, mr);
     let nc_max = block_size(p.n, blocking.nc, nr);
     let prepacked = !p.b_packed.is_null();
-    let mut scratch = Scratch::take();
-    let b_len = if prepacked { 0 } else { kc_max * nc_max };
-    let (a_pack, b_pack) = scratch.get::<K::T>(mc_max * kc_max, b_len);
     // `A` read in place where `B` has few panels, so that a packed sliver of `A` would serve
     // few tiles (see `b_in_place`).
     let a_in_place = reads_a_in_place::<K>(p) && p.n <= A_IN_PLACE_MAX_PANELS * nr;
+    // All of `A` packed by the first block of columns and read by the others; its block at
+    // (`ic`, `pc`) starts at `pc · m_pad + ic · kc` (blocks of one `pc` side by side).
+    let keep_a = keeps_a::<K>(p, nc_max, a_in_place);
+    let m_pad = p.m.next_multiple_of(mr);
+    let mut scratch = Scratch::take();
+    let a_len = if keep_a { m_pad * p.k } else { mc_max * kc_max };
+    let b_len = if prepacked { 0 } else { kc_max * nc_max };
+    let (a_pack, b_pack) = scratch.get::<K::T>(a_len, b_len);
     // Where the next block of a prepacked `B` starts: blocks in the order of the loops below.
     let mut b_offset = 0;
     let mut jc = 0;
@@ -396,9 +423,21 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
             let mut ic = 0;
             while ic < p.m {
                 let mc = mc_max.min(p.m - ic);
-                // SAFETY: the block `m ∈ ic..ic+mc`, `k ∈ pc..pc+kc` is inside A; the buffer
-                // holds `mc_max · kc_max` elements.
-                let a = unsafe { ABlock::take::<K>(p, ic, pc, mc, kc, a_in_place, a_pack) };
+                let a = if keep_a {
+                    // Blocks before this one hold `pc · m_pad + ic · kc` elements (`ic` is a
+                    // multiple of `MR`); this one `ceil(mc / MR) · MR · kc`, within `m_pad · k`.
+                    let block = a_pack.wrapping_add(pc * m_pad + ic * kc);
+                    if jc == 0 {
+                        // SAFETY: as below, with the block's own part of the buffer.
+                        unsafe { ABlock::take::<K>(p, ic, pc, mc, kc, false, block) }
+                    } else {
+                        ABlock::packed(block, kc)
+                    }
+                } else {
+                    // SAFETY: the block `m ∈ ic..ic+mc`, `k ∈ pc..pc+kc` is inside A; the
+                    // buffer holds `mc_max · kc_max` elements.
+                    unsafe { ABlock::take::<K>(p, ic, pc, mc, kc, a_in_place, a_pack) }
+                };
                 // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded; a prepacked
                 // `B` was packed block by block with this blocking, see `pack_whole_b`), and
                 // the `mc × nc` block of C at (ic, jc) is inside C.
@@ -692,6 +731,18 @@ impl<T: Elem> ABlock<T> {
             in_place: p.a.at(ic, pc),
             lda: p.a.rs as usize,
             in_place_rows,
+            kc,
+        }
+    }
+
+    /// A block packed earlier at `packed` (by [`ABlock::take`] without rows in place).
+    #[inline(always)]
+    fn packed(packed: *const T, kc: usize) -> Self {
+        Self {
+            packed,
+            in_place: std::ptr::null(),
+            lda: 0,
+            in_place_rows: 0,
             kc,
         }
     }
