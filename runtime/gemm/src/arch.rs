@@ -79,7 +79,7 @@ pub(crate) fn l1d_bytes() -> usize {
 }
 
 /// The L1 data cache's size from the deterministic cache parameters of `cpuid`.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 fn detect_l1d() -> Option<usize> {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
     let max_basic = __cpuid(0).eax;
@@ -111,8 +111,8 @@ fn detect_l1d() -> Option<usize> {
     None
 }
 
-/// Elsewhere kiln assumes the common size.
-#[cfg(not(target_arch = "x86_64"))]
+/// Elsewhere kiln assumes the common size (and under Miri, which cannot run `cpuid`).
+#[cfg(any(not(target_arch = "x86_64"), miri))]
 fn detect_l1d() -> Option<usize> {
     None
 }
