@@ -211,7 +211,7 @@ fn checkpoints_survive_sigkill_at_random_moments() {
     let mut rng = StdRng::seed_from_u64(env_or("KILN_CRASH_SEED", 17));
 
     // The reference: the state after each epoch, one epoch per `fit` (resumes are exact, as
-    // `train_checkpoint.rs` shows and the straight run below confirms).
+    // `training/checkpoint.rs` shows and the straight run below confirms).
     let reference_dir = scratch("reference");
     let reference: Vec<Snapshot> = (1..=EPOCHS)
         .map(|epochs| {

@@ -18,14 +18,12 @@
 //! - three steps of every optimizer in the manifest (`after.<opt>.step<k>.*`), each from a
 //!   fresh model and optimizer on the same batch.
 //!
-//! As in `parity_dense.rs`, `grad.input.*` is not compared: kiln computes no gradient with
+//! As in `dense.rs`, `grad.input.*` is not compared: kiln computes no gradient with
 //! respect to the input data.
 //!
 //! Run with `--nocapture` to see the largest errors per category.
 
-mod common;
-
-use common::{Fixture, Report};
+use crate::common::{Fixture, Report};
 use kiln::Float;
 
 kiln::model! {
@@ -285,7 +283,7 @@ parity_case! {
 /// fixtures' state_dict files leave out the buffers and `num_batches_tracked` altogether).
 #[test]
 fn torch_batch_norm_state_dict_with_num_batches_tracked() {
-    use common::{scratch_dir, write_safetensors, RawTensor, Tolerance};
+    use crate::common::{scratch_dir, write_safetensors, RawTensor, Tolerance};
     use kiln::Model;
 
     fn run<F: Float, M: Model<F>>(case: &str, fresh: impl Fn() -> M) {

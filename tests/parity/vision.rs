@@ -4,7 +4,7 @@
 //! nearest and bilinear upsampling (by 2 and to a size), and per-pixel cross-entropy with
 //! `ignore_index`, in f64 and f32.
 //!
-//! As in `parity_seq.rs`: each model is declared with `model!` with its layers named after the
+//! As in `seq.rs`: each model is declared with `model!` with its layers named after the
 //! fixture's modules, loaded from `param.*`, and checked against PyTorch: every forward value
 //! `output.*` (after `loss_and_grad`, from the workspace, and from `forward`), the `loss`, every
 //! parameter gradient, three steps of Adam and AdamW, and loading the `state_dict` file.
@@ -12,9 +12,7 @@
 //!
 //! Run with `--nocapture` to see the largest errors per category.
 
-mod common;
-
-use common::{Fixture, Report};
+use crate::common::{Fixture, Report};
 use kiln::ndarray::{Array1, Array3, Ix4};
 use kiln::Float;
 

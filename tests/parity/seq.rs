@@ -4,7 +4,7 @@
 //! cross-attention with padded keys, stacked / bidirectional / packed LSTMs, GRUs with final
 //! states, and a small GPT with a tied head, in f64 and f32.
 //!
-//! As in `parity_dense.rs`: each model is declared with `model!` with its bindings named after
+//! As in `dense.rs`: each model is declared with `model!` with its bindings named after
 //! the fixture's modules (so that its parameters carry the `state_dict` names), loaded from
 //! `param.*`, and checked against PyTorch: the forward values `output.*` that the model exposes
 //! (after `loss_and_grad`, from the workspace, and from `forward`), the `loss`, every parameter
@@ -19,9 +19,7 @@
 //!
 //! Run with `--nocapture` to see the largest errors per category.
 
-mod common;
-
-use common::{Fixture, Report};
+use crate::common::{Fixture, Report};
 use kiln::ndarray::{Array1, Array2, Ix3};
 use kiln::Float;
 
@@ -113,7 +111,7 @@ kiln::model! {
 }
 
 // The generated code spells gelu's 1/sqrt(2) as a literal, which clippy's `approx_constant`
-// (deny by default) rejects (see parity_dense.rs).
+// (deny by default) rejects (see dense.rs).
 #[allow(clippy::approx_constant)]
 mod gpt_model {
     kiln::model! {
@@ -179,7 +177,7 @@ macro_rules! load {
     };
 }
 
-/// One module per case with an `f64` and an `f32` test (see `parity_dense.rs`). Inputs and
+/// One module per case with an `f64` and an `f32` test (see `dense.rs`). Inputs and
 /// targets are `f3` (float [B, T, F]), `ids` (int64 [B, T]) or `int` (int64 [B]); `outputs`
 /// maps each model output to the fixture's step name; `not_exposed` lists the fixture's forward
 /// steps that the kiln model has no value for.

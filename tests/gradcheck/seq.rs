@@ -2,30 +2,14 @@
 //! rank-3 values through the dense ops, blocks applied as a chain, token embeddings, tied
 //! heads, attention and recurrence.
 
-use kiln::ndarray::{Array, Array2, Dimension, IntoDimension};
+use super::{check, random};
+use kiln::ndarray::Array2;
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
 use kiln::Model;
 
-const EPS: f64 = 1e-6;
-const RTOL: f64 = 1e-6;
-const ATOL: f64 = 1e-9;
-
-fn random<D: IntoDimension>(rng: &mut StdRng, shape: D, lo: f64, hi: f64) -> Array<f64, D::Dim>
-where
-    D::Dim: Dimension,
-{
-    Array::from_shape_simple_fn(shape, || rng.random_range(lo..hi))
-}
-
 fn ids(rng: &mut StdRng, shape: (usize, usize), below: usize) -> Array2<usize> {
     Array2::from_shape_simple_fn(shape, || rng.random_range(0..below))
-}
-
-fn check<M: Model<f64> + Clone>(model: &M, grads: &M::Grads, loss: impl FnMut(&M) -> f64) {
-    let mut probe = model.clone();
-    let report = kiln::check::gradient_check(&mut probe, grads, loss, EPS);
-    report.assert_within(RTOL, ATOL);
 }
 
 kiln::model! {

@@ -12,9 +12,7 @@
 //!
 //! Run with `--nocapture` to see the largest errors per category.
 
-mod common;
-
-use common::{Fixture, Report};
+use crate::common::{Fixture, Report};
 use kiln::ndarray::Array2;
 use kiln::Float;
 

@@ -4,30 +4,14 @@
 //! seed, computes the analytic gradients with the generated backward pass, and compares every
 //! parameter's gradient with `kiln::check::gradient_check`.
 
-use kiln::ndarray::{Array, Array1, ArrayViewD, Dimension, IntoDimension};
+use super::{check, random};
+use kiln::ndarray::{Array, Array1, ArrayViewD};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
-use kiln::{Model, Supervised, TargetView};
-
-const EPS: f64 = 1e-6;
-const RTOL: f64 = 1e-6;
-const ATOL: f64 = 1e-9;
-
-fn random<D: IntoDimension>(rng: &mut StdRng, shape: D, lo: f64, hi: f64) -> Array<f64, D::Dim>
-where
-    D::Dim: Dimension,
-{
-    Array::from_shape_simple_fn(shape, || rng.random_range(lo..hi))
-}
+use kiln::{Supervised, TargetView};
 
 fn labels(rng: &mut StdRng, n: usize, classes: usize) -> Array1<usize> {
     Array1::from_shape_simple_fn(n, || rng.random_range(0..classes))
-}
-
-fn check<M: Model<f64> + Clone>(model: &M, grads: &M::Grads, loss: impl FnMut(&M) -> f64) {
-    let mut probe = model.clone();
-    let report = kiln::check::gradient_check(&mut probe, grads, loss, EPS);
-    report.assert_within(RTOL, ATOL);
 }
 
 /// A training step's gradients (training mode) against central differences of the model's

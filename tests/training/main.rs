@@ -1,0 +1,9 @@
+//! Training end to end, one module per subject: `Trainer::fit` (`fit`), checkpoints and
+//! resume (`checkpoint`), non-finite values (`non_finite`) and data-parallel training over
+//! thread ranks (`data_parallel`). One test binary, so that the runtime is compiled for all of
+//! them once.
+
+mod checkpoint;
+mod data_parallel;
+mod fit;
+mod non_finite;
