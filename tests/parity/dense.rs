@@ -141,28 +141,12 @@ macro_rules! parity_case {
             use super::*;
 
             fn run<F: Float>() {
-                let fixture = Fixture::open::<F>(stringify!($case));
-                let mut report = Report::new(fixture.title());
-                let fresh = || {
-                    let mut model = $Model::<F>::zeros();
-                    fixture.load_params(&mut model);
-                    model
-                };
+                open_case!($case, $Model => fixture, report, fresh);
                 let mut model = fresh();
                 let x: Array2<F> = fixture.array("input.x");
                 let target = parity_case!(@target $kind, fixture, concat!("target.", stringify!($target)));
 
-                let mut ws = model.workspace();
-                let mut grads = model.zero_grads();
-                let loss = model
-                    .loss_and_grad(x.view(), target.view(), &mut ws, &mut grads)
-                    .expect("loss_and_grad");
-                fixture.check_loss(&mut report, loss);
-                $(
-                    let value = ws.$out().expect(concat!("ws.", stringify!($out), "()"));
-                    fixture.check_output(&mut report, "output (train)", stringify!($step), value.into_dyn());
-                )+
-                fixture.check_grads::<F, $Model<F>>(&mut report, &grads);
+                check_training_step!(fixture, report, model: $Model, (x.view(), target.view()), ws, { $($out => $step),+ });
 
                 // Inference returns the same values.
                 #[allow(unused_parens)]
@@ -176,11 +160,7 @@ macro_rules! parity_case {
                 fixture.check_state_dict(&mut report, $Model::<F>::zeros());
 
                 if $optimizers {
-                    fixture.check_trajectories(&mut report, fresh, |model, grads| {
-                        model
-                            .loss_and_grad(x.view(), target.view(), &mut ws, grads)
-                            .expect("loss_and_grad");
-                    });
+                    check_trajectories!(fixture, report, fresh, (x.view(), target.view()), ws);
                 } else {
                     assert!(
                         fixture.manifest["optimizers"]
@@ -193,15 +173,7 @@ macro_rules! parity_case {
                 report.finish();
             }
 
-            #[test]
-            fn f64() {
-                run::<f64>();
-            }
-
-            #[test]
-            fn f32() {
-                run::<f32>();
-            }
+            in_f64_and_f32!();
         }
     };
 }

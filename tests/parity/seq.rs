@@ -193,30 +193,14 @@ macro_rules! parity_case {
             use super::*;
 
             fn run<F: Float>() {
-                let fixture = Fixture::open::<F>(stringify!($case));
-                let mut report = Report::new(fixture.title());
-                let fresh = || {
-                    let mut model = $Model::<F>::zeros();
-                    fixture.load_params(&mut model);
-                    model
-                };
+                open_case!($case, $Model => fixture, report, fresh);
                 let mut model = fresh();
                 $(
                     let $in = load!($ikind, fixture, "inputs", concat!("input.", stringify!($in)));
                 )+
                 let target = load!($tkind, fixture, "targets", concat!("target.", stringify!($target)));
 
-                let mut ws = model.workspace();
-                let mut grads = model.zero_grads();
-                let loss = model
-                    .loss_and_grad($($in.view(),)+ target.view(), &mut ws, &mut grads)
-                    .expect("loss_and_grad");
-                fixture.check_loss(&mut report, loss);
-                $(
-                    let value = ws.$out().expect(concat!("ws.", stringify!($out), "()"));
-                    fixture.check_output(&mut report, "output (train)", stringify!($step), value.into_dyn());
-                )+
-                fixture.check_grads::<F, $Model<F>>(&mut report, &grads);
+                check_training_step!(fixture, report, model: $Model, ($($in.view(),)+ target.view()), ws, { $($out => $step),+ });
 
                 // Inference returns the same values.
                 {
@@ -238,23 +222,11 @@ macro_rules! parity_case {
 
                 fixture.check_state_dict(&mut report, $Model::<F>::zeros());
 
-                fixture.check_trajectories(&mut report, fresh, |model, grads| {
-                    model
-                        .loss_and_grad($($in.view(),)+ target.view(), &mut ws, grads)
-                        .expect("loss_and_grad");
-                });
+                check_trajectories!(fixture, report, fresh, ($($in.view(),)+ target.view()), ws);
                 report.finish();
             }
 
-            #[test]
-            fn f64() {
-                run::<f64>();
-            }
-
-            #[test]
-            fn f32() {
-                run::<f32>();
-            }
+            in_f64_and_f32!();
         }
     };
 }

@@ -95,28 +95,12 @@ macro_rules! parity_case {
             use super::*;
 
             fn run<F: Float>() {
-                let fixture = Fixture::open::<F>(stringify!($case));
-                let mut report = Report::new(fixture.title());
-                let fresh = || {
-                    let mut model = $Model::<F>::zeros();
-                    fixture.load_params(&mut model);
-                    model
-                };
+                open_case!($case, $Model => fixture, report, fresh);
                 let mut model = fresh();
                 let x = fixture.array::<F, Ix4>("input.x");
                 let target = load_target!($tkind, fixture, concat!("target.", stringify!($target)));
 
-                let mut ws = model.workspace();
-                let mut grads = model.zero_grads();
-                let loss = model
-                    .loss_and_grad(x.view(), target.view(), &mut ws, &mut grads)
-                    .expect("loss_and_grad");
-                fixture.check_loss(&mut report, loss);
-                $(
-                    let value = ws.$out().expect(concat!("ws.", stringify!($out), "()"));
-                    fixture.check_output(&mut report, "output (train)", stringify!($step), value.into_dyn());
-                )+
-                fixture.check_grads::<F, $Model<F>>(&mut report, &grads);
+                check_training_step!(fixture, report, model: $Model, (x.view(), target.view()), ws, { $($out => $step),+ });
                 {
                     #[allow(unused_parens)]
                     let ($($out),+) = model.forward(x.view()).expect("forward");
@@ -127,23 +111,11 @@ macro_rules! parity_case {
                 let steps = fixture.names_with("output.");
                 report.require_checked("forward values", steps);
                 fixture.check_state_dict(&mut report, $Model::<F>::zeros());
-                fixture.check_trajectories(&mut report, fresh, |model, grads| {
-                    model
-                        .loss_and_grad(x.view(), target.view(), &mut ws, grads)
-                        .expect("loss_and_grad");
-                });
+                check_trajectories!(fixture, report, fresh, (x.view(), target.view()), ws);
                 report.finish();
             }
 
-            #[test]
-            fn f64() {
-                run::<f64>();
-            }
-
-            #[test]
-            fn f32() {
-                run::<f32>();
-            }
+            in_f64_and_f32!();
         }
     };
 }
