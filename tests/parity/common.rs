@@ -5,6 +5,11 @@
 //! A [`Report`] collects every comparison of a test: the first and worst bad element of each
 //! mismatched tensor, statistics per category, and the fixture tensors that were never
 //! compared. [`Report::finish`] prints the statistics and panics with every failure at once.
+//!
+//! A report made by [`Fixture::report`] also knows every reference result the case holds
+//! (forward values, loss, gradients, running statistics, optimizer trajectories), so a test that
+//! forgets a whole part of the comparison fails at [`Report::finish`] instead of passing on
+//! what it did compare.
 
 // Each test crate that includes this module uses a part of it.
 #![allow(dead_code)]
@@ -168,6 +173,8 @@ pub struct Report {
     stats: BTreeMap<String, Stats>,
     failures: Vec<String>,
     checked: BTreeSet<String>,
+    /// Fixture tensors that [`Report::finish`] requires to have been compared.
+    expected: BTreeSet<String>,
     /// Observations that are not failures, printed by [`Report::finish`].
     notes: Vec<String>,
 }
@@ -180,8 +187,24 @@ impl Report {
             stats: BTreeMap::new(),
             failures: Vec::new(),
             checked: BTreeSet::new(),
+            expected: BTreeSet::new(),
             notes: Vec::new(),
         }
+    }
+
+    /// This report, requiring at [`Report::finish`] that every one of `names` was compared.
+    pub fn expecting<'n>(mut self, names: impl IntoIterator<Item = &'n str>) -> Self {
+        self.expected.extend(names.into_iter().map(str::to_string));
+        self
+    }
+
+    /// Excuses the expected tensor `name` from the check at [`Report::finish`] and notes why.
+    pub fn waive(&mut self, name: &str, why: &str) {
+        assert!(
+            self.expected.remove(name),
+            "`{name}` is waived but is not an expected result of the case"
+        );
+        self.note(format!("`{name}` is not compared: {why}"));
     }
 
     /// Records an observation that is not a failure (printed by [`Report::finish`]).
@@ -314,8 +337,21 @@ impl Report {
         }
     }
 
-    /// Prints the statistics of every category, then panics listing every failure, if any.
-    pub fn finish(self) {
+    /// Prints the statistics of every category, then panics listing every failure, if any;
+    /// an expected tensor (see [`Report::expecting`]) that no `check` compared is a failure.
+    pub fn finish(mut self) {
+        let never: Vec<&str> = self
+            .expected
+            .difference(&self.checked)
+            .map(String::as_str)
+            .collect();
+        if !never.is_empty() {
+            let message = format!(
+                "the test never compared these reference results: {}",
+                never.join(", ")
+            );
+            self.fail(message);
+        }
         let mut out = format!("== parity {}\n", self.title);
         for (category, s) in &self.stats {
             let _ = writeln!(
@@ -410,6 +446,25 @@ impl Fixture {
             core,
             optim,
         }
+    }
+
+    /// A [`Report`] titled after the case that requires every reference result of the case to
+    /// be compared: `output.*`, `eval.output.*`, `loss`, `buffer.*`, the parameter gradients
+    /// `grad.*` and every optimizer file's `after.*`. The inputs, targets and initial parameters
+    /// are givens, and `grad.input.*` has no counterpart (kiln computes no gradient with respect
+    /// to the input data).
+    pub fn report(&self) -> Report {
+        let results = self.core.names().into_iter().filter(|name| {
+            ["output.", "eval.output.", "buffer.", "grad."]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                && !name.starts_with("grad.input.")
+                || *name == "loss"
+        });
+        let trajectories = self.optim.values().flat_map(|file| file.names());
+        Report::new(self.title())
+            .expecting(results)
+            .expecting(trajectories)
     }
 
     /// `<case> <dtype>`, for report titles.

@@ -248,11 +248,8 @@ parity_case! {
 /// parameters `param.*`, the running statistics `buffer.*` and the int64 scalar
 /// `bn.num_batches_tracked` (1). Loading it must give those parameters and running statistics;
 /// kiln keeps no `num_batches_tracked` (with a fixed momentum it affects no value), so the
-/// loader has to skip it.
-///
-/// Ignored: `kiln::io::load` currently rejects the file with "unexpected
-/// `bn.num_batches_tracked`", so it cannot load a genuine PyTorch batch-norm state_dict (the
-/// fixtures' state_dict files leave out the buffers and `num_batches_tracked` altogether).
+/// loader has to skip it. (The fixtures' own state_dict files leave out the buffers and
+/// `num_batches_tracked` altogether, so only this test loads a genuine one.)
 #[test]
 fn torch_batch_norm_state_dict_with_num_batches_tracked() {
     use crate::common::{scratch_dir, write_safetensors, RawTensor, Tolerance};

@@ -12,7 +12,7 @@
 //!
 //! Run with `--nocapture` to see the largest errors per category.
 
-use crate::common::{Fixture, Report};
+use crate::common::Fixture;
 use kiln::ndarray::Array2;
 use kiln::Float;
 

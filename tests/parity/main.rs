@@ -7,11 +7,11 @@
 //! Run with `--nocapture` to see the largest errors per category.
 
 /// Opens the fixture of `$case` for the float type `F` in scope as `$fixture`, starts
-/// `$report`, and binds `$fresh`: a closure making a `$Model` with the fixture's parameters.
+/// `$report` (which fails unless the test compares every reference result), and binds `$fresh`: a closure making a `$Model` with the fixture's parameters.
 macro_rules! open_case {
     ($case:ident, $Model:ident => $fixture:ident, $report:ident, $fresh:ident) => {
         let $fixture = Fixture::open::<F>(stringify!($case));
-        let mut $report = Report::new($fixture.title());
+        let mut $report = $fixture.report();
         let $fresh = || {
             let mut model = $Model::<F>::zeros();
             $fixture.load_params(&mut model);

@@ -19,7 +19,7 @@
 //!
 //! Run with `--nocapture` to see the largest errors per category.
 
-use crate::common::{Fixture, Report};
+use crate::common::Fixture;
 use kiln::ndarray::{Array1, Array2, Ix3};
 use kiln::Float;
 
@@ -212,7 +212,7 @@ macro_rules! parity_case {
                 }
                 let hidden: &[&str] = &[$(concat!("output.", stringify!($hidden))),*];
                 for name in hidden {
-                    report.note(format!("`{name}` is not compared: the kiln model does not expose it"));
+                    report.waive(name, "the kiln model does not expose it");
                 }
                 let steps = fixture
                     .names_with("output.")
