@@ -1,6 +1,8 @@
 //! Labelled-text CSV files, splits and batches; TSV tables; the real data files.
 
 mod counting;
+#[path = "text/hf_tokenizer.rs"]
+mod hf_tokenizer;
 
 use flate2::write::GzEncoder;
 use kiln_runtime::text::{

@@ -1,4 +1,5 @@
-//! Text: tokenizers, vocabularies, padding, labelled-text data sets (sentiment and other
+//! Text: tokenizers (kiln's own, and Hugging Face `tokenizer.json` files through
+//! [`HfTokenizer`]), vocabularies, padding, labelled-text data sets (sentiment and other
 //! text classification) and token streams (language models). Behind the cargo feature `text`
 //! (`kiln = { version = "0.1", features = ["text"] }`).
 //!
@@ -32,6 +33,7 @@
 //! id 1.
 
 mod batch;
+mod hf;
 mod labelled;
 mod stream;
 mod tokenize;
@@ -39,6 +41,7 @@ mod tsv;
 mod vocab;
 
 pub use batch::{pad_batch, pad_batch_fixed};
+pub use hf::{HfTokenizer, PairEncoding};
 pub use labelled::{
     ClassOrder, Column, EncodedText, LabelKind, LabelledText, Skipped, SkippedRow, Splits,
     TextBatch, TextCsvOptions, TextEpoch, TextLoader,

@@ -1,0 +1,320 @@
+//! Hugging Face `tokenizer.json` files: encode text to the ids a pretrained model expects, and
+//! decode ids back, as the `tokenizers` library does. The pipeline parts are one module each;
+//! [`HfTokenizer`] reads a file and runs them.
+
+mod added;
+mod byte_level;
+mod decode;
+mod json;
+mod models;
+mod normalize;
+mod post_process;
+mod pre_tokenize;
+mod unicode;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use added::{AddedToken, Matcher, Part};
+use decode::Decoder;
+use json::Node;
+use models::Model;
+use normalize::Normalizer;
+use post_process::{concatenate, Encoded, PostProcessor};
+use pre_tokenize::PreTokenizer;
+
+use crate::{Error, Result};
+
+/// A tokenizer read from a Hugging Face `tokenizer.json`: encodes text to the ids a pretrained
+/// model expects and decodes ids back, as the `tokenizers` library does.
+///
+/// [`HfTokenizer::from_file`] reads the file a model's Hub page ships (`tokenizer.json`) and
+/// runs its pipeline: added tokens, normalizer, pre-tokenizer, model, post-processor, and the
+/// decoder for the way back. Supported are the pipelines of the GPT-2, RoBERTa and BERT
+/// families and word-level vocabularies:
+///
+/// | part | supported `type`s |
+/// |---|---|
+/// | `model` | `BPE` (with merges as `"a b"` or `["a", "b"]`, byte fallback, unknown token), `WordPiece`, `WordLevel` |
+/// | `normalizer` | `Sequence`, `NFD`, `NFC`, `NFKD`, `NFKC`, `Lowercase`, `StripAccents`, `BertNormalizer`, `Replace` (literal pattern), `Prepend`, `Strip` |
+/// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits` |
+/// | `post_processor` | `TemplateProcessing`, `BertProcessing`, `RobertaProcessing`, `ByteLevel` |
+/// | `decoder` | `ByteLevel`, `WordPiece` (none: tokens joined by spaces) |
+///
+/// Anything else (a `Unigram` model, `Metaspace`, regular-expression `Split`s) is an
+/// [`Error::File`] naming the file and the place in it, never a silently different encoding.
+/// The file's `truncation` and `padding` settings are not applied: kiln's loaders pad and cut
+/// batches themselves ([`crate::text::pad_batch`], a loader's `max_len`).
+///
+/// ```
+/// use kiln_runtime::text::{HfTokenizer, TokenStream};
+///
+/// # fn main() -> kiln_runtime::Result<()> {
+/// let json = r#"{
+///   "added_tokens": [{"id": 0, "content": "[UNK]", "special": true}],
+///   "normalizer": {"type": "Lowercase"},
+///   "pre_tokenizer": {"type": "Whitespace"},
+///   "model": {"type": "WordLevel", "unk_token": "[UNK]",
+///             "vocab": {"[UNK]": 0, "it": 1, "is": 2, "a": 3, "truth": 4}}
+/// }"#;
+/// let tokenizer = HfTokenizer::from_json(json)?;
+/// assert_eq!(tokenizer.encode("It is a TRUTH universally", true), [1, 2, 3, 4, 0]);
+/// assert_eq!(tokenizer.decode(&[1, 2, 3, 4], false), "it is a truth");
+/// // A language model's token stream:
+/// let stream = TokenStream::new(tokenizer.encode("it is a truth", false));
+/// assert_eq!(stream.len(), 4);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct HfTokenizer {
+    added: Vec<AddedToken>,
+    raw_matcher: Matcher,
+    normalized_matcher: Matcher,
+    normalizer: Option<Normalizer>,
+    pre_tokenizer: Option<PreTokenizer>,
+    model: Model,
+    post_processor: Option<PostProcessor>,
+    decoder: Option<Decoder>,
+    /// id → token, the added tokens over the model's.
+    tokens: HashMap<u32, String>,
+    /// token → id, the added tokens over the model's.
+    ids: HashMap<String, u32>,
+    special_ids: HashSet<u32>,
+}
+
+/// A pair of sequences encoded together (question and context, premise and hypothesis).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairEncoding {
+    /// The token ids, special tokens included.
+    pub ids: Vec<usize>,
+    /// The segment of each id: 0 for the first sequence, 1 for the second (as the
+    /// post-processor assigns them; BERT's `token_type_ids`).
+    pub type_ids: Vec<usize>,
+}
+
+impl HfTokenizer {
+    /// Reads a `tokenizer.json`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read; [`Error::File`] naming the line and column of
+    /// malformed JSON, or the place (`model.merges[12]`) of a missing or mistyped field, an
+    /// unsupported component, or a token the vocabulary lacks.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&bytes, path)
+    }
+
+    /// Reads a `tokenizer.json` from a string; errors name the file `<string>`.
+    ///
+    /// # Errors
+    /// As [`HfTokenizer::from_file`].
+    pub fn from_json(json: &str) -> Result<Self> {
+        Self::parse(json.as_bytes(), Path::new("<string>"))
+    }
+
+    fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            let message = e.to_string();
+            let message = match message.rfind(" at line ") {
+                Some(at) if e.line() > 0 => &message[..at],
+                _ => message.as_str(),
+            };
+            Error::file(
+                path,
+                format!("line {} column {}: {message}", e.line(), e.column()),
+            )
+        })?;
+        let root = Node::root(&value, path);
+        root.object()?;
+        let added = match root.opt_member("added_tokens") {
+            Some(list) => list
+                .elements()?
+                .iter()
+                .map(AddedToken::parse)
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        let model = Model::parse(&root.member("model")?)?;
+        let normalizer = root
+            .opt_member("normalizer")
+            .map(|n| Normalizer::parse(&n))
+            .transpose()?;
+        let pre_tokenizer = root
+            .opt_member("pre_tokenizer")
+            .map(|n| PreTokenizer::parse(&n))
+            .transpose()?;
+        let post_processor = root
+            .opt_member("post_processor")
+            .map(|n| PostProcessor::parse(&n))
+            .transpose()?;
+        let decoder = root
+            .opt_member("decoder")
+            .map(|n| Decoder::parse(&n))
+            .transpose()?;
+
+        let mut tokens: HashMap<u32, String> = model
+            .vocab()
+            .iter()
+            .map(|(token, &id)| (id, token.clone()))
+            .collect();
+        let mut ids = model.vocab().clone();
+        for token in &added {
+            tokens.insert(token.id, token.content.clone());
+            ids.insert(token.content.clone(), token.id);
+        }
+        Ok(HfTokenizer {
+            raw_matcher: Matcher::new(&added, false),
+            normalized_matcher: Matcher::new(&added, true),
+            special_ids: added.iter().filter(|t| t.special).map(|t| t.id).collect(),
+            added,
+            normalizer,
+            pre_tokenizer,
+            model,
+            post_processor,
+            decoder,
+            tokens,
+            ids,
+        })
+    }
+
+    /// The ids of `text`, with the post-processor's special tokens (`[CLS] … [SEP]`) if
+    /// `add_special_tokens`, as `tokenizer.encode(text, add_special_tokens=…).ids` gives them.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Vec<usize> {
+        let a = self.encode_sequence(text, 0);
+        let out = self.post_process(a, None, add_special_tokens);
+        out.ids.into_iter().map(|id| id as usize).collect()
+    }
+
+    /// Two texts encoded as one input (`tokenizer.encode(a, b)`), with their segment ids.
+    pub fn encode_pair(&self, a: &str, b: &str, add_special_tokens: bool) -> PairEncoding {
+        let a = self.encode_sequence(a, 0);
+        let b = self.encode_sequence(b, 1);
+        let out = self.post_process(a, Some(b), add_special_tokens);
+        PairEncoding {
+            ids: out.ids.into_iter().map(|id| id as usize).collect(),
+            type_ids: out.type_ids.into_iter().map(|id| id as usize).collect(),
+        }
+    }
+
+    /// The tokens of `text` as strings, without special tokens (for inspection: byte-level
+    /// tokens show a space as `Ġ`).
+    pub fn tokenize(&self, text: &str) -> Vec<String> {
+        self.encode_sequence(text, 0)
+            .ids
+            .iter()
+            .map(|id| self.tokens.get(id).cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// The pieces the model tokenizes one by one: `text` normalized and pre-tokenized,
+    /// without looking for added tokens (as `pre_tokenizer.pre_tokenize_str(
+    /// normalizer.normalize_str(text))` in the reference; byte-level pieces show a space as
+    /// `Ġ`).
+    pub fn pre_tokenize(&self, text: &str) -> Vec<String> {
+        let normalized = match &self.normalizer {
+            Some(normalizer) => normalizer.apply(text),
+            None => text.to_string(),
+        };
+        let mut pieces = Vec::new();
+        // Empty text has no piece, not even the byte-level prefix space.
+        if normalized.is_empty() {
+            return pieces;
+        }
+        match &self.pre_tokenizer {
+            Some(pre) => pre.split(&normalized, &mut pieces),
+            None => pieces.push(normalized),
+        }
+        pieces
+    }
+
+    /// The text of `ids`, leaving out the special tokens if `skip_special_tokens`; ids that
+    /// are no token are left out too (as the reference does).
+    pub fn decode(&self, ids: &[usize], skip_special_tokens: bool) -> String {
+        let tokens: Vec<&str> = ids
+            .iter()
+            .filter_map(|&id| u32::try_from(id).ok())
+            .filter(|id| !(skip_special_tokens && self.special_ids.contains(id)))
+            .filter_map(|id| self.tokens.get(&id).map(String::as_str))
+            .collect();
+        match &self.decoder {
+            Some(decoder) => decoder.decode(&tokens),
+            None => tokens.join(" "),
+        }
+    }
+
+    /// The number of ids: one more than the largest id of the vocabulary and the added
+    /// tokens (the size of a model's embedding table for this tokenizer).
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.keys().max().map_or(0, |&id| id as usize + 1)
+    }
+
+    /// The id of `token` (an added token or one of the model's).
+    pub fn token_to_id(&self, token: &str) -> Option<usize> {
+        self.ids.get(token).map(|&id| id as usize)
+    }
+
+    /// The token of `id`.
+    pub fn id_to_token(&self, id: usize) -> Option<&str> {
+        u32::try_from(id)
+            .ok()
+            .and_then(|id| self.tokens.get(&id))
+            .map(String::as_str)
+    }
+
+    /// The added tokens that are special (`[CLS]`, `<|endoftext|>`, ...), as (token, id).
+    pub fn special_tokens(&self) -> Vec<(&str, usize)> {
+        self.added
+            .iter()
+            .filter(|t| t.special)
+            .map(|t| (t.content.as_str(), t.id as usize))
+            .collect()
+    }
+
+    /// One sequence through added tokens, normalizer, pre-tokenizer and model.
+    fn encode_sequence(&self, text: &str, type_id: u32) -> Encoded {
+        let mut ids = Vec::new();
+        let mut pieces = Vec::new();
+        for part in self.raw_matcher.split(text) {
+            let raw = match part {
+                Part::Token(id) => {
+                    ids.push(id);
+                    continue;
+                }
+                Part::Text(raw) => raw,
+            };
+            let normalized = match &self.normalizer {
+                Some(normalizer) => normalizer.apply(raw),
+                None => raw.to_string(),
+            };
+            for part in self.normalized_matcher.split(&normalized) {
+                let text = match part {
+                    Part::Token(id) => {
+                        ids.push(id);
+                        continue;
+                    }
+                    Part::Text("") => continue,
+                    Part::Text(text) => text,
+                };
+                pieces.clear();
+                match &self.pre_tokenizer {
+                    Some(pre) => pre.split(text, &mut pieces),
+                    None => pieces.push(text.to_string()),
+                }
+                for piece in &pieces {
+                    self.model.tokenize(piece, &mut ids);
+                }
+            }
+        }
+        let type_ids = vec![type_id; ids.len()];
+        Encoded { ids, type_ids }
+    }
+
+    fn post_process(&self, a: Encoded, b: Option<Encoded>, add_special_tokens: bool) -> Encoded {
+        match &self.post_processor {
+            Some(processor) => processor.process(a, b, add_special_tokens),
+            None => concatenate(a, b),
+        }
+    }
+}

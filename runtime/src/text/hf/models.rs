@@ -1,0 +1,297 @@
+//! Models: how one pre-tokenized piece becomes token ids (BPE merges, WordPiece's greedy
+//! longest match, a word-level lookup).
+
+use std::collections::HashMap;
+
+use super::json::{as_id, kind as json_kind, Node};
+use crate::Result;
+
+/// The file's `model`.
+#[derive(Clone, Debug)]
+pub enum Model {
+    /// Byte-pair encoding.
+    Bpe(Bpe),
+    /// BERT's WordPiece.
+    WordPiece(WordPiece),
+    /// One id per known word.
+    WordLevel {
+        vocab: HashMap<String, u32>,
+        unk: u32,
+    },
+}
+
+/// A BPE model: its vocabulary and merge ranks.
+#[derive(Clone, Debug)]
+pub struct Bpe {
+    vocab: HashMap<String, u32>,
+    /// `(left id, right id)` → (rank, merged id).
+    merges: HashMap<(u32, u32), (u32, u32)>,
+    unk: Option<u32>,
+    continuing_subword_prefix: Option<String>,
+    end_of_word_suffix: Option<String>,
+    fuse_unk: bool,
+    byte_fallback: bool,
+    ignore_merges: bool,
+}
+
+/// A WordPiece model.
+#[derive(Clone, Debug)]
+pub struct WordPiece {
+    vocab: HashMap<String, u32>,
+    unk: u32,
+    prefix: String,
+    max_chars: usize,
+}
+
+impl Model {
+    /// Reads the model at `node`.
+    pub fn parse(node: &Node<'_>) -> Result<Self> {
+        node.object()?;
+        // Files older than the `type` field hold a BPE model.
+        let kind = node.opt_str("type")?.unwrap_or("BPE");
+        let vocab = parse_vocab(&node.member("vocab")?)?;
+        let unk_id = |name: Option<&str>| -> Result<Option<u32>> {
+            name.map(|name| {
+                vocab.get(name).copied().ok_or_else(|| {
+                    node.error(format!(
+                        "the unknown token `{name}` is not in the vocabulary"
+                    ))
+                })
+            })
+            .transpose()
+        };
+        Ok(match kind {
+            "BPE" => {
+                if node
+                    .get("dropout")
+                    .and_then(|d| d.as_f64())
+                    .is_some_and(|d| d > 0.0)
+                {
+                    return Err(node.error(
+                        "BPE dropout is set: encoding would be random; set `dropout` to null",
+                    ));
+                }
+                let unk = unk_id(node.opt_str("unk_token")?)?;
+                let prefix = node
+                    .opt_str("continuing_subword_prefix")?
+                    .map(str::to_string);
+                let merges_node = node.member("merges")?;
+                let mut merges = HashMap::new();
+                let prefix_len = prefix.as_ref().map_or(0, String::len);
+                for (rank, entry) in merges_node.elements()?.iter().enumerate() {
+                    let (a, b) = match entry.value {
+                        serde_json::Value::String(s) => s.split_once(' ').ok_or_else(|| {
+                            entry.error(format!("the merge `{s}` is not two tokens"))
+                        })?,
+                        serde_json::Value::Array(pair) if pair.len() == 2 => {
+                            match (pair[0].as_str(), pair[1].as_str()) {
+                                (Some(a), Some(b)) => (a, b),
+                                _ => return Err(entry.error("a merge pair should be two strings")),
+                            }
+                        }
+                        other => {
+                            return Err(entry.error(format!(
+                                "a merge should be \"a b\" or [\"a\", \"b\"], found {}",
+                                json_kind(other)
+                            )))
+                        }
+                    };
+                    let id = |token: &str| {
+                        vocab.get(token).copied().ok_or_else(|| {
+                            entry.error(format!(
+                                "the merge's token `{token}` is not in the vocabulary"
+                            ))
+                        })
+                    };
+                    let pair = (id(a)?, id(b)?);
+                    let merged = format!("{a}{}", b.get(prefix_len..).unwrap_or(""));
+                    let new_id = id(&merged)?;
+                    merges.entry(pair).or_insert((rank as u32, new_id));
+                }
+                Model::Bpe(Bpe {
+                    unk,
+                    continuing_subword_prefix: prefix,
+                    end_of_word_suffix: node.opt_str("end_of_word_suffix")?.map(str::to_string),
+                    fuse_unk: node.bool_or("fuse_unk", false)?,
+                    byte_fallback: node.bool_or("byte_fallback", false)?,
+                    ignore_merges: node.bool_or("ignore_merges", false)?,
+                    merges,
+                    vocab,
+                })
+            }
+            "WordPiece" => {
+                let unk = unk_id(Some(node.opt_str("unk_token")?.unwrap_or("[UNK]")))?
+                    .unwrap_or_default();
+                let max_chars = match node.get("max_input_chars_per_word") {
+                    None => 100,
+                    Some(v) => v.as_u64().map(|v| v as usize).ok_or_else(|| {
+                        node.error("`max_input_chars_per_word` should be a count")
+                    })?,
+                };
+                Model::WordPiece(WordPiece {
+                    unk,
+                    prefix: node
+                        .opt_str("continuing_subword_prefix")?
+                        .unwrap_or("##")
+                        .to_string(),
+                    max_chars,
+                    vocab,
+                })
+            }
+            "WordLevel" => {
+                let unk = unk_id(Some(node.opt_str("unk_token")?.unwrap_or("<unk>")))?
+                    .unwrap_or_default();
+                Model::WordLevel { vocab, unk }
+            }
+            other => {
+                return Err(node.error(format!(
+                    "model `{other}` is not supported (supported: BPE, WordPiece, WordLevel)"
+                )))
+            }
+        })
+    }
+
+    /// The model's vocabulary, token → id.
+    pub fn vocab(&self) -> &HashMap<String, u32> {
+        match self {
+            Model::Bpe(bpe) => &bpe.vocab,
+            Model::WordPiece(wp) => &wp.vocab,
+            Model::WordLevel { vocab, .. } => vocab,
+        }
+    }
+
+    /// Appends the ids of `piece` to `ids`.
+    pub fn tokenize(&self, piece: &str, ids: &mut Vec<u32>) {
+        match self {
+            Model::Bpe(bpe) => bpe.tokenize(piece, ids),
+            Model::WordPiece(wp) => wp.tokenize(piece, ids),
+            Model::WordLevel { vocab, unk } => ids.push(vocab.get(piece).copied().unwrap_or(*unk)),
+        }
+    }
+}
+
+/// `{"token": id, ...}`.
+fn parse_vocab(node: &Node<'_>) -> Result<HashMap<String, u32>> {
+    let members = node.object()?;
+    let mut vocab = HashMap::with_capacity(members.len());
+    for (token, id) in members {
+        let id = as_id(id).ok_or_else(|| {
+            node.error(format!(
+                "the id of `{token}` should be a token id, found {id}"
+            ))
+        })?;
+        vocab.insert(token.clone(), id);
+    }
+    Ok(vocab)
+}
+
+impl Bpe {
+    fn tokenize(&self, piece: &str, ids: &mut Vec<u32>) {
+        if self.ignore_merges {
+            if let Some(&id) = self.vocab.get(piece) {
+                ids.push(id);
+                return;
+            }
+        }
+        // The piece as symbols: one per character, or its bytes' `<0xXX>` tokens, or unknown.
+        let mut symbols: Vec<u32> = Vec::with_capacity(piece.len());
+        let mut last_unknown = false;
+        let count = piece.chars().count();
+        let mut token = String::new();
+        for (i, c) in piece.chars().enumerate() {
+            token.clear();
+            if i > 0 {
+                if let Some(prefix) = &self.continuing_subword_prefix {
+                    token.push_str(prefix);
+                }
+            }
+            token.push(c);
+            if i + 1 == count {
+                if let Some(suffix) = &self.end_of_word_suffix {
+                    token.push_str(suffix);
+                }
+            }
+            if let Some(&id) = self.vocab.get(&token) {
+                symbols.push(id);
+                last_unknown = false;
+                continue;
+            }
+            if self.byte_fallback {
+                let mut buf = [0u8; 4];
+                let bytes: Option<Vec<u32>> = c
+                    .encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| self.vocab.get(&format!("<0x{b:02X}>")).copied())
+                    .collect();
+                if let Some(bytes) = bytes {
+                    symbols.extend(bytes);
+                    last_unknown = false;
+                    continue;
+                }
+            }
+            if let Some(unk) = self.unk {
+                if !(self.fuse_unk && last_unknown) {
+                    symbols.push(unk);
+                }
+                last_unknown = true;
+            }
+        }
+        // Merge the adjacent pair of the lowest rank (the leftmost of equals) until none is
+        // left.
+        loop {
+            let best = symbols
+                .windows(2)
+                .enumerate()
+                .filter_map(|(i, w)| {
+                    self.merges
+                        .get(&(w[0], w[1]))
+                        .map(|&(rank, id)| (rank, i, id))
+                })
+                .min_by_key(|&(rank, i, _)| (rank, i));
+            let Some((_, i, id)) = best else { break };
+            symbols[i] = id;
+            symbols.remove(i + 1);
+        }
+        ids.extend(symbols);
+    }
+}
+
+impl WordPiece {
+    fn tokenize(&self, piece: &str, ids: &mut Vec<u32>) {
+        if piece.chars().count() > self.max_chars {
+            ids.push(self.unk);
+            return;
+        }
+        let first = ids.len();
+        let mut start = 0;
+        let mut candidate = String::new();
+        while start < piece.len() {
+            let mut end = piece.len();
+            let mut found = None;
+            while start < end {
+                candidate.clear();
+                if start > 0 {
+                    candidate.push_str(&self.prefix);
+                }
+                candidate.push_str(&piece[start..end]);
+                if let Some(&id) = self.vocab.get(&candidate) {
+                    found = Some(id);
+                    break;
+                }
+                end -= piece[..end].chars().next_back().map_or(1, char::len_utf8);
+            }
+            match found {
+                Some(id) => {
+                    ids.push(id);
+                    start = end;
+                }
+                None => {
+                    // Any part unknown: the whole word is the unknown token.
+                    ids.truncate(first);
+                    ids.push(self.unk);
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Pre-tokenizers: how a `tokenizer.json` cuts normalized text into the pieces its model
+//! tokenizes one at a time (words, punctuation, GPT-2's byte-level chunks).
+
+use super::byte_level::{split_gpt2, to_byte_chars};
+use super::json::Node;
+use super::unicode::{is_bert_punctuation, is_word};
+use crate::Result;
+
+/// The file's `pre_tokenizer`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PreTokenizer {
+    /// Each in turn, on every piece of the one before.
+    Sequence(Vec<PreTokenizer>),
+    /// GPT-2's: optionally a space before the text, its pattern (see `split_gpt2`), then every
+    /// byte as its printable character.
+    ByteLevel {
+        add_prefix_space: bool,
+        use_regex: bool,
+    },
+    /// BERT's: whitespace separates, every punctuation character is a piece of its own.
+    Bert,
+    /// `\w+|[^\w\s]+`: runs of word characters and runs of other non-space characters.
+    Whitespace,
+    /// Whitespace separates.
+    WhitespaceSplit,
+    /// Digits apart from the rest: each digit alone, or runs of digits.
+    Digits { individual: bool },
+}
+
+impl PreTokenizer {
+    /// Reads the pre-tokenizer at `node`.
+    pub fn parse(node: &Node<'_>) -> Result<Self> {
+        node.object()?;
+        Ok(match node.kind()? {
+            "Sequence" => PreTokenizer::Sequence(
+                node.member("pretokenizers")?
+                    .elements()?
+                    .iter()
+                    .map(PreTokenizer::parse)
+                    .collect::<Result<_>>()?,
+            ),
+            "ByteLevel" => PreTokenizer::ByteLevel {
+                add_prefix_space: node.bool_or("add_prefix_space", true)?,
+                use_regex: node.bool_or("use_regex", true)?,
+            },
+            "BertPreTokenizer" => PreTokenizer::Bert,
+            "Whitespace" => PreTokenizer::Whitespace,
+            "WhitespaceSplit" => PreTokenizer::WhitespaceSplit,
+            "Digits" => PreTokenizer::Digits {
+                individual: node.bool_or("individual_digits", false)?,
+            },
+            other => {
+                return Err(node.error(format!(
+                    "pre-tokenizer `{other}` is not supported (supported: Sequence, \
+                     ByteLevel, BertPreTokenizer, Whitespace, WhitespaceSplit, Digits)"
+                )))
+            }
+        })
+    }
+
+    /// Appends the non-empty pieces of `text` to `pieces`.
+    pub fn split(&self, text: &str, pieces: &mut Vec<String>) {
+        let mut push = |piece: &str| {
+            if !piece.is_empty() {
+                pieces.push(piece.to_string());
+            }
+        };
+        match self {
+            PreTokenizer::Sequence(all) => {
+                let mut current = vec![text.to_string()];
+                for pre in all {
+                    let mut next = Vec::new();
+                    for piece in &current {
+                        pre.split(piece, &mut next);
+                    }
+                    current = next;
+                }
+                pieces.extend(current);
+            }
+            PreTokenizer::ByteLevel {
+                add_prefix_space,
+                use_regex,
+            } => {
+                let prefixed;
+                let text = if *add_prefix_space && !text.starts_with(' ') {
+                    prefixed = format!(" {text}");
+                    prefixed.as_str()
+                } else {
+                    text
+                };
+                if *use_regex {
+                    for piece in split_gpt2(text) {
+                        push(&to_byte_chars(piece));
+                    }
+                } else {
+                    push(&to_byte_chars(text));
+                }
+            }
+            PreTokenizer::Bert => {
+                for word in text.split(char::is_whitespace) {
+                    split_isolated(word, is_bert_punctuation, &mut push);
+                }
+            }
+            PreTokenizer::Whitespace => {
+                let class = |c: char| {
+                    if is_word(c) {
+                        1
+                    } else if c.is_whitespace() {
+                        0
+                    } else {
+                        2
+                    }
+                };
+                let mut start = 0;
+                let mut current = 0;
+                for (i, c) in text.char_indices() {
+                    let k = class(c);
+                    if k != current {
+                        if current != 0 {
+                            push(&text[start..i]);
+                        }
+                        start = i;
+                        current = k;
+                    }
+                }
+                if current != 0 {
+                    push(&text[start..]);
+                }
+            }
+            PreTokenizer::WhitespaceSplit => {
+                for word in text.split_whitespace() {
+                    push(word);
+                }
+            }
+            PreTokenizer::Digits { individual } => {
+                if *individual {
+                    split_isolated(text, char::is_numeric, &mut push);
+                } else {
+                    let mut start = 0;
+                    let mut digits = None;
+                    for (i, c) in text.char_indices() {
+                        let d = c.is_numeric();
+                        if digits.is_some_and(|prev| prev != d) {
+                            push(&text[start..i]);
+                            start = i;
+                        }
+                        digits = Some(d);
+                    }
+                    push(&text[start..]);
+                }
+            }
+        }
+    }
+}
+
+/// Splits `text` so that each character in `class` is a piece of its own, and the runs
+/// between them are pieces.
+fn split_isolated(text: &str, class: impl Fn(char) -> bool, push: &mut impl FnMut(&str)) {
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if class(c) {
+            push(&text[start..i]);
+            push(&text[i..i + c.len_utf8()]);
+            start = i + c.len_utf8();
+        }
+    }
+    push(&text[start..]);
+}

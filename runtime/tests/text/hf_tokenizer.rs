@@ -1,0 +1,221 @@
+//! `HfTokenizer` against the Hugging Face `tokenizers` library: the four tokenizers of
+//! `tests/fixtures/tokenizers/` (see `gen_tokenizers.py` there) must split, encode and decode
+//! every test text exactly as the library did, and malformed or unsupported files must be errors
+//! naming the file and the place.
+
+use kiln_runtime::text::HfTokenizer;
+use kiln_runtime::Error;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tokenizers")
+}
+
+fn ids(value: &Value) -> Vec<usize> {
+    value
+        .as_array()
+        .expect("an id list")
+        .iter()
+        .map(|v| v.as_u64().expect("an id") as usize)
+        .collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .expect("a string list")
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_string())
+        .collect()
+}
+
+/// Every case of `<name>/expected.json`; all mismatches are reported at once.
+fn check(name: &str) {
+    let dir = fixtures().join(name);
+    let tokenizer = HfTokenizer::from_file(dir.join("tokenizer.json"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
+    let expected: Value = serde_json::from_str(&text).expect("expected.json is JSON");
+    let mut failures = Vec::new();
+    let mut compare = |what: String, actual: String, wanted: String| {
+        if actual != wanted {
+            failures.push(format!(
+                "{what}:\n      kiln  {actual}\n      torch {wanted}"
+            ));
+        }
+    };
+    compare(
+        "vocab_size".into(),
+        tokenizer.vocab_size().to_string(),
+        expected["vocab_size"].to_string(),
+    );
+    let cases = expected["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 20, "{name}: too few cases");
+    for case in cases {
+        let text = case["text"].as_str().expect("text");
+        let plain = ids(&case["ids"]);
+        let special = ids(&case["ids_with_special"]);
+        let tokens = strings(&case["tokens"]);
+        compare(
+            format!("pre_tokenize({text:?})"),
+            format!("{:?}", tokenizer.pre_tokenize(text)),
+            format!("{:?}", strings(&case["pre_tokens"])),
+        );
+        compare(
+            format!("encode({text:?})"),
+            format!("{:?}", tokenizer.encode(text, false)),
+            format!("{plain:?}"),
+        );
+        compare(
+            format!("tokenize({text:?})"),
+            format!("{:?}", tokenizer.tokenize(text)),
+            format!("{tokens:?}"),
+        );
+        compare(
+            format!("encode({text:?}, special tokens)"),
+            format!("{:?}", tokenizer.encode(text, true)),
+            format!("{special:?}"),
+        );
+        for (key, ids, skip) in [
+            ("decode", &plain, false),
+            ("decode_skip_special", &special, true),
+            ("decode_with_special", &special, false),
+        ] {
+            compare(
+                format!("{key} of {text:?}"),
+                format!("{:?}", tokenizer.decode(ids, skip)),
+                format!("{:?}", case[key].as_str().expect("a decoded text")),
+            );
+        }
+    }
+    for pair in expected["pairs"].as_array().expect("pairs") {
+        let (a, b) = (
+            pair["a"].as_str().expect("a"),
+            pair["b"].as_str().expect("b"),
+        );
+        let encoded = tokenizer.encode_pair(a, b, true);
+        compare(
+            format!("encode_pair({a:?}, {b:?})"),
+            format!("{:?} types {:?}", encoded.ids, encoded.type_ids),
+            format!("{:?} types {:?}", ids(&pair["ids"]), ids(&pair["type_ids"])),
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{name}: {} mismatch(es) with the tokenizers library:\n  - {}",
+        failures.len(),
+        failures.join("\n  - ")
+    );
+}
+
+#[test]
+fn gpt2_byte_level_bpe_matches_the_reference() {
+    check("gpt2_bpe");
+}
+
+#[test]
+fn roberta_byte_level_bpe_matches_the_reference() {
+    check("roberta_bpe");
+}
+
+#[test]
+fn bert_wordpiece_matches_the_reference() {
+    check("bert_wordpiece");
+}
+
+#[test]
+fn word_level_matches_the_reference() {
+    check("wordlevel");
+}
+
+/// The error of `HfTokenizer::from_json(json)`, which must be `Error::File` on `<string>`.
+fn file_error(json: &str) -> String {
+    match HfTokenizer::from_json(json) {
+        Err(Error::File { path, message }) => {
+            assert_eq!(path, PathBuf::from("<string>"));
+            message
+        }
+        Err(other) => panic!("expected Error::File, got {other}"),
+        Ok(_) => panic!("{json} was accepted"),
+    }
+}
+
+const WORDS: &str = r#""vocab": {"[UNK]": 0, "a": 1, "b": 2, "ab": 3}"#;
+
+#[test]
+fn malformed_and_unsupported_files_name_the_place() {
+    let message = file_error("{\n  \"model\": {\"type\": \"BPE\",\n  }\n}");
+    assert!(message.starts_with("line 3 column 3:"), "{message}");
+
+    let message = file_error(&format!(r#"{{"model": {{"type": "Unigram", {WORDS}}}}}"#));
+    assert!(
+        message.starts_with("at `model`: model `Unigram` is not supported"),
+        "{message}"
+    );
+
+    let message = file_error(&format!(
+        r#"{{"model": {{"type": "BPE", {WORDS}, "merges": ["a b", "b c"]}}}}"#
+    ));
+    assert!(
+        message.starts_with("at `model.merges[1]`: the merge's token `c` is not in the vocabulary"),
+        "{message}"
+    );
+
+    let message = file_error(&format!(
+        r#"{{"pre_tokenizer": {{"type": "Sequence", "pretokenizers": [
+            {{"type": "Split", "pattern": {{"Regex": "\\s+"}}, "behavior": "Removed"}}]}},
+          "model": {{"type": "WordLevel", "unk_token": "[UNK]", {WORDS}}}}}"#
+    ));
+    assert!(
+        message.starts_with(
+            "at `pre_tokenizer.pretokenizers[0]`: pre-tokenizer `Split` is not supported"
+        ),
+        "{message}"
+    );
+
+    let message = file_error(&format!(
+        r#"{{"model": {{"type": "WordPiece", "unk_token": "<unk>", {WORDS}}}}}"#
+    ));
+    assert!(
+        message.contains("the unknown token `<unk>` is not in the vocabulary"),
+        "{message}"
+    );
+
+    let message = file_error(r#"{"model": {"type": "WordLevel", "vocab": {"a": -1}}}"#);
+    assert!(message.starts_with("at `model.vocab`:"), "{message}");
+
+    let message = file_error(r#"{"added_tokens": [{"id": 1}], "model": {}}"#);
+    assert!(
+        message.starts_with("at `added_tokens[0]`: missing `content`"),
+        "{message}"
+    );
+
+    let missing = fixtures().join("no_such_dir/tokenizer.json");
+    match HfTokenizer::from_file(&missing) {
+        Err(Error::Io { path, .. }) => assert_eq!(path, missing),
+        other => panic!("expected Error::Io, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_words_bytes_and_special_tokens() {
+    let json = r###"{"added_tokens": [{"id": 4, "content": "<eos>", "special": true}],
+            "pre_tokenizer": {"type": "WhitespaceSplit"},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "max_input_chars_per_word": 4,
+                      "vocab": {"[UNK]": 0, "a": 1, "b": 2, "ab": 3, "##b": 5}},
+            "decoder": {"type": "WordPiece"}}"###;
+    let tokenizer = HfTokenizer::from_json(json).expect("a valid file");
+    // `abb` = ab ##b; `abc` has an unknown part, so the whole word is unknown; `aaaaa` is
+    // longer than max_input_chars_per_word.
+    assert_eq!(
+        tokenizer.encode("abb abc<eos> aaaaa", true),
+        [3, 5, 0, 4, 0]
+    );
+    assert_eq!(tokenizer.decode(&[3, 5, 1, 4], false), "abb a <eos>");
+    assert_eq!(tokenizer.decode(&[3, 5, 1, 4, 99], true), "abb a");
+    assert_eq!(tokenizer.vocab_size(), 6);
+    assert_eq!(tokenizer.token_to_id("<eos>"), Some(4));
+    assert_eq!(tokenizer.id_to_token(5), Some("##b"));
+    assert_eq!(tokenizer.special_tokens(), [("<eos>", 4)]);
+}
