@@ -2,7 +2,7 @@
 //! classification.
 
 use super::batch::pad_into;
-use super::Vocab;
+use super::TextEncoder;
 use crate::data::loader::{epoch_rng, permutation};
 use crate::data::source;
 use crate::{Error, Result};
@@ -301,13 +301,14 @@ impl LabelledText {
         }
     }
 
-    /// The texts encoded with `vocab`, ready for batching.
-    pub fn encode(&self, vocab: &Vocab) -> EncodedText {
+    /// The texts encoded with `encoder` (a [`Vocab`](super::Vocab), or a pretrained model's
+    /// [`HfTokenizer`](super::HfTokenizer)), ready for batching.
+    pub fn encode(&self, encoder: &(impl TextEncoder + ?Sized)) -> EncodedText {
         let mut ids = Vec::new();
         let mut offsets = Vec::with_capacity(self.len() + 1);
         offsets.push(0);
         for text in &self.texts {
-            vocab.encode_into(text, &mut ids);
+            encoder.encode_into(text, &mut ids);
             offsets.push(ids.len());
         }
         EncodedText {
@@ -699,7 +700,7 @@ impl<'a> TextLoader<'a> {
     }
 }
 
-/// One batch of texts: `tokens` `[B, T]` (padded with [`Vocab::PAD`] to the batch's longest
+/// One batch of texts: `tokens` `[B, T]` (padded with [`Vocab::PAD`](super::Vocab::PAD) to the batch's longest
 /// text, or truncated to [`TextLoader::max_len`]), `lengths` `[B]` (at least 1) and
 /// `labels` `[B]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -33,6 +33,7 @@
 //! id 1.
 
 mod batch;
+mod encoder;
 mod hf;
 mod labelled;
 mod stream;
@@ -41,6 +42,7 @@ mod tsv;
 mod vocab;
 
 pub use batch::{pad_batch, pad_batch_fixed};
+pub use encoder::TextEncoder;
 pub use hf::{HfTokenizer, PairEncoding};
 pub use labelled::{
     ClassOrder, Column, EncodedText, LabelKind, LabelledText, Skipped, SkippedRow, Splits,

@@ -1,7 +1,7 @@
 //! [`TokenStream`]: one long sequence of ids for a language model, served as random windows
 //! (training) or consecutive ones (evaluation).
 
-use super::Vocab;
+use super::TextEncoder;
 use crate::data::loader::epoch_rng;
 use crate::{Error, Result};
 use ndarray::Array2;
@@ -37,9 +37,12 @@ impl TokenStream {
         TokenStream { tokens }
     }
 
-    /// `text` encoded with `vocab`.
-    pub fn encode(vocab: &Vocab, text: &str) -> Self {
-        TokenStream::new(vocab.encode(text))
+    /// `text` encoded with `encoder` (a [`Vocab`](super::Vocab), or a pretrained model's
+    /// [`HfTokenizer`](super::HfTokenizer)).
+    pub fn encode(encoder: &(impl TextEncoder + ?Sized), text: &str) -> Self {
+        let mut tokens = Vec::new();
+        encoder.encode_into(text, &mut tokens);
+        TokenStream::new(tokens)
     }
 
     /// The number of tokens.

@@ -1,4 +1,4 @@
-//! `HfTokenizer` against the Hugging Face `tokenizers` library: the four tokenizers of
+//! `HfTokenizer` against the Hugging Face `tokenizers` library: the six tokenizers of
 //! `tests/fixtures/tokenizers/` (see `gen_tokenizers.py` there) must split, encode and decode
 //! every test text exactly as the library did, and malformed or unsupported files must be errors
 //! naming the file and the place.
@@ -89,6 +89,14 @@ fn check(name: &str) {
             );
         }
     }
+    for case in expected["partial"].as_array().expect("partial") {
+        let ids = ids(&case["ids"]);
+        compare(
+            format!("decode({ids:?})"),
+            format!("{:?}", tokenizer.decode(&ids, false)),
+            format!("{:?}", case["decode"].as_str().expect("a decoded text")),
+        );
+    }
     for pair in expected["pairs"].as_array().expect("pairs") {
         let (a, b) = (
             pair["a"].as_str().expect("a"),
@@ -127,6 +135,16 @@ fn bert_wordpiece_matches_the_reference() {
 #[test]
 fn word_level_matches_the_reference() {
     check("wordlevel");
+}
+
+#[test]
+fn sentencepiece_style_bpe_with_byte_fallback_matches_the_reference() {
+    check("llama_bpe");
+}
+
+#[test]
+fn metaspace_bpe_matches_the_reference() {
+    check("metaspace_bpe");
 }
 
 /// The error of `HfTokenizer::from_json(json)`, which must be `Error::File` on `<string>`.
@@ -218,4 +236,28 @@ fn unknown_words_bytes_and_special_tokens() {
     assert_eq!(tokenizer.token_to_id("<eos>"), Some(4));
     assert_eq!(tokenizer.id_to_token(5), Some("##b"));
     assert_eq!(tokenizer.special_tokens(), [("<eos>", 4)]);
+}
+
+#[test]
+fn data_sets_encode_with_a_pretrained_tokenizer() {
+    use kiln_runtime::text::{LabelledText, TokenStream};
+
+    let tokenizer = HfTokenizer::from_file(fixtures().join("bert_wordpiece/tokenizer.json"))
+        .expect("the fixture loads");
+    let texts = ["Emma Woodhouse, handsome, clever, and rich", "She was the youngest"];
+    let data = LabelledText::new(
+        texts.iter().map(|t| t.to_string()).collect(),
+        vec![1, 0],
+        vec!["no".into(), "yes".into()],
+    );
+    let encoded = data.encode(&tokenizer);
+    for (i, text) in texts.iter().enumerate() {
+        let ids = tokenizer.encode(text, true);
+        assert_eq!(encoded.sequence(i), ids.as_slice());
+        // [CLS] first, [SEP] last, as the tokenizer called on a text gives them.
+        assert_eq!(ids.first(), tokenizer.token_to_id("[CLS]").as_ref());
+        assert_eq!(ids.last(), tokenizer.token_to_id("[SEP]").as_ref());
+    }
+    let stream = TokenStream::encode(&tokenizer, texts[0]);
+    assert_eq!(stream.tokens(), tokenizer.encode(texts[0], true).as_slice());
 }

@@ -30,18 +30,19 @@ use crate::{Error, Result};
 ///
 /// [`HfTokenizer::from_file`] reads the file a model's Hub page ships (`tokenizer.json`) and
 /// runs its pipeline: added tokens, normalizer, pre-tokenizer, model, post-processor, and the
-/// decoder for the way back. Supported are the pipelines of the GPT-2, RoBERTa and BERT
-/// families and word-level vocabularies:
+/// decoder for the way back. Supported are the pipelines of the GPT-2, RoBERTa, BERT and
+/// Llama 2 / Mistral (SentencePiece BPE) families and word-level vocabularies:
 ///
 /// | part | supported `type`s |
 /// |---|---|
 /// | `model` | `BPE` (with merges as `"a b"` or `["a", "b"]`, byte fallback, unknown token), `WordPiece`, `WordLevel` |
 /// | `normalizer` | `Sequence`, `NFD`, `NFC`, `NFKD`, `NFKC`, `Lowercase`, `StripAccents`, `BertNormalizer`, `Replace` (literal pattern), `Prepend`, `Strip` |
-/// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits` |
+/// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits`, `Metaspace` |
 /// | `post_processor` | `TemplateProcessing`, `BertProcessing`, `RobertaProcessing`, `ByteLevel` |
-/// | `decoder` | `ByteLevel`, `WordPiece` (none: tokens joined by spaces) |
+/// | `decoder` | `Sequence`, `ByteLevel`, `WordPiece`, `Replace` (literal pattern), `ByteFallback`, `Fuse`, `Strip`, `Metaspace` (none: tokens joined by spaces) |
 ///
-/// Anything else (a `Unigram` model, `Metaspace`, regular-expression `Split`s) is an
+/// Anything else (a `Unigram` model, regular-expression `Split`s and `Replace`s, as in the
+/// Llama 3 and GPT-4-style files) is an
 /// [`Error::File`] naming the file and the place in it, never a silently different encoding.
 /// The file's `truncation` and `padding` settings are not applied: kiln's loaders pad and cut
 /// batches themselves ([`crate::text::pad_batch`], a loader's `max_len`).
@@ -223,7 +224,7 @@ impl HfTokenizer {
             return pieces;
         }
         match &self.pre_tokenizer {
-            Some(pre) => pre.split(&normalized, &mut pieces),
+            Some(pre) => pre.split(&normalized, true, &mut pieces),
             None => pieces.push(normalized),
         }
         pieces
@@ -276,10 +277,13 @@ impl HfTokenizer {
     fn encode_sequence(&self, text: &str, type_id: u32) -> Encoded {
         let mut ids = Vec::new();
         let mut pieces = Vec::new();
+        // Whether nothing of the input came before (Metaspace's `prepend_scheme: first`).
+        let mut at_start = true;
         for part in self.raw_matcher.split(text) {
             let raw = match part {
                 Part::Token(id) => {
                     ids.push(id);
+                    at_start = false;
                     continue;
                 }
                 Part::Text(raw) => raw,
@@ -292,6 +296,7 @@ impl HfTokenizer {
                 let text = match part {
                     Part::Token(id) => {
                         ids.push(id);
+                        at_start = false;
                         continue;
                     }
                     Part::Text("") => continue,
@@ -299,9 +304,10 @@ impl HfTokenizer {
                 };
                 pieces.clear();
                 match &self.pre_tokenizer {
-                    Some(pre) => pre.split(text, &mut pieces),
+                    Some(pre) => pre.split(text, at_start, &mut pieces),
                     None => pieces.push(text.to_string()),
                 }
+                at_start = false;
                 for piece in &pieces {
                     self.model.tokenize(piece, &mut ids);
                 }

@@ -25,6 +25,40 @@ pub enum PreTokenizer {
     WhitespaceSplit,
     /// Digits apart from the rest: each digit alone, or runs of digits.
     Digits { individual: bool },
+    /// SentencePiece's: spaces become `replacement` (`▁`), which is also put before the text
+    /// (always, never, or only at the start of the whole input), and each `▁` starts a piece.
+    Metaspace {
+        replacement: char,
+        prepend: Prepend,
+        split: bool,
+    },
+}
+
+/// When the Metaspace pre-tokenizer puts its `▁` before a text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prepend {
+    /// Before every piece of text (also after an added token).
+    Always,
+    /// Only before the text at the start of the input.
+    First,
+    /// Never.
+    Never,
+}
+
+/// A Metaspace's `prepend_scheme` (`always`, `first`, `never`), or the older
+/// `add_prefix_space` flag (true: `always`).
+pub fn prepend_scheme<'a>(node: &Node<'a>) -> Result<&'a str> {
+    match node.opt_str("prepend_scheme")? {
+        Some(scheme @ ("always" | "first" | "never")) => Ok(scheme),
+        Some(other) => Err(node.error(format!(
+            "`prepend_scheme` should be always, first or never, found {other:?}"
+        ))),
+        None => Ok(if node.bool_or("add_prefix_space", true)? {
+            "always"
+        } else {
+            "never"
+        }),
+    }
 }
 
 impl PreTokenizer {
@@ -49,17 +83,27 @@ impl PreTokenizer {
             "Digits" => PreTokenizer::Digits {
                 individual: node.bool_or("individual_digits", false)?,
             },
+            "Metaspace" => PreTokenizer::Metaspace {
+                replacement: super::decode::single_char(node, "replacement")?,
+                prepend: match prepend_scheme(node)? {
+                    "always" => Prepend::Always,
+                    "first" => Prepend::First,
+                    _ => Prepend::Never,
+                },
+                split: node.bool_or("split", true)?,
+            },
             other => {
                 return Err(node.error(format!(
                     "pre-tokenizer `{other}` is not supported (supported: Sequence, \
-                     ByteLevel, BertPreTokenizer, Whitespace, WhitespaceSplit, Digits)"
+                     ByteLevel, BertPreTokenizer, Whitespace, WhitespaceSplit, Digits, Metaspace)"
                 )))
             }
         })
     }
 
-    /// Appends the non-empty pieces of `text` to `pieces`.
-    pub fn split(&self, text: &str, pieces: &mut Vec<String>) {
+    /// Appends the non-empty pieces of `text` to `pieces`; `at_start` says whether `text`
+    /// begins the whole input (not after an added token).
+    pub fn split(&self, text: &str, at_start: bool, pieces: &mut Vec<String>) {
         let mut push = |piece: &str| {
             if !piece.is_empty() {
                 pieces.push(piece.to_string());
@@ -70,8 +114,8 @@ impl PreTokenizer {
                 let mut current = vec![text.to_string()];
                 for pre in all {
                     let mut next = Vec::new();
-                    for piece in &current {
-                        pre.split(piece, &mut next);
+                    for (i, piece) in current.iter().enumerate() {
+                        pre.split(piece, at_start && i == 0, &mut next);
                     }
                     current = next;
                 }
@@ -125,6 +169,37 @@ impl PreTokenizer {
                 }
                 if current != 0 {
                     push(&text[start..]);
+                }
+            }
+            PreTokenizer::Metaspace {
+                replacement,
+                prepend,
+                split,
+            } => {
+                let mut replaced: String = text
+                    .chars()
+                    .map(|c| if c == ' ' { *replacement } else { c })
+                    .collect();
+                let put_before = match prepend {
+                    Prepend::Always => true,
+                    Prepend::First => at_start,
+                    Prepend::Never => false,
+                };
+                if put_before && !replaced.starts_with(*replacement) {
+                    replaced.insert(0, *replacement);
+                }
+                if *split {
+                    // Each `▁` begins a piece (merged with what follows it).
+                    let mut start = 0;
+                    for (i, c) in replaced.char_indices() {
+                        if c == *replacement && i > start {
+                            push(&replaced[start..i]);
+                            start = i;
+                        }
+                    }
+                    push(&replaced[start..]);
+                } else {
+                    push(&replaced);
                 }
             }
             PreTokenizer::WhitespaceSplit => {
