@@ -1,4 +1,4 @@
-//! `HfTokenizer` against the Hugging Face `tokenizers` library: the six tokenizers of
+//! `HfTokenizer` against the Hugging Face `tokenizers` library: the eight tokenizers of
 //! `tests/fixtures/tokenizers/` (see `gen_tokenizers.py` there) must split, encode and decode
 //! every test text exactly as the library did, and malformed or unsupported files must be errors
 //! naming the file and the place.
@@ -147,6 +147,16 @@ fn metaspace_bpe_matches_the_reference() {
     check("metaspace_bpe");
 }
 
+#[test]
+fn llama3_split_pattern_bpe_matches_the_reference() {
+    check("llama3_bpe");
+}
+
+#[test]
+fn qwen2_split_pattern_bpe_matches_the_reference() {
+    check("qwen2_bpe");
+}
+
 /// The error of `HfTokenizer::from_json(json)`, which must be `Error::File` on `<string>`.
 fn file_error(json: &str) -> String {
     match HfTokenizer::from_json(json) {
@@ -187,7 +197,7 @@ fn malformed_and_unsupported_files_name_the_place() {
     ));
     assert!(
         message.starts_with(
-            "at `pre_tokenizer.pretokenizers[0]`: pre-tokenizer `Split` is not supported"
+            r#"at `pre_tokenizer.pretokenizers[0].pattern`: the Split pattern "\\s+" is not one of the recognised ones"#
         ),
         "{message}"
     );
@@ -244,7 +254,10 @@ fn data_sets_encode_with_a_pretrained_tokenizer() {
 
     let tokenizer = HfTokenizer::from_file(fixtures().join("bert_wordpiece/tokenizer.json"))
         .expect("the fixture loads");
-    let texts = ["Emma Woodhouse, handsome, clever, and rich", "She was the youngest"];
+    let texts = [
+        "Emma Woodhouse, handsome, clever, and rich",
+        "She was the youngest",
+    ];
     let data = LabelledText::new(
         texts.iter().map(|t| t.to_string()).collect(),
         vec![1, 0],

@@ -8,6 +8,7 @@ mod decode;
 mod json;
 mod models;
 mod normalize;
+mod patterns;
 mod post_process;
 mod pre_tokenize;
 mod unicode;
@@ -30,20 +31,20 @@ use crate::{Error, Result};
 ///
 /// [`HfTokenizer::from_file`] reads the file a model's Hub page ships (`tokenizer.json`) and
 /// runs its pipeline: added tokens, normalizer, pre-tokenizer, model, post-processor, and the
-/// decoder for the way back. Supported are the pipelines of the GPT-2, RoBERTa, BERT and
-/// Llama 2 / Mistral (SentencePiece BPE) families and word-level vocabularies:
+/// decoder for the way back. Supported are the pipelines of the GPT-2, RoBERTa, BERT, Llama 2 /
+/// Mistral (SentencePiece BPE), Llama 3 and Qwen 2 families and word-level vocabularies:
 ///
 /// | part | supported `type`s |
 /// |---|---|
 /// | `model` | `BPE` (with merges as `"a b"` or `["a", "b"]`, byte fallback, unknown token), `WordPiece`, `WordLevel` |
 /// | `normalizer` | `Sequence`, `NFD`, `NFC`, `NFKD`, `NFKC`, `Lowercase`, `StripAccents`, `BertNormalizer`, `Replace` (literal pattern), `Prepend`, `Strip` |
-/// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits`, `Metaspace` |
+/// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits`, `Metaspace`, `Split` with the pattern of GPT-2, Llama 3 (`cl100k`) or Qwen 2 |
 /// | `post_processor` | `TemplateProcessing`, `BertProcessing`, `RobertaProcessing`, `ByteLevel` |
 /// | `decoder` | `Sequence`, `ByteLevel`, `WordPiece`, `Replace` (literal pattern), `ByteFallback`, `Fuse`, `Strip`, `Metaspace` (none: tokens joined by spaces) |
 ///
-/// Anything else (a `Unigram` model, regular-expression `Split`s and `Replace`s, as in the
-/// Llama 3 and GPT-4-style files) is an
-/// [`Error::File`] naming the file and the place in it, never a silently different encoding.
+/// Anything else (a `Unigram` model, the `Precompiled` normalizer of T5 and ALBERT, other
+/// regular expressions) is an [`Error::File`] naming the file and the place in it, never a
+/// silently different encoding.
 /// The file's `truncation` and `padding` settings are not applied: kiln's loaders pad and cut
 /// batches themselves ([`crate::text::pad_batch`], a loader's `max_len`).
 ///

@@ -3,6 +3,7 @@
 
 use super::byte_level::{split_gpt2, to_byte_chars};
 use super::json::Node;
+use super::patterns::Pattern;
 use super::unicode::{is_bert_punctuation, is_word};
 use crate::Result;
 
@@ -25,6 +26,8 @@ pub enum PreTokenizer {
     WhitespaceSplit,
     /// Digits apart from the rest: each digit alone, or runs of digits.
     Digits { individual: bool },
+    /// A recognised regular expression's matches, each a piece (`behavior: Isolated`).
+    Split(Pattern),
     /// SentencePiece's: spaces become `replacement` (`▁`), which is also put before the text
     /// (always, never, or only at the start of the whole input), and each `▁` starts a piece.
     Metaspace {
@@ -83,6 +86,29 @@ impl PreTokenizer {
             "Digits" => PreTokenizer::Digits {
                 individual: node.bool_or("individual_digits", false)?,
             },
+            "Split" => {
+                let pattern = node.member("pattern")?;
+                let Some(regex) = pattern.opt_str("Regex")? else {
+                    return Err(pattern.error(
+                        "only the regular-expression patterns of GPT-2, Llama 3 (cl100k) and \
+                         Qwen 2 are supported in a Split",
+                    ));
+                };
+                let Some(known) = Pattern::recognise(regex) else {
+                    return Err(pattern.error(format!(
+                        "the Split pattern {regex:?} is not one of the recognised ones (GPT-2, \
+                         Llama 3 / cl100k, Qwen 2)"
+                    )));
+                };
+                let behavior = node.str("behavior")?;
+                if behavior != "Isolated" || node.bool_or("invert", false)? {
+                    return Err(node.error(format!(
+                        "only `behavior: Isolated` without `invert` is supported in a Split, \
+                         found {behavior}"
+                    )));
+                }
+                PreTokenizer::Split(known)
+            }
             "Metaspace" => PreTokenizer::Metaspace {
                 replacement: super::decode::single_char(node, "replacement")?,
                 prepend: match prepend_scheme(node)? {
@@ -95,7 +121,7 @@ impl PreTokenizer {
             other => {
                 return Err(node.error(format!(
                     "pre-tokenizer `{other}` is not supported (supported: Sequence, \
-                     ByteLevel, BertPreTokenizer, Whitespace, WhitespaceSplit, Digits, Metaspace)"
+                     ByteLevel, BertPreTokenizer, Whitespace, WhitespaceSplit, Digits, Metaspace, Split with a recognised pattern)"
                 )))
             }
         })
@@ -169,6 +195,11 @@ impl PreTokenizer {
                 }
                 if current != 0 {
                     push(&text[start..]);
+                }
+            }
+            PreTokenizer::Split(pattern) => {
+                for piece in pattern.split(text) {
+                    push(piece);
                 }
             }
             PreTokenizer::Metaspace {

@@ -1,0 +1,159 @@
+//! The regular expressions of `Split` pre-tokenizers that are recognised, implemented by hand
+//! (a regex engine with the look-ahead they use would cost users more build time than the
+//! rest of `kiln::text`): GPT-2's, and the one of Llama 3 and `cl100k` with its variant that
+//! takes digits one at a time (Qwen 2). A file with any other pattern is an error.
+
+use super::byte_level::split_gpt2;
+use super::unicode::{is_letter, is_number};
+
+/// GPT-2's pattern.
+const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// Llama 3's and `cl100k`'s: case-insensitive contractions, a letter run with one leading
+/// non-letter, numbers in groups of up to three, punctuation with its line breaks, line
+/// breaks with the whitespace before them.
+const CL100K: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen 2's: `cl100k` with one digit at a time.
+const CL100K_DIGITS: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A recognised pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// [`GPT2`].
+    Gpt2,
+    /// [`CL100K`] (`max_digits` 3) or [`CL100K_DIGITS`] (1).
+    Cl100k { max_digits: usize },
+}
+
+impl Pattern {
+    /// The pattern whose source is exactly `regex`.
+    pub fn recognise(regex: &str) -> Option<Self> {
+        match regex {
+            GPT2 => Some(Pattern::Gpt2),
+            CL100K => Some(Pattern::Cl100k { max_digits: 3 }),
+            CL100K_DIGITS => Some(Pattern::Cl100k { max_digits: 1 }),
+            _ => None,
+        }
+    }
+
+    /// `text` cut into the pattern's matches (which cover every character).
+    pub fn split<'t>(&self, text: &'t str) -> Vec<&'t str> {
+        match self {
+            Pattern::Gpt2 => split_gpt2(text),
+            Pattern::Cl100k { max_digits } => {
+                let mut pieces = Vec::new();
+                let mut start = 0;
+                while start < text.len() {
+                    let len = cl100k_match(&text[start..], *max_digits);
+                    pieces.push(&text[start..start + len]);
+                    start += len;
+                }
+                pieces
+            }
+        }
+    }
+}
+
+/// The byte length of the `cl100k` match at the start of `rest` (non-empty).
+fn cl100k_match(rest: &str, max_digits: usize) -> usize {
+    let mut chars = rest.chars();
+    let first = chars.next().unwrap_or(' ');
+    let second = chars.next();
+    // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+    if first == '\'' {
+        let lower = rest[1..]
+            .chars()
+            .take(2)
+            .flat_map(char::to_lowercase)
+            .collect::<String>();
+        for suffix in ["s", "t", "re", "ve", "m", "ll", "d"] {
+            if lower.starts_with(suffix) {
+                // Lowercasing keeps these ASCII letters one byte each.
+                return 1 + suffix.len();
+            }
+        }
+    }
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    let lead = !matches!(first, '\r' | '\n') && !is_letter(first) && !is_number(first);
+    if lead && second.is_some_and(is_letter) {
+        let after = first.len_utf8();
+        return after + run_len(&rest[after..], is_letter);
+    }
+    if is_letter(first) {
+        return run_len(rest, is_letter);
+    }
+    // \p{N}{1,max}
+    if is_number(first) {
+        return rest
+            .chars()
+            .take(max_digits)
+            .take_while(|&c| is_number(c))
+            .map(char::len_utf8)
+            .sum();
+    }
+    // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
+    let other = |c: char| !c.is_whitespace() && !is_letter(c) && !is_number(c);
+    let after_space = rest.strip_prefix(' ').unwrap_or(rest);
+    let space = rest.len() - after_space.len();
+    let run = run_len(after_space, other);
+    if run > 0 {
+        let breaks = run_len(&after_space[run..], |c| matches!(c, '\r' | '\n'));
+        return space + run + breaks;
+    }
+    // \s*[\r\n]+: the whitespace run up to its last line break.
+    let run = run_len(rest, char::is_whitespace);
+    if let Some((i, c)) = rest[..run]
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| matches!(c, '\r' | '\n'))
+    {
+        return i + c.len_utf8();
+    }
+    // \s+(?!\S) | \s+
+    if run < rest.len() {
+        let last = rest[..run].chars().next_back().map_or(0, char::len_utf8);
+        if run > last {
+            return run - last;
+        }
+    }
+    run.max(first.len_utf8())
+}
+
+/// The byte length of the longest prefix of `text` whose characters are all in `class`.
+fn run_len(text: &str, class: impl Fn(char) -> bool) -> usize {
+    text.char_indices()
+        .find(|&(_, c)| !class(c))
+        .map_or(text.len(), |(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cl100k_pattern() {
+        let p = Pattern::Cl100k { max_digits: 3 };
+        assert_eq!(
+            p.split("I'M here,\r\n\r\n  12345 'Sx\tword  end!!\n"),
+            [
+                "I",
+                "'M",
+                " here",
+                ",\r\n\r\n",
+                " ",
+                " ",
+                "123",
+                "45",
+                " '",
+                "Sx",
+                "\tword",
+                " ",
+                " end",
+                "!!\n"
+            ]
+        );
+        assert_eq!(
+            Pattern::Cl100k { max_digits: 1 }.split("x 12"),
+            ["x", " ", "1", "2"]
+        );
+    }
+}
