@@ -1,6 +1,6 @@
 //! `HfTokenizer` against the Hugging Face `tokenizers` library: the eight tokenizers of
 //! `tests/fixtures/tokenizers/` (see `gen_tokenizers.py` there) must split, encode and decode
-//! every test text exactly as the library did, and malformed or unsupported files must be errors
+//! every test text (and every tenth line of Austen's novels) exactly as the library did, and malformed or unsupported files must be errors
 //! naming the file and the place.
 
 use kiln_runtime::text::HfTokenizer;
@@ -19,6 +19,24 @@ fn ids(value: &Value) -> Vec<usize> {
         .iter()
         .map(|v| v.as_u64().expect("an id") as usize)
         .collect()
+}
+
+/// The text of every line of Austen's novels (the last column of the bundled TSV).
+fn austen_lines() -> &'static [String] {
+    static LINES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    LINES.get_or_init(|| {
+        use std::io::Read;
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/data/austen.tsv.gz");
+        let file = std::fs::File::open(&path).expect("the bundled novels");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .expect("the novels decompress");
+        text.lines()
+            .skip(1)
+            .map(|line| line.rsplit('\t').next().unwrap_or(line).to_string())
+            .collect()
+    })
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -97,6 +115,32 @@ fn check(name: &str) {
             format!("{:?}", case["decode"].as_str().expect("a decoded text")),
         );
     }
+    let corpus = &expected["corpus"];
+    let every = corpus["every"].as_u64().expect("every") as usize;
+    let sample: Vec<&str> = austen_lines()
+        .iter()
+        .step_by(every)
+        .map(String::as_str)
+        .collect();
+    let mut tokens = 0;
+    let mut hash = 0xCBF2_9CE4_8422_2325u64;
+    for line in &sample {
+        let ids = tokenizer.encode(line, false);
+        tokens += ids.len();
+        for v in ids.into_iter().chain([0xFFFF_FFFF]) {
+            hash = (hash ^ v as u64).wrapping_mul(0x0100_0000_01B3);
+        }
+    }
+    compare(
+        format!("every {every}th line of the novels"),
+        format!("{} lines, {tokens} tokens, hash {hash:016x}", sample.len()),
+        format!(
+            "{} lines, {} tokens, hash {}",
+            corpus["lines"],
+            corpus["tokens"],
+            corpus["fnv1a"].as_str().expect("a hash")
+        ),
+    );
     for pair in expected["pairs"].as_array().expect("pairs") {
         let (a, b) = (
             pair["a"].as_str().expect("a"),
