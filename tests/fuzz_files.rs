@@ -1,6 +1,7 @@
 //! Every file reader against mutated files: safetensors weights (`io::load`, `TensorFile`),
-//! training checkpoints (`Checkpoint::load`), CSV, IDX (plain and gzip), vocabularies, TSV
-//! and labelled-text CSV.
+//! training checkpoints (`Checkpoint::load`), CSV, IDX (plain and gzip), vocabularies, TSV,
+//! labelled-text CSV and Hugging Face `tokenizer.json` files (which, when they load, must also
+//! encode and decode without panicking).
 //!
 //! From a valid file written here, each reader gets at least `MUTANTS` mutants: truncation
 //! at every byte, bit flips, bytes overwritten, ranges deleted or duplicated, and edits that
@@ -19,7 +20,7 @@ use kiln::io::TensorFile;
 use kiln::ndarray::Array3;
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
-use kiln::text::{read_tsv, LabelledText, TextCsvOptions, Tokenizer, Vocab};
+use kiln::text::{read_tsv, HfTokenizer, LabelledText, TextCsvOptions, Tokenizer, Vocab};
 use kiln::train::{Checkpoint, Trainer};
 use kiln::{Adam, Model};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -762,6 +763,70 @@ fn vocabulary_files() {
         |path| Vocab::load(path).map(drop).map_err(|e| e.to_string()),
     );
     report.check("Vocab::load");
+}
+
+/// A small `tokenizer.json` with every kind of part: added tokens, a normalizer sequence, a
+/// pre-tokenizer sequence, a BPE model with byte fallback, a template and a decoder sequence.
+const HF_TOKENIZER: &str = r#"{"version": "1.0",
+ "added_tokens": [{"id": 0, "content": "<s>", "single_word": false, "lstrip": true,
+   "rstrip": false, "normalized": false, "special": true}],
+ "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]},
+ "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+   {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true},
+   {"type": "Digits", "individual_digits": true}]},
+ "post_processor": {"type": "TemplateProcessing",
+   "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+   "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+   "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}}},
+ "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"},
+   "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"},
+   {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+ "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": true, "byte_fallback": true,
+   "vocab": {"<s>": 0, "<unk>": 1, "<0xC3>": 2, "<0xA9>": 3, "▁": 4, "a": 5, "b": 6, "1": 7,
+             "▁a": 8, "ab": 9, "▁ab": 10},
+   "merges": ["▁ a", "a b", "▁ ab"]}}"#;
+
+#[test]
+fn hugging_face_tokenizer_files() {
+    let dir = scratch("hf_tokenizer");
+    let valid = HF_TOKENIZER;
+    HfTokenizer::from_json(valid).expect("the valid file loads");
+    let mut mutants = text_mutants(
+        valid,
+        &[
+            ("\"a b\"", "\"a c\""),
+            ("\"a b\"", "[\"a\", \"b\"]"),
+            ("\"a b\"", "[\"a\"]"),
+            ("10", "4294967296"),
+            ("10", "-1"),
+            ("\"▁\"", "\"▁▁\""),
+            ("BPE", "Unigram"),
+            ("Metaspace", "Split"),
+            ("true", "1"),
+            ("\"first\"", "\"second\""),
+            ("\"A\"", "\"C\""),
+            ("\"<s>\"", "\"\""),
+            (": 1,", ": 100000000,"),
+            ("{", "["),
+        ],
+    );
+    mutants.extend(byte_mutants(valid.as_bytes(), random_mutants(), 71));
+    let mut report = Report::default();
+    fuzz(
+        &mut report,
+        &dir.join("tokenizer.json"),
+        &mutants,
+        valid.len(),
+        |path| {
+            let tokenizer = HfTokenizer::from_file(path).map_err(|e| e.to_string())?;
+            let ids = tokenizer.encode("<s>Ab é 12 ab\u{0}", true);
+            tokenizer.encode_pair("a", "b 1", true);
+            tokenizer.decode(&ids, false);
+            tokenizer.decode(&[0, 1, 2, 3, 2, 99, usize::MAX], true);
+            Ok(())
+        },
+    );
+    report.check("HfTokenizer::from_file");
 }
 
 #[test]

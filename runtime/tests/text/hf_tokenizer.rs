@@ -318,3 +318,41 @@ fn data_sets_encode_with_a_pretrained_tokenizer() {
     let stream = TokenStream::encode(&tokenizer, texts[0]);
     assert_eq!(stream.tokens(), tokenizer.encode(texts[0], true).as_slice());
 }
+
+/// A random text over letters, digits, spaces, line breaks, punctuation, accents (composed and
+/// combining), CJK, emoji and control characters (no `<`, so no special token by chance).
+fn random_text(state: &mut u64, len: usize) -> String {
+    const CHARS: &[char] = &[
+        'a', 'b', 'e', 'z', 'A', 'Q', '0', '7', ' ', ' ', ' ', '\n', '\r', '\t', '.', ',', '\'',
+        '!', '-', '_', 'é', 'ß', '\u{301}', '\u{a0}', '\u{2003}', '数', '字', '😀', '\u{200d}',
+        '\u{7}', '\u{0}', 'ǅ', 'Ⅻ', '½', '>',
+    ];
+    (0..len)
+        .map(|_| {
+            *state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            CHARS[(*state >> 33) as usize % CHARS.len()]
+        })
+        .collect()
+}
+
+/// Byte-level and byte-fallback tokenizers lose nothing: decoding an encoding gives the text
+/// back, whatever the text.
+#[test]
+fn byte_level_encodings_decode_to_the_same_text() {
+    let mut state = 7;
+    for name in ["gpt2_bpe", "llama3_bpe", "qwen2_bpe", "llama_bpe"] {
+        let tokenizer = HfTokenizer::from_file(fixtures().join(name).join("tokenizer.json"))
+            .expect("the fixture loads");
+        for len in 0..300 {
+            let text = random_text(&mut state, len % 60);
+            let ids = tokenizer.encode(&text, false);
+            assert_eq!(
+                tokenizer.decode(&ids, false),
+                text,
+                "{name}: {text:?} → {ids:?}"
+            );
+        }
+    }
+}
