@@ -1,9 +1,10 @@
-//! The regular expressions of `Split` pre-tokenizers that are recognised, implemented by hand
+//! The regular expressions that cut text into pieces before BPE (GPT-2's byte-level
+//! pre-tokenizer, and the `Split` pre-tokenizers whose patterns are recognised), implemented by
+//! hand
 //! (a regex engine with the look-ahead they use would cost users more build time than the
 //! rest of `kiln::text`): GPT-2's, and the one of Llama 3 and `cl100k` with its variant that
 //! takes digits one at a time (Qwen 2). A file with any other pattern is an error.
 
-use super::byte_level::split_gpt2;
 use super::unicode::{is_letter, is_number};
 
 /// GPT-2's pattern.
@@ -108,14 +109,55 @@ fn cl100k_match(rest: &str, max_digits: usize) -> usize {
     {
         return i + c.len_utf8();
     }
-    // \s+(?!\S) | \s+
+    whitespace_match(rest)
+}
+
+/// Splits `text` as GPT-2's pattern does:
+/// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
+/// Every character belongs to exactly one piece.
+fn split_gpt2(text: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let len = gpt2_match(&text[start..]);
+        pieces.push(&text[start..start + len]);
+        start += len;
+    }
+    pieces
+}
+
+/// The byte length of the pattern's match at the start of `rest` (never 0 for a non-empty
+/// `rest`: the alternatives together cover every character).
+fn gpt2_match(rest: &str) -> usize {
+    for suffix in ["s", "t", "re", "ve", "m", "ll", "d"] {
+        if rest.starts_with('\'') && rest[1..].starts_with(suffix) {
+            return 1 + suffix.len();
+        }
+    }
+    let other = |c: char| !c.is_whitespace() && !is_letter(c) && !is_number(c);
+    let after_space = rest.strip_prefix(' ').unwrap_or(rest);
+    let space = rest.len() - after_space.len();
+    for class in [is_letter as fn(char) -> bool, is_number, other] {
+        let run = run_len(after_space, class);
+        if run > 0 {
+            return space + run;
+        }
+    }
+    whitespace_match(rest)
+}
+
+/// `\s+(?!\S)|\s+` at the start of `rest`, which starts with whitespace: the whitespace run,
+/// less its last character if a non-space follows it (that character then leads the next
+/// piece), but never less than one character.
+fn whitespace_match(rest: &str) -> usize {
+    let run = run_len(rest, char::is_whitespace);
     if run < rest.len() {
         let last = rest[..run].chars().next_back().map_or(0, char::len_utf8);
         if run > last {
             return run - last;
         }
     }
-    run.max(first.len_utf8())
+    run.max(rest.chars().next().map_or(0, char::len_utf8))
 }
 
 /// The byte length of the longest prefix of `text` whose characters are all in `class`.
@@ -128,6 +170,16 @@ fn run_len(text: &str, class: impl Fn(char) -> bool) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpt2_pattern() {
+        assert_eq!(
+            split_gpt2("I'm  here, 123 times!\n\n end  "),
+            ["I", "'m", " ", " here", ",", " 123", " times", "!", "\n\n", " end", "  "]
+        );
+        assert_eq!(split_gpt2(" "), [" "]);
+        assert_eq!(split_gpt2("a  b"), ["a", " ", " b"]);
+    }
 
     #[test]
     fn cl100k_pattern() {

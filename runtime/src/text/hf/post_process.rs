@@ -181,31 +181,10 @@ impl PostProcessor {
                 out
             }
             PostProcessor::Bert { cls, sep } if add_special_tokens => {
-                let mut out = Encoded {
-                    ids: vec![*cls],
-                    type_ids: vec![0],
-                };
-                push(&mut out, &a.ids, 0);
-                push(&mut out, &[*sep], 0);
-                if let Some(b) = &b {
-                    push(&mut out, &b.ids, 1);
-                    push(&mut out, &[*sep], 1);
-                }
-                out
+                around(*cls, *sep, &a, b.as_ref(), &[], 1)
             }
             PostProcessor::Roberta { cls, sep } if add_special_tokens => {
-                let mut out = Encoded {
-                    ids: vec![*cls],
-                    type_ids: vec![0],
-                };
-                push(&mut out, &a.ids, 0);
-                push(&mut out, &[*sep], 0);
-                if let Some(b) = &b {
-                    push(&mut out, &[*sep], 0);
-                    push(&mut out, &b.ids, 0);
-                    push(&mut out, &[*sep], 0);
-                }
-                out
+                around(*cls, *sep, &a, b.as_ref(), &[*sep], 0)
             }
             PostProcessor::Bert { .. }
             | PostProcessor::Roberta { .. }
@@ -221,6 +200,30 @@ pub fn concatenate(mut a: Encoded, b: Option<Encoded>) -> Encoded {
         a.type_ids.extend(b.type_ids);
     }
     a
+}
+
+/// `cls A sep`, then for a pair `between B sep` with type id `b_type` (BERT: no `between`,
+/// type 1; RoBERTa: a second `sep`, type 0).
+fn around(
+    cls: u32,
+    sep: u32,
+    a: &Encoded,
+    b: Option<&Encoded>,
+    between: &[u32],
+    b_type: u32,
+) -> Encoded {
+    let mut out = Encoded {
+        ids: vec![cls],
+        type_ids: vec![0],
+    };
+    push(&mut out, &a.ids, 0);
+    push(&mut out, &[sep], 0);
+    if let Some(b) = b {
+        push(&mut out, between, 0);
+        push(&mut out, &b.ids, b_type);
+        push(&mut out, &[sep], b_type);
+    }
+    out
 }
 
 fn push(out: &mut Encoded, ids: &[u32], type_id: u32) {

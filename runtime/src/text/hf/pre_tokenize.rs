@@ -1,7 +1,7 @@
 //! Pre-tokenizers: how a `tokenizer.json` cuts normalized text into the pieces its model
 //! tokenizes one at a time (words, punctuation, GPT-2's byte-level chunks).
 
-use super::byte_level::{split_gpt2, to_byte_chars};
+use super::byte_level::to_byte_chars;
 use super::json::Node;
 use super::patterns::Pattern;
 use super::unicode::{is_bert_punctuation, is_word};
@@ -159,7 +159,7 @@ impl PreTokenizer {
                     text
                 };
                 if *use_regex {
-                    for piece in split_gpt2(text) {
+                    for piece in Pattern::Gpt2.split(text) {
                         push(&to_byte_chars(piece));
                     }
                 } else {
