@@ -356,3 +356,39 @@ fn byte_level_encodings_decode_to_the_same_text() {
         }
     }
 }
+
+/// Every split behaviour on literal patterns and punctuation, inverted and not, against the
+/// pieces the library cut (`pre_tokenizers.json`).
+#[test]
+fn pre_tokenizers_match_the_reference() {
+    let text = std::fs::read_to_string(fixtures().join("pre_tokenizers.json"))
+        .expect("pre_tokenizers.json");
+    let expected: Value = serde_json::from_str(&text).expect("JSON");
+    let texts = strings(&expected["texts"]);
+    let cases = expected["cases"].as_object().expect("cases");
+    assert!(cases.len() >= 20, "{} pre-tokenizers", cases.len());
+    let mut failures = Vec::new();
+    for (name, case) in cases {
+        let json = serde_json::json!({
+            "pre_tokenizer": case["pre_tokenizer"],
+            "model": {"type": "WordLevel", "unk_token": "[UNK]", "vocab": {"[UNK]": 0}},
+        });
+        let tokenizer =
+            HfTokenizer::from_json(&json.to_string()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (text, pieces) in texts.iter().zip(case["pieces"].as_array().expect("pieces")) {
+            let actual = tokenizer.pre_tokenize(text);
+            let wanted = strings(pieces);
+            if actual != wanted {
+                failures.push(format!(
+                    "{name} on {text:?}:\n      kiln  {actual:?}\n      torch {wanted:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatch(es):\n  - {}",
+        failures.len(),
+        failures.join("\n  - ")
+    );
+}

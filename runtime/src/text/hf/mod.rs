@@ -38,7 +38,7 @@ use crate::{Error, Result};
 /// |---|---|
 /// | `model` | `BPE` (with merges as `"a b"` or `["a", "b"]`, byte fallback, unknown token), `WordPiece`, `WordLevel` |
 /// | `normalizer` | `Sequence`, `NFD`, `NFC`, `NFKD`, `NFKC`, `Lowercase`, `StripAccents`, `BertNormalizer`, `Replace` (literal pattern), `Prepend`, `Strip` |
-/// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits`, `Metaspace`, `Split` with the pattern of GPT-2, Llama 3 (`cl100k`) or Qwen 2 |
+/// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits`, `Metaspace`, `Punctuation`, `Split` (a literal pattern, or the regular expression of GPT-2, Llama 3 (`cl100k`) or Qwen 2; every `behavior`, `invert`) |
 /// | `post_processor` | `TemplateProcessing`, `BertProcessing`, `RobertaProcessing`, `ByteLevel` |
 /// | `decoder` | `Sequence`, `ByteLevel`, `WordPiece`, `Replace` (literal pattern), `ByteFallback`, `Fuse`, `Strip`, `Metaspace` (none: tokens joined by spaces) |
 ///

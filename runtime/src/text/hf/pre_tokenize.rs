@@ -26,8 +26,16 @@ pub enum PreTokenizer {
     WhitespaceSplit,
     /// Digits apart from the rest: each digit alone, or runs of digits.
     Digits { individual: bool },
-    /// A recognised regular expression's matches, each a piece (`behavior: Isolated`).
-    Split(Pattern),
+    /// The matches of a literal string or a recognised regular expression, kept, dropped or
+    /// merged with their neighbours as `behavior` says (`invert`: the text between them is what
+    /// matches).
+    Split {
+        pattern: SplitPattern,
+        behavior: Behavior,
+        invert: bool,
+    },
+    /// Each punctuation character (BERT's definition) as a match, treated as `behavior` says.
+    Punctuation(Behavior),
     /// SentencePiece's: spaces become `replacement` (`▁`), which is also put before the text
     /// (always, never, or only at the start of the whole input), and each `▁` starts a piece.
     Metaspace {
@@ -35,6 +43,119 @@ pub enum PreTokenizer {
         prepend: Prepend,
         split: bool,
     },
+}
+
+/// What a `Split` matches.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SplitPattern {
+    /// Every occurrence of a string, left to right, not overlapping.
+    Literal(String),
+    /// A recognised regular expression.
+    Known(Pattern),
+}
+
+/// What becomes of the matches of a split, as the reference's `SplitDelimiterBehavior`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behavior {
+    /// Dropped.
+    Removed,
+    /// Pieces of their own.
+    Isolated,
+    /// Appended to the piece before them.
+    MergedWithPrevious,
+    /// Prepended to the piece after them.
+    MergedWithNext,
+    /// Runs of adjacent matches as one piece (and, inverted, runs of what the pattern
+    /// matched, as the reference merges any two neighbours of one kind).
+    Contiguous,
+}
+
+impl Behavior {
+    fn parse(node: &Node<'_>) -> Result<Self> {
+        Ok(match node.str("behavior")? {
+            "Removed" => Behavior::Removed,
+            "Isolated" => Behavior::Isolated,
+            "MergedWithPrevious" => Behavior::MergedWithPrevious,
+            "MergedWithNext" => Behavior::MergedWithNext,
+            "Contiguous" => Behavior::Contiguous,
+            other => {
+                return Err(node.error(format!(
+                    "`behavior` should be Removed, Isolated, MergedWithPrevious, \
+                     MergedWithNext or Contiguous, found {other:?}"
+                )))
+            }
+        })
+    }
+
+    /// The pieces of `text` cut into `segments` (byte ranges covering it in order, each with
+    /// whether it is a match).
+    fn apply<'t>(self, text: &'t str, segments: &[(usize, usize, bool)]) -> Vec<&'t str> {
+        let mut kept: Vec<(usize, usize)> = Vec::with_capacity(segments.len());
+        match self {
+            Behavior::Removed => {
+                kept.extend(segments.iter().filter(|s| !s.2).map(|s| (s.0, s.1)));
+            }
+            Behavior::Isolated => kept.extend(segments.iter().map(|s| (s.0, s.1))),
+            Behavior::Contiguous => {
+                let mut previous_match = false;
+                for &(start, end, is_match) in segments {
+                    match kept.last_mut() {
+                        Some(last) if is_match == previous_match => last.1 = end,
+                        _ => kept.push((start, end)),
+                    }
+                    previous_match = is_match;
+                }
+            }
+            Behavior::MergedWithPrevious => {
+                let mut previous_match = false;
+                for &(start, end, is_match) in segments {
+                    match kept.last_mut() {
+                        Some(last) if is_match && !previous_match => last.1 = end,
+                        _ => kept.push((start, end)),
+                    }
+                    previous_match = is_match;
+                }
+            }
+            Behavior::MergedWithNext => {
+                let mut previous_match = false;
+                for &(start, end, is_match) in segments.iter().rev() {
+                    match kept.last_mut() {
+                        Some(last) if is_match && !previous_match => last.0 = start,
+                        _ => kept.push((start, end)),
+                    }
+                    previous_match = is_match;
+                }
+                kept.reverse();
+            }
+        }
+        kept.into_iter()
+            .map(|(start, end)| &text[start..end])
+            .collect()
+    }
+}
+
+/// `text` as segments covering it: each match of `matches` (ordered, not overlapping byte
+/// ranges) and the text between them, with whether each is a match (flipped by `invert`).
+fn segments(
+    text: &str,
+    matches: impl Iterator<Item = (usize, usize)>,
+    invert: bool,
+) -> Vec<(usize, usize, bool)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (start, end) in matches {
+        if start > at {
+            out.push((at, start, invert));
+        }
+        if end > start {
+            out.push((start, end, !invert));
+        }
+        at = end;
+    }
+    if at < text.len() {
+        out.push((at, text.len(), invert));
+    }
+    out
 }
 
 /// When the Metaspace pre-tokenizer puts its `▁` before a text.
@@ -87,28 +208,39 @@ impl PreTokenizer {
                 individual: node.bool_or("individual_digits", false)?,
             },
             "Split" => {
-                let pattern = node.member("pattern")?;
-                let Some(regex) = pattern.opt_str("Regex")? else {
-                    return Err(pattern.error(
-                        "only the regular-expression patterns of GPT-2, Llama 3 (cl100k) and \
-                         Qwen 2 are supported in a Split",
-                    ));
+                let pattern_node = node.member("pattern")?;
+                let pattern = match (
+                    pattern_node.opt_str("String")?,
+                    pattern_node.opt_str("Regex")?,
+                ) {
+                    (Some(literal), _) if !literal.is_empty() => {
+                        SplitPattern::Literal(literal.to_string())
+                    }
+                    (_, Some(regex)) => match Pattern::recognise(regex) {
+                        Some(known) => SplitPattern::Known(known),
+                        None => {
+                            return Err(pattern_node.error(format!(
+                                "the Split pattern {regex:?} is not one of the recognised ones \
+                                 (GPT-2, Llama 3 / cl100k, Qwen 2)"
+                            )))
+                        }
+                    },
+                    _ => {
+                        return Err(pattern_node.error(
+                            "a Split pattern should be a non-empty `String` or a `Regex`",
+                        ))
+                    }
                 };
-                let Some(known) = Pattern::recognise(regex) else {
-                    return Err(pattern.error(format!(
-                        "the Split pattern {regex:?} is not one of the recognised ones (GPT-2, \
-                         Llama 3 / cl100k, Qwen 2)"
-                    )));
-                };
-                let behavior = node.str("behavior")?;
-                if behavior != "Isolated" || node.bool_or("invert", false)? {
-                    return Err(node.error(format!(
-                        "only `behavior: Isolated` without `invert` is supported in a Split, \
-                         found {behavior}"
-                    )));
+                PreTokenizer::Split {
+                    pattern,
+                    behavior: Behavior::parse(node)?,
+                    invert: node.bool_or("invert", false)?,
                 }
-                PreTokenizer::Split(known)
             }
+            "Punctuation" => PreTokenizer::Punctuation(match node.get("behavior") {
+                None => Behavior::Isolated,
+                Some(_) => Behavior::parse(node)?,
+            }),
             "Metaspace" => PreTokenizer::Metaspace {
                 replacement: super::decode::single_char(node, "replacement")?,
                 prepend: match prepend_scheme(node)? {
@@ -121,7 +253,7 @@ impl PreTokenizer {
             other => {
                 return Err(node.error(format!(
                     "pre-tokenizer `{other}` is not supported (supported: Sequence, \
-                     ByteLevel, BertPreTokenizer, Whitespace, WhitespaceSplit, Digits, Metaspace, Split with a recognised pattern)"
+                     ByteLevel, BertPreTokenizer, Whitespace, WhitespaceSplit, Digits, Metaspace, Punctuation, Split)"
                 )))
             }
         })
@@ -197,8 +329,37 @@ impl PreTokenizer {
                     push(&text[start..]);
                 }
             }
-            PreTokenizer::Split(pattern) => {
-                for piece in pattern.split(text) {
+            PreTokenizer::Split {
+                pattern,
+                behavior,
+                invert,
+            } => {
+                let segments = match pattern {
+                    SplitPattern::Literal(literal) => segments(
+                        text,
+                        text.match_indices(literal.as_str())
+                            .map(|(i, m)| (i, i + m.len())),
+                        *invert,
+                    ),
+                    SplitPattern::Known(known) => {
+                        let mut at = 0;
+                        let ranges = known.split(text).into_iter().map(|piece| {
+                            at += piece.len();
+                            (at - piece.len(), at)
+                        });
+                        segments(text, ranges.collect::<Vec<_>>().into_iter(), *invert)
+                    }
+                };
+                for piece in behavior.apply(text, &segments) {
+                    push(piece);
+                }
+            }
+            PreTokenizer::Punctuation(behavior) => {
+                let matches = text
+                    .char_indices()
+                    .filter(|&(_, c)| is_bert_punctuation(c))
+                    .map(|(i, c)| (i, i + c.len_utf8()));
+                for piece in behavior.apply(text, &segments(text, matches, false)) {
                     push(piece);
                 }
             }
