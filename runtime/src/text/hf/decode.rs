@@ -53,27 +53,19 @@ impl Decoder {
                 prefix: node.opt_str("prefix")?.unwrap_or("##").to_string(),
                 cleanup: node.bool_or("cleanup", true)?,
             },
-            "Replace" => {
-                let pattern = node.member("pattern")?;
-                let Some(literal) = pattern.opt_str("String")? else {
-                    return Err(pattern.error(
-                        "only a literal `String` pattern is supported, not a regular expression",
-                    ));
-                };
-                Decoder::Replace {
-                    pattern: literal.to_string(),
-                    content: node.str("content")?.to_string(),
-                }
-            }
+            "Replace" => Decoder::Replace {
+                pattern: node.literal_pattern()?,
+                content: node.str("content")?.to_string(),
+            },
             "ByteFallback" => Decoder::ByteFallback,
             "Fuse" => Decoder::Fuse,
             "Strip" => Decoder::Strip {
-                content: single_char(node, "content")?,
-                start: count(node, "start")?,
-                stop: count(node, "stop")?,
+                content: node.single_char("content")?,
+                start: node.count_or("start", 0)?,
+                stop: node.count_or("stop", 0)?,
             },
             "Metaspace" => Decoder::Metaspace {
-                replacement: single_char(node, "replacement")?,
+                replacement: node.single_char("replacement")?,
                 prepended: super::pre_tokenize::prepend_scheme(node)? != "never",
             },
             other => {
@@ -218,26 +210,6 @@ fn byte_token(token: &str) -> Option<u8> {
         return None;
     }
     u8::from_str_radix(hex, 16).ok()
-}
-
-/// Member `key`, a string of one character.
-pub fn single_char(node: &Node<'_>, key: &str) -> Result<char> {
-    let text = node.str(key)?;
-    let mut chars = text.chars();
-    match (chars.next(), chars.next()) {
-        (Some(c), None) => Ok(c),
-        _ => Err(node.error(format!("`{key}` should be one character, found {text:?}"))),
-    }
-}
-
-fn count(node: &Node<'_>, key: &str) -> Result<usize> {
-    match node.get(key) {
-        None => Ok(0),
-        Some(v) => v
-            .as_u64()
-            .map(|v| v as usize)
-            .ok_or_else(|| node.error(format!("`{key}` should be a count"))),
-    }
 }
 
 /// No space before `.`, `?`, `!`, `,` and in English contractions, as the reference's

@@ -133,6 +133,44 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// Member `key` as a string of exactly one character.
+    pub fn single_char(&self, key: &str) -> Result<char> {
+        let text = self.str(key)?;
+        let mut chars = text.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => Ok(c),
+            _ => Err(self.error(format!("`{key}` should be one character, found {text:?}"))),
+        }
+    }
+
+    /// Member `key` as a count, `default` if absent or null.
+    pub fn count_or(&self, key: &str, default: usize) -> Result<usize> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| self.error(format!("`{key}` should be a count, found {v}"))),
+        }
+    }
+
+    /// The node as a token id.
+    pub fn as_token_id(&self) -> Result<u32> {
+        as_id(self.value)
+            .ok_or_else(|| self.error(format!("should be a token id, found {}", self.value)))
+    }
+
+    /// The literal of a `Replace`'s `pattern` member (`{"String": " "}`); a regular
+    /// expression is an error.
+    pub fn literal_pattern(&self) -> Result<String> {
+        let pattern = self.member("pattern")?;
+        match pattern.opt_str("String")? {
+            Some(literal) => Ok(literal.to_string()),
+            None => Err(pattern
+                .error("only a literal `String` pattern is supported, not a regular expression")),
+        }
+    }
+
     /// The `type` of a component (`"BPE"`, `"ByteLevel"`, ...).
     pub fn kind(&self) -> Result<&'a str> {
         self.str("type")

@@ -13,6 +13,7 @@ mod post_process;
 mod pre_tokenize;
 mod unicode;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -215,10 +216,7 @@ impl HfTokenizer {
     /// normalizer.normalize_str(text))` in the reference; byte-level pieces show a space as
     /// `Ġ`).
     pub fn pre_tokenize(&self, text: &str) -> Vec<String> {
-        let normalized = match &self.normalizer {
-            Some(normalizer) => normalizer.apply(text),
-            None => text.to_string(),
-        };
+        let normalized = self.normalize(text);
         let mut pieces = Vec::new();
         // Empty text has no piece, not even the byte-level prefix space.
         if normalized.is_empty() {
@@ -226,7 +224,7 @@ impl HfTokenizer {
         }
         match &self.pre_tokenizer {
             Some(pre) => pre.split(&normalized, true, &mut pieces),
-            None => pieces.push(normalized),
+            None => pieces.push(normalized.into_owned()),
         }
         pieces
     }
@@ -274,6 +272,14 @@ impl HfTokenizer {
             .collect()
     }
 
+    /// `text` through the normalizer (borrowed as it is without one).
+    fn normalize<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        match &self.normalizer {
+            Some(normalizer) => Cow::Owned(normalizer.apply(text)),
+            None => Cow::Borrowed(text),
+        }
+    }
+
     /// One sequence through added tokens, normalizer, pre-tokenizer and model.
     fn encode_sequence(&self, text: &str, type_id: u32) -> Encoded {
         let mut ids = Vec::new();
@@ -289,10 +295,7 @@ impl HfTokenizer {
                 }
                 Part::Text(raw) => raw,
             };
-            let normalized = match &self.normalizer {
-                Some(normalizer) => normalizer.apply(raw),
-                None => raw.to_string(),
-            };
+            let normalized = self.normalize(raw);
             for part in self.normalized_matcher.split(&normalized) {
                 let text = match part {
                     Part::Token(id) => {

@@ -123,12 +123,7 @@ impl Model {
             "WordPiece" => {
                 let unk = unk_id(Some(node.opt_str("unk_token")?.unwrap_or("[UNK]")))?
                     .unwrap_or_default();
-                let max_chars = match node.get("max_input_chars_per_word") {
-                    None => 100,
-                    Some(v) => v.as_u64().map(|v| v as usize).ok_or_else(|| {
-                        node.error("`max_input_chars_per_word` should be a count")
-                    })?,
-                };
+                let max_chars = node.count_or("max_input_chars_per_word", 100)?;
                 Model::WordPiece(WordPiece {
                     unk,
                     prefix: node

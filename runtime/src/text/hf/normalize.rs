@@ -68,22 +68,10 @@ impl Normalizer {
                     lowercase,
                 }
             }
-            "Replace" => {
-                let pattern = node.member("pattern")?;
-                let literal = match pattern.opt_str("String")? {
-                    Some(s) => s.to_string(),
-                    None => {
-                        return Err(pattern.error(
-                            "only a literal `String` pattern is supported, not a regular \
-                             expression",
-                        ))
-                    }
-                };
-                Normalizer::Replace {
-                    pattern: literal,
-                    content: node.str("content")?.to_string(),
-                }
-            }
+            "Replace" => Normalizer::Replace {
+                pattern: node.literal_pattern()?,
+                content: node.str("content")?.to_string(),
+            },
             "Prepend" => Normalizer::Prepend(node.str("prepend")?.to_string()),
             "Strip" => Normalizer::Strip {
                 left: node.bool_or("strip_left", true)?,

@@ -47,11 +47,7 @@ impl PostProcessor {
             let pair = node.member(key)?;
             let items = pair.elements()?;
             match items.as_slice() {
-                [_, id] => id
-                    .value
-                    .as_u64()
-                    .and_then(|v| u32::try_from(v).ok())
-                    .ok_or_else(|| id.error("should be a token id")),
+                [_, id] => id.as_token_id(),
                 _ => Err(pair.error("should be [token, id]")),
             }
         };
@@ -66,20 +62,14 @@ impl PostProcessor {
                 };
                 let mut specials = HashMap::new();
                 if let Some(map) = node.opt_member("special_tokens") {
-                    for (name, value) in map.object()? {
-                        let entry = map.member(name)?;
-                        let ids = entry
+                    for name in map.object()?.keys() {
+                        let ids = map
+                            .member(name)?
                             .member("ids")?
                             .elements()?
                             .iter()
-                            .map(|id| {
-                                id.value
-                                    .as_u64()
-                                    .and_then(|v| u32::try_from(v).ok())
-                                    .ok_or_else(|| id.error("should be a token id"))
-                            })
+                            .map(Node::as_token_id)
                             .collect::<Result<Vec<u32>>>()?;
-                        let _ = value;
                         specials.insert(name.clone(), ids);
                     }
                 }

@@ -242,7 +242,7 @@ impl PreTokenizer {
                 Some(_) => Behavior::parse(node)?,
             }),
             "Metaspace" => PreTokenizer::Metaspace {
-                replacement: super::decode::single_char(node, "replacement")?,
+                replacement: node.single_char("replacement")?,
                 prepend: match prepend_scheme(node)? {
                     "always" => Prepend::Always,
                     "first" => Prepend::First,
