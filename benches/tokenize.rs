@@ -12,11 +12,13 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
-const TOKENIZERS: [&str; 5] = [
+const TOKENIZERS: [&str; 7] = [
     "gpt2_bpe",
     "llama3_bpe",
     "llama_bpe",
     "bert_wordpiece",
+    "t5_unigram",
+    "xlmr_unigram",
     "wordlevel",
 ];
 

@@ -829,6 +829,81 @@ fn hugging_face_tokenizer_files() {
     report.check("HfTokenizer::from_file");
 }
 
+/// A Unigram `tokenizer.json` with SentencePiece's compiled character map (the small map of
+/// `tests/fixtures/tokenizers/charsmap.json`) and the Replace patterns of its converters.
+fn unigram_tokenizer() -> String {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizers/charsmap.json");
+    let text = std::fs::read_to_string(&path).expect("charsmap.json reads");
+    let fixture: serde_json::Value = serde_json::from_str(&text).expect("charsmap.json is JSON");
+    let charsmap = fixture["precompiled_charsmap"]
+        .as_str()
+        .expect("a charsmap");
+    format!(
+        r#"{{"added_tokens": [{{"id": 1, "content": "</s>", "special": true}}],
+ "normalizer": {{"type": "Sequence", "normalizers": [
+   {{"type": "Precompiled", "precompiled_charsmap": "{charsmap}"}},
+   {{"type": "Replace", "pattern": {{"Regex": "\\A +| +\\z"}}, "content": ""}},
+   {{"type": "Replace", "pattern": {{"Regex": " {{2,}}"}}, "content": " "}},
+   {{"type": "Replace", "pattern": {{"String": " "}}, "content": "▁"}}]}},
+ "pre_tokenizer": {{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false}},
+ "decoder": {{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true}},
+ "model": {{"type": "Unigram", "unk_id": 0, "byte_fallback": true,
+   "vocab": [["<unk>", 0.0], ["</s>", 0.0], ["▁a", -1.5], ["▁", -1.7], ["ab", -2.05],
+             ["1", -2.9], ["é", -2.9], ["b", -3.4], ["a", -3.4], ["<0xC3>", -5.0], ["<0xA9>", -5.0]]}}}}"#
+    )
+}
+
+#[test]
+fn hugging_face_unigram_tokenizer_files() {
+    let dir = scratch("hf_unigram");
+    let valid = unigram_tokenizer();
+    HfTokenizer::from_json(&valid).expect("the valid file loads");
+    let mut mutants = text_mutants(
+        &valid,
+        &[
+            ("-1.5", "\"x\""),
+            ("\"unk_id\": 0", "\"unk_id\": 11"),
+            ("\"unk_id\": 0", "\"unk_id\": null"),
+            ("[\"ab\", -2.05]", "[\"ab\"]"),
+            ("Unigram", "BPE"),
+            ("Precompiled", "Precompile"),
+            ("2,}", "3,}"),
+            (
+                "\"precompiled_charsmap\": \"",
+                "\"precompiled_charsmap\": \"A",
+            ),
+            (
+                "\"precompiled_charsmap\": \"",
+                "\"precompiled_charsmap\": \"/////",
+            ),
+            (
+                "\"precompiled_charsmap\": \"AAQ",
+                "\"precompiled_charsmap\": \"AAA",
+            ),
+        ],
+    );
+    // The charsmap's base64 is most of the file: random bytes land there most often, where a
+    // flipped character is a damaged trie, not a syntax error.
+    mutants.extend(byte_mutants(valid.as_bytes(), random_mutants(), 73));
+    let mut report = Report::default();
+    fuzz(
+        &mut report,
+        &dir.join("tokenizer.json"),
+        &mutants,
+        valid.len(),
+        |path| {
+            let tokenizer = HfTokenizer::from_file(path).map_err(|e| e.to_string())?;
+            let ids = tokenizer.encode("  AB é\u{200b}12 ab</s>x\u{0}  ", true);
+            tokenizer.tokenize("Ａé\u{301}\u{301} 1 2");
+            tokenizer.decode(&ids, false);
+            tokenizer.decode(&[0, 1, 2, 9, 10, 99, usize::MAX], true);
+            Ok(())
+        },
+    );
+    report.check("HfTokenizer::from_file (Unigram)");
+}
+
 #[test]
 fn tsv_and_labelled_text_files() {
     let dir = scratch("text");

@@ -17,7 +17,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from tokenizers import Tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent.parent
-NAMES = ["gpt2_bpe", "llama3_bpe", "llama_bpe", "bert_wordpiece", "wordlevel"]
+NAMES = [
+    "gpt2_bpe",
+    "llama3_bpe",
+    "llama_bpe",
+    "bert_wordpiece",
+    "t5_unigram",
+    "xlmr_unigram",
+    "wordlevel",
+]
 
 
 def main():

@@ -201,6 +201,26 @@ fn qwen2_split_pattern_bpe_matches_the_reference() {
     check("qwen2_bpe");
 }
 
+#[test]
+fn t5_unigram_with_a_precompiled_charsmap_matches_the_reference() {
+    check("t5_unigram");
+}
+
+#[test]
+fn albert_unigram_matches_the_reference() {
+    check("albert_unigram");
+}
+
+#[test]
+fn xlm_roberta_unigram_matches_the_reference() {
+    check("xlmr_unigram");
+}
+
+#[test]
+fn unigram_with_byte_fallback_matches_the_reference() {
+    check("bytes_unigram");
+}
+
 /// The error of `HfTokenizer::from_json(json)`, which must be `Error::File` on `<string>`.
 fn file_error(json: &str) -> String {
     match HfTokenizer::from_json(json) {
@@ -220,9 +240,61 @@ fn malformed_and_unsupported_files_name_the_place() {
     let message = file_error("{\n  \"model\": {\"type\": \"BPE\",\n  }\n}");
     assert!(message.starts_with("line 3 column 3:"), "{message}");
 
+    let message = file_error(&format!(
+        r#"{{"model": {{"type": "WordPieces", {WORDS}}}}}"#
+    ));
+    assert!(
+        message.starts_with("at `model`: model `WordPieces` is not supported"),
+        "{message}"
+    );
+
+    // Unigram's vocabulary is a list of [piece, score], not a map.
     let message = file_error(&format!(r#"{{"model": {{"type": "Unigram", {WORDS}}}}}"#));
     assert!(
-        message.starts_with("at `model`: model `Unigram` is not supported"),
+        message.starts_with("at `model.vocab`: expected an array"),
+        "{message}"
+    );
+    let unigram =
+        r#""model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0], ["a", -1.5]]}"#;
+    let message = file_error(
+        r#"{"model": {"type": "Unigram", "unk_id": 2, "vocab": [["<unk>", 0], ["a", -1.5]]}}"#,
+    );
+    assert!(
+        message.starts_with("at `model`: `unk_id` should be the id of a vocabulary entry (0 to 1)"),
+        "{message}"
+    );
+    let message = file_error(
+        r#"{"model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0], ["a", "x"]]}}"#,
+    );
+    assert!(
+        message.starts_with(
+            "at `model.vocab[1]`: a Unigram vocabulary entry should be [piece, score]"
+        ),
+        "{message}"
+    );
+    let message = file_error(&format!(
+        r#"{{"normalizer": {{"type": "Precompiled", "precompiled_charsmap": "!!"}}, {unigram}}}"#
+    ));
+    assert!(
+        message.starts_with("at `normalizer`: `precompiled_charsmap` is not base64"),
+        "{message}"
+    );
+    let message = file_error(&format!(
+        r#"{{"normalizer": {{"type": "Precompiled", "precompiled_charsmap": "ZAAAAA=="}}, {unigram}}}"#
+    ));
+    assert!(
+        message.starts_with(
+            "at `normalizer`: `precompiled_charsmap` is not a compiled character map: 4 bytes"
+        ),
+        "{message}"
+    );
+    let message = file_error(&format!(
+        r#"{{"normalizer": {{"type": "Replace", "pattern": {{"Regex": "\\s+"}}, "content": " "}}, {unigram}}}"#
+    ));
+    assert!(
+        message.starts_with(
+            r"at `normalizer.pattern`: the regular expression `\s+` is not supported in a Replace"
+        ),
         "{message}"
     );
 
@@ -354,6 +426,62 @@ fn byte_level_encodings_decode_to_the_same_text() {
                 "{name}: {text:?} → {ids:?}"
             );
         }
+    }
+}
+
+/// The unigram tokenizers without an unknown piece in the way (byte fallback) lose nothing
+/// either; the others give back the text as their normalizer left it.
+#[test]
+fn unigram_encodings_decode_to_the_normalized_text() {
+    let mut state = 11;
+    let tokenizer = HfTokenizer::from_file(fixtures().join("bytes_unigram/tokenizer.json"))
+        .expect("the fixture loads");
+    for len in 0..300 {
+        // Lowercase letters, digits and single spaces inside: what the case-folding,
+        // space-squeezing normalizer keeps as it is.
+        let text: String = random_text(&mut state, len % 60)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == ' ' || !c.is_ascii())
+            .collect();
+        let normalized = tokenizer
+            .pre_tokenize(&text)
+            .concat()
+            .replace('\u{2581}', " ");
+        let ids = tokenizer.encode(&text, false);
+        assert_eq!(
+            tokenizer.decode(&ids, false),
+            normalized.trim_start(),
+            "{text:?} → {ids:?}"
+        );
+    }
+}
+
+/// SentencePiece's compiled character map (`charsmap.json`: a map compiled from a few rules,
+/// and what the library's Precompiled normalizer makes of texts), including the reference's
+/// rule that a short grapheme is replaced whole by the mapping of its shortest mapped prefix.
+#[test]
+fn precompiled_charsmap_matches_the_reference() {
+    let text = std::fs::read_to_string(fixtures().join("charsmap.json")).expect("charsmap.json");
+    let expected: Value = serde_json::from_str(&text).expect("JSON");
+    let json = serde_json::json!({
+        "normalizer": {
+            "type": "Precompiled",
+            "precompiled_charsmap": expected["precompiled_charsmap"],
+        },
+        "model": {"type": "WordLevel", "unk_token": "[UNK]", "vocab": {"[UNK]": 0}},
+    });
+    let tokenizer = HfTokenizer::from_json(&json.to_string()).expect("loads");
+    let cases = expected["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let (text, want) = (
+            case[0].as_str().expect("text"),
+            case[1].as_str().expect("normalized"),
+        );
+        assert_eq!(tokenizer.pre_tokenize(text).concat(), want, "{text:?}");
     }
 }
 

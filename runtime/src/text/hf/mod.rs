@@ -11,7 +11,9 @@ mod normalize;
 mod patterns;
 mod post_process;
 mod pre_tokenize;
+mod precompiled;
 mod unicode;
+mod unigram;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -33,19 +35,19 @@ use crate::{Error, Result};
 /// [`HfTokenizer::from_file`] reads the file a model's Hub page ships (`tokenizer.json`) and
 /// runs its pipeline: added tokens, normalizer, pre-tokenizer, model, post-processor, and the
 /// decoder for the way back. Supported are the pipelines of the GPT-2, RoBERTa, BERT, Llama 2 /
-/// Mistral (SentencePiece BPE), Llama 3 and Qwen 2 families and word-level vocabularies:
+/// Mistral (SentencePiece BPE), Llama 3 and Qwen 2 families, the SentencePiece unigram models
+/// of T5, ALBERT and XLM-RoBERTa, and word-level vocabularies:
 ///
 /// | part | supported `type`s |
 /// |---|---|
-/// | `model` | `BPE` (with merges as `"a b"` or `["a", "b"]`, byte fallback, unknown token), `WordPiece`, `WordLevel` |
-/// | `normalizer` | `Sequence`, `NFD`, `NFC`, `NFKD`, `NFKC`, `Lowercase`, `StripAccents`, `BertNormalizer`, `Replace` (literal pattern), `Prepend`, `Strip` |
+/// | `model` | `BPE` (with merges as `"a b"` or `["a", "b"]`, byte fallback, unknown token), `WordPiece`, `WordLevel`, `Unigram` (unknown token, byte fallback) |
+/// | `normalizer` | `Sequence`, `NFD`, `NFC`, `NFKD`, `NFKC`, `Lowercase`, `StripAccents`, `BertNormalizer`, `Replace` (a literal pattern, or the regular expressions ` {2,}`, `\A +\| +\z` and `\A▁` of the SentencePiece converters), `Prepend`, `Strip`, `Precompiled` (SentencePiece's compiled character map) |
 /// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits`, `Metaspace`, `Punctuation`, `Split` (a literal pattern, or the regular expression of GPT-2, Llama 3 (`cl100k`) or Qwen 2; every `behavior`, `invert`) |
 /// | `post_processor` | `TemplateProcessing`, `BertProcessing`, `RobertaProcessing`, `ByteLevel` |
 /// | `decoder` | `Sequence`, `ByteLevel`, `WordPiece`, `Replace` (literal pattern), `ByteFallback`, `Fuse`, `Strip`, `Metaspace` (none: tokens joined by spaces) |
 ///
-/// Anything else (a `Unigram` model, the `Precompiled` normalizer of T5 and ALBERT, other
-/// regular expressions) is an [`Error::File`] naming the file and the place in it, never a
-/// silently different encoding.
+/// Anything else (another model type, other regular expressions) is an [`Error::File`] naming
+/// the file and the place in it, never a silently different encoding.
 /// The file's `truncation` and `padding` settings are not applied: kiln's loaders pad and cut
 /// batches themselves ([`crate::text::pad_batch`], a loader's `max_len`).
 ///
@@ -157,11 +159,7 @@ impl HfTokenizer {
             .map(|n| Decoder::parse(&n))
             .transpose()?;
 
-        let mut tokens: HashMap<u32, String> = model
-            .vocab()
-            .iter()
-            .map(|(token, &id)| (id, token.clone()))
-            .collect();
+        let mut tokens: HashMap<u32, String> = model.tokens().into_iter().collect();
         let mut ids = model.vocab().clone();
         for token in &added {
             tokens.insert(token.id, token.content.clone());
@@ -185,15 +183,15 @@ impl HfTokenizer {
     /// The ids of `text`, with the post-processor's special tokens (`[CLS] … [SEP]`) if
     /// `add_special_tokens`, as `tokenizer.encode(text, add_special_tokens=…).ids` gives them.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Vec<usize> {
-        let a = self.encode_sequence(text, 0);
+        let a = self.encode_sequence(text, 0, &mut Vec::new());
         let out = self.post_process(a, None, add_special_tokens);
         out.ids.into_iter().map(|id| id as usize).collect()
     }
 
     /// Two texts encoded as one input (`tokenizer.encode(a, b)`), with their segment ids.
     pub fn encode_pair(&self, a: &str, b: &str, add_special_tokens: bool) -> PairEncoding {
-        let a = self.encode_sequence(a, 0);
-        let b = self.encode_sequence(b, 1);
+        let a = self.encode_sequence(a, 0, &mut Vec::new());
+        let b = self.encode_sequence(b, 1, &mut Vec::new());
         let out = self.post_process(a, Some(b), add_special_tokens);
         PairEncoding {
             ids: out.ids.into_iter().map(|id| id as usize).collect(),
@@ -204,11 +202,17 @@ impl HfTokenizer {
     /// The tokens of `text` as strings, without special tokens (for inspection: byte-level
     /// tokens show a space as `Ġ`).
     pub fn tokenize(&self, text: &str) -> Vec<String> {
-        self.encode_sequence(text, 0)
+        let mut unknown = Vec::new();
+        let encoded = self.encode_sequence(text, 0, &mut unknown);
+        let mut tokens: Vec<String> = encoded
             .ids
             .iter()
             .map(|id| self.tokens.get(id).cloned().unwrap_or_default())
-            .collect()
+            .collect();
+        for (at, text) in unknown {
+            tokens[at] = text;
+        }
+        tokens
     }
 
     /// The pieces the model tokenizes one by one: `text` normalized and pre-tokenized,
@@ -274,14 +278,30 @@ impl HfTokenizer {
 
     /// `text` through the normalizer (borrowed as it is without one).
     fn normalize<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        self.normalize_keeping_start(text).0
+    }
+
+    /// `text` normalized, and whether it still starts where it did (see
+    /// [`Normalizer::apply_keeping_start`]).
+    fn normalize_keeping_start<'t>(&self, text: &'t str) -> (Cow<'t, str>, bool) {
         match &self.normalizer {
-            Some(normalizer) => Cow::Owned(normalizer.apply(text)),
-            None => Cow::Borrowed(text),
+            Some(normalizer) => {
+                let (text, kept) = normalizer.apply_keeping_start(text);
+                (Cow::Owned(text), kept)
+            }
+            None => (Cow::Borrowed(text), true),
         }
     }
 
-    /// One sequence through added tokens, normalizer, pre-tokenizer and model.
-    fn encode_sequence(&self, text: &str, type_id: u32) -> Encoded {
+    /// One sequence through added tokens, normalizer, pre-tokenizer and model: the ids of
+    /// `text` (no special tokens), with the tokens the model names by their text in
+    /// `unknown` (see [`Model::tokenize`]).
+    fn encode_sequence(
+        &self,
+        text: &str,
+        type_id: u32,
+        unknown: &mut Vec<(usize, String)>,
+    ) -> Encoded {
         let mut ids = Vec::new();
         let mut pieces = Vec::new();
         // Whether nothing of the input came before (Metaspace's `prepend_scheme: first`).
@@ -295,7 +315,8 @@ impl HfTokenizer {
                 }
                 Part::Text(raw) => raw,
             };
-            let normalized = self.normalize(raw);
+            let (normalized, kept_start) = self.normalize_keeping_start(raw);
+            at_start &= kept_start;
             for part in self.normalized_matcher.split(&normalized) {
                 let text = match part {
                     Part::Token(id) => {
@@ -313,7 +334,7 @@ impl HfTokenizer {
                 }
                 at_start = false;
                 for piece in &pieces {
-                    self.model.tokenize(piece, &mut ids);
+                    self.model.tokenize(piece, &mut ids, unknown);
                 }
             }
         }

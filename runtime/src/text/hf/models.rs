@@ -1,10 +1,11 @@
 //! Models: how one pre-tokenized piece becomes token ids (BPE merges, WordPiece's greedy
-//! longest match, a word-level lookup).
+//! longest match, a word-level lookup, and Unigram's best cut in its own module).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use super::json::{as_id, kind as json_kind, Node};
+use super::unigram::Unigram;
 use crate::Result;
 
 /// The file's `model`.
@@ -19,6 +20,8 @@ pub enum Model {
         vocab: HashMap<String, u32>,
         unk: u32,
     },
+    /// SentencePiece's unigram language model.
+    Unigram(Unigram),
 }
 
 /// A BPE model: its vocabulary and merge ranks.
@@ -50,6 +53,9 @@ impl Model {
         node.object()?;
         // Files older than the `type` field hold a BPE model.
         let kind = node.opt_str("type")?.unwrap_or("BPE");
+        if kind == "Unigram" {
+            return Ok(Model::Unigram(Unigram::parse(node)?));
+        }
         let vocab = parse_vocab(&node.member("vocab")?)?;
         let unk_id = |name: Option<&str>| -> Result<Option<u32>> {
             name.map(|name| {
@@ -141,7 +147,8 @@ impl Model {
             }
             other => {
                 return Err(node.error(format!(
-                    "model `{other}` is not supported (supported: BPE, WordPiece, WordLevel)"
+                    "model `{other}` is not supported (supported: BPE, WordPiece, WordLevel, \
+                     Unigram)"
                 )))
             }
         })
@@ -153,15 +160,31 @@ impl Model {
             Model::Bpe(bpe) => &bpe.vocab,
             Model::WordPiece(wp) => &wp.vocab,
             Model::WordLevel { vocab, .. } => vocab,
+            Model::Unigram(unigram) => unigram.vocab(),
         }
     }
 
-    /// Appends the ids of `piece` to `ids`.
-    pub fn tokenize(&self, piece: &str, ids: &mut Vec<u32>) {
+    /// Every (id, token) of the vocabulary (a Unigram piece listed twice has both ids).
+    pub fn tokens(&self) -> Vec<(u32, String)> {
+        match self {
+            Model::Unigram(unigram) => (0..).zip(unigram.pieces().map(str::to_string)).collect(),
+            _ => self
+                .vocab()
+                .iter()
+                .map(|(token, &id)| (id, token.clone()))
+                .collect(),
+        }
+    }
+
+    /// Appends the ids of `piece` to `ids`. Tokens that are not the vocabulary's string for
+    /// their id (Unigram's unknown runs, named by their text) go to `unknown` with their
+    /// place in `ids`.
+    pub fn tokenize(&self, piece: &str, ids: &mut Vec<u32>, unknown: &mut Vec<(usize, String)>) {
         match self {
             Model::Bpe(bpe) => bpe.tokenize(piece, ids),
             Model::WordPiece(wp) => wp.tokenize(piece, ids),
             Model::WordLevel { vocab, unk } => ids.push(vocab.get(piece).copied().unwrap_or(*unk)),
+            Model::Unigram(unigram) => unigram.tokenize(piece, ids, unknown),
         }
     }
 }

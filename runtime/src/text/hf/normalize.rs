@@ -4,6 +4,7 @@
 use unicode_normalization::UnicodeNormalization;
 
 use super::json::Node;
+use super::precompiled::CharsMap;
 use super::unicode::{is_bert_control, is_bert_whitespace, is_cjk, is_mark, is_nonspacing_mark};
 use crate::Result;
 
@@ -32,8 +33,13 @@ pub enum Normalizer {
         strip_accents: bool,
         lowercase: bool,
     },
-    /// Replaces every occurrence of a literal string.
-    Replace { pattern: String, content: String },
+    /// Replaces every match of a pattern.
+    Replace {
+        pattern: ReplacePattern,
+        content: String,
+    },
+    /// SentencePiece's compiled normalization rules.
+    Precompiled(CharsMap),
     /// Prepends a string to non-empty text.
     Prepend(String),
     /// Removes whitespace at the start, the end or both.
@@ -69,9 +75,10 @@ impl Normalizer {
                 }
             }
             "Replace" => Normalizer::Replace {
-                pattern: node.literal_pattern()?,
+                pattern: ReplacePattern::parse(node)?,
                 content: node.str("content")?.to_string(),
             },
+            "Precompiled" => Normalizer::Precompiled(CharsMap::parse(node)?),
             "Prepend" => Normalizer::Prepend(node.str("prepend")?.to_string()),
             "Strip" => Normalizer::Strip {
                 left: node.bool_or("strip_left", true)?,
@@ -80,25 +87,38 @@ impl Normalizer {
             other => {
                 return Err(node.error(format!(
                     "normalizer `{other}` is not supported (supported: Sequence, NFD, NFC, \
-                     NFKD, NFKC, Lowercase, StripAccents, BertNormalizer, Replace with a \
-                     literal pattern, Prepend, Strip)"
+                     NFKD, NFKC, Lowercase, StripAccents, BertNormalizer, Replace, Prepend, \
+                     Strip, Precompiled)"
                 )))
             }
         })
     }
 
-    /// `text` normalized.
-    pub fn apply(&self, text: &str) -> String {
+    /// `text` normalized, and whether the result still starts where the text did: `false`
+    /// when the normalizer deleted the text's first characters (stripped spaces, a removed
+    /// control character or mark). The reference tracks this through its offsets, and
+    /// Metaspace's `prepend_scheme: first` only prepends its `▁` to a piece that starts at the
+    /// text's first byte.
+    pub fn apply_keeping_start(&self, text: &str) -> (String, bool) {
+        let first = text.chars().next();
+        let starts_with_mark = first.is_some_and(is_mark);
         match self {
             Normalizer::Sequence(all) => {
-                all.iter().fold(text.to_string(), |text, n| n.apply(&text))
+                all.iter()
+                    .fold((text.to_string(), true), |(text, kept), n| {
+                        let (text, kept_here) = n.apply_keeping_start(&text);
+                        (text, kept && kept_here)
+                    })
             }
-            Normalizer::Nfd => text.nfd().collect(),
-            Normalizer::Nfc => text.nfc().collect(),
-            Normalizer::Nfkd => text.nfkd().collect(),
-            Normalizer::Nfkc => text.nfkc().collect(),
-            Normalizer::Lowercase => lowercase(text),
-            Normalizer::StripAccents => text.chars().filter(|&c| !is_mark(c)).collect(),
+            Normalizer::Nfd => (text.nfd().collect(), true),
+            Normalizer::Nfc => (text.nfc().collect(), true),
+            Normalizer::Nfkd => (text.nfkd().collect(), true),
+            Normalizer::Nfkc => (text.nfkc().collect(), true),
+            Normalizer::Lowercase => (lowercase(text), true),
+            Normalizer::StripAccents => (
+                text.chars().filter(|&c| !is_mark(c)).collect(),
+                !starts_with_mark,
+            ),
             Normalizer::Bert {
                 clean_text,
                 handle_chinese_chars,
@@ -124,26 +144,29 @@ impl Normalizer {
                         out.push(c);
                     }
                 }
+                let cleaned = first.is_some_and(|c| {
+                    *clean_text && (c == '\0' || c == '\u{FFFD}' || is_bert_control(c))
+                });
+                let mut kept = !cleaned;
                 if *strip_accents {
+                    kept &= !out.nfd().next().is_some_and(is_nonspacing_mark);
                     out = out.nfd().filter(|&c| !is_nonspacing_mark(c)).collect();
                 }
                 if *lower {
                     out = lowercase(&out);
                 }
-                out
+                (out, kept)
             }
             Normalizer::Replace { pattern, content } => {
-                if pattern.is_empty() {
-                    text.to_string()
-                } else {
-                    text.replace(pattern.as_str(), content)
-                }
+                let out = pattern.replace(text, content);
+                (out, !(content.is_empty() && pattern.matches_at_start(text)))
             }
+            Normalizer::Precompiled(map) => map.normalize(text),
             Normalizer::Prepend(prefix) => {
                 if text.is_empty() {
-                    String::new()
+                    (String::new(), true)
                 } else {
-                    format!("{prefix}{text}")
+                    (format!("{prefix}{text}"), true)
                 }
             }
             Normalizer::Strip { left, right } => {
@@ -154,8 +177,102 @@ impl Normalizer {
                 if *right {
                     t = t.trim_end();
                 }
-                t.to_string()
+                (
+                    t.to_string(),
+                    !*left || !first.is_some_and(char::is_whitespace),
+                )
             }
+        }
+    }
+}
+
+/// What a `Replace` normalizer matches: a literal string, or one of the regular expressions
+/// the SentencePiece converters write (recognised by their text, as the pre-tokenizers'
+/// patterns are).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReplacePattern {
+    /// Every occurrence of the string.
+    Literal(String),
+    /// ` {2,}`: each run of two or more spaces.
+    SpaceRuns,
+    /// `\A +| +\z`: the spaces at the start and those at the end.
+    OuterSpaces,
+    /// `\A▁`: a `▁` at the very start.
+    LeadingMetaspace,
+}
+
+impl ReplacePattern {
+    /// The `pattern` member of the `Replace` at `node`.
+    pub fn parse(node: &Node<'_>) -> Result<Self> {
+        let pattern = node.member("pattern")?;
+        if let Some(literal) = pattern.opt_str("String")? {
+            return Ok(ReplacePattern::Literal(literal.to_string()));
+        }
+        let regex = pattern.str("Regex")?;
+        Ok(match regex {
+            " {2,}" => ReplacePattern::SpaceRuns,
+            r"\A +| +\z" => ReplacePattern::OuterSpaces,
+            "\\A\u{2581}" => ReplacePattern::LeadingMetaspace,
+            other => {
+                return Err(pattern.error(format!(
+                    "the regular expression `{other}` is not supported in a Replace (supported: \
+                     a literal `String`, and the regular expressions ` {{2,}}`, `\\A +| +\\z`, \
+                     `\\A\u{2581}`)"
+                )))
+            }
+        })
+    }
+
+    /// Whether a match starts at the text's first byte.
+    fn matches_at_start(&self, text: &str) -> bool {
+        match self {
+            ReplacePattern::Literal(literal) => !literal.is_empty() && text.starts_with(literal),
+            ReplacePattern::SpaceRuns => text.starts_with("  "),
+            ReplacePattern::OuterSpaces => text.starts_with(' '),
+            ReplacePattern::LeadingMetaspace => text.starts_with('\u{2581}'),
+        }
+    }
+
+    /// `text` with every match replaced by `content`.
+    pub fn replace(&self, text: &str, content: &str) -> String {
+        match self {
+            ReplacePattern::Literal(literal) if literal.is_empty() => text.to_string(),
+            ReplacePattern::Literal(literal) => text.replace(literal.as_str(), content),
+            ReplacePattern::SpaceRuns => {
+                let mut out = String::with_capacity(text.len());
+                let mut rest = text;
+                while let Some(start) = rest.find("  ") {
+                    out.push_str(&rest[..start]);
+                    out.push_str(content);
+                    rest = rest[start..].trim_start_matches(' ');
+                }
+                out.push_str(rest);
+                out
+            }
+            ReplacePattern::OuterSpaces => {
+                let inner = text.trim_matches(' ');
+                if inner.is_empty() {
+                    // All spaces: the start's match takes them all.
+                    return if text.is_empty() {
+                        String::new()
+                    } else {
+                        content.to_string()
+                    };
+                }
+                let mut out = String::with_capacity(text.len());
+                if text.starts_with(' ') {
+                    out.push_str(content);
+                }
+                out.push_str(inner);
+                if text.ends_with(' ') {
+                    out.push_str(content);
+                }
+                out
+            }
+            ReplacePattern::LeadingMetaspace => match text.strip_prefix('\u{2581}') {
+                Some(rest) => format!("{content}{rest}"),
+                None => text.to_string(),
+            },
         }
     }
 }
@@ -163,4 +280,59 @@ impl Normalizer {
 /// Lowercases character by character (`Σ` is always `σ`, never the final `ς`).
 fn lowercase(text: &str) -> String {
     text.chars().flat_map(char::to_lowercase).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether a normalizer reports the text's start as deleted (Metaspace's `first` scheme
+    /// depends on it).
+    #[test]
+    fn deleting_the_first_characters_is_reported() {
+        let strip = Normalizer::Strip {
+            left: true,
+            right: true,
+        };
+        assert_eq!(strip.apply_keeping_start("  a "), ("a".into(), false));
+        assert_eq!(strip.apply_keeping_start("a "), ("a".into(), true));
+        let right = Normalizer::Strip {
+            left: false,
+            right: true,
+        };
+        assert_eq!(right.apply_keeping_start(" a "), (" a".into(), true));
+        let accents = Normalizer::StripAccents;
+        assert_eq!(accents.apply_keeping_start("\u{301}a"), ("a".into(), false));
+        let outer = |content: &str| Normalizer::Replace {
+            pattern: ReplacePattern::OuterSpaces,
+            content: content.into(),
+        };
+        assert_eq!(
+            outer("").apply_keeping_start("  a  b "),
+            ("a  b".into(), false)
+        );
+        assert_eq!(
+            outer("_").apply_keeping_start("  a  b "),
+            ("_a  b_".into(), true)
+        );
+        assert_eq!(outer("").apply_keeping_start("   "), ("".into(), false));
+        let runs = Normalizer::Replace {
+            pattern: ReplacePattern::SpaceRuns,
+            content: "_".into(),
+        };
+        assert_eq!(
+            runs.apply_keeping_start("  a b   c "),
+            ("_a b_c ".into(), true)
+        );
+        let leading = Normalizer::Replace {
+            pattern: ReplacePattern::LeadingMetaspace,
+            content: "\u{2581}\u{2581}".into(),
+        };
+        assert_eq!(
+            leading.apply_keeping_start("\u{2581}a\u{2581}"),
+            ("\u{2581}\u{2581}a\u{2581}".into(), true)
+        );
+        let sequence = Normalizer::Sequence(vec![Normalizer::Lowercase, outer("")]);
+        assert_eq!(sequence.apply_keeping_start(" A"), ("a".into(), false));
+    }
 }
