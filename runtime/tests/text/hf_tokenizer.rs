@@ -202,6 +202,11 @@ fn qwen2_split_pattern_bpe_matches_the_reference() {
 }
 
 #[test]
+fn o200k_split_pattern_bpe_matches_the_reference() {
+    check("o200k_bpe");
+}
+
+#[test]
 fn t5_unigram_with_a_precompiled_charsmap_matches_the_reference() {
     check("t5_unigram");
 }

@@ -2,10 +2,11 @@
 //! pre-tokenizer, and the `Split` pre-tokenizers whose patterns are recognised), implemented by
 //! hand
 //! (a regex engine with the look-ahead they use would cost users more build time than the
-//! rest of `kiln::text`): GPT-2's, and the one of Llama 3 and `cl100k` with its variant that
-//! takes digits one at a time (Qwen 2). A file with any other pattern is an error.
+//! rest of `kiln::text`): GPT-2's, the one of Llama 3 and `cl100k` with its variant that
+//! takes digits one at a time (Qwen 2), and `o200k`'s (GPT-4o, Llama 4, Phi-4), which cuts
+//! words at case changes. A file with any other pattern is an error.
 
-use super::unicode::{is_letter, is_number};
+use super::unicode::{is_letter, is_lower_like, is_number, is_upper_like};
 
 /// GPT-2's pattern.
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -16,6 +17,15 @@ const CL100K: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{
 /// Qwen 2's: `cl100k` with one digit at a time.
 const CL100K_DIGITS: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// `o200k`'s: a word is an optional non-letter, "upper" letters, then "lower" ones (or only
+/// "upper" ones), with a case-insensitive contraction after it; numbers in groups of up to
+/// three; punctuation with its line breaks and slashes; whitespace as in `cl100k`.
+const O200K: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+);
+
 /// A recognised pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pattern {
@@ -23,6 +33,8 @@ pub enum Pattern {
     Gpt2,
     /// [`CL100K`] (`max_digits` 3) or [`CL100K_DIGITS`] (1).
     Cl100k { max_digits: usize },
+    /// [`O200K`].
+    O200k,
 }
 
 impl Pattern {
@@ -32,6 +44,7 @@ impl Pattern {
             GPT2 => Some(Pattern::Gpt2),
             CL100K => Some(Pattern::Cl100k { max_digits: 3 }),
             CL100K_DIGITS => Some(Pattern::Cl100k { max_digits: 1 }),
+            O200K => Some(Pattern::O200k),
             _ => None,
         }
     }
@@ -41,17 +54,83 @@ impl Pattern {
         match self {
             Pattern::Gpt2 => split_gpt2(text),
             Pattern::Cl100k { max_digits } => {
-                let mut pieces = Vec::new();
-                let mut start = 0;
-                while start < text.len() {
-                    let len = cl100k_match(&text[start..], *max_digits);
-                    pieces.push(&text[start..start + len]);
-                    start += len;
-                }
-                pieces
+                split_by(text, |rest| cl100k_match(rest, *max_digits))
             }
+            Pattern::O200k => split_by(text, o200k_match),
         }
     }
+}
+
+/// `text` cut by a matcher that gives the byte length of the match at the start of a
+/// non-empty rest (never 0).
+fn split_by(text: &str, matcher: impl Fn(&str) -> usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let len = matcher(&text[start..]);
+        pieces.push(&text[start..start + len]);
+        start += len;
+    }
+    pieces
+}
+
+/// The byte length of a case-insensitive contraction (`'s`, `'t`, `'re`, `'ve`, `'m`,
+/// `'ll`, `'d`, tried in that order) at the start of `rest`, or 0.
+fn contraction_len(rest: &str) -> usize {
+    let Some(after) = rest.strip_prefix('\'') else {
+        return 0;
+    };
+    let lower = after
+        .chars()
+        .take(2)
+        .flat_map(char::to_lowercase)
+        .collect::<String>();
+    ["s", "t", "re", "ve", "m", "ll", "d"]
+        .into_iter()
+        .find(|suffix| lower.starts_with(suffix))
+        // Only ASCII letters lowercase to these, one byte each.
+        .map_or(0, |suffix| 1 + suffix.len())
+}
+
+/// The byte length of the `o200k` match at the start of `rest` (non-empty), following the
+/// regular expression's backtracking: the first alternative that matches, each greedy.
+fn o200k_match(rest: &str) -> usize {
+    let first = rest.chars().next().unwrap_or(' ');
+    // The two word alternatives, each first with the optional leading character
+    // [^\r\n\p{L}\p{N}] (greedy: taken if it is one) and then without it. Without it a word
+    // can start at a mark (\p{M} is in both letter classes, and is not \p{L}).
+    let lead = !matches!(first, '\r' | '\n') && !is_letter(first) && !is_number(first);
+    let starts: &[usize] = if lead { &[first.len_utf8(), 0] } else { &[0] };
+    let word = starts
+        .iter()
+        .find_map(|&start| Some(start + upper_then_lower(&rest[start..])?))
+        .or_else(|| {
+            starts
+                .iter()
+                .find_map(|&start| Some(start + only_upper(&rest[start..])?))
+        });
+    if let Some(end) = word {
+        return end + contraction_len(&rest[end..]);
+    }
+    // \p{N}{1,3}
+    if is_number(first) {
+        return rest
+            .chars()
+            .take(3)
+            .take_while(|&c| is_number(c))
+            .map(char::len_utf8)
+            .sum();
+    }
+    // ' ?[^\s\p{L}\p{N}]+[\r\n/]*'
+    let other = |c: char| !c.is_whitespace() && !is_letter(c) && !is_number(c);
+    let after_space = rest.strip_prefix(' ').unwrap_or(rest);
+    let space = rest.len() - after_space.len();
+    let run = run_len(after_space, other);
+    if run > 0 {
+        let tail = run_len(&after_space[run..], |c| matches!(c, '\r' | '\n' | '/'));
+        return space + run + tail;
+    }
+    newline_or_whitespace_match(rest)
 }
 
 /// The byte length of the `cl100k` match at the start of `rest` (non-empty).
@@ -60,18 +139,9 @@ fn cl100k_match(rest: &str, max_digits: usize) -> usize {
     let first = chars.next().unwrap_or(' ');
     let second = chars.next();
     // (?i:'s|'t|'re|'ve|'m|'ll|'d)
-    if first == '\'' {
-        let lower = rest[1..]
-            .chars()
-            .take(2)
-            .flat_map(char::to_lowercase)
-            .collect::<String>();
-        for suffix in ["s", "t", "re", "ve", "m", "ll", "d"] {
-            if lower.starts_with(suffix) {
-                // Lowercasing keeps these ASCII letters one byte each.
-                return 1 + suffix.len();
-            }
-        }
+    let contraction = contraction_len(rest);
+    if contraction > 0 {
+        return contraction;
     }
     // [^\r\n\p{L}\p{N}]?\p{L}+
     let lead = !matches!(first, '\r' | '\n') && !is_letter(first) && !is_number(first);
@@ -100,7 +170,35 @@ fn cl100k_match(rest: &str, max_digits: usize) -> usize {
         let breaks = run_len(&after_space[run..], |c| matches!(c, '\r' | '\n'));
         return space + run + breaks;
     }
-    // \s*[\r\n]+: the whitespace run up to its last line break.
+    newline_or_whitespace_match(rest)
+}
+
+/// `[Lu Lt Lm Lo M]*[Ll Lm Lo M]+` at the start of `text`, as the regex backtracks: the upper
+/// run taken whole, then the lower run after it; if there is none, the upper run gives back
+/// down to its last character that is also "lower" (Lm, Lo, M), which then ends the word.
+fn upper_then_lower(text: &str) -> Option<usize> {
+    let upper = run_len(text, is_upper_like);
+    let lower = run_len(&text[upper..], is_lower_like);
+    if lower > 0 {
+        return Some(upper + lower);
+    }
+    text[..upper]
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| is_lower_like(c))
+        .map(|(i, c)| i + c.len_utf8())
+}
+
+/// `[Lu Lt Lm Lo M]+[Ll Lm Lo M]*` at the start of `text`, tried when [`upper_then_lower`]
+/// failed there (so no lower letter follows the upper run).
+fn only_upper(text: &str) -> Option<usize> {
+    let upper = run_len(text, is_upper_like);
+    (upper > 0).then_some(upper)
+}
+
+/// `\s*[\r\n]+|\s+(?!\S)|\s+` at the start of `rest`: the whitespace run up to its last line
+/// break, or else [`whitespace_match`].
+fn newline_or_whitespace_match(rest: &str) -> usize {
     let run = run_len(rest, char::is_whitespace);
     if let Some((i, c)) = rest[..run]
         .char_indices()
@@ -206,6 +304,29 @@ mod tests {
         assert_eq!(
             Pattern::Cl100k { max_digits: 1 }.split("x 12"),
             ["x", " ", "1", "2"]
+        );
+    }
+
+    #[test]
+    fn o200k_pattern_cuts_at_case_changes() {
+        assert_eq!(
+            Pattern::O200k.split("CamelCase HTTPServer's a/b//\n 12345"),
+            [
+                "Camel",
+                "Case",
+                " HTTPServer's",
+                " a",
+                "/b",
+                "//\n",
+                " ",
+                "123",
+                "45"
+            ]
+        );
+        // A mark after a digit starts a word of its own; CJK (Lo) before capitals ends one.
+        assert_eq!(
+            Pattern::O200k.split("1\u{301}! \u{6f22}ABC"),
+            ["1", "\u{301}", "!", " \u{6f22}", "ABC"]
         );
     }
 }

@@ -18,6 +18,40 @@ pub fn is_letter(c: char) -> bool {
     )
 }
 
+/// `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]`: the "upper" letters of the `o200k` pattern (capitals,
+/// title case, modifier and other letters, marks).
+pub fn is_upper_like(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_uppercase();
+    }
+    matches!(
+        get_general_category(c),
+        G::UppercaseLetter
+            | G::TitlecaseLetter
+            | G::ModifierLetter
+            | G::OtherLetter
+            | G::NonspacingMark
+            | G::SpacingMark
+            | G::EnclosingMark
+    )
+}
+
+/// `[\p{Ll}\p{Lm}\p{Lo}\p{M}]`: the "lower" letters of the `o200k` pattern.
+pub fn is_lower_like(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_lowercase();
+    }
+    matches!(
+        get_general_category(c),
+        G::LowercaseLetter
+            | G::ModifierLetter
+            | G::OtherLetter
+            | G::NonspacingMark
+            | G::SpacingMark
+            | G::EnclosingMark
+    )
+}
+
 /// `\p{N}`: any number (Nd, Nl, No).
 pub fn is_number(c: char) -> bool {
     c.is_numeric()
