@@ -42,7 +42,7 @@ use crate::{Error, Result};
 /// |---|---|
 /// | `model` | `BPE` (with merges as `"a b"` or `["a", "b"]`, byte fallback, unknown token), `WordPiece`, `WordLevel`, `Unigram` (unknown token, byte fallback) |
 /// | `normalizer` | `Sequence`, `NFD`, `NFC`, `NFKD`, `NFKC`, `Lowercase`, `StripAccents`, `BertNormalizer`, `Replace` (a literal pattern, or the regular expressions ` {2,}`, `\A +\| +\z` and `\A▁` of the SentencePiece converters), `Prepend`, `Strip`, `Precompiled` (SentencePiece's compiled character map) |
-/// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits`, `Metaspace`, `Punctuation`, `Split` (a literal pattern, or the regular expression of GPT-2, Llama 3 (`cl100k`), Qwen 2 or GPT-4o / Llama 4 (`o200k`); every `behavior`, `invert`) |
+/// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits`, `Metaspace`, `Punctuation`, `Split` (a literal pattern, or the regular expression of GPT-2, Llama 3 (`cl100k`), Qwen 2, Qwen 3.5, GPT-4o / Llama 4 (`o200k`) or Mistral's Tekken; every `behavior`, `invert`) |
 /// | `post_processor` | `TemplateProcessing`, `BertProcessing`, `RobertaProcessing`, `ByteLevel` |
 /// | `decoder` | `Sequence`, `ByteLevel`, `WordPiece`, `Replace` (literal pattern), `ByteFallback`, `Fuse`, `Strip`, `Metaspace` (none: tokens joined by spaces) |
 ///

@@ -2,11 +2,12 @@
 //! pre-tokenizer, and the `Split` pre-tokenizers whose patterns are recognised), implemented by
 //! hand
 //! (a regex engine with the look-ahead they use would cost users more build time than the
-//! rest of `kiln::text`): GPT-2's, the one of Llama 3 and `cl100k` with its variant that
-//! takes digits one at a time (Qwen 2), and `o200k`'s (GPT-4o, Llama 4, Phi-4), which cuts
-//! words at case changes. A file with any other pattern is an error.
+//! rest of `kiln::text`): GPT-2's, the one of Llama 3 and `cl100k` with its variants that
+//! take digits one at a time (Qwen 2) and marks as letters (Qwen 3.5), and `o200k`'s (GPT-4o,
+//! Llama 4, Phi-4) with its variant without contractions and with single digits (Mistral's
+//! Tekken), which cut words at case changes. A file with any other pattern is an error.
 
-use super::unicode::{is_letter, is_lower_like, is_number, is_upper_like};
+use super::unicode::{is_letter, is_lower_like, is_mark, is_number, is_upper_like};
 
 /// GPT-2's pattern.
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -17,6 +18,10 @@ const CL100K: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{
 /// Qwen 2's: `cl100k` with one digit at a time.
 const CL100K_DIGITS: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen 3.5's: `cl100k` with one digit at a time, and marks counted with letters (in a word,
+/// not in a punctuation run).
+const CL100K_MARKS: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// `o200k`'s: a word is an optional non-letter, "upper" letters, then "lower" ones (or only
 /// "upper" ones), with a case-insensitive contraction after it; numbers in groups of up to
 /// three; punctuation with its line breaks and slashes; whitespace as in `cl100k`.
@@ -25,16 +30,25 @@ const O200K: &str = concat!(
     r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
     r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 );
+/// Mistral's Tekken: `o200k` without the contractions, one digit at a time.
+const TEKKEN: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+",
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*",
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+);
 
 /// A recognised pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pattern {
     /// [`GPT2`].
     Gpt2,
-    /// [`CL100K`] (`max_digits` 3) or [`CL100K_DIGITS`] (1).
-    Cl100k { max_digits: usize },
-    /// [`O200K`].
-    O200k,
+    /// [`CL100K`] (`max_digits` 3), [`CL100K_DIGITS`] (1) or [`CL100K_MARKS`] (1, `marks`).
+    Cl100k { max_digits: usize, marks: bool },
+    /// [`O200K`] (`contractions`, `max_digits` 3) or [`TEKKEN`] (neither, 1).
+    O200k {
+        contractions: bool,
+        max_digits: usize,
+    },
 }
 
 impl Pattern {
@@ -42,9 +56,26 @@ impl Pattern {
     pub fn recognise(regex: &str) -> Option<Self> {
         match regex {
             GPT2 => Some(Pattern::Gpt2),
-            CL100K => Some(Pattern::Cl100k { max_digits: 3 }),
-            CL100K_DIGITS => Some(Pattern::Cl100k { max_digits: 1 }),
-            O200K => Some(Pattern::O200k),
+            CL100K => Some(Pattern::Cl100k {
+                max_digits: 3,
+                marks: false,
+            }),
+            CL100K_DIGITS => Some(Pattern::Cl100k {
+                max_digits: 1,
+                marks: false,
+            }),
+            CL100K_MARKS => Some(Pattern::Cl100k {
+                max_digits: 1,
+                marks: true,
+            }),
+            O200K => Some(Pattern::O200k {
+                contractions: true,
+                max_digits: 3,
+            }),
+            TEKKEN => Some(Pattern::O200k {
+                contractions: false,
+                max_digits: 1,
+            }),
             _ => None,
         }
     }
@@ -53,10 +84,13 @@ impl Pattern {
     pub fn split<'t>(&self, text: &'t str) -> Vec<&'t str> {
         match self {
             Pattern::Gpt2 => split_gpt2(text),
-            Pattern::Cl100k { max_digits } => {
-                split_by(text, |rest| cl100k_match(rest, *max_digits))
+            &Pattern::Cl100k { max_digits, marks } => {
+                split_by(text, |rest| cl100k_match(rest, max_digits, marks))
             }
-            Pattern::O200k => split_by(text, o200k_match),
+            &Pattern::O200k {
+                contractions,
+                max_digits,
+            } => split_by(text, |rest| o200k_match(rest, contractions, max_digits)),
         }
     }
 }
@@ -94,7 +128,9 @@ fn contraction_len(rest: &str) -> usize {
 
 /// The byte length of the `o200k` match at the start of `rest` (non-empty), following the
 /// regular expression's backtracking: the first alternative that matches, each greedy.
-fn o200k_match(rest: &str) -> usize {
+/// Without `contractions` no `'s` follows a word; numbers come in groups of up to
+/// `max_digits`.
+fn o200k_match(rest: &str, contractions: bool, max_digits: usize) -> usize {
     let first = rest.chars().next().unwrap_or(' ');
     // The two word alternatives, each first with the optional leading character
     // [^\r\n\p{L}\p{N}] (greedy: taken if it is one) and then without it. Without it a word
@@ -110,13 +146,18 @@ fn o200k_match(rest: &str) -> usize {
                 .find_map(|&start| Some(start + only_upper(&rest[start..])?))
         });
     if let Some(end) = word {
-        return end + contraction_len(&rest[end..]);
+        let contraction = if contractions {
+            contraction_len(&rest[end..])
+        } else {
+            0
+        };
+        return end + contraction;
     }
-    // \p{N}{1,3}
+    // \p{N}{1,max}
     if is_number(first) {
         return rest
             .chars()
-            .take(3)
+            .take(max_digits)
             .take_while(|&c| is_number(c))
             .map(char::len_utf8)
             .sum();
@@ -133,24 +174,27 @@ fn o200k_match(rest: &str) -> usize {
     newline_or_whitespace_match(rest)
 }
 
-/// The byte length of the `cl100k` match at the start of `rest` (non-empty).
-fn cl100k_match(rest: &str, max_digits: usize) -> usize {
+/// The byte length of the `cl100k` match at the start of `rest` (non-empty); with `marks`,
+/// marks are word characters (`[\p{L}\p{M}]+`) and not punctuation.
+fn cl100k_match(rest: &str, max_digits: usize, marks: bool) -> usize {
     let mut chars = rest.chars();
     let first = chars.next().unwrap_or(' ');
     let second = chars.next();
+    let word_char = |c: char| is_letter(c) || (marks && is_mark(c));
     // (?i:'s|'t|'re|'ve|'m|'ll|'d)
     let contraction = contraction_len(rest);
     if contraction > 0 {
         return contraction;
     }
-    // [^\r\n\p{L}\p{N}]?\p{L}+
+    // [^\r\n\p{L}\p{N}]?\p{L}+ (a mark leading a word of marks is the same match either
+    // way the optional character is read)
     let lead = !matches!(first, '\r' | '\n') && !is_letter(first) && !is_number(first);
-    if lead && second.is_some_and(is_letter) {
+    if lead && second.is_some_and(word_char) {
         let after = first.len_utf8();
-        return after + run_len(&rest[after..], is_letter);
+        return after + run_len(&rest[after..], word_char);
     }
-    if is_letter(first) {
-        return run_len(rest, is_letter);
+    if word_char(first) {
+        return run_len(rest, word_char);
     }
     // \p{N}{1,max}
     if is_number(first) {
@@ -161,8 +205,8 @@ fn cl100k_match(rest: &str, max_digits: usize) -> usize {
             .map(char::len_utf8)
             .sum();
     }
-    // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
-    let other = |c: char| !c.is_whitespace() && !is_letter(c) && !is_number(c);
+    // ' ?[^\s\p{L}\p{N}]+[\r\n]*' (and not \p{M} with `marks`)
+    let other = |c: char| !c.is_whitespace() && !word_char(c) && !is_number(c);
     let after_space = rest.strip_prefix(' ').unwrap_or(rest);
     let space = rest.len() - after_space.len();
     let run = run_len(after_space, other);
@@ -281,7 +325,10 @@ mod tests {
 
     #[test]
     fn cl100k_pattern() {
-        let p = Pattern::Cl100k { max_digits: 3 };
+        let p = Pattern::Cl100k {
+            max_digits: 3,
+            marks: false,
+        };
         assert_eq!(
             p.split("I'M here,\r\n\r\n  12345 'Sx\tword  end!!\n"),
             [
@@ -302,15 +349,24 @@ mod tests {
             ]
         );
         assert_eq!(
-            Pattern::Cl100k { max_digits: 1 }.split("x 12"),
+            Pattern::Cl100k {
+                max_digits: 1,
+                marks: false
+            }
+            .split("x 12"),
             ["x", " ", "1", "2"]
         );
     }
 
+    const O200K_PATTERN: Pattern = Pattern::O200k {
+        contractions: true,
+        max_digits: 3,
+    };
+
     #[test]
     fn o200k_pattern_cuts_at_case_changes() {
         assert_eq!(
-            Pattern::O200k.split("CamelCase HTTPServer's a/b//\n 12345"),
+            O200K_PATTERN.split("CamelCase HTTPServer's a/b//\n 12345"),
             [
                 "Camel",
                 "Case",
@@ -325,7 +381,7 @@ mod tests {
         );
         // A mark after a digit starts a word of its own; CJK (Lo) before capitals ends one.
         assert_eq!(
-            Pattern::O200k.split("1\u{301}! \u{6f22}ABC"),
+            O200K_PATTERN.split("1\u{301}! \u{6f22}ABC"),
             ["1", "\u{301}", "!", " \u{6f22}", "ABC"]
         );
     }

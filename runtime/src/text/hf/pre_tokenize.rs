@@ -221,7 +221,7 @@ impl PreTokenizer {
                         None => {
                             return Err(pattern_node.error(format!(
                                 "the Split pattern {regex:?} is not one of the recognised ones \
-                                 (GPT-2, Llama 3 / cl100k, Qwen 2, GPT-4o / Llama 4 / o200k)"
+                                 (GPT-2, Llama 3 / cl100k, Qwen 2, Qwen 3.5, GPT-4o / Llama 4 / o200k, Mistral's Tekken)"
                             )))
                         }
                     },
