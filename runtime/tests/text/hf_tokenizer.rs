@@ -434,6 +434,61 @@ fn byte_level_encodings_decode_to_the_same_text() {
     }
 }
 
+/// Every reference tokenizer takes any text: random strings of awkward characters (marks
+/// after digits, modifier letters, CJK before capitals, zero-width and full-width forms, `▁`)
+/// encode, tokenize and decode without a panic, and every id is in the vocabulary.
+#[test]
+fn every_tokenizer_takes_random_text() {
+    let mut state = 5;
+    let names = [
+        "gpt2_bpe",
+        "roberta_bpe",
+        "bert_wordpiece",
+        "wordlevel",
+        "llama_bpe",
+        "metaspace_bpe",
+        "llama3_bpe",
+        "qwen2_bpe",
+        "o200k_bpe",
+        "t5_unigram",
+        "albert_unigram",
+        "xlmr_unigram",
+        "bytes_unigram",
+    ];
+    for name in names {
+        let tokenizer = HfTokenizer::from_file(fixtures().join(name).join("tokenizer.json"))
+            .expect("the fixture loads");
+        for len in 0..200 {
+            // Two random texts' characters interleaved with more of the awkward ones.
+            let more = [
+                'ʰ', '\u{6f22}', 'カ', '/', '\u{94d}', 'न', '\u{ff21}', '\u{2581}', '<', 'S',
+            ];
+            let text: String = random_text(&mut state, len % 40)
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 3 == 1 {
+                        more[(i + len) % more.len()]
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            let ids = tokenizer.encode(&text, true);
+            assert!(
+                ids.iter().all(|&id| id < tokenizer.vocab_size()),
+                "{name}: {text:?} → {ids:?}"
+            );
+            assert_eq!(
+                tokenizer.tokenize(&text).len(),
+                tokenizer.encode(&text, false).len()
+            );
+            tokenizer.decode(&ids, false);
+            tokenizer.encode_pair(&text, "b", true);
+        }
+    }
+}
+
 /// The unigram tokenizers without an unknown piece in the way (byte fallback) lose nothing
 /// either; the others give back the text as their normalizer left it.
 #[test]
