@@ -811,22 +811,43 @@ fn hugging_face_tokenizer_files() {
         ],
     );
     mutants.extend(byte_mutants(valid.as_bytes(), random_mutants(), 71));
+    fuzz_hf_tokenizer(
+        &dir,
+        valid,
+        &mutants,
+        "HfTokenizer::from_file",
+        ["<s>Ab é 12 ab\u{0}", "b 1"],
+        &[0, 1, 2, 3, 2, 99, usize::MAX],
+    );
+}
+
+/// Feeds each mutant of the `tokenizer.json` `valid` to [`HfTokenizer::from_file`], and what
+/// loads encodes `texts` (alone, as a pair, token by token) and decodes the result and `ids`.
+fn fuzz_hf_tokenizer(
+    dir: &Path,
+    valid: &str,
+    mutants: &[Vec<u8>],
+    what: &str,
+    texts: [&str; 2],
+    ids: &[usize],
+) {
     let mut report = Report::default();
     fuzz(
         &mut report,
         &dir.join("tokenizer.json"),
-        &mutants,
+        mutants,
         valid.len(),
         |path| {
             let tokenizer = HfTokenizer::from_file(path).map_err(|e| e.to_string())?;
-            let ids = tokenizer.encode("<s>Ab é 12 ab\u{0}", true);
-            tokenizer.encode_pair("a", "b 1", true);
-            tokenizer.decode(&ids, false);
-            tokenizer.decode(&[0, 1, 2, 3, 2, 99, usize::MAX], true);
+            let encoded = tokenizer.encode(texts[0], true);
+            tokenizer.encode_pair(texts[0], texts[1], true);
+            tokenizer.tokenize(texts[1]);
+            tokenizer.decode(&encoded, false);
+            tokenizer.decode(ids, true);
             Ok(())
         },
     );
-    report.check("HfTokenizer::from_file");
+    report.check(what);
 }
 
 /// A Unigram `tokenizer.json` with SentencePiece's compiled character map (the small map of
@@ -886,22 +907,14 @@ fn hugging_face_unigram_tokenizer_files() {
     // The charsmap's base64 is most of the file: random bytes land there most often, where a
     // flipped character is a damaged trie, not a syntax error.
     mutants.extend(byte_mutants(valid.as_bytes(), random_mutants(), 73));
-    let mut report = Report::default();
-    fuzz(
-        &mut report,
-        &dir.join("tokenizer.json"),
+    fuzz_hf_tokenizer(
+        &dir,
+        &valid,
         &mutants,
-        valid.len(),
-        |path| {
-            let tokenizer = HfTokenizer::from_file(path).map_err(|e| e.to_string())?;
-            let ids = tokenizer.encode("  AB é\u{200b}12 ab</s>x\u{0}  ", true);
-            tokenizer.tokenize("Ａé\u{301}\u{301} 1 2");
-            tokenizer.decode(&ids, false);
-            tokenizer.decode(&[0, 1, 2, 9, 10, 99, usize::MAX], true);
-            Ok(())
-        },
+        "HfTokenizer::from_file (Unigram)",
+        ["  AB é\u{200b}12 ab</s>x\u{0}  ", "Ａé\u{301}\u{301} 1 2"],
+        &[0, 1, 2, 9, 10, 99, usize::MAX],
     );
-    report.check("HfTokenizer::from_file (Unigram)");
 }
 
 #[test]

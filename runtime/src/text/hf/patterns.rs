@@ -153,25 +153,11 @@ fn o200k_match(rest: &str, contractions: bool, max_digits: usize) -> usize {
         };
         return end + contraction;
     }
-    // \p{N}{1,max}
-    if is_number(first) {
-        return rest
-            .chars()
-            .take(max_digits)
-            .take_while(|&c| is_number(c))
-            .map(char::len_utf8)
-            .sum();
-    }
-    // ' ?[^\s\p{L}\p{N}]+[\r\n/]*'
-    let other = |c: char| !c.is_whitespace() && !is_letter(c) && !is_number(c);
-    let after_space = rest.strip_prefix(' ').unwrap_or(rest);
-    let space = rest.len() - after_space.len();
-    let run = run_len(after_space, other);
-    if run > 0 {
-        let tail = run_len(&after_space[run..], |c| matches!(c, '\r' | '\n' | '/'));
-        return space + run + tail;
-    }
-    newline_or_whitespace_match(rest)
+    // \p{N}{1,max}| ?[^\s\p{L}\p{N}]+[\r\n/]*|...
+    let punctuation = |c: char| !c.is_whitespace() && !is_letter(c) && !is_number(c);
+    number_punctuation_or_space_match(rest, max_digits, punctuation, |c| {
+        matches!(c, '\r' | '\n' | '/')
+    })
 }
 
 /// The byte length of the `cl100k` match at the start of `rest` (non-empty); with `marks`,
@@ -196,8 +182,21 @@ fn cl100k_match(rest: &str, max_digits: usize, marks: bool) -> usize {
     if word_char(first) {
         return run_len(rest, word_char);
     }
-    // \p{N}{1,max}
-    if is_number(first) {
+    // \p{N}{1,max}| ?[^\s\p{L}\p{N}]+[\r\n]*|... (and not \p{M} with `marks`)
+    let punctuation = |c: char| !c.is_whitespace() && !word_char(c) && !is_number(c);
+    number_punctuation_or_space_match(rest, max_digits, punctuation, |c| matches!(c, '\r' | '\n'))
+}
+
+/// The alternatives `cl100k` and `o200k` end with, at the start of `rest` where no word
+/// matched: `\p{N}{1,max_digits}`, then ` ?P+B*` with `P` the `punctuation` class and `B`
+/// the characters that may follow it (`[\r\n]` or `[\r\n/]`), then the whitespace ones.
+fn number_punctuation_or_space_match(
+    rest: &str,
+    max_digits: usize,
+    punctuation: impl Fn(char) -> bool,
+    trailing: impl Fn(char) -> bool,
+) -> usize {
+    if rest.chars().next().is_some_and(is_number) {
         return rest
             .chars()
             .take(max_digits)
@@ -205,14 +204,11 @@ fn cl100k_match(rest: &str, max_digits: usize, marks: bool) -> usize {
             .map(char::len_utf8)
             .sum();
     }
-    // ' ?[^\s\p{L}\p{N}]+[\r\n]*' (and not \p{M} with `marks`)
-    let other = |c: char| !c.is_whitespace() && !word_char(c) && !is_number(c);
     let after_space = rest.strip_prefix(' ').unwrap_or(rest);
     let space = rest.len() - after_space.len();
-    let run = run_len(after_space, other);
+    let run = run_len(after_space, punctuation);
     if run > 0 {
-        let breaks = run_len(&after_space[run..], |c| matches!(c, '\r' | '\n'));
-        return space + run + breaks;
+        return space + run + run_len(&after_space[run..], trailing);
     }
     newline_or_whitespace_match(rest)
 }
