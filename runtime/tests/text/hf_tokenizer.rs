@@ -207,6 +207,11 @@ fn o200k_split_pattern_bpe_matches_the_reference() {
 }
 
 #[test]
+fn deepseek_v3_splits_bpe_matches_the_reference() {
+    check("deepseek_bpe");
+}
+
+#[test]
 fn t5_unigram_with_a_precompiled_charsmap_matches_the_reference() {
     check("t5_unigram");
 }
@@ -450,6 +455,7 @@ fn every_tokenizer_takes_random_text() {
         "llama3_bpe",
         "qwen2_bpe",
         "o200k_bpe",
+        "deepseek_bpe",
         "t5_unigram",
         "albert_unigram",
         "xlmr_unigram",

@@ -5,9 +5,14 @@
 //! rest of `kiln::text`): GPT-2's, the one of Llama 3 and `cl100k` with its variants that
 //! take digits one at a time (Qwen 2) and marks as letters (Qwen 3.5), and `o200k`'s (GPT-4o,
 //! Llama 4, Phi-4) with its variant without contractions and with single digits (Mistral's
-//! Tekken), which cut words at case changes. A file with any other pattern is an error.
+//! Tekken), which cut words at case changes; and the three DeepSeek V3 splits in turn (number
+//! groups, CJK runs, then words and punctuation), which, unlike the others, need not match
+//! every character (the text between matches is kept as pieces of its own). A file with any
+//! other pattern is an error.
 
-use super::unicode::{is_letter, is_lower_like, is_mark, is_number, is_upper_like};
+use super::unicode::{
+    is_letter, is_lower_like, is_mark, is_number, is_punctuation, is_symbol, is_upper_like,
+};
 
 /// GPT-2's pattern.
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -37,6 +42,18 @@ const TEKKEN: &str = concat!(
     r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 );
 
+/// DeepSeek V3's first split: numbers in groups of up to three.
+const NUMBER_GROUPS: &str = r"\p{N}{1,3}";
+/// DeepSeek V3's second: runs of CJK ideographs (U+4E00–U+9FA5), hiragana and katakana.
+const CJK_RUNS: &str = "[\u{4e00}-\u{9fa5}\u{3040}-\u{309f}\u{30a0}-\u{30ff}]+";
+/// DeepSeek V3's third: ASCII punctuation before ASCII letters, a letter-and-mark run with one
+/// leading character that is no letter, punctuation or symbol, punctuation and symbol runs
+/// with their line breaks, whitespace as in `cl100k`.
+const DEEPSEEK_WORDS: &str = concat!(
+    r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+"##,
+    r"| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+);
+
 /// A recognised pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pattern {
@@ -49,6 +66,12 @@ pub enum Pattern {
         contractions: bool,
         max_digits: usize,
     },
+    /// [`NUMBER_GROUPS`].
+    NumberGroups,
+    /// [`CJK_RUNS`].
+    CjkRuns,
+    /// [`DEEPSEEK_WORDS`].
+    DeepSeekWords,
 }
 
 impl Pattern {
@@ -76,36 +99,116 @@ impl Pattern {
                 contractions: false,
                 max_digits: 1,
             }),
+            NUMBER_GROUPS => Some(Pattern::NumberGroups),
+            CJK_RUNS => Some(Pattern::CjkRuns),
+            DEEPSEEK_WORDS => Some(Pattern::DeepSeekWords),
             _ => None,
         }
     }
 
-    /// `text` cut into the pattern's matches (which cover every character).
-    pub fn split<'t>(&self, text: &'t str) -> Vec<&'t str> {
-        match self {
-            Pattern::Gpt2 => split_gpt2(text),
-            &Pattern::Cl100k { max_digits, marks } => {
-                split_by(text, |rest| cl100k_match(rest, max_digits, marks))
+    /// The byte ranges of the pattern's matches in `text`, in order, as a regular
+    /// expression's successive leftmost matches.
+    pub fn matches(&self, text: &str) -> Vec<(usize, usize)> {
+        let matcher = |rest: &str| -> Option<usize> {
+            match *self {
+                Pattern::Gpt2 => Some(gpt2_match(rest)),
+                Pattern::Cl100k { max_digits, marks } => {
+                    Some(cl100k_match(rest, max_digits, marks))
+                }
+                Pattern::O200k {
+                    contractions,
+                    max_digits,
+                } => Some(o200k_match(rest, contractions, max_digits)),
+                Pattern::NumberGroups => Some(number_group_len(rest, 3)).filter(|&n| n > 0),
+                Pattern::CjkRuns => Some(run_len(rest, is_deepseek_cjk)).filter(|&n| n > 0),
+                Pattern::DeepSeekWords => deepseek_word_match(rest),
             }
-            &Pattern::O200k {
-                contractions,
-                max_digits,
-            } => split_by(text, |rest| o200k_match(rest, contractions, max_digits)),
+        };
+        let mut found = Vec::new();
+        let mut at = 0;
+        while let Some(c) = text[at..].chars().next() {
+            match matcher(&text[at..]) {
+                Some(len) => {
+                    found.push((at, at + len));
+                    at += len;
+                }
+                None => at += c.len_utf8(),
+            }
         }
+        found
+    }
+
+    /// `text` cut into the pattern's matches and the text between them.
+    pub fn split<'t>(&self, text: &'t str) -> Vec<&'t str> {
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for (start, end) in self.matches(text) {
+            if start > at {
+                pieces.push(&text[at..start]);
+            }
+            pieces.push(&text[start..end]);
+            at = end;
+        }
+        if at < text.len() {
+            pieces.push(&text[at..]);
+        }
+        pieces
     }
 }
 
-/// `text` cut by a matcher that gives the byte length of the match at the start of a
-/// non-empty rest (never 0).
-fn split_by(text: &str, matcher: impl Fn(&str) -> usize) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    while start < text.len() {
-        let len = matcher(&text[start..]);
-        pieces.push(&text[start..start + len]);
-        start += len;
+/// Whether `c` is in DeepSeek's CJK class: U+4E00–U+9FA5, hiragana U+3040–U+309F, katakana
+/// U+30A0–U+30FF.
+fn is_deepseek_cjk(c: char) -> bool {
+    matches!(c, '\u{4e00}'..='\u{9fa5}' | '\u{3040}'..='\u{309f}' | '\u{30a0}'..='\u{30ff}')
+}
+
+/// The byte length of the numbers at the start of `rest`, at most `max` of them.
+fn number_group_len(rest: &str, max: usize) -> usize {
+    rest.chars()
+        .take(max)
+        .take_while(|&c| is_number(c))
+        .map(char::len_utf8)
+        .sum()
+}
+
+/// The byte length of the [`DEEPSEEK_WORDS`] match at the start of `rest`, if one starts
+/// there (digits and control characters on their own match nothing).
+fn deepseek_word_match(rest: &str) -> Option<usize> {
+    let first = rest.chars().next()?;
+    let after = &rest[first.len_utf8()..];
+    // [ASCII punctuation][A-Za-z]+
+    if first.is_ascii_punctuation() {
+        let letters = run_len(after, |c| c.is_ascii_alphabetic());
+        if letters > 0 {
+            return Some(1 + letters);
+        }
     }
-    pieces
+    // [^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+ (a mark leading a run of marks is the same match
+    // either way the optional character is read)
+    let word_char = |c: char| is_letter(c) || is_mark(c);
+    let lead = !matches!(first, '\r' | '\n')
+        && !is_letter(first)
+        && !is_punctuation(first)
+        && !is_symbol(first);
+    let run = run_len(after, word_char);
+    if lead && run > 0 {
+        return Some(first.len_utf8() + run);
+    }
+    if word_char(first) {
+        return Some(run_len(rest, word_char));
+    }
+    // ' ?[\p{P}\p{S}]+[\r\n]*'
+    let punctuation = |c: char| is_punctuation(c) || is_symbol(c);
+    let after_space = rest.strip_prefix(' ').unwrap_or(rest);
+    let space = rest.len() - after_space.len();
+    let marks = run_len(after_space, punctuation);
+    if marks > 0 {
+        let breaks = run_len(&after_space[marks..], |c| matches!(c, '\r' | '\n'));
+        return Some(space + marks + breaks);
+    }
+    first
+        .is_whitespace()
+        .then(|| newline_or_whitespace_match(rest))
 }
 
 /// The byte length of a case-insensitive contraction (`'s`, `'t`, `'re`, `'ve`, `'m`,
@@ -197,12 +300,7 @@ fn number_punctuation_or_space_match(
     trailing: impl Fn(char) -> bool,
 ) -> usize {
     if rest.chars().next().is_some_and(is_number) {
-        return rest
-            .chars()
-            .take(max_digits)
-            .take_while(|&c| is_number(c))
-            .map(char::len_utf8)
-            .sum();
+        return number_group_len(rest, max_digits);
     }
     let after_space = rest.strip_prefix(' ').unwrap_or(rest);
     let space = rest.len() - after_space.len();
@@ -248,20 +346,6 @@ fn newline_or_whitespace_match(rest: &str) -> usize {
         return i + c.len_utf8();
     }
     whitespace_match(rest)
-}
-
-/// Splits `text` as GPT-2's pattern does:
-/// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
-/// Every character belongs to exactly one piece.
-fn split_gpt2(text: &str) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    while start < text.len() {
-        let len = gpt2_match(&text[start..]);
-        pieces.push(&text[start..start + len]);
-        start += len;
-    }
-    pieces
 }
 
 /// The byte length of the pattern's match at the start of `rest` (never 0 for a non-empty
@@ -312,11 +396,11 @@ mod tests {
     #[test]
     fn gpt2_pattern() {
         assert_eq!(
-            split_gpt2("I'm  here, 123 times!\n\n end  "),
+            Pattern::Gpt2.split("I'm  here, 123 times!\n\n end  "),
             ["I", "'m", " ", " here", ",", " 123", " times", "!", "\n\n", " end", "  "]
         );
-        assert_eq!(split_gpt2(" "), [" "]);
-        assert_eq!(split_gpt2("a  b"), ["a", " ", " b"]);
+        assert_eq!(Pattern::Gpt2.split(" "), [" "]);
+        assert_eq!(Pattern::Gpt2.split("a  b"), ["a", " ", " b"]);
     }
 
     #[test]

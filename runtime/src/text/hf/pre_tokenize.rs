@@ -12,7 +12,7 @@ use crate::Result;
 pub enum PreTokenizer {
     /// Each in turn, on every piece of the one before.
     Sequence(Vec<PreTokenizer>),
-    /// GPT-2's: optionally a space before the text, its pattern (see `split_gpt2`), then every
+    /// GPT-2's: optionally a space before the text, its pattern (see `patterns`), then every
     /// byte as its printable character.
     ByteLevel {
         add_prefix_space: bool,
@@ -221,7 +221,8 @@ impl PreTokenizer {
                         None => {
                             return Err(pattern_node.error(format!(
                                 "the Split pattern {regex:?} is not one of the recognised ones \
-                                 (GPT-2, Llama 3 / cl100k, Qwen 2, Qwen 3.5, GPT-4o / Llama 4 / o200k, Mistral's Tekken)"
+                                 (GPT-2, Llama 3 / cl100k, Qwen 2, Qwen 3.5, GPT-4o / Llama 4 / o200k, Mistral's \
+                                 Tekken, DeepSeek V3's three)"
                             )))
                         }
                     },
@@ -342,12 +343,7 @@ impl PreTokenizer {
                         *invert,
                     ),
                     SplitPattern::Known(known) => {
-                        let mut at = 0;
-                        let ranges = known.split(text).into_iter().map(|piece| {
-                            at += piece.len();
-                            (at - piece.len(), at)
-                        });
-                        segments(text, ranges.collect::<Vec<_>>().into_iter(), *invert)
+                        segments(text, known.matches(text).into_iter(), *invert)
                     }
                 };
                 for piece in behavior.apply(text, &segments) {

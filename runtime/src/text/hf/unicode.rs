@@ -85,6 +85,14 @@ pub fn is_punctuation(c: char) -> bool {
     )
 }
 
+/// `\p{S}`: any symbol (Sm, Sc, Sk, So).
+pub fn is_symbol(c: char) -> bool {
+    matches!(
+        get_general_category(c),
+        G::MathSymbol | G::CurrencySymbol | G::ModifierSymbol | G::OtherSymbol
+    )
+}
+
 /// `\w` of Unicode regular expressions: alphabetic, a mark, a decimal digit, a connector
 /// punctuation (`_`) or a joiner.
 pub fn is_word(c: char) -> bool {
