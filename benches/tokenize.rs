@@ -12,9 +12,11 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
-const TOKENIZERS: [&str; 7] = [
+const TOKENIZERS: [&str; 9] = [
     "gpt2_bpe",
     "llama3_bpe",
+    "o200k_bpe",
+    "deepseek_bpe",
     "llama_bpe",
     "bert_wordpiece",
     "t5_unigram",

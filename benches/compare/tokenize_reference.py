@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parent.parent.parent
 NAMES = [
     "gpt2_bpe",
     "llama3_bpe",
+    "o200k_bpe",
+    "deepseek_bpe",
     "llama_bpe",
     "bert_wordpiece",
     "t5_unigram",
