@@ -704,7 +704,12 @@ fn check_graph<M64: Runner<f64>, M32: Runner<f32>>(g: &Graph) -> Result<Outcome,
             }
         }
     });
-    if worst.0.is_nan() || worst.0 > F32_GRAD_TOL {
+    // A loss near 0 bounds f32's accuracy on its own: a softmax saturated to within 1e-6 of
+    // its target has `p − 1` (every gradient's source) only to f32's spacing below 1, 6e-8,
+    // so its gradients are right to about 6e-8 / loss whatever the rest of the model does
+    // (seed 10,000,032: loss 9.7e-7, f32 gradients 2.4% off, as PyTorch's would be).
+    let tolerance = F32_GRAD_TOL.max(10.0 * f64::from(f32::EPSILON) / train_loss.abs());
+    if worst.0.is_nan() || worst.0 > tolerance {
         return Err(format!(
             "f32 gradient {} (error {:.1e} of the largest gradient {scale:e})",
             worst.1, worst.0
