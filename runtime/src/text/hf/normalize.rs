@@ -125,10 +125,12 @@ impl Normalizer {
                 strip_accents,
                 lowercase: lower,
             } => {
+                // What cleaning drops: NUL, the replacement character, control characters.
+                let dropped = |c: char| c == '\0' || c == '\u{FFFD}' || is_bert_control(c);
                 let mut out = String::with_capacity(text.len());
                 for c in text.chars() {
                     if *clean_text {
-                        if c == '\0' || c == '\u{FFFD}' || is_bert_control(c) {
+                        if dropped(c) {
                             continue;
                         }
                         if is_bert_whitespace(c) {
@@ -144,9 +146,7 @@ impl Normalizer {
                         out.push(c);
                     }
                 }
-                let cleaned = first.is_some_and(|c| {
-                    *clean_text && (c == '\0' || c == '\u{FFFD}' || is_bert_control(c))
-                });
+                let cleaned = *clean_text && first.is_some_and(dropped);
                 let mut kept = !cleaned;
                 if *strip_accents {
                     kept &= !out.nfd().next().is_some_and(is_nonspacing_mark);

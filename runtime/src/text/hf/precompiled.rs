@@ -60,27 +60,25 @@ impl CharsMap {
     /// reports.
     pub fn normalize(&self, text: &str) -> (String, bool) {
         let mut out = String::with_capacity(text.len());
-        let mut kept_start = true;
-        for (i, grapheme) in text.graphemes(true).enumerate() {
-            if i == 1 {
-                kept_start = !out.is_empty();
-            }
-            if grapheme.len() < 6 {
-                if let Some(replacement) = self.transform(grapheme) {
-                    out.push_str(replacement);
-                    continue;
+        // The output's length once the first grapheme is written.
+        let mut first_len = None;
+        for grapheme in text.graphemes(true) {
+            let whole = (grapheme.len() < 6)
+                .then(|| self.transform(grapheme))
+                .flatten();
+            match whole {
+                Some(replacement) => out.push_str(replacement),
+                None => {
+                    let mut buf = [0u8; 4];
+                    for c in grapheme.chars() {
+                        let part = &*c.encode_utf8(&mut buf);
+                        out.push_str(self.transform(part).unwrap_or(part));
+                    }
                 }
             }
-            let mut buf = [0u8; 4];
-            for c in grapheme.chars() {
-                let part = &*c.encode_utf8(&mut buf);
-                out.push_str(self.transform(part).unwrap_or(part));
-            }
+            first_len.get_or_insert(out.len());
         }
-        if text.graphemes(true).nth(1).is_none() {
-            kept_start = !out.is_empty();
-        }
-        (out, kept_start)
+        (out, first_len != Some(0))
     }
 
     /// The replacement for the shortest mapped sequence `chunk` starts with: the whole chunk

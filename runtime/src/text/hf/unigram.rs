@@ -74,7 +74,7 @@ impl Unigram {
         let mut min_score = f64::INFINITY;
         for (id, (piece, score)) in pieces.iter().enumerate() {
             ids.insert(piece.clone(), id as u32);
-            trie.insert(piece.as_bytes());
+            trie.insert(piece.as_bytes(), id as u32);
             min_score = min_score.min(*score);
         }
         Unigram {
@@ -154,12 +154,9 @@ impl Unigram {
                     };
                 }
             };
-            self.trie.for_each_prefix(&bytes[start..], |len| {
-                let piece = &text[start..start + len];
-                if let Some(&id) = self.ids.get(piece) {
-                    offer(start + len, id, self.pieces[id as usize].1);
-                    covers_char |= len == char_len;
-                }
+            self.trie.for_each_prefix(&bytes[start..], |len, id| {
+                offer(start + len, id, self.pieces[id as usize].1);
+                covers_char |= len == char_len;
             });
             if !covers_char {
                 offer(start + char_len, self.unk.unwrap_or(u32::MAX), unk_score);
@@ -196,38 +193,40 @@ impl Unigram {
 struct Trie {
     /// (node, byte) → child node; node 0 is the root.
     edges: HashMap<(u32, u8), u32>,
-    /// Whether a piece ends at each node.
-    ends: Vec<bool>,
+    /// The id of the piece ending at each node, if one does (for a piece listed twice, the
+    /// later id, as the piece → id map keeps).
+    ends: Vec<Option<u32>>,
 }
 
 impl Trie {
-    fn insert(&mut self, piece: &[u8]) {
+    fn insert(&mut self, piece: &[u8], id: u32) {
         if self.ends.is_empty() {
-            self.ends.push(false);
+            self.ends.push(None);
         }
         let mut node = 0u32;
         for &b in piece {
             let next = self.ends.len() as u32;
             node = *self.edges.entry((node, b)).or_insert(next);
             if node == next {
-                self.ends.push(false);
+                self.ends.push(None);
             }
         }
         if !piece.is_empty() {
-            self.ends[node as usize] = true;
+            self.ends[node as usize] = Some(id);
         }
     }
 
-    /// Calls `found` with the length of every piece `text` starts with, shortest first.
-    fn for_each_prefix(&self, text: &[u8], mut found: impl FnMut(usize)) {
+    /// Calls `found` with the length and id of every piece `text` starts with, shortest
+    /// first.
+    fn for_each_prefix(&self, text: &[u8], mut found: impl FnMut(usize, u32)) {
         let mut node = 0u32;
         for (i, &b) in text.iter().enumerate() {
             match self.edges.get(&(node, b)) {
                 Some(&next) => node = next,
                 None => return,
             }
-            if self.ends[node as usize] {
-                found(i + 1);
+            if let Some(id) = self.ends[node as usize] {
+                found(i + 1, id);
             }
         }
     }
