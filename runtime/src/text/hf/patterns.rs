@@ -212,21 +212,37 @@ fn deepseek_word_match(rest: &str) -> Option<usize> {
 }
 
 /// The byte length of a case-insensitive contraction (`'s`, `'t`, `'re`, `'ve`, `'m`,
-/// `'ll`, `'d`, tried in that order) at the start of `rest`, or 0.
+/// `'ll`, `'d`, tried in that order) at the start of `rest`, or 0. Case-insensitive as the
+/// reference's regular expressions are, by Unicode case folding: besides the ASCII capitals,
+/// the long s `ſ` (U+017F) folds to `s` (no other character folds to one of these letters).
 fn contraction_len(rest: &str) -> usize {
     let Some(after) = rest.strip_prefix('\'') else {
         return 0;
     };
-    let lower = after
-        .chars()
-        .take(2)
-        .flat_map(char::to_lowercase)
-        .collect::<String>();
-    ["s", "t", "re", "ve", "m", "ll", "d"]
-        .into_iter()
-        .find(|suffix| lower.starts_with(suffix))
-        // Only ASCII letters lowercase to these, one byte each.
-        .map_or(0, |suffix| 1 + suffix.len())
+    let fold = |c: char| match c {
+        'ſ' => Some('s'),
+        c if c.is_ascii_alphabetic() => Some(c.to_ascii_lowercase()),
+        _ => None,
+    };
+    let mut chars = after.chars();
+    let Some(first) = chars.next() else {
+        return 0;
+    };
+    let Some(folded) = fold(first) else {
+        return 0;
+    };
+    let second = chars.next().and_then(|c| Some((c, fold(c)?)));
+    let pair = |a: char, b: char| folded == a && second.is_some_and(|(_, f)| f == b);
+    let len = if matches!(folded, 's' | 't') {
+        first.len_utf8()
+    } else if pair('r', 'e') || pair('v', 'e') || pair('l', 'l') {
+        first.len_utf8() + second.map_or(0, |(c, _)| c.len_utf8())
+    } else if matches!(folded, 'm' | 'd') {
+        first.len_utf8()
+    } else {
+        return 0;
+    };
+    1 + len
 }
 
 /// The byte length of the `o200k` match at the start of `rest` (non-empty), following the
