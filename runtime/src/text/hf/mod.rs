@@ -36,14 +36,14 @@ use crate::{Error, Result};
 /// runs its pipeline: added tokens, normalizer, pre-tokenizer, model, post-processor, and the
 /// decoder for the way back. Supported are the pipelines of the GPT-2, RoBERTa, BERT, Llama 2 /
 /// Mistral (SentencePiece BPE), Llama 3, Qwen 2 and 3.5, GPT-4o / Llama 4 (`o200k`), Mistral
-/// NeMo (Tekken) and DeepSeek V3 families, the SentencePiece unigram models of T5, ALBERT and
+/// NeMo (Tekken), DeepSeek V3 and BLOOM families, the SentencePiece unigram models of T5, ALBERT and
 /// XLM-RoBERTa, and word-level vocabularies:
 ///
 /// | part | supported `type`s |
 /// |---|---|
 /// | `model` | `BPE` (with merges as `"a b"` or `["a", "b"]`, byte fallback, unknown token), `WordPiece`, `WordLevel`, `Unigram` (unknown token, byte fallback) |
 /// | `normalizer` | `Sequence`, `NFD`, `NFC`, `NFKD`, `NFKC`, `Lowercase`, `StripAccents`, `BertNormalizer`, `Replace` (a literal pattern, or the regular expressions ` {2,}`, `\A +\| +\z` and `\A▁` of the SentencePiece converters), `Prepend`, `Strip`, `Precompiled` (SentencePiece's compiled character map) |
-/// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits`, `Metaspace`, `Punctuation`, `Split` (a literal pattern, or the regular expression of GPT-2, Llama 3 (`cl100k`), Qwen 2, Qwen 3.5, GPT-4o / Llama 4 (`o200k`), Mistral's Tekken or DeepSeek V3's three; every `behavior`, `invert`) |
+/// | `pre_tokenizer` | `Sequence`, `ByteLevel`, `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Digits`, `Metaspace`, `Punctuation`, `Split` (a literal pattern, or the regular expression of GPT-2, Llama 3 (`cl100k`), Qwen 2, Qwen 3.5, GPT-4o / Llama 4 (`o200k`), Mistral's Tekken, DeepSeek V3's three or BLOOM's; every `behavior`, `invert`) |
 /// | `post_processor` | `TemplateProcessing`, `BertProcessing`, `RobertaProcessing`, `ByteLevel` |
 /// | `decoder` | `Sequence`, `ByteLevel`, `WordPiece`, `Replace` (literal pattern), `ByteFallback`, `Fuse`, `Strip`, `Metaspace` (none: tokens joined by spaces) |
 ///

@@ -6,9 +6,10 @@
 //! take digits one at a time (Qwen 2) and marks as letters (Qwen 3.5), and `o200k`'s (GPT-4o,
 //! Llama 4, Phi-4) with its variant without contractions and with single digits (Mistral's
 //! Tekken), which cut words at case changes; and the three DeepSeek V3 splits in turn (number
-//! groups, CJK runs, then words and punctuation), which, unlike the others, need not match
-//! every character (the text between matches is kept as pieces of its own). A file with any
-//! other pattern is an error.
+//! groups, CJK runs, then words and punctuation) and BLOOM's (runs between whitespace and
+//! sentence punctuation of several scripts), which, unlike the others, need not match every
+//! character (the text between matches is kept as pieces of its own). A file with any other
+//! pattern is an error.
 
 use super::unicode::{
     is_letter, is_lower_like, is_mark, is_number, is_punctuation, is_symbol, is_upper_like,
@@ -54,6 +55,11 @@ const DEEPSEEK_WORDS: &str = concat!(
     r"| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 );
 
+/// BLOOM's: an optional space, then a run of characters other than whitespace, the
+/// punctuation `.,!?…。，、।۔،` and (the class is written as if it were a group) `(`, `|` and `)`.
+/// Text between its matches (whitespace, and that punctuation) makes pieces of its own.
+const BLOOM: &str = " ?[^(\\s|[.,!?…。，、।۔،])]+";
+
 /// A recognised pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pattern {
@@ -72,6 +78,8 @@ pub enum Pattern {
     CjkRuns,
     /// [`DEEPSEEK_WORDS`].
     DeepSeekWords,
+    /// [`BLOOM`].
+    Bloom,
 }
 
 impl Pattern {
@@ -102,6 +110,7 @@ impl Pattern {
             NUMBER_GROUPS => Some(Pattern::NumberGroups),
             CJK_RUNS => Some(Pattern::CjkRuns),
             DEEPSEEK_WORDS => Some(Pattern::DeepSeekWords),
+            BLOOM => Some(Pattern::Bloom),
             _ => None,
         }
     }
@@ -122,6 +131,7 @@ impl Pattern {
                 Pattern::NumberGroups => Some(number_group_len(rest, 3)).filter(|&n| n > 0),
                 Pattern::CjkRuns => Some(run_len(rest, is_deepseek_cjk)).filter(|&n| n > 0),
                 Pattern::DeepSeekWords => deepseek_word_match(rest),
+                Pattern::Bloom => bloom_match(rest),
             }
         };
         let mut found = Vec::new();
@@ -154,6 +164,33 @@ impl Pattern {
         }
         pieces
     }
+}
+
+/// The byte length of the [`BLOOM`] match at the start of `rest`, if one starts there: the
+/// optional space is taken only where a run follows it.
+fn bloom_match(rest: &str) -> Option<usize> {
+    let in_run = |c: char| {
+        !c.is_whitespace()
+            && !matches!(
+                c,
+                '(' | '|'
+                    | ')'
+                    | '.'
+                    | ','
+                    | '!'
+                    | '?'
+                    | '…'
+                    | '。'
+                    | '，'
+                    | '、'
+                    | '।'
+                    | '۔'
+                    | '،'
+            )
+    };
+    let space = usize::from(rest.starts_with(' '));
+    let run = run_len(&rest[space..], in_run);
+    (run > 0).then_some(space + run)
 }
 
 /// Whether `c` is in DeepSeek's CJK class: U+4E00–U+9FA5, hiragana U+3040–U+309F, katakana
