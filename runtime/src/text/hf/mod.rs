@@ -36,8 +36,8 @@ use crate::{Error, Result};
 /// runs its pipeline: added tokens, normalizer, pre-tokenizer, model, post-processor, and the
 /// decoder for the way back. Supported are the pipelines of the GPT-2, RoBERTa, BERT, Llama 2 /
 /// Mistral (SentencePiece BPE), Llama 3, Qwen 2 and 3.5, GPT-4o / Llama 4 (`o200k`), Mistral
-/// NeMo (Tekken), DeepSeek V3 and BLOOM families, the SentencePiece unigram models of T5, ALBERT and
-/// XLM-RoBERTa, and word-level vocabularies:
+/// NeMo (Tekken), DeepSeek V3 and BLOOM families, the SentencePiece unigram models of T5,
+/// ALBERT and XLM-RoBERTa, and word-level vocabularies:
 ///
 /// | part | supported `type`s |
 /// |---|---|
