@@ -1,7 +1,15 @@
 //! Branch-free f32 versions of `exp` and `tanh` (within 2 ulp of the correctly rounded value)
-//! and `erf` (within 3.6e-7): the library functions are scalar calls that stop a loop from vectorizing,
-//! and in the recurrent gates and in `gelu` they cost more than the matrix products around
-//! them. f64 keeps the library functions.
+//! and `erf` (within 3.6e-7): the library functions are scalar calls that stop a loop from
+//! vectorizing, and in the recurrent gates and in `gelu` they cost more than the matrix
+//! products around them. f64 keeps the library functions.
+
+/// `c[0]·x^(N−1) + c[1]·x^(N−2) + … + c[N−1]` by Horner's rule: one multiplication and one
+/// addition per coefficient, in this order (the order the fitted coefficients' error bounds
+/// assume; no fused multiply-add, so that every instruction set computes the same bits).
+#[inline(always)]
+fn horner<const N: usize>(x: f32, c: [f32; N]) -> f32 {
+    c[1..].iter().fold(c[0], |p, &k| p * x + k)
+}
 
 /// `e^x` in f32 within 2 ulp (Cephes' `expf`): `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`,
 /// a degree-6 polynomial for `e^r`, and `2^n` applied as two normal factors `2^(n/2)` so that
@@ -23,12 +31,17 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let shifted = x * LOG2E + ROUND;
     let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_2e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
+    let p = horner(
+        r,
+        [
+            1.987_569_2e-4,
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ],
+    );
     let e = p * (r * r) + r + 1.0;
     let n = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
     let half = n >> 1;
@@ -42,11 +55,16 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 pub(crate) fn tanh_f32(x: f32) -> f32 {
     let a = x.abs();
     let s = x * x;
-    let p = -5.704_988_7e-3_f32;
-    let p = p * s + 2.063_909e-2;
-    let p = p * s - 5.373_971_6e-2;
-    let p = p * s + 1.333_144_2e-1;
-    let p = p * s - 3.333_328e-1;
+    let p = horner(
+        s,
+        [
+            -5.704_988_7e-3,
+            2.063_909e-2,
+            -5.373_971_6e-2,
+            1.333_144_2e-1,
+            -3.333_328e-1,
+        ],
+    );
     let small = p * s * x + x;
     let large = (1.0 - 2.0 / (exp_f32(2.0 * a) + 1.0)).copysign(x);
     if a < 0.625 {
@@ -73,18 +91,28 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
     // GELU of a large input is that input). NaN passes through both clamps and the arithmetic.
     let x = x.clamp(-3.95, 3.95);
     let z = x * x;
-    let p = 2.046_010_6e-6_f32;
-    let p = p * z + 2.848_222_5e-4;
-    let p = p * z + 3.771_971_2e-3;
-    let p = p * z + 5.276_747_4e-2;
-    let p = p * z + 1.905_814_1e-1;
-    let p = p * z + 1.128_379_1;
-    let q = 3.804_649_9e-5_f32;
-    let q = q * z + 1.163_702_3e-3;
-    let q = q * z + 1.498_203_9e-2;
-    let q = q * z + 1.141_774_65e-1;
-    let q = q * z + 5.022_311_2e-1;
-    let q = q * z + 1.0;
+    let p = horner(
+        z,
+        [
+            2.046_010_6e-6,
+            2.848_222_5e-4,
+            3.771_971_2e-3,
+            5.276_747_4e-2,
+            1.905_814_1e-1,
+            1.128_379_1,
+        ],
+    );
+    let q = horner(
+        z,
+        [
+            3.804_649_9e-5,
+            1.163_702_3e-3,
+            1.498_203_9e-2,
+            1.141_774_65e-1,
+            5.022_311_2e-1,
+            1.0,
+        ],
+    );
     (x * p / q).clamp(-1.0, 1.0)
 }
 
