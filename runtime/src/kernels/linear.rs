@@ -142,28 +142,21 @@ pub fn linear_backward_bias<F: Float>(
     // Groups of columns, each summed over all the rows in registers (the sums of a row-by-row
     // sweep went through memory at every row, compiled for the baseline CPU: 1.4% of W6's
     // step). Each output's sum is still in batch order, onto its starting value.
-    let pieces = (out_features / BIAS_PIECE_MIN).clamp(1, 4);
-    if pieces < 2 || batch * out_features < BIAS_SPLIT_MIN {
-        return run_fast(BiasColumns {
-            dy,
-            cols: out_features,
-            first: 0,
-            db,
-        });
-    }
-    let width = out_features.div_ceil(pieces).next_multiple_of(BIAS_GROUP);
-    let pieces = out_features.div_ceil(width);
-    let db = SharedMut::new(db);
-    parallel::for_each_chunk(pieces, |piece, _| {
-        let columns = piece * width..((piece + 1) * width).min(out_features);
-        // SAFETY: each piece is claimed once, and pieces cover disjoint columns.
-        let db = unsafe { db.range(columns.clone()) };
+    let columns = |first: usize, db: &mut [F]| {
         run_fast(BiasColumns {
             dy,
             cols: out_features,
-            first: columns.start,
+            first,
             db,
-        });
+        })
+    };
+    if batch * out_features < BIAS_SPLIT_MIN {
+        return columns(0, db);
+    }
+    let db = SharedMut::new(db);
+    parallel::for_each_column_piece(out_features, BIAS_GROUP, BIAS_PIECE_MIN, |range| {
+        // SAFETY: each piece is run once, and pieces cover disjoint columns.
+        columns(range.start, unsafe { db.range(range) });
     });
 }
 

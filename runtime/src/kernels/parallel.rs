@@ -291,6 +291,28 @@ pub(crate) fn run_fast_split<L: SplitLoop>(update: L) {
     });
 }
 
+/// Runs `work` on the columns `0..cols` cut into up to four pieces of whole `group`s of
+/// columns, each at least `min_width` wide, claimed by the two threads as they come free
+/// ([`for_each_chunk`]: a busy helper leaves them all to this thread); one piece of all the
+/// columns when they are too few to cut. For column-wise reductions (parameter gradients summed
+/// over the rows), whose pieces write disjoint columns and compute the same bits however the
+/// columns are cut.
+pub(crate) fn for_each_column_piece(
+    cols: usize,
+    group: usize,
+    min_width: usize,
+    work: impl Fn(std::ops::Range<usize>) + Sync,
+) {
+    let width = cols.div_ceil(4).next_multiple_of(group).max(min_width);
+    let pieces = cols.div_ceil(width);
+    if pieces < 2 || threads() < 2 {
+        return work(0..cols);
+    }
+    for_each_chunk(pieces, |piece, _| {
+        work(piece * width..((piece + 1) * width).min(cols));
+    });
+}
+
 /// Sets every element of `slice` to `value`, shared by two threads when the slice is long
 /// ([`run_fast_split`]). A gradient table that is cleared at every step (an embedding's: W7's
 /// 20,000 × 128 f32, 10 MiB) is written at the speed of memory, and a second core writes

@@ -282,17 +282,12 @@ fn param_grads<F: Float>(
             dbias,
         })
     };
-    // Up to four pieces of whole 16-column groups, claimed by the threads as they come free
-    // (a busy helper leaves them all to this thread).
-    let width = cols.div_ceil(4).next_multiple_of(16).max(16);
-    let pieces = cols.div_ceil(width);
-    if !parallel || pieces < 2 {
+    if !parallel {
         return pass(0, dweight, dbias);
     }
     let (dweight, dbias) = (SharedMut::new(dweight), SharedMut::new(dbias));
-    parallel::for_each_chunk(pieces, |piece, _| {
-        let columns = piece * width..((piece + 1) * width).min(cols);
-        // SAFETY: each piece is claimed once, and pieces cover disjoint columns.
+    parallel::for_each_column_piece(cols, GROUP, GROUP, |columns| {
+        // SAFETY: each piece is run once, and pieces cover disjoint columns.
         let (dw, db) = unsafe { (dweight.range(columns.clone()), dbias.range(columns.clone())) };
         pass(columns.start, dw, db);
     });
