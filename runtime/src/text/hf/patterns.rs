@@ -256,30 +256,16 @@ fn contraction_len(rest: &str) -> usize {
     let Some(after) = rest.strip_prefix('\'') else {
         return 0;
     };
-    let fold = |c: char| match c {
-        'ſ' => Some('s'),
-        c if c.is_ascii_alphabetic() => Some(c.to_ascii_lowercase()),
-        _ => None,
-    };
-    let mut chars = after.chars();
-    let Some(first) = chars.next() else {
-        return 0;
-    };
-    let Some(folded) = fold(first) else {
-        return 0;
-    };
-    let second = chars.next().and_then(|c| Some((c, fold(c)?)));
-    let pair = |a: char, b: char| folded == a && second.is_some_and(|(_, f)| f == b);
-    let len = if matches!(folded, 's' | 't') {
-        first.len_utf8()
-    } else if pair('r', 'e') || pair('v', 'e') || pair('l', 'l') {
-        first.len_utf8() + second.map_or(0, |(c, _)| c.len_utf8())
-    } else if matches!(folded, 'm' | 'd') {
-        first.len_utf8()
-    } else {
-        return 0;
-    };
-    1 + len
+    if after.starts_with('ſ') {
+        return 1 + 'ſ'.len_utf8();
+    }
+    // ASCII letters by their bytes (a byte of a longer character never lowercases to one).
+    let lower = |i: usize| after.as_bytes().get(i).map(u8::to_ascii_lowercase);
+    match (lower(0), lower(1)) {
+        (Some(b's' | b't' | b'm' | b'd'), _) => 2,
+        (Some(b'r' | b'v'), Some(b'e')) | (Some(b'l'), Some(b'l')) => 3,
+        _ => 0,
+    }
 }
 
 /// The byte length of the `o200k` match at the start of `rest` (non-empty), following the
