@@ -5,6 +5,7 @@
 
 use super::driver::{pack_whole_b, packed_b_len, run, MatRef, Path, Problem};
 use super::kernel::{Elem, Kernel, PortableF32, PortableF64};
+use super::shared::shared_blocks;
 use std::sync::OnceLock;
 
 /// The instruction sets kiln has GEMM kernels for.
@@ -127,6 +128,11 @@ pub trait Dispatch: Elem {
     /// zero), `C` not overlapping `A` or `B`.
     unsafe fn run_on(isa: Isa, p: &Problem<Self>, path: Path);
 
+    /// Into how many blocks of `C` two threads can share `p` with the kernels of `isa`
+    /// ([`Path::Shared`]), or 0 where they cannot (where [`Path::Auto`] would not run `p` by
+    /// the packed loop nest, or its shared operand would be too large to keep packed).
+    fn shared_blocks_on(isa: Isa, p: &Problem<Self>) -> usize;
+
     /// The microkernel's tile size `(MR, NR)` with the kernels of `isa`.
     fn tile_size(isa: Isa) -> (usize, usize);
 
@@ -140,6 +146,28 @@ pub trait Dispatch: Elem {
     /// `isa` must be supported by this CPU, every element of `B` readable, and `dst` writable
     /// for [`Dispatch::packed_b_len`] elements, not overlapping `B`.
     unsafe fn pack_b_on(isa: Isa, k: usize, n: usize, b: MatRef<Self>, dst: *mut Self);
+}
+
+/// Whether an AVX-512 CPU runs `p` with the AVX2 kernels (`Narrow`) rather than the
+/// AVX-512 ones (`Wide`) on `path`: a `C` no wider than the AVX2 tile, with rows for two
+/// AVX-512 tiles or more. The AVX-512 tile is twice as wide, and more than half of each of
+/// its multiply-adds would compute padding. W2's 64 → 10 layer (`64 × 64 × 10`): 37.6
+/// GFLOP/s with the AVX-512 kernels, 47 with the AVX2 ones; `16³` (`A·Bᵀ`) 26 → 38. With one
+/// AVX-512 tile of rows (`8³`) the AVX2 kernels' two tiles were slower (7.9 → 7.4;
+/// benches/gemm.rs, Intel Xeon, 2026-12-05). Not for a `B` packed ahead (by the AVX-512
+/// kernels), nor on the paths tests force. Only when `k` is one depth block for both kernel
+/// sets (at most the smaller base `kc`), so that each element is the same sum, rounded the
+/// same way, on either: a product split between two threads can hand a part of 16 columns
+/// here while the whole, on one thread, runs on the AVX-512 kernels (`48 × 2000 × 48`: 32 +
+/// 16 columns), or keep a part of too few rows from here (`30 × 9000 × 16`: 16 + 14 rows),
+/// and with a 48 KiB L1 the two sets' depth blocks differ (512 and 256 steps).
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+fn runs_narrow<Wide: Kernel, Narrow: Kernel>(p: &Problem<Wide::T>, path: Path) -> bool {
+    matches!(path, Path::Auto | Path::Shared { .. })
+        && p.b_packed.is_null()
+        && p.k <= Wide::BLOCKING.kc.min(Narrow::BLOCKING.kc)
+        && (2..=Narrow::NR).contains(&p.n)
+        && p.m >= 2 * Wide::MR
 }
 
 /// Defines the entry points of one element type and its [`Dispatch`] impl.
@@ -185,32 +213,12 @@ macro_rules! dispatch {
         impl Dispatch for $t {
             #[inline]
             unsafe fn run_on(isa: Isa, p: &Problem<$t>, path: Path) {
-                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-                use super::kernel::{$avx2 as Narrow, $avx512 as Wide};
                 match isa {
-                    // A `C` no wider than the AVX2 tile, with rows for two AVX-512 tiles
-                    // or more, runs the AVX2 kernels: the AVX-512 tile is twice as wide,
-                    // and more than half of each of its multiply-adds would compute padding.
-                    // W2's 64 → 10 layer (`64 × 64 × 10`): 37.6 GFLOP/s with the AVX-512
-                    // kernels, 47 with the AVX2 ones; `16³` (`A·Bᵀ`) 26 → 38. With one
-                    // AVX-512 tile of rows (`8³`) the AVX2 kernels' two tiles were slower
-                    // (7.9 → 7.4; benches/gemm.rs, Intel Xeon, 2026-12-05). Not for a `B`
-                    // packed ahead (by the AVX-512 kernels), nor on the paths tests force.
-                    // Only when `k` is one depth block for both kernel sets (at most the
-                    // smaller base `kc`), so that each element is the same sum, rounded the
-                    // same way, on either: a product split between two threads can hand a
-                    // part of 16 columns here while the whole, on one thread, runs on the
-                    // AVX-512 kernels (`48 × 2000 × 48`: 32 + 16 columns), or keep a part of
-                    // too few rows from here (`30 × 9000 × 16`: 16 + 14 rows), and with a
-                    // 48 KiB L1 the two sets' depth blocks differ (512 and 256 steps).
+                    // A narrow `C` on the AVX2 kernels (see `runs_narrow`).
                     // SAFETY: an AVX-512 CPU has AVX2 and FMA; `p` from the caller.
                     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
                     Isa::Avx512
-                        if path == Path::Auto
-                            && p.b_packed.is_null()
-                            && p.k <= Wide::BLOCKING.kc.min(Narrow::BLOCKING.kc)
-                            && (2..=Narrow::NR).contains(&p.n)
-                            && p.m >= 2 * Wide::MR =>
+                        if runs_narrow::<super::kernel::$avx512, super::kernel::$avx2>(p, path) =>
                     unsafe { $avx2_fn(p, path) },
                     // SAFETY: the caller guarantees that the CPU supports `isa`, and `p`.
                     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
@@ -220,6 +228,26 @@ macro_rules! dispatch {
                     Isa::Avx2 => unsafe { $avx2_fn(p, path) },
                     // SAFETY: the baseline needs no CPU feature; `p` from the caller.
                     _ => unsafe { $portable_fn(p, path) },
+                }
+            }
+
+            fn shared_blocks_on(isa: Isa, p: &Problem<$t>) -> usize {
+                match isa {
+                    // As `run_on` chooses the kernels for `Path::Shared`.
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx512
+                        if runs_narrow::<super::kernel::$avx512, super::kernel::$avx2>(
+                            p,
+                            Path::Auto,
+                        ) =>
+                    {
+                        shared_blocks::<super::kernel::$avx2>(p)
+                    }
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx512 => shared_blocks::<super::kernel::$avx512>(p),
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    Isa::Avx2 => shared_blocks::<super::kernel::$avx2>(p),
+                    _ => shared_blocks::<$portable>(p),
                 }
             }
 

@@ -6,7 +6,8 @@
 //! any larger one), every later call reuses them without touching the allocator. Their size
 //! is bounded by the blocking parameters (`MC × KC` and `KC × NC` elements) and by the most
 //! of `A` the driver keeps packed across blocks of `B` (`KEPT_A_MAX`, 4 MiB of f32), not by
-//! the problem size, so the footprint stays a few MiB per thread at most.
+//! the problem size, so the footprint stays a few MiB per thread at most (a product two
+//! threads share keeps all of `A` or all of `B` packed, within the same `KEPT_A_MAX`).
 //!
 //! A call moves the buffers out of the thread-local for its duration ([`Scratch`]) and puts
 //! them back when done, rather than running the GEMM inside a `LocalKey::with` closure: the

@@ -7,6 +7,7 @@ use super::buffer::Scratch;
 use super::gemv::{by_gemv, deep_for_dot_tiles};
 use super::kernel::{fetches_c, Blocking, Elem, Kernel, Tile};
 use super::pack::{pack, pack_cols};
+use super::shared::{share_plan, shared, Claims};
 
 /// A read-only strided matrix: element `(i, j)` is at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug)]
@@ -23,7 +24,7 @@ impl<T> MatRef<T> {
     /// The address of element `(i, j)` (computed with wrapping arithmetic: only dereferenced
     /// where the element is inside the matrix).
     #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> *const T {
+    pub(super) fn at(&self, i: usize, j: usize) -> *const T {
         self.ptr
             .wrapping_offset(i as isize * self.rs + j as isize * self.cs)
     }
@@ -85,6 +86,19 @@ pub enum Path {
     /// The packed path, reading `B` in place where its layout allows (see
     /// `reads_b_in_place`), else packing it.
     BInPlace,
+    /// This thread's share of a product two threads compute together: it claims blocks of
+    /// `C` from `claims` (from the front, or from the back) until none is left, and runs
+    /// each as [`Path::Auto`] would have run it within the whole (see
+    /// [`Dispatch::shared_blocks_on`](crate::Dispatch::shared_blocks_on), which says whether
+    /// a problem can be shared and into how many blocks). Each element is the same sum, in
+    /// the same order, as on one thread.
+    Shared {
+        /// The blocks not yet claimed; created by [`Claims::new`] with the count
+        /// `shared_blocks_on` gave, and valid for the whole call.
+        claims: *const Claims,
+        /// Whether this thread claims from the front (the other from the back).
+        from_front: bool,
+    },
     /// Computes nothing: grows this thread's packing buffers to what [`Path::Auto`] would
     /// need for the problem. A call split between two threads runs each part with part of
     /// the buffers; reserving for the whole first means a later unsplit call of the same or
@@ -115,6 +129,14 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     if p.m == 0 || p.n == 0 {
         return;
     }
+    if let Path::Shared { claims, from_front } = path {
+        let Some(plan) = share_plan::<K>(p, blocking::<K>()) else {
+            panic!("Path::Shared on a product that cannot be shared (see `shared_blocks_on`)");
+        };
+        // SAFETY: forwarded from the caller (`claims` valid for the call, as `Path::Shared`
+        // requires).
+        return unsafe { shared::<K>(p, plan, &*claims, from_front) };
+    }
     // `B` placed otherwise than by strides (packed in advance, or its rows or columns through
     // offsets): one path each, whatever the shape.
     let placed = [p.b_packed.cast::<()>(), p.b_rows.cast(), p.b_cols.cast()];
@@ -142,6 +164,7 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
         Path::Packed(blocking) => (false, Blocked::Packed(blocking)),
         Path::BInPlace => (false, Blocked::BInPlace),
         Path::Gemv => (true, Blocked::Packed(auto)),
+        Path::Shared { .. } => unreachable!("handled above"),
     };
     if no_product {
         // SAFETY: forwarded from the caller.
@@ -191,7 +214,7 @@ pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
 /// to 226–228 on two, and W3's and W6's products by 2–5%; on a 32 KiB L1 (Zen 2, Skylake)
 /// the 32 KiB panel would fill it, and `kc` stays 256. The AVX-512 kernels' panel (128 bytes
 /// a step) is already at two thirds of a 48 KiB L1 with `kc` 256.
-fn blocking<K: Kernel>() -> Blocking {
+pub(super) fn blocking<K: Kernel>() -> Blocking {
     let base = K::BLOCKING;
     let step_bytes = K::NR * std::mem::size_of::<K::T>();
     let budget = l1d_bytes() * 2 / 3;
@@ -224,7 +247,7 @@ fn reserve<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 
 /// The most elements of packed `A` kept for the next blocks of `B`'s columns (4 MiB of f32;
 /// see [`keeps_a`]).
-const KEPT_A_MAX: usize = 1 << 20;
+pub(super) const KEPT_A_MAX: usize = 1 << 20;
 
 /// Whether [`packed`] packs all of `A` once and keeps it for every block of `nc` columns of
 /// `B`, instead of packing each block of `A` again for each of them: where `B` has more than
@@ -260,7 +283,7 @@ fn keeps_a<K: Kernel>(p: &Problem<K::T>, nc_max: usize, a_in_place: bool) -> boo
 /// matrix-vector product per row of `C` was 2 to 3 times slower than packing already at
 /// 32 × 32 × 32, and no faster below.
 #[inline(always)]
-fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
+pub(super) fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
     let dots = p.b.rs == 1 && p.a.cs == 1;
     let rows = p.m < K::MR || (p.m == K::MR && !K::LEAN && deep_for_dot_tiles::<K>(p.k));
     // With `A` read in place ([`Kernel::READS_A_IN_PLACE`]), the packed path copies only the
@@ -330,7 +353,7 @@ unsafe fn scale_c<T: Elem>(p: &Problem<T>) {
 /// to a multiple of `unit`), made about equal and rounded up to a multiple of `unit`. Equal
 /// blocks avoid a thin last block (e.g. `k = 260` with `KC = 256` runs as 2 × 130, not
 /// 256 + 4, whose rank-4 update would be all overhead).
-fn block_size(len: usize, max: usize, unit: usize) -> usize {
+pub(super) fn block_size(len: usize, max: usize, unit: usize) -> usize {
     let max = (max / unit).max(1) * unit;
     let blocks = len.div_ceil(max).max(1);
     len.div_ceil(blocks).div_ceil(unit) * unit
@@ -360,14 +383,14 @@ fn block_size(len: usize, max: usize, unit: usize) -> usize {
 /// narrow `C` (`2n < NR`) of at least `MR` rows takes this path rather than dot products
 /// (see [`gemv_first`]): W2's `64 × 64 × 10` 29 → 38 (AVX-512).
 ///
-/// Threading: large problems are split before they get here (`run_split` in `gemm.rs`, the
-/// helper thread in `kernels/parallel.rs`): `C` is cut at a panel boundary into two blocks, along `n`
-/// (a range of `jc` columns, each thread packing its own `B` columns and all of `A`) or
-/// along `m`, and each block runs this unchanged single-threaded loop nest on its own thread
-/// with its own thread-local buffers, so no synchronisation is needed inside, and results
-/// are bit-identical to one thread. A finer split (loop 3, `ic`, sharing one packed `B`
-/// block between threads with a barrier per `pc` step) would need the `B` buffer handed in
-/// by the caller instead of taken from the thread-local here.
+/// Threading: a large problem this loop nest would run is shared by two threads instead
+/// ([`shared`], through [`Path::Shared`]): each claims blocks of `C` (ranges of `jc` columns,
+/// or of `ic` rows) from its end of a common counter and computes them with these loops'
+/// blocking, packing the operand all blocks share (all of `A` along `n`, all of `B` along
+/// `m`) once, in its own thread-local buffers. Other large problems are cut in two halves
+/// at a panel boundary (`run_split` in `gemm.rs`), each running [`run`] unchanged on its own
+/// thread. Either way no synchronisation is needed inside, and results are bit-identical to
+/// one thread.
 ///
 /// # Safety
 /// As for [`run`].
@@ -502,7 +525,7 @@ const B_IN_PLACE_MIN_K: usize = 24;
 /// convolution's `W · cols` per sample is such a product: packing `cols` would copy each of
 /// its elements once more only to read it from the same cache.
 #[inline(always)]
-fn reads_b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) -> bool {
+pub(super) fn reads_b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) -> bool {
     !K::LEAN
         && p.b.cs == 1
         && p.b.rs > 0
@@ -673,18 +696,18 @@ unsafe fn by_rows<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 }
 
 /// The most panels of `B` for which [`packed`] reads a row-major `A` in place.
-const A_IN_PLACE_MAX_PANELS: usize = 4;
+pub(super) const A_IN_PLACE_MAX_PANELS: usize = 4;
 
 /// Whether the kernel set reads `A` in place ([`Kernel::READS_A_IN_PLACE`]) and `A`'s rows
 /// are contiguous along `k`.
-fn reads_a_in_place<K: Kernel>(p: &Problem<K::T>) -> bool {
+pub(super) fn reads_a_in_place<K: Kernel>(p: &Problem<K::T>) -> bool {
     K::READS_A_IN_PLACE && p.a.cs == 1 && p.a.rs > 0
 }
 
 /// One `mc × kc` block of `A` as the microkernels read it: its first `in_place_rows` rows (a
 /// multiple of `MR`) in place, `lda` apart from `in_place`, the rest packed at `packed`.
 #[derive(Clone, Copy)]
-struct ABlock<T> {
+pub(super) struct ABlock<T> {
     packed: *const T,
     in_place: *const T,
     lda: usize,
@@ -701,7 +724,7 @@ impl<T: Elem> ABlock<T> {
     /// The block must be inside `A`, and `buffer` writable for `ceil(mc / MR) · MR · kc`
     /// elements.
     #[inline(always)]
-    unsafe fn take<K: Kernel<T = T>>(
+    pub(super) unsafe fn take<K: Kernel<T = T>>(
         p: &Problem<T>,
         ic: usize,
         pc: usize,
@@ -737,7 +760,7 @@ impl<T: Elem> ABlock<T> {
 
     /// A block packed earlier at `packed` (by [`ABlock::take`] without rows in place).
     #[inline(always)]
-    fn packed(packed: *const T, kc: usize) -> Self {
+    pub(super) fn packed(packed: *const T, kc: usize) -> Self {
         Self {
             packed,
             in_place: std::ptr::null(),
@@ -788,7 +811,7 @@ fn bias_at<T>(bias: *const T, j: usize) -> *const T {
 /// block (padded to whole panels), and the block of `C` must be valid as for [`run`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn macro_kernel<K: Kernel>(
+pub(super) unsafe fn macro_kernel<K: Kernel>(
     p: &Problem<K::T>,
     beta: K::T,
     bias: *const K::T,

@@ -12,6 +12,8 @@
 //! - `driver.rs`: the problem description ([`Problem`]), the choice of algorithm per call
 //!   ([`Path`]), and the blocked loop nest (pack a `kc × nc` block of `B`, then for each
 //!   `mc × kc` block of `A` pack it and sweep the microkernel over its tiles).
+//! - `shared.rs`: the same loop nest as one thread's share of a product two threads compute
+//!   together, claiming blocks of `C` from either end ([`Claims`]).
 //! - `kernel.rs`: the `MR × NR` register-tile microkernels, written as fixed-size arrays
 //!   that LLVM vectorises, one per (instruction set, element type).
 //! - `arch.rs`: `#[target_feature]` entry points compiling everything above once for
@@ -33,11 +35,13 @@ mod driver;
 mod gemv;
 mod kernel;
 mod pack;
+mod shared;
 mod simd;
 
 pub use arch::{Dispatch, Isa};
 pub use driver::{MatRef, Path, Problem};
 pub use kernel::{Blocking, Elem};
+pub use shared::{block_range, Claims};
 
 /// Columns a row of `B` must stay readable past `n` for a product with `B`'s rows through
 /// offsets ([`Problem::b_rows`]): every kernel reads whole panels of `NR` columns (at most

@@ -21,7 +21,7 @@
 use super::parallel;
 use crate::Float;
 pub(crate) use kiln_gemm::Isa;
-use kiln_gemm::{Dispatch, MatRef, Path, Problem};
+use kiln_gemm::{Claims, Dispatch, MatRef, Path, Problem};
 
 /// `C = alpha · op(A) · op(B) + beta · C` on row-major slices.
 ///
@@ -495,12 +495,14 @@ fn same_algorithm(rows: usize, cols: usize, nr: usize, min_rows: usize) -> bool 
     rows >= min_rows && cols > 1 && 2 * cols >= nr
 }
 
-/// Runs a large problem on two threads, if available and worth it: `C` is cut at a panel
-/// boundary into two blocks of about equal work (along `n` when `n ≥ m`, else along `m`);
-/// this thread computes the first and the helper thread the second. Each block runs the
-/// unchanged single-threaded algorithm (the same `kc` blocking and per-element summation
-/// order), so the result is bit-identical to a one-thread call. Returns `false`, having done
-/// nothing, when the problem is to run on this thread alone.
+/// Runs a large problem on two threads, if available and worth it. Where the whole would
+/// run the packed loop nest, both threads share it block by block ([`run_shared`]).
+/// Otherwise `C` is cut at a panel boundary into two blocks of about equal work (along `n`
+/// when `n ≥ m`, else along `m`); this thread computes the first and the helper thread the
+/// second, each with the unchanged single-threaded algorithm. Either way each element is
+/// the same sum in the same order (the same `kc` blocking), so the result is bit-identical
+/// to a one-thread call. Returns `false`, having done nothing, when the problem is to run on
+/// this thread alone.
 ///
 /// # Safety
 /// `isa` supported by this CPU and `p` as for [`Dispatch::run_on`].
@@ -508,6 +510,12 @@ unsafe fn run_split<T: Dispatch>(isa: Isa, p: &Problem<T>) -> bool {
     let work = p.m.saturating_mul(p.n).saturating_mul(p.k);
     if work < THREADED_MIN_WORK || parallel::threads() < 2 {
         return false;
+    }
+    let blocks = T::shared_blocks_on(isa, p);
+    if blocks >= 2 {
+        // SAFETY: as for this function (`blocks` from `shared_blocks_on`).
+        unsafe { run_shared(isa, p, blocks) };
+        return true;
     }
     let (mr, nr) = T::tile_size(isa);
     let (mine, theirs) = if p.n >= p.m {
@@ -567,6 +575,44 @@ unsafe fn run_split<T: Dispatch>(isa: Isa, p: &Problem<T>) -> bool {
         || unsafe { T::run_on(isa, &mine, Path::Auto) },
     );
     true
+}
+
+/// Runs `p` on both threads, which claim its `blocks` blocks of `C` from either end
+/// ([`Path::Shared`]): the same split as [`run_split`]'s at equal speeds, but a thread
+/// slowed by the machine (or starting late, or finding its operands in the other core's
+/// cache) leaves blocks to the other instead of holding it up at the join.
+///
+/// # Safety
+/// As for [`run_split`], and `blocks` what [`Dispatch::shared_blocks_on`] returned for `p`.
+unsafe fn run_shared<T: Dispatch>(isa: Isa, p: &Problem<T>, blocks: usize) {
+    let claims = Claims::new(blocks);
+    /// The product and its claims, crossing to the helper thread.
+    struct Shared<'a, T>(Problem<T>, &'a Claims);
+    // SAFETY: the threads write the disjoint blocks of `C` they claim (each block once) and
+    // only read `A` and `B` (which `C` does not overlap); `join` returns only after both are
+    // done, while `p`'s memory and `claims` are still valid.
+    unsafe impl<T> Send for Shared<'_, T> {}
+    let theirs = Shared(*p, &claims);
+    // SAFETY: `Reserve` reads no memory; `isa` is supported.
+    unsafe { T::run_on(isa, p, Path::Reserve) };
+    let mine = Path::Shared {
+        claims: &raw const claims,
+        from_front: true,
+    };
+    parallel::join(
+        move || {
+            let theirs = theirs;
+            let path = Path::Shared {
+                claims: theirs.1,
+                from_front: false,
+            };
+            // SAFETY: `p` and `isa` as the caller guarantees, `claims` valid until `join`
+            // returns.
+            unsafe { T::run_on(isa, &theirs.0, path) }
+        },
+        // SAFETY: as above.
+        || unsafe { T::run_on(isa, p, mine) },
+    );
 }
 
 #[cfg(test)]
@@ -865,6 +911,90 @@ mod tests {
         }
     }
 
+    /// A product shared by two threads ([`Path::Shared`], here two plain threads racing for
+    /// the blocks, whatever `KILN_THREADS` says) is bit-identical to the same product on one
+    /// thread, on every instruction set, with and without a bias, cut along `m` or along
+    /// `n`, over one or several blocks of depth and of columns; and a thread that finds
+    /// every block claimed writes nothing.
+    #[test]
+    fn shared_products_are_bit_identical_to_one_thread() {
+        fn one<T: Float + Dispatch>(isa: Isa, (m, k, n): (usize, usize, usize), with_bias: bool) {
+            let a: Vec<T> = values(m * k, 1.0).iter().map(|&x| T::from_f64(x)).collect();
+            let b: Vec<T> = values(k * n, 2.0).iter().map(|&x| T::from_f64(x)).collect();
+            let c0: Vec<T> = values(m * n, 3.0).iter().map(|&x| T::from_f64(x)).collect();
+            let bias: Vec<T> = values(n, 4.0).iter().map(|&x| T::from_f64(x)).collect();
+            for (a_trans, b_trans) in [(false, true), (true, false), (false, false)] {
+                let (alpha, beta) = (T::from_f64(0.75), T::from_f64(-1.25));
+                let problem = |c: &mut [T]| Problem {
+                    bias: if with_bias {
+                        bias.as_ptr()
+                    } else {
+                        std::ptr::null()
+                    },
+                    ..row_major_problem((m, k, n), alpha, (&a, a_trans), (&b, b_trans), beta, c)
+                };
+                let mut single = c0.clone();
+                // SAFETY: the problem describes the vectors above; `isa` is available.
+                unsafe { T::run_on(isa, &problem(&mut single), Path::Auto) };
+                let mut shared = c0.clone();
+                let p = problem(&mut shared);
+                let blocks = T::shared_blocks_on(isa, &p);
+                assert!(blocks >= 2, "{m}×{k}×{n} {isa:?}: not shared");
+                let claims = Claims::new(blocks);
+                /// The problem, crossing to the scoped threads.
+                struct Sendable<T>(Problem<T>);
+                // SAFETY: the threads write the disjoint blocks they claim.
+                unsafe impl<T> Send for Sendable<T> {}
+                unsafe impl<T> Sync for Sendable<T> {}
+                let sendable = Sendable(p);
+                std::thread::scope(|scope| {
+                    for from_front in [false, true] {
+                        let (sendable, claims) = (&sendable, &claims);
+                        scope.spawn(move || {
+                            let path = Path::Shared { claims, from_front };
+                            // SAFETY: as above; `claims` outlives the scope.
+                            unsafe { T::run_on(isa, &sendable.0, path) }
+                        });
+                    }
+                });
+                // Every block is claimed: another share computes nothing.
+                let path = Path::Shared {
+                    claims: &claims,
+                    from_front: true,
+                };
+                let mut untouched = vec![T::from_f64(7.0); m * n];
+                let q = problem(&mut untouched);
+                // SAFETY: as above.
+                unsafe { T::run_on(isa, &q, path) };
+                assert!(untouched.iter().all(|&x| x == T::from_f64(7.0)));
+                let same = shared
+                    .iter()
+                    .zip(&single)
+                    .all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits());
+                assert!(
+                    same,
+                    "{} {isa:?} {m}×{k}×{n} bias {with_bias} a_trans {a_trans} b_trans {b_trans}",
+                    T::NAME
+                );
+            }
+        }
+        for isa in Isa::available() {
+            for shape in [
+                (768, 128, 384),
+                (128, 768, 512),
+                (620, 270, 530),
+                (200, 270, 1100),
+                (70, 40, 900),
+                (900, 600, 20),
+            ] {
+                for with_bias in [false, true] {
+                    one::<f32>(isa, shape, with_bias);
+                    one::<f64>(isa, shape, with_bias);
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_path_and_isa_matches_the_reference_f32() {
         all_paths::<f32>(SHAPES);
@@ -1054,6 +1184,13 @@ mod tests {
             // Last panels of 4 and 16 columns, split along `m` and along `n`.
             (200, 256, 100),
             (48, 256, 400),
+            // Shared along `m` and along `n` over several depth blocks and blocks of
+            // columns (`kc` 256, `nc` 512 or more), ragged at every edge.
+            (1100, 300, 600),
+            (300, 300, 1100),
+            // W6's products: shared along `m` in eight blocks, and along `n`.
+            (768, 128, 384),
+            (128, 768, 512),
         ] {
             one::<f32>(m, k, n);
             one::<f64>(m, k, n);

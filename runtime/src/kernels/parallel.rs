@@ -1,6 +1,7 @@
 //! Two-way fork-join on one persistent helper thread: [`join`] runs one closure on the helper
 //! while the calling thread runs another, and returns when both are done. Large GEMMs
-//! (`gemm.rs`), convolutions and pooling split their work in two with it, and generated
+//! (`gemm.rs`: both threads claim blocks of the product from either end), convolutions and
+//! pooling split their work with it, and generated
 //! element-wise loops over a large batch run chunk by chunk with [`split_batch`]. A batch is
 //! always cut into the same chunks ([`chunk_range`]) and [`for_each_chunk`] hands them out
 //! from both ends, so at equal speeds each thread keeps working on the half of the
@@ -29,9 +30,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use crate::kernels::dispatch::{run_fast, ElementLoop};
+use kiln_gemm::Claims;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -419,9 +421,7 @@ pub fn chunk_count(batch: usize) -> usize {
 /// consecutive chunks (the first `batch % chunks` one sample longer). The same batch is
 /// always cut the same way, whatever the thread count.
 pub fn chunk_range(batch: usize, chunks: usize, chunk: usize) -> std::ops::Range<usize> {
-    let (base, extra) = (batch / chunks, batch % chunks);
-    let start = chunk * base + chunk.min(extra);
-    start..start + base + usize::from(chunk < extra)
+    kiln_gemm::block_range(batch, chunks, chunk)
 }
 
 /// Runs `work(chunk, thread)` once for every chunk in `0..chunks`, on this thread (`thread`
@@ -442,26 +442,8 @@ pub fn chunk_range(batch: usize, chunks: usize, chunk: usize) -> std::ops::Range
 /// assert!(done.iter().all(|d| d.load(Ordering::Relaxed) == 1));
 /// ```
 pub fn for_each_chunk(chunks: usize, work: impl Fn(usize, usize) + Sync) {
-    // The unclaimed chunks are `front..back`, packed as `front << 32 | back`.
-    let claims = AtomicU64::new(pack(0, chunks));
-    let claim = |from_front: bool| -> Option<usize> {
-        let mut state = claims.load(Ordering::Acquire);
-        loop {
-            let (front, back) = unpack(state);
-            if front >= back {
-                return None;
-            }
-            let (next, chunk) = if from_front {
-                (pack(front + 1, back), front)
-            } else {
-                (pack(front, back - 1), back - 1)
-            };
-            match claims.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(chunk),
-                Err(now) => state = now,
-            }
-        }
-    };
+    let claims = Claims::new(chunks);
+    let claim = |from_front: bool| claims.claim(from_front);
     let work = &work;
     let claim = &claim;
     if chunks < 2 || threads() < 2 {
@@ -480,14 +462,6 @@ pub fn for_each_chunk(chunks: usize, work: impl Fn(usize, usize) + Sync) {
             }
         },
     );
-}
-
-fn pack(front: usize, back: usize) -> u64 {
-    ((front as u64) << 32) | back as u64
-}
-
-fn unpack(state: u64) -> (usize, usize) {
-    ((state >> 32) as usize, (state & 0xffff_ffff) as usize)
 }
 
 /// A mutable slice whose disjoint ranges are handed out to the two threads of
