@@ -781,6 +781,9 @@ const HF_TOKENIZER: &str = r#"{"version": "1.0",
  "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"},
    "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"},
    {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+ "truncation": {"direction": "Left", "max_length": 5, "strategy": "LongestFirst", "stride": 1},
+ "padding": {"strategy": {"Fixed": 6}, "direction": "Right", "pad_to_multiple_of": 4,
+   "pad_id": 1, "pad_type_id": 0, "pad_token": "<unk>"},
  "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": true, "byte_fallback": true,
    "vocab": {"<s>": 0, "<unk>": 1, "<0xC3>": 2, "<0xA9>": 3, "▁": 4, "a": 5, "b": 6, "1": 7,
              "▁a": 8, "ab": 9, "▁ab": 10},
@@ -808,6 +811,11 @@ fn hugging_face_tokenizer_files() {
             ("\"<s>\"", "\"\""),
             (": 1,", ": 100000000,"),
             ("{", "["),
+            ("LongestFirst", "OnlySecond"),
+            ("\"Left\"", "\"Up\""),
+            ("\"Fixed\": 6", "\"Fixed\": 4294967296"),
+            ("\"pad_to_multiple_of\": 4", "\"pad_to_multiple_of\": 0"),
+            ("\"stride\": 1", "\"stride\": 9"),
         ],
     );
     mutants.extend(byte_mutants(valid.as_bytes(), random_mutants(), 71));
@@ -841,6 +849,11 @@ fn fuzz_hf_tokenizer(
             let tokenizer = HfTokenizer::from_file(path).map_err(|e| e.to_string())?;
             let encoded = tokenizer.encode(texts[0], true);
             tokenizer.encode_pair(texts[0], texts[1], true);
+            // With the file's truncation and padding: an error is the text's, not the file's
+            // (a sequence too short to cut), and must not be a panic.
+            let _ = tokenizer.encoding(texts[0], true);
+            let _ = tokenizer.encoding_pair(texts[0], texts[1], false);
+            let _ = tokenizer.encode_batch(&texts, true);
             tokenizer.tokenize(texts[1]);
             tokenizer.decode(&encoded, false);
             tokenizer.decode(ids, true);

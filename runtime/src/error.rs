@@ -146,6 +146,13 @@ pub enum Error {
         /// What cannot be exported, and why.
         message: String,
     },
+    /// A text could not be cut to the length a tokenizer's `truncation` asks for (the
+    /// strategy cuts one sequence of a pair only, and it is too short, or there is no second
+    /// sequence to cut), as the `tokenizers` library also refuses.
+    Truncation {
+        /// What could not be cut, and why.
+        message: String,
+    },
     /// An operating-system I/O error on a file.
     Io {
         /// The file.
@@ -205,6 +212,7 @@ impl std::fmt::Display for Error {
                 "layer `{layer}`: sequences of {len} positions, but its table has max_len = {max}"
             ),
             Error::DecodeCache { problem } => write!(f, "decoding cache: {problem}"),
+            Error::Truncation { message } => write!(f, "truncation: {message}"),
             Error::GradShape {
                 name,
                 expected,

@@ -43,7 +43,7 @@ mod vocab;
 
 pub use batch::{pad_batch, pad_batch_fixed};
 pub use encoder::TextEncoder;
-pub use hf::{HfTokenizer, PairEncoding};
+pub use hf::{Encoding, HfTokenizer, PairEncoding};
 pub use labelled::{
     ClassOrder, Column, EncodedText, LabelKind, LabelledText, Skipped, SkippedRow, Splits,
     TextBatch, TextCsvOptions, TextEpoch, TextLoader,

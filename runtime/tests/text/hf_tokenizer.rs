@@ -232,6 +232,143 @@ fn unigram_with_byte_fallback_matches_the_reference() {
 }
 
 /// The error of `HfTokenizer::from_json(json)`, which must be `Error::File` on `<string>`.
+/// The files' `truncation` and `padding` (`lengths.json`): twelve settings on four of the
+/// tokenizers, each over single texts, pairs (with and without special tokens) and a batch,
+/// must give the library's ids, type ids and attention masks, and fail where it failed.
+#[test]
+fn truncation_and_padding_match_the_reference() {
+    let text = std::fs::read_to_string(fixtures().join("lengths.json")).expect("lengths.json");
+    let expected: Value = serde_json::from_str(&text).expect("lengths.json is JSON");
+    let texts: Vec<String> = strings(&expected["texts"]);
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut failures = Vec::new();
+    let (mut checked, mut refused) = (0, 0);
+    let cases = expected["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 12);
+    for case in cases {
+        let name = case["tokenizer"].as_str().expect("tokenizer");
+        let file = std::fs::read_to_string(fixtures().join(name).join("tokenizer.json"))
+            .expect("tokenizer.json");
+        let mut json: Value = serde_json::from_str(&file).expect("tokenizer.json is JSON");
+        json["truncation"] = case["truncation"].clone();
+        json["padding"] = case["padding"].clone();
+        let tokenizer = HfTokenizer::from_json(&json.to_string())
+            .unwrap_or_else(|e| panic!("{name} with {}: {e}", case["truncation"]));
+        let settings = format!(
+            "{name}, truncation {}, padding {}",
+            case["truncation"], case["padding"]
+        );
+        let mut compare = |what: String,
+                           got: kiln_runtime::Result<kiln_runtime::text::Encoding>,
+                           wanted: &Value| {
+            checked += 1;
+            let got = match got {
+                Ok(e) => format!("{:?} {:?} {:?}", e.ids, e.type_ids, e.attention_mask),
+                Err(e) => {
+                    assert!(matches!(e, Error::Truncation { .. }), "{e}");
+                    "error".to_string()
+                }
+            };
+            let want = if wanted.get("error").is_some() {
+                refused += 1;
+                "error".to_string()
+            } else {
+                format!(
+                    "{:?} {:?} {:?}",
+                    ids(&wanted["ids"]),
+                    ids(&wanted["type_ids"]),
+                    ids(&wanted["attention_mask"])
+                )
+            };
+            if got != want {
+                failures.push(format!(
+                    "{settings}: {what}\n      kiln    {got}\n      library {want}"
+                ));
+            }
+        };
+        for single in case["single"].as_array().expect("single") {
+            let text = single["text"].as_str().expect("text");
+            let add = single["add_special_tokens"].as_bool().expect("add");
+            compare(
+                format!("encoding({text:?}, {add})"),
+                tokenizer.encoding(text, add),
+                single,
+            );
+        }
+        for pair in case["pairs"].as_array().expect("pairs") {
+            let (a, b) = (
+                pair["a"].as_str().expect("a"),
+                pair["b"].as_str().expect("b"),
+            );
+            let add = pair["add_special_tokens"].as_bool().expect("add");
+            compare(
+                format!("encoding_pair({a:?}, {b:?}, {add})"),
+                tokenizer.encoding_pair(a, b, add),
+                pair,
+            );
+        }
+        match (
+            tokenizer.encode_batch(&texts, true),
+            case["batch"].as_array(),
+        ) {
+            (Ok(got), Some(wanted)) => {
+                assert_eq!(got.len(), wanted.len());
+                for (i, (got, wanted)) in got.into_iter().zip(wanted).enumerate() {
+                    compare(format!("encode_batch(..)[{i}]"), Ok(got), wanted);
+                }
+            }
+            (Err(Error::Truncation { .. }), None) if case["batch"].get("error").is_some() => {
+                refused += 1;
+            }
+            (got, wanted) => failures.push(format!(
+                "{settings}: encode_batch: kiln {:?}, library {wanted:?}",
+                got.map(|_| ())
+            )),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // The fixture covers the library's refusals (`OnlyFirst`, `OnlySecond`).
+    assert!(
+        refused >= 40 && checked > 500,
+        "{refused} refusals of {checked}"
+    );
+
+    // A stride not below the cut length: the library panics (an assertion); kiln refuses.
+    let words = format!(
+        r#"{{"truncation": {{"direction": "Right", "max_length": 4, "strategy": "LongestFirst",
+            "stride": 4}}, "pre_tokenizer": {{"type": "Whitespace"}},
+            "model": {{"type": "WordLevel", "unk_token": "[UNK]", {WORDS}}}}}"#
+    );
+    let tokenizer = HfTokenizer::from_json(&words).expect("a valid file");
+    assert_eq!(
+        tokenizer.encoding("a b ab a", false).expect("fits").ids,
+        [1, 2, 3, 1]
+    );
+    match tokenizer.encoding("a b ab a b", false) {
+        Err(Error::Truncation { message }) => assert!(message.contains("stride"), "{message}"),
+        other => panic!("expected a truncation error, got {other:?}"),
+    }
+    // Malformed settings name their place.
+    let message = file_error(&words.replace("LongestFirst", "Longest"));
+    assert!(
+        message.starts_with("at `truncation`: unknown truncation strategy \"Longest\""),
+        "{message}"
+    );
+    let message = file_error(&words.replace(
+        r#""truncation""#,
+        r#""padding": {"strategy": "Longest"}, "truncation""#,
+    ));
+    assert!(
+        message.starts_with("at `padding.strategy`: should be \"BatchLongest\""),
+        "{message}"
+    );
+}
+
 fn file_error(json: &str) -> String {
     match HfTokenizer::from_json(json) {
         Err(Error::File { path, message }) => {

@@ -6,6 +6,7 @@ mod added;
 mod byte_level;
 mod decode;
 mod json;
+mod lengths;
 mod models;
 mod normalize;
 mod patterns;
@@ -22,6 +23,7 @@ use std::path::Path;
 use added::{AddedToken, Matcher, Part};
 use decode::Decoder;
 use json::Node;
+use lengths::{Padding, Truncation};
 use models::Model;
 use normalize::Normalizer;
 use post_process::{concatenate, Encoded, PostProcessor};
@@ -49,8 +51,13 @@ use crate::{Error, Result};
 ///
 /// Anything else (another model type, other regular expressions) is an [`Error::File`] naming
 /// the file and the place in it, never a silently different encoding.
-/// The file's `truncation` and `padding` settings are not applied: kiln's loaders pad and cut
-/// batches themselves ([`crate::text::pad_batch`], a loader's `max_len`).
+///
+/// The file's `truncation` and `padding` (what `enable_truncation` and `enable_padding` save)
+/// apply to [`HfTokenizer::encoding`], [`HfTokenizer::encoding_pair`] and
+/// [`HfTokenizer::encode_batch`], as to the library's `encode` and `encode_batch`.
+/// [`HfTokenizer::encode`] and [`HfTokenizer::encode_pair`], and the data sets' encoders,
+/// give the ids of the whole text, as the library does with both disabled: kiln's loaders pad
+/// and cut batches themselves ([`crate::text::pad_batch`], a loader's `max_len`).
 ///
 /// ```
 /// use kiln_runtime::text::{HfTokenizer, TokenStream};
@@ -82,11 +89,27 @@ pub struct HfTokenizer {
     model: Model,
     post_processor: Option<PostProcessor>,
     decoder: Option<Decoder>,
+    truncation: Option<Truncation>,
+    padding: Option<Padding>,
     /// id → token, the added tokens over the model's.
     tokens: HashMap<u32, String>,
     /// token → id, the added tokens over the model's.
     ids: HashMap<String, u32>,
     special_ids: HashSet<u32>,
+}
+
+/// One input as a pretrained model takes it: token ids, their segment ids, and which are
+/// real tokens (1) rather than padding (0); all three of one length. What the library's
+/// `Encoding` holds as `ids`, `type_ids` and `attention_mask`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoding {
+    /// The token ids, special tokens and padding included.
+    pub ids: Vec<usize>,
+    /// The segment of each id: 0 for the first sequence, 1 for the second (BERT's
+    /// `token_type_ids`), the padding's `pad_type_id` for padding.
+    pub type_ids: Vec<usize>,
+    /// 1 for each token, 0 for each padding id.
+    pub attention_mask: Vec<usize>,
 }
 
 /// A pair of sequences encoded together (question and context, premise and hypothesis).
@@ -159,6 +182,14 @@ impl HfTokenizer {
             .opt_member("decoder")
             .map(|n| Decoder::parse(&n))
             .transpose()?;
+        let truncation = root
+            .opt_member("truncation")
+            .map(|n| Truncation::parse(&n))
+            .transpose()?;
+        let padding = root
+            .opt_member("padding")
+            .map(|n| Padding::parse(&n))
+            .transpose()?;
 
         let mut tokens: HashMap<u32, String> = model.tokens().into_iter().collect();
         let mut ids = model.vocab().clone();
@@ -176,6 +207,8 @@ impl HfTokenizer {
             model,
             post_processor,
             decoder,
+            truncation,
+            padding,
             tokens,
             ids,
         })
@@ -187,6 +220,79 @@ impl HfTokenizer {
         let a = self.encode_sequence(text, 0, &mut Vec::new());
         let out = self.post_process(a, None, add_special_tokens);
         out.ids.into_iter().map(|id| id as usize).collect()
+    }
+
+    /// `text` as the library's `tokenizer.encode(text, add_special_tokens=…)` encodes it,
+    /// with the file's `truncation` and `padding` (a `BatchLongest` padding pads a single
+    /// text only up to its `pad_to_multiple_of`).
+    ///
+    /// ```
+    /// use kiln_runtime::text::HfTokenizer;
+    ///
+    /// # fn main() -> kiln_runtime::Result<()> {
+    /// let tokenizer = HfTokenizer::from_json(r#"{
+    ///   "truncation": {"direction": "Right", "max_length": 3, "strategy": "LongestFirst", "stride": 0},
+    ///   "padding": {"strategy": {"Fixed": 5}, "direction": "Right", "pad_to_multiple_of": null,
+    ///               "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
+    ///   "pre_tokenizer": {"type": "Whitespace"},
+    ///   "model": {"type": "WordLevel", "unk_token": "[UNK]",
+    ///             "vocab": {"[PAD]": 0, "[UNK]": 1, "it": 2, "is": 3, "a": 4, "truth": 5}}
+    /// }"#)?;
+    /// let encoding = tokenizer.encoding("it is a truth", true)?;
+    /// assert_eq!(encoding.ids, [2, 3, 4, 0, 0]);
+    /// assert_eq!(encoding.attention_mask, [1, 1, 1, 0, 0]);
+    /// // `encode` keeps the whole text:
+    /// assert_eq!(tokenizer.encode("it is a truth", true), [2, 3, 4, 5]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Truncation`] where the library refuses to cut: an `OnlySecond` truncation of
+    /// a single text longer than `max_length`, or a `stride` not below the length it cuts to.
+    pub fn encoding(&self, text: &str, add_special_tokens: bool) -> Result<Encoding> {
+        let a = self.encode_sequence(text, 0, &mut Vec::new());
+        let encoding = self.limit_and_process(a, None, add_special_tokens)?;
+        Ok(self.pad_alone(encoding))
+    }
+
+    /// `a` and `b` as one input, as the library's `tokenizer.encode(a, b, …)` encodes them,
+    /// with the file's `truncation` and `padding` (see [`HfTokenizer::encoding`]).
+    ///
+    /// # Errors
+    /// [`Error::Truncation`] where the library refuses to cut: an `OnlyFirst` or `OnlySecond`
+    /// truncation whose sequence is too short to give up what the pair is over
+    /// `max_length`, or a `stride` not below the length it cuts to.
+    pub fn encoding_pair(&self, a: &str, b: &str, add_special_tokens: bool) -> Result<Encoding> {
+        let a = self.encode_sequence(a, 0, &mut Vec::new());
+        let b = self.encode_sequence(b, 1, &mut Vec::new());
+        let encoding = self.limit_and_process(a, Some(b), add_special_tokens)?;
+        Ok(self.pad_alone(encoding))
+    }
+
+    /// Every text of `texts`, as the library's `tokenizer.encode_batch(texts, …)` encodes
+    /// them: each cut by the file's `truncation`, then all padded as its `padding` says (a
+    /// `BatchLongest` padding to the longest of the batch), so that they stack into one
+    /// `[batch, length]` input.
+    ///
+    /// # Errors
+    /// As [`HfTokenizer::encoding`], for the first text that fails.
+    pub fn encode_batch(&self, texts: &[&str], add_special_tokens: bool) -> Result<Vec<Encoding>> {
+        let mut encodings = texts
+            .iter()
+            .map(|text| {
+                let a = self.encode_sequence(text, 0, &mut Vec::new());
+                self.limit_and_process(a, None, add_special_tokens)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(padding) = &self.padding {
+            let longest = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+            let length = padding.length(longest);
+            for encoding in &mut encodings {
+                padding.pad(encoding, length);
+            }
+        }
+        Ok(encodings)
     }
 
     /// Two texts encoded as one input (`tokenizer.encode(a, b)`), with their segment ids.
@@ -341,6 +447,42 @@ impl HfTokenizer {
         }
         let type_ids = vec![type_id; ids.len()];
         Encoded { ids, type_ids }
+    }
+
+    /// One encoding padded as the file says (a `BatchLongest` padding: to its own length,
+    /// rounded up to `pad_to_multiple_of`).
+    fn pad_alone(&self, mut encoding: Encoding) -> Encoding {
+        if let Some(padding) = &self.padding {
+            let length = padding.length(encoding.ids.len());
+            padding.pad(&mut encoding, length);
+        }
+        encoding
+    }
+
+    /// `a` (and `b`) cut by the file's truncation, leaving room for the special tokens if
+    /// `add_special_tokens`, then post-processed (not padded).
+    fn limit_and_process(
+        &self,
+        mut a: Encoded,
+        mut b: Option<Encoded>,
+        add_special_tokens: bool,
+    ) -> Result<Encoding> {
+        if let Some(truncation) = &self.truncation {
+            let added = match (&self.post_processor, add_special_tokens) {
+                (Some(processor), true) => processor.added_tokens(b.is_some()),
+                _ => 0,
+            };
+            truncation
+                .apply(&mut a, b.as_mut(), added)
+                .map_err(|message| Error::Truncation { message })?;
+        }
+        let encoded = self.post_process(a, b, add_special_tokens);
+        let widen = |values: Vec<u32>| values.into_iter().map(|v| v as usize).collect();
+        Ok(Encoding {
+            attention_mask: vec![1; encoded.ids.len()],
+            ids: widen(encoded.ids),
+            type_ids: widen(encoded.type_ids),
+        })
     }
 
     fn post_process(&self, a: Encoded, b: Option<Encoded>, add_special_tokens: bool) -> Encoded {

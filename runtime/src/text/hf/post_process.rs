@@ -134,6 +134,30 @@ impl PostProcessor {
         })
     }
 
+    /// How many special tokens [`PostProcessor::process`] puts around one sequence, or
+    /// around a pair (what a truncation leaves room for).
+    pub fn added_tokens(&self, pair: bool) -> usize {
+        match self {
+            PostProcessor::Template {
+                single,
+                pair: pair_template,
+                specials,
+            } => {
+                let template = if pair { pair_template } else { single };
+                template
+                    .iter()
+                    .map(|piece| match piece {
+                        Piece::Special { name, .. } => specials.get(name).map_or(0, Vec::len),
+                        Piece::Sequence { .. } => 0,
+                    })
+                    .sum()
+            }
+            PostProcessor::Bert { .. } => 2 + usize::from(pair),
+            PostProcessor::Roberta { .. } => 2 + 2 * usize::from(pair),
+            PostProcessor::ByteLevel => 0,
+        }
+    }
+
     /// The final ids and type ids of `a` (type 0) and `b` (type 1), with the special tokens
     /// if `add_special_tokens`.
     pub fn process(&self, a: Encoded, b: Option<Encoded>, add_special_tokens: bool) -> Encoded {
@@ -176,9 +200,13 @@ impl PostProcessor {
             PostProcessor::Roberta { cls, sep } if add_special_tokens => {
                 around(*cls, *sep, &a, b.as_ref(), &[*sep], 0)
             }
-            PostProcessor::Bert { .. }
-            | PostProcessor::Roberta { .. }
-            | PostProcessor::ByteLevel => concatenate(a, b),
+            // RoBERTa's segments are all 0, with or without its special tokens.
+            PostProcessor::Roberta { .. } => {
+                let mut out = concatenate(a, b);
+                out.type_ids.fill(0);
+                out
+            }
+            PostProcessor::Bert { .. } | PostProcessor::ByteLevel => concatenate(a, b),
         }
     }
 }
