@@ -146,11 +146,12 @@ pub enum Error {
         /// What cannot be exported, and why.
         message: String,
     },
-    /// A text could not be cut to the length a tokenizer's `truncation` asks for (the
-    /// strategy cuts one sequence of a pair only, and it is too short, or there is no second
-    /// sequence to cut), as the `tokenizers` library also refuses.
-    Truncation {
-        /// What could not be cut, and why.
+    /// A tokenizer cannot encode a text as its file says, where the `tokenizers` library
+    /// also refuses: its `truncation` cannot cut the text to length (the strategy cuts one
+    /// sequence of a pair only, and it is too short, or there is no second sequence), or a
+    /// Unigram model has no token for part of it and no unknown token.
+    Encoding {
+        /// What could not be encoded, and why.
         message: String,
     },
     /// An operating-system I/O error on a file.
@@ -212,7 +213,7 @@ impl std::fmt::Display for Error {
                 "layer `{layer}`: sequences of {len} positions, but its table has max_len = {max}"
             ),
             Error::DecodeCache { problem } => write!(f, "decoding cache: {problem}"),
-            Error::Truncation { message } => write!(f, "truncation: {message}"),
+            Error::Encoding { message } => write!(f, "cannot encode: {message}"),
             Error::GradShape {
                 name,
                 expected,

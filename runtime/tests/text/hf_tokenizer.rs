@@ -265,7 +265,7 @@ fn truncation_and_padding_match_the_reference() {
             let got = match got {
                 Ok(e) => format!("{:?} {:?} {:?}", e.ids, e.type_ids, e.attention_mask),
                 Err(e) => {
-                    assert!(matches!(e, Error::Truncation { .. }), "{e}");
+                    assert!(matches!(e, Error::Encoding { .. }), "{e}");
                     "error".to_string()
                 }
             };
@@ -317,7 +317,7 @@ fn truncation_and_padding_match_the_reference() {
                     compare(format!("encode_batch(..)[{i}]"), Ok(got), wanted);
                 }
             }
-            (Err(Error::Truncation { .. }), None) if case["batch"].get("error").is_some() => {
+            (Err(Error::Encoding { .. }), None) if case["batch"].get("error").is_some() => {
                 refused += 1;
             }
             (got, wanted) => failures.push(format!(
@@ -350,7 +350,7 @@ fn truncation_and_padding_match_the_reference() {
         [1, 2, 3, 1]
     );
     match tokenizer.encoding("a b ab a b", false) {
-        Err(Error::Truncation { message }) => assert!(message.contains("stride"), "{message}"),
+        Err(Error::Encoding { message }) => assert!(message.contains("stride"), "{message}"),
         other => panic!("expected a truncation error, got {other:?}"),
     }
     // Malformed settings name their place.
@@ -509,6 +509,21 @@ fn unknown_words_bytes_and_special_tokens() {
     assert_eq!(tokenizer.token_to_id("<eos>"), Some(4));
     assert_eq!(tokenizer.id_to_token(5), Some("##b"));
     assert_eq!(tokenizer.special_tokens(), [("<eos>", 4)]);
+
+    // A Unigram model without an unknown token: the library refuses text it has no piece for
+    // ("Encountered an unknown token but `unk_id` is missing"); `encoding` does too, `encode`
+    // leaves that text out.
+    let json =
+        r#"{"model": {"type": "Unigram", "unk_id": null, "vocab": [["a", -1.5], ["b", -1.0]]}}"#;
+    let tokenizer = HfTokenizer::from_json(json).expect("a valid file");
+    assert_eq!(tokenizer.encoding("ab", false).expect("known").ids, [0, 1]);
+    assert_eq!(tokenizer.encode("abxa", false), [0, 1, 0]);
+    match tokenizer.encoding("abxa", false) {
+        Err(Error::Encoding { message }) => assert!(message.contains("\"x\""), "{message}"),
+        other => panic!("expected an encoding error, got {other:?}"),
+    }
+    assert!(tokenizer.encode_batch(&["ab", "x"], false).is_err());
+    assert!(tokenizer.encoding_pair("ab", "bx", false).is_err());
 }
 
 #[test]

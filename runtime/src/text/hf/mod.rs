@@ -24,7 +24,7 @@ use added::{AddedToken, Matcher, Part};
 use decode::Decoder;
 use json::Node;
 use lengths::{Padding, Truncation};
-use models::Model;
+use models::{Model, Unknown};
 use normalize::Normalizer;
 use post_process::{concatenate, Encoded, PostProcessor};
 use pre_tokenize::PreTokenizer;
@@ -215,9 +215,12 @@ impl HfTokenizer {
     }
 
     /// The ids of `text`, with the post-processor's special tokens (`[CLS] … [SEP]`) if
-    /// `add_special_tokens`, as `tokenizer.encode(text, add_special_tokens=…).ids` gives them.
+    /// `add_special_tokens`, as `tokenizer.encode(text, add_special_tokens=…).ids` gives them
+    /// with the file's truncation and padding disabled (see [`HfTokenizer::encoding`] for
+    /// them). Text a Unigram model without an unknown token has no piece for is left out,
+    /// where the library refuses the whole text ([`HfTokenizer::encoding`] refuses too).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Vec<usize> {
-        let a = self.encode_sequence(text, 0, &mut Vec::new());
+        let a = self.encode_sequence(text, 0, &mut Unknown::default());
         let out = self.post_process(a, None, add_special_tokens);
         out.ids.into_iter().map(|id| id as usize).collect()
     }
@@ -248,10 +251,12 @@ impl HfTokenizer {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Truncation`] where the library refuses to cut: an `OnlySecond` truncation of
-    /// a single text longer than `max_length`, or a `stride` not below the length it cuts to.
+    /// [`Error::Encoding`] where the library refuses: an `OnlySecond` truncation of a single
+    /// text longer than `max_length`, a `stride` not below the length it cuts to, or text a
+    /// Unigram model without an unknown token has no piece for (which [`HfTokenizer::encode`]
+    /// leaves out).
     pub fn encoding(&self, text: &str, add_special_tokens: bool) -> Result<Encoding> {
-        let a = self.encode_sequence(text, 0, &mut Vec::new());
+        let a = self.encode_or_refuse(text, 0)?;
         let encoding = self.limit_and_process(a, None, add_special_tokens)?;
         Ok(self.pad_alone(encoding))
     }
@@ -260,12 +265,13 @@ impl HfTokenizer {
     /// with the file's `truncation` and `padding` (see [`HfTokenizer::encoding`]).
     ///
     /// # Errors
-    /// [`Error::Truncation`] where the library refuses to cut: an `OnlyFirst` or `OnlySecond`
+    /// [`Error::Encoding`] where the library refuses: an `OnlyFirst` or `OnlySecond`
     /// truncation whose sequence is too short to give up what the pair is over
-    /// `max_length`, or a `stride` not below the length it cuts to.
+    /// `max_length`, a `stride` not below the length it cuts to, or text a Unigram model
+    /// without an unknown token has no piece for.
     pub fn encoding_pair(&self, a: &str, b: &str, add_special_tokens: bool) -> Result<Encoding> {
-        let a = self.encode_sequence(a, 0, &mut Vec::new());
-        let b = self.encode_sequence(b, 1, &mut Vec::new());
+        let a = self.encode_or_refuse(a, 0)?;
+        let b = self.encode_or_refuse(b, 1)?;
         let encoding = self.limit_and_process(a, Some(b), add_special_tokens)?;
         Ok(self.pad_alone(encoding))
     }
@@ -281,7 +287,7 @@ impl HfTokenizer {
         let mut encodings = texts
             .iter()
             .map(|text| {
-                let a = self.encode_sequence(text, 0, &mut Vec::new());
+                let a = self.encode_or_refuse(text, 0)?;
                 self.limit_and_process(a, None, add_special_tokens)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -297,8 +303,8 @@ impl HfTokenizer {
 
     /// Two texts encoded as one input (`tokenizer.encode(a, b)`), with their segment ids.
     pub fn encode_pair(&self, a: &str, b: &str, add_special_tokens: bool) -> PairEncoding {
-        let a = self.encode_sequence(a, 0, &mut Vec::new());
-        let b = self.encode_sequence(b, 1, &mut Vec::new());
+        let a = self.encode_sequence(a, 0, &mut Unknown::default());
+        let b = self.encode_sequence(b, 1, &mut Unknown::default());
         let out = self.post_process(a, Some(b), add_special_tokens);
         PairEncoding {
             ids: out.ids.into_iter().map(|id| id as usize).collect(),
@@ -309,14 +315,14 @@ impl HfTokenizer {
     /// The tokens of `text` as strings, without special tokens (for inspection: byte-level
     /// tokens show a space as `Ġ`).
     pub fn tokenize(&self, text: &str) -> Vec<String> {
-        let mut unknown = Vec::new();
+        let mut unknown = Unknown::default();
         let encoded = self.encode_sequence(text, 0, &mut unknown);
         let mut tokens: Vec<String> = encoded
             .ids
             .iter()
             .map(|id| self.tokens.get(id).cloned().unwrap_or_default())
             .collect();
-        for (at, text) in unknown {
+        for (at, text) in unknown.named {
             tokens[at] = text;
         }
         tokens
@@ -403,12 +409,7 @@ impl HfTokenizer {
     /// One sequence through added tokens, normalizer, pre-tokenizer and model: the ids of
     /// `text` (no special tokens), with the tokens the model names by their text in
     /// `unknown` (see [`Model::tokenize`]).
-    fn encode_sequence(
-        &self,
-        text: &str,
-        type_id: u32,
-        unknown: &mut Vec<(usize, String)>,
-    ) -> Encoded {
+    fn encode_sequence(&self, text: &str, type_id: u32, unknown: &mut Unknown) -> Encoded {
         let mut ids = Vec::new();
         let mut pieces = Vec::new();
         // Whether nothing of the input came before (Metaspace's `prepend_scheme: first`).
@@ -449,6 +450,21 @@ impl HfTokenizer {
         Encoded { ids, type_ids }
     }
 
+    /// [`HfTokenizer::encode_sequence`], or the reference's refusal: text a Unigram model
+    /// without an unknown token has no piece for.
+    fn encode_or_refuse(&self, text: &str, type_id: u32) -> Result<Encoded> {
+        let mut unknown = Unknown::default();
+        let encoded = self.encode_sequence(text, type_id, &mut unknown);
+        match unknown.dropped {
+            Some(piece) => Err(Error::Encoding {
+                message: format!(
+                    "the model has no token for {piece:?} and no unknown token (`unk_id`)"
+                ),
+            }),
+            None => Ok(encoded),
+        }
+    }
+
     /// One encoding padded as the file says (a `BatchLongest` padding: to its own length,
     /// rounded up to `pad_to_multiple_of`).
     fn pad_alone(&self, mut encoding: Encoding) -> Encoding {
@@ -474,7 +490,9 @@ impl HfTokenizer {
             };
             truncation
                 .apply(&mut a, b.as_mut(), added)
-                .map_err(|message| Error::Truncation { message })?;
+                .map_err(|message| Error::Encoding {
+                    message: format!("truncation: {message}"),
+                })?;
         }
         let encoded = self.post_process(a, b, add_special_tokens);
         let widen = |values: Vec<u32>| values.into_iter().map(|v| v as usize).collect();

@@ -47,6 +47,17 @@ pub struct WordPiece {
     max_chars: usize,
 }
 
+/// What a model could not give the vocabulary's own token for.
+#[derive(Debug, Default)]
+pub struct Unknown {
+    /// Tokens named by their text rather than by the vocabulary's string for their id
+    /// (Unigram's unknown runs), with their place in the ids.
+    pub named: Vec<(usize, String)>,
+    /// The first text left out for want of an unknown token (a Unigram model without
+    /// `unk_id`), which the reference refuses to encode.
+    pub dropped: Option<String>,
+}
+
 impl Model {
     /// Reads the model at `node`.
     pub fn parse(node: &Node<'_>) -> Result<Self> {
@@ -177,9 +188,8 @@ impl Model {
     }
 
     /// Appends the ids of `piece` to `ids`. Tokens that are not the vocabulary's string for
-    /// their id (Unigram's unknown runs, named by their text) go to `unknown` with their
-    /// place in `ids`.
-    pub fn tokenize(&self, piece: &str, ids: &mut Vec<u32>, unknown: &mut Vec<(usize, String)>) {
+    /// their id, and text with no id at all, go to `unknown` (see [`Unknown`]).
+    pub fn tokenize(&self, piece: &str, ids: &mut Vec<u32>, unknown: &mut Unknown) {
         match self {
             Model::Bpe(bpe) => bpe.tokenize(piece, ids),
             Model::WordPiece(wp) => wp.tokenize(piece, ids),

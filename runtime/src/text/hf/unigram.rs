@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use super::json::{as_id, Node};
+use super::models::Unknown;
 use crate::Result;
 
 /// How far below the least likely piece an unknown character scores (the reference's
@@ -100,7 +101,7 @@ impl Unigram {
     /// Appends the ids of `text`'s best cut to `ids`. A run of unknown characters is one
     /// unknown token (or, with byte fallback, its bytes' `<0x..>` tokens); its text goes to
     /// `unknown` with its place in `ids`, as the reference names such tokens by their text.
-    pub fn tokenize(&self, text: &str, ids: &mut Vec<u32>, unknown: &mut Vec<(usize, String)>) {
+    pub fn tokenize(&self, text: &str, ids: &mut Vec<u32>, unknown: &mut Unknown) {
         for piece in self.best_cut(text) {
             if let Some(&id) = self.ids.get(piece) {
                 ids.push(id);
@@ -116,11 +117,17 @@ impl Unigram {
                     continue;
                 }
             }
-            // Without an unknown token the reference fails to encode; dropping the text is
-            // the nearest a total function gets (only hand-made files lack `unk_id`).
-            if let Some(unk) = self.unk {
-                unknown.push((ids.len(), piece.to_string()));
-                ids.push(unk);
+            // Without an unknown token the reference fails to encode: the text is left out
+            // and named, for the callers that can fail to say so (only hand-made files lack
+            // `unk_id`).
+            match self.unk {
+                Some(unk) => {
+                    unknown.named.push((ids.len(), piece.to_string()));
+                    ids.push(unk);
+                }
+                None => {
+                    unknown.dropped.get_or_insert_with(|| piece.to_string());
+                }
             }
         }
     }
@@ -296,10 +303,21 @@ mod tests {
         let m = model(&[("<unk>", 0.0), ("a", -1.0), ("b", -1.0)], Some(0), false);
         assert_eq!(m.best_cut("axyb€a"), ["a", "xy", "b", "€", "a"]);
         assert_eq!(m.best_cut("axyzb"), ["a", "xyz", "b"]);
-        let (mut ids, mut unknown) = (Vec::new(), Vec::new());
+        let (mut ids, mut unknown) = (Vec::new(), Unknown::default());
         m.tokenize("xyazz", &mut ids, &mut unknown);
         assert_eq!(ids, [0, 1, 0]);
-        assert_eq!(unknown, [(0, "xy".to_string()), (2, "zz".to_string())]);
+        assert_eq!(
+            unknown.named,
+            [(0, "xy".to_string()), (2, "zz".to_string())]
+        );
+        assert_eq!(unknown.dropped, None);
+
+        // Without an unknown token: left out, and the first such text named.
+        let m = model(&[("a", -1.0), ("b", -1.0)], None, false);
+        let (mut ids, mut unknown) = (Vec::new(), Unknown::default());
+        m.tokenize("xyazzb", &mut ids, &mut unknown);
+        assert_eq!(ids, [0, 1]);
+        assert_eq!(unknown.dropped.as_deref(), Some("xy"));
 
         // An unknown character scores 10 below the least likely piece: here `xa` (-1) beats
         // `x` unknown (-11) followed by `a` (+5).
@@ -311,9 +329,9 @@ mod tests {
         let names: Vec<String> = (0..=255u8).map(|b| format!("<0x{b:02X}>")).collect();
         pieces.extend(names.iter().map(|n| (n.as_str(), 0.0)));
         let m = model(&pieces, Some(0), true);
-        let (mut ids, mut unknown) = (Vec::new(), Vec::new());
+        let (mut ids, mut unknown) = (Vec::new(), Unknown::default());
         m.tokenize("aé", &mut ids, &mut unknown);
         assert_eq!(ids, [1, 2 + 0xC3, 2 + 0xA9]);
-        assert!(unknown.is_empty());
+        assert!(unknown.named.is_empty() && unknown.dropped.is_none());
     }
 }
