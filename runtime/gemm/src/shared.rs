@@ -24,7 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// they meet. At equal speeds each thread takes the same half in every call (and works on
 /// the part of the operands its own cache holds); when one is slowed, the other takes on
 /// more instead of waiting for it.
+// A cache line of its own: both threads write it, and it lives on the caller's stack, next
+// to what the caller writes while the helper claims.
 #[derive(Debug)]
+#[repr(align(64))]
 pub struct Claims {
     /// The unclaimed blocks `front..back`, as `front << 32 | back`.
     state: AtomicU64,
