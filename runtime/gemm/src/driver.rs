@@ -417,59 +417,120 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     let mut jc = 0;
     while jc < p.n {
         let nc = nc_max.min(p.n - jc);
-        let mut pc = 0;
-        while pc < p.k {
-            let kc = kc_max.min(p.k - pc);
-            let b_block = if prepacked {
-                let block = p.b_packed.wrapping_add(b_offset);
-                b_offset += kc * nc.next_multiple_of(nr);
+        let a = ASource {
+            buffer: a_pack,
+            kept: keep_a,
+            pack_kept: jc == 0,
+            in_place: a_in_place,
+        };
+        let b = if prepacked {
+            BSource::Prepacked(&mut b_offset)
+        } else {
+            BSource::Pack(b_pack)
+        };
+        // SAFETY: the buffers hold what `column_block` asks (`mc_max · kc_max`, or all of `A`
+        // packed when kept; `kc_max · nc_max`); the rest from the caller.
+        unsafe { column_block::<K>(p, jc, nc, (kc_max, mc_max), a, b) };
+        jc += nc;
+    }
+}
+
+/// Where [`column_block`] finds the blocks of `A`.
+#[derive(Clone, Copy)]
+pub(super) struct ASource<T> {
+    /// The buffer of one `mc × kc` block, or of all of `A` when `kept`.
+    pub buffer: *mut T,
+    /// All of `A` is packed in `buffer`, its block at (`ic`, `pc`) at `pc · m_pad + ic · kc`
+    /// (`m_pad`: `m` rounded up to whole tiles; `ic` a multiple of `MR`).
+    pub kept: bool,
+    /// With `kept`: this block of columns packs them (the first), rather than reads them.
+    pub pack_kept: bool,
+    /// Without `kept`: whole tiles of rows read in place (see [`reads_a_in_place`]).
+    pub in_place: bool,
+}
+
+/// Where [`column_block`] finds the blocks of `B`.
+pub(super) enum BSource<'a, T> {
+    /// Packed into this buffer (`kc_max · nc_max` elements) block by block, from `B`'s
+    /// strides or its column offsets (`b_cols`).
+    Pack(*mut T),
+    /// Packed ahead (`b_packed`, in [`pack_whole_b`]'s layout); the next block starts at this
+    /// offset, which moves on past each block read.
+    Prepacked(&'a mut usize),
+}
+
+/// Loops 4 to 1 of [`packed`] over the columns `jc .. jc + nc` of `C` (at most the blocking's
+/// `nc`): for each rank-`kc` update, its block of `B`, then each `mc × kc` block of `A`
+/// through the microkernel. Only the first update applies `beta` and the bias; later ones
+/// accumulate.
+///
+/// # Safety
+/// As for [`run`]; `kc_max` and `mc_max` the blocking's depth and row blocks for `p`, and the
+/// buffers of `a` and `b` as large as their docs say.
+#[inline(always)]
+pub(super) unsafe fn column_block<K: Kernel>(
+    p: &Problem<K::T>,
+    jc: usize,
+    nc: usize,
+    (kc_max, mc_max): (usize, usize),
+    a_source: ASource<K::T>,
+    mut b_source: BSource<'_, K::T>,
+) {
+    let nr = K::NR;
+    let m_pad = p.m.next_multiple_of(K::MR);
+    let mut pc = 0;
+    while pc < p.k {
+        let kc = kc_max.min(p.k - pc);
+        let b_block = match &mut b_source {
+            BSource::Prepacked(offset) => {
+                let block = p.b_packed.wrapping_add(**offset);
+                **offset += kc * nc.next_multiple_of(nr);
                 block
-            } else {
+            }
+            BSource::Pack(buffer) => {
                 // SAFETY: the block `k ∈ pc..pc+kc`, `n ∈ jc..jc+nc` is inside B, and the
                 // buffer holds `kc_max · nc_max ≥ ceil(nc / NR) · NR · kc` elements.
                 unsafe {
                     if p.b_cols.is_null() {
-                        pack::<K::V>(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack)
+                        pack::<K::V>(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, *buffer)
                     } else {
                         let (base, cols) = (p.b.ptr.wrapping_add(pc), p.b_cols.wrapping_add(jc));
-                        pack_cols::<K::V>(nr, nc, kc, base, cols, b_pack)
+                        pack_cols::<K::V>(nr, nc, kc, base, cols, *buffer)
                     }
                 };
-                b_pack.cast_const()
-            };
-            // Only the first rank-kc update applies beta and the bias; later ones accumulate.
-            let (beta, bias) = if pc == 0 {
-                (p.beta, p.bias)
-            } else {
-                (K::T::ONE, std::ptr::null())
-            };
-            let mut ic = 0;
-            while ic < p.m {
-                let mc = mc_max.min(p.m - ic);
-                let a = if keep_a {
-                    // Blocks before this one hold `pc · m_pad + ic · kc` elements (`ic` is a
-                    // multiple of `MR`); this one `ceil(mc / MR) · MR · kc`, within `m_pad · k`.
-                    let block = a_pack.wrapping_add(pc * m_pad + ic * kc);
-                    if jc == 0 {
-                        // SAFETY: as below, with the block's own part of the buffer.
-                        unsafe { ABlock::take::<K>(p, ic, pc, mc, kc, false, block) }
-                    } else {
-                        ABlock::packed(block, kc)
-                    }
-                } else {
-                    // SAFETY: the block `m ∈ ic..ic+mc`, `k ∈ pc..pc+kc` is inside A; the
-                    // buffer holds `mc_max · kc_max` elements.
-                    unsafe { ABlock::take::<K>(p, ic, pc, mc, kc, a_in_place, a_pack) }
-                };
-                // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded; a prepacked
-                // `B` was packed block by block with this blocking, see `pack_whole_b`), and
-                // the `mc × nc` block of C at (ic, jc) is inside C.
-                unsafe { macro_kernel::<K>(p, beta, bias, ic, jc, mc, nc, kc, a, b_block) };
-                ic += mc;
+                buffer.cast_const()
             }
-            pc += kc;
+        };
+        let (beta, bias) = if pc == 0 {
+            (p.beta, p.bias)
+        } else {
+            (K::T::ONE, std::ptr::null())
+        };
+        let mut ic = 0;
+        while ic < p.m {
+            let mc = mc_max.min(p.m - ic);
+            let a = if a_source.kept {
+                // Blocks before this one hold `pc · m_pad + ic · kc` elements; this one
+                // `ceil(mc / MR) · MR · kc`, within `m_pad · k`.
+                let block = a_source.buffer.wrapping_add(pc * m_pad + ic * kc);
+                if a_source.pack_kept {
+                    // SAFETY: as below, with the block's own part of the buffer.
+                    unsafe { ABlock::take::<K>(p, ic, pc, mc, kc, false, block) }
+                } else {
+                    ABlock::packed(block, kc)
+                }
+            } else {
+                // SAFETY: the block `m ∈ ic..ic+mc`, `k ∈ pc..pc+kc` is inside A; the
+                // buffer holds `mc_max · kc_max` elements.
+                unsafe { ABlock::take::<K>(p, ic, pc, mc, kc, a_source.in_place, a_source.buffer) }
+            };
+            // SAFETY: the packed panels hold `mc × kc` and `kc × nc` (padded; a prepacked `B`
+            // was packed block by block with this blocking, see `pack_whole_b`), and the
+            // `mc × nc` block of C at (ic, jc) is inside C.
+            unsafe { macro_kernel::<K>(p, beta, bias, ic, jc, mc, nc, kc, a, b_block) };
+            ic += mc;
         }
-        jc += nc;
+        pc += kc;
     }
 }
 

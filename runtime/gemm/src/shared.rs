@@ -11,11 +11,11 @@
 
 use super::buffer::Scratch;
 use super::driver::{
-    block_size, gemv_first, macro_kernel, pack_whole_b, packed_b_len, reads_a_in_place,
-    reads_b_in_place, ABlock, Problem, A_IN_PLACE_MAX_PANELS, KEPT_A_MAX,
+    block_size, column_block, gemv_first, macro_kernel, pack_whole_b, packed_b_len,
+    reads_a_in_place, reads_b_in_place, ABlock, ASource, BSource, Problem, A_IN_PLACE_MAX_PANELS,
+    KEPT_A_MAX,
 };
 use super::kernel::{Blocking, Elem, Kernel};
-use super::pack::pack;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Blocks of a product's `C` that two threads hand out between them
@@ -197,44 +197,15 @@ pub(super) unsafe fn shared<K: Kernel>(
         if plan.columns {
             let jc = units.start * nr;
             let nc = (units.end * nr).min(p.n) - jc;
-            let mut pc = 0;
-            while pc < p.k {
-                let kc = kc_max.min(p.k - pc);
-                // SAFETY: the block `k ∈ pc..pc+kc`, `n ∈ jc..jc+nc` is inside B, and the
-                // buffer holds `kc_max · nc_max ≥ ceil(nc / NR) · NR · kc` elements (`nc` is
-                // at most `nc_max`, see `share_plan`).
-                unsafe { pack::<K::V>(nr, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, b_pack) };
-                let (beta, bias) = if pc == 0 {
-                    (p.beta, p.bias)
-                } else {
-                    (K::T::ONE, std::ptr::null())
-                };
-                let mut ic = 0;
-                while ic < p.m {
-                    let mc = mc_max.min(p.m - ic);
-                    let a = if keep_a {
-                        // As in `packed`: the block at (`ic`, `pc`) starts at
-                        // `pc · m_pad + ic · kc`.
-                        let kept = a_pack.wrapping_add(pc * m_pad + ic * kc);
-                        if packed_whole {
-                            ABlock::packed(kept, kc)
-                        } else {
-                            // SAFETY: the block is inside A, its part of the buffer inside
-                            // the `m_pad · k` elements.
-                            unsafe { ABlock::take::<K>(p, ic, pc, mc, kc, false, kept) }
-                        }
-                    } else {
-                        // SAFETY: the block is inside A; the buffer holds `mc_max · kc_max`.
-                        unsafe { ABlock::take::<K>(p, ic, pc, mc, kc, a_in_place, a_pack) }
-                    };
-                    // SAFETY: as in `packed`.
-                    unsafe {
-                        macro_kernel::<K>(p, beta, bias, ic, jc, mc, nc, kc, a, b_pack.cast_const())
-                    };
-                    ic += mc;
-                }
-                pc += kc;
-            }
+            let a = ASource {
+                buffer: a_pack,
+                kept: keep_a,
+                pack_kept: !packed_whole,
+                in_place: a_in_place,
+            };
+            // SAFETY: `nc` is at most `nc_max` (see `share_plan`); the buffers hold
+            // `kc_max · nc_max` and `m_pad · k` (kept) or `mc_max · kc_max` elements.
+            unsafe { column_block::<K>(p, jc, nc, (kc_max, mc_max), a, BSource::Pack(b_pack)) };
         } else {
             if !packed_whole {
                 // SAFETY: all of B is readable; the buffer holds `packed_b_len` elements.

@@ -55,6 +55,15 @@ impl<'a> Node<'a> {
         self.get(key).map(|value| self.child(value, key))
     }
 
+    /// Member `key` read by `parse`, if present and not null.
+    pub fn opt_parse<T>(
+        &self,
+        key: &str,
+        parse: impl FnOnce(&Node<'a>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        self.opt_member(key).map(|node| parse(&node)).transpose()
+    }
+
     fn child(&self, value: &'a Value, key: &str) -> Node<'a> {
         let at = if self.at.is_empty() {
             key.to_string()

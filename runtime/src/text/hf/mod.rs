@@ -166,30 +166,12 @@ impl HfTokenizer {
             None => Vec::new(),
         };
         let model = Model::parse(&root.member("model")?)?;
-        let normalizer = root
-            .opt_member("normalizer")
-            .map(|n| Normalizer::parse(&n))
-            .transpose()?;
-        let pre_tokenizer = root
-            .opt_member("pre_tokenizer")
-            .map(|n| PreTokenizer::parse(&n))
-            .transpose()?;
-        let post_processor = root
-            .opt_member("post_processor")
-            .map(|n| PostProcessor::parse(&n))
-            .transpose()?;
-        let decoder = root
-            .opt_member("decoder")
-            .map(|n| Decoder::parse(&n))
-            .transpose()?;
-        let truncation = root
-            .opt_member("truncation")
-            .map(|n| Truncation::parse(&n))
-            .transpose()?;
-        let padding = root
-            .opt_member("padding")
-            .map(|n| Padding::parse(&n))
-            .transpose()?;
+        let normalizer = root.opt_parse("normalizer", Normalizer::parse)?;
+        let pre_tokenizer = root.opt_parse("pre_tokenizer", PreTokenizer::parse)?;
+        let post_processor = root.opt_parse("post_processor", PostProcessor::parse)?;
+        let decoder = root.opt_parse("decoder", Decoder::parse)?;
+        let truncation = root.opt_parse("truncation", Truncation::parse)?;
+        let padding = root.opt_parse("padding", Padding::parse)?;
 
         let mut tokens: HashMap<u32, String> = model.tokens().into_iter().collect();
         let mut ids = model.vocab().clone();
