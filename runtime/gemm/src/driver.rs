@@ -230,11 +230,7 @@ pub(super) fn blocking<K: Kernel>() -> Blocking {
 /// the same kernel. (Not just `p`'s own sizes: a block is at most the blocking's size, but a
 /// dimension a little over it is cut into smaller blocks than a dimension equal to it.)
 fn reserve<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
-    let cap = |len: usize, max: usize, unit: usize| {
-        len.div_ceil(unit)
-            .saturating_mul(unit)
-            .min((max / unit).max(1) * unit)
-    };
+    let cap = capped_block;
     let kc = cap(p.k, blocking.kc, 1);
     let mc = cap(p.m, blocking.mc, K::MR);
     let nc = cap(p.n, blocking.nc, K::NR);
@@ -243,6 +239,15 @@ fn reserve<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     let whole_a = p.m.next_multiple_of(K::MR).saturating_mul(p.k);
     let kept_a = if p.n > nc { whole_a.min(KEPT_A_MAX) } else { 0 };
     let _ = Scratch::take().get::<K::T>((mc * kc).max(kept_a), kc * nc.max(K::NR));
+}
+
+/// The largest block [`block_size`] gives for a dimension of at most `len`: `len` rounded up
+/// to whole units, but no more than `max` (rounded down to whole units, at least one). Buffers
+/// sized with it serve every problem no larger than the one they were sized for.
+pub(super) fn capped_block(len: usize, max: usize, unit: usize) -> usize {
+    len.div_ceil(unit)
+        .saturating_mul(unit)
+        .min((max / unit).max(1) * unit)
 }
 
 /// The most elements of packed `A` kept for the next blocks of `B`'s columns (4 MiB of f32;
@@ -401,9 +406,7 @@ unsafe fn packed<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     let mc_max = block_size(p.m, blocking.mc, mr);
     let nc_max = block_size(p.n, blocking.nc, nr);
     let prepacked = !p.b_packed.is_null();
-    // `A` read in place where `B` has few panels, so that a packed sliver of `A` would serve
-    // few tiles (see `b_in_place`).
-    let a_in_place = reads_a_in_place::<K>(p) && p.n <= A_IN_PLACE_MAX_PANELS * nr;
+    let a_in_place = packed_reads_a_in_place::<K>(p);
     // All of `A` packed by the first block of columns and read by the others; its block at
     // (`ic`, `pc`) starts at `pc · m_pad + ic · kc` (blocks of one `pc` side by side).
     let keep_a = keeps_a::<K>(p, nc_max, a_in_place);
@@ -501,11 +504,7 @@ pub(super) unsafe fn column_block<K: Kernel>(
                 buffer.cast_const()
             }
         };
-        let (beta, bias) = if pc == 0 {
-            (p.beta, p.bias)
-        } else {
-            (K::T::ONE, std::ptr::null())
-        };
+        let (beta, bias) = update_scalars(p, pc);
         let mut ic = 0;
         while ic < p.m {
             let mc = mc_max.min(p.m - ic);
@@ -757,11 +756,29 @@ unsafe fn by_rows<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
 }
 
 /// The most panels of `B` for which [`packed`] reads a row-major `A` in place.
-pub(super) const A_IN_PLACE_MAX_PANELS: usize = 4;
+const A_IN_PLACE_MAX_PANELS: usize = 4;
+
+/// Whether [`packed`] reads `A`'s whole tiles of rows in place: where they are contiguous
+/// ([`reads_a_in_place`]) and `B` has at most [`A_IN_PLACE_MAX_PANELS`] panels, so that a
+/// packed sliver of `A` would serve few tiles (see `b_in_place`).
+pub(super) fn packed_reads_a_in_place<K: Kernel>(p: &Problem<K::T>) -> bool {
+    reads_a_in_place::<K>(p) && p.n <= A_IN_PLACE_MAX_PANELS * K::NR
+}
+
+/// `beta` and the bias for the rank-`kc` update starting at depth `pc`: the problem's for
+/// the first, which writes `C`; `1` and none for the later ones, which accumulate onto it.
+#[inline(always)]
+pub(super) fn update_scalars<T: Elem>(p: &Problem<T>, pc: usize) -> (T, *const T) {
+    if pc == 0 {
+        (p.beta, p.bias)
+    } else {
+        (T::ONE, std::ptr::null())
+    }
+}
 
 /// Whether the kernel set reads `A` in place ([`Kernel::READS_A_IN_PLACE`]) and `A`'s rows
 /// are contiguous along `k`.
-pub(super) fn reads_a_in_place<K: Kernel>(p: &Problem<K::T>) -> bool {
+fn reads_a_in_place<K: Kernel>(p: &Problem<K::T>) -> bool {
     K::READS_A_IN_PLACE && p.a.cs == 1 && p.a.rs > 0
 }
 

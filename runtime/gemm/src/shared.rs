@@ -11,8 +11,8 @@
 
 use super::buffer::Scratch;
 use super::driver::{
-    block_size, column_block, gemv_first, macro_kernel, pack_whole_b, packed_b_len,
-    reads_a_in_place, reads_b_in_place, ABlock, ASource, BSource, Problem, A_IN_PLACE_MAX_PANELS,
+    block_size, capped_block, column_block, gemv_first, macro_kernel, pack_whole_b, packed_b_len,
+    packed_reads_a_in_place, reads_b_in_place, update_scalars, ABlock, ASource, BSource, Problem,
     KEPT_A_MAX,
 };
 use super::kernel::{Blocking, Elem, Kernel};
@@ -172,15 +172,13 @@ pub(super) unsafe fn shared<K: Kernel>(
     let kc_max = block_size(p.k, blocking.kc, 1);
     let mc_max = block_size(p.m, blocking.mc, mr);
     let nc_max = block_size(p.n, blocking.nc, nr);
-    let a_in_place = reads_a_in_place::<K>(p) && p.n <= A_IN_PLACE_MAX_PANELS * nr;
+    let a_in_place = packed_reads_a_in_place::<K>(p);
     // Along `n`, `A` is kept whole unless read in place.
     let keep_a = plan.columns && !a_in_place;
     let m_pad = p.m.next_multiple_of(mr);
     // Sized for any problem no larger than `p` (as `reserve` does), so that a smaller call
     // later (an epoch's last batch) grows nothing.
-    let cap = |len: usize, max: usize, unit: usize| {
-        len.next_multiple_of(unit).min((max / unit).max(1) * unit)
-    };
+    let cap = capped_block;
     let a_block = cap(p.m, blocking.mc, mr) * cap(p.k, blocking.kc, 1);
     let (a_len, b_len) = if plan.columns {
         let a_len = if keep_a { m_pad * p.k } else { a_block };
@@ -216,11 +214,7 @@ pub(super) unsafe fn shared<K: Kernel>(
             let mut pc = 0;
             while pc < p.k {
                 let kc = kc_max.min(p.k - pc);
-                let (beta, bias) = if pc == 0 {
-                    (p.beta, p.bias)
-                } else {
-                    (K::T::ONE, std::ptr::null())
-                };
+                let (beta, bias) = update_scalars(p, pc);
                 // SAFETY: the block `m ∈ ic..ic+mc` (at most `mc_max` rows, see
                 // `share_plan`), `k ∈ pc..pc+kc` is inside A; the buffer holds
                 // `mc_max · kc_max` elements.

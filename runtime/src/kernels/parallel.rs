@@ -442,22 +442,20 @@ pub fn chunk_range(batch: usize, chunks: usize, chunk: usize) -> std::ops::Range
 /// assert!(done.iter().all(|d| d.load(Ordering::Relaxed) == 1));
 /// ```
 pub fn for_each_chunk(chunks: usize, work: impl Fn(usize, usize) + Sync) {
-    let claims = Claims::new(chunks);
-    let claim = |from_front: bool| claims.claim(from_front);
-    let work = &work;
-    let claim = &claim;
     if chunks < 2 || threads() < 2 {
         (0..chunks).for_each(|chunk| work(chunk, 0));
         return;
     }
+    let claims = Claims::new(chunks);
+    let (work, claims) = (&work, &claims);
     join(
         move || {
-            while let Some(chunk) = claim(false) {
+            while let Some(chunk) = claims.claim(false) {
                 work(chunk, 1);
             }
         },
         move || {
-            while let Some(chunk) = claim(true) {
+            while let Some(chunk) = claims.claim(true) {
                 work(chunk, 0);
             }
         },
