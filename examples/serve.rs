@@ -22,7 +22,7 @@
 //!
 //! Connections are HTTP/1.1 with keep-alive, one thread each. Handler threads queue requests
 //! for one inference thread, which takes up to 64 of them at a time and runs them as one batch
-//! (with the model's workspace reused from batch to batch). `tests/serve.rs` tests the API and
+//! (with the model's workspace reused from batch to batch). `tests/examples/serving.rs` tests the API and
 //! the page, in headless Chromium.
 
 use kiln::ndarray::{ArrayView1, ArrayView4};

@@ -1,8 +1,6 @@
-//! The examples, run as tests: each example's training function must reach its stated result.
+//! Each example's training function reaches its stated result.
 
-#[allow(dead_code)]
-#[path = "../examples/linear_regression.rs"]
-mod linear_regression;
+use crate::{austen, digits, iris, linear_regression, segment, sentiment, translate};
 
 #[test]
 fn linear_regression_recovers_the_generating_parameters() {
@@ -12,19 +10,11 @@ fn linear_regression_recovers_the_generating_parameters() {
     assert!((bias - TRUE_BIAS).abs() < 0.05, "bias {bias}");
 }
 
-#[allow(dead_code)]
-#[path = "../examples/iris.rs"]
-mod iris;
-
 #[test]
 fn iris_reaches_90_percent_on_held_out_flowers() {
     let accuracy = iris::train(false).expect("training runs");
     assert!(accuracy >= 0.9, "test accuracy {accuracy}");
 }
-
-#[allow(dead_code)]
-#[path = "../examples/digits.rs"]
-mod digits;
 
 #[test]
 fn digits_cnn_reaches_97_percent_on_held_out_digits() {
@@ -60,10 +50,6 @@ fn lenet5_reaches_97_percent_on_held_out_real_mnist_digits() {
     assert!(outcome.weights.exists() && outcome.plot.exists());
     std::fs::remove_dir_all(&out).ok();
 }
-
-#[allow(dead_code)]
-#[path = "../examples/austen.rs"]
-mod austen;
 
 #[test]
 fn austen_char_gpt_learns_well_below_the_uniform_loss() {
@@ -111,10 +97,6 @@ fn austen_char_gpt_learns_well_below_the_uniform_loss() {
     assert!(austen::sample(&outcome.model, &outcome.vocab, "€", 1, &sampling).is_err());
 }
 
-#[allow(dead_code)]
-#[path = "../examples/sentiment.rs"]
-mod sentiment;
-
 #[test]
 fn sentiment_lstm_reaches_65_percent_on_held_out_tweets() {
     let out = std::env::temp_dir().join(format!("kiln-sentiment-test-{}", std::process::id()));
@@ -151,10 +133,6 @@ fn sentiment_lstm_reaches_65_percent_on_held_out_tweets() {
         .all(|row| (row.iter().sum::<f32>() - 1.0).abs() < 1e-4));
     std::fs::remove_dir_all(&out).ok();
 }
-
-#[allow(dead_code)]
-#[path = "../examples/translate.rs"]
-mod translate;
 
 #[test]
 fn translate_writes_every_style_of_a_known_date() {
@@ -230,10 +208,6 @@ fn translate_transformer_reaches_70_percent_on_dates_never_seen() {
     assert!(translator.translate(&["x".repeat(100).as_str()]).is_err());
     std::fs::remove_dir_all(&out).ok();
 }
-
-#[allow(dead_code)]
-#[path = "../examples/segment.rs"]
-mod segment;
 
 /// The segmentation data: on canvases drawn from the real MNIST test digits, a pixel is
 /// labelled a digit exactly where a digit's stroke is bright (grey level ≥ 0.5 before the

@@ -5,22 +5,15 @@
 //! `KILN_THREADS=1` twice and `KILN_THREADS=2` twice. The saved weights (and, for digits, the
 //! optimizer state of the last checkpoint) must be the same bytes in all four runs.
 
+use crate::{digits, sentiment};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-#[allow(dead_code)]
-#[path = "../examples/digits.rs"]
-mod digits;
-
-#[allow(dead_code)]
-#[path = "../examples/sentiment.rs"]
-mod sentiment;
-
 /// The environment variable that puts the test binary in child mode: the output directory.
 const CHILD_OUT: &str = "KILN_DETERMINISM_OUT";
 /// The test that runs the child (the parent re-executes the binary with this filter).
-const TEST_NAME: &str = "same_seed_gives_bit_identical_weights_on_1_and_2_threads";
+const TEST_NAME: &str = "determinism::same_seed_gives_bit_identical_weights_on_1_and_2_threads";
 
 /// The files whose bytes must agree, relative to a child's output directory.
 fn outputs(out: &Path) -> Vec<PathBuf> {

@@ -1,16 +1,7 @@
 //! The `serve` example: its HTTP API over real sockets, batching, and its drawing page in a
 //! headless Chromium (skipped, with a message, where `chromium` is not installed).
 
-#[allow(dead_code)]
-#[path = "../examples/digits.rs"]
-mod digits;
-
-// Both examples include `examples/models/digits.rs`: the test trains with one and serves with
-// the other, through a weights file, so the two copies of the model types never meet.
-#[allow(dead_code, clippy::duplicate_mod)]
-#[path = "../examples/serve.rs"]
-mod serve;
-
+use crate::{digits, serve};
 use serde_json::Value;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;

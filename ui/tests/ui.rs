@@ -2,7 +2,7 @@
 //! message that names the problem and the fix, at the token at fault. Each `tests/ui/*.rs`
 //! holds one small model with one mistake; its `.stderr` is the reviewed compiler output.
 //!
-//! After an intended change to a message: `TRYBUILD=overwrite cargo test --test ui`, then
+//! After an intended change to a message: `TRYBUILD=overwrite cargo test -p kiln-ui`, then
 //! read every changed `.stderr` as a user would.
 
 #[test]
