@@ -1,6 +1,7 @@
 //! A batch large enough to be split in halves (convolution, pooling and the element-wise loops
-//! run one half on the helper thread) computes what its samples compute one by one, the same
-//! bits on every run, and the same bits with one thread as with two.
+//! run one half on the helper thread, recurrent layers one part of the batch) computes what its
+//! samples compute one by one, the same bits on every run, and the same bits with one thread
+//! as with two.
 
 use kiln::ndarray::{s, Array1, Array2, Array4, ArrayView1, ArrayViewD, Axis};
 use kiln::rand::rngs::StdRng;
@@ -114,6 +115,41 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// Recurrent layers over batches of two parts (16 sequences or more), each part's gradient
+    /// products in several chunks of rows: the bidirectional stack adds both directions into
+    /// one input adjoint, the GRU writes its own.
+    struct Recurrent {
+        input tokens: [B, T] tokens 50;
+        input len: [B] lengths T;
+        target y: [B] classes 3;
+        let emb = embedding(tokens, 16, padding_idx = 0);
+        let both = lstm(emb, 64, layers = 2, bidirectional = true, lengths = len, final_state = true);
+        let forward = gru(emb, 96, lengths = len, final_state = true);
+        let logits = linear(concat(both, forward), 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+/// The loss and every gradient of one step of [`Recurrent`] on fixed data, as bit patterns.
+fn recurrent_step_bits() -> Vec<u64> {
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut model = Recurrent::<f64>::new(&mut rng);
+    let tokens = Array2::from_shape_simple_fn((24, 40), || rng.random_range(0..50usize));
+    let len = Array1::from_shape_simple_fn(24, || rng.random_range(1..=40usize));
+    let y = Array1::from_shape_simple_fn(24, || rng.random_range(0..3usize));
+    let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
+    let loss = model
+        .loss_and_grad(tokens.view(), len.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    let mut bits = vec![loss.to_bits()];
+    Recurrent::<f64>::visit_grads(&grads, &mut |_, g| {
+        bits.extend(g.iter().map(|v| v.to_bits()))
+    });
+    bits
+}
+
 /// The loss and every gradient of one step of [`Wide`] on fixed data, as bit patterns.
 fn wide_step_bits() -> Vec<u64> {
     let mut rng = StdRng::seed_from_u64(5);
@@ -143,7 +179,7 @@ fn fingerprint(bits: &[u64]) -> u64 {
 #[test]
 fn one_and_two_threads_give_the_same_bits() {
     const CHILD: &str = "KILN_SPLIT_BATCH_CHILD";
-    let here = fingerprint(&wide_step_bits());
+    let here = fingerprint(&[wide_step_bits(), recurrent_step_bits()].concat());
     if std::env::var_os(CHILD).is_some() {
         println!("fingerprint {here:016x}");
         return;

@@ -1,5 +1,6 @@
-//! Backpropagation through time: the backward time loop of each direction, then the weight,
-//! bias and input gradients as single GEMMs and column sums over all steps.
+//! Backpropagation through time: per direction and batch part, the backward time loop, then
+//! that part's share of the weight, bias and input gradients as GEMMs and column sums over
+//! its steps, chunk by chunk of rows; the later parts' shares are added to the first's.
 
 use super::{cell, layer_params, Direction, Layout, Regions, RnnCell, RnnDims, RnnOutput};
 use crate::kernels::gemm;
@@ -61,11 +62,12 @@ pub fn rnn_backward<F: Float>(
         work,
         adjoints,
         packed,
+        partials,
     } = lay.split(scratch);
     let (kept, outputs) = (&*kept, &*outputs);
-    let (dirs, g, h, rows) = (lay.directions, lay.gate_rows, lay.hidden, lay.rows);
+    let (dirs, g, h, t_len) = (lay.directions, lay.gate_rows, lay.hidden, lay.seq);
+    let lstm = d.cell == RnnCell::Lstm;
     let parts = d.batch_parts();
-    let all = 0..d.batch;
     for layer in (0..d.layers).rev() {
         let last = layer + 1 == d.layers;
         // Layer l's output adjoint is in buffer l % 2; its input's goes into the other one.
@@ -87,11 +89,30 @@ pub fn rnn_backward<F: Float>(
             &outputs[(layer - 1) * lay.layer_out..layer * lay.layer_out]
         };
         let in_l = d.layer_input(layer);
+        // The adjoint of this layer's input, and whether to add to it.
+        let target = if layer == 0 {
+            d_x.as_mut()
+                .map(|(dx, accumulate)| (SharedMut::new(dx), *accumulate))
+        } else {
+            Some((SharedMut::new(&mut below[..lay.layer_out]), false))
+        };
         let recurrent = lay.pack_recurrent(d, params, layer, false, &mut *packed);
         let work_s = SharedMut::new(&mut *work);
+        let partials_s = SharedMut::new(&mut *partials);
+        // This layer's gradients, for the first batch part's items to write.
+        let first_grad = 4 * layer * dirs;
+        let mut layer_grads = param_grads[first_grad..first_grad + 4 * dirs]
+            .iter_mut()
+            .map(|grad| SharedMut::new(grad));
+        let grads: [SharedMut<'_, F>; 8] = std::array::from_fn(|_| {
+            layer_grads
+                .next()
+                .unwrap_or_else(|| SharedMut::new(&mut []))
+        });
+        let grad_lens = [g * in_l, g * h, g, g];
         parallel::for_each_chunk(dirs * parts, |item, _| {
-            let (direction, part) = (item / parts, item % parts);
-            let [_, w_hh, b_ih, b_hh] = layer_params(d, params, layer, direction);
+            let (direction, part_index) = (item / parts, item % parts);
+            let [w_ih, w_hh, b_ih, b_hh] = layer_params(d, params, layer, direction);
             let dir = Direction {
                 dims: d,
                 lengths,
@@ -101,96 +122,161 @@ pub fn rnn_backward<F: Float>(
                 b_ih,
                 b_hh,
             };
-            let part = parallel::chunk_range(d.batch, parts, part);
+            let part = parallel::chunk_range(d.batch, parts, part_index);
             let (states, cache) = lay.kept_rows(&part);
             let kept_l = &kept[lay.kept_range(layer, direction)];
             let [dgi, dgh, step, dh, dc] = lay.work_rows(direction, &part);
             let gru = d.cell == RnnCell::Gru;
             // SAFETY: each item is claimed once, and each range is this item's own rows of
             // its direction's work area.
-            let bufs = unsafe {
-                BackwardBufs {
-                    states: &kept_l[states],
-                    cache: &kept_l[cache],
-                    dgi: work_s.range(dgi),
-                    dgh: gru.then(|| work_s.range(dgh)),
-                    step: work_s.range(step),
-                    dh: work_s.range(dh),
-                    dc: work_s.range(dc),
-                }
+            let (dgi, mut dgh, step, dh, dc) = unsafe {
+                (
+                    work_s.range(dgi),
+                    gru.then(|| work_s.range(dgh)),
+                    work_s.range(step),
+                    work_s.range(dh),
+                    work_s.range(dc),
+                )
+            };
+            let bufs = BackwardBufs {
+                states: &kept_l[states.clone()],
+                cache: &kept_l[cache],
+                dgi: &mut *dgi,
+                dgh: dgh.as_deref_mut(),
+                step,
+                dh,
+                dc,
             };
             let col = direction * h;
             backward_part(
                 &dir,
-                part,
+                part.clone(),
                 bufs,
                 dy.map(|dy| (dy, col)),
                 final_dh.map(|f| (f, col)),
             );
-        });
-        for direction in 0..dirs {
-            let k = 4 * (layer * dirs + direction);
-            let [dgi, dgh, ..] = lay.work_rows(direction, &all);
-            let dgi = &work[dgi];
-            let dgh = if d.cell == RnnCell::Gru {
-                &work[dgh]
-            } else {
-                dgi
+            // The part's share of the gradients, while its gate adjoints are still in this
+            // core's cache rather than only in the shared one.
+            let dgi: &[F] = dgi;
+            let dgh: &[F] = dgh.as_deref().unwrap_or(dgi);
+            let rows = part.len() * t_len;
+            let x_rows = part.start * t_len * in_l..part.end * t_len * in_l;
+            // SAFETY: the first part's item of each direction is the only one to take that
+            // direction's gradients, and every later part's item takes its own sums.
+            let [d_w_ih, d_w_hh, d_b_ih, d_b_hh] = unsafe {
+                if part_index == 0 {
+                    let own = &grads[4 * direction..4 * direction + 4];
+                    [0, 1, 2, 3].map(|j| own[j].range(0..grad_lens[j]))
+                } else {
+                    lay.partial_rows(direction, part_index, in_l)
+                        .map(|r| partials_s.range(r))
+                }
             };
-            let states = &kept[lay.kept_range(layer, direction)][..rows * h];
-            gemm(
-                g,
-                rows,
-                in_l,
-                F::ONE,
-                dgi,
-                true,
-                input,
-                false,
-                F::ZERO,
-                param_grads[k],
-            );
-            gemm(
-                g,
-                rows,
-                h,
-                F::ONE,
-                dgh,
-                true,
-                states,
-                false,
-                F::ZERO,
-                param_grads[k + 1],
-            );
-            linear_backward_bias(dgi, rows, g, param_grads[k + 2], false);
-            if d.cell == RnnCell::Lstm {
+            let input_rows = &input[x_rows.clone()];
+            let states = &kept_l[states];
+            // SAFETY: each part's rows of the input adjoint are its own (one direction).
+            let mut dx_rows = match (dirs, &target) {
+                (1, Some((target, accumulate))) => {
+                    Some((unsafe { target.range(x_rows) }, *accumulate))
+                }
+                _ => None,
+            };
+            if rows == 0 {
+                for grad in [&mut *d_w_ih, &mut *d_w_hh, &mut *d_b_ih, &mut *d_b_hh] {
+                    grad.fill(F::ZERO);
+                }
+            }
+            // Chunk by chunk of rows, so that each chunk of gate adjoints is read from memory
+            // once for the three products and the bias sums that take it.
+            let chunk = (CHUNK_ELEMENTS / g.max(1)).max(1);
+            for start in (0..rows).step_by(chunk) {
+                let r = start..(start + chunk).min(rows);
+                let (dgi, dgh) = (&dgi[r.start * g..r.end * g], &dgh[r.start * g..r.end * g]);
+                let more = if start == 0 { F::ZERO } else { F::ONE };
+                let x_c = &input_rows[r.start * in_l..r.end * in_l];
+                gemm(
+                    g,
+                    r.len(),
+                    in_l,
+                    F::ONE,
+                    dgi,
+                    true,
+                    x_c,
+                    false,
+                    more,
+                    d_w_ih,
+                );
+                let h_c = &states[r.start * h..r.end * h];
+                gemm(g, r.len(), h, F::ONE, dgh, true, h_c, false, more, d_w_hh);
+                linear_backward_bias(dgi, r.len(), g, d_b_ih, start > 0);
+                if !lstm {
+                    linear_backward_bias(dgh, r.len(), g, d_b_hh, start > 0);
+                }
+                if let Some((dx, accumulate)) = dx_rows.as_mut() {
+                    let beta = if *accumulate { F::ONE } else { F::ZERO };
+                    let dx = &mut dx[r.start * in_l..r.end * in_l];
+                    gemm(r.len(), g, in_l, F::ONE, dgi, false, w_ih, false, beta, dx);
+                }
+            }
+        });
+        // The later parts' sums, added in order.
+        for direction in 0..dirs {
+            let k = first_grad + 4 * direction;
+            for part_index in 1..parts {
+                let sums = lay.partial_rows(direction, part_index, in_l);
+                for (j, sum) in sums.into_iter().enumerate() {
+                    if !(lstm && j == 3) {
+                        for (acc, &v) in param_grads[k + j].iter_mut().zip(&partials[sum]) {
+                            *acc += v;
+                        }
+                    }
+                }
+            }
+            if lstm {
                 // Both biases enter the LSTM's gates the same way.
                 let (db_ih, db_hh) = param_grads[k + 2..k + 4].split_at_mut(1);
                 db_hh[0].copy_from_slice(db_ih[0]);
-            } else {
-                linear_backward_bias(dgh, rows, g, param_grads[k + 3], false);
             }
         }
-        let target = if layer == 0 {
-            d_x.as_mut()
-                .map(|(dx, accumulate)| (&mut **dx, *accumulate))
-        } else {
-            Some((&mut below[..lay.layer_out], false))
-        };
-        if let Some((target, accumulate)) = target {
-            for direction in 0..dirs {
-                let [w_ih, ..] = layer_params(d, params, layer, direction);
-                let dgi = &work[lay.work_rows(direction, &all)[0].clone()];
-                let beta = if accumulate || direction > 0 {
-                    F::ONE
-                } else {
-                    F::ZERO
-                };
-                gemm(rows, g, in_l, F::ONE, dgi, false, w_ih, false, beta, target);
-            }
+        if let (2, Some((target, accumulate))) = (dirs, &target) {
+            // Both directions add into the same rows: one item per part.
+            let work = &*work;
+            parallel::for_each_chunk(parts, |part_index, _| {
+                let part = parallel::chunk_range(d.batch, parts, part_index);
+                let x_rows = part.start * t_len * in_l..part.end * t_len * in_l;
+                // SAFETY: each part's rows of the input adjoint are its own.
+                let dx_rows = unsafe { target.range(x_rows) };
+                for direction in 0..dirs {
+                    let [w_ih, ..] = layer_params(d, params, layer, direction);
+                    let dgi = &work[lay.work_rows(direction, &part)[0].clone()];
+                    let beta = if *accumulate || direction > 0 {
+                        F::ONE
+                    } else {
+                        F::ZERO
+                    };
+                    let rows = part.len() * t_len;
+                    gemm(
+                        rows,
+                        g,
+                        in_l,
+                        F::ONE,
+                        dgi,
+                        false,
+                        w_ih,
+                        false,
+                        beta,
+                        dx_rows,
+                    );
+                }
+            });
         }
     }
 }
+
+/// The gate adjoints the gradient products take at a time after a time loop (256 KiB of
+/// f32): a chunk stays in the core's L2 cache from the first product that reads it to the
+/// last.
+pub(super) const CHUNK_ELEMENTS: usize = 1 << 16;
 
 /// One time loop's own buffers (its sequences' rows), backward.
 struct BackwardBufs<'a, F> {

@@ -17,15 +17,20 @@
 //!
 //! Per layer and direction the input projections of all steps are one GEMM; each step is one
 //! `[B, H] × [H, G·H]` GEMM followed by the fused gate math of `cell.rs`. The backward gathers
-//! the gate adjoints of all steps so that the weight, bias and input gradients are single
-//! GEMMs (or column sums) after the time loop; the recurrent weight's gradient pairs them with
-//! the hidden states each step started from, kept by the forward.
+//! the gate adjoints of all steps so that the weight, bias and input gradients are GEMMs (or
+//! column sums) over many steps at once after the time loop; the recurrent weight's gradient
+//! pairs them with the hidden states each step started from, kept by the forward.
 //!
 //! Sequences of a batch are independent, as are the two directions of a layer: the time loop
 //! runs per (direction, part of the batch) on the two threads
-//! ([`for_each_chunk`](super::parallel::for_each_chunk)). The batch is cut the same way
-//! whatever the thread count, and every gradient summed over the batch is a GEMM or column
-//! sum over all of it after the loop, so results are the same bits on one thread or two.
+//! ([`for_each_chunk`](super::parallel::for_each_chunk)), and so do the gradient products
+//! after it, on the part's rows while they are still in that core's cache (chunk by chunk of
+//! 2¹⁶ adjoints, which each chunk's products and bias sums read in turn). The batch is cut the
+//! same way whatever the thread count, each part's sums have a buffer of their own, and the
+//! parts are added in order after the loop, so results are the same bits on one thread or
+//! two. Measured on W7 (batch 64, two parts; AVX-512, two threads): the step went from a
+//! median of 21.9 to 20.6 ms, the recurrent kernel's backward alone from 5.2–7.0 to 4.5–5.9
+//! ms; one thread did not change.
 
 mod backward;
 mod cell;
@@ -205,7 +210,9 @@ impl RnnDims {
     ///   `B·(G·H + 2·H)`;
     /// - the adjoints of the inner layers' outputs, `min(L − 1, 2)·R·D·H`;
     /// - with 8 sequences or more, each direction's recurrent weight packed for the GEMM,
-    ///   `D·max(H·⌈G·H⌉₃₂, G·H·⌈H⌉₃₂)` (`⌈x⌉₃₂`: `x` rounded up to a multiple of 32).
+    ///   `D·max(H·⌈G·H⌉₃₂, G·H·⌈H⌉₃₂)` (`⌈x⌉₃₂`: `x` rounded up to a multiple of 32);
+    /// - with 16 sequences or more (two batch parts), the second part's sums of the weight and
+    ///   bias gradients per direction, `D·G·H·(I + H + 2)` with `I` the widest layer input.
     pub fn scratch_len(&self) -> usize {
         Layout::new(self).total()
     }
@@ -301,6 +308,11 @@ struct Layout {
     layer_out: usize,
     /// One direction's recurrent weight packed for the GEMM (zero when not prepacked).
     packed: usize,
+    /// The batch parts (see [`RnnDims::batch_parts`]).
+    parts: usize,
+    /// One direction and later part's own sums of the weight and bias gradients (the first
+    /// part writes the gradients themselves).
+    partial: usize,
 }
 
 impl Layout {
@@ -313,6 +325,7 @@ impl Layout {
             RnnCell::Gru => 2,
         };
         let big = sides * rows * gate_rows;
+        let widest_input = (0..d.layers).map(|l| d.layer_input(l)).max().unwrap_or(0);
         Self {
             batch: d.batch,
             seq: d.seq,
@@ -331,6 +344,8 @@ impl Layout {
             } else {
                 0
             },
+            parts: d.batch_parts(),
+            partial: gate_rows * (widest_input + h + 2),
         }
     }
 
@@ -354,28 +369,51 @@ impl Layout {
         self.directions * self.packed
     }
 
+    fn partials_total(&self) -> usize {
+        self.directions * (self.parts - 1) * self.partial
+    }
+
     fn total(&self) -> usize {
         self.kept_total()
             + self.outputs_total()
             + self.work_total()
             + self.adjoints_total()
             + self.packed_total()
+            + self.partials_total()
     }
 
-    /// The scratch cut into its five regions.
+    /// The scratch cut into its six regions.
     fn split<'a, F>(&self, scratch: &'a mut [F]) -> Regions<'a, F> {
         let (kept, rest) = scratch.split_at_mut(self.kept_total());
         let (outputs, rest) = rest.split_at_mut(self.outputs_total());
         let (work, rest) = rest.split_at_mut(self.work_total());
         let (adjoints, rest) = rest.split_at_mut(self.adjoints_total());
-        let packed = &mut rest[..self.packed_total()];
+        let (packed, rest) = rest.split_at_mut(self.packed_total());
+        let partials = &mut rest[..self.partials_total()];
         Regions {
             kept,
             outputs,
             work,
             adjoints,
             packed,
+            partials,
         }
+    }
+
+    /// Ranges, within the partials region, of the `(weight_ih, weight_hh, bias_ih, bias_hh)`
+    /// gradient sums of `direction`'s batch part `part` (≥ 1) at a layer whose input has
+    /// `input` features.
+    fn partial_rows(&self, direction: usize, part: usize, input: usize) -> [Range<usize>; 4] {
+        let g = self.gate_rows;
+        let base = (direction * (self.parts - 1) + part - 1) * self.partial;
+        let w_hh = base + g * input;
+        let b_ih = w_hh + g * self.hidden;
+        [
+            base..w_hh,
+            w_hh..b_ih,
+            b_ih..b_ih + g,
+            b_ih + g..b_ih + 2 * g,
+        ]
     }
 
     /// Packs each direction's recurrent weight of `layer` as the time loops multiply by it
@@ -452,6 +490,7 @@ struct Regions<'a, F> {
     work: &'a mut [F],
     adjoints: &'a mut [F],
     packed: &'a mut [F],
+    partials: &'a mut [F],
 }
 
 /// What the time loop of one layer and direction reads.

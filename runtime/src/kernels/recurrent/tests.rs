@@ -260,16 +260,101 @@ fn split_batch_matches_reference() {
     let lengths: Vec<usize> = (0..17).map(|b| 1 + (b * 7) % 3).collect();
     for cell in CELLS {
         for output in OUTPUTS {
-            let d = dims(cell, 17, 3, 2, 3, 2, true, output);
-            assert_eq!(d.batch_parts(), 2);
+            for bidirectional in [false, true] {
+                let d = dims(cell, 17, 3, 2, 3, 2, bidirectional, output);
+                assert_eq!(d.batch_parts(), 2);
+                let x = values(d.input_len(), 1.0);
+                let params = params_for(&d, 2.0);
+                for lengths in [None, Some(&lengths[..])] {
+                    let (out, _) = forward(&d, &x, lengths, &params);
+                    let want = reference(&d, &x, lengths, &params);
+                    assert_close(&out, &want, 1e-12, 1e-14, &format!("{d:?}"));
+                    check_backward(&d, lengths);
+                }
+            }
+        }
+    }
+}
+
+/// `v` scaled to length 1.
+fn unit(v: Vec<f64>) -> Vec<f64> {
+    let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+    v.iter().map(|a| a / norm).collect()
+}
+
+/// Parts long enough that the gradient products after the time loop run chunk by chunk of
+/// rows: each parameter's gradient and the input's against the directional derivative of
+/// the forward along a fixed direction (every element's finite difference would take
+/// minutes at this size).
+#[test]
+fn chunked_gradient_products_match_directional_derivatives() {
+    let (batch, seq, hidden) = (16, 90, 48);
+    let lengths: Vec<usize> = (0..batch).map(|b| seq - (b * 13) % 40).collect();
+    for cell in CELLS {
+        for bidirectional in [false, true] {
+            let d = dims(
+                cell,
+                batch,
+                seq,
+                3,
+                hidden,
+                2,
+                bidirectional,
+                RnnOutput::Sequence,
+            );
+            let part_rows = batch / d.batch_parts() * seq;
+            assert!(part_rows * cell.gates() * hidden > backward::CHUNK_ELEMENTS);
             let x = values(d.input_len(), 1.0);
             let params = params_for(&d, 2.0);
-            for lengths in [None, Some(&lengths[..])] {
-                let (out, _) = forward(&d, &x, lengths, &params);
-                let want = reference(&d, &x, lengths, &params);
-                assert_close(&out, &want, 1e-12, 1e-14, &format!("{d:?}"));
-                check_backward(&d, lengths);
+            let r = values(d.out_len(), 7.0);
+            let (_, mut scratch) = forward(&d, &x, Some(&lengths), &params);
+            let mut grads: Vec<Vec<f64>> = params.iter().map(|p| vec![f64::NAN; p.len()]).collect();
+            let mut grad_refs: Vec<&mut [f64]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
+            let mut dx = vec![f64::NAN; x.len()];
+            rnn_backward(
+                &d,
+                &x,
+                Some(&lengths),
+                &refs(&params),
+                &mut scratch,
+                &r,
+                Some((&mut dx, false)),
+                &mut grad_refs,
+            );
+            // The kernel's own forward, which the tests above hold to the reference: at this
+            // size the reference would take most of the test's time.
+            let loss = |x: &[f64], params: &[Vec<f64>]| {
+                weighted(&forward(&d, x, Some(&lengths), params).0, &r)
+            };
+            // Central differences at h and h/2 along a unit direction, combined so that their
+            // h² errors cancel (Richardson): they agree with the gradient to 1e-7 here, a
+            // dropped or doubled chunk would be off by far more.
+            let along = |v: &[f64], grad: &[f64], shifted: &dyn Fn(f64) -> f64, what: &str| {
+                let central = |h: f64| (shifted(h) - shifted(-h)) / (2.0 * h);
+                let want = (4.0 * central(5e-4) - central(1e-3)) / 3.0;
+                let got: f64 = grad.iter().zip(v).map(|(g, v)| g * v).sum();
+                assert!(
+                    (got - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{d:?} {what}: {got} against {want}"
+                );
+            };
+            for (k, (name, _)) in d.param_shapes().iter().enumerate() {
+                let v = unit(values(params[k].len(), 11.0 + k as f64));
+                let shifted = |e: f64| {
+                    let mut ps = params.clone();
+                    for (p, v) in ps[k].iter_mut().zip(&v) {
+                        *p += e * v;
+                    }
+                    loss(&x, &ps)
+                };
+                along(&v, &grads[k], &shifted, name);
             }
+            let u = unit(values(x.len(), 5.0));
+            let shifted = |e: f64| {
+                let xs: Vec<f64> = x.iter().zip(&u).map(|(x, u)| x + e * u).collect();
+                loss(&xs, &params)
+            };
+            along(&u, &dx, &shifted, "x");
         }
     }
 }
@@ -356,6 +441,20 @@ fn scratch_len_formula() {
     let (r, gh, w) = (24, 20, 6 * 5);
     let plain = 2 * r * (5 + w) + 2 * (r * gh + 8 * (gh + 2 * 5));
     assert_eq!(d.scratch_len(), plain + 2 * (20 * 32));
+    // From 16 sequences on, the second batch part's weight and bias gradient sums per
+    // direction: G·H·(I + H + 2), I = 8 the widest layer input.
+    let d = dims(RnnCell::Gru, 16, 2, 5, 4, 2, true, RnnOutput::Final);
+    let (r, gh, w) = (32, 12, 4 * 4);
+    let kept = 2 * 2 * r * (4 + w);
+    let outputs = r * 2 * 4;
+    let work = 2 * (2 * r * gh + 16 * (gh + 2 * 4));
+    let adjoints = r * 2 * 4;
+    let packed = 2 * (12 * 32);
+    let partials = 2 * gh * (8 + 4 + 2);
+    assert_eq!(
+        d.scratch_len(),
+        kept + outputs + work + adjoints + packed + partials
+    );
 }
 
 /// Forward + backward at benchmark W7's shape (B = 64, T = 48, F = 128, H = 128, one layer,
