@@ -28,9 +28,9 @@
 //! 2¹⁶ adjoints, which each chunk's products and bias sums read in turn). The batch is cut the
 //! same way whatever the thread count, each part's sums have a buffer of their own, and the
 //! parts are added in order after the loop, so results are the same bits on one thread or
-//! two. Measured on W7 (batch 64, two parts; AVX-512, two threads): the step went from a
-//! median of 21.9 to 20.6 ms, the recurrent kernel's backward alone from 5.2–7.0 to 4.5–5.9
-//! ms; one thread did not change.
+//! two. On W7's shape (batch 64, two parts; AVX-512) this made the backward 3–9% faster on two
+//! threads than GEMMs over the whole batch shared block by block, and no different on one
+//! (BENCHMARKS.md, "A recurrent layer's gradient products per batch part").
 
 mod backward;
 mod cell;
