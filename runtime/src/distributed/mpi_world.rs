@@ -137,14 +137,14 @@ impl World {
                 Err(pending) => request = pending,
             }
             if started.elapsed() > self.timeout {
-                eprintln!(
+                report(&format!(
                     "kiln::distributed: rank {} of {}: {what} did not complete within {:.0} s; \
                      another rank has probably died, hung or lost its connection. Aborting \
-                     every rank (raise KILN_MPI_TIMEOUT=SECONDS if a rank is only slow).",
+                     every rank (raise KILN_MPI_TIMEOUT=SECONDS if a rank is only slow).\n",
                     self.rank,
                     self.size,
                     self.timeout.as_secs_f64()
-                );
+                ));
                 self.comm.abort(TIMEOUT_EXIT_CODE);
             }
             // MPI progresses in `test`; yielding keeps an oversubscribed core usable by the
@@ -240,15 +240,24 @@ impl<'b: 's, 's, T: Equivalence> PendingSums<'b, T> for MpiPending<'_, '_, 's, T
     }
 }
 
+/// Writes `line` to standard error in one piece, before the caller aborts the job. `eprintln!`
+/// writes each piece of its format separately (standard error is unbuffered), and `mpirun`
+/// forwards each write as it comes: its own notice of the abort could land between the pieces.
+fn report(line: &str) {
+    use std::io::Write;
+    // Nothing to do if standard error is gone: the job is being aborted either way.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 impl Drop for World {
     /// A rank unwinding from a panic aborts the job: finalising MPI would wait for ranks that
     /// are themselves waiting for this one in a collective.
     fn drop(&mut self) {
         if std::thread::panicking() && self.size > 1 {
-            eprintln!(
-                "kiln::distributed: rank {} of {} panicked; aborting every rank",
+            report(&format!(
+                "kiln::distributed: rank {} of {} panicked; aborting every rank\n",
                 self.rank, self.size
-            );
+            ));
             self.comm.abort(PANIC_EXIT_CODE);
         }
     }
