@@ -361,9 +361,10 @@ fn chunked_gradient_products_match_directional_derivatives() {
 
 #[test]
 fn forward_f32_matches_f64() {
-    for cell in CELLS {
-        let d = dims(cell, 3, 5, 4, 6, 2, true, RnnOutput::Sequence);
-        let lengths = [5, 2, 4];
+    // 3 sequences, and 9: from 8 on the recurrent weights are packed once per pass.
+    for (cell, batch) in CELLS.into_iter().flat_map(|c| [(c, 3), (c, 9)]) {
+        let d = dims(cell, batch, 5, 4, 6, 2, true, RnnOutput::Sequence);
+        let lengths: Vec<usize> = (0..batch).map(|b| [5, 2, 4][b % 3]).collect();
         let x = values(d.input_len(), 1.0);
         let params = params_for(&d, 2.0);
         let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
