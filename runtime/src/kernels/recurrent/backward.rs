@@ -126,13 +126,12 @@ pub fn rnn_backward<F: Float>(
             let (states, cache) = lay.kept_rows(&part);
             let kept_l = &kept[lay.kept_range(layer, direction)];
             let [dgi, dgh, step, dh, dc] = lay.work_rows(direction, &part);
-            let gru = d.cell == RnnCell::Gru;
             // SAFETY: each item is claimed once, and each range is this item's own rows of
             // its direction's work area.
             let (dgi, mut dgh, step, dh, dc) = unsafe {
                 (
                     work_s.range(dgi),
-                    gru.then(|| work_s.range(dgh)),
+                    (!lstm).then(|| work_s.range(dgh)),
                     work_s.range(step),
                     work_s.range(dh),
                     work_s.range(dc),
