@@ -412,6 +412,13 @@ pub(super) fn deep_for_dot_tiles<K: Kernel>(k: usize) -> bool {
     k >= 16 * K::V::LANES
 }
 
+/// Whether `k` is deep enough for tiles of dot products to beat the packed path even where
+/// that path fills its tiles: at least 64 vector steps, so that the reduction of each output
+/// weighs little against its multiply-adds.
+pub(super) fn very_deep_for_dot_tiles<K: Kernel>(k: usize) -> bool {
+    k >= 64 * K::V::LANES
+}
+
 /// The `R × S` dot products of rows `a` of `A` with columns `b` of `B` (each `k` contiguous
 /// elements): whole vectors into one accumulator per output, then its lanes summed, then the
 /// scalar tail of `k`.
@@ -442,28 +449,175 @@ unsafe fn dot_tile<V: Vector, const R: usize, const S: usize>(
         }
         p += l;
     }
+    // The last `k − p < LANES` steps as one more vector step over copies padded with zeros
+    // (as scalars, each output's chain of dependent additions cost more than the vector
+    // steps of a shallow product), then each accumulator's lanes summed: the same sum, in
+    // the same order, as [`dot_cols`] gives.
+    // SAFETY (both): the rows and columns are readable for `k`.
+    let a_tail: [[V::T; MAX_LANES]; R] =
+        std::array::from_fn(|r| unsafe { padded_tail::<V>(a[r], p, k) });
+    let b_tail: [[V::T; MAX_LANES]; S] =
+        std::array::from_fn(|s| unsafe { padded_tail::<V>(b[s], p, k) });
+    let mut sums = [[V::T::ZERO; S]; R];
     // Plain loops over constant bounds (unrolled), not closures: a closure that captured
     // `acc` by reference and was not inlined kept the accumulators in memory, stored back at
     // every step of the loop above (half the speed).
-    let mut sums = [[V::T::ZERO; S]; R];
-    // (When `k < LANES` no vector step ran: no reduction of zeros.)
-    if p > 0 {
-        for (out, accs) in sums.iter_mut().zip(&acc) {
-            for (o, v) in out.iter_mut().zip(accs) {
-                // SAFETY: the caller guarantees the instruction set.
-                *o = unsafe { v.sum() };
-            }
-        }
-    }
-    for q in p..k {
-        for (out, row) in sums.iter_mut().zip(a) {
-            for (o, col) in out.iter_mut().zip(b) {
-                // SAFETY: `q < k`.
-                *o = *o + unsafe { *row.add(q) * *col.add(q) };
-            }
+    for ((out, accs), a_tail) in sums.iter_mut().zip(&acc).zip(&a_tail) {
+        for ((o, &v), b_tail) in out.iter_mut().zip(accs).zip(&b_tail) {
+            // SAFETY: the padded copies hold `MAX_LANES ≥ LANES` elements; the caller
+            // guarantees the instruction set.
+            *o = unsafe { with_tail::<V>(v, a_tail, b_tail, k - p).sum() };
         }
     }
     sums
+}
+
+/// Steps `from .. k` (fewer than `LANES`) of a row or column, then zeros.
+///
+/// # Safety
+/// `src .. src + k` readable.
+#[inline(always)]
+unsafe fn padded_tail<V: Vector>(src: *const V::T, from: usize, k: usize) -> [V::T; MAX_LANES] {
+    let mut v = [V::T::ZERO; MAX_LANES];
+    for (x, q) in v.iter_mut().zip(from..k) {
+        // SAFETY: `q < k`.
+        *x = unsafe { *src.add(q) };
+    }
+    v
+}
+
+/// `acc` plus the padded tails' products, when there is a tail (`len > 0`).
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+unsafe fn with_tail<V: Vector>(
+    acc: V,
+    a_tail: &[V::T; MAX_LANES],
+    b_tail: &[V::T; MAX_LANES],
+    len: usize,
+) -> V {
+    if len == 0 {
+        return acc;
+    }
+    // SAFETY: both copies hold `MAX_LANES ≥ LANES` elements; forwarded from the caller.
+    unsafe { V::mul_add(V::load(a_tail.as_ptr()), V::load(b_tail.as_ptr()), acc) }
+}
+
+/// Steps of `k` one block of [`dot_cols`] covers: `R` rows of `A` over this many steps (16 KiB
+/// of f32 for 8 rows) stay in L1 while every column of `B` passes by.
+pub(super) const DOT_COLS_BLOCK: usize = 512;
+
+/// `C = alpha · A·B + beta · C` where the rows of `A` are contiguous along `k` and column `j`
+/// of `B` is the `k` contiguous elements from `b.ptr + b_cols[j]`: a convolution's weight
+/// gradient `dy · colsᵀ`, whose column matrix is never formed (each of its rows, a column of
+/// `B`, is the padded input read from its tap's offset). In tiles of `R` rows of `A` by `S`
+/// columns of `B`, as [`dot_tiles`], but blocked along `k`: for each block of `R` rows, the
+/// steps are taken [`DOT_COLS_BLOCK`] at a time, every column of `B` passing by the rows while
+/// they sit in L1, each tile's vector accumulators kept in `acc` between blocks, and reduced
+/// once at the end. Nothing is packed: the packed path transposed all of `B` into panels for
+/// each product, as many element copies as the product has columns times `k`, which cost as
+/// much as the multiply-adds on the few rows of a convolution's output channels.
+///
+/// Consecutive columns of `B` in one tile are a convolution's neighbouring taps, the same
+/// input one element apart: their loads share cache lines.
+///
+/// A tile at the edge of `C` repeats its last row or column of operands and stores only the
+/// outputs inside `C`; every output is the same sum, in the same order, on every call.
+///
+/// # Safety
+/// `p` must describe valid memory (see [`Problem`]), with `a.cs == 1` and `b_cols` set;
+/// `acc` must be valid for writing `n.div_ceil(S) · R · S · LANES` elements and overlap
+/// nothing else; the CPU must support `V`'s instruction set.
+#[inline(always)]
+pub(super) unsafe fn dot_cols<V: Vector, const R: usize, const S: usize>(
+    p: &Problem<V::T>,
+    acc: *mut V::T,
+) {
+    debug_assert!(p.a.cs == 1 && !p.b_cols.is_null() && p.m > 0 && p.n > 0);
+    let l = V::LANES;
+    // The whole vectors of `k`; the rest is added as scalars at the end.
+    let kv = p.k / l * l;
+    let block = DOT_COLS_BLOCK.max(l) / l * l;
+    let a_row = |i: usize| p.a.ptr.wrapping_offset(i.min(p.m - 1) as isize * p.a.rs);
+    // SAFETY: `j.min(n − 1) < n` offsets are readable.
+    let b_col = |j: usize| {
+        p.b.ptr
+            .wrapping_add(unsafe { *p.b_cols.add(j.min(p.n - 1)) })
+    };
+    let tile_acc = |j: usize| acc.wrapping_add((j / S) * R * S * l);
+    for i in (0..p.m).step_by(R) {
+        let a: [*const V::T; R] = std::array::from_fn(|r| a_row(i + r));
+        let mut start = 0;
+        while start < kv {
+            let end = (start + block).min(kv);
+            for j in (0..p.n).step_by(S) {
+                let b: [*const V::T; S] = std::array::from_fn(|s| b_col(j + s));
+                let saved = tile_acc(j);
+                // SAFETY (the loads and stores): the tile's accumulators lie in `acc`
+                // (`j / S < n.div_ceil(S)` tiles of `R·S` vectors); every operand load
+                // covers steps `< kv ≤ k` of a row of `A` or a column of `B`; the caller
+                // guarantees the instruction set.
+                let mut sums: [[V; S]; R] = if start == 0 {
+                    [[unsafe { V::zero() }; S]; R]
+                } else {
+                    std::array::from_fn(|r| {
+                        std::array::from_fn(|s| unsafe { V::load(saved.add((r * S + s) * l)) })
+                    })
+                };
+                let mut q = start;
+                while q < end {
+                    unsafe {
+                        let bv: [V; S] = std::array::from_fn(|s| V::load(b[s].add(q)));
+                        for (accs, row) in sums.iter_mut().zip(a) {
+                            let av = V::load(row.add(q));
+                            for (c, &bs) in accs.iter_mut().zip(&bv) {
+                                *c = V::mul_add(av, bs, *c);
+                            }
+                        }
+                    }
+                    q += l;
+                }
+                for (r, accs) in sums.iter().enumerate() {
+                    for (s, v) in accs.iter().enumerate() {
+                        // SAFETY: as above.
+                        unsafe { v.store(saved.add((r * S + s) * l)) };
+                    }
+                }
+            }
+            start = end;
+        }
+        // The last `k − kv < LANES` steps, and the sums, as in `dot_tile`.
+        let a_tail: [[V::T; MAX_LANES]; R] = std::array::from_fn(|r| {
+            // SAFETY: rows of `A`, readable for `k`.
+            unsafe { padded_tail::<V>(a[r], kv, p.k) }
+        });
+        for j in (0..p.n).step_by(S) {
+            let b: [*const V::T; S] = std::array::from_fn(|s| b_col(j + s));
+            let b_tail: [[V::T; MAX_LANES]; S] = std::array::from_fn(|s| {
+                // SAFETY: columns of `B`, readable for `k`.
+                unsafe { padded_tail::<V>(b[s], kv, p.k) }
+            });
+            let saved = tile_acc(j);
+            let mut out = [[V::T::ZERO; S]; R];
+            for (r, row) in out.iter_mut().enumerate() {
+                for (s, o) in row.iter_mut().enumerate() {
+                    // SAFETY: the tile's accumulators, stored by the blocks above (read only
+                    // when a block ran); the caller guarantees the instruction set.
+                    unsafe {
+                        let acc = if kv > 0 {
+                            V::load(saved.add((r * S + s) * l))
+                        } else {
+                            V::zero()
+                        };
+                        *o = with_tail::<V>(acc, &a_tail[r], &b_tail[s], p.k - kv).sum();
+                    }
+                }
+            }
+            // SAFETY: `i < m`, `j < n`; forwarded from the caller.
+            unsafe { store_dots(p, i, j, &out) };
+        }
+    }
 }
 
 /// Writes the outputs of the tile at `(i, j)` that lie inside `C`.

@@ -25,8 +25,9 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+use super::buffer::Scratch;
 use super::driver::Problem;
-use super::gemv::{axpy_cols, dot_rows, dot_tiles, wastes_fewer_rows, Gemv};
+use super::gemv::{axpy_cols, dot_cols, dot_rows, dot_tiles, wastes_fewer_rows, Gemv};
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 use super::simd::{F32x16, F32x8, F64x4, F64x8};
 use super::simd::{Lanes, Vector};
@@ -245,6 +246,14 @@ pub(super) trait Kernel {
     /// # Safety
     /// As for [`dot_tiles`].
     unsafe fn dot_tiles(p: &Problem<Self::T>);
+
+    /// `B`'s columns through offsets as tiles of dot products blocked along `k`
+    /// ([`dot_cols`]), this kernel set's tile shape, with its accumulators in this thread's
+    /// packing buffer.
+    ///
+    /// # Safety
+    /// As for [`dot_cols`] (without `acc`).
+    unsafe fn dot_cols(p: &Problem<Self::T>);
 }
 
 /// The first step of a tile's accumulation: `a · b + 0` per element (as [`fma_row`] onto a
@@ -487,7 +496,8 @@ macro_rules! kernels {
             rows_first_when_c_aliases: $rows_first:literal,
             a_in_place: $a_in_place:tt,
             lean: $lean:tt,
-            dot_tiles: [($dr:literal, $ds:literal), ($dr2:literal, $ds2:literal)] $(,)?
+            dot_tiles: [($dr:literal, $ds:literal), ($dr2:literal, $ds2:literal)],
+            dot_cols: ($cr:literal, $cs:literal) $(,)?
         }
     )*) => {$(
         $(#[$attr])*
@@ -690,6 +700,26 @@ macro_rules! kernels {
                     unsafe { dots(p) }
                 })
             }
+
+            #[inline(always)]
+            unsafe fn dot_cols(p: &Problem<$t>) {
+                unless_lean!($lean, p, {
+                    /// # Safety
+                    /// As for [`dot_cols`], and the CPU supports the enabled features.
+                    $(#[target_feature(enable = $feat)])?
+                    #[inline(never)]
+                    unsafe fn dots(p: &Problem<$t>, acc: *mut $t) {
+                        // SAFETY: forwarded from the caller.
+                        unsafe { dot_cols::<$vec, $cr, $cs>(p, acc) }
+                    }
+                    let tiles = p.n.div_ceil($cs) * $cr * $cs;
+                    let mut scratch = Scratch::take();
+                    let (acc, _) = scratch
+                        .get::<$t>(tiles * <$vec as Vector>::LANES, 0);
+                    // SAFETY: as for `tile`; `acc` holds every tile's accumulators.
+                    unsafe { dots(p, acc) }
+                })
+            }
         }
     )*};
 }
@@ -719,6 +749,7 @@ kernels! {
         a_in_place: true,
         lean: false,
         dot_tiles: [(4, 3), (3, 4)],
+        dot_cols: (8, 3),
     }
     /// AVX-512 f64: 8×16 tile (16 zmm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
@@ -729,6 +760,7 @@ kernels! {
         a_in_place: false,
         lean: false,
         dot_tiles: [(4, 3), (3, 4)],
+        dot_cols: (8, 3),
     }
     /// AVX2 + FMA f32: 6×16 tile (12 ymm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
@@ -739,6 +771,7 @@ kernels! {
         a_in_place: true,
         lean: false,
         dot_tiles: [(4, 2), (3, 3)],
+        dot_cols: (4, 3),
     }
     /// AVX2 + FMA f64: 6×8 tile (12 ymm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
@@ -749,6 +782,7 @@ kernels! {
         a_in_place: false,
         lean: false,
         dot_tiles: [(4, 2), (3, 3)],
+        dot_cols: (3, 3),
     }
     /// Baseline f32 (SSE2 on x86-64, NEON on aarch64): 4×8 tile (8 xmm accumulators).
     PortableF32 {
@@ -758,6 +792,7 @@ kernels! {
         a_in_place: false,
         lean: on_x86,
         dot_tiles: [(4, 2), (3, 3)],
+        dot_cols: (3, 3),
     }
     /// Baseline f64: 4×4 tile (8 xmm accumulators).
     PortableF64 {
@@ -767,6 +802,7 @@ kernels! {
         a_in_place: false,
         lean: on_x86,
         dot_tiles: [(4, 2), (3, 3)],
+        dot_cols: (3, 3),
     }
 }
 

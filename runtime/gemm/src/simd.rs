@@ -159,7 +159,7 @@ macro_rules! x86_vector {
         $name:ident($reg:ty): $t:ty, $lanes:literal, $feature:literal,
         zero: $zero:ident, splat: $splat:ident, load: $load:ident, fma: $fma:ident,
         add: $add:ident, mul: $mul:ident, store: $store:ident,
-        transpose: $transpose:ident $(,)?
+        sum: $sum:ident, transpose: $transpose:ident $(,)?
     ) => {
         $(#[$doc])*
         #[derive(Clone, Copy)]
@@ -202,18 +202,7 @@ macro_rules! x86_vector {
             #[inline]
             #[target_feature(enable = $feature)]
             unsafe fn sum(self) -> $t {
-                let mut lanes = [0.0; $lanes];
-                // SAFETY: `lanes` holds exactly one register (unaligned store).
-                unsafe { self.store(lanes.as_mut_ptr()) };
-                // Pairwise, as a tree: the same rounding on every instruction set.
-                let mut w = $lanes;
-                while w > 1 {
-                    w /= 2;
-                    for i in 0..w {
-                        lanes[i] += lanes[i + w];
-                    }
-                }
-                lanes[0]
+                $sum(self.0)
             }
             #[inline]
             #[target_feature(enable = $feature)]
@@ -248,6 +237,7 @@ x86_vector! {
     F32x16(arch::__m512): f32, 16, "avx512f",
     zero: _mm512_setzero_ps, splat: _mm512_set1_ps, load: _mm512_loadu_ps,
     fma: _mm512_fmadd_ps, add: _mm512_add_ps, mul: _mm512_mul_ps, store: _mm512_storeu_ps,
+    sum: sum_f32x16,
     transpose: pack_transposed_f32,
 }
 
@@ -257,6 +247,7 @@ x86_vector! {
     F64x8(arch::__m512d): f64, 8, "avx512f",
     zero: _mm512_setzero_pd, splat: _mm512_set1_pd, load: _mm512_loadu_pd,
     fma: _mm512_fmadd_pd, add: _mm512_add_pd, mul: _mm512_mul_pd, store: _mm512_storeu_pd,
+    sum: sum_f64x8,
     transpose: pack_transposed_f64,
 }
 
@@ -266,6 +257,7 @@ x86_vector! {
     F32x8(arch::__m256): f32, 8, "avx2,fma",
     zero: _mm256_setzero_ps, splat: _mm256_set1_ps, load: _mm256_loadu_ps,
     fma: _mm256_fmadd_ps, add: _mm256_add_ps, mul: _mm256_mul_ps, store: _mm256_storeu_ps,
+    sum: sum_f32x8,
     transpose: pack_transposed_f32,
 }
 
@@ -275,7 +267,59 @@ x86_vector! {
     F64x4(arch::__m256d): f64, 4, "avx2,fma",
     zero: _mm256_setzero_pd, splat: _mm256_set1_pd, load: _mm256_loadu_pd,
     fma: _mm256_fmadd_pd, add: _mm256_add_pd, mul: _mm256_mul_pd, store: _mm256_storeu_pd,
+    sum: sum_f64x4,
     transpose: pack_transposed_f64,
+}
+
+// The sums of a register's lanes, pairwise as a tree (lane `i` plus lane `i + w/2`, halving
+// `w`): the same rounding on every instruction set, and as the lanes stored and added one by
+// one in that order would give, in a few shuffles and vector additions (a reduction per
+// output of a tile of dot products weighs on shallow products).
+
+/// The lanes of an AVX-512 f32 register summed as a tree.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn sum_f32x16(v: arch::__m512) -> f32 {
+    use arch::{_mm256_add_ps, _mm256_castpd_ps, _mm512_castps512_ps256};
+    use arch::{_mm512_castps_pd, _mm512_extractf64x4_pd};
+    let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    sum_f32x8(_mm256_add_ps(_mm512_castps512_ps256(v), high))
+}
+
+/// The lanes of an AVX f32 register summed as a tree.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline]
+#[target_feature(enable = "avx")]
+fn sum_f32x8(v: arch::__m256) -> f32 {
+    use arch::{_mm256_castps256_ps128, _mm256_extractf128_ps, _mm_add_ps, _mm_add_ss};
+    use arch::{_mm_cvtss_f32, _mm_movehdup_ps, _mm_movehl_ps};
+    let four = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+    _mm_cvtss_f32(_mm_add_ss(two, _mm_movehdup_ps(two)))
+}
+
+/// The lanes of an AVX-512 f64 register summed as a tree.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn sum_f64x8(v: arch::__m512d) -> f64 {
+    use arch::{_mm256_add_pd, _mm512_castpd512_pd256, _mm512_extractf64x4_pd};
+    sum_f64x4(_mm256_add_pd(
+        _mm512_castpd512_pd256(v),
+        _mm512_extractf64x4_pd::<1>(v),
+    ))
+}
+
+/// The lanes of an AVX f64 register summed as a tree.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline]
+#[target_feature(enable = "avx")]
+fn sum_f64x4(v: arch::__m256d) -> f64 {
+    use arch::{_mm256_castpd256_pd128, _mm256_extractf128_pd, _mm_add_pd, _mm_add_sd};
+    use arch::{_mm_cvtsd_f64, _mm_unpackhi_pd};
+    let two = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
+    _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)))
 }
 
 /// [`Vector::pack_transposed`] for f32 with AVX: 8 × 8 blocks are loaded as 8 rows of 8

@@ -1507,9 +1507,22 @@ mod tests {
 
     /// Columns of `B` through offsets ([`gemm_offsets`], `Problem::b_cols`) give the bits of
     /// the same product over the columns gathered into a column-major matrix, on every ISA,
-    /// across `kc` and `nc` blocks, with edge tiles in both dimensions.
+    /// across `nc` blocks, with edge tiles in both dimensions: packed from their offsets
+    /// (any path but `Auto`, across `kc` blocks, and `Auto` on a `k` too shallow for dot
+    /// products), or,
+    /// on a deep `k`, as tiles of dot products blocked along `k` (`dot_cols`), which give
+    /// the bits of the unblocked tiles of dot products over the gathered columns
+    /// (`Path::Gemv`), across several blocks and with a tail of `k` shorter than a vector.
     fn cols_by_offset_match_gathered_cols<T: Dispatch + Float>() {
-        let (m, k, n) = (37, 600, 530);
+        // 200: shallower than 64 vectors of every kernel set (packed from the offsets);
+        // 1,061: deeper (dot products), and across the packed path's `kc` blocks.
+        for (k, dots) in [(200, false), (1061, true)] {
+            cols_by_offset_match_gathered_cols_at::<T>(k, dots);
+        }
+    }
+
+    fn cols_by_offset_match_gathered_cols_at<T: Dispatch + Float>(k: usize, dots: bool) {
+        let (m, n) = (37, 530);
         let offsets: Vec<usize> = (0..n).map(|j| (j * 389) % 1201 + (j % 7) * 3).collect();
         let len = offsets.iter().max().map_or(0, |o| o + k);
         let buffer: Vec<T> = values(len, 4.0).into_iter().map(T::from_f64).collect();
@@ -1520,8 +1533,11 @@ mod tests {
             .collect();
         let a: Vec<T> = values(m * k, 1.0).into_iter().map(T::from_f64).collect();
         let c0: Vec<T> = values(m * n, 3.0).into_iter().map(T::from_f64).collect();
-        let beta = T::from_f64(-1.25);
+        let (alpha, beta) = (T::from_f64(0.5), T::from_f64(-1.25));
         for isa in Isa::available() {
+            // The baseline kernels on x86 have no tiles of dot products: both sides pack.
+            let lean =
+                isa == Isa::Portable && cfg!(any(target_arch = "x86", target_arch = "x86_64"));
             let problem = |c: &mut Vec<T>, by_cols: bool| {
                 // Column-major.
                 let gathered = MatRef {
@@ -1529,7 +1545,7 @@ mod tests {
                     rs: 1,
                     cs: k as isize,
                 };
-                let plain = problem_over(m, k, n, <T as Float>::ONE, &a, gathered, beta, c);
+                let plain = problem_over(m, k, n, alpha, &a, gathered, beta, c);
                 if !by_cols {
                     return plain;
                 }
@@ -1541,14 +1557,79 @@ mod tests {
                 let b_cols = offsets.as_ptr();
                 Problem { b, b_cols, ..plain }
             };
-            let (mut want, mut got) = (c0.clone(), c0.clone());
+            let (mut want, mut got, mut packed) = (c0.clone(), c0.clone(), c0.clone());
+            let want_path = if dots && !lean {
+                Path::Gemv
+            } else {
+                Path::Auto
+            };
             // SAFETY: every matrix is inside its vector, each column of `buffer` readable
             // for `k`; `isa` is available.
             unsafe {
-                T::run_on(isa, &problem(&mut want, false), Path::Auto);
+                T::run_on(isa, &problem(&mut want, false), want_path);
                 T::run_on(isa, &problem(&mut got, true), Path::Auto);
+                T::run_on(isa, &problem(&mut packed, true), Path::BInPlace);
             }
-            assert!(same_bits(&want, &got), "{isa:?}");
+            assert!(same_bits(&want, &got), "{isa:?} k = {k}");
+            // The packed path from the offsets, on every `k`.
+            let mut gathered_packed = c0.clone();
+            // SAFETY: as above.
+            unsafe { T::run_on(isa, &problem(&mut gathered_packed, false), Path::BInPlace) };
+            assert!(
+                same_bits(&gathered_packed, &packed),
+                "{isa:?} k = {k}, packed"
+            );
+            // And both are the product.
+            for (i, (g, c)) in got.iter().zip(&c0).enumerate() {
+                let (row, col) = (i / n, i % n);
+                let dot: f64 = (0..k)
+                    .map(|q| a[row * k + q].to_f64() * gathered[col * k + q].to_f64())
+                    .sum();
+                let want = 0.5 * dot - 1.25 * c.to_f64();
+                let tol = if std::mem::size_of::<T>() == 4 {
+                    1e-4
+                } else {
+                    1e-12
+                };
+                assert!(
+                    (g.to_f64() - want).abs() <= tol * (1.0 + want.abs()),
+                    "{isa:?} k = {k} [{row}][{col}]: {} against {want}",
+                    g.to_f64()
+                );
+            }
+        }
+    }
+
+    /// A product narrower than a tile over a very deep `k` with both operands contiguous
+    /// along it (a 1 × 1 convolution's weight gradient `dy·xᵀ`, 11 × 4,100 × 16) runs as
+    /// tiles of dot products and is the product, on every ISA.
+    #[test]
+    fn narrow_deep_products_are_the_product() {
+        let (m, k, n) = (11, 4100, 16);
+        let a: Vec<f32> = values(m * k, 1.0).iter().map(|&x| x as f32).collect();
+        let bt: Vec<f32> = values(n * k, 2.0).iter().map(|&x| x as f32).collect();
+        for isa in Isa::available() {
+            let mut c = vec![0.0f32; m * n];
+            let b = MatRef {
+                ptr: bt.as_ptr(),
+                rs: 1,
+                cs: k as isize,
+            };
+            let p = problem_over(m, k, n, 1.0, &a, b, 0.0, &mut c);
+            // SAFETY: every matrix is inside its vector; `isa` is available.
+            unsafe { f32::run_on(isa, &p, Path::Auto) };
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|q| f64::from(a[i * k + q]) * f64::from(bt[j * k + q]))
+                        .sum();
+                    let got = f64::from(c[i * n + j]);
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{isa:?} [{i}][{j}]: {got} against {want}"
+                    );
+                }
+            }
         }
     }
 
