@@ -21,8 +21,9 @@
 //!   selection ([`Isa::selected`], done once per process; `KILN_GEMM_ISA` picks a lesser one).
 //! - `pack.rs`: copying blocks into the panel layout the microkernel streams.
 //! - `gemv.rs`: the unpacked paths: `m = 1` or `n = 1` (batch-1 inference is `y = x·Wᵀ`,
-//!   one dot product per output), and `C` narrower than half a tile, as matrix-vector
-//!   products.
+//!   one dot product per output), `C` narrower than half a tile, as matrix-vector
+//!   products, and tiles of dot products where both operands are contiguous along a deep
+//!   `k` (few rows, or `B`'s columns through offsets: a convolution's weight gradient).
 //! - `simd.rs`: explicit vector registers for the matrix-vector kernels.
 //! - `buffer.rs`: the thread-local packing buffers (grown once, so that a warm training step
 //!   allocates nothing).

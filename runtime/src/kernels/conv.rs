@@ -15,8 +15,9 @@
 //! matrix). With stride 1 and one group (most convolutions of today's networks) that matrix is
 //! never formed: with the input zero-padded into a scratch copy whose rows are laid end to end,
 //! each of its rows is the padded input read from a per-tap offset, and the GEMM reads those
-//! rows in place (an implicit GEMM, see `implicit_conv`; its weight gradient packs them
-//! straight from the padded input, see `implicit_weight_grad`). Other strides and grouped
+//! rows in place (an implicit GEMM, see `implicit_conv`; its weight gradient reads them in
+//! place too, as dot products or packed straight from the padded input, see
+//! `implicit_weight_grad`). Other strides and grouped
 //! convolutions unfold the patches into the matrix first (im2col) in a caller-provided
 //! scratch buffer. A 1×1 convolution with stride 1 and no padding needs no unfolding (the
 //! sample itself is that matrix) and skips the scratch entirely. A grouped convolution whose groups each read one input channel
@@ -490,6 +491,21 @@ impl Plan {
             && (g.stride_h, g.stride_w) == (1, 1)
             && !g.is_pointwise()
             && (self.out_h, self.out_w) == (g.out_h(), g.out_w())
+    }
+
+    /// Whether a transposed layer's backward can reuse, for its input gradient, the column
+    /// matrix its weight gradient unfolded from `dy`: both are products over the columns of
+    /// the same convolution input (`dy`), which im2col writes whole with one group (with
+    /// several, `cols` holds only the last group's) and which the implicit, 1×1 and depthwise
+    /// paths never form. W8's 2 × 2 stride-2 up-sampling layers unfolded each sample's `dy`
+    /// twice.
+    fn shares_columns(&self) -> bool {
+        let g = &self.conv;
+        self.transposed
+            && g.groups == 1
+            && !self.runs_implicit()
+            && !g.is_pointwise()
+            && !g.is_depthwise()
     }
 
     /// The column matrix of one group of one sample (`patch × positions`), 0 on the 1×1 and
@@ -1138,6 +1154,20 @@ fn depthwise_weight_grad<F: Float>(
 /// One sample of the convolution: `y (+)= conv(x)` over the plan's grid, group by group
 /// (`beta` 0 overwrites `y`, 1 adds onto it).
 fn conv_sample<F: Float>(plan: &Plan, x: &[F], weight: &[F], y: &mut [F], beta: F, cols: &mut [F]) {
+    conv_sample_with(plan, x, weight, y, beta, cols, false)
+}
+
+/// [`conv_sample`], where `cols_hold_x` says that `cols` already holds `x`'s column matrix
+/// (see [`Plan::shares_columns`]).
+fn conv_sample_with<F: Float>(
+    plan: &Plan,
+    x: &[F],
+    weight: &[F],
+    y: &mut [F],
+    beta: F,
+    cols: &mut [F],
+    cols_hold_x: bool,
+) {
     let g = &plan.conv;
     let grid = (plan.out_h, plan.out_w);
     if g.is_depthwise() {
@@ -1160,7 +1190,9 @@ fn conv_sample<F: Float>(plan: &Plan, x: &[F], weight: &[F], y: &mut [F], beta: 
         let patches: &[F] = if g.is_pointwise() {
             x_k
         } else {
-            im2col(x_k, g, grid, cols);
+            if !cols_hold_x {
+                im2col(x_k, g, grid, cols);
+            }
             cols
         };
         // y_k[O/G, P] (+)= W_k[O/G, CKK] · cols[CKK, P]
@@ -1397,8 +1429,9 @@ fn with_tap_offsets(g: &Conv2dGeometry, f: impl FnOnce(&[usize])) {
 /// `dW = dy · im2col(x)ᵀ + beta · dW` for one sample of a stride-1, one-group convolution
 /// `g`, without forming the column matrix: the transpose of [`implicit_conv`]'s product.
 /// `dy` is laid out over the padded width with the wrapped columns zero (so they add
-/// nothing), and the GEMM packs the column matrix's rows, its `B`'s columns, straight from
-/// the padded input ([`gemm::gemm_offsets`] by columns).
+/// nothing), and the GEMM reads the column matrix's rows, its `B`'s columns, from the padded
+/// input through their offsets ([`gemm::gemm_offsets`] by columns): as tiles of dot products
+/// with `dy`'s rows where the positions are many (a 64 × 64 image), else packed.
 fn implicit_weight_grad<F: Float>(
     g: &Conv2dGeometry,
     x: &[F],
@@ -1903,7 +1936,8 @@ fn backward_samples<F: Float>(
         if let Some(dx) = dx.as_deref_mut() {
             let dx_s = &mut dx[s * in_sample..(s + 1) * in_sample];
             if plan.transposed {
-                conv_sample(plan, dy_s, weight, dx_s, F::ONE, cols);
+                let shared = plan.shares_columns();
+                conv_sample_with(plan, dy_s, weight, dx_s, F::ONE, cols, shared);
             } else {
                 conv_input_grad_sample(plan, dy_s, weight, dx_s, cols);
             }
