@@ -436,19 +436,9 @@ unsafe fn dot_tile<V: Vector, const R: usize, const S: usize>(
     // SAFETY (all the vector operations): every load covers indices `< k` of its row or
     // column; the caller guarantees the instruction set.
     let mut acc = [[unsafe { V::zero() }; S]; R];
-    let mut p = 0;
-    while p + l <= k {
-        unsafe {
-            let bv: [V; S] = std::array::from_fn(|s| V::load(b[s].add(p)));
-            for (accs, row) in acc.iter_mut().zip(a) {
-                let av = V::load(row.add(p));
-                for (c, &bs) in accs.iter_mut().zip(&bv) {
-                    *c = V::mul_add(av, bs, *c);
-                }
-            }
-        }
-        p += l;
-    }
+    let p = k / l * l;
+    // SAFETY: steps `< p ≤ k`; forwarded from the caller.
+    unsafe { dot_steps(&mut acc, a, b, 0, p) };
     // The last `k − p < LANES` steps as one more vector step over copies padded with zeros
     // (as scalars, each output's chain of dependent additions cost more than the vector
     // steps of a shallow product), then each accumulator's lanes summed: the same sum, in
@@ -470,6 +460,37 @@ unsafe fn dot_tile<V: Vector, const R: usize, const S: usize>(
         }
     }
     sums
+}
+
+/// `acc[r][s] += a[r][q .. q + LANES] · b[s][q .. q + LANES]`, lane by lane, for `q` from
+/// `from` to `to` (a multiple of `LANES` apart) in steps of `LANES`: the inner loop of the
+/// tiles of dot products, `R + S` loads for `R·S` multiply-adds a step.
+///
+/// # Safety
+/// Every row of `a` and `b` readable over `from .. to`, and the CPU supports `V`'s
+/// instruction set.
+#[inline(always)]
+unsafe fn dot_steps<V: Vector, const R: usize, const S: usize>(
+    acc: &mut [[V; S]; R],
+    a: [*const V::T; R],
+    b: [*const V::T; S],
+    from: usize,
+    to: usize,
+) {
+    let mut q = from;
+    while q < to {
+        // SAFETY: step `q .. q + LANES ≤ to` of every row; forwarded from the caller.
+        unsafe {
+            let bv: [V; S] = std::array::from_fn(|s| V::load(b[s].add(q)));
+            for (accs, row) in acc.iter_mut().zip(a) {
+                let av = V::load(row.add(q));
+                for (c, &bs) in accs.iter_mut().zip(&bv) {
+                    *c = V::mul_add(av, bs, *c);
+                }
+            }
+        }
+        q += V::LANES;
+    }
 }
 
 /// Steps `from .. k` (fewer than `LANES`) of a row or column, then zeros.
@@ -565,19 +586,8 @@ pub(super) unsafe fn dot_cols<V: Vector, const R: usize, const S: usize>(
                         std::array::from_fn(|s| unsafe { V::load(saved.add((r * S + s) * l)) })
                     })
                 };
-                let mut q = start;
-                while q < end {
-                    unsafe {
-                        let bv: [V; S] = std::array::from_fn(|s| V::load(b[s].add(q)));
-                        for (accs, row) in sums.iter_mut().zip(a) {
-                            let av = V::load(row.add(q));
-                            for (c, &bs) in accs.iter_mut().zip(&bv) {
-                                *c = V::mul_add(av, bs, *c);
-                            }
-                        }
-                    }
-                    q += l;
-                }
+                // SAFETY: steps `start .. end ≤ kv ≤ k`, whole vectors; as above.
+                unsafe { dot_steps(&mut sums, a, b, start, end) };
                 for (r, accs) in sums.iter().enumerate() {
                     for (s, v) in accs.iter().enumerate() {
                         // SAFETY: as above.
