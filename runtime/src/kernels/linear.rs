@@ -170,8 +170,8 @@ const BIAS_PIECE_MIN: usize = 128;
 /// The fewest elements of `dy` whose bias gradient is shared by the two threads.
 const BIAS_SPLIT_MIN: usize = 1 << 15;
 
-/// The bias gradient of the columns `first .. first + db.len()`: `db[j] += Σ_rows dy[r][first
-/// + j]`, rows in order (see [`linear_backward_bias`]).
+/// The bias gradient of the columns `first .. first + db.len()`:
+/// `db[j] += Σ_rows dy[r][first + j]`, rows in order (see [`linear_backward_bias`]).
 struct BiasColumns<'a, F> {
     /// `[rows, cols]`.
     dy: &'a [F],
