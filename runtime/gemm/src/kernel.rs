@@ -476,7 +476,12 @@ macro_rules! lean_flag {
 /// width, `vector` the register type of the matrix-vector kernels, `features` the
 /// `target_feature`s the kernels are compiled with (none for the baseline kernels), and
 /// `rows_first_when_c_aliases` the kernel set's [`Kernel::ROWS_FIRST_WHEN_C_ALIASES`],
-/// `a_in_place` its [`Kernel::READS_A_IN_PLACE`], `lean` its [`Kernel::LEAN`].
+/// `a_in_place` its [`Kernel::READS_A_IN_PLACE`], `lean` its [`Kernel::LEAN`], `dot_tiles`
+/// the two `(rows, columns)` shapes of its [`dot_tiles`] (the one that wastes fewer rows is
+/// taken), and `dot_cols` the shape of its [`dot_cols`] tiles: for f32, as many
+/// accumulators as the register file holds beside one vector of `A` and the `S` of `B` (24
+/// of 32 zmm, 12 of 16 ymm), with `S` = 3, a 3-wide kernel's neighbouring taps (the f64 sets,
+/// used by the gradient checks, are not tuned).
 ///
 /// Each kernel is a separate, never-inlined function with its own `#[target_feature]`: when
 /// the microkernel was inlined into the (already AVX-512) driver loop nest, LLVM left its
