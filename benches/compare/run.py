@@ -2,10 +2,17 @@
 """kiln against PyTorch and JAX on the workloads W1-W8, side by side.
 
 Runs kiln's harness (`cargo bench --bench workloads`), `pytorch_workloads.py` and
-`jax_workloads.py` in turn (kiln, PyTorch, JAX, kiln, PyTorch, JAX, ...), keeps the best median
-per (workload, threads) for each system, and prints the machine's CPU and vector ISA and
+`jax_workloads.py` in turn, one workload filter at a time (kiln W6, PyTorch W6, JAX W6, kiln W7,
+PyTorch W7, ...; then the next round), keeps the best median per (workload, threads) for each
+system, and prints the machine's CPU and vector ISA and
 
-    workload | threads | kiln ms | PyTorch ms | JAX ms | kiln/best peer
+    workload | threads | kiln ms | PyTorch ms | JAX ms | kiln/best peer | paired
+
+`kiln/best peer` divides kiln's best median by the best peer's. `paired` is the median, over
+the rounds, of the same ratio taken within each round: on a machine whose speed drifts over
+minutes (a shared virtual machine), the systems' runs of one workload in one round are a minute
+apart, so that ratio compares them under the same conditions, where the best medians may come
+from different conditions.
 
 Usage: python3 benches/compare/run.py [--quick] [--rounds N] [--isa avx2] [FILTER ...]
   --quick      count a tenth of the steps in every system (a smoke run)
@@ -77,11 +84,30 @@ def run_streaming(cmd, label):
     return "".join(lines)
 
 
-def table(kiln, peers):
+def paired_ratios(rounds):
+    """{(workload id, threads): median over rounds of kiln / fastest peer in that round}.
+
+    `rounds` holds one `(kiln, {peer name: results})` pair per round; a round without kiln's
+    or any peer's figure for a row does not count for that row."""
+    ratios = {}
+    for kiln, peers in rounds:
+        for key, k in kiln.items():
+            theirs = [p[key] for p in peers.values() if key in p]
+            if theirs:
+                ratios.setdefault(key, []).append(k / min(theirs))
+    result = {}
+    for key, values in ratios.items():
+        values.sort()
+        mid = len(values) // 2
+        result[key] = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    return result
+
+
+def table(kiln, peers, paired=None):
     """The comparison as a Markdown table; a dash where a system printed no figure.
 
-    `peers` maps a peer's name to its results; the last column divides kiln's time by the
-    fastest peer's on that row."""
+    `peers` maps a peer's name to its results; `kiln/best peer` divides kiln's time by the
+    fastest peer's on that row, and `paired` shows [`paired_ratios`]' figure for it."""
 
     def ms(value):
         return f"{value:.4f}" if value is not None else "–"
@@ -89,9 +115,10 @@ def table(kiln, peers):
     names = list(peers)
     rows = [
         "| workload | threads | kiln ms | " + " | ".join(f"{n} ms" for n in names)
-        + " | kiln/best peer |",
-        "|---|---:|---:|" + "---:|" * len(names) + "---:|",
+        + " | kiln/best peer | paired |",
+        "|---|---:|---:|" + "---:|" * len(names) + "---:|---:|",
     ]
+    paired = paired or {}
     keys = set(kiln).union(*(set(p) for p in peers.values()))
     # Sorting by id puts W1..W8 in order whatever order the harnesses printed them in.
     for key in sorted(keys):
@@ -100,7 +127,8 @@ def table(kiln, peers):
         best = min((t for t in theirs if t), default=None)
         ratio = f"{k / best:.2f}" if k is not None and best else "–"
         cells = " | ".join(ms(t) for t in theirs)
-        rows.append(f"| {key[0]} | {key[1]} | {ms(k)} | {cells} | {ratio} |")
+        pair = f"{paired[key]:.2f}" if key in paired else "–"
+        rows.append(f"| {key[0]} | {key[1]} | {ms(k)} | {cells} | {ratio} | {pair} |")
     return "\n".join(rows)
 
 
@@ -141,7 +169,7 @@ def main():
     # PyTorch counterpart.
     filters = args.filters or ["W1", "W2", "W3", "W4", "W5"]
     quick = ["--quick"] if args.quick else []
-    kiln_cmd = ["cargo", "bench", "--bench", "workloads", "--", *quick, *filters]
+    kiln_cmd = ["cargo", "bench", "--bench", "workloads", "--", *quick]
     # Checked here, in the interpreter that will run the peer scripts, so a missing library is
     # reported once instead of failing every round.
     peer_cmds = {}
@@ -149,20 +177,30 @@ def main():
         if importlib.util.find_spec(module) is None:
             print(f"{name} is not installed (`pip install {install}`): skipped.", flush=True)
         else:
-            peer_cmds[name] = [sys.executable, str(HERE / script), *quick, *filters]
+            peer_cmds[name] = [sys.executable, str(HERE / script), *quick]
 
     kiln, peers = {}, {name: {} for name in peer_cmds}
-    # Alternating the systems spreads slow drifts of the machine (thermal, other load) over
-    # all of them, instead of handing all of one system's runs the same conditions.
+    rounds = []
+    # Alternating the systems workload by workload spreads slow drifts of the machine
+    # (thermal, other load) over all of them, instead of handing all of one system's runs the
+    # same conditions, and keeps each workload's runs of one round close together in time.
     for r in range(1, args.rounds + 1):
-        keep_best(kiln, parse(run_streaming(kiln_cmd, f"kiln, round {r}/{args.rounds}")))
-        for name, cmd in peer_cmds.items():
-            keep_best(peers[name], parse(run_streaming(cmd, f"{name}, round {r}/{args.rounds}")))
+        kiln_round, peers_round = {}, {name: {} for name in peer_cmds}
+        for f in filters:
+            label = f"round {r}/{args.rounds}, {f}"
+            kiln_round.update(parse(run_streaming([*kiln_cmd, f], f"kiln, {label}")))
+            for name, cmd in peer_cmds.items():
+                peers_round[name].update(parse(run_streaming([*cmd, f], f"{name}, {label}")))
+        keep_best(kiln, kiln_round)
+        for name, results in peers_round.items():
+            keep_best(peers[name], results)
+        rounds.append((kiln_round, peers_round))
 
     print(f"\nMachine: {machine(capped)}.")
     print(f"Best median over {args.rounds} round(s) per system"
-          f"{' (--quick)' if args.quick else ''}; kiln/best peer < 1 means kiln is faster.\n")
-    print(table(kiln, peers))
+          f"{' (--quick)' if args.quick else ''}; kiln/best peer < 1 means kiln is faster;"
+          " paired: the median over rounds of that ratio within each round.\n")
+    print(table(kiln, peers, paired_ratios(rounds)))
     print("\n–: that system printed no figure for this row.")
     return 0
 
@@ -201,14 +239,28 @@ def self_test():
     keep_best(jax, parse(SAMPLE_JAX))
     assert kiln[("W2 mlp-small", 1)] == 0.2  # best of 0.2105 and 0.2000
     assert kiln[("W3 mlp-wide", 1)] == 46.9  # best of 46.9 and 48.0
-    out = table(kiln, {"PyTorch": torch, "JAX": jax})
+    # Two rounds: kiln's W2 0.2105 against PyTorch's 0.4 (0.526), then 0.2 against a slowed
+    # PyTorch's 0.8 and JAX's 0.5 (0.4): the median of 0.526 and 0.4.
+    slowed = parse(SAMPLE_TORCH.replace("0.4000", "0.8000"))
+    rounds = [
+        (runs[0], {"PyTorch": parse(SAMPLE_TORCH), "JAX": {}}),
+        (runs[1], {"PyTorch": slowed, "JAX": parse(SAMPLE_JAX)}),
+    ]
+    paired = paired_ratios(rounds)
+    assert abs(paired[("W2 mlp-small", 1)] - (0.2105 / 0.4 + 0.2 / 0.5) / 2) < 1e-12, paired
+    # W1 at one thread: 0.0038 against 0.04, then against JAX's 0.019 (kiln's W1 is the same).
+    assert abs(paired[("W1 seed-linreg", 1)] - (0.095 + 0.2) / 2) < 1e-12, paired
+    # No peer ran W3: no paired figure.
+    assert ("W3 mlp-wide", 1) not in paired
+    out = table(kiln, {"PyTorch": torch, "JAX": jax}, paired)
     print(out)
     lines = out.splitlines()
-    assert lines[0] == "| workload | threads | kiln ms | PyTorch ms | JAX ms | kiln/best peer |"
-    assert lines[2] == "| W1 seed-linreg | 1 | 0.0038 | 0.0400 | 0.0190 | 0.20 |", lines[2]
-    assert lines[3] == "| W1 seed-linreg | 2 | – | 0.0500 | – | – |", lines[3]
+    assert lines[0] == (
+        "| workload | threads | kiln ms | PyTorch ms | JAX ms | kiln/best peer | paired |")
+    assert lines[2] == "| W1 seed-linreg | 1 | 0.0038 | 0.0400 | 0.0190 | 0.20 | 0.15 |", lines[2]
+    assert lines[3] == "| W1 seed-linreg | 2 | – | 0.0500 | – | – | – |", lines[3]
     # The best peer on this row is PyTorch (0.3 < JAX's 0.5).
-    assert lines[4] == "| W2 mlp-small | 1 | 0.2000 | 0.4000 | 0.5000 | 0.50 |", lines[4]
+    assert lines[4] == "| W2 mlp-small | 1 | 0.2000 | 0.4000 | 0.5000 | 0.50 | 0.46 |", lines[4]
     assert [l.split(" | ")[0] for l in lines[2:]] == [
         "| W1 seed-linreg", "| W1 seed-linreg", "| W2 mlp-small", "| W2 mlp-small",
         "| W3 mlp-wide", "| W4 lenet", "| W5 infer-mlp"]
