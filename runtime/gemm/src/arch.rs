@@ -173,41 +173,62 @@ fn runs_narrow<Wide: Kernel, Narrow: Kernel>(p: &Problem<Wide::T>, path: Path) -
 /// Defines the entry points of one element type and its [`Dispatch`] impl.
 macro_rules! dispatch {
     ($t:ty, $portable_fn:ident: $portable:ident, $avx512_fn:ident: $avx512:ident, $avx2_fn:ident: $avx2:ident) => {
-        /// The AVX-512 entry point.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512F, AVX2 and FMA; `p` as for [`Dispatch::run_on`].
+        /// The AVX-512 entry point, in a module of its own (as the other two): the compiler
+        /// gives each module its own codegen unit, so the six entry points (three
+        /// instruction sets, two element types), each the whole driver inlined, are
+        /// optimised in parallel instead of one after the other in one unit. A clean build
+        /// of a one-model crate on two cores (`benches/build_time.sh`) took 32 s with this
+        /// instead of 38–43.
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn $avx512_fn(p: &Problem<$t>, path: Path) {
-            // SAFETY: forwarded from the caller.
-            unsafe { run::<super::kernel::$avx512>(p, path) }
+        mod $avx512_fn {
+            use super::*;
+
+            /// Runs `p` on the AVX-512 kernels.
+            ///
+            /// # Safety
+            /// The CPU must support AVX-512F, AVX2 and FMA; `p` as for [`Dispatch::run_on`].
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            pub(super) unsafe fn entry(p: &Problem<$t>, path: Path) {
+                // SAFETY: forwarded from the caller.
+                unsafe { run::<super::super::kernel::$avx512>(p, path) }
+            }
         }
 
         /// The AVX2 + FMA entry point.
-        ///
-        /// # Safety
-        /// The CPU must support AVX2 and FMA; `p` as for [`Dispatch::run_on`].
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn $avx2_fn(p: &Problem<$t>, path: Path) {
-            // SAFETY: forwarded from the caller.
-            unsafe { run::<super::kernel::$avx2>(p, path) }
+        mod $avx2_fn {
+            use super::*;
+
+            /// Runs `p` on the AVX2 kernels.
+            ///
+            /// # Safety
+            /// The CPU must support AVX2 and FMA; `p` as for [`Dispatch::run_on`].
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn entry(p: &Problem<$t>, path: Path) {
+                // SAFETY: forwarded from the caller.
+                unsafe { run::<super::super::kernel::$avx2>(p, path) }
+            }
         }
 
-        /// The baseline entry point. Never inlined: inlined into [`Dispatch::run_on`] (the
-        /// AVX entry points cannot be, having other target features), the whole baseline
-        /// driver, about 13,000 lines of LLVM IR per element type, was compiled again in
-        /// every crate and codegen unit that calls the GEMM. Out of line, a clean release
-        /// build of kiln-runtime (of which the GEMM was then a part) took 6.6 s instead of
-        /// 8.7, and of a one-model binary 0.9 s instead of 1.9 (`benches/build_time.sh`).
-        ///
-        /// # Safety
-        /// `p` as for [`Dispatch::run_on`].
-        #[inline(never)]
-        unsafe fn $portable_fn(p: &Problem<$t>, path: Path) {
-            // SAFETY: forwarded from the caller.
-            unsafe { run::<$portable>(p, path) }
+        /// The baseline entry point.
+        mod $portable_fn {
+            use super::*;
+
+            /// Runs `p` on the baseline kernels. Never inlined: inlined into
+            /// [`Dispatch::run_on`] (the AVX entry points cannot be, having other target
+            /// features), the whole baseline driver, about 13,000 lines of LLVM IR per element
+            /// type, was compiled again in every crate and codegen unit that calls the GEMM.
+            /// Out of line, a clean release build of kiln-runtime (of which the GEMM was then
+            /// a part) took 6.6 s instead of 8.7, and of a one-model binary 0.9 s instead of
+            /// 1.9 (`benches/build_time.sh`).
+            ///
+            /// # Safety
+            /// `p` as for [`Dispatch::run_on`].
+            #[inline(never)]
+            pub(super) unsafe fn entry(p: &Problem<$t>, path: Path) {
+                // SAFETY: forwarded from the caller.
+                unsafe { run::<$portable>(p, path) }
+            }
         }
 
         impl Dispatch for $t {
@@ -219,15 +240,15 @@ macro_rules! dispatch {
                     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
                     Isa::Avx512
                         if runs_narrow::<super::kernel::$avx512, super::kernel::$avx2>(p, path) =>
-                    unsafe { $avx2_fn(p, path) },
+                    unsafe { $avx2_fn::entry(p, path) },
                     // SAFETY: the caller guarantees that the CPU supports `isa`, and `p`.
                     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-                    Isa::Avx512 => unsafe { $avx512_fn(p, path) },
+                    Isa::Avx512 => unsafe { $avx512_fn::entry(p, path) },
                     // SAFETY: as above.
                     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-                    Isa::Avx2 => unsafe { $avx2_fn(p, path) },
+                    Isa::Avx2 => unsafe { $avx2_fn::entry(p, path) },
                     // SAFETY: the baseline needs no CPU feature; `p` from the caller.
-                    _ => unsafe { $portable_fn(p, path) },
+                    _ => unsafe { $portable_fn::entry(p, path) },
                 }
             }
 

@@ -26,8 +26,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use super::buffer::Scratch;
-use super::driver::Problem;
+use super::driver::{column_block, ASource, BSource, Problem};
 use super::gemv::{axpy_cols, dot_cols, dot_rows, dot_tiles, wastes_fewer_rows, Gemv};
+use super::pack::pack;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 use super::simd::{F32x16, F32x8, F64x4, F64x8};
 use super::simd::{Lanes, Vector};
@@ -254,6 +255,48 @@ pub(super) trait Kernel {
     /// # Safety
     /// As for [`dot_cols`] (without `acc`).
     unsafe fn dot_cols(p: &Problem<Self::T>);
+
+    /// [`pack`] into panels of `MR` lanes (rows of `A`), out of line: one copy of the packing
+    /// loops per kernel set, called by every path that packs `A`.
+    ///
+    /// # Safety
+    /// As for [`pack`] with `w = MR`.
+    unsafe fn pack_a(
+        len: usize,
+        kc: usize,
+        src: *const Self::T,
+        s_lane: isize,
+        s_step: isize,
+        dst: *mut Self::T,
+    );
+
+    /// [`pack`] into panels of `NR` lanes (columns of `B`), out of line, as [`Kernel::pack_a`].
+    ///
+    /// # Safety
+    /// As for [`pack`] with `w = NR`.
+    unsafe fn pack_b(
+        len: usize,
+        kc: usize,
+        src: *const Self::T,
+        s_lane: isize,
+        s_step: isize,
+        dst: *mut Self::T,
+    );
+
+    /// [`column_block`] with this kernel set, out of line: one copy of the packed loop nest
+    /// for both paths that run it (the packed product and the shared one), rather than one
+    /// inlined into each (the entry points' code, and a clean build's time, grew by that).
+    ///
+    /// # Safety
+    /// As for [`column_block`].
+    unsafe fn column_block(
+        p: &Problem<Self::T>,
+        jc: usize,
+        nc: usize,
+        blocks: (usize, usize),
+        a: ASource<Self::T>,
+        b: BSource<'_, Self::T>,
+    );
 }
 
 /// The first step of a tile's accumulation: `a · b + 0` per element (as [`fma_row`] onto a
@@ -489,8 +532,9 @@ macro_rules! lean_flag {
 /// intended. A call per `MR × NR × kc` tile costs nothing measurable.
 macro_rules! kernels {
     ($(
-        $(#[$attr:meta])*
-        $name:ident {
+        $(#[doc = $doc:literal])*
+        $(#[cfg($cfg:meta)])?
+        $name:ident in $module:ident {
             elem: $t:ty,
             fma: $fma:ty,
             $(features: $feat:literal,)?
@@ -505,227 +549,321 @@ macro_rules! kernels {
             dot_cols: ($cr:literal, $cs:literal) $(,)?
         }
     )*) => {$(
-        $(#[$attr])*
-        pub(super) struct $name;
+        // Each kernel set in a module of its own, which the compiler gives a codegen unit of
+        // its own: the sets' microkernels and tiles of dot products are then optimised in
+        // parallel (one unit held all of them, a serial tail of a clean build).
+        $(#[cfg($cfg)])?
+        mod $module {
+            use super::*;
 
-        $(#[$attr])*
-        impl $name {
-            /// The microkernel proper (see [`Kernel::tile`]).
-            ///
-            /// # Safety
-            /// As for [`Kernel::tile`], and the CPU supports the enabled features.
-            ///
-            /// Compiled four times: for packed panels (`MODE` = `PACKED`, the stride is
-            /// the constant `NR`, which measured ~10% faster on shallow products than a
-            /// run-time stride), for `B` read in place (`IN_PLACE`, stride `ldb`), for
-            /// `B`'s rows through offsets (`BY_ROWS`, see [`Kernel::tile_rows`]), and for
-            /// `A` and `B` both read in place (`BOTH_IN_PLACE`, see
-            /// [`Kernel::tile_in_place`]).
-            ///
-            /// `aux` is the offsets with `BY_ROWS`, `A`'s row stride (as the address of a
-            /// pointer without provenance) with `BOTH_IN_PLACE`, and unused otherwise: one
-            /// argument for the two, so that all six stay in registers (a seventh is passed
-            /// on the stack, a load per tile that cost up to 6% on 16³ products).
-            $(#[target_feature(enable = $feat)])?
-            #[inline(never)]
-            unsafe fn tile_kernel<const MODE: u8>(
-                kc: usize,
-                a: *const $t,
-                b: *const $t,
-                ldb: usize,
-                aux: *const usize,
-                c: &Tile<$t>,
-            ) {
-                const MR: usize = [$($i),+].len();
-                let (lda, rows) = (aux.addr(), aux);
-                let ldb = if MODE == PACKED { $nr } else { ldb };
-                prefetch_tile::<$t, $nr>(c);
-                // `A` in place: each row's start, indexed by the step (one index register
-                // for all rows; a pointer stepped from row to row cost an add per row).
-                // (Through `black_box`, LLVM does not see the rows as `a + i·lda` and keeps
-                // a register per row, rather than rebuilding each address with adds.)
-                let a_rows: [*const $t; MR] = std::array::from_fn(|i| a.wrapping_add(i * lda));
-                let a_rows = if MODE == BOTH_IN_PLACE {
-                    std::hint::black_box(a_rows)
-                } else {
-                    a_rows
-                };
-                let (mut a, mut b, mut rows, mut step) = (a, b, rows, 0);
-                // Element `i` of step `p`'s `A` operands, whose packed sliver starts at `at`.
-                let a_at = |at: *const $t, p: usize, i: usize| {
-                    // SAFETY: the caller guarantees `kc` steps of `MR` elements of `A`, packed
-                    // or in place.
-                    unsafe {
-                        if MODE == BOTH_IN_PLACE {
-                            *a_rows[i].add(p)
+            $(#[doc = $doc])*
+            pub(crate) struct $name;
+
+            impl $name {
+                /// The microkernel proper (see [`Kernel::tile`]).
+                ///
+                /// # Safety
+                /// As for [`Kernel::tile`], and the CPU supports the enabled features.
+                ///
+                /// Compiled four times: for packed panels (`MODE` = `PACKED`, the stride is
+                /// the constant `NR`, which measured ~10% faster on shallow products than a
+                /// run-time stride), for `B` read in place (`IN_PLACE`, stride `ldb`), for
+                /// `B`'s rows through offsets (`BY_ROWS`, see [`Kernel::tile_rows`]), and for
+                /// `A` and `B` both read in place (`BOTH_IN_PLACE`, see
+                /// [`Kernel::tile_in_place`]).
+                ///
+                /// `aux` is the offsets with `BY_ROWS`, `A`'s row stride (as the address of a
+                /// pointer without provenance) with `BOTH_IN_PLACE`, and unused otherwise: one
+                /// argument for the two, so that all six stay in registers (a seventh is passed
+                /// on the stack, a load per tile that cost up to 6% on 16³ products).
+                $(#[target_feature(enable = $feat)])?
+                #[inline(never)]
+                unsafe fn tile_kernel<const MODE: u8>(
+                    kc: usize,
+                    a: *const $t,
+                    b: *const $t,
+                    ldb: usize,
+                    aux: *const usize,
+                    c: &Tile<$t>,
+                ) {
+                    const MR: usize = [$($i),+].len();
+                    let (lda, rows) = (aux.addr(), aux);
+                    let ldb = if MODE == PACKED { $nr } else { ldb };
+                    prefetch_tile::<$t, $nr>(c);
+                    // `A` in place: each row's start, indexed by the step (one index register
+                    // for all rows; a pointer stepped from row to row cost an add per row).
+                    // (Through `black_box`, LLVM does not see the rows as `a + i·lda` and keeps
+                    // a register per row, rather than rebuilding each address with adds.)
+                    let a_rows: [*const $t; MR] = std::array::from_fn(|i| a.wrapping_add(i * lda));
+                    let a_rows = if MODE == BOTH_IN_PLACE {
+                        std::hint::black_box(a_rows)
+                    } else {
+                        a_rows
+                    };
+                    let (mut a, mut b, mut rows, mut step) = (a, b, rows, 0);
+                    // Element `i` of step `p`'s `A` operands, whose packed sliver starts at `at`.
+                    let a_at = |at: *const $t, p: usize, i: usize| {
+                        // SAFETY: the caller guarantees `kc` steps of `MR` elements of `A`, packed
+                        // or in place.
+                        unsafe {
+                            if MODE == BOTH_IN_PLACE {
+                                *a_rows[i].add(p)
+                            } else {
+                                *at.add(i)
+                            }
+                        }
+                    };
+                    // One step's operands: where its packed `A` elements start, its index, and
+                    // the `NR` elements of `B`'s next row.
+                    let mut next = || {
+                        let row = if MODE == BY_ROWS {
+                            // SAFETY: the caller guarantees `kc` offsets.
+                            let at = unsafe { *rows };
+                            rows = rows.wrapping_add(1);
+                            b.wrapping_add(at)
                         } else {
-                            *at.add(i)
+                            b
+                        };
+                        // SAFETY: the caller guarantees `kc` steps of `NR` elements of `b`; this
+                        // is one of them. `[T; N]` has the alignment of `T`.
+                        let bv = unsafe { &*row.cast::<[$t; $nr]>() };
+                        let (av, p) = (a, step);
+                        if MODE == BOTH_IN_PLACE {
+                            step += 1;
+                        } else {
+                            a = a.wrapping_add(MR);
+                        }
+                        if MODE != BY_ROWS {
+                            b = b.wrapping_add(ldb);
+                        }
+                        (av, p, bv)
+                    };
+                    // The first step sets the accumulators (a multiply-add onto zero: the same
+                    // bits as adding it to zeroed ones) instead of starting from a zeroed array:
+                    // LLVM kept that array on the stack and loaded it back, a store-forwarding
+                    // stall that took a fifth of a shallow product's time (`k` = 10).
+                    let acc = if kc == 0 {
+                        [[<$t as Elem>::ZERO; $nr]; MR]
+                    } else {
+                        let (av, p, bv) = next();
+                        let mut acc = [$( first_row::<$t, $fma, $nr>(a_at(av, p, $i), bv) ),+];
+                        for _ in 1..kc {
+                            let (av, p, bv) = next();
+                            $( fma_row::<$t, $fma, $nr>(&mut acc[$i], a_at(av, p, $i), bv); )+
+                        }
+                        acc
+                    };
+                    // SAFETY: forwarded from the caller (`c` describes a valid tile).
+                    unsafe { store_tile::<$vec, MR, $nr>(&acc, c) }
+                }
+            }
+
+            impl Kernel for $name {
+                type T = $t;
+                type V = $vec;
+                const MR: usize = [$($i),+].len();
+                const NR: usize = $nr;
+                const BLOCKING: Blocking = Blocking { mc: $mc, kc: $kc, nc: $nc };
+                const ROWS_FIRST_WHEN_C_ALIASES: bool = $rows_first;
+                const READS_A_IN_PLACE: bool = $a_in_place;
+                const LEAN: bool = lean_flag!($lean);
+
+                #[inline(always)]
+                unsafe fn tile(kc: usize, a: *const $t, b: *const $t, ldb: usize, c: &Tile<$t>) {
+                    // SAFETY: forwarded from the caller, who runs this kernel set only on a CPU
+                    // with its features.
+                    unsafe {
+                        // (A lean set never reads `B` in place, and does not compile that
+                        // variant.)
+                        if ldb == $nr || Self::LEAN {
+                            Self::tile_kernel::<PACKED>(kc, a, b, ldb, std::ptr::null(), c)
+                        } else {
+                            Self::tile_kernel::<IN_PLACE>(kc, a, b, ldb, std::ptr::null(), c)
                         }
                     }
-                };
-                // One step's operands: where its packed `A` elements start, its index, and
-                // the `NR` elements of `B`'s next row.
-                let mut next = || {
-                    let row = if MODE == BY_ROWS {
-                        // SAFETY: the caller guarantees `kc` offsets.
-                        let at = unsafe { *rows };
-                        rows = rows.wrapping_add(1);
-                        b.wrapping_add(at)
-                    } else {
-                        b
-                    };
-                    // SAFETY: the caller guarantees `kc` steps of `NR` elements of `b`; this
-                    // is one of them. `[T; N]` has the alignment of `T`.
-                    let bv = unsafe { &*row.cast::<[$t; $nr]>() };
-                    let (av, p) = (a, step);
-                    if MODE == BOTH_IN_PLACE {
-                        step += 1;
-                    } else {
-                        a = a.wrapping_add(MR);
-                    }
-                    if MODE != BY_ROWS {
-                        b = b.wrapping_add(ldb);
-                    }
-                    (av, p, bv)
-                };
-                // The first step sets the accumulators (a multiply-add onto zero: the same
-                // bits as adding it to zeroed ones) instead of starting from a zeroed array:
-                // LLVM kept that array on the stack and loaded it back, a store-forwarding
-                // stall that took a fifth of a shallow product's time (`k` = 10).
-                let acc = if kc == 0 {
-                    [[<$t as Elem>::ZERO; $nr]; MR]
-                } else {
-                    let (av, p, bv) = next();
-                    let mut acc = [$( first_row::<$t, $fma, $nr>(a_at(av, p, $i), bv) ),+];
-                    for _ in 1..kc {
-                        let (av, p, bv) = next();
-                        $( fma_row::<$t, $fma, $nr>(&mut acc[$i], a_at(av, p, $i), bv); )+
-                    }
-                    acc
-                };
-                // SAFETY: forwarded from the caller (`c` describes a valid tile).
-                unsafe { store_tile::<$vec, MR, $nr>(&acc, c) }
-            }
-        }
-
-        $(#[$attr])*
-        impl Kernel for $name {
-            type T = $t;
-            type V = $vec;
-            const MR: usize = [$($i),+].len();
-            const NR: usize = $nr;
-            const BLOCKING: Blocking = Blocking { mc: $mc, kc: $kc, nc: $nc };
-            const ROWS_FIRST_WHEN_C_ALIASES: bool = $rows_first;
-            const READS_A_IN_PLACE: bool = $a_in_place;
-            const LEAN: bool = lean_flag!($lean);
-
-            #[inline(always)]
-            unsafe fn tile(kc: usize, a: *const $t, b: *const $t, ldb: usize, c: &Tile<$t>) {
-                // SAFETY: forwarded from the caller, who runs this kernel set only on a CPU
-                // with its features.
-                unsafe {
-                    // (A lean set never reads `B` in place, and does not compile that
-                    // variant.)
-                    if ldb == $nr || Self::LEAN {
-                        Self::tile_kernel::<PACKED>(kc, a, b, ldb, std::ptr::null(), c)
-                    } else {
-                        Self::tile_kernel::<IN_PLACE>(kc, a, b, ldb, std::ptr::null(), c)
-                    }
                 }
-            }
 
-            #[inline(always)]
-            unsafe fn tile_in_place(
-                kc: usize,
-                a: *const $t,
-                lda: usize,
-                b: *const $t,
-                ldb: usize,
-                c: &Tile<$t>,
-            ) {
-                tile_in_place_body!($a_in_place, kc, a, lda, b, ldb, c)
-            }
-
-            #[inline(always)]
-            unsafe fn tile_rows(
-                kc: usize,
-                a: *const $t,
-                b: *const $t,
-                rows: *const usize,
-                c: &Tile<$t>,
-            ) {
-                // SAFETY: forwarded from the caller, as for `tile`.
-                unsafe { Self::tile_kernel::<BY_ROWS>(kc, a, b, 0, rows, c) }
-            }
-
-            #[inline(always)]
-            unsafe fn dot_rows(v: &Gemv<$t>) {
-                /// # Safety
-                /// As for [`dot_rows`], and the CPU supports the enabled features.
-                $(#[target_feature(enable = $feat)])?
-                #[inline(never)]
-                unsafe fn dot(v: &Gemv<$t>) {
-                    // SAFETY: forwarded from the caller.
-                    unsafe { dot_rows::<$vec>(v) }
+                #[inline(always)]
+                unsafe fn tile_in_place(
+                    kc: usize,
+                    a: *const $t,
+                    lda: usize,
+                    b: *const $t,
+                    ldb: usize,
+                    c: &Tile<$t>,
+                ) {
+                    tile_in_place_body!($a_in_place, kc, a, lda, b, ldb, c)
                 }
-                // SAFETY: as for `tile`.
-                unsafe { dot(v) }
-            }
 
-            #[inline(always)]
-            unsafe fn axpy_cols(v: &Gemv<$t>) {
-                /// # Safety
-                /// As for [`axpy_cols`], and the CPU supports the enabled features.
-                $(#[target_feature(enable = $feat)])?
-                #[inline(never)]
-                unsafe fn axpy(v: &Gemv<$t>) {
-                    // SAFETY: forwarded from the caller.
-                    unsafe { axpy_cols::<$vec>(v) }
+                #[inline(always)]
+                unsafe fn tile_rows(
+                    kc: usize,
+                    a: *const $t,
+                    b: *const $t,
+                    rows: *const usize,
+                    c: &Tile<$t>,
+                ) {
+                    // SAFETY: forwarded from the caller, as for `tile`.
+                    unsafe { Self::tile_kernel::<BY_ROWS>(kc, a, b, 0, rows, c) }
                 }
-                // SAFETY: as for `tile`.
-                unsafe { axpy(v) }
-            }
 
-            #[inline(always)]
-            unsafe fn dot_tiles(p: &Problem<$t>) {
-                unless_lean!($lean, p, {
+                #[inline(always)]
+                unsafe fn dot_rows(v: &Gemv<$t>) {
                     /// # Safety
-                    /// As for [`dot_tiles`], and the CPU supports the enabled features.
+                    /// As for [`dot_rows`], and the CPU supports the enabled features.
                     $(#[target_feature(enable = $feat)])?
                     #[inline(never)]
-                    unsafe fn dots(p: &Problem<$t>) {
-                        // SAFETY (both): forwarded from the caller.
-                        if wastes_fewer_rows(p.m, $dr2, $dr) {
-                            unsafe { dot_tiles::<$vec, $dr2, $ds2>(p) }
-                        } else {
-                            unsafe { dot_tiles::<$vec, $dr, $ds>(p) }
-                        }
+                    unsafe fn dot(v: &Gemv<$t>) {
+                        // SAFETY: forwarded from the caller.
+                        unsafe { dot_rows::<$vec>(v) }
                     }
                     // SAFETY: as for `tile`.
-                    unsafe { dots(p) }
-                })
-            }
+                    unsafe { dot(v) }
+                }
 
-            #[inline(always)]
-            unsafe fn dot_cols(p: &Problem<$t>) {
-                unless_lean!($lean, p, {
+                #[inline(always)]
+                unsafe fn axpy_cols(v: &Gemv<$t>) {
                     /// # Safety
-                    /// As for [`dot_cols`], and the CPU supports the enabled features.
+                    /// As for [`axpy_cols`], and the CPU supports the enabled features.
                     $(#[target_feature(enable = $feat)])?
                     #[inline(never)]
-                    unsafe fn dots(p: &Problem<$t>, acc: *mut $t) {
+                    unsafe fn axpy(v: &Gemv<$t>) {
                         // SAFETY: forwarded from the caller.
-                        unsafe { dot_cols::<$vec, $cr, $cs>(p, acc) }
+                        unsafe { axpy_cols::<$vec>(v) }
                     }
-                    let tiles = p.n.div_ceil($cs) * $cr * $cs;
-                    let mut scratch = Scratch::take();
-                    let (acc, _) = scratch
-                        .get::<$t>(tiles * <$vec as Vector>::LANES, 0);
-                    // SAFETY: as for `tile`; `acc` holds every tile's accumulators.
-                    unsafe { dots(p, acc) }
-                })
+                    // SAFETY: as for `tile`.
+                    unsafe { axpy(v) }
+                }
+
+                #[inline(always)]
+                unsafe fn dot_tiles(p: &Problem<$t>) {
+                    unless_lean!($lean, p, {
+                        /// # Safety
+                        /// As for [`dot_tiles`], and the CPU supports the enabled features.
+                        $(#[target_feature(enable = $feat)])?
+                        #[inline(never)]
+                        unsafe fn dots(p: &Problem<$t>) {
+                            // SAFETY (both): forwarded from the caller.
+                            if wastes_fewer_rows(p.m, $dr2, $dr) {
+                                unsafe { dot_tiles::<$vec, $dr2, $ds2>(p) }
+                            } else {
+                                unsafe { dot_tiles::<$vec, $dr, $ds>(p) }
+                            }
+                        }
+                        // SAFETY: as for `tile`.
+                        unsafe { dots(p) }
+                    })
+                }
+
+                #[inline(always)]
+                unsafe fn dot_cols(p: &Problem<$t>) {
+                    unless_lean!($lean, p, {
+                        /// # Safety
+                        /// As for [`dot_cols`], and the CPU supports the enabled features.
+                        $(#[target_feature(enable = $feat)])?
+                        #[inline(never)]
+                        unsafe fn dots(p: &Problem<$t>, acc: *mut $t) {
+                            // SAFETY: forwarded from the caller.
+                            unsafe { dot_cols::<$vec, $cr, $cs>(p, acc) }
+                        }
+                        let tiles = p.n.div_ceil($cs) * $cr * $cs;
+                        let mut scratch = Scratch::take();
+                        let (acc, _) = scratch
+                            .get::<$t>(tiles * <$vec as Vector>::LANES, 0);
+                        // SAFETY: as for `tile`; `acc` holds every tile's accumulators.
+                        unsafe { dots(p, acc) }
+                    })
+                }
+
+                #[inline(always)]
+                unsafe fn pack_a(
+                    len: usize,
+                    kc: usize,
+                    src: *const $t,
+                    s_lane: isize,
+                    s_step: isize,
+                    dst: *mut $t,
+                ) {
+                    /// # Safety
+                    /// As for [`pack`], and the CPU supports the enabled features.
+                    $(#[target_feature(enable = $feat)])?
+                    #[inline(never)]
+                    unsafe fn panels(
+                        len: usize,
+                        kc: usize,
+                        src: *const $t,
+                        s_lane: isize,
+                        s_step: isize,
+                        dst: *mut $t,
+                    ) {
+                        // SAFETY: forwarded from the caller.
+                        unsafe { pack::<$vec>($name::MR, len, kc, src, s_lane, s_step, dst) }
+                    }
+                    // SAFETY: forwarded from the caller, who runs this kernel set only on a CPU
+                    // with its features.
+                    unsafe { panels(len, kc, src, s_lane, s_step, dst) }
+                }
+
+                #[inline(always)]
+                unsafe fn pack_b(
+                    len: usize,
+                    kc: usize,
+                    src: *const $t,
+                    s_lane: isize,
+                    s_step: isize,
+                    dst: *mut $t,
+                ) {
+                    /// # Safety
+                    /// As for [`pack`], and the CPU supports the enabled features.
+                    $(#[target_feature(enable = $feat)])?
+                    #[inline(never)]
+                    unsafe fn panels(
+                        len: usize,
+                        kc: usize,
+                        src: *const $t,
+                        s_lane: isize,
+                        s_step: isize,
+                        dst: *mut $t,
+                    ) {
+                        // SAFETY: forwarded from the caller.
+                        unsafe { pack::<$vec>($nr, len, kc, src, s_lane, s_step, dst) }
+                    }
+                    // SAFETY: as in `pack_a`.
+                    unsafe { panels(len, kc, src, s_lane, s_step, dst) }
+                }
+
+                #[inline(always)]
+                unsafe fn column_block(
+                    p: &Problem<$t>,
+                    jc: usize,
+                    nc: usize,
+                    blocks: (usize, usize),
+                    a: ASource<$t>,
+                    b: BSource<'_, $t>,
+                ) {
+                    /// # Safety
+                    /// As for [`column_block`], and the CPU supports the enabled features.
+                    $(#[target_feature(enable = $feat)])?
+                    #[inline(never)]
+                    unsafe fn block(
+                        p: &Problem<$t>,
+                        jc: usize,
+                        nc: usize,
+                        blocks: (usize, usize),
+                        a: ASource<$t>,
+                        b: BSource<'_, $t>,
+                    ) {
+                        // SAFETY: forwarded from the caller.
+                        unsafe { column_block::<$name>(p, jc, nc, blocks, a, b) }
+                    }
+                    // SAFETY: as in `pack_a`.
+                    unsafe { block(p, jc, nc, blocks, a, b) }
+                }
             }
         }
+
+        $(#[cfg($cfg)])?
+        pub(super) use $module::$name;
     )*};
 }
 
@@ -747,7 +885,7 @@ macro_rules! kernels {
 kernels! {
     /// AVX-512 f32: 8×32 tile (16 zmm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    Avx512F32 {
+    Avx512F32 in avx512_f32 {
         elem: f32, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 32,
         blocking: (256, 256, 512), vector: F32x16,
         rows_first_when_c_aliases: true,
@@ -758,7 +896,7 @@ kernels! {
     }
     /// AVX-512 f64: 8×16 tile (16 zmm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    Avx512F64 {
+    Avx512F64 in avx512_f64 {
         elem: f64, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 16,
         blocking: (256, 256, 2048), vector: F64x8,
         rows_first_when_c_aliases: false,
@@ -769,7 +907,7 @@ kernels! {
     }
     /// AVX2 + FMA f32: 6×16 tile (12 ymm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    Avx2F32 {
+    Avx2F32 in avx2_f32 {
         elem: f32, fma: Fused, features: "avx2,fma", rows: [0 1 2 3 4 5], nr: 16,
         blocking: (144, 256, 4096), vector: F32x8,
         rows_first_when_c_aliases: false,
@@ -780,7 +918,7 @@ kernels! {
     }
     /// AVX2 + FMA f64: 6×8 tile (12 ymm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    Avx2F64 {
+    Avx2F64 in avx2_f64 {
         elem: f64, fma: Fused, features: "avx2,fma", rows: [0 1 2 3 4 5], nr: 8,
         blocking: (144, 256, 2048), vector: F64x4,
         rows_first_when_c_aliases: false,
@@ -790,7 +928,7 @@ kernels! {
         dot_cols: (3, 3),
     }
     /// Baseline f32 (SSE2 on x86-64, NEON on aarch64): 4×8 tile (8 xmm accumulators).
-    PortableF32 {
+    PortableF32 in portable_f32 {
         elem: f32, fma: PortableMulAdd, rows: [0 1 2 3], nr: 8,
         blocking: (128, 256, 2048), vector: Lanes<f32, PortableMulAdd, 4>,
         rows_first_when_c_aliases: false,
@@ -800,7 +938,7 @@ kernels! {
         dot_cols: (3, 3),
     }
     /// Baseline f64: 4×4 tile (8 xmm accumulators).
-    PortableF64 {
+    PortableF64 in portable_f64 {
         elem: f64, fma: PortableMulAdd, rows: [0 1 2 3], nr: 4,
         blocking: (128, 256, 2048), vector: Lanes<f64, PortableMulAdd, 2>,
         rows_first_when_c_aliases: false,

@@ -11,7 +11,7 @@
 
 use super::buffer::Scratch;
 use super::driver::{
-    block_size, capped_block, column_block, gemv_first, macro_kernel, pack_whole_b, packed_b_len,
+    block_size, capped_block, gemv_first, macro_kernel, pack_whole_b, packed_b_len,
     packed_reads_a_in_place, reads_b_in_place, update_scalars, ABlock, ASource, BSource, Problem,
     KEPT_A_MAX,
 };
@@ -203,7 +203,7 @@ pub(super) unsafe fn shared<K: Kernel>(
             };
             // SAFETY: `nc` is at most `nc_max` (see `share_plan`); the buffers hold
             // `kc_max · nc_max` and `m_pad · k` (kept) or `mc_max · kc_max` elements.
-            unsafe { column_block::<K>(p, jc, nc, (kc_max, mc_max), a, BSource::Pack(b_pack)) };
+            unsafe { K::column_block(p, jc, nc, (kc_max, mc_max), a, BSource::Pack(b_pack)) };
         } else {
             if !packed_whole {
                 // SAFETY: all of B is readable; the buffer holds `packed_b_len` elements.
