@@ -5,7 +5,7 @@
 use super::arch::l1d_bytes;
 use super::buffer::Scratch;
 use super::gemv::{by_gemv, deep_for_dot_tiles, very_deep_for_dot_tiles};
-use super::kernel::{fetches_c, Blocking, Elem, Kernel, Tile};
+use super::kernel::{fetches_c, Blocking, Elem, Kernel, Operand, Tile};
 use super::pack::pack_cols;
 use super::shared::{share_plan, shared, Claims};
 
@@ -119,7 +119,7 @@ pub enum Path {
 /// type, a sizeable share of the GEMM's build time). The pieces several paths share are
 /// compiled once per kernel set and called: the packed loop nest ([`Kernel::column_block`],
 /// run by the packed and the shared products) and the packing of `A` and `B`
-/// ([`Kernel::pack_a`], [`Kernel::pack_b`]). Inlined into each path, they made the entry
+/// ([`Kernel::pack`]). Inlined into each path, they made the entry
 /// points two and a half times larger: kiln-gemm's clean build alone took 10.8 s (20.0
 /// CPU-s) instead of 8.0 (14.6 CPU-s) on two cores.
 #[inline(always)]
@@ -524,7 +524,7 @@ pub(super) unsafe fn column_block<K: Kernel>(
                 // buffer holds `kc_max · nc_max ≥ ceil(nc / NR) · NR · kc` elements.
                 unsafe {
                     if p.b_cols.is_null() {
-                        K::pack_b(nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, *buffer)
+                        K::pack(Operand::B, nc, kc, p.b.at(pc, jc), p.b.cs, p.b.rs, *buffer)
                     } else {
                         let (base, cols) = (p.b.ptr.wrapping_add(pc), p.b_cols.wrapping_add(jc));
                         pack_cols::<K::V>(nr, nc, kc, base, cols, *buffer)
@@ -589,7 +589,17 @@ pub(super) unsafe fn pack_whole_b<K: Kernel>(k: usize, n: usize, b: MatRef<K::T>
             let kc = kc_max.min(k - pc);
             // SAFETY: the block is inside B; the blocks' padded sizes add up to
             // `k · ceil(n / NR) · NR` (every block but the last in `n` is whole panels).
-            unsafe { K::pack_b(nc, kc, b.at(pc, jc), b.cs, b.rs, dst.add(offset)) };
+            unsafe {
+                K::pack(
+                    Operand::B,
+                    nc,
+                    kc,
+                    b.at(pc, jc),
+                    b.cs,
+                    b.rs,
+                    dst.add(offset),
+                )
+            };
             offset += kc * nc.next_multiple_of(nr);
             pc += kc;
         }
@@ -677,7 +687,17 @@ unsafe fn b_in_place<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
     let (a_pack, b_pack) = scratch.get::<K::T>(mc_max * k, k * nr);
     if whole < p.n {
         // SAFETY: columns `whole .. n` and every `k` are inside B; the buffer holds `k · NR`.
-        unsafe { K::pack_b(p.n - whole, k, p.b.at(0, whole), p.b.cs, p.b.rs, b_pack) };
+        unsafe {
+            K::pack(
+                Operand::B,
+                p.n - whole,
+                k,
+                p.b.at(0, whole),
+                p.b.cs,
+                p.b.rs,
+                b_pack,
+            )
+        };
     }
     let ldb = p.b.rs as usize;
     let a_in_place = reads_a_in_place::<K>(p);
@@ -751,7 +771,7 @@ unsafe fn by_rows<K: Kernel>(p: &Problem<K::T>, blocking: Blocking) {
             let mc = mc_max.min(p.m - ic);
             // SAFETY: the block `m ∈ ic..ic+mc`, `k ∈ pc..pc+kc` is inside A; the buffer
             // holds `mc_max · kc_max` elements.
-            unsafe { K::pack_a(mc, kc, p.a.at(ic, pc), p.a.rs, p.a.cs, a_pack) };
+            unsafe { K::pack(Operand::A, mc, kc, p.a.at(ic, pc), p.a.rs, p.a.cs, a_pack) };
             let mut jr = 0;
             while jr < p.n {
                 let b_panel = p.b.ptr.wrapping_add(jr);
@@ -846,7 +866,8 @@ impl<T: Elem> ABlock<T> {
         // SAFETY: rows `first .. ic + mc` of the block are inside A, and the buffer holds
         // their panels.
         unsafe {
-            K::pack_a(
+            K::pack(
+                Operand::A,
                 mc - in_place_rows,
                 kc,
                 p.a.at(first, pc),

@@ -111,6 +111,15 @@ pub struct Blocking {
     pub nc: usize,
 }
 
+/// The operand [`Kernel::pack`] packs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Operand {
+    /// Rows of `A`, into panels of `MR` lanes.
+    A,
+    /// Columns of `B`, into panels of `NR` lanes.
+    B,
+}
+
 /// Where a microkernel writes its tile: `C[i][j]` is at `ptr + i·rs + j·cs` for
 /// `i < rows ≤ MR`, `j < cols ≤ NR`, and becomes `alpha · acc[i][j] + beta · C[i][j]`, plus
 /// `bias[j]` when `bias` is not null.
@@ -256,25 +265,14 @@ pub(super) trait Kernel {
     /// As for [`dot_cols`] (without `acc`).
     unsafe fn dot_cols(p: &Problem<Self::T>);
 
-    /// [`pack`] into panels of `MR` lanes (rows of `A`), out of line: one copy of the packing
-    /// loops per kernel set, called by every path that packs `A`.
+    /// [`pack`] into the panels of `operand` (`MR` lanes for `A`, `NR` for `B`), out of line:
+    /// one copy of the packing loops per kernel set (each width a constant in it), called by
+    /// every path that packs.
     ///
     /// # Safety
-    /// As for [`pack`] with `w = MR`.
-    unsafe fn pack_a(
-        len: usize,
-        kc: usize,
-        src: *const Self::T,
-        s_lane: isize,
-        s_step: isize,
-        dst: *mut Self::T,
-    );
-
-    /// [`pack`] into panels of `NR` lanes (columns of `B`), out of line, as [`Kernel::pack_a`].
-    ///
-    /// # Safety
-    /// As for [`pack`] with `w = NR`.
-    unsafe fn pack_b(
+    /// As for [`pack`], with `w` the operand's panel width.
+    unsafe fn pack(
+        operand: Operand,
         len: usize,
         kc: usize,
         src: *const Self::T,
@@ -505,6 +503,31 @@ macro_rules! unless_lean {
 }
 
 /// [`Kernel::LEAN`] from a kernel set's `lean` entry.
+/// A [`Kernel`] method whose body is a function of its own, never inlined, compiled with the
+/// kernel set's target features (`[$feature]`, or `[]` for none): for the code several paths
+/// share, so that it is compiled once per kernel set instead of inlined into each caller, and
+/// runs with the set's vector instructions wherever it is called from. The method's caller
+/// guarantees the body's safety conditions and runs the kernel set only on a CPU with its
+/// features.
+macro_rules! out_of_line {
+    ([$($feat:literal)?] fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        #[inline(always)]
+        unsafe fn $name($($arg: $ty),*) {
+            /// # Safety
+            /// As for the method, and the CPU supports the enabled features.
+            $(#[target_feature(enable = $feat)])?
+            #[inline(never)]
+            unsafe fn out_of_line($($arg: $ty),*) {
+                // SAFETY: forwarded from the caller.
+                unsafe { $body }
+            }
+            // SAFETY: forwarded from the caller, who runs this kernel set only on a CPU with
+            // its features.
+            unsafe { out_of_line($($arg),*) }
+        }
+    };
+}
+
 macro_rules! lean_flag {
     (false) => {
         false
@@ -707,33 +730,9 @@ macro_rules! kernels {
                     unsafe { Self::tile_kernel::<BY_ROWS>(kc, a, b, 0, rows, c) }
                 }
 
-                #[inline(always)]
-                unsafe fn dot_rows(v: &Gemv<$t>) {
-                    /// # Safety
-                    /// As for [`dot_rows`], and the CPU supports the enabled features.
-                    $(#[target_feature(enable = $feat)])?
-                    #[inline(never)]
-                    unsafe fn dot(v: &Gemv<$t>) {
-                        // SAFETY: forwarded from the caller.
-                        unsafe { dot_rows::<$vec>(v) }
-                    }
-                    // SAFETY: as for `tile`.
-                    unsafe { dot(v) }
-                }
+                out_of_line!([$($feat)?] fn dot_rows(v: &Gemv<$t>) { dot_rows::<$vec>(v) });
 
-                #[inline(always)]
-                unsafe fn axpy_cols(v: &Gemv<$t>) {
-                    /// # Safety
-                    /// As for [`axpy_cols`], and the CPU supports the enabled features.
-                    $(#[target_feature(enable = $feat)])?
-                    #[inline(never)]
-                    unsafe fn axpy(v: &Gemv<$t>) {
-                        // SAFETY: forwarded from the caller.
-                        unsafe { axpy_cols::<$vec>(v) }
-                    }
-                    // SAFETY: as for `tile`.
-                    unsafe { axpy(v) }
-                }
+                out_of_line!([$($feat)?] fn axpy_cols(v: &Gemv<$t>) { axpy_cols::<$vec>(v) });
 
                 #[inline(always)]
                 unsafe fn dot_tiles(p: &Problem<$t>) {
@@ -775,8 +774,8 @@ macro_rules! kernels {
                     })
                 }
 
-                #[inline(always)]
-                unsafe fn pack_a(
+                out_of_line!([$($feat)?] fn pack(
+                    operand: Operand,
                     len: usize,
                     kc: usize,
                     src: *const $t,
@@ -784,56 +783,13 @@ macro_rules! kernels {
                     s_step: isize,
                     dst: *mut $t,
                 ) {
-                    /// # Safety
-                    /// As for [`pack`], and the CPU supports the enabled features.
-                    $(#[target_feature(enable = $feat)])?
-                    #[inline(never)]
-                    unsafe fn panels(
-                        len: usize,
-                        kc: usize,
-                        src: *const $t,
-                        s_lane: isize,
-                        s_step: isize,
-                        dst: *mut $t,
-                    ) {
-                        // SAFETY: forwarded from the caller.
-                        unsafe { pack::<$vec>($name::MR, len, kc, src, s_lane, s_step, dst) }
+                    match operand {
+                        Operand::A => pack::<$vec>($name::MR, len, kc, src, s_lane, s_step, dst),
+                        Operand::B => pack::<$vec>($nr, len, kc, src, s_lane, s_step, dst),
                     }
-                    // SAFETY: forwarded from the caller, who runs this kernel set only on a CPU
-                    // with its features.
-                    unsafe { panels(len, kc, src, s_lane, s_step, dst) }
-                }
+                });
 
-                #[inline(always)]
-                unsafe fn pack_b(
-                    len: usize,
-                    kc: usize,
-                    src: *const $t,
-                    s_lane: isize,
-                    s_step: isize,
-                    dst: *mut $t,
-                ) {
-                    /// # Safety
-                    /// As for [`pack`], and the CPU supports the enabled features.
-                    $(#[target_feature(enable = $feat)])?
-                    #[inline(never)]
-                    unsafe fn panels(
-                        len: usize,
-                        kc: usize,
-                        src: *const $t,
-                        s_lane: isize,
-                        s_step: isize,
-                        dst: *mut $t,
-                    ) {
-                        // SAFETY: forwarded from the caller.
-                        unsafe { pack::<$vec>($nr, len, kc, src, s_lane, s_step, dst) }
-                    }
-                    // SAFETY: as in `pack_a`.
-                    unsafe { panels(len, kc, src, s_lane, s_step, dst) }
-                }
-
-                #[inline(always)]
-                unsafe fn column_block(
+                out_of_line!([$($feat)?] fn column_block(
                     p: &Problem<$t>,
                     jc: usize,
                     nc: usize,
@@ -841,24 +797,8 @@ macro_rules! kernels {
                     a: ASource<$t>,
                     b: BSource<'_, $t>,
                 ) {
-                    /// # Safety
-                    /// As for [`column_block`], and the CPU supports the enabled features.
-                    $(#[target_feature(enable = $feat)])?
-                    #[inline(never)]
-                    unsafe fn block(
-                        p: &Problem<$t>,
-                        jc: usize,
-                        nc: usize,
-                        blocks: (usize, usize),
-                        a: ASource<$t>,
-                        b: BSource<'_, $t>,
-                    ) {
-                        // SAFETY: forwarded from the caller.
-                        unsafe { column_block::<$name>(p, jc, nc, blocks, a, b) }
-                    }
-                    // SAFETY: as in `pack_a`.
-                    unsafe { block(p, jc, nc, blocks, a, b) }
-                }
+                    column_block::<$name>(p, jc, nc, blocks, a, b)
+                });
             }
         }
 
