@@ -502,7 +502,6 @@ macro_rules! unless_lean {
     }};
 }
 
-/// [`Kernel::LEAN`] from a kernel set's `lean` entry.
 /// A [`Kernel`] method whose body is a function of its own, never inlined, compiled with the
 /// kernel set's target features (`[$feature]`, or `[]` for none): for the code several paths
 /// share, so that it is compiled once per kernel set instead of inlined into each caller, and
@@ -528,6 +527,7 @@ macro_rules! out_of_line {
     };
 }
 
+/// [`Kernel::LEAN`] from a kernel set's `lean` entry.
 macro_rules! lean_flag {
     (false) => {
         false
@@ -537,7 +537,8 @@ macro_rules! lean_flag {
     };
 }
 
-/// Defines one zero-sized kernel type per entry. `rows` lists the tile's row indices as
+/// Defines one zero-sized kernel type per entry (`Name in module`: each set in a module of its
+/// own, re-exported here, so that the sets compile in codegen units of their own). `rows` lists the tile's row indices as
 /// literals (so the row loop is unrolled by the macro, see the module docs), `nr` is the tile
 /// width, `vector` the register type of the matrix-vector kernels, `features` the
 /// `target_feature`s the kernels are compiled with (none for the baseline kernels), and
