@@ -12,7 +12,8 @@ system, and prints the machine's CPU and vector ISA and
 the rounds, of the same ratio taken within each round: on a machine whose speed drifts over
 minutes (a shared virtual machine), the systems' runs of one workload in one round are a minute
 apart, so that ratio compares them under the same conditions, where the best medians may come
-from different conditions.
+from different conditions. A second table gives the same with each system's best of its
+thread counts (per round, for `paired`): the figure the speed targets compare.
 
 Usage: python3 benches/compare/run.py [--quick] [--rounds N] [--isa avx2] [FILTER ...]
   --quick      count a tenth of the steps in every system (a smoke run)
@@ -101,6 +102,16 @@ def paired_ratios(rounds):
         mid = len(values) // 2
         result[key] = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
     return result
+
+
+def best_of_threads(results):
+    """{(workload id, "best"): the lowest median over its thread counts}: a system's best of
+    one or two threads, the figure the speed targets compare."""
+    best = {}
+    for (workload, _threads), ms in results.items():
+        key = (workload, "best")
+        best[key] = min(ms, best.get(key, ms))
+    return best
 
 
 def table(kiln, peers, paired=None):
@@ -201,6 +212,15 @@ def main():
           f"{' (--quick)' if args.quick else ''}; kiln/best peer < 1 means kiln is faster;"
           " paired: the median over rounds of that ratio within each round.\n")
     print(table(kiln, peers, paired_ratios(rounds)))
+    # The same with each system's best thread count, in each round for the paired ratio.
+    best_rounds = [
+        (best_of_threads(k), {name: best_of_threads(r) for name, r in p.items()})
+        for k, p in rounds
+    ]
+    print("\nEach system's best of its thread counts (what the speed targets compare):\n")
+    print(table(best_of_threads(kiln),
+                {name: best_of_threads(r) for name, r in peers.items()},
+                paired_ratios(best_rounds)))
     print("\n–: that system printed no figure for this row.")
     return 0
 
@@ -261,6 +281,18 @@ def self_test():
     assert lines[3] == "| W1 seed-linreg | 2 | – | 0.0500 | – | – | – |", lines[3]
     # The best peer on this row is PyTorch (0.3 < JAX's 0.5).
     assert lines[4] == "| W2 mlp-small | 1 | 0.2000 | 0.4000 | 0.5000 | 0.50 | 0.46 |", lines[4]
+    # Best of threads: W2's kiln 0.2 (one thread only) against PyTorch's 0.3 (two threads);
+    # paired, round 1: 0.2105 / 0.3, round 2: 0.2 / 0.3 (the slowed PyTorch's one thread is
+    # 0.8, its two threads still 0.3, below JAX's 0.5).
+    best_rounds = [(best_of_threads(k), {n: best_of_threads(r) for n, r in p.items()})
+                   for k, p in rounds]
+    best_paired = paired_ratios(best_rounds)
+    assert abs(best_paired[("W2 mlp-small", "best")] - (0.2105 / 0.3 + 0.2 / 0.3) / 2) < 1e-12
+    best = table(best_of_threads(kiln),
+                 {"PyTorch": best_of_threads(torch), "JAX": best_of_threads(jax)}, best_paired)
+    print(best)
+    assert best.splitlines()[3] == (
+        "| W2 mlp-small | best | 0.2000 | 0.3000 | 0.5000 | 0.67 | 0.68 |"), best
     assert [l.split(" | ")[0] for l in lines[2:]] == [
         "| W1 seed-linreg", "| W1 seed-linreg", "| W2 mlp-small", "| W2 mlp-small",
         "| W3 mlp-wide", "| W4 lenet", "| W5 infer-mlp"]
