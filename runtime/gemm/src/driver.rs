@@ -119,9 +119,9 @@ pub enum Path {
 /// type, a sizeable share of the GEMM's build time). The pieces several paths share are
 /// compiled once per kernel set and called: the packed loop nest ([`Kernel::column_block`],
 /// run by the packed and the shared products) and the packing of `A` and `B`
-/// ([`Kernel::pack`]). Inlined into each path, they made the entry
-/// points two and a half times larger: kiln-gemm's clean build alone took 10.8 s (20.0
-/// CPU-s) instead of 8.0 (14.6 CPU-s) on two cores.
+/// ([`Kernel::pack`]). Inlined into each path, they made the entry points two and a half
+/// times larger: kiln-gemm's clean build alone took 10.8 s (20.0 CPU-s) instead of 8.0
+/// (14.6 CPU-s) on two cores.
 #[inline(always)]
 pub(super) unsafe fn run<K: Kernel>(p: &Problem<K::T>, path: Path) {
     /// The blocked algorithm a product takes (after the matrix-vector path, when tried).
@@ -492,9 +492,9 @@ pub(super) enum BSource<'a, T> {
 }
 
 /// Loops 4 to 1 of [`packed`] over the columns `jc .. jc + nc` of `C` (at most the blocking's
-/// `nc`), called through [`Kernel::column_block`]: for each rank-`kc` update, its block of `B`, then each `mc × kc` block of `A`
-/// through the microkernel. Only the first update applies `beta` and the bias; later ones
-/// accumulate.
+/// `nc`), called through [`Kernel::column_block`]: for each rank-`kc` update, its block of
+/// `B`, then each `mc × kc` block of `A` through the microkernel. Only the first update
+/// applies `beta` and the bias; later ones accumulate.
 ///
 /// # Safety
 /// As for [`run`]; `kc_max` and `mc_max` the blocking's depth and row blocks for `p`, and the
