@@ -540,8 +540,9 @@ macro_rules! lean_flag {
 /// Defines one zero-sized kernel type per entry (`Name in module`: each set in a module of its
 /// own, re-exported here, so that the sets compile in codegen units of their own). `rows`
 /// lists the tile's row indices as literals (so the row loop is unrolled by the macro, see
-/// the module docs), `nr` is the tile width, `vector` the register type of the matrix-vector kernels, `features` the
-/// `target_feature`s the kernels are compiled with (none for the baseline kernels), and
+/// the module docs), `nr` is the tile width, `vector` the register type of the matrix-vector
+/// kernels, `features` the `target_feature`s the kernels are compiled with (none for the
+/// baseline kernels), and
 /// `rows_first_when_c_aliases` the kernel set's [`Kernel::ROWS_FIRST_WHEN_C_ALIASES`],
 /// `a_in_place` its [`Kernel::READS_A_IN_PLACE`], `lean` its [`Kernel::LEAN`], `dot_tiles`
 /// the two `(rows, columns)` shapes of its [`dot_tiles`] (the one that wastes fewer rows is
