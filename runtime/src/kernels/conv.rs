@@ -549,6 +549,15 @@ impl Plan {
         })
     }
 
+    /// Whether one sample's input gradient writes every element of that sample's `dx`, so
+    /// that a backward which does not accumulate can write it (`beta` 0) instead of clearing
+    /// `dx` first and adding onto it: a transposed layer's (a convolution's forward pass) and
+    /// the flipped-weight one's (also a convolution). col2im adds overlapping windows, and
+    /// may leave positions no window reads.
+    fn input_grad_writes_whole(&self) -> bool {
+        self.transposed || self.flipped_input_grad().is_some()
+    }
+
     /// A weight and a bias gradient.
     fn gradient_len(&self) -> usize {
         self.conv.weight_len() + self.y_channels()
@@ -1208,13 +1217,27 @@ fn conv_input_grad_sample<F: Float>(
     dx: &mut [F],
     cols: &mut [F],
 ) {
+    conv_input_grad_sample_with(plan, dy, weight, dx, F::ONE, cols)
+}
+
+/// [`conv_input_grad_sample`] with `dx = beta · dx + …`, where `beta` may be 0 only when
+/// [`Plan::input_grad_writes_whole`].
+fn conv_input_grad_sample_with<F: Float>(
+    plan: &Plan,
+    dy: &[F],
+    weight: &[F],
+    dx: &mut [F],
+    beta: F,
+    cols: &mut [F],
+) {
+    debug_assert!(beta == F::ONE || plan.input_grad_writes_whole());
     let g = &plan.conv;
     let grid = (plan.out_h, plan.out_w);
     if g.is_depthwise() {
         return depthwise_input_grad(dy, weight, g, grid, dx);
     }
     if let Some(adjoint) = plan.flipped_input_grad() {
-        return flipped_input_grad(&adjoint, dy, weight, dx, cols);
+        return flipped_input_grad(&adjoint, dy, weight, dx, beta, cols);
     }
     let cols = &mut cols[..plan.im2col_len()];
     let (gin, go, ckk, p) = (
@@ -1246,12 +1269,14 @@ fn flipped_scratch_len(g: &Conv2dGeometry, adjoint: &Conv2dGeometry) -> usize {
 
 /// One sample's input gradient of a plain stride-1 convolution, as the convolution `adjoint`
 /// of `dy` with the flipped weights: `dx[c, i, j] += Σ_{o,u,v} W[o, c, kh−1−u, kw−1−v] ·
-/// dy_padded[o, i + u, j + v]` (see [`Plan::flipped_input_grad`]). Adds into `dx`.
+/// dy_padded[o, i + u, j + v]` (see [`Plan::flipped_input_grad`]). Adds into `dx` (`beta`
+/// 1) or writes it (`beta` 0).
 fn flipped_input_grad<F: Float>(
     adjoint: &Conv2dGeometry,
     dy: &[F],
     weight: &[F],
     dx: &mut [F],
+    beta: F,
     scratch: &mut [F],
 ) {
     let (kh, kw) = (adjoint.kernel_h, adjoint.kernel_w);
@@ -1269,7 +1294,7 @@ fn flipped_input_grad<F: Float>(
             }
         }
     }
-    implicit_conv(adjoint, dy, flipped, dx, F::ONE, rest);
+    implicit_conv(adjoint, dy, flipped, dx, beta, rest);
 }
 
 /// Scratch of [`implicit_conv`] for one sample of `g`: the padded input (`C·Hp·Wp`, and
@@ -1820,11 +1845,15 @@ fn run_backward<F: Float>(
     if let Some(db) = dbias.as_deref() {
         check_len(what, "dbias", db.len(), plan.y_channels());
     }
+    // Written, not added, when nothing is to be accumulated and each sample's input gradient
+    // covers its whole `dx`. Otherwise the per-sample routines add (overlapping windows share
+    // inputs), and positions no window reads (floored edges) get no contribution: start from
+    // zero.
+    let mut overwrite_dx = false;
     if let Some((dx, accumulate)) = dx.as_mut() {
         check_len(what, "dx", dx.len(), x.len());
-        if !*accumulate {
-            // The per-sample routines add (overlapping windows share inputs), and positions
-            // no window reads (floored edges) get no contribution: start from zero.
+        overwrite_dx = !*accumulate && plan.input_grad_writes_whole();
+        if !*accumulate && !overwrite_dx {
             dx.fill(F::ZERO);
         }
     }
@@ -1833,7 +1862,8 @@ fn run_backward<F: Float>(
     let chunks = plan.gradient_chunks();
     let sample = plan.sample_scratch_len();
     if chunks < 2 || dy.is_empty() {
-        return backward_samples(plan, x, dy, weight, dweight, dbias, dx, &mut cols[..sample]);
+        let cols = &mut cols[..sample];
+        return backward_samples(plan, x, dy, weight, dweight, dbias, dx, overwrite_dx, cols);
     }
     let (cols_a, rest) = cols.split_at_mut(sample);
     let (cols_b, rest) = rest.split_at_mut(sample);
@@ -1864,7 +1894,8 @@ fn run_backward<F: Float>(
             (dw, db, dx_c, cols[thread].range(0..sample))
         };
         let p_c = plan.with_batch(samples.len());
-        backward_samples(&p_c, &x[inputs], &dy[outputs], weight, dw, db, dx_c, cols);
+        let (x_c, dy_c) = (&x[inputs], &dy[outputs]);
+        backward_samples(&p_c, x_c, dy_c, weight, dw, db, dx_c, overwrite_dx, cols);
     };
     if worth_splitting(plan) {
         parallel::for_each_chunk(chunks, run_chunk);
@@ -1894,7 +1925,8 @@ fn run_backward<F: Float>(
 
 /// The backward pass on one thread, sample by sample: `dweight` and `dbias` are overwritten
 /// with this batch's sums, `dx` (already cleared or holding what to accumulate onto) gets
-/// each sample's input gradient added.
+/// each sample's input gradient added, or written over it with `overwrite_dx` (only where
+/// [`Plan::input_grad_writes_whole`]).
 #[allow(clippy::too_many_arguments)]
 fn backward_samples<F: Float>(
     plan: &Plan,
@@ -1904,6 +1936,7 @@ fn backward_samples<F: Float>(
     dweight: &mut [F],
     mut dbias: Option<&mut [F]>,
     mut dx: Option<&mut [F]>,
+    overwrite_dx: bool,
     cols: &mut [F],
 ) {
     // The sum over the batch starts from the first sample's product (beta = 0), so an empty
@@ -1935,11 +1968,12 @@ fn backward_samples<F: Float>(
         }
         if let Some(dx) = dx.as_deref_mut() {
             let dx_s = &mut dx[s * in_sample..(s + 1) * in_sample];
+            let dx_beta = if overwrite_dx { F::ZERO } else { F::ONE };
             if plan.transposed {
                 let shared = plan.shares_columns();
-                conv_sample_with(plan, dy_s, weight, dx_s, F::ONE, cols, shared);
+                conv_sample_with(plan, dy_s, weight, dx_s, dx_beta, cols, shared);
             } else {
-                conv_input_grad_sample(plan, dy_s, weight, dx_s, cols);
+                conv_input_grad_sample_with(plan, dy_s, weight, dx_s, dx_beta, cols);
             }
         }
     }
@@ -2279,7 +2313,17 @@ mod tests {
             vec![f64::NAN; db_len],
             vec![0.0; dx_len],
         );
-        backward_samples(plan, x, dy, w, &mut dw, Some(&mut db), Some(&mut dx), cols);
+        backward_samples(
+            plan,
+            x,
+            dy,
+            w,
+            &mut dw,
+            Some(&mut db),
+            Some(&mut dx),
+            false,
+            cols,
+        );
         assert_close(&first.0, &dw, 1e-12, 1e-12, "dW");
         assert_close(&first.1, &db, 1e-12, 1e-12, "db");
         assert_eq!(first.2, dx);
