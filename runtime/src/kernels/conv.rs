@@ -551,11 +551,12 @@ impl Plan {
 
     /// Whether one sample's input gradient writes every element of that sample's `dx`, so
     /// that a backward which does not accumulate can write it (`beta` 0) instead of clearing
-    /// `dx` first and adding onto it: a transposed layer's (a convolution's forward pass) and
-    /// the flipped-weight one's (also a convolution). col2im adds overlapping windows, and
-    /// may leave positions no window reads.
+    /// `dx` first and adding onto it: a transposed layer's (a convolution's forward pass),
+    /// the flipped-weight one's (also a convolution) and a 1×1 convolution's (one product per
+    /// group onto the sample itself). col2im adds overlapping windows, and may leave
+    /// positions no window reads.
     fn input_grad_writes_whole(&self) -> bool {
-        self.transposed || self.flipped_input_grad().is_some()
+        self.transposed || self.flipped_input_grad().is_some() || self.conv.is_pointwise()
     }
 
     /// A weight and a bias gradient.
@@ -1252,8 +1253,8 @@ fn conv_input_grad_sample_with<F: Float>(
         let dx_k = &mut dx[k * gin..(k + 1) * gin];
         // dcols[CKK, P] = W_k[O/G, CKK]ᵀ · dy_k[O/G, P]
         if g.is_pointwise() {
-            // The columns are the sample itself: add straight into it.
-            gemm(ckk, go, p, F::ONE, w_k, true, dy_k, false, F::ONE, dx_k);
+            // The columns are the sample itself: straight into it.
+            gemm(ckk, go, p, F::ONE, w_k, true, dy_k, false, beta, dx_k);
         } else {
             gemm(ckk, go, p, F::ONE, w_k, true, dy_k, false, F::ZERO, cols);
             col2im_add(cols, g, grid, dx_k);
