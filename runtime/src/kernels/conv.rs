@@ -1210,20 +1210,9 @@ fn conv_sample_with<F: Float>(
     }
 }
 
-/// One sample of the convolution's input gradient: `dx += col2im(Wᵀ · dy)` group by group.
+/// One sample of the convolution's input gradient, group by group: `dx += col2im(Wᵀ · dy)`
+/// (`beta` 1), or `dx = …` (`beta` 0, only where [`Plan::input_grad_writes_whole`]).
 fn conv_input_grad_sample<F: Float>(
-    plan: &Plan,
-    dy: &[F],
-    weight: &[F],
-    dx: &mut [F],
-    cols: &mut [F],
-) {
-    conv_input_grad_sample_with(plan, dy, weight, dx, F::ONE, cols)
-}
-
-/// [`conv_input_grad_sample`] with `dx = beta · dx + …`, where `beta` may be 0 only when
-/// [`Plan::input_grad_writes_whole`].
-fn conv_input_grad_sample_with<F: Float>(
     plan: &Plan,
     dy: &[F],
     weight: &[F],
@@ -1738,7 +1727,7 @@ fn forward_samples<F: Float>(
             if beta == F::ZERO {
                 y_s.fill(F::ZERO);
             }
-            conv_input_grad_sample(plan, x_s, weight, y_s, cols);
+            conv_input_grad_sample(plan, x_s, weight, y_s, F::ONE, cols);
         } else {
             conv_sample(plan, x_s, weight, y_s, beta, cols);
         }
@@ -1974,7 +1963,7 @@ fn backward_samples<F: Float>(
                 let shared = plan.shares_columns();
                 conv_sample_with(plan, dy_s, weight, dx_s, dx_beta, cols, shared);
             } else {
-                conv_input_grad_sample_with(plan, dy_s, weight, dx_s, dx_beta, cols);
+                conv_input_grad_sample(plan, dy_s, weight, dx_s, dx_beta, cols);
             }
         }
     }
