@@ -1941,6 +1941,7 @@ fn backward_samples<F: Float>(
     }
     let plane = out_sample / plan.y_channels().max(1);
     let cols = &mut cols[..plan.sample_scratch_len()];
+    let dx_beta = if overwrite_dx { F::ZERO } else { F::ONE };
     for (s, dy_s) in dy.chunks_exact(out_sample).enumerate() {
         let x_s = &x[s * in_sample..(s + 1) * in_sample];
         let beta = if s == 0 { F::ZERO } else { F::ONE };
@@ -1958,7 +1959,6 @@ fn backward_samples<F: Float>(
         }
         if let Some(dx) = dx.as_deref_mut() {
             let dx_s = &mut dx[s * in_sample..(s + 1) * in_sample];
-            let dx_beta = if overwrite_dx { F::ZERO } else { F::ONE };
             if plan.transposed {
                 let shared = plan.shares_columns();
                 conv_sample_with(plan, dy_s, weight, dx_s, dx_beta, cols, shared);
