@@ -27,7 +27,8 @@ pub trait Model<F: Float> {
     fn visit_buffers_mut(&mut self, _f: &mut dyn FnMut(&'static str, ArrayViewMutD<'_, F>)) {}
     /// Names under which PyTorch saves a tied parameter a second time, each with the name of
     /// the parameter it is (`("head.weight", "wte.weight")` for an output head reusing the
-    /// embedding table). Loading accepts them when they equal that parameter.
+    /// embedding table). Loading accepts such a copy when it equals that parameter, and
+    /// loads the parameter from it when the file has the copy only.
     fn tied_names(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }

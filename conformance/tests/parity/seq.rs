@@ -318,3 +318,61 @@ mod seq_ce_ignore {
         not_exposed [],
     }
 }
+
+/// A tied head's parameter loads from whichever of its two names a file has: PyTorch's
+/// `state_dict` holds both (`head.weight` beside `wte.weight`), `safetensors.torch.save_model`
+/// keeps one of them, and the one it keeps is not always the embedding's. Two copies that
+/// differ are refused and leave the model alone.
+#[test]
+fn gpt_tied_loads_from_either_name_of_the_tied_weight() {
+    use crate::common::{scratch_dir, write_safetensors, RawTensor};
+    use kiln::io::TensorFile;
+    use kiln::Model;
+
+    let fixture = Fixture::open::<f64>("gpt_tied");
+    let path = fixture.dir().join("f64.state_dict.safetensors");
+    let file = TensorFile::open(&path).expect("the fixture's state_dict");
+    let wte = file.get::<f64>("wte.weight").expect("wte.weight");
+    let variant = |name: &str, keep: &dyn Fn(&str) -> bool, head: Option<f64>| {
+        let mut tensors: Vec<RawTensor> = Vec::new();
+        for key in file.names().into_iter().filter(|k| keep(k)) {
+            let mut value = file.get::<f64>(key).expect("a float tensor");
+            if key == "head.weight" {
+                if let Some(shift) = head {
+                    value.mapv_inplace(|v| v + shift);
+                }
+            }
+            tensors.push(RawTensor::float(key, value.view()));
+        }
+        let path = scratch_dir().join(format!("gpt_tied.{name}.safetensors"));
+        write_safetensors(&path, &tensors);
+        path
+    };
+
+    for (name, dropped) in [("head_only", "wte.weight"), ("wte_only", "head.weight")] {
+        let path = variant(name, &|k| k != dropped, None);
+        let mut model = GptTied::<f64>::zeros();
+        kiln::io::load(&mut model, &path)
+            .unwrap_or_else(|e| panic!("a file without `{dropped}`: {e}"));
+        let mut loaded = None;
+        model.visit_params(&mut |n, v| {
+            if n == "wte.weight" {
+                loaded = Some(v.to_owned());
+            }
+        });
+        assert_eq!(loaded.as_ref(), Some(&wte), "without `{dropped}`");
+    }
+
+    let path = variant("differing", &|_| true, Some(0.5));
+    let mut model = GptTied::<f64>::zeros();
+    let error = kiln::io::load(&mut model, &path).expect_err("two different copies");
+    assert!(
+        error.to_string().contains("`head.weight` is tied to `wte.weight`"),
+        "{error}"
+    );
+    model.visit_params(&mut |n, v| assert!(v.iter().all(|&x| x == 0.0), "{n} was written"));
+
+    let path = variant("neither", &|k| k != "head.weight" && k != "wte.weight", None);
+    let error = kiln::io::load(&mut GptTied::<f64>::zeros(), &path).expect_err("no copy");
+    assert!(error.to_string().contains("missing `wte.weight`"), "{error}");
+}

@@ -42,6 +42,11 @@ pub(crate) fn write_safetensors<'a>(
 /// Saves the model's parameters and buffers to `path` as safetensors, in `F`'s dtype (F32 or
 /// F64), under their `state_dict` names.
 ///
+/// A tied parameter is one tensor and is written once, under its own name (`wte.weight`, not
+/// the head's `head.weight`), as `safetensors.torch.save_model` writes shared tensors. In
+/// PyTorch, `safetensors.torch.load_model(model, path)` loads such a file and keeps the tie;
+/// `model.load_state_dict(load_file(path))` needs `strict=False` for the head's name.
+///
 /// The file is written to `<path>.tmp` in the same directory, flushed to disk, then renamed
 /// over `path`, so a crash leaves either the old checkpoint or the new one, never half of one.
 ///
@@ -120,7 +125,10 @@ pub(crate) fn sync_parent(path: &Path) {
 /// The file may be F32 or F64 whatever `F` is (values are converted, F64 → f32 rounding to
 /// nearest). It must hold every parameter of the model; buffers (batch-norm running
 /// statistics) are loaded when present and otherwise keep their values, so a parameters-only
-/// file loads too. PyTorch's integer `num_batches_tracked` counters are skipped. Every
+/// file loads too. A tied parameter (`linear(.., tied = wte)`) loads from either of its
+/// names, or from both when they hold the same values: PyTorch's `state_dict` has both,
+/// `safetensors.torch.save_model` keeps one of them. PyTorch's integer
+/// `num_batches_tracked` counters are skipped. Every
 /// missing parameter, unexpected, mis-shaped or non-float tensor is reported in one
 /// [`Error::Mismatch`], and nothing is written to the model unless the whole file matches.
 ///
@@ -136,9 +144,19 @@ pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Res
     model.visit_params(&mut |name, view| expected.push((name, view.shape().to_vec(), true)));
     model.visit_buffers(&mut |name, view| expected.push((name, view.shape().to_vec(), false)));
 
+    // A tied parameter's owner may be in the file under its alias only (the name
+    // `save_model` kept): then the alias is where its values come from.
+    let tied = model.tied_names();
+    let source = |name: &str| -> Option<&Entry> {
+        file.entry(name).or_else(|| {
+            tied.iter()
+                .find(|(_, owner)| *owner == name)
+                .and_then(|(alias, _)| file.entry(alias))
+        })
+    };
     let mut problems = Vec::new();
     for (name, shape, required) in &expected {
-        match file.entry(name) {
+        match source(name) {
             None if !required => {}
             None => problems.push(format!("missing `{name}` (model shape {shape:?})")),
             Some(entry) if !matches!(entry.dtype, Dtype::F32 | Dtype::F64) => {
@@ -157,11 +175,14 @@ pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Res
     let mut known: HashSet<&str> = expected.iter().map(|(name, ..)| *name).collect();
     // A tied parameter saved twice by PyTorch (`head.weight` beside `wte.weight`) loads when
     // both copies hold the same values: they are one tensor in the model.
-    for &(alias, owner) in model.tied_names() {
-        let (Some(copy), Some(original)) = (file.entry(alias), file.entry(owner)) else {
+    for &(alias, owner) in tied {
+        let Some(copy) = file.entry(alias) else {
             continue;
         };
         known.insert(alias);
+        let Some(original) = file.entry(owner) else {
+            continue;
+        };
         let same = copy.shape == original.shape
             && matches!(copy.dtype, Dtype::F32 | Dtype::F64)
             && decoded(&file, copy) == decoded(&file, original);
@@ -193,7 +214,7 @@ pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Res
     // Everything is validated: from here on nothing can fail, so the model is either fully
     // loaded or (above) untouched.
     let mut assign = |name: &'static str, mut view: ndarray::ArrayViewMutD<'_, F>| {
-        if let Some(entry) = file.entry(name) {
+        if let Some(entry) = source(name) {
             decode_into(entry.dtype, file.data(entry), view.iter_mut());
         }
     };
