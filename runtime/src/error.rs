@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong at run time.
-#[derive(Debug)]
+///
+/// `Debug` prints the same sentence as `Display`: it is what a `fn main() -> kiln::Result<()>`
+/// prints on an error, and what `unwrap` and `expect` show, so they read as the message and not
+/// as the fields. Match on the variants to read the fields.
 pub enum Error {
     /// An input or target had the wrong shape.
     Shape {
@@ -260,6 +263,13 @@ impl std::fmt::Display for Error {
     }
 }
 
+/// The message, as `Display` writes it (see [`Error`]).
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -327,5 +337,28 @@ mod display_tests {
         assert_eq!(io.to_string(), "w.safetensors: gone");
         assert_eq!(io.source().map(|e| e.to_string()).as_deref(), Some("gone"));
         assert!(label.source().is_none());
+    }
+
+    /// `fn main() -> kiln::Result<()>` reports an error with `Debug`: it must print the
+    /// message, not the variant's fields.
+    #[test]
+    fn debug_prints_the_message() {
+        let shape = Error::Shape {
+            kind: "input",
+            name: "x",
+            expected: "[B = 32, 784]".into(),
+            actual: vec![32, 783],
+            detail: " (axis 1)".into(),
+        };
+        assert_eq!(format!("{shape:?}"), shape.to_string());
+        assert_eq!(
+            format!("{shape:?}"),
+            "input `x`: expected shape [B = 32, 784], got [32, 783] (axis 1)"
+        );
+        let io = Error::io(
+            Path::new("w.safetensors"),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        );
+        assert_eq!(format!("{io:?}"), "w.safetensors: gone");
     }
 }
