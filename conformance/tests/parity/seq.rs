@@ -367,12 +367,21 @@ fn gpt_tied_loads_from_either_name_of_the_tied_weight() {
     let mut model = GptTied::<f64>::zeros();
     let error = kiln::io::load(&mut model, &path).expect_err("two different copies");
     assert!(
-        error.to_string().contains("`head.weight` is tied to `wte.weight`"),
+        error
+            .to_string()
+            .contains("`head.weight` is tied to `wte.weight`"),
         "{error}"
     );
     model.visit_params(&mut |n, v| assert!(v.iter().all(|&x| x == 0.0), "{n} was written"));
 
-    let path = variant("neither", &|k| k != "head.weight" && k != "wte.weight", None);
+    let path = variant(
+        "neither",
+        &|k| k != "head.weight" && k != "wte.weight",
+        None,
+    );
     let error = kiln::io::load(&mut GptTied::<f64>::zeros(), &path).expect_err("no copy");
-    assert!(error.to_string().contains("missing `wte.weight`"), "{error}");
+    assert!(
+        error.to_string().contains("missing `wte.weight`"),
+        "{error}"
+    );
 }
