@@ -413,11 +413,52 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+const USAGE: &str = "\
+usage: cargo run --release --example austen -- [OPTIONS]
+
+Trains a character-level GPT on Jane Austen's novels, prints the training and validation loss,
+saves it, and samples text from a prompt.
+
+  --iterations N        training steps (default: 2000)
+  --prompt TEXT         the text to continue
+  --temperature T       sampling temperature (default: 1.0)
+  --top-k K             sample among the K likeliest characters (default: all)
+  --chars N             characters to sample (default: 500)
+  --seed S              the sampling seed (default: 0)
+  --out DIR             where the model is saved and loaded (default: target/kiln-austen)
+  --sample-only         sample from the model saved in DIR, without training
+  -h, --help            this text
+";
+
+/// Runs the program and prints its error, if any, as a sentence (`main` returning the
+/// error would print its `Debug` form).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
+    if std::env::args().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return Ok(());
+    }
     let args = parse_args()?;
     let weights = args.out.join("char_gpt.safetensors");
     let vocab_path = args.out.join("vocab.json");
     let (model, vocab) = if args.sample_only {
+        if let Some(missing) = [&weights, &vocab_path].into_iter().find(|f| !f.exists()) {
+            return Err(format!(
+                "--sample-only: no saved model ({} does not exist); train one first, without \
+                 --sample-only, or give its directory with --out",
+                missing.display()
+            )
+            .into());
+        }
         let vocab = Vocab::load(&vocab_path)?;
         check_vocab(&vocab)?;
         let mut model = CharGpt::<f32>::new(&mut StdRng::seed_from_u64(0));

@@ -101,7 +101,38 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+const USAGE: &str = "\
+usage: cargo run --release --example digits -- [OPTIONS]
+
+Trains a small CNN on handwritten digits (the bundled 8x8 digits, or LeNet-5 on MNIST's IDX
+files with --mnist), prints the test accuracy, and saves checkpoints, weights (safetensors and
+ONNX) and training curves.
+
+  --mnist DIR           train LeNet-5 on the MNIST IDX files in DIR
+  --epochs N            training epochs (default: 25, or 10 with --mnist)
+  --out DIR             where everything is written (default: target/kiln-digits)
+  --resume              continue from the checkpoint in DIR/checkpoints when there is one
+  --quiet               no progress bars
+  -h, --help            this text
+";
+
+/// Runs the program and prints its error, if any, as a sentence (`main` returning the
+/// error would print its `Debug` form).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
+    if std::env::args().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return Ok(());
+    }
     let args = parse_args()?;
     // With `--features mpi`, the ranks of the MPI job (one rank when started without mpirun).
     #[cfg(feature = "mpi")]

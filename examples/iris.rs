@@ -21,7 +21,19 @@ kiln::model! {
     }
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+/// Runs the program and prints its error, if any, as a sentence (`main` returning the
+/// error would print its `Debug` form).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
     let accuracy = train(true)?;
     println!("\ntest accuracy {accuracy:.3}");
     Ok(())

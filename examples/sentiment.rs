@@ -115,6 +115,18 @@ pub struct Outcome {
 }
 
 /// The files of a saved classifier in `dir`: weights, vocabulary, class names.
+/// An error naming the first of `files` that does not exist.
+fn require_saved(files: &[&Path]) -> Result<(), String> {
+    match files.iter().find(|f| !f.exists()) {
+        Some(missing) => Err(format!(
+            "--no-train: no saved model ({} does not exist); train one first, without \
+             --no-train, or give its directory with --out",
+            missing.display()
+        )),
+        None => Ok(()),
+    }
+}
+
 fn files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (
         dir.join("sentiment.safetensors"),
@@ -422,19 +434,46 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+const USAGE: &str = "\
+usage: cargo run --release --example sentiment -- [OPTIONS] [SENTENCE ...]
+
+Trains a bidirectional LSTM on labelled texts (the bundled tweets, or --csv), prints its test
+accuracy, macro-F1 and confusion matrix, saves it, and classifies the SENTENCEs.
+
+  --csv PATH            a CSV of (label, text) rows instead of the bundled tweets
+  --label-column C      the label column: a header name or a number from 0 (default: sentiment)
+  --text-column C       the text column: a header name or a number from 0 (default: text)
+  --epochs N            training epochs (default: 6)
+  --out DIR             where the model is saved and loaded (default: target/kiln-sentiment)
+  --no-train            classify with the model saved in DIR (an error if there is none)
+  --quiet               no per-epoch output
+  -h, --help            this text
+";
+
+/// Runs the program and prints its error, if any, as a sentence (`main` returning the
+/// error would print its `Debug` form).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
+    if std::env::args().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return Ok(());
+    }
     let args = parse_args()?;
     let (weights, vocab, classes) = files(&args.config.out);
-    let saved = weights.exists() && vocab.exists() && classes.exists();
-    if args.no_train && saved {
+    if args.no_train {
+        // Training in its place would overwrite whatever is in the directory.
+        require_saved(&[&weights, &vocab, &classes])?;
         println!("using the model saved in {}", args.config.out.display());
     } else {
-        if args.no_train {
-            println!(
-                "no saved model in {}: training one",
-                args.config.out.display()
-            );
-        }
         let outcome = train(&args.config)?;
         println!(
             "\ntraining time:  {:.1} s\ntest accuracy:  {:.4}\nmacro-F1:       {:.4}",

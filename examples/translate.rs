@@ -453,16 +453,35 @@ fn check_vocabs(source: &Vocab, target: &Vocab) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// Whether the model can read `text`: at most [`MAX_SOURCE`] characters, every one of them
+/// (lowercased) in [`SOURCE_ALPHABET`]. An unknown character would be read as `<unk>`, which
+/// training never showed the model, and it would answer something for it.
+fn readable_source(text: &str) -> Result<(), String> {
+    let text = text.trim().to_lowercase();
+    if let Some(c) = text.chars().find(|&c| !SOURCE_ALPHABET.contains(c)) {
+        return Err(format!(
+            "the character {c:?} is not one the model reads (letters, digits, space and , . - / ')"
+        ));
+    }
+    let len = text.chars().count();
+    if len > MAX_SOURCE {
+        return Err(format!(
+            "{len} characters, more than the {MAX_SOURCE} the model reads"
+        ));
+    }
+    Ok(())
+}
+
 /// Source ids of `texts`, padded to the longest, with their lengths; an error for a text
-/// longer than [`MAX_SOURCE`] characters.
+/// the model cannot read ([`readable_source`]).
 fn encode_sources(
     vocab: &Vocab,
     texts: &[&str],
 ) -> Result<(Array2<usize>, Array1<usize>), Box<dyn Error>> {
-    let ids: Vec<Vec<usize>> = texts.iter().map(|t| vocab.encode(t.trim())).collect();
-    if let Some((text, _)) = texts.iter().zip(&ids).find(|(_, i)| i.len() > MAX_SOURCE) {
-        return Err(format!("{text:?} is longer than {MAX_SOURCE} characters").into());
+    for text in texts {
+        readable_source(text).map_err(|why| format!("{text:?}: {why}"))?;
     }
+    let ids: Vec<Vec<usize>> = texts.iter().map(|t| vocab.encode(t.trim())).collect();
     Ok(pad_batch(&ids, None))
 }
 
@@ -806,9 +825,12 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--steps" => {
                 let n = it.next().ok_or("--steps needs a number")?;
-                args.config.steps = n
-                    .parse()
-                    .map_err(|_| format!("--steps: `{n}` is not a number"))?;
+                args.config.steps = match n.parse() {
+                    Ok(0) | Err(_) => {
+                        return Err(format!("--steps: `{n}` is not a positive number"))
+                    }
+                    Ok(steps) => steps,
+                };
             }
             "--out" => args.config.out = it.next().ok_or("--out needs a directory")?.into(),
             "--no-train" => args.no_train = true,
@@ -824,19 +846,53 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+const USAGE: &str = "\
+usage: cargo run --release --example translate -- [OPTIONS] [DATE ...]
+
+Trains an encoder-decoder transformer to write dates as ISO dates, prints its exact-match
+accuracy on held-out dates, saves it, and translates the DATEs.
+
+  --steps N             training steps (default: 800)
+  --out DIR             where the model is saved and loaded (default: target/kiln-translate)
+  --no-train            translate with the model saved in DIR (an error if there is none)
+  --quiet               no progress output
+  -h, --help            this text
+";
+
+/// Runs the program and prints its error, if any, as a sentence (`main` returning the
+/// error would print its `Debug` form).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
+    if std::env::args().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return Ok(());
+    }
     let args = parse_args()?;
     let (weights, source_path, target_path) = files(&args.config.out);
-    let saved = weights.exists() && source_path.exists() && target_path.exists();
-    if args.no_train && saved {
+    if args.no_train {
+        // Training in its place would overwrite whatever is in the directory.
+        if let Some(missing) = [&weights, &source_path, &target_path]
+            .into_iter()
+            .find(|f| !f.exists())
+        {
+            return Err(format!(
+                "--no-train: no saved model ({} does not exist); train one first, without \
+                 --no-train, or give its directory with --out",
+                missing.display()
+            )
+            .into());
+        }
         println!("using the model saved in {}", args.config.out.display());
     } else {
-        if args.no_train {
-            println!(
-                "no saved model in {}: training one",
-                args.config.out.display()
-            );
-        }
         let report = train(&args.config)?;
         println!(
             "\ntraining time:        {:.1} s ({} steps of {} pairs)",
@@ -866,11 +922,22 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     if !args.dates.is_empty() {
         let translator = Translator::load(&args.config.out)?;
-        let dates: Vec<&str> = args.dates.iter().map(String::as_str).collect();
-        let translations = translator.translate(&dates)?;
+        // A date the model cannot read is reported on its line; the others are translated.
+        let (readable, unreadable): (Vec<&str>, Vec<&str>) = args
+            .dates
+            .iter()
+            .map(String::as_str)
+            .partition(|d| readable_source(d).is_ok());
+        let translations = translator.translate(&readable)?;
         println!();
-        for (date, iso) in dates.iter().zip(&translations) {
-            println!("  {date:<46} → {iso}");
+        for date in args.dates.iter().map(String::as_str) {
+            if unreadable.contains(&date) {
+                if let Err(why) = readable_source(date) {
+                    println!("  {date:<46} ✗ {why}");
+                }
+            } else if let Some(i) = readable.iter().position(|d| *d == date) {
+                println!("  {date:<46} → {}", translations[i]);
+            }
         }
     }
     Ok(())
