@@ -145,16 +145,46 @@ pub fn read(config: &Config) -> Result<LabelledText, Box<dyn Error>> {
     };
     let data = LabelledText::read_csv(&config.csv, &options)?;
     if data.classes().len() > CLASSES {
-        return Err(format!(
-            "{}: {} classes ({}), but the model scores {CLASSES}; change CLASSES and the \
-             model's `classes` and `linear` sizes",
-            config.csv.display(),
-            data.classes().len(),
-            data.classes().join(", ")
-        )
-        .into());
+        return Err(too_many_classes(config, &data).into());
     }
     Ok(data)
+}
+
+/// Why a file with more classes than the model scores cannot train it: the classes with
+/// their counts (a label seen once is most likely a typo in the file, a class per row the
+/// wrong column), and what to change for a model with more classes.
+fn too_many_classes(config: &Config, data: &LabelledText) -> String {
+    let classes = data.classes();
+    let mut counts = vec![0usize; classes.len()];
+    for &label in data.labels() {
+        counts[label] += 1;
+    }
+    const SHOWN: usize = 8;
+    let mut listed: Vec<String> = classes
+        .iter()
+        .zip(&counts)
+        .take(SHOWN)
+        .map(|(name, count)| format!("{name:?} ×{count}"))
+        .collect();
+    if classes.len() > SHOWN {
+        listed.push(format!("and {} more", classes.len() - SHOWN));
+    }
+    let rare = counts.iter().filter(|&&c| c <= 2).count();
+    let hint = if rare * 2 > classes.len() {
+        " Most classes label one or two rows: is the label column (--label-column) right?"
+    } else if rare > 0 {
+        " A class of one or two rows is often a mistyped label in the file."
+    } else {
+        ""
+    };
+    format!(
+        "{}: {} classes in the label column ({}), but the model scores {CLASSES}.{hint} For \
+         more classes, change CLASSES and the model's `classes` and `linear` sizes in \
+         examples/sentiment.rs.",
+        config.csv.display(),
+        classes.len(),
+        listed.join(", ")
+    )
 }
 
 /// Trains on 80% of the texts, validates on 10% each epoch, tests on the last 10%, and saves
