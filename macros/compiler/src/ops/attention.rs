@@ -30,16 +30,18 @@ impl OpSpec for AttentionSpec {
         if cross {
             args.tensor(1);
         }
-        let Some(heads) = args.opt_int("heads")? else {
+        let heads = args.opt_int("heads")?;
+        let causal = args.opt_bool("causal", false)?;
+        let bias = args.opt_bool("bias", true)?;
+        let lengths = args.tensor_option("lengths").is_some();
+        // Unknown options first: `head = 4` is a misspelt `heads`, not a missing one.
+        args.finish()?;
+        let Some(heads) = heads else {
             return Err(syn::Error::new(
                 args.span(),
                 "`multi_head_attention` needs its number of heads: write `multi_head_attention(x, heads = 4)`",
             ));
         };
-        let causal = args.opt_bool("causal", false)?;
-        let bias = args.opt_bool("bias", true)?;
-        let lengths = args.tensor_option("lengths").is_some();
-        args.finish()?;
         Ok(Built::Kernel(Box::new(Attention {
             heads,
             causal,
