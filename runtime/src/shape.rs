@@ -458,6 +458,30 @@ pub fn wrong_target_kind(name: &'static str, labels_expected: bool) -> Error {
     }
 }
 
+/// Checks that a decoding cache for `capacity` positions stays within the `max` positions the
+/// model can address, `why` saying what sets the limit (a generated cache constructor calls
+/// this, so that a cache too long for a position table is an error when it is made, not at
+/// the first position past the table).
+///
+/// ```
+/// use kiln_runtime::shape::check_capacity;
+/// assert!(check_capacity(16, 16, "`wpe` is a position table of `max_len = 16`").is_ok());
+/// let err = check_capacity(64, 16, "`wpe` is a position table of `max_len = 16`").unwrap_err();
+/// assert!(err.to_string().contains("a capacity of 64 positions, but the model addresses at most 16"));
+/// ```
+pub fn check_capacity(capacity: usize, max: usize, why: &str) -> Result<()> {
+    if capacity <= max {
+        return Ok(());
+    }
+    Err(crate::Error::DecodeCache {
+        problem: format!(
+            "a capacity of {}, but the model addresses at most {max} ({why}): make the cache \
+             for at most {max} positions",
+            counted(capacity, "position")
+        ),
+    })
+}
+
 /// `n` and the noun, plural unless `n` is 1 ("1 sequence", "4 sequences").
 fn counted(n: usize, noun: &str) -> String {
     if n == 1 {

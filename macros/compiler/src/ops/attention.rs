@@ -117,6 +117,7 @@ impl Kernel for Attention {
                 quote!(::kiln::kernels::kv_cache::KvCache<F>),
                 quote!(::kiln::kernels::kv_cache::KvCache::new(batch, capacity, #embed, #heads)),
             )),
+            positions: None,
         }
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {

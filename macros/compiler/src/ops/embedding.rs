@@ -196,7 +196,13 @@ pub struct PositionEmbedding {
 impl Kernel for PositionEmbedding {
     fn decoding(&self, _inputs: &[&ValueInfo]) -> super::Decoding {
         // The new positions take the table's rows from the decoding offset on.
-        super::Decoding::Incremental { cache: None }
+        super::Decoding::Incremental {
+            cache: None,
+            positions: Some((
+                self.max_len,
+                format!("a position table of `max_len = {}`", self.max_len),
+            )),
+        }
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::Int;

@@ -133,10 +133,15 @@ pub enum Decoding {
     /// The op reads earlier positions or the position index: its forward emits its own code
     /// when [`ForwardCx::decode`] is set. `cache` is its field in the model's decoding cache,
     /// if it keeps one: the field's type and an expression creating it from the `batch` and
-    /// `capacity` locals.
+    /// `capacity` locals (it may use `?` on a `kiln::Result`).
     Incremental {
         /// The cache field's type and initializer.
         cache: Option<(TokenStream, TokenStream)>,
+        /// The most positions the op can address, if it has a limit (a position table's
+        /// `max_len`), and what sets it, as words following "is": `a position table of
+        /// max_len = 16`. A cache for more positions is an error when it is made, rather than
+        /// at the first position past the limit.
+        positions: Option<(usize, String)>,
     },
     /// The op mixes positions in a way the cache cannot carry (a recurrence, a mean over
     /// time, attention without a causal mask).
