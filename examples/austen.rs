@@ -308,7 +308,7 @@ pub fn sample(
     // The model reads the prompt once, then each new character once: the decoding cache keeps
     // every layer's keys and values. When it is full (64 positions, the position table's
     // length), it starts again from the last `KEEP` characters.
-    let mut cache = model.decoder_cache(1, BLOCK);
+    let mut cache = model.decoder_cache(1, BLOCK)?;
     for step in 0..count {
         let fresh = if step == 0 || cache.len() == BLOCK {
             cache.clear();

@@ -64,7 +64,7 @@ fn pieces_give_the_whole_sequences_outputs() {
     let model = TinyGpt::<f64>::new(&mut rng);
     let ids = tokens(&mut rng, 3, 12);
     let whole = model.forward(ids.view()).unwrap();
-    let mut cache = model.decoder_cache(3, 12);
+    let mut cache = model.decoder_cache(3, 12).unwrap();
     let mut at = 0;
     for piece in [5, 1, 1, 3, 2] {
         let new = ids.slice(s![.., at..at + piece]);
@@ -93,7 +93,7 @@ fn several_outputs_and_float_inputs() {
     let model = TwoHeads::<f64>::new(&mut rng);
     let x = Array3::from_shape_fn((2, 7, 4), |_| rng.random_range(-1.0..1.0));
     let (y, z) = model.forward(x.view()).unwrap();
-    let mut cache = model.decoder_cache(2, 7);
+    let mut cache = model.decoder_cache(2, 7).unwrap();
     let (y1, z1) = model
         .forward_cached(x.slice(s![.., ..3, ..]), &mut cache)
         .unwrap();
@@ -112,7 +112,7 @@ fn bad_calls_are_errors_and_keep_the_cache() {
     let model = TinyGpt::<f32>::new(&mut rng);
     let ids = tokens(&mut rng, 2, 12);
     let whole = model.forward(ids.view()).unwrap();
-    let mut cache = model.decoder_cache(2, 8);
+    let mut cache = model.decoder_cache(2, 8).unwrap();
     model
         .forward_cached(ids.slice(s![.., ..6]), &mut cache)
         .unwrap();
@@ -149,16 +149,33 @@ fn bad_calls_are_errors_and_keep_the_cache() {
     for (g, w) in next.iter().zip(&want) {
         assert!((g - w).abs() < 1e-4, "{g} against {w}");
     }
+}
 
-    // A cache longer than the position table: the table's limit is an error too.
-    let mut long = model.decoder_cache(2, 20);
-    model
-        .forward_cached(ids.slice(s![.., ..10]), &mut long)
-        .unwrap();
-    let table = model
-        .forward_cached(ids.slice(s![.., ..3]), &mut long)
-        .unwrap_err()
+#[test]
+fn a_cache_longer_than_the_position_table_is_an_error_when_made() {
+    let model = TinyGpt::<f32>::new(&mut StdRng::seed_from_u64(4));
+    // Its last positions could never be filled: the first position past the table would be
+    // an error in the middle of a generation.
+    let long = model
+        .decoder_cache(2, 20)
+        .err()
+        .expect("too long")
         .to_string();
-    assert!(table.contains("max_len = 12"), "{table}");
-    assert_eq!(long.len(), 10);
+    assert!(
+        long.contains("a capacity of 20 positions, but the model addresses at most 12"),
+        "{long}"
+    );
+    assert!(
+        long.contains("`wpe` is a position table of `max_len = 12`"),
+        "{long}"
+    );
+    assert!(TinyGptCache::<f32>::new(2, 13).is_err());
+    let mut full = model.decoder_cache(2, 12).unwrap();
+    let ids = tokens(&mut StdRng::seed_from_u64(5), 2, 12);
+    model.forward_cached(ids.view(), &mut full).unwrap();
+    assert_eq!(full.len(), 12);
+
+    // Without a position table, attention alone sets no limit.
+    let model = TwoHeads::<f32>::new(&mut StdRng::seed_from_u64(7));
+    assert!(model.decoder_cache(1, 1000).is_ok());
 }

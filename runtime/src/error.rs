@@ -65,7 +65,8 @@ pub enum Error {
         max: usize,
     },
     /// Incremental decoding (a generated model's `forward_cached`) was given more positions
-    /// than its cache has room for, or a batch of another size than the cache's.
+    /// than its cache has room for, or a batch of another size than the cache's; or a cache
+    /// was asked for more positions than the model can address (`decoder_cache`).
     DecodeCache {
         /// What does not fit, and what to do about it.
         problem: String,

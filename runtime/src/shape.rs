@@ -458,6 +458,39 @@ pub fn wrong_target_kind(name: &'static str, labels_expected: bool) -> Error {
     }
 }
 
+/// Checks that a decoding cache for `capacity` positions stays within the `max` positions the
+/// model can address, `why` saying what sets the limit (a generated cache constructor calls
+/// this, so that a cache too long for a position table is an error when it is made, not at
+/// the first position past the table).
+///
+/// ```
+/// use kiln_runtime::shape::check_capacity;
+/// assert!(check_capacity(16, 16, "`wpe` is a position table of `max_len = 16`").is_ok());
+/// let err = check_capacity(64, 16, "`wpe` is a position table of `max_len = 16`").unwrap_err();
+/// assert!(err.to_string().contains("a capacity of 64 positions, but the model addresses at most 16"));
+/// ```
+pub fn check_capacity(capacity: usize, max: usize, why: &str) -> Result<()> {
+    if capacity <= max {
+        return Ok(());
+    }
+    Err(crate::Error::DecodeCache {
+        problem: format!(
+            "a capacity of {}, but the model addresses at most {max} ({why}): make the cache \
+             for at most {max} positions",
+            counted(capacity, "position")
+        ),
+    })
+}
+
+/// `n` and the noun, plural unless `n` is 1 ("1 sequence", "4 sequences").
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Checks that a batch of `batch` sequences of `new` positions may follow the `len`
 /// positions of a decoding cache made for `cache_batch` sequences of up to `capacity`
 /// positions (a generated `forward_cached` calls this before it changes anything).
@@ -468,6 +501,10 @@ pub fn wrong_target_kind(name: &'static str, labels_expected: bool) -> Error {
 /// let err = check_decode(1, 62, 64, 1, 4).unwrap_err();
 /// assert!(err.to_string().contains("holds 62 of its 64 positions"));
 /// assert!(check_decode(2, 0, 64, 1, 1).is_err());
+/// let err = check_decode(1, 0, 64, 2, 1).unwrap_err();
+/// assert!(err.to_string().contains("batches of 1 sequence, and this batch has 2"));
+/// let err = check_decode(1, 1, 1, 1, 1).unwrap_err();
+/// assert!(err.to_string().contains("holds 1 of its 1 position, and 1 more does not fit"));
 /// ```
 pub fn check_decode(
     cache_batch: usize,
@@ -478,15 +515,18 @@ pub fn check_decode(
 ) -> Result<()> {
     let problem = if batch != cache_batch {
         format!(
-            "it was made for batches of {cache_batch} sequences, and this batch has {batch}: \
-             make one with `decoder_cache({batch}, capacity)`"
+            "it was made for batches of {}, and this batch has {batch}: \
+             make one with `decoder_cache({batch}, capacity)`",
+            counted(cache_batch, "sequence")
         )
     } else if new == 0 {
         "no new positions: give at least one token per sequence".to_string()
     } else if len + new > capacity {
         format!(
-            "it holds {len} of its {capacity} positions, and {new} more do not fit: `clear()` \
-             it and start again from the positions to keep"
+            "it holds {len} of its {}, and {new} more {} not fit: `clear()` \
+             it and start again from the positions to keep",
+            counted(capacity, "position"),
+            if new == 1 { "does" } else { "do" }
         )
     } else {
         return Ok(());

@@ -218,7 +218,7 @@ macro_rules! decoder {
             ) -> kiln::Result<Vec<crate::harness::Forward<F>>> {
                 let x = runner!(@x $xk $xn x);
                 let (batch, len) = (x.shape()[0], x.shape()[1]);
-                let mut cache = self.decoder_cache(batch, len);
+                let mut cache = self.decoder_cache(batch, len)?;
                 let mut start = 0;
                 let mut pieces = Vec::new();
                 for &end in cuts {

@@ -143,3 +143,53 @@ fn models_without_sequences_get_neither() {
         Decoding::Absent
     ));
 }
+
+/// The cache of a model with a position table is checked against the table when it is made;
+/// a table inside a block limits the model that calls the block. Attention alone sets no limit.
+#[test]
+fn position_tables_limit_the_cache() {
+    let expand = |model: TokenStream| kiln_compiler::expand(model).expect("compiles").to_string();
+    let code = expand(quote::quote! {
+        struct Lm {
+            input tokens: [B, T] tokens 50;
+            let wte = embedding(tokens, 16);
+            let wpe = position_embedding(tokens, 16, max_len = 32);
+            let short = position_embedding(tokens, 16, max_len = 24);
+            let a = multi_head_attention(wte + wpe + short, heads = 2, causal = true);
+            output a;
+        }
+    });
+    assert!(
+        code.contains(
+            "check_capacity (capacity , 24 , \"`short` is a position table of `max_len = 24`\")"
+        ),
+        "{code}"
+    );
+    let code = expand(quote::quote! {
+        struct Outer {
+            input tokens: [B, T] tokens 5;
+            let h = Embed(tokens);
+            output h;
+
+            block Embed(t) {
+                let w = embedding(t, 4);
+                let p = position_embedding(t, 4, max_len = 6);
+                let e = w + p;
+                output e;
+            }
+        }
+    });
+    assert!(
+        code.contains("\"`h` is a block whose `p` is a position table of `max_len = 6`\""),
+        "{code}"
+    );
+    let code = expand(quote::quote! {
+        struct Attend {
+            input x: [B, T, 4];
+            let a = multi_head_attention(x, heads = 2, causal = true);
+            output a;
+        }
+    });
+    assert!(code.contains("fn decoder_cache"), "{code}");
+    assert!(!code.contains("check_capacity"), "{code}");
+}

@@ -16,7 +16,7 @@ kiln::model! {
 
 fn main() -> kiln::Result<()> {
     let model = TinyGpt::<f32>::new(&mut StdRng::seed_from_u64(0));
-    let mut cache = model.decoder_cache(1, 16);
+    let mut cache = model.decoder_cache(1, 16)?;
     let prompt = kiln::ndarray::array![[1usize, 2, 3]];
     let logits = model.forward_cached(prompt.view(), &mut cache)?;
     assert_eq!(logits.shape(), [1, 3, 32]);

@@ -91,6 +91,30 @@ fn decoding_symbols(g: &Graph, plan: &Plan) -> Result<(usize, usize), NotDecodab
     Ok((b, t))
 }
 
+/// The most positions a decoding pass can address, if an op limits them (a position table),
+/// and what sets the limit, as words following "is": the smallest limit, with its value's
+/// name (`` `wpe` is a position table of `max_len = 16` ``).
+pub fn position_limit(g: &Graph, plan: &Plan) -> Option<(usize, String)> {
+    let mut limit: Option<(usize, String)> = None;
+    for &id in &plan.forward_nodes {
+        let node = &g.nodes[id];
+        let NodeKind::Kernel(k) = &node.kind else {
+            continue;
+        };
+        let inputs: Vec<_> = node.inputs.iter().map(|&i| g.info(i)).collect();
+        if let Decoding::Incremental {
+            positions: Some((n, why)),
+            ..
+        } = k.decoding(&inputs)
+        {
+            if limit.as_ref().is_none_or(|(m, _)| n < *m) {
+                limit = Some((n, format!("`{}` is {why}", node.name)));
+            }
+        }
+    }
+    limit
+}
+
 /// Whether the model gets `forward_cached` (see the module docs).
 pub fn decodable(g: &Graph, plan: &Plan) -> bool {
     decoding_symbols(g, plan).is_ok()
@@ -161,6 +185,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         let inputs: Vec<_> = node.inputs.iter().map(|&i| g.info(i)).collect();
         if let Decoding::Incremental {
             cache: Some((ty, init)),
+            ..
         } = k.decoding(&inputs)
         {
             let field = cx.node_ident(id);
@@ -169,6 +194,26 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             inits.extend(quote! { #field: #init, });
         }
     }
+
+    // A cache for more positions than an op can address would fail only at the first position
+    // past the limit, in the middle of a generation: it is an error when it is made.
+    let (check_capacity, capacity_doc) = match position_limit(g, cx.plan) {
+        Some((max, why)) => (
+            quote!(::kiln::shape::check_capacity(capacity, #max, #why)?;),
+            format!(
+                "\n\n Returns `Err` if `capacity` is more than {max}, the most positions the model \
+                 can address ({why})."
+            ),
+        ),
+        None => (TokenStream::new(), String::new()),
+    };
+    let new_doc = format!(
+        " An empty cache for batches of `batch` sequences of up to `capacity` positions.{capacity_doc}"
+    );
+    let decoder_cache_doc = format!(
+        " An empty decoding cache for [`Self::forward_cached`], for batches of `batch` \
+         sequences of up to `capacity` positions.{capacity_doc}"
+    );
 
     let code = emit_values(cx, &cx.plan.forward_nodes, false, true);
     let (params, body) = (code.params, code.body);
@@ -227,9 +272,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         }
 
         impl<F: ::kiln::Float> #cache<F> {
-            /// An empty cache for batches of `batch` sequences of up to `capacity` positions.
-            #vis fn new(batch: usize, capacity: usize) -> Self {
-                Self { batch, capacity, len: 0, buffers: #bufs::new(), #inits }
+            #[doc = #new_doc]
+            #vis fn new(batch: usize, capacity: usize) -> ::kiln::Result<Self> {
+                #check_capacity
+                Ok(Self { batch, capacity, len: 0, buffers: #bufs::new(), #inits })
             }
 
             /// How many positions of each sequence the cache holds.
@@ -259,9 +305,8 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         }
 
         impl<F: ::kiln::Float> #name<F> {
-            /// An empty decoding cache for [`Self::forward_cached`], for batches of `batch`
-            /// sequences of up to `capacity` positions.
-            #vis fn decoder_cache(&self, batch: usize, capacity: usize) -> #cache<F> {
+            #[doc = #decoder_cache_doc]
+            #vis fn decoder_cache(&self, batch: usize, capacity: usize) -> ::kiln::Result<#cache<F>> {
                 #cache::new(batch, capacity)
             }
 

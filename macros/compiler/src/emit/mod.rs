@@ -253,7 +253,7 @@ pub fn onnx_parts(g: &Graph, fused: &Fused) -> Result<crate::onnx::Parts, String
     onnx::build(g, &layer_specs(g), fused)
 }
 
-pub use decode::decodable;
+pub use decode::{decodable, position_limit};
 
 /// Emits the whole model.
 pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> TokenStream {

@@ -112,7 +112,7 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
 
         #[allow(dead_code, unused_variables)]
         impl<F: ::kiln::Float> #cache<F> {
-            #vis fn new(batch: usize, capacity: usize) -> Self {
+            #vis fn new(batch: usize, capacity: usize) -> ::kiln::Result<Self> {
                 unimplemented!("the model has compile errors")
             }
             #vis fn len(&self) -> usize {
@@ -175,7 +175,7 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
             #vis fn forward(&self, #(#inputs),*) -> ::kiln::Result<#out_type> {
                 unimplemented!("the model has compile errors")
             }
-            #vis fn decoder_cache(&self, batch: usize, capacity: usize) -> #cache<F> {
+            #vis fn decoder_cache(&self, batch: usize, capacity: usize) -> ::kiln::Result<#cache<F>> {
                 unimplemented!("the model has compile errors")
             }
             #vis fn forward_cached(&self, #(#inputs,)* cache: &mut #cache<F>) -> ::kiln::Result<#out_type> {

@@ -30,16 +30,18 @@ impl OpSpec for AttentionSpec {
         if cross {
             args.tensor(1);
         }
-        let Some(heads) = args.opt_int("heads")? else {
+        let heads = args.opt_int("heads")?;
+        let causal = args.opt_bool("causal", false)?;
+        let bias = args.opt_bool("bias", true)?;
+        let lengths = args.tensor_option("lengths").is_some();
+        // Unknown options first: `head = 4` is a misspelt `heads`, not a missing one.
+        args.finish()?;
+        let Some(heads) = heads else {
             return Err(syn::Error::new(
                 args.span(),
                 "`multi_head_attention` needs its number of heads: write `multi_head_attention(x, heads = 4)`",
             ));
         };
-        let causal = args.opt_bool("causal", false)?;
-        let bias = args.opt_bool("bias", true)?;
-        let lengths = args.tensor_option("lengths").is_some();
-        args.finish()?;
         Ok(Built::Kernel(Box::new(Attention {
             heads,
             causal,
@@ -115,6 +117,7 @@ impl Kernel for Attention {
                 quote!(::kiln::kernels::kv_cache::KvCache<F>),
                 quote!(::kiln::kernels::kv_cache::KvCache::new(batch, capacity, #embed, #heads)),
             )),
+            positions: None,
         }
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
@@ -279,15 +282,11 @@ impl Kernel for Attention {
             ));
         };
         if width % self.heads != 0 {
-            let fits: Vec<String> = (1..=width.min(64))
-                .filter(|h| width % h == 0)
-                .map(|h| h.to_string())
-                .collect();
             return Err(OpError::call(format!(
                 "{} heads do not divide the width {width} of {} (each head takes width / heads features): use a head count that divides {width} ({}), or change the width",
                 self.heads,
                 show(q),
-                fits.join(", ")
+                head_counts(width, self.heads)
             )));
         }
         let kv_len = if self.cross {
@@ -455,6 +454,39 @@ impl Kernel for Attention {
     }
 }
 
+/// The head counts that divide `width`, for the message about `heads`, which does not: all of
+/// them up to a dozen (`1, 2, 4, 8, 16, 32, 64, 128`), else how many there are and the nearest
+/// to `heads` on either side (a width like 720 has 30, too many to read).
+fn head_counts(width: usize, heads: usize) -> String {
+    // Pairs of divisors up to the square root: a width may be large, and this runs in the
+    // compiler.
+    let mut small = Vec::new();
+    let mut large = Vec::new();
+    let mut d = 1;
+    while d <= width / d {
+        if width.is_multiple_of(d) {
+            small.push(d);
+            if d != width / d {
+                large.push(width / d);
+            }
+        }
+        d += 1;
+    }
+    small.extend(large.into_iter().rev());
+    if small.len() <= 12 {
+        let all: Vec<String> = small.iter().map(usize::to_string).collect();
+        return all.join(", ");
+    }
+    let below = small.iter().rev().find(|&&d| d < heads);
+    let above = small.iter().find(|&&d| d > heads);
+    let nearest = match (below, above) {
+        (Some(b), Some(a)) => format!("the nearest to {heads} are {b} and {a}"),
+        (Some(n), None) | (None, Some(n)) => format!("the nearest to {heads} is {n}"),
+        (None, None) => String::new(),
+    };
+    format!("{} do, from 1 to {width}; {nearest}", small.len())
+}
+
 /// `AttentionParams { .. }` from the layer's parameter locals.
 fn params(p: &[TokenStream], bias: bool) -> TokenStream {
     if bias {
@@ -471,5 +503,26 @@ fn params(p: &[TokenStream], bias: bool) -> TokenStream {
                 in_proj_weight: #w, in_proj_bias: None, out_proj_weight: #ow, out_proj_bias: None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_counts;
+
+    #[test]
+    fn head_counts_list_every_divisor_up_to_the_width() {
+        assert_eq!(head_counts(128, 3), "1, 2, 4, 8, 16, 32, 64, 128");
+        assert_eq!(head_counts(30, 4), "1, 2, 3, 5, 6, 10, 15, 30");
+        assert_eq!(head_counts(7, 2), "1, 7");
+        assert_eq!(
+            head_counts(720, 7),
+            "30 do, from 1 to 720; the nearest to 7 are 6 and 8"
+        );
+        assert_eq!(
+            head_counts(720, 1000),
+            "30 do, from 1 to 720; the nearest to 1000 is 720"
+        );
+        assert_eq!(head_counts(49, 5), "1, 7, 49");
     }
 }

@@ -49,6 +49,9 @@ pub struct Compiled {
     scalars: usize,
     /// The block has a decoding pass (`run_forward_cached`) and cache type.
     decodable: bool,
+    /// The most positions its decoding pass can address, and what sets the limit (see
+    /// [`crate::emit::position_limit`]).
+    positions: Option<(usize, String)>,
     /// The block's ONNX graph, its inputs' value names (in declaration order; `None` for one
     /// the output does not read) and its output's, or why it has none.
     onnx: Result<(crate::onnx::OnnxBuilder, Vec<Option<String>>, String), String>,
@@ -176,6 +179,7 @@ impl BlockCall {
             param_names,
             scalars,
             decodable: crate::emit::decodable(&graph, &plan),
+            positions: crate::emit::position_limit(&graph, &plan),
             onnx,
         };
         Ok((compiled, graph.info(*out).clone()))
@@ -250,11 +254,16 @@ impl Kernel for BlockCall {
         }
         // One cache per repetition, each for the block's own attention layers.
         let (cache, n) = (self.cache_ty(), self.count());
+        let positions = self
+            .with(|c| c.positions.clone())
+            .flatten()
+            .map(|(n, why)| (n, format!("a block whose {why}")));
         super::Decoding::Incremental {
             cache: Some((
                 quote!(Vec<#cache<F>>),
-                quote!((0..#n).map(|_| #cache::new(batch, capacity)).collect()),
+                quote!((0..#n).map(|_| #cache::new(batch, capacity)).collect::<::kiln::Result<_>>()?),
             )),
+            positions,
         }
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {

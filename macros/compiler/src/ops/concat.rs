@@ -73,6 +73,73 @@ impl Concat {
     }
 }
 
+/// Why `other` cannot join `first` along `axis`, and what would make it fit: a reshape when
+/// the ranks differ, a resize or a change upstream for feature maps of different sizes.
+fn mismatch(axis: usize, first: &Shape, other: &Shape, symbols: &[String]) -> String {
+    let (a, b) = (first.display(symbols), other.display(symbols));
+    let head = format!("`concat` along axis {axis} needs every other dim equal, but {a} and {b}");
+    if other.rank() != first.rank() {
+        return format!(
+            "{head} differ in rank ({} and {}): `reshape` or `flatten` one of them so that both have the same rank",
+            first.rank(),
+            other.rank()
+        );
+    }
+    let dim = |d: Dim| {
+        Shape(vec![d])
+            .display(symbols)
+            .to_string()
+            .trim_matches(['[', ']'])
+            .to_string()
+    };
+    let differing: Vec<usize> = (0..first.rank())
+        .filter(|&d| d != axis && first.0[d] != other.0[d])
+        .collect();
+    // NCHW feature maps joined along the channels (or the batch) whose height or width
+    // differ, as in a skip connection after an odd-sized pooling. Reshaping would scramble
+    // the pixels: the fix is a resize, or layers upstream that give both the same size.
+    if first.rank() == 4 && axis <= 1 && differing.iter().all(|&d| d >= 2) {
+        if let (Dim::Fixed(h), Dim::Fixed(w), Dim::Fixed(oh), Dim::Fixed(ow)) =
+            (first.0[2], first.0[3], other.0[2], other.0[3])
+        {
+            let resize = if oh > 0
+                && ow > 0
+                && h.is_multiple_of(oh)
+                && w.is_multiple_of(ow)
+                && h / oh == w / ow
+            {
+                format!("`upsample(.., scale = {})`", h / oh)
+            } else if h > 0
+                && w > 0
+                && oh.is_multiple_of(h)
+                && ow.is_multiple_of(w)
+                && oh / h == ow / w
+            {
+                let k = oh / h;
+                format!("`max_pool2d(.., {k})` or `avg_pool2d(.., {k})`")
+            } else {
+                format!("`upsample(.., size = ({h}, {w}))`")
+            };
+            let which = match (h != oh, w != ow) {
+                (true, false) => "height",
+                (false, true) => "width",
+                _ => "height and width",
+            };
+            return format!(
+                "{head} differ in {which} ({h}x{w} against {oh}x{ow}): bring this one to {h}x{w} with {resize}, or change a kernel size, stride or padding upstream so that both come out {h}x{w}"
+            );
+        }
+    }
+    let at: Vec<String> = differing
+        .iter()
+        .map(|&d| format!("axis {d} ({} against {})", dim(first.0[d]), dim(other.0[d])))
+        .collect();
+    format!(
+        "{head} differ at {}: only axis {axis} may differ",
+        at.join(" and ")
+    )
+}
+
 impl Kernel for Concat {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         let axis = self.axis.map_or(-1, |a| a as i64);
@@ -105,14 +172,7 @@ impl Kernel for Concat {
             let same_elsewhere =
                 s.rank() == rank && (0..rank).all(|d| d == axis || s.0[d] == first.0[d]);
             if !same_elsewhere {
-                return Err(OpError::input(
-                    i,
-                    format!(
-                        "`concat` along axis {axis} needs every other dim equal, but {} and {} differ elsewhere: only axis {axis} may differ (pool or reshape one of them to match)",
-                        first.display(symbols),
-                        s.display(symbols)
-                    ),
-                ));
+                return Err(OpError::input(i, mismatch(axis, first, s, symbols)));
             }
             match s.0[axis] {
                 Dim::Fixed(n) => {

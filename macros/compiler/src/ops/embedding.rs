@@ -174,13 +174,15 @@ impl OpSpec for PositionEmbeddingSpec {
         args.positional(2, 2)?;
         args.tensor(0);
         let dim = args.int(1, "the embedding size")?;
-        let Some(max_len) = args.opt_int("max_len")? else {
+        let max_len = args.opt_int("max_len")?;
+        // Unknown options first: `maxlen = 64` is a misspelt `max_len`, not a missing one.
+        args.finish()?;
+        let Some(max_len) = max_len else {
             return Err(syn::Error::new(
                 args.span(),
                 "`position_embedding` needs the longest sequence it will see, for its table: write `position_embedding(tokens, dim, max_len = 64)`",
             ));
         };
-        args.finish()?;
         Ok(Built::Kernel(Box::new(PositionEmbedding { dim, max_len })))
     }
 }
@@ -194,7 +196,13 @@ pub struct PositionEmbedding {
 impl Kernel for PositionEmbedding {
     fn decoding(&self, _inputs: &[&ValueInfo]) -> super::Decoding {
         // The new positions take the table's rows from the decoding offset on.
-        super::Decoding::Incremental { cache: None }
+        super::Decoding::Incremental {
+            cache: None,
+            positions: Some((
+                self.max_len,
+                format!("a position table of `max_len = {}`", self.max_len),
+            )),
+        }
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::Int;

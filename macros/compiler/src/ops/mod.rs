@@ -133,10 +133,15 @@ pub enum Decoding {
     /// The op reads earlier positions or the position index: its forward emits its own code
     /// when [`ForwardCx::decode`] is set. `cache` is its field in the model's decoding cache,
     /// if it keeps one: the field's type and an expression creating it from the `batch` and
-    /// `capacity` locals.
+    /// `capacity` locals (it may use `?` on a `kiln::Result`).
     Incremental {
         /// The cache field's type and initializer.
         cache: Option<(TokenStream, TokenStream)>,
+        /// The most positions the op can address, if it has a limit (a position table's
+        /// `max_len`), and what sets it, as words following "is": `a position table of
+        /// max_len = 16`. A cache for more positions is an error when it is made, rather than
+        /// at the first position past the limit.
+        positions: Option<(usize, String)>,
     },
     /// The op mixes positions in a way the cache cannot carry (a recurrence, a mean over
     /// time, attention without a causal mask).
@@ -630,7 +635,10 @@ impl<'a> CallArgs<'a> {
         }
     }
 
-    /// Rejects options nobody asked for, suggesting the closest known one.
+    /// Rejects options nobody asked for, suggesting the closest known one. An op calls it
+    /// after reading every option it takes and before reporting a required one as missing:
+    /// a misspelt required option (`head = 4`) is then an unknown option with its suggestion,
+    /// at the typo, instead of a missing one at the op's name.
     pub fn finish(&self) -> syn::Result<()> {
         let mut errors: Option<syn::Error> = None;
         for (key, _) in &self.call.options {
@@ -872,5 +880,104 @@ mod tests {
         assert_eq!(edit_distance("inptu", "input"), 1);
         assert_eq!(edit_distance("abc", "ca"), 3);
         assert_eq!(closest("conv9000xyz", names()), None);
+    }
+
+    /// A call of every op, with every option it takes.
+    const CALLS: &[&str] = &[
+        "linear(x, 10, bias = false, tied = wte)",
+        "relu(x)",
+        "leaky_relu(x, slope = 0.1)",
+        "sigmoid(x)",
+        "tanh(x)",
+        "gelu(x)",
+        "softplus(x)",
+        "exp(x)",
+        "log(x)",
+        "sqrt(x)",
+        "square(x)",
+        "softmax(x)",
+        "log_softmax(x)",
+        "sum(x, axis = 1)",
+        "mean(x, axis = 1, lengths = len)",
+        "max(x, axis = 1)",
+        "mse(y, t)",
+        "cross_entropy(y, t, ignore_index = 0)",
+        "bce_with_logits(y, t)",
+        "conv2d(x, 8, kernel = 3, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true)",
+        "conv_transpose2d(x, 8, kernel = 2, stride = 2, padding = 0, output_padding = 0, groups = 1, dilation = 1, bias = true)",
+        "max_pool2d(x, kernel = 2, stride = 2, padding = 0, ceil_mode = false)",
+        "avg_pool2d(x, kernel = 2, stride = 2, padding = 0, ceil_mode = false, count_include_pad = true)",
+        "adaptive_avg_pool2d(x, 1)",
+        "upsample(x, scale = 2, mode = bilinear)",
+        "upsample(x, size = (4, 4))",
+        "flatten(x)",
+        "reshape(x, (B, 4))",
+        "concat(a, b, axis = 1)",
+        "dropout(x, p = 0.5)",
+        "batch_norm(x, eps = 0.001, momentum = 0.1)",
+        "layer_norm(x, eps = 0.001)",
+        "embedding(t, 8, padding_idx = 0, vocab = 10)",
+        "position_embedding(t, 8, max_len = 16)",
+        "multi_head_attention(x, heads = 4, causal = true, bias = true, lengths = len)",
+        "lstm(x, 8, layers = 2, bidirectional = true, final_state = true, lengths = len)",
+        "gru(x, 8, layers = 2, bidirectional = true, final_state = true, lengths = len)",
+        "matmul(a, b)",
+        "transpose(x, 1, 2)",
+        "permute(x, (0, 2, 1))",
+        "causal_mask(x)",
+    ];
+
+    fn parse_call(src: &str) -> ast::Call {
+        let tokens: TokenStream = src.parse().expect("lexes");
+        match syn::parse::Parser::parse2(crate::parse::parse_expr, tokens) {
+            Ok(ast::Expr::Call(call)) => call,
+            _ => panic!("`{src}` is not a call"),
+        }
+    }
+
+    fn build(call: &ast::Call) -> syn::Result<Built> {
+        let spec = lookup(&call.func.to_string()).expect("a registered op");
+        spec.build(&mut CallArgs::new(call, spec.usage()))
+    }
+
+    /// Every option of every op, misspelt, is an unknown option that suggests the right one
+    /// at the typo: required options too (`head = 4` for `heads`), which an op reporting them
+    /// missing before it rejects unknown ones would instead call missing.
+    #[test]
+    fn misspelt_options_are_suggested_at_the_typo() {
+        for name in names() {
+            assert!(
+                CALLS.iter().any(|c| c.starts_with(&format!("{name}("))),
+                "no call of `{name}` in CALLS"
+            );
+        }
+        for src in CALLS {
+            let call = parse_call(src);
+            assert!(build(&call).is_ok(), "`{src}` builds");
+            for (i, (key, _)) in call.options.iter().enumerate() {
+                let key = key.to_string();
+                // Drop the last letter (`head`), or double it for a short name (`pp`).
+                let typo = if key.len() >= 3 {
+                    key[..key.len() - 1].to_string()
+                } else {
+                    format!("{key}{}", &key[key.len() - 1..])
+                };
+                let mut wrong = call.clone();
+                wrong.options[i].0 = proc_macro2::Ident::new(&typo, call.options[i].0.span());
+                let Err(e) = build(&wrong) else {
+                    panic!("`{src}` with `{typo}` for `{key}` builds");
+                };
+                assert!(
+                    e.to_string().contains(&format!("did you mean `{key}`?")),
+                    "`{src}` with `{typo}`: {e}"
+                );
+                let (at, typo_at) = (e.span().start(), wrong.options[i].0.span().start());
+                assert_eq!(
+                    (at.line, at.column),
+                    (typo_at.line, typo_at.column),
+                    "`{src}` with `{typo}`: the error is not at the typo"
+                );
+            }
+        }
     }
 }

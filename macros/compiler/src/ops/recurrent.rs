@@ -281,14 +281,25 @@ impl Kernel for Recurrent {
         if self.lengths {
             let l = inputs[1];
             let batch = Shape(vec![x.0[0]]);
-            let ok =
-                matches!(l.kind, ValueKind::Lengths { max } if max == x.0[1]) && l.shape == batch;
-            if !ok {
-                return Err(OpError::input(
-                    1,
-                    format!("`lengths` takes one length per sequence: an input declared `len: {} lengths {};`, but this is {} holding {}",
-                        show(&batch), show(&Shape(vec![x.0[1]])).trim_matches(['[', ']']), show(&l.shape), l.kind.describe()),
-                ));
+            let dim = |d: Dim| show(&Shape(vec![d])).trim_matches(['[', ']']).to_string();
+            match l.kind {
+                ValueKind::Lengths { max } if l.shape == batch && max == x.0[1] => {}
+                // Declared over another dim than the time axis: name both, as the fix is to
+                // swap one for the other.
+                ValueKind::Lengths { max } if l.shape == batch => {
+                    return Err(OpError::input(
+                        1,
+                        format!("these lengths measure {} positions, but the sequences {} have {}: declare them as `lengths {}`",
+                            dim(max), show(x), dim(x.0[1]), dim(x.0[1])),
+                    ))
+                }
+                _ => {
+                    return Err(OpError::input(
+                        1,
+                        format!("`lengths` takes one length per sequence: an input declared `len: {} lengths {};`, but this is {} holding {}",
+                            show(&batch), dim(x.0[1]), show(&l.shape), l.kind.describe()),
+                    ))
+                }
             }
         }
         // Every parameter is at most [gates·hidden, max(features, dirs·hidden)]: sizes whose

@@ -7,7 +7,7 @@ use super::{
     product_of, require_float, resolve_axis, BackwardCx, Built, CallArgs, ForwardCx, Kernel,
     OpError, OpSpec, Operand, Reads, ScratchLen, ScratchSpec,
 };
-use crate::ir::{Shape, ValueInfo, ValueKind};
+use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
 use proc_macro2::TokenStream;
 use quote::quote;
 
@@ -210,18 +210,40 @@ impl Kernel for Reduce {
             }
             let l = inputs[1];
             let batch = Shape(vec![x.0[0]]);
-            let fits = matches!(l.kind, ValueKind::Lengths { max } if max == x.0[1]);
-            if !fits || l.shape != batch {
-                return Err(OpError::input(
-                    1,
-                    format!(
-                        "`lengths` takes one length per sequence of {shown}: an input declared `len: {} lengths {};`, but this is {} holding {}",
-                        batch.display(symbols),
-                        Shape(vec![x.0[1]]).display(symbols).to_string().trim_matches(['[', ']']),
-                        l.shape.display(symbols),
-                        l.kind.describe()
-                    ),
-                ));
+            let dim = |d: Dim| {
+                Shape(vec![d])
+                    .display(symbols)
+                    .to_string()
+                    .trim_matches(['[', ']'])
+                    .to_string()
+            };
+            match l.kind {
+                ValueKind::Lengths { max } if l.shape == batch && max == x.0[1] => {}
+                // Declared over another dim than the time axis: name both, as the fix is to
+                // swap one for the other.
+                ValueKind::Lengths { max } if l.shape == batch => {
+                    return Err(OpError::input(
+                        1,
+                        format!(
+                            "these lengths measure {} positions, but the sequences {shown} have {}: declare them as `lengths {}`",
+                            dim(max),
+                            dim(x.0[1]),
+                            dim(x.0[1])
+                        ),
+                    ))
+                }
+                _ => {
+                    return Err(OpError::input(
+                        1,
+                        format!(
+                            "`lengths` takes one length per sequence of {shown}: an input declared `len: {} lengths {};`, but this is {} holding {}",
+                            batch.display(symbols),
+                            dim(x.0[1]),
+                            l.shape.display(symbols),
+                            l.kind.describe()
+                        ),
+                    ))
+                }
             }
         }
         let mut shape = x.0.clone();
