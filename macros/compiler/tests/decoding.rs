@@ -168,13 +168,13 @@ fn position_tables_limit_the_cache() {
     let code = expand(quote::quote! {
         struct Outer {
             input tokens: [B, T] tokens 5;
-            let h = Embed(tokens);
+            let w = embedding(tokens, 4);
+            let h = Embed(w, tokens);
             output h;
 
-            block Embed(t) {
-                let w = embedding(t, 4);
+            block Embed(x, t) {
                 let p = position_embedding(t, 4, max_len = 6);
-                let e = w + p;
+                let e = x + p;
                 output e;
             }
         }

@@ -363,6 +363,26 @@ impl Kernel for BlockCall {
         self.with(|c| c.needs_rng).unwrap_or(false)
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        // The first argument is what the blocks hand on, one block's output to the next (and
+        // its gradient back): float values. Integer inputs (token ids, lengths) go to every
+        // block as later arguments.
+        if let Some(first) = inputs.first().filter(|i| i.kind != ValueKind::Float) {
+            let fix = match first.kind {
+                ValueKind::Tokens { .. } => format!(
+                    "turn the ids into vectors before the block (`let x = embedding(ids, dim); let h = {}(x, ..)`), or pass them after a float argument",
+                    self.def.name
+                ),
+                _ => "pass them after a float argument (`block B(x, lengths)`), for every block to read".to_string(),
+            };
+            return Err(OpError::input(
+                0,
+                format!(
+                    "`{}` takes float values as its first argument (the value each block passes to the next), but this holds {}: {fix}",
+                    self.def.name,
+                    first.kind.describe()
+                ),
+            ));
+        }
         let def = self.as_model(inputs, symbols);
         let (compiled, out) = self.compile(def).map_err(|e| OpError {
             message: String::new(),
