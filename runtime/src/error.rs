@@ -158,6 +158,12 @@ pub enum Error {
         /// What could not be encoded, and why.
         message: String,
     },
+    /// A parameter cannot be initialised as asked (see [`crate::init`]): a fan-based scale for
+    /// a tensor without fans, or an empty truncation interval.
+    Init {
+        /// What cannot be done, and why.
+        problem: String,
+    },
     /// An operating-system I/O error on a file.
     Io {
         /// The file.
@@ -259,6 +265,7 @@ impl std::fmt::Display for Error {
                 write!(f, "distributed training, rank {rank}: {message}")
             }
             Error::Onnx { model, message } => write!(f, "ONNX export of `{model}`: {message}"),
+            Error::Init { problem } => write!(f, "initialisation: {problem}"),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }
     }

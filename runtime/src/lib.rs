@@ -12,6 +12,7 @@ mod fast_math;
 pub mod finite;
 pub mod float;
 pub mod image;
+pub mod init;
 pub mod io;
 mod json;
 pub mod kernels;

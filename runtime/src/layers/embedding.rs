@@ -2,7 +2,7 @@
 
 use crate::Float;
 use ndarray::Array2;
-use rand::{Rng, RngExt};
+use rand::Rng;
 
 /// A table of `num_embeddings` vectors of `embedding_dim` values, laid out as PyTorch's
 /// `nn.Embedding`: `weight` is `[num_embeddings, embedding_dim]`, row `i` the vector of id `i`.
@@ -20,27 +20,6 @@ use rand::{Rng, RngExt};
 pub struct Embedding<F> {
     /// `[num_embeddings, embedding_dim]`.
     pub weight: Array2<F>,
-}
-
-/// Draws standard normal values in f64 by the Box–Muller transform, both values of each pair
-/// used in turn (the `rand` crate alone has no normal distribution).
-struct StandardNormal {
-    spare: Option<f64>,
-}
-
-impl StandardNormal {
-    fn sample<R: Rng + ?Sized>(&mut self, rng: &mut R) -> f64 {
-        if let Some(z) = self.spare.take() {
-            return z;
-        }
-        // u1 ∈ (0, 1], so that its logarithm is finite.
-        let u1 = 1.0 - rng.random::<f64>();
-        let u2 = rng.random::<f64>();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let (sin, cos) = (std::f64::consts::TAU * u2).sin_cos();
-        self.spare = Some(r * sin);
-        r * cos
-    }
 }
 
 impl<F: Float> Embedding<F> {
@@ -62,7 +41,7 @@ impl<F: Float> Embedding<F> {
                 "Embedding::new: padding_idx {p} is not below num_embeddings {num_embeddings}"
             );
         }
-        let mut normal = StandardNormal { spare: None };
+        let mut normal = crate::init::StandardNormal::new();
         let mut weight = crate::memory::from_fn((num_embeddings, embedding_dim), || {
             F::from_f64(normal.sample(rng))
         });
