@@ -172,6 +172,73 @@ fn skip_mode_counts_and_reports_malformed_rows() {
 }
 
 #[test]
+fn lines_are_the_file_lines_after_blank_lines_crlf_multi_line_cells_and_a_bom() {
+    let error = |text: &str| {
+        LabelledText::from_csv_str(text, &TextCsvOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        error("stars,review\npositive,a\n\n\n\nnegative\n"),
+        "<string>: line 6: no text column 2 (the row has 1 column)"
+    );
+    assert_eq!(
+        error("stars,review\r\npositive,a\r\n\r\nnegative\r\n"),
+        "<string>: line 4: no text column 2 (the row has 1 column)"
+    );
+    // The quoted cell spans lines 3-5, and a blank line follows it.
+    assert_eq!(
+        error("\u{feff}label,text\n\npos,\"one\n\ntwo\"\n\nneg\n"),
+        "<string>: line 7: no text column 2 (the row has 1 column)"
+    );
+
+    // Every kind of malformed row, and skip_malformed's report, after a blank line: a file
+    // of 600 rows whose line 2 is blank.
+    let mut text = b"\xef\xbb\xbflabel,text\n\n".to_vec();
+    for i in 0..600 {
+        text.extend_from_slice(format!("{},row {i}\n", ["pos", "neg"][i % 2]).as_bytes());
+    }
+    let with_row = |row: &[u8]| {
+        let mut bytes = text.clone();
+        bytes.extend_from_slice(row);
+        bytes.extend_from_slice(b"\r\npos,last\r\n");
+        bytes
+    };
+    let fixed = TextCsvOptions {
+        labels: LabelKind::Classes(vec!["pos".into(), "neg".into()]),
+        ..TextCsvOptions::default()
+    };
+    for (row, message) in [
+        (&b"neg"[..], "line 603: no text column 2"),
+        (
+            &b"neg,bad \xff"[..],
+            "line 603, column 2: the text is not valid UTF-8",
+        ),
+        (&b"meh,so-so"[..], "line 603, column 1: unknown label `meh`"),
+    ] {
+        let path = temp("600.csv.gz", &gzip(&with_row(row)));
+        let error = LabelledText::read_csv(&path, &fixed).unwrap_err();
+        let expected = format!("{}: {message}", path.display());
+        assert!(error.to_string().starts_with(&expected), "{error}");
+        let skipping = TextCsvOptions {
+            skip_malformed: true,
+            ..fixed.clone()
+        };
+        let data = LabelledText::read_csv(&path, &skipping).unwrap();
+        assert_eq!(data.len(), 601);
+        assert_eq!(data.skipped().first[0].line, 603);
+    }
+
+    // Without a header, the byte-order mark is not part of the first label.
+    let no_header = TextCsvOptions {
+        header: false,
+        ..TextCsvOptions::default()
+    };
+    let data = LabelledText::from_csv_str("\u{feff}pos,a\npos,b\n", &no_header).unwrap();
+    assert_eq!(data.classes(), ["pos"]);
+}
+
+#[test]
 fn corrupt_gzip_is_an_error() {
     let mut bytes = gzip(TWEETS.as_bytes());
     bytes.truncate(bytes.len() / 2);

@@ -2,6 +2,7 @@
 //! classification.
 
 use super::batch::pad_into;
+use super::csv_scan::CsvScan;
 use super::TextEncoder;
 use crate::data::loader::{epoch_rng, permutation};
 use crate::data::source;
@@ -111,7 +112,8 @@ impl Default for TextCsvOptions {
 /// One skipped row: where and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedRow {
-    /// The line the row starts on, counting from 1 (the header included).
+    /// The line of the file the row starts on, counting from 1 (the header and blank lines
+    /// included).
     pub line: u64,
     /// What is wrong with it.
     pub reason: String,
@@ -179,11 +181,11 @@ impl LabelledText {
     }
 
     /// Reads (label, text) rows from a CSV file, gzip-compressed or not (recognised by
-    /// content).
+    /// content). A UTF-8 byte-order mark at the start is ignored.
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be opened or read. [`Error::File`] naming the line
-    /// (and the column where one cell is at fault): a named column not in the header (or
+    /// of the file the row starts on (and the column where one cell is at fault): a named column not in the header (or
     /// names without a header), no data rows, corrupt gzip data, or, unless
     /// [`TextCsvOptions::skip_malformed`] is set, a malformed row: too few columns, a label
     /// or text cell that is not UTF-8, an empty label, a label that is not a class number or
@@ -374,7 +376,7 @@ impl<'a> Reading<'a> {
             .flexible(true)
             .delimiter(options.delimiter)
             .quoting(options.quoting)
-            .from_reader(reader);
+            .from_reader(CsvScan::new(reader, options.delimiter, options.quoting));
         let mut record = csv::ByteRecord::new();
         let mut columns: Option<(usize, usize)> = None;
         let mut first = true;
@@ -385,7 +387,11 @@ impl<'a> Reading<'a> {
                 Ok(false) => break,
                 Err(error) => return Err(self.csv_error(error, line)),
             }
-            line = record.position().map_or(line, csv::Position::line);
+            // Not `Position::line`, which is off after blank lines (rust-csv issue 208).
+            line = record
+                .position()
+                .and_then(|position| csv.get_mut().line_of(position.byte()))
+                .unwrap_or(line);
             if std::mem::take(&mut first) && options.header {
                 columns = Some(self.resolve_header(&record, line)?);
                 continue;
@@ -420,15 +426,7 @@ impl<'a> Reading<'a> {
     fn resolve_header(&self, header: &csv::ByteRecord, line: u64) -> Result<(usize, usize)> {
         let names: Vec<String> = header
             .iter()
-            .enumerate()
-            .map(|(i, cell)| {
-                let cell = if i == 0 {
-                    cell.strip_prefix(b"\xef\xbb\xbf").unwrap_or(cell)
-                } else {
-                    cell
-                };
-                String::from_utf8_lossy(cell).trim().to_string()
-            })
+            .map(|cell| String::from_utf8_lossy(cell).trim().to_string())
             .collect();
         let find = |column: &Column, what: &str| match column {
             Column::Index(i) => Ok(*i),
@@ -533,8 +531,10 @@ impl<'a> Reading<'a> {
         }
     }
 
+    /// A read error after the record on `line`. (The error's own position has the csv
+    /// crate's line, which is off after blank lines; reading with `flexible` and byte
+    /// records, the only errors are the reader's.)
     fn csv_error(&self, error: csv::Error, line: u64) -> Error {
-        let line = error.position().map_or(line, csv::Position::line);
         match error.into_kind() {
             csv::ErrorKind::Io(io) => source::read_error(self.path, &format!("line {line}"), io),
             other => self.error(line, None, &format!("{other:?}")),
