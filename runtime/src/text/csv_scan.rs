@@ -49,8 +49,12 @@ pub(super) struct CsvScan<R> {
     cell: Cell,
     /// The next byte that is not a line end starts a record.
     at_record_start: bool,
+    /// The line of the quote that opened the current quoted cell.
+    quote_line: u64,
     /// (byte offset, line) of the records read ahead of the parser.
     starts: VecDeque<(u64, u64)>,
+    /// The inner reader reported the end of the input.
+    eof: bool,
 }
 
 impl<R: Read> CsvScan<R> {
@@ -69,7 +73,9 @@ impl<R: Read> CsvScan<R> {
             after_cr: false,
             cell: Cell::Start,
             at_record_start: true,
+            quote_line: 0,
             starts: VecDeque::new(),
+            eof: false,
         }
     }
 
@@ -86,6 +92,12 @@ impl<R: Read> CsvScan<R> {
             self.starts.pop_front();
         }
         self.starts.front().map(|&(_, line)| line)
+    }
+
+    /// The line of the quote that opened a quoted cell still open at the end of the input
+    /// (which the parser ends silently, making every row after it part of that cell).
+    pub(super) fn unclosed_quote(&self) -> Option<u64> {
+        (self.eof && self.cell == Cell::Quoted).then_some(self.quote_line)
     }
 
     /// Reads the first three bytes (fewer for a shorter input) into `head`, dropping them if
@@ -115,7 +127,10 @@ impl<R: Read> CsvScan<R> {
             }
             let separator = line_end || byte == self.delimiter;
             self.cell = match self.cell {
-                Cell::Start if self.quoting && byte == b'"' => Cell::Quoted,
+                Cell::Start if self.quoting && byte == b'"' => {
+                    self.quote_line = self.line;
+                    Cell::Quoted
+                }
                 Cell::Quoted if byte == b'"' => Cell::QuoteInQuoted,
                 Cell::Quoted => Cell::Quoted,
                 Cell::QuoteInQuoted if byte == b'"' => Cell::Quoted,
@@ -148,6 +163,9 @@ impl<R: Read> Read for CsvScan<R> {
         } else {
             self.inner.read(buf)?
         };
+        if n == 0 && !buf.is_empty() {
+            self.eof = true;
+        }
         self.scan(&buf[..n]);
         Ok(n)
     }
@@ -225,5 +243,16 @@ mod tests {
         // Too short to be one, or only its start: passed on.
         assert_eq!(records(b"\xef\xbb", 1, true), [(1, b"\xef\xbb".to_vec())]);
         assert_eq!(records(b"x", 1, true), [(1, b"x".to_vec())]);
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_reported_at_the_end() {
+        let mut scan = CsvScan::new(&b"a\nb,\"c\nd\ne\n"[..], b',', true);
+        let mut all = Vec::new();
+        scan.read_to_end(&mut all).unwrap();
+        assert_eq!(scan.unclosed_quote(), Some(2));
+        let mut closed = CsvScan::new(&b"a\nb,\"c\nd\"\"\"\ne\n"[..], b',', true);
+        closed.read_to_end(&mut all).unwrap();
+        assert_eq!(closed.unclosed_quote(), None);
     }
 }

@@ -90,8 +90,9 @@ pub struct TextCsvOptions {
     /// doubled quotes). Turn it off for files whose text has bare quotes and no quoting,
     /// such as TSV files of book lines.
     pub quoting: bool,
-    /// Skip malformed rows (a missing column, a cell that is not UTF-8, a bad or unknown
-    /// label), counting them in [`LabelledText::skipped`], instead of failing.
+    /// Skip malformed rows (more or fewer fields than the header, a cell that is not UTF-8,
+    /// a bad or unknown label), counting them in [`LabelledText::skipped`], instead of
+    /// failing.
     pub skip_malformed: bool,
 }
 
@@ -181,16 +182,22 @@ impl LabelledText {
     }
 
     /// Reads (label, text) rows from a CSV file, gzip-compressed or not (recognised by
-    /// content). A UTF-8 byte-order mark at the start is ignored.
+    /// content).
+    ///
+    /// Every row must have as many fields as the header (or, without one, the first row): a
+    /// text with an unquoted delimiter in it would otherwise be cut short silently. A UTF-8
+    /// byte-order mark at the start is ignored.
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be opened or read. [`Error::File`] naming the line
-    /// of the file the row starts on (and the column where one cell is at fault): a named column not in the header (or
-    /// names without a header), no data rows, corrupt gzip data, or, unless
-    /// [`TextCsvOptions::skip_malformed`] is set, a malformed row: too few columns, a label
-    /// or text cell that is not UTF-8, an empty label, a label that is not a class number or
-    /// not below [`LabelKind::Integers`]'s `classes`, or not one of [`LabelKind::Classes`].
-    /// With `skip_malformed`, it is still an error if every row is malformed.
+    /// of the file the row starts on (and the column where one cell is at fault): a named
+    /// column not in the header (or names without a header), no data rows, corrupt gzip
+    /// data, or, unless [`TextCsvOptions::skip_malformed`] is set, a malformed row: more or
+    /// fewer fields than the header, too few columns, a quoted cell that is never closed (it
+    /// runs to the end of the file), a label or text cell that is not UTF-8, an empty label,
+    /// a label that is not a class number or not below [`LabelKind::Integers`]'s `classes`,
+    /// or not one of [`LabelKind::Classes`]. With `skip_malformed`, it is still an error if
+    /// every row is malformed.
     pub fn read_csv(path: impl AsRef<Path>, options: &TextCsvOptions) -> Result<Self> {
         let path = path.as_ref();
         Self::from_reader(source::open(path)?, path, options)
@@ -337,6 +344,26 @@ struct Reading<'a> {
 /// A malformed row: the column at fault (from 0) if one is, and why.
 type Malformed = (Option<usize>, String);
 
+/// Where the label and text are in each row, and how many fields a row has.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    label: usize,
+    text: usize,
+    fields: usize,
+    /// What fixed `fields`: `"the header"` or `"the first row"`.
+    source: &'static str,
+}
+
+/// `"commas"`, `"tabs"`, ...: what a text holding `delimiter` holds, for hints.
+fn delimiters(delimiter: u8) -> String {
+    match delimiter {
+        b',' => "commas".to_string(),
+        b'\t' => "tabs".to_string(),
+        b';' => "semicolons".to_string(),
+        other => format!("`{}`", other.escape_ascii()),
+    }
+}
+
 impl<'a> Reading<'a> {
     fn new(path: &'a Path, options: &'a TextCsvOptions) -> Self {
         let classes = match &options.labels {
@@ -378,7 +405,8 @@ impl<'a> Reading<'a> {
             .quoting(options.quoting)
             .from_reader(CsvScan::new(reader, options.delimiter, options.quoting));
         let mut record = csv::ByteRecord::new();
-        let mut columns: Option<(usize, usize)> = None;
+        // The label column, the text column, and the number of fields every row must have.
+        let mut layout: Option<Layout> = None;
         let mut first = true;
         let mut line = 1;
         loop {
@@ -392,19 +420,33 @@ impl<'a> Reading<'a> {
                 .position()
                 .and_then(|position| csv.get_mut().line_of(position.byte()))
                 .unwrap_or(line);
+            let unclosed = csv.get_ref().unclosed_quote().map(|quote| {
+                let opened = if quote == line {
+                    String::new()
+                } else {
+                    format!(" opened on line {quote}")
+                };
+                format!(
+                    "the quoted cell{opened} is never closed, so the rest of the file is one \
+                     cell (a stray `\"`?)"
+                )
+            });
             if std::mem::take(&mut first) && options.header {
-                columns = Some(self.resolve_header(&record, line)?);
+                if let Some(reason) = unclosed {
+                    return Err(self.error(line, None, &reason));
+                }
+                layout = Some(self.resolve_header(&record, line)?);
                 continue;
             }
-            let (label_column, text_column) = match columns {
-                Some(columns) => columns,
-                None => {
-                    let resolved = self.resolve_indices(line)?;
-                    columns = Some(resolved);
-                    resolved
-                }
+            let layout = match layout {
+                Some(layout) => layout,
+                None => *layout.insert(self.resolve_indices(&record, line)?),
             };
-            match self.row(&record, label_column, text_column) {
+            let row = match unclosed {
+                Some(reason) => Err((None, reason)),
+                None => self.row(&record, layout),
+            };
+            match row {
                 Ok((label, text)) => {
                     self.labels.push(label);
                     self.texts.push(text);
@@ -422,8 +464,8 @@ impl<'a> Reading<'a> {
         self.finish(line)
     }
 
-    /// The label and text columns from the header line.
-    fn resolve_header(&self, header: &csv::ByteRecord, line: u64) -> Result<(usize, usize)> {
+    /// The label and text columns from the header line, which also fixes the number of fields.
+    fn resolve_header(&self, header: &csv::ByteRecord, line: u64) -> Result<Layout> {
         let names: Vec<String> = header
             .iter()
             .map(|cell| String::from_utf8_lossy(cell).trim().to_string())
@@ -441,14 +483,17 @@ impl<'a> Reading<'a> {
                 )
             }),
         };
-        Ok((
-            find(&self.options.label, "label")?,
-            find(&self.options.text, "text")?,
-        ))
+        Ok(Layout {
+            label: find(&self.options.label, "label")?,
+            text: find(&self.options.text, "text")?,
+            fields: header.len(),
+            source: "the header",
+        })
     }
 
-    /// The label and text columns without a header: indices only.
-    fn resolve_indices(&self, line: u64) -> Result<(usize, usize)> {
+    /// The label and text columns without a header: indices only. The first row fixes the
+    /// number of fields.
+    fn resolve_indices(&self, first_row: &csv::ByteRecord, line: u64) -> Result<Layout> {
         let index = |column: &Column| match column {
             Column::Index(i) => Ok(*i),
             Column::Name(name) => Err(self.error(
@@ -457,16 +502,45 @@ impl<'a> Reading<'a> {
                 &format!("column `{name}` is named, but the file is read without a header line"),
             )),
         };
-        Ok((index(&self.options.label)?, index(&self.options.text)?))
+        Ok(Layout {
+            label: index(&self.options.label)?,
+            text: index(&self.options.text)?,
+            fields: first_row.len(),
+            source: "the first row",
+        })
     }
 
     /// One row's label id and text.
     fn row(
         &mut self,
         record: &csv::ByteRecord,
-        label_column: usize,
-        text_column: usize,
+        layout: Layout,
     ) -> std::result::Result<(usize, String), Malformed> {
+        if record.len() != layout.fields {
+            let hint = if record.len() < layout.fields {
+                "a line break in a text that is not quoted?".to_string()
+            } else if self.options.quoting {
+                format!(
+                    "quote a text that contains {}",
+                    delimiters(self.options.delimiter)
+                )
+            } else {
+                format!(
+                    "a text that contains {}?",
+                    delimiters(self.options.delimiter)
+                )
+            };
+            return Err((
+                None,
+                format!(
+                    "{} field{} where {} has {} ({hint})",
+                    record.len(),
+                    if record.len() == 1 { "" } else { "s" },
+                    layout.source,
+                    layout.fields,
+                ),
+            ));
+        }
         let cell = |column: usize, what: &str| {
             let bytes = record.get(column).ok_or_else(|| {
                 (
@@ -489,11 +563,11 @@ impl<'a> Reading<'a> {
                 )
             })
         };
-        let label = cell(label_column, "label")?.trim();
-        let text = cell(text_column, "text")?;
+        let label = cell(layout.label, "label")?.trim();
+        let text = cell(layout.text, "text")?;
         let label = self
             .label(label)
-            .map_err(|reason| (Some(label_column), reason))?;
+            .map_err(|reason| (Some(layout.label), reason))?;
         Ok((label, text.to_string()))
     }
 
