@@ -78,7 +78,7 @@ fn class_orders_integers_and_fixed_classes() {
     let error = LabelledText::from_csv_str(TWEETS, &fixed).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "<string>: line 5, column 1: unknown label `neutral` (the classes are positive, negative)"
+        "<string>: line 5, column 0: unknown label `neutral` (the classes are positive, negative)"
     );
 
     let integers = TextCsvOptions {
@@ -92,7 +92,7 @@ fn class_orders_integers_and_fixed_classes() {
     let error = LabelledText::from_csv_str("1,a\nx,b\n", &integers).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "<string>: line 2, column 1: label `x` is not a class number (0, 1, ...)"
+        "<string>: line 2, column 0: label `x` is not a class number (0, 1, ...)"
     );
 }
 
@@ -115,7 +115,7 @@ fn malformed_rows_are_errors_naming_the_line() {
     assert_eq!(
         error.to_string(),
         format!(
-            "{}: line 3, column 2: the text is not valid UTF-8 (at byte 4 of the cell)",
+            "{}: line 3, column 1: the text is not valid UTF-8 (at byte 4 of the cell)",
             path.display()
         )
     );
@@ -124,7 +124,7 @@ fn malformed_rows_are_errors_naming_the_line() {
     let error = LabelledText::from_csv_str(empty_label, &TextCsvOptions::default()).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "<string>: line 2, column 1: the label is empty"
+        "<string>: line 2, column 0: the label is empty"
     );
 
     let error = LabelledText::from_csv_str(
@@ -216,9 +216,9 @@ fn lines_are_the_file_lines_after_blank_lines_crlf_multi_line_cells_and_a_bom() 
         (&b"neg"[..], "line 603: 1 field where the header has 2"),
         (
             &b"neg,bad \xff"[..],
-            "line 603, column 2: the text is not valid UTF-8",
+            "line 603, column 1: the text is not valid UTF-8",
         ),
-        (&b"meh,so-so"[..], "line 603, column 1: unknown label `meh`"),
+        (&b"meh,so-so"[..], "line 603, column 0: unknown label `meh`"),
     ] {
         let path = temp("600.csv.gz", &gzip(&with_row(row)));
         let error = LabelledText::read_csv(&path, &fixed).unwrap_err();
@@ -318,6 +318,43 @@ fn a_quote_that_is_never_closed_is_malformed() {
     // Closed at the very end, without a final line break: fine.
     let data = LabelledText::from_csv_str("label,text\npos,\"a\nb\"", &TextCsvOptions::default());
     assert_eq!(data.unwrap().texts(), ["a\nb"]);
+}
+
+#[test]
+fn columns_are_numbered_from_0_in_messages_and_label_and_text_differ() {
+    let read = |label: Column, text: Column| {
+        let options = TextCsvOptions {
+            label,
+            text,
+            ..TextCsvOptions::default()
+        };
+        LabelledText::from_csv_str("stars,review\n5,good\n", &options)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        read(Column::Index(5), Column::Index(1)),
+        "<string>: line 1: no label column 5: the header has columns 0 and 1"
+    );
+    assert_eq!(
+        read(Column::Index(1), Column::Index(1)),
+        "<string>: line 1: the label and the text are the same column, 1 (`review`)"
+    );
+    assert_eq!(
+        read("review".into(), Column::Index(1)),
+        "<string>: line 1: the label and the text are the same column, 1 (`review`)"
+    );
+    let no_header = TextCsvOptions {
+        header: false,
+        label: Column::Index(0),
+        text: Column::Index(2),
+        ..TextCsvOptions::default()
+    };
+    let error = LabelledText::from_csv_str("\n5,good\n", &no_header).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "<string>: line 2: no text column 2: the first row has columns 0 and 1"
+    );
 }
 
 #[test]

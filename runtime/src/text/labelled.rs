@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-/// A CSV column, by header name or by index counting from 0.
+/// A CSV column, by header name or by index counting from 0. Error messages number columns
+/// the same way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Column {
     /// The column whose header cell is this name (surrounding spaces ignored); needs
@@ -116,7 +117,7 @@ pub struct SkippedRow {
     /// The line of the file the row starts on, counting from 1 (the header and blank lines
     /// included).
     pub line: u64,
-    /// What is wrong with it.
+    /// What is wrong with it (naming the column at fault, counting from 0, if one is).
     pub reason: String,
 }
 
@@ -190,14 +191,15 @@ impl LabelledText {
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be opened or read. [`Error::File`] naming the line
-    /// of the file the row starts on (and the column where one cell is at fault): a named
-    /// column not in the header (or names without a header), no data rows, corrupt gzip
-    /// data, or, unless [`TextCsvOptions::skip_malformed`] is set, a malformed row: more or
-    /// fewer fields than the header, too few columns, a quoted cell that is never closed (it
-    /// runs to the end of the file), a label or text cell that is not UTF-8, an empty label,
-    /// a label that is not a class number or not below [`LabelKind::Integers`]'s `classes`,
-    /// or not one of [`LabelKind::Classes`]. With `skip_malformed`, it is still an error if
-    /// every row is malformed.
+    /// of the file the row starts on (and the column, counting from 0, where one cell is at
+    /// fault): a named column not in the header (or names without a header), a column index
+    /// beyond the header's (or first row's) columns, the same column for the label and the
+    /// text, no data rows, corrupt gzip data, or, unless [`TextCsvOptions::skip_malformed`]
+    /// is set, a malformed row: more or fewer fields than the header, a quoted cell that is
+    /// never closed (it runs to the end of the file), a label or text cell that is not
+    /// UTF-8, an empty label, a label that is not a class number or not below
+    /// [`LabelKind::Integers`]'s `classes`, or not one of [`LabelKind::Classes`]. With
+    /// `skip_malformed`, it is still an error if every row is malformed.
     pub fn read_csv(path: impl AsRef<Path>, options: &TextCsvOptions) -> Result<Self> {
         let path = path.as_ref();
         Self::from_reader(source::open(path)?, path, options)
@@ -215,7 +217,7 @@ impl LabelledText {
     /// let error = LabelledText::from_csv_str("y,text\n0,fine\n2,oops\n", &options).unwrap_err();
     /// assert_eq!(
     ///     error.to_string(),
-    ///     "<string>: line 3, column 1: label 2 is out of range for 2 classes"
+    ///     "<string>: line 3, column 0: label 2 is out of range for 2 classes"
     /// );
     /// ```
     ///
@@ -364,6 +366,17 @@ fn delimiters(delimiter: u8) -> String {
     }
 }
 
+/// `"only column 0"`, `"columns 0 and 1"`, `"columns 0 to 4"`: the columns of a row of
+/// `fields` fields, numbered as [`Column::Index`] numbers them.
+fn numbered_columns(fields: usize) -> String {
+    match fields {
+        0 => "no columns".to_string(),
+        1 => "only column 0".to_string(),
+        2 => "columns 0 and 1".to_string(),
+        n => format!("columns 0 to {}", n - 1),
+    }
+}
+
 impl<'a> Reading<'a> {
     fn new(path: &'a Path, options: &'a TextCsvOptions) -> Self {
         let classes = match &options.labels {
@@ -388,10 +401,7 @@ impl<'a> Reading<'a> {
 
     fn error(&self, line: u64, column: Option<usize>, message: &str) -> Error {
         match column {
-            Some(c) => Error::file(
-                self.path,
-                format!("line {line}, column {}: {message}", c + 1),
-            ),
+            Some(c) => Error::file(self.path, format!("line {line}, column {c}: {message}")),
             None => Error::file(self.path, format!("line {line}: {message}")),
         }
     }
@@ -453,7 +463,7 @@ impl<'a> Reading<'a> {
                 }
                 Err((column, reason)) if options.skip_malformed => {
                     let reason = match column {
-                        Some(c) => format!("column {}: {reason}", c + 1),
+                        Some(c) => format!("column {c}: {reason}"),
                         None => reason,
                     };
                     self.skipped.push(line, reason);
@@ -483,11 +493,10 @@ impl<'a> Reading<'a> {
                 )
             }),
         };
-        Ok(Layout {
-            label: find(&self.options.label, "label")?,
-            text: find(&self.options.text, "text")?,
-            fields: header.len(),
-            source: "the header",
+        let label = find(&self.options.label, "label")?;
+        let text = find(&self.options.text, "text")?;
+        self.layout(label, text, header.len(), "the header", line, |i| {
+            format!(" (`{}`)", names[i])
         })
     }
 
@@ -502,11 +511,52 @@ impl<'a> Reading<'a> {
                 &format!("column `{name}` is named, but the file is read without a header line"),
             )),
         };
+        let label = index(&self.options.label)?;
+        let text = index(&self.options.text)?;
+        self.layout(label, text, first_row.len(), "the first row", line, |_| {
+            String::new()
+        })
+    }
+
+    /// Checks the label and text columns against the `fields` of the header or first row
+    /// (`source`), whose column `i` is described by `name(i)`.
+    fn layout(
+        &self,
+        label: usize,
+        text: usize,
+        fields: usize,
+        source: &'static str,
+        line: u64,
+        name: impl Fn(usize) -> String,
+    ) -> Result<Layout> {
+        for (column, what) in [(label, "label"), (text, "text")] {
+            if column >= fields {
+                return Err(self.error(
+                    line,
+                    None,
+                    &format!(
+                        "no {what} column {column}: {source} has {}",
+                        numbered_columns(fields)
+                    ),
+                ));
+            }
+        }
+        if label == text {
+            // A classifier given its labels as text would learn nothing useful.
+            return Err(self.error(
+                line,
+                None,
+                &format!(
+                    "the label and the text are the same column, {label}{}",
+                    name(label)
+                ),
+            ));
+        }
         Ok(Layout {
-            label: index(&self.options.label)?,
-            text: index(&self.options.text)?,
-            fields: first_row.len(),
-            source: "the first row",
+            label,
+            text,
+            fields,
+            source,
         })
     }
 
@@ -542,17 +592,8 @@ impl<'a> Reading<'a> {
             ));
         }
         let cell = |column: usize, what: &str| {
-            let bytes = record.get(column).ok_or_else(|| {
-                (
-                    None,
-                    format!(
-                        "no {what} column {} (the row has {} column{})",
-                        column + 1,
-                        record.len(),
-                        if record.len() == 1 { "" } else { "s" }
-                    ),
-                )
-            })?;
+            // Present: the row has as many fields as the header, which has both columns.
+            let bytes = record.get(column).unwrap_or_default();
             std::str::from_utf8(bytes).map_err(|e| {
                 (
                     Some(column),
