@@ -69,10 +69,22 @@ impl VocabBuilder {
         self
     }
 
-    /// At most `max_size` ids in all, special tokens included (as torchtext's `max_tokens`
-    /// and Keras's `max_tokens` count them); the most frequent tokens are kept. Default: no
-    /// limit.
+    /// At most `max_size` ids in all, special tokens included, as Keras's
+    /// `TextVectorization(max_tokens=...)` and torchtext's `build_vocab_from_iterator(...,
+    /// max_tokens=...)` count them: `max_size(3)` keeps `<pad>`, `<unk>` and the most
+    /// frequent token. `max_size(2)` leaves only `<pad>` and `<unk>` (as Keras does; torchtext
+    /// refuses it). Default: no limit.
+    ///
+    /// # Panics
+    /// If `max_size` is below 2, or, in [`VocabBuilder::build`], below the number of special
+    /// tokens with the extra ones: they always have ids, so no vocabulary has fewer (as
+    /// Keras refuses `max_tokens` below 2).
     pub fn max_size(mut self, max_size: usize) -> Self {
+        assert!(
+            max_size >= 2,
+            "max_size {max_size} leaves no room for <pad> and <unk>, which every vocabulary \
+             has: it must be at least 2"
+        );
         self.max_size = Some(max_size);
         self
     }
@@ -100,6 +112,9 @@ impl VocabBuilder {
     }
 
     /// Counts the tokens of `texts` and builds the vocabulary.
+    ///
+    /// # Panics
+    /// If [`VocabBuilder::max_size`] is below the number of special tokens.
     pub fn build<I>(self, texts: I) -> Vocab
     where
         I: IntoIterator,
@@ -107,6 +122,16 @@ impl VocabBuilder {
     {
         let mut specials = vec![PAD_TOKEN.to_string(), UNK_TOKEN.to_string()];
         specials.extend(self.specials);
+        if let Some(max_size) = self.max_size {
+            assert!(
+                max_size >= specials.len(),
+                "max_size {max_size} leaves no room for the {} special tokens ({}): it must be \
+                 at least {}",
+                specials.len(),
+                specials.join(", "),
+                specials.len()
+            );
+        }
         let mut counts: HashMap<String, usize> = HashMap::new();
         let mut lower = String::new();
         for text in texts {
@@ -132,7 +157,7 @@ impl VocabBuilder {
             .collect();
         counted.sort_unstable_by(|(ta, ca), (tb, cb)| cb.cmp(ca).then_with(|| ta.cmp(tb)));
         if let Some(max_size) = self.max_size {
-            counted.truncate(max_size.saturating_sub(specials.len()));
+            counted.truncate(max_size - specials.len());
         }
         let special_count = specials.len();
         let tokens = specials

@@ -38,9 +38,42 @@ fn min_freq_and_max_size() {
     // Ties at the cut are broken lexicographically: c and d both seen once.
     let vocab = Vocab::builder(Tokenizer::Words).max_size(5).build(texts);
     assert_eq!(vocab.tokens()[2..], ["a", "b", "c"]);
-    // Smaller than the specials: the specials stay.
-    let vocab = Vocab::builder(Tokenizer::Words).max_size(1).build(texts);
+    // The edge cases: as Keras counts max_tokens, 2 leaves only the specials, 3 one token.
+    let vocab = Vocab::builder(Tokenizer::Words).max_size(2).build(texts);
     assert_eq!(vocab.tokens(), ["<pad>", "<unk>"]);
+    let vocab = Vocab::builder(Tokenizer::Words).max_size(3).build(texts);
+    assert_eq!(vocab.tokens(), ["<pad>", "<unk>", "a"]);
+    let vocab = Vocab::builder(Tokenizer::Words)
+        .specials(&["<bos>"])
+        .max_size(4)
+        .build(texts);
+    assert_eq!(vocab.tokens(), ["<pad>", "<unk>", "<bos>", "a"]);
+}
+
+// Fewer ids than the special tokens is a vocabulary max_size cannot promise (Keras refuses
+// max_tokens below 2 likewise).
+#[test]
+#[should_panic(expected = "max_size 0 leaves no room for <pad> and <unk>")]
+fn max_size_0_is_a_bug() {
+    let _ = Vocab::builder(Tokenizer::Words).max_size(0);
+}
+
+#[test]
+#[should_panic(expected = "max_size 1 leaves no room for <pad> and <unk>")]
+fn max_size_1_is_a_bug() {
+    let _ = Vocab::builder(Tokenizer::Words).max_size(1);
+}
+
+#[test]
+#[should_panic(
+    expected = "max_size 2 leaves no room for the 3 special tokens (<pad>, <unk>, <bos>): it must \
+                be at least 3"
+)]
+fn max_size_below_the_extra_special_tokens_is_a_bug() {
+    let _ = Vocab::builder(Tokenizer::Words)
+        .max_size(2)
+        .specials(&["<bos>"])
+        .build(["a"]);
 }
 
 #[test]
