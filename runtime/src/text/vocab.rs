@@ -388,9 +388,11 @@ impl Vocab {
     /// [`Error::Io`] if the file cannot be read; [`Error::File`] naming the line and column
     /// if it is not such a vocabulary: malformed JSON, a missing field or one of the wrong
     /// type, an unknown tokenizer or version, a token listed twice, two tokens with one id,
-    /// ids that are not exactly `0..n`, `<pad>` and `<unk>` not at ids 0 and 1, or a special
-    /// count outside `2..=n`. (The checks on the token map report the position of the
-    /// map's end, and name the token at fault.)
+    /// ids that are not exactly `0..n`, `<pad>` and `<unk>` not at ids 0 and 1, a special
+    /// count outside `2..=n`, or, in a vocabulary that lowercases, a token (other than a
+    /// special one) that is not in lower case, which no text could be encoded to. (The
+    /// checks on the token map report the position of the map's end, and name the token at
+    /// fault.)
     pub fn load(path: impl AsRef<Path>) -> Result<Vocab> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -433,6 +435,20 @@ impl Vocab {
         let mut by_id = vec![String::new(); tokens.len()];
         for (token, id) in tokens {
             by_id[id] = token;
+        }
+        if file.lowercase {
+            // Encoding lowercases every token before looking it up: this one would never be
+            // found, and its id never produced. (Special tokens are looked up as they are.)
+            let mut tokens = by_id.iter().enumerate().skip(file.specials);
+            if let Some((id, token)) = tokens.find(|(_, t)| !is_lowercase(t)) {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "token `{token}` (id {id}) is not in lower case, but the vocabulary \
+                         lowercases text (`\"lowercase\": true`), so no text can be encoded to it"
+                    ),
+                ));
+            }
         }
         Ok(Vocab::from_parts(
             file.tokenizer,

@@ -254,6 +254,25 @@ fn duplicate_and_missing_ids_are_errors() {
 }
 
 #[test]
+fn uppercase_tokens_in_a_lowercasing_vocabulary_are_errors() {
+    let lowercase = GOOD.replace("\"lowercase\": false", "\"lowercase\": true");
+    assert!(Vocab::from_json(&lowercase).is_ok());
+    let upper = lowercase.replace("\"a\": 2", "\"Apple\": 2");
+    let message = load_error("upper.json", &upper);
+    assert_eq!(
+        message,
+        "token `Apple` (id 2) is not in lower case, but the vocabulary lowercases text \
+         (`\"lowercase\": true`), so no text can be encoded to it"
+    );
+    // Without lowercasing it is a token like any other; special tokens may be upper case.
+    assert!(Vocab::from_json(&upper.replace("true", "false")).is_ok());
+    let special = lowercase
+        .replace("\"specials\": 2", "\"specials\": 3")
+        .replace("\"a\": 2", "\"<BOS>\": 2");
+    assert_eq!(Vocab::from_json(&special).unwrap().specials()[2], "<BOS>");
+}
+
+#[test]
 fn missing_file_is_an_io_error() {
     let error = Vocab::load(temp("does-not-exist.json")).unwrap_err();
     assert!(matches!(error, Error::Io { .. }), "{error:?}");
