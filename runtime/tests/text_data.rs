@@ -6,8 +6,8 @@ mod hf_tokenizer;
 
 use flate2::write::GzEncoder;
 use kiln_runtime::text::{
-    read_tsv, ClassOrder, Column, LabelKind, LabelledText, TextBatch, TextCsvOptions, TokenStream,
-    Tokenizer, Vocab,
+    read_tsv, ClassOrder, Column, LabelKind, LabelledText, SkippedRow, TextBatch, TextCsvOptions,
+    TokenStream, Tokenizer, Vocab,
 };
 use kiln_runtime::Error;
 use std::io::Write;
@@ -78,7 +78,7 @@ fn class_orders_integers_and_fixed_classes() {
     let error = LabelledText::from_csv_str(TWEETS, &fixed).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "<string>: line 5, column 1: unknown label `neutral` (the classes are positive, negative)"
+        "<string>: line 5, column 0: unknown label `neutral` (the classes are positive, negative)"
     );
 
     let integers = TextCsvOptions {
@@ -92,7 +92,7 @@ fn class_orders_integers_and_fixed_classes() {
     let error = LabelledText::from_csv_str("1,a\nx,b\n", &integers).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "<string>: line 2, column 1: label `x` is not a class number (0, 1, ...)"
+        "<string>: line 2, column 0: label `x` is not a class number (0, 1, ...)"
     );
 }
 
@@ -104,7 +104,8 @@ fn malformed_rows_are_errors_naming_the_line() {
     assert!(matches!(error, Error::File { .. }));
     assert_eq!(
         error.to_string(),
-        "<string>: line 4: no text column 2 (the row has 1 column)"
+        "<string>: line 4: 1 field where the header has 2 (a line break in a text that is not \
+         quoted?)"
     );
 
     let mut bad_utf8 = b"label,text\npos,good\nneg,bad \xff\xfe bytes\n".to_vec();
@@ -114,7 +115,7 @@ fn malformed_rows_are_errors_naming_the_line() {
     assert_eq!(
         error.to_string(),
         format!(
-            "{}: line 3, column 2: the text is not valid UTF-8 (at byte 4 of the cell)",
+            "{}: line 3, column 1: the text is not valid UTF-8 (at byte 4 of the cell)",
             path.display()
         )
     );
@@ -123,7 +124,7 @@ fn malformed_rows_are_errors_naming_the_line() {
     let error = LabelledText::from_csv_str(empty_label, &TextCsvOptions::default()).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "<string>: line 2, column 1: the label is empty"
+        "<string>: line 2, column 0: the label is empty"
     );
 
     let error = LabelledText::from_csv_str(
@@ -167,7 +168,192 @@ fn skip_mode_counts_and_reports_malformed_rows() {
     let all_bad = LabelledText::from_csv_str("label,text\nx\ny\n", &options).unwrap_err();
     assert_eq!(
         all_bad.to_string(),
-        "<string>: every one of the 2 rows is malformed (line 2: no text column 2 (the row has 1 column))"
+        "<string>: every one of the 2 rows is malformed (line 2: 1 field where the header has 2 \
+         (a line break in a text that is not quoted?))"
+    );
+}
+
+#[test]
+fn lines_are_the_file_lines_after_blank_lines_crlf_multi_line_cells_and_a_bom() {
+    let error = |text: &str| {
+        LabelledText::from_csv_str(text, &TextCsvOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        error("stars,review\npositive,a\n\n\n\nnegative\n"),
+        "<string>: line 6: 1 field where the header has 2 (a line break in a text that is not \
+         quoted?)"
+    );
+    assert_eq!(
+        error("stars,review\r\npositive,a\r\n\r\nnegative\r\n"),
+        "<string>: line 4: 1 field where the header has 2 (a line break in a text that is not \
+         quoted?)"
+    );
+    // The quoted cell spans lines 3-5, and a blank line follows it.
+    assert_eq!(
+        error("\u{feff}label,text\n\npos,\"one\n\ntwo\"\n\nneg,x,y\n"),
+        "<string>: line 7: 3 fields where the header has 2 (quote a text that contains commas)"
+    );
+
+    // Every kind of malformed row, and skip_malformed's report, after a blank line: a file
+    // of 600 rows whose line 2 is blank.
+    let mut text = b"\xef\xbb\xbflabel,text\n\n".to_vec();
+    for i in 0..600 {
+        text.extend_from_slice(format!("{},row {i}\n", ["pos", "neg"][i % 2]).as_bytes());
+    }
+    let with_row = |row: &[u8]| {
+        let mut bytes = text.clone();
+        bytes.extend_from_slice(row);
+        bytes.extend_from_slice(b"\r\npos,last\r\n");
+        bytes
+    };
+    let fixed = TextCsvOptions {
+        labels: LabelKind::Classes(vec!["pos".into(), "neg".into()]),
+        ..TextCsvOptions::default()
+    };
+    for (row, message) in [
+        (&b"neg"[..], "line 603: 1 field where the header has 2"),
+        (
+            &b"neg,bad \xff"[..],
+            "line 603, column 1: the text is not valid UTF-8",
+        ),
+        (&b"meh,so-so"[..], "line 603, column 0: unknown label `meh`"),
+    ] {
+        let path = temp("600.csv.gz", &gzip(&with_row(row)));
+        let error = LabelledText::read_csv(&path, &fixed).unwrap_err();
+        let expected = format!("{}: {message}", path.display());
+        assert!(error.to_string().starts_with(&expected), "{error}");
+        let skipping = TextCsvOptions {
+            skip_malformed: true,
+            ..fixed.clone()
+        };
+        let data = LabelledText::read_csv(&path, &skipping).unwrap();
+        assert_eq!(data.len(), 601);
+        assert_eq!(data.skipped().first[0].line, 603);
+    }
+
+    // Without a header, the byte-order mark is not part of the first label.
+    let no_header = TextCsvOptions {
+        header: false,
+        ..TextCsvOptions::default()
+    };
+    let data = LabelledText::from_csv_str("\u{feff}pos,a\npos,b\n", &no_header).unwrap();
+    assert_eq!(data.classes(), ["pos"]);
+}
+
+#[test]
+fn rows_with_more_or_fewer_fields_than_the_header_are_malformed() {
+    let text = "label,text\npositive,great\npositive,great,extra cell\nnegative,bad\n";
+    let error = LabelledText::from_csv_str(text, &TextCsvOptions::default()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "<string>: line 3: 3 fields where the header has 2 (quote a text that contains commas)"
+    );
+    let skipping = TextCsvOptions {
+        skip_malformed: true,
+        ..TextCsvOptions::default()
+    };
+    let data = LabelledText::from_csv_str(text, &skipping).unwrap();
+    assert_eq!(data.texts(), ["great", "bad"]);
+    assert_eq!(
+        data.skipped().first,
+        [SkippedRow {
+            line: 3,
+            reason: "3 fields where the header has 2 (quote a text that contains commas)".into()
+        }]
+    );
+
+    // Without a header, the first row sets the number.
+    let no_header = TextCsvOptions {
+        header: false,
+        ..TextCsvOptions::default()
+    };
+    let error = LabelledText::from_csv_str("a,b,c\nd,e\n", &no_header).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "<string>: line 2: 2 fields where the first row has 3 (a line break in a text that is \
+         not quoted?)"
+    );
+    // Tab-separated, without quoting.
+    let tsv = TextCsvOptions {
+        delimiter: b'\t',
+        quoting: false,
+        ..TextCsvOptions::default()
+    };
+    let error = LabelledText::from_csv_str("y\tx\na\tb\tc\n", &tsv).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "<string>: line 2: 3 fields where the header has 2 (a text that contains tabs?)"
+    );
+    // A trailing delimiter on every line is one more (empty) field on every line: fine.
+    let data = LabelledText::from_csv_str("label,text,\npos,a,\n", &TextCsvOptions::default());
+    assert_eq!(data.unwrap().texts(), ["a"]);
+}
+
+#[test]
+fn a_quote_that_is_never_closed_is_malformed() {
+    let text = "label,text\npos,fine\nneg,\"oops\npos,swallowed\nneg,too\n";
+    let error = LabelledText::from_csv_str(text, &TextCsvOptions::default()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "<string>: line 3: the quoted cell is never closed, so the rest of the file is one cell \
+         (a stray `\"`?)"
+    );
+    // The row starts on line 2, the second cell's quote on line 3.
+    let later = "label,text\n\"pos\n\",\"oops\npos,swallowed\n";
+    let error = LabelledText::from_csv_str(later, &TextCsvOptions::default()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "<string>: line 2: the quoted cell opened on line 3 is never closed, so the rest of the \
+         file is one cell (a stray `\"`?)"
+    );
+    let skipping = TextCsvOptions {
+        skip_malformed: true,
+        ..TextCsvOptions::default()
+    };
+    let data = LabelledText::from_csv_str(text, &skipping).unwrap();
+    assert_eq!(data.texts(), ["fine"]);
+    assert_eq!(data.skipped().count, 1);
+    // Closed at the very end, without a final line break: fine.
+    let data = LabelledText::from_csv_str("label,text\npos,\"a\nb\"", &TextCsvOptions::default());
+    assert_eq!(data.unwrap().texts(), ["a\nb"]);
+}
+
+#[test]
+fn columns_are_numbered_from_0_in_messages_and_label_and_text_differ() {
+    let read = |label: Column, text: Column| {
+        let options = TextCsvOptions {
+            label,
+            text,
+            ..TextCsvOptions::default()
+        };
+        LabelledText::from_csv_str("stars,review\n5,good\n", &options)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        read(Column::Index(5), Column::Index(1)),
+        "<string>: line 1: no label column 5: the header has columns 0 and 1"
+    );
+    assert_eq!(
+        read(Column::Index(1), Column::Index(1)),
+        "<string>: line 1: the label and the text are the same column, 1 (`review`)"
+    );
+    assert_eq!(
+        read("review".into(), Column::Index(1)),
+        "<string>: line 1: the label and the text are the same column, 1 (`review`)"
+    );
+    let no_header = TextCsvOptions {
+        header: false,
+        label: Column::Index(0),
+        text: Column::Index(2),
+        ..TextCsvOptions::default()
+    };
+    let error = LabelledText::from_csv_str("\n5,good\n", &no_header).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "<string>: line 2: no text column 2: the first row has columns 0 and 1"
     );
 }
 

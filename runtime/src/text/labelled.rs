@@ -2,6 +2,7 @@
 //! classification.
 
 use super::batch::pad_into;
+use super::csv_scan::CsvScan;
 use super::TextEncoder;
 use crate::data::loader::{epoch_rng, permutation};
 use crate::data::source;
@@ -11,7 +12,8 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-/// A CSV column, by header name or by index counting from 0.
+/// A CSV column, by header name or by index counting from 0. Error messages number columns
+/// the same way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Column {
     /// The column whose header cell is this name (surrounding spaces ignored); needs
@@ -89,8 +91,9 @@ pub struct TextCsvOptions {
     /// doubled quotes). Turn it off for files whose text has bare quotes and no quoting,
     /// such as TSV files of book lines.
     pub quoting: bool,
-    /// Skip malformed rows (a missing column, a cell that is not UTF-8, a bad or unknown
-    /// label), counting them in [`LabelledText::skipped`], instead of failing.
+    /// Skip malformed rows (more or fewer fields than the header, a cell that is not UTF-8,
+    /// a bad or unknown label), counting them in [`LabelledText::skipped`], instead of
+    /// failing.
     pub skip_malformed: bool,
 }
 
@@ -111,9 +114,10 @@ impl Default for TextCsvOptions {
 /// One skipped row: where and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedRow {
-    /// The line the row starts on, counting from 1 (the header included).
+    /// The line of the file the row starts on, counting from 1 (the header and blank lines
+    /// included).
     pub line: u64,
-    /// What is wrong with it.
+    /// What is wrong with it (naming the column at fault, counting from 0, if one is).
     pub reason: String,
 }
 
@@ -181,14 +185,21 @@ impl LabelledText {
     /// Reads (label, text) rows from a CSV file, gzip-compressed or not (recognised by
     /// content).
     ///
+    /// Every row must have as many fields as the header (or, without one, the first row): a
+    /// text with an unquoted delimiter in it would otherwise be cut short silently. A UTF-8
+    /// byte-order mark at the start is ignored.
+    ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be opened or read. [`Error::File`] naming the line
-    /// (and the column where one cell is at fault): a named column not in the header (or
-    /// names without a header), no data rows, corrupt gzip data, or, unless
-    /// [`TextCsvOptions::skip_malformed`] is set, a malformed row: too few columns, a label
-    /// or text cell that is not UTF-8, an empty label, a label that is not a class number or
-    /// not below [`LabelKind::Integers`]'s `classes`, or not one of [`LabelKind::Classes`].
-    /// With `skip_malformed`, it is still an error if every row is malformed.
+    /// of the file the row starts on (and the column, counting from 0, where one cell is at
+    /// fault): a named column not in the header (or names without a header), a column index
+    /// beyond the header's (or first row's) columns, the same column for the label and the
+    /// text, no data rows, corrupt gzip data, or, unless [`TextCsvOptions::skip_malformed`]
+    /// is set, a malformed row: more or fewer fields than the header, a quoted cell that is
+    /// never closed (it runs to the end of the file), a label or text cell that is not
+    /// UTF-8, an empty label, a label that is not a class number or not below
+    /// [`LabelKind::Integers`]'s `classes`, or not one of [`LabelKind::Classes`]. With
+    /// `skip_malformed`, it is still an error if every row is malformed.
     pub fn read_csv(path: impl AsRef<Path>, options: &TextCsvOptions) -> Result<Self> {
         let path = path.as_ref();
         Self::from_reader(source::open(path)?, path, options)
@@ -206,7 +217,7 @@ impl LabelledText {
     /// let error = LabelledText::from_csv_str("y,text\n0,fine\n2,oops\n", &options).unwrap_err();
     /// assert_eq!(
     ///     error.to_string(),
-    ///     "<string>: line 3, column 1: label 2 is out of range for 2 classes"
+    ///     "<string>: line 3, column 0: label 2 is out of range for 2 classes"
     /// );
     /// ```
     ///
@@ -335,6 +346,37 @@ struct Reading<'a> {
 /// A malformed row: the column at fault (from 0) if one is, and why.
 type Malformed = (Option<usize>, String);
 
+/// Where the label and text are in each row, and how many fields a row has.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    label: usize,
+    text: usize,
+    fields: usize,
+    /// What fixed `fields`: `"the header"` or `"the first row"`.
+    source: &'static str,
+}
+
+/// `"commas"`, `"tabs"`, ...: what a text holding `delimiter` holds, for hints.
+fn delimiters(delimiter: u8) -> String {
+    match delimiter {
+        b',' => "commas".to_string(),
+        b'\t' => "tabs".to_string(),
+        b';' => "semicolons".to_string(),
+        other => format!("`{}`", other.escape_ascii()),
+    }
+}
+
+/// `"only column 0"`, `"columns 0 and 1"`, `"columns 0 to 4"`: the columns of a row of
+/// `fields` fields, numbered as [`Column::Index`] numbers them.
+fn numbered_columns(fields: usize) -> String {
+    match fields {
+        0 => "no columns".to_string(),
+        1 => "only column 0".to_string(),
+        2 => "columns 0 and 1".to_string(),
+        n => format!("columns 0 to {}", n - 1),
+    }
+}
+
 impl<'a> Reading<'a> {
     fn new(path: &'a Path, options: &'a TextCsvOptions) -> Self {
         let classes = match &options.labels {
@@ -359,10 +401,7 @@ impl<'a> Reading<'a> {
 
     fn error(&self, line: u64, column: Option<usize>, message: &str) -> Error {
         match column {
-            Some(c) => Error::file(
-                self.path,
-                format!("line {line}, column {}: {message}", c + 1),
-            ),
+            Some(c) => Error::file(self.path, format!("line {line}, column {c}: {message}")),
             None => Error::file(self.path, format!("line {line}: {message}")),
         }
     }
@@ -374,9 +413,10 @@ impl<'a> Reading<'a> {
             .flexible(true)
             .delimiter(options.delimiter)
             .quoting(options.quoting)
-            .from_reader(reader);
+            .from_reader(CsvScan::new(reader, options.delimiter, options.quoting));
         let mut record = csv::ByteRecord::new();
-        let mut columns: Option<(usize, usize)> = None;
+        // The label column, the text column, and the number of fields every row must have.
+        let mut layout: Option<Layout> = None;
         let mut first = true;
         let mut line = 1;
         loop {
@@ -385,27 +425,45 @@ impl<'a> Reading<'a> {
                 Ok(false) => break,
                 Err(error) => return Err(self.csv_error(error, line)),
             }
-            line = record.position().map_or(line, csv::Position::line);
+            // Not `Position::line`, which is off after blank lines (rust-csv issue 208).
+            line = record
+                .position()
+                .and_then(|position| csv.get_mut().line_of(position.byte()))
+                .unwrap_or(line);
+            let unclosed = csv.get_ref().unclosed_quote().map(|quote| {
+                let opened = if quote == line {
+                    String::new()
+                } else {
+                    format!(" opened on line {quote}")
+                };
+                format!(
+                    "the quoted cell{opened} is never closed, so the rest of the file is one \
+                     cell (a stray `\"`?)"
+                )
+            });
             if std::mem::take(&mut first) && options.header {
-                columns = Some(self.resolve_header(&record, line)?);
+                if let Some(reason) = unclosed {
+                    return Err(self.error(line, None, &reason));
+                }
+                layout = Some(self.resolve_header(&record, line)?);
                 continue;
             }
-            let (label_column, text_column) = match columns {
-                Some(columns) => columns,
-                None => {
-                    let resolved = self.resolve_indices(line)?;
-                    columns = Some(resolved);
-                    resolved
-                }
+            let layout = match layout {
+                Some(layout) => layout,
+                None => *layout.insert(self.resolve_indices(&record, line)?),
             };
-            match self.row(&record, label_column, text_column) {
+            let row = match unclosed {
+                Some(reason) => Err((None, reason)),
+                None => self.row(&record, layout),
+            };
+            match row {
                 Ok((label, text)) => {
                     self.labels.push(label);
                     self.texts.push(text);
                 }
                 Err((column, reason)) if options.skip_malformed => {
                     let reason = match column {
-                        Some(c) => format!("column {}: {reason}", c + 1),
+                        Some(c) => format!("column {c}: {reason}"),
                         None => reason,
                     };
                     self.skipped.push(line, reason);
@@ -416,19 +474,11 @@ impl<'a> Reading<'a> {
         self.finish(line)
     }
 
-    /// The label and text columns from the header line.
-    fn resolve_header(&self, header: &csv::ByteRecord, line: u64) -> Result<(usize, usize)> {
+    /// The label and text columns from the header line, which also fixes the number of fields.
+    fn resolve_header(&self, header: &csv::ByteRecord, line: u64) -> Result<Layout> {
         let names: Vec<String> = header
             .iter()
-            .enumerate()
-            .map(|(i, cell)| {
-                let cell = if i == 0 {
-                    cell.strip_prefix(b"\xef\xbb\xbf").unwrap_or(cell)
-                } else {
-                    cell
-                };
-                String::from_utf8_lossy(cell).trim().to_string()
-            })
+            .map(|cell| String::from_utf8_lossy(cell).trim().to_string())
             .collect();
         let find = |column: &Column, what: &str| match column {
             Column::Index(i) => Ok(*i),
@@ -443,14 +493,16 @@ impl<'a> Reading<'a> {
                 )
             }),
         };
-        Ok((
-            find(&self.options.label, "label")?,
-            find(&self.options.text, "text")?,
-        ))
+        let label = find(&self.options.label, "label")?;
+        let text = find(&self.options.text, "text")?;
+        self.layout(label, text, header.len(), "the header", line, |i| {
+            format!(" (`{}`)", names[i])
+        })
     }
 
-    /// The label and text columns without a header: indices only.
-    fn resolve_indices(&self, line: u64) -> Result<(usize, usize)> {
+    /// The label and text columns without a header: indices only. The first row fixes the
+    /// number of fields.
+    fn resolve_indices(&self, first_row: &csv::ByteRecord, line: u64) -> Result<Layout> {
         let index = |column: &Column| match column {
             Column::Index(i) => Ok(*i),
             Column::Name(name) => Err(self.error(
@@ -459,28 +511,89 @@ impl<'a> Reading<'a> {
                 &format!("column `{name}` is named, but the file is read without a header line"),
             )),
         };
-        Ok((index(&self.options.label)?, index(&self.options.text)?))
+        let label = index(&self.options.label)?;
+        let text = index(&self.options.text)?;
+        self.layout(label, text, first_row.len(), "the first row", line, |_| {
+            String::new()
+        })
+    }
+
+    /// Checks the label and text columns against the `fields` of the header or first row
+    /// (`source`), whose column `i` is described by `name(i)`.
+    fn layout(
+        &self,
+        label: usize,
+        text: usize,
+        fields: usize,
+        source: &'static str,
+        line: u64,
+        name: impl Fn(usize) -> String,
+    ) -> Result<Layout> {
+        for (column, what) in [(label, "label"), (text, "text")] {
+            if column >= fields {
+                return Err(self.error(
+                    line,
+                    None,
+                    &format!(
+                        "no {what} column {column}: {source} has {}",
+                        numbered_columns(fields)
+                    ),
+                ));
+            }
+        }
+        if label == text {
+            // A classifier given its labels as text would learn nothing useful.
+            return Err(self.error(
+                line,
+                None,
+                &format!(
+                    "the label and the text are the same column, {label}{}",
+                    name(label)
+                ),
+            ));
+        }
+        Ok(Layout {
+            label,
+            text,
+            fields,
+            source,
+        })
     }
 
     /// One row's label id and text.
     fn row(
         &mut self,
         record: &csv::ByteRecord,
-        label_column: usize,
-        text_column: usize,
+        layout: Layout,
     ) -> std::result::Result<(usize, String), Malformed> {
-        let cell = |column: usize, what: &str| {
-            let bytes = record.get(column).ok_or_else(|| {
-                (
-                    None,
-                    format!(
-                        "no {what} column {} (the row has {} column{})",
-                        column + 1,
-                        record.len(),
-                        if record.len() == 1 { "" } else { "s" }
-                    ),
+        if record.len() != layout.fields {
+            let hint = if record.len() < layout.fields {
+                "a line break in a text that is not quoted?".to_string()
+            } else if self.options.quoting {
+                format!(
+                    "quote a text that contains {}",
+                    delimiters(self.options.delimiter)
                 )
-            })?;
+            } else {
+                format!(
+                    "a text that contains {}?",
+                    delimiters(self.options.delimiter)
+                )
+            };
+            return Err((
+                None,
+                format!(
+                    "{} field{} where {} has {} ({hint})",
+                    record.len(),
+                    if record.len() == 1 { "" } else { "s" },
+                    layout.source,
+                    layout.fields,
+                ),
+            ));
+        }
+        let cell = |column: usize, what: &str| {
+            // Present: the row has as many fields as the header, which has both columns.
+            let bytes = record.get(column).unwrap_or_default();
             std::str::from_utf8(bytes).map_err(|e| {
                 (
                     Some(column),
@@ -491,11 +604,11 @@ impl<'a> Reading<'a> {
                 )
             })
         };
-        let label = cell(label_column, "label")?.trim();
-        let text = cell(text_column, "text")?;
+        let label = cell(layout.label, "label")?.trim();
+        let text = cell(layout.text, "text")?;
         let label = self
             .label(label)
-            .map_err(|reason| (Some(label_column), reason))?;
+            .map_err(|reason| (Some(layout.label), reason))?;
         Ok((label, text.to_string()))
     }
 
@@ -533,8 +646,10 @@ impl<'a> Reading<'a> {
         }
     }
 
+    /// A read error after the record on `line`. (The error's own position has the csv
+    /// crate's line, which is off after blank lines; reading with `flexible` and byte
+    /// records, the only errors are the reader's.)
     fn csv_error(&self, error: csv::Error, line: u64) -> Error {
-        let line = error.position().map_or(line, csv::Position::line);
         match error.into_kind() {
             csv::ErrorKind::Io(io) => source::read_error(self.path, &format!("line {line}"), io),
             other => self.error(line, None, &format!("{other:?}")),

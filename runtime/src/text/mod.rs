@@ -33,6 +33,7 @@
 //! id 1.
 
 mod batch;
+mod csv_scan;
 mod encoder;
 mod hf;
 mod labelled;

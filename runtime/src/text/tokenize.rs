@@ -148,4 +148,16 @@ mod tests {
         assert!(is_lowercase("été"));
         assert!(!is_lowercase("Été"));
     }
+
+    #[test]
+    fn lowercasing_gives_lowercase_for_every_char() {
+        // What `Vocab::load` relies on: a lowercasing vocabulary's built tokens pass its
+        // check.
+        let mut out = String::new();
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            out.clear();
+            push_lowercase(c.encode_utf8(&mut [0; 4]), &mut out);
+            assert!(is_lowercase(&out), "{c:?} lowercases to {out:?}");
+        }
+    }
 }

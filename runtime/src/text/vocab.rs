@@ -6,9 +6,11 @@ use crate::{Error, Result};
 use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
+use unicode_normalization::{is_nfc, UnicodeNormalization};
 
 /// The padding token; always id [`Vocab::PAD`] = 0.
 pub const PAD_TOKEN: &str = "<pad>";
@@ -18,7 +20,14 @@ pub const UNK_TOKEN: &str = "<unk>";
 /// Lowercased tokens up to this many bytes are looked up without allocating.
 const STACK_TOKEN_BYTES: usize = 128;
 
-/// A vocabulary: the tokenizer, whether text is lowercased, and the tokens by id.
+/// A vocabulary: the tokenizer, whether text is lowercased and normalized, and the tokens by
+/// id.
+///
+/// Text is put in Unicode normalization form C (NFC) before it is cut into tokens, when
+/// building and when encoding (unless built with [`VocabBuilder::nfc`]`(false)`): so `café`
+/// with a precomposed `é` and `cafe` + combining acute accent are one token, and for
+/// [`Tokenizer::Chars`], `e` + combining accent is the one character `é`, as a reader sees
+/// it. Decoding gives the NFC form of the text.
 ///
 /// Ids `0..specials` are the special tokens: `<pad>` (0), `<unk>` (1), then the extra ones
 /// given at build time (`<bos>`, `<eos>`, ...). The other tokens follow, most frequent first,
@@ -38,6 +47,7 @@ const STACK_TOKEN_BYTES: usize = 128;
 pub struct Vocab {
     tokenizer: Tokenizer,
     lowercase: bool,
+    nfc: bool,
     specials: usize,
     tokens: Vec<String>,
     ids: HashMap<String, usize>,
@@ -50,6 +60,7 @@ pub struct Vocab {
 pub struct VocabBuilder {
     tokenizer: Tokenizer,
     lowercase: bool,
+    nfc: bool,
     min_freq: usize,
     max_size: Option<usize>,
     specials: Vec<String>,
@@ -63,16 +74,38 @@ impl VocabBuilder {
         self
     }
 
+    /// Put text in Unicode normalization form C (NFC) before cutting it into tokens, when
+    /// building and when encoding, so that canonically equivalent texts (a precomposed `é`,
+    /// or `e` + combining acute accent) give the same tokens. Default: `true`. Turn it off
+    /// only to keep text exactly as written (a character model of non-NFC text that must
+    /// reproduce it byte for byte).
+    pub fn nfc(mut self, nfc: bool) -> Self {
+        self.nfc = nfc;
+        self
+    }
+
     /// Keep only tokens seen at least `min_freq` times. Default: 1 (every token).
     pub fn min_freq(mut self, min_freq: usize) -> Self {
         self.min_freq = min_freq;
         self
     }
 
-    /// At most `max_size` ids in all, special tokens included (as torchtext's `max_tokens`
-    /// and Keras's `max_tokens` count them); the most frequent tokens are kept. Default: no
-    /// limit.
+    /// At most `max_size` ids in all, special tokens included, as Keras's
+    /// `TextVectorization(max_tokens=...)` and torchtext's `build_vocab_from_iterator(...,
+    /// max_tokens=...)` count them: `max_size(3)` keeps `<pad>`, `<unk>` and the most
+    /// frequent token. `max_size(2)` leaves only `<pad>` and `<unk>` (as Keras does; torchtext
+    /// refuses it). Default: no limit.
+    ///
+    /// # Panics
+    /// If `max_size` is below 2, or, in [`VocabBuilder::build`], below the number of special
+    /// tokens with the extra ones: they always have ids, so no vocabulary has fewer (as
+    /// Keras refuses `max_tokens` below 2).
     pub fn max_size(mut self, max_size: usize) -> Self {
+        assert!(
+            max_size >= 2,
+            "max_size {max_size} leaves no room for <pad> and <unk>, which every vocabulary \
+             has: it must be at least 2"
+        );
         self.max_size = Some(max_size);
         self
     }
@@ -100,6 +133,9 @@ impl VocabBuilder {
     }
 
     /// Counts the tokens of `texts` and builds the vocabulary.
+    ///
+    /// # Panics
+    /// If [`VocabBuilder::max_size`] is below the number of special tokens.
     pub fn build<I>(self, texts: I) -> Vocab
     where
         I: IntoIterator,
@@ -107,13 +143,24 @@ impl VocabBuilder {
     {
         let mut specials = vec![PAD_TOKEN.to_string(), UNK_TOKEN.to_string()];
         specials.extend(self.specials);
+        if let Some(max_size) = self.max_size {
+            assert!(
+                max_size >= specials.len(),
+                "max_size {max_size} leaves no room for the {} special tokens ({}): it must be \
+                 at least {}",
+                specials.len(),
+                specials.join(", "),
+                specials.len()
+            );
+        }
         let mut counts: HashMap<String, usize> = HashMap::new();
         let mut lower = String::new();
         for text in texts {
-            for token in self.tokenizer.tokenize(text.as_ref()) {
+            let text = normalized(text.as_ref(), self.nfc);
+            for token in self.tokenizer.tokenize(&text) {
                 let token = if self.lowercase && !is_lowercase(token) {
                     lower.clear();
-                    push_lowercase(token, &mut lower);
+                    push_lowercase_nfc(token, self.nfc, &mut lower);
                     lower.as_str()
                 } else {
                     token
@@ -132,14 +179,41 @@ impl VocabBuilder {
             .collect();
         counted.sort_unstable_by(|(ta, ca), (tb, cb)| cb.cmp(ca).then_with(|| ta.cmp(tb)));
         if let Some(max_size) = self.max_size {
-            counted.truncate(max_size.saturating_sub(specials.len()));
+            counted.truncate(max_size - specials.len());
         }
         let special_count = specials.len();
         let tokens = specials
             .into_iter()
             .chain(counted.into_iter().map(|(token, _)| token))
             .collect();
-        Vocab::from_parts(self.tokenizer, self.lowercase, special_count, tokens)
+        Vocab::from_parts(
+            self.tokenizer,
+            self.lowercase,
+            self.nfc,
+            special_count,
+            tokens,
+        )
+    }
+}
+
+/// `text` in NFC if `nfc` (borrowed if it already is, as most text is).
+fn normalized(text: &str, nfc: bool) -> Cow<'_, str> {
+    if !nfc || text.is_ascii() || is_nfc(text) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.nfc().collect())
+    }
+}
+
+/// Appends the lower case of `token` to `out`, put back in NFC if `nfc`: lowercasing can
+/// undo it (`W` + combining ring above has no precomposed form, `w` + ring above has, `ẘ`).
+fn push_lowercase_nfc(token: &str, nfc: bool, out: &mut String) {
+    let start = out.len();
+    push_lowercase(token, out);
+    if nfc && !is_nfc(&out[start..]) {
+        let composed: String = out[start..].nfc().collect();
+        out.truncate(start);
+        out.push_str(&composed);
     }
 }
 
@@ -149,12 +223,13 @@ impl Vocab {
     /// The id of `<unk>`, which encoding gives tokens not in the vocabulary.
     pub const UNK: usize = 1;
 
-    /// A builder with `tokenizer`, no lowercasing, `min_freq` 1, no size limit and no extra
-    /// special tokens.
+    /// A builder with `tokenizer`, no lowercasing, NFC normalization, `min_freq` 1, no size
+    /// limit and no extra special tokens.
     pub fn builder(tokenizer: Tokenizer) -> VocabBuilder {
         VocabBuilder {
             tokenizer,
             lowercase: false,
+            nfc: true,
             min_freq: 1,
             max_size: None,
             specials: Vec::new(),
@@ -166,6 +241,7 @@ impl Vocab {
     fn from_parts(
         tokenizer: Tokenizer,
         lowercase: bool,
+        nfc: bool,
         specials: usize,
         tokens: Vec<String>,
     ) -> Vocab {
@@ -178,6 +254,7 @@ impl Vocab {
         Vocab {
             tokenizer,
             lowercase,
+            nfc,
             specials,
             tokens,
             ids,
@@ -205,6 +282,13 @@ impl Vocab {
         self.lowercase
     }
 
+    /// Whether text is put in Unicode normalization form C before it is cut into tokens (see
+    /// [`VocabBuilder::nfc`]). Vocabularies saved before kiln normalized text load with
+    /// `false`, and encode as they did.
+    pub fn nfc(&self) -> bool {
+        self.nfc
+    }
+
     /// The special tokens, by id (`<pad>`, `<unk>`, then the extra ones).
     pub fn specials(&self) -> &[String] {
         &self.tokens[..self.specials]
@@ -215,8 +299,8 @@ impl Vocab {
         &self.tokens
     }
 
-    /// The id of `token` exactly as given (no tokenizing or lowercasing), special tokens
-    /// included: `vocab.id("<bos>")`.
+    /// The id of `token` exactly as given (no tokenizing, lowercasing or normalization),
+    /// special tokens included: `vocab.id("<bos>")`.
     pub fn id(&self, token: &str) -> Option<usize> {
         self.ids.get(token).copied()
     }
@@ -234,10 +318,12 @@ impl Vocab {
     }
 
     /// Appends the ids of `text`'s tokens to `ids`. Allocates nothing once `ids` has the
-    /// capacity (lowercased tokens are built on the stack, unless the vocabulary has tokens
-    /// longer than 128 bytes).
+    /// capacity: lowercased tokens are built on the stack (unless the vocabulary has tokens
+    /// longer than 128 bytes), and a text already in NFC, as most text is, is read as it is
+    /// (another is normalized into a new string first).
     pub fn encode_into(&self, text: &str, ids: &mut Vec<usize>) {
-        for token in self.tokenizer.tokenize(text) {
+        let text = normalized(text, self.nfc);
+        for token in self.tokenizer.tokenize(&text) {
             ids.push(self.lookup(token));
         }
     }
@@ -257,13 +343,17 @@ impl Vocab {
                     return Self::UNK;
                 }
                 let mut owned = String::new();
-                push_lowercase(token, &mut owned);
+                push_lowercase_nfc(token, self.nfc, &mut owned);
                 return self.id(&owned).unwrap_or(Self::UNK);
             }
             lower.encode_utf8(&mut buffer[len..]);
             len += width;
         }
         match std::str::from_utf8(&buffer[..len]) {
+            Ok(lower) if self.nfc && !is_nfc(lower) => {
+                let composed: String = lower.nfc().collect();
+                self.id(&composed).unwrap_or(Self::UNK)
+            }
             Ok(lower) => self.id(lower).unwrap_or(Self::UNK),
             Err(_) => Self::UNK,
         }
@@ -307,12 +397,14 @@ impl Vocab {
     }
 
     /// The vocabulary as JSON: `{"version": 1, "tokenizer": "words", "lowercase": true,
-    /// "specials": 2, "tokens": {"<pad>": 0, "<unk>": 1, "the": 2, ...}}`, one token a line.
+    /// "nfc": true, "specials": 2, "tokens": {"<pad>": 0, "<unk>": 1, "the": 2, ...}}`, one
+    /// token a line.
     pub fn to_json(&self) -> String {
         let file = VocabFile {
             version: FORMAT_VERSION,
             tokenizer: self.tokenizer,
             lowercase: self.lowercase,
+            nfc: self.nfc,
             specials: self.specials,
             tokens: TokenMap(
                 self.tokens
@@ -363,9 +455,12 @@ impl Vocab {
     /// [`Error::Io`] if the file cannot be read; [`Error::File`] naming the line and column
     /// if it is not such a vocabulary: malformed JSON, a missing field or one of the wrong
     /// type, an unknown tokenizer or version, a token listed twice, two tokens with one id,
-    /// ids that are not exactly `0..n`, `<pad>` and `<unk>` not at ids 0 and 1, or a special
-    /// count outside `2..=n`. (The checks on the token map report the position of the
-    /// map's end, and name the token at fault.)
+    /// ids that are not exactly `0..n`, `<pad>` and `<unk>` not at ids 0 and 1, a special
+    /// count outside `2..=n`, or a token (other than a special one) that no text could be
+    /// encoded to: one not in lower case in a vocabulary that lowercases, or not in NFC in
+    /// one that normalizes. (The checks on the token map report the position of the map's
+    /// end, and name the token at fault.) A file without the `nfc` field (saved before kiln
+    /// normalized text) loads as a vocabulary that does not normalize.
     pub fn load(path: impl AsRef<Path>) -> Result<Vocab> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -409,9 +504,29 @@ impl Vocab {
         for (token, id) in tokens {
             by_id[id] = token;
         }
+        // Encoding lowercases and normalizes every token before looking it up: a token that
+        // is not lowercase or not NFC would never be found, and its id never produced.
+        // (Special tokens are looked up as they are.)
+        for (id, token) in by_id.iter().enumerate().skip(file.specials) {
+            let unreachable = if file.lowercase && !is_lowercase(token) {
+                "not in lower case, but the vocabulary lowercases text (`\"lowercase\": true`)"
+            } else if file.nfc && !is_nfc(token) {
+                "not in Unicode normalization form C, but the vocabulary normalizes text \
+                 (`\"nfc\": true`)"
+            } else {
+                continue;
+            };
+            return Err(Error::file(
+                path,
+                format!(
+                    "token `{token}` (id {id}) is {unreachable}, so no text can be encoded to it"
+                ),
+            ));
+        }
         Ok(Vocab::from_parts(
             file.tokenizer,
             file.lowercase,
+            file.nfc,
             file.specials,
             by_id,
         ))
@@ -427,6 +542,9 @@ struct VocabFile {
     version: u32,
     tokenizer: Tokenizer,
     lowercase: bool,
+    /// Absent from files saved before kiln normalized text, which encode as they did.
+    #[serde(default)]
+    nfc: bool,
     specials: usize,
     tokens: TokenMap,
 }
@@ -506,6 +624,22 @@ mod tests {
         // Same texts in another order: same ids.
         let again = Vocab::builder(Tokenizer::Words).build(["c b d", "b a c b"]);
         assert_eq!(again, vocab);
+    }
+
+    #[test]
+    fn lowercased_tokens_are_lowercase_and_nfc() {
+        // What `Vocab::load` checks a normalizing, lowercasing vocabulary's tokens for: every
+        // character, composed or decomposed, lowercases to text that passes.
+        let mut out = String::new();
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            let decomposed: String = c.to_string().nfd().collect();
+            for token in [c.to_string(), decomposed] {
+                let token = normalized(&token, true);
+                out.clear();
+                push_lowercase_nfc(&token, true, &mut out);
+                assert!(is_lowercase(&out) && is_nfc(&out), "{c:?} gives {out:?}");
+            }
+        }
     }
 
     #[test]

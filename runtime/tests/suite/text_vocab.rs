@@ -38,9 +38,42 @@ fn min_freq_and_max_size() {
     // Ties at the cut are broken lexicographically: c and d both seen once.
     let vocab = Vocab::builder(Tokenizer::Words).max_size(5).build(texts);
     assert_eq!(vocab.tokens()[2..], ["a", "b", "c"]);
-    // Smaller than the specials: the specials stay.
-    let vocab = Vocab::builder(Tokenizer::Words).max_size(1).build(texts);
+    // The edge cases: as Keras counts max_tokens, 2 leaves only the specials, 3 one token.
+    let vocab = Vocab::builder(Tokenizer::Words).max_size(2).build(texts);
     assert_eq!(vocab.tokens(), ["<pad>", "<unk>"]);
+    let vocab = Vocab::builder(Tokenizer::Words).max_size(3).build(texts);
+    assert_eq!(vocab.tokens(), ["<pad>", "<unk>", "a"]);
+    let vocab = Vocab::builder(Tokenizer::Words)
+        .specials(&["<bos>"])
+        .max_size(4)
+        .build(texts);
+    assert_eq!(vocab.tokens(), ["<pad>", "<unk>", "<bos>", "a"]);
+}
+
+// Fewer ids than the special tokens is a vocabulary max_size cannot promise (Keras refuses
+// max_tokens below 2 likewise).
+#[test]
+#[should_panic(expected = "max_size 0 leaves no room for <pad> and <unk>")]
+fn max_size_0_is_a_bug() {
+    let _ = Vocab::builder(Tokenizer::Words).max_size(0);
+}
+
+#[test]
+#[should_panic(expected = "max_size 1 leaves no room for <pad> and <unk>")]
+fn max_size_1_is_a_bug() {
+    let _ = Vocab::builder(Tokenizer::Words).max_size(1);
+}
+
+#[test]
+#[should_panic(
+    expected = "max_size 2 leaves no room for the 3 special tokens (<pad>, <unk>, <bos>): it must \
+                be at least 3"
+)]
+fn max_size_below_the_extra_special_tokens_is_a_bug() {
+    let _ = Vocab::builder(Tokenizer::Words)
+        .max_size(2)
+        .specials(&["<bos>"])
+        .build(["a"]);
 }
 
 #[test]
@@ -88,12 +121,70 @@ fn char_round_trip_is_exact_and_specials_are_skipped() {
     vocab.encode_into(text, &mut ids);
     ids.extend([0, 0, 1]);
     assert_eq!(vocab.decode(&ids), text);
+    // `e` + combining acute is one grapheme; decoding gives the text's NFC form (the
+    // precomposed `é`), or, in a vocabulary that keeps text as written, the text itself.
     let graphemes = Vocab::builder(Tokenizer::Graphemes).build(["e\u{301}"]);
-    assert_eq!(graphemes.len(), 3);
+    assert_eq!(graphemes.tokens()[2..], ["\u{e9}"]);
     assert_eq!(
-        graphemes.decode(&graphemes.encode("e\u{301}e\u{301}")),
+        graphemes.decode(&graphemes.encode("e\u{301}\u{e9}")),
+        "\u{e9}\u{e9}"
+    );
+    let as_written = Vocab::builder(Tokenizer::Graphemes)
+        .nfc(false)
+        .build(["e\u{301}"]);
+    assert_eq!(as_written.len(), 3);
+    assert_eq!(
+        as_written.decode(&as_written.encode("e\u{301}e\u{301}")),
         "e\u{301}e\u{301}"
     );
+}
+
+#[test]
+fn canonically_equivalent_texts_give_the_same_tokens() {
+    // A precomposed `é` and `e` + combining acute accent.
+    let (composed, decomposed) = ("caf\u{e9}", "cafe\u{301}");
+    let words = Vocab::builder(Tokenizer::Words).build([composed, decomposed]);
+    assert_eq!(words.tokens()[2..], [composed]);
+    assert_eq!(words.encode(decomposed), [2]);
+    assert_eq!(words.encode(composed), [2]);
+    assert!(words.nfc());
+    // Lowercasing too: `W` + ring above has no precomposed form, `w` + ring above has (ẘ).
+    let lower = Vocab::builder(Tokenizer::Words)
+        .lowercase(true)
+        .build(["CAFE\u{301} W\u{30a}"]);
+    assert_eq!(lower.tokens()[2..], [composed, "\u{1e98}"]);
+    assert_eq!(lower.encode("Caf\u{c9} \u{1e98} w\u{30a}"), [2, 3, 3]);
+    // Characters: `e` + combining accent is the one character `é`.
+    let chars = Vocab::builder(Tokenizer::Chars).build([decomposed]);
+    assert_eq!(chars.tokens()[2..], ["a", "c", "f", "\u{e9}"]);
+    assert_eq!(chars.encode(composed), chars.encode(decomposed));
+    // Without normalization, the two stay apart.
+    let as_written = Vocab::builder(Tokenizer::Words)
+        .nfc(false)
+        .build([composed, decomposed]);
+    assert_eq!(as_written.len(), 4);
+    assert!(!as_written.nfc());
+}
+
+#[test]
+fn built_vocabularies_pass_the_load_checks() {
+    // Hangul jamo, Bengali and Devanagari vowel signs that compose, a composition-excluded
+    // letter, the Angstrom sign, `<` + combining long solidus, a dotted capital I.
+    let text = "\u{1100}\u{1161}\u{11a8} \u{9c7}\u{9be} \u{915}\u{93c} \u{958} \u{212b} \
+                <\u{338} \u{130}stanbul W\u{30a} Caf\u{c9}";
+    for tokenizer in [Tokenizer::Chars, Tokenizer::Graphemes, Tokenizer::Words] {
+        for lowercase in [false, true] {
+            for nfc in [false, true] {
+                let vocab = Vocab::builder(tokenizer)
+                    .lowercase(lowercase)
+                    .nfc(nfc)
+                    .build([text]);
+                let loaded = Vocab::from_json(&vocab.to_json());
+                assert_eq!(loaded.unwrap(), vocab, "{tokenizer:?} {lowercase} {nfc}");
+                assert!(!vocab.encode(text).contains(&Vocab::UNK));
+            }
+        }
+    }
 }
 
 #[test]
@@ -120,6 +211,8 @@ fn json_round_trip_through_a_file() {
     let loaded = Vocab::load(&path).unwrap();
     assert_eq!(loaded, vocab);
     assert!(loaded.lowercases());
+    assert!(loaded.nfc());
+    assert!(vocab.to_json().contains("\"nfc\": true"));
     assert_eq!(loaded.tokenizer(), Tokenizer::Words);
     assert!(!path.with_file_name("round_trip.json.tmp").exists());
     assert_eq!(Vocab::from_json(&vocab.to_json()).unwrap(), vocab);
@@ -218,6 +311,51 @@ fn duplicate_and_missing_ids_are_errors() {
     let version = GOOD.replace("\"version\": 1", "\"version\": 9");
     let message = load_error("version.json", &version);
     assert!(message.contains("version 9 is not supported"), "{message}");
+}
+
+#[test]
+fn uppercase_tokens_in_a_lowercasing_vocabulary_are_errors() {
+    let lowercase = GOOD.replace("\"lowercase\": false", "\"lowercase\": true");
+    assert!(Vocab::from_json(&lowercase).is_ok());
+    let upper = lowercase.replace("\"a\": 2", "\"Apple\": 2");
+    let message = load_error("upper.json", &upper);
+    assert_eq!(
+        message,
+        "token `Apple` (id 2) is not in lower case, but the vocabulary lowercases text \
+         (`\"lowercase\": true`), so no text can be encoded to it"
+    );
+    // Without lowercasing it is a token like any other; special tokens may be upper case.
+    assert!(Vocab::from_json(&upper.replace("true", "false")).is_ok());
+    let special = lowercase
+        .replace("\"specials\": 2", "\"specials\": 3")
+        .replace("\"a\": 2", "\"<BOS>\": 2");
+    assert_eq!(Vocab::from_json(&special).unwrap().specials()[2], "<BOS>");
+}
+
+#[test]
+fn files_without_nfc_do_not_normalize_and_nfc_files_need_nfc_tokens() {
+    // Saved before kiln normalized text: no `nfc` field, and a decomposed token, which must
+    // keep encoding as it did.
+    let old = GOOD.replace("\"a\": 2", "\"cafe\\u0301\": 2");
+    let vocab = Vocab::from_json(&old).unwrap();
+    assert!(!vocab.nfc());
+    assert_eq!(vocab.encode("cafe\u{301} caf\u{e9}"), [2, Vocab::UNK]);
+
+    let nfc = old.replace(
+        "\"lowercase\": false,",
+        "\"lowercase\": false,\n  \"nfc\": true,",
+    );
+    let message = load_error("not_nfc.json", &nfc);
+    assert_eq!(
+        message,
+        "token `cafe\u{301}` (id 2) is not in Unicode normalization form C, but the vocabulary \
+         normalizes text (`\"nfc\": true`), so no text can be encoded to it"
+    );
+    let composed = nfc.replace("cafe\\u0301", "caf\\u00e9");
+    assert_eq!(
+        Vocab::from_json(&composed).unwrap().encode("cafe\u{301}"),
+        [2]
+    );
 }
 
 #[test]
