@@ -46,6 +46,16 @@ impl Shape {
     }
 }
 
+impl Dim {
+    /// The dim as a message shows it: its number, or its symbol's name (`B`).
+    pub fn display(self, symbols: &[String]) -> String {
+        match self {
+            Dim::Fixed(n) => n.to_string(),
+            Dim::Symbol(s) => symbols.get(s).map_or("?", String::as_str).to_string(),
+        }
+    }
+}
+
 /// [`Shape`] with its symbol names, for messages.
 pub struct ShapeDisplay<'a> {
     shape: &'a Shape,

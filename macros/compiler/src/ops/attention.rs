@@ -295,7 +295,7 @@ impl Kernel for Attention {
             if m.rank() != 3 || m.0[0] != q.0[0] || m.0[2] != q.0[2] {
                 return Err(OpError::input(
                     1,
-                    format!("the queries are {} so the memory they attend to must be [{}, S, {width}] (same batch and width, any length), but it is {}", show(q), show(&Shape(vec![q.0[0]])).trim_matches(['[', ']']), show(m)),
+                    format!("the queries are {} so the memory they attend to must be [{}, S, {width}] (same batch and width, any length), but it is {}", show(q), q.0[0].display(symbols), show(m)),
                 ));
             }
             m.0[1]
@@ -312,9 +312,9 @@ impl Kernel for Attention {
                     return Err(OpError::input(
                         slot,
                         format!("these lengths measure {} positions, but the keys have {}: declare them as `lengths {}`",
-                            show(&Shape(vec![max])).trim_matches(['[', ']']),
-                            show(&Shape(vec![kv_len])).trim_matches(['[', ']']),
-                            show(&Shape(vec![kv_len])).trim_matches(['[', ']'])),
+                            max.display(symbols),
+                            kv_len.display(symbols),
+                            kv_len.display(symbols)),
                     ))
                 }
                 _ => {
@@ -322,7 +322,7 @@ impl Kernel for Attention {
                         slot,
                         format!("`lengths` takes one length per sequence of the keys: an input declared `len: {} lengths {};`, but this is {} holding {}",
                             show(&batch),
-                            show(&Shape(vec![kv_len])).trim_matches(['[', ']']),
+                            kv_len.display(symbols),
                             show(&l.shape),
                             l.kind.describe()),
                     ))

@@ -85,13 +85,7 @@ fn mismatch(axis: usize, first: &Shape, other: &Shape, symbols: &[String]) -> St
             other.rank()
         );
     }
-    let dim = |d: Dim| {
-        Shape(vec![d])
-            .display(symbols)
-            .to_string()
-            .trim_matches(['[', ']'])
-            .to_string()
-    };
+    let dim = |d: Dim| d.display(symbols);
     let differing: Vec<usize> = (0..first.rank())
         .filter(|&d| d != axis && first.0[d] != other.0[d])
         .collect();

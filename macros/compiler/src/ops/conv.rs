@@ -148,8 +148,7 @@ pub(crate) fn spatial_input(
         let hint = match shape.0.as_slice() {
             [batch, Dim::Fixed(n)] => {
                 let side = (*n as f64).sqrt().round() as usize;
-                let batch = Shape(vec![*batch]).display(symbols).to_string();
-                let batch = batch.trim_matches(['[', ']']);
+                let batch = batch.display(symbols);
                 if side.checked_mul(side) == Some(*n) {
                     format!(": reshape it first, as in `reshape(x, ({batch}, 1, {side}, {side}))`")
                 } else {

@@ -129,13 +129,7 @@ fn per_pixel_labels(
     }
     if *target != expected {
         let names = ["batch", "height", "width"];
-        let one = |d: Dim| {
-            Shape(vec![d])
-                .display(symbols)
-                .to_string()
-                .trim_matches(['[', ']'])
-                .to_string()
-        };
+        let one = |d: Dim| d.display(symbols);
         let differ: Vec<String> = (0..3)
             .filter(|&i| target.0[i] != expected.0[i])
             .map(|i| {
@@ -153,10 +147,9 @@ fn per_pixel_labels(
         ));
     }
     if pred.0[1] != Dim::Fixed(classes) {
-        let shown = Shape(vec![pred.0[1]]).display(symbols).to_string();
         return Err(OpError::input(
             0,
-            format!("the labels have {classes} classes but these image logits {ps} have {} channels (the class axis is 1): make `{{arg0}}` output {classes} channels (e.g. `conv2d(..., {classes}, kernel = 1)`)", shown.trim_matches(['[', ']'])),
+            format!("the labels have {classes} classes but these image logits {ps} have {} channels (the class axis is 1): make `{{arg0}}` output {classes} channels (e.g. `conv2d(..., {classes}, kernel = 1)`)", pred.0[1].display(symbols)),
         ));
     }
     Ok(())
@@ -209,7 +202,7 @@ impl Kernel for Loss {
                 if columns != Dim::Fixed(classes) {
                     return Err(OpError::input(
                         0,
-                        format!("the labels have {classes} classes but these logits {ps} have {} columns: make `{{arg0}}` output {classes} features (e.g. `linear(..., {classes})`)", Shape(vec![columns]).display(symbols).to_string().trim_matches(['[', ']'])),
+                        format!("the labels have {classes} classes but these logits {ps} have {} columns: make `{{arg0}}` output {classes} features (e.g. `linear(..., {classes})`)", columns.display(symbols)),
                     ));
                 }
                 self.check_ignore_index(classes)?;

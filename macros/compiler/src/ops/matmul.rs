@@ -59,13 +59,7 @@ impl Kernel for Matmul {
         require_float("matmul", 1, inputs[1])?;
         let (a, b) = (&inputs[0].shape, &inputs[1].shape);
         let show = |s: &Shape| s.display(symbols).to_string();
-        let dim = |d: Dim| {
-            Shape(vec![d])
-                .display(symbols)
-                .to_string()
-                .trim_matches(['[', ']'])
-                .to_string()
-        };
+        let dim = |d: Dim| d.display(symbols);
         for (i, s) in [a, b].into_iter().enumerate() {
             if s.rank() < 2 {
                 return Err(OpError::input(

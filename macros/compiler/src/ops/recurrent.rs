@@ -262,8 +262,8 @@ impl Kernel for Recurrent {
         if x.rank() != 3 {
             let hint = if x.rank() == 2 {
                 format!("it has no time axis: for one step per row declare it as [{}, 1, {}], or run the recurrence over a sequence [batch, time, features] (token ids go through `embedding` first)",
-                    show(&Shape(vec![x.0[0]])).trim_matches(['[', ']']),
-                    show(&Shape(vec![x.0[1]])).trim_matches(['[', ']']))
+                    x.0[0].display(symbols),
+                    x.0[1].display(symbols))
             } else {
                 "reshape it to [batch, time, features]".to_string()
             };
@@ -281,7 +281,7 @@ impl Kernel for Recurrent {
         if self.lengths {
             let l = inputs[1];
             let batch = Shape(vec![x.0[0]]);
-            let dim = |d: Dim| show(&Shape(vec![d])).trim_matches(['[', ']']).to_string();
+            let dim = |d: Dim| d.display(symbols);
             match l.kind {
                 ValueKind::Lengths { max } if l.shape == batch && max == x.0[1] => {}
                 // Declared over another dim than the time axis: name both, as the fix is to

@@ -210,13 +210,7 @@ impl Kernel for Reduce {
             }
             let l = inputs[1];
             let batch = Shape(vec![x.0[0]]);
-            let dim = |d: Dim| {
-                Shape(vec![d])
-                    .display(symbols)
-                    .to_string()
-                    .trim_matches(['[', ']'])
-                    .to_string()
-            };
+            let dim = |d: Dim| d.display(symbols);
             match l.kind {
                 ValueKind::Lengths { max } if l.shape == batch && max == x.0[1] => {}
                 // Declared over another dim than the time axis: name both, as the fix is to
