@@ -36,6 +36,10 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+#[allow(clippy::duplicate_mod)] // the examples test loads every example, each with it
+#[path = "common/cli.rs"]
+mod cli;
+
 /// The number of ids: `<pad>`, `<unk>` and the 81 distinct characters of the novels.
 pub const VOCAB: usize = 83;
 /// The context length: the model reads at most this many characters.
@@ -430,23 +434,11 @@ saves it, and samples text from a prompt.
   -h, --help            this text
 ";
 
-/// Runs the program and prints its error, if any, as a sentence (`main` returning the
-/// error would print its `Debug` form).
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cli::main(USAGE, run)
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    if std::env::args().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
-        return Ok(());
-    }
     let args = parse_args()?;
     let weights = args.out.join("char_gpt.safetensors");
     let vocab_path = args.out.join("vocab.json");

@@ -29,6 +29,10 @@ use kiln::{Adam, Supervised};
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
+#[allow(clippy::duplicate_mod)] // the examples test loads every example, each with it
+#[path = "common/cli.rs"]
+mod cli;
+
 #[path = "models/digits.rs"]
 mod models;
 pub use models::{DigitsCnn, LeNet5};
@@ -116,23 +120,11 @@ ONNX) and training curves.
   -h, --help            this text
 ";
 
-/// Runs the program and prints its error, if any, as a sentence (`main` returning the
-/// error would print its `Debug` form).
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cli::main(USAGE, run)
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    if std::env::args().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
-        return Ok(());
-    }
     let args = parse_args()?;
     // With `--features mpi`, the ranks of the MPI job (one rank when started without mpirun).
     #[cfg(feature = "mpi")]

@@ -9,6 +9,10 @@ use kiln::rand::SeedableRng;
 use kiln::{Adam, Model, Optimizer};
 use std::error::Error;
 
+#[allow(clippy::duplicate_mod)] // the examples test loads every example, each with it
+#[path = "common/cli.rs"]
+mod cli;
+
 kiln::model! {
     /// A small MLP over the four measurements of an iris flower.
     pub struct IrisNet {
@@ -21,16 +25,16 @@ kiln::model! {
     }
 }
 
-/// Runs the program and prints its error, if any, as a sentence (`main` returning the
-/// error would print its `Debug` form).
+const USAGE: &str = "\
+usage: cargo run --release --example iris
+
+Trains a small MLP on the iris flowers with a hand-written loop and prints its test accuracy.
+
+  -h, --help            this text
+";
+
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cli::main(USAGE, run)
 }
 
 fn run() -> Result<(), Box<dyn Error>> {

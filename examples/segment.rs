@@ -31,6 +31,10 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+#[allow(clippy::duplicate_mod)] // the examples test loads every example, each with it
+#[path = "common/cli.rs"]
+mod cli;
+
 /// The canvas side in pixels.
 pub const SIDE: usize = 64;
 /// Background and the ten digits.
@@ -498,23 +502,11 @@ per-class and mean IoU on held-out images, and draws inputs, true and predicted 
   -h, --help            this text
 ";
 
-/// Runs the program and prints its error, if any, as a sentence (`main` returning the
-/// error would print its `Debug` form).
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cli::main(USAGE, run)
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    if std::env::args().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
-        return Ok(());
-    }
     let config = parse_args()?;
     let outcome = train(&config)?;
     println!(

@@ -31,6 +31,10 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+#[allow(clippy::duplicate_mod)] // the examples test loads every example, each with it
+#[path = "common/cli.rs"]
+mod cli;
+
 /// The embedding table's rows: the vocabulary is cut to this many ids (`<pad>` and `<unk>`
 /// included).
 pub const VOCAB_SIZE: usize = 12000;
@@ -480,23 +484,11 @@ accuracy, macro-F1 and confusion matrix, saves it, and classifies the SENTENCEs.
   -h, --help            this text
 ";
 
-/// Runs the program and prints its error, if any, as a sentence (`main` returning the
-/// error would print its `Debug` form).
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cli::main(USAGE, run)
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    if std::env::args().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
-        return Ok(());
-    }
     let args = parse_args()?;
     let (weights, vocab, classes) = files(&args.config.out);
     if args.no_train {

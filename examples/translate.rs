@@ -44,6 +44,10 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+#[allow(clippy::duplicate_mod)] // the examples test loads every example, each with it
+#[path = "common/cli.rs"]
+mod cli;
+
 /// The characters a source may hold (read lowercased); any other character reads as `<unk>`.
 pub const SOURCE_ALPHABET: &str = "abcdefghijklmnopqrstuvwxyz0123456789 ,.-/'";
 /// The source vocabulary's size: `<pad>`, `<unk>` and the 42 characters of
@@ -859,23 +863,11 @@ accuracy on held-out dates, saves it, and translates the DATEs.
   -h, --help            this text
 ";
 
-/// Runs the program and prints its error, if any, as a sentence (`main` returning the
-/// error would print its `Debug` form).
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cli::main(USAGE, run)
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    if std::env::args().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
-        return Ok(());
-    }
     let args = parse_args()?;
     let (weights, source_path, target_path) = files(&args.config.out);
     if args.no_train {
