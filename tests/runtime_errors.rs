@@ -62,6 +62,61 @@ fn a_label_out_of_range_is_an_error() {
     );
 }
 
+kiln::model! {
+    /// Per-pixel scores with "void" pixels labelled 255, as VOC and Cityscapes masks have.
+    struct Segmenter {
+        input image: [B, 1, 3, 3];
+        target mask: [B, 3, 3] classes 4;
+        let scores = conv2d(image, 4, kernel = 1);
+        output scores;
+        loss cross_entropy(scores, mask, ignore_index = 255);
+    }
+}
+
+/// `ignore_index` need not be a class (PyTorch's `ignore_index=255`): masks may hold it, and
+/// its pixels are left out of the mean; any other label past the classes is an error naming
+/// the pixel.
+#[test]
+fn an_ignored_label_past_the_classes_is_accepted_and_left_out() {
+    let mut m = Segmenter::<f64>::new(&mut StdRng::seed_from_u64(1));
+    let (mut ws, mut grads) = (m.workspace(), m.zero_grads());
+    let image = Array4::from_shape_fn((2, 1, 3, 3), |(b, _, i, j)| (b + 2 * i + j) as f64 / 7.0);
+    let mut mask = kiln::ndarray::Array3::from_shape_fn((2, 3, 3), |(b, i, j)| (b + i + j) % 4);
+    mask[[0, 1, 1]] = 255;
+    mask[[1, 2, 0]] = 255;
+    let loss = m
+        .loss_and_grad(image.view(), mask.view(), &mut ws, &mut grads)
+        .expect("255 is the ignored label");
+
+    // The mean of −log softmax over the 16 labelled pixels, from the model's own scores.
+    let scores = m.forward(image.view()).expect("forward");
+    let (mut sum, mut counted) = (0.0, 0);
+    for ((b, i, j), &label) in mask.indexed_iter() {
+        if label == 255 {
+            continue;
+        }
+        let pixel: Vec<f64> = (0..4).map(|c| scores[[b, c, i, j]]).collect();
+        let log_sum = pixel.iter().map(|s| s.exp()).sum::<f64>().ln();
+        sum += log_sum - pixel[label];
+        counted += 1;
+    }
+    assert_eq!(counted, 16);
+    assert!(
+        (loss - sum / 16.0).abs() < 1e-12,
+        "{loss} against {}",
+        sum / 16.0
+    );
+
+    mask[[1, 0, 2]] = 7;
+    let err = m
+        .loss_and_grad(image.view(), mask.view(), &mut ws, &mut grads)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "target `mask`: label 7 at position [1, 0, 2] is out of range for 4 classes (labels must be 0..4)"
+    );
+}
+
 #[test]
 fn a_transposed_input_is_read_correctly() {
     let m = model();

@@ -26,8 +26,9 @@ pub enum Error {
     Label {
         /// The target's name.
         name: &'static str,
-        /// Position of the bad label in the batch.
-        index: usize,
+        /// The index of the bad label in the labels, one per axis (`[sample]`, or
+        /// `[sample, row, column]` for a per-pixel mask).
+        position: Vec<usize>,
         /// The label value.
         label: usize,
         /// The declared class count.
@@ -190,14 +191,20 @@ impl std::fmt::Display for Error {
             ),
             Error::Label {
                 name,
-                index,
+                position,
                 label,
                 classes,
-            } => write!(
-                f,
-                "target `{name}`: label {label} at position {index} is out of range for \
-                 {classes} classes (labels must be 0..{classes})"
-            ),
+            } => {
+                write!(f, "target `{name}`: label {label} at position ")?;
+                match position.as_slice() {
+                    [index] => write!(f, "{index}")?,
+                    _ => write!(f, "{position:?}")?,
+                }
+                write!(
+                    f,
+                    " is out of range for {classes} classes (labels must be 0..{classes})"
+                )
+            }
             Error::Token {
                 name,
                 position,
@@ -320,7 +327,7 @@ mod display_tests {
     fn messages_read_as_one_sentence() {
         let label = Error::Label {
             name: "y",
-            index: 3,
+            position: vec![3],
             label: 12,
             classes: 10,
         };

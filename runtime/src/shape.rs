@@ -112,22 +112,57 @@ where
     }
 }
 
-/// Checks that every class label is below `classes`. The position reported is the label's
-/// index in row-major order.
+/// Checks that every class label is below `classes`; an error names the first bad label and
+/// its position (one index per axis).
 pub fn check_labels<S: Data<Elem = usize>, D: Dimension>(
     name: &'static str,
     labels: &ArrayBase<S, D>,
     classes: usize,
 ) -> Result<()> {
-    match labels.iter().position(|&l| l >= classes) {
+    check_labels_ignoring(name, labels, classes, None)
+}
+
+/// [`check_labels`] for the labels of a loss that leaves out `ignored` (`cross_entropy(..,
+/// ignore_index = 255)`): that label is accepted whatever the class count, as PyTorch's
+/// `ignore_index` is.
+///
+/// ```
+/// use kiln_runtime::ndarray::array;
+/// use kiln_runtime::shape::check_labels_ignoring;
+/// let labels = array![[0usize, 255], [3, 1]];
+/// assert!(check_labels_ignoring("mask", &labels, 4, Some(255)).is_ok());
+/// assert!(check_labels_ignoring("mask", &labels, 4, None).is_err());
+/// assert!(check_labels_ignoring("mask", &array![[0usize, 4]], 4, Some(255)).is_err());
+/// ```
+pub fn check_labels_ignoring<S: Data<Elem = usize>, D: Dimension>(
+    name: &'static str,
+    labels: &ArrayBase<S, D>,
+    classes: usize,
+    ignored: Option<usize>,
+) -> Result<()> {
+    match labels
+        .iter()
+        .position(|&l| l >= classes && Some(l) != ignored)
+    {
         None => Ok(()),
-        Some(index) => Err(Error::Label {
+        Some(flat) => Err(Error::Label {
             name,
-            index,
-            label: labels.iter().nth(index).copied().unwrap_or(0),
+            position: unravel(flat, labels.shape()),
+            label: labels.iter().nth(flat).copied().unwrap_or(0),
             classes,
         }),
     }
+}
+
+/// The index per axis of the element at row-major position `flat` in an array of `shape`.
+fn unravel(flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut position = vec![0; shape.len()];
+    let mut rest = flat;
+    for (axis, &len) in shape.iter().enumerate().rev() {
+        position[axis] = rest % len.max(1);
+        rest /= len.max(1);
+    }
+    position
 }
 
 /// Checks that every token id is below `vocab`; an error names the first bad id and its
@@ -155,16 +190,9 @@ pub fn check_tokens<S: Data<Elem = usize>, D: Dimension>(
         .find(|(_, &id)| id >= vocab)
         .map(|(at, &id)| (at, id))
         .unwrap_or_default();
-    // Row-major unravelling of the flat index into one index per axis.
-    let mut position = vec![0; ids.ndim()];
-    let mut rest = flat;
-    for (axis, &len) in ids.shape().iter().enumerate().rev() {
-        position[axis] = rest % len.max(1);
-        rest /= len.max(1);
-    }
     Err(Error::Token {
         name,
-        position,
+        position: unravel(flat, ids.shape()),
         id,
         vocab,
     })

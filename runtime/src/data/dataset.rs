@@ -148,7 +148,7 @@ impl<F: Float> TensorDataset<F> {
         if let Some((index, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= classes) {
             return Err(Error::Label {
                 name: "labels",
-                index,
+                position: vec![index],
                 label,
                 classes,
             });

@@ -230,7 +230,7 @@ pub fn one_hot<'a, F: Float>(
         if label >= classes {
             return Err(Error::Label {
                 name: "one_hot",
-                index,
+                position: vec![index],
                 label,
                 classes,
             });

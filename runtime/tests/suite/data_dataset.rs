@@ -40,11 +40,11 @@ fn constructors_validate_counts_labels_and_axes() {
         matches!(
             error,
             Error::Label {
-                index: 2,
+                ref position,
                 label: 5,
                 classes: 3,
                 ..
-            }
+            } if *position == [2]
         ),
         "{error:?}"
     );
@@ -341,11 +341,11 @@ fn scale_and_one_hot() {
         matches!(
             error,
             Error::Label {
-                index: 1,
+                ref position,
                 label: 4,
                 classes: 4,
                 ..
-            }
+            } if *position == [1]
         ),
         "{error:?}"
     );

@@ -2,7 +2,7 @@
 //! `forward_train` / `backward` (without), and the workspace's output accessors.
 
 use super::Ctx;
-use crate::ir::{Dim, InputDecl, Shape, ValueKind};
+use crate::ir::{Dim, InputDecl, NodeId, NodeKind, Shape, ValueKind};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
@@ -44,18 +44,37 @@ pub(super) fn bind_inputs<'d>(
     }
 }
 
+/// The label that the loss reading the labels `node` leaves out (its `ignore_index`), which
+/// the labels may hold besides their classes.
+fn ignored_label(cx: &Ctx, node: NodeId) -> Option<usize> {
+    let loss = &cx.g.nodes[cx.g.loss?];
+    match &loss.kind {
+        NodeKind::Kernel(kernel) if loss.inputs.contains(&node) => kernel.ignored_label(),
+        _ => None,
+    }
+}
+
 /// Stages the given inputs (copies only non-contiguous ones) and rebinds each name to a slice;
 /// validates integer inputs (labels, token ids, lengths) first.
 pub(super) fn stage_inputs<'d>(
+    cx: &Ctx,
     inputs: impl Iterator<Item = (usize, &'d InputDecl)> + Clone,
 ) -> TokenStream {
     let mut out = TokenStream::new();
     for (_, d) in inputs.clone() {
         let (n, ns) = (&d.name, d.name.to_string());
         out.extend(match d.ints {
-            Some(ValueKind::Labels { classes }) => quote! {
-                ::kiln::shape::check_labels(#ns, &#n, #classes)?;
-            },
+            // An ignored label among the classes needs no exception.
+            Some(ValueKind::Labels { classes }) => {
+                match ignored_label(cx, d.node).filter(|&ignored| ignored >= classes) {
+                    Some(ignored) => quote! {
+                        ::kiln::shape::check_labels_ignoring(#ns, &#n, #classes, Some(#ignored))?;
+                    },
+                    None => quote! {
+                        ::kiln::shape::check_labels(#ns, &#n, #classes)?;
+                    },
+                }
+            }
             Some(ValueKind::Tokens { vocab }) => quote! {
                 ::kiln::shape::check_tokens(#ns, &#n, #vocab)?;
             },
@@ -210,8 +229,8 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
 
     let bind_model_inputs = bind_inputs(cx, model_inputs.iter().copied());
     let bind_all = bind_inputs(cx, g.inputs.iter());
-    let stage_model_inputs = stage_inputs(indexed_inputs());
-    let stage_all = stage_inputs(indexed());
+    let stage_model_inputs = stage_inputs(cx, indexed_inputs());
+    let stage_all = stage_inputs(cx, indexed());
 
     let forward_doc = format!(
         " Inference: computes {output_list} for a batch (nothing is kept for a backward pass). Returns `Err` if an input's shape differs from its declaration."

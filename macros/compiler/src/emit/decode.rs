@@ -224,7 +224,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let input_views: Vec<TokenStream> = model_inputs.iter().map(|d| view_param(cx, d)).collect();
     let input_names: Vec<_> = model_inputs.iter().map(|d| &d.name).collect();
     let bind_inputs = bind_inputs(cx, model_inputs.iter().copied());
-    let stage = stage_inputs(g.inputs.iter().enumerate().filter(|(_, d)| !d.is_target));
+    let stage = stage_inputs(
+        cx,
+        g.inputs.iter().enumerate().filter(|(_, d)| !d.is_target),
+    );
     let bind_dims = cx.bind_dims(quote!(dims));
     let outputs: Vec<(TokenStream, TokenStream)> = g
         .outputs

@@ -98,18 +98,6 @@ fn scalar() -> ValueInfo {
     }
 }
 
-impl Loss {
-    fn check_ignore_index(&self, classes: usize) -> Result<(), OpError> {
-        match self.ignore_index.filter(|&i| i >= classes) {
-            Some(ignored) => Err(OpError::call(format!(
-                "`ignore_index = {ignored}` is not a class of these labels (0 to {}): name the label of the positions to leave out, e.g. the padding id `ignore_index = 0`",
-                classes.saturating_sub(1)
-            ))),
-            None => Ok(()),
-        }
-    }
-}
-
 /// Checks per-pixel labels against `[B, C, H, W]` logits: labels `[B, H, W]` with `C`
 /// classes, naming the dims that differ.
 fn per_pixel_labels(
@@ -170,6 +158,9 @@ impl Kernel for Loss {
             .map(|i| format!("ignore_index={i}"))
             .unwrap_or_default()
     }
+    fn ignored_label(&self) -> Option<usize> {
+        self.ignore_index
+    }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         let op = self.name();
         require_float(op, 0, inputs[0])?;
@@ -178,7 +169,6 @@ impl Kernel for Loss {
         match (self.kind, inputs[1].kind) {
             (Kind::CrossEntropy, ValueKind::Labels { classes }) if pred.rank() == 4 => {
                 per_pixel_labels(pred, target, classes, symbols)?;
-                self.check_ignore_index(classes)?;
                 Ok(scalar())
             }
             (Kind::CrossEntropy, ValueKind::Labels { classes }) => {
@@ -205,7 +195,6 @@ impl Kernel for Loss {
                         format!("the labels have {classes} classes but these logits {ps} have {} columns: make `{{arg0}}` output {classes} features (e.g. `linear(..., {classes})`)", columns.display(symbols)),
                     ));
                 }
-                self.check_ignore_index(classes)?;
                 Ok(scalar())
             }
             (Kind::CrossEntropy, ValueKind::Tokens { vocab }) => Err(OpError::input(

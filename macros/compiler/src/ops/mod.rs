@@ -337,6 +337,11 @@ pub trait Kernel {
     fn tied_dims(&self, _inputs: &[&ValueInfo]) -> Vec<usize> {
         Vec::new()
     }
+    /// The label a loss leaves out (`cross_entropy(.., ignore_index = 255)`): its labels
+    /// input may hold it besides the classes.
+    fn ignored_label(&self) -> Option<usize> {
+        None
+    }
     /// Whether gradients flow to input `i` (not to targets and labels).
     fn differentiable(&self, _input: usize) -> bool {
         true
