@@ -223,3 +223,40 @@ fn training_stops_on_a_non_finite_loss_and_keeps_the_last_good_checkpoint() {
     assert_eq!(found.epoch, Some(2), "{err}");
     println!("{err}");
 }
+
+kiln::model! {
+    pub struct ReluNet {
+        input x: [B, 4];
+        target y: [B] classes 3;
+        let h = relu(linear(x, 8));
+        let r = relu(x);
+        let logits = linear(h, 3);
+        output logits, r;
+        loss cross_entropy(logits, y);
+    }
+}
+
+/// `relu` keeps a NaN, as PyTorch's does (and the ONNX `Relu` it exports): a NaN input or
+/// weight reaches the outputs and the loss, where the trainer sees it, instead of turning
+/// into 0 and training on silently.
+#[test]
+fn relu_keeps_nan() {
+    let mut model = ReluNet::<f64>::new(&mut StdRng::seed_from_u64(0));
+    let x = kiln::ndarray::array![[f64::NAN, 1.0, -1.0, 2.0], [0.5, -0.5, 0.0, 3.0]];
+    let (logits, r) = model.forward(x.view()).expect("forward");
+    assert!(r[[0, 0]].is_nan());
+    assert_eq!(
+        r.row(0).iter().skip(1).copied().collect::<Vec<_>>(),
+        [1.0, 0.0, 2.0]
+    );
+    assert_eq!(r.row(1).to_vec(), [0.5, 0.0, 0.0, 3.0]);
+    assert!(logits.row(0).iter().all(|v| v.is_nan()));
+    assert!(logits.row(1).iter().all(|v| v.is_finite()));
+
+    let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
+    let y = kiln::ndarray::array![0usize, 1];
+    let loss = model
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .expect("a NaN is a value, not an error");
+    assert!(loss.is_nan());
+}

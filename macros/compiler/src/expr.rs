@@ -55,7 +55,8 @@ pub enum Term {
     Div(TermId, TermId),
     Neg(TermId),
     Call(Func, TermId),
-    /// `if cond > 0 { then } else { otherwise }`: relu, leaky relu and their derivatives.
+    /// `if cond > 0 { then } else { otherwise }`: relu, leaky relu and their derivatives
+    /// (relu itself, `Select(x, x, 0)`, keeps a NaN `x`).
     Select(TermId, TermId, TermId),
 }
 
@@ -534,6 +535,12 @@ impl Arena {
                 let method = format_ident!("{}", f.name());
                 quote!(#a.#method())
             }
+            // relu: NaN stays NaN, as in PyTorch (`c > 0` would make it 0 and hide it from
+            // the loss and from the checks for non-finite values).
+            Term::Select(c, t, e) if t == c && self.constant(e) == Some(0.0) => {
+                let c = sub(c);
+                quote!(if #c <= F::ZERO { F::ZERO } else { #c })
+            }
             Term::Select(c, t, e) => {
                 let (c, t, e) = (
                     sub(c),
@@ -636,6 +643,14 @@ mod tests {
                     Func::Sigmoid => 1.0 / (1.0 + (-v).exp()),
                     Func::Softplus => (1.0 + v.exp()).ln(),
                     Func::Erf => erf_approx(v),
+                }
+            }
+            Term::Select(c, t, e) if t == c && a.constant(e) == Some(0.0) => {
+                let v = eval(a, c, x);
+                if v <= 0.0 {
+                    0.0
+                } else {
+                    v
                 }
             }
             Term::Select(c, t, e) => {
