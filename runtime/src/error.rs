@@ -159,6 +159,14 @@ pub enum Error {
         /// What could not be encoded, and why.
         message: String,
     },
+    /// A data set does not fit the model or the training run (`Trainer::fit`): no samples,
+    /// samples of another rank or shape, targets of another kind.
+    Data {
+        /// Which data: `"training data"`, `"validation data"`.
+        what: &'static str,
+        /// What does not fit, and what to do about it.
+        problem: String,
+    },
     /// A parameter cannot be initialised as asked (see [`crate::init`]): a fan-based scale for
     /// a tensor without fans, or an empty truncation interval.
     Init {
@@ -272,6 +280,7 @@ impl std::fmt::Display for Error {
                 write!(f, "distributed training, rank {rank}: {message}")
             }
             Error::Onnx { model, message } => write!(f, "ONNX export of `{model}`: {message}"),
+            Error::Data { what, problem } => write!(f, "{what}: {problem}"),
             Error::Init { problem } => write!(f, "initialisation: {problem}"),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }

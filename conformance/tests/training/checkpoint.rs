@@ -285,6 +285,25 @@ fn errors_name_the_file_and_leave_the_model_alone() {
     let (train, _) = split();
     let dir = scratch("errors");
 
+    // A file where the checkpoint directory should be: refused before training.
+    let file = scratch("a-file");
+    std::fs::write(&file, b"not a directory").expect("scratch file");
+    let mut m = net(0);
+    let before = bits(&m);
+    let err = Trainer::new(1, 64)
+        .progress(false)
+        .checkpoints(&file)
+        .fit(&mut m, &mut Sgd::new(0.1), &train)
+        .expect_err("a file, not a directory");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: is a file: checkpoints go into a directory",
+            file.display()
+        )
+    );
+    assert_eq!(bits(&m), before);
+
     // Nothing to resume from.
     let err = Trainer::new(1, 64)
         .progress(false)
@@ -321,7 +340,7 @@ fn errors_name_the_file_and_leave_the_model_alone() {
         .expect_err("Sgd state into Adam");
     assert!(
         err.to_string()
-            .contains("the optimizer state is Sgd's but the optimizer is Adam"),
+            .contains("the optimizer does not match: the checkpoint holds Sgd's state, and this run trains with Adam"),
         "{err}"
     );
     assert_eq!(bits(&model), before, "checked before anything is changed");

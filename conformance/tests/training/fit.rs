@@ -326,9 +326,9 @@ fn data_that_does_not_fit_the_model_is_refused_before_training() {
         .expect_err("[1, 8, 8] samples for a [B, 64] input");
     assert_eq!(
         err.to_string(),
-        "dataset `training data`: expected shape samples of rank 1 (the model's input has rank \
-         2 with the batch axis), got [1, 8, 8]: reshape the samples to the model's input \
-         shape, for example with TensorDataset::reshape_samples(&[64])"
+        "training data: samples of shape [1, 8, 8] (rank 3), but the model's input takes \
+         samples of rank 1 (rank 2 with the batch axis): reshape the samples to the model's \
+         input shape, for example with TensorDataset::reshape_samples(&[64])"
     );
     assert_eq!(params(&m), before, "nothing was trained");
 
@@ -336,9 +336,10 @@ fn data_that_does_not_fit_the_model_is_refused_before_training() {
         .progress(false)
         .fit(&mut m, &mut Sgd::new(0.1), &values_for_a_classifier())
         .expect_err("value targets for a classifier");
-    assert!(
-        err.to_string().contains("expected shape class labels"),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        "training data: float targets of shape [2], but the model's target is class labels \
+         (`classes 10`): give the data labels (TensorDataset::with_labels)"
     );
 
     let (train, _) = digits_split();
@@ -349,9 +350,48 @@ fn data_that_does_not_fit_the_model_is_refused_before_training() {
         .fit(&mut m, &mut Sgd::new(0.1), &train)
         .expect_err("the validation data is checked too");
     assert!(
-        err.to_string().starts_with("target `validation data`"),
+        err.to_string()
+            .starts_with("validation data: float targets"),
         "{err}"
     );
+    assert_eq!(params(&m), before);
+
+    // Validation samples of another size: found before the first epoch, not after it.
+    let small = TensorDataset::with_labels(
+        kiln::ndarray::Array2::<f32>::zeros((3, 63)),
+        kiln::ndarray::Array1::zeros(3),
+        10,
+    )
+    .expect("a data set");
+    let err = Trainer::new(1, 32)
+        .progress(false)
+        .validation(&small)
+        .fit(&mut m, &mut Sgd::new(0.1), &train)
+        .expect_err("63 features for a 64-feature input");
+    assert!(
+        err.to_string().starts_with(
+            "validation data: its samples do not fit the model: input `x`: expected shape"
+        ),
+        "{err}"
+    );
+    assert_eq!(params(&m), before);
+
+    let empty = small.subset(&[]).expect("no indices");
+    let err = Trainer::new(1, 32)
+        .progress(false)
+        .validation(&empty)
+        .fit(&mut m, &mut Sgd::new(0.1), &train)
+        .expect_err("no validation samples");
+    assert_eq!(
+        err.to_string(),
+        "validation data: it has no samples: give validation data with samples, or none"
+    );
+
+    let err = Trainer::new(1, 0)
+        .progress(false)
+        .fit(&mut m, &mut Sgd::new(0.1), &train)
+        .expect_err("batch size 0");
+    assert!(err.to_string().contains("a batch size of 0"), "{err}");
     assert_eq!(params(&m), before);
 
     let mut r = Regressor::<f64>::new(&mut StdRng::seed_from_u64(0));
@@ -359,7 +399,10 @@ fn data_that_does_not_fit_the_model_is_refused_before_training() {
         .progress(false)
         .fit(&mut r, &mut Sgd::new(0.1), &regression_data(0, 0))
         .expect_err("no samples");
-    assert!(err.to_string().contains("at least one sample"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "training data: it has no samples: give it at least one sample"
+    );
 }
 
 #[test]

@@ -194,6 +194,11 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     }
     let place = if dir.is_dir() {
         format!("in {}", dir.display())
+    } else if dir.exists() {
+        format!(
+            "({} is a file; give the directory that holds the files)",
+            dir.display()
+        )
     } else {
         format!("(the directory {} does not exist)", dir.display())
     };

@@ -552,7 +552,7 @@ impl<F: Float> Checkpoint<F> {
                 path: state_path.clone(),
                 message: format!(
                     "field `parameters`: the checkpoint was saved from a model with \
-                     {saved_params} parameters; this model has {}",
+                     {saved_params} parameter tensors; this model has {} (another model?)",
                     params.len()
                 ),
             });

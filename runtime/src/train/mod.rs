@@ -167,12 +167,12 @@ impl<F: Float> fmt::Debug for Trainer<'_, F> {
 }
 
 impl<'a, F: Float> Trainer<'a, F> {
-    /// A trainer for `epochs` epochs of mini-batches of `batch_size` samples (a size of 0 is
-    /// taken as 1), shuffled with seed 0, with progress output on.
+    /// A trainer for `epochs` epochs of mini-batches of `batch_size` samples, shuffled with
+    /// seed 0, with progress output on. A batch size of 0 is an error when training starts.
     pub fn new(epochs: usize, batch_size: usize) -> Self {
         Self {
             epochs,
-            batch_size: batch_size.max(1),
+            batch_size,
             eval_batch_size: None,
             shuffle_seed: Some(0),
             drop_last: false,
@@ -383,18 +383,37 @@ impl<'a, F: Float> Trainer<'a, F> {
         O: StatefulOptimizer<F>,
         D: Dataset<F> + ?Sized,
     {
-        check_compatible::<F, M>(train, "training data")?;
-        if train.is_empty() {
-            return Err(Error::Shape {
-                kind: "dataset",
-                name: "training data",
-                expected: "at least one sample".to_string(),
-                actual: [&[0][..], train.sample_shape()].concat(),
-                detail: String::new(),
+        if self.batch_size == 0 {
+            return Err(Error::Data {
+                what: "training data",
+                problem: "a batch size of 0: give `Trainer::new(epochs, batch_size)` a batch \
+                          size of at least 1"
+                    .to_string(),
             });
         }
+        check_compatible::<F, M>(train, "training data")?;
         if let Some(val) = self.validation {
             check_compatible::<F, M>(val, "validation data")?;
+            // Its samples go through the model only at the end of the first epoch: one
+            // batch now, so that a wrong shape is an error before anything is trained.
+            let mut probe = Batch::new();
+            let loader = DataLoader::new(val, 1);
+            let mut batches = loader.epoch_batches(0);
+            if batches.next_into(&mut probe) {
+                let mut ws = M::Workspace::default();
+                model
+                    .eval_batch(probe.x.view(), batch_targets(&probe), &mut ws)
+                    .map_err(|error| Error::Data {
+                        what: "validation data",
+                        problem: format!("its samples do not fit the model: {error}"),
+                    })?;
+            }
+        }
+        if let Some(dir) = self.checkpoints.as_ref().filter(|dir| dir.is_file()) {
+            return Err(Error::File {
+                path: dir.clone(),
+                message: "is a file: checkpoints go into a directory".to_string(),
+            });
         }
         if let Some(dir) = &self.checkpoints {
             if optimizer.export_state().is_none() {
@@ -606,10 +625,11 @@ impl<'a, F: Float> Trainer<'a, F> {
                         .as_ref()
                         .and_then(EarlyStopping::best)
                         .unwrap_or((epoch, monitored));
+                    let waited = epoch - best_epoch;
                     reporter.println(format!(
-                        "Early stopping: no improvement for {} epochs; the best epoch was {} \
-                         (loss {best_loss:.4})",
-                        epoch - best_epoch,
+                        "Early stopping: no improvement for {waited} epoch{}; the best epoch was \
+                         {} (loss {best_loss:.4})",
+                        if waited == 1 { "" } else { "s" },
                         best_epoch + 1
                     ));
                     break;
@@ -783,6 +803,15 @@ fn check_compatible<F: Float, M: Supervised<F>>(
     data: &(impl Dataset<F> + ?Sized),
     what: &'static str,
 ) -> Result<()> {
+    let problem = |problem: String| Err(Error::Data { what, problem });
+    if data.is_empty() {
+        let fix = if what == "validation data" {
+            "give validation data with samples, or none"
+        } else {
+            "give it at least one sample"
+        };
+        return problem(format!("it has no samples: {fix}"));
+    }
     let sample = data.sample_shape();
     if sample.len() + 1 != M::INPUT_RANK {
         let hint = if M::INPUT_RANK == 2 && sample.len() > 1 {
@@ -793,42 +822,31 @@ fn check_compatible<F: Float, M: Supervised<F>>(
         } else {
             String::new()
         };
-        return Err(Error::Shape {
-            kind: "dataset",
-            name: what,
-            expected: format!(
-                "samples of rank {} (the model's input has rank {} with the batch axis)",
-                M::INPUT_RANK.saturating_sub(1),
-                M::INPUT_RANK
-            ),
-            actual: sample.to_vec(),
-            detail: format!(": reshape the samples to the model's input shape{hint}"),
-        });
+        return problem(format!(
+            "samples of shape {sample:?} (rank {}), but the model's input takes samples of rank \
+             {} (rank {} with the batch axis): reshape the samples to the model's input \
+             shape{hint}",
+            sample.len(),
+            M::INPUT_RANK.saturating_sub(1),
+            M::INPUT_RANK
+        ));
     }
     match (M::CLASSES, data.targets()) {
         (Some(classes), TargetKind::Labels { classes: have }) if have > classes => {
-            Err(Error::Shape {
-                kind: "target",
-                name: what,
-                expected: format!("at most {classes} classes (the model's)"),
-                actual: vec![have],
-                detail: format!(": the data has labels up to {}", have - 1),
-            })
+            problem(format!(
+                "labels of {have} classes (up to {}), but the model scores {classes}",
+                have - 1
+            ))
         }
-        (Some(classes), TargetKind::Values { shape }) => Err(Error::Shape {
-            kind: "target",
-            name: what,
-            expected: format!("class labels (the model's target is `classes {classes}`)"),
-            actual: shape,
-            detail: ": the data has value targets of this shape".to_string(),
-        }),
-        (None, TargetKind::Labels { classes }) => Err(Error::Shape {
-            kind: "target",
-            name: what,
-            expected: "value targets (the model's target is a float tensor)".to_string(),
-            actual: vec![classes],
-            detail: ": the data has class labels (of this many classes)".to_string(),
-        }),
+        (Some(classes), TargetKind::Values { shape }) => problem(format!(
+            "float targets of shape {shape:?}, but the model's target is class labels \
+             (`classes {classes}`): give the data labels (TensorDataset::with_labels)"
+        )),
+        (None, TargetKind::Labels { classes }) => problem(format!(
+            "class labels ({classes} classes), but the model's target is float values: give \
+             the data float targets (TensorDataset::with_values), or declare the model's \
+             target with `classes`"
+        )),
         _ => Ok(()),
     }
 }

@@ -87,7 +87,8 @@ impl<F: Float> OptimizerState<F> {
             Ok(())
         } else {
             Err(self.mismatch(format!(
-                "the optimizer state is {}'s but the optimizer is {kind}",
+                "the optimizer does not match: the checkpoint holds {}'s state, and this run \
+                 trains with {kind} (resume with the optimizer the checkpoint was written with)",
                 self.kind
             )))
         }
