@@ -485,3 +485,41 @@ fn optimizer_state_round_trips_in_memory() {
         "unchanged after a failed import"
     );
 }
+
+/// A checkpoint whose weights were changed to hold a NaN (the trainer never writes one) is
+/// refused when resuming, naming the tensor, instead of training until the first loss.
+#[test]
+fn a_checkpoint_with_non_finite_weights_is_not_resumed() {
+    let (train, _) = split();
+    let dir = scratch("nan");
+    let mut model = net(0);
+    Trainer::new(1, 64)
+        .checkpoints(&dir)
+        .progress(false)
+        .fit(&mut model, &mut Sgd::new(0.1), &train)
+        .expect("training runs");
+    let weights = Checkpoint::<f32>::latest(&dir)
+        .expect("pointer")
+        .join("model.safetensors");
+    let mut damaged = model.clone();
+    damaged.visit_params_mut(&mut |name, mut view| {
+        if name == "logits.weight" {
+            view[[0, 0]] = f32::NAN;
+        }
+    });
+    kiln::io::save(&damaged, &weights).expect("rewrite the weights");
+
+    let mut resumed = net(1);
+    let before = bits(&resumed);
+    let err = Trainer::new(2, 64)
+        .progress(false)
+        .resume_from(&dir)
+        .fit(&mut resumed, &mut Sgd::new(0.1), &train)
+        .expect_err("NaN weights");
+    assert!(
+        err.to_string()
+            .ends_with("the checkpoint's `logits.weight` holds NaN: it cannot be resumed from"),
+        "{err}"
+    );
+    assert_eq!(bits(&resumed), before, "nothing was loaded");
+}

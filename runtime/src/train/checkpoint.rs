@@ -77,6 +77,16 @@ fn model_layout<F: Float, M: Model<F>>(model: &M) -> Vec<(&'static str, Vec<usiz
 }
 
 impl<F: Float> Weights<F> {
+    /// The first tensor holding a NaN or an infinity, with that value.
+    pub fn first_non_finite(&self) -> Option<(&'static str, F)> {
+        self.layout.iter().find_map(|(name, _, range)| {
+            self.values[range.clone()]
+                .iter()
+                .find(|v| !v.is_finite())
+                .map(|&v| (*name, v))
+        })
+    }
+
     /// Copies `model`'s parameters and buffers.
     pub fn capture<M: Model<F>>(model: &M) -> Self {
         let mut weights = Self::default();

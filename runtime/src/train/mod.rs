@@ -715,6 +715,17 @@ impl<'a, F: Float> Trainer<'a, F> {
         // or the optimizer leaves both as they were (`import_state` changes nothing when it
         // fails, and the weights cannot fail to go into the model they were checked against).
         let (mut probe, weights) = Checkpoint::read(dir, &*model)?;
+        // The trainer never writes non-finite weights; a checkpoint holding some was changed
+        // since, and training from it would only stop at its first loss.
+        if let Some((name, value)) = weights.first_non_finite() {
+            return Err(Error::File {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "the checkpoint's `{name}` holds {}: it cannot be resumed from",
+                    kind(value.to_f64())
+                ),
+            });
+        }
         optimizer.import_state(&probe.optimizer)?;
         weights.restore(model)?;
         // The early-stopping rule comes from this trainer; its progress (and the best weights)
