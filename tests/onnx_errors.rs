@@ -115,3 +115,26 @@ fn the_file_declares_ir_8_opset_17_and_holds_the_weights() {
         ]
     );
 }
+
+kiln::model! {
+    struct DilatedUp {
+        input x: [B, 2, 5, 5];
+        let up = conv_transpose2d(x, 2, kernel = 3, dilation = 2, output_padding = 1);
+        output up;
+    }
+}
+
+/// PyTorch allows an output padding below the stride or the dilation; ONNX only below the
+/// stride. With padding to take it from, the export crops less instead; without, it is an
+/// error naming the op, not a file onnxruntime refuses.
+#[test]
+fn an_output_padding_onnx_cannot_express_is_an_export_error() {
+    let model = DilatedUp::<f32>::new(&mut StdRng::seed_from_u64(0));
+    let message = kiln::onnx::encode(&model)
+        .expect_err("output_padding 1 with stride 1 and no padding")
+        .to_string();
+    assert!(
+        message.contains("`conv_transpose2d` cannot be exported to ONNX: ONNX requires an `output_padding` below the stride, and 1 with stride 1 and padding 0 has no equivalent there"),
+        "{message}"
+    );
+}

@@ -209,13 +209,16 @@ kiln::model! {
         let ap = avg_pool2d(d, kernel = 3, stride = 2, padding = 1, ceil_mode = true, count_include_pad = false);
         let ai = avg_pool2d(d, kernel = 2, padding = 1);
         let ct = conv_transpose2d(c2, 3, kernel = 3, stride = 2, padding = 1, output_padding = 1);
+        // An output padding below the dilation but not the stride, and one beyond the padding.
+        let ct_dilated = conv_transpose2d(c2, 2, kernel = 3, dilation = 2, padding = 1, output_padding = 1);
+        let ct_unpadded = conv_transpose2d(c2, 2, kernel = 2, stride = 2, output_padding = 1);
         let g = adaptive_avg_pool2d(ct, 1);
         let a2 = adaptive_avg_pool2d(c1, (3, 4));
         let un = upsample(mp, scale = 2);
         let ub = upsample(ap, scale = 2, mode = bilinear);
         let us = upsample(c2, size = (6, 8), mode = bilinear);
         let head = linear(flatten(g), 3);
-        output c2, mp, ap, ai, ct, g, a2, un, ub, us, head;
+        output c2, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head;
     }
 }
 
@@ -237,7 +240,7 @@ fn vision_ops_match() {
     let out = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
-    let (c2, mp, ap, ai, ct, g, a2, un, ub, us, head) = out;
+    let (c2, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head) = out;
     check(
         "vision",
         &model,
@@ -248,6 +251,8 @@ fn vision_ops_match() {
             dyn_f(ap),
             dyn_f(ai),
             dyn_f(ct),
+            dyn_f(ct_dilated),
+            dyn_f(ct_unpadded),
             dyn_f(g),
             dyn_f(a2),
             dyn_f(un),

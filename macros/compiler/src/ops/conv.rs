@@ -512,11 +512,40 @@ impl Kernel for ConvTranspose2d {
             self.dilation,
             self.groups,
         );
-        let o = self.output_padding;
-        attrs.push((
-            "output_padding",
-            crate::onnx::Attr::Ints(vec![o.0 as i64, o.1 as i64]),
-        ));
+        // ONNX (and onnxruntime) takes an output padding only below the stride, where
+        // PyTorch also allows one below the dilation. Cropping `q` fewer at the end gives the
+        // same output whenever the padding is at least `q`, so the output padding goes into
+        // the end pads then, and is written as such only where it must.
+        let (p, q, s) = (self.padding, self.output_padding, self.stride);
+        let mut end = [p.0 as i64, p.1 as i64];
+        let mut output_padding = [0i64, 0];
+        for (axis, (p, q, s)) in [(p.0, q.0, s.0), (p.1, q.1, s.1)].into_iter().enumerate() {
+            if p >= q {
+                end[axis] -= q as i64;
+            } else if q < s {
+                output_padding[axis] = q as i64;
+            } else {
+                return Err(crate::onnx::unsupported(
+                    self.name(),
+                    &format!(
+                        "ONNX requires an `output_padding` below the stride, and {q} with stride {s} and padding {p} has no equivalent there"
+                    ),
+                ));
+            }
+        }
+        let pads = attrs
+            .iter_mut()
+            .find(|(name, _)| *name == "pads")
+            .map(|(_, pads)| pads);
+        if let Some(pads) = pads {
+            *pads = crate::onnx::Attr::Ints(vec![p.0 as i64, p.1 as i64, end[0], end[1]]);
+        }
+        if output_padding != [0, 0] {
+            attrs.push((
+                "output_padding",
+                crate::onnx::Attr::Ints(output_padding.to_vec()),
+            ));
+        }
         cx.finish("ConvTranspose", ins, attrs);
         Ok(())
     }
