@@ -232,6 +232,14 @@ fn replace_element<M: Model<f64>>(model: &mut M, target: usize, element: usize, 
 /// central differences with step `eps`, perturbing every parameter element by ±`eps` and
 /// restoring it exactly afterwards. `loss` is evaluated twice per element.
 ///
+/// `loss` must compute the same loss as the one `analytic` is the gradient of. For a model
+/// whose ops differ between training and inference (batch norm, dropout), the gradients of
+/// `loss_and_grad` are those of the training-mode loss, and `model.loss(..)` is the
+/// inference-mode one: compare them and every parameter seems wrong. Take the training-mode
+/// loss without touching the model under test (batch norm updates its running statistics):
+/// `|m| m.clone().loss_and_grad(x, y, &mut ws, &mut scratch_grads)`, with dropout seeded the
+/// same way for every call (`ws.seed(s)` before each), or checked with dropout at `p = 0`.
+///
 /// # Panics
 /// If `analytic` does not hold a gradient of the same shape for every parameter (a bug in
 /// the model's `Model` implementation).
