@@ -5,7 +5,8 @@
 //! cargo run --release --example digits -- --mnist DIR  # LeNet-5 on MNIST's IDX files in DIR
 //! ```
 //!
-//! Options: `--epochs N`, `--out DIR` (default `target/kiln-digits`), `--quiet`, `--resume`
+//! Options: `--epochs N`, `--out DIR` (default `target/kiln-digits`, or `target/kiln-digits-mnist`
+//! with `--mnist`), `--quiet`, `--resume`
 //! (continue from the checkpoint in `DIR/checkpoints` when there is one).
 //! It prints the model summary, a progress bar per epoch, the test accuracy on held-out
 //! samples, and where it wrote the checkpoints, the trained weights (safetensors, and ONNX as
@@ -56,7 +57,9 @@ pub struct Outcome {
 struct Args {
     mnist: Option<PathBuf>,
     epochs: Option<usize>,
-    out: PathBuf,
+    /// `--out`; by default `target/kiln-digits`, or `target/kiln-digits-mnist` with `--mnist`,
+    /// so that the two models' checkpoints never meet.
+    out: Option<PathBuf>,
     quiet: bool,
     resume: bool,
 }
@@ -76,7 +79,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         mnist: None,
         epochs: None,
-        out: PathBuf::from("target/kiln-digits"),
+        out: None,
         quiet: false,
         resume: false,
     };
@@ -84,7 +87,7 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--mnist" => args.mnist = Some(it.next().ok_or("--mnist needs a directory")?.into()),
-            "--out" => args.out = it.next().ok_or("--out needs a directory")?.into(),
+            "--out" => args.out = Some(it.next().ok_or("--out needs a directory")?.into()),
             "--epochs" => {
                 let n = it.next().ok_or("--epochs needs a number")?;
                 args.epochs = Some(
@@ -114,7 +117,8 @@ ONNX) and training curves.
 
   --mnist DIR           train LeNet-5 on the MNIST IDX files in DIR
   --epochs N            training epochs (default: 25, or 10 with --mnist)
-  --out DIR             where everything is written (default: target/kiln-digits)
+  --out DIR             where everything is written (default: target/kiln-digits, or
+                        target/kiln-digits-mnist with --mnist)
   --resume              continue from the checkpoint in DIR/checkpoints when there is one
   --quiet               no progress bars
   -h, --help            this text
@@ -139,8 +143,16 @@ fn run() -> Result<(), Box<dyn Error>> {
         comm,
     };
     let outcome = match &args.mnist {
-        None => train_digits_with(args.epochs.unwrap_or(25), &args.out, options)?,
-        Some(dir) => train_mnist_with(dir, args.epochs.unwrap_or(10), &args.out, options)?,
+        None => {
+            let out = args.out.unwrap_or_else(|| "target/kiln-digits".into());
+            train_digits_with(args.epochs.unwrap_or(25), &out, options)?
+        }
+        Some(dir) => {
+            let out = args
+                .out
+                .unwrap_or_else(|| "target/kiln-digits-mnist".into());
+            train_mnist_with(dir, args.epochs.unwrap_or(10), &out, options)?
+        }
     };
     if comm.is_some_and(|c| !c.is_root()) {
         return Ok(());
