@@ -237,7 +237,7 @@ fn replace_element<M: Model<f64>>(model: &mut M, target: usize, element: usize, 
 /// `loss_and_grad` are those of the training-mode loss, and `model.loss(..)` is the
 /// inference-mode one: compare them and every parameter seems wrong. Take the training-mode
 /// loss without touching the model under test (batch norm updates its running statistics):
-/// `|m| m.clone().loss_and_grad(x, y, &mut ws, &mut scratch_grads)`, with dropout seeded the
+/// `|m| m.clone().loss_and_grad(x, y, &mut ws, &mut scratch).expect("fits")`, with dropout seeded the
 /// same way for every call (`ws.seed(s)` before each), or checked with dropout at `p = 0`.
 ///
 /// # Panics
