@@ -512,13 +512,25 @@ impl From<io::Error> for ReadError {
 
 fn read_line(reader: &mut BufReader<TcpStream>, line: &mut String) -> Result<usize, ReadError> {
     line.clear();
-    let n = reader.by_ref().take(MAX_LINE).read_line(line)?;
-    if n as u64 == MAX_LINE && !line.ends_with('\n') {
+    // Read bytes, not a String: `BufRead::read_line` fails on bytes that are not UTF-8 with an
+    // I/O error, which would close the connection without telling the client why.
+    let mut bytes = Vec::new();
+    let n = reader
+        .by_ref()
+        .take(MAX_LINE)
+        .read_until(b'\n', &mut bytes)?;
+    if n as u64 == MAX_LINE && !bytes.ends_with(b"\n") {
         return Err(ReadError::Bad(
             431,
             "a request line or header is too long".into(),
         ));
     }
+    *line = String::from_utf8(bytes).map_err(|_| {
+        ReadError::Bad(
+            400,
+            "the request line or a header is not valid UTF-8".into(),
+        )
+    })?;
     Ok(n)
 }
 
@@ -552,7 +564,18 @@ fn read_request<'a>(
         }
         let header = line.trim_end();
         if header.is_empty() {
-            let length = length.unwrap_or(0);
+            // Without a length the body's end is unknown: reading it as empty would leave its
+            // bytes on the connection, to be parsed as the next request.
+            let length = match length {
+                Some(length) => length,
+                None if method == "POST" => {
+                    return Err(ReadError::Bad(
+                        411,
+                        "a POST needs a Content-Length header".into(),
+                    ))
+                }
+                None => 0,
+            };
             if length > MAX_BODY {
                 return Err(ReadError::Bad(
                     413,
@@ -575,9 +598,18 @@ fn read_request<'a>(
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => {
-                length = Some(value.parse().map_err(|_| {
+                let this: usize = value.parse().map_err(|_| {
                     ReadError::Bad(400, format!("Content-Length `{value}` is not a number"))
-                })?);
+                })?;
+                // Two different lengths leave the body's end unknown (RFC 9112 §6.3); a
+                // repeated identical one is harmless.
+                if length.is_some_and(|earlier| earlier != this) {
+                    return Err(ReadError::Bad(
+                        400,
+                        "conflicting Content-Length headers".into(),
+                    ));
+                }
+                length = Some(this);
             }
             "transfer-encoding" => {
                 return Err(ReadError::Bad(
