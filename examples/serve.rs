@@ -38,6 +38,10 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+#[allow(clippy::duplicate_mod)] // the examples test loads every example, each with it
+#[path = "common/cli.rs"]
+mod cli;
+
 #[path = "models/digits.rs"]
 mod models;
 use models::{DigitsCnn, LeNet5};
@@ -836,17 +840,30 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn main() {
+const USAGE: &str = "\
+usage: cargo run --release --example serve -- [OPTIONS]
+
+Serves a trained digit classifier over HTTP on 127.0.0.1, with a page to draw digits on, or
+with --load-test measures it under concurrent requests.
+
+  --model PATH          the weights (default: lenet5, else digits_cnn, in target/kiln-digits)
+  --port N              the port (default: 8080; 0 picks a free one)
+  --batch-wait-us N     how long to wait for more requests once one is queued (default: 1000)
+  --max-batch N         the most requests run as one batch (default: 64; 1 turns batching off)
+  --load-test           start on a free port, send predictions of test digits, report, exit
+  --requests N          predictions the load test sends (default: 10000)
+  --concurrency N       client connections of the load test (default: 32)
+  -h, --help            this text
+";
+
+fn main() -> std::process::ExitCode {
     // The connection threads need the second core more than a batch of a small model needs a
     // kernel helper thread (measured: the helper costs throughput here). KILN_THREADS=2 overrides.
     // Set before any other thread starts.
     if std::env::var_os("KILN_THREADS").is_none() {
         std::env::set_var("KILN_THREADS", "1");
     }
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    cli::main(USAGE, run)
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
