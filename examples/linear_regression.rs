@@ -6,6 +6,11 @@ use kiln::ndarray::Array2;
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
 use kiln::{Model, Optimizer, Sgd};
+use std::error::Error;
+
+#[allow(clippy::duplicate_mod)] // the examples test loads every example, each with it
+#[path = "common/cli.rs"]
+mod cli;
 
 kiln::model! {
     /// One linear layer: `pred = x · weightᵀ + bias`.
@@ -21,7 +26,20 @@ kiln::model! {
 pub const TRUE_WEIGHT: f32 = 3.0;
 pub const TRUE_BIAS: f32 = 2.0;
 
-fn main() -> Result<(), kiln::Error> {
+const USAGE: &str = "\
+usage: cargo run --release --example linear_regression
+
+Fits y = w·x + b to 1000 noisy samples of y = 3x + 2 with MSE and plain SGD, printing the loss
+every 100 epochs and the learned weight and bias. It takes no options.
+
+  -h, --help            this text
+";
+
+fn main() -> std::process::ExitCode {
+    cli::main(USAGE, run)
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
     let (weight, bias) = train(true)?;
     println!(
         "\nlearned weight {weight:.4}, bias {bias:.4} (the data was generated with weight {TRUE_WEIGHT}, bias {TRUE_BIAS})"

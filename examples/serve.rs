@@ -38,6 +38,10 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+#[allow(clippy::duplicate_mod)] // the examples test loads every example, each with it
+#[path = "common/cli.rs"]
+mod cli;
+
 #[path = "models/digits.rs"]
 mod models;
 use models::{DigitsCnn, LeNet5};
@@ -512,13 +516,25 @@ impl From<io::Error> for ReadError {
 
 fn read_line(reader: &mut BufReader<TcpStream>, line: &mut String) -> Result<usize, ReadError> {
     line.clear();
-    let n = reader.by_ref().take(MAX_LINE).read_line(line)?;
-    if n as u64 == MAX_LINE && !line.ends_with('\n') {
+    // Read bytes, not a String: `BufRead::read_line` fails on bytes that are not UTF-8 with an
+    // I/O error, which would close the connection without telling the client why.
+    let mut bytes = Vec::new();
+    let n = reader
+        .by_ref()
+        .take(MAX_LINE)
+        .read_until(b'\n', &mut bytes)?;
+    if n as u64 == MAX_LINE && !bytes.ends_with(b"\n") {
         return Err(ReadError::Bad(
             431,
             "a request line or header is too long".into(),
         ));
     }
+    *line = String::from_utf8(bytes).map_err(|_| {
+        ReadError::Bad(
+            400,
+            "the request line or a header is not valid UTF-8".into(),
+        )
+    })?;
     Ok(n)
 }
 
@@ -552,7 +568,18 @@ fn read_request<'a>(
         }
         let header = line.trim_end();
         if header.is_empty() {
-            let length = length.unwrap_or(0);
+            // Without a length the body's end is unknown: reading it as empty would leave its
+            // bytes on the connection, to be parsed as the next request.
+            let length = match length {
+                Some(length) => length,
+                None if method == "POST" => {
+                    return Err(ReadError::Bad(
+                        411,
+                        "a POST needs a Content-Length header".into(),
+                    ))
+                }
+                None => 0,
+            };
             if length > MAX_BODY {
                 return Err(ReadError::Bad(
                     413,
@@ -575,9 +602,18 @@ fn read_request<'a>(
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => {
-                length = Some(value.parse().map_err(|_| {
+                let this: usize = value.parse().map_err(|_| {
                     ReadError::Bad(400, format!("Content-Length `{value}` is not a number"))
-                })?);
+                })?;
+                // Two different lengths leave the body's end unknown (RFC 9112 §6.3); a
+                // repeated identical one is harmless.
+                if length.is_some_and(|earlier| earlier != this) {
+                    return Err(ReadError::Bad(
+                        400,
+                        "conflicting Content-Length headers".into(),
+                    ));
+                }
+                length = Some(this);
             }
             "transfer-encoding" => {
                 return Err(ReadError::Bad(
@@ -804,17 +840,30 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn main() {
+const USAGE: &str = "\
+usage: cargo run --release --example serve -- [OPTIONS]
+
+Serves a trained digit classifier over HTTP on 127.0.0.1, with a page to draw digits on, or
+with --load-test measures it under concurrent requests.
+
+  --model PATH          the weights (default: lenet5, else digits_cnn, in target/kiln-digits)
+  --port N              the port (default: 8080; 0 picks a free one)
+  --batch-wait-us N     how long to wait for more requests once one is queued (default: 1000)
+  --max-batch N         the most requests run as one batch (default: 64; 1 turns batching off)
+  --load-test           start on a free port, send predictions of test digits, report, exit
+  --requests N          predictions the load test sends (default: 10000)
+  --concurrency N       client connections of the load test (default: 32)
+  -h, --help            this text
+";
+
+fn main() -> std::process::ExitCode {
     // The connection threads need the second core more than a batch of a small model needs a
     // kernel helper thread (measured: the helper costs throughput here). KILN_THREADS=2 overrides.
     // Set before any other thread starts.
     if std::env::var_os("KILN_THREADS").is_none() {
         std::env::set_var("KILN_THREADS", "1");
     }
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    cli::main(USAGE, run)
 }
 
 fn run() -> Result<(), Box<dyn Error>> {

@@ -3,7 +3,7 @@
 
 use crate::{digits, serve};
 use serde_json::Value;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,6 +59,25 @@ impl Client {
     fn json(&mut self, method: &str, path: &str, body: &str) -> (u16, Value) {
         let (status, body) = self.send(method, path, body);
         (status, serde_json::from_str(&body).expect("a JSON answer"))
+    }
+
+    /// Sends `request` as it is and reads one answer.
+    fn raw(&mut self, request: &[u8]) -> (u16, Value) {
+        self.0.get_mut().write_all(request).expect("sends");
+        let (status, body) = serve::read_response(&mut self.0).expect("an answer");
+        (
+            status,
+            serde_json::from_slice(&body).expect("a JSON answer"),
+        )
+    }
+
+    /// Whether the server has closed the connection (rather than waiting for more).
+    fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        match self.0.read_to_end(&mut rest) {
+            Ok(_) => rest.is_empty(),
+            Err(e) => panic!("the connection neither closed nor sent more: {e}"),
+        }
     }
 }
 
@@ -152,6 +171,55 @@ fn serve_rejects_bad_input_with_400_and_a_message() {
         .is_some_and(|e| e.contains("/nowhere")));
     let (status, _) = client.json("GET", "/predict", "");
     assert_eq!(status, 405);
+    server.shutdown();
+}
+
+#[test]
+fn serve_answers_framing_errors_and_then_closes() {
+    let server = start();
+    let body = "{\"pixels\": [0.5]}";
+    let cases: [(Vec<u8>, u16, &str); 3] = [
+        (
+            format!("POST /predict HTTP/1.1\r\nHost: localhost\r\n\r\n{body}").into_bytes(),
+            411,
+            "Content-Length",
+        ),
+        (
+            format!(
+                "POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\
+                 Content-Length: 7\r\n\r\n{body}"
+            )
+            .into_bytes(),
+            400,
+            "conflicting Content-Length",
+        ),
+        (
+            b"GET /\xff\xfe HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+            400,
+            "not valid UTF-8",
+        ),
+    ];
+    for (request, expected, message) in cases {
+        let shown = String::from_utf8_lossy(&request).into_owned();
+        let mut client = Client::new(server.port());
+        let (status, answer) = client.raw(&request);
+        assert_eq!(status, expected, "{shown:?}: {answer}");
+        let error = answer["error"].as_str().expect("an error message");
+        assert!(error.contains(message), "{shown:?}: {error}");
+        assert!(client.closed(), "{shown:?}: the connection stays open");
+    }
+    // The same length twice is one length: the body is read as a prediction.
+    let good = pixels_body(&[0.5f32; 784]);
+    let mut client = Client::new(server.port());
+    let (status, answer) = client.raw(
+        format!(
+            "POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: {0}\r\n\
+             Content-Length: {0}\r\n\r\n{good}",
+            good.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
     server.shutdown();
 }
 
