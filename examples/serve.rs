@@ -6,8 +6,8 @@
 //! cargo run --release --example serve -- --load-test  # 10,000 requests, 32 clients
 //! ```
 //!
-//! Options: `--model PATH` (default: `target/kiln-digits/lenet5.safetensors` when it exists,
-//! else `target/kiln-digits/digits_cnn.safetensors`), `--port N` (default 8080; 0 picks a free
+//! Options: `--model PATH` (default: `target/kiln-digits-mnist/lenet5.safetensors` when it
+//! exists, else `target/kiln-digits/digits_cnn.safetensors`), `--port N` (default 8080; 0 picks a free
 //! port), `--batch-wait-us N` (how long the inference thread waits for more requests once it
 //! has one, default 1000), `--max-batch N` (default 64; 1 turns batching off),
 //! `--load-test` with `--requests N` and `--concurrency N`.
@@ -49,8 +49,11 @@ use models::{DigitsCnn, LeNet5};
 /// The drawing page, compiled into the binary.
 const INDEX_HTML: &str = include_str!("serve/index.html");
 
-/// Where the `digits` example writes its weights.
+/// Where the `digits` example writes the 8x8 CNN's weights.
 pub const DEFAULT_DIR: &str = "target/kiln-digits";
+
+/// Where `digits --mnist` writes LeNet-5's weights.
+pub const MNIST_DIR: &str = "target/kiln-digits-mnist";
 
 /// The largest batch the inference thread runs, by default.
 pub const MAX_BATCH: usize = 64;
@@ -70,8 +73,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How the server is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The weights to serve; `None` picks the trained LeNet-5 in [`DEFAULT_DIR`], else the 8x8
-    /// CNN there.
+    /// The weights to serve; `None` picks the trained LeNet-5 in [`MNIST_DIR`], else the 8x8
+    /// CNN in [`DEFAULT_DIR`].
     pub model: Option<PathBuf>,
     /// The port on 127.0.0.1; 0 picks a free one.
     pub port: u16,
@@ -201,16 +204,16 @@ impl Drop for Server {
 
 /// The weights [`Config::model`] `None` stands for: LeNet-5's if trained, else the 8x8 CNN's.
 fn default_weights() -> Result<PathBuf, String> {
-    let dir = Path::new(DEFAULT_DIR);
-    let lenet = dir.join("lenet5.safetensors");
-    let small = dir.join("digits_cnn.safetensors");
+    let lenet = Path::new(MNIST_DIR).join("lenet5.safetensors");
+    let small = Path::new(DEFAULT_DIR).join("digits_cnn.safetensors");
     if lenet.exists() {
         Ok(lenet)
     } else if small.exists() {
         Ok(small)
     } else {
         Err(format!(
-            "no trained weights in {DEFAULT_DIR}. Train LeNet-5 on MNIST first (about 15 s):\n\n    \
+            "no trained weights in {MNIST_DIR} or {DEFAULT_DIR}. Train LeNet-5 on MNIST first \
+             (about 15 s):\n\n    \
              cargo run --release --example digits -- --mnist examples/data/mnist10k\n\n\
              (or `cargo run --release --example digits` for the 8x8 model), or pass --model PATH."
         ))
@@ -846,7 +849,8 @@ usage: cargo run --release --example serve -- [OPTIONS]
 Serves a trained digit classifier over HTTP on 127.0.0.1, with a page to draw digits on, or
 with --load-test measures it under concurrent requests.
 
-  --model PATH          the weights (default: lenet5, else digits_cnn, in target/kiln-digits)
+  --model PATH          the weights (default: target/kiln-digits-mnist/lenet5.safetensors,
+                        else target/kiln-digits/digits_cnn.safetensors)
   --port N              the port (default: 8080; 0 picks a free one)
   --batch-wait-us N     how long to wait for more requests once one is queued (default: 1000)
   --max-batch N         the most requests run as one batch (default: 64; 1 turns batching off)
