@@ -208,6 +208,7 @@ kiln::model! {
         let mp = max_pool2d(d, kernel = 3, stride = 2, padding = 1, ceil_mode = true);
         let ap = avg_pool2d(d, kernel = 3, stride = 2, padding = 1, ceil_mode = true, count_include_pad = false);
         let ai = avg_pool2d(d, kernel = 2, padding = 1);
+        let act = relu6(6.0 * c1) + silu(c1) * hardsigmoid(3.0 * c1) + hardswish(4.0 * c1);
         let ct = conv_transpose2d(c2, 3, kernel = 3, stride = 2, padding = 1, output_padding = 1);
         // An output padding below the dilation but not the stride, and one beyond the padding.
         let ct_dilated = conv_transpose2d(c2, 2, kernel = 3, dilation = 2, padding = 1, output_padding = 1);
@@ -218,7 +219,7 @@ kiln::model! {
         let ub = upsample(ap, scale = 2, mode = bilinear);
         let us = upsample(c2, size = (6, 8), mode = bilinear);
         let head = linear(flatten(g), 3);
-        output c2, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head;
+        output c2, act, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head;
     }
 }
 
@@ -240,13 +241,14 @@ fn vision_ops_match() {
     let out = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
-    let (c2, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head) = out;
+    let (c2, act, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head) = out;
     check(
         "vision",
         &model,
         &[Feed::Float(x)],
         &[
             dyn_f(c2),
+            dyn_f(act),
             dyn_f(mp),
             dyn_f(ap),
             dyn_f(ai),

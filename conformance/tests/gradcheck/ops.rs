@@ -88,6 +88,50 @@ fn pointwise_ops_and_mse() {
 }
 
 kiln::model! {
+    /// The piecewise activations, with their inputs spread over -12..12 so that every piece
+    /// (below 0 or -3, between, above 6 or 3) holds some of them.
+    struct HardActivations {
+        input x: [B, 5];
+        target t: [B, 6];
+        let z = linear(x, 6);
+        let w = 6.0 * z;
+        let a = relu6(w) + silu(w) * hardsigmoid(w);
+        let b = hardswish(w) - 0.5 * relu6(-w);
+        let pred = linear(a * b, 6);
+        output pred;
+        loss mse(pred, t);
+    }
+}
+
+#[test]
+fn piecewise_activations_and_silu() {
+    let mut rng = StdRng::seed_from_u64(15);
+    let mut model = HardActivations::<f64>::new(&mut rng);
+    let x = random(&mut rng, (4, 5), -2.0, 2.0);
+    let t = random(&mut rng, (4, 6), -1.0, 1.0);
+    // The pre-activations do fall on every piece.
+    let bias = model.z.bias.as_ref().expect("linear has a bias");
+    let w = (x.dot(&model.z.weight.t()) + bias) * 6.0;
+    for (lo, hi) in [
+        (-12.0, -3.0),
+        (-3.0, 0.0),
+        (0.0, 3.0),
+        (3.0, 6.0),
+        (6.0, 12.0),
+    ] {
+        assert!(
+            w.iter().any(|&v| v > lo && v < hi),
+            "none in {lo}..{hi}: {w}"
+        );
+    }
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Values(t.view().into_dyn()),
+    );
+}
+
+kiln::model! {
     struct SwishResidual {
         input x: [B, 8];
         target t: [B, 8];

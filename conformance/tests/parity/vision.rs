@@ -1,8 +1,9 @@
 //! PyTorch parity for the vision fixture cases written by `tests/fixtures/gen_vision.py`
 //! (`tests/fixtures/<case>/`, see its README): pooling with padding, `ceil_mode` and
 //! `count_include_pad = false`, adaptive average pooling (non-integer windows and global),
-//! nearest and bilinear upsampling (by 2 and to a size), and per-pixel cross-entropy with
-//! `ignore_index`, in f64 and f32.
+//! nearest and bilinear upsampling (by 2 and to a size), per-pixel cross-entropy with
+//! `ignore_index`, and the activations of mobile networks (relu6, hardsigmoid, hardswish,
+//! silu), in f64 and f32.
 //!
 //! As in `seq.rs`: each model is declared with `model!` with its layers named after the
 //! fixture's modules, loaded from `param.*`, and checked against PyTorch: every forward value
@@ -55,6 +56,27 @@ kiln::model! {
         let head = conv2d(h, 4, kernel = 1);
         output conv1, p, u, nz, n2, b2, an, ab, h, head;
         loss cross_entropy(head, label, ignore_index = 0);
+    }
+}
+
+kiln::model! {
+    /// `vision_activations`: a convolution scaled to spread over every piece of relu6,
+    /// hardsigmoid and hardswish, with silu; global pooling and a linear head; cross-entropy.
+    pub struct VisionActivations {
+        input x: [B, 2, 4, 4];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 4, kernel = 3, padding = 1);
+        let w = 6.0 * conv1;
+        let a = relu6(w);
+        let s = silu(w);
+        let hs = hardsigmoid(w);
+        let hw = hardswish(w);
+        let h = a + s * hs + hw;
+        let gp = adaptive_avg_pool2d(h, 1);
+        let f = flatten(gp);
+        let fc = linear(f, 3);
+        output conv1, w, a, s, hs, hw, h, gp, f, fc;
+        loss cross_entropy(fc, label);
     }
 }
 
@@ -135,5 +157,14 @@ parity_case! {
     outputs {
         conv1 => c1, p => p, u => u, nz => nz, n2 => n2, b2 => b2, an => an, ab => ab, h => h,
         head => logits,
+    },
+}
+
+parity_case! {
+    vision_activations, VisionActivations,
+    target label: labels,
+    outputs {
+        conv1 => c1, w => w, a => a, s => s, hs => hs, hw => hw, h => h, gp => gp, f => f,
+        fc => logits,
     },
 }

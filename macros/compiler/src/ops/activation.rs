@@ -81,6 +81,62 @@ pub static SQUARE: Unary = Unary {
     term: |a, x| a.mul(x, x),
 };
 
+/// `silu(x)`: `x * sigmoid(x)` (PyTorch's `nn.SiLU`, also called swish).
+pub static SILU: Unary = Unary {
+    name: "silu",
+    usage: "silu(x)",
+    term: |a, x| {
+        let s = a.call(Func::Sigmoid, x);
+        a.mul(x, s)
+    },
+};
+
+/// `min(max(x, 0), 6)`, written so that a NaN `x` stays NaN (it reaches the inner `relu`).
+/// The derivative is 1 strictly between 0 and 6; at 6 itself it is 1 where PyTorch's kernel
+/// takes 0, a difference only at that one point.
+fn relu6(a: &mut Arena, x: TermId) -> TermId {
+    let six = a.constant_of(6.0);
+    let over = a.sub(x, six);
+    let r = relu(a, x);
+    a.select(over, six, r)
+}
+
+/// `relu6(x)`: `min(max(x, 0), 6)` (PyTorch's `nn.ReLU6`, MobileNetV2's activation).
+pub static RELU6: Unary = Unary {
+    name: "relu6",
+    usage: "relu6(x)",
+    term: relu6,
+};
+
+/// `relu6(x + 3) / 6`. At `x = 3` exactly its derivative is 1/6 (relu6's at 6), where
+/// PyTorch's kernel gives 0.
+fn hardsigmoid(a: &mut Arena, x: TermId) -> TermId {
+    let three = a.constant_of(3.0);
+    let shifted = a.add(x, three);
+    let r = relu6(a, shifted);
+    let sixth = a.constant_of(1.0 / 6.0);
+    a.mul(sixth, r)
+}
+
+/// `hardsigmoid(x)`: `relu6(x + 3) / 6` (PyTorch's `nn.Hardsigmoid`).
+pub static HARDSIGMOID: Unary = Unary {
+    name: "hardsigmoid",
+    usage: "hardsigmoid(x)",
+    term: hardsigmoid,
+};
+
+/// `hardswish(x)`: `x * relu6(x + 3) / 6` (PyTorch's `nn.Hardswish`, MobileNetV3's). Its
+/// derivative is the formula's: at `x = -3` exactly it is 0, where PyTorch's kernel gives
+/// -0.5 (the right-hand limit).
+pub static HARDSWISH: Unary = Unary {
+    name: "hardswish",
+    usage: "hardswish(x)",
+    term: |a, x| {
+        let h = hardsigmoid(a, x);
+        a.mul(x, h)
+    },
+};
+
 /// `gelu(x)`: the exact form `x/2 * (1 + erf(x/sqrt 2))`, PyTorch's default (not the tanh
 /// approximation). Its derivative `Phi(x) + x phi(x)` is derived, not written.
 pub static GELU: Unary = Unary {

@@ -718,6 +718,10 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &activation::TANH,
     &activation::GELU,
     &activation::SOFTPLUS,
+    &activation::SILU,
+    &activation::RELU6,
+    &activation::HARDSIGMOID,
+    &activation::HARDSWISH,
     &activation::EXP,
     &activation::LOG,
     &activation::SQRT,
@@ -879,7 +883,8 @@ mod tests {
     #[test]
     fn suggests_close_names() {
         assert_eq!(closest("lienar", names()), Some("linear"));
-        assert_eq!(closest("relu6", names()), Some("relu"));
+        assert_eq!(closest("rellu", names()), Some("relu"));
+        assert_eq!(closest("relu_6", names()), Some("relu6"));
         assert_eq!(closest("softmx", names()), Some("softmax"));
         assert_eq!(closest("sfotmax", names()), Some("softmax"));
         assert_eq!(edit_distance("inptu", "input"), 1);
@@ -895,6 +900,10 @@ mod tests {
         "sigmoid(x)",
         "tanh(x)",
         "gelu(x)",
+        "silu(x)",
+        "relu6(x)",
+        "hardsigmoid(x)",
+        "hardswish(x)",
         "softplus(x)",
         "exp(x)",
         "log(x)",
