@@ -137,7 +137,70 @@ pub(crate) fn sync_parent(path: &Path) {
 /// safetensors file (the message says where), [`Error::Mismatch`] if its tensors do not match
 /// the model's. In every case the model is left unchanged.
 pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Result<()> {
+    load_with(model, path, &LoadOptions::default()).map(|_| ())
+}
+
+/// How [`load_with`] matches a file's tensors to the model's: PyTorch's
+/// `load_state_dict(strict=False)` and a renaming, for checkpoints whose module names differ
+/// from the model's bindings (an `nn.Sequential`'s `features.0.weight` for `conv1.weight`).
+///
+/// ```no_run
+/// use kiln_runtime::io::{load_with, LoadOptions};
+/// # fn run<M: kiln_runtime::Model<f32>>(model: &mut M) -> kiln_runtime::Result<()> {
+/// let rename = |name: &str| name.replace("conv1.", "features.0.").replace("fc.", "classifier.1.");
+/// let options = LoadOptions { rename: Some(&rename), allow_unexpected: true, ..LoadOptions::default() };
+/// let report = load_with(model, "mobilenet.safetensors", &options)?;
+/// println!("not in the model: {:?}", report.unexpected);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Default)]
+pub struct LoadOptions<'a> {
+    /// The file's name for each of the model's tensor names (`None`: the same name).
+    pub rename: Option<&'a dyn Fn(&str) -> String>,
+    /// Accept tensors in the file that no model tensor is read from (reported in
+    /// [`LoadReport::unexpected`]) instead of refusing the file.
+    pub allow_unexpected: bool,
+    /// Leave the model's parameters that the file lacks as they are (reported in
+    /// [`LoadReport::missing`]) instead of refusing the file.
+    pub allow_missing: bool,
+}
+
+impl std::fmt::Debug for LoadOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("rename", &self.rename.map(|_| "fn"))
+            .field("allow_unexpected", &self.allow_unexpected)
+            .field("allow_missing", &self.allow_missing)
+            .finish()
+    }
+}
+
+/// What [`load_with`] left aside, as PyTorch's `load_state_dict` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// The model's parameters the file did not have (kept as they were), by model name.
+    pub missing: Vec<String>,
+    /// The file's tensors the model did not read, by file name.
+    pub unexpected: Vec<String>,
+}
+
+/// [`load`] with the file's names mapped and, if asked, missing or unexpected tensors
+/// accepted (see [`LoadOptions`]). Shapes and dtypes must still match; a mismatch, or a
+/// missing or unexpected tensor that is not allowed, is an [`Error::Mismatch`] naming every
+/// problem, and the model is left unchanged.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with<F: Float, M: Model<F>>(
+    model: &mut M,
+    path: impl AsRef<Path>,
+    options: &LoadOptions<'_>,
+) -> Result<LoadReport> {
     let file = TensorFile::open(path)?;
+    let file_name = |name: &str| match options.rename {
+        Some(rename) => rename(name),
+        None => name.to_string(),
+    };
     // (name, shape, required): parameters must be in the file; buffers may be absent (a
     // parameters-only file) and then keep their current values.
     let mut expected: Vec<(&'static str, Vec<usize>, bool)> = Vec::new();
@@ -148,39 +211,61 @@ pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Res
     // `save_model` kept): then the alias is where its values come from.
     let tied = model.tied_names();
     let source = |name: &str| -> Option<&Entry> {
-        file.entry(name).or_else(|| {
+        file.entry(&file_name(name)).or_else(|| {
             tied.iter()
                 .find(|(_, owner)| *owner == name)
-                .and_then(|(alias, _)| file.entry(alias))
+                .and_then(|(alias, _)| file.entry(&file_name(alias)))
         })
     };
     let mut problems = Vec::new();
+    let mut report = LoadReport::default();
     for (name, shape, required) in &expected {
         match source(name) {
             None if !required => {}
-            None => problems.push(format!("missing `{name}` (model shape {shape:?})")),
-            Some(entry) if !matches!(entry.dtype, Dtype::F32 | Dtype::F64) => {
+            None if options.allow_missing => report.missing.push(name.to_string()),
+            None => {
+                let shown = file_name(name);
+                let as_named = if shown == *name {
+                    String::new()
+                } else {
+                    format!(", looked for as `{shown}`")
+                };
                 problems.push(format!(
-                    "`{name}` has dtype {:?} in the file, expected F32 or F64",
-                    entry.dtype
+                    "missing `{name}` (model shape {shape:?}{as_named})"
                 ))
             }
-            Some(entry) if entry.shape != *shape => problems.push(format!(
-                "`{name}` has shape {:?} in the file but {shape:?} in the model",
-                entry.shape
-            )),
+            Some(entry) if !matches!(entry.dtype, Dtype::F32 | Dtype::F64) => {
+                problems.push(format!(
+                    "`{}` has dtype {:?} in the file, expected F32 or F64",
+                    entry.name, entry.dtype
+                ))
+            }
+            Some(entry) if entry.shape != *shape => {
+                let model_name = if entry.name == *name {
+                    String::new()
+                } else {
+                    format!(" (`{name}`)")
+                };
+                problems.push(format!(
+                    "`{}` has shape {:?} in the file but {shape:?} in the model{model_name}",
+                    entry.name, entry.shape
+                ))
+            }
             Some(_) => {}
         }
     }
-    let mut known: HashSet<&str> = expected.iter().map(|(name, ..)| *name).collect();
+    let mut known: HashSet<String> = expected
+        .iter()
+        .filter_map(|(name, ..)| source(name).map(|e| e.name.clone()))
+        .collect();
     // A tied parameter saved twice by PyTorch (`head.weight` beside `wte.weight`) loads when
     // both copies hold the same values: they are one tensor in the model.
     for &(alias, owner) in tied {
-        let Some(copy) = file.entry(alias) else {
+        let Some(copy) = file.entry(&file_name(alias)) else {
             continue;
         };
-        known.insert(alias);
-        let Some(original) = file.entry(owner) else {
+        known.insert(copy.name.clone());
+        let Some(original) = file.entry(&file_name(owner)) else {
             continue;
         };
         let same = copy.shape == original.shape
@@ -197,10 +282,14 @@ pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Res
         .iter()
         .filter(|e| !known.contains(e.name.as_str()) && !is_untracked_counter(e))
     {
-        problems.push(format!(
-            "unexpected `{}` (file shape {:?})",
-            entry.name, entry.shape
-        ));
+        if options.allow_unexpected {
+            report.unexpected.push(entry.name.clone());
+        } else {
+            problems.push(format!(
+                "unexpected `{}` (file shape {:?})",
+                entry.name, entry.shape
+            ));
+        }
     }
     if !problems.is_empty() {
         let count = problems.len();
@@ -220,7 +309,7 @@ pub fn load<F: Float, M: Model<F>>(model: &mut M, path: impl AsRef<Path>) -> Res
     };
     model.visit_params_mut(&mut assign);
     model.visit_buffers_mut(&mut assign);
-    Ok(())
+    Ok(report)
 }
 
 /// A float tensor's values as f64, for comparing two entries.

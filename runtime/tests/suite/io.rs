@@ -418,3 +418,93 @@ fn tensor_file_reads_labels_and_rejects_negative_ones() {
     assert!(file.shape("nope").is_err());
     assert!(file.contains("u8") && !file.contains("nope"));
 }
+
+/// `load_with`: a checkpoint whose module names differ (an `nn.Sequential`'s) loads through a
+/// renaming; tensors the model does not read, or parameters the file lacks, are accepted only
+/// when asked, and reported as PyTorch's `load_state_dict(strict=False)` reports them.
+#[test]
+fn load_with_renames_and_reports_what_it_left_aside() {
+    let dir = scratch("load_with");
+    let path = dir.join("sequential.safetensors");
+    write(
+        &path,
+        &[
+            (
+                "features.0.weight",
+                f64_tensor(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            ),
+            ("features.0.bias", f64_tensor(&[2], &[0.5, -0.5])),
+            ("features.1.running_mean", f64_tensor(&[2], &[7.0, 8.0])),
+            ("classifier.weight", f64_tensor(&[1, 2], &[1.0, 2.0])),
+        ],
+    );
+    let rename = |name: &str| {
+        name.replace("fc.", "features.0.")
+            .replace("norm.", "features.1.")
+    };
+
+    // Renamed but strict: the classifier is unexpected, and nothing is loaded.
+    let mut model = Tiny::<f64>::zeros();
+    let strict = io::LoadOptions {
+        rename: Some(&rename),
+        ..io::LoadOptions::default()
+    };
+    let err = io::load_with(&mut model, &path, &strict).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("1 problem: unexpected `classifier.weight` (file shape [1, 2])"),
+        "{err}"
+    );
+    assert_eq!(model, Tiny::zeros());
+
+    // Unexpected tensors allowed: everything the model has is loaded, the rest reported.
+    let lenient = io::LoadOptions {
+        rename: Some(&rename),
+        allow_unexpected: true,
+        ..io::LoadOptions::default()
+    };
+    let report = io::load_with(&mut model, &path, &lenient).expect("renamed");
+    assert_eq!(report.unexpected, ["classifier.weight"]);
+    assert!(report.missing.is_empty());
+    assert_eq!(
+        model,
+        Tiny::from_values(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[0.5, -0.5], &[7.0, 8.0])
+    );
+
+    // Missing parameters: an error naming the name looked for, unless allowed.
+    let mut model = Tiny::<f64>::zeros();
+    let err = io::load(&mut model, &path).unwrap_err().to_string();
+    assert!(
+        err.contains("missing `fc.weight` (model shape [2, 3])"),
+        "{err}"
+    );
+    let partial = |name: &str| name.replace("fc.bias", "features.0.bias");
+    let err = io::load_with(
+        &mut model,
+        &path,
+        &io::LoadOptions {
+            rename: Some(&partial),
+            allow_unexpected: true,
+            ..io::LoadOptions::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("missing `fc.weight` (model shape [2, 3])"),
+        "{err}"
+    );
+    let report = io::load_with(
+        &mut model,
+        &path,
+        &io::LoadOptions {
+            rename: Some(&partial),
+            allow_unexpected: true,
+            allow_missing: true,
+        },
+    )
+    .expect("missing allowed");
+    assert_eq!(report.missing, ["fc.weight"]);
+    assert_eq!(model.weight, Tiny::<f64>::zeros().weight, "kept as it was");
+    assert_eq!(model.bias.to_vec(), [0.5, -0.5]);
+}
