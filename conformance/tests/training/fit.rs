@@ -422,3 +422,58 @@ fn history_plots_without_validation_or_accuracy() {
     // One panel: no accuracy to show.
     assert_eq!((reader.info().width, reader.info().height), (560, 420));
 }
+
+/// `reduce_lr_on_plateau`: each epoch runs at the rate the rule gives after the losses
+/// before it (here the validation losses), a resumed run continues at the same rates, and a
+/// schedule given as well is refused.
+#[test]
+fn reduce_lr_on_plateau_follows_the_validation_loss_and_resumes() {
+    use kiln::optim::ReduceLrOnPlateau;
+    let (train, val) = digits_split();
+    // An improvement must be 20%: after the first epochs almost none is, so the rate drops.
+    let plateau = ReduceLrOnPlateau::new(0.5, 0).threshold(0.2);
+    let trainer = |epochs: usize| {
+        Trainer::new(epochs, 64)
+            .progress(false)
+            .validation(&val)
+            .reduce_lr_on_plateau(plateau)
+    };
+    let mut straight = model(4);
+    let history = trainer(6)
+        .fit(&mut straight, &mut Sgd::new(0.05), &train)
+        .expect("training runs");
+    let losses: Vec<f64> = history
+        .epochs
+        .iter()
+        .map(|r| r.val_loss.expect("validation"))
+        .collect();
+    let rates: Vec<f64> = history.epochs.iter().map(|r| r.lr).collect();
+    for (epoch, &rate) in rates.iter().enumerate() {
+        let want = plateau.lr_after(losses[..epoch].iter().copied(), 0.05);
+        assert_eq!(rate, want, "epoch {epoch}: {rates:?} for losses {losses:?}");
+    }
+    assert!(rates[5] < 0.05, "no reduction in {rates:?} ({losses:?})");
+
+    // Interrupted after 3 epochs, resumed to 6: the same rates and weights.
+    let dir = scratch("plateau");
+    let mut first = model(4);
+    trainer(3)
+        .checkpoints(&dir)
+        .fit(&mut first, &mut Sgd::new(0.05), &train)
+        .expect("first part");
+    let mut resumed = model(9);
+    let resumed_history = trainer(6)
+        .checkpoints(&dir)
+        .resume_from(&dir)
+        .fit(&mut resumed, &mut Sgd::new(0.05), &train)
+        .expect("resumed");
+    let resumed_rates: Vec<f64> = resumed_history.epochs.iter().map(|r| r.lr).collect();
+    assert_eq!(resumed_rates, rates);
+    assert_eq!(params(&resumed), params(&straight));
+
+    let err = trainer(1)
+        .schedule(StepLr::new(1, 0.5))
+        .fit(&mut model(0), &mut Sgd::new(0.05), &train)
+        .expect_err("two rules for one rate");
+    assert!(err.to_string().contains("give one of them"), "{err}");
+}

@@ -28,7 +28,8 @@ pub use adam::{Adam, AdamW, DecayFilter};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
 pub use rmsprop::RmsProp;
 pub use schedule::{
-    from_fn, Constant, CosineAnnealing, FnSchedule, Interval, LinearWarmup, LrSchedule, StepLr,
+    from_fn, Constant, CosineAnnealing, FnSchedule, Interval, LinearWarmup, LrSchedule,
+    ReduceLrOnPlateau, StepLr,
 };
 pub use sgd::Sgd;
 

@@ -1,5 +1,6 @@
 //! Learning-rate schedules: [`StepLr`], [`CosineAnnealing`], [`LinearWarmup`], [`Constant`]
-//! and [`from_fn`], each PyTorch's closed form (`torch.optim.lr_scheduler`).
+//! and [`from_fn`], each PyTorch's closed form (`torch.optim.lr_scheduler`), and
+//! [`ReduceLrOnPlateau`], which follows the monitored loss.
 //!
 //! A schedule is a pure function of time: [`LrSchedule::lr`] maps *(epoch, step, base rate)*
 //! to the rate of that optimizer step. There is no `scheduler.step()` to call at the right
@@ -400,5 +401,145 @@ mod tests {
         assert_eq!(by_ref.lr(2, 0, 1.0), 0.25);
         assert_eq!(Constant.lr(9, 9, 0.7), 0.7);
         assert_eq!(from_fn(|e, s, b| b + (e + s) as f64).lr(1, 2, 0.5), 3.5);
+    }
+}
+
+/// PyTorch's `ReduceLROnPlateau` (mode `min`, relative threshold) and Keras' callback of the
+/// same name: the rate is multiplied by `factor` once the monitored loss has not improved for
+/// more than `patience` epochs, then held for `cooldown` epochs, never below `min_lr`.
+///
+/// Like the schedules, it is a pure function, here of the losses seen so far
+/// ([`ReduceLrOnPlateau::lr_after`]): `kiln::train::Trainer` replays the run's history before
+/// every epoch, so a resumed run continues at the rate the interrupted one had.
+///
+/// ```
+/// use kiln_runtime::optim::ReduceLrOnPlateau;
+/// let plateau = ReduceLrOnPlateau::new(0.5, 1);
+/// // Two epochs without improvement after the best (0.9): the rate is halved.
+/// assert_eq!(plateau.lr_after([1.0, 0.9, 0.95, 0.92], 0.1), 0.05);
+/// assert_eq!(plateau.lr_after([1.0, 0.9, 0.95], 0.1), 0.1);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReduceLrOnPlateau {
+    factor: f64,
+    patience: usize,
+    threshold: f64,
+    cooldown: usize,
+    min_lr: f64,
+}
+
+impl ReduceLrOnPlateau {
+    /// Multiplies the rate by `factor` (PyTorch's default 0.1) after more than `patience`
+    /// epochs (default 10) without an improvement; an improvement is a loss below the best
+    /// times `1 − 1e-4`, with no cooldown and no lower bound.
+    ///
+    /// # Panics
+    /// If `factor` is not in `[0, 1)`, as PyTorch refuses it.
+    pub fn new(factor: f64, patience: usize) -> Self {
+        assert!(
+            (0.0..1.0).contains(&factor),
+            "ReduceLrOnPlateau: the factor must be in [0, 1), got {factor}"
+        );
+        Self {
+            factor,
+            patience,
+            threshold: 1e-4,
+            cooldown: 0,
+            min_lr: 0.0,
+        }
+    }
+
+    /// The relative improvement that counts (PyTorch's `threshold`, default 1e-4): a loss is
+    /// better than the best when it is below `best · (1 − threshold)`.
+    pub fn threshold(mut self, threshold: f64) -> Self {
+        self.threshold = threshold;
+        self
+    }
+
+    /// Epochs after a reduction during which bad epochs are not counted (default 0).
+    pub fn cooldown(mut self, epochs: usize) -> Self {
+        self.cooldown = epochs;
+        self
+    }
+
+    /// The lowest rate a reduction goes to (default 0).
+    pub fn min_lr(mut self, min_lr: f64) -> Self {
+        self.min_lr = min_lr;
+        self
+    }
+
+    /// The rate after the epochs whose monitored losses are `losses`, in order, for a run
+    /// that started at `lr`: PyTorch's `scheduler.step(loss)` after each of them. A NaN loss
+    /// is never an improvement.
+    pub fn lr_after(&self, losses: impl IntoIterator<Item = f64>, lr: f64) -> f64 {
+        let (mut lr, mut best, mut bad, mut cooling) = (lr, f64::INFINITY, 0, 0);
+        for loss in losses {
+            if loss < best * (1.0 - self.threshold) {
+                best = loss;
+                bad = 0;
+            } else {
+                bad += 1;
+            }
+            if cooling > 0 {
+                cooling -= 1;
+                bad = 0;
+            }
+            if bad > self.patience {
+                let reduced = (lr * self.factor).max(self.min_lr);
+                // PyTorch's `eps`: changes smaller than 1e-8 are not made.
+                if lr - reduced > 1e-8 {
+                    lr = reduced;
+                }
+                cooling = self.cooldown;
+                bad = 0;
+            }
+        }
+        lr
+    }
+}
+
+#[cfg(test)]
+mod plateau_tests {
+    use super::*;
+
+    /// The rates PyTorch 2.15's `ReduceLROnPlateau(factor=0.5, patience=2, threshold=0.01,
+    /// cooldown=1, min_lr=0.1)` sets after each of these losses (a NaN among them).
+    #[test]
+    fn matches_pytorch_step_by_step() {
+        let plateau = ReduceLrOnPlateau::new(0.5, 2)
+            .threshold(0.01)
+            .cooldown(1)
+            .min_lr(0.1);
+        let losses = [
+            1.0,
+            0.995,
+            0.98,
+            0.97,
+            0.97,
+            0.97,
+            0.96,
+            0.5,
+            0.5,
+            0.5,
+            0.5,
+            0.5,
+            0.5,
+            f64::NAN,
+            0.5,
+            0.5,
+            0.5,
+            0.5,
+        ];
+        let torch = [
+            1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25,
+            0.25,
+        ];
+        for (n, &want) in torch.iter().enumerate() {
+            let got = plateau.lr_after(losses[..=n].iter().copied(), 1.0);
+            assert_eq!(got, want, "after {} losses", n + 1);
+        }
+        // Reductions stop at min_lr.
+        let flat = std::iter::repeat_n(1.0, 40);
+        assert_eq!(plateau.lr_after(flat, 1.0), 0.1);
     }
 }

@@ -91,7 +91,7 @@ pub use state::{OptimizerState, StatefulOptimizer};
 
 use crate::data::{Batch, DataLoader, Dataset, TargetKind};
 use crate::distributed::{rank_seed, Communicator, DataParallel};
-use crate::optim::{clip_grad_norm, LrSchedule};
+use crate::optim::{clip_grad_norm, LrSchedule, ReduceLrOnPlateau};
 use crate::{Error, Float, Model, Result, Supervised};
 use progress::{Reporter, Running};
 use std::fmt;
@@ -129,6 +129,7 @@ pub struct Trainer<'a, F: Float> {
     drop_last: bool,
     validation: Option<&'a dyn Dataset<F>>,
     schedule: Option<Box<dyn LrSchedule + 'a>>,
+    plateau: Option<ReduceLrOnPlateau>,
     clip_grad_norm: Option<f64>,
     early_stopping: Option<EarlyStopping>,
     checkpoints: Option<PathBuf>,
@@ -150,6 +151,7 @@ impl<F: Float> fmt::Debug for Trainer<'_, F> {
             .field("drop_last", &self.drop_last)
             .field("validation", &self.validation.map(|v| v.len()))
             .field("schedule", &self.schedule.is_some())
+            .field("plateau", &self.plateau)
             .field("clip_grad_norm", &self.clip_grad_norm)
             .field("early_stopping", &self.early_stopping)
             .field("checkpoints", &self.checkpoints)
@@ -178,6 +180,7 @@ impl<'a, F: Float> Trainer<'a, F> {
             drop_last: false,
             validation: None,
             schedule: None,
+            plateau: None,
             clip_grad_norm: None,
             early_stopping: None,
             checkpoints: None,
@@ -231,6 +234,16 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// optimizer's rate at the start of training (the *base* rate, kept in checkpoints).
     pub fn schedule(mut self, schedule: impl LrSchedule + 'a) -> Self {
         self.schedule = Some(Box::new(schedule));
+        self
+    }
+
+    /// Lowers the learning rate when the validation loss (the training loss if there is no
+    /// validation data) stops improving, as Keras' `ReduceLROnPlateau` callback and PyTorch's
+    /// scheduler do: before each epoch the rate is [`ReduceLrOnPlateau::lr_after`] the
+    /// losses of the epochs before it, from the base rate. It replaces a
+    /// [schedule](Trainer::schedule); giving both is an error when training starts.
+    pub fn reduce_lr_on_plateau(mut self, plateau: ReduceLrOnPlateau) -> Self {
+        self.plateau = Some(plateau);
         self
     }
 
@@ -391,6 +404,14 @@ impl<'a, F: Float> Trainer<'a, F> {
                     .to_string(),
             });
         }
+        if self.schedule.is_some() && self.plateau.is_some() {
+            return Err(Error::Data {
+                what: "training data",
+                problem: "both a schedule and reduce_lr_on_plateau set the learning rate: give \
+                          one of them"
+                    .to_string(),
+            });
+        }
         check_compatible::<F, M>(train, "training data")?;
         if let Some(val) = self.validation {
             check_compatible::<F, M>(val, "validation data")?;
@@ -463,6 +484,16 @@ impl<'a, F: Float> Trainer<'a, F> {
                 let dropout_seed = self.shuffle_seed.unwrap_or(0)
                     ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 M::reseed(&mut ws, rank_seed(dropout_seed, rank));
+                if let Some(plateau) = &self.plateau {
+                    // From the history, which a checkpoint keeps: a resumed run continues at
+                    // the rate the interrupted one had.
+                    let losses = state
+                        .history
+                        .epochs
+                        .iter()
+                        .map(|r| r.val_loss.unwrap_or(r.train_loss));
+                    optimizer.set_learning_rate(plateau.lr_after(losses, state.base_lr));
+                }
                 let mut bar = reporter.start_epoch(epoch, loader.num_batches());
                 let mut acc = MetricsAccumulator::default();
                 let mut first_lr = None;
