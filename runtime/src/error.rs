@@ -160,9 +160,11 @@ pub enum Error {
         message: String,
     },
     /// A data set does not fit the model or the training run (`Trainer::fit`): no samples,
-    /// samples of another rank or shape, targets of another kind.
+    /// samples of another rank or shape, targets of another kind; or the run's settings
+    /// contradict each other.
     Data {
-        /// Which data: `"training data"`, `"validation data"`.
+        /// Which data (`"training data"`, `"validation data"`), or `"Trainer"` for its
+        /// settings.
         what: &'static str,
         /// What does not fit, and what to do about it.
         problem: String,

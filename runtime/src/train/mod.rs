@@ -398,7 +398,7 @@ impl<'a, F: Float> Trainer<'a, F> {
     {
         if self.batch_size == 0 {
             return Err(Error::Data {
-                what: "training data",
+                what: "Trainer",
                 problem: "a batch size of 0: give `Trainer::new(epochs, batch_size)` a batch \
                           size of at least 1"
                     .to_string(),
@@ -406,7 +406,7 @@ impl<'a, F: Float> Trainer<'a, F> {
         }
         if self.schedule.is_some() && self.plateau.is_some() {
             return Err(Error::Data {
-                what: "training data",
+                what: "Trainer",
                 problem: "both a schedule and reduce_lr_on_plateau set the learning rate: give \
                           one of them"
                     .to_string(),
