@@ -443,14 +443,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     let weights = args.out.join("char_gpt.safetensors");
     let vocab_path = args.out.join("vocab.json");
     let (model, vocab) = if args.sample_only {
-        if let Some(missing) = [&weights, &vocab_path].into_iter().find(|f| !f.exists()) {
-            return Err(format!(
-                "--sample-only: no saved model ({} does not exist); train one first, without \
-                 --sample-only, or give its directory with --out",
-                missing.display()
-            )
-            .into());
-        }
+        cli::require_saved("--sample-only", &[&weights, &vocab_path])?;
         let vocab = Vocab::load(&vocab_path)?;
         check_vocab(&vocab)?;
         let mut model = CharGpt::<f32>::new(&mut StdRng::seed_from_u64(0));

@@ -119,18 +119,6 @@ pub struct Outcome {
 }
 
 /// The files of a saved classifier in `dir`: weights, vocabulary, class names.
-/// An error naming the first of `files` that does not exist.
-fn require_saved(files: &[&Path]) -> Result<(), String> {
-    match files.iter().find(|f| !f.exists()) {
-        Some(missing) => Err(format!(
-            "--no-train: no saved model ({} does not exist); train one first, without \
-             --no-train, or give its directory with --out",
-            missing.display()
-        )),
-        None => Ok(()),
-    }
-}
-
 fn files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (
         dir.join("sentiment.safetensors"),
@@ -492,8 +480,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
     let (weights, vocab, classes) = files(&args.config.out);
     if args.no_train {
-        // Training in its place would overwrite whatever is in the directory.
-        require_saved(&[&weights, &vocab, &classes])?;
+        cli::require_saved("--no-train", &[&weights, &vocab, &classes])?;
         println!("using the model saved in {}", args.config.out.display());
     } else {
         let outcome = train(&args.config)?;

@@ -871,18 +871,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
     let (weights, source_path, target_path) = files(&args.config.out);
     if args.no_train {
-        // Training in its place would overwrite whatever is in the directory.
-        if let Some(missing) = [&weights, &source_path, &target_path]
-            .into_iter()
-            .find(|f| !f.exists())
-        {
-            return Err(format!(
-                "--no-train: no saved model ({} does not exist); train one first, without \
-                 --no-train, or give its directory with --out",
-                missing.display()
-            )
-            .into());
-        }
+        cli::require_saved("--no-train", &[&weights, &source_path, &target_path])?;
         println!("using the model saved in {}", args.config.out.display());
     } else {
         let report = train(&args.config)?;
@@ -915,20 +904,26 @@ fn run() -> Result<(), Box<dyn Error>> {
     if !args.dates.is_empty() {
         let translator = Translator::load(&args.config.out)?;
         // A date the model cannot read is reported on its line; the others are translated.
-        let (readable, unreadable): (Vec<&str>, Vec<&str>) = args
+        let checked: Vec<(&str, Result<(), String>)> = args
             .dates
             .iter()
-            .map(String::as_str)
-            .partition(|d| readable_source(d).is_ok());
-        let translations = translator.translate(&readable)?;
+            .map(|d| (d.as_str(), readable_source(d)))
+            .collect();
+        let readable: Vec<&str> = checked
+            .iter()
+            .filter(|(_, check)| check.is_ok())
+            .map(|(date, _)| *date)
+            .collect();
+        let mut translations = translator.translate(&readable)?.into_iter();
         println!();
-        for date in args.dates.iter().map(String::as_str) {
-            if unreadable.contains(&date) {
-                if let Err(why) = readable_source(date) {
-                    println!("  {date:<46} ✗ {why}");
+        for (date, check) in &checked {
+            match check {
+                Err(why) => println!("  {date:<46} ✗ {why}"),
+                Ok(()) => {
+                    if let Some(iso) = translations.next() {
+                        println!("  {date:<46} → {iso}");
+                    }
                 }
-            } else if let Some(i) = readable.iter().position(|d| *d == date) {
-                println!("  {date:<46} → {}", translations[i]);
             }
         }
     }
