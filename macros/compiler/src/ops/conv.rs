@@ -76,21 +76,24 @@ fn conv_onnx_inputs(cx: &mut crate::onnx::OnnxCx, bias: bool) -> Vec<String> {
     ins
 }
 
-/// The attributes ONNX's `Conv` and `ConvTranspose` share (symmetric padding).
+/// The attributes ONNX's `Conv` and `ConvTranspose` share; `end` is the padding after the
+/// last row and column (`padding` itself, but for a transposed convolution's output
+/// padding).
 fn conv_onnx_attrs(
     kernel: (usize, usize),
     stride: (usize, usize),
     padding: (usize, usize),
+    end: (usize, usize),
     dilation: (usize, usize),
     groups: usize,
 ) -> Vec<(&'static str, crate::onnx::Attr)> {
     use crate::onnx::Attr::{Int, Ints};
     let pair = |(h, w): (usize, usize)| Ints(vec![h as i64, w as i64]);
-    let (p, q) = (padding.0 as i64, padding.1 as i64);
+    let pads = [padding.0, padding.1, end.0, end.1].map(|p| p as i64);
     vec![
         ("kernel_shape", pair(kernel)),
         ("strides", pair(stride)),
-        ("pads", Ints(vec![p, q, p, q])),
+        ("pads", Ints(pads.to_vec())),
         ("dilations", pair(dilation)),
         ("group", Int(groups as i64)),
     ]
@@ -238,6 +241,7 @@ impl Kernel for Conv2d {
         let attrs = conv_onnx_attrs(
             self.kernel,
             self.stride,
+            self.padding,
             self.padding,
             self.dilation,
             self.groups,
@@ -505,25 +509,18 @@ impl ConvTranspose2d {
 impl Kernel for ConvTranspose2d {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         let ins = conv_onnx_inputs(cx, self.bias);
-        let mut attrs = conv_onnx_attrs(
-            self.kernel,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-        );
         // ONNX (and onnxruntime) takes an output padding only below the stride, where
         // PyTorch also allows one below the dilation. Cropping `q` fewer at the end gives the
         // same output whenever the padding is at least `q`, so the output padding goes into
         // the end pads then, and is written as such only where it must.
         let (p, q, s) = (self.padding, self.output_padding, self.stride);
-        let mut end = [p.0 as i64, p.1 as i64];
-        let mut output_padding = [0i64, 0];
+        let mut end = [p.0, p.1];
+        let mut output_padding = [0, 0];
         for (axis, (p, q, s)) in [(p.0, q.0, s.0), (p.1, q.1, s.1)].into_iter().enumerate() {
             if p >= q {
-                end[axis] -= q as i64;
+                end[axis] -= q;
             } else if q < s {
-                output_padding[axis] = q as i64;
+                output_padding[axis] = q;
             } else {
                 return Err(crate::onnx::unsupported(
                     self.name(),
@@ -533,18 +530,17 @@ impl Kernel for ConvTranspose2d {
                 ));
             }
         }
-        let pads = attrs
-            .iter_mut()
-            .find(|(name, _)| *name == "pads")
-            .map(|(_, pads)| pads);
-        if let Some(pads) = pads {
-            *pads = crate::onnx::Attr::Ints(vec![p.0 as i64, p.1 as i64, end[0], end[1]]);
-        }
+        let mut attrs = conv_onnx_attrs(
+            self.kernel,
+            self.stride,
+            self.padding,
+            (end[0], end[1]),
+            self.dilation,
+            self.groups,
+        );
         if output_padding != [0, 0] {
-            attrs.push((
-                "output_padding",
-                crate::onnx::Attr::Ints(output_padding.to_vec()),
-            ));
+            let values = output_padding.map(|q| q as i64).to_vec();
+            attrs.push(("output_padding", crate::onnx::Attr::Ints(values)));
         }
         cx.finish("ConvTranspose", ins, attrs);
         Ok(())
