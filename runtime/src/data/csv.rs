@@ -4,7 +4,8 @@
 //! The format is the plain one numeric data sets use: cells separated by one delimiter
 //! character, surrounding spaces ignored, no quoting, blank lines skipped, an optional header
 //! line. Every malformed line is reported as [`Error::File`] with its line number (counting
-//! from 1, the header included), the column (from 1) and the offending text.
+//! from 1, the header included), the column (counting from 0, as [`CsvOptions::label_column`]
+//! and `kiln::text`'s readers do) and the offending text.
 
 use super::source;
 use super::TensorDataset;
@@ -85,7 +86,7 @@ pub fn read_csv<F: Float>(
 /// let data = read_csv_str::<f64>("1;2;0\n3;4;1\n", &semicolons)?;
 /// assert_eq!(data.features()[[1, 0]], 3.0);
 /// let error = read_csv_str::<f64>("1,2,0\n3,x,1\n", &CsvOptions::default()).unwrap_err();
-/// assert_eq!(error.to_string(), "<string>: line 2, column 2: `x` is not a number");
+/// assert_eq!(error.to_string(), "<string>: line 2, column 1: `x` is not a number");
 /// # Ok(())
 /// # }
 /// ```
@@ -177,7 +178,7 @@ pub(super) fn parse<F: Float>(
 
         for (index, cell) in text.split(delimiter).enumerate() {
             let cell = cell.trim();
-            let at = || format!("line {line}, column {}", index + 1);
+            let at = || format!("line {line}, column {index}");
             if cell.is_empty() {
                 return Err(error(format!("{}: empty cell", at())));
             }

@@ -124,7 +124,7 @@ fn options_header_label_column_delimiter_and_classes() {
             .unwrap_err();
     assert_eq!(
         error.to_string(),
-        "inline.csv: line 1, column 2: `x` is not a number"
+        "inline.csv: line 1, column 1: `x` is not a number"
     );
 }
 
@@ -176,7 +176,7 @@ fn gzip_is_read_transparently() {
         .unwrap_err()
         .to_string();
     assert!(
-        message.contains("bad.csv.gz: line 3, column 2: `six` is not a number"),
+        message.contains("bad.csv.gz: line 3, column 1: `six` is not a number"),
         "{message}"
     );
 }
@@ -234,42 +234,42 @@ fn malformed_cells_are_reported_with_line_column_and_text() {
         (
             "word.csv",
             b"1,2,0\n3,abc,1\n",
-            "line 2, column 2: `abc` is not a number",
+            "line 2, column 1: `abc` is not a number",
         ),
         (
             "empty_cell.csv",
             b"1,2,0\n,4,1\n",
-            "line 2, column 1: empty cell",
+            "line 2, column 0: empty cell",
         ),
         (
             "blank_label.csv",
             b"1,2,0\n3,4, \n",
-            "line 2, column 3: empty cell",
+            "line 2, column 2: empty cell",
         ),
         (
             "nan.csv",
             b"1,NaN,0\n",
-            "line 1, column 2: `NaN` is not a finite number",
+            "line 1, column 1: `NaN` is not a finite number",
         ),
         (
             "inf.csv",
             b"1,2,0\n-inf,2,0\n",
-            "line 2, column 1: `-inf` is not a finite number",
+            "line 2, column 0: `-inf` is not a finite number",
         ),
         (
             "negative.csv",
             b"1,2,0\n1,2,-1\n",
-            "line 2, column 3: label `-1` is negative",
+            "line 2, column 2: label `-1` is negative",
         ),
         (
             "fraction.csv",
             b"1,2,2.5\n",
-            "line 1, column 3: label `2.5` is not an integer",
+            "line 1, column 2: label `2.5` is not an integer",
         ),
         (
             "named.csv",
             b"1,2,setosa\n",
-            "line 1, column 3: label `setosa` is not a number",
+            "line 1, column 2: label `setosa` is not a number",
         ),
         (
             "one_column.csv",
@@ -312,7 +312,7 @@ fn option_violations_are_reported_with_positions() {
         b"a,b,label\n1,2,0\n1,x,0\n",
         &header,
     );
-    assert!(message.contains("line 3, column 2: `x`"), "{message}");
+    assert!(message.contains("line 3, column 1: `x`"), "{message}");
 
     let classes = CsvOptions {
         classes: Some(3),
@@ -320,7 +320,7 @@ fn option_violations_are_reported_with_positions() {
     };
     let message = error_for(&dir, "classes.csv", b"1,2,0\n1,2,2\n1,2,3\n", &classes);
     assert!(
-        message.contains("classes.csv: line 3, column 3: label 3 is out of range for 3 classes"),
+        message.contains("classes.csv: line 3, column 2: label 3 is out of range for 3 classes"),
         "{message}"
     );
 
