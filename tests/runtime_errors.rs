@@ -113,7 +113,8 @@ fn an_ignored_label_past_the_classes_is_accepted_and_left_out() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "target `mask`: label 7 at position [1, 0, 2] is out of range for 4 classes (labels must be 0..4)"
+        "target `mask`: label 7 at position [1, 0, 2] is out of range for 4 classes (labels must be \
+         0..4, or 255, the ignored label)"
     );
 }
 

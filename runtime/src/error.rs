@@ -33,6 +33,9 @@ pub enum Error {
         label: usize,
         /// The declared class count.
         classes: usize,
+        /// The label the loss leaves out (`ignore_index`), when it is not one of the classes
+        /// and so is allowed besides them.
+        ignored: Option<usize>,
     },
     /// A token id was not below the vocabulary size.
     Token {
@@ -204,6 +207,7 @@ impl std::fmt::Display for Error {
                 position,
                 label,
                 classes,
+                ignored,
             } => {
                 write!(f, "target `{name}`: label {label} at position ")?;
                 match position.as_slice() {
@@ -212,8 +216,12 @@ impl std::fmt::Display for Error {
                 }
                 write!(
                     f,
-                    " is out of range for {classes} classes (labels must be 0..{classes})"
-                )
+                    " is out of range for {classes} classes (labels must be 0..{classes}"
+                )?;
+                match ignored {
+                    Some(ignored) => write!(f, ", or {ignored}, the ignored label)"),
+                    None => write!(f, ")"),
+                }
             }
             Error::Token {
                 name,
@@ -341,11 +349,24 @@ mod display_tests {
             position: vec![3],
             label: 12,
             classes: 10,
+            ignored: None,
         };
         assert_eq!(
             label.to_string(),
             "target `y`: label 12 at position 3 is out of range for 10 classes (labels must be \
              0..10)"
+        );
+        let mask = Error::Label {
+            name: "mask",
+            position: vec![1, 0, 2],
+            label: 30,
+            classes: 21,
+            ignored: Some(255),
+        };
+        assert_eq!(
+            mask.to_string(),
+            "target `mask`: label 30 at position [1, 0, 2] is out of range for 21 classes \
+             (labels must be 0..21, or 255, the ignored label)"
         );
         let small = Error::BatchTooSmall {
             layer: "bn",

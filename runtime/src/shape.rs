@@ -150,6 +150,7 @@ pub fn check_labels_ignoring<S: Data<Elem = usize>, D: Dimension>(
             position: unravel(flat, labels.shape()),
             label: labels.iter().nth(flat).copied().unwrap_or(0),
             classes,
+            ignored: ignored.filter(|&i| i >= classes),
         }),
     }
 }

@@ -151,6 +151,7 @@ impl<F: Float> TensorDataset<F> {
                 position: vec![index],
                 label,
                 classes,
+                ignored: None,
             });
         }
         Ok(TensorDataset {

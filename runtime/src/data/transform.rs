@@ -233,6 +233,7 @@ pub fn one_hot<'a, F: Float>(
                 position: vec![index],
                 label,
                 classes,
+                ignored: None,
             });
         }
         let start = data.len();
