@@ -70,6 +70,11 @@ const MAX_CONNECTIONS: usize = 256;
 /// How long an idle keep-alive connection stays open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// After an error answer, how long the server keeps reading (and discarding) what the client
+/// still sends, and how much of it at most.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 * MAX_BODY;
+
 /// How the server is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -688,7 +693,9 @@ fn serve_connection(stream: TcpStream, shared: &Shared, jobs: &Sender<Job>) -> i
             Err(ReadError::Closed) => return Ok(()),
             Err(ReadError::Bad(status, message)) => {
                 let body = error_body(&message);
-                return write_response(&mut writer, status, "application/json", &body, false);
+                write_response(&mut writer, status, "application/json", &body, false)?;
+                linger(reader, &writer);
+                return Ok(());
             }
         };
         let keep_alive = request.keep_alive && !shared.stop.load(Ordering::SeqCst);
@@ -740,6 +747,30 @@ fn serve_connection(stream: TcpStream, shared: &Shared, jobs: &Sender<Job>) -> i
         write_response(&mut writer, status, content_type, &body, keep_alive)?;
         if !keep_alive {
             return Ok(());
+        }
+    }
+}
+
+/// Closes a connection whose request was refused without losing the answer. The client may
+/// still be sending (the body of a request answered 413 or 411): closing a socket with unread
+/// bytes makes the kernel reset the connection, and a reset can discard the answer before the
+/// client reads it. So the server ends its side (the client sees the answer, then the end of
+/// the stream) and reads what still arrives, for at most [`LINGER`] and [`LINGER_BYTES`].
+fn linger(mut reader: BufReader<TcpStream>, writer: &TcpStream) {
+    if writer.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut discarded = 0;
+    let mut sink = [0u8; 16 << 10];
+    while discarded < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || reader.get_ref().set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match reader.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n,
         }
     }
 }
