@@ -301,3 +301,54 @@ fn torch_batch_norm_state_dict_with_num_batches_tracked() {
     run::<f64, _>("batchnorm2d", BatchNorm2d::<f64>::zeros);
     run::<f32, _>("batchnorm2d", BatchNorm2d::<f32>::zeros);
 }
+
+kiln::model! {
+    /// `padding = same` (odd kernels, any dilation) and `padding = valid`.
+    pub struct SamePadding {
+        input x: [B, 2, 9, 11];
+        let wide = conv2d(x, 3, kernel = (3, 5), dilation = 2, padding = same);
+        let point = conv2d(wide, 2, kernel = 3, padding = valid);
+        output wide;
+        output point;
+    }
+}
+
+kiln::model! {
+    /// The same layers with their padding written out.
+    pub struct ExplicitPadding {
+        input x: [B, 2, 9, 11];
+        let wide = conv2d(x, 3, kernel = (3, 5), dilation = 2, padding = (2, 4));
+        let point = conv2d(wide, 2, kernel = 3);
+        output wide;
+        output point;
+    }
+}
+
+/// `padding = same` keeps the height and width and is the explicit padding `d·(k − 1)/2` per
+/// side, as `nn.Conv2d(padding='same')`; `valid` is no padding.
+#[test]
+fn padding_same_and_valid_are_the_explicit_paddings() {
+    use kiln::rand::{rngs::StdRng, RngExt, SeedableRng};
+    use kiln::Model;
+    let mut rng = StdRng::seed_from_u64(3);
+    let same = SamePadding::<f64>::new(&mut rng);
+    let mut explicit = ExplicitPadding::<f64>::zeros();
+    let mut weights = Vec::new();
+    same.visit_params(&mut |_, p| weights.push(p.to_owned()));
+    let mut next = weights.into_iter();
+    explicit.visit_params_mut(&mut |name, mut p| {
+        p.assign(
+            &next
+                .next()
+                .unwrap_or_else(|| panic!("no weights for {name}")),
+        )
+    });
+    let x =
+        kiln::ndarray::Array4::from_shape_simple_fn((2, 2, 9, 11), || rng.random_range(-1.0..1.0));
+    let (wide, point) = same.forward(x.view()).expect("forward");
+    let (wide_explicit, point_explicit) = explicit.forward(x.view()).expect("forward");
+    assert_eq!(wide.shape(), [2, 3, 9, 11]);
+    assert_eq!(point.shape(), [2, 2, 7, 9]);
+    assert_eq!(wide, wide_explicit);
+    assert_eq!(point, point_explicit);
+}

@@ -3,7 +3,8 @@
 //! output_padding = q, groups = g, dilation = d, bias = true)` on NCHW input: PyTorch's
 //! layouts (`weight [out, in/g, kh, kw]`, transposed `[in, out/g, kh, kw]`), default init and
 //! output sizes. Kernel, stride, padding, dilation and output padding take an integer or a
-//! `(height, width)` pair.
+//! `(height, width)` pair; a convolution's padding may also be `same` or `valid`, as in
+//! PyTorch.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError, OpSpec,
@@ -31,7 +32,21 @@ impl OpSpec for Conv2dSpec {
         let out = args.int(1, "the number of output channels")?;
         let kernel = args.opt_pair("kernel", 1)?;
         let stride = args.opt_pair("stride", 1)?.unwrap_or((1, 1));
-        let padding = args.opt_pair("padding", 0)?.unwrap_or((0, 0));
+        let same = match args.option_expr("padding") {
+            Some(crate::ast::Expr::Var(word)) if word == "same" => Some(word.span()),
+            Some(crate::ast::Expr::Var(word)) if word == "valid" => None,
+            Some(crate::ast::Expr::Var(word)) => {
+                return Err(syn::Error::new(
+                    word.span(),
+                    format!("`padding` is an integer, a pair `(height, width)`, `same` or `valid`, not `{word}`"),
+                ))
+            }
+            _ => None,
+        };
+        let padding = match args.option_expr("padding") {
+            Some(crate::ast::Expr::Var(_)) => (0, 0),
+            _ => args.opt_pair("padding", 0)?.unwrap_or((0, 0)),
+        };
         let dilation = args.opt_pair("dilation", 1)?.unwrap_or((1, 1));
         let groups = args.opt_int("groups")?.unwrap_or(1);
         let bias = args.opt_bool("bias", true)?;
@@ -41,6 +56,10 @@ impl OpSpec for Conv2dSpec {
                 args.span(),
                 "`conv2d` needs its kernel size: add `kernel = 3` (or `kernel = (3, 2)` for height 3, width 2)",
             ));
+        };
+        let padding = match same {
+            Some(span) => same_padding(kernel, stride, dilation, span)?,
+            None => padding,
         };
         Ok(Built::Kernel(Box::new(Conv2d {
             out,
@@ -52,6 +71,52 @@ impl OpSpec for Conv2dSpec {
             bias,
         })))
     }
+}
+
+/// The padding of `padding = same`: as much on each side as keeps the height and width (stride
+/// 1 only, as in PyTorch). PyTorch puts the odd row or column of an even span after the input;
+/// kiln's convolution pads both sides alike, so such a span is refused at `same`.
+fn same_padding(
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    dilation: (usize, usize),
+    span: proc_macro2::Span,
+) -> syn::Result<(usize, usize)> {
+    let total = (dilation.0 * (kernel.0 - 1), dilation.1 * (kernel.1 - 1));
+    if stride != (1, 1) {
+        let half = if total.0 == total.1 {
+            format!("{}", total.0 / 2)
+        } else {
+            format!("({}, {})", total.0 / 2, total.1 / 2)
+        };
+        return Err(syn::Error::new(
+            span,
+            format!(
+                "`padding = same` needs stride 1 (PyTorch refuses it for strided convolutions too), but the stride is {stride:?}: give the padding as a number, as in `padding = {half}`"
+            ),
+        ));
+    }
+    for (axis, span_len, k, d) in [
+        ("height", total.0, kernel.0, dilation.0),
+        ("width", total.1, kernel.1, dilation.1),
+    ] {
+        if span_len % 2 == 1 {
+            let dilated = if d > 1 {
+                format!(" dilated by {d}")
+            } else {
+                String::new()
+            };
+            return Err(syn::Error::new(
+                span,
+                format!(
+                    "`padding = same` with a kernel of {k}{dilated} along the {axis} needs {} more on one side than the other, and kiln pads both sides alike: use an odd kernel size (as in `kernel = {}`) or give the padding as a number",
+                    if axis == "height" { "one row" } else { "one column" },
+                    k + 1
+                ),
+            ));
+        }
+    }
+    Ok((total.0 / 2, total.1 / 2))
 }
 
 /// A 2-d convolution layer.
