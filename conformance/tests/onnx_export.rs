@@ -197,6 +197,32 @@ fn tensor_ops_and_layer_norm_match() {
 }
 
 kiln::model! {
+    /// Sums and means over several adjacent axes.
+    struct SeveralAxes {
+        input x: [B, 3, 4, 5];
+        let spatial = mean(x, axis = (2, 3));
+        let front = sum(x, axis = (-3, -2));
+        output spatial, front;
+    }
+}
+
+#[test]
+fn reductions_over_several_axes_match() {
+    let mut rng = rng();
+    let model = SeveralAxes::<f64>::zeros();
+    let x = random(&mut rng, &[2, 3, 4, 5]);
+    let (spatial, front) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "several_axes",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(spatial), dyn_f(front)],
+    );
+}
+
+kiln::model! {
     /// Convolutions, pooling (padding, ceil mode, count_include_pad), batch norm, dropout,
     /// adaptive pooling and upsampling.
     struct Vision {

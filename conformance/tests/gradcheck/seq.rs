@@ -361,6 +361,53 @@ fn matmul_transpose_masks_and_reductions_along_an_axis() {
 }
 
 kiln::model! {
+    /// Sums and means over several adjacent axes (PyTorch's `dim=(2, 3)`), with the axes
+    /// written in any order and from either end.
+    struct SeveralAxes {
+        input x: [B, 3, 4, 5];
+        target y: [B, 2];
+        let h = tanh(conv2d(x, 2, kernel = 1));
+        let spatial = mean(h, axis = (2, 3));
+        let back = sum(h * h, axis = (-1, -2));
+        let middle = mean(h, axis = (2, 1));
+        let across = linear(middle, 2);
+        let pred = linear(spatial + 0.1 * back, 2) + across;
+        output pred, h, spatial, middle;
+        loss mse(pred, y);
+    }
+}
+
+#[test]
+fn sums_and_means_over_several_axes() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut model = SeveralAxes::<f64>::new(&mut rng);
+    let x = random(&mut rng, (2, 3, 4, 5), -1.0, 1.0);
+    let y = random(&mut rng, (2, 2), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    let mut ws = model.workspace();
+    model
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    // The forward against the reductions written out.
+    let h = ws.h().unwrap().to_owned();
+    let spatial = ws.spatial().unwrap();
+    let middle = ws.middle().unwrap();
+    for b in 0..2 {
+        for c in 0..2 {
+            let plane = h.slice(kiln::ndarray::s![b, c, .., ..]);
+            assert!((spatial[[b, c]] - plane.sum() / 20.0).abs() < 1e-14);
+        }
+        for j in 0..5 {
+            let column = h.slice(kiln::ndarray::s![b, .., .., j]);
+            assert!((middle[[b, j]] - column.sum() / 8.0).abs() < 1e-14);
+        }
+    }
+    check(&model, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+kiln::model! {
     /// Dropout inside a chain of blocks.
     struct Dropped {
         input x: [B, 16];

@@ -1,12 +1,15 @@
 //! Reductions: `sum(x)` and `mean(x)` of a whole tensor to a scalar; `sum(x, axis = k)`,
 //! `mean(x, axis = k)` and `max(x, axis = k)` along one axis (PyTorch's `dim`, negative from
-//! the back), which drop that axis; and `mean(x, axis = 1, lengths = len)`, the mean over each
-//! sequence's real positions of a padded batch `[B, T, ..]`.
+//! the back), which drop that axis; `sum` and `mean` over several adjacent axes
+//! (`mean(x, axis = (2, 3))`, PyTorch's `dim=(2, 3)`), which the kernels see as one axis of
+//! their product; and `mean(x, axis = 1, lengths = len)`, the mean over each sequence's real
+//! positions of a padded batch `[B, T, ..]`.
 
 use super::{
     product_of, require_float, resolve_axis, BackwardCx, Built, CallArgs, ForwardCx, Kernel,
     OpError, OpSpec, Operand, Reads, ScratchLen, ScratchSpec,
 };
+use crate::ast;
 use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -43,22 +46,34 @@ impl OpSpec for ReduceSpec {
     }
     fn usage(&self) -> &'static str {
         match self.how {
-            How::Sum => "sum(x)` or `sum(x, axis = 1)",
-            How::Mean => "mean(x)`, `mean(x, axis = 1)` or `mean(x, axis = 1, lengths = len)",
+            How::Sum => "sum(x)`, `sum(x, axis = 1)` or `sum(x, axis = (2, 3))",
+            How::Mean => {
+                "mean(x)`, `mean(x, axis = 1)`, `mean(x, axis = (2, 3))` or `mean(x, axis = 1, lengths = len)"
+            }
             How::Max => "max(x, axis = 1)",
         }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(1, 1)?;
         args.tensor(0);
-        let axis = args.opt_axis("axis")?;
+        let axis_span = args.option_expr("axis").map(ast::Expr::span);
+        let axes = match args.option_expr("axis") {
+            Some(ast::Expr::Tuple(items, span)) => Some(self.axes(items, *span)?),
+            _ => args.opt_axis("axis")?.map(|a| vec![a]),
+        };
         let lengths = if self.how == How::Mean {
             args.tensor_option("lengths").is_some()
         } else {
             false
         };
         args.finish()?;
-        if axis.is_none() && (self.how == How::Max || lengths) {
+        if lengths && axes.as_ref().is_some_and(|a| a.len() > 1) {
+            return Err(syn::Error::new(
+                args.span(),
+                "`mean` with `lengths` averages over the time axis alone: write `axis = 1`",
+            ));
+        }
+        if axes.is_none() && (self.how == How::Max || lengths) {
             return Err(syn::Error::new(
                 args.span(),
                 format!(
@@ -70,32 +85,79 @@ impl OpSpec for ReduceSpec {
         }
         Ok(Built::Kernel(Box::new(Reduce {
             how: self.how,
-            axis,
+            axes,
+            axis_span,
             lengths,
-            resolved: std::cell::Cell::new(0),
+            resolved: std::cell::Cell::new((0, 1)),
         })))
     }
 }
 
-/// A reduction, of the whole tensor or along one axis.
+impl ReduceSpec {
+    /// The axes of `axis = (a, b, ..)`, as written (negative ones count from the back).
+    fn axes(&self, items: &[ast::Expr], span: proc_macro2::Span) -> syn::Result<Vec<i64>> {
+        let op = name(self.how);
+        if self.how == How::Max {
+            return Err(syn::Error::new(
+                span,
+                "`max` reduces one axis at a time (its gradient goes to the first maximum along it): write `max(max(x, axis = 3), axis = 2)`",
+            ));
+        }
+        if items.is_empty() {
+            return Err(syn::Error::new(
+                span,
+                format!("`axis = ()` names no axis: leave `axis` out to reduce the whole tensor with `{op}(x)`"),
+            ));
+        }
+        items
+            .iter()
+            .map(|item| match item {
+                ast::Expr::Int(v, s) => {
+                    i64::try_from(*v).map_err(|_| syn::Error::new(*s, "this axis is too large"))
+                }
+                // `-1` reaches the ops as a float literal.
+                ast::Expr::Float(v, _) if v.fract() == 0.0 && *v < 0.0 && *v > -64.0 => {
+                    Ok(*v as i64)
+                }
+                other => Err(syn::Error::new(
+                    other.span(),
+                    "`axis` takes integers, as in `axis = (2, 3)` or `axis = (-2, -1)`",
+                )),
+            })
+            .collect()
+    }
+}
+
+/// A reduction, of the whole tensor or along one axis (or several adjacent ones).
 pub struct Reduce {
     how: How,
-    axis: Option<i64>,
+    /// The axes as written; `None` reduces the whole tensor.
+    axes: Option<Vec<i64>>,
+    /// Where the axes are written, for the errors about them.
+    axis_span: Option<proc_macro2::Span>,
     /// `mean(x, axis = 1, lengths = len)`: only each sequence's real positions count.
     lengths: bool,
-    /// The axis counted from the front, once the input's rank is known.
-    resolved: std::cell::Cell<usize>,
+    /// The first reduced axis counted from the front and how many follow it, once the input's
+    /// rank is known.
+    resolved: std::cell::Cell<(usize, usize)>,
 }
 
 impl Reduce {
-    /// `(outer, n, inner)`: the input as `[outer, n, inner]` around the reduced axis.
+    /// `(outer, n, inner)`: the input as `[outer, n, inner]` around the reduced axes (their
+    /// product is `n`).
     fn sizes(&self, x: &Operand) -> (TokenStream, TokenStream, TokenStream) {
-        let a = self.resolved.get();
+        let (a, count) = self.resolved.get();
         (
             product_of(&x.dims[..a]),
-            x.dims[a].clone(),
-            product_of(&x.dims[a + 1..]),
+            product_of(&x.dims[a..a + count]),
+            product_of(&x.dims[a + count..]),
         )
+    }
+
+    /// The reduced axes counted from the front, in order.
+    fn resolved_axes(&self) -> Vec<i64> {
+        let (a, count) = self.resolved.get();
+        (a..a + count).map(|a| a as i64).collect()
     }
 }
 
@@ -103,7 +165,7 @@ impl Kernel for Reduce {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Int, Ints};
         let x = cx.inputs[0].clone();
-        let Some(_) = self.axis else {
+        let Some(_) = self.axes else {
             // The whole tensor to a scalar: no axes given reduces them all.
             let op = if self.how == How::Sum {
                 "ReduceSum"
@@ -113,7 +175,7 @@ impl Kernel for Reduce {
             cx.finish(op, vec![x], vec![("keepdims", Int(0))]);
             return Ok(());
         };
-        let a = self.resolved.get() as i64;
+        let axes = self.resolved_axes();
         if self.lengths {
             // The mean over each sequence's first `len` positions of axis 1: mask, sum, divide.
             let lengths = cx.inputs[1].clone();
@@ -157,7 +219,7 @@ impl Kernel for Reduce {
         match self.how {
             // Opset 13+: ReduceSum takes its axes as an input.
             How::Sum => {
-                let axes = cx.b.ints("axes", vec![a]);
+                let axes = cx.b.ints("axes", axes);
                 cx.finish("ReduceSum", vec![x, axes], vec![("keepdims", Int(0))]);
             }
             // Until opset 18 the other reductions take them as an attribute.
@@ -170,7 +232,7 @@ impl Kernel for Reduce {
                 cx.finish(
                     op,
                     vec![x],
-                    vec![("axes", Ints(vec![a])), ("keepdims", Int(0))],
+                    vec![("axes", Ints(axes)), ("keepdims", Int(0))],
                 );
             }
         }
@@ -180,10 +242,21 @@ impl Kernel for Reduce {
         name(self.how)
     }
     fn describe(&self) -> String {
-        match (self.axis, self.lengths) {
-            (Some(a), true) => format!("axis={a}, lengths"),
-            (Some(a), false) => format!("axis={a}"),
-            _ => String::new(),
+        let axes = match self.axes.as_deref() {
+            None => return String::new(),
+            Some([a]) => format!("axis={a}"),
+            Some(axes) => format!(
+                "axis=({})",
+                axes.iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        if self.lengths {
+            format!("{axes}, lengths")
+        } else {
+            axes
         }
     }
     fn differentiable(&self, input: usize) -> bool {
@@ -192,7 +265,7 @@ impl Kernel for Reduce {
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         let op = self.name();
         require_float(op, 0, inputs[0])?;
-        let Some(axis) = self.axis else {
+        let Some(axes) = &self.axes else {
             return Ok(ValueInfo {
                 shape: Shape(vec![]),
                 kind: ValueKind::Float,
@@ -200,8 +273,35 @@ impl Kernel for Reduce {
         };
         let x = &inputs[0].shape;
         let shown = x.display(symbols).to_string();
-        let a = resolve_axis(op, axis, x.rank(), &shown)?;
-        self.resolved.set(a);
+        let mut resolved = axes
+            .iter()
+            .map(|&axis| resolve_axis(op, axis, x.rank(), &shown))
+            .collect::<Result<Vec<_>, _>>()?;
+        resolved.sort_unstable();
+        let at_axes = |message: String| match self.axis_span {
+            Some(span) => OpError {
+                spanned: Some(syn::Error::new(span, &message)),
+                ..OpError::call(message)
+            },
+            None => OpError::call(message),
+        };
+        if let Some(w) = resolved.windows(2).find(|w| w[0] == w[1]) {
+            return Err(at_axes(format!(
+                "`{op}` is given axis {} twice (of {shown}): name each axis once",
+                w[0]
+            )));
+        }
+        let (a, count) = (resolved[0], resolved.len());
+        if resolved[count - 1] - a + 1 != count {
+            let listed: Vec<String> = resolved.iter().map(usize::to_string).collect();
+            return Err(at_axes(format!(
+                "`{op}` over several axes needs them next to each other, but axes ({}) of {shown} are not: reduce one axis at a time, as in `{op}({op}(x, axis = {}), axis = {})`, or `permute` first",
+                listed.join(", "),
+                resolved[count - 1],
+                a
+            )));
+        }
+        self.resolved.set((a, count));
         if self.lengths {
             if a != 1 || x.rank() < 2 {
                 return Err(OpError::call(format!(
@@ -241,7 +341,7 @@ impl Kernel for Reduce {
             }
         }
         let mut shape = x.0.clone();
-        shape.remove(a);
+        shape.drain(a..a + count);
         Ok(ValueInfo {
             shape: Shape(shape),
             kind: ValueKind::Float,
@@ -266,7 +366,7 @@ impl Kernel for Reduce {
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let x = &cx.inputs[0];
         let xd = &x.data;
-        if self.axis.is_none() {
+        if self.axes.is_none() {
             let y = &cx.output.first;
             let f = if self.how == How::Mean {
                 quote!(mean)
@@ -300,7 +400,7 @@ impl Kernel for Reduce {
         };
         let (dxd, acc) = (&dx.data, dx.accumulate);
         let x = &cx.inputs[0];
-        if self.axis.is_none() {
+        if self.axes.is_none() {
             let (dy, len) = (&cx.d_output_first, &x.len);
             let value = if self.how == How::Mean {
                 quote!(#dy / F::from_usize(#len))
