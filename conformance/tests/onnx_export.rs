@@ -223,6 +223,32 @@ fn reductions_over_several_axes_match() {
 }
 
 kiln::model! {
+    /// Bilinear upsampling with the corners aligned, by a scale and to a size (one pixel wide).
+    struct Aligned {
+        input x: [B, 2, 3, 4];
+        let scaled = upsample(x, scale = (2, 3), mode = bilinear, align_corners = true);
+        let sized = upsample(x, size = (5, 1), mode = bilinear, align_corners = true);
+        output scaled, sized;
+    }
+}
+
+#[test]
+fn aligned_bilinear_upsampling_matches() {
+    let mut rng = rng();
+    let model = Aligned::<f64>::zeros();
+    let x = random(&mut rng, &[2, 2, 3, 4]);
+    let (scaled, sized) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "aligned",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(scaled), dyn_f(sized)],
+    );
+}
+
+kiln::model! {
     /// Convolutions, pooling (padding, ceil mode, count_include_pad), batch norm, dropout,
     /// adaptive pooling and upsampling.
     struct Vision {

@@ -1,9 +1,9 @@
 //! PyTorch parity for the vision fixture cases written by `tests/fixtures/gen_vision.py`
 //! (`tests/fixtures/<case>/`, see its README): pooling with padding, `ceil_mode` and
 //! `count_include_pad = false`, adaptive average pooling (non-integer windows and global),
-//! nearest and bilinear upsampling (by 2 and to a size), per-pixel cross-entropy with
-//! `ignore_index`, and the activations of mobile networks (relu6, hardsigmoid, hardswish,
-//! silu), in f64 and f32.
+//! nearest and bilinear upsampling (by 2 and to a size, with and without aligned corners),
+//! per-pixel cross-entropy with `ignore_index`, and the activations of mobile networks (relu6,
+//! hardsigmoid, hardswish, silu), in f64 and f32.
 //!
 //! As in `seq.rs`: each model is declared with `model!` with its layers named after the
 //! fixture's modules, loaded from `param.*`, and checked against PyTorch: every forward value
@@ -56,6 +56,23 @@ kiln::model! {
         let head = conv2d(h, 4, kernel = 1);
         output conv1, p, u, nz, n2, b2, an, ab, h, head;
         loss cross_entropy(head, label, ignore_index = 0);
+    }
+}
+
+kiln::model! {
+    /// `vision_upsample_aligned`: bilinear upsampling with the corners aligned, to a size and
+    /// by 2; per-pixel cross-entropy.
+    pub struct VisionUpsampleAligned {
+        input x: [B, 2, 4, 5];
+        target label: [B, 7, 9] classes 4;
+        let conv1 = conv2d(x, 3, kernel = 3, padding = 1);
+        let u = upsample(conv1, size = (7, 9), mode = bilinear, align_corners = true);
+        let s2 = upsample(conv1, scale = 2, mode = bilinear, align_corners = true);
+        let a = adaptive_avg_pool2d(s2, (7, 9));
+        let h = u + a;
+        let head = conv2d(h, 4, kernel = 1);
+        output conv1, u, s2, a, h, head;
+        loss cross_entropy(head, label);
     }
 }
 
@@ -158,6 +175,12 @@ parity_case! {
         conv1 => c1, p => p, u => u, nz => nz, n2 => n2, b2 => b2, an => an, ab => ab, h => h,
         head => logits,
     },
+}
+
+parity_case! {
+    vision_upsample_aligned, VisionUpsampleAligned,
+    target label: pixels,
+    outputs { conv1 => c1, u => u, s2 => s2, a => a, h => h, head => logits },
 }
 
 parity_case! {

@@ -1,9 +1,11 @@
-//! 2-D resizing of NCHW activations, PyTorch's `nn.Upsample` / `F.interpolate` with
-//! `align_corners=False`: nearest-neighbour and bilinear, and their VJPs.
+//! 2-D resizing of NCHW activations, PyTorch's `nn.Upsample` / `F.interpolate`:
+//! nearest-neighbour, and bilinear with `align_corners` false (the default) or true, and their
+//! VJPs.
 //!
 //! `x` is `[batch, channels, in_h, in_w]` and `y` is `[batch, channels, out_h, out_w]`; the
 //! output size is any size (an integer scale factor `s` gives `out = s · in`, for which
-//! PyTorch's `1 / s` and `in / out` are the same ratio).
+//! PyTorch's `1 / s` and `in / out` are the same ratio; with `align_corners` PyTorch uses
+//! `(in − 1) / (out − 1)` whatever the scale factor).
 
 use crate::Float;
 
@@ -11,7 +13,9 @@ use crate::Float;
 ///
 /// ```
 /// use kiln_runtime::kernels::upsample::{upsample_nearest2d_forward, Upsample2dGeometry};
-/// let g = Upsample2dGeometry { batch: 1, channels: 1, in_h: 1, in_w: 2, out_h: 2, out_w: 4 };
+/// let g = Upsample2dGeometry {
+///     batch: 1, channels: 1, in_h: 1, in_w: 2, out_h: 2, out_w: 4, align_corners: false,
+/// };
 /// let mut y = [0.0f32; 8];
 /// upsample_nearest2d_forward(&[1.0, 2.0], &g, &mut y);
 /// assert_eq!(y, [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]);
@@ -30,6 +34,11 @@ pub struct Upsample2dGeometry {
     pub out_h: usize,
     /// Output width (≥ 1).
     pub out_w: usize,
+    /// Bilinear only: PyTorch's `align_corners=True`, where the corner pixels of the input and
+    /// the output are aligned (output `o` samples input point `o · (in − 1) / (out − 1)`)
+    /// instead of their edges (`(o + ½) · in / out − ½`). Nearest ignores it, as PyTorch
+    /// accepts it only for the interpolating modes.
+    pub align_corners: bool,
 }
 
 impl Upsample2dGeometry {
@@ -128,23 +137,27 @@ pub fn upsample_nearest2d_backward<F: Float>(
     }
 }
 
-/// PyTorch's linear source (`align_corners=False`) of output index `o`: the two inputs and
-/// their weights, given `scale = in / out`. The source coordinate is `(o + ½) · scale − ½`,
-/// clamped at 0; its floor and
-/// the next input (the same one at the last input) are mixed by the fractional part. Equal
-/// sizes copy.
+/// PyTorch's linear source of output index `o`: the two inputs and their weights, given the
+/// ratio `scale` of [`ratios`]. The source coordinate is `(o + ½) · scale − ½` clamped at 0,
+/// or with `align_corners` `o · scale`; its floor and the next input (the same one at the
+/// last input) are mixed by the fractional part. Equal sizes copy.
 #[inline(always)]
 fn linear_source<F: Float>(
     o: usize,
     input: usize,
     output: usize,
     scale: F,
+    align_corners: bool,
 ) -> (usize, usize, F, F) {
     if input == output {
         return (o, o, F::ONE, F::ZERO);
     }
-    let half = F::from_f64(0.5);
-    let real = (scale * (F::from_usize(o) + half) - half).max(F::ZERO);
+    let real = if align_corners {
+        scale * F::from_usize(o)
+    } else {
+        let half = F::from_f64(0.5);
+        (scale * (F::from_usize(o) + half) - half).max(F::ZERO)
+    };
     // `real` is not negative, so truncation is the floor.
     let i0 = (real.to_f64() as usize).min(input - 1);
     let lambda1 = (real - F::from_usize(i0)).max(F::ZERO).min(F::ONE);
@@ -152,26 +165,40 @@ fn linear_source<F: Float>(
     (i0, i1, F::ONE - lambda1, lambda1)
 }
 
-/// The source-to-output ratios `in / out` along both axes, in `F` as PyTorch computes them.
+/// The source-to-output ratios along both axes, in `F` as PyTorch computes them: `in / out`,
+/// or with `align_corners` `(in − 1) / (out − 1)` (0 for an output of one pixel, which then
+/// samples the first input).
 fn ratios<F: Float>(g: &Upsample2dGeometry) -> (F, F) {
-    (
-        F::from_usize(g.in_h) / F::from_usize(g.out_h),
-        F::from_usize(g.in_w) / F::from_usize(g.out_w),
-    )
+    let ratio = |input: usize, output: usize| {
+        if !g.align_corners {
+            F::from_usize(input) / F::from_usize(output)
+        } else if output > 1 {
+            F::from_usize(input - 1) / F::from_usize(output - 1)
+        } else {
+            F::ZERO
+        }
+    };
+    (ratio(g.in_h, g.out_h), ratio(g.in_w, g.out_w))
 }
 
-/// `y = upsample_bilinear(x)` (`align_corners=False`): every output mixes the four inputs
-/// around its source point, `y` overwritten.
+/// `y = upsample_bilinear(x)`: every output mixes the four inputs around its source point
+/// (see [`Upsample2dGeometry::align_corners`]), `y` overwritten.
 ///
 /// # Panics
 /// If a slice's length disagrees with `g`, or a size is 0 (caller bugs).
 ///
 /// ```
 /// use kiln_runtime::kernels::upsample::{upsample_bilinear2d_forward, Upsample2dGeometry};
-/// let g = Upsample2dGeometry { batch: 1, channels: 1, in_h: 1, in_w: 2, out_h: 1, out_w: 4 };
+/// let mut g = Upsample2dGeometry {
+///     batch: 1, channels: 1, in_h: 1, in_w: 2, out_h: 1, out_w: 4, align_corners: false,
+/// };
 /// let mut y = [0.0f64; 4];
 /// upsample_bilinear2d_forward(&[0.0, 4.0], &g, &mut y);
 /// assert_eq!(y, [0.0, 1.0, 3.0, 4.0]);
+/// // The corners aligned: the ends are the input's ends, the rest evenly between.
+/// g.align_corners = true;
+/// upsample_bilinear2d_forward(&[0.0, 3.0], &g, &mut y);
+/// assert_eq!(y, [0.0, 1.0, 2.0, 3.0]);
 /// ```
 pub fn upsample_bilinear2d_forward<F: Float>(x: &[F], g: &Upsample2dGeometry, y: &mut [F]) {
     g.check("upsample_bilinear2d_forward", x.len(), y.len());
@@ -181,10 +208,10 @@ pub fn upsample_bilinear2d_forward<F: Float>(x: &[F], g: &Upsample2dGeometry, y:
         .zip(y.chunks_exact_mut(g.out_h * g.out_w))
     {
         for (i, y_row) in y_p.chunks_exact_mut(g.out_w).enumerate() {
-            let (h0, h1, a0, a1) = linear_source(i, g.in_h, g.out_h, scale_h);
+            let (h0, h1, a0, a1) = linear_source(i, g.in_h, g.out_h, scale_h, g.align_corners);
             let (r0, r1) = (&x_p[h0 * g.in_w..][..g.in_w], &x_p[h1 * g.in_w..][..g.in_w]);
             for (j, slot) in y_row.iter_mut().enumerate() {
-                let (w0, w1, b0, b1) = linear_source(j, g.in_w, g.out_w, scale_w);
+                let (w0, w1, b0, b1) = linear_source(j, g.in_w, g.out_w, scale_w, g.align_corners);
                 *slot = a0 * (b0 * r0[w0] + b1 * r0[w1]) + a1 * (b0 * r1[w0] + b1 * r1[w1]);
             }
         }
@@ -212,9 +239,9 @@ pub fn upsample_bilinear2d_backward<F: Float>(
         .zip(dy.chunks_exact(g.out_h * g.out_w))
     {
         for (i, dy_row) in dy_p.chunks_exact(g.out_w).enumerate() {
-            let (h0, h1, a0, a1) = linear_source(i, g.in_h, g.out_h, scale_h);
+            let (h0, h1, a0, a1) = linear_source(i, g.in_h, g.out_h, scale_h, g.align_corners);
             for (j, &d) in dy_row.iter().enumerate() {
-                let (w0, w1, b0, b1) = linear_source(j, g.in_w, g.out_w, scale_w);
+                let (w0, w1, b0, b1) = linear_source(j, g.in_w, g.out_w, scale_w, g.align_corners);
                 dx_p[h0 * g.in_w + w0] += a0 * b0 * d;
                 dx_p[h0 * g.in_w + w1] += a0 * b1 * d;
                 dx_p[h1 * g.in_w + w0] += a1 * b0 * d;
@@ -243,6 +270,7 @@ mod tests {
             in_w,
             out_h,
             out_w,
+            align_corners: false,
         }
     }
 
@@ -275,7 +303,13 @@ mod tests {
     /// [0, in − 1], mixing its four neighbours.
     fn naive_bilinear(x: &[f64], g: &Upsample2dGeometry) -> Vec<f64> {
         let coord = |o: usize, i: usize, out: usize| {
-            ((o as f64 + 0.5) * i as f64 / out as f64 - 0.5).clamp(0.0, (i - 1) as f64)
+            if !g.align_corners {
+                ((o as f64 + 0.5) * i as f64 / out as f64 - 0.5).clamp(0.0, (i - 1) as f64)
+            } else if out > 1 {
+                o as f64 * (i - 1) as f64 / (out - 1) as f64
+            } else {
+                0.0
+            }
         };
         let mut y = Vec::new();
         for p in x.chunks(g.in_h * g.in_w) {
@@ -298,6 +332,45 @@ mod tests {
 
     fn weighted(y: &[f64], r: &[f64]) -> f64 {
         y.iter().zip(r).map(|(a, b)| a * b).sum()
+    }
+
+    /// Every case bilinear with the corners aligned, and outputs of one row or column.
+    fn aligned_cases() -> Vec<Upsample2dGeometry> {
+        let mut cases = cases();
+        cases.push(geom(1, 2, (3, 4), (1, 5)));
+        cases.push(geom(1, 1, (1, 4), (3, 1)));
+        cases
+            .into_iter()
+            .map(|g| Upsample2dGeometry {
+                align_corners: true,
+                ..g
+            })
+            .collect()
+    }
+
+    #[test]
+    fn aligned_corners_match_the_definition_and_finite_differences() {
+        for (k, g) in aligned_cases().iter().enumerate() {
+            let mut x = values(g.input_len(), 5.0 + k as f64);
+            let mut y = vec![f64::NAN; g.output_len()];
+            upsample_bilinear2d_forward(&x, g, &mut y);
+            let label = format!("aligned bilinear {g:?}");
+            assert_close(&y, &naive_bilinear(&x, g), 1e-14, 1e-14, &label);
+            let r = values(g.output_len(), 6.0 + k as f64);
+            let num = numeric_gradient(|x| weighted(&naive_bilinear(x, g), &r), &mut x, 1e-3);
+            check_both_modes(&num, 1e-6, 1e-9, &format!("{label} dx"), |dx, acc| {
+                upsample_bilinear2d_backward(&r, g, dx, acc)
+            });
+        }
+        // torch.nn.functional.interpolate(torch.arange(3.).view(1, 1, 1, 3), size=(1, 5),
+        // mode='bilinear', align_corners=True).
+        let g = Upsample2dGeometry {
+            align_corners: true,
+            ..geom(1, 1, (1, 3), (1, 5))
+        };
+        let mut y = [0.0f32; 5];
+        upsample_bilinear2d_forward(&[0.0, 1.0, 2.0], &g, &mut y);
+        assert_eq!(y, [0.0, 0.5, 1.0, 1.5, 2.0]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `upsample(x, scale = 2, mode = nearest | bilinear)` or `upsample(x, size = (h, w), ...)`:
-//! PyTorch's `nn.Upsample` / `F.interpolate` on NCHW images with `align_corners=False`. The
-//! mode defaults to `nearest`, as in PyTorch; scales are integers (or a pair), for which
-//! PyTorch's index arithmetic and the output size agree exactly.
+//! PyTorch's `nn.Upsample` / `F.interpolate` on NCHW images, bilinear with `align_corners`
+//! false (the default) or `align_corners = true`. The mode defaults to `nearest`, as in
+//! PyTorch; scales are integers (or a pair), for which PyTorch's index arithmetic and the
+//! output size agree exactly.
 
 use super::conv::spatial_input;
 use super::{BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
@@ -29,7 +30,7 @@ impl OpSpec for UpsampleSpec {
         "upsample"
     }
     fn usage(&self) -> &'static str {
-        "upsample(x, scale = 2, mode = bilinear)` or `upsample(x, size = (h, w))"
+        "upsample(x, scale = 2, mode = bilinear)`, `upsample(x, size = (h, w))` or `upsample(x, scale = 2, mode = bilinear, align_corners = true)"
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(1, 1)?;
@@ -43,11 +44,19 @@ impl OpSpec for UpsampleSpec {
             Some(other) => {
                 return Err(syn::Error::new(
                     other.span(),
-                    "`mode` is `nearest` or `bilinear` (PyTorch's `align_corners = False`), as in `mode = bilinear`",
+                    "`mode` is `nearest` or `bilinear`, as in `mode = bilinear`",
                 ))
             }
         };
+        let align_span = args.option_expr("align_corners").map(ast::Expr::span);
+        let align_corners = args.opt_bool("align_corners", false)?;
         args.finish()?;
+        if let (Some(span), false) = (align_span, bilinear) {
+            return Err(syn::Error::new(
+                span,
+                "`align_corners` applies to `mode = bilinear` only (PyTorch refuses it for `nearest` too)",
+            ));
+        }
         let target = match (scale, size) {
             (Some(s), None) => Target::Scale(s),
             (None, Some(s)) => Target::Size(s),
@@ -64,7 +73,11 @@ impl OpSpec for UpsampleSpec {
                 ))
             }
         };
-        Ok(Built::Kernel(Box::new(Upsample { target, bilinear })))
+        Ok(Built::Kernel(Box::new(Upsample {
+            target,
+            bilinear,
+            align_corners,
+        })))
     }
 }
 
@@ -72,6 +85,8 @@ impl OpSpec for UpsampleSpec {
 pub struct Upsample {
     target: Target,
     bilinear: bool,
+    /// PyTorch's `align_corners=True` (bilinear only).
+    align_corners: bool,
 }
 
 impl Upsample {
@@ -86,6 +101,7 @@ impl Upsample {
         let geometry = super::geometry_ident();
         let (batch, c, h, w) = (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3]);
         let (oh, ow) = (&out_dims[2], &out_dims[3]);
+        let align_corners = self.align_corners;
         quote! {
             let #geometry = ::kiln::kernels::upsample::Upsample2dGeometry {
                 batch: #batch,
@@ -94,6 +110,7 @@ impl Upsample {
                 in_w: #w,
                 out_h: #oh,
                 out_w: #ow,
+                align_corners: #align_corners,
             };
         }
     }
@@ -112,13 +129,19 @@ impl Kernel for Upsample {
         use crate::onnx::Attr::Str;
         let x = cx.inputs[0].clone();
         // PyTorch's `nearest` takes floor(dst * in / out) (ONNX's asymmetric + floor); its
-        // bilinear with align_corners = false is ONNX's half_pixel linear (edges clamped).
+        // bilinear with align_corners = false is ONNX's half_pixel linear (edges clamped), and
+        // with align_corners = true ONNX's align_corners.
         let mut attrs = vec![(
             "mode",
             Str(if self.bilinear { "linear" } else { "nearest" }.into()),
         )];
         if self.bilinear {
-            attrs.push(("coordinate_transformation_mode", Str("half_pixel".into())));
+            let transform = if self.align_corners {
+                "align_corners"
+            } else {
+                "half_pixel"
+            };
+            attrs.push(("coordinate_transformation_mode", Str(transform.into())));
         } else {
             attrs.push(("coordinate_transformation_mode", Str("asymmetric".into())));
             attrs.push(("nearest_mode", Str("floor".into())));
@@ -159,7 +182,11 @@ impl Kernel for Upsample {
         "upsample"
     }
     fn describe(&self) -> String {
-        let mode = if self.bilinear { "bilinear" } else { "nearest" };
+        let mode = match (self.bilinear, self.align_corners) {
+            (false, _) => "nearest",
+            (true, false) => "bilinear",
+            (true, true) => "bilinear, align_corners",
+        };
         match self.target {
             Target::Scale(s) => format!("scale={s:?}, mode={mode}"),
             Target::Size(s) => format!("size={s:?}, mode={mode}"),
