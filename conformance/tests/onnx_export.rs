@@ -223,28 +223,36 @@ fn reductions_over_several_axes_match() {
 }
 
 kiln::model! {
-    /// Bilinear upsampling with the corners aligned, by a scale and to a size (one pixel wide).
+    /// Bilinear upsampling with the corners aligned, by a scale and to a size (one pixel wide);
+    /// adaptive max pooling to a size that tiles the input, and global.
     struct Aligned {
         input x: [B, 2, 3, 4];
         let scaled = upsample(x, scale = (2, 3), mode = bilinear, align_corners = true);
         let sized = upsample(x, size = (5, 1), mode = bilinear, align_corners = true);
-        output scaled, sized;
+        let tiled_max = adaptive_max_pool2d(scaled, (3, 4));
+        let global_max = adaptive_max_pool2d(x, 1);
+        output scaled, sized, tiled_max, global_max;
     }
 }
 
 #[test]
-fn aligned_bilinear_upsampling_matches() {
+fn aligned_bilinear_upsampling_and_adaptive_max_pooling_match() {
     let mut rng = rng();
     let model = Aligned::<f64>::zeros();
     let x = random(&mut rng, &[2, 2, 3, 4]);
-    let (scaled, sized) = model
+    let (scaled, sized, tiled_max, global_max) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
         "aligned",
         &model,
         &[Feed::Float(x)],
-        &[dyn_f(scaled), dyn_f(sized)],
+        &[
+            dyn_f(scaled),
+            dyn_f(sized),
+            dyn_f(tiled_max),
+            dyn_f(global_max),
+        ],
     );
 }
 

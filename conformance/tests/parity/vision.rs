@@ -1,6 +1,7 @@
 //! PyTorch parity for the vision fixture cases written by `tests/fixtures/gen_vision.py`
 //! (`tests/fixtures/<case>/`, see its README): pooling with padding, `ceil_mode` and
-//! `count_include_pad = false`, adaptive average pooling (non-integer windows and global),
+//! `count_include_pad = false`, adaptive average and max pooling (non-integer windows and
+//! global),
 //! nearest and bilinear upsampling (by 2 and to a size, with and without aligned corners),
 //! per-pixel cross-entropy with `ignore_index`, and the activations of mobile networks (relu6,
 //! hardsigmoid, hardswish, silu), in f64 and f32.
@@ -73,6 +74,21 @@ kiln::model! {
         let head = conv2d(h, 4, kernel = 1);
         output conv1, u, s2, a, h, head;
         loss cross_entropy(head, label);
+    }
+}
+
+kiln::model! {
+    /// `vision_adaptive_max`: adaptive max pooling to (3, 2) and global max pooling.
+    pub struct VisionAdaptiveMax {
+        input x: [B, 2, 7, 5];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 3, kernel = 3, padding = 1);
+        let am = adaptive_max_pool2d(conv1, (3, 2));
+        let gm = adaptive_max_pool2d(conv1, 1);
+        let f = concat(flatten(am), flatten(gm), axis = 1);
+        let fc = linear(f, 3);
+        output conv1, am, gm, f, fc;
+        loss cross_entropy(fc, label);
     }
 }
 
@@ -181,6 +197,12 @@ parity_case! {
     vision_upsample_aligned, VisionUpsampleAligned,
     target label: pixels,
     outputs { conv1 => c1, u => u, s2 => s2, a => a, h => h, head => logits },
+}
+
+parity_case! {
+    vision_adaptive_max, VisionAdaptiveMax,
+    target label: labels,
+    outputs { conv1 => c1, am => am, gm => gm, f => f, fc => logits },
 }
 
 parity_case! {

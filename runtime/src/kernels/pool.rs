@@ -1,6 +1,6 @@
 //! 2-D max and average pooling over NCHW activations (PyTorch's `MaxPool2d` / `AvgPool2d`
-//! with padding and `ceil_mode`, without dilation), adaptive average pooling
-//! (`AdaptiveAvgPool2d`), and their VJPs.
+//! with padding and `ceil_mode`, without dilation), adaptive average and max pooling
+//! (`AdaptiveAvgPool2d`, `AdaptiveMaxPool2d`), and their VJPs.
 //!
 //! `x` is `[batch, channels, in_h, in_w]` and `y` is `[batch, channels, out_h, out_w]` with
 //! `out = ⌊(in + 2·pad − kernel) / stride⌋ + 1` (rounded up instead with `ceil_mode`, minus a
@@ -630,9 +630,9 @@ fn avg_pool2d_backward_serial<F: Float>(
     });
 }
 
-/// The sizes of an adaptive average pooling (PyTorch's `AdaptiveAvgPool2d`): output row `i`
-/// averages input rows `⌊i·in_h / out_h⌋ .. ⌈(i + 1)·in_h / out_h⌉`, and likewise for
-/// columns, so windows may differ in size and overlap when the ratio is not an integer.
+/// The sizes of an adaptive pooling (PyTorch's `AdaptiveAvgPool2d`, `AdaptiveMaxPool2d`):
+/// output row `i` pools input rows `⌊i·in_h / out_h⌋ .. ⌈(i + 1)·in_h / out_h⌉`, and likewise
+/// for columns, so windows may differ in size and overlap when the ratio is not an integer.
 ///
 /// ```
 /// use kiln_runtime::kernels::pool::{adaptive_avg_pool2d_forward, AdaptivePool2dGeometry};
@@ -758,6 +758,108 @@ pub fn adaptive_avg_pool2d_backward<F: Float>(
                         *slot += share;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The index (within the plane) of the element PyTorch's adaptive max pooling selects in the
+/// window `rows × cols`: the same rule as [`window_argmax`] (the first maximum among numbers,
+/// the last NaN if there is one).
+#[inline]
+fn adaptive_argmax<F: Float>(
+    plane: &[F],
+    in_w: usize,
+    rows: Range<usize>,
+    cols: &Range<usize>,
+) -> usize {
+    let top_left = rows.start * in_w + cols.start;
+    let (mut best_index, mut best) = (top_left, plane[top_left]);
+    for u in rows {
+        let row = u * in_w + cols.start;
+        for (v, &val) in plane[row..row + cols.len()].iter().enumerate() {
+            if val > best || is_nan(val) {
+                best = val;
+                best_index = row + v;
+            }
+        }
+    }
+    best_index
+}
+
+/// `y = adaptive_max_pool2d(x)`: the maximum of every adaptive window (see
+/// [`AdaptivePool2dGeometry`]), `y` overwritten. NaN propagates, as in PyTorch.
+///
+/// # Panics
+/// If a slice's length disagrees with `g`, or a size is 0 (caller bugs).
+///
+/// ```
+/// use kiln_runtime::kernels::pool::{adaptive_max_pool2d_forward, AdaptivePool2dGeometry};
+/// // Rows 0..2 and 1..3 of a 3-row input: the windows overlap.
+/// let g = AdaptivePool2dGeometry { batch: 1, channels: 1, in_h: 3, in_w: 1, out_h: 2, out_w: 1 };
+/// let mut y = [0.0f32; 2];
+/// adaptive_max_pool2d_forward(&[4.0, 1.0, 2.0], &g, &mut y);
+/// assert_eq!(y, [4.0, 2.0]);
+/// ```
+pub fn adaptive_max_pool2d_forward<F: Float>(x: &[F], g: &AdaptivePool2dGeometry, y: &mut [F]) {
+    g.check("adaptive_max_pool2d_forward", x.len(), y.len());
+    let plane = g.in_h * g.in_w;
+    assert!(
+        plane > 0,
+        "adaptive_max_pool2d_forward: the input plane is empty"
+    );
+    for (x_p, y_p) in x
+        .chunks_exact(plane)
+        .zip(y.chunks_exact_mut(g.out_h * g.out_w))
+    {
+        for i in 0..g.out_h {
+            let rows = adaptive_span(i, g.in_h, g.out_h);
+            for j in 0..g.out_w {
+                let cols = adaptive_span(j, g.in_w, g.out_w);
+                y_p[i * g.out_w + j] = x_p[adaptive_argmax(x_p, g.in_w, rows.clone(), &cols)];
+            }
+        }
+    }
+}
+
+/// The VJP of [`adaptive_max_pool2d_forward`]: each window's `dy` goes to the element it
+/// selected (found again in `x`; summed where overlapping windows select the same one),
+/// written into `dx` or added when `accumulate`.
+///
+/// # Panics
+/// If a slice's length disagrees with `g`, or a size is 0 (caller bugs).
+pub fn adaptive_max_pool2d_backward<F: Float>(
+    x: &[F],
+    dy: &[F],
+    g: &AdaptivePool2dGeometry,
+    dx: &mut [F],
+    accumulate: bool,
+) {
+    g.check("adaptive_max_pool2d_backward", x.len(), dy.len());
+    check_len(
+        "adaptive_max_pool2d_backward",
+        "dx",
+        dx.len(),
+        g.input_len(),
+    );
+    let plane = g.in_h * g.in_w;
+    assert!(
+        plane > 0,
+        "adaptive_max_pool2d_backward: the input plane is empty"
+    );
+    if !accumulate {
+        dx.fill(F::ZERO);
+    }
+    for ((x_p, dx_p), dy_p) in x
+        .chunks_exact(plane)
+        .zip(dx.chunks_exact_mut(plane))
+        .zip(dy.chunks_exact(g.out_h * g.out_w))
+    {
+        for i in 0..g.out_h {
+            let rows = adaptive_span(i, g.in_h, g.out_h);
+            for j in 0..g.out_w {
+                let cols = adaptive_span(j, g.in_w, g.out_w);
+                dx_p[adaptive_argmax(x_p, g.in_w, rows.clone(), &cols)] += dy_p[i * g.out_w + j];
             }
         }
     }
@@ -1111,6 +1213,100 @@ mod tests {
                 |dx, acc| adaptive_avg_pool2d_backward(&r, g, dx, acc),
             );
         }
+    }
+
+    /// Adaptive max windows by the definition: the first maximum, exact rational bounds.
+    fn naive_adaptive_max(x: &[f64], g: &AdaptivePool2dGeometry) -> Vec<f64> {
+        let mut y = Vec::new();
+        for p in x.chunks(g.in_h * g.in_w) {
+            for i in 0..g.out_h {
+                let h0 = (i as f64 * g.in_h as f64 / g.out_h as f64).floor() as usize;
+                let h1 = ((i + 1) as f64 * g.in_h as f64 / g.out_h as f64).ceil() as usize;
+                for j in 0..g.out_w {
+                    let w0 = (j as f64 * g.in_w as f64 / g.out_w as f64).floor() as usize;
+                    let w1 = ((j + 1) as f64 * g.in_w as f64 / g.out_w as f64).ceil() as usize;
+                    let mut m = f64::NEG_INFINITY;
+                    for h in h0..h1 {
+                        for w in w0..w1 {
+                            m = m.max(p[h * g.in_w + w]);
+                        }
+                    }
+                    y.push(m);
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn adaptive_max_pooling_matches_the_definition_and_propagates_nan() {
+        let geoms = [
+            // Overlapping windows, global pooling, upsampling (3 → 5), an exact ratio.
+            AdaptivePool2dGeometry {
+                batch: 2,
+                channels: 3,
+                in_h: 7,
+                in_w: 5,
+                out_h: 3,
+                out_w: 2,
+            },
+            AdaptivePool2dGeometry {
+                batch: 2,
+                channels: 2,
+                in_h: 5,
+                in_w: 4,
+                out_h: 1,
+                out_w: 1,
+            },
+            AdaptivePool2dGeometry {
+                batch: 1,
+                channels: 2,
+                in_h: 3,
+                in_w: 6,
+                out_h: 5,
+                out_w: 3,
+            },
+            AdaptivePool2dGeometry {
+                batch: 1,
+                channels: 1,
+                in_h: 4,
+                in_w: 6,
+                out_h: 2,
+                out_w: 3,
+            },
+        ];
+        for (k, g) in geoms.iter().enumerate() {
+            // Distinct values: the maxima are unique, so the function is smooth around x.
+            let mut x = values(g.input_len(), 11.0 + k as f64);
+            let mut y = vec![f64::NAN; g.output_len()];
+            adaptive_max_pool2d_forward(&x, g, &mut y);
+            assert_eq!(y, naive_adaptive_max(&x, g), "{g:?}");
+            let r = values(g.output_len(), 12.0 + k as f64);
+            let num = numeric_gradient(|x| weighted(&naive_adaptive_max(x, g), &r), &mut x, 1e-6);
+            check_both_modes(
+                &num,
+                1e-6,
+                1e-9,
+                &format!("adaptive max dx {g:?}"),
+                |dx, acc| adaptive_max_pool2d_backward(&x, &r, g, dx, acc),
+            );
+        }
+        // Ties go to the first maximum; a NaN wins its windows (the last NaN among several).
+        let g = AdaptivePool2dGeometry {
+            batch: 1,
+            channels: 1,
+            in_h: 1,
+            in_w: 4,
+            out_h: 1,
+            out_w: 2,
+        };
+        let x = [3.0, 3.0, f64::NAN, 1.0];
+        let mut y = [0.0; 2];
+        adaptive_max_pool2d_forward(&x, &g, &mut y);
+        assert!(y[0] == 3.0 && y[1].is_nan(), "{y:?}");
+        let mut dx = [0.0; 4];
+        adaptive_max_pool2d_backward(&x, &[1.0, 2.0], &g, &mut dx, false);
+        assert_eq!(dx, [1.0, 0.0, 2.0, 0.0]);
     }
 
     #[test]

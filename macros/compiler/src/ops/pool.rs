@@ -2,7 +2,8 @@
 //! p`, `ceil_mode = true`, and for the average `count_include_pad = false`): pooling over NCHW
 //! windows with PyTorch's output size and padding rules. The stride defaults to the kernel, as
 //! in PyTorch. `adaptive_avg_pool2d(x, (oh, ow))` (or `n` for `(n, n)`) averages PyTorch's
-//! adaptive windows; `adaptive_avg_pool2d(x, 1)` is global average pooling.
+//! adaptive windows and `adaptive_max_pool2d` takes their maxima; with size 1 they are global
+//! average and max pooling.
 
 use super::conv::spatial_input;
 use super::{BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
@@ -272,30 +273,50 @@ impl Kernel for Pool {
     }
 }
 
-/// The registry entry of `adaptive_avg_pool2d`.
-pub struct AdaptiveSpec;
+/// The registry entry of an adaptive pooling.
+pub struct AdaptiveSpec {
+    max: bool,
+}
 /// `adaptive_avg_pool2d`.
-pub static ADAPTIVE_AVG_POOL2D: AdaptiveSpec = AdaptiveSpec;
+pub static ADAPTIVE_AVG_POOL2D: AdaptiveSpec = AdaptiveSpec { max: false };
+/// `adaptive_max_pool2d`.
+pub static ADAPTIVE_MAX_POOL2D: AdaptiveSpec = AdaptiveSpec { max: true };
+
+fn adaptive_name(max: bool) -> &'static str {
+    if max {
+        "adaptive_max_pool2d"
+    } else {
+        "adaptive_avg_pool2d"
+    }
+}
 
 impl OpSpec for AdaptiveSpec {
     fn name(&self) -> &'static str {
-        "adaptive_avg_pool2d"
+        adaptive_name(self.max)
     }
     fn usage(&self) -> &'static str {
-        "adaptive_avg_pool2d(x, (oh, ow))` or `adaptive_avg_pool2d(x, 1)"
+        if self.max {
+            "adaptive_max_pool2d(x, (oh, ow))` or `adaptive_max_pool2d(x, 1)"
+        } else {
+            "adaptive_avg_pool2d(x, (oh, ow))` or `adaptive_avg_pool2d(x, 1)"
+        }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(2, 2)?;
         args.tensor(0);
         let size = args.pair(1, "the output size")?;
         args.finish()?;
-        Ok(Built::Kernel(Box::new(AdaptivePool { size })))
+        Ok(Built::Kernel(Box::new(AdaptivePool {
+            size,
+            max: self.max,
+        })))
     }
 }
 
-/// An adaptive average pooling to a fixed output size.
+/// An adaptive average or max pooling to a fixed output size.
 pub struct AdaptivePool {
     size: (usize, usize),
+    max: bool,
 }
 
 impl AdaptivePool {
@@ -320,25 +341,30 @@ impl Kernel for AdaptivePool {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::Ints;
         let x = cx.inputs[0].clone();
+        let (global, tiled) = if self.max {
+            ("GlobalMaxPool", "MaxPool")
+        } else {
+            ("GlobalAveragePool", "AveragePool")
+        };
         if self.size == (1, 1) {
-            cx.finish("GlobalAveragePool", vec![x], vec![]);
+            cx.finish(global, vec![x], vec![]);
             return Ok(());
         }
         let dims = &cx.input_infos[0].shape.0;
         let (oh, ow) = self.size;
         match (dims[2], dims[3]) {
             (Dim::Fixed(h), Dim::Fixed(w)) if h % oh == 0 && w % ow == 0 => {
-                // Equal windows that tile the input: an ordinary average pooling.
+                // Equal windows that tile the input: an ordinary pooling.
                 let (kh, kw) = ((h / oh) as i64, (w / ow) as i64);
                 cx.finish(
-                    "AveragePool",
+                    tiled,
                     vec![x],
                     vec![("kernel_shape", Ints(vec![kh, kw])), ("strides", Ints(vec![kh, kw]))],
                 );
                 Ok(())
             }
             _ => Err(crate::onnx::unsupported(
-                "adaptive_avg_pool2d",
+                adaptive_name(self.max),
                 &format!(
                     "ONNX has no adaptive pooling, and an input of {} does not divide into {oh}x{ow} equal windows (a global pooling, size 1, always exports)",
                     cx.input_infos[0].shape.display(cx.symbols)
@@ -347,7 +373,7 @@ impl Kernel for AdaptivePool {
         }
     }
     fn name(&self) -> &'static str {
-        "adaptive_avg_pool2d"
+        adaptive_name(self.max)
     }
     fn describe(&self) -> String {
         format!("size={:?}", self.size)
@@ -366,8 +392,9 @@ impl Kernel for AdaptivePool {
         })
     }
     fn backward_reads(&self) -> Reads {
+        // Max pooling finds each window's maximum again in its input.
         Reads {
-            inputs: vec![false],
+            inputs: vec![self.max],
             output: false,
         }
     }
@@ -377,9 +404,14 @@ impl Kernel for AdaptivePool {
             super::geometry_ident(),
         );
         let (x, y) = (&cx.inputs[0].data, &cx.output.data);
+        let f = if self.max {
+            quote!(adaptive_max_pool2d_forward)
+        } else {
+            quote!(adaptive_avg_pool2d_forward)
+        };
         quote! {
             #setup
-            ::kiln::kernels::pool::adaptive_avg_pool2d_forward(#x, &#geometry, #y);
+            ::kiln::kernels::pool::#f(#x, &#geometry, #y);
         }
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
@@ -391,9 +423,17 @@ impl Kernel for AdaptivePool {
             super::geometry_ident(),
         );
         let (dy, d, acc) = (&cx.d_output, &dx.data, dx.accumulate);
-        quote! {
-            #setup
-            ::kiln::kernels::pool::adaptive_avg_pool2d_backward(#dy, &#geometry, #d, #acc);
+        if self.max {
+            let x = &cx.inputs[0].data;
+            quote! {
+                #setup
+                ::kiln::kernels::pool::adaptive_max_pool2d_backward(#x, #dy, &#geometry, #d, #acc);
+            }
+        } else {
+            quote! {
+                #setup
+                ::kiln::kernels::pool::adaptive_avg_pool2d_backward(#dy, &#geometry, #d, #acc);
+            }
         }
     }
 }
