@@ -283,10 +283,10 @@ impl Kernel for Loss {
             parts.push(format!("ignore_index={i}"));
         }
         if self.label_smoothing != 0.0 {
-            parts.push(format!("label_smoothing={}", self.label_smoothing));
+            parts.push(format!("label_smoothing={:?}", self.label_smoothing));
         }
         if let Some(w) = &self.weight {
-            let values: Vec<String> = w.values.iter().map(f64::to_string).collect();
+            let values: Vec<String> = w.values.iter().map(|v| format!("{v:?}")).collect();
             parts.push(format!("weight=({})", values.join(", ")));
         }
         parts.join(", ")
