@@ -638,14 +638,16 @@ impl<F: Float> ElementLoop for SpatialGrad<'_, F> {
 ///
 /// ```
 /// use kiln_runtime::loss::{cross_entropy_with_options, CrossEntropyOptions};
-/// // Two equal logits: −log p is ln 2 for each class, whatever the weights and smoothing.
+/// // Two equal logits: −log p is ln 2 for each class. One row of label 1 (weight 3), ε = 0.2:
+/// // (1 − ε)·3 ln 2 / 3 + (ε / 2)·(1 + 3) ln 2 / 3.
 /// let options = CrossEntropyOptions {
 ///     weight: Some(&[1.0, 3.0]),
 ///     label_smoothing: 0.2,
 ///     ..CrossEntropyOptions::default()
 /// };
 /// let loss = cross_entropy_with_options(&[3.0f64, 3.0], 1, 2, &[1], &options);
-/// assert!((loss - 2f64.ln()).abs() < 1e-15);
+/// let ln2 = 2f64.ln();
+/// assert!((loss - (0.8 * ln2 + 0.1 * 4.0 * ln2 / 3.0)).abs() < 1e-15);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CrossEntropyOptions<'a> {
