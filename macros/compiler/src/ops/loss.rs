@@ -126,7 +126,8 @@ fn weight_option(e: &ast::Expr) -> syn::Result<ClassWeights> {
                 format!("the weight of class {class} is {v}: class weights cannot be negative (0 leaves the class out of the loss)"),
             ));
         }
-        values.push(v);
+        // `-0.0` passes the sign check: it is a weight of 0, and is written as one.
+        values.push(if v == 0.0 { 0.0 } else { v });
     }
     if !values.is_empty() && values.iter().all(|&v| v == 0.0) {
         return Err(syn::Error::new(
