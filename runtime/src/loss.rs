@@ -626,6 +626,403 @@ impl<F: Float> ElementLoop for SpatialGrad<'_, F> {
     }
 }
 
+/// PyTorch's `weight` and `label_smoothing` options of cross-entropy, with its
+/// `ignore_index`, for [`cross_entropy_with_options`] and
+/// [`cross_entropy_spatial_with_options`].
+///
+/// With `w` the class weights (1 when absent), `ε` the smoothing, `C` the classes and the sums
+/// over the counted rows `i` (those not labelled `ignore`), the loss is PyTorch's
+/// `F.cross_entropy(..., weight, ignore_index, label_smoothing, reduction='mean')`:
+///
+/// `[(1 − ε) Σ_i w_{y_i}·(−log p_{i,y_i}) + (ε / C) Σ_i Σ_c w_c·(−log p_{i,c})] / Σ_i w_{y_i}`
+///
+/// ```
+/// use kiln_runtime::loss::{cross_entropy_with_options, CrossEntropyOptions};
+/// // Two equal logits: −log p is ln 2 for each class. One row of label 1 (weight 3), ε = 0.2:
+/// // (1 − ε)·3 ln 2 / 3 + (ε / 2)·(1 + 3) ln 2 / 3.
+/// let options = CrossEntropyOptions {
+///     weight: Some(&[1.0, 3.0]),
+///     label_smoothing: 0.2,
+///     ..CrossEntropyOptions::default()
+/// };
+/// let loss = cross_entropy_with_options(&[3.0f64, 3.0], 1, 2, &[1], &options);
+/// let ln2 = 2f64.ln();
+/// assert!((loss - (0.8 * ln2 + 0.1 * 4.0 * ln2 / 3.0)).abs() < 1e-15);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CrossEntropyOptions<'a> {
+    /// The label whose rows are left out of the loss and its mean (`ignore_index`); it need
+    /// not be a class.
+    pub ignore: Option<usize>,
+    /// One weight per class, none negative (`weight`): a row counts `w[label]` times in the
+    /// mean, which divides by the sum of the counted rows' weights. `None` weighs every class 1.
+    pub weight: Option<&'a [f64]>,
+    /// The share `ε` of the target spread evenly over the classes (`label_smoothing`), in
+    /// `[0, 1]`; 0 is the plain one-hot target.
+    pub label_smoothing: f64,
+}
+
+impl CrossEntropyOptions<'_> {
+    /// The weight of class `c`, in `F`.
+    #[inline(always)]
+    fn weight_of<F: Float>(&self, c: usize) -> F {
+        self.weight.map_or(F::ONE, |w| F::from_f64(w[c]))
+    }
+
+    #[track_caller]
+    fn check(&self, what: &str, classes: usize) {
+        if let Some(w) = self.weight {
+            assert_eq!(
+                w.len(),
+                classes,
+                "{what}: {} class weights for {classes} classes",
+                w.len()
+            );
+        }
+        assert!(
+            (0.0..=1.0).contains(&self.label_smoothing),
+            "{what}: label smoothing {} is not in [0, 1]",
+            self.label_smoothing
+        );
+    }
+}
+
+/// Cross-entropy with PyTorch's class weights and label smoothing (see
+/// [`CrossEntropyOptions`]) over a `rows × classes` matrix of logits, one label per row. NaN
+/// when no row is counted (or the counted rows' weights sum to 0), as in PyTorch. Without
+/// weights and smoothing, [`cross_entropy_ignore`] computes the same faster.
+///
+/// # Panics
+/// If the lengths disagree with `rows` and `classes`, a label other than `options.ignore` is
+/// not below `classes`, there is not one weight per class, or the smoothing is not in
+/// `[0, 1]`.
+pub fn cross_entropy_with_options<F: Float>(
+    logits: &[F],
+    rows: usize,
+    classes: usize,
+    labels: &[usize],
+    options: &CrossEntropyOptions<'_>,
+) -> F {
+    // A row of classes is a sample of one pixel.
+    options_loss(
+        "cross_entropy_with_options",
+        logits,
+        rows,
+        classes,
+        1,
+        labels,
+        options,
+    )
+}
+
+/// Gradient of [`cross_entropy_with_options`]: on every counted row `i` with label `y`,
+/// `d_loss / W · (p_j·((1 − ε) w_y + (ε / C) Σ_c w_c) − (1 − ε) w_y [j = y] − (ε / C) w_j)`
+/// for class `j`, with `W` the counted rows' weight sum; ignored rows get 0 (left unchanged
+/// when `accumulate`), and all of them when nothing is counted.
+///
+/// # Panics
+/// As [`cross_entropy_with_options`], or if `d_logits` is not `rows × classes`.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_with_options_backward<F: Float>(
+    logits: &[F],
+    rows: usize,
+    classes: usize,
+    labels: &[usize],
+    options: &CrossEntropyOptions<'_>,
+    d_loss: F,
+    d_logits: &mut [F],
+    accumulate: bool,
+) {
+    options_backward(
+        "cross_entropy_with_options_backward",
+        logits,
+        rows,
+        classes,
+        1,
+        labels,
+        options,
+        d_loss,
+        d_logits,
+        accumulate,
+    );
+}
+
+/// Per-pixel cross-entropy with PyTorch's class weights and label smoothing (see
+/// [`CrossEntropyOptions`]) on `[batch, classes, pixels..]` logits (the class axis is 1) and
+/// `[batch, pixels..]` labels, as [`cross_entropy_spatial`] is without them. NaN when no pixel
+/// is counted (or the counted pixels' weights sum to 0).
+///
+/// # Panics
+/// As [`cross_entropy_with_options`].
+pub fn cross_entropy_spatial_with_options<F: Float>(
+    logits: &[F],
+    batch: usize,
+    classes: usize,
+    pixels: usize,
+    labels: &[usize],
+    options: &CrossEntropyOptions<'_>,
+) -> F {
+    options_loss(
+        "cross_entropy_spatial_with_options",
+        logits,
+        batch,
+        classes,
+        pixels,
+        labels,
+        options,
+    )
+}
+
+/// Gradient of [`cross_entropy_spatial_with_options`], over the class axis of every counted
+/// pixel as [`cross_entropy_with_options_backward`] is over a row.
+///
+/// # Panics
+/// As [`cross_entropy_spatial_with_options`], or if `d_logits` is not as long as `logits`.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_spatial_with_options_backward<F: Float>(
+    logits: &[F],
+    batch: usize,
+    classes: usize,
+    pixels: usize,
+    labels: &[usize],
+    options: &CrossEntropyOptions<'_>,
+    d_loss: F,
+    d_logits: &mut [F],
+    accumulate: bool,
+) {
+    options_backward(
+        "cross_entropy_spatial_with_options_backward",
+        logits,
+        batch,
+        classes,
+        pixels,
+        labels,
+        options,
+        d_loss,
+        d_logits,
+        accumulate,
+    );
+}
+
+/// The sum of the counted labels' weights (their count when unweighted).
+fn weight_sum<F: Float>(labels: &[usize], options: &CrossEntropyOptions<'_>) -> F {
+    labels
+        .iter()
+        .filter(|&&l| Some(l) != options.ignore)
+        .fold(F::ZERO, |sum, &l| sum + options.weight_of::<F>(l))
+}
+
+fn options_loss<F: Float>(
+    what: &str,
+    logits: &[F],
+    batch: usize,
+    classes: usize,
+    pixels: usize,
+    labels: &[usize],
+    options: &CrossEntropyOptions<'_>,
+) -> F {
+    check_cross_entropy(
+        what,
+        logits.len(),
+        batch * pixels,
+        classes,
+        labels,
+        options.ignore,
+    );
+    options.check(what, classes);
+    let mut sum = OptionsLossSum {
+        logits,
+        classes,
+        pixels,
+        labels,
+        options,
+        nll: F::ZERO,
+        smooth: F::ZERO,
+        weights: F::ZERO,
+    };
+    run_fast(&mut sum);
+    // PyTorch's order: the weighted mean of the label terms, the smoothing term's sum over
+    // the same weight sum, then (1 − ε)·nll + smooth·(ε / C).
+    let nll = sum.nll / sum.weights;
+    let eps = options.label_smoothing;
+    if eps == 0.0 {
+        return nll;
+    }
+    let smooth = sum.smooth / sum.weights;
+    F::from_f64(1.0 - eps) * nll + smooth * F::from_f64(eps / classes as f64)
+}
+
+/// The weighted sums of `−log_softmax` at the label and over every class (weighted by class),
+/// and the weight sum, over the counted pixels of `[samples, classes, pixels]` logits, in
+/// sample then pixel order (see [`cross_entropy_spatial_with_options`]).
+struct OptionsLossSum<'a, F> {
+    logits: &'a [F],
+    classes: usize,
+    pixels: usize,
+    labels: &'a [usize],
+    options: &'a CrossEntropyOptions<'a>,
+    nll: F,
+    smooth: F,
+    weights: F,
+}
+
+impl<F: Float> ElementLoop for &mut OptionsLossSum<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let (classes, pixels, options) = (self.classes, self.pixels, self.options);
+        let smoothing = options.label_smoothing != 0.0;
+        let mut max = [F::ZERO; PIXEL_BLOCK];
+        let mut lse = [F::ZERO; PIXEL_BLOCK];
+        for (sample, labels) in self
+            .logits
+            .chunks_exact((classes * pixels).max(1))
+            .zip(self.labels.chunks_exact(pixels.max(1)))
+        {
+            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
+                let n = PIXEL_BLOCK.min(pixels - p0);
+                block_log_sum_exp(sample, pixels, classes, p0, &mut max[..n], &mut lse[..n]);
+                for (j, &label) in labels[p0..p0 + n].iter().enumerate() {
+                    if Some(label) == options.ignore {
+                        continue;
+                    }
+                    let at = |c: usize| sample[c * pixels + p0 + j];
+                    // −log_softmax, with log_softmax's own rounding (x − max − lse).
+                    let nll = |c: usize| -(at(c) - max[j] - lse[j]);
+                    let w = options.weight_of::<F>(label);
+                    self.nll += w * nll(label);
+                    self.weights += w;
+                    if smoothing {
+                        let mut row = F::ZERO;
+                        for c in 0..classes {
+                            row += options.weight_of::<F>(c) * nll(c);
+                        }
+                        self.smooth += row;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn options_backward<F: Float>(
+    what: &str,
+    logits: &[F],
+    batch: usize,
+    classes: usize,
+    pixels: usize,
+    labels: &[usize],
+    options: &CrossEntropyOptions<'_>,
+    d_loss: F,
+    d_logits: &mut [F],
+    accumulate: bool,
+) {
+    check_cross_entropy(
+        what,
+        logits.len(),
+        batch * pixels,
+        classes,
+        labels,
+        options.ignore,
+    );
+    options.check(what, classes);
+    assert_eq!(
+        d_logits.len(),
+        logits.len(),
+        "{what}: gradient has the wrong length"
+    );
+    let scale = d_loss / weight_sum::<F>(labels, options);
+    let eps = options.label_smoothing;
+    let spread = eps / classes.max(1) as f64;
+    // Σ_c w_c: the smoothing term's share of every probability.
+    let all_weights: f64 = options
+        .weight
+        .map_or(classes as f64, |w| w.iter().sum::<f64>());
+    let (sample_len, pixels_len) = ((classes * pixels).max(1), pixels.max(1));
+    let pass = |samples: std::ops::Range<usize>, d_logits: &mut [F]| {
+        run_fast(OptionsGrad {
+            logits: &logits[samples.start * sample_len..samples.end * sample_len],
+            labels: &labels[samples.start * pixels_len..samples.end * pixels_len],
+            classes,
+            pixels,
+            options,
+            keep: F::from_f64(1.0 - eps),
+            spread: F::from_f64(spread),
+            spread_all: F::from_f64(spread * all_weights),
+            scale,
+            d_logits,
+            accumulate,
+        })
+    };
+    for_row_chunks(batch, sample_len, d_logits, pass);
+}
+
+/// The gradient of [`options_loss`] for some whole samples, a block of pixels at a time.
+struct OptionsGrad<'a, F> {
+    logits: &'a [F],
+    labels: &'a [usize],
+    classes: usize,
+    pixels: usize,
+    options: &'a CrossEntropyOptions<'a>,
+    /// `1 − ε`.
+    keep: F,
+    /// `ε / C`.
+    spread: F,
+    /// `ε / C · Σ_c w_c`.
+    spread_all: F,
+    /// `d_loss / Σ_i w_{y_i}`.
+    scale: F,
+    d_logits: &'a mut [F],
+    accumulate: bool,
+}
+
+impl<F: Float> ElementLoop for OptionsGrad<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let (classes, pixels, options) = (self.classes, self.pixels, self.options);
+        let (scale, accumulate) = (self.scale, self.accumulate);
+        let sample_len = (classes * pixels).max(1);
+        let mut max = [F::ZERO; PIXEL_BLOCK];
+        let mut lse = [F::ZERO; PIXEL_BLOCK];
+        for ((sample, d_sample), labels) in self
+            .logits
+            .chunks_exact(sample_len)
+            .zip(self.d_logits.chunks_exact_mut(sample_len))
+            .zip(self.labels.chunks_exact(pixels.max(1)))
+        {
+            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
+                let n = PIXEL_BLOCK.min(pixels - p0);
+                let labels = &labels[p0..p0 + n];
+                let (max, lse) = (&mut max[..n], &mut lse[..n]);
+                block_log_sum_exp(sample, pixels, classes, p0, max, lse);
+                for c in 0..classes {
+                    let plane = c * pixels + p0..c * pixels + p0 + n;
+                    let (x, d) = (&sample[plane.clone()], &mut d_sample[plane]);
+                    // The smoothing's part of the target at class c, the same for every pixel.
+                    let spread_c = self.spread * options.weight_of::<F>(c);
+                    for (j, &label) in labels.iter().enumerate() {
+                        if Some(label) == options.ignore {
+                            if !accumulate {
+                                d[j] = F::ZERO;
+                            }
+                            continue;
+                        }
+                        let kept = self.keep * options.weight_of::<F>(label);
+                        let prob = (x[j] - max[j] - lse[j]).exp();
+                        let target = if c == label {
+                            kept + spread_c
+                        } else {
+                            spread_c
+                        };
+                        let g = (prob * (kept + self.spread_all) - target) * scale;
+                        store(&mut d[j], g, accumulate);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Binary cross-entropy on logits against targets in `[0, 1]`, averaged over all elements:
 /// `mean(max(x, 0) − x·t + ln(1 + e^−|x|))`, PyTorch's `binary_cross_entropy_with_logits`.
 /// The form never exponentiates a positive number, so it is finite for any finite logit.
@@ -1053,6 +1450,226 @@ mod tests {
     fn spatial_cross_entropy_blocks_give_the_per_pixel_bits() {
         spatial_blocks_match_per_pixel::<f32>();
         spatial_blocks_match_per_pixel::<f64>();
+    }
+
+    /// PyTorch's weighted, smoothed cross-entropy of `rows × classes` logits, from its
+    /// definition: `[(1 − ε) Σ w_y·(−ln p_y) + ε/C Σ_c w_c·(−ln p_c)] / Σ w_y` over the rows not
+    /// labelled `ignore`.
+    fn naive_ce_options(
+        x: &[f64],
+        classes: usize,
+        labels: &[usize],
+        options: &CrossEntropyOptions<'_>,
+    ) -> f64 {
+        let w = |c: usize| options.weight.map_or(1.0, |w| w[c]);
+        let eps = options.label_smoothing;
+        let (mut total, mut weights) = (0.0, 0.0);
+        for (row, &l) in x.chunks(classes).zip(labels) {
+            if Some(l) == options.ignore {
+                continue;
+            }
+            let z: f64 = row.iter().map(|v| v.exp()).sum();
+            let nll = |c: usize| -(row[c].exp() / z).ln();
+            total += (1.0 - eps) * w(l) * nll(l);
+            total += eps / classes as f64 * (0..classes).map(|c| w(c) * nll(c)).sum::<f64>();
+            weights += w(l);
+        }
+        total / weights
+    }
+
+    /// `[batch, classes, pixels]` logits as `batch · pixels` rows of `classes`.
+    fn pixel_rows(x: &[f64], batch: usize, classes: usize, pixels: usize) -> Vec<f64> {
+        let mut rows = Vec::with_capacity(x.len());
+        for b in 0..batch {
+            for p in 0..pixels {
+                for c in 0..classes {
+                    rows.push(x[(b * classes + c) * pixels + p]);
+                }
+            }
+        }
+        rows
+    }
+
+    /// Weights, smoothing, both, each with and without ignored rows (the ignored label a class
+    /// and not a class).
+    fn option_cases() -> Vec<CrossEntropyOptions<'static>> {
+        const W: &[f64] = &[1.0, 2.0, 0.5, 0.0];
+        let mut cases = Vec::new();
+        for ignore in [None, Some(1), Some(255)] {
+            for (weight, label_smoothing) in [(Some(W), 0.0), (None, 0.1), (Some(W), 0.3)] {
+                cases.push(CrossEntropyOptions {
+                    ignore,
+                    weight,
+                    label_smoothing,
+                });
+            }
+        }
+        cases.push(CrossEntropyOptions {
+            ignore: Some(2),
+            weight: None,
+            label_smoothing: 1.0,
+        });
+        cases
+    }
+
+    #[test]
+    fn cross_entropy_with_options_value_and_gradient() {
+        let (rows, classes) = (7, 4);
+        let mut x = values(rows * classes, 7.0);
+        for options in option_cases() {
+            // Two padding rows: the ignored label, else class 2.
+            let pad = options.ignore.unwrap_or(2);
+            let labels = [1, 3, pad, 0, 1, 2, pad];
+            let case = format!("{options:?}");
+            let loss = cross_entropy_with_options(&x, rows, classes, &labels, &options);
+            let want = naive_ce_options(&x, classes, &labels, &options);
+            assert!((loss - want).abs() < 1e-14, "{case}: {loss} vs {want}");
+            let d = 0.9;
+            let num = numeric_gradient(
+                |x| d * naive_ce_options(x, classes, &labels, &options),
+                &mut x,
+                1e-6,
+            );
+            // The smoothing term sums every class's −ln p: the central differences carry
+            // rounding of a few 1e-10.
+            check_both_modes(&num, 1e-7, 1e-9, &case, |g, acc| {
+                cross_entropy_with_options_backward(&x, rows, classes, &labels, &options, d, g, acc)
+            });
+            // f32 follows the f64 value.
+            let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let loss32 = cross_entropy_with_options(&xf, rows, classes, &labels, &options);
+            assert!((loss32 as f64 - want).abs() < 1e-6, "{case}: f32 {loss32}");
+        }
+    }
+
+    #[test]
+    fn spatial_cross_entropy_with_options_value_and_gradient() {
+        // [2, 4, 3, 5] logits: 30 pixels of 4 classes, a block and a bit per sample.
+        let (batch, classes, pixels) = (2, 4, 15);
+        let mut x = values(batch * classes * pixels, 17.0);
+        for options in option_cases() {
+            let pad = options.ignore.unwrap_or(2);
+            let labels: Vec<usize> = (0..batch * pixels)
+                .map(|i| {
+                    if i % 7 == 3 {
+                        pad
+                    } else {
+                        (i * 5 + i / 4) % classes
+                    }
+                })
+                .collect();
+            let case = format!("{options:?}");
+            let reference = |x: &[f64]| {
+                naive_ce_options(
+                    &pixel_rows(x, batch, classes, pixels),
+                    classes,
+                    &labels,
+                    &options,
+                )
+            };
+            let loss =
+                cross_entropy_spatial_with_options(&x, batch, classes, pixels, &labels, &options);
+            let want = reference(&x);
+            assert!((loss - want).abs() < 1e-14, "{case}: {loss} vs {want}");
+            let d = 1.1;
+            let num = numeric_gradient(|x| d * reference(x), &mut x, 1e-6);
+            check_both_modes(&num, 1e-7, 1e-9, &case, |g, acc| {
+                cross_entropy_spatial_with_options_backward(
+                    &x, batch, classes, pixels, &labels, &options, d, g, acc,
+                )
+            });
+        }
+    }
+
+    /// Large enough for the backward to be split between the threads: the definition's
+    /// gradient, written and accumulated.
+    #[test]
+    fn cross_entropy_with_options_large_matches_the_definition() {
+        let (rows, classes) = (300, 101);
+        let x = values(rows * classes, 4.0);
+        let labels: Vec<usize> = (0..rows)
+            .map(|r| if r % 11 == 0 { 500 } else { (r * 13) % classes })
+            .collect();
+        let weight: Vec<f64> = (0..classes).map(|c| 0.25 + (c % 7) as f64 * 0.5).collect();
+        let options = CrossEntropyOptions {
+            ignore: Some(500),
+            weight: Some(&weight),
+            label_smoothing: 0.15,
+        };
+        let (eps, spread) = (0.15, 0.15 / classes as f64);
+        let all: f64 = weight.iter().sum();
+        let total: f64 = labels
+            .iter()
+            .filter(|&&l| l != 500)
+            .map(|&l| weight[l])
+            .sum();
+        let mut want_grad = vec![0.0; rows * classes];
+        for (r, &l) in labels.iter().enumerate() {
+            if l == 500 {
+                continue;
+            }
+            let row = &x[r * classes..(r + 1) * classes];
+            let z: f64 = row.iter().map(|v| v.exp()).sum();
+            let kept = (1.0 - eps) * weight[l];
+            for c in 0..classes {
+                let target = spread * weight[c] + if c == l { kept } else { 0.0 };
+                want_grad[r * classes + c] =
+                    (row[c].exp() / z * (kept + spread * all) - target) / total;
+            }
+        }
+        let loss = cross_entropy_with_options(&x, rows, classes, &labels, &options);
+        let want = naive_ce_options(&x, classes, &labels, &options);
+        assert_close(&[loss], &[want], 1e-12, 1e-13, "loss");
+        check_both_modes(&want_grad, 1e-12, 1e-14, "gradient", |d, accumulate| {
+            cross_entropy_with_options_backward(
+                &x, rows, classes, &labels, &options, 1.0, d, accumulate,
+            )
+        });
+    }
+
+    #[test]
+    fn cross_entropy_without_options_is_cross_entropy() {
+        let (rows, classes) = (5, 3);
+        let x = values(rows * classes, 6.0);
+        let labels = [2, 0, 9, 1, 0];
+        let options = CrossEntropyOptions {
+            ignore: Some(9),
+            ..CrossEntropyOptions::default()
+        };
+        let plain = cross_entropy_ignore(&x, rows, classes, &labels, Some(9));
+        let loss = cross_entropy_with_options(&x, rows, classes, &labels, &options);
+        assert!((loss - plain).abs() < 1e-15, "{loss} vs {plain}");
+        let mut want = vec![0.0; rows * classes];
+        cross_entropy_ignore_backward(&x, rows, classes, &labels, Some(9), 0.6, &mut want, false);
+        let mut got = vec![f64::NAN; rows * classes];
+        cross_entropy_with_options_backward(
+            &x, rows, classes, &labels, &options, 0.6, &mut got, false,
+        );
+        assert_close(&got, &want, 1e-15, 1e-16, "gradient");
+    }
+
+    #[test]
+    fn cross_entropy_with_options_and_every_row_ignored_is_nan_with_zero_gradient() {
+        let x = values(6, 1.0);
+        let options = CrossEntropyOptions {
+            ignore: Some(5),
+            weight: Some(&[1.0, 2.0, 3.0]),
+            label_smoothing: 0.1,
+        };
+        assert!(cross_entropy_with_options(&x, 2, 3, &[5, 5], &options).is_nan());
+        let mut g = [f64::NAN; 6];
+        cross_entropy_with_options_backward(&x, 2, 3, &[5, 5], &options, 1.0, &mut g, false);
+        assert_eq!(g, [0.0; 6]);
+    }
+
+    #[test]
+    #[should_panic(expected = "2 class weights for 3 classes")]
+    fn cross_entropy_with_options_rejects_a_weight_per_class_missing() {
+        let options = CrossEntropyOptions {
+            weight: Some(&[1.0, 2.0]),
+            ..CrossEntropyOptions::default()
+        };
+        cross_entropy_with_options(&[0.0f64; 6], 2, 3, &[0, 1], &options);
     }
 
     #[test]

@@ -519,3 +519,183 @@ fn a_kept_value_computed_in_place_is_not_overwritten_in_place() {
         TargetView::Labels(y.view()),
     );
 }
+
+// Cross-entropy's `label_smoothing` and `weight` options, in each layout: rows `[B, C]`,
+// sequences `[B, T, C]` and images `[B, C, H, W]`, with labels left out by `ignore_index`
+// (a class, and a label past the classes).
+
+kiln::model! {
+    struct CeSmoothed {
+        input x: [B, 5];
+        target y: [B] classes 4;
+        let h = tanh(linear(x, 6));
+        let logits = linear(h, 4);
+        output logits;
+        loss cross_entropy(logits, y, label_smoothing = 0.2);
+    }
+}
+
+kiln::model! {
+    struct CeWeighted {
+        input x: [B, 5];
+        target y: [B] classes 4;
+        let h = tanh(linear(x, 6));
+        let logits = linear(h, 4);
+        output logits;
+        loss cross_entropy(logits, y, weight = (1.0, 2.5, 0.5, 0), ignore_index = 9);
+    }
+}
+
+kiln::model! {
+    struct CeSmoothedWeighted {
+        input x: [B, 5];
+        target y: [B] classes 4;
+        let h = tanh(linear(x, 6));
+        let logits = linear(h, 4);
+        output logits;
+        loss cross_entropy(logits, y, label_smoothing = 0.3, weight = (0.2, 1, 3.0, 1.5));
+    }
+}
+
+/// Rows: smoothing, weights (a class of weight 0, rows ignored with a label past the classes),
+/// and both.
+#[test]
+fn cross_entropy_smoothing_and_weights_on_rows() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let x = random(&mut rng, (6, 5), -1.0, 1.0);
+    let mut y = labels(&mut rng, 6, 4);
+    let target = y.clone();
+    let mut model = CeSmoothed::<f64>::new(&mut rng);
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(target.view()),
+    );
+    let mut model = CeSmoothedWeighted::<f64>::new(&mut rng);
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(target.view()),
+    );
+    y[1] = 9;
+    y[4] = 9;
+    y[2] = 3;
+    let mut model = CeWeighted::<f64>::new(&mut rng);
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(y.view()),
+    );
+}
+
+kiln::model! {
+    struct CeSeqSmoothed {
+        input x: [B, T, 3];
+        target y: [B, T] classes 5;
+        let logits = linear(x, 5);
+        output logits;
+        loss cross_entropy(logits, y, ignore_index = 0, label_smoothing = 0.1);
+    }
+}
+
+kiln::model! {
+    struct CeSeqWeighted {
+        input x: [B, T, 3];
+        target y: [B, T] classes 5;
+        let logits = linear(x, 5);
+        output logits;
+        loss cross_entropy(logits, y, ignore_index = 0, weight = (7.0, 1.0, 2.0, 0.5, 1.25));
+    }
+}
+
+kiln::model! {
+    struct CeSeqSmoothedWeighted {
+        input x: [B, T, 3];
+        target y: [B, T] classes 5;
+        let logits = linear(x, 5);
+        output logits;
+        loss cross_entropy(logits, y, ignore_index = 0, label_smoothing = 0.25, weight = (7.0, 1.0, 2.0, 0.5, 1.25));
+    }
+}
+
+/// Sequences padded with label 0 (`ignore_index = 0`, a class whose weight then never counts).
+#[test]
+fn cross_entropy_smoothing_and_weights_on_sequences() {
+    let mut rng = StdRng::seed_from_u64(22);
+    let x = random(&mut rng, (2, 4, 3), -1.0, 1.0);
+    let mut y = Array::from_shape_simple_fn((2, 4), || rng.random_range(1..5usize));
+    y[[0, 3]] = 0;
+    y[[1, 2]] = 0;
+    y[[1, 3]] = 0;
+    macro_rules! check_model {
+        ($Model:ident) => {
+            let mut model = $Model::<f64>::new(&mut rng);
+            let mut grads = model.zero_grads();
+            model
+                .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
+                .unwrap();
+            check(&model, &grads, |m| {
+                m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+            });
+        };
+    }
+    check_model!(CeSeqSmoothed);
+    check_model!(CeSeqWeighted);
+    check_model!(CeSeqSmoothedWeighted);
+}
+
+kiln::model! {
+    struct CePixelsSmoothed {
+        input x: [B, 2, 3, 4];
+        target y: [B, 3, 4] classes 3;
+        let logits = conv2d(x, 3, kernel = 3, padding = 1);
+        output logits;
+        loss cross_entropy(logits, y, ignore_index = 255, label_smoothing = 0.15);
+    }
+}
+
+kiln::model! {
+    struct CePixelsWeighted {
+        input x: [B, 2, 3, 4];
+        target y: [B, 3, 4] classes 3;
+        let logits = conv2d(x, 3, kernel = 3, padding = 1);
+        output logits;
+        loss cross_entropy(logits, y, ignore_index = 255, weight = (0.5, 2.0, 1.0));
+    }
+}
+
+kiln::model! {
+    struct CePixelsSmoothedWeighted {
+        input x: [B, 2, 3, 4];
+        target y: [B, 3, 4] classes 3;
+        let logits = conv2d(x, 3, kernel = 3, padding = 1);
+        output logits;
+        loss cross_entropy(logits, y, ignore_index = 255, weight = (0.5, 2.0, 1.0), label_smoothing = 0.4);
+    }
+}
+
+/// Images: per-pixel cross-entropy with void pixels (label 255, past the classes).
+#[test]
+fn cross_entropy_smoothing_and_weights_on_pixels() {
+    let mut rng = StdRng::seed_from_u64(23);
+    let x = random(&mut rng, (2, 2, 3, 4), -1.0, 1.0);
+    let mut y = Array::from_shape_simple_fn((2, 3, 4), || rng.random_range(0..3usize));
+    y[[0, 0, 1]] = 255;
+    y[[0, 2, 3]] = 255;
+    y[[1, 1, 0]] = 255;
+    macro_rules! check_model {
+        ($Model:ident) => {
+            let mut model = $Model::<f64>::new(&mut rng);
+            let mut grads = model.zero_grads();
+            model
+                .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
+                .unwrap();
+            check(&model, &grads, |m| {
+                m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+            });
+        };
+    }
+    check_model!(CePixelsSmoothed);
+    check_model!(CePixelsWeighted);
+    check_model!(CePixelsSmoothedWeighted);
+}

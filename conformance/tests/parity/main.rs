@@ -72,5 +72,6 @@ macro_rules! in_f64_and_f32 {
 mod common;
 mod conv;
 mod dense;
+mod loss;
 mod seq;
 mod vision;

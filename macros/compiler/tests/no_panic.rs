@@ -168,7 +168,8 @@ const SEEDS: &[&str] = &[
         output conv1, mp, ap, ep, ad, fp, dp, gp, f, fc;
         loss cross_entropy(fc, label);
     }",
-    // Upsampling both ways, a 1x1 head, per-pixel cross-entropy with an ignored label.
+    // Upsampling both ways, a 1x1 head, per-pixel cross-entropy with an ignored label, label
+    // smoothing and class weights.
     "pub struct VisionUpsampleSeg {
         input x: [B, 2, 5, 6];
         target label: [B, 5, 6] classes 4;
@@ -183,7 +184,7 @@ const SEEDS: &[&str] = &[
         let h = u + nz + an + ab;
         let head = conv2d(h, 4, kernel = 1);
         output conv1, p, u, nz, n2, b2, an, ab, h, head;
-        loss cross_entropy(head, label, ignore_index = 0);
+        loss cross_entropy(head, label, ignore_index = 0, label_smoothing = 0.1, weight = (1.0, 2.0, 0.5, 1));
     }",
     // A small U-Net: transposed convolutions and skip connections by concat.
     "pub struct UNet {

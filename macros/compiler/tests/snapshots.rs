@@ -116,3 +116,19 @@ fn lenet5() {
         }
     }));
 }
+
+/// Cross-entropy with label smoothing and class weights: the weights are a constant slice in
+/// the call of the kernel with options (the plain kernels are called without them, as in
+/// `design_mlp`).
+#[test]
+fn cross_entropy_options() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct Smoothed {
+            input x: [B, 4];
+            target y: [B] classes 3;
+            let logits = linear(x, 3);
+            output logits;
+            loss cross_entropy(logits, y, ignore_index = 7, label_smoothing = 0.1, weight = (1.0, 2.0, 0.5));
+        }
+    }));
+}

@@ -3,12 +3,16 @@
 //!
 //! `cross_entropy` takes its classes on the last axis of `[B, C]` and `[B, T, C]` logits, and
 //! on axis 1 of `[B, C, H, W]` image logits (PyTorch's per-pixel layout, labels `[B, H, W]`).
+//! Its options are PyTorch's `ignore_index`, `label_smoothing = eps` and `weight = (w0, w1,
+//! ...)` (constant class weights, baked into the generated code). Without weights and
+//! smoothing it calls the plain kernels, with them the `*_with_options` ones.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
 };
+use crate::ast;
 use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
-use proc_macro2::TokenStream;
+use proc_macro2::{Literal, Span, TokenStream};
 use quote::quote;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -56,17 +60,91 @@ impl OpSpec for LossSpec {
         args.positional(2, 2)?;
         args.tensor(0);
         args.tensor(1);
-        let ignore_index = if self.kind == Kind::CrossEntropy {
-            args.opt_index("ignore_index")?
-        } else {
-            None
-        };
+        let (mut ignore_index, mut label_smoothing, mut weight) = (None, 0.0, None);
+        if self.kind == Kind::CrossEntropy {
+            ignore_index = args.opt_index("ignore_index")?;
+            if let Some(e) = args.option_expr("label_smoothing") {
+                label_smoothing = smoothing_option(e)?;
+            }
+            weight = args.option_expr("weight").map(weight_option).transpose()?;
+        }
         args.finish()?;
         Ok(Built::Kernel(Box::new(Loss {
             kind: self.kind,
             ignore_index,
+            label_smoothing,
+            weight,
         })))
     }
+}
+
+/// `label_smoothing = eps`: a number in [0, 1].
+fn smoothing_option(e: &ast::Expr) -> syn::Result<f64> {
+    let v = match e {
+        ast::Expr::Float(v, _) => *v,
+        ast::Expr::Int(v, _) => *v as f64,
+        other => {
+            return Err(syn::Error::new(
+                other.span(),
+                "`label_smoothing` takes a number in [0, 1], as in `label_smoothing = 0.1`",
+            ))
+        }
+    };
+    if !(0.0..=1.0).contains(&v) {
+        return Err(syn::Error::new(
+            e.span(),
+            format!("`label_smoothing` must be in [0, 1], not {v}: it is the share of the target spread evenly over the classes (0.1 is usual, 0 is none)"),
+        ));
+    }
+    Ok(v)
+}
+
+/// `weight = (w0, w1, ...)`: one number per class, none negative and not all 0. The count is
+/// checked against the classes by the shape rule.
+fn weight_option(e: &ast::Expr) -> syn::Result<ClassWeights> {
+    let ast::Expr::Tuple(items, span) = e else {
+        return Err(syn::Error::new(
+            e.span(),
+            "`weight` takes one number per class, in class order, as in `weight = (1.0, 2.0, 0.5)`",
+        ));
+    };
+    let mut values = Vec::with_capacity(items.len());
+    for (class, item) in items.iter().enumerate() {
+        let v = match item {
+            ast::Expr::Float(v, _) => *v,
+            ast::Expr::Int(v, _) => *v as f64,
+            other => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    format!("the weight of class {class} is not a number: `weight` takes number literals, one per class, as in `weight = (1.0, 2.0, 0.5)`"),
+                ))
+            }
+        };
+        if v < 0.0 {
+            return Err(syn::Error::new(
+                item.span(),
+                format!("the weight of class {class} is {v}: class weights cannot be negative (0 leaves the class out of the loss)"),
+            ));
+        }
+        // `-0.0` passes the sign check: it is a weight of 0, and is written as one.
+        values.push(if v == 0.0 { 0.0 } else { v });
+    }
+    if !values.is_empty() && values.iter().all(|&v| v == 0.0) {
+        return Err(syn::Error::new(
+            *span,
+            "every class weight is 0: the loss, a mean weighted by the labels' classes, would divide by 0 (give at least one class a positive weight)",
+        ));
+    }
+    Ok(ClassWeights {
+        values,
+        span: *span,
+    })
+}
+
+/// `cross_entropy`'s `weight = (...)` as written: the weights and the tuple's span.
+struct ClassWeights {
+    values: Vec<f64>,
+    span: Span,
 }
 
 /// A loss kernel.
@@ -75,6 +153,53 @@ pub struct Loss {
     /// Cross-entropy only: the label whose positions are left out of the loss and its mean
     /// (PyTorch's `ignore_index`, typically the padding id).
     ignore_index: Option<usize>,
+    /// Cross-entropy only: PyTorch's `label_smoothing` (0 when not given).
+    label_smoothing: f64,
+    /// Cross-entropy only: PyTorch's `weight`, one per class.
+    weight: Option<ClassWeights>,
+}
+
+impl Loss {
+    /// Whether the loss needs the kernels with options (class weights or smoothing): without
+    /// them it calls the plain ones, as before the options existed.
+    fn has_options(&self) -> bool {
+        self.label_smoothing != 0.0 || self.weight.is_some()
+    }
+
+    /// `&::kiln::loss::CrossEntropyOptions { .. }`, with the weights as a constant slice.
+    fn options_tokens(&self) -> TokenStream {
+        let ignore = option_tokens(self.ignore_index);
+        let weight = match &self.weight {
+            Some(w) => {
+                let values = w.values.iter().map(|&v| Literal::f64_suffixed(v));
+                quote!(::core::option::Option::Some(&[#(#values),*]))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let eps = Literal::f64_suffixed(self.label_smoothing);
+        quote! {
+            &::kiln::loss::CrossEntropyOptions {
+                ignore: #ignore,
+                weight: #weight,
+                label_smoothing: #eps,
+            }
+        }
+    }
+
+    /// With `weight`, checks that it has one weight per class.
+    fn check_weight_count(&self, classes: usize) -> Result<(), OpError> {
+        match &self.weight {
+            Some(w) if w.values.len() != classes => Err(OpError::at(
+                w.span,
+                format!(
+                    "`weight` gives {} class weight{} but the labels have {classes} classes: give one weight per class, in class order",
+                    w.values.len(),
+                    if w.values.len() == 1 { "" } else { "s" }
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Logits `[.., C]` as a matrix: the rows (every leading dim multiplied) and the classes.
@@ -154,9 +279,18 @@ impl Kernel for Loss {
         name(self.kind)
     }
     fn describe(&self) -> String {
-        self.ignore_index
-            .map(|i| format!("ignore_index={i}"))
-            .unwrap_or_default()
+        let mut parts = Vec::new();
+        if let Some(i) = self.ignore_index {
+            parts.push(format!("ignore_index={i}"));
+        }
+        if self.label_smoothing != 0.0 {
+            parts.push(format!("label_smoothing={:?}", self.label_smoothing));
+        }
+        if let Some(w) = &self.weight {
+            let values: Vec<String> = w.values.iter().map(|v| format!("{v:?}")).collect();
+            parts.push(format!("weight=({})", values.join(", ")));
+        }
+        parts.join(", ")
     }
     fn ignored_label(&self) -> Option<usize> {
         self.ignore_index
@@ -169,6 +303,7 @@ impl Kernel for Loss {
         match (self.kind, inputs[1].kind) {
             (Kind::CrossEntropy, ValueKind::Labels { classes }) if pred.rank() == 4 => {
                 per_pixel_labels(pred, target, classes, symbols)?;
+                self.check_weight_count(classes)?;
                 Ok(scalar())
             }
             (Kind::CrossEntropy, ValueKind::Labels { classes }) => {
@@ -195,6 +330,7 @@ impl Kernel for Loss {
                         format!("the labels have {classes} classes but these logits {ps} have {} columns: make `{{arg0}}` output {classes} features (e.g. `linear(..., {classes})`)", columns.display(symbols)),
                     ));
                 }
+                self.check_weight_count(classes)?;
                 Ok(scalar())
             }
             (Kind::CrossEntropy, ValueKind::Tokens { vocab }) => Err(OpError::input(
@@ -238,11 +374,25 @@ impl Kernel for Loss {
         match self.kind {
             Kind::Mse => quote! { #out = ::kiln::loss::mse(#p, #t); },
             Kind::BceWithLogits => quote! { #out = ::kiln::loss::bce_with_logits(#p, #t); },
+            Kind::CrossEntropy if cx.inputs[0].dims.len() == 4 && self.has_options() => {
+                let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);
+                let options = self.options_tokens();
+                quote! {
+                    #out = ::kiln::loss::cross_entropy_spatial_with_options(#p, #batch, #classes, #pixels, #t, #options);
+                }
+            }
             Kind::CrossEntropy if cx.inputs[0].dims.len() == 4 => {
                 let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);
                 let ignore = option_tokens(self.ignore_index);
                 quote! {
                     #out = ::kiln::loss::cross_entropy_spatial(#p, #batch, #classes, #pixels, #t, #ignore);
+                }
+            }
+            Kind::CrossEntropy if self.has_options() => {
+                let (rows, classes) = rows_and_classes(&cx.inputs[0]);
+                let options = self.options_tokens();
+                quote! {
+                    #out = ::kiln::loss::cross_entropy_with_options(#p, #rows, #classes, #t, #options);
                 }
             }
             Kind::CrossEntropy => {
@@ -265,6 +415,20 @@ impl Kernel for Loss {
                 Kind::Mse => quote! { ::kiln::loss::mse_backward(#p, #t, #dl, #dpd, #acc); },
                 Kind::BceWithLogits => {
                     quote! { ::kiln::loss::bce_with_logits_backward(#p, #t, #dl, #dpd, #acc); }
+                }
+                Kind::CrossEntropy if cx.inputs[0].dims.len() == 4 && self.has_options() => {
+                    let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);
+                    let options = self.options_tokens();
+                    quote! {
+                        ::kiln::loss::cross_entropy_spatial_with_options_backward(#p, #batch, #classes, #pixels, #t, #options, #dl, #dpd, #acc);
+                    }
+                }
+                Kind::CrossEntropy if self.has_options() => {
+                    let (rows, classes) = rows_and_classes(&cx.inputs[0]);
+                    let options = self.options_tokens();
+                    quote! {
+                        ::kiln::loss::cross_entropy_with_options_backward(#p, #rows, #classes, #t, #options, #dl, #dpd, #acc);
+                    }
                 }
                 Kind::CrossEntropy if cx.inputs[0].dims.len() == 4 => {
                     let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);

@@ -101,6 +101,15 @@ impl OpError {
             spanned: None,
         }
     }
+    /// An error at a span the op kept from its call (an option's value that only the shapes
+    /// show to be wrong, as `cross_entropy`'s `weight` against the classes).
+    pub fn at(span: Span, message: impl Into<String>) -> Self {
+        OpError {
+            message: String::new(),
+            input: None,
+            spanned: Some(syn::Error::new(span, message.into())),
+        }
+    }
 }
 
 /// A value as generated code sees it.
@@ -916,7 +925,7 @@ mod tests {
         "mean(x, axis = 1, lengths = len)",
         "max(x, axis = 1)",
         "mse(y, t)",
-        "cross_entropy(y, t, ignore_index = 0)",
+        "cross_entropy(y, t, ignore_index = 0, label_smoothing = 0.1, weight = (1.0, 2.0))",
         "bce_with_logits(y, t)",
         "conv2d(x, 8, kernel = 3, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true)",
         "conv_transpose2d(x, 8, kernel = 2, stride = 2, padding = 0, output_padding = 0, groups = 1, dilation = 1, bias = true)",

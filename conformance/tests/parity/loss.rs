@@ -1,0 +1,106 @@
+//! PyTorch parity for the loss-option cases written by `tests/fixtures/gen_loss.py`
+//! (`tests/fixtures/<case>/`, see its README): cross-entropy with class weights
+//! (`weight = (...)`), label smoothing and `ignore_index` together, over `[B, T, C]` sequence
+//! logits (padding labels that are a class) and per pixel over `[B, C, H, W]` image logits
+//! (void labels past the classes), in f64 and f32.
+//!
+//! As in `seq.rs` and `vision.rs`: each model is declared with `model!` with its layers named
+//! after the fixture's modules, loaded from `param.*`, and checked against PyTorch: every
+//! forward value `output.*` (after `loss_and_grad`, from the workspace, and from `forward`), the
+//! `loss`, every parameter gradient, three steps of Adam and AdamW, and loading the
+//! `state_dict` file. `grad.input.*` is not compared (kiln computes no gradient with respect to
+//! the input data).
+//!
+//! Run with `--nocapture` to see the largest errors per category.
+
+use crate::common::Fixture;
+use kiln::ndarray::{Array, Dimension, Ix2, Ix3, Ix4, IxDyn};
+use kiln::Float;
+
+kiln::model! {
+    /// `ce_smooth_weight`: h = tanh(fc1(x)) 5 -> 6, fc2 6 -> 4 at every position; CE with
+    /// class weights, label smoothing 0.2 and ignore_index 0.
+    pub struct CeSmoothWeight {
+        input x: [B, T, 5];
+        target label: [B, T] classes 4;
+        let fc1 = linear(x, 6);
+        let h = tanh(fc1);
+        let fc2 = linear(h, 4);
+        output h, fc2;
+        loss cross_entropy(fc2, label, ignore_index = 0, weight = (0.5, 2.0, 1.0, 0.25), label_smoothing = 0.2);
+    }
+}
+
+kiln::model! {
+    /// `ce_smooth_weight_seg`: a 3x3 convolution to 3 classes; per-pixel CE with class
+    /// weights, label smoothing 0.1 and void pixels (ignore_index 255).
+    pub struct CeSmoothWeightSeg {
+        input x: [B, 2, 4, 5];
+        target label: [B, 4, 5] classes 3;
+        let conv1 = conv2d(x, 3, kernel = 3, padding = 1);
+        output conv1;
+        loss cross_entropy(conv1, label, ignore_index = 255, weight = (1.0, 2.0, 0.5), label_smoothing = 0.1);
+    }
+}
+
+/// Int64 labels `name` with the shape the manifest gives under `targets`.
+fn labels<D: Dimension>(fixture: &Fixture, name: &str) -> Array<usize, D> {
+    let key = name.split_once('.').map_or(name, |(_, n)| n);
+    let shape: Vec<usize> = fixture.manifest["targets"][key]["shape"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: no shape for `{name}`", fixture.title()))
+        .iter()
+        .map(|d| d.as_u64().expect("a dimension") as usize)
+        .collect();
+    let flat = fixture.labels(name).to_vec();
+    Array::from_shape_vec(IxDyn(&shape), flat)
+        .and_then(|a| a.into_dimensionality::<D>())
+        .unwrap_or_else(|e| panic!("{}: `{name}`: {e}", fixture.title()))
+}
+
+/// One module per case with an `f64` and an `f32` test: the input `x` of dimension `$Input`,
+/// the target `label` of dimension `$Labels`; `outputs` maps each model output to the
+/// fixture's step name.
+macro_rules! parity_case {
+    (
+        $case:ident, $Model:ident, input: $Input:ty, labels: $Labels:ty,
+        outputs { $($out:ident => $step:ident),+ $(,)? } $(,)?
+    ) => {
+        mod $case {
+            use super::*;
+
+            fn run<F: Float>() {
+                open_case!($case, $Model => fixture, report, fresh);
+                let mut model = fresh();
+                let x = fixture.array::<F, $Input>("input.x");
+                let target = labels::<$Labels>(&fixture, "target.label");
+
+                check_training_step!(fixture, report, model: $Model, (x.view(), target.view()), ws, { $($out => $step),+ });
+                {
+                    #[allow(unused_parens)]
+                    let ($($out),+) = model.forward(x.view()).expect("forward");
+                    $(
+                        fixture.check_output(&mut report, "output (forward)", stringify!($step), $out.view().into_dyn());
+                    )+
+                }
+                let steps = fixture.names_with("output.");
+                report.require_checked("forward values", steps);
+                fixture.check_state_dict(&mut report, $Model::<F>::zeros());
+                check_trajectories!(fixture, report, fresh, (x.view(), target.view()), ws);
+                report.finish();
+            }
+
+            in_f64_and_f32!();
+        }
+    };
+}
+
+parity_case! {
+    ce_smooth_weight, CeSmoothWeight, input: Ix3, labels: Ix2,
+    outputs { h => h, fc2 => logits },
+}
+
+parity_case! {
+    ce_smooth_weight_seg, CeSmoothWeightSeg, input: Ix4, labels: Ix3,
+    outputs { conv1 => logits },
+}

@@ -1,0 +1,12 @@
+// One class weight per class: two weights for three classes.
+kiln::model! {
+    pub struct Classifier {
+        input x: [B, 8];
+        target y: [B] classes 3;
+        let logits = linear(x, 3);
+        output logits;
+        loss cross_entropy(logits, y, weight = (1.0, 2.0));
+    }
+}
+
+fn main() {}

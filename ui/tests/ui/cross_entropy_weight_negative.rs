@@ -1,0 +1,12 @@
+// Class weights cannot be negative.
+kiln::model! {
+    pub struct Classifier {
+        input x: [B, 8];
+        target y: [B] classes 3;
+        let logits = linear(x, 3);
+        output logits;
+        loss cross_entropy(logits, y, weight = (1.0, -0.5, 2.0));
+    }
+}
+
+fn main() {}
