@@ -315,10 +315,22 @@ impl Kernel for Loss {
                 }
                 let leading = Shape(pred.0[..pred.rank() - 1].to_vec());
                 if *target != leading {
+                    // PyTorch's layout for sequences, [B, C, L] with labels [B, L], is kiln's
+                    // [B, T, C] transposed: say so when the shapes fit it.
+                    let classes_first = pred.rank() == 3
+                        && pred.0[1] == Dim::Fixed(classes)
+                        && target.0 == [pred.0[0], pred.0[2]];
+                    let hint = if classes_first {
+                        format!(
+                            "; these logits have the {classes} classes on axis 1, as PyTorch's `cross_entropy` takes them ([batch, classes, length]), but kiln takes sequence logits as [batch, length, classes]: write `cross_entropy(transpose({{arg0}}, 1, 2), {{arg1}})`"
+                        )
+                    } else {
+                        String::new()
+                    };
                     return Err(OpError::input(
                         1,
                         format!(
-                            "`cross_entropy` expects one label per row of the logits {ps}, i.e. labels of shape {}, but these are {ts}",
+                            "`cross_entropy` expects one label per row of the logits {ps}, i.e. labels of shape {}, but these are {ts}{hint}",
                             leading.display(symbols)
                         ),
                     ));
