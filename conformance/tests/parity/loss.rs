@@ -2,7 +2,8 @@
 //! (`tests/fixtures/<case>/`, see its README): cross-entropy with class weights
 //! (`weight = (...)`), label smoothing and `ignore_index` together, over `[B, T, C]` sequence
 //! logits (padding labels that are a class) and per pixel over `[B, C, H, W]` image logits
-//! (void labels past the classes), in f64 and f32.
+//! (void labels past the classes); binary cross-entropy with logits with `pos_weight` and
+//! `weight` per column; in f64 and f32.
 //!
 //! As in `seq.rs` and `vision.rs`: each model is declared with `model!` with its layers named
 //! after the fixture's modules, loaded from `param.*`, and checked against PyTorch: every
@@ -43,6 +44,20 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `bce_pos_weight`: h = tanh(fc1(x)) 5 -> 7, fc2 7 -> 3; multi-label BCE with logits,
+    /// `pos_weight` and `weight` per column.
+    pub struct BcePosWeight {
+        input x: [B, 5];
+        target y: [B, 3];
+        let fc1 = linear(x, 7);
+        let h = tanh(fc1);
+        let fc2 = linear(h, 3);
+        output h, fc2;
+        loss bce_with_logits(fc2, y, pos_weight = (3.0, 0.5, 1.0), weight = (1.0, 2.0, 0.25));
+    }
+}
+
 /// Int64 labels `name` with the shape the manifest gives under `targets`.
 fn labels<D: Dimension>(fixture: &Fixture, name: &str) -> Array<usize, D> {
     let key = name.split_once('.').map_or(name, |(_, n)| n);
@@ -59,11 +74,23 @@ fn labels<D: Dimension>(fixture: &Fixture, name: &str) -> Array<usize, D> {
 }
 
 /// One module per case with an `f64` and an `f32` test: the input `x` of dimension `$Input`,
-/// the target `label` of dimension `$Labels`; `outputs` maps each model output to the
-/// fixture's step name.
+/// the target `label` (class labels) or `y` (floats) of dimension `$Target`; `outputs` maps
+/// each model output to the fixture's step name.
 macro_rules! parity_case {
+    (@target labels, $fixture:ident, $Target:ty) => {
+        labels::<$Target>(&$fixture, "target.label")
+    };
+    (@target floats, $fixture:ident, $Target:ty) => {
+        $fixture.array::<F, $Target>("target.y")
+    };
     (
         $case:ident, $Model:ident, input: $Input:ty, labels: $Labels:ty,
+        outputs { $($out:ident => $step:ident),+ $(,)? } $(,)?
+    ) => {
+        parity_case!($case, $Model, input: $Input, target labels: $Labels, outputs { $($out => $step),+ });
+    };
+    (
+        $case:ident, $Model:ident, input: $Input:ty, target $kind:ident: $Target:ty,
         outputs { $($out:ident => $step:ident),+ $(,)? } $(,)?
     ) => {
         mod $case {
@@ -73,7 +100,7 @@ macro_rules! parity_case {
                 open_case!($case, $Model => fixture, report, fresh);
                 let mut model = fresh();
                 let x = fixture.array::<F, $Input>("input.x");
-                let target = labels::<$Labels>(&fixture, "target.label");
+                let target = parity_case!(@target $kind, fixture, $Target);
 
                 check_training_step!(fixture, report, model: $Model, (x.view(), target.view()), ws, { $($out => $step),+ });
                 {
@@ -103,4 +130,9 @@ parity_case! {
 parity_case! {
     ce_smooth_weight_seg, CeSmoothWeightSeg, input: Ix4, labels: Ix3,
     outputs { conv1 => logits },
+}
+
+parity_case! {
+    bce_pos_weight, BcePosWeight, input: Ix2, target floats: Ix2,
+    outputs { h => h, fc2 => logits },
 }

@@ -5,7 +5,9 @@
 //! on axis 1 of `[B, C, H, W]` image logits (PyTorch's per-pixel layout, labels `[B, H, W]`).
 //! Its options are PyTorch's `ignore_index`, `label_smoothing = eps` and `weight = (w0, w1,
 //! ...)` (constant class weights, baked into the generated code). Without weights and
-//! smoothing it calls the plain kernels, with them the `*_with_options` ones.
+//! smoothing it calls the plain kernels, with them the `*_with_options` ones. `bce_with_logits`
+//! takes PyTorch's `pos_weight` and `weight`, each a number or one number per column of the
+//! last axis, likewise constants.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
@@ -53,7 +55,9 @@ impl OpSpec for LossSpec {
         match self.kind {
             Kind::Mse => "mse(pred, target)",
             Kind::CrossEntropy => "cross_entropy(logits, labels)",
-            Kind::BceWithLogits => "bce_with_logits(logits, target)",
+            Kind::BceWithLogits => {
+                "bce_with_logits(logits, target)` or `bce_with_logits(logits, target, pos_weight = (2.0, 1.0), weight = 0.5)"
+            }
         }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
@@ -61,12 +65,26 @@ impl OpSpec for LossSpec {
         args.tensor(0);
         args.tensor(1);
         let (mut ignore_index, mut label_smoothing, mut weight) = (None, 0.0, None);
-        if self.kind == Kind::CrossEntropy {
-            ignore_index = args.opt_index("ignore_index")?;
-            if let Some(e) = args.option_expr("label_smoothing") {
-                label_smoothing = smoothing_option(e)?;
+        let mut pos_weight = None;
+        match self.kind {
+            Kind::CrossEntropy => {
+                ignore_index = args.opt_index("ignore_index")?;
+                if let Some(e) = args.option_expr("label_smoothing") {
+                    label_smoothing = smoothing_option(e)?;
+                }
+                weight = args.option_expr("weight").map(weight_option).transpose()?;
             }
-            weight = args.option_expr("weight").map(weight_option).transpose()?;
+            Kind::BceWithLogits => {
+                pos_weight = args
+                    .option_expr("pos_weight")
+                    .map(|e| column_option(e, "pos_weight"))
+                    .transpose()?;
+                weight = args
+                    .option_expr("weight")
+                    .map(|e| column_option(e, "weight"))
+                    .transpose()?;
+            }
+            Kind::Mse => {}
         }
         args.finish()?;
         Ok(Built::Kernel(Box::new(Loss {
@@ -74,6 +92,7 @@ impl OpSpec for LossSpec {
             ignore_index,
             label_smoothing,
             weight,
+            pos_weight,
         })))
     }
 }
@@ -141,7 +160,52 @@ fn weight_option(e: &ast::Expr) -> syn::Result<ClassWeights> {
     })
 }
 
-/// `cross_entropy`'s `weight = (...)` as written: the weights and the tuple's span.
+/// `bce_with_logits`'s `pos_weight` and `weight`: a number for every element, or a tuple of
+/// one number per column of the last axis; none negative. The count is checked against the
+/// columns by the shape rule.
+fn column_option(e: &ast::Expr, key: &str) -> syn::Result<ClassWeights> {
+    let number = |item: &ast::Expr| {
+        match item {
+        ast::Expr::Float(v, _) => Ok(*v),
+        ast::Expr::Int(v, _) => Ok(*v as f64),
+        other => Err(syn::Error::new(
+            other.span(),
+            format!("`{key}` takes a number, or one number per column of the logits' last axis, as in `{key} = 2.0` or `{key} = (2.0, 1.0, 0.5)`"),
+        )),
+    }
+    };
+    let (items, span) = match e {
+        ast::Expr::Tuple(items, span) => (items.iter().collect::<Vec<_>>(), *span),
+        single => (vec![single], single.span()),
+    };
+    let single = items.len() == 1 && !matches!(e, ast::Expr::Tuple(..));
+    let mut values = Vec::with_capacity(items.len());
+    for (column, item) in items.into_iter().enumerate() {
+        let v = number(item)?;
+        if v < 0.0 {
+            let which = if single {
+                String::new()
+            } else {
+                format!(" (column {column})")
+            };
+            return Err(syn::Error::new(
+                item.span(),
+                format!("`{key}` cannot be negative, but it is {v}{which}: 0 drops what it weighs, 1 is the plain loss"),
+            ));
+        }
+        values.push(if v == 0.0 { 0.0 } else { v });
+    }
+    if values.is_empty() {
+        return Err(syn::Error::new(
+            span,
+            format!("`{key} = ()` gives no value: give a number, or one per column"),
+        ));
+    }
+    Ok(ClassWeights { values, span })
+}
+
+/// `cross_entropy`'s `weight = (...)` (or `bce_with_logits`'s per-column values) as written:
+/// the values and the span of their tuple.
 struct ClassWeights {
     values: Vec<f64>,
     span: Span,
@@ -155,15 +219,61 @@ pub struct Loss {
     ignore_index: Option<usize>,
     /// Cross-entropy only: PyTorch's `label_smoothing` (0 when not given).
     label_smoothing: f64,
-    /// Cross-entropy only: PyTorch's `weight`, one per class.
+    /// PyTorch's `weight`: cross-entropy's one per class, or BCE's factor per column.
     weight: Option<ClassWeights>,
+    /// BCE only: PyTorch's `pos_weight`, per column.
+    pos_weight: Option<ClassWeights>,
 }
 
 impl Loss {
     /// Whether the loss needs the kernels with options (class weights or smoothing): without
     /// them it calls the plain ones, as before the options existed.
     fn has_options(&self) -> bool {
-        self.label_smoothing != 0.0 || self.weight.is_some()
+        self.label_smoothing != 0.0 || self.weight.is_some() || self.pos_weight.is_some()
+    }
+
+    /// `&::kiln::loss::BceOptions { .. }`, with the values as constant slices.
+    fn bce_options_tokens(&self) -> TokenStream {
+        let slice = |values: &Option<ClassWeights>| match values {
+            Some(w) => {
+                let values = w.values.iter().map(|&v| Literal::f64_suffixed(v));
+                quote!(::core::option::Option::Some(&[#(#values),*]))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let (pos_weight, weight) = (slice(&self.pos_weight), slice(&self.weight));
+        quote! {
+            &::kiln::loss::BceOptions {
+                pos_weight: #pos_weight,
+                weight: #weight,
+            }
+        }
+    }
+
+    /// With BCE's options, checks that each has one value or one per column of `pred`'s last
+    /// axis.
+    fn check_column_counts(&self, pred: &Shape, symbols: &[String]) -> Result<(), OpError> {
+        let columns = pred.0.last().copied();
+        for (key, values) in [("pos_weight", &self.pos_weight), ("weight", &self.weight)] {
+            let Some(w) = values else { continue };
+            let n = w.values.len();
+            if n == 1 || columns == Some(Dim::Fixed(n)) {
+                continue;
+            }
+            let shown = pred.display(symbols);
+            let last = match columns {
+                Some(Dim::Fixed(c)) => format!("{c} columns"),
+                Some(Dim::Symbol(s)) => format!("the symbolic `{}` columns", symbols[s]),
+                None => "no axes".to_string(),
+            };
+            return Err(OpError::at(
+                w.span,
+                format!(
+                    "`{key}` gives {n} values, but the logits {shown} have {last} on their last axis: give one value per column, or a single number for all"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `&::kiln::loss::CrossEntropyOptions { .. }`, with the weights as a constant slice.
@@ -286,9 +396,11 @@ impl Kernel for Loss {
         if self.label_smoothing != 0.0 {
             parts.push(format!("label_smoothing={:?}", self.label_smoothing));
         }
-        if let Some(w) = &self.weight {
-            let values: Vec<String> = w.values.iter().map(|v| format!("{v:?}")).collect();
-            parts.push(format!("weight=({})", values.join(", ")));
+        for (key, values) in [("pos_weight", &self.pos_weight), ("weight", &self.weight)] {
+            if let Some(w) = values {
+                let values: Vec<String> = w.values.iter().map(|v| format!("{v:?}")).collect();
+                parts.push(format!("{key}=({})", values.join(", ")));
+            }
         }
         parts.join(", ")
     }
@@ -368,6 +480,7 @@ impl Kernel for Loss {
                         format!("`{op}` needs the prediction and the target to have the same shape, but the prediction is {ps} and the target is {ts}: make the prediction {ts}, or declare the target as {ps}"),
                     ));
                 }
+                self.check_column_counts(pred, symbols)?;
                 Ok(scalar())
             }
         }
@@ -385,6 +498,10 @@ impl Kernel for Loss {
         let (p, t, out) = (&cx.inputs[0].data, &cx.inputs[1].data, &cx.output.first);
         match self.kind {
             Kind::Mse => quote! { #out = ::kiln::loss::mse(#p, #t); },
+            Kind::BceWithLogits if self.has_options() => {
+                let options = self.bce_options_tokens();
+                quote! { #out = ::kiln::loss::bce_with_logits_with_options(#p, #t, #options); }
+            }
             Kind::BceWithLogits => quote! { #out = ::kiln::loss::bce_with_logits(#p, #t); },
             Kind::CrossEntropy if cx.inputs[0].dims.len() == 4 && self.has_options() => {
                 let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);
@@ -425,6 +542,10 @@ impl Kernel for Loss {
             let (dpd, acc) = (&dp.data, dp.accumulate);
             code.extend(match self.kind {
                 Kind::Mse => quote! { ::kiln::loss::mse_backward(#p, #t, #dl, #dpd, #acc); },
+                Kind::BceWithLogits if self.has_options() => {
+                    let options = self.bce_options_tokens();
+                    quote! { ::kiln::loss::bce_with_logits_with_options_backward(#p, #t, #options, #dl, #dpd, #acc); }
+                }
                 Kind::BceWithLogits => {
                     quote! { ::kiln::loss::bce_with_logits_backward(#p, #t, #dl, #dpd, #acc); }
                 }

@@ -926,7 +926,7 @@ mod tests {
         "max(x, axis = 1)",
         "mse(y, t)",
         "cross_entropy(y, t, ignore_index = 0, label_smoothing = 0.1, weight = (1.0, 2.0))",
-        "bce_with_logits(y, t)",
+        "bce_with_logits(y, t, pos_weight = 2.0, weight = (1.0, 0.5))",
         "conv2d(x, 8, kernel = 3, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true)",
         "conv_transpose2d(x, 8, kernel = 2, stride = 2, padding = 0, output_padding = 0, groups = 1, dilation = 1, bias = true)",
         "max_pool2d(x, kernel = 2, stride = 2, padding = 0, ceil_mode = false)",
