@@ -5,7 +5,8 @@
 //!
 //! One model per op family: dense layers with every pointwise op, softmaxes and residuals;
 //! tensor ops (rank-3 linear, layer norm, matmul, transpose, permute, reshape, concat,
-//! reductions); convolutions, pooling, batch norm, dropout, upsampling; token models
+//! reductions, softmaxes over the time axis); convolutions, pooling, batch norm, dropout,
+//! upsampling, softmaxes over the channels; token models
 //! (embedding, position embedding, causal mask, a tied head, a mean over lengths). Token ids
 //! and lengths are `usize` in kiln and `int64` in the file: the test feeds the same numbers as
 //! i64 tensors.
@@ -170,7 +171,9 @@ kiln::model! {
         let total = sum(n, axis = 2);
         let avg = mean(n, axis = -1);
         let top = max(n, axis = 1);
-        output f, total, avg, top;
+        let over_time = softmax(n, axis = 1);
+        let log_over_time = log_softmax(h, axis = -2);
+        output f, total, avg, top, over_time, log_over_time;
     }
 }
 
@@ -185,14 +188,14 @@ fn tensor_ops_and_layer_norm_match() {
         }
     });
     let x = random(&mut rng, &[2, 5, 6]);
-    let (f, t, a, m) = model
+    let (f, t, a, m, s, ls) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
         "tensors",
         &model,
         &[Feed::Float(x)],
-        &[dyn_f(f), dyn_f(t), dyn_f(a), dyn_f(m)],
+        &[dyn_f(f), dyn_f(t), dyn_f(a), dyn_f(m), dyn_f(s), dyn_f(ls)],
     );
 }
 
@@ -219,7 +222,9 @@ kiln::model! {
         let ub = upsample(ap, scale = 2, mode = bilinear);
         let us = upsample(c2, size = (6, 8), mode = bilinear);
         let head = linear(flatten(g), 3);
-        output c2, act, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head;
+        let seg = softmax(c1, axis = 1);
+        let log_seg = log_softmax(c2, axis = 1);
+        output c2, act, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head, seg, log_seg;
     }
 }
 
@@ -241,7 +246,8 @@ fn vision_ops_match() {
     let out = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
-    let (c2, act, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head) = out;
+    let (c2, act, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head, seg, log_seg) =
+        out;
     check(
         "vision",
         &model,
@@ -261,6 +267,8 @@ fn vision_ops_match() {
             dyn_f(ub),
             dyn_f(us),
             dyn_f(head),
+            dyn_f(seg),
+            dyn_f(log_seg),
         ],
     );
 }

@@ -182,6 +182,64 @@ fn softmax_log_softmax_sum_mean_and_scalar_arithmetic() {
 }
 
 kiln::model! {
+    /// Softmaxes over other axes than the last: the classes (axis 1) of [B, C, H, W] maps,
+    /// axis 1 of a [B, C, L] value (written from the front and from the back), and axis 0 of
+    /// [B, F] features (each feature's distribution over the batch).
+    struct AxisSoftmaxes {
+        input x: [B, 2, 4, 3];
+        input v: [B, 5];
+        target t: [B, 3];
+        let c = conv2d(x, 3, kernel = 1);
+        let p = softmax(c, axis = 1);
+        let lp = log_softmax(c, axis = -3);
+        let s = reshape(tanh(c), (B, 3, 12));
+        let q = softmax(s, axis = 1);
+        let lq = log_softmax(s, axis = -2);
+        let h = linear(v, 4);
+        let hb = softmax(h, axis = 0);
+        let lb = log_softmax(h, axis = 0);
+        let f = concat(flatten(p * lp), flatten(q + 0.5 * lq), hb * lb + hb, axis = 1);
+        let pred = linear(f, 3);
+        output pred, p, lq, lb;
+        loss mse(pred, t);
+    }
+}
+
+#[test]
+fn softmax_and_log_softmax_over_middle_and_batch_axes() {
+    let mut rng = StdRng::seed_from_u64(16);
+    let mut model = AxisSoftmaxes::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 2, 4, 3), -2.0, 2.0);
+    let v = random(&mut rng, (3, 5), -2.0, 2.0);
+    let t = random(&mut rng, (3, 3), -1.0, 1.0);
+    let (_, p, lq, lb) = model.forward(x.view(), v.view()).unwrap();
+    // Each distribution sums to 1 along its own axis.
+    for total in p.sum_axis(kiln::ndarray::Axis(1)) {
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+    }
+    for total in lq.exp().sum_axis(kiln::ndarray::Axis(1)) {
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+    }
+    for total in lb.exp().sum_axis(kiln::ndarray::Axis(0)) {
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+    }
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(
+            x.view(),
+            v.view(),
+            t.view(),
+            &mut model.workspace(),
+            &mut grads,
+        )
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), v.view(), t.view(), &mut m.workspace())
+            .unwrap()
+    });
+}
+
+kiln::model! {
     /// No loss: the caller supplies d(loss)/d(output) to `backward`.
     struct TwoHeads {
         input x: [B, 3];
