@@ -2,8 +2,8 @@
 //! (`tests/fixtures/<case>/`, see its README): pooling with padding, `ceil_mode` and
 //! `count_include_pad = false`, adaptive average pooling (non-integer windows and global),
 //! nearest and bilinear upsampling (by 2 and to a size), per-pixel cross-entropy with
-//! `ignore_index`, and the activations of mobile networks (relu6, hardsigmoid, hardswish,
-//! silu), in f64 and f32.
+//! `ignore_index`, the activations of mobile networks (relu6, hardsigmoid, hardswish,
+//! silu), and softmaxes over the channel axis, in f64 and f32.
 //!
 //! As in `seq.rs`: each model is declared with `model!` with its layers named after the
 //! fixture's modules, loaded from `param.*`, and checked against PyTorch: every forward value
@@ -76,6 +76,28 @@ kiln::model! {
         let f = flatten(gp);
         let fc = linear(f, 3);
         output conv1, w, a, s, hs, hw, h, gp, f, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
+kiln::model! {
+    /// `vision_softmax_axis`: softmax and log-softmax over the channels of a feature map
+    /// (axis 1 of [B, C, H, W]) and a softmax over axis 1 of a [B, C, L] value; pooling, a
+    /// reduction and a linear head; cross-entropy.
+    pub struct VisionSoftmaxAxis {
+        input x: [B, 3, 4, 5];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 4, kernel = 3, padding = 1);
+        let p = softmax(conv1, axis = 1);
+        let lp = log_softmax(conv1, axis = 1);
+        let h = p * lp;
+        let gp = adaptive_avg_pool2d(h, 1);
+        let e = reshape(conv1, (B, 4, 20));
+        let a = softmax(e, axis = 1);
+        let s = sum(a * e, axis = 2);
+        let f = concat(flatten(gp), s, axis = 1);
+        let fc = linear(f, 3);
+        output conv1, p, lp, h, gp, e, a, s, f, fc;
         loss cross_entropy(fc, label);
     }
 }
@@ -165,6 +187,15 @@ parity_case! {
     target label: labels,
     outputs {
         conv1 => c1, w => w, a => a, s => s, hs => hs, hw => hw, h => h, gp => gp, f => f,
+        fc => logits,
+    },
+}
+
+parity_case! {
+    vision_softmax_axis, VisionSoftmaxAxis,
+    target label: labels,
+    outputs {
+        conv1 => c1, p => p, lp => lp, h => h, gp => gp, e => e, a => a, s => s, f => f,
         fc => logits,
     },
 }
