@@ -3,7 +3,7 @@
 //! `count_include_pad = false`, adaptive average pooling (non-integer windows and global),
 //! nearest and bilinear upsampling (by 2 and to a size), per-pixel cross-entropy with
 //! `ignore_index`, the activations of mobile networks (relu6, hardsigmoid, hardswish,
-//! silu), and softmaxes over the channel axis, in f64 and f32.
+//! silu), softmaxes over the channel axis, and group norm, in f64 and f32.
 //!
 //! As in `seq.rs`: each model is declared with `model!` with its layers named after the
 //! fixture's modules, loaded from `param.*`, and checked against PyTorch: every forward value
@@ -102,6 +102,27 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `vision_group_norm`: group norms on [B, C, H, W] (3 groups of 2 channels), [B, C, L]
+    /// (a group per channel) and [B, C] (one group, eps 1e-4), with a softmax over the
+    /// channels between them; cross-entropy.
+    pub struct VisionGroupNorm {
+        input x: [B, 4, 5, 6];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 6, kernel = 3, padding = 1);
+        let gn1 = group_norm(conv1, groups = 3);
+        let r = relu(gn1);
+        let s = reshape(r, (B, 6, 30));
+        let gn2 = group_norm(s, groups = 6);
+        let p = softmax(gn2, axis = 1);
+        let a = mean(p, axis = 2);
+        let gn3 = group_norm(a, groups = 1, eps = 1e-4);
+        let fc = linear(gn3, 3);
+        output conv1, gn1, r, s, gn2, p, a, gn3, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// Int64 labels `name` of the manifest's 3-D shape (`[B, H, W]`, one per pixel).
 fn pixel_labels(fixture: &Fixture, name: &str) -> Array3<usize> {
     let key = name.split_once('.').map_or(name, |(_, n)| n);
@@ -196,6 +217,15 @@ parity_case! {
     target label: labels,
     outputs {
         conv1 => c1, p => p, lp => lp, h => h, gp => gp, e => e, a => a, s => s, f => f,
+        fc => logits,
+    },
+}
+
+parity_case! {
+    vision_group_norm, VisionGroupNorm,
+    target label: labels,
+    outputs {
+        conv1 => c1, gn1 => n1, r => r, s => s, gn2 => n2, p => p, a => a, gn3 => n3,
         fc => logits,
     },
 }
