@@ -11,10 +11,26 @@
 //! does. The statistics are f64 sums whatever `F` is, and the output is formed as PyTorch's
 //! CPU kernel forms it, `y = x · α + β` per channel with `α = invstd · weight`,
 //! `β = bias − mean · α`. Nothing is allocated.
+//!
+//! Large inputs are shared with the helper thread ([`parallel::for_each_chunk`]): the forward
+//! pass by runs (each `(sample, group)` is computed alone), the backward pass by groups (each
+//! channel's parameter gradients summed over the samples in order, each run's `dx` alone), so
+//! every result is the same bits on one thread or two.
 
 use super::check_len;
+use crate::kernels::parallel::{self, SharedMut};
 use crate::kernels::store;
 use crate::Float;
+use std::ops::Range;
+
+/// The fewest elements worth handing part of to the helper thread (as layer norm's).
+const MIN_SPLIT_ELEMENTS: usize = 1 << 14;
+
+/// Whether `units` independent pieces of work over `elements` in all are worth splitting
+/// between the threads.
+fn split(units: usize, elements: usize) -> bool {
+    units >= 2 && elements >= MIN_SPLIT_ELEMENTS && parallel::threads() >= 2
+}
 
 /// Checks that `groups` divides `c` (the compiler checks it first; a direct caller may not).
 #[track_caller]
@@ -23,6 +39,16 @@ fn check_groups(what: &str, c: usize, groups: usize) {
         groups > 0 && c.is_multiple_of(groups),
         "{what}: {groups} groups do not divide {c} channels"
     );
+}
+
+/// The layout: `groups` groups of `per_group` channels of `spatial` positions, a run of
+/// `m = per_group · spatial` elements per `(sample, group)`.
+#[derive(Clone, Copy)]
+struct Layout {
+    spatial: usize,
+    groups: usize,
+    per_group: usize,
+    m: usize,
 }
 
 /// Group norm: per sample and group of `c / groups` channels, `y = (x − mean) · invstd ·
@@ -65,7 +91,13 @@ pub fn group_norm_forward<F: Float>(
     check_len(WHAT, "save_mean", save_mean.len(), n * groups);
     check_len(WHAT, "save_invstd", save_invstd.len(), n * groups);
     let per_group = c / groups;
-    let m = per_group * spatial;
+    let layout = Layout {
+        spatial,
+        groups,
+        per_group,
+        m: per_group * spatial,
+    };
+    let m = layout.m;
     if m == 0 {
         // PyTorch gives NaN statistics for an empty group (0 / 0); there is nothing to write.
         save_mean.fill(F::from_f64(f64::NAN));
@@ -73,24 +105,71 @@ pub fn group_norm_forward<F: Float>(
         return;
     }
     let eps = eps.to_f64();
+    let runs = n * groups;
+    if !split(runs, len) {
+        return forward_runs(x, weight, bias, layout, 0, eps, y, save_mean, save_invstd);
+    }
+    let chunks = parallel::chunk_count(runs);
+    let (y, mean, invstd) = (
+        SharedMut::new(y),
+        SharedMut::new(save_mean),
+        SharedMut::new(save_invstd),
+    );
+    parallel::for_each_chunk(chunks, |chunk, _| {
+        let r = parallel::chunk_range(runs, chunks, chunk);
+        let elems = r.start * m..r.end * m;
+        // SAFETY: each chunk is claimed once, and chunks cover disjoint runs.
+        let (y, mean, invstd) = unsafe {
+            (
+                y.range(elems.clone()),
+                mean.range(r.clone()),
+                invstd.range(r.clone()),
+            )
+        };
+        forward_runs(
+            &x[elems], weight, bias, layout, r.start, eps, y, mean, invstd,
+        );
+    });
+}
+
+/// The forward over consecutive runs, the first being run `first` (`sample · groups +
+/// group`): `x` and `y` hold those runs, `mean` and `invstd` their statistics.
+#[allow(clippy::too_many_arguments)]
+fn forward_runs<F: Float>(
+    x: &[F],
+    weight: &[F],
+    bias: &[F],
+    layout: Layout,
+    first: usize,
+    eps: f64,
+    y: &mut [F],
+    mean: &mut [F],
+    invstd: &mut [F],
+) {
+    let Layout {
+        spatial,
+        groups,
+        per_group,
+        m,
+    } = layout;
     let runs = x.chunks_exact(m).zip(y.chunks_exact_mut(m));
     for (k, (xs, ys)) in runs.enumerate() {
-        let mean = xs.iter().map(|v| v.to_f64()).sum::<f64>() / m as f64;
+        let mu = xs.iter().map(|v| v.to_f64()).sum::<f64>() / m as f64;
         let sq: f64 = xs
             .iter()
             .map(|v| {
-                let d = v.to_f64() - mean;
+                let d = v.to_f64() - mu;
                 d * d
             })
             .sum();
-        let invstd = 1.0 / (sq / m as f64 + eps).sqrt();
-        save_mean[k] = F::from_f64(mean);
-        save_invstd[k] = F::from_f64(invstd);
-        let first = (k % groups) * per_group;
+        let is = 1.0 / (sq / m as f64 + eps).sqrt();
+        mean[k] = F::from_f64(mu);
+        invstd[k] = F::from_f64(is);
+        let channel = ((first + k) % groups) * per_group;
         let channels = xs.chunks_exact(spatial).zip(ys.chunks_exact_mut(spatial));
-        for (ch, (xc, yc)) in (first..).zip(channels) {
-            let alpha = F::from_f64(invstd) * weight[ch];
-            let beta = bias[ch] - F::from_f64(mean) * alpha;
+        for (ch, (xc, yc)) in (channel..).zip(channels) {
+            let alpha = F::from_f64(is) * weight[ch];
+            let beta = bias[ch] - F::from_f64(mu) * alpha;
             for (yv, &xv) in yc.iter_mut().zip(xc) {
                 *yv = xv * alpha + beta;
             }
@@ -123,7 +202,7 @@ pub fn group_norm_backward<F: Float>(
     groups: usize,
     dweight: &mut [F],
     dbias: &mut [F],
-    mut dx: Option<(&mut [F], bool)>,
+    dx: Option<(&mut [F], bool)>,
 ) {
     const WHAT: &str = "group_norm_backward";
     check_groups(WHAT, c, groups);
@@ -138,53 +217,129 @@ pub fn group_norm_backward<F: Float>(
     if let Some((dx, _)) = dx.as_ref() {
         check_len(WHAT, "dx", dx.len(), len);
     }
-    dweight.fill(F::ZERO);
-    dbias.fill(F::ZERO);
     let per_group = c / groups;
-    let m = per_group * spatial;
-    if m == 0 {
+    let pass = Backward {
+        x,
+        dy,
+        weight,
+        mean: save_mean,
+        invstd: save_invstd,
+        n,
+        layout: Layout {
+            spatial,
+            groups,
+            per_group,
+            m: per_group * spatial,
+        },
+    };
+    if pass.layout.m == 0 {
+        dweight.fill(F::ZERO);
+        dbias.fill(F::ZERO);
         return;
     }
-    for (k, (xs, ds)) in x.chunks_exact(m).zip(dy.chunks_exact(m)).enumerate() {
-        let (mean, invstd) = (save_mean[k].to_f64(), save_invstd[k].to_f64());
-        let first = (k % groups) * per_group;
-        // Per channel, Σ dy and Σ dy · (x − mean) in f64; over the group, Σ g and Σ g · x̂.
-        let (mut sum_g, mut dot_g) = (0.0f64, 0.0f64);
-        let channels = xs.chunks_exact(spatial).zip(ds.chunks_exact(spatial));
-        for (ch, (xc, dc)) in (first..).zip(channels) {
-            let (mut sum_dy, mut dot) = (0.0f64, 0.0f64);
-            for (&xv, &g) in xc.iter().zip(dc) {
-                let g = g.to_f64();
-                sum_dy += g;
-                dot += g * (xv.to_f64() - mean);
-            }
-            dbias[ch] += F::from_f64(sum_dy);
-            dweight[ch] += F::from_f64(dot * invstd);
-            let w = weight[ch].to_f64();
-            sum_g += w * sum_dy;
-            dot_g += w * dot * invstd;
+    let accumulate = dx.as_ref().is_some_and(|(_, a)| *a);
+    let dx = dx.map(|(dx, _)| SharedMut::new(dx));
+    let dx = dx.as_ref().map(|dx| (dx, accumulate));
+    if !split(groups, len) {
+        // SAFETY: one call over every group, and nothing else borrows `dx`.
+        return unsafe { pass.groups(0..groups, dweight, dbias, dx) };
+    }
+    let chunks = parallel::chunk_count(groups);
+    let (dweight, dbias) = (SharedMut::new(dweight), SharedMut::new(dbias));
+    parallel::for_each_chunk(chunks, |chunk, _| {
+        let r = parallel::chunk_range(groups, chunks, chunk);
+        let channels = r.start * per_group..r.end * per_group;
+        // SAFETY: each chunk is claimed once, and chunks cover disjoint groups, hence
+        // disjoint channels (and, in `groups`, disjoint runs of `dx`).
+        unsafe {
+            let (dw, db) = (dweight.range(channels.clone()), dbias.range(channels));
+            pass.groups(r, dw, db, dx);
         }
-        let Some((dx, accumulate)) = dx.as_mut() else {
-            continue;
-        };
-        let accumulate = *accumulate;
-        let mean_g = F::from_f64(sum_g / m as f64);
-        let mean_dot = F::from_f64(dot_g / m as f64);
-        let (mean_f, invstd_f) = (save_mean[k], save_invstd[k]);
-        let dxs = &mut dx[k * m..(k + 1) * m];
-        let channels = xs
-            .chunks_exact(spatial)
-            .zip(ds.chunks_exact(spatial))
-            .zip(dxs.chunks_exact_mut(spatial));
-        for (ch, ((xc, dc), dxc)) in (first..).zip(channels) {
-            let w = weight[ch];
-            for ((slot, &xv), &d) in dxc.iter_mut().zip(xc).zip(dc) {
-                let xhat = (xv - mean_f) * invstd_f;
-                store(
-                    slot,
-                    (d * w - mean_g - xhat * mean_dot) * invstd_f,
-                    accumulate,
-                );
+    });
+}
+
+/// What the backward pass reads.
+struct Backward<'a, F> {
+    x: &'a [F],
+    dy: &'a [F],
+    weight: &'a [F],
+    mean: &'a [F],
+    invstd: &'a [F],
+    n: usize,
+    layout: Layout,
+}
+
+impl<F: Float> Backward<'_, F> {
+    /// The gradients of the groups `groups`: `dweight` and `dbias` hold their channels, and
+    /// each of their runs of `dx` (if asked for) is taken from the shared buffer.
+    ///
+    /// # Safety
+    /// No other live reference from `dx` may overlap the runs of these groups (concurrent
+    /// calls take disjoint groups).
+    unsafe fn groups(
+        &self,
+        groups: Range<usize>,
+        dweight: &mut [F],
+        dbias: &mut [F],
+        dx: Option<(&SharedMut<'_, F>, bool)>,
+    ) {
+        let Layout {
+            spatial,
+            groups: count,
+            per_group,
+            m,
+        } = self.layout;
+        dweight.fill(F::ZERO);
+        dbias.fill(F::ZERO);
+        for g in groups.clone() {
+            let local = (g - groups.start) * per_group;
+            let first = g * per_group;
+            for i in 0..self.n {
+                let k = i * count + g;
+                let run = k * m..(k + 1) * m;
+                let (xs, ds) = (&self.x[run.clone()], &self.dy[run.clone()]);
+                let (mean, invstd) = (self.mean[k].to_f64(), self.invstd[k].to_f64());
+                // Per channel, Σ dy and Σ dy · (x − mean) in f64; over the group, Σ g and
+                // Σ g · x̂.
+                let (mut sum_g, mut dot_g) = (0.0f64, 0.0f64);
+                let channels = xs.chunks_exact(spatial).zip(ds.chunks_exact(spatial));
+                for (j, (xc, dc)) in channels.enumerate() {
+                    let (mut sum_dy, mut dot) = (0.0f64, 0.0f64);
+                    for (&xv, &d) in xc.iter().zip(dc) {
+                        let d = d.to_f64();
+                        sum_dy += d;
+                        dot += d * (xv.to_f64() - mean);
+                    }
+                    dbias[local + j] += F::from_f64(sum_dy);
+                    dweight[local + j] += F::from_f64(dot * invstd);
+                    let w = self.weight[first + j].to_f64();
+                    sum_g += w * sum_dy;
+                    dot_g += w * dot * invstd;
+                }
+                let Some((dx, accumulate)) = dx else {
+                    continue;
+                };
+                // SAFETY: run `k` belongs to group `g`, which only this call handles (the
+                // caller's contract).
+                let dxs = unsafe { dx.range(run) };
+                let mean_g = F::from_f64(sum_g / m as f64);
+                let mean_dot = F::from_f64(dot_g / m as f64);
+                let (mean_f, invstd_f) = (self.mean[k], self.invstd[k]);
+                let channels = xs
+                    .chunks_exact(spatial)
+                    .zip(ds.chunks_exact(spatial))
+                    .zip(dxs.chunks_exact_mut(spatial));
+                for (ch, ((xc, dc), dxc)) in (first..).zip(channels) {
+                    let w = self.weight[ch];
+                    for ((slot, &xv), &d) in dxc.iter_mut().zip(xc).zip(dc) {
+                        let xhat = (xv - mean_f) * invstd_f;
+                        store(
+                            slot,
+                            (d * w - mean_g - xhat * mean_dot) * invstd_f,
+                            accumulate,
+                        );
+                    }
+                }
             }
         }
     }
@@ -362,6 +517,60 @@ mod tests {
                 );
             });
             let _ = dx;
+        }
+    }
+
+    #[test]
+    fn a_split_pass_gives_the_bits_of_one_pass() {
+        // Large enough to be shared with the helper thread when there are two threads.
+        let (n, c, s, g) = (3, 8, 700, 4);
+        let len = n * c * s;
+        assert!(len >= MIN_SPLIT_ELEMENTS);
+        let x = values(len, 0.25);
+        let (w, b) = (values(c, 1.25), values(c, 2.25));
+        let r = values(len, 3.25);
+        let [y, mean, invstd] = forward(&x, &w, &b, (n, c, s, g));
+        let layout = Layout {
+            spatial: s,
+            groups: g,
+            per_group: c / g,
+            m: c / g * s,
+        };
+        let mut one = [vec![0.0; len], vec![0.0; n * g], vec![0.0; n * g]];
+        let [y1, m1, i1] = &mut one;
+        forward_runs(&x, &w, &b, layout, 0, EPS, y1, m1, i1);
+        assert_eq!([y.clone(), mean.clone(), invstd.clone()], one);
+        assert_close(&y, &naive_gn(&x, &w, &b, (n, c, s, g)), 1e-12, 1e-12, "y");
+        for accumulate in [false, true] {
+            let (mut dw, mut db, mut dx) = (vec![0.0; c], vec![0.0; c], values(len, 4.25));
+            group_norm_backward(
+                &x,
+                &r,
+                &w,
+                &mean,
+                &invstd,
+                n,
+                c,
+                s,
+                g,
+                &mut dw,
+                &mut db,
+                Some((&mut dx, accumulate)),
+            );
+            let (mut dw1, mut db1, mut dx1) = (vec![0.0; c], vec![0.0; c], values(len, 4.25));
+            let pass = Backward {
+                x: &x,
+                dy: &r,
+                weight: &w,
+                mean: &mean,
+                invstd: &invstd,
+                n,
+                layout,
+            };
+            let shared = SharedMut::new(&mut dx1);
+            // SAFETY: one call over every group, and nothing else borrows `dx1`.
+            unsafe { pass.groups(0..g, &mut dw1, &mut db1, Some((&shared, accumulate))) };
+            assert_eq!((dw, db, dx), (dw1, db1, dx1));
         }
     }
 
