@@ -99,7 +99,7 @@ impl Kernel for GroupNorm {
             Dim::Symbol(s) => {
                 return Err(OpError::input(
                     0,
-                    format!("`group_norm` needs a fixed channel count, but dim 1 of {shown} is the symbolic `{}`", symbols[s]),
+                    format!("`group_norm` needs a fixed channel count (its weight and bias hold one value per channel), but dim 1 of {shown} is the symbolic `{}`: declare it as a number", symbols[s]),
                 ))
             }
         };
