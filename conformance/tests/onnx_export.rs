@@ -5,7 +5,8 @@
 //!
 //! One model per op family: dense layers with every pointwise op, softmaxes and residuals;
 //! tensor ops (rank-3 linear, layer norm, matmul, transpose, permute, reshape, concat,
-//! reductions); convolutions, pooling, batch norm, dropout, upsampling; token models
+//! reductions, softmaxes over the time axis, group norm); convolutions, pooling, batch norm,
+//! group norm, dropout, upsampling, softmaxes over the channels; token models
 //! (embedding, position embedding, causal mask, a tied head, a mean over lengths). Token ids
 //! and lengths are `usize` in kiln and `int64` in the file: the test feeds the same numbers as
 //! i64 tensors.
@@ -125,7 +126,7 @@ fn dyn_f<D: kiln::ndarray::Dimension>(a: kiln::ndarray::Array<f64, D>) -> ArrayD
 }
 
 kiln::model! {
-    /// Dense layers and every pointwise op.
+    /// Dense layers, every pointwise op, and a group norm of [B, C] features.
     struct Dense {
         input x: [B, 6];
         let h = linear(x, 8);
@@ -136,23 +137,30 @@ kiln::model! {
         let y = linear(r, 4, bias = false);
         let p = softmax(y);
         let lp = log_softmax(y);
-        output y, p, lp;
+        let gn = group_norm(h, groups = 2);
+        output y, p, lp, gn;
     }
 }
 
 #[test]
 fn dense_and_pointwise_ops_match() {
     let mut rng = rng();
-    let model = Dense::<f64>::new(&mut rng);
+    let mut model = Dense::<f64>::new(&mut rng);
+    // Non-trivial norm weights, so that they are checked too.
+    model.visit_params_mut(&mut |name, mut p| {
+        if name.starts_with("gn") {
+            p.iter_mut().for_each(|v| *v = rng.random_range(0.5..1.5));
+        }
+    });
     let x = random(&mut rng, &[3, 6]);
-    let (y, p, lp) = model
+    let (y, p, lp, gn) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
         "dense",
         &model,
         &[Feed::Float(x)],
-        &[dyn_f(y), dyn_f(p), dyn_f(lp)],
+        &[dyn_f(y), dyn_f(p), dyn_f(lp), dyn_f(gn)],
     );
 }
 
@@ -170,7 +178,10 @@ kiln::model! {
         let total = sum(n, axis = 2);
         let avg = mean(n, axis = -1);
         let top = max(n, axis = 1);
-        output f, total, avg, top;
+        let over_time = softmax(n, axis = 1);
+        let log_over_time = log_softmax(h, axis = -2);
+        let ng = group_norm(h, groups = 1, eps = 1e-3);
+        output f, total, avg, top, over_time, log_over_time, ng;
     }
 }
 
@@ -185,14 +196,22 @@ fn tensor_ops_and_layer_norm_match() {
         }
     });
     let x = random(&mut rng, &[2, 5, 6]);
-    let (f, t, a, m) = model
+    let (f, t, a, m, s, ls, ng) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
         "tensors",
         &model,
         &[Feed::Float(x)],
-        &[dyn_f(f), dyn_f(t), dyn_f(a), dyn_f(m)],
+        &[
+            dyn_f(f),
+            dyn_f(t),
+            dyn_f(a),
+            dyn_f(m),
+            dyn_f(s),
+            dyn_f(ls),
+            dyn_f(ng),
+        ],
     );
 }
 
@@ -279,7 +298,10 @@ kiln::model! {
         let ub = upsample(ap, scale = 2, mode = bilinear);
         let us = upsample(c2, size = (6, 8), mode = bilinear);
         let head = linear(flatten(g), 3);
-        output c2, act, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head;
+        let seg = softmax(c1, axis = 1);
+        let log_seg = log_softmax(c2, axis = 1);
+        let gn = group_norm(c1, groups = 3);
+        output c2, act, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head, seg, log_seg, gn;
     }
 }
 
@@ -287,6 +309,12 @@ kiln::model! {
 fn vision_ops_match() {
     let mut rng = rng();
     let mut model = Vision::<f64>::new(&mut rng);
+    // Non-trivial group norm weights and biases, so that they are checked too.
+    model.visit_params_mut(&mut |name, mut p| {
+        if name.starts_with("gn") {
+            p.iter_mut().for_each(|v| *v = rng.random_range(-1.5..1.5));
+        }
+    });
     // Running statistics away from (0, 1), so that inference mode is what is checked.
     model.visit_buffers_mut(&mut |name, mut b| {
         let range = if name.ends_with("running_var") {
@@ -301,7 +329,25 @@ fn vision_ops_match() {
     let out = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
-    let (c2, act, mp, ap, ai, ct, ct_dilated, ct_unpadded, g, a2, un, ub, us, head) = out;
+    let (
+        c2,
+        act,
+        mp,
+        ap,
+        ai,
+        ct,
+        ct_dilated,
+        ct_unpadded,
+        g,
+        a2,
+        un,
+        ub,
+        us,
+        head,
+        seg,
+        log_seg,
+        gn,
+    ) = out;
     check(
         "vision",
         &model,
@@ -321,6 +367,9 @@ fn vision_ops_match() {
             dyn_f(ub),
             dyn_f(us),
             dyn_f(head),
+            dyn_f(seg),
+            dyn_f(log_seg),
+            dyn_f(gn),
         ],
     );
 }

@@ -182,6 +182,64 @@ fn softmax_log_softmax_sum_mean_and_scalar_arithmetic() {
 }
 
 kiln::model! {
+    /// Softmaxes over other axes than the last: the classes (axis 1) of [B, C, H, W] maps,
+    /// axis 1 of a [B, C, L] value (written from the front and from the back), and axis 0 of
+    /// [B, F] features (each feature's distribution over the batch).
+    struct AxisSoftmaxes {
+        input x: [B, 2, 4, 3];
+        input v: [B, 5];
+        target t: [B, 3];
+        let c = conv2d(x, 3, kernel = 1);
+        let p = softmax(c, axis = 1);
+        let lp = log_softmax(c, axis = -3);
+        let s = reshape(tanh(c), (B, 3, 12));
+        let q = softmax(s, axis = 1);
+        let lq = log_softmax(s, axis = -2);
+        let h = linear(v, 4);
+        let hb = softmax(h, axis = 0);
+        let lb = log_softmax(h, axis = 0);
+        let f = concat(flatten(p * lp), flatten(q + 0.5 * lq), hb * lb + hb, axis = 1);
+        let pred = linear(f, 3);
+        output pred, p, lq, lb;
+        loss mse(pred, t);
+    }
+}
+
+#[test]
+fn softmax_and_log_softmax_over_middle_and_batch_axes() {
+    let mut rng = StdRng::seed_from_u64(16);
+    let mut model = AxisSoftmaxes::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 2, 4, 3), -2.0, 2.0);
+    let v = random(&mut rng, (3, 5), -2.0, 2.0);
+    let t = random(&mut rng, (3, 3), -1.0, 1.0);
+    let (_, p, lq, lb) = model.forward(x.view(), v.view()).unwrap();
+    // Each distribution sums to 1 along its own axis.
+    for total in p.sum_axis(kiln::ndarray::Axis(1)) {
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+    }
+    for total in lq.exp().sum_axis(kiln::ndarray::Axis(1)) {
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+    }
+    for total in lb.exp().sum_axis(kiln::ndarray::Axis(0)) {
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+    }
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(
+            x.view(),
+            v.view(),
+            t.view(),
+            &mut model.workspace(),
+            &mut grads,
+        )
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), v.view(), t.view(), &mut m.workspace())
+            .unwrap()
+    });
+}
+
+kiln::model! {
     /// No loss: the caller supplies d(loss)/d(output) to `backward`.
     struct TwoHeads {
         input x: [B, 3];
@@ -385,6 +443,93 @@ fn batch_norm_layer_norm_concat_reshape() {
             &mut scratch,
         )
         .unwrap()
+    });
+}
+
+kiln::model! {
+    /// Group norms on [B, C, H, W], [B, C, L] (L symbolic) and [B, C], each with one group,
+    /// one group per channel, and a count in between.
+    struct GroupNorms {
+        input x: [B, 4, 5, 3];
+        input s: [B, L, 3];
+        input v: [B, 5];
+        target t: [B, 3];
+        let c = conv2d(x, 6, kernel = 1);
+        let g1 = group_norm(c, groups = 3);
+        let g2 = group_norm(tanh(g1), groups = 6, eps = 1e-3);
+        let g3 = group_norm(g2 * c, groups = 1);
+        let p = transpose(linear(s, 6), 1, 2);
+        let q1 = group_norm(p, groups = 2);
+        let q2 = group_norm(tanh(q1) + p, groups = 6);
+        let q3 = group_norm(q2 * q1, groups = 1);
+        let h = linear(v, 4);
+        let h1 = group_norm(h, groups = 2);
+        let h2 = group_norm(tanh(h1) * h, groups = 4);
+        let h3 = group_norm(h + h2, groups = 1);
+        let f = concat(flatten(adaptive_avg_pool2d(g3, 1)), mean(tanh(q3), axis = 2), h3 * h1, axis = 1);
+        let pred = linear(f, 3);
+        output pred, g1, q1;
+        loss mse(pred, t);
+    }
+}
+
+#[test]
+fn group_norm_on_images_sequences_and_features() {
+    use kiln::Model;
+    let mut rng = StdRng::seed_from_u64(17);
+    let mut model = GroupNorms::<f64>::new(&mut rng);
+    // Weights away from 1 and biases away from 0, so that both take part in every gradient.
+    let norms = ["g1", "g2", "g3", "q1", "q2", "q3", "h1", "h2", "h3"];
+    model.visit_params_mut(&mut |name, mut p| {
+        let (layer, param) = name.split_once('.').expect("layer.param");
+        if norms.contains(&layer) {
+            let range = if param == "weight" {
+                0.5..1.5
+            } else {
+                -0.5..0.5
+            };
+            p.iter_mut()
+                .for_each(|v| *v = rng.random_range(range.clone()));
+        }
+    });
+    assert_eq!(model.g1.weight.len(), 6);
+    let x = random(&mut rng, (3, 4, 5, 3), -2.0, 2.0);
+    let s = random(&mut rng, (3, 7, 3), -2.0, 2.0);
+    let v = random(&mut rng, (3, 5), -2.0, 2.0);
+    let t = random(&mut rng, (3, 3), -1.0, 1.0);
+    let (_, g1, q1) = model.forward(x.view(), s.view(), v.view()).unwrap();
+    assert_eq!(g1.dim(), (3, 6, 5, 3));
+    assert_eq!(q1.dim(), (3, 6, 7));
+    // Undo the affine step: each (sample, group) is then normalised to mean 0.
+    let (w, b) = (&model.q1.weight, &model.q1.bias);
+    for sample in q1.outer_iter() {
+        for group in 0..2 {
+            let total: f64 = (group * 3..group * 3 + 3)
+                .flat_map(|ch| {
+                    sample
+                        .row(ch)
+                        .iter()
+                        .map(move |&y| (y - b[ch]) / w[ch])
+                        .collect::<Vec<_>>()
+                })
+                .sum();
+            assert!(total.abs() < 1e-10, "{total}");
+        }
+    }
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(
+            x.view(),
+            s.view(),
+            v.view(),
+            t.view(),
+            &mut model.workspace(),
+            &mut grads,
+        )
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), s.view(), v.view(), t.view(), &mut m.workspace())
+            .unwrap()
     });
 }
 

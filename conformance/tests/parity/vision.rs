@@ -1,10 +1,10 @@
 //! PyTorch parity for the vision fixture cases written by `tests/fixtures/gen_vision.py`
 //! (`tests/fixtures/<case>/`, see its README): pooling with padding, `ceil_mode` and
 //! `count_include_pad = false`, adaptive average and max pooling (non-integer windows and
-//! global),
-//! nearest and bilinear upsampling (by 2 and to a size, with and without aligned corners),
-//! per-pixel cross-entropy with `ignore_index`, and the activations of mobile networks (relu6,
-//! hardsigmoid, hardswish, silu), in f64 and f32.
+//! global), nearest and bilinear upsampling (by 2 and to a size, with and without aligned
+//! corners), per-pixel cross-entropy with `ignore_index`, the activations of mobile networks
+//! (relu6, hardsigmoid, hardswish, silu), softmaxes over the channel axis, and group norm, in
+//! f64 and f32.
 //!
 //! As in `seq.rs`: each model is declared with `model!` with its layers named after the
 //! fixture's modules, loaded from `param.*`, and checked against PyTorch: every forward value
@@ -113,6 +113,49 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `vision_softmax_axis`: softmax and log-softmax over the channels of a feature map
+    /// (axis 1 of [B, C, H, W]) and a softmax over axis 1 of a [B, C, L] value; pooling, a
+    /// reduction and a linear head; cross-entropy.
+    pub struct VisionSoftmaxAxis {
+        input x: [B, 3, 4, 5];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 4, kernel = 3, padding = 1);
+        let p = softmax(conv1, axis = 1);
+        let lp = log_softmax(conv1, axis = 1);
+        let h = p * lp;
+        let gp = adaptive_avg_pool2d(h, 1);
+        let e = reshape(conv1, (B, 4, 20));
+        let a = softmax(e, axis = 1);
+        let s = sum(a * e, axis = 2);
+        let f = concat(flatten(gp), s, axis = 1);
+        let fc = linear(f, 3);
+        output conv1, p, lp, h, gp, e, a, s, f, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
+kiln::model! {
+    /// `vision_group_norm`: group norms on [B, C, H, W] (3 groups of 2 channels), [B, C, L]
+    /// (a group per channel) and [B, C] (one group, eps 1e-4), with a softmax over the
+    /// channels between them; cross-entropy.
+    pub struct VisionGroupNorm {
+        input x: [B, 4, 5, 6];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 6, kernel = 3, padding = 1);
+        let gn1 = group_norm(conv1, groups = 3);
+        let r = relu(gn1);
+        let s = reshape(r, (B, 6, 30));
+        let gn2 = group_norm(s, groups = 6);
+        let p = softmax(gn2, axis = 1);
+        let a = mean(p, axis = 2);
+        let gn3 = group_norm(a, groups = 1, eps = 1e-4);
+        let fc = linear(gn3, 3);
+        output conv1, gn1, r, s, gn2, p, a, gn3, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// Int64 labels `name` of the manifest's 3-D shape (`[B, H, W]`, one per pixel).
 fn pixel_labels(fixture: &Fixture, name: &str) -> Array3<usize> {
     let key = name.split_once('.').map_or(name, |(_, n)| n);
@@ -210,6 +253,24 @@ parity_case! {
     target label: labels,
     outputs {
         conv1 => c1, w => w, a => a, s => s, hs => hs, hw => hw, h => h, gp => gp, f => f,
+        fc => logits,
+    },
+}
+
+parity_case! {
+    vision_softmax_axis, VisionSoftmaxAxis,
+    target label: labels,
+    outputs {
+        conv1 => c1, p => p, lp => lp, h => h, gp => gp, e => e, a => a, s => s, f => f,
+        fc => logits,
+    },
+}
+
+parity_case! {
+    vision_group_norm, VisionGroupNorm,
+    target label: labels,
+    outputs {
+        conv1 => c1, gn1 => n1, r => r, s => s, gn2 => n2, p => p, a => a, gn3 => n3,
         fc => logits,
     },
 }

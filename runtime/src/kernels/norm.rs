@@ -1,5 +1,6 @@
 //! Batch normalisation (PyTorch's `BatchNorm1d` / `BatchNorm2d`, affine, with running
-//! statistics) and layer normalisation over the last axis (`LayerNorm`), with their VJPs.
+//! statistics), layer normalisation over the last axis (`LayerNorm`) and group normalisation
+//! (`GroupNorm`, in `group.rs`), with their VJPs.
 //!
 //! Batch norm sees its input as `[n, c, spatial]`: `[N, C]` is `spatial = 1`, `[N, C, H, W]` is
 //! `spatial = H·W`. Statistics are per channel over the `m = n · spatial` elements of that
@@ -13,7 +14,9 @@
 use super::store;
 use crate::Float;
 
+mod group;
 mod layer;
+pub use group::{group_norm_backward, group_norm_forward};
 pub use layer::{layer_norm_backward, layer_norm_forward};
 
 #[track_caller]

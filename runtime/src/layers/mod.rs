@@ -14,5 +14,5 @@ pub use bias::Bias;
 pub use conv::{Conv2d, ConvTranspose2d};
 pub use embedding::Embedding;
 pub use linear::Linear;
-pub use norm::{BatchNorm, LayerNorm};
+pub use norm::{BatchNorm, GroupNorm, LayerNorm};
 pub use recurrent::{Gru, Lstm};

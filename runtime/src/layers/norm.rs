@@ -1,4 +1,5 @@
-//! The parameters and running statistics of the normalisation layers.
+//! The parameters and running statistics of the normalisation layers: batch, layer and
+//! group norm.
 
 use crate::Float;
 use ndarray::Array1;
@@ -110,6 +111,53 @@ impl<F: Float> LayerNorm<F> {
     }
 }
 
+/// The parameters of a group norm over `num_channels` channels, as PyTorch's
+/// `nn.GroupNorm(num_groups, num_channels)` with `affine = True`: the per-channel `weight` and
+/// `bias`, `[num_channels]`. The number of groups is part of the model (the compiler fixes
+/// it), not of the layer's state, as it is not part of a `state_dict`.
+///
+/// ```
+/// use kiln_runtime::layers::GroupNorm;
+/// let gn = GroupNorm::<f32>::new(6);
+/// assert_eq!((gn.weight.to_vec(), gn.bias.to_vec()), (vec![1.0; 6], vec![0.0; 6]));
+/// assert_eq!(gn.num_params(), 12);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupNorm<F> {
+    /// The per-channel scale (γ), `[num_channels]`.
+    pub weight: Array1<F>,
+    /// The per-channel shift (β), `[num_channels]`.
+    pub bias: Array1<F>,
+}
+
+impl<F: Float> GroupNorm<F> {
+    /// PyTorch's initial state: weight 1, bias 0.
+    pub fn new(num_channels: usize) -> Self {
+        Self {
+            weight: Array1::ones(num_channels),
+            bias: Array1::zeros(num_channels),
+        }
+    }
+
+    /// Zero weight and bias.
+    pub fn zeros(num_channels: usize) -> Self {
+        Self {
+            weight: Array1::zeros(num_channels),
+            bias: Array1::zeros(num_channels),
+        }
+    }
+
+    /// The number of channels.
+    pub fn num_channels(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// The number of trainable scalars, `2 · num_channels`.
+    pub fn num_params(&self) -> usize {
+        self.weight.len() + self.bias.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +184,19 @@ mod tests {
         assert_eq!(ln.bias.to_vec(), [0.0; 5]);
         assert_eq!((ln.normalized_len(), ln.num_params()), (5, 10));
         let z = LayerNorm::<f64>::zeros(2);
+        assert_eq!(
+            (z.weight.to_vec(), z.bias.to_vec()),
+            (vec![0.0; 2], vec![0.0; 2])
+        );
+    }
+
+    #[test]
+    fn group_norm_initial_and_zero_states() {
+        let gn = GroupNorm::<f64>::new(4);
+        assert_eq!(gn.weight.to_vec(), [1.0; 4]);
+        assert_eq!(gn.bias.to_vec(), [0.0; 4]);
+        assert_eq!((gn.num_channels(), gn.num_params()), (4, 8));
+        let z = GroupNorm::<f32>::zeros(2);
         assert_eq!(
             (z.weight.to_vec(), z.bias.to_vec()),
             (vec![0.0; 2], vec![0.0; 2])

@@ -286,7 +286,7 @@ impl Kernel for Attention {
                 "{} heads do not divide the width {width} of {} (each head takes width / heads features): use a head count that divides {width} ({}), or change the width",
                 self.heads,
                 show(q),
-                head_counts(width, self.heads)
+                super::divisors_near(width, self.heads)
             )));
         }
         let kv_len = if self.cross {
@@ -454,39 +454,6 @@ impl Kernel for Attention {
     }
 }
 
-/// The head counts that divide `width`, for the message about `heads`, which does not: all of
-/// them up to a dozen (`1, 2, 4, 8, 16, 32, 64, 128`), else how many there are and the nearest
-/// to `heads` on either side (a width like 720 has 30, too many to read).
-fn head_counts(width: usize, heads: usize) -> String {
-    // Pairs of divisors up to the square root: a width may be large, and this runs in the
-    // compiler.
-    let mut small = Vec::new();
-    let mut large = Vec::new();
-    let mut d = 1;
-    while d <= width / d {
-        if width.is_multiple_of(d) {
-            small.push(d);
-            if d != width / d {
-                large.push(width / d);
-            }
-        }
-        d += 1;
-    }
-    small.extend(large.into_iter().rev());
-    if small.len() <= 12 {
-        let all: Vec<String> = small.iter().map(usize::to_string).collect();
-        return all.join(", ");
-    }
-    let below = small.iter().rev().find(|&&d| d < heads);
-    let above = small.iter().find(|&&d| d > heads);
-    let nearest = match (below, above) {
-        (Some(b), Some(a)) => format!("the nearest to {heads} are {b} and {a}"),
-        (Some(n), None) | (None, Some(n)) => format!("the nearest to {heads} is {n}"),
-        (None, None) => String::new(),
-    };
-    format!("{} do, from 1 to {width}; {nearest}", small.len())
-}
-
 /// `AttentionParams { .. }` from the layer's parameter locals.
 fn params(p: &[TokenStream], bias: bool) -> TokenStream {
     if bias {
@@ -503,26 +470,5 @@ fn params(p: &[TokenStream], bias: bool) -> TokenStream {
                 in_proj_weight: #w, in_proj_bias: None, out_proj_weight: #ow, out_proj_bias: None,
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::head_counts;
-
-    #[test]
-    fn head_counts_list_every_divisor_up_to_the_width() {
-        assert_eq!(head_counts(128, 3), "1, 2, 4, 8, 16, 32, 64, 128");
-        assert_eq!(head_counts(30, 4), "1, 2, 3, 5, 6, 10, 15, 30");
-        assert_eq!(head_counts(7, 2), "1, 7");
-        assert_eq!(
-            head_counts(720, 7),
-            "30 do, from 1 to 720; the nearest to 7 are 6 and 8"
-        );
-        assert_eq!(
-            head_counts(720, 1000),
-            "30 do, from 1 to 720; the nearest to 1000 is 720"
-        );
-        assert_eq!(head_counts(49, 5), "1, 7, 49");
     }
 }

@@ -15,6 +15,7 @@ mod concat;
 mod conv;
 mod dropout;
 mod embedding;
+mod group_norm;
 mod linear;
 mod loss;
 mod mask;
@@ -756,6 +757,7 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &dropout::DROPOUT,
     &norm::BATCH_NORM,
     &norm::LAYER_NORM,
+    &group_norm::GROUP_NORM,
     &embedding::EMBEDDING,
     &embedding::POSITION_EMBEDDING,
     &attention::MULTI_HEAD_ATTENTION,
@@ -835,6 +837,40 @@ pub(crate) fn resolve_axis(
     Ok(resolved as usize)
 }
 
+/// The counts that divide `n`, for a message about a count that does not (`heads` of an
+/// attention width, `groups` of a channel count): all of them up to a dozen (`1, 2, 4, 8, 16,
+/// 32, 64, 128`), else how many there are and the nearest to `wanted` on either side (a width
+/// like 720 has 30, too many to read).
+pub(crate) fn divisors_near(n: usize, wanted: usize) -> String {
+    // Pairs of divisors up to the square root: `n` may be large, and this runs in the
+    // compiler.
+    let mut small = Vec::new();
+    let mut large = Vec::new();
+    let mut d = 1;
+    while d <= n / d {
+        if n.is_multiple_of(d) {
+            small.push(d);
+            if d != n / d {
+                large.push(n / d);
+            }
+        }
+        d += 1;
+    }
+    small.extend(large.into_iter().rev());
+    if small.len() <= 12 {
+        let all: Vec<String> = small.iter().map(usize::to_string).collect();
+        return all.join(", ");
+    }
+    let below = small.iter().rev().find(|&&d| d < wanted);
+    let above = small.iter().find(|&&d| d > wanted);
+    let nearest = match (below, above) {
+        (Some(b), Some(a)) => format!("the nearest to {wanted} are {b} and {a}"),
+        (Some(k), None) | (None, Some(k)) => format!("the nearest to {wanted} is {k}"),
+        (None, None) => String::new(),
+    };
+    format!("{} do, from 1 to {n}; {nearest}", small.len())
+}
+
 /// The product of some dims as a `usize` expression (`B * T`; `1` for none).
 pub(crate) fn product_of(dims: &[TokenStream]) -> TokenStream {
     match dims.split_first() {
@@ -891,6 +927,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn divisors_near_list_every_divisor_up_to_the_count() {
+        assert_eq!(divisors_near(128, 3), "1, 2, 4, 8, 16, 32, 64, 128");
+        assert_eq!(divisors_near(30, 4), "1, 2, 3, 5, 6, 10, 15, 30");
+        assert_eq!(divisors_near(7, 2), "1, 7");
+        assert_eq!(
+            divisors_near(720, 7),
+            "30 do, from 1 to 720; the nearest to 7 are 6 and 8"
+        );
+        assert_eq!(
+            divisors_near(720, 1000),
+            "30 do, from 1 to 720; the nearest to 1000 is 720"
+        );
+        assert_eq!(divisors_near(49, 5), "1, 7, 49");
+    }
+
+    #[test]
     fn suggests_close_names() {
         assert_eq!(closest("lienar", names()), Some("linear"));
         assert_eq!(closest("rellu", names()), Some("relu"));
@@ -919,8 +971,8 @@ mod tests {
         "log(x)",
         "sqrt(x)",
         "square(x)",
-        "softmax(x)",
-        "log_softmax(x)",
+        "softmax(x, axis = 1)",
+        "log_softmax(x, axis = -2)",
         "sum(x, axis = 1)",
         "mean(x, axis = 1, lengths = len)",
         "max(x, axis = 1)",
@@ -941,6 +993,7 @@ mod tests {
         "dropout(x, p = 0.5)",
         "batch_norm(x, eps = 0.001, momentum = 0.1)",
         "layer_norm(x, eps = 0.001)",
+        "group_norm(x, groups = 4, eps = 0.001)",
         "embedding(t, 8, padding_idx = 0, vocab = 10)",
         "position_embedding(t, 8, max_len = 16)",
         "multi_head_attention(x, heads = 4, causal = true, bias = true, lengths = len)",
