@@ -1,7 +1,8 @@
 //! Batch normalisation (PyTorch's `BatchNorm1d` / `BatchNorm2d`, affine, with running
 //! statistics) and layer normalisation over the last axis (`LayerNorm`), with their VJPs.
 //!
-//! Batch norm sees its input as `[n, c, spatial]`: `[N, C]` is `spatial = 1`, `[N, C, H, W]` is
+//! Batch norm sees its input as `[n, c, spatial]`: `[N, C]` is `spatial = 1`, a sequence
+//! batch `[N, C, L]` (BatchNorm1d on 3-D input) is `spatial = L`, `[N, C, H, W]` is
 //! `spatial = H·W`. Statistics are per channel over the `m = n · spatial` elements of that
 //! channel. Layer norm sees its input as `[rows, cols]` and normalises each row (for a
 //! `normalized_shape` of several trailing dims, `cols` is their product).

@@ -734,6 +734,7 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &loss::MSE,
     &loss::CROSS_ENTROPY,
     &loss::BCE_WITH_LOGITS,
+    &conv::CONV1D,
     &conv::CONV2D,
     &conv::CONV_TRANSPOSE2D,
     &pool::MAX_POOL2D,
