@@ -611,3 +611,34 @@ fn batch_norm_on_sequences() {
         .unwrap()
     });
 }
+
+kiln::model! {
+    /// 1-d convolutions that keep a symbolic length (stride 1, `padding = same` or its
+    /// explicit value), through the implicit-GEMM, grouped and depthwise paths; a max over
+    /// the length makes the head's input fixed.
+    struct Conv1dSymbolicLength {
+        input x: [B, 4, T];
+        target y: [B] classes 3;
+        let dilated = tanh(conv1d(x, 6, kernel = 3, padding = same, dilation = 2));
+        let grouped = tanh(conv1d(dilated, 6, kernel = 5, padding = 2, groups = 3));
+        let depthwise = conv1d(grouped, 6, kernel = 3, padding = same, groups = 6);
+        let logits = linear(max(depthwise, axis = 2), 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn conv1d_keeps_a_symbolic_length() {
+    let mut rng = StdRng::seed_from_u64(23);
+    let mut model = Conv1dSymbolicLength::<f64>::new(&mut rng);
+    for length in [9, 4, 13] {
+        let x = random(&mut rng, (2, 4, length), -1.0, 1.0);
+        let y = labels(&mut rng, 2, 3);
+        check_step(
+            &mut model,
+            x.view().into_dyn(),
+            TargetView::Labels(y.view()),
+        );
+    }
+}

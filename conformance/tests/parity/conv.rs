@@ -352,3 +352,104 @@ fn padding_same_and_valid_are_the_explicit_paddings() {
     assert_eq!(wide, wide_explicit);
     assert_eq!(point, point_explicit);
 }
+
+kiln::model! {
+    /// 1-d convolutions that keep a symbolic length, reduced over it by a max.
+    pub struct SymbolicLength {
+        input x: [B, 4, T];
+        target y: [B] classes 3;
+        let conv = conv1d(x, 6, kernel = 3, padding = same, dilation = 2);
+        let grouped = conv1d(relu(conv), 6, kernel = 5, padding = 2, groups = 3);
+        let fc = linear(max(grouped, axis = 2), 3);
+        output grouped, fc;
+        loss cross_entropy(fc, y);
+    }
+}
+
+kiln::model! {
+    /// The same layers at the fixed length 9.
+    pub struct FixedLength {
+        input x: [B, 4, 9];
+        target y: [B] classes 3;
+        let conv = conv1d(x, 6, kernel = 3, padding = same, dilation = 2);
+        let grouped = conv1d(relu(conv), 6, kernel = 5, padding = 2, groups = 3);
+        let fc = linear(max(grouped, axis = 2), 3);
+        output grouped, fc;
+        loss cross_entropy(fc, y);
+    }
+}
+
+/// A symbolic length: one workspace serves batches of several lengths (its convolution
+/// scratch sized for the longest, then reused by shorter ones) and gives what a fresh
+/// workspace gives, and at length 9 what the model of fixed length 9 gives.
+#[test]
+fn conv1d_with_a_symbolic_length_reuses_its_workspace() {
+    use kiln::ndarray::{Array1, Array3, ArrayD};
+    use kiln::rand::{rngs::StdRng, RngExt, SeedableRng};
+    use kiln::Model;
+
+    fn grads_of<M: Model<f64>>(grads: &M::Grads) -> Vec<ArrayD<f64>> {
+        let mut out = Vec::new();
+        M::visit_grads(grads, &mut |_, g| out.push(g.to_owned()));
+        out
+    }
+
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut model = SymbolicLength::<f64>::new(&mut rng);
+    let mut fixed = FixedLength::<f64>::zeros();
+    let mut weights = Vec::new();
+    model.visit_params(&mut |_, p| weights.push(p.to_owned()));
+    let mut next = weights.into_iter();
+    fixed.visit_params_mut(&mut |name, mut p| {
+        p.assign(
+            &next
+                .next()
+                .unwrap_or_else(|| panic!("no weights for {name}")),
+        )
+    });
+
+    let mut shared = model.workspace();
+    for length in [13, 4, 9, 1] {
+        let x = Array3::from_shape_simple_fn((3, 4, length), || rng.random_range(-1.0..1.0));
+        let y = Array1::from_shape_simple_fn(3, || rng.random_range(0..3usize));
+        let mut grads = model.zero_grads();
+        let loss = model
+            .loss_and_grad(x.view(), y.view(), &mut shared, &mut grads)
+            .expect("loss_and_grad");
+        let grouped = shared.grouped().expect("grouped").to_owned();
+        assert_eq!(grouped.dim(), (3, 6, length));
+
+        let mut fresh = model.workspace();
+        let mut fresh_grads = model.zero_grads();
+        let fresh_loss = model
+            .loss_and_grad(x.view(), y.view(), &mut fresh, &mut fresh_grads)
+            .expect("loss_and_grad");
+        assert_eq!(loss, fresh_loss, "length {length}");
+        assert_eq!(
+            grouped,
+            fresh.grouped().expect("grouped"),
+            "length {length}"
+        );
+        assert_eq!(
+            grads_of::<SymbolicLength<f64>>(&grads),
+            grads_of::<SymbolicLength<f64>>(&fresh_grads),
+            "length {length}"
+        );
+
+        if length == 9 {
+            let mut ws = fixed.workspace();
+            let mut fixed_grads = fixed.zero_grads();
+            let fixed_loss = fixed
+                .loss_and_grad(x.view(), y.view(), &mut ws, &mut fixed_grads)
+                .expect("loss_and_grad");
+            assert_eq!(loss, fixed_loss);
+            assert_eq!(grouped, ws.grouped().expect("grouped"));
+            assert_eq!(
+                grads_of::<SymbolicLength<f64>>(&grads),
+                grads_of::<FixedLength<f64>>(&fixed_grads)
+            );
+            let (forward_grouped, _) = model.forward(x.view()).expect("forward");
+            assert_eq!(forward_grouped, grouped);
+        }
+    }
+}

@@ -1,4 +1,4 @@
-// conv1d needs a fixed length, as conv2d needs a fixed height and width.
+// A symbolic length passes only through a conv1d that keeps it (stride 1, `padding = same`).
 kiln::model! {
     pub struct Tiny {
         input x: [B, 4, T];

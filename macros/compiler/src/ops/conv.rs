@@ -153,6 +153,7 @@ fn same_uneven_span(
 }
 
 /// A 2-d convolution layer.
+#[derive(Clone, Copy)]
 pub struct Conv2d {
     out: usize,
     kernel: (usize, usize),
@@ -569,6 +570,13 @@ impl Conv1d {
         self.plane.dilation.1
     }
 
+    /// Whether the output is as long as the input, whatever its length: stride 1 and a
+    /// padding of half the dilated kernel's span on each side (`padding = same`).
+    fn keeps_length(&self) -> bool {
+        self.stride() == 1
+            && self.padding().saturating_mul(2) == self.dilation().saturating_mul(self.kernel() - 1)
+    }
+
     /// `(c, l, out_l)` of the input shape (0 for what is not fixed).
     fn geometry(&self, inputs: &[&ValueInfo]) -> (usize, usize, usize) {
         let shape = &inputs[0].shape.0;
@@ -588,13 +596,9 @@ impl Conv1d {
     }
 }
 
-/// The fixed `[C, L]` of a `[batch, channels, length]` input, or an error saying what is
-/// wrong.
-fn sequence_input(
-    op: &str,
-    info: &ValueInfo,
-    symbols: &[String],
-) -> Result<(usize, usize), OpError> {
+/// The fixed channel count `C` and the length `L` of a `[batch, channels, length]` input, or
+/// an error saying what is wrong.
+fn sequence_input(op: &str, info: &ValueInfo, symbols: &[String]) -> Result<(usize, Dim), OpError> {
     require_float(op, 0, info)?;
     let shape = &info.shape;
     let shown = shape.display(symbols);
@@ -617,19 +621,16 @@ fn sequence_input(
             ),
         ));
     }
-    let fixed = |i: usize| {
-        match shape.0[i] {
-        Dim::Fixed(n) => Ok(n),
+    match shape.0[1] {
+        Dim::Fixed(c) => Ok((c, shape.0[2])),
         Dim::Symbol(s) => Err(OpError::input(
             0,
             format!(
-                "`{op}` needs fixed channels and length, but dim {i} of {shown} is the symbolic `{}`: declare it as a number",
+                "`{op}` needs a fixed channel count, but dim 1 of {shown} is the symbolic `{}`: declare it as a number",
                 symbols[s]
             ),
         )),
     }
-    };
-    Ok((fixed(1)?, fixed(2)?))
 }
 
 impl Kernel for Conv1d {
@@ -674,31 +675,58 @@ impl Kernel for Conv1d {
         true
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
-        let (c, l) = sequence_input("conv1d", inputs[0], symbols)?;
+        let (c, length) = sequence_input("conv1d", inputs[0], symbols)?;
         let (out, groups) = (self.plane.out, self.plane.groups);
         if let Some(e) = groups_error(groups, c, out) {
             return Err(e);
         }
-        let (k, p, d) = (self.kernel(), self.padding(), self.dilation());
+        let (k, s, p, d) = (
+            self.kernel(),
+            self.stride(),
+            self.padding(),
+            self.dilation(),
+        );
         let span = dilated_extent(k, d);
-        let padded = l.saturating_add(p.saturating_mul(2));
-        if span > padded {
-            let dilated = if d == 1 {
-                String::new()
-            } else {
-                format!(" with dilation {d} spans {span} and")
-            };
-            return Err(OpError::input(
-                0,
-                format!(
-                    "the kernel {k}{dilated} is larger than the padded input: length {l} plus padding {p} on each side is {padded}; use a smaller kernel{} or more padding",
-                    if d == 1 { "" } else { ", less dilation" },
-                ),
-            ));
-        }
-        let (_, _, out_l) = self.geometry(inputs);
-        // The scratch, as conv2d's: two im2col matrices and up to 7 weight gradients.
-        let cols = product_fits(&[c / groups, k, out_l]);
+        let out_length = match length {
+            Dim::Fixed(l) => {
+                let padded = l.saturating_add(p.saturating_mul(2));
+                if span > padded {
+                    let dilated = if d == 1 {
+                        String::new()
+                    } else {
+                        format!(" with dilation {d} spans {span} and")
+                    };
+                    return Err(OpError::input(
+                        0,
+                        format!(
+                            "the kernel {k}{dilated} is larger than the padded input: length {l} plus padding {p} on each side is {padded}; use a smaller kernel{} or more padding",
+                            if d == 1 { "" } else { ", less dilation" },
+                        ),
+                    ));
+                }
+                Dim::Fixed(self.geometry(inputs).2)
+            }
+            // The kernels take the length at run time, but a shape holds no formula of a
+            // symbol: a symbolic length passes through a convolution that keeps it.
+            Dim::Symbol(sym) if self.keeps_length() => Dim::Symbol(sym),
+            Dim::Symbol(sym) => {
+                let name = &symbols[sym];
+                return Err(OpError::input(
+                    0,
+                    format!(
+                        "the length of {} is the symbolic `{name}`, and this convolution's output length ⌊({name} + 2·{p} − {d}·({k} − 1) − 1)/{s}⌋ + 1 is not `{name}`: declare the length as a number, or keep it with stride 1 and `padding = same`",
+                        inputs[0].shape.display(symbols)
+                    ),
+                ));
+            }
+        };
+        // The scratch, as conv2d's: two im2col matrices and up to 7 weight gradients (one
+        // position stands for a symbolic length).
+        let positions = match out_length {
+            Dim::Fixed(n) => n,
+            Dim::Symbol(_) => 1,
+        };
+        let cols = product_fits(&[c / groups, k, positions]);
         let weight = product_fits(&[out, c / groups, k]);
         let total = cols
             .and_then(|cols| cols.checked_mul(2))
@@ -706,15 +734,11 @@ impl Kernel for Conv1d {
             .and_then(|(cols, gradients)| cols.checked_add(gradients));
         if total.is_none() {
             return Err(OpError::call(format!(
-                "this convolution's im2col buffer ({c} x {k} x {out_l} values) would not fit in memory: is a size mistyped?"
+                "this convolution's im2col buffer ({c} x {k} x {positions} values) would not fit in memory: is a size mistyped?"
             )));
         }
         Ok(ValueInfo {
-            shape: Shape(vec![
-                inputs[0].shape.0[0],
-                Dim::Fixed(out),
-                Dim::Fixed(out_l),
-            ]),
+            shape: Shape(vec![inputs[0].shape.0[0], Dim::Fixed(out), out_length]),
             kind: ValueKind::Float,
         })
     }
@@ -736,7 +760,21 @@ impl Kernel for Conv1d {
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
         let (c, l, _) = self.geometry(inputs);
-        conv_scratch(self.plane.geometry_expr(&literal_dims([1, c, 1, l])))
+        match inputs[0].shape.0.get(2) {
+            // The scratch of a symbolic length is sized at run time, for the batch at hand.
+            Some(&length @ Dim::Symbol(_)) => {
+                let plane = self.plane;
+                vec![ScratchSpec {
+                    suffix: "cols",
+                    len: ScratchLen::OfDims(Box::new(move |dim| {
+                        let [one, c] = literal_dims([1, c]).try_into().expect("two dims");
+                        let geometry = plane.geometry_expr(&[one.clone(), c, one, dim(length)]);
+                        quote!(#geometry.scratch_len())
+                    })),
+                }]
+            }
+            _ => conv_scratch(self.plane.geometry_expr(&literal_dims([1, c, 1, l]))),
+        }
     }
     fn backward_reads(&self) -> Reads {
         Reads {
