@@ -1,8 +1,8 @@
 //! PyTorch parity for the convolution and normalisation fixture cases
 //! (`tests/fixtures/<case>/`, see its README): conv2d (square and rectangular kernel, stride and
 //! padding), max and average pooling, flatten, batch norm on `[N, C]` and `[N, C, H, W]`,
-//! layer norm, grouped, dilated and depthwise convolutions and transposed convolutions
-//! (`gen_vision.py`), in f64 and f32.
+//! layer norm, grouped, dilated and depthwise convolutions and transposed convolutions, and
+//! 1-d convolutions with batch norm on `[N, C, L]` (`gen_vision.py`), in f64 and f32.
 //!
 //! For each case and dtype the model is declared with `model!` step by step as in the
 //! manifest's `forward` list (each layer's value bound to the layer's name, every step an
@@ -140,6 +140,24 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `vision_conv1d`: conv1d 5 -> 6 k3 p1 without bias, batch norm on [B, 6, 12], relu,
+    /// conv1d 6 -> 8 k3 stride 2 padding 2 dilation 2 groups 2, max over the length,
+    /// linear 8 -> 4; cross-entropy.
+    pub struct VisionConv1d {
+        input x: [B, 5, 12];
+        target label: [B] classes 4;
+        let conv1 = conv1d(x, 6, kernel = 3, padding = 1, bias = false);
+        let bn = batch_norm(conv1);
+        let r = relu(bn);
+        let conv2 = conv1d(r, 8, kernel = 3, stride = 2, padding = 2, dilation = 2, groups = 2);
+        let p = max(conv2, axis = 2);
+        let fc = linear(p, 4);
+        output conv1, bn, r, conv2, p, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// One module per case with an `f64` and an `f32` test. The input has rank `$Ix` (`Ix4` for
 /// images); the target is a `float` matrix or class `labels`. `outputs` maps each model
 /// output to the fixture's step name: a layer's value is bound to the layer's name (`conv1`)
@@ -244,12 +262,20 @@ parity_case! {
     outputs { up => u, t => t, dw => d, dil => e, f => f, fc => pred },
 }
 
+parity_case! {
+    vision_conv1d, VisionConv1d,
+    input x: Ix3,
+    target label: labels,
+    outputs { conv1 => c1, bn => n, r => r, conv2 => c2, p => p, fc => logits },
+}
+
 /// A batch-norm `state_dict` exactly as PyTorch writes it after one training step: the
 /// parameters `param.*`, the running statistics `buffer.*` and the int64 scalar
 /// `bn.num_batches_tracked` (1). Loading it must give those parameters and running statistics;
 /// kiln keeps no `num_batches_tracked` (with a fixed momentum it affects no value), so the
-/// loader has to skip it. (The fixtures' own state_dict files leave out the buffers and
-/// `num_batches_tracked` altogether, so only this test loads a genuine one.)
+/// loader has to skip it. (The state_dict files of `batchnorm1d` and `batchnorm2d` leave out
+/// the buffers and `num_batches_tracked` altogether; `vision_conv1d`'s is torch's whole
+/// `state_dict()` at the initial state, loaded by its parity case.)
 #[test]
 fn torch_batch_norm_state_dict_with_num_batches_tracked() {
     use crate::common::{scratch_dir, write_safetensors, RawTensor, Tolerance};
@@ -300,6 +326,8 @@ fn torch_batch_norm_state_dict_with_num_batches_tracked() {
     run::<f32, _>("batchnorm1d", BatchNorm1d::<f32>::zeros);
     run::<f64, _>("batchnorm2d", BatchNorm2d::<f64>::zeros);
     run::<f32, _>("batchnorm2d", BatchNorm2d::<f32>::zeros);
+    run::<f64, _>("vision_conv1d", VisionConv1d::<f64>::zeros);
+    run::<f32, _>("vision_conv1d", VisionConv1d::<f32>::zeros);
 }
 
 kiln::model! {
