@@ -918,6 +918,7 @@ mod tests {
         "mse(y, t)",
         "cross_entropy(y, t, ignore_index = 0)",
         "bce_with_logits(y, t)",
+        "conv1d(x, 8, kernel = 3, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true)",
         "conv2d(x, 8, kernel = 3, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true)",
         "conv_transpose2d(x, 8, kernel = 2, stride = 2, padding = 0, output_padding = 0, groups = 1, dilation = 1, bias = true)",
         "max_pool2d(x, kernel = 2, stride = 2, padding = 0, ceil_mode = false)",
