@@ -87,7 +87,12 @@ fn same_padding(
     dilation: (usize, usize),
     span: proc_macro2::Span,
 ) -> syn::Result<(usize, usize)> {
-    let total = (dilation.0 * (kernel.0 - 1), dilation.1 * (kernel.1 - 1));
+    // Saturating: a huge dilation must give a huge padding (rejected by the shape stage),
+    // not an overflow panic in the macro.
+    let total = (
+        dilation.0.saturating_mul(kernel.0 - 1),
+        dilation.1.saturating_mul(kernel.1 - 1),
+    );
     if stride != (1, 1) {
         let half = if total.0 == total.1 {
             format!("{}", total.0 / 2)
@@ -518,7 +523,7 @@ impl OpSpec for Conv1dSpec {
         };
         let padding = match same {
             Some(span) => {
-                let total = dilation * (kernel - 1);
+                let total = dilation.saturating_mul(kernel - 1);
                 if stride != 1 {
                     return Err(same_needs_stride_one(
                         span,
