@@ -369,7 +369,7 @@ mod tests {
         assert_eq!(one.num_params(), 90 + 9);
         let zero = Conv1d::<f32>::zeros(4, 6, 3, 2, false);
         assert_eq!(zero.weight, Array3::<f32>::zeros((6, 2, 3)));
-        assert_eq!((zero.bias, zero.num_params()), (None, 36));
+        assert_eq!((zero.bias.is_none(), zero.num_params()), (true, 36));
     }
 
     #[test]
