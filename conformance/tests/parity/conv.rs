@@ -481,3 +481,79 @@ fn conv1d_with_a_symbolic_length_reuses_its_workspace() {
         }
     }
 }
+
+kiln::model! {
+    /// 1-d convolutions on a batch large enough for the kernels to share it between threads.
+    pub struct Conv1dWide {
+        input x: [B, 8, 40];
+        target y: [B] classes 5;
+        let a = conv1d(x, 16, kernel = 5, stride = 2, padding = 2, dilation = 2, groups = 4);
+        let b = conv1d(tanh(a), 16, kernel = 3, padding = same);
+        let fc = linear(max(b, axis = 2), 5);
+        output b;
+        loss cross_entropy(fc, y);
+    }
+}
+
+kiln::model! {
+    /// The same layers as 2-d convolutions of height 1 on `[B, 8, 1, 40]`.
+    pub struct Conv2dFlat {
+        input x: [B, 8, 1, 40];
+        target y: [B] classes 5;
+        let a = conv2d(x, 16, kernel = (1, 5), stride = (1, 2), padding = (0, 2), dilation = (1, 2), groups = 4);
+        let b = conv2d(tanh(a), 16, kernel = (1, 3), padding = (0, 1));
+        let fc = linear(max(reshape(b, (B, 16, 18)), axis = 2), 5);
+        output b;
+        loss cross_entropy(fc, y);
+    }
+}
+
+/// `conv1d` is `conv2d` of height 1 with the weight `[out, in/g, k]` read as `[out, in/g, 1,
+/// k]`: the same values bit for bit, forward and backward, on a batch of 48.
+#[test]
+fn conv1d_is_conv2d_of_height_one() {
+    use kiln::ndarray::{Array1, Array3};
+    use kiln::rand::{rngs::StdRng, RngExt, SeedableRng};
+    use kiln::Model;
+
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut one = Conv1dWide::<f32>::new(&mut rng);
+    let mut two = Conv2dFlat::<f32>::zeros();
+    let mut weights = Vec::new();
+    one.visit_params(&mut |name, p| weights.push((name, p.iter().copied().collect::<Vec<_>>())));
+    let mut next = weights.iter();
+    two.visit_params_mut(&mut |name, mut p| {
+        let (from, values) = next.next().expect("as many parameters");
+        assert_eq!(*from, name);
+        assert_eq!(p.len(), values.len(), "{name}");
+        p.iter_mut().zip(values).for_each(|(p, v)| *p = *v);
+    });
+    let x = Array3::from_shape_simple_fn((48, 8, 40), || rng.random_range(-1.0f32..1.0));
+    let y = Array1::from_shape_simple_fn(48, || rng.random_range(0..5usize));
+    let x4 = x
+        .clone()
+        .into_shape_with_order((48, 8, 1, 40))
+        .expect("a view");
+
+    let (mut ws1, mut grads1) = (one.workspace(), one.zero_grads());
+    let loss1 = one
+        .loss_and_grad(x.view(), y.view(), &mut ws1, &mut grads1)
+        .expect("loss_and_grad");
+    let (mut ws2, mut grads2) = (two.workspace(), two.zero_grads());
+    let loss2 = two
+        .loss_and_grad(x4.view(), y.view(), &mut ws2, &mut grads2)
+        .expect("loss_and_grad");
+    assert_eq!(loss1, loss2);
+    let b1: Vec<f32> = ws1.b().expect("b").iter().copied().collect();
+    let b2: Vec<f32> = ws2.b().expect("b").iter().copied().collect();
+    assert_eq!(b1, b2);
+    let mut g1 = Vec::new();
+    Conv1dWide::<f32>::visit_grads(&grads1, &mut |n, g| {
+        g1.push((n, g.iter().copied().collect::<Vec<_>>()))
+    });
+    let mut g2 = Vec::new();
+    Conv2dFlat::<f32>::visit_grads(&grads2, &mut |n, g| {
+        g2.push((n, g.iter().copied().collect::<Vec<_>>()))
+    });
+    assert_eq!(g1, g2);
+}
