@@ -5,8 +5,10 @@
 //!
 //! One model per op family: dense layers with every pointwise op, softmaxes and residuals;
 //! tensor ops (rank-3 linear, layer norm, matmul, transpose, permute, reshape, concat,
-//! reductions, softmaxes over the time axis, group norm); convolutions, pooling, batch norm,
-//! group norm, dropout, upsampling, softmaxes over the channels; token models
+//! reductions over one or several axes, softmaxes over the time axis, group norm);
+//! convolutions, pooling (adaptive max too), batch norm, group norm, dropout, upsampling (with
+//! aligned corners too), softmaxes over the channels; 1-d convolutions and batch norm on
+//! sequences (fixed and symbolic length); token models
 //! (embedding, position embedding, causal mask, a tied head, a mean over lengths). Token ids
 //! and lengths are `usize` in kiln and `int64` in the file: the test feeds the same numbers as
 //! i64 tensors.
@@ -372,6 +374,68 @@ fn vision_ops_match() {
             dyn_f(gn),
         ],
     );
+}
+
+kiln::model! {
+    /// 1-d convolutions (grouped; strided and dilated; depthwise with `padding = same` and no
+    /// bias) and batch norm on sequence batches [B, C, L], a max over the length.
+    struct Sequences {
+        input x: [B, 4, 10];
+        let c1 = conv1d(x, 6, kernel = 3, padding = 1, groups = 2);
+        let bn = relu(batch_norm(c1));
+        let c2 = conv1d(bn, 4, kernel = 3, stride = 2, dilation = 2, padding = 2);
+        let dw = conv1d(c2, 4, kernel = 3, padding = same, groups = 4, bias = false);
+        let head = linear(max(dw, axis = 2), 3);
+        output c1, bn, c2, dw, head;
+    }
+}
+
+kiln::model! {
+    /// A 1-d convolution and a batch norm over a symbolic length.
+    struct SymbolicSequences {
+        input x: [B, 4, T];
+        let c = conv1d(x, 5, kernel = 5, padding = same);
+        let n = batch_norm(c);
+        output n;
+    }
+}
+
+/// Running statistics away from (0, 1), so that inference mode is what is checked.
+fn random_running_statistics<M: Model<f64>>(model: &mut M, rng: &mut StdRng) {
+    model.visit_buffers_mut(&mut |name, mut b| {
+        let range = if name.ends_with("running_var") {
+            0.5..2.0
+        } else {
+            -0.5..0.5
+        };
+        b.iter_mut()
+            .for_each(|v| *v = rng.random_range(range.clone()));
+    });
+}
+
+#[test]
+fn sequence_ops_match() {
+    let mut rng = rng();
+    let mut model = Sequences::<f64>::new(&mut rng);
+    random_running_statistics(&mut model, &mut rng);
+    let x = random(&mut rng, &[2, 4, 10]);
+    let (c1, bn, c2, dw, head) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "sequences",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(c1), dyn_f(bn), dyn_f(c2), dyn_f(dw), dyn_f(head)],
+    );
+
+    let mut model = SymbolicSequences::<f64>::new(&mut rng);
+    random_running_statistics(&mut model, &mut rng);
+    let x = random(&mut rng, &[3, 4, 7]);
+    let n = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check("symbolic_sequences", &model, &[Feed::Float(x)], &[dyn_f(n)]);
 }
 
 kiln::model! {

@@ -844,3 +844,126 @@ fn cross_entropy_smoothing_and_weights_on_pixels() {
     check_model!(CePixelsWeighted);
     check_model!(CePixelsSmoothedWeighted);
 }
+
+kiln::model! {
+    /// 1-d convolutions on a sequence batch: strided, padded, dilated and grouped; depthwise
+    /// with `padding = same`; `padding = valid` without a bias; a pointwise (kernel 1) one;
+    /// and a stride-1 dilated `same` one straight from the input (the implicit-GEMM path),
+    /// reduced by a max over the length.
+    struct Conv1dLayers {
+        input x: [B, 4, 11];
+        target y: [B] classes 3;
+        let strided = tanh(conv1d(x, 6, kernel = 3, stride = 2, padding = 1, dilation = 2, groups = 2));
+        let depthwise = tanh(conv1d(strided, 6, kernel = 3, padding = same, groups = 6));
+        let narrow = conv1d(depthwise, 4, kernel = 2, padding = valid, bias = false);
+        let point = conv1d(narrow, 3, kernel = 1);
+        let wide = conv1d(x, 3, kernel = 3, padding = same, dilation = 2);
+        let pooled = max(wide, axis = 2);
+        let logits = linear(concat(flatten(point), pooled, axis = 1), 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn conv1d_strided_dilated_grouped_depthwise_same_and_valid() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut model = Conv1dLayers::<f64>::new(&mut rng);
+    assert_eq!(model.strided.weight.dim(), (6, 2, 3));
+    assert_eq!(model.depthwise.weight.dim(), (6, 1, 3));
+    assert!(model.narrow.bias.is_none());
+    assert_eq!(model.point.weight.dim(), (3, 4, 1));
+    assert_eq!(model.wide.weight.dim(), (3, 4, 3));
+    let x = random(&mut rng, (3, 4, 11), -1.0, 1.0);
+    let y = labels(&mut rng, 3, 3);
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(y.view()),
+    );
+}
+
+kiln::model! {
+    /// Batch norm on sequence batches `[B, C, L]` (BatchNorm1d on 3-D input): after a 1-d
+    /// convolution, and straight on an input of symbolic length.
+    struct SequenceNorms {
+        input x: [B, 3, 9];
+        input s: [B, 2, T];
+        target t: [B, 2];
+        let c = conv1d(x, 4, kernel = 3, padding = 1, bias = false);
+        let n = relu(batch_norm(c));
+        let pooled = mean(n, axis = 2);
+        let sn = batch_norm(s, momentum = 0.3);
+        let peak = max(tanh(sn), axis = 2);
+        let pred = linear(concat(pooled, peak, axis = 1), 2);
+        output pred;
+        loss mse(pred, t);
+    }
+}
+
+/// As for `Norms`: the training-mode gradients against central differences of training-mode
+/// losses on copies of the model.
+#[test]
+fn batch_norm_on_sequences() {
+    let mut rng = StdRng::seed_from_u64(22);
+    let mut model = SequenceNorms::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 3, 9), -1.0, 1.0);
+    let s = random(&mut rng, (3, 2, 5), -1.0, 1.0);
+    let t = random(&mut rng, (3, 2), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    let before = model.clone();
+    model
+        .loss_and_grad(
+            x.view(),
+            s.view(),
+            t.view(),
+            &mut model.workspace(),
+            &mut grads,
+        )
+        .unwrap();
+    assert_ne!(model.n.running_mean, before.n.running_mean);
+    assert_ne!(model.sn.running_var, before.sn.running_var);
+    check(&before, &grads, |m| {
+        let mut copy = m.clone();
+        let mut scratch = copy.zero_grads();
+        copy.loss_and_grad(
+            x.view(),
+            s.view(),
+            t.view(),
+            &mut copy.workspace(),
+            &mut scratch,
+        )
+        .unwrap()
+    });
+}
+
+kiln::model! {
+    /// 1-d convolutions that keep a symbolic length (stride 1, `padding = same` or its
+    /// explicit value), through the implicit-GEMM, grouped and depthwise paths; a max over
+    /// the length makes the head's input fixed.
+    struct Conv1dSymbolicLength {
+        input x: [B, 4, T];
+        target y: [B] classes 3;
+        let dilated = tanh(conv1d(x, 6, kernel = 3, padding = same, dilation = 2));
+        let grouped = tanh(conv1d(dilated, 6, kernel = 5, padding = 2, groups = 3));
+        let depthwise = conv1d(grouped, 6, kernel = 3, padding = same, groups = 6);
+        let logits = linear(max(depthwise, axis = 2), 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn conv1d_keeps_a_symbolic_length() {
+    let mut rng = StdRng::seed_from_u64(23);
+    let mut model = Conv1dSymbolicLength::<f64>::new(&mut rng);
+    for length in [9, 4, 13] {
+        let x = random(&mut rng, (2, 4, length), -1.0, 1.0);
+        let y = labels(&mut rng, 2, 3);
+        check_step(
+            &mut model,
+            x.view().into_dyn(),
+            TargetView::Labels(y.view()),
+        );
+    }
+}

@@ -1,8 +1,8 @@
 //! PyTorch parity for the convolution and normalisation fixture cases
 //! (`tests/fixtures/<case>/`, see its README): conv2d (square and rectangular kernel, stride and
 //! padding), max and average pooling, flatten, batch norm on `[N, C]` and `[N, C, H, W]`,
-//! layer norm, grouped, dilated and depthwise convolutions and transposed convolutions
-//! (`gen_vision.py`), in f64 and f32.
+//! layer norm, grouped, dilated and depthwise convolutions and transposed convolutions, and
+//! 1-d convolutions with batch norm on `[N, C, L]` (`gen_vision.py`), in f64 and f32.
 //!
 //! For each case and dtype the model is declared with `model!` step by step as in the
 //! manifest's `forward` list (each layer's value bound to the layer's name, every step an
@@ -140,6 +140,24 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `vision_conv1d`: conv1d 5 -> 6 k3 p1 without bias, batch norm on [B, 6, 12], relu,
+    /// conv1d 6 -> 8 k3 stride 2 padding 2 dilation 2 groups 2, max over the length,
+    /// linear 8 -> 4; cross-entropy.
+    pub struct VisionConv1d {
+        input x: [B, 5, 12];
+        target label: [B] classes 4;
+        let conv1 = conv1d(x, 6, kernel = 3, padding = 1, bias = false);
+        let bn = batch_norm(conv1);
+        let r = relu(bn);
+        let conv2 = conv1d(r, 8, kernel = 3, stride = 2, padding = 2, dilation = 2, groups = 2);
+        let p = max(conv2, axis = 2);
+        let fc = linear(p, 4);
+        output conv1, bn, r, conv2, p, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// One module per case with an `f64` and an `f32` test. The input has rank `$Ix` (`Ix4` for
 /// images); the target is a `float` matrix or class `labels`. `outputs` maps each model
 /// output to the fixture's step name: a layer's value is bound to the layer's name (`conv1`)
@@ -244,12 +262,20 @@ parity_case! {
     outputs { up => u, t => t, dw => d, dil => e, f => f, fc => pred },
 }
 
+parity_case! {
+    vision_conv1d, VisionConv1d,
+    input x: Ix3,
+    target label: labels,
+    outputs { conv1 => c1, bn => n, r => r, conv2 => c2, p => p, fc => logits },
+}
+
 /// A batch-norm `state_dict` exactly as PyTorch writes it after one training step: the
 /// parameters `param.*`, the running statistics `buffer.*` and the int64 scalar
 /// `bn.num_batches_tracked` (1). Loading it must give those parameters and running statistics;
 /// kiln keeps no `num_batches_tracked` (with a fixed momentum it affects no value), so the
-/// loader has to skip it. (The fixtures' own state_dict files leave out the buffers and
-/// `num_batches_tracked` altogether, so only this test loads a genuine one.)
+/// loader has to skip it. (The state_dict files of `batchnorm1d` and `batchnorm2d` leave out
+/// the buffers and `num_batches_tracked` altogether; `vision_conv1d`'s is torch's whole
+/// `state_dict()` at the initial state, loaded by its parity case.)
 #[test]
 fn torch_batch_norm_state_dict_with_num_batches_tracked() {
     use crate::common::{scratch_dir, write_safetensors, RawTensor, Tolerance};
@@ -300,6 +326,8 @@ fn torch_batch_norm_state_dict_with_num_batches_tracked() {
     run::<f32, _>("batchnorm1d", BatchNorm1d::<f32>::zeros);
     run::<f64, _>("batchnorm2d", BatchNorm2d::<f64>::zeros);
     run::<f32, _>("batchnorm2d", BatchNorm2d::<f32>::zeros);
+    run::<f64, _>("vision_conv1d", VisionConv1d::<f64>::zeros);
+    run::<f32, _>("vision_conv1d", VisionConv1d::<f32>::zeros);
 }
 
 kiln::model! {
@@ -351,4 +379,181 @@ fn padding_same_and_valid_are_the_explicit_paddings() {
     assert_eq!(point.shape(), [2, 2, 7, 9]);
     assert_eq!(wide, wide_explicit);
     assert_eq!(point, point_explicit);
+}
+
+kiln::model! {
+    /// 1-d convolutions that keep a symbolic length, reduced over it by a max.
+    pub struct SymbolicLength {
+        input x: [B, 4, T];
+        target y: [B] classes 3;
+        let conv = conv1d(x, 6, kernel = 3, padding = same, dilation = 2);
+        let grouped = conv1d(relu(conv), 6, kernel = 5, padding = 2, groups = 3);
+        let fc = linear(max(grouped, axis = 2), 3);
+        output grouped, fc;
+        loss cross_entropy(fc, y);
+    }
+}
+
+kiln::model! {
+    /// The same layers at the fixed length 9.
+    pub struct FixedLength {
+        input x: [B, 4, 9];
+        target y: [B] classes 3;
+        let conv = conv1d(x, 6, kernel = 3, padding = same, dilation = 2);
+        let grouped = conv1d(relu(conv), 6, kernel = 5, padding = 2, groups = 3);
+        let fc = linear(max(grouped, axis = 2), 3);
+        output grouped, fc;
+        loss cross_entropy(fc, y);
+    }
+}
+
+/// A symbolic length: one workspace serves batches of several lengths (its convolution
+/// scratch sized for the longest, then reused by shorter ones) and gives what a fresh
+/// workspace gives, and at length 9 what the model of fixed length 9 gives.
+#[test]
+fn conv1d_with_a_symbolic_length_reuses_its_workspace() {
+    use kiln::ndarray::{Array1, Array3, ArrayD};
+    use kiln::rand::{rngs::StdRng, RngExt, SeedableRng};
+    use kiln::Model;
+
+    fn grads_of<M: Model<f64>>(grads: &M::Grads) -> Vec<ArrayD<f64>> {
+        let mut out = Vec::new();
+        M::visit_grads(grads, &mut |_, g| out.push(g.to_owned()));
+        out
+    }
+
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut model = SymbolicLength::<f64>::new(&mut rng);
+    let mut fixed = FixedLength::<f64>::zeros();
+    let mut weights = Vec::new();
+    model.visit_params(&mut |_, p| weights.push(p.to_owned()));
+    let mut next = weights.into_iter();
+    fixed.visit_params_mut(&mut |name, mut p| {
+        p.assign(
+            &next
+                .next()
+                .unwrap_or_else(|| panic!("no weights for {name}")),
+        )
+    });
+
+    let mut shared = model.workspace();
+    for length in [13, 4, 9, 1] {
+        let x = Array3::from_shape_simple_fn((3, 4, length), || rng.random_range(-1.0..1.0));
+        let y = Array1::from_shape_simple_fn(3, || rng.random_range(0..3usize));
+        let mut grads = model.zero_grads();
+        let loss = model
+            .loss_and_grad(x.view(), y.view(), &mut shared, &mut grads)
+            .expect("loss_and_grad");
+        let grouped = shared.grouped().expect("grouped").to_owned();
+        assert_eq!(grouped.dim(), (3, 6, length));
+
+        let mut fresh = model.workspace();
+        let mut fresh_grads = model.zero_grads();
+        let fresh_loss = model
+            .loss_and_grad(x.view(), y.view(), &mut fresh, &mut fresh_grads)
+            .expect("loss_and_grad");
+        assert_eq!(loss, fresh_loss, "length {length}");
+        assert_eq!(
+            grouped,
+            fresh.grouped().expect("grouped"),
+            "length {length}"
+        );
+        assert_eq!(
+            grads_of::<SymbolicLength<f64>>(&grads),
+            grads_of::<SymbolicLength<f64>>(&fresh_grads),
+            "length {length}"
+        );
+
+        if length == 9 {
+            let mut ws = fixed.workspace();
+            let mut fixed_grads = fixed.zero_grads();
+            let fixed_loss = fixed
+                .loss_and_grad(x.view(), y.view(), &mut ws, &mut fixed_grads)
+                .expect("loss_and_grad");
+            assert_eq!(loss, fixed_loss);
+            assert_eq!(grouped, ws.grouped().expect("grouped"));
+            assert_eq!(
+                grads_of::<SymbolicLength<f64>>(&grads),
+                grads_of::<FixedLength<f64>>(&fixed_grads)
+            );
+            let (forward_grouped, _) = model.forward(x.view()).expect("forward");
+            assert_eq!(forward_grouped, grouped);
+        }
+    }
+}
+
+kiln::model! {
+    /// 1-d convolutions on a batch large enough for the kernels to share it between threads.
+    pub struct Conv1dWide {
+        input x: [B, 8, 40];
+        target y: [B] classes 5;
+        let a = conv1d(x, 16, kernel = 5, stride = 2, padding = 2, dilation = 2, groups = 4);
+        let b = conv1d(tanh(a), 16, kernel = 3, padding = same);
+        let fc = linear(max(b, axis = 2), 5);
+        output b;
+        loss cross_entropy(fc, y);
+    }
+}
+
+kiln::model! {
+    /// The same layers as 2-d convolutions of height 1 on `[B, 8, 1, 40]`.
+    pub struct Conv2dFlat {
+        input x: [B, 8, 1, 40];
+        target y: [B] classes 5;
+        let a = conv2d(x, 16, kernel = (1, 5), stride = (1, 2), padding = (0, 2), dilation = (1, 2), groups = 4);
+        let b = conv2d(tanh(a), 16, kernel = (1, 3), padding = (0, 1));
+        let fc = linear(max(reshape(b, (B, 16, 18)), axis = 2), 5);
+        output b;
+        loss cross_entropy(fc, y);
+    }
+}
+
+/// `conv1d` is `conv2d` of height 1 with the weight `[out, in/g, k]` read as `[out, in/g, 1,
+/// k]`: the same values bit for bit, forward and backward, on a batch of 48.
+#[test]
+fn conv1d_is_conv2d_of_height_one() {
+    use kiln::ndarray::{Array1, Array3};
+    use kiln::rand::{rngs::StdRng, RngExt, SeedableRng};
+    use kiln::Model;
+
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut one = Conv1dWide::<f32>::new(&mut rng);
+    let mut two = Conv2dFlat::<f32>::zeros();
+    let mut weights = Vec::new();
+    one.visit_params(&mut |name, p| weights.push((name, p.iter().copied().collect::<Vec<_>>())));
+    let mut next = weights.iter();
+    two.visit_params_mut(&mut |name, mut p| {
+        let (from, values) = next.next().expect("as many parameters");
+        assert_eq!(*from, name);
+        assert_eq!(p.len(), values.len(), "{name}");
+        p.iter_mut().zip(values).for_each(|(p, v)| *p = *v);
+    });
+    let x = Array3::from_shape_simple_fn((48, 8, 40), || rng.random_range(-1.0f32..1.0));
+    let y = Array1::from_shape_simple_fn(48, || rng.random_range(0..5usize));
+    let x4 = x
+        .clone()
+        .into_shape_with_order((48, 8, 1, 40))
+        .expect("a view");
+
+    let (mut ws1, mut grads1) = (one.workspace(), one.zero_grads());
+    let loss1 = one
+        .loss_and_grad(x.view(), y.view(), &mut ws1, &mut grads1)
+        .expect("loss_and_grad");
+    let (mut ws2, mut grads2) = (two.workspace(), two.zero_grads());
+    let loss2 = two
+        .loss_and_grad(x4.view(), y.view(), &mut ws2, &mut grads2)
+        .expect("loss_and_grad");
+    assert_eq!(loss1, loss2);
+    let b1: Vec<f32> = ws1.b().expect("b").iter().copied().collect();
+    let b2: Vec<f32> = ws2.b().expect("b").iter().copied().collect();
+    assert_eq!(b1, b2);
+    let mut g1 = Vec::new();
+    Conv1dWide::<f32>::visit_grads(&grads1, &mut |n, g| {
+        g1.push((n, g.iter().copied().collect::<Vec<_>>()))
+    });
+    let mut g2 = Vec::new();
+    Conv2dFlat::<f32>::visit_grads(&grads2, &mut |n, g| {
+        g2.push((n, g.iter().copied().collect::<Vec<_>>()))
+    });
+    assert_eq!(g1, g2);
 }

@@ -1010,6 +1010,52 @@ fn random_conv_models() {
     h.check("random conv models", 1500);
 }
 
+/// Random sequence models: chains of 1-d convolutions (with random, often impossible,
+/// kernels, strides, paddings, dilations and groups, on fixed or symbolic lengths), batch
+/// norms and reductions over the length.
+#[test]
+fn random_conv1d_models() {
+    const SIZES: &[&str] = &[
+        "0",
+        "1",
+        "2",
+        "3",
+        "5",
+        "4294967296",
+        "18446744073709551615",
+    ];
+    let mut rng = Rng(101);
+    let mut h = Harness::default();
+    for _ in 0..500 {
+        let c = *rng.pick(&["1", "2", "4", "6"]);
+        let l = *rng.pick(&["1", "3", "8", "T"]);
+        let mut src = format!("pub struct M {{\ninput x: [B, {c}, {l}];\n");
+        let mut last = "x".to_string();
+        for i in 0..1 + rng.below(4) {
+            let size = |rng: &mut Rng| *rng.pick(SIZES);
+            let expr = match rng.below(5) {
+                0..=2 => format!(
+                    "conv1d({last}, {}, kernel = {}, stride = {}, padding = {}, dilation = {}, groups = {})",
+                    size(&mut rng),
+                    size(&mut rng),
+                    size(&mut rng),
+                    rng.pick(&["0", "1", "2", "same", "valid", "4294967296", "(1, 2)"]),
+                    size(&mut rng),
+                    rng.pick(&["1", "2", "3", "0"]),
+                ),
+                3 => format!("batch_norm({last})"),
+                _ => format!("max({last}, axis = {})", rng.pick(&["1", "2", "-1", "3"])),
+            };
+            src += &format!("let h{i} = {expr};\n");
+            last = format!("h{i}");
+        }
+        src += &format!("output {last};\n");
+        src += "}";
+        h.run(&src);
+    }
+    h.check("random conv1d models", 500);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Statement-level mutations: whole `input`/`target`/`let`/`output`/`loss`/`block` statements
 // deleted, duplicated, swapped, moved, spliced in from another model, and names exchanged

@@ -2,7 +2,8 @@
 //! statistics), layer normalisation over the last axis (`LayerNorm`) and group normalisation
 //! (`GroupNorm`, in `group.rs`), with their VJPs.
 //!
-//! Batch norm sees its input as `[n, c, spatial]`: `[N, C]` is `spatial = 1`, `[N, C, H, W]` is
+//! Batch norm sees its input as `[n, c, spatial]`: `[N, C]` is `spatial = 1`, a sequence
+//! batch `[N, C, L]` (BatchNorm1d on 3-D input) is `spatial = L`, `[N, C, H, W]` is
 //! `spatial = H·W`. Statistics are per channel over the `m = n · spatial` elements of that
 //! channel. Layer norm sees its input as `[rows, cols]` and normalises each row (for a
 //! `normalized_shape` of several trailing dims, `cols` is their product).

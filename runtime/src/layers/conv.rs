@@ -1,8 +1,94 @@
-//! The parameters of a 2-D convolution.
+//! The parameters of the convolutions: [`Conv1d`] (PyTorch's `nn.Conv1d`), [`Conv2d`] and
+//! [`ConvTranspose2d`], each holding a weight in PyTorch's layout and an optional bias.
+//!
+//! A 1-D convolution runs on the 2-D kernels of [`kernels::conv`](crate::kernels::conv), as a
+//! convolution of height 1 with a kernel of height 1: its weight `[out, in/g, k]` has the
+//! memory layout of `[out, in/g, 1, k]`. [`Conv1d`] is a layer of its own nevertheless, with a
+//! 3-D weight, so that its shape, its `state_dict` entry and what `visit_params` shows are
+//! PyTorch's `[out, in/g, k]` (a file `nn.Conv1d` wrote loads as it is, and a 4-D weight
+//! would be refused there).
 
 use crate::Float;
-use ndarray::{Array1, Array4};
+use ndarray::{Array1, Array3, Array4, Dimension, IntoDimension};
 use rand::{Rng, RngExt};
+
+/// The parameters of a 1-D convolution, laid out as PyTorch's `nn.Conv1d`: `weight` is
+/// `[out_channels, in_channels / groups, kernel]`, `bias` is `[out_channels]`. The kernels
+/// run it as a [`Conv2d`] of height 1 (the weight has the memory layout of `[out,
+/// in/groups, 1, kernel]`); the sizes of the activations live in the
+/// [`Conv2dGeometry`](crate::kernels::conv::Conv2dGeometry) built for that view.
+///
+/// ```
+/// use kiln_runtime::layers::Conv1d;
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let conv = Conv1d::<f32>::new(8, 16, 5, 1, true, &mut rng);
+/// assert_eq!(conv.weight.dim(), (16, 8, 5));
+/// assert_eq!(conv.num_params(), 16 * 8 * 5 + 16);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv1d<F> {
+    /// `[out_channels, in_channels / groups, kernel]`.
+    pub weight: Array3<F>,
+    /// `[out_channels]`, if the layer has a bias.
+    pub bias: Option<Array1<F>>,
+}
+
+impl<F: Float> Conv1d<F> {
+    /// A layer of `groups` channel groups (`groups` divides both channel counts) initialised
+    /// as PyTorch's `nn.Conv1d.reset_parameters`: the weight by `kaiming_uniform_(a = √5)` and
+    /// the bias uniformly, both `U(−1/√fan_in, 1/√fan_in)` with `fan_in = in_channels / groups
+    /// · kernel` (a bound of 0 when `fan_in` is 0). Drawn in f64 and rounded to `F`, the weight
+    /// first in row-major order, then the bias: the same values as a [`Conv2d`] of kernel
+    /// `(1, kernel)` from the same generator.
+    pub fn new<R: Rng + ?Sized>(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        groups: usize,
+        bias: bool,
+        rng: &mut R,
+    ) -> Self {
+        let shape = (out_channels, in_channels / groups.max(1), kernel);
+        let (weight, bias) = uniform_init(shape, out_channels, bias, rng);
+        Self { weight, bias }
+    }
+
+    /// A layer of zeros (weight and, if requested, bias) with `groups` channel groups.
+    pub fn zeros(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        groups: usize,
+        bias: bool,
+    ) -> Self {
+        let shape = (out_channels, in_channels / groups.max(1), kernel);
+        Self {
+            weight: crate::memory::zeros(shape),
+            bias: bias.then(|| crate::memory::zeros(out_channels)),
+        }
+    }
+
+    /// The input channels of one group (the weight's second dimension).
+    pub fn in_channels(&self) -> usize {
+        self.weight.dim().1
+    }
+
+    /// The output channels (the weight's first dimension).
+    pub fn out_channels(&self) -> usize {
+        self.weight.dim().0
+    }
+
+    /// The kernel size (the weight's last dimension).
+    pub fn kernel_size(&self) -> usize {
+        self.weight.dim().2
+    }
+
+    /// The number of trainable scalars: `out · in/groups · kernel`, plus `out` with a bias.
+    pub fn num_params(&self) -> usize {
+        self.weight.len() + self.bias.as_ref().map_or(0, |b| b.len())
+    }
+}
 
 /// The parameters of a 2-D convolution, laid out as PyTorch's `nn.Conv2d`: `weight` is
 /// `[out_channels, in_channels / groups, kernel_h, kernel_w]`, `bias` is `[out_channels]`.
@@ -120,13 +206,14 @@ impl<F: Float> Conv2d<F> {
 /// `U(−1/√fan_in, 1/√fan_in)` with `fan_in` the weight's second dimension times the kernel
 /// area (a bound of 0 when `fan_in` is 0). Drawn in f64 and rounded to `F`, so an f32 and an
 /// f64 layer from the same seed agree.
-fn uniform_init<F: Float, R: Rng + ?Sized>(
-    shape: (usize, usize, usize, usize),
+fn uniform_init<F: Float, D: Dimension, R: Rng + ?Sized>(
+    shape: impl IntoDimension<Dim = D>,
     bias_len: usize,
     bias: bool,
     rng: &mut R,
-) -> (Array4<F>, Option<Array1<F>>) {
-    let fan_in = shape.1 * shape.2 * shape.3;
+) -> (ndarray::Array<F, D>, Option<Array1<F>>) {
+    let shape = shape.into_dimension();
+    let fan_in: usize = shape.slice()[1..].iter().product();
     let bound = if fan_in > 0 {
         1.0 / (fan_in as f64).sqrt()
     } else {
@@ -258,6 +345,31 @@ mod tests {
         assert_eq!(conv.num_params(), 30);
         let empty = Conv2d::<f64>::new(0, 2, (3, 3), true, &mut StdRng::seed_from_u64(2));
         assert_eq!(empty.bias, Some(Array1::zeros(2)));
+    }
+
+    #[test]
+    fn conv1d_draws_what_a_conv2d_of_height_one_draws() {
+        // Grouped: fan_in = 6 / 3 · 5 = 10; the values and their order are those of the
+        // [out, in/g, 1, k] weight of a 2-D layer from the same seed.
+        let one = Conv1d::<f64>::new(6, 9, 5, 3, true, &mut StdRng::seed_from_u64(5));
+        let two = Conv2d::<f64>::grouped(6, 9, (1, 5), 3, true, &mut StdRng::seed_from_u64(5));
+        assert_eq!(one.weight.dim(), (9, 2, 5));
+        assert_eq!(
+            one.weight.as_slice().expect("standard layout"),
+            two.weight.as_slice().expect("standard layout")
+        );
+        assert_eq!(one.bias, two.bias);
+        let bound = 1.0 / 10f64.sqrt();
+        assert!(one.weight.iter().all(|v| v.abs() < bound));
+        assert!(one.weight.iter().any(|v| v.abs() > 0.9 * bound));
+        assert_eq!(
+            (one.in_channels(), one.out_channels(), one.kernel_size()),
+            (2, 9, 5)
+        );
+        assert_eq!(one.num_params(), 90 + 9);
+        let zero = Conv1d::<f32>::zeros(4, 6, 3, 2, false);
+        assert_eq!(zero.weight, Array3::<f32>::zeros((6, 2, 3)));
+        assert_eq!((zero.bias.is_none(), zero.num_params()), (true, 36));
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod recurrent;
 
 pub use attention::MultiheadAttention;
 pub use bias::Bias;
-pub use conv::{Conv2d, ConvTranspose2d};
+pub use conv::{Conv1d, Conv2d, ConvTranspose2d};
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use norm::{BatchNorm, GroupNorm, LayerNorm};

@@ -5,6 +5,11 @@
 //! output sizes. Kernel, stride, padding, dilation and output padding take an integer or a
 //! `(height, width)` pair; a convolution's padding may also be `same` or `valid`, as in
 //! PyTorch.
+//!
+//! `conv1d(x, out_channels, kernel = k, stride = s, padding = p, dilation = d, groups = g,
+//! bias = true)` takes `[batch, channels, length]` and returns `[batch, out_channels,
+//! length']` (`nn.Conv1d`: weight `[out, in/g, k]`, one integer per option, `padding` also
+//! `same` or `valid`). It runs on the 2-d kernels as a convolution of height 1.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError, OpSpec,
@@ -82,44 +87,78 @@ fn same_padding(
     dilation: (usize, usize),
     span: proc_macro2::Span,
 ) -> syn::Result<(usize, usize)> {
-    let total = (dilation.0 * (kernel.0 - 1), dilation.1 * (kernel.1 - 1));
+    // Saturating: a huge dilation must give a huge padding (rejected by the shape stage),
+    // not an overflow panic in the macro.
+    let total = (
+        dilation.0.saturating_mul(kernel.0 - 1),
+        dilation.1.saturating_mul(kernel.1 - 1),
+    );
     if stride != (1, 1) {
         let half = if total.0 == total.1 {
             format!("{}", total.0 / 2)
         } else {
             format!("({}, {})", total.0 / 2, total.1 / 2)
         };
-        return Err(syn::Error::new(
-            span,
-            format!(
-                "`padding = same` needs stride 1 (PyTorch refuses it for strided convolutions too), but the stride is {stride:?}: give the padding as a number, as in `padding = {half}`"
-            ),
-        ));
+        return Err(same_needs_stride_one(span, &format!("{stride:?}"), &half));
     }
     for (axis, span_len, k, d) in [
         ("height", total.0, kernel.0, dilation.0),
         ("width", total.1, kernel.1, dilation.1),
     ] {
         if span_len % 2 == 1 {
-            let dilated = if d > 1 {
-                format!(" dilated by {d}")
+            let unit = if axis == "height" {
+                "one row"
             } else {
-                String::new()
+                "one column"
             };
-            return Err(syn::Error::new(
+            return Err(same_uneven_span(
                 span,
-                format!(
-                    "`padding = same` with a kernel of {k}{dilated} along the {axis} needs {} more on one side than the other, and kiln pads both sides alike: use an odd kernel size (as in `kernel = {}`) or give the padding as a number",
-                    if axis == "height" { "one row" } else { "one column" },
-                    k + 1
-                ),
+                k,
+                d,
+                &format!(" along the {axis}"),
+                unit,
             ));
         }
     }
     Ok((total.0 / 2, total.1 / 2))
 }
 
+/// The error of `padding = same` at a stride other than 1 (written `stride`); `half` is the
+/// padding to suggest instead.
+fn same_needs_stride_one(span: proc_macro2::Span, stride: &str, half: &str) -> syn::Error {
+    syn::Error::new(
+        span,
+        format!(
+            "`padding = same` needs stride 1 (PyTorch refuses it for strided convolutions too), but the stride is {stride}: give the padding as a number, as in `padding = {half}`"
+        ),
+    )
+}
+
+/// The error of `padding = same` with a kernel of `k` dilated by `d` whose span `d·(k − 1)`
+/// is odd: `along` names the axis (or is empty), `unit` is what one side would get more of.
+fn same_uneven_span(
+    span: proc_macro2::Span,
+    k: usize,
+    d: usize,
+    along: &str,
+    unit: &str,
+) -> syn::Error {
+    let dilated = if d > 1 {
+        format!(" dilated by {d}")
+    } else {
+        String::new()
+    };
+    syn::Error::new(
+        span,
+        format!(
+            "`padding = same` with a kernel of {k}{dilated}{along} needs {unit} more on one side than the other, and kiln pads both sides alike: use an odd kernel size (as in `kernel = {}`) or give the padding as a number",
+            k + 1
+        ),
+    )
+}
+
 /// A 2-d convolution layer.
+#[derive(Clone, Copy)]
 pub struct Conv2d {
     out: usize,
     kernel: (usize, usize),
@@ -424,6 +463,340 @@ impl Kernel for Conv2d {
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
         let setup = self.geometry_tokens(&cx.inputs[0].dims);
+        conv_backward_call(cx, setup, quote!(conv2d_backward))
+    }
+}
+
+/// The registry entry of the 1-d convolution.
+pub struct Conv1dSpec;
+/// `conv1d`.
+pub static CONV1D: Conv1dSpec = Conv1dSpec;
+
+/// Option `key = n` of `conv1d`: one integer of at least `min` (a pair is a 2-d option).
+fn single_option(args: &mut CallArgs, key: &'static str, min: u64) -> syn::Result<Option<usize>> {
+    if let Some(crate::ast::Expr::Tuple(_, span)) = args.option_expr(key) {
+        return Err(syn::Error::new(
+            *span,
+            format!("`conv1d` takes one integer for `{key}`, as in `{key} = 3`, not a pair (a pair `(height, width)` is for `conv2d`)"),
+        ));
+    }
+    Ok(args.opt_pair(key, min)?.map(|(n, _)| n))
+}
+
+impl OpSpec for Conv1dSpec {
+    fn name(&self) -> &'static str {
+        "conv1d"
+    }
+    fn usage(&self) -> &'static str {
+        "conv1d(x, out_channels, kernel = 3, stride = 1, padding = 0, dilation = 1, groups = 1)"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(2, 2)?;
+        args.tensor(0);
+        let out = args.int(1, "the number of output channels")?;
+        let kernel = single_option(args, "kernel", 1)?;
+        let stride = single_option(args, "stride", 1)?.unwrap_or(1);
+        let same = match args.option_expr("padding") {
+            Some(crate::ast::Expr::Var(word)) if word == "same" => Some(word.span()),
+            Some(crate::ast::Expr::Var(word)) if word == "valid" => None,
+            Some(crate::ast::Expr::Var(word)) => {
+                return Err(syn::Error::new(
+                    word.span(),
+                    format!("`padding` is an integer, `same` or `valid`, not `{word}`"),
+                ))
+            }
+            _ => None,
+        };
+        let padding = match args.option_expr("padding") {
+            Some(crate::ast::Expr::Var(_)) => 0,
+            _ => single_option(args, "padding", 0)?.unwrap_or(0),
+        };
+        let dilation = single_option(args, "dilation", 1)?.unwrap_or(1);
+        let groups = args.opt_int("groups")?.unwrap_or(1);
+        let bias = args.opt_bool("bias", true)?;
+        args.finish()?;
+        let Some(kernel) = kernel else {
+            return Err(syn::Error::new(
+                args.span(),
+                "`conv1d` needs its kernel size: add `kernel = 3`",
+            ));
+        };
+        let padding = match same {
+            Some(span) => {
+                let total = dilation.saturating_mul(kernel - 1);
+                if stride != 1 {
+                    return Err(same_needs_stride_one(
+                        span,
+                        &stride.to_string(),
+                        &(total / 2).to_string(),
+                    ));
+                }
+                if total % 2 == 1 {
+                    return Err(same_uneven_span(span, kernel, dilation, "", "one position"));
+                }
+                total / 2
+            }
+            None => padding,
+        };
+        Ok(Built::Kernel(Box::new(Conv1d {
+            plane: Conv2d {
+                out,
+                kernel: (1, kernel),
+                stride: (1, stride),
+                padding: (0, padding),
+                dilation: (1, dilation),
+                groups,
+                bias,
+            },
+        })))
+    }
+}
+
+/// A 1-d convolution layer (`nn.Conv1d` on `[batch, channels, length]`). It runs as the 2-d
+/// convolution `plane` of height 1 (kernel height 1, stride 1, no padding along the height):
+/// the input `[B, C, L]` is read as `[B, C, 1, L]` and the weight `[out, C/g, k]` as `[out,
+/// C/g, 1, k]`, which are the same memory, so the 2-d kernels serve unchanged. The layer
+/// (`kiln::layers::Conv1d`) keeps PyTorch's 3-d weight.
+pub struct Conv1d {
+    plane: Conv2d,
+}
+
+impl Conv1d {
+    fn kernel(&self) -> usize {
+        self.plane.kernel.1
+    }
+    fn stride(&self) -> usize {
+        self.plane.stride.1
+    }
+    fn padding(&self) -> usize {
+        self.plane.padding.1
+    }
+    fn dilation(&self) -> usize {
+        self.plane.dilation.1
+    }
+
+    /// Whether the output is as long as the input, whatever its length: stride 1 and a
+    /// padding of half the dilated kernel's span on each side (`padding = same`).
+    fn keeps_length(&self) -> bool {
+        self.stride() == 1
+            && self.padding().saturating_mul(2) == self.dilation().saturating_mul(self.kernel() - 1)
+    }
+
+    /// `(c, l, out_l)` of the input shape (0 for what is not fixed).
+    fn geometry(&self, inputs: &[&ValueInfo]) -> (usize, usize, usize) {
+        let shape = &inputs[0].shape.0;
+        let get = |i: usize| match shape.get(i) {
+            Some(Dim::Fixed(n)) => *n,
+            _ => 0,
+        };
+        let (c, l) = (get(1), get(2));
+        let padded = l.saturating_add(self.padding().saturating_mul(2));
+        let span = dilated_extent(self.kernel(), self.dilation());
+        (c, l, padded.saturating_sub(span) / self.stride() + 1)
+    }
+
+    /// The dims of the height-1 image a `[batch, channels, length]` input is read as.
+    fn plane_dims(dims: &[TokenStream]) -> Vec<TokenStream> {
+        vec![dims[0].clone(), dims[1].clone(), quote!(1), dims[2].clone()]
+    }
+}
+
+/// The fixed channel count `C` and the length `L` of a `[batch, channels, length]` input, or
+/// an error saying what is wrong.
+fn sequence_input(op: &str, info: &ValueInfo, symbols: &[String]) -> Result<(usize, Dim), OpError> {
+    require_float(op, 0, info)?;
+    let shape = &info.shape;
+    let shown = shape.display(symbols);
+    if shape.rank() != 3 {
+        let hint = match shape.0.as_slice() {
+            [_, _, _, _] => {
+                ": for an image batch [batch, channels, height, width] use `conv2d`".to_string()
+            }
+            [batch, Dim::Fixed(n)] => format!(
+                ": reshape it first, as in `reshape(x, ({}, 1, {n}))` for one channel",
+                batch.display(symbols)
+            ),
+            _ => String::new(),
+        };
+        return Err(OpError::input(
+            0,
+            format!(
+                "`{op}` expects a sequence batch [batch, channels, length], but this is {shown} (rank {}){hint}",
+                shape.rank()
+            ),
+        ));
+    }
+    match shape.0[1] {
+        Dim::Fixed(c) => Ok((c, shape.0[2])),
+        Dim::Symbol(s) => Err(OpError::input(
+            0,
+            format!(
+                "`{op}` needs a fixed channel count, but dim 1 of {shown} is the symbolic `{}`: declare it as a number",
+                symbols[s]
+            ),
+        )),
+    }
+}
+
+impl Kernel for Conv1d {
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::{Int, Ints};
+        let ins = conv_onnx_inputs(cx, self.plane.bias);
+        let one = |n: usize| Ints(vec![n as i64]);
+        let p = self.padding() as i64;
+        let attrs = vec![
+            ("kernel_shape", one(self.kernel())),
+            ("strides", one(self.stride())),
+            ("pads", Ints(vec![p, p])),
+            ("dilations", one(self.dilation())),
+            ("group", Int(self.plane.groups as i64)),
+        ];
+        cx.finish("Conv", ins, attrs);
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "conv1d"
+    }
+    fn describe(&self) -> String {
+        let mut text = format!(
+            "out={}, kernel={}, stride={}, padding={}",
+            self.plane.out,
+            self.kernel(),
+            self.stride(),
+            self.padding()
+        );
+        if self.dilation() != 1 {
+            text += &format!(", dilation={}", self.dilation());
+        }
+        if self.plane.groups != 1 {
+            text += &format!(", groups={}", self.plane.groups);
+        }
+        if !self.plane.bias {
+            text += ", bias=false";
+        }
+        text
+    }
+    fn has_params(&self) -> bool {
+        true
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        let (c, length) = sequence_input("conv1d", inputs[0], symbols)?;
+        let (out, groups) = (self.plane.out, self.plane.groups);
+        if let Some(e) = groups_error(groups, c, out) {
+            return Err(e);
+        }
+        let (k, s, p, d) = (
+            self.kernel(),
+            self.stride(),
+            self.padding(),
+            self.dilation(),
+        );
+        let span = dilated_extent(k, d);
+        let out_length = match length {
+            Dim::Fixed(l) => {
+                let padded = l.saturating_add(p.saturating_mul(2));
+                if span > padded {
+                    let dilated = if d == 1 {
+                        String::new()
+                    } else {
+                        format!(" with dilation {d} spans {span} and")
+                    };
+                    return Err(OpError::input(
+                        0,
+                        format!(
+                            "the kernel {k}{dilated} is larger than the padded input: length {l} plus padding {p} on each side is {padded}; use a smaller kernel{} or more padding",
+                            if d == 1 { "" } else { ", less dilation" },
+                        ),
+                    ));
+                }
+                Dim::Fixed(self.geometry(inputs).2)
+            }
+            // The kernels take the length at run time, but a shape holds no formula of a
+            // symbol: a symbolic length passes through a convolution that keeps it.
+            Dim::Symbol(sym) if self.keeps_length() => Dim::Symbol(sym),
+            Dim::Symbol(sym) => {
+                let name = &symbols[sym];
+                return Err(OpError::input(
+                    0,
+                    format!(
+                        "the length of {} is the symbolic `{name}`, and this convolution's output length ⌊({name} + 2·{p} − {d}·({k} − 1) − 1)/{s}⌋ + 1 is not `{name}`: declare the length as a number, or keep it with stride 1 and `padding = same`",
+                        inputs[0].shape.display(symbols)
+                    ),
+                ));
+            }
+        };
+        // The scratch, as conv2d's: two im2col matrices and up to 7 weight gradients (one
+        // position stands for a symbolic length).
+        let positions = match out_length {
+            Dim::Fixed(n) => n,
+            Dim::Symbol(_) => 1,
+        };
+        let cols = product_fits(&[c / groups, k, positions]);
+        let weight = product_fits(&[out, c / groups, k]);
+        let total = cols
+            .and_then(|cols| cols.checked_mul(2))
+            .zip(weight.and_then(|w| w.checked_add(out)?.checked_mul(7)))
+            .and_then(|(cols, gradients)| cols.checked_add(gradients));
+        if total.is_none() {
+            return Err(OpError::call(format!(
+                "this convolution's im2col buffer ({c} x {k} x {positions} values) would not fit in memory: is a size mistyped?"
+            )));
+        }
+        Ok(ValueInfo {
+            shape: Shape(vec![inputs[0].shape.0[0], Dim::Fixed(out), out_length]),
+            kind: ValueKind::Float,
+        })
+    }
+    fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
+        let (c, ..) = self.geometry(inputs);
+        let (o, k, bias, g) = (
+            self.plane.out,
+            self.kernel(),
+            self.plane.bias,
+            self.plane.groups,
+        );
+        Some(conv_layer(
+            vec![o, c / g, k],
+            bias.then_some(o),
+            quote!(::kiln::layers::Conv1d<F>),
+            quote!(::kiln::layers::Conv1d::new(#c, #o, #k, #g, #bias, rng)),
+            quote!(::kiln::layers::Conv1d::zeros(#c, #o, #k, #g, #bias)),
+        ))
+    }
+    fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
+        let (c, l, _) = self.geometry(inputs);
+        match inputs[0].shape.0.get(2) {
+            // The scratch of a symbolic length is sized at run time, for the batch at hand.
+            Some(&length @ Dim::Symbol(_)) => {
+                let plane = self.plane;
+                vec![ScratchSpec {
+                    suffix: "cols",
+                    len: ScratchLen::OfDims(Box::new(move |dim| {
+                        let [one, c] = literal_dims([1, c]).try_into().expect("two dims");
+                        let geometry = plane.geometry_expr(&[one.clone(), c, one, dim(length)]);
+                        quote!(#geometry.scratch_len())
+                    })),
+                }]
+            }
+            _ => conv_scratch(self.plane.geometry_expr(&literal_dims([1, c, 1, l]))),
+        }
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: vec![true],
+            output: false,
+        }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let setup = self
+            .plane
+            .geometry_tokens(&Self::plane_dims(&cx.inputs[0].dims));
+        conv_forward_call(cx, setup, quote!(conv2d_forward))
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let setup = self
+            .plane
+            .geometry_tokens(&Self::plane_dims(&cx.inputs[0].dims));
         conv_backward_call(cx, setup, quote!(conv2d_backward))
     }
 }

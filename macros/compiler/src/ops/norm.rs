@@ -1,5 +1,7 @@
-//! `batch_norm(x)` on `[B, C]` or `[B, C, H, W]` (PyTorch's BatchNorm1d/2d: batch statistics
-//! and running-statistics updates in training, running statistics in inference) and
+//! `batch_norm(x)` on `[B, C]`, `[B, C, L]` or `[B, C, H, W]` (PyTorch's BatchNorm1d on
+//! features and on sequences, BatchNorm2d: statistics per channel over the batch and every
+//! position; batch statistics and running-statistics updates in training, running statistics
+//! in inference; the output has the input's shape) and
 //! `layer_norm(x)` over the last axis. Both are layers with `weight` and `bias`; batch norm
 //! also has the buffers `running_mean` and `running_var`.
 
@@ -154,10 +156,10 @@ impl Kernel for Norm {
         require_float(self.name(), 0, x)?;
         let shown = x.shape.display(symbols);
         if self.batch {
-            if x.shape.rank() != 2 && x.shape.rank() != 4 {
+            if !(2..=4).contains(&x.shape.rank()) {
                 return Err(OpError::input(
                     0,
-                    format!("`batch_norm` expects [batch, features] or [batch, channels, height, width], but this is {shown}: reshape it to one of them first"),
+                    format!("`batch_norm` expects [batch, features], [batch, channels, length] or [batch, channels, height, width], but this is {shown}: reshape it to one of them first"),
                 ));
             }
             if let Dim::Symbol(s) = x.shape.0[1] {
