@@ -244,6 +244,37 @@ fn reductions_over_several_axes_match() {
 }
 
 kiln::model! {
+    /// Layer norms without a bias and without the affine map.
+    struct NormOptions {
+        input x: [B, 5, 6];
+        let unbiased = layer_norm(x, bias = false);
+        let bare = layer_norm(unbiased, elementwise_affine = false);
+        output unbiased, bare;
+    }
+}
+
+#[test]
+fn layer_norms_without_bias_or_affine_map_match() {
+    let mut rng = rng();
+    let mut model = NormOptions::<f64>::new(&mut rng);
+    model
+        .unbiased
+        .weight
+        .iter_mut()
+        .for_each(|w| *w = rng.random_range(0.5..1.5));
+    let x = random(&mut rng, &[2, 5, 6]);
+    let (unbiased, bare) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "norm_options",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(unbiased), dyn_f(bare)],
+    );
+}
+
+kiln::model! {
     /// Bilinear upsampling with the corners aligned, by a scale and to a size (one pixel wide);
     /// adaptive max pooling to a size that tiles the input, and global.
     struct Aligned {

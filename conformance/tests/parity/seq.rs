@@ -295,6 +295,35 @@ parity_case! {
     not_exposed [block0],
 }
 
+// `layernorm_options`: layer norms without a bias and without the affine map.
+mod layernorm_options {
+    use super::*;
+
+    kiln::model! {
+        /// `layernorm_options`: fc1 5 -> 6, LayerNorm(6, bias=False), tanh,
+        /// LayerNorm(6, elementwise_affine=False), fc2 6 -> 3 at every position; MSE.
+        pub struct LayerNormOptions {
+            input x: [B, T, 5];
+            target y: [B, T, 3];
+            let fc1 = linear(x, 6);
+            let ln1 = layer_norm(fc1, bias = false);
+            let t = tanh(ln1);
+            let n2 = layer_norm(t, elementwise_affine = false);
+            let fc2 = linear(n2, 3);
+            output fc1, ln1, t, n2, fc2;
+            loss mse(fc2, y);
+        }
+    }
+
+    parity_case! {
+        layernorm_options, LayerNormOptions,
+        inputs { x: f3 },
+        target y: f3,
+        outputs { fc1 => h, ln1 => n1, t => t, n2 => n2, fc2 => pred },
+        not_exposed [],
+    }
+}
+
 // `seq_ce_ignore`: cross-entropy at every position, padding labels left out.
 mod seq_ce_ignore {
     use super::*;

@@ -132,3 +132,19 @@ fn cross_entropy_options() {
         }
     }));
 }
+
+/// Layer norms without a bias and without the affine map: the kernels read constants from
+/// the workspace in place of the absent parameters.
+#[test]
+fn layer_norm_options() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct Norms {
+            input x: [B, T, 6];
+            target y: [B, T, 6];
+            let plain = layer_norm(x, bias = false);
+            let bare = layer_norm(plain, elementwise_affine = false);
+            output bare;
+            loss mse(bare, y);
+        }
+    }));
+}

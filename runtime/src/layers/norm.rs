@@ -68,35 +68,38 @@ impl<F: Float> BatchNorm<F> {
 
 /// The parameters of a layer norm over the last `normalized_len` elements (the product of
 /// PyTorch's `normalized_shape`), as `nn.LayerNorm` with `elementwise_affine = True`: `weight`
-/// and `bias` are `[normalized_len]` (flattened if `normalized_shape` has several dims).
+/// and `bias` are `[normalized_len]` (flattened if `normalized_shape` has several dims); the
+/// bias is `None` for `nn.LayerNorm(.., bias=False)`.
 ///
 /// ```
 /// use kiln_runtime::layers::LayerNorm;
-/// let ln = LayerNorm::<f64>::new(4);
-/// assert_eq!((ln.weight.to_vec(), ln.bias.to_vec()), (vec![1.0; 4], vec![0.0; 4]));
+/// let ln = LayerNorm::<f64>::new(4, true);
+/// assert_eq!(ln.weight.to_vec(), vec![1.0; 4]);
+/// assert_eq!(ln.bias.map(|b| b.to_vec()), Some(vec![0.0; 4]));
+/// assert_eq!(LayerNorm::<f32>::new(4, false).num_params(), 4);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerNorm<F> {
     /// The elementwise scale (γ).
     pub weight: Array1<F>,
-    /// The elementwise shift (β).
-    pub bias: Array1<F>,
+    /// The elementwise shift (β), if the layer has one.
+    pub bias: Option<Array1<F>>,
 }
 
 impl<F: Float> LayerNorm<F> {
-    /// PyTorch's initial state: weight 1, bias 0.
-    pub fn new(normalized_len: usize) -> Self {
+    /// PyTorch's initial state: weight 1, bias 0 (with `bias`).
+    pub fn new(normalized_len: usize, bias: bool) -> Self {
         Self {
             weight: Array1::ones(normalized_len),
-            bias: Array1::zeros(normalized_len),
+            bias: bias.then(|| Array1::zeros(normalized_len)),
         }
     }
 
-    /// Zero weight and bias.
-    pub fn zeros(normalized_len: usize) -> Self {
+    /// Zero weight and bias (with `bias`).
+    pub fn zeros(normalized_len: usize, bias: bool) -> Self {
         Self {
             weight: Array1::zeros(normalized_len),
-            bias: Array1::zeros(normalized_len),
+            bias: bias.then(|| Array1::zeros(normalized_len)),
         }
     }
 
@@ -105,9 +108,10 @@ impl<F: Float> LayerNorm<F> {
         self.weight.len()
     }
 
-    /// The number of trainable scalars, `2 · normalized_len`.
+    /// The number of trainable scalars: `2 · normalized_len`, or `normalized_len` without a
+    /// bias.
     pub fn num_params(&self) -> usize {
-        self.weight.len() + self.bias.len()
+        self.weight.len() + self.bias.as_ref().map_or(0, |b| b.len())
     }
 }
 
@@ -179,15 +183,17 @@ mod tests {
 
     #[test]
     fn layer_norm_initial_and_zero_states() {
-        let ln = LayerNorm::<f32>::new(5);
+        let ln = LayerNorm::<f32>::new(5, true);
         assert_eq!(ln.weight.to_vec(), [1.0; 5]);
-        assert_eq!(ln.bias.to_vec(), [0.0; 5]);
+        assert_eq!(ln.bias.as_ref().map(|b| b.to_vec()), Some(vec![0.0; 5]));
         assert_eq!((ln.normalized_len(), ln.num_params()), (5, 10));
-        let z = LayerNorm::<f64>::zeros(2);
+        let z = LayerNorm::<f64>::zeros(2, true);
         assert_eq!(
-            (z.weight.to_vec(), z.bias.to_vec()),
-            (vec![0.0; 2], vec![0.0; 2])
+            (z.weight.to_vec(), z.bias.map(|b| b.to_vec())),
+            (vec![0.0; 2], Some(vec![0.0; 2]))
         );
+        let unbiased = LayerNorm::<f64>::new(3, false);
+        assert_eq!((unbiased.bias.is_none(), unbiased.num_params()), (true, 3));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! position; batch statistics and running-statistics updates in training, running statistics
 //! in inference; the output has the input's shape) and
 //! `layer_norm(x)` over the last axis. Both are layers with `weight` and `bias`; batch norm
-//! also has the buffers `running_mean` and `running_var`.
+//! also has the buffers `running_mean` and `running_var`. A layer norm may go without its bias
+//! (`bias = false`, PyTorch's `bias=False`) or without both (`elementwise_affine = false`): the
+//! kernels then read a constant 1 or 0 from a scratch buffer of the workspace, and the
+//! gradients they write for it go to scratch too.
 
 use super::{
     float_like, require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError,
@@ -34,7 +37,7 @@ impl OpSpec for NormSpec {
         if self.batch {
             "batch_norm(x)` or `batch_norm(x, eps = 1e-5, momentum = 0.1)"
         } else {
-            "layer_norm(x)` or `layer_norm(x, eps = 1e-5)"
+            "layer_norm(x)`, `layer_norm(x, eps = 1e-5)` or `layer_norm(x, bias = false)"
         }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
@@ -45,6 +48,14 @@ impl OpSpec for NormSpec {
             args.opt_float("momentum")?.unwrap_or(0.1)
         } else {
             0.0
+        };
+        let (bias, affine) = if self.batch {
+            (true, true)
+        } else {
+            (
+                args.opt_bool("bias", true)?,
+                args.opt_bool("elementwise_affine", true)?,
+            )
         };
         args.finish()?;
         if eps <= 0.0 {
@@ -63,6 +74,9 @@ impl OpSpec for NormSpec {
             batch: self.batch,
             eps,
             momentum,
+            // Without the affine map there is no bias either, as in PyTorch.
+            bias: bias && affine,
+            affine,
         })))
     }
 }
@@ -72,6 +86,10 @@ pub struct Norm {
     batch: bool,
     eps: f64,
     momentum: f64,
+    /// Whether the layer has a `bias` (always for batch norm).
+    bias: bool,
+    /// Whether the layer has a `weight` (always for batch norm).
+    affine: bool,
 }
 
 impl Norm {
@@ -103,6 +121,56 @@ impl Norm {
         let rows = rest.iter().fold(quote!(1), |acc, d| quote!(#acc * #d));
         (rows, last)
     }
+
+    /// The weight and bias the layer-norm kernels read: the parameters, or constants in
+    /// scratch (with the statements that fill them, first).
+    fn layer_norm_operands(
+        &self,
+        params: &[TokenStream],
+        scratch: &[TokenStream],
+    ) -> (TokenStream, TokenStream, TokenStream) {
+        let mut extra = scratch[2..].iter();
+        let mut fill = TokenStream::new();
+        let mut constant = |value: TokenStream| {
+            let buffer = extra.next().cloned().unwrap_or_default();
+            // Skip the gradient's scratch that follows the constant's.
+            extra.next();
+            fill.extend(quote! { (#buffer).fill(#value); });
+            buffer
+        };
+        let w = if self.affine {
+            params[0].clone()
+        } else {
+            constant(quote!(F::ONE))
+        };
+        let b = if self.bias {
+            params[1].clone()
+        } else {
+            constant(quote!(F::ZERO))
+        };
+        (fill, w, b)
+    }
+
+    /// The gradient buffers the layer-norm backward writes: the parameters' gradients, or
+    /// scratch for the absent ones.
+    fn layer_norm_grads(
+        &self,
+        grads: &[TokenStream],
+        scratch: &[TokenStream],
+    ) -> (TokenStream, TokenStream) {
+        let mut unused = scratch[2..].iter().skip(1).step_by(2).cloned();
+        let dw = if self.affine {
+            grads[0].clone()
+        } else {
+            unused.next().unwrap_or_default()
+        };
+        let db = if self.bias {
+            grads[1].clone()
+        } else {
+            unused.next().unwrap_or_default()
+        };
+        (dw, db)
+    }
 }
 
 impl Kernel for Norm {
@@ -113,20 +181,34 @@ impl Kernel for Norm {
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Float, Int};
-        let (x, w, b) = (cx.inputs[0].clone(), cx.param(0), cx.param(1));
-        if self.batch {
+        let x = cx.inputs[0].clone();
+        if !self.batch {
+            // LayerNormalization's scale is required, its bias optional.
+            let mut ins = vec![x];
+            if self.affine {
+                ins.push(cx.param(0));
+            } else {
+                let c = self.features(&cx.input_infos[0]);
+                ins.push(cx.b.floats("ones", vec![c], vec![1.0; c]));
+            }
+            if self.bias {
+                ins.push(cx.param(1));
+            }
+            cx.finish(
+                "LayerNormalization",
+                ins,
+                vec![("axis", Int(-1)), ("epsilon", Float(self.eps))],
+            );
+            return Ok(());
+        }
+        let (w, b) = (cx.param(0), cx.param(1));
+        {
             // Inference: the running statistics.
             let (mean, var) = (cx.buffer(0), cx.buffer(1));
             cx.finish(
                 "BatchNormalization",
                 vec![x, w, b, mean, var],
                 vec![("epsilon", Float(self.eps))],
-            );
-        } else {
-            cx.finish(
-                "LayerNormalization",
-                vec![x, w, b],
-                vec![("axis", Int(-1)), ("epsilon", Float(self.eps))],
             );
         }
         Ok(())
@@ -141,12 +223,16 @@ impl Kernel for Norm {
     fn describe(&self) -> String {
         if self.batch {
             format!("eps={}, momentum={}", self.eps, self.momentum)
+        } else if !self.affine {
+            format!("eps={}, elementwise_affine=false", self.eps)
+        } else if !self.bias {
+            format!("eps={}, bias=false", self.eps)
         } else {
             format!("eps={}", self.eps)
         }
     }
     fn has_params(&self) -> bool {
-        true
+        self.affine
     }
     fn mode_dependent(&self) -> bool {
         self.batch
@@ -183,21 +269,25 @@ impl Kernel for Norm {
         Ok(float_like(x))
     }
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
+        if !self.affine {
+            return None;
+        }
         let c = self.features(inputs[0]);
-        let params = vec![
-            ParamSpec {
-                access: None,
-                suffix: "weight",
-                optional: false,
-                dims: vec![c],
-            },
-            ParamSpec {
+        let mut params = vec![ParamSpec {
+            access: None,
+            suffix: "weight",
+            optional: false,
+            dims: vec![c],
+        }];
+        if self.bias {
+            params.push(ParamSpec {
                 access: None,
                 suffix: "bias",
-                optional: false,
+                // Batch norm's is always there; a layer norm's is an `Option`.
+                optional: !self.batch,
                 dims: vec![c],
-            },
-        ];
+            });
+        }
         Some(if self.batch {
             LayerSpec {
                 ty: quote!(::kiln::layers::BatchNorm<F>),
@@ -221,10 +311,11 @@ impl Kernel for Norm {
                 nested: None,
             }
         } else {
+            let bias = self.bias;
             LayerSpec {
                 ty: quote!(::kiln::layers::LayerNorm<F>),
-                init: quote!(::kiln::layers::LayerNorm::new(#c)),
-                zeros: quote!(::kiln::layers::LayerNorm::zeros(#c)),
+                init: quote!(::kiln::layers::LayerNorm::new(#c, #bias)),
+                zeros: quote!(::kiln::layers::LayerNorm::zeros(#c, #bias)),
                 params,
                 buffers: Vec::new(),
                 nested: None,
@@ -238,7 +329,7 @@ impl Kernel for Norm {
             let dims = &inputs[0].shape.0;
             Shape(dims[..dims.len().saturating_sub(1)].to_vec())
         };
-        vec![
+        let mut scratch = vec![
             ScratchSpec {
                 suffix: "mean",
                 len: ScratchLen::Shape(stats.clone()),
@@ -247,7 +338,26 @@ impl Kernel for Norm {
                 suffix: "invstd",
                 len: ScratchLen::Shape(stats),
             },
-        ]
+        ];
+        // The constants the kernels read in place of absent parameters, and where they write
+        // the gradients nobody reads.
+        let features = Shape(vec![Dim::Fixed(self.features(inputs[0]))]);
+        for (present, constant, gradient) in [
+            (self.affine, "ones", "unused_dweight"),
+            (self.bias, "zeros", "unused_dbias"),
+        ] {
+            if !present {
+                scratch.push(ScratchSpec {
+                    suffix: constant,
+                    len: ScratchLen::Shape(features.clone()),
+                });
+                scratch.push(ScratchSpec {
+                    suffix: gradient,
+                    len: ScratchLen::Shape(features.clone()),
+                });
+            }
+        }
+        scratch
     }
     fn backward_reads(&self) -> Reads {
         Reads {
@@ -257,15 +367,17 @@ impl Kernel for Norm {
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let (x, y) = (&cx.inputs[0].data, &cx.output.data);
-        let (w, b) = (&cx.params[0], &cx.params[1]);
         let (mean, invstd) = (&cx.scratch[0], &cx.scratch[1]);
         let eps = self.eps;
         if !self.batch {
             let (rows, cols) = Self::layer_sizes(&cx.inputs[0].dims);
+            let (fill, w, b) = self.layer_norm_operands(&cx.params, &cx.scratch);
             return quote! {
+                #fill
                 ::kiln::kernels::norm::layer_norm_forward(#x, #w, #b, #rows, #cols, F::from_f64(#eps), #y, #mean, #invstd);
             };
         }
+        let (w, b) = (&cx.params[0], &cx.params[1]);
         let (n, c, spatial) = Self::batch_sizes(&cx.inputs[0].dims);
         let (rm, rv) = (&cx.buffers[0], &cx.buffers[1]);
         if cx.training {
@@ -287,8 +399,6 @@ impl Kernel for Norm {
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
         let (x, dy) = (&cx.inputs[0].data, &cx.d_output);
-        let w = &cx.params[0];
-        let (dw, db) = (&cx.param_grads[0], &cx.param_grads[1]);
         let (mean, invstd) = (&cx.scratch[0], &cx.scratch[1]);
         let dx = match &cx.d_inputs[0] {
             Some(t) => {
@@ -298,12 +408,16 @@ impl Kernel for Norm {
             None => quote!(None),
         };
         if self.batch {
+            let (w, dw, db) = (&cx.params[0], &cx.param_grads[0], &cx.param_grads[1]);
             let (n, c, spatial) = Self::batch_sizes(&cx.inputs[0].dims);
             quote! {
                 ::kiln::kernels::norm::batch_norm_backward(#x, #dy, #w, #mean, #invstd, #n, #c, #spatial, #dw, #db, #dx);
             }
         } else {
             let (rows, cols) = Self::layer_sizes(&cx.inputs[0].dims);
+            // The forward filled the constants; the backward reads them as they are.
+            let (_, w, _) = self.layer_norm_operands(&cx.params, &cx.scratch);
+            let (dw, db) = self.layer_norm_grads(&cx.param_grads, &cx.scratch);
             quote! {
                 ::kiln::kernels::norm::layer_norm_backward(#x, #dy, #w, #mean, #invstd, #rows, #cols, #dw, #db, #dx);
             }
