@@ -135,7 +135,10 @@ kiln::model! {
         let a = relu(h) + gelu(h) * 0.5 - tanh(h) / 3.0;
         let s = sigmoid(a) * softplus(h) + exp(0.3 * h) - log(1.5 + sigmoid(h));
         let l = leaky_relu(s) + sqrt(1.0 + square(h));
-        let r = linear(l, 8) + h;
+        let w = 3.0 * h;
+        let m = abs(w) + elu(w, alpha = 0.5) + selu(w) * mish(w) + softsign(w) - logsigmoid(w);
+        let k = clamp(w, min = -1.0, max = 0.5) + hardtanh(w) + clamp(w, max = 0.2);
+        let r = linear(l + 0.1 * m + k, 8) + h;
         let y = linear(r, 4, bias = false);
         let p = softmax(y);
         let lp = log_softmax(y);

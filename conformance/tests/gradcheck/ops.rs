@@ -132,6 +132,95 @@ fn piecewise_activations_and_silu() {
 }
 
 kiln::model! {
+    /// abs, elu, selu, mish, softsign, logsigmoid, clamp and hardtanh, with inputs spread
+    /// over every piece of the piecewise ones.
+    struct MoreActivations {
+        input x: [B, 5];
+        target t: [B, 6];
+        let z = linear(x, 6);
+        let w = 4.0 * z;
+        let a = abs(w) * elu(w, alpha = 0.7) + selu(w) - mish(w);
+        let b = softsign(w) + logsigmoid(w) + clamp(w, min = -1.5, max = 0.5) * hardtanh(w);
+        let c = clamp(w, max = 2.0) - clamp(w, min = -2.0);
+        let pred = linear(a * b + c, 6);
+        output pred;
+        loss mse(pred, t);
+    }
+}
+
+#[test]
+fn abs_elu_selu_mish_softsign_logsigmoid_clamp_hardtanh() {
+    let mut rng = StdRng::seed_from_u64(16);
+    let mut model = MoreActivations::<f64>::new(&mut rng);
+    let x = random(&mut rng, (4, 5), -2.0, 2.0);
+    let t = random(&mut rng, (4, 6), -1.0, 1.0);
+    let bias = model.z.bias.as_ref().expect("linear has a bias");
+    let w = (x.dot(&model.z.weight.t()) + bias) * 4.0;
+    for (lo, hi) in [
+        (-8.0, -2.0),
+        (-1.5, -1.0),
+        (-1.0, 0.0),
+        (0.0, 0.5),
+        (2.0, 8.0),
+    ] {
+        assert!(
+            w.iter().any(|&v| v > lo && v < hi),
+            "none in {lo}..{hi}: {w}"
+        );
+    }
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Values(t.view().into_dyn()),
+    );
+}
+
+kiln::model! {
+    /// The piecewise ops alone after an identity layer, whose bias gradient is then the op's
+    /// derivative at the input.
+    struct Kinks {
+        input x: [B, 1];
+        let z = linear(x, 1);
+        let a = abs(z);
+        let c = clamp(z, min = -1.0, max = 1.0);
+        let e = elu(z, alpha = 0.5);
+        output a, c, e;
+    }
+}
+
+/// At the kinks the derivatives are PyTorch's: `abs` 0 at 0 (`sgn(0)`), `clamp` 1 at either
+/// bound (the interval is closed), `elu` alpha at 0; a NaN stays NaN through each.
+#[test]
+fn derivatives_at_the_kinks_and_nan() {
+    use kiln::ndarray::{array, Array2};
+    let mut model = Kinks::<f64>::zeros();
+    model.z.weight.fill(1.0);
+    let (a, c, e) = model
+        .forward(array![[0.0], [-1.0], [1.0], [f64::NAN]].view())
+        .expect("forward");
+    assert_eq!(a.column(0).to_vec()[..3], [0.0, 1.0, 1.0]);
+    assert_eq!(c.column(0).to_vec()[..3], [0.0, -1.0, 1.0]);
+    assert!(a[[3, 0]].is_nan() && c[[3, 0]].is_nan() && e[[3, 0]].is_nan());
+    // The derivative of output `which` at `point`.
+    let mut derivative = |which: usize, point: f64| {
+        let x = array![[point]];
+        let mut ws = model.workspace();
+        let mut grads = model.zero_grads();
+        model.forward_train(x.view(), &mut ws).expect("forward");
+        let d = |i: usize| Array2::from_elem((1, 1), if i == which { 1.0 } else { 0.0 });
+        model
+            .backward(&mut ws, d(0).view(), d(1).view(), d(2).view(), &mut grads)
+            .expect("backward");
+        grads.z.bias.as_ref().expect("a bias")[0]
+    };
+    assert_eq!(derivative(0, 0.0), 0.0);
+    assert_eq!((derivative(0, -2.0), derivative(0, 2.0)), (-1.0, 1.0));
+    assert_eq!((derivative(1, -1.0), derivative(1, 1.0)), (1.0, 1.0));
+    assert_eq!((derivative(1, -1.5), derivative(1, 1.5)), (0.0, 0.0));
+    assert_eq!(derivative(2, 0.0), 0.5);
+}
+
+kiln::model! {
     struct SwishResidual {
         input x: [B, 8];
         target t: [B, 8];

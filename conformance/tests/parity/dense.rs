@@ -71,6 +71,29 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// `more_activations` (`gen_vision.py`): abs, elu, selu, mish, softsign, logsigmoid,
+    /// clamp and hardtanh on a scaled linear layer; cross-entropy.
+    pub struct MoreActivations {
+        input x: [B, 6];
+        target label: [B] classes 3;
+        let fc1 = linear(x, 8);
+        let z = 3.0 * fc1;
+        let a = abs(z);
+        let e = elu(z, alpha = 0.5);
+        let s = selu(z);
+        let mi = mish(z);
+        let ss = softsign(z);
+        let ls = logsigmoid(z);
+        let c = clamp(z, min = -1.0, max = 0.5);
+        let ht = hardtanh(z);
+        let h = 0.1 * a + e + s * ss + mi - ls + c * ht;
+        let fc2 = linear(h, 3);
+        output z, a, e, s, mi, ss, ls, c, ht, h, fc2;
+        loss cross_entropy(fc2, label);
+    }
+}
+
+kiln::model! {
     /// `softmax_out`: linear 4 -> 5, softmax; loss = sum(probs * r) for a fixed `r`.
     pub struct SoftmaxOut {
         input x: [3, 4];
@@ -203,6 +226,16 @@ parity_case! {
     bce, Bce,
     target y: float,
     outputs { fc1 => z1, h1 => h1, fc2 => logits },
+    optimizers: true,
+}
+
+parity_case! {
+    more_activations, MoreActivations,
+    target label: labels,
+    outputs {
+        z => z, a => a, e => e, s => s, mi => mi, ss => ss, ls => ls, c => c, ht => ht, h => h,
+        fc2 => logits,
+    },
     optimizers: true,
 }
 

@@ -156,6 +156,180 @@ fn gelu(a: &mut Arena, x: TermId) -> TermId {
     a.mul(half_x, cdf)
 }
 
+/// `|x|` as `if -x > 0 { -x } else { relu(x) }`: a NaN stays NaN (it reaches `relu`), and the
+/// derivative at 0 is 0, as PyTorch's `sgn(0)`.
+fn abs(a: &mut Arena, x: TermId) -> TermId {
+    let neg = a.neg(x);
+    let r = relu(a, x);
+    a.select(neg, neg, r)
+}
+
+/// `abs(x)`: `|x|`; its derivative at 0 is 0, as in PyTorch.
+pub static ABS: Unary = Unary {
+    name: "abs",
+    usage: "abs(x)",
+    term: abs,
+};
+
+/// `alpha · (e^x − 1)` where `x ≤ 0`, `x` elsewhere; at 0 the derivative is `alpha`, as in
+/// PyTorch's kernel (which tests `x <= 0`).
+fn elu(a: &mut Arena, x: TermId, alpha: f64) -> TermId {
+    let e = a.call(Func::Exp, x);
+    let one = a.constant_of(1.0);
+    let em1 = a.sub(e, one);
+    let al = a.constant_of(alpha);
+    let neg = a.mul(al, em1);
+    a.select(x, x, neg)
+}
+
+/// PyTorch's `nn.SELU` constants.
+const SELU_ALPHA: f64 = 1.6732632423543772848170429916717;
+const SELU_SCALE: f64 = 1.0507009873554804934193349852946;
+
+/// `selu(x)`: `scale · elu(x, alpha)` with PyTorch's `nn.SELU` constants.
+pub static SELU: Unary = Unary {
+    name: "selu",
+    usage: "selu(x)",
+    term: |a, x| {
+        let e = elu(a, x, SELU_ALPHA);
+        let scale = a.constant_of(SELU_SCALE);
+        a.mul(scale, e)
+    },
+};
+
+/// `mish(x)`: `x · tanh(softplus(x))` (PyTorch's `nn.Mish`).
+pub static MISH: Unary = Unary {
+    name: "mish",
+    usage: "mish(x)",
+    term: |a, x| {
+        let sp = a.call(Func::Softplus, x);
+        let t = a.call(Func::Tanh, sp);
+        a.mul(x, t)
+    },
+};
+
+/// `softsign(x)`: `x / (1 + |x|)` (PyTorch's `nn.Softsign`).
+pub static SOFTSIGN: Unary = Unary {
+    name: "softsign",
+    usage: "softsign(x)",
+    term: |a, x| {
+        let m = abs(a, x);
+        let one = a.constant_of(1.0);
+        let d = a.add(one, m);
+        a.div(x, d)
+    },
+};
+
+/// `logsigmoid(x)`: `log σ(x) = −softplus(−x)`, without overflow (PyTorch's `nn.LogSigmoid`).
+pub static LOGSIGMOID: Unary = Unary {
+    name: "logsigmoid",
+    usage: "logsigmoid(x)",
+    term: |a, x| {
+        let neg = a.neg(x);
+        let sp = a.call(Func::Softplus, neg);
+        a.neg(sp)
+    },
+};
+
+/// `x` clamped to `[lo, hi]` (either bound may be absent) as two selects, so that a NaN stays
+/// NaN and the derivative is 1 on the closed interval, 0 outside it, as PyTorch's `clamp`.
+fn clamp(a: &mut Arena, x: TermId, lo: Option<f64>, hi: Option<f64>) -> TermId {
+    let mut y = x;
+    if let Some(lo) = lo {
+        let l = a.constant_of(lo);
+        let below = a.sub(l, x);
+        y = a.select(below, l, y);
+    }
+    if let Some(hi) = hi {
+        let h = a.constant_of(hi);
+        let above = a.sub(x, h);
+        y = a.select(above, h, y);
+    }
+    y
+}
+
+/// `elu(x)`, `elu(x, alpha = 0.5)`: PyTorch's `nn.ELU` (alpha defaults to 1).
+pub struct Elu;
+/// The registry entry.
+pub static ELU: Elu = Elu;
+
+impl OpSpec for Elu {
+    fn name(&self) -> &'static str {
+        "elu"
+    }
+    fn usage(&self) -> &'static str {
+        "elu(x)` or `elu(x, alpha = 1.0)"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(1, 1)?;
+        args.tensor(0);
+        let alpha = args.opt_float("alpha")?.unwrap_or(1.0);
+        args.finish()?;
+        Ok(Built::Pointwise(Box::new(move |a, x| elu(a, x[0], alpha))))
+    }
+}
+
+/// `clamp(x, min = a, max = b)` (either bound alone too) and `hardtanh(x)` (`clamp` to
+/// `[min_val, max_val]`, by default `[-1, 1]`, PyTorch's `nn.Hardtanh`).
+pub struct Clamp {
+    hardtanh: bool,
+}
+/// `clamp`.
+pub static CLAMP: Clamp = Clamp { hardtanh: false };
+/// `hardtanh`.
+pub static HARDTANH: Clamp = Clamp { hardtanh: true };
+
+impl OpSpec for Clamp {
+    fn name(&self) -> &'static str {
+        if self.hardtanh {
+            "hardtanh"
+        } else {
+            "clamp"
+        }
+    }
+    fn usage(&self) -> &'static str {
+        if self.hardtanh {
+            "hardtanh(x)` or `hardtanh(x, min_val = -1.0, max_val = 1.0)"
+        } else {
+            "clamp(x, min = -1.0, max = 1.0)` (or one of the bounds"
+        }
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(1, 1)?;
+        args.tensor(0);
+        let (lo, hi) = if self.hardtanh {
+            (
+                Some(args.opt_float("min_val")?.unwrap_or(-1.0)),
+                Some(args.opt_float("max_val")?.unwrap_or(1.0)),
+            )
+        } else {
+            (args.opt_float("min")?, args.opt_float("max")?)
+        };
+        args.finish()?;
+        match (lo, hi) {
+            (None, None) => {
+                return Err(syn::Error::new(
+                    args.span(),
+                    "`clamp` needs a bound: `clamp(x, min = 0.0)`, `clamp(x, max = 1.0)` or both",
+                ))
+            }
+            (Some(lo), Some(hi)) if lo > hi => {
+                return Err(syn::Error::new(
+                    args.span(),
+                    format!(
+                        "`{}` would clamp to an empty range: the lower bound {lo} is above the upper bound {hi}",
+                        self.name()
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        Ok(Built::Pointwise(Box::new(move |a, x| {
+            clamp(a, x[0], lo, hi)
+        })))
+    }
+}
+
 /// `leaky_relu(x, slope)`: `x` where `x > 0`, `slope * x` elsewhere (slope defaults to 0.01,
 /// as in PyTorch).
 pub struct LeakyRelu;
