@@ -412,7 +412,8 @@ fn vision_ops_match() {
 
 kiln::model! {
     /// 1-d convolutions (grouped; strided and dilated; depthwise with `padding = same` and no
-    /// bias) and batch norm on sequence batches [B, C, L], a max over the length.
+    /// bias) and batch norm on sequence batches [B, C, L], a max over the length, 1-d max and
+    /// average pooling.
     struct Sequences {
         input x: [B, 4, 10];
         let c1 = conv1d(x, 6, kernel = 3, padding = 1, groups = 2);
@@ -420,7 +421,9 @@ kiln::model! {
         let c2 = conv1d(bn, 4, kernel = 3, stride = 2, dilation = 2, padding = 2);
         let dw = conv1d(c2, 4, kernel = 3, padding = same, groups = 4, bias = false);
         let head = linear(max(dw, axis = 2), 3);
-        output c1, bn, c2, dw, head;
+        let mp = max_pool1d(c1, 3, stride = 2, padding = 1, ceil_mode = true);
+        let ap = avg_pool1d(bn, kernel = 3, stride = 2, padding = 1, count_include_pad = false);
+        output c1, bn, c2, dw, head, mp, ap;
     }
 }
 
@@ -453,14 +456,22 @@ fn sequence_ops_match() {
     let mut model = Sequences::<f64>::new(&mut rng);
     random_running_statistics(&mut model, &mut rng);
     let x = random(&mut rng, &[2, 4, 10]);
-    let (c1, bn, c2, dw, head) = model
+    let (c1, bn, c2, dw, head, mp, ap) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
         "sequences",
         &model,
         &[Feed::Float(x)],
-        &[dyn_f(c1), dyn_f(bn), dyn_f(c2), dyn_f(dw), dyn_f(head)],
+        &[
+            dyn_f(c1),
+            dyn_f(bn),
+            dyn_f(c2),
+            dyn_f(dw),
+            dyn_f(head),
+            dyn_f(mp),
+            dyn_f(ap),
+        ],
     );
 
     let mut model = SymbolicSequences::<f64>::new(&mut rng);

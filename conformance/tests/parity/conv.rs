@@ -158,6 +158,23 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `vision_pool1d`: conv1d 3 -> 4 k3 p1; max_pool1d k3 s2 p1 ceil_mode; avg_pool1d 2;
+    /// avg_pool1d k3 s2 p1 ceil_mode without the padding in the divisor; linear 68 -> 3.
+    pub struct VisionPool1d {
+        input x: [B, 3, 11];
+        target label: [B] classes 3;
+        let conv1 = conv1d(x, 4, kernel = 3, padding = 1);
+        let mp = max_pool1d(conv1, 3, stride = 2, padding = 1, ceil_mode = true);
+        let ap = avg_pool1d(conv1, 2);
+        let aq = avg_pool1d(conv1, kernel = 3, stride = 2, padding = 1, ceil_mode = true, count_include_pad = false);
+        let f = concat(flatten(mp), flatten(ap), flatten(aq), axis = 1);
+        let fc = linear(f, 3);
+        output conv1, mp, ap, aq, f, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// One module per case with an `f64` and an `f32` test. The input has rank `$Ix` (`Ix4` for
 /// images); the target is a `float` matrix or class `labels`. `outputs` maps each model
 /// output to the fixture's step name: a layer's value is bound to the layer's name (`conv1`)
@@ -267,6 +284,13 @@ parity_case! {
     input x: Ix3,
     target label: labels,
     outputs { conv1 => c1, bn => n, r => r, conv2 => c2, p => p, fc => logits },
+}
+
+parity_case! {
+    vision_pool1d, VisionPool1d,
+    input x: Ix3,
+    target label: labels,
+    outputs { conv1 => c1, mp => mp, ap => ap, aq => aq, f => f, fc => logits },
 }
 
 /// A batch-norm `state_dict` exactly as PyTorch writes it after one training step: the

@@ -603,15 +603,20 @@ impl Conv1d {
 
 /// The fixed channel count `C` and the length `L` of a `[batch, channels, length]` input, or
 /// an error saying what is wrong.
-fn sequence_input(op: &str, info: &ValueInfo, symbols: &[String]) -> Result<(usize, Dim), OpError> {
+pub(super) fn sequence_input(
+    op: &str,
+    info: &ValueInfo,
+    symbols: &[String],
+) -> Result<(usize, Dim), OpError> {
     require_float(op, 0, info)?;
     let shape = &info.shape;
     let shown = shape.display(symbols);
     if shape.rank() != 3 {
         let hint = match shape.0.as_slice() {
-            [_, _, _, _] => {
-                ": for an image batch [batch, channels, height, width] use `conv2d`".to_string()
-            }
+            [_, _, _, _] => format!(
+                ": for an image batch [batch, channels, height, width] use `{}`",
+                op.replace("1d", "2d")
+            ),
             [batch, Dim::Fixed(n)] => format!(
                 ": reshape it first, as in `reshape(x, ({}, 1, {n}))` for one channel",
                 batch.display(symbols)

@@ -12,48 +12,103 @@ use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
 use proc_macro2::TokenStream;
 use quote::quote;
 
-/// The registry entry of both poolings.
+/// The registry entry of the poolings.
 pub struct PoolSpec {
     max: bool,
+    /// `max_pool1d` / `avg_pool1d` on `[B, C, L]`, run as 2-d poolings of height 1.
+    one_d: bool,
 }
 /// `max_pool2d`.
-pub static MAX_POOL2D: PoolSpec = PoolSpec { max: true };
+pub static MAX_POOL2D: PoolSpec = PoolSpec {
+    max: true,
+    one_d: false,
+};
 /// `avg_pool2d`.
-pub static AVG_POOL2D: PoolSpec = PoolSpec { max: false };
+pub static AVG_POOL2D: PoolSpec = PoolSpec {
+    max: false,
+    one_d: false,
+};
+/// `max_pool1d`.
+pub static MAX_POOL1D: PoolSpec = PoolSpec {
+    max: true,
+    one_d: true,
+};
+/// `avg_pool1d`.
+pub static AVG_POOL1D: PoolSpec = PoolSpec {
+    max: false,
+    one_d: true,
+};
+
+fn pool_name(max: bool, one_d: bool) -> &'static str {
+    match (max, one_d) {
+        (true, false) => "max_pool2d",
+        (false, false) => "avg_pool2d",
+        (true, true) => "max_pool1d",
+        (false, true) => "avg_pool1d",
+    }
+}
+
+impl PoolSpec {
+    /// Option `key = n` (`key = (h, w)` in 2-d): in 1-d a single integer, as `(1, n)`.
+    fn extent(
+        &self,
+        args: &mut CallArgs,
+        key: &'static str,
+        min: u64,
+    ) -> syn::Result<Option<(usize, usize)>> {
+        if self.one_d {
+            if let Some(ast::Expr::Tuple(_, span)) = args.option_expr(key) {
+                return Err(syn::Error::new(
+                    *span,
+                    format!(
+                        "`{}` takes one integer for `{key}`, as in `{key} = 2`, not a pair",
+                        self.name()
+                    ),
+                ));
+            }
+        }
+        let v = args.opt_pair(key, min)?;
+        Ok(if self.one_d {
+            // No padding along the height, a window and stride of 1.
+            v.map(|(n, _)| (usize::from(min > 0), n))
+        } else {
+            v
+        })
+    }
+}
 
 impl OpSpec for PoolSpec {
     fn name(&self) -> &'static str {
-        if self.max {
-            "max_pool2d"
-        } else {
-            "avg_pool2d"
-        }
+        pool_name(self.max, self.one_d)
     }
     fn usage(&self) -> &'static str {
-        if self.max {
-            "max_pool2d(x, 2)` or `max_pool2d(x, kernel = 3, stride = 2, padding = 1, ceil_mode = true)"
-        } else {
-            "avg_pool2d(x, 2)` or `avg_pool2d(x, kernel = 3, stride = 2, padding = 1, ceil_mode = true, count_include_pad = false)"
+        match (self.max, self.one_d) {
+            (true, false) => "max_pool2d(x, 2)` or `max_pool2d(x, kernel = 3, stride = 2, padding = 1, ceil_mode = true)",
+            (false, false) => "avg_pool2d(x, 2)` or `avg_pool2d(x, kernel = 3, stride = 2, padding = 1, ceil_mode = true, count_include_pad = false)",
+            (true, true) => "max_pool1d(x, 2)` or `max_pool1d(x, kernel = 3, stride = 2, padding = 1, ceil_mode = true)",
+            (false, true) => "avg_pool1d(x, 2)` or `avg_pool1d(x, kernel = 3, stride = 2, padding = 1, ceil_mode = true, count_include_pad = false)",
         }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(1, 2)?;
         args.tensor(0);
-        let positional = if args.has(1) {
-            Some(args.pair(1, "the kernel size")?)
-        } else {
+        let positional = if !args.has(1) {
             None
+        } else if self.one_d {
+            Some((1, args.int(1, "the kernel size")?))
+        } else {
+            Some(args.pair(1, "the kernel size")?)
         };
-        let option = args.opt_pair("kernel", 1)?;
-        let stride = args.opt_pair("stride", 1)?;
+        let option = self.extent(args, "kernel", 1)?;
+        let stride = self.extent(args, "stride", 1)?;
         let padding_span = args.option_expr("padding").map(|e| e.span());
-        let padding = args.opt_pair("padding", 0)?.unwrap_or((0, 0));
+        let padding = self.extent(args, "padding", 0)?.unwrap_or((0, 0));
         let ceil_mode = args.opt_bool("ceil_mode", false)?;
         let count_include_pad = if self.max {
             if let Some(e) = args.option_expr("count_include_pad") {
                 return Err(syn::Error::new(
                     e.span(),
-                    "`count_include_pad` is an option of `avg_pool2d`: max pooling never selects padding, so there is nothing to count",
+                    format!("`count_include_pad` is an option of `{}`: max pooling never selects padding, so there is nothing to count", pool_name(false, self.one_d)),
                 ));
             }
             true
@@ -65,7 +120,7 @@ impl OpSpec for PoolSpec {
             (Some(_), Some(_)) => {
                 return Err(syn::Error::new(
                     args.span(),
-                    "give the kernel size once: `max_pool2d(x, 2)`",
+                    format!("give the kernel size once: `{}(x, 2)`", self.name()),
                 ))
             }
             (Some(k), None) | (None, Some(k)) => k,
@@ -81,6 +136,15 @@ impl OpSpec for PoolSpec {
             }
         };
         let ((kh, kw), (ph, pw)) = (kernel, padding);
+        if self.one_d && pw > kw / 2 {
+            return Err(syn::Error::new(
+                padding_span.unwrap_or_else(|| args.span()),
+                format!(
+                    "`padding = {pw}` is more than half the kernel {kw}: PyTorch allows at most {} (a window must not lie wholly in the padding); use a smaller padding or a larger kernel",
+                    kw / 2
+                ),
+            ));
+        }
         if ph > kh / 2 || pw > kw / 2 {
             return Err(syn::Error::new(
                 padding_span.unwrap_or_else(|| args.span()),
@@ -95,6 +159,7 @@ impl OpSpec for PoolSpec {
         }
         Ok(Built::Kernel(Box::new(Pool {
             max: self.max,
+            one_d: self.one_d,
             kernel,
             stride: stride.unwrap_or(kernel),
             padding,
@@ -107,6 +172,8 @@ impl OpSpec for PoolSpec {
 /// A pooling op.
 pub struct Pool {
     max: bool,
+    /// A 1-d pooling: the input `[B, C, L]` is read as `[B, C, 1, L]`.
+    one_d: bool,
     kernel: (usize, usize),
     stride: (usize, usize),
     padding: (usize, usize),
@@ -131,7 +198,12 @@ fn out_extent(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode:
 impl Pool {
     fn geometry_tokens(&self, x_dims: &[TokenStream]) -> TokenStream {
         let geometry = super::geometry_ident();
-        let (batch, c, h, w) = (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3]);
+        let one = quote!(1);
+        let (batch, c, h, w) = if self.one_d {
+            (&x_dims[0], &x_dims[1], &one, &x_dims[2])
+        } else {
+            (&x_dims[0], &x_dims[1], &x_dims[2], &x_dims[3])
+        };
         let ((kh, kw), (sh, sw), (ph, pw)) = (self.kernel, self.stride, self.padding);
         let (ceil_mode, count_include_pad) = (self.ceil_mode, self.count_include_pad);
         quote! {
@@ -157,15 +229,23 @@ impl Kernel for Pool {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Int, Ints};
         let (k, s, p) = (self.kernel, self.stride, self.padding);
-        let mut attrs = vec![
-            ("kernel_shape", Ints(vec![k.0 as i64, k.1 as i64])),
-            ("strides", Ints(vec![s.0 as i64, s.1 as i64])),
-            (
-                "pads",
-                Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64]),
-            ),
-            ("ceil_mode", Int(i64::from(self.ceil_mode))),
-        ];
+        let mut attrs = if self.one_d {
+            vec![
+                ("kernel_shape", Ints(vec![k.1 as i64])),
+                ("strides", Ints(vec![s.1 as i64])),
+                ("pads", Ints(vec![p.1 as i64, p.1 as i64])),
+            ]
+        } else {
+            vec![
+                ("kernel_shape", Ints(vec![k.0 as i64, k.1 as i64])),
+                ("strides", Ints(vec![s.0 as i64, s.1 as i64])),
+                (
+                    "pads",
+                    Ints(vec![p.0 as i64, p.1 as i64, p.0 as i64, p.1 as i64]),
+                ),
+            ]
+        };
+        attrs.push(("ceil_mode", Int(i64::from(self.ceil_mode))));
         let op = if self.max {
             "MaxPool"
         } else {
@@ -177,16 +257,20 @@ impl Kernel for Pool {
         Ok(())
     }
     fn name(&self) -> &'static str {
-        if self.max {
-            "max_pool2d"
-        } else {
-            "avg_pool2d"
-        }
+        pool_name(self.max, self.one_d)
     }
     fn describe(&self) -> String {
-        let mut text = format!("kernel={:?}, stride={:?}", self.kernel, self.stride);
+        let mut text = if self.one_d {
+            format!("kernel={}, stride={}", self.kernel.1, self.stride.1)
+        } else {
+            format!("kernel={:?}, stride={:?}", self.kernel, self.stride)
+        };
         if self.padding != (0, 0) {
-            text += &format!(", padding={:?}", self.padding);
+            if self.one_d {
+                text += &format!(", padding={}", self.padding.1);
+            } else {
+                text += &format!(", padding={:?}", self.padding);
+            }
         }
         if self.ceil_mode {
             text += ", ceil_mode";
@@ -197,7 +281,24 @@ impl Kernel for Pool {
         text
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
-        let (c, h, w) = spatial_input(self.name(), inputs[0], symbols)?;
+        let (c, h, w) = if self.one_d {
+            match super::conv::sequence_input(self.name(), inputs[0], symbols)? {
+                (c, Dim::Fixed(l)) => (c, 1, l),
+                (_, Dim::Symbol(s)) => {
+                    return Err(OpError::input(
+                        0,
+                        format!(
+                            "`{}` needs a fixed length, but the length of {} is the symbolic `{}`: declare it as a number",
+                            self.name(),
+                            inputs[0].shape.display(symbols),
+                            symbols[s]
+                        ),
+                    ))
+                }
+            }
+        } else {
+            spatial_input(self.name(), inputs[0], symbols)?
+        };
         let ((kh, kw), (sh, sw), (ph, pw)) = (self.kernel, self.stride, self.padding);
         // Saturating: a padding near `usize::MAX / 2` must give an error, not an overflow.
         let (padded_h, padded_w) = (h.saturating_add(2 * ph), w.saturating_add(2 * pw));
@@ -207,16 +308,32 @@ impl Kernel for Pool {
             } else {
                 format!(" (padded to {padded_h}x{padded_w})")
             };
-            return Err(OpError::input(
-                0,
+            let message = if self.one_d {
+                let padded = if pw == 0 {
+                    String::new()
+                } else {
+                    format!(" (padded to {padded_w})")
+                };
+                format!(
+                    "the pooling window {kw} does not fit in the input {} of length {w}{padded}: use a smaller kernel, or pool earlier",
+                    inputs[0].shape.display(symbols)
+                )
+            } else {
                 format!(
                     "the pooling window ({kh}, {kw}) does not fit in the {h}x{w} input {}{padded}: use a smaller kernel, or pool earlier",
                     inputs[0].shape.display(symbols)
-                ),
-            ));
+                )
+            };
+            return Err(OpError::input(0, message));
         }
         let oh = out_extent(h, kh, sh, ph, self.ceil_mode);
         let ow = out_extent(w, kw, sw, pw, self.ceil_mode);
+        if self.one_d {
+            return Ok(ValueInfo {
+                shape: Shape(vec![inputs[0].shape.0[0], Dim::Fixed(c), Dim::Fixed(ow)]),
+                kind: ValueKind::Float,
+            });
+        }
         Ok(ValueInfo {
             shape: Shape(vec![
                 inputs[0].shape.0[0],
