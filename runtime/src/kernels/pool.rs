@@ -1145,8 +1145,13 @@ mod tests {
         assert_close(&y, &naive_avg(&x, &g), 1e-6, 1e-6, "avg f32");
     }
 
-    /// Adaptive windows by the definition, with exact rational bounds.
-    fn naive_adaptive(x: &[f64], g: &AdaptivePool2dGeometry) -> Vec<f64> {
+    /// `reduce` of every adaptive window's values (in row-major order), the windows by the
+    /// definition, with exact rational bounds.
+    fn naive_adaptive_windows(
+        x: &[f64],
+        g: &AdaptivePool2dGeometry,
+        reduce: impl Fn(&[f64]) -> f64,
+    ) -> Vec<f64> {
         let mut y = Vec::new();
         for p in x.chunks(g.in_h * g.in_w) {
             for i in 0..g.out_h {
@@ -1155,17 +1160,19 @@ mod tests {
                 for j in 0..g.out_w {
                     let w0 = (j as f64 * g.in_w as f64 / g.out_w as f64).floor() as usize;
                     let w1 = ((j + 1) as f64 * g.in_w as f64 / g.out_w as f64).ceil() as usize;
-                    let mut s = 0.0;
-                    for h in h0..h1 {
-                        for w in w0..w1 {
-                            s += p[h * g.in_w + w];
-                        }
-                    }
-                    y.push(s / ((h1 - h0) * (w1 - w0)) as f64);
+                    let window: Vec<f64> = (h0..h1)
+                        .flat_map(|h| (w0..w1).map(move |w| p[h * g.in_w + w]))
+                        .collect();
+                    y.push(reduce(&window));
                 }
             }
         }
         y
+    }
+
+    /// Adaptive average pooling by the definition.
+    fn naive_adaptive(x: &[f64], g: &AdaptivePool2dGeometry) -> Vec<f64> {
+        naive_adaptive_windows(x, g, |w| w.iter().sum::<f64>() / w.len() as f64)
     }
 
     #[test]
@@ -1215,27 +1222,11 @@ mod tests {
         }
     }
 
-    /// Adaptive max windows by the definition: the first maximum, exact rational bounds.
+    /// Adaptive max pooling by the definition.
     fn naive_adaptive_max(x: &[f64], g: &AdaptivePool2dGeometry) -> Vec<f64> {
-        let mut y = Vec::new();
-        for p in x.chunks(g.in_h * g.in_w) {
-            for i in 0..g.out_h {
-                let h0 = (i as f64 * g.in_h as f64 / g.out_h as f64).floor() as usize;
-                let h1 = ((i + 1) as f64 * g.in_h as f64 / g.out_h as f64).ceil() as usize;
-                for j in 0..g.out_w {
-                    let w0 = (j as f64 * g.in_w as f64 / g.out_w as f64).floor() as usize;
-                    let w1 = ((j + 1) as f64 * g.in_w as f64 / g.out_w as f64).ceil() as usize;
-                    let mut m = f64::NEG_INFINITY;
-                    for h in h0..h1 {
-                        for w in w0..w1 {
-                            m = m.max(p[h * g.in_w + w]);
-                        }
-                    }
-                    y.push(m);
-                }
-            }
-        }
-        y
+        naive_adaptive_windows(x, g, |w| {
+            w.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        })
     }
 
     #[test]

@@ -167,6 +167,20 @@ fn tiles(outer: usize, n: usize, inner: usize) -> impl Iterator<Item = (usize, u
     })
 }
 
+/// The maximum of each of the `max.len()` columns starting at `base` over the `n` rows of
+/// the axis (`inner` apart), in row order.
+#[inline(always)]
+fn column_max<F: Float>(x: &[F], base: usize, n: usize, inner: usize, max: &mut [F]) {
+    let w = max.len();
+    max.copy_from_slice(&x[base..base + w]);
+    for k in 1..n {
+        let at = base + k * inner;
+        for (m, &v) in max.iter_mut().zip(&x[at..at + w]) {
+            *m = F::max(*m, v);
+        }
+    }
+}
+
 /// `y = softmax(x)` along the middle axis of an `[outer, n, inner]` tensor: for every
 /// `(o, i)`, the `n` elements `x[o, k, i]` are one softmax, computed as
 /// [`softmax_forward`] computes a row (the maximum subtracted, the exponentials summed in
@@ -193,13 +207,7 @@ pub fn softmax_axis_forward<F: Float>(x: &[F], outer: usize, n: usize, inner: us
     for (base, w) in tiles(outer, n, inner) {
         let mut max = [F::ZERO; TILE];
         let max = &mut max[..w];
-        max.copy_from_slice(&x[base..base + w]);
-        for k in 1..n {
-            let at = base + k * inner;
-            for (m, &v) in max.iter_mut().zip(&x[at..at + w]) {
-                *m = F::max(*m, v);
-            }
-        }
+        column_max(x, base, n, inner, max);
         let mut total = [F::ZERO; TILE];
         let total = &mut total[..w];
         // y holds the unnormalised exponentials first, so no scratch is needed.
@@ -280,13 +288,7 @@ pub fn log_softmax_axis_forward<F: Float>(
     for (base, w) in tiles(outer, n, inner) {
         let mut max = [F::ZERO; TILE];
         let max = &mut max[..w];
-        max.copy_from_slice(&x[base..base + w]);
-        for k in 1..n {
-            let at = base + k * inner;
-            for (m, &v) in max.iter_mut().zip(&x[at..at + w]) {
-                *m = F::max(*m, v);
-            }
-        }
+        column_max(x, base, n, inner, max);
         let mut total = [F::ZERO; TILE];
         let total = &mut total[..w];
         for k in 0..n {

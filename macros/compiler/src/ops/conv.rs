@@ -37,20 +37,9 @@ impl OpSpec for Conv2dSpec {
         let out = args.int(1, "the number of output channels")?;
         let kernel = args.opt_pair("kernel", 1)?;
         let stride = args.opt_pair("stride", 1)?.unwrap_or((1, 1));
-        let same = match args.option_expr("padding") {
-            Some(crate::ast::Expr::Var(word)) if word == "same" => Some(word.span()),
-            Some(crate::ast::Expr::Var(word)) if word == "valid" => None,
-            Some(crate::ast::Expr::Var(word)) => {
-                return Err(syn::Error::new(
-                    word.span(),
-                    format!("`padding` is an integer, a pair `(height, width)`, `same` or `valid`, not `{word}`"),
-                ))
-            }
-            _ => None,
-        };
-        let padding = match args.option_expr("padding") {
-            Some(crate::ast::Expr::Var(_)) => (0, 0),
-            _ => args.opt_pair("padding", 0)?.unwrap_or((0, 0)),
+        let (same, padding) = match padding_word(args, "an integer, a pair `(height, width)`")? {
+            Some(same) => (same, (0, 0)),
+            None => (None, args.opt_pair("padding", 0)?.unwrap_or((0, 0))),
         };
         let dilation = args.opt_pair("dilation", 1)?.unwrap_or((1, 1));
         let groups = args.opt_int("groups")?.unwrap_or(1);
@@ -75,6 +64,25 @@ impl OpSpec for Conv2dSpec {
             groups,
             bias,
         })))
+    }
+}
+
+/// `padding = same` or `padding = valid`, PyTorch's words: `Some(Some(span))` for `same` (the
+/// padding follows from the kernel), `Some(None)` for `valid` (none), `None` when the padding
+/// is not a word (numbers, read by the caller). `numbers` says what else `padding` takes, for
+/// the error about another word.
+fn padding_word(
+    args: &mut CallArgs,
+    numbers: &str,
+) -> syn::Result<Option<Option<proc_macro2::Span>>> {
+    match args.option_expr("padding") {
+        Some(crate::ast::Expr::Var(word)) if word == "same" => Ok(Some(Some(word.span()))),
+        Some(crate::ast::Expr::Var(word)) if word == "valid" => Ok(Some(None)),
+        Some(crate::ast::Expr::Var(word)) => Err(syn::Error::new(
+            word.span(),
+            format!("`padding` is {numbers}, `same` or `valid`, not `{word}`"),
+        )),
+        _ => Ok(None),
     }
 }
 
@@ -496,20 +504,9 @@ impl OpSpec for Conv1dSpec {
         let out = args.int(1, "the number of output channels")?;
         let kernel = single_option(args, "kernel", 1)?;
         let stride = single_option(args, "stride", 1)?.unwrap_or(1);
-        let same = match args.option_expr("padding") {
-            Some(crate::ast::Expr::Var(word)) if word == "same" => Some(word.span()),
-            Some(crate::ast::Expr::Var(word)) if word == "valid" => None,
-            Some(crate::ast::Expr::Var(word)) => {
-                return Err(syn::Error::new(
-                    word.span(),
-                    format!("`padding` is an integer, `same` or `valid`, not `{word}`"),
-                ))
-            }
-            _ => None,
-        };
-        let padding = match args.option_expr("padding") {
-            Some(crate::ast::Expr::Var(_)) => 0,
-            _ => single_option(args, "padding", 0)?.unwrap_or(0),
+        let (same, padding) = match padding_word(args, "an integer")? {
+            Some(same) => (same, 0),
+            None => (None, single_option(args, "padding", 0)?.unwrap_or(0)),
         };
         let dilation = single_option(args, "dilation", 1)?.unwrap_or(1);
         let groups = args.opt_int("groups")?.unwrap_or(1);
