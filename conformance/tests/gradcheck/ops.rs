@@ -188,8 +188,8 @@ kiln::model! {
     }
 }
 
-/// At the kinks the derivatives are PyTorch's: `abs` 0 at 0 (`sgn(0)`), `clamp` 1 at either
-/// bound (the interval is closed), `elu` alpha at 0; a NaN stays NaN through each.
+/// At the kinks the derivatives are PyTorch's (2.15): `abs` 0 at 0 (`sgn(0)`), `clamp` 0 at
+/// either bound (1 only strictly inside), `elu` alpha at 0; a NaN stays NaN through each.
 #[test]
 fn derivatives_at_the_kinks_and_nan() {
     use kiln::ndarray::{array, Array2};
@@ -215,8 +215,9 @@ fn derivatives_at_the_kinks_and_nan() {
     };
     assert_eq!(derivative(0, 0.0), 0.0);
     assert_eq!((derivative(0, -2.0), derivative(0, 2.0)), (-1.0, 1.0));
-    assert_eq!((derivative(1, -1.0), derivative(1, 1.0)), (1.0, 1.0));
+    assert_eq!((derivative(1, -1.0), derivative(1, 1.0)), (0.0, 0.0));
     assert_eq!((derivative(1, -1.5), derivative(1, 1.5)), (0.0, 0.0));
+    assert_eq!((derivative(1, -0.5), derivative(1, 0.999)), (1.0, 1.0));
     assert_eq!(derivative(2, 0.0), 0.5);
 }
 

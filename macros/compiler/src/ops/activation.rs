@@ -231,19 +231,26 @@ pub static LOGSIGMOID: Unary = Unary {
     },
 };
 
-/// `x` clamped to `[lo, hi]` (either bound may be absent) as two selects, so that a NaN stays
-/// NaN and the derivative is 1 on the closed interval, 0 outside it, as PyTorch's `clamp`.
+/// `x` clamped to `[lo, hi]` (either bound may be absent), as PyTorch's `clamp`: the derivative
+/// is 1 strictly inside the interval and 0 at the bounds and outside, and a NaN stays NaN.
+/// Each bound is `if x − lo > 0 { x } else { lo + relu(x − lo) }`: the branch keeps `x` exactly
+/// inside; the other is `lo` where `x ≤ lo` (`relu` of a non-positive number is 0, with
+/// derivative 0) and NaN where `x` is NaN (`relu` keeps it).
 fn clamp(a: &mut Arena, x: TermId, lo: Option<f64>, hi: Option<f64>) -> TermId {
     let mut y = x;
     if let Some(lo) = lo {
         let l = a.constant_of(lo);
-        let below = a.sub(l, x);
-        y = a.select(below, l, y);
+        let above = a.sub(y, l);
+        let r = relu(a, above);
+        let floor = a.add(l, r);
+        y = a.select(above, y, floor);
     }
     if let Some(hi) = hi {
         let h = a.constant_of(hi);
-        let above = a.sub(x, h);
-        y = a.select(above, h, y);
+        let below = a.sub(h, y);
+        let r = relu(a, below);
+        let ceiling = a.sub(h, r);
+        y = a.select(below, y, ceiling);
     }
     y
 }
@@ -270,7 +277,8 @@ impl OpSpec for Elu {
 }
 
 /// `clamp(x, min = a, max = b)` (either bound alone too) and `hardtanh(x)` (`clamp` to
-/// `[min_val, max_val]`, by default `[-1, 1]`, PyTorch's `nn.Hardtanh`).
+/// `[min_val, max_val]`, by default `[-1, 1]`, PyTorch's `nn.Hardtanh`); at the bounds the
+/// derivative is 0, as PyTorch's.
 pub struct Clamp {
     hardtanh: bool,
 }
