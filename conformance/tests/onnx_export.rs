@@ -137,7 +137,8 @@ kiln::model! {
         let l = leaky_relu(s) + sqrt(1.0 + square(h));
         let w = 3.0 * h;
         let m = abs(w) + elu(w, alpha = 0.5) + selu(w) * mish(w) + softsign(w) - logsigmoid(w);
-        let k = clamp(w, min = -1.0, max = 0.5) + hardtanh(w) + clamp(w, max = 0.2);
+        let k = clamp(w, min = -1.0, max = 0.5) + hardtanh(w) + clamp(w, max = 0.2)
+            + maximum(w, h) - minimum(0.1, h);
         let r = linear(l + 0.1 * m + k, 8) + h;
         let y = linear(r, 4, bias = false);
         let p = softmax(y);

@@ -141,7 +141,7 @@ kiln::model! {
         let w = 4.0 * z;
         let a = abs(w) * elu(w, alpha = 0.7) + selu(w) - mish(w);
         let b = softsign(w) + logsigmoid(w) + clamp(w, min = -1.5, max = 0.5) * hardtanh(w);
-        let c = clamp(w, max = 2.0) - clamp(w, min = -2.0);
+        let c = clamp(w, max = 2.0) - clamp(w, min = -2.0) + maximum(w, 0.3 * w) - minimum(w, 1.0);
         let pred = linear(a * b + c, 6);
         output pred;
         loss mse(pred, t);
@@ -149,7 +149,7 @@ kiln::model! {
 }
 
 #[test]
-fn abs_elu_selu_mish_softsign_logsigmoid_clamp_hardtanh() {
+fn abs_elu_selu_mish_softsign_logsigmoid_clamp_hardtanh_maximum_minimum() {
     let mut rng = StdRng::seed_from_u64(16);
     let mut model = MoreActivations::<f64>::new(&mut rng);
     let x = random(&mut rng, (4, 5), -2.0, 2.0);

@@ -72,7 +72,8 @@ kiln::model! {
 
 kiln::model! {
     /// `more_activations` (`gen_vision.py`): abs, elu, selu, mish, softsign, logsigmoid,
-    /// clamp and hardtanh on a scaled linear layer; cross-entropy.
+    /// clamp, hardtanh, maximum (with ties) and minimum on a scaled linear layer;
+    /// cross-entropy.
     pub struct MoreActivations {
         input x: [B, 6];
         target label: [B] classes 3;
@@ -86,9 +87,11 @@ kiln::model! {
         let ls = logsigmoid(z);
         let c = clamp(z, min = -1.0, max = 0.5);
         let ht = hardtanh(z);
-        let h = 0.1 * a + e + s * ss + mi - ls + c * ht;
+        let mx = maximum(z, ht);
+        let mn = minimum(z, 0.25);
+        let h = 0.1 * a + e + s * ss + mi - ls + c * ht + 0.3 * mx + mn;
         let fc2 = linear(h, 3);
-        output z, a, e, s, mi, ss, ls, c, ht, h, fc2;
+        output z, a, e, s, mi, ss, ls, c, ht, mx, mn, h, fc2;
         loss cross_entropy(fc2, label);
     }
 }
@@ -233,8 +236,8 @@ parity_case! {
     more_activations, MoreActivations,
     target label: labels,
     outputs {
-        z => z, a => a, e => e, s => s, mi => mi, ss => ss, ls => ls, c => c, ht => ht, h => h,
-        fc2 => logits,
+        z => z, a => a, e => e, s => s, mi => mi, ss => ss, ls => ls, c => c, ht => ht, mx => mx,
+        mn => mn, h => h, fc2 => logits,
     },
     optimizers: true,
 }

@@ -338,6 +338,86 @@ impl OpSpec for Clamp {
     }
 }
 
+/// `maximum(a, b)` and `minimum(a, b)`: PyTorch's `torch.maximum` / `torch.minimum`, elementwise
+/// over two tensors of one shape, or a tensor and a number. Where the two are equal each gets
+/// half the gradient, as in PyTorch; a NaN on either side gives NaN.
+pub struct Extremum {
+    max: bool,
+}
+/// `maximum`.
+pub static MAXIMUM: Extremum = Extremum { max: true };
+/// `minimum`.
+pub static MINIMUM: Extremum = Extremum { max: false };
+
+impl OpSpec for Extremum {
+    fn name(&self) -> &'static str {
+        if self.max {
+            "maximum"
+        } else {
+            "minimum"
+        }
+    }
+    fn usage(&self) -> &'static str {
+        if self.max {
+            "maximum(a, b)` or `maximum(x, 0.5)"
+        } else {
+            "minimum(a, b)` or `minimum(x, 0.5)"
+        }
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(2, 2)?;
+        // Each operand is a tensor (the next term the closure receives) or a number.
+        let mut operands = [None, None];
+        for (i, slot) in operands.iter_mut().enumerate() {
+            *slot = match args.raw(i) {
+                crate::ast::Expr::Float(v, _) => Some(*v),
+                crate::ast::Expr::Int(v, _) => Some(*v as f64),
+                _ => {
+                    args.tensor(i);
+                    None
+                }
+            };
+        }
+        args.finish()?;
+        if let [Some(_), Some(_)] = operands {
+            return Err(syn::Error::new(
+                args.span(),
+                format!(
+                    "`{}` of two numbers is a constant: write the number",
+                    self.name()
+                ),
+            ));
+        }
+        let max = self.max;
+        Ok(Built::Pointwise(Box::new(move |a, x| {
+            let mut tensors = x.iter();
+            let mut operand = |value: Option<f64>| match value {
+                Some(v) => a.constant_of(v),
+                None => *tensors.next().expect("one term per tensor operand"),
+            };
+            let (p, q) = (operand(operands[0]), operand(operands[1]));
+            extremum(a, p, q, max)
+        })))
+    }
+}
+
+/// `if p − q > 0 { p } else if q − p > 0 { q } else { (p + q) / 2 }` for the maximum, and
+/// the same with each difference's sign turned for the minimum: the tie's branch has PyTorch's
+/// half gradients, and is the NaN branch too.
+fn extremum(a: &mut Arena, p: TermId, q: TermId, max: bool) -> TermId {
+    let (p_over_q, q_over_p) = (a.sub(p, q), a.sub(q, p));
+    let (p_wins, q_wins) = if max {
+        (p_over_q, q_over_p)
+    } else {
+        (q_over_p, p_over_q)
+    };
+    let sum = a.add(p, q);
+    let half = a.constant_of(0.5);
+    let tie = a.mul(half, sum);
+    let inner = a.select(q_wins, q, tie);
+    a.select(p_wins, p, inner)
+}
+
 /// `leaky_relu(x, slope)`: `x` where `x > 0`, `slope * x` elsewhere (slope defaults to 0.01,
 /// as in PyTorch).
 pub struct LeakyRelu;
