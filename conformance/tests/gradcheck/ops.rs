@@ -222,6 +222,35 @@ fn derivatives_at_the_kinks_and_nan() {
 }
 
 kiln::model! {
+    /// Dropout of everything, as `nn.Dropout(p=1)`.
+    struct DropAll {
+        input x: [B, 3];
+        let h = linear(x, 3);
+        let d = dropout(h, 1.0);
+        output d;
+    }
+}
+
+/// `dropout(x, 1.0)` zeroes every value in training (and so every gradient through it), and is
+/// the identity in inference, as PyTorch's.
+#[test]
+fn dropout_of_everything() {
+    use kiln::ndarray::{array, Array2};
+    let mut model = DropAll::<f64>::new(&mut StdRng::seed_from_u64(3));
+    let x = array![[1.0, -2.0, 0.5], [0.25, 4.0, -1.0]];
+    let mut ws = model.workspace();
+    model.forward_train(x.view(), &mut ws).expect("forward");
+    assert_eq!(ws.d().expect("the output"), Array2::<f64>::zeros((2, 3)));
+    let mut grads = model.zero_grads();
+    model
+        .backward(&mut ws, Array2::ones((2, 3)).view(), &mut grads)
+        .expect("backward");
+    assert!(grads.h.weight.iter().all(|&g| g == 0.0));
+    let h = x.dot(&model.h.weight.t()) + model.h.bias.as_ref().expect("a bias");
+    assert_eq!(model.forward(x.view()).expect("forward"), h);
+}
+
+kiln::model! {
     struct SwishResidual {
         input x: [B, 8];
         target t: [B, 8];

@@ -42,10 +42,11 @@ impl OpSpec for DropoutSpec {
             (Some(p), None) | (None, Some(p)) => p,
             (None, None) => 0.5,
         };
-        if !(0.0..1.0).contains(&p) {
+        // 1 drops everything (PyTorch multiplies by 0), as the kernel does.
+        if !(0.0..=1.0).contains(&p) {
             return Err(syn::Error::new(
                 args.span(),
-                format!("the drop probability must be in [0, 1), not {p}: `dropout(x, 0.5)` drops half of the values in training"),
+                format!("the drop probability must be in [0, 1], not {p}: `dropout(x, 0.5)` drops half of the values in training"),
             ));
         }
         Ok(Built::Kernel(Box::new(Dropout { p })))
