@@ -138,7 +138,7 @@ kiln::model! {
         let w = 3.0 * h;
         let m = abs(w) + elu(w, alpha = 0.5) + selu(w) * mish(w) + softsign(w) - logsigmoid(w);
         let k = clamp(w, min = -1.0, max = 0.5) + hardtanh(w) + clamp(w, max = 0.2)
-            + maximum(w, h) - minimum(0.1, h);
+            + maximum(w, h) - minimum(0.1, h) + pow(sigmoid(h), 1.5) + pow(h, 3);
         let r = linear(l + 0.1 * m + k, 8) + h;
         let y = linear(r, 4, bias = false);
         let p = softmax(y);

@@ -71,6 +71,8 @@ pub trait Float:
     fn abs(self) -> Self;
     /// Integer power.
     fn powi(self, n: i32) -> Self;
+    /// Real power `self^n` (the platform's `pow`, as PyTorch's `std::pow`).
+    fn powf(self, n: Self) -> Self;
     /// Larger of two values (NaN-propagating is not guaranteed).
     fn max(self, other: Self) -> Self;
     /// Smaller of two values.
@@ -324,6 +326,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn powi(self, n: i32) -> Self {
                 $t::powi(self, n)
+            }
+            #[inline(always)]
+            fn powf(self, n: Self) -> Self {
+                $t::powf(self, n)
             }
             #[inline(always)]
             fn max(self, other: Self) -> Self {

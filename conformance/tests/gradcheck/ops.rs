@@ -141,7 +141,8 @@ kiln::model! {
         let w = 4.0 * z;
         let a = abs(w) * elu(w, alpha = 0.7) + selu(w) - mish(w);
         let b = softsign(w) + logsigmoid(w) + clamp(w, min = -1.5, max = 0.5) * hardtanh(w);
-        let c = clamp(w, max = 2.0) - clamp(w, min = -2.0) + maximum(w, 0.3 * w) - minimum(w, 1.0);
+        let c = clamp(w, max = 2.0) - clamp(w, min = -2.0) + maximum(w, 0.3 * w) - minimum(w, 1.0)
+            + pow(abs(w) + 0.5, 1.5) - pow(w, 3);
         let pred = linear(a * b + c, 6);
         output pred;
         loss mse(pred, t);
@@ -184,18 +185,20 @@ kiln::model! {
         let a = abs(z);
         let c = clamp(z, min = -1.0, max = 1.0);
         let e = elu(z, alpha = 0.5);
-        output a, c, e;
+        let p = pow(abs(z), 1.5);
+        output a, c, e, p;
     }
 }
 
 /// At the kinks the derivatives are PyTorch's (2.15): `abs` 0 at 0 (`sgn(0)`), `clamp` 0 at
-/// either bound (1 only strictly inside), `elu` alpha at 0; a NaN stays NaN through each.
+/// either bound (1 only strictly inside), `elu` alpha at 0, `pow(x, 1.5)` 0 at 0; a NaN
+/// stays NaN through each.
 #[test]
 fn derivatives_at_the_kinks_and_nan() {
     use kiln::ndarray::{array, Array2};
     let mut model = Kinks::<f64>::zeros();
     model.z.weight.fill(1.0);
-    let (a, c, e) = model
+    let (a, c, e, _) = model
         .forward(array![[0.0], [-1.0], [1.0], [f64::NAN]].view())
         .expect("forward");
     assert_eq!(a.column(0).to_vec()[..3], [0.0, 1.0, 1.0]);
@@ -209,7 +212,14 @@ fn derivatives_at_the_kinks_and_nan() {
         model.forward_train(x.view(), &mut ws).expect("forward");
         let d = |i: usize| Array2::from_elem((1, 1), if i == which { 1.0 } else { 0.0 });
         model
-            .backward(&mut ws, d(0).view(), d(1).view(), d(2).view(), &mut grads)
+            .backward(
+                &mut ws,
+                d(0).view(),
+                d(1).view(),
+                d(2).view(),
+                d(3).view(),
+                &mut grads,
+            )
             .expect("backward");
         grads.z.bias.as_ref().expect("a bias")[0]
     };
@@ -219,6 +229,10 @@ fn derivatives_at_the_kinks_and_nan() {
     assert_eq!((derivative(1, -1.5), derivative(1, 1.5)), (0.0, 0.0));
     assert_eq!((derivative(1, -0.5), derivative(1, 0.999)), (1.0, 1.0));
     assert_eq!(derivative(2, 0.0), 0.5);
+    // `pow(|x|, 1.5)`: the derivative 1.5·|x|^0.5 is 0 at 0, not a NaN from x^1.5 / x (which
+    // the 0 of `abs` would not hide: 0 · NaN is NaN).
+    assert_eq!(derivative(3, 0.0), 0.0);
+    assert_eq!((derivative(3, 4.0), derivative(3, -4.0)), (3.0, -3.0));
 }
 
 kiln::model! {

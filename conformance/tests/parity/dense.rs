@@ -97,6 +97,27 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// `pow_ops` (`gen_vision.py`): `pow` with PyTorch's special exponents (2, 3, -0.5, -1)
+    /// and general ones (1.5, 2.5); cross-entropy.
+    pub struct PowOps {
+        input x: [B, 6];
+        target label: [B] classes 3;
+        let fc1 = linear(x, 8);
+        let u = sigmoid(fc1) + 0.2;
+        let a = pow(u, 1.5);
+        let b = pow(fc1, 3);
+        let c = pow(u, -0.5);
+        let d = pow(u, 2.5);
+        let e = pow(fc1, 2);
+        let f = pow(u, -1);
+        let h = a + 0.1 * b + c + d - e + 0.5 * f;
+        let fc2 = linear(h, 3);
+        output fc1, u, a, b, c, d, e, f, h, fc2;
+        loss cross_entropy(fc2, label);
+    }
+}
+
+kiln::model! {
     /// `softmax_out`: linear 4 -> 5, softmax; loss = sum(probs * r) for a fixed `r`.
     pub struct SoftmaxOut {
         input x: [3, 4];
@@ -238,6 +259,15 @@ parity_case! {
     outputs {
         z => z, a => a, e => e, s => s, mi => mi, ss => ss, ls => ls, c => c, ht => ht, mx => mx,
         mn => mn, h => h, fc2 => logits,
+    },
+    optimizers: true,
+}
+
+parity_case! {
+    pow_ops, PowOps,
+    target label: labels,
+    outputs {
+        fc1 => z, u => u, a => a, b => b, c => c, d => d, e => e, f => f, h => h, fc2 => logits,
     },
     optimizers: true,
 }

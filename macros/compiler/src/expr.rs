@@ -26,6 +26,8 @@ pub enum Func {
     Sigmoid,
     Softplus,
     Erf,
+    /// `x^p` for a constant real `p` (its `f64` bits), the platform's `pow` as PyTorch's.
+    Pow(u64),
 }
 
 impl Func {
@@ -38,6 +40,15 @@ impl Func {
             Func::Sigmoid => "sigmoid",
             Func::Softplus => "softplus",
             Func::Erf => "erf",
+            Func::Pow(_) => "powf",
+        }
+    }
+
+    /// The exponent of [`Func::Pow`].
+    pub fn exponent(self) -> Option<f64> {
+        match self {
+            Func::Pow(bits) => Some(f64::from_bits(bits)),
+            _ => None,
         }
     }
 }
@@ -412,6 +423,16 @@ impl Arena {
                 let c = self.constant_of(std::f64::consts::FRAC_2_SQRT_PI);
                 self.mul(c, e)
             }
+            // p · x^(p − 1), as PyTorch's `pow_backward` (0 at x = 0 for p > 1).
+            Func::Pow(bits) => {
+                let p = f64::from_bits(bits);
+                let c = self.constant_of(p);
+                if p - 1.0 == 0.0 {
+                    return c;
+                }
+                let lower = self.call(Func::Pow((p - 1.0).to_bits()), a);
+                self.mul(c, lower)
+            }
         }
     }
 
@@ -425,7 +446,10 @@ impl Arena {
             Term::Mul(a, b) => format!("{} * {}", self.render(a, names), self.render(b, names)),
             Term::Div(a, b) => format!("{} / {}", self.render(a, names), self.render(b, names)),
             Term::Neg(a) => format!("-{}", self.render(a, names)),
-            Term::Call(f, a) => format!("{}({})", f.name(), self.render(a, names)),
+            Term::Call(f, a) => match f.exponent() {
+                Some(p) => format!("pow({}, {p:?})", self.render(a, names)),
+                None => format!("{}({})", f.name(), self.render(a, names)),
+            },
             Term::Select(c, t, e) if t == c && self.constant(e) == Some(0.0) => {
                 format!("relu({})", self.render(c, names))
             }
@@ -533,7 +557,10 @@ impl Arena {
             Term::Call(f, a) => {
                 let a = sub(a);
                 let method = format_ident!("{}", f.name());
-                quote!(#a.#method())
+                match f.exponent() {
+                    Some(p) => quote!(#a.#method(F::from_f64(#p))),
+                    None => quote!(#a.#method()),
+                }
             }
             // relu: NaN stays NaN, as in PyTorch (`c > 0` would make it 0 and hide it from
             // the loss and from the checks for non-finite values).
@@ -643,6 +670,7 @@ mod tests {
                     Func::Sigmoid => 1.0 / (1.0 + (-v).exp()),
                     Func::Softplus => (1.0 + v.exp()).ln(),
                     Func::Erf => erf_approx(v),
+                    Func::Pow(bits) => v.powf(f64::from_bits(bits)),
                 }
             }
             Term::Select(c, t, e) if t == c && a.constant(e) == Some(0.0) => {
@@ -699,6 +727,11 @@ mod tests {
         });
         check_derivative(|a, x| a.call(Func::Tanh, x));
         check_derivative(|a, x| a.call(Func::Softplus, x));
+        // A real power of a positive value (the points include negative ones).
+        check_derivative(|a, x| {
+            let e = a.call(Func::Exp, x);
+            a.call(Func::Pow(2.5f64.to_bits()), e)
+        });
         check_derivative(|a, x| {
             let e = a.call(Func::Exp, x);
             let l = a.call(Func::Ln, e);

@@ -215,8 +215,14 @@ impl OnnxBuilder {
                     Func::Sigmoid => "Sigmoid",
                     Func::Softplus => "Softplus",
                     Func::Erf => "Erf",
+                    Func::Pow(_) => "Pow",
                 };
-                self.op(op, vec![a], base, vec![])
+                let mut inputs = vec![a];
+                // Pow's exponent is its second input.
+                if let Some(p) = f.exponent() {
+                    inputs.push(self.scalar(p));
+                }
+                self.op(op, inputs, base, vec![])
             }
             // `relu`: x > 0 ? x : 0, one ONNX node.
             Term::Select(c, t, e) if c == t && arena.constant(e) == Some(0.0) => {

@@ -338,6 +338,60 @@ impl OpSpec for Clamp {
     }
 }
 
+/// `pow(x, p)`: `x^p` for a constant real `p` (PyTorch's `torch.pow(x, p)`, `x ** p`). The
+/// exponents PyTorch computes without `pow` are written as it writes them (`2`: `x·x`, `3`:
+/// `x·x·x`, `0.5`: `sqrt`, `-0.5`: `1/sqrt`, `-1`: `1/x`, `-2`: `1/(x·x)`, `1`: `x`, `0`: 1);
+/// any other exponent calls `pow`, with the derivative `p·x^(p−1)`.
+pub struct Pow;
+/// The registry entry.
+pub static POW: Pow = Pow;
+
+impl OpSpec for Pow {
+    fn name(&self) -> &'static str {
+        "pow"
+    }
+    fn usage(&self) -> &'static str {
+        "pow(x, 3)` or `pow(x, 1.5)"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(2, 2)?;
+        args.tensor(0);
+        let p = args.float(1, "the exponent")?;
+        args.finish()?;
+        if !p.is_finite() {
+            return Err(syn::Error::new(
+                args.raw(1).span(),
+                format!("the exponent must be a finite number, not {p}"),
+            ));
+        }
+        Ok(Built::Pointwise(Box::new(move |a, x| power(a, x[0], p))))
+    }
+}
+
+fn power(a: &mut Arena, x: TermId, p: f64) -> TermId {
+    let one = a.constant_of(1.0);
+    match p {
+        0.0 => one,
+        1.0 => x,
+        2.0 => a.mul(x, x),
+        3.0 => {
+            let sq = a.mul(x, x);
+            a.mul(sq, x)
+        }
+        0.5 => a.call(Func::Sqrt, x),
+        -0.5 => {
+            let root = a.call(Func::Sqrt, x);
+            a.div(one, root)
+        }
+        -1.0 => a.div(one, x),
+        -2.0 => {
+            let sq = a.mul(x, x);
+            a.div(one, sq)
+        }
+        _ => a.call(Func::Pow(p.to_bits()), x),
+    }
+}
+
 /// `maximum(a, b)` and `minimum(a, b)`: PyTorch's `torch.maximum` / `torch.minimum`, elementwise
 /// over two tensors of one shape, or a tensor and a number. Where the two are equal each gets
 /// half the gradient, as in PyTorch; a NaN on either side gives NaN.
