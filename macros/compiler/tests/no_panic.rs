@@ -245,6 +245,39 @@ const SEEDS: &[&str] = &[
             output out;
         }
     }",
+    // Images: same padding, group norm, clamped ELU, adaptive max pooling, aligned bilinear
+    // upsampling, maximum/minimum/pow/abs, a softmax over the channels, a mean over two axes,
+    // a smoothed and weighted per-pixel cross-entropy.
+    "pub struct Evening {
+        input image: [B, 3, 16, 16];
+        target mask: [B, 16, 16] classes 4;
+        let c1 = conv2d(image, 8, kernel = 3, padding = same);
+        let g = group_norm(c1, groups = 4);
+        let a = clamp(elu(g, alpha = 0.5), min = -1.0, max = 2.0);
+        let p = adaptive_max_pool2d(a, (4, 4));
+        let u = upsample(p, size = (16, 16), mode = bilinear, align_corners = true);
+        let m = maximum(a, u) + pow(abs(u), 1.5) - minimum(a, 0.5);
+        let s = softmax(m, axis = 1);
+        let gap = mean(s, axis = (2, 3));
+        let head = conv2d(m, 4, kernel = 1);
+        output head, gap;
+        loss cross_entropy(head, mask, label_smoothing = 0.1, weight = (1.0, 2.0, 1.0, 0.5));
+    }",
+    // Sequences: conv1d with same padding, batch norm on [B, C, L], 1-d poolings, a layer
+    // norm without bias, more activations, BCE with pos_weight and weight.
+    "pub struct Tagger {
+        input x: [B, 6, 32];
+        target y: [B, 4];
+        let c = conv1d(x, 8, kernel = 5, padding = same);
+        let n = relu(batch_norm(c));
+        let p = max_pool1d(n, 2);
+        let q = avg_pool1d(p, kernel = 3, stride = 2, padding = 1, count_include_pad = false);
+        let f = layer_norm(flatten(q), bias = false);
+        let h = hardtanh(linear(f, 16));
+        let logits = linear(selu(h) + softsign(h) - logsigmoid(h) * mish(h), 4);
+        output logits;
+        loss bce_with_logits(logits, y, pos_weight = (2.0, 1.0, 1.0, 0.5), weight = 0.5);
+    }",
 ];
 
 /// A token as text, and whether it is glued to the next one (the `-` of `->`).
