@@ -1091,11 +1091,18 @@ impl Gen {
                 let c = self.pick(&COEFS);
                 Expr::Bin('/', b, Box::new(Expr::Num(c)))
             }
-            _ => Expr::Call(
-                "exp",
-                Box::new(Expr::Bin('*', b, Box::new(Expr::Num(0.5)))),
-                None,
-            ),
+            _ => match self.rng.random_range(0..6) {
+                0 => Expr::Call("abs", b, None),
+                1 => Expr::Call("mish", b, None),
+                2 => Expr::Call("selu", b, None),
+                3 => Expr::Call("softsign", b, None),
+                4 => Expr::Call("logsigmoid", b, None),
+                _ => Expr::Call(
+                    "exp",
+                    Box::new(Expr::Bin('*', b, Box::new(Expr::Num(0.5)))),
+                    None,
+                ),
+            },
         }
     }
 

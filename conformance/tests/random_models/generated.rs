@@ -16,10 +16,10 @@ runner! { R0, float 3, lengths, none 0, unseeded, [] }
 kiln::model! {
     struct R1 {
         input x: [N, T, 3];
-        target y: [N, T, 2];
+        target y: [N, T, 3];
         let v1 = Blk0(x);
-        let v2 = exp((v1 * 0.5)) * (0.75 * x);
-        let pred = linear(v2, 2);
+        let v2 = exp((v1 * 0.5)) - softsign(x);
+        let pred = linear(v2, 3);
         output pred;
         loss bce_with_logits(pred, y);
 
@@ -122,7 +122,7 @@ kiln::model! {
         input x: [B, T] tokens 7;
         target y: [B, T, 3];
         let v1 = embedding(x, 4);
-        let v2 = square(exp((v1 * 0.5)));
+        let v2 = selu(v1);
         let v3 = gru(v2, 3, layers = 2, bidirectional = true);
         let pred = linear(v3, 3);
         output pred;
@@ -786,15 +786,15 @@ runner! { R43, float 4, no_lengths, labels 3, unseeded, [] }
 kiln::model! {
     struct R44 {
         input x: [3, 3];
-        target y: [3] classes 3;
-        let v1 = exp((x * 0.5));
-        let v2 = concat(x, v1);
+        target y: [3, 3];
+        let v1 = leaky_relu(selu(x), 0.2);
+        let v2 = batch_norm(v1);
         let pred = linear(v2, 3);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 1);
+        loss mse(pred, y);
     }
 }
-runner! { R44, float 2, no_lengths, labels 1, unseeded, [] }
+runner! { R44, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R45 {
@@ -907,7 +907,7 @@ kiln::model! {
         block Blk0(x) {
             let u1 = layer_norm(x);
             let u2 = layer_norm(u1);
-            let u3 = exp((u2 * 0.5));
+            let u3 = abs(u2);
             let u4 = x + tanh(u3);
             output u4;
         }
@@ -932,18 +932,18 @@ kiln::model! {
     struct R53 {
         input x: [B, T, 2];
         input len: [B] lengths T;
-        target y: [B, T, 3];
+        target y: [B, 2, T];
         let v1 = mean(x, axis = 1, lengths = len);
-        let v2 = exp((square(v1) * 0.5));
-        let v3 = concat(v1, v2);
-        let v4 = linear(v3, 5);
-        let v5 = linear(x, 2);
-        let pred = linear(v5, 3);
-        output pred, v4;
-        loss mse(pred, y);
+        let v2 = logsigmoid(square(v1));
+        let v3 = relu(v2) * square(v1);
+        let v4 = gelu(x);
+        let v5 = transpose(v4, -2, -1);
+        let pred = log((softplus(v5) + 0.5));
+        output pred;
+        loss mse(pred, y) + 0.1 * mean(v3);
     }
 }
-runner! { R53, float 3, lengths, values 3, unseeded, [v4] }
+runner! { R53, float 3, lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R54 {
@@ -1567,12 +1567,11 @@ kiln::model! {
         target y: [2, 2, 7];
         let v1 = embedding(x, 2);
         let v2 = Blk0(v1, repeat = 2);
-        let v3 = exp((v1 * 0.5)) / (square(v2) + 1.0);
-        let v4 = concat(v1, v3, axis = 1);
-        let v5 = multi_head_attention(v3, v4, heads = 1, causal = true);
-        let pred = linear(v5, 7, tied = v1);
+        let v3 = selu(v1);
+        let v4 = sqrt((square(v3) + 0.1));
+        let pred = linear(v4, 7, bias = false, tied = v1);
         output pred;
-        loss mse(pred, y);
+        loss bce_with_logits(pred, y) + 0.1 * mean(v2);
 
         block Blk0(x) {
             let u1 = leaky_relu(x, 0.2);
@@ -1704,26 +1703,31 @@ runner! { R98, float 3, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R99 {
         input x: [B, 5];
-        target y: [B, 3, 1] classes 3;
+        target y: [B, 2];
         let v1 = layer_norm(x);
-        let v2 = exp((sigmoid(v1) * 0.5)) / (square(x) + 1.0);
-        let v3 = linear(v2, 6);
-        let v4 = reshape(v3, (B, 1, 2, 3));
-        let v5 = reshape(v4, (B, 2, 3, 1));
-        let pred = conv2d(v5, 3, kernel = 1);
+        let v2 = selu(sigmoid(v1)) / (square(square(x)) + 1.0);
+        let v3 = linear(v2, 4);
+        let v4 = Blk0(x);
+        let pred = linear(v4, 2);
         output pred;
-        loss cross_entropy(pred, y);
+        loss mse(pred, y) + 0.5 * mean(v3);
+
+        block Blk0(x) {
+            let u1 = layer_norm(x);
+            let u2 = x + tanh(u1);
+            output u2;
+        }
     }
 }
-runner! { R99, float 2, no_lengths, labels 3, unseeded, [] }
+runner! { R99, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R108 {
         input x: [B, T] tokens 4;
         target y: [B, T, 4];
         let v1 = embedding(x, 2);
-        let v2 = exp((exp(tanh(v1)) * 0.5));
-        let v3 = softplus(v1) * relu(v2);
+        let v2 = softsign(exp(tanh(v1)));
+        let v3 = softplus(v2) * relu(v1);
         let pred = linear(v3, 4, tied = v1);
         output pred;
         loss bce_with_logits(pred, y);
@@ -1845,8 +1849,8 @@ kiln::model! {
         target y: [B, T] classes 3;
         let v1 = sigmoid(x);
         let v2 = square(v1);
-        let v3 = (v2 - 0.25) * exp((v1 * 0.5));
-        let v4 = Blk0(v2);
+        let v3 = (v2 - 0.25) * selu(v1);
+        let v4 = Blk0(v3);
         let v5 = multi_head_attention(v3, heads = 1, causal = true, bias = false);
         let pred = linear(v5, 3);
         output pred, v4;
