@@ -111,10 +111,7 @@ fn func(f: &str, x: f64, arg: Option<f64>) -> f64 {
         "mish" => x * softplus(x).tanh(),
         "selu" => {
             // PyTorch's `nn.SELU` constants.
-            let (alpha, scale) = (
-                1.6732632423543772848170429916717,
-                1.0507009873554804934193349852946,
-            );
+            let (alpha, scale) = (1.6732632423543772, 1.0507009873554805);
             scale * if x > 0.0 { x } else { alpha * x.exp_m1() }
         }
         "softsign" => x / (1.0 + x.abs()),
