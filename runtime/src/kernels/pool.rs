@@ -1175,11 +1175,10 @@ mod tests {
         naive_adaptive_windows(x, g, |w| w.iter().sum::<f64>() / w.len() as f64)
     }
 
-    #[test]
-    fn adaptive_pooling_matches_the_definition() {
-        let geoms = [
-            // Non-integer ratios (overlapping windows), global pooling, upsampling (3 → 5),
-            // and an exact ratio.
+    /// Adaptive poolings with non-integer ratios (overlapping windows), to one output (global
+    /// pooling), and upsampling (3 → 5).
+    fn adaptive_geometries() -> Vec<AdaptivePool2dGeometry> {
+        vec![
             AdaptivePool2dGeometry {
                 batch: 2,
                 channels: 3,
@@ -1204,7 +1203,12 @@ mod tests {
                 out_h: 5,
                 out_w: 3,
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn adaptive_pooling_matches_the_definition() {
+        let geoms = adaptive_geometries();
         for (k, g) in geoms.iter().enumerate() {
             let mut x = values(g.input_len(), 7.0 + k as f64);
             let mut y = vec![f64::NAN; g.output_len()];
@@ -1231,41 +1235,16 @@ mod tests {
 
     #[test]
     fn adaptive_max_pooling_matches_the_definition_and_propagates_nan() {
-        let geoms = [
-            // Overlapping windows, global pooling, upsampling (3 → 5), an exact ratio.
-            AdaptivePool2dGeometry {
-                batch: 2,
-                channels: 3,
-                in_h: 7,
-                in_w: 5,
-                out_h: 3,
-                out_w: 2,
-            },
-            AdaptivePool2dGeometry {
-                batch: 2,
-                channels: 2,
-                in_h: 5,
-                in_w: 4,
-                out_h: 1,
-                out_w: 1,
-            },
-            AdaptivePool2dGeometry {
-                batch: 1,
-                channels: 2,
-                in_h: 3,
-                in_w: 6,
-                out_h: 5,
-                out_w: 3,
-            },
-            AdaptivePool2dGeometry {
-                batch: 1,
-                channels: 1,
-                in_h: 4,
-                in_w: 6,
-                out_h: 2,
-                out_w: 3,
-            },
-        ];
+        // The shared cases, and an exact ratio.
+        let mut geoms = adaptive_geometries();
+        geoms.push(AdaptivePool2dGeometry {
+            batch: 1,
+            channels: 1,
+            in_h: 4,
+            in_w: 6,
+            out_h: 2,
+            out_w: 3,
+        });
         for (k, g) in geoms.iter().enumerate() {
             // Distinct values: the maxima are unique, so the function is smooth around x.
             let mut x = values(g.input_len(), 11.0 + k as f64);
