@@ -26,11 +26,13 @@ pub mod shape;
 #[cfg(feature = "text")]
 pub mod text;
 pub mod train;
+pub mod trainable;
 
 pub use error::{Error, Result};
 pub use float::Float;
 pub use model::{report_grad, GradSink, Model, Summary, SummaryRow, Supervised, TargetView};
 pub use optim::{Adam, AdamW, Optimizer, RmsProp, Sgd};
+pub use trainable::{ArgKind, ArgSpec, BatchArray, Trainable};
 
 pub use ndarray;
 pub use rand;

@@ -233,14 +233,15 @@ pub enum TargetView<'a, F> {
 /// target (float values, or one class label per sample: `[B] classes C`) and a `loss`; the
 /// methods take dynamic-rank views (checked against the declared shapes) so that one training
 /// loop serves every such model. Models with token inputs, several inputs or a label per
-/// position train with a plain loop over `loss_and_grad` and an optimizer's `step`.
+/// position are [`Trainable`](crate::Trainable), which
+/// [`Trainer::fit_batches`](crate::train::Trainer::fit_batches) trains.
 ///
 /// [`Trainer::fit`]: crate::train::Trainer::fit
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be trained by `Trainer::fit`: it is not a model with one float input and one per-sample target",
     label = "`fit` needs a model with one float input, one target and a loss",
     note = "`fit` drives models whose input is float features (not token ids), whose target is float values or one class label per sample (`[B] classes C`), and which declare a `loss`",
-    note = "train other models (token inputs, several inputs, a label per position) with a plain loop: `let loss = model.loss_and_grad(.., &mut ws, &mut grads)?; optimizer.step(&mut model, &grads);`"
+    note = "train other models (token inputs, several inputs, a label per position) with `Trainer::fit_batches` on a `BatchSource` (`encoded_texts.batches()`, `token_stream.lm_windows(block)`, or your own)"
 )]
 pub trait Supervised<F: Float>: Model<F> {
     /// The model's workspace type.

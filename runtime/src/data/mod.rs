@@ -34,6 +34,7 @@
 
 use crate::Float;
 
+mod batches;
 mod bundled;
 pub mod csv;
 mod dataset;
@@ -42,6 +43,8 @@ pub(crate) mod loader;
 pub(crate) mod source;
 mod transform;
 
+pub(crate) use batches::IndexBatches;
+pub use batches::{set_ids, BatchSource, ServedArg, ServedKind};
 pub use bundled::{digits, iris};
 pub use csv::{read_csv, read_csv_str, CsvOptions};
 pub use dataset::TensorDataset;

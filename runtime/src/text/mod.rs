@@ -37,6 +37,7 @@ mod csv_scan;
 mod encoder;
 mod hf;
 mod labelled;
+mod sources;
 mod stream;
 mod tokenize;
 mod tsv;
@@ -49,6 +50,7 @@ pub use labelled::{
     ClassOrder, Column, EncodedText, LabelKind, LabelledText, Skipped, SkippedRow, Splits,
     TextBatch, TextCsvOptions, TextEpoch, TextLoader,
 };
+pub use sources::{LmWindows, TextBatches};
 pub use stream::{TokenStream, WindowSampler, Windows};
 pub use tokenize::{Tokenizer, Tokens};
 pub use tsv::{read_tsv, Tsv};

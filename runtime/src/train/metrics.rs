@@ -68,6 +68,73 @@ pub fn count_correct<F: Float>(
         .count())
 }
 
+/// How many labelled positions of `output` have their largest score at their label, and how
+/// many positions were counted: the accuracy of a model labelling every position (a tagger,
+/// a language model, a segmentation) as `correct / counted`.
+///
+/// `labels` has one label per position; `output` has the same shape with a class axis added,
+/// either last (`[B, T, C]` for `[B, T]` labels, PyTorch's `Linear` output) or second
+/// (`[B, C, H, W]` for `[B, H, W]`, a convolution's output). Positions labelled `ignored`
+/// (the loss's `ignore_index`) are not counted.
+///
+/// # Errors
+/// [`Error::Shape`] if `output` is not `labels`' shape with one class axis added.
+///
+/// ```
+/// use kiln_runtime::train::count_correct_positions;
+/// use ndarray::array;
+/// // Two sequences of two positions, three classes; the last position is padding (label 9).
+/// let logits = array![[[2.0f32, 0.0, 0.0], [0.0, 1.0, 0.0]], [[0.0, 0.0, 5.0], [1.0, 0.0, 0.0]]];
+/// let labels = array![[0, 2], [2, 9]];
+/// let (correct, counted) =
+///     count_correct_positions(logits.view().into_dyn(), labels.view().into_dyn(), Some(9))?;
+/// assert_eq!((correct, counted), (2, 3));
+/// # Ok::<(), kiln_runtime::Error>(())
+/// ```
+pub fn count_correct_positions<F: Float>(
+    output: ArrayViewD<'_, F>,
+    labels: ArrayViewD<'_, usize>,
+    ignored: Option<usize>,
+) -> Result<(usize, usize)> {
+    let (out, lab) = (output.shape().to_vec(), labels.shape());
+    let class_axis = if out.len() == lab.len() + 1 && out[..lab.len()] == *lab {
+        lab.len()
+    } else if out.len() == lab.len() + 1
+        && lab.len() >= 2
+        && out[0] == lab[0]
+        && out[2..] == lab[1..]
+    {
+        1
+    } else {
+        return Err(Error::Shape {
+            kind: "output",
+            name: "scores",
+            expected: format!("{lab:?} with a class axis added (last or second)"),
+            actual: out.clone(),
+            detail: ": accuracy needs one set of class scores per label".to_string(),
+        });
+    };
+    let mut scores = output;
+    if class_axis != out.len() - 1 {
+        // Class axis last, so that lanes along it follow the labels' logical order.
+        let mut axes: Vec<usize> = (0..out.len()).filter(|&a| a != class_axis).collect();
+        axes.push(class_axis);
+        scores = scores.permuted_axes(axes);
+    }
+    let last = ndarray::Axis(scores.ndim() - 1);
+    let (mut correct, mut counted) = (0, 0);
+    for (lane, &label) in scores.lanes(last).into_iter().zip(labels.iter()) {
+        if Some(label) == ignored {
+            continue;
+        }
+        counted += 1;
+        if argmax(lane.iter()) == Some(label) {
+            correct += 1;
+        }
+    }
+    Ok((correct, counted))
+}
+
 /// The fraction of rows of `output` whose largest score is at the row's label (top-1
 /// accuracy), as Keras' `accuracy` for integer labels: `count_correct / n`. NaN for an empty
 /// batch.
@@ -132,6 +199,18 @@ impl MetricsAccumulator {
         if let Some(correct) = correct {
             self.correct += correct;
             self.labelled += n;
+        }
+    }
+
+    /// Adds a batch of `n` samples whose mean loss is `loss`, with `correct` of `counted`
+    /// labelled positions predicted correctly (models labelling every position: accuracy is
+    /// over positions, not samples).
+    pub fn add_positions(&mut self, loss: f64, n: usize, correct_of: Option<(usize, usize)>) {
+        self.loss_sum += loss * n as f64;
+        self.samples += n;
+        if let Some((correct, counted)) = correct_of {
+            self.correct += correct;
+            self.labelled += counted;
         }
     }
 
@@ -279,6 +358,36 @@ mod tests {
                 .contains("one row of class scores per label"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn positions_with_the_class_axis_last_or_second() {
+        // [B=1, C=2, H=1, W=3]: class 1 wins at the first two pixels.
+        let planes = ndarray::array![[[[0.0f32, 0.0, 5.0]], [[1.0, 1.0, 0.0]]]];
+        let labels = ndarray::array![[[1usize, 0, 0]]];
+        assert_eq!(
+            count_correct_positions(planes.view().into_dyn(), labels.view().into_dyn(), None)
+                .unwrap(),
+            (2, 3)
+        );
+        // The same scores with the class axis last.
+        let last = planes.view().permuted_axes([0, 2, 3, 1]);
+        assert_eq!(
+            count_correct_positions(last.into_dyn(), labels.view().into_dyn(), Some(0)).unwrap(),
+            (1, 1)
+        );
+        let err = count_correct_positions(
+            planes.view().into_dyn(),
+            ndarray::array![1usize, 0].view().into_dyn(),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("class axis added"), "{err}");
+        let mut acc = MetricsAccumulator::default();
+        acc.add_positions(2.0, 2, Some((3, 4)));
+        acc.add_positions(1.0, 2, None);
+        assert_eq!(acc.metrics().accuracy, Some(0.75));
+        assert_eq!(acc.metrics().loss, 1.5);
     }
 
     #[test]

@@ -73,6 +73,7 @@
 
 mod checkpoint;
 mod early_stopping;
+mod feed;
 mod files;
 mod history;
 mod metrics;
@@ -85,14 +86,17 @@ pub use checkpoint::{Checkpoint, Weights};
 pub use early_stopping::{EarlyStopping, Verdict};
 pub use history::{EpochRecord, History};
 pub use metrics::{
-    accuracy, batch_targets, count_correct, evaluate, evaluate_with, Metrics, MetricsAccumulator,
+    accuracy, batch_targets, count_correct, count_correct_positions, evaluate, evaluate_with,
+    Metrics, MetricsAccumulator,
 };
 pub use state::{OptimizerState, StatefulOptimizer};
 
-use crate::data::{Batch, DataLoader, Dataset, TargetKind};
-use crate::distributed::{rank_seed, Communicator, DataParallel};
+use crate::data::{Batch, BatchSource, DataLoader, Dataset, TargetKind};
+use crate::distributed::{rank_seed, Communicator};
 use crate::optim::{clip_grad_norm, LrSchedule, ReduceLrOnPlateau};
+use crate::Trainable;
 use crate::{Error, Float, Model, Result, Supervised};
+use feed::{BatchFeed, DatasetFeed, Feed};
 use progress::{Reporter, Running};
 use std::fmt;
 use std::path::PathBuf;
@@ -128,6 +132,8 @@ pub struct Trainer<'a, F: Float> {
     shuffle_seed: Option<u64>,
     drop_last: bool,
     validation: Option<&'a dyn Dataset<F>>,
+    validation_batches: Option<&'a dyn BatchSource<F>>,
+    steps_per_epoch: Option<usize>,
     schedule: Option<Box<dyn LrSchedule + 'a>>,
     plateau: Option<ReduceLrOnPlateau>,
     clip_grad_norm: Option<f64>,
@@ -150,6 +156,11 @@ impl<F: Float> fmt::Debug for Trainer<'_, F> {
             .field("shuffle_seed", &self.shuffle_seed)
             .field("drop_last", &self.drop_last)
             .field("validation", &self.validation.map(|v| v.len()))
+            .field(
+                "validation_batches",
+                &self.validation_batches.map(|v| v.len()),
+            )
+            .field("steps_per_epoch", &self.steps_per_epoch)
             .field("schedule", &self.schedule.is_some())
             .field("plateau", &self.plateau)
             .field("clip_grad_norm", &self.clip_grad_norm)
@@ -179,6 +190,8 @@ impl<'a, F: Float> Trainer<'a, F> {
             shuffle_seed: Some(0),
             drop_last: false,
             validation: None,
+            validation_batches: None,
+            steps_per_epoch: None,
             schedule: None,
             plateau: None,
             clip_grad_norm: None,
@@ -220,6 +233,23 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// Early stopping then monitors the validation loss.
     pub fn validation(mut self, data: &'a dyn Dataset<F>) -> Self {
         self.validation = Some(data);
+        self
+    }
+
+    /// Evaluates the loss (and accuracy) on `data` after every epoch, in inference mode, for
+    /// [`Trainer::fit_batches`] (what [`Trainer::validation`] is for [`Trainer::fit`]). Early
+    /// stopping then monitors the validation loss.
+    pub fn validation_batches(mut self, data: &'a dyn BatchSource<F>) -> Self {
+        self.validation_batches = Some(data);
+        self
+    }
+
+    /// Ends each epoch after at most `steps` batches (Keras' `steps_per_epoch`): for data
+    /// with far more samples than an epoch should visit, such as a language model's windows
+    /// at every offset of a text. Shuffled, each epoch draws its batches afresh. A `steps` of
+    /// 0 counts as 1.
+    pub fn steps_per_epoch(mut self, steps: usize) -> Self {
+        self.steps_per_epoch = Some(steps.max(1));
         self
     }
 
@@ -396,6 +426,122 @@ impl<'a, F: Float> Trainer<'a, F> {
         O: StatefulOptimizer<F>,
         D: Dataset<F> + ?Sized,
     {
+        if self.validation_batches.is_some() {
+            return Err(Error::Data {
+                what: "Trainer",
+                problem: "validation_batches gives a BatchSource, which fit_batches takes;                           `fit` validates on a Dataset: give it with .validation(..)"
+                    .to_string(),
+            });
+        }
+        let mut loader = DataLoader::new(train, self.batch_size.max(1)).drop_last(self.drop_last);
+        if let Some(comm) = self.distributed {
+            loader = loader.shard(comm.rank(), comm.size());
+        }
+        if let Some(seed) = self.shuffle_seed {
+            loader = loader.shuffle(seed);
+        }
+        let mut feed = DatasetFeed {
+            loader: &loader,
+            epoch: None,
+            batch: Batch::new(),
+            validation: self.validation,
+            eval_batch_size: self.eval_batch_size.unwrap_or(self.batch_size),
+            eval_ws: None,
+            eval_buffer: Batch::new(),
+            comm: self.distributed,
+            data_parallel: None,
+            train_data: train,
+            steps_per_epoch: self.steps_per_epoch,
+            served: 0,
+        };
+        self.run(model, optimizer, &mut feed)
+    }
+
+    /// Trains a model of any inputs and targets (token ids, sequence lengths, a label per
+    /// position) on batches from a [`BatchSource`], with everything [`Trainer::fit`] does:
+    /// shuffling, schedules, clipping, validation (from
+    /// [`Trainer::validation_batches`]), early stopping, checkpoints and resuming, progress
+    /// and plots. Every model that declares a `loss` is [`Trainable`].
+    ///
+    /// Accuracy is reported for models with one class-label target whose first output has
+    /// one class axis more than the labels (`[B, C]` for `[B]` labels, `[B, T, C]` for
+    /// `[B, T]`): the fraction of labelled positions predicted right, leaving out the loss's
+    /// `ignore_index`. The loss of an epoch is the mean of its batches' losses weighted by
+    /// their sample counts.
+    ///
+    /// ```no_run
+    /// use kiln_runtime::text::{LabelledText, TextCsvOptions, Tokenizer, Vocab};
+    /// use kiln_runtime::train::Trainer;
+    /// use kiln_runtime::{Adam, Trainable};
+    ///
+    /// # fn demo<M: Trainable<f32>>(model: &mut M) -> kiln_runtime::Result<()> {
+    /// let data = LabelledText::read_csv("reviews.csv", &TextCsvOptions::default())?;
+    /// let split = data.split(0.8, 0.1, 42);
+    /// let vocab = Vocab::builder(Tokenizer::Words).lowercase(true).build(split.train.texts());
+    /// let (train, val) = (split.train.encode(&vocab), split.validation.encode(&vocab));
+    /// // A model with `input tokens: [B, T] tokens N; input len: [B] lengths T;
+    /// // target label: [B] classes C;`
+    /// let history = Trainer::new(5, 64)
+    ///     .validation_batches(&val.batches())
+    ///     .fit_batches(model, &mut Adam::new(1e-3), &train.batches())?;
+    /// println!("{history}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::Data`] before training if the data's arrays do not match the model's
+    ///   declared inputs and targets (their number, order, kinds and ranks), if the training
+    ///   data is empty, or with [`Trainer::distributed`] (not supported here yet) or
+    ///   [`Trainer::validation`] (give [`Trainer::validation_batches`]);
+    /// - otherwise as [`Trainer::fit`].
+    pub fn fit_batches<M, O, S>(
+        &self,
+        model: &mut M,
+        optimizer: &mut O,
+        train: &S,
+    ) -> Result<History>
+    where
+        M: Trainable<F>,
+        O: StatefulOptimizer<F>,
+        S: BatchSource<F> + ?Sized,
+    {
+        if self.distributed.is_some() {
+            return Err(Error::Data {
+                what: "Trainer",
+                problem: "fit_batches does not train data-parallel yet: use `fit` (models with                           one float input) or a plain loop over `DataParallel`"
+                    .to_string(),
+            });
+        }
+        if self.validation.is_some() {
+            return Err(Error::Data {
+                what: "Trainer",
+                problem: "validation gives a Dataset, which `fit` takes; fit_batches validates                           on a BatchSource: give it with .validation_batches(..)"
+                    .to_string(),
+            });
+        }
+        let mut feed = BatchFeed::<F, M, S> {
+            train_data: train,
+            validation: self.validation_batches,
+            batch_size: self.batch_size.max(1),
+            eval_batch_size: self.eval_batch_size.unwrap_or(self.batch_size).max(1),
+            drop_last: self.drop_last,
+            shuffle_seed: self.shuffle_seed,
+            steps_per_epoch: self.steps_per_epoch,
+            order: None,
+            batch: Vec::new(),
+            eval_ws: None,
+        };
+        self.run(model, optimizer, &mut feed)
+    }
+
+    /// The training loop, for either kind of data.
+    fn run<M, O, Fd>(&self, model: &mut M, optimizer: &mut O, feed: &mut Fd) -> Result<History>
+    where
+        M: Model<F>,
+        O: StatefulOptimizer<F>,
+        Fd: Feed<F, M>,
+    {
         if self.batch_size == 0 {
             return Err(Error::Data {
                 what: "Trainer",
@@ -412,24 +558,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                     .to_string(),
             });
         }
-        check_compatible::<F, M>(train, "training data")?;
-        if let Some(val) = self.validation {
-            check_compatible::<F, M>(val, "validation data")?;
-            // Its samples go through the model only at the end of the first epoch: one
-            // batch now, so that a wrong shape is an error before anything is trained.
-            let mut probe = Batch::new();
-            let loader = DataLoader::new(val, 1);
-            let mut batches = loader.epoch_batches(0);
-            if batches.next_into(&mut probe) {
-                let mut ws = M::Workspace::default();
-                model
-                    .eval_batch(probe.x.view(), batch_targets(&probe), &mut ws)
-                    .map_err(|error| Error::Data {
-                        what: "validation data",
-                        problem: format!("its samples do not fit the model: {error}"),
-                    })?;
-            }
-        }
+        feed.check(model)?;
         if let Some(dir) = self.checkpoints.as_ref().filter(|dir| dir.is_file()) {
             return Err(Error::File {
                 path: dir.clone(),
@@ -452,25 +581,11 @@ impl<'a, F: Float> Trainer<'a, F> {
         let reporter = Reporter::new(self.progress && root, self.epochs);
         let mut state = self.start(model, optimizer, &reporter)?;
         // After `start`: a resumed model too begins from rank 0's weights.
-        let mut data_parallel = match self.distributed {
-            Some(comm) => Some(DataParallel::new(comm, model)?),
-            None => None,
-        };
+        feed.begin(model)?;
 
-        let mut loader = DataLoader::new(train, self.batch_size).drop_last(self.drop_last);
-        if let Some(comm) = self.distributed {
-            loader = loader.shard(comm.rank(), comm.size());
-        }
-        if let Some(seed) = self.shuffle_seed {
-            loader = loader.shuffle(seed);
-        }
-        let eval_batch_size = self.eval_batch_size.unwrap_or(self.batch_size);
-        let mut ws = M::Workspace::default();
-        M::check_finite(&mut ws, self.detect_anomaly);
-        let mut eval_ws = M::Workspace::default();
+        let mut ws = Fd::Workspace::default();
+        Fd::check_finite(&mut ws, self.detect_anomaly);
         let mut grads = model.zero_grads();
-        let mut batch = Batch::new();
-        let mut eval_buffer = Batch::new();
 
         let stopped = state
             .early_stopping
@@ -483,7 +598,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                 // a run, and a resumed run, repeat exactly.
                 let dropout_seed = self.shuffle_seed.unwrap_or(0)
                     ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                M::reseed(&mut ws, rank_seed(dropout_seed, rank));
+                Fd::reseed(&mut ws, rank_seed(dropout_seed, rank));
                 if let Some(plateau) = &self.plateau {
                     // From the history, which a checkpoint keeps: a resumed run continues at
                     // the rate the interrupted one had.
@@ -494,12 +609,12 @@ impl<'a, F: Float> Trainer<'a, F> {
                         .map(|r| r.val_loss.unwrap_or(r.train_loss));
                     optimizer.set_learning_rate(plateau.lr_after(losses, state.base_lr));
                 }
-                let mut bar = reporter.start_epoch(epoch, loader.num_batches());
+                let mut bar = reporter.start_epoch(epoch, feed.num_batches());
                 let mut acc = MetricsAccumulator::default();
                 let mut first_lr = None;
-                let mut batches = loader.epoch_batches(epoch);
+                feed.start_epoch(epoch);
                 let mut done = 0;
-                while batches.next_into(&mut batch) {
+                while feed.next_batch()? {
                     if let Some(schedule) = &self.schedule {
                         optimizer.set_learning_rate(schedule.lr(
                             epoch,
@@ -513,38 +628,10 @@ impl<'a, F: Float> Trainer<'a, F> {
                         step: state.steps_done + 1,
                         batch: done + 1,
                     };
-                    // A rank's piece of a short last batch may be empty: it runs no pass but
-                    // still joins the gradient sum.
-                    // With data parallelism the gradients are summed over the ranks while
-                    // the backward pass runs (bucket by bucket, last layers first).
-                    let loss = match &mut data_parallel {
-                        Some(dp) => {
-                            let x = batch.x.view();
-                            let (loss, _) = dp
-                                .train_batch(
-                                    model,
-                                    x,
-                                    batch_targets(&batch),
-                                    &mut ws,
-                                    &mut grads,
-                                    batch.len(),
-                                )
-                                .map_err(|e| when.locate(e))?;
-                            loss
-                        }
-                        None if batch.is_empty() => None,
-                        None => Some(
-                            model
-                                .train_batch(
-                                    batch.x.view(),
-                                    batch_targets(&batch),
-                                    &mut ws,
-                                    &mut grads,
-                                )
-                                .map_err(|e| when.locate(e))?,
-                        ),
-                    };
-                    if let Some(loss) = loss {
+                    let trained = feed
+                        .train(model, &mut ws, &mut grads)
+                        .map_err(|e| when.locate(e))?;
+                    if let Some(loss) = trained.loss {
                         if !loss.is_finite() {
                             return Err(self.non_finite(
                                 format!(
@@ -555,13 +642,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                                 &when,
                             ));
                         }
-                        let correct = match &batch.labels {
-                            Some(labels) => {
-                                Some(count_correct(M::last_output(&ws)?, labels.view())?)
-                            }
-                            None => None,
-                        };
-                        acc.add(loss.to_f64(), batch.len(), correct);
+                        acc.add_positions(loss.to_f64(), trained.samples, trained.correct_of);
                     }
                     if let Some(max_norm) = self.clip_grad_norm {
                         clip_grad_norm::<F, M>(&mut grads, max_norm);
@@ -578,22 +659,10 @@ impl<'a, F: Float> Trainer<'a, F> {
                             / started.elapsed().as_secs_f64().max(1e-9),
                     });
                 }
-                if let Some(dp) = &mut data_parallel {
-                    dp.average_buffers(model)?;
-                    acc = MetricsAccumulator::from_sums(dp.sum_f64(acc.to_sums())?);
-                }
+                acc = feed.end_epoch(model, acc)?;
                 let train_seconds = started.elapsed().as_secs_f64();
                 let train_metrics = acc.metrics();
-                let val_metrics = match self.validation {
-                    Some(val) => Some(evaluate_with(
-                        &*model,
-                        val,
-                        eval_batch_size,
-                        &mut eval_ws,
-                        &mut eval_buffer,
-                    )?),
-                    None => None,
-                };
+                let val_metrics = feed.evaluate(&*model)?;
                 let record = EpochRecord {
                     epoch,
                     train_loss: train_metrics.loss,
@@ -715,7 +784,7 @@ impl<'a, F: Float> Trainer<'a, F> {
         reporter: &Reporter,
     ) -> Result<Checkpoint<F>>
     where
-        M: Supervised<F>,
+        M: Model<F>,
         O: StatefulOptimizer<F>,
     {
         let fresh_early = self.early_stopping.clone();

@@ -1,0 +1,396 @@
+//! What the training loop needs from its data and model, in two forms: a [`Supervised`] model
+//! on a [`Dataset`] ([`DatasetFeed`], `Trainer::fit`) and a [`Trainable`] model on a
+//! [`BatchSource`] ([`BatchFeed`], `Trainer::fit_batches`). The loop itself (schedules,
+//! clipping, early stopping, checkpoints, progress) is written once against [`Feed`].
+
+use super::metrics::{batch_targets, count_correct, count_correct_positions, evaluate_with};
+use super::{check_compatible, Metrics, MetricsAccumulator};
+use crate::data::{Batch, BatchSource, DataLoader, Dataset, Epoch, IndexBatches, ServedKind};
+use crate::distributed::{Communicator, DataParallel};
+use crate::trainable::{ArgKind, BatchArray, Trainable};
+use crate::{Error, Float, Model, Result, Supervised};
+
+/// One training batch's outcome.
+pub(super) struct Trained<F> {
+    /// The batch's mean loss (`None`: this rank's piece of the batch was empty).
+    pub loss: Option<F>,
+    /// The samples in the batch (this rank's piece).
+    pub samples: usize,
+    /// Correct predictions and labelled positions counted, for class labels.
+    pub correct_of: Option<(usize, usize)>,
+}
+
+/// A model and its data, as the training loop drives them.
+pub(super) trait Feed<F: Float, M: Model<F>> {
+    /// The model's workspace.
+    type Workspace: Default;
+    /// Checks the data against the model before anything is trained or loaded.
+    fn check(&mut self, model: &M) -> Result<()>;
+    /// Called once the starting weights are in place (data parallelism broadcasts them).
+    fn begin(&mut self, model: &mut M) -> Result<()>;
+    /// The number of batches per epoch.
+    fn num_batches(&self) -> usize;
+    /// Starts serving epoch `epoch`'s batches.
+    fn start_epoch(&mut self, epoch: usize);
+    /// Fetches the next batch; `false` at the end of the epoch.
+    fn next_batch(&mut self) -> Result<bool>;
+    /// Trains on the fetched batch: overwrites `grads`.
+    fn train(
+        &mut self,
+        model: &mut M,
+        ws: &mut Self::Workspace,
+        grads: &mut M::Grads,
+    ) -> Result<Trained<F>>;
+    /// The epoch's metrics, once the epoch's batches are done (summed across ranks).
+    fn end_epoch(&mut self, model: &mut M, acc: MetricsAccumulator) -> Result<MetricsAccumulator>;
+    /// The validation metrics, if there is validation data.
+    fn evaluate(&mut self, model: &M) -> Result<Option<Metrics>>;
+    /// Reseeds the workspace's dropout generator.
+    fn reseed(ws: &mut Self::Workspace, seed: u64);
+    /// Turns the per-op finiteness check on or off.
+    fn check_finite(ws: &mut Self::Workspace, on: bool);
+}
+
+/// A [`Supervised`] model on a [`Dataset`], optionally data-parallel.
+pub(super) struct DatasetFeed<'l, 'c, F: Float, M: Supervised<F>, D: Dataset<F> + ?Sized> {
+    pub loader: &'l DataLoader<'l, F, D>,
+    pub epoch: Option<Epoch<'l, F, D>>,
+    pub batch: Batch<F>,
+    pub validation: Option<&'l dyn Dataset<F>>,
+    pub eval_batch_size: usize,
+    pub eval_ws: Option<M::Workspace>,
+    pub eval_buffer: Batch<F>,
+    pub comm: Option<&'c dyn Communicator>,
+    pub data_parallel: Option<DataParallel<'c, F, M>>,
+    pub train_data: &'l D,
+    pub steps_per_epoch: Option<usize>,
+    /// Batches served in the current epoch.
+    pub served: usize,
+}
+
+impl<F, M, D> Feed<F, M> for DatasetFeed<'_, '_, F, M, D>
+where
+    F: Float,
+    M: Supervised<F>,
+    D: Dataset<F> + ?Sized,
+{
+    type Workspace = M::Workspace;
+
+    fn check(&mut self, model: &M) -> Result<()> {
+        check_compatible::<F, M>(self.train_data, "training data")?;
+        if let Some(val) = self.validation {
+            check_compatible::<F, M>(val, "validation data")?;
+            // Its samples go through the model only at the end of the first epoch: one
+            // batch now, so that a wrong shape is an error before anything is trained.
+            let mut probe = Batch::new();
+            let loader = DataLoader::new(val, 1);
+            let mut batches = loader.epoch_batches(0);
+            if batches.next_into(&mut probe) {
+                let mut ws = M::Workspace::default();
+                model
+                    .eval_batch(probe.x.view(), batch_targets(&probe), &mut ws)
+                    .map_err(|error| Error::Data {
+                        what: "validation data",
+                        problem: format!("its samples do not fit the model: {error}"),
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, model: &mut M) -> Result<()> {
+        if let Some(comm) = self.comm {
+            self.data_parallel = Some(DataParallel::new(comm, model)?);
+        }
+        Ok(())
+    }
+
+    fn num_batches(&self) -> usize {
+        let all = self.loader.num_batches();
+        self.steps_per_epoch.map_or(all, |steps| all.min(steps))
+    }
+
+    fn start_epoch(&mut self, epoch: usize) {
+        self.epoch = Some(self.loader.epoch_batches(epoch));
+        self.served = 0;
+    }
+
+    fn next_batch(&mut self) -> Result<bool> {
+        if self.served >= self.num_batches() {
+            return Ok(false);
+        }
+        self.served += 1;
+        Ok(self
+            .epoch
+            .as_mut()
+            .is_some_and(|e| e.next_into(&mut self.batch)))
+    }
+
+    fn train(
+        &mut self,
+        model: &mut M,
+        ws: &mut M::Workspace,
+        grads: &mut M::Grads,
+    ) -> Result<Trained<F>> {
+        let batch = &self.batch;
+        // A rank's piece of a short last batch may be empty: it runs no pass but still joins
+        // the gradient sum, which data parallelism computes while the backward pass runs
+        // (bucket by bucket, last layers first).
+        let loss = match &mut self.data_parallel {
+            Some(dp) => {
+                let targets = batch_targets(batch);
+                dp.train_batch(model, batch.x.view(), targets, ws, grads, batch.len())?
+                    .0
+            }
+            None if batch.is_empty() => None,
+            None => Some(model.train_batch(batch.x.view(), batch_targets(batch), ws, grads)?),
+        };
+        let correct_of = match (&batch.labels, loss) {
+            (Some(labels), Some(_)) => Some((
+                count_correct(M::last_output(ws)?, labels.view())?,
+                batch.len(),
+            )),
+            _ => None,
+        };
+        Ok(Trained {
+            loss,
+            samples: batch.len(),
+            correct_of,
+        })
+    }
+
+    fn end_epoch(&mut self, model: &mut M, acc: MetricsAccumulator) -> Result<MetricsAccumulator> {
+        match &mut self.data_parallel {
+            Some(dp) => {
+                dp.average_buffers(model)?;
+                Ok(MetricsAccumulator::from_sums(dp.sum_f64(acc.to_sums())?))
+            }
+            None => Ok(acc),
+        }
+    }
+
+    fn evaluate(&mut self, model: &M) -> Result<Option<Metrics>> {
+        let Some(val) = self.validation else {
+            return Ok(None);
+        };
+        let ws = self.eval_ws.get_or_insert_with(M::Workspace::default);
+        evaluate_with(model, val, self.eval_batch_size, ws, &mut self.eval_buffer).map(Some)
+    }
+
+    fn reseed(ws: &mut M::Workspace, seed: u64) {
+        M::reseed(ws, seed);
+    }
+
+    fn check_finite(ws: &mut M::Workspace, on: bool) {
+        M::check_finite(ws, on);
+    }
+}
+
+/// A [`Trainable`] model on a [`BatchSource`].
+pub(super) struct BatchFeed<'l, F: Float, M: Trainable<F>, S: BatchSource<F> + ?Sized> {
+    pub train_data: &'l S,
+    pub validation: Option<&'l dyn BatchSource<F>>,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub drop_last: bool,
+    pub shuffle_seed: Option<u64>,
+    pub steps_per_epoch: Option<usize>,
+    pub order: Option<IndexBatches>,
+    pub batch: Vec<BatchArray<F>>,
+    pub eval_ws: Option<M::Workspace>,
+}
+
+/// Where a model's accuracy comes from: its one class-label target (index in the batch) and
+/// the label the loss ignores.
+fn label_target(args: &[crate::ArgSpec]) -> Option<(usize, Option<usize>)> {
+    let mut labels = args.iter().enumerate().filter_map(|(i, a)| match a.kind {
+        ArgKind::Labels { ignored, .. } if a.target => Some((i, ignored)),
+        _ => None,
+    });
+    match (labels.next(), labels.next()) {
+        (Some(found), None) => Some(found),
+        _ => None,
+    }
+}
+
+/// Correct and counted labelled positions of the last batch run with `ws`, when the model
+/// has one class-label target and an output with one class axis more.
+fn batch_accuracy<F: Float, M: Trainable<F>>(
+    batch: &[BatchArray<F>],
+    ws: &M::Workspace,
+) -> Result<Option<(usize, usize)>> {
+    let Some((index, ignored)) = label_target(M::ARGS) else {
+        return Ok(None);
+    };
+    let Some(BatchArray::Ids(labels)) = batch.get(index) else {
+        return Ok(None);
+    };
+    let output = M::last_output(ws)?;
+    if output.ndim() != labels.ndim() + 1 {
+        return Ok(None);
+    }
+    count_correct_positions(output, labels.view(), ignored).map(Some)
+}
+
+/// Checks that `source` serves what `M` takes, naming the first difference.
+fn check_source<F: Float, M: Trainable<F>>(
+    source: &(impl BatchSource<F> + ?Sized),
+    what: &'static str,
+) -> Result<()> {
+    let problem = |problem: String| Err(Error::Data { what, problem });
+    if source.is_empty() {
+        return problem("it has no samples".to_string());
+    }
+    let served = source.served();
+    let list = |names: Vec<String>| names.join(", ");
+    let takes = list(
+        M::ARGS
+            .iter()
+            .map(|a| format!("{} ({})", a.name, a.kind))
+            .collect(),
+    );
+    let serves = list(
+        served
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.kind))
+            .collect(),
+    );
+    if served.len() != M::ARGS.len() {
+        return problem(format!(
+            "its batches hold {} arrays [{serves}], but the model takes {} [{takes}], in \
+             declaration order",
+            served.len(),
+            M::ARGS.len()
+        ));
+    }
+    for (arg, s) in M::ARGS.iter().zip(&served) {
+        let fits = match (arg.kind, s.kind) {
+            (ArgKind::Float, ServedKind::Float)
+            | (ArgKind::Lengths, ServedKind::Lengths)
+            | (ArgKind::Tokens { .. }, ServedKind::Tokens { vocab: None })
+            | (ArgKind::Labels { .. }, ServedKind::Labels { classes: None }) => true,
+            (ArgKind::Tokens { vocab }, ServedKind::Tokens { vocab: Some(have) }) => have <= vocab,
+            (
+                ArgKind::Labels { classes, .. },
+                ServedKind::Labels {
+                    classes: Some(have),
+                },
+            ) => have <= classes,
+            _ => false,
+        };
+        if !fits || arg.rank != s.rank {
+            return problem(format!(
+                "it serves `{}` as {} of rank {} where the model's {} `{}` takes {} of rank {} \
+                 (the model takes [{takes}]; the data serves [{serves}])",
+                s.name,
+                s.kind,
+                s.rank,
+                if arg.target { "target" } else { "input" },
+                arg.name,
+                arg.kind,
+                arg.rank
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl<F, M, S> Feed<F, M> for BatchFeed<'_, F, M, S>
+where
+    F: Float,
+    M: Trainable<F>,
+    S: BatchSource<F> + ?Sized,
+{
+    type Workspace = <M as Trainable<F>>::Workspace;
+
+    fn check(&mut self, model: &M) -> Result<()> {
+        check_source::<F, M>(self.train_data, "training data")?;
+        if let Some(val) = self.validation {
+            check_source::<F, M>(val, "validation data")?;
+            let mut probe = Vec::new();
+            val.fill(&[0], &mut probe)?;
+            let mut ws = Self::Workspace::default();
+            model
+                .eval_step(&probe, &mut ws)
+                .map_err(|error| Error::Data {
+                    what: "validation data",
+                    problem: format!("its samples do not fit the model: {error}"),
+                })?;
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, _model: &mut M) -> Result<()> {
+        Ok(())
+    }
+
+    fn num_batches(&self) -> usize {
+        IndexBatches::count(
+            self.train_data.len(),
+            self.batch_size,
+            self.drop_last,
+            self.steps_per_epoch,
+        )
+    }
+
+    fn start_epoch(&mut self, epoch: usize) {
+        self.order = Some(IndexBatches::new(
+            self.train_data.len(),
+            self.batch_size,
+            self.drop_last,
+            self.shuffle_seed,
+            epoch,
+            self.steps_per_epoch,
+        ));
+    }
+
+    fn next_batch(&mut self) -> Result<bool> {
+        let Some(indices) = self.order.as_mut().and_then(IndexBatches::next_indices) else {
+            return Ok(false);
+        };
+        self.train_data.fill(indices, &mut self.batch)?;
+        Ok(true)
+    }
+
+    fn train(
+        &mut self,
+        model: &mut M,
+        ws: &mut Self::Workspace,
+        grads: &mut M::Grads,
+    ) -> Result<Trained<F>> {
+        let loss = model.train_step(&self.batch, ws, grads)?;
+        Ok(Trained {
+            loss: Some(loss),
+            samples: self.batch.first().map_or(0, BatchArray::samples),
+            correct_of: batch_accuracy::<F, M>(&self.batch, ws)?,
+        })
+    }
+
+    fn end_epoch(&mut self, _model: &mut M, acc: MetricsAccumulator) -> Result<MetricsAccumulator> {
+        Ok(acc)
+    }
+
+    fn evaluate(&mut self, model: &M) -> Result<Option<Metrics>> {
+        let Some(val) = self.validation else {
+            return Ok(None);
+        };
+        let ws = self.eval_ws.get_or_insert_with(Default::default);
+        let mut order = IndexBatches::new(val.len(), self.eval_batch_size, false, None, 0, None);
+        let mut acc = MetricsAccumulator::default();
+        while let Some(indices) = order.next_indices() {
+            val.fill(indices, &mut self.batch)?;
+            let loss = model.eval_step(&self.batch, ws)?;
+            let correct_of = batch_accuracy::<F, M>(&self.batch, ws)?;
+            acc.add_positions(loss.to_f64(), indices.len(), correct_of);
+        }
+        Ok(Some(acc.metrics()))
+    }
+
+    fn reseed(ws: &mut Self::Workspace, seed: u64) {
+        M::reseed(ws, seed);
+    }
+
+    fn check_finite(ws: &mut Self::Workspace, on: bool) {
+        M::check_finite(ws, on);
+    }
+}
