@@ -1,5 +1,5 @@
 // `Trainer::fit` drives models with one float input and one label per sample; a text
-// classifier reading token ids trains with a plain loop, and the error says so.
+// classifier reading token ids trains with `Trainer::fit_batches`, and the error says so.
 use kiln::train::Trainer;
 
 kiln::model! {

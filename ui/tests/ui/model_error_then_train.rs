@@ -1,5 +1,6 @@
-// A model with a shape error, driven by code that needs `kiln::Model` and `kiln::Supervised`
-// (an optimizer step, `io::save`, `Trainer::fit`): only the DSL error may be reported.
+// A model with a shape error, driven by code that needs `kiln::Model`, `kiln::Supervised` and
+// `kiln::Trainable` (an optimizer step, `io::save`, `Trainer::fit`, `Trainer::fit_batches`):
+// only the DSL error may be reported.
 use kiln::data::TensorDataset;
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
@@ -18,6 +19,21 @@ kiln::model! {
     }
 }
 
+/// A batch source with no samples.
+struct NoBatches;
+
+impl kiln::data::BatchSource<f32> for NoBatches {
+    fn len(&self) -> usize {
+        0
+    }
+    fn served(&self) -> Vec<kiln::data::ServedArg> {
+        Vec::new()
+    }
+    fn fill(&self, _: &[usize], _: &mut Vec<kiln::BatchArray<f32>>) -> kiln::Result<()> {
+        Ok(())
+    }
+}
+
 fn main() -> kiln::Result<()> {
     let mut model = Broken::<f32>::new(&mut StdRng::seed_from_u64(0));
     let mut grads = model.zero_grads();
@@ -30,5 +46,6 @@ fn main() -> kiln::Result<()> {
     kiln::io::save(&model, "broken.safetensors")?;
     let data = TensorDataset::with_values(x, y)?;
     Trainer::new(1, 2).fit(&mut model, &mut opt, &data)?;
+    Trainer::new(1, 2).fit_batches(&mut model, &mut opt, &NoBatches)?;
     Ok(())
 }

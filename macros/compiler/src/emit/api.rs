@@ -46,7 +46,7 @@ pub(super) fn bind_inputs<'d>(
 
 /// The label that the loss reading the labels `node` leaves out (its `ignore_index`), which
 /// the labels may hold besides their classes.
-fn ignored_label(cx: &Ctx, node: NodeId) -> Option<usize> {
+pub(super) fn ignored_label(cx: &Ctx, node: NodeId) -> Option<usize> {
     let loss = &cx.g.nodes[cx.g.loss?];
     match &loss.kind {
         NodeKind::Kernel(kernel) if loss.inputs.contains(&node) => kernel.ignored_label(),

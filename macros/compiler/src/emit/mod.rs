@@ -18,6 +18,7 @@ mod passes;
 mod structs;
 mod stub;
 mod supervised;
+mod trainable;
 
 use crate::autodiff::Schedule;
 use crate::fuse::Fused;
@@ -283,6 +284,7 @@ pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> Token
     let api = api::emit(&cx);
     let model_impl = model_impl::emit(&cx);
     let supervised = supervised::emit(&cx);
+    let trainable = trainable::emit(&cx);
     let decode = decode::emit(&cx);
     unsuffix(quote! {
         #items
@@ -292,6 +294,7 @@ pub fn emit(g: &Graph, fused: &Fused, schedule: &Schedule, plan: &Plan) -> Token
         #decode
         #model_impl
         #supervised
+        #trainable
     })
 }
 

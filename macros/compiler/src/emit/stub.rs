@@ -1,9 +1,9 @@
 //! The stand-in emitted beside `compile_error!` when a model does not compile.
 //!
 //! It declares the types and methods the model would have had (with the decoding cache and
-//! `forward_cached` of a sequence model, whichever this one is), and implements `kiln::Model`
-//! and `kiln::Supervised` for it, so that user code driving the model (an optimizer,
-//! `io::save`, `Trainer::fit`) type-checks and the DSL error is the only one reported. The
+//! `forward_cached` of a sequence model, whichever this one is), and implements `kiln::Model`,
+//! `kiln::Supervised` and `kiln::Trainable` for it, so that user code driving the model (an optimizer,
+//! `io::save`, `Trainer::fit`, `Trainer::fit_batches`) type-checks and the DSL error is the only one reported. The
 //! trait methods behave as a model without parameters (nothing to visit, zero parameters, an
 //! error from every batch) rather than panic; they never run, since the crate does not build.
 //! The types stay inhabited: an uninhabited model would make rustc warn that the user's code
@@ -186,7 +186,7 @@ pub(super) fn emit(input: &TokenStream) -> TokenStream {
     }
 }
 
-/// `kiln::Model` and `kiln::Supervised` for the stand-in, as a model with no parameters whose
+/// `kiln::Model`, `kiln::Supervised` and `kiln::Trainable` for the stand-in, as a model with no parameters whose
 /// every batch fails.
 fn trait_impls(
     name: &syn::Ident,
@@ -258,6 +258,33 @@ fn trait_impls(
             }
 
             fn last_output(ws: &Self::Workspace) -> ::kiln::Result<::kiln::ndarray::ArrayViewD<'_, F>> {
+                ::core::result::Result::Err(::kiln::Error::NoForward)
+            }
+        }
+
+        #[allow(unused_variables)]
+        impl<F: ::kiln::Float> ::kiln::Trainable<F> for #name<F> {
+            type Workspace = #ws<F>;
+            const ARGS: &'static [::kiln::ArgSpec] = &[];
+
+            fn train_step(
+                &mut self,
+                batch: &[::kiln::BatchArray<F>],
+                ws: &mut <Self as ::kiln::Trainable<F>>::Workspace,
+                grads: &mut Self::Grads,
+            ) -> ::kiln::Result<F> {
+                ::core::result::Result::Err(::kiln::Error::NoForward)
+            }
+
+            fn eval_step(
+                &self,
+                batch: &[::kiln::BatchArray<F>],
+                ws: &mut <Self as ::kiln::Trainable<F>>::Workspace,
+            ) -> ::kiln::Result<F> {
+                ::core::result::Result::Err(::kiln::Error::NoForward)
+            }
+
+            fn last_output(ws: &<Self as ::kiln::Trainable<F>>::Workspace) -> ::kiln::Result<::kiln::ndarray::ArrayViewD<'_, F>> {
                 ::core::result::Result::Err(::kiln::Error::NoForward)
             }
         }
