@@ -477,3 +477,72 @@ fn reduce_lr_on_plateau_follows_the_validation_loss_and_resumes() {
         .expect_err("two rules for one rate");
     assert!(err.to_string().contains("give one of them"), "{err}");
 }
+
+/// `steps_per_epoch`: each epoch ends after that many batches, and `fit` and `fit_batches`
+/// train the same float model to the same bits (one data path serves a `Dataset`, the other a
+/// `BatchSource`; the trainer's loop is shared).
+#[test]
+fn steps_per_epoch_caps_epochs_alike_for_fit_and_fit_batches() {
+    use kiln::data::{BatchSource, ServedArg, ServedKind};
+    use kiln::BatchArray;
+
+    let data = regression_data(64, 4);
+    let mut hand = Regressor::<f64>::new(&mut StdRng::seed_from_u64(5));
+    let mut opt = Sgd::new(0.05);
+    let (mut ws, mut grads, mut batch) = (hand.workspace(), hand.zero_grads(), Batch::new());
+    let loader = DataLoader::new(&data, 16);
+    for epoch in 0..3 {
+        let mut batches = loader.epoch_batches(epoch);
+        for _ in 0..2 {
+            assert!(batches.next_into(&mut batch));
+            hand.train_batch(batch.x.view(), batch_targets(&batch), &mut ws, &mut grads)
+                .expect("trains");
+            opt.step(&mut hand, &grads);
+        }
+    }
+    let trainer = || {
+        Trainer::new(3, 16)
+            .shuffle(false)
+            .steps_per_epoch(2)
+            .progress(false)
+    };
+    let mut fitted = Regressor::<f64>::new(&mut StdRng::seed_from_u64(5));
+    trainer()
+        .fit(&mut fitted, &mut Sgd::new(0.05), &data)
+        .expect("fit runs");
+    assert_eq!(params64(&fitted), params64(&hand));
+
+    /// The same samples as a batch source.
+    struct Rows<'a>(&'a TensorDataset<f64>);
+    impl BatchSource<f64> for Rows<'_> {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn served(&self) -> Vec<ServedArg> {
+            vec![
+                ServedArg::new("x", ServedKind::Float, 2),
+                ServedArg::new("t", ServedKind::Float, 2),
+            ]
+        }
+        fn fill(&self, indices: &[usize], batch: &mut Vec<BatchArray<f64>>) -> kiln::Result<()> {
+            let subset = self.0.subset(indices)?;
+            let values = subset.values().expect("float targets").clone();
+            *batch = vec![
+                BatchArray::Float(subset.features().clone()),
+                BatchArray::Float(values),
+            ];
+            Ok(())
+        }
+    }
+    let mut batched = Regressor::<f64>::new(&mut StdRng::seed_from_u64(5));
+    trainer()
+        .fit_batches(&mut batched, &mut Sgd::new(0.05), &Rows(&data))
+        .expect("fit_batches runs");
+    assert_eq!(params64(&batched), params64(&hand));
+}
+
+fn params64<M: Model<f64>>(model: &M) -> Vec<f64> {
+    let mut all = Vec::new();
+    model.visit_params(&mut |_, view| all.extend(view.iter().copied()));
+    all
+}

@@ -6,4 +6,5 @@
 mod checkpoint;
 mod data_parallel;
 mod fit;
+mod fit_batches;
 mod non_finite;
