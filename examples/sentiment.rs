@@ -19,14 +19,14 @@
 //! the sentences on the command line are classified by the model loaded back from there.
 
 use kiln::ndarray::{Array1, Array2, Axis};
-use kiln::optim::{clip_grad_norm, CosineAnnealing, LrSchedule};
+use kiln::optim::CosineAnnealing;
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
 use kiln::text::{
-    pad_batch, ClassOrder, Column, LabelKind, LabelledText, TextBatch, TextCsvOptions, Tokenizer,
-    Vocab,
+    pad_batch, ClassOrder, Column, LabelKind, LabelledText, TextCsvOptions, Tokenizer, Vocab,
 };
-use kiln::{Adam, Model, Optimizer};
+use kiln::train::Trainer;
+use kiln::Adam;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -56,7 +56,7 @@ kiln::model! {
         let rnn_drop = dropout(rnn, 0.3);
         let logits = linear(rnn_drop, 3);
         output logits;
-        loss cross_entropy(logits, label);
+        loss cross_entropy(logits, label, label_smoothing = 0.1);
     }
 }
 
@@ -213,46 +213,25 @@ pub fn train(config: &Config) -> Result<Outcome, Box<dyn Error>> {
             data.classes().join(", "),
             vocab.len()
         );
-        println!("{}", model.summary());
     }
 
+    // Keras' `fit`: shuffled batches padded to their longest tweet (cut at MAX_LEN), cosine
+    // decay, clipping, and the validation loss and accuracy after every epoch.
     let base_lr = 2e-3;
     let mut optimizer = Adam::new(base_lr);
-    let schedule = CosineAnnealing::new(config.epochs, base_lr / 20.0);
-    let mut workspace = model.workspace();
-    workspace.seed(7);
-    let mut grads = model.zero_grads();
-    let loader = train_set.loader(64).shuffle(1).max_len(MAX_LEN);
-    let mut batch = TextBatch::default();
     let start = Instant::now();
-    for epoch in 0..config.epochs {
-        optimizer.set_learning_rate(schedule.lr(epoch, 0, base_lr));
-        let (mut loss_sum, mut seen) = (0.0, 0);
-        let mut batches = loader.epoch(epoch);
-        while batches.next_into(&mut batch) {
-            let loss = model.loss_and_grad(
-                batch.tokens.view(),
-                batch.lengths.view(),
-                batch.labels.view(),
-                &mut workspace,
-                &mut grads,
-            )?;
-            clip_grad_norm::<f32, SentimentNet<f32>>(&mut grads, 5.0);
-            optimizer.step(&mut model, &grads);
-            loss_sum += f64::from(loss) * batch.labels.len() as f64;
-            seen += batch.labels.len();
-        }
-        if config.verbose {
-            let accuracy = evaluate(&model, &validation)?.accuracy;
-            println!(
-                "epoch {:>2}  loss {:.4}  validation accuracy {:.4}  ({:.0} s)",
-                epoch + 1,
-                loss_sum / seen.max(1) as f64,
-                accuracy,
-                start.elapsed().as_secs_f64()
-            );
-        }
-    }
+    Trainer::new(config.epochs, 64)
+        .shuffle_seed(1)
+        .schedule(CosineAnnealing::new(config.epochs, base_lr / 20.0))
+        .clip_grad_norm(5.0)
+        .validation_batches(&validation.batches().max_len(MAX_LEN))
+        .eval_batch_size(256)
+        .progress(config.verbose)
+        .fit_batches(
+            &mut model,
+            &mut optimizer,
+            &train_set.batches().max_len(MAX_LEN),
+        )?;
     let train_seconds = start.elapsed().as_secs_f64();
 
     let scores = evaluate(&model, &test)?;
