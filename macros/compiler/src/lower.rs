@@ -718,6 +718,13 @@ impl Lowerer {
         if let Some(l) = g.loss {
             live[l] = true;
         }
+        // A statement that failed to compile would have used what it names, and everything
+        // those values are computed from: one mistake is one error, not a cascade.
+        for key in &self.refs_of_failed {
+            if let Some((Some(n), _)) = self.scope.get(key) {
+                live[*n] = true;
+            }
+        }
         for id in (0..g.nodes.len()).rev() {
             if live[id] {
                 for &i in &g.nodes[id].inputs {
@@ -728,10 +735,7 @@ impl Lowerer {
         let mut unused: Vec<(Span, String)> = Vec::new();
         for (key, (node, span)) in &self.scope {
             if let Some(n) = node {
-                if !live[*n]
-                    && !matches!(g.nodes[*n].kind, NodeKind::Input(_))
-                    && !self.refs_of_failed.contains(key)
-                {
+                if !live[*n] && !matches!(g.nodes[*n].kind, NodeKind::Input(_)) {
                     unused.push((*span, key.clone()));
                 }
             }
