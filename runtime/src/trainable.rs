@@ -7,7 +7,7 @@
 //! declaration order (the order `loss_and_grad` takes them); [`Trainable::ARGS`] describes
 //! each, so that a driver can check its data against the model before training.
 
-use crate::{Error, Float, Model, Result};
+use crate::{Error, Float, GradSink, Model, Result};
 use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension};
 use std::fmt;
 
@@ -146,6 +146,28 @@ pub trait Trainable<F: Float>: Model<F> {
         ws: &mut Self::Workspace,
         grads: &mut Self::Grads,
     ) -> Result<F>;
+
+    /// [`Trainable::train_step`], handing every parameter's gradient to `sink` as soon as the
+    /// backward pass has written it for the last time, so that data-parallel training can sum
+    /// the last layers' gradients across ranks while the backward pass goes on (see
+    /// [`Supervised::train_batch_notify`](crate::Supervised::train_batch_notify)). Every
+    /// gradient is reported exactly once per successful call.
+    ///
+    /// The default runs [`Trainable::train_step`] and then reports every gradient.
+    ///
+    /// # Errors
+    /// As [`Trainable::train_step`].
+    fn train_step_notify(
+        &mut self,
+        batch: &[BatchArray<F>],
+        ws: &mut Self::Workspace,
+        grads: &mut Self::Grads,
+        sink: &mut dyn GradSink<F>,
+    ) -> Result<F> {
+        let loss = self.train_step(batch, ws, grads)?;
+        Self::visit_grads_indexed(grads, &mut |i, g| sink.ready(i, g));
+        Ok(loss)
+    }
 
     /// The loss on a batch in inference mode (no gradients, no state updated).
     ///

@@ -563,3 +563,101 @@ fn the_backward_pass_reports_each_final_gradient_once() {
         assert_eq!(after, &results[0].0);
     }
 }
+
+kiln::model! {
+    /// A token tagger: every position gets one of 4 tags.
+    pub struct Tagger {
+        input tokens: [B, T] tokens 30;
+        target tags: [B, T] classes 4;
+        let e = embedding(tokens, 12);
+        let h = tanh(linear(e, 16));
+        let logits = linear(h, 4);
+        output logits;
+        loss cross_entropy(logits, tags);
+    }
+}
+
+/// 43 sequences of 6 tokens, each tagged with its id modulo 4, or 3 where the token before it
+/// is even (something to learn beyond the token itself): a batch source for `fit_batches`.
+struct TaggedSequences;
+
+impl kiln::data::BatchSource<f32> for TaggedSequences {
+    fn len(&self) -> usize {
+        43
+    }
+    fn served(&self) -> Vec<kiln::data::ServedArg> {
+        use kiln::data::{ServedArg, ServedKind};
+        vec![
+            ServedArg::new("tokens", ServedKind::Tokens { vocab: Some(30) }, 2),
+            ServedArg::new("tags", ServedKind::Labels { classes: None }, 2),
+        ]
+    }
+    fn fill(&self, indices: &[usize], batch: &mut Vec<kiln::BatchArray<f32>>) -> Result<()> {
+        let token = |i: usize, t: usize| (i * 11 + t * 5) % 30;
+        let tokens = Array2::from_shape_fn((indices.len(), 6), |(b, t)| token(indices[b], t));
+        let tags = Array2::from_shape_fn((indices.len(), 6), |(b, t)| {
+            if t > 0 && token(indices[b], t - 1) % 2 == 0 {
+                3
+            } else {
+                token(indices[b], t) % 4
+            }
+        });
+        *batch = vec![
+            kiln::BatchArray::Ids(tokens.into_dyn()),
+            kiln::BatchArray::Ids(tags.into_dyn()),
+        ];
+        Ok(())
+    }
+}
+
+/// `fit_batches` across thread ranks follows the run of one process, as `fit` does: each rank
+/// trains on its piece of every batch (the last batch of 3 leaves a rank of four empty). Each
+/// rank's mean loss is weighted by its samples, which is the one process's mean here (every
+/// sequence has 6 counted positions); with an `ignore_index` the ranks' counted positions
+/// differ and the result is DDP's, not one process's (see `Trainer::distributed`).
+#[test]
+fn fit_batches_on_four_thread_ranks_trains_the_model_of_one_process() {
+    let tagger = |seed: u64| Tagger::<f32>::new(&mut StdRng::seed_from_u64(seed));
+    let trainer = |epochs| Trainer::new(epochs, 8).shuffle_seed(2).progress(false);
+    let mut single = tagger(1);
+    let history = trainer(3)
+        .fit_batches(&mut single, &mut Adam::new(1e-2), &TaggedSequences)
+        .expect("fit_batches");
+    let ranks: Vec<(Vec<f32>, Vec<f64>, Option<f64>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = group(4)
+            .into_iter()
+            .map(|comm| {
+                s.spawn(move || {
+                    let mut m = tagger(1 + comm.rank() as u64);
+                    let history = trainer(3)
+                        .distributed(&comm)
+                        .fit_batches(&mut m, &mut Adam::new(1e-2), &TaggedSequences)
+                        .expect("fit_batches on a rank");
+                    let losses = history.epochs.iter().map(|e| e.train_loss).collect();
+                    let accuracy = history.last().and_then(|e| e.train_accuracy);
+                    (params(&m), losses, accuracy)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    let single_losses: Vec<f64> = history.epochs.iter().map(|e| e.train_loss).collect();
+    let expected = history
+        .last()
+        .and_then(|e| e.train_accuracy)
+        .expect("labels give an accuracy");
+    for (weights, losses, accuracy) in &ranks {
+        assert_eq!(weights, &ranks[0].0, "every rank holds the same weights");
+        let diff = max_difference(weights, &params(&single));
+        assert!(diff < 1e-4, "4 ranks vs 1 process: {diff}");
+        for (a, b) in losses.iter().zip(&single_losses) {
+            assert!((a - b).abs() < 1e-5, "{losses:?} vs {single_losses:?}");
+        }
+        // Accuracy over labelled positions, summed across the ranks.
+        assert_eq!(*accuracy, Some(expected));
+    }
+    assert_ne!(params(&single), params(&tagger(1)));
+}

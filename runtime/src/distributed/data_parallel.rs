@@ -3,7 +3,7 @@
 //! backward pass, or bucket by bucket during it), average the non-trainable buffers.
 
 use super::{Communicator, PendingSums};
-use crate::{Error, Float, GradSink, Model, Result, Supervised, TargetView};
+use crate::{BatchArray, Error, Float, GradSink, Model, Result, Supervised, TargetView, Trainable};
 use ndarray::{ArrayViewD, ArrayViewMutD};
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
@@ -282,6 +282,28 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
     {
         self.overlap_backward(grads, local_batch, |grads, sink| {
             model.train_batch_notify(x, y, ws, grads, sink)
+        })
+    }
+
+    /// [`DataParallel::train_batch`] for a [`Trainable`] model: this rank's `local_batch`
+    /// samples as one array per declared input and target (what
+    /// [`Trainer::fit_batches`](crate::train::Trainer::fit_batches) serves each rank).
+    ///
+    /// # Errors
+    /// As [`DataParallel::train_batch`].
+    pub fn train_step(
+        &mut self,
+        model: &mut M,
+        batch: &[BatchArray<F>],
+        ws: &mut <M as Trainable<F>>::Workspace,
+        grads: &mut M::Grads,
+        local_batch: usize,
+    ) -> Result<(Option<F>, usize)>
+    where
+        M: Trainable<F>,
+    {
+        self.overlap_backward(grads, local_batch, |grads, sink| {
+            model.train_step_notify(batch, ws, grads, sink)
         })
     }
 

@@ -187,8 +187,12 @@ where
 }
 
 /// A [`Trainable`] model on a [`BatchSource`].
-pub(super) struct BatchFeed<'l, F: Float, M: Trainable<F>, S: BatchSource<F> + ?Sized> {
+pub(super) struct BatchFeed<'l, 'c, F: Float, M: Trainable<F>, S: BatchSource<F> + ?Sized> {
     pub train_data: &'l S,
+    pub comm: Option<&'c dyn Communicator>,
+    pub data_parallel: Option<DataParallel<'c, F, M>>,
+    /// This rank's samples in the fetched batch.
+    pub local: usize,
     pub validation: Option<&'l dyn BatchSource<F>>,
     pub batch_size: usize,
     pub eval_batch_size: usize,
@@ -295,7 +299,7 @@ fn check_source<F: Float, M: Trainable<F>>(
     Ok(())
 }
 
-impl<F, M, S> Feed<F, M> for BatchFeed<'_, F, M, S>
+impl<F, M, S> Feed<F, M> for BatchFeed<'_, '_, F, M, S>
 where
     F: Float,
     M: Trainable<F>,
@@ -320,7 +324,10 @@ where
         Ok(())
     }
 
-    fn begin(&mut self, _model: &mut M) -> Result<()> {
+    fn begin(&mut self, model: &mut M) -> Result<()> {
+        if let Some(comm) = self.comm {
+            self.data_parallel = Some(DataParallel::new(comm, model)?);
+        }
         Ok(())
     }
 
@@ -348,7 +355,16 @@ where
         let Some(indices) = self.order.as_mut().and_then(IndexBatches::next_indices) else {
             return Ok(false);
         };
-        self.train_data.fill(indices, &mut self.batch)?;
+        // This rank's piece of the global batch, cut as `DataLoader::shard` cuts it: the ranks
+        // together train on the batches of one process.
+        let (rank, ranks) = self.comm.map_or((0, 1), |c| (c.rank(), c.size().max(1)));
+        let n = indices.len();
+        let piece = &indices[n * rank / ranks..n * (rank + 1) / ranks];
+        self.local = piece.len();
+        // An empty piece runs no pass (the rank only joins the gradient sum): nothing to fill.
+        if !piece.is_empty() {
+            self.train_data.fill(piece, &mut self.batch)?;
+        }
         Ok(true)
     }
 
@@ -358,16 +374,29 @@ where
         ws: &mut Self::Workspace,
         grads: &mut M::Grads,
     ) -> Result<Trained<F>> {
-        let loss = model.train_step(&self.batch, ws, grads)?;
+        let loss = match &mut self.data_parallel {
+            Some(dp) => dp.train_step(model, &self.batch, ws, grads, self.local)?.0,
+            None => Some(model.train_step(&self.batch, ws, grads)?),
+        };
+        let correct_of = match loss {
+            Some(_) => batch_accuracy::<F, M>(&self.batch, ws)?,
+            None => None,
+        };
         Ok(Trained {
-            loss: Some(loss),
-            samples: self.batch.first().map_or(0, BatchArray::samples),
-            correct_of: batch_accuracy::<F, M>(&self.batch, ws)?,
+            loss,
+            samples: self.local,
+            correct_of,
         })
     }
 
-    fn end_epoch(&mut self, _model: &mut M, acc: MetricsAccumulator) -> Result<MetricsAccumulator> {
-        Ok(acc)
+    fn end_epoch(&mut self, model: &mut M, acc: MetricsAccumulator) -> Result<MetricsAccumulator> {
+        match &mut self.data_parallel {
+            Some(dp) => {
+                dp.average_buffers(model)?;
+                Ok(MetricsAccumulator::from_sums(dp.sum_f64(acc.to_sums())?))
+            }
+            None => Ok(acc),
+        }
     }
 
     fn evaluate(&mut self, model: &M) -> Result<Option<Metrics>> {

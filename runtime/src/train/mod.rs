@@ -354,7 +354,12 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// ([`DataLoader::shard`]) and the gradients are summed across ranks before the step, so
     /// the model follows the run of one process (up to f32 rounding, and except for batch
     /// normalisation, which normalises each piece by its own statistics), whatever the number
-    /// of ranks. Rank 0's weights are broadcast at the start; batch-norm running statistics
+    /// of ranks. With [`Trainer::fit_batches`] a loss averaged over positions follows one
+    /// process too where every rank counts as many positions per sample; where they count
+    /// different numbers (an `ignore_index`, texts padded to each piece's longest), each
+    /// rank's mean is weighted by its samples, as PyTorch's `DistributedDataParallel` averages
+    /// the ranks' means, which differs slightly from one process's mean over all positions.
+    /// Rank 0's weights are broadcast at the start; batch-norm running statistics
     /// are averaged and the metrics summed across ranks at the end of every epoch; only
     /// rank 0 prints progress and writes checkpoints and plots. When resuming, every rank
     /// reads the checkpoint (a shared file system or a copy per host), and the number of
@@ -429,7 +434,8 @@ impl<'a, F: Float> Trainer<'a, F> {
         if self.validation_batches.is_some() {
             return Err(Error::Data {
                 what: "Trainer",
-                problem: "validation_batches gives a BatchSource, which fit_batches takes;                           `fit` validates on a Dataset: give it with .validation(..)"
+                problem: "validation_batches gives a BatchSource, which fit_batches takes; \
+                          `fit` validates on a Dataset: give it with .validation(..)"
                     .to_string(),
             });
         }
@@ -460,8 +466,9 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// Trains a model of any inputs and targets (token ids, sequence lengths, a label per
     /// position) on batches from a [`BatchSource`], with everything [`Trainer::fit`] does:
     /// shuffling, schedules, clipping, validation (from
-    /// [`Trainer::validation_batches`]), early stopping, checkpoints and resuming, progress
-    /// and plots. Every model that declares a `loss` is [`Trainable`].
+    /// [`Trainer::validation_batches`]), early stopping, checkpoints and resuming, progress,
+    /// plots and [data parallelism](Trainer::distributed) (each rank trains on its piece of
+    /// every batch). Every model that declares a `loss` is [`Trainable`].
     ///
     /// Accuracy is reported for models with one class-label target whose first output has
     /// one class axis more than the labels (`[B, C]` for `[B]` labels, `[B, T, C]` for
@@ -492,8 +499,8 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// # Errors
     /// - [`Error::Data`] before training if the data's arrays do not match the model's
     ///   declared inputs and targets (their number, order, kinds and ranks), if the training
-    ///   data is empty, or with [`Trainer::distributed`] (not supported here yet) or
-    ///   [`Trainer::validation`] (give [`Trainer::validation_batches`]);
+    ///   data is empty, or with [`Trainer::validation`] (give
+    ///   [`Trainer::validation_batches`]);
     /// - otherwise as [`Trainer::fit`].
     pub fn fit_batches<M, O, S>(
         &self,
@@ -506,22 +513,19 @@ impl<'a, F: Float> Trainer<'a, F> {
         O: StatefulOptimizer<F>,
         S: BatchSource<F> + ?Sized,
     {
-        if self.distributed.is_some() {
-            return Err(Error::Data {
-                what: "Trainer",
-                problem: "fit_batches does not train data-parallel yet: use `fit` (models with                           one float input) or a plain loop over `DataParallel`"
-                    .to_string(),
-            });
-        }
         if self.validation.is_some() {
             return Err(Error::Data {
                 what: "Trainer",
-                problem: "validation gives a Dataset, which `fit` takes; fit_batches validates                           on a BatchSource: give it with .validation_batches(..)"
+                problem: "validation gives a Dataset, which `fit` takes; fit_batches validates \
+                          on a BatchSource: give it with .validation_batches(..)"
                     .to_string(),
             });
         }
         let mut feed = BatchFeed::<F, M, S> {
             train_data: train,
+            comm: self.distributed,
+            data_parallel: None,
+            local: 0,
             validation: self.validation_batches,
             batch_size: self.batch_size.max(1),
             eval_batch_size: self.eval_batch_size.unwrap_or(self.batch_size).max(1),

@@ -73,6 +73,18 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             }
 
             #[allow(non_snake_case)]
+            fn train_step_notify(
+                &mut self,
+                batch: &[::kiln::BatchArray<F>],
+                ws: &mut #ws<F>,
+                grads: &mut Self::Grads,
+                sink: &mut dyn ::kiln::GradSink<F>,
+            ) -> ::kiln::Result<F> {
+                #(#views)*
+                self.loss_and_grad_notify(#(#names,)* ws, grads, Some(sink))
+            }
+
+            #[allow(non_snake_case)]
             fn eval_step(
                 &self,
                 batch: &[::kiln::BatchArray<F>],
