@@ -8,7 +8,7 @@ use kiln::optim::{CosineAnnealing, LinearWarmup};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
 use kiln::text::{read_tsv, LabelledText, TokenStream, Tokenizer, Vocab};
-use kiln::train::{count_correct_positions, Checkpoint, Trainer};
+use kiln::train::{count_correct_positions, evaluate_batches, Checkpoint, Trainer};
 use kiln::{AdamW, BatchArray, Model, Result, Trainable};
 use std::path::PathBuf;
 
@@ -153,6 +153,10 @@ fn char_gpt_learns_austen_with_fit_batches() {
         (val_accuracy - correct as f64 / counted as f64).abs() < 1e-12,
         "{val_accuracy} against {correct}/{counted}"
     );
+    // `evaluate_batches` gives what the trainer reported.
+    let metrics = evaluate_batches(&model, &windows, 64).expect("evaluates");
+    assert_eq!(Some(metrics.loss), last.val_loss);
+    assert_eq!(metrics.accuracy, Some(val_accuracy));
     // 0.31 when written; the most frequent character (the space) alone is right about 0.17 of
     // the time.
     assert!(val_accuracy > 0.28, "{val_accuracy}");
@@ -285,4 +289,73 @@ fn data_that_does_not_fit_the_model_is_refused_before_training() {
         .expect("trains");
     assert_eq!(history.len(), 1);
     assert_ne!(params(&model), before);
+}
+
+kiln::model! {
+    /// Labels every pixel of an 8×8 digit: background, or the digit's class.
+    pub struct PixelTagger {
+        input image: [B, 1, 8, 8];
+        target mask: [B, 8, 8] classes 11;
+        let c1 = relu(conv2d(image, 16, kernel = 3, padding = 1));
+        let c2 = relu(conv2d(c1, 32, kernel = 3, stride = 2, padding = 1));
+        let c3 = relu(conv2d(c2, 64, kernel = 3, stride = 2, padding = 1));
+        let pooled = adaptive_avg_pool2d(c3, 1);
+        let context = upsample(pooled, scale = 8);
+        let both = concat(c1, context, axis = 1);
+        let logits = conv2d(both, 11, kernel = 1);
+        output logits;
+        loss cross_entropy(logits, mask);
+    }
+}
+
+/// The bundled digits as images and per-pixel masks: 0 where a pixel is below half
+/// intensity, else 1 + the digit.
+fn digit_masks(data: &kiln::data::TensorDataset<f32>) -> ndarray::Array3<usize> {
+    let images = data.features();
+    let labels = data.labels().expect("digits have labels");
+    ndarray::Array3::from_shape_fn((labels.len(), 8, 8), |(i, h, w)| {
+        if images[[i, 0, h, w]] >= 0.5 {
+            1 + labels[i]
+        } else {
+            0
+        }
+    })
+}
+
+/// `ArrayBatches`: whole arrays as batches, for a model with a label per pixel (which
+/// `Trainer::fit`'s per-sample targets cannot take). The accuracy is per pixel, from scores
+/// whose class axis is the second.
+#[test]
+fn pixel_labels_from_arrays_train_with_fit_batches() {
+    let digits = data::digits::<f32>().expect("bundled");
+    let (train, test) = data::stratified_split(&digits, 0.2, 3);
+    let source = |set: &kiln::data::TensorDataset<f32>| {
+        let images = set
+            .features()
+            .clone()
+            .into_dimensionality::<ndarray::Ix4>()
+            .expect("[N, 1, 8, 8]");
+        data::ArrayBatches::new()
+            .floats("image", images)
+            .and_then(|a| a.labels("mask", digit_masks(set), 11))
+            .expect("same sample count")
+    };
+    let (train_set, test_set) = (source(&train), source(&test));
+    let mut model = PixelTagger::<f32>::new(&mut StdRng::seed_from_u64(4));
+    let history = Trainer::new(6, 32)
+        .validation_batches(&test_set)
+        .progress(false)
+        .fit_batches(&mut model, &mut kiln::Adam::new(5e-3), &train_set)
+        .expect("trains");
+    println!("{history}");
+    let metrics = evaluate_batches(&model, &test_set, 128).expect("evaluates");
+    // Labelling every pixel background scores the background's share; which digit a stroke
+    // belongs to needs the whole image (the pooled context). 0.961 when written.
+    let masks = digit_masks(&test);
+    let background = masks.iter().filter(|&&m| m == 0).count() as f64 / masks.len() as f64;
+    let accuracy = metrics.accuracy.expect("pixel labels give an accuracy");
+    println!("pixel accuracy {accuracy:.4}; all background {background:.4}");
+    assert!(background < 0.75, "{background}");
+    assert!(accuracy > 0.92, "pixel accuracy {accuracy}\n{history}");
+    assert_eq!(history.last().and_then(|e| e.val_accuracy), Some(accuracy));
 }

@@ -139,23 +139,63 @@ pub fn set_ids<F>(
     shape: &[usize],
     write: impl FnOnce(&mut ArrayD<usize>),
 ) {
+    set_slot(
+        batch,
+        index,
+        shape,
+        write,
+        BatchArray::Ids,
+        |slot| match slot {
+            BatchArray::Ids(a) => Some(a),
+            BatchArray::Float(_) => None,
+        },
+    );
+}
+
+/// [`set_ids`] for a float array.
+pub fn set_floats<F: Float>(
+    batch: &mut Vec<BatchArray<F>>,
+    index: usize,
+    shape: &[usize],
+    write: impl FnOnce(&mut ArrayD<F>),
+) {
+    set_slot(
+        batch,
+        index,
+        shape,
+        write,
+        BatchArray::Float,
+        |slot| match slot {
+            BatchArray::Float(a) => Some(a),
+            BatchArray::Ids(_) => None,
+        },
+    );
+}
+
+/// Slot `index` of `batch` as an array of `T` (its old buffer if `unwrap` finds one) of
+/// `shape`, filled by `write` and stored back through `wrap`.
+fn set_slot<F, T: Clone + Default>(
+    batch: &mut Vec<BatchArray<F>>,
+    index: usize,
+    shape: &[usize],
+    write: impl FnOnce(&mut ArrayD<T>),
+    wrap: fn(ArrayD<T>) -> BatchArray<F>,
+    unwrap: fn(BatchArray<F>) -> Option<ArrayD<T>>,
+) {
     while batch.len() <= index {
         batch.push(BatchArray::Ids(ArrayD::zeros(IxDyn(&[0]))));
     }
     let len: usize = shape.iter().product();
     let empty = BatchArray::Ids(ArrayD::zeros(IxDyn(&[0])));
-    let buffer = match std::mem::replace(&mut batch[index], empty) {
-        BatchArray::Ids(a) => {
-            let (mut v, _) = a.into_raw_vec_and_offset();
-            v.resize(len, 0);
-            v
-        }
-        BatchArray::Float(_) => vec![0; len],
+    let mut buffer = match unwrap(std::mem::replace(&mut batch[index], empty)) {
+        Some(a) => a.into_raw_vec_and_offset().0,
+        None => Vec::new(),
     };
+    buffer.resize(len, T::default());
     let mut array = ArrayD::from_shape_vec(IxDyn(shape), buffer)
-        .unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape)));
+        .unwrap_or_else(|_| ArrayD::from_elem(IxDyn(shape), T::default()));
     write(&mut array);
-    batch[index] = BatchArray::Ids(array);
+    batch[index] = wrap(array);
 }
 
 /// The batches of one epoch over `len` samples: index lists of `batch_size`, in order or

@@ -34,6 +34,7 @@
 
 use crate::Float;
 
+mod arrays;
 mod batches;
 mod bundled;
 pub mod csv;
@@ -43,8 +44,9 @@ pub(crate) mod loader;
 pub(crate) mod source;
 mod transform;
 
+pub use arrays::ArrayBatches;
 pub(crate) use batches::IndexBatches;
-pub use batches::{set_ids, BatchSource, ServedArg, ServedKind};
+pub use batches::{set_floats, set_ids, BatchSource, ServedArg, ServedKind};
 pub use bundled::{digits, iris};
 pub use csv::{read_csv, read_csv_str, CsvOptions};
 pub use dataset::TensorDataset;

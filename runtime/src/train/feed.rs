@@ -3,7 +3,9 @@
 //! [`BatchSource`] ([`BatchFeed`], `Trainer::fit_batches`). The loop itself (schedules,
 //! clipping, early stopping, checkpoints, progress) is written once against [`Feed`].
 
-use super::metrics::{batch_targets, count_correct, count_correct_positions, evaluate_with};
+use super::metrics::{
+    batch_accuracy, batch_targets, count_correct, evaluate_batches_with, evaluate_with,
+};
 use super::{check_compatible, Metrics, MetricsAccumulator};
 use crate::data::{Batch, BatchSource, DataLoader, Dataset, Epoch, IndexBatches, ServedKind};
 use crate::distributed::{Communicator, DataParallel};
@@ -204,38 +206,6 @@ pub(super) struct BatchFeed<'l, 'c, F: Float, M: Trainable<F>, S: BatchSource<F>
     pub eval_ws: Option<M::Workspace>,
 }
 
-/// Where a model's accuracy comes from: its one class-label target (index in the batch) and
-/// the label the loss ignores.
-fn label_target(args: &[crate::ArgSpec]) -> Option<(usize, Option<usize>)> {
-    let mut labels = args.iter().enumerate().filter_map(|(i, a)| match a.kind {
-        ArgKind::Labels { ignored, .. } if a.target => Some((i, ignored)),
-        _ => None,
-    });
-    match (labels.next(), labels.next()) {
-        (Some(found), None) => Some(found),
-        _ => None,
-    }
-}
-
-/// Correct and counted labelled positions of the last batch run with `ws`, when the model
-/// has one class-label target and an output with one class axis more.
-fn batch_accuracy<F: Float, M: Trainable<F>>(
-    batch: &[BatchArray<F>],
-    ws: &M::Workspace,
-) -> Result<Option<(usize, usize)>> {
-    let Some((index, ignored)) = label_target(M::ARGS) else {
-        return Ok(None);
-    };
-    let Some(BatchArray::Ids(labels)) = batch.get(index) else {
-        return Ok(None);
-    };
-    let output = M::last_output(ws)?;
-    if output.ndim() != labels.ndim() + 1 {
-        return Ok(None);
-    }
-    count_correct_positions(output, labels.view(), ignored).map(Some)
-}
-
 /// Checks that `source` serves what `M` takes, naming the first difference.
 fn check_source<F: Float, M: Trainable<F>>(
     source: &(impl BatchSource<F> + ?Sized),
@@ -404,15 +374,7 @@ where
             return Ok(None);
         };
         let ws = self.eval_ws.get_or_insert_with(Default::default);
-        let mut order = IndexBatches::new(val.len(), self.eval_batch_size, false, None, 0, None);
-        let mut acc = MetricsAccumulator::default();
-        while let Some(indices) = order.next_indices() {
-            val.fill(indices, &mut self.batch)?;
-            let loss = model.eval_step(&self.batch, ws)?;
-            let correct_of = batch_accuracy::<F, M>(&self.batch, ws)?;
-            acc.add_positions(loss.to_f64(), indices.len(), correct_of);
-        }
-        Ok(Some(acc.metrics()))
+        evaluate_batches_with(model, val, self.eval_batch_size, ws, &mut self.batch).map(Some)
     }
 
     fn reseed(ws: &mut Self::Workspace, seed: u64) {

@@ -1,7 +1,8 @@
 //! Metrics: classification accuracy from a model's output rows, and the loss and accuracy of a
 //! model over a whole data set ([`evaluate`]).
 
-use crate::data::{Batch, DataLoader, Dataset};
+use crate::data::{Batch, BatchSource, DataLoader, Dataset, IndexBatches};
+use crate::trainable::{ArgKind, BatchArray, Trainable};
 use crate::{Error, Float, Result, Supervised, TargetView};
 use ndarray::{ArrayView1, ArrayViewD};
 
@@ -310,6 +311,101 @@ where
         acc.add(loss.to_f64(), batch.len(), correct);
     }
     Ok(acc.metrics())
+}
+
+/// The loss and (for a model with one class-label target) the accuracy over labelled
+/// positions of `model` on all of `data`, in batches of `batch_size` (at least 1), in
+/// inference mode: [`evaluate`] for a [`Trainable`] model on a [`BatchSource`], as
+/// [`Trainer::fit_batches`](super::Trainer::fit_batches) validates.
+///
+/// # Errors
+/// The source's errors, and the model's for a batch (an array of the wrong kind or shape, an
+/// id out of range).
+///
+/// ```no_run
+/// # fn demo<M: kiln_runtime::Trainable<f32>>(model: &M, test: &kiln_runtime::text::EncodedText) -> kiln_runtime::Result<()> {
+/// let metrics = kiln_runtime::train::evaluate_batches(model, &test.batches(), 256)?;
+/// println!("test loss {:.4}, accuracy {:.3}", metrics.loss, metrics.accuracy.unwrap_or(f64::NAN));
+/// # Ok(())
+/// # }
+/// ```
+pub fn evaluate_batches<F, M, S>(model: &M, data: &S, batch_size: usize) -> Result<Metrics>
+where
+    F: Float,
+    M: Trainable<F>,
+    S: BatchSource<F> + ?Sized,
+{
+    let mut ws = <M as Trainable<F>>::Workspace::default();
+    evaluate_batches_with(model, data, batch_size, &mut ws, &mut Vec::new())
+}
+
+/// [`evaluate_batches`] with a workspace and a batch buffer kept by the caller, so that
+/// evaluating every epoch allocates nothing once they have grown.
+///
+/// # Errors
+/// As [`evaluate_batches`].
+pub fn evaluate_batches_with<F, M, S>(
+    model: &M,
+    data: &S,
+    batch_size: usize,
+    ws: &mut <M as Trainable<F>>::Workspace,
+    batch: &mut Vec<BatchArray<F>>,
+) -> Result<Metrics>
+where
+    F: Float,
+    M: Trainable<F>,
+    S: BatchSource<F> + ?Sized,
+{
+    let mut order = IndexBatches::new(data.len(), batch_size.max(1), false, None, 0, None);
+    let mut acc = MetricsAccumulator::default();
+    while let Some(indices) = order.next_indices() {
+        data.fill(indices, batch)?;
+        let loss = model.eval_step(batch, ws)?;
+        let correct_of = batch_accuracy::<F, M>(batch, ws)?;
+        acc.add_positions(loss.to_f64(), indices.len(), correct_of);
+    }
+    Ok(acc.metrics())
+}
+
+/// Where a model's accuracy comes from: its one class-label target (index in the batch), its
+/// class count and the label the loss ignores.
+pub(crate) fn label_target(args: &[crate::ArgSpec]) -> Option<(usize, usize, Option<usize>)> {
+    let mut labels = args.iter().enumerate().filter_map(|(i, a)| match a.kind {
+        ArgKind::Labels { classes, ignored } if a.target => Some((i, classes, ignored)),
+        _ => None,
+    });
+    match (labels.next(), labels.next()) {
+        (Some(found), None) => Some(found),
+        _ => None,
+    }
+}
+
+/// Correct and counted labelled positions of the last batch run with `ws`, when the model
+/// has one class-label target and its first output holds the class scores of every label
+/// (the labels' shape with an axis of the classes added, last or second); `None` otherwise,
+/// so that a model whose first output is something else trains without an accuracy.
+pub(crate) fn batch_accuracy<F: Float, M: Trainable<F>>(
+    batch: &[BatchArray<F>],
+    ws: &M::Workspace,
+) -> Result<Option<(usize, usize)>> {
+    let Some((index, classes, ignored)) = label_target(M::ARGS) else {
+        return Ok(None);
+    };
+    let Some(BatchArray::Ids(labels)) = batch.get(index) else {
+        return Ok(None);
+    };
+    let output = M::last_output(ws)?;
+    let (out, lab) = (output.shape(), labels.shape());
+    let last = out.len() == lab.len() + 1 && out[..lab.len()] == *lab && out[lab.len()] == classes;
+    let second = out.len() == lab.len() + 1
+        && lab.len() >= 2
+        && out[0] == lab[0]
+        && out[1] == classes
+        && out[2..] == lab[1..];
+    if !(last || second) {
+        return Ok(None);
+    }
+    count_correct_positions(output, labels.view(), ignored).map(Some)
 }
 
 #[cfg(test)]

@@ -86,8 +86,8 @@ pub use checkpoint::{Checkpoint, Weights};
 pub use early_stopping::{EarlyStopping, Verdict};
 pub use history::{EpochRecord, History};
 pub use metrics::{
-    accuracy, batch_targets, count_correct, count_correct_positions, evaluate, evaluate_with,
-    Metrics, MetricsAccumulator,
+    accuracy, batch_targets, count_correct, count_correct_positions, evaluate, evaluate_batches,
+    evaluate_batches_with, evaluate_with, Metrics, MetricsAccumulator,
 };
 pub use state::{OptimizerState, StatefulOptimizer};
 
