@@ -256,6 +256,32 @@ fn expect_semi(input: ParseStream, start: Cursor) -> syn::Result<()> {
         });
         cursor = next;
     }
+    // `x.relu()`: PyTorch's method style, where kiln's ops are functions of their inputs.
+    if let Some((TokenTree::Punct(dot), after)) = end.token_tree() {
+        if dot.as_char() == '.' {
+            if let Some((TokenTree::Ident(method), after)) = after.token_tree() {
+                if let Some((TokenTree::Group(args), _)) = after.token_tree() {
+                    if let (Delimiter::Parenthesis, Some(receiver)) =
+                        (args.delimiter(), let_expression(start, end))
+                    {
+                        let inner = args.stream().to_string();
+                        let written = format!("{receiver}.{method}({inner})");
+                        // PyTorch's `dim` is kiln's `axis` (see `ops::pytorch_name`).
+                        let inner = inner.replace("dim =", "axis =");
+                        let call = if inner.is_empty() {
+                            format!("{method}({receiver})")
+                        } else {
+                            format!("{method}({receiver}, {inner})")
+                        };
+                        return Err(syn::Error::new(
+                            dot.span(),
+                            format!("kiln's ops are functions of their inputs, not methods: write `{call}` instead of `{written}`"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
     let found = match end.token_tree() {
         Some((TokenTree::Group(g), _)) => match g.delimiter() {
             Delimiter::Parenthesis => "`(`".to_string(),
@@ -270,6 +296,37 @@ fn expect_semi(input: ParseStream, start: Cursor) -> syn::Result<()> {
         last.unwrap_or_else(|| input.span()),
         format!("expected `;` at the end of this statement, found {found}"),
     ))
+}
+
+/// The expression of a `let` statement from `start` (which holds `let name =`) up to `end`, as
+/// written: the receiver of a method call that ends there. `None` for another statement.
+fn let_expression(start: Cursor, end: Cursor) -> Option<String> {
+    let mut tokens = Vec::new();
+    let mut cursor = start;
+    while cursor != end {
+        let Some((tt, next)) = cursor.token_tree() else {
+            break;
+        };
+        tokens.push(tt);
+        cursor = next;
+    }
+    // `let name = expr`: the expression follows the `=`.
+    let eq = tokens
+        .iter()
+        .position(|t| matches!(t, TokenTree::Punct(p) if p.as_char() == '='))?;
+    let expr = &tokens[eq + 1..];
+    // As written: a space only between two words (`linear(x, 32)`, not `linear (x, 32)`).
+    let mut text = String::new();
+    let mut after_word = false;
+    for tt in expr {
+        let word = matches!(tt, TokenTree::Ident(_) | TokenTree::Literal(_));
+        if word && after_word {
+            text.push(' ');
+        }
+        text.push_str(&tt.to_string());
+        after_word = word;
+    }
+    (!text.is_empty()).then_some(text)
 }
 
 /// `tokens 5000` or `lengths T` after an input's shape, if present.

@@ -671,9 +671,14 @@ impl<'a> CallArgs<'a> {
             let message = if self.asked.is_empty() {
                 format!("`{name}` takes no options: write `{}`", self.usage)
             } else {
-                let hint = closest(&k, self.asked.iter().copied())
-                    .map(|c| format!("did you mean `{c}`? "))
-                    .unwrap_or_default();
+                let hint = match pytorch_name(&k).filter(|ours| self.asked.contains(ours)) {
+                    Some(ours) => {
+                        format!("PyTorch's `{k}` is `{ours}` here: write `{ours} = ..`. ")
+                    }
+                    None => closest(&k, self.asked.iter().copied())
+                        .map(|c| format!("did you mean `{c}`? "))
+                        .unwrap_or_default(),
+                };
                 format!(
                     "unknown option `{k}` for `{name}`: {hint}(options: {})",
                     self.asked.join(", ")
@@ -683,6 +688,18 @@ impl<'a> CallArgs<'a> {
         }
         errors.map_or(Ok(()), Err)
     }
+}
+
+/// kiln's name for an option PyTorch spells `torch_name`, where they differ.
+fn pytorch_name(torch_name: &str) -> Option<&'static str> {
+    Some(match torch_name {
+        "dim" => "axis",
+        "kernel_size" => "kernel",
+        "num_heads" => "heads",
+        "num_layers" => "layers",
+        "scale_factor" => "scale",
+        _ => return None,
+    })
 }
 
 fn push_error(errors: &mut Option<syn::Error>, e: syn::Error) {
