@@ -464,9 +464,12 @@ impl Lowerer {
         }
         let Some(spec) = ops::lookup(&name) else {
             // A close match is the fix; only without one is the whole list worth reading.
-            let message = match ops::closest(&name, ops::names()) {
-                Some(c) => format!("unknown op `{name}`: did you mean `{c}`?"),
-                None => {
+            let message = match (ops::pytorch_op(&name), ops::closest(&name, ops::names())) {
+                (Some(ours), _) => {
+                    format!("unknown op `{name}`: PyTorch's `{name}` is `{ours}` here")
+                }
+                (None, Some(c)) => format!("unknown op `{name}`: did you mean `{c}`?"),
+                (None, None) => {
                     let mut all: Vec<&str> = ops::names().collect();
                     all.sort_unstable();
                     format!("unknown op `{name}`: the ops are {}", all.join(", "))

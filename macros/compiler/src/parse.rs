@@ -266,6 +266,13 @@ fn expect_semi(input: ParseStream, start: Cursor) -> syn::Result<()> {
                     {
                         let inner = args.stream().to_string();
                         let written = format!("{receiver}.{method}({inner})");
+                        // `F.relu(x)`, `torch.relu(x)`: a module path, not a receiver.
+                        if ["F", "torch", "nn", "functional"].contains(&receiver.as_str()) {
+                            return Err(syn::Error::new(
+                                dot.span(),
+                                format!("kiln's ops need no module: write `{method}({inner})` instead of `{written}`"),
+                            ));
+                        }
                         // PyTorch's `dim` is kiln's `axis` (see `ops::pytorch_name`).
                         let inner = inner.replace("dim =", "axis =");
                         let call = if inner.is_empty() {

@@ -521,6 +521,13 @@ impl<'a> CallArgs<'a> {
         match self.option(key) {
             None => Ok(default),
             Some(ast::Expr::Bool(b, _)) => Ok(*b),
+            Some(ast::Expr::Var(name)) if name == "True" || name == "False" => {
+                let rust = name.to_string().to_lowercase();
+                Err(syn::Error::new(
+                    name.span(),
+                    format!("`{key} = {name}` is Python's spelling: write `{key} = {rust}`"),
+                ))
+            }
             Some(other) => {
                 let got = match other {
                     ast::Expr::Int(..) | ast::Expr::Float(..) => "a number",
@@ -671,11 +678,15 @@ impl<'a> CallArgs<'a> {
             let message = if self.asked.is_empty() {
                 format!("`{name}` takes no options: write `{}`", self.usage)
             } else {
-                let hint = match pytorch_name(&k).filter(|ours| self.asked.contains(ours)) {
-                    Some(ours) => {
+                let hint = match (
+                    pytorch_name(&k).filter(|ours| self.asked.contains(ours)),
+                    pytorch_default(&k),
+                ) {
+                    (Some(ours), _) => {
                         format!("PyTorch's `{k}` is `{ours}` here: write `{ours} = ..`. ")
                     }
-                    None => closest(&k, self.asked.iter().copied())
+                    (None, Some(why)) => format!("{why}: leave `{k}` out. "),
+                    (None, None) => closest(&k, self.asked.iter().copied())
                         .map(|c| format!("did you mean `{c}`? "))
                         .unwrap_or_default(),
                 };
@@ -698,6 +709,31 @@ fn pytorch_name(torch_name: &str) -> Option<&'static str> {
         "num_heads" => "heads",
         "num_layers" => "layers",
         "scale_factor" => "scale",
+        _ => return None,
+    })
+}
+
+/// Why a PyTorch option kiln does not take is not needed, for the options whose setting kiln
+/// always has.
+fn pytorch_default(torch_name: &str) -> Option<&'static str> {
+    Some(match torch_name {
+        "batch_first" => "kiln's sequences are always batch-first, `[B, T, F]`",
+        "inplace" => "kiln's ops write their own outputs (and reuse buffers where it is safe)",
+        _ => return None,
+    })
+}
+
+/// kiln's name for an op PyTorch (or `torch.nn.functional`) spells `torch_name`, where they
+/// differ.
+pub fn pytorch_op(torch_name: &str) -> Option<&'static str> {
+    Some(match torch_name {
+        "mse_loss" => "mse",
+        "binary_cross_entropy_with_logits" => "bce_with_logits",
+        "cat" => "concat",
+        "view" => "reshape",
+        "interpolate" => "upsample",
+        "bmm" | "mm" => "matmul",
+        "swish" => "silu",
         _ => return None,
     })
 }
