@@ -324,6 +324,16 @@ impl OnnxCx<'_> {
     pub fn rank(&self, i: usize) -> usize {
         self.input_infos[i].shape.rank()
     }
+
+    /// A `[len]` vector of `value`, as one element expanded by the graph (`Expand`): a
+    /// channel count is only as large as the model declares it, and the constant is never
+    /// materialised here or in the file.
+    pub fn filled(&mut self, what: &str, len: usize, value: f64) -> Result<String, String> {
+        let len = i64::try_from(len).map_err(|_| format!("{len} elements is too many for ONNX"))?;
+        let one = self.b.floats(what, vec![1], vec![value]);
+        let shape = self.b.ints("shape", vec![len]);
+        Ok(self.op("Expand", vec![one, shape], what, vec![]))
+    }
 }
 
 /// The message for an op with no ONNX form.

@@ -189,7 +189,7 @@ impl Kernel for Norm {
                 ins.push(cx.param(0));
             } else {
                 let c = self.features(&cx.input_infos[0]);
-                ins.push(cx.b.floats("ones", vec![c], vec![1.0; c]));
+                ins.push(cx.filled("ones", c, 1.0)?);
             }
             if self.bias {
                 ins.push(cx.param(1));
