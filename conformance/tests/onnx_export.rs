@@ -187,7 +187,9 @@ kiln::model! {
         let over_time = softmax(n, axis = 1);
         let log_over_time = log_softmax(h, axis = -2);
         let ng = group_norm(h, groups = 1, eps = 1e-3);
-        output f, total, avg, top, over_time, log_over_time, ng;
+        let inst = instance_norm(h);
+        let plain = group_norm(h, groups = 5, affine = false);
+        output f, total, avg, top, over_time, log_over_time, ng, inst, plain;
     }
 }
 
@@ -202,7 +204,7 @@ fn tensor_ops_and_layer_norm_match() {
         }
     });
     let x = random(&mut rng, &[2, 5, 6]);
-    let (f, t, a, m, s, ls, ng) = model
+    let (f, t, a, m, s, ls, ng, inst, plain) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
@@ -217,6 +219,8 @@ fn tensor_ops_and_layer_norm_match() {
             dyn_f(s),
             dyn_f(ls),
             dyn_f(ng),
+            dyn_f(inst),
+            dyn_f(plain),
         ],
     );
 }

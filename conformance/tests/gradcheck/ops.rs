@@ -667,6 +667,100 @@ fn group_norm_on_images_sequences_and_features() {
 }
 
 kiln::model! {
+    /// Instance norms (without and with the affine map) and a group norm without it, on
+    /// [B, C, H, W] and [B, C, L] (L symbolic): the gradients reach the layers before them
+    /// through the normalisation alone.
+    struct InstanceNorms {
+        input x: [B, 2, 4, 3];
+        input s: [B, L, 3];
+        target t: [B, 3];
+        let c = conv2d(x, 4, kernel = 1);
+        let i1 = instance_norm(c);
+        let i2 = instance_norm(tanh(i1) * c, affine = true, eps = 1e-3);
+        let p = transpose(linear(s, 4), 1, 2);
+        let q1 = group_norm(p, groups = 2, affine = false);
+        let q2 = instance_norm(tanh(q1) + p);
+        let f = concat(flatten(adaptive_avg_pool2d(i2 * i1, 1)), mean(q2 * q1, axis = 2), axis = 1);
+        let pred = linear(f, 3);
+        output pred, i1, q1;
+        loss mse(pred, t);
+    }
+}
+
+#[test]
+fn instance_norm_and_group_norm_without_affine_map() {
+    use kiln::Model;
+    let mut rng = StdRng::seed_from_u64(29);
+    let mut model = InstanceNorms::<f64>::new(&mut rng);
+    model.visit_params_mut(&mut |name, mut p| {
+        if name.starts_with("i2.") {
+            let range = if name.ends_with("weight") {
+                0.5..1.5
+            } else {
+                -0.5..0.5
+            };
+            p.iter_mut()
+                .for_each(|v| *v = rng.random_range(range.clone()));
+        }
+    });
+    // Only `i2` (and the convolution and the linear layers) hold parameters.
+    let mut names = Vec::new();
+    model.visit_params(&mut |name, _| names.push(name));
+    assert_eq!(
+        names,
+        [
+            "c.weight",
+            "c.bias",
+            "i2.weight",
+            "i2.bias",
+            "p.weight",
+            "p.bias",
+            "pred.weight",
+            "pred.bias"
+        ]
+    );
+    let x = random(&mut rng, (3, 2, 4, 3), -2.0, 2.0);
+    let s = random(&mut rng, (3, 5, 3), -2.0, 2.0);
+    let t = random(&mut rng, (3, 3), -1.0, 1.0);
+    let (_, i1, q1) = model.forward(x.view(), s.view()).unwrap();
+    // Each (sample, channel) of `i1` has mean 0 and variance 1 (up to eps); each (sample,
+    // pair of channels) of `q1` mean 0.
+    for sample in i1.outer_iter() {
+        for channel in sample.outer_iter() {
+            let n = channel.len() as f64;
+            let mean = channel.sum() / n;
+            let var = channel.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+            assert!(
+                mean.abs() < 1e-12 && (var - 1.0).abs() < 1e-3,
+                "{mean} {var}"
+            );
+        }
+    }
+    for sample in q1.outer_iter() {
+        for group in 0..2 {
+            let total: f64 = (group * 2..group * 2 + 2)
+                .map(|ch| sample.row(ch).sum())
+                .sum();
+            assert!(total.abs() < 1e-10, "{total}");
+        }
+    }
+    let mut grads = model.zero_grads();
+    model
+        .loss_and_grad(
+            x.view(),
+            s.view(),
+            t.view(),
+            &mut model.workspace(),
+            &mut grads,
+        )
+        .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), s.view(), t.view(), &mut m.workspace())
+            .unwrap()
+    });
+}
+
+kiln::model! {
     struct Dropped {
         input x: [B, 6];
         target t: [B, 2];

@@ -156,6 +156,27 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `vision_instance_norm`: instance norms on [B, C, H, W] (no affine map, PyTorch's
+    /// default) and [B, C, L] (affine, eps 1e-4), and a group norm without its affine map;
+    /// cross-entropy.
+    pub struct VisionInstanceNorm {
+        input x: [B, 3, 5, 6];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 4, kernel = 3, padding = 1, bias = false);
+        let in1 = instance_norm(conv1);
+        let r = relu(in1);
+        let s = reshape(r, (B, 4, 30));
+        let in2 = instance_norm(s, affine = true, eps = 1e-4);
+        let t = tanh(in2);
+        let gn3 = group_norm(t, groups = 2, affine = false);
+        let a = mean(gn3, axis = 2);
+        let fc = linear(a, 3);
+        output conv1, in1, r, s, in2, t, gn3, a, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// Int64 labels `name` of the manifest's 3-D shape (`[B, H, W]`, one per pixel).
 fn pixel_labels(fixture: &Fixture, name: &str) -> Array3<usize> {
     let key = name.split_once('.').map_or(name, |(_, n)| n);
@@ -262,6 +283,15 @@ parity_case! {
     target label: labels,
     outputs {
         conv1 => c1, p => p, lp => lp, h => h, gp => gp, e => e, a => a, s => s, f => f,
+        fc => logits,
+    },
+}
+
+parity_case! {
+    vision_instance_norm, VisionInstanceNorm,
+    target label: labels,
+    outputs {
+        conv1 => c1, in1 => n1, r => r, s => s, in2 => n2, t => t, gn3 => n3, a => a,
         fc => logits,
     },
 }
