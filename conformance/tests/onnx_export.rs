@@ -433,12 +433,14 @@ kiln::model! {
 }
 
 kiln::model! {
-    /// A 1-d convolution and a batch norm over a symbolic length.
+    /// A 1-d convolution and batch norms (with and without the affine map) over a symbolic
+    /// length.
     struct SymbolicSequences {
         input x: [B, 4, T];
         let c = conv1d(x, 5, kernel = 5, padding = same);
         let n = batch_norm(c);
-        output n;
+        let plain = batch_norm(c, affine = false);
+        output n, plain;
     }
 }
 
@@ -482,10 +484,15 @@ fn sequence_ops_match() {
     let mut model = SymbolicSequences::<f64>::new(&mut rng);
     random_running_statistics(&mut model, &mut rng);
     let x = random(&mut rng, &[3, 4, 7]);
-    let n = model
+    let (n, plain) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
-    check("symbolic_sequences", &model, &[Feed::Float(x)], &[dyn_f(n)]);
+    check(
+        "symbolic_sequences",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(n), dyn_f(plain)],
+    );
 }
 
 kiln::model! {

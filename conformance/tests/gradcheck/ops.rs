@@ -1165,6 +1165,85 @@ fn batch_norm_on_sequences() {
 }
 
 kiln::model! {
+    /// Batch norms without the affine map on [B, C, H, W] and on [B, C, L] of symbolic length:
+    /// the gradients reach the layers before them through the batch statistics alone.
+    struct PlainBatchNorms {
+        input x: [B, 2, 3, 4];
+        input s: [B, 3, T];
+        target t: [B, 2];
+        let c = conv2d(x, 4, kernel = 1);
+        let n = batch_norm(c, affine = false);
+        let p = transpose(linear(transpose(s, 1, 2), 3), 1, 2);
+        let sn = batch_norm(tanh(p), affine = false, momentum = 0.3);
+        let f = concat(flatten(adaptive_avg_pool2d(tanh(n) * c, 1)), max(sn * p, axis = 2), axis = 1);
+        let pred = linear(f, 2);
+        output pred;
+        loss mse(pred, t);
+    }
+}
+
+/// As for `Norms`: the training-mode gradients against central differences of training-mode
+/// losses on copies of the model.
+#[test]
+fn batch_norm_without_affine_map() {
+    use kiln::Model;
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut model = PlainBatchNorms::<f64>::new(&mut rng);
+    let mut names = Vec::new();
+    model.visit_params(&mut |name, _| names.push(name));
+    assert_eq!(
+        names,
+        [
+            "c.weight",
+            "c.bias",
+            "p.weight",
+            "p.bias",
+            "pred.weight",
+            "pred.bias"
+        ]
+    );
+    let mut buffers = Vec::new();
+    model.visit_buffers(&mut |name, _| buffers.push(name));
+    assert_eq!(
+        buffers,
+        [
+            "n.running_mean",
+            "n.running_var",
+            "sn.running_mean",
+            "sn.running_var"
+        ]
+    );
+    let x = random(&mut rng, (3, 2, 3, 4), -1.0, 1.0);
+    let s = random(&mut rng, (3, 3, 5), -1.0, 1.0);
+    let t = random(&mut rng, (3, 2), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    let before = model.clone();
+    model
+        .loss_and_grad(
+            x.view(),
+            s.view(),
+            t.view(),
+            &mut model.workspace(),
+            &mut grads,
+        )
+        .unwrap();
+    assert_ne!(model.n.running_mean, before.n.running_mean);
+    assert_ne!(model.sn.running_var, before.sn.running_var);
+    check(&before, &grads, |m| {
+        let mut copy = m.clone();
+        let mut scratch = copy.zero_grads();
+        copy.loss_and_grad(
+            x.view(),
+            s.view(),
+            t.view(),
+            &mut copy.workspace(),
+            &mut scratch,
+        )
+        .unwrap()
+    });
+}
+
+kiln::model! {
     /// 1-d convolutions that keep a symbolic length (stride 1, `padding = same` or its
     /// explicit value), through the implicit-GEMM, grouped and depthwise paths; a max over
     /// the length makes the head's input fixed.

@@ -141,6 +141,25 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// `vision_batch_norm_plain`: batch norms without the affine map (`affine = false`) on
+    /// [B, C, H, W] and [B, C, L] (momentum 0.2); cross-entropy.
+    pub struct VisionBatchNormPlain {
+        input x: [B, 2, 4, 5];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 4, kernel = 3, padding = 1, bias = false);
+        let bn1 = batch_norm(conv1, affine = false);
+        let r = relu(bn1);
+        let s = reshape(r, (B, 4, 20));
+        let bn2 = batch_norm(s, affine = false, momentum = 0.2);
+        let t = tanh(bn2);
+        let a = mean(t, axis = 2);
+        let fc = linear(a, 3);
+        output conv1, bn1, r, s, bn2, t, a, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
+kiln::model! {
     /// `vision_conv1d`: conv1d 5 -> 6 k3 p1 without bias, batch norm on [B, 6, 12], relu,
     /// conv1d 6 -> 8 k3 stride 2 padding 2 dilation 2 groups 2, max over the length,
     /// linear 8 -> 4; cross-entropy.
@@ -277,6 +296,13 @@ parity_case! {
     input x: Ix4,
     target y: float,
     outputs { up => u, t => t, dw => d, dil => e, f => f, fc => pred },
+}
+
+parity_case! {
+    vision_batch_norm_plain, VisionBatchNormPlain,
+    input x: Ix4,
+    target label: labels,
+    outputs { conv1 => c1, bn1 => n1, r => r, s => s, bn2 => n2, t => t, a => a, fc => logits },
 }
 
 parity_case! {

@@ -263,13 +263,14 @@ const SEEDS: &[&str] = &[
         output head, gap;
         loss cross_entropy(head, mask, label_smoothing = 0.1, weight = (1.0, 2.0, 1.0, 0.5));
     }",
-    // Sequences: conv1d with same padding, batch norm on [B, C, L], 1-d poolings, a layer
+    // Sequences: conv1d with same padding, batch norms on [B, C, L] (one without its affine map), 1-d poolings, a layer
     // norm without bias, more activations, BCE with pos_weight and weight.
     "pub struct Tagger {
         input x: [B, 6, 32];
         target y: [B, 4];
         let c = conv1d(x, 8, kernel = 5, padding = same);
-        let n = relu(batch_norm(c));
+        let plain = batch_norm(c, affine = false, momentum = 0.2);
+        let n = relu(batch_norm(c)) + plain;
         let p = max_pool1d(n, 2);
         let q = avg_pool1d(p, kernel = 3, stride = 2, padding = 1, count_include_pad = false);
         let f = layer_norm(flatten(q), bias = false);

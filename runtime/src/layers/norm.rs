@@ -66,6 +66,50 @@ impl<F: Float> BatchNorm<F> {
     }
 }
 
+/// The running statistics of a batch norm without its affine map (`batch_norm(x, affine =
+/// false)`, PyTorch's `BatchNorm1d/2d(C, affine=False)`): the `running_mean` and
+/// `running_var` buffers, `[num_features]`, and no trainable parameters.
+///
+/// ```
+/// use kiln_runtime::layers::RunningStats;
+/// let stats = RunningStats::<f32>::new(3);
+/// assert_eq!(stats.running_var.to_vec(), [1.0; 3]);
+/// assert_eq!((stats.num_features(), stats.num_params()), (3, 0));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunningStats<F> {
+    /// The running mean used in evaluation mode, `[num_features]`.
+    pub running_mean: Array1<F>,
+    /// The running (unbiased) variance used in evaluation mode, `[num_features]`.
+    pub running_var: Array1<F>,
+}
+
+impl<F: Float> RunningStats<F> {
+    /// PyTorch's initial state: running mean 0, running variance 1.
+    pub fn new(num_features: usize) -> Self {
+        Self {
+            running_mean: Array1::zeros(num_features),
+            running_var: Array1::ones(num_features),
+        }
+    }
+
+    /// The same as [`RunningStats::new`]: there are no parameters to zero, and the buffers
+    /// keep their reset state (see [`BatchNorm::zeros`]).
+    pub fn zeros(num_features: usize) -> Self {
+        Self::new(num_features)
+    }
+
+    /// The number of channels.
+    pub fn num_features(&self) -> usize {
+        self.running_mean.len()
+    }
+
+    /// The number of trainable scalars: none.
+    pub fn num_params(&self) -> usize {
+        0
+    }
+}
+
 /// The parameters of a layer norm over the last `normalized_len` elements (the product of
 /// PyTorch's `normalized_shape`), as `nn.LayerNorm` with `elementwise_affine = True`: `weight`
 /// and `bias` are `[normalized_len]` (flattened if `normalized_shape` has several dims); the

@@ -1073,7 +1073,7 @@ mod tests {
         "reshape(x, (B, 4))",
         "concat(a, b, axis = 1)",
         "dropout(x, p = 0.5)",
-        "batch_norm(x, eps = 0.001, momentum = 0.1)",
+        "batch_norm(x, eps = 0.001, momentum = 0.1, affine = false)",
         "layer_norm(x, eps = 0.001)",
         "group_norm(x, groups = 4, eps = 0.001, affine = false)",
         "instance_norm(x, eps = 0.001, affine = true)",

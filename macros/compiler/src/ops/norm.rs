@@ -4,9 +4,10 @@
 //! in inference; the output has the input's shape) and
 //! `layer_norm(x)` over the last axis. Both are layers with `weight` and `bias`; batch norm
 //! also has the buffers `running_mean` and `running_var`. A layer norm may go without its bias
-//! (`bias = false`, PyTorch's `bias=False`) or without both (`elementwise_affine = false`): the
-//! kernels then read a constant 1 or 0 from a scratch buffer of the workspace, and the
-//! gradients they write for it go to scratch too.
+//! (`bias = false`, PyTorch's `bias=False`) or without both (`elementwise_affine = false`), a
+//! batch norm without both (`affine = false`, its layer then a `RunningStats`): the kernels
+//! then read a constant 1 or 0 from a scratch buffer of the workspace, and the gradients they
+//! write for it go to scratch too.
 
 use super::{
     float_like, require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError,
@@ -35,7 +36,7 @@ impl OpSpec for NormSpec {
     }
     fn usage(&self) -> &'static str {
         if self.batch {
-            "batch_norm(x)` or `batch_norm(x, eps = 1e-5, momentum = 0.1)"
+            "batch_norm(x)`, `batch_norm(x, eps = 1e-5, momentum = 0.1)` or `batch_norm(x, affine = false)"
         } else {
             "layer_norm(x)`, `layer_norm(x, eps = 1e-5)` or `layer_norm(x, bias = false)"
         }
@@ -50,7 +51,8 @@ impl OpSpec for NormSpec {
             0.0
         };
         let (bias, affine) = if self.batch {
-            (true, true)
+            let affine = args.opt_bool("affine", true)?;
+            (affine, affine)
         } else {
             (
                 args.opt_bool("bias", true)?,
@@ -86,9 +88,9 @@ pub struct Norm {
     batch: bool,
     eps: f64,
     momentum: f64,
-    /// Whether the layer has a `bias` (always for batch norm).
+    /// Whether the layer has a `bias`.
     bias: bool,
-    /// Whether the layer has a `weight` (always for batch norm).
+    /// Whether the layer has a `weight` (and, for batch norm, a `bias`).
     affine: bool,
 }
 
@@ -122,8 +124,8 @@ impl Norm {
         (rows, last)
     }
 
-    /// The weight and bias the layer-norm kernels read: the parameters, or constants in
-    /// scratch (with the statements that fill them, first).
+    /// The weight and bias the kernels read: the parameters, or constants in scratch (with
+    /// the statements that fill them, first).
     fn layer_norm_operands(
         &self,
         params: &[TokenStream],
@@ -151,8 +153,8 @@ impl Norm {
         (fill, w, b)
     }
 
-    /// The gradient buffers the layer-norm backward writes: the parameters' gradients, or
-    /// scratch for the absent ones.
+    /// The gradient buffers the backward writes: the parameters' gradients, or scratch for
+    /// the absent ones.
     fn layer_norm_grads(
         &self,
         grads: &[TokenStream],
@@ -201,7 +203,12 @@ impl Kernel for Norm {
             );
             return Ok(());
         }
-        let (w, b) = (cx.param(0), cx.param(1));
+        let (w, b) = if self.affine {
+            (cx.param(0), cx.param(1))
+        } else {
+            let c = self.features(&cx.input_infos[0]);
+            (cx.filled("ones", c, 1.0)?, cx.filled("zeros", c, 0.0)?)
+        };
         {
             // Inference: the running statistics.
             let (mean, var) = (cx.buffer(0), cx.buffer(1));
@@ -221,7 +228,9 @@ impl Kernel for Norm {
         }
     }
     fn describe(&self) -> String {
-        if self.batch {
+        if self.batch && !self.affine {
+            format!("eps={}, momentum={}, affine=false", self.eps, self.momentum)
+        } else if self.batch {
             format!("eps={}, momentum={}", self.eps, self.momentum)
         } else if !self.affine {
             format!("eps={}, elementwise_affine=false", self.eps)
@@ -232,7 +241,9 @@ impl Kernel for Norm {
         }
     }
     fn has_params(&self) -> bool {
-        self.affine
+        // A batch norm is a layer (named after its binding) even without the affine map: it
+        // owns its running statistics.
+        self.affine || self.batch
     }
     fn mode_dependent(&self) -> bool {
         self.batch
@@ -269,10 +280,28 @@ impl Kernel for Norm {
         Ok(float_like(x))
     }
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
-        if !self.affine {
-            return None;
-        }
         let c = self.features(inputs[0]);
+        let running = || {
+            ["running_mean", "running_var"]
+                .into_iter()
+                .map(|suffix| ParamSpec {
+                    access: None,
+                    suffix,
+                    optional: false,
+                    dims: vec![c],
+                })
+                .collect::<Vec<_>>()
+        };
+        if !self.affine {
+            return self.batch.then(|| LayerSpec {
+                ty: quote!(::kiln::layers::RunningStats<F>),
+                init: quote!(::kiln::layers::RunningStats::new(#c)),
+                zeros: quote!(::kiln::layers::RunningStats::zeros(#c)),
+                params: Vec::new(),
+                buffers: running(),
+                nested: None,
+            });
+        }
         let mut params = vec![ParamSpec {
             access: None,
             suffix: "weight",
@@ -294,20 +323,7 @@ impl Kernel for Norm {
                 init: quote!(::kiln::layers::BatchNorm::new(#c)),
                 zeros: quote!(::kiln::layers::BatchNorm::zeros(#c)),
                 params,
-                buffers: vec![
-                    ParamSpec {
-                        access: None,
-                        suffix: "running_mean",
-                        optional: false,
-                        dims: vec![c],
-                    },
-                    ParamSpec {
-                        access: None,
-                        suffix: "running_var",
-                        optional: false,
-                        dims: vec![c],
-                    },
-                ],
+                buffers: running(),
                 nested: None,
             }
         } else {
@@ -377,13 +393,14 @@ impl Kernel for Norm {
                 ::kiln::kernels::norm::layer_norm_forward(#x, #w, #b, #rows, #cols, F::from_f64(#eps), #y, #mean, #invstd);
             };
         }
-        let (w, b) = (&cx.params[0], &cx.params[1]);
+        let (fill, w, b) = self.layer_norm_operands(&cx.params, &cx.scratch);
         let (n, c, spatial) = Self::batch_sizes(&cx.inputs[0].dims);
         let (rm, rv) = (&cx.buffers[0], &cx.buffers[1]);
         if cx.training {
             let momentum = self.momentum;
             let layer = &cx.layer_name;
             quote! {
+                #fill
                 if #n * #spatial < 2 {
                     return Err(::kiln::Error::BatchTooSmall { layer: #layer, values: #n * #spatial });
                 }
@@ -393,6 +410,7 @@ impl Kernel for Norm {
             }
         } else {
             quote! {
+                #fill
                 ::kiln::kernels::norm::batch_norm_forward_eval(#x, #w, #b, #rm, #rv, #n, #c, #spatial, F::from_f64(#eps), #y);
             }
         }
@@ -408,7 +426,9 @@ impl Kernel for Norm {
             None => quote!(None),
         };
         if self.batch {
-            let (w, dw, db) = (&cx.params[0], &cx.param_grads[0], &cx.param_grads[1]);
+            // The forward filled the constants; the backward reads them as they are.
+            let (_, w, _) = self.layer_norm_operands(&cx.params, &cx.scratch);
+            let (dw, db) = self.layer_norm_grads(&cx.param_grads, &cx.scratch);
             let (n, c, spatial) = Self::batch_sizes(&cx.inputs[0].dims);
             quote! {
                 ::kiln::kernels::norm::batch_norm_backward(#x, #dy, #w, #mean, #invstd, #n, #c, #spatial, #dw, #db, #dx);
