@@ -189,7 +189,9 @@ kiln::model! {
         let ng = group_norm(h, groups = 1, eps = 1e-3);
         let inst = instance_norm(h);
         let plain = group_norm(h, groups = 5, affine = false);
-        output f, total, avg, top, over_time, log_over_time, ng, inst, plain;
+        let padded = pad(h, (1, 2), mode = reflect) + pad(h, (0, 3), value = 0.5)
+            - pad(h, (2, 1), mode = replicate);
+        output f, total, avg, top, over_time, log_over_time, ng, inst, plain, padded;
     }
 }
 
@@ -204,7 +206,7 @@ fn tensor_ops_and_layer_norm_match() {
         }
     });
     let x = random(&mut rng, &[2, 5, 6]);
-    let (f, t, a, m, s, ls, ng, inst, plain) = model
+    let (f, t, a, m, s, ls, ng, inst, plain, padded) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
@@ -221,6 +223,7 @@ fn tensor_ops_and_layer_norm_match() {
             dyn_f(ng),
             dyn_f(inst),
             dyn_f(plain),
+            dyn_f(padded),
         ],
     );
 }

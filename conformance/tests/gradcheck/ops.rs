@@ -1165,6 +1165,58 @@ fn batch_norm_on_sequences() {
 }
 
 kiln::model! {
+    /// `pad` in its three modes, over one, two and three trailing axes (the channels too), a
+    /// causal convolution's left padding among them.
+    struct Pads {
+        input x: [B, 2, 3, 4];
+        input s: [B, 3, 5];
+        target t: [B, 2];
+        let r = pad(x, (2, 1, 1, 2), mode = reflect);
+        let c = conv2d(r, 3, kernel = 2);
+        let e = pad(tanh(c), (1, 0, 0, 2, 1, 1), mode = replicate);
+        let q = pad(s, (2, 0), value = 0.25);
+        let causal = conv1d(q, 2, kernel = 3);
+        let f = concat(flatten(adaptive_avg_pool2d(e * e, 1)), mean(tanh(causal), axis = 2), axis = 1);
+        let pred = linear(f, 2);
+        output pred, r, e, q;
+        loss mse(pred, t);
+    }
+}
+
+#[test]
+fn pad_in_every_mode() {
+    let mut rng = StdRng::seed_from_u64(37);
+    let model = Pads::<f64>::new(&mut rng);
+    let x = random(&mut rng, (2, 2, 3, 4), -1.0, 1.0);
+    let s = random(&mut rng, (2, 3, 5), -1.0, 1.0);
+    let t = random(&mut rng, (2, 2), -1.0, 1.0);
+    let (_, r, e, q) = model.forward(x.view(), s.view()).unwrap();
+    assert_eq!(r.dim(), (2, 2, 6, 7));
+    // Reflection: row 0 of the padded image is input row 1; column 0 is input column 2.
+    assert_eq!(r[[1, 1, 0, 0]], x[[1, 1, 1, 2]]);
+    assert_eq!(e.dim(), (2, 5, 7, 7));
+    assert_eq!(q.dim(), (2, 3, 7));
+    assert_eq!(
+        (q[[0, 2, 0]], q[[0, 2, 1]], q[[0, 2, 2]]),
+        (0.25, 0.25, s[[0, 2, 0]])
+    );
+    let mut grads = model.zero_grads();
+    let mut copy = model.clone();
+    copy.loss_and_grad(
+        x.view(),
+        s.view(),
+        t.view(),
+        &mut model.workspace(),
+        &mut grads,
+    )
+    .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), s.view(), t.view(), &mut m.workspace())
+            .unwrap()
+    });
+}
+
+kiln::model! {
     /// Batch norms without the affine map on [B, C, H, W] and on [B, C, L] of symbolic length:
     /// the gradients reach the layers before them through the batch statistics alone.
     struct PlainBatchNorms {

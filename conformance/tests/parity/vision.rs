@@ -177,6 +177,26 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `vision_pad`: reflect padding of an image, replicate padding of a feature map, and a
+    /// causal convolution's constant left padding (value -0.5) of a sequence; cross-entropy.
+    pub struct VisionPad {
+        input x: [B, 3, 5, 6];
+        target label: [B] classes 3;
+        let p1 = pad(x, (1, 1, 2, 1), mode = reflect);
+        let conv1 = conv2d(p1, 4, kernel = 3);
+        let p2 = pad(conv1, (1, 1, 1, 1), mode = replicate);
+        let mp = max_pool2d(p2, kernel = 2);
+        let s = reshape(mp, (B, 4, 16));
+        let q = pad(s, (2, 0), value = -0.5);
+        let conv2 = conv1d(q, 3, kernel = 3);
+        let a = mean(conv2, axis = 2);
+        let fc = linear(a, 3);
+        output p1, conv1, p2, mp, s, q, conv2, a, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// Int64 labels `name` of the manifest's 3-D shape (`[B, H, W]`, one per pixel).
 fn pixel_labels(fixture: &Fixture, name: &str) -> Array3<usize> {
     let key = name.split_once('.').map_or(name, |(_, n)| n);
@@ -283,6 +303,15 @@ parity_case! {
     target label: labels,
     outputs {
         conv1 => c1, p => p, lp => lp, h => h, gp => gp, e => e, a => a, s => s, f => f,
+        fc => logits,
+    },
+}
+
+parity_case! {
+    vision_pad, VisionPad,
+    target label: labels,
+    outputs {
+        p1 => p1, conv1 => c1, p2 => p2, mp => mp, s => s, q => q, conv2 => c2, a => a,
         fc => logits,
     },
 }

@@ -245,13 +245,14 @@ const SEEDS: &[&str] = &[
             output out;
         }
     }",
-    // Images: same padding, group and instance norms (with and without the affine map), clamped ELU, adaptive max pooling, aligned bilinear
+    // Images: same padding, reflect and constant `pad`, group and instance norms (with and without the affine map), clamped ELU, adaptive max pooling, aligned bilinear
     // upsampling, maximum/minimum/pow/abs, a softmax over the channels, a mean over two axes,
     // a smoothed and weighted per-pixel cross-entropy.
     "pub struct Evening {
         input image: [B, 3, 16, 16];
         target mask: [B, 16, 16] classes 4;
-        let c1 = conv2d(image, 8, kernel = 3, padding = same);
+        let c0 = conv2d(image, 8, kernel = 3, padding = same);
+        let c1 = conv2d(pad(pad(c0, (1, 1, 1, 1), mode = reflect), (2, 0, 1, 1), value = 0.1), 8, kernel = 5);
         let g = group_norm(c1, groups = 4) + instance_norm(c1) - group_norm(c1, groups = 2, affine = false);
         let a = clamp(elu(g, alpha = 0.5), min = -1.0, max = 2.0);
         let p = adaptive_max_pool2d(a, (4, 4));

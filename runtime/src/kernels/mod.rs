@@ -21,6 +21,7 @@ pub(crate) mod lanes;
 pub mod linear;
 pub mod matmul;
 pub mod norm;
+pub mod pad;
 pub mod parallel;
 pub mod permute;
 pub mod pool;

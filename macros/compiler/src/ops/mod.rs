@@ -21,6 +21,7 @@ mod loss;
 mod mask;
 mod matmul;
 mod norm;
+mod pad;
 mod permute;
 mod pool;
 mod recurrent;
@@ -826,6 +827,7 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &norm::LAYER_NORM,
     &group_norm::GROUP_NORM,
     &group_norm::INSTANCE_NORM,
+    &pad::PAD,
     &embedding::EMBEDDING,
     &embedding::POSITION_EMBEDDING,
     &attention::MULTI_HEAD_ATTENTION,
@@ -1086,6 +1088,7 @@ mod tests {
         "transpose(x, 1, 2)",
         "permute(x, (0, 2, 1))",
         "causal_mask(x)",
+        "pad(x, (1, 2, 0, 1), mode = constant, value = 0.5)",
     ];
 
     fn parse_call(src: &str) -> ast::Call {

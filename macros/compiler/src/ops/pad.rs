@@ -1,0 +1,257 @@
+//! `pad(x, (left, right))`, `pad(x, (left, right, top, bottom))`, ...: PyTorch's `F.pad` of
+//! the trailing axes, the pairs written as PyTorch writes them (the last axis first), with
+//! `mode = constant` (the default, `value = 0.0` unless given), `reflect` or `replicate`.
+//! It takes a float value of rank at least one more than the padded axes (the batch axis is
+//! never padded) and returns it with each padded axis `before + d + after` long. The padded
+//! axes must be fixed; a reflect pad must be less than its axis (as PyTorch requires). The
+//! backward adds each padded position's gradient into the value it copies. This is what a
+//! causal convolution needs (`pad(x, (k - 1, 0))` then `conv1d` without padding) and what
+//! reflection padding in image models is.
+
+use super::{
+    require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
+};
+use crate::ast;
+use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// The registry entry.
+pub struct PadSpec;
+/// `pad`.
+pub static PAD: PadSpec = PadSpec;
+
+const OP: &str = "pad";
+
+/// How the padding is filled.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Constant,
+    Reflect,
+    Replicate,
+}
+
+impl OpSpec for PadSpec {
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn usage(&self) -> &'static str {
+        "pad(x, (left, right))`, `pad(x, (left, right, top, bottom), mode = reflect)` or `pad(x, (2, 0), value = -1.0)"
+    }
+    fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        args.positional(2, 2)?;
+        args.tensor(0);
+        let mode = match args.option_expr("mode") {
+            None => Mode::Constant,
+            Some(ast::Expr::Var(m)) if m == "constant" => Mode::Constant,
+            Some(ast::Expr::Var(m)) if m == "reflect" => Mode::Reflect,
+            Some(ast::Expr::Var(m)) if m == "replicate" => Mode::Replicate,
+            Some(other) => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    "`mode` is `constant`, `reflect` or `replicate`, as in `mode = reflect` (PyTorch's `circular` is not supported)",
+                ))
+            }
+        };
+        let value_span = args.option_expr("value").map(ast::Expr::span);
+        let value = args.opt_float("value")?;
+        args.finish()?;
+        if let (Some(span), true) = (value_span, mode != Mode::Constant) {
+            return Err(syn::Error::new(
+                span,
+                "`value` fills `mode = constant` padding only: leave it out, or use the constant mode",
+            ));
+        }
+        let pairs = parse_pairs(args.raw(1))?;
+        Ok(Built::Kernel(Box::new(Pad {
+            pads: pairs,
+            mode,
+            value: value.unwrap_or(0.0),
+        })))
+    }
+}
+
+/// The padding tuple as `(before, after)` per axis, innermost axis first (PyTorch's order).
+fn parse_pairs(e: &ast::Expr) -> syn::Result<Vec<(usize, usize)>> {
+    let usage = "write the padding as pairs of integers, the last axis first: `(left, right)` or `(left, right, top, bottom)`";
+    let items: Vec<&ast::Expr> = match e {
+        ast::Expr::Tuple(items, _) => items.iter().collect(),
+        other => return Err(syn::Error::new(other.span(), usage)),
+    };
+    if items.is_empty() || !items.len().is_multiple_of(2) {
+        return Err(syn::Error::new(
+            e.span(),
+            format!("{} padding values do not make pairs: {usage}", items.len()),
+        ));
+    }
+    let mut values = Vec::new();
+    for item in items {
+        match item {
+            ast::Expr::Int(v, s) => values.push(
+                usize::try_from(*v)
+                    .map_err(|_| syn::Error::new(*s, "this padding is too large"))?,
+            ),
+            // `-1` is folded into a negative float literal.
+            ast::Expr::Float(v, s) if *v < 0.0 => {
+                return Err(syn::Error::new(
+                    *s,
+                    "a negative padding crops in PyTorch; kiln's `pad` only adds padding",
+                ))
+            }
+            other => return Err(syn::Error::new(other.span(), usage)),
+        }
+    }
+    Ok(values.chunks(2).map(|p| (p[0], p[1])).collect())
+}
+
+/// A padding of the trailing axes.
+pub struct Pad {
+    /// `(before, after)` per padded axis, innermost first.
+    pads: Vec<(usize, usize)>,
+    mode: Mode,
+    value: f64,
+}
+
+impl Pad {
+    /// The pairs in axis order (outermost padded axis first), as the kernels take them.
+    fn in_axis_order(&self) -> Vec<(usize, usize)> {
+        self.pads.iter().rev().copied().collect()
+    }
+
+    fn mode_tokens(&self) -> TokenStream {
+        match self.mode {
+            Mode::Constant => quote!(::kiln::kernels::pad::PadMode::Constant),
+            Mode::Reflect => quote!(::kiln::kernels::pad::PadMode::Reflect),
+            Mode::Replicate => quote!(::kiln::kernels::pad::PadMode::Replicate),
+        }
+    }
+
+    fn pads_tokens(&self) -> TokenStream {
+        let pairs = self
+            .in_axis_order()
+            .into_iter()
+            .map(|(b, a)| quote!((#b, #a)));
+        quote!(&[#(#pairs),*])
+    }
+}
+
+impl Kernel for Pad {
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn describe(&self) -> String {
+        let flat: Vec<String> = self
+            .pads
+            .iter()
+            .flat_map(|&(b, a)| [b.to_string(), a.to_string()])
+            .collect();
+        let pads = flat.join(", ");
+        match self.mode {
+            Mode::Constant if self.value != 0.0 => format!("({pads}), value={}", self.value),
+            Mode::Constant => format!("({pads})"),
+            Mode::Reflect => format!("({pads}), mode=reflect"),
+            Mode::Replicate => format!("({pads}), mode=replicate"),
+        }
+    }
+    fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
+        let x = inputs[0];
+        require_float(OP, 0, x)?;
+        let shown = x.shape.display(symbols);
+        let (rank, k) = (x.shape.rank(), self.pads.len());
+        if rank < k + 1 {
+            return Err(OpError::input(
+                0,
+                format!("{k} pairs pad the last {k} axes, but {shown} has {} besides the batch axis (which is never padded): give at most {} pairs", rank.saturating_sub(1), rank.saturating_sub(1)),
+            ));
+        }
+        let mut shape = x.shape.0.clone();
+        for (&(before, after), axis) in self.pads.iter().zip((0..rank).rev()) {
+            let d = match shape[axis] {
+                Dim::Fixed(d) => d,
+                Dim::Symbol(s) => {
+                    return Err(OpError::input(
+                        0,
+                        format!("`pad` needs the axes it pads fixed, but axis {axis} of {shown} is the symbolic `{}`: declare it as a number", symbols[s]),
+                    ))
+                }
+            };
+            if self.mode == Mode::Reflect && (before >= d || after >= d) {
+                return Err(OpError::call(format!(
+                    "reflect padding ({before}, {after}) of axis {axis} of {shown} must be less than its {d} values (the border is not repeated): pad by at most {}, or use `mode = replicate`",
+                    d.saturating_sub(1)
+                )));
+            }
+            let padded = d
+                .checked_add(before)
+                .and_then(|v| v.checked_add(after))
+                .ok_or_else(|| {
+                    OpError::call(format!(
+                        "padding axis {axis} of {shown} gives a length too large to address"
+                    ))
+                })?;
+            shape[axis] = Dim::Fixed(padded);
+        }
+        Ok(ValueInfo {
+            shape: Shape(shape),
+            kind: ValueKind::Float,
+        })
+    }
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: vec![false],
+            output: false,
+        }
+    }
+    fn forward(&self, cx: &ForwardCx) -> TokenStream {
+        let x = &cx.inputs[0];
+        let (xd, dims, y) = (&x.data, &x.dims, &cx.output.data);
+        let (pads, mode, value) = (self.pads_tokens(), self.mode_tokens(), self.value);
+        quote! {
+            ::kiln::kernels::pad::pad_forward(#xd, &[#(#dims),*], #pads, #mode, F::from_f64(#value), #y);
+        }
+    }
+    fn backward(&self, cx: &BackwardCx) -> TokenStream {
+        let Some(dx) = &cx.d_inputs[0] else {
+            return TokenStream::new();
+        };
+        let dims = &cx.inputs[0].dims;
+        let (dy, dxd, acc) = (&cx.d_output, &dx.data, dx.accumulate);
+        let (pads, mode) = (self.pads_tokens(), self.mode_tokens());
+        quote! {
+            ::kiln::kernels::pad::pad_backward(#dy, &[#(#dims),*], #pads, #mode, #dxd, #acc);
+        }
+    }
+    /// ONNX's `Pad`: begins then ends for every axis (zeros for the unpadded ones), the mode
+    /// (`edge` is PyTorch's `replicate`) and the constant.
+    fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        let rank = cx.rank(0);
+        let mut begins = vec![0i64; rank];
+        let mut ends = vec![0i64; rank];
+        for (&(b, a), axis) in self.pads.iter().zip((0..rank).rev()) {
+            let cast =
+                |v: usize| i64::try_from(v).map_err(|_| "a padding too large for ONNX".to_string());
+            begins[axis] = cast(b)?;
+            ends[axis] = cast(a)?;
+        }
+        begins.extend(ends);
+        let x = cx.inputs[0].clone();
+        let pads = cx.b.ints("pads", begins);
+        let mut inputs = vec![x, pads];
+        let mode = match self.mode {
+            Mode::Constant => {
+                inputs.push(cx.b.floats("value", Vec::new(), vec![self.value]));
+                "constant"
+            }
+            // No constant input for the other modes: the spec ignores it, but some runtimes
+            // (tract 0.23) then pad with it.
+            Mode::Reflect => "reflect",
+            Mode::Replicate => "edge",
+        };
+        cx.finish(
+            "Pad",
+            inputs,
+            vec![("mode", crate::onnx::Attr::Str(mode.to_string()))],
+        );
+        Ok(())
+    }
+}

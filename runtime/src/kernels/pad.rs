@@ -1,0 +1,265 @@
+//! Padding of the trailing axes (PyTorch's `F.pad`): a constant, the reflection of the values
+//! next to the border (`reflect`, without repeating the border value) or the border value
+//! itself (`replicate`), and the VJP, which adds each padded position's gradient into the
+//! input value it copies.
+//!
+//! A tensor is `[outer.., d_1, .., d_k]` row-major; the last `k` axes are padded by
+//! `pads[i] = (before, after)`. The walk goes axis by axis, so that the innermost axis is
+//! copied as one run and its edges element by element; nothing is allocated.
+
+use crate::Float;
+
+/// How the positions outside the input are filled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PadMode {
+    /// A constant value.
+    Constant,
+    /// The values mirrored at the border, the border itself not repeated
+    /// (`[a, b, c]` padded by 2 on each side: `[c, b, a, b, c, b, a]`). Each pad is less than
+    /// its axis.
+    Reflect,
+    /// The border value repeated.
+    Replicate,
+}
+
+/// The input index that output index `o` of an axis of `d` values padded by `before` reads,
+/// or `None` for a constant.
+#[inline]
+fn source(mode: PadMode, o: usize, before: usize, d: usize) -> Option<usize> {
+    let i = o as isize - before as isize;
+    let d = d as isize;
+    let i = match mode {
+        PadMode::Constant if i < 0 || i >= d => return None,
+        PadMode::Constant => i,
+        PadMode::Reflect => {
+            if i < 0 {
+                -i
+            } else if i >= d {
+                2 * (d - 1) - i
+            } else {
+                i
+            }
+        }
+        PadMode::Replicate => i.clamp(0, d - 1),
+    };
+    Some(i as usize)
+}
+
+/// The shapes of a padding: the padded axes' input and output extents and strides.
+struct Geometry<'a> {
+    dims: &'a [usize],
+    pads: &'a [(usize, usize)],
+    mode: PadMode,
+    /// The number of leading (unpadded) elements blocks.
+    outer: usize,
+    /// Input and output elements in one block of the padded axes.
+    in_block: usize,
+    out_block: usize,
+}
+
+impl<'a> Geometry<'a> {
+    #[track_caller]
+    fn new(dims: &'a [usize], pads: &'a [(usize, usize)], mode: PadMode) -> Self {
+        let k = pads.len();
+        assert!(
+            k >= 1 && k <= dims.len(),
+            "pad: {k} padded axes of {dims:?}"
+        );
+        let (lead, padded) = dims.split_at(dims.len() - k);
+        for (&d, &(b, a)) in padded.iter().zip(pads) {
+            match mode {
+                PadMode::Reflect => assert!(b < d && a < d, "reflect padding of {d} by ({b}, {a})"),
+                PadMode::Replicate => assert!(d > 0, "replicate padding of an empty axis"),
+                PadMode::Constant => {}
+            }
+        }
+        Geometry {
+            dims: padded,
+            pads,
+            mode,
+            outer: lead.iter().product(),
+            in_block: padded.iter().product(),
+            out_block: padded
+                .iter()
+                .zip(pads)
+                .map(|(&d, &(b, a))| d + b + a)
+                .product(),
+        }
+    }
+
+    /// The input and output element counts.
+    fn lens(&self) -> (usize, usize) {
+        (self.outer * self.in_block, self.outer * self.out_block)
+    }
+
+    /// Calls `visit(output offset, input offset or None)` for every output element of one
+    /// block, axis `axis` onwards, the input offset so far `src` (`None`: constant).
+    fn walk(
+        &self,
+        axis: usize,
+        out: usize,
+        src: Option<usize>,
+        visit: &mut impl FnMut(usize, Option<usize>, usize),
+    ) {
+        let (d, (before, after)) = (self.dims[axis], self.pads[axis]);
+        let out_len = d + before + after;
+        let last = axis + 1 == self.dims.len();
+        if last {
+            // Innermost: the whole row at once (the visitor copies runs).
+            visit(out * out_len, src.map(|s| s * d), out_len);
+            return;
+        }
+        for o in 0..out_len {
+            let inner = src.and_then(|s| source(self.mode, o, before, d).map(|i| s * d + i));
+            self.walk(axis + 1, out * out_len + o, inner, visit);
+        }
+    }
+}
+
+/// `y` = `x` (`dims`, row-major) with its last `pads.len()` axes padded by `pads[i] =
+/// (before, after)`, filled by `mode` (`value` for [`PadMode::Constant`]).
+///
+/// # Panics
+/// If the lengths disagree with `dims` and `pads`, or a reflect pad is not less than its axis.
+#[track_caller]
+pub fn pad_forward<F: Float>(
+    x: &[F],
+    dims: &[usize],
+    pads: &[(usize, usize)],
+    mode: PadMode,
+    value: F,
+    y: &mut [F],
+) {
+    let g = Geometry::new(dims, pads, mode);
+    let (in_len, out_len) = g.lens();
+    assert_eq!((x.len(), y.len()), (in_len, out_len), "pad: buffer lengths");
+    let k = pads.len();
+    let (d, (before, _)) = (g.dims[k - 1], g.pads[k - 1]);
+    for block in 0..g.outer {
+        let (x, y) = (
+            &x[block * g.in_block..(block + 1) * g.in_block],
+            &mut y[block * g.out_block..(block + 1) * g.out_block],
+        );
+        g.walk(0, 0, Some(0), &mut |start, row, len| {
+            let out = &mut y[start..start + len];
+            let Some(row) = row else {
+                out.fill(value);
+                return;
+            };
+            let row = &x[row..row + d];
+            out[before..before + d].copy_from_slice(row);
+            for o in (0..before).chain(before + d..len) {
+                out[o] = source(mode, o, before, d).map_or(value, |i| row[i]);
+            }
+        });
+    }
+}
+
+/// The VJP of [`pad_forward`]: each input value's gradient is the sum of the gradients of the
+/// output positions that copy it. Writes `dx`, or adds into it with `accumulate`.
+///
+/// # Panics
+/// As [`pad_forward`].
+#[track_caller]
+pub fn pad_backward<F: Float>(
+    dy: &[F],
+    dims: &[usize],
+    pads: &[(usize, usize)],
+    mode: PadMode,
+    dx: &mut [F],
+    accumulate: bool,
+) {
+    let g = Geometry::new(dims, pads, mode);
+    let (in_len, out_len) = g.lens();
+    assert_eq!(
+        (dx.len(), dy.len()),
+        (in_len, out_len),
+        "pad: buffer lengths"
+    );
+    if !accumulate {
+        dx.fill(F::ZERO);
+    }
+    let k = pads.len();
+    let (d, (before, _)) = (g.dims[k - 1], g.pads[k - 1]);
+    for block in 0..g.outer {
+        let (dx, dy) = (
+            &mut dx[block * g.in_block..(block + 1) * g.in_block],
+            &dy[block * g.out_block..(block + 1) * g.out_block],
+        );
+        g.walk(0, 0, Some(0), &mut |start, row, len| {
+            let Some(row) = row else {
+                return;
+            };
+            let (dy, dx) = (&dy[start..start + len], &mut dx[row..row + d]);
+            for (t, &grad) in dx.iter_mut().zip(&dy[before..before + d]) {
+                *t += grad;
+            }
+            for o in (0..before).chain(before + d..len) {
+                if let Some(i) = source(mode, o, before, d) {
+                    dx[i] += dy[o];
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_padded_each_way() {
+        let x = [1.0f64, 2.0, 3.0];
+        let mut y = [0.0; 7];
+        pad_forward(&x, &[1, 3], &[(2, 2)], PadMode::Reflect, 0.0, &mut y);
+        assert_eq!(y, [3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]);
+        pad_forward(&x, &[1, 3], &[(2, 2)], PadMode::Replicate, 0.0, &mut y);
+        assert_eq!(y, [1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 3.0]);
+        let mut y = [0.0; 6];
+        pad_forward(&x, &[1, 3], &[(2, 1)], PadMode::Constant, 0.5, &mut y);
+        assert_eq!(y, [0.5, 0.5, 1.0, 2.0, 3.0, 0.5]);
+    }
+
+    #[test]
+    fn two_axes_and_the_adjoint() {
+        // [2, 2, 3] padded by (1, 0) on the rows and (0, 2) on the columns: [2, 3, 5].
+        let x: Vec<f64> = (0..12).map(f64::from).collect();
+        let (dims, pads) = ([2, 2, 3], [(1, 0), (0, 2)]);
+        for mode in [PadMode::Constant, PadMode::Reflect, PadMode::Replicate] {
+            let mut y = vec![0.0; 30];
+            pad_forward(&x, &dims, &pads, mode, -1.0, &mut y);
+            // Each output element against the source map, one axis at a time.
+            for b in 0..2 {
+                for r in 0..3 {
+                    for c in 0..5 {
+                        let expected = match (source(mode, r, 1, 2), source(mode, c, 0, 3)) {
+                            (Some(i), Some(j)) => x[b * 6 + i * 3 + j],
+                            _ => -1.0,
+                        };
+                        assert_eq!(y[b * 15 + r * 5 + c], expected, "{mode:?}");
+                    }
+                }
+            }
+            // <pad(x), dy> = <x, pad*(dy)> for any dy.
+            let dy: Vec<f64> = (0..30).map(|i| ((i * 7) % 11) as f64 - 5.0).collect();
+            let mut dx = vec![0.0; 12];
+            pad_backward(&dy, &dims, &pads, mode, &mut dx, false);
+            let mut y0 = vec![0.0; 30];
+            pad_forward(&x, &dims, &pads, mode, 0.0, &mut y0);
+            let lhs: f64 = y0.iter().zip(&dy).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+            assert_eq!(lhs, rhs, "{mode:?}");
+            // Accumulating adds onto what is there.
+            let mut twice = dx.clone();
+            pad_backward(&dy, &dims, &pads, mode, &mut twice, true);
+            assert!(twice.iter().zip(&dx).all(|(t, d)| *t == 2.0 * d));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "reflect padding of 3 by (3, 0)")]
+    fn reflect_pads_stay_inside_the_axis() {
+        let mut y = [0.0f32; 6];
+        pad_forward(&[1.0; 3], &[3], &[(3, 0)], PadMode::Reflect, 0.0, &mut y);
+    }
+}
