@@ -1,5 +1,6 @@
 // Habits from PyTorch code: a module prefix, PyTorch's op names, Python's booleans, options
-// kiln has no need for. Each error says what to write.
+// kiln has no need for or spells differently (`padding_mode`, `elementwise_affine`). Each
+// error says what to write.
 kiln::model! {
     pub struct Functional {
         input x: [B, 16];
@@ -23,6 +24,15 @@ kiln::model! {
         input x: [B, T, 16];
         let h = lstm(x, 32, batch_first = true);
         output h;
+    }
+}
+
+kiln::model! {
+    pub struct Reflection {
+        input x: [B, 3, 16, 16];
+        let c = conv2d(x, 8, kernel = 3, padding = 1, padding_mode = reflect);
+        let n = batch_norm(c, elementwise_affine = false);
+        output n;
     }
 }
 

@@ -687,7 +687,18 @@ impl<'a> CallArgs<'a> {
                         format!("PyTorch's `{k}` is `{ours}` here: write `{ours} = ..`. ")
                     }
                     (None, Some(why)) => format!("{why}: leave `{k}` out. "),
+                    (None, None) if k == "padding_mode" => "pad the input first, as in \
+                        `conv2d(pad(x, (1, 1, 1, 1), mode = reflect), 16, kernel = 3)`. "
+                        .to_string(),
                     (None, None) => closest(&k, self.asked.iter().copied())
+                        // PyTorch's longer names ending in kiln's (`elementwise_affine` for
+                        // batch norm's `affine`).
+                        .or_else(|| {
+                            self.asked
+                                .iter()
+                                .copied()
+                                .find(|c| c.len() >= 4 && k.ends_with(&format!("_{c}")))
+                        })
                         .map(|c| format!("did you mean `{c}`? "))
                         .unwrap_or_default(),
                 };
