@@ -191,7 +191,9 @@ kiln::model! {
         let plain = group_norm(h, groups = 5, affine = false);
         let padded = pad(h, (1, 2), mode = reflect) + pad(h, (0, 3), value = 0.5)
             - pad(h, (2, 1), mode = replicate);
-        output f, total, avg, top, over_time, log_over_time, ng, inst, plain, padded;
+        let n2 = layer_norm(h, dims = 2);
+        let whole = layer_norm(h, dims = 2, elementwise_affine = false);
+        output f, total, avg, top, over_time, log_over_time, ng, inst, plain, padded, n2, whole;
     }
 }
 
@@ -206,7 +208,7 @@ fn tensor_ops_and_layer_norm_match() {
         }
     });
     let x = random(&mut rng, &[2, 5, 6]);
-    let (f, t, a, m, s, ls, ng, inst, plain, padded) = model
+    let (f, t, a, m, s, ls, ng, inst, plain, padded, n2, whole) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
@@ -224,6 +226,8 @@ fn tensor_ops_and_layer_norm_match() {
             dyn_f(inst),
             dyn_f(plain),
             dyn_f(padded),
+            dyn_f(n2),
+            dyn_f(whole),
         ],
     );
 }

@@ -1165,6 +1165,70 @@ fn batch_norm_on_sequences() {
 }
 
 kiln::model! {
+    /// Layer norms over two and three trailing axes, with and without bias and affine map, on
+    /// images and on sequences of symbolic length (the normalized axes fixed).
+    struct LayerNormDims {
+        input x: [B, 2, 3, 4];
+        input s: [B, T, 2, 3];
+        target t: [B, 2];
+        let c = conv2d(x, 3, kernel = 1);
+        let n1 = layer_norm(c, dims = 3);
+        let n2 = layer_norm(tanh(n1) * c, dims = 2, bias = false);
+        let m = layer_norm(s, dims = 2, elementwise_affine = false);
+        let f = concat(mean(n2 * n1, axis = (2, 3)), flatten(mean(tanh(m) * s, axis = 1)), axis = 1);
+        let pred = linear(f, 2);
+        output pred, n1, m;
+        loss mse(pred, t);
+    }
+}
+
+#[test]
+fn layer_norm_over_several_axes() {
+    use kiln::Model;
+    let mut rng = StdRng::seed_from_u64(41);
+    let mut model = LayerNormDims::<f64>::new(&mut rng);
+    model.visit_params_mut(&mut |name, mut p| {
+        if name.starts_with('n') {
+            let range = if name.ends_with("weight") {
+                0.5..1.5
+            } else {
+                -0.5..0.5
+            };
+            p.iter_mut()
+                .for_each(|v| *v = rng.random_range(range.clone()));
+        }
+    });
+    assert_eq!(model.n1.weight.shape(), [3, 3, 4]);
+    assert_eq!(model.n2.weight.shape(), [3, 4]);
+    assert!(model.n2.bias.is_none());
+    let x = random(&mut rng, (3, 2, 3, 4), -1.0, 1.0);
+    let s = random(&mut rng, (3, 5, 2, 3), -1.0, 1.0);
+    let t = random(&mut rng, (3, 2), -1.0, 1.0);
+    let (_, _, m) = model.forward(x.view(), s.view()).unwrap();
+    // Each (sample, position) of `m` is normalised over its 2 × 3 values.
+    for sample in m.outer_iter() {
+        for position in sample.outer_iter() {
+            let mean = position.sum() / 6.0;
+            assert!(mean.abs() < 1e-12, "{mean}");
+        }
+    }
+    let mut grads = model.zero_grads();
+    let mut copy = model.clone();
+    copy.loss_and_grad(
+        x.view(),
+        s.view(),
+        t.view(),
+        &mut model.workspace(),
+        &mut grads,
+    )
+    .unwrap();
+    check(&model, &grads, |m| {
+        m.loss(x.view(), s.view(), t.view(), &mut m.workspace())
+            .unwrap()
+    });
+}
+
+kiln::model! {
     /// `pad` in its three modes, over one, two and three trailing axes (the channels too), a
     /// causal convolution's left padding among them.
     struct Pads {

@@ -197,6 +197,25 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `vision_layer_norm_dims`: layer norms over several trailing axes (PyTorch's
+    /// `normalized_shape` of two and three dims, with and without bias or affine map).
+    pub struct VisionLayerNormDims {
+        input x: [B, 3, 4, 5];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 4, kernel = 3, padding = 1);
+        let ln1 = layer_norm(conv1, dims = 3);
+        let r = relu(ln1);
+        let ln2 = layer_norm(r, dims = 2, bias = false, eps = 1e-4);
+        let t = tanh(ln2);
+        let n3 = layer_norm(t * conv1, dims = 2, elementwise_affine = false);
+        let a = mean(n3 * t, axis = (2, 3));
+        let fc = linear(a, 3);
+        output conv1, ln1, r, ln2, t, n3, a, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// Int64 labels `name` of the manifest's 3-D shape (`[B, H, W]`, one per pixel).
 fn pixel_labels(fixture: &Fixture, name: &str) -> Array3<usize> {
     let key = name.split_once('.').map_or(name, |(_, n)| n);
@@ -304,6 +323,14 @@ parity_case! {
     outputs {
         conv1 => c1, p => p, lp => lp, h => h, gp => gp, e => e, a => a, s => s, f => f,
         fc => logits,
+    },
+}
+
+parity_case! {
+    vision_layer_norm_dims, VisionLayerNormDims,
+    target label: labels,
+    outputs {
+        conv1 => c1, ln1 => n1, r => r, ln2 => n2, t => t, n3 => n3, a => a, fc => logits,
     },
 }
 

@@ -258,7 +258,7 @@ const SEEDS: &[&str] = &[
         let p = adaptive_max_pool2d(a, (4, 4));
         let u = upsample(p, size = (16, 16), mode = bilinear, align_corners = true);
         let m = maximum(a, u) + pow(abs(u), 1.5) - minimum(a, 0.5);
-        let s = softmax(m, axis = 1);
+        let s = softmax(m + layer_norm(m, dims = 3), axis = 1);
         let gap = mean(s, axis = (2, 3));
         let head = conv2d(m, 4, kernel = 1);
         output head, gap;

@@ -14,5 +14,5 @@ pub use bias::Bias;
 pub use conv::{Conv1d, Conv2d, ConvTranspose2d};
 pub use embedding::Embedding;
 pub use linear::Linear;
-pub use norm::{BatchNorm, GroupNorm, LayerNorm, RunningStats};
+pub use norm::{BatchNorm, GroupNorm, LayerNorm, LayerNormNd, RunningStats};
 pub use recurrent::{Gru, Lstm};

@@ -2,7 +2,7 @@
 //! group norm.
 
 use crate::Float;
-use ndarray::Array1;
+use ndarray::{Array1, ArrayD, IxDyn};
 
 /// The state of a batch norm over `num_features` channels, as PyTorch's `BatchNorm1d` /
 /// `BatchNorm2d` (affine, tracking running statistics): the trainable `weight` and `bias`, and
@@ -203,6 +203,53 @@ impl<F: Float> GroupNorm<F> {
     /// The number of trainable scalars, `2 · num_channels`.
     pub fn num_params(&self) -> usize {
         self.weight.len() + self.bias.len()
+    }
+}
+
+/// The parameters of a layer norm over several trailing axes, as `nn.LayerNorm(shape)` with a
+/// `normalized_shape` of two or more dims (`layer_norm(x, dims = k)`): `weight` and `bias`
+/// have that shape, as in PyTorch's `state_dict`; the bias is `None` for `bias=False`.
+///
+/// ```
+/// use kiln_runtime::layers::LayerNormNd;
+/// let ln = LayerNormNd::<f32>::new(&[4, 5], true);
+/// assert_eq!(ln.weight.shape(), [4, 5]);
+/// assert_eq!((ln.normalized_len(), ln.num_params()), (20, 40));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerNormNd<F> {
+    /// The elementwise scale (γ), of the normalized shape.
+    pub weight: ArrayD<F>,
+    /// The elementwise shift (β), if the layer has one.
+    pub bias: Option<ArrayD<F>>,
+}
+
+impl<F: Float> LayerNormNd<F> {
+    /// PyTorch's initial state: weight 1, bias 0 (with `bias`).
+    pub fn new(normalized_shape: &[usize], bias: bool) -> Self {
+        Self {
+            weight: ArrayD::ones(IxDyn(normalized_shape)),
+            bias: bias.then(|| ArrayD::zeros(IxDyn(normalized_shape))),
+        }
+    }
+
+    /// Zero weight and bias (with `bias`).
+    pub fn zeros(normalized_shape: &[usize], bias: bool) -> Self {
+        Self {
+            weight: ArrayD::zeros(IxDyn(normalized_shape)),
+            bias: bias.then(|| ArrayD::zeros(IxDyn(normalized_shape))),
+        }
+    }
+
+    /// The number of normalised elements per row (the product of the normalized shape).
+    pub fn normalized_len(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// The number of trainable scalars: `2 · normalized_len`, or `normalized_len` without a
+    /// bias.
+    pub fn num_params(&self) -> usize {
+        self.weight.len() + self.bias.as_ref().map_or(0, |b| b.len())
     }
 }
 

@@ -2,6 +2,11 @@
 //! schedules, gradient clipping, early stopping, checkpoints with exact resume, and plots),
 //! built from small public pieces that a hand-written loop can use one by one.
 //!
+//! [`Trainer::fit`] trains a [`Supervised`] model (one float input, one target per sample) on
+//! a [`Dataset`]; [`Trainer::fit_batches`] trains any [`Trainable`] model (token ids, lengths,
+//! several inputs, a label per position) on a [`BatchSource`], with the same loop. The loop is
+//! written once against a private `Feed` (`feed.rs`), which the two data paths implement.
+//!
 //! ```no_run
 //! use kiln_runtime::data::{self, TensorDataset};
 //! use kiln_runtime::optim::CosineAnnealing;

@@ -1087,7 +1087,7 @@ mod tests {
         "concat(a, b, axis = 1)",
         "dropout(x, p = 0.5)",
         "batch_norm(x, eps = 0.001, momentum = 0.1, affine = false)",
-        "layer_norm(x, eps = 0.001)",
+        "layer_norm(x, eps = 0.001, dims = 2, bias = true, elementwise_affine = true)",
         "group_norm(x, groups = 4, eps = 0.001, affine = false)",
         "instance_norm(x, eps = 0.001, affine = true)",
         "embedding(t, 8, padding_idx = 0, vocab = 10)",

@@ -38,7 +38,7 @@ impl OpSpec for NormSpec {
         if self.batch {
             "batch_norm(x)`, `batch_norm(x, eps = 1e-5, momentum = 0.1)` or `batch_norm(x, affine = false)"
         } else {
-            "layer_norm(x)`, `layer_norm(x, eps = 1e-5)` or `layer_norm(x, bias = false)"
+            "layer_norm(x)`, `layer_norm(x, eps = 1e-5)`, `layer_norm(x, bias = false)` or `layer_norm(x, dims = 2)"
         }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
@@ -59,6 +59,12 @@ impl OpSpec for NormSpec {
                 args.opt_bool("elementwise_affine", true)?,
             )
         };
+        // PyTorch's `normalized_shape` of several dims: the last `dims` axes.
+        let axes = if self.batch {
+            1
+        } else {
+            args.opt_int("dims")?.unwrap_or(1)
+        };
         args.finish()?;
         if eps <= 0.0 {
             return Err(syn::Error::new(
@@ -74,6 +80,7 @@ impl OpSpec for NormSpec {
         }
         Ok(Built::Kernel(Box::new(Norm {
             batch: self.batch,
+            axes,
             eps,
             momentum,
             // Without the affine map there is no bias either, as in PyTorch.
@@ -86,6 +93,8 @@ impl OpSpec for NormSpec {
 /// A normalization layer.
 pub struct Norm {
     batch: bool,
+    /// How many trailing axes a layer norm normalizes together (1 for batch norm).
+    axes: usize,
     eps: f64,
     momentum: f64,
     /// Whether the layer has a `bias`.
@@ -95,17 +104,27 @@ pub struct Norm {
 }
 
 impl Norm {
-    /// The normalized feature count: channels (batch norm) or the last dim (layer norm).
+    /// The normalized feature count: channels (batch norm) or the product of the normalized
+    /// trailing dims (layer norm), once the shape rule has accepted them.
     fn features(&self, x: &ValueInfo) -> usize {
-        let d = if self.batch {
-            x.shape.0.get(1)
+        self.normalized_shape(x).iter().product()
+    }
+
+    /// The shape of the weight and bias: `[C]` for batch norm, the normalized trailing dims
+    /// for layer norm (fixed, once the shape rule has accepted them).
+    fn normalized_shape(&self, x: &ValueInfo) -> Vec<usize> {
+        let dims: &[Dim] = if self.batch {
+            x.shape.0.get(1..2).unwrap_or(&[])
         } else {
-            x.shape.0.last()
+            let rank = x.shape.rank();
+            &x.shape.0[rank.saturating_sub(self.axes)..]
         };
-        match d {
-            Some(Dim::Fixed(n)) => *n,
-            _ => 0,
-        }
+        dims.iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => *n,
+                Dim::Symbol(_) => 0,
+            })
+            .collect()
     }
 
     /// `(n, c, spatial)` tokens for batch norm.
@@ -115,13 +134,17 @@ impl Norm {
         (quote!(#n), quote!(#c), spatial)
     }
 
-    /// `(rows, cols)` tokens for layer norm.
-    fn layer_sizes(dims: &[TokenStream]) -> (TokenStream, TokenStream) {
-        let (last, rest) = dims
-            .split_last()
-            .map_or((quote!(1), &[][..]), |(l, r)| (l.clone(), r));
-        let rows = rest.iter().fold(quote!(1), |acc, d| quote!(#acc * #d));
-        (rows, last)
+    /// `(rows, cols)` tokens for layer norm: the leading dims and the normalized ones.
+    fn layer_sizes(&self, dims: &[TokenStream]) -> (TokenStream, TokenStream) {
+        let (rest, normalized) = dims.split_at(dims.len().saturating_sub(self.axes));
+        let product = |ds: &[TokenStream]| -> TokenStream {
+            match ds {
+                [] => quote!(1),
+                [one] => one.clone(),
+                [first, more @ ..] => more.iter().fold(first.clone(), |acc, d| quote!(#acc * #d)),
+            }
+        };
+        (product(rest), product(normalized))
     }
 
     /// The weight and bias the kernels read: the parameters, or constants in scratch (with
@@ -179,7 +202,11 @@ impl Kernel for Norm {
     fn decoding(&self, inputs: &[&ValueInfo]) -> super::Decoding {
         // A layer norm normalizes each position's features; a batch norm's channels are
         // axis 1, the time axis of a sequence.
-        super::Decoding::position_wise_if(!self.batch && inputs[0].shape.rank() >= 3)
+        // Over the features of each position only: a layer norm over more axes than the last
+        // mixes positions.
+        super::Decoding::position_wise_if(
+            !self.batch && self.axes == 1 && inputs[0].shape.rank() >= 3,
+        )
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Float, Int};
@@ -191,15 +218,27 @@ impl Kernel for Norm {
                 ins.push(cx.param(0));
             } else {
                 let c = self.features(&cx.input_infos[0]);
-                ins.push(cx.filled("ones", c, 1.0)?);
+                let ones = cx.filled("ones", c, 1.0)?;
+                let shape: Vec<i64> = self
+                    .normalized_shape(&cx.input_infos[0])
+                    .iter()
+                    .map(|&d| d as i64)
+                    .collect();
+                ins.push(if shape.len() > 1 {
+                    let shape = cx.b.ints("shape", shape);
+                    cx.op("Reshape", vec![ones, shape], "ones", vec![])
+                } else {
+                    ones
+                });
             }
             if self.bias {
                 ins.push(cx.param(1));
             }
+            let axis = -(self.axes as i64);
             cx.finish(
                 "LayerNormalization",
                 ins,
-                vec![("axis", Int(-1)), ("epsilon", Float(self.eps))],
+                vec![("axis", Int(axis)), ("epsilon", Float(self.eps))],
             );
             return Ok(());
         }
@@ -232,12 +271,20 @@ impl Kernel for Norm {
             format!("eps={}, momentum={}, affine=false", self.eps, self.momentum)
         } else if self.batch {
             format!("eps={}, momentum={}", self.eps, self.momentum)
-        } else if !self.affine {
-            format!("eps={}, elementwise_affine=false", self.eps)
-        } else if !self.bias {
-            format!("eps={}, bias=false", self.eps)
         } else {
-            format!("eps={}", self.eps)
+            let dims = if self.axes > 1 {
+                format!(", dims={}", self.axes)
+            } else {
+                String::new()
+            };
+            let affine = if !self.affine {
+                ", elementwise_affine=false"
+            } else if !self.bias {
+                ", bias=false"
+            } else {
+                ""
+            };
+            format!("eps={}{dims}{affine}", self.eps)
         }
     }
     fn has_params(&self) -> bool {
@@ -266,15 +313,34 @@ impl Kernel for Norm {
                 ));
             }
         } else {
-            match x.shape.last() {
-                Some(Dim::Fixed(_)) => {}
-                Some(Dim::Symbol(s)) => {
+            let rank = x.shape.rank();
+            if rank == 0 {
+                return Err(OpError::input(
+                    0,
+                    "`layer_norm` needs at least one axis, but this is a scalar",
+                ));
+            }
+            if self.axes >= rank {
+                return Err(OpError::call(format!(
+                    "`dims = {}` normalizes the last {} axes together, but {shown} has {} besides the batch axis: use `dims = {}` at most",
+                    self.axes,
+                    self.axes,
+                    rank - 1,
+                    (rank - 1).max(1)
+                )));
+            }
+            for axis in rank - self.axes..rank {
+                if let Dim::Symbol(s) = x.shape.0[axis] {
+                    let which = if self.axes == 1 {
+                        "the last axis".to_string()
+                    } else {
+                        format!("the last {} axes", self.axes)
+                    };
                     return Err(OpError::input(
                         0,
-                        format!("`layer_norm` normalizes the last axis, which must be fixed, but in {shown} it is the symbolic `{}`", symbols[s]),
-                    ))
+                        format!("`layer_norm` normalizes {which}, which must be fixed, but in {shown} axis {axis} is the symbolic `{}`", symbols[s]),
+                    ));
                 }
-                None => return Err(OpError::input(0, "`layer_norm` needs at least one axis, but this is a scalar")),
             }
         }
         Ok(float_like(x))
@@ -302,11 +368,12 @@ impl Kernel for Norm {
                 nested: None,
             });
         }
+        let shape = self.normalized_shape(inputs[0]);
         let mut params = vec![ParamSpec {
             access: None,
             suffix: "weight",
             optional: false,
-            dims: vec![c],
+            dims: shape.clone(),
         }];
         if self.bias {
             params.push(ParamSpec {
@@ -314,7 +381,7 @@ impl Kernel for Norm {
                 suffix: "bias",
                 // Batch norm's is always there; a layer norm's is an `Option`.
                 optional: !self.batch,
-                dims: vec![c],
+                dims: shape.clone(),
             });
         }
         Some(if self.batch {
@@ -324,6 +391,16 @@ impl Kernel for Norm {
                 zeros: quote!(::kiln::layers::BatchNorm::zeros(#c)),
                 params,
                 buffers: running(),
+                nested: None,
+            }
+        } else if self.axes > 1 {
+            let bias = self.bias;
+            LayerSpec {
+                ty: quote!(::kiln::layers::LayerNormNd<F>),
+                init: quote!(::kiln::layers::LayerNormNd::new(&[#(#shape),*], #bias)),
+                zeros: quote!(::kiln::layers::LayerNormNd::zeros(&[#(#shape),*], #bias)),
+                params,
+                buffers: Vec::new(),
                 nested: None,
             }
         } else {
@@ -343,7 +420,7 @@ impl Kernel for Norm {
             Shape(vec![Dim::Fixed(self.features(inputs[0]))])
         } else {
             let dims = &inputs[0].shape.0;
-            Shape(dims[..dims.len().saturating_sub(1)].to_vec())
+            Shape(dims[..dims.len().saturating_sub(self.axes)].to_vec())
         };
         let mut scratch = vec![
             ScratchSpec {
@@ -386,7 +463,7 @@ impl Kernel for Norm {
         let (mean, invstd) = (&cx.scratch[0], &cx.scratch[1]);
         let eps = self.eps;
         if !self.batch {
-            let (rows, cols) = Self::layer_sizes(&cx.inputs[0].dims);
+            let (rows, cols) = self.layer_sizes(&cx.inputs[0].dims);
             let (fill, w, b) = self.layer_norm_operands(&cx.params, &cx.scratch);
             return quote! {
                 #fill
@@ -434,7 +511,7 @@ impl Kernel for Norm {
                 ::kiln::kernels::norm::batch_norm_backward(#x, #dy, #w, #mean, #invstd, #n, #c, #spatial, #dw, #db, #dx);
             }
         } else {
-            let (rows, cols) = Self::layer_sizes(&cx.inputs[0].dims);
+            let (rows, cols) = self.layer_sizes(&cx.inputs[0].dims);
             // The forward filled the constants; the backward reads them as they are.
             let (_, w, _) = self.layer_norm_operands(&cx.params, &cx.scratch);
             let (dw, db) = self.layer_norm_grads(&cx.param_grads, &cx.scratch);
