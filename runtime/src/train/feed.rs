@@ -53,6 +53,30 @@ pub(super) trait Feed<F: Float, M: Model<F>> {
     fn check_finite(ws: &mut Self::Workspace, on: bool);
 }
 
+/// The error for validation data whose first sample the model refuses.
+fn unfit_validation(error: Error) -> Error {
+    Error::Data {
+        what: "validation data",
+        problem: format!("its samples do not fit the model: {error}"),
+    }
+}
+
+/// The epoch's metrics summed over the ranks, after averaging the model's buffers (batch-norm
+/// statistics) across them; `acc` itself without data parallelism.
+fn across_ranks<F: Float, M: Model<F>>(
+    data_parallel: Option<&mut DataParallel<'_, F, M>>,
+    model: &mut M,
+    acc: MetricsAccumulator,
+) -> Result<MetricsAccumulator> {
+    match data_parallel {
+        Some(dp) => {
+            dp.average_buffers(model)?;
+            Ok(MetricsAccumulator::from_sums(dp.sum_f64(acc.to_sums())?))
+        }
+        None => Ok(acc),
+    }
+}
+
 /// A [`Supervised`] model on a [`Dataset`], optionally data-parallel.
 pub(super) struct DatasetFeed<'l, 'c, F: Float, M: Supervised<F>, D: Dataset<F> + ?Sized> {
     pub loader: &'l DataLoader<'l, F, D>,
@@ -91,19 +115,14 @@ where
                 let mut ws = M::Workspace::default();
                 model
                     .eval_batch(probe.x.view(), batch_targets(&probe), &mut ws)
-                    .map_err(|error| Error::Data {
-                        what: "validation data",
-                        problem: format!("its samples do not fit the model: {error}"),
-                    })?;
+                    .map_err(unfit_validation)?;
             }
         }
         Ok(())
     }
 
     fn begin(&mut self, model: &mut M) -> Result<()> {
-        if let Some(comm) = self.comm {
-            self.data_parallel = Some(DataParallel::new(comm, model)?);
-        }
+        self.data_parallel = self.comm.map(|c| DataParallel::new(c, model)).transpose()?;
         Ok(())
     }
 
@@ -162,13 +181,7 @@ where
     }
 
     fn end_epoch(&mut self, model: &mut M, acc: MetricsAccumulator) -> Result<MetricsAccumulator> {
-        match &mut self.data_parallel {
-            Some(dp) => {
-                dp.average_buffers(model)?;
-                Ok(MetricsAccumulator::from_sums(dp.sum_f64(acc.to_sums())?))
-            }
-            None => Ok(acc),
-        }
+        across_ranks(self.data_parallel.as_mut(), model, acc)
     }
 
     fn evaluate(&mut self, model: &M) -> Result<Option<Metrics>> {
@@ -284,20 +297,13 @@ where
             let mut probe = Vec::new();
             val.fill(&[0], &mut probe)?;
             let mut ws = Self::Workspace::default();
-            model
-                .eval_step(&probe, &mut ws)
-                .map_err(|error| Error::Data {
-                    what: "validation data",
-                    problem: format!("its samples do not fit the model: {error}"),
-                })?;
+            model.eval_step(&probe, &mut ws).map_err(unfit_validation)?;
         }
         Ok(())
     }
 
     fn begin(&mut self, model: &mut M) -> Result<()> {
-        if let Some(comm) = self.comm {
-            self.data_parallel = Some(DataParallel::new(comm, model)?);
-        }
+        self.data_parallel = self.comm.map(|c| DataParallel::new(c, model)).transpose()?;
         Ok(())
     }
 
@@ -360,13 +366,7 @@ where
     }
 
     fn end_epoch(&mut self, model: &mut M, acc: MetricsAccumulator) -> Result<MetricsAccumulator> {
-        match &mut self.data_parallel {
-            Some(dp) => {
-                dp.average_buffers(model)?;
-                Ok(MetricsAccumulator::from_sums(dp.sum_f64(acc.to_sums())?))
-            }
-            None => Ok(acc),
-        }
+        across_ranks(self.data_parallel.as_mut(), model, acc)
     }
 
     fn evaluate(&mut self, model: &M) -> Result<Option<Metrics>> {
