@@ -185,6 +185,14 @@ pub enum Op {
         size: Option<(usize, usize)>,
         bilinear: bool,
     },
+    /// `pad(x, pairs, mode = ..)`: `pads` per trailing axis, the last axis first (as
+    /// written); `mode` 0 constant (`value`), 1 reflect, 2 replicate.
+    Pad {
+        x: usize,
+        pads: Vec<(usize, usize)>,
+        mode: u8,
+        value: f64,
+    },
     /// `flatten(x)`.
     Flatten { x: usize },
     /// `reshape(x, dims)` to the value's own shape.
@@ -241,6 +249,7 @@ impl Op {
             | Op::Pool { x, .. }
             | Op::Adaptive { x, .. }
             | Op::Upsample { x, .. }
+            | Op::Pad { x, .. }
             | Op::Flatten { x }
             | Op::Reshape { x }
             | Op::Block { x, .. } => vec![*x],
@@ -257,6 +266,7 @@ impl Op {
                 ..
             } => out.push("embedding(padding_idx)".into()),
             Op::Upsample { size: Some(_), .. } => out.push("upsample(size)".into()),
+            Op::Pad { value, .. } if *value != 0.0 => out.push("pad(value)".into()),
             Op::Reduce { lengths: true, .. } => out.push("mean(axis = 1, lengths)".into()),
             Op::Rnn { lengths: true, .. } => out.push("lstm/gru(lengths)".into()),
             Op::Attention {
@@ -323,6 +333,9 @@ impl Op {
                 }
             }
             .into(),
+            Op::Pad { mode, .. } => {
+                ["pad", "pad(reflect)", "pad(replicate)"][*mode as usize].into()
+            }
             Op::Flatten { .. } => "flatten".into(),
             Op::Reshape { .. } => "reshape".into(),
             Op::Block { .. } => "block".into(),
@@ -415,8 +428,8 @@ impl Graph {
     /// restated from the language's rule (README, "Sequence models") rather than taken from
     /// the compiler, so that the two check each other: the input is a sequence `[B, T, ...]`
     /// with two symbolic dims and no lengths, and every value reaching an output is
-    /// `[B, T, fixed...]` and computed position by position (embeddings, `linear`, `softmax`
-    /// and `layer_norm` over features, element-wise ops, dropout) or by an op that continues
+    /// `[B, T, fixed...]` and computed position by position (embeddings, `linear`, `softmax`,
+    /// `layer_norm` and `pad` over features, element-wise ops, dropout) or by an op that continues
     /// a sequence (causal self-attention without lengths, position embeddings, blocks of
     /// these). The generated file calls `forward_cached` exactly on these models, so a model
     /// the compiler disagrees on fails to build.
@@ -746,6 +759,21 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
                 format!("upsample({}, scale = {scale})", n(x))
             }
         }
+        Op::Pad {
+            x,
+            pads,
+            mode,
+            value,
+        } => {
+            let pairs: Vec<String> = pads.iter().map(|(b, a)| format!("{b}, {a}")).collect();
+            let option = match mode {
+                1 => ", mode = reflect".to_string(),
+                2 => ", mode = replicate".to_string(),
+                _ if *value != 0.0 => format!(", value = {}", num_src(*value)),
+                _ => String::new(),
+            };
+            format!("pad({}, ({}){option})", n(x), pairs.join(", "))
+        }
         Op::Flatten { x } => format!("flatten({})", n(x)),
         Op::Reshape { x } => {
             let dims = shape_src(shape);
@@ -935,6 +963,8 @@ fn body_decodes(body: &Body, roots: &[usize], b: &str, t: &str, blocks: &[BlockD
                     | Some(Op::Tied { x, .. })
                     | Some(Op::Softmax { x, .. })
                     | Some(Op::LayerNorm { x, .. }) => features(*x),
+                    // Of the features only, never the sequence axis.
+                    Some(Op::Pad { x, pads, .. }) => pads.len() + 2 <= body.values[*x].shape.len(),
                     Some(Op::Attention {
                         memory,
                         causal,
@@ -1155,6 +1185,39 @@ impl Gen {
         self.push(shape, Op::LayerNorm { x: v, eps })
     }
 
+    /// `pad(v, ..)` of the last `axes` axes (which are fixed) in a random mode; a reflection
+    /// only by less than each axis.
+    fn pad(&mut self, v: usize, axes: usize) -> usize {
+        let mut shape = self.shape(v).clone();
+        let rank = shape.len();
+        let mode = self.pick(&[0u8, 1, 2]);
+        let value = if mode == 0 && self.chance(0.5) {
+            self.pick(&COEFS)
+        } else {
+            0.0
+        };
+        let mut pads = Vec::new();
+        for axis in (rank - axes..rank).rev() {
+            let d = shape[axis].size;
+            let most = if mode == 1 { (d - 1).min(2) } else { 2 };
+            let pair = (
+                self.rng.random_range(0..=most),
+                self.rng.random_range(0..=most),
+            );
+            shape[axis] = lit(d + pair.0 + pair.1);
+            pads.push(pair);
+        }
+        self.push(
+            shape,
+            Op::Pad {
+                x: v,
+                pads,
+                mode,
+                value,
+            },
+        )
+    }
+
     /// `batch_norm(v)`, now and then with its own `eps` and `momentum`.
     fn batch_norm(&mut self, v: usize) -> usize {
         let eps = if self.chance(0.3) {
@@ -1237,7 +1300,8 @@ impl Gen {
             },
             3 => match choice {
                 0..=12 if last_lit => Some(self.linear(v)),
-                13..=29 => Some(self.pointwise(v)),
+                13..=26 => Some(self.pointwise(v)),
+                27..=29 if last_lit => Some(self.pad(v, 1)),
                 30..=35 => {
                     let log = self.chance(0.5);
                     Some(self.push(shape, Op::Softmax { x: v, log }))
@@ -1550,10 +1614,11 @@ impl Gen {
                     },
                 ))
             }
-            92..=95 => {
+            92 => {
                 let s = img(c * h, w, 1);
                 Some(self.push(s, Op::Reshape { x: v }))
             }
+            93..=95 => Some(self.pad(v, 2)),
             _ => {
                 let log = self.chance(0.5);
                 Some(self.push(shape, Op::Softmax { x: v, log }))

@@ -16,12 +16,12 @@ runner! { R0, float 3, lengths, none 0, unseeded, [] }
 kiln::model! {
     struct R1 {
         input x: [N, T, 3];
-        target y: [N, T, 3];
+        target y: [N, T, 4];
         let v1 = Blk0(x);
-        let v2 = exp((v1 * 0.5)) - softsign(x);
-        let pred = linear(v2, 3);
+        let v2 = pad(v1, (2, 1), mode = replicate);
+        let pred = linear(v2, 4);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss mse(pred, y);
 
         block Blk0(x) {
             let u1 = softplus(x);
@@ -120,16 +120,25 @@ runner! { R6, float 2, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R7 {
         input x: [B, T] tokens 7;
-        target y: [B, T, 3];
+        target y: [B, T] classes 4;
         let v1 = embedding(x, 4);
-        let v2 = selu(v1);
-        let v3 = gru(v2, 3, layers = 2, bidirectional = true);
-        let pred = linear(v3, 3);
+        let v2 = pad(v1, (1, 0), mode = replicate);
+        let v3 = Blk0(v2, repeat = 2);
+        let pred = linear(v3, 4);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y, ignore_index = 2);
+
+        block Blk0(x) {
+            let u1 = layer_norm(x);
+            let u2 = dropout(u1, 0.25);
+            let u3 = linear(u2, 5);
+            let u4 = x + u3;
+            output u4;
+        }
     }
 }
-runner! { R7, tokens 2, no_lengths, values 3, unseeded, [] }
+runner! { R7, tokens 2, no_lengths, labels 2, seeded, [] }
+decoder! { R7, tokens 2, [] }
 
 kiln::model! {
     struct R8 {
@@ -1322,7 +1331,7 @@ kiln::model! {
         input len: [2] lengths T;
         target y: [2, T] classes 2;
         let v1 = permute(x, (0, 2, 1));
-        let v2 = leaky_relu(leaky_relu(v1, 0.2), 0.2);
+        let v2 = linear(x, 3);
         let v3 = linear(x, 4);
         let v4 = linear(x, 4);
         let v5 = transpose(v4, -2, -1);
@@ -1331,7 +1340,7 @@ kiln::model! {
         let v8 = matmul(v7, x);
         let pred = linear(v8, 2);
         output pred;
-        loss cross_entropy(pred, y) + 0.3 * mean(v2);
+        loss cross_entropy(pred, y) + 0.3 * mean(v1) + 0.1 * mean(v2);
     }
 }
 runner! { R78, float 3, lengths, labels 2, unseeded, [] }
@@ -1368,16 +1377,14 @@ kiln::model! {
     struct R81 {
         input x: [B, T] tokens 5;
         input len: [B] lengths T;
-        target y: [B, T, 5];
         let v1 = embedding(x, 4);
         let v2 = gru(v1, 3);
         let v3 = softmax(v2);
         let v4 = linear(v3, 4);
         let v5 = Blk0(v4, repeat = 2);
-        let v6 = exp(tanh(v5)) - 0.25;
-        let pred = linear(v6, 5, tied = v1);
+        let v6 = pad(v5, (0, 0), mode = reflect);
+        let pred = linear(v6, 5, bias = false, tied = v1);
         output pred;
-        loss mse(pred, y);
 
         block Blk0(x) {
             let u1 = dropout(x, 0.25);
@@ -1387,24 +1394,24 @@ kiln::model! {
         }
     }
 }
-runner! { R81, tokens 2, lengths, values 3, seeded, [] }
+runner! { R81, tokens 2, lengths, none 0, seeded, [] }
 
 kiln::model! {
     struct R82 {
         input x: [B, T] tokens 3;
-        target y: [B, 2, T];
+        target y: [B, T, 4];
         let v1 = embedding(x, 2, padding_idx = 2);
         let v2 = transpose(v1, -2, -1);
         let v3 = softplus(v2);
-        let v4 = -square(v2);
-        let v5 = (v3 / 0.1) * v2;
-        let v6 = v5 * sigmoid(v5);
-        let pred = leaky_relu(v6, 0.2);
-        output pred;
-        loss mse(pred, y) + 0.3 * mean(v4);
+        let v4 = multi_head_attention(v1, heads = 2, bias = false);
+        let v5 = concat(v1, v4);
+        let v6 = linear(v1, 5, bias = false);
+        let pred = linear(v6, 4);
+        output pred, v3, v5;
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R82, tokens 2, no_lengths, values 3, unseeded, [] }
+runner! { R82, tokens 2, no_lengths, values 3, unseeded, [v3, v5] }
 
 kiln::model! {
     struct R83 {
@@ -1724,16 +1731,16 @@ runner! { R99, float 2, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R108 {
         input x: [B, T] tokens 4;
-        target y: [B, T, 4];
+        target y: [B, T] classes 3;
         let v1 = embedding(x, 2);
         let v2 = softsign(exp(tanh(v1)));
-        let v3 = softplus(v2) * relu(v1);
-        let pred = linear(v3, 4, tied = v1);
+        let v3 = pad(v2, (0, 2));
+        let pred = linear(v3, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss cross_entropy(pred, y, ignore_index = 1);
     }
 }
-runner! { R108, tokens 2, no_lengths, values 3, unseeded, [] }
+runner! { R108, tokens 2, no_lengths, labels 2, unseeded, [] }
 decoder! { R108, tokens 2, [] }
 
 kiln::model! {
@@ -1929,7 +1936,7 @@ kiln::model! {
         let v1 = embedding(x, 2);
         let v2 = -v1;
         let v3 = leaky_relu(v2, 0.2) * v1;
-        let v4 = leaky_relu(v3, 0.2);
+        let v4 = pad(v3, (1, 2), value = 0.75);
         let pred = linear(v4, 4);
         output pred;
         loss mse(pred, y);
@@ -2055,6 +2062,7 @@ cases! {
 
 decode_cases! {
     1 => R1,
+    7 => R7,
     108 => R108,
     112 => R112,
     130 => R130,

@@ -630,6 +630,43 @@ impl Interp<'_> {
                 }
                 y
             }
+            Op::Pad {
+                x,
+                pads,
+                mode,
+                value,
+            } => {
+                let x = &vals[*x];
+                let rank = shape.len();
+                let mut y = ArrayD::zeros(IxDyn(shape));
+                // Output index `o` of an axis of `d` values padded by `before` reads input
+                // index `o - before`: reflected at the border (not repeating it), clamped to
+                // it, or none (the constant).
+                let source = |o: usize, before: usize, d: usize| -> Option<usize> {
+                    let i = o as isize - before as isize;
+                    let d = d as isize;
+                    match mode {
+                        1 if i < 0 => Some(-i as usize),
+                        1 if i >= d => Some((2 * (d - 1) - i) as usize),
+                        2 => Some(i.clamp(0, d - 1) as usize),
+                        _ if i < 0 || i >= d => None,
+                        _ => Some(i as usize),
+                    }
+                };
+                for (index, out) in y.indexed_iter_mut() {
+                    let mut src: Vec<usize> = index.slice().to_vec();
+                    let mut inside = true;
+                    for (k, &(before, _)) in pads.iter().enumerate() {
+                        let axis = rank - 1 - k;
+                        match source(src[axis], before, x.shape()[axis]) {
+                            Some(i) => src[axis] = i,
+                            None => inside = false,
+                        }
+                    }
+                    *out = if inside { x[IxDyn(&src)] } else { *value };
+                }
+                y
+            }
             Op::Upsample { x, bilinear, .. } => {
                 let x = &vals[*x];
                 let (h, w) = (x.shape()[2], x.shape()[3]);

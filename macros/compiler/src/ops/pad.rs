@@ -196,6 +196,11 @@ impl Kernel for Pad {
             kind: ValueKind::Float,
         })
     }
+    fn decoding(&self, inputs: &[&ValueInfo]) -> super::Decoding {
+        // Padding the features of each position (not the sequence axis, axis 1) is position
+        // by position.
+        super::Decoding::position_wise_if(self.pads.len() + 2 <= inputs[0].shape.rank())
+    }
     fn backward_reads(&self) -> Reads {
         Reads {
             inputs: vec![false],
