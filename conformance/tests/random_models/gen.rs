@@ -185,6 +185,13 @@ pub enum Op {
         size: Option<(usize, usize)>,
         bilinear: bool,
     },
+    /// `group_norm(x, groups = g)` or, with `groups` `None`, `instance_norm(x)`; `affine`
+    /// as written (group norm's default is with it, instance norm's without).
+    GroupNorm {
+        x: usize,
+        groups: Option<usize>,
+        affine: bool,
+    },
     /// `pad(x, pairs, mode = ..)`: `pads` per trailing axis, the last axis first (as
     /// written); `mode` 0 constant (`value`), 1 reflect, 2 replicate.
     Pad {
@@ -250,6 +257,7 @@ impl Op {
             | Op::Adaptive { x, .. }
             | Op::Upsample { x, .. }
             | Op::Pad { x, .. }
+            | Op::GroupNorm { x, .. }
             | Op::Flatten { x }
             | Op::Reshape { x }
             | Op::Block { x, .. } => vec![*x],
@@ -267,6 +275,16 @@ impl Op {
             } => out.push("embedding(padding_idx)".into()),
             Op::Upsample { size: Some(_), .. } => out.push("upsample(size)".into()),
             Op::Pad { value, .. } if *value != 0.0 => out.push("pad(value)".into()),
+            Op::GroupNorm {
+                groups: Some(_),
+                affine: false,
+                ..
+            } => out.push("group_norm(affine = false)".into()),
+            Op::GroupNorm {
+                groups: None,
+                affine: true,
+                ..
+            } => out.push("instance_norm(affine = true)".into()),
             Op::Reduce { lengths: true, .. } => out.push("mean(axis = 1, lengths)".into()),
             Op::Rnn { lengths: true, .. } => out.push("lstm/gru(lengths)".into()),
             Op::Attention {
@@ -331,6 +349,12 @@ impl Op {
                 } else {
                     "upsample(nearest)"
                 }
+            }
+            .into(),
+            Op::GroupNorm { groups, .. } => if groups.is_some() {
+                "group_norm"
+            } else {
+                "instance_norm"
             }
             .into(),
             Op::Pad { mode, .. } => {
@@ -759,6 +783,12 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
                 format!("upsample({}, scale = {scale})", n(x))
             }
         }
+        Op::GroupNorm { x, groups, affine } => match (groups, affine) {
+            (Some(g), true) => format!("group_norm({}, groups = {g})", n(x)),
+            (Some(g), false) => format!("group_norm({}, groups = {g}, affine = false)", n(x)),
+            (None, false) => format!("instance_norm({})", n(x)),
+            (None, true) => format!("instance_norm({}, affine = true)", n(x)),
+        },
         Op::Pad {
             x,
             pads,
@@ -1044,6 +1074,7 @@ impl Gen {
             | Op::Flatten { .. }
             | Op::Softmax { .. }
             | Op::LayerNorm { .. }
+            | Op::GroupNorm { .. }
             | Op::BatchNorm { .. } => match op.operands()[..] {
                 [a] => self.keys[a],
                 _ => index,
@@ -1183,6 +1214,31 @@ impl Gen {
         };
         let shape = self.shape(v).clone();
         self.push(shape, Op::LayerNorm { x: v, eps })
+    }
+
+    /// `group_norm(v, groups = g)` (a divisor of the channels) or `instance_norm(v)`, with or
+    /// without the affine map; a pointwise op instead where a group holds fewer than 4 values
+    /// (normalised, they would be ±1 or 0 whatever the input).
+    fn group_norm(&mut self, v: usize) -> usize {
+        let shape = self.shape(v).clone();
+        let (c, spatial) = (shape[1].size, shape[2].size * shape[3].size);
+        let divisors: Vec<usize> = (1..=c).filter(|g| c.is_multiple_of(*g)).collect();
+        let (groups, affine) = if self.chance(0.7) {
+            (Some(self.pick(&divisors)), self.chance(0.7))
+        } else {
+            (None, self.chance(0.3))
+        };
+        if c / groups.unwrap_or(c) * spatial < 4 {
+            return self.pointwise(v);
+        }
+        self.push(
+            shape,
+            Op::GroupNorm {
+                x: v,
+                groups,
+                affine,
+            },
+        )
     }
 
     /// `pad(v, ..)` of the last `axes` axes (which are fixed) in a random mode; a reflection
@@ -1593,7 +1649,8 @@ impl Gen {
                     },
                 ))
             }
-            54..=59 => Some(self.batch_norm(v)),
+            54..=55 => Some(self.batch_norm(v)),
+            56..=59 => Some(self.group_norm(v)),
             60..=71 => Some(self.pointwise(v)),
             72..=75 => {
                 let p = self.pick(&[0.25, 0.5]);

@@ -158,16 +158,16 @@ runner! { R8, float 2, no_lengths, labels 3, unseeded, [] }
 kiln::model! {
     struct R9 {
         input x: [B, 3, 3, 5];
-        target y: [B, 3];
-        let v1 = batch_norm(x, momentum = 0.05);
-        let v2 = flatten(v1);
-        let v3 = concat(v2, v2);
-        let pred = linear(v3, 3);
-        output pred;
-        loss mse(pred, y);
+        target y: [B, 3, 5] classes 4;
+        let v1 = instance_norm(x, affine = true);
+        let v2 = conv2d(v1, 6, kernel = 3, stride = 2, padding = 1, groups = 3);
+        let v3 = conv2d(x, 6, kernel = 1, groups = 3, bias = false);
+        let pred = conv2d(v3, 4, kernel = 1);
+        output pred, v2;
+        loss cross_entropy(pred, y, ignore_index = 0);
     }
 }
-runner! { R9, float 4, no_lengths, values 2, unseeded, [] }
+runner! { R9, float 4, no_lengths, labels 3, unseeded, [v2] }
 
 kiln::model! {
     struct R10 {
@@ -1235,7 +1235,7 @@ kiln::model! {
         let v2 = conv2d(v1, 2, kernel = 2, padding = 1, bias = false);
         let v3 = log_softmax(v2);
         let v4 = softmax(v3);
-        let v5 = batch_norm(v4);
+        let v5 = instance_norm(v4);
         let pred = conv2d(v5, 4, kernel = 1);
         output pred;
     }

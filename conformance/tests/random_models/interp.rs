@@ -630,6 +630,42 @@ impl Interp<'_> {
                 }
                 y
             }
+            Op::GroupNorm { x, groups, affine } => {
+                let x = &vals[*x];
+                let c = x.shape()[1];
+                let groups = groups.unwrap_or(c);
+                let per = c / groups;
+                let mut y = x.as_standard_layout().to_owned();
+                for mut sample in y.outer_iter_mut() {
+                    for g in 0..groups {
+                        let chans = g * per..(g + 1) * per;
+                        let values: Vec<f64> = chans
+                            .clone()
+                            .flat_map(|ch| {
+                                sample
+                                    .index_axis(Axis(0), ch)
+                                    .iter()
+                                    .copied()
+                                    .collect::<Vec<_>>()
+                            })
+                            .collect();
+                        let n = values.len() as f64;
+                        let m = values.iter().sum::<f64>() / n;
+                        let var = values.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n;
+                        for ch in chans {
+                            let (w, b) = if *affine {
+                                (self.p(&pn("weight"))[[ch]], self.p(&pn("bias"))[[ch]])
+                            } else {
+                                (1.0, 0.0)
+                            };
+                            sample
+                                .index_axis_mut(Axis(0), ch)
+                                .mapv_inplace(|v| (v - m) / (var + 1e-5).sqrt() * w + b);
+                        }
+                    }
+                }
+                y
+            }
             Op::Pad {
                 x,
                 pads,
