@@ -7,7 +7,7 @@
 use kiln::ndarray::{Array, Dimension, IntoDimension};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::RngExt;
-use kiln::Model;
+use kiln::{BatchArray, Model, Trainable};
 
 mod ops;
 mod seq;
@@ -32,4 +32,41 @@ fn check<M: Model<f64> + Clone>(model: &M, grads: &M::Grads, loss: impl FnMut(&M
     let mut probe = model.clone();
     let report = kiln::check::gradient_check(&mut probe, grads, loss, EPS);
     report.assert_within(RTOL, ATOL);
+}
+
+/// A training step's gradients on `batch` (one array per declared input and target) against
+/// central differences of training-mode losses on copies of `model`, for models whose
+/// training pass differs from inference (batch statistics). Returns the model after the step
+/// (running statistics updated); `model` itself is left as it was.
+fn check_training_mode<M: Trainable<f64> + Clone>(model: &M, batch: &[BatchArray<f64>]) -> M {
+    let mut after = model.clone();
+    let mut grads = after.zero_grads();
+    after
+        .train_step(batch, &mut Default::default(), &mut grads)
+        .unwrap();
+    check(model, &grads, |m| {
+        let mut copy = m.clone();
+        let mut scratch = copy.zero_grads();
+        copy.train_step(batch, &mut Default::default(), &mut scratch)
+            .unwrap()
+    });
+    after
+}
+
+/// A training step's gradients on `batch` against central differences of the inference-mode
+/// loss (`eval_step`), for models that compute the same in both modes.
+fn check_batch<M: Trainable<f64> + Clone>(model: &M, batch: &[BatchArray<f64>]) {
+    let mut grads = model.zero_grads();
+    model
+        .clone()
+        .train_step(batch, &mut Default::default(), &mut grads)
+        .unwrap();
+    check(model, &grads, |m| {
+        m.eval_step(batch, &mut Default::default()).unwrap()
+    });
+}
+
+/// `a` as a float array of a batch.
+fn floats<D: Dimension>(a: &Array<f64, D>) -> BatchArray<f64> {
+    BatchArray::Float(a.clone().into_dyn())
 }

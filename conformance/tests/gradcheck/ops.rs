@@ -4,7 +4,7 @@
 //! seed, computes the analytic gradients with the generated backward pass, and compares every
 //! parameter's gradient with `kiln::check::gradient_check`.
 
-use super::{check, random};
+use super::{check, check_batch, check_training_mode, floats, random};
 use kiln::ndarray::{Array, Array1, ArrayViewD};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
@@ -546,37 +546,15 @@ kiln::model! {
 #[test]
 fn batch_norm_layer_norm_concat_reshape() {
     let mut rng = StdRng::seed_from_u64(8);
-    let mut model = Norms::<f64>::new(&mut rng);
+    let model = Norms::<f64>::new(&mut rng);
     let x = random(&mut rng, (3, 3, 4, 4), -1.0, 1.0);
     let v = random(&mut rng, (3, 5), -1.0, 1.0);
     let t = random(&mut rng, (3, 4), -1.0, 1.0);
-    let mut grads = model.zero_grads();
-    let before = model.clone();
-    model
-        .loss_and_grad(
-            x.view(),
-            v.view(),
-            t.view(),
-            &mut model.workspace(),
-            &mut grads,
-        )
-        .unwrap();
+    let after = check_training_mode(&model, &[floats(&x), floats(&v), floats(&t)]);
     assert_ne!(
-        model.n.running_mean, before.n.running_mean,
+        after.n.running_mean, model.n.running_mean,
         "training updates running stats"
     );
-    check(&before, &grads, |m| {
-        let mut copy = m.clone();
-        let mut scratch = copy.zero_grads();
-        copy.loss_and_grad(
-            x.view(),
-            v.view(),
-            t.view(),
-            &mut copy.workspace(),
-            &mut scratch,
-        )
-        .unwrap()
-    });
 }
 
 kiln::model! {
@@ -1133,35 +1111,13 @@ kiln::model! {
 #[test]
 fn batch_norm_on_sequences() {
     let mut rng = StdRng::seed_from_u64(22);
-    let mut model = SequenceNorms::<f64>::new(&mut rng);
+    let model = SequenceNorms::<f64>::new(&mut rng);
     let x = random(&mut rng, (3, 3, 9), -1.0, 1.0);
     let s = random(&mut rng, (3, 2, 5), -1.0, 1.0);
     let t = random(&mut rng, (3, 2), -1.0, 1.0);
-    let mut grads = model.zero_grads();
-    let before = model.clone();
-    model
-        .loss_and_grad(
-            x.view(),
-            s.view(),
-            t.view(),
-            &mut model.workspace(),
-            &mut grads,
-        )
-        .unwrap();
-    assert_ne!(model.n.running_mean, before.n.running_mean);
-    assert_ne!(model.sn.running_var, before.sn.running_var);
-    check(&before, &grads, |m| {
-        let mut copy = m.clone();
-        let mut scratch = copy.zero_grads();
-        copy.loss_and_grad(
-            x.view(),
-            s.view(),
-            t.view(),
-            &mut copy.workspace(),
-            &mut scratch,
-        )
-        .unwrap()
-    });
+    let after = check_training_mode(&model, &[floats(&x), floats(&s), floats(&t)]);
+    assert_ne!(after.n.running_mean, model.n.running_mean);
+    assert_ne!(after.sn.running_var, model.sn.running_var);
 }
 
 kiln::model! {
@@ -1212,20 +1168,7 @@ fn layer_norm_over_several_axes() {
             assert!(mean.abs() < 1e-12, "{mean}");
         }
     }
-    let mut grads = model.zero_grads();
-    let mut copy = model.clone();
-    copy.loss_and_grad(
-        x.view(),
-        s.view(),
-        t.view(),
-        &mut model.workspace(),
-        &mut grads,
-    )
-    .unwrap();
-    check(&model, &grads, |m| {
-        m.loss(x.view(), s.view(), t.view(), &mut m.workspace())
-            .unwrap()
-    });
+    check_batch(&model, &[floats(&x), floats(&s), floats(&t)]);
 }
 
 kiln::model! {
@@ -1264,20 +1207,7 @@ fn pad_in_every_mode() {
         (q[[0, 2, 0]], q[[0, 2, 1]], q[[0, 2, 2]]),
         (0.25, 0.25, s[[0, 2, 0]])
     );
-    let mut grads = model.zero_grads();
-    let mut copy = model.clone();
-    copy.loss_and_grad(
-        x.view(),
-        s.view(),
-        t.view(),
-        &mut model.workspace(),
-        &mut grads,
-    )
-    .unwrap();
-    check(&model, &grads, |m| {
-        m.loss(x.view(), s.view(), t.view(), &mut m.workspace())
-            .unwrap()
-    });
+    check_batch(&model, &[floats(&x), floats(&s), floats(&t)]);
 }
 
 kiln::model! {
@@ -1304,7 +1234,7 @@ kiln::model! {
 fn batch_norm_without_affine_map() {
     use kiln::Model;
     let mut rng = StdRng::seed_from_u64(31);
-    let mut model = PlainBatchNorms::<f64>::new(&mut rng);
+    let model = PlainBatchNorms::<f64>::new(&mut rng);
     let mut names = Vec::new();
     model.visit_params(&mut |name, _| names.push(name));
     assert_eq!(
@@ -1332,31 +1262,9 @@ fn batch_norm_without_affine_map() {
     let x = random(&mut rng, (3, 2, 3, 4), -1.0, 1.0);
     let s = random(&mut rng, (3, 3, 5), -1.0, 1.0);
     let t = random(&mut rng, (3, 2), -1.0, 1.0);
-    let mut grads = model.zero_grads();
-    let before = model.clone();
-    model
-        .loss_and_grad(
-            x.view(),
-            s.view(),
-            t.view(),
-            &mut model.workspace(),
-            &mut grads,
-        )
-        .unwrap();
-    assert_ne!(model.n.running_mean, before.n.running_mean);
-    assert_ne!(model.sn.running_var, before.sn.running_var);
-    check(&before, &grads, |m| {
-        let mut copy = m.clone();
-        let mut scratch = copy.zero_grads();
-        copy.loss_and_grad(
-            x.view(),
-            s.view(),
-            t.view(),
-            &mut copy.workspace(),
-            &mut scratch,
-        )
-        .unwrap()
-    });
+    let after = check_training_mode(&model, &[floats(&x), floats(&s), floats(&t)]);
+    assert_ne!(after.n.running_mean, model.n.running_mean);
+    assert_ne!(after.sn.running_var, model.sn.running_var);
 }
 
 kiln::model! {
