@@ -451,6 +451,34 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `padding = same` with odd dilated spans: the extra row, column or position goes at the
+    /// end of ONNX's `pads`.
+    struct EvenSame {
+        input x: [B, 3, 6, 5];
+        let c = conv2d(x, 4, kernel = (2, 4), padding = same);
+        let d = conv2d(c, 2, kernel = 2, dilation = (3, 1), padding = same, groups = 2);
+        let s = conv1d(mean(d, axis = 2), 3, kernel = 4, padding = same);
+        output c, d, s;
+    }
+}
+
+#[test]
+fn even_same_padding_matches() {
+    let mut rng = rng();
+    let model = EvenSame::<f64>::new(&mut rng);
+    let x = random(&mut rng, &[2, 3, 6, 5]);
+    let (c, d, s) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "even_same",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(c), dyn_f(d), dyn_f(s)],
+    );
+}
+
 /// Running statistics away from (0, 1), so that inference mode is what is checked.
 fn random_running_statistics<M: Model<f64>>(model: &mut M, rng: &mut StdRng) {
     model.visit_buffers_mut(&mut |name, mut b| {

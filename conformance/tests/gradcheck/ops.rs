@@ -1089,6 +1089,71 @@ fn conv1d_strided_dilated_grouped_depthwise_same_and_valid() {
 }
 
 kiln::model! {
+    /// `padding = same` where a dilated kernel's span is odd, so that the extra row or column
+    /// goes after the input, as PyTorch puts it: on the input itself (no input gradient), then
+    /// on a value that also feeds a second branch (its gradient accumulates), through the
+    /// implicit-GEMM, grouped and depthwise paths, and a 1-d one.
+    struct EvenSamePadding {
+        input x: [B, 3, 6, 5];
+        target y: [B] classes 3;
+        let first = tanh(conv2d(x, 4, kernel = (2, 4), padding = same));
+        let grouped = conv2d(first, 4, kernel = 2, dilation = (1, 3), padding = same, groups = 2);
+        let depthwise = conv2d(first, 4, kernel = (3, 2), padding = same, groups = 4, bias = false);
+        let both = tanh(grouped + depthwise);
+        let rows = mean(both, axis = 2);
+        let seq = conv1d(rows, 2, kernel = 4, padding = same);
+        let logits = linear(flatten(seq), 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn conv_same_padding_with_an_odd_span() {
+    let mut rng = StdRng::seed_from_u64(29);
+    let mut model = EvenSamePadding::<f64>::new(&mut rng);
+    assert_eq!(model.first.weight.dim(), (4, 3, 2, 4));
+    for batch in [3, 1] {
+        let x = random(&mut rng, (batch, 3, 6, 5), -1.0, 1.0);
+        let y = labels(&mut rng, batch, 3);
+        check_step(
+            &mut model,
+            x.view().into_dyn(),
+            TargetView::Labels(y.view()),
+        );
+    }
+}
+
+kiln::model! {
+    /// 1-d convolutions with an even `padding = same` on a symbolic length: the length stays
+    /// `T`, and the padded copy is sized for each batch.
+    struct EvenSameSymbolicLength {
+        input x: [B, 3, T];
+        target y: [B] classes 2;
+        let even = tanh(conv1d(x, 4, kernel = 4, padding = same));
+        let dilated = conv1d(even, 4, kernel = 2, dilation = 3, padding = same, groups = 4);
+        let logits = linear(max(dilated, axis = 2), 2);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn conv1d_even_same_padding_keeps_a_symbolic_length() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut model = EvenSameSymbolicLength::<f64>::new(&mut rng);
+    for (batch, length) in [(2, 9), (3, 4), (1, 13)] {
+        let x = random(&mut rng, (batch, 3, length), -1.0, 1.0);
+        let y = labels(&mut rng, batch, 2);
+        check_step(
+            &mut model,
+            x.view().into_dyn(),
+            TargetView::Labels(y.view()),
+        );
+    }
+}
+
+kiln::model! {
     /// Batch norm on sequence batches `[B, C, L]` (BatchNorm1d on 3-D input): after a 1-d
     /// convolution, and straight on an input of symbolic length.
     struct SequenceNorms {

@@ -194,6 +194,28 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `vision_conv_same_even`: `padding = same` where the dilated kernel's span is odd, so
+    /// the extra row or column goes after the input (conv2d kernel (4, 2); kernel (2, 3)
+    /// dilated (3, 1); conv1d kernels 4 and 2 dilated 3), through relu, a mean over the
+    /// height, tanh and a linear head; cross-entropy.
+    pub struct VisionConvSameEven {
+        input x: [B, 3, 7, 6];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 4, kernel = (4, 2), padding = same);
+        let r = relu(conv1);
+        let conv2 = conv2d(r, 4, kernel = (2, 3), dilation = (3, 1), padding = same, bias = false);
+        let a = mean(conv2, axis = 2);
+        let conv3 = conv1d(a, 5, kernel = 4, padding = same);
+        let t = tanh(conv3);
+        let conv4 = conv1d(t, 3, kernel = 2, dilation = 3, padding = same);
+        let f = flatten(conv4);
+        let fc = linear(f, 3);
+        output conv1, r, conv2, a, conv3, t, conv4, f, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// One module per case with an `f64` and an `f32` test. The input has rank `$Ix` (`Ix4` for
 /// images); the target is a `float` matrix or class `labels`. `outputs` maps each model
 /// output to the fixture's step name: a layer's value is bound to the layer's name (`conv1`)
@@ -310,6 +332,13 @@ parity_case! {
     input x: Ix3,
     target label: labels,
     outputs { conv1 => c1, bn => n, r => r, conv2 => c2, p => p, fc => logits },
+}
+
+parity_case! {
+    vision_conv_same_even, VisionConvSameEven,
+    input x: Ix4,
+    target label: labels,
+    outputs { conv1 => c1, r => r, conv2 => c2, a => a, conv3 => c3, t => t, conv4 => c4, f => f, fc => logits },
 }
 
 parity_case! {

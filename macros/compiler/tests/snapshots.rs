@@ -148,3 +148,23 @@ fn layer_norm_options() {
         }
     }));
 }
+
+/// `padding = same` with even kernels: the input is zero-padded after its last row and column
+/// into the layer's scratch, the convolution runs on that copy, and the backward crops the
+/// copy's gradient back to the input's (a 1-d convolution on a symbolic length sizes the copy
+/// for the batch at hand).
+#[test]
+fn even_same_padding() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct EvenSame {
+            input image: [B, 3, 8, 8];
+            input signal: [B, 2, T];
+            target y: [B] classes 2;
+            let c = relu(conv2d(image, 4, kernel = 2, padding = same));
+            let s = conv1d(signal, 4, kernel = 4, padding = same);
+            let logits = linear(concat(mean(mean(c, axis = 3), axis = 2), max(s, axis = 2), axis = 1), 2);
+            output logits;
+            loss cross_entropy(logits, y);
+        }
+    }));
+}

@@ -51,15 +51,16 @@ impl OpSpec for Conv2dSpec {
                 "`conv2d` needs its kernel size: add `kernel = 3` (or `kernel = (3, 2)` for height 3, width 2)",
             ));
         };
-        let padding = match same {
+        let (padding, extra) = match same {
             Some(span) => same_padding(kernel, stride, dilation, span)?,
-            None => padding,
+            None => (padding, (0, 0)),
         };
         Ok(Built::Kernel(Box::new(Conv2d {
             out,
             kernel,
             stride,
             padding,
+            extra,
             dilation,
             groups,
             bias,
@@ -87,14 +88,15 @@ fn padding_word(
 }
 
 /// The padding of `padding = same`: as much on each side as keeps the height and width (stride
-/// 1 only, as in PyTorch). PyTorch puts the odd row or column of an even span after the input;
-/// kiln's convolution pads both sides alike, so such a span is refused at `same`.
+/// 1 only, as in PyTorch), as the padding on both sides and the extra row and column after
+/// the input. A dilated kernel of even span `d·(k − 1)` is padded alike on both sides; an
+/// odd span puts its odd row or column after the input, where PyTorch puts it.
 fn same_padding(
     kernel: (usize, usize),
     stride: (usize, usize),
     dilation: (usize, usize),
     span: proc_macro2::Span,
-) -> syn::Result<(usize, usize)> {
+) -> syn::Result<((usize, usize), (usize, usize))> {
     // Saturating: a huge dilation must give a huge padding (rejected by the shape stage),
     // not an overflow panic in the macro.
     let total = (
@@ -109,26 +111,7 @@ fn same_padding(
         };
         return Err(same_needs_stride_one(span, &format!("{stride:?}"), &half));
     }
-    for (axis, span_len, k, d) in [
-        ("height", total.0, kernel.0, dilation.0),
-        ("width", total.1, kernel.1, dilation.1),
-    ] {
-        if span_len % 2 == 1 {
-            let unit = if axis == "height" {
-                "one row"
-            } else {
-                "one column"
-            };
-            return Err(same_uneven_span(
-                span,
-                k,
-                d,
-                &format!(" along the {axis}"),
-                unit,
-            ));
-        }
-    }
-    Ok((total.0 / 2, total.1 / 2))
+    Ok(((total.0 / 2, total.1 / 2), (total.0 % 2, total.1 % 2)))
 }
 
 /// The error of `padding = same` at a stride other than 1 (written `stride`); `half` is the
@@ -142,29 +125,6 @@ fn same_needs_stride_one(span: proc_macro2::Span, stride: &str, half: &str) -> s
     )
 }
 
-/// The error of `padding = same` with a kernel of `k` dilated by `d` whose span `d·(k − 1)`
-/// is odd: `along` names the axis (or is empty), `unit` is what one side would get more of.
-fn same_uneven_span(
-    span: proc_macro2::Span,
-    k: usize,
-    d: usize,
-    along: &str,
-    unit: &str,
-) -> syn::Error {
-    let dilated = if d > 1 {
-        format!(" dilated by {d}")
-    } else {
-        String::new()
-    };
-    syn::Error::new(
-        span,
-        format!(
-            "`padding = same` with a kernel of {k}{dilated}{along} needs {unit} more on one side than the other, and kiln pads both sides alike: use an odd kernel size (as in `kernel = {}`) or give the padding as a number",
-            k + 1
-        ),
-    )
-}
-
 /// A 2-d convolution layer.
 #[derive(Clone, Copy)]
 pub struct Conv2d {
@@ -172,6 +132,10 @@ pub struct Conv2d {
     kernel: (usize, usize),
     stride: (usize, usize),
     padding: (usize, usize),
+    /// Zero rows and columns after the input beyond `padding` (0 or 1: the odd one of an
+    /// even `padding = same` kernel). The input is then zero-padded into scratch first, as
+    /// PyTorch does, and the convolution runs on that copy.
+    extra: (usize, usize),
     dilation: (usize, usize),
     groups: usize,
     bias: bool,
@@ -310,9 +274,20 @@ impl Conv2d {
             dilated_extent(self.kernel.0, self.dilation.0),
             dilated_extent(self.kernel.1, self.dilation.1),
         );
-        let oh = padded(h, self.padding.0).saturating_sub(kh) / self.stride.0 + 1;
-        let ow = padded(w, self.padding.1).saturating_sub(kw) / self.stride.1 + 1;
+        let (h2, w2) = self.input_extents(h, w);
+        let oh = padded(h2, self.padding.0).saturating_sub(kh) / self.stride.0 + 1;
+        let ow = padded(w2, self.padding.1).saturating_sub(kw) / self.stride.1 + 1;
         (c, h, w, oh, ow)
+    }
+
+    /// The height and width the convolution itself reads: the input's with the extra rows
+    /// and columns of an uneven `padding = same` (saturating, as the shape stage rejects
+    /// what overflows).
+    fn input_extents(&self, h: usize, w: usize) -> (usize, usize) {
+        (
+            h.saturating_add(self.extra.0),
+            w.saturating_add(self.extra.1),
+        )
     }
 
     /// `let geometry = Conv2dGeometry { .. };` for an input of dims `x_dims`.
@@ -350,11 +325,12 @@ impl Conv2d {
 impl Kernel for Conv2d {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         let ins = conv_onnx_inputs(cx, self.bias);
+        let end = (self.padding.0 + self.extra.0, self.padding.1 + self.extra.1);
         let attrs = conv_onnx_attrs(
             self.kernel,
             self.stride,
             self.padding,
-            self.padding,
+            end,
             self.dilation,
             self.groups,
         );
@@ -366,11 +342,16 @@ impl Kernel for Conv2d {
     }
     fn describe(&self) -> String {
         format!(
-            "out={}, kernel={:?}, stride={:?}, padding={:?}{}{}{}",
+            "out={}, kernel={:?}, stride={:?}, padding={:?}{}{}{}{}",
             self.out,
             self.kernel,
             self.stride,
             self.padding,
+            if self.extra == (0, 0) {
+                String::new()
+            } else {
+                format!(", extra_end={:?}", self.extra)
+            },
             if self.dilation == (1, 1) {
                 String::new()
             } else {
@@ -397,9 +378,10 @@ impl Kernel for Conv2d {
             dilated_extent(kh, self.dilation.0),
             dilated_extent(kw, self.dilation.1),
         );
+        let (h2, w2) = self.input_extents(h, w);
         let (padded_h, padded_w) = (
-            h.saturating_add(ph.saturating_mul(2)),
-            w.saturating_add(pw.saturating_mul(2)),
+            h2.saturating_add(ph.saturating_mul(2)),
+            w2.saturating_add(pw.saturating_mul(2)),
         );
         if span_h > padded_h || span_w > padded_w {
             let dilated = if self.dilation == (1, 1) {
@@ -457,7 +439,10 @@ impl Kernel for Conv2d {
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
         let (c, h, w, ..) = self.geometry(inputs);
-        conv_scratch(self.geometry_expr(&literal_dims([1, c, h, w])))
+        let (h2, w2) = self.input_extents(h, w);
+        let mut scratch = conv_scratch(self.geometry_expr(&literal_dims([1, c, h2, w2])));
+        scratch.extend(self.extra_scratch(inputs[0].shape.0[0], c, h, Dim::Fixed(w)));
+        scratch
     }
     fn backward_reads(&self) -> Reads {
         Reads {
@@ -466,12 +451,127 @@ impl Kernel for Conv2d {
         }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let setup = self.geometry_tokens(&cx.inputs[0].dims);
-        conv_forward_call(cx, setup, quote!(conv2d_forward))
+        self.forward_plane(cx, &cx.inputs[0].dims)
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
-        let setup = self.geometry_tokens(&cx.inputs[0].dims);
-        conv_backward_call(cx, setup, quote!(conv2d_backward))
+        self.backward_plane(cx, &cx.inputs[0].dims)
+    }
+}
+
+impl Conv2d {
+    /// The buffers of an uneven `padding = same` (none otherwise): the zero-padded input the
+    /// convolution reads (kept for the backward pass) and its gradient. `batch`, `c`, `h`
+    /// and `w` are the input's plane dims, `w` possibly symbolic (a 1-d convolution's
+    /// length, see [`Conv1d`]). The passes take the buffers whole and slice them to the
+    /// batch at hand.
+    fn extra_scratch(&self, batch: Dim, c: usize, h: usize, w: Dim) -> Vec<ScratchSpec> {
+        if self.extra == (0, 0) {
+            return Vec::new();
+        }
+        let extra = self.extra;
+        let len = move |dim: &dyn Fn(Dim) -> TokenStream| {
+            let (b, w) = (dim(batch), plus(&dim(w), extra.1));
+            let dims = literal_dims([c, h.saturating_add(extra.0)]);
+            let (c, h) = (&dims[0], &dims[1]);
+            quote!(#b * #c * #h * #w)
+        };
+        ["padded", "d_padded"]
+            .into_iter()
+            .map(|suffix| ScratchSpec {
+                suffix,
+                len: ScratchLen::OfDims(Box::new(len)),
+            })
+            .collect()
+    }
+
+    /// The forward pass on an input of plane dims `[batch, channels, height, width]`: with an
+    /// uneven `padding = same`, the input zero-padded after its last row and column first.
+    fn forward_plane(&self, cx: &ForwardCx, dims: &[TokenStream]) -> TokenStream {
+        let x = &cx.inputs[0].data;
+        if self.extra == (0, 0) {
+            let setup = self.geometry_tokens(dims);
+            return conv_forward_call(cx, x, setup, quote!(conv2d_forward));
+        }
+        let (padded_dims, len, pads) = self.extra_tokens(dims);
+        let setup = self.geometry_tokens(&padded_dims);
+        let scratch = &cx.scratch[1];
+        let x_padded = quote!(x_padded);
+        let call = conv_forward_call(cx, &quote!(#x_padded), setup, quote!(conv2d_forward));
+        quote! {
+            let #x_padded = #scratch;
+            let #x_padded = &mut #x_padded[..#len];
+            ::kiln::kernels::pad::pad_forward(#x, &[#(#dims),*], #pads, ::kiln::kernels::pad::PadMode::Constant, F::ZERO, #x_padded);
+            let #x_padded = &*#x_padded;
+            #call
+        }
+    }
+
+    /// The backward pass on an input of plane dims `dims`: with an uneven `padding = same`,
+    /// the convolution's input gradient lands in scratch and the padding's backward crops it
+    /// into the input's gradient.
+    fn backward_plane(&self, cx: &BackwardCx, dims: &[TokenStream]) -> TokenStream {
+        let x = &cx.inputs[0].data;
+        if self.extra == (0, 0) {
+            let setup = self.geometry_tokens(dims);
+            let dx = input_grad(cx);
+            return conv_backward_call(cx, x, &dx, setup, quote!(conv2d_backward));
+        }
+        let (padded_dims, len, pads) = self.extra_tokens(dims);
+        let setup = self.geometry_tokens(&padded_dims);
+        let (padded, d_padded) = (&cx.scratch[1], &cx.scratch[2]);
+        let (x_padded, dx_padded) = (quote!(x_padded), quote!(dx_padded));
+        let Some(dx) = &cx.d_inputs[0] else {
+            let call =
+                conv_backward_call(cx, &x_padded, &quote!(None), setup, quote!(conv2d_backward));
+            return quote! {
+                let #x_padded = &#padded[..#len];
+                #call
+            };
+        };
+        let (dxd, acc) = (&dx.data, dx.accumulate);
+        let call = conv_backward_call(
+            cx,
+            &x_padded,
+            &quote!(Some((&mut *#dx_padded, false))),
+            setup,
+            quote!(conv2d_backward),
+        );
+        quote! {
+            let #x_padded = &#padded[..#len];
+            let #dx_padded = #d_padded;
+            let #dx_padded = &mut #dx_padded[..#len];
+            #call
+            ::kiln::kernels::pad::pad_backward(#dx_padded, &[#(#dims),*], #pads, ::kiln::kernels::pad::PadMode::Constant, #dxd, #acc);
+        }
+    }
+
+    /// For an uneven `padding = same` on an input of plane dims `dims`: the padded input's
+    /// dims, its length and the pads of `pad_forward`.
+    fn extra_tokens(&self, dims: &[TokenStream]) -> (Vec<TokenStream>, TokenStream, TokenStream) {
+        let (b, c) = (&dims[0], &dims[1]);
+        let (h, w) = (plus(&dims[2], self.extra.0), plus(&dims[3], self.extra.1));
+        let len = quote!(#b * #c * #h * #w);
+        let (eh, ew) = self.extra;
+        let pads = quote!(&[(0, #eh), (0, #ew)]);
+        (vec![b.clone(), c.clone(), h, w], len, pads)
+    }
+}
+
+/// `dim + n` as generated code writes it: the sum itself when `dim` is a number, `dim` alone
+/// when `n` is 0.
+fn plus(dim: &TokenStream, n: usize) -> TokenStream {
+    if n == 0 {
+        return dim.clone();
+    }
+    match dim.to_string().parse::<usize>() {
+        Ok(d) => {
+            let sum = proc_macro2::Literal::usize_unsuffixed(d.saturating_add(n));
+            quote!(#sum)
+        }
+        Err(_) => {
+            let n = proc_macro2::Literal::usize_unsuffixed(n);
+            quote!((#dim + #n))
+        }
     }
 }
 
@@ -518,7 +618,7 @@ impl OpSpec for Conv1dSpec {
                 "`conv1d` needs its kernel size: add `kernel = 3`",
             ));
         };
-        let padding = match same {
+        let (padding, extra) = match same {
             Some(span) => {
                 let total = dilation.saturating_mul(kernel - 1);
                 if stride != 1 {
@@ -528,12 +628,9 @@ impl OpSpec for Conv1dSpec {
                         &(total / 2).to_string(),
                     ));
                 }
-                if total % 2 == 1 {
-                    return Err(same_uneven_span(span, kernel, dilation, "", "one position"));
-                }
-                total / 2
+                (total / 2, total % 2)
             }
-            None => padding,
+            None => (padding, 0),
         };
         Ok(Built::Kernel(Box::new(Conv1d {
             plane: Conv2d {
@@ -541,6 +638,7 @@ impl OpSpec for Conv1dSpec {
                 kernel: (1, kernel),
                 stride: (1, stride),
                 padding: (0, padding),
+                extra: (0, extra),
                 dilation: (1, dilation),
                 groups,
                 bias,
@@ -571,12 +669,20 @@ impl Conv1d {
     fn dilation(&self) -> usize {
         self.plane.dilation.1
     }
+    /// The zero positions after the input beyond `padding` (an uneven `padding = same`).
+    fn extra(&self) -> usize {
+        self.plane.extra.1
+    }
 
-    /// Whether the output is as long as the input, whatever its length: stride 1 and a
-    /// padding of half the dilated kernel's span on each side (`padding = same`).
+    /// Whether the output is as long as the input, whatever its length: stride 1 and padding
+    /// on the two sides together as long as the dilated kernel's span (`padding = same`).
     fn keeps_length(&self) -> bool {
         self.stride() == 1
-            && self.padding().saturating_mul(2) == self.dilation().saturating_mul(self.kernel() - 1)
+            && self
+                .padding()
+                .saturating_mul(2)
+                .saturating_add(self.extra())
+                == self.dilation().saturating_mul(self.kernel() - 1)
     }
 
     /// `(c, l, out_l)` of the input shape (0 for what is not fixed).
@@ -587,7 +693,9 @@ impl Conv1d {
             _ => 0,
         };
         let (c, l) = (get(1), get(2));
-        let padded = l.saturating_add(self.padding().saturating_mul(2));
+        let padded = l
+            .saturating_add(self.padding().saturating_mul(2))
+            .saturating_add(self.extra());
         let span = dilated_extent(self.kernel(), self.dilation());
         (c, l, padded.saturating_sub(span) / self.stride() + 1)
     }
@@ -649,7 +757,7 @@ impl Kernel for Conv1d {
         let attrs = vec![
             ("kernel_shape", one(self.kernel())),
             ("strides", one(self.stride())),
-            ("pads", Ints(vec![p, p])),
+            ("pads", Ints(vec![p, p + self.extra() as i64])),
             ("dilations", one(self.dilation())),
             ("group", Int(self.plane.groups as i64)),
         ];
@@ -667,6 +775,9 @@ impl Kernel for Conv1d {
             self.stride(),
             self.padding()
         );
+        if self.extra() != 0 {
+            text += &format!(", extra_end={}", self.extra());
+        }
         if self.dilation() != 1 {
             text += &format!(", dilation={}", self.dilation());
         }
@@ -696,7 +807,9 @@ impl Kernel for Conv1d {
         let span = dilated_extent(k, d);
         let out_length = match length {
             Dim::Fixed(l) => {
-                let padded = l.saturating_add(p.saturating_mul(2));
+                let padded = l
+                    .saturating_add(p.saturating_mul(2))
+                    .saturating_add(self.extra());
                 if span > padded {
                     let dilated = if d == 1 {
                         String::new()
@@ -767,21 +880,28 @@ impl Kernel for Conv1d {
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
         let (c, l, _) = self.geometry(inputs);
-        match inputs[0].shape.0.get(2) {
+        let length = inputs[0].shape.0.get(2).copied().unwrap_or(Dim::Fixed(l));
+        let mut scratch = match length {
             // The scratch of a symbolic length is sized at run time, for the batch at hand.
-            Some(&length @ Dim::Symbol(_)) => {
+            Dim::Symbol(_) => {
                 let plane = self.plane;
                 vec![ScratchSpec {
                     suffix: "cols",
                     len: ScratchLen::OfDims(Box::new(move |dim| {
                         let [one, c] = literal_dims([1, c]).try_into().expect("two dims");
-                        let geometry = plane.geometry_expr(&[one.clone(), c, one, dim(length)]);
+                        let length = plus(&dim(length), plane.extra.1);
+                        let geometry = plane.geometry_expr(&[one.clone(), c, one, length]);
                         quote!(#geometry.scratch_len())
                     })),
                 }]
             }
-            _ => conv_scratch(self.plane.geometry_expr(&literal_dims([1, c, 1, l]))),
-        }
+            Dim::Fixed(l) => {
+                let l = l.saturating_add(self.extra());
+                conv_scratch(self.plane.geometry_expr(&literal_dims([1, c, 1, l])))
+            }
+        };
+        scratch.extend(self.plane.extra_scratch(inputs[0].shape.0[0], c, 1, length));
+        scratch
     }
     fn backward_reads(&self) -> Reads {
         Reads {
@@ -790,16 +910,12 @@ impl Kernel for Conv1d {
         }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let setup = self
-            .plane
-            .geometry_tokens(&Self::plane_dims(&cx.inputs[0].dims));
-        conv_forward_call(cx, setup, quote!(conv2d_forward))
+        self.plane
+            .forward_plane(cx, &Self::plane_dims(&cx.inputs[0].dims))
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
-        let setup = self
-            .plane
-            .geometry_tokens(&Self::plane_dims(&cx.inputs[0].dims));
-        conv_backward_call(cx, setup, quote!(conv2d_backward))
+        self.plane
+            .backward_plane(cx, &Self::plane_dims(&cx.inputs[0].dims))
     }
 }
 
@@ -1087,11 +1203,13 @@ impl Kernel for ConvTranspose2d {
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let setup = self.geometry_tokens(&cx.inputs[0].dims);
-        conv_forward_call(cx, setup, quote!(conv_transpose2d_forward))
+        let x = &cx.inputs[0].data;
+        conv_forward_call(cx, x, setup, quote!(conv_transpose2d_forward))
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
         let setup = self.geometry_tokens(&cx.inputs[0].dims);
-        conv_backward_call(cx, setup, quote!(conv_transpose2d_backward))
+        let (x, dx) = (&cx.inputs[0].data, input_grad(cx));
+        conv_backward_call(cx, x, &dx, setup, quote!(conv_transpose2d_backward))
     }
 }
 
@@ -1150,14 +1268,14 @@ fn literal_dims<const N: usize>(dims: [usize; N]) -> Vec<TokenStream> {
 
 /// `kernel(x, weight, bias, &geometry, y, cols)` of `kiln::kernels::conv`, after `setup`
 /// (which binds the geometry).
-fn conv_forward_call(cx: &ForwardCx, setup: TokenStream, kernel: TokenStream) -> TokenStream {
+fn conv_forward_call(
+    cx: &ForwardCx,
+    x: &TokenStream,
+    setup: TokenStream,
+    kernel: TokenStream,
+) -> TokenStream {
     let geometry = super::geometry_ident();
-    let (x, y, w, cols) = (
-        &cx.inputs[0].data,
-        &cx.output.data,
-        &cx.params[0],
-        &cx.scratch[0],
-    );
+    let (y, w, cols) = (&cx.output.data, &cx.params[0], &cx.scratch[0]);
     let b = match cx.params.get(1) {
         Some(b) => quote!(Some(#b)),
         None => quote!(None),
@@ -1168,26 +1286,32 @@ fn conv_forward_call(cx: &ForwardCx, setup: TokenStream, kernel: TokenStream) ->
     }
 }
 
-/// `kernel(x, dy, weight, &geometry, dweight, dbias, dx, cols)` of `kiln::kernels::conv`,
-/// after `setup`.
-fn conv_backward_call(cx: &BackwardCx, setup: TokenStream, kernel: TokenStream) -> TokenStream {
-    let geometry = super::geometry_ident();
-    let (x, dy, w, cols) = (
-        &cx.inputs[0].data,
-        &cx.d_output,
-        &cx.params[0],
-        &cx.scratch[0],
-    );
-    let dw = &cx.param_grads[0];
-    let db = match cx.param_grads.get(1) {
-        Some(db) => quote!(Some(#db)),
-        None => quote!(None),
-    };
-    let dx = match &cx.d_inputs[0] {
+/// Where a convolution's input gradient goes: `Some((dx, accumulate))`, or `None` when the
+/// input needs none.
+fn input_grad(cx: &BackwardCx) -> TokenStream {
+    match &cx.d_inputs[0] {
         Some(t) => {
             let (d, acc) = (&t.data, t.accumulate);
             quote!(Some((#d, #acc)))
         }
+        None => quote!(None),
+    }
+}
+
+/// `kernel(x, dy, weight, &geometry, dweight, dbias, dx, cols)` of `kiln::kernels::conv`,
+/// after `setup`.
+fn conv_backward_call(
+    cx: &BackwardCx,
+    x: &TokenStream,
+    dx: &TokenStream,
+    setup: TokenStream,
+    kernel: TokenStream,
+) -> TokenStream {
+    let geometry = super::geometry_ident();
+    let (dy, w, cols) = (&cx.d_output, &cx.params[0], &cx.scratch[0]);
+    let dw = &cx.param_grads[0];
+    let db = match cx.param_grads.get(1) {
+        Some(db) => quote!(Some(#db)),
         None => quote!(None),
     };
     quote! {
