@@ -190,7 +190,8 @@ kiln::model! {
         let inst = instance_norm(h);
         let plain = group_norm(h, groups = 5, affine = false);
         let padded = pad(h, (1, 2), mode = reflect) + pad(h, (0, 3), value = 0.5)
-            - pad(h, (2, 1), mode = replicate);
+            - pad(h, (2, 1), mode = replicate)
+            + pad(h, (3, 0), mode = circular);
         let n2 = layer_norm(h, dims = 2);
         let whole = layer_norm(h, dims = 2, elementwise_affine = false);
         output f, total, avg, top, over_time, log_over_time, ng, inst, plain, padded, n2, whole;
@@ -453,29 +454,30 @@ kiln::model! {
 
 kiln::model! {
     /// `padding = same` with odd dilated spans: the extra row, column or position goes at the
-    /// end of ONNX's `pads`.
+    /// end of ONNX's `pads`. Circular padding of two axes (slices and concatenations).
     struct EvenSame {
         input x: [B, 3, 6, 5];
         let c = conv2d(x, 4, kernel = (2, 4), padding = same);
         let d = conv2d(c, 2, kernel = 2, dilation = (3, 1), padding = same, groups = 2);
         let s = conv1d(mean(d, axis = 2), 3, kernel = 4, padding = same);
-        output c, d, s;
+        let w = pad(x, (2, 1, 6, 0), mode = circular);
+        output c, d, s, w;
     }
 }
 
 #[test]
-fn even_same_padding_matches() {
+fn even_same_and_circular_padding_match() {
     let mut rng = rng();
     let model = EvenSame::<f64>::new(&mut rng);
     let x = random(&mut rng, &[2, 3, 6, 5]);
-    let (c, d, s) = model
+    let (c, d, s, w) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
         "even_same",
         &model,
         &[Feed::Float(x)],
-        &[dyn_f(c), dyn_f(d), dyn_f(s)],
+        &[dyn_f(c), dyn_f(d), dyn_f(s), dyn_f(w)],
     );
 }
 

@@ -1237,8 +1237,8 @@ fn layer_norm_over_several_axes() {
 }
 
 kiln::model! {
-    /// `pad` in its three modes, over one, two and three trailing axes (the channels too), a
-    /// causal convolution's left padding among them.
+    /// `pad` in its four modes, over one, two and three trailing axes (the channels too), a
+    /// causal convolution's left padding among them, a circular pad as long as its axis.
     struct Pads {
         input x: [B, 2, 3, 4];
         input s: [B, 3, 5];
@@ -1248,9 +1248,10 @@ kiln::model! {
         let e = pad(tanh(c), (1, 0, 0, 2, 1, 1), mode = replicate);
         let q = pad(s, (2, 0), value = 0.25);
         let causal = conv1d(q, 2, kernel = 3);
-        let f = concat(flatten(adaptive_avg_pool2d(e * e, 1)), mean(tanh(causal), axis = 2), axis = 1);
+        let w = pad(causal, (1, 5), mode = circular);
+        let f = concat(flatten(adaptive_avg_pool2d(e * e, 1)), mean(tanh(w) * w, axis = 2), axis = 1);
         let pred = linear(f, 2);
-        output pred, r, e, q;
+        output pred, r, e, q, w;
         loss mse(pred, t);
     }
 }
@@ -1262,7 +1263,7 @@ fn pad_in_every_mode() {
     let x = random(&mut rng, (2, 2, 3, 4), -1.0, 1.0);
     let s = random(&mut rng, (2, 3, 5), -1.0, 1.0);
     let t = random(&mut rng, (2, 2), -1.0, 1.0);
-    let (_, r, e, q) = model.forward(x.view(), s.view()).unwrap();
+    let (_, r, e, q, w) = model.forward(x.view(), s.view()).unwrap();
     assert_eq!(r.dim(), (2, 2, 6, 7));
     // Reflection: row 0 of the padded image is input row 1; column 0 is input column 2.
     assert_eq!(r[[1, 1, 0, 0]], x[[1, 1, 1, 2]]);
@@ -1272,6 +1273,12 @@ fn pad_in_every_mode() {
         (q[[0, 2, 0]], q[[0, 2, 1]], q[[0, 2, 2]]),
         (0.25, 0.25, s[[0, 2, 0]])
     );
+    // Circular: position 0 wraps to the last of the 5 values (padded position 5), and the
+    // 5 after them start again from the first (padded position 1).
+    assert_eq!(w.dim(), (2, 2, 11));
+    assert_eq!(w[[1, 1, 0]], w[[1, 1, 5]]);
+    assert_eq!(w[[1, 1, 6]], w[[1, 1, 1]]);
+    assert_eq!(w[[1, 1, 10]], w[[1, 1, 5]]);
     check_batch(&model, &[floats(&x), floats(&s), floats(&t)]);
 }
 

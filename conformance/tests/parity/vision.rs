@@ -178,6 +178,23 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// `vision_pad_circular`: circular padding of an image (the rows wrapping their whole
+    /// height) and of a sequence, around a convolution; cross-entropy.
+    pub struct VisionPadCircular {
+        input x: [B, 3, 4, 5];
+        target label: [B] classes 3;
+        let p = pad(x, (2, 1, 1, 4), mode = circular);
+        let conv1 = conv2d(p, 2, kernel = 3);
+        let s = reshape(conv1, (B, 2, 42));
+        let q = pad(tanh(s), (5, 2), mode = circular);
+        let a = mean(q, axis = 2);
+        let fc = linear(a, 3);
+        output p, conv1, s, q, a, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
+kiln::model! {
     /// `vision_pad`: reflect padding of an image, replicate padding of a feature map, and a
     /// causal convolution's constant left padding (value -0.5) of a sequence; cross-entropy.
     pub struct VisionPad {
@@ -332,6 +349,12 @@ parity_case! {
     outputs {
         conv1 => c1, ln1 => n1, r => r, ln2 => n2, t => t, n3 => n3, a => a, fc => logits,
     },
+}
+
+parity_case! {
+    vision_pad_circular, VisionPadCircular,
+    target label: labels,
+    outputs { p => p, conv1 => c, s => s, q => q, a => a, fc => logits },
 }
 
 parity_case! {

@@ -1,6 +1,6 @@
 //! Padding of the trailing axes (PyTorch's `F.pad`): a constant, the reflection of the values
-//! next to the border (`reflect`, without repeating the border value) or the border value
-//! itself (`replicate`), and the VJP, which adds each padded position's gradient into the
+//! next to the border (`reflect`, without repeating the border value), the border value
+//! itself (`replicate`) or the values from the other end (`circular`), and the VJP, which adds each padded position's gradient into the
 //! input value it copies.
 //!
 //! A tensor is `[outer.., d_1, .., d_k]` row-major; the last `k` axes are padded by
@@ -20,6 +20,9 @@ pub enum PadMode {
     Reflect,
     /// The border value repeated.
     Replicate,
+    /// The axis wrapped around, as if periodic (`[a, b, c]` padded by 2 on each side:
+    /// `[b, c, a, b, c, a, b]`). Each pad is at most its axis.
+    Circular,
 }
 
 /// The input index that output index `o` of an axis of `d` values padded by `before` reads,
@@ -41,6 +44,7 @@ fn source(mode: PadMode, o: usize, before: usize, d: usize) -> Option<usize> {
             }
         }
         PadMode::Replicate => i.clamp(0, d - 1),
+        PadMode::Circular => i.rem_euclid(d),
     };
     Some(i as usize)
 }
@@ -70,6 +74,9 @@ impl<'a> Geometry<'a> {
             match mode {
                 PadMode::Reflect => assert!(b < d && a < d, "reflect padding of {d} by ({b}, {a})"),
                 PadMode::Replicate => assert!(d > 0, "replicate padding of an empty axis"),
+                PadMode::Circular => {
+                    assert!(b <= d && a <= d, "circular padding of {d} by ({b}, {a})")
+                }
                 PadMode::Constant => {}
             }
         }
@@ -218,6 +225,12 @@ mod tests {
         let mut y = [0.0; 6];
         pad_forward(&x, &[1, 3], &[(2, 1)], PadMode::Constant, 0.5, &mut y);
         assert_eq!(y, [0.5, 0.5, 1.0, 2.0, 3.0, 0.5]);
+        let mut y = [0.0; 9];
+        pad_forward(&x, &[1, 3], &[(3, 3)], PadMode::Circular, 0.0, &mut y);
+        assert_eq!(y, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+        let mut y = [0.0; 6];
+        pad_forward(&x, &[1, 3], &[(2, 1)], PadMode::Circular, 0.0, &mut y);
+        assert_eq!(y, [2.0, 3.0, 1.0, 2.0, 3.0, 1.0]);
     }
 
     #[test]
@@ -225,7 +238,12 @@ mod tests {
         // [2, 2, 3] padded by (1, 0) on the rows and (0, 2) on the columns: [2, 3, 5].
         let x: Vec<f64> = (0..12).map(f64::from).collect();
         let (dims, pads) = ([2, 2, 3], [(1, 0), (0, 2)]);
-        for mode in [PadMode::Constant, PadMode::Reflect, PadMode::Replicate] {
+        for mode in [
+            PadMode::Constant,
+            PadMode::Reflect,
+            PadMode::Replicate,
+            PadMode::Circular,
+        ] {
             let mut y = vec![0.0; 30];
             pad_forward(&x, &dims, &pads, mode, -1.0, &mut y);
             // Each output element against the source map, one axis at a time.
@@ -254,6 +272,13 @@ mod tests {
             pad_backward(&dy, &dims, &pads, mode, &mut twice, true);
             assert!(twice.iter().zip(&dx).all(|(t, d)| *t == 2.0 * d));
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "circular padding of 3 by (4, 0)")]
+    fn circular_pads_wrap_at_most_once() {
+        let mut y = [0.0f32; 7];
+        pad_forward(&[1.0; 3], &[3], &[(4, 0)], PadMode::Circular, 0.0, &mut y);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `pad(x, (left, right))`, `pad(x, (left, right, top, bottom))`, ...: PyTorch's `F.pad` of
 //! the trailing axes, the pairs written as PyTorch writes them (the last axis first), with
-//! `mode = constant` (the default, `value = 0.0` unless given), `reflect` or `replicate`.
+//! `mode = constant` (the default, `value = 0.0` unless given), `reflect`, `replicate` or
+//! `circular`.
 //! It takes a float value of rank at least one more than the padded axes (the batch axis is
 //! never padded) and returns it with each padded axis `before + d + after` long. The padded
-//! axes must be fixed; a reflect pad must be less than its axis (as PyTorch requires). The
+//! axes must be fixed; a reflect pad must be less than its axis and a circular one at most
+//! its axis (as PyTorch requires). The
 //! backward adds each padded position's gradient into the value it copies. This is what a
 //! causal convolution needs (`pad(x, (k - 1, 0))` then `conv1d` without padding) and what
 //! reflection padding in image models is.
@@ -29,6 +31,7 @@ enum Mode {
     Constant,
     Reflect,
     Replicate,
+    Circular,
 }
 
 impl OpSpec for PadSpec {
@@ -46,10 +49,19 @@ impl OpSpec for PadSpec {
             Some(ast::Expr::Var(m)) if m == "constant" => Mode::Constant,
             Some(ast::Expr::Var(m)) if m == "reflect" => Mode::Reflect,
             Some(ast::Expr::Var(m)) if m == "replicate" => Mode::Replicate,
+            Some(ast::Expr::Var(m)) if m == "circular" => Mode::Circular,
+            // NumPy's and ONNX's names for two of PyTorch's modes.
+            Some(ast::Expr::Var(m)) if m == "wrap" || m == "edge" => {
+                let torch = if m == "wrap" { "circular" } else { "replicate" };
+                return Err(syn::Error::new(
+                    m.span(),
+                    format!("`mode = {m}` is NumPy's name; PyTorch's and kiln's is `mode = {torch}`"),
+                ));
+            }
             Some(other) => {
                 return Err(syn::Error::new(
                     other.span(),
-                    "`mode` is `constant`, `reflect` or `replicate`, as in `mode = reflect` (PyTorch's `circular` is not supported)",
+                    "`mode` is `constant`, `reflect`, `replicate` or `circular`, as in `mode = reflect`",
                 ))
             }
         };
@@ -113,6 +125,59 @@ pub struct Pad {
 }
 
 impl Pad {
+    /// Circular padding in ONNX: opset 17's `Pad` has no wrapping mode (`wrap` came in 19),
+    /// so each padded axis, innermost first, is the `Concat` of its last `before` values, the
+    /// value itself and its first `after` values (`Slice`s), which is what PyTorch computes.
+    fn onnx_circular(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        use crate::onnx::Attr::Int;
+        let rank = cx.rank(0);
+        let mut dims = cx.input_infos[0].shape.0.clone();
+        let mut value = cx.inputs[0].clone();
+        let cast =
+            |v: usize| i64::try_from(v).map_err(|_| "a padding too large for ONNX".to_string());
+        let count = self.pads.len();
+        for (i, (&(before, after), axis)) in self.pads.iter().zip((0..rank).rev()).enumerate() {
+            let Dim::Fixed(d) = dims[axis] else {
+                return Err("circular padding of a symbolic axis".to_string());
+            };
+            let axes = cx.b.ints("axes", vec![cast(axis)?]);
+            let mut parts = Vec::new();
+            if before > 0 {
+                let (start, end) = (
+                    cx.b.ints("starts", vec![cast(d - before)?]),
+                    cx.b.ints("ends", vec![cast(d)?]),
+                );
+                parts.push(cx.op(
+                    "Slice",
+                    vec![value.clone(), start, end, axes.clone()],
+                    "wrap_tail",
+                    vec![],
+                ));
+            }
+            parts.push(value.clone());
+            if after > 0 {
+                let (start, end) = (
+                    cx.b.ints("starts", vec![0]),
+                    cx.b.ints("ends", vec![cast(after)?]),
+                );
+                parts.push(cx.op(
+                    "Slice",
+                    vec![value.clone(), start, end, axes],
+                    "wrap_head",
+                    vec![],
+                ));
+            }
+            let attrs = vec![("axis", Int(cast(axis)?))];
+            if i + 1 == count {
+                cx.finish("Concat", parts, attrs);
+            } else {
+                value = cx.op("Concat", parts, "wrapped", attrs);
+            }
+            dims[axis] = Dim::Fixed(d + before + after);
+        }
+        Ok(())
+    }
+
     /// The pairs in axis order (outermost padded axis first), as the kernels take them.
     fn in_axis_order(&self) -> Vec<(usize, usize)> {
         self.pads.iter().rev().copied().collect()
@@ -123,6 +188,7 @@ impl Pad {
             Mode::Constant => quote!(::kiln::kernels::pad::PadMode::Constant),
             Mode::Reflect => quote!(::kiln::kernels::pad::PadMode::Reflect),
             Mode::Replicate => quote!(::kiln::kernels::pad::PadMode::Replicate),
+            Mode::Circular => quote!(::kiln::kernels::pad::PadMode::Circular),
         }
     }
 
@@ -151,6 +217,7 @@ impl Kernel for Pad {
             Mode::Constant => format!("({pads})"),
             Mode::Reflect => format!("({pads}), mode=reflect"),
             Mode::Replicate => format!("({pads}), mode=replicate"),
+            Mode::Circular => format!("({pads}), mode=circular"),
         }
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
@@ -179,6 +246,11 @@ impl Kernel for Pad {
                 return Err(OpError::call(format!(
                     "reflect padding ({before}, {after}) of axis {axis} of {shown} must be less than its {d} values (the border is not repeated): pad by at most {}, or use `mode = replicate`",
                     d.saturating_sub(1)
+                )));
+            }
+            if self.mode == Mode::Circular && (before > d || after > d) {
+                return Err(OpError::call(format!(
+                    "circular padding ({before}, {after}) of axis {axis} of {shown} must be at most its {d} values (it wraps around once): pad by at most {d}, or use `mode = replicate`"
                 )));
             }
             let padded = d
@@ -229,6 +301,9 @@ impl Kernel for Pad {
     /// ONNX's `Pad`: begins then ends for every axis (zeros for the unpadded ones), the mode
     /// (`edge` is PyTorch's `replicate`) and the constant.
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        if self.mode == Mode::Circular {
+            return self.onnx_circular(cx);
+        }
         let rank = cx.rank(0);
         let mut begins = vec![0i64; rank];
         let mut ends = vec![0i64; rank];
@@ -251,6 +326,7 @@ impl Kernel for Pad {
             // (tract 0.23) then pad with it.
             Mode::Reflect => "reflect",
             Mode::Replicate => "edge",
+            Mode::Circular => unreachable!("exported by `onnx_circular`"),
         };
         cx.finish(
             "Pad",
