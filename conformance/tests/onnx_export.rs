@@ -481,6 +481,44 @@ fn even_same_and_circular_padding_match() {
     );
 }
 
+kiln::model! {
+    /// `select` and `narrow` along a symbolic time axis (from either end) and a fixed one.
+    struct Windows {
+        input x: [B, T, 4];
+        let h = linear(x, 6);
+        let last = select(h, axis = 1, index = -1);
+        let first = select(h, 1, 0);
+        let tail = narrow(h, axis = 1, start = -2, length = 2);
+        let inner = narrow(h, axis = 1, start = -3, length = 2);
+        let head = narrow(h, axis = 1, start = 1, length = 2);
+        let feats = narrow(h, axis = 2, start = -4, length = 3);
+        output last, first, tail, inner, head, feats;
+    }
+}
+
+#[test]
+fn narrow_and_select_match() {
+    let mut rng = rng();
+    let model = Windows::<f64>::new(&mut rng);
+    let x = random(&mut rng, &[2, 5, 4]);
+    let (last, first, tail, inner, head, feats) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "windows",
+        &model,
+        &[Feed::Float(x)],
+        &[
+            dyn_f(last),
+            dyn_f(first),
+            dyn_f(tail),
+            dyn_f(inner),
+            dyn_f(head),
+            dyn_f(feats),
+        ],
+    );
+}
+
 /// Running statistics away from (0, 1), so that inference mode is what is checked.
 fn random_running_statistics<M: Model<f64>>(model: &mut M, rng: &mut StdRng) {
     model.visit_buffers_mut(&mut |name, mut b| {

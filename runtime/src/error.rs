@@ -68,6 +68,14 @@ pub enum Error {
         /// The table's length.
         max: usize,
     },
+    /// A `narrow` or `select` along a symbolic axis asked for positions this batch's axis
+    /// does not have.
+    OutOfRange {
+        /// The layer's binding.
+        layer: &'static str,
+        /// What was asked, and how long the axis is in this batch.
+        problem: String,
+    },
     /// Incremental decoding (a generated model's `forward_cached`) was given more positions
     /// than its cache has room for, or a batch of another size than the cache's; or a cache
     /// was asked for more positions than the model can address (`decoder_cache`).
@@ -247,6 +255,7 @@ impl std::fmt::Display for Error {
                 f,
                 "layer `{layer}`: sequences of {len} positions, but its table has max_len = {max}"
             ),
+            Error::OutOfRange { layer, problem } => write!(f, "layer `{layer}`: {problem}"),
             Error::DecodeCache { problem } => write!(f, "decoding cache: {problem}"),
             Error::Encoding { message } => write!(f, "cannot encode: {message}"),
             Error::GradShape {

@@ -1283,6 +1283,48 @@ fn pad_in_every_mode() {
 }
 
 kiln::model! {
+    /// `narrow` and `select` along a symbolic time axis (from the front and from the end,
+    /// checked at run time) and a fixed feature axis, each from one value used four times (its
+    /// gradient accumulates).
+    struct Windows {
+        input x: [B, T, 4];
+        target y: [B] classes 3;
+        let h = tanh(linear(x, 6));
+        let last = select(h, axis = 1, index = -1);
+        let first = select(h, axis = 1, index = 0);
+        let tail = narrow(h, axis = 1, start = -2, length = 2);
+        let head = narrow(h, axis = 1, start = 1, length = 2);
+        let feats = narrow(h, axis = -1, start = 2, length = 3);
+        let f = concat(last * first, flatten(tail + head), mean(feats, axis = 1), axis = 1);
+        let logits = linear(f, 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn narrow_and_select_on_fixed_and_symbolic_axes() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let mut model = Windows::<f64>::new(&mut rng);
+    for (batch, length) in [(2, 3), (3, 6)] {
+        let x = random(&mut rng, (batch, length, 4), -1.0, 1.0);
+        let y = labels(&mut rng, batch, 3);
+        check_step(
+            &mut model,
+            x.view().into_dyn(),
+            TargetView::Labels(y.view()),
+        );
+    }
+    // `head` needs positions 1 and 2: a batch of two positions is an error, not a panic.
+    let short = random(&mut rng, (2, 2, 4), -1.0, 1.0);
+    let err = model.forward(short.view()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "layer `head`: `narrow` of 2 positions from 1 ([1:3]) along axis 1 needs at least 3 positions, but this batch has 2"
+    );
+}
+
+kiln::model! {
     /// Batch norms without the affine map on [B, C, H, W] and on [B, C, L] of symbolic length:
     /// the gradients reach the layers before them through the batch statistics alone.
     struct PlainBatchNorms {

@@ -216,6 +216,25 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `narrow_select`: the first and last positions of a sequence (`h[:, 0]`, `h[:, -1]`), a
+    /// window of its positions and one of its features counted from the end; cross-entropy.
+    pub struct NarrowSelect {
+        input x: [B, 6, 5];
+        target label: [B] classes 4;
+        let proj = linear(x, 8);
+        let h = tanh(proj);
+        let first = select(h, axis = 1, index = 0);
+        let last = select(h, 1, -1);
+        let mid = narrow(h, axis = 1, start = 1, length = 3);
+        let feat = narrow(mid, axis = 2, start = -4, length = 2);
+        let f = concat(first, last, flatten(feat), axis = 1);
+        let fc = linear(f, 4);
+        output proj, h, first, last, mid, feat, f, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// One module per case with an `f64` and an `f32` test. The input has rank `$Ix` (`Ix4` for
 /// images); the target is a `float` matrix or class `labels`. `outputs` maps each model
 /// output to the fixture's step name: a layer's value is bound to the layer's name (`conv1`)
@@ -339,6 +358,13 @@ parity_case! {
     input x: Ix4,
     target label: labels,
     outputs { conv1 => c1, r => r, conv2 => c2, a => a, conv3 => c3, t => t, conv4 => c4, f => f, fc => logits },
+}
+
+parity_case! {
+    narrow_select, NarrowSelect,
+    input x: Ix3,
+    target label: labels,
+    outputs { proj => h_lin, h => h, first => first, last => last, mid => mid, feat => feat, f => f, fc => logits },
 }
 
 parity_case! {

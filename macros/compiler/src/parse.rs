@@ -289,6 +289,17 @@ fn expect_semi(input: ParseStream, start: Cursor) -> syn::Result<()> {
             }
         }
     }
+    // `h[:, -1]`, `h[:, 1:4]`: PyTorch's indexing, which kiln writes as an op.
+    if let Some((TokenTree::Group(index), _)) = end.token_tree() {
+        if let (Delimiter::Bracket, Some(receiver)) =
+            (index.delimiter(), let_expression(start, end))
+        {
+            return Err(syn::Error::new(
+                index.span(),
+                indexing_hint(&receiver, &index.stream()),
+            ));
+        }
+    }
     let found = match end.token_tree() {
         Some((TokenTree::Group(g), _)) => match g.delimiter() {
             Delimiter::Parenthesis => "`(`".to_string(),
@@ -303,6 +314,46 @@ fn expect_semi(input: ParseStream, start: Cursor) -> syn::Result<()> {
         last.unwrap_or_else(|| input.span()),
         format!("expected `;` at the end of this statement, found {found}"),
     ))
+}
+
+/// The message for PyTorch's indexing `receiver[index]`: the `select` or `narrow` call it is,
+/// when the index takes one position or a range along one axis (`h[:, -1]`, `h[:, 1:4]`),
+/// and both ops otherwise.
+fn indexing_hint(receiver: &str, index: &proc_macro2::TokenStream) -> String {
+    let compact = index.to_string().replace(' ', "");
+    let items: Vec<&str> = compact.split(',').collect();
+    let written = items.join(", ");
+    let general = format!("kiln has no indexing: `{receiver}[{written}]` is written with `select(x, axis = 1, index = -1)` (`x[:, -1]`, the axis dropped) or `narrow(x, axis = 1, start = 1, length = 3)` (`x[:, 1:4]`)");
+    let taken: Vec<(usize, &str)> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| **item != ":" && !item.is_empty())
+        .map(|(axis, item)| (axis, *item))
+        .collect();
+    let [(axis, item)] = taken.as_slice() else {
+        return general;
+    };
+    let call = match item.split_once(':') {
+        None => match item.parse::<i64>() {
+            Ok(i) => format!("select({receiver}, axis = {axis}, index = {i})"),
+            Err(_) => return general,
+        },
+        Some((from, to)) => {
+            let from = if from.is_empty() {
+                Ok(0)
+            } else {
+                from.parse::<i64>()
+            };
+            match (from, to.parse::<i64>()) {
+                (Ok(a), Ok(b)) if b > a && (a >= 0) == (b >= 0) => format!(
+                    "narrow({receiver}, axis = {axis}, start = {a}, length = {})",
+                    b - a
+                ),
+                _ => return general,
+            }
+        }
+    };
+    format!("kiln has no indexing: `{receiver}[{written}]` is `{call}`")
 }
 
 /// The expression of a `let` statement from `start` (which holds `let name =`) up to `end`, as

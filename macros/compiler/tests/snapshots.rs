@@ -168,3 +168,21 @@ fn even_same_padding() {
         }
     }));
 }
+
+/// `select` and `narrow` along a symbolic axis: the window is checked against the batch's
+/// length before the copy, and the backward writes the window's gradient with zeros around it.
+#[test]
+fn windows_of_a_sequence() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct Windows {
+            input x: [B, T, 8];
+            target y: [B] classes 3;
+            let h = linear(x, 4);
+            let last = select(h, axis = 1, index = -1);
+            let head = narrow(h, axis = 1, start = 1, length = 2);
+            let logits = linear(concat(last, flatten(head), axis = 1), 3);
+            output logits;
+            loss cross_entropy(logits, y);
+        }
+    }));
+}

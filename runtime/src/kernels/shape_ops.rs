@@ -1,5 +1,5 @@
-//! Data movement without arithmetic: concatenation along an axis, and the copy / add helpers
-//! that reshape and flatten compile to.
+//! Data movement without arithmetic: concatenation along an axis, a slice along an axis
+//! (`narrow` and `select`), and the copy / add helpers that reshape and flatten compile to.
 //!
 //! A reshape of a row-major contiguous tensor keeps its elements in order, so its forward is a
 //! copy ([`copy_into`]) and its VJP is a copy of the adjoint, or an add when accumulating
@@ -100,6 +100,92 @@ pub fn concat_backward<F: Float>(
     for (row, dx_row) in dy.chunks_exact(total).zip(dx.chunks_exact_mut(w)) {
         add_into(&row[offset..offset + w], dx_row, accumulate);
     }
+}
+
+/// `y` = positions `start .. start + len` of axis `a` of `x` (`torch.narrow`; `select` is a
+/// narrow of one position whose axis is then dropped, the same memory). `x` is viewed as
+/// `[outer, d, inner]` with `d` the axis' extent, `outer` the product of the dims before it
+/// and `inner` of those after; `y` is `[outer, len, inner]`.
+///
+/// # Panics
+/// If the window leaves the axis or the lengths disagree (the generated code checks a
+/// symbolic axis first and returns an error).
+///
+/// ```
+/// // [2, 3] rows, columns 1..3 of each.
+/// let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+/// let mut y = [0.0; 4];
+/// kiln_runtime::kernels::shape_ops::narrow_forward(&x, 2, 3, 1, 1, 2, &mut y);
+/// assert_eq!(y, [2.0, 3.0, 5.0, 6.0]);
+/// ```
+pub fn narrow_forward<F: Float>(
+    x: &[F],
+    outer: usize,
+    d: usize,
+    inner: usize,
+    start: usize,
+    len: usize,
+    y: &mut [F],
+) {
+    check_narrow(x.len(), y.len(), outer, d, inner, start, len);
+    let (from, to) = (d * inner, len * inner);
+    for (x, y) in x.chunks_exact(from).zip(y.chunks_exact_mut(to)) {
+        y.copy_from_slice(&x[start * inner..start * inner + to]);
+    }
+}
+
+/// The VJP of [`narrow_forward`]: `dy` into the window of `dx`, zeros elsewhere (or added
+/// onto `dx` when `accumulate`).
+///
+/// # Panics
+/// As [`narrow_forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn narrow_backward<F: Float>(
+    dy: &[F],
+    outer: usize,
+    d: usize,
+    inner: usize,
+    start: usize,
+    len: usize,
+    dx: &mut [F],
+    accumulate: bool,
+) {
+    check_narrow(dx.len(), dy.len(), outer, d, inner, start, len);
+    let (whole, window) = (d * inner, len * inner);
+    for (dx, dy) in dx.chunks_exact_mut(whole).zip(dy.chunks_exact(window)) {
+        if !accumulate {
+            dx[..start * inner].fill(F::ZERO);
+            dx[start * inner + window..].fill(F::ZERO);
+        }
+        add_into(
+            dy,
+            &mut dx[start * inner..start * inner + window],
+            accumulate,
+        );
+    }
+}
+
+/// The panics of [`narrow_forward`] and [`narrow_backward`].
+#[track_caller]
+fn check_narrow(
+    whole: usize,
+    window: usize,
+    outer: usize,
+    d: usize,
+    inner: usize,
+    start: usize,
+    len: usize,
+) {
+    assert!(
+        start.checked_add(len).is_some_and(|end| end <= d),
+        "narrow: positions {start}..{} of an axis of {d}",
+        start.saturating_add(len)
+    );
+    assert_eq!(
+        (whole, window),
+        (outer * d * inner, outer * len * inner),
+        "narrow: buffer lengths"
+    );
 }
 
 /// `y = x` (a reshape's or flatten's forward).
@@ -209,6 +295,43 @@ mod tests {
                 concat_backward(&r, outer, &inner, index, dx, acc)
             });
         }
+    }
+
+    #[test]
+    fn narrow_takes_each_blocks_window_and_its_adjoint_matches_finite_differences() {
+        // [outer 3, d 5, inner 2], positions 1..4.
+        let (outer, d, inner, start, len) = (3, 5, 2, 1, 3);
+        let mut x = values(outer * d * inner, 0.5);
+        let mut y = vec![f64::NAN; outer * len * inner];
+        narrow_forward(&x, outer, d, inner, start, len, &mut y);
+        for o in 0..outer {
+            for p in 0..len {
+                for i in 0..inner {
+                    let got = y[(o * len + p) * inner + i];
+                    assert_eq!(got, x[(o * d + start + p) * inner + i]);
+                }
+            }
+        }
+        let r = values(y.len(), 3.0);
+        let num = numeric_gradient(
+            |x| {
+                let mut y = vec![0.0; outer * len * inner];
+                narrow_forward(x, outer, d, inner, start, len, &mut y);
+                y.iter().zip(&r).map(|(a, b)| a * b).sum()
+            },
+            &mut x,
+            1e-6,
+        );
+        check_both_modes(&num, 1e-6, 1e-8, "d narrow", |dx, acc| {
+            narrow_backward(&r, outer, d, inner, start, len, dx, acc)
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "narrow: positions 3..6 of an axis of 5")]
+    fn narrow_stays_inside_the_axis() {
+        let mut y = [0.0f32; 3];
+        narrow_forward(&[0.0; 5], 1, 5, 1, 3, 3, &mut y);
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod linear;
 mod loss;
 mod mask;
 mod matmul;
+mod narrow;
 mod norm;
 mod pad;
 mod permute;
@@ -833,6 +834,8 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &reshape::FLATTEN,
     &reshape::RESHAPE,
     &concat::CONCAT,
+    &narrow::NARROW,
+    &narrow::SELECT,
     &dropout::DROPOUT,
     &norm::BATCH_NORM,
     &norm::LAYER_NORM,

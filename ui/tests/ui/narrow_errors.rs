@@ -1,0 +1,45 @@
+// `narrow` and `select` mistakes: a window past the end of a fixed axis, an index past it,
+// the batch axis, a negative start whose window runs past the end of a symbolic axis, a
+// missing length and an empty window.
+kiln::model! {
+    pub struct PastTheEnd {
+        input x: [B, 5, 3];
+        let a = narrow(x, axis = 1, start = 3, length = 4);
+        output a;
+    }
+}
+
+kiln::model! {
+    pub struct IndexPastTheEnd {
+        input x: [B, 5, 3];
+        let a = select(x, axis = 2, index = 3);
+        output a;
+    }
+}
+
+kiln::model! {
+    pub struct BatchAxis {
+        input x: [B, 5, 3];
+        let a = select(x, axis = 0, index = 0);
+        output a;
+    }
+}
+
+kiln::model! {
+    pub struct NegativeTooLong {
+        input x: [B, T, 3];
+        let a = narrow(x, axis = 1, start = -2, length = 3);
+        output a;
+    }
+}
+
+kiln::model! {
+    pub struct Options {
+        input x: [B, 5, 3];
+        let a = narrow(x, axis = 1, start = 1);
+        let b = narrow(x, axis = 1, start = 1, length = 0);
+        output a, b;
+    }
+}
+
+fn main() {}
