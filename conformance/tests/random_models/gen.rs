@@ -192,8 +192,17 @@ pub enum Op {
         groups: Option<usize>,
         affine: bool,
     },
+    /// `narrow(x, axis = a, start = s, length = n)`, or with `select` (`n` 1)
+    /// `select(x, axis = a, index = s)`, the axis dropped; `start` may count from the end.
+    Window {
+        x: usize,
+        axis: usize,
+        start: i64,
+        length: usize,
+        select: bool,
+    },
     /// `pad(x, pairs, mode = ..)`: `pads` per trailing axis, the last axis first (as
-    /// written); `mode` 0 constant (`value`), 1 reflect, 2 replicate.
+    /// written); `mode` 0 constant (`value`), 1 reflect, 2 replicate, 3 circular.
     Pad {
         x: usize,
         pads: Vec<(usize, usize)>,
@@ -257,6 +266,7 @@ impl Op {
             | Op::Adaptive { x, .. }
             | Op::Upsample { x, .. }
             | Op::Pad { x, .. }
+            | Op::Window { x, .. }
             | Op::GroupNorm { x, .. }
             | Op::Flatten { x }
             | Op::Reshape { x }
@@ -358,8 +368,9 @@ impl Op {
             }
             .into(),
             Op::Pad { mode, .. } => {
-                ["pad", "pad(reflect)", "pad(replicate)"][*mode as usize].into()
+                ["pad", "pad(reflect)", "pad(replicate)", "pad(circular)"][*mode as usize].into()
             }
+            Op::Window { select, .. } => if *select { "select" } else { "narrow" }.into(),
             Op::Flatten { .. } => "flatten".into(),
             Op::Reshape { .. } => "reshape".into(),
             Op::Block { .. } => "block".into(),
@@ -799,10 +810,27 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             let option = match mode {
                 1 => ", mode = reflect".to_string(),
                 2 => ", mode = replicate".to_string(),
+                3 => ", mode = circular".to_string(),
                 _ if *value != 0.0 => format!(", value = {}", num_src(*value)),
                 _ => String::new(),
             };
             format!("pad({}, ({}){option})", n(x), pairs.join(", "))
+        }
+        Op::Window {
+            x,
+            axis,
+            start,
+            length,
+            select,
+        } => {
+            if *select {
+                format!("select({}, axis = {axis}, index = {start})", n(x))
+            } else {
+                format!(
+                    "narrow({}, axis = {axis}, start = {start}, length = {length})",
+                    n(x)
+                )
+            }
         }
         Op::Flatten { x } => format!("flatten({})", n(x)),
         Op::Reshape { x } => {
@@ -995,6 +1023,7 @@ fn body_decodes(body: &Body, roots: &[usize], b: &str, t: &str, blocks: &[BlockD
                     | Some(Op::LayerNorm { x, .. }) => features(*x),
                     // Of the features only, never the sequence axis.
                     Some(Op::Pad { x, pads, .. }) => pads.len() + 2 <= body.values[*x].shape.len(),
+                    Some(Op::Window { x, axis, .. }) => *axis >= 2 && features(*x),
                     Some(Op::Attention {
                         memory,
                         causal,
@@ -1246,7 +1275,7 @@ impl Gen {
     fn pad(&mut self, v: usize, axes: usize) -> usize {
         let mut shape = self.shape(v).clone();
         let rank = shape.len();
-        let mode = self.pick(&[0u8, 1, 2]);
+        let mode = self.pick(&[0u8, 1, 2, 3]);
         let value = if mode == 0 && self.chance(0.5) {
             self.pick(&COEFS)
         } else {
@@ -1255,7 +1284,11 @@ impl Gen {
         let mut pads = Vec::new();
         for axis in (rank - axes..rank).rev() {
             let d = shape[axis].size;
-            let most = if mode == 1 { (d - 1).min(2) } else { 2 };
+            let most = match mode {
+                1 => (d - 1).min(2),
+                3 => d.min(2),
+                _ => 2,
+            };
             let pair = (
                 self.rng.random_range(0..=most),
                 self.rng.random_range(0..=most),
@@ -1272,6 +1305,45 @@ impl Gen {
                 value,
             },
         )
+    }
+
+    /// `narrow` or `select` of `v` `[B, T, F]` along a fixed time or feature axis, the start
+    /// counted from either end.
+    fn window(&mut self, v: usize) -> Option<usize> {
+        let shape = self.shape(v).clone();
+        let axis = self.pick(&[1, 2]);
+        if shape[axis].sym.is_some() || shape[3 - axis].sym.is_some() {
+            return None;
+        }
+        let d = shape[axis].size;
+        let select = self.chance(0.4);
+        let length = if select {
+            1
+        } else {
+            self.rng.random_range(1..=d)
+        };
+        let begin = self.rng.random_range(0..=d - length);
+        let start = if self.chance(0.4) {
+            begin as i64 - d as i64
+        } else {
+            begin as i64
+        };
+        let mut s = shape;
+        if select {
+            s.remove(axis);
+        } else {
+            s[axis] = lit(length);
+        }
+        Some(self.push(
+            s,
+            Op::Window {
+                x: v,
+                axis,
+                start,
+                length,
+                select,
+            },
+        ))
     }
 
     /// `batch_norm(v)`, now and then with its own `eps` and `momentum`.
@@ -1356,7 +1428,8 @@ impl Gen {
             },
             3 => match choice {
                 0..=12 if last_lit => Some(self.linear(v)),
-                13..=26 => Some(self.pointwise(v)),
+                13..=23 => Some(self.pointwise(v)),
+                24..=26 => self.window(v),
                 27..=29 if last_lit => Some(self.pad(v, 1)),
                 30..=35 => {
                     let log = self.chance(0.5);

@@ -18,7 +18,7 @@ kiln::model! {
         input x: [N, T, 3];
         target y: [N, T, 4];
         let v1 = Blk0(x);
-        let v2 = pad(v1, (2, 1), mode = replicate);
+        let v2 = pad(v1, (2, 1), mode = circular);
         let pred = linear(v2, 4);
         output pred;
         loss mse(pred, y);
@@ -122,7 +122,7 @@ kiln::model! {
         input x: [B, T] tokens 7;
         target y: [B, T] classes 4;
         let v1 = embedding(x, 4);
-        let v2 = pad(v1, (1, 0), mode = replicate);
+        let v2 = pad(v1, (1, 0), mode = circular);
         let v3 = Blk0(v2, repeat = 2);
         let pred = linear(v3, 4);
         output pred;
@@ -286,10 +286,10 @@ kiln::model! {
         let v1 = log((softplus(x) + 0.5));
         let v2 = concat(x, v1);
         let v3 = dropout(v2, 0.5);
-        let v4 = -exp(tanh(v3));
+        let v4 = multi_head_attention(v2, heads = 2);
         let pred = linear(v4, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce_with_logits(pred, y) + 0.3 * mean(v3);
     }
 }
 runner! { R16, float 3, no_lengths, values 3, seeded, [] }
@@ -571,17 +571,17 @@ kiln::model! {
     struct R32 {
         input x: [B, T] tokens 3;
         input len: [B] lengths T;
-        target y: [B, T, 4];
+        target y: [B, T, 2];
         let v1 = embedding(x, 2, padding_idx = 0);
         let v2 = position_embedding(x, 2, max_len = 2);
         let v3 = v1 + v2;
         let v4 = -v3 - v2;
         let v5 = multi_head_attention(v4, heads = 1, causal = true, lengths = len);
         let v6 = concat(v2, v5);
-        let v7 = square(leaky_relu(v6, 0.2));
-        let pred = linear(v7, 4);
+        let v7 = linear(v4, 3);
+        let pred = linear(v7, 2);
         output pred;
-        loss mse(pred, y);
+        loss bce_with_logits(pred, y) + 0.3 * sum(v6);
     }
 }
 runner! { R32, tokens 2, lengths, values 3, unseeded, [] }
@@ -591,20 +591,14 @@ kiln::model! {
         input x: [N, T, 3];
         input len: [N] lengths T;
         let v1 = linear(x, 6);
-        let v2 = softplus(square(v1));
-        let v3 = linear(x, 2);
-        let v4 = linear(x, 2);
-        let v5 = transpose(v4, -2, -1);
-        let v6 = matmul(v3, v5);
-        let v7 = causal_mask(v6);
-        let v8 = softmax(v7);
-        let v9 = matmul(v8, x);
-        let v10 = linear(v9, 4, bias = false);
-        let pred = linear(v10, 3);
-        output pred, v2;
+        let v2 = log_softmax(v1);
+        let v3 = linear(v2, 3);
+        let v4 = linear(v3, 5);
+        let pred = linear(v4, 2);
+        output pred;
     }
 }
-runner! { R33, float 3, lengths, none 0, unseeded, [v2] }
+runner! { R33, float 3, lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R34 {
@@ -709,24 +703,24 @@ runner! { R39, float 2, no_lengths, labels 3, unseeded, [v4] }
 kiln::model! {
     struct R40 {
         input x: [B, S, 2];
-        target y: [B, S, 3];
+        target y: [B, S] classes 2;
         let v1 = concat(x, x);
-        let v2 = 2.0 * -v1;
-        let v3 = Blk0(v1, repeat = 3);
-        let pred = linear(v3, 3);
-        output pred, v2;
-        loss bce_with_logits(pred, y);
+        let v2 = Blk0(v1, repeat = 2);
+        let v3 = (v2 * sigmoid(v2)) * -v1;
+        let pred = linear(v3, 2);
+        output pred;
+        loss cross_entropy(pred, y);
 
         block Blk0(x) {
-            let u1 = x / 2.0;
-            let u2 = layer_norm(u1);
-            let u3 = sqrt((square(u2) + 0.1));
-            let u4 = x + tanh(u3);
+            let u1 = dropout(x, 0.25);
+            let u2 = linear(u1, 4);
+            let u3 = linear(u2, 4);
+            let u4 = x + u3;
             output u4;
         }
     }
 }
-runner! { R40, float 3, no_lengths, values 3, unseeded, [v2] }
+runner! { R40, float 3, no_lengths, labels 2, seeded, [] }
 
 kiln::model! {
     struct R41 {
@@ -972,22 +966,16 @@ runner! { R54, float 4, no_lengths, values 4, unseeded, [] }
 kiln::model! {
     struct R55 {
         input x: [B, T, 3];
-        target y: [B, T] classes 2;
+        target y: [B, T, 2];
         let v1 = lstm(x, 2);
-        let v2 = exp(tanh((2.0 * v1)));
-        let v3 = linear(v2, 4);
-        let v4 = linear(v2, 4);
-        let v5 = transpose(v4, -2, -1);
-        let v6 = matmul(v3, v5);
-        let v7 = causal_mask(v6);
-        let v8 = softmax(v7);
-        let v9 = matmul(v8, v2);
-        let pred = linear(v9, 2);
+        let v2 = exp(tanh(v1));
+        let v3 = sigmoid(relu(v2));
+        let pred = linear(v3, 2);
         output pred;
-        loss cross_entropy(pred, y);
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R55, float 3, no_lengths, labels 2, unseeded, [] }
+runner! { R55, float 3, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R56 {
@@ -1399,19 +1387,24 @@ runner! { R81, tokens 2, lengths, none 0, seeded, [] }
 kiln::model! {
     struct R82 {
         input x: [B, T] tokens 3;
-        target y: [B, T, 4];
         let v1 = embedding(x, 2, padding_idx = 2);
         let v2 = transpose(v1, -2, -1);
-        let v3 = softplus(v2);
-        let v4 = multi_head_attention(v1, heads = 2, bias = false);
-        let v5 = concat(v1, v4);
-        let v6 = linear(v1, 5, bias = false);
+        let v3 = multi_head_attention(v1, heads = 2, bias = false);
+        let v4 = concat(v1, v3);
+        let v5 = linear(v1, 5, bias = false);
+        let v6 = Blk0(v5);
         let pred = linear(v6, 4);
-        output pred, v3, v5;
-        loss bce_with_logits(pred, y);
+        output pred, v2, v4;
+
+        block Blk0(x) {
+            let u1 = layer_norm(x, eps = 0.001);
+            let u2 = linear(u1, 5);
+            let u3 = x + u2;
+            output u3;
+        }
     }
 }
-runner! { R82, tokens 2, no_lengths, values 3, unseeded, [v3, v5] }
+runner! { R82, tokens 2, no_lengths, none 0, unseeded, [v2, v4] }
 
 kiln::model! {
     struct R83 {
@@ -1522,25 +1515,18 @@ runner! { R88, float 2, no_lengths, labels 1, seeded, [] }
 kiln::model! {
     struct R89 {
         input x: [B, 3, 3];
-        target y: [B, 3] classes 4;
+        target y: [B, 3, 4];
         let v1 = concat(x, x);
-        let v2 = exp(tanh(v1));
-        let v3 = concat(v1, v2, axis = 1);
-        let v4 = multi_head_attention(v2, v3, heads = 1, causal = true);
-        let v5 = linear(v4, 2);
-        let v6 = linear(v5, 2);
-        let v7 = linear(v5, 2);
-        let v8 = transpose(v7, -2, -1);
-        let v9 = matmul(v6, v8);
-        let v10 = causal_mask(v9);
-        let v11 = softmax(v10);
-        let v12 = matmul(v11, v5);
-        let pred = linear(v12, 4);
+        let v2 = narrow(v1, axis = 1, start = -2, length = 1);
+        let v3 = linear(v2, 3);
+        let v4 = log_softmax(v3);
+        let v5 = layer_norm(v1);
+        let pred = linear(v5, 4);
         output pred;
-        loss cross_entropy(pred, y);
+        loss mse(pred, y) + 0.5 * mean(v4);
     }
 }
-runner! { R89, float 3, no_lengths, labels 2, unseeded, [] }
+runner! { R89, float 3, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R90 {
@@ -1731,16 +1717,14 @@ runner! { R99, float 2, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R108 {
         input x: [B, T] tokens 4;
-        target y: [B, T] classes 3;
         let v1 = embedding(x, 2);
         let v2 = softsign(exp(tanh(v1)));
-        let v3 = pad(v2, (0, 2));
-        let pred = linear(v3, 3);
+        let v3 = pad(v2, (0, 1), mode = reflect);
+        let pred = linear(v3, 2);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 1);
     }
 }
-runner! { R108, tokens 2, no_lengths, labels 2, unseeded, [] }
+runner! { R108, tokens 2, no_lengths, none 0, unseeded, [] }
 decoder! { R108, tokens 2, [] }
 
 kiln::model! {
@@ -1836,21 +1820,6 @@ runner! { R179, float 3, no_lengths, values 3, unseeded, [] }
 decoder! { R179, float 3, [] }
 
 kiln::model! {
-    struct R184 {
-        input x: [B, T, 4];
-        target y: [B, T] classes 3;
-        let v1 = softplus(tanh(x));
-        let v2 = layer_norm(v1);
-        let v3 = linear(x, 2);
-        let pred = linear(v3, 3);
-        output pred;
-        loss cross_entropy(pred, y) + 0.1 * sum(v2);
-    }
-}
-runner! { R184, float 3, no_lengths, labels 2, unseeded, [] }
-decoder! { R184, float 3, [] }
-
-kiln::model! {
     struct R202 {
         input x: [B, T, 2];
         target y: [B, T] classes 3;
@@ -1901,17 +1870,17 @@ decoder! { R252, float 3, [v1] }
 kiln::model! {
     struct R253 {
         input x: [B, S] tokens 7;
-        target y: [B, S, 4];
+        target y: [B, S, 3];
         let v1 = embedding(x, 4, padding_idx = 1);
         let v2 = softplus(v1);
-        let v3 = (v2 - 0.25) * relu(v1);
-        let v4 = dropout(v3, 0.25);
-        let pred = linear(v4, 4);
+        let v3 = linear(v2, 2);
+        let v4 = linear(v3, 2);
+        let pred = linear(v4, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss mse(pred, y);
     }
 }
-runner! { R253, tokens 2, no_lengths, values 3, seeded, [] }
+runner! { R253, tokens 2, no_lengths, values 3, unseeded, [] }
 decoder! { R253, tokens 2, [] }
 
 kiln::model! {
@@ -1944,6 +1913,24 @@ kiln::model! {
 }
 runner! { R278, tokens 2, no_lengths, values 3, unseeded, [] }
 decoder! { R278, tokens 2, [] }
+
+kiln::model! {
+    struct R282 {
+        input x: [N, T] tokens 4;
+        target y: [N, T, 2];
+        let v1 = embedding(x, 2, padding_idx = 2);
+        let v2 = position_embedding(x, 2, max_len = 2);
+        let v3 = v1 + v2;
+        let v4 = linear(v3, 6);
+        let v5 = layer_norm(v4);
+        let v6 = linear(v5, 2);
+        let pred = linear(v6, 2);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+runner! { R282, tokens 2, no_lengths, values 3, unseeded, [] }
+decoder! { R282, tokens 2, [] }
 
 cases! {
     0 => R0,
@@ -2052,12 +2039,12 @@ cases! {
     145 => R145,
     170 => R170,
     179 => R179,
-    184 => R184,
     202 => R202,
     252 => R252,
     253 => R253,
     275 => R275,
     278 => R278,
+    282 => R282,
 }
 
 decode_cases! {
@@ -2069,10 +2056,10 @@ decode_cases! {
     145 => R145,
     170 => R170,
     179 => R179,
-    184 => R184,
     202 => R202,
     252 => R252,
     253 => R253,
     275 => R275,
     278 => R278,
+    282 => R282,
 }

@@ -685,6 +685,7 @@ impl Interp<'_> {
                         1 if i < 0 => Some(-i as usize),
                         1 if i >= d => Some((2 * (d - 1) - i) as usize),
                         2 => Some(i.clamp(0, d - 1) as usize),
+                        3 => Some(i.rem_euclid(d) as usize),
                         _ if i < 0 || i >= d => None,
                         _ => Some(i as usize),
                     }
@@ -735,6 +736,26 @@ impl Interp<'_> {
                     }
                 }
                 y
+            }
+            Op::Window {
+                x,
+                axis,
+                start,
+                length,
+                select,
+            } => {
+                let x = &vals[*x];
+                let d = x.shape()[*axis] as i64;
+                let begin = if *start < 0 { d + start } else { *start } as usize;
+                let window = x.slice_axis(
+                    Axis(*axis),
+                    kiln::ndarray::Slice::from(begin..begin + length),
+                );
+                if *select {
+                    window.index_axis(Axis(*axis), 0).to_owned()
+                } else {
+                    window.to_owned()
+                }
             }
             Op::Flatten { x } | Op::Reshape { x } => vals[*x]
                 .as_standard_layout()
