@@ -13,8 +13,8 @@
 //! number counting from 0), `--quiet`; every other argument is a sentence to classify.
 //!
 //! It splits the labelled texts 80/10/10 (seeded), builds a word vocabulary from the training
-//! part, prints the model summary, the loss and validation accuracy of every epoch, then the
-//! test accuracy, macro-F1 and confusion matrix. The weights (`sentiment.safetensors`), the
+//! part, prints the model summary, the loss, validation accuracy and macro-F1 of every epoch,
+//! then the test accuracy, macro-F1 and confusion matrix. The weights (`sentiment.safetensors`), the
 //! vocabulary (`vocab.json`) and the class names (`classes.txt`) go to the output directory;
 //! the sentences on the command line are classified by the model loaded back from there.
 
@@ -25,7 +25,7 @@ use kiln::rand::SeedableRng;
 use kiln::text::{
     pad_batch, ClassOrder, Column, LabelKind, LabelledText, TextCsvOptions, Tokenizer, Vocab,
 };
-use kiln::train::Trainer;
+use kiln::train::{Metric, Trainer};
 use kiln::Adam;
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -216,7 +216,7 @@ pub fn train(config: &Config) -> Result<Outcome, Box<dyn Error>> {
     }
 
     // Keras' `fit`: shuffled batches padded to their longest tweet (cut at MAX_LEN), cosine
-    // decay, clipping, and the validation loss and accuracy after every epoch.
+    // decay, clipping, and the validation loss, accuracy and macro-F1 after every epoch.
     let base_lr = 2e-3;
     let mut optimizer = Adam::new(base_lr);
     let start = Instant::now();
@@ -226,6 +226,7 @@ pub fn train(config: &Config) -> Result<Outcome, Box<dyn Error>> {
         .clip_grad_norm(5.0)
         .validation_batches(&validation.batches().max_len(MAX_LEN))
         .eval_batch_size(256)
+        .metrics([Metric::MacroF1])
         .progress(config.verbose)
         .fit_batches(
             &mut model,

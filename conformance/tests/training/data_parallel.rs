@@ -8,7 +8,7 @@ use kiln::distributed::{Communicator, DataParallel, SingleProcess};
 use kiln::ndarray::{Array1, Array2};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
-use kiln::train::{Checkpoint, Trainer};
+use kiln::train::{Checkpoint, History, Metric, Trainer};
 use kiln::{Adam, Model, Result};
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier, Mutex};
@@ -201,6 +201,60 @@ fn three_thread_ranks_train_the_model_of_one_process() {
         }
     }
     assert_ne!(params(&single), params(&model(1)));
+}
+
+/// The metrics of the training batches are counted on each rank's piece of every batch and
+/// summed across the ranks at the end of the epoch: every rank reports the figures of one
+/// process that trains on the whole batches.
+#[test]
+fn metrics_summed_over_thread_ranks_are_those_of_one_process() {
+    let data = dataset();
+    let metrics = [
+        Metric::MacroF1,
+        Metric::MacroPrecision,
+        Metric::TopKAccuracy(2),
+    ];
+    let with_metrics = || trainer(3).validation(&data).metrics(metrics);
+    let single = with_metrics()
+        .fit(&mut model(1), &mut Adam::new(1e-2), &data)
+        .expect("fit");
+    let ranks: Vec<History> = std::thread::scope(|s| {
+        let handles: Vec<_> = group(3)
+            .into_iter()
+            .map(|comm| {
+                let with_metrics = &with_metrics;
+                s.spawn(move || {
+                    let mut m = model(1 + comm.rank() as u64);
+                    with_metrics()
+                        .distributed(&comm)
+                        .fit(&mut m, &mut Adam::new(1e-2), &dataset())
+                        .expect("fit")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    for history in &ranks {
+        for (r, one) in history.epochs.iter().zip(&single.epochs) {
+            assert_eq!(r.train_metrics, ranks[0].epochs[r.epoch].train_metrics);
+            assert_eq!(
+                r.train_metrics.names().collect::<Vec<_>>(),
+                ["f1", "precision", "top_2_accuracy"]
+            );
+            for (name, value) in r.train_metrics.iter().chain(r.val_metrics.iter()) {
+                let want = one.metric(name).expect("the same metrics");
+                assert!(
+                    (value - want).abs() < 1e-12,
+                    "epoch {}: {name} {value} on 3 ranks, {want} in one process",
+                    r.epoch
+                );
+            }
+            assert_eq!(r.train_accuracy, one.train_accuracy);
+        }
+    }
 }
 
 #[test]

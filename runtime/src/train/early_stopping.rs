@@ -1,14 +1,43 @@
-//! [`EarlyStopping`]: stop when the monitored loss has not improved for a while, as Keras'
-//! `EarlyStopping(monitor="val_loss", patience, min_delta, restore_best_weights=True)`.
+//! [`EarlyStopping`]: stop when the monitored loss (or metric) has not improved for a while, as
+//! Keras' `EarlyStopping(monitor="val_loss", mode="min", patience, min_delta,
+//! restore_best_weights=True)`.
 
 use super::files::Fields;
 use crate::json::Value;
 use crate::Result;
 
+/// Which way a monitored figure improves, as Keras' `mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Lower is better (losses, errors): the default.
+    #[default]
+    Min,
+    /// Higher is better (accuracies, F1).
+    Max,
+}
+
+impl Mode {
+    /// `"min"` or `"max"`, as Keras spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Min => "min",
+            Mode::Max => "max",
+        }
+    }
+
+    /// Whether `value` beats `best` by more than `min_delta` (never for NaN).
+    pub fn improves(self, value: f64, best: f64, min_delta: f64) -> bool {
+        match self {
+            Mode::Min => value < best - min_delta,
+            Mode::Max => value > best + min_delta,
+        }
+    }
+}
+
 /// What [`EarlyStopping::update`] concluded about an epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// The loss is the best so far (by more than `min_delta`): keep these weights.
+    /// The monitored value is the best so far (by more than `min_delta`): keep these weights.
     Improved,
     /// No improvement, but patience is not exhausted yet.
     Wait,
@@ -18,19 +47,22 @@ pub enum Verdict {
 
 /// The early-stopping rule and its state.
 ///
-/// An epoch *improves* when its loss is below the best so far by more than `min_delta`; the
-/// first epoch with a finite loss always does, and a NaN loss never does. After `patience`
+/// An epoch *improves* when its monitored value is better than the best so far by more than
+/// `min_delta` (below it in [`Mode::Min`], the default; above it in [`Mode::Max`]); the first
+/// epoch with a value that is not NaN always does, and a NaN never does. After `patience`
 /// epochs in a row without improvement, [`update`](EarlyStopping::update) says
 /// [`Verdict::Stop`] (never on the first epoch, as in Keras). With `patience = 0` training
 /// stops at the first epoch that does not improve.
 ///
 /// The trainer monitors the validation loss (the training loss when there is no validation
-/// data) and, with [`restore_best_weights`](EarlyStopping::restore_best_weights) (the
-/// default), puts the best epoch's weights back into the model when training ends, whether it
-/// stopped early or ran all its epochs.
+/// data), or the figure named by [`monitor`](EarlyStopping::monitor) (`"val_f1"` with
+/// [`Mode::Max`], see [`Trainer::early_stopping_on`](super::Trainer::early_stopping_on)) and,
+/// with [`restore_best_weights`](EarlyStopping::restore_best_weights) (the default), puts the
+/// best epoch's weights back into the model when training ends, whether it stopped early or
+/// ran all its epochs.
 ///
 /// ```
-/// use kiln_runtime::train::{EarlyStopping, Verdict};
+/// use kiln_runtime::train::{EarlyStopping, Mode, Verdict};
 /// let mut stop = EarlyStopping::new(2, 0.01);
 /// assert_eq!(stop.update(0, 1.0), Verdict::Improved);
 /// assert_eq!(stop.update(1, 0.995), Verdict::Wait); // better, but by less than min_delta
@@ -39,12 +71,22 @@ pub enum Verdict {
 /// assert_eq!(stop.update(4, 0.7), Verdict::Stop);
 /// assert_eq!(stop.best(), Some((2, 0.5)));
 /// assert_eq!(stop.stopped_at(), Some(4));
+///
+/// // A figure that should grow, such as a validation F1 score.
+/// let mut stop = EarlyStopping::new(1, 0.0).monitor("val_f1", Mode::Max);
+/// assert_eq!(stop.update(0, 0.5), Verdict::Improved);
+/// assert_eq!(stop.update(1, 0.7), Verdict::Improved);
+/// assert_eq!(stop.update(2, 0.6), Verdict::Stop);
+/// assert_eq!(stop.best(), Some((1, 0.7)));
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct EarlyStopping {
     patience: usize,
     min_delta: f64,
     restore_best_weights: bool,
+    /// The figure monitored; `None` for the default (validation loss, else training loss).
+    monitor: Option<String>,
+    mode: Mode,
     best: Option<(usize, f64)>,
     wait: usize,
     stopped_at: Option<usize>,
@@ -58,6 +100,8 @@ impl EarlyStopping {
             patience,
             min_delta: min_delta.abs(),
             restore_best_weights: true,
+            monitor: None,
+            mode: Mode::Min,
             best: None,
             wait: 0,
             stopped_at: None,
@@ -70,12 +114,35 @@ impl EarlyStopping {
         self
     }
 
+    /// Monitors the figure named `name` (as [`EpochRecord::metric`](super::EpochRecord::metric)
+    /// looks it up: `"val_loss"`, `"loss"`, `"val_accuracy"`, `"val_f1"`, ...), which improves
+    /// in direction `mode`, instead of the default, the validation loss (the training loss
+    /// without validation data) in [`Mode::Min`]. The trainer refuses a name the run does not
+    /// compute before training starts.
+    pub fn monitor(mut self, name: impl Into<String>, mode: Mode) -> Self {
+        self.monitor = Some(name.into());
+        self.mode = mode;
+        self
+    }
+
+    /// The name of the monitored figure, when it is not the default (see
+    /// [`EarlyStopping::monitor`]).
+    pub fn monitored(&self) -> Option<&str> {
+        self.monitor.as_deref()
+    }
+
+    /// The direction in which the monitored figure improves.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
     /// The number of epochs without improvement that stops training.
     pub fn patience(&self) -> usize {
         self.patience
     }
 
-    /// The smallest decrease of the loss that counts as an improvement.
+    /// The smallest change of the monitored figure (in its [`Mode`]'s direction) that counts
+    /// as an improvement.
     pub fn min_delta(&self) -> f64 {
         self.min_delta
     }
@@ -85,7 +152,7 @@ impl EarlyStopping {
         self.restore_best_weights
     }
 
-    /// The best epoch so far and its loss.
+    /// The best epoch so far and its monitored value.
     pub fn best(&self) -> Option<(usize, f64)> {
         self.best
     }
@@ -100,12 +167,13 @@ impl EarlyStopping {
         self.stopped_at
     }
 
-    /// Records the monitored loss of `epoch` and says whether it improved, and whether to stop.
+    /// Records the monitored value of `epoch` and says whether it improved, and whether to
+    /// stop.
     pub fn update(&mut self, epoch: usize, loss: f64) -> Verdict {
         let improved = match self.best {
             // NaN compares false: a diverged epoch never improves.
             None => !loss.is_nan(),
-            Some((_, best)) => loss < best - self.min_delta,
+            Some((_, best)) => self.mode.improves(loss, best, self.min_delta),
         };
         if improved {
             self.best = Some((epoch, loss));
@@ -128,6 +196,8 @@ impl EarlyStopping {
             ("patience", self.patience.into()),
             ("min_delta", self.min_delta.into()),
             ("restore_best_weights", self.restore_best_weights.into()),
+            ("monitor", self.monitor.as_deref().into()),
+            ("mode", self.mode.as_str().into()),
             ("best_epoch", self.best.map(|(e, _)| e).into()),
             ("best_loss", self.best.map(|(_, l)| l).into()),
             ("wait", self.wait.into()),
@@ -152,7 +222,22 @@ impl EarlyStopping {
                 ))
             }
         };
+        // Checkpoints written before monitors existed have neither key: the default.
+        let monitor = match fields.map.get("monitor") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(fields.str("monitor")?.to_string()),
+        };
+        let mode = match fields.map.get("mode") {
+            None | Some(Value::Null) => Mode::Min,
+            Some(_) => match fields.str("mode")? {
+                "min" => Mode::Min,
+                "max" => Mode::Max,
+                other => return Err(fields.error("mode", format!("is `{other}`, not min or max"))),
+            },
+        };
         Ok(Self {
+            monitor,
+            mode,
             patience: fields.usize("patience")?,
             min_delta: fields.f64("min_delta")?,
             restore_best_weights: fields.bool("restore_best_weights")?,
@@ -197,5 +282,38 @@ mod tests {
         assert_eq!(back, s);
         assert_eq!(back.wait(), 1);
         assert!(!back.restores_best_weights());
+        assert_eq!(back.monitored(), None);
+        assert_eq!(back.mode(), Mode::Min);
+
+        let mut s = EarlyStopping::new(1, 0.1).monitor("val_f1", Mode::Max);
+        s.update(0, 0.5);
+        assert_eq!(s.update(1, 0.55), Verdict::Stop, "0.05 is below min_delta");
+        let value = crate::json::parse(&s.to_json().to_string()).unwrap();
+        let back =
+            EarlyStopping::from_json(&Fields::root(Path::new("s.json"), &value).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.monitored(), Some("val_f1"));
+
+        // A checkpoint from before monitors: the default rule.
+        let old = crate::json::parse(
+            r#"{"patience": 2, "min_delta": 0, "restore_best_weights": true,
+                "best_epoch": null, "best_loss": null, "wait": 0, "stopped_at": null}"#,
+        )
+        .unwrap();
+        let back =
+            EarlyStopping::from_json(&Fields::root(Path::new("s.json"), &old).unwrap()).unwrap();
+        assert_eq!(back, EarlyStopping::new(2, 0.0));
+    }
+
+    #[test]
+    fn max_mode_improves_upwards_and_skips_nan() {
+        let mut s = EarlyStopping::new(2, 0.01).monitor("val_accuracy", Mode::Max);
+        assert_eq!(s.update(0, f64::NAN), Verdict::Wait);
+        assert_eq!(s.update(1, 0.8), Verdict::Improved);
+        assert_eq!(s.update(2, 0.805), Verdict::Wait);
+        assert_eq!(s.update(3, f64::NAN), Verdict::Stop);
+        assert_eq!(s.best(), Some((1, 0.8)));
+        assert!(Mode::Min.improves(0.1, 0.5, 0.0));
+        assert!(!Mode::Max.improves(f64::NAN, 0.5, 0.0));
     }
 }

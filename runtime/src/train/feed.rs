@@ -3,8 +3,10 @@
 //! [`BatchSource`] ([`BatchFeed`], `Trainer::fit_batches`). The loop itself (schedules,
 //! clipping, early stopping, checkpoints, progress) is written once against [`Feed`].
 
+use super::metric::MetricCounts;
 use super::metrics::{
-    batch_accuracy, batch_targets, count_correct, evaluate_batches_with, evaluate_with,
+    add_supervised, add_trainable, batch_accuracy, batch_targets, count_correct,
+    evaluate_batches_counting, evaluate_counting, label_target,
 };
 use super::{check_compatible, Metrics, MetricsAccumulator};
 use crate::data::{Batch, BatchSource, DataLoader, Dataset, Epoch, IndexBatches, ServedKind};
@@ -26,8 +28,11 @@ pub(super) struct Trained<F> {
 pub(super) trait Feed<F: Float, M: Model<F>> {
     /// The model's workspace.
     type Workspace: Default;
-    /// Checks the data against the model before anything is trained or loaded.
-    fn check(&mut self, model: &M) -> Result<()>;
+    /// The class count and ignored label of the model's class-label target, if it has one.
+    fn labels(&self) -> Option<(usize, Option<usize>)>;
+    /// Checks the data against the model, and `counts`' metrics against the model's output
+    /// for one training sample, before anything is trained or loaded. Leaves `counts` empty.
+    fn check(&mut self, model: &M, counts: &mut MetricCounts) -> Result<()>;
     /// Called once the starting weights are in place (data parallelism broadcasts them).
     fn begin(&mut self, model: &mut M) -> Result<()>;
     /// The number of batches per epoch.
@@ -36,17 +41,25 @@ pub(super) trait Feed<F: Float, M: Model<F>> {
     fn start_epoch(&mut self, epoch: usize);
     /// Fetches the next batch; `false` at the end of the epoch.
     fn next_batch(&mut self) -> Result<bool>;
-    /// Trains on the fetched batch: overwrites `grads`.
+    /// Trains on the fetched batch: overwrites `grads`, adds the batch to `counts`.
     fn train(
         &mut self,
         model: &mut M,
         ws: &mut Self::Workspace,
         grads: &mut M::Grads,
+        counts: &mut MetricCounts,
     ) -> Result<Trained<F>>;
-    /// The epoch's metrics, once the epoch's batches are done (summed across ranks).
-    fn end_epoch(&mut self, model: &mut M, acc: MetricsAccumulator) -> Result<MetricsAccumulator>;
-    /// The validation metrics, if there is validation data.
-    fn evaluate(&mut self, model: &M) -> Result<Option<Metrics>>;
+    /// The epoch's metrics, once the epoch's batches are done (summed across ranks, `counts`
+    /// too).
+    fn end_epoch(
+        &mut self,
+        model: &mut M,
+        acc: MetricsAccumulator,
+        counts: &mut MetricCounts,
+    ) -> Result<MetricsAccumulator>;
+    /// The validation metrics, if there is validation data; `counts` is reset and counts the
+    /// validation data.
+    fn evaluate(&mut self, model: &M, counts: &mut MetricCounts) -> Result<Option<Metrics>>;
     /// Reseeds the workspace's dropout generator.
     fn reseed(ws: &mut Self::Workspace, seed: u64);
     /// Turns the per-op finiteness check on or off.
@@ -62,19 +75,30 @@ fn unfit_validation(error: Error) -> Error {
 }
 
 /// The epoch's metrics summed over the ranks, after averaging the model's buffers (batch-norm
-/// statistics) across them; `acc` itself without data parallelism.
+/// statistics) across them; `acc` itself without data parallelism. `counts` is summed in the
+/// same all-reduce.
 fn across_ranks<F: Float, M: Model<F>>(
     data_parallel: Option<&mut DataParallel<'_, F, M>>,
+    comm: Option<&dyn Communicator>,
     model: &mut M,
     acc: MetricsAccumulator,
+    counts: &mut MetricCounts,
 ) -> Result<MetricsAccumulator> {
-    match data_parallel {
-        Some(dp) => {
-            dp.average_buffers(model)?;
-            Ok(MetricsAccumulator::from_sums(dp.sum_f64(acc.to_sums())?))
-        }
-        None => Ok(acc),
-    }
+    let (Some(dp), Some(comm)) = (data_parallel, comm) else {
+        return Ok(acc);
+    };
+    dp.average_buffers(model)?;
+    // One all-reduce for the loss, the accuracy and every metric's counts: the counters of
+    // all ranks have the same length (it depends on the metrics and the class count only).
+    let mut send = Vec::with_capacity(4 + counts.sums_len());
+    send.extend(acc.to_sums());
+    counts.write_sums(&mut send);
+    let mut total = vec![0.0; send.len()];
+    comm.all_reduce_sum_f64(&send, &mut total)?;
+    counts.read_sums(&total[4..]);
+    Ok(MetricsAccumulator::from_sums([
+        total[0], total[1], total[2], total[3],
+    ]))
 }
 
 /// A [`Supervised`] model on a [`Dataset`], optionally data-parallel.
@@ -102,8 +126,24 @@ where
 {
     type Workspace = M::Workspace;
 
-    fn check(&mut self, model: &M) -> Result<()> {
+    fn labels(&self) -> Option<(usize, Option<usize>)> {
+        M::CLASSES.map(|classes| (classes, None))
+    }
+
+    fn check(&mut self, model: &M, counts: &mut MetricCounts) -> Result<()> {
         check_compatible::<F, M>(self.train_data, "training data")?;
+        if !counts.is_empty() {
+            // The metrics see the model's output only in the first batch: one sample now, so
+            // that a metric that does not fit is an error before anything is trained.
+            let mut probe = Batch::new();
+            let loader = DataLoader::new(self.train_data, 1);
+            if loader.epoch_batches(0).next_into(&mut probe) {
+                let mut ws = M::Workspace::default();
+                model.eval_batch(probe.x.view(), batch_targets(&probe), &mut ws)?;
+                add_supervised(counts, M::last_output(&ws)?, &probe)?;
+                counts.reset();
+            }
+        }
         if let Some(val) = self.validation {
             check_compatible::<F, M>(val, "validation data")?;
             // Its samples go through the model only at the end of the first epoch: one
@@ -152,6 +192,7 @@ where
         model: &mut M,
         ws: &mut M::Workspace,
         grads: &mut M::Grads,
+        counts: &mut MetricCounts,
     ) -> Result<Trained<F>> {
         let batch = &self.batch;
         // A rank's piece of a short last batch may be empty: it runs no pass but still joins
@@ -173,6 +214,9 @@ where
             )),
             _ => None,
         };
+        if loss.is_some() {
+            add_supervised(counts, M::last_output(ws)?, batch)?;
+        }
         Ok(Trained {
             loss,
             samples: batch.len(),
@@ -180,16 +224,23 @@ where
         })
     }
 
-    fn end_epoch(&mut self, model: &mut M, acc: MetricsAccumulator) -> Result<MetricsAccumulator> {
-        across_ranks(self.data_parallel.as_mut(), model, acc)
+    fn end_epoch(
+        &mut self,
+        model: &mut M,
+        acc: MetricsAccumulator,
+        counts: &mut MetricCounts,
+    ) -> Result<MetricsAccumulator> {
+        across_ranks(self.data_parallel.as_mut(), self.comm, model, acc, counts)
     }
 
-    fn evaluate(&mut self, model: &M) -> Result<Option<Metrics>> {
+    fn evaluate(&mut self, model: &M, counts: &mut MetricCounts) -> Result<Option<Metrics>> {
         let Some(val) = self.validation else {
             return Ok(None);
         };
+        counts.reset();
         let ws = self.eval_ws.get_or_insert_with(M::Workspace::default);
-        evaluate_with(model, val, self.eval_batch_size, ws, &mut self.eval_buffer).map(Some)
+        let buffer = &mut self.eval_buffer;
+        evaluate_counting(model, val, self.eval_batch_size, ws, buffer, counts).map(Some)
     }
 
     fn reseed(ws: &mut M::Workspace, seed: u64) {
@@ -290,8 +341,21 @@ where
 {
     type Workspace = <M as Trainable<F>>::Workspace;
 
-    fn check(&mut self, model: &M) -> Result<()> {
+    fn labels(&self) -> Option<(usize, Option<usize>)> {
+        label_target(M::ARGS).map(|(_, classes, ignored)| (classes, ignored))
+    }
+
+    fn check(&mut self, model: &M, counts: &mut MetricCounts) -> Result<()> {
         check_source::<F, M>(self.train_data, "training data")?;
+        if !counts.is_empty() {
+            // As `DatasetFeed::check`: one sample through the model for the metrics.
+            let mut probe = Vec::new();
+            self.train_data.fill(&[0], &mut probe)?;
+            let mut ws = Self::Workspace::default();
+            model.eval_step(&probe, &mut ws)?;
+            add_trainable::<F, M>(counts, &probe, &ws)?;
+            counts.reset();
+        }
         if let Some(val) = self.validation {
             check_source::<F, M>(val, "validation data")?;
             let mut probe = Vec::new();
@@ -349,13 +413,17 @@ where
         model: &mut M,
         ws: &mut Self::Workspace,
         grads: &mut M::Grads,
+        counts: &mut MetricCounts,
     ) -> Result<Trained<F>> {
         let loss = match &mut self.data_parallel {
             Some(dp) => dp.train_step(model, &self.batch, ws, grads, self.local)?.0,
             None => Some(model.train_step(&self.batch, ws, grads)?),
         };
         let correct_of = match loss {
-            Some(_) => batch_accuracy::<F, M>(&self.batch, ws)?,
+            Some(_) => {
+                add_trainable::<F, M>(counts, &self.batch, ws)?;
+                batch_accuracy::<F, M>(&self.batch, ws)?
+            }
             None => None,
         };
         Ok(Trained {
@@ -365,16 +433,23 @@ where
         })
     }
 
-    fn end_epoch(&mut self, model: &mut M, acc: MetricsAccumulator) -> Result<MetricsAccumulator> {
-        across_ranks(self.data_parallel.as_mut(), model, acc)
+    fn end_epoch(
+        &mut self,
+        model: &mut M,
+        acc: MetricsAccumulator,
+        counts: &mut MetricCounts,
+    ) -> Result<MetricsAccumulator> {
+        across_ranks(self.data_parallel.as_mut(), self.comm, model, acc, counts)
     }
 
-    fn evaluate(&mut self, model: &M) -> Result<Option<Metrics>> {
+    fn evaluate(&mut self, model: &M, counts: &mut MetricCounts) -> Result<Option<Metrics>> {
         let Some(val) = self.validation else {
             return Ok(None);
         };
+        counts.reset();
         let ws = self.eval_ws.get_or_insert_with(Default::default);
-        evaluate_batches_with(model, val, self.eval_batch_size, ws, &mut self.batch).map(Some)
+        let (size, batch) = (self.eval_batch_size, &mut self.batch);
+        evaluate_batches_counting(model, val, size, ws, batch, counts).map(Some)
     }
 
     fn reseed(ws: &mut Self::Workspace, seed: u64) {

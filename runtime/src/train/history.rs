@@ -1,6 +1,8 @@
 //! [`History`]: what happened in each epoch of a training run.
 
+use super::early_stopping::Mode;
 use super::files::Fields;
+use super::metric::MetricValues;
 use crate::json::Value;
 use crate::{Error, Result};
 use std::fmt;
@@ -20,6 +22,13 @@ pub struct EpochRecord {
     pub val_loss: Option<f64>,
     /// The validation accuracy, for class labels.
     pub val_accuracy: Option<f64>,
+    /// The training figures of the trainer's [metrics](super::Trainer::metrics) but
+    /// accuracy (which is `train_accuracy`), named as [`Metric::name`](super::Metric::name)
+    /// gives them (`f1`, `top_5_accuracy`, `mae`), measured as `train_loss` is.
+    pub train_metrics: MetricValues,
+    /// The validation figures of the trainer's metrics but accuracy, named with the prefix
+    /// `val_` (`val_f1`).
+    pub val_metrics: MetricValues,
     /// The learning rate of the epoch's first optimizer step.
     pub lr: f64,
     /// Wall-clock seconds for the epoch: training and validation (checkpoints and plots
@@ -34,7 +43,7 @@ pub struct EpochRecord {
 /// (feature `plot`), printed as a table with `Display`.
 ///
 /// ```
-/// use kiln_runtime::train::{EpochRecord, History};
+/// use kiln_runtime::train::{EpochRecord, History, MetricValues};
 /// let mut history = History::default();
 /// for (epoch, val_loss) in [0.9, 0.5, 0.7].into_iter().enumerate() {
 ///     history.push(EpochRecord {
@@ -43,6 +52,8 @@ pub struct EpochRecord {
 ///         train_accuracy: None,
 ///         val_loss: Some(val_loss),
 ///         val_accuracy: None,
+///         train_metrics: MetricValues::new(),
+///         val_metrics: MetricValues::new(),
 ///         lr: 0.1,
 ///         seconds: 1.5,
 ///         samples_per_second: 1000.0,
@@ -70,6 +81,46 @@ const COLUMNS: [&str; 8] = [
     "seconds",
     "samples_per_second",
 ];
+
+impl EpochRecord {
+    /// The figure named `name`, as Keras' logs name them: `loss`, `accuracy`, `val_loss`,
+    /// `val_accuracy`, `lr`, or a metric's (`f1`, `val_f1`, `top_5_accuracy`, `val_mae`, ...);
+    /// `None` when the epoch does not have it.
+    ///
+    /// ```
+    /// # use kiln_runtime::train::{EpochRecord, MetricValues};
+    /// let mut val_metrics = MetricValues::new();
+    /// val_metrics.push("val_f1", 0.8);
+    /// let record = EpochRecord {
+    ///     epoch: 0,
+    ///     train_loss: 0.5,
+    ///     train_accuracy: Some(0.9),
+    ///     val_loss: Some(0.6),
+    ///     val_accuracy: Some(0.85),
+    ///     train_metrics: MetricValues::new(),
+    ///     val_metrics,
+    ///     lr: 1e-3,
+    ///     seconds: 1.0,
+    ///     samples_per_second: 100.0,
+    /// };
+    /// assert_eq!(record.metric("val_f1"), Some(0.8));
+    /// assert_eq!(record.metric("accuracy"), Some(0.9));
+    /// assert_eq!(record.metric("f1"), None);
+    /// ```
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        match name {
+            "loss" => Some(self.train_loss),
+            "accuracy" => self.train_accuracy,
+            "val_loss" => self.val_loss,
+            "val_accuracy" => self.val_accuracy,
+            "lr" => Some(self.lr),
+            _ => self
+                .train_metrics
+                .get(name)
+                .or_else(|| self.val_metrics.get(name)),
+        }
+    }
+}
 
 impl History {
     /// Appends an epoch's record.
@@ -119,6 +170,42 @@ impl History {
         best.map(|(epoch, _)| epoch)
     }
 
+    /// The index of the epoch with the best figure named `name` (as [`EpochRecord::metric`]
+    /// looks it up), the lowest in [`Mode::Min`] and the highest in [`Mode::Max`]; the earliest
+    /// on ties; NaN and missing figures never count. With early stopping on the same figure
+    /// and a `min_delta` of 0, this is the epoch whose weights it restores.
+    pub fn best_epoch_by(&self, name: &str, mode: Mode) -> Option<usize> {
+        let mut best: Option<(usize, f64)> = None;
+        for r in &self.epochs {
+            if let Some(value) = r.metric(name).filter(|v| !v.is_nan()) {
+                if best.is_none_or(|(_, b)| mode.improves(value, b, 0.0)) {
+                    best = Some((r.epoch, value));
+                }
+            }
+        }
+        best.map(|(epoch, _)| epoch)
+    }
+
+    /// The metric names of the records, training ones then validation ones, each once, in
+    /// the order they first appear.
+    fn metric_columns(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut train: Vec<&str> = Vec::new();
+        let mut val: Vec<&str> = Vec::new();
+        for r in &self.epochs {
+            for name in r.train_metrics.names() {
+                if !train.contains(&name) {
+                    train.push(name);
+                }
+            }
+            for name in r.val_metrics.names() {
+                if !val.contains(&name) {
+                    val.push(name);
+                }
+            }
+        }
+        (train, val)
+    }
+
     /// The training losses, one per epoch (for plotting or assertions).
     pub fn train_losses(&self) -> Vec<f64> {
         self.epochs.iter().map(|r| r.train_loss).collect()
@@ -131,14 +218,21 @@ impl History {
 
     /// The history as CSV, one row per epoch, with the header
     /// `epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds,samples_per_second`
-    /// (Keras' `CSVLogger` layout: epochs from 0). A missing figure is an empty field; numbers
-    /// are written in full precision (Rust's shortest round-trip form), NaN as `NaN`.
+    /// (Keras' `CSVLogger` layout: epochs from 0), followed by one column per
+    /// [metric](super::Trainer::metrics), the training ones and then the validation ones
+    /// (`...,samples_per_second,f1,top_3_accuracy,val_f1,val_top_3_accuracy`). A missing
+    /// figure is an empty field; numbers are written in full precision (Rust's shortest
+    /// round-trip form), NaN as `NaN`.
     pub fn to_csv(&self) -> String {
-        let mut out = COLUMNS.join(",");
+        let (train_names, val_names) = self.metric_columns();
+        let mut header: Vec<&str> = COLUMNS.to_vec();
+        header.extend(&train_names);
+        header.extend(&val_names);
+        let mut out = header.join(",");
         out.push('\n');
         let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
         for r in &self.epochs {
-            let fields = [
+            let mut fields = vec![
                 r.epoch.to_string(),
                 r.train_loss.to_string(),
                 opt(r.train_accuracy),
@@ -148,6 +242,8 @@ impl History {
                 r.seconds.to_string(),
                 r.samples_per_second.to_string(),
             ];
+            fields.extend(train_names.iter().map(|n| opt(r.train_metrics.get(n))));
+            fields.extend(val_names.iter().map(|n| opt(r.val_metrics.get(n))));
             out.push_str(&fields.join(","));
             out.push('\n');
         }
@@ -175,6 +271,8 @@ impl History {
                     ("train_accuracy", r.train_accuracy.into()),
                     ("val_loss", r.val_loss.into()),
                     ("val_accuracy", r.val_accuracy.into()),
+                    ("train_metrics", metrics_json(&r.train_metrics)),
+                    ("val_metrics", metrics_json(&r.val_metrics)),
                     ("lr", r.lr.into()),
                     ("seconds", r.seconds.into()),
                     ("samples_per_second", r.samples_per_second.into()),
@@ -205,6 +303,8 @@ impl History {
                 train_accuracy: r.opt_f64("train_accuracy")?,
                 val_loss: r.opt_f64("val_loss")?,
                 val_accuracy: r.opt_f64("val_accuracy")?,
+                train_metrics: metrics_from_json(&r, "train_metrics")?,
+                val_metrics: metrics_from_json(&r, "val_metrics")?,
                 lr: r.f64("lr")?,
                 seconds: r.f64("seconds")?,
                 samples_per_second: r.f64("samples_per_second")?,
@@ -237,20 +337,47 @@ impl History {
     }
 }
 
+/// The JSON object of an epoch's metrics, for checkpoints (NaN becomes `null`).
+fn metrics_json(values: &MetricValues) -> Value {
+    Value::object(values.iter().map(|(name, v)| (name, Value::from(v))))
+}
+
+/// Reads [`metrics_json`]'s object under `key`; a missing key (a checkpoint written before
+/// metrics existed) is no metrics.
+fn metrics_from_json(record: &Fields<'_>, key: &str) -> Result<MetricValues> {
+    let mut values = MetricValues::new();
+    if matches!(record.map.get(key), None | Some(Value::Null)) {
+        return Ok(values);
+    }
+    let object = record.object(key)?;
+    for name in object.map.keys() {
+        values.push(name.as_str(), object.f64(name)?);
+    }
+    Ok(values)
+}
+
 /// A table, one row per epoch, epochs from 1 as in the progress output.
 impl fmt::Display for History {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let acc = self.epochs.iter().any(|r| r.train_accuracy.is_some());
         let val = self.has_validation();
+        let (train_names, val_names) = self.metric_columns();
+        let width = |name: &str| name.len().max(8);
         write!(f, "{:>5}  {:>10}", "epoch", "loss")?;
         if acc {
             write!(f, "  {:>8}", "accuracy")?;
+        }
+        for name in &train_names {
+            write!(f, "  {name:>w$}", w = width(name))?;
         }
         if val {
             write!(f, "  {:>10}", "val_loss")?;
             if acc {
                 write!(f, "  {:>12}", "val_accuracy")?;
             }
+        }
+        for name in &val_names {
+            write!(f, "  {name:>w$}", w = width(name))?;
         }
         writeln!(f, "  {:>9}  {:>8}", "lr", "seconds")?;
         let cell = |v: Option<f64>, width: usize, digits: usize| match v {
@@ -262,11 +389,17 @@ impl fmt::Display for History {
             if acc {
                 write!(f, "  {}", cell(r.train_accuracy, 8, 4))?;
             }
+            for name in &train_names {
+                write!(f, "  {}", cell(r.train_metrics.get(name), width(name), 4))?;
+            }
             if val {
                 write!(f, "  {}", cell(r.val_loss, 10, 4))?;
                 if acc {
                     write!(f, "  {}", cell(r.val_accuracy, 12, 4))?;
                 }
+            }
+            for name in &val_names {
+                write!(f, "  {}", cell(r.val_metrics.get(name), width(name), 4))?;
             }
             writeln!(f, "  {:>9.2e}  {:>8.3}", r.lr, r.seconds)?;
         }
@@ -288,6 +421,8 @@ mod tests {
             train_accuracy: Some(0.5),
             val_loss: val,
             val_accuracy: val.map(|_| 0.25),
+            train_metrics: MetricValues::new(),
+            val_metrics: MetricValues::new(),
             lr: 0.001,
             seconds: 0.5,
             samples_per_second: 2000.0,
@@ -337,6 +472,91 @@ mod tests {
         let table = back.to_string();
         assert!(table.contains("val_accuracy"), "{table}");
         assert!(table.contains("stopped early after epoch 2"), "{table}");
+    }
+
+    fn with_metrics(mut r: EpochRecord, f1: f64, val_f1: Option<f64>) -> EpochRecord {
+        r.train_metrics.push("f1", f1);
+        r.train_metrics.push("mae", 0.5);
+        if let Some(v) = val_f1 {
+            r.val_metrics.push("val_f1", v);
+            r.val_metrics.push("val_mae", 0.25);
+        }
+        r
+    }
+
+    #[test]
+    fn metrics_get_columns_a_table_and_round_trip() {
+        let mut h = History::default();
+        h.push(with_metrics(record(0, 1.0, Some(0.9)), 0.5, Some(0.4)));
+        h.push(with_metrics(
+            record(1, 0.5, Some(0.8)),
+            0.75,
+            Some(f64::NAN),
+        ));
+        h.push(with_metrics(record(2, 0.25, Some(0.85)), 0.75, Some(0.6)));
+        assert_eq!(
+            h.to_csv(),
+            "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds,samples_per_second,\
+             f1,mae,val_f1,val_mae\n\
+             0,1,0.5,0.9,0.25,0.001,0.5,2000,0.5,0.5,0.4,0.25\n\
+             1,0.5,0.5,0.8,0.25,0.001,0.5,2000,0.75,0.5,NaN,0.25\n\
+             2,0.25,0.5,0.85,0.25,0.001,0.5,2000,0.75,0.5,0.6,0.25\n"
+        );
+        let table = h.to_string();
+        let header = table.lines().next().unwrap_or_default();
+        let names: Vec<&str> = header.split_whitespace().collect();
+        assert_eq!(
+            names,
+            [
+                "epoch",
+                "loss",
+                "accuracy",
+                "f1",
+                "mae",
+                "val_loss",
+                "val_accuracy",
+                "val_f1",
+                "val_mae",
+                "lr",
+                "seconds"
+            ]
+        );
+        assert!(table
+            .lines()
+            .nth(3)
+            .is_some_and(|row| row.contains("0.6000")));
+
+        let r = &h.epochs[2];
+        assert_eq!(r.metric("val_f1"), Some(0.6));
+        assert_eq!(r.metric("f1"), Some(0.75));
+        assert_eq!(r.metric("val_loss"), Some(0.85));
+        assert_eq!(r.metric("loss"), Some(0.25));
+        assert_eq!(r.metric("lr"), Some(0.001));
+        assert_eq!(r.metric("val_f2"), None);
+        // The NaN epoch never counts; the first of equals wins.
+        assert_eq!(h.best_epoch_by("val_f1", Mode::Max), Some(2));
+        assert_eq!(h.best_epoch_by("f1", Mode::Max), Some(1));
+        assert_eq!(h.best_epoch_by("val_loss", Mode::Min), Some(1));
+        assert_eq!(h.best_epoch_by("val_f2", Mode::Max), None);
+
+        let parsed = crate::json::parse(&h.to_json().to_string()).unwrap();
+        let back =
+            History::from_json(&Fields::root(Path::new("s.json"), &parsed).unwrap()).unwrap();
+        assert_eq!(back.epochs[2], h.epochs[2]);
+        assert!(back.epochs[1]
+            .val_metrics
+            .get("val_f1")
+            .is_some_and(f64::is_nan));
+        assert_eq!(back.to_csv(), h.to_csv());
+        // A checkpoint from before metrics: records without them.
+        let old = crate::json::parse(
+            r#"{"epochs": [{"epoch": 0, "train_loss": 1, "train_accuracy": null,
+                "val_loss": null, "val_accuracy": null, "lr": 0.1, "seconds": 1,
+                "samples_per_second": 10}], "stopped_early": null}"#,
+        )
+        .unwrap();
+        let back = History::from_json(&Fields::root(Path::new("s.json"), &old).unwrap()).unwrap();
+        assert!(back.epochs[0].train_metrics.is_empty() && back.epochs[0].val_metrics.is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Metrics: classification accuracy from a model's output rows, and the loss and accuracy of a
-//! model over a whole data set ([`evaluate`]).
+//! model over a whole data set ([`evaluate`]), or any [`Metric`]s ([`evaluate_metrics`]).
 
+use super::metric::{Metric, MetricCounts, MetricValues};
 use crate::data::{Batch, BatchSource, DataLoader, Dataset, IndexBatches};
 use crate::trainable::{ArgKind, BatchArray, Trainable};
 use crate::{Error, Float, Result, Supervised, TargetView};
@@ -8,13 +9,13 @@ use ndarray::{ArrayView1, ArrayViewD};
 
 /// NaN test (`Float` names `is_finite` only).
 #[allow(clippy::eq_op)]
-fn is_nan<F: Float>(v: F) -> bool {
+pub(super) fn is_nan<F: Float>(v: F) -> bool {
     v != v
 }
 
 /// The index of the largest element; the first one on ties. A NaN counts as the largest, as
 /// in `torch.argmax`, so that a diverged row is not silently scored as some class.
-fn argmax<'a, F: Float>(values: impl Iterator<Item = &'a F>) -> Option<usize> {
+pub(super) fn argmax<'a, F: Float>(values: impl Iterator<Item = &'a F>) -> Option<usize> {
     let mut best: Option<(usize, F)> = None;
     for (i, &v) in values.enumerate() {
         let better = match best {
@@ -299,6 +300,24 @@ where
     M: Supervised<F>,
     D: Dataset<F> + ?Sized,
 {
+    let mut none = MetricCounts::default();
+    evaluate_counting(model, data, batch_size, ws, batch, &mut none)
+}
+
+/// [`evaluate_with`], also adding every batch to `counts`.
+pub(crate) fn evaluate_counting<F, M, D>(
+    model: &M,
+    data: &D,
+    batch_size: usize,
+    ws: &mut M::Workspace,
+    batch: &mut Batch<F>,
+    counts: &mut MetricCounts,
+) -> Result<Metrics>
+where
+    F: Float,
+    M: Supervised<F>,
+    D: Dataset<F> + ?Sized,
+{
     let loader = DataLoader::new(data, batch_size);
     let mut batches = loader.epoch_batches(0);
     let mut acc = MetricsAccumulator::default();
@@ -309,8 +328,79 @@ where
             None => None,
         };
         acc.add(loss.to_f64(), batch.len(), correct);
+        add_supervised(counts, M::last_output(ws)?, batch)?;
     }
     Ok(acc.metrics())
+}
+
+/// Adds a batch that a [`Supervised`] model has run to `counts`: its first output against the
+/// batch's labels or values.
+pub(crate) fn add_supervised<F: Float>(
+    counts: &mut MetricCounts,
+    output: ArrayViewD<'_, F>,
+    batch: &Batch<F>,
+) -> Result<()> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    match (&batch.labels, &batch.values) {
+        (Some(labels), _) => counts.add_labels(output, labels.view().into_dyn()),
+        (None, Some(values)) => counts.add_values(output, values.view()),
+        (None, None) => Ok(()),
+    }
+}
+
+/// The loss (named `loss`) and `metrics` of `model` over all of `data`, in batches of
+/// `batch_size` (at least 1), in inference mode, as Keras'
+/// `model.evaluate(..., return_dict=True)`: the figures of [`evaluate`] for any [`Metric`].
+/// The metrics are named as [`Metric::name`] gives them, without a `val_` prefix.
+///
+/// # Errors
+/// As [`evaluate`]; [`Error::Data`] naming the metric when it does not fit the model (see
+/// [`MetricCounts::add_labels`] and [`MetricCounts::add_values`]).
+///
+/// ```
+/// # fn demo<M: kiln_runtime::Supervised<f32>>(model: &M) -> kiln_runtime::Result<()> {
+/// use kiln_runtime::train::{evaluate_metrics, Metric};
+/// use kiln_runtime::data;
+/// let mut test = data::digits::<f32>()?;
+/// test.reshape_samples(&[64])?;
+/// let values = evaluate_metrics(model, &test, 256, &[Metric::MacroF1, Metric::Accuracy])?;
+/// println!("loss {:.4}, f1 {:.3}", values.get("loss").unwrap_or(f64::NAN), values.get("f1").unwrap_or(f64::NAN));
+/// # Ok(())
+/// # }
+/// ```
+pub fn evaluate_metrics<F, M, D>(
+    model: &M,
+    data: &D,
+    batch_size: usize,
+    metrics: &[Metric],
+) -> Result<MetricValues>
+where
+    F: Float,
+    M: Supervised<F>,
+    D: Dataset<F> + ?Sized,
+{
+    let mut counts = MetricCounts::new(metrics, M::CLASSES.unwrap_or(0), None)?;
+    let summary = evaluate_counting(
+        model,
+        data,
+        batch_size.max(1),
+        &mut M::Workspace::default(),
+        &mut Batch::new(),
+        &mut counts,
+    )?;
+    Ok(with_loss(summary.loss, &counts))
+}
+
+/// `loss` first, then the counted metrics.
+fn with_loss(loss: f64, counts: &MetricCounts) -> MetricValues {
+    let mut values = MetricValues::new();
+    values.push("loss", loss);
+    for (name, value) in counts.values().iter() {
+        values.push(name, value);
+    }
+    values
 }
 
 /// The loss and (for a model with one class-label target) the accuracy over labelled
@@ -356,6 +446,24 @@ where
     M: Trainable<F>,
     S: BatchSource<F> + ?Sized,
 {
+    let mut none = MetricCounts::default();
+    evaluate_batches_counting(model, data, batch_size, ws, batch, &mut none)
+}
+
+/// [`evaluate_batches_with`], also adding every batch to `counts`.
+pub(crate) fn evaluate_batches_counting<F, M, S>(
+    model: &M,
+    data: &S,
+    batch_size: usize,
+    ws: &mut <M as Trainable<F>>::Workspace,
+    batch: &mut Vec<BatchArray<F>>,
+    counts: &mut MetricCounts,
+) -> Result<Metrics>
+where
+    F: Float,
+    M: Trainable<F>,
+    S: BatchSource<F> + ?Sized,
+{
     let mut order = IndexBatches::new(data.len(), batch_size.max(1), false, None, 0, None);
     let mut acc = MetricsAccumulator::default();
     while let Some(indices) = order.next_indices() {
@@ -363,8 +471,83 @@ where
         let loss = model.eval_step(batch, ws)?;
         let correct_of = batch_accuracy::<F, M>(batch, ws)?;
         acc.add_positions(loss.to_f64(), indices.len(), correct_of);
+        add_trainable::<F, M>(counts, batch, ws)?;
     }
     Ok(acc.metrics())
+}
+
+/// [`evaluate_metrics`] for a [`Trainable`] model on a [`BatchSource`]: the loss (named
+/// `loss`) and `metrics` over all of `data`, in batches of `batch_size` (at least 1), in
+/// inference mode. The metrics read the model's first output and its one target (class
+/// labels, per sample or per position, or float values).
+///
+/// # Errors
+/// As [`evaluate_batches`]; [`Error::Data`] naming the metric when it does not fit the model,
+/// or when the model has more than one target.
+pub fn evaluate_batches_metrics<F, M, S>(
+    model: &M,
+    data: &S,
+    batch_size: usize,
+    metrics: &[Metric],
+) -> Result<MetricValues>
+where
+    F: Float,
+    M: Trainable<F>,
+    S: BatchSource<F> + ?Sized,
+{
+    let (classes, ignored) = label_target(M::ARGS).map_or((0, None), |(_, c, i)| (c, i));
+    let mut counts = MetricCounts::new(metrics, classes, ignored)?;
+    let mut ws = <M as Trainable<F>>::Workspace::default();
+    let summary = evaluate_batches_counting(
+        model,
+        data,
+        batch_size,
+        &mut ws,
+        &mut Vec::new(),
+        &mut counts,
+    )?;
+    Ok(with_loss(summary.loss, &counts))
+}
+
+/// Adds the last batch run with `ws` to `counts`: the model's first output against its one
+/// target.
+pub(crate) fn add_trainable<F: Float, M: Trainable<F>>(
+    counts: &mut MetricCounts,
+    batch: &[BatchArray<F>],
+    ws: &M::Workspace,
+) -> Result<()> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let mut targets = M::ARGS.iter().enumerate().filter(|(_, a)| a.target);
+    let (index, arg) = match (targets.next(), targets.next()) {
+        (Some(found), None) => found,
+        _ => {
+            let declared = M::ARGS.iter().filter(|a| a.target).count();
+            let names: Vec<String> = counts.metrics().iter().map(|m| format!("`{m}`")).collect();
+            return Err(Error::Data {
+                what: "metrics",
+                problem: format!(
+                    "{} compare the model's first output with its target, but the model                      declares {declared} targets: train it without metrics, or with one target",
+                    names.join(", ")
+                ),
+            });
+        }
+    };
+    let output = M::last_output(ws)?;
+    match batch.get(index) {
+        Some(BatchArray::Ids(labels)) if matches!(arg.kind, ArgKind::Labels { .. }) => {
+            counts.add_labels(output, labels.view())
+        }
+        Some(BatchArray::Float(values)) => counts.add_values(output, values.view()),
+        _ => Err(Error::Data {
+            what: "metrics",
+            problem: format!(
+                "the model's target `{}` holds {}: metrics need class labels or float values",
+                arg.name, arg.kind
+            ),
+        }),
+    }
 }
 
 /// Where a model's accuracy comes from: its one class-label target (index in the batch), its

@@ -1,6 +1,7 @@
 //! Training: a Keras-style [`Trainer`] (`fit` with progress bars, validation, learning-rate
-//! schedules, gradient clipping, early stopping, checkpoints with exact resume, and plots),
-//! built from small public pieces that a hand-written loop can use one by one.
+//! schedules, gradient clipping, [metrics](Metric), early stopping, checkpoints with exact
+//! resume, and plots), built from small public pieces that a hand-written loop can use one by
+//! one.
 //!
 //! [`Trainer::fit`] trains a [`Supervised`] model (one float input, one target per sample) on
 //! a [`Dataset`]; [`Trainer::fit_batches`] trains any [`Trainable`] model (token ids, lengths,
@@ -81,6 +82,7 @@ mod early_stopping;
 mod feed;
 mod files;
 mod history;
+mod metric;
 mod metrics;
 #[cfg(feature = "plot")]
 pub mod plot;
@@ -88,11 +90,13 @@ mod progress;
 pub(crate) mod state;
 
 pub use checkpoint::{Checkpoint, Weights};
-pub use early_stopping::{EarlyStopping, Verdict};
+pub use early_stopping::{EarlyStopping, Mode, Verdict};
 pub use history::{EpochRecord, History};
+pub use metric::{Metric, MetricCounts, MetricValues};
 pub use metrics::{
     accuracy, batch_targets, count_correct, count_correct_positions, evaluate, evaluate_batches,
-    evaluate_batches_with, evaluate_with, Metrics, MetricsAccumulator,
+    evaluate_batches_metrics, evaluate_batches_with, evaluate_metrics, evaluate_with, Metrics,
+    MetricsAccumulator,
 };
 pub use state::{OptimizerState, StatefulOptimizer};
 
@@ -116,9 +120,11 @@ use std::time::Instant;
 ///    number, fixes the order: runs repeat, and resume, exactly);
 /// 2. before each optimizer step the [schedule](Trainer::schedule) sets the learning rate;
 ///    after the backward pass gradients are [clipped](Trainer::clip_grad_norm) if asked;
-/// 3. the mean training loss (and accuracy, for class labels) over the epoch's samples is
-///    shown on a progress bar with the speed in samples per second;
-/// 4. the [validation](Trainer::validation) data is evaluated in inference mode;
+/// 3. the mean training loss (and accuracy, for class labels, and the
+///    [metrics](Trainer::metrics)) over the epoch's samples is shown on a progress bar with
+///    the speed in samples per second;
+/// 4. the [validation](Trainer::validation) data is evaluated in inference mode (loss,
+///    accuracy and metrics);
 /// 5. the epoch's [`EpochRecord`] is added to the [`History`], [early
 ///    stopping](Trainer::early_stopping) is consulted, a [checkpoint](Trainer::checkpoints)
 ///    and the plot (`Trainer::plot`, feature `plot`) are written.
@@ -148,6 +154,7 @@ pub struct Trainer<'a, F: Float> {
     detect_anomaly: bool,
     progress: bool,
     distributed: Option<&'a dyn Communicator>,
+    metrics: Vec<Metric>,
     #[cfg(feature = "plot")]
     plot: Option<PathBuf>,
 }
@@ -177,7 +184,8 @@ impl<F: Float> fmt::Debug for Trainer<'_, F> {
             .field(
                 "distributed",
                 &self.distributed.map(|c| (c.rank(), c.size())),
-            );
+            )
+            .field("metrics", &self.metrics);
         #[cfg(feature = "plot")]
         d.field("plot", &self.plot);
         d.finish()
@@ -206,9 +214,94 @@ impl<'a, F: Float> Trainer<'a, F> {
             detect_anomaly: false,
             progress: true,
             distributed: None,
+            metrics: Vec::new(),
             #[cfg(feature = "plot")]
             plot: None,
         }
+    }
+
+    /// Measures `metrics` on the training batches (from each training step's output, as the
+    /// loss) and on the validation data after every epoch, as Keras'
+    /// `model.compile(metrics=[...])`: the [`EpochRecord`]s hold them
+    /// ([`EpochRecord::train_metrics`], [`EpochRecord::val_metrics`], looked up by name with
+    /// [`EpochRecord::metric`]), the progress lines, [`History`]'s table and its CSV columns
+    /// show them, and [`Trainer::early_stopping_on`] can monitor them. Replaces the metrics
+    /// given before; repeats count once.
+    ///
+    /// Accuracy is reported for class labels whether it is asked for or not (as
+    /// `train_accuracy` and `val_accuracy`, not among the metrics); asking for
+    /// [`Metric::Accuracy`] makes a model whose output does not fit its labels an error.
+    ///
+    /// Training checks the metrics against the model's first output for one training sample
+    /// before the first epoch: a metric that does not fit (F1 on a regression model, MAE on a
+    /// classifier) is an [`Error::Data`] naming it, the output's shape and the target.
+    ///
+    /// ```
+    /// use kiln_runtime::data::TensorDataset;
+    /// use kiln_runtime::ndarray::{array, Array2};
+    /// use kiln_runtime::train::{Metric, Trainer};
+    /// use kiln_runtime::Sgd;
+    /// # use kiln_runtime::ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+    /// # use kiln_runtime::{Model, Summary, Supervised, TargetView};
+    /// # /// A fixed classifier without parameters: class 0 for a positive first feature.
+    /// # struct Sign;
+    /// # impl Model<f32> for Sign {
+    /// #     type Grads = ();
+    /// #     fn visit_params(&self, _: &mut dyn FnMut(&'static str, ArrayViewD<'_, f32>)) {}
+    /// #     fn visit_params_mut(&mut self, _: &mut dyn FnMut(&'static str, ArrayViewMutD<'_, f32>)) {}
+    /// #     fn visit_grads(_: &(), _: &mut dyn FnMut(&'static str, ArrayViewD<'_, f32>)) {}
+    /// #     fn visit_grads_mut(_: &mut (), _: &mut dyn FnMut(&'static str, ArrayViewMutD<'_, f32>)) {}
+    /// #     fn visit_params_with_grads(&mut self, _: &(), _: &mut dyn FnMut(usize, &mut [f32], &[f32])) {}
+    /// #     fn zero_grads(&self) {}
+    /// #     fn num_params(&self) -> usize { 0 }
+    /// #     fn summary(&self) -> Summary { Summary { model: "Sign", dtype: "f32", rows: vec![] } }
+    /// #     fn graph(&self) -> &'static str { "" }
+    /// # }
+    /// # impl Supervised<f32> for Sign {
+    /// #     type Workspace = ArrayD<f32>;
+    /// #     const INPUT_RANK: usize = 2;
+    /// #     const CLASSES: Option<usize> = Some(2);
+    /// #     fn train_batch(&mut self, x: ArrayViewD<'_, f32>, y: TargetView<'_, f32>, ws: &mut ArrayD<f32>, _: &mut ()) -> kiln_runtime::Result<f32> {
+    /// #         self.eval_batch(x, y, ws)
+    /// #     }
+    /// #     fn eval_batch(&self, x: ArrayViewD<'_, f32>, _: TargetView<'_, f32>, ws: &mut ArrayD<f32>) -> kiln_runtime::Result<f32> {
+    /// #         let n = x.shape()[0];
+    /// #         *ws = ArrayD::from_shape_fn(IxDyn(&[n, 2]), |i| f32::from(u8::from((i[1] == 0) == (x[[i[0], 0]] > 0.0))));
+    /// #         Ok(0.5)
+    /// #     }
+    /// #     fn last_output(ws: &ArrayD<f32>) -> kiln_runtime::Result<ArrayViewD<'_, f32>> {
+    /// #         Ok(ws.view())
+    /// #     }
+    /// # }
+    ///
+    /// // `Sign` (a model that scores class 0 for a positive first feature, class 1 otherwise)
+    /// // against labels that say class 0 for a positive feature, except for the last sample.
+    /// let x: Array2<f32> = array![[1.0], [2.0], [-1.0], [-2.0], [3.0]];
+    /// let data = TensorDataset::with_labels(x, array![0, 0, 1, 1, 1], 2)?;
+    /// let history = Trainer::new(1, 2)
+    ///     .progress(false)
+    ///     .validation(&data)
+    ///     .metrics([Metric::MacroF1, Metric::MacroRecall])
+    ///     .fit(&mut Sign, &mut Sgd::new(0.1), &data)?;
+    /// let last = history.last().unwrap();
+    /// // Class 0: tp 2, predicted 3, support 2 (F1 0.8, recall 1); class 1: tp 2, predicted 2,
+    /// // support 3 (F1 0.8, recall 2/3).
+    /// assert!((last.metric("val_f1").unwrap() - 0.8).abs() < 1e-12);
+    /// assert!((last.metric("recall").unwrap() - 5.0 / 6.0).abs() < 1e-12);
+    /// assert!(history.to_csv().starts_with(
+    ///     "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds,samples_per_second,\
+    ///      f1,recall,val_f1,val_recall\n"
+    /// ));
+    /// # Ok::<(), kiln_runtime::Error>(())
+    /// ```
+    pub fn metrics(mut self, metrics: impl IntoIterator<Item = Metric>) -> Self {
+        self.metrics = Vec::new();
+        for m in metrics {
+            if !self.metrics.contains(&m) {
+                self.metrics.push(m);
+            }
+        }
+        self
     }
 
     /// Shuffles the training data every epoch with `seed` (the default is seed 0: shuffled
@@ -234,16 +327,17 @@ impl<'a, F: Float> Trainer<'a, F> {
         self
     }
 
-    /// Evaluates the loss (and accuracy) on `data` after every epoch, in inference mode.
-    /// Early stopping then monitors the validation loss.
+    /// Evaluates the loss (and accuracy, and the [metrics](Trainer::metrics)) on `data` after
+    /// every epoch, in inference mode. Early stopping then monitors the validation loss.
     pub fn validation(mut self, data: &'a dyn Dataset<F>) -> Self {
         self.validation = Some(data);
         self
     }
 
-    /// Evaluates the loss (and accuracy) on `data` after every epoch, in inference mode, for
-    /// [`Trainer::fit_batches`] (what [`Trainer::validation`] is for [`Trainer::fit`]). Early
-    /// stopping then monitors the validation loss.
+    /// Evaluates the loss (and accuracy, and the [metrics](Trainer::metrics)) on `data` after
+    /// every epoch, in inference mode, for [`Trainer::fit_batches`] (what
+    /// [`Trainer::validation`] is for [`Trainer::fit`]). Early stopping then monitors the
+    /// validation loss.
     pub fn validation_batches(mut self, data: &'a dyn BatchSource<F>) -> Self {
         self.validation_batches = Some(data);
         self
@@ -300,6 +394,29 @@ impl<'a, F: Float> Trainer<'a, F> {
         self.early_stopping =
             Some(EarlyStopping::new(patience, min_delta).restore_best_weights(restore));
         self
+    }
+
+    /// Early stopping on the figure named `monitor` (Keras' `EarlyStopping(monitor="val_f1",
+    /// mode="max")`): stops when it has not improved by more than `min_delta` in direction
+    /// `mode` for `patience` epochs, and restores the best epoch's weights at the end of
+    /// training (see [`EarlyStopping::monitor`]). `monitor` is a name as
+    /// [`EpochRecord::metric`] looks it up: `loss`, `val_loss`, `accuracy`, `val_accuracy`
+    /// (for class labels), or a [metric](Trainer::metrics)'s name, with `val_` for its
+    /// validation figure. A name the run does not compute is an [`Error::Data`] listing those
+    /// it does, before training starts.
+    pub fn early_stopping_on(
+        self,
+        monitor: impl Into<String>,
+        mode: Mode,
+        patience: usize,
+        min_delta: f64,
+    ) -> Self {
+        let mut trainer = self.early_stopping(patience, min_delta);
+        trainer.early_stopping = trainer
+            .early_stopping
+            .take()
+            .map(|rule| rule.monitor(monitor, mode));
+        trainer
     }
 
     /// Whether early stopping restores the best weights at the end (default `true`, as Keras'
@@ -392,6 +509,9 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// - [`Error::Shape`] before training if the data's samples do not have the model's input
     ///   rank or its targets are not of the model's kind (class labels vs values, or more
     ///   classes than the model has), or if the training data is empty;
+    /// - [`Error::Data`] before training for a [metric](Trainer::metrics) that does not fit
+    ///   the model (naming it, the target and the model's output shape) and for an
+    ///   early-stopping monitor the run does not compute (listing those it does);
     /// - the model's errors for a batch;
     /// - [`Error::Io`], [`Error::File`] or [`Error::Mismatch`] naming the file when a
     ///   checkpoint or the plot cannot be written or the checkpoint to resume from cannot be
@@ -567,7 +687,8 @@ impl<'a, F: Float> Trainer<'a, F> {
                     .to_string(),
             });
         }
-        feed.check(model)?;
+        let (mut counts, mut val_counts) = self.metric_counts(feed)?;
+        feed.check(model, &mut counts)?;
         if let Some(dir) = self.checkpoints.as_ref().filter(|dir| dir.is_file()) {
             return Err(Error::File {
                 path: dir.clone(),
@@ -620,6 +741,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                 }
                 let mut bar = reporter.start_epoch(epoch, feed.num_batches());
                 let mut acc = MetricsAccumulator::default();
+                counts.reset();
                 let mut first_lr = None;
                 feed.start_epoch(epoch);
                 let mut done = 0;
@@ -638,7 +760,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                         batch: done + 1,
                     };
                     let trained = feed
-                        .train(model, &mut ws, &mut grads)
+                        .train(model, &mut ws, &mut grads, &mut counts)
                         .map_err(|e| when.locate(e))?;
                     if let Some(loss) = trained.loss {
                         if !loss.is_finite() {
@@ -664,25 +786,31 @@ impl<'a, F: Float> Trainer<'a, F> {
                         batches_done: done,
                         loss: so_far.loss,
                         accuracy: so_far.accuracy,
+                        metrics: &counts,
                         samples_per_second: so_far.samples as f64
                             / started.elapsed().as_secs_f64().max(1e-9),
                     });
                 }
-                acc = feed.end_epoch(model, acc)?;
+                acc = feed.end_epoch(model, acc, &mut counts)?;
                 let train_seconds = started.elapsed().as_secs_f64();
                 let train_metrics = acc.metrics();
-                let val_metrics = feed.evaluate(&*model)?;
+                let val_metrics = feed.evaluate(&*model, &mut val_counts)?;
                 let record = EpochRecord {
                     epoch,
                     train_loss: train_metrics.loss,
                     train_accuracy: train_metrics.accuracy,
                     val_loss: val_metrics.map(|m| m.loss),
                     val_accuracy: val_metrics.and_then(|m| m.accuracy),
+                    train_metrics: counts.values_named("", true),
+                    val_metrics: match val_metrics {
+                        Some(_) => val_counts.values_named("val_", true),
+                        None => MetricValues::new(),
+                    },
                     lr: first_lr.unwrap_or_else(|| optimizer.learning_rate()),
                     seconds: started.elapsed().as_secs_f64(),
                     samples_per_second: train_metrics.samples as f64 / train_seconds.max(1e-9),
                 };
-                let monitored = record.val_loss.unwrap_or(record.train_loss);
+                let monitored = monitored_value(state.early_stopping.as_ref(), &record);
                 bar.finish(&record);
                 state.history.push(record);
                 state.epochs_done = epoch + 1;
@@ -729,15 +857,20 @@ impl<'a, F: Float> Trainer<'a, F> {
                     state.history.plot(path)?;
                 }
                 if stop {
-                    let (best_epoch, best_loss) = state
+                    let (best_epoch, best_value) = state
                         .early_stopping
                         .as_ref()
                         .and_then(EarlyStopping::best)
                         .unwrap_or((epoch, monitored));
+                    let name = state
+                        .early_stopping
+                        .as_ref()
+                        .and_then(EarlyStopping::monitored)
+                        .unwrap_or("loss");
                     let waited = epoch - best_epoch;
                     reporter.println(format!(
                         "Early stopping: no improvement for {waited} epoch{}; the best epoch was \
-                         {} (loss {best_loss:.4})",
+                         {} ({name} {best_value:.4})",
                         if waited == 1 { "" } else { "s" },
                         best_epoch + 1
                     ));
@@ -758,6 +891,61 @@ impl<'a, F: Float> Trainer<'a, F> {
             }
         }
         Ok(state.history)
+    }
+
+    /// The counters of the run's metrics, for the training batches and for validation, after
+    /// checking the early-stopping monitor's name against what the run computes.
+    fn metric_counts<M, Fd>(&self, feed: &Fd) -> Result<(MetricCounts, MetricCounts)>
+    where
+        M: Model<F>,
+        Fd: Feed<F, M>,
+    {
+        let labels = feed.labels();
+        let mut metrics = self.metrics.clone();
+        let validation = self.validation.is_some() || self.validation_batches.is_some();
+        if let Some(name) = self
+            .early_stopping
+            .as_ref()
+            .and_then(EarlyStopping::monitored)
+        {
+            let mut available = vec!["loss".to_string()];
+            if labels.is_some() {
+                available.push("accuracy".to_string());
+            }
+            available.extend(
+                metrics
+                    .iter()
+                    .filter(|m| **m != Metric::Accuracy)
+                    .map(Metric::name),
+            );
+            if validation {
+                let val: Vec<String> = available.iter().map(|n| format!("val_{n}")).collect();
+                available.extend(val);
+            }
+            if !available.iter().any(|n| n == name) {
+                let hint = if !validation && name.starts_with("val_") {
+                    " (validation figures need validation data)"
+                } else {
+                    " (a metric's figures need it in Trainer::metrics)"
+                };
+                return Err(Error::Data {
+                    what: "Trainer",
+                    problem: format!(
+                        "early stopping monitors `{name}`, which this run does not compute{hint}; \
+                         it computes {}",
+                        available.join(", ")
+                    ),
+                });
+            }
+            // Monitoring an accuracy: a model whose output does not fit its labels is an
+            // error now rather than an accuracy that is never there.
+            if name == "accuracy" || name == "val_accuracy" {
+                metrics.push(Metric::Accuracy);
+            }
+        }
+        let (classes, ignored) = labels.unwrap_or((0, None));
+        let counts = MetricCounts::new(&metrics, classes, ignored)?;
+        Ok((counts.clone(), counts))
     }
 
     /// The error that stops training on a non-finite loss or weights: what, when, and what
@@ -845,7 +1033,9 @@ impl<'a, F: Float> Trainer<'a, F> {
             match (fresh_early, probe.early_stopping.take()) {
                 (Some(rule), Some(saved))
                     if rule.patience() == saved.patience()
-                        && rule.min_delta() == saved.min_delta() =>
+                        && rule.min_delta() == saved.min_delta()
+                        && rule.monitored() == saved.monitored()
+                        && rule.mode() == saved.mode() =>
                 {
                     let restore = rule.restores_best_weights();
                     let best = restore.then(|| saved_best.unwrap_or_default());
@@ -887,6 +1077,15 @@ impl When {
             }
             other => other,
         }
+    }
+}
+
+/// The figure early stopping watches in `record`: its monitor's, else the validation loss,
+/// else the training loss. A figure the epoch lacks is NaN, which never improves.
+fn monitored_value(early: Option<&EarlyStopping>, record: &EpochRecord) -> f64 {
+    match early.and_then(EarlyStopping::monitored) {
+        Some(name) => record.metric(name).unwrap_or(f64::NAN),
+        None => record.val_loss.unwrap_or(record.train_loss),
     }
 }
 

@@ -2,6 +2,7 @@
 //! otherwise (logs, CI, or a build without feature `progress`), nothing when progress is off.
 
 use super::history::EpochRecord;
+use super::metric::MetricCounts;
 #[cfg(feature = "progress")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -136,10 +137,13 @@ fn style(template: &str) -> ProgressStyle {
 
 /// The running figures shown while an epoch trains.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Running {
+pub(crate) struct Running<'a> {
     pub batches_done: usize,
     pub loss: f64,
     pub accuracy: Option<f64>,
+    /// The metrics' counts so far; their figures are worked out only when the message is
+    /// redrawn.
+    pub metrics: &'a MetricCounts,
     pub samples_per_second: f64,
 }
 
@@ -156,7 +160,7 @@ pub(crate) struct EpochProgress {
 impl EpochProgress {
     /// Advances the bar after a batch; reformats the message at most every
     /// [`MESSAGE_INTERVAL`].
-    pub fn batch(&mut self, running: Running) {
+    pub fn batch(&mut self, running: Running<'_>) {
         let Some(bar) = &self.bar else {
             return;
         };
@@ -171,6 +175,7 @@ impl EpochProgress {
             if let Some(acc) = running.accuracy {
                 msg.push_str(&format!("  acc {acc:.4}"));
             }
+            running.metrics.write_running(&mut msg);
             msg.push_str(&format!("  {:.0} samples/s", running.samples_per_second));
             bar.set_message(msg);
         }
@@ -190,18 +195,24 @@ impl EpochProgress {
     }
 }
 
-/// `1.2s  loss 0.2345  accuracy 0.9312  val_loss 0.2500  val_accuracy 0.9200  lr 1.00e-3
-/// 12345 samples/s`, as Keras prints an epoch.
+/// `1.2s  loss 0.2345  accuracy 0.9312  f1 0.9290  val_loss 0.2500  val_accuracy 0.9200
+/// val_f1 0.9188  lr 1.00e-3  12345 samples/s`, as Keras prints an epoch.
 pub(crate) fn summary_line(r: &EpochRecord) -> String {
     let mut line = format!("{}  loss {:.4}", duration(r.seconds), r.train_loss);
     if let Some(acc) = r.train_accuracy {
         line.push_str(&format!("  accuracy {acc:.4}"));
+    }
+    if !r.train_metrics.is_empty() {
+        line.push_str(&format!("  {}", r.train_metrics));
     }
     if let Some(loss) = r.val_loss {
         line.push_str(&format!("  val_loss {loss:.4}"));
     }
     if let Some(acc) = r.val_accuracy {
         line.push_str(&format!("  val_accuracy {acc:.4}"));
+    }
+    if !r.val_metrics.is_empty() {
+        line.push_str(&format!("  {}", r.val_metrics));
     }
     line.push_str(&format!(
         "  lr {:.2e}  {:.0} samples/s",
@@ -222,6 +233,7 @@ fn duration(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::MetricValues;
 
     #[test]
     fn summary_line_shows_what_was_measured() {
@@ -231,6 +243,8 @@ mod tests {
             train_accuracy: Some(0.93126),
             val_loss: Some(0.25),
             val_accuracy: Some(0.92),
+            train_metrics: MetricValues::new(),
+            val_metrics: MetricValues::new(),
             lr: 0.001,
             seconds: 1.234,
             samples_per_second: 12345.4,
@@ -240,6 +254,16 @@ mod tests {
             "1.2s  loss 0.2346  accuracy 0.9313  val_loss 0.2500  val_accuracy 0.9200  lr \
              1.00e-3  12345 samples/s"
         );
+        r.train_metrics.push("f1", 0.92904);
+        r.val_metrics.push("val_f1", 0.91876);
+        r.val_metrics.push("val_top_3_accuracy", 1.0);
+        assert_eq!(
+            summary_line(&r),
+            "1.2s  loss 0.2346  accuracy 0.9313  f1 0.9290  val_loss 0.2500  val_accuracy \
+             0.9200  val_f1 0.9188  val_top_3_accuracy 1.0000  lr 1.00e-3  12345 samples/s"
+        );
+        r.train_metrics = MetricValues::new();
+        r.val_metrics = MetricValues::new();
         r.train_accuracy = None;
         r.val_accuracy = None;
         r.val_loss = None;
