@@ -9,3 +9,4 @@ mod fit;
 mod fit_batches;
 mod metrics;
 mod non_finite;
+mod seq2seq;

@@ -41,6 +41,7 @@ pub mod csv;
 mod dataset;
 pub mod idx;
 pub(crate) mod loader;
+mod pairs;
 pub(crate) mod source;
 mod transform;
 
@@ -52,6 +53,7 @@ pub use csv::{read_csv, read_csv_str, CsvOptions};
 pub use dataset::TensorDataset;
 pub use idx::{mnist, read_idx, read_idx_images, read_idx_labels};
 pub use loader::{Batch, DataLoader, Epoch};
+pub use pairs::{PairBatches, SequencePairs};
 pub use transform::{one_hot, scale, stratified_split, train_test_split, Standardizer};
 
 /// What a data set's targets are: class labels or real-valued tensors.
