@@ -111,6 +111,14 @@ fn mismatch(axis: usize, first: &Shape, other: &Shape, symbols: &[String]) -> St
             {
                 let k = oh / h;
                 format!("`max_pool2d(.., {k})` or `avg_pool2d(.., {k})`")
+            } else if oh >= h && ow >= w {
+                // Larger but not by a whole factor: the original U-Net's crop of the skip
+                // connection, centred.
+                format!(
+                    "a centred crop, `narrow(narrow(.., axis = 2, start = {}, length = {h}), axis = 3, start = {}, length = {w})`, or `upsample(.., size = ({h}, {w}))`",
+                    (oh - h) / 2,
+                    (ow - w) / 2
+                )
             } else {
                 format!("`upsample(.., size = ({h}, {w}))`")
             };

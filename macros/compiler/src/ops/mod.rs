@@ -1103,6 +1103,8 @@ mod tests {
         "permute(x, (0, 2, 1))",
         "causal_mask(x)",
         "pad(x, (1, 2, 0, 1), mode = constant, value = 0.5)",
+        "narrow(x, axis = 1, start = -2, length = 2)",
+        "select(x, axis = 1, index = 0)",
     ];
 
     fn parse_call(src: &str) -> ast::Call {

@@ -107,7 +107,7 @@ fn parse_pairs(e: &ast::Expr) -> syn::Result<Vec<(usize, usize)>> {
             ast::Expr::Float(v, s) if *v < 0.0 => {
                 return Err(syn::Error::new(
                     *s,
-                    "a negative padding crops in PyTorch; kiln's `pad` only adds padding",
+                    "a negative padding crops in PyTorch; kiln's `pad` only adds padding: crop with `narrow(x, axis = k, start = s, length = n)`",
                 ))
             }
             other => return Err(syn::Error::new(other.span(), usage)),
