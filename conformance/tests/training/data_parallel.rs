@@ -3,6 +3,7 @@
 //! Open MPI needed); `tests/distributed.rs` (`--features mpi`) does the same across processes
 //! under `mpirun`.
 
+use crate::common::params;
 use kiln::data::TensorDataset;
 use kiln::distributed::{Communicator, DataParallel, SingleProcess};
 use kiln::ndarray::{Array1, Array2};
@@ -120,12 +121,6 @@ fn dataset() -> TensorDataset<f32> {
 
 fn model(seed: u64) -> Mlp<f32> {
     Mlp::new(&mut kiln::rand::rngs::StdRng::seed_from_u64(seed))
-}
-
-fn params<M: Model<f32>>(model: &M) -> Vec<f32> {
-    let mut all = Vec::new();
-    model.visit_params(&mut |_, view| all.extend(view.iter().copied()));
-    all
 }
 
 fn max_difference(a: &[f32], b: &[f32]) -> f32 {

@@ -2,12 +2,13 @@
 //! plot, schedules and clipping inside the trainer (against a hand-written loop built from the
 //! public pieces), and early stopping with weight restoration.
 
+use crate::common::params;
 use kiln::data::{self, Batch, DataLoader, Dataset, TensorDataset};
 use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule, StepLr};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
 use kiln::train::{batch_targets, EarlyStopping, History, Trainer, Verdict, Weights};
-use kiln::{Adam, Model, Optimizer, Sgd, Supervised};
+use kiln::{Adam, Optimizer, Sgd, Supervised};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -32,13 +33,6 @@ fn digits_split() -> (TensorDataset<f32>, TensorDataset<f32>) {
 
 fn model(seed: u64) -> DigitsMlp<f32> {
     DigitsMlp::new(&mut StdRng::seed_from_u64(seed))
-}
-
-/// Every parameter, flattened in visiting order (for bitwise comparisons).
-fn params<M: Model<f32>>(model: &M) -> Vec<f32> {
-    let mut all = Vec::new();
-    model.visit_params(&mut |_, view| all.extend(view.iter().copied()));
-    all
 }
 
 /// A fresh directory under cargo's per-test-crate scratch space.
@@ -212,7 +206,7 @@ fn trainer_applies_schedule_and_clipping_exactly_as_a_hand_loop() {
         .expect("training runs");
 
     // Bit for bit the same parameters: the trainer is that loop.
-    let (a, b) = (params_f64(&by_hand), params_f64(&by_trainer));
+    let (a, b) = (params(&by_hand), params(&by_trainer));
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
     // Clipping was active (some norms above 0.5), so the comparison covers it.
     assert!(norms.iter().any(|&n| n > 0.5), "{norms:?}");
@@ -232,12 +226,6 @@ fn trainer_applies_schedule_and_clipping_exactly_as_a_hand_loop() {
         .epochs
         .iter()
         .all(|r| r.train_accuracy.is_none() && r.val_loss.is_none()));
-}
-
-fn params_f64<M: Model<f64>>(model: &M) -> Vec<f64> {
-    let mut all = Vec::new();
-    model.visit_params(&mut |_, view| all.extend(view.iter().copied()));
-    all
 }
 
 /// Digits whose validation labels are shifted by one class: the better the model learns the
@@ -510,7 +498,7 @@ fn steps_per_epoch_caps_epochs_alike_for_fit_and_fit_batches() {
     trainer()
         .fit(&mut fitted, &mut Sgd::new(0.05), &data)
         .expect("fit runs");
-    assert_eq!(params64(&fitted), params64(&hand));
+    assert_eq!(params(&fitted), params(&hand));
 
     /// The same samples as a batch source.
     struct Rows<'a>(&'a TensorDataset<f64>);
@@ -538,11 +526,5 @@ fn steps_per_epoch_caps_epochs_alike_for_fit_and_fit_batches() {
     trainer()
         .fit_batches(&mut batched, &mut Sgd::new(0.05), &Rows(&data))
         .expect("fit_batches runs");
-    assert_eq!(params64(&batched), params64(&hand));
-}
-
-fn params64<M: Model<f64>>(model: &M) -> Vec<f64> {
-    let mut all = Vec::new();
-    model.visit_params(&mut |_, view| all.extend(view.iter().copied()));
-    all
+    assert_eq!(params(&batched), params(&hand));
 }

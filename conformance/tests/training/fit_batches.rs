@@ -2,6 +2,8 @@
 //! Keras-style trainer on batch sources (a character language model on Jane Austen's text),
 //! accuracy over labelled positions, resuming, and data that does not fit the model.
 
+use crate::common::params;
+use crate::common::Tagger;
 use kiln::data::{self, BatchSource, ServedArg, ServedKind};
 use kiln::ndarray::{self, Array2};
 use kiln::optim::{CosineAnnealing, LinearWarmup};
@@ -9,7 +11,7 @@ use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
 use kiln::text::{read_tsv, LabelledText, TokenStream, Tokenizer, Vocab};
 use kiln::train::{count_correct_positions, evaluate_batches, Checkpoint, Trainer};
-use kiln::{AdamW, BatchArray, Model, Result, Trainable};
+use kiln::{AdamW, BatchArray, Result, Trainable};
 use std::path::PathBuf;
 
 kiln::model! {
@@ -31,18 +33,6 @@ kiln::model! {
         let logits = linear(ln_f, 96);
         output logits;
         loss cross_entropy(logits, next);
-    }
-}
-
-kiln::model! {
-    /// Tags each token, leaving label 9 (padding) out of the loss.
-    pub struct Tagger {
-        input tokens: [B, T] tokens 20;
-        target tags: [B, T] classes 3;
-        let e = embedding(tokens, 8);
-        let logits = linear(e, 3);
-        output logits;
-        loss cross_entropy(logits, tags, ignore_index = 9);
     }
 }
 
@@ -71,12 +61,6 @@ fn austen(chars: usize) -> (TokenStream, Vocab) {
     let vocab = Vocab::builder(Tokenizer::Chars).build([text.as_str()]);
     assert!(vocab.len() <= 96, "{} characters", vocab.len());
     (TokenStream::encode(&vocab, &text), vocab)
-}
-
-fn params<M: Model<f32>>(model: &M) -> Vec<f32> {
-    let mut all = Vec::new();
-    model.visit_params(&mut |_, view| all.extend(view.iter().copied()));
-    all
 }
 
 fn scratch(name: &str) -> PathBuf {

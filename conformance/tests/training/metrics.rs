@@ -3,6 +3,8 @@
 //! counts of our own from the model's outputs; early stopping on a metric; the history's
 //! columns; and metrics that do not fit the model.
 
+use crate::common::params;
+use crate::common::Tagger;
 use kiln::data::{self, BatchSource, Dataset, ServedArg, ServedKind, TensorDataset};
 use kiln::ndarray::{Array2, ArrayViewD, Axis};
 use kiln::rand::rngs::StdRng;
@@ -11,7 +13,7 @@ use kiln::train::{
     batch_targets, evaluate, evaluate_batches_metrics, evaluate_metrics, EarlyStopping, Metric,
     Mode, Trainer, Verdict,
 };
-use kiln::{Adam, BatchArray, Model, Result, Sgd, Supervised, Trainable};
+use kiln::{Adam, BatchArray, Result, Sgd, Supervised, Trainable};
 use std::path::PathBuf;
 
 kiln::model! {
@@ -38,18 +40,6 @@ kiln::model! {
     }
 }
 
-kiln::model! {
-    /// Tags each token, leaving label 9 (padding) out of the loss.
-    pub struct TokenTagger {
-        input tokens: [B, T] tokens 20;
-        target tags: [B, T] classes 3;
-        let e = embedding(tokens, 8);
-        let logits = linear(e, 3);
-        output logits;
-        loss cross_entropy(logits, tags, ignore_index = 9);
-    }
-}
-
 /// The bundled digits with flattened samples, split 80/20 stratified with a fixed seed.
 fn digits_split() -> (TensorDataset<f32>, TensorDataset<f32>) {
     let mut digits = data::digits::<f32>().expect("the bundled digits load");
@@ -59,12 +49,6 @@ fn digits_split() -> (TensorDataset<f32>, TensorDataset<f32>) {
 
 fn digits_net(seed: u64) -> DigitsNet<f32> {
     DigitsNet::new(&mut StdRng::seed_from_u64(seed))
-}
-
-fn params<M: Model<f32>>(model: &M) -> Vec<f32> {
-    let mut all = Vec::new();
-    model.visit_params(&mut |_, view| all.extend(view.iter().copied()));
-    all
 }
 
 /// The index of the largest score, the first on ties.
@@ -367,7 +351,7 @@ fn monitors_and_metrics_that_do_not_fit_are_refused_before_training() {
 
     // A regression metric on a tagger, through `fit_batches`.
     let tagged = tagged(16, 5);
-    let mut tagger = TokenTagger::<f32>::new(&mut StdRng::seed_from_u64(0));
+    let mut tagger = Tagger::<f32>::new(&mut StdRng::seed_from_u64(0));
     let before = params(&tagger);
     let err = Trainer::new(1, 8)
         .progress(false)
@@ -427,14 +411,14 @@ impl BatchSource<f32> for Tagged {
 }
 
 /// The confusion matrix of `model` on every position of `data` but the padding.
-fn tag_confusion(model: &TokenTagger<f32>, data: &Tagged) -> Confusion {
+fn tag_confusion(model: &Tagger<f32>, data: &Tagged) -> Confusion {
     let mut batch = Vec::new();
     let indices: Vec<usize> = (0..BatchSource::<f32>::len(data)).collect();
     data.fill(&indices, &mut batch).expect("fills");
     let mut ws = Default::default();
     model.eval_step(&batch, &mut ws).expect("evaluates");
     let output: ArrayViewD<'_, f32> =
-        <TokenTagger<f32> as Trainable<f32>>::last_output(&ws).expect("ran");
+        <Tagger<f32> as Trainable<f32>>::last_output(&ws).expect("ran");
     let mut confusion = Confusion::new(3);
     for ((i, j), &tag) in data.tags.indexed_iter() {
         if tag != 9 {
@@ -448,7 +432,7 @@ fn tag_confusion(model: &TokenTagger<f32>, data: &Tagged) -> Confusion {
 #[test]
 fn fit_batches_counts_per_position_metrics_without_the_padding() {
     let (train, val) = (tagged(64, 0), tagged(32, 3));
-    let mut model = TokenTagger::<f32>::new(&mut StdRng::seed_from_u64(1));
+    let mut model = Tagger::<f32>::new(&mut StdRng::seed_from_u64(1));
     let history = Trainer::new(12, 16)
         .validation_batches(&val)
         .metrics([
