@@ -152,6 +152,23 @@ pub fn set_ids<F>(
     );
 }
 
+/// Fills `rows`, a `[indices.len(), len]` id array, with the sequence `sequence(i)` of each
+/// of `indices`, cut to `len` and padded with `pad` (what a text source's batch of uneven
+/// sequences is).
+pub(crate) fn write_padded_rows<'s>(
+    rows: &mut ArrayD<usize>,
+    indices: &[usize],
+    pad: usize,
+    sequence: impl Fn(usize) -> &'s [usize],
+) {
+    for (mut row, &i) in rows.outer_iter_mut().zip(indices) {
+        let seq = sequence(i);
+        for (t, slot) in row.iter_mut().enumerate() {
+            *slot = seq.get(t).copied().unwrap_or(pad);
+        }
+    }
+}
+
 /// [`set_ids`] for a float array.
 pub fn set_floats<F: Float>(
     batch: &mut Vec<BatchArray<F>>,

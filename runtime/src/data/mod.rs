@@ -35,7 +35,7 @@
 use crate::Float;
 
 mod arrays;
-mod batches;
+pub(crate) mod batches;
 mod bundled;
 pub mod csv;
 mod dataset;

@@ -2,6 +2,7 @@
 //! (translation, summarisation, any mapping between two texts), served by [`PairBatches`] as
 //! teacher-forcing batches for [`Trainer::fit_batches`](crate::train::Trainer::fit_batches).
 
+use super::batches::write_padded_rows;
 use super::{set_ids, BatchSource, ServedArg, ServedKind};
 use crate::trainable::BatchArray;
 use crate::{Error, Float, Result};
@@ -187,12 +188,7 @@ impl<F: Float> BatchSource<F> for PairBatches<'_> {
             .max()
             .unwrap_or(1);
         set_ids(batch, 0, &[rows, s_len], |src| {
-            for (mut row, &i) in src.outer_iter_mut().zip(indices) {
-                let seq = self.source(i);
-                for (t, slot) in row.iter_mut().enumerate() {
-                    *slot = seq.get(t).copied().unwrap_or(0);
-                }
-            }
+            write_padded_rows(src, indices, 0, |i| self.source(i));
         });
         let mut next = 1;
         if self.lengths {

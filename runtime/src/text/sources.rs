@@ -3,6 +3,7 @@
 //! ([`LmWindows`]).
 
 use super::{EncodedText, TokenStream, Vocab};
+use crate::data::batches::write_padded_rows;
 use crate::data::{set_ids, BatchSource, ServedArg, ServedKind};
 use crate::trainable::BatchArray;
 use crate::{Float, Result};
@@ -100,12 +101,7 @@ impl<F: Float> BatchSource<F> for TextBatches<'_> {
         });
         let rows = indices.len();
         set_ids(batch, 0, &[rows, len], |tokens| {
-            for (mut row, &i) in tokens.outer_iter_mut().zip(indices) {
-                let seq = data.sequence(i);
-                for (t, slot) in row.iter_mut().enumerate() {
-                    *slot = seq.get(t).copied().unwrap_or(Vocab::PAD);
-                }
-            }
+            write_padded_rows(tokens, indices, Vocab::PAD, |i| data.sequence(i));
         });
         let mut next = 1;
         if self.lengths {

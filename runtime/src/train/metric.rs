@@ -5,7 +5,7 @@
 use super::early_stopping::Mode;
 use super::metrics::{argmax, is_nan};
 use crate::{Error, Float, Result};
-use ndarray::{ArrayView1, ArrayViewD, Axis, IxDyn};
+use ndarray::{ArrayView1, ArrayViewD, Axis};
 use std::fmt;
 use std::fmt::Write as _;
 
@@ -343,15 +343,7 @@ impl MetricCounts {
             ));
         }
         let (out, lab) = (output.shape(), labels.shape());
-        let class_axis = if out.len() == lab.len() + 1 && out[..lab.len()] == *lab {
-            lab.len()
-        } else if out.len() == lab.len() + 1
-            && lab.len() >= 2
-            && out[0] == lab[0]
-            && out[2..] == lab[1..]
-        {
-            1
-        } else {
+        let Some(class_axis) = super::metrics::class_axis(out, lab) else {
             return Err(misfit(
                 &names_of(&self.metrics, |_| true),
                 "the model's first output to be the labels' shape with a class axis added \
@@ -374,25 +366,7 @@ impl MetricCounts {
                 out,
             ));
         }
-        let ndim = out.len();
-        let mut scores = output;
-        if class_axis != ndim - 1 {
-            // Class axis last, so that lanes along it follow the labels' logical order. The
-            // axes go through a stack buffer: `IxDyn` keeps up to four axes inline, so this
-            // allocates nothing for the usual ranks.
-            let mut axes = [0usize; 8];
-            if ndim <= axes.len() {
-                for (slot, a) in (0..ndim).filter(|&a| a != class_axis).enumerate() {
-                    axes[slot] = a;
-                }
-                axes[ndim - 1] = class_axis;
-                scores = scores.permuted_axes(IxDyn(&axes[..ndim]));
-            } else {
-                let mut axes: Vec<usize> = (0..ndim).filter(|&a| a != class_axis).collect();
-                axes.push(class_axis);
-                scores = scores.permuted_axes(IxDyn(&axes));
-            }
-        }
+        let scores = super::metrics::classes_last(output, class_axis);
         let last = Axis(scores.ndim() - 1);
         for (lane, &label) in scores.lanes(last).into_iter().zip(labels.iter()) {
             if Some(label) == self.ignored {

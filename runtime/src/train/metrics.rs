@@ -5,7 +5,7 @@ use super::metric::{Metric, MetricCounts, MetricValues};
 use crate::data::{Batch, BatchSource, DataLoader, Dataset, IndexBatches};
 use crate::trainable::{ArgKind, BatchArray, Trainable};
 use crate::{Error, Float, Result, Supervised, TargetView};
-use ndarray::{ArrayView1, ArrayViewD};
+use ndarray::{ArrayView1, ArrayViewD, IxDyn};
 
 /// NaN test (`Float` names `is_finite` only).
 #[allow(clippy::eq_op)]
@@ -98,31 +98,19 @@ pub fn count_correct_positions<F: Float>(
     labels: ArrayViewD<'_, usize>,
     ignored: Option<usize>,
 ) -> Result<(usize, usize)> {
-    let (out, lab) = (output.shape().to_vec(), labels.shape());
-    let class_axis = if out.len() == lab.len() + 1 && out[..lab.len()] == *lab {
-        lab.len()
-    } else if out.len() == lab.len() + 1
-        && lab.len() >= 2
-        && out[0] == lab[0]
-        && out[2..] == lab[1..]
-    {
-        1
-    } else {
+    let Some(axis) = class_axis(output.shape(), labels.shape()) else {
         return Err(Error::Shape {
             kind: "output",
             name: "scores",
-            expected: format!("{lab:?} with a class axis added (last or second)"),
-            actual: out.clone(),
+            expected: format!(
+                "{:?} with a class axis added (last or second)",
+                labels.shape()
+            ),
+            actual: output.shape().to_vec(),
             detail: ": accuracy needs one set of class scores per label".to_string(),
         });
     };
-    let mut scores = output;
-    if class_axis != out.len() - 1 {
-        // Class axis last, so that lanes along it follow the labels' logical order.
-        let mut axes: Vec<usize> = (0..out.len()).filter(|&a| a != class_axis).collect();
-        axes.push(class_axis);
-        scores = scores.permuted_axes(axes);
-    }
+    let scores = classes_last(output, axis);
     let last = ndarray::Axis(scores.ndim() - 1);
     let (mut correct, mut counted) = (0, 0);
     for (lane, &label) in scores.lanes(last).into_iter().zip(labels.iter()) {
@@ -135,6 +123,43 @@ pub fn count_correct_positions<F: Float>(
         }
     }
     Ok((correct, counted))
+}
+
+/// Where the classes are in scores of shape `out` for labels of shape `lab`: the labels'
+/// shape with a class axis added last (`[B, C]` for `[B]`, `[B, T, C]` for `[B, T]`) or
+/// second (`[B, C, H, W]` for `[B, H, W]`, PyTorch's layout for images); `None` otherwise.
+pub(crate) fn class_axis(out: &[usize], lab: &[usize]) -> Option<usize> {
+    if out.len() != lab.len() + 1 {
+        None
+    } else if out[..lab.len()] == *lab {
+        Some(lab.len())
+    } else if lab.len() >= 2 && out[0] == lab[0] && out[2..] == lab[1..] {
+        Some(1)
+    } else {
+        None
+    }
+}
+
+/// `scores` with its class axis `axis` moved last, so that the lanes along it follow the
+/// labels' order. The axes go through a stack buffer (`IxDyn` keeps up to four inline), so
+/// the usual ranks allocate nothing.
+pub(crate) fn classes_last<F>(scores: ArrayViewD<'_, F>, axis: usize) -> ArrayViewD<'_, F> {
+    let ndim = scores.ndim();
+    if axis + 1 == ndim {
+        return scores;
+    }
+    let mut axes = [0usize; 8];
+    if ndim <= axes.len() {
+        for (slot, a) in (0..ndim).filter(|&a| a != axis).enumerate() {
+            axes[slot] = a;
+        }
+        axes[ndim - 1] = axis;
+        scores.permuted_axes(IxDyn(&axes[..ndim]))
+    } else {
+        let mut axes: Vec<usize> = (0..ndim).filter(|&a| a != axis).collect();
+        axes.push(axis);
+        scores.permuted_axes(IxDyn(&axes))
+    }
 }
 
 /// The fraction of rows of `output` whose largest score is at the row's label (top-1
@@ -578,14 +603,9 @@ pub(crate) fn batch_accuracy<F: Float, M: Trainable<F>>(
         return Ok(None);
     };
     let output = M::last_output(ws)?;
-    let (out, lab) = (output.shape(), labels.shape());
-    let last = out.len() == lab.len() + 1 && out[..lab.len()] == *lab && out[lab.len()] == classes;
-    let second = out.len() == lab.len() + 1
-        && lab.len() >= 2
-        && out[0] == lab[0]
-        && out[1] == classes
-        && out[2..] == lab[1..];
-    if !(last || second) {
+    let fits = class_axis(output.shape(), labels.shape())
+        .is_some_and(|axis| output.shape()[axis] == classes);
+    if !fits {
         return Ok(None);
     }
     count_correct_positions(output, labels.view(), ignored).map(Some)
