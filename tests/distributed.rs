@@ -17,7 +17,7 @@ use kiln::distributed::{Communicator, DataParallel, World};
 use kiln::ndarray::{Array1, Array2};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
-use kiln::train::{batch_targets, History, Trainer};
+use kiln::train::{batch_targets, History, Metric, Trainer};
 use kiln::{Adam, Model, Optimizer, Sgd, Supervised};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -61,6 +61,7 @@ fn trainer<'a>(epochs: usize) -> Trainer<'a, f32> {
     Trainer::new(epochs, GLOBAL_BATCH)
         .shuffle_seed(5)
         .progress(false)
+        .metrics([Metric::MacroF1, Metric::TopKAccuracy(2)])
 }
 
 /// A hand-written loop: SGD with momentum, `epochs` epochs; with `dp`, data-parallel (the
@@ -147,7 +148,15 @@ fn history_losses(history: &History) -> Vec<f32> {
     history
         .epochs
         .iter()
-        .flat_map(|e| [e.train_loss as f32, e.train_accuracy.unwrap_or(-1.0) as f32])
+        .flat_map(|e| {
+            [
+                e.train_loss,
+                e.train_accuracy.unwrap_or(-1.0),
+                e.metric("f1").unwrap_or(-1.0),
+                e.metric("top_2_accuracy").unwrap_or(-1.0),
+            ]
+            .map(|v| v as f32)
+        })
         .collect()
 }
 
@@ -343,7 +352,8 @@ fn two_ranks_train_the_model_of_one_process_on_the_combined_batch() {
         diff < 1e-4,
         "Trainer: 2 ranks vs 1 process differ by {diff}"
     );
-    // The epoch metrics are summed over the ranks: the loss and accuracy of all samples.
+    // The epoch metrics are summed over the ranks: the loss, accuracy, macro F1 and top-2
+    // accuracy of all samples.
     let losses = read_floats(&out.join("history-0"));
     assert_eq!(losses, read_floats(&out.join("history-1")));
     let diff = max_difference(&losses, &history_losses(&history));
