@@ -45,16 +45,18 @@ pub const MAX_LEN: usize = 64;
 
 kiln::model! {
     /// Word embeddings, a bidirectional LSTM over each text's real length, and a linear
-    /// layer scoring the classes from both directions' final states.
+    /// layer scoring the classes from its outputs pooled over time: their mean over the
+    /// text's real positions and their maximum.
     pub struct SentimentNet {
         input tokens: [B, T] tokens 12000;
         input len: [B] lengths T;
         target label: [B] classes 3;
         let emb = embedding(tokens, 96, padding_idx = 0);
         let emb_drop = dropout(emb, 0.3);
-        let rnn = lstm(emb_drop, 96, bidirectional = true, lengths = len, final_state = true);
-        let rnn_drop = dropout(rnn, 0.3);
-        let logits = linear(rnn_drop, 3);
+        let seq = lstm(emb_drop, 96, bidirectional = true, lengths = len);
+        let pooled = concat(mean(seq, axis = 1, lengths = len), max(seq, axis = 1), axis = 1);
+        let pooled_drop = dropout(pooled, 0.3);
+        let logits = linear(pooled_drop, 3);
         output logits;
         loss cross_entropy(logits, label, label_smoothing = 0.1);
     }
