@@ -204,6 +204,19 @@ fn fit_reports_macro_f1_and_top_k_that_recount_from_the_outputs() {
         "{table}"
     );
 
+    // The plot: loss, accuracy, F1 and top-3 accuracy, three panels to a row.
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("train_metrics-curves.png");
+    history.plot(&path).expect("the plot is written");
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&path).expect("the plot exists"),
+    ));
+    let info = decoder
+        .read_info()
+        .expect("a valid PNG header")
+        .info()
+        .clone();
+    assert_eq!((info.width, info.height), (3 * 560, 2 * 420));
+
     // `evaluate_metrics` over the same data gives the trainer's validation figures.
     let evaluated = evaluate_metrics(
         &model,

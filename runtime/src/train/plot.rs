@@ -1,5 +1,6 @@
-//! Training curves as a PNG image: loss (training and validation) and, for class labels,
-//! accuracy, side by side, epochs from 1 on the horizontal axis.
+//! Training curves as a PNG image: loss (training and validation), for class labels accuracy,
+//! and one panel per [metric](super::Metric) of the run, three to a row, epochs from 1 on the
+//! horizontal axis.
 //!
 //! Drawn with `plotters`' bitmap backend; text is rendered with a subset of DejaVu Sans
 //! compiled into the library (13 KB, license in `src/train/fonts/LICENSE`), so plots look the
@@ -49,47 +50,103 @@ fn register() -> std::result::Result<(), String> {
 /// A description of what failed in plotters (not expected with the bundled font).
 pub(crate) fn render(history: &History) -> std::result::Result<(u32, u32, Vec<u8>), String> {
     register()?;
-    let has_accuracy = history
-        .epochs
-        .iter()
-        .any(|r| r.train_accuracy.is_some() || r.val_accuracy.is_some());
-    let panels = if has_accuracy { 2 } else { 1 };
-    let (width, height) = (PANEL.0 * panels, PANEL.1);
+    let panels = panels(history);
+    let cols = panels.len().min(3);
+    let rows = panels.len().div_ceil(cols);
+    let (width, height) = (PANEL.0 * cols as u32, PANEL.1 * rows as u32);
     let mut pixels = vec![0u8; (width * height * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let areas = root.split_evenly((1, panels as usize));
-        let n = history.len();
-        let train_loss: Vec<(f64, f64)> = history
-            .epochs
-            .iter()
-            .map(|r| ((r.epoch + 1) as f64, r.train_loss))
-            .collect();
-        let val_loss: Vec<(f64, f64)> = history
-            .epochs
-            .iter()
-            .filter_map(|r| Some(((r.epoch + 1) as f64, r.val_loss?)))
-            .collect();
-        panel(&areas[0], "Loss", "loss", n, &train_loss, &val_loss, true)?;
-        if has_accuracy {
-            let train_acc: Vec<(f64, f64)> = history
-                .epochs
-                .iter()
-                .filter_map(|r| Some(((r.epoch + 1) as f64, r.train_accuracy?)))
-                .collect();
-            let val_acc: Vec<(f64, f64)> = history
-                .epochs
-                .iter()
-                .filter_map(|r| Some(((r.epoch + 1) as f64, r.val_accuracy?)))
-                .collect();
+        let areas = root.split_evenly((rows, cols));
+        for (area, p) in areas.iter().zip(&panels) {
             panel(
-                &areas[1], "Accuracy", "accuracy", n, &train_acc, &val_acc, false,
+                area,
+                &p.title,
+                &p.y_name,
+                history.len(),
+                &p.train,
+                &p.val,
+                p.lower_is_better,
             )?;
         }
         root.present().map_err(|e| e.to_string())?;
     }
     Ok((width, height, pixels))
+}
+
+/// One panel's curves: training and validation points `(epoch from 1, value)`.
+struct Curves {
+    title: String,
+    y_name: String,
+    train: Vec<(f64, f64)>,
+    val: Vec<(f64, f64)>,
+    /// Where the legend goes: top right for a figure that falls as training goes (a loss),
+    /// bottom right for one that rises.
+    lower_is_better: bool,
+}
+
+/// The panels of `history`: the loss, the accuracy when there is one, then each metric in the
+/// order the run computed them.
+fn panels(history: &History) -> Vec<Curves> {
+    let points = |get: &dyn Fn(&super::EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+        history
+            .epochs
+            .iter()
+            .filter_map(|r| Some(((r.epoch + 1) as f64, get(r)?)))
+            .collect()
+    };
+    let mut panels = vec![Curves {
+        title: "Loss".into(),
+        y_name: "loss".into(),
+        train: points(&|r| Some(r.train_loss)),
+        val: points(&|r| r.val_loss),
+        lower_is_better: true,
+    }];
+    let accuracy = Curves {
+        title: "Accuracy".into(),
+        y_name: "accuracy".into(),
+        train: points(&|r| r.train_accuracy),
+        val: points(&|r| r.val_accuracy),
+        lower_is_better: false,
+    };
+    if !accuracy.train.is_empty() || !accuracy.val.is_empty() {
+        panels.push(accuracy);
+    }
+    let names: Vec<String> = history
+        .epochs
+        .first()
+        .map(|r| r.train_metrics.names().map(str::to_string).collect())
+        .unwrap_or_default();
+    for name in names {
+        let val_name = format!("val_{name}");
+        panels.push(Curves {
+            title: metric_title(&name),
+            lower_is_better: matches!(name.as_str(), "mae" | "mse" | "rmse"),
+            train: points(&|r| r.train_metrics.get(&name)),
+            val: points(&|r| r.val_metrics.get(&val_name)),
+            y_name: name,
+        });
+    }
+    panels
+}
+
+/// A metric's panel title, as a reader says it: `f1` is "F1", `top_5_accuracy` "Top-5
+/// accuracy", `mae` "MAE".
+fn metric_title(name: &str) -> String {
+    match name {
+        "f1" => "F1 (macro)".into(),
+        "precision" => "Precision (macro)".into(),
+        "recall" => "Recall (macro)".into(),
+        "mae" | "mse" | "rmse" => name.to_uppercase(),
+        other => match other
+            .strip_prefix("top_")
+            .and_then(|k| k.strip_suffix("_accuracy"))
+        {
+            Some(k) => format!("Top-{k} accuracy"),
+            None => other.to_string(),
+        },
+    }
 }
 
 /// The value range of the finite values, padded by 8% on each side (a flat curve gets a band
@@ -235,5 +292,8 @@ mod tests {
         assert_eq!(decimals(0.4), 2);
         assert_eq!(decimals(0.008), 3);
         assert_eq!(decimals(0.0), 2);
+        assert_eq!(metric_title("top_5_accuracy"), "Top-5 accuracy");
+        assert_eq!(metric_title("f1"), "F1 (macro)");
+        assert_eq!(metric_title("rmse"), "RMSE");
     }
 }
