@@ -4,6 +4,7 @@
 
 use crate::common::params;
 use kiln::data::{self, Batch, DataLoader, Dataset, TensorDataset};
+use kiln::ndarray;
 use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule, StepLr};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
@@ -527,4 +528,51 @@ fn steps_per_epoch_caps_epochs_alike_for_fit_and_fit_batches() {
         .fit_batches(&mut batched, &mut Sgd::new(0.05), &Rows(&data))
         .expect("fit_batches runs");
     assert_eq!(params(&batched), params(&hand));
+}
+
+/// Accumulating the gradients of four batches of 8 steps as one batch of 32 does: 80 digits
+/// are batches of 32, 32 and 16, or groups of four, four and two batches of 8, and both runs
+/// reach the same weights (Adam, two epochs, in f64); without accumulation batches of 8 do
+/// not.
+#[test]
+fn accumulated_gradients_step_as_one_large_batch() {
+    let mut digits = data::digits::<f64>().expect("the bundled digits load");
+    digits.reshape_samples(&[64]).expect("1×8×8 = 64");
+    let x = digits
+        .features()
+        .slice_axis(ndarray::Axis(0), (0..80).into())
+        .to_owned();
+    let y = digits
+        .labels()
+        .expect("labels")
+        .slice(ndarray::s![..80])
+        .to_owned();
+    let data = TensorDataset::with_labels(x, y, 10).expect("a data set");
+    let run = |batch: usize, accumulate: usize| {
+        let mut m = DigitsMlp::<f64>::new(&mut StdRng::seed_from_u64(4));
+        let history = Trainer::new(2, batch)
+            .shuffle(false)
+            .accumulate_grad_batches(accumulate)
+            .progress(false)
+            .fit(&mut m, &mut Adam::new(1e-2), &data)
+            .expect("training runs");
+        (params(&m), history)
+    };
+    let (large, _) = run(32, 1);
+    let (accumulated, history) = run(8, 4);
+    let (small, _) = run(8, 1);
+    let gap = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        gap(&large, &accumulated) < 1e-12,
+        "{}",
+        gap(&large, &accumulated)
+    );
+    assert!(gap(&large, &small) > 1e-3, "{}", gap(&large, &small));
+    // The reported loss is still every batch's, and it fell.
+    assert!(history.epochs[1].train_loss < history.epochs[0].train_loss);
 }

@@ -148,6 +148,7 @@ pub struct Trainer<'a, F: Float> {
     schedule: Option<Box<dyn LrSchedule + 'a>>,
     plateau: Option<ReduceLrOnPlateau>,
     clip_grad_norm: Option<f64>,
+    accumulate: usize,
     early_stopping: Option<EarlyStopping>,
     checkpoints: Option<PathBuf>,
     resume_from: Option<PathBuf>,
@@ -176,6 +177,7 @@ impl<F: Float> fmt::Debug for Trainer<'_, F> {
             .field("schedule", &self.schedule.is_some())
             .field("plateau", &self.plateau)
             .field("clip_grad_norm", &self.clip_grad_norm)
+            .field("accumulate_grad_batches", &self.accumulate)
             .field("early_stopping", &self.early_stopping)
             .field("checkpoints", &self.checkpoints)
             .field("resume_from", &self.resume_from)
@@ -208,6 +210,7 @@ impl<'a, F: Float> Trainer<'a, F> {
             schedule: None,
             plateau: None,
             clip_grad_norm: None,
+            accumulate: 1,
             early_stopping: None,
             checkpoints: None,
             resume_from: None,
@@ -380,6 +383,18 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// `max_norm` ([`clip_grad_norm`]).
     pub fn clip_grad_norm(mut self, max_norm: f64) -> Self {
         self.clip_grad_norm = Some(max_norm);
+        self
+    }
+
+    /// Takes an optimizer step every `n` batches (at least 1, the default) with the mean of
+    /// their gradients, as PyTorch Lightning's `accumulate_grad_batches` and Keras'
+    /// `gradient_accumulation_steps`: batches of 8 accumulated 4 at a time train as batches of
+    /// 32 would (in a model without batch statistics), in the memory of 8. The last group of
+    /// an epoch may have fewer batches, and steps with their mean. Clipping applies to the
+    /// mean, schedules count optimizer steps, and the loss, accuracy and metrics are still
+    /// those of every batch.
+    pub fn accumulate_grad_batches(mut self, n: usize) -> Self {
+        self.accumulate = n.max(1);
         self
     }
 
@@ -688,6 +703,7 @@ impl<'a, F: Float> Trainer<'a, F> {
             });
         }
         let (mut counts, mut val_counts) = self.metric_counts(feed)?;
+        let mut pending = Accumulated::<F>::new(self.accumulate);
         feed.check(model, &mut counts)?;
         if let Some(dir) = self.checkpoints.as_ref().filter(|dir| dir.is_file()) {
             return Err(Error::File {
@@ -745,6 +761,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                 let mut first_lr = None;
                 feed.start_epoch(epoch);
                 let mut done = 0;
+                pending.clear();
                 while feed.next_batch()? {
                     if let Some(schedule) = &self.schedule {
                         optimizer.set_learning_rate(schedule.lr(
@@ -775,12 +792,15 @@ impl<'a, F: Float> Trainer<'a, F> {
                         }
                         acc.add_positions(loss.to_f64(), trained.samples, trained.correct_of);
                     }
-                    if let Some(max_norm) = self.clip_grad_norm {
-                        clip_grad_norm::<F, M>(&mut grads, max_norm);
-                    }
-                    optimizer.step(model, &grads);
-                    state.steps_done += 1;
                     done += 1;
+                    let step = pending.add::<M>(&mut grads, done == feed.num_batches());
+                    if step {
+                        if let Some(max_norm) = self.clip_grad_norm {
+                            clip_grad_norm::<F, M>(&mut grads, max_norm);
+                        }
+                        optimizer.step(model, &grads);
+                        state.steps_done += 1;
+                    }
                     let so_far = acc.metrics();
                     bar.batch(Running {
                         batches_done: done,
@@ -1077,6 +1097,67 @@ impl When {
             }
             other => other,
         }
+    }
+}
+
+/// The gradients of the batches since the last optimizer step, for
+/// [`Trainer::accumulate_grad_batches`]: flat, in the order the model visits them.
+struct Accumulated<F> {
+    every: usize,
+    sum: Vec<F>,
+    batches: usize,
+}
+
+impl<F: Float> Accumulated<F> {
+    fn new(every: usize) -> Self {
+        Accumulated {
+            every,
+            sum: Vec::new(),
+            batches: 0,
+        }
+    }
+
+    /// Forgets what was summed (an epoch starts with a fresh group).
+    fn clear(&mut self) {
+        self.batches = 0;
+    }
+
+    /// Adds a batch's `grads`; when the group is complete (or `last` of the epoch), turns
+    /// `grads` into the group's mean and returns `true`: time for the optimizer step.
+    fn add<M: Model<F>>(&mut self, grads: &mut M::Grads, last: bool) -> bool {
+        if self.every == 1 {
+            return true;
+        }
+        let first = self.batches == 0;
+        self.batches += 1;
+        let step = self.batches == self.every || last;
+        if !step {
+            // Into the sum: the first batch of a group overwrites it, so nothing needs zeroing.
+            let (sum, mut i) = (&mut self.sum, 0);
+            M::visit_grads(grads, &mut |_, view| {
+                for &g in view.iter() {
+                    match sum.get_mut(i) {
+                        Some(slot) if !first => *slot += g,
+                        Some(slot) => *slot = g,
+                        None => sum.push(g),
+                    }
+                    i += 1;
+                }
+            });
+            return false;
+        }
+        if !first {
+            let (sum, mut i) = (&self.sum, 0);
+            let scale = F::from_f64(1.0 / self.batches as f64);
+            M::visit_grads_mut(grads, &mut |_, mut view| {
+                for g in view.iter_mut() {
+                    *g = (sum[i] + *g) * scale;
+                    i += 1;
+                }
+            });
+        }
+        self.batches = 0;
+        true
     }
 }
 
