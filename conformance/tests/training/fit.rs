@@ -8,7 +8,7 @@ use kiln::ndarray;
 use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule, StepLr};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
-use kiln::train::{batch_targets, EarlyStopping, History, Trainer, Verdict, Weights};
+use kiln::train::{batch_targets, EarlyStopping, History, Mode, Trainer, Verdict, Weights};
 use kiln::{Adam, Optimizer, Sgd, Supervised};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -575,4 +575,65 @@ fn accumulated_gradients_step_as_one_large_batch() {
     assert!(gap(&large, &small) > 1e-3, "{}", gap(&large, &small));
     // The reported loss is still every batch's, and it fell.
     assert!(history.epochs[1].train_loss < history.epochs[0].train_loss);
+}
+
+/// `save_best` keeps the weights of the epoch with the lowest validation loss (here an early
+/// one: the validation labels are shifted, so learning makes it worse), or of the best figure
+/// it is told to watch; a name the run does not compute is refused before training.
+#[test]
+fn save_best_keeps_the_best_epochs_weights() {
+    let (train, val) = misleading_validation();
+    let dir = scratch("save-best");
+    let (by_loss, by_accuracy) = (dir.join("best.safetensors"), dir.join("acc.safetensors"));
+    let trainer = |epochs| {
+        Trainer::new(epochs, 64)
+            .shuffle_seed(3)
+            .validation(&val)
+            .progress(false)
+    };
+    let mut trained = model(4);
+    let history = trainer(6)
+        .save_best(&by_loss)
+        .save_best_on(&by_accuracy, "accuracy", Mode::Max)
+        .fit(&mut trained, &mut Adam::new(1e-2), &train)
+        .expect("training runs");
+    // The second `save_best` replaces the first, as every builder option does.
+    assert!(!by_loss.exists());
+    let best = history
+        .best_epoch_by("accuracy", Mode::Max)
+        .expect("a best epoch");
+    assert!(best > 0, "training accuracy rises");
+    let mut reference = model(4);
+    trainer(best + 1)
+        .fit(&mut reference, &mut Adam::new(1e-2), &train)
+        .expect("training runs");
+    let mut loaded = model(99);
+    kiln::io::load(&mut loaded, &by_accuracy).expect("the best weights load");
+    assert_eq!(params(&loaded), params(&reference));
+
+    let mut trained = model(4);
+    let history = trainer(6)
+        .save_best(&by_loss)
+        .fit(&mut trained, &mut Adam::new(1e-2), &train)
+        .expect("training runs");
+    let best = history.best_epoch().expect("a best epoch");
+    assert!(
+        best < 5,
+        "the shifted labels make the validation loss worse"
+    );
+    let mut reference = model(4);
+    trainer(best + 1)
+        .fit(&mut reference, &mut Adam::new(1e-2), &train)
+        .expect("training runs");
+    kiln::io::load(&mut loaded, &by_loss).expect("the best weights load");
+    assert_eq!(params(&loaded), params(&reference));
+
+    let err = trainer(1)
+        .save_best_on(dir.join("f1.safetensors"), "val_f1", Mode::Max)
+        .fit(&mut model(4), &mut Adam::new(1e-2), &train)
+        .expect_err("no F1 is computed");
+    assert!(
+        err.to_string().contains("save_best monitors `val_f1`"),
+        "{err}"
+    );
 }

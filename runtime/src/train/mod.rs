@@ -151,6 +151,7 @@ pub struct Trainer<'a, F: Float> {
     accumulate: usize,
     early_stopping: Option<EarlyStopping>,
     checkpoints: Option<PathBuf>,
+    save_best: Option<SaveBest>,
     resume_from: Option<PathBuf>,
     detect_anomaly: bool,
     progress: bool,
@@ -180,6 +181,7 @@ impl<F: Float> fmt::Debug for Trainer<'_, F> {
             .field("accumulate_grad_batches", &self.accumulate)
             .field("early_stopping", &self.early_stopping)
             .field("checkpoints", &self.checkpoints)
+            .field("save_best", &self.save_best)
             .field("resume_from", &self.resume_from)
             .field("detect_anomaly", &self.detect_anomaly)
             .field("progress", &self.progress)
@@ -213,6 +215,7 @@ impl<'a, F: Float> Trainer<'a, F> {
             accumulate: 1,
             early_stopping: None,
             checkpoints: None,
+            save_best: None,
             resume_from: None,
             detect_anomaly: false,
             progress: true,
@@ -395,6 +398,26 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// those of every batch.
     pub fn accumulate_grad_batches(mut self, n: usize) -> Self {
         self.accumulate = n.max(1);
+        self
+    }
+
+    /// Saves the weights to `path` (safetensors, as [`crate::io::save`]: atomically, so a
+    /// crash leaves the previous best) after every epoch whose validation loss (the training
+    /// loss without validation data) is the lowest so far: Keras'
+    /// `ModelCheckpoint(path, save_best_only=True)`. Load them with [`crate::io::load`].
+    pub fn save_best(self, path: impl Into<PathBuf>) -> Self {
+        self.save_best_on(path, "", Mode::Min)
+    }
+
+    /// [`Trainer::save_best`] on the figure named `monitor` in direction `mode`, named as
+    /// [`Trainer::early_stopping_on`] takes them (`val_f1` with [`Mode::Max`]). A name the
+    /// run does not compute is an [`Error::Data`] before training starts.
+    pub fn save_best_on(mut self, path: impl Into<PathBuf>, monitor: &str, mode: Mode) -> Self {
+        self.save_best = Some(SaveBest {
+            path: path.into(),
+            monitor: (!monitor.is_empty()).then(|| monitor.to_string()),
+            mode,
+        });
         self
     }
 
@@ -831,9 +854,28 @@ impl<'a, F: Float> Trainer<'a, F> {
                     samples_per_second: train_metrics.samples as f64 / train_seconds.max(1e-9),
                 };
                 let monitored = monitored_value(state.early_stopping.as_ref(), &record);
+                let best_name = self.save_best.as_ref().map(|best| {
+                    best.monitor.clone().unwrap_or_else(|| {
+                        let name = if record.val_loss.is_some() {
+                            "val_loss"
+                        } else {
+                            "loss"
+                        };
+                        name.to_string()
+                    })
+                });
                 bar.finish(&record);
                 state.history.push(record);
                 state.epochs_done = epoch + 1;
+                if let (Some(best), Some(name), true) = (&self.save_best, best_name, root) {
+                    // The best epoch from the whole history, so that a resumed run does not
+                    // overwrite a better file from before; weights that are not finite are
+                    // never written.
+                    let is_best = state.history.best_epoch_by(&name, best.mode) == Some(epoch);
+                    if is_best && first_non_finite(&*model).is_none() {
+                        crate::io::save(&*model, &best.path)?;
+                    }
+                }
 
                 let mut stop = false;
                 if let Some(early) = &mut state.early_stopping {
@@ -923,11 +965,13 @@ impl<'a, F: Float> Trainer<'a, F> {
         let labels = feed.labels();
         let mut metrics = self.metrics.clone();
         let validation = self.validation.is_some() || self.validation_batches.is_some();
-        if let Some(name) = self
-            .early_stopping
-            .as_ref()
-            .and_then(EarlyStopping::monitored)
-        {
+        let monitors = [
+            self.early_stopping
+                .as_ref()
+                .and_then(EarlyStopping::monitored),
+            self.save_best.as_ref().and_then(|b| b.monitor.as_deref()),
+        ];
+        for name in monitors.into_iter().flatten() {
             let mut available = vec!["loss".to_string()];
             if labels.is_some() {
                 available.push("accuracy".to_string());
@@ -951,8 +995,13 @@ impl<'a, F: Float> Trainer<'a, F> {
                 return Err(Error::Data {
                     what: "Trainer",
                     problem: format!(
-                        "early stopping monitors `{name}`, which this run does not compute{hint}; \
+                        "{} monitors `{name}`, which this run does not compute{hint}; \
                          it computes {}",
+                        if Some(name) == monitors[0] {
+                            "early stopping"
+                        } else {
+                            "save_best"
+                        },
                         available.join(", ")
                     ),
                 });
@@ -1098,6 +1147,15 @@ impl When {
             other => other,
         }
     }
+}
+
+/// Where [`Trainer::save_best`] writes and what it watches (`None`: the validation loss, or
+/// the training loss without validation data).
+#[derive(Clone, Debug)]
+struct SaveBest {
+    path: PathBuf,
+    monitor: Option<String>,
+    mode: Mode,
 }
 
 /// The gradients of the batches since the last optimizer step, for
