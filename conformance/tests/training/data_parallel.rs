@@ -11,6 +11,7 @@ use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
 use kiln::train::{Checkpoint, History, Metric, Trainer};
 use kiln::{Adam, Model, Result};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier, Mutex};
 
@@ -709,4 +710,38 @@ fn fit_batches_on_four_thread_ranks_trains_the_model_of_one_process() {
         assert_eq!(*accuracy, Some(expected));
     }
     assert_ne!(params(&single), params(&tagger(1)));
+}
+
+/// An epoch callback that breaks on one rank only (rank 1, after the second epoch) ends
+/// training on every rank there: no rank waits for the others in the next epoch's sums.
+#[test]
+fn one_ranks_callback_ends_training_on_every_rank() {
+    let epochs: Vec<usize> = std::thread::scope(|s| {
+        let handles: Vec<_> = group(3)
+            .into_iter()
+            .map(|comm| {
+                s.spawn(move || {
+                    let rank = comm.rank();
+                    let mut m = model(1);
+                    let history = trainer(6)
+                        .distributed(&comm)
+                        .on_epoch_end(|record| {
+                            if rank == 1 && record.epoch == 1 {
+                                ControlFlow::Break(())
+                            } else {
+                                ControlFlow::Continue(())
+                            }
+                        })
+                        .fit(&mut m, &mut Adam::new(1e-2), &dataset())
+                        .expect("fit");
+                    history.len()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    assert_eq!(epochs, [2, 2, 2]);
 }

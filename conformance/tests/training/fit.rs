@@ -10,6 +10,7 @@ use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
 use kiln::train::{batch_targets, EarlyStopping, History, Mode, Trainer, Verdict, Weights};
 use kiln::{Adam, Optimizer, Sgd, Supervised};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -636,4 +637,38 @@ fn save_best_keeps_the_best_epochs_weights() {
         err.to_string().contains("save_best monitors `val_f1`"),
         "{err}"
     );
+}
+
+/// `on_epoch_end` sees every epoch's record as the history keeps it, and ends training when
+/// it breaks.
+#[test]
+fn an_epoch_callback_sees_each_record_and_can_end_training() {
+    let (train, val) = digits_split();
+    let seen = std::cell::RefCell::new(Vec::new());
+    let history = Trainer::new(20, 64)
+        .validation(&val)
+        .progress(false)
+        .on_epoch_end(|record| {
+            seen.borrow_mut().push(record.clone());
+            if record.val_accuracy.is_some_and(|a| a > 0.9) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .fit(&mut model(4), &mut Adam::new(1e-2), &train)
+        .expect("training runs");
+    assert_eq!(seen.into_inner(), history.epochs);
+    assert!(
+        history.len() < 20,
+        "it stopped after {} epochs",
+        history.len()
+    );
+    let accuracies: Vec<f64> = history
+        .epochs
+        .iter()
+        .filter_map(|r| r.val_accuracy)
+        .collect();
+    assert!(accuracies[..accuracies.len() - 1].iter().all(|&a| a <= 0.9));
+    assert!(accuracies[accuracies.len() - 1] > 0.9);
 }

@@ -108,6 +108,7 @@ use crate::{Error, Float, Model, Result, Supervised};
 use feed::{BatchFeed, DatasetFeed, Feed};
 use progress::{Reporter, Running};
 use std::fmt;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -157,9 +158,15 @@ pub struct Trainer<'a, F: Float> {
     progress: bool,
     distributed: Option<&'a dyn Communicator>,
     metrics: Vec<Metric>,
+    on_epoch_end: Option<EpochCallback<'a>>,
     #[cfg(feature = "plot")]
     plot: Option<PathBuf>,
 }
+
+/// What [`Trainer::on_epoch_end`] calls. `Fn`, not `FnMut`: `fit` borrows the trainer shared,
+/// and a cell around the callback would make `Trainer<'a>` invariant in `'a`, so that a
+/// trainer built for longer-lived data could no longer take a shorter-lived communicator.
+type EpochCallback<'a> = Box<dyn Fn(&EpochRecord) -> ControlFlow<()> + 'a>;
 
 impl<F: Float> fmt::Debug for Trainer<'_, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -189,7 +196,8 @@ impl<F: Float> fmt::Debug for Trainer<'_, F> {
                 "distributed",
                 &self.distributed.map(|c| (c.rank(), c.size())),
             )
-            .field("metrics", &self.metrics);
+            .field("metrics", &self.metrics)
+            .field("on_epoch_end", &self.on_epoch_end.is_some());
         #[cfg(feature = "plot")]
         d.field("plot", &self.plot);
         d.finish()
@@ -221,6 +229,7 @@ impl<'a, F: Float> Trainer<'a, F> {
             progress: true,
             distributed: None,
             metrics: Vec::new(),
+            on_epoch_end: None,
             #[cfg(feature = "plot")]
             plot: None,
         }
@@ -418,6 +427,36 @@ impl<'a, F: Float> Trainer<'a, F> {
             monitor: (!monitor.is_empty()).then(|| monitor.to_string()),
             mode,
         });
+        self
+    }
+
+    /// Calls `callback` with each epoch's [`EpochRecord`] once the epoch is done (after
+    /// validation, early stopping's verdict, the checkpoint and the plot), as a Keras
+    /// callback's `on_epoch_end`: to send the figures elsewhere, or to end training by
+    /// returning [`ControlFlow::Break`] (Keras' `model.stop_training = True`). Training then
+    /// ends as after its last epoch (early stopping still restores the best weights). Under
+    /// [`Trainer::distributed`] every rank calls its callback with the same record, and
+    /// training ends on every rank when any of them breaks. The callback is a `Fn`: state it
+    /// keeps goes in a `Cell` or `RefCell`.
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::ops::ControlFlow;
+    /// use kiln_runtime::train::Trainer;
+    /// // Stop once the training loss is below 0.1, and keep every epoch's loss.
+    /// let losses = RefCell::new(Vec::new());
+    /// let trainer = Trainer::<f32>::new(100, 32).on_epoch_end(|record| {
+    ///     losses.borrow_mut().push(record.train_loss);
+    ///     if record.train_loss < 0.1 {
+    ///         ControlFlow::Break(())
+    ///     } else {
+    ///         ControlFlow::Continue(())
+    ///     }
+    /// });
+    /// # drop(trainer);
+    /// ```
+    pub fn on_epoch_end(mut self, callback: impl Fn(&EpochRecord) -> ControlFlow<()> + 'a) -> Self {
+        self.on_epoch_end = Some(Box::new(callback));
         self
     }
 
@@ -918,6 +957,9 @@ impl<'a, F: Float> Trainer<'a, F> {
                 if let Some(path) = self.plot.as_ref().filter(|_| root) {
                     state.history.plot(path)?;
                 }
+                if self.callback_stops(&state.history)? {
+                    break;
+                }
                 if stop {
                     let (best_epoch, best_value) = state
                         .early_stopping
@@ -953,6 +995,23 @@ impl<'a, F: Float> Trainer<'a, F> {
             }
         }
         Ok(state.history)
+    }
+
+    /// Whether [`Trainer::on_epoch_end`]'s callback ends training after the last epoch of
+    /// `history` (on every rank when any rank's does).
+    fn callback_stops(&self, history: &History) -> Result<bool> {
+        let (Some(callback), Some(record)) = (&self.on_epoch_end, history.last()) else {
+            return Ok(false);
+        };
+        let stop = callback(record).is_break();
+        match self.distributed {
+            Some(comm) if comm.size() > 1 => {
+                let mut any = [0.0];
+                comm.all_reduce_sum_f64(&[f64::from(u8::from(stop))], &mut any)?;
+                Ok(any[0] > 0.0)
+            }
+            _ => Ok(stop),
+        }
     }
 
     /// The counters of the run's metrics, for the training batches and for validation, after
