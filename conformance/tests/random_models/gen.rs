@@ -154,6 +154,9 @@ pub enum Op {
         d: usize,
         g: usize,
         bias: bool,
+        /// `padding = same` (stride 1; `p` unused): half the dilated span before the input,
+        /// the rest after it.
+        same: bool,
     },
     /// `conv_transpose2d(x, out, kernel, stride, padding, output_padding, groups, dilation)`.
     ConvT {
@@ -313,8 +316,13 @@ impl Op {
                     out.push("multi_head_attention(bias = false)".into());
                 }
             }
-            Op::Conv { k, s, .. } if k.0 != k.1 || s.0 != s.1 => {
-                out.push("conv2d(rectangular kernel or stride)".into())
+            Op::Conv { k, s, same, .. } => {
+                if k.0 != k.1 || s.0 != s.1 {
+                    out.push("conv2d(rectangular kernel or stride)".into());
+                }
+                if *same {
+                    out.push("conv2d(padding = same)".into());
+                }
             }
             Op::BatchNorm { eps, momentum, .. } => {
                 if *eps != DEFAULT_EPS {
@@ -697,12 +705,15 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             d,
             g,
             bias,
+            same,
         } => {
             let mut t = format!("conv2d({}, {out}, kernel = {}", n(x), pair_src(*k));
             if *s != (1, 1) {
                 write!(t, ", stride = {}", pair_src(*s)).unwrap();
             }
-            if *p > 0 {
+            if *same {
+                t.push_str(", padding = same");
+            } else if *p > 0 {
                 write!(t, ", padding = {p}").unwrap();
             }
             if *d > 1 {
@@ -1617,8 +1628,17 @@ impl Gen {
                 } else {
                     self.rng.random_range(1..=4)
                 };
-                let oh = (h + 2 * p).checked_sub(d * (kh - 1) + 1)? / sh + 1;
-                let ow = (w + 2 * p).checked_sub(d * (kw - 1) + 1)? / sw + 1;
+                // Now and then `padding = same`, even kernels (an extra row or column after
+                // the input) included.
+                let same = s == (1, 1) && self.chance(0.3);
+                let (oh, ow) = if same {
+                    (h, w)
+                } else {
+                    (
+                        (h + 2 * p).checked_sub(d * (kh - 1) + 1)? / sh + 1,
+                        (w + 2 * p).checked_sub(d * (kw - 1) + 1)? / sw + 1,
+                    )
+                };
                 if oh * ow > 64 {
                     return None;
                 }
@@ -1634,6 +1654,7 @@ impl Gen {
                         d,
                         g,
                         bias,
+                        same,
                     },
                 ))
             }
@@ -2043,6 +2064,7 @@ pub fn generate(seed: u64) -> Graph {
                     d: 1,
                     g: 1,
                     bias: true,
+                    same: false,
                 },
             );
             let ps = g.shape(pred).clone();

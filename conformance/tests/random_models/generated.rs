@@ -54,16 +54,16 @@ runner! { R2, tokens 2, lengths, labels 2, unseeded, [] }
 kiln::model! {
     struct R3 {
         input x: [N, 1, 5, 4];
-        target y: [N, 5, 4] classes 4;
+        target y: [N, 2, 5, 4];
         let v1 = concat(x, x, axis = 1);
         let v2 = concat(v1, v1, axis = 1);
-        let v3 = conv2d(v2, 4, kernel = 3, padding = 1);
-        let pred = conv2d(v3, 4, kernel = 1);
+        let v3 = conv2d(v2, 4, kernel = 3, padding = same);
+        let pred = conv2d(v3, 2, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y);
+        loss mse(pred, y);
     }
 }
-runner! { R3, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R3, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R4 {
@@ -158,13 +158,13 @@ runner! { R8, float 2, no_lengths, labels 3, unseeded, [] }
 kiln::model! {
     struct R9 {
         input x: [B, 3, 3, 5];
-        target y: [B, 3, 5] classes 4;
+        target y: [B, 3, 5] classes 3;
         let v1 = instance_norm(x, affine = true);
         let v2 = conv2d(v1, 6, kernel = 3, stride = 2, padding = 1, groups = 3);
-        let v3 = conv2d(x, 6, kernel = 1, groups = 3, bias = false);
-        let pred = conv2d(v3, 4, kernel = 1);
+        let v3 = conv2d(x, 6, kernel = 1, groups = 3);
+        let pred = conv2d(v3, 3, kernel = 1);
         output pred, v2;
-        loss cross_entropy(pred, y, ignore_index = 0);
+        loss cross_entropy(pred, y);
     }
 }
 runner! { R9, float 4, no_lengths, labels 3, unseeded, [v2] }
@@ -497,7 +497,6 @@ runner! { R27, tokens 2, no_lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R28 {
         input x: [B, 1, 5, 3];
-        target y: [B, 5, 3] classes 2;
         let v1 = softplus(x);
         let v2 = upsample(v1, scale = 2, mode = bilinear);
         let v3 = batch_norm(v2);
@@ -505,10 +504,9 @@ kiln::model! {
         let v5 = conv2d(v1, 1, kernel = 1);
         let pred = conv2d(v5, 2, kernel = 1);
         output pred, v4;
-        loss cross_entropy(pred, y);
     }
 }
-runner! { R28, float 4, no_lengths, labels 3, unseeded, [v4] }
+runner! { R28, float 4, no_lengths, none 0, unseeded, [v4] }
 
 kiln::model! {
     struct R29 {
@@ -617,19 +615,19 @@ runner! { R34, float 3, no_lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R35 {
         input x: [B, 4];
-        target y: [B, 3, 4, 4];
+        target y: [B, 4, 4] classes 3;
         let v1 = relu(-x);
         let v2 = concat(v1, v1);
         let v3 = concat(v2, x);
         let v4 = linear(v3, 4);
         let v5 = reshape(v4, (B, 1, 2, 2));
-        let v6 = conv2d(v5, 4, kernel = 3, padding = 2);
+        let v6 = conv2d(v5, 4, kernel = 3, padding = 2, bias = false);
         let pred = conv2d(v6, 3, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R35, float 2, no_lengths, values 4, unseeded, [] }
+runner! { R35, float 2, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R36 {
@@ -773,15 +771,15 @@ runner! { R42, float 2, no_lengths, none 0, unseeded, [v3] }
 kiln::model! {
     struct R43 {
         input x: [B, 2, 5, 4];
-        target y: [B, 9, 7] classes 2;
+        target y: [B, 8, 6] classes 4;
         let v1 = conv2d(x, 4, kernel = 1, stride = 2, padding = 1);
         let v2 = square(gelu(v1));
         let v3 = upsample(v1, scale = 2, mode = bilinear);
-        let v4 = v3 * sigmoid(v3);
-        let v5 = conv_transpose2d(v4, 1, kernel = 2);
-        let pred = conv2d(v5, 2, kernel = 1);
+        let v4 = conv2d(v3, 2, kernel = 3, padding = same);
+        let v5 = conv_transpose2d(v4, 1, kernel = 1);
+        let pred = conv2d(v5, 4, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y) + 0.5 * mean(v2);
+        loss cross_entropy(pred, y) + 0.1 * mean(v2);
     }
 }
 runner! { R43, float 4, no_lengths, labels 3, unseeded, [] }
@@ -921,15 +919,17 @@ runner! { R51, float 2, no_lengths, labels 1, seeded, [] }
 kiln::model! {
     struct R52 {
         input x: [B, 1, 3, 6];
+        target y: [B, 1, 4] classes 3;
         let v1 = softmax(x);
         let v2 = avg_pool2d(v1, kernel = 2, stride = 1, padding = 1, count_include_pad = false);
         let v3 = v2 - 0.75;
-        let v4 = conv2d(v1, 3, kernel = 3);
-        let pred = conv2d(v4, 2, kernel = 1);
-        output pred, v3;
+        let v4 = conv2d(v1, 3, kernel = 3, bias = false);
+        let pred = conv2d(v4, 3, kernel = 1);
+        output pred;
+        loss cross_entropy(pred, y, ignore_index = 0) + 0.5 * mean(v3);
     }
 }
-runner! { R52, float 4, no_lengths, none 0, unseeded, [v3] }
+runner! { R52, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R53 {
@@ -1219,16 +1219,18 @@ runner! { R70, float 4, no_lengths, labels 3, unseeded, [] }
 kiln::model! {
     struct R71 {
         input x: [B, 1, 6, 4];
+        target y: [B, 4];
         let v1 = avg_pool2d(x, kernel = 2, stride = 2, padding = 1);
-        let v2 = conv2d(v1, 2, kernel = 2, padding = 1, bias = false);
-        let v3 = log_softmax(v2);
-        let v4 = softmax(v3);
-        let v5 = instance_norm(v4);
-        let pred = conv2d(v5, 4, kernel = 1);
-        output pred;
+        let v2 = conv2d(v1, 2, kernel = 2, padding = 1);
+        let v3 = flatten(x);
+        let v4 = dropout(v3, 0.5);
+        let v5 = dropout(v4, 0.5);
+        let pred = linear(v5, 4);
+        output pred, v2;
+        loss mse(pred, y);
     }
 }
-runner! { R71, float 4, no_lengths, none 0, unseeded, [] }
+runner! { R71, float 4, no_lengths, values 2, seeded, [v2] }
 
 kiln::model! {
     struct R72 {
@@ -1246,10 +1248,10 @@ runner! { R72, float 3, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R73 {
         input x: [B, 3, 5, 3];
-        target y: [B, 4, 3] classes 4;
+        target y: [B, 3, 2] classes 3;
         let v1 = conv2d(x, 2, kernel = 1, padding = 1);
-        let v2 = avg_pool2d(v1, kernel = 2, stride = 2, padding = 1, count_include_pad = false);
-        let pred = conv2d(v2, 4, kernel = 1);
+        let v2 = conv2d(v1, 3, kernel = 3, stride = 2, padding = 1, dilation = 2);
+        let pred = conv2d(v2, 3, kernel = 1);
         output pred;
         loss cross_entropy(pred, y);
     }
@@ -1409,16 +1411,16 @@ runner! { R82, tokens 2, no_lengths, none 0, unseeded, [v2, v4] }
 kiln::model! {
     struct R83 {
         input x: [B, 2, 5, 6];
-        target y: [B, 2, 4, 3];
+        target y: [B, 1, 1] classes 3;
         let v1 = conv2d(x, 2, kernel = 3, groups = 2, bias = false);
-        let v2 = conv2d(v1, 1, kernel = 3, padding = 2, dilation = 2);
-        let v3 = permute(v2, (0, 1, 3, 2));
-        let pred = conv2d(v3, 2, kernel = 1);
+        let v2 = conv2d(v1, 4, kernel = 3, stride = 2, groups = 2);
+        let v3 = v2 / 0.75;
+        let pred = conv2d(v3, 3, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R83, float 4, no_lengths, values 4, unseeded, [] }
+runner! { R83, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R84 {
@@ -1463,11 +1465,11 @@ runner! { R85, float 2, no_lengths, labels 1, unseeded, [] }
 kiln::model! {
     struct R86 {
         input x: [3, 1, 4, 5];
-        target y: [3, 7, 8] classes 4;
+        target y: [3, 6, 7] classes 4;
         let v1 = log_softmax(x);
         let v2 = dropout(v1, 0.25);
-        let v3 = conv2d(v2, 3, kernel = 3, padding = 1);
-        let v4 = conv_transpose2d(v3, 2, kernel = 2, output_padding = 1, dilation = 2);
+        let v3 = conv2d(v2, 3, kernel = 3, padding = 1, bias = false);
+        let v4 = conv_transpose2d(v3, 2, kernel = 3);
         let pred = conv2d(v4, 4, kernel = 1);
         output pred;
         loss cross_entropy(pred, y);
@@ -1593,15 +1595,15 @@ runner! { R92, float 4, no_lengths, labels 3, unseeded, [] }
 kiln::model! {
     struct R93 {
         input x: [3, 2, 6, 4];
-        target y: [3, 8, 3] classes 2;
-        let v1 = conv2d(x, 4, kernel = 2, groups = 2);
-        let v2 = conv2d(v1, 1, kernel = 2, stride = (1, 2), padding = 2);
-        let pred = conv2d(v2, 2, kernel = 1);
+        target y: [3, 4, 6, 4];
+        let v1 = conv2d(x, 4, kernel = 2, padding = same, groups = 2);
+        let v2 = log_softmax(v1);
+        let pred = conv2d(v2, 4, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 0);
+        loss mse(pred, y);
     }
 }
-runner! { R93, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R93, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R94 {

@@ -625,6 +625,8 @@ fn check_graph<M64: Runner<f64>, M32: Runner<f32>>(g: &Graph) -> Result<Outcome,
         // gradient stays as wrong. At 1e-8 the rounding error (1e-16·|L|/ε) is still far below
         // the tolerance.
         let mut tried = vec![format!("at ε = {EPS:e}:\n{report}")];
+        let first = (report.clone(), scale);
+        let mut errors = vec![param_errors(&report)];
         let mut coarse = report;
         let mut passed = None;
         for eps in [EPS / 10.0, EPS / 100.0] {
@@ -633,6 +635,7 @@ fn check_graph<M64: Runner<f64>, M32: Runner<f32>>(g: &Graph) -> Result<Outcome,
                 passed = Some((fine, fine_scale));
                 break;
             }
+            errors.push(param_errors(&fine));
             let extrapolated = richardson(&coarse, &fine);
             if extrapolated.is_within(RTOL, ATOL * fine_scale) {
                 passed = Some((extrapolated, fine_scale));
@@ -645,6 +648,20 @@ fn check_graph<M64: Runner<f64>, M32: Runner<f32>>(g: &Graph) -> Result<Outcome,
             ));
             coarse = fine;
         }
+        // Rounding, amplified where a normalisation divides by a nearly zero spread (a batch
+        // norm over two samples), errs by about C/ε: tenfold at each tenth of the step, where
+        // a wrong gradient's error stays put. When the error of every parameter off the
+        // tolerance grows so (more than threefold at each tenth, thirtyfold over both), the
+        // difference is noise, as small as it gets at the largest step (seed 2,000,280: an
+        // LSTM's gradients through a batch norm, 1.7e-8 off at ε = 1e-6, 1.1e-6 at 1e-8).
+        let passed = passed.or_else(|| {
+            let off = |i: usize| errors[0][i] > ATOL * first.1;
+            let noise = (0..errors[0].len()).filter(|&i| off(i)).all(|i| {
+                let e = |k: usize| errors.get(k).map_or(0.0, |e: &Vec<f64>| e[i]);
+                e(1) > 3.0 * e(0) && e(2) > 3.0 * e(1) && e(2) > 30.0 * e(0)
+            });
+            noise.then_some(first)
+        });
         let Some(passed) = passed else {
             return Err(format!("gradient check failed {}", tried.join("\nand ")));
         };
@@ -867,6 +884,21 @@ impl std::fmt::Display for Summary {
         }
         Ok(())
     }
+}
+
+/// Each parameter's largest difference between its analytic and numeric gradients.
+fn param_errors(report: &kiln::check::GradCheckReport) -> Vec<f64> {
+    report
+        .params
+        .iter()
+        .map(|p| {
+            p.analytic
+                .iter()
+                .zip(&p.numeric)
+                .map(|(a, n)| (a - n).abs())
+                .fold(0.0, f64::max)
+        })
+        .collect()
 }
 
 /// Richardson's extrapolation of central differences at `ε` (`coarse`) and `ε/10` (`fine`):

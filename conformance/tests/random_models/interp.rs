@@ -469,8 +469,15 @@ impl Interp<'_> {
                 d,
                 g,
                 bias,
+                same,
             } => {
                 let x = &vals[*x];
+                // The padding before the input; what follows it comes from the output size.
+                let (ph, pw) = if *same {
+                    (d * (k.0 - 1) / 2, d * (k.1 - 1) / 2)
+                } else {
+                    (*p, *p)
+                };
                 let w = self.p(&pn("weight"));
                 let b = if *bias {
                     Some(self.p(&pn("bias")))
@@ -490,8 +497,8 @@ impl Interp<'_> {
                                 for ci in 0..cpg {
                                     for ki in 0..k.0 {
                                         for kj in 0..k.1 {
-                                            let hi = (i * s.0 + ki * d) as isize - *p as isize;
-                                            let wj = (j * s.1 + kj * d) as isize - *p as isize;
+                                            let hi = (i * s.0 + ki * d) as isize - ph as isize;
+                                            let wj = (j * s.1 + kj * d) as isize - pw as isize;
                                             if hi < 0
                                                 || wj < 0
                                                 || hi >= h as isize
