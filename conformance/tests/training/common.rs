@@ -1,6 +1,8 @@
 //! Helpers the training tests share.
 
-use kiln::{Float, Model};
+use kiln::data::{self, BatchSource, ServedArg, ServedKind, TensorDataset};
+use kiln::ndarray::{Array2, Axis};
+use kiln::{BatchArray, Float, Model, Result};
 
 /// Every parameter, flattened in visiting order (for bitwise comparisons).
 pub fn params<F: Float, M: Model<F>>(model: &M) -> Vec<F> {
@@ -18,5 +20,39 @@ kiln::model! {
         let logits = linear(e, 3);
         output logits;
         loss cross_entropy(logits, tags, ignore_index = 9);
+    }
+}
+
+/// The bundled digits with flattened samples, split 80/20 stratified with `seed`.
+pub fn digits_split(seed: u64) -> (TensorDataset<f32>, TensorDataset<f32>) {
+    let mut digits = data::digits::<f32>().expect("the bundled digits load");
+    digits.reshape_samples(&[64]).expect("1×8×8 = 64");
+    data::stratified_split(&digits, 0.2, seed)
+}
+
+/// Token sequences `[n, T]` below 20 and their tags `[n, T]` below 3 (or a padding label),
+/// served whole for [`Tagger`].
+pub struct Tagged {
+    pub tokens: Array2<usize>,
+    pub tags: Array2<usize>,
+}
+
+impl BatchSource<f32> for Tagged {
+    fn len(&self) -> usize {
+        self.tokens.nrows()
+    }
+    fn served(&self) -> Vec<ServedArg> {
+        vec![
+            ServedArg::new("tokens", ServedKind::Tokens { vocab: Some(20) }, 2),
+            ServedArg::new("tags", ServedKind::Labels { classes: Some(3) }, 2),
+        ]
+    }
+    fn fill(&self, indices: &[usize], batch: &mut Vec<BatchArray<f32>>) -> Result<()> {
+        let rows = |a: &Array2<usize>| a.select(Axis(0), indices).into_dyn();
+        *batch = vec![
+            BatchArray::Ids(rows(&self.tokens)),
+            BatchArray::Ids(rows(&self.tags)),
+        ];
+        Ok(())
     }
 }

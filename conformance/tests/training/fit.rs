@@ -26,11 +26,8 @@ kiln::model! {
     }
 }
 
-/// The bundled digits with flattened samples, split 80/20 stratified with a fixed seed.
 fn digits_split() -> (TensorDataset<f32>, TensorDataset<f32>) {
-    let mut digits = data::digits::<f32>().expect("the bundled digits load");
-    digits.reshape_samples(&[64]).expect("1×8×8 = 64");
-    data::stratified_split(&digits, 0.2, 7)
+    crate::common::digits_split(7)
 }
 
 fn model(seed: u64) -> DigitsMlp<f32> {

@@ -3,8 +3,8 @@
 //! accuracy over labelled positions, resuming, and data that does not fit the model.
 
 use crate::common::params;
-use crate::common::Tagger;
-use kiln::data::{self, BatchSource, ServedArg, ServedKind};
+use crate::common::{Tagged, Tagger};
+use kiln::data::{self, BatchSource};
 use kiln::ndarray::{self, Array2};
 use kiln::optim::{CosineAnnealing, LinearWarmup};
 use kiln::rand::rngs::StdRng;
@@ -159,32 +159,6 @@ fn resuming_a_token_model_continues_bit_for_bit() {
     assert_eq!(history.len(), 2);
     assert_eq!(params(&fresh), params(&straight));
     assert_eq!(history.epochs[1].val_loss, whole.epochs[1].val_loss);
-}
-
-/// Sequences of `n` token ids with tags, padded with tag 9 after a length that varies.
-struct Tagged {
-    tokens: Array2<usize>,
-    tags: Array2<usize>,
-}
-
-impl BatchSource<f32> for Tagged {
-    fn len(&self) -> usize {
-        self.tokens.nrows()
-    }
-    fn served(&self) -> Vec<ServedArg> {
-        vec![
-            ServedArg::new("tokens", ServedKind::Tokens { vocab: Some(20) }, 2),
-            ServedArg::new("tags", ServedKind::Labels { classes: Some(3) }, 2),
-        ]
-    }
-    fn fill(&self, indices: &[usize], batch: &mut Vec<BatchArray<f32>>) -> Result<()> {
-        let rows = |a: &Array2<usize>| a.select(ndarray::Axis(0), indices).into_dyn();
-        *batch = vec![
-            BatchArray::Ids(rows(&self.tokens)),
-            BatchArray::Ids(rows(&self.tags)),
-        ];
-        Ok(())
-    }
 }
 
 #[test]

@@ -4,16 +4,16 @@
 //! columns; and metrics that do not fit the model.
 
 use crate::common::params;
-use crate::common::Tagger;
-use kiln::data::{self, BatchSource, Dataset, ServedArg, ServedKind, TensorDataset};
-use kiln::ndarray::{Array2, ArrayViewD, Axis};
+use crate::common::{Tagged, Tagger};
+use kiln::data::{self, BatchSource, Dataset, TensorDataset};
+use kiln::ndarray::{Array2, ArrayViewD};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
 use kiln::train::{
     batch_targets, evaluate, evaluate_batches_metrics, evaluate_metrics, EarlyStopping, Metric,
     Mode, Trainer, Verdict,
 };
-use kiln::{Adam, BatchArray, Result, Sgd, Supervised, Trainable};
+use kiln::{Adam, Sgd, Supervised, Trainable};
 use std::path::PathBuf;
 
 kiln::model! {
@@ -40,11 +40,8 @@ kiln::model! {
     }
 }
 
-/// The bundled digits with flattened samples, split 80/20 stratified with a fixed seed.
 fn digits_split() -> (TensorDataset<f32>, TensorDataset<f32>) {
-    let mut digits = data::digits::<f32>().expect("the bundled digits load");
-    digits.reshape_samples(&[64]).expect("1×8×8 = 64");
-    data::stratified_split(&digits, 0.2, 11)
+    crate::common::digits_split(11)
 }
 
 fn digits_net(seed: u64) -> DigitsNet<f32> {
@@ -380,12 +377,6 @@ fn monitors_and_metrics_that_do_not_fit_are_refused_before_training() {
     assert_eq!(params(&tagger), before);
 }
 
-/// Sequences of eight token ids with tags, padded with tag 9 after a length that varies.
-struct Tagged {
-    tokens: Array2<usize>,
-    tags: Array2<usize>,
-}
-
 /// `n` sequences; the tag of a token is its id modulo 3, except that one token in `noisy`
 /// (id 5) is tagged 0 or 1 by position, which a per-token model cannot learn exactly.
 fn tagged(n: usize, seed: usize) -> Tagged {
@@ -401,26 +392,6 @@ fn tagged(n: usize, seed: usize) -> Tagged {
         }
     });
     Tagged { tokens, tags }
-}
-
-impl BatchSource<f32> for Tagged {
-    fn len(&self) -> usize {
-        self.tokens.nrows()
-    }
-    fn served(&self) -> Vec<ServedArg> {
-        vec![
-            ServedArg::new("tokens", ServedKind::Tokens { vocab: Some(20) }, 2),
-            ServedArg::new("tags", ServedKind::Labels { classes: Some(3) }, 2),
-        ]
-    }
-    fn fill(&self, indices: &[usize], batch: &mut Vec<BatchArray<f32>>) -> Result<()> {
-        let rows = |a: &Array2<usize>| a.select(Axis(0), indices).into_dyn();
-        *batch = vec![
-            BatchArray::Ids(rows(&self.tokens)),
-            BatchArray::Ids(rows(&self.tags)),
-        ];
-        Ok(())
-    }
 }
 
 /// The confusion matrix of `model` on every position of `data` but the padding.
