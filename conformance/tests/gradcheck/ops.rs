@@ -1325,6 +1325,38 @@ fn narrow_and_select_on_fixed_and_symbolic_axes() {
 }
 
 kiln::model! {
+    /// gelu of relu of silu of a layer's output, fused into one loop: the input gradient has
+    /// an `if` (relu's) as the left operand of `+` inside another `if`'s branch, which must be
+    /// parenthesised for rustc to read it as an expression (random model 3,000,343 did not
+    /// compile).
+    struct GeluOfReluOfSilu {
+        input x: [B, 4];
+        target y: [B] classes 3;
+        let h = linear(x, 4);
+        let u1 = h * sigmoid(h);
+        let u2 = relu(u1);
+        let u3 = gelu(u2);
+        let u4 = h + u3;
+        let logits = linear(u4, 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn a_fused_chain_whose_derivative_nests_conditions() {
+    let mut rng = StdRng::seed_from_u64(43);
+    let mut model = GeluOfReluOfSilu::<f64>::new(&mut rng);
+    let x = random(&mut rng, (5, 4), -2.0, 2.0);
+    let y = labels(&mut rng, 5, 3);
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(y.view()),
+    );
+}
+
+kiln::model! {
     /// Batch norms without the affine map on [B, C, H, W] and on [B, C, L] of symbolic length:
     /// the gradients reach the layers before them through the batch statistics alone.
     struct PlainBatchNorms {

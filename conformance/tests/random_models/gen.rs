@@ -83,8 +83,13 @@ pub enum Op {
     Softmax { x: usize, log: bool },
     /// `layer_norm(x)`.
     LayerNorm { x: usize, eps: f64 },
-    /// `batch_norm(x)`.
-    BatchNorm { x: usize, eps: f64, momentum: f64 },
+    /// `batch_norm(x)`, with `affine = false` when not `affine`.
+    BatchNorm {
+        x: usize,
+        eps: f64,
+        momentum: f64,
+        affine: bool,
+    },
     /// `dropout(x, p)`.
     Dropout { x: usize, p: f64 },
     /// `concat(a, b, axis = k)`.
@@ -324,9 +329,17 @@ impl Op {
                     out.push("conv2d(padding = same)".into());
                 }
             }
-            Op::BatchNorm { eps, momentum, .. } => {
+            Op::BatchNorm {
+                eps,
+                momentum,
+                affine,
+                ..
+            } => {
                 if *eps != DEFAULT_EPS {
                     out.push("batch_norm(eps)".into());
+                }
+                if !affine {
+                    out.push("batch_norm(affine = false)".into());
                 }
                 if *momentum != DEFAULT_MOMENTUM {
                     out.push("batch_norm(momentum)".into());
@@ -596,8 +609,16 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
                 format!("layer_norm({}, eps = {})", n(x), num_src(*eps))
             }
         }
-        Op::BatchNorm { x, eps, momentum } => {
+        Op::BatchNorm {
+            x,
+            eps,
+            momentum,
+            affine,
+        } => {
             let mut t = format!("batch_norm({}", n(x));
+            if !affine {
+                t.push_str(", affine = false");
+            }
             if *eps != DEFAULT_EPS {
                 write!(t, ", eps = {}", num_src(*eps)).unwrap();
             }
@@ -1369,6 +1390,7 @@ impl Gen {
         } else {
             DEFAULT_MOMENTUM
         };
+        let affine = self.chance(0.8);
         let shape = self.shape(v).clone();
         self.push(
             shape,
@@ -1376,6 +1398,7 @@ impl Gen {
                 x: v,
                 eps,
                 momentum,
+                affine,
             },
         )
     }

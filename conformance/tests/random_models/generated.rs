@@ -99,14 +99,14 @@ runner! { R5, float 4, no_lengths, values 4, unseeded, [] }
 kiln::model! {
     struct R6 {
         input x: [B, 6];
-        target y: [B, 4];
+        target y: [B] classes 2;
         let v1 = linear(x, 3);
         let v2 = Blk0(v1, repeat = 2);
         let v3 = -v2 + v1;
         let v4 = batch_norm(v3, eps = 0.001);
-        let pred = linear(v4, 4);
+        let pred = linear(v4, 2);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss cross_entropy(pred, y);
 
         block Blk0(x) {
             let u1 = relu(x);
@@ -115,7 +115,7 @@ kiln::model! {
         }
     }
 }
-runner! { R6, float 2, no_lengths, values 2, unseeded, [] }
+runner! { R6, float 2, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R7 {
@@ -497,16 +497,18 @@ runner! { R27, tokens 2, no_lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R28 {
         input x: [B, 1, 5, 3];
+        target y: [B, 3, 2] classes 3;
         let v1 = softplus(x);
         let v2 = upsample(v1, scale = 2, mode = bilinear);
-        let v3 = batch_norm(v2);
-        let v4 = sqrt((square(v3) + 0.1));
-        let v5 = conv2d(v1, 1, kernel = 1);
-        let pred = conv2d(v5, 2, kernel = 1);
-        output pred, v4;
+        let v3 = batch_norm(v2, affine = false);
+        let v4 = conv2d(v3, 3, kernel = 2, dilation = 2);
+        let v5 = max_pool2d(x, kernel = 2, stride = 2, ceil_mode = true);
+        let pred = conv2d(v5, 3, kernel = 1);
+        output pred;
+        loss cross_entropy(pred, y) + 0.3 * mean(v4);
     }
 }
-runner! { R28, float 4, no_lengths, none 0, unseeded, [v4] }
+runner! { R28, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R29 {
@@ -792,7 +794,7 @@ kiln::model! {
         let v2 = batch_norm(v1);
         let pred = linear(v2, 3);
         output pred;
-        loss mse(pred, y);
+        loss bce_with_logits(pred, y);
     }
 }
 runner! { R44, float 2, no_lengths, values 2, unseeded, [] }
@@ -869,17 +871,17 @@ runner! { R48, float 3, no_lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R49 {
         input x: [B, 5];
-        target y: [B, 2];
+        target y: [B, 3];
         let v1 = layer_norm(x);
         let v2 = batch_norm(v1);
-        let v3 = log_softmax(v2);
-        let v4 = dropout(v3, 0.5);
-        let pred = linear(v4, 2);
+        let v3 = linear(v2, 5);
+        let v4 = -v1 + softplus(v3);
+        let pred = linear(v4, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss mse(pred, y);
     }
 }
-runner! { R49, float 2, no_lengths, values 2, seeded, [] }
+runner! { R49, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R50 {
@@ -1663,17 +1665,23 @@ runner! { R96, float 2, no_lengths, values 2, seeded, [] }
 kiln::model! {
     struct R97 {
         input x: [B, 6];
-        target y: [B, 3];
+        target y: [B, 2];
         let v1 = linear(x, 3);
         let v2 = batch_norm(v1);
-        let v3 = softmax(v2);
-        let v4 = concat(v2, v3);
-        let pred = linear(v4, 3);
+        let v3 = dropout(v1, 0.25);
+        let v4 = Blk0(v3);
+        let pred = linear(v4, 2);
         output pred;
-        loss mse(pred, y);
+        loss bce_with_logits(pred, y) + 0.5 * sum(v2);
+
+        block Blk0(x) {
+            let u1 = dropout(x, 0.25);
+            let u2 = x + tanh(u1);
+            output u2;
+        }
     }
 }
-runner! { R97, float 2, no_lengths, values 2, unseeded, [] }
+runner! { R97, float 2, no_lengths, values 2, seeded, [] }
 
 kiln::model! {
     struct R98 {

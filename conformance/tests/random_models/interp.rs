@@ -278,13 +278,23 @@ impl Interp<'_> {
                     }
                 })
             }
-            Op::BatchNorm { x, eps, momentum } => {
+            Op::BatchNorm {
+                x,
+                eps,
+                momentum,
+                affine,
+            } => {
                 let x = &vals[*x];
                 let (mut new_mean, mut new_var) = (
                     self.p(&pn("running_mean")).clone(),
                     self.p(&pn("running_var")).clone(),
                 );
-                let (w, b) = (self.p(&pn("weight")), self.p(&pn("bias")));
+                // Without the affine map: weight 1 and bias 0, which have no parameters.
+                let (w, b) = if *affine {
+                    (Some(self.p(&pn("weight"))), Some(self.p(&pn("bias"))))
+                } else {
+                    (None, None)
+                };
                 let c = x.shape()[1];
                 let mut y = x.clone();
                 for ch in 0..c {
@@ -304,9 +314,10 @@ impl Interp<'_> {
                             self.p(&pn("running_var"))[[ch]],
                         )
                     };
-                    let scale = w[[ch]] / (var + eps).sqrt();
+                    let scale = w.map_or(1.0, |w| w[[ch]]) / (var + eps).sqrt();
+                    let shift = b.map_or(0.0, |b| b[[ch]]);
                     y.index_axis_mut(Axis(1), ch)
-                        .mapv_inplace(|v| (v - m) * scale + b[[ch]]);
+                        .mapv_inplace(|v| (v - m) * scale + shift);
                 }
                 if self.train {
                     let mut updated = self.updated.borrow_mut();

@@ -531,15 +531,22 @@ impl Arena {
             return quote!(#name);
         }
         let sub = |c: TermId| self.emit_operand(c, names, var);
+        // The left operand of `+` and `-` needs no parentheses, except an `if`: at the start
+        // of a block (the branch of another `if`) rustc reads `if .. {} else {} + b` as a
+        // statement followed by a stray `+`.
+        let left = |c: TermId| match self.terms[c] {
+            Term::Select(..) => sub(c),
+            _ => self.emit_term(c, names, var),
+        };
         match self.terms[id] {
             Term::Var(n) => var(n),
             Term::Const(bits) => emit_const(f64::from_bits(bits)),
             Term::Add(a, b) => {
-                let (a, b) = (self.emit_term(a, names, var), sub(b));
+                let (a, b) = (left(a), sub(b));
                 quote!(#a + #b)
             }
             Term::Sub(a, b) => {
-                let (a, b) = (self.emit_term(a, names, var), sub(b));
+                let (a, b) = (left(a), sub(b));
                 quote!(#a - #b)
             }
             Term::Mul(a, b) => {
