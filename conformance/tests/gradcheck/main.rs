@@ -70,3 +70,21 @@ fn check_batch<M: Trainable<f64> + Clone>(model: &M, batch: &[BatchArray<f64>]) 
 fn floats<D: Dimension>(a: &Array<f64, D>) -> BatchArray<f64> {
     BatchArray::Float(a.clone().into_dyn())
 }
+
+/// Draws the weights of the layers `is_norm` picks (by layer name) from 0.5..1.5 and their
+/// biases from −0.5..0.5: away from the 1 and 0 they start at, so that both take part in
+/// every gradient.
+fn perturb_affine<M: Model<f64>>(model: &mut M, rng: &mut StdRng, is_norm: impl Fn(&str) -> bool) {
+    model.visit_params_mut(&mut |name, mut p| {
+        let (layer, param) = name.split_once('.').unwrap_or((name, ""));
+        if is_norm(layer) {
+            let range = if param == "weight" {
+                0.5..1.5
+            } else {
+                -0.5..0.5
+            };
+            p.iter_mut()
+                .for_each(|v| *v = rng.random_range(range.clone()));
+        }
+    });
+}

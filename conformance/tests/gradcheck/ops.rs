@@ -4,7 +4,7 @@
 //! seed, computes the analytic gradients with the generated backward pass, and compares every
 //! parameter's gradient with `kiln::check::gradient_check`.
 
-use super::{check, check_batch, check_training_mode, floats, random};
+use super::{check, check_batch, check_training_mode, floats, perturb_affine, random};
 use kiln::ndarray::{Array, Array1, ArrayViewD};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
@@ -586,23 +586,11 @@ kiln::model! {
 
 #[test]
 fn group_norm_on_images_sequences_and_features() {
-    use kiln::Model;
     let mut rng = StdRng::seed_from_u64(17);
     let mut model = GroupNorms::<f64>::new(&mut rng);
     // Weights away from 1 and biases away from 0, so that both take part in every gradient.
     let norms = ["g1", "g2", "g3", "q1", "q2", "q3", "h1", "h2", "h3"];
-    model.visit_params_mut(&mut |name, mut p| {
-        let (layer, param) = name.split_once('.').expect("layer.param");
-        if norms.contains(&layer) {
-            let range = if param == "weight" {
-                0.5..1.5
-            } else {
-                -0.5..0.5
-            };
-            p.iter_mut()
-                .for_each(|v| *v = rng.random_range(range.clone()));
-        }
-    });
+    perturb_affine(&mut model, &mut rng, |layer| norms.contains(&layer));
     assert_eq!(model.g1.weight.len(), 6);
     let x = random(&mut rng, (3, 4, 5, 3), -2.0, 2.0);
     let s = random(&mut rng, (3, 7, 3), -2.0, 2.0);
@@ -670,17 +658,7 @@ fn instance_norm_and_group_norm_without_affine_map() {
     use kiln::Model;
     let mut rng = StdRng::seed_from_u64(29);
     let mut model = InstanceNorms::<f64>::new(&mut rng);
-    model.visit_params_mut(&mut |name, mut p| {
-        if name.starts_with("i2.") {
-            let range = if name.ends_with("weight") {
-                0.5..1.5
-            } else {
-                -0.5..0.5
-            };
-            p.iter_mut()
-                .for_each(|v| *v = rng.random_range(range.clone()));
-        }
-    });
+    perturb_affine(&mut model, &mut rng, |layer| layer == "i2");
     // Only `i2` (and the convolution and the linear layers) hold parameters.
     let mut names = Vec::new();
     model.visit_params(&mut |name, _| names.push(name));
@@ -1205,20 +1183,9 @@ kiln::model! {
 
 #[test]
 fn layer_norm_over_several_axes() {
-    use kiln::Model;
     let mut rng = StdRng::seed_from_u64(41);
     let mut model = LayerNormDims::<f64>::new(&mut rng);
-    model.visit_params_mut(&mut |name, mut p| {
-        if name.starts_with('n') {
-            let range = if name.ends_with("weight") {
-                0.5..1.5
-            } else {
-                -0.5..0.5
-            };
-            p.iter_mut()
-                .for_each(|v| *v = rng.random_range(range.clone()));
-        }
-    });
+    perturb_affine(&mut model, &mut rng, |layer| layer.starts_with('n'));
     assert_eq!(model.n1.weight.shape(), [3, 3, 4]);
     assert_eq!(model.n2.weight.shape(), [3, 4]);
     assert!(model.n2.bias.is_none());
