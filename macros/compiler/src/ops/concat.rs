@@ -55,10 +55,7 @@ impl Concat {
     /// Tokens for `outer` and each input's `inner` size.
     fn sizes(&self, dims: &[Vec<TokenStream>]) -> (TokenStream, Vec<TokenStream>) {
         let axis = self.axis_of(dims[0].len());
-        let product = |ds: &[TokenStream]| match ds.split_first() {
-            None => quote!(1),
-            Some((first, rest)) => rest.iter().fold(quote!(#first), |acc, d| quote!(#acc * #d)),
-        };
+        let product = super::product_of;
         let outer = product(&dims[0][..axis]);
         // Parenthesised: inside an array literal, `a * b` spanning the macro's lines reads to
         // clippy like a missing comma.

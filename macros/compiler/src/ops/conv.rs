@@ -550,10 +550,11 @@ impl Conv2d {
     fn extra_tokens(&self, dims: &[TokenStream]) -> (Vec<TokenStream>, TokenStream, TokenStream) {
         let (b, c) = (&dims[0], &dims[1]);
         let (h, w) = (plus(&dims[2], self.extra.0), plus(&dims[3], self.extra.1));
-        let len = quote!(#b * #c * #h * #w);
+        let padded = vec![b.clone(), c.clone(), h, w];
+        let len = super::product_of(&padded);
         let (eh, ew) = self.extra;
         let pads = quote!(&[(0, #eh), (0, #ew)]);
-        (vec![b.clone(), c.clone(), h, w], len, pads)
+        (padded, len, pads)
     }
 }
 

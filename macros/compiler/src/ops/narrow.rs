@@ -204,14 +204,10 @@ impl Narrow {
         TokenStream,
     ) {
         let axis = self.axis_of(dims.len());
-        let product = |ds: &[TokenStream]| match ds.split_first() {
-            None => quote!(1),
-            Some((first, rest)) => rest.iter().fold(quote!(#first), |acc, d| quote!(#acc * #d)),
-        };
         let (outer, d, inner) = (
-            product(&dims[..axis]),
+            super::product_of(&dims[..axis]),
             dims[axis].clone(),
-            product(&dims[axis + 1..]),
+            super::product_of(&dims[axis + 1..]),
         );
         let length = self.length;
         let fixed = d.to_string().parse::<usize>().ok();
