@@ -519,6 +519,33 @@ fn narrow_and_select_match() {
     );
 }
 
+kiln::model! {
+    /// `chunk` (uneven: 7 into 3, 3, 1) and `split` by sections, a part skipped.
+    struct Parts {
+        input x: [B, T, 7];
+        let (a, b, c) = chunk(x, 3, axis = 2);
+        let (_, wide) = split(x, (2, 5), axis = -1);
+        let g = a * sigmoid(b);
+        output g, c, wide;
+    }
+}
+
+#[test]
+fn chunk_and_split_match() {
+    let mut rng = rng();
+    let model = Parts::<f64>::new(&mut rng);
+    let x = random(&mut rng, &[2, 3, 7]);
+    let (g, c, wide) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "parts",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(g), dyn_f(c), dyn_f(wide)],
+    );
+}
+
 /// Running statistics away from (0, 1), so that inference mode is what is checked.
 fn random_running_statistics<M: Model<f64>>(model: &mut M, rng: &mut StdRng) {
     model.visit_buffers_mut(&mut |name, mut b| {

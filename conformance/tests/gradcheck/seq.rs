@@ -570,3 +570,124 @@ fn a_block_that_folds_to_a_constant_compiles_cleanly_and_passes_no_gradient() {
         m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
     });
 }
+
+kiln::model! {
+    /// Causal self-attention written out by hand, as nanoGPT writes it: one projection to
+    /// queries, keys and values, cut apart by `chunk`, split into heads, masked, and merged.
+    struct HandAttention {
+        input x: [B, T, 8];
+        target y: [B, T, 8];
+        let qkv = linear(x, 24);
+        let (q, k, v) = chunk(qkv, 3, axis = -1);
+        let qh = transpose(reshape(q, (B, T, 2, 4)), 1, 2);
+        let kh = transpose(reshape(k, (B, T, 2, 4)), 1, 2);
+        let vh = transpose(reshape(v, (B, T, 2, 4)), 1, 2);
+        let att = softmax(causal_mask(matmul(qh, transpose(kh, -2, -1)) / 2.0), axis = -1);
+        let heads = reshape(transpose(matmul(att, vh), 1, 2), (B, T, 8));
+        let out = linear(heads, 8);
+        output out;
+        loss mse(out, y);
+    }
+}
+
+kiln::model! {
+    /// [`HandAttention`] as the fused layer, whose `in_proj_weight` stacks the three
+    /// projections in the order `chunk` takes them apart.
+    struct FusedAttention {
+        input x: [B, T, 8];
+        target y: [B, T, 8];
+        let attn = multi_head_attention(x, heads = 2, causal = true);
+        output attn;
+        loss mse(attn, y);
+    }
+}
+
+#[test]
+fn attention_written_with_chunk_matches_the_fused_layer() {
+    use std::collections::HashMap;
+    let mut rng = StdRng::seed_from_u64(53);
+    let mut fused = FusedAttention::<f64>::new(&mut rng);
+    let mut hand = HandAttention::<f64>::new(&mut rng);
+    fused.visit_params_mut(&mut |_, mut p| p.mapv_inplace(|_| rng.random_range(-0.5..0.5)));
+    let renamed = |name: &str| match name {
+        "attn.in_proj_weight" => "qkv.weight",
+        "attn.in_proj_bias" => "qkv.bias",
+        "attn.out_proj.weight" => "out.weight",
+        "attn.out_proj.bias" => "out.bias",
+        other => panic!("unexpected parameter {other}"),
+    };
+    let mut weights = HashMap::new();
+    fused.visit_params(&mut |name, p| {
+        weights.insert(renamed(name), p.to_owned());
+    });
+    assert_eq!(weights.len(), 4);
+    hand.visit_params_mut(&mut |name, mut p| p.assign(&weights[name]));
+
+    let x = random(&mut rng, (3, 5, 8), -1.0, 1.0);
+    let y = random(&mut rng, (3, 5, 8), -1.0, 1.0);
+    let (by_hand, by_layer) = (
+        hand.forward(x.view()).unwrap(),
+        fused.forward(x.view()).unwrap(),
+    );
+    let worst = (&by_hand - &by_layer).fold(0.0f64, |m, d| m.max(d.abs()));
+    assert!(worst < 1e-12, "outputs differ by {worst}");
+
+    let (mut g_hand, mut g_fused) = (hand.zero_grads(), fused.zero_grads());
+    hand.loss_and_grad(x.view(), y.view(), &mut hand.workspace(), &mut g_hand)
+        .unwrap();
+    fused
+        .loss_and_grad(x.view(), y.view(), &mut fused.workspace(), &mut g_fused)
+        .unwrap();
+    let mut fused_grads = HashMap::new();
+    FusedAttention::visit_grads(&g_fused, &mut |name, g| {
+        fused_grads.insert(renamed(name), g.to_owned());
+    });
+    HandAttention::visit_grads(&g_hand, &mut |name, g| {
+        let worst = (&g - &fused_grads[name]).fold(0.0f64, |m, d| m.max(d.abs()));
+        assert!(worst < 1e-12, "{name}: gradients differ by {worst}");
+    });
+    check(&hand, &g_hand, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+kiln::model! {
+    /// `chunk` into uneven parts (7 into 3, 3, 1), `split` by a size and by sections, a part
+    /// skipped with `_`, and a gated unit (GLU) inside a block.
+    struct Parts {
+        input x: [B, 4, 7];
+        target y: [B, 2, 2];
+        let (a, b, c) = chunk(x, 3, axis = 2);
+        let (early, late) = split(x, 2, axis = 1);
+        let (_, wide) = split(x, (3, 4), axis = -1);
+        let gated = Glu(concat(a * b, c, wide, axis = 2), repeat = 2);
+        let first = narrow(gated, axis = 1, start = 0, length = 2);
+        let mixed = concat(early * late, first, axis = 2);
+        let pred = linear(mixed, 2);
+        output pred;
+        loss mse(pred, y);
+
+        block Glu(x) {
+            let proj = linear(x, 16);
+            let (value, gate) = chunk(proj, 2, axis = -1);
+            let out = x + value * sigmoid(gate);
+            output out;
+        }
+    }
+}
+
+#[test]
+fn chunk_and_split_cut_as_pytorch_and_accumulate_their_gradients() {
+    let mut rng = StdRng::seed_from_u64(59);
+    let mut model = Parts::<f64>::new(&mut rng);
+    let x = random(&mut rng, (2, 4, 7), -1.0, 1.0);
+    let y = random(&mut rng, (2, 2, 2), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    let loss = model
+        .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
+        .unwrap();
+    assert!(loss.is_finite());
+    check(&model, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}

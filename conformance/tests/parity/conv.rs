@@ -235,6 +235,27 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `chunk_split`: a projection cut into three by `chunk` and gated (GLU-like), its
+    /// positions cut in two by `split`, and parts of the input taken from an uneven `chunk` (7
+    /// into 3, 3, 1) and from `split` sections, skipping the others; cross-entropy.
+    pub struct ChunkSplit {
+        input x: [B, 4, 7];
+        target label: [B] classes 4;
+        let proj = linear(x, 12);
+        let h = tanh(proj);
+        let (a, b, c) = chunk(h, 3, axis = 2);
+        let gated = a * sigmoid(b) + c;
+        let (early, late) = split(gated, 2, axis = 1);
+        let (_, _, r) = chunk(x, 3, axis = 2);
+        let (_, wide) = split(x, (2, 5), axis = -1);
+        let f = concat(flatten(early * late), flatten(r), flatten(wide), axis = 1);
+        let fc = linear(f, 4);
+        output proj, h, a, b, c, gated, early, late, r, wide, f, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// One module per case with an `f64` and an `f32` test. The input has rank `$Ix` (`Ix4` for
 /// images); the target is a `float` matrix or class `labels`. `outputs` maps each model
 /// output to the fixture's step name: a layer's value is bound to the layer's name (`conv1`)
@@ -365,6 +386,13 @@ parity_case! {
     input x: Ix3,
     target label: labels,
     outputs { proj => h_lin, h => h, first => first, last => last, mid => mid, feat => feat, f => f, fc => logits },
+}
+
+parity_case! {
+    chunk_split, ChunkSplit,
+    input x: Ix3,
+    target label: labels,
+    outputs { proj => h_lin, h => h, a => a, b => b, c => c, gated => gated, early => early, late => late, r => r, wide => wide, f => f, fc => logits },
 }
 
 parity_case! {

@@ -208,6 +208,9 @@ pub enum Op {
         start: i64,
         length: usize,
         select: bool,
+        /// The same window written as one part of `chunk` or `split` (`index = i`): the call
+        /// with `{x}` for the input's name.
+        part: Option<String>,
     },
     /// `pad(x, pairs, mode = ..)`: `pads` per trailing axis, the last axis first (as
     /// written); `mode` 0 constant (`value`), 1 reflect, 2 replicate, 3 circular.
@@ -391,6 +394,9 @@ impl Op {
             Op::Pad { mode, .. } => {
                 ["pad", "pad(reflect)", "pad(replicate)", "pad(circular)"][*mode as usize].into()
             }
+            Op::Window {
+                part: Some(call), ..
+            } => call[..call.find('(').unwrap_or(call.len())].to_string(),
             Op::Window { select, .. } => if *select { "select" } else { "narrow" }.into(),
             Op::Flatten { .. } => "flatten".into(),
             Op::Reshape { .. } => "reshape".into(),
@@ -854,8 +860,11 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             start,
             length,
             select,
+            part,
         } => {
-            if *select {
+            if let Some(call) = part {
+                call.replace("{x}", &n(x))
+            } else if *select {
                 format!("select({}, axis = {axis}, index = {start})", n(x))
             } else {
                 format!(
@@ -1366,6 +1375,14 @@ impl Gen {
         } else {
             s[axis] = lit(length);
         }
+        let (start, length, part) = if !select && self.chance(0.4) {
+            self.part(d, axis)
+        } else {
+            (start, length, None)
+        };
+        if !select {
+            s[axis] = lit(length);
+        }
         Some(self.push(
             s,
             Op::Window {
@@ -1374,8 +1391,52 @@ impl Gen {
                 start,
                 length,
                 select,
+                part,
             },
         ))
+    }
+
+    /// One part of an axis of `d` cut by `chunk` (into parts of `d / n` rounded up), `split`
+    /// by a size, or `split` into sections, as PyTorch cuts it: the part's start, its length
+    /// and the call, with the axis counted from either end.
+    fn part(&mut self, d: usize, axis: usize) -> (i64, usize, Option<String>) {
+        let written_axis = if self.chance(0.3) {
+            axis as i64 - 3
+        } else {
+            axis as i64
+        };
+        let (lengths, call) = match self.rng.random_range(0..3) {
+            0 => {
+                let n = self.rng.random_range(1..=d);
+                let step = d.div_ceil(n);
+                (cut(d, step), format!("chunk({{x}}, {n}"))
+            }
+            1 => {
+                let size = self.rng.random_range(1..=d);
+                (cut(d, size), format!("split({{x}}, {size}"))
+            }
+            _ => {
+                let mut sections = Vec::new();
+                let mut left = d;
+                while left > 0 {
+                    let size = self.rng.random_range(1..=left);
+                    sections.push(size);
+                    left -= size;
+                }
+                let list: Vec<String> = sections.iter().map(usize::to_string).collect();
+                // One section is the whole axis: written as a size.
+                let call = if sections.len() == 1 {
+                    format!("split({{x}}, {}", list[0])
+                } else {
+                    format!("split({{x}}, ({})", list.join(", "))
+                };
+                (sections, call)
+            }
+        };
+        let index = self.rng.random_range(0..lengths.len());
+        let start: usize = lengths[..index].iter().sum();
+        let call = format!("{call}, axis = {written_axis}, index = {index})");
+        (start as i64, lengths[index], Some(call))
     }
 
     /// `batch_norm(v)`, now and then with its own `eps` and `momentum`.
@@ -2144,4 +2205,12 @@ pub fn generate(seed: u64) -> Graph {
         has_loss,
         dropout: g.dropout,
     }
+}
+
+/// An axis of `d` cut into parts of `step`, the last what remains.
+fn cut(d: usize, step: usize) -> Vec<usize> {
+    (0..d)
+        .step_by(step)
+        .map(|start| step.min(d - start))
+        .collect()
 }

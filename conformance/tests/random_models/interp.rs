@@ -761,6 +761,7 @@ impl Interp<'_> {
                 start,
                 length,
                 select,
+                ..
             } => {
                 let x = &vals[*x];
                 let d = x.shape()[*axis] as i64;

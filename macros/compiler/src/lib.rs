@@ -79,7 +79,17 @@ impl Errors {
     /// Records an error.
     pub fn push(&mut self, e: syn::Error) {
         match &mut self.0 {
-            Some(all) => all.combine(e),
+            Some(all) => {
+                // One mistake reached from several nodes (every part of one `chunk`) is said
+                // once.
+                let span = format!("{:?}", e.span());
+                let said = (&*all)
+                    .into_iter()
+                    .any(|a| format!("{:?}", a.span()) == span && a.to_string() == e.to_string());
+                if !said {
+                    all.combine(e);
+                }
+            }
             None => self.0 = Some(e),
         }
     }

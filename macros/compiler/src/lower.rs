@@ -735,19 +735,25 @@ impl Lowerer {
                 }
             }
         }
-        let mut unused: Vec<(Span, String)> = Vec::new();
+        let mut unused: Vec<(Span, String, bool)> = Vec::new();
         for (key, (node, span)) in &self.scope {
             if let Some(n) = node {
                 if !live[*n] && !matches!(g.nodes[*n].kind, NodeKind::Input(_)) {
-                    unused.push((*span, key.clone()));
+                    let part = matches!(&g.nodes[*n].kind, NodeKind::Kernel(k) if matches!(k.name(), "chunk" | "split"));
+                    unused.push((*span, key.clone(), part));
                 }
             }
         }
-        unused.sort_by_key(|(_, k)| k.clone());
-        for (span, key) in unused {
+        unused.sort_by_key(|(_, k, _)| k.clone());
+        for (span, key, part) in unused {
+            let remove = if part {
+                "write `_` in its place in the tuple `let`"
+            } else {
+                "remove it"
+            };
             self.errors.push(syn::Error::new(
                 span,
-                format!("`{key}` is computed but never used: it reaches no `output` and not the `loss`; use it, add `output {key};`, or remove it"),
+                format!("`{key}` is computed but never used: it reaches no `output` and not the `loss`; use it, add `output {key};`, or {remove}"),
             ));
         }
     }

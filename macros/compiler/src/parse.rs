@@ -50,7 +50,7 @@ impl Parse for ModelDef {
                     continue;
                 }
             }
-            stmts.push(content.parse::<Stmt>()?);
+            stmts.extend(parse_statements(&content)?);
         }
         if !input.is_empty() {
             return Err(input.error("unexpected tokens after the model's closing brace"));
@@ -157,6 +157,122 @@ impl Parse for Stmt {
     }
 }
 
+/// Every statement up to the end of `input`.
+fn parse_statements_until_end(input: ParseStream) -> syn::Result<Vec<Stmt>> {
+    let mut stmts = Vec::new();
+    while !input.is_empty() {
+        stmts.extend(parse_statements(input)?);
+    }
+    Ok(stmts)
+}
+
+/// One statement, or the several that a tuple `let` unpacks into.
+fn parse_statements(input: ParseStream) -> syn::Result<Vec<Stmt>> {
+    if input.peek(Token![let]) && input.peek2(syn::token::Paren) {
+        return parse_unpacking(input);
+    }
+    Ok(vec![input.parse::<Stmt>()?])
+}
+
+/// The ops whose parts a tuple `let` unpacks.
+const UNPACKED: &[&str] = &["chunk", "split"];
+
+/// `let (q, k, v) = chunk(qkv, 3, axis = -1);` (`_` skips a part): one `let` per name, each the
+/// same call with the options `index = i` and `unpacked = n` added (see `ops::split`). The value cut
+/// must be a name, so that repeating the call repeats no layer.
+fn parse_unpacking(input: ParseStream) -> syn::Result<Vec<Stmt>> {
+    const EXAMPLE: &str = "`let (q, k, v) = chunk(qkv, 3, axis = -1);`";
+    let start = input.cursor();
+    input.parse::<Token![let]>()?;
+    let content;
+    let paren = parenthesized!(content in input);
+    let mut names: Vec<Option<Ident>> = Vec::new();
+    while !content.is_empty() {
+        if content.peek(Token![_]) {
+            content.parse::<Token![_]>()?;
+            names.push(None);
+        } else {
+            let name = content.parse::<Ident>().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    format!(
+                        "a tuple `let` names each part, or skips one with `_`, as in {EXAMPLE}"
+                    ),
+                )
+            })?;
+            names.push(Some(name));
+        }
+        if content.is_empty() {
+            break;
+        }
+        content.parse::<Token![,]>()?;
+    }
+    if names.iter().all(Option::is_none) {
+        return Err(syn::Error::new(
+            paren.span.join(),
+            format!("this `let` names no value: name the parts it keeps, as in {EXAMPLE}"),
+        ));
+    }
+    if !input.peek(Token![=]) {
+        return Err(input.error("expected `=` after the names of a tuple `let`"));
+    }
+    input.parse::<Token![=]>()?;
+    let expr = parse_expr(input)?;
+    expect_semi(input, start)?;
+    let call = match expr {
+        Expr::Call(call) if UNPACKED.iter().any(|op| call.func == op) => call,
+        other => {
+            return Err(syn::Error::new(
+                other.span(),
+                format!("only `chunk` and `split` give several values for a tuple `let` to unpack, as in {EXAMPLE}"),
+            ))
+        }
+    };
+    if let Some(arg) = call.args.first().filter(|a| !matches!(a, Expr::Var(_))) {
+        let names: Vec<String> = names.iter().flatten().map(Ident::to_string).collect();
+        // `q, k, v` -> `qkv`; `value, gate` -> `value_gate`.
+        let short = names.iter().all(|n| n.chars().count() == 1);
+        let whole = names.join(if short { "" } else { "_" });
+        return Err(syn::Error::new(
+            arg.span(),
+            format!(
+                "`{}` cuts a named value: bind this one first, `let {whole} = ...;`, then `let ({}) = {}({whole}, ...);`",
+                call.func,
+                names.join(", "),
+                call.func
+            ),
+        ));
+    }
+    if let Some((key, _)) = call
+        .options
+        .iter()
+        .find(|(key, _)| key == "index" || key == "unpacked")
+    {
+        return Err(syn::Error::new(
+            key.span(),
+            format!("`{key}` is chosen by the tuple `let`, which takes every part in order: leave it out"),
+        ));
+    }
+    let parts = names.len() as u64;
+    Ok(names
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let name = name?;
+            let mut call = call.clone();
+            let span = name.span();
+            call.options
+                .push((Ident::new("index", span), Expr::Int(i as u64, span)));
+            call.options
+                .push((Ident::new("unpacked", span), Expr::Int(parts, span)));
+            Some(Stmt::Let {
+                name,
+                expr: Expr::Call(call),
+            })
+        })
+        .collect())
+}
+
 /// `block Name(x, memory) { let ...; output y; }`
 fn parse_block(input: ParseStream) -> syn::Result<BlockDef> {
     input.parse::<Ident>()?;
@@ -191,8 +307,7 @@ fn parse_block(input: ParseStream) -> syn::Result<BlockDef> {
     let brace = braced!(content in input);
     let mut stmts = Vec::new();
     let mut output: Option<Ident> = None;
-    while !content.is_empty() {
-        let stmt = content.parse::<Stmt>()?;
+    for stmt in parse_statements_until_end(&content)? {
         match stmt {
             Stmt::Let { .. } => stmts.push(stmt),
             Stmt::Output { names } => {

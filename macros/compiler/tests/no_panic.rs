@@ -280,6 +280,19 @@ const SEEDS: &[&str] = &[
         output logits;
         loss bce_with_logits(logits, y, pos_weight = (2.0, 1.0, 1.0, 0.5), weight = 0.5);
     }",
+    // Parts of values: tuple lets of chunk and split (a part skipped), narrow and select.
+    "pub struct Gate {
+        input x: [B, T, 12];
+        target y: [B] classes 3;
+        let qkv = linear(x, 24);
+        let (q, _, v) = chunk(qkv, 3, axis = -1);
+        let (a, b) = split(v, (3, 5), axis = 2);
+        let g = q * sigmoid(concat(b, a, axis = 2));
+        let last = select(g, axis = 1, index = -1);
+        let logits = linear(narrow(last, 1, 0, 4), 3);
+        output logits;
+        loss cross_entropy(logits, y);
+    }",
 ];
 
 /// A token as text, and whether it is glued to the next one (the `-` of `->`).

@@ -186,3 +186,20 @@ fn windows_of_a_sequence() {
         }
     }));
 }
+
+/// A gated unit written with `chunk`, unpacked by a tuple `let`: each part is its own window
+/// of the projection, and the backward adds each part's gradient into the projection's.
+#[test]
+fn a_projection_cut_by_chunk() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct Gated {
+            input x: [B, T, 8];
+            target y: [B, T, 8];
+            let proj = linear(x, 16);
+            let (value, gate) = chunk(proj, 2, axis = -1);
+            let out = value * sigmoid(gate);
+            output out;
+            loss mse(out, y);
+        }
+    }));
+}

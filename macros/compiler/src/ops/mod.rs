@@ -29,6 +29,7 @@ mod recurrent;
 mod reduce;
 mod reshape;
 mod softmax;
+mod split;
 mod upsample;
 
 use crate::ast;
@@ -836,6 +837,8 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &concat::CONCAT,
     &narrow::NARROW,
     &narrow::SELECT,
+    &split::CHUNK,
+    &split::SPLIT,
     &dropout::DROPOUT,
     &norm::BATCH_NORM,
     &norm::LAYER_NORM,
@@ -1105,6 +1108,8 @@ mod tests {
         "pad(x, (1, 2, 0, 1), mode = constant, value = 0.5)",
         "narrow(x, axis = 1, start = -2, length = 2)",
         "select(x, axis = 1, index = 0)",
+        "chunk(x, 2, axis = 1, index = 0, unpacked = 2)",
+        "split(x, (1, 3), axis = 1, index = 1, unpacked = 2)",
     ];
 
     fn parse_call(src: &str) -> ast::Call {

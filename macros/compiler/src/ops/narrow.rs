@@ -155,6 +155,17 @@ fn fixed_start(start: i64, length: usize, d: usize) -> Option<usize> {
 }
 
 impl Narrow {
+    /// A window of `length` positions from `start` (non-negative, checked by the caller to
+    /// fit) along `axis`: a part of `chunk` or `split`.
+    pub(super) fn window(axis: i64, start: i64, length: usize) -> Self {
+        Narrow {
+            axis,
+            start,
+            length,
+            select: false,
+        }
+    }
+
     fn op(&self) -> &'static str {
         if self.select {
             "select"
