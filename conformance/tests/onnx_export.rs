@@ -442,13 +442,14 @@ kiln::model! {
 
 kiln::model! {
     /// A 1-d convolution and batch norms (with and without the affine map) over a symbolic
-    /// length.
+    /// length, then a causal convolution (all its padding at the start of ONNX's `pads`).
     struct SymbolicSequences {
         input x: [B, 4, T];
         let c = conv1d(x, 5, kernel = 5, padding = same);
         let n = batch_norm(c);
         let plain = batch_norm(c, affine = false);
-        output n, plain;
+        let causal = conv1d(plain, 3, kernel = 3, dilation = 2, padding = causal);
+        output n, plain, causal;
     }
 }
 
@@ -586,14 +587,14 @@ fn sequence_ops_match() {
     let mut model = SymbolicSequences::<f64>::new(&mut rng);
     random_running_statistics(&mut model, &mut rng);
     let x = random(&mut rng, &[3, 4, 7]);
-    let (n, plain) = model
+    let (n, plain, causal) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
         "symbolic_sequences",
         &model,
         &[Feed::Float(x)],
-        &[dyn_f(n), dyn_f(plain)],
+        &[dyn_f(n), dyn_f(plain), dyn_f(causal)],
     );
 }
 

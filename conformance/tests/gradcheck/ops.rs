@@ -1132,6 +1132,75 @@ fn conv1d_even_same_padding_keeps_a_symbolic_length() {
 }
 
 kiln::model! {
+    /// A causal (dilated, WaveNet-style) stack on a symbolic length: `padding = causal` pads
+    /// the whole span before the sequence, so the length stays `T` and no output sees a later
+    /// position; and a strided causal convolution on a fixed length.
+    struct CausalStack {
+        input x: [B, 3, T];
+        input fixed: [B, 2, 9];
+        target y: [B, 4, T];
+        target z: [B, 3, 5];
+        let c1 = tanh(conv1d(x, 4, kernel = 3, padding = causal));
+        let c2 = conv1d(c1, 4, kernel = 2, dilation = 4, padding = causal, groups = 2);
+        let strided = conv1d(fixed, 3, kernel = 4, stride = 2, padding = causal);
+        output c2, strided;
+        loss mse(c2, y) + mse(strided, z);
+    }
+}
+
+#[test]
+fn conv1d_causal_padding_sees_no_later_position() {
+    let mut rng = StdRng::seed_from_u64(37);
+    let mut model = CausalStack::<f64>::new(&mut rng);
+    for (batch, length) in [(2, 7), (1, 3), (3, 11)] {
+        let x = random(&mut rng, (batch, 3, length), -1.0, 1.0);
+        let fixed = random(&mut rng, (batch, 2, 9), -1.0, 1.0);
+        let y = random(&mut rng, (batch, 4, length), -1.0, 1.0);
+        let z = random(&mut rng, (batch, 3, 5), -1.0, 1.0);
+        let mut grads = model.zero_grads();
+        let mut ws = model.workspace();
+        model
+            .loss_and_grad(
+                x.view(),
+                fixed.view(),
+                y.view(),
+                z.view(),
+                &mut ws,
+                &mut grads,
+            )
+            .unwrap();
+        check(&model, &grads, |m| {
+            m.loss(
+                x.view(),
+                fixed.view(),
+                y.view(),
+                z.view(),
+                &mut m.workspace(),
+            )
+            .unwrap()
+        });
+        // A change at position t moves outputs from t on, never before.
+        let t = length / 2;
+        let mut moved = x.clone();
+        moved
+            .index_axis_mut(kiln::ndarray::Axis(2), t)
+            .mapv_inplace(|v| v + 0.5);
+        let (before, _) = model.forward(x.view(), fixed.view()).unwrap();
+        let (after, _) = model.forward(moved.view(), fixed.view()).unwrap();
+        for p in 0..length {
+            let change = (&before.index_axis(kiln::ndarray::Axis(2), p)
+                - &after.index_axis(kiln::ndarray::Axis(2), p))
+                .fold(0.0f64, |m, d| m.max(d.abs()));
+            if p < t {
+                assert_eq!(change, 0.0, "position {p} saw position {t}");
+            } else if p == t {
+                assert!(change > 0.0, "position {t} did not see itself");
+            }
+        }
+    }
+}
+
+kiln::model! {
     /// Batch norm on sequence batches `[B, C, L]` (BatchNorm1d on 3-D input): after a 1-d
     /// convolution, and straight on an input of symbolic length.
     struct SequenceNorms {

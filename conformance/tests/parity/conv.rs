@@ -256,6 +256,23 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `vision_conv1d_causal`: Keras' `padding = causal` 1-d convolutions (the whole dilated
+    /// span before the sequence): plain, dilated and grouped, and strided; cross-entropy.
+    pub struct VisionConv1dCausal {
+        input x: [B, 3, 8];
+        target label: [B] classes 3;
+        let conv1 = conv1d(x, 4, kernel = 3, padding = causal);
+        let t = tanh(conv1);
+        let conv2 = conv1d(t, 4, kernel = 2, dilation = 3, groups = 2, padding = causal);
+        let conv3 = conv1d(conv2, 2, kernel = 3, stride = 2, padding = causal);
+        let f = flatten(conv3);
+        let fc = linear(f, 3);
+        output conv1, t, conv2, conv3, f, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// One module per case with an `f64` and an `f32` test. The input has rank `$Ix` (`Ix4` for
 /// images); the target is a `float` matrix or class `labels`. `outputs` maps each model
 /// output to the fixture's step name: a layer's value is bound to the layer's name (`conv1`)
@@ -393,6 +410,13 @@ parity_case! {
     input x: Ix3,
     target label: labels,
     outputs { proj => h_lin, h => h, a => a, b => b, c => c, gated => gated, early => early, late => late, r => r, wide => wide, f => f, fc => logits },
+}
+
+parity_case! {
+    vision_conv1d_causal, VisionConv1dCausal,
+    input x: Ix3,
+    target label: labels,
+    outputs { conv1 => c1, t => t, conv2 => c2, conv3 => c3, f => f, fc => logits },
 }
 
 parity_case! {

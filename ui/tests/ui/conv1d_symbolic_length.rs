@@ -1,4 +1,5 @@
-// A symbolic length passes only through a conv1d that keeps it (stride 1, `padding = same`).
+// A symbolic length passes only through a conv1d that keeps it (stride 1, `padding = same` or
+// `causal`).
 kiln::model! {
     pub struct Tiny {
         input x: [B, 4, T];

@@ -37,10 +37,12 @@ impl OpSpec for Conv2dSpec {
         let out = args.int(1, "the number of output channels")?;
         let kernel = args.opt_pair("kernel", 1)?;
         let stride = args.opt_pair("stride", 1)?.unwrap_or((1, 1));
-        let (same, padding) = match padding_word(args, "an integer, a pair `(height, width)`")? {
-            Some(same) => (same, (0, 0)),
-            None => (None, args.opt_pair("padding", 0)?.unwrap_or((0, 0))),
-        };
+        let (same, padding) =
+            match padding_word(args, "an integer, a pair `(height, width)`", false)? {
+                Some(PaddingWord::Same(span)) => (Some(span), (0, 0)),
+                Some(_) => (None, (0, 0)),
+                None => (None, args.opt_pair("padding", 0)?.unwrap_or((0, 0))),
+            };
         let dilation = args.opt_pair("dilation", 1)?.unwrap_or((1, 1));
         let groups = args.opt_int("groups")?.unwrap_or(1);
         let bias = args.opt_bool("bias", true)?;
@@ -60,6 +62,7 @@ impl OpSpec for Conv2dSpec {
             kernel,
             stride,
             padding,
+            lead: (0, 0),
             extra,
             dilation,
             groups,
@@ -68,21 +71,56 @@ impl OpSpec for Conv2dSpec {
     }
 }
 
-/// `padding = same` or `padding = valid`, PyTorch's words: `Some(Some(span))` for `same` (the
-/// padding follows from the kernel), `Some(None)` for `valid` (none), `None` when the padding
-/// is not a word (numbers, read by the caller). `numbers` says what else `padding` takes, for
-/// the error about another word.
+/// A padding given as a word.
+enum PaddingWord {
+    /// `same` (PyTorch's and Keras'): as much as keeps the size, at the word's span.
+    Same(proc_macro2::Span),
+    /// `valid`: none.
+    Valid,
+    /// `causal` (Keras' `Conv1D`): the whole span before the input, none after, so that an
+    /// output position sees only its own and earlier positions.
+    Causal,
+}
+
+/// `padding = same`, `valid` or (for `conv1d`, with `causal_too`) `causal`; `None` when the
+/// padding is not a word (numbers, read by the caller). `numbers` says what else `padding`
+/// takes, for the error about another word.
 fn padding_word(
     args: &mut CallArgs,
     numbers: &str,
-) -> syn::Result<Option<Option<proc_macro2::Span>>> {
+    causal_too: bool,
+) -> syn::Result<Option<PaddingWord>> {
+    let words = if causal_too {
+        "`same`, `valid` or `causal`"
+    } else {
+        "`same` or `valid`"
+    };
     match args.option_expr("padding") {
-        Some(crate::ast::Expr::Var(word)) if word == "same" => Ok(Some(Some(word.span()))),
-        Some(crate::ast::Expr::Var(word)) if word == "valid" => Ok(Some(None)),
-        Some(crate::ast::Expr::Var(word)) => Err(syn::Error::new(
+        Some(crate::ast::Expr::Var(word)) if word == "same" => {
+            Ok(Some(PaddingWord::Same(word.span())))
+        }
+        Some(crate::ast::Expr::Var(word)) if word == "valid" => Ok(Some(PaddingWord::Valid)),
+        Some(crate::ast::Expr::Var(word)) if word == "causal" && causal_too => {
+            Ok(Some(PaddingWord::Causal))
+        }
+        Some(crate::ast::Expr::Var(word)) if word == "causal" => Err(syn::Error::new(
             word.span(),
-            format!("`padding` is {numbers}, `same` or `valid`, not `{word}`"),
+            "`padding = causal` is for `conv1d` (Keras' `Conv1D`), along a sequence: pad a 2-d convolution with numbers, `same` or `valid`, or pad one side with `pad(x, (0, 0, k - 1, 0))` first",
         )),
+        Some(crate::ast::Expr::Var(word)) => {
+            let known: &[&str] = if causal_too {
+                &["same", "valid", "causal"]
+            } else {
+                &["same", "valid"]
+            };
+            let hint = super::closest(&word.to_string(), known.iter().copied())
+                .map(|k| format!(": did you mean `{k}`?"))
+                .unwrap_or_default();
+            Err(syn::Error::new(
+                word.span(),
+                format!("`padding` is {numbers}, {words}, not `{word}`{hint}"),
+            ))
+        }
         _ => Ok(None),
     }
 }
@@ -132,9 +170,12 @@ pub struct Conv2d {
     kernel: (usize, usize),
     stride: (usize, usize),
     padding: (usize, usize),
+    /// Zero rows and columns before the input beyond `padding` (a 1-d `padding = causal`:
+    /// the whole span). See `extra`.
+    lead: (usize, usize),
     /// Zero rows and columns after the input beyond `padding` (0 or 1: the odd one of an
-    /// even `padding = same` kernel). The input is then zero-padded into scratch first, as
-    /// PyTorch does, and the convolution runs on that copy.
+    /// even `padding = same` kernel). With these or `lead`, the input is zero-padded into
+    /// scratch first, as PyTorch does, and the convolution runs on that copy.
     extra: (usize, usize),
     dilation: (usize, usize),
     groups: usize,
@@ -284,10 +325,21 @@ impl Conv2d {
     /// and columns of an uneven `padding = same` (saturating, as the shape stage rejects
     /// what overflows).
     fn input_extents(&self, h: usize, w: usize) -> (usize, usize) {
+        let (gh, gw) = self.grown();
+        (h.saturating_add(gh), w.saturating_add(gw))
+    }
+
+    /// The rows and columns the padded copy adds (`lead` and `extra` together).
+    fn grown(&self) -> (usize, usize) {
         (
-            h.saturating_add(self.extra.0),
-            w.saturating_add(self.extra.1),
+            self.lead.0.saturating_add(self.extra.0),
+            self.lead.1.saturating_add(self.extra.1),
         )
+    }
+
+    /// Whether the convolution runs on a zero-padded copy of its input.
+    fn copies(&self) -> bool {
+        self.grown() != (0, 0)
     }
 
     /// `let geometry = Conv2dGeometry { .. };` for an input of dims `x_dims`.
@@ -325,11 +377,12 @@ impl Conv2d {
 impl Kernel for Conv2d {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         let ins = conv_onnx_inputs(cx, self.bias);
+        let begin = (self.padding.0 + self.lead.0, self.padding.1 + self.lead.1);
         let end = (self.padding.0 + self.extra.0, self.padding.1 + self.extra.1);
         let attrs = conv_onnx_attrs(
             self.kernel,
             self.stride,
-            self.padding,
+            begin,
             end,
             self.dilation,
             self.groups,
@@ -465,10 +518,10 @@ impl Conv2d {
     /// length, see [`Conv1d`]). The passes take the buffers whole and slice them to the
     /// batch at hand.
     fn extra_scratch(&self, batch: Dim, c: usize, h: usize, w: Dim) -> Vec<ScratchSpec> {
-        if self.extra == (0, 0) {
+        if !self.copies() {
             return Vec::new();
         }
-        let extra = self.extra;
+        let extra = self.grown();
         let len = move |dim: &dyn Fn(Dim) -> TokenStream| {
             let (b, w) = (dim(batch), plus(&dim(w), extra.1));
             let dims = literal_dims([c, h.saturating_add(extra.0)]);
@@ -488,7 +541,7 @@ impl Conv2d {
     /// uneven `padding = same`, the input zero-padded after its last row and column first.
     fn forward_plane(&self, cx: &ForwardCx, dims: &[TokenStream]) -> TokenStream {
         let x = &cx.inputs[0].data;
-        if self.extra == (0, 0) {
+        if !self.copies() {
             let setup = self.geometry_tokens(dims);
             return conv_forward_call(cx, x, setup, quote!(conv2d_forward));
         }
@@ -511,7 +564,7 @@ impl Conv2d {
     /// into the input's gradient.
     fn backward_plane(&self, cx: &BackwardCx, dims: &[TokenStream]) -> TokenStream {
         let x = &cx.inputs[0].data;
-        if self.extra == (0, 0) {
+        if !self.copies() {
             let setup = self.geometry_tokens(dims);
             let dx = input_grad(cx);
             return conv_backward_call(cx, x, &dx, setup, quote!(conv2d_backward));
@@ -549,11 +602,12 @@ impl Conv2d {
     /// dims, its length and the pads of `pad_forward`.
     fn extra_tokens(&self, dims: &[TokenStream]) -> (Vec<TokenStream>, TokenStream, TokenStream) {
         let (b, c) = (&dims[0], &dims[1]);
-        let (h, w) = (plus(&dims[2], self.extra.0), plus(&dims[3], self.extra.1));
+        let (gh, gw) = self.grown();
+        let (h, w) = (plus(&dims[2], gh), plus(&dims[3], gw));
         let padded = vec![b.clone(), c.clone(), h, w];
         let len = super::product_of(&padded);
-        let (eh, ew) = self.extra;
-        let pads = quote!(&[(0, #eh), (0, #ew)]);
+        let ((lh, lw), (eh, ew)) = (self.lead, self.extra);
+        let pads = quote!(&[(#lh, #eh), (#lw, #ew)]);
         (padded, len, pads)
     }
 }
@@ -605,9 +659,10 @@ impl OpSpec for Conv1dSpec {
         let out = args.int(1, "the number of output channels")?;
         let kernel = single_option(args, "kernel", 1)?;
         let stride = single_option(args, "stride", 1)?.unwrap_or(1);
-        let (same, padding) = match padding_word(args, "an integer")? {
-            Some(same) => (same, 0),
-            None => (None, single_option(args, "padding", 0)?.unwrap_or(0)),
+        let word = padding_word(args, "an integer", true)?;
+        let padding = match word {
+            Some(_) => 0,
+            None => single_option(args, "padding", 0)?.unwrap_or(0),
         };
         let dilation = single_option(args, "dilation", 1)?.unwrap_or(1);
         let groups = args.opt_int("groups")?.unwrap_or(1);
@@ -619,9 +674,11 @@ impl OpSpec for Conv1dSpec {
                 "`conv1d` needs its kernel size: add `kernel = 3`",
             ));
         };
-        let (padding, extra) = match same {
-            Some(span) => {
-                let total = dilation.saturating_mul(kernel - 1);
+        // Saturating: a huge dilation must give a huge padding (rejected by the shape stage),
+        // not an overflow panic in the macro.
+        let total = dilation.saturating_mul(kernel - 1);
+        let (padding, lead, extra) = match word {
+            Some(PaddingWord::Same(span)) => {
                 if stride != 1 {
                     return Err(same_needs_stride_one(
                         span,
@@ -629,9 +686,10 @@ impl OpSpec for Conv1dSpec {
                         &(total / 2).to_string(),
                     ));
                 }
-                (total / 2, total % 2)
+                (total / 2, 0, total % 2)
             }
-            None => (padding, 0),
+            Some(PaddingWord::Causal) => (0, total, 0),
+            Some(PaddingWord::Valid) | None => (padding, 0, 0),
         };
         Ok(Built::Kernel(Box::new(Conv1d {
             plane: Conv2d {
@@ -639,6 +697,7 @@ impl OpSpec for Conv1dSpec {
                 kernel: (1, kernel),
                 stride: (1, stride),
                 padding: (0, padding),
+                lead: (0, lead),
                 extra: (0, extra),
                 dilation: (1, dilation),
                 groups,
@@ -670,9 +729,10 @@ impl Conv1d {
     fn dilation(&self) -> usize {
         self.plane.dilation.1
     }
-    /// The zero positions after the input beyond `padding` (an uneven `padding = same`).
+    /// The zero positions the padded copy adds beyond `padding`: after the input for an
+    /// uneven `padding = same`, before it for `padding = causal`.
     fn extra(&self) -> usize {
-        self.plane.extra.1
+        self.plane.grown().1
     }
 
     /// Whether the output is as long as the input, whatever its length: stride 1 and padding
@@ -758,7 +818,13 @@ impl Kernel for Conv1d {
         let attrs = vec![
             ("kernel_shape", one(self.kernel())),
             ("strides", one(self.stride())),
-            ("pads", Ints(vec![p, p + self.extra() as i64])),
+            (
+                "pads",
+                Ints(vec![
+                    p + self.plane.lead.1 as i64,
+                    p + self.plane.extra.1 as i64,
+                ]),
+            ),
             ("dilations", one(self.dilation())),
             ("group", Int(self.plane.groups as i64)),
         ];
@@ -776,8 +842,11 @@ impl Kernel for Conv1d {
             self.stride(),
             self.padding()
         );
-        if self.extra() != 0 {
-            text += &format!(", extra_end={}", self.extra());
+        if self.plane.lead.1 != 0 {
+            text += ", causal";
+        }
+        if self.plane.extra.1 != 0 {
+            text += &format!(", extra_end={}", self.plane.extra.1);
         }
         if self.dilation() != 1 {
             text += &format!(", dilation={}", self.dilation());
@@ -835,7 +904,7 @@ impl Kernel for Conv1d {
                 return Err(OpError::input(
                     0,
                     format!(
-                        "the length of {} is the symbolic `{name}`, and this convolution's output length ⌊({name} + 2·{p} − {d}·({k} − 1) − 1)/{s}⌋ + 1 is not `{name}`: declare the length as a number, or keep it with stride 1 and `padding = same`",
+                        "the length of {} is the symbolic `{name}`, and this convolution's output length ⌊({name} + 2·{p} − {d}·({k} − 1) − 1)/{s}⌋ + 1 is not `{name}`: declare the length as a number, or keep it with stride 1 and `padding = same` or `padding = causal`",
                         inputs[0].shape.display(symbols)
                     ),
                 ));
@@ -890,7 +959,7 @@ impl Kernel for Conv1d {
                     suffix: "cols",
                     len: ScratchLen::OfDims(Box::new(move |dim| {
                         let [one, c] = literal_dims([1, c]).try_into().expect("two dims");
-                        let length = plus(&dim(length), plane.extra.1);
+                        let length = plus(&dim(length), plane.grown().1);
                         let geometry = plane.geometry_expr(&[one.clone(), c, one, length]);
                         quote!(#geometry.scratch_len())
                     })),
