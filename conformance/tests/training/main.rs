@@ -1,9 +1,10 @@
 //! Training end to end, one module per subject: `Trainer::fit` (`fit`), `Trainer::fit_batches`
 //! on batch sources (`fit_batches`) and on sequence pairs (`seq2seq`), checkpoints and resume
-//! (`checkpoint`), non-finite values (`non_finite`), metrics beyond accuracy (`metrics`) and
+//! (`checkpoint`), image augmentation (`augment`), non-finite values (`non_finite`), metrics beyond accuracy (`metrics`) and
 //! data-parallel training over thread ranks (`data_parallel`); `common` holds what they share.
 //! One test binary, so that the runtime is compiled for all of them once.
 
+mod augment;
 mod checkpoint;
 mod common;
 mod data_parallel;

@@ -1,6 +1,7 @@
 //! Data: the [`Dataset`] trait, an in-memory [`TensorDataset`], a [`DataLoader`] that cuts a
-//! data set into (optionally shuffled) batches, preprocessing helpers, CSV and IDX (MNIST)
-//! readers, and two small bundled data sets ([`digits`], [`iris`]).
+//! data set into (optionally shuffled) batches, preprocessing helpers, random image
+//! augmentation ([`Augment`]), CSV and IDX (MNIST) readers, and two small bundled data sets
+//! ([`digits`], [`iris`]).
 //!
 //! A training loop is a plain loop over batches:
 //!
@@ -35,6 +36,7 @@
 use crate::Float;
 
 mod arrays;
+mod augment;
 pub(crate) mod batches;
 mod bundled;
 pub mod csv;
@@ -46,6 +48,7 @@ pub(crate) mod source;
 mod transform;
 
 pub use arrays::ArrayBatches;
+pub use augment::Augment;
 pub(crate) use batches::IndexBatches;
 pub use batches::{set_floats, set_ids, BatchSource, ServedArg, ServedKind};
 pub use bundled::{digits, iris};

@@ -9,7 +9,9 @@ use super::metrics::{
     evaluate_batches_counting, evaluate_counting, label_target,
 };
 use super::{check_compatible, Metrics, MetricsAccumulator};
-use crate::data::{Batch, BatchSource, DataLoader, Dataset, Epoch, IndexBatches, ServedKind};
+use crate::data::{
+    Augment, Batch, BatchSource, DataLoader, Dataset, Epoch, IndexBatches, ServedKind,
+};
 use crate::distributed::{Communicator, DataParallel};
 use crate::trainable::{ArgKind, BatchArray, Trainable};
 use crate::{Error, Float, Model, Result, Supervised};
@@ -105,6 +107,10 @@ fn across_ranks<F: Float, M: Model<F>>(
 pub(super) struct DatasetFeed<'l, 'c, F: Float, M: Supervised<F>, D: Dataset<F> + ?Sized> {
     pub loader: &'l DataLoader<'l, F, D>,
     pub epoch: Option<Epoch<'l, F, D>>,
+    /// The epoch being served, for [`Augment`]'s draws.
+    pub epoch_index: usize,
+    /// What changes each training batch's images.
+    pub augment: Option<&'l Augment>,
     pub batch: Batch<F>,
     pub validation: Option<&'l dyn Dataset<F>>,
     pub eval_batch_size: usize,
@@ -132,6 +138,9 @@ where
 
     fn check(&mut self, model: &M, counts: &mut MetricCounts) -> Result<()> {
         check_compatible::<F, M>(self.train_data, "training data")?;
+        if let Some(augment) = self.augment {
+            augment.check(self.train_data.sample_shape())?;
+        }
         if !counts.is_empty() {
             // The metrics see the model's output only in the first batch: one sample now, so
             // that a metric that does not fit is an error before anything is trained.
@@ -173,6 +182,7 @@ where
 
     fn start_epoch(&mut self, epoch: usize) {
         self.epoch = Some(self.loader.epoch_batches(epoch));
+        self.epoch_index = epoch;
         self.served = 0;
     }
 
@@ -181,10 +191,15 @@ where
             return Ok(false);
         }
         self.served += 1;
-        Ok(self
+        let served = self
             .epoch
             .as_mut()
-            .is_some_and(|e| e.next_into(&mut self.batch)))
+            .is_some_and(|e| e.next_into(&mut self.batch));
+        if let (true, Some(augment)) = (served, self.augment) {
+            let batch = &mut self.batch;
+            augment.apply(batch.x.view_mut(), &batch.indices, self.epoch_index)?;
+        }
+        Ok(served)
     }
 
     fn train(

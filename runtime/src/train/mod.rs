@@ -100,7 +100,7 @@ pub use metrics::{
 };
 pub use state::{OptimizerState, StatefulOptimizer};
 
-use crate::data::{Batch, BatchSource, DataLoader, Dataset, TargetKind};
+use crate::data::{Augment, Batch, BatchSource, DataLoader, Dataset, TargetKind};
 use crate::distributed::{rank_seed, Communicator};
 use crate::optim::{clip_grad_norm, LrSchedule, ReduceLrOnPlateau};
 use crate::Trainable;
@@ -143,6 +143,7 @@ pub struct Trainer<'a, F: Float> {
     eval_batch_size: Option<usize>,
     shuffle_seed: Option<u64>,
     drop_last: bool,
+    augment: Option<Augment>,
     validation: Option<&'a dyn Dataset<F>>,
     validation_batches: Option<&'a dyn BatchSource<F>>,
     steps_per_epoch: Option<usize>,
@@ -176,6 +177,7 @@ impl<F: Float> fmt::Debug for Trainer<'_, F> {
             .field("eval_batch_size", &self.eval_batch_size)
             .field("shuffle_seed", &self.shuffle_seed)
             .field("drop_last", &self.drop_last)
+            .field("augment", &self.augment)
             .field("validation", &self.validation.map(|v| v.len()))
             .field(
                 "validation_batches",
@@ -214,6 +216,7 @@ impl<'a, F: Float> Trainer<'a, F> {
             eval_batch_size: None,
             shuffle_seed: Some(0),
             drop_last: false,
+            augment: None,
             validation: None,
             validation_batches: None,
             steps_per_epoch: None,
@@ -339,6 +342,31 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// Whether to skip the last, smaller batch of each epoch (default `false`).
     pub fn drop_last(mut self, drop_last: bool) -> Self {
         self.drop_last = drop_last;
+        self
+    }
+
+    /// Changes every training image at random before it is trained on, drawn anew each
+    /// epoch: torchvision's `transforms` on the training set, Keras' preprocessing layers
+    /// (see [`Augment`]). Validation data is never changed. A sample gets the same changes
+    /// whatever batch, shuffle or rank it lands in, so runs repeat exactly. Samples that are
+    /// not images (fewer than two axes) or settings that do not fit them (a crop padding of
+    /// the whole image) are an error when `fit` starts; [`Trainer::fit_batches`], whose
+    /// batches may hold anything, refuses it.
+    ///
+    /// ```no_run
+    /// use kiln_runtime::data::{self, Augment};
+    /// use kiln_runtime::train::Trainer;
+    /// # fn demo<M: kiln_runtime::Supervised<f32>>(model: &mut M) -> kiln_runtime::Result<()> {
+    /// let mut digits = data::digits::<f32>()?;
+    /// digits.reshape_samples(&[1, 8, 8])?;
+    /// let history = Trainer::new(20, 32)
+    ///     .augment(Augment::new().random_crop(1).seed(3))
+    ///     .fit(model, &mut kiln_runtime::Adam::new(1e-3), &digits)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn augment(mut self, augment: Augment) -> Self {
+        self.augment = (!augment.is_empty()).then_some(augment);
         self
     }
 
@@ -651,6 +679,8 @@ impl<'a, F: Float> Trainer<'a, F> {
         let mut feed = DatasetFeed {
             loader: &loader,
             epoch: None,
+            epoch_index: 0,
+            augment: self.augment.as_ref(),
             batch: Batch::new(),
             validation: self.validation,
             eval_batch_size: self.eval_batch_size.unwrap_or(self.batch_size),
@@ -720,6 +750,15 @@ impl<'a, F: Float> Trainer<'a, F> {
                 what: "Trainer",
                 problem: "validation gives a Dataset, which `fit` takes; fit_batches validates \
                           on a BatchSource: give it with .validation_batches(..)"
+                    .to_string(),
+            });
+        }
+        if self.augment.is_some() {
+            return Err(Error::Data {
+                what: "Trainer",
+                problem: "augment changes the images of a Dataset, which `fit` takes; the \
+                          batches of fit_batches may hold anything: change them in the \
+                          BatchSource (Augment::apply)"
                     .to_string(),
             });
         }
