@@ -197,6 +197,15 @@ fn child() {
                 write_floats(&out.join(format!("{name}-{rank}")), &params(&m));
             }
 
+            // Gradient accumulation: each group summed once, in its last batch.
+            let mut m = model(1 + rank as u64);
+            trainer(2)
+                .accumulate_grad_batches(3)
+                .distributed(&world)
+                .fit(&mut m, &mut Adam::new(1e-2), &data)
+                .expect("fit with accumulation");
+            write_floats(&out.join(format!("accumulated-{rank}")), &params(&m));
+
             // Two epochs checkpointed, each rank told its own directory: only rank 0 writes.
             let mut m = model(1 + rank as u64);
             trainer(2)
@@ -361,6 +370,20 @@ fn two_ranks_train_the_model_of_one_process_on_the_combined_batch() {
         diff < 1e-4,
         "history: {losses:?} vs {:?}",
         history_losses(&history)
+    );
+
+    // Accumulating 3 batches per step, the ranks summing each group once (DDP's `no_sync`).
+    let mut accumulated = model(1);
+    trainer(2)
+        .accumulate_grad_batches(3)
+        .fit(&mut accumulated, &mut Adam::new(1e-2), &data)
+        .expect("fit with accumulation");
+    let rank0 = read_floats(&out.join("accumulated-0"));
+    assert_eq!(rank0, read_floats(&out.join("accumulated-1")));
+    let diff = max_difference(&rank0, &params(&accumulated));
+    assert!(
+        diff < 1e-4,
+        "accumulation: 2 ranks vs 1 process differ by {diff}"
     );
 
     // The hand-written loop: SGD with momentum over uneven shards.

@@ -13,12 +13,15 @@ use kiln::train::{Checkpoint, History, Metric, Trainer};
 use kiln::{Adam, Model, Result};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
 /// The shared state of a group of thread ranks: one slot per rank, and a barrier.
 struct Group {
     slots: Mutex<Vec<Vec<f64>>>,
     barrier: Barrier,
+    /// The f32 sums rank 0 has taken (gradient sums: a model's buckets, batch-norm buffers).
+    f32_sums: AtomicUsize,
 }
 
 /// One rank of a [`Group`]. Sums are taken in f64 in rank order, so every rank gets the same
@@ -33,6 +36,7 @@ fn group(size: usize) -> Vec<ThreadRank> {
     let group = Arc::new(Group {
         slots: Mutex::new(vec![Vec::new(); size]),
         barrier: Barrier::new(size),
+        f32_sums: AtomicUsize::new(0),
     });
     (0..size)
         .map(|rank| ThreadRank {
@@ -74,6 +78,9 @@ impl Communicator for ThreadRank {
         self.size
     }
     fn all_reduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        if self.rank == 0 {
+            self.group.f32_sums.fetch_add(1, Ordering::Relaxed);
+        }
         let total = self.sum(send.iter().map(|&v| f64::from(v)).collect());
         for (r, t) in recv.iter_mut().zip(total) {
             *r = t as f32;
@@ -339,6 +346,161 @@ fn a_rank_with_an_empty_shard_contributes_nothing() {
         // Rank 1's mean gradient, scaled by 7 and back: equal up to rounding.
         assert!(max_difference(summed, &results[1].2) < 1e-6);
     }
+}
+
+/// The rows `rows` of the data set: features and labels.
+fn rows_of(rows: std::ops::Range<usize>) -> (kiln::ndarray::Array2<f32>, Array1<usize>) {
+    let data = dataset();
+    let x = data
+        .features()
+        .slice(kiln::ndarray::s![rows.clone(), ..])
+        .to_owned()
+        .into_dimensionality::<kiln::ndarray::Ix2>()
+        .expect("2-d");
+    let y = data
+        .labels()
+        .expect("labels")
+        .slice(kiln::ndarray::s![rows])
+        .to_owned();
+    (x, y)
+}
+
+/// The mean gradient of `m` over the rows `rows` of the data set, flat.
+fn rows_gradient(m: &mut Mlp<f32>, rows: std::ops::Range<usize>) -> Vec<f32> {
+    let (x, y) = rows_of(rows);
+    let mut grads = m.zero_grads();
+    m.loss_and_grad(x.view(), y.view(), &mut m.workspace(), &mut grads)
+        .expect("step");
+    let mut flat = Vec::new();
+    Mlp::visit_grads(&grads, &mut |_, g| flat.extend(g.iter().copied()));
+    flat
+}
+
+/// Steps without a sum (PyTorch's `no_sync`) are kept and added into the next summed step:
+/// its gradients are the mean over every sample of all those steps on every rank, on a
+/// group of two thread ranks (rank 0 empty in the summed step) and on a single process.
+#[test]
+fn steps_without_a_sum_join_the_next_sum() {
+    // Rank 0: rows 0..5 unsummed, none summed; rank 1: rows 5..12 unsummed, 12..16 summed.
+    let pieces = [(0..5, 5..5), (5..12, 12..16)];
+    let expected = rows_gradient(&mut model(4), 0..16);
+    let ranks = group(2);
+    let results: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranks
+            .iter()
+            .map(|comm| {
+                let (unsummed, summed) = pieces[comm.rank()].clone();
+                s.spawn(move || {
+                    let mut m = model(4);
+                    let mut dp = DataParallel::new(comm, &mut m).expect("data parallel");
+                    let mut ws = m.workspace();
+                    let mut grads = m.zero_grads();
+                    let (x, y) = rows_of(unsummed.clone());
+                    let loss = dp
+                        .train_batch_no_sync(
+                            &mut m,
+                            x.view().into_dyn(),
+                            kiln::TargetView::Labels(y.view()),
+                            &mut ws,
+                            &mut grads,
+                            unsummed.len(),
+                        )
+                        .expect("step without a sum");
+                    assert!(loss.is_some());
+                    let (x, y) = rows_of(summed.clone());
+                    let (_, global) = dp
+                        .train_batch(
+                            &mut m,
+                            x.view().into_dyn(),
+                            kiln::TargetView::Labels(y.view()),
+                            &mut ws,
+                            &mut grads,
+                            summed.len(),
+                        )
+                        .expect("summed step");
+                    let mut flat = Vec::new();
+                    Mlp::visit_grads(&grads, &mut |_, g| flat.extend(g.iter().copied()));
+                    (global, flat)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    for (global, summed) in &results {
+        assert_eq!(*global, 16);
+        let diff = max_difference(summed, &expected);
+        assert!(diff < 1e-5, "two ranks: {diff}");
+    }
+    // One process: three unsummed steps, then the summed one (all_reduce_grads).
+    let mut m = model(4);
+    let mut dp = DataParallel::new(&SingleProcess, &mut m).expect("data parallel");
+    let (mut ws, mut grads) = (m.workspace(), m.zero_grads());
+    for rows in [0..4, 4..9, 9..13] {
+        let (x, y) = rows_of(rows.clone());
+        let targets = kiln::TargetView::Labels(y.view());
+        dp.train_batch_no_sync(
+            &mut m,
+            x.view().into_dyn(),
+            targets,
+            &mut ws,
+            &mut grads,
+            rows.len(),
+        )
+        .expect("step without a sum");
+    }
+    let (x, y) = rows_of(13..16);
+    m.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .expect("step");
+    assert_eq!(dp.all_reduce_grads(&mut grads, 3).expect("sum"), 16);
+    let mut flat = Vec::new();
+    Mlp::visit_grads(&grads, &mut |_, g| flat.extend(g.iter().copied()));
+    let diff = max_difference(&flat, &expected);
+    assert!(diff < 1e-5, "one process: {diff}");
+}
+
+/// `accumulate_grad_batches` on thread ranks: each group of batches is summed over the ranks
+/// once, in its last batch, and the weights are those of one process accumulating alike (103
+/// samples in batches of 20, groups of 4: the second group is 20 + 3 samples).
+#[test]
+fn accumulated_batches_are_summed_once_per_group() {
+    let data = dataset();
+    let epochs = 3;
+    let accumulating = || trainer(epochs).accumulate_grad_batches(4);
+    let mut single = model(1);
+    accumulating()
+        .fit(&mut single, &mut Adam::new(1e-2), &data)
+        .expect("fit");
+    let ranks = group(3);
+    let sums = Arc::clone(&ranks[0].group);
+    let weights: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranks
+            .iter()
+            .map(|comm| {
+                let (data, accumulating) = (&data, &accumulating);
+                s.spawn(move || {
+                    let mut m = model(1 + comm.rank() as u64);
+                    accumulating()
+                        .distributed(comm)
+                        .fit(&mut m, &mut Adam::new(1e-2), data)
+                        .expect("fit");
+                    params(&m)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    });
+    for w in &weights {
+        let diff = max_difference(w, &params(&single));
+        assert!(diff < 1e-4, "3 ranks vs 1 process: {diff}");
+    }
+    // Six batches an epoch in two groups: two gradient sums an epoch (one bucket), not six.
+    assert_eq!(sums.f32_sums.load(Ordering::Relaxed), epochs * 2);
 }
 
 kiln::model! {

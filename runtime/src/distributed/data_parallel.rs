@@ -33,6 +33,13 @@ pub struct DataParallel<'c, F: Float, M: Model<F>> {
     bounds: Vec<usize>,
     /// Per bucket, the elements not yet written in the current step.
     remaining: Vec<usize>,
+    /// This rank's gradients of the steps taken without a sum
+    /// ([`DataParallel::train_batch_no_sync`]), each times its sample count, and (last
+    /// element) those counts' total: added into the next summed step. Allocated at the first
+    /// such step.
+    carry: Vec<F>,
+    /// Whether `carry` holds anything since the last summed step.
+    carrying: bool,
     _model: PhantomData<fn() -> M>,
 }
 
@@ -115,6 +122,8 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
             slots: Vec::new(),
             bounds: Vec::new(),
             remaining: Vec::new(),
+            carry: Vec::new(),
+            carrying: false,
             _model: PhantomData,
         };
         let mut offset = 0;
@@ -192,13 +201,15 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
     /// errors.
     pub fn all_reduce_grads(&mut self, grads: &mut M::Grads, local_batch: usize) -> Result<usize> {
         if self.comm.size() == 1 {
-            // The sum over one rank is the rank's own gradient: nothing to move or rescale.
+            // The sum over one rank is the rank's own gradient: nothing to move or rescale,
+            // unless steps without a sum left gradients to add in.
             self.steps += 1;
-            return Ok(local_batch);
+            return Ok(self.fold_carry_alone(grads, local_batch));
         }
         let params = self.params;
         let weight = F::from_usize(local_batch);
         let send = &mut self.send;
+        let carry = self.carrying.then_some(&self.carry[..]);
         let mut offset = 0;
         M::visit_grads(grads, &mut |_, g| {
             with_slice(g, &mut |s| {
@@ -212,6 +223,11 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
                         *d = v * weight;
                     }
                 }
+                if let Some(carry) = carry {
+                    for (d, &c) in out.iter_mut().zip(&carry[offset.min(end)..end]) {
+                        *d += c;
+                    }
+                }
                 offset += s.len();
             })
         });
@@ -223,12 +239,131 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
                 ),
             });
         }
-        self.send[params] = weight;
+        self.send[params] = weight + self.carried();
+        self.carrying = false;
         let started = Instant::now();
         F::all_reduce_sum(self.comm, &self.send[..=params], &mut self.recv[..=params])?;
         self.comm_time += started.elapsed();
         self.steps += 1;
         Ok(self.unpack(grads))
+    }
+
+    /// PyTorch DDP's `no_sync`: this rank's training step on its `local_batch` samples
+    /// without the sum over the ranks. `grads` gets this rank's own mean gradient, and a copy
+    /// (times `local_batch`) is kept and added into the sum of the next summed step
+    /// ([`DataParallel::train_batch`], [`DataParallel::train_step`],
+    /// [`DataParallel::overlap_backward`] or [`DataParallel::all_reduce_grads`]), whose
+    /// `grads` are then the mean over every rank's samples of all those steps, as one batch
+    /// of them all would give. Gradient accumulation over `n` batches thus communicates once,
+    /// not `n` times. A rank whose shard is empty passes 0 (nothing runs or is kept), but
+    /// every rank must take the same steps. Returns this rank's loss (`None` for an empty
+    /// shard). Allocates the kept copy at its first call only.
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn train_batch_no_sync(
+        &mut self,
+        model: &mut M,
+        x: ArrayViewD<'_, F>,
+        y: TargetView<'_, F>,
+        ws: &mut M::Workspace,
+        grads: &mut M::Grads,
+        local_batch: usize,
+    ) -> Result<Option<F>>
+    where
+        M: Supervised<F>,
+    {
+        if local_batch == 0 {
+            return Ok(None);
+        }
+        let loss = model.train_batch(x, y, ws, grads)?;
+        self.carry_grads(grads, local_batch);
+        Ok(Some(loss))
+    }
+
+    /// [`DataParallel::train_batch_no_sync`] for a [`Trainable`] model (as
+    /// [`DataParallel::train_step`] is to [`DataParallel::train_batch`]).
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn train_step_no_sync(
+        &mut self,
+        model: &mut M,
+        batch: &[BatchArray<F>],
+        ws: &mut <M as Trainable<F>>::Workspace,
+        grads: &mut M::Grads,
+        local_batch: usize,
+    ) -> Result<Option<F>>
+    where
+        M: Trainable<F>,
+    {
+        if local_batch == 0 {
+            return Ok(None);
+        }
+        let loss = model.train_step(batch, ws, grads)?;
+        self.carry_grads(grads, local_batch);
+        Ok(Some(loss))
+    }
+
+    /// Adds `grads · local_batch` and `local_batch` to the kept sums.
+    fn carry_grads(&mut self, grads: &M::Grads, local_batch: usize) {
+        let params = self.params;
+        if self.carry.len() != params + 1 {
+            self.carry = crate::memory::zeroed_vec(params + 1);
+        }
+        if !self.carrying {
+            self.carry.fill(F::ZERO);
+            self.carrying = true;
+        }
+        let weight = F::from_usize(local_batch);
+        let carry = &mut self.carry;
+        let mut offset = 0;
+        M::visit_grads(grads, &mut |_, g| {
+            with_slice(g, &mut |s| {
+                let end = (offset + s.len()).min(params);
+                for (c, &v) in carry[offset.min(end)..end].iter_mut().zip(s) {
+                    *c += v * weight;
+                }
+                offset += s.len();
+            })
+        });
+        carry[params] += weight;
+    }
+
+    /// The samples of the kept steps (0 when nothing is kept).
+    fn carried(&self) -> F {
+        if self.carrying {
+            self.carry[self.params]
+        } else {
+            F::ZERO
+        }
+    }
+
+    /// On a group of one rank: `grads` (the mean over `local_batch` samples, not read when 0)
+    /// combined with the kept steps into the mean over all their samples, which is returned.
+    fn fold_carry_alone(&mut self, grads: &mut M::Grads, local_batch: usize) -> usize {
+        if !self.carrying {
+            return local_batch;
+        }
+        self.carrying = false;
+        let (weight, carried) = (F::from_usize(local_batch), self.carry[self.params]);
+        let total = weight + carried;
+        let scale = F::ONE / total;
+        let carry = &self.carry;
+        let mut offset = 0;
+        M::visit_grads_mut(grads, &mut |_, mut g| {
+            for (v, &c) in g.iter_mut().zip(&carry[offset..]) {
+                // Not `0 · g` for an empty shard: its stale gradient may hold a NaN.
+                let own = if local_batch == 0 {
+                    F::ZERO
+                } else {
+                    *v * weight
+                };
+                *v = (own + c) * scale;
+            }
+            offset += g.len();
+        });
+        total.to_f64().round() as usize
     }
 
     /// Sets the size of the gradient buckets of [`DataParallel::train_batch`] (default
@@ -330,7 +465,7 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
                 // The sum over one rank is the rank's own gradient: nothing to report to.
                 _ => Some(backward(grads, &mut Discard)?),
             };
-            return Ok((out, local_batch));
+            return Ok((out, self.fold_carry_alone(grads, local_batch)));
         }
         let params = self.params;
         let rank = self.comm.rank();
@@ -338,6 +473,8 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
         for (r, w) in self.remaining.iter_mut().zip(self.bounds.windows(2)) {
             *r = w[1] - w[0];
         }
+        let carry = self.carrying.then_some(&self.carry[..]);
+        self.carrying = false;
         let mut send = Some(&mut self.send[..=params]);
         let mut recv = Some(&mut self.recv[..=params]);
         let (slots, bounds, remaining) = (&self.slots, &self.bounds, &mut self.remaining[..]);
@@ -349,7 +486,8 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
             let (Some(send), Some(recv)) = (send.take(), recv.take()) else {
                 return Ok(());
             };
-            let mut sink = Buckets::new(pending, send, recv, bounds, remaining, weight);
+            let mut sink = Buckets::new(pending, send, recv, bounds, remaining, weight, carry);
+            // The sample count: this step's, and the kept steps' (their `carry` element).
             sink.write(params, &[F::ONE]);
             match backward.take() {
                 Some(backward) if local_batch > 0 => {
@@ -478,6 +616,9 @@ struct Buckets<'b, 'p, F: Float> {
     /// The next bucket to start, counting down (`0`: all started).
     next: usize,
     weight: F,
+    /// What steps without a sum kept, added to every element written (see
+    /// [`DataParallel::train_batch_no_sync`]).
+    carry: Option<&'p [F]>,
     error: Option<Error>,
 }
 
@@ -489,6 +630,7 @@ impl<'b, 'p, F: Float> Buckets<'b, 'p, F> {
         bounds: &'p [usize],
         remaining: &'p mut [usize],
         weight: F,
+        carry: Option<&'p [F]>,
     ) -> Self {
         let mut sends: [Option<&'b mut [F]>; MAX_BUCKETS] = std::array::from_fn(|_| None);
         let mut recvs: [Option<&'b mut [F]>; MAX_BUCKETS] = std::array::from_fn(|_| None);
@@ -505,23 +647,37 @@ impl<'b, 'p, F: Float> Buckets<'b, 'p, F> {
             next: remaining.len(),
             remaining,
             weight,
+            carry,
             error: None,
         }
     }
 
-    /// Writes `values · weight` at flat offset `start`.
+    /// Writes `values · weight` (plus what is carried there) at flat offset `start`.
     fn write(&mut self, start: usize, values: &[F]) {
-        let weight = self.weight;
+        let (weight, carry) = (self.weight, self.carry);
         self.fill(start, values.len(), &mut |out, from| {
             for (d, &v) in out.iter_mut().zip(&values[from..]) {
                 *d = v * weight;
             }
+            if let Some(carry) = carry {
+                let at = start + from;
+                for (d, &c) in out.iter_mut().zip(&carry[at..]) {
+                    *d += c;
+                }
+            }
         });
     }
 
-    /// Writes zeros at `start..start + len`.
+    /// Writes zeros (or what is carried there) at `start..start + len`.
     fn zero(&mut self, start: usize, len: usize) {
-        self.fill(start, len, &mut |out, _| out.fill(F::ZERO));
+        let carry = self.carry;
+        self.fill(start, len, &mut |out, from| match carry {
+            Some(carry) => {
+                let at = start + from;
+                out.copy_from_slice(&carry[at..at + out.len()]);
+            }
+            None => out.fill(F::ZERO),
+        });
     }
 
     /// Calls `put(part, from)` for each bucket's part of `start..start + len` (`from`: the

@@ -11,7 +11,9 @@
 //!   in one all-reduce ([`DataParallel::all_reduce_grads`]), or during it in buckets of a few
 //!   MiB that start as soon as the backward pass has finished them
 //!   ([`DataParallel::train_batch`]; the generated backward pass reports each layer's
-//!   gradients to a [`GradSink`](crate::GradSink));
+//!   gradients to a [`GradSink`](crate::GradSink)); steps of gradient accumulation before
+//!   the last skip the sum and keep their gradients for it
+//!   ([`DataParallel::train_batch_no_sync`], PyTorch DDP's `no_sync`);
 //! - [`DataLoader::shard`](crate::data::DataLoader::shard) cuts every global batch of the
 //!   shared, seeded epoch order into one contiguous piece per rank;
 //! - [`Trainer::distributed`](crate::train::Trainer::distributed) does both inside `fit`, and

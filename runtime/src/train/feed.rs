@@ -43,14 +43,21 @@ pub(super) trait Feed<F: Float, M: Model<F>> {
     fn start_epoch(&mut self, epoch: usize);
     /// Fetches the next batch; `false` at the end of the epoch.
     fn next_batch(&mut self) -> Result<bool>;
-    /// Trains on the fetched batch: overwrites `grads`, adds the batch to `counts`.
+    /// Trains on the fetched batch: overwrites `grads`, adds the batch to `counts`. Without
+    /// `sync` (a batch of an accumulated group before its last), a data-parallel feed keeps
+    /// this rank's gradients for the group's last batch, which sums them all over the ranks
+    /// ([`DataParallel::train_batch_no_sync`]).
     fn train(
         &mut self,
         model: &mut M,
         ws: &mut Self::Workspace,
         grads: &mut M::Grads,
         counts: &mut MetricCounts,
+        sync: bool,
     ) -> Result<Trained<F>>;
+    /// Whether the feed sums an accumulated group's gradients itself (data parallelism):
+    /// the group's last `train` then leaves the mean over all its samples in `grads`.
+    fn sums_accumulated(&self) -> bool;
     /// The epoch's metrics, once the epoch's batches are done (summed across ranks, `counts`
     /// too).
     fn end_epoch(
@@ -208,16 +215,21 @@ where
         ws: &mut M::Workspace,
         grads: &mut M::Grads,
         counts: &mut MetricCounts,
+        sync: bool,
     ) -> Result<Trained<F>> {
         let batch = &self.batch;
         // A rank's piece of a short last batch may be empty: it runs no pass but still joins
         // the gradient sum, which data parallelism computes while the backward pass runs
         // (bucket by bucket, last layers first).
         let loss = match &mut self.data_parallel {
-            Some(dp) => {
+            Some(dp) if sync => {
                 let targets = batch_targets(batch);
                 dp.train_batch(model, batch.x.view(), targets, ws, grads, batch.len())?
                     .0
+            }
+            Some(dp) => {
+                let targets = batch_targets(batch);
+                dp.train_batch_no_sync(model, batch.x.view(), targets, ws, grads, batch.len())?
             }
             None if batch.is_empty() => None,
             None => Some(model.train_batch(batch.x.view(), batch_targets(batch), ws, grads)?),
@@ -237,6 +249,10 @@ where
             samples: batch.len(),
             correct_of,
         })
+    }
+
+    fn sums_accumulated(&self) -> bool {
+        self.data_parallel.is_some()
     }
 
     fn end_epoch(
@@ -429,9 +445,11 @@ where
         ws: &mut Self::Workspace,
         grads: &mut M::Grads,
         counts: &mut MetricCounts,
+        sync: bool,
     ) -> Result<Trained<F>> {
         let loss = match &mut self.data_parallel {
-            Some(dp) => dp.train_step(model, &self.batch, ws, grads, self.local)?.0,
+            Some(dp) if sync => dp.train_step(model, &self.batch, ws, grads, self.local)?.0,
+            Some(dp) => dp.train_step_no_sync(model, &self.batch, ws, grads, self.local)?,
             None => Some(model.train_step(&self.batch, ws, grads)?),
         };
         let correct_of = match loss {
@@ -446,6 +464,10 @@ where
             samples: self.local,
             correct_of,
         })
+    }
+
+    fn sums_accumulated(&self) -> bool {
+        self.data_parallel.is_some()
     }
 
     fn end_epoch(

@@ -430,9 +430,16 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// their gradients, as PyTorch Lightning's `accumulate_grad_batches` and Keras'
     /// `gradient_accumulation_steps`: batches of 8 accumulated 4 at a time train as batches of
     /// 32 would (in a model without batch statistics), in the memory of 8. The last group of
-    /// an epoch may have fewer batches, and steps with their mean. Clipping applies to the
-    /// mean, schedules count optimizer steps, and the loss, accuracy and metrics are still
-    /// those of every batch.
+    /// an epoch may have fewer batches, and steps with their mean. The mean weighs each batch
+    /// by its samples, so that a short last batch counts for what it holds and the step is
+    /// exactly that of one batch of the group's samples (Lightning and Keras weigh every
+    /// batch alike, which differs only there). Clipping applies to the mean, schedules count
+    /// optimizer steps, and the loss, accuracy and metrics are still those of every batch.
+    ///
+    /// Under [data parallelism](Trainer::distributed) each rank keeps its gradients through a
+    /// group and the ranks sum them once, in its last batch (PyTorch DDP's `no_sync`; see
+    /// [`DataParallel::train_batch_no_sync`](crate::distributed::DataParallel::train_batch_no_sync)):
+    /// one gradient all-reduce per optimizer step, not per batch.
     pub fn accumulate_grad_batches(mut self, n: usize) -> Self {
         self.accumulate = n.max(1);
         self
@@ -877,8 +884,11 @@ impl<'a, F: Float> Trainer<'a, F> {
                         step: state.steps_done + 1,
                         batch: done + 1,
                     };
+                    // Within a group of accumulated batches, data parallelism keeps each
+                    // rank's gradients and sums them once, in the group's last batch.
+                    let sync = pending.closes_group(done + 1 == feed.num_batches());
                     let trained = feed
-                        .train(model, &mut ws, &mut grads, &mut counts)
+                        .train(model, &mut ws, &mut grads, &mut counts, sync)
                         .map_err(|e| when.locate(e))?;
                     if let Some(loss) = trained.loss {
                         if !loss.is_finite() {
@@ -894,7 +904,12 @@ impl<'a, F: Float> Trainer<'a, F> {
                         acc.add_positions(loss.to_f64(), trained.samples, trained.correct_of);
                     }
                     done += 1;
-                    let step = pending.add::<M>(&mut grads, done == feed.num_batches());
+                    let step = pending.add::<M>(
+                        &mut grads,
+                        trained.samples,
+                        done == feed.num_batches(),
+                        feed.sums_accumulated(),
+                    );
                     if step {
                         if let Some(max_norm) = self.clip_grad_norm {
                             clip_grad_norm::<F, M>(&mut grads, max_norm);
@@ -1257,11 +1272,15 @@ struct SaveBest {
 }
 
 /// The gradients of the batches since the last optimizer step, for
-/// [`Trainer::accumulate_grad_batches`]: flat, in the order the model visits them.
+/// [`Trainer::accumulate_grad_batches`]: flat, in the order the model visits them, each
+/// batch's mean gradient times its sample count, so that the step gets the mean over all the
+/// group's samples, as one batch of them all would give (a short last batch counts for what
+/// it holds).
 struct Accumulated<F> {
     every: usize,
     sum: Vec<F>,
     batches: usize,
+    samples: usize,
 }
 
 impl<F: Float> Accumulated<F> {
@@ -1270,28 +1289,53 @@ impl<F: Float> Accumulated<F> {
             every,
             sum: Vec::new(),
             batches: 0,
+            samples: 0,
         }
     }
 
     /// Forgets what was summed (an epoch starts with a fresh group).
     fn clear(&mut self) {
         self.batches = 0;
+        self.samples = 0;
     }
 
-    /// Adds a batch's `grads`; when the group is complete (or `last` of the epoch), turns
-    /// `grads` into the group's mean and returns `true`: time for the optimizer step.
-    fn add<M: Model<F>>(&mut self, grads: &mut M::Grads, last: bool) -> bool {
+    /// Whether the next batch closes its group (it is the group's `every`-th, or `last` of
+    /// the epoch): the optimizer steps after it.
+    fn closes_group(&self, last: bool) -> bool {
+        self.every == 1 || self.batches + 1 == self.every || last
+    }
+
+    /// Adds a batch's `grads` (the mean over its `samples`); when the group is complete (or
+    /// `last` of the epoch), turns `grads` into the group's mean and returns `true`: time for
+    /// the optimizer step. With `summed_elsewhere` (data parallelism, which keeps the group's
+    /// gradients itself and sums them in the group's last step), only counts.
+    fn add<M: Model<F>>(
+        &mut self,
+        grads: &mut M::Grads,
+        samples: usize,
+        last: bool,
+        summed_elsewhere: bool,
+    ) -> bool {
         if self.every == 1 {
             return true;
         }
+        let step = self.closes_group(last);
         let first = self.batches == 0;
         self.batches += 1;
-        let step = self.batches == self.every || last;
+        if summed_elsewhere {
+            if step {
+                self.clear();
+            }
+            return step;
+        }
+        let weight = F::from_usize(samples);
         if !step {
             // Into the sum: the first batch of a group overwrites it, so nothing needs zeroing.
+            // An empty batch's gradients are stale: they are not read.
             let (sum, mut i) = (&mut self.sum, 0);
             M::visit_grads(grads, &mut |_, view| {
                 for &g in view.iter() {
+                    let g = if samples == 0 { F::ZERO } else { g * weight };
                     match sum.get_mut(i) {
                         Some(slot) if !first => *slot += g,
                         Some(slot) => *slot = g,
@@ -1300,19 +1344,22 @@ impl<F: Float> Accumulated<F> {
                     i += 1;
                 }
             });
+            self.samples += samples;
             return false;
         }
         if !first {
             let (sum, mut i) = (&self.sum, 0);
-            let scale = F::from_f64(1.0 / self.batches as f64);
+            let total = self.samples + samples;
+            let scale = F::from_f64(1.0 / total.max(1) as f64);
             M::visit_grads_mut(grads, &mut |_, mut view| {
                 for g in view.iter_mut() {
-                    *g = (sum[i] + *g) * scale;
+                    let own = if samples == 0 { F::ZERO } else { *g * weight };
+                    *g = (sum[i] + own) * scale;
                     i += 1;
                 }
             });
         }
-        self.batches = 0;
+        self.clear();
         true
     }
 }
