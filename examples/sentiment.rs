@@ -25,7 +25,7 @@ use kiln::rand::SeedableRng;
 use kiln::text::{
     pad_batch, ClassOrder, Column, LabelKind, LabelledText, TextCsvOptions, Tokenizer, Vocab,
 };
-use kiln::train::{Metric, Trainer};
+use kiln::train::{self, Metric, Trainer};
 use kiln::Adam;
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -288,38 +288,14 @@ pub fn evaluate(
     model: &SentimentNet<f32>,
     data: &kiln::text::EncodedText,
 ) -> Result<Scores, Box<dyn Error>> {
-    let mut confusion = vec![vec![0; CLASSES]; CLASSES];
-    let mut correct = 0;
-    for batch in data.loader(256).max_len(MAX_LEN).epoch(0) {
-        let logits = model.forward(batch.tokens.view(), batch.lengths.view())?;
-        for (&label, predicted) in batch.labels.iter().zip(argmax(&logits)) {
-            confusion[label][predicted] += 1;
-            correct += usize::from(label == predicted);
-        }
-    }
+    let logits = train::predict_batches(model, &data.batches().max_len(MAX_LEN), 256)?;
+    let predicted = train::classes(logits.view())?;
+    let confusion = train::confusion_matrix(data.labels(), &predicted, CLASSES)?;
+    let correct: usize = (0..CLASSES).map(|c| confusion[[c, c]]).sum();
     Ok(Scores {
         accuracy: correct as f64 / data.len().max(1) as f64,
-        confusion,
+        confusion: confusion.outer_iter().map(|row| row.to_vec()).collect(),
     })
-}
-
-/// The index of each row's largest value.
-fn argmax(logits: &Array2<f32>) -> Vec<usize> {
-    logits
-        .axis_iter(Axis(0))
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 {
-                        (i, v)
-                    } else {
-                        best
-                    }
-                })
-                .0
-        })
-        .collect()
 }
 
 /// A classifier loaded back from the files [`train`] saved.

@@ -1,7 +1,8 @@
 //! `Trainer::metrics`: Keras-style metrics beyond accuracy (macro F1, precision and recall,
 //! top-k accuracy, MAE, MSE, RMSE) on the training batches and on validation, checked against
 //! counts of our own from the model's outputs; early stopping on a metric; the history's
-//! columns; and metrics that do not fit the model.
+//! columns; metrics that do not fit the model; and `predict` with the confusion matrix of its
+//! classes.
 
 use crate::common::params;
 use crate::common::{Tagged, Tagger};
@@ -10,8 +11,8 @@ use kiln::ndarray::{Array2, ArrayViewD};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
 use kiln::train::{
-    batch_targets, evaluate, evaluate_batches_metrics, evaluate_metrics, EarlyStopping, Metric,
-    Mode, Trainer, Verdict,
+    self, batch_targets, evaluate, evaluate_batches_metrics, evaluate_metrics, EarlyStopping,
+    Metric, Mode, Trainer, Verdict,
 };
 use kiln::{Adam, Sgd, Supervised, Trainable};
 use std::path::PathBuf;
@@ -231,6 +232,19 @@ fn fit_reports_macro_f1_and_top_k_that_recount_from_the_outputs() {
     assert_eq!(evaluated.get("accuracy"), Some(val_accuracy));
     let plain = evaluate(&model, &val, 64).expect("evaluates");
     assert_eq!(evaluated.get("loss"), Some(plain.loss));
+
+    // `predict` (in batches of 64, the last one short), `classes` and `confusion_matrix` give
+    // the matrix counted above.
+    let logits = train::predict(&model, &val, 64).expect("predicts");
+    assert_eq!(logits.shape(), [val.len(), 10]);
+    let labels = val.labels().expect("labels").to_vec();
+    let predicted = train::classes(logits.view()).expect("classes");
+    let matrix = train::confusion_matrix(&labels, &predicted, 10).expect("a confusion matrix");
+    for (t, row) in confusion.0.iter().enumerate() {
+        for (p, &count) in row.iter().enumerate() {
+            assert_eq!(matrix[[t, p]] as u64, count, "[{t}, {p}]");
+        }
+    }
 }
 
 #[test]
@@ -455,6 +469,20 @@ fn fit_batches_counts_per_position_metrics_without_the_padding() {
     assert_eq!(evaluated.get("precision"), last.metric("val_precision"));
     assert_eq!(evaluated.get("recall"), last.metric("val_recall"));
     assert_eq!(evaluated.get("loss"), last.val_loss);
+
+    // `predict_batches` stacks the per-position scores `[n, T, 3]` of batches of 10; the
+    // confusion matrix without the padding label is the one counted above.
+    let scores = train::predict_batches(&model, &val, 10).expect("predicts");
+    assert_eq!(scores.shape(), [32, val.tags.ncols(), 3]);
+    let predicted = train::classes(scores.view()).expect("classes");
+    let tags: Vec<usize> = val.tags.iter().copied().collect();
+    let matrix =
+        train::confusion_matrix_ignoring(&tags, &predicted, 3, Some(9)).expect("a confusion");
+    for (t, row) in confusion.0.iter().enumerate() {
+        for (p, &count) in row.iter().enumerate() {
+            assert_eq!(matrix[[t, p]] as u64, count, "[{t}, {p}]");
+        }
+    }
 }
 
 fn regression_data(n: usize, seed: u64) -> TensorDataset<f64> {

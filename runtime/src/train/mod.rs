@@ -86,6 +86,7 @@ mod metric;
 mod metrics;
 #[cfg(feature = "plot")]
 pub mod plot;
+mod predict;
 mod progress;
 pub(crate) mod state;
 
@@ -98,6 +99,7 @@ pub use metrics::{
     evaluate_batches_metrics, evaluate_batches_with, evaluate_metrics, evaluate_with, Metrics,
     MetricsAccumulator,
 };
+pub use predict::{classes, confusion_matrix, confusion_matrix_ignoring, predict, predict_batches};
 pub use state::{OptimizerState, StatefulOptimizer};
 
 use crate::data::{Augment, Batch, BatchSource, DataLoader, Dataset, TargetKind};
