@@ -10,7 +10,7 @@ use kiln::{Adam, Optimizer};
 
 #[path = "../runtime/tests/counting/mod.rs"]
 mod counting;
-use counting::allocations_in as allocations_during;
+use counting::{allocations_in as allocations_during, warm_up};
 
 #[global_allocator]
 static ALLOCATOR: counting::Counting = counting::Counting;
@@ -56,6 +56,15 @@ fn a_warm_training_step_allocates_nothing() {
     assert!(
         first > 0,
         "the first step sizes the workspace and the optimizer state"
+    );
+    assert!(
+        warm_up(
+            || {
+                step(&mut model, &x, &y);
+            },
+            5
+        ),
+        "kept allocating"
     );
     let warm = allocations_during(|| {
         for _ in 0..3 {
@@ -117,11 +126,9 @@ fn a_warm_convolutional_step_allocates_nothing() {
             .unwrap();
         opt.step(model, &grads);
     };
-    // Several warm-up steps: the helper thread sizes its own GEMM buffers the first time it
-    // takes a chunk, which on a busy machine may not be in the first step.
-    for _ in 0..3 {
-        step(&mut model, &x, &y);
-    }
+    // The helper thread sizes its own GEMM buffers the first time it takes a chunk, which on
+    // a busy machine may not be in the first step (see `warm_up`).
+    assert!(warm_up(|| step(&mut model, &x, &y), 5), "kept allocating");
     let warm = allocations_during(|| {
         for _ in 0..3 {
             step(&mut model, &x, &y);
@@ -198,6 +205,10 @@ fn a_warm_sequence_step_allocates_nothing() {
         opt.step(model, &grads);
     };
     step(&mut gpt, &tokens, &next);
+    assert!(
+        warm_up(|| step(&mut gpt, &tokens, &next), 5),
+        "kept allocating"
+    );
     let warm = allocations_during(|| {
         for _ in 0..2 {
             step(&mut gpt, &tokens, &next);
@@ -219,6 +230,7 @@ fn a_warm_sequence_step_allocates_nothing() {
         opt.step(model, &grads);
     };
     step(&mut model);
+    assert!(warm_up(|| step(&mut model), 5), "kept allocating");
     let warm = allocations_during(|| {
         for _ in 0..2 {
             step(&mut model);
@@ -285,13 +297,16 @@ fn a_warm_overlapped_data_parallel_step_allocates_nothing() {
         opt.step(model, grads);
         (loss, global)
     };
-    // Many warm-up steps: the helper thread sizes its own GEMM buffers the first time it
-    // takes its share of a product, and when it is asleep the caller takes that share back,
-    // so on a busy machine its first share of a given product can come several steps in
-    // (with one warm-up step this test failed about half the time under a parallel build).
-    for _ in 0..20 {
-        step(&mut model, &mut grads);
-    }
+    // The helper thread's first share of a product can come several steps in (`warm_up`).
+    assert!(
+        warm_up(
+            || {
+                step(&mut model, &mut grads);
+            },
+            5
+        ),
+        "kept allocating"
+    );
     let mut result = (None, 0);
     let warm = allocations_during(|| {
         for _ in 0..3 {

@@ -87,3 +87,24 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// Runs `step` until `clean` calls in a row allocate nothing, at most 200 calls, and returns
+/// whether they did. A product split over two threads hands the helper thread its share only
+/// if the helper wakes in time (else the caller takes it back), so on a busy machine the
+/// helper's first share of a product, which grows its own packing buffers, can come several
+/// steps late: that is its warm-up, which a fixed number of warm-up steps cannot bound.
+#[allow(dead_code)] // Not every test binary that includes this module warms up.
+pub fn warm_up(mut step: impl FnMut(), clean: usize) -> bool {
+    let mut in_a_row = 0;
+    for _ in 0..200 {
+        if in_a_row == clean {
+            return true;
+        }
+        in_a_row = if allocations_in(&mut step) == 0 {
+            in_a_row + 1
+        } else {
+            0
+        };
+    }
+    in_a_row == clean
+}
