@@ -163,6 +163,20 @@ pub enum Op {
         /// the rest after it.
         same: bool,
     },
+    /// `conv1d(x, out, kernel, stride, padding, dilation, groups, bias)` on `[B, C, L]`.
+    Conv1d {
+        x: usize,
+        out: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        d: usize,
+        g: usize,
+        bias: bool,
+        /// The padding as a word: `Same` (stride 1: half the dilated span before the input,
+        /// the rest after it), `Causal` (all of it before), or `Number` (`p` on each side).
+        pad: Pad1,
+    },
     /// `conv_transpose2d(x, out, kernel, stride, padding, output_padding, groups, dilation)`.
     ConvT {
         x: usize,
@@ -272,6 +286,7 @@ impl Op {
             | Op::Attention { x, .. }
             | Op::Rnn { x, .. }
             | Op::Conv { x, .. }
+            | Op::Conv1d { x, .. }
             | Op::ConvT { x, .. }
             | Op::Pool { x, .. }
             | Op::Adaptive { x, .. }
@@ -374,6 +389,12 @@ impl Op {
             Op::Attention { .. } => "multi_head_attention".into(),
             Op::Rnn { gru, .. } => if *gru { "gru" } else { "lstm" }.into(),
             Op::Conv { .. } => "conv2d".into(),
+            Op::Conv1d { pad, .. } => match pad {
+                Pad1::Number => "conv1d",
+                Pad1::Same => "conv1d(padding = same)",
+                Pad1::Causal => "conv1d(padding = causal)",
+            }
+            .into(),
             Op::ConvT { .. } => "conv_transpose2d".into(),
             Op::Pool { max, .. } => if *max { "max_pool2d" } else { "avg_pool2d" }.into(),
             Op::Adaptive { .. } => "adaptive_avg_pool2d".into(),
@@ -742,6 +763,38 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
                 t.push_str(", padding = same");
             } else if *p > 0 {
                 write!(t, ", padding = {p}").unwrap();
+            }
+            if *d > 1 {
+                write!(t, ", dilation = {d}").unwrap();
+            }
+            if *g > 1 {
+                write!(t, ", groups = {g}").unwrap();
+            }
+            if !*bias {
+                t.push_str(", bias = false");
+            }
+            t + ")"
+        }
+        Op::Conv1d {
+            x,
+            out,
+            k,
+            s,
+            p,
+            d,
+            g,
+            bias,
+            pad,
+        } => {
+            let mut t = format!("conv1d({}, {out}, kernel = {k}", n(x));
+            if *s != 1 {
+                write!(t, ", stride = {s}").unwrap();
+            }
+            match pad {
+                Pad1::Same => t.push_str(", padding = same"),
+                Pad1::Causal => t.push_str(", padding = causal"),
+                Pad1::Number if *p > 0 => write!(t, ", padding = {p}").unwrap(),
+                Pad1::Number => {}
             }
             if *d > 1 {
                 write!(t, ", dilation = {d}").unwrap();
@@ -1348,6 +1401,55 @@ impl Gen {
         )
     }
 
+    /// `conv1d` of `v` `[B, C, L]` (a sequence value read with its second axis as channels):
+    /// strided, dilated, grouped (depthwise), with a numeric padding, `same` or `causal`.
+    fn conv1d(&mut self, v: usize) -> Option<usize> {
+        let shape = self.shape(v).clone();
+        let (c, l) = (shape[1].size, shape[2].size);
+        let k = self.pick(&[1, 2, 3, 4]);
+        let d = if k > 1 { self.pick(&[1, 1, 2, 3]) } else { 1 };
+        let pad = self.pick(&[Pad1::Number, Pad1::Same, Pad1::Causal]);
+        let s = if pad == Pad1::Same {
+            1
+        } else {
+            self.pick(&[1, 1, 2])
+        };
+        let p = match pad {
+            Pad1::Number => self.rng.random_range(0..=(d * (k - 1)) / 2 + 1),
+            _ => 0,
+        };
+        let g = if c > 1 && self.chance(0.3) { c } else { 1 };
+        let out = if g > 1 {
+            g * self.pick(&[1, 2])
+        } else {
+            self.rng.random_range(1..=4)
+        };
+        let span = d * (k - 1);
+        let ol = match pad {
+            Pad1::Same => l,
+            Pad1::Causal => (l - 1) / s + 1,
+            Pad1::Number => (l + 2 * p).checked_sub(span + 1)? / s + 1,
+        };
+        if out * ol > 64 {
+            return None;
+        }
+        let bias = self.chance(0.8);
+        Some(self.push(
+            vec![shape[0].clone(), lit(out), lit(ol)],
+            Op::Conv1d {
+                x: v,
+                out,
+                k,
+                s,
+                p,
+                d,
+                g,
+                bias,
+                pad,
+            },
+        ))
+    }
+
     /// `narrow` or `select` of `v` `[B, T, F]` along a fixed time or feature axis, the start
     /// counted from either end.
     fn window(&mut self, v: usize) -> Option<usize> {
@@ -1671,6 +1773,7 @@ impl Gen {
                         ))
                     }
                 }
+                94..=97 if last_lit && shape[1].sym.is_none() => self.conv1d(v),
                 _ if last_lit => Some(self.linear(v)),
                 _ => None,
             },
@@ -2213,4 +2316,12 @@ fn cut(d: usize, step: usize) -> Vec<usize> {
         .step_by(step)
         .map(|start| step.min(d - start))
         .collect()
+}
+
+/// How a generated `conv1d` pads (see [`Op::Conv1d`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pad1 {
+    Number,
+    Same,
+    Causal,
 }

@@ -5,7 +5,7 @@
 //! statistics and running-statistics updates, dropout's masks drawn as kiln draws them from
 //! the workspace's seed).
 
-use super::gen::{BlockDef, Body, Expr, Graph, LossKind, Op, Reduce};
+use super::gen::{BlockDef, Body, Expr, Graph, LossKind, Op, Pad1, Reduce};
 use kiln::ndarray::{ArrayD, Axis, Dimension, IxDyn};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
@@ -524,6 +524,49 @@ impl Interp<'_> {
                                 }
                                 y[[n, o, i, j]] = acc;
                             }
+                        }
+                    }
+                }
+                y
+            }
+            Op::Conv1d {
+                x,
+                out,
+                k,
+                s,
+                p,
+                d,
+                g,
+                bias,
+                pad,
+            } => {
+                let x = &vals[*x];
+                // The zeros before the input; those after it follow from the output length.
+                let before = match pad {
+                    Pad1::Number => *p,
+                    Pad1::Same => d * (k - 1) / 2,
+                    Pad1::Causal => d * (k - 1),
+                };
+                let w = self.p(&pn("weight"));
+                let b = bias.then(|| self.p(&pn("bias")));
+                let (bs, c, l) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+                let ol = shape[2];
+                let (cpg, opg) = (c / g, out / g);
+                let mut y = ArrayD::zeros(IxDyn(shape));
+                for n in 0..bs {
+                    for o in 0..*out {
+                        let grp = o / opg;
+                        for i in 0..ol {
+                            let mut acc = b.map_or(0.0, |b| b[[o]]);
+                            for ci in 0..cpg {
+                                for kk in 0..*k {
+                                    let at = (i * s + kk * d) as isize - before as isize;
+                                    if at >= 0 && (at as usize) < l {
+                                        acc += x[[n, grp * cpg + ci, at as usize]] * w[[o, ci, kk]];
+                                    }
+                                }
+                            }
+                            y[[n, o, i]] = acc;
                         }
                     }
                 }
