@@ -32,6 +32,25 @@ struct ThreadRank {
     group: Arc<Group>,
 }
 
+/// Runs `rank(comm)` on each of `size` thread ranks of one group, and returns their results
+/// in rank order.
+fn on_thread_ranks<T: Send>(size: usize, rank: impl Fn(&ThreadRank) -> T + Sync) -> Vec<T> {
+    let ranks = group(size);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ranks
+            .iter()
+            .map(|comm| {
+                let rank = &rank;
+                s.spawn(move || rank(comm))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    })
+}
+
 fn group(size: usize) -> Vec<ThreadRank> {
     let group = Arc::new(Group {
         slots: Mutex::new(vec![Vec::new(); size]),
@@ -159,30 +178,18 @@ fn train_on_threads(
     resume: Option<&PathBuf>,
 ) -> Vec<(Vec<f32>, Vec<f64>)> {
     let data = dataset();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = group(ranks)
-            .into_iter()
-            .map(|comm| {
-                let data = &data;
-                s.spawn(move || {
-                    let mut m = model(1 + comm.rank() as u64);
-                    let mut t = trainer(epochs).distributed(&comm);
-                    if let Some(dir) = checkpoints {
-                        t = t.checkpoints(dir.join(format!("rank-{}", comm.rank())));
-                    }
-                    if let Some(dir) = resume {
-                        t = t.resume_from(dir);
-                    }
-                    let history = t.fit(&mut m, &mut Adam::new(1e-2), data).expect("fit");
-                    let losses = history.epochs.iter().map(|e| e.train_loss).collect();
-                    (params(&m), losses)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank"))
-            .collect()
+    on_thread_ranks(ranks, |comm| {
+        let mut m = model(1 + comm.rank() as u64);
+        let mut t = trainer(epochs).distributed(comm);
+        if let Some(dir) = checkpoints {
+            t = t.checkpoints(dir.join(format!("rank-{}", comm.rank())));
+        }
+        if let Some(dir) = resume {
+            t = t.resume_from(dir);
+        }
+        let history = t.fit(&mut m, &mut Adam::new(1e-2), &data).expect("fit");
+        let losses = history.epochs.iter().map(|e| e.train_loss).collect();
+        (params(&m), losses)
     })
 }
 
@@ -221,24 +228,12 @@ fn metrics_summed_over_thread_ranks_are_those_of_one_process() {
     let single = with_metrics()
         .fit(&mut model(1), &mut Adam::new(1e-2), &data)
         .expect("fit");
-    let ranks: Vec<History> = std::thread::scope(|s| {
-        let handles: Vec<_> = group(3)
-            .into_iter()
-            .map(|comm| {
-                let with_metrics = &with_metrics;
-                s.spawn(move || {
-                    let mut m = model(1 + comm.rank() as u64);
-                    with_metrics()
-                        .distributed(&comm)
-                        .fit(&mut m, &mut Adam::new(1e-2), &dataset())
-                        .expect("fit")
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank"))
-            .collect()
+    let ranks: Vec<History> = on_thread_ranks(3, |comm| {
+        let mut m = model(1 + comm.rank() as u64);
+        with_metrics()
+            .distributed(comm)
+            .fit(&mut m, &mut Adam::new(1e-2), &dataset())
+            .expect("fit")
     });
     for history in &ranks {
         for (r, one) in history.epochs.iter().zip(&single.epochs) {
@@ -313,33 +308,21 @@ fn a_single_process_group_leaves_gradients_unchanged() {
 
 #[test]
 fn a_rank_with_an_empty_shard_contributes_nothing() {
-    let ranks = group(2);
-    let results: Vec<(usize, Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = ranks
-            .iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    let mut m = model(4);
-                    let (mut grads, own) = gradients(&mut m, 7);
-                    let mut dp = DataParallel::new(comm, &mut m).expect("data parallel");
-                    let local = if comm.rank() == 0 {
-                        // A stale gradient that must not leak into the sum.
-                        Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
-                        0
-                    } else {
-                        7
-                    };
-                    let global = dp.all_reduce_grads(&mut grads, local).expect("sum");
-                    let mut flat = Vec::new();
-                    Mlp::visit_grads(&grads, &mut |_, g| flat.extend(g.iter().copied()));
-                    (global, flat, own)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank"))
-            .collect()
+    let results: Vec<(usize, Vec<f32>, Vec<f32>)> = on_thread_ranks(2, |comm| {
+        let mut m = model(4);
+        let (mut grads, own) = gradients(&mut m, 7);
+        let mut dp = DataParallel::new(comm, &mut m).expect("data parallel");
+        let local = if comm.rank() == 0 {
+            // A stale gradient that must not leak into the sum.
+            Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
+            0
+        } else {
+            7
+        };
+        let global = dp.all_reduce_grads(&mut grads, local).expect("sum");
+        let mut flat = Vec::new();
+        Mlp::visit_grads(&grads, &mut |_, g| flat.extend(g.iter().copied()));
+        (global, flat, own)
     });
     for (global, summed, _) in &results {
         assert_eq!(*global, 7);
@@ -384,50 +367,38 @@ fn steps_without_a_sum_join_the_next_sum() {
     // Rank 0: rows 0..5 unsummed, none summed; rank 1: rows 5..12 unsummed, 12..16 summed.
     let pieces = [(0..5, 5..5), (5..12, 12..16)];
     let expected = rows_gradient(&mut model(4), 0..16);
-    let ranks = group(2);
-    let results: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = ranks
-            .iter()
-            .map(|comm| {
-                let (unsummed, summed) = pieces[comm.rank()].clone();
-                s.spawn(move || {
-                    let mut m = model(4);
-                    let mut dp = DataParallel::new(comm, &mut m).expect("data parallel");
-                    let mut ws = m.workspace();
-                    let mut grads = m.zero_grads();
-                    let (x, y) = rows_of(unsummed.clone());
-                    let loss = dp
-                        .train_batch_no_sync(
-                            &mut m,
-                            x.view().into_dyn(),
-                            kiln::TargetView::Labels(y.view()),
-                            &mut ws,
-                            &mut grads,
-                            unsummed.len(),
-                        )
-                        .expect("step without a sum");
-                    assert!(loss.is_some());
-                    let (x, y) = rows_of(summed.clone());
-                    let (_, global) = dp
-                        .train_batch(
-                            &mut m,
-                            x.view().into_dyn(),
-                            kiln::TargetView::Labels(y.view()),
-                            &mut ws,
-                            &mut grads,
-                            summed.len(),
-                        )
-                        .expect("summed step");
-                    let mut flat = Vec::new();
-                    Mlp::visit_grads(&grads, &mut |_, g| flat.extend(g.iter().copied()));
-                    (global, flat)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank"))
-            .collect()
+    let results: Vec<(usize, Vec<f32>)> = on_thread_ranks(2, |comm| {
+        let (unsummed, summed) = pieces[comm.rank()].clone();
+        let mut m = model(4);
+        let mut dp = DataParallel::new(comm, &mut m).expect("data parallel");
+        let mut ws = m.workspace();
+        let mut grads = m.zero_grads();
+        let (x, y) = rows_of(unsummed.clone());
+        let loss = dp
+            .train_batch_no_sync(
+                &mut m,
+                x.view().into_dyn(),
+                kiln::TargetView::Labels(y.view()),
+                &mut ws,
+                &mut grads,
+                unsummed.len(),
+            )
+            .expect("step without a sum");
+        assert!(loss.is_some());
+        let (x, y) = rows_of(summed.clone());
+        let (_, global) = dp
+            .train_batch(
+                &mut m,
+                x.view().into_dyn(),
+                kiln::TargetView::Labels(y.view()),
+                &mut ws,
+                &mut grads,
+                summed.len(),
+            )
+            .expect("summed step");
+        let mut flat = Vec::new();
+        Mlp::visit_grads(&grads, &mut |_, g| flat.extend(g.iter().copied()));
+        (global, flat)
     });
     for (global, summed) in &results {
         assert_eq!(*global, 16);
@@ -473,34 +444,21 @@ fn accumulated_batches_are_summed_once_per_group() {
     accumulating()
         .fit(&mut single, &mut Adam::new(1e-2), &data)
         .expect("fit");
-    let ranks = group(3);
-    let sums = Arc::clone(&ranks[0].group);
-    let weights: Vec<Vec<f32>> = std::thread::scope(|s| {
-        let handles: Vec<_> = ranks
-            .iter()
-            .map(|comm| {
-                let (data, accumulating) = (&data, &accumulating);
-                s.spawn(move || {
-                    let mut m = model(1 + comm.rank() as u64);
-                    accumulating()
-                        .distributed(comm)
-                        .fit(&mut m, &mut Adam::new(1e-2), data)
-                        .expect("fit");
-                    params(&m)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank"))
-            .collect()
+    let ranks = on_thread_ranks(3, |comm| {
+        let mut m = model(1 + comm.rank() as u64);
+        accumulating()
+            .distributed(comm)
+            .fit(&mut m, &mut Adam::new(1e-2), &data)
+            .expect("fit");
+        // Every sum has been taken once this rank's training returns.
+        (params(&m), comm.group.f32_sums.load(Ordering::Relaxed))
     });
-    for w in &weights {
+    for (w, _) in &ranks {
         let diff = max_difference(w, &params(&single));
         assert!(diff < 1e-4, "3 ranks vs 1 process: {diff}");
     }
     // Six batches an epoch in two groups: two gradient sums an epoch (one bucket), not six.
-    assert_eq!(sums.f32_sums.load(Ordering::Relaxed), epochs * 2);
+    assert_eq!(ranks[0].1, epochs * 2);
 }
 
 kiln::model! {
@@ -525,35 +483,22 @@ fn buffers<M: Model<f32>>(model: &M) -> Vec<f32> {
 #[test]
 fn batch_norm_running_statistics_are_averaged_over_the_ranks() {
     let data = dataset();
-    let ranks = group(2);
-    let results: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = ranks
-            .iter()
-            .map(|comm| {
-                let data = &data;
-                s.spawn(move || {
-                    let mut m = BnMlp::<f32>::new(&mut StdRng::seed_from_u64(1));
-                    let mut dp = DataParallel::new(comm, &mut m).expect("data parallel");
-                    // Rank r's statistics all r + 1: the average is 1.5 everywhere.
-                    let value = comm.rank() as f32 + 1.0;
-                    m.visit_buffers_mut(&mut |_, mut b| b.fill(value));
-                    dp.average_buffers(&mut m).expect("average");
-                    let averaged = buffers(&m);
-                    // Through the Trainer (pieces of 10: batch norm needs 2 samples a piece).
-                    let mut m = BnMlp::<f32>::new(&mut StdRng::seed_from_u64(1));
-                    trainer(2)
-                        .drop_last(true)
-                        .distributed(comm)
-                        .fit(&mut m, &mut Adam::new(1e-2), data)
-                        .expect("fit");
-                    (averaged, buffers(&m))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank"))
-            .collect()
+    let results: Vec<(Vec<f32>, Vec<f32>)> = on_thread_ranks(2, |comm| {
+        let mut m = BnMlp::<f32>::new(&mut StdRng::seed_from_u64(1));
+        let mut dp = DataParallel::new(comm, &mut m).expect("data parallel");
+        // Rank r's statistics all r + 1: the average is 1.5 everywhere.
+        let value = comm.rank() as f32 + 1.0;
+        m.visit_buffers_mut(&mut |_, mut b| b.fill(value));
+        dp.average_buffers(&mut m).expect("average");
+        let averaged = buffers(&m);
+        // Through the Trainer (pieces of 10: batch norm needs 2 samples a piece).
+        let mut m = BnMlp::<f32>::new(&mut StdRng::seed_from_u64(1));
+        trainer(2)
+            .drop_last(true)
+            .distributed(comm)
+            .fit(&mut m, &mut Adam::new(1e-2), &data)
+            .expect("fit");
+        (averaged, buffers(&m))
     });
     for (averaged, trained) in &results {
         assert!(!averaged.is_empty() && averaged.iter().all(|&v| v == 1.5));
@@ -594,54 +539,37 @@ fn summing_buckets_during_backward_equals_summing_after_it() {
     let x = data.features().to_owned();
     let y = data.labels().expect("labels").to_owned();
     for bucket_bytes in [64, 1000, kiln::distributed::DEFAULT_BUCKET_BYTES] {
-        let results: Vec<RankStep> = std::thread::scope(|s| {
-            let handles: Vec<_> = group(3)
-                .into_iter()
-                .map(|comm| {
-                    let (x, y) = (&x, &y);
-                    s.spawn(move || {
-                        let mut m = model(4);
-                        let mut dp = DataParallel::new(&comm, &mut m)
-                            .expect("data parallel")
-                            .bucket_bytes(bucket_bytes);
-                        let buckets = dp.buckets();
-                        let r = piece(comm.rank());
-                        let xs = x.slice(kiln::ndarray::s![r.clone(), ..]).into_dyn();
-                        let ys = y.slice(kiln::ndarray::s![r.clone()]);
-                        let target = || kiln::TargetView::Labels(ys);
-                        let mut ws = m.workspace();
-                        // After the backward pass.
-                        let mut grads = m.zero_grads();
-                        Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
-                        let mut loss_after = f32::NAN;
-                        if !r.is_empty() {
-                            loss_after = kiln::Supervised::train_batch(
-                                &mut m,
-                                xs.view(),
-                                target(),
-                                &mut ws,
-                                &mut grads,
-                            )
-                            .expect("step");
-                        }
-                        let global = dp.all_reduce_grads(&mut grads, r.len()).expect("sum");
-                        let after = flat(&grads);
-                        // During it.
-                        let mut grads = m.zero_grads();
-                        Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
-                        let (loss, overlapped_global) = dp
-                            .train_batch(&mut m, xs.view(), target(), &mut ws, &mut grads, r.len())
-                            .expect("overlapped step");
-                        assert_eq!(overlapped_global, global);
-                        assert_eq!(dp.steps(), 2);
-                        (after, flat(&grads), loss, loss_after, buckets)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("rank"))
-                .collect()
+        let results: Vec<RankStep> = on_thread_ranks(3, |comm| {
+            let mut m = model(4);
+            let mut dp = DataParallel::new(comm, &mut m)
+                .expect("data parallel")
+                .bucket_bytes(bucket_bytes);
+            let buckets = dp.buckets();
+            let r = piece(comm.rank());
+            let xs = x.slice(kiln::ndarray::s![r.clone(), ..]).into_dyn();
+            let ys = y.slice(kiln::ndarray::s![r.clone()]);
+            let target = || kiln::TargetView::Labels(ys);
+            let mut ws = m.workspace();
+            // After the backward pass.
+            let mut grads = m.zero_grads();
+            Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
+            let mut loss_after = f32::NAN;
+            if !r.is_empty() {
+                loss_after =
+                    kiln::Supervised::train_batch(&mut m, xs.view(), target(), &mut ws, &mut grads)
+                        .expect("step");
+            }
+            let global = dp.all_reduce_grads(&mut grads, r.len()).expect("sum");
+            let after = flat(&grads);
+            // During it.
+            let mut grads = m.zero_grads();
+            Mlp::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(f32::NAN));
+            let (loss, overlapped_global) = dp
+                .train_batch(&mut m, xs.view(), target(), &mut ws, &mut grads, r.len())
+                .expect("overlapped step");
+            assert_eq!(overlapped_global, global);
+            assert_eq!(dp.steps(), 2);
+            (after, flat(&grads), loss, loss_after, buckets)
         });
         for (rank, (after, during, loss, loss_after, buckets)) in results.iter().enumerate() {
             assert_eq!(
@@ -738,37 +666,26 @@ fn the_backward_pass_reports_each_final_gradient_once() {
         "last layer first: {order:?}"
     );
 
-    let results: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = group(2)
-            .into_iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    let mut m = TinyGpt::<f32>::new(&mut StdRng::seed_from_u64(2));
-                    let mut dp = DataParallel::new(&comm, &mut m)
-                        .expect("data parallel")
-                        .bucket_bytes(40);
-                    let (x, y) = tokens(comm.rank());
-                    let (mut ws, mut grads) = (m.workspace(), m.zero_grads());
-                    m.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
-                        .expect("step");
-                    dp.all_reduce_grads(&mut grads, 3).expect("sum");
-                    let mut after = Vec::new();
-                    TinyGpt::visit_grads(&grads, &mut |_, g| after.extend(g.iter().copied()));
-                    let mut grads = m.zero_grads();
-                    dp.overlap_backward(&mut grads, 3, |g, sink| {
-                        m.loss_and_grad_notify(x.view(), y.view(), &mut ws, g, Some(sink))
-                    })
-                    .expect("overlapped step");
-                    let mut during = Vec::new();
-                    TinyGpt::visit_grads(&grads, &mut |_, g| during.extend(g.iter().copied()));
-                    (after, during)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank"))
-            .collect()
+    let results: Vec<(Vec<f32>, Vec<f32>)> = on_thread_ranks(2, |comm| {
+        let mut m = TinyGpt::<f32>::new(&mut StdRng::seed_from_u64(2));
+        let mut dp = DataParallel::new(comm, &mut m)
+            .expect("data parallel")
+            .bucket_bytes(40);
+        let (x, y) = tokens(comm.rank());
+        let (mut ws, mut grads) = (m.workspace(), m.zero_grads());
+        m.loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+            .expect("step");
+        dp.all_reduce_grads(&mut grads, 3).expect("sum");
+        let mut after = Vec::new();
+        TinyGpt::visit_grads(&grads, &mut |_, g| after.extend(g.iter().copied()));
+        let mut grads = m.zero_grads();
+        dp.overlap_backward(&mut grads, 3, |g, sink| {
+            m.loss_and_grad_notify(x.view(), y.view(), &mut ws, g, Some(sink))
+        })
+        .expect("overlapped step");
+        let mut during = Vec::new();
+        TinyGpt::visit_grads(&grads, &mut |_, g| during.extend(g.iter().copied()));
+        (after, during)
     });
     for (after, during) in &results {
         assert_eq!(after, during);
@@ -835,26 +752,15 @@ fn fit_batches_on_four_thread_ranks_trains_the_model_of_one_process() {
     let history = trainer(3)
         .fit_batches(&mut single, &mut Adam::new(1e-2), &TaggedSequences)
         .expect("fit_batches");
-    let ranks: Vec<(Vec<f32>, Vec<f64>, Option<f64>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = group(4)
-            .into_iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    let mut m = tagger(1 + comm.rank() as u64);
-                    let history = trainer(3)
-                        .distributed(&comm)
-                        .fit_batches(&mut m, &mut Adam::new(1e-2), &TaggedSequences)
-                        .expect("fit_batches on a rank");
-                    let losses = history.epochs.iter().map(|e| e.train_loss).collect();
-                    let accuracy = history.last().and_then(|e| e.train_accuracy);
-                    (params(&m), losses, accuracy)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank"))
-            .collect()
+    let ranks: Vec<(Vec<f32>, Vec<f64>, Option<f64>)> = on_thread_ranks(4, |comm| {
+        let mut m = tagger(1 + comm.rank() as u64);
+        let history = trainer(3)
+            .distributed(comm)
+            .fit_batches(&mut m, &mut Adam::new(1e-2), &TaggedSequences)
+            .expect("fit_batches on a rank");
+        let losses = history.epochs.iter().map(|e| e.train_loss).collect();
+        let accuracy = history.last().and_then(|e| e.train_accuracy);
+        (params(&m), losses, accuracy)
     });
     let single_losses: Vec<f64> = history.epochs.iter().map(|e| e.train_loss).collect();
     let expected = history
@@ -878,32 +784,21 @@ fn fit_batches_on_four_thread_ranks_trains_the_model_of_one_process() {
 /// training on every rank there: no rank waits for the others in the next epoch's sums.
 #[test]
 fn one_ranks_callback_ends_training_on_every_rank() {
-    let epochs: Vec<usize> = std::thread::scope(|s| {
-        let handles: Vec<_> = group(3)
-            .into_iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    let rank = comm.rank();
-                    let mut m = model(1);
-                    let history = trainer(6)
-                        .distributed(&comm)
-                        .on_epoch_end(|record| {
-                            if rank == 1 && record.epoch == 1 {
-                                ControlFlow::Break(())
-                            } else {
-                                ControlFlow::Continue(())
-                            }
-                        })
-                        .fit(&mut m, &mut Adam::new(1e-2), &dataset())
-                        .expect("fit");
-                    history.len()
-                })
+    let epochs: Vec<usize> = on_thread_ranks(3, |comm| {
+        let rank = comm.rank();
+        let mut m = model(1);
+        let history = trainer(6)
+            .distributed(comm)
+            .on_epoch_end(|record| {
+                if rank == 1 && record.epoch == 1 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank"))
-            .collect()
+            .fit(&mut m, &mut Adam::new(1e-2), &dataset())
+            .expect("fit");
+        history.len()
     });
     assert_eq!(epochs, [2, 2, 2]);
 }

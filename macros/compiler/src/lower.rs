@@ -34,6 +34,9 @@ struct Lowerer {
     /// were closest to): their use is hidden by that error, so they are not reported as
     /// unused too.
     refs_of_failed: Vec<String>,
+    /// Names bound by a tuple `let` (`let (q, k, v) = chunk(..)`), whose unused parts are
+    /// skipped with `_` rather than removed.
+    unpacked: Vec<String>,
     errors: Errors,
     statement: usize,
     /// The parameterized layer of the current statement, with its span.
@@ -62,6 +65,7 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
         scope: HashMap::new(),
         used_names: HashMap::new(),
         refs_of_failed: Vec::new(),
+        unpacked: Vec::new(),
         errors: Errors::default(),
         statement: 0,
         statement_layer: None,
@@ -103,7 +107,15 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
                 true,
                 classes.map(|c| ValueKind::Labels { classes: c.0 }),
             ),
-            Stmt::Let { name, expr } => l.lower_let(name, expr),
+            Stmt::Let { name, expr } => {
+                if let Expr::Call(call) = &expr {
+                    // The parser marks each part of a tuple `let` with how many it unpacks.
+                    if call.options.iter().any(|(key, _)| key == "unpacked") {
+                        l.unpacked.push(name.to_string());
+                    }
+                }
+                l.lower_let(name, expr)
+            }
             Stmt::Output { names } => {
                 wrote_output = true;
                 for name in names {
@@ -739,8 +751,7 @@ impl Lowerer {
         for (key, (node, span)) in &self.scope {
             if let Some(n) = node {
                 if !live[*n] && !matches!(g.nodes[*n].kind, NodeKind::Input(_)) {
-                    let part = matches!(&g.nodes[*n].kind, NodeKind::Kernel(k) if matches!(k.name(), "chunk" | "split"));
-                    unused.push((*span, key.clone(), part));
+                    unused.push((*span, key.clone(), self.unpacked.contains(key)));
                 }
             }
         }
