@@ -764,16 +764,7 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             } else if *p > 0 {
                 write!(t, ", padding = {p}").unwrap();
             }
-            if *d > 1 {
-                write!(t, ", dilation = {d}").unwrap();
-            }
-            if *g > 1 {
-                write!(t, ", groups = {g}").unwrap();
-            }
-            if !*bias {
-                t.push_str(", bias = false");
-            }
-            t + ")"
+            conv_tail(t, *d, *g, *bias)
         }
         Op::Conv1d {
             x,
@@ -796,16 +787,7 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
                 Pad1::Number if *p > 0 => write!(t, ", padding = {p}").unwrap(),
                 Pad1::Number => {}
             }
-            if *d > 1 {
-                write!(t, ", dilation = {d}").unwrap();
-            }
-            if *g > 1 {
-                write!(t, ", groups = {g}").unwrap();
-            }
-            if !*bias {
-                t.push_str(", bias = false");
-            }
-            t + ")"
+            conv_tail(t, *d, *g, *bias)
         }
         Op::ConvT {
             x,
@@ -2324,4 +2306,19 @@ pub enum Pad1 {
     Number,
     Same,
     Causal,
+}
+
+/// A convolution call `t` finished with the options it sets away from their defaults:
+/// dilation, groups and bias, then the closing parenthesis.
+fn conv_tail(mut t: String, d: usize, g: usize, bias: bool) -> String {
+    if d > 1 {
+        write!(t, ", dilation = {d}").unwrap();
+    }
+    if g > 1 {
+        write!(t, ", groups = {g}").unwrap();
+    }
+    if !bias {
+        t.push_str(", bias = false");
+    }
+    t + ")"
 }
