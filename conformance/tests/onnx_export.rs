@@ -455,14 +455,18 @@ kiln::model! {
 
 kiln::model! {
     /// `padding = same` with odd dilated spans: the extra row, column or position goes at the
-    /// end of ONNX's `pads`. Circular padding of two axes (slices and concatenations).
+    /// end of ONNX's `pads`. Circular padding of two axes (slices and concatenations), and
+    /// negative pads (a `Slice` before the padding).
     struct EvenSame {
         input x: [B, 3, 6, 5];
         let c = conv2d(x, 4, kernel = (2, 4), padding = same);
         let d = conv2d(c, 2, kernel = 2, dilation = (3, 1), padding = same, groups = 2);
         let s = conv1d(mean(d, axis = 2), 3, kernel = 4, padding = same);
         let w = pad(x, (2, 1, 6, 0), mode = circular);
-        output c, d, s, w;
+        let crop = pad(x, (-1, -2, 0, -3));
+        let shifted = pad(x, (-2, 1), mode = reflect);
+        let wrapped = pad(x, (-1, 2, 1, -2), mode = circular);
+        output c, d, s, w, crop, shifted, wrapped;
     }
 }
 
@@ -471,14 +475,22 @@ fn even_same_and_circular_padding_match() {
     let mut rng = rng();
     let model = EvenSame::<f64>::new(&mut rng);
     let x = random(&mut rng, &[2, 3, 6, 5]);
-    let (c, d, s, w) = model
+    let (c, d, s, w, crop, shifted, wrapped) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
         "even_same",
         &model,
         &[Feed::Float(x)],
-        &[dyn_f(c), dyn_f(d), dyn_f(s), dyn_f(w)],
+        &[
+            dyn_f(c),
+            dyn_f(d),
+            dyn_f(s),
+            dyn_f(w),
+            dyn_f(crop),
+            dyn_f(shifted),
+            dyn_f(wrapped),
+        ],
     );
 }
 

@@ -1319,6 +1319,43 @@ fn pad_in_every_mode() {
 }
 
 kiln::model! {
+    /// Negative pads crop, then each mode pads from what is left: a centred crop over three
+    /// axes, and crops beside reflect, circular and replicate padding, one of them of the
+    /// accumulated value `h` used four times.
+    struct Crops {
+        input x: [B, 2, 6, 7];
+        target t: [B, 2];
+        let h = tanh(x * 1.5);
+        let centre = pad(h, (-1, -2, -2, -1, 0, -1));
+        let shifted = pad(h, (2, -3), mode = reflect);
+        let wrapped = pad(h, (-2, 3, 1, -4), mode = circular);
+        let replicated = pad(h, (-6, 1, 1, 0), mode = replicate);
+        let f = concat(flatten(centre), flatten(shifted), flatten(wrapped), flatten(replicated), axis = 1);
+        let pred = linear(f * f, 2);
+        output pred, centre, wrapped;
+        loss mse(pred, t);
+    }
+}
+
+#[test]
+fn negative_pads_crop_in_every_mode() {
+    let mut rng = StdRng::seed_from_u64(47);
+    let model = Crops::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 2, 6, 7), -1.0, 1.0);
+    let t = random(&mut rng, (3, 2), -1.0, 1.0);
+    let (_, centre, wrapped) = model.forward(x.view()).unwrap();
+    let h = x.mapv(|v| (v * 1.5).tanh());
+    assert_eq!(centre.dim(), (3, 1, 3, 4));
+    assert_eq!(centre[[2, 0, 0, 0]], h[[2, 0, 2, 1]]);
+    // The rows: one wrapped from the end of the 2 left after cropping 4, then those 2; the
+    // columns: the 5 left after cropping 2, then 3 wrapped from their start.
+    assert_eq!(wrapped.dim(), (3, 2, 3, 8));
+    assert_eq!(wrapped[[0, 1, 0, 0]], h[[0, 1, 1, 2]]);
+    assert_eq!(wrapped[[0, 1, 1, 5]], h[[0, 1, 0, 2]]);
+    check_batch(&model, &[floats(&x), floats(&t)]);
+}
+
+kiln::model! {
     /// `narrow` and `select` along a symbolic time axis (from the front and from the end,
     /// checked at run time) and a fixed feature axis, each from one value used four times (its
     /// gradient accumulates).

@@ -273,6 +273,24 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `vision_pad_crop`: negative pads crop before each mode pads from what is left: a
+    /// centred crop, and crops beside reflect, circular and replicate padding.
+    pub struct VisionPadCrop {
+        input x: [B, 2, 6, 7];
+        target label: [B] classes 3;
+        let centre = pad(x, (-1, -2, -2, -1));
+        let shifted = pad(x, (2, -3), mode = reflect);
+        let wrapped = pad(x, (-2, 3, 1, -4), mode = circular);
+        let replicated = pad(x, (-6, 1), mode = replicate);
+        let f = concat(flatten(centre), flatten(shifted), flatten(wrapped), flatten(replicated), axis = 1);
+        let t = tanh(f);
+        let fc = linear(t, 3);
+        output centre, shifted, wrapped, replicated, f, t, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
 /// One module per case with an `f64` and an `f32` test. The input has rank `$Ix` (`Ix4` for
 /// images); the target is a `float` matrix or class `labels`. `outputs` maps each model
 /// output to the fixture's step name: a layer's value is bound to the layer's name (`conv1`)
@@ -417,6 +435,13 @@ parity_case! {
     input x: Ix3,
     target label: labels,
     outputs { conv1 => c1, t => t, conv2 => c2, conv3 => c3, f => f, fc => logits },
+}
+
+parity_case! {
+    vision_pad_crop, VisionPadCrop,
+    input x: Ix4,
+    target label: labels,
+    outputs { centre => centre, shifted => shifted, wrapped => wrapped, replicated => replicated, f => f, t => t, fc => logits },
 }
 
 parity_case! {

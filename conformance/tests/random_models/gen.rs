@@ -230,7 +230,7 @@ pub enum Op {
     /// written); `mode` 0 constant (`value`), 1 reflect, 2 replicate, 3 circular.
     Pad {
         x: usize,
-        pads: Vec<(usize, usize)>,
+        pads: Vec<(isize, isize)>,
         mode: u8,
         value: f64,
     },
@@ -310,7 +310,14 @@ impl Op {
                 ..
             } => out.push("embedding(padding_idx)".into()),
             Op::Upsample { size: Some(_), .. } => out.push("upsample(size)".into()),
-            Op::Pad { value, .. } if *value != 0.0 => out.push("pad(value)".into()),
+            Op::Pad { value, pads, .. } => {
+                if *value != 0.0 {
+                    out.push("pad(value)".into());
+                }
+                if pads.iter().any(|&(b, a)| b < 0 || a < 0) {
+                    out.push("pad(crop)".into());
+                }
+            }
             Op::GroupNorm {
                 groups: Some(_),
                 affine: false,
@@ -1360,17 +1367,33 @@ impl Gen {
         let mut pads = Vec::new();
         for axis in (rank - axes..rank).rev() {
             let d = shape[axis].size;
+            // Now and then a side crops (a negative pad), leaving at least one value.
+            let mut crop = |left: usize| {
+                if left > 1 && self.chance(0.25) {
+                    self.rng.random_range(1..=(left - 1).min(2))
+                } else {
+                    0
+                }
+            };
+            let crop_before = crop(d);
+            let crop_after = crop(d - crop_before);
+            let kept = d - crop_before - crop_after;
             let most = match mode {
-                1 => (d - 1).min(2),
-                3 => d.min(2),
+                1 => (kept - 1).min(2),
+                3 => kept.min(2),
                 _ => 2,
             };
-            let pair = (
-                self.rng.random_range(0..=most),
-                self.rng.random_range(0..=most),
-            );
-            shape[axis] = lit(d + pair.0 + pair.1);
-            pads.push(pair);
+            let mut side = |crop: usize| -> (usize, isize) {
+                if crop > 0 {
+                    (0, -(crop as isize))
+                } else {
+                    let add = self.rng.random_range(0..=most);
+                    (add, add as isize)
+                }
+            };
+            let ((add_before, before), (add_after, after)) = (side(crop_before), side(crop_after));
+            shape[axis] = lit(kept + add_before + add_after);
+            pads.push((before, after));
         }
         self.push(
             shape,

@@ -16,12 +16,12 @@ runner! { R0, float 3, lengths, none 0, unseeded, [] }
 kiln::model! {
     struct R1 {
         input x: [N, T, 3];
-        target y: [N, T, 4];
+        target y: [N, T] classes 4;
         let v1 = Blk0(x);
-        let v2 = pad(v1, (2, 1), mode = circular);
+        let v2 = pad(v1, (0, 1), mode = circular);
         let pred = linear(v2, 4);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y);
 
         block Blk0(x) {
             let u1 = softplus(x);
@@ -31,7 +31,7 @@ kiln::model! {
         }
     }
 }
-runner! { R1, float 3, no_lengths, values 3, unseeded, [] }
+runner! { R1, float 3, no_lengths, labels 2, unseeded, [] }
 decoder! { R1, float 3, [] }
 
 kiln::model! {
@@ -120,25 +120,22 @@ runner! { R6, float 2, no_lengths, labels 1, unseeded, [] }
 kiln::model! {
     struct R7 {
         input x: [B, T] tokens 7;
-        target y: [B, T] classes 4;
+        target y: [B, T, 7];
         let v1 = embedding(x, 4);
-        let v2 = pad(v1, (1, 0), mode = circular);
-        let v3 = Blk0(v2, repeat = 2);
-        let pred = linear(v3, 4);
+        let v2 = pad(v1, (-2, 2), mode = circular);
+        let v3 = linear(v2, 5);
+        let v4 = linear(v2, 5);
+        let v5 = transpose(v4, -2, -1);
+        let v6 = matmul(v3, v5);
+        let v7 = causal_mask(v6);
+        let v8 = softmax(v7);
+        let v9 = matmul(v8, v2);
+        let pred = linear(v9, 7, tied = v1);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 2);
-
-        block Blk0(x) {
-            let u1 = layer_norm(x);
-            let u2 = dropout(u1, 0.25);
-            let u3 = linear(u2, 5);
-            let u4 = x + u3;
-            output u4;
-        }
+        loss mse(pred, y);
     }
 }
-runner! { R7, tokens 2, no_lengths, labels 2, seeded, [] }
-decoder! { R7, tokens 2, [] }
+runner! { R7, tokens 2, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R8 {
@@ -1369,14 +1366,16 @@ kiln::model! {
     struct R81 {
         input x: [B, T] tokens 5;
         input len: [B] lengths T;
+        target y: [B, T, 5];
         let v1 = embedding(x, 4);
         let v2 = gru(v1, 3);
         let v3 = softmax(v2);
         let v4 = linear(v3, 4);
         let v5 = Blk0(v4, repeat = 2);
         let v6 = pad(v5, (0, 0), mode = reflect);
-        let pred = linear(v6, 5, bias = false, tied = v1);
+        let pred = linear(v6, 5, tied = v1);
         output pred;
+        loss bce_with_logits(pred, y);
 
         block Blk0(x) {
             let u1 = dropout(x, 0.25);
@@ -1386,7 +1385,7 @@ kiln::model! {
         }
     }
 }
-runner! { R81, tokens 2, lengths, none 0, seeded, [] }
+runner! { R81, tokens 2, lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R82 {
@@ -1727,14 +1726,16 @@ runner! { R99, float 2, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R108 {
         input x: [B, T] tokens 4;
+        target y: [B, T, 4];
         let v1 = embedding(x, 2);
         let v2 = softsign(exp(tanh(v1)));
-        let v3 = pad(v2, (0, 1), mode = reflect);
-        let pred = linear(v3, 2);
+        let v3 = pad(v2, (1, 1), mode = reflect);
+        let pred = linear(v3, 4);
         output pred;
+        loss mse(pred, y);
     }
 }
-runner! { R108, tokens 2, no_lengths, none 0, unseeded, [] }
+runner! { R108, tokens 2, no_lengths, values 3, unseeded, [] }
 decoder! { R108, tokens 2, [] }
 
 kiln::model! {
@@ -1915,7 +1916,7 @@ kiln::model! {
         let v1 = embedding(x, 2);
         let v2 = -v1;
         let v3 = leaky_relu(v2, 0.2) * v1;
-        let v4 = pad(v3, (1, 2), value = 0.75);
+        let v4 = pad(v3, (0, -1), value = 0.75);
         let pred = linear(v4, 4);
         output pred;
         loss mse(pred, y);
@@ -2059,7 +2060,6 @@ cases! {
 
 decode_cases! {
     1 => R1,
-    7 => R7,
     108 => R108,
     112 => R112,
     130 => R130,

@@ -736,9 +736,9 @@ impl Interp<'_> {
                 let x = &vals[*x];
                 let rank = shape.len();
                 let mut y = ArrayD::zeros(IxDyn(shape));
-                // Output index `o` of an axis of `d` values padded by `before` reads input
-                // index `o - before`: reflected at the border (not repeating it), clamped to
-                // it, or none (the constant).
+                // A negative pad crops first; then output index `o` of the `d` values left,
+                // padded by `before`, reads index `o - before` of them: reflected at the
+                // border (not repeating it), clamped to it, wrapped, or none (the constant).
                 let source = |o: usize, before: usize, d: usize| -> Option<usize> {
                     let i = o as isize - before as isize;
                     let d = d as isize;
@@ -754,10 +754,13 @@ impl Interp<'_> {
                 for (index, out) in y.indexed_iter_mut() {
                     let mut src: Vec<usize> = index.slice().to_vec();
                     let mut inside = true;
-                    for (k, &(before, _)) in pads.iter().enumerate() {
+                    for (k, &(before, after)) in pads.iter().enumerate() {
                         let axis = rank - 1 - k;
-                        match source(src[axis], before, x.shape()[axis]) {
-                            Some(i) => src[axis] = i,
+                        let (crop_b, crop_a) =
+                            (before.min(0).unsigned_abs(), after.min(0).unsigned_abs());
+                        let kept = x.shape()[axis] - crop_b - crop_a;
+                        match source(src[axis], before.max(0) as usize, kept) {
+                            Some(i) => src[axis] = crop_b + i,
                             None => inside = false,
                         }
                     }

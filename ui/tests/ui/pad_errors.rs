@@ -1,7 +1,7 @@
 // `pad`'s mistakes: pairs that do not pair up, more axes than the value has (the batch axis is
-// never padded), a reflection wider than its axis, a circular pad that would wrap more than
-// once, a symbolic axis, a constant for another mode, a negative (cropping) pad, and NumPy's
-// name for the circular mode.
+// never padded), a reflection wider than its axis (or than what a crop leaves of it), a
+// circular pad that would wrap more than once, crops that leave nothing, a symbolic axis, a
+// constant for another mode, and NumPy's name for the circular mode.
 kiln::model! {
     pub struct Odd {
         input x: [B, 4, 8];
@@ -27,6 +27,22 @@ kiln::model! {
 }
 
 kiln::model! {
+    pub struct CroppedReflection {
+        input x: [B, 4, 8];
+        let c = pad(x, (-5, 3), mode = reflect);
+        output c;
+    }
+}
+
+kiln::model! {
+    pub struct CropsEverything {
+        input x: [B, 4, 8];
+        let c = pad(x, (0, 0, -2, -2));
+        output c;
+    }
+}
+
+kiln::model! {
     pub struct WideWrap {
         input x: [B, 4, 8];
         let c = pad(x, (0, 9), mode = circular);
@@ -46,9 +62,8 @@ kiln::model! {
     pub struct Options {
         input x: [B, 4, 8];
         let a = pad(x, (1, 1), mode = reflect, value = 1.0);
-        let b = pad(x, (-1, 1));
         let c = pad(x, (1, 1), mode = wrap);
-        output a, b, c;
+        output a, c;
     }
 }
 

@@ -111,10 +111,20 @@ fn mismatch(axis: usize, first: &Shape, other: &Shape, symbols: &[String]) -> St
             } else if oh >= h && ow >= w {
                 // Larger but not by a whole factor: the original U-Net's crop of the skip
                 // connection, centred.
+                let (top, left) = ((oh - h) / 2, (ow - w) / 2);
+                let crop = |v: usize| {
+                    if v == 0 {
+                        "0".to_string()
+                    } else {
+                        format!("-{v}")
+                    }
+                };
                 format!(
-                    "a centred crop, `narrow(narrow(.., axis = 2, start = {}, length = {h}), axis = 3, start = {}, length = {w})`, or `upsample(.., size = ({h}, {w}))`",
-                    (oh - h) / 2,
-                    (ow - w) / 2
+                    "a centred crop, `pad(.., ({}, {}, {}, {}))` (negative pads crop, as in `F.pad`), or `upsample(.., size = ({h}, {w}))`",
+                    crop(left),
+                    crop(ow - w - left),
+                    crop(top),
+                    crop(oh - h - top)
                 )
             } else {
                 format!("`upsample(.., size = ({h}, {w}))`")

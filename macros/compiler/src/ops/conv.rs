@@ -606,7 +606,9 @@ impl Conv2d {
         let (h, w) = (plus(&dims[2], gh), plus(&dims[3], gw));
         let padded = vec![b.clone(), c.clone(), h, w];
         let len = super::product_of(&padded);
-        let ((lh, lw), (eh, ew)) = (self.lead, self.extra);
+        // Unsuffixed: the kernel takes signed pads (negative ones crop).
+        let [lh, lw, eh, ew] = [self.lead.0, self.lead.1, self.extra.0, self.extra.1]
+            .map(proc_macro2::Literal::usize_unsuffixed);
         let pads = quote!(&[(#lh, #eh), (#lw, #ew)]);
         (padded, len, pads)
     }

@@ -3,12 +3,14 @@
 //! `mode = constant` (the default, `value = 0.0` unless given), `reflect`, `replicate` or
 //! `circular`.
 //! It takes a float value of rank at least one more than the padded axes (the batch axis is
-//! never padded) and returns it with each padded axis `before + d + after` long. The padded
-//! axes must be fixed; a reflect pad must be less than its axis and a circular one at most
-//! its axis (as PyTorch requires). The
-//! backward adds each padded position's gradient into the value it copies. This is what a
-//! causal convolution needs (`pad(x, (k - 1, 0))` then `conv1d` without padding) and what
-//! reflection padding in image models is.
+//! never padded) and returns it with each padded axis `before + d + after` long. A negative
+//! pad crops, as in PyTorch: the axis is cropped first and the modes pad from what is left
+//! (a circular pad wraps around the cropped axis). The padded axes must be fixed, the crops
+//! must leave at least one value, and a reflect pad must be less than the (cropped) axis and
+//! a circular one at most it (as PyTorch requires). The backward adds each padded position's
+//! gradient into the value it copies; cropped values get none. This is what a causal
+//! convolution needs (`pad(x, (k - 1, 0))` then `conv1d` without padding), what reflection
+//! padding in image models is, and how a U-Net crops a skip connection to its decoder's size.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
@@ -83,8 +85,13 @@ impl OpSpec for PadSpec {
     }
 }
 
-/// The padding tuple as `(before, after)` per axis, innermost axis first (PyTorch's order).
-fn parse_pairs(e: &ast::Expr) -> syn::Result<Vec<(usize, usize)>> {
+/// The most pairs a `pad` takes (the runtime kernel's limit; PyTorch's non-constant modes
+/// take at most three).
+const MAX_PAIRS: usize = 8;
+
+/// The padding tuple as `(before, after)` per axis, innermost axis first (PyTorch's order);
+/// negative values crop.
+fn parse_pairs(e: &ast::Expr) -> syn::Result<Vec<(i64, i64)>> {
     let usage = "write the padding as pairs of integers, the last axis first: `(left, right)` or `(left, right, top, bottom)`";
     let items: Vec<&ast::Expr> = match e {
         ast::Expr::Tuple(items, _) => items.iter().collect(),
@@ -96,19 +103,31 @@ fn parse_pairs(e: &ast::Expr) -> syn::Result<Vec<(usize, usize)>> {
             format!("{} padding values do not make pairs: {usage}", items.len()),
         ));
     }
+    if items.len() > 2 * MAX_PAIRS {
+        return Err(syn::Error::new(
+            e.span(),
+            format!(
+                "{} pairs: `pad` pads at most {MAX_PAIRS} trailing axes",
+                items.len() / 2
+            ),
+        ));
+    }
+    let too_large = |s: &proc_macro2::Span| syn::Error::new(*s, "this padding is too large");
     let mut values = Vec::new();
     for item in items {
         match item {
             ast::Expr::Int(v, s) => values.push(
-                usize::try_from(*v)
-                    .map_err(|_| syn::Error::new(*s, "this padding is too large"))?,
+                i64::try_from(*v)
+                    .ok()
+                    .filter(|v| *v < 1 << 40)
+                    .ok_or_else(|| too_large(s))?,
             ),
-            // `-1` is folded into a negative float literal.
-            ast::Expr::Float(v, s) if *v < 0.0 => {
-                return Err(syn::Error::new(
-                    *s,
-                    "a negative padding crops in PyTorch; kiln's `pad` only adds padding: crop with `narrow(x, axis = k, start = s, length = n)`",
-                ))
+            // `-1` is folded into a negative float literal: a crop.
+            ast::Expr::Float(v, s) if *v < 0.0 && v.fract() == 0.0 => {
+                if *v <= -((1u64 << 40) as f64) {
+                    return Err(too_large(s));
+                }
+                values.push(*v as i64)
             }
             other => return Err(syn::Error::new(other.span(), usage)),
         }
@@ -118,25 +137,46 @@ fn parse_pairs(e: &ast::Expr) -> syn::Result<Vec<(usize, usize)>> {
 
 /// A padding of the trailing axes.
 pub struct Pad {
-    /// `(before, after)` per padded axis, innermost first.
-    pads: Vec<(usize, usize)>,
+    /// `(before, after)` per padded axis, innermost first; negative values crop.
+    pads: Vec<(i64, i64)>,
     mode: Mode,
     value: f64,
 }
 
+/// A pair split into what it crops and what it adds: `((crop_before, crop_after),
+/// (pad_before, pad_after))`.
+fn split((before, after): (i64, i64)) -> ((usize, usize), (usize, usize)) {
+    let crop = |v: i64| v.min(0).unsigned_abs() as usize;
+    let add = |v: i64| v.max(0) as usize;
+    ((crop(before), crop(after)), (add(before), add(after)))
+}
+
+/// `v` as ONNX's int64.
+fn cast(v: usize) -> Result<i64, String> {
+    i64::try_from(v).map_err(|_| "a padding too large for ONNX".to_string())
+}
+
 impl Pad {
-    /// Circular padding in ONNX: opset 17's `Pad` has no wrapping mode (`wrap` came in 19),
-    /// so each padded axis, innermost first, is the `Concat` of its last `before` values, the
-    /// value itself and its first `after` values (`Slice`s), which is what PyTorch computes.
-    fn onnx_circular(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+    /// Whether any pair crops.
+    fn crops(&self) -> bool {
+        self.pads.iter().any(|&(b, a)| b < 0 || a < 0)
+    }
+
+    /// Circular padding in ONNX of `value` (dims `dims`): opset 17's `Pad` has no wrapping
+    /// mode (`wrap` came in 19), so each padded axis, innermost first, is the `Concat` of its
+    /// last `before` values, the value itself and its first `after` values (`Slice`s), which
+    /// is what PyTorch computes.
+    fn onnx_circular(
+        &self,
+        cx: &mut crate::onnx::OnnxCx,
+        mut value: String,
+        mut dims: Vec<Dim>,
+    ) -> Result<(), String> {
         use crate::onnx::Attr::Int;
-        let rank = cx.rank(0);
-        let mut dims = cx.input_infos[0].shape.0.clone();
-        let mut value = cx.inputs[0].clone();
-        let cast =
-            |v: usize| i64::try_from(v).map_err(|_| "a padding too large for ONNX".to_string());
+        let rank = dims.len();
         let count = self.pads.len();
-        for (i, (&(before, after), axis)) in self.pads.iter().zip((0..rank).rev()).enumerate() {
+        for (i, (&pair, axis)) in self.pads.iter().zip((0..rank).rev()).enumerate() {
+            let (_, (before, after)) = split(pair);
             let Dim::Fixed(d) = dims[axis] else {
                 return Err("circular padding of a symbolic axis".to_string());
             };
@@ -178,8 +218,44 @@ impl Pad {
         Ok(())
     }
 
+    /// The crops in ONNX: one `Slice` of the cropped axes. Returns the cropped value and its
+    /// dims, or finishes the node with the `Slice` when nothing is added after it.
+    fn onnx_crop(
+        &self,
+        cx: &mut crate::onnx::OnnxCx,
+    ) -> Result<Option<(String, Vec<Dim>)>, String> {
+        let mut dims = cx.input_infos[0].shape.0.clone();
+        let rank = dims.len();
+        let (mut starts, mut ends, mut axes) = (Vec::new(), Vec::new(), Vec::new());
+        for (&pair, axis) in self.pads.iter().zip((0..rank).rev()) {
+            let ((crop_b, crop_a), _) = split(pair);
+            if crop_b + crop_a == 0 {
+                continue;
+            }
+            let Dim::Fixed(d) = dims[axis] else {
+                return Err("a crop of a symbolic axis".to_string());
+            };
+            starts.push(cast(crop_b)?);
+            ends.push(cast(d - crop_a)?);
+            axes.push(cast(axis)?);
+            dims[axis] = Dim::Fixed(d - crop_b - crop_a);
+        }
+        let inputs = vec![
+            cx.inputs[0].clone(),
+            cx.b.ints("starts", starts),
+            cx.b.ints("ends", ends),
+            cx.b.ints("axes", axes),
+        ];
+        let adds = self.pads.iter().any(|&(b, a)| b > 0 || a > 0);
+        if !adds {
+            cx.finish("Slice", inputs, vec![]);
+            return Ok(None);
+        }
+        Ok(Some((cx.op("Slice", inputs, "cropped", vec![]), dims)))
+    }
+
     /// The pairs in axis order (outermost padded axis first), as the kernels take them.
-    fn in_axis_order(&self) -> Vec<(usize, usize)> {
+    fn in_axis_order(&self) -> Vec<(i64, i64)> {
         self.pads.iter().rev().copied().collect()
     }
 
@@ -193,10 +269,13 @@ impl Pad {
     }
 
     fn pads_tokens(&self) -> TokenStream {
-        let pairs = self
-            .in_axis_order()
-            .into_iter()
-            .map(|(b, a)| quote!((#b, #a)));
+        let pairs = self.in_axis_order().into_iter().map(|(b, a)| {
+            let (b, a) = (
+                proc_macro2::Literal::i64_unsuffixed(b),
+                proc_macro2::Literal::i64_unsuffixed(a),
+            );
+            quote!((#b, #a))
+        });
         quote!(&[#(#pairs),*])
     }
 }
@@ -242,20 +321,34 @@ impl Kernel for Pad {
                     ))
                 }
             };
-            if self.mode == Mode::Reflect && (before >= d || after >= d) {
+            let ((crop_b, crop_a), (b, a)) = split((before, after));
+            let crops = crop_b + crop_a;
+            if crops >= d {
                 return Err(OpError::call(format!(
-                    "reflect padding ({before}, {after}) of axis {axis} of {shown} must be less than its {d} values (the border is not repeated): pad by at most {}, or use `mode = replicate`",
-                    d.saturating_sub(1)
+                    "`pad` ({before}, {after}) crops {crops} of the {d} values of axis {axis} of {shown}: crop at most {}",
+                    d - 1
                 )));
             }
-            if self.mode == Mode::Circular && (before > d || after > d) {
+            let kept = d - crops;
+            let left = if crops > 0 {
+                format!("the {kept} values the crop leaves")
+            } else {
+                format!("its {d} values")
+            };
+            if self.mode == Mode::Reflect && (b >= kept || a >= kept) {
                 return Err(OpError::call(format!(
-                    "circular padding ({before}, {after}) of axis {axis} of {shown} must be at most its {d} values (it wraps around once): pad by at most {d}, or use `mode = replicate`"
+                    "reflect padding ({before}, {after}) of axis {axis} of {shown} must be less than {left} (the border is not repeated): pad by at most {}, or use `mode = replicate`",
+                    kept - 1
                 )));
             }
-            let padded = d
-                .checked_add(before)
-                .and_then(|v| v.checked_add(after))
+            if self.mode == Mode::Circular && (b > kept || a > kept) {
+                return Err(OpError::call(format!(
+                    "circular padding ({before}, {after}) of axis {axis} of {shown} must be at most {left} (it wraps around once): pad by at most {kept}, or use `mode = replicate`"
+                )));
+            }
+            let padded = kept
+                .checked_add(b)
+                .and_then(|v| v.checked_add(a))
                 .ok_or_else(|| {
                     OpError::call(format!(
                         "padding axis {axis} of {shown} gives a length too large to address"
@@ -299,24 +392,30 @@ impl Kernel for Pad {
         }
     }
     /// ONNX's `Pad`: begins then ends for every axis (zeros for the unpadded ones), the mode
-    /// (`edge` is PyTorch's `replicate`) and the constant.
+    /// (`edge` is PyTorch's `replicate`) and the constant; crops first as a `Slice`.
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
+        let (value, dims) = if self.crops() {
+            match self.onnx_crop(cx)? {
+                Some(cropped) => cropped,
+                None => return Ok(()),
+            }
+        } else {
+            (cx.inputs[0].clone(), cx.input_infos[0].shape.0.clone())
+        };
         if self.mode == Mode::Circular {
-            return self.onnx_circular(cx);
+            return self.onnx_circular(cx, value, dims);
         }
-        let rank = cx.rank(0);
+        let rank = dims.len();
         let mut begins = vec![0i64; rank];
         let mut ends = vec![0i64; rank];
-        for (&(b, a), axis) in self.pads.iter().zip((0..rank).rev()) {
-            let cast =
-                |v: usize| i64::try_from(v).map_err(|_| "a padding too large for ONNX".to_string());
+        for (&pair, axis) in self.pads.iter().zip((0..rank).rev()) {
+            let (_, (b, a)) = split(pair);
             begins[axis] = cast(b)?;
             ends[axis] = cast(a)?;
         }
         begins.extend(ends);
-        let x = cx.inputs[0].clone();
         let pads = cx.b.ints("pads", begins);
-        let mut inputs = vec![x, pads];
+        let mut inputs = vec![value, pads];
         let mode = match self.mode {
             Mode::Constant => {
                 inputs.push(cx.b.floats("value", Vec::new(), vec![self.value]));
