@@ -174,11 +174,9 @@ fn parse_statements(input: ParseStream) -> syn::Result<Vec<Stmt>> {
     Ok(vec![input.parse::<Stmt>()?])
 }
 
-/// The ops whose parts a tuple `let` unpacks.
-const UNPACKED: &[&str] = &["chunk", "split"];
-
-/// `let (q, k, v) = chunk(qkv, 3, axis = -1);` (`_` skips a part): one `let` per name, each the
-/// same call with the options `index = i` and `unpacked = n` added (see `ops::split`). The value cut
+/// `let (q, k, v) = chunk(qkv, 3, axis = -1);` (`_` skips a part), for an op whose
+/// [`OpSpec::unpacks`](crate::ops::OpSpec::unpacks): one `let` per name, each the same call with
+/// the options `index = i` and `unpacked = n` added (see `ops::split`). The value cut
 /// must be a name, so that repeating the call repeats no layer.
 fn parse_unpacking(input: ParseStream) -> syn::Result<Vec<Stmt>> {
     const EXAMPLE: &str = "`let (q, k, v) = chunk(qkv, 3, axis = -1);`";
@@ -220,12 +218,22 @@ fn parse_unpacking(input: ParseStream) -> syn::Result<Vec<Stmt>> {
     let expr = parse_expr(input)?;
     expect_semi(input, start)?;
     let call = match expr {
-        Expr::Call(call) if UNPACKED.iter().any(|op| call.func == op) => call,
+        Expr::Call(call)
+            if crate::ops::lookup(&call.func.to_string()).is_some_and(|op| op.unpacks()) =>
+        {
+            call
+        }
         other => {
+            let ops: Vec<String> = crate::ops::unpacking_names()
+                .map(|name| format!("`{name}`"))
+                .collect();
             return Err(syn::Error::new(
                 other.span(),
-                format!("only `chunk` and `split` give several values for a tuple `let` to unpack, as in {EXAMPLE}"),
-            ))
+                format!(
+                    "only {} give several values for a tuple `let` to unpack, as in {EXAMPLE}",
+                    ops.join(" and ")
+                ),
+            ));
         }
     };
     if let Some(arg) = call.args.first().filter(|a| !matches!(a, Expr::Var(_))) {

@@ -9,6 +9,7 @@
 //! exactly, and a data-parallel run augments as one process does. Everything is done in place;
 //! nothing is allocated.
 
+use super::loader::mix64;
 use crate::init::StandardNormal;
 use crate::{Error, Float, Result};
 use ndarray::ArrayViewMutD;
@@ -180,15 +181,12 @@ impl Augment {
 }
 
 /// The seed of one sample's draws: the pipeline's seed, the epoch and the sample's index,
-/// mixed (SplitMix64's finalizer) so that neighbouring samples and epochs draw unrelated
-/// values.
+/// mixed so that neighbouring samples and epochs draw unrelated values.
 fn sample_seed(seed: u64, epoch: usize, index: usize) -> u64 {
-    let mut z = seed
-        ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    mix64(
+        seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+    )
 }
 
 /// One step on one sample (its planes of `h × w`, one per channel), drawing from `rng`.

@@ -246,11 +246,14 @@ impl<'d, F: Float, D: Dataset<F> + ?Sized> DataLoader<'d, F, D> {
 /// it is XORed into the seed: with a plain `seed ^ epoch`, simple pairs would collide (seed 1
 /// epoch 0 and seed 0 epoch 1 would shuffle alike).
 pub(crate) fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
-    let mut z = (epoch as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    StdRng::seed_from_u64(seed ^ mix64((epoch as u64).wrapping_add(0x9E37_79B9_7F4A_7C15)))
+}
+
+/// SplitMix64's finalizer: nearby inputs give unrelated outputs.
+pub(crate) fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    StdRng::seed_from_u64(seed ^ z)
+    z ^ (z >> 31)
 }
 
 /// A uniformly random permutation of `0..n` (Fisher–Yates).

@@ -81,6 +81,25 @@ fn with_slice<F: Float>(view: ArrayViewD<'_, F>, f: &mut dyn FnMut(&[F])) {
     }
 }
 
+/// Calls `f(range, values)` for each gradient in `grads`, `range` being its place in the flat
+/// buffer of `params` values (clamped to it, so that gradients longer than the model's make
+/// no out-of-bounds write), and returns how many values the gradients hold.
+fn for_each_flat_grad<F: Float, M: Model<F>>(
+    grads: &M::Grads,
+    params: usize,
+    f: &mut dyn FnMut(std::ops::Range<usize>, &[F]),
+) -> usize {
+    let mut offset = 0;
+    M::visit_grads(grads, &mut |_, g| {
+        with_slice(g, &mut |s| {
+            let end = (offset + s.len()).min(params);
+            f(offset.min(end)..end, s);
+            offset += s.len();
+        })
+    });
+    offset
+}
+
 /// Writes `source` into `view` in the order [`with_slice`] read it.
 fn write_slice<F: Float>(mut view: ArrayViewMutD<'_, F>, source: &[F], scale: F) {
     match view.as_slice_memory_order_mut() {
@@ -210,26 +229,21 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
         let weight = F::from_usize(local_batch);
         let send = &mut self.send;
         let carry = self.carrying.then_some(&self.carry[..]);
-        let mut offset = 0;
-        M::visit_grads(grads, &mut |_, g| {
-            with_slice(g, &mut |s| {
-                let end = (offset + s.len()).min(params);
-                let out = &mut send[offset.min(end)..end];
-                if local_batch == 0 {
-                    // Not `0 · g`: an empty shard's stale gradient may hold a NaN.
-                    out.fill(F::ZERO);
-                } else {
-                    for (d, &v) in out.iter_mut().zip(s) {
-                        *d = v * weight;
-                    }
+        let offset = for_each_flat_grad::<F, M>(grads, params, &mut |range, s| {
+            let out = &mut send[range.clone()];
+            if local_batch == 0 {
+                // Not `0 · g`: an empty shard's stale gradient may hold a NaN.
+                out.fill(F::ZERO);
+            } else {
+                for (d, &v) in out.iter_mut().zip(s) {
+                    *d = v * weight;
                 }
-                if let Some(carry) = carry {
-                    for (d, &c) in out.iter_mut().zip(&carry[offset.min(end)..end]) {
-                        *d += c;
-                    }
+            }
+            if let Some(carry) = carry {
+                for (d, &c) in out.iter_mut().zip(&carry[range]) {
+                    *d += c;
                 }
-                offset += s.len();
-            })
+            }
         });
         if offset != params {
             return Err(Error::Distributed {
@@ -317,15 +331,10 @@ impl<'c, F: Float, M: Model<F>> DataParallel<'c, F, M> {
         }
         let weight = F::from_usize(local_batch);
         let carry = &mut self.carry;
-        let mut offset = 0;
-        M::visit_grads(grads, &mut |_, g| {
-            with_slice(g, &mut |s| {
-                let end = (offset + s.len()).min(params);
-                for (c, &v) in carry[offset.min(end)..end].iter_mut().zip(s) {
-                    *c += v * weight;
-                }
-                offset += s.len();
-            })
+        for_each_flat_grad::<F, M>(grads, params, &mut |range, s| {
+            for (c, &v) in carry[range].iter_mut().zip(s) {
+                *c += v * weight;
+            }
         });
         carry[params] += weight;
     }

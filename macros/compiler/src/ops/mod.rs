@@ -75,6 +75,20 @@ pub trait OpSpec: Sync {
     fn usage(&self) -> &'static str;
     /// Checks the call's arguments and options and builds the op.
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built>;
+    /// Whether a call gives several values, which a tuple `let` unpacks (`let (q, k, v) =
+    /// chunk(..)`): the parser then writes one call per name, with the options `index = i`
+    /// and `unpacked = n` added, for `build` to read.
+    fn unpacks(&self) -> bool {
+        false
+    }
+}
+
+/// The ops whose calls a tuple `let` unpacks ([`OpSpec::unpacks`]), for messages.
+pub fn unpacking_names() -> impl Iterator<Item = &'static str> {
+    REGISTRY
+        .iter()
+        .filter(|op| op.unpacks())
+        .map(|op| op.name())
 }
 
 /// A shape or kind error from an op's shape rule: the message and, when one argument is at

@@ -127,6 +127,9 @@ impl OpSpec for ChunkSpec {
     fn usage(&self) -> &'static str {
         "(q, k, v) = chunk(qkv, 3, axis = -1)"
     }
+    fn unpacks(&self) -> bool {
+        true
+    }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         let chunks = args.int(1, "the number of chunks")?;
         let (axis, part, parts) = part_options(args, self.usage(), "chunk")?;
@@ -146,6 +149,9 @@ impl OpSpec for SplitSpec {
     }
     fn usage(&self) -> &'static str {
         "(a, b) = split(x, (16, 48), axis = 1)"
+    }
+    fn unpacks(&self) -> bool {
+        true
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         let cut = match args.raw(1) {
