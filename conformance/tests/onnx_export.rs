@@ -495,6 +495,46 @@ fn even_same_and_circular_padding_match() {
 }
 
 kiln::model! {
+    /// Image sizes computed from symbolic ones (`4 * H` pooled, convolved, upsampled and
+    /// padded): a small U-Net, crops and wrapping pads of symbolic axes (slices counted from
+    /// the end), and global pooling to a fixed size.
+    struct AnySize {
+        input x: [B, 2, 4 * H, 4 * W];
+        let c1 = relu(conv2d(x, 3, kernel = 3, padding = 1));
+        let p1 = max_pool2d(c1, 2);
+        let c2 = conv2d(p1, 4, kernel = 3, stride = 2, padding = 1);
+        let c3 = conv2d(c2, 4, kernel = 3);
+        let u3 = conv_transpose2d(c3, 4, kernel = 3);
+        let u2 = upsample(u3, scale = 2, mode = bilinear);
+        let m = concat(u2, p1, axis = 1);
+        let u1 = conv_transpose2d(m, 2, kernel = 2, stride = 2);
+        let crop = pad(u1, (-1, -2, 0, -3));
+        let wrapped = pad(crop, (2, 1, 1, 0), mode = circular);
+        let mirrored = pad(x, (1, 2, 2, 1), mode = reflect);
+        let pooled = flatten(adaptive_avg_pool2d(mirrored, 1));
+        output u1, wrapped, pooled;
+    }
+}
+
+#[test]
+fn sizes_computed_from_symbolic_ones_match() {
+    let mut rng = rng();
+    let model = AnySize::<f64>::new(&mut rng);
+    for (h, w) in [(12, 16), (20, 12)] {
+        let x = random(&mut rng, &[2, 2, h, w]);
+        let (u1, wrapped, pooled) = model
+            .forward(x.view().into_dimensionality().unwrap())
+            .expect("forward");
+        check(
+            &format!("any_size_{h}x{w}"),
+            &model,
+            &[Feed::Float(x)],
+            &[dyn_f(u1), dyn_f(wrapped), dyn_f(pooled)],
+        );
+    }
+}
+
+kiln::model! {
     /// `select` and `narrow` along a symbolic time axis (from either end) and a fixed one.
     struct Windows {
         input x: [B, T, 4];

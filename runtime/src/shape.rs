@@ -14,6 +14,20 @@ pub enum Dim {
     Fixed(usize),
     /// A symbolic dimension: its name and its slot in the bound-dims array.
     Symbol(&'static str, usize),
+    /// A multiple of a symbolic dimension with a least value: the axis is `factor` times
+    /// the symbol (`16 * H`, for a model that halves the axis four times), and the symbol at
+    /// least `min` (so that sizes the model computes from it, as the `8 * H - 2` after a
+    /// valid convolution, stay at least 1).
+    Multiple {
+        /// The symbol's name (`H`).
+        symbol: &'static str,
+        /// The symbol's slot in the bound-dims array.
+        slot: usize,
+        /// The multiple of the symbol the axis is (1 when the axis is the symbol itself).
+        factor: usize,
+        /// The symbol's least value.
+        min: usize,
+    },
 }
 
 /// Checks `actual` against `expected`, binding symbolic dims into `bound` (slot `None` = not
@@ -27,6 +41,17 @@ pub enum Dim {
 /// assert_eq!(bound, [Some(32)]);
 /// let err = bind_shape("input", "y", &[16, 4], &x, &mut bound).unwrap_err();
 /// assert!(err.to_string().contains("B = 32"));
+///
+/// // An image whose height is 16 times `H`, with `H` at least 2.
+/// let mut bound = [None];
+/// let image = [Dim::Multiple { symbol: "H", slot: 0, factor: 16, min: 2 }];
+/// assert!(bind_shape("input", "image", &[64], &image, &mut bound).is_ok());
+/// assert_eq!(bound, [Some(4)]);
+/// let mut fresh = [None];
+/// let err = bind_shape("input", "image", &[40], &image, &mut fresh).unwrap_err();
+/// assert!(err.to_string().contains("not a multiple of 16"));
+/// let err = bind_shape("input", "image", &[16], &image, &mut fresh).unwrap_err();
+/// assert!(err.to_string().contains("16 * H of at least 32"));
 /// ```
 pub fn bind_shape(
     kind: &'static str,
@@ -75,6 +100,38 @@ pub fn bind_shape(
                 }
                 None => bound[slot] = Some(got),
             },
+            Dim::Multiple {
+                symbol,
+                slot,
+                factor,
+                min,
+            } => {
+                let factor = factor.max(1);
+                let written = multiple_text(symbol, factor);
+                if !got.is_multiple_of(factor) {
+                    return Err(mismatch(
+                        format!(" (axis {axis} is {got}, not a multiple of {factor}: the model takes {written})"),
+                        bound,
+                    ));
+                }
+                let value = got / factor;
+                match bound[slot] {
+                    Some(earlier) if earlier != value => {
+                        return Err(mismatch(
+                            format!(" (axis {axis} is {got}, so {symbol} = {value}, but {symbol} = {earlier} from an earlier input)"),
+                            bound,
+                        ));
+                    }
+                    _ if value < min.max(1) => {
+                        let least = factor.saturating_mul(min.max(1));
+                        return Err(mismatch(
+                            format!(" (axis {axis} is {got}, but the model needs {written} of at least {least}: its layers shrink the axis, and {symbol} = {value} would leave nothing)"),
+                            bound,
+                        ));
+                    }
+                    _ => bound[slot] = Some(value),
+                }
+            }
         }
     }
     Ok(())
@@ -89,9 +146,31 @@ fn describe(expected: &[Dim], bound: &[Option<usize>]) -> String {
                 Some(v) => format!("{s} = {v}"),
                 None => s.to_string(),
             },
+            Dim::Multiple {
+                symbol,
+                slot,
+                factor,
+                ..
+            } => {
+                let written = multiple_text(symbol, factor);
+                match bound.get(slot).copied().flatten() {
+                    Some(v) if factor > 1 => format!("{written} = {}", v.saturating_mul(factor)),
+                    Some(v) => format!("{written} = {v}"),
+                    None => written,
+                }
+            }
         })
         .collect();
     format!("[{}]", parts.join(", "))
+}
+
+/// `16 * H`, or `H` for a factor of 1.
+fn multiple_text(symbol: &str, factor: usize) -> String {
+    if factor > 1 {
+        format!("{factor} * {symbol}")
+    } else {
+        symbol.to_string()
+    }
 }
 
 /// The elements of `view` in row-major order, borrowed when the view is already contiguous

@@ -11,6 +11,7 @@ use kiln::{BatchArray, Model, Trainable};
 
 mod ops;
 mod seq;
+mod sizes;
 
 /// The finite-difference step.
 const EPS: f64 = 1e-6;

@@ -78,6 +78,9 @@ pub enum DimAst {
     Fixed(usize, Span),
     /// A symbolic dimension, bound at run time and unified by name.
     Symbol(Ident),
+    /// A multiple of a symbolic dimension (`16 * H`): the size must divide by the factor, and
+    /// the symbol is the quotient, so that layers may halve the axis that many times.
+    Multiple(usize, Ident),
 }
 
 /// A binary elementwise operator.

@@ -20,6 +20,31 @@ pub enum Dim {
     Fixed(usize),
     /// A symbolic dim: index into [`Graph::symbols`].
     Symbol(usize),
+    /// `scale · symbol + offset`: a size that layers compute from a symbolic one (a pooling
+    /// halves `16 * H` into `8 * H`, a valid 3×3 convolution takes that to `8 * H - 2`).
+    /// Built only by [`Dim::affine`], so that one size has one form (never scale 1 with offset
+    /// 0, which is [`Dim::Symbol`]) and equal sizes compare equal. The generated code computes
+    /// it from the bound symbol, which the call boundary checks is large enough to keep every
+    /// such size at least 1.
+    Affine {
+        /// The symbol, an index into [`Graph::symbols`].
+        symbol: usize,
+        /// The multiple of the symbol, at least 1.
+        scale: usize,
+        /// What is added to the multiple.
+        offset: i64,
+    },
+}
+
+/// Why a size cannot be written as `scale · symbol + offset`: a division by `divisor` whose
+/// remainder depends on the symbol. Declaring the symbolic size as a multiple of
+/// `multiple` removes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remainder {
+    /// The divisor (a stride or a pooling window).
+    pub divisor: usize,
+    /// The factor by which the symbol's scale falls short of a multiple of the divisor.
+    pub multiple: usize,
 }
 
 /// A shape: a list of dims; the empty list is a scalar.
@@ -47,12 +72,151 @@ impl Shape {
 }
 
 impl Dim {
-    /// The dim as a message shows it: its number, or its symbol's name (`B`).
+    /// The dim as a message shows it: its number, its symbol's name (`B`), or the formula of
+    /// its symbol (`8 * H - 2`).
     pub fn display(self, symbols: &[String]) -> String {
         match self {
             Dim::Fixed(n) => n.to_string(),
             Dim::Symbol(s) => symbols.get(s).map_or("?", String::as_str).to_string(),
+            Dim::Affine {
+                symbol,
+                scale,
+                offset,
+            } => {
+                let name = symbols.get(symbol).map_or("?", String::as_str);
+                let multiple = if scale == 1 {
+                    name.to_string()
+                } else {
+                    format!("{scale} * {name}")
+                };
+                match offset.cmp(&0) {
+                    std::cmp::Ordering::Equal => multiple,
+                    std::cmp::Ordering::Greater => format!("{multiple} + {offset}"),
+                    std::cmp::Ordering::Less => format!("{multiple} - {}", offset.unsigned_abs()),
+                }
+            }
         }
+    }
+
+    /// `scale · symbol + offset` in its one form: [`Dim::Symbol`] for `1 · symbol + 0`.
+    pub fn affine(symbol: usize, scale: usize, offset: i64) -> Dim {
+        if scale == 1 && offset == 0 {
+            Dim::Symbol(symbol)
+        } else {
+            Dim::Affine {
+                symbol,
+                scale,
+                offset,
+            }
+        }
+    }
+
+    /// `(symbol, scale, offset)` of a dim that is not fixed.
+    pub fn linear(self) -> Option<(usize, usize, i64)> {
+        match self {
+            Dim::Fixed(_) => None,
+            Dim::Symbol(s) => Some((s, 1, 0)),
+            Dim::Affine {
+                symbol,
+                scale,
+                offset,
+            } => Some((symbol, scale, offset)),
+        }
+    }
+
+    /// The size of a fixed dim, 0 for a symbolic one.
+    pub fn fixed_or_zero(self) -> usize {
+        match self {
+            Dim::Fixed(n) => n,
+            _ => 0,
+        }
+    }
+
+    /// Whether the dim is known at compile time.
+    pub fn is_fixed(self) -> bool {
+        matches!(self, Dim::Fixed(_))
+    }
+
+    /// The dim plus `n` (which may be negative). A fixed dim saturates at 0 rather than
+    /// wrapping: the shape stage rejects sizes below 1 with a message of its own.
+    pub fn plus(self, n: i64) -> Dim {
+        match self.linear() {
+            None => {
+                let Dim::Fixed(d) = self else { unreachable!() };
+                Dim::Fixed(usize::try_from((d as i64).saturating_add(n)).unwrap_or(0))
+            }
+            Some((symbol, scale, offset)) => Dim::affine(symbol, scale, offset.saturating_add(n)),
+        }
+    }
+
+    /// The dim times `k` (at least 1).
+    pub fn times(self, k: usize) -> Dim {
+        match self.linear() {
+            None => {
+                let Dim::Fixed(d) = self else { unreachable!() };
+                Dim::Fixed(d.saturating_mul(k))
+            }
+            Some((symbol, scale, offset)) => Dim::affine(
+                symbol,
+                scale.saturating_mul(k),
+                offset.saturating_mul(k as i64),
+            ),
+        }
+    }
+
+    /// `⌊(dim + add) / divisor⌋`, or `⌈..⌉` with `ceil`: for a symbolic dim only when its scale
+    /// is a multiple of the divisor, so that the quotient is again `scale' · symbol + offset'`
+    /// whatever the symbol's value. A fixed dim below `-add` gives 0 (see [`Dim::plus`]).
+    pub fn div(self, add: i64, divisor: usize, ceil: bool) -> Result<Dim, Remainder> {
+        let divisor = divisor.max(1);
+        let quotient = |n: i64| {
+            let d = divisor as i64;
+            if ceil {
+                n.div_euclid(d) + i64::from(n.rem_euclid(d) != 0)
+            } else {
+                n.div_euclid(d)
+            }
+        };
+        match self.linear() {
+            None => {
+                let Dim::Fixed(d) = self else { unreachable!() };
+                let n = (d as i64).saturating_add(add);
+                Ok(Dim::Fixed(usize::try_from(quotient(n)).unwrap_or(0)))
+            }
+            Some((symbol, scale, offset)) if scale.is_multiple_of(divisor) => Ok(Dim::affine(
+                symbol,
+                scale / divisor,
+                quotient(offset.saturating_add(add)),
+            )),
+            Some((_, scale, _)) => Err(Remainder {
+                divisor,
+                multiple: divisor / gcd(scale, divisor),
+            }),
+        }
+    }
+
+    /// The smallest value of the dim's symbol for which the dim is at least 1 (1 for a fixed
+    /// dim or a plain symbol).
+    pub fn symbol_minimum(self) -> usize {
+        match self.linear() {
+            Some((_, scale, offset)) if offset < 0 => {
+                let need = 1 - offset; // scale · s ≥ 1 − offset
+                let scale = scale as i64;
+                usize::try_from((need + scale - 1) / scale)
+                    .unwrap_or(usize::MAX)
+                    .max(1)
+            }
+            _ => 1,
+        }
+    }
+}
+
+/// The greatest common divisor.
+pub fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -69,10 +233,7 @@ impl fmt::Display for ShapeDisplay<'_> {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            match d {
-                Dim::Fixed(n) => write!(f, "{n}")?,
-                Dim::Symbol(s) => f.write_str(self.symbols.get(*s).map_or("?", String::as_str))?,
-            }
+            f.write_str(&d.display(self.symbols))?;
         }
         f.write_str("]")
     }
@@ -232,6 +393,38 @@ impl Graph {
             .unwrap_or_else(|| unreachable!("shape stage ran before use of node {id}"))
     }
 
+    /// The least value of each symbol that keeps every size the model computes from it at
+    /// least 1 (1 for a symbol no layer shrinks): the call boundary checks it.
+    pub fn symbol_minimums(&self) -> Vec<usize> {
+        let mut least = vec![1; self.symbols.len()];
+        let mut sizes: Vec<Dim> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.info.as_ref())
+            .flat_map(|info| info.shape.0.iter().copied())
+            .collect();
+        for node in &self.nodes {
+            if let NodeKind::Kernel(k) = &node.kind {
+                let inputs: Option<Vec<&ValueInfo>> = node
+                    .inputs
+                    .iter()
+                    .map(|&i| self.nodes[i].info.as_ref())
+                    .collect();
+                if let Some(inputs) = inputs {
+                    sizes.extend(k.required_sizes(&inputs));
+                }
+            }
+        }
+        for dim in &sizes {
+            if let Some((symbol, ..)) = dim.linear() {
+                if let Some(slot) = least.get_mut(symbol) {
+                    *slot = (*slot).max(dim.symbol_minimum());
+                }
+            }
+        }
+        least
+    }
+
     /// A node's shape rendered with symbol names.
     pub fn shape_string(&self, id: NodeId) -> String {
         self.info(id).shape.display(&self.symbols).to_string()
@@ -252,5 +445,56 @@ impl Graph {
             NodeKind::Pointwise { op, .. } => op,
             NodeKind::Kernel(k) => k.name(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Dim, Remainder};
+
+    const H: usize = 0;
+
+    fn names() -> Vec<String> {
+        vec!["H".to_string()]
+    }
+
+    #[test]
+    fn sizes_computed_from_a_symbol_have_one_form() {
+        let x = Dim::affine(H, 16, 0);
+        assert_eq!(x.display(&names()), "16 * H");
+        assert_eq!(Dim::affine(H, 1, 0), Dim::Symbol(H));
+        // A valid 3x3 convolution, a pooling by 2, an upsampling by 2 and a pad of 2.
+        let conv = x.plus(-2);
+        assert_eq!(conv.display(&names()), "16 * H - 2");
+        let pooled = conv.div(-2, 2, false).map(|d| d.plus(1));
+        assert_eq!(pooled, Ok(Dim::affine(H, 8, -1)));
+        assert_eq!(pooled.unwrap().times(2).plus(2), x);
+        assert_eq!(Dim::Symbol(H).plus(3).display(&names()), "H + 3");
+    }
+
+    #[test]
+    fn a_division_the_scale_does_not_allow_says_which_multiple_would() {
+        let x = Dim::affine(H, 6, -1);
+        assert_eq!(
+            x.div(0, 4, false),
+            Err(Remainder {
+                divisor: 4,
+                multiple: 2
+            })
+        );
+        // ⌊(6H − 1)/3⌋ = 2H − 1 and ⌈(6H − 1)/3⌉ = 2H, for every H.
+        assert_eq!(x.div(0, 3, false), Ok(Dim::affine(H, 2, -1)));
+        assert_eq!(x.div(0, 3, true), Ok(Dim::affine(H, 2, 0)));
+        assert_eq!(Dim::Fixed(7).div(-3, 2, false), Ok(Dim::Fixed(2)));
+        assert_eq!(Dim::Fixed(7).div(-2, 2, true), Ok(Dim::Fixed(3)));
+    }
+
+    #[test]
+    fn the_least_symbol_keeps_a_size_at_least_one() {
+        assert_eq!(Dim::affine(H, 4, -10).symbol_minimum(), 3);
+        assert_eq!(Dim::affine(H, 4, -11).symbol_minimum(), 3);
+        assert_eq!(Dim::affine(H, 4, -12).symbol_minimum(), 4);
+        assert_eq!(Dim::affine(H, 2, 5).symbol_minimum(), 1);
+        assert_eq!(Dim::Fixed(3).symbol_minimum(), 1);
     }
 }

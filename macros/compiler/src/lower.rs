@@ -94,6 +94,11 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
                     ast::IntAst::Lengths(DimAst::Symbol(s)) => ValueKind::Lengths {
                         max: Dim::Symbol(l.symbol(&s)),
                     },
+                    // Only a block's argument is declared so (its lengths run along an axis
+                    // its caller computed).
+                    ast::IntAst::Lengths(DimAst::Multiple(k, s)) => ValueKind::Lengths {
+                        max: Dim::affine(l.symbol(&s), k, 0),
+                    },
                 });
                 l.declare_input(name, dims, false, ints)
             }
@@ -226,6 +231,7 @@ impl Lowerer {
             .map(|d| match d {
                 DimAst::Fixed(n, _) => Dim::Fixed(*n),
                 DimAst::Symbol(s) => Dim::Symbol(self.symbol(s)),
+                DimAst::Multiple(k, s) => Dim::affine(self.symbol(s), *k, 0),
             })
             .collect();
         let index = self.graph.inputs.len();

@@ -369,8 +369,8 @@ pub fn reshape_target(
             .enumerate()
             .map(|(i, d)| match d {
                 Dim::Fixed(n) => *n as i64,
-                Dim::Symbol(_) if from.0.get(i) == Some(d) => 0,
-                Dim::Symbol(_) => {
+                _ if from.0.get(i) == Some(d) => 0,
+                _ => {
                     inferred += 1;
                     -1
                 }

@@ -566,15 +566,31 @@ fn parse_shape_annotation(input: ParseStream, name: &Ident) -> syn::Result<Vec<D
     let mut dims = Vec::new();
     while !content.is_empty() {
         if content.peek(Ident) {
-            dims.push(DimAst::Symbol(content.parse()?));
+            let symbol: Ident = content.parse()?;
+            if content.peek(Token![*]) {
+                return Err(
+                    content.error(format!("write the multiple first, as in `16 * {symbol}`"))
+                );
+            }
+            dims.push(DimAst::Symbol(symbol));
         } else if content.peek(Lit) {
             let lit: Lit = content.parse()?;
             let (n, span) = parse_positive_int(&lit, "a dimension")?;
-            dims.push(DimAst::Fixed(n, span));
+            if content.peek(Token![*]) {
+                content.parse::<Token![*]>()?;
+                if !content.peek(Ident) {
+                    return Err(content.error(format!(
+                        "expected a symbolic name after `{n} *`, as in `{n} * H`: the axis is {n} times a size bound at run time"
+                    )));
+                }
+                dims.push(DimAst::Multiple(n, content.parse()?));
+            } else {
+                dims.push(DimAst::Fixed(n, span));
+            }
         } else {
-            return Err(
-                content.error("a dimension is a positive integer (`784`) or a symbolic name (`B`)")
-            );
+            return Err(content.error(
+                "a dimension is a positive integer (`784`), a symbolic name (`B`) or a multiple of one (`16 * H`)",
+            ));
         }
         if content.is_empty() {
             break;

@@ -178,7 +178,7 @@ fn pointwise(op: &str, inputs: &[&ValueInfo], symbols: &[String]) -> Result<Valu
 fn element_count(shape: &Shape) -> Option<usize> {
     shape.0.iter().try_fold(1usize, |n, d| match d {
         Dim::Fixed(k) => n.checked_mul(*k),
-        Dim::Symbol(_) => Some(n),
+        Dim::Symbol(_) | Dim::Affine { .. } => Some(n),
     })
 }
 

@@ -203,3 +203,25 @@ fn a_projection_cut_by_chunk() {
         }
     }));
 }
+
+/// A fully convolutional model over images of any size divisible by 4: sizes the layers
+/// compute (`2 * H`, `2 * H - 2`) are written as expressions of the bound `H`, the im2col
+/// scratch is sized per call, and the call boundary checks `H` against the least value the
+/// valid convolution needs.
+#[test]
+fn a_segmenter_of_any_image_size() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct Segmenter {
+            input x: [B, 1, 4 * H, 4 * W];
+            target y: [B, 4 * H, 4 * W] classes 2;
+            let c1 = relu(conv2d(x, 4, kernel = 3, padding = 1));
+            let p1 = max_pool2d(c1, 2);
+            let c2 = conv2d(p1, 4, kernel = 3);
+            let up = conv_transpose2d(c2, 4, kernel = 4, stride = 2, padding = 1);
+            let skip = pad(up, (2, 2, 2, 2));
+            let logits = conv2d(concat(skip, c1, axis = 1), 2, kernel = 1);
+            output logits;
+            loss cross_entropy(logits, y);
+        }
+    }));
+}

@@ -1,7 +1,7 @@
 // `pad`'s mistakes: pairs that do not pair up, more axes than the value has (the batch axis is
 // never padded), a reflection wider than its axis (or than what a crop leaves of it), a
-// circular pad that would wrap more than once, crops that leave nothing, a symbolic axis, a
-// constant for another mode, and NumPy's name for the circular mode.
+// circular pad that would wrap more than once, crops that leave nothing, a constant for another
+// mode, and NumPy's name for the circular mode.
 kiln::model! {
     pub struct Odd {
         input x: [B, 4, 8];
@@ -47,14 +47,6 @@ kiln::model! {
         input x: [B, 4, 8];
         let c = pad(x, (0, 9), mode = circular);
         output c;
-    }
-}
-
-kiln::model! {
-    pub struct Symbolic {
-        input x: [B, C, T];
-        let a = pad(x, (2, 0));
-        output a;
     }
 }
 

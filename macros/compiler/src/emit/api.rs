@@ -2,7 +2,7 @@
 //! `forward_train` / `backward` (without), and the workspace's output accessors.
 
 use super::Ctx;
-use crate::ir::{Dim, InputDecl, NodeId, NodeKind, Shape, ValueKind};
+use crate::ir::{InputDecl, NodeId, NodeKind, Shape, ValueKind};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
@@ -22,15 +22,25 @@ pub(super) fn bind_inputs<'d>(
     inputs: impl Iterator<Item = &'d InputDecl>,
 ) -> TokenStream {
     let nsym = cx.g.symbols.len();
+    let minimums = cx.g.symbol_minimums();
     let mut checks = TokenStream::new();
     for d in inputs {
         let (n, ns) = (&d.name, d.name.to_string());
         let kind = if d.is_target { "target" } else { "input" };
-        let dims = d.dims.iter().map(|dim| match dim {
-            Dim::Fixed(v) => quote!(::kiln::shape::Dim::Fixed(#v)),
-            Dim::Symbol(s) => {
-                let sym = &cx.g.symbols[*s];
-                quote!(::kiln::shape::Dim::Symbol(#sym, #s))
+        let dims = d.dims.iter().map(|dim| match dim.linear() {
+            None => {
+                let v = dim.fixed_or_zero();
+                quote!(::kiln::shape::Dim::Fixed(#v))
+            }
+            // `lower` declares symbols and their multiples only (`H`, `16 * H`).
+            Some((s, factor, _)) => {
+                let sym = &cx.g.symbols[s];
+                let min = minimums[s];
+                if factor == 1 && min == 1 {
+                    quote!(::kiln::shape::Dim::Symbol(#sym, #s))
+                } else {
+                    quote!(::kiln::shape::Dim::Multiple { symbol: #sym, slot: #s, factor: #factor, min: #min })
+                }
             }
         });
         checks.extend(quote! {
@@ -79,9 +89,13 @@ pub(super) fn stage_inputs<'d>(
                 ::kiln::shape::check_tokens(#ns, &#n, #vocab)?;
             },
             Some(ValueKind::Lengths { max }) => {
-                let max = match max {
-                    Dim::Fixed(v) => quote!(#v),
-                    Dim::Symbol(s) => quote!(dims[#s]),
+                let max = match max.linear() {
+                    None => {
+                        let v = max.fixed_or_zero();
+                        quote!(#v)
+                    }
+                    // `lower` declares lengths of a symbol or a number only.
+                    Some((s, ..)) => quote!(dims[#s]),
                 };
                 quote! { ::kiln::shape::check_lengths(#ns, &#n, #max)?; }
             }

@@ -86,6 +86,27 @@ impl Ctx<'_> {
                 let id = self.ident(&self.g.symbols[s]);
                 quote!(#id)
             }
+            // `(8 * H - 2)`: the call boundary has checked that `H` keeps it at least 1.
+            Dim::Affine {
+                symbol,
+                scale,
+                offset,
+            } => {
+                let id = self.ident(&self.g.symbols[symbol]);
+                let multiple = if scale == 1 {
+                    quote!(#id)
+                } else {
+                    let scale = proc_macro2::Literal::usize_unsuffixed(scale);
+                    quote!(#scale * #id)
+                };
+                let magnitude =
+                    proc_macro2::Literal::usize_unsuffixed(offset.unsigned_abs() as usize);
+                match offset.cmp(&0) {
+                    std::cmp::Ordering::Equal => quote!((#multiple)),
+                    std::cmp::Ordering::Greater => quote!((#multiple + #magnitude)),
+                    std::cmp::Ordering::Less => quote!((#multiple - #magnitude)),
+                }
+            }
         }
     }
 

@@ -151,8 +151,8 @@ fn render(cx: &Ctx, built: &Built) -> TokenStream {
         };
         let dims = info.shape.0.iter().map(|d| match d {
             Dim::Fixed(n) => quote!(::kiln::onnx::OnnxDim::Fixed(#n)),
-            Dim::Symbol(s) => {
-                let s = &g.symbols[*s];
+            symbolic => {
+                let s = symbolic.display(&g.symbols);
                 quote!(::kiln::onnx::OnnxDim::Param(#s))
             }
         });

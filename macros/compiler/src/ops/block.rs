@@ -63,31 +63,40 @@ impl BlockCall {
     }
 
     /// The block as a model declaration: its inputs typed like the call's arguments.
-    fn as_model(&self, inputs: &[&ValueInfo], symbols: &[String]) -> ModelDef {
+    fn as_model(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ModelDef, OpError> {
         let span = self.def.name.span();
         let mut stmts = Vec::new();
         let mut grad_inputs = Vec::new();
-        for (param, info) in self.def.params.iter().zip(inputs) {
+        // A block declares its inputs as a model does: numbers, symbols and their multiples.
+        let sym = |(index, d): (usize, Dim)| {
+            match d.linear() {
+            None => Ok(DimAst::Fixed(d.fixed_or_zero(), span)),
+            Some((s, 1, 0)) => Ok(DimAst::Symbol(Ident::new(&symbols[s], span))),
+            Some((s, k, 0)) => Ok(DimAst::Multiple(k, Ident::new(&symbols[s], span))),
+            Some(_) => Err(OpError::input(
+                index,
+                format!(
+                    "`{}` takes sizes as a model declares them (a number, `H` or `16 * H`), but this argument's `{}` is computed with an offset: pass the block the value before the layer that shrinks it, and shrink it inside the block",
+                    self.def.name,
+                    d.display(symbols)
+                ),
+            )),
+        }
+        };
+        for (index, (param, info)) in self.def.params.iter().zip(inputs).enumerate() {
             let dims = info
                 .shape
                 .0
                 .iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) => DimAst::Fixed(*n, span),
-                    Dim::Symbol(s) => DimAst::Symbol(Ident::new(&symbols[*s], span)),
-                })
-                .collect();
-            let sym = |d: Dim| match d {
-                Dim::Fixed(n) => DimAst::Fixed(n, span),
-                Dim::Symbol(s) => DimAst::Symbol(Ident::new(&symbols[s], span)),
-            };
+                .map(|&d| sym((index, d)))
+                .collect::<Result<Vec<_>, _>>()?;
             let (ints, is_target) = match info.kind {
                 ValueKind::Float => {
                     grad_inputs.push(param.to_string());
                     (None, false)
                 }
                 ValueKind::Tokens { vocab } => (Some(IntAst::Tokens(vocab, span)), false),
-                ValueKind::Lengths { max } => (Some(IntAst::Lengths(sym(max))), false),
+                ValueKind::Lengths { max } => (Some(IntAst::Lengths(sym((index, max))?)), false),
                 ValueKind::Labels { .. } => (None, true),
             };
             stmts.push(if is_target {
@@ -115,7 +124,7 @@ impl BlockCall {
             " One `{}` block of [`{}`], compiled once and applied by its call `{}`.",
             self.def.name, self.model, self.binding
         );
-        ModelDef {
+        Ok(ModelDef {
             attrs: vec![syn::parse_quote!(#[doc = #doc])],
             vis: self.vis.clone(),
             name: self.type_name.clone(),
@@ -123,7 +132,7 @@ impl BlockCall {
             blocks: Vec::new(),
             grad_inputs,
             body_span: span,
-        }
+        })
     }
 
     fn compile(&self, def: ModelDef) -> syn::Result<(Compiled, ValueInfo)> {
@@ -383,7 +392,7 @@ impl Kernel for BlockCall {
                 ),
             ));
         }
-        let def = self.as_model(inputs, symbols);
+        let def = self.as_model(inputs, symbols)?;
         let (compiled, out) = self.compile(def).map_err(|e| OpError {
             message: String::new(),
             input: None,
@@ -393,15 +402,15 @@ impl Kernel for BlockCall {
         // may differ (`[B, S]` declared before `[B, T]`): map them back by name.
         let mut out = out;
         for d in &mut out.shape.0 {
-            if let Dim::Symbol(s) = d {
-                let name = &compiled.symbols[*s];
+            if let Some((s, scale, offset)) = d.linear() {
+                let name = &compiled.symbols[s];
                 let Some(outer) = symbols.iter().position(|n| n == name) else {
                     return Err(OpError::call(format!(
                         "`{}` returns a dim `{name}` its inputs do not have",
                         self.def.name
                     )));
                 };
-                *s = outer;
+                *d = Dim::affine(outer, scale, offset);
             }
         }
         if self.count() > 1 && (out.shape != inputs[0].shape || out.kind != inputs[0].kind) {

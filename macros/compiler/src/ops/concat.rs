@@ -195,10 +195,10 @@ impl Kernel for Concat {
                         }
                     }
                 }
-                Dim::Symbol(sym) => {
+                symbolic => {
                     return Err(OpError::input(
                         i,
-                        format!("`concat` needs a fixed size along axis {axis}, but this has the symbolic `{}` there", symbols[sym]),
+                        format!("`concat` needs a fixed size along axis {axis}, but this has the symbolic `{}` there", symbolic.display(symbols)),
                     ))
                 }
             }

@@ -259,7 +259,7 @@ pub(crate) fn spatial_input(
     op: &str,
     info: &ValueInfo,
     symbols: &[String],
-) -> Result<(usize, usize, usize), OpError> {
+) -> Result<(usize, Dim, Dim), OpError> {
     require_float(op, 0, info)?;
     let shape = &info.shape;
     let shown = shape.display(symbols);
@@ -285,48 +285,124 @@ pub(crate) fn spatial_input(
             ),
         ));
     }
-    let fixed = |i: usize| {
-        match shape.0[i] {
-        Dim::Fixed(n) => Ok(n),
-        Dim::Symbol(s) => Err(OpError::input(
+    match shape.0[1] {
+        Dim::Fixed(c) => Ok((c, shape.0[2], shape.0[3])),
+        symbolic => Err(OpError::input(
             0,
             format!(
-                "`{op}` needs fixed channels, height and width, but dim {i} of {shown} is the symbolic `{}`: declare it as a number",
-                symbols[s]
+                "`{op}` needs a fixed channel count (its weights are per channel), but dim 1 of {shown} is the symbolic `{}`: declare it as a number",
+                symbolic.display(symbols)
             ),
         )),
     }
-    };
-    Ok((fixed(1)?, fixed(2)?, fixed(3)?))
+}
+
+/// A window sliding along one axis of a convolution or pooling: what its output extent
+/// depends on.
+#[derive(Clone, Copy)]
+pub(crate) struct Window {
+    /// The positions one window covers (`dilation·(kernel − 1) + 1`).
+    pub span: usize,
+    /// The step between windows.
+    pub stride: usize,
+    /// The padding on both sides together.
+    pub pads: usize,
+    /// Whether a last partial step still makes a window (pooling's `ceil_mode`).
+    pub ceil: bool,
+}
+
+/// The extent of `window` sliding over `input`: `⌊(input + pads − span) / stride⌋ + 1`, or
+/// with `ceil` the quotient rounded up. A symbolic input gives `scale · symbol + offset` when
+/// the stride divides the scale; otherwise the extent depends on the symbol's remainder, and
+/// the error says how to declare the axis (`what` names it: "height"). A fixed input too small
+/// for the window gives a meaningless extent: callers check it first, with messages of their
+/// own.
+pub(crate) fn sliding_extent(
+    op: &str,
+    what: &str,
+    input: Dim,
+    window: Window,
+    symbols: &[String],
+) -> Result<Dim, OpError> {
+    let Window {
+        span,
+        stride,
+        pads,
+        ceil,
+    } = window;
+    let reach =
+        i64::try_from(pads).unwrap_or(i64::MAX / 2) - i64::try_from(span).unwrap_or(i64::MAX / 2);
+    match input.div(reach, stride, ceil) {
+        Ok(quotient) => Ok(quotient.plus(1)),
+        Err(remainder) => {
+            let shown = input.display(symbols);
+            let symbol = input
+                .linear()
+                .and_then(|(s, ..)| symbols.get(s))
+                .map_or("?", String::as_str);
+            let padded = if pads == 0 {
+                shown.clone()
+            } else {
+                format!("{shown} + {pads}")
+            };
+            Err(OpError::input(
+                0,
+                format!(
+                    "`{op}` with stride {stride} over the {what} `{shown}`: the output {what} ⌊({padded} - {span})/{stride}⌋ + 1 grows unevenly with `{symbol}` and has no formula of it; multiply the factor of `{symbol}` in the input's declaration by {} (a model that halves an axis four times declares it `16 * {symbol}`)",
+                    remainder.multiple
+                ),
+            ))
+        }
+    }
 }
 
 impl Conv2d {
-    fn geometry(&self, inputs: &[&ValueInfo]) -> (usize, usize, usize, usize, usize) {
+    /// `(c, h, w)` of the input (`c` 0 when it is not fixed, which `infer` refuses).
+    fn input_dims(inputs: &[&ValueInfo]) -> (usize, Dim, Dim) {
         let shape = &inputs[0].shape.0;
-        let get = |i: usize| match shape.get(i) {
-            Some(Dim::Fixed(n)) => *n,
-            _ => 0,
-        };
-        let (c, h, w) = (get(1), get(2), get(3));
-        // Saturating: a huge padding must give a huge shape (rejected by the shape stage),
-        // not an overflow panic in the macro.
-        let padded = |n: usize, p: usize| n.saturating_add(p.saturating_mul(2));
-        let (kh, kw) = (
-            dilated_extent(self.kernel.0, self.dilation.0),
-            dilated_extent(self.kernel.1, self.dilation.1),
-        );
+        let get = |i: usize| shape.get(i).copied().unwrap_or(Dim::Fixed(0));
+        (get(1).fixed_or_zero(), get(2), get(3))
+    }
+
+    /// The output height and width for an input of height `h` and width `w`, fixed or
+    /// computed from a symbol.
+    fn out_dims(&self, h: Dim, w: Dim, symbols: &[String]) -> Result<(Dim, Dim), OpError> {
         let (h2, w2) = self.input_extents(h, w);
-        let oh = padded(h2, self.padding.0).saturating_sub(kh) / self.stride.0 + 1;
-        let ow = padded(w2, self.padding.1).saturating_sub(kw) / self.stride.1 + 1;
-        (c, h, w, oh, ow)
+        let extent = |what, n: Dim, p: usize, k: usize, d: usize, s: usize| {
+            let pads = p.saturating_mul(2);
+            let window = Window {
+                span: dilated_extent(k, d),
+                stride: s,
+                pads,
+                ceil: false,
+            };
+            sliding_extent("conv2d", what, n, window, symbols)
+        };
+        Ok((
+            extent(
+                "height",
+                h2,
+                self.padding.0,
+                self.kernel.0,
+                self.dilation.0,
+                self.stride.0,
+            )?,
+            extent(
+                "width",
+                w2,
+                self.padding.1,
+                self.kernel.1,
+                self.dilation.1,
+                self.stride.1,
+            )?,
+        ))
     }
 
     /// The height and width the convolution itself reads: the input's with the extra rows
-    /// and columns of an uneven `padding = same` (saturating, as the shape stage rejects
-    /// what overflows).
-    fn input_extents(&self, h: usize, w: usize) -> (usize, usize) {
+    /// and columns of an uneven `padding = same` or a causal one.
+    fn input_extents(&self, h: Dim, w: Dim) -> (Dim, Dim) {
         let (gh, gw) = self.grown();
-        (h.saturating_add(gh), w.saturating_add(gw))
+        (h.plus(gh as i64), w.plus(gw as i64))
     }
 
     /// The rows and columns the padded copy adds (`lead` and `extra` together).
@@ -433,10 +509,15 @@ impl Kernel for Conv2d {
         );
         let (h2, w2) = self.input_extents(h, w);
         let (padded_h, padded_w) = (
-            h2.saturating_add(ph.saturating_mul(2)),
-            w2.saturating_add(pw.saturating_mul(2)),
+            h2.plus(ph.saturating_mul(2) as i64),
+            w2.plus(pw.saturating_mul(2) as i64),
         );
-        if span_h > padded_h || span_w > padded_w {
+        // A symbolic axis is checked at run time: the call boundary keeps the output at
+        // least 1, which is the kernel fitting.
+        let too_small = |padded: Dim, span: usize| matches!(padded, Dim::Fixed(n) if span > n);
+        if too_small(padded_h, span_h) || too_small(padded_w, span_w) {
+            let (h, w) = (h.display(symbols), w.display(symbols));
+            let (padded_h, padded_w) = (padded_h.display(symbols), padded_w.display(symbols));
             let dilated = if self.dilation == (1, 1) {
                 String::new()
             } else {
@@ -455,9 +536,10 @@ impl Kernel for Conv2d {
                 ),
             ));
         }
-        let (_, _, _, oh, ow) = self.geometry(inputs);
+        let (out_h, out_w) = self.out_dims(h, w, symbols)?;
         // The scratch (`scratch`) holds two im2col matrices of c/g * kh * kw * oh * ow values
-        // and up to 7 weight gradients.
+        // and up to 7 weight gradients (one position stands for a symbolic extent).
+        let (oh, ow) = (out_h.fixed_or_zero().max(1), out_w.fixed_or_zero().max(1));
         let cols = product_fits(&[c / self.groups, kh, kw, oh, ow]);
         let weight = product_fits(&[self.out, c / self.groups, kh, kw]);
         let total = cols
@@ -473,14 +555,14 @@ impl Kernel for Conv2d {
             shape: Shape(vec![
                 inputs[0].shape.0[0],
                 Dim::Fixed(self.out),
-                Dim::Fixed(oh),
-                Dim::Fixed(ow),
+                out_h,
+                out_w,
             ]),
             kind: ValueKind::Float,
         })
     }
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
-        let (c, ..) = self.geometry(inputs);
+        let (c, ..) = Self::input_dims(inputs);
         let (o, (kh, kw), bias, g) = (self.out, self.kernel, self.bias, self.groups);
         Some(conv_layer(
             vec![o, c / g, kh, kw],
@@ -491,10 +573,9 @@ impl Kernel for Conv2d {
         ))
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
-        let (c, h, w, ..) = self.geometry(inputs);
-        let (h2, w2) = self.input_extents(h, w);
-        let mut scratch = conv_scratch(self.geometry_expr(&literal_dims([1, c, h2, w2])));
-        scratch.extend(self.extra_scratch(inputs[0].shape.0[0], c, h, Dim::Fixed(w)));
+        let (c, h, w) = Self::input_dims(inputs);
+        let mut scratch = self.cols_scratch(c, h, w);
+        scratch.extend(self.extra_scratch(inputs[0].shape.0[0], c, h, w));
         scratch
     }
     fn backward_reads(&self) -> Reads {
@@ -517,15 +598,14 @@ impl Conv2d {
     /// and `w` are the input's plane dims, `w` possibly symbolic (a 1-d convolution's
     /// length, see [`Conv1d`]). The passes take the buffers whole and slice them to the
     /// batch at hand.
-    fn extra_scratch(&self, batch: Dim, c: usize, h: usize, w: Dim) -> Vec<ScratchSpec> {
+    fn extra_scratch(&self, batch: Dim, c: usize, h: Dim, w: Dim) -> Vec<ScratchSpec> {
         if !self.copies() {
             return Vec::new();
         }
-        let extra = self.grown();
+        let (h, w) = self.input_extents(h, w);
         let len = move |dim: &dyn Fn(Dim) -> TokenStream| {
-            let (b, w) = (dim(batch), plus(&dim(w), extra.1));
-            let dims = literal_dims([c, h.saturating_add(extra.0)]);
-            let (c, h) = (&dims[0], &dims[1]);
+            let (b, h, w) = (dim(batch), dim(h), dim(w));
+            let c = proc_macro2::Literal::usize_unsuffixed(c);
             quote!(#b * #c * #h * #w)
         };
         ["padded", "d_padded"]
@@ -535,6 +615,25 @@ impl Conv2d {
                 len: ScratchLen::OfDims(Box::new(len)),
             })
             .collect()
+    }
+
+    /// The im2col scratch of one sample of `c` channels, `h` by `w` (before the padded copy's
+    /// extra rows and columns): sized at compile time when both are fixed, else at run time
+    /// for the size at hand.
+    fn cols_scratch(&self, c: usize, h: Dim, w: Dim) -> Vec<ScratchSpec> {
+        let (h, w) = self.input_extents(h, w);
+        if let (Dim::Fixed(h), Dim::Fixed(w)) = (h, w) {
+            return conv_scratch(self.geometry_expr(&literal_dims([1, c, h, w])));
+        }
+        let plane = *self;
+        vec![ScratchSpec {
+            suffix: "cols",
+            len: ScratchLen::OfDims(Box::new(move |dim| {
+                let [one, c] = literal_dims([1, c]).try_into().expect("two dims");
+                let geometry = plane.geometry_expr(&[one.clone(), c, dim(h), dim(w)]);
+                quote!(#geometry.scratch_len())
+            })),
+        }]
     }
 
     /// The forward pass on an input of plane dims `[batch, channels, height, width]`: with an
@@ -737,17 +836,6 @@ impl Conv1d {
         self.plane.grown().1
     }
 
-    /// Whether the output is as long as the input, whatever its length: stride 1 and padding
-    /// on the two sides together as long as the dilated kernel's span (`padding = same`).
-    fn keeps_length(&self) -> bool {
-        self.stride() == 1
-            && self
-                .padding()
-                .saturating_mul(2)
-                .saturating_add(self.extra())
-                == self.dilation().saturating_mul(self.kernel() - 1)
-    }
-
     /// `(c, l, out_l)` of the input shape (0 for what is not fixed).
     fn geometry(&self, inputs: &[&ValueInfo]) -> (usize, usize, usize) {
         let shape = &inputs[0].shape.0;
@@ -801,11 +889,11 @@ pub(super) fn sequence_input(
     }
     match shape.0[1] {
         Dim::Fixed(c) => Ok((c, shape.0[2])),
-        Dim::Symbol(s) => Err(OpError::input(
+        symbolic => Err(OpError::input(
             0,
             format!(
                 "`{op}` needs a fixed channel count, but dim 1 of {shown} is the symbolic `{}`: declare it as a number",
-                symbols[s]
+                symbolic.display(symbols)
             ),
         )),
     }
@@ -877,8 +965,8 @@ impl Kernel for Conv1d {
             self.dilation(),
         );
         let span = dilated_extent(k, d);
-        let out_length = match length {
-            Dim::Fixed(l) => {
+        if let Dim::Fixed(l) = length {
+            {
                 let padded = l
                     .saturating_add(p.saturating_mul(2))
                     .saturating_add(self.extra());
@@ -896,28 +984,21 @@ impl Kernel for Conv1d {
                         ),
                     ));
                 }
-                Dim::Fixed(self.geometry(inputs).2)
             }
-            // The kernels take the length at run time, but a shape holds no formula of a
-            // symbol: a symbolic length passes through a convolution that keeps it.
-            Dim::Symbol(sym) if self.keeps_length() => Dim::Symbol(sym),
-            Dim::Symbol(sym) => {
-                let name = &symbols[sym];
-                return Err(OpError::input(
-                    0,
-                    format!(
-                        "the length of {} is the symbolic `{name}`, and this convolution's output length ⌊({name} + 2·{p} − {d}·({k} − 1) − 1)/{s}⌋ + 1 is not `{name}`: declare the length as a number, or keep it with stride 1 and `padding = same` or `padding = causal`",
-                        inputs[0].shape.display(symbols)
-                    ),
-                ));
-            }
+        }
+        // A symbolic length is checked at run time, where the call boundary keeps the output
+        // at least 1 long (the kernel fitting).
+        let padded = length.plus(self.extra() as i64);
+        let window = Window {
+            span,
+            stride: s,
+            pads: p.saturating_mul(2),
+            ceil: false,
         };
+        let out_length = sliding_extent("conv1d", "length", padded, window, symbols)?;
         // The scratch, as conv2d's: two im2col matrices and up to 7 weight gradients (one
         // position stands for a symbolic length).
-        let positions = match out_length {
-            Dim::Fixed(n) => n,
-            Dim::Symbol(_) => 1,
-        };
+        let positions = out_length.fixed_or_zero().max(1);
         let cols = product_fits(&[c / groups, k, positions]);
         let weight = product_fits(&[out, c / groups, k]);
         let total = cols
@@ -951,28 +1032,13 @@ impl Kernel for Conv1d {
         ))
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
-        let (c, l, _) = self.geometry(inputs);
-        let length = inputs[0].shape.0.get(2).copied().unwrap_or(Dim::Fixed(l));
-        let mut scratch = match length {
-            // The scratch of a symbolic length is sized at run time, for the batch at hand.
-            Dim::Symbol(_) => {
-                let plane = self.plane;
-                vec![ScratchSpec {
-                    suffix: "cols",
-                    len: ScratchLen::OfDims(Box::new(move |dim| {
-                        let [one, c] = literal_dims([1, c]).try_into().expect("two dims");
-                        let length = plus(&dim(length), plane.grown().1);
-                        let geometry = plane.geometry_expr(&[one.clone(), c, one, length]);
-                        quote!(#geometry.scratch_len())
-                    })),
-                }]
-            }
-            Dim::Fixed(l) => {
-                let l = l.saturating_add(self.extra());
-                conv_scratch(self.plane.geometry_expr(&literal_dims([1, c, 1, l])))
-            }
-        };
-        scratch.extend(self.plane.extra_scratch(inputs[0].shape.0[0], c, 1, length));
+        let (c, ..) = self.geometry(inputs);
+        let length = inputs[0].shape.0.get(2).copied().unwrap_or(Dim::Fixed(0));
+        let mut scratch = self.plane.cols_scratch(c, Dim::Fixed(1), length);
+        scratch.extend(
+            self.plane
+                .extra_scratch(inputs[0].shape.0[0], c, Dim::Fixed(1), length),
+        );
         scratch
     }
     fn backward_reads(&self) -> Reads {
@@ -1052,6 +1118,7 @@ impl OpSpec for ConvTranspose2dSpec {
 }
 
 /// A 2-d transposed convolution layer.
+#[derive(Clone, Copy)]
 pub struct ConvTranspose2d {
     out: usize,
     kernel: (usize, usize),
@@ -1072,6 +1139,26 @@ impl ConvTranspose2d {
             .saturating_mul(stride)
             .saturating_add(dilated_extent(kernel, dilation))
             .saturating_add(q)
+    }
+
+    /// The output extent along axis `axis` (0 height, 1 width) of an input extent `n`:
+    /// `(n − 1)·stride + dilation·(kernel − 1) + output_padding + 1 − 2·padding`, for a
+    /// symbolic `n` a formula of its symbol (a fixed one saturates at 0).
+    fn out_extent(&self, n: Dim, axis: usize) -> Dim {
+        let p = if axis == 0 {
+            self.padding.0
+        } else {
+            self.padding.1
+        };
+        self.full_extent_of(n, axis).plus(-2 * p as i64)
+    }
+
+    /// [`Self::out_extent`] before the padding is cropped.
+    fn full_extent_of(&self, n: Dim, axis: usize) -> Dim {
+        let pick = |(h, w): (usize, usize)| if axis == 0 { h } else { w } as i64;
+        let (s, q) = (pick(self.stride), pick(self.output_padding));
+        let span = dilated_extent(pick(self.kernel) as usize, pick(self.dilation) as usize) as i64;
+        n.times(s as usize).plus(span + q - s)
     }
 
     /// `(c, h, w, oh, ow)` of the input shape (0 for what is not fixed).
@@ -1199,25 +1286,20 @@ impl Kernel for ConvTranspose2d {
         true
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
-        let (c, h, w) = spatial_input("conv_transpose2d", inputs[0], symbols)?;
+        let (c, in_h, in_w) = spatial_input("conv_transpose2d", inputs[0], symbols)?;
         if let Some(e) = groups_error(self.groups, c, self.out) {
             return Err(e);
         }
-        let (_, _, _, oh, ow) = self.geometry(inputs);
-        if oh == 0 || ow == 0 {
-            let full_h = Self::full_extent(
-                h,
-                self.stride.0,
-                self.dilation.0,
-                self.kernel.0,
-                self.output_padding.0,
-            );
-            let full_w = Self::full_extent(
-                w,
-                self.stride.1,
-                self.dilation.1,
-                self.kernel.1,
-                self.output_padding.1,
+        let (out_h, out_w) = (self.out_extent(in_h, 0), self.out_extent(in_w, 1));
+        // A symbolic extent is checked at run time (the call boundary keeps the output at
+        // least 1); the messages below count one position for it.
+        let (h, w) = (in_h.fixed_or_zero().max(1), in_w.fixed_or_zero().max(1));
+        let (oh, ow) = (out_h.fixed_or_zero(), out_w.fixed_or_zero());
+        if (in_h.is_fixed() && oh == 0) || (in_w.is_fixed() && ow == 0) {
+            let (h, w) = (in_h.display(symbols), in_w.display(symbols));
+            let (full_h, full_w) = (
+                self.full_extent_of(in_h, 0).display(symbols),
+                self.full_extent_of(in_w, 1).display(symbols),
             );
             return Err(OpError::call(format!(
                 "the padding ({}, {}) crops the whole output: on a {h}x{w} input this layer's output before cropping is {full_h}x{full_w}, and twice the padding leaves nothing; use less padding",
@@ -1229,7 +1311,7 @@ impl Kernel for ConvTranspose2d {
         // weight and bias gradients.
         let cols = product_fits(&[self.out / g, kh, kw, h, w]);
         let weight = product_fits(&[c, self.out / g, kh, kw]);
-        let output = product_fits(&[self.out, oh, ow]);
+        let output = product_fits(&[self.out, oh.max(1), ow.max(1)]);
         let total = cols
             .and_then(|cols| cols.checked_mul(2))
             .zip(weight.and_then(|w| w.checked_add(self.out)?.checked_mul(7)))
@@ -1246,8 +1328,8 @@ impl Kernel for ConvTranspose2d {
             shape: Shape(vec![
                 inputs[0].shape.0[0],
                 Dim::Fixed(self.out),
-                Dim::Fixed(oh),
-                Dim::Fixed(ow),
+                out_h,
+                out_w,
             ]),
             kind: ValueKind::Float,
         })
@@ -1265,7 +1347,21 @@ impl Kernel for ConvTranspose2d {
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
         let (c, h, w, ..) = self.geometry(inputs);
-        conv_scratch(self.geometry_expr(&literal_dims([1, c, h, w])))
+        let shape = &inputs[0].shape.0;
+        let (in_h, in_w) = (shape[2], shape[3]);
+        if in_h.is_fixed() && in_w.is_fixed() {
+            return conv_scratch(self.geometry_expr(&literal_dims([1, c, h, w])));
+        }
+        // Sized at run time for the extents at hand.
+        let layer = *self;
+        vec![ScratchSpec {
+            suffix: "cols",
+            len: ScratchLen::OfDims(Box::new(move |dim| {
+                let [one, c] = literal_dims([1, c]).try_into().expect("two dims");
+                let geometry = layer.geometry_expr(&[one, c, dim(in_h), dim(in_w)]);
+                quote!(#geometry.scratch_len())
+            })),
+        }]
     }
     fn backward_reads(&self) -> Reads {
         Reads {

@@ -193,10 +193,10 @@ impl Kernel for GroupNorm {
         }
         let c = match x.shape.0[1] {
             Dim::Fixed(c) => c,
-            Dim::Symbol(s) => {
+            symbolic => {
                 return Err(OpError::input(
                     0,
-                    format!("`{op}` needs a fixed channel count (its statistics, weight and bias are per channel or group of channels), but dim 1 of {shown} is the symbolic `{}`: declare it as a number", symbols[s]),
+                    format!("`{op}` needs a fixed channel count (its statistics, weight and bias are per channel or group of channels), but dim 1 of {shown} is the symbolic `{}`: declare it as a number", symbolic.display(symbols)),
                 ))
             }
         };

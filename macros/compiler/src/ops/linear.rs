@@ -135,12 +135,12 @@ impl Kernel for Linear {
         let features = shape.0[shape.rank() - 1];
         match features {
             Dim::Fixed(_) => {}
-            Dim::Symbol(s) => {
+            symbolic => {
                 return Err(OpError::input(
                     0,
                     format!(
                         "`linear` needs a fixed number of input features, but this is {shown} whose last dim `{}` is symbolic: declare it as a number",
-                        symbols[s]
+                        symbolic.display(symbols)
                     ),
                 ))
             }

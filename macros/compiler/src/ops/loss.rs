@@ -263,7 +263,7 @@ impl Loss {
             let shown = pred.display(symbols);
             let last = match columns {
                 Some(Dim::Fixed(c)) => format!("{c} columns"),
-                Some(Dim::Symbol(s)) => format!("the symbolic `{}` columns", symbols[s]),
+                Some(symbolic) => format!("the symbolic `{}` columns", symbolic.display(symbols)),
                 None => "no axes".to_string(),
             };
             return Err(OpError::at(

@@ -351,6 +351,13 @@ pub trait Kernel {
     }
     /// The shape rule.
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError>;
+    /// Sizes computed from symbolic ones that must be at least 1 for the op to run, besides
+    /// its output's dims (always checked): a crop must leave something of a symbolic axis,
+    /// a reflection must be shorter than what it reflects. The call boundary checks them,
+    /// as the least values of their symbols ([`Graph::symbol_minimums`](crate::ir::Graph::symbol_minimums)).
+    fn required_sizes(&self, _inputs: &[&ValueInfo]) -> Vec<Dim> {
+        Vec::new()
+    }
     /// The layer's parameters, given the input types (only for ops with parameters).
     fn layer(&self, _inputs: &[&ValueInfo]) -> Option<LayerSpec> {
         None

@@ -297,7 +297,7 @@ impl Kernel for Narrow {
                     )));
                 }
             }
-            Dim::Symbol(_) => {
+            Dim::Symbol(_) | Dim::Affine { .. } => {
                 if self.start < 0 && self.length > self.start.unsigned_abs() as usize {
                     return Err(OpError::call(format!(
                         "`{op}` of {} along axis {axis} of {shown} runs past the end of the axis: a start of {} leaves {} positions; use `length = {}` or an earlier start",
@@ -355,7 +355,7 @@ impl Kernel for Narrow {
             Dim::Fixed(d) => {
                 fixed_start(self.start, self.length, d).map_or(self.start, |s| s as i64)
             }
-            Dim::Symbol(_) => self.start,
+            _ => self.start,
         };
         let x = cx.inputs[0].clone();
         if self.select {

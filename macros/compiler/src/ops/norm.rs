@@ -122,7 +122,7 @@ impl Norm {
         dims.iter()
             .map(|d| match d {
                 Dim::Fixed(n) => *n,
-                Dim::Symbol(_) => 0,
+                _ => 0,
             })
             .collect()
     }
@@ -306,10 +306,10 @@ impl Kernel for Norm {
                     format!("`batch_norm` expects [batch, features], [batch, channels, length] or [batch, channels, height, width], but this is {shown}: reshape it to one of them first"),
                 ));
             }
-            if let Dim::Symbol(s) = x.shape.0[1] {
+            if let symbolic @ (Dim::Symbol(_) | Dim::Affine { .. }) = x.shape.0[1] {
                 return Err(OpError::input(
                     0,
-                    format!("`batch_norm` needs a fixed channel count, but dim 1 of {shown} is the symbolic `{}`", symbols[s]),
+                    format!("`batch_norm` needs a fixed channel count, but dim 1 of {shown} is the symbolic `{}`", symbolic.display(symbols)),
                 ));
             }
         } else {
@@ -330,7 +330,7 @@ impl Kernel for Norm {
                 )));
             }
             for axis in rank - self.axes..rank {
-                if let Dim::Symbol(s) = x.shape.0[axis] {
+                if let symbolic @ (Dim::Symbol(_) | Dim::Affine { .. }) = x.shape.0[axis] {
                     let which = if self.axes == 1 {
                         "the last axis".to_string()
                     } else {
@@ -338,7 +338,7 @@ impl Kernel for Norm {
                     };
                     return Err(OpError::input(
                         0,
-                        format!("`layer_norm` normalizes {which}, which must be fixed, but in {shown} axis {axis} is the symbolic `{}`", symbols[s]),
+                        format!("`layer_norm` normalizes {which}, which must be fixed, but in {shown} axis {axis} is the symbolic `{}`", symbolic.display(symbols)),
                     ));
                 }
             }

@@ -5,9 +5,10 @@
 //! It takes a float value of rank at least one more than the padded axes (the batch axis is
 //! never padded) and returns it with each padded axis `before + d + after` long. A negative
 //! pad crops, as in PyTorch: the axis is cropped first and the modes pad from what is left
-//! (a circular pad wraps around the cropped axis). The padded axes must be fixed, the crops
-//! must leave at least one value, and a reflect pad must be less than the (cropped) axis and
-//! a circular one at most it (as PyTorch requires). The backward adds each padded position's
+//! (a circular pad wraps around the cropped axis). The crops must leave at least one value,
+//! and a reflect pad must be less than the (cropped) axis and a circular one at most it (as
+//! PyTorch requires): checked here for a fixed axis, and at the call boundary for a symbolic
+//! one (`4 * H` padded by 1 on each side is `4 * H + 2`). The backward adds each padded position's
 //! gradient into the value it copies; cropped values get none. This is what a causal
 //! convolution needs (`pad(x, (k - 1, 0))` then `conv1d` without padding), what reflection
 //! padding in image models is, and how a U-Net crops a skip connection to its decoder's size.
@@ -177,15 +178,13 @@ impl Pad {
         let count = self.pads.len();
         for (i, (&pair, axis)) in self.pads.iter().zip((0..rank).rev()).enumerate() {
             let (_, (before, after)) = split(pair);
-            let Dim::Fixed(d) = dims[axis] else {
-                return Err("circular padding of a symbolic axis".to_string());
-            };
             let axes = cx.b.ints("axes", vec![cast(axis)?]);
             let mut parts = Vec::new();
             if before > 0 {
+                // Counted from the end, so that a symbolic axis needs no size.
                 let (start, end) = (
-                    cx.b.ints("starts", vec![cast(d - before)?]),
-                    cx.b.ints("ends", vec![cast(d)?]),
+                    cx.b.ints("starts", vec![-cast(before)?]),
+                    cx.b.ints("ends", vec![i64::MAX]),
                 );
                 parts.push(cx.op(
                     "Slice",
@@ -213,7 +212,7 @@ impl Pad {
             } else {
                 value = cx.op("Concat", parts, "wrapped", attrs);
             }
-            dims[axis] = Dim::Fixed(d + before + after);
+            dims[axis] = dims[axis].plus(cast(before + after)?);
         }
         Ok(())
     }
@@ -232,13 +231,15 @@ impl Pad {
             if crop_b + crop_a == 0 {
                 continue;
             }
-            let Dim::Fixed(d) = dims[axis] else {
-                return Err("a crop of a symbolic axis".to_string());
-            };
             starts.push(cast(crop_b)?);
-            ends.push(cast(d - crop_a)?);
+            // The end counted from the end of the axis, which needs no size.
+            ends.push(if crop_a == 0 {
+                i64::MAX
+            } else {
+                -cast(crop_a)?
+            });
             axes.push(cast(axis)?);
-            dims[axis] = Dim::Fixed(d - crop_b - crop_a);
+            dims[axis] = dims[axis].plus(-cast(crop_b + crop_a)?);
         }
         let inputs = vec![
             cx.inputs[0].clone(),
@@ -314,11 +315,12 @@ impl Kernel for Pad {
         for (&(before, after), axis) in self.pads.iter().zip((0..rank).rev()) {
             let d = match shape[axis] {
                 Dim::Fixed(d) => d,
-                Dim::Symbol(s) => {
-                    return Err(OpError::input(
-                        0,
-                        format!("`pad` needs the axes it pads fixed, but axis {axis} of {shown} is the symbolic `{}`: declare it as a number", symbols[s]),
-                    ))
+                // A symbolic axis: the call boundary checks what `required_sizes` lists.
+                symbolic => {
+                    let ((crop_b, crop_a), (b, a)) = split((before, after));
+                    let kept = symbolic.plus(-((crop_b + crop_a) as i64));
+                    shape[axis] = kept.plus((b + a) as i64);
+                    continue;
                 }
             };
             let ((crop_b, crop_a), (b, a)) = split((before, after));
@@ -360,6 +362,22 @@ impl Kernel for Pad {
             shape: Shape(shape),
             kind: ValueKind::Float,
         })
+    }
+    fn required_sizes(&self, inputs: &[&ValueInfo]) -> Vec<Dim> {
+        let shape = &inputs[0].shape.0;
+        let mut sizes = Vec::new();
+        for (&(before, after), axis) in self.pads.iter().zip((0..shape.len()).rev()) {
+            let ((crop_b, crop_a), (b, a)) = split((before, after));
+            // What the crop leaves, at least 1; a reflection shorter than it, a wrap at most it.
+            let kept = shape[axis].plus(-((crop_b + crop_a) as i64));
+            let widest = b.max(a) as i64;
+            sizes.push(match self.mode {
+                Mode::Reflect => kept.plus(-widest),
+                Mode::Circular => kept.plus(1 - widest),
+                Mode::Constant | Mode::Replicate => kept,
+            });
+        }
+        sizes
     }
     fn decoding(&self, inputs: &[&ValueInfo]) -> super::Decoding {
         // Padding the features of each position (not the sequence axis, axis 1) is position

@@ -195,6 +195,39 @@ fn out_extent(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode:
     out
 }
 
+/// [`out_extent`] of a fixed or symbolic input extent. For a symbolic one the stride must
+/// divide its multiple of the symbol (see [`sliding_extent`](super::conv::sliding_extent));
+/// `ceil_mode`'s rule that no window starts in the padding then compares two formulas with
+/// the same multiple of the symbol, which their constants decide.
+fn pool_extent(
+    op: &str,
+    what: &str,
+    input: Dim,
+    (kernel, stride, pad): (usize, usize, usize),
+    ceil_mode: bool,
+    symbols: &[String],
+) -> Result<Dim, OpError> {
+    if let Dim::Fixed(n) = input {
+        return Ok(Dim::Fixed(out_extent(n, kernel, stride, pad, ceil_mode)));
+    }
+    let window = super::conv::Window {
+        span: kernel,
+        stride,
+        pads: pad.saturating_mul(2),
+        ceil: ceil_mode,
+    };
+    let out = super::conv::sliding_extent(op, what, input, window, symbols)?;
+    if let (true, Some((_, _, in_offset)), Some((_, _, out_offset))) =
+        (ceil_mode, input.linear(), out.linear())
+    {
+        // (out − 1)·stride ≥ input + pad, the symbol's terms being equal on both sides.
+        if (out_offset - 1).saturating_mul(stride as i64) >= in_offset.saturating_add(pad as i64) {
+            return Ok(out.plus(-1));
+        }
+    }
+    Ok(out)
+}
+
 impl Pool {
     fn geometry_tokens(&self, x_dims: &[TokenStream]) -> TokenStream {
         let geometry = super::geometry_ident();
@@ -282,27 +315,21 @@ impl Kernel for Pool {
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         let (c, h, w) = if self.one_d {
-            match super::conv::sequence_input(self.name(), inputs[0], symbols)? {
-                (c, Dim::Fixed(l)) => (c, 1, l),
-                (_, Dim::Symbol(s)) => {
-                    return Err(OpError::input(
-                        0,
-                        format!(
-                            "`{}` needs a fixed length, but the length of {} is the symbolic `{}`: declare it as a number",
-                            self.name(),
-                            inputs[0].shape.display(symbols),
-                            symbols[s]
-                        ),
-                    ))
-                }
-            }
+            let (c, l) = super::conv::sequence_input(self.name(), inputs[0], symbols)?;
+            (c, Dim::Fixed(1), l)
         } else {
             spatial_input(self.name(), inputs[0], symbols)?
         };
         let ((kh, kw), (sh, sw), (ph, pw)) = (self.kernel, self.stride, self.padding);
-        // Saturating: a padding near `usize::MAX / 2` must give an error, not an overflow.
-        let (padded_h, padded_w) = (h.saturating_add(2 * ph), w.saturating_add(2 * pw));
-        if kh > padded_h || kw > padded_w {
+        // Saturating: a padding near `usize::MAX / 2` must give an error, not an overflow. A
+        // symbolic extent is checked at run time (the call boundary keeps the output at least
+        // 1, which is the window fitting).
+        let (padded_h, padded_w) = (
+            h.fixed_or_zero().saturating_add(2 * ph),
+            w.fixed_or_zero().saturating_add(2 * pw),
+        );
+        if (h.is_fixed() && kh > padded_h) || (w.is_fixed() && kw > padded_w) {
+            let (h, w) = (h.display(symbols), w.display(symbols));
             let padded = if (ph, pw) == (0, 0) {
                 String::new()
             } else {
@@ -326,21 +353,19 @@ impl Kernel for Pool {
             };
             return Err(OpError::input(0, message));
         }
-        let oh = out_extent(h, kh, sh, ph, self.ceil_mode);
-        let ow = out_extent(w, kw, sw, pw, self.ceil_mode);
+        let name = self.name();
+        let extent =
+            |what, n, k, s, p| pool_extent(name, what, n, (k, s, p), self.ceil_mode, symbols);
+        let ow = extent(if self.one_d { "length" } else { "width" }, w, kw, sw, pw)?;
         if self.one_d {
             return Ok(ValueInfo {
-                shape: Shape(vec![inputs[0].shape.0[0], Dim::Fixed(c), Dim::Fixed(ow)]),
+                shape: Shape(vec![inputs[0].shape.0[0], Dim::Fixed(c), ow]),
                 kind: ValueKind::Float,
             });
         }
+        let oh = extent("height", h, kh, sh, ph)?;
         Ok(ValueInfo {
-            shape: Shape(vec![
-                inputs[0].shape.0[0],
-                Dim::Fixed(c),
-                Dim::Fixed(oh),
-                Dim::Fixed(ow),
-            ]),
+            shape: Shape(vec![inputs[0].shape.0[0], Dim::Fixed(c), oh, ow]),
             kind: ValueKind::Float,
         })
     }

@@ -272,7 +272,7 @@ impl Kernel for Recurrent {
                 format!("`{op}` runs over batch-first sequences [batch, time, features], but this is {} (rank {}): {hint}", show(x), x.rank()),
             ));
         }
-        if let Dim::Symbol(_) = x.0[2] {
+        if !x.0[2].is_fixed() {
             return Err(OpError::input(
                 0,
                 format!("`{op}` needs a fixed number of input features, but this is {} whose last dim is symbolic: declare it as a number", show(x)),

@@ -91,6 +91,9 @@ fn size_of(shape: &Shape) -> (usize, Vec<usize>) {
             // Saturating: an overflowing target cannot equal the (checked) input size.
             Dim::Fixed(n) => fixed = n.saturating_mul(fixed),
             Dim::Symbol(s) => syms.push(*s),
+            // A computed size has no name a target could give: it matches nothing (`infer`
+            // refuses such inputs first, with a message of its own).
+            Dim::Affine { .. } => syms.push(usize::MAX),
         }
     }
     syms.sort_unstable();
@@ -132,12 +135,12 @@ impl Kernel for Reshape {
                 for d in &shape.0[1..] {
                     match d {
                         Dim::Fixed(n) => features *= n,
-                        Dim::Symbol(s) => {
+                        symbolic => {
                             return Err(OpError::input(
                                 0,
                                 format!(
                                     "`flatten` needs fixed dims after the batch dim, but {shown} has the symbolic `{}` there: the number of features must be known at compile time",
-                                    symbols[*s]
+                                    symbolic.display(symbols)
                                 ),
                             ))
                         }
@@ -146,6 +149,15 @@ impl Kernel for Reshape {
                 Shape(vec![shape.0[0], Dim::Fixed(features)])
             }
             Some(target) => {
+                if let Some(computed) = shape.0.iter().find(|d| matches!(d, Dim::Affine { .. })) {
+                    return Err(OpError::input(
+                        0,
+                        format!(
+                            "`reshape` of {shown}: its size `{}` is computed from a symbolic one, and a new shape can only name declared sizes; reduce that axis first (`mean(x, axis = (2, 3))`, `adaptive_avg_pool2d(x, 1)`)",
+                            computed.display(symbols)
+                        ),
+                    ));
+                }
                 let mut dims = Vec::new();
                 for t in target {
                     dims.push(match t {

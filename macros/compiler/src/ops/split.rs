@@ -295,12 +295,12 @@ impl Kernel for Part {
         }
         let d = match x.shape.0[axis] {
             Dim::Fixed(d) => d,
-            Dim::Symbol(s) => {
+            symbolic => {
                 return Err(OpError::input(
                     0,
                     format!(
                         "`{op}` along axis {axis} of {shown}, whose length `{}` is only known at run time: the parts' shapes must be fixed; cut a fixed axis, or take windows with `narrow(x, axis = {axis}, start = 0, length = 4)`",
-                        symbols.get(s).map_or("?", String::as_str)
+                        symbolic.display(symbols)
                     ),
                 ));
             }

@@ -90,10 +90,16 @@ pub struct Upsample {
 }
 
 impl Upsample {
-    fn out_size(&self, (h, w): (usize, usize)) -> Option<(usize, usize)> {
+    /// The output height and width for an input's: scaled (a symbolic extent gives its
+    /// multiple, `2 * H`), or the fixed `size`. `None` when a fixed one overflows.
+    fn out_size(&self, (h, w): (Dim, Dim)) -> Option<(Dim, Dim)> {
+        let scaled = |n: Dim, s: usize| match n {
+            Dim::Fixed(n) => n.checked_mul(s).map(Dim::Fixed),
+            symbolic => Some(symbolic.times(s)),
+        };
         match self.target {
-            Target::Scale((sh, sw)) => Some((h.checked_mul(sh)?, w.checked_mul(sw)?)),
-            Target::Size(size) => Some(size),
+            Target::Scale((sh, sw)) => Some((scaled(h, sh)?, scaled(w, sw)?)),
+            Target::Size((oh, ow)) => Some((Dim::Fixed(oh), Dim::Fixed(ow))),
         }
     }
 
@@ -196,17 +202,14 @@ impl Kernel for Upsample {
         let (c, h, w) = spatial_input(self.name(), inputs[0], symbols)?;
         let (oh, ow) = self.out_size((h, w)).ok_or_else(|| {
             OpError::call(format!(
-                "`upsample` of the {h}x{w} input {} gives a size too large to address: use a smaller `scale`",
+                "`upsample` of the {}x{} input {} gives a size too large to address: use a smaller `scale`",
+                h.display(symbols),
+                w.display(symbols),
                 inputs[0].shape.display(symbols),
             ))
         })?;
         Ok(ValueInfo {
-            shape: Shape(vec![
-                inputs[0].shape.0[0],
-                Dim::Fixed(c),
-                Dim::Fixed(oh),
-                Dim::Fixed(ow),
-            ]),
+            shape: Shape(vec![inputs[0].shape.0[0], Dim::Fixed(c), oh, ow]),
             kind: ValueKind::Float,
         })
     }

@@ -1,0 +1,365 @@
+//! Models whose spatial sizes are symbolic (`[B, 1, 4 * H, 4 * W]`): every size a layer
+//! computes from `H` is a formula of it, so one model runs on images or sequences of any
+//! size the formulas allow. Each model is checked against a twin declared with fixed sizes
+//! (the same layers, so the same parameters): equal outputs, losses and gradients at that
+//! size, and central differences of its own at another size.
+
+use super::{check, random};
+use kiln::ndarray::{Array1, Array3};
+use kiln::rand::rngs::StdRng;
+use kiln::rand::{RngExt, SeedableRng};
+use kiln::Model;
+
+kiln::model! {
+    /// A small U-Net on images of any size divisible by 4.
+    struct UNetAnySize {
+        input x: [B, 2, 4 * H, 4 * W];
+        target y: [B, 4 * H, 4 * W] classes 3;
+        let c1 = relu(conv2d(x, 4, kernel = 3, padding = 1));
+        let p1 = max_pool2d(c1, 2);
+        let c2 = tanh(conv2d(p1, 6, kernel = 3, padding = same, dilation = 2));
+        let n2 = group_norm(c2, groups = 2);
+        let p2 = avg_pool2d(n2, 2);
+        let c3 = conv2d(p2, 6, kernel = 3);
+        let u3 = conv_transpose2d(c3, 6, kernel = 3);
+        let u2 = upsample(u3, scale = 2, mode = bilinear);
+        let m2 = concat(u2, c2, axis = 1);
+        let u1 = conv_transpose2d(m2, 4, kernel = 2, stride = 2);
+        let m1 = concat(u1, c1, axis = 1);
+        let s1 = conv2d(m1, 4, kernel = 3, stride = 2, padding = 1);
+        let up = upsample(s1, scale = 2);
+        let logits = conv2d(up, 3, kernel = 1);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+kiln::model! {
+    /// `UNetAnySize` on 12×16 images only.
+    struct UNetFixed {
+        input x: [B, 2, 12, 16];
+        target y: [B, 12, 16] classes 3;
+        let c1 = relu(conv2d(x, 4, kernel = 3, padding = 1));
+        let p1 = max_pool2d(c1, 2);
+        let c2 = tanh(conv2d(p1, 6, kernel = 3, padding = same, dilation = 2));
+        let n2 = group_norm(c2, groups = 2);
+        let p2 = avg_pool2d(n2, 2);
+        let c3 = conv2d(p2, 6, kernel = 3);
+        let u3 = conv_transpose2d(c3, 6, kernel = 3);
+        let u2 = upsample(u3, scale = 2, mode = bilinear);
+        let m2 = concat(u2, c2, axis = 1);
+        let u1 = conv_transpose2d(m2, 4, kernel = 2, stride = 2);
+        let m1 = concat(u1, c1, axis = 1);
+        let s1 = conv2d(m1, 4, kernel = 3, stride = 2, padding = 1);
+        let up = upsample(s1, scale = 2);
+        let logits = conv2d(up, 3, kernel = 1);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+kiln::model! {
+    /// A classifier of images of any size: global pooling ends the symbolic extents.
+    struct ClassifierAnySize {
+        input x: [B, 3, H, W];
+        target y: [B] classes 4;
+        let c = relu(conv2d(x, 5, kernel = 3, padding = same));
+        let d = conv2d(c, 5, kernel = 2, padding = same);
+        let avg = flatten(adaptive_avg_pool2d(d, 1));
+        let top = flatten(adaptive_max_pool2d(d, (2, 1)));
+        let logits = linear(concat(avg, top), 4);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+kiln::model! {
+    /// `ClassifierAnySize` on 5×7 images only.
+    struct ClassifierFixed {
+        input x: [B, 3, 5, 7];
+        target y: [B] classes 4;
+        let c = relu(conv2d(x, 5, kernel = 3, padding = same));
+        let d = conv2d(c, 5, kernel = 2, padding = same);
+        let avg = flatten(adaptive_avg_pool2d(d, 1));
+        let top = flatten(adaptive_max_pool2d(d, (2, 1)));
+        let logits = linear(concat(avg, top), 4);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+kiln::model! {
+    /// Strided 1-d convolutions and a ceil-mode pooling over sequences of any length
+    /// divisible by 4.
+    struct SequenceAnyLength {
+        input x: [B, 3, 4 * T];
+        target y: [B] classes 4;
+        let c = relu(conv1d(x, 5, kernel = 3, stride = 2, padding = 1));
+        let p = max_pool1d(c, kernel = 3, stride = 2, padding = 1, ceil_mode = true);
+        let q = avg_pool1d(p, kernel = 2, stride = 1, ceil_mode = true);
+        let k = conv1d(q, 5, kernel = 3, padding = causal);
+        let logits = linear(mean(k, axis = 2), 4);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+kiln::model! {
+    /// `SequenceAnyLength` on sequences of 12 only.
+    struct SequenceFixed {
+        input x: [B, 3, 12];
+        target y: [B] classes 4;
+        let c = relu(conv1d(x, 5, kernel = 3, stride = 2, padding = 1));
+        let p = max_pool1d(c, kernel = 3, stride = 2, padding = 1, ceil_mode = true);
+        let q = avg_pool1d(p, kernel = 2, stride = 1, ceil_mode = true);
+        let k = conv1d(q, 5, kernel = 3, padding = causal);
+        let logits = linear(mean(k, axis = 2), 4);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+kiln::model! {
+    /// Reflection, circular and replicate padding and crops of symbolic axes.
+    struct PadAnySize {
+        input x: [B, 2, H, W];
+        target y: [B, 2, H, W];
+        let r = pad(x, (2, 2, 1, 1), mode = reflect);
+        let c = conv2d(r, 2, kernel = 3);
+        let k = pad(c, (-1, -1, 1, 0), mode = circular);
+        let crop = pad(k, (0, 0, 0, -1));
+        let out = crop * pad(x, (1, -1, 0, 0), mode = replicate);
+        output out;
+        loss mse(out, y);
+    }
+}
+
+kiln::model! {
+    /// `PadAnySize` on 4×5 inputs only.
+    struct PadFixed {
+        input x: [B, 2, 4, 5];
+        target y: [B, 2, 4, 5];
+        let r = pad(x, (2, 2, 1, 1), mode = reflect);
+        let c = conv2d(r, 2, kernel = 3);
+        let k = pad(c, (-1, -1, 1, 0), mode = circular);
+        let crop = pad(k, (0, 0, 0, -1));
+        let out = crop * pad(x, (1, -1, 0, 0), mode = replicate);
+        output out;
+        loss mse(out, y);
+    }
+}
+
+/// Copies `from`'s parameters into `to`, which has the same ones in the same order.
+fn copy_params<A: Model<f64>, B: Model<f64>>(from: &A, to: &mut B) {
+    let mut values = Vec::new();
+    from.visit_params(&mut |name, p| values.push((name, p.to_owned())));
+    let mut next = values.into_iter();
+    to.visit_params_mut(&mut |name, mut p| {
+        let (from_name, value) = next.next().expect("as many parameters");
+        assert_eq!(name, from_name);
+        p.assign(&value);
+    });
+}
+
+/// Every gradient of `a` and `b` (twins) as `(name, values)`.
+fn flat_grads<M: Model<f64>>(model: &mut M, grads: &M::Grads) -> Vec<Vec<f64>> {
+    let mut out = Vec::new();
+    model.visit_params_with_grads(grads, &mut |_, _, g| out.push(g.to_vec()));
+    out
+}
+
+fn labels(rng: &mut StdRng, shape: (usize, usize, usize), classes: usize) -> Array3<usize> {
+    Array3::from_shape_simple_fn(shape, || rng.random_range(0..classes))
+}
+
+fn classes(rng: &mut StdRng, n: usize, classes: usize) -> Array1<usize> {
+    Array1::from_shape_simple_fn(n, || rng.random_range(0..classes))
+}
+
+#[test]
+fn a_unet_of_symbolic_size_matches_its_fixed_twin_and_its_central_differences() {
+    let mut rng = StdRng::seed_from_u64(71);
+    let mut any = UNetAnySize::<f64>::new(&mut rng);
+    any.visit_params_mut(&mut |_, mut p| p.mapv_inplace(|v| v + rng.random_range(-0.2..0.2)));
+    let mut fixed = UNetFixed::<f64>::new(&mut rng);
+    copy_params(&any, &mut fixed);
+
+    let x = random(&mut rng, (2, 2, 12, 16), -1.0, 1.0);
+    let y = labels(&mut rng, (2, 12, 16), 3);
+    assert_eq!(
+        any.forward(x.view()).unwrap(),
+        fixed.forward(x.view()).unwrap()
+    );
+    let (mut g_any, mut g_fixed) = (any.zero_grads(), fixed.zero_grads());
+    let loss_any = any
+        .loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut g_any)
+        .unwrap();
+    let loss_fixed = fixed
+        .loss_and_grad(x.view(), y.view(), &mut fixed.workspace(), &mut g_fixed)
+        .unwrap();
+    assert_eq!(loss_any, loss_fixed);
+    assert_eq!(
+        flat_grads(&mut any, &g_any),
+        flat_grads(&mut fixed, &g_fixed)
+    );
+
+    // One workspace across sizes, growing and shrinking: each size's step as a fresh one's.
+    let mut ws = any.workspace();
+    for (h, w) in [(16, 12), (12, 16), (20, 12)] {
+        let x = random(&mut rng, (1, 2, h, w), -1.0, 1.0);
+        let y = labels(&mut rng, (1, h, w), 3);
+        let logits = any.forward(x.view()).unwrap();
+        assert_eq!(logits.shape(), &[1, 3, h, w]);
+        let (mut reused, mut fresh) = (any.zero_grads(), any.zero_grads());
+        let a = any
+            .loss_and_grad(x.view(), y.view(), &mut ws, &mut reused)
+            .unwrap();
+        let b = any
+            .loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut fresh)
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(flat_grads(&mut any, &reused), flat_grads(&mut any, &fresh));
+    }
+
+    let x = random(&mut rng, (1, 2, 16, 12), -1.0, 1.0);
+    let y = labels(&mut rng, (1, 16, 12), 3);
+    let mut grads = any.zero_grads();
+    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut grads)
+        .unwrap();
+    check(&any, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+#[test]
+fn a_classifier_of_any_image_size_matches_its_fixed_twin_and_its_central_differences() {
+    let mut rng = StdRng::seed_from_u64(72);
+    let any = ClassifierAnySize::<f64>::new(&mut rng);
+    let mut fixed = ClassifierFixed::<f64>::new(&mut rng);
+    copy_params(&any, &mut fixed);
+    let x = random(&mut rng, (3, 3, 5, 7), -1.0, 1.0);
+    let y = classes(&mut rng, 3, 4);
+    assert_eq!(
+        any.forward(x.view()).unwrap(),
+        fixed.forward(x.view()).unwrap()
+    );
+    assert_eq!(
+        any.loss(x.view(), y.view(), &mut any.workspace()).unwrap(),
+        fixed
+            .loss(x.view(), y.view(), &mut fixed.workspace())
+            .unwrap()
+    );
+
+    for (h, w) in [(1, 1), (2, 9), (6, 4)] {
+        let x = random(&mut rng, (2, 3, h, w), -1.0, 1.0);
+        let y = classes(&mut rng, 2, 4);
+        let mut grads = any.zero_grads();
+        let mut model = any.clone();
+        model
+            .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
+            .unwrap();
+        check(&model, &grads, |m| {
+            m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+        });
+    }
+}
+
+#[test]
+fn strided_and_ceil_mode_layers_over_a_symbolic_length_match_their_fixed_twin() {
+    let mut rng = StdRng::seed_from_u64(73);
+    let mut any = SequenceAnyLength::<f64>::new(&mut rng);
+    let mut fixed = SequenceFixed::<f64>::new(&mut rng);
+    copy_params(&any, &mut fixed);
+    let x = random(&mut rng, (2, 3, 12), -1.0, 1.0);
+    let y = classes(&mut rng, 2, 4);
+    assert_eq!(
+        any.forward(x.view()).unwrap(),
+        fixed.forward(x.view()).unwrap()
+    );
+    let (mut g_any, mut g_fixed) = (any.zero_grads(), fixed.zero_grads());
+    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut g_any)
+        .unwrap();
+    fixed
+        .loss_and_grad(x.view(), y.view(), &mut fixed.workspace(), &mut g_fixed)
+        .unwrap();
+    assert_eq!(
+        flat_grads(&mut any, &g_any),
+        flat_grads(&mut fixed, &g_fixed)
+    );
+
+    let x = random(&mut rng, (2, 3, 20), -1.0, 1.0);
+    let mut grads = any.zero_grads();
+    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut grads)
+        .unwrap();
+    check(&any, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+#[test]
+fn padding_and_crops_of_symbolic_axes_match_their_fixed_twin() {
+    let mut rng = StdRng::seed_from_u64(75);
+    let mut any = PadAnySize::<f64>::new(&mut rng);
+    let mut fixed = PadFixed::<f64>::new(&mut rng);
+    copy_params(&any, &mut fixed);
+    let x = random(&mut rng, (2, 2, 4, 5), -1.0, 1.0);
+    let y = random(&mut rng, (2, 2, 4, 5), -1.0, 1.0);
+    assert_eq!(
+        any.forward(x.view()).unwrap(),
+        fixed.forward(x.view()).unwrap()
+    );
+    let (mut g_any, mut g_fixed) = (any.zero_grads(), fixed.zero_grads());
+    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut g_any)
+        .unwrap();
+    fixed
+        .loss_and_grad(x.view(), y.view(), &mut fixed.workspace(), &mut g_fixed)
+        .unwrap();
+    assert_eq!(
+        flat_grads(&mut any, &g_any),
+        flat_grads(&mut fixed, &g_fixed)
+    );
+
+    // The least size: the reflection of the columns by 2 needs 3 of them, the reflection of
+    // the rows by 1 needs 2.
+    let x = random(&mut rng, (1, 2, 2, 3), -1.0, 1.0);
+    let y = random(&mut rng, (1, 2, 2, 3), -1.0, 1.0);
+    let mut grads = any.zero_grads();
+    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut grads)
+        .unwrap();
+    check(&any, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+    let narrow = random(&mut rng, (1, 2, 4, 2), -1.0, 1.0);
+    let message = any.forward(narrow.view()).unwrap_err().to_string();
+    assert!(message.contains("W of at least 3"), "{message}");
+    let short = random(&mut rng, (1, 2, 1, 5), -1.0, 1.0);
+    let message = any.forward(short.view()).unwrap_err().to_string();
+    assert!(message.contains("H of at least 2"), "{message}");
+}
+
+#[test]
+fn sizes_a_model_cannot_take_are_errors_naming_the_input() {
+    let mut rng = StdRng::seed_from_u64(74);
+    let unet = UNetAnySize::<f64>::new(&mut rng);
+    let odd = random(&mut rng, (1, 2, 14, 16), -1.0, 1.0);
+    let message = unet.forward(odd.view()).unwrap_err().to_string();
+    assert!(message.contains("input `x`"), "{message}");
+    assert!(
+        message.contains("axis 2 is 14, not a multiple of 4"),
+        "{message}"
+    );
+    // `c3`, a valid 3×3 convolution at a quarter of the size, needs H ≥ 3.
+    let small = random(&mut rng, (1, 2, 8, 16), -1.0, 1.0);
+    let message = unet.forward(small.view()).unwrap_err().to_string();
+    assert!(message.contains("4 * H of at least 12"), "{message}");
+    let mut grads = unet.zero_grads();
+    let y = labels(&mut rng, (1, 12, 20), 3);
+    let x = random(&mut rng, (1, 2, 12, 16), -1.0, 1.0);
+    let mut model = unet.clone();
+    let message = model
+        .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("target `y`"), "{message}");
+    assert!(message.contains("W = 4 from an earlier input"), "{message}");
+}
