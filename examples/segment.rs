@@ -20,6 +20,10 @@
 //! It prints the model summary, the loss as it trains, then the intersection-over-union of
 //! every class and their mean on 300 held-out images, saves the weights and writes
 //! `segment.png`: rows of input, true mask and predicted mask.
+//!
+//! The model is declared on images of any size divisible by 4 (`[B, 1, 4 * H, 4 * W]`): it
+//! trains on 64×64 canvases, and the same weights then segment 64×192 canvases holding three
+//! times as many digits, whose mean IoU it prints too (and draws in `segment-wide.png`).
 
 use kiln::data;
 use kiln::ndarray::{s, Array2, Array3, Array4, ArrayView3, Axis};
@@ -35,16 +39,19 @@ use std::time::Instant;
 #[path = "common/cli.rs"]
 mod cli;
 
-/// The canvas side in pixels.
+/// The side in pixels of the canvases the model trains on.
 pub const SIDE: usize = 64;
+/// The height and width of the wider canvases the trained model also segments.
+pub const WIDE: (usize, usize) = (64, 192);
 /// Background and the ten digits.
 pub const CLASSES: usize = 11;
 
 kiln::model! {
-    /// A U-Net for 64×64 single-channel images: per-pixel scores for 11 classes.
+    /// A U-Net for single-channel images whose sides divide by 4 (it pools twice): per-pixel
+    /// scores for 11 classes.
     pub struct UNet {
-        input image: [B, 1, 64, 64];
-        target mask: [B, 64, 64] classes 11;
+        input image: [B, 1, 4 * H, 4 * W];
+        target mask: [B, 4 * H, 4 * W] classes 11;
         let e1a = relu(conv2d(image, 16, kernel = 3, padding = 1));
         let e1 = relu(conv2d(e1a, 16, kernel = 3, padding = 1));
         let e2a = relu(conv2d(max_pool2d(e1, 2), 32, kernel = 3, padding = 1));
@@ -110,10 +117,14 @@ pub struct Outcome {
     pub foreground_iou: f64,
     /// Seconds spent training.
     pub train_seconds: f64,
+    /// The mean IoU on held-out canvases of [`WIDE`] size, which training never saw.
+    pub wide_mean_iou: f64,
     /// The trained weights.
     pub weights: PathBuf,
     /// The picture of inputs, true and predicted masks.
     pub picture: PathBuf,
+    /// The same for the wide canvases.
+    pub wide_picture: PathBuf,
 }
 
 /// Digits to draw from: 28×28 grey levels in [0, 1] and their classes.
@@ -148,7 +159,8 @@ impl DigitBank {
     }
 }
 
-/// Draws one canvas into `image` (`[64, 64]`, grey levels) and `mask` (`[64, 64]`, classes).
+/// Draws one canvas into `image` (grey levels) and `mask` (classes), both `[height, width]`
+/// with sides of at least 36: 1–3 digits per 64×64 of area.
 pub fn draw_canvas(
     bank: &DigitBank,
     rng: &mut impl Rng,
@@ -157,15 +169,17 @@ pub fn draw_canvas(
 ) {
     image.fill(0.0);
     mask.fill(0);
-    let digits = rng.random_range(1..=3);
-    let mut boxes: Vec<(usize, usize, usize)> = Vec::with_capacity(3);
+    let (height, width) = image.dim();
+    let room = (height * width).div_ceil(SIDE * SIDE).max(1);
+    let digits = rng.random_range(room..=3 * room);
+    let mut boxes: Vec<(usize, usize, usize)> = Vec::with_capacity(digits);
     for _ in 0..digits {
         // Rejection sampling keeps digits from covering one another much: a box may overlap
         // earlier ones by at most a fifth of its area.
         let Some((top, left, size)) = (0..50).find_map(|_| {
             let size = rng.random_range(20..=36);
-            let top = rng.random_range(0..=SIDE - size);
-            let left = rng.random_range(0..=SIDE - size);
+            let top = rng.random_range(0..=height - size);
+            let left = rng.random_range(0..=width - size);
             let overlap: usize = boxes
                 .iter()
                 .map(|&(t, l, s)| {
@@ -220,15 +234,16 @@ fn bilinear(digit: kiln::ndarray::ArrayView2<f32>, y: f32, x: f32) -> f32 {
         + fy * ((1.0 - fx) * at(r + 1, c) + fx * at(r + 1, c + 1))
 }
 
-/// Fills a batch of canvases.
+/// Fills a batch of canvases (of the batch's height and width).
 fn draw_batch(
     bank: &DigitBank,
     rng: &mut impl Rng,
     images: &mut Array4<f32>,
     masks: &mut Array3<usize>,
 ) {
-    let mut image = Array2::zeros((SIDE, SIDE));
-    let mut mask = Array2::zeros((SIDE, SIDE));
+    let (_, height, width) = masks.dim();
+    let mut image = Array2::zeros((height, width));
+    let mut mask = Array2::zeros((height, width));
     for i in 0..images.shape()[0] {
         draw_canvas(bank, rng, &mut image, &mut mask);
         images.slice_mut(s![i, 0, .., ..]).assign(&image);
@@ -370,29 +385,28 @@ pub fn train(config: &Config) -> Result<Outcome, Box<dyn Error>> {
         }
     }
 
-    // Held-out canvases from the test digits, with a seed of their own.
+    // Held-out canvases from the test digits, with a seed of their own: the training size,
+    // then wider ones.
     let mut test_rng = StdRng::seed_from_u64(config.seed + 1_000_003);
-    let mut counts = IouCounts::default();
-    let eval_batch = 25;
-    let mut test_images = Array4::zeros((eval_batch, 1, SIDE, SIDE));
-    let mut test_masks = Array3::zeros((eval_batch, SIDE, SIDE));
-    let mut shown = None;
-    for _ in 0..config.test_images.div_ceil(eval_batch) {
-        draw_batch(&test_bank, &mut test_rng, &mut test_images, &mut test_masks);
-        let scores = model.forward(test_images.view())?;
-        let predicted = argmax_classes(scores.view());
-        counts.add(test_masks.view(), predicted.view());
-        if shown.is_none() {
-            shown = Some((test_images.clone(), test_masks.clone(), predicted));
-        }
-    }
+    let (counts, shown) = evaluate(
+        &model,
+        &test_bank,
+        &mut test_rng,
+        (SIDE, SIDE),
+        config.test_images,
+    )?;
+    let wide_images = config.test_images / 5;
+    let (wide_counts, wide_shown) = evaluate(&model, &test_bank, &mut test_rng, WIDE, wide_images)?;
 
     std::fs::create_dir_all(&config.out)?;
     let weights = config.out.join("unet.safetensors");
     kiln::io::save(&model, &weights)?;
     let picture = config.out.join("segment.png");
-    if let Some((images, truth, predicted)) = shown {
-        write_picture(&picture, images.view(), truth.view(), predicted.view(), 8)?;
+    let wide_picture = config.out.join("segment-wide.png");
+    for (path, shown, rows) in [(&picture, shown, 8), (&wide_picture, wide_shown, 4)] {
+        if let Some((images, truth, predicted)) = shown {
+            write_picture(path, images.view(), truth.view(), predicted.view(), rows)?;
+        }
     }
     Ok(Outcome {
         iou: counts.iou(),
@@ -400,9 +414,40 @@ pub fn train(config: &Config) -> Result<Outcome, Box<dyn Error>> {
         pixel_accuracy: counts.pixel_accuracy(),
         foreground_iou: counts.foreground_iou(),
         train_seconds,
+        wide_mean_iou: wide_counts.mean_iou(),
         weights,
         picture,
+        wide_picture,
     })
+}
+
+/// Canvases drawn with their labels, and the model's classes for them.
+type Shown = (Array4<f32>, Array3<usize>, Array3<usize>);
+
+/// The IoU counts of the model's classes on `count` held-out canvases of `(height, width)`,
+/// and the first batch for a picture.
+fn evaluate(
+    model: &UNet<f32>,
+    bank: &DigitBank,
+    rng: &mut StdRng,
+    (height, width): (usize, usize),
+    count: usize,
+) -> Result<(IouCounts, Option<Shown>), Box<dyn Error>> {
+    let batch = 25;
+    let mut counts = IouCounts::default();
+    let mut images = Array4::zeros((batch, 1, height, width));
+    let mut masks = Array3::zeros((batch, height, width));
+    let mut shown = None;
+    for _ in 0..count.div_ceil(batch) {
+        draw_batch(bank, rng, &mut images, &mut masks);
+        let scores = model.forward(images.view())?;
+        let predicted = argmax_classes(scores.view());
+        counts.add(masks.view(), predicted.view());
+        if shown.is_none() {
+            shown = Some((images.clone(), masks.clone(), predicted));
+        }
+    }
+    Ok((counts, shown))
 }
 
 /// One colour per class: black background, ten distinct hues for the digits.
@@ -431,15 +476,15 @@ fn write_picture(
     const ZOOM: usize = 2;
     const GAP: usize = 4;
     let rows = rows.min(images.shape()[0]);
-    let cell = SIDE * ZOOM;
-    let width = 3 * cell + 4 * GAP;
-    let height = rows * cell + (rows + 1) * GAP;
+    let (cell_h, cell_w) = (images.shape()[2] * ZOOM, images.shape()[3] * ZOOM);
+    let width = 3 * cell_w + 4 * GAP;
+    let height = rows * cell_h + (rows + 1) * GAP;
     let mut rgb = vec![255u8; width * height * 3];
     for r in 0..rows {
         for (column, colour) in (0..3).map(|c| (c, c)) {
-            let (top, left) = (GAP + r * (cell + GAP), GAP + column * (cell + GAP));
-            for y in 0..cell {
-                for x in 0..cell {
+            let (top, left) = (GAP + r * (cell_h + GAP), GAP + column * (cell_w + GAP));
+            for y in 0..cell_h {
+                for x in 0..cell_w {
                     let (sy, sx) = (y / ZOOM, x / ZOOM);
                     let pixel = match colour {
                         0 => {
@@ -493,7 +538,8 @@ const USAGE: &str = "\
 usage: cargo run --release --example segment -- [OPTIONS]
 
 Trains a U-Net to label every pixel of 64x64 canvases of real MNIST digits, prints the
-per-class and mean IoU on held-out images, and draws inputs, true and predicted masks as a PNG.
+per-class and mean IoU on held-out images (and the mean on wider 64x192 canvases), and draws
+inputs, true and predicted masks as PNGs.
 
   --steps N             training steps (default: 3000)
   --lr RATE             Adam's peak learning rate (default: 3e-3)
@@ -525,8 +571,16 @@ fn run() -> Result<(), Box<dyn Error>> {
         "mean IoU {:.3}, pixel accuracy {:.3}",
         outcome.mean_iou, outcome.pixel_accuracy
     );
+    println!(
+        "mean IoU {:.3} on {} held-out {}x{} canvases (the same weights, never trained on that size)",
+        outcome.wide_mean_iou,
+        config.test_images / 5,
+        WIDE.0,
+        WIDE.1
+    );
     println!("training: {:.1} s", outcome.train_seconds);
     println!("weights:  {}", outcome.weights.display());
     println!("picture:  {}", outcome.picture.display());
+    println!("wide:     {}", outcome.wide_picture.display());
     Ok(())
 }
