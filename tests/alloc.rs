@@ -83,6 +83,53 @@ fn a_warm_training_step_allocates_nothing() {
 }
 
 kiln::model! {
+    /// A fully convolutional model on images of any size divisible by 2.
+    struct AnySize {
+        input x: [B, 1, 2 * H, 2 * W];
+        target y: [B, 2 * H, 2 * W] classes 3;
+        let c = relu(conv2d(x, 8, kernel = 3, padding = 1));
+        let p = max_pool2d(c, 2);
+        let m = conv2d(p, 8, kernel = 3, padding = same);
+        let u = conv_transpose2d(m, 8, kernel = 2, stride = 2);
+        let scores = conv2d(concat(u, c, axis = 1), 3, kernel = 1);
+        output scores;
+        loss cross_entropy(scores, y);
+    }
+}
+
+#[test]
+fn steps_alternating_between_image_sizes_seen_before_allocate_nothing() {
+    let _exclusive = counting::exclusive();
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut model = AnySize::<f32>::new(&mut rng);
+    let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Adam::new(1e-3));
+    let mut images = |h: usize, w: usize| {
+        let x = Array4::from_shape_simple_fn((8, 1, h, w), || rng.random_range(0.0f32..1.0));
+        let y = kiln::ndarray::Array3::from_shape_simple_fn((8, h, w), || rng.random_range(0..3));
+        (x, y)
+    };
+    let (large, tall, small) = (images(48, 48), images(64, 16), images(16, 24));
+    let mut step = |model: &mut AnySize<f32>,
+                    (x, y): &(Array4<f32>, kiln::ndarray::Array3<usize>)| {
+        model
+            .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+            .unwrap();
+        opt.step(model, &grads);
+    };
+    // The workspace grows to the largest size; the GEMM's packing buffers may still grow
+    // once for a smaller size, whose products it blocks differently.
+    for images in [&large, &tall, &small] {
+        assert!(warm_up(|| step(&mut model, images), 5), "kept allocating");
+    }
+    let alternating = allocations_during(|| {
+        for images in [&small, &large, &tall, &large, &small] {
+            step(&mut model, images);
+        }
+    });
+    assert_eq!(alternating, 0, "sizes seen before reuse their buffers");
+}
+
+kiln::model! {
     struct LeNet {
         input x: [B, 1, 28, 28];
         target y: [B] classes 10;

@@ -107,10 +107,11 @@ pub fn bind_shape(
                 min,
             } => {
                 let factor = factor.max(1);
-                let written = multiple_text(symbol, factor);
+                // Only for messages: a bound shape allocates nothing.
+                let written = || multiple_text(symbol, factor);
                 if !got.is_multiple_of(factor) {
                     return Err(mismatch(
-                        format!(" (axis {axis} is {got}, not a multiple of {factor}: the model takes {written})"),
+                        format!(" (axis {axis} is {got}, not a multiple of {factor}: the model takes {})", written()),
                         bound,
                     ));
                 }
@@ -125,7 +126,7 @@ pub fn bind_shape(
                     _ if value < min.max(1) => {
                         let least = factor.saturating_mul(min.max(1));
                         return Err(mismatch(
-                            format!(" (axis {axis} is {got}, but the model needs {written} of at least {least}: its layers shrink the axis, and {symbol} = {value} would leave nothing)"),
+                            format!(" (axis {axis} is {got}, but the model needs {} of at least {least}: its layers shrink the axis, and {symbol} = {value} would leave nothing)", written()),
                             bound,
                         ));
                     }

@@ -244,7 +244,10 @@ fn segmentation_canvases_label_the_strokes_of_their_digits() {
     );
     // The wide canvases the trained model is also measured on hold 3 to 9 digits.
     let (height, width) = segment::WIDE;
-    let (mut image, mut mask) = (Array2::zeros((height, width)), Array2::zeros((height, width)));
+    let (mut image, mut mask) = (
+        Array2::zeros((height, width)),
+        Array2::zeros((height, width)),
+    );
     let mut most = 0;
     for _ in 0..20 {
         segment::draw_canvas(&test, &mut rng, &mut image, &mut mask);
@@ -253,7 +256,10 @@ fn segmentation_canvases_label_the_strokes_of_their_digits() {
         assert!((1..=9).contains(&classes.len()), "{classes:?}");
         most = most.max(classes.len());
     }
-    assert!(most > 3, "a wide canvas holds more digits than a square one");
+    assert!(
+        most > 3,
+        "a wide canvas holds more digits than a square one"
+    );
 }
 
 #[test]
