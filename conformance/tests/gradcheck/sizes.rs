@@ -149,6 +149,62 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// Residual blocks on a computed size: each block is compiled for `[B, 4, 2 * H, 2 * W]`.
+    struct BlocksAnySize {
+        input x: [B, 2, 4 * H, 4 * W];
+        target y: [B, 4, 2 * H, 2 * W];
+        let p = max_pool2d(conv2d(x, 4, kernel = 3, padding = 1), 2);
+        let r = Residual(p, repeat = 2);
+        output r;
+        loss mse(r, y);
+
+        block Residual(v) {
+            let c = tanh(conv2d(v, 4, kernel = 3, padding = 1));
+            let down = avg_pool2d(c, 2);
+            let up = upsample(down, scale = 2);
+            let out = v + up;
+            output out;
+        }
+    }
+}
+
+kiln::model! {
+    /// `BlocksAnySize` on 8×12 images only.
+    struct BlocksFixed {
+        input x: [B, 2, 8, 12];
+        target y: [B, 4, 4, 6];
+        let p = max_pool2d(conv2d(x, 4, kernel = 3, padding = 1), 2);
+        let r = Residual(p, repeat = 2);
+        output r;
+        loss mse(r, y);
+
+        block Residual(v) {
+            let c = tanh(conv2d(v, 4, kernel = 3, padding = 1));
+            let down = avg_pool2d(c, 2);
+            let up = upsample(down, scale = 2);
+            let out = v + up;
+            output out;
+        }
+    }
+}
+
+kiln::model! {
+    /// A block that shrinks what it is given and pads it back: the caller checks the
+    /// block's least size, which none of its own values shows.
+    struct ShrinkingBlock {
+        input x: [B, 2, 2 * H, W];
+        let r = Shrink(x, repeat = 2);
+        output r;
+
+        block Shrink(v) {
+            let c = conv2d(v, 2, kernel = 5);
+            let back = pad(c, (2, 2, 2, 2));
+            output back;
+        }
+    }
+}
+
 /// Copies `from`'s parameters into `to`, which has the same ones in the same order.
 fn copy_params<A: Model<f64>, B: Model<f64>>(from: &A, to: &mut B) {
     let mut values = Vec::new();
@@ -338,6 +394,39 @@ fn padding_and_crops_of_symbolic_axes_match_their_fixed_twin() {
 }
 
 #[test]
+fn blocks_on_a_computed_size_match_their_fixed_twin() {
+    let mut rng = StdRng::seed_from_u64(76);
+    let mut any = BlocksAnySize::<f64>::new(&mut rng);
+    let mut fixed = BlocksFixed::<f64>::new(&mut rng);
+    copy_params(&any, &mut fixed);
+    let x = random(&mut rng, (2, 2, 8, 12), -1.0, 1.0);
+    let y = random(&mut rng, (2, 4, 4, 6), -1.0, 1.0);
+    assert_eq!(
+        any.forward(x.view()).unwrap(),
+        fixed.forward(x.view()).unwrap()
+    );
+    let (mut g_any, mut g_fixed) = (any.zero_grads(), fixed.zero_grads());
+    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut g_any)
+        .unwrap();
+    fixed
+        .loss_and_grad(x.view(), y.view(), &mut fixed.workspace(), &mut g_fixed)
+        .unwrap();
+    assert_eq!(
+        flat_grads(&mut any, &g_any),
+        flat_grads(&mut fixed, &g_fixed)
+    );
+
+    let x = random(&mut rng, (1, 2, 12, 4), -1.0, 1.0);
+    let y = random(&mut rng, (1, 4, 6, 2), -1.0, 1.0);
+    let mut grads = any.zero_grads();
+    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut grads)
+        .unwrap();
+    check(&any, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+#[test]
 fn sizes_a_model_cannot_take_are_errors_naming_the_input() {
     let mut rng = StdRng::seed_from_u64(74);
     let unet = UNetAnySize::<f64>::new(&mut rng);
@@ -362,4 +451,18 @@ fn sizes_a_model_cannot_take_are_errors_naming_the_input() {
         .to_string();
     assert!(message.contains("target `y`"), "{message}");
     assert!(message.contains("W = 4 from an earlier input"), "{message}");
+
+    // The block's valid 5×5 convolution needs `2 * H - 4` and `W - 4` of at least 1.
+    let shrinking = ShrinkingBlock::<f64>::new(&mut rng);
+    let fits = random(&mut rng, (1, 2, 6, 5), -1.0, 1.0);
+    assert_eq!(
+        shrinking.forward(fits.view()).unwrap().shape(),
+        &[1, 2, 6, 5]
+    );
+    let short = random(&mut rng, (1, 2, 4, 5), -1.0, 1.0);
+    let message = shrinking.forward(short.view()).unwrap_err().to_string();
+    assert!(message.contains("2 * H of at least 6"), "{message}");
+    let narrow = random(&mut rng, (1, 2, 6, 4), -1.0, 1.0);
+    let message = shrinking.forward(narrow.view()).unwrap_err().to_string();
+    assert!(message.contains("W of at least 5"), "{message}");
 }

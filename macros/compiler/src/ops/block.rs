@@ -39,6 +39,11 @@ pub struct BlockCall {
 pub struct Compiled {
     items: TokenStream,
     symbols: Vec<String>,
+    /// The least value of each of the block's symbols (see [`Graph::symbol_minimums`]): the
+    /// block's own layers may shrink an axis further than the caller's do.
+    minimums: Vec<usize>,
+    /// The dims of the block's inputs, in its own symbols.
+    input_dims: Vec<Vec<Dim>>,
     output_field: Ident,
     output_adjoint: Option<Ident>,
     input_adjoints: Vec<Option<Ident>>,
@@ -171,6 +176,8 @@ impl BlockCall {
         let compiled = Compiled {
             items,
             symbols: graph.symbols.clone(),
+            minimums: graph.symbol_minimums(),
+            input_dims: graph.inputs.iter().map(|d| d.dims.clone()).collect(),
             output_field: Ident::new(&graph.nodes[*out].name, Span::call_site()),
             output_adjoint: adjoint_field(*out),
             input_adjoints: graph.inputs.iter().map(|d| adjoint_field(d.node)).collect(),
@@ -370,6 +377,26 @@ impl Kernel for BlockCall {
     }
     fn needs_rng(&self) -> bool {
         self.with(|c| c.needs_rng).unwrap_or(false)
+    }
+    /// The block's least symbol values, in the caller's symbols: `s ≥ m` as the size
+    /// `s − (m − 1)`, which the caller's boundary keeps at least 1.
+    fn required_sizes(&self, inputs: &[&ValueInfo]) -> Vec<Dim> {
+        self.with(|c| {
+            let mut sizes = Vec::new();
+            for (info, inner) in inputs.iter().zip(&c.input_dims) {
+                for (outer, inner) in info.shape.0.iter().zip(inner) {
+                    if let (Some((caller, ..)), Some((own, ..))) = (outer.linear(), inner.linear())
+                    {
+                        let least = c.minimums.get(own).copied().unwrap_or(1);
+                        if least > 1 {
+                            sizes.push(Dim::affine(caller, 1, 1 - least as i64));
+                        }
+                    }
+                }
+            }
+            sizes
+        })
+        .unwrap_or_default()
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         // The first argument is what the blocks hand on, one block's output to the next (and
