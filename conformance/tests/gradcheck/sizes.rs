@@ -217,7 +217,29 @@ fn copy_params<A: Model<f64>, B: Model<f64>>(from: &A, to: &mut B) {
     });
 }
 
-/// Every gradient of `a` and `b` (twins) as `(name, values)`.
+/// Asserts that twins `$any` and `$fixed` (the same layers and parameters) give equal
+/// outputs, losses and gradients on the batch `$x`, `$y`.
+macro_rules! assert_twins_agree {
+    ($any:expr, $fixed:expr, $x:expr, $y:expr) => {{
+        let (any, fixed) = (&mut $any, &mut $fixed);
+        assert_eq!(
+            any.forward($x.view()).unwrap(),
+            fixed.forward($x.view()).unwrap()
+        );
+        let (mut g_any, mut g_fixed) = (any.zero_grads(), fixed.zero_grads());
+        let (mut ws_any, mut ws_fixed) = (any.workspace(), fixed.workspace());
+        let loss_any = any
+            .loss_and_grad($x.view(), $y.view(), &mut ws_any, &mut g_any)
+            .unwrap();
+        let loss_fixed = fixed
+            .loss_and_grad($x.view(), $y.view(), &mut ws_fixed, &mut g_fixed)
+            .unwrap();
+        assert_eq!(loss_any, loss_fixed);
+        assert_eq!(flat_grads(any, &g_any), flat_grads(fixed, &g_fixed));
+    }};
+}
+
+/// Every gradient of a model, flat, in parameter order.
 fn flat_grads<M: Model<f64>>(model: &mut M, grads: &M::Grads) -> Vec<Vec<f64>> {
     let mut out = Vec::new();
     model.visit_params_with_grads(grads, &mut |_, _, g| out.push(g.to_vec()));
@@ -242,22 +264,7 @@ fn a_unet_of_symbolic_size_matches_its_fixed_twin_and_its_central_differences() 
 
     let x = random(&mut rng, (2, 2, 12, 16), -1.0, 1.0);
     let y = labels(&mut rng, (2, 12, 16), 3);
-    assert_eq!(
-        any.forward(x.view()).unwrap(),
-        fixed.forward(x.view()).unwrap()
-    );
-    let (mut g_any, mut g_fixed) = (any.zero_grads(), fixed.zero_grads());
-    let loss_any = any
-        .loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut g_any)
-        .unwrap();
-    let loss_fixed = fixed
-        .loss_and_grad(x.view(), y.view(), &mut fixed.workspace(), &mut g_fixed)
-        .unwrap();
-    assert_eq!(loss_any, loss_fixed);
-    assert_eq!(
-        flat_grads(&mut any, &g_any),
-        flat_grads(&mut fixed, &g_fixed)
-    );
+    assert_twins_agree!(any, fixed, x, y);
 
     // One workspace across sizes, growing and shrinking: each size's step as a fresh one's.
     let mut ws = any.workspace();
@@ -290,21 +297,12 @@ fn a_unet_of_symbolic_size_matches_its_fixed_twin_and_its_central_differences() 
 #[test]
 fn a_classifier_of_any_image_size_matches_its_fixed_twin_and_its_central_differences() {
     let mut rng = StdRng::seed_from_u64(72);
-    let any = ClassifierAnySize::<f64>::new(&mut rng);
+    let mut any = ClassifierAnySize::<f64>::new(&mut rng);
     let mut fixed = ClassifierFixed::<f64>::new(&mut rng);
     copy_params(&any, &mut fixed);
     let x = random(&mut rng, (3, 3, 5, 7), -1.0, 1.0);
     let y = classes(&mut rng, 3, 4);
-    assert_eq!(
-        any.forward(x.view()).unwrap(),
-        fixed.forward(x.view()).unwrap()
-    );
-    assert_eq!(
-        any.loss(x.view(), y.view(), &mut any.workspace()).unwrap(),
-        fixed
-            .loss(x.view(), y.view(), &mut fixed.workspace())
-            .unwrap()
-    );
+    assert_twins_agree!(any, fixed, x, y);
 
     for (h, w) in [(1, 1), (2, 9), (6, 4)] {
         let x = random(&mut rng, (2, 3, h, w), -1.0, 1.0);
@@ -328,20 +326,7 @@ fn strided_and_ceil_mode_layers_over_a_symbolic_length_match_their_fixed_twin() 
     copy_params(&any, &mut fixed);
     let x = random(&mut rng, (2, 3, 12), -1.0, 1.0);
     let y = classes(&mut rng, 2, 4);
-    assert_eq!(
-        any.forward(x.view()).unwrap(),
-        fixed.forward(x.view()).unwrap()
-    );
-    let (mut g_any, mut g_fixed) = (any.zero_grads(), fixed.zero_grads());
-    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut g_any)
-        .unwrap();
-    fixed
-        .loss_and_grad(x.view(), y.view(), &mut fixed.workspace(), &mut g_fixed)
-        .unwrap();
-    assert_eq!(
-        flat_grads(&mut any, &g_any),
-        flat_grads(&mut fixed, &g_fixed)
-    );
+    assert_twins_agree!(any, fixed, x, y);
 
     let x = random(&mut rng, (2, 3, 20), -1.0, 1.0);
     let mut grads = any.zero_grads();
@@ -360,20 +345,7 @@ fn padding_and_crops_of_symbolic_axes_match_their_fixed_twin() {
     copy_params(&any, &mut fixed);
     let x = random(&mut rng, (2, 2, 4, 5), -1.0, 1.0);
     let y = random(&mut rng, (2, 2, 4, 5), -1.0, 1.0);
-    assert_eq!(
-        any.forward(x.view()).unwrap(),
-        fixed.forward(x.view()).unwrap()
-    );
-    let (mut g_any, mut g_fixed) = (any.zero_grads(), fixed.zero_grads());
-    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut g_any)
-        .unwrap();
-    fixed
-        .loss_and_grad(x.view(), y.view(), &mut fixed.workspace(), &mut g_fixed)
-        .unwrap();
-    assert_eq!(
-        flat_grads(&mut any, &g_any),
-        flat_grads(&mut fixed, &g_fixed)
-    );
+    assert_twins_agree!(any, fixed, x, y);
 
     // The least size: the reflection of the columns by 2 needs 3 of them, the reflection of
     // the rows by 1 needs 2.
@@ -401,20 +373,7 @@ fn blocks_on_a_computed_size_match_their_fixed_twin() {
     copy_params(&any, &mut fixed);
     let x = random(&mut rng, (2, 2, 8, 12), -1.0, 1.0);
     let y = random(&mut rng, (2, 4, 4, 6), -1.0, 1.0);
-    assert_eq!(
-        any.forward(x.view()).unwrap(),
-        fixed.forward(x.view()).unwrap()
-    );
-    let (mut g_any, mut g_fixed) = (any.zero_grads(), fixed.zero_grads());
-    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut g_any)
-        .unwrap();
-    fixed
-        .loss_and_grad(x.view(), y.view(), &mut fixed.workspace(), &mut g_fixed)
-        .unwrap();
-    assert_eq!(
-        flat_grads(&mut any, &g_any),
-        flat_grads(&mut fixed, &g_fixed)
-    );
+    assert_twins_agree!(any, fixed, x, y);
 
     let x = random(&mut rng, (1, 2, 12, 4), -1.0, 1.0);
     let y = random(&mut rng, (1, 4, 6, 2), -1.0, 1.0);

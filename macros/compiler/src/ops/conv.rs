@@ -249,6 +249,12 @@ fn pair_text((h, w): (usize, usize)) -> String {
     }
 }
 
+/// The channel count of a convolution's input (0 when it is not fixed, which the shape
+/// rules refuse).
+fn in_channels(inputs: &[&ValueInfo]) -> usize {
+    inputs[0].shape.0.get(1).map_or(0, |d| d.fixed_or_zero())
+}
+
 /// Whether `a · b · ... ` fits in a `usize`.
 fn product_fits(dims: &[usize]) -> Option<usize> {
     dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
@@ -361,7 +367,7 @@ impl Conv2d {
     fn input_dims(inputs: &[&ValueInfo]) -> (usize, Dim, Dim) {
         let shape = &inputs[0].shape.0;
         let get = |i: usize| shape.get(i).copied().unwrap_or(Dim::Fixed(0));
-        (get(1).fixed_or_zero(), get(2), get(3))
+        (in_channels(inputs), get(2), get(3))
     }
 
     /// The output height and width for an input of height `h` and width `w`, fixed or
@@ -622,18 +628,8 @@ impl Conv2d {
     /// for the size at hand.
     fn cols_scratch(&self, c: usize, h: Dim, w: Dim) -> Vec<ScratchSpec> {
         let (h, w) = self.input_extents(h, w);
-        if let (Dim::Fixed(h), Dim::Fixed(w)) = (h, w) {
-            return conv_scratch(self.geometry_expr(&literal_dims([1, c, h, w])));
-        }
         let plane = *self;
-        vec![ScratchSpec {
-            suffix: "cols",
-            len: ScratchLen::OfDims(Box::new(move |dim| {
-                let [one, c] = literal_dims([1, c]).try_into().expect("two dims");
-                let geometry = plane.geometry_expr(&[one.clone(), c, dim(h), dim(w)]);
-                quote!(#geometry.scratch_len())
-            })),
-        }]
+        sample_scratch(c, h, w, move |dims| plane.geometry_expr(dims))
     }
 
     /// The forward pass on an input of plane dims `[batch, channels, height, width]`: with an
@@ -836,21 +832,6 @@ impl Conv1d {
         self.plane.grown().1
     }
 
-    /// `(c, l, out_l)` of the input shape (0 for what is not fixed).
-    fn geometry(&self, inputs: &[&ValueInfo]) -> (usize, usize, usize) {
-        let shape = &inputs[0].shape.0;
-        let get = |i: usize| match shape.get(i) {
-            Some(Dim::Fixed(n)) => *n,
-            _ => 0,
-        };
-        let (c, l) = (get(1), get(2));
-        let padded = l
-            .saturating_add(self.padding().saturating_mul(2))
-            .saturating_add(self.extra());
-        let span = dilated_extent(self.kernel(), self.dilation());
-        (c, l, padded.saturating_sub(span) / self.stride() + 1)
-    }
-
     /// The dims of the height-1 image a `[batch, channels, length]` input is read as.
     fn plane_dims(dims: &[TokenStream]) -> Vec<TokenStream> {
         vec![dims[0].clone(), dims[1].clone(), quote!(1), dims[2].clone()]
@@ -1016,7 +997,7 @@ impl Kernel for Conv1d {
         })
     }
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
-        let (c, ..) = self.geometry(inputs);
+        let c = in_channels(inputs);
         let (o, k, bias, g) = (
             self.plane.out,
             self.kernel(),
@@ -1032,7 +1013,7 @@ impl Kernel for Conv1d {
         ))
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
-        let (c, ..) = self.geometry(inputs);
+        let c = in_channels(inputs);
         let length = inputs[0].shape.0.get(2).copied().unwrap_or(Dim::Fixed(0));
         let mut scratch = self.plane.cols_scratch(c, Dim::Fixed(1), length);
         scratch.extend(
@@ -1131,16 +1112,6 @@ pub struct ConvTranspose2d {
 }
 
 impl ConvTranspose2d {
-    /// The full extent `(in − 1)·stride + dilation·(kernel − 1) + output_padding + 1` before
-    /// the padding is cropped, saturating.
-    fn full_extent(input: usize, stride: usize, dilation: usize, kernel: usize, q: usize) -> usize {
-        input
-            .saturating_sub(1)
-            .saturating_mul(stride)
-            .saturating_add(dilated_extent(kernel, dilation))
-            .saturating_add(q)
-    }
-
     /// The output extent along axis `axis` (0 height, 1 width) of an input extent `n`:
     /// `(n − 1)·stride + dilation·(kernel − 1) + output_padding + 1 − 2·padding`, for a
     /// symbolic `n` a formula of its symbol (a fixed one saturates at 0).
@@ -1159,33 +1130,6 @@ impl ConvTranspose2d {
         let (s, q) = (pick(self.stride), pick(self.output_padding));
         let span = dilated_extent(pick(self.kernel) as usize, pick(self.dilation) as usize) as i64;
         n.times(s as usize).plus(span + q - s)
-    }
-
-    /// `(c, h, w, oh, ow)` of the input shape (0 for what is not fixed).
-    fn geometry(&self, inputs: &[&ValueInfo]) -> (usize, usize, usize, usize, usize) {
-        let shape = &inputs[0].shape.0;
-        let get = |i: usize| match shape.get(i) {
-            Some(Dim::Fixed(n)) => *n,
-            _ => 0,
-        };
-        let (c, h, w) = (get(1), get(2), get(3));
-        let oh = Self::full_extent(
-            h,
-            self.stride.0,
-            self.dilation.0,
-            self.kernel.0,
-            self.output_padding.0,
-        )
-        .saturating_sub(self.padding.0.saturating_mul(2));
-        let ow = Self::full_extent(
-            w,
-            self.stride.1,
-            self.dilation.1,
-            self.kernel.1,
-            self.output_padding.1,
-        )
-        .saturating_sub(self.padding.1.saturating_mul(2));
-        (c, h, w, oh, ow)
     }
 
     /// The `ConvTranspose2dGeometry` for an input of dims `x_dims`.
@@ -1335,7 +1279,7 @@ impl Kernel for ConvTranspose2d {
         })
     }
     fn layer(&self, inputs: &[&ValueInfo]) -> Option<LayerSpec> {
-        let (c, ..) = self.geometry(inputs);
+        let c = in_channels(inputs);
         let (o, (kh, kw), bias, g) = (self.out, self.kernel, self.bias, self.groups);
         Some(conv_layer(
             vec![c, o / g, kh, kw],
@@ -1346,22 +1290,10 @@ impl Kernel for ConvTranspose2d {
         ))
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
-        let (c, h, w, ..) = self.geometry(inputs);
+        let c = in_channels(inputs);
         let shape = &inputs[0].shape.0;
-        let (in_h, in_w) = (shape[2], shape[3]);
-        if in_h.is_fixed() && in_w.is_fixed() {
-            return conv_scratch(self.geometry_expr(&literal_dims([1, c, h, w])));
-        }
-        // Sized at run time for the extents at hand.
         let layer = *self;
-        vec![ScratchSpec {
-            suffix: "cols",
-            len: ScratchLen::OfDims(Box::new(move |dim| {
-                let [one, c] = literal_dims([1, c]).try_into().expect("two dims");
-                let geometry = layer.geometry_expr(&[one, c, dim(in_h), dim(in_w)]);
-                quote!(#geometry.scratch_len())
-            })),
-        }]
+        sample_scratch(c, shape[2], shape[3], move |dims| layer.geometry_expr(dims))
     }
     fn backward_reads(&self) -> Reads {
         Reads {
@@ -1421,6 +1353,28 @@ fn conv_scratch(geometry: TokenStream) -> Vec<ScratchSpec> {
     vec![ScratchSpec {
         suffix: "cols",
         len: ScratchLen::Runtime(quote!(#geometry.scratch_len())),
+    }]
+}
+
+/// The scratch of either convolution on one sample of `c` channels, `h` by `w`, whose geometry
+/// `geometry` writes from the sample's dims: sized at compile time when both extents are
+/// fixed, otherwise at run time for the extents at hand.
+fn sample_scratch(
+    c: usize,
+    h: Dim,
+    w: Dim,
+    geometry: impl Fn(&[TokenStream]) -> TokenStream + 'static,
+) -> Vec<ScratchSpec> {
+    if let (Dim::Fixed(h), Dim::Fixed(w)) = (h, w) {
+        return conv_scratch(geometry(&literal_dims([1, c, h, w])));
+    }
+    vec![ScratchSpec {
+        suffix: "cols",
+        len: ScratchLen::OfDims(Box::new(move |dim| {
+            let [one, c] = literal_dims([1, c]).try_into().expect("two dims");
+            let geometry = geometry(&[one, c, dim(h), dim(w)]);
+            quote!(#geometry.scratch_len())
+        })),
     }]
 }
 
