@@ -264,6 +264,28 @@ const SEEDS: &[&str] = &[
         output head, gap;
         loss cross_entropy(head, mask, label_smoothing = 0.1, weight = (1.0, 2.0, 1.0, 0.5));
     }",
+    // Images of any size divisible by 4: sizes computed from `H` and `W` through strided and
+    // valid convolutions, poolings, a transposed convolution, upsampling, crops and pads, a
+    // block on a computed size.
+    "pub struct AnySize {
+        input image: [B, 2, 4 * H, 4 * W];
+        target mask: [B, 4 * H, 4 * W] classes 3;
+        let c = conv2d(image, 4, kernel = 3, stride = 2, padding = 1);
+        let v = conv2d(c, 4, kernel = 3);
+        let p = max_pool2d(pad(v, (1, 1, 1, 1), mode = reflect), 2, ceil_mode = true);
+        let r = Refine(upsample(p, scale = 2), repeat = 2);
+        let t = conv_transpose2d(r, 4, kernel = 2, stride = 2);
+        let crop = pad(t, (-1, 1, 0, 0));
+        let head = conv2d(concat(crop, image, axis = 1), 3, kernel = 1);
+        output head;
+        loss cross_entropy(head, mask);
+
+        block Refine(x) {
+            let y = tanh(conv2d(x, 4, kernel = 3, padding = 1));
+            let out = x + y;
+            output out;
+        }
+    }",
     // Sequences: conv1d with same padding, batch norms on [B, C, L] (one without its affine map), 1-d poolings, a layer
     // norm without bias, more activations, BCE with pos_weight and weight.
     "pub struct Tagger {
