@@ -10,6 +10,11 @@
 //! bias = true)` takes `[batch, channels, length]` and returns `[batch, out_channels,
 //! length']` (`nn.Conv1d`: weight `[out, in/g, k]`, one integer per option, `padding` also
 //! `same` or `valid`). It runs on the 2-d kernels as a convolution of height 1.
+//!
+//! Channels must be fixed; heights, widths and lengths may be symbolic. A symbolic extent's
+//! output is a formula of its symbol (`2 * H - 2`), computed by [`sliding_extent`], which
+//! refuses a stride that does not divide the symbol's multiple; the kernels take every extent
+//! at run time, and the scratch of a symbolic extent is sized per call.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError, OpSpec,

@@ -3,7 +3,7 @@
 //! dropped). A negative `start` or `index` counts from the end (`select(h, axis = 1, index =
 //! -1)` is the last position, `h[:, -1]`). The axis may be any but the batch axis; on a fixed
 //! axis the window is checked here, on a symbolic one (`T`) by the generated code, which
-//! returns [`kiln::Error::OutOfRange`] for a batch too short for it. The backward writes the
+//! returns `kiln::Error::OutOfRange` for a batch too short for it. The backward writes the
 //! output's gradient into the window and zeros around it.
 
 use super::{

@@ -3,7 +3,8 @@
 //! windows with PyTorch's output size and padding rules. The stride defaults to the kernel, as
 //! in PyTorch. `adaptive_avg_pool2d(x, (oh, ow))` (or `n` for `(n, n)`) averages PyTorch's
 //! adaptive windows and `adaptive_max_pool2d` takes their maxima; with size 1 they are global
-//! average and max pooling.
+//! average and max pooling. Heights, widths and lengths may be symbolic (see
+//! [`pool_extent`]); an adaptive pooling takes any and returns its fixed size.
 
 use super::conv::spatial_input;
 use super::{BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};

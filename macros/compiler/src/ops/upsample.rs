@@ -2,7 +2,8 @@
 //! PyTorch's `nn.Upsample` / `F.interpolate` on NCHW images, bilinear with `align_corners`
 //! false (the default) or `align_corners = true`. The mode defaults to `nearest`, as in
 //! PyTorch; scales are integers (or a pair), for which PyTorch's index arithmetic and the
-//! output size agree exactly.
+//! output size agree exactly. A symbolic height or width is scaled as a formula (`H` by 2 is
+//! `2 * H`); a `size` is fixed whatever the input's.
 
 use super::conv::spatial_input;
 use super::{BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads};
