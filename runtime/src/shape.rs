@@ -14,10 +14,10 @@ pub enum Dim {
     Fixed(usize),
     /// A symbolic dimension: its name and its slot in the bound-dims array.
     Symbol(&'static str, usize),
-    /// A multiple of a symbolic dimension with a least value: the axis is `factor` times
-    /// the symbol (`16 * H`, for a model that halves the axis four times), and the symbol at
-    /// least `min` (so that sizes the model computes from it, as the `8 * H - 2` after a
-    /// valid convolution, stay at least 1).
+    /// A formula of a symbolic dimension with a least value: the axis is `factor` times the
+    /// symbol plus `offset` (`16 * H` for a model that halves the axis four times, `W - 2`
+    /// for a target as wide as a valid 3×3 convolution's output), and the symbol at least
+    /// `min` (so that sizes the model computes from it stay at least 1).
     Multiple {
         /// The symbol's name (`H`).
         symbol: &'static str,
@@ -25,6 +25,8 @@ pub enum Dim {
         slot: usize,
         /// The multiple of the symbol the axis is (1 when the axis is the symbol itself).
         factor: usize,
+        /// What is added to the multiple.
+        offset: i64,
         /// The symbol's least value.
         min: usize,
     },
@@ -44,7 +46,7 @@ pub enum Dim {
 ///
 /// // An image whose height is 16 times `H`, with `H` at least 2.
 /// let mut bound = [None];
-/// let image = [Dim::Multiple { symbol: "H", slot: 0, factor: 16, min: 2 }];
+/// let image = [Dim::Multiple { symbol: "H", slot: 0, factor: 16, offset: 0, min: 2 }];
 /// assert!(bind_shape("input", "image", &[64], &image, &mut bound).is_ok());
 /// assert_eq!(bound, [Some(4)]);
 /// let mut fresh = [None];
@@ -52,6 +54,13 @@ pub enum Dim {
 /// assert!(err.to_string().contains("not a multiple of 16"));
 /// let err = bind_shape("input", "image", &[16], &image, &mut fresh).unwrap_err();
 /// assert!(err.to_string().contains("16 * H of at least 32"));
+///
+/// // A target two columns narrower than the input that bound `W` = 8.
+/// let mut bound = [Some(8)];
+/// let target = [Dim::Multiple { symbol: "W", slot: 0, factor: 1, offset: -2, min: 3 }];
+/// assert!(bind_shape("target", "y", &[6], &target, &mut bound).is_ok());
+/// let err = bind_shape("target", "y", &[8], &target, &mut bound).unwrap_err();
+/// assert!(err.to_string().contains("W - 2 = 6"));
 /// ```
 pub fn bind_shape(
     kind: &'static str,
@@ -104,33 +113,43 @@ pub fn bind_shape(
                 symbol,
                 slot,
                 factor,
+                offset,
                 min,
             } => {
                 let factor = factor.max(1);
                 // Only for messages: a bound shape allocates nothing.
-                let written = || multiple_text(symbol, factor);
-                if !got.is_multiple_of(factor) {
+                let written = || formula_text(symbol, factor, offset);
+                let least = (factor.saturating_mul(min.max(1)) as i64).saturating_add(offset);
+                let rest = (got as i64).saturating_sub(offset);
+                if rest % factor as i64 != 0 {
+                    let detail = if offset == 0 {
+                        format!("not a multiple of {factor}")
+                    } else {
+                        format!("not {} for any {symbol}", written())
+                    };
                     return Err(mismatch(
-                        format!(" (axis {axis} is {got}, not a multiple of {factor}: the model takes {})", written()),
+                        format!(
+                            " (axis {axis} is {got}, {detail}: the model takes {})",
+                            written()
+                        ),
                         bound,
                     ));
                 }
-                let value = got / factor;
+                let value = rest / factor as i64;
                 match bound[slot] {
-                    Some(earlier) if earlier != value => {
+                    Some(earlier) if earlier as i64 != value => {
                         return Err(mismatch(
                             format!(" (axis {axis} is {got}, so {symbol} = {value}, but {symbol} = {earlier} from an earlier input)"),
                             bound,
                         ));
                     }
-                    _ if value < min.max(1) => {
-                        let least = factor.saturating_mul(min.max(1));
+                    _ if value < min.max(1) as i64 => {
                         return Err(mismatch(
                             format!(" (axis {axis} is {got}, but the model needs {} of at least {least}: its layers shrink the axis, and {symbol} = {value} would leave nothing)", written()),
                             bound,
                         ));
                     }
-                    _ => bound[slot] = Some(value),
+                    _ => bound[slot] = Some(value as usize),
                 }
             }
         }
@@ -151,11 +170,15 @@ fn describe(expected: &[Dim], bound: &[Option<usize>]) -> String {
                 symbol,
                 slot,
                 factor,
+                offset,
                 ..
             } => {
-                let written = multiple_text(symbol, factor);
+                let written = formula_text(symbol, factor, offset);
                 match bound.get(slot).copied().flatten() {
-                    Some(v) if factor > 1 => format!("{written} = {}", v.saturating_mul(factor)),
+                    Some(v) if factor > 1 || offset != 0 => {
+                        let size = (v.saturating_mul(factor) as i64).saturating_add(offset);
+                        format!("{written} = {size}")
+                    }
                     Some(v) => format!("{written} = {v}"),
                     None => written,
                 }
@@ -165,12 +188,17 @@ fn describe(expected: &[Dim], bound: &[Option<usize>]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// `16 * H`, or `H` for a factor of 1.
-fn multiple_text(symbol: &str, factor: usize) -> String {
-    if factor > 1 {
+/// `16 * H`, `W - 2`, or `H` for a factor of 1 and no offset.
+fn formula_text(symbol: &str, factor: usize, offset: i64) -> String {
+    let multiple = if factor > 1 {
         format!("{factor} * {symbol}")
     } else {
         symbol.to_string()
+    };
+    match offset.cmp(&0) {
+        std::cmp::Ordering::Equal => multiple,
+        std::cmp::Ordering::Greater => format!("{multiple} + {offset}"),
+        std::cmp::Ordering::Less => format!("{multiple} - {}", offset.unsigned_abs()),
     }
 }
 

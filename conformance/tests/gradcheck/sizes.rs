@@ -16,7 +16,7 @@ kiln::model! {
         input x: [B, 2, 4 * H, 4 * W];
         target y: [B, 4 * H, 4 * W] classes 3;
         let c1 = relu(conv2d(x, 4, kernel = 3, padding = 1));
-        let p1 = max_pool2d(c1, 2);
+        let p1 = max_pool2d(instance_norm(c1), 2);
         let c2 = tanh(conv2d(p1, 6, kernel = 3, padding = same, dilation = 2));
         let n2 = group_norm(c2, groups = 2);
         let p2 = avg_pool2d(n2, 2);
@@ -40,7 +40,7 @@ kiln::model! {
         input x: [B, 2, 12, 16];
         target y: [B, 12, 16] classes 3;
         let c1 = relu(conv2d(x, 4, kernel = 3, padding = 1));
-        let p1 = max_pool2d(c1, 2);
+        let p1 = max_pool2d(instance_norm(c1), 2);
         let c2 = tanh(conv2d(p1, 6, kernel = 3, padding = same, dilation = 2));
         let n2 = group_norm(c2, groups = 2);
         let p2 = avg_pool2d(n2, 2);
@@ -202,6 +202,32 @@ kiln::model! {
             let back = pad(c, (2, 2, 2, 2));
             output back;
         }
+    }
+}
+
+kiln::model! {
+    /// Batch statistics over computed sizes, in training and inference.
+    struct NormsAnySize {
+        input x: [B, 3, 2 * H, W];
+        target y: [B, 3, H, W - 2];
+        let c = conv2d(x, 3, kernel = (2, 3), stride = (2, 1));
+        let n = batch_norm(c);
+        let out = n + instance_norm(c, affine = true);
+        output out;
+        loss mse(out, y);
+    }
+}
+
+kiln::model! {
+    /// `NormsAnySize` on 6×5 inputs only.
+    struct NormsFixed {
+        input x: [B, 3, 6, 5];
+        target y: [B, 3, 3, 3];
+        let c = conv2d(x, 3, kernel = (2, 3), stride = (2, 1));
+        let n = batch_norm(c);
+        let out = n + instance_norm(c, affine = true);
+        output out;
+        loss mse(out, y);
     }
 }
 
@@ -383,6 +409,31 @@ fn blocks_on_a_computed_size_match_their_fixed_twin() {
     check(&any, &grads, |m| {
         m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
     });
+}
+
+#[test]
+fn normalizations_over_computed_sizes_match_their_fixed_twin() {
+    let mut rng = StdRng::seed_from_u64(77);
+    let mut any = NormsAnySize::<f64>::new(&mut rng);
+    let mut fixed = NormsFixed::<f64>::new(&mut rng);
+    copy_params(&any, &mut fixed);
+    let x = random(&mut rng, (4, 3, 6, 5), -1.0, 1.0);
+    let y = random(&mut rng, (4, 3, 3, 3), -1.0, 1.0);
+    assert_twins_agree!(any, fixed, x, y);
+
+    // The target is declared `[B, 3, H, W - 2]`.
+    let wide = random(&mut rng, (4, 3, 3, 5), -1.0, 1.0);
+    let message = any
+        .loss_and_grad(
+            x.view(),
+            wide.view(),
+            &mut any.workspace(),
+            &mut any.zero_grads(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("target `y`"), "{message}");
+    assert!(message.contains("W - 2 = 3"), "{message}");
 }
 
 #[test]

@@ -78,9 +78,10 @@ pub enum DimAst {
     Fixed(usize, Span),
     /// A symbolic dimension, bound at run time and unified by name.
     Symbol(Ident),
-    /// A multiple of a symbolic dimension (`16 * H`): the size must divide by the factor, and
-    /// the symbol is the quotient, so that layers may halve the axis that many times.
-    Multiple(usize, Ident),
+    /// A multiple of a symbolic dimension plus a constant (`16 * H`, `W - 2`, `2 * H + 1`):
+    /// the symbol is what the size gives back, so that layers may halve the axis as often as
+    /// the multiple allows, and a target may be as long as a valid convolution's output.
+    Multiple(usize, Ident, i64),
 }
 
 /// A binary elementwise operator.

@@ -96,8 +96,8 @@ pub fn lower(def: ModelDef) -> Result<Graph, syn::Error> {
                     },
                     // Only a block's argument is declared so (its lengths run along an axis
                     // its caller computed).
-                    ast::IntAst::Lengths(DimAst::Multiple(k, s)) => ValueKind::Lengths {
-                        max: Dim::affine(l.symbol(&s), k, 0),
+                    ast::IntAst::Lengths(DimAst::Multiple(k, s, offset)) => ValueKind::Lengths {
+                        max: Dim::affine(l.symbol(&s), k, offset),
                     },
                 });
                 l.declare_input(name, dims, false, ints)
@@ -231,7 +231,7 @@ impl Lowerer {
             .map(|d| match d {
                 DimAst::Fixed(n, _) => Dim::Fixed(*n),
                 DimAst::Symbol(s) => Dim::Symbol(self.symbol(s)),
-                DimAst::Multiple(k, s) => Dim::affine(self.symbol(s), *k, 0),
+                DimAst::Multiple(k, s, offset) => Dim::affine(self.symbol(s), *k, *offset),
             })
             .collect();
         let index = self.graph.inputs.len();

@@ -572,7 +572,7 @@ fn parse_shape_annotation(input: ParseStream, name: &Ident) -> syn::Result<Vec<D
                     content.error(format!("write the multiple first, as in `16 * {symbol}`"))
                 );
             }
-            dims.push(DimAst::Symbol(symbol));
+            dims.push(symbolic_dim(&content, 1, symbol)?);
         } else if content.peek(Lit) {
             let lit: Lit = content.parse()?;
             let (n, span) = parse_positive_int(&lit, "a dimension")?;
@@ -583,13 +583,14 @@ fn parse_shape_annotation(input: ParseStream, name: &Ident) -> syn::Result<Vec<D
                         "expected a symbolic name after `{n} *`, as in `{n} * H`: the axis is {n} times a size bound at run time"
                     )));
                 }
-                dims.push(DimAst::Multiple(n, content.parse()?));
+                let symbol = content.parse()?;
+                dims.push(symbolic_dim(&content, n, symbol)?);
             } else {
                 dims.push(DimAst::Fixed(n, span));
             }
         } else {
             return Err(content.error(
-                "a dimension is a positive integer (`784`), a symbolic name (`B`) or a multiple of one (`16 * H`)",
+                "a dimension is a positive integer (`784`), a symbolic name (`B`) or a formula of one (`16 * H`, `W - 2`)",
             ));
         }
         if content.is_empty() {
@@ -604,6 +605,35 @@ fn parse_shape_annotation(input: ParseStream, name: &Ident) -> syn::Result<Vec<D
         ));
     }
     Ok(dims)
+}
+
+/// The rest of a symbolic dim after `factor * symbol` (or the symbol alone): an optional
+/// `+ n` or `- n`.
+fn symbolic_dim(content: ParseStream, factor: usize, symbol: Ident) -> syn::Result<DimAst> {
+    let sign = if content.peek(Token![+]) {
+        content.parse::<Token![+]>()?;
+        1
+    } else if content.peek(Token![-]) {
+        content.parse::<Token![-]>()?;
+        -1
+    } else {
+        return Ok(if factor == 1 {
+            DimAst::Symbol(symbol)
+        } else {
+            DimAst::Multiple(factor, symbol, 0)
+        });
+    };
+    if !content.peek(Lit) {
+        return Err(content.error(format!(
+            "expected a number after `{symbol} {}`, as in `{symbol} - 2`",
+            if sign > 0 { "+" } else { "-" }
+        )));
+    }
+    let lit: Lit = content.parse()?;
+    let (n, span) = parse_positive_int(&lit, "an offset")?;
+    let offset =
+        i64::try_from(n).map_err(|_| syn::Error::new(span, "an offset this large is no size"))?;
+    Ok(DimAst::Multiple(factor, symbol, sign * offset))
 }
 
 fn parse_positive_int(lit: &Lit, what: &str) -> syn::Result<(usize, Span)> {

@@ -32,14 +32,14 @@ pub(super) fn bind_inputs<'d>(
                 let v = dim.fixed_or_zero();
                 quote!(::kiln::shape::Dim::Fixed(#v))
             }
-            // `lower` declares symbols and their multiples only (`H`, `16 * H`).
-            Some((s, factor, _)) => {
+            Some((s, factor, offset)) => {
                 let sym = &cx.g.symbols[s];
                 let min = minimums[s];
-                if factor == 1 && min == 1 {
+                if factor == 1 && offset == 0 && min == 1 {
                     quote!(::kiln::shape::Dim::Symbol(#sym, #s))
                 } else {
-                    quote!(::kiln::shape::Dim::Multiple { symbol: #sym, slot: #s, factor: #factor, min: #min })
+                    let offset = proc_macro2::Literal::i64_unsuffixed(offset);
+                    quote!(::kiln::shape::Dim::Multiple { symbol: #sym, slot: #s, factor: #factor, offset: #offset, min: #min })
                 }
             }
         });
@@ -94,8 +94,16 @@ pub(super) fn stage_inputs<'d>(
                         let v = max.fixed_or_zero();
                         quote!(#v)
                     }
-                    // `lower` declares lengths of a symbol or a number only.
-                    Some((s, ..)) => quote!(dims[#s]),
+                    Some((s, 1, 0)) => quote!(dims[#s]),
+                    // A block's lengths along an axis its caller computed.
+                    Some((s, scale, offset)) => {
+                        let magnitude = offset.unsigned_abs() as usize;
+                        if offset < 0 {
+                            quote!((#scale * dims[#s] - #magnitude))
+                        } else {
+                            quote!((#scale * dims[#s] + #magnitude))
+                        }
+                    }
                 };
                 quote! { ::kiln::shape::check_lengths(#ns, &#n, #max)?; }
             }

@@ -68,40 +68,25 @@ impl BlockCall {
     }
 
     /// The block as a model declaration: its inputs typed like the call's arguments.
-    fn as_model(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ModelDef, OpError> {
+    fn as_model(&self, inputs: &[&ValueInfo], symbols: &[String]) -> ModelDef {
         let span = self.def.name.span();
         let mut stmts = Vec::new();
         let mut grad_inputs = Vec::new();
-        // A block declares its inputs as a model does: numbers, symbols and their multiples.
-        let sym = |(index, d): (usize, Dim)| {
-            match d.linear() {
-            None => Ok(DimAst::Fixed(d.fixed_or_zero(), span)),
-            Some((s, 1, 0)) => Ok(DimAst::Symbol(Ident::new(&symbols[s], span))),
-            Some((s, k, 0)) => Ok(DimAst::Multiple(k, Ident::new(&symbols[s], span))),
-            Some(_) => Err(OpError::input(
-                index,
-                format!(
-                    "`{}` takes sizes as a model declares them (a number, `H` or `16 * H`), but this argument's `{}` is computed with an offset: pass the block the value before the layer that shrinks it, and shrink it inside the block",
-                    self.def.name,
-                    d.display(symbols)
-                ),
-            )),
-        }
+        // A block declares its inputs as a model does: numbers, symbols and formulas of them.
+        let sym = |d: Dim| match d.linear() {
+            None => DimAst::Fixed(d.fixed_or_zero(), span),
+            Some((s, 1, 0)) => DimAst::Symbol(Ident::new(&symbols[s], span)),
+            Some((s, k, offset)) => DimAst::Multiple(k, Ident::new(&symbols[s], span), offset),
         };
-        for (index, (param, info)) in self.def.params.iter().zip(inputs).enumerate() {
-            let dims = info
-                .shape
-                .0
-                .iter()
-                .map(|&d| sym((index, d)))
-                .collect::<Result<Vec<_>, _>>()?;
+        for (param, info) in self.def.params.iter().zip(inputs) {
+            let dims = info.shape.0.iter().map(|&d| sym(d)).collect();
             let (ints, is_target) = match info.kind {
                 ValueKind::Float => {
                     grad_inputs.push(param.to_string());
                     (None, false)
                 }
                 ValueKind::Tokens { vocab } => (Some(IntAst::Tokens(vocab, span)), false),
-                ValueKind::Lengths { max } => (Some(IntAst::Lengths(sym((index, max))?)), false),
+                ValueKind::Lengths { max } => (Some(IntAst::Lengths(sym(max))), false),
                 ValueKind::Labels { .. } => (None, true),
             };
             stmts.push(if is_target {
@@ -129,7 +114,7 @@ impl BlockCall {
             " One `{}` block of [`{}`], compiled once and applied by its call `{}`.",
             self.def.name, self.model, self.binding
         );
-        Ok(ModelDef {
+        ModelDef {
             attrs: vec![syn::parse_quote!(#[doc = #doc])],
             vis: self.vis.clone(),
             name: self.type_name.clone(),
@@ -137,7 +122,7 @@ impl BlockCall {
             blocks: Vec::new(),
             grad_inputs,
             body_span: span,
-        })
+        }
     }
 
     fn compile(&self, def: ModelDef) -> syn::Result<(Compiled, ValueInfo)> {
@@ -419,7 +404,7 @@ impl Kernel for BlockCall {
                 ),
             ));
         }
-        let def = self.as_model(inputs, symbols)?;
+        let def = self.as_model(inputs, symbols);
         let (compiled, out) = self.compile(def).map_err(|e| OpError {
             message: String::new(),
             input: None,
