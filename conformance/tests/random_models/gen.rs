@@ -4,7 +4,9 @@
 //! The generator tracks every value's shape (with the sizes the test instantiates symbolic
 //! dims with), so every model it prints compiles; the same IR drives the reference
 //! interpreter (`interp.rs`). A model starts from one input of one of three families (vectors
-//! `[B, F]`, sequences `[B, T, F]` of floats or token ids, images `[B, C, H, W]`), applies a
+//! `[B, F]`, sequences `[B, T, F]` of floats or token ids, images `[B, C, H, W]`, whose height
+//! and width are now and then multiples of the symbols `H` and `W` so that every size a layer
+//! computes from them is a formula, `4 * H - 2`, which the target declares too), applies a
 //! few random ops to the latest value or, for fan-out, to an earlier one, and ends in a head
 //! and a loss; every value nothing consumes joins the loss as `c * mean(v)`, because the
 //! language rejects bindings that reach neither an output nor the loss.
@@ -13,20 +15,116 @@ use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
 use std::fmt::Write as _;
 
-/// One dim: its size in this test instance and, if symbolic, its name.
+/// One dim: its size in this test instance and, if symbolic, its name and formula.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dim {
     /// The size the test binds it to.
     pub size: usize,
     /// The symbolic name (`B`), or `None` for a literal dim.
     pub sym: Option<&'static str>,
+    /// For a symbolic dim, the multiple of the symbol it is (1 for the symbol itself).
+    pub scale: usize,
+    /// For a symbolic dim, what is added to the multiple (`H - 2`).
+    pub offset: i64,
+}
+
+/// The symbolic dim `name`, of `size` in this test instance.
+fn symbolic(size: usize, name: &'static str) -> Dim {
+    Dim {
+        size,
+        sym: Some(name),
+        scale: 1,
+        offset: 0,
+    }
+}
+
+impl Dim {
+    /// The symbol's value in this test instance (a formula's dim gives it back).
+    fn symbol_value(&self) -> i64 {
+        (self.size as i64 - self.offset) / self.scale.max(1) as i64
+    }
+
+    /// The dim `delta` longer (a pad or crop): a formula's offset moves with it.
+    fn shifted(&self, delta: i64) -> Dim {
+        let size = usize::try_from(self.size as i64 + delta).expect("a positive size");
+        match self.sym {
+            Some(_) => Dim {
+                size,
+                offset: self.offset + delta,
+                ..self.clone()
+            },
+            None => lit(size),
+        }
+    }
+
+    /// The dim times `k` (an upsampling).
+    fn times(&self, k: usize) -> Dim {
+        match self.sym {
+            Some(_) => Dim {
+                size: self.size * k,
+                scale: self.scale * k,
+                offset: self.offset * k as i64,
+                ..self.clone()
+            },
+            None => lit(self.size * k),
+        }
+    }
+
+    /// The extent of a window of `span` sliding by `stride` over the dim padded by `pads` in
+    /// all, which is `size` in this instance: `None` for a symbolic dim whose multiple the
+    /// stride does not divide (the compiler refuses it; the generator does not draw it).
+    /// With `ceil_pad`, pooling's `ceil_mode` rule with that padding on each side.
+    fn window(
+        &self,
+        size: usize,
+        pads: i64,
+        span: i64,
+        stride: usize,
+        ceil_pad: Option<i64>,
+    ) -> Option<Dim> {
+        if self.sym.is_none() {
+            return Some(lit(size));
+        }
+        if !self.scale.is_multiple_of(stride) {
+            return None;
+        }
+        let (n, s) = (self.offset + pads - span, stride as i64);
+        let q = if ceil_pad.is_some() {
+            n.div_euclid(s) + i64::from(n.rem_euclid(s) != 0)
+        } else {
+            n.div_euclid(s)
+        };
+        let mut offset = q + 1;
+        if let Some(p) = ceil_pad {
+            if (offset - 1) * s >= self.offset + p {
+                offset -= 1;
+            }
+        }
+        let out = Dim {
+            size,
+            scale: self.scale / stride,
+            offset,
+            ..self.clone()
+        };
+        assert_eq!(
+            (out.scale as i64) * self.symbol_value() + out.offset,
+            size as i64,
+            "the formula of a window over {self:?} disagrees with its size"
+        );
+        Some(out)
+    }
 }
 
 /// A value's shape.
 pub type Shape = Vec<Dim>;
 
 fn lit(size: usize) -> Dim {
-    Dim { size, sym: None }
+    Dim {
+        size,
+        sym: None,
+        scale: 1,
+        offset: 0,
+    }
 }
 
 /// The sizes of a shape.
@@ -36,7 +134,18 @@ pub fn sizes(shape: &Shape) -> Vec<usize> {
 
 fn dim_src(d: &Dim) -> String {
     match d.sym {
-        Some(s) => s.to_string(),
+        Some(s) => {
+            let multiple = if d.scale == 1 {
+                s.to_string()
+            } else {
+                format!("{} * {s}", d.scale)
+            };
+            match d.offset {
+                0 => multiple,
+                o if o > 0 => format!("{multiple} + {o}"),
+                o => format!("{multiple} - {}", o.unsigned_abs()),
+            }
+        }
         None => d.size.to_string(),
     }
 }
@@ -583,6 +692,10 @@ impl Graph {
         }
         if self.body.values[0].shape[0].sym.is_none() {
             out.push("literal batch dim".into());
+        }
+        let x = &self.body.values[0].shape;
+        if x.len() == 4 && x[2..].iter().any(|d| d.sym.is_some()) {
+            out.push("symbolic height or width".into());
         }
         out
     }
@@ -1392,7 +1505,7 @@ impl Gen {
                 }
             };
             let ((add_before, before), (add_after, after)) = (side(crop_before), side(crop_after));
-            shape[axis] = lit(kept + add_before + add_after);
+            shape[axis] = shape[axis].shifted((kept + add_before + add_after) as i64 - d as i64);
             pads.push((before, after));
         }
         self.push(
@@ -1792,6 +1905,9 @@ impl Gen {
         let (c, h, w) = (shape[1].size, shape[2].size, shape[3].size);
         let b = shape[0].clone();
         let img = |c: usize, h: usize, w: usize| vec![b.clone(), lit(c), lit(h), lit(w)];
+        // A height and width that may be formulas of `H` and `W`.
+        let image = |c: usize, h: Dim, w: Dim| vec![b.clone(), lit(c), h, w];
+        let symbolic_side = shape[2].sym.is_some() || shape[3].sym.is_some();
         match choice {
             0..=19 => {
                 // Now and then a rectangular kernel or stride.
@@ -1834,9 +1950,19 @@ impl Gen {
                 if oh * ow > 64 {
                     return None;
                 }
+                let (dh, dw) = if same {
+                    (shape[2].clone(), shape[3].clone())
+                } else {
+                    let span = |k: usize| (d * (k - 1) + 1) as i64;
+                    let pads = 2 * p as i64;
+                    (
+                        shape[2].window(oh, pads, span(kh), sh, None)?,
+                        shape[3].window(ow, pads, span(kw), sw, None)?,
+                    )
+                };
                 let bias = self.chance(0.8);
                 Some(self.push(
-                    img(out, oh, ow),
+                    image(out, dh, dw),
                     Op::Conv {
                         x: v,
                         out,
@@ -1867,8 +1993,14 @@ impl Gen {
                 if oh == 0 || ow == 0 || oh * ow > 64 {
                     return None;
                 }
+                // `(n − 1)·s + d·(k − 1) + q + 1 − 2p`: `s` times a formula plus a constant.
+                let grown = |dim: &Dim, size: usize| {
+                    let scaled = dim.times(s);
+                    scaled.shifted(size as i64 - scaled.size as i64)
+                };
+                let (dh, dw) = (grown(&shape[2], oh), grown(&shape[3], ow));
                 Some(self.push(
-                    img(out, oh, ow),
+                    image(out, dh, dw),
                     Op::ConvT {
                         x: v,
                         out,
@@ -1897,8 +2029,14 @@ impl Gen {
                     Some(o)
                 };
                 let (oh, ow) = (ext(h)?, ext(w)?);
+                let pads = 2 * p as i64;
+                let ceil_pad = ceil.then_some(p as i64);
+                let (dh, dw) = (
+                    shape[2].window(oh, pads, k as i64, s, ceil_pad)?,
+                    shape[3].window(ow, pads, k as i64, s, ceil_pad)?,
+                );
                 Some(self.push(
-                    img(c, oh, ow),
+                    image(c, dh, dw),
                     Op::Pool {
                         x: v,
                         max,
@@ -1924,9 +2062,12 @@ impl Gen {
                 } else {
                     None
                 };
-                let (oh, ow) = size.unwrap_or((h * scale, w * scale));
+                let (dh, dw) = match size {
+                    Some((oh, ow)) => (lit(oh), lit(ow)),
+                    None => (shape[2].times(scale), shape[3].times(scale)),
+                };
                 Some(self.push(
-                    img(c, oh, ow),
+                    image(c, dh, dw),
                     Op::Upsample {
                         x: v,
                         scale,
@@ -1943,12 +2084,12 @@ impl Gen {
                 Some(self.push(shape, Op::Dropout { x: v, p }))
             }
             76..=81 => self.concat(v, 1),
-            82..=87 => {
+            82..=87 if !symbolic_side => {
                 let s = vec![shape[0].clone(), lit(c * h * w)];
                 Some(self.push(s, Op::Flatten { x: v }))
             }
             88..=91 => {
-                let s = img(c, w, h);
+                let s = image(c, shape[3].clone(), shape[2].clone());
                 Some(self.push(
                     s,
                     Op::Permute {
@@ -1957,7 +2098,7 @@ impl Gen {
                     },
                 ))
             }
-            92 => {
+            92 if !symbolic_side => {
                 let s = img(c * h, w, 1);
                 Some(self.push(s, Op::Reshape { x: v }))
             }
@@ -2081,10 +2222,10 @@ impl SizeAt for Shape {
 pub fn generate(seed: u64) -> Graph {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x6b69_6c6e_7261_6e64);
     let batch = if rng.random_bool(0.85) {
-        Dim {
-            size: rng.random_range(2..=3),
-            sym: Some(if rng.random_bool(0.8) { "B" } else { "N" }),
-        }
+        symbolic(
+            rng.random_range(2..=3),
+            if rng.random_bool(0.8) { "B" } else { "N" },
+        )
     } else {
         lit(rng.random_range(2..=3))
     };
@@ -2095,10 +2236,7 @@ pub fn generate(seed: u64) -> Graph {
         1 | 2 => {
             let t = rng.random_range(2..=4);
             let tdim = if rng.random_bool(0.6) {
-                Dim {
-                    size: t,
-                    sym: Some(if rng.random_bool(0.7) { "T" } else { "S" }),
-                }
+                symbolic(t, if rng.random_bool(0.7) { "T" } else { "S" })
             } else {
                 lit(t)
             };
@@ -2109,12 +2247,24 @@ pub fn generate(seed: u64) -> Graph {
                 vec![batch.clone(), tdim, lit(rng.random_range(2..=4))]
             }
         }
-        _ => vec![
-            batch.clone(),
-            lit(rng.random_range(1..=3)),
-            lit(rng.random_range(3..=6)),
-            lit(rng.random_range(3..=6)),
-        ],
+        _ => {
+            // Now and then a height or width of any size: a multiple of `H` or `W` (1, 2 or 4
+            // of it), of 3 to 8 in this instance.
+            let mut side = |name: &'static str| {
+                if rng.random_bool(0.35) {
+                    let scale = [1usize, 2, 4][rng.random_range(0..3)];
+                    let value = rng.random_range(3usize.div_ceil(scale)..=(8 / scale).min(6));
+                    Dim {
+                        scale,
+                        ..symbolic(scale * value, name)
+                    }
+                } else {
+                    lit(rng.random_range(3..=6))
+                }
+            };
+            let (h, w) = (side("H"), side("W"));
+            vec![batch.clone(), lit(rng.random_range(1..=3)), h, w]
+        }
     };
     // Sequences sometimes come with their real lengths (`input len: [B] lengths T;`).
     let lengths = if (family == 1 || family == 2) && rng.random_bool(0.4) {

@@ -53,17 +53,18 @@ runner! { R2, tokens 2, lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R3 {
-        input x: [N, 1, 5, 4];
-        target y: [N, 2, 5, 4];
-        let v1 = concat(x, x, axis = 1);
-        let v2 = concat(v1, v1, axis = 1);
-        let v3 = conv2d(v2, 4, kernel = 3, padding = same);
-        let pred = conv2d(v3, 2, kernel = 1);
+        input x: [N, 3, 4, 5];
+        target y: [N, 1, 2] classes 4;
+        let v1 = dropout(x, 0.5);
+        let v2 = conv2d(v1, 3, kernel = 2, padding = same, dilation = 2, groups = 3);
+        let v3 = conv2d(v1, 1, kernel = 2, stride = 2, dilation = 2);
+        let v4 = conv2d(v3, 1, kernel = 1);
+        let pred = conv2d(v4, 4, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y) + 0.3 * mean(v2);
     }
 }
-runner! { R3, float 4, no_lengths, values 4, unseeded, [] }
+runner! { R3, float 4, no_lengths, labels 3, seeded, [] }
 
 kiln::model! {
     struct R4 {
@@ -82,19 +83,16 @@ runner! { R4, tokens 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R5 {
-        input x: [3, 1, 6, 3];
-        target y: [3, 2, 1, 1];
-        let v1 = conv2d(x, 3, kernel = 3, stride = 2, padding = 1);
-        let v2 = adaptive_avg_pool2d(v1, 1);
-        let v3 = gelu(v2);
-        let v4 = softmax(v3);
-        let v5 = avg_pool2d(v4, kernel = 2, stride = 2, padding = 1);
-        let pred = conv2d(v5, 2, kernel = 1);
+        input x: [3, 2, 3, W];
+        target y: [3, 3, 3] classes 2;
+        let v1 = log_softmax(x);
+        let v2 = adaptive_avg_pool2d(v1, (3, 3));
+        let pred = conv2d(v2, 2, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R5, float 4, no_lengths, values 4, unseeded, [] }
+runner! { R5, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R6 {
@@ -154,17 +152,16 @@ runner! { R8, float 2, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R9 {
-        input x: [B, 3, 3, 5];
-        target y: [B, 3, 5] classes 3;
-        let v1 = instance_norm(x, affine = true);
-        let v2 = conv2d(v1, 6, kernel = 3, stride = 2, padding = 1, groups = 3);
-        let v3 = conv2d(x, 6, kernel = 1, groups = 3);
-        let pred = conv2d(v3, 3, kernel = 1);
-        output pred, v2;
-        loss cross_entropy(pred, y);
+        input x: [B, 2, 4 * H, 5];
+        target y: [B, 4 * H - 2, 3] classes 2;
+        let v1 = sqrt((square(abs(x)) + 0.1));
+        let v2 = max_pool2d(x, kernel = 3, stride = 1);
+        let pred = conv2d(v2, 2, kernel = 1);
+        output pred, v1;
+        loss cross_entropy(pred, y, ignore_index = 0);
     }
 }
-runner! { R9, float 4, no_lengths, labels 3, unseeded, [v2] }
+runner! { R9, float 4, no_lengths, labels 3, unseeded, [v1] }
 
 kiln::model! {
     struct R10 {
@@ -252,29 +249,31 @@ runner! { R13, float 2, no_lengths, labels 1, unseeded, [v1] }
 
 kiln::model! {
     struct R14 {
-        input x: [B, 2, 5, 3];
-        target y: [B, 2, 3] classes 4;
-        let v1 = concat(x, x, axis = 1);
-        let v2 = adaptive_avg_pool2d(v1, (2, 3));
-        let pred = conv2d(v2, 4, kernel = 1);
+        input x: [B, 2, 3, 2 * W];
+        target y: [B, 4, 2, 1];
+        let v1 = adaptive_avg_pool2d(x, (1, 2));
+        let v2 = permute(v1, (0, 1, 3, 2));
+        let v3 = softmax(v2);
+        let pred = conv2d(v3, 4, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y);
+        loss mse(pred, y);
     }
 }
-runner! { R14, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R14, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R15 {
-        input x: [B, 2, 5, 5];
-        target y: [B, 5, 1] classes 3;
-        let v1 = reshape(x, (B, 10, 5, 1));
-        let v2 = log((softplus(v1) + 0.5));
-        let pred = conv2d(v2, 3, kernel = 1);
+        input x: [B, 3, 5, 3];
+        target y: [B, 4];
+        let v1 = avg_pool2d(x, kernel = 2, stride = 2, ceil_mode = true, count_include_pad = false);
+        let v2 = flatten(v1);
+        let v3 = batch_norm(v2);
+        let pred = linear(v3, 4);
         output pred;
-        loss cross_entropy(pred, y);
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R15, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R15, float 4, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R16 {
@@ -293,16 +292,16 @@ runner! { R16, float 3, no_lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R17 {
-        input x: [B, 1, 6, 6];
-        target y: [B, 4, 3, 1];
-        let v1 = avg_pool2d(x, kernel = 2, stride = 2, padding = 1, ceil_mode = true, count_include_pad = false);
-        let v2 = adaptive_avg_pool2d(v1, (3, 1));
-        let pred = conv2d(v2, 4, kernel = 1);
+        input x: [B, 3, 6, 3];
+        let v1 = max_pool2d(x, kernel = 3, stride = 3, ceil_mode = true);
+        let v2 = conv2d(v1, 3, kernel = 3, padding = 1);
+        let v3 = flatten(v2);
+        let v4 = linear(v3, 2);
+        let pred = linear(v4, 3);
         output pred;
-        loss mse(pred, y);
     }
 }
-runner! { R17, float 4, no_lengths, values 4, unseeded, [] }
+runner! { R17, float 4, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R18 {
@@ -364,31 +363,32 @@ runner! { R20, tokens 2, lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R21 {
-        input x: [B, 1, 3, 6];
-        target y: [B, 3, 3, 9];
-        let v1 = conv_transpose2d(x, 1, kernel = 3, stride = 2, padding = 1);
-        let v2 = exp(tanh(v1));
-        let v3 = log_softmax(v2);
-        let v4 = avg_pool2d(v3, kernel = 3, stride = 1);
-        let pred = conv2d(v4, 3, kernel = 1);
+        input x: [B, 1, 4 * H, 4 * W];
+        target y: [B, 2, 4 * H, 4 * W];
+        let v1 = gelu(x);
+        let v2 = avg_pool2d(v1, kernel = 2, stride = 2, ceil_mode = true, count_include_pad = false);
+        let v3 = exp(tanh(v1)) * (x - 0.5);
+        let v4 = conv_transpose2d(v3, 2, kernel = 1);
+        let pred = conv2d(v4, 2, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss mse(pred, y) + 0.5 * sum(v2);
     }
 }
 runner! { R21, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R22 {
-        input x: [2, 3, 6, 5];
-        target y: [2, 6, 5] classes 4;
-        let v1 = exp(tanh(x));
-        let v2 = concat(v1, x, axis = 1);
-        let pred = conv2d(v2, 4, kernel = 1);
+        input x: [2, 3, 5, 6];
+        let v1 = log_softmax(x);
+        let v2 = max_pool2d(v1, kernel = 2, stride = 2, ceil_mode = true);
+        let v3 = gelu(square(v2));
+        let v4 = upsample(v3, size = (7, 7), mode = bilinear);
+        let v5 = softplus(v4);
+        let pred = conv2d(v5, 3, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 0);
     }
 }
-runner! { R22, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R22, float 4, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R23 {
@@ -493,19 +493,19 @@ runner! { R27, tokens 2, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R28 {
-        input x: [B, 1, 5, 3];
-        target y: [B, 3, 2] classes 3;
-        let v1 = softplus(x);
-        let v2 = upsample(v1, scale = 2, mode = bilinear);
-        let v3 = batch_norm(v2, affine = false);
-        let v4 = conv2d(v3, 3, kernel = 2, dilation = 2);
-        let v5 = max_pool2d(x, kernel = 2, stride = 2, ceil_mode = true);
-        let pred = conv2d(v5, 3, kernel = 1);
+        input x: [B, 3, 3, 5];
+        target y: [B, 2, 3, 5];
+        let v1 = max_pool2d(x, kernel = 2, stride = 2, padding = 1);
+        let v2 = log_softmax(x);
+        let v3 = log_softmax(v2);
+        let v4 = avg_pool2d(v3, kernel = 3, stride = 3, padding = 1, ceil_mode = true);
+        let v5 = gelu((v2 * sigmoid(v2))) * gelu(x);
+        let pred = conv2d(v5, 2, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y) + 0.3 * mean(v4);
+        loss mse(pred, y) + 0.3 * sum(v1) + 0.3 * mean(v4);
     }
 }
-runner! { R28, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R28, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R29 {
@@ -769,19 +769,16 @@ runner! { R42, float 2, no_lengths, none 0, unseeded, [v3] }
 
 kiln::model! {
     struct R43 {
-        input x: [B, 2, 5, 4];
-        target y: [B, 8, 6] classes 4;
-        let v1 = conv2d(x, 4, kernel = 1, stride = 2, padding = 1);
-        let v2 = square(gelu(v1));
-        let v3 = upsample(v1, scale = 2, mode = bilinear);
-        let v4 = conv2d(v3, 2, kernel = 3, padding = same);
-        let v5 = conv_transpose2d(v4, 1, kernel = 1);
-        let pred = conv2d(v5, 4, kernel = 1);
+        input x: [B, 1, 4, 6];
+        let v1 = max_pool2d(x, kernel = 3, stride = 3, padding = 1, ceil_mode = true);
+        let v2 = conv2d(v1, 4, kernel = 3, padding = same, bias = false);
+        let v3 = conv_transpose2d(v2, 1, kernel = 1, stride = 2);
+        let v4 = max_pool2d(v3, kernel = 2, stride = 2, padding = 1);
+        let pred = conv2d(v4, 2, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y) + 0.1 * mean(v2);
     }
 }
-runner! { R43, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R43, float 4, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R44 {
@@ -917,18 +914,17 @@ runner! { R51, float 2, no_lengths, labels 1, seeded, [] }
 
 kiln::model! {
     struct R52 {
-        input x: [B, 1, 3, 6];
-        target y: [B, 1, 4] classes 3;
+        input x: [B, 1, 4 * H, W];
+        target y: [B, 4, 8 * H, 2 * W];
         let v1 = softmax(x);
-        let v2 = avg_pool2d(v1, kernel = 2, stride = 1, padding = 1, count_include_pad = false);
-        let v3 = v2 - 0.75;
-        let v4 = conv2d(v1, 3, kernel = 3, bias = false);
-        let pred = conv2d(v4, 3, kernel = 1);
+        let v2 = conv_transpose2d(v1, 1, kernel = 2, stride = 2, padding = 1, output_padding = 1, dilation = 2);
+        let v3 = softmax(v2);
+        let pred = conv2d(v3, 4, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 0) + 0.5 * mean(v3);
+        loss mse(pred, y);
     }
 }
-runner! { R52, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R52, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R53 {
@@ -949,18 +945,17 @@ runner! { R53, float 3, lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R54 {
-        input x: [B, 3, 6, 4];
-        target y: [B, 3, 3, 2];
+        input x: [B, 2, 4, 5];
+        target y: [B, 3, 2] classes 4;
         let v1 = permute(x, (0, 1, 3, 2));
-        let v2 = permute(v1, (0, 1, 3, 2));
-        let v3 = max_pool2d(v2, kernel = 2, stride = 2, ceil_mode = true);
-        let v4 = log((softplus(v3) + 0.5));
-        let pred = conv2d(v4, 3, kernel = 1);
+        let v2 = conv2d(v1, 4, kernel = 3, stride = 2, padding = 1, groups = 2);
+        let v3 = concat(v2, v2, axis = 1);
+        let pred = conv2d(v3, 4, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R54, float 4, no_lengths, values 4, unseeded, [] }
+runner! { R54, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R55 {
@@ -1104,17 +1099,17 @@ runner! { R62, tokens 2, no_lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R63 {
-        input x: [B, 2, 5, 3];
-        target y: [B] classes 2;
-        let v1 = conv2d(x, 4, kernel = (3, 1), stride = 2, padding = 1);
-        let v2 = flatten(v1);
-        let v3 = concat(v2, v2);
-        let pred = linear(v3, 2);
-        output pred;
-        loss cross_entropy(pred, y, ignore_index = 0);
+        input x: [B, 3, 3, 4];
+        let v1 = log_softmax(x);
+        let v2 = conv_transpose2d(v1, 2, kernel = 3, stride = 2, padding = 1, output_padding = 1);
+        let v3 = group_norm(v2, groups = 1);
+        let v4 = pad(v3, (-2, 0, 2, 1), mode = circular);
+        let v5 = softmax(v3);
+        let pred = conv2d(v5, 3, kernel = 1);
+        output pred, v4;
     }
 }
-runner! { R63, float 4, no_lengths, labels 1, unseeded, [] }
+runner! { R63, float 4, no_lengths, none 0, unseeded, [v4] }
 
 kiln::model! {
     struct R64 {
@@ -1131,46 +1126,46 @@ runner! { R64, float 3, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R65 {
-        input x: [N, 1, 3, 6];
-        target y: [N, 2, 2, 1];
-        let v1 = avg_pool2d(x, kernel = 2, stride = 2, padding = 1, count_include_pad = false);
-        let v2 = conv_transpose2d(v1, 2, kernel = 1);
-        let v3 = adaptive_avg_pool2d(v2, (2, 1));
-        let pred = conv2d(v3, 2, kernel = 1);
+        input x: [N, 2, 4 * H, W];
+        target y: [N, 4 * H - 1, W - 1] classes 4;
+        let v1 = softmax(x);
+        let v2 = softmax(v1);
+        let v3 = avg_pool2d(v2, kernel = 2, stride = 1, count_include_pad = false);
+        let pred = conv2d(v3, 4, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y, ignore_index = 0);
     }
 }
-runner! { R65, float 4, no_lengths, values 4, unseeded, [] }
+runner! { R65, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R66 {
-        input x: [3, 1, 6, 3];
-        target y: [3, 6, 3] classes 4;
-        let v1 = softmax(x);
-        let v2 = concat(v1, v1, axis = 1);
-        let v3 = dropout(v2, 0.5);
-        let v4 = concat(v1, v3, axis = 1);
-        let pred = conv2d(v4, 4, kernel = 1);
+        input x: [3, 1, 3, 2 * W];
+        target y: [3, 2, 2, W];
+        let v1 = batch_norm(x);
+        let v2 = conv2d(v1, 1, kernel = (1, 2), padding = 1);
+        let v3 = gelu(v2);
+        let v4 = (2.0 * v3) / (square(softplus(v2)) + 1.0);
+        let v5 = avg_pool2d(v2, kernel = 3, stride = 2, ceil_mode = true);
+        let pred = conv2d(v5, 2, kernel = 1);
+        output pred;
+        loss mse(pred, y) + 0.5 * sum(v4);
+    }
+}
+runner! { R66, float 4, no_lengths, values 4, unseeded, [] }
+
+kiln::model! {
+    struct R67 {
+        input x: [B, 2, 4, W];
+        target y: [B, 4, W] classes 2;
+        let v1 = concat(x, x, axis = 1);
+        let v2 = leaky_relu(v1, 0.2);
+        let pred = conv2d(v2, 2, kernel = 1);
         output pred;
         loss cross_entropy(pred, y);
     }
 }
-runner! { R66, float 4, no_lengths, labels 3, seeded, [] }
-
-kiln::model! {
-    struct R67 {
-        input x: [B, 3, 6, 4];
-        target y: [B] classes 2;
-        let v1 = avg_pool2d(x, kernel = 2, stride = 2, padding = 1);
-        let v2 = flatten(v1);
-        let v3 = dropout(v2, 0.5);
-        let pred = linear(v3, 2);
-        output pred;
-        loss cross_entropy(pred, y, ignore_index = 1);
-    }
-}
-runner! { R67, float 4, no_lengths, labels 1, seeded, [] }
+runner! { R67, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R68 {
@@ -1204,32 +1199,32 @@ runner! { R69, tokens 2, no_lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R70 {
-        input x: [3, 3, 6, 3];
-        target y: [3, 6, 3] classes 2;
-        let v1 = max_pool2d(x, kernel = 2, stride = 1, padding = 1);
-        let v2 = softplus(-x);
-        let pred = conv2d(v2, 2, kernel = 1);
+        input x: [3, 3, 3, 4];
+        target y: [3, 4, 4] classes 2;
+        let v1 = sigmoid(x);
+        let v2 = adaptive_avg_pool2d(v1, (1, 3));
+        let v3 = pad(v2, (0, 1, 1, 2), mode = replicate);
+        let pred = conv2d(v3, 2, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 0) + 0.5 * sum(v1);
+        loss cross_entropy(pred, y);
     }
 }
 runner! { R70, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R71 {
-        input x: [B, 1, 6, 4];
-        target y: [B, 4];
-        let v1 = avg_pool2d(x, kernel = 2, stride = 2, padding = 1);
-        let v2 = conv2d(v1, 2, kernel = 2, padding = 1);
-        let v3 = flatten(x);
-        let v4 = dropout(v3, 0.5);
-        let v5 = dropout(v4, 0.5);
-        let pred = linear(v5, 4);
-        output pred, v2;
-        loss mse(pred, y);
+        input x: [B, 1, 4, 4];
+        target y: [B] classes 4;
+        let v1 = upsample(x, scale = 2);
+        let v2 = concat(v1, v1, axis = 1);
+        let v3 = batch_norm(v2);
+        let v4 = flatten(v3);
+        let pred = linear(v4, 4);
+        output pred;
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R71, float 4, no_lengths, values 2, seeded, [v2] }
+runner! { R71, float 4, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R72 {
@@ -1246,11 +1241,12 @@ runner! { R72, float 3, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R73 {
-        input x: [B, 3, 5, 3];
-        target y: [B, 3, 2] classes 3;
-        let v1 = conv2d(x, 2, kernel = 1, padding = 1);
-        let v2 = conv2d(v1, 3, kernel = 3, stride = 2, padding = 1, dilation = 2);
-        let pred = conv2d(v2, 3, kernel = 1);
+        input x: [B, 3, 3, W];
+        target y: [B, 2, 2 * W - 4] classes 4;
+        let v1 = conv2d(x, 6, kernel = (1, 3), padding = same, groups = 3);
+        let v2 = conv_transpose2d(v1, 1, kernel = 2, stride = 2);
+        let v3 = conv2d(v2, 2, kernel = 3, dilation = 2);
+        let pred = conv2d(v3, 4, kernel = 1);
         output pred;
         loss cross_entropy(pred, y);
     }
@@ -1336,16 +1332,19 @@ runner! { R78, float 3, lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R79 {
-        input x: [B, 2, 4, 4];
-        target y: [B, 3, 4, 4];
-        let v1 = log_softmax(x);
-        let v2 = (v1 / 2.0) / (square(-x) + 1.0);
-        let pred = conv2d(v2, 3, kernel = 1);
+        input x: [B, 1, 4, W];
+        target y: [B, 2, 5, W + 1];
+        let v1 = pad(x, (2, -1, 1, 0), mode = replicate);
+        let v2 = group_norm(v1, groups = 1);
+        let v3 = softmax(v2);
+        let v4 = conv_transpose2d(v2, 1, kernel = 1);
+        let v5 = dropout(v4, 0.5);
+        let pred = conv2d(v5, 2, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss mse(pred, y) + 0.1 * mean(v3);
     }
 }
-runner! { R79, float 4, no_lengths, values 4, unseeded, [] }
+runner! { R79, float 4, no_lengths, values 4, seeded, [] }
 
 kiln::model! {
     struct R80 {
@@ -1411,17 +1410,19 @@ runner! { R82, tokens 2, no_lengths, none 0, unseeded, [v2, v4] }
 
 kiln::model! {
     struct R83 {
-        input x: [B, 2, 5, 6];
-        target y: [B, 1, 1] classes 3;
-        let v1 = conv2d(x, 2, kernel = 3, groups = 2, bias = false);
-        let v2 = conv2d(v1, 4, kernel = 3, stride = 2, groups = 2);
-        let v3 = v2 / 0.75;
-        let pred = conv2d(v3, 3, kernel = 1);
+        input x: [B, 1, 6, 4];
+        target y: [B, 4, 3, 2];
+        let v1 = pad(x, (1, 2, 1, 2), mode = reflect);
+        let v2 = v1 - 1.5;
+        let v3 = pad(v2, (1, 1, -2, 1), mode = circular);
+        let v4 = concat(v3, v3, axis = 1);
+        let v5 = adaptive_avg_pool2d(v4, (3, 2));
+        let pred = conv2d(v5, 4, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y);
+        loss mse(pred, y);
     }
 }
-runner! { R83, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R83, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R84 {
@@ -1465,18 +1466,18 @@ runner! { R85, float 2, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R86 {
-        input x: [3, 1, 4, 5];
-        target y: [3, 6, 7] classes 4;
-        let v1 = log_softmax(x);
-        let v2 = dropout(v1, 0.25);
-        let v3 = conv2d(v2, 3, kernel = 3, padding = 1, bias = false);
-        let v4 = conv_transpose2d(v3, 2, kernel = 3);
-        let pred = conv2d(v4, 4, kernel = 1);
+        input x: [3, 1, 5, W];
+        target y: [3, 3, 3, W - 2];
+        let v1 = permute(x, (0, 1, 3, 2));
+        let v2 = conv2d(v1, 4, kernel = 3);
+        let v3 = instance_norm(v2);
+        let v4 = permute(v3, (0, 1, 3, 2));
+        let pred = conv2d(v4, 3, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y);
+        loss mse(pred, y);
     }
 }
-runner! { R86, float 4, no_lengths, labels 3, seeded, [] }
+runner! { R86, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R87 {
@@ -1582,29 +1583,32 @@ runner! { R91, tokens 2, lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R92 {
-        input x: [B, 1, 3, 4];
-        target y: [B, 2, 2] classes 2;
-        let v1 = concat(x, x, axis = 1);
-        let v2 = adaptive_avg_pool2d(v1, (2, 2));
+        input x: [B, 3, 2 * H, W];
+        target y: [B, 2 * H, W] classes 2;
+        let v1 = dropout(x, 0.5);
+        let v2 = (v1 / 0.1) / (square(x) + 1.0);
         let pred = conv2d(v2, 2, kernel = 1);
         output pred;
         loss cross_entropy(pred, y);
     }
 }
-runner! { R92, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R92, float 4, no_lengths, labels 3, seeded, [] }
 
 kiln::model! {
     struct R93 {
-        input x: [3, 2, 6, 4];
-        target y: [3, 4, 6, 4];
-        let v1 = conv2d(x, 4, kernel = 2, padding = same, groups = 2);
-        let v2 = log_softmax(v1);
-        let pred = conv2d(v2, 4, kernel = 1);
+        input x: [3, 2, 4, 4];
+        target y: [3] classes 2;
+        let v1 = group_norm(x, groups = 2, affine = false);
+        let v2 = dropout(v1, 0.5);
+        let v3 = sigmoid(x);
+        let v4 = flatten(v3);
+        let v5 = concat(v4, v4);
+        let pred = linear(v5, 2);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y, ignore_index = 0) + 0.1 * sum(v2);
     }
 }
-runner! { R93, float 4, no_lengths, values 4, unseeded, [] }
+runner! { R93, float 4, no_lengths, labels 1, seeded, [] }
 
 kiln::model! {
     struct R94 {
