@@ -535,7 +535,8 @@ fn sizes_computed_from_symbolic_ones_match() {
 }
 
 kiln::model! {
-    /// `select` and `narrow` along a symbolic time axis (from either end) and a fixed one.
+    /// `select` and `narrow` along a symbolic time axis (from either end, and to the end) and
+    /// a fixed one.
     struct Windows {
         input x: [B, T, 4];
         let h = linear(x, 6);
@@ -545,7 +546,9 @@ kiln::model! {
         let inner = narrow(h, axis = 1, start = -3, length = 2);
         let head = narrow(h, axis = 1, start = 1, length = 2);
         let feats = narrow(h, axis = 2, start = -4, length = 3);
-        output last, first, tail, inner, head, feats;
+        let rest = narrow(h, axis = 1, start = 2);
+        let rest_feats = narrow(h, axis = 2, start = 1);
+        output last, first, tail, inner, head, feats, rest, rest_feats;
     }
 }
 
@@ -554,9 +557,11 @@ fn narrow_and_select_match() {
     let mut rng = rng();
     let model = Windows::<f64>::new(&mut rng);
     let x = random(&mut rng, &[2, 5, 4]);
-    let (last, first, tail, inner, head, feats) = model
+    let (last, first, tail, inner, head, feats, rest, rest_feats) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
+    assert_eq!(rest.shape(), &[2, 3, 6]);
+    assert_eq!(rest_feats.shape(), &[2, 5, 5]);
     check(
         "windows",
         &model,
@@ -568,6 +573,8 @@ fn narrow_and_select_match() {
             dyn_f(inner),
             dyn_f(head),
             dyn_f(feats),
+            dyn_f(rest),
+            dyn_f(rest_feats),
         ],
     );
 }

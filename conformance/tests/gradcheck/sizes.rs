@@ -231,6 +231,35 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// One step ahead: the sequence without its first position against the target without
+    /// its last (`h[:, 1:]`, `T - 1` positions), and the last two positions from the end.
+    struct ShiftAnyLength {
+        input x: [B, T, 3];
+        target y: [B, T - 1, 2];
+        let h = linear(x, 2);
+        let next = narrow(h, axis = 1, start = 1);
+        let tail = narrow(h, axis = 1, start = -2);
+        let feats = narrow(next, axis = 2, start = 1);
+        output next, tail;
+        loss mse(next, y) + mean(feats) + sum(tail);
+    }
+}
+
+kiln::model! {
+    /// `ShiftAnyLength` on sequences of 5 only.
+    struct ShiftFixed {
+        input x: [B, 5, 3];
+        target y: [B, 4, 2];
+        let h = linear(x, 2);
+        let next = narrow(h, axis = 1, start = 1, length = 4);
+        let tail = narrow(h, axis = 1, start = -2, length = 2);
+        let feats = narrow(next, axis = 2, start = 1, length = 1);
+        output next, tail;
+        loss mse(next, y) + mean(feats) + sum(tail);
+    }
+}
+
 /// Copies `from`'s parameters into `to`, which has the same ones in the same order.
 fn copy_params<A: Model<f64>, B: Model<f64>>(from: &A, to: &mut B) {
     let mut values = Vec::new();
@@ -434,6 +463,30 @@ fn normalizations_over_computed_sizes_match_their_fixed_twin() {
         .to_string();
     assert!(message.contains("target `y`"), "{message}");
     assert!(message.contains("W - 2 = 3"), "{message}");
+}
+
+#[test]
+fn windows_to_the_end_of_a_symbolic_axis_match_their_fixed_twin() {
+    let mut rng = StdRng::seed_from_u64(78);
+    let mut any = ShiftAnyLength::<f64>::new(&mut rng);
+    let mut fixed = ShiftFixed::<f64>::new(&mut rng);
+    copy_params(&any, &mut fixed);
+    let x = random(&mut rng, (2, 5, 3), -1.0, 1.0);
+    let y = random(&mut rng, (2, 4, 2), -1.0, 1.0);
+    assert_twins_agree!(any, fixed, x, y);
+
+    let x = random(&mut rng, (3, 8, 3), -1.0, 1.0);
+    let y = random(&mut rng, (3, 7, 2), -1.0, 1.0);
+    let mut grads = any.zero_grads();
+    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut grads)
+        .unwrap();
+    check(&any, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+    // `h[:, 1:]` needs two positions, `h[:, -2:]` too.
+    let single = random(&mut rng, (1, 1, 3), -1.0, 1.0);
+    let message = any.forward(single.view()).unwrap_err().to_string();
+    assert!(message.contains("input `x`"), "{message}");
 }
 
 #[test]

@@ -472,6 +472,10 @@ fn indexing_hint(receiver: &str, index: &proc_macro2::TokenStream) -> String {
                     "narrow({receiver}, axis = {axis}, start = {a}, length = {})",
                     b - a
                 ),
+                // `h[:, 1:]`: to the end of the axis.
+                (Ok(a), Err(_)) if to.is_empty() => {
+                    format!("narrow({receiver}, axis = {axis}, start = {a})")
+                }
                 _ => return general,
             }
         }

@@ -1,5 +1,5 @@
 // PyTorch's indexing of a sequence: its last position `h[:, -1]` is `select`, a range of
-// positions `h[:, 1:4]` is `narrow`, and other indexing names both.
+// positions `h[:, 1:4]` or `h[:, 1:]` is `narrow`, and other indexing names both.
 kiln::model! {
     pub struct Last {
         input x: [B, T, 8];
@@ -15,6 +15,15 @@ kiln::model! {
         let h = linear(x, 4);
         let window = h[:, 1:4];
         output window;
+    }
+}
+
+kiln::model! {
+    pub struct Rest {
+        input x: [B, T, 8];
+        let h = linear(x, 4);
+        let shifted = h[:, 1:];
+        output shifted;
     }
 }
 

@@ -1,6 +1,6 @@
 // `narrow` and `select` mistakes: a window past the end of a fixed axis, an index past it,
 // the batch axis, a negative start whose window runs past the end of a symbolic axis, a
-// missing length and an empty window.
+// window to the end that starts past it, and an empty window.
 kiln::model! {
     pub struct PastTheEnd {
         input x: [B, 5, 3];
@@ -34,11 +34,18 @@ kiln::model! {
 }
 
 kiln::model! {
-    pub struct Options {
+    pub struct ToTheEndPastIt {
         input x: [B, 5, 3];
-        let a = narrow(x, axis = 1, start = 1);
+        let a = narrow(x, axis = 1, start = 5);
+        output a;
+    }
+}
+
+kiln::model! {
+    pub struct Empty {
+        input x: [B, 5, 3];
         let b = narrow(x, axis = 1, start = 1, length = 0);
-        output a, b;
+        output b;
     }
 }
 

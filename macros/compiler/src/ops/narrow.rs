@@ -1,6 +1,7 @@
 //! `narrow(x, axis = k, start = s, length = n)` and `select(x, axis = k, index = i)`:
 //! PyTorch's `torch.narrow` (`x[:, s:s + n]`) and `torch.select` (`x[:, i]`, the axis
-//! dropped). A negative `start` or `index` counts from the end (`select(h, axis = 1, index =
+//! dropped). Without `length` the window runs to the end of the axis (`x[:, s:]`), which on a
+//! symbolic axis is a formula of it (`T - 1`). A negative `start` or `index` counts from the end (`select(h, axis = 1, index =
 //! -1)` is the last position, `h[:, -1]`). The axis may be any but the batch axis; on a fixed
 //! axis the window is checked here, on a symbolic one (`T`) by the generated code, which
 //! returns `kiln::Error::OutOfRange` for a batch too short for it. The backward writes the
@@ -75,10 +76,10 @@ fn axis_and(
     args.finish()?;
     let axis = axis.ok_or_else(|| missing("axis (`axis = 1`)"))?;
     let value = value.ok_or_else(|| missing(&format!("`{key}`")))??;
+    // A `narrow` without `length` runs to the end of the axis.
     let extra = match extra {
         Some(Some(v)) => Some(v?),
-        Some(None) => return Err(missing("`length`")),
-        None => None,
+        Some(None) | None => None,
     };
     Ok((axis, value, extra))
 }
@@ -100,7 +101,20 @@ impl OpSpec for NarrowSpec {
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         let (axis, start, length) = axis_and(args, "start", Some("length"), self.usage())?;
-        let length = length.unwrap_or(0);
+        let Some(length) = length else {
+            // `x[:, s:]`: from a negative start, as many positions as it counts back.
+            return Ok(Built::Kernel(Box::new(Narrow {
+                axis,
+                start,
+                length: if start < 0 {
+                    start.unsigned_abs() as usize
+                } else {
+                    0
+                },
+                select: false,
+                to_end: start >= 0,
+            })));
+        };
         if length <= 0 {
             return Err(syn::Error::new(
                 args.span(),
@@ -112,6 +126,7 @@ impl OpSpec for NarrowSpec {
             start,
             length: length as usize,
             select: false,
+            to_end: false,
         })))
     }
 }
@@ -130,17 +145,20 @@ impl OpSpec for SelectSpec {
             start: index,
             length: 1,
             select: true,
+            to_end: false,
         })))
     }
 }
 
 /// A window of `length` positions from `start` along `axis` (both as written, possibly
-/// negative); `select` drops the axis (its `length` is 1).
+/// negative); `select` drops the axis (its `length` is 1); with `to_end`, the window runs from
+/// `start` (not negative) to the end of the axis, and `length` is unused.
 pub struct Narrow {
     axis: i64,
     start: i64,
     length: usize,
     select: bool,
+    to_end: bool,
 }
 
 /// Where the window starts along an axis of `d` positions, when it fits.
@@ -163,6 +181,7 @@ impl Narrow {
             start,
             length,
             select: false,
+            to_end: false,
         }
     }
 
@@ -180,6 +199,9 @@ impl Narrow {
         if self.select {
             return format!("index {}", self.start);
         }
+        if self.to_end {
+            return format!("the positions from {} ([{}:])", self.start, self.start);
+        }
         let (start, end) = (self.start, self.start + self.length as i64);
         let slice = if start >= 0 || end < 0 {
             format!(" ([{start}:{end}])")
@@ -189,6 +211,24 @@ impl Narrow {
             String::new()
         };
         format!("{} positions from {start}{slice}", self.length)
+    }
+
+    /// The window's length in generated code, for an axis of `d` positions.
+    fn length_tokens(&self, d: &TokenStream) -> TokenStream {
+        if self.to_end {
+            let start = self.start as usize;
+            match d.to_string().parse::<usize>() {
+                Ok(d) => {
+                    let length = proc_macro2::Literal::usize_unsuffixed(d.saturating_sub(start));
+                    quote!(#length)
+                }
+                Err(_) if start == 0 => d.clone(),
+                Err(_) => quote!((#d - #start)),
+            }
+        } else {
+            let length = self.length;
+            quote!(#length)
+        }
     }
 
     /// The resolved axis of an input of rank `rank` (the shape stage has checked it).
@@ -220,6 +260,12 @@ impl Narrow {
             dims[axis].clone(),
             super::product_of(&dims[axis + 1..]),
         );
+        if self.to_end {
+            // The call boundary keeps the axis longer than the start (the window is a size
+            // the model computes).
+            let begin = self.start as usize;
+            return (outer, d, inner, quote!(#begin), TokenStream::new());
+        }
         let length = self.length;
         let fixed = d.to_string().parse::<usize>().ok();
         if let Some(begin) = fixed.and_then(|d| fixed_start(self.start, length, d)) {
@@ -260,10 +306,12 @@ impl Kernel for Narrow {
         if self.select {
             format!("axis={}, index={}", self.axis, self.start)
         } else {
-            format!(
-                "axis={}, start={}, length={}",
-                self.axis, self.start, self.length
-            )
+            let length = if self.to_end {
+                String::new()
+            } else {
+                format!(", length={}", self.length)
+            };
+            format!("axis={}, start={}{length}", self.axis, self.start)
         }
     }
     fn decoding(&self, inputs: &[&ValueInfo]) -> Decoding {
@@ -282,6 +330,24 @@ impl Kernel for Narrow {
                 0,
                 format!("`{op}` along axis 0 of {shown}, the batch axis: every sample goes through the model alike, so take the window along a later axis"),
             ));
+        }
+        let mut dims = x.shape.0.clone();
+        if self.to_end {
+            let start = self.start;
+            dims[axis] = match dims[axis] {
+                Dim::Fixed(d) if start >= d as i64 => {
+                    return Err(OpError::call(format!(
+                        "`narrow` of {} along axis {axis} of {shown}, which has {d}: use a start below {d}",
+                        self.window_text(),
+                    )));
+                }
+                // A symbolic axis: the call boundary keeps `T - start` at least 1.
+                size => size.plus(-start),
+            };
+            return Ok(ValueInfo {
+                shape: Shape(dims),
+                kind: ValueKind::Float,
+            });
         }
         match x.shape.0[axis] {
             Dim::Fixed(d) => {
@@ -309,7 +375,6 @@ impl Kernel for Narrow {
                 }
             }
         }
-        let mut dims = x.shape.0.clone();
         if self.select {
             dims.remove(axis);
         } else {
@@ -329,7 +394,7 @@ impl Kernel for Narrow {
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
         let x = &cx.inputs[0];
         let (outer, d, inner, start, check) = self.sizes(&x.dims, &cx.layer_name, true);
-        let (xd, y, length) = (&x.data, &cx.output.data, self.length);
+        let (xd, y, length) = (&x.data, &cx.output.data, self.length_tokens(&d));
         quote! {
             #check
             ::kiln::kernels::shape_ops::narrow_forward(#xd, #outer, #d, #inner, #start, #length, #y);
@@ -340,7 +405,8 @@ impl Kernel for Narrow {
             return TokenStream::new();
         };
         let (outer, d, inner, start, _) = self.sizes(&cx.inputs[0].dims, "", false);
-        let (dy, dxd, acc, length) = (&cx.d_output, &dx.data, dx.accumulate, self.length);
+        let length = self.length_tokens(&d);
+        let (dy, dxd, acc) = (&cx.d_output, &dx.data, dx.accumulate);
         quote! {
             ::kiln::kernels::shape_ops::narrow_backward(#dy, #outer, #d, #inner, #start, #length, #dxd, #acc);
         }
@@ -363,7 +429,11 @@ impl Kernel for Narrow {
             cx.finish("Gather", vec![x, index], vec![("axis", Int(axis as i64))]);
             return Ok(());
         }
-        let end = start + self.length as i64;
+        let end = if self.to_end {
+            i64::MAX
+        } else {
+            start + self.length as i64
+        };
         // A window that reaches the end of a symbolic axis from a negative start: to the end.
         let end = if start < 0 && end == 0 { i64::MAX } else { end };
         let starts = cx.b.ints("starts", vec![start]);
