@@ -1,8 +1,9 @@
 //! Models whose spatial sizes are symbolic (`[B, 1, 4 * H, 4 * W]`): every size a layer
 //! computes from `H` is a formula of it, so one model runs on images or sequences of any
 //! size the formulas allow. Each model is checked against a twin declared with fixed sizes
-//! (the same layers, so the same parameters): equal outputs, losses and gradients at that
-//! size, and central differences of its own at another size.
+//! (the same layers, so the same parameters; `twins!` writes both from one body): equal
+//! outputs, losses and gradients at that size, and central differences of its own at
+//! another size.
 
 use super::{check, random};
 use kiln::ndarray::{Array1, Array3};
@@ -10,35 +11,37 @@ use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
 use kiln::Model;
 
-kiln::model! {
+/// A model of symbolic size and its twin declared with fixed sizes, from one body: the same
+/// layers in the same order, so the same parameters.
+macro_rules! twins {
+    (
+        $(#[$any_doc:meta])* $any:ident { $($any_decl:tt)* }
+        $(#[$fixed_doc:meta])* $fixed:ident { $($fixed_decl:tt)* }
+        body { $($body:tt)* }
+    ) => {
+        kiln::model! {
+            $(#[$any_doc])*
+            struct $any { $($any_decl)* $($body)* }
+        }
+        kiln::model! {
+            $(#[$fixed_doc])*
+            struct $fixed { $($fixed_decl)* $($body)* }
+        }
+    };
+}
+
+twins! {
     /// A small U-Net on images of any size divisible by 4.
-    struct UNetAnySize {
+    UNetAnySize {
         input x: [B, 2, 4 * H, 4 * W];
         target y: [B, 4 * H, 4 * W] classes 3;
-        let c1 = relu(conv2d(x, 4, kernel = 3, padding = 1));
-        let p1 = max_pool2d(instance_norm(c1), 2);
-        let c2 = tanh(conv2d(p1, 6, kernel = 3, padding = same, dilation = 2));
-        let n2 = group_norm(c2, groups = 2);
-        let p2 = avg_pool2d(n2, 2);
-        let c3 = conv2d(p2, 6, kernel = 3);
-        let u3 = conv_transpose2d(c3, 6, kernel = 3);
-        let u2 = upsample(u3, scale = 2, mode = bilinear);
-        let m2 = concat(u2, c2, axis = 1);
-        let u1 = conv_transpose2d(m2, 4, kernel = 2, stride = 2);
-        let m1 = concat(u1, c1, axis = 1);
-        let s1 = conv2d(m1, 4, kernel = 3, stride = 2, padding = 1);
-        let up = upsample(s1, scale = 2);
-        let logits = conv2d(up, 3, kernel = 1);
-        output logits;
-        loss cross_entropy(logits, y);
     }
-}
-
-kiln::model! {
     /// `UNetAnySize` on 12×16 images only.
-    struct UNetFixed {
+    UNetFixed {
         input x: [B, 2, 12, 16];
         target y: [B, 12, 16] classes 3;
+    }
+    body {
         let c1 = relu(conv2d(x, 4, kernel = 3, padding = 1));
         let p1 = max_pool2d(instance_norm(c1), 2);
         let c2 = tanh(conv2d(p1, 6, kernel = 3, padding = same, dilation = 2));
@@ -58,26 +61,18 @@ kiln::model! {
     }
 }
 
-kiln::model! {
+twins! {
     /// A classifier of images of any size: global pooling ends the symbolic extents.
-    struct ClassifierAnySize {
+    ClassifierAnySize {
         input x: [B, 3, H, W];
         target y: [B] classes 4;
-        let c = relu(conv2d(x, 5, kernel = 3, padding = same));
-        let d = conv2d(c, 5, kernel = 2, padding = same);
-        let avg = flatten(adaptive_avg_pool2d(d, 1));
-        let top = flatten(adaptive_max_pool2d(d, (2, 1)));
-        let logits = linear(concat(avg, top), 4);
-        output logits;
-        loss cross_entropy(logits, y);
     }
-}
-
-kiln::model! {
     /// `ClassifierAnySize` on 5×7 images only.
-    struct ClassifierFixed {
+    ClassifierFixed {
         input x: [B, 3, 5, 7];
         target y: [B] classes 4;
+    }
+    body {
         let c = relu(conv2d(x, 5, kernel = 3, padding = same));
         let d = conv2d(c, 5, kernel = 2, padding = same);
         let avg = flatten(adaptive_avg_pool2d(d, 1));
@@ -88,27 +83,19 @@ kiln::model! {
     }
 }
 
-kiln::model! {
+twins! {
     /// Strided 1-d convolutions and a ceil-mode pooling over sequences of any length
     /// divisible by 4.
-    struct SequenceAnyLength {
+    SequenceAnyLength {
         input x: [B, 3, 4 * T];
         target y: [B] classes 4;
-        let c = relu(conv1d(x, 5, kernel = 3, stride = 2, padding = 1));
-        let p = max_pool1d(c, kernel = 3, stride = 2, padding = 1, ceil_mode = true);
-        let q = avg_pool1d(p, kernel = 2, stride = 1, ceil_mode = true);
-        let k = conv1d(q, 5, kernel = 3, padding = causal);
-        let logits = linear(mean(k, axis = 2), 4);
-        output logits;
-        loss cross_entropy(logits, y);
     }
-}
-
-kiln::model! {
     /// `SequenceAnyLength` on sequences of 12 only.
-    struct SequenceFixed {
+    SequenceFixed {
         input x: [B, 3, 12];
         target y: [B] classes 4;
+    }
+    body {
         let c = relu(conv1d(x, 5, kernel = 3, stride = 2, padding = 1));
         let p = max_pool1d(c, kernel = 3, stride = 2, padding = 1, ceil_mode = true);
         let q = avg_pool1d(p, kernel = 2, stride = 1, ceil_mode = true);
@@ -119,26 +106,18 @@ kiln::model! {
     }
 }
 
-kiln::model! {
+twins! {
     /// Reflection, circular and replicate padding and crops of symbolic axes.
-    struct PadAnySize {
+    PadAnySize {
         input x: [B, 2, H, W];
         target y: [B, 2, H, W];
-        let r = pad(x, (2, 2, 1, 1), mode = reflect);
-        let c = conv2d(r, 2, kernel = 3);
-        let k = pad(c, (-1, -1, 1, 0), mode = circular);
-        let crop = pad(k, (0, 0, 0, -1));
-        let out = crop * pad(x, (1, -1, 0, 0), mode = replicate);
-        output out;
-        loss mse(out, y);
     }
-}
-
-kiln::model! {
     /// `PadAnySize` on 4×5 inputs only.
-    struct PadFixed {
+    PadFixed {
         input x: [B, 2, 4, 5];
         target y: [B, 2, 4, 5];
+    }
+    body {
         let r = pad(x, (2, 2, 1, 1), mode = reflect);
         let c = conv2d(r, 2, kernel = 3);
         let k = pad(c, (-1, -1, 1, 0), mode = circular);
@@ -149,31 +128,18 @@ kiln::model! {
     }
 }
 
-kiln::model! {
+twins! {
     /// Residual blocks on a computed size: each block is compiled for `[B, 4, 2 * H, 2 * W]`.
-    struct BlocksAnySize {
+    BlocksAnySize {
         input x: [B, 2, 4 * H, 4 * W];
         target y: [B, 4, 2 * H, 2 * W];
-        let p = max_pool2d(conv2d(x, 4, kernel = 3, padding = 1), 2);
-        let r = Residual(p, repeat = 2);
-        output r;
-        loss mse(r, y);
-
-        block Residual(v) {
-            let c = tanh(conv2d(v, 4, kernel = 3, padding = 1));
-            let down = avg_pool2d(c, 2);
-            let up = upsample(down, scale = 2);
-            let out = v + up;
-            output out;
-        }
     }
-}
-
-kiln::model! {
     /// `BlocksAnySize` on 8×12 images only.
-    struct BlocksFixed {
+    BlocksFixed {
         input x: [B, 2, 8, 12];
         target y: [B, 4, 4, 6];
+    }
+    body {
         let p = max_pool2d(conv2d(x, 4, kernel = 3, padding = 1), 2);
         let r = Residual(p, repeat = 2);
         output r;
@@ -205,24 +171,18 @@ kiln::model! {
     }
 }
 
-kiln::model! {
+twins! {
     /// Batch statistics over computed sizes, in training and inference.
-    struct NormsAnySize {
+    NormsAnySize {
         input x: [B, 3, 2 * H, W];
         target y: [B, 3, H, W - 2];
-        let c = conv2d(x, 3, kernel = (2, 3), stride = (2, 1));
-        let n = batch_norm(c);
-        let out = n + instance_norm(c, affine = true);
-        output out;
-        loss mse(out, y);
     }
-}
-
-kiln::model! {
     /// `NormsAnySize` on 6×5 inputs only.
-    struct NormsFixed {
+    NormsFixed {
         input x: [B, 3, 6, 5];
         target y: [B, 3, 3, 3];
+    }
+    body {
         let c = conv2d(x, 3, kernel = (2, 3), stride = (2, 1));
         let n = batch_norm(c);
         let out = n + instance_norm(c, affine = true);
@@ -294,6 +254,21 @@ macro_rules! assert_twins_agree {
     }};
 }
 
+/// Asserts that `$model`'s gradients on the batch `$x`, `$y` match central differences of its
+/// loss.
+macro_rules! assert_central_differences {
+    ($model:expr, $x:expr, $y:expr) => {{
+        let model = &mut $model;
+        let (mut grads, mut ws) = (model.zero_grads(), model.workspace());
+        model
+            .loss_and_grad($x.view(), $y.view(), &mut ws, &mut grads)
+            .unwrap();
+        check(&*model, &grads, |m| {
+            m.loss($x.view(), $y.view(), &mut m.workspace()).unwrap()
+        });
+    }};
+}
+
 /// Every gradient of a model, flat, in parameter order.
 fn flat_grads<M: Model<f64>>(model: &mut M, grads: &M::Grads) -> Vec<Vec<f64>> {
     let mut out = Vec::new();
@@ -341,12 +316,7 @@ fn a_unet_of_symbolic_size_matches_its_fixed_twin_and_its_central_differences() 
 
     let x = random(&mut rng, (1, 2, 16, 12), -1.0, 1.0);
     let y = labels(&mut rng, (1, 16, 12), 3);
-    let mut grads = any.zero_grads();
-    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut grads)
-        .unwrap();
-    check(&any, &grads, |m| {
-        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
-    });
+    assert_central_differences!(any, x, y);
 }
 
 #[test]
@@ -362,14 +332,7 @@ fn a_classifier_of_any_image_size_matches_its_fixed_twin_and_its_central_differe
     for (h, w) in [(1, 1), (2, 9), (6, 4)] {
         let x = random(&mut rng, (2, 3, h, w), -1.0, 1.0);
         let y = classes(&mut rng, 2, 4);
-        let mut grads = any.zero_grads();
-        let mut model = any.clone();
-        model
-            .loss_and_grad(x.view(), y.view(), &mut model.workspace(), &mut grads)
-            .unwrap();
-        check(&model, &grads, |m| {
-            m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
-        });
+        assert_central_differences!(any, x, y);
     }
 }
 
@@ -384,12 +347,7 @@ fn strided_and_ceil_mode_layers_over_a_symbolic_length_match_their_fixed_twin() 
     assert_twins_agree!(any, fixed, x, y);
 
     let x = random(&mut rng, (2, 3, 20), -1.0, 1.0);
-    let mut grads = any.zero_grads();
-    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut grads)
-        .unwrap();
-    check(&any, &grads, |m| {
-        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
-    });
+    assert_central_differences!(any, x, y);
 }
 
 #[test]
@@ -406,12 +364,7 @@ fn padding_and_crops_of_symbolic_axes_match_their_fixed_twin() {
     // the rows by 1 needs 2.
     let x = random(&mut rng, (1, 2, 2, 3), -1.0, 1.0);
     let y = random(&mut rng, (1, 2, 2, 3), -1.0, 1.0);
-    let mut grads = any.zero_grads();
-    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut grads)
-        .unwrap();
-    check(&any, &grads, |m| {
-        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
-    });
+    assert_central_differences!(any, x, y);
     let narrow = random(&mut rng, (1, 2, 4, 2), -1.0, 1.0);
     let message = any.forward(narrow.view()).unwrap_err().to_string();
     assert!(message.contains("W of at least 3"), "{message}");
@@ -432,12 +385,7 @@ fn blocks_on_a_computed_size_match_their_fixed_twin() {
 
     let x = random(&mut rng, (1, 2, 12, 4), -1.0, 1.0);
     let y = random(&mut rng, (1, 4, 6, 2), -1.0, 1.0);
-    let mut grads = any.zero_grads();
-    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut grads)
-        .unwrap();
-    check(&any, &grads, |m| {
-        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
-    });
+    assert_central_differences!(any, x, y);
 }
 
 #[test]
@@ -477,12 +425,7 @@ fn windows_to_the_end_of_a_symbolic_axis_match_their_fixed_twin() {
 
     let x = random(&mut rng, (3, 8, 3), -1.0, 1.0);
     let y = random(&mut rng, (3, 7, 2), -1.0, 1.0);
-    let mut grads = any.zero_grads();
-    any.loss_and_grad(x.view(), y.view(), &mut any.workspace(), &mut grads)
-        .unwrap();
-    check(&any, &grads, |m| {
-        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
-    });
+    assert_central_differences!(any, x, y);
     // `h[:, 1:]` needs two positions, `h[:, -2:]` too.
     let single = random(&mut rng, (1, 1, 3), -1.0, 1.0);
     let message = any.forward(single.view()).unwrap_err().to_string();
