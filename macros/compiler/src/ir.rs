@@ -113,14 +113,19 @@ impl Dim {
 
     /// `(symbol, scale, offset)` of a dim that is not fixed.
     pub fn linear(self) -> Option<(usize, usize, i64)> {
+        self.size_or_formula().err()
+    }
+
+    /// A fixed dim's size, or a symbolic one's `(symbol, scale, offset)`.
+    fn size_or_formula(self) -> Result<usize, (usize, usize, i64)> {
         match self {
-            Dim::Fixed(_) => None,
-            Dim::Symbol(s) => Some((s, 1, 0)),
+            Dim::Fixed(n) => Ok(n),
+            Dim::Symbol(s) => Err((s, 1, 0)),
             Dim::Affine {
                 symbol,
                 scale,
                 offset,
-            } => Some((symbol, scale, offset)),
+            } => Err((symbol, scale, offset)),
         }
     }
 
@@ -140,23 +145,17 @@ impl Dim {
     /// The dim plus `n` (which may be negative). A fixed dim saturates at 0 rather than
     /// wrapping: the shape stage rejects sizes below 1 with a message of its own.
     pub fn plus(self, n: i64) -> Dim {
-        match self.linear() {
-            None => {
-                let Dim::Fixed(d) = self else { unreachable!() };
-                Dim::Fixed(usize::try_from((d as i64).saturating_add(n)).unwrap_or(0))
-            }
-            Some((symbol, scale, offset)) => Dim::affine(symbol, scale, offset.saturating_add(n)),
+        match self.size_or_formula() {
+            Ok(d) => Dim::Fixed(usize::try_from((d as i64).saturating_add(n)).unwrap_or(0)),
+            Err((symbol, scale, offset)) => Dim::affine(symbol, scale, offset.saturating_add(n)),
         }
     }
 
     /// The dim times `k` (at least 1).
     pub fn times(self, k: usize) -> Dim {
-        match self.linear() {
-            None => {
-                let Dim::Fixed(d) = self else { unreachable!() };
-                Dim::Fixed(d.saturating_mul(k))
-            }
-            Some((symbol, scale, offset)) => Dim::affine(
+        match self.size_or_formula() {
+            Ok(d) => Dim::Fixed(d.saturating_mul(k)),
+            Err((symbol, scale, offset)) => Dim::affine(
                 symbol,
                 scale.saturating_mul(k),
                 offset.saturating_mul(k as i64),
@@ -177,18 +176,17 @@ impl Dim {
                 n.div_euclid(d)
             }
         };
-        match self.linear() {
-            None => {
-                let Dim::Fixed(d) = self else { unreachable!() };
+        match self.size_or_formula() {
+            Ok(d) => {
                 let n = (d as i64).saturating_add(add);
                 Ok(Dim::Fixed(usize::try_from(quotient(n)).unwrap_or(0)))
             }
-            Some((symbol, scale, offset)) if scale.is_multiple_of(divisor) => Ok(Dim::affine(
+            Err((symbol, scale, offset)) if scale.is_multiple_of(divisor) => Ok(Dim::affine(
                 symbol,
                 scale / divisor,
                 quotient(offset.saturating_add(add)),
             )),
-            Some((_, scale, _)) => Err(Remainder {
+            Err((_, scale, _)) => Err(Remainder {
                 divisor,
                 multiple: divisor / gcd(scale, divisor),
             }),

@@ -703,7 +703,10 @@ impl Conv2d {
     fn extra_tokens(&self, dims: &[TokenStream]) -> (Vec<TokenStream>, TokenStream, TokenStream) {
         let (b, c) = (&dims[0], &dims[1]);
         let (gh, gw) = self.grown();
-        let (h, w) = (plus(&dims[2], gh), plus(&dims[3], gw));
+        let (h, w) = (
+            super::dim_plus(&dims[2], gh as i64),
+            super::dim_plus(&dims[3], gw as i64),
+        );
         let padded = vec![b.clone(), c.clone(), h, w];
         let len = super::product_of(&padded);
         // Unsuffixed: the kernel takes signed pads (negative ones crop).
@@ -711,24 +714,6 @@ impl Conv2d {
             .map(proc_macro2::Literal::usize_unsuffixed);
         let pads = quote!(&[(#lh, #eh), (#lw, #ew)]);
         (padded, len, pads)
-    }
-}
-
-/// `dim + n` as generated code writes it: the sum itself when `dim` is a number, `dim` alone
-/// when `n` is 0.
-fn plus(dim: &TokenStream, n: usize) -> TokenStream {
-    if n == 0 {
-        return dim.clone();
-    }
-    match dim.to_string().parse::<usize>() {
-        Ok(d) => {
-            let sum = proc_macro2::Literal::usize_unsuffixed(d.saturating_add(n));
-            quote!(#sum)
-        }
-        Err(_) => {
-            let n = proc_macro2::Literal::usize_unsuffixed(n);
-            quote!((#dim + #n))
-        }
     }
 }
 

@@ -979,6 +979,24 @@ pub(crate) fn divisors_near(n: usize, wanted: usize) -> String {
     format!("{} do, from 1 to {n}; {nearest}", small.len())
 }
 
+/// `dim + n` (`n` possibly negative) as generated code writes it: the sum itself when `dim`
+/// is a number (saturating at 0), `dim` alone when `n` is 0, else `(dim + n)` or `(dim - n)`.
+pub(crate) fn dim_plus(dim: &TokenStream, n: i64) -> TokenStream {
+    if n == 0 {
+        return dim.clone();
+    }
+    let magnitude = proc_macro2::Literal::usize_unsuffixed(n.unsigned_abs() as usize);
+    match dim.to_string().parse::<usize>() {
+        Ok(d) => {
+            let sum = usize::try_from((d as i64).saturating_add(n)).unwrap_or(0);
+            let sum = proc_macro2::Literal::usize_unsuffixed(sum);
+            quote::quote!(#sum)
+        }
+        Err(_) if n > 0 => quote::quote!((#dim + #magnitude)),
+        Err(_) => quote::quote!((#dim - #magnitude)),
+    }
+}
+
 /// The product of some dims as a `usize` expression (`B * T`; `1` for none).
 pub(crate) fn product_of(dims: &[TokenStream]) -> TokenStream {
     match dims.split_first() {

@@ -216,15 +216,7 @@ impl Narrow {
     /// The window's length in generated code, for an axis of `d` positions.
     fn length_tokens(&self, d: &TokenStream) -> TokenStream {
         if self.to_end {
-            let start = self.start as usize;
-            match d.to_string().parse::<usize>() {
-                Ok(d) => {
-                    let length = proc_macro2::Literal::usize_unsuffixed(d.saturating_sub(start));
-                    quote!(#length)
-                }
-                Err(_) if start == 0 => d.clone(),
-                Err(_) => quote!((#d - #start)),
-            }
+            super::dim_plus(d, -self.start)
         } else {
             let length = self.length;
             quote!(#length)

@@ -315,11 +315,10 @@ impl Kernel for Pad {
         for (&(before, after), axis) in self.pads.iter().zip((0..rank).rev()) {
             let d = match shape[axis] {
                 Dim::Fixed(d) => d,
-                // A symbolic axis: the call boundary checks what `required_sizes` lists.
+                // A symbolic axis grows by the signed pads (crops are negative); the call
+                // boundary checks what `required_sizes` lists.
                 symbolic => {
-                    let ((crop_b, crop_a), (b, a)) = split((before, after));
-                    let kept = symbolic.plus(-((crop_b + crop_a) as i64));
-                    shape[axis] = kept.plus((b + a) as i64);
+                    shape[axis] = symbolic.plus(before.saturating_add(after));
                     continue;
                 }
             };
