@@ -535,8 +535,8 @@ fn sizes_computed_from_symbolic_ones_match() {
 }
 
 kiln::model! {
-    /// `select` and `narrow` along a symbolic time axis (from either end, and to the end) and
-    /// a fixed one.
+    /// `select` and `narrow` along a symbolic time axis (from either end, to the end, and to
+    /// a number of positions before it) and a fixed one.
     struct Windows {
         input x: [B, T, 4];
         let h = linear(x, 6);
@@ -548,7 +548,9 @@ kiln::model! {
         let feats = narrow(h, axis = 2, start = -4, length = 3);
         let rest = narrow(h, axis = 1, start = 2);
         let rest_feats = narrow(h, axis = 2, start = 1);
-        output last, first, tail, inner, head, feats, rest, rest_feats;
+        let previous = narrow(h, axis = 1, start = 0, end = -1);
+        let middle = narrow(h, axis = 1, start = 1, end = -2);
+        output last, first, tail, inner, head, feats, rest, rest_feats, previous, middle;
     }
 }
 
@@ -557,11 +559,13 @@ fn narrow_and_select_match() {
     let mut rng = rng();
     let model = Windows::<f64>::new(&mut rng);
     let x = random(&mut rng, &[2, 5, 4]);
-    let (last, first, tail, inner, head, feats, rest, rest_feats) = model
+    let (last, first, tail, inner, head, feats, rest, rest_feats, previous, middle) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     assert_eq!(rest.shape(), &[2, 3, 6]);
     assert_eq!(rest_feats.shape(), &[2, 5, 5]);
+    assert_eq!(previous.shape(), &[2, 4, 6]);
+    assert_eq!(middle.shape(), &[2, 2, 6]);
     check(
         "windows",
         &model,
@@ -575,6 +579,8 @@ fn narrow_and_select_match() {
             dyn_f(feats),
             dyn_f(rest),
             dyn_f(rest_feats),
+            dyn_f(previous),
+            dyn_f(middle),
         ],
     );
 }

@@ -193,16 +193,20 @@ twins! {
 
 kiln::model! {
     /// One step ahead: the sequence without its first position against the target without
-    /// its last (`h[:, 1:]`, `T - 1` positions), and the last two positions from the end.
+    /// its last (`h[:, 1:]`, `T - 1` positions), the sequence without its last position
+    /// (`h[:, :-1]`) against the one without its first, the inner positions (`h[:, 1:-1]`,
+    /// `T - 2`), and the last two positions from the end.
     struct ShiftAnyLength {
         input x: [B, T, 3];
         target y: [B, T - 1, 2];
         let h = linear(x, 2);
         let next = narrow(h, axis = 1, start = 1);
+        let previous = narrow(h, axis = 1, start = 0, end = -1);
+        let inner = narrow(h, axis = 1, start = 1, end = -1);
         let tail = narrow(h, axis = 1, start = -2);
         let feats = narrow(next, axis = 2, start = 1);
-        output next, tail;
-        loss mse(next, y) + mean(feats) + sum(tail);
+        output next, tail, inner;
+        loss mse(next, y) + mean(feats) + sum(tail) + mean(previous * next) + sum(inner * inner);
     }
 }
 
@@ -213,10 +217,12 @@ kiln::model! {
         target y: [B, 4, 2];
         let h = linear(x, 2);
         let next = narrow(h, axis = 1, start = 1, length = 4);
+        let previous = narrow(h, axis = 1, start = 0, length = 4);
+        let inner = narrow(h, axis = 1, start = 1, length = 3);
         let tail = narrow(h, axis = 1, start = -2, length = 2);
         let feats = narrow(next, axis = 2, start = 1, length = 1);
-        output next, tail;
-        loss mse(next, y) + mean(feats) + sum(tail);
+        output next, tail, inner;
+        loss mse(next, y) + mean(feats) + sum(tail) + mean(previous * next) + sum(inner * inner);
     }
 }
 
@@ -426,10 +432,16 @@ fn windows_to_the_end_of_a_symbolic_axis_match_their_fixed_twin() {
     let x = random(&mut rng, (3, 8, 3), -1.0, 1.0);
     let y = random(&mut rng, (3, 7, 2), -1.0, 1.0);
     assert_central_differences!(any, x, y);
-    // `h[:, 1:]` needs two positions, `h[:, -2:]` too.
-    let single = random(&mut rng, (1, 1, 3), -1.0, 1.0);
-    let message = any.forward(single.view()).unwrap_err().to_string();
-    assert!(message.contains("input `x`"), "{message}");
+    // `h[:, 1:-1]` needs three positions (`h[:, 1:]` and `h[:, -2:]` two).
+    for short in [1, 2] {
+        let x = random(&mut rng, (1, short, 3), -1.0, 1.0);
+        let message = any.forward(x.view()).unwrap_err().to_string();
+        assert!(message.contains("input `x`"), "{message}");
+        assert!(message.contains("at least 3"), "{message}");
+    }
+    let x = random(&mut rng, (1, 3, 3), -1.0, 1.0);
+    let (_, _, inner) = any.forward(x.view()).unwrap();
+    assert_eq!(inner.shape(), &[1, 1, 2]);
 }
 
 #[test]

@@ -440,8 +440,8 @@ fn expect_semi(input: ParseStream, start: Cursor) -> syn::Result<()> {
 }
 
 /// The message for PyTorch's indexing `receiver[index]`: the `select` or `narrow` call it is,
-/// when the index takes one position or a range along one axis (`h[:, -1]`, `h[:, 1:4]`),
-/// and both ops otherwise.
+/// when the index takes one position or a range along one axis (`h[:, -1]`, `h[:, 1:4]`,
+/// `h[:, :-1]`), and both ops otherwise.
 fn indexing_hint(receiver: &str, index: &proc_macro2::TokenStream) -> String {
     let compact = index.to_string().replace(' ', "");
     let items: Vec<&str> = compact.split(',').collect();
@@ -472,6 +472,10 @@ fn indexing_hint(receiver: &str, index: &proc_macro2::TokenStream) -> String {
                     "narrow({receiver}, axis = {axis}, start = {a}, length = {})",
                     b - a
                 ),
+                // `h[:, :-1]`: up to a number of positions before the end of the axis.
+                (Ok(a), Ok(b)) if a >= 0 && b < 0 => {
+                    format!("narrow({receiver}, axis = {axis}, start = {a}, end = {b})")
+                }
                 // `h[:, 1:]`: to the end of the axis.
                 (Ok(a), Err(_)) if to.is_empty() => {
                     format!("narrow({receiver}, axis = {axis}, start = {a})")

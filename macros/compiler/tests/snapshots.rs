@@ -170,7 +170,8 @@ fn even_same_padding() {
 }
 
 /// `select` and `narrow` along a symbolic axis: the window is checked against the batch's
-/// length before the copy, and the backward writes the window's gradient with zeros around it.
+/// length before the copy (a window of `T - 1` positions, `h[:, :-1]`, at the call boundary),
+/// and the backward writes the window's gradient with zeros around it.
 #[test]
 fn windows_of_a_sequence() {
     insta::assert_snapshot!(expand(quote::quote! {
@@ -180,7 +181,8 @@ fn windows_of_a_sequence() {
             let h = linear(x, 4);
             let last = select(h, axis = 1, index = -1);
             let head = narrow(h, axis = 1, start = 1, length = 2);
-            let logits = linear(concat(last, flatten(head), axis = 1), 3);
+            let previous = narrow(h, 1, 0, end = -1);
+            let logits = linear(concat(last, flatten(head), mean(previous, axis = 1), axis = 1), 3);
             output logits;
             loss cross_entropy(logits, y);
         }

@@ -1,5 +1,5 @@
 // PyTorch's indexing of a sequence: its last position `h[:, -1]` is `select`, a range of
-// positions `h[:, 1:4]` or `h[:, 1:]` is `narrow`, and other indexing names both.
+// positions `h[:, 1:4]`, `h[:, 1:]` or `h[:, :-1]` is `narrow`, and other indexing names both.
 kiln::model! {
     pub struct Last {
         input x: [B, T, 8];
@@ -24,6 +24,15 @@ kiln::model! {
         let h = linear(x, 4);
         let shifted = h[:, 1:];
         output shifted;
+    }
+}
+
+kiln::model! {
+    pub struct AllButLast {
+        input x: [B, T, 8];
+        let h = linear(x, 4);
+        let previous = h[:, :-1];
+        output previous;
     }
 }
 

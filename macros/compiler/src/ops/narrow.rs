@@ -1,11 +1,15 @@
 //! `narrow(x, axis = k, start = s, length = n)` and `select(x, axis = k, index = i)`:
 //! PyTorch's `torch.narrow` (`x[:, s:s + n]`) and `torch.select` (`x[:, i]`, the axis
-//! dropped). Without `length` the window runs to the end of the axis (`x[:, s:]`), which on a
-//! symbolic axis is a formula of it (`T - 1`). A negative `start` or `index` counts from the end (`select(h, axis = 1, index =
-//! -1)` is the last position, `h[:, -1]`). The axis may be any but the batch axis; on a fixed
-//! axis the window is checked here, on a symbolic one (`T`) by the generated code, which
-//! returns `kiln::Error::OutOfRange` for a batch too short for it. The backward writes the
-//! output's gradient into the window and zeros around it.
+//! dropped). Instead of `length`, `end = e` ends the window before position `e` as a Python
+//! slice does (`x[:, s:e]`); a negative `end` counts from the end (`end = -1` is `x[:, s:-1]`,
+//! all but the last position). Without either the window runs to the end of the axis
+//! (`x[:, s:]`). On a symbolic axis a window to (or a fixed distance before) the end is a
+//! formula of it (`T - 1`). A negative `start` or `index` counts from the end (`select(h, axis
+//! = 1, index = -1)` is the last position, `h[:, -1]`). The axis may be any but the batch
+//! axis; on a fixed axis the window is checked here, on a symbolic one (`T`) by the generated
+//! code, which returns `kiln::Error::OutOfRange` for a batch too short for it (a window of a
+//! formula's length is kept at least one position long at the call boundary). The backward
+//! writes the output's gradient into the window and zeros around it.
 
 use super::{
     require_float, resolve_axis, BackwardCx, Built, CallArgs, Decoding, ForwardCx, Kernel, OpError,
@@ -24,6 +28,9 @@ pub static NARROW: NarrowSpec = NarrowSpec;
 pub struct SelectSpec;
 /// `select`.
 pub static SELECT: SelectSpec = SelectSpec;
+
+/// How `end` is written, for its error messages.
+const END_USAGE: &str = "narrow(x, axis = 1, start = 0, end = -1)";
 
 /// A signed integer argument: `3`, or `-1` (which the parser reads as a negative float).
 fn signed(e: &ast::Expr, what: &str, usage: &str) -> syn::Result<i64> {
@@ -58,14 +65,16 @@ fn axis_and(
         )
     };
     if args.count() > 1 {
-        if args.count() != 1 + positional {
+        // `narrow(x, 1, s)` without a length, as its keyword form, to the end (or `end`).
+        let no_length = more.is_some() && args.count() == positional;
+        if args.count() != 1 + positional && !no_length {
             return Err(missing("axis and every position, in order"));
         }
         let axis = args.axis(1)?;
         let value = signed(args.raw(2), key, usage)?;
         let extra = match more {
-            Some(m) => Some(signed(args.raw(3), m, usage)?),
-            None => None,
+            Some(m) if !no_length => Some(signed(args.raw(3), m, usage)?),
+            _ => None,
         };
         args.finish()?;
         return Ok((axis, value, extra));
@@ -100,34 +109,52 @@ impl OpSpec for NarrowSpec {
         "narrow(x, axis = 1, start = 0, length = 4)"
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
+        // `end` is a keyword only (PyTorch's `narrow` has none; its slices do).
+        let end = args
+            .option_expr("end")
+            .map(|e| Ok::<_, syn::Error>((signed(e, "end", END_USAGE)?, e.span())))
+            .transpose()?;
         let (axis, start, length) = axis_and(args, "start", Some("length"), self.usage())?;
-        let Some(length) = length else {
-            // `x[:, s:]`: from a negative start, as many positions as it counts back.
-            return Ok(Built::Kernel(Box::new(Narrow {
+        let window = |length: usize, back: Option<usize>| {
+            Ok(Built::Kernel(Box::new(Narrow {
                 axis,
                 start,
-                length: if start < 0 {
-                    start.unsigned_abs() as usize
-                } else {
-                    0
-                },
+                length,
                 select: false,
-                to_end: start >= 0,
-            })));
+                back,
+            })))
         };
-        if length <= 0 {
-            return Err(syn::Error::new(
+        match (length, end) {
+            (Some(_), Some((_, span))) => Err(syn::Error::new(
+                span,
+                "`narrow` takes a `length` or an `end`, not both: `end` is where the window stops (`x[:, 1:-1]` is `start = 1, end = -1`)",
+            )),
+            (Some(length), None) if length <= 0 => Err(syn::Error::new(
                 args.span(),
                 format!("`narrow` takes at least one position, but `length` is {length}"),
-            ));
+            )),
+            (Some(length), None) => window(length as usize, None),
+            // `x[:, s:]`: from a negative start, as many positions as it counts back.
+            (None, None) if start < 0 => window(start.unsigned_abs() as usize, None),
+            (None, None) => window(0, Some(0)),
+            (None, Some((end, span))) => {
+                let empty = |why: String| Err(syn::Error::new(span, why));
+                match (start < 0, end) {
+                    (_, 0) => empty("`end = 0` leaves no positions: leave `end` out for a window to the end of the axis (`x[:, 1:]`), or give a negative one to stop before it (`end = -1`)".into()),
+                    // `x[:, s:-k]`: up to `k` positions before the end, however long the axis.
+                    (false, e) if e < 0 => window(0, Some(e.unsigned_abs() as usize)),
+                    // Both counted from the same side: a window of a fixed length.
+                    (_, e) if (start < 0) == (e < 0) => {
+                        if e > start {
+                            window((e - start) as usize, None)
+                        } else {
+                            empty(format!("`narrow` from {start} to {e} ([{start}:{e}]) takes no positions: use an `end` after the start"))
+                        }
+                    }
+                    (_, e) => empty(format!("`narrow` from {start}, counted from the end, to {e}, counted from the start, takes a number of positions that depends on the axis's length: count both from the same side (`start = -3, end = -1`)")),
+                }
+            }
         }
-        Ok(Built::Kernel(Box::new(Narrow {
-            axis,
-            start,
-            length: length as usize,
-            select: false,
-            to_end: false,
-        })))
     }
 }
 
@@ -145,20 +172,21 @@ impl OpSpec for SelectSpec {
             start: index,
             length: 1,
             select: true,
-            to_end: false,
+            back: None,
         })))
     }
 }
 
 /// A window of `length` positions from `start` along `axis` (both as written, possibly
-/// negative); `select` drops the axis (its `length` is 1); with `to_end`, the window runs from
-/// `start` (not negative) to the end of the axis, and `length` is unused.
+/// negative); `select` drops the axis (its `length` is 1); with `back` = `Some(k)`, the window
+/// runs from `start` (not negative) to `k` positions before the end of the axis (`x[:, s:-k]`,
+/// or `x[:, s:]` for 0), and `length` is unused.
 pub struct Narrow {
     axis: i64,
     start: i64,
     length: usize,
     select: bool,
-    to_end: bool,
+    back: Option<usize>,
 }
 
 /// Where the window starts along an axis of `d` positions, when it fits.
@@ -181,7 +209,7 @@ impl Narrow {
             start,
             length,
             select: false,
-            to_end: false,
+            back: None,
         }
     }
 
@@ -199,8 +227,15 @@ impl Narrow {
         if self.select {
             return format!("index {}", self.start);
         }
-        if self.to_end {
-            return format!("the positions from {} ([{}:])", self.start, self.start);
+        match self.back {
+            Some(0) => return format!("the positions from {} ([{}:])", self.start, self.start),
+            Some(k) => {
+                return format!(
+                    "the positions from {} to {k} before the end ([{}:-{k}])",
+                    self.start, self.start
+                )
+            }
+            None => {}
         }
         let (start, end) = (self.start, self.start + self.length as i64);
         let slice = if start >= 0 || end < 0 {
@@ -215,8 +250,8 @@ impl Narrow {
 
     /// The window's length in generated code, for an axis of `d` positions.
     fn length_tokens(&self, d: &TokenStream) -> TokenStream {
-        if self.to_end {
-            super::dim_plus(d, -self.start)
+        if let Some(back) = self.back {
+            super::dim_plus(d, -self.start - back as i64)
         } else {
             let length = self.length;
             quote!(#length)
@@ -252,9 +287,9 @@ impl Narrow {
             dims[axis].clone(),
             super::product_of(&dims[axis + 1..]),
         );
-        if self.to_end {
-            // The call boundary keeps the axis longer than the start (the window is a size
-            // the model computes).
+        if self.back.is_some() {
+            // The call boundary keeps the window at least one position long (its length is a
+            // size the model computes).
             let begin = self.start as usize;
             return (outer, d, inner, quote!(#begin), TokenStream::new());
         }
@@ -298,10 +333,10 @@ impl Kernel for Narrow {
         if self.select {
             format!("axis={}, index={}", self.axis, self.start)
         } else {
-            let length = if self.to_end {
-                String::new()
-            } else {
-                format!(", length={}", self.length)
+            let length = match self.back {
+                Some(0) => String::new(),
+                Some(k) => format!(", end=-{k}"),
+                None => format!(", length={}", self.length),
             };
             format!("axis={}, start={}{length}", self.axis, self.start)
         }
@@ -324,17 +359,23 @@ impl Kernel for Narrow {
             ));
         }
         let mut dims = x.shape.0.clone();
-        if self.to_end {
-            let start = self.start;
+        if let Some(back) = self.back {
+            // Positions the window leaves out: before it, and after it up to the end.
+            let outside = self.start + back as i64;
             dims[axis] = match dims[axis] {
-                Dim::Fixed(d) if start >= d as i64 => {
+                Dim::Fixed(d) if outside >= d as i64 => {
+                    let fits = if back == 0 {
+                        format!("a start below {d}")
+                    } else {
+                        "a start and an end that leave at least one position".to_string()
+                    };
                     return Err(OpError::call(format!(
-                        "`narrow` of {} along axis {axis} of {shown}, which has {d}: use a start below {d}",
+                        "`narrow` of {} along axis {axis} of {shown}, which has {d}: use {fits}",
                         self.window_text(),
                     )));
                 }
-                // A symbolic axis: the call boundary keeps `T - start` at least 1.
-                size => size.plus(-start),
+                // A symbolic axis: the call boundary keeps `T - outside` at least 1.
+                size => size.plus(-outside),
             };
             return Ok(ValueInfo {
                 shape: Shape(dims),
@@ -421,10 +462,10 @@ impl Kernel for Narrow {
             cx.finish("Gather", vec![x, index], vec![("axis", Int(axis as i64))]);
             return Ok(());
         }
-        let end = if self.to_end {
-            i64::MAX
-        } else {
-            start + self.length as i64
+        let end = match self.back {
+            Some(0) => i64::MAX,
+            Some(k) => -(k as i64),
+            None => start + self.length as i64,
         };
         // A window that reaches the end of a symbolic axis from a negative start: to the end.
         let end = if start < 0 && end == 0 { i64::MAX } else { end };
