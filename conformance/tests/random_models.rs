@@ -113,6 +113,9 @@ fn generator_is_deterministic_and_covers_the_families() {
         "embedding",
         "block",
         "mse",
+        "l1",
+        "smooth_l1",
+        "huber",
         "batch_norm",
         "dropout",
         "input lengths",
@@ -123,6 +126,7 @@ fn generator_is_deterministic_and_covers_the_families() {
         "several outputs",
         "no loss (forward only)",
         "symbolic height or width",
+        "narrow(end)",
     ] {
         assert!(
             kinds.contains(op),

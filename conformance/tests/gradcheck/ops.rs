@@ -290,6 +290,35 @@ fn derived_swish_residual_fan_out_and_bce() {
 }
 
 kiln::model! {
+    /// The regression losses, each against the target and against a second head computed by
+    /// the model (whose gradient flows through both arguments); `beta = 0` is `l1`.
+    struct RobustRegression {
+        input x: [B, 6];
+        target t: [B, 3];
+        let h = tanh(linear(x, 5));
+        let pred = linear(h, 3);
+        let other = linear(h, 3);
+        output pred;
+        loss l1(pred, t) + smooth_l1(pred, t, beta = 0.4) + huber(pred, t, delta = 0.7)
+            + 0.5 * huber(other, pred) + smooth_l1(pred, other) + l1(other, t)
+            + smooth_l1(other, t, beta = 0);
+    }
+}
+
+#[test]
+fn regression_losses_in_both_arguments() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut model = RobustRegression::<f64>::new(&mut rng);
+    let x = random(&mut rng, (6, 6), -1.5, 1.5);
+    let t = random(&mut rng, (6, 3), -2.0, 2.0);
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Values(t.view().into_dyn()),
+    );
+}
+
+kiln::model! {
     struct Softmaxes {
         input x: [B, 4];
         target r: [B, 5];

@@ -3,7 +3,7 @@
 //! (`weight = (...)`), label smoothing and `ignore_index` together, over `[B, T, C]` sequence
 //! logits (padding labels that are a class) and per pixel over `[B, C, H, W]` image logits
 //! (void labels past the classes); binary cross-entropy with logits with `pos_weight` and
-//! `weight` per column; in f64 and f32.
+//! `weight` per column; the L1, smooth L1 and Huber losses summed; in f64 and f32.
 //!
 //! As in `seq.rs` and `vision.rs`: each model is declared with `model!` with its layers named
 //! after the fixture's modules, loaded from `param.*`, and checked against PyTorch: every
@@ -55,6 +55,20 @@ kiln::model! {
         let fc2 = linear(h, 3);
         output h, fc2;
         loss bce_with_logits(fc2, y, pos_weight = (3.0, 0.5, 1.0), weight = (1.0, 2.0, 0.25));
+    }
+}
+
+kiln::model! {
+    /// `regression_losses`: h = tanh(fc1(x)) 5 -> 7, fc2 7 -> 3; the sum of the L1, smooth L1
+    /// (beta 0.5) and Huber (delta 0.8) losses.
+    pub struct RegressionLosses {
+        input x: [B, 5];
+        target y: [B, 3];
+        let fc1 = linear(x, 7);
+        let h = tanh(fc1);
+        let fc2 = linear(h, 3);
+        output h, fc2;
+        loss l1(fc2, y) + smooth_l1(fc2, y, beta = 0.5) + huber(fc2, y, delta = 0.8);
     }
 }
 
@@ -135,4 +149,9 @@ parity_case! {
 parity_case! {
     bce_pos_weight, BcePosWeight, input: Ix2, target floats: Ix2,
     outputs { h => h, fc2 => logits },
+}
+
+parity_case! {
+    regression_losses, RegressionLosses, input: Ix2, target floats: Ix2,
+    outputs { h => h, fc2 => pred },
 }

@@ -334,6 +334,9 @@ pub enum Op {
         /// The same window written as one part of `chunk` or `split` (`index = i`): the call
         /// with `{x}` for the input's name.
         part: Option<String>,
+        /// The same window written with `end = e` (negative: `-k` stops `k` positions before
+        /// the end of the axis) instead of `length`, or, for 0, with neither (to the end).
+        end: Option<i64>,
     },
     /// `pad(x, pairs, mode = ..)`: `pads` per trailing axis, the last axis first (as
     /// written); `mode` 0 constant (`value`), 1 reflect, 2 replicate, 3 circular.
@@ -534,6 +537,7 @@ impl Op {
             Op::Window {
                 part: Some(call), ..
             } => call[..call.find('(').unwrap_or(call.len())].to_string(),
+            Op::Window { end: Some(_), .. } => "narrow(end)".into(),
             Op::Window { select, .. } => if *select { "select" } else { "narrow" }.into(),
             Op::Flatten { .. } => "flatten".into(),
             Op::Reshape { .. } => "reshape".into(),
@@ -574,6 +578,12 @@ pub struct BlockDef {
 pub enum LossKind {
     /// `mse(pred, y)`.
     Mse,
+    /// `l1(pred, y)`.
+    L1,
+    /// `smooth_l1(pred, y, beta = b)`.
+    SmoothL1(f64),
+    /// `huber(pred, y, delta = d)`.
+    Huber(f64),
     /// `bce_with_logits(pred, y)`.
     Bce,
     /// `cross_entropy(pred, y)`, classes on `axis` of the prediction.
@@ -666,6 +676,9 @@ impl Graph {
         out.push(match &self.loss {
             _ if !self.has_loss => "no loss (forward only)".into(),
             LossKind::Mse => "mse".into(),
+            LossKind::L1 => "l1".into(),
+            LossKind::SmoothL1(_) => "smooth_l1".into(),
+            LossKind::Huber(_) => "huber".into(),
             LossKind::Bce => "bce_with_logits".into(),
             LossKind::CrossEntropy { axis, ignore_index } => format!(
                 "cross_entropy(rank {}{})",
@@ -1016,9 +1029,17 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             length,
             select,
             part,
+            end,
         } => {
             if let Some(call) = part {
                 call.replace("{x}", &n(x))
+            } else if let Some(end) = end {
+                let end = if *end == 0 {
+                    String::new()
+                } else {
+                    format!(", end = {end}")
+                };
+                format!("narrow({}, axis = {axis}, start = {start}{end})", n(x))
             } else if *select {
                 format!("select({}, axis = {axis}, index = {start})", n(x))
             } else {
@@ -1082,6 +1103,9 @@ pub fn source(g: &Graph) -> String {
     writeln!(s, "        output {};", outs.join(", ")).unwrap();
     let mut loss = match &g.loss {
         LossKind::Mse => "mse(pred, y)".to_string(),
+        LossKind::L1 => "l1(pred, y)".to_string(),
+        LossKind::SmoothL1(beta) => format!("smooth_l1(pred, y, beta = {})", num_src(*beta)),
+        LossKind::Huber(delta) => format!("huber(pred, y, delta = {})", num_src(*delta)),
         LossKind::Bce => "bce_with_logits(pred, y)".to_string(),
         LossKind::CrossEntropy {
             ignore_index: Some(p),
@@ -1267,6 +1291,19 @@ const DEFAULT_MOMENTUM: f64 = 0.1;
 const COEFS: [f64; 6] = [0.5, 0.25, 1.5, 2.0, 0.1, 0.75];
 
 impl Gen {
+    /// A loss of a float prediction against a float target of its shape: `mse` half the time,
+    /// else `l1`, `smooth_l1` or `huber` with a threshold the targets' differences straddle.
+    fn regression_loss(&mut self) -> LossKind {
+        if self.chance(0.5) {
+            return LossKind::Mse;
+        }
+        match self.rng.random_range(0..3) {
+            0 => LossKind::L1,
+            1 => LossKind::SmoothL1(self.pick(&[0.25, 0.5, 1.0])),
+            _ => LossKind::Huber(self.pick(&[0.25, 0.5, 1.0])),
+        }
+    }
+
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         items[self.rng.random_range(0..items.len())]
     }
@@ -1569,10 +1606,14 @@ impl Gen {
     }
 
     /// `narrow` or `select` of `v` `[B, T, F]` along a fixed time or feature axis, the start
-    /// counted from either end.
+    /// counted from either end, or `narrow` of a symbolic time axis from a start to the end
+    /// or to a few positions before it (`T - 2`).
     fn window(&mut self, v: usize) -> Option<usize> {
         let shape = self.shape(v).clone();
         let axis = self.pick(&[1, 2]);
+        if axis == 1 && shape[1].sym.is_some() && shape[2].sym.is_none() {
+            return self.window_of_symbolic_axis(v, shape);
+        }
         if shape[axis].sym.is_some() || shape[3 - axis].sym.is_some() {
             return None;
         }
@@ -1603,6 +1644,9 @@ impl Gen {
         if !select {
             s[axis] = lit(length);
         }
+        // From a start counted from the front, the same window as far as its end.
+        let end = (!select && part.is_none() && start >= 0 && self.chance(0.3))
+            .then(|| start + length as i64 - d as i64);
         Some(self.push(
             s,
             Op::Window {
@@ -1612,6 +1656,33 @@ impl Gen {
                 length,
                 select,
                 part,
+                end,
+            },
+        ))
+    }
+
+    /// `narrow` of `v` `[B, T, F]` along its symbolic time axis, from a start of 0 to 2 to the
+    /// end or up to 2 positions before it: a window of the formula `T - s - k` positions,
+    /// which the test's size for the symbol leaves at least one long.
+    fn window_of_symbolic_axis(&mut self, v: usize, shape: Vec<Dim>) -> Option<usize> {
+        let d = shape[1].size;
+        if d < 2 {
+            return None;
+        }
+        let begin = self.rng.random_range(0..d.min(3));
+        let back = self.rng.random_range(0..(d - begin).min(3));
+        let mut s = shape;
+        s[1] = s[1].shifted(-((begin + back) as i64));
+        Some(self.push(
+            s,
+            Op::Window {
+                x: v,
+                axis: 1,
+                start: begin as i64,
+                length: d - begin - back,
+                select: false,
+                part: None,
+                end: Some(-(back as i64)),
             },
         ))
     }
@@ -2375,7 +2446,7 @@ pub fn generate(seed: u64) -> Graph {
             };
             let ps = g.shape(pred).clone();
             match g.rng.random_range(0..3) {
-                0 => (pred, LossKind::Mse, ps, None),
+                0 => (pred, g.regression_loss(), ps, None),
                 1 => (pred, LossKind::Bce, ps, None),
                 _ => {
                     let ignore_index = if g.chance(0.4) {
@@ -2423,7 +2494,7 @@ pub fn generate(seed: u64) -> Graph {
                     Some(k),
                 )
             } else {
-                (pred, LossKind::Mse, ps, None)
+                (pred, g.regression_loss(), ps, None)
             }
         }
         _ => {
@@ -2431,7 +2502,7 @@ pub fn generate(seed: u64) -> Graph {
             // op so that `pred` is a binding of its own.
             let e = g.unary(Expr::Val(cur));
             let pred = g.push(shape.clone(), Op::Point(e));
-            (pred, LossKind::Mse, shape, None)
+            (pred, g.regression_loss(), shape, None)
         }
     };
     g.body.values[pred].name = "pred".into();

@@ -130,7 +130,7 @@ kiln::model! {
         let v9 = matmul(v8, v2);
         let pred = linear(v9, 7, tied = v1);
         output pred;
-        loss mse(pred, y);
+        loss l1(pred, y);
     }
 }
 runner! { R7, tokens 2, no_lengths, values 3, unseeded, [] }
@@ -256,7 +256,7 @@ kiln::model! {
         let v3 = softmax(v2);
         let pred = conv2d(v3, 4, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss smooth_l1(pred, y, beta = 0.25);
     }
 }
 runner! { R14, float 4, no_lengths, values 4, unseeded, [] }
@@ -278,14 +278,14 @@ runner! { R15, float 4, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R16 {
         input x: [B, T, 2];
-        target y: [B, T, 3];
+        target y: [B, T - 2, 4];
         let v1 = log((softplus(x) + 0.5));
         let v2 = concat(x, v1);
         let v3 = dropout(v2, 0.5);
-        let v4 = multi_head_attention(v2, heads = 2);
-        let pred = linear(v4, 3);
+        let v4 = narrow(v3, axis = 1, start = 2);
+        let pred = linear(v4, 4);
         output pred;
-        loss bce_with_logits(pred, y) + 0.3 * mean(v3);
+        loss bce_with_logits(pred, y);
     }
 }
 runner! { R16, float 3, no_lengths, values 3, seeded, [] }
@@ -370,11 +370,11 @@ kiln::model! {
         let v3 = exp(tanh(v1)) * (x - 0.5);
         let v4 = conv_transpose2d(v3, 2, kernel = 1);
         let pred = conv2d(v4, 2, kernel = 1);
-        output pred;
-        loss mse(pred, y) + 0.5 * sum(v2);
+        output pred, v2;
+        loss l1(pred, y);
     }
 }
-runner! { R21, float 4, no_lengths, values 4, unseeded, [] }
+runner! { R21, float 4, no_lengths, values 4, unseeded, [v2] }
 
 kiln::model! {
     struct R22 {
@@ -420,7 +420,7 @@ kiln::model! {
         let v5 = linear(v4, 6);
         let pred = linear(v5, 4);
         output pred;
-        loss mse(pred, y);
+        loss huber(pred, y, delta = 1.0);
     }
 }
 runner! { R24, float 2, no_lengths, values 2, seeded, [] }
@@ -502,7 +502,7 @@ kiln::model! {
         let v5 = gelu((v2 * sigmoid(v2))) * gelu(x);
         let pred = conv2d(v5, 2, kernel = 1);
         output pred;
-        loss mse(pred, y) + 0.3 * sum(v1) + 0.3 * mean(v4);
+        loss mse(pred, y) + 0.1 * mean(v1) + 0.5 * mean(v4);
     }
 }
 runner! { R28, float 4, no_lengths, values 4, unseeded, [] }
@@ -536,6 +536,7 @@ runner! { R29, tokens 2, lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R30 {
         input x: [B, 3, 4];
+        target y: [B, 3, 3];
         let v1 = -x;
         let v2 = log((softplus(v1) + 0.5));
         let v3 = log_softmax(v2);
@@ -543,9 +544,10 @@ kiln::model! {
         let v5 = log_softmax(v4);
         let pred = linear(v5, 3);
         output pred;
+        loss mse(pred, y);
     }
 }
-runner! { R30, float 3, no_lengths, none 0, unseeded, [] }
+runner! { R30, float 3, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R31 {
@@ -568,20 +570,20 @@ kiln::model! {
     struct R32 {
         input x: [B, T] tokens 3;
         input len: [B] lengths T;
-        target y: [B, T, 2];
+        target y: [B, T - 1] classes 3;
         let v1 = embedding(x, 2, padding_idx = 0);
         let v2 = position_embedding(x, 2, max_len = 2);
         let v3 = v1 + v2;
         let v4 = -v3 - v2;
         let v5 = multi_head_attention(v4, heads = 1, causal = true, lengths = len);
         let v6 = concat(v2, v5);
-        let v7 = linear(v4, 3);
-        let pred = linear(v7, 2);
+        let v7 = narrow(v6, axis = 1, start = 1);
+        let pred = linear(v7, 3);
         output pred;
-        loss bce_with_logits(pred, y) + 0.3 * sum(v6);
+        loss cross_entropy(pred, y, ignore_index = 0);
     }
 }
-runner! { R32, tokens 2, lengths, values 3, unseeded, [] }
+runner! { R32, tokens 2, lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R33 {
@@ -639,7 +641,7 @@ kiln::model! {
         let v5 = leaky_relu(v4, 0.2);
         let pred = linear(v5, 3);
         output pred;
-        loss mse(pred, y);
+        loss huber(pred, y, delta = 1.0);
     }
 }
 runner! { R36, float 2, no_lengths, values 2, unseeded, [] }
@@ -770,15 +772,17 @@ runner! { R42, float 2, no_lengths, none 0, unseeded, [v3] }
 kiln::model! {
     struct R43 {
         input x: [B, 1, 4, 6];
+        target y: [B, 2, 2, 3];
         let v1 = max_pool2d(x, kernel = 3, stride = 3, padding = 1, ceil_mode = true);
         let v2 = conv2d(v1, 4, kernel = 3, padding = same, bias = false);
         let v3 = conv_transpose2d(v2, 1, kernel = 1, stride = 2);
         let v4 = max_pool2d(v3, kernel = 2, stride = 2, padding = 1);
         let pred = conv2d(v4, 2, kernel = 1);
         output pred;
+        loss mse(pred, y);
     }
 }
-runner! { R43, float 4, no_lengths, none 0, unseeded, [] }
+runner! { R43, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R44 {
@@ -844,7 +848,6 @@ runner! { R47, tokens 2, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R48 {
         input x: [B, T, 4];
-        target y: [B, T, 4];
         let v1 = linear(x, 5);
         let v2 = linear(x, 5);
         let v3 = transpose(v2, -2, -1);
@@ -857,10 +860,9 @@ kiln::model! {
         let v10 = gru(v9, 3, layers = 2);
         let pred = linear(v10, 4);
         output pred;
-        loss mse(pred, y);
     }
 }
-runner! { R48, float 3, no_lengths, values 3, unseeded, [] }
+runner! { R48, float 3, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R49 {
@@ -872,7 +874,7 @@ kiln::model! {
         let v4 = -v1 + softplus(v3);
         let pred = linear(v4, 3);
         output pred;
-        loss mse(pred, y);
+        loss l1(pred, y);
     }
 }
 runner! { R49, float 2, no_lengths, values 2, unseeded, [] }
@@ -938,7 +940,7 @@ kiln::model! {
         let v5 = transpose(v4, -2, -1);
         let pred = log((softplus(v5) + 0.5));
         output pred;
-        loss mse(pred, y) + 0.1 * mean(v3);
+        loss smooth_l1(pred, y, beta = 1.0) + 0.3 * sum(v3);
     }
 }
 runner! { R53, float 3, lengths, values 3, unseeded, [] }
@@ -1038,7 +1040,7 @@ kiln::model! {
         let v6 = tanh(v1);
         let pred = linear(v6, 4);
         output pred;
-        loss mse(pred, y) + 0.5 * mean(v5);
+        loss mse(pred, y) + 0.3 * mean(v5);
     }
 }
 runner! { R59, float 2, no_lengths, values 2, unseeded, [] }
@@ -1052,7 +1054,7 @@ kiln::model! {
         let v3 = softplus(v1);
         let pred = linear(v3, 4);
         output pred;
-        loss mse(pred, y) + 0.1 * mean(v2);
+        loss mse(pred, y) + 0.5 * mean(v2);
     }
 }
 runner! { R60, float 2, no_lengths, values 2, unseeded, [] }
@@ -1085,8 +1087,8 @@ kiln::model! {
         let v5 = transpose(v4, -2, -1);
         let v6 = Blk0(v2);
         let pred = linear(v6, 2);
-        output pred;
-        loss mse(pred, y) + 0.5 * mean(v5);
+        output pred, v5;
+        loss mse(pred, y);
 
         block Blk0(x) {
             let u1 = dropout(x, 0.25);
@@ -1095,7 +1097,7 @@ kiln::model! {
         }
     }
 }
-runner! { R62, tokens 2, no_lengths, values 3, seeded, [] }
+runner! { R62, tokens 2, no_lengths, values 3, seeded, [v5] }
 
 kiln::model! {
     struct R63 {
@@ -1149,7 +1151,7 @@ kiln::model! {
         let v5 = avg_pool2d(v2, kernel = 3, stride = 2, ceil_mode = true);
         let pred = conv2d(v5, 2, kernel = 1);
         output pred;
-        loss mse(pred, y) + 0.5 * sum(v4);
+        loss smooth_l1(pred, y, beta = 0.5) + 0.3 * mean(v4);
     }
 }
 runner! { R66, float 4, no_lengths, values 4, unseeded, [] }
@@ -1176,7 +1178,7 @@ kiln::model! {
         let v3 = dropout(v2, 0.5);
         let pred = linear(v3, 3);
         output pred;
-        loss mse(pred, y);
+        loss huber(pred, y, delta = 0.5);
     }
 }
 runner! { R68, float 2, no_lengths, values 2, seeded, [] }
@@ -1266,7 +1268,7 @@ kiln::model! {
         let v7 = v6 * sigmoid(v6);
         let pred = linear(v7, 2);
         output pred;
-        loss mse(pred, y);
+        loss l1(pred, y);
     }
 }
 runner! { R74, tokens 2, no_lengths, values 2, unseeded, [] }
@@ -1340,11 +1342,11 @@ kiln::model! {
         let v4 = conv_transpose2d(v2, 1, kernel = 1);
         let v5 = dropout(v4, 0.5);
         let pred = conv2d(v5, 2, kernel = 1);
-        output pred;
-        loss mse(pred, y) + 0.1 * mean(v3);
+        output pred, v3;
+        loss smooth_l1(pred, y, beta = 0.25);
     }
 }
-runner! { R79, float 4, no_lengths, values 4, seeded, [] }
+runner! { R79, float 4, no_lengths, values 4, seeded, [v3] }
 
 kiln::model! {
     struct R80 {
@@ -1389,6 +1391,7 @@ runner! { R81, tokens 2, lengths, values 3, seeded, [] }
 kiln::model! {
     struct R82 {
         input x: [B, T] tokens 3;
+        target y: [B, T, 4];
         let v1 = embedding(x, 2, padding_idx = 2);
         let v2 = transpose(v1, -2, -1);
         let v3 = multi_head_attention(v1, heads = 2, bias = false);
@@ -1396,7 +1399,8 @@ kiln::model! {
         let v5 = linear(v1, 5, bias = false);
         let v6 = Blk0(v5);
         let pred = linear(v6, 4);
-        output pred, v2, v4;
+        output pred;
+        loss mse(pred, y) + 0.3 * mean(v2) + 0.3 * mean(v4);
 
         block Blk0(x) {
             let u1 = layer_norm(x, eps = 0.001);
@@ -1406,7 +1410,8 @@ kiln::model! {
         }
     }
 }
-runner! { R82, tokens 2, no_lengths, none 0, unseeded, [v2, v4] }
+runner! { R82, tokens 2, no_lengths, values 3, unseeded, [] }
+decoder! { R82, tokens 2, [] }
 
 kiln::model! {
     struct R83 {
@@ -1419,7 +1424,7 @@ kiln::model! {
         let v5 = adaptive_avg_pool2d(v4, (3, 2));
         let pred = conv2d(v5, 4, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss l1(pred, y);
     }
 }
 runner! { R83, float 4, no_lengths, values 4, unseeded, [] }
@@ -1654,7 +1659,7 @@ kiln::model! {
         let v4 = log_softmax(v3);
         let pred = linear(v4, 3);
         output pred;
-        loss mse(pred, y);
+        loss l1(pred, y);
 
         block Blk0(x) {
             let u1 = dropout(x, 0.25);
@@ -1716,7 +1721,7 @@ kiln::model! {
         let v4 = Blk0(x);
         let pred = linear(v4, 2);
         output pred;
-        loss mse(pred, y) + 0.5 * mean(v3);
+        loss mse(pred, y) + 0.3 * mean(v3);
 
         block Blk0(x) {
             let u1 = layer_norm(x);
@@ -1736,7 +1741,7 @@ kiln::model! {
         let v3 = pad(v2, (1, 1), mode = reflect);
         let pred = linear(v3, 4);
         output pred;
-        loss mse(pred, y);
+        loss huber(pred, y, delta = 0.5);
     }
 }
 runner! { R108, tokens 2, no_lengths, values 3, unseeded, [] }
@@ -1907,7 +1912,7 @@ kiln::model! {
         let v3 = layer_norm(x);
         let pred = linear(v3, 3);
         output pred;
-        loss mse(pred, y) + 0.3 * sum(v2);
+        loss mse(pred, y) + 0.1 * sum(v2);
     }
 }
 runner! { R275, float 3, no_lengths, values 3, unseeded, [] }
@@ -1923,7 +1928,7 @@ kiln::model! {
         let v4 = pad(v3, (0, -1), value = 0.75);
         let pred = linear(v4, 4);
         output pred;
-        loss mse(pred, y);
+        loss huber(pred, y, delta = 0.5);
     }
 }
 runner! { R278, tokens 2, no_lengths, values 3, unseeded, [] }
@@ -2064,6 +2069,7 @@ cases! {
 
 decode_cases! {
     1 => R1,
+    82 => R82,
     108 => R108,
     112 => R112,
     130 => R130,

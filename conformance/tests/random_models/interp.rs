@@ -1076,6 +1076,21 @@ pub fn run(
                 .sum::<f64>()
                 / pred.len() as f64
         }
+        (LossKind::L1 | LossKind::SmoothL1(_) | LossKind::Huber(_), Target::Values(t)) => {
+            // The textbook definitions, by the size `z` of each difference.
+            let per_element = |z: f64| match g.loss {
+                LossKind::SmoothL1(beta) if z < beta => 0.5 * z * z / beta,
+                LossKind::SmoothL1(beta) => z - 0.5 * beta,
+                LossKind::Huber(delta) if z < delta => 0.5 * z * z,
+                LossKind::Huber(delta) => delta * (z - 0.5 * delta),
+                _ => z,
+            };
+            pred.iter()
+                .zip(t.iter())
+                .map(|(p, t)| per_element((p - t).abs()))
+                .sum::<f64>()
+                / pred.len() as f64
+        }
         (LossKind::Bce, Target::Values(t)) => {
             pred.iter()
                 .zip(t.iter())

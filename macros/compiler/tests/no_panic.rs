@@ -43,7 +43,8 @@ const SEEDS: &[&str] = &[
         let c = -(b / 2.0) + sigmoid(exp(b)) * sqrt(log(softplus(b) + 1.0));
         let pred = linear(c, 3);
         output pred;
-        loss mse(pred, y) + 0.01 * mean(square(pred));
+        loss mse(pred, y) + 0.01 * mean(square(pred)) + l1(pred, y)
+            + smooth_l1(pred, y, beta = 0.5) + huber(pred, y, delta = 2.0);
     }",
     // No loss, two outputs, a residual, softmax, a reduction.
     "struct Res {
@@ -302,7 +303,8 @@ const SEEDS: &[&str] = &[
         output logits;
         loss bce_with_logits(logits, y, pos_weight = (2.0, 1.0, 1.0, 0.5), weight = 0.5);
     }",
-    // Parts of values: tuple lets of chunk and split (a part skipped), narrow and select.
+    // Parts of values: tuple lets of chunk and split (a part skipped), narrow (with a length and
+    // with an end) and select.
     "pub struct Gate {
         input x: [B, T, 12];
         target y: [B] classes 3;
@@ -310,7 +312,8 @@ const SEEDS: &[&str] = &[
         let (q, _, v) = chunk(qkv, 3, axis = -1);
         let (a, b) = split(v, (3, 5), axis = 2);
         let g = q * sigmoid(concat(b, a, axis = 2));
-        let last = select(g, axis = 1, index = -1);
+        let inner = narrow(g, axis = 1, start = 1, end = -1);
+        let last = select(inner, axis = 1, index = -1);
         let logits = linear(narrow(last, 1, 0, 4), 3);
         output logits;
         loss cross_entropy(logits, y);

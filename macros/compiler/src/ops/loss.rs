@@ -1,5 +1,12 @@
-//! Losses: `mse(pred, target)`, `cross_entropy(logits, labels)`, `bce_with_logits(logits,
-//! target)`. Each reduces to a scalar by the mean, as PyTorch's default `reduction='mean'`.
+//! Losses: `mse(pred, target)`, `l1(pred, target)`, `smooth_l1(pred, target, beta = 1.0)`,
+//! `huber(pred, target, delta = 1.0)`, `cross_entropy(logits, labels)`,
+//! `bce_with_logits(logits, target)`. Each reduces to a scalar by the mean, as PyTorch's
+//! default `reduction='mean'`.
+//!
+//! The regression losses (`mse`, `l1`, `smooth_l1`, `huber`: PyTorch's `mse_loss`, `l1_loss`,
+//! `smooth_l1_loss`, `huber_loss`) take a float target of the prediction's shape and are
+//! differentiable in both (a target computed by the model gets a gradient too). `smooth_l1`'s
+//! `beta = 0` is `l1`, as in PyTorch, and generates the `l1` kernels.
 //!
 //! `cross_entropy` takes its classes on the last axis of `[B, C]` and `[B, T, C]` logits, and
 //! on axis 1 of `[B, C, H, W]` image logits (PyTorch's per-pixel layout, labels `[B, H, W]`).
@@ -20,8 +27,18 @@ use quote::quote;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Mse,
+    L1,
+    SmoothL1,
+    Huber,
     CrossEntropy,
     BceWithLogits,
+}
+
+impl Kind {
+    /// A loss of the difference between a prediction and a float target of its shape.
+    fn is_regression(self) -> bool {
+        matches!(self, Kind::Mse | Kind::L1 | Kind::SmoothL1 | Kind::Huber)
+    }
 }
 
 /// The registry entry of one loss.
@@ -30,6 +47,14 @@ pub struct LossSpec {
 }
 /// `mse(pred, target)`.
 pub static MSE: LossSpec = LossSpec { kind: Kind::Mse };
+/// `l1(pred, target)`.
+pub static L1: LossSpec = LossSpec { kind: Kind::L1 };
+/// `smooth_l1(pred, target, beta = 1.0)`.
+pub static SMOOTH_L1: LossSpec = LossSpec {
+    kind: Kind::SmoothL1,
+};
+/// `huber(pred, target, delta = 1.0)`.
+pub static HUBER: LossSpec = LossSpec { kind: Kind::Huber };
 /// `cross_entropy(logits, labels)`.
 pub static CROSS_ENTROPY: LossSpec = LossSpec {
     kind: Kind::CrossEntropy,
@@ -42,6 +67,9 @@ pub static BCE_WITH_LOGITS: LossSpec = LossSpec {
 fn name(kind: Kind) -> &'static str {
     match kind {
         Kind::Mse => "mse",
+        Kind::L1 => "l1",
+        Kind::SmoothL1 => "smooth_l1",
+        Kind::Huber => "huber",
         Kind::CrossEntropy => "cross_entropy",
         Kind::BceWithLogits => "bce_with_logits",
     }
@@ -54,6 +82,9 @@ impl OpSpec for LossSpec {
     fn usage(&self) -> &'static str {
         match self.kind {
             Kind::Mse => "mse(pred, target)",
+            Kind::L1 => "l1(pred, target)",
+            Kind::SmoothL1 => "smooth_l1(pred, target, beta = 1.0)",
+            Kind::Huber => "huber(pred, target, delta = 1.0)",
             Kind::CrossEntropy => "cross_entropy(logits, labels)",
             Kind::BceWithLogits => {
                 "bce_with_logits(logits, target)` or `bce_with_logits(logits, target, pos_weight = (2.0, 1.0), weight = 0.5)"
@@ -65,7 +96,7 @@ impl OpSpec for LossSpec {
         args.tensor(0);
         args.tensor(1);
         let (mut ignore_index, mut label_smoothing, mut weight) = (None, 0.0, None);
-        let mut pos_weight = None;
+        let (mut pos_weight, mut threshold) = (None, None);
         match self.kind {
             Kind::CrossEntropy => {
                 ignore_index = args.opt_index("ignore_index")?;
@@ -84,17 +115,64 @@ impl OpSpec for LossSpec {
                     .map(|e| column_option(e, "weight"))
                     .transpose()?;
             }
-            Kind::Mse => {}
+            Kind::SmoothL1 => threshold = Some(threshold_option(args, "beta", true)?),
+            Kind::Huber => threshold = Some(threshold_option(args, "delta", false)?),
+            Kind::Mse | Kind::L1 => {}
         }
         args.finish()?;
+        // PyTorch's `smooth_l1_loss` with `beta = 0` is `l1_loss`.
+        let (kind, threshold) = match (self.kind, threshold) {
+            (Kind::SmoothL1, Some(0.0)) => (Kind::L1, None),
+            other => other,
+        };
         Ok(Built::Kernel(Box::new(Loss {
-            kind: self.kind,
+            kind,
             ignore_index,
             label_smoothing,
             weight,
             pos_weight,
+            threshold,
         })))
     }
+}
+
+/// `beta = b` of `smooth_l1` (at least 0; 1 when not given) or `delta = d` of `huber`
+/// (positive; 1 when not given), PyTorch's ranges.
+fn threshold_option(
+    args: &mut CallArgs,
+    key: &'static str,
+    zero_allowed: bool,
+) -> syn::Result<f64> {
+    let Some(e) = args.option_expr(key) else {
+        return Ok(1.0);
+    };
+    let range = if zero_allowed {
+        "at least 0"
+    } else {
+        "positive"
+    };
+    let v = match e {
+        ast::Expr::Float(v, _) => *v,
+        ast::Expr::Int(v, _) => *v as f64,
+        other => {
+            return Err(syn::Error::new(
+                other.span(),
+                format!("`{key}` takes a number ({range}), as in `{key} = 0.5`"),
+            ))
+        }
+    };
+    let meaning = if zero_allowed {
+        "where the loss turns from squared to absolute (0 is `l1`)"
+    } else {
+        "where the loss turns from squared to linear"
+    };
+    if !v.is_finite() || v < 0.0 || (v == 0.0 && !zero_allowed) {
+        return Err(syn::Error::new(
+            e.span(),
+            format!("`{key}` must be {range}, not {v}: it is the size of difference {meaning}"),
+        ));
+    }
+    Ok(v)
 }
 
 /// `label_smoothing = eps`: a number in [0, 1].
@@ -223,6 +301,9 @@ pub struct Loss {
     weight: Option<ClassWeights>,
     /// BCE only: PyTorch's `pos_weight`, per column.
     pos_weight: Option<ClassWeights>,
+    /// `smooth_l1`'s `beta` or `huber`'s `delta`: the size of difference where the loss
+    /// turns from squared to linear.
+    threshold: Option<f64>,
 }
 
 impl Loss {
@@ -246,6 +327,39 @@ impl Loss {
             &::kiln::loss::BceOptions {
                 pos_weight: #pos_weight,
                 weight: #weight,
+            }
+        }
+    }
+
+    /// `smooth_l1`'s `beta` or `huber`'s `delta` as an `F` in generated code.
+    fn threshold_tokens(&self) -> TokenStream {
+        let v = Literal::f64_suffixed(self.threshold.unwrap_or(1.0));
+        quote!(F::from_f64(#v))
+    }
+
+    /// The gradient of a regression loss with respect to `a`, the other operand `b`: `d_a`
+    /// written (or added, with `acc`) into `out`.
+    fn regression_backward(
+        &self,
+        a: &TokenStream,
+        b: &TokenStream,
+        dl: &TokenStream,
+        out: &TokenStream,
+        acc: bool,
+    ) -> TokenStream {
+        match self.kind {
+            Kind::Mse => quote! { ::kiln::loss::mse_backward(#a, #b, #dl, #out, #acc); },
+            Kind::L1 => quote! { ::kiln::loss::l1_backward(#a, #b, #dl, #out, #acc); },
+            Kind::SmoothL1 => {
+                let beta = self.threshold_tokens();
+                quote! { ::kiln::loss::smooth_l1_backward(#a, #b, #beta, #dl, #out, #acc); }
+            }
+            Kind::Huber => {
+                let delta = self.threshold_tokens();
+                quote! { ::kiln::loss::huber_backward(#a, #b, #delta, #dl, #out, #acc); }
+            }
+            Kind::CrossEntropy | Kind::BceWithLogits => {
+                unreachable!("called for the regression losses only")
             }
         }
     }
@@ -390,6 +504,14 @@ impl Kernel for Loss {
     }
     fn describe(&self) -> String {
         let mut parts = Vec::new();
+        if let Some(t) = self.threshold {
+            let key = if self.kind == Kind::Huber {
+                "delta"
+            } else {
+                "beta"
+            };
+            parts.push(format!("{key}={t:?}"));
+        }
         if let Some(i) = self.ignore_index {
             parts.push(format!("ignore_index={i}"));
         }
@@ -486,7 +608,7 @@ impl Kernel for Loss {
         }
     }
     fn differentiable(&self, input: usize) -> bool {
-        input == 0 || self.kind == Kind::Mse
+        input == 0 || self.kind.is_regression()
     }
     fn backward_reads(&self) -> Reads {
         Reads {
@@ -498,6 +620,15 @@ impl Kernel for Loss {
         let (p, t, out) = (&cx.inputs[0].data, &cx.inputs[1].data, &cx.output.first);
         match self.kind {
             Kind::Mse => quote! { #out = ::kiln::loss::mse(#p, #t); },
+            Kind::L1 => quote! { #out = ::kiln::loss::l1(#p, #t); },
+            Kind::SmoothL1 => {
+                let beta = self.threshold_tokens();
+                quote! { #out = ::kiln::loss::smooth_l1(#p, #t, #beta); }
+            }
+            Kind::Huber => {
+                let delta = self.threshold_tokens();
+                quote! { #out = ::kiln::loss::huber(#p, #t, #delta); }
+            }
             Kind::BceWithLogits if self.has_options() => {
                 let options = self.bce_options_tokens();
                 quote! { #out = ::kiln::loss::bce_with_logits_with_options(#p, #t, #options); }
@@ -538,10 +669,22 @@ impl Kernel for Loss {
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
         let (p, t, dl) = (&cx.inputs[0].data, &cx.inputs[1].data, &cx.d_output_first);
         let mut code = TokenStream::new();
+        if self.kind.is_regression() {
+            // The gradient is odd in `pred − target`: the target's is the prediction's kernel
+            // with the two swapped.
+            for (d, (a, b)) in cx.d_inputs.iter().zip([(p, t), (t, p)]) {
+                if let Some(d) = d {
+                    code.extend(self.regression_backward(a, b, dl, &d.data, d.accumulate));
+                }
+            }
+            return code;
+        }
         if let Some(dp) = &cx.d_inputs[0] {
             let (dpd, acc) = (&dp.data, dp.accumulate);
             code.extend(match self.kind {
-                Kind::Mse => quote! { ::kiln::loss::mse_backward(#p, #t, #dl, #dpd, #acc); },
+                Kind::Mse | Kind::L1 | Kind::SmoothL1 | Kind::Huber => {
+                    unreachable!("the regression losses return above")
+                }
                 Kind::BceWithLogits if self.has_options() => {
                     let options = self.bce_options_tokens();
                     quote! { ::kiln::loss::bce_with_logits_with_options_backward(#p, #t, #options, #dl, #dpd, #acc); }
@@ -580,11 +723,6 @@ impl Kernel for Loss {
                     }
                 }
             });
-        }
-        if let Some(dt) = &cx.d_inputs[1] {
-            // MSE is symmetric: d/dt (p - t)^2 is d/dp with the roles swapped.
-            let (dtd, acc) = (&dt.data, dt.accumulate);
-            code.extend(quote! { ::kiln::loss::mse_backward(#t, #p, #dl, #dtd, #acc); });
         }
         code
     }

@@ -763,6 +763,9 @@ fn pytorch_default(torch_name: &str) -> Option<&'static str> {
 pub fn pytorch_op(torch_name: &str) -> Option<&'static str> {
     Some(match torch_name {
         "mse_loss" => "mse",
+        "l1_loss" => "l1",
+        "smooth_l1_loss" => "smooth_l1",
+        "huber_loss" => "huber",
         "binary_cross_entropy_with_logits" => "bce_with_logits",
         "cat" => "concat",
         "view" => "reshape",
@@ -841,6 +844,9 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &reduce::MEAN,
     &reduce::MAX,
     &loss::MSE,
+    &loss::L1,
+    &loss::SMOOTH_L1,
+    &loss::HUBER,
     &loss::CROSS_ENTROPY,
     &loss::BCE_WITH_LOGITS,
     &conv::CONV1D,

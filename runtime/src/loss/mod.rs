@@ -7,6 +7,10 @@
 //! Slice lengths that disagree with the sizes are caller bugs and panic; labels must already
 //! have been validated with [`crate::shape::check_labels`].
 
+mod regression;
+
+pub use regression::{huber, huber_backward, l1, l1_backward, smooth_l1, smooth_l1_backward};
+
 use crate::kernels::dispatch::{run_fast, ElementLoop};
 use crate::kernels::lanes::{lane_max, lane_sum_by, LANES};
 use crate::kernels::parallel::{self, SharedMut};
