@@ -780,14 +780,18 @@ fn cross_attention_with_lengths_matches() {
 }
 
 kiln::model! {
-    /// Recurrent layers: stacked bidirectional LSTM and GRU outputs, and last states.
+    /// Recurrent layers: stacked bidirectional LSTM, GRU and RNN outputs, and last states.
+    /// (tract ignores an ONNX RNN's `activations` and runs `tanh`: the relu RNN is in
+    /// `RecurrentLengths`, whose values onnxruntime checks.)
     struct Recurrent {
         input x: [B, T, 5];
         let seq = lstm(x, 4, layers = 2, bidirectional = true);
         let g = gru(x, 3, bidirectional = true, final_state = true);
         let l = lstm(seq, 3, final_state = true);
         let gs = gru(x, 3, layers = 2);
-        output seq, g, l, gs;
+        let r = rnn(x, 3, layers = 2, bidirectional = true);
+        let rr = rnn(seq, 2, bidirectional = true, final_state = true);
+        output seq, g, l, gs, r, rr;
     }
 }
 
@@ -796,14 +800,21 @@ fn recurrent_layers_match() {
     let mut rng = rng();
     let model = Recurrent::<f64>::new(&mut rng);
     let x = random(&mut rng, &[3, 6, 5]);
-    let (seq, g, l, gs) = model
+    let (seq, g, l, gs, r, rr) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     check(
         "recurrent",
         &model,
         &[Feed::Float(x)],
-        &[dyn_f(seq), dyn_f(g), dyn_f(l), dyn_f(gs)],
+        &[
+            dyn_f(seq),
+            dyn_f(g),
+            dyn_f(l),
+            dyn_f(gs),
+            dyn_f(r),
+            dyn_f(rr),
+        ],
     );
 }
 
@@ -814,11 +825,12 @@ kiln::model! {
         input len: [B] lengths T;
         let g = gru(x, 3, bidirectional = true, lengths = len, final_state = true);
         let l = lstm(x, 3, lengths = len);
-        output g, l;
+        let r = rnn(x, 3, nonlinearity = relu, bidirectional = true, lengths = len);
+        output g, l, r;
     }
 }
 
-/// tract runs ONNX LSTM/GRU only with a constant `sequence_lens` ("Non constant seq_len is
+/// tract runs ONNX LSTM/GRU/RNN only with a constant `sequence_lens` ("Non constant seq_len is
 /// not supported"), so the padded variant is checked here for its structure: the lengths
 /// reach each recurrent node as int32 `sequence_lens`. (Its values were checked with
 /// onnxruntime: `KILN_ONNX_DUMP=DIR` writes every model of this file with its inputs and
@@ -829,7 +841,7 @@ fn recurrent_lengths_feed_sequence_lens() {
     let model = RecurrentLengths::<f64>::new(&mut rng);
     let x = random(&mut rng, &[3, 6, 5]);
     let len = ArrayD::from_shape_vec(IxDyn(&[3]), vec![6usize, 2, 4]).unwrap();
-    let (g, l) = model
+    let (g, l, r) = model
         .forward(
             x.view().into_dimensionality().unwrap(),
             len.view().into_dimensionality().unwrap(),
@@ -839,15 +851,21 @@ fn recurrent_lengths_feed_sequence_lens() {
         "recurrent_lengths",
         &model,
         &[Feed::Float(x), Feed::Ints(len)],
-        &[dyn_f(g), dyn_f(l)],
+        &[dyn_f(g), dyn_f(l), dyn_f(r)],
     );
     let graph = model.onnx_graph().expect("exportable");
     let recurrent: Vec<_> = graph
         .nodes
         .iter()
-        .filter(|n| n.op_type == "GRU" || n.op_type == "LSTM")
+        .filter(|n| ["GRU", "LSTM", "RNN"].contains(&n.op_type))
         .collect();
-    assert_eq!(recurrent.len(), 2);
+    assert_eq!(recurrent.len(), 3);
+    // One activation per direction; tanh, ONNX's default, is not written.
+    let activations = (
+        "activations",
+        kiln::onnx::OnnxAttr::Strings(&["Relu", "Relu"]),
+    );
+    assert!(recurrent[2].attrs.contains(&activations));
     for node in recurrent {
         let cast = graph
             .nodes

@@ -120,6 +120,7 @@ fn generator_is_deterministic_and_covers_the_families() {
         "dropout",
         "input lengths",
         "lstm/gru(lengths)",
+        "rnn",
         "multi_head_attention(memory)",
         "linear(tied)",
         "embedding(padding_idx)",

@@ -320,6 +320,56 @@ fn lstm_and_gru_over_padded_sequences() {
 }
 
 kiln::model! {
+    /// A 2-layer bidirectional relu RNN over padded sequences, a tanh RNN over its outputs,
+    /// and a classifier on the tanh RNN's final state.
+    struct PlainRecur {
+        input x: [B, T, 3];
+        input len: [B] lengths T;
+        target y: [B] classes 2;
+        let seq = rnn(x, 4, layers = 2, bidirectional = true, nonlinearity = relu, lengths = len);
+        let last = rnn(seq, 3, lengths = len, final_state = true);
+        let logits = linear(last, 2);
+        output logits, seq;
+        loss cross_entropy(logits, y);
+    }
+}
+
+#[test]
+fn plain_rnns_over_padded_sequences() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut model = PlainRecur::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 5, 3), -1.0, 1.0);
+    let len = kiln::ndarray::array![5usize, 2, 4];
+    let y = kiln::ndarray::array![1usize, 0, 1];
+    let mut grads = model.zero_grads();
+    let mut ws = model.workspace();
+    model
+        .loss_and_grad(x.view(), len.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    let mut names = Vec::new();
+    model.visit_params(&mut |n, _| names.push(n));
+    assert_eq!(
+        &names[..5],
+        [
+            "seq.weight_ih_l0",
+            "seq.weight_hh_l0",
+            "seq.bias_ih_l0",
+            "seq.bias_hh_l0",
+            "seq.weight_ih_l0_reverse"
+        ]
+    );
+    // The relu layer has units at zero (where its gradient is cut) within the full-length
+    // sequence, not only positive ones.
+    let (_, seq) = model.forward(x.view(), len.view()).unwrap();
+    let full = seq.slice(kiln::ndarray::s![0, .., ..]);
+    assert!(full.iter().any(|&v| v == 0.0) && full.iter().any(|&v| v > 0.0));
+    check(&model, &grads, |m| {
+        m.loss(x.view(), len.view(), y.view(), &mut m.workspace())
+            .unwrap()
+    });
+}
+
+kiln::model! {
     /// Attention written out with the tensor ops, pooled three ways.
     struct Explicit {
         input x: [B, T, 4];

@@ -2,7 +2,8 @@
 //! `tests/fixtures/gen_sequence.py`, see the README): token embeddings with a padding row,
 //! linear over [B, T, F], cross-entropy with `ignore_index`, causal self-attention,
 //! cross-attention with padded keys, stacked / bidirectional / packed LSTMs, GRUs with final
-//! states, and a small GPT with a tied head, in f64 and f32.
+//! states, plain RNNs (tanh, and relu over packed sequences), and a small GPT with a tied
+//! head, in f64 and f32.
 //!
 //! As in `dense.rs`: each model is declared with `model!` with its bindings named after
 //! the fixture's modules (so that its parameters carry the `state_dict` names), loaded from
@@ -80,6 +81,32 @@ kiln::model! {
         input lengths: [B] lengths T;
         target label: [B] classes 3;
         let rnn = lstm(x, 5, bidirectional = true, lengths = lengths, final_state = true);
+        let fc = linear(rnn, 3);
+        output rnn, fc;
+        loss cross_entropy(fc, label);
+    }
+}
+
+kiln::model! {
+    /// `rnn_bidir`: tanh RNN(4, 5, 2 layers, bidirectional) -> [B, T, 10]; fc 10 -> 2; MSE.
+    pub struct RnnBidir {
+        input x: [B, T, 4];
+        target y: [B, T, 2];
+        let rnn = rnn(x, 5, layers = 2, bidirectional = true);
+        let fc = linear(rnn, 2);
+        output rnn, fc;
+        loss mse(fc, y);
+    }
+}
+
+kiln::model! {
+    /// `rnn_relu_packed`: relu RNN(4, 5, 2 layers, bidirectional) over lengths; the last
+    /// layer's final states [B, 10]; fc 10 -> 3; CE.
+    pub struct RnnReluPacked {
+        input x: [B, T, 4];
+        input lengths: [B] lengths T;
+        target label: [B] classes 3;
+        let rnn = rnn(x, 5, layers = 2, bidirectional = true, nonlinearity = relu, lengths = lengths, final_state = true);
         let fc = linear(rnn, 3);
         output rnn, fc;
         loss cross_entropy(fc, label);
@@ -285,6 +312,22 @@ parity_case! {
     target label: int,
     outputs { rnn => final, fc => logits },
     not_exposed [seq],
+}
+
+parity_case! {
+    rnn_bidir, RnnBidir,
+    inputs { x: f3 },
+    target y: f3,
+    outputs { rnn => seq, fc => pred },
+    not_exposed [],
+}
+
+parity_case! {
+    rnn_relu_packed, RnnReluPacked,
+    inputs { x: f3, lengths: int },
+    target label: int,
+    outputs { rnn => final, fc => logits },
+    not_exposed [],
 }
 
 parity_case! {

@@ -247,10 +247,10 @@ pub enum Op {
         bias: bool,
         lengths: bool,
     },
-    /// `lstm(...)` or `gru(...)`.
+    /// `lstm(...)`, `gru(...)` or `rnn(...)`.
     Rnn {
         x: usize,
-        gru: bool,
+        cell: Cell,
         hidden: usize,
         layers: usize,
         bidirectional: bool,
@@ -506,7 +506,7 @@ impl Op {
             Op::Tied { .. } => "linear(tied)".into(),
             Op::PositionEmbedding { .. } => "position_embedding".into(),
             Op::Attention { .. } => "multi_head_attention".into(),
-            Op::Rnn { gru, .. } => if *gru { "gru" } else { "lstm" }.into(),
+            Op::Rnn { cell, .. } => cell.name().into(),
             Op::Conv { .. } => "conv2d".into(),
             Op::Conv1d { pad, .. } => match pad {
                 Pad1::Number => "conv1d",
@@ -571,6 +571,40 @@ pub struct BlockDef {
     pub name: String,
     /// Its body; the last value is its output.
     pub body: Body,
+}
+
+/// A recurrent layer's cell.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Cell {
+    /// `lstm`.
+    Lstm,
+    /// `gru`.
+    Gru,
+    /// `rnn`, `tanh` or (`relu`) `nonlinearity = relu`.
+    Rnn {
+        /// `nonlinearity = relu`.
+        relu: bool,
+    },
+}
+
+impl Cell {
+    /// The op's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+            Cell::Rnn { .. } => "rnn",
+        }
+    }
+
+    /// Gate blocks per hidden unit.
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+            Cell::Rnn { .. } => 1,
+        }
+    }
 }
 
 /// The model's loss on its prediction.
@@ -855,14 +889,17 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
         ),
         Op::Rnn {
             x,
-            gru,
+            cell,
             hidden,
             layers,
             bidirectional,
             final_state,
             lengths,
         } => {
-            let mut s = format!("{}({}, {hidden}", if *gru { "gru" } else { "lstm" }, n(x));
+            let mut s = format!("{}({}, {hidden}", cell.name(), n(x));
+            if *cell == (Cell::Rnn { relu: true }) {
+                s.push_str(", nonlinearity = relu");
+            }
             if *lengths {
                 s.push_str(", lengths = len");
             }
@@ -1868,7 +1905,13 @@ impl Gen {
                     ))
                 }
                 66..=73 if last_lit => {
-                    let gru = self.chance(0.5);
+                    let cell = match self.rng.random_range(0..5) {
+                        0 | 1 => Cell::Lstm,
+                        2 | 3 => Cell::Gru,
+                        _ => Cell::Rnn {
+                            relu: self.chance(0.5),
+                        },
+                    };
                     let hidden = self.rng.random_range(2..=3);
                     let layers = self.pick(&[1, 1, 2]);
                     let bidirectional = self.chance(0.4);
@@ -1884,7 +1927,7 @@ impl Gen {
                         s,
                         Op::Rnn {
                             x: v,
-                            gru,
+                            cell,
                             hidden,
                             layers,
                             bidirectional,

@@ -4,11 +4,18 @@ kiln::model! {
     struct R0 {
         input x: [B, T, 2];
         input len: [B] lengths T;
-        let v1 = gru(x, 3, lengths = len, layers = 2, final_state = true);
-        let v2 = softmax(v1);
+        let v1 = lstm(x, 2, layers = 2);
+        let v2 = Blk0(v1, repeat = 3);
         let v3 = linear(v2, 6);
         let pred = linear(v3, 3);
         output pred;
+
+        block Blk0(x) {
+            let u1 = linear(x, 2);
+            let u2 = square(u1) - sqrt((square(x) + 0.1));
+            let u3 = x + u2;
+            output u3;
+        }
     }
 }
 runner! { R0, float 3, lengths, none 0, unseeded, [] }
@@ -306,18 +313,18 @@ runner! { R17, float 4, no_lengths, none 0, unseeded, [] }
 kiln::model! {
     struct R18 {
         input x: [N, 3] tokens 6;
-        target y: [N, 4];
+        target y: [N, 3, 4];
         let v1 = embedding(x, 2, padding_idx = 5);
         let v2 = position_embedding(x, 2, max_len = 5);
         let v3 = v1 + v2;
-        let v4 = gru(v3, 2, layers = 2, bidirectional = true, final_state = true);
-        let v5 = concat(v4, v4);
+        let v4 = gru(v3, 2, bidirectional = true);
+        let v5 = layer_norm(v4);
         let pred = linear(v5, 4);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss l1(pred, y);
     }
 }
-runner! { R18, tokens 2, no_lengths, values 2, unseeded, [] }
+runner! { R18, tokens 2, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R19 {
@@ -536,15 +543,16 @@ runner! { R29, tokens 2, lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R30 {
         input x: [B, 3, 4];
-        target y: [B, 3, 3];
+        target y: [B, 3, 4];
         let v1 = -x;
         let v2 = log((softplus(v1) + 0.5));
         let v3 = log_softmax(v2);
-        let v4 = gru(v3, 2);
-        let v5 = log_softmax(v4);
-        let pred = linear(v5, 3);
+        let v4 = lstm(v3, 2);
+        let v5 = concat(v4, v4, axis = 1);
+        let v6 = multi_head_attention(v4, v5, heads = 1, causal = true);
+        let pred = linear(v6, 4);
         output pred;
-        loss mse(pred, y);
+        loss bce_with_logits(pred, y);
     }
 }
 runner! { R30, float 3, no_lengths, values 3, unseeded, [] }
@@ -603,8 +611,8 @@ kiln::model! {
     struct R34 {
         input x: [B, 4, 2];
         target y: [B, 3, 4];
-        let v1 = gru(x, 3);
-        let v2 = gelu(v1);
+        let v1 = rnn(x, 3);
+        let v2 = softmax(v1);
         let v3 = transpose(v2, -2, -1);
         let pred = linear(v3, 4);
         output pred;
@@ -848,6 +856,7 @@ runner! { R47, tokens 2, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R48 {
         input x: [B, T, 4];
+        target y: [B, T, 2];
         let v1 = linear(x, 5);
         let v2 = linear(x, 5);
         let v3 = transpose(v2, -2, -1);
@@ -857,12 +866,13 @@ kiln::model! {
         let v7 = multi_head_attention(v6, heads = 1);
         let v8 = sqrt((square(exp(tanh(v7))) + 0.1)) - (v6 * sigmoid(v6));
         let v9 = multi_head_attention(v8, heads = 1, causal = true);
-        let v10 = gru(v9, 3, layers = 2);
-        let pred = linear(v10, 4);
+        let v10 = rnn(v9, 3, bidirectional = true);
+        let pred = linear(v10, 2);
         output pred;
+        loss l1(pred, y);
     }
 }
-runner! { R48, float 3, no_lengths, none 0, unseeded, [] }
+runner! { R48, float 3, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R49 {
@@ -963,12 +973,18 @@ kiln::model! {
     struct R55 {
         input x: [B, T, 3];
         target y: [B, T, 2];
-        let v1 = lstm(x, 2);
-        let v2 = exp(tanh(v1));
-        let v3 = sigmoid(relu(v2));
+        let v1 = lstm(x, 3);
+        let v2 = multi_head_attention(v1, heads = 1);
+        let v3 = Blk0(v2, repeat = 3);
         let pred = linear(v3, 2);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss huber(pred, y, delta = 0.25);
+
+        block Blk0(x) {
+            let u1 = layer_norm(x);
+            let u2 = x + tanh(u1);
+            output u2;
+        }
     }
 }
 runner! { R55, float 3, no_lengths, values 3, unseeded, [] }
@@ -976,23 +992,16 @@ runner! { R55, float 3, no_lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R56 {
         input x: [B, T] tokens 5;
-        target y: [B, T, 3];
         let v1 = embedding(x, 4);
         let v2 = position_embedding(x, 4, max_len = 3);
         let v3 = v1 + v2;
-        let v4 = gru(v3, 3, layers = 2);
-        let v5 = linear(v4, 2);
-        let v6 = linear(v4, 2);
-        let v7 = transpose(v6, -2, -1);
-        let v8 = matmul(v5, v7);
-        let v9 = softmax(v8);
-        let v10 = matmul(v9, v4);
-        let pred = linear(v10, 3);
+        let v4 = lstm(v3, 2, bidirectional = true);
+        let v5 = rnn(v4, 2);
+        let pred = linear(v5, 3);
         output pred;
-        loss bce_with_logits(pred, y);
     }
 }
-runner! { R56, tokens 2, no_lengths, values 3, unseeded, [] }
+runner! { R56, tokens 2, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R57 {
@@ -1065,13 +1074,13 @@ kiln::model! {
         input len: [B] lengths 4;
         target y: [B, 4] classes 3;
         let v1 = embedding(x, 2);
-        let v2 = gru(v1, 2, bidirectional = true);
-        let v3 = dropout(v2, 0.25);
+        let v2 = lstm(v1, 2, bidirectional = true);
+        let v3 = dropout(v1, 0.25);
         let v4 = linear(v3, 6, bias = false);
         let v5 = relu(relu(v4));
         let pred = linear(v5, 3);
         output pred;
-        loss cross_entropy(pred, y);
+        loss cross_entropy(pred, y) + 0.5 * mean(v2);
     }
 }
 runner! { R61, tokens 2, lengths, labels 2, seeded, [] }
@@ -1186,18 +1195,25 @@ runner! { R68, float 2, no_lengths, values 2, seeded, [] }
 kiln::model! {
     struct R69 {
         input x: [B, S] tokens 6;
-        target y: [B, S] classes 4;
+        target y: [B, S, 3];
         let v1 = embedding(x, 2, padding_idx = 4);
-        let v2 = lstm(v1, 3, layers = 2);
-        let v3 = relu(exp(tanh(v2)));
-        let v4 = (leaky_relu(v3, 0.2) - 0.75) * v2;
-        let v5 = linear(v4, 3);
-        let pred = linear(v5, 4);
-        output pred;
-        loss cross_entropy(pred, y);
+        let v2 = gru(v1, 3, layers = 2, final_state = true);
+        let v3 = Blk0(v2, repeat = 2);
+        let v4 = multi_head_attention(v1, heads = 1, causal = true, bias = false);
+        let v5 = linear(v4, 3, bias = false);
+        let pred = linear(v5, 3);
+        output pred, v3;
+        loss smooth_l1(pred, y, beta = 1.0);
+
+        block Blk0(x) {
+            let u1 = linear(x, 3);
+            let u2 = linear(u1, 3);
+            let u3 = x + u2;
+            output u3;
+        }
     }
 }
-runner! { R69, tokens 2, no_lengths, labels 2, unseeded, [] }
+runner! { R69, tokens 2, no_lengths, values 3, unseeded, [v3] }
 
 kiln::model! {
     struct R70 {
@@ -1302,15 +1318,17 @@ runner! { R76, float 2, no_lengths, labels 1, unseeded, [] }
 kiln::model! {
     struct R77 {
         input x: [N, 4, 3];
+        target y: [N, 3];
         let v1 = concat(x, x, axis = 1);
         let v2 = multi_head_attention(x, v1, heads = 1, bias = false);
         let v3 = linear(v2, 5);
-        let v4 = lstm(v3, 2, bidirectional = true);
-        let pred = linear(v4, 2);
+        let v4 = rnn(v3, 2, nonlinearity = relu, bidirectional = true, final_state = true);
+        let pred = linear(v4, 3);
         output pred;
+        loss l1(pred, y);
     }
 }
-runner! { R77, float 3, no_lengths, none 0, unseeded, [] }
+runner! { R77, float 3, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R78 {
@@ -1352,16 +1370,16 @@ kiln::model! {
     struct R80 {
         input x: [N, T, 3];
         input len: [N] lengths T;
-        target y: [N, T, 4];
+        target y: [N] classes 2;
         let v1 = dropout(x, 0.25);
         let v2 = linear(v1, 5);
-        let v3 = gru(v2, 2, lengths = len, bidirectional = true);
-        let pred = linear(v3, 4);
+        let v3 = lstm(v2, 2, final_state = true);
+        let pred = linear(v3, 2);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y, ignore_index = 0);
     }
 }
-runner! { R80, float 3, lengths, values 3, seeded, [] }
+runner! { R80, float 3, lengths, labels 1, seeded, [] }
 
 kiln::model! {
     struct R81 {
@@ -1369,14 +1387,14 @@ kiln::model! {
         input len: [B] lengths T;
         target y: [B, T, 5];
         let v1 = embedding(x, 4);
-        let v2 = gru(v1, 3);
-        let v3 = softmax(v2);
+        let v2 = lstm(v1, 2, lengths = len, layers = 2);
+        let v3 = softmax(v1);
         let v4 = linear(v3, 4);
         let v5 = Blk0(v4, repeat = 2);
         let v6 = pad(v5, (0, 0), mode = reflect);
         let pred = linear(v6, 5, tied = v1);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce_with_logits(pred, y) + 0.5 * mean(v2);
 
         block Blk0(x) {
             let u1 = dropout(x, 0.25);
@@ -1694,22 +1712,22 @@ runner! { R97, float 2, no_lengths, values 2, seeded, [] }
 kiln::model! {
     struct R98 {
         input x: [N, 4, 2];
-        target y: [N, 3];
-        let v1 = gru(x, 3, layers = 2);
-        let v2 = linear(v1, 6, bias = false);
-        let v3 = linear(v1, 6);
+        target y: [N, 4, 3];
+        let v1 = gru(x, 2, layers = 2, bidirectional = true);
+        let v2 = linear(x, 6, bias = false);
+        let v3 = linear(x, 6);
         let v4 = transpose(v3, -2, -1);
         let v5 = matmul(v2, v4);
         let v6 = causal_mask(v5);
         let v7 = softmax(v6);
-        let v8 = matmul(v7, v1);
-        let v9 = mean(v8, axis = 2);
+        let v8 = matmul(v7, x);
+        let v9 = multi_head_attention(v8, heads = 2, causal = true);
         let pred = linear(v9, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce_with_logits(pred, y) + 0.1 * sum(v1);
     }
 }
-runner! { R98, float 3, no_lengths, values 2, unseeded, [] }
+runner! { R98, float 3, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R99 {

@@ -5,7 +5,7 @@
 //! statistics and running-statistics updates, dropout's masks drawn as kiln draws them from
 //! the workspace's seed).
 
-use super::gen::{BlockDef, Body, Expr, Graph, LossKind, Op, Pad1, Reduce};
+use super::gen::{BlockDef, Body, Cell, Expr, Graph, LossKind, Op, Pad1, Reduce};
 use kiln::ndarray::{ArrayD, Axis, Dimension, IxDyn};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
@@ -455,7 +455,7 @@ impl Interp<'_> {
             ),
             Op::Rnn {
                 x,
-                gru,
+                cell,
                 hidden,
                 layers,
                 bidirectional,
@@ -464,7 +464,7 @@ impl Interp<'_> {
             } => self.rnn(
                 &vals[*x],
                 name,
-                *gru,
+                *cell,
                 *hidden,
                 *layers,
                 *bidirectional,
@@ -928,7 +928,7 @@ impl Interp<'_> {
         &self,
         x: &ArrayD<f64>,
         name: &str,
-        gru: bool,
+        cell: Cell,
         hidden: usize,
         layers: usize,
         bidirectional: bool,
@@ -949,7 +949,7 @@ impl Interp<'_> {
                 let p = |s: &str| self.p(&format!("{name}.{s}_l{l}{sfx}"));
                 let (wih, whh, bih, bhh) =
                     (p("weight_ih"), p("weight_hh"), p("bias_ih"), p("bias_hh"));
-                let gates = if gru { 3 } else { 4 };
+                let gates = cell.gates();
                 for n in 0..b {
                     let mut hs = vec![0.0; hidden];
                     let mut cs = vec![0.0; hidden];
@@ -978,17 +978,22 @@ impl Interp<'_> {
                         }
                         let mut new_h = vec![0.0; hidden];
                         for j in 0..hidden {
-                            if gru {
-                                let r = sigmoid(gi[j] + gh[j]);
-                                let z = sigmoid(gi[hidden + j] + gh[hidden + j]);
-                                let nn = (gi[2 * hidden + j] + r * gh[2 * hidden + j]).tanh();
-                                new_h[j] = (1.0 - z) * nn + z * hs[j];
-                            } else {
-                                let g = |q: usize| gi[q * hidden + j] + gh[q * hidden + j];
-                                let (i, fg, gg, o) =
-                                    (sigmoid(g(0)), sigmoid(g(1)), g(2).tanh(), sigmoid(g(3)));
-                                cs[j] = fg * cs[j] + i * gg;
-                                new_h[j] = o * cs[j].tanh();
+                            match cell {
+                                Cell::Gru => {
+                                    let r = sigmoid(gi[j] + gh[j]);
+                                    let z = sigmoid(gi[hidden + j] + gh[hidden + j]);
+                                    let nn = (gi[2 * hidden + j] + r * gh[2 * hidden + j]).tanh();
+                                    new_h[j] = (1.0 - z) * nn + z * hs[j];
+                                }
+                                Cell::Lstm => {
+                                    let g = |q: usize| gi[q * hidden + j] + gh[q * hidden + j];
+                                    let (i, fg, gg, o) =
+                                        (sigmoid(g(0)), sigmoid(g(1)), g(2).tanh(), sigmoid(g(3)));
+                                    cs[j] = fg * cs[j] + i * gg;
+                                    new_h[j] = o * cs[j].tanh();
+                                }
+                                Cell::Rnn { relu: true } => new_h[j] = (gi[j] + gh[j]).max(0.0),
+                                Cell::Rnn { relu: false } => new_h[j] = (gi[j] + gh[j]).tanh(),
                             }
                         }
                         hs = new_h;

@@ -22,6 +22,8 @@ pub enum Attr {
     Ints(Vec<i64>),
     /// A string.
     Str(String),
+    /// A list of strings.
+    Strs(Vec<String>),
 }
 
 /// One ONNX node.

@@ -115,7 +115,8 @@ const SEEDS: &[&str] = &[
         let seq = lstm(e, 8, layers = 2, bidirectional = true, lengths = len);
         let mixed = multi_head_attention(seq, memory, heads = 2);
         let last = gru(mixed, 8, final_state = true, lengths = len);
-        let logits = linear(last, 3);
+        let plain = rnn(seq, 4, nonlinearity = relu, layers = 2, final_state = true);
+        let logits = linear(concat(last, plain, axis = 1), 3);
         output logits;
         loss cross_entropy(logits, y);
     }",

@@ -15,4 +15,4 @@ pub use conv::{Conv1d, Conv2d, ConvTranspose2d};
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use norm::{BatchNorm, GroupNorm, LayerNorm, LayerNormNd, RunningStats};
-pub use recurrent::{Gru, Lstm};
+pub use recurrent::{Gru, Lstm, Rnn};

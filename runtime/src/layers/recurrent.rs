@@ -1,11 +1,11 @@
-//! The parameters of multi-layer, optionally bidirectional LSTMs and GRUs.
+//! The parameters of multi-layer, optionally bidirectional LSTMs, GRUs and plain RNNs.
 
 use crate::kernels::recurrent::{RnnCell, RnnDims, RnnOutput};
 use crate::Float;
 use ndarray::{Array1, Array2};
 use rand::{Rng, RngExt};
 
-/// The four parameter vectors of [`Lstm`] or [`Gru`], built in one place for both.
+/// The four parameter vectors of [`Lstm`], [`Gru`] or [`Rnn`], built in one place for all.
 struct RnnParams<F> {
     weight_ih: Vec<Array2<F>>,
     weight_hh: Vec<Array2<F>>,
@@ -244,6 +244,26 @@ recurrent_layer!(
     Gru,
     RnnCell::Gru,
     "nn.GRU"
+);
+
+recurrent_layer!(
+    /// The parameters of a multi-layer, optionally bidirectional plain (Elman) RNN, laid out
+    /// as PyTorch's `nn.RNN(input, hidden, layers, bias=True, bidirectional=..)`: one block
+    /// (`G = 1`). The nonlinearity (`tanh` or `relu`) is the op's, not the parameters': this
+    /// layer holds either. Entry `layer · dirs + direction` (0 forward, 1 reverse) of each
+    /// vector belongs to that layer and direction; `in_l` is `input` for layer 0,
+    /// `dirs·hidden` after.
+    ///
+    /// ```
+    /// use kiln_runtime::layers::Rnn;
+    /// let rnn = Rnn::<f64>::zeros(3, 4, 2, true);
+    /// assert_eq!(rnn.weight_ih[2].dim(), (4, 8)); // layer 1, forward
+    /// assert_eq!(rnn.param_name(6), "bias_ih_l0_reverse");
+    /// assert_eq!(rnn.num_params(), 2 * (4 * 3 + 4 * 4 + 8) + 2 * (4 * 8 + 4 * 4 + 8));
+    /// ```
+    Rnn,
+    RnnCell::RnnTanh,
+    "nn.RNN"
 );
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ pub fn encode<F: Float, M: Model<F>>(model: &M) -> Result<Vec<u8>> {
 
 /// An `AttributeProto`.
 fn attribute(name: &str, attr: &OnnxAttr) -> Message {
-    // AttributeProto.AttributeType: FLOAT 1, INT 2, STRING 3, FLOATS 6, INTS 7.
+    // AttributeProto.AttributeType: FLOAT 1, INT 2, STRING 3, FLOATS 6, INTS 7, STRINGS 8.
     let mut a = Message::new();
     a.string(1, name);
     match *attr {
@@ -90,6 +90,13 @@ fn attribute(name: &str, attr: &OnnxAttr) -> Message {
         OnnxAttr::String(v) => a.string(4, v).int(20, 3),
         OnnxAttr::Floats(v) => a.packed_floats(7, v).int(20, 6),
         OnnxAttr::Ints(v) => a.packed_ints(8, v).int(20, 7),
+        OnnxAttr::Strings(v) => {
+            // `repeated bytes strings = 9`: one field per string.
+            for s in v {
+                a.string(9, s);
+            }
+            a.int(20, 8)
+        }
     };
     a
 }

@@ -72,6 +72,8 @@ pub enum OnnxAttr {
     Floats(&'static [f32]),
     /// A string.
     String(&'static str),
+    /// A list of strings (an RNN's `activations`).
+    Strings(&'static [&'static str]),
 }
 
 /// A constant tensor of the graph.

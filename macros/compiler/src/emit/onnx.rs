@@ -178,6 +178,7 @@ fn render(cx: &Ctx, built: &Built) -> TokenStream {
                 }
                 Attr::Ints(v) => quote!(::kiln::onnx::OnnxAttr::Ints(&[#(#v),*])),
                 Attr::Str(v) => quote!(::kiln::onnx::OnnxAttr::String(#v)),
+                Attr::Strs(v) => quote!(::kiln::onnx::OnnxAttr::Strings(&[#(#v),*])),
             };
             quote!((#k, #a))
         });

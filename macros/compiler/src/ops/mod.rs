@@ -877,6 +877,7 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &attention::MULTI_HEAD_ATTENTION,
     &recurrent::LSTM,
     &recurrent::GRU,
+    &recurrent::RNN,
     &matmul::MATMUL,
     &permute::TRANSPOSE,
     &permute::PERMUTE,

@@ -1,7 +1,7 @@
-//! `lstm(x, hidden, layers = n, bidirectional = true, lengths = len, final_state = true)` and
-//! `gru(...)` over batch-first sequences `[B, T, F]`: PyTorch's `nn.LSTM` / `nn.GRU` (gate
-//! order, parameter names `weight_ih_l0`, `bias_hh_l1_reverse`, ...), run by the runtime's
-//! kernels forward and back through time. With `lengths`, each sequence is processed only up
+//! `lstm(x, hidden, layers = n, bidirectional = true, lengths = len, final_state = true)`,
+//! `gru(...)` and `rnn(..., nonlinearity = relu)` over batch-first sequences `[B, T, F]`:
+//! PyTorch's `nn.LSTM` / `nn.GRU` / `nn.RNN` (gate order, parameter names `weight_ih_l0`,
+//! `bias_hh_l1_reverse`, ...), run by the runtime's kernels forward and back through time. With `lengths`, each sequence is processed only up
 //! to its length (as `pack_padded_sequence`); with `final_state = true` the op returns the last
 //! layer's final hidden state `[B, dirs·hidden]` instead of the outputs `[B, T, dirs·hidden]`.
 
@@ -9,6 +9,7 @@ use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError, OpSpec,
     ParamSpec, Reads, ScratchLen, ScratchSpec,
 };
+use crate::ast;
 use crate::ir::{Dim, Shape, ValueInfo, ValueKind};
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -17,6 +18,10 @@ use quote::quote;
 enum Cell {
     Lstm,
     Gru,
+    /// PyTorch's `nn.RNN`, `tanh` or (`relu` set) `relu`.
+    Rnn {
+        relu: bool,
+    },
 }
 
 /// The registry entry of one recurrent layer.
@@ -27,18 +32,28 @@ pub struct RecurrentSpec {
 pub static LSTM: RecurrentSpec = RecurrentSpec { cell: Cell::Lstm };
 /// `gru`.
 pub static GRU: RecurrentSpec = RecurrentSpec { cell: Cell::Gru };
+/// `rnn` (its `nonlinearity` is read by [`RecurrentSpec::build`]).
+pub static RNN: RecurrentSpec = RecurrentSpec {
+    cell: Cell::Rnn { relu: false },
+};
+
+fn cell_name(cell: Cell) -> &'static str {
+    match cell {
+        Cell::Lstm => "lstm",
+        Cell::Gru => "gru",
+        Cell::Rnn { .. } => "rnn",
+    }
+}
 
 impl OpSpec for RecurrentSpec {
     fn name(&self) -> &'static str {
-        match self.cell {
-            Cell::Lstm => "lstm",
-            Cell::Gru => "gru",
-        }
+        cell_name(self.cell)
     }
     fn usage(&self) -> &'static str {
         match self.cell {
             Cell::Lstm => "lstm(x, hidden, layers = 1, bidirectional = false, lengths = len, final_state = false)",
             Cell::Gru => "gru(x, hidden, layers = 1, bidirectional = false, lengths = len, final_state = false)",
+            Cell::Rnn { .. } => "rnn(x, hidden, layers = 1, bidirectional = false, nonlinearity = tanh, lengths = len, final_state = false)",
         }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
@@ -55,15 +70,43 @@ impl OpSpec for RecurrentSpec {
         let bidirectional = args.opt_bool("bidirectional", false)?;
         let final_state = args.opt_bool("final_state", false)?;
         let lengths = args.tensor_option("lengths").is_some();
+        let cell = match self.cell {
+            Cell::Rnn { .. } => Cell::Rnn {
+                relu: relu_option(args)?,
+            },
+            gated => {
+                if let Some(e) = args.option_expr("nonlinearity") {
+                    let name = cell_name(gated);
+                    return Err(syn::Error::new(
+                        e.span(),
+                        format!("`{name}`'s gates have their own nonlinearities (sigmoid and tanh), as in PyTorch: `nonlinearity` is an option of `rnn`, the ungated cell (`rnn(x, hidden, nonlinearity = relu)`)"),
+                    ));
+                }
+                gated
+            }
+        };
         args.finish()?;
         Ok(Built::Kernel(Box::new(Recurrent {
-            cell: self.cell,
+            cell,
             hidden,
             layers,
             bidirectional,
             final_state,
             lengths,
         })))
+    }
+}
+
+/// `rnn`'s `nonlinearity = tanh` (the default) or `relu`: whether it is `relu`.
+fn relu_option(args: &mut CallArgs) -> syn::Result<bool> {
+    match args.option_expr("nonlinearity") {
+        None => Ok(false),
+        Some(ast::Expr::Var(n)) if n == "tanh" => Ok(false),
+        Some(ast::Expr::Var(n)) if n == "relu" => Ok(true),
+        Some(other) => Err(syn::Error::new(
+            other.span(),
+            "`nonlinearity` is `tanh` or `relu`, as PyTorch's `nn.RNN` takes it: `nonlinearity = relu` (for gated cells use `lstm` or `gru`)",
+        )),
     }
 }
 
@@ -90,6 +133,7 @@ impl Recurrent {
         match self.cell {
             Cell::Lstm => 4,
             Cell::Gru => 3,
+            Cell::Rnn { .. } => 1,
         }
     }
     fn features(inputs: &[&ValueInfo]) -> usize {
@@ -115,6 +159,8 @@ fn dims_tokens(
     let cell = match r.cell {
         Cell::Lstm => quote!(::kiln::kernels::recurrent::RnnCell::Lstm),
         Cell::Gru => quote!(::kiln::kernels::recurrent::RnnCell::Gru),
+        Cell::Rnn { relu: false } => quote!(::kiln::kernels::recurrent::RnnCell::RnnTanh),
+        Cell::Rnn { relu: true } => quote!(::kiln::kernels::recurrent::RnnCell::RnnRelu),
     };
     let output = if r.final_state {
         quote!(::kiln::kernels::recurrent::RnnOutput::Final)
@@ -131,13 +177,15 @@ fn dims_tokens(
 
 impl Kernel for Recurrent {
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
-        use crate::onnx::Attr::{Int, Ints, Str};
-        // One ONNX LSTM/GRU node per layer, time-major. PyTorch's gate blocks are reordered
-        // for ONNX (LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h with linear_before_reset, which
-        // is PyTorch's GRU), and each direction's input and hidden biases concatenated.
+        use crate::onnx::Attr::{Int, Ints, Str, Strs};
+        // One ONNX LSTM/GRU/RNN node per layer, time-major. PyTorch's gate blocks are
+        // reordered for ONNX (LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h with
+        // linear_before_reset, which is PyTorch's GRU), and each direction's input and hidden
+        // biases concatenated.
         let (op, blocks, gates) = match self.cell {
             Cell::Lstm => ("LSTM", vec![0, 3, 1, 2], 4),
             Cell::Gru => ("GRU", vec![1, 0, 2], 3),
+            Cell::Rnn { .. } => ("RNN", vec![0], 1),
         };
         let (h, dirs) = (self.hidden, self.dirs());
         let lengths = if self.lengths {
@@ -191,8 +239,13 @@ impl Kernel for Recurrent {
                     .into()),
                 ),
             ];
-            if self.cell == Cell::Gru {
-                attrs.push(("linear_before_reset", Int(1)));
+            match self.cell {
+                Cell::Gru => attrs.push(("linear_before_reset", Int(1))),
+                // ONNX's RNN defaults to Tanh; one activation per direction.
+                Cell::Rnn { relu: true } => {
+                    attrs.push(("activations", Strs(vec!["Relu".into(); dirs])));
+                }
+                _ => {}
             }
             let y = cx.tmp("y");
             let y_h = cx.tmp("y_h");
@@ -230,13 +283,13 @@ impl Kernel for Recurrent {
         Ok(())
     }
     fn name(&self) -> &'static str {
-        match self.cell {
-            Cell::Lstm => "lstm",
-            Cell::Gru => "gru",
-        }
+        cell_name(self.cell)
     }
     fn describe(&self) -> String {
         let mut s = format!("hidden={}", self.hidden);
+        if self.cell == (Cell::Rnn { relu: true }) {
+            s.push_str(", nonlinearity=relu");
+        }
         if self.layers > 1 {
             s.push_str(&format!(", layers={}", self.layers));
         }
@@ -363,6 +416,7 @@ impl Kernel for Recurrent {
         let ty = match self.cell {
             Cell::Lstm => quote!(Lstm),
             Cell::Gru => quote!(Gru),
+            Cell::Rnn { .. } => quote!(Rnn),
         };
         Some(LayerSpec {
             ty: quote!(::kiln::layers::#ty<F>),

@@ -66,7 +66,8 @@ pub fn rnn_backward<F: Float>(
     } = lay.split(scratch);
     let (kept, outputs) = (&*kept, &*outputs);
     let (dirs, g, h, t_len) = (lay.directions, lay.gate_rows, lay.hidden, lay.seq);
-    let lstm = d.cell == RnnCell::Lstm;
+    // One set of gate adjoints for both sides of the gates (all but the GRU).
+    let one_sided = !d.cell.two_sided();
     let parts = d.batch_parts();
     for layer in (0..d.layers).rev() {
         let last = layer + 1 == d.layers;
@@ -131,7 +132,7 @@ pub fn rnn_backward<F: Float>(
             let (dgi, mut dgh, step, dh, dc) = unsafe {
                 (
                     work_s.range(dgi),
-                    (!lstm).then(|| work_s.range(dgh)),
+                    (!one_sided).then(|| work_s.range(dgh)),
                     work_s.range(step),
                     work_s.range(dh),
                     work_s.range(dc),
@@ -208,7 +209,7 @@ pub fn rnn_backward<F: Float>(
                 let h_c = &states[r.start * h..r.end * h];
                 gemm(g, r.len(), h, F::ONE, dgh, true, h_c, false, more, d_w_hh);
                 linear_backward_bias(dgi, r.len(), g, d_b_ih, start > 0);
-                if !lstm {
+                if !one_sided {
                     linear_backward_bias(dgh, r.len(), g, d_b_hh, start > 0);
                 }
                 if let Some((dx, accumulate)) = dx_rows.as_mut() {
@@ -224,15 +225,15 @@ pub fn rnn_backward<F: Float>(
             for part_index in 1..parts {
                 let sums = lay.partial_rows(direction, part_index, in_l);
                 for (j, sum) in sums.into_iter().enumerate() {
-                    if !(lstm && j == 3) {
+                    if !(one_sided && j == 3) {
                         for (acc, &v) in param_grads[k + j].iter_mut().zip(&partials[sum]) {
                             *acc += v;
                         }
                     }
                 }
             }
-            if lstm {
-                // Both biases enter the LSTM's gates the same way.
+            if one_sided {
+                // Both biases enter the gates the same way.
                 let (db_ih, db_hh) = param_grads[k + 2..k + 4].split_at_mut(1);
                 db_hh[0].copy_from_slice(db_ih[0]);
             }
@@ -367,6 +368,15 @@ fn backward_part<F: Float>(
                         dgh: step_row,
                     });
                     dgh[row * g..(row + 1) * g].copy_from_slice(step_row);
+                }
+                (RnnCell::RnnTanh | RnnCell::RnnRelu, _) => {
+                    cell::run(cell::RnnBackward {
+                        cache: cache_row,
+                        dh: dh_row,
+                        dg: step_row,
+                        relu: d.cell == RnnCell::RnnRelu,
+                    });
+                    dgi_row.copy_from_slice(step_row);
                 }
                 _ => {
                     let c_prev = (s > 0).then(|| {

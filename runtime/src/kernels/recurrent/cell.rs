@@ -1,9 +1,9 @@
-//! The element-wise gate math of one LSTM or GRU step for one sequence (one row of the batch),
-//! forward and backward, fused into one pass over the hidden units.
+//! The element-wise gate math of one LSTM, GRU or plain RNN step for one sequence (one row of
+//! the batch), forward and backward, fused into one pass over the hidden units.
 //!
 //! The matrix products around it (the input projection of all steps, the recurrent product of
 //! each step) are computed by the caller; these loops only combine their rows. Gate blocks
-//! are in PyTorch's order (LSTM `i, f, g, o`; GRU `r, z, n`), each `H` wide. Each loop is an
+//! are in PyTorch's order (LSTM `i, f, g, o`; GRU `r, z, n`; the RNN has one), each `H` wide. Each loop is an
 //! [`ElementLoop`], run by [`run`] compiled for the CPU's vector units; in f32 the logistic
 //! function and `tanh` are computed by the vectorizable [`exp_f32`] instead of a library call
 //! per element (which cost more than all the step's matrix products together).
@@ -19,6 +19,10 @@ pub(super) const LSTM_CACHE: usize = 6;
 /// What one GRU step keeps per hidden unit: the activated gates `r, z, n` and the recurrent
 /// part of the candidate's pre-activation, `W_hn·h + b_hn`.
 pub(super) const GRU_CACHE: usize = 4;
+
+/// What one plain RNN step keeps per hidden unit: the new hidden state, from which both
+/// nonlinearities' derivatives follow (`1 − h²` for `tanh`, `h > 0` for `relu`).
+pub(super) const RNN_CACHE: usize = 1;
 
 /// Runs one step's loop for one row, compiled for the best vector unit available.
 #[inline]
@@ -290,6 +294,75 @@ fn gru_backward<F: Float>(
         (ir[j], iz[j], i_n[j]) = (dr, dz, d_cand);
         (hr[j], hz[j], hn[j]) = (dr, dz, d_cand * r);
         dh[j] = dhj * z;
+    }
+}
+
+/// One step of PyTorch's `nn.RNN`: `h' = act(W_ih·x + b_ih + W_hh·h + b_hh)` with `act`
+/// `tanh`, or `relu` when `relu` is set. `xp` and `hp` are the two products (`H` each,
+/// without biases), `h` receives the new state and `cache` (`H`) a copy of it.
+pub(super) struct RnnForward<'a, F> {
+    pub xp: &'a [F],
+    pub hp: &'a [F],
+    pub b_ih: &'a [F],
+    pub b_hh: &'a [F],
+    pub h: &'a mut [F],
+    pub cache: &'a mut [F],
+    pub relu: bool,
+}
+
+impl<F: Float> ElementLoop for RnnForward<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let n = self.h.len();
+        let (xp, hp, b_ih, b_hh) = (
+            &self.xp[..n],
+            &self.hp[..n],
+            &self.b_ih[..n],
+            &self.b_hh[..n],
+        );
+        let cache = &mut self.cache[..n];
+        // One loop per nonlinearity, so that neither tests `relu` per element.
+        if self.relu {
+            for j in 0..n {
+                let a = (xp[j] + b_ih[j] + hp[j] + b_hh[j]).max(F::ZERO);
+                (self.h[j], cache[j]) = (a, a);
+            }
+        } else {
+            for j in 0..n {
+                let a = tanh(xp[j] + b_ih[j] + hp[j] + b_hh[j]);
+                (self.h[j], cache[j]) = (a, a);
+            }
+        }
+    }
+}
+
+/// The backward of one plain RNN step: `dh` holds the full adjoint of this step's hidden
+/// state and is cleared (the caller adds the recurrent product `dg·W_hh`); `dg` (`H`) receives
+/// the adjoint of the pre-activation, `dh · act'`, with PyTorch's `relu` derivative (1 where
+/// the output is positive, else 0).
+pub(super) struct RnnBackward<'a, F> {
+    pub cache: &'a [F],
+    pub dh: &'a mut [F],
+    pub dg: &'a mut [F],
+    pub relu: bool,
+}
+
+impl<F: Float> ElementLoop for RnnBackward<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        let n = self.dh.len();
+        let (a, dg) = (&self.cache[..n], &mut self.dg[..n]);
+        if self.relu {
+            for j in 0..n {
+                dg[j] = if a[j] > F::ZERO { self.dh[j] } else { F::ZERO };
+                self.dh[j] = F::ZERO;
+            }
+        } else {
+            for j in 0..n {
+                dg[j] = self.dh[j] * (F::ONE - a[j] * a[j]);
+                self.dh[j] = F::ZERO;
+            }
+        }
     }
 }
 

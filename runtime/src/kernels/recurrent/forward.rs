@@ -247,6 +247,15 @@ fn forward_part<F: Float>(
                     h: h_row,
                     cache: cache_row,
                 }),
+                RnnCell::RnnTanh | RnnCell::RnnRelu => cell::run(cell::RnnForward {
+                    xp: xp_row,
+                    hp: hp_row,
+                    b_ih: dir.b_ih,
+                    b_hh: dir.b_hh,
+                    h: h_row,
+                    cache: cache_row,
+                    relu: d.cell == RnnCell::RnnRelu,
+                }),
             }
             if let Some(out) = dest_row(b, t) {
                 out.copy_from_slice(h_row);

@@ -59,14 +59,21 @@ pub enum RnnCell {
     Lstm,
     /// PyTorch's `nn.GRU`: gates `r, z, n`.
     Gru,
+    /// PyTorch's `nn.RNN` (`nonlinearity='tanh'`): one block, `h' = tanh(W_ih·x + b_ih +
+    /// W_hh·h + b_hh)`.
+    RnnTanh,
+    /// PyTorch's `nn.RNN(nonlinearity='relu')`.
+    RnnRelu,
 }
 
 impl RnnCell {
-    /// The number of gate blocks `G`: 4 for the LSTM, 3 for the GRU. Weights have `G·H` rows.
+    /// The number of gate blocks `G`: 4 for the LSTM, 3 for the GRU, 1 for the plain RNN.
+    /// Weights have `G·H` rows.
     pub fn gates(self) -> usize {
         match self {
             RnnCell::Lstm => 4,
             RnnCell::Gru => 3,
+            RnnCell::RnnTanh | RnnCell::RnnRelu => 1,
         }
     }
 
@@ -75,7 +82,16 @@ impl RnnCell {
         match self {
             RnnCell::Lstm => cell::LSTM_CACHE,
             RnnCell::Gru => cell::GRU_CACHE,
+            RnnCell::RnnTanh | RnnCell::RnnRelu => cell::RNN_CACHE,
         }
+    }
+
+    /// Whether the gate adjoints differ between the input side (`W_ih·x + b_ih`) and the
+    /// recurrent side (`W_hh·h + b_hh`): only in the GRU, whose candidate gates the recurrent
+    /// side by `r`. Elsewhere both sides enter as one sum, and one set of adjoints (and one
+    /// bias gradient, copied to the other) serves both.
+    fn two_sided(self) -> bool {
+        self == RnnCell::Gru
     }
 }
 
@@ -320,10 +336,7 @@ impl Layout {
         let (h, gate_rows) = (d.hidden, d.cell.gates() * d.hidden);
         let rows = d.batch * d.seq;
         let cache_width = d.cell.cache_width() * h;
-        let sides = match d.cell {
-            RnnCell::Lstm => 1,
-            RnnCell::Gru => 2,
-        };
+        let sides = if d.cell.two_sided() { 2 } else { 1 };
         let big = sides * rows * gate_rows;
         let widest_input = (0..d.layers).map(|l| d.layer_input(l)).max().unwrap_or(0);
         Self {
