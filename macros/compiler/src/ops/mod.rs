@@ -535,6 +535,16 @@ impl<'a> CallArgs<'a> {
             .map(|(_, v)| v)
     }
 
+    /// Option `key = ...` as written, without counting `key` among the options the op takes:
+    /// for a message about an option of another op.
+    pub fn written_option(&self, key: &str) -> Option<&'a ast::Expr> {
+        self.call
+            .options
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
     /// Option `key = ...` as written, for ops that read it themselves.
     pub fn option_expr(&mut self, key: &'static str) -> Option<&'a ast::Expr> {
         self.option(key)
@@ -1121,6 +1131,9 @@ mod tests {
         "mean(x, axis = 1, lengths = len)",
         "max(x, axis = 1)",
         "mse(y, t)",
+        "l1(y, t)",
+        "smooth_l1(y, t, beta = 0.5)",
+        "huber(y, t, delta = 2.0)",
         "cross_entropy(y, t, ignore_index = 0, label_smoothing = 0.1, weight = (1.0, 2.0))",
         "bce_with_logits(y, t, pos_weight = 2.0, weight = (1.0, 0.5))",
         "conv1d(x, 8, kernel = 3, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true)",
@@ -1147,12 +1160,14 @@ mod tests {
         "multi_head_attention(x, heads = 4, causal = true, bias = true, lengths = len)",
         "lstm(x, 8, layers = 2, bidirectional = true, final_state = true, lengths = len)",
         "gru(x, 8, layers = 2, bidirectional = true, final_state = true, lengths = len)",
+        "rnn(x, 8, layers = 2, bidirectional = true, nonlinearity = relu, final_state = true, lengths = len)",
         "matmul(a, b)",
         "transpose(x, 1, 2)",
         "permute(x, (0, 2, 1))",
         "causal_mask(x)",
         "pad(x, (1, 2, 0, 1), mode = constant, value = 0.5)",
         "narrow(x, axis = 1, start = -2, length = 2)",
+        "narrow(x, axis = 1, start = 1, end = -1)",
         "select(x, axis = 1, index = 0)",
         "chunk(x, 2, axis = 1, index = 0, unpacked = 2)",
         "split(x, (1, 3), axis = 1, index = 1, unpacked = 2)",

@@ -75,7 +75,7 @@ impl OpSpec for RecurrentSpec {
                 relu: relu_option(args)?,
             },
             gated => {
-                if let Some(e) = args.option_expr("nonlinearity") {
+                if let Some(e) = args.written_option("nonlinearity") {
                     let name = cell_name(gated);
                     return Err(syn::Error::new(
                         e.span(),
