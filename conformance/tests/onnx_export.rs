@@ -536,7 +536,8 @@ fn sizes_computed_from_symbolic_ones_match() {
 
 kiln::model! {
     /// `select` and `narrow` along a symbolic time axis (from either end, to the end, and to
-    /// a number of positions before it) and a fixed one.
+    /// a number of positions before it) and a fixed one, and `concat` along the symbolic
+    /// axis (`T` and `T - 1` joined into `2 * T - 1`).
     struct Windows {
         input x: [B, T, 4];
         let h = linear(x, 6);
@@ -550,7 +551,8 @@ kiln::model! {
         let rest_feats = narrow(h, axis = 2, start = 1);
         let previous = narrow(h, axis = 1, start = 0, end = -1);
         let middle = narrow(h, axis = 1, start = 1, end = -2);
-        output last, first, tail, inner, head, feats, rest, rest_feats, previous, middle;
+        let joined = concat(h, previous, axis = 1);
+        output last, first, tail, inner, head, feats, rest, rest_feats, previous, middle, joined;
     }
 }
 
@@ -559,13 +561,14 @@ fn narrow_and_select_match() {
     let mut rng = rng();
     let model = Windows::<f64>::new(&mut rng);
     let x = random(&mut rng, &[2, 5, 4]);
-    let (last, first, tail, inner, head, feats, rest, rest_feats, previous, middle) = model
+    let (last, first, tail, inner, head, feats, rest, rest_feats, previous, middle, joined) = model
         .forward(x.view().into_dimensionality().unwrap())
         .expect("forward");
     assert_eq!(rest.shape(), &[2, 3, 6]);
     assert_eq!(rest_feats.shape(), &[2, 5, 5]);
     assert_eq!(previous.shape(), &[2, 4, 6]);
     assert_eq!(middle.shape(), &[2, 2, 6]);
+    assert_eq!(joined.shape(), &[2, 9, 6]);
     check(
         "windows",
         &model,
@@ -581,6 +584,7 @@ fn narrow_and_select_match() {
             dyn_f(rest_feats),
             dyn_f(previous),
             dyn_f(middle),
+            dyn_f(joined),
         ],
     );
 }

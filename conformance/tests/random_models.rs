@@ -128,6 +128,7 @@ fn generator_is_deterministic_and_covers_the_families() {
         "no loss (forward only)",
         "symbolic height or width",
         "narrow(end)",
+        "concat(symbolic axis)",
     ] {
         assert!(
             kinds.contains(op),

@@ -283,6 +283,36 @@ kiln::model! {
     }
 }
 
+/// A training step of a classifier over padded sequences `x`, `len` with labels `y`, whose
+/// first layer `seq` is a bidirectional recurrence: its parameters carry PyTorch's names, in
+/// `state_dict` order, and every gradient matches central differences of the loss.
+macro_rules! check_padded_classifier {
+    ($model:expr, $x:expr, $len:expr, $y:expr) => {{
+        let (model, x, len, y) = (&mut $model, &$x, &$len, &$y);
+        let mut grads = model.zero_grads();
+        let mut ws = model.workspace();
+        model
+            .loss_and_grad(x.view(), len.view(), y.view(), &mut ws, &mut grads)
+            .unwrap();
+        let mut names = Vec::new();
+        model.visit_params(&mut |n, _| names.push(n));
+        assert_eq!(
+            &names[..5],
+            [
+                "seq.weight_ih_l0",
+                "seq.weight_hh_l0",
+                "seq.bias_ih_l0",
+                "seq.bias_hh_l0",
+                "seq.weight_ih_l0_reverse"
+            ]
+        );
+        check(&*model, &grads, |m| {
+            m.loss(x.view(), len.view(), y.view(), &mut m.workspace())
+                .unwrap()
+        });
+    }};
+}
+
 #[test]
 fn lstm_and_gru_over_padded_sequences() {
     let mut rng = StdRng::seed_from_u64(8);
@@ -290,27 +320,7 @@ fn lstm_and_gru_over_padded_sequences() {
     let x = random(&mut rng, (3, 4, 3), -1.0, 1.0);
     let len = kiln::ndarray::array![4usize, 1, 3];
     let y = kiln::ndarray::array![1usize, 0, 1];
-    let mut grads = model.zero_grads();
-    let mut ws = model.workspace();
-    model
-        .loss_and_grad(x.view(), len.view(), y.view(), &mut ws, &mut grads)
-        .unwrap();
-    let mut names = Vec::new();
-    model.visit_params(&mut |n, _| names.push(n));
-    assert_eq!(
-        &names[..5],
-        [
-            "seq.weight_ih_l0",
-            "seq.weight_hh_l0",
-            "seq.bias_ih_l0",
-            "seq.bias_hh_l0",
-            "seq.weight_ih_l0_reverse"
-        ]
-    );
-    check(&model, &grads, |m| {
-        m.loss(x.view(), len.view(), y.view(), &mut m.workspace())
-            .unwrap()
-    });
+    check_padded_classifier!(model, x, len, y);
     let bad = kiln::ndarray::array![4usize, 0, 3];
     let err = model.forward(x.view(), bad.view()).unwrap_err().to_string();
     assert!(
@@ -341,32 +351,12 @@ fn plain_rnns_over_padded_sequences() {
     let x = random(&mut rng, (3, 5, 3), -1.0, 1.0);
     let len = kiln::ndarray::array![5usize, 2, 4];
     let y = kiln::ndarray::array![1usize, 0, 1];
-    let mut grads = model.zero_grads();
-    let mut ws = model.workspace();
-    model
-        .loss_and_grad(x.view(), len.view(), y.view(), &mut ws, &mut grads)
-        .unwrap();
-    let mut names = Vec::new();
-    model.visit_params(&mut |n, _| names.push(n));
-    assert_eq!(
-        &names[..5],
-        [
-            "seq.weight_ih_l0",
-            "seq.weight_hh_l0",
-            "seq.bias_ih_l0",
-            "seq.bias_hh_l0",
-            "seq.weight_ih_l0_reverse"
-        ]
-    );
+    check_padded_classifier!(model, x, len, y);
     // The relu layer has units at zero (where its gradient is cut) within the full-length
     // sequence, not only positive ones.
     let (_, seq) = model.forward(x.view(), len.view()).unwrap();
     let full = seq.slice(kiln::ndarray::s![0, .., ..]);
     assert!(full.iter().any(|&v| v == 0.0) && full.iter().any(|&v| v > 0.0));
-    check(&model, &grads, |m| {
-        m.loss(x.view(), len.view(), y.view(), &mut m.workspace())
-            .unwrap()
-    });
 }
 
 kiln::model! {

@@ -107,6 +107,28 @@ twins! {
 }
 
 twins! {
+    /// Sequences joined along their symbolic time axis: with themselves shifted (`T` and
+    /// `T - 1` make `2 * T - 1`), and with a fixed number of positions (`T + 2`).
+    JoinedAnyLength {
+        input x: [B, T, 3];
+        target y: [B, 2 * T - 1, 2];
+    }
+    /// `JoinedAnyLength` on sequences of 5 only.
+    JoinedFixed {
+        input x: [B, 5, 3];
+        target y: [B, 9, 2];
+    }
+    body {
+        let h = linear(x, 2);
+        let joined = concat(h, narrow(h, axis = 1, start = 1), axis = 1);
+        let framed = concat(narrow(h, axis = 1, start = 0, length = 1), h, narrow(h, axis = 1, start = -1), axis = 1);
+        let gated = tanh(joined);
+        output gated, framed;
+        loss mse(gated, y) + mean(square(framed)) + sum(narrow(framed, axis = 1, start = 1, end = -1));
+    }
+}
+
+twins! {
     /// Reflection, circular and replicate padding and crops of symbolic axes.
     PadAnySize {
         input x: [B, 2, H, W];
@@ -354,6 +376,38 @@ fn strided_and_ceil_mode_layers_over_a_symbolic_length_match_their_fixed_twin() 
 
     let x = random(&mut rng, (2, 3, 20), -1.0, 1.0);
     assert_central_differences!(any, x, y);
+}
+
+#[test]
+fn concat_along_a_symbolic_axis_matches_its_fixed_twin() {
+    let mut rng = StdRng::seed_from_u64(79);
+    let mut any = JoinedAnyLength::<f64>::new(&mut rng);
+    let mut fixed = JoinedFixed::<f64>::new(&mut rng);
+    copy_params(&any, &mut fixed);
+    let x = random(&mut rng, (2, 5, 3), -1.0, 1.0);
+    let y = random(&mut rng, (2, 9, 2), -1.0, 1.0);
+    assert_twins_agree!(any, fixed, x, y);
+
+    let x = random(&mut rng, (3, 7, 3), -1.0, 1.0);
+    let y = random(&mut rng, (3, 13, 2), -1.0, 1.0);
+    assert_central_differences!(any, x, y);
+    let (gated, framed) = any.forward(x.view()).unwrap();
+    assert_eq!(
+        (gated.shape(), framed.shape()),
+        (&[3, 13, 2][..], &[3, 9, 2][..])
+    );
+    // A target of another length than `2 * T - 1` is an error naming it.
+    let short = random(&mut rng, (3, 12, 2), -1.0, 1.0);
+    let message = any
+        .loss_and_grad(
+            x.view(),
+            short.view(),
+            &mut any.workspace(),
+            &mut any.zero_grads(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("target `y`"), "{message}");
 }
 
 #[test]

@@ -132,6 +132,24 @@ pub fn sizes(shape: &Shape) -> Vec<usize> {
     shape.iter().map(|d| d.size).collect()
 }
 
+/// The size of two parts joined along an axis, as kiln's shape rule gives it: fixed sizes
+/// add, a formula plus a fixed size shifts it, two formulas of one symbol add their scales
+/// and offsets; `None` for formulas of two symbols.
+fn dim_sum(a: &Dim, b: &Dim) -> Option<Dim> {
+    match (a.sym, b.sym) {
+        (None, None) => Some(lit(a.size + b.size)),
+        (Some(_), None) => Some(a.shifted(b.size as i64)),
+        (None, Some(_)) => Some(b.shifted(a.size as i64)),
+        (Some(x), Some(y)) if x == y => Some(Dim {
+            size: a.size + b.size,
+            sym: Some(x),
+            scale: a.scale + b.scale,
+            offset: a.offset + b.offset,
+        }),
+        _ => None,
+    }
+}
+
 fn dim_src(d: &Dim) -> String {
     match d.sym {
         Some(s) => {
@@ -696,6 +714,13 @@ impl Graph {
             for op in body.values.iter().filter_map(|v| v.op.as_ref()) {
                 out.push(op.kind());
                 out.extend(op.tags());
+            }
+            for value in &body.values {
+                if let Some(Op::Concat { axis, .. }) = &value.op {
+                    if value.shape[*axis].sym.is_some() {
+                        out.push("concat(symbolic axis)".into());
+                    }
+                }
             }
         }
         if self.lengths.is_some() {
@@ -2225,19 +2250,17 @@ impl Gen {
     }
 
     /// `concat(v, u)` with a value `u` agreeing on every axis but `axis` (made by a new
-    /// op from `v` when none exists).
+    /// op from `v` when none exists). Along a symbolic axis `u`'s size there is of the same
+    /// symbol or fixed, and the joined size the sum of the two formulas (`2 * T - 1`).
     fn concat(&mut self, v: usize, axis: usize) -> Option<usize> {
         let shape = self.shape(v).clone();
-        if shape[axis].sym.is_some() {
-            return None;
-        }
         let fits = |s: &Shape| {
             s.len() == shape.len()
                 && s.iter()
                     .zip(&shape)
                     .enumerate()
                     .all(|(i, (a, b))| i == axis || a == b)
-                && s[axis].sym.is_none()
+                && dim_sum(&shape[axis], &s[axis]).is_some()
         };
         let cands: Vec<usize> = (0..self.body.values.len())
             .filter(|&u| !(self.masked[u] || u == 0 && self.tokens) && fits(self.shape(u)))
@@ -2248,7 +2271,7 @@ impl Gen {
             xs.swap(0, 1);
         }
         let mut s = shape.clone();
-        s[axis] = lit(shape[axis].size + self.shape(u).size_at(axis));
+        s[axis] = dim_sum(&shape[axis], &self.shape(u)[axis])?;
         Some(self.push(s, Op::Concat { xs, axis }))
     }
 
@@ -2319,16 +2342,6 @@ impl Gen {
                 repeat,
             },
         ))
-    }
-}
-
-trait SizeAt {
-    fn size_at(&self, axis: usize) -> usize;
-}
-
-impl SizeAt for Shape {
-    fn size_at(&self, axis: usize) -> usize {
-        self[axis].size
     }
 }
 

@@ -439,11 +439,12 @@ kiln::model! {
         target y: [N, T] classes 4;
         let v1 = embedding(x, 2, padding_idx = 1);
         let v2 = linear(v1, 4);
-        let v3 = multi_head_attention(v2, heads = 2);
-        let v4 = Blk0(v2, repeat = 3);
-        let pred = linear(v4, 4);
+        let v3 = concat(v2, v2, axis = 1);
+        let v4 = multi_head_attention(v2, v3, heads = 2);
+        let v5 = Blk0(v4, repeat = 3);
+        let pred = linear(v5, 4);
         output pred;
-        loss cross_entropy(pred, y) + 0.1 * sum(v3);
+        loss cross_entropy(pred, y);
 
         block Blk0(x) {
             let u1 = x * sigmoid(x);
@@ -825,10 +826,17 @@ kiln::model! {
         let v1 = embedding(x, 4);
         let v2 = position_embedding(x, 4, max_len = 2);
         let v3 = v1 + v2;
-        let v4 = multi_head_attention(v3, heads = 2);
-        let v5 = concat(v3, v4);
-        let v6 = multi_head_attention(v5, heads = 1, causal = true, bias = false);
-        let pred = linear(v6, 4);
+        let v4 = concat(v3, v3, axis = 1);
+        let v5 = multi_head_attention(v3, v4, heads = 2);
+        let v6 = exp(tanh(v5));
+        let v7 = linear(v6, 6);
+        let v8 = linear(v6, 6);
+        let v9 = transpose(v8, -2, -1);
+        let v10 = matmul(v7, v9);
+        let v11 = causal_mask(v10);
+        let v12 = softmax(v11);
+        let v13 = matmul(v12, v6);
+        let pred = linear(v13, 4);
         output pred;
         loss bce_with_logits(pred, y);
     }
@@ -856,7 +864,7 @@ runner! { R47, tokens 2, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R48 {
         input x: [B, T, 4];
-        target y: [B, T, 2];
+        target y: [B, 4, T];
         let v1 = linear(x, 5);
         let v2 = linear(x, 5);
         let v3 = transpose(v2, -2, -1);
@@ -865,14 +873,15 @@ kiln::model! {
         let v6 = matmul(v5, x);
         let v7 = multi_head_attention(v6, heads = 1);
         let v8 = sqrt((square(exp(tanh(v7))) + 0.1)) - (v6 * sigmoid(v6));
-        let v9 = multi_head_attention(v8, heads = 1, causal = true);
-        let v10 = rnn(v9, 3, bidirectional = true);
-        let pred = linear(v10, 2);
-        output pred;
-        loss l1(pred, y);
+        let v9 = concat(v8, v6, axis = 1);
+        let v10 = multi_head_attention(v8, v9, heads = 1, causal = true);
+        let v11 = permute(v6, (0, 2, 1));
+        let pred = v11 * sigmoid(v11);
+        output pred, v10;
+        loss mse(pred, y);
     }
 }
-runner! { R48, float 3, no_lengths, values 3, unseeded, [] }
+runner! { R48, float 3, no_lengths, values 3, unseeded, [v10] }
 
 kiln::model! {
     struct R49 {
@@ -972,19 +981,14 @@ runner! { R54, float 4, no_lengths, labels 3, unseeded, [] }
 kiln::model! {
     struct R55 {
         input x: [B, T, 3];
-        target y: [B, T, 2];
+        target y: [B, T, 4];
         let v1 = lstm(x, 3);
-        let v2 = multi_head_attention(v1, heads = 1);
-        let v3 = Blk0(v2, repeat = 3);
-        let pred = linear(v3, 2);
+        let v2 = concat(v1, x, axis = 1);
+        let v3 = multi_head_attention(v1, v2, heads = 1);
+        let v4 = linear(v3, 2);
+        let pred = linear(v4, 4);
         output pred;
         loss huber(pred, y, delta = 0.25);
-
-        block Blk0(x) {
-            let u1 = layer_norm(x);
-            let u2 = x + tanh(u1);
-            output u2;
-        }
     }
 }
 runner! { R55, float 3, no_lengths, values 3, unseeded, [] }
@@ -1336,16 +1340,11 @@ kiln::model! {
         input len: [2] lengths T;
         target y: [2, T] classes 2;
         let v1 = permute(x, (0, 2, 1));
-        let v2 = linear(x, 3);
-        let v3 = linear(x, 4);
-        let v4 = linear(x, 4);
-        let v5 = transpose(v4, -2, -1);
-        let v6 = matmul(v3, v5);
-        let v7 = softmax(v6);
-        let v8 = matmul(v7, x);
-        let pred = linear(v8, 2);
+        let v2 = concat(v1, v1);
+        let v3 = linear(x, 2);
+        let pred = linear(v3, 2);
         output pred;
-        loss cross_entropy(pred, y) + 0.3 * mean(v1) + 0.1 * mean(v2);
+        loss cross_entropy(pred, y, ignore_index = 1) + 0.5 * mean(v2);
     }
 }
 runner! { R78, float 3, lengths, labels 2, unseeded, [] }

@@ -151,6 +151,22 @@ impl Dim {
         }
     }
 
+    /// The sum of two dims when it is again a fixed size or a formula of one symbol: two fixed
+    /// sizes, a formula and a fixed size (`T + 1`), or two formulas of the same symbol (`T + T`
+    /// is `2 * T`). `None` for formulas of two symbols (`T + S`), and for fixed sizes whose sum
+    /// a `usize` cannot count.
+    pub fn sum(self, other: Dim) -> Option<Dim> {
+        match (self.size_or_formula(), other.size_or_formula()) {
+            (Ok(a), Ok(b)) => a.checked_add(b).map(Dim::Fixed),
+            (Ok(n), Err(_)) => Some(other.plus(i64::try_from(n).ok()?)),
+            (Err(_), Ok(n)) => Some(self.plus(i64::try_from(n).ok()?)),
+            (Err((s, a, b)), Err((t, c, d))) if s == t => {
+                Some(Dim::affine(s, a.checked_add(c)?, b.checked_add(d)?))
+            }
+            _ => None,
+        }
+    }
+
     /// The dim times `k` (at least 1).
     pub fn times(self, k: usize) -> Dim {
         match self.size_or_formula() {

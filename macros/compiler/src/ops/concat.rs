@@ -1,5 +1,8 @@
 //! `concat(a, b, ..., axis = k)`: joins tensors along an axis (the last one by default, as
-//! Keras' `Concatenate`). All other dims must agree.
+//! Keras' `Concatenate`). All other dims must agree. Along a symbolic axis the joined size is
+//! the sum of the parts' formulas when that is one formula of one symbol (`T` and `T - 1`
+//! give `2 * T - 1`, `T` and 4 give `T + 4`); parts of two different symbols (`T` and `S`)
+//! cannot be joined, as no formula of one symbol gives their sum.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
@@ -175,7 +178,7 @@ impl Kernel for Concat {
                 ),
             ));
         }
-        let mut total: usize = 0;
+        let mut total = Dim::Fixed(0);
         for (i, info) in inputs.iter().enumerate() {
             let s = &info.shape;
             let same_elsewhere =
@@ -183,28 +186,26 @@ impl Kernel for Concat {
             if !same_elsewhere {
                 return Err(OpError::input(i, mismatch(axis, first, s, symbols)));
             }
-            match s.0[axis] {
-                Dim::Fixed(n) => {
-                    total = match total.checked_add(n) {
-                        Some(t) => t,
-                        None => {
-                            return Err(OpError::input(
-                                i,
-                                format!("`concat` along axis {axis} would give more elements than a `usize` can count: is a size mistyped?"),
-                            ))
-                        }
-                    }
-                }
-                symbolic => {
+            let part = s.0[axis];
+            total = match total.sum(part) {
+                Some(t) => t,
+                None if total.is_fixed() && part.is_fixed() => {
                     return Err(OpError::input(
                         i,
-                        format!("`concat` needs a fixed size along axis {axis}, but this has the symbolic `{}` there", symbolic.display(symbols)),
+                        format!("`concat` along axis {axis} would give more elements than a `usize` can count: is a size mistyped?"),
                     ))
                 }
-            }
+                None => {
+                    let before = total.display(symbols);
+                    return Err(OpError::input(
+                        i,
+                        format!("`concat` along axis {axis} of sizes of two symbols, `{before}` and `{}`: a size in kiln is a formula of one symbol, and their sum is not; if the two are always equally long, declare them with the same symbol", part.display(symbols)),
+                    ));
+                }
+            };
         }
         let mut out = first.0.clone();
-        out[axis] = Dim::Fixed(total);
+        out[axis] = total;
         Ok(ValueInfo {
             shape: Shape(out),
             kind: ValueKind::Float,

@@ -136,6 +136,16 @@ impl OpSpec for LossSpec {
     }
 }
 
+/// A number literal's value (`0.5`, `2`; the parser reads `-1` as a negative float), or
+/// `None` for anything else.
+fn number(e: &ast::Expr) -> Option<f64> {
+    match e {
+        ast::Expr::Float(v, _) => Some(*v),
+        ast::Expr::Int(v, _) => Some(*v as f64),
+        _ => None,
+    }
+}
+
 /// `beta = b` of `smooth_l1` (at least 0; 1 when not given) or `delta = d` of `huber`
 /// (positive; 1 when not given), PyTorch's ranges.
 fn threshold_option(
@@ -151,15 +161,11 @@ fn threshold_option(
     } else {
         "positive"
     };
-    let v = match e {
-        ast::Expr::Float(v, _) => *v,
-        ast::Expr::Int(v, _) => *v as f64,
-        other => {
-            return Err(syn::Error::new(
-                other.span(),
-                format!("`{key}` takes a number ({range}), as in `{key} = 0.5`"),
-            ))
-        }
+    let Some(v) = number(e) else {
+        return Err(syn::Error::new(
+            e.span(),
+            format!("`{key}` takes a number ({range}), as in `{key} = 0.5`"),
+        ));
     };
     let meaning = if zero_allowed {
         "where the loss turns from squared to absolute (0 is `l1`)"
@@ -177,15 +183,11 @@ fn threshold_option(
 
 /// `label_smoothing = eps`: a number in [0, 1].
 fn smoothing_option(e: &ast::Expr) -> syn::Result<f64> {
-    let v = match e {
-        ast::Expr::Float(v, _) => *v,
-        ast::Expr::Int(v, _) => *v as f64,
-        other => {
-            return Err(syn::Error::new(
-                other.span(),
-                "`label_smoothing` takes a number in [0, 1], as in `label_smoothing = 0.1`",
-            ))
-        }
+    let Some(v) = number(e) else {
+        return Err(syn::Error::new(
+            e.span(),
+            "`label_smoothing` takes a number in [0, 1], as in `label_smoothing = 0.1`",
+        ));
     };
     if !(0.0..=1.0).contains(&v) {
         return Err(syn::Error::new(
@@ -207,15 +209,11 @@ fn weight_option(e: &ast::Expr) -> syn::Result<ClassWeights> {
     };
     let mut values = Vec::with_capacity(items.len());
     for (class, item) in items.iter().enumerate() {
-        let v = match item {
-            ast::Expr::Float(v, _) => *v,
-            ast::Expr::Int(v, _) => *v as f64,
-            other => {
-                return Err(syn::Error::new(
-                    other.span(),
-                    format!("the weight of class {class} is not a number: `weight` takes number literals, one per class, as in `weight = (1.0, 2.0, 0.5)`"),
-                ))
-            }
+        let Some(v) = number(item) else {
+            return Err(syn::Error::new(
+                item.span(),
+                format!("the weight of class {class} is not a number: `weight` takes number literals, one per class, as in `weight = (1.0, 2.0, 0.5)`"),
+            ));
         };
         if v < 0.0 {
             return Err(syn::Error::new(
@@ -243,14 +241,12 @@ fn weight_option(e: &ast::Expr) -> syn::Result<ClassWeights> {
 /// columns by the shape rule.
 fn column_option(e: &ast::Expr, key: &str) -> syn::Result<ClassWeights> {
     let number = |item: &ast::Expr| {
-        match item {
-        ast::Expr::Float(v, _) => Ok(*v),
-        ast::Expr::Int(v, _) => Ok(*v as f64),
-        other => Err(syn::Error::new(
-            other.span(),
-            format!("`{key}` takes a number, or one number per column of the logits' last axis, as in `{key} = 2.0` or `{key} = (2.0, 1.0, 0.5)`"),
-        )),
-    }
+        number(item).ok_or_else(|| {
+            syn::Error::new(
+                item.span(),
+                format!("`{key}` takes a number, or one number per column of the logits' last axis, as in `{key} = 2.0` or `{key} = (2.0, 1.0, 0.5)`"),
+            )
+        })
     };
     let (items, span) = match e {
         ast::Expr::Tuple(items, span) => (items.iter().collect::<Vec<_>>(), *span),
