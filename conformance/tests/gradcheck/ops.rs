@@ -319,6 +319,39 @@ fn regression_losses_in_both_arguments() {
 }
 
 kiln::model! {
+    /// PyTorch's MNIST example's loss: `nll` of `log_softmax`, with class weights and an
+    /// ignored label.
+    struct LogLikelihood {
+        input x: [B, 6];
+        target y: [B] classes 4;
+        let h = tanh(linear(x, 5));
+        let log_probs = log_softmax(linear(h, 4));
+        output log_probs;
+        loss nll(log_probs, y, weight = (1.0, 3.0, 0.5, 2.0), ignore_index = 2);
+    }
+}
+
+#[test]
+fn nll_of_log_softmax_with_weights_and_an_ignored_label() {
+    let mut rng = StdRng::seed_from_u64(37);
+    let mut model = LogLikelihood::<f64>::new(&mut rng);
+    let x = random(&mut rng, (7, 6), -1.5, 1.5);
+    let mut y = labels(&mut rng, 7, 4);
+    y[1] = 2;
+    y[5] = 2;
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Labels(y.view()),
+    );
+    // The output is log-probabilities: each row's exponentials sum to 1.
+    let log_probs = model.forward(x.view()).unwrap();
+    for row in log_probs.rows() {
+        assert!((row.iter().map(|v| v.exp()).sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+}
+
+kiln::model! {
     struct Softmaxes {
         input x: [B, 4];
         target r: [B, 5];
@@ -1022,6 +1055,17 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// `nll` per pixel, of log-probabilities over the class axis.
+    struct NllPixels {
+        input x: [B, 2, 3, 4];
+        target y: [B, 3, 4] classes 3;
+        let logits = conv2d(x, 3, kernel = 3, padding = 1);
+        output logits;
+        loss nll(log_softmax(logits, axis = 1), y, ignore_index = 255, weight = (0.5, 2.0, 1.0));
+    }
+}
+
+kiln::model! {
     struct CePixelsSmoothedWeighted {
         input x: [B, 2, 3, 4];
         target y: [B, 3, 4] classes 3;
@@ -1031,7 +1075,8 @@ kiln::model! {
     }
 }
 
-/// Images: per-pixel cross-entropy with void pixels (label 255, past the classes).
+/// Images: per-pixel cross-entropy (and `nll` of `log_softmax`) with void pixels (label 255,
+/// past the classes).
 #[test]
 fn cross_entropy_smoothing_and_weights_on_pixels() {
     let mut rng = StdRng::seed_from_u64(23);
@@ -1055,6 +1100,7 @@ fn cross_entropy_smoothing_and_weights_on_pixels() {
     check_model!(CePixelsSmoothed);
     check_model!(CePixelsWeighted);
     check_model!(CePixelsSmoothedWeighted);
+    check_model!(NllPixels);
 }
 
 kiln::model! {

@@ -3,7 +3,9 @@
 //! (`weight = (...)`), label smoothing and `ignore_index` together, over `[B, T, C]` sequence
 //! logits (padding labels that are a class) and per pixel over `[B, C, H, W]` image logits
 //! (void labels past the classes); binary cross-entropy with logits with `pos_weight` and
-//! `weight` per column; the L1, smooth L1 and Huber losses summed; in f64 and f32.
+//! `weight` per column; the L1, smooth L1 and Huber losses summed; the negative
+//! log-likelihood of log-probabilities over rows (class weights, ignore_index) and per pixel;
+//! in f64 and f32.
 //!
 //! As in `seq.rs` and `vision.rs`: each model is declared with `model!` with its layers named
 //! after the fixture's modules, loaded from `param.*`, and checked against PyTorch: every
@@ -15,7 +17,7 @@
 //! Run with `--nocapture` to see the largest errors per category.
 
 use crate::common::Fixture;
-use kiln::ndarray::{Array, Dimension, Ix2, Ix3, Ix4, IxDyn};
+use kiln::ndarray::{Array, Dimension, Ix1, Ix2, Ix3, Ix4, IxDyn};
 use kiln::Float;
 
 kiln::model! {
@@ -69,6 +71,34 @@ kiln::model! {
         let fc2 = linear(h, 3);
         output h, fc2;
         loss l1(fc2, y) + smooth_l1(fc2, y, beta = 0.5) + huber(fc2, y, delta = 0.8);
+    }
+}
+
+kiln::model! {
+    /// `nll_weight_ignore`: h = tanh(fc1(x)) 5 -> 7, fc2 7 -> 4, log_softmax; NLL with class
+    /// weights and ignore_index 1.
+    pub struct NllWeightIgnore {
+        input x: [B, 5];
+        target label: [B] classes 4;
+        let fc1 = linear(x, 7);
+        let h = tanh(fc1);
+        let fc2 = linear(h, 4);
+        let log_probs = log_softmax(fc2);
+        output h, fc2, log_probs;
+        loss nll(log_probs, label, weight = (1.0, 0.5, 2.0, 1.5), ignore_index = 1);
+    }
+}
+
+kiln::model! {
+    /// `nll_seg`: a 3x3 convolution to 3 classes, log_softmax over the classes; per-pixel NLL
+    /// with void pixels (ignore_index 255).
+    pub struct NllSeg {
+        input x: [B, 2, 4, 5];
+        target label: [B, 4, 5] classes 3;
+        let conv1 = conv2d(x, 3, kernel = 3, padding = 1);
+        let log_probs = log_softmax(conv1, axis = 1);
+        output conv1, log_probs;
+        loss nll(log_probs, label, ignore_index = 255);
     }
 }
 
@@ -154,4 +184,14 @@ parity_case! {
 parity_case! {
     regression_losses, RegressionLosses, input: Ix2, target floats: Ix2,
     outputs { h => h, fc2 => pred },
+}
+
+parity_case! {
+    nll_weight_ignore, NllWeightIgnore, input: Ix2, labels: Ix1,
+    outputs { h => h, fc2 => logits, log_probs => log_probs },
+}
+
+parity_case! {
+    nll_seg, NllSeg, input: Ix4, labels: Ix3,
+    outputs { conv1 => logits, log_probs => log_probs },
 }

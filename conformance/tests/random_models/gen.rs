@@ -644,6 +644,8 @@ pub enum LossKind {
         axis: usize,
         /// `ignore_index = p`.
         ignore_index: Option<usize>,
+        /// Written as `nll(log_softmax(pred, ..), y)`, the same loss in two steps.
+        nll: bool,
     },
 }
 
@@ -739,8 +741,13 @@ impl Graph {
             LossKind::SmoothL1(_) => "smooth_l1".into(),
             LossKind::Huber(_) => "huber".into(),
             LossKind::Bce => "bce_with_logits".into(),
-            LossKind::CrossEntropy { axis, ignore_index } => format!(
-                "cross_entropy(rank {}{})",
+            LossKind::CrossEntropy {
+                axis,
+                ignore_index,
+                nll,
+            } => format!(
+                "{}(rank {}{})",
+                if *nll { "nll" } else { "cross_entropy" },
                 self.body.values[self.pred()].shape.len(),
                 if *axis == 1 && self.target.len() == 3 {
                     ", spatial"
@@ -1170,10 +1177,23 @@ pub fn source(g: &Graph) -> String {
         LossKind::Huber(delta) => format!("huber(pred, y, delta = {})", num_src(*delta)),
         LossKind::Bce => "bce_with_logits(pred, y)".to_string(),
         LossKind::CrossEntropy {
-            ignore_index: Some(p),
-            ..
-        } => format!("cross_entropy(pred, y, ignore_index = {p})"),
-        LossKind::CrossEntropy { .. } => "cross_entropy(pred, y)".to_string(),
+            axis,
+            ignore_index,
+            nll,
+        } => {
+            let ignore = ignore_index.map_or(String::new(), |p| format!(", ignore_index = {p}"));
+            if *nll {
+                // `log_softmax` over the class axis: the last, or 1 of per-pixel logits.
+                let over = if *axis == 1 && g.target.len() == 3 {
+                    ", axis = 1"
+                } else {
+                    ""
+                };
+                format!("nll(log_softmax(pred{over}), y{ignore})")
+            } else {
+                format!("cross_entropy(pred, y{ignore})")
+            }
+        }
     };
     for (c, v, sum) in &g.extras {
         write!(
@@ -2514,7 +2534,11 @@ pub fn generate(seed: u64) -> Graph {
                     let t = ps[..rank - 1].to_vec();
                     (
                         pred,
-                        LossKind::CrossEntropy { axis, ignore_index },
+                        LossKind::CrossEntropy {
+                            axis,
+                            ignore_index,
+                            nll: g.chance(0.3),
+                        },
                         t,
                         Some(k),
                     )
@@ -2545,6 +2569,7 @@ pub fn generate(seed: u64) -> Graph {
                     LossKind::CrossEntropy {
                         axis: 1,
                         ignore_index,
+                        nll: g.chance(0.3),
                     },
                     t,
                     Some(k),

@@ -68,7 +68,7 @@ kiln::model! {
         let v4 = conv2d(v3, 1, kernel = 1);
         let pred = conv2d(v4, 4, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y) + 0.3 * mean(v2);
+        loss nll(log_softmax(pred, axis = 1), y) + 0.5 * mean(v2);
     }
 }
 runner! { R3, float 4, no_lengths, labels 3, seeded, [] }
@@ -91,15 +91,13 @@ runner! { R4, tokens 2, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R5 {
         input x: [3, 2, 3, W];
-        target y: [3, 3, 3] classes 2;
         let v1 = log_softmax(x);
         let v2 = adaptive_avg_pool2d(v1, (3, 3));
         let pred = conv2d(v2, 2, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y);
     }
 }
-runner! { R5, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R5, float 4, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R6 {
@@ -160,15 +158,13 @@ runner! { R8, float 2, no_lengths, labels 3, unseeded, [] }
 kiln::model! {
     struct R9 {
         input x: [B, 2, 4 * H, 5];
-        target y: [B, 4 * H - 2, 3] classes 2;
         let v1 = sqrt((square(abs(x)) + 0.1));
         let v2 = max_pool2d(x, kernel = 3, stride = 1);
         let pred = conv2d(v2, 2, kernel = 1);
         output pred, v1;
-        loss cross_entropy(pred, y, ignore_index = 0);
     }
 }
-runner! { R9, float 4, no_lengths, labels 3, unseeded, [v1] }
+runner! { R9, float 4, no_lengths, none 0, unseeded, [v1] }
 
 kiln::model! {
     struct R10 {
@@ -229,7 +225,7 @@ kiln::model! {
         let v22 = Blk0(v7, repeat = 3);
         let pred = linear(v22, 4);
         output pred;
-        loss cross_entropy(pred, y) + 0.5 * mean(v21);
+        loss cross_entropy(pred, y) + 0.3 * sum(v21);
 
         block Blk0(x) {
             let u1 = 2.0 * x;
@@ -249,7 +245,7 @@ kiln::model! {
         let v2 = x - 0.25;
         let pred = linear(v2, 3);
         output pred, v1;
-        loss cross_entropy(pred, y);
+        loss nll(log_softmax(pred), y);
     }
 }
 runner! { R13, float 2, no_lengths, labels 1, unseeded, [v1] }
@@ -300,15 +296,17 @@ runner! { R16, float 3, no_lengths, values 3, seeded, [] }
 kiln::model! {
     struct R17 {
         input x: [B, 3, 6, 3];
+        target y: [B] classes 3;
         let v1 = max_pool2d(x, kernel = 3, stride = 3, ceil_mode = true);
         let v2 = conv2d(v1, 3, kernel = 3, padding = 1);
         let v3 = flatten(v2);
         let v4 = linear(v3, 2);
         let pred = linear(v4, 3);
         output pred;
+        loss nll(log_softmax(pred), y, ignore_index = 2);
     }
 }
-runner! { R17, float 4, no_lengths, none 0, unseeded, [] }
+runner! { R17, float 4, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R18 {
@@ -333,8 +331,8 @@ kiln::model! {
         let v1 = relu(x);
         let v2 = Blk0(x, repeat = 2);
         let pred = linear(v2, 3);
-        output pred, v1;
-        loss cross_entropy(pred, y);
+        output pred;
+        loss cross_entropy(pred, y) + 0.5 * mean(v1);
 
         block Blk0(x) {
             let u1 = relu(x);
@@ -343,7 +341,7 @@ kiln::model! {
         }
     }
 }
-runner! { R19, float 3, no_lengths, labels 2, unseeded, [v1] }
+runner! { R19, float 3, no_lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R20 {
@@ -386,6 +384,7 @@ runner! { R21, float 4, no_lengths, values 4, unseeded, [v2] }
 kiln::model! {
     struct R22 {
         input x: [2, 3, 5, 6];
+        target y: [2, 7, 7] classes 3;
         let v1 = log_softmax(x);
         let v2 = max_pool2d(v1, kernel = 2, stride = 2, ceil_mode = true);
         let v3 = gelu(square(v2));
@@ -393,9 +392,10 @@ kiln::model! {
         let v5 = softplus(v4);
         let pred = conv2d(v5, 3, kernel = 1);
         output pred;
+        loss nll(log_softmax(pred, axis = 1), y, ignore_index = 0);
     }
 }
-runner! { R22, float 4, no_lengths, none 0, unseeded, [] }
+runner! { R22, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R23 {
@@ -444,7 +444,7 @@ kiln::model! {
         let v5 = Blk0(v4, repeat = 3);
         let pred = linear(v5, 4);
         output pred;
-        loss cross_entropy(pred, y);
+        loss nll(log_softmax(pred), y);
 
         block Blk0(x) {
             let u1 = x * sigmoid(x);
@@ -598,15 +598,17 @@ kiln::model! {
     struct R33 {
         input x: [N, T, 3];
         input len: [N] lengths T;
+        target y: [N, T] classes 2;
         let v1 = linear(x, 6);
         let v2 = log_softmax(v1);
         let v3 = linear(v2, 3);
         let v4 = linear(v3, 5);
         let pred = linear(v4, 2);
         output pred;
+        loss nll(log_softmax(pred), y, ignore_index = 1);
     }
 }
-runner! { R33, float 3, lengths, none 0, unseeded, [] }
+runner! { R33, float 3, lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R34 {
@@ -694,8 +696,8 @@ kiln::model! {
         let v4 = max_pool2d(v3, kernel = 2, stride = 2, padding = 1);
         let v5 = adaptive_avg_pool2d(v3, (2, 1));
         let pred = conv2d(v5, 2, kernel = 1);
-        output pred, v4;
-        loss cross_entropy(pred, y, ignore_index = 0) + 0.3 * mean(v1);
+        output pred;
+        loss cross_entropy(pred, y, ignore_index = 0) + 0.3 * sum(v1) + 0.3 * sum(v4);
 
         block Blk0(x) {
             let u1 = x / 2.0;
@@ -706,7 +708,7 @@ kiln::model! {
         }
     }
 }
-runner! { R39, float 2, no_lengths, labels 3, unseeded, [v4] }
+runner! { R39, float 2, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R40 {
@@ -733,7 +735,6 @@ runner! { R40, float 3, no_lengths, labels 2, seeded, [] }
 kiln::model! {
     struct R41 {
         input x: [B, T, 3];
-        target y: [B, T] classes 2;
         let v1 = linear(x, 6);
         let v2 = concat(x, v1);
         let v3 = exp(tanh(v2)) - 1.5;
@@ -746,20 +747,21 @@ kiln::model! {
         let v10 = matmul(v9, v3);
         let pred = linear(v10, 2);
         output pred;
-        loss cross_entropy(pred, y);
     }
 }
-runner! { R41, float 3, no_lengths, labels 2, unseeded, [] }
+runner! { R41, float 3, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R42 {
         input x: [B, 6];
+        target y: [B] classes 3;
         let v1 = layer_norm(x);
         let v2 = leaky_relu(v1, 0.2);
         let v3 = Blk0(v2, repeat = 3);
         let v4 = Blk1(v2);
         let pred = linear(v4, 3);
         output pred, v3;
+        loss nll(log_softmax(pred), y, ignore_index = 0);
 
         block Blk0(x) {
             let u1 = x / 0.25;
@@ -776,7 +778,7 @@ kiln::model! {
         }
     }
 }
-runner! { R42, float 2, no_lengths, none 0, unseeded, [v3] }
+runner! { R42, float 2, no_lengths, labels 1, unseeded, [v3] }
 
 kiln::model! {
     struct R43 {
@@ -814,7 +816,7 @@ kiln::model! {
         let v2 = leaky_relu(v1, 0.2);
         let pred = linear(v2, 3);
         output pred;
-        loss cross_entropy(pred, y);
+        loss nll(log_softmax(pred), y);
     }
 }
 runner! { R45, float 2, no_lengths, labels 1, unseeded, [] }
@@ -996,6 +998,7 @@ runner! { R55, float 3, no_lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R56 {
         input x: [B, T] tokens 5;
+        target y: [B, T] classes 3;
         let v1 = embedding(x, 4);
         let v2 = position_embedding(x, 4, max_len = 3);
         let v3 = v1 + v2;
@@ -1003,9 +1006,10 @@ kiln::model! {
         let v5 = rnn(v4, 2);
         let pred = linear(v5, 3);
         output pred;
+        loss nll(log_softmax(pred), y);
     }
 }
-runner! { R56, tokens 2, no_lengths, none 0, unseeded, [] }
+runner! { R56, tokens 2, no_lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R57 {
@@ -1015,7 +1019,7 @@ kiln::model! {
         let v2 = softmax(v1);
         let pred = linear(v2, 2);
         output pred;
-        loss cross_entropy(pred, y);
+        loss nll(log_softmax(pred), y);
     }
 }
 runner! { R57, float 2, no_lengths, labels 1, unseeded, [] }
@@ -1083,11 +1087,11 @@ kiln::model! {
         let v4 = linear(v3, 6, bias = false);
         let v5 = relu(relu(v4));
         let pred = linear(v5, 3);
-        output pred;
-        loss cross_entropy(pred, y) + 0.5 * mean(v2);
+        output pred, v2;
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R61, tokens 2, lengths, labels 2, seeded, [] }
+runner! { R61, tokens 2, lengths, labels 2, seeded, [v2] }
 
 kiln::model! {
     struct R62 {
@@ -1115,16 +1119,18 @@ runner! { R62, tokens 2, no_lengths, values 3, seeded, [v5] }
 kiln::model! {
     struct R63 {
         input x: [B, 3, 3, 4];
+        target y: [B, 6, 8] classes 3;
         let v1 = log_softmax(x);
         let v2 = conv_transpose2d(v1, 2, kernel = 3, stride = 2, padding = 1, output_padding = 1);
         let v3 = group_norm(v2, groups = 1);
         let v4 = pad(v3, (-2, 0, 2, 1), mode = circular);
         let v5 = softmax(v3);
         let pred = conv2d(v5, 3, kernel = 1);
-        output pred, v4;
+        output pred;
+        loss nll(log_softmax(pred, axis = 1), y, ignore_index = 0) + 0.5 * mean(v4);
     }
 }
-runner! { R63, float 4, no_lengths, none 0, unseeded, [v4] }
+runner! { R63, float 4, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R64 {
@@ -1148,7 +1154,7 @@ kiln::model! {
         let v3 = avg_pool2d(v2, kernel = 2, stride = 1, count_include_pad = false);
         let pred = conv2d(v3, 4, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 0);
+        loss nll(log_softmax(pred, axis = 1), y, ignore_index = 0);
     }
 }
 runner! { R65, float 4, no_lengths, labels 3, unseeded, [] }
@@ -1222,16 +1228,14 @@ runner! { R69, tokens 2, no_lengths, values 3, unseeded, [v3] }
 kiln::model! {
     struct R70 {
         input x: [3, 3, 3, 4];
-        target y: [3, 4, 4] classes 2;
         let v1 = sigmoid(x);
         let v2 = adaptive_avg_pool2d(v1, (1, 3));
         let v3 = pad(v2, (0, 1, 1, 2), mode = replicate);
         let pred = conv2d(v3, 2, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y);
     }
 }
-runner! { R70, float 4, no_lengths, labels 3, unseeded, [] }
+runner! { R70, float 4, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R71 {
@@ -1343,11 +1347,11 @@ kiln::model! {
         let v2 = concat(v1, v1);
         let v3 = linear(x, 2);
         let pred = linear(v3, 2);
-        output pred;
-        loss cross_entropy(pred, y, ignore_index = 1) + 0.5 * mean(v2);
+        output pred, v2;
+        loss cross_entropy(pred, y, ignore_index = 1);
     }
 }
-runner! { R78, float 3, lengths, labels 2, unseeded, [] }
+runner! { R78, float 3, lengths, labels 2, unseeded, [v2] }
 
 kiln::model! {
     struct R79 {
@@ -1549,7 +1553,7 @@ kiln::model! {
         let v5 = linear(v1, 4, bias = false);
         let pred = linear(v5, 4);
         output pred;
-        loss cross_entropy(pred, y) + 0.3 * mean(v4);
+        loss cross_entropy(pred, y) + 0.5 * sum(v4);
     }
 }
 runner! { R89, float 3, no_lengths, labels 2, unseeded, [] }
@@ -1626,11 +1630,11 @@ kiln::model! {
         let v4 = flatten(v3);
         let v5 = concat(v4, v4);
         let pred = linear(v5, 2);
-        output pred;
-        loss cross_entropy(pred, y, ignore_index = 0) + 0.1 * sum(v2);
+        output pred, v2;
+        loss cross_entropy(pred, y, ignore_index = 0);
     }
 }
-runner! { R93, float 4, no_lengths, labels 1, seeded, [] }
+runner! { R93, float 4, no_lengths, labels 1, seeded, [v2] }
 
 kiln::model! {
     struct R94 {
@@ -1661,7 +1665,7 @@ kiln::model! {
         let v6 = linear(v5, 6);
         let pred = linear(v6, 3);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 1);
+        loss nll(log_softmax(pred), y, ignore_index = 1);
     }
 }
 runner! { R95, float 2, no_lengths, labels 1, seeded, [] }
@@ -1776,7 +1780,7 @@ kiln::model! {
         let v6 = linear(v5, 6);
         let pred = linear(v6, 3);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 2) + 0.3 * mean(v3) + 0.1 * mean(v4);
+        loss cross_entropy(pred, y, ignore_index = 2) + 0.5 * mean(v3) + 0.3 * mean(v4);
 
         block Blk0(x) {
             let u1 = dropout(x, 0.25);
@@ -1867,7 +1871,7 @@ kiln::model! {
         let v5 = multi_head_attention(v3, heads = 1, causal = true, bias = false);
         let pred = linear(v5, 3);
         output pred, v4;
-        loss cross_entropy(pred, y, ignore_index = 1);
+        loss nll(log_softmax(pred), y, ignore_index = 1);
 
         block Blk0(x) {
             let u1 = linear(x, 2);

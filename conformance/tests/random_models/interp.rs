@@ -1103,7 +1103,13 @@ pub fn run(
                 .sum::<f64>()
                 / pred.len() as f64
         }
-        (LossKind::CrossEntropy { axis, ignore_index }, Target::Labels(labels)) => {
+        // `nll(log_softmax(pred))` is the same loss.
+        (
+            LossKind::CrossEntropy {
+                axis, ignore_index, ..
+            },
+            Target::Labels(labels),
+        ) => {
             let logits = classes_last(&pred, *axis);
             let (r, c) = rows(logits.shape());
             let flat = logits.into_raw_vec_and_offset().0;

@@ -118,7 +118,7 @@ const SEEDS: &[&str] = &[
         let plain = rnn(seq, 4, nonlinearity = relu, layers = 2, final_state = true);
         let logits = linear(concat(last, plain, axis = 1), 3);
         output logits;
-        loss cross_entropy(logits, y);
+        loss cross_entropy(logits, y) + nll(log_softmax(logits), y, ignore_index = 0, weight = (1.0, 2.0, 0.5));
     }",
     // Attention written out: matmul, transpose, a causal mask, reductions along an axis
     // (one over lengths), max, permute.

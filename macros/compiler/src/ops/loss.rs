@@ -1,7 +1,11 @@
 //! Losses: `mse(pred, target)`, `l1(pred, target)`, `smooth_l1(pred, target, beta = 1.0)`,
 //! `huber(pred, target, delta = 1.0)`, `cross_entropy(logits, labels)`,
-//! `bce_with_logits(logits, target)`. Each reduces to a scalar by the mean, as PyTorch's
-//! default `reduction='mean'`.
+//! `nll(log_probs, labels)`, `bce_with_logits(logits, target)`. Each reduces to a scalar by
+//! the mean, as PyTorch's default `reduction='mean'`.
+//!
+//! `nll` is PyTorch's `nll_loss` on log-probabilities (`nll(log_softmax(logits), y)` is
+//! `cross_entropy(logits, y)` in two steps): the same shapes and labels as `cross_entropy`,
+//! its `ignore_index` and `weight`, no label smoothing.
 //!
 //! The regression losses (`mse`, `l1`, `smooth_l1`, `huber`: PyTorch's `mse_loss`, `l1_loss`,
 //! `smooth_l1_loss`, `huber_loss`) take a float target of the prediction's shape and are
@@ -31,6 +35,8 @@ enum Kind {
     SmoothL1,
     Huber,
     CrossEntropy,
+    /// PyTorch's `nll_loss`: cross-entropy's label term read off log-probabilities.
+    Nll,
     BceWithLogits,
 }
 
@@ -59,6 +65,8 @@ pub static HUBER: LossSpec = LossSpec { kind: Kind::Huber };
 pub static CROSS_ENTROPY: LossSpec = LossSpec {
     kind: Kind::CrossEntropy,
 };
+/// `nll(log_probs, labels)`.
+pub static NLL: LossSpec = LossSpec { kind: Kind::Nll };
 /// `bce_with_logits(logits, target)`.
 pub static BCE_WITH_LOGITS: LossSpec = LossSpec {
     kind: Kind::BceWithLogits,
@@ -71,6 +79,7 @@ fn name(kind: Kind) -> &'static str {
         Kind::SmoothL1 => "smooth_l1",
         Kind::Huber => "huber",
         Kind::CrossEntropy => "cross_entropy",
+        Kind::Nll => "nll",
         Kind::BceWithLogits => "bce_with_logits",
     }
 }
@@ -86,6 +95,7 @@ impl OpSpec for LossSpec {
             Kind::SmoothL1 => "smooth_l1(pred, target, beta = 1.0)",
             Kind::Huber => "huber(pred, target, delta = 1.0)",
             Kind::CrossEntropy => "cross_entropy(logits, labels)",
+            Kind::Nll => "nll(log_softmax(logits), labels)",
             Kind::BceWithLogits => {
                 "bce_with_logits(logits, target)` or `bce_with_logits(logits, target, pos_weight = (2.0, 1.0), weight = 0.5)"
             }
@@ -98,6 +108,16 @@ impl OpSpec for LossSpec {
         let (mut ignore_index, mut label_smoothing, mut weight) = (None, 0.0, None);
         let (mut pos_weight, mut threshold) = (None, None);
         match self.kind {
+            Kind::Nll => {
+                if let Some(e) = args.written_option("label_smoothing") {
+                    return Err(syn::Error::new(
+                        e.span(),
+                        "`nll` reads the label's log-probability alone, as PyTorch's `nll_loss`: label smoothing is an option of `cross_entropy`, which takes the logits themselves (`cross_entropy(logits, y, label_smoothing = 0.1)`)",
+                    ));
+                }
+                ignore_index = args.opt_index("ignore_index")?;
+                weight = args.option_expr("weight").map(weight_option).transpose()?;
+            }
             Kind::CrossEntropy => {
                 ignore_index = args.opt_index("ignore_index")?;
                 if let Some(e) = args.option_expr("label_smoothing") {
@@ -327,6 +347,17 @@ impl Loss {
         }
     }
 
+    /// `(batch, classes, pixels)` of `nll`'s input as its kernel takes it: `[B, C, H, W]` per
+    /// pixel, and any other rank as rows of classes (one pixel each).
+    fn nll_sizes(&self, input: &super::Operand) -> (TokenStream, TokenStream, TokenStream) {
+        if input.dims.len() == 4 {
+            batch_classes_pixels(input)
+        } else {
+            let (rows, classes) = rows_and_classes(input);
+            (rows, classes, quote!(1usize))
+        }
+    }
+
     /// `smooth_l1`'s `beta` or `huber`'s `delta` as an `F` in generated code.
     fn threshold_tokens(&self) -> TokenStream {
         let v = Literal::f64_suffixed(self.threshold.unwrap_or(1.0));
@@ -354,7 +385,7 @@ impl Loss {
                 let delta = self.threshold_tokens();
                 quote! { ::kiln::loss::huber_backward(#a, #b, #delta, #dl, #out, #acc); }
             }
-            Kind::CrossEntropy | Kind::BceWithLogits => {
+            Kind::CrossEntropy | Kind::Nll | Kind::BceWithLogits => {
                 unreachable!("called for the regression losses only")
             }
         }
@@ -443,9 +474,11 @@ fn scalar() -> ValueInfo {
     }
 }
 
-/// Checks per-pixel labels against `[B, C, H, W]` logits: labels `[B, H, W]` with `C`
-/// classes, naming the dims that differ.
+/// Checks per-pixel labels against `[B, C, H, W]` logits (or log-probabilities): labels
+/// `[B, H, W]` with `C` classes, naming the dims that differ; `op` and `noun` name the loss
+/// and its input in the messages.
 fn per_pixel_labels(
+    (op, noun): (&str, &str),
     pred: &Shape,
     target: &Shape,
     classes: usize,
@@ -457,7 +490,7 @@ fn per_pixel_labels(
     if target.rank() != 3 {
         return Err(OpError::input(
             1,
-            format!("`cross_entropy` on image logits {ps} (classes on axis 1) expects one label per pixel, i.e. labels of shape {es} (the logits without the class axis), but these are {ts}, of rank {}: declare them as `target y: {es} classes {classes};`, or to classify whole images pool the logits first, as in `flatten(adaptive_avg_pool2d(logits, 1))`", target.rank()),
+            format!("`{op}` on image {noun} {ps} (classes on axis 1) expects one label per pixel, i.e. labels of shape {es} (the {noun} without the class axis), but these are {ts}, of rank {}: declare them as `target y: {es} classes {classes};`, or to classify whole images pool the logits first, as in `flatten(adaptive_avg_pool2d(logits, 1))`", target.rank()),
         ));
     }
     if *target != expected {
@@ -467,7 +500,7 @@ fn per_pixel_labels(
             .filter(|&i| target.0[i] != expected.0[i])
             .map(|i| {
                 format!(
-                    "{} is {} in the labels but {} in the logits",
+                    "{} is {} in the labels but {} in the {noun}",
                     names[i],
                     one(target.0[i]),
                     one(expected.0[i])
@@ -476,13 +509,13 @@ fn per_pixel_labels(
             .collect();
         return Err(OpError::input(
             1,
-            format!("`cross_entropy` on image logits {ps} (classes on axis 1) expects labels of shape {es} (the logits without the class axis), but these are {ts}: {}", differ.join(", ")),
+            format!("`{op}` on image {noun} {ps} (classes on axis 1) expects labels of shape {es} (the {noun} without the class axis), but these are {ts}: {}", differ.join(", ")),
         ));
     }
     if pred.0[1] != Dim::Fixed(classes) {
         return Err(OpError::input(
             0,
-            format!("the labels have {classes} classes but these image logits {ps} have {} channels (the class axis is 1): make `{{arg0}}` output {classes} channels (e.g. `conv2d(..., {classes}, kernel = 1)`)", pred.0[1].display(symbols)),
+            format!("the labels have {classes} classes but these image {noun} {ps} have {} channels (the class axis is 1): make `{{arg0}}` output {classes} channels (e.g. `conv2d(..., {classes}, kernel = 1)`)", pred.0[1].display(symbols)),
         ));
     }
     Ok(())
@@ -530,17 +563,22 @@ impl Kernel for Loss {
         require_float(op, 0, inputs[0])?;
         let (pred, target) = (&inputs[0].shape, &inputs[1].shape);
         let (ps, ts) = (pred.display(symbols), target.display(symbols));
+        let noun = if self.kind == Kind::Nll {
+            "log-probabilities"
+        } else {
+            "logits"
+        };
         match (self.kind, inputs[1].kind) {
-            (Kind::CrossEntropy, ValueKind::Labels { classes }) if pred.rank() == 4 => {
-                per_pixel_labels(pred, target, classes, symbols)?;
+            (Kind::CrossEntropy | Kind::Nll, ValueKind::Labels { classes }) if pred.rank() == 4 => {
+                per_pixel_labels((op, noun), pred, target, classes, symbols)?;
                 self.check_weight_count(classes)?;
                 Ok(scalar())
             }
-            (Kind::CrossEntropy, ValueKind::Labels { classes }) => {
+            (Kind::CrossEntropy | Kind::Nll, ValueKind::Labels { classes }) => {
                 if pred.rank() < 2 {
                     return Err(OpError::input(
                         0,
-                        format!("`cross_entropy` expects logits of shape [batch, classes] (or [batch, time, classes], or [batch, classes, height, width]), but these are {ps}"),
+                        format!("`{op}` expects {noun} of shape [batch, classes] (or [batch, time, classes], or [batch, classes, height, width]), but these are {ps}"),
                     ));
                 }
                 let leading = Shape(pred.0[..pred.rank() - 1].to_vec());
@@ -552,7 +590,7 @@ impl Kernel for Loss {
                         && target.0 == [pred.0[0], pred.0[2]];
                     let hint = if classes_first {
                         format!(
-                            "; these logits have the {classes} classes on axis 1, as PyTorch's `cross_entropy` takes them ([batch, classes, length]), but kiln takes sequence logits as [batch, length, classes]: write `cross_entropy(transpose({{arg0}}, 1, 2), {{arg1}})`"
+                            "; these {noun} have the {classes} classes on axis 1, as PyTorch's `{op}` takes them ([batch, classes, length]), but kiln takes sequence {noun} as [batch, length, classes]: write `{op}(transpose({{arg0}}, 1, 2), {{arg1}})`"
                         )
                     } else {
                         String::new()
@@ -560,7 +598,7 @@ impl Kernel for Loss {
                     return Err(OpError::input(
                         1,
                         format!(
-                            "`cross_entropy` expects one label per row of the logits {ps}, i.e. labels of shape {}, but these are {ts}{hint}",
+                            "`{op}` expects one label per row of the {noun} {ps}, i.e. labels of shape {}, but these are {ts}{hint}",
                             leading.display(symbols)
                         ),
                     ));
@@ -569,23 +607,23 @@ impl Kernel for Loss {
                 if columns != Dim::Fixed(classes) {
                     return Err(OpError::input(
                         0,
-                        format!("the labels have {classes} classes but these logits {ps} have {} columns: make `{{arg0}}` output {classes} features (e.g. `linear(..., {classes})`)", columns.display(symbols)),
+                        format!("the labels have {classes} classes but these {noun} {ps} have {} columns: make `{{arg0}}` output {classes} features (e.g. `linear(..., {classes})`)", columns.display(symbols)),
                     ));
                 }
                 self.check_weight_count(classes)?;
                 Ok(scalar())
             }
-            (Kind::CrossEntropy, ValueKind::Tokens { vocab }) => Err(OpError::input(
+            (Kind::CrossEntropy | Kind::Nll, ValueKind::Tokens { vocab }) => Err(OpError::input(
                 1,
-                format!("`cross_entropy` takes class labels declared as a target, but this is an input of token ids: declare the next tokens as `target next: {ts} classes {vocab};`"),
+                format!("`{op}` takes class labels declared as a target, but this is an input of token ids: declare the next tokens as `target next: {ts} classes {vocab};`"),
             )),
-            (Kind::CrossEntropy, ValueKind::Lengths { .. }) => Err(OpError::input(
+            (Kind::CrossEntropy | Kind::Nll, ValueKind::Lengths { .. }) => Err(OpError::input(
                 1,
-                format!("`cross_entropy` takes class labels, but these are sequence lengths: declare the labels as `target y: {} classes N;`", Shape(pred.0[..pred.rank().saturating_sub(1)].to_vec()).display(symbols)),
+                format!("`{op}` takes class labels, but these are sequence lengths: declare the labels as `target y: {} classes N;`", Shape(pred.0[..pred.rank().saturating_sub(1)].to_vec()).display(symbols)),
             )),
-            (Kind::CrossEntropy, ValueKind::Float) => Err(OpError::input(
+            (Kind::CrossEntropy | Kind::Nll, ValueKind::Float) => Err(OpError::input(
                 1,
-                format!("`cross_entropy` needs integer class labels as its target, but this is a float tensor {ts}: declare it as `target y: [B] classes N;` (for float targets use `mse` or `bce_with_logits`)"),
+                format!("`{op}` needs integer class labels as its target, but this is a float tensor {ts}: declare it as `target y: [B] classes N;` (for float targets use `mse` or `bce_with_logits`)"),
             )),
             (_, kind @ (ValueKind::Labels { .. } | ValueKind::Tokens { .. } | ValueKind::Lengths { .. })) => Err(OpError::input(
                 1,
@@ -630,6 +668,11 @@ impl Kernel for Loss {
                 quote! { #out = ::kiln::loss::bce_with_logits_with_options(#p, #t, #options); }
             }
             Kind::BceWithLogits => quote! { #out = ::kiln::loss::bce_with_logits(#p, #t); },
+            Kind::Nll => {
+                let (batch, classes, pixels) = self.nll_sizes(&cx.inputs[0]);
+                let options = self.options_tokens();
+                quote! { #out = ::kiln::loss::nll(#p, #batch, #classes, #pixels, #t, #options); }
+            }
             Kind::CrossEntropy if cx.inputs[0].dims.len() == 4 && self.has_options() => {
                 let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);
                 let options = self.options_tokens();
@@ -687,6 +730,13 @@ impl Kernel for Loss {
                 }
                 Kind::BceWithLogits => {
                     quote! { ::kiln::loss::bce_with_logits_backward(#p, #t, #dl, #dpd, #acc); }
+                }
+                Kind::Nll => {
+                    let (batch, classes, pixels) = self.nll_sizes(&cx.inputs[0]);
+                    let options = self.options_tokens();
+                    quote! {
+                        ::kiln::loss::nll_backward(#p, #batch, #classes, #pixels, #t, #options, #dl, #dpd, #acc);
+                    }
                 }
                 Kind::CrossEntropy if cx.inputs[0].dims.len() == 4 && self.has_options() => {
                     let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);
