@@ -888,3 +888,44 @@ fn recurrent_lengths_feed_sequence_lens() {
         .expect("tract parses the file");
     let _ = std::fs::remove_file(&path);
 }
+
+kiln::model! {
+    /// PReLU: a slope per channel (ONNX `PRelu` with a `[C, 1, 1]` slope), one shared slope,
+    /// and a slope per feature of a sequence through the transposes PyTorch users write.
+    struct Slopes {
+        input x: [B, 3, 5, 4];
+        input s: [B, T, 6];
+        let c = prelu(x, num_parameters = 3, init = -0.2);
+        let d = prelu(c, init = 0.4);
+        let p = transpose(prelu(transpose(s, 1, 2), num_parameters = 6), 1, 2);
+        output c, d, p;
+    }
+}
+
+#[test]
+fn prelu_slopes_match() {
+    let mut rng = rng();
+    let mut model = Slopes::<f64>::new(&mut rng);
+    // Slopes of their own per channel.
+    for (layer, step) in [(&mut model.c, 0.3), (&mut model.p, -0.1)] {
+        layer
+            .weight
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, a)| *a += step * i as f64);
+    }
+    let x = random(&mut rng, &[2, 3, 5, 4]);
+    let s = random(&mut rng, &[2, 3, 6]);
+    let (c, d, p) = model
+        .forward(
+            x.view().into_dimensionality().unwrap(),
+            s.view().into_dimensionality().unwrap(),
+        )
+        .expect("forward");
+    check(
+        "slopes",
+        &model,
+        &[Feed::Float(x), Feed::Float(s)],
+        &[dyn_f(c), dyn_f(d), dyn_f(p)],
+    );
+}

@@ -352,6 +352,42 @@ fn nll_of_log_softmax_with_weights_and_an_ignored_label() {
 }
 
 kiln::model! {
+    /// PReLU's learned slopes: one per channel of `[B, C, L]`, and one for every element.
+    struct Slopes {
+        input x: [B, 3, 5];
+        target t: [B, 2];
+        let c = conv1d(x, 4, kernel = 3, padding = 1);
+        let a = prelu(c, num_parameters = 4, init = -0.3);
+        let h = linear(flatten(a), 6);
+        let b = prelu(h);
+        let pred = linear(b, 2);
+        output pred;
+        loss mse(pred, t);
+    }
+}
+
+#[test]
+fn prelu_slopes_per_channel_and_shared() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let mut model = Slopes::<f64>::new(&mut rng);
+    // Slopes away from their starting values, so that each channel's differs.
+    model
+        .a
+        .weight
+        .iter_mut()
+        .enumerate()
+        .for_each(|(c, a)| *a += 0.2 * c as f64);
+    model.b.weight[0] = 0.6;
+    let x = random(&mut rng, (3, 3, 5), -1.5, 1.5);
+    let t = random(&mut rng, (3, 2), -1.0, 1.0);
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Values(t.view().into_dyn()),
+    );
+}
+
+kiln::model! {
     struct Softmaxes {
         input x: [B, 4];
         target r: [B, 5];

@@ -3,8 +3,8 @@
 //! `count_include_pad = false`, adaptive average and max pooling (non-integer windows and
 //! global), nearest and bilinear upsampling (by 2 and to a size, with and without aligned
 //! corners), per-pixel cross-entropy with `ignore_index`, the activations of mobile networks
-//! (relu6, hardsigmoid, hardswish, silu), softmaxes over the channel axis, and group norm, in
-//! f64 and f32.
+//! (relu6, hardsigmoid, hardswish, silu), learned PReLU slopes (per channel and shared),
+//! softmaxes over the channel axis, and group norm, in f64 and f32.
 //!
 //! As in `seq.rs`: each model is declared with `model!` with its layers named after the
 //! fixture's modules, loaded from `param.*`, and checked against PyTorch: every forward value
@@ -89,6 +89,22 @@ kiln::model! {
         let fc = linear(f, 3);
         output conv1, am, gm, f, fc;
         loss cross_entropy(fc, label);
+    }
+}
+
+kiln::model! {
+    /// `vision_prelu`: PReLU with a slope per channel after a convolution, and one shared
+    /// slope (starting at 0.1) after a linear layer.
+    pub struct VisionPrelu {
+        input x: [B, 2, 4, 4];
+        target label: [B] classes 3;
+        let conv1 = conv2d(x, 4, kernel = 3, padding = 1);
+        let act1 = prelu(conv1, num_parameters = 4);
+        let fc1 = linear(flatten(act1), 6);
+        let act2 = prelu(fc1, init = 0.1);
+        let fc2 = linear(act2, 3);
+        output conv1, act1, fc1, act2, fc2;
+        loss cross_entropy(fc2, label);
     }
 }
 
@@ -323,6 +339,12 @@ parity_case! {
     vision_adaptive_max, VisionAdaptiveMax,
     target label: labels,
     outputs { conv1 => c1, am => am, gm => gm, f => f, fc => logits },
+}
+
+parity_case! {
+    vision_prelu, VisionPrelu,
+    target label: labels,
+    outputs { conv1 => c1, act1 => a1, fc1 => h, act2 => a2, fc2 => logits },
 }
 
 parity_case! {

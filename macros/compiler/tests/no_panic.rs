@@ -299,7 +299,8 @@ const SEEDS: &[&str] = &[
         let p = max_pool1d(n, 2);
         let q = avg_pool1d(p, kernel = 3, stride = 2, padding = 1, count_include_pad = false);
         let f = layer_norm(flatten(q), bias = false);
-        let h = hardtanh(linear(f, 16));
+        let g = hardtanh(linear(f, 16));
+        let h = prelu(g, num_parameters = 16, init = 0.2);
         let logits = linear(selu(h) + softsign(h) - logsigmoid(h) * mish(h), 4);
         output logits;
         loss bce_with_logits(logits, y, pos_weight = (2.0, 1.0, 1.0, 0.5), weight = 0.5);

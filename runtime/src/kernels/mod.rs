@@ -25,6 +25,7 @@ pub mod pad;
 pub mod parallel;
 pub mod permute;
 pub mod pool;
+pub mod prelu;
 pub mod recurrent;
 pub mod reduce;
 pub mod shape_ops;

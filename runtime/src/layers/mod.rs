@@ -7,6 +7,7 @@ mod conv;
 mod embedding;
 mod linear;
 mod norm;
+mod prelu;
 mod recurrent;
 
 pub use attention::MultiheadAttention;
@@ -15,4 +16,5 @@ pub use conv::{Conv1d, Conv2d, ConvTranspose2d};
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use norm::{BatchNorm, GroupNorm, LayerNorm, LayerNormNd, RunningStats};
+pub use prelu::PRelu;
 pub use recurrent::{Gru, Lstm, Rnn};

@@ -25,6 +25,7 @@ mod norm;
 mod pad;
 mod permute;
 mod pool;
+mod prelu;
 mod recurrent;
 mod reduce;
 mod reshape;
@@ -825,6 +826,7 @@ fn literal_float(e: &ast::Expr, what: &str, usage: &str) -> syn::Result<f64> {
 static REGISTRY: &[&dyn OpSpec] = &[
     &linear::LINEAR,
     &activation::RELU,
+    &prelu::PRELU,
     &activation::LEAKY_RELU,
     &activation::SIGMOID,
     &activation::TANH,
@@ -1103,6 +1105,7 @@ mod tests {
     const CALLS: &[&str] = &[
         "linear(x, 10, bias = false, tied = wte)",
         "relu(x)",
+        "prelu(x, num_parameters = 8, init = 0.1)",
         "leaky_relu(x, slope = 0.1)",
         "sigmoid(x)",
         "tanh(x)",
