@@ -122,6 +122,8 @@ fn generator_is_deterministic_and_covers_the_families() {
         "input lengths",
         "lstm/gru(lengths)",
         "rnn",
+        "prelu",
+        "prelu(per channel)",
         "multi_head_attention(memory)",
         "linear(tied)",
         "embedding(padding_idx)",

@@ -219,6 +219,13 @@ pub enum Op {
     },
     /// `dropout(x, p)`.
     Dropout { x: usize, p: f64 },
+    /// `prelu(x)` (one slope) or `prelu(x, num_parameters = C)` (one per channel of axis 1),
+    /// starting at `init`.
+    PRelu {
+        x: usize,
+        channels: usize,
+        init: f64,
+    },
     /// `concat(a, b, axis = k)`.
     Concat { xs: Vec<usize>, axis: usize },
     /// `sum/mean/max(x, axis = k)`.
@@ -406,6 +413,7 @@ impl Op {
             | Op::LayerNorm { x, .. }
             | Op::BatchNorm { x, .. }
             | Op::Dropout { x, .. }
+            | Op::PRelu { x, .. }
             | Op::Reduce { x, .. }
             | Op::Transpose { x }
             | Op::Permute { x, .. }
@@ -514,6 +522,8 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm".into(),
             Op::BatchNorm { .. } => "batch_norm".into(),
             Op::Dropout { .. } => "dropout".into(),
+            Op::PRelu { channels: 1, .. } => "prelu".into(),
+            Op::PRelu { .. } => "prelu(per channel)".into(),
             Op::Concat { .. } => "concat".into(),
             Op::Reduce { how, .. } => format!("{how:?}(axis)").to_lowercase(),
             Op::Transpose { .. } => "transpose".into(),
@@ -854,6 +864,16 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             t + ")"
         }
         Op::Dropout { x, p } => format!("dropout({}, {})", n(x), num_src(*p)),
+        Op::PRelu { x, channels, init } => {
+            let mut s = format!("prelu({}", n(x));
+            if *channels > 1 {
+                write!(s, ", num_parameters = {channels}").unwrap();
+            }
+            if *init != 0.25 {
+                write!(s, ", init = {}", num_src(*init)).unwrap();
+            }
+            s + ")"
+        }
         Op::Concat { xs, axis } => {
             let args: Vec<String> = xs.iter().map(n).collect();
             if *axis == shape.len() - 1 {
@@ -1859,7 +1879,8 @@ impl Gen {
         match rank {
             2 => match choice {
                 0..=14 => Some(self.linear(v)),
-                15..=34 => Some(self.pointwise(v)),
+                15..=31 => Some(self.pointwise(v)),
+                32..=34 => Some(self.prelu(v)),
                 35..=41 => {
                     let log = self.chance(0.5);
                     Some(self.push(shape, Op::Softmax { x: v, log }))
@@ -2237,7 +2258,8 @@ impl Gen {
             }
             54..=55 => Some(self.batch_norm(v)),
             56..=59 => Some(self.group_norm(v)),
-            60..=71 => Some(self.pointwise(v)),
+            60..=68 => Some(self.pointwise(v)),
+            69..=71 => Some(self.prelu(v)),
             72..=75 => {
                 let p = self.pick(&[0.25, 0.5]);
                 Some(self.push(shape, Op::Dropout { x: v, p }))
@@ -2267,6 +2289,25 @@ impl Gen {
                 Some(self.push(shape, Op::Softmax { x: v, log }))
             }
         }
+    }
+
+    /// `prelu(v)`: one slope, or (now and then, where axis 1 has a fixed size) one per channel
+    /// of axis 1, starting at PyTorch's 0.25 or at another value.
+    fn prelu(&mut self, v: usize) -> usize {
+        let shape = self.shape(v).clone();
+        let channels = match shape[1].sym {
+            None if self.chance(0.5) => shape[1].size,
+            _ => 1,
+        };
+        let init = self.pick(&[0.25, 0.25, -0.3, 0.6]);
+        self.push(
+            shape,
+            Op::PRelu {
+                x: v,
+                channels,
+                init,
+            },
+        )
     }
 
     /// `concat(v, u)` with a value `u` agreeing on every axis but `axis` (made by a new

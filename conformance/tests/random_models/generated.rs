@@ -502,18 +502,18 @@ runner! { R27, tokens 2, no_lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R28 {
         input x: [B, 3, 3, 5];
-        target y: [B, 2, 3, 5];
+        target y: [B, 3, 3, 5];
         let v1 = max_pool2d(x, kernel = 2, stride = 2, padding = 1);
         let v2 = log_softmax(x);
         let v3 = log_softmax(v2);
         let v4 = avg_pool2d(v3, kernel = 3, stride = 3, padding = 1, ceil_mode = true);
-        let v5 = gelu((v2 * sigmoid(v2))) * gelu(x);
-        let pred = conv2d(v5, 2, kernel = 1);
-        output pred;
-        loss mse(pred, y) + 0.1 * mean(v1) + 0.5 * mean(v4);
+        let v5 = prelu(v2, num_parameters = 3);
+        let pred = conv2d(v5, 3, kernel = 1);
+        output pred, v1;
+        loss mse(pred, y) + 0.1 * sum(v4);
     }
 }
-runner! { R28, float 4, no_lengths, values 4, unseeded, [] }
+runner! { R28, float 4, no_lengths, values 4, unseeded, [v1] }
 
 kiln::model! {
     struct R29 {
@@ -645,7 +645,7 @@ kiln::model! {
     struct R36 {
         input x: [B, 3];
         target y: [B, 3];
-        let v1 = relu(x);
+        let v1 = prelu(x, num_parameters = 3, init = 0.6);
         let v2 = linear(v1, 6);
         let v3 = linear(v2, 4, bias = false);
         let v4 = linear(v3, 2);
@@ -1165,7 +1165,7 @@ kiln::model! {
         target y: [3, 2, 2, W];
         let v1 = batch_norm(x);
         let v2 = conv2d(v1, 1, kernel = (1, 2), padding = 1);
-        let v3 = gelu(v2);
+        let v3 = prelu(v2, init = -0.3);
         let v4 = (2.0 * v3) / (square(softplus(v2)) + 1.0);
         let v5 = avg_pool2d(v2, kernel = 3, stride = 2, ceil_mode = true);
         let pred = conv2d(v5, 2, kernel = 1);
@@ -1228,7 +1228,7 @@ runner! { R69, tokens 2, no_lengths, values 3, unseeded, [v3] }
 kiln::model! {
     struct R70 {
         input x: [3, 3, 3, 4];
-        let v1 = sigmoid(x);
+        let v1 = prelu(x);
         let v2 = adaptive_avg_pool2d(v1, (1, 3));
         let v3 = pad(v2, (0, 1, 1, 2), mode = replicate);
         let pred = conv2d(v3, 2, kernel = 1);
@@ -1287,8 +1287,8 @@ kiln::model! {
         let v2 = position_embedding(x, 2, max_len = 4);
         let v3 = v1 + v2;
         let v4 = max(v3, axis = 1);
-        let v5 = leaky_relu(sigmoid(v4), 0.2);
-        let v6 = concat(v5, v5);
+        let v5 = prelu(v4);
+        let v6 = concat(v5, v4);
         let v7 = v6 * sigmoid(v6);
         let pred = linear(v7, 2);
         output pred;
@@ -1437,18 +1437,18 @@ decoder! { R82, tokens 2, [] }
 kiln::model! {
     struct R83 {
         input x: [B, 1, 6, 4];
-        target y: [B, 4, 3, 2];
+        target y: [B] classes 3;
         let v1 = pad(x, (1, 2, 1, 2), mode = reflect);
-        let v2 = v1 - 1.5;
-        let v3 = pad(v2, (1, 1, -2, 1), mode = circular);
-        let v4 = concat(v3, v3, axis = 1);
-        let v5 = adaptive_avg_pool2d(v4, (3, 2));
-        let pred = conv2d(v5, 4, kernel = 1);
+        let v2 = prelu(v1, init = 0.6);
+        let v3 = adaptive_avg_pool2d(v2, (1, 3));
+        let v4 = conv_transpose2d(v3, 1, kernel = 1);
+        let v5 = flatten(v4);
+        let pred = linear(v5, 3);
         output pred;
-        loss l1(pred, y);
+        loss cross_entropy(pred, y, ignore_index = 1);
     }
 }
-runner! { R83, float 4, no_lengths, values 4, unseeded, [] }
+runner! { R83, float 4, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R84 {
@@ -1735,23 +1735,17 @@ runner! { R98, float 3, no_lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R99 {
         input x: [B, 5];
-        target y: [B, 2];
+        target y: [B, 4];
         let v1 = layer_norm(x);
-        let v2 = selu(sigmoid(v1)) / (square(square(x)) + 1.0);
-        let v3 = linear(v2, 4);
-        let v4 = Blk0(x);
-        let pred = linear(v4, 2);
+        let v2 = prelu(v1);
+        let v3 = dropout(v2, 0.25);
+        let v4 = dropout(v3, 0.5);
+        let pred = linear(v4, 4);
         output pred;
-        loss mse(pred, y) + 0.3 * mean(v3);
-
-        block Blk0(x) {
-            let u1 = layer_norm(x);
-            let u2 = x + tanh(u1);
-            output u2;
-        }
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R99, float 2, no_lengths, values 2, unseeded, [] }
+runner! { R99, float 2, no_lengths, values 2, seeded, [] }
 
 kiln::model! {
     struct R108 {

@@ -340,6 +340,17 @@ impl Interp<'_> {
                 }
                 y
             }
+            Op::PRelu { x, channels, .. } => {
+                let (x, a) = (&vals[*x], self.p(&pn("weight")));
+                let mut y = x.clone();
+                for (index, v) in y.indexed_iter_mut() {
+                    let c = if *channels > 1 { index[1] } else { 0 };
+                    if *v <= 0.0 {
+                        *v *= a[[c]];
+                    }
+                }
+                y
+            }
             Op::Concat { xs, axis } => {
                 let views: Vec<_> = xs.iter().map(|v| vals[*v].view()).collect();
                 kiln::ndarray::concatenate(Axis(*axis), &views).expect("concat")
