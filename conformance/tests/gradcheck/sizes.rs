@@ -378,6 +378,36 @@ fn strided_and_ceil_mode_layers_over_a_symbolic_length_match_their_fixed_twin() 
     assert_central_differences!(any, x, y);
 }
 
+kiln::model! {
+    /// A loss term over all but the last position (`h[:, :-1]`): only the loss needs two
+    /// positions; inference runs on one.
+    struct LossOnlyWindow {
+        input x: [B, T, 3];
+        target y: [B, T, 2];
+        let h = linear(x, 2);
+        let previous = narrow(h, axis = 1, start = 0, end = -1);
+        output h;
+        loss mse(h, y) + mean(square(previous));
+    }
+}
+
+#[test]
+fn a_window_only_the_loss_reads_does_not_limit_inference() {
+    let mut rng = StdRng::seed_from_u64(81);
+    let model = LossOnlyWindow::<f64>::new(&mut rng);
+    let x = random(&mut rng, (2, 1, 3), -1.0, 1.0);
+    assert_eq!(model.forward(x.view()).unwrap().shape(), &[2, 1, 2]);
+    let y = random(&mut rng, (2, 1, 2), -1.0, 1.0);
+    let message = model
+        .loss(x.view(), y.view(), &mut model.workspace())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("input `x`") && message.contains("at least 2"),
+        "{message}"
+    );
+}
+
 #[test]
 fn concat_along_a_symbolic_axis_matches_its_fixed_twin() {
     let mut rng = StdRng::seed_from_u64(79);

@@ -410,14 +410,42 @@ impl Graph {
     /// The least value of each symbol that keeps every size the model computes from it at
     /// least 1 (1 for a symbol no layer shrinks): the call boundary checks it.
     pub fn symbol_minimums(&self) -> Vec<usize> {
+        self.symbol_minimums_where(|_| true)
+    }
+
+    /// [`Graph::symbol_minimums`] of the nodes the inference pass computes, those that reach
+    /// an output: a value only the loss reads (a window `T - 1` long of a target-side term)
+    /// does not make `forward` refuse inputs it can run on.
+    pub fn output_symbol_minimums(&self) -> Vec<usize> {
+        let mut reaches = vec![false; self.nodes.len()];
+        for (o, _) in &self.outputs {
+            reaches[*o] = true;
+        }
+        for id in (0..self.nodes.len()).rev() {
+            if reaches[id] {
+                for &i in &self.nodes[id].inputs {
+                    reaches[i] = true;
+                }
+            }
+        }
+        self.symbol_minimums_where(|id| reaches[id])
+    }
+
+    /// [`Graph::symbol_minimums`] over the nodes `keep` accepts.
+    fn symbol_minimums_where(&self, keep: impl Fn(NodeId) -> bool) -> Vec<usize> {
         let mut least = vec![1; self.symbols.len()];
         let mut sizes: Vec<Dim> = self
             .nodes
             .iter()
-            .filter_map(|n| n.info.as_ref())
+            .enumerate()
+            .filter(|(id, _)| keep(*id))
+            .filter_map(|(_, n)| n.info.as_ref())
             .flat_map(|info| info.shape.0.iter().copied())
             .collect();
-        for node in &self.nodes {
+        for (id, node) in self.nodes.iter().enumerate() {
+            if !keep(id) {
+                continue;
+            }
             if let NodeKind::Kernel(k) = &node.kind {
                 let inputs: Option<Vec<&ValueInfo>> = node
                     .inputs

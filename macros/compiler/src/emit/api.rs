@@ -16,13 +16,14 @@ pub(super) fn view_param(cx: &Ctx, d: &InputDecl) -> TokenStream {
     }
 }
 
-/// Checks every given input's shape, binding the symbolic dims into `dims`.
+/// Checks every given input's shape, binding the symbolic dims into `dims`, each symbol at
+/// least its value in `minimums` (see [`Graph::symbol_minimums`](crate::ir::Graph::symbol_minimums)).
 pub(super) fn bind_inputs<'d>(
     cx: &Ctx,
     inputs: impl Iterator<Item = &'d InputDecl>,
+    minimums: &[usize],
 ) -> TokenStream {
     let nsym = cx.g.symbols.len();
-    let minimums = cx.g.symbol_minimums();
     let mut checks = TokenStream::new();
     for d in inputs {
         let (n, ns) = (&d.name, d.name.to_string());
@@ -249,8 +250,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         .collect::<Vec<_>>()
         .join(", ");
 
-    let bind_model_inputs = bind_inputs(cx, model_inputs.iter().copied());
-    let bind_all = bind_inputs(cx, g.inputs.iter());
+    // Inference computes what reaches the outputs; the loss and training passes everything.
+    let output_minimums = g.output_symbol_minimums();
+    let bind_model_inputs = bind_inputs(cx, model_inputs.iter().copied(), &output_minimums);
+    let bind_all = bind_inputs(cx, g.inputs.iter(), &g.symbol_minimums());
     let stage_model_inputs = stage_inputs(cx, indexed_inputs());
     let stage_all = stage_inputs(cx, indexed());
 

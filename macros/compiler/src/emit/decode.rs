@@ -223,7 +223,11 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let model_inputs: Vec<_> = g.inputs.iter().filter(|d| !d.is_target).collect();
     let input_views: Vec<TokenStream> = model_inputs.iter().map(|d| view_param(cx, d)).collect();
     let input_names: Vec<_> = model_inputs.iter().map(|d| &d.name).collect();
-    let bind_inputs = bind_inputs(cx, model_inputs.iter().copied());
+    let bind_inputs = bind_inputs(
+        cx,
+        model_inputs.iter().copied(),
+        &g.output_symbol_minimums(),
+    );
     let stage = stage_inputs(
         cx,
         g.inputs.iter().enumerate().filter(|(_, d)| !d.is_target),
