@@ -206,6 +206,25 @@ fn a_projection_cut_by_chunk() {
     }));
 }
 
+/// A relu RNN over padded sequences, PReLU slopes per feature, and PyTorch's MNIST-example
+/// loss (`nll` of `log_softmax`): the recurrent kernels take the cell, the slopes are a layer
+/// of their own, and the loss reads the log-probabilities with its class weights.
+#[test]
+fn a_plain_rnn_tagger_with_learned_slopes() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct Tagger {
+            input x: [B, T, 6];
+            input len: [B] lengths T;
+            target y: [B] classes 3;
+            let seq = rnn(x, 8, nonlinearity = relu, lengths = len, final_state = true);
+            let act = prelu(seq, num_parameters = 8);
+            let log_probs = log_softmax(linear(act, 3));
+            output log_probs;
+            loss nll(log_probs, y, weight = (1.0, 2.0, 0.5));
+        }
+    }));
+}
+
 /// A fully convolutional model over images of any size divisible by 4: sizes the layers
 /// compute (`2 * H`, `2 * H - 2`) are written as expressions of the bound `H`, the im2col
 /// scratch is sized per call, and the call boundary checks `H` against the least value the
