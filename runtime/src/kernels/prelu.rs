@@ -89,12 +89,13 @@ pub fn prelu_backward<F: Float>(
     if !accumulate_slope {
         d_slope.fill(F::ZERO);
     }
+    let mut dx = dx.inspect(|(dx, _)| {
+        assert_eq!(dx.len(), x.len(), "prelu_backward: dx length");
+    });
+    // One pass over each row of `x` and `dy` for both gradients.
     let width = inner.max(1);
-    for (row, (x, dy)) in x
-        .chunks_exact(width)
-        .zip(dy.chunks_exact(width))
-        .enumerate()
-    {
+    let rows = x.chunks_exact(width).zip(dy.chunks_exact(width));
+    for (row, (x, dy)) in rows.enumerate() {
         let c = row % channels.max(1);
         let sum: F = x
             .iter()
@@ -103,14 +104,10 @@ pub fn prelu_backward<F: Float>(
             .map(|(&x, &g)| g * x)
             .sum();
         d_slope[c] += sum;
-    }
-    if let Some((dx, accumulate)) = dx {
-        assert_eq!(dx.len(), x.len(), "prelu_backward: dx length");
-        let rows = x.chunks_exact(width).zip(dy.chunks_exact(width));
-        for (row, ((x, dy), dx)) in rows.zip(dx.chunks_exact_mut(width)).enumerate() {
-            let a = slope[row % channels.max(1)];
+        if let Some((dx, accumulate)) = dx.as_mut() {
+            let (a, dx) = (slope[c], &mut dx[row * width..(row + 1) * width]);
             for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                store(dx, if x > F::ZERO { g } else { a * g }, accumulate);
+                store(dx, if x > F::ZERO { g } else { a * g }, *accumulate);
             }
         }
     }

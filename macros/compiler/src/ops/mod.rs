@@ -529,11 +529,7 @@ impl<'a> CallArgs<'a> {
         if !self.asked.contains(&key) {
             self.asked.push(key);
         }
-        self.call
-            .options
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        self.written_option(key)
     }
 
     /// Option `key = ...` as written, without counting `key` among the options the op takes:
