@@ -40,17 +40,55 @@ pub fn rnn_forward<F: Float>(
     scratch: &mut [F],
     out: &mut [F],
 ) {
-    const WHAT: &str = "rnn_forward";
-    d.check(WHAT, x, lengths, params.len());
-    d.check_params(WHAT, params);
+    forward("rnn_forward", d, x, lengths, params, scratch, out, None);
+}
+
+/// The states a forward pass starts from and leaves behind, each `[L, B, H]` hidden states
+/// followed, for the LSTM, by `[L, B, H]` cell states (see [`RnnState`](super::RnnState)).
+pub(super) struct Carry<'a, F> {
+    /// The states to start from; zero states if `None`.
+    pub from: Option<&'a [F]>,
+    /// Receives the states after the last step.
+    pub to: &'a mut [F],
+}
+
+/// [`rnn_forward`], optionally starting from given states and keeping the final ones
+/// (`carry`: one direction, every sequence the full length).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward<F: Float>(
+    what: &str,
+    d: &RnnDims,
+    x: &[F],
+    lengths: Option<&[usize]>,
+    params: &[&[F]],
+    scratch: &mut [F],
+    out: &mut [F],
+    mut carry: Option<Carry<'_, F>>,
+) {
+    d.check(what, x, lengths, params.len());
+    d.check_params(what, params);
     let lay = Layout::new(d);
     assert!(
         scratch.len() >= lay.total(),
-        "{WHAT}: scratch has {} elements, needs {} (RnnDims::scratch_len)",
+        "{what}: scratch has {} elements, needs {} (RnnDims::scratch_len)",
         scratch.len(),
         lay.total()
     );
-    assert_eq!(out.len(), d.out_len(), "{WHAT}: out has the wrong length");
+    assert_eq!(out.len(), d.out_len(), "{what}: out has the wrong length");
+    let state_len = d.layers * d.batch * d.hidden;
+    if let Some(carry) = &carry {
+        assert!(
+            d.directions() == 1 && lengths.is_none(),
+            "{what}: states carry over for one direction over whole sequences"
+        );
+        let want = state_len * if d.cell == RnnCell::Lstm { 2 } else { 1 };
+        assert_eq!(
+            carry.to.len(),
+            want,
+            "{what}: the state has the wrong length"
+        );
+        assert!(carry.from.is_none_or(|f| f.len() == want));
+    }
     let Regions {
         kept,
         outputs,
@@ -111,6 +149,18 @@ pub fn rnn_forward<F: Float>(
             let (states, cache) = lay.kept_rows(&part);
             let kept_at = direction * lay.kept;
             let [xp, _, step, hs, cs] = lay.work_rows(direction, &part);
+            let initial = carry.as_ref().and_then(|c| c.from).map(|from| {
+                let at = |base: usize| {
+                    let start = base + (layer * d.batch + part.start) * h;
+                    start..start + part.len() * h
+                };
+                let c0 = if d.cell == RnnCell::Lstm {
+                    &from[at(state_len)]
+                } else {
+                    &[][..]
+                };
+                (&from[at(0)], c0)
+            });
             // SAFETY: each item is claimed once, and the items' (direction, sequences) pairs
             // are disjoint: each range below is this item's own rows of its direction's
             // buffers; `dest` is written only at this direction's columns of these rows.
@@ -124,8 +174,23 @@ pub fn rnn_forward<F: Float>(
                     cache: kept_l.range(kept_at + cache.start..kept_at + cache.end),
                 }
             };
-            forward_part(&dir, part, bufs, dest.as_ref().map(|s| (s, direction * h)));
+            forward_part(
+                &dir,
+                part,
+                bufs,
+                initial,
+                dest.as_ref().map(|s| (s, direction * h)),
+            );
         });
+        if let Some(carry) = &mut carry {
+            let [.., hs, cs] = lay.work_rows(0, &(0..d.batch));
+            let at = layer * d.batch * h;
+            carry.to[at..at + d.batch * h].copy_from_slice(&work[hs]);
+            if d.cell == RnnCell::Lstm {
+                let at = state_len + at;
+                carry.to[at..at + d.batch * h].copy_from_slice(&work[cs]);
+            }
+        }
         if last && d.output == RnnOutput::Final {
             // Each sequence's state stopped changing after its last step.
             for direction in 0..dirs {
@@ -157,11 +222,14 @@ struct ForwardBufs<'a, F> {
 
 /// The time loop of one direction over the sequences `part`: writes their kept state, their
 /// outputs into `dest` (`[B, T, D·H]`, at the given column; zero at padded steps) if given,
-/// and leaves their final states in `bufs.h`.
+/// and leaves their final states in `bufs.h` (and `bufs.c`). It starts from zero states, or
+/// from `initial`'s hidden and cell states (`[part, H]` each; the cell states empty for a
+/// cell without them).
 fn forward_part<F: Float>(
     dir: &Direction<'_, F>,
     part: Range<usize>,
     bufs: ForwardBufs<'_, F>,
+    initial: Option<(&[F], &[F])>,
     dest: Option<(&SharedMut<'_, F>, usize)>,
 ) {
     let d = dir.dims;
@@ -184,8 +252,20 @@ fn forward_part<F: Float>(
             unsafe { dest.range(at..at + h) }
         })
     };
-    hs.fill(F::ZERO);
-    cs.fill(F::ZERO);
+    match initial {
+        Some((h0, c0)) => {
+            hs.copy_from_slice(h0);
+            if c0.is_empty() {
+                cs.fill(F::ZERO);
+            } else {
+                cs.copy_from_slice(c0);
+            }
+        }
+        None => {
+            hs.fill(F::ZERO);
+            cs.fill(F::ZERO);
+        }
+    }
     let mut steps = 0;
     for (i, b) in part.clone().enumerate() {
         let len = dir.len(b);
@@ -200,7 +280,8 @@ fn forward_part<F: Float>(
         }
     }
     for s in 0..steps {
-        if s == 0 {
+        if s == 0 && initial.is_none() {
+            // A zero state's recurrent product is zero.
             step.fill(F::ZERO);
         } else if let Some(w_hh) = &dir.recurrent {
             gemm_packed_b(part.len(), F::ONE, hs, false, w_hh, F::ZERO, step);

@@ -21,6 +21,9 @@
 //! column sums) over many steps at once after the time loop; the recurrent weight's gradient
 //! pairs them with the hidden states each step started from, kept by the forward.
 //!
+//! For incremental decoding, [`rnn_forward_cached`] continues one-direction sequences from the
+//! states an [`RnnState`] kept of their earlier positions.
+//!
 //! Sequences of a batch are independent, as are the two directions of a layer: the time loop
 //! runs per (direction, part of the batch) on the two threads
 //! ([`for_each_chunk`](super::parallel::for_each_chunk)), and so do the gradient products
@@ -35,11 +38,13 @@
 mod backward;
 mod cell;
 mod forward;
+mod state;
 #[cfg(test)]
 mod tests;
 
 pub use backward::rnn_backward;
 pub use forward::rnn_forward;
+pub use state::{rnn_forward_cached, RnnState};
 
 use crate::kernels::gemm;
 use crate::Float;

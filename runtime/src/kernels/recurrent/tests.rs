@@ -573,3 +573,90 @@ fn empty_sizes() {
         }
     }
 }
+
+/// `x[:, t0..t1, :]` of a `[B, T, F]` batch.
+fn positions(x: &[f64], d: &RnnDims, t0: usize, t1: usize) -> Vec<f64> {
+    let f = d.input;
+    (0..d.batch)
+        .flat_map(|b| &x[(b * d.seq + t0) * f..(b * d.seq + t1) * f])
+        .copied()
+        .collect()
+}
+
+/// A sequence decoded in pieces through an [`RnnState`] gives the whole sequence's outputs,
+/// for every cell, one and two layers, and batches of one and two parts (prepacked weights).
+#[test]
+fn decoding_in_pieces_gives_the_whole_sequences_outputs() {
+    for cell in CELLS {
+        for (batch, layers) in [(1, 1), (3, 2), (20, 1), (17, 2)] {
+            let whole = dims(cell, batch, 7, 3, 5, layers, false, RnnOutput::Sequence);
+            let params = params_for(&whole, 0.7);
+            let x = values(whole.input_len(), 1.9);
+            let (want, _) = forward(&whole, &x, None, &params);
+            let mut state = RnnState::new(cell, batch, 5, layers);
+            // Two sequences one after the other: the second starts again at offset 0.
+            for cuts in [[0, 3, 4, 7], [0, 1, 2, 7]] {
+                let mut got = vec![f64::NAN; want.len()];
+                for piece in cuts.windows(2) {
+                    let (t0, t1) = (piece[0], piece[1]);
+                    let d = RnnDims {
+                        seq: t1 - t0,
+                        ..whole
+                    };
+                    let mut scratch = vec![f64::NAN; d.scratch_len()];
+                    let mut out = vec![f64::NAN; d.out_len()];
+                    let xs = positions(&x, &whole, t0, t1);
+                    let p = refs(&params);
+                    rnn_forward_cached(&d, &xs, &p, &mut scratch, &mut state, t0, &mut out);
+                    if t0 == 3 {
+                        // As after a failed model pass: the same positions again, from the
+                        // same states, with another piece's outputs in between.
+                        let mut other = vec![0.0; out.len()];
+                        rnn_forward_cached(&d, &xs, &p, &mut scratch, &mut state, t0, &mut other);
+                        assert_eq!(other, out, "{cell:?}: the repeated call differs");
+                    }
+                    let h = whole.hidden;
+                    for b in 0..batch {
+                        let at = (b * whole.seq + t0) * h;
+                        got[at..at + d.seq * h].copy_from_slice(&out[b * d.seq * h..][..d.seq * h]);
+                    }
+                }
+                assert_close(
+                    &got,
+                    &want,
+                    1e-12,
+                    1e-13,
+                    &format!("{cell:?} B={batch} L={layers}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "has not seen 2 positions")]
+fn decoding_from_positions_the_state_has_not_seen_is_refused() {
+    let d = dims(RnnCell::Gru, 1, 1, 1, 1, 1, false, RnnOutput::Sequence);
+    let params = params_for(&d, 0.1);
+    let mut state = RnnState::new(RnnCell::Gru, 1, 1, 1);
+    let mut scratch = vec![0.0; d.scratch_len()];
+    let mut out = [0.0];
+    rnn_forward_cached(
+        &d,
+        &[1.0],
+        &refs(&params),
+        &mut scratch,
+        &mut state,
+        0,
+        &mut out,
+    );
+    rnn_forward_cached(
+        &d,
+        &[1.0],
+        &refs(&params),
+        &mut scratch,
+        &mut state,
+        2,
+        &mut out,
+    );
+}
