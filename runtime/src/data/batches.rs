@@ -72,9 +72,8 @@ impl ServedArg {
 /// The trainer decides which samples go into a batch (shuffled by a seed, as
 /// [`DataLoader`](super::DataLoader) does) and the source builds the batch from their
 /// indices. kiln implements it for labelled texts
-/// ([`TextBatches`](crate::text::TextBatches)) and language-model windows
-/// ([`LmWindows`](crate::text::LmWindows)); a source of your own (pairs of sentences for
-/// translation, say) is a few lines:
+/// (`text::TextBatches`) and language-model windows (`text::LmWindows`), both of feature
+/// `text`; a source of your own (pairs of sentences for translation, say) is a few lines:
 ///
 /// ```
 /// use kiln_runtime::data::{BatchSource, ServedArg, ServedKind};

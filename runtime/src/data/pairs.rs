@@ -101,7 +101,7 @@ impl SequencePairs {
     ///
     /// `ignore_index = 0` leaves the padding out of the loss and the accuracy, as PyTorch's
     /// `ignore_index=pad_id`; targets of one length need none. Id 0 is `<pad>` in a
-    /// [`Vocab`](crate::text::Vocab) (feature `text`).
+    /// `text::Vocab` (feature `text`).
     pub fn batches(&self, start: usize, end: usize) -> PairBatches<'_> {
         PairBatches {
             pairs: self,
