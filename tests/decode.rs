@@ -44,6 +44,41 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// A character-level recurrent language model: a two-layer LSTM, then a GRU and a relu
+    /// RNN, each continuing from the states the earlier positions left.
+    struct CharRnn {
+        input tokens: [B, T] tokens 13;
+        target next: [B, T] classes 13;
+        let e = embedding(tokens, 6);
+        let l = lstm(e, 5, layers = 2);
+        let g = gru(l, 4);
+        let r = rnn(g, 3, nonlinearity = relu);
+        let logits = linear(r, 13);
+        output logits;
+        loss cross_entropy(logits, next);
+    }
+}
+
+kiln::model! {
+    /// Recurrence inside repeated blocks, beside causal attention.
+    struct RecurrentBlocks {
+        input tokens: [B, T] tokens 13;
+        let e = embedding(tokens, 8);
+        let h = Mix(e, repeat = 2);
+        let logits = linear(h, 13);
+        output logits;
+
+        block Mix(x) {
+            let n = layer_norm(x);
+            let a = multi_head_attention(n, heads = 2, causal = true);
+            let r = gru(x + a, 8);
+            let out = x + r;
+            output out;
+        }
+    }
+}
+
 fn tokens(rng: &mut StdRng, batch: usize, len: usize) -> Array2<usize> {
     Array2::from_shape_fn((batch, len), |_| rng.random_range(0..13))
 }
@@ -178,4 +213,79 @@ fn a_cache_longer_than_the_position_table_is_an_error_when_made() {
     // Without a position table, attention alone sets no limit.
     let model = TwoHeads::<f32>::new(&mut StdRng::seed_from_u64(7));
     assert!(model.decoder_cache(1, 1000).is_ok());
+}
+
+/// Feeds `ids` to `forward_cached` in pieces of the given lengths and checks each piece's
+/// outputs against `whole`'s positions.
+fn check_pieces(
+    run: &mut dyn FnMut(kiln::ndarray::ArrayView2<usize>) -> kiln::Result<Array3<f64>>,
+    ids: &Array2<usize>,
+    whole: &Array3<f64>,
+    pieces: &[usize],
+    what: &str,
+) {
+    let mut at = 0;
+    for &piece in pieces {
+        let got = run(ids.slice(s![.., at..at + piece])).unwrap();
+        let want = whole.slice(s![.., at..at + piece, ..]).to_owned();
+        assert_close(
+            &got,
+            &want,
+            &format!("{what}, positions {at}..{}", at + piece),
+        );
+        at += piece;
+    }
+}
+
+#[test]
+fn recurrent_layers_continue_from_their_states() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let model = CharRnn::<f64>::new(&mut rng);
+    let ids = tokens(&mut rng, 3, 10);
+    let whole = model.forward(ids.view()).unwrap();
+    let mut cache = model.decoder_cache(3, 10).unwrap();
+    let mut run = |x: kiln::ndarray::ArrayView2<usize>| model.forward_cached(x, &mut cache);
+    check_pieces(&mut run, &ids, &whole, &[4, 1, 1, 3, 1], "CharRnn");
+    assert_eq!(cache.len(), 10);
+
+    // Cleared, the cache starts new sequences from zero states.
+    cache.clear();
+    let other = tokens(&mut rng, 3, 10);
+    let whole = model.forward(other.view()).unwrap();
+    let mut run = |x: kiln::ndarray::ArrayView2<usize>| model.forward_cached(x, &mut cache);
+    check_pieces(&mut run, &other, &whole, &[1, 9], "CharRnn after clear");
+
+    let model = RecurrentBlocks::<f64>::new(&mut rng);
+    let whole = model.forward(ids.view()).unwrap();
+    let mut cache = model.decoder_cache(3, 10).unwrap();
+    let mut run = |x: kiln::ndarray::ArrayView2<usize>| model.forward_cached(x, &mut cache);
+    check_pieces(&mut run, &ids, &whole, &[2, 5, 1, 2], "RecurrentBlocks");
+}
+
+#[test]
+fn a_failed_call_leaves_the_recurrent_states_as_they_were() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let model = CharRnn::<f64>::new(&mut rng);
+    let ids = tokens(&mut rng, 2, 9);
+    let whole = model.forward(ids.view()).unwrap();
+    let mut cache = model.decoder_cache(2, 9).unwrap();
+    model
+        .forward_cached(ids.slice(s![.., ..4]), &mut cache)
+        .unwrap();
+    let mut bad = ids.slice(s![.., 4..6]).to_owned();
+    bad[[0, 1]] = 99;
+    let err = model.forward_cached(bad.view(), &mut cache).unwrap_err();
+    assert!(err.to_string().contains("token id 99"), "{err}");
+    assert!(model
+        .forward_cached(ids.slice(s![..1, 4..5]), &mut cache)
+        .is_err());
+    assert_eq!(cache.len(), 4);
+    let rest = model
+        .forward_cached(ids.slice(s![.., 4..9]), &mut cache)
+        .unwrap();
+    assert_close(
+        &rest,
+        &whole.slice(s![.., 4.., ..]).to_owned(),
+        "after errors",
+    );
 }

@@ -97,6 +97,16 @@ fn ci_random_models_decode_in_pieces() {
         generated::DECODE_CASES.len() > DECODE_EXTRA,
         "too few decodable models to test"
     );
+    let recurrent = generated::DECODE_CASES
+        .iter()
+        .filter(|(seed, _)| {
+            let kinds = gen::generate(*seed).op_kinds();
+            kinds
+                .iter()
+                .any(|k| ["lstm", "gru", "rnn"].contains(&k.as_str()))
+        })
+        .count();
+    assert!(recurrent > 0, "no decodable model continues a recurrence");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

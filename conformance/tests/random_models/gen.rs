@@ -703,9 +703,10 @@ impl Graph {
     /// with two symbolic dims and no lengths, and every value reaching an output is
     /// `[B, T, fixed...]` and computed position by position (embeddings, `linear`, `softmax`,
     /// `layer_norm` and `pad` over features, element-wise ops, dropout) or by an op that continues
-    /// a sequence (causal self-attention without lengths, position embeddings, blocks of
-    /// these). The generated file calls `forward_cached` exactly on these models, so a model
-    /// the compiler disagrees on fails to build.
+    /// a sequence (causal self-attention without lengths, position embeddings, `lstm`, `gru`
+    /// and `rnn` forward in time over whole sequences, blocks of these). The generated file
+    /// calls `forward_cached` exactly on these models, so a model the compiler disagrees on
+    /// fails to build.
     pub fn decodable(&self) -> bool {
         let x = &self.body.values[0].shape;
         let (b, t) = match (x.first().and_then(|d| d.sym), x.get(1).and_then(|d| d.sym)) {
@@ -1352,6 +1353,13 @@ fn body_decodes(body: &Body, roots: &[usize], b: &str, t: &str, blocks: &[BlockD
                         lengths,
                         ..
                     }) => *causal && memory.is_none() && !lengths,
+                    // Forward in time, every step's output: continues from its states.
+                    Some(Op::Rnn {
+                        bidirectional,
+                        final_state,
+                        lengths,
+                        ..
+                    }) => !bidirectional && !final_state && !lengths,
                     Some(Op::Block { block, .. }) => {
                         let inner = &blocks[*block].body;
                         body_decodes(inner, &[inner.values.len() - 1], b, t, blocks)

@@ -1919,6 +1919,24 @@ runner! { R253, tokens 2, no_lengths, values 3, unseeded, [] }
 decoder! { R253, tokens 2, [] }
 
 kiln::model! {
+    struct R254 {
+        input x: [B, T] tokens 6;
+        target y: [B, T] classes 4;
+        let v1 = embedding(x, 2, padding_idx = 5);
+        let v2 = linear(v1, 4);
+        let v3 = rnn(v2, 2);
+        let v4 = linear(v3, 2);
+        let v5 = linear(v4, 6, bias = false);
+        let v6 = linear(v5, 3, bias = false);
+        let pred = linear(v6, 4);
+        output pred;
+        loss cross_entropy(pred, y);
+    }
+}
+runner! { R254, tokens 2, no_lengths, labels 2, unseeded, [] }
+decoder! { R254, tokens 2, [] }
+
+kiln::model! {
     struct R275 {
         input x: [B, T, 3];
         target y: [B, T, 3];
@@ -1948,24 +1966,6 @@ kiln::model! {
 }
 runner! { R278, tokens 2, no_lengths, values 3, unseeded, [] }
 decoder! { R278, tokens 2, [] }
-
-kiln::model! {
-    struct R282 {
-        input x: [N, T] tokens 4;
-        target y: [N, T, 2];
-        let v1 = embedding(x, 2, padding_idx = 2);
-        let v2 = position_embedding(x, 2, max_len = 2);
-        let v3 = v1 + v2;
-        let v4 = linear(v3, 6);
-        let v5 = layer_norm(v4);
-        let v6 = linear(v5, 2);
-        let pred = linear(v6, 2);
-        output pred;
-        loss mse(pred, y);
-    }
-}
-runner! { R282, tokens 2, no_lengths, values 3, unseeded, [] }
-decoder! { R282, tokens 2, [] }
 
 cases! {
     0 => R0,
@@ -2077,9 +2077,9 @@ cases! {
     202 => R202,
     252 => R252,
     253 => R253,
+    254 => R254,
     275 => R275,
     278 => R278,
-    282 => R282,
 }
 
 decode_cases! {
@@ -2094,7 +2094,7 @@ decode_cases! {
     202 => R202,
     252 => R252,
     253 => R253,
+    254 => R254,
     275 => R275,
     278 => R278,
-    282 => R282,
 }

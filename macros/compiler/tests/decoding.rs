@@ -60,6 +60,23 @@ fn position_wise_ops_and_causal_attention_decode() {
             output p;
         }
     });
+    // Recurrences forward in time continue from their states, in blocks too.
+    assert_cached(quote::quote! {
+        struct CharRnn {
+            input tokens: [B, T] tokens 50;
+            let e = embedding(tokens, 16);
+            let l = lstm(e, 32, layers = 2);
+            let r = rnn(l, 8, nonlinearity = relu);
+            let h = Step(r, repeat = 2);
+            output h;
+
+            block Step(x) {
+                let g = gru(x, 8);
+                let out = x + g;
+                output out;
+            }
+        }
+    });
     // Float sequences, several outputs.
     assert_cached(quote::quote! {
         struct Two {
@@ -84,15 +101,27 @@ fn ops_that_need_the_whole_sequence_do_not() {
         },
         "`a` (multi_head_attention) needs the whole sequence",
     );
+    // The reverse direction starts from the end of each sequence.
     assert_unavailable(
         quote::quote! {
             struct Rnn {
                 input x: [B, T, 4];
-                let h = gru(x, 8);
+                let h = gru(x, 8, bidirectional = true);
                 output h;
             }
         },
-        "`h` (gru)",
+        "`h` (gru) needs the whole sequence",
+    );
+    // The last state alone is no sequence of the new positions.
+    assert_unavailable(
+        quote::quote! {
+            struct Last {
+                input x: [B, T, 4];
+                let h = lstm(x, 8, final_state = true);
+                output h;
+            }
+        },
+        "`h` (lstm) is [B, 8], not a sequence",
     );
     // The softmax of a [B, T] value runs over time.
     assert_unavailable(

@@ -225,6 +225,23 @@ fn a_plain_rnn_tagger_with_learned_slopes() {
     }));
 }
 
+/// A character-level LSTM language model: its decoding cache holds each layer's states
+/// (`RnnState`), and `run_forward_cached` continues the recurrence from them.
+#[test]
+fn a_char_lstm_that_decodes_incrementally() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct CharLstm {
+            input tokens: [B, T] tokens 96;
+            target next: [B, T] classes 96;
+            let e = embedding(tokens, 32);
+            let h = lstm(e, 64, layers = 2);
+            let logits = linear(h, 96);
+            output logits;
+            loss cross_entropy(logits, next);
+        }
+    }));
+}
+
 /// A fully convolutional model over images of any size divisible by 4: sizes the layers
 /// compute (`2 * H`, `2 * H - 2`) are written as expressions of the bound `H`, the im2col
 /// scratch is sized per call, and the call boundary checks `H` against the least value the

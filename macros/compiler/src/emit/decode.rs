@@ -3,18 +3,19 @@
 //! A model whose values are all sequences `[B, T, ...]` (the same two symbolic dims first,
 //! fixed dims after) and whose ops each compute a position from that position alone, or know
 //! how to continue a sequence (causal self-attention keeps its keys and values in a
-//! `kiln::kernels::kv_cache::KvCache`, a position embedding starts at the cached length, a
-//! block chain keeps one cache per repetition), can run its
-//! forward pass on new positions only: `forward_cached(tokens, &mut cache)` computes the
-//! outputs of the new positions as `forward` on the whole sequence would, at one position's
-//! cost per layer. Sampling a language model token by token is the use.
+//! `kiln::kernels::kv_cache::KvCache`, a one-direction recurrence the states of every layer
+//! in a `kiln::kernels::recurrent::RnnState`, a position embedding starts at the cached
+//! length, a block chain keeps one cache per repetition), can run its forward pass on new
+//! positions only: `forward_cached(tokens, &mut cache)` computes the outputs of the new
+//! positions as `forward` on the whole sequence would, at one position's cost per layer.
+//! Sampling a language model token by token is the use.
 //!
 //! Takes the model's graph and plan; returns, when the model qualifies ([`decodable`]), the
 //! cache struct (`NameCache`), the decoding pass `run_forward_cached` and the public
 //! `decoder_cache` / `forward_cached`. For another sequence model (one of its ops needs the
-//! whole sequence: a recurrence, a reduction over time, attention without a causal mask) it
-//! returns stand-ins of those two methods whose call is a compile error saying which value
-//! is at fault; for a model without sequences, nothing.
+//! whole sequence: a bidirectional recurrence, a reduction over time, attention without a
+//! causal mask) it returns stand-ins of those two methods whose call is a compile error
+//! saying which value is at fault; for a model without sequences, nothing.
 
 use super::api::{bind_inputs, stage_inputs, view_param};
 use super::passes::emit_values;
@@ -131,7 +132,8 @@ fn unavailable(cx: &Ctx, reason: &str) -> TokenStream {
     let note = "a model decodes incrementally when every value of its forward pass is a \
                 sequence [B, T, ...] and every op works position by position (embeddings, \
                 `linear`, `layer_norm`, element-wise ops) or continues a sequence \
-                (`multi_head_attention(.., causal = true)`, `position_embedding`)";
+                (`multi_head_attention(.., causal = true)`, `position_embedding`, `lstm`, \
+                `gru` and `rnn` in one direction without `lengths`)";
     let doc = format!(" Implemented by no type: `{name}` has no incremental decoding ({reason}).");
     let inputs = cx.g.inputs.iter().filter(|d| !d.is_target).count();
     let generics: Vec<_> = (0..inputs)
@@ -177,6 +179,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
 
     let mut fields = TokenStream::new();
     let mut inits = TokenStream::new();
+    let mut kept: Vec<&str> = Vec::new();
     for &id in &cx.plan.forward_nodes {
         let node = &g.nodes[id];
         let NodeKind::Kernel(k) = &node.kind else {
@@ -188,6 +191,16 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             ..
         } = k.decoding(&inputs)
         {
+            let what = match ty.to_string() {
+                t if t.contains("KvCache") => {
+                    "the keys and values of each causal self-attention layer"
+                }
+                t if t.contains("RnnState") => "the states of each recurrent layer",
+                _ => "each repeated block's own cache",
+            };
+            if !kept.contains(&what) {
+                kept.push(what);
+            }
             let field = cx.node_ident(id);
             let doc = format!(" What `{}` keeps of the earlier positions.", node.name);
             fields.extend(quote! { #[doc = #doc] #field: #ty, });
@@ -251,10 +264,13 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     } else {
         (quote!((#(#types),*)), quote!((#(#values),*)))
     };
+    let kept = match kept.len() {
+        0 => " (only how many: each of its ops works position by position)".to_string(),
+        _ => format!(" ({})", kept.join(", ")),
+    };
     let cache_doc = format!(
         " The decoding cache of [`{name}::forward_cached`]: for each sequence of a batch, what the \
-         model keeps of the positions it has seen (the keys and values of each causal \
-         self-attention layer), up to a capacity fixed when it is made \
+         model keeps of the positions it has seen{kept}, up to a capacity fixed when it is made \
          ([`{name}::decoder_cache`])."
     );
     let forward_doc = format!(

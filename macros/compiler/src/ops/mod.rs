@@ -171,8 +171,8 @@ pub enum Decoding {
         /// at the first position past the limit.
         positions: Option<(usize, String)>,
     },
-    /// The op mixes positions in a way the cache cannot carry (a recurrence, a mean over
-    /// time, attention without a causal mask).
+    /// The op mixes positions in a way the cache cannot carry (a bidirectional recurrence, a
+    /// mean over time, attention without a causal mask).
     Unsupported,
 }
 

@@ -149,6 +149,16 @@ impl Recurrent {
     }
 }
 
+/// The runtime's `RnnCell` of `cell`.
+fn cell_tokens(cell: Cell) -> TokenStream {
+    match cell {
+        Cell::Lstm => quote!(::kiln::kernels::recurrent::RnnCell::Lstm),
+        Cell::Gru => quote!(::kiln::kernels::recurrent::RnnCell::Gru),
+        Cell::Rnn { relu: false } => quote!(::kiln::kernels::recurrent::RnnCell::RnnTanh),
+        Cell::Rnn { relu: true } => quote!(::kiln::kernels::recurrent::RnnCell::RnnRelu),
+    }
+}
+
 fn dims_tokens(
     r: &Recurrent,
     batch: TokenStream,
@@ -156,12 +166,7 @@ fn dims_tokens(
     input: TokenStream,
 ) -> TokenStream {
     let (hidden, layers, bidirectional) = (r.hidden, r.layers, r.bidirectional);
-    let cell = match r.cell {
-        Cell::Lstm => quote!(::kiln::kernels::recurrent::RnnCell::Lstm),
-        Cell::Gru => quote!(::kiln::kernels::recurrent::RnnCell::Gru),
-        Cell::Rnn { relu: false } => quote!(::kiln::kernels::recurrent::RnnCell::RnnTanh),
-        Cell::Rnn { relu: true } => quote!(::kiln::kernels::recurrent::RnnCell::RnnRelu),
-    };
+    let cell = cell_tokens(r.cell);
     let output = if r.final_state {
         quote!(::kiln::kernels::recurrent::RnnOutput::Final)
     } else {
@@ -176,6 +181,23 @@ fn dims_tokens(
 }
 
 impl Kernel for Recurrent {
+    fn decoding(&self, _inputs: &[&ValueInfo]) -> super::Decoding {
+        // Forward in time over whole sequences, every step's output: the new positions
+        // continue from the states the earlier ones reached. The reverse direction would need
+        // the positions still to come; `lengths` and `final_state` are not sequences of the
+        // new positions.
+        if self.bidirectional || self.lengths || self.final_state {
+            return super::Decoding::Unsupported;
+        }
+        let (cell, hidden, layers) = (cell_tokens(self.cell), self.hidden, self.layers);
+        super::Decoding::Incremental {
+            cache: Some((
+                quote!(::kiln::kernels::recurrent::RnnState<F>),
+                quote!(::kiln::kernels::recurrent::RnnState::new(#cell, batch, #hidden, #layers)),
+            )),
+            positions: None,
+        }
+    }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Int, Ints, Str, Strs};
         // One ONNX LSTM/GRU/RNN node per layer, time-major. PyTorch's gate blocks are
@@ -464,10 +486,21 @@ impl Kernel for Recurrent {
         let (xd, y, scratch) = (&x.data, &cx.output.data, &cx.scratch[0]);
         let lengths = lengths(&cx.inputs, self.lengths);
         let (layer, n) = (&cx.layer, cx.params.len());
+        let run = match &cx.decode {
+            Some(decode) => {
+                let (state, offset) = (&decode.cache, &decode.offset);
+                quote! {
+                    ::kiln::kernels::recurrent::rnn_forward_cached(&#dims, #xd, &params, #scratch, &mut #state, #offset, #y);
+                }
+            }
+            None => quote! {
+                ::kiln::kernels::recurrent::rnn_forward(&#dims, #xd, #lengths, &params, #scratch, #y);
+            },
+        };
         quote! {
             let mut params = #layer.slices();
             let params: [&[F]; #n] = ::core::array::from_fn(|_| params.next().unwrap_or(&[]));
-            ::kiln::kernels::recurrent::rnn_forward(&#dims, #xd, #lengths, &params, #scratch, #y);
+            #run
         }
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
