@@ -73,5 +73,6 @@ mod common;
 mod conv;
 mod dense;
 mod loss;
+mod schedules;
 mod seq;
 mod vision;

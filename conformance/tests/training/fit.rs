@@ -5,7 +5,7 @@
 use crate::common::params;
 use kiln::data::{self, Batch, DataLoader, Dataset, TensorDataset};
 use kiln::ndarray;
-use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule, StepLr};
+use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule, OneCycleLr, StepLr};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
 use kiln::train::{batch_targets, EarlyStopping, History, Mode, Trainer, Verdict, Weights};
@@ -175,6 +175,9 @@ fn hand_loop(
         let mut batches = loader.epoch_batches(epoch);
         while batches.next_into(&mut batch) {
             opt.set_learning_rate(schedule.lr(epoch, step, base_lr));
+            if let Some(momentum) = schedule.momentum(epoch, step) {
+                opt.set_momentum_term(momentum);
+            }
             model
                 .train_batch(batch.x.view(), batch_targets(&batch), &mut ws, &mut grads)
                 .expect("a training step");
@@ -225,6 +228,59 @@ fn trainer_applies_schedule_and_clipping_exactly_as_a_hand_loop() {
         .epochs
         .iter()
         .all(|r| r.train_accuracy.is_none() && r.val_loss.is_none()));
+}
+
+/// `OneCycleLr` sets the momentum as well as the rate before every step, as PyTorch's
+/// `OneCycleLR` does; an optimizer without a momentum term is refused unless the schedule
+/// leaves the momentum alone.
+#[test]
+fn one_cycle_sets_rate_and_momentum_as_a_hand_loop() {
+    let data = regression_data(100, 3);
+    let schedule = || OneCycleLr::epochs(0.3, 5, 7);
+    let mut by_hand = Regressor::<f64>::new(&mut StdRng::seed_from_u64(12));
+    let mut by_trainer = by_hand.clone();
+    let mut opt_hand = Sgd::new(0.2).momentum(0.5);
+    let mut opt_trainer = opt_hand.clone();
+    hand_loop(&mut by_hand, &mut opt_hand, &data, &schedule(), 5);
+    Trainer::new(5, 16)
+        .shuffle_seed(5)
+        .schedule(schedule())
+        .clip_grad_norm(0.5)
+        .progress(false)
+        .fit(&mut by_trainer, &mut opt_trainer, &data)
+        .expect("training runs");
+    let (a, b) = (params(&by_hand), params(&by_trainer));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    // The last of the 35 steps ran at the end of the cycle, momentum back at its maximum.
+    assert_eq!(opt_trainer.learning_rate(), schedule().lr(4, 34, 0.2));
+    assert_eq!(opt_trainer.momentum_term(), Some(0.95));
+    assert!(opt_trainer.learning_rate() < 1e-5);
+
+    /// An optimizer of the user's own, without a momentum term.
+    struct Plain(Sgd<f64>);
+    impl Optimizer<f64> for Plain {
+        fn step<M: kiln::Model<f64>>(&mut self, model: &mut M, grads: &M::Grads) {
+            self.0.step(model, grads);
+        }
+        fn learning_rate(&self) -> f64 {
+            self.0.learning_rate()
+        }
+        fn set_learning_rate(&mut self, lr: f64) {
+            self.0.set_learning_rate(lr);
+        }
+    }
+    impl kiln::train::StatefulOptimizer<f64> for Plain {}
+    let trainer = |s: OneCycleLr| Trainer::new(1, 16).schedule(s).progress(false);
+    let err = trainer(schedule())
+        .fit(&mut by_hand, &mut Plain(Sgd::new(0.1)), &data)
+        .expect_err("no momentum to cycle");
+    assert!(
+        err.to_string().contains("`.cycle_momentum(false)`"),
+        "{err}"
+    );
+    trainer(schedule().cycle_momentum(false))
+        .fit(&mut by_hand, &mut Plain(Sgd::new(0.1)), &data)
+        .expect("the rate alone");
 }
 
 /// Digits whose validation labels are shifted by one class: the better the model learns the

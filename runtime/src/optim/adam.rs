@@ -347,6 +347,14 @@ impl<F: Float> Optimizer<F> for Adam<F> {
     fn set_learning_rate(&mut self, lr: f64) {
         self.core.lr = lr;
     }
+
+    fn momentum_term(&self) -> Option<f64> {
+        Some(self.core.beta1)
+    }
+
+    fn set_momentum_term(&mut self, momentum: f64) {
+        self.core.beta1 = momentum;
+    }
 }
 
 /// AdamW, as `torch.optim.AdamW` (`amsgrad=False`): Adam with decoupled weight decay. Each
@@ -452,6 +460,14 @@ impl<F: Float> Optimizer<F> for AdamW<F> {
 
     fn set_learning_rate(&mut self, lr: f64) {
         self.core.lr = lr;
+    }
+
+    fn momentum_term(&self) -> Option<f64> {
+        Some(self.core.beta1)
+    }
+
+    fn set_momentum_term(&mut self, momentum: f64) {
+        self.core.beta1 = momentum;
     }
 }
 

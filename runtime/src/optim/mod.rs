@@ -28,8 +28,8 @@ pub use adam::{Adam, AdamW, DecayFilter};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
 pub use rmsprop::RmsProp;
 pub use schedule::{
-    from_fn, Constant, CosineAnnealing, FnSchedule, Interval, LinearWarmup, LrSchedule,
-    ReduceLrOnPlateau, StepLr,
+    from_fn, Anneal, Constant, CosineAnnealing, ExponentialLr, FnSchedule, Interval, LinearWarmup,
+    LrSchedule, MultiStepLr, OneCycleLr, ReduceLrOnPlateau, StepLr,
 };
 pub use sgd::Sgd;
 
@@ -50,6 +50,18 @@ pub trait Optimizer<F: Float> {
     /// Changes the learning rate for the following steps (learning-rate schedules). The
     /// optimizer's state is kept.
     fn set_learning_rate(&mut self, lr: f64);
+    /// The momentum term a schedule may cycle ([`LrSchedule::momentum`]): SGD's and
+    /// RMSprop's `momentum`, Adam's and AdamW's `beta1`; `None` (the default) for an
+    /// optimizer without one.
+    fn momentum_term(&self) -> Option<f64> {
+        None
+    }
+    /// Changes the momentum term for the following steps, as PyTorch's `OneCycleLR` sets
+    /// `momentum` or `betas[0]`; the optimizer's state is kept. Does nothing for an optimizer
+    /// whose [`momentum_term`](Self::momentum_term) is `None`.
+    fn set_momentum_term(&mut self, momentum: f64) {
+        let _ = momentum;
+    }
 }
 
 /// The state buffer of parameter `index`, allocated (zero-filled) on first use. Returns the

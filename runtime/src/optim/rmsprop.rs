@@ -282,6 +282,14 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
     fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr;
     }
+
+    fn momentum_term(&self) -> Option<f64> {
+        Some(self.momentum)
+    }
+
+    fn set_momentum_term(&mut self, momentum: f64) {
+        self.momentum = momentum;
+    }
 }
 
 #[cfg(test)]

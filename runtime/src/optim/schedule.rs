@@ -1,5 +1,6 @@
-//! Learning-rate schedules: [`StepLr`], [`CosineAnnealing`], [`LinearWarmup`], [`Constant`]
-//! and [`from_fn`], each PyTorch's closed form (`torch.optim.lr_scheduler`), and
+//! Learning-rate schedules: [`StepLr`], [`MultiStepLr`], [`ExponentialLr`],
+//! [`CosineAnnealing`], [`OneCycleLr`] (which also cycles the momentum), [`LinearWarmup`],
+//! [`Constant`] and [`from_fn`], each PyTorch's closed form (`torch.optim.lr_scheduler`), and
 //! [`ReduceLrOnPlateau`], which follows the monitored loss.
 //!
 //! A schedule is a pure function of time: [`LrSchedule::lr`] maps *(epoch, step, base rate)*
@@ -44,17 +45,32 @@ pub trait LrSchedule {
     /// which belongs to epoch `epoch` (counted from 0), for an optimizer whose initial rate is
     /// `base_lr`.
     fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64;
+
+    /// The momentum of that step, for a schedule that cycles it (PyTorch's `OneCycleLR` with
+    /// `cycle_momentum=True`): SGD's and RMSprop's `momentum`, Adam's and AdamW's `beta1`
+    /// (see [`Optimizer::set_momentum_term`](super::Optimizer::set_momentum_term)). `None`, the
+    /// default, leaves the optimizer's momentum alone.
+    fn momentum(&self, epoch: usize, step: usize) -> Option<f64> {
+        let _ = (epoch, step);
+        None
+    }
 }
 
 impl<S: LrSchedule + ?Sized> LrSchedule for Box<S> {
     fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64 {
         (**self).lr(epoch, step, base_lr)
     }
+    fn momentum(&self, epoch: usize, step: usize) -> Option<f64> {
+        (**self).momentum(epoch, step)
+    }
 }
 
 impl<S: LrSchedule + ?Sized> LrSchedule for &S {
     fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64 {
         (**self).lr(epoch, step, base_lr)
+    }
+    fn momentum(&self, epoch: usize, step: usize) -> Option<f64> {
+        (**self).momentum(epoch, step)
     }
 }
 
@@ -132,6 +148,285 @@ impl LrSchedule for StepLr {
         // Python's `gamma ** (t // step_size)` is C's pow on floats, which `powf` is (`powi`
         // may round differently).
         base_lr * self.gamma.powf((t / self.step_size.max(1)) as f64)
+    }
+}
+
+/// Multiplies the rate by `gamma` at each milestone, as
+/// `torch.optim.lr_scheduler.MultiStepLR`: `lr(t) = base_lr · gamma^k` with `k` the number of
+/// milestones at or before `t` (a milestone listed twice counts twice, as in PyTorch).
+///
+/// ```
+/// use kiln_runtime::optim::{LrSchedule, MultiStepLr};
+/// let s = MultiStepLr::new([2, 4], 0.5);
+/// let rates: Vec<f64> = (0..6).map(|epoch| s.lr(epoch, 0, 1.0)).collect();
+/// assert_eq!(rates, [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct MultiStepLr {
+    /// The epochs (or steps) at which the rate drops, sorted.
+    pub milestones: Vec<usize>,
+    /// Multiplicative factor applied at each milestone.
+    pub gamma: f64,
+    /// Whether the milestones count epochs (the default) or optimizer steps.
+    pub interval: Interval,
+}
+
+impl MultiStepLr {
+    /// Decay by `gamma` at each of `milestones` (epochs; any order).
+    pub fn new(milestones: impl IntoIterator<Item = usize>, gamma: f64) -> Self {
+        let mut milestones: Vec<usize> = milestones.into_iter().collect();
+        milestones.sort_unstable();
+        Self {
+            milestones,
+            gamma,
+            interval: Interval::Epoch,
+        }
+    }
+
+    /// Count the milestones in optimizer steps instead of epochs.
+    pub fn per_step(mut self) -> Self {
+        self.interval = Interval::Step;
+        self
+    }
+}
+
+impl LrSchedule for MultiStepLr {
+    fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64 {
+        let t = self.interval.pick(epoch, step);
+        let passed = self.milestones.partition_point(|&m| m <= t);
+        // PyTorch's closed form, `base_lr * gamma ** bisect_right(milestones, t)`.
+        base_lr * self.gamma.powf(passed as f64)
+    }
+}
+
+/// Multiplies the rate by `gamma` every epoch (or step), as
+/// `torch.optim.lr_scheduler.ExponentialLR`: `lr(t) = base_lr · gamma^t`.
+///
+/// ```
+/// use kiln_runtime::optim::{ExponentialLr, LrSchedule};
+/// let s = ExponentialLr::new(0.5);
+/// assert_eq!(s.lr(3, 0, 1.0), 0.125);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExponentialLr {
+    /// Multiplicative factor per epoch (or step).
+    pub gamma: f64,
+    /// Whether the decay counts epochs (the default) or optimizer steps.
+    pub interval: Interval,
+}
+
+impl ExponentialLr {
+    /// Decay by `gamma` every epoch.
+    pub fn new(gamma: f64) -> Self {
+        Self {
+            gamma,
+            interval: Interval::Epoch,
+        }
+    }
+
+    /// Decay every optimizer step instead of every epoch.
+    pub fn per_step(mut self) -> Self {
+        self.interval = Interval::Step;
+        self
+    }
+}
+
+impl LrSchedule for ExponentialLr {
+    fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64 {
+        let t = self.interval.pick(epoch, step);
+        base_lr * self.gamma.powf(t as f64)
+    }
+}
+
+/// How [`OneCycleLr`] moves between two values (PyTorch's `anneal_strategy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Anneal {
+    /// Half a cosine (`"cos"`, the default).
+    #[default]
+    Cos,
+    /// A straight line (`"linear"`).
+    Linear,
+}
+
+impl Anneal {
+    /// From `start` at `pct = 0` to `end` at `pct = 1`, in PyTorch's order of operations.
+    fn at(self, start: f64, end: f64, pct: f64) -> f64 {
+        match self {
+            Anneal::Cos => end + (start - end) / 2.0 * ((PI * pct).cos() + 1.0),
+            Anneal::Linear => (end - start) * pct + start,
+        }
+    }
+}
+
+/// The 1cycle policy of `torch.optim.lr_scheduler.OneCycleLR`, counted in optimizer steps:
+/// the rate rises from `max_lr / div_factor` to `max_lr` over the first `pct_start` of
+/// `total_steps`, then falls to `max_lr / div_factor / final_div_factor`; the momentum moves
+/// the other way, from `max_momentum` down to `base_momentum` and back (PyTorch's
+/// `cycle_momentum=True`, the default: Adam's `beta1`, SGD's `momentum`). With
+/// [`three_phase`](Self::three_phase) the rate comes back to the starting rate symmetrically
+/// before the final fall.
+///
+/// As in PyTorch, the optimizer's own rate is not used: `max_lr` sets the scale. Past
+/// `total_steps` the rate stays at the final one, where PyTorch raises an error.
+///
+/// ```
+/// use kiln_runtime::optim::{LrSchedule, OneCycleLr};
+/// let s = OneCycleLr::new(0.1, 100); // PyTorch: OneCycleLR(opt, max_lr=0.1, total_steps=100)
+/// assert!((s.lr(0, 0, 1e-3) - 0.1 / 25.0).abs() < 1e-15); // the start: max_lr / div_factor
+/// assert_eq!(s.lr(0, 29, 1e-3), 0.1); // the peak, after 30% of the steps
+/// assert!(s.lr(0, 99, 1e-3) < 1e-6); // the end: 1e4 times below the start
+/// assert_eq!(s.momentum(0, 0), Some(0.95)); // Adam's beta1 (SGD's momentum) cycles too
+/// assert_eq!(s.momentum(0, 29), Some(0.85));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OneCycleLr {
+    /// The highest rate, reached at the end of the first phase.
+    pub max_lr: f64,
+    /// The length of the cycle in optimizer steps (PyTorch's `total_steps`, or `epochs ·
+    /// steps_per_epoch`).
+    pub total_steps: usize,
+    /// The fraction of the cycle spent raising the rate (default 0.3).
+    pub pct_start: f64,
+    /// Cosine (the default) or linear annealing.
+    pub anneal: Anneal,
+    /// Whether the momentum cycles inversely to the rate (default `true`).
+    pub cycle_momentum: bool,
+    /// The momentum at the peak rate (default 0.85).
+    pub base_momentum: f64,
+    /// The momentum at the start and the end (default 0.95).
+    pub max_momentum: f64,
+    /// The starting rate is `max_lr / div_factor` (default 25).
+    pub div_factor: f64,
+    /// The final rate is the starting rate divided by this (default 1e4).
+    pub final_div_factor: f64,
+    /// Whether the rate returns to the starting rate before the final fall (default `false`).
+    pub three_phase: bool,
+}
+
+impl OneCycleLr {
+    /// A cycle of `total_steps` optimizer steps peaking at `max_lr`, with PyTorch's defaults.
+    pub fn new(max_lr: f64, total_steps: usize) -> Self {
+        Self {
+            max_lr,
+            total_steps,
+            pct_start: 0.3,
+            anneal: Anneal::Cos,
+            cycle_momentum: true,
+            base_momentum: 0.85,
+            max_momentum: 0.95,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+            three_phase: false,
+        }
+    }
+
+    /// A cycle over `epochs` epochs of `steps_per_epoch` batches (PyTorch's `epochs` and
+    /// `steps_per_epoch` arguments).
+    pub fn epochs(max_lr: f64, epochs: usize, steps_per_epoch: usize) -> Self {
+        Self::new(max_lr, epochs * steps_per_epoch)
+    }
+
+    /// The fraction of the cycle spent raising the rate.
+    pub fn pct_start(mut self, pct_start: f64) -> Self {
+        self.pct_start = pct_start;
+        self
+    }
+
+    /// Cosine or linear annealing.
+    pub fn anneal(mut self, anneal: Anneal) -> Self {
+        self.anneal = anneal;
+        self
+    }
+
+    /// Whether the momentum cycles (`false` leaves the optimizer's own).
+    pub fn cycle_momentum(mut self, cycle: bool) -> Self {
+        self.cycle_momentum = cycle;
+        self
+    }
+
+    /// The momentum's range: `base` at the peak rate, `max` at the ends.
+    pub fn momentum_range(mut self, base: f64, max: f64) -> Self {
+        (self.base_momentum, self.max_momentum) = (base, max);
+        self
+    }
+
+    /// The starting rate is `max_lr / div_factor`.
+    pub fn div_factor(mut self, div_factor: f64) -> Self {
+        self.div_factor = div_factor;
+        self
+    }
+
+    /// The final rate is the starting rate divided by `final_div_factor`.
+    pub fn final_div_factor(mut self, final_div_factor: f64) -> Self {
+        self.final_div_factor = final_div_factor;
+        self
+    }
+
+    /// Three phases: up, back down to the starting rate, then the final fall.
+    pub fn three_phase(mut self, three_phase: bool) -> Self {
+        self.three_phase = three_phase;
+        self
+    }
+
+    /// The phase of step `step` and how far into it, as PyTorch's `get_lr` finds them:
+    /// `(phase index, pct)` with phases `(end step, start rate, end rate, start momentum,
+    /// end momentum)`.
+    fn locate(&self, step: usize) -> (f64, f64, f64, f64, f64) {
+        let initial = self.max_lr / self.div_factor;
+        let min_lr = initial / self.final_div_factor;
+        let (base_m, max_m) = (self.base_momentum, self.max_momentum);
+        let total = self.total_steps as f64;
+        let first = self.pct_start * total - 1.0;
+        let last = total - 1.0;
+        let phases: &[(f64, f64, f64, f64, f64)] = if self.three_phase {
+            &[
+                (first, initial, self.max_lr, max_m, base_m),
+                (
+                    2.0 * self.pct_start * total - 2.0,
+                    self.max_lr,
+                    initial,
+                    base_m,
+                    max_m,
+                ),
+                (last, initial, min_lr, max_m, max_m),
+            ]
+        } else {
+            &[
+                (first, initial, self.max_lr, max_m, base_m),
+                (last, self.max_lr, min_lr, base_m, max_m),
+            ]
+        };
+        let step = step.min(self.total_steps) as f64;
+        let mut start = 0.0;
+        for (i, &(end, lr0, lr1, m0, m1)) in phases.iter().enumerate() {
+            if step <= end || i + 1 == phases.len() {
+                // A phase of no length (a cycle of a step or two) is over at once, where
+                // PyTorch would divide by zero.
+                let pct = if end > start {
+                    (step - start) / (end - start)
+                } else {
+                    1.0
+                };
+                return (pct, lr0, lr1, m0, m1);
+            }
+            start = end;
+        }
+        (1.0, min_lr, min_lr, max_m, max_m)
+    }
+}
+
+impl LrSchedule for OneCycleLr {
+    fn lr(&self, _epoch: usize, step: usize, _base_lr: f64) -> f64 {
+        let (pct, start, end, ..) = self.locate(step);
+        self.anneal.at(start, end, pct)
+    }
+
+    fn momentum(&self, _epoch: usize, step: usize) -> Option<f64> {
+        if !self.cycle_momentum {
+            return None;
+        }
+        let (pct, _, _, start, end) = self.locate(step);
+        Some(self.anneal.at(start, end, pct))
     }
 }
 

@@ -812,6 +812,19 @@ impl<'a, F: Float> Trainer<'a, F> {
                     .to_string(),
             });
         }
+        let cycles_momentum = self
+            .schedule
+            .as_ref()
+            .is_some_and(|s| s.momentum(0, 0).is_some());
+        if cycles_momentum && optimizer.momentum_term().is_none() {
+            return Err(Error::Data {
+                what: "Trainer",
+                problem: "the schedule sets the momentum (OneCycleLr cycles it, as PyTorch's \
+                          OneCycleLR does by default), and this optimizer has none: use \
+                          `.cycle_momentum(false)`"
+                    .to_string(),
+            });
+        }
         let (mut counts, mut val_counts) = self.metric_counts(feed)?;
         let mut pending = Accumulated::<F>::new(self.accumulate);
         feed.check(model, &mut counts)?;
@@ -879,6 +892,9 @@ impl<'a, F: Float> Trainer<'a, F> {
                             state.steps_done,
                             state.base_lr,
                         ));
+                        if let Some(momentum) = schedule.momentum(epoch, state.steps_done) {
+                            optimizer.set_momentum_term(momentum);
+                        }
                     }
                     first_lr.get_or_insert_with(|| optimizer.learning_rate());
                     let when = When {
