@@ -16,8 +16,9 @@
 //! only) and gradient-norm clipping at 1.0.
 //!
 //! Options: `--iterations N`, `--prompt TEXT`, `--temperature T` (default 1.0), `--top-k K`
-//! (default: every character), `--chars N` (how many to sample, default 500), `--seed S`,
-//! `--out DIR` (default `target/kiln-austen`), `--sample-only`.
+//! (default: every character), `--top-p P` (nucleus sampling, default 1), `--chars N` (how
+//! many to sample, default 500), `--seed S`, `--out DIR` (default `target/kiln-austen`),
+//! `--sample-only`. Sampling is `kiln::sampling::Sampling`'s.
 //!
 //! It prints the training and validation losses every 100 steps, the final validation loss
 //! (mean cross-entropy per character over 200 random validation windows), the training time
@@ -29,7 +30,8 @@
 use kiln::ndarray::{s, Array2};
 use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule};
 use kiln::rand::rngs::StdRng;
-use kiln::rand::{RngExt, SeedableRng};
+use kiln::rand::SeedableRng;
+use kiln::sampling::Sampling;
 use kiln::text::{read_tsv, TokenStream, Tokenizer, Vocab};
 use kiln::{AdamW, Optimizer};
 use std::error::Error;
@@ -260,17 +262,6 @@ pub fn evaluate(
     Ok(total / windows.max(1) as f64)
 }
 
-/// How to pick each new character.
-#[derive(Clone, Debug)]
-pub struct Sampling {
-    /// Divides the logits: below 1 sharpens the distribution, above 1 flattens it (> 0).
-    pub temperature: f64,
-    /// Keep only the `k` most likely characters (`None`: all of them).
-    pub top_k: Option<usize>,
-    /// Seeds the draws.
-    pub seed: u64,
-}
-
 /// How many characters a full decoding cache starts again from: each sampled character sees
 /// between `KEEP` and [`BLOCK`] characters before it (every one, up to `BLOCK`, at the start).
 pub const KEEP: usize = 48;
@@ -285,14 +276,9 @@ pub fn sample(
     prompt: &str,
     count: usize,
     sampling: &Sampling,
+    seed: u64,
 ) -> Result<String, Box<dyn Error>> {
-    if !(sampling.temperature > 0.0 && sampling.temperature.is_finite()) {
-        return Err(format!(
-            "the temperature must be a positive number, not {}",
-            sampling.temperature
-        )
-        .into());
-    }
+    sampling.check()?;
     let specials = vocab.specials().len();
     let mut ids = vocab.encode(prompt);
     if let Some(c) = prompt
@@ -307,8 +293,7 @@ pub fn sample(
         ids.push(vocab.id("\n").ok_or("the vocabulary has no line break")?);
     }
     let prompt_len = ids.len();
-    let mut rng = StdRng::seed_from_u64(sampling.seed);
-    let mut probs = vec![0.0f64; VOCAB];
+    let mut rng = StdRng::seed_from_u64(seed);
     // The model reads the prompt once, then each new character once: the decoding cache keeps
     // every layer's keys and values. When it is full (64 positions, the position table's
     // length), it starts again from the last `KEEP` characters.
@@ -323,45 +308,10 @@ pub fn sample(
         };
         let tokens = Array2::from_shape_vec((1, fresh.len()), fresh.to_vec())?;
         let logits = model.forward_cached(tokens.view(), &mut cache)?;
-        let last = logits.slice(s![0, fresh.len() - 1, ..]);
         // Special tokens never follow a character: only characters are candidates.
-        let scaled: Vec<f64> = last
-            .iter()
-            .enumerate()
-            .map(|(id, &l)| {
-                if id < specials {
-                    f64::NEG_INFINITY
-                } else {
-                    f64::from(l) / sampling.temperature
-                }
-            })
-            .collect();
-        let cutoff = match sampling.top_k {
-            Some(k) if (1..VOCAB).contains(&k) => {
-                let mut sorted = scaled.clone();
-                sorted.sort_by(|a, b| b.total_cmp(a));
-                sorted[k - 1]
-            }
-            _ => f64::NEG_INFINITY,
-        };
-        let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        for (p, &l) in probs.iter_mut().zip(&scaled) {
-            *p = if l >= cutoff && l.is_finite() {
-                (l - max).exp()
-            } else {
-                0.0
-            };
-        }
-        let total: f64 = probs.iter().sum();
-        let mut draw = rng.random::<f64>() * total;
-        let mut next = probs.iter().rposition(|&p| p > 0.0).unwrap_or(specials);
-        for (id, &p) in probs.iter().enumerate() {
-            if p > 0.0 && draw < p {
-                next = id;
-                break;
-            }
-            draw -= p;
-        }
+        let mut last = logits.slice(s![0, fresh.len() - 1, ..]).to_vec();
+        last[..specials].fill(f32::NEG_INFINITY);
+        let next = sampling.draw(&last, &mut rng)?;
         ids.push(next);
     }
     Ok(vocab.decode(&ids[prompt_len..]))
@@ -371,6 +321,7 @@ struct Args {
     iterations: Option<usize>,
     prompt: String,
     sampling: Sampling,
+    seed: u64,
     chars: usize,
     out: PathBuf,
     sample_only: bool,
@@ -386,11 +337,8 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         iterations: None,
         prompt: "It is a truth universally acknowledged".to_string(),
-        sampling: Sampling {
-            temperature: 1.0,
-            top_k: None,
-            seed: 0,
-        },
+        sampling: Sampling::new(),
+        seed: 0,
         chars: 500,
         out: PathBuf::from("target/kiln-austen"),
         sample_only: false,
@@ -402,14 +350,16 @@ fn parse_args() -> Result<Args, String> {
             "--prompt" => args.prompt = it.next().ok_or("--prompt needs a text")?,
             "--temperature" => args.sampling.temperature = number(&arg, it.next())?,
             "--top-k" => args.sampling.top_k = Some(number(&arg, it.next())?),
-            "--seed" => args.sampling.seed = number(&arg, it.next())?,
+            "--top-p" => args.sampling.top_p = Some(number(&arg, it.next())?),
+            "--seed" => args.seed = number(&arg, it.next())?,
             "--chars" => args.chars = number(&arg, it.next())?,
             "--out" => args.out = it.next().ok_or("--out needs a directory")?.into(),
             "--sample-only" => args.sample_only = true,
             other => {
                 return Err(format!(
                     "unknown argument `{other}` (try --iterations N, --prompt TEXT, \
-                     --temperature T, --top-k K, --chars N, --seed S, --out DIR, --sample-only)"
+                     --temperature T, --top-k K, --top-p P, --chars N, --seed S, --out DIR, \
+                     --sample-only)"
                 ))
             }
         }
@@ -425,8 +375,9 @@ saves it, and samples text from a prompt.
 
   --iterations N        training steps (default: 2000)
   --prompt TEXT         the text to continue
-  --temperature T       sampling temperature (default: 1.0)
+  --temperature T       sampling temperature (default: 1.0; 0 takes the likeliest)
   --top-k K             sample among the K likeliest characters (default: all)
+  --top-p P             sample among the likeliest characters holding probability P (default: 1)
   --chars N             characters to sample (default: 500)
   --seed S              the sampling seed (default: 0)
   --out DIR             where the model is saved and loaded (default: target/kiln-austen)
@@ -474,15 +425,23 @@ fn run() -> Result<(), Box<dyn Error>> {
         (outcome.model, outcome.vocab)
     };
     let start = Instant::now();
-    let text = sample(&model, &vocab, &args.prompt, args.chars, &args.sampling)?;
+    let text = sample(
+        &model,
+        &vocab,
+        &args.prompt,
+        args.chars,
+        &args.sampling,
+        args.seed,
+    )?;
     println!(
-        "\n--- {} characters after {:?} (temperature {}, top-k {}) in {:.1} s ---\n{}{}\n---",
+        "\n--- {} characters after {:?} (temperature {}, top-k {}, top-p {}) in {:.1} s ---\n{}{}\n---",
         args.chars,
         args.prompt,
         args.sampling.temperature,
         args.sampling
             .top_k
             .map_or("all".to_string(), |k| k.to_string()),
+        args.sampling.top_p.unwrap_or(1.0),
         start.elapsed().as_secs_f64(),
         args.prompt,
         text

@@ -22,6 +22,7 @@ mod memory;
 pub mod model;
 pub mod onnx;
 pub mod optim;
+pub mod sampling;
 pub mod shape;
 #[cfg(feature = "text")]
 pub mod text;

@@ -73,14 +73,10 @@ fn austen_char_gpt_learns_well_below_the_uniform_loss() {
         "validation loss {}",
         outcome.validation_loss
     );
-    let sampling = austen::Sampling {
-        temperature: 0.8,
-        top_k: Some(10),
-        seed: 3,
-    };
+    let sampling = kiln::sampling::Sampling::new().temperature(0.8).top_k(10);
     // 100 characters after a 5-character prompt: the decoding cache fills (64 positions) and
     // starts again from the last characters.
-    let sample = austen::sample(&outcome.model, &outcome.vocab, "Emma ", 100, &sampling)
+    let sample = austen::sample(&outcome.model, &outcome.vocab, "Emma ", 100, &sampling, 3)
         .expect("sampling runs");
     assert_eq!(sample.chars().count(), 100, "{sample:?}");
     // What --sample-only reads back samples the same text.
@@ -91,10 +87,10 @@ fn austen_char_gpt_learns_well_below_the_uniform_loss() {
     let vocab = kiln::text::Vocab::load(dir.join("vocab.json")).expect("loads");
     let mut model = austen::CharGpt::<f32>::new(&mut StdRng::seed_from_u64(9));
     kiln::io::load(&mut model, dir.join("char_gpt.safetensors")).expect("loads");
-    let again = austen::sample(&model, &vocab, "Emma ", 100, &sampling).expect("sampling runs");
+    let again = austen::sample(&model, &vocab, "Emma ", 100, &sampling, 3).expect("sampling runs");
     assert_eq!(again, sample);
     std::fs::remove_dir_all(&dir).ok();
-    assert!(austen::sample(&outcome.model, &outcome.vocab, "€", 1, &sampling).is_err());
+    assert!(austen::sample(&outcome.model, &outcome.vocab, "€", 1, &sampling, 3).is_err());
 }
 
 #[test]
