@@ -360,6 +360,56 @@ fn plain_rnns_over_padded_sequences() {
 }
 
 kiln::model! {
+    /// Dropout between the layers of a bidirectional LSTM over padded sequences and of a
+    /// three-layer GRU, as PyTorch's `dropout` argument.
+    struct DroppedRecur {
+        input x: [B, T, 3];
+        input len: [B] lengths T;
+        target y: [B] classes 2;
+        let seq = lstm(x, 3, layers = 2, bidirectional = true, lengths = len, dropout = 0.5);
+        let last = gru(seq, 3, layers = 3, dropout = 0.3, final_state = true);
+        let logits = linear(last, 2);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+/// In training, the masks are drawn from the workspace's seed: the same seed gives the same
+/// loss, so the gradients are those of a deterministic function; inference has no dropout.
+#[test]
+fn dropout_between_recurrent_layers_follows_the_seed() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let model = DroppedRecur::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 4, 3), -1.0, 1.0);
+    let len = kiln::ndarray::array![4usize, 2, 3];
+    let y = kiln::ndarray::array![1usize, 0, 1];
+    let train = |m: &DroppedRecur<f64>, seed: u64| {
+        let mut m = m.clone();
+        let mut ws = m.workspace();
+        ws.seed(seed);
+        let mut grads = m.zero_grads();
+        let loss = m
+            .loss_and_grad(x.view(), len.view(), y.view(), &mut ws, &mut grads)
+            .unwrap();
+        (loss, grads)
+    };
+    let (loss, grads) = train(&model, 42);
+    assert_eq!(train(&model, 42).0, loss);
+    assert_ne!(
+        train(&model, 43).0,
+        loss,
+        "another seed drops other outputs"
+    );
+    let inference = model.loss(x.view(), len.view(), y.view(), &mut model.workspace());
+    assert_ne!(
+        inference.unwrap(),
+        loss,
+        "dropout is active in training only"
+    );
+    check(&model, &grads, |m| train(m, 42).0);
+}
+
+kiln::model! {
     /// Attention written out with the tensor ops, pooled three ways.
     struct Explicit {
         input x: [B, T, 4];

@@ -226,7 +226,8 @@ fn a_plain_rnn_tagger_with_learned_slopes() {
 }
 
 /// A character-level LSTM language model: its decoding cache holds each layer's states
-/// (`RnnState`), and `run_forward_cached` continues the recurrence from them.
+/// (`RnnState`), and `run_forward_cached` continues the recurrence from them; in training the
+/// stack drops the first layer's outputs (`rnn_forward_train` with the workspace's generator).
 #[test]
 fn a_char_lstm_that_decodes_incrementally() {
     insta::assert_snapshot!(expand(quote::quote! {
@@ -234,7 +235,7 @@ fn a_char_lstm_that_decodes_incrementally() {
             input tokens: [B, T] tokens 96;
             target next: [B, T] classes 96;
             let e = embedding(tokens, 32);
-            let h = lstm(e, 64, layers = 2);
+            let h = lstm(e, 64, layers = 2, dropout = 0.2);
             let logits = linear(h, 96);
             output logits;
             loss cross_entropy(logits, next);

@@ -48,6 +48,15 @@ pub fn dropout_forward<F: Float, R: Rng + ?Sized>(
         "dropout_forward: mask has the wrong length"
     );
     assert_eq!(y.len(), x.len(), "dropout_forward: y has the wrong length");
+    draw_mask(p, rng, mask);
+    for ((yv, &xv), &m) in y.iter_mut().zip(x).zip(mask.iter()) {
+        *yv = xv * m;
+    }
+}
+
+/// Fills `mask` as [`dropout_forward`] does for drop probability `p` (in `[0, 1]`), with the
+/// same draws.
+pub(crate) fn draw_mask<F: Float, R: Rng + ?Sized>(p: f64, rng: &mut R, mask: &mut [F]) {
     if p == 0.0 {
         mask.fill(F::ONE);
     } else if p == 1.0 {
@@ -62,9 +71,6 @@ pub fn dropout_forward<F: Float, R: Rng + ?Sized>(
                 F::ZERO
             };
         }
-    }
-    for ((yv, &xv), &m) in y.iter_mut().zip(x).zip(mask.iter()) {
-        *yv = xv * m;
     }
 }
 

@@ -62,6 +62,7 @@ fn dims(cell: RnnCell, input: usize, hidden: usize, layers: usize, bidirectional
         layers,
         bidirectional,
         output: RnnOutput::Sequence,
+        dropout: 0.0,
     }
 }
 

@@ -1,9 +1,11 @@
-//! `lstm(x, hidden, layers = n, bidirectional = true, lengths = len, final_state = true)`,
-//! `gru(...)` and `rnn(..., nonlinearity = relu)` over batch-first sequences `[B, T, F]`:
-//! PyTorch's `nn.LSTM` / `nn.GRU` / `nn.RNN` (gate order, parameter names `weight_ih_l0`,
-//! `bias_hh_l1_reverse`, ...), run by the runtime's kernels forward and back through time. With `lengths`, each sequence is processed only up
-//! to its length (as `pack_padded_sequence`); with `final_state = true` the op returns the last
-//! layer's final hidden state `[B, dirs·hidden]` instead of the outputs `[B, T, dirs·hidden]`.
+//! `lstm(x, hidden, layers = n, bidirectional = true, dropout = p, lengths = len,
+//! final_state = true)`, `gru(...)` and `rnn(..., nonlinearity = relu)` over batch-first
+//! sequences `[B, T, F]`: PyTorch's `nn.LSTM` / `nn.GRU` / `nn.RNN` (gate order, parameter
+//! names `weight_ih_l0`, `bias_hh_l1_reverse`, ...), run by the runtime's kernels forward and
+//! back through time. With `lengths`, each sequence is processed only up to its length (as
+//! `pack_padded_sequence`); with `final_state = true` the op returns the last layer's final
+//! hidden state `[B, dirs·hidden]` instead of the outputs `[B, T, dirs·hidden]`; `dropout`
+//! drops inner layers' outputs in training, as PyTorch's `dropout` argument.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError, OpSpec,
@@ -51,9 +53,9 @@ impl OpSpec for RecurrentSpec {
     }
     fn usage(&self) -> &'static str {
         match self.cell {
-            Cell::Lstm => "lstm(x, hidden, layers = 1, bidirectional = false, lengths = len, final_state = false)",
-            Cell::Gru => "gru(x, hidden, layers = 1, bidirectional = false, lengths = len, final_state = false)",
-            Cell::Rnn { .. } => "rnn(x, hidden, layers = 1, bidirectional = false, nonlinearity = tanh, lengths = len, final_state = false)",
+            Cell::Lstm => "lstm(x, hidden, layers = 1, bidirectional = false, dropout = 0.0, lengths = len, final_state = false)",
+            Cell::Gru => "gru(x, hidden, layers = 1, bidirectional = false, dropout = 0.0, lengths = len, final_state = false)",
+            Cell::Rnn { .. } => "rnn(x, hidden, layers = 1, bidirectional = false, nonlinearity = tanh, dropout = 0.0, lengths = len, final_state = false)",
         }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
@@ -68,6 +70,7 @@ impl OpSpec for RecurrentSpec {
             ));
         }
         let bidirectional = args.opt_bool("bidirectional", false)?;
+        let dropout = dropout_option(args)?;
         let final_state = args.opt_bool("final_state", false)?;
         let lengths = args.tensor_option("lengths").is_some();
         let cell = match self.cell {
@@ -86,6 +89,17 @@ impl OpSpec for RecurrentSpec {
             }
         };
         args.finish()?;
+        // After `finish`, so that a misspelt `layers` is reported as such.
+        let dropout = match dropout {
+            Some((p, span)) if p > 0.0 && layers < 2 => {
+                return Err(syn::Error::new(
+                    span,
+                    format!("`dropout = {p}` drops the outputs of every layer but the last, and this stack has one layer: stack more (`layers = 2, dropout = {p}`, as PyTorch's `num_layers`), or apply `dropout(..)` to the output"),
+                ));
+            }
+            Some((p, _)) => p,
+            None => 0.0,
+        };
         Ok(Built::Kernel(Box::new(Recurrent {
             cell,
             hidden,
@@ -93,8 +107,25 @@ impl OpSpec for RecurrentSpec {
             bidirectional,
             final_state,
             lengths,
+            dropout,
         })))
     }
+}
+
+/// `dropout = p`, PyTorch's dropout between stacked layers (in `[0, 1]`), and where it is
+/// written.
+fn dropout_option(args: &mut CallArgs) -> syn::Result<Option<(f64, proc_macro2::Span)>> {
+    let span = args.written_option("dropout").map(|e| e.span());
+    let (Some(p), Some(span)) = (args.opt_float("dropout")?, span) else {
+        return Ok(None);
+    };
+    if !(0.0..=1.0).contains(&p) {
+        return Err(syn::Error::new(
+            span,
+            format!("the dropout between layers is a probability in [0, 1], not {p}: `dropout = 0.2` zeroes a fifth of each inner layer's outputs in training"),
+        ));
+    }
+    Ok(Some((p, span)))
 }
 
 /// `rnn`'s `nonlinearity = tanh` (the default) or `relu`: whether it is `relu`.
@@ -118,6 +149,8 @@ pub struct Recurrent {
     bidirectional: bool,
     final_state: bool,
     lengths: bool,
+    /// The dropout between layers in training.
+    dropout: f64,
 }
 
 /// `weight_ih_l0_reverse`-style names live for the whole compilation; a model has a handful.
@@ -172,10 +205,11 @@ fn dims_tokens(
     } else {
         quote!(::kiln::kernels::recurrent::RnnOutput::Sequence)
     };
+    let dropout = r.dropout;
     quote! {
         ::kiln::kernels::recurrent::RnnDims {
             cell: #cell, batch: #batch, seq: #seq, input: #input, hidden: #hidden,
-            layers: #layers, bidirectional: #bidirectional, output: #output,
+            layers: #layers, bidirectional: #bidirectional, output: #output, dropout: #dropout,
         }
     }
 }
@@ -318,10 +352,19 @@ impl Kernel for Recurrent {
         if self.bidirectional {
             s.push_str(", bidirectional");
         }
+        if self.dropout > 0.0 {
+            s.push_str(&format!(", dropout={}", self.dropout));
+        }
         if self.final_state {
             s.push_str(", final_state");
         }
         s
+    }
+    fn mode_dependent(&self) -> bool {
+        self.dropout > 0.0
+    }
+    fn needs_rng(&self) -> bool {
+        self.dropout > 0.0
     }
     fn has_params(&self) -> bool {
         true
@@ -451,12 +494,13 @@ impl Kernel for Recurrent {
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
         let x = inputs[0].shape.0.clone();
-        let (hidden, layers, bidirectional, cell, final_state) = (
+        let (hidden, layers, bidirectional, cell, final_state, dropout) = (
             self.hidden,
             self.layers,
             self.bidirectional,
             self.cell,
             self.final_state,
+            self.dropout,
         );
         vec![ScratchSpec {
             suffix: "saved",
@@ -468,6 +512,7 @@ impl Kernel for Recurrent {
                     bidirectional,
                     final_state,
                     lengths: false,
+                    dropout,
                 };
                 let d = dims_tokens(&r, dim(x[0]), dim(x[1]), dim(x[2]));
                 quote!(#d.scratch_len())
@@ -491,6 +536,12 @@ impl Kernel for Recurrent {
                 let (state, offset) = (&decode.cache, &decode.offset);
                 quote! {
                     ::kiln::kernels::recurrent::rnn_forward_cached(&#dims, #xd, &params, #scratch, &mut #state, #offset, #y);
+                }
+            }
+            None if cx.training && self.dropout > 0.0 => {
+                let rng = &cx.rng;
+                quote! {
+                    ::kiln::kernels::recurrent::rnn_forward_train(&#dims, #xd, #lengths, &params, #rng, #scratch, #y);
                 }
             }
             None => quote! {

@@ -63,7 +63,9 @@ pub fn rnn_backward<F: Float>(
         adjoints,
         packed,
         partials,
+        masks,
     } = lay.split(scratch);
+    let masks = &*masks;
     let (kept, outputs) = (&*kept, &*outputs);
     let (dirs, g, h, t_len) = (lay.directions, lay.gate_rows, lay.hidden, lay.seq);
     // One set of gate adjoints for both sides of the gates (all but the GRU).
@@ -78,6 +80,13 @@ pub fn rnn_backward<F: Float>(
         } else {
             (odd, even)
         };
+        if !last && !masks.is_empty() {
+            // The next layer read this layer's outputs through the dropout mask.
+            let mask = &masks[layer * lay.mask..(layer + 1) * lay.mask];
+            for (a, &m) in mine[..lay.layer_out].iter_mut().zip(mask) {
+                *a *= m;
+            }
+        }
         let dy: Option<&[F]> = match (last, d.output) {
             (false, _) => Some(&*mine),
             (true, RnnOutput::Sequence) => Some(d_out),

@@ -1,9 +1,12 @@
 //! The forward pass: input projections, then the time loop of each direction.
 
 use super::{cell, layer_params, Direction, Layout, Regions, RnnCell, RnnDims, RnnOutput};
+use crate::kernels::dropout::draw_mask;
 use crate::kernels::gemm::{gemm, gemm_packed_b};
 use crate::kernels::parallel::{self, SharedMut};
 use crate::Float;
+use rand::rngs::StdRng;
+use rand::Rng;
 use std::ops::Range;
 
 /// The forward pass: writes `out` ([`RnnDims::out_len`] elements, see [`RnnOutput`]).
@@ -22,7 +25,7 @@ use std::ops::Range;
 /// use kiln_runtime::kernels::recurrent::{rnn_forward, RnnCell, RnnDims, RnnOutput};
 /// let d = RnnDims {
 ///     cell: RnnCell::Gru, batch: 1, seq: 2, input: 1, hidden: 1, layers: 1,
-///     bidirectional: false, output: RnnOutput::Final,
+///     bidirectional: false, output: RnnOutput::Final, dropout: 0.0,
 /// };
 /// // All weights and biases zero: r = z = 1/2, n = 0, so h stays 0.
 /// let zeros = [0.0f64; 3];
@@ -40,7 +43,57 @@ pub fn rnn_forward<F: Float>(
     scratch: &mut [F],
     out: &mut [F],
 ) {
-    forward("rnn_forward", d, x, lengths, params, scratch, out, None);
+    let no_dropout: Option<&mut StdRng> = None;
+    forward(
+        "rnn_forward",
+        d,
+        x,
+        lengths,
+        params,
+        no_dropout,
+        scratch,
+        out,
+        None,
+    );
+}
+
+/// The forward pass of training: [`rnn_forward`], with dropout between the layers when
+/// `d.dropout` is above 0 (each output of every layer but the last zeroed with that
+/// probability, the rest scaled by `1 / (1 − p)`, before the next layer reads it, as
+/// PyTorch's `nn.LSTM(dropout=p)` in training mode). The masks are drawn from `rng` in order,
+/// one `random_bool` per output as [`dropout_forward`](crate::kernels::dropout::dropout_forward)
+/// draws them, layer by layer, and kept in `scratch` for [`rnn_backward`](super::rnn_backward).
+///
+/// # Panics
+/// As [`rnn_forward`].
+///
+/// ```
+/// use kiln_runtime::kernels::recurrent::{rnn_forward_train, RnnCell, RnnDims, RnnOutput};
+/// use rand::{rngs::StdRng, SeedableRng};
+/// let d = RnnDims {
+///     cell: RnnCell::Lstm, batch: 2, seq: 3, input: 4, hidden: 5, layers: 2,
+///     bidirectional: false, output: RnnOutput::Sequence, dropout: 0.5,
+/// };
+/// let params: Vec<Vec<f32>> = d.param_shapes().iter()
+///     .map(|(_, shape)| vec![0.1; shape.iter().product()]).collect();
+/// let params: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+/// let mut scratch = vec![0.0; d.scratch_len()];
+/// let mut out = vec![0.0; d.out_len()];
+/// let mut rng = StdRng::seed_from_u64(0);
+/// rnn_forward_train(&d, &[1.0; 24], None, &params, &mut rng, &mut scratch, &mut out);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn rnn_forward_train<F: Float, R: Rng + ?Sized>(
+    d: &RnnDims,
+    x: &[F],
+    lengths: Option<&[usize]>,
+    params: &[&[F]],
+    rng: &mut R,
+    scratch: &mut [F],
+    out: &mut [F],
+) {
+    let what = "rnn_forward_train";
+    forward(what, d, x, lengths, params, Some(rng), scratch, out, None);
 }
 
 /// The states a forward pass starts from and leaves behind, each `[L, B, H]` hidden states
@@ -52,15 +105,17 @@ pub(super) struct Carry<'a, F> {
     pub to: &'a mut [F],
 }
 
-/// [`rnn_forward`], optionally starting from given states and keeping the final ones
-/// (`carry`: one direction, every sequence the full length).
+/// [`rnn_forward`], with dropout between the layers drawn from `dropout` if given (training),
+/// optionally starting from given states and keeping the final ones (`carry`: one direction,
+/// every sequence the full length).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn forward<F: Float>(
+pub(super) fn forward<F: Float, R: Rng + ?Sized>(
     what: &str,
     d: &RnnDims,
     x: &[F],
     lengths: Option<&[usize]>,
     params: &[&[F]],
+    mut dropout: Option<&mut R>,
     scratch: &mut [F],
     out: &mut [F],
     mut carry: Option<Carry<'_, F>>,
@@ -94,8 +149,14 @@ pub(super) fn forward<F: Float>(
         outputs,
         work,
         packed,
+        masks,
         ..
     } = lay.split(scratch);
+    // Without a generator (inference) the masks are ones: a backward after it then sees no
+    // dropout, rather than stale masks.
+    if dropout.is_none() {
+        masks.fill(F::ONE);
+    }
     let (dirs, g, h) = (lay.directions, lay.gate_rows, lay.hidden);
     let parts = d.batch_parts();
     for layer in 0..d.layers {
@@ -182,6 +243,13 @@ pub(super) fn forward<F: Float>(
                 dest.as_ref().map(|s| (s, direction * h)),
             );
         });
+        if let (Some(rng), false) = (dropout.as_deref_mut(), last || masks.is_empty()) {
+            let mask = &mut masks[layer * lay.mask..(layer + 1) * lay.mask];
+            draw_mask(d.dropout, rng, mask);
+            for (y, &m) in current[..lay.layer_out].iter_mut().zip(&*mask) {
+                *y *= m;
+            }
+        }
         if let Some(carry) = &mut carry {
             let [.., hs, cs] = lay.work_rows(0, &(0..d.batch));
             let at = layer * d.batch * h;

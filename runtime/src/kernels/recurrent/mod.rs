@@ -43,7 +43,7 @@ mod state;
 mod tests;
 
 pub use backward::rnn_backward;
-pub use forward::rnn_forward;
+pub use forward::{rnn_forward, rnn_forward_train};
 pub use state::{rnn_forward_cached, RnnState};
 
 use crate::kernels::gemm;
@@ -118,7 +118,7 @@ pub enum RnnOutput {
 /// use kiln_runtime::kernels::recurrent::{RnnCell, RnnDims, RnnOutput};
 /// let d = RnnDims {
 ///     cell: RnnCell::Gru, batch: 2, seq: 5, input: 3, hidden: 4, layers: 2,
-///     bidirectional: true, output: RnnOutput::Final,
+///     bidirectional: true, output: RnnOutput::Final, dropout: 0.0,
 /// };
 /// assert_eq!(d.out_len(), 2 * 8);
 /// let shapes = d.param_shapes();
@@ -126,7 +126,7 @@ pub enum RnnOutput {
 /// assert_eq!(shapes[4], ("weight_ih_l0_reverse".to_string(), vec![12, 3]));
 /// assert_eq!(shapes[8], ("weight_ih_l1".to_string(), vec![12, 8]));
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RnnDims {
     /// LSTM or GRU.
     pub cell: RnnCell,
@@ -144,6 +144,10 @@ pub struct RnnDims {
     pub bidirectional: bool,
     /// What the forward writes into `out`.
     pub output: RnnOutput,
+    /// The probability of zeroing each output of every layer but the last before the next
+    /// layer reads it, in training ([`rnn_forward_train`]; PyTorch's `dropout`, inverted
+    /// dropout as `nn.Dropout`); 0 for none. [`rnn_forward`] (inference) ignores it.
+    pub dropout: f64,
 }
 
 impl RnnDims {
@@ -233,7 +237,9 @@ impl RnnDims {
     /// - with 8 sequences or more, each direction's recurrent weight packed for the GEMM,
     ///   `D·max(H·⌈G·H⌉₃₂, G·H·⌈H⌉₃₂)` (`⌈x⌉₃₂`: `x` rounded up to a multiple of 32);
     /// - with 16 sequences or more (two batch parts), the second part's sums of the weight and
-    ///   bias gradients per direction, `D·G·H·(I + H + 2)` with `I` the widest layer input.
+    ///   bias gradients per direction, `D·G·H·(I + H + 2)` with `I` the widest layer input;
+    /// - with `dropout` above 0, the dropout masks of the inner layers' outputs,
+    ///   `(L − 1)·R·D·H`.
     pub fn scratch_len(&self) -> usize {
         Layout::new(self).total()
     }
@@ -259,6 +265,11 @@ impl RnnDims {
     #[track_caller]
     fn check(&self, what: &str, x: &[impl Sized], lengths: Option<&[usize]>, params: usize) {
         assert!(self.layers >= 1, "{what}: an RNN has at least one layer");
+        assert!(
+            (0.0..=1.0).contains(&self.dropout),
+            "{what}: dropout must be in [0, 1], got {}",
+            self.dropout
+        );
         assert_eq!(x.len(), self.input_len(), "{what}: x has the wrong length");
         assert_eq!(
             params,
@@ -334,6 +345,8 @@ struct Layout {
     /// One direction and later part's own sums of the weight and bias gradients (the first
     /// part writes the gradients themselves).
     partial: usize,
+    /// The dropout masks of one inner layer's outputs (zero without dropout).
+    mask: usize,
 }
 
 impl Layout {
@@ -364,7 +377,16 @@ impl Layout {
             },
             parts: d.batch_parts(),
             partial: gate_rows * (widest_input + h + 2),
+            mask: if d.dropout > 0.0 {
+                rows * d.directions() * h
+            } else {
+                0
+            },
         }
+    }
+
+    fn masks_total(&self) -> usize {
+        self.layers.saturating_sub(1) * self.mask
     }
 
     fn kept_total(&self) -> usize {
@@ -398,16 +420,18 @@ impl Layout {
             + self.adjoints_total()
             + self.packed_total()
             + self.partials_total()
+            + self.masks_total()
     }
 
-    /// The scratch cut into its six regions.
+    /// The scratch cut into its seven regions.
     fn split<'a, F>(&self, scratch: &'a mut [F]) -> Regions<'a, F> {
         let (kept, rest) = scratch.split_at_mut(self.kept_total());
         let (outputs, rest) = rest.split_at_mut(self.outputs_total());
         let (work, rest) = rest.split_at_mut(self.work_total());
         let (adjoints, rest) = rest.split_at_mut(self.adjoints_total());
         let (packed, rest) = rest.split_at_mut(self.packed_total());
-        let partials = &mut rest[..self.partials_total()];
+        let (partials, rest) = rest.split_at_mut(self.partials_total());
+        let masks = &mut rest[..self.masks_total()];
         Regions {
             kept,
             outputs,
@@ -415,6 +439,7 @@ impl Layout {
             adjoints,
             packed,
             partials,
+            masks,
         }
     }
 
@@ -509,6 +534,9 @@ struct Regions<'a, F> {
     adjoints: &'a mut [F],
     packed: &'a mut [F],
     partials: &'a mut [F],
+    /// Per inner layer, the dropout mask of its outputs (`0` or `1 / (1 − p)`), when the
+    /// stack has dropout.
+    masks: &'a mut [F],
 }
 
 /// What the time loop of one layer and direction reads.

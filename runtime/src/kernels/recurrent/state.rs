@@ -83,7 +83,7 @@ impl<F: Float> RnnState<F> {
 /// };
 /// let whole = RnnDims {
 ///     cell: RnnCell::RnnTanh, batch: 1, seq: 3, input: 1, hidden: 1, layers: 1,
-///     bidirectional: false, output: RnnOutput::Sequence,
+///     bidirectional: false, output: RnnOutput::Sequence, dropout: 0.0,
 /// };
 /// let (w, one) = ([0.5f64], [0.1f64]);
 /// let params: Vec<&[f64]> = vec![&w, &w, &one, &one];
@@ -144,6 +144,17 @@ pub fn rnn_forward_cached<F: Float>(
         from: read.map(|_| &from[..]),
         to,
     };
-    forward(WHAT, d, x, None, params, scratch, out, Some(carry));
+    let inference: Option<&mut rand::rngs::StdRng> = None;
+    forward(
+        WHAT,
+        d,
+        x,
+        None,
+        params,
+        inference,
+        scratch,
+        out,
+        Some(carry),
+    );
     state.seen[write] = Some(offset + d.seq);
 }

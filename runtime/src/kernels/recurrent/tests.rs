@@ -30,6 +30,7 @@ fn dims(
         layers,
         bidirectional,
         output,
+        dropout: 0.0,
     }
 }
 
@@ -659,4 +660,125 @@ fn decoding_from_positions_the_state_has_not_seen_is_refused() {
         2,
         &mut out,
     );
+}
+
+/// The training forward with dropout from a generator seeded with `seed`: outputs and scratch.
+fn forward_train(
+    d: &RnnDims,
+    x: &[f64],
+    lengths: Option<&[usize]>,
+    params: &[Vec<f64>],
+    seed: u64,
+) -> (Vec<f64>, Vec<f64>) {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut scratch = vec![f64::NAN; d.scratch_len()];
+    let mut out = vec![f64::NAN; d.out_len()];
+    rnn_forward_train(
+        d,
+        x,
+        lengths,
+        &refs(params),
+        &mut rng,
+        &mut scratch,
+        &mut out,
+    );
+    (out, scratch)
+}
+
+/// Dropout between layers is the layers run one at a time, each inner layer's outputs
+/// multiplied by a mask drawn as `dropout_forward` draws it, from the same generator in turn.
+#[test]
+fn dropout_between_layers_is_the_layers_run_one_by_one() {
+    use crate::kernels::dropout::dropout_forward;
+    use rand::SeedableRng;
+    for cell in CELLS {
+        for (layers, bidirectional, output) in
+            [(2, false, RnnOutput::Sequence), (3, true, RnnOutput::Final)]
+        {
+            let d = RnnDims {
+                dropout: 0.4,
+                ..dims(cell, 3, 4, 3, 2, layers, bidirectional, output)
+            };
+            let lengths = [4, 1, 3];
+            let params = params_for(&d, 3.0);
+            let x = values(d.input_len(), 0.5);
+            let (got, _) = forward_train(&d, &x, Some(&lengths), &params, 17);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+            let mut input = x.clone();
+            let per_layer = 4 * d.directions();
+            for layer in 0..layers {
+                let last = layer + 1 == layers;
+                let one = RnnDims {
+                    input: d.layer_input(layer),
+                    layers: 1,
+                    output: if last { output } else { RnnOutput::Sequence },
+                    dropout: 0.0,
+                    ..d
+                };
+                let ps = params[layer * per_layer..(layer + 1) * per_layer].to_vec();
+                let (mut y, _) = forward(&one, &input, Some(&lengths), &ps);
+                if !last {
+                    let mut mask = vec![0.0; y.len()];
+                    let kept = y.clone();
+                    dropout_forward(&kept, 0.4, &mut rng, &mut mask, &mut y);
+                    assert!(mask.contains(&0.0), "some outputs dropped");
+                }
+                input = y;
+            }
+            assert_close(&got, &input, 1e-12, 1e-14, &format!("{cell:?} L={layers}"));
+            // Inference has no dropout.
+            let (plain, _) = forward(&d, &x, Some(&lengths), &params);
+            assert_ne!(plain, got);
+            let no_dropout = RnnDims { dropout: 0.0, ..d };
+            assert_eq!(forward(&no_dropout, &x, Some(&lengths), &params).0, plain);
+        }
+    }
+}
+
+/// With dropout, the backward's gradients are those of the training forward with the same
+/// masks (a fixed seed), by central differences.
+#[test]
+fn backward_through_dropout_matches_finite_differences() {
+    for cell in CELLS {
+        let d = RnnDims {
+            dropout: 0.5,
+            ..dims(cell, 3, 4, 3, 2, 3, true, RnnOutput::Sequence)
+        };
+        let lengths = [4, 2, 3];
+        let x = values(d.input_len(), 1.0);
+        let params = params_for(&d, 2.0);
+        let r = values(d.out_len(), 7.0);
+        let loss = |x: &[f64], ps: &[Vec<f64>]| {
+            weighted(&forward_train(&d, x, Some(&lengths), ps, 5).0, &r)
+        };
+        let (_, mut scratch) = forward_train(&d, &x, Some(&lengths), &params, 5);
+        let mut grads: Vec<Vec<f64>> = params.iter().map(|p| vec![f64::NAN; p.len()]).collect();
+        let mut grad_refs: Vec<&mut [f64]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
+        let mut dx = vec![f64::NAN; x.len()];
+        rnn_backward(
+            &d,
+            &x,
+            Some(&lengths),
+            &refs(&params),
+            &mut scratch,
+            &r,
+            Some((&mut dx, false)),
+            &mut grad_refs,
+        );
+        for (k, (name, _)) in d.param_shapes().iter().enumerate() {
+            let num = numeric_gradient(
+                |p| {
+                    let mut ps = params.clone();
+                    ps[k] = p.to_vec();
+                    loss(&x, &ps)
+                },
+                &mut params[k].clone(),
+                1e-6,
+            );
+            assert_close(&grads[k], &num, 1e-6, 1e-8, &format!("{cell:?} d{name}"));
+        }
+        let num_x = numeric_gradient(|x| loss(x, &params), &mut x.clone(), 1e-6);
+        assert_close(&dx, &num_x, 1e-6, 1e-8, &format!("{cell:?} dx"));
+    }
 }
