@@ -131,6 +131,7 @@ fn generator_is_deterministic_and_covers_the_families() {
         "dropout",
         "input lengths",
         "lstm/gru(lengths)",
+        "lstm/gru(dropout)",
         "rnn",
         "prelu",
         "prelu(per channel)",

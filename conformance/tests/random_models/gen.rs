@@ -281,6 +281,8 @@ pub enum Op {
         bidirectional: bool,
         final_state: bool,
         lengths: bool,
+        /// `dropout` between the layers (0: none).
+        dropout: f64,
     },
     /// `conv2d(x, out, kernel, stride, padding, dilation, groups, bias)`; kernel and stride
     /// as (height, width).
@@ -467,7 +469,16 @@ impl Op {
                 ..
             } => out.push("instance_norm(affine = true)".into()),
             Op::Reduce { lengths: true, .. } => out.push("mean(axis = 1, lengths)".into()),
-            Op::Rnn { lengths: true, .. } => out.push("lstm/gru(lengths)".into()),
+            Op::Rnn {
+                lengths, dropout, ..
+            } => {
+                if *lengths {
+                    out.push("lstm/gru(lengths)".into());
+                }
+                if *dropout > 0.0 {
+                    out.push("lstm/gru(dropout)".into());
+                }
+            }
             Op::Attention {
                 memory,
                 bias,
@@ -511,6 +522,16 @@ impl Op {
             _ => {}
         }
         out
+    }
+
+    /// Whether the op draws from the workspace's generator in training: dropout, and
+    /// dropout between recurrent layers.
+    pub fn draws(&self) -> bool {
+        match self {
+            Op::Dropout { .. } => true,
+            Op::Rnn { dropout, .. } => *dropout > 0.0,
+            _ => false,
+        }
     }
 
     /// The op's name for coverage counts.
@@ -948,6 +969,7 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             bidirectional,
             final_state,
             lengths,
+            dropout,
         } => {
             let mut s = format!("{}({}, {hidden}", cell.name(), n(x));
             if *cell == (Cell::Rnn { relu: true }) {
@@ -961,6 +983,9 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             }
             if *bidirectional {
                 s.push_str(", bidirectional = true");
+            }
+            if *dropout > 0.0 {
+                write!(s, ", dropout = {dropout:?}").unwrap();
             }
             if *final_state {
                 s.push_str(", final_state = true");
@@ -1431,7 +1456,7 @@ impl Gen {
             self.used[v] = true;
         }
         match &op {
-            Op::Dropout { .. } => {
+            op if op.draws() => {
                 self.dropout = true;
                 self.train_mode = true;
             }
@@ -1991,6 +2016,11 @@ impl Gen {
                     let bidirectional = self.chance(0.4);
                     let final_state = self.chance(0.3);
                     let lengths = self.lengths.as_ref() == Some(&shape[1]) && self.chance(0.5);
+                    let dropout = if layers > 1 && self.chance(0.5) {
+                        self.pick(&[0.25, 0.5])
+                    } else {
+                        0.0
+                    };
                     let dirs = if bidirectional { 2 } else { 1 };
                     let s = if final_state {
                         vec![shape[0].clone(), lit(dirs * hidden)]
@@ -2007,6 +2037,7 @@ impl Gen {
                             bidirectional,
                             final_state,
                             lengths,
+                            dropout,
                         },
                     ))
                 }

@@ -4,21 +4,14 @@ kiln::model! {
     struct R0 {
         input x: [B, T, 2];
         input len: [B] lengths T;
-        let v1 = lstm(x, 2, layers = 2);
-        let v2 = Blk0(v1, repeat = 3);
-        let v3 = linear(v2, 6);
-        let pred = linear(v3, 3);
-        output pred;
-
-        block Blk0(x) {
-            let u1 = linear(x, 2);
-            let u2 = square(u1) - sqrt((square(x) + 0.1));
-            let u3 = x + u2;
-            output u3;
-        }
+        let v1 = lstm(x, 2, layers = 2, dropout = 0.5);
+        let v2 = gru(v1, 3, lengths = len, bidirectional = true);
+        let v3 = linear(x, 5, bias = false);
+        let pred = linear(v3, 2);
+        output pred, v2;
     }
 }
-runner! { R0, float 3, lengths, none 0, unseeded, [] }
+runner! { R0, float 3, lengths, none 0, seeded, [v2] }
 
 kiln::model! {
     struct R1 {
@@ -1205,25 +1198,18 @@ runner! { R68, float 2, no_lengths, values 2, seeded, [] }
 kiln::model! {
     struct R69 {
         input x: [B, S] tokens 6;
-        target y: [B, S, 3];
+        target y: [B, 2];
         let v1 = embedding(x, 2, padding_idx = 4);
         let v2 = gru(v1, 3, layers = 2, final_state = true);
-        let v3 = Blk0(v2, repeat = 2);
-        let v4 = multi_head_attention(v1, heads = 1, causal = true, bias = false);
-        let v5 = linear(v4, 3, bias = false);
-        let pred = linear(v5, 3);
-        output pred, v3;
-        loss smooth_l1(pred, y, beta = 1.0);
-
-        block Blk0(x) {
-            let u1 = linear(x, 3);
-            let u2 = linear(u1, 3);
-            let u3 = x + u2;
-            output u3;
-        }
+        let v3 = dropout(v1, 0.25);
+        let v4 = linear(v2, 2);
+        let v5 = linear(v4, 5, bias = false);
+        let pred = linear(v5, 2);
+        output pred;
+        loss bce_with_logits(pred, y) + 0.5 * mean(v3);
     }
 }
-runner! { R69, tokens 2, no_lengths, values 3, unseeded, [v3] }
+runner! { R69, tokens 2, no_lengths, values 2, seeded, [] }
 
 kiln::model! {
     struct R70 {
@@ -1388,26 +1374,19 @@ kiln::model! {
     struct R81 {
         input x: [B, T] tokens 5;
         input len: [B] lengths T;
-        target y: [B, T, 5];
+        target y: [B, T] classes 4;
         let v1 = embedding(x, 4);
-        let v2 = lstm(v1, 2, lengths = len, layers = 2);
-        let v3 = softmax(v1);
-        let v4 = linear(v3, 4);
-        let v5 = Blk0(v4, repeat = 2);
-        let v6 = pad(v5, (0, 0), mode = reflect);
-        let pred = linear(v6, 5, tied = v1);
+        let v2 = lstm(v1, 2, lengths = len, layers = 2, dropout = 0.25);
+        let v3 = lstm(v2, 3);
+        let v4 = log_softmax(v3);
+        let v5 = dropout(v4, 0.25);
+        let v6 = log_softmax(v5);
+        let pred = linear(v6, 4);
         output pred;
-        loss bce_with_logits(pred, y) + 0.5 * mean(v2);
-
-        block Blk0(x) {
-            let u1 = dropout(x, 0.25);
-            let u2 = dropout(u1, 0.25);
-            let u3 = x + tanh(u2);
-            output u3;
-        }
+        loss nll(log_softmax(pred), y, ignore_index = 0);
     }
 }
-runner! { R81, tokens 2, lengths, values 3, seeded, [] }
+runner! { R81, tokens 2, lengths, labels 2, seeded, [] }
 
 kiln::model! {
     struct R82 {
@@ -1715,22 +1694,16 @@ runner! { R97, float 2, no_lengths, values 2, seeded, [] }
 kiln::model! {
     struct R98 {
         input x: [N, 4, 2];
-        target y: [N, 4, 3];
-        let v1 = gru(x, 2, layers = 2, bidirectional = true);
-        let v2 = linear(x, 6, bias = false);
-        let v3 = linear(x, 6);
-        let v4 = transpose(v3, -2, -1);
-        let v5 = matmul(v2, v4);
-        let v6 = causal_mask(v5);
-        let v7 = softmax(v6);
-        let v8 = matmul(v7, x);
-        let v9 = multi_head_attention(v8, heads = 2, causal = true);
-        let pred = linear(v9, 3);
+        target y: [N, 4] classes 2;
+        let v1 = gru(x, 2, layers = 2, bidirectional = true, dropout = 0.25);
+        let v2 = layer_norm(v1);
+        let v3 = linear(v2, 5);
+        let pred = linear(v3, 2);
         output pred;
-        loss bce_with_logits(pred, y) + 0.1 * sum(v1);
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R98, float 3, no_lengths, values 3, unseeded, [] }
+runner! { R98, float 3, no_lengths, labels 2, seeded, [] }
 
 kiln::model! {
     struct R99 {

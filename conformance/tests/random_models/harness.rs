@@ -742,13 +742,12 @@ fn check_graph<M64: Runner<f64>, M32: Runner<f32>>(g: &Graph) -> Result<Outcome,
 /// and the interpreter, which draws in source order, would then use other masks.
 fn dropout_order_fixed(g: &Graph) -> bool {
     let draws = |op: &gen::Op| match op {
-        gen::Op::Dropout { .. } => true,
         gen::Op::Block { block, .. } => g.blocks[*block]
             .body
             .values
             .iter()
-            .any(|v| matches!(v.op, Some(gen::Op::Dropout { .. }))),
-        _ => false,
+            .any(|v| v.op.as_ref().is_some_and(gen::Op::draws)),
+        op => op.draws(),
     };
     let values = &g.body.values;
     let drawing: Vec<usize> = (0..values.len())

@@ -472,15 +472,16 @@ impl Interp<'_> {
                 bidirectional,
                 final_state,
                 lengths,
+                dropout,
             } => self.rnn(
                 &vals[*x],
                 name,
                 *cell,
-                *hidden,
-                *layers,
+                (*hidden, *layers),
                 *bidirectional,
                 *final_state,
                 *lengths,
+                *dropout,
             ),
             Op::Conv {
                 x,
@@ -853,7 +854,7 @@ impl Interp<'_> {
                         .body
                         .values
                         .iter()
-                        .any(|v| matches!(v.op, Some(Op::Dropout { .. })));
+                        .any(|v| v.op.as_ref().is_some_and(Op::draws));
                     let out = if self.train && draws {
                         let seed = self.rng.borrow_mut().random::<u64>();
                         let inner = Interp {
@@ -940,11 +941,11 @@ impl Interp<'_> {
         x: &ArrayD<f64>,
         name: &str,
         cell: Cell,
-        hidden: usize,
-        layers: usize,
+        (hidden, layers): (usize, usize),
         bidirectional: bool,
         final_state: bool,
         lengths: bool,
+        dropout: f64,
     ) -> ArrayD<f64> {
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let dirs = if bidirectional { 2 } else { 1 };
@@ -1021,6 +1022,17 @@ impl Interp<'_> {
                     row.extend_from_slice(&dir_last[n]);
                 }
                 finals.push(row);
+            }
+            if self.train && dropout > 0.0 && l + 1 < layers {
+                // The kernel's masks: one draw per output of the layer, in order.
+                let (keep, mut rng) = (1.0 - dropout, self.rng.borrow_mut());
+                for v in out.iter_mut() {
+                    *v = if rng.random_bool(keep) {
+                        *v * (1.0 / keep)
+                    } else {
+                        0.0
+                    };
+                }
             }
             input = out;
         }

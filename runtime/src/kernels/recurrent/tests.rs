@@ -693,9 +693,11 @@ fn dropout_between_layers_is_the_layers_run_one_by_one() {
     use crate::kernels::dropout::dropout_forward;
     use rand::SeedableRng;
     for cell in CELLS {
-        for (layers, bidirectional, output) in
-            [(2, false, RnnOutput::Sequence), (3, true, RnnOutput::Final)]
-        {
+        for (layers, bidirectional, output) in [
+            (2, false, RnnOutput::Sequence),
+            (2, true, RnnOutput::Sequence),
+            (3, true, RnnOutput::Final),
+        ] {
             let d = RnnDims {
                 dropout: 0.4,
                 ..dims(cell, 3, 4, 3, 2, layers, bidirectional, output)
