@@ -2,7 +2,10 @@
 //! that part's share of the weight, bias and input gradients as GEMMs and column sums over
 //! its steps, chunk by chunk of rows; the later parts' shares are added to the first's.
 
-use super::{cell, layer_params, Direction, Layout, Regions, RnnCell, RnnDims, RnnOutput};
+use super::forward::initial_rows;
+use super::{
+    cell, layer_params, Direction, Layout, Regions, RnnCell, RnnDims, RnnInitial, RnnOutput,
+};
 use crate::kernels::gemm;
 use crate::kernels::linear::linear_backward_bias;
 use crate::kernels::parallel::{self, SharedMut};
@@ -28,33 +31,127 @@ pub fn rnn_backward<F: Float>(
     params: &[&[F]],
     scratch: &mut [F],
     d_out: &[F],
-    mut d_x: Option<(&mut [F], bool)>,
+    d_x: Option<(&mut [F], bool)>,
     param_grads: &mut [&mut [F]],
 ) {
-    const WHAT: &str = "rnn_backward";
-    d.check(WHAT, x, lengths, params.len());
-    d.check_params(WHAT, params);
+    let none = InitialGrads {
+        initial: None,
+        d_h: None,
+        d_c: None,
+    };
+    let what = "rnn_backward";
+    backward(
+        what,
+        d,
+        x,
+        lengths,
+        params,
+        scratch,
+        d_out,
+        d_x,
+        none,
+        param_grads,
+    );
+}
+
+/// [`rnn_backward`] after [`rnn_forward_from`](super::rnn_forward_from), with the same
+/// `initial` states: also writes (or, with the flag, adds) the adjoints of the initial hidden
+/// and cell states into `d_h` and `d_c` if given (`[L·D, B, H]` each, as `initial`'s).
+///
+/// # Panics
+/// As [`rnn_backward`], and if `initial`, `d_h` or `d_c` is not `[L·D, B, H]` (or `d_c` is
+/// given to a cell without cell states).
+#[allow(clippy::too_many_arguments)]
+pub fn rnn_backward_from<F: Float>(
+    d: &RnnDims,
+    x: &[F],
+    lengths: Option<&[usize]>,
+    params: &[&[F]],
+    initial: RnnInitial<'_, F>,
+    scratch: &mut [F],
+    d_out: &[F],
+    d_x: Option<(&mut [F], bool)>,
+    d_h: Option<(&mut [F], bool)>,
+    d_c: Option<(&mut [F], bool)>,
+    param_grads: &mut [&mut [F]],
+) {
+    let what = "rnn_backward_from";
+    d.check_initial(what, &initial);
+    for (grad, name) in [(&d_h, "h_0"), (&d_c, "c_0")] {
+        if let Some((g, _)) = grad {
+            assert_eq!(
+                g.len(),
+                d.initial_len(),
+                "{what}: d_{name} has the wrong length"
+            );
+        }
+    }
+    assert!(
+        d_c.is_none() || d.cell == RnnCell::Lstm,
+        "{what}: only the LSTM has cell states"
+    );
+    let initial = InitialGrads {
+        initial: Some(initial),
+        d_h,
+        d_c,
+    };
+    backward(
+        what,
+        d,
+        x,
+        lengths,
+        params,
+        scratch,
+        d_out,
+        d_x,
+        initial,
+        param_grads,
+    );
+}
+
+/// The initial states of a backward pass and where their adjoints go.
+struct InitialGrads<'a, F> {
+    initial: Option<RnnInitial<'a, F>>,
+    d_h: Option<(&'a mut [F], bool)>,
+    d_c: Option<(&'a mut [F], bool)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward<F: Float>(
+    what: &str,
+    d: &RnnDims,
+    x: &[F],
+    lengths: Option<&[usize]>,
+    params: &[&[F]],
+    scratch: &mut [F],
+    d_out: &[F],
+    mut d_x: Option<(&mut [F], bool)>,
+    initial: InitialGrads<'_, F>,
+    param_grads: &mut [&mut [F]],
+) {
+    d.check(what, x, lengths, params.len());
+    d.check_params(what, params);
     assert_eq!(
         param_grads.len(),
         params.len(),
-        "{WHAT}: expected {} parameter gradients",
+        "{what}: expected {} parameter gradients",
         params.len()
     );
-    d.check_params(WHAT, param_grads);
+    d.check_params(what, param_grads);
     let lay = Layout::new(d);
     assert!(
         scratch.len() >= lay.total(),
-        "{WHAT}: scratch has {} elements, needs {} (RnnDims::scratch_len)",
+        "{what}: scratch has {} elements, needs {} (RnnDims::scratch_len)",
         scratch.len(),
         lay.total()
     );
     assert_eq!(
         d_out.len(),
         d.out_len(),
-        "{WHAT}: d_out has the wrong length"
+        "{what}: d_out has the wrong length"
     );
     if let Some((dx, _)) = d_x.as_ref() {
-        assert_eq!(dx.len(), d.input_len(), "{WHAT}: d_x has the wrong length");
+        assert_eq!(dx.len(), d.input_len(), "{what}: d_x has the wrong length");
     }
     let Regions {
         kept,
@@ -71,6 +168,13 @@ pub fn rnn_backward<F: Float>(
     // One set of gate adjoints for both sides of the gates (all but the GRU).
     let one_sided = !d.cell.two_sided();
     let parts = d.batch_parts();
+    let InitialGrads {
+        initial,
+        d_h: mut d_h0,
+        d_c: mut d_c0,
+    } = initial;
+    let d_h0 = d_h0.as_mut().map(|(g, acc)| (SharedMut::new(g), *acc));
+    let d_c0 = d_c0.as_mut().map(|(g, acc)| (SharedMut::new(g), *acc));
     for layer in (0..d.layers).rev() {
         let last = layer + 1 == d.layers;
         // Layer l's output adjoint is in buffer l % 2; its input's goes into the other one.
@@ -157,13 +261,32 @@ pub fn rnn_backward<F: Float>(
                 dc,
             };
             let col = direction * h;
+            let starts = initial.map(|i| i.rows(d, layer, direction, &part));
             backward_part(
                 &dir,
                 part.clone(),
                 bufs,
+                starts,
                 dy.map(|dy| (dy, col)),
                 final_dh.map(|f| (f, col)),
             );
+            // After the time loop the state adjoints are those of the states it started from.
+            let rows = initial_rows(d, layer, direction, &part);
+            let [.., dh, dc] = lay.work_rows(direction, &part);
+            for (target, from) in [(&d_h0, dh), (&d_c0, dc)] {
+                if let Some((target, accumulate)) = target {
+                    // SAFETY: this item's rows of the state adjoints, of the initial states'
+                    // adjoint (one (layer, direction, part) per item) and of its work area.
+                    let (to, from) = unsafe { (target.range(rows.clone()), &*work_s.range(from)) };
+                    if *accumulate {
+                        for (t, &f) in to.iter_mut().zip(from) {
+                            *t += f;
+                        }
+                    } else {
+                        to.copy_from_slice(from);
+                    }
+                }
+            }
             // The part's share of the gradients, while its gate adjoints are still in this
             // core's cache rather than only in the shared one.
             let dgi: &[F] = dgi;
@@ -306,12 +429,15 @@ struct BackwardBufs<'a, F> {
 }
 
 /// The backward time loop of one direction over the sequences `part`: writes their gate
-/// adjoints (zero at padded steps). `dy` is the adjoint of the outputs (`[B, T, D·H]` at the
+/// adjoints (zero at padded steps). With `starts` (the initial hidden and cell states of
+/// these sequences, the cells empty if zero) it leaves the adjoints of those states in
+/// `bufs.dh` and `bufs.dc`. `dy` is the adjoint of the outputs (`[B, T, D·H]` at the
 /// given column), `final_dh` that of the final states (`[B, D·H]`).
 fn backward_part<F: Float>(
     dir: &Direction<'_, F>,
     part: Range<usize>,
     bufs: BackwardBufs<'_, F>,
+    starts: Option<(&[F], &[F])>,
     dy: Option<(&[F], usize)>,
     final_dh: Option<(&[F], usize)>,
 ) {
@@ -388,10 +514,16 @@ fn backward_part<F: Float>(
                     dgi_row.copy_from_slice(step_row);
                 }
                 _ => {
-                    let c_prev = (s > 0).then(|| {
+                    let c_prev = if s > 0 {
                         let at = (i * t_len + dir.previous_time(t)) * w + 4 * h;
-                        &cache[at..at + h]
-                    });
+                        Some(&cache[at..at + h])
+                    } else {
+                        // The cells the sequence started from, if not zero.
+                        starts
+                            .map(|(_, c0)| c0)
+                            .filter(|c0| !c0.is_empty())
+                            .map(|c0| &c0[i * h..(i + 1) * h])
+                    };
                     cell::run(cell::LstmBackward {
                         cache: cache_row,
                         c_prev,
@@ -403,7 +535,7 @@ fn backward_part<F: Float>(
                 }
             }
         }
-        if s == 0 {
+        if s == 0 && starts.is_none() {
             // The first step started from the zero state: no adjoint to pass further back.
             continue;
         }

@@ -44,16 +44,9 @@ pub fn rnn_forward<F: Float>(
     out: &mut [F],
 ) {
     let no_dropout: Option<&mut StdRng> = None;
+    let what = "rnn_forward";
     forward(
-        "rnn_forward",
-        d,
-        x,
-        lengths,
-        params,
-        no_dropout,
-        scratch,
-        out,
-        None,
+        what, d, x, lengths, params, no_dropout, scratch, out, None, None,
     );
 }
 
@@ -93,7 +86,53 @@ pub fn rnn_forward_train<F: Float, R: Rng + ?Sized>(
     out: &mut [F],
 ) {
     let what = "rnn_forward_train";
-    forward(what, d, x, lengths, params, Some(rng), scratch, out, None);
+    forward(
+        what,
+        d,
+        x,
+        lengths,
+        params,
+        Some(rng),
+        scratch,
+        out,
+        None,
+        None,
+    );
+}
+
+/// [`rnn_forward`] (with `rng`: [`rnn_forward_train`]) from the states `initial` instead of
+/// zero states, as PyTorch's `nn.LSTM(x, (h_0, c_0))` and `nn.GRU(x, h_0)`. With `lengths`,
+/// each direction of each sequence starts from its own row (the reverse direction at the
+/// sequence's last real step). Pass the same `initial` to
+/// [`rnn_backward_from`](super::rnn_backward_from).
+///
+/// # Panics
+/// As [`rnn_forward`], and if `initial`'s slices are not `[L·D, B, H]` (or `c` is given to a
+/// cell without cell states).
+#[allow(clippy::too_many_arguments)]
+pub fn rnn_forward_from<F: Float, R: Rng + ?Sized>(
+    d: &RnnDims,
+    x: &[F],
+    lengths: Option<&[usize]>,
+    params: &[&[F]],
+    initial: RnnInitial<'_, F>,
+    rng: Option<&mut R>,
+    scratch: &mut [F],
+    out: &mut [F],
+) {
+    let what = "rnn_forward_from";
+    forward(
+        what,
+        d,
+        x,
+        lengths,
+        params,
+        rng,
+        scratch,
+        out,
+        None,
+        Some(initial),
+    );
 }
 
 /// The states a forward pass starts from and leaves behind, each `[L, B, H]` hidden states
@@ -103,6 +142,47 @@ pub(super) struct Carry<'a, F> {
     pub from: Option<&'a [F]>,
     /// Receives the states after the last step.
     pub to: &'a mut [F],
+}
+
+/// The states a stack starts from (PyTorch's `h_0` and `c_0`), each `[L·D, B, H]`: layer
+/// `l`'s direction `dir` at index `l·D + dir`, its rows the sequences of the batch. Without
+/// `c`, an LSTM's cells start at zero.
+#[derive(Clone, Copy, Debug)]
+pub struct RnnInitial<'a, F> {
+    /// The hidden states.
+    pub h: &'a [F],
+    /// The LSTM's cell states (`None`: zero).
+    pub c: Option<&'a [F]>,
+}
+
+impl<'a, F> RnnInitial<'a, F> {
+    /// Layer `layer`'s direction `direction`'s rows for the sequences `part`: `(h, c)`, `c`
+    /// empty when absent.
+    pub(super) fn rows(
+        &self,
+        d: &RnnDims,
+        layer: usize,
+        direction: usize,
+        part: &Range<usize>,
+    ) -> (&'a [F], &'a [F]) {
+        let range = initial_rows(d, layer, direction, part);
+        (
+            &self.h[range.clone()],
+            self.c.map_or(&[][..], |c| &c[range]),
+        )
+    }
+}
+
+/// The range of layer `layer`'s direction `direction`'s rows for the sequences `part` in an
+/// `[L·D, B, H]` state.
+pub(super) fn initial_rows(
+    d: &RnnDims,
+    layer: usize,
+    direction: usize,
+    part: &Range<usize>,
+) -> Range<usize> {
+    let start = ((layer * d.directions() + direction) * d.batch + part.start) * d.hidden;
+    start..start + part.len() * d.hidden
 }
 
 /// [`rnn_forward`], with dropout between the layers drawn from `dropout` if given (training),
@@ -119,6 +199,7 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
     scratch: &mut [F],
     out: &mut [F],
     mut carry: Option<Carry<'_, F>>,
+    initial: Option<RnnInitial<'_, F>>,
 ) {
     d.check(what, x, lengths, params.len());
     d.check_params(what, params);
@@ -143,6 +224,9 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
             "{what}: the state has the wrong length"
         );
         assert!(carry.from.is_none_or(|f| f.len() == want));
+    }
+    if let Some(initial) = &initial {
+        d.check_initial(what, initial);
     }
     let Regions {
         kept,
@@ -210,7 +294,7 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
             let (states, cache) = lay.kept_rows(&part);
             let kept_at = direction * lay.kept;
             let [xp, _, step, hs, cs] = lay.work_rows(direction, &part);
-            let initial = carry.as_ref().and_then(|c| c.from).map(|from| {
+            let carried = carry.as_ref().and_then(|c| c.from).map(|from| {
                 let at = |base: usize| {
                     let start = base + (layer * d.batch + part.start) * h;
                     start..start + part.len() * h
@@ -222,6 +306,8 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
                 };
                 (&from[at(0)], c0)
             });
+            let start =
+                carried.or_else(|| initial.as_ref().map(|i| i.rows(d, layer, direction, &part)));
             // SAFETY: each item is claimed once, and the items' (direction, sequences) pairs
             // are disjoint: each range below is this item's own rows of its direction's
             // buffers; `dest` is written only at this direction's columns of these rows.
@@ -239,7 +325,7 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
                 &dir,
                 part,
                 bufs,
-                initial,
+                start,
                 dest.as_ref().map(|s| (s, direction * h)),
             );
         });

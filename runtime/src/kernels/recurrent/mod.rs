@@ -42,8 +42,8 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use backward::rnn_backward;
-pub use forward::{rnn_forward, rnn_forward_train};
+pub use backward::{rnn_backward, rnn_backward_from};
+pub use forward::{rnn_forward, rnn_forward_from, rnn_forward_train, RnnInitial};
 pub use state::{rnn_forward_cached, RnnState};
 
 use crate::kernels::gemm;
@@ -302,6 +302,24 @@ impl RnnDims {
                     p.as_ref().len()
                 );
             }
+        }
+    }
+
+    /// The elements of each of the initial states: `L·D·B·H`.
+    pub fn initial_len(&self) -> usize {
+        self.layers * self.directions() * self.batch * self.hidden
+    }
+
+    #[track_caller]
+    fn check_initial<F>(&self, what: &str, initial: &RnnInitial<'_, F>) {
+        let want = self.initial_len();
+        assert_eq!(initial.h.len(), want, "{what}: h_0 has the wrong length");
+        if let Some(c) = initial.c {
+            assert!(
+                self.cell == RnnCell::Lstm,
+                "{what}: only the LSTM has cell states"
+            );
+            assert_eq!(c.len(), want, "{what}: c_0 has the wrong length");
         }
     }
 

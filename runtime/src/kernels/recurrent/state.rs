@@ -155,6 +155,7 @@ pub fn rnn_forward_cached<F: Float>(
         scratch,
         out,
         Some(carry),
+        None,
     );
     state.seen[write] = Some(offset + d.seq);
 }

@@ -59,6 +59,17 @@ fn sigmoid(v: f64) -> f64 {
 /// PyTorch's `nn.LSTM` / `nn.GRU` written out step by step, one sequence and direction at a
 /// time, with packed-sequence semantics for `lengths`.
 fn reference(d: &RnnDims, x: &[f64], lengths: Option<&[usize]>, params: &[Vec<f64>]) -> Vec<f64> {
+    reference_from(d, x, lengths, params, None)
+}
+
+/// [`reference`] from initial hidden and cell states (`[L·D, B, H]` each).
+fn reference_from(
+    d: &RnnDims,
+    x: &[f64],
+    lengths: Option<&[usize]>,
+    params: &[Vec<f64>],
+    initial: Option<(&[f64], &[f64])>,
+) -> Vec<f64> {
     let (b_n, t_n, h_n) = (d.batch, d.seq, d.hidden);
     let dirs = d.directions();
     let gh = d.cell.gates() * h_n;
@@ -79,6 +90,11 @@ fn reference(d: &RnnDims, x: &[f64], lengths: Option<&[usize]>, params: &[Vec<f6
                     (0..len).rev().collect()
                 };
                 let (mut h, mut c) = (vec![0.0; h_n], vec![0.0; h_n]);
+                if let Some((h0, c0)) = initial {
+                    let at = ((layer * dirs + dir) * b_n + b) * h_n;
+                    h.copy_from_slice(&h0[at..at + h_n]);
+                    c.copy_from_slice(&c0[at..at + h_n]);
+                }
                 for t in order {
                     let xt = &input[(b * t_n + t) * in_w..(b * t_n + t + 1) * in_w];
                     let gi: Vec<f64> = (0..gh)
@@ -782,5 +798,100 @@ fn backward_through_dropout_matches_finite_differences() {
         }
         let num_x = numeric_gradient(|x| loss(x, &params), &mut x.clone(), 1e-6);
         assert_close(&dx, &num_x, 1e-6, 1e-8, &format!("{cell:?} dx"));
+    }
+}
+
+/// From initial states: the outputs are the reference's, and the adjoints of the initial
+/// hidden and cell states (written and added), the weights' and the input's match central
+/// differences, for every cell, with lengths and both directions over two layers.
+#[test]
+fn initial_states_and_their_adjoints() {
+    for cell in CELLS {
+        for (layers, bidirectional, output, lengths) in [
+            (1, false, RnnOutput::Sequence, None),
+            (2, true, RnnOutput::Final, Some(vec![4, 1, 3])),
+            (2, true, RnnOutput::Sequence, Some(vec![2, 4, 3])),
+        ] {
+            let d = dims(cell, 3, 4, 3, 2, layers, bidirectional, output);
+            let what = format!("{cell:?} L={layers} D={}", d.directions());
+            let lengths = lengths.as_deref();
+            let params = params_for(&d, 4.0);
+            let x = values(d.input_len(), 1.5);
+            let h0 = values(d.initial_len(), 2.5);
+            let lstm = cell == RnnCell::Lstm;
+            let zeros = vec![0.0; d.initial_len()];
+            let c0 = if lstm {
+                values(d.initial_len(), 3.5)
+            } else {
+                zeros.clone()
+            };
+            let run = |x: &[f64], ps: &[Vec<f64>], h0: &[f64], c0: &[f64]| {
+                let initial = RnnInitial {
+                    h: h0,
+                    c: lstm.then_some(c0),
+                };
+                let mut scratch = vec![f64::NAN; d.scratch_len()];
+                let mut out = vec![f64::NAN; d.out_len()];
+                let rng: Option<&mut rand::rngs::StdRng> = None;
+                let p = refs(ps);
+                rnn_forward_from(&d, x, lengths, &p, initial, rng, &mut scratch, &mut out);
+                (out, scratch)
+            };
+            let (out, mut scratch) = run(&x, &params, &h0, &c0);
+            let want = reference_from(&d, &x, lengths, &params, Some((&h0, &c0)));
+            assert_close(&out, &want, 1e-12, 1e-14, &format!("{what}: outputs"));
+            assert_ne!(out, reference(&d, &x, lengths, &params), "{what}");
+
+            let r = values(d.out_len(), 7.0);
+            let loss = |x: &[f64], ps: &[Vec<f64>], h0: &[f64], c0: &[f64]| {
+                weighted(&run(x, ps, h0, c0).0, &r)
+            };
+            let mut grads: Vec<Vec<f64>> = params.iter().map(|p| vec![f64::NAN; p.len()]).collect();
+            let mut grad_refs: Vec<&mut [f64]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
+            let (mut dx, mut dh0, mut dc0) = (
+                vec![f64::NAN; x.len()],
+                vec![1.0; h0.len()],
+                vec![f64::NAN; c0.len()],
+            );
+            let initial = RnnInitial {
+                h: &h0,
+                c: lstm.then_some(&c0[..]),
+            };
+            rnn_backward_from(
+                &d,
+                &x,
+                lengths,
+                &refs(&params),
+                initial,
+                &mut scratch,
+                &r,
+                Some((&mut dx, false)),
+                Some((&mut dh0, true)),
+                lstm.then_some((&mut dc0[..], false)),
+                &mut grad_refs,
+            );
+            for (k, (name, _)) in d.param_shapes().iter().enumerate() {
+                let num = numeric_gradient(
+                    |p| {
+                        let mut ps = params.clone();
+                        ps[k] = p.to_vec();
+                        loss(&x, &ps, &h0, &c0)
+                    },
+                    &mut params[k].clone(),
+                    1e-6,
+                );
+                assert_close(&grads[k], &num, 1e-6, 1e-8, &format!("{what}: d{name}"));
+            }
+            let num_x = numeric_gradient(|x| loss(x, &params, &h0, &c0), &mut x.clone(), 1e-6);
+            assert_close(&dx, &num_x, 1e-6, 1e-8, &format!("{what}: dx"));
+            let num_h0 = numeric_gradient(|h| loss(&x, &params, h, &c0), &mut h0.clone(), 1e-6);
+            // Added to the ones the buffer held.
+            let added: Vec<f64> = num_h0.iter().map(|v| v + 1.0).collect();
+            assert_close(&dh0, &added, 1e-6, 1e-8, &format!("{what}: dh0"));
+            if lstm {
+                let num_c0 = numeric_gradient(|c| loss(&x, &params, &h0, c), &mut c0.clone(), 1e-6);
+                assert_close(&dc0, &num_c0, 1e-6, 1e-8, &format!("{what}: dc0"));
+            }
+        }
     }
 }
