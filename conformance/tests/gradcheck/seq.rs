@@ -360,6 +360,89 @@ fn plain_rnns_over_padded_sequences() {
 }
 
 kiln::model! {
+    /// PyTorch's seq2seq tutorial's shape: an encoder GRU's final state starts the decoder
+    /// GRU (`decoder(tgt, h_0 = encoder_hidden)`), and a two-layer bidirectional LSTM starts
+    /// from given states `[L·D, B, H]` over padded sequences.
+    struct Seq2Seq {
+        input src: [B, S, 3];
+        input tgt: [B, T, 2];
+        input len: [B] lengths T;
+        input h: [4, B, 3];
+        input c: [4, B, 3];
+        target y: [B, T, 2];
+        let enc = gru(src, 4, final_state = true);
+        let dec = gru(tgt, 4, h0 = enc);
+        let h_start = linear(h, 3);
+        let c_start = linear(c, 3);
+        let deep = lstm(dec, 3, layers = 2, bidirectional = true, lengths = len, h0 = h_start, c0 = c_start);
+        let pred = linear(deep, 2);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+
+/// Gradients reach the encoder through the decoder's initial state, and the layers that
+/// make the LSTM's initial states through them, every one matching central differences.
+#[test]
+fn initial_states_carry_gradients_back_to_the_encoder() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let model = Seq2Seq::<f64>::new(&mut rng);
+    let src = random(&mut rng, (2, 5, 3), -1.0, 1.0);
+    let tgt = random(&mut rng, (2, 4, 2), -1.0, 1.0);
+    let len = kiln::ndarray::array![4usize, 2];
+    let h = random(&mut rng, (4, 2, 3), -1.0, 1.0);
+    let c = random(&mut rng, (4, 2, 3), -1.0, 1.0);
+    let y = random(&mut rng, (2, 4, 2), -1.0, 1.0);
+    let loss = |m: &Seq2Seq<f64>, h: &kiln::ndarray::Array3<f64>| {
+        m.loss(
+            src.view(),
+            tgt.view(),
+            len.view(),
+            h.view(),
+            c.view(),
+            y.view(),
+            &mut m.workspace(),
+        )
+        .unwrap()
+    };
+    let mut grads = model.zero_grads();
+    let mut ws = model.workspace();
+    let mut m = model.clone();
+    let l = m
+        .loss_and_grad(
+            src.view(),
+            tgt.view(),
+            len.view(),
+            h.view(),
+            c.view(),
+            y.view(),
+            &mut ws,
+            &mut grads,
+        )
+        .unwrap();
+    assert_eq!(l, loss(&model, &h));
+    // The encoder's weights get gradients only through the decoder's initial state, the
+    // start layers' only through the LSTM's.
+    let mut through_states = [0.0; 3];
+    <Seq2Seq<f64> as Model<f64>>::visit_grads(&grads, &mut |name, g| {
+        let at = ["enc.", "h_start.", "c_start."]
+            .iter()
+            .position(|p| name.starts_with(p));
+        if let Some(at) = at {
+            through_states[at] += g.iter().map(|v| v.abs()).sum::<f64>();
+        }
+    });
+    assert!(
+        through_states.iter().all(|&g| g > 1e-3),
+        "{through_states:?}"
+    );
+    check(&model, &grads, |m| loss(m, &h));
+    // Other given states, another loss.
+    let h2 = h.mapv(|v| v * 0.5);
+    assert_ne!(loss(&model, &h2), loss(&model, &h));
+}
+
+kiln::model! {
     /// Dropout between the layers of a bidirectional LSTM over padded sequences and of a
     /// three-layer GRU, as PyTorch's `dropout` argument.
     struct DroppedRecur {

@@ -88,6 +88,23 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// `gru_seq2seq`: an encoder GRU's final state starts the decoder GRU, and (with its tanh
+    /// as the cells) an LSTM over the decoder's outputs; fc 6 -> 2; MSE.
+    pub struct GruSeq2Seq {
+        input src: [B, S, 4];
+        input tgt: [B, T, 3];
+        target y: [B, T, 2];
+        let enc = gru(src, 6, final_state = true);
+        let dec = gru(tgt, 6, h0 = enc);
+        let cells = tanh(enc);
+        let post = lstm(dec, 6, h0 = enc, c0 = cells);
+        let fc = linear(post, 2);
+        output enc, dec, post, fc;
+        loss mse(fc, y);
+    }
+}
+
+kiln::model! {
     /// `rnn_bidir`: tanh RNN(4, 5, 2 layers, bidirectional) -> [B, T, 10]; fc 10 -> 2; MSE.
     pub struct RnnBidir {
         input x: [B, T, 4];
@@ -312,6 +329,14 @@ parity_case! {
     target label: int,
     outputs { rnn => final, fc => logits },
     not_exposed [seq],
+}
+
+parity_case! {
+    gru_seq2seq, GruSeq2Seq,
+    inputs { src: f3, tgt: f3 },
+    target y: f3,
+    outputs { enc => enc, dec => dec, post => post, fc => pred },
+    not_exposed [],
 }
 
 parity_case! {

@@ -1163,6 +1163,8 @@ mod tests {
         "lstm(x, 8, layers = 2, bidirectional = true, final_state = true, lengths = len, dropout = 0.2)",
         "gru(x, 8, layers = 2, bidirectional = true, final_state = true, lengths = len, dropout = 0.2)",
         "rnn(x, 8, layers = 2, bidirectional = true, nonlinearity = relu, final_state = true, lengths = len, dropout = 0.2)",
+        "lstm(x, 8, h0 = h, c0 = c)",
+        "gru(x, 8, h0 = h)",
         "matmul(a, b)",
         "transpose(x, 1, 2)",
         "permute(x, (0, 2, 1))",

@@ -73,6 +73,10 @@ impl OpSpec for RecurrentSpec {
         let dropout = dropout_option(args)?;
         let final_state = args.opt_bool("final_state", false)?;
         let lengths = args.tensor_option("lengths").is_some();
+        let h0_span = args.written_option("h0").map(|e| e.span());
+        let c0_span = args.written_option("c0").map(|e| e.span());
+        let h0 = args.tensor_option("h0").is_some();
+        let c0 = args.tensor_option("c0").is_some();
         let cell = match self.cell {
             Cell::Rnn { .. } => Cell::Rnn {
                 relu: relu_option(args)?,
@@ -89,6 +93,18 @@ impl OpSpec for RecurrentSpec {
             }
         };
         args.finish()?;
+        if let (Some(span), false) = (c0_span, cell == Cell::Lstm) {
+            return Err(syn::Error::new(
+                span,
+                format!("`c0` is the LSTM's initial cell state, and `{}` has no cells: give its initial hidden state as `h0 = ..` (PyTorch's `h_0`)", cell_name(cell)),
+            ));
+        }
+        if let (Some(span), None) = (c0_span, h0_span) {
+            return Err(syn::Error::new(
+                span,
+                "give the initial hidden state with the cell state, as PyTorch's `(h_0, c_0)`: `h0 = .., c0 = ..` (without `c0` the cells start at zero)",
+            ));
+        }
         // After `finish`, so that a misspelt `layers` is reported as such.
         let dropout = match dropout {
             Some((p, span)) if p > 0.0 && layers < 2 => {
@@ -108,6 +124,8 @@ impl OpSpec for RecurrentSpec {
             final_state,
             lengths,
             dropout,
+            h0,
+            c0,
         })))
     }
 }
@@ -151,6 +169,10 @@ pub struct Recurrent {
     lengths: bool,
     /// The dropout between layers in training.
     dropout: f64,
+    /// Whether the initial hidden states are given (`h0 = ..`), after `x` and the lengths.
+    h0: bool,
+    /// Whether the LSTM's initial cell states are given (`c0 = ..`), after `h0`.
+    c0: bool,
 }
 
 /// `weight_ih_l0_reverse`-style names live for the whole compilation; a model has a handful.
@@ -161,6 +183,22 @@ fn leak(s: String) -> &'static str {
 impl Recurrent {
     fn dirs(&self) -> usize {
         1 + usize::from(self.bidirectional)
+    }
+    /// The input index of `h0` (then `c0`): after `x` and the lengths.
+    fn h0_index(&self) -> usize {
+        1 + usize::from(self.lengths)
+    }
+    /// The initial states as a `RnnInitial`, from the inputs.
+    fn initial(&self, inputs: &[super::Operand]) -> TokenStream {
+        let at = self.h0_index();
+        let h = &inputs[at].data;
+        let c = if self.c0 {
+            let c = &inputs[at + 1].data;
+            quote!(Some(#c))
+        } else {
+            quote!(None)
+        };
+        quote!(::kiln::kernels::recurrent::RnnInitial { h: #h, c: #c })
     }
     fn gates(&self) -> usize {
         match self.cell {
@@ -220,7 +258,7 @@ impl Kernel for Recurrent {
         // continue from the states the earlier ones reached. The reverse direction would need
         // the positions still to come; `lengths` and `final_state` are not sequences of the
         // new positions.
-        if self.bidirectional || self.lengths || self.final_state {
+        if self.bidirectional || self.lengths || self.final_state || self.h0 {
             return super::Decoding::Unsupported;
         }
         let (cell, hidden, layers) = (cell_tokens(self.cell), self.hidden, self.layers);
@@ -234,6 +272,9 @@ impl Kernel for Recurrent {
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Int, Ints, Str, Strs};
+        if self.h0 {
+            return Err("initial states (`h0`, `c0`) are not exported to ONNX".into());
+        }
         // One ONNX LSTM/GRU/RNN node per layer, time-major. PyTorch's gate blocks are
         // reordered for ONNX (LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h with
         // linear_before_reset, which is PyTorch's GRU), and each direction's input and hidden
@@ -358,6 +399,9 @@ impl Kernel for Recurrent {
         if self.final_state {
             s.push_str(", final_state");
         }
+        if self.h0 {
+            s.push_str(if self.c0 { ", h0, c0" } else { ", h0" });
+        }
         s
     }
     fn mode_dependent(&self) -> bool {
@@ -370,7 +414,8 @@ impl Kernel for Recurrent {
         true
     }
     fn differentiable(&self, input: usize) -> bool {
-        input == 0
+        // Not the lengths.
+        input == 0 || (self.h0 && input >= self.h0_index())
     }
     fn infer(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<ValueInfo, OpError> {
         let op = self.name();
@@ -419,6 +464,9 @@ impl Kernel for Recurrent {
                     ))
                 }
             }
+        }
+        if self.h0 {
+            self.check_initial(inputs, symbols)?;
         }
         // Every parameter is at most [gates·hidden, max(features, dirs·hidden)]: sizes whose
         // products overflow are mistyped, and an error here, not an overflow later.
@@ -513,6 +561,8 @@ impl Kernel for Recurrent {
                     final_state,
                     lengths: false,
                     dropout,
+                    h0: false,
+                    c0: false,
                 };
                 let d = dims_tokens(&r, dim(x[0]), dim(x[1]), dim(x[2]));
                 quote!(#d.scratch_len())
@@ -521,7 +571,7 @@ impl Kernel for Recurrent {
     }
     fn backward_reads(&self) -> Reads {
         Reads {
-            inputs: vec![true; 1 + usize::from(self.lengths)],
+            inputs: vec![true; self.h0_index() + usize::from(self.h0) + usize::from(self.c0)],
             output: false,
         }
     }
@@ -536,6 +586,18 @@ impl Kernel for Recurrent {
                 let (state, offset) = (&decode.cache, &decode.offset);
                 quote! {
                     ::kiln::kernels::recurrent::rnn_forward_cached(&#dims, #xd, &params, #scratch, &mut #state, #offset, #y);
+                }
+            }
+            None if self.h0 => {
+                let initial = self.initial(&cx.inputs);
+                let rng = if cx.training && self.dropout > 0.0 {
+                    let rng = &cx.rng;
+                    quote!(Some(#rng))
+                } else {
+                    quote!(None::<&mut ::kiln::rand::rngs::StdRng>)
+                };
+                quote! {
+                    ::kiln::kernels::recurrent::rnn_forward_from(&#dims, #xd, #lengths, &params, #initial, #rng, #scratch, #y);
                 }
             }
             None if cx.training && self.dropout > 0.0 => {
@@ -567,6 +629,33 @@ impl Kernel for Recurrent {
             }
             None => quote!(None),
         };
+        let run = if self.h0 {
+            let initial = self.initial(&cx.inputs);
+            let target = |i: usize| match &cx.d_inputs[i] {
+                Some(t) => {
+                    let (d, acc) = (&t.data, t.accumulate);
+                    quote!(Some((#d, #acc)))
+                }
+                None => quote!(None),
+            };
+            let d_h0 = target(self.h0_index());
+            let d_c0 = if self.c0 {
+                target(self.h0_index() + 1)
+            } else {
+                quote!(None)
+            };
+            quote! {
+                ::kiln::kernels::recurrent::rnn_backward_from(
+                    &#dims, #xd, #lengths, &params, #initial, #scratch, #dy, #dx, #d_h0, #d_c0, &mut grads,
+                );
+            }
+        } else {
+            quote! {
+                ::kiln::kernels::recurrent::rnn_backward(
+                    &#dims, #xd, #lengths, &params, #scratch, #dy, #dx, &mut grads,
+                );
+            }
+        };
         // The layer's slices are taken whole: its parameters sit in `Vec`s, whose elements
         // cannot be borrowed mutably one local at a time.
         quote! {
@@ -574,10 +663,47 @@ impl Kernel for Recurrent {
             let params: [&[F]; #n] = ::core::array::from_fn(|_| params.next().unwrap_or(&[]));
             let mut grads = #layer_grads.slices_mut();
             let mut grads: [&mut [F]; #n] = ::core::array::from_fn(|_| grads.next().unwrap_or(&mut []));
-            ::kiln::kernels::recurrent::rnn_backward(
-                &#dims, #xd, #lengths, &params, #scratch, #dy, #dx, &mut grads,
-            );
+            #run
         }
+    }
+}
+
+impl Recurrent {
+    /// `h0` (and `c0`): float values `[L·D, B, H]` as PyTorch's `h_0`, or `[B, H]` for one
+    /// layer and direction, with the sequences' batch.
+    fn check_initial(&self, inputs: &[&ValueInfo], symbols: &[String]) -> Result<(), OpError> {
+        let (op, at) = (self.name(), self.h0_index());
+        let batch = inputs[0].shape.0[0];
+        let stacks = self.layers * self.dirs();
+        let full = Shape(vec![Dim::Fixed(stacks), batch, Dim::Fixed(self.hidden)]);
+        let short = Shape(vec![batch, Dim::Fixed(self.hidden)]);
+        let names = if self.c0 {
+            &["h0", "c0"][..]
+        } else {
+            &["h0"][..]
+        };
+        for (k, name) in names.iter().enumerate() {
+            let v = inputs[at + k];
+            require_float(op, at + k, v)?;
+            if v.shape == full || (stacks == 1 && v.shape == short) {
+                continue;
+            }
+            let also = if stacks == 1 {
+                format!(
+                    " (or {} for one layer and direction)",
+                    short.display(symbols)
+                )
+            } else {
+                String::new()
+            };
+            let what = if *name == "h0" { "hidden" } else { "cell" };
+            return Err(OpError::input(
+                at + k,
+                format!("`{name}` holds the initial {what} states, as PyTorch's `{}_0`: [layers·directions, batch, hidden] = {}{also}, but this is {}",
+                    &name[..1], full.display(symbols), v.shape.display(symbols)),
+            ));
+        }
+        Ok(())
     }
 }
 
