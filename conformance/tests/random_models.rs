@@ -38,13 +38,28 @@ const CI_SEEDS: std::ops::Range<u64> = 0..100;
 /// [`CI_SEEDS`] (about one in a hundred random models has it).
 const DECODE_EXTRA: usize = 12;
 
+/// How many models that decode through a recurrence (`lstm`, `gru`, `rnn` forward in time)
+/// the committed set adds besides (they are rarer still).
+const RECURRENT_DECODE_EXTRA: usize = 2;
+
+/// Whether a generated model holds a recurrence.
+fn recurrent(g: &gen::Graph) -> bool {
+    g.op_kinds()
+        .iter()
+        .any(|k| ["lstm", "gru", "rnn"].contains(&k.as_str()))
+}
+
 /// The committed set's seeds: [`CI_SEEDS`], then the first [`DECODE_EXTRA`] seeds after them
-/// whose model decodes incrementally.
+/// whose model decodes incrementally, then the first [`RECURRENT_DECODE_EXTRA`] further ones
+/// whose model decodes through a recurrence.
 fn committed_seeds() -> Vec<u64> {
-    let extra = (CI_SEEDS.end..)
-        .filter(|&s| gen::generate(s).decodable())
-        .take(DECODE_EXTRA);
-    CI_SEEDS.chain(extra).collect()
+    let decodable = (CI_SEEDS.end..).filter(|&s| gen::generate(s).decodable());
+    let extra: Vec<u64> = decodable.clone().take(DECODE_EXTRA).collect();
+    let last = extra.last().copied().unwrap_or(CI_SEEDS.end);
+    let recurrent = decodable
+        .filter(|&s| s > last && recurrent(&gen::generate(s)))
+        .take(RECURRENT_DECODE_EXTRA);
+    CI_SEEDS.chain(extra).chain(recurrent).collect()
 }
 
 #[test]
@@ -68,7 +83,10 @@ fn generated_file_is_current() {
 
 #[test]
 fn ci_random_models() {
-    assert_eq!(generated::CASES.len(), CI_SEEDS.count() + DECODE_EXTRA);
+    assert_eq!(
+        generated::CASES.len(),
+        CI_SEEDS.count() + DECODE_EXTRA + RECURRENT_DECODE_EXTRA
+    );
     let summary = harness::Summary::run(generated::CASES);
     println!("{summary}");
     assert!(
@@ -99,14 +117,12 @@ fn ci_random_models_decode_in_pieces() {
     );
     let recurrent = generated::DECODE_CASES
         .iter()
-        .filter(|(seed, _)| {
-            let kinds = gen::generate(*seed).op_kinds();
-            kinds
-                .iter()
-                .any(|k| ["lstm", "gru", "rnn"].contains(&k.as_str()))
-        })
+        .filter(|(seed, _)| recurrent(&gen::generate(*seed)))
         .count();
-    assert!(recurrent > 0, "no decodable model continues a recurrence");
+    assert!(
+        recurrent >= RECURRENT_DECODE_EXTRA,
+        "too few decodable models continue a recurrence"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -132,6 +148,7 @@ fn generator_is_deterministic_and_covers_the_families() {
         "input lengths",
         "lstm/gru(lengths)",
         "lstm/gru(dropout)",
+        "lstm/gru(h0)",
         "rnn",
         "prelu",
         "prelu(per channel)",

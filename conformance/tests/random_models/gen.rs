@@ -283,6 +283,10 @@ pub enum Op {
         lengths: bool,
         /// `dropout` between the layers (0: none).
         dropout: f64,
+        /// `h0 = ..`: the initial hidden states, `[B, hidden]` (one layer and direction).
+        h0: Option<usize>,
+        /// `c0 = ..`: the LSTM's initial cells, `[B, hidden]`.
+        c0: Option<usize>,
     },
     /// `conv2d(x, out, kernel, stride, padding, dilation, groups, bias)`; kernel and stride
     /// as (height, width).
@@ -410,6 +414,7 @@ impl Op {
             Op::Attention {
                 x, memory: Some(m), ..
             } => vec![*x, *m],
+            Op::Rnn { x, h0, c0, .. } => [Some(*x), *h0, *c0].into_iter().flatten().collect(),
             Op::Linear { x, .. }
             | Op::Softmax { x, .. }
             | Op::LayerNorm { x, .. }
@@ -424,7 +429,6 @@ impl Op {
             | Op::Tied { x, .. }
             | Op::PositionEmbedding { x, .. }
             | Op::Attention { x, .. }
-            | Op::Rnn { x, .. }
             | Op::Conv { x, .. }
             | Op::Conv1d { x, .. }
             | Op::ConvT { x, .. }
@@ -470,10 +474,20 @@ impl Op {
             } => out.push("instance_norm(affine = true)".into()),
             Op::Reduce { lengths: true, .. } => out.push("mean(axis = 1, lengths)".into()),
             Op::Rnn {
-                lengths, dropout, ..
+                lengths,
+                dropout,
+                h0,
+                c0,
+                ..
             } => {
                 if *lengths {
                     out.push("lstm/gru(lengths)".into());
+                }
+                if h0.is_some() {
+                    out.push("lstm/gru(h0)".into());
+                }
+                if c0.is_some() {
+                    out.push("lstm(c0)".into());
                 }
                 if *dropout > 0.0 {
                     out.push("lstm/gru(dropout)".into());
@@ -970,6 +984,8 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             final_state,
             lengths,
             dropout,
+            h0,
+            c0,
         } => {
             let mut s = format!("{}({}, {hidden}", cell.name(), n(x));
             if *cell == (Cell::Rnn { relu: true }) {
@@ -986,6 +1002,12 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             }
             if *dropout > 0.0 {
                 write!(s, ", dropout = {dropout:?}").unwrap();
+            }
+            if let Some(h0) = h0 {
+                write!(s, ", h0 = {}", n(h0)).unwrap();
+            }
+            if let Some(c0) = c0 {
+                write!(s, ", c0 = {}", n(c0)).unwrap();
             }
             if *final_state {
                 s.push_str(", final_state = true");
@@ -1383,8 +1405,9 @@ fn body_decodes(body: &Body, roots: &[usize], b: &str, t: &str, blocks: &[BlockD
                         bidirectional,
                         final_state,
                         lengths,
+                        h0,
                         ..
-                    }) => !bidirectional && !final_state && !lengths,
+                    }) => !bidirectional && !final_state && !lengths && h0.is_none(),
                     Some(Op::Block { block, .. }) => {
                         let inner = &blocks[*block].body;
                         body_decodes(inner, &[inner.values.len() - 1], b, t, blocks)
@@ -2022,6 +2045,28 @@ impl Gen {
                         0.0
                     };
                     let dirs = if bidirectional { 2 } else { 1 };
+                    // Starting states made from the sequence's mean, as an encoder's summary.
+                    let (mut h0, mut c0) = (None, None);
+                    if layers * dirs == 1 && self.chance(0.35) {
+                        let pooled = vec![shape[0].clone(), shape[2].clone()];
+                        let mean = Op::Reduce {
+                            x: v,
+                            how: Reduce::Mean,
+                            axis: 1,
+                            lengths: false,
+                        };
+                        let pool = self.push(pooled, mean);
+                        let state = vec![shape[0].clone(), lit(hidden)];
+                        let start = |x| Op::Linear {
+                            x,
+                            out: hidden,
+                            bias: true,
+                        };
+                        h0 = Some(self.push(state.clone(), start(pool)));
+                        if cell == Cell::Lstm && self.chance(0.5) {
+                            c0 = Some(self.push(state, start(pool)));
+                        }
+                    }
                     let s = if final_state {
                         vec![shape[0].clone(), lit(dirs * hidden)]
                     } else {
@@ -2038,6 +2083,8 @@ impl Gen {
                             final_state,
                             lengths,
                             dropout,
+                            h0,
+                            c0,
                         },
                     ))
                 }

@@ -541,12 +541,20 @@ kiln::model! {
         let v1 = -x;
         let v2 = log((softplus(v1) + 0.5));
         let v3 = log_softmax(v2);
-        let v4 = lstm(v3, 2);
-        let v5 = concat(v4, v4, axis = 1);
-        let v6 = multi_head_attention(v4, v5, heads = 1, causal = true);
-        let pred = linear(v6, 4);
+        let v4 = mean(v3, axis = 1);
+        let v5 = linear(v4, 2);
+        let v6 = linear(v4, 2);
+        let v7 = lstm(v3, 2, h0 = v5, c0 = v6);
+        let v8 = Blk0(v7);
+        let pred = linear(v8, 4);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss smooth_l1(pred, y, beta = 0.5);
+
+        block Blk0(x) {
+            let u1 = -x;
+            let u2 = x + tanh(u1);
+            output u2;
+        }
     }
 }
 runner! { R30, float 3, no_lengths, values 3, unseeded, [] }
@@ -606,16 +614,18 @@ runner! { R33, float 3, lengths, labels 2, unseeded, [] }
 kiln::model! {
     struct R34 {
         input x: [B, 4, 2];
-        target y: [B, 3, 4];
-        let v1 = rnn(x, 3);
-        let v2 = softmax(v1);
-        let v3 = transpose(v2, -2, -1);
-        let pred = linear(v3, 4);
+        target y: [B, 3] classes 3;
+        let v1 = mean(x, axis = 1);
+        let v2 = linear(v1, 3);
+        let v3 = rnn(x, 3, h0 = v2);
+        let v4 = conv1d(v3, 1, kernel = 3, padding = causal, dilation = 2);
+        let v5 = transpose(v4, -2, -1);
+        let pred = linear(v5, 3);
         output pred;
-        loss mse(pred, y);
+        loss nll(log_softmax(pred), y, ignore_index = 1);
     }
 }
-runner! { R34, float 3, no_lengths, values 3, unseeded, [] }
+runner! { R34, float 3, no_lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R35 {
@@ -976,17 +986,16 @@ runner! { R54, float 4, no_lengths, labels 3, unseeded, [] }
 kiln::model! {
     struct R55 {
         input x: [B, T, 3];
-        target y: [B, T, 4];
+        target y: [B, 2];
         let v1 = lstm(x, 3);
-        let v2 = concat(v1, x, axis = 1);
-        let v3 = multi_head_attention(v1, v2, heads = 1);
-        let v4 = linear(v3, 2);
-        let pred = linear(v4, 4);
+        let v2 = mean(v1, axis = 1);
+        let v3 = linear(v2, 4);
+        let pred = linear(v3, 2);
         output pred;
-        loss huber(pred, y, delta = 0.25);
+        loss mse(pred, y);
     }
 }
-runner! { R55, float 3, no_lengths, values 3, unseeded, [] }
+runner! { R55, float 3, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R56 {
@@ -999,7 +1008,7 @@ kiln::model! {
         let v5 = rnn(v4, 2);
         let pred = linear(v5, 3);
         output pred;
-        loss nll(log_softmax(pred), y);
+        loss nll(log_softmax(pred), y, ignore_index = 0);
     }
 }
 runner! { R56, tokens 2, no_lengths, labels 2, unseeded, [] }
@@ -1359,34 +1368,43 @@ kiln::model! {
     struct R80 {
         input x: [N, T, 3];
         input len: [N] lengths T;
-        target y: [N] classes 2;
+        target y: [N, 2];
         let v1 = dropout(x, 0.25);
         let v2 = linear(v1, 5);
         let v3 = lstm(v2, 2, final_state = true);
         let pred = linear(v3, 2);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 0);
+        loss huber(pred, y, delta = 0.5);
     }
 }
-runner! { R80, float 3, lengths, labels 1, seeded, [] }
+runner! { R80, float 3, lengths, values 2, seeded, [] }
 
 kiln::model! {
     struct R81 {
         input x: [B, T] tokens 5;
         input len: [B] lengths T;
-        target y: [B, T] classes 4;
+        target y: [B, T, 3];
         let v1 = embedding(x, 4);
         let v2 = lstm(v1, 2, lengths = len, layers = 2, dropout = 0.25);
-        let v3 = lstm(v2, 3);
-        let v4 = log_softmax(v3);
-        let v5 = dropout(v4, 0.25);
-        let v6 = log_softmax(v5);
-        let pred = linear(v6, 4);
+        let v3 = mean(v2, axis = 1);
+        let v4 = linear(v3, 3);
+        let v5 = linear(v3, 3);
+        let v6 = lstm(v2, 3, h0 = v4, c0 = v5);
+        let v7 = pad(v6, (0, 0), mode = reflect);
+        let v8 = gelu(v7) - (v6 * sigmoid(v6));
+        let v9 = Blk0(v8);
+        let pred = linear(v9, 3);
         output pred;
-        loss nll(log_softmax(pred), y, ignore_index = 0);
+        loss bce_with_logits(pred, y);
+
+        block Blk0(x) {
+            let u1 = gelu(x);
+            let u2 = x + tanh(u1);
+            output u2;
+        }
     }
 }
-runner! { R81, tokens 2, lengths, labels 2, seeded, [] }
+runner! { R81, tokens 2, lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R82 {
@@ -1892,24 +1910,6 @@ runner! { R253, tokens 2, no_lengths, values 3, unseeded, [] }
 decoder! { R253, tokens 2, [] }
 
 kiln::model! {
-    struct R254 {
-        input x: [B, T] tokens 6;
-        target y: [B, T] classes 4;
-        let v1 = embedding(x, 2, padding_idx = 5);
-        let v2 = linear(v1, 4);
-        let v3 = rnn(v2, 2);
-        let v4 = linear(v3, 2);
-        let v5 = linear(v4, 6, bias = false);
-        let v6 = linear(v5, 3, bias = false);
-        let pred = linear(v6, 4);
-        output pred;
-        loss cross_entropy(pred, y);
-    }
-}
-runner! { R254, tokens 2, no_lengths, labels 2, unseeded, [] }
-decoder! { R254, tokens 2, [] }
-
-kiln::model! {
     struct R275 {
         input x: [B, T, 3];
         target y: [B, T, 3];
@@ -1939,6 +1939,58 @@ kiln::model! {
 }
 runner! { R278, tokens 2, no_lengths, values 3, unseeded, [] }
 decoder! { R278, tokens 2, [] }
+
+kiln::model! {
+    struct R282 {
+        input x: [N, T] tokens 4;
+        target y: [N, T, 2];
+        let v1 = embedding(x, 2, padding_idx = 2);
+        let v2 = position_embedding(x, 2, max_len = 2);
+        let v3 = v1 + v2;
+        let v4 = linear(v3, 6);
+        let v5 = layer_norm(v4);
+        let v6 = linear(v5, 2);
+        let pred = linear(v6, 2);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+runner! { R282, tokens 2, no_lengths, values 3, unseeded, [] }
+decoder! { R282, tokens 2, [] }
+
+kiln::model! {
+    struct R467 {
+        input x: [N, S, 4];
+        target y: [N, S, 2];
+        let v1 = gru(x, 2, layers = 2, dropout = 0.5);
+        let v2 = linear(v1, 3);
+        let v3 = sigmoid(v2);
+        let v4 = pad(v3, (0, 0));
+        let v5 = square(v4);
+        let pred = linear(v5, 2);
+        output pred;
+        loss bce_with_logits(pred, y);
+    }
+}
+runner! { R467, float 3, no_lengths, values 3, seeded, [] }
+decoder! { R467, float 3, [] }
+
+kiln::model! {
+    struct R566 {
+        input x: [B, S] tokens 4;
+        target y: [B, S, 3];
+        let v1 = embedding(x, 2, padding_idx = 0);
+        let v2 = position_embedding(x, 2, max_len = 4);
+        let v3 = v1 + v2;
+        let v4 = rnn(v3, 2, nonlinearity = relu, layers = 2);
+        let v5 = log_softmax(v4);
+        let pred = linear(v5, 3);
+        output pred;
+        loss smooth_l1(pred, y, beta = 0.25);
+    }
+}
+runner! { R566, tokens 2, no_lengths, values 3, unseeded, [] }
+decoder! { R566, tokens 2, [] }
 
 cases! {
     0 => R0,
@@ -2050,9 +2102,11 @@ cases! {
     202 => R202,
     252 => R252,
     253 => R253,
-    254 => R254,
     275 => R275,
     278 => R278,
+    282 => R282,
+    467 => R467,
+    566 => R566,
 }
 
 decode_cases! {
@@ -2067,7 +2121,9 @@ decode_cases! {
     202 => R202,
     252 => R252,
     253 => R253,
-    254 => R254,
     275 => R275,
     278 => R278,
+    282 => R282,
+    467 => R467,
+    566 => R566,
 }

@@ -473,6 +473,8 @@ impl Interp<'_> {
                 final_state,
                 lengths,
                 dropout,
+                h0,
+                c0,
             } => self.rnn(
                 &vals[*x],
                 name,
@@ -482,6 +484,7 @@ impl Interp<'_> {
                 *final_state,
                 *lengths,
                 *dropout,
+                (h0.map(|v| &vals[v]), c0.map(|v| &vals[v])),
             ),
             Op::Conv {
                 x,
@@ -946,6 +949,7 @@ impl Interp<'_> {
         final_state: bool,
         lengths: bool,
         dropout: f64,
+        (h0, c0): (Option<&ArrayD<f64>>, Option<&ArrayD<f64>>),
     ) -> ArrayD<f64> {
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let dirs = if bidirectional { 2 } else { 1 };
@@ -963,8 +967,13 @@ impl Interp<'_> {
                     (p("weight_ih"), p("weight_hh"), p("bias_ih"), p("bias_hh"));
                 let gates = cell.gates();
                 for n in 0..b {
-                    let mut hs = vec![0.0; hidden];
-                    let mut cs = vec![0.0; hidden];
+                    // Given states `[B, hidden]` start the first layer's one direction.
+                    let start = |s: Option<&ArrayD<f64>>| match s {
+                        Some(s) if l == 0 => (0..hidden).map(|j| s[[n, j]]).collect(),
+                        _ => vec![0.0; hidden],
+                    };
+                    let mut hs: Vec<f64> = start(h0);
+                    let mut cs: Vec<f64> = start(c0);
                     // Packed sequences: each runs over its own length only (the reverse
                     // direction from its last real step); the padded outputs stay 0.
                     let len = if lengths { self.lens()[n] } else { t };
