@@ -35,25 +35,6 @@ fn an_op_without_onnx_form_is_a_clear_error_and_writes_nothing() {
     assert!(!path.exists());
 }
 
-kiln::model! {
-    /// A decoder started from an encoder's state: kiln does not export initial states.
-    struct Started {
-        input src: [B, S, 3];
-        input tgt: [B, T, 3];
-        let enc = gru(src, 4, final_state = true);
-        let dec = gru(tgt, 4, h0 = enc);
-        output dec;
-    }
-}
-
-#[test]
-fn recurrent_initial_states_are_not_exported() {
-    let model = Started::<f32>::new(&mut StdRng::seed_from_u64(0));
-    let message = model.onnx_graph().expect_err("not exportable").to_string();
-    assert!(message.contains("value `dec`"), "{message}");
-    assert!(message.contains("initial states (`h0`, `c0`)"), "{message}");
-}
-
 /// A model written by hand: no compiled graph.
 struct Manual {
     w: kiln::ndarray::ArrayD<f32>,

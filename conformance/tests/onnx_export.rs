@@ -823,6 +823,53 @@ fn recurrent_layers_match() {
 }
 
 kiln::model! {
+    /// Recurrent layers from given states (ONNX `initial_h`, `initial_c`): a decoder started
+    /// by an encoder's state `[B, H]`, and a two-layer bidirectional LSTM from `[L·D, B, H]`.
+    struct RecurrentStarts {
+        input src: [B, S, 5];
+        input tgt: [B, T, 3];
+        input h: [4, B, 2];
+        input c: [4, B, 2];
+        let enc = gru(src, 4, final_state = true);
+        let dec = gru(tgt, 4, h0 = enc);
+        let cells = tanh(enc);
+        let post = lstm(dec, 4, h0 = enc, c0 = cells);
+        let deep = lstm(post, 2, layers = 2, bidirectional = true, h0 = h, c0 = c);
+        let plain = rnn(tgt, 4, h0 = enc);
+        output dec, post, deep, plain;
+    }
+}
+
+#[test]
+fn recurrent_initial_states_match() {
+    let mut rng = rng();
+    let model = RecurrentStarts::<f64>::new(&mut rng);
+    let src = random(&mut rng, &[3, 5, 5]);
+    let tgt = random(&mut rng, &[3, 4, 3]);
+    let h = random(&mut rng, &[4, 3, 2]);
+    let c = random(&mut rng, &[4, 3, 2]);
+    let (dec, post, deep, plain) = model
+        .forward(
+            src.view().into_dimensionality().unwrap(),
+            tgt.view().into_dimensionality().unwrap(),
+            h.view().into_dimensionality().unwrap(),
+            c.view().into_dimensionality().unwrap(),
+        )
+        .expect("forward");
+    check(
+        "recurrent_starts",
+        &model,
+        &[
+            Feed::Float(src),
+            Feed::Float(tgt),
+            Feed::Float(h),
+            Feed::Float(c),
+        ],
+        &[dyn_f(dec), dyn_f(post), dyn_f(deep), dyn_f(plain)],
+    );
+}
+
+kiln::model! {
     /// Recurrent layers over padded sequences (ONNX `sequence_lens`).
     struct RecurrentLengths {
         input x: [B, T, 5];

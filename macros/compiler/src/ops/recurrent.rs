@@ -272,9 +272,6 @@ impl Kernel for Recurrent {
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Int, Ints, Str, Strs};
-        if self.h0 {
-            return Err("initial states (`h0`, `c0`) are not exported to ONNX".into());
-        }
         // One ONNX LSTM/GRU/RNN node per layer, time-major. PyTorch's gate blocks are
         // reordered for ONNX (LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h with
         // linear_before_reset, which is PyTorch's GRU), and each direction's input and hidden
@@ -292,6 +289,21 @@ impl Kernel for Recurrent {
         } else {
             None
         };
+        // Initial states as ONNX takes them per node, `[dirs, B, H]`: the whole `[L·D, B, H]`
+        // (a `[B, H]` one with a leading axis) cut by layer.
+        let at = self.h0_index();
+        let mut states = Vec::new();
+        for (given, k) in [(self.h0, at), (self.c0, at + 1)] {
+            if given {
+                let v = cx.inputs[k].clone();
+                states.push(if cx.input_infos[k].shape.rank() == 2 {
+                    let axes = cx.b.ints("axes", vec![0]);
+                    cx.op("Unsqueeze", vec![v, axes], "state", vec![])
+                } else {
+                    v
+                });
+            }
+        }
         let mut x = cx.op(
             "Transpose",
             vec![cx.inputs[0].clone()],
@@ -347,12 +359,18 @@ impl Kernel for Recurrent {
             let y = cx.tmp("y");
             let y_h = cx.tmp("y_h");
             let seq = lengths.clone().unwrap_or_default();
-            cx.b.node(
-                op,
-                vec![x, w, r, b, seq],
-                vec![y.clone(), y_h.clone()],
-                attrs,
-            );
+            let mut node_inputs = vec![x, w, r, b, seq];
+            for all in &states {
+                node_inputs.push(if self.layers == 1 {
+                    all.clone()
+                } else {
+                    let from = cx.b.ints("starts", vec![(l * dirs) as i64]);
+                    let to = cx.b.ints("ends", vec![((l + 1) * dirs) as i64]);
+                    let axes = cx.b.ints("axes", vec![0]);
+                    cx.op("Slice", vec![all.clone(), from, to, axes], "state", vec![])
+                });
+            }
+            cx.b.node(op, node_inputs, vec![y.clone(), y_h.clone()], attrs);
             // Y [T, dirs, B, H] -> [T, B, dirs * H], the next layer's input.
             let y = cx.op(
                 "Transpose",
