@@ -142,6 +142,7 @@ fn generator_is_deterministic_and_covers_the_families() {
         "l1",
         "smooth_l1",
         "huber",
+        "bce",
         "nll(rank 2)",
         "batch_norm",
         "dropout",

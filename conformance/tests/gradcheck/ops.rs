@@ -319,6 +319,34 @@ fn regression_losses_in_both_arguments() {
 }
 
 kiln::model! {
+    /// `bce` on probabilities against the target, and against a second head's probabilities
+    /// (a soft target the model computes, whose gradient PyTorch's `binary_cross_entropy`
+    /// gives as well), with per-column weights.
+    struct ProbabilityBce {
+        input x: [B, 6];
+        target t: [B, 3];
+        let h = tanh(linear(x, 5));
+        let p = sigmoid(linear(h, 3));
+        let q = sigmoid(linear(h, 3));
+        output p;
+        loss bce(p, t, weight = (1.0, 0.5, 2.0)) + 0.5 * bce(p, q);
+    }
+}
+
+#[test]
+fn bce_on_probabilities_in_both_arguments() {
+    let mut rng = StdRng::seed_from_u64(33);
+    let mut model = ProbabilityBce::<f64>::new(&mut rng);
+    let x = random(&mut rng, (6, 6), -1.5, 1.5);
+    let t = random(&mut rng, (6, 3), 0.0, 1.0);
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Values(t.view().into_dyn()),
+    );
+}
+
+kiln::model! {
     /// PyTorch's MNIST example's loss: `nll` of `log_softmax`, with class weights and an
     /// ignored label.
     struct LogLikelihood {

@@ -181,6 +181,26 @@ parity_case! {
     outputs { h => h, fc2 => logits },
 }
 
+kiln::model! {
+    /// `bce_probs`: h = tanh(fc1(x)) 5 -> 7, probs = sigmoid(fc2 7 -> 3); BCE on
+    /// probabilities (`nn.BCELoss`) against soft targets, `weight` per column.
+    pub struct BceProbs {
+        input x: [B, 5];
+        target y: [B, 3];
+        let fc1 = linear(x, 7);
+        let h = tanh(fc1);
+        let fc2 = linear(h, 3);
+        let probs = sigmoid(fc2);
+        output h, fc2, probs;
+        loss bce(probs, y, weight = (1.0, 0.5, 2.0));
+    }
+}
+
+parity_case! {
+    bce_probs, BceProbs, input: Ix2, target floats: Ix2,
+    outputs { h => h, fc2 => logits, probs => probs },
+}
+
 parity_case! {
     regression_losses, RegressionLosses, input: Ix2, target floats: Ix2,
     outputs { h => h, fc2 => pred },

@@ -681,8 +681,11 @@ pub enum LossKind {
     SmoothL1(f64),
     /// `huber(pred, y, delta = d)`.
     Huber(f64),
-    /// `bce_with_logits(pred, y)`.
-    Bce,
+    /// `bce_with_logits(pred, y)`, or with `probs` `bce(sigmoid(pred), y)` on probabilities.
+    Bce {
+        /// Written as `bce` of the prediction's sigmoid.
+        probs: bool,
+    },
     /// `cross_entropy(pred, y)`, classes on `axis` of the prediction.
     CrossEntropy {
         /// The class axis of the prediction (last, or 1 for images).
@@ -786,7 +789,8 @@ impl Graph {
             LossKind::L1 => "l1".into(),
             LossKind::SmoothL1(_) => "smooth_l1".into(),
             LossKind::Huber(_) => "huber".into(),
-            LossKind::Bce => "bce_with_logits".into(),
+            LossKind::Bce { probs: false } => "bce_with_logits".into(),
+            LossKind::Bce { probs: true } => "bce".into(),
             LossKind::CrossEntropy {
                 axis,
                 ignore_index,
@@ -1243,7 +1247,8 @@ pub fn source(g: &Graph) -> String {
         LossKind::L1 => "l1(pred, y)".to_string(),
         LossKind::SmoothL1(beta) => format!("smooth_l1(pred, y, beta = {})", num_src(*beta)),
         LossKind::Huber(delta) => format!("huber(pred, y, delta = {})", num_src(*delta)),
-        LossKind::Bce => "bce_with_logits(pred, y)".to_string(),
+        LossKind::Bce { probs: false } => "bce_with_logits(pred, y)".to_string(),
+        LossKind::Bce { probs: true } => "bce(sigmoid(pred), y)".to_string(),
         LossKind::CrossEntropy {
             axis,
             ignore_index,
@@ -2650,7 +2655,10 @@ pub fn generate(seed: u64) -> Graph {
             let ps = g.shape(pred).clone();
             match g.rng.random_range(0..3) {
                 0 => (pred, g.regression_loss(), ps, None),
-                1 => (pred, LossKind::Bce, ps, None),
+                1 => {
+                    let probs = g.chance(0.4);
+                    (pred, LossKind::Bce { probs }, ps, None)
+                }
                 _ => {
                     let ignore_index = if g.chance(0.4) {
                         Some(g.rng.random_range(0..k))

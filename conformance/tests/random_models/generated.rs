@@ -354,7 +354,7 @@ kiln::model! {
         let v11 = log_softmax(v10);
         let pred = linear(v11, 4);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R20, tokens 2, lengths, values 3, unseeded, [] }
@@ -529,7 +529,7 @@ kiln::model! {
         let v14 = linear(v13, 6, bias = false);
         let pred = linear(v14, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R29, tokens 2, lengths, values 3, unseeded, [] }
@@ -1215,7 +1215,7 @@ kiln::model! {
         let v5 = linear(v4, 5, bias = false);
         let pred = linear(v5, 2);
         output pred;
-        loss bce_with_logits(pred, y) + 0.5 * mean(v3);
+        loss bce_with_logits(pred, y) + 0.5 * sum(v3);
     }
 }
 runner! { R69, tokens 2, no_lengths, values 2, seeded, [] }
@@ -1255,7 +1255,7 @@ kiln::model! {
         let v2 = concat(v1, v1);
         let pred = linear(v2, 4);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R72, float 3, no_lengths, values 2, unseeded, [] }
@@ -1590,8 +1590,8 @@ kiln::model! {
         let v3 = selu(v1);
         let v4 = sqrt((square(v3) + 0.1));
         let pred = linear(v4, 7, bias = false, tied = v1);
-        output pred;
-        loss bce_with_logits(pred, y) + 0.1 * mean(v2);
+        output pred, v2;
+        loss bce_with_logits(pred, y);
 
         block Blk0(x) {
             let u1 = leaky_relu(x, 0.2);
@@ -1602,7 +1602,7 @@ kiln::model! {
         }
     }
 }
-runner! { R91, tokens 2, lengths, values 3, seeded, [] }
+runner! { R91, tokens 2, lengths, values 3, seeded, [v2] }
 
 kiln::model! {
     struct R92 {
@@ -1645,7 +1645,7 @@ kiln::model! {
         let v6 = flatten(v5);
         let pred = linear(v6, 2);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R94, float 2, no_lengths, values 2, unseeded, [] }
@@ -1698,7 +1698,7 @@ kiln::model! {
         let v4 = Blk0(v3);
         let pred = linear(v4, 2);
         output pred;
-        loss bce_with_logits(pred, y) + 0.5 * sum(v2);
+        loss bce(sigmoid(pred), y) + 0.1 * mean(v2);
 
         block Blk0(x) {
             let u1 = dropout(x, 0.25);
@@ -1801,7 +1801,7 @@ kiln::model! {
         let v2 = Blk0(v1, repeat = 2);
         let pred = linear(v2, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
 
         block Blk0(x) {
             let u1 = linear(x, 2);
@@ -1839,7 +1839,7 @@ kiln::model! {
         let v2 = linear(x, 3, bias = false);
         let pred = linear(v2, 3);
         output pred;
-        loss bce_with_logits(pred, y) + 0.1 * mean(v1);
+        loss bce_with_logits(pred, y) + 0.3 * mean(v1);
     }
 }
 runner! { R179, float 3, no_lengths, values 3, unseeded, [] }

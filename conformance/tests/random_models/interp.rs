@@ -1128,10 +1128,21 @@ pub fn run(
                 .sum::<f64>()
                 / pred.len() as f64
         }
-        (LossKind::Bce, Target::Values(t)) => {
+        (LossKind::Bce { probs: false }, Target::Values(t)) => {
             pred.iter()
                 .zip(t.iter())
                 .map(|(&z, &t)| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p())
+                .sum::<f64>()
+                / pred.len() as f64
+        }
+        // On the sigmoid's probabilities, each log clamped at −100 as PyTorch's.
+        (LossKind::Bce { probs: true }, Target::Values(t)) => {
+            pred.iter()
+                .zip(t.iter())
+                .map(|(&z, &t)| {
+                    let p = 1.0 / (1.0 + (-z).exp());
+                    -(t * p.ln().max(-100.0) + (1.0 - t) * (-p).ln_1p().max(-100.0))
+                })
                 .sum::<f64>()
                 / pred.len() as f64
         }

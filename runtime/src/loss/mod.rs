@@ -7,9 +7,11 @@
 //! Slice lengths that disagree with the sizes are caller bugs and panic; labels must already
 //! have been validated with [`crate::shape::check_labels`].
 
+mod bce;
 mod nll;
 mod regression;
 
+pub use bce::{bce, bce_backward, bce_target_backward};
 pub use nll::{nll, nll_backward};
 pub use regression::{huber, huber_backward, l1, l1_backward, smooth_l1, smooth_l1_backward};
 

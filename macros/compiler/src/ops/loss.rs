@@ -1,7 +1,7 @@
 //! Losses: `mse(pred, target)`, `l1(pred, target)`, `smooth_l1(pred, target, beta = 1.0)`,
 //! `huber(pred, target, delta = 1.0)`, `cross_entropy(logits, labels)`,
-//! `nll(log_probs, labels)`, `bce_with_logits(logits, target)`. Each reduces to a scalar by
-//! the mean, as PyTorch's default `reduction='mean'`.
+//! `nll(log_probs, labels)`, `bce_with_logits(logits, target)`, `bce(probs, target)`. Each
+//! reduces to a scalar by the mean, as PyTorch's default `reduction='mean'`.
 //!
 //! `nll` is PyTorch's `nll_loss` on log-probabilities (`nll(log_softmax(logits), y)` is
 //! `cross_entropy(logits, y)` in two steps): the same shapes and labels as `cross_entropy`,
@@ -18,7 +18,8 @@
 //! ...)` (constant class weights, baked into the generated code). Without weights and
 //! smoothing it calls the plain kernels, with them the `*_with_options` ones. `bce_with_logits`
 //! takes PyTorch's `pos_weight` and `weight`, each a number or one number per column of the
-//! last axis, likewise constants.
+//! last axis, likewise constants; `bce` (PyTorch's `binary_cross_entropy` on probabilities,
+//! `nn.BCELoss`) its `weight`, and differentiates its target too, as PyTorch does.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
@@ -38,6 +39,8 @@ enum Kind {
     /// PyTorch's `nll_loss`: cross-entropy's label term read off log-probabilities.
     Nll,
     BceWithLogits,
+    /// PyTorch's `binary_cross_entropy` on probabilities.
+    Bce,
 }
 
 impl Kind {
@@ -71,6 +74,8 @@ pub static NLL: LossSpec = LossSpec { kind: Kind::Nll };
 pub static BCE_WITH_LOGITS: LossSpec = LossSpec {
     kind: Kind::BceWithLogits,
 };
+/// `bce(probs, target)`.
+pub static BCE: LossSpec = LossSpec { kind: Kind::Bce };
 
 fn name(kind: Kind) -> &'static str {
     match kind {
@@ -81,6 +86,7 @@ fn name(kind: Kind) -> &'static str {
         Kind::CrossEntropy => "cross_entropy",
         Kind::Nll => "nll",
         Kind::BceWithLogits => "bce_with_logits",
+        Kind::Bce => "bce",
     }
 }
 
@@ -99,6 +105,7 @@ impl OpSpec for LossSpec {
             Kind::BceWithLogits => {
                 "bce_with_logits(logits, target)` or `bce_with_logits(logits, target, pos_weight = (2.0, 1.0), weight = 0.5)"
             }
+            Kind::Bce => "bce(probs, target)` or `bce(probs, target, weight = (2.0, 1.0))",
         }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
@@ -130,6 +137,18 @@ impl OpSpec for LossSpec {
                     .option_expr("pos_weight")
                     .map(|e| column_option(e, "pos_weight"))
                     .transpose()?;
+                weight = args
+                    .option_expr("weight")
+                    .map(|e| column_option(e, "weight"))
+                    .transpose()?;
+            }
+            Kind::Bce => {
+                if let Some(e) = args.written_option("pos_weight") {
+                    return Err(syn::Error::new(
+                        e.span(),
+                        "`pos_weight` weighs the positive term of `bce_with_logits`, as PyTorch's `BCEWithLogitsLoss` (`nn.BCELoss` has none): write `bce_with_logits(logits, target, pos_weight = ..)` on the logits before the sigmoid",
+                    ));
+                }
                 weight = args
                     .option_expr("weight")
                     .map(|e| column_option(e, "weight"))
@@ -329,6 +348,17 @@ impl Loss {
         self.label_smoothing != 0.0 || self.weight.is_some() || self.pos_weight.is_some()
     }
 
+    /// `bce`'s weights, `Some(&[..])` or `None`.
+    fn bce_weight_tokens(&self) -> TokenStream {
+        match &self.weight {
+            Some(w) => {
+                let values = w.values.iter().map(|&v| Literal::f64_suffixed(v));
+                quote!(::core::option::Option::Some(&[#(#values),*]))
+            }
+            None => quote!(::core::option::Option::None),
+        }
+    }
+
     /// `&::kiln::loss::BceOptions { .. }`, with the values as constant slices.
     fn bce_options_tokens(&self) -> TokenStream {
         let slice = |values: &Option<ClassWeights>| match values {
@@ -385,7 +415,7 @@ impl Loss {
                 let delta = self.threshold_tokens();
                 quote! { ::kiln::loss::huber_backward(#a, #b, #delta, #dl, #out, #acc); }
             }
-            Kind::CrossEntropy | Kind::Nll | Kind::BceWithLogits => {
+            Kind::CrossEntropy | Kind::Nll | Kind::BceWithLogits | Kind::Bce => {
                 unreachable!("called for the regression losses only")
             }
         }
@@ -402,6 +432,11 @@ impl Loss {
                 continue;
             }
             let shown = pred.display(symbols);
+            let noun = if self.kind == Kind::Bce {
+                "probabilities"
+            } else {
+                "logits"
+            };
             let last = match columns {
                 Some(Dim::Fixed(c)) => format!("{c} columns"),
                 Some(symbolic) => format!("the symbolic `{}` columns", symbolic.display(symbols)),
@@ -410,7 +445,7 @@ impl Loss {
             return Err(OpError::at(
                 w.span,
                 format!(
-                    "`{key}` gives {n} values, but the logits {shown} have {last} on their last axis: give one value per column, or a single number for all"
+                    "`{key}` gives {n} values, but the {noun} {shown} have {last} on their last axis: give one value per column, or a single number for all"
                 ),
             ));
         }
@@ -642,7 +677,8 @@ impl Kernel for Loss {
         }
     }
     fn differentiable(&self, input: usize) -> bool {
-        input == 0 || self.kind.is_regression()
+        // PyTorch's `binary_cross_entropy` also differentiates its (soft) target.
+        input == 0 || self.kind.is_regression() || self.kind == Kind::Bce
     }
     fn backward_reads(&self) -> Reads {
         Reads {
@@ -668,6 +704,10 @@ impl Kernel for Loss {
                 quote! { #out = ::kiln::loss::bce_with_logits_with_options(#p, #t, #options); }
             }
             Kind::BceWithLogits => quote! { #out = ::kiln::loss::bce_with_logits(#p, #t); },
+            Kind::Bce => {
+                let weight = self.bce_weight_tokens();
+                quote! { #out = ::kiln::loss::bce(#p, #t, #weight); }
+            }
             Kind::Nll => {
                 let (batch, classes, pixels) = self.nll_sizes(&cx.inputs[0]);
                 let options = self.options_tokens();
@@ -718,11 +758,24 @@ impl Kernel for Loss {
             }
             return code;
         }
+        if self.kind == Kind::Bce {
+            let weight = self.bce_weight_tokens();
+            for (d, kernel) in cx.d_inputs.iter().zip([
+                quote!(::kiln::loss::bce_backward),
+                quote!(::kiln::loss::bce_target_backward),
+            ]) {
+                if let Some(d) = d {
+                    let (out, acc) = (&d.data, d.accumulate);
+                    code.extend(quote! { #kernel(#p, #t, #weight, #dl, #out, #acc); });
+                }
+            }
+            return code;
+        }
         if let Some(dp) = &cx.d_inputs[0] {
             let (dpd, acc) = (&dp.data, dp.accumulate);
             code.extend(match self.kind {
-                Kind::Mse | Kind::L1 | Kind::SmoothL1 | Kind::Huber => {
-                    unreachable!("the regression losses return above")
+                Kind::Mse | Kind::L1 | Kind::SmoothL1 | Kind::Huber | Kind::Bce => {
+                    unreachable!("the regression losses and `bce` return above")
                 }
                 Kind::BceWithLogits if self.has_options() => {
                     let options = self.bce_options_tokens();
