@@ -824,7 +824,8 @@ fn recurrent_layers_match() {
 
 kiln::model! {
     /// Recurrent layers from given states (ONNX `initial_h`, `initial_c`): a decoder started
-    /// by an encoder's state `[B, H]`, and a two-layer bidirectional LSTM from `[L·D, B, H]`.
+    /// by an encoder's state `[B, H]`, and a two-layer bidirectional LSTM from `[L·D, B, H]`;
+    /// an LSTM's final hidden and cell states (`Y_h`, `Y_c`).
     struct RecurrentStarts {
         input src: [B, S, 5];
         input tgt: [B, T, 3];
@@ -836,7 +837,8 @@ kiln::model! {
         let post = lstm(dec, 4, h0 = enc, c0 = cells);
         let deep = lstm(post, 2, layers = 2, bidirectional = true, h0 = h, c0 = c);
         let plain = rnn(tgt, 4, h0 = enc);
-        output dec, post, deep, plain;
+        let both = lstm(src, 2, bidirectional = true, final_state = true, final_cells = true);
+        output dec, post, deep, plain, both;
     }
 }
 
@@ -848,7 +850,7 @@ fn recurrent_initial_states_match() {
     let tgt = random(&mut rng, &[3, 4, 3]);
     let h = random(&mut rng, &[4, 3, 2]);
     let c = random(&mut rng, &[4, 3, 2]);
-    let (dec, post, deep, plain) = model
+    let (dec, post, deep, plain, both) = model
         .forward(
             src.view().into_dimensionality().unwrap(),
             tgt.view().into_dimensionality().unwrap(),
@@ -865,7 +867,13 @@ fn recurrent_initial_states_match() {
             Feed::Float(h),
             Feed::Float(c),
         ],
-        &[dyn_f(dec), dyn_f(post), dyn_f(deep), dyn_f(plain)],
+        &[
+            dyn_f(dec),
+            dyn_f(post),
+            dyn_f(deep),
+            dyn_f(plain),
+            dyn_f(both),
+        ],
     );
 }
 

@@ -150,6 +150,7 @@ fn generator_is_deterministic_and_covers_the_families() {
         "lstm/gru(lengths)",
         "lstm/gru(dropout)",
         "lstm/gru(h0)",
+        "lstm(final_cells)",
         "rnn",
         "prelu",
         "prelu(per channel)",

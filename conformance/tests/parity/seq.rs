@@ -105,6 +105,22 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// `lstm_seq2seq`: an encoder LSTM's final `(h_n, c_n)`, cut apart by `chunk`, start the
+    /// decoder LSTM; fc 5 -> 2; MSE.
+    pub struct LstmSeq2Seq {
+        input src: [B, S, 4];
+        input tgt: [B, T, 3];
+        target y: [B, T, 2];
+        let enc = lstm(src, 5, final_state = true, final_cells = true);
+        let (h, c) = chunk(enc, 2, axis = 1);
+        let dec = lstm(tgt, 5, h0 = h, c0 = c);
+        let fc = linear(dec, 2);
+        output enc, dec, fc;
+        loss mse(fc, y);
+    }
+}
+
+kiln::model! {
     /// `rnn_bidir`: tanh RNN(4, 5, 2 layers, bidirectional) -> [B, T, 10]; fc 10 -> 2; MSE.
     pub struct RnnBidir {
         input x: [B, T, 4];
@@ -336,6 +352,14 @@ parity_case! {
     inputs { src: f3, tgt: f3 },
     target y: f3,
     outputs { enc => enc, dec => dec, post => post, fc => pred },
+    not_exposed [],
+}
+
+parity_case! {
+    lstm_seq2seq, LstmSeq2Seq,
+    inputs { src: f3, tgt: f3 },
+    target y: f3,
+    outputs { enc => enc, dec => dec, fc => pred },
     not_exposed [],
 }
 

@@ -280,6 +280,8 @@ pub enum Op {
         layers: usize,
         bidirectional: bool,
         final_state: bool,
+        /// `final_cells = true` (an LSTM's, with `final_state`).
+        final_cells: bool,
         lengths: bool,
         /// `dropout` between the layers (0: none).
         dropout: f64,
@@ -478,6 +480,7 @@ impl Op {
                 dropout,
                 h0,
                 c0,
+                final_cells,
                 ..
             } => {
                 if *lengths {
@@ -488,6 +491,9 @@ impl Op {
                 }
                 if c0.is_some() {
                     out.push("lstm(c0)".into());
+                }
+                if *final_cells {
+                    out.push("lstm(final_cells)".into());
                 }
                 if *dropout > 0.0 {
                     out.push("lstm/gru(dropout)".into());
@@ -986,6 +992,7 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             layers,
             bidirectional,
             final_state,
+            final_cells,
             lengths,
             dropout,
             h0,
@@ -1015,6 +1022,9 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             }
             if *final_state {
                 s.push_str(", final_state = true");
+            }
+            if *final_cells {
+                s.push_str(", final_cells = true");
             }
             s + ")"
         }
@@ -2072,8 +2082,10 @@ impl Gen {
                             c0 = Some(self.push(state, start(pool)));
                         }
                     }
+                    let final_cells = final_state && cell == Cell::Lstm && self.chance(0.4);
+                    let halves = if final_cells { 2 } else { 1 };
                     let s = if final_state {
-                        vec![shape[0].clone(), lit(dirs * hidden)]
+                        vec![shape[0].clone(), lit(halves * dirs * hidden)]
                     } else {
                         Self::with_last(&shape, dirs * hidden)
                     };
@@ -2086,6 +2098,7 @@ impl Gen {
                             layers,
                             bidirectional,
                             final_state,
+                            final_cells,
                             lengths,
                             dropout,
                             h0,

@@ -1371,10 +1371,10 @@ kiln::model! {
         target y: [N, 2];
         let v1 = dropout(x, 0.25);
         let v2 = linear(v1, 5);
-        let v3 = lstm(v2, 2, final_state = true);
+        let v3 = lstm(v2, 2, final_state = true, final_cells = true);
         let pred = linear(v3, 2);
         output pred;
-        loss huber(pred, y, delta = 0.5);
+        loss bce_with_logits(pred, y);
     }
 }
 runner! { R80, float 3, lengths, values 2, seeded, [] }

@@ -471,6 +471,7 @@ impl Interp<'_> {
                 layers,
                 bidirectional,
                 final_state,
+                final_cells,
                 lengths,
                 dropout,
                 h0,
@@ -481,7 +482,7 @@ impl Interp<'_> {
                 *cell,
                 (*hidden, *layers),
                 *bidirectional,
-                *final_state,
+                (*final_state, *final_cells),
                 *lengths,
                 *dropout,
                 (h0.map(|v| &vals[v]), c0.map(|v| &vals[v])),
@@ -946,7 +947,7 @@ impl Interp<'_> {
         cell: Cell,
         (hidden, layers): (usize, usize),
         bidirectional: bool,
-        final_state: bool,
+        (final_state, final_cells): (bool, bool),
         lengths: bool,
         dropout: f64,
         (h0, c0): (Option<&ArrayD<f64>>, Option<&ArrayD<f64>>),
@@ -960,6 +961,7 @@ impl Interp<'_> {
             let mut out = ArrayD::zeros(IxDyn(&[b, t, dirs * hidden]));
             finals.clear();
             let mut last = vec![vec![vec![0.0; hidden]; b]; dirs];
+            let mut last_cells = vec![vec![vec![0.0; hidden]; b]; dirs];
             for dir in 0..dirs {
                 let sfx = if dir == 1 { "_reverse" } else { "" };
                 let p = |s: &str| self.p(&format!("{name}.{s}_l{l}{sfx}"));
@@ -1023,12 +1025,18 @@ impl Interp<'_> {
                         }
                     }
                     last[dir][n] = hs;
+                    last_cells[dir][n] = cs;
                 }
             }
             for n in 0..b {
                 let mut row = Vec::new();
                 for dir_last in &last {
                     row.extend_from_slice(&dir_last[n]);
+                }
+                if final_cells {
+                    for dir_last in &last_cells {
+                        row.extend_from_slice(&dir_last[n]);
+                    }
                 }
                 finals.push(row);
             }
@@ -1047,7 +1055,8 @@ impl Interp<'_> {
         }
         if final_state {
             let flat: Vec<f64> = finals.concat();
-            ArrayD::from_shape_vec(IxDyn(&[b, dirs * hidden]), flat).expect("shape")
+            let halves = if final_cells { 2 } else { 1 };
+            ArrayD::from_shape_vec(IxDyn(&[b, halves * dirs * hidden]), flat).expect("shape")
         } else {
             input
         }

@@ -4,8 +4,10 @@
 //! names `weight_ih_l0`, `bias_hh_l1_reverse`, ...), run by the runtime's kernels forward and
 //! back through time. With `lengths`, each sequence is processed only up to its length (as
 //! `pack_padded_sequence`); with `final_state = true` the op returns the last layer's final
-//! hidden state `[B, dirs·hidden]` instead of the outputs `[B, T, dirs·hidden]`; `dropout`
-//! drops inner layers' outputs in training, as PyTorch's `dropout` argument.
+//! hidden state `[B, dirs·hidden]` instead of the outputs `[B, T, dirs·hidden]` (with
+//! `final_cells = true`, an LSTM's final cells after it); `dropout` drops inner layers'
+//! outputs in training, as PyTorch's `dropout` argument; `h0` and `c0` are the states to
+//! start from, PyTorch's `h_0` and `c_0`.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, LayerSpec, OpError, OpSpec,
@@ -72,6 +74,8 @@ impl OpSpec for RecurrentSpec {
         let bidirectional = args.opt_bool("bidirectional", false)?;
         let dropout = dropout_option(args)?;
         let final_state = args.opt_bool("final_state", false)?;
+        let cells_span = args.written_option("final_cells").map(|e| e.span());
+        let final_cells = args.opt_bool("final_cells", false)?;
         let lengths = args.tensor_option("lengths").is_some();
         let h0_span = args.written_option("h0").map(|e| e.span());
         let c0_span = args.written_option("c0").map(|e| e.span());
@@ -99,6 +103,18 @@ impl OpSpec for RecurrentSpec {
                 format!("`c0` is the LSTM's initial cell state, and `{}` has no cells: give its initial hidden state as `h0 = ..` (PyTorch's `h_0`)", cell_name(cell)),
             ));
         }
+        if let (Some(span), true) = (cells_span, final_cells) {
+            let problem = if cell != Cell::Lstm {
+                Some(format!("`final_cells` gives the LSTM's final cell states, and `{}` has no cells: its final state is `final_state = true` alone", cell_name(cell)))
+            } else if !final_state {
+                Some("`final_cells = true` puts the final cell states beside the final hidden states: give `final_state = true` too (the op then returns [B, 2·dirs·hidden], PyTorch's `(h_n, c_n)` of the last layer, to cut with `chunk`)".to_string())
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(syn::Error::new(span, problem));
+            }
+        }
         if let (Some(span), None) = (c0_span, h0_span) {
             return Err(syn::Error::new(
                 span,
@@ -122,6 +138,7 @@ impl OpSpec for RecurrentSpec {
             layers,
             bidirectional,
             final_state,
+            final_cells,
             lengths,
             dropout,
             h0,
@@ -166,6 +183,8 @@ pub struct Recurrent {
     layers: usize,
     bidirectional: bool,
     final_state: bool,
+    /// With `final_state`, the LSTM's final cell states beside the hidden ones.
+    final_cells: bool,
     lengths: bool,
     /// The dropout between layers in training.
     dropout: f64,
@@ -238,7 +257,9 @@ fn dims_tokens(
 ) -> TokenStream {
     let (hidden, layers, bidirectional) = (r.hidden, r.layers, r.bidirectional);
     let cell = cell_tokens(r.cell);
-    let output = if r.final_state {
+    let output = if r.final_cells {
+        quote!(::kiln::kernels::recurrent::RnnOutput::FinalWithCells)
+    } else if r.final_state {
         quote!(::kiln::kernels::recurrent::RnnOutput::Final)
     } else {
         quote!(::kiln::kernels::recurrent::RnnOutput::Sequence)
@@ -310,7 +331,7 @@ impl Kernel for Recurrent {
             "time_major",
             vec![("perm", Ints(vec![1, 0, 2]))],
         );
-        let mut last_h = String::new();
+        let (mut last_h, mut last_c) = (String::new(), String::new());
         for l in 0..self.layers {
             let names = |what: &str| -> Vec<String> {
                 (0..dirs)
@@ -358,6 +379,7 @@ impl Kernel for Recurrent {
             }
             let y = cx.tmp("y");
             let y_h = cx.tmp("y_h");
+            let y_c = cx.tmp("y_c");
             let seq = lengths.clone().unwrap_or_default();
             let mut node_inputs = vec![x, w, r, b, seq];
             for all in &states {
@@ -370,7 +392,11 @@ impl Kernel for Recurrent {
                     cx.op("Slice", vec![all.clone(), from, to, axes], "state", vec![])
                 });
             }
-            cx.b.node(op, node_inputs, vec![y.clone(), y_h.clone()], attrs);
+            let mut outputs = vec![y.clone(), y_h.clone()];
+            if self.final_cells {
+                outputs.push(y_c.clone());
+            }
+            cx.b.node(op, node_inputs, outputs, attrs);
             // Y [T, dirs, B, H] -> [T, B, dirs * H], the next layer's input.
             let y = cx.op(
                 "Transpose",
@@ -381,17 +407,31 @@ impl Kernel for Recurrent {
             let shape = cx.b.ints("shape", vec![0, 0, (dirs * h) as i64]);
             x = cx.op("Reshape", vec![y, shape], "y", vec![]);
             last_h = y_h;
+            last_c = y_c;
         }
         if self.final_state {
-            // Y_h [dirs, B, H] -> [B, dirs * H]: forward state, then reverse.
-            let t = cx.op(
-                "Transpose",
-                vec![last_h],
-                "state",
-                vec![("perm", Ints(vec![1, 0, 2]))],
-            );
-            let shape = cx.b.ints("shape", vec![0, (dirs * h) as i64]);
-            cx.finish("Reshape", vec![t, shape], vec![]);
+            // Y_h [dirs, B, H] -> [B, dirs * H]: forward state, then reverse (Y_c likewise,
+            // after it).
+            let rows = |state: String, cx: &mut crate::onnx::OnnxCx| {
+                let t = cx.op(
+                    "Transpose",
+                    vec![state],
+                    "state",
+                    vec![("perm", Ints(vec![1, 0, 2]))],
+                );
+                let shape = cx.b.ints("shape", vec![0, (dirs * h) as i64]);
+                (t, shape)
+            };
+            if self.final_cells {
+                let (t, shape) = rows(last_h, cx);
+                let hs = cx.op("Reshape", vec![t, shape], "state", vec![]);
+                let (t, shape) = rows(last_c, cx);
+                let cs = cx.op("Reshape", vec![t, shape], "state", vec![]);
+                cx.finish("Concat", vec![hs, cs], vec![("axis", Int(1))]);
+            } else {
+                let (t, shape) = rows(last_h, cx);
+                cx.finish("Reshape", vec![t, shape], vec![]);
+            }
         } else {
             cx.finish("Transpose", vec![x], vec![("perm", Ints(vec![1, 0, 2]))]);
         }
@@ -415,7 +455,11 @@ impl Kernel for Recurrent {
             s.push_str(&format!(", dropout={}", self.dropout));
         }
         if self.final_state {
-            s.push_str(", final_state");
+            s.push_str(if self.final_cells {
+                ", final_state, final_cells"
+            } else {
+                ", final_state"
+            });
         }
         if self.h0 {
             s.push_str(if self.c0 { ", h0, c0" } else { ", h0" });
@@ -500,7 +544,8 @@ impl Kernel for Recurrent {
                 self.hidden
             )));
         }
-        let width = Dim::Fixed(self.dirs() * self.hidden);
+        let halves = if self.final_cells { 2 } else { 1 };
+        let width = Dim::Fixed(halves * self.dirs() * self.hidden);
         let shape = if self.final_state {
             vec![x.0[0], width]
         } else {
@@ -560,14 +605,14 @@ impl Kernel for Recurrent {
     }
     fn scratch(&self, inputs: &[&ValueInfo], _output: &ValueInfo) -> Vec<ScratchSpec> {
         let x = inputs[0].shape.0.clone();
-        let (hidden, layers, bidirectional, cell, final_state, dropout) = (
+        let (hidden, layers, bidirectional, cell, dropout) = (
             self.hidden,
             self.layers,
             self.bidirectional,
             self.cell,
-            self.final_state,
             self.dropout,
         );
+        let (final_state, final_cells) = (self.final_state, self.final_cells);
         vec![ScratchSpec {
             suffix: "saved",
             len: ScratchLen::OfDims(Box::new(move |dim| {
@@ -577,6 +622,7 @@ impl Kernel for Recurrent {
                     layers,
                     bidirectional,
                     final_state,
+                    final_cells,
                     lengths: false,
                     dropout,
                     h0: false,

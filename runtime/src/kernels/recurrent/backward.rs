@@ -194,9 +194,9 @@ fn backward<F: Float>(
         let dy: Option<&[F]> = match (last, d.output) {
             (false, _) => Some(&*mine),
             (true, RnnOutput::Sequence) => Some(d_out),
-            (true, RnnOutput::Final) => None,
+            (true, RnnOutput::Final | RnnOutput::FinalWithCells) => None,
         };
-        let final_dh = (last && d.output == RnnOutput::Final).then_some(d_out);
+        let finals = (last && d.output != RnnOutput::Sequence).then_some(d_out);
         let input: &[F] = if layer == 0 {
             x
         } else {
@@ -268,7 +268,7 @@ fn backward<F: Float>(
                 bufs,
                 starts,
                 dy.map(|dy| (dy, col)),
-                final_dh.map(|f| (f, col)),
+                finals.map(|f| (f, col)),
             );
             // After the time loop the state adjoints are those of the states it started from.
             let rows = initial_rows(d, layer, direction, &part);
@@ -432,19 +432,22 @@ struct BackwardBufs<'a, F> {
 /// adjoints (zero at padded steps). With `starts` (the initial hidden and cell states of
 /// these sequences, the cells empty if zero) it leaves the adjoints of those states in
 /// `bufs.dh` and `bufs.dc`. `dy` is the adjoint of the outputs (`[B, T, D·H]` at the
-/// given column), `final_dh` that of the final states (`[B, D·H]`).
+/// given column), `finals` that of the final states (`[B, D·H]`, or `[B, 2·D·H]` with the
+/// cells' after the hidden states', at the given column of each half).
 fn backward_part<F: Float>(
     dir: &Direction<'_, F>,
     part: Range<usize>,
     bufs: BackwardBufs<'_, F>,
     starts: Option<(&[F], &[F])>,
     dy: Option<(&[F], usize)>,
-    final_dh: Option<(&[F], usize)>,
+    finals: Option<(&[F], usize)>,
 ) {
     let d = dir.dims;
     let (t_len, h, g) = (d.seq, d.hidden, d.cell.gates() * d.hidden);
     let w = d.cell.cache_width() * h;
     let width = d.directions() * h;
+    let cells = d.output == RnnOutput::FinalWithCells;
+    let final_width = if cells { 2 * width } else { width };
     let BackwardBufs {
         states,
         cache,
@@ -455,10 +458,17 @@ fn backward_part<F: Float>(
         dc,
     } = bufs;
     dc.fill(F::ZERO);
-    match final_dh {
+    match finals {
         Some((f, col)) => {
-            for (b, row) in part.clone().zip(dh.chunks_exact_mut(h.max(1))) {
-                row.copy_from_slice(&f[b * width + col..b * width + col + h]);
+            let rows = dh
+                .chunks_exact_mut(h.max(1))
+                .zip(dc.chunks_exact_mut(h.max(1)));
+            for (b, (dh_row, dc_row)) in part.clone().zip(rows) {
+                let at = b * final_width + col;
+                dh_row.copy_from_slice(&f[at..at + h]);
+                if cells {
+                    dc_row.copy_from_slice(&f[at + width..at + width + h]);
+                }
             }
         }
         None => dh.fill(F::ZERO),

@@ -272,7 +272,7 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
         let dest: Option<&mut [F]> = match (last, d.output) {
             (false, _) => Some(&mut current[..lay.layer_out]),
             (true, RnnOutput::Sequence) => Some(&mut *out),
-            (true, RnnOutput::Final) => None,
+            (true, RnnOutput::Final | RnnOutput::FinalWithCells) => None,
         };
         let dest = dest.map(SharedMut::new);
         let recurrent = lay.pack_recurrent(d, params, layer, true, &mut *packed);
@@ -345,13 +345,22 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
                 carry.to[at..at + d.batch * h].copy_from_slice(&work[cs]);
             }
         }
-        if last && d.output == RnnOutput::Final {
+        if last && d.output != RnnOutput::Sequence {
             // Each sequence's state stopped changing after its last step.
+            let cells = d.output == RnnOutput::FinalWithCells;
+            let width = (dirs * h * if cells { 2 } else { 1 }).max(1);
             for direction in 0..dirs {
-                let hs = &work[lay.work_rows(direction, &(0..d.batch))[3].clone()];
-                let width = (dirs * h).max(1);
-                for (row, state) in out.chunks_exact_mut(width).zip(hs.chunks_exact(h.max(1))) {
+                let [.., hs, cs] = lay.work_rows(direction, &(0..d.batch));
+                let rows = out.chunks_exact_mut(width);
+                let states = work[hs]
+                    .chunks_exact(h.max(1))
+                    .zip(work[cs].chunks_exact(h.max(1)));
+                for (row, (state, cell)) in rows.zip(states) {
                     row[direction * h..(direction + 1) * h].copy_from_slice(state);
+                    if cells {
+                        let at = dirs * h + direction * h;
+                        row[at..at + h].copy_from_slice(cell);
+                    }
                 }
             }
         }

@@ -110,6 +110,10 @@ pub enum RnnOutput {
     /// step `len − 1` in columns `[0, H)`, the reverse direction's after step 0 in `[H, 2H)`
     /// (`torch.cat([h_n[-2], h_n[-1]], 1)`, or `h_n[-1]` when unidirectional).
     Final,
+    /// The LSTM's last layer's final hidden states as [`Final`](Self::Final) lays them out,
+    /// then its final cell states the same way: `[B, 2·dirs·H]`, PyTorch's `(h_n, c_n)` of
+    /// the last layer side by side.
+    FinalWithCells,
 }
 
 /// The sizes and kind of a recurrent stack.
@@ -175,12 +179,13 @@ impl RnnDims {
     }
 
     /// The elements of `out`: `B·T·dirs·H` for [`RnnOutput::Sequence`], `B·dirs·H` for
-    /// [`RnnOutput::Final`].
+    /// [`RnnOutput::Final`], twice that for [`RnnOutput::FinalWithCells`].
     pub fn out_len(&self) -> usize {
         let row = self.directions() * self.hidden;
         match self.output {
             RnnOutput::Sequence => self.batch * self.seq * row,
             RnnOutput::Final => self.batch * row,
+            RnnOutput::FinalWithCells => self.batch * 2 * row,
         }
     }
 
@@ -265,6 +270,10 @@ impl RnnDims {
     #[track_caller]
     fn check(&self, what: &str, x: &[impl Sized], lengths: Option<&[usize]>, params: usize) {
         assert!(self.layers >= 1, "{what}: an RNN has at least one layer");
+        assert!(
+            self.output != RnnOutput::FinalWithCells || self.cell == RnnCell::Lstm,
+            "{what}: only the LSTM has cell states"
+        );
         assert!(
             (0.0..=1.0).contains(&self.dropout),
             "{what}: dropout must be in [0, 1], got {}",

@@ -75,6 +75,7 @@ fn reference_from(
     let gh = d.cell.gates() * h_n;
     let mut input = x.to_vec();
     let mut finals = vec![0.0; b_n * dirs * h_n];
+    let mut final_cells = vec![0.0; b_n * dirs * h_n];
     for layer in 0..d.layers {
         let in_w = d.layer_input(layer);
         let mut output = vec![0.0; b_n * t_n * dirs * h_n];
@@ -141,6 +142,7 @@ fn reference_from(
                 }
                 let at = b * dirs * h_n + dir * h_n;
                 finals[at..at + h_n].copy_from_slice(&h);
+                final_cells[at..at + h_n].copy_from_slice(&c);
             }
         }
         input = output;
@@ -148,6 +150,15 @@ fn reference_from(
     match d.output {
         RnnOutput::Sequence => input,
         RnnOutput::Final => finals,
+        RnnOutput::FinalWithCells => {
+            // Row by row: the hidden states, then the cells.
+            let row = dirs * h_n;
+            let halves = finals.chunks_exact(row).zip(final_cells.chunks_exact(row));
+            halves
+                .flat_map(|(h, c)| h.iter().chain(c))
+                .copied()
+                .collect()
+        }
     }
 }
 
@@ -893,5 +904,45 @@ fn initial_states_and_their_adjoints() {
                 assert_close(&dc0, &num_c0, 1e-6, 1e-8, &format!("{what}: dc0"));
             }
         }
+    }
+}
+
+/// The LSTM's final cell states beside its hidden states (`(h_n, c_n)` of the last layer):
+/// the reference's values, and gradients through both by central differences.
+#[test]
+fn final_states_with_cells() {
+    for (layers, bidirectional, lengths) in [
+        (1, false, None),
+        (2, true, Some(vec![4, 1, 3])),
+        (3, false, Some(vec![2, 4, 3])),
+    ] {
+        let d = dims(
+            RnnCell::Lstm,
+            3,
+            4,
+            3,
+            2,
+            layers,
+            bidirectional,
+            RnnOutput::FinalWithCells,
+        );
+        let lengths = lengths.as_deref();
+        let params = params_for(&d, 6.0);
+        let x = values(d.input_len(), 0.5);
+        let (out, _) = forward(&d, &x, lengths, &params);
+        assert_eq!(out.len(), 3 * 2 * d.directions() * 2);
+        let want = reference(&d, &x, lengths, &params);
+        assert_close(&out, &want, 1e-12, 1e-14, &format!("L={layers}"));
+        // The hidden half is `Final`'s.
+        let hidden = RnnDims {
+            output: RnnOutput::Final,
+            ..d
+        };
+        let (h, _) = forward(&hidden, &x, lengths, &params);
+        let row = d.directions() * 2;
+        for (b, h_row) in h.chunks_exact(row).enumerate() {
+            assert_eq!(&out[b * 2 * row..b * 2 * row + row], h_row);
+        }
+        check_backward(&d, lengths);
     }
 }
