@@ -243,6 +243,26 @@ fn a_char_lstm_that_decodes_incrementally() {
     }));
 }
 
+/// An LSTM encoder whose final `(h_n, c_n)`, cut apart by `chunk`, start the decoder: the
+/// decoder's forward and backward take the states (`rnn_forward_from`, `rnn_backward_from`)
+/// and hand their adjoints back to the encoder's final states.
+#[test]
+fn an_encoder_state_starting_a_decoder() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct Seq2Seq {
+            input src: [B, S, 8];
+            input tgt: [B, T, 8];
+            target y: [B, T] classes 20;
+            let enc = lstm(src, 16, final_state = true, final_cells = true);
+            let (h, c) = chunk(enc, 2, axis = 1);
+            let dec = lstm(tgt, 16, h0 = h, c0 = c);
+            let logits = linear(dec, 20);
+            output logits;
+            loss cross_entropy(logits, y);
+        }
+    }));
+}
+
 /// A fully convolutional model over images of any size divisible by 4: sizes the layers
 /// compute (`2 * H`, `2 * H - 2`) are written as expressions of the bound `H`, the im2col
 /// scratch is sized per call, and the call boundary checks `H` against the least value the
