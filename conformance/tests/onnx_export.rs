@@ -825,7 +825,8 @@ fn recurrent_layers_match() {
 kiln::model! {
     /// Recurrent layers from given states (ONNX `initial_h`, `initial_c`): a decoder started
     /// by an encoder's state `[B, H]`, and a two-layer bidirectional LSTM from `[L·D, B, H]`;
-    /// an LSTM's final hidden and cell states (`Y_h`, `Y_c`).
+    /// an LSTM's final hidden and cell states (`Y_h`, `Y_c`), of the last layer or of every
+    /// layer.
     struct RecurrentStarts {
         input src: [B, S, 5];
         input tgt: [B, T, 3];
@@ -838,7 +839,9 @@ kiln::model! {
         let deep = lstm(post, 2, layers = 2, bidirectional = true, h0 = h, c0 = c);
         let plain = rnn(tgt, 4, h0 = enc);
         let both = lstm(src, 2, bidirectional = true, final_state = true, final_cells = true);
-        output dec, post, deep, plain, both;
+        let every = gru(src, 2, layers = 2, bidirectional = true, final_state = true, all_layers = true);
+        let stacked = lstm(src, 2, layers = 2, final_state = true, all_layers = true, final_cells = true);
+        output dec, post, deep, plain, both, every, stacked;
     }
 }
 
@@ -850,7 +853,7 @@ fn recurrent_initial_states_match() {
     let tgt = random(&mut rng, &[3, 4, 3]);
     let h = random(&mut rng, &[4, 3, 2]);
     let c = random(&mut rng, &[4, 3, 2]);
-    let (dec, post, deep, plain, both) = model
+    let (dec, post, deep, plain, both, every, stacked) = model
         .forward(
             src.view().into_dimensionality().unwrap(),
             tgt.view().into_dimensionality().unwrap(),
@@ -873,6 +876,8 @@ fn recurrent_initial_states_match() {
             dyn_f(deep),
             dyn_f(plain),
             dyn_f(both),
+            dyn_f(every),
+            dyn_f(stacked),
         ],
     );
 }

@@ -121,6 +121,22 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// `lstm_seq2seq_deep`: a two-layer encoder LSTM's final states of both layers
+    /// (`all_layers`, `[2, B, 10]` with the cells) start a two-layer decoder; fc 5 -> 2; MSE.
+    pub struct LstmSeq2SeqDeep {
+        input src: [B, S, 4];
+        input tgt: [B, T, 3];
+        target y: [B, T, 2];
+        let enc = lstm(src, 5, layers = 2, final_state = true, all_layers = true, final_cells = true);
+        let (h, c) = chunk(enc, 2, axis = -1);
+        let dec = lstm(tgt, 5, layers = 2, h0 = h, c0 = c);
+        let fc = linear(dec, 2);
+        output enc, dec, fc;
+        loss mse(fc, y);
+    }
+}
+
+kiln::model! {
     /// `rnn_bidir`: tanh RNN(4, 5, 2 layers, bidirectional) -> [B, T, 10]; fc 10 -> 2; MSE.
     pub struct RnnBidir {
         input x: [B, T, 4];
@@ -357,6 +373,14 @@ parity_case! {
 
 parity_case! {
     lstm_seq2seq, LstmSeq2Seq,
+    inputs { src: f3, tgt: f3 },
+    target y: f3,
+    outputs { enc => enc, dec => dec, fc => pred },
+    not_exposed [],
+}
+
+parity_case! {
+    lstm_seq2seq_deep, LstmSeq2SeqDeep,
     inputs { src: f3, tgt: f3 },
     target y: f3,
     outputs { enc => enc, dec => dec, fc => pred },

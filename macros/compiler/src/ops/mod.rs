@@ -1168,6 +1168,7 @@ mod tests {
         "rnn(x, 8, layers = 2, bidirectional = true, nonlinearity = relu, final_state = true, lengths = len, dropout = 0.2)",
         "lstm(x, 8, h0 = h, c0 = c)",
         "lstm(x, 8, final_state = true, final_cells = true)",
+        "gru(x, 8, layers = 2, final_state = true, all_layers = true)",
         "gru(x, 8, h0 = h)",
         "matmul(a, b)",
         "transpose(x, 1, 2)",

@@ -5,7 +5,8 @@
 //! back through time. With `lengths`, each sequence is processed only up to its length (as
 //! `pack_padded_sequence`); with `final_state = true` the op returns the last layer's final
 //! hidden state `[B, dirs·hidden]` instead of the outputs `[B, T, dirs·hidden]` (with
-//! `final_cells = true`, an LSTM's final cells after it); `dropout` drops inner layers'
+//! `final_cells = true`, an LSTM's final cells after it; with `all_layers = true` every
+//! layer's, `[layers·dirs, B, hidden]` as PyTorch's `h_n`); `dropout` drops inner layers'
 //! outputs in training, as PyTorch's `dropout` argument; `h0` and `c0` are the states to
 //! start from, PyTorch's `h_0` and `c_0`.
 
@@ -76,6 +77,8 @@ impl OpSpec for RecurrentSpec {
         let final_state = args.opt_bool("final_state", false)?;
         let cells_span = args.written_option("final_cells").map(|e| e.span());
         let final_cells = args.opt_bool("final_cells", false)?;
+        let all_layers_span = args.written_option("all_layers").map(|e| e.span());
+        let all_layers = args.opt_bool("all_layers", false)?;
         let lengths = args.tensor_option("lengths").is_some();
         let h0_span = args.written_option("h0").map(|e| e.span());
         let c0_span = args.written_option("c0").map(|e| e.span());
@@ -115,6 +118,12 @@ impl OpSpec for RecurrentSpec {
                 return Err(syn::Error::new(span, problem));
             }
         }
+        if let (Some(span), true, false) = (all_layers_span, all_layers, final_state) {
+            return Err(syn::Error::new(
+                span,
+                "`all_layers = true` returns every layer's final states instead of the last layer's: give `final_state = true` too (the op then returns [layers·directions, B, hidden], PyTorch's `h_n`)",
+            ));
+        }
         if let (Some(span), None) = (c0_span, h0_span) {
             return Err(syn::Error::new(
                 span,
@@ -139,6 +148,7 @@ impl OpSpec for RecurrentSpec {
             bidirectional,
             final_state,
             final_cells,
+            all_layers,
             lengths,
             dropout,
             h0,
@@ -185,6 +195,8 @@ pub struct Recurrent {
     final_state: bool,
     /// With `final_state`, the LSTM's final cell states beside the hidden ones.
     final_cells: bool,
+    /// With `final_state`, every layer's final states `[L·D, B, H]` (PyTorch's `h_n`).
+    all_layers: bool,
     lengths: bool,
     /// The dropout between layers in training.
     dropout: f64,
@@ -257,7 +269,10 @@ fn dims_tokens(
 ) -> TokenStream {
     let (hidden, layers, bidirectional) = (r.hidden, r.layers, r.bidirectional);
     let cell = cell_tokens(r.cell);
-    let output = if r.final_cells {
+    let output = if r.all_layers {
+        let cells = r.final_cells;
+        quote!(::kiln::kernels::recurrent::RnnOutput::EveryLayer { cells: #cells })
+    } else if r.final_cells {
         quote!(::kiln::kernels::recurrent::RnnOutput::FinalWithCells)
     } else if r.final_state {
         quote!(::kiln::kernels::recurrent::RnnOutput::Final)
@@ -332,6 +347,7 @@ impl Kernel for Recurrent {
             vec![("perm", Ints(vec![1, 0, 2]))],
         );
         let (mut last_h, mut last_c) = (String::new(), String::new());
+        let (mut every_h, mut every_c) = (Vec::new(), Vec::new());
         for l in 0..self.layers {
             let names = |what: &str| -> Vec<String> {
                 (0..dirs)
@@ -406,8 +422,28 @@ impl Kernel for Recurrent {
             );
             let shape = cx.b.ints("shape", vec![0, 0, (dirs * h) as i64]);
             x = cx.op("Reshape", vec![y, shape], "y", vec![]);
+            every_h.push(y_h.clone());
+            every_c.push(y_c.clone());
             last_h = y_h;
             last_c = y_c;
+        }
+        if self.all_layers {
+            // Y_h [dirs, B, H] of each layer, stacked: [L·dirs, B, H] (Y_c beside it).
+            let stack = |states: Vec<String>, cx: &mut crate::onnx::OnnxCx| {
+                if states.len() == 1 {
+                    states[0].clone()
+                } else {
+                    cx.op("Concat", states, "states", vec![("axis", Int(0))])
+                }
+            };
+            let hs = stack(every_h, cx);
+            if self.final_cells {
+                let cs = stack(every_c, cx);
+                cx.finish("Concat", vec![hs, cs], vec![("axis", Int(2))]);
+            } else {
+                cx.finish("Identity", vec![hs], vec![]);
+            }
+            return Ok(());
         }
         if self.final_state {
             // Y_h [dirs, B, H] -> [B, dirs * H]: forward state, then reverse (Y_c likewise,
@@ -455,11 +491,13 @@ impl Kernel for Recurrent {
             s.push_str(&format!(", dropout={}", self.dropout));
         }
         if self.final_state {
-            s.push_str(if self.final_cells {
-                ", final_state, final_cells"
-            } else {
-                ", final_state"
-            });
+            s.push_str(", final_state");
+            if self.all_layers {
+                s.push_str(", all_layers");
+            }
+            if self.final_cells {
+                s.push_str(", final_cells");
+            }
         }
         if self.h0 {
             s.push_str(if self.c0 { ", h0, c0" } else { ", h0" });
@@ -546,7 +584,10 @@ impl Kernel for Recurrent {
         }
         let halves = if self.final_cells { 2 } else { 1 };
         let width = Dim::Fixed(halves * self.dirs() * self.hidden);
-        let shape = if self.final_state {
+        let shape = if self.all_layers {
+            let stacks = Dim::Fixed(self.layers * self.dirs());
+            vec![stacks, x.0[0], Dim::Fixed(halves * self.hidden)]
+        } else if self.final_state {
             vec![x.0[0], width]
         } else {
             vec![x.0[0], x.0[1], width]
@@ -612,7 +653,8 @@ impl Kernel for Recurrent {
             self.cell,
             self.dropout,
         );
-        let (final_state, final_cells) = (self.final_state, self.final_cells);
+        let (final_state, final_cells, all_layers) =
+            (self.final_state, self.final_cells, self.all_layers);
         vec![ScratchSpec {
             suffix: "saved",
             len: ScratchLen::OfDims(Box::new(move |dim| {
@@ -623,6 +665,7 @@ impl Kernel for Recurrent {
                     bidirectional,
                     final_state,
                     final_cells,
+                    all_layers,
                     lengths: false,
                     dropout,
                     h0: false,

@@ -4,7 +4,8 @@
 
 use super::forward::initial_rows;
 use super::{
-    cell, layer_params, Direction, Layout, Regions, RnnCell, RnnDims, RnnInitial, RnnOutput,
+    cell, layer_params, Direction, FinalRows, Layout, Regions, RnnCell, RnnDims, RnnInitial,
+    RnnOutput,
 };
 use crate::kernels::gemm;
 use crate::kernels::linear::linear_backward_bias;
@@ -194,9 +195,8 @@ fn backward<F: Float>(
         let dy: Option<&[F]> = match (last, d.output) {
             (false, _) => Some(&*mine),
             (true, RnnOutput::Sequence) => Some(d_out),
-            (true, RnnOutput::Final | RnnOutput::FinalWithCells) => None,
+            (true, _) => None,
         };
-        let finals = (last && d.output != RnnOutput::Sequence).then_some(d_out);
         let input: &[F] = if layer == 0 {
             x
         } else {
@@ -262,13 +262,14 @@ fn backward<F: Float>(
             };
             let col = direction * h;
             let starts = initial.map(|i| i.rows(d, layer, direction, &part));
+            let finals = FinalRows::of(d, layer, direction).map(|rows| (d_out, rows));
             backward_part(
                 &dir,
                 part.clone(),
                 bufs,
                 starts,
                 dy.map(|dy| (dy, col)),
-                finals.map(|f| (f, col)),
+                finals,
             );
             // After the time loop the state adjoints are those of the states it started from.
             let rows = initial_rows(d, layer, direction, &part);
@@ -432,22 +433,19 @@ struct BackwardBufs<'a, F> {
 /// adjoints (zero at padded steps). With `starts` (the initial hidden and cell states of
 /// these sequences, the cells empty if zero) it leaves the adjoints of those states in
 /// `bufs.dh` and `bufs.dc`. `dy` is the adjoint of the outputs (`[B, T, D·H]` at the
-/// given column), `finals` that of the final states (`[B, D·H]`, or `[B, 2·D·H]` with the
-/// cells' after the hidden states', at the given column of each half).
+/// given column), `finals` that of this layer's final states where [`FinalRows`] finds them.
 fn backward_part<F: Float>(
     dir: &Direction<'_, F>,
     part: Range<usize>,
     bufs: BackwardBufs<'_, F>,
     starts: Option<(&[F], &[F])>,
     dy: Option<(&[F], usize)>,
-    finals: Option<(&[F], usize)>,
+    finals: Option<(&[F], FinalRows)>,
 ) {
     let d = dir.dims;
     let (t_len, h, g) = (d.seq, d.hidden, d.cell.gates() * d.hidden);
     let w = d.cell.cache_width() * h;
     let width = d.directions() * h;
-    let cells = d.output == RnnOutput::FinalWithCells;
-    let final_width = if cells { 2 * width } else { width };
     let BackwardBufs {
         states,
         cache,
@@ -459,15 +457,15 @@ fn backward_part<F: Float>(
     } = bufs;
     dc.fill(F::ZERO);
     match finals {
-        Some((f, col)) => {
-            let rows = dh
+        Some((f, rows)) => {
+            let states = dh
                 .chunks_exact_mut(h.max(1))
                 .zip(dc.chunks_exact_mut(h.max(1)));
-            for (b, (dh_row, dc_row)) in part.clone().zip(rows) {
-                let at = b * final_width + col;
-                dh_row.copy_from_slice(&f[at..at + h]);
-                if cells {
-                    dc_row.copy_from_slice(&f[at + width..at + width + h]);
+            for (b, (dh_row, dc_row)) in part.clone().zip(states) {
+                let (h_range, c_range) = rows.ranges(b, h);
+                dh_row.copy_from_slice(&f[h_range]);
+                if let Some(c_range) = c_range {
+                    dc_row.copy_from_slice(&f[c_range]);
                 }
             }
         }

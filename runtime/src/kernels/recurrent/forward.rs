@@ -1,6 +1,8 @@
 //! The forward pass: input projections, then the time loop of each direction.
 
-use super::{cell, layer_params, Direction, Layout, Regions, RnnCell, RnnDims, RnnOutput};
+use super::{
+    cell, layer_params, Direction, FinalRows, Layout, Regions, RnnCell, RnnDims, RnnOutput,
+};
 use crate::kernels::dropout::draw_mask;
 use crate::kernels::gemm::{gemm, gemm_packed_b};
 use crate::kernels::parallel::{self, SharedMut};
@@ -272,7 +274,7 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
         let dest: Option<&mut [F]> = match (last, d.output) {
             (false, _) => Some(&mut current[..lay.layer_out]),
             (true, RnnOutput::Sequence) => Some(&mut *out),
-            (true, RnnOutput::Final | RnnOutput::FinalWithCells) => None,
+            (true, _) => None,
         };
         let dest = dest.map(SharedMut::new);
         let recurrent = lay.pack_recurrent(d, params, layer, true, &mut *packed);
@@ -345,22 +347,17 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
                 carry.to[at..at + d.batch * h].copy_from_slice(&work[cs]);
             }
         }
-        if last && d.output != RnnOutput::Sequence {
-            // Each sequence's state stopped changing after its last step.
-            let cells = d.output == RnnOutput::FinalWithCells;
-            let width = (dirs * h * if cells { 2 } else { 1 }).max(1);
-            for direction in 0..dirs {
-                let [.., hs, cs] = lay.work_rows(direction, &(0..d.batch));
-                let rows = out.chunks_exact_mut(width);
-                let states = work[hs]
-                    .chunks_exact(h.max(1))
-                    .zip(work[cs].chunks_exact(h.max(1)));
-                for (row, (state, cell)) in rows.zip(states) {
-                    row[direction * h..(direction + 1) * h].copy_from_slice(state);
-                    if cells {
-                        let at = dirs * h + direction * h;
-                        row[at..at + h].copy_from_slice(cell);
-                    }
+        // Each sequence's state stopped changing after its last step.
+        for direction in 0..dirs {
+            let Some(rows) = FinalRows::of(d, layer, direction) else {
+                continue;
+            };
+            let [.., hs, cs] = lay.work_rows(direction, &(0..d.batch));
+            for b in 0..d.batch {
+                let (h_range, c_range) = rows.ranges(b, h);
+                out[h_range].copy_from_slice(&work[hs.start + b * h..hs.start + (b + 1) * h]);
+                if let Some(c_range) = c_range {
+                    out[c_range].copy_from_slice(&work[cs.start + b * h..cs.start + (b + 1) * h]);
                 }
             }
         }

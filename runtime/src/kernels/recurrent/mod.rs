@@ -114,6 +114,28 @@ pub enum RnnOutput {
     /// then its final cell states the same way: `[B, 2·dirs·H]`, PyTorch's `(h_n, c_n)` of
     /// the last layer side by side.
     FinalWithCells,
+    /// Every layer's final hidden states, `[L·dirs, B, H]` (PyTorch's `h_n`: layer `l`'s
+    /// direction `dir` at index `l·dirs + dir`); with `cells`, each row holds the hidden states
+    /// then the LSTM's cell states, `[L·dirs, B, 2·H]` (`h_n` and `c_n` side by side).
+    EveryLayer {
+        /// Whether each row also holds the cell states.
+        cells: bool,
+    },
+}
+
+impl RnnOutput {
+    /// Whether the output is final states rather than every step's outputs.
+    pub fn is_final(self) -> bool {
+        self != RnnOutput::Sequence
+    }
+
+    /// Whether the output holds cell states.
+    pub fn has_cells(self) -> bool {
+        matches!(
+            self,
+            RnnOutput::FinalWithCells | RnnOutput::EveryLayer { cells: true }
+        )
+    }
 }
 
 /// The sizes and kind of a recurrent stack.
@@ -179,13 +201,17 @@ impl RnnDims {
     }
 
     /// The elements of `out`: `B·T·dirs·H` for [`RnnOutput::Sequence`], `B·dirs·H` for
-    /// [`RnnOutput::Final`], twice that for [`RnnOutput::FinalWithCells`].
+    /// [`RnnOutput::Final`], twice that for [`RnnOutput::FinalWithCells`], `L·dirs·B·H` (or
+    /// twice) for [`RnnOutput::EveryLayer`].
     pub fn out_len(&self) -> usize {
         let row = self.directions() * self.hidden;
         match self.output {
             RnnOutput::Sequence => self.batch * self.seq * row,
             RnnOutput::Final => self.batch * row,
             RnnOutput::FinalWithCells => self.batch * 2 * row,
+            RnnOutput::EveryLayer { cells } => {
+                self.layers * row * self.batch * if cells { 2 } else { 1 }
+            }
         }
     }
 
@@ -271,7 +297,7 @@ impl RnnDims {
     fn check(&self, what: &str, x: &[impl Sized], lengths: Option<&[usize]>, params: usize) {
         assert!(self.layers >= 1, "{what}: an RNN has at least one layer");
         assert!(
-            self.output != RnnOutput::FinalWithCells || self.cell == RnnCell::Lstm,
+            !self.output.has_cells() || self.cell == RnnCell::Lstm,
             "{what}: only the LSTM has cell states"
         );
         assert!(
@@ -599,6 +625,54 @@ impl<F> Direction<'_, F> {
         } else {
             t - 1
         }
+    }
+}
+
+/// Where the final states of one layer's direction go in `out` (forward) or come from in
+/// `d_out` (backward), if that layer's final states are part of the output: sequence `b`'s
+/// hidden states at `b·stride`, its cell states (if any) `cells` further on, in `data`.
+#[derive(Clone, Copy)]
+struct FinalRows {
+    /// Where sequence 0's row starts.
+    start: usize,
+    /// From one sequence's row to the next.
+    stride: usize,
+    /// The cell states' offset within a row, if the output holds them.
+    cells: Option<usize>,
+}
+
+impl FinalRows {
+    fn of(d: &RnnDims, layer: usize, direction: usize) -> Option<Self> {
+        let (h, dirs) = (d.hidden, d.directions());
+        let last = layer + 1 == d.layers;
+        match d.output {
+            RnnOutput::Sequence => None,
+            RnnOutput::Final | RnnOutput::FinalWithCells if !last => None,
+            RnnOutput::Final => Some(FinalRows {
+                start: direction * h,
+                stride: dirs * h,
+                cells: None,
+            }),
+            RnnOutput::FinalWithCells => Some(FinalRows {
+                start: direction * h,
+                stride: 2 * dirs * h,
+                cells: Some(dirs * h),
+            }),
+            RnnOutput::EveryLayer { cells } => {
+                let stride = if cells { 2 * h } else { h };
+                Some(FinalRows {
+                    start: (layer * dirs + direction) * d.batch * stride,
+                    stride,
+                    cells: cells.then_some(h),
+                })
+            }
+        }
+    }
+
+    /// Sequence `b`'s hidden states' range, and its cell states' if any.
+    fn ranges(&self, b: usize, h: usize) -> (Range<usize>, Option<Range<usize>>) {
+        let at = self.start + b * self.stride;
+        (at..at + h, self.cells.map(|c| at + c..at + c + h))
     }
 }
 

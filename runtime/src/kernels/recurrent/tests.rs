@@ -76,6 +76,8 @@ fn reference_from(
     let mut input = x.to_vec();
     let mut finals = vec![0.0; b_n * dirs * h_n];
     let mut final_cells = vec![0.0; b_n * dirs * h_n];
+    let every_width = if d.output.has_cells() { 2 * h_n } else { h_n };
+    let mut every = vec![0.0; d.layers * dirs * b_n * every_width];
     for layer in 0..d.layers {
         let in_w = d.layer_input(layer);
         let mut output = vec![0.0; b_n * t_n * dirs * h_n];
@@ -143,6 +145,11 @@ fn reference_from(
                 let at = b * dirs * h_n + dir * h_n;
                 finals[at..at + h_n].copy_from_slice(&h);
                 final_cells[at..at + h_n].copy_from_slice(&c);
+                let at = ((layer * dirs + dir) * b_n + b) * every_width;
+                every[at..at + h_n].copy_from_slice(&h);
+                if every_width > h_n {
+                    every[at + h_n..at + 2 * h_n].copy_from_slice(&c);
+                }
             }
         }
         input = output;
@@ -150,6 +157,7 @@ fn reference_from(
     match d.output {
         RnnOutput::Sequence => input,
         RnnOutput::Final => finals,
+        RnnOutput::EveryLayer { .. } => every,
         RnnOutput::FinalWithCells => {
             // Row by row: the hidden states, then the cells.
             let row = dirs * h_n;
@@ -944,5 +952,31 @@ fn final_states_with_cells() {
             assert_eq!(&out[b * 2 * row..b * 2 * row + row], h_row);
         }
         check_backward(&d, lengths);
+    }
+}
+
+/// Every layer's final states (`h_n`, and `c_n` beside it): the reference's values, and
+/// gradients through them by central differences, for every cell (the cells for the LSTM).
+#[test]
+fn every_layers_final_states() {
+    for cell in CELLS {
+        for cells in [false, cell == RnnCell::Lstm] {
+            for (layers, bidirectional, lengths) in
+                [(2, false, None), (2, true, Some(vec![4, 1, 3]))]
+            {
+                let output = RnnOutput::EveryLayer { cells };
+                let d = dims(cell, 3, 4, 3, 2, layers, bidirectional, output);
+                let lengths = lengths.as_deref();
+                let params = params_for(&d, 8.0);
+                let x = values(d.input_len(), 0.25);
+                let (out, _) = forward(&d, &x, lengths, &params);
+                let halves = if cells { 2 } else { 1 };
+                assert_eq!(out.len(), layers * d.directions() * 3 * 2 * halves);
+                let want = reference(&d, &x, lengths, &params);
+                let what = format!("{cell:?} cells={cells} L={layers}");
+                assert_close(&out, &want, 1e-12, 1e-14, &what);
+                check_backward(&d, lengths);
+            }
+        }
     }
 }
