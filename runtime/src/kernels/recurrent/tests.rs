@@ -183,6 +183,33 @@ fn forward(
     (out, scratch)
 }
 
+/// The kernel's backward after a forward that left `scratch`, for the output adjoint `r`:
+/// every parameter's gradient and the input's.
+fn gradients(
+    d: &RnnDims,
+    x: &[f64],
+    lengths: Option<&[usize]>,
+    params: &[Vec<f64>],
+    scratch: &mut [f64],
+    r: &[f64],
+) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let mut grads: Vec<Vec<f64>> = params.iter().map(|p| vec![f64::NAN; p.len()]).collect();
+    let mut grad_refs: Vec<&mut [f64]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
+    let mut dx = vec![f64::NAN; x.len()];
+    let dx_target = Some((&mut dx[..], false));
+    rnn_backward(
+        d,
+        x,
+        lengths,
+        &refs(params),
+        scratch,
+        r,
+        dx_target,
+        &mut grad_refs,
+    );
+    (grads, dx)
+}
+
 /// L = Σ r ⊙ y, whose gradient with respect to y is r.
 fn weighted(y: &[f64], r: &[f64]) -> f64 {
     y.iter().zip(r).map(|(a, b)| a * b).sum()
@@ -372,19 +399,7 @@ fn chunked_gradient_products_match_directional_derivatives() {
             let params = params;
             let r = values(d.out_len(), 7.0);
             let (_, mut scratch) = forward(&d, &x, Some(&lengths), &params);
-            let mut grads: Vec<Vec<f64>> = params.iter().map(|p| vec![f64::NAN; p.len()]).collect();
-            let mut grad_refs: Vec<&mut [f64]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
-            let mut dx = vec![f64::NAN; x.len()];
-            rnn_backward(
-                &d,
-                &x,
-                Some(&lengths),
-                &refs(&params),
-                &mut scratch,
-                &r,
-                Some((&mut dx, false)),
-                &mut grad_refs,
-            );
+            let (grads, dx) = gradients(&d, &x, Some(&lengths), &params, &mut scratch, &r);
             // The kernel's own forward, which the tests above hold to the reference: at this
             // size the reference would take most of the test's time.
             let loss = |x: &[f64], params: &[Vec<f64>]| {
@@ -790,19 +805,7 @@ fn backward_through_dropout_matches_finite_differences() {
             weighted(&forward_train(&d, x, Some(&lengths), ps, 5).0, &r)
         };
         let (_, mut scratch) = forward_train(&d, &x, Some(&lengths), &params, 5);
-        let mut grads: Vec<Vec<f64>> = params.iter().map(|p| vec![f64::NAN; p.len()]).collect();
-        let mut grad_refs: Vec<&mut [f64]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
-        let mut dx = vec![f64::NAN; x.len()];
-        rnn_backward(
-            &d,
-            &x,
-            Some(&lengths),
-            &refs(&params),
-            &mut scratch,
-            &r,
-            Some((&mut dx, false)),
-            &mut grad_refs,
-        );
+        let (grads, dx) = gradients(&d, &x, Some(&lengths), &params, &mut scratch, &r);
         for (k, (name, _)) in d.param_shapes().iter().enumerate() {
             let num = numeric_gradient(
                 |p| {
