@@ -361,8 +361,9 @@ fn plain_rnns_over_padded_sequences() {
 
 kiln::model! {
     /// PyTorch's seq2seq tutorial's shape: an encoder GRU's final state starts the decoder
-    /// GRU (`decoder(tgt, h_0 = encoder_hidden)`), and a two-layer bidirectional LSTM starts
-    /// from given states `[L·D, B, H]` over padded sequences.
+    /// GRU (`decoder(tgt, h_0 = encoder_hidden)`), and a two-layer bidirectional LSTM with
+    /// dropout between its layers starts from given states `[L·D, B, H]` over padded
+    /// sequences.
     struct Seq2Seq {
         input src: [B, S, 3];
         input tgt: [B, T, 2];
@@ -374,7 +375,7 @@ kiln::model! {
         let dec = gru(tgt, 4, h0 = enc);
         let h_start = linear(h, 3);
         let c_start = linear(c, 3);
-        let deep = lstm(dec, 3, layers = 2, bidirectional = true, lengths = len, h0 = h_start, c0 = c_start);
+        let deep = lstm(dec, 3, layers = 2, bidirectional = true, lengths = len, h0 = h_start, c0 = c_start, dropout = 0.3);
         let pred = linear(deep, 2);
         output pred;
         loss mse(pred, y);
@@ -393,34 +394,44 @@ fn initial_states_carry_gradients_back_to_the_encoder() {
     let h = random(&mut rng, (4, 2, 3), -1.0, 1.0);
     let c = random(&mut rng, (4, 2, 3), -1.0, 1.0);
     let y = random(&mut rng, (2, 4, 2), -1.0, 1.0);
-    let loss = |m: &Seq2Seq<f64>, h: &kiln::ndarray::Array3<f64>| {
-        m.loss(
+    // A training step with the dropout masks of a fixed seed: a deterministic function of
+    // the parameters and the given states.
+    let train = |m: &Seq2Seq<f64>, h: &kiln::ndarray::Array3<f64>| {
+        let mut m = m.clone();
+        let mut ws = m.workspace();
+        ws.seed(7);
+        let mut grads = m.zero_grads();
+        let views = (
             src.view(),
             tgt.view(),
             len.view(),
             h.view(),
             c.view(),
             y.view(),
-            &mut m.workspace(),
-        )
-        .unwrap()
+        );
+        let (src, tgt, len, h, c, y) = views;
+        let l = m
+            .loss_and_grad(src, tgt, len, h, c, y, &mut ws, &mut grads)
+            .unwrap();
+        (l, grads)
     };
-    let mut grads = model.zero_grads();
-    let mut ws = model.workspace();
-    let mut m = model.clone();
-    let l = m
-        .loss_and_grad(
-            src.view(),
-            tgt.view(),
-            len.view(),
-            h.view(),
-            c.view(),
-            y.view(),
-            &mut ws,
-            &mut grads,
-        )
-        .unwrap();
+    let loss = |m: &Seq2Seq<f64>, h: &kiln::ndarray::Array3<f64>| train(m, h).0;
+    let (l, grads) = train(&model, &h);
     assert_eq!(l, loss(&model, &h));
+    let inference = model.loss(
+        src.view(),
+        tgt.view(),
+        len.view(),
+        h.view(),
+        c.view(),
+        y.view(),
+        &mut model.workspace(),
+    );
+    assert_ne!(
+        inference.unwrap(),
+        l,
+        "the dropout is active in training only"
+    );
     // The encoder's weights get gradients only through the decoder's initial state, the
     // start layers' only through the LSTM's.
     let mut through_states = [0.0; 3];
