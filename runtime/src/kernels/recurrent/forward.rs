@@ -132,18 +132,9 @@ pub fn rnn_forward_from<F: Float, R: Rng + ?Sized>(
         rng,
         scratch,
         out,
-        None,
         Some(initial),
+        None,
     );
-}
-
-/// The states a forward pass starts from and leaves behind, each `[L, B, H]` hidden states
-/// followed, for the LSTM, by `[L, B, H]` cell states (see [`RnnState`](super::RnnState)).
-pub(super) struct Carry<'a, F> {
-    /// The states to start from; zero states if `None`.
-    pub from: Option<&'a [F]>,
-    /// Receives the states after the last step.
-    pub to: &'a mut [F],
 }
 
 /// The states a stack starts from (PyTorch's `h_0` and `c_0`), each `[L·D, B, H]`: layer
@@ -188,8 +179,9 @@ pub(super) fn initial_rows(
 }
 
 /// [`rnn_forward`], with dropout between the layers drawn from `dropout` if given (training),
-/// optionally starting from given states and keeping the final ones (`carry`: one direction,
-/// every sequence the full length).
+/// optionally starting from the states `initial`, and keeping every layer's final states in
+/// `keep` (one direction, every sequence the full length: `[L, B, H]` hidden states followed,
+/// for the LSTM, by `[L, B, H]` cell states, the layout of [`RnnState`](super::RnnState)).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward<F: Float, R: Rng + ?Sized>(
     what: &str,
@@ -200,8 +192,8 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
     mut dropout: Option<&mut R>,
     scratch: &mut [F],
     out: &mut [F],
-    mut carry: Option<Carry<'_, F>>,
     initial: Option<RnnInitial<'_, F>>,
+    mut keep: Option<&mut [F]>,
 ) {
     d.check(what, x, lengths, params.len());
     d.check_params(what, params);
@@ -214,18 +206,13 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
     );
     assert_eq!(out.len(), d.out_len(), "{what}: out has the wrong length");
     let state_len = d.layers * d.batch * d.hidden;
-    if let Some(carry) = &carry {
+    if let Some(keep) = &keep {
         assert!(
             d.directions() == 1 && lengths.is_none(),
             "{what}: states carry over for one direction over whole sequences"
         );
         let want = state_len * if d.cell == RnnCell::Lstm { 2 } else { 1 };
-        assert_eq!(
-            carry.to.len(),
-            want,
-            "{what}: the state has the wrong length"
-        );
-        assert!(carry.from.is_none_or(|f| f.len() == want));
+        assert_eq!(keep.len(), want, "{what}: the state has the wrong length");
     }
     if let Some(initial) = &initial {
         d.check_initial(what, initial);
@@ -296,20 +283,7 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
             let (states, cache) = lay.kept_rows(&part);
             let kept_at = direction * lay.kept;
             let [xp, _, step, hs, cs] = lay.work_rows(direction, &part);
-            let carried = carry.as_ref().and_then(|c| c.from).map(|from| {
-                let at = |base: usize| {
-                    let start = base + (layer * d.batch + part.start) * h;
-                    start..start + part.len() * h
-                };
-                let c0 = if d.cell == RnnCell::Lstm {
-                    &from[at(state_len)]
-                } else {
-                    &[][..]
-                };
-                (&from[at(0)], c0)
-            });
-            let start =
-                carried.or_else(|| initial.as_ref().map(|i| i.rows(d, layer, direction, &part)));
+            let start = initial.as_ref().map(|i| i.rows(d, layer, direction, &part));
             // SAFETY: each item is claimed once, and the items' (direction, sequences) pairs
             // are disjoint: each range below is this item's own rows of its direction's
             // buffers; `dest` is written only at this direction's columns of these rows.
@@ -338,13 +312,13 @@ pub(super) fn forward<F: Float, R: Rng + ?Sized>(
                 *y *= m;
             }
         }
-        if let Some(carry) = &mut carry {
+        if let Some(keep) = keep.as_deref_mut() {
             let [.., hs, cs] = lay.work_rows(0, &(0..d.batch));
             let at = layer * d.batch * h;
-            carry.to[at..at + d.batch * h].copy_from_slice(&work[hs]);
+            keep[at..at + d.batch * h].copy_from_slice(&work[hs]);
             if d.cell == RnnCell::Lstm {
                 let at = state_len + at;
-                carry.to[at..at + d.batch * h].copy_from_slice(&work[cs]);
+                keep[at..at + d.batch * h].copy_from_slice(&work[cs]);
             }
         }
         // Each sequence's state stopped changing after its last step.

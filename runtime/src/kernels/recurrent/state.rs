@@ -11,8 +11,8 @@
 //!
 //! [`rnn_forward`]: super::rnn_forward
 
-use super::forward::{forward, Carry};
-use super::{RnnCell, RnnDims, RnnOutput};
+use super::forward::forward;
+use super::{RnnCell, RnnDims, RnnInitial, RnnOutput};
 use crate::Float;
 
 /// The hidden (and, for the LSTM, cell) states of every layer of a one-direction recurrent
@@ -140,10 +140,13 @@ pub fn rnn_forward_cached<F: Float>(
     } else {
         (second, first)
     };
-    let carry = Carry {
-        from: read.map(|_| &from[..]),
-        to,
-    };
+    // The copy read is `[L, B, H]` hidden states then (LSTM) cells: `RnnInitial`'s layout
+    // for one direction.
+    let hidden = d.layers * d.batch * d.hidden;
+    let initial = read.map(|_| RnnInitial {
+        h: &from[..hidden],
+        c: (d.cell == RnnCell::Lstm).then(|| &from[hidden..]),
+    });
     let inference: Option<&mut rand::rngs::StdRng> = None;
     forward(
         WHAT,
@@ -154,8 +157,8 @@ pub fn rnn_forward_cached<F: Float>(
         inference,
         scratch,
         out,
-        Some(carry),
-        None,
+        initial,
+        Some(&mut to[..]),
     );
     state.seen[write] = Some(offset + d.seq);
 }
