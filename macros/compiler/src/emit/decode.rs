@@ -21,7 +21,7 @@ use super::api::{bind_inputs, stage_inputs, view_param};
 use super::passes::emit_values;
 use super::Ctx;
 use crate::ir::{Dim, Graph, NodeKind, Shape, ValueKind};
-use crate::ops::Decoding;
+use crate::ops::{DecodeCache, Decoding};
 use crate::plan::Plan;
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -187,19 +187,12 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         };
         let inputs: Vec<_> = node.inputs.iter().map(|&i| g.info(i)).collect();
         if let Decoding::Incremental {
-            cache: Some((ty, init)),
+            cache: Some(DecodeCache { ty, init, keeps }),
             ..
         } = k.decoding(&inputs)
         {
-            let what = match ty.to_string() {
-                t if t.contains("KvCache") => {
-                    "the keys and values of each causal self-attention layer"
-                }
-                t if t.contains("RnnState") => "the states of each recurrent layer",
-                _ => "each repeated block's own cache",
-            };
-            if !kept.contains(&what) {
-                kept.push(what);
+            if !kept.contains(&keeps) {
+                kept.push(keeps);
             }
             let field = cx.node_ident(id);
             let doc = format!(" What `{}` keeps of the earlier positions.", node.name);

@@ -113,10 +113,11 @@ impl Kernel for Attention {
         }
         let (embed, heads) = (Self::width(inputs), self.heads);
         super::Decoding::Incremental {
-            cache: Some((
-                quote!(::kiln::kernels::kv_cache::KvCache<F>),
-                quote!(::kiln::kernels::kv_cache::KvCache::new(batch, capacity, #embed, #heads)),
-            )),
+            cache: Some(super::DecodeCache {
+                ty: quote!(::kiln::kernels::kv_cache::KvCache<F>),
+                init: quote!(::kiln::kernels::kv_cache::KvCache::new(batch, capacity, #embed, #heads)),
+                keeps: "the keys and values of each causal self-attention layer",
+            }),
             positions: None,
         }
     }

@@ -260,10 +260,11 @@ impl Kernel for BlockCall {
             .flatten()
             .map(|(n, why)| (n, format!("a block whose {why}")));
         super::Decoding::Incremental {
-            cache: Some((
-                quote!(Vec<#cache<F>>),
-                quote!((0..#n).map(|_| #cache::new(batch, capacity)).collect::<::kiln::Result<_>>()?),
-            )),
+            cache: Some(super::DecodeCache {
+                ty: quote!(Vec<#cache<F>>),
+                init: quote!((0..#n).map(|_| #cache::new(batch, capacity)).collect::<::kiln::Result<_>>()?),
+                keeps: "each repeated block's own cache",
+            }),
             positions,
         }
     }

@@ -160,11 +160,10 @@ pub enum Decoding {
     PositionWise,
     /// The op reads earlier positions or the position index: its forward emits its own code
     /// when [`ForwardCx::decode`] is set. `cache` is its field in the model's decoding cache,
-    /// if it keeps one: the field's type and an expression creating it from the `batch` and
-    /// `capacity` locals (it may use `?` on a `kiln::Result`).
+    /// if it keeps one.
     Incremental {
-        /// The cache field's type and initializer.
-        cache: Option<(TokenStream, TokenStream)>,
+        /// The cache field, if the op keeps one.
+        cache: Option<DecodeCache>,
         /// The most positions the op can address, if it has a limit (a position table's
         /// `max_len`), and what sets it, as words following "is": `a position table of
         /// max_len = 16`. A cache for more positions is an error when it is made, rather than
@@ -185,6 +184,17 @@ impl Decoding {
             Decoding::Unsupported
         }
     }
+}
+
+/// A [`Decoding::Incremental`] op's field of the model's decoding cache.
+pub struct DecodeCache {
+    /// The field's type.
+    pub ty: TokenStream,
+    /// An expression creating it from the `batch` and `capacity` locals (it may use `?` on a
+    /// `kiln::Result`).
+    pub init: TokenStream,
+    /// What it keeps, for the cache struct's doc: "the states of each recurrent layer".
+    pub keeps: &'static str,
 }
 
 /// What a [`Decoding::Incremental`] op's forward gets in a decoding pass.

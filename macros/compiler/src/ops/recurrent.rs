@@ -299,10 +299,11 @@ impl Kernel for Recurrent {
         }
         let (cell, hidden, layers) = (cell_tokens(self.cell), self.hidden, self.layers);
         super::Decoding::Incremental {
-            cache: Some((
-                quote!(::kiln::kernels::recurrent::RnnState<F>),
-                quote!(::kiln::kernels::recurrent::RnnState::new(#cell, batch, #hidden, #layers)),
-            )),
+            cache: Some(super::DecodeCache {
+                ty: quote!(::kiln::kernels::recurrent::RnnState<F>),
+                init: quote!(::kiln::kernels::recurrent::RnnState::new(#cell, batch, #hidden, #layers)),
+                keeps: "the states of each recurrent layer",
+            }),
             positions: None,
         }
     }
