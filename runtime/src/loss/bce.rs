@@ -10,17 +10,12 @@
 //! [`bce_with_logits`](super::bce_with_logits) is the stabler choice when the model ends in a
 //! sigmoid; this is for models written with `nn.BCELoss`.
 
+use super::BceOptions;
 use crate::kernels::store;
 use crate::Float;
 
 /// PyTorch's `EPSILON` of `binary_cross_entropy_backward`: `1e-12` as an f32.
 const EPSILON: f32 = 1e-12;
-
-/// The weight of element `i`: one value for all, one per column (cycled), or 1.
-#[inline(always)]
-fn weight_at<F: Float>(weight: Option<&[f64]>, i: usize) -> F {
-    weight.map_or(F::ONE, |w| F::from_f64(w[i % w.len()]))
-}
 
 #[track_caller]
 fn check<F>(what: &str, probs: &[F], target: &[F], weight: Option<&[f64]>, out: Option<&[F]>) {
@@ -29,14 +24,11 @@ fn check<F>(what: &str, probs: &[F], target: &[F], weight: Option<&[f64]>, out: 
         target.len(),
         "{what}: prediction and target lengths differ"
     );
-    if let Some(w) = weight {
-        assert!(
-            !w.is_empty() && probs.len().is_multiple_of(w.len()),
-            "{what}: {} weights do not divide {} elements into rows",
-            w.len(),
-            probs.len()
-        );
-    }
+    let options = BceOptions {
+        pos_weight: None,
+        weight,
+    };
+    options.check(what, probs.len());
     if let Some(out) = out {
         assert_eq!(
             out.len(),
@@ -70,7 +62,7 @@ pub fn bce<F: Float>(probs: &[F], target: &[F], weight: Option<&[f64]>) -> F {
             let log_p = p.ln().max(floor);
             let log_q = (-p).ln_1p().max(floor);
             // PyTorch's order: (t − 1)·log(1 − p) − t·log p, then the weight.
-            ((t - F::ONE) * log_q - t * log_p) * weight_at::<F>(weight, i)
+            ((t - F::ONE) * log_q - t * log_p) * BceOptions::at::<F>(weight, i)
         })
         .sum();
     total / F::from_usize(probs.len())
@@ -93,7 +85,7 @@ pub fn bce_backward<F: Float>(
     let (eps, n) = (F::from_f64(f64::from(EPSILON)), F::from_usize(probs.len()));
     for (i, ((slot, &p), &t)) in d_probs.iter_mut().zip(probs).zip(target).enumerate() {
         let g = d_loss * (p - t) / ((F::ONE - p) * p).max(eps);
-        store(slot, g * weight_at::<F>(weight, i) / n, accumulate);
+        store(slot, g * BceOptions::at::<F>(weight, i) / n, accumulate);
     }
 }
 
@@ -116,7 +108,7 @@ pub fn bce_target_backward<F: Float>(
         let logit = (p / (F::ONE - p)).ln();
         store(
             slot,
-            -logit * d_loss * weight_at::<F>(weight, i) / n,
+            -logit * d_loss * BceOptions::at::<F>(weight, i) / n,
             accumulate,
         );
     }
