@@ -10,6 +10,11 @@
 //! best of many short runs), so that each row also reads as a fraction of what the core can
 //! do with the instruction set the GEMM runs (`KILN_GEMM_ISA=avx2` forces AVX2 on an AVX-512
 //! machine). With `KILN_THREADS=2` the peak is per core and the GEMM may use two.
+//!
+//! matrixmultiply chooses its kernel from the CPU (AVX-512 where there is one); the header
+//! says which, and whether it matches kiln's. For kiln's AVX2 kernels against matrixmultiply's
+//! on an AVX-512 machine: `MMTEST_FEATURE=avx,avx2,fma KILN_GEMM_ISA=avx2 cargo bench --bench
+//! gemm`.
 
 #[cfg(feature = "gemm-reference")]
 use ::gemm as gemm_crate;
@@ -350,6 +355,30 @@ fn fma_peak_gflops(avx512: bool) -> Option<f64> {
     }
 }
 
+/// The vector code matrixmultiply runs here. It picks its kernel at run time (AVX-512 where
+/// the CPU has it, with its default features), unless it was built with `MMTEST_FEATURE` set
+/// to the features it may use: `MMTEST_FEATURE=avx,avx2,fma cargo bench --bench gemm` holds it
+/// to its AVX2 kernel, the reference for kiln's AVX2 kernels (`KILN_GEMM_ISA=avx2`) on an
+/// AVX-512 machine. (A compile-time switch of matrixmultiply's own tests; reading it here too
+/// makes cargo rebuild this benchmark, and matrixmultiply with it, when it changes.)
+fn matrixmultiply_isa() -> &'static str {
+    let allowed = |feature: &str| match option_env!("MMTEST_FEATURE") {
+        None | Some("") => true,
+        Some(list) => list.split(',').any(|f| f.trim() == feature),
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        if allowed("avx512f") && is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if allowed("avx2") && allowed("fma") && is_x86_feature_detected!("fma") {
+            return "AVX2";
+        }
+    }
+    let _ = allowed;
+    "baseline"
+}
+
 /// The instruction set the GEMM will run with, as `KILN_GEMM_ISA` and the CPU decide.
 fn gemm_isa_is_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -383,9 +412,16 @@ fn main() {
         None => println!("FMA peak: not measured on this CPU"),
     }
     println!();
+    let mm_isa = matrixmultiply_isa();
+    let kiln_isa = if avx512 { "AVX-512" } else { "AVX2" };
     println!(
-        "kiln on {} thread(s); matrixmultiply on one{}",
+        "kiln on {} thread(s) ({kiln_isa}); matrixmultiply on one ({mm_isa}{}){}",
         reference_threads(),
+        if mm_isa != kiln_isa && peak.is_some() {
+            ": not like for like; `MMTEST_FEATURE=avx,avx2,fma` at build time holds it to AVX2"
+        } else {
+            ""
+        },
         if cfg!(feature = "gemm-reference") {
             "; the gemm crate on as many as kiln (its AVX2 kernels: built without its x86-v4 feature)"
         } else {

@@ -8,6 +8,7 @@ use super::gemv::{by_gemv, deep_for_dot_tiles, very_deep_for_dot_tiles};
 use super::kernel::{fetches_c, Blocking, Elem, Kernel, Operand, Tile};
 use super::pack::pack_cols;
 use super::shared::{share_plan, shared, Claims};
+use super::simd::Vector;
 
 /// A read-only strided matrix: element `(i, j)` is at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug)]
@@ -293,11 +294,23 @@ fn keeps_a<K: Kernel>(p: &Problem<K::T>, nc_max: usize, a_in_place: bool) -> boo
 ///   6-row tile took that 6 × 784 × 25 product at 33 GFLOP/s packed, 70 as tiles of dot
 ///   products.
 ///
+/// - A tiny product (at most [`TINY_PRODUCT`] multiply-adds) whose `C` is exactly one
+///   vector wide but narrower than a tile, with `op(B)` rows contiguous (`A·B`, e.g. 8 × 8 ×
+///   8 on the AVX2 kernels, 16 columns on the AVX-512 ones): packing and the tile's padded,
+///   element-by-element edge store cost more than the product; one row of `C` at a time
+///   ([`axpy_cols`](super::gemv::axpy_cols)) keeps it in one register.
+///
 /// Other small problems are packed: measured (benches/gemm.rs, "small 32³"), one
 /// matrix-vector product per row of `C` was 2 to 3 times slower than packing already at
 /// 32 × 32 × 32, and no faster below.
 #[inline(always)]
 pub(super) fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
+    let lanes = <K::V as Vector>::LANES;
+    let tiny = p.b.cs == 1
+        && p.n == lanes
+        && p.n < K::NR
+        && p.m <= TINY_ROWS
+        && p.m.saturating_mul(p.n).saturating_mul(p.k) <= TINY_PRODUCT;
     let dots = p.b.rs == 1 && p.a.cs == 1;
     let rows = p.m < K::MR || (p.m == K::MR && !K::LEAN && deep_for_dot_tiles::<K>(p.k));
     // With `A` read in place ([`Kernel::READS_A_IN_PLACE`]), the packed path copies only the
@@ -307,8 +320,18 @@ pub(super) fn gemv_first<K: Kernel>(p: &Problem<K::T>) -> bool {
     // `dy·xᵀ` over a 64 × 64 image, 11 × 4,096 × 16): the packed path would pad every tile
     // and copy both operands, dot products read them in place.
     let narrow_deep = p.n < K::NR && !K::LEAN && very_deep_for_dot_tiles::<K>(p.k);
-    p.m == 1 || p.n == 1 || (dots && (narrow || rows || narrow_deep))
+    tiny || p.m == 1 || p.n == 1 || (dots && (narrow || rows || narrow_deep))
 }
+
+/// The most multiply-adds of a product [`gemv_first`] sends to matrix-vector products for
+/// being tiny, and its most rows. Measured (benches/gemm.rs with temporary shapes, one
+/// thread, two alternations, GFLOP/s packed → by rows; `m × k × n`): with the AVX2 kernels
+/// 8 × 8 × 8 7.8 → 13.0–13.6 (`Aᵀ·B` the same), 8 × 64 × 8 19 → 24; with the AVX-512 ones
+/// 4 × 16 × 16 10.5–10.9 → 34, 8 × 16 × 16 20 → 40, 12 × 16 × 16 20 → 41–42. With 64 rows
+/// (64 × 8 × 8, AVX2) the packed tiles share their packed `B` enough: 18 → 16 by rows.
+const TINY_PRODUCT: usize = 4096;
+/// See [`TINY_PRODUCT`].
+const TINY_ROWS: usize = 16;
 
 /// Whether a product with `B`'s columns through offsets runs as tiles of dot products
 /// ([`dot_cols`](super::gemv::dot_cols)) rather than packing `B` from its offsets, with the

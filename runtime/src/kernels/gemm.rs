@@ -797,6 +797,12 @@ mod tests {
         (6, 784, 25),
         (13, 290, 5),
         (2, 261, 2),
+        // Tiny, `C` one vector wide for some instruction set (f64 4 or 8 columns, f32 8 or
+        // 16), a row of `C` at a time on the automatic path (`driver::gemv_first`).
+        (8, 8, 8),
+        (5, 9, 4),
+        (12, 16, 16),
+        (16, 8, 8),
     ];
 
     /// Blocks far smaller than the defaults, so that small matrices cross every block
@@ -892,6 +898,9 @@ mod tests {
             (9, 0, 1),
             (5, 300, 20),
             (6, 0, 4),
+            // Tiny products taken a row at a time (see `driver::gemv_first`).
+            (8, 8, 8),
+            (12, 16, 16),
         ];
         for (m, k, n) in shapes {
             for b_trans in [false, true] {
