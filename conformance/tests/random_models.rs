@@ -143,6 +143,7 @@ fn generator_is_deterministic_and_covers_the_families() {
         "smooth_l1",
         "huber",
         "bce",
+        "kl_div",
         "nll(rank 2)",
         "batch_norm",
         "dropout",

@@ -333,6 +333,42 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `kl_div` as distillation writes it: a student's log-probabilities against soft targets
+    /// (`batchmean`), against a teacher head's probabilities the model computes (both
+    /// arguments differentiable, PyTorch's gradients; softmax outputs are never 0, where the
+    /// target's gradient is NaN), and against its log-probabilities (`log_target`, `sum`).
+    struct Distillation {
+        input x: [B, T, 6];
+        target t: [B, T, 4];
+        let h = tanh(linear(x, 5));
+        let student = log_softmax(linear(h, 4));
+        let teacher = linear(h, 4);
+        output student;
+        loss kl_div(student, t, reduction = batchmean)
+            + 0.5 * kl_div(student, softmax(teacher))
+            + 0.25 * kl_div(student, log_softmax(teacher), reduction = sum, log_target = true);
+    }
+}
+
+#[test]
+fn kl_div_in_both_arguments_and_every_reduction() {
+    let mut rng = StdRng::seed_from_u64(34);
+    let mut model = Distillation::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 2, 6), -1.5, 1.5);
+    // Soft targets: each position's distribution over the 4 classes.
+    let mut t = random(&mut rng, (3, 2, 4), 0.05, 1.0);
+    for mut row in t.rows_mut() {
+        let total = row.sum();
+        row /= total;
+    }
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Values(t.view().into_dyn()),
+    );
+}
+
 #[test]
 fn bce_on_probabilities_in_both_arguments() {
     let mut rng = StdRng::seed_from_u64(33);

@@ -102,6 +102,36 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `kl_div_batchmean`: h = tanh(fc1(x)) 5 -> 7, fc2 7 -> 4, log_softmax; KL divergence
+    /// against soft targets, `reduction = batchmean`.
+    pub struct KlDivBatchmean {
+        input x: [B, 5];
+        target y: [B, 4];
+        let fc1 = linear(x, 7);
+        let h = tanh(fc1);
+        let fc2 = linear(h, 4);
+        let log_probs = log_softmax(fc2);
+        output h, fc2, log_probs;
+        loss kl_div(log_probs, y, reduction = batchmean);
+    }
+}
+
+kiln::model! {
+    /// `kl_div_log_target`: per position, h = tanh(fc1(x)) 5 -> 6, fc2 6 -> 4, log_softmax;
+    /// KL divergence against log-probability targets, `reduction = batchmean`.
+    pub struct KlDivLogTarget {
+        input x: [B, T, 5];
+        target y: [B, T, 4];
+        let fc1 = linear(x, 6);
+        let h = tanh(fc1);
+        let fc2 = linear(h, 4);
+        let log_probs = log_softmax(fc2);
+        output h, fc2, log_probs;
+        loss kl_div(log_probs, y, reduction = batchmean, log_target = true);
+    }
+}
+
 /// Int64 labels `name` with the shape the manifest gives under `targets`.
 fn labels<D: Dimension>(fixture: &Fixture, name: &str) -> Array<usize, D> {
     let key = name.split_once('.').map_or(name, |(_, n)| n);
@@ -199,6 +229,16 @@ kiln::model! {
 parity_case! {
     bce_probs, BceProbs, input: Ix2, target floats: Ix2,
     outputs { h => h, fc2 => logits, probs => probs },
+}
+
+parity_case! {
+    kl_div_batchmean, KlDivBatchmean, input: Ix2, target floats: Ix2,
+    outputs { h => h, fc2 => logits, log_probs => log_probs },
+}
+
+parity_case! {
+    kl_div_log_target, KlDivLogTarget, input: Ix3, target floats: Ix3,
+    outputs { h => h, fc2 => logits, log_probs => log_probs },
 }
 
 parity_case! {

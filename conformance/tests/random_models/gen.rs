@@ -692,6 +692,14 @@ pub enum LossKind {
         /// Written as `bce` of the prediction's sigmoid.
         probs: bool,
     },
+    /// `kl_div(log_softmax(pred), y, ..)` against soft targets in [0, 1) (log-probabilities
+    /// with `log_target`).
+    KlDiv {
+        /// `reduction = batchmean` rather than the default mean.
+        batchmean: bool,
+        /// `log_target = true`.
+        log_target: bool,
+    },
     /// `cross_entropy(pred, y)`, classes on `axis` of the prediction.
     CrossEntropy {
         /// The class axis of the prediction (last, or 1 for images).
@@ -797,6 +805,7 @@ impl Graph {
             LossKind::Huber(_) => "huber".into(),
             LossKind::Bce { probs: false } => "bce_with_logits".into(),
             LossKind::Bce { probs: true } => "bce".into(),
+            LossKind::KlDiv { .. } => "kl_div".into(),
             LossKind::CrossEntropy {
                 axis,
                 ignore_index,
@@ -1259,6 +1268,19 @@ pub fn source(g: &Graph) -> String {
         LossKind::Huber(delta) => format!("huber(pred, y, delta = {})", num_src(*delta)),
         LossKind::Bce { probs: false } => "bce_with_logits(pred, y)".to_string(),
         LossKind::Bce { probs: true } => "bce(sigmoid(pred), y)".to_string(),
+        LossKind::KlDiv {
+            batchmean,
+            log_target,
+        } => {
+            let mut call = "kl_div(log_softmax(pred), y".to_string();
+            if *batchmean {
+                call.push_str(", reduction = batchmean");
+            }
+            if *log_target {
+                call.push_str(", log_target = true");
+            }
+            call + ")"
+        }
         LossKind::CrossEntropy {
             axis,
             ignore_index,
@@ -2668,6 +2690,14 @@ pub fn generate(seed: u64) -> Graph {
             let ps = g.shape(pred).clone();
             match g.rng.random_range(0..3) {
                 0 => (pred, g.regression_loss(), ps, None),
+                1 if g.chance(0.3) => {
+                    let (batchmean, log_target) = (g.chance(0.5), g.chance(0.4));
+                    let kind = LossKind::KlDiv {
+                        batchmean,
+                        log_target,
+                    };
+                    (pred, kind, ps, None)
+                }
                 1 => {
                     let probs = g.chance(0.4);
                     (pred, LossKind::Bce { probs }, ps, None)

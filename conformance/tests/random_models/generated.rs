@@ -354,7 +354,7 @@ kiln::model! {
         let v11 = log_softmax(v10);
         let pred = linear(v11, 4);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss bce_with_logits(pred, y);
     }
 }
 runner! { R20, tokens 2, lengths, values 3, unseeded, [] }
@@ -529,7 +529,7 @@ kiln::model! {
         let v14 = linear(v13, 6, bias = false);
         let pred = linear(v14, 3);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss bce_with_logits(pred, y);
     }
 }
 runner! { R29, tokens 2, lengths, values 3, unseeded, [] }
@@ -671,7 +671,7 @@ kiln::model! {
         let v5 = tanh(v4);
         let pred = linear(v5, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R37, float 3, no_lengths, values 2, unseeded, [] }
@@ -861,7 +861,7 @@ kiln::model! {
         let v7 = linear(v6, 5, bias = false);
         let pred = linear(v7, 2);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R47, tokens 2, no_lengths, values 2, unseeded, [] }
@@ -912,7 +912,7 @@ kiln::model! {
         let v3 = linear(v2, 5, bias = false);
         let pred = linear(v3, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R50, float 2, no_lengths, values 2, unseeded, [] }
@@ -1215,7 +1215,7 @@ kiln::model! {
         let v5 = linear(v4, 5, bias = false);
         let pred = linear(v5, 2);
         output pred;
-        loss bce_with_logits(pred, y) + 0.5 * sum(v3);
+        loss bce(sigmoid(pred), y) + 0.1 * sum(v3);
     }
 }
 runner! { R69, tokens 2, no_lengths, values 2, seeded, [] }
@@ -1374,7 +1374,7 @@ kiln::model! {
         let v3 = lstm(v2, 2, final_state = true, final_cells = true);
         let pred = linear(v3, 2);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R80, float 3, lengths, values 2, seeded, [] }
@@ -1395,7 +1395,7 @@ kiln::model! {
         let v9 = Blk0(v8);
         let pred = linear(v9, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
 
         block Blk0(x) {
             let u1 = gelu(x);
@@ -1584,14 +1584,12 @@ kiln::model! {
     struct R91 {
         input x: [2, 2] tokens 7;
         input len: [2] lengths 2;
-        target y: [2, 2, 7];
         let v1 = embedding(x, 2);
         let v2 = Blk0(v1, repeat = 2);
         let v3 = selu(v1);
         let v4 = sqrt((square(v3) + 0.1));
         let pred = linear(v4, 7, bias = false, tied = v1);
         output pred, v2;
-        loss bce_with_logits(pred, y);
 
         block Blk0(x) {
             let u1 = leaky_relu(x, 0.2);
@@ -1602,7 +1600,7 @@ kiln::model! {
         }
     }
 }
-runner! { R91, tokens 2, lengths, values 3, seeded, [v2] }
+runner! { R91, tokens 2, lengths, none 0, seeded, [v2] }
 
 kiln::model! {
     struct R92 {
@@ -1645,7 +1643,7 @@ kiln::model! {
         let v6 = flatten(v5);
         let pred = linear(v6, 2);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss kl_div(log_softmax(pred), y);
     }
 }
 runner! { R94, float 2, no_lengths, values 2, unseeded, [] }
@@ -1698,7 +1696,7 @@ kiln::model! {
         let v4 = Blk0(v3);
         let pred = linear(v4, 2);
         output pred;
-        loss bce(sigmoid(pred), y) + 0.1 * mean(v2);
+        loss bce_with_logits(pred, y) + 0.3 * mean(v2);
 
         block Blk0(x) {
             let u1 = dropout(x, 0.25);
@@ -1726,17 +1724,15 @@ runner! { R98, float 3, no_lengths, labels 2, seeded, [] }
 kiln::model! {
     struct R99 {
         input x: [B, 5];
-        target y: [B, 4];
         let v1 = layer_norm(x);
         let v2 = prelu(v1);
         let v3 = dropout(v2, 0.25);
         let v4 = dropout(v3, 0.5);
         let pred = linear(v4, 4);
         output pred;
-        loss bce_with_logits(pred, y);
     }
 }
-runner! { R99, float 2, no_lengths, values 2, seeded, [] }
+runner! { R99, float 2, no_lengths, none 0, seeded, [] }
 
 kiln::model! {
     struct R108 {
@@ -1787,7 +1783,7 @@ kiln::model! {
         let v3 = dropout(v2, 0.5);
         let pred = linear(v3, 4);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R130, tokens 2, no_lengths, values 3, seeded, [] }
@@ -1801,7 +1797,7 @@ kiln::model! {
         let v2 = Blk0(v1, repeat = 2);
         let pred = linear(v2, 3);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss kl_div(log_softmax(pred), y, reduction = batchmean, log_target = true);
 
         block Blk0(x) {
             let u1 = linear(x, 2);
@@ -1839,7 +1835,7 @@ kiln::model! {
         let v2 = linear(x, 3, bias = false);
         let pred = linear(v2, 3);
         output pred;
-        loss bce_with_logits(pred, y) + 0.3 * mean(v1);
+        loss bce(sigmoid(pred), y) + 0.3 * sum(v1);
     }
 }
 runner! { R179, float 3, no_lengths, values 3, unseeded, [] }

@@ -1155,6 +1155,39 @@ pub fn run(
                 .sum::<f64>()
                 / pred.len() as f64
         }
+        // On the log-softmax over the last axis; `t·(log t − x)` (0 where t is 0), or
+        // `exp(s)·(s − x)` for log-targets; divided by every element or by the batch.
+        (
+            LossKind::KlDiv {
+                batchmean,
+                log_target,
+            },
+            Target::Values(t),
+        ) => {
+            let (r, c) = rows(pred.shape());
+            let logits = pred.as_standard_layout();
+            let logits = logits.as_slice().expect("contiguous");
+            let t = t.as_standard_layout();
+            let t = t.as_slice().expect("contiguous");
+            let mut total = 0.0;
+            for i in 0..r {
+                let row = &logits[i * c..(i + 1) * c];
+                let top = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let log_sum = row.iter().map(|z| (z - top).exp()).sum::<f64>().ln() + top;
+                for (j, &z) in row.iter().enumerate() {
+                    let (x, t) = (z - log_sum, t[i * c + j]);
+                    total += if *log_target {
+                        t.exp() * (t - x)
+                    } else if t == 0.0 {
+                        0.0
+                    } else {
+                        t * (t.ln() - x)
+                    };
+                }
+            }
+            let divisor = if *batchmean { pred.shape()[0] } else { r * c };
+            total / divisor as f64
+        }
         // `nll(log_softmax(pred))` is the same loss.
         (
             LossKind::CrossEntropy {

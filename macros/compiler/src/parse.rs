@@ -783,6 +783,15 @@ fn parse_primary(input: ParseStream) -> syn::Result<Expr> {
                 )),
             },
             Lit::Bool(b) => Ok(Expr::Bool(b.value, lit.span())),
+            // A choice written as Python writes it (`reduction="batchmean"`, `mode="bilinear"`):
+            // kiln takes the bare name.
+            Lit::Str(s) if syn::parse_str::<Ident>(&s.value()).is_ok() => Err(syn::Error::new(
+                lit.span(),
+                format!(
+                    "strings are not values in a model: an option that names a choice takes the bare name, as in `{0}` for PyTorch's `\"{0}\"`",
+                    s.value()
+                ),
+            )),
             _ => Err(syn::Error::new(
                 lit.span(),
                 "expected a number, a name or an op call (strings are not values in a model)",

@@ -284,3 +284,21 @@ fn a_segmenter_of_any_image_size() {
         }
     }));
 }
+
+/// Distillation as PyTorch users write it: cross-entropy on the labels plus the KL divergence
+/// (`batchmean`) from a teacher's soft targets; both losses' gradients meet at the logits.
+#[test]
+fn a_student_distilled_from_soft_targets() {
+    insta::assert_snapshot!(expand(quote::quote! {
+        pub struct Student {
+            input x: [B, 64];
+            target y: [B] classes 10;
+            target soft: [B, 10];
+            let h = relu(linear(x, 32));
+            let logits = linear(h, 10);
+            output logits;
+            loss 0.5 * cross_entropy(logits, y)
+                + 0.5 * kl_div(log_softmax(logits), soft, reduction = batchmean);
+        }
+    }));
+}

@@ -1,6 +1,7 @@
 //! Loss functions: the value and the gradient with respect to the prediction.
 //!
-//! Every loss is a mean, as PyTorch's default `reduction='mean'`. A backward function takes
+//! Every loss is a mean, as PyTorch's default `reduction='mean'` ([`kl_div`] also takes
+//! PyTorch's `batchmean` and `sum`). A backward function takes
 //! the incoming scalar adjoint `d_loss` (1 when the loss is the quantity being minimised)
 //! and writes `d_loss · ∂loss/∂prediction`, or adds it when `accumulate` is set.
 //!
@@ -8,10 +9,12 @@
 //! have been validated with [`crate::shape::check_labels`].
 
 mod bce;
+mod kl_div;
 mod nll;
 mod regression;
 
 pub use bce::{bce, bce_backward, bce_target_backward};
+pub use kl_div::{kl_div, kl_div_backward, kl_div_target_backward, KlDivOptions, KlReduction};
 pub use nll::{nll, nll_backward};
 pub use regression::{huber, huber_backward, l1, l1_backward, smooth_l1, smooth_l1_backward};
 

@@ -20,6 +20,11 @@
 //! takes PyTorch's `pos_weight` and `weight`, each a number or one number per column of the
 //! last axis, likewise constants; `bce` (PyTorch's `binary_cross_entropy` on probabilities,
 //! `nn.BCELoss`) its `weight`, and differentiates its target too, as PyTorch does.
+//!
+//! `kl_div(log_probs, target)` is PyTorch's `kl_div` (`nn.KLDivLoss`) on log-probabilities
+//! against a float target of their shape, with its `reduction` (`mean`, the default as in
+//! PyTorch; `batchmean`, the divergence per sample; `sum`) and `log_target`; differentiable in
+//! both, as PyTorch's.
 
 use super::{
     require_float, BackwardCx, Built, CallArgs, ForwardCx, Kernel, OpError, OpSpec, Reads,
@@ -41,6 +46,16 @@ enum Kind {
     BceWithLogits,
     /// PyTorch's `binary_cross_entropy` on probabilities.
     Bce,
+    /// PyTorch's `kl_div` on log-probabilities.
+    KlDiv,
+}
+
+/// `kl_div`'s `reduction`, PyTorch's names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KlReduction {
+    Mean,
+    BatchMean,
+    Sum,
 }
 
 impl Kind {
@@ -76,6 +91,8 @@ pub static BCE_WITH_LOGITS: LossSpec = LossSpec {
 };
 /// `bce(probs, target)`.
 pub static BCE: LossSpec = LossSpec { kind: Kind::Bce };
+/// `kl_div(log_probs, target)`.
+pub static KL_DIV: LossSpec = LossSpec { kind: Kind::KlDiv };
 
 fn name(kind: Kind) -> &'static str {
     match kind {
@@ -87,6 +104,7 @@ fn name(kind: Kind) -> &'static str {
         Kind::Nll => "nll",
         Kind::BceWithLogits => "bce_with_logits",
         Kind::Bce => "bce",
+        Kind::KlDiv => "kl_div",
     }
 }
 
@@ -106,6 +124,9 @@ impl OpSpec for LossSpec {
                 "bce_with_logits(logits, target)` or `bce_with_logits(logits, target, pos_weight = (2.0, 1.0), weight = 0.5)"
             }
             Kind::Bce => "bce(probs, target)` or `bce(probs, target, weight = (2.0, 1.0))",
+            Kind::KlDiv => {
+                "kl_div(log_softmax(logits), target)` or `kl_div(log_probs, target, reduction = batchmean, log_target = true)"
+            }
         }
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
@@ -114,6 +135,7 @@ impl OpSpec for LossSpec {
         args.tensor(1);
         let (mut ignore_index, mut label_smoothing, mut weight) = (None, 0.0, None);
         let (mut pos_weight, mut threshold) = (None, None);
+        let (mut kl_reduction, mut log_target) = (KlReduction::Mean, false);
         match self.kind {
             Kind::Nll => {
                 if let Some(e) = args.written_option("label_smoothing") {
@@ -154,6 +176,12 @@ impl OpSpec for LossSpec {
                     .map(|e| column_option(e, "weight"))
                     .transpose()?;
             }
+            Kind::KlDiv => {
+                if let Some(e) = args.option_expr("reduction") {
+                    kl_reduction = reduction_option(e)?;
+                }
+                log_target = args.opt_bool("log_target", false)?;
+            }
             Kind::SmoothL1 => threshold = Some(threshold_option(args, "beta", true)?),
             Kind::Huber => threshold = Some(threshold_option(args, "delta", false)?),
             Kind::Mse | Kind::L1 => {}
@@ -171,7 +199,26 @@ impl OpSpec for LossSpec {
             weight,
             pos_weight,
             threshold,
+            kl_reduction,
+            log_target,
         })))
+    }
+}
+
+/// `reduction = mean | batchmean | sum` of `kl_div`.
+fn reduction_option(e: &ast::Expr) -> syn::Result<KlReduction> {
+    match e {
+        ast::Expr::Var(name) if name == "mean" => Ok(KlReduction::Mean),
+        ast::Expr::Var(name) if name == "batchmean" => Ok(KlReduction::BatchMean),
+        ast::Expr::Var(name) if name == "sum" => Ok(KlReduction::Sum),
+        ast::Expr::Var(name) if name == "none" => Err(syn::Error::new(
+            name.span(),
+            "`kl_div` is a model's loss, a single number: `reduction = none` (one value per element) is not a loss; use `mean`, `batchmean` or `sum`",
+        )),
+        other => Err(syn::Error::new(
+            other.span(),
+            "`reduction` is `mean` (the default, PyTorch's: the mean over every element), `batchmean` (the sum over each sample, averaged over the batch: the KL divergence PyTorch recommends) or `sum`, as in `reduction = batchmean`",
+        )),
     }
 }
 
@@ -339,6 +386,10 @@ pub struct Loss {
     /// `smooth_l1`'s `beta` or `huber`'s `delta`: the size of difference where the loss
     /// turns from squared to linear.
     threshold: Option<f64>,
+    /// `kl_div` only: how the sum is reduced.
+    kl_reduction: KlReduction,
+    /// `kl_div` only: the target holds log-probabilities.
+    log_target: bool,
 }
 
 impl Loss {
@@ -373,6 +424,30 @@ impl Loss {
             &::kiln::loss::BceOptions {
                 pos_weight: #pos_weight,
                 weight: #weight,
+            }
+        }
+    }
+
+    /// `&::kiln::loss::KlDivOptions { .. }` for `kl_div` on `input`: `batchmean` divides by
+    /// its first axis (a scalar's batch is 1, as PyTorch divides a 0-d input by nothing).
+    fn kl_options_tokens(&self, input: &super::Operand) -> TokenStream {
+        let reduction = match self.kl_reduction {
+            KlReduction::Mean => quote!(::kiln::loss::KlReduction::Mean),
+            KlReduction::Sum => quote!(::kiln::loss::KlReduction::Sum),
+            KlReduction::BatchMean => {
+                let batch = input
+                    .dims
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| quote!(1usize));
+                quote!(::kiln::loss::KlReduction::BatchMean { batch: #batch })
+            }
+        };
+        let log_target = self.log_target;
+        quote! {
+            &::kiln::loss::KlDivOptions {
+                reduction: #reduction,
+                log_target: #log_target,
             }
         }
     }
@@ -415,7 +490,7 @@ impl Loss {
                 let delta = self.threshold_tokens();
                 quote! { ::kiln::loss::huber_backward(#a, #b, #delta, #dl, #out, #acc); }
             }
-            Kind::CrossEntropy | Kind::Nll | Kind::BceWithLogits | Kind::Bce => {
+            Kind::CrossEntropy | Kind::Nll | Kind::BceWithLogits | Kind::Bce | Kind::KlDiv => {
                 unreachable!("called for the regression losses only")
             }
         }
@@ -579,6 +654,14 @@ impl Kernel for Loss {
         if let Some(i) = self.ignore_index {
             parts.push(format!("ignore_index={i}"));
         }
+        match self.kl_reduction {
+            KlReduction::Mean => {}
+            KlReduction::BatchMean => parts.push("reduction=batchmean".to_string()),
+            KlReduction::Sum => parts.push("reduction=sum".to_string()),
+        }
+        if self.log_target {
+            parts.push("log_target=true".to_string());
+        }
         if self.label_smoothing != 0.0 {
             parts.push(format!("label_smoothing={:?}", self.label_smoothing));
         }
@@ -598,7 +681,7 @@ impl Kernel for Loss {
         require_float(op, 0, inputs[0])?;
         let (pred, target) = (&inputs[0].shape, &inputs[1].shape);
         let (ps, ts) = (pred.display(symbols), target.display(symbols));
-        let noun = if self.kind == Kind::Nll {
+        let noun = if matches!(self.kind, Kind::Nll | Kind::KlDiv) {
             "log-probabilities"
         } else {
             "logits"
@@ -677,8 +760,9 @@ impl Kernel for Loss {
         }
     }
     fn differentiable(&self, input: usize) -> bool {
-        // PyTorch's `binary_cross_entropy` also differentiates its (soft) target.
-        input == 0 || self.kind.is_regression() || self.kind == Kind::Bce
+        // PyTorch's `binary_cross_entropy` and `kl_div` also differentiate their (soft)
+        // target.
+        input == 0 || self.kind.is_regression() || matches!(self.kind, Kind::Bce | Kind::KlDiv)
     }
     fn backward_reads(&self) -> Reads {
         Reads {
@@ -707,6 +791,10 @@ impl Kernel for Loss {
             Kind::Bce => {
                 let weight = self.bce_weight_tokens();
                 quote! { #out = ::kiln::loss::bce(#p, #t, #weight); }
+            }
+            Kind::KlDiv => {
+                let options = self.kl_options_tokens(&cx.inputs[0]);
+                quote! { #out = ::kiln::loss::kl_div(#p, #t, #options); }
             }
             Kind::Nll => {
                 let (batch, classes, pixels) = self.nll_sizes(&cx.inputs[0]);
@@ -771,11 +859,24 @@ impl Kernel for Loss {
             }
             return code;
         }
+        if self.kind == Kind::KlDiv {
+            let options = self.kl_options_tokens(&cx.inputs[0]);
+            for (d, kernel) in cx.d_inputs.iter().zip([
+                quote!(::kiln::loss::kl_div_backward),
+                quote!(::kiln::loss::kl_div_target_backward),
+            ]) {
+                if let Some(d) = d {
+                    let (out, acc) = (&d.data, d.accumulate);
+                    code.extend(quote! { #kernel(#p, #t, #options, #dl, #out, #acc); });
+                }
+            }
+            return code;
+        }
         if let Some(dp) = &cx.d_inputs[0] {
             let (dpd, acc) = (&dp.data, dp.accumulate);
             code.extend(match self.kind {
-                Kind::Mse | Kind::L1 | Kind::SmoothL1 | Kind::Huber | Kind::Bce => {
-                    unreachable!("the regression losses and `bce` return above")
+                Kind::Mse | Kind::L1 | Kind::SmoothL1 | Kind::Huber | Kind::Bce | Kind::KlDiv => {
+                    unreachable!("the regression losses, `bce` and `kl_div` return above")
                 }
                 Kind::BceWithLogits if self.has_options() => {
                     let options = self.bce_options_tokens();
