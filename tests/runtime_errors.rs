@@ -211,3 +211,49 @@ fn batch_norm_refuses_a_batch_of_one_in_training() {
         "inference is fine"
     );
 }
+
+kiln::model! {
+    /// Logits given to `bce`, which takes probabilities: the mistake PyTorch's `BCELoss`
+    /// refuses at run time.
+    struct LogitsToBce {
+        input x: [B, 4];
+        target y: [B, 2];
+        let logits = linear(x, 2);
+        output logits;
+        loss bce(logits, y);
+    }
+}
+
+#[test]
+fn bce_on_values_outside_zero_one_is_an_error_naming_the_element() {
+    let mut m = LogitsToBce::<f32>::new(&mut StdRng::seed_from_u64(0));
+    m.logits.weight.fill(0.0);
+    let bias = m.logits.bias.as_mut().expect("a bias");
+    bias.assign(&Array1::from(vec![0.25f32, 1.5]));
+    let (mut ws, mut grads) = (m.workspace(), m.zero_grads());
+    let x = Array2::zeros((3, 4));
+    let y = Array2::zeros((3, 2));
+    let err = m
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "layer `loss`: `bce` takes probabilities in [0, 1], but its prediction has 1.5 at \
+         element 1: on logits use `bce_with_logits`, or put the prediction through `sigmoid`"
+    );
+    assert!(matches!(
+        err,
+        kiln::Error::Probability {
+            position: 1,
+            value: 1.5,
+            ..
+        }
+    ));
+    // Inside [0, 1] the same model trains.
+    let bias = m.logits.bias.as_mut().expect("a bias");
+    bias.assign(&Array1::from(vec![0.25f32, 0.75]));
+    let loss = m
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .expect("probabilities");
+    assert!((loss - (-(0.75f32.ln()) - 0.25f32.ln()) / 2.0).abs() < 1e-6);
+}

@@ -76,6 +76,16 @@ pub enum Error {
         /// What was asked, and how long the axis is in this batch.
         problem: String,
     },
+    /// `bce` (PyTorch's `binary_cross_entropy`) was given a prediction outside [0, 1], or NaN:
+    /// PyTorch raises the same error. Most often logits where probabilities belong.
+    Probability {
+        /// The loss's binding in the model.
+        layer: &'static str,
+        /// The first element outside [0, 1], flat (row-major).
+        position: usize,
+        /// Its value.
+        value: f64,
+    },
     /// Incremental decoding (a generated model's `forward_cached`) was given more positions
     /// than its cache has room for, or a batch of another size than the cache's; or a cache
     /// was asked for more positions than the model can address (`decoder_cache`).
@@ -256,6 +266,16 @@ impl std::fmt::Display for Error {
                 "layer `{layer}`: sequences of {len} positions, but its table has max_len = {max}"
             ),
             Error::OutOfRange { layer, problem } => write!(f, "layer `{layer}`: {problem}"),
+            Error::Probability {
+                layer,
+                position,
+                value,
+            } => write!(
+                f,
+                "layer `{layer}`: `bce` takes probabilities in [0, 1], but its prediction has \
+                 {value} at element {position}: on logits use `bce_with_logits`, or put the \
+                 prediction through `sigmoid`"
+            ),
             Error::DecodeCache { problem } => write!(f, "decoding cache: {problem}"),
             Error::Encoding { message } => write!(f, "cannot encode: {message}"),
             Error::GradShape {

@@ -12,7 +12,7 @@
 
 use super::BceOptions;
 use crate::kernels::store;
-use crate::Float;
+use crate::{Error, Float, Result};
 
 /// PyTorch's `EPSILON` of `binary_cross_entropy_backward`: `1e-12` as an f32.
 const EPSILON: f32 = 1e-12;
@@ -38,8 +38,32 @@ fn check<F>(what: &str, probs: &[F], target: &[F], weight: Option<&[f64]>, out: 
     }
 }
 
+/// [`Error::Probability`] for the first of `probs` outside [0, 1] (or NaN), as PyTorch's
+/// `binary_cross_entropy` raises: the generated code checks a prediction before [`bce`].
+/// `layer` names the loss in the message.
+///
+/// ```
+/// use kiln_runtime::loss::check_probabilities;
+/// assert!(check_probabilities(&[0.0f32, 0.5, 1.0], "loss").is_ok());
+/// let err = check_probabilities(&[0.5f32, 2.5], "loss").unwrap_err();
+/// assert!(err.to_string().contains("2.5 at element 1"));
+/// ```
+pub fn check_probabilities<F: Float>(probs: &[F], layer: &'static str) -> Result<()> {
+    // Written so that NaN fails, as PyTorch's `input >= 0 && input <= 1`.
+    let outside = probs.iter().position(|&p| !(p >= F::ZERO && p <= F::ONE));
+    match outside {
+        None => Ok(()),
+        Some(position) => Err(Error::Probability {
+            layer,
+            position,
+            value: probs[position].to_f64(),
+        }),
+    }
+}
+
 /// Mean binary cross-entropy of probabilities `probs` against `target` (see the module docs).
-/// A probability outside `[0, 1]` gives NaN (PyTorch raises an error).
+/// A probability outside `[0, 1]` gives NaN; the generated code returns
+/// [`check_probabilities`]'s error first, as PyTorch raises one.
 ///
 /// # Panics
 /// If the lengths differ, or the weights do not divide the elements into rows (caller bugs).

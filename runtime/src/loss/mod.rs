@@ -13,7 +13,7 @@ mod kl_div;
 mod nll;
 mod regression;
 
-pub use bce::{bce, bce_backward, bce_target_backward};
+pub use bce::{bce, bce_backward, bce_target_backward, check_probabilities};
 pub use kl_div::{kl_div, kl_div_backward, kl_div_target_backward, KlDivOptions, KlReduction};
 pub use nll::{nll, nll_backward};
 pub use regression::{huber, huber_backward, l1, l1_backward, smooth_l1, smooth_l1_backward};

@@ -790,7 +790,11 @@ impl Kernel for Loss {
             Kind::BceWithLogits => quote! { #out = ::kiln::loss::bce_with_logits(#p, #t); },
             Kind::Bce => {
                 let weight = self.bce_weight_tokens();
-                quote! { #out = ::kiln::loss::bce(#p, #t, #weight); }
+                let layer = &cx.layer_name;
+                quote! {
+                    ::kiln::loss::check_probabilities(#p, #layer)?;
+                    #out = ::kiln::loss::bce(#p, #t, #weight);
+                }
             }
             Kind::KlDiv => {
                 let options = self.kl_options_tokens(&cx.inputs[0]);
