@@ -283,6 +283,40 @@ fn one_cycle_sets_rate_and_momentum_as_a_hand_loop() {
         .expect("the rate alone");
 }
 
+/// A `OneCycleLr` laid out for fewer optimizer steps than the run takes is refused before
+/// anything trains (PyTorch's `OneCycleLR` raises at the first step past its end); with
+/// gradient accumulation the steps are the groups of batches.
+#[test]
+fn one_cycle_shorter_than_the_run_is_refused_up_front() {
+    let data = regression_data(100, 3); // 7 batches of 16 per epoch
+    let mut model = Regressor::<f64>::new(&mut StdRng::seed_from_u64(13));
+    let before = params(&model);
+    let trainer = |steps, accumulate| {
+        Trainer::new(5, 16)
+            .schedule(OneCycleLr::new(0.3, steps))
+            .accumulate_grad_batches(accumulate)
+            .progress(false)
+    };
+    let err = trainer(34, 1)
+        .fit(&mut model, &mut Sgd::new(0.2).momentum(0.5), &data)
+        .expect_err("35 steps in a 34-step cycle");
+    assert!(
+        err.to_string().contains(
+            "laid out for 34 optimizer steps (OneCycleLr's `total_steps`), but this run takes \
+             35 (5 epochs of 7)"
+        ),
+        "{err}"
+    );
+    assert_eq!(params(&model), before, "nothing trained");
+    // Accumulating 2 batches a step: 4 steps an epoch (the last group is one batch), 20 in all.
+    trainer(19, 2)
+        .fit(&mut model, &mut Sgd::new(0.2).momentum(0.5), &data)
+        .expect_err("20 steps in a 19-step cycle");
+    trainer(20, 2)
+        .fit(&mut model, &mut Sgd::new(0.2).momentum(0.5), &data)
+        .expect("20 steps in a 20-step cycle");
+}
+
 /// Digits whose validation labels are shifted by one class: the better the model learns the
 /// real labels, the worse its validation loss gets, so early stopping must trigger.
 fn misleading_validation() -> (TensorDataset<f32>, TensorDataset<f32>) {

@@ -54,6 +54,14 @@ pub trait LrSchedule {
         let _ = (epoch, step);
         None
     }
+
+    /// The number of optimizer steps the schedule is laid out for, when it has one
+    /// ([`OneCycleLr`]'s `total_steps`); `None` (the default) for a schedule defined at every
+    /// step. The [`Trainer`](crate::Trainer) refuses, before it trains, a run of more steps
+    /// (PyTorch's `OneCycleLR` raises an error at the first step past it, mid-training).
+    fn max_steps(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl<S: LrSchedule + ?Sized> LrSchedule for Box<S> {
@@ -63,6 +71,9 @@ impl<S: LrSchedule + ?Sized> LrSchedule for Box<S> {
     fn momentum(&self, epoch: usize, step: usize) -> Option<f64> {
         (**self).momentum(epoch, step)
     }
+    fn max_steps(&self) -> Option<usize> {
+        (**self).max_steps()
+    }
 }
 
 impl<S: LrSchedule + ?Sized> LrSchedule for &S {
@@ -71,6 +82,9 @@ impl<S: LrSchedule + ?Sized> LrSchedule for &S {
     }
     fn momentum(&self, epoch: usize, step: usize) -> Option<f64> {
         (**self).momentum(epoch, step)
+    }
+    fn max_steps(&self) -> Option<usize> {
+        (**self).max_steps()
     }
 }
 
@@ -266,8 +280,10 @@ impl Anneal {
 /// [`three_phase`](Self::three_phase) the rate comes back to the starting rate symmetrically
 /// before the final fall.
 ///
-/// As in PyTorch, the optimizer's own rate is not used: `max_lr` sets the scale. Past
-/// `total_steps` the rate stays at the final one, where PyTorch raises an error.
+/// As in PyTorch, the optimizer's own rate is not used: `max_lr` sets the scale. The
+/// [`Trainer`](crate::Trainer) refuses to start a run longer than `total_steps` (see
+/// [`LrSchedule::max_steps`]; PyTorch raises an error when it gets there); asked directly,
+/// past `total_steps` the rate stays at the final one.
 ///
 /// ```
 /// use kiln_runtime::optim::{LrSchedule, OneCycleLr};
@@ -421,6 +437,10 @@ impl LrSchedule for OneCycleLr {
         self.anneal.at(start, end, pct)
     }
 
+    fn max_steps(&self) -> Option<usize> {
+        Some(self.total_steps)
+    }
+
     fn momentum(&self, _epoch: usize, step: usize) -> Option<f64> {
         if !self.cycle_momentum {
             return None;
@@ -570,6 +590,16 @@ impl LrSchedule for LinearWarmup {
             }
         }
     }
+
+    fn max_steps(&self) -> Option<usize> {
+        // The schedule after the warmup counts its steps from the warmup's end only when
+        // the warmup is in steps.
+        let then = self.then.max_steps()?;
+        Some(match self.interval {
+            Interval::Epoch => then,
+            Interval::Step => then + self.warmup,
+        })
+    }
 }
 
 /// A schedule from a closure `|epoch, step, base_lr| -> lr`.
@@ -603,6 +633,22 @@ impl<S: Fn(usize, usize, f64) -> f64> LrSchedule for FnSchedule<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_warmup_in_steps_lengthens_the_cycle_it_leads_into() {
+        assert_eq!(OneCycleLr::new(0.1, 100).max_steps(), Some(100));
+        assert_eq!(
+            LinearWarmup::steps(5, OneCycleLr::new(0.1, 100)).max_steps(),
+            Some(105)
+        );
+        // Epochs of warmup leave the cycle's step clock alone.
+        assert_eq!(
+            LinearWarmup::epochs(2, OneCycleLr::new(0.1, 100)).max_steps(),
+            Some(100)
+        );
+        assert_eq!(LinearWarmup::steps(5, Constant).max_steps(), None);
+        assert_eq!(CosineAnnealing::new(10, 0.0).max_steps(), None);
+    }
 
     // Expected values: Python float64 evaluating the expressions of PyTorch's
     // `torch/optim/lr_scheduler.py` (`StepLR._get_closed_form_lr`,

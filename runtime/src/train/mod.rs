@@ -828,6 +828,7 @@ impl<'a, F: Float> Trainer<'a, F> {
         let (mut counts, mut val_counts) = self.metric_counts(feed)?;
         let mut pending = Accumulated::<F>::new(self.accumulate);
         feed.check(model, &mut counts)?;
+        self.check_schedule_length(feed.num_batches())?;
         if let Some(dir) = self.checkpoints.as_ref().filter(|dir| dir.is_file()) {
             return Err(Error::File {
                 path: dir.clone(),
@@ -1084,6 +1085,31 @@ impl<'a, F: Float> Trainer<'a, F> {
             }
             _ => Ok(stop),
         }
+    }
+
+    /// Refuses a schedule laid out for fewer optimizer steps than the run takes
+    /// ([`LrSchedule::max_steps`]), before anything is trained: `batches` per epoch, grouped
+    /// `accumulate` at a time (the last group of an epoch may be short).
+    fn check_schedule_length(&self, batches: usize) -> Result<()> {
+        let Some(max) = self.schedule.as_ref().and_then(|s| s.max_steps()) else {
+            return Ok(());
+        };
+        let per_epoch = batches.div_ceil(self.accumulate);
+        let planned = self.epochs.saturating_mul(per_epoch);
+        if planned <= max {
+            return Ok(());
+        }
+        Err(Error::Data {
+            what: "Trainer",
+            problem: format!(
+                "the schedule is laid out for {max} optimizer steps (OneCycleLr's \
+                 `total_steps`), but this run takes {planned} ({} epochs of {per_epoch}): give \
+                 the schedule {planned} steps, or train fewer (PyTorch's OneCycleLR raises an \
+                 error at step {})",
+                self.epochs,
+                max + 1
+            ),
+        })
     }
 
     /// The counters of the run's metrics, for the training batches and for validation, after
