@@ -61,7 +61,7 @@ kiln::model! {
 }
 
 kiln::model! {
-    /// Recurrence inside repeated blocks, beside causal attention.
+    /// Recurrence inside repeated blocks, beside causal attention after an RMS norm.
     struct RecurrentBlocks {
         input tokens: [B, T] tokens 13;
         let e = embedding(tokens, 8);
@@ -70,7 +70,7 @@ kiln::model! {
         output logits;
 
         block Mix(x) {
-            let n = layer_norm(x);
+            let n = rms_norm(x);
             let a = multi_head_attention(n, heads = 2, causal = true);
             let r = gru(x + a, 8);
             let out = x + r;

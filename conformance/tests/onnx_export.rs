@@ -260,6 +260,37 @@ fn reductions_over_several_axes_match() {
 }
 
 kiln::model! {
+    /// RMS norms, with PyTorch's default eps and a weight, and without the weight.
+    struct RmsNorms {
+        input x: [B, 5, 6];
+        let scaled = rms_norm(x);
+        let bare = rms_norm(scaled, eps = 1e-6, elementwise_affine = false);
+        output scaled, bare;
+    }
+}
+
+#[test]
+fn rms_norms_match() {
+    let mut rng = rng();
+    let mut model = RmsNorms::<f64>::new(&mut rng);
+    model
+        .scaled
+        .weight
+        .iter_mut()
+        .for_each(|w| *w = rng.random_range(0.5..1.5));
+    let x = random(&mut rng, &[2, 5, 6]);
+    let (scaled, bare) = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check(
+        "rms_norms",
+        &model,
+        &[Feed::Float(x)],
+        &[dyn_f(scaled), dyn_f(bare)],
+    );
+}
+
+kiln::model! {
     /// Layer norms without a bias and without the affine map.
     struct NormOptions {
         input x: [B, 5, 6];

@@ -44,6 +44,9 @@ pub trait Float:
     const ONE: Self;
     /// `−∞`: the value a masked attention score takes, so that its softmax weight is exactly 0.
     const NEG_INFINITY: Self;
+    /// The machine epsilon (`f32::EPSILON`, `f64::EPSILON`): PyTorch's `torch.finfo(dtype).eps`,
+    /// the default `eps` of `nn.RMSNorm`.
+    const EPSILON: Self;
     /// The type's name as written in Rust (`"f32"`, `"f64"`).
     const NAME: &'static str;
     /// The safetensors element type this float is stored as.
@@ -280,6 +283,7 @@ macro_rules! impl_float {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INFINITY: Self = $t::NEG_INFINITY;
+            const EPSILON: Self = <$t>::EPSILON;
             const NAME: &'static str = stringify!($t);
             const DTYPE: crate::io::Dtype = crate::io::Dtype::$dtype;
 

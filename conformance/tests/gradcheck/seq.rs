@@ -13,6 +13,62 @@ fn ids(rng: &mut StdRng, shape: (usize, usize), below: usize) -> Array2<usize> {
 }
 
 kiln::model! {
+    /// A LLaMA-style block: RMS-normed causal attention and a SiLU MLP, residuals, a final RMS
+    /// norm without a weight (and PyTorch's default eps, the float type's).
+    struct RmsBlocks {
+        input x: [B, T, 8];
+        target y: [B, T, 3];
+        let h = Block(x, repeat = 2);
+        let norm = rms_norm(h, elementwise_affine = false);
+        let pred = linear(norm, 3);
+        output pred;
+        loss mse(pred, y);
+
+        block Block(x) {
+            let attn_norm = rms_norm(x, eps = 1e-6);
+            let a = multi_head_attention(attn_norm, heads = 2, causal = true);
+            let x1 = x + a;
+            let mlp_norm = rms_norm(x1);
+            let up = silu(linear(mlp_norm, 16));
+            let down = linear(up, 8);
+            let out = x1 + down;
+            output out;
+        }
+    }
+}
+
+#[test]
+fn rms_norms_in_blocks_with_and_without_a_weight() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut model = RmsBlocks::<f64>::new(&mut rng);
+    // Weights away from 1, so that their gradients are checked off the starting point.
+    model.visit_params_mut(&mut |name, mut p| {
+        if name.contains("norm") {
+            p.iter_mut()
+                .enumerate()
+                .for_each(|(i, w)| *w = 0.6 + 0.1 * i as f64);
+        }
+    });
+    let x = random(&mut rng, (2, 4, 8), -1.0, 1.0);
+    let y = random(&mut rng, (2, 4, 3), -1.0, 1.0);
+    let mut grads = model.zero_grads();
+    let mut ws = model.workspace();
+    model
+        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+        .unwrap();
+    let names: Vec<&str> = {
+        let mut v = Vec::new();
+        model.visit_params(&mut |n, _| v.push(n));
+        v
+    };
+    assert!(names.contains(&"h.1.mlp_norm.weight"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("norm")), "{names:?}");
+    check(&model, &grads, |m| {
+        m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
+    });
+}
+
+kiln::model! {
     /// Two pre-norm residual blocks over [B, T, 8].
     struct Stack {
         input x: [B, T, 8];

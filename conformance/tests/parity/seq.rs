@@ -440,6 +440,35 @@ mod layernorm_options {
     }
 }
 
+// `rmsnorm`: RMS norms with PyTorch's default eps (the dtype's epsilon) and without a weight.
+mod rmsnorm {
+    use super::*;
+
+    kiln::model! {
+        /// `rmsnorm`: fc1 5 -> 6, RMSNorm(6), tanh, RMSNorm(6, eps=1e-6,
+        /// elementwise_affine=False), fc2 6 -> 3 at every position; MSE.
+        pub struct RmsNormModel {
+            input x: [B, T, 5];
+            target y: [B, T, 3];
+            let fc1 = linear(x, 6);
+            let rms1 = rms_norm(fc1);
+            let t = tanh(rms1);
+            let n2 = rms_norm(t, eps = 1e-6, elementwise_affine = false);
+            let fc2 = linear(n2, 3);
+            output fc1, rms1, t, n2, fc2;
+            loss mse(fc2, y);
+        }
+    }
+
+    parity_case! {
+        rmsnorm, RmsNormModel,
+        inputs { x: f3 },
+        target y: f3,
+        outputs { fc1 => h, rms1 => n1, t => t, n2 => n2, fc2 => pred },
+        not_exposed [],
+    }
+}
+
 // `seq_ce_ignore`: cross-entropy at every position, padding labels left out.
 mod seq_ce_ignore {
     use super::*;

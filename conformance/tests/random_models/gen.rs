@@ -210,6 +210,13 @@ pub enum Op {
     Softmax { x: usize, log: bool },
     /// `layer_norm(x)`.
     LayerNorm { x: usize, eps: f64 },
+    /// `rms_norm(x)`, with its own `eps` (PyTorch's default, the float type's epsilon, when
+    /// `None`) and without its weight when not `affine`.
+    RmsNorm {
+        x: usize,
+        eps: Option<f64>,
+        affine: bool,
+    },
     /// `batch_norm(x)`, with `affine = false` when not `affine`.
     BatchNorm {
         x: usize,
@@ -282,13 +289,19 @@ pub enum Op {
         final_state: bool,
         /// `final_cells = true` (an LSTM's, with `final_state`).
         final_cells: bool,
+        /// `all_layers = true` (with `final_state`): every layer's final states,
+        /// `[layers·dirs, B, hidden]` (twice as wide with `final_cells`).
+        all_layers: bool,
         lengths: bool,
         /// `dropout` between the layers (0: none).
         dropout: f64,
-        /// `h0 = ..`: the initial hidden states, `[B, hidden]` (one layer and direction).
+        /// `h0 = ..`: the initial hidden states, `[B, hidden]` (one layer and direction) or
+        /// `[layers·dirs, B, hidden]` (PyTorch's `h_0`, every layer and direction).
         h0: Option<usize>,
-        /// `c0 = ..`: the LSTM's initial cells, `[B, hidden]`.
+        /// `c0 = ..`: the LSTM's initial cells, shaped as `h0`.
         c0: Option<usize>,
+        /// `h0` (and `c0`) are `[layers·dirs, B, hidden]`.
+        h0_per_layer: bool,
     },
     /// `conv2d(x, out, kernel, stride, padding, dilation, groups, bias)`; kernel and stride
     /// as (height, width).
@@ -420,6 +433,7 @@ impl Op {
             Op::Linear { x, .. }
             | Op::Softmax { x, .. }
             | Op::LayerNorm { x, .. }
+            | Op::RmsNorm { x, .. }
             | Op::BatchNorm { x, .. }
             | Op::Dropout { x, .. }
             | Op::PRelu { x, .. }
@@ -451,6 +465,14 @@ impl Op {
         let mut out = Vec::new();
         match self {
             Op::LayerNorm { eps, .. } if *eps != DEFAULT_EPS => out.push("layer_norm(eps)".into()),
+            Op::RmsNorm { eps, affine, .. } => {
+                if eps.is_some() {
+                    out.push("rms_norm(eps)".into());
+                }
+                if !affine {
+                    out.push("rms_norm(elementwise_affine = false)".into());
+                }
+            }
             Op::Embedding {
                 padding_idx: Some(_),
                 ..
@@ -481,6 +503,8 @@ impl Op {
                 h0,
                 c0,
                 final_cells,
+                all_layers,
+                h0_per_layer,
                 ..
             } => {
                 if *lengths {
@@ -488,6 +512,12 @@ impl Op {
                 }
                 if h0.is_some() {
                     out.push("lstm/gru(h0)".into());
+                }
+                if *h0_per_layer {
+                    out.push("lstm/gru(h0 per layer)".into());
+                }
+                if *all_layers {
+                    out.push("lstm/gru(all_layers)".into());
                 }
                 if c0.is_some() {
                     out.push("lstm(c0)".into());
@@ -561,6 +591,7 @@ impl Op {
             Op::Point(_) => "pointwise".into(),
             Op::Softmax { log, .. } => if *log { "log_softmax" } else { "softmax" }.into(),
             Op::LayerNorm { .. } => "layer_norm".into(),
+            Op::RmsNorm { .. } => "rms_norm".into(),
             Op::BatchNorm { .. } => "batch_norm".into(),
             Op::Dropout { .. } => "dropout".into(),
             Op::PRelu { channels: 1, .. } => "prelu".into(),
@@ -900,6 +931,16 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
                 format!("layer_norm({}, eps = {})", n(x), num_src(*eps))
             }
         }
+        Op::RmsNorm { x, eps, affine } => {
+            let mut s = format!("rms_norm({}", n(x));
+            if let Some(eps) = eps {
+                write!(s, ", eps = {}", num_src(*eps)).unwrap();
+            }
+            if !affine {
+                s.push_str(", elementwise_affine = false");
+            }
+            s + ")"
+        }
         Op::BatchNorm {
             x,
             eps,
@@ -1002,10 +1043,12 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             bidirectional,
             final_state,
             final_cells,
+            all_layers,
             lengths,
             dropout,
             h0,
             c0,
+            ..
         } => {
             let mut s = format!("{}({}, {hidden}", cell.name(), n(x));
             if *cell == (Cell::Rnn { relu: true }) {
@@ -1034,6 +1077,9 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             }
             if *final_cells {
                 s.push_str(", final_cells = true");
+            }
+            if *all_layers {
+                s.push_str(", all_layers = true");
             }
             s + ")"
         }
@@ -1427,7 +1473,8 @@ fn body_decodes(body: &Body, roots: &[usize], b: &str, t: &str, blocks: &[BlockD
                     Some(Op::Linear { x, .. })
                     | Some(Op::Tied { x, .. })
                     | Some(Op::Softmax { x, .. })
-                    | Some(Op::LayerNorm { x, .. }) => features(*x),
+                    | Some(Op::LayerNorm { x, .. })
+                    | Some(Op::RmsNorm { x, .. }) => features(*x),
                     // Of the features only, never the sequence axis.
                     Some(Op::Pad { x, pads, .. }) => pads.len() + 2 <= body.values[*x].shape.len(),
                     Some(Op::Window { x, axis, .. }) => *axis >= 2 && features(*x),
@@ -1531,6 +1578,7 @@ impl Gen {
             | Op::Flatten { .. }
             | Op::Softmax { .. }
             | Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
             | Op::GroupNorm { .. }
             | Op::BatchNorm { .. } => match op.operands()[..] {
                 [a] => self.keys[a],
@@ -1664,12 +1712,18 @@ impl Gen {
         if self.shape(v).last().expect("rank >= 1").size < 3 {
             return self.pointwise(v);
         }
+        let shape = self.shape(v).clone();
+        if self.chance(0.25) {
+            // LLaMA's norm: PyTorch's default eps or its own, with or without its weight.
+            let eps = self.chance(0.4).then(|| self.pick(&[1e-5, 1e-6]));
+            let affine = self.chance(0.7);
+            return self.push(shape, Op::RmsNorm { x: v, eps, affine });
+        }
         let eps = if self.chance(0.3) {
             self.pick(&[1e-3, 1e-4])
         } else {
             DEFAULT_EPS
         };
-        let shape = self.shape(v).clone();
         self.push(shape, Op::LayerNorm { x: v, eps })
     }
 
@@ -2082,9 +2136,12 @@ impl Gen {
                         0.0
                     };
                     let dirs = if bidirectional { 2 } else { 1 };
-                    // Starting states made from the sequence's mean, as an encoder's summary.
+                    // Starting states made from the sequence's mean, as an encoder's summary:
+                    // `[B, hidden]` for one layer and direction, or PyTorch's `[layers·dirs,
+                    // B, hidden]` for each, a linear map's output reshaped and permuted.
                     let (mut h0, mut c0) = (None, None);
-                    if layers * dirs == 1 && self.chance(0.35) {
+                    let stacked = self.chance(0.5);
+                    if (layers * dirs == 1 || stacked) && self.chance(0.35) {
                         let pooled = vec![shape[0].clone(), shape[2].clone()];
                         let mean = Op::Reduce {
                             x: v,
@@ -2093,25 +2150,47 @@ impl Gen {
                             lengths: false,
                         };
                         let pool = self.push(pooled, mean);
-                        let state = vec![shape[0].clone(), lit(hidden)];
-                        let start = |x| Op::Linear {
-                            x,
-                            out: hidden,
-                            bias: true,
+                        let stacks = if stacked { layers * dirs } else { 1 };
+                        let flat = vec![shape[0].clone(), lit(stacks * hidden)];
+                        let start = |g: &mut Self| {
+                            let x = g.push(
+                                flat.clone(),
+                                Op::Linear {
+                                    x: pool,
+                                    out: stacks * hidden,
+                                    bias: true,
+                                },
+                            );
+                            if !stacked {
+                                return x;
+                            }
+                            let rows = vec![shape[0].clone(), lit(stacks), lit(hidden)];
+                            let x = g.push(rows, Op::Reshape { x });
+                            let state = vec![lit(stacks), shape[0].clone(), lit(hidden)];
+                            g.push(
+                                state,
+                                Op::Permute {
+                                    x,
+                                    perm: vec![1, 0, 2],
+                                },
+                            )
                         };
-                        h0 = Some(self.push(state.clone(), start(pool)));
+                        h0 = Some(start(self));
                         if cell == Cell::Lstm && self.chance(0.5) {
-                            c0 = Some(self.push(state, start(pool)));
+                            c0 = Some(start(self));
                         }
                     }
-                    let final_cells = final_state && cell == Cell::Lstm && self.chance(0.4);
+                    let final_cells = final_state && cell == Cell::Lstm && self.chance(0.5);
+                    let all_layers = final_state && self.chance(0.35);
                     let halves = if final_cells { 2 } else { 1 };
-                    let s = if final_state {
+                    let s = if all_layers {
+                        vec![lit(layers * dirs), shape[0].clone(), lit(halves * hidden)]
+                    } else if final_state {
                         vec![shape[0].clone(), lit(halves * dirs * hidden)]
                     } else {
                         Self::with_last(&shape, dirs * hidden)
                     };
-                    Some(self.push(
+                    let out = self.push(
                         s,
                         Op::Rnn {
                             x: v,
@@ -2121,12 +2200,28 @@ impl Gen {
                             bidirectional,
                             final_state,
                             final_cells,
+                            all_layers,
                             lengths,
                             dropout,
                             h0,
                             c0,
+                            h0_per_layer: stacked && h0.is_some(),
                         },
-                    ))
+                    );
+                    if !all_layers {
+                        return Some(out);
+                    }
+                    // Back to one row per sample, as `h_n.transpose(0, 1).flatten(1)`.
+                    let rows = vec![shape[0].clone(), lit(layers * dirs), lit(halves * hidden)];
+                    let by_sample = self.push(
+                        rows,
+                        Op::Permute {
+                            x: out,
+                            perm: vec![1, 0, 2],
+                        },
+                    );
+                    let flat = vec![shape[0].clone(), lit(layers * dirs * halves * hidden)];
+                    Some(self.push(flat, Op::Flatten { x: by_sample }))
                 }
                 74..=79 => {
                     let how = self.pick(&[Reduce::Sum, Reduce::Mean, Reduce::Max]);

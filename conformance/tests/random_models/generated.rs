@@ -4,14 +4,26 @@ kiln::model! {
     struct R0 {
         input x: [B, T, 2];
         input len: [B] lengths T;
+        target y: [B, T, 2];
         let v1 = lstm(x, 2, layers = 2, dropout = 0.5);
-        let v2 = gru(v1, 3, lengths = len, bidirectional = true);
-        let v3 = linear(x, 5, bias = false);
-        let pred = linear(v3, 2);
-        output pred, v2;
+        let v2 = mean(v1, axis = 1);
+        let v3 = linear(v2, 6);
+        let v4 = reshape(v3, (B, 2, 3));
+        let v5 = permute(v4, (1, 0, 2));
+        let v6 = gru(v1, 3, lengths = len, bidirectional = true, h0 = v5);
+        let v7 = linear(v6, 3);
+        let v8 = linear(v6, 3);
+        let v9 = transpose(v8, -2, -1);
+        let v10 = matmul(v7, v9);
+        let v11 = causal_mask(v10);
+        let v12 = softmax(v11);
+        let v13 = matmul(v12, v6);
+        let pred = linear(v13, 2);
+        output pred;
+        loss bce(sigmoid(pred), y);
     }
 }
-runner! { R0, float 3, lengths, none 0, seeded, [v2] }
+runner! { R0, float 3, lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R1 {
@@ -162,18 +174,18 @@ runner! { R9, float 4, no_lengths, none 0, unseeded, [v1] }
 kiln::model! {
     struct R10 {
         input x: [B, 5];
-        target y: [B, 3];
+        target y: [B] classes 4;
         let v1 = linear(x, 9);
         let v2 = reshape(v1, (B, 1, 3, 3));
         let v3 = flatten(v2);
-        let v4 = layer_norm(v3, eps = 0.0001);
-        let v5 = leaky_relu(-v4, 0.2) * gelu(v3);
-        let pred = linear(v5, 3);
+        let v4 = rms_norm(v3, eps = 1e-6);
+        let v5 = linear(v4, 6);
+        let pred = linear(v5, 4);
         output pred;
-        loss mse(pred, y);
+        loss nll(log_softmax(pred), y);
     }
 }
-runner! { R10, float 2, no_lengths, values 2, unseeded, [] }
+runner! { R10, float 2, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R11 {
@@ -181,10 +193,10 @@ kiln::model! {
         target y: [B, 2];
         let v1 = linear(x, 6);
         let v2 = softmax(v1);
-        let v3 = layer_norm(v2);
+        let v3 = layer_norm(v2, eps = 0.0001);
         let pred = linear(v3, 2);
         output pred;
-        loss mse(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R11, float 2, no_lengths, values 2, unseeded, [] }
@@ -304,15 +316,15 @@ runner! { R17, float 4, no_lengths, labels 1, unseeded, [] }
 kiln::model! {
     struct R18 {
         input x: [N, 3] tokens 6;
-        target y: [N, 3, 4];
+        target y: [N, 3, 2];
         let v1 = embedding(x, 2, padding_idx = 5);
         let v2 = position_embedding(x, 2, max_len = 5);
         let v3 = v1 + v2;
         let v4 = gru(v3, 2, bidirectional = true);
-        let v5 = layer_norm(v4);
-        let pred = linear(v5, 4);
+        let v5 = linear(v4, 6);
+        let pred = linear(v5, 2);
         output pred;
-        loss l1(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R18, tokens 2, no_lengths, values 3, unseeded, [] }
@@ -394,20 +406,27 @@ kiln::model! {
     struct R23 {
         input x: [B, T] tokens 7;
         input len: [B] lengths T;
-        target y: [B, T] classes 3;
+        target y: [B, T] classes 4;
         let v1 = embedding(x, 2, padding_idx = 4);
         let v2 = position_embedding(x, 2, max_len = 3);
         let v3 = v1 + v2;
         let v4 = concat(v3, v3);
-        let v5 = layer_norm(v4, eps = 0.001);
-        let v6 = dropout(v5, 0.5);
-        let v7 = exp(tanh(leaky_relu(v6, 0.2))) / (square((1.5 * v4)) + 1.0);
-        let pred = linear(v7, 3);
+        let v5 = rms_norm(v4, elementwise_affine = false);
+        let v6 = Blk0(v5);
+        let v7 = layer_norm(v6);
+        let pred = linear(v7, 4);
         output pred;
         loss cross_entropy(pred, y);
+
+        block Blk0(x) {
+            let u1 = sigmoid(x);
+            let u2 = linear(u1, 4);
+            let u3 = x + u2;
+            output u3;
+        }
     }
 }
-runner! { R23, tokens 2, lengths, labels 2, seeded, [] }
+runner! { R23, tokens 2, lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R24 {
@@ -474,7 +493,7 @@ runner! { R26, float 3, no_lengths, values 3, seeded, [] }
 kiln::model! {
     struct R27 {
         input x: [3, 4] tokens 5;
-        target y: [3, 4, 3];
+        target y: [3, 4] classes 5;
         let v1 = embedding(x, 4);
         let v2 = multi_head_attention(v1, heads = 1, causal = true, bias = false);
         let v3 = linear(v2, 4);
@@ -485,12 +504,12 @@ kiln::model! {
         let v8 = softmax(v7);
         let v9 = matmul(v8, v2);
         let v10 = layer_norm(v9);
-        let pred = linear(v10, 3);
+        let pred = linear(v10, 5, tied = v1);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss nll(log_softmax(pred), y);
     }
 }
-runner! { R27, tokens 2, no_lengths, values 3, unseeded, [] }
+runner! { R27, tokens 2, no_lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R28 {
@@ -537,44 +556,42 @@ runner! { R29, tokens 2, lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R30 {
         input x: [B, 3, 4];
-        target y: [B, 3, 4];
+        target y: [B, 3] classes 4;
         let v1 = -x;
         let v2 = log((softplus(v1) + 0.5));
         let v3 = log_softmax(v2);
         let v4 = mean(v3, axis = 1);
         let v5 = linear(v4, 2);
-        let v6 = linear(v4, 2);
-        let v7 = lstm(v3, 2, h0 = v5, c0 = v6);
-        let v8 = Blk0(v7);
-        let pred = linear(v8, 4);
+        let v6 = reshape(v5, (B, 1, 2));
+        let v7 = permute(v6, (1, 0, 2));
+        let v8 = linear(v4, 2);
+        let v9 = reshape(v8, (B, 1, 2));
+        let v10 = permute(v9, (1, 0, 2));
+        let v11 = lstm(v3, 2, h0 = v7, c0 = v10);
+        let v12 = linear(v11, 2);
+        let pred = linear(v12, 4);
         output pred;
-        loss smooth_l1(pred, y, beta = 0.5);
-
-        block Blk0(x) {
-            let u1 = -x;
-            let u2 = x + tanh(u1);
-            output u2;
-        }
+        loss nll(log_softmax(pred), y);
     }
 }
-runner! { R30, float 3, no_lengths, values 3, unseeded, [] }
+runner! { R30, float 3, no_lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R31 {
         input x: [N, 4, 4];
         input len: [N] lengths 4;
-        target y: [N] classes 2;
+        target y: [N, 6, 2];
         let v1 = multi_head_attention(x, heads = 2, lengths = len);
         let v2 = linear(v1, 6);
         let v3 = max(v2, axis = 2);
-        let v4 = layer_norm(v3);
-        let v5 = linear(v4, 2, bias = false);
+        let v4 = layer_norm(v3, eps = 0.0001);
+        let v5 = permute(v2, (0, 2, 1));
         let pred = linear(v5, 2);
         output pred;
-        loss cross_entropy(pred, y, ignore_index = 0);
+        loss kl_div(log_softmax(pred), y, reduction = batchmean, log_target = true) + 0.1 * mean(v4);
     }
 }
-runner! { R31, float 3, lengths, labels 1, unseeded, [] }
+runner! { R31, float 3, lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R32 {
@@ -614,18 +631,23 @@ runner! { R33, float 3, lengths, labels 2, unseeded, [] }
 kiln::model! {
     struct R34 {
         input x: [B, 4, 2];
-        target y: [B, 3] classes 3;
-        let v1 = mean(x, axis = 1);
-        let v2 = linear(v1, 3);
-        let v3 = rnn(x, 3, h0 = v2);
-        let v4 = conv1d(v3, 1, kernel = 3, padding = causal, dilation = 2);
-        let v5 = transpose(v4, -2, -1);
-        let pred = linear(v5, 3);
+        target y: [B, 4, 4];
+        let v1 = rnn(x, 3);
+        let v2 = Blk0(v1);
+        let v3 = softmax(v2);
+        let pred = linear(v3, 4);
         output pred;
-        loss nll(log_softmax(pred), y, ignore_index = 1);
+        loss mse(pred, y);
+
+        block Blk0(x) {
+            let u1 = exp(tanh(x));
+            let u2 = u1 / 0.5;
+            let u3 = x + tanh(u2);
+            output u3;
+        }
     }
 }
-runner! { R34, float 3, no_lengths, labels 2, unseeded, [] }
+runner! { R34, float 3, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R35 {
@@ -679,10 +701,10 @@ runner! { R37, float 3, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R38 {
         input x: [B, 4];
-        target y: [B] classes 2;
+        target y: [B] classes 4;
         let v1 = tanh(x);
         let v2 = layer_norm(v1);
-        let pred = linear(v2, 2);
+        let pred = linear(v2, 4);
         output pred;
         loss cross_entropy(pred, y);
     }
@@ -759,7 +781,7 @@ kiln::model! {
         input x: [B, 6];
         target y: [B] classes 3;
         let v1 = layer_norm(x);
-        let v2 = leaky_relu(v1, 0.2);
+        let v2 = concat(x, v1);
         let v3 = Blk0(v2, repeat = 3);
         let v4 = Blk1(v2);
         let pred = linear(v4, 3);
@@ -773,9 +795,9 @@ kiln::model! {
         }
 
         block Blk1(x) {
-            let u1 = linear(x, 6);
+            let u1 = linear(x, 12);
             let u2 = tanh(u1);
-            let u3 = linear(u2, 6);
+            let u3 = linear(u2, 12);
             let u4 = x + u3;
             output u4;
         }
@@ -891,17 +913,17 @@ runner! { R48, float 3, no_lengths, values 3, unseeded, [v10] }
 kiln::model! {
     struct R49 {
         input x: [B, 5];
-        target y: [B, 3];
+        target y: [B, 2];
         let v1 = layer_norm(x);
-        let v2 = batch_norm(v1);
-        let v3 = linear(v2, 5);
-        let v4 = -v1 + softplus(v3);
-        let pred = linear(v4, 3);
+        let v2 = softmax(v1);
+        let v3 = log_softmax(v2);
+        let v4 = dropout(v3, 0.5);
+        let pred = linear(v4, 2);
         output pred;
-        loss l1(pred, y);
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R49, float 2, no_lengths, values 2, unseeded, [] }
+runner! { R49, float 2, no_lengths, values 2, seeded, [] }
 
 kiln::model! {
     struct R50 {
@@ -928,9 +950,9 @@ kiln::model! {
         loss cross_entropy(pred, y, ignore_index = 1);
 
         block Blk0(x) {
-            let u1 = layer_norm(x);
-            let u2 = layer_norm(u1);
-            let u3 = abs(u2);
+            let u1 = layer_norm(x, eps = 0.0001);
+            let u2 = abs(u1);
+            let u3 = relu(u2);
             let u4 = x + tanh(u3);
             output u4;
         }
@@ -986,45 +1008,55 @@ runner! { R54, float 4, no_lengths, labels 3, unseeded, [] }
 kiln::model! {
     struct R55 {
         input x: [B, T, 3];
-        target y: [B, 2];
-        let v1 = lstm(x, 3);
-        let v2 = mean(v1, axis = 1);
-        let v3 = linear(v2, 4);
-        let pred = linear(v3, 2);
-        output pred;
-        loss mse(pred, y);
+        target y: [B, 4];
+        let v1 = mean(x, axis = 1);
+        let v2 = linear(v1, 3);
+        let v3 = lstm(x, 3, h0 = v2);
+        let v4 = linear(v1, 4);
+        let v5 = linear(v4, 2);
+        let pred = linear(v5, 4);
+        output pred, v3;
+        loss huber(pred, y, delta = 0.25);
     }
 }
-runner! { R55, float 3, no_lengths, values 2, unseeded, [] }
+runner! { R55, float 3, no_lengths, values 2, unseeded, [v3] }
 
 kiln::model! {
     struct R56 {
         input x: [B, T] tokens 5;
-        target y: [B, T] classes 3;
+        target y: [B, T, 4];
         let v1 = embedding(x, 4);
         let v2 = position_embedding(x, 4, max_len = 3);
         let v3 = v1 + v2;
         let v4 = lstm(v3, 2, bidirectional = true);
-        let v5 = rnn(v4, 2);
-        let pred = linear(v5, 3);
+        let v5 = linear(v4, 5);
+        let pred = linear(v5, 4);
         output pred;
-        loss nll(log_softmax(pred), y, ignore_index = 0);
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R56, tokens 2, no_lengths, labels 2, unseeded, [] }
+runner! { R56, tokens 2, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R57 {
         input x: [B, 3];
-        target y: [B] classes 2;
+        target y: [B, 3];
         let v1 = layer_norm(x);
-        let v2 = softmax(v1);
-        let pred = linear(v2, 2);
+        let v2 = Blk0(v1, repeat = 2);
+        let pred = linear(v2, 3);
         output pred;
-        loss nll(log_softmax(pred), y);
+        loss kl_div(log_softmax(pred), y, reduction = batchmean);
+
+        block Blk0(x) {
+            let u1 = x * sigmoid(x);
+            let u2 = u1 / 2.0;
+            let u3 = dropout(u2, 0.25);
+            let u4 = x + u3;
+            output u4;
+        }
     }
 }
-runner! { R57, float 2, no_lengths, labels 1, unseeded, [] }
+runner! { R57, float 2, no_lengths, values 2, seeded, [] }
 
 kiln::model! {
     struct R58 {
@@ -1082,18 +1114,18 @@ kiln::model! {
     struct R61 {
         input x: [B, 4] tokens 4;
         input len: [B] lengths 4;
-        target y: [B, 4] classes 3;
+        target y: [B, 4, 4];
         let v1 = embedding(x, 2);
         let v2 = lstm(v1, 2, bidirectional = true);
-        let v3 = dropout(v1, 0.25);
-        let v4 = linear(v3, 6, bias = false);
-        let v5 = relu(relu(v4));
-        let pred = linear(v5, 3);
-        output pred, v2;
-        loss cross_entropy(pred, y);
+        let v3 = leaky_relu(v2, 0.2);
+        let v4 = transpose(v3, -2, -1);
+        let v5 = linear(v4, 4);
+        let pred = linear(v5, 4);
+        output pred;
+        loss kl_div(log_softmax(pred), y);
     }
 }
-runner! { R61, tokens 2, lengths, labels 2, seeded, [v2] }
+runner! { R61, tokens 2, lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R62 {
@@ -1196,29 +1228,31 @@ kiln::model! {
         target y: [N, 3];
         let v1 = relu(-x);
         let v2 = layer_norm(v1);
-        let v3 = dropout(v2, 0.5);
+        let v3 = layer_norm(v2);
         let pred = linear(v3, 3);
         output pred;
-        loss huber(pred, y, delta = 0.5);
+        loss smooth_l1(pred, y, beta = 0.5);
     }
 }
-runner! { R68, float 2, no_lengths, values 2, seeded, [] }
+runner! { R68, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R69 {
         input x: [B, S] tokens 6;
-        target y: [B, 2];
+        target y: [B, 4];
         let v1 = embedding(x, 2, padding_idx = 4);
-        let v2 = gru(v1, 3, layers = 2, final_state = true);
-        let v3 = dropout(v1, 0.25);
-        let v4 = linear(v2, 2);
-        let v5 = linear(v4, 5, bias = false);
-        let pred = linear(v5, 2);
+        let v2 = gru(v1, 3, layers = 2, final_state = true, all_layers = true);
+        let v3 = permute(v2, (1, 0, 2));
+        let v4 = flatten(v3);
+        let v5 = linear(v4, 2);
+        let v6 = linear(v5, 5, bias = false);
+        let v7 = linear(v6, 4);
+        let pred = linear(v7, 4);
         output pred;
-        loss bce(sigmoid(pred), y) + 0.1 * sum(v3);
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R69, tokens 2, no_lengths, values 2, seeded, [] }
+runner! { R69, tokens 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R70 {
@@ -1321,17 +1355,19 @@ runner! { R76, float 2, no_lengths, labels 1, unseeded, [] }
 kiln::model! {
     struct R77 {
         input x: [N, 4, 3];
-        target y: [N, 3];
+        target y: [N] classes 2;
         let v1 = concat(x, x, axis = 1);
         let v2 = multi_head_attention(x, v1, heads = 1, bias = false);
         let v3 = linear(v2, 5);
-        let v4 = rnn(v3, 2, nonlinearity = relu, bidirectional = true, final_state = true);
-        let pred = linear(v4, 3);
+        let v4 = rnn(v3, 2, nonlinearity = relu, bidirectional = true, final_state = true, all_layers = true);
+        let v5 = permute(v4, (1, 0, 2));
+        let v6 = flatten(v5);
+        let pred = linear(v6, 2);
         output pred;
-        loss l1(pred, y);
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R77, float 3, no_lengths, values 2, unseeded, [] }
+runner! { R77, float 3, no_lengths, labels 1, unseeded, [] }
 
 kiln::model! {
     struct R78 {
@@ -1368,13 +1404,17 @@ kiln::model! {
     struct R80 {
         input x: [N, T, 3];
         input len: [N] lengths T;
-        target y: [N, 2];
+        target y: [N, 4];
         let v1 = dropout(x, 0.25);
         let v2 = linear(v1, 5);
-        let v3 = lstm(v2, 2, final_state = true, final_cells = true);
-        let pred = linear(v3, 2);
+        let v3 = mean(v2, axis = 1);
+        let v4 = linear(v3, 2);
+        let v5 = lstm(v2, 2, h0 = v4, final_state = true, final_cells = true, all_layers = true);
+        let v6 = permute(v5, (1, 0, 2));
+        let v7 = flatten(v6);
+        let pred = linear(v7, 4);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss kl_div(log_softmax(pred), y, log_target = true);
     }
 }
 runner! { R80, float 3, lengths, values 2, seeded, [] }
@@ -1383,25 +1423,16 @@ kiln::model! {
     struct R81 {
         input x: [B, T] tokens 5;
         input len: [B] lengths T;
-        target y: [B, T, 3];
+        target y: [B, 2, T];
         let v1 = embedding(x, 4);
         let v2 = lstm(v1, 2, lengths = len, layers = 2, dropout = 0.25);
-        let v3 = mean(v2, axis = 1);
-        let v4 = linear(v3, 3);
-        let v5 = linear(v3, 3);
-        let v6 = lstm(v2, 3, h0 = v4, c0 = v5);
-        let v7 = pad(v6, (0, 0), mode = reflect);
-        let v8 = gelu(v7) - (v6 * sigmoid(v6));
-        let v9 = Blk0(v8);
-        let pred = linear(v9, 3);
+        let v3 = permute(v2, (0, 2, 1));
+        let v4 = softmax(v3);
+        let v5 = log_softmax(v4);
+        let v6 = gelu(v5) * (v3 * sigmoid(v3));
+        let pred = square(v6);
         output pred;
-        loss bce(sigmoid(pred), y);
-
-        block Blk0(x) {
-            let u1 = gelu(x);
-            let u2 = x + tanh(u1);
-            output u2;
-        }
+        loss mse(pred, y);
     }
 }
 runner! { R81, tokens 2, lengths, values 3, seeded, [] }
@@ -1421,9 +1452,9 @@ kiln::model! {
         loss mse(pred, y) + 0.3 * mean(v2) + 0.3 * mean(v4);
 
         block Blk0(x) {
-            let u1 = layer_norm(x, eps = 0.001);
-            let u2 = linear(u1, 5);
-            let u3 = x + u2;
+            let u1 = rms_norm(x, eps = 1e-5);
+            let u2 = gelu(u1);
+            let u3 = x + tanh(u2);
             output u3;
         }
     }
@@ -1463,7 +1494,7 @@ kiln::model! {
 
         block Blk0(x) {
             let u1 = layer_norm(x);
-            let u2 = layer_norm(u1);
+            let u2 = dropout(u1, 0.25);
             let u3 = dropout(u2, 0.25);
             let u4 = x + tanh(u3);
             output u4;
@@ -1710,29 +1741,30 @@ runner! { R97, float 2, no_lengths, values 2, seeded, [] }
 kiln::model! {
     struct R98 {
         input x: [N, 4, 2];
-        target y: [N, 4] classes 2;
         let v1 = gru(x, 2, layers = 2, bidirectional = true, dropout = 0.25);
-        let v2 = layer_norm(v1);
-        let v3 = linear(v2, 5);
-        let pred = linear(v3, 2);
+        let v2 = concat(v1, x);
+        let v3 = layer_norm(v2);
+        let pred = linear(v3, 3);
         output pred;
-        loss cross_entropy(pred, y);
     }
 }
-runner! { R98, float 3, no_lengths, labels 2, seeded, [] }
+runner! { R98, float 3, no_lengths, none 0, seeded, [] }
 
 kiln::model! {
     struct R99 {
         input x: [B, 5];
+        target y: [B, 3, 1] classes 3;
         let v1 = layer_norm(x);
-        let v2 = prelu(v1);
-        let v3 = dropout(v2, 0.25);
-        let v4 = dropout(v3, 0.5);
-        let pred = linear(v4, 4);
+        let v2 = selu(v1);
+        let v3 = linear(v2, 6);
+        let v4 = reshape(v3, (B, 1, 2, 3));
+        let v5 = reshape(v4, (B, 2, 3, 1));
+        let pred = conv2d(v5, 3, kernel = 1);
         output pred;
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R99, float 2, no_lengths, none 0, seeded, [] }
+runner! { R99, float 2, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R108 {
@@ -1906,21 +1938,6 @@ runner! { R253, tokens 2, no_lengths, values 3, unseeded, [] }
 decoder! { R253, tokens 2, [] }
 
 kiln::model! {
-    struct R275 {
-        input x: [B, T, 3];
-        target y: [B, T, 3];
-        let v1 = linear(x, 3);
-        let v2 = transpose(v1, -2, -1);
-        let v3 = layer_norm(x);
-        let pred = linear(v3, 3);
-        output pred;
-        loss mse(pred, y) + 0.1 * sum(v2);
-    }
-}
-runner! { R275, float 3, no_lengths, values 3, unseeded, [] }
-decoder! { R275, float 3, [] }
-
-kiln::model! {
     struct R278 {
         input x: [B, T] tokens 5;
         target y: [B, T, 4];
@@ -1945,31 +1962,54 @@ kiln::model! {
         let v3 = v1 + v2;
         let v4 = linear(v3, 6);
         let v5 = layer_norm(v4);
-        let v6 = linear(v5, 2);
+        let v6 = Blk0(v2);
         let pred = linear(v6, 2);
         output pred;
-        loss mse(pred, y);
+        loss huber(pred, y, delta = 0.5) + 0.5 * mean(v5);
+
+        block Blk0(x) {
+            let u1 = x / 0.25;
+            let u2 = linear(u1, 2);
+            let u3 = x + u2;
+            output u3;
+        }
     }
 }
 runner! { R282, tokens 2, no_lengths, values 3, unseeded, [] }
 decoder! { R282, tokens 2, [] }
 
 kiln::model! {
-    struct R467 {
-        input x: [N, S, 4];
-        target y: [N, S, 2];
-        let v1 = gru(x, 2, layers = 2, dropout = 0.5);
-        let v2 = linear(v1, 3);
-        let v3 = sigmoid(v2);
-        let v4 = pad(v3, (0, 0));
-        let v5 = square(v4);
+    struct R337 {
+        input x: [B, S, 3];
+        target y: [B, S, 2];
+        let v1 = layer_norm(x);
+        let v2 = log_softmax(v1);
+        let v3 = linear(x, 3);
+        let v4 = permute(v3, (0, 2, 1));
+        let v5 = dropout(x, 0.25);
         let pred = linear(v5, 2);
+        output pred, v2;
+        loss bce_with_logits(pred, y) + 0.3 * sum(v4);
+    }
+}
+runner! { R337, float 3, no_lengths, values 3, seeded, [v2] }
+decoder! { R337, float 3, [v2] }
+
+kiln::model! {
+    struct R350 {
+        input x: [B, T] tokens 4;
+        target y: [B, T, 2];
+        let v1 = embedding(x, 4);
+        let v2 = dropout(v1, 0.5);
+        let v3 = gru(v2, 2, layers = 2, dropout = 0.5);
+        let v4 = dropout(v3, 0.5);
+        let pred = linear(v4, 2);
         output pred;
         loss bce_with_logits(pred, y);
     }
 }
-runner! { R467, float 3, no_lengths, values 3, seeded, [] }
-decoder! { R467, float 3, [] }
+runner! { R350, tokens 2, no_lengths, values 3, seeded, [] }
+decoder! { R350, tokens 2, [] }
 
 kiln::model! {
     struct R566 {
@@ -1979,10 +2019,10 @@ kiln::model! {
         let v2 = position_embedding(x, 2, max_len = 4);
         let v3 = v1 + v2;
         let v4 = rnn(v3, 2, nonlinearity = relu, layers = 2);
-        let v5 = log_softmax(v4);
+        let v5 = log((softplus(v4) + 0.5)) - v2;
         let pred = linear(v5, 3);
         output pred;
-        loss smooth_l1(pred, y, beta = 0.25);
+        loss huber(pred, y, delta = 0.25);
     }
 }
 runner! { R566, tokens 2, no_lengths, values 3, unseeded, [] }
@@ -2098,10 +2138,10 @@ cases! {
     202 => R202,
     252 => R252,
     253 => R253,
-    275 => R275,
     278 => R278,
     282 => R282,
-    467 => R467,
+    337 => R337,
+    350 => R350,
     566 => R566,
 }
 
@@ -2117,9 +2157,9 @@ decode_cases! {
     202 => R202,
     252 => R252,
     253 => R253,
-    275 => R275,
     278 => R278,
     282 => R282,
-    467 => R467,
+    337 => R337,
+    350 => R350,
     566 => R566,
 }

@@ -278,6 +278,18 @@ impl Interp<'_> {
                     }
                 })
             }
+            Op::RmsNorm { x, eps, affine } => {
+                // PyTorch's default eps: the float type's epsilon, f64's here.
+                let eps = eps.unwrap_or(f64::EPSILON);
+                let w = affine.then(|| self.p(&pn("weight")));
+                per_row(&vals[*x], |r, o| {
+                    let mean_square = r.iter().map(|v| v * v).sum::<f64>() / r.len() as f64;
+                    let scale = 1.0 / (mean_square + eps).sqrt();
+                    for (j, (o, &v)) in o.iter_mut().zip(r).enumerate() {
+                        *o = v * scale * w.map_or(1.0, |w| w[[j]]);
+                    }
+                })
+            }
             Op::BatchNorm {
                 x,
                 eps,
@@ -472,17 +484,19 @@ impl Interp<'_> {
                 bidirectional,
                 final_state,
                 final_cells,
+                all_layers,
                 lengths,
                 dropout,
                 h0,
                 c0,
+                ..
             } => self.rnn(
                 &vals[*x],
                 name,
                 *cell,
                 (*hidden, *layers),
                 *bidirectional,
-                (*final_state, *final_cells),
+                (*final_state, *final_cells, *all_layers),
                 *lengths,
                 *dropout,
                 (h0.map(|v| &vals[v]), c0.map(|v| &vals[v])),
@@ -947,7 +961,7 @@ impl Interp<'_> {
         cell: Cell,
         (hidden, layers): (usize, usize),
         bidirectional: bool,
-        (final_state, final_cells): (bool, bool),
+        (final_state, final_cells, all_layers): (bool, bool, bool),
         lengths: bool,
         dropout: f64,
         (h0, c0): (Option<&ArrayD<f64>>, Option<&ArrayD<f64>>),
@@ -956,6 +970,9 @@ impl Interp<'_> {
         let dirs = if bidirectional { 2 } else { 1 };
         let mut input = x.clone();
         let mut finals: Vec<Vec<f64>> = Vec::new();
+        // With `all_layers`: each layer's and direction's final states (and cells), in
+        // PyTorch's `h_n` order (layer-major, then direction), one row per sample.
+        let mut every_layer: Vec<Vec<Vec<f64>>> = Vec::new();
         for l in 0..layers {
             let f = input.shape()[2];
             let mut out = ArrayD::zeros(IxDyn(&[b, t, dirs * hidden]));
@@ -969,8 +986,12 @@ impl Interp<'_> {
                     (p("weight_ih"), p("weight_hh"), p("bias_ih"), p("bias_hh"));
                 let gates = cell.gates();
                 for n in 0..b {
-                    // Given states `[B, hidden]` start the first layer's one direction.
+                    // Given states `[B, hidden]` start the first layer's one direction;
+                    // `[layers·dirs, B, hidden]` ones every layer and direction.
                     let start = |s: Option<&ArrayD<f64>>| match s {
+                        Some(s) if s.ndim() == 3 => {
+                            (0..hidden).map(|j| s[[l * dirs + dir, n, j]]).collect()
+                        }
                         Some(s) if l == 0 => (0..hidden).map(|j| s[[n, j]]).collect(),
                         _ => vec![0.0; hidden],
                     };
@@ -1028,6 +1049,16 @@ impl Interp<'_> {
                     last_cells[dir][n] = cs;
                 }
             }
+            for dir in 0..dirs {
+                let rows = (0..b).map(|n| {
+                    let mut row = last[dir][n].clone();
+                    if final_cells {
+                        row.extend_from_slice(&last_cells[dir][n]);
+                    }
+                    row
+                });
+                every_layer.push(rows.collect());
+            }
             for n in 0..b {
                 let mut row = Vec::new();
                 for dir_last in &last {
@@ -1053,7 +1084,12 @@ impl Interp<'_> {
             }
             input = out;
         }
-        if final_state {
+        if all_layers {
+            let halves = if final_cells { 2 } else { 1 };
+            let flat: Vec<f64> = every_layer.concat().concat();
+            let shape = [layers * dirs, b, halves * hidden];
+            ArrayD::from_shape_vec(IxDyn(&shape), flat).expect("shape")
+        } else if final_state {
             let flat: Vec<f64> = finals.concat();
             let halves = if final_cells { 2 } else { 1 };
             ArrayD::from_shape_vec(IxDyn(&[b, halves * dirs * hidden]), flat).expect("shape")

@@ -1,6 +1,7 @@
 //! Batch normalisation (PyTorch's `BatchNorm1d` / `BatchNorm2d`, affine, with running
-//! statistics), layer normalisation over the last axis (`LayerNorm`) and group normalisation
-//! (`GroupNorm`, in `group.rs`), with their VJPs.
+//! statistics), layer normalisation over the last axis (`LayerNorm`), group normalisation
+//! (`GroupNorm`, in `group.rs`) and RMS normalisation (`RMSNorm`, in `rms.rs`), with their
+//! VJPs.
 //!
 //! Batch norm sees its input as `[n, c, spatial]`: `[N, C]` is `spatial = 1`, a sequence
 //! batch `[N, C, L]` (BatchNorm1d on 3-D input) is `spatial = L`, `[N, C, H, W]` is
@@ -17,8 +18,10 @@ use crate::Float;
 
 mod group;
 mod layer;
+mod rms;
 pub use group::{group_norm_backward, group_norm_forward};
 pub use layer::{layer_norm_backward, layer_norm_forward};
+pub use rms::{rms_norm_backward, rms_norm_forward};
 
 #[track_caller]
 fn check_len(what: &str, name: &str, got: usize, want: usize) {

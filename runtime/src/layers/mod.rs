@@ -15,6 +15,6 @@ pub use bias::Bias;
 pub use conv::{Conv1d, Conv2d, ConvTranspose2d};
 pub use embedding::Embedding;
 pub use linear::Linear;
-pub use norm::{BatchNorm, GroupNorm, LayerNorm, LayerNormNd, RunningStats};
+pub use norm::{BatchNorm, GroupNorm, LayerNorm, LayerNormNd, RmsNorm, RunningStats};
 pub use prelu::PRelu;
 pub use recurrent::{Gru, Lstm, Rnn};

@@ -159,6 +159,48 @@ impl<F: Float> LayerNorm<F> {
     }
 }
 
+/// The parameters of an RMS norm over the last `normalized_len` elements, as PyTorch's
+/// `nn.RMSNorm(normalized_shape)` with `elementwise_affine = True`: the elementwise `weight`
+/// (γ), `[normalized_len]`, starting at 1. (An RMS norm has no bias.)
+///
+/// ```
+/// use kiln_runtime::layers::RmsNorm;
+/// let norm = RmsNorm::<f32>::new(4);
+/// assert_eq!(norm.weight.to_vec(), vec![1.0; 4]);
+/// assert_eq!(norm.num_params(), 4);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct RmsNorm<F> {
+    /// The elementwise scale (γ).
+    pub weight: Array1<F>,
+}
+
+impl<F: Float> RmsNorm<F> {
+    /// PyTorch's initial state: weight 1.
+    pub fn new(normalized_len: usize) -> Self {
+        Self {
+            weight: Array1::ones(normalized_len),
+        }
+    }
+
+    /// Zero weight.
+    pub fn zeros(normalized_len: usize) -> Self {
+        Self {
+            weight: Array1::zeros(normalized_len),
+        }
+    }
+
+    /// The number of normalised elements per row.
+    pub fn normalized_len(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// The number of trainable scalars: `normalized_len`.
+    pub fn num_params(&self) -> usize {
+        self.weight.len()
+    }
+}
+
 /// The parameters of a group norm over `num_channels` channels, as PyTorch's
 /// `nn.GroupNorm(num_groups, num_channels)` with `affine = True`: the per-channel `weight` and
 /// `bias`, `[num_channels]`. The number of groups is part of the model (the compiler fixes

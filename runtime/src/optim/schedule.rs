@@ -57,7 +57,7 @@ pub trait LrSchedule {
 
     /// The number of optimizer steps the schedule is laid out for, when it has one
     /// ([`OneCycleLr`]'s `total_steps`); `None` (the default) for a schedule defined at every
-    /// step. The [`Trainer`](crate::Trainer) refuses, before it trains, a run of more steps
+    /// step. The [`Trainer`](crate::train::Trainer) refuses, before it trains, a run of more steps
     /// (PyTorch's `OneCycleLR` raises an error at the first step past it, mid-training).
     fn max_steps(&self) -> Option<usize> {
         None
@@ -281,7 +281,7 @@ impl Anneal {
 /// before the final fall.
 ///
 /// As in PyTorch, the optimizer's own rate is not used: `max_lr` sets the scale. The
-/// [`Trainer`](crate::Trainer) refuses to start a run longer than `total_steps` (see
+/// [`Trainer`](crate::train::Trainer) refuses to start a run longer than `total_steps` (see
 /// [`LrSchedule::max_steps`]; PyTorch raises an error when it gets there); asked directly,
 /// past `total_steps` the rate stays at the final one.
 ///

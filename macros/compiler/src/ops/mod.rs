@@ -29,6 +29,7 @@ mod prelu;
 mod recurrent;
 mod reduce;
 mod reshape;
+mod rms_norm;
 mod softmax;
 mod split;
 mod upsample;
@@ -892,6 +893,7 @@ static REGISTRY: &[&dyn OpSpec] = &[
     &dropout::DROPOUT,
     &norm::BATCH_NORM,
     &norm::LAYER_NORM,
+    &rms_norm::RMS_NORM,
     &group_norm::GROUP_NORM,
     &group_norm::INSTANCE_NORM,
     &pad::PAD,
@@ -1170,6 +1172,7 @@ mod tests {
         "dropout(x, p = 0.5)",
         "batch_norm(x, eps = 0.001, momentum = 0.1, affine = false)",
         "layer_norm(x, eps = 0.001, dims = 2, bias = true, elementwise_affine = true)",
+        "rms_norm(x, eps = 0.000001, elementwise_affine = true)",
         "group_norm(x, groups = 4, eps = 0.001, affine = false)",
         "instance_norm(x, eps = 0.001, affine = true)",
         "embedding(t, 8, padding_idx = 0, vocab = 10)",

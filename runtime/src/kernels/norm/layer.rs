@@ -22,13 +22,13 @@ const LANES: usize = 8;
 const MIN_SPLIT_ELEMENTS: usize = 1 << 14;
 
 /// Whether a `[rows, cols]` pass is worth splitting between the threads.
-fn split(rows: usize, cols: usize) -> bool {
+pub(super) fn split(rows: usize, cols: usize) -> bool {
     rows >= 2 && rows * cols >= MIN_SPLIT_ELEMENTS && parallel::threads() >= 2
 }
 
 /// `Σ f(v)` over a row, in [`LANES`] partial sums combined in order, then the tail.
 #[inline(always)]
-fn lane_sum<F: Float>(row: &[F], f: impl Fn(F) -> f64) -> f64 {
+pub(super) fn lane_sum<F: Float>(row: &[F], f: impl Fn(F) -> f64) -> f64 {
     let mut lanes = [0.0f64; LANES];
     let (chunks, tail) = row.as_chunks::<LANES>();
     for chunk in chunks {
@@ -42,7 +42,7 @@ fn lane_sum<F: Float>(row: &[F], f: impl Fn(F) -> f64) -> f64 {
 /// `Σ f(a, b, c)` over three rows of the same length, as [`lane_sum`]. (One sum per loop:
 /// with two accumulators in one loop LLVM's vectoriser keeps 128-bit pieces.)
 #[inline(always)]
-fn lane_sum3<F: Float>(a: &[F], b: &[F], c: &[F], f: impl Fn(F, F, F) -> f64) -> f64 {
+pub(super) fn lane_sum3<F: Float>(a: &[F], b: &[F], c: &[F], f: impl Fn(F, F, F) -> f64) -> f64 {
     let mut lanes = [0.0f64; LANES];
     let ((ca, ta), (cb, tb), (cc, tc)) = (
         a.as_chunks::<LANES>(),
