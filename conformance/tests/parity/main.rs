@@ -73,6 +73,7 @@ mod common;
 mod conv;
 mod dense;
 mod loss;
+mod optimizers;
 mod schedules;
 mod seq;
 mod vision;

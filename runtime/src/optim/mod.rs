@@ -1,4 +1,4 @@
-//! Optimizers: [`Sgd`], [`Adam`], [`AdamW`] and [`RmsProp`], numerically matching
+//! Optimizers: [`Sgd`], [`Adam`], [`AdamW`], [`RmsProp`] and [`Adagrad`], numerically matching
 //! `torch.optim` (single-tensor path, `foreach=False`).
 //!
 //! Each optimizer is generic over the model's float type because its state (momentum, moment
@@ -18,12 +18,14 @@
 //! assert_eq!(opt.learning_rate(), 0.05);
 //! ```
 
+mod adagrad;
 mod adam;
 pub mod clip;
 mod rmsprop;
 pub mod schedule;
 mod sgd;
 
+pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW, DecayFilter};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
 pub use rmsprop::RmsProp;

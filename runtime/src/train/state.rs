@@ -2,7 +2,7 @@
 //! per-parameter buffers, by PyTorch's names) and the [`StatefulOptimizer`] trait the trainer
 //! saves and restores it through.
 
-use crate::{Adam, AdamW, Error, Float, Optimizer, Result, RmsProp, Sgd};
+use crate::{Adagrad, Adam, AdamW, Error, Float, Optimizer, Result, RmsProp, Sgd};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -32,7 +32,7 @@ use std::path::PathBuf;
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimizerState<F> {
-    /// The optimizer's type name: `"Sgd"`, `"Adam"`, `"AdamW"`, `"RmsProp"`.
+    /// The optimizer's type name: `"Sgd"`, `"Adam"`, `"AdamW"`, `"RmsProp"`, `"Adagrad"`.
     pub kind: String,
     /// Hyperparameters and counters by name (flags as 0 or 1, the step count as a float: exact
     /// up to 2⁵³ steps).
@@ -134,8 +134,8 @@ pub(crate) fn flag_value(value: bool) -> f64 {
 }
 
 /// An optimizer whose state can be saved in a checkpoint and restored, so that a resumed run
-/// continues exactly as an uninterrupted one. Implemented by [`Sgd`], [`Adam`], [`AdamW`] and
-/// [`RmsProp`].
+/// continues exactly as an uninterrupted one. Implemented by [`Sgd`], [`Adam`], [`AdamW`],
+/// [`RmsProp`] and [`Adagrad`].
 ///
 /// Both methods have defaults, so a custom optimizer can be trained by the trainer with a
 /// one-line `impl StatefulOptimizer<f32> for MyOptimizer {}`; only checkpointing then reports
@@ -185,6 +185,15 @@ impl<F: Float> StatefulOptimizer<F> for AdamW<F> {
     }
     fn import_state(&mut self, state: &OptimizerState<F>) -> Result<()> {
         AdamW::import_state(self, state)
+    }
+}
+
+impl<F: Float> StatefulOptimizer<F> for Adagrad<F> {
+    fn export_state(&self) -> Option<OptimizerState<F>> {
+        Some(Adagrad::export_state(self))
+    }
+    fn import_state(&mut self, state: &OptimizerState<F>) -> Result<()> {
+        Adagrad::import_state(self, state)
     }
 }
 

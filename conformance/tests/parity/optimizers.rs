@@ -1,0 +1,182 @@
+//! Optimizer options against PyTorch's trajectories (`tests/fixtures/optimizers/expected.json`,
+//! written by `tests/fixtures/gen_optimizers.py`): Adam and AdamW with `amsgrad`, Adagrad with
+//! and without its options, eight steps of a small linear model in f64, and an interrupted
+//! run resumed from the exported state.
+
+use kiln::ndarray::Array2;
+use kiln::train::StatefulOptimizer;
+use kiln::{Adagrad, Adam, AdamW, Model, Optimizer};
+use serde_json::Value;
+
+fn expected() -> Value {
+    let path = super::common::fixtures_dir()
+        .join("optimizers")
+        .join("expected.json");
+    let text = std::fs::read_to_string(&path).expect("read expected.json");
+    serde_json::from_str(&text).expect("parse expected.json")
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
+}
+
+fn num(config: &Value, key: &str) -> f64 {
+    config[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("config {key}"))
+}
+
+/// The model's gradients.
+type Grads = <Affine<f64> as Model<f64>>::Grads;
+/// One optimizer step on the model, whichever optimizer takes it.
+type Step = dyn FnMut(&mut Affine<f64>, &Grads);
+
+kiln::model! {
+    struct Affine {
+        input x: [B, 3];
+        target y: [B, 2];
+        let pred = linear(x, 2);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+
+/// The optimizer a case's config describes.
+fn optimizer(name: &str, c: &Value) -> Box<Step> {
+    fn boxed<O: Optimizer<f64> + 'static>(mut opt: O) -> Box<Step> {
+        Box::new(move |model, grads| opt.step(model, grads))
+    }
+    match name {
+        "adam_amsgrad" => boxed(
+            Adam::new(num(c, "lr"))
+                .weight_decay(num(c, "weight_decay"))
+                .amsgrad(true),
+        ),
+        "adamw_amsgrad" => boxed(
+            AdamW::new(num(c, "lr"))
+                .betas(num(c, "beta1"), num(c, "beta2"))
+                .weight_decay(num(c, "weight_decay"))
+                .amsgrad(true),
+        ),
+        "adagrad" | "adagrad_options" => boxed(adagrad(c)),
+        other => panic!("unknown case {other}"),
+    }
+}
+
+fn adagrad(c: &Value) -> Adagrad<f64> {
+    Adagrad::new(num(c, "lr"))
+        .lr_decay(num(c, "lr_decay"))
+        .weight_decay(num(c, "weight_decay"))
+        .initial_accumulator_value(num(c, "initial_accumulator_value"))
+        .eps(num(c, "eps"))
+}
+
+/// The fixture's model and data.
+fn setup(e: &Value) -> (Affine<f64>, Array2<f64>, Array2<f64>) {
+    let mut model = Affine::<f64>::zeros();
+    let (w, b) = (numbers(&e["weight"]), numbers(&e["bias"]));
+    model.visit_params_mut(&mut |name, mut p| {
+        let src = if name.ends_with("weight") { &w } else { &b };
+        p.as_slice_mut().expect("contiguous").copy_from_slice(src);
+    });
+    let x = Array2::from_shape_vec((5, 3), numbers(&e["x"])).expect("x");
+    let y = Array2::from_shape_vec((5, 2), numbers(&e["y"])).expect("y");
+    (model, x, y)
+}
+
+/// The model's parameters against step `step` of a case.
+fn check(model: &Affine<f64>, case: &Value, step: usize, what: &str) {
+    let (w, b) = (numbers(&case["weight"][step]), numbers(&case["bias"][step]));
+    model.visit_params(&mut |name, p| {
+        let want = if name.ends_with("weight") { &w } else { &b };
+        for (g, w) in p.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= 1e-13 * w.abs().max(1.0),
+                "{what}, step {}: {name} {g} against PyTorch's {w}",
+                step + 1
+            );
+        }
+    });
+}
+
+#[test]
+fn amsgrad_and_adagrad_follow_pytorch_step_by_step() {
+    let e = expected();
+    let cases = e["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 4);
+    for case in cases {
+        let name = case["name"].as_str().expect("name");
+        let (mut model, x, y) = setup(&e);
+        let mut step = optimizer(name, &case["config"]);
+        let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
+        for s in 0..num(&e, "steps") as usize {
+            model
+                .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+                .expect("step");
+            step(&mut model, &grads);
+            check(&model, case, s, name);
+        }
+    }
+}
+
+/// Stopped after three steps and resumed from the exported state (the `max_exp_avg_sq` and
+/// `sum` buffers and the step count), the run ends where the uninterrupted one does.
+#[test]
+fn amsgrad_and_adagrad_resume_from_their_state() {
+    let e = expected();
+    let case = |name: &str| {
+        e["cases"]
+            .as_array()
+            .expect("cases")
+            .iter()
+            .find(|c| c["name"] == name)
+            .expect("case")
+            .clone()
+    };
+    let run = |model: &mut Affine<f64>,
+               opt: &mut dyn FnMut(&mut Affine<f64>, &Grads),
+               steps: usize,
+               x: &Array2<f64>,
+               y: &Array2<f64>| {
+        let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
+        for _ in 0..steps {
+            model
+                .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+                .expect("step");
+            opt(model, &grads);
+        }
+    };
+    // AdamW with amsgrad.
+    let c = case("adamw_amsgrad");
+    let config = &c["config"];
+    let make = || {
+        AdamW::<f64>::new(num(config, "lr"))
+            .betas(num(config, "beta1"), num(config, "beta2"))
+            .weight_decay(num(config, "weight_decay"))
+            .amsgrad(true)
+    };
+    let (mut model, x, y) = setup(&e);
+    let mut first = make();
+    run(&mut model, &mut |m, g| first.step(m, g), 3, &x, &y);
+    let state = StatefulOptimizer::export_state(&first).expect("a state");
+    assert!(state.buffers.contains_key("max_exp_avg_sq"));
+    let mut second = AdamW::<f64>::new(1.0);
+    StatefulOptimizer::import_state(&mut second, &state).expect("import");
+    run(&mut model, &mut |m, g| second.step(m, g), 5, &x, &y);
+    check(&model, &c, 7, "adamw_amsgrad resumed");
+    // Adagrad with its options.
+    let c = case("adagrad_options");
+    let (mut model, x, y) = setup(&e);
+    let mut first = adagrad(&c["config"]);
+    run(&mut model, &mut |m, g| first.step(m, g), 3, &x, &y);
+    let state = StatefulOptimizer::export_state(&first).expect("a state");
+    let mut second = Adagrad::<f64>::new(1.0);
+    StatefulOptimizer::import_state(&mut second, &state).expect("import");
+    assert_eq!(second.steps(), 3);
+    run(&mut model, &mut |m, g| second.step(m, g), 5, &x, &y);
+    check(&model, &c, 7, "adagrad_options resumed");
+}
