@@ -3,7 +3,7 @@
 //! and a short Adam run under `OneCycleLr`, whose `beta1` changes at every step.
 
 use kiln::ndarray::Array2;
-use kiln::optim::{Anneal, ExponentialLr, LrSchedule, MultiStepLr, OneCycleLr};
+use kiln::optim::{Anneal, CosineWarmRestarts, ExponentialLr, LrSchedule, MultiStepLr, OneCycleLr};
 use kiln::{Adam, Model, Optimizer};
 use serde_json::Value;
 
@@ -62,6 +62,14 @@ fn schedule(name: &str, config: &Value) -> (Box<dyn LrSchedule>, f64) {
                 .pct_start(num(config, "pct_start"))
                 .cycle_momentum(false),
         ),
+        "warm_restarts" | "warm_restarts_equal_cycles" => Box::new(
+            CosineWarmRestarts::new(
+                num(config, "t_0") as usize,
+                num(config, "t_mult") as usize,
+                num(config, "eta_min"),
+            )
+            .per_step(),
+        ),
         other => panic!("no schedule for case {other}"),
     };
     (s, base)
@@ -78,7 +86,7 @@ fn assert_close(got: f64, want: f64, rtol: f64, what: &str) {
 fn schedules_give_pytorchs_rates_and_momenta() {
     let expected = expected();
     let cases = expected["cases"].as_array().expect("cases");
-    assert_eq!(cases.len(), 5);
+    assert_eq!(cases.len(), 7);
     for case in cases {
         let name = case["name"].as_str().expect("name");
         let (s, base) = schedule(name, &case["config"]);

@@ -30,8 +30,8 @@ pub use adam::{Adam, AdamW, DecayFilter};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
 pub use rmsprop::RmsProp;
 pub use schedule::{
-    from_fn, Anneal, Constant, CosineAnnealing, ExponentialLr, FnSchedule, Interval, LinearWarmup,
-    LrSchedule, MultiStepLr, OneCycleLr, ReduceLrOnPlateau, StepLr,
+    from_fn, Anneal, Constant, CosineAnnealing, CosineWarmRestarts, ExponentialLr, FnSchedule,
+    Interval, LinearWarmup, LrSchedule, MultiStepLr, OneCycleLr, ReduceLrOnPlateau, StepLr,
 };
 pub use sgd::Sgd;
 

@@ -502,6 +502,81 @@ impl LrSchedule for CosineAnnealing {
     }
 }
 
+/// Cosine annealing with warm restarts, as `torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`
+/// (SGDR): the rate falls from `base_lr` to `eta_min` along half a cosine over a cycle of `t_0`
+/// epochs (or steps), then restarts at `base_lr` for a cycle `t_mult` times longer, and so on:
+/// `lr(t) = eta_min + (base_lr − eta_min) · (1 + cos(π · t_cur / t_i)) / 2`, with `t_i` the
+/// current cycle's length and `t_cur` the position in it (both whole numbers, as PyTorch counts
+/// them step by step, so the rates agree to the last bit).
+///
+/// ```
+/// use kiln_runtime::optim::{CosineWarmRestarts, LrSchedule};
+/// // Cycles of 2, 4, 8 ... epochs (PyTorch: T_0=2, T_mult=2).
+/// let s = CosineWarmRestarts::new(2, 2, 0.0);
+/// assert_eq!(s.lr(0, 0, 1.0), 1.0);
+/// assert!((s.lr(1, 0, 1.0) - 0.5).abs() < 1e-15);
+/// assert_eq!(s.lr(2, 0, 1.0), 1.0); // the restart
+/// assert!((s.lr(4, 0, 1.0) - 0.5).abs() < 1e-15); // half-way through the cycle of 4
+/// assert_eq!(s.lr(6, 0, 1.0), 1.0);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CosineWarmRestarts {
+    /// The first cycle's length, in [`CosineWarmRestarts::interval`] units (at least 1; 0 is
+    /// treated as 1).
+    pub t_0: usize,
+    /// How many times longer each cycle is than the one before (at least 1; 0 is treated as 1).
+    pub t_mult: usize,
+    /// The rate at the end of each cycle.
+    pub eta_min: f64,
+    /// Whether the cycles count epochs (the default, PyTorch's `scheduler.step()` once per
+    /// epoch) or optimizer steps.
+    pub interval: Interval,
+}
+
+impl CosineWarmRestarts {
+    /// Cycles of `t_0`, `t_0 · t_mult`, `t_0 · t_mult²` ... epochs, each annealing to
+    /// `eta_min`.
+    pub fn new(t_0: usize, t_mult: usize, eta_min: f64) -> Self {
+        Self {
+            t_0,
+            t_mult,
+            eta_min,
+            interval: Interval::Epoch,
+        }
+    }
+
+    /// Count the cycles in optimizer steps instead of epochs.
+    pub fn per_step(mut self) -> Self {
+        self.interval = Interval::Step;
+        self
+    }
+
+    /// `(t_cur, t_i)` at time `t`: the cycles before it subtracted one by one, as PyTorch's
+    /// `step()` does (`T_cur -= T_i; T_i *= T_mult`), in whole numbers.
+    fn locate(&self, t: usize) -> (usize, usize) {
+        let (mut t_cur, mut t_i) = (t, self.t_0.max(1));
+        let t_mult = self.t_mult.max(1);
+        if t_mult == 1 {
+            return (t_cur % t_i, t_i);
+        }
+        while t_cur >= t_i {
+            t_cur -= t_i;
+            // A cycle longer than any count of steps ends the search: `t_cur` is inside it.
+            t_i = t_i.saturating_mul(t_mult);
+        }
+        (t_cur, t_i)
+    }
+}
+
+impl LrSchedule for CosineWarmRestarts {
+    fn lr(&self, epoch: usize, step: usize, base_lr: f64) -> f64 {
+        let (t_cur, t_i) = self.locate(self.interval.pick(epoch, step));
+        // PyTorch's `get_lr`, in its order of operations.
+        self.eta_min
+            + (base_lr - self.eta_min) * (1.0 + (PI * t_cur as f64 / t_i as f64).cos()) / 2.0
+    }
+}
+
 /// A linear warmup, then another schedule: PyTorch's
 /// `SequentialLR([LinearLR(start_factor, 1.0, total_iters=warmup), then], milestones=[warmup])`.
 ///
