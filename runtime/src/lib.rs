@@ -32,7 +32,7 @@ pub mod trainable;
 pub use error::{Error, Result};
 pub use float::Float;
 pub use model::{report_grad, GradSink, Model, Summary, SummaryRow, Supervised, TargetView};
-pub use optim::{Adagrad, Adam, AdamW, Optimizer, RmsProp, Sgd};
+pub use optim::{Adagrad, Adam, AdamW, NAdam, Optimizer, RAdam, RmsProp, Sgd};
 pub use trainable::{ArgKind, ArgSpec, BatchArray, Trainable};
 
 pub use ndarray;

@@ -1,11 +1,11 @@
 //! Optimizer options against PyTorch's trajectories (`tests/fixtures/optimizers/expected.json`,
-//! written by `tests/fixtures/gen_optimizers.py`): Adam and AdamW with `amsgrad`, Adagrad with
-//! and without its options, eight steps of a small linear model in f64, and an interrupted
-//! run resumed from the exported state.
+//! written by `tests/fixtures/gen_optimizers.py`): Adam and AdamW with `amsgrad`, NAdam and
+//! RAdam with either weight decay, Adagrad with and without its options, eight steps of a
+//! small linear model in f64, and interrupted runs resumed from the exported state.
 
 use kiln::ndarray::Array2;
 use kiln::train::StatefulOptimizer;
-use kiln::{Adagrad, Adam, AdamW, Model, Optimizer};
+use kiln::{Adagrad, Adam, AdamW, Model, NAdam, Optimizer, RAdam};
 use serde_json::Value;
 
 fn expected() -> Value {
@@ -62,6 +62,25 @@ fn optimizer(name: &str, c: &Value) -> Box<Step> {
                 .weight_decay(num(c, "weight_decay"))
                 .amsgrad(true),
         ),
+        "nadam" | "nadam_decoupled" => boxed(
+            NAdam::new(num(c, "lr"))
+                .betas(
+                    c["beta1"].as_f64().unwrap_or(0.9),
+                    c["beta2"].as_f64().unwrap_or(0.999),
+                )
+                .momentum_decay(num(c, "momentum_decay"))
+                .weight_decay(num(c, "weight_decay"))
+                .decoupled_weight_decay(c["decoupled_weight_decay"] == true),
+        ),
+        "radam" | "radam_decoupled" => boxed(
+            RAdam::new(num(c, "lr"))
+                .betas(
+                    c["beta1"].as_f64().unwrap_or(0.9),
+                    c["beta2"].as_f64().unwrap_or(0.999),
+                )
+                .weight_decay(num(c, "weight_decay"))
+                .decoupled_weight_decay(c["decoupled_weight_decay"] == true),
+        ),
         "adagrad" | "adagrad_options" => boxed(adagrad(c)),
         other => panic!("unknown case {other}"),
     }
@@ -104,10 +123,10 @@ fn check(model: &Affine<f64>, case: &Value, step: usize, what: &str) {
 }
 
 #[test]
-fn amsgrad_and_adagrad_follow_pytorch_step_by_step() {
+fn every_option_follows_pytorch_step_by_step() {
     let e = expected();
     let cases = e["cases"].as_array().expect("cases");
-    assert_eq!(cases.len(), 4);
+    assert_eq!(cases.len(), 8);
     for case in cases {
         let name = case["name"].as_str().expect("name");
         let (mut model, x, y) = setup(&e);
@@ -126,7 +145,7 @@ fn amsgrad_and_adagrad_follow_pytorch_step_by_step() {
 /// Stopped after three steps and resumed from the exported state (the `max_exp_avg_sq` and
 /// `sum` buffers and the step count), the run ends where the uninterrupted one does.
 #[test]
-fn amsgrad_and_adagrad_resume_from_their_state() {
+fn interrupted_runs_resume_from_the_state() {
     let e = expected();
     let case = |name: &str| {
         e["cases"]
@@ -168,6 +187,22 @@ fn amsgrad_and_adagrad_resume_from_their_state() {
     StatefulOptimizer::import_state(&mut second, &state).expect("import");
     run(&mut model, &mut |m, g| second.step(m, g), 5, &x, &y);
     check(&model, &c, 7, "adamw_amsgrad resumed");
+    // NAdam, whose momentum product is part of its state.
+    let c = case("nadam");
+    let config = &c["config"];
+    let make = || {
+        NAdam::<f64>::new(num(config, "lr"))
+            .momentum_decay(num(config, "momentum_decay"))
+            .weight_decay(num(config, "weight_decay"))
+    };
+    let (mut model, x, y) = setup(&e);
+    let mut first = make();
+    run(&mut model, &mut |m, g| first.step(m, g), 3, &x, &y);
+    let state = StatefulOptimizer::export_state(&first).expect("a state");
+    let mut second = NAdam::<f64>::new(1.0);
+    StatefulOptimizer::import_state(&mut second, &state).expect("import");
+    run(&mut model, &mut |m, g| second.step(m, g), 5, &x, &y);
+    check(&model, &c, 7, "nadam resumed");
     // Adagrad with its options.
     let c = case("adagrad_options");
     let (mut model, x, y) = setup(&e);

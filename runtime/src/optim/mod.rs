@@ -1,4 +1,5 @@
-//! Optimizers: [`Sgd`], [`Adam`], [`AdamW`], [`RmsProp`] and [`Adagrad`], numerically matching
+//! Optimizers: [`Sgd`], [`Adam`], [`AdamW`], [`NAdam`], [`RAdam`], [`RmsProp`] and
+//! [`Adagrad`], numerically matching
 //! `torch.optim` (single-tensor path, `foreach=False`).
 //!
 //! Each optimizer is generic over the model's float type because its state (momentum, moment
@@ -21,6 +22,7 @@
 mod adagrad;
 mod adam;
 pub mod clip;
+mod nadam;
 mod rmsprop;
 pub mod schedule;
 mod sgd;
@@ -28,6 +30,7 @@ mod sgd;
 pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW, DecayFilter};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
+pub use nadam::{NAdam, RAdam};
 pub use rmsprop::RmsProp;
 pub use schedule::{
     from_fn, Anneal, Constant, CosineAnnealing, CosineWarmRestarts, ExponentialLr, FnSchedule,
