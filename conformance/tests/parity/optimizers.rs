@@ -4,6 +4,7 @@
 //! small linear model in f64, and interrupted runs resumed from the exported state.
 
 use kiln::ndarray::Array2;
+use kiln::optim::Ema;
 use kiln::train::StatefulOptimizer;
 use kiln::{Adagrad, Adam, AdamW, Model, NAdam, Optimizer, RAdam};
 use serde_json::Value;
@@ -214,4 +215,87 @@ fn interrupted_runs_resume_from_the_state() {
     assert_eq!(second.steps(), 3);
     run(&mut model, &mut |m, g| second.step(m, g), 5, &x, &y);
     check(&model, &c, 7, "adagrad_options resumed");
+}
+
+/// An exponential moving average of the weights over SGD with momentum, updated after every
+/// step, against PyTorch's `AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.8))`.
+#[test]
+fn ema_follows_pytorchs_averaged_model() {
+    let e = expected();
+    let c = &e["ema"];
+    let config = &c["config"];
+    let (mut model, x, y) = setup(&e);
+    let mut opt = kiln::Sgd::new(num(config, "lr")).momentum(num(config, "momentum"));
+    let mut ema = Ema::new(&model, num(config, "decay"));
+    let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
+    for s in 0..num(&e, "steps") as usize {
+        model
+            .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+            .expect("step");
+        opt.step(&mut model, &grads);
+        ema.update(&model).expect("same model");
+        check(ema.model(), c, s, "ema");
+    }
+    assert_eq!(ema.updates(), 8);
+}
+
+kiln::model! {
+    struct Normed {
+        input x: [B, 3];
+        target y: [B, 2];
+        let fc = linear(x, 4);
+        let h = batch_norm(fc);
+        let pred = linear(h, 2);
+        output pred;
+        loss mse(pred, y);
+    }
+}
+
+/// Buffers (batch-norm running statistics) are copied from the model at every update, as
+/// PyTorch's default `use_buffers=False`, or averaged with the parameters with
+/// `average_buffers(true)`; a model whose arrays differ in size is refused, the average
+/// unchanged.
+#[test]
+fn ema_copies_or_averages_the_buffers_and_refuses_another_shape() {
+    use kiln::rand::SeedableRng;
+    let mut rng = kiln::rand::rngs::StdRng::seed_from_u64(5);
+    let mut model = Normed::<f64>::new(&mut rng);
+    let mut copied = Ema::new(&model, 0.5);
+    let mut averaged = Ema::new(&model, 0.5).average_buffers(true);
+    let buffers = |m: &Normed<f64>| {
+        let mut v = Vec::new();
+        m.visit_buffers(&mut |_, b| v.extend(b.iter().copied()));
+        v
+    };
+    let x = Array2::from_shape_fn((6, 3), |(i, j)| (i * 3 + j) as f64 * 0.1 - 0.7);
+    let y = Array2::from_shape_fn((6, 2), |(i, j)| (i + j) as f64 * 0.2);
+    let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
+    let mut opt = kiln::Sgd::new(0.1);
+    for _ in 0..2 {
+        let before = buffers(&model);
+        model
+            .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+            .expect("step");
+        opt.step(&mut model, &grads);
+        let (was, now) = (buffers(averaged.model()), buffers(&model));
+        assert_ne!(before, now, "training moves the running statistics");
+        copied.update(&model).expect("same model");
+        averaged.update(&model).expect("same model");
+        assert_eq!(buffers(copied.model()), now);
+        let want: Vec<f64> = if averaged.updates() == 1 {
+            now.clone()
+        } else {
+            was.iter()
+                .zip(&now)
+                .map(|(a, b)| a + 0.5 * (b - a))
+                .collect()
+        };
+        assert_eq!(buffers(averaged.model()), want);
+    }
+    let mut other = model.clone();
+    other.fc.weight = kiln::ndarray::Array2::zeros((5, 3));
+    let before = buffers(copied.model());
+    let err = copied.update(&other).expect_err("another shape");
+    assert!(err.to_string().contains("fc.weight"), "{err}");
+    assert_eq!(buffers(copied.model()), before);
 }

@@ -22,6 +22,7 @@
 mod adagrad;
 mod adam;
 pub mod clip;
+mod ema;
 mod nadam;
 mod rmsprop;
 pub mod schedule;
@@ -30,6 +31,7 @@ mod sgd;
 pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW, DecayFilter};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
+pub use ema::Ema;
 pub use nadam::{NAdam, RAdam};
 pub use rmsprop::RmsProp;
 pub use schedule::{
