@@ -351,6 +351,39 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// `cross_entropy` against class probabilities over a sequence: given soft targets with
+    /// weights and smoothing, and a teacher head's softmax the model computes (both arguments
+    /// differentiable).
+    struct SoftTargets {
+        input x: [B, T, 6];
+        target t: [B, T, 4];
+        let h = tanh(linear(x, 5));
+        let student = linear(h, 4);
+        let teacher = linear(h, 4);
+        output student;
+        loss cross_entropy(student, t, weight = (1.0, 2.0, 0.5, 1.0), label_smoothing = 0.2)
+            + 0.5 * cross_entropy(student, softmax(teacher));
+    }
+}
+
+#[test]
+fn cross_entropy_against_probabilities_in_both_arguments() {
+    let mut rng = StdRng::seed_from_u64(35);
+    let mut model = SoftTargets::<f64>::new(&mut rng);
+    let x = random(&mut rng, (3, 2, 6), -1.5, 1.5);
+    let mut t = random(&mut rng, (3, 2, 4), 0.0, 1.0);
+    for mut row in t.rows_mut() {
+        let total = row.sum();
+        row /= total;
+    }
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Values(t.view().into_dyn()),
+    );
+}
+
 #[test]
 fn kl_div_in_both_arguments_and_every_reduction() {
     let mut rng = StdRng::seed_from_u64(34);

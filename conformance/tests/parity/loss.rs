@@ -103,6 +103,20 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// `ce_soft_targets`: h = tanh(fc1(x)) 5 -> 7, fc2 7 -> 4; cross-entropy against class
+    /// probabilities, with class weights and label smoothing.
+    pub struct CeSoftTargets {
+        input x: [B, 5];
+        target y: [B, 4];
+        let fc1 = linear(x, 7);
+        let h = tanh(fc1);
+        let fc2 = linear(h, 4);
+        output h, fc2;
+        loss cross_entropy(fc2, y, weight = (1.0, 0.5, 2.0, 1.5), label_smoothing = 0.1);
+    }
+}
+
+kiln::model! {
     /// `kl_div_batchmean`: h = tanh(fc1(x)) 5 -> 7, fc2 7 -> 4, log_softmax; KL divergence
     /// against soft targets, `reduction = batchmean`.
     pub struct KlDivBatchmean {
@@ -229,6 +243,11 @@ kiln::model! {
 parity_case! {
     bce_probs, BceProbs, input: Ix2, target floats: Ix2,
     outputs { h => h, fc2 => logits, probs => probs },
+}
+
+parity_case! {
+    ce_soft_targets, CeSoftTargets, input: Ix2, target floats: Ix2,
+    outputs { h => h, fc2 => logits },
 }
 
 parity_case! {

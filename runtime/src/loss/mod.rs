@@ -12,11 +12,15 @@ mod bce;
 mod kl_div;
 mod nll;
 mod regression;
+mod soft;
 
 pub use bce::{bce, bce_backward, bce_target_backward, check_probabilities};
 pub use kl_div::{kl_div, kl_div_backward, kl_div_target_backward, KlDivOptions, KlReduction};
 pub use nll::{nll, nll_backward};
 pub use regression::{huber, huber_backward, l1, l1_backward, smooth_l1, smooth_l1_backward};
+pub use soft::{
+    cross_entropy_soft, cross_entropy_soft_backward, cross_entropy_soft_target_backward,
+};
 
 use crate::kernels::dispatch::{run_fast, ElementLoop};
 use crate::kernels::lanes::{lane_max, lane_sum_by, LANES};

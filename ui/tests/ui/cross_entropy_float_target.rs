@@ -1,11 +1,33 @@
-// `cross_entropy` takes integer class labels, not a float tensor.
+// `cross_entropy` takes integer class labels, or class probabilities of the logits' shape:
+// not labels stored as floats, not probabilities of another shape, and no `ignore_index`
+// with probabilities (PyTorch refuses it too).
 kiln::model! {
-    pub struct Classifier {
+    pub struct FloatLabels {
+        input x: [B, 784];
+        target y: [B];
+        let logits = linear(x, 10);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+kiln::model! {
+    pub struct OtherShape {
+        input x: [B, 784];
+        target y: [B, 5];
+        let logits = linear(x, 10);
+        output logits;
+        loss cross_entropy(logits, y);
+    }
+}
+
+kiln::model! {
+    pub struct IgnoreWithProbabilities {
         input x: [B, 784];
         target y: [B, 10];
         let logits = linear(x, 10);
         output logits;
-        loss cross_entropy(logits, y);
+        loss cross_entropy(logits, y, ignore_index = 0);
     }
 }
 

@@ -21,6 +21,11 @@
 //! last axis, likewise constants; `bce` (PyTorch's `binary_cross_entropy` on probabilities,
 //! `nn.BCELoss`) its `weight`, and differentiates its target too, as PyTorch does.
 //!
+//! `cross_entropy(logits, probs)` with a float target of the logits' shape (`[B, C]` or
+//! `[B, T, C]`) is PyTorch's cross-entropy against class probabilities (mixup targets, soft
+//! labels): the mean over the rows of `−Σ w_c t'_c log_softmax(x)_c`, `t'` the target after
+//! label smoothing, differentiable in both arguments.
+//!
 //! `kl_div(log_probs, target)` is PyTorch's `kl_div` (`nn.KLDivLoss`) on log-probabilities
 //! against a float target of their shape, with its `reduction` (`mean`, the default as in
 //! PyTorch; `batchmean`, the divergence per sample; `sum`) and `log_target`; differentiable in
@@ -201,6 +206,7 @@ impl OpSpec for LossSpec {
             threshold,
             kl_reduction,
             log_target,
+            soft: std::cell::Cell::new(false),
         })))
     }
 }
@@ -390,6 +396,9 @@ pub struct Loss {
     kl_reduction: KlReduction,
     /// `kl_div` only: the target holds log-probabilities.
     log_target: bool,
+    /// `cross_entropy` only: the target holds class probabilities of the logits' shape
+    /// (PyTorch's float target), not labels; set by the shape rule.
+    soft: std::cell::Cell<bool>,
 }
 
 impl Loss {
@@ -544,6 +553,49 @@ impl Loss {
                 weight: #weight,
                 label_smoothing: #eps,
             }
+        }
+    }
+
+    /// The shape rule of `cross_entropy` against class probabilities: the logits' own shape,
+    /// classes on a fixed last axis (not image logits, whose classes are axis 1), no
+    /// `ignore_index` (PyTorch refuses it there), and one weight per class.
+    fn soft_target_shape(
+        &self,
+        pred: &Shape,
+        target: &Shape,
+        symbols: &[String],
+    ) -> Result<(), OpError> {
+        let (ps, ts) = (pred.display(symbols), target.display(symbols));
+        if target.rank() + 1 == pred.rank() {
+            let classes = pred.0[pred.rank() - 1].display(symbols);
+            return Err(OpError::input(
+                1,
+                format!("`cross_entropy` takes class labels (integers: declare them as `target y: {ts} classes {classes};`) or class probabilities of the logits' shape {ps}, but this is a float tensor {ts}: labels stored as floats are still labels"),
+            ));
+        }
+        if pred.rank() == 4 {
+            return Err(OpError::input(
+                1,
+                format!("class probabilities as the target of image logits {ps} (classes on axis 1) are not supported: give per-pixel labels `target y: [B, H, W] classes C;`, or move the classes last with `permute` and flatten the pixels into rows"),
+            ));
+        }
+        if pred != target {
+            return Err(OpError::input(
+                1,
+                format!("`cross_entropy` against class probabilities needs them in the logits' shape {ps}, one probability per class, but these are {ts}: declare the target as {ps}, or give class labels `target y: {} classes N;`", Shape(pred.0[..pred.rank() - 1].to_vec()).display(symbols)),
+            ));
+        }
+        if self.ignore_index.is_some() {
+            return Err(OpError::call(
+                "`ignore_index` leaves out the rows of one class label, and this target holds class probabilities (PyTorch refuses it with them too): drop `ignore_index` (a row of all-zero probabilities adds nothing to the sum, though it still counts in the mean)",
+            ));
+        }
+        match pred.0[pred.rank() - 1] {
+            Dim::Fixed(classes) => self.check_weight_count(classes),
+            symbolic => Err(OpError::input(
+                0,
+                format!("`cross_entropy` needs a fixed number of classes on the logits' last axis, but in {ps} it is the symbolic `{}`", symbolic.display(symbols)),
+            )),
         }
     }
 
@@ -739,6 +791,11 @@ impl Kernel for Loss {
                 1,
                 format!("`{op}` takes class labels, but these are sequence lengths: declare the labels as `target y: {} classes N;`", Shape(pred.0[..pred.rank().saturating_sub(1)].to_vec()).display(symbols)),
             )),
+            (Kind::CrossEntropy, ValueKind::Float) if pred.rank() >= 2 => {
+                self.soft_target_shape(pred, target, symbols)?;
+                self.soft.set(true);
+                Ok(scalar())
+            }
             (Kind::CrossEntropy | Kind::Nll, ValueKind::Float) => Err(OpError::input(
                 1,
                 format!("`{op}` needs integer class labels as its target, but this is a float tensor {ts}: declare it as `target y: [B] classes N;` (for float targets use `mse` or `bce_with_logits`)"),
@@ -760,9 +817,12 @@ impl Kernel for Loss {
         }
     }
     fn differentiable(&self, input: usize) -> bool {
-        // PyTorch's `binary_cross_entropy` and `kl_div` also differentiate their (soft)
-        // target.
-        input == 0 || self.kind.is_regression() || matches!(self.kind, Kind::Bce | Kind::KlDiv)
+        // PyTorch's `binary_cross_entropy`, `kl_div` and `cross_entropy` on probabilities
+        // also differentiate their (soft) target.
+        input == 0
+            || self.kind.is_regression()
+            || matches!(self.kind, Kind::Bce | Kind::KlDiv)
+            || self.soft.get()
     }
     fn backward_reads(&self) -> Reads {
         Reads {
@@ -804,6 +864,11 @@ impl Kernel for Loss {
                 let (batch, classes, pixels) = self.nll_sizes(&cx.inputs[0]);
                 let options = self.options_tokens();
                 quote! { #out = ::kiln::loss::nll(#p, #batch, #classes, #pixels, #t, #options); }
+            }
+            Kind::CrossEntropy if self.soft.get() => {
+                let (rows, classes) = rows_and_classes(&cx.inputs[0]);
+                let options = self.options_tokens();
+                quote! { #out = ::kiln::loss::cross_entropy_soft(#p, #rows, #classes, #t, #options); }
             }
             Kind::CrossEntropy if cx.inputs[0].dims.len() == 4 && self.has_options() => {
                 let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);
@@ -859,6 +924,22 @@ impl Kernel for Loss {
                 if let Some(d) = d {
                     let (out, acc) = (&d.data, d.accumulate);
                     code.extend(quote! { #kernel(#p, #t, #weight, #dl, #out, #acc); });
+                }
+            }
+            return code;
+        }
+        if self.soft.get() {
+            let (rows, classes) = rows_and_classes(&cx.inputs[0]);
+            let options = self.options_tokens();
+            for (d, kernel) in cx.d_inputs.iter().zip([
+                quote!(::kiln::loss::cross_entropy_soft_backward),
+                quote!(::kiln::loss::cross_entropy_soft_target_backward),
+            ]) {
+                if let Some(d) = d {
+                    let (out, acc) = (&d.data, d.accumulate);
+                    code.extend(quote! {
+                        #kernel(#p, #rows, #classes, #t, #options, #dl, #out, #acc);
+                    });
                 }
             }
             return code;
