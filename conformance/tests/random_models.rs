@@ -144,6 +144,7 @@ fn generator_is_deterministic_and_covers_the_families() {
         "huber",
         "bce",
         "kl_div",
+        "cross_entropy(probabilities)",
         "nll(rank 2)",
         "batch_norm",
         "rms_norm",

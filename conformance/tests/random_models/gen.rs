@@ -723,6 +723,12 @@ pub enum LossKind {
         /// Written as `bce` of the prediction's sigmoid.
         probs: bool,
     },
+    /// `cross_entropy(pred, y)` against class probabilities (floats in [0, 1), not normalised,
+    /// as PyTorch accepts them), with `label_smoothing` when not 0.
+    SoftCrossEntropy {
+        /// `label_smoothing = ε`.
+        smoothing: f64,
+    },
     /// `kl_div(log_softmax(pred), y, ..)` against soft targets in [0, 1) (log-probabilities
     /// with `log_target`).
     KlDiv {
@@ -837,6 +843,7 @@ impl Graph {
             LossKind::Bce { probs: false } => "bce_with_logits".into(),
             LossKind::Bce { probs: true } => "bce".into(),
             LossKind::KlDiv { .. } => "kl_div".into(),
+            LossKind::SoftCrossEntropy { .. } => "cross_entropy(probabilities)".into(),
             LossKind::CrossEntropy {
                 axis,
                 ignore_index,
@@ -1314,6 +1321,13 @@ pub fn source(g: &Graph) -> String {
         LossKind::Huber(delta) => format!("huber(pred, y, delta = {})", num_src(*delta)),
         LossKind::Bce { probs: false } => "bce_with_logits(pred, y)".to_string(),
         LossKind::Bce { probs: true } => "bce(sigmoid(pred), y)".to_string(),
+        LossKind::SoftCrossEntropy { smoothing } if *smoothing != 0.0 => {
+            format!(
+                "cross_entropy(pred, y, label_smoothing = {})",
+                num_src(*smoothing)
+            )
+        }
+        LossKind::SoftCrossEntropy { .. } => "cross_entropy(pred, y)".to_string(),
         LossKind::KlDiv {
             batchmean,
             log_target,
@@ -2785,6 +2799,10 @@ pub fn generate(seed: u64) -> Graph {
             let ps = g.shape(pred).clone();
             match g.rng.random_range(0..3) {
                 0 => (pred, g.regression_loss(), ps, None),
+                1 if g.chance(0.25) => {
+                    let smoothing = if g.chance(0.5) { 0.1 } else { 0.0 };
+                    (pred, LossKind::SoftCrossEntropy { smoothing }, ps, None)
+                }
                 1 if g.chance(0.3) => {
                     let (batchmean, log_target) = (g.chance(0.5), g.chance(0.4));
                     let kind = LossKind::KlDiv {

@@ -20,7 +20,7 @@ kiln::model! {
         let v13 = matmul(v12, v6);
         let pred = linear(v13, 2);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss kl_div(log_softmax(pred), y, reduction = batchmean, log_target = true);
     }
 }
 runner! { R0, float 3, lengths, values 3, seeded, [] }
@@ -196,7 +196,7 @@ kiln::model! {
         let v3 = layer_norm(v2, eps = 0.0001);
         let pred = linear(v3, 2);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss kl_div(log_softmax(pred), y, reduction = batchmean, log_target = true);
     }
 }
 runner! { R11, float 2, no_lengths, values 2, unseeded, [] }
@@ -278,7 +278,7 @@ kiln::model! {
         let v3 = batch_norm(v2);
         let pred = linear(v3, 4);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R15, float 4, no_lengths, values 2, unseeded, [] }
@@ -324,7 +324,7 @@ kiln::model! {
         let v5 = linear(v4, 6);
         let pred = linear(v5, 2);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss kl_div(log_softmax(pred), y, reduction = batchmean, log_target = true);
     }
 }
 runner! { R18, tokens 2, no_lengths, values 3, unseeded, [] }
@@ -587,11 +587,11 @@ kiln::model! {
         let v4 = layer_norm(v3, eps = 0.0001);
         let v5 = permute(v2, (0, 2, 1));
         let pred = linear(v5, 2);
-        output pred;
-        loss kl_div(log_softmax(pred), y, reduction = batchmean, log_target = true) + 0.1 * mean(v4);
+        output pred, v4;
+        loss cross_entropy(pred, y, label_smoothing = 0.1);
     }
 }
-runner! { R31, float 3, lengths, values 3, unseeded, [] }
+runner! { R31, float 3, lengths, values 3, unseeded, [v4] }
 
 kiln::model! {
     struct R32 {
@@ -693,7 +693,7 @@ kiln::model! {
         let v5 = tanh(v4);
         let pred = linear(v5, 3);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss kl_div(log_softmax(pred), y, reduction = batchmean);
     }
 }
 runner! { R37, float 3, no_lengths, values 2, unseeded, [] }
@@ -883,7 +883,7 @@ kiln::model! {
         let v7 = linear(v6, 5, bias = false);
         let pred = linear(v7, 2);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss kl_div(log_softmax(pred), y, reduction = batchmean);
     }
 }
 runner! { R47, tokens 2, no_lengths, values 2, unseeded, [] }
@@ -920,7 +920,7 @@ kiln::model! {
         let v4 = dropout(v3, 0.5);
         let pred = linear(v4, 2);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R49, float 2, no_lengths, values 2, seeded, [] }
@@ -934,7 +934,7 @@ kiln::model! {
         let v3 = linear(v2, 5, bias = false);
         let pred = linear(v3, 3);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss kl_div(log_softmax(pred), y);
     }
 }
 runner! { R50, float 2, no_lengths, values 2, unseeded, [] }
@@ -1024,7 +1024,6 @@ runner! { R55, float 3, no_lengths, values 2, unseeded, [v3] }
 kiln::model! {
     struct R56 {
         input x: [B, T] tokens 5;
-        target y: [B, T, 4];
         let v1 = embedding(x, 4);
         let v2 = position_embedding(x, 4, max_len = 3);
         let v3 = v1 + v2;
@@ -1032,10 +1031,9 @@ kiln::model! {
         let v5 = linear(v4, 5);
         let pred = linear(v5, 4);
         output pred;
-        loss bce_with_logits(pred, y);
     }
 }
-runner! { R56, tokens 2, no_lengths, values 3, unseeded, [] }
+runner! { R56, tokens 2, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R57 {
@@ -1045,7 +1043,7 @@ kiln::model! {
         let v2 = Blk0(v1, repeat = 2);
         let pred = linear(v2, 3);
         output pred;
-        loss kl_div(log_softmax(pred), y, reduction = batchmean);
+        loss cross_entropy(pred, y, label_smoothing = 0.1);
 
         block Blk0(x) {
             let u1 = x * sigmoid(x);
@@ -1122,7 +1120,7 @@ kiln::model! {
         let v5 = linear(v4, 4);
         let pred = linear(v5, 4);
         output pred;
-        loss kl_div(log_softmax(pred), y);
+        loss cross_entropy(pred, y);
     }
 }
 runner! { R61, tokens 2, lengths, values 3, unseeded, [] }
@@ -1249,7 +1247,7 @@ kiln::model! {
         let v7 = linear(v6, 4);
         let pred = linear(v7, 4);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R69, tokens 2, no_lengths, values 2, unseeded, [] }
@@ -1289,7 +1287,7 @@ kiln::model! {
         let v2 = concat(v1, v1);
         let pred = linear(v2, 4);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss kl_div(log_softmax(pred), y, reduction = batchmean, log_target = true);
     }
 }
 runner! { R72, float 3, no_lengths, values 2, unseeded, [] }
@@ -1329,15 +1327,13 @@ runner! { R74, tokens 2, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R75 {
         input x: [B, 5];
-        target y: [B, 2];
         let v1 = log((softplus(x) + 0.5));
         let v2 = concat(v1, v1);
         let pred = linear(v2, 2);
         output pred;
-        loss bce_with_logits(pred, y);
     }
 }
-runner! { R75, float 2, no_lengths, values 2, unseeded, [] }
+runner! { R75, float 2, no_lengths, none 0, unseeded, [] }
 
 kiln::model! {
     struct R76 {
@@ -1414,7 +1410,7 @@ kiln::model! {
         let v7 = flatten(v6);
         let pred = linear(v7, 4);
         output pred;
-        loss kl_div(log_softmax(pred), y, log_target = true);
+        loss cross_entropy(pred, y);
     }
 }
 runner! { R80, float 3, lengths, values 2, seeded, [] }
@@ -1615,12 +1611,14 @@ kiln::model! {
     struct R91 {
         input x: [2, 2] tokens 7;
         input len: [2] lengths 2;
+        target y: [2, 2, 7];
         let v1 = embedding(x, 2);
         let v2 = Blk0(v1, repeat = 2);
         let v3 = selu(v1);
         let v4 = sqrt((square(v3) + 0.1));
         let pred = linear(v4, 7, bias = false, tied = v1);
         output pred, v2;
+        loss bce(sigmoid(pred), y);
 
         block Blk0(x) {
             let u1 = leaky_relu(x, 0.2);
@@ -1631,7 +1629,7 @@ kiln::model! {
         }
     }
 }
-runner! { R91, tokens 2, lengths, none 0, seeded, [v2] }
+runner! { R91, tokens 2, lengths, values 3, seeded, [v2] }
 
 kiln::model! {
     struct R92 {
@@ -1674,7 +1672,7 @@ kiln::model! {
         let v6 = flatten(v5);
         let pred = linear(v6, 2);
         output pred;
-        loss kl_div(log_softmax(pred), y);
+        loss cross_entropy(pred, y);
     }
 }
 runner! { R94, float 2, no_lengths, values 2, unseeded, [] }
@@ -1726,8 +1724,8 @@ kiln::model! {
         let v3 = dropout(v1, 0.25);
         let v4 = Blk0(v3);
         let pred = linear(v4, 2);
-        output pred;
-        loss bce_with_logits(pred, y) + 0.3 * mean(v2);
+        output pred, v2;
+        loss bce_with_logits(pred, y);
 
         block Blk0(x) {
             let u1 = dropout(x, 0.25);
@@ -1736,19 +1734,21 @@ kiln::model! {
         }
     }
 }
-runner! { R97, float 2, no_lengths, values 2, seeded, [] }
+runner! { R97, float 2, no_lengths, values 2, seeded, [v2] }
 
 kiln::model! {
     struct R98 {
         input x: [N, 4, 2];
+        target y: [N, 4, 3];
         let v1 = gru(x, 2, layers = 2, bidirectional = true, dropout = 0.25);
         let v2 = concat(v1, x);
         let v3 = layer_norm(v2);
         let pred = linear(v3, 3);
         output pred;
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R98, float 3, no_lengths, none 0, seeded, [] }
+runner! { R98, float 3, no_lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R99 {
@@ -1815,7 +1815,7 @@ kiln::model! {
         let v3 = dropout(v2, 0.5);
         let pred = linear(v3, 4);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss kl_div(log_softmax(pred), y);
     }
 }
 runner! { R130, tokens 2, no_lengths, values 3, seeded, [] }
@@ -1829,7 +1829,7 @@ kiln::model! {
         let v2 = Blk0(v1, repeat = 2);
         let pred = linear(v2, 3);
         output pred;
-        loss kl_div(log_softmax(pred), y, reduction = batchmean, log_target = true);
+        loss cross_entropy(pred, y, label_smoothing = 0.1);
 
         block Blk0(x) {
             let u1 = linear(x, 2);
@@ -1853,7 +1853,7 @@ kiln::model! {
         let v4 = linear(v3, 5);
         let pred = linear(v4, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss bce(sigmoid(pred), y);
     }
 }
 runner! { R170, tokens 2, no_lengths, values 3, unseeded, [] }
@@ -1867,7 +1867,7 @@ kiln::model! {
         let v2 = linear(x, 3, bias = false);
         let pred = linear(v2, 3);
         output pred;
-        loss bce(sigmoid(pred), y) + 0.3 * sum(v1);
+        loss kl_div(log_softmax(pred), y) + 0.5 * mean(v1);
     }
 }
 runner! { R179, float 3, no_lengths, values 3, unseeded, [] }
@@ -1938,6 +1938,21 @@ runner! { R253, tokens 2, no_lengths, values 3, unseeded, [] }
 decoder! { R253, tokens 2, [] }
 
 kiln::model! {
+    struct R275 {
+        input x: [B, T, 3];
+        target y: [B, T, 2];
+        let v1 = linear(x, 3);
+        let v2 = transpose(v1, -2, -1);
+        let v3 = layer_norm(x, eps = 0.001);
+        let pred = linear(v3, 2);
+        output pred;
+        loss kl_div(log_softmax(pred), y, reduction = batchmean, log_target = true) + 0.3 * mean(v2);
+    }
+}
+runner! { R275, float 3, no_lengths, values 3, unseeded, [] }
+decoder! { R275, float 3, [] }
+
+kiln::model! {
     struct R278 {
         input x: [B, T] tokens 5;
         target y: [B, T, 4];
@@ -1977,23 +1992,6 @@ kiln::model! {
 }
 runner! { R282, tokens 2, no_lengths, values 3, unseeded, [] }
 decoder! { R282, tokens 2, [] }
-
-kiln::model! {
-    struct R337 {
-        input x: [B, S, 3];
-        target y: [B, S, 2];
-        let v1 = layer_norm(x);
-        let v2 = log_softmax(v1);
-        let v3 = linear(x, 3);
-        let v4 = permute(v3, (0, 2, 1));
-        let v5 = dropout(x, 0.25);
-        let pred = linear(v5, 2);
-        output pred, v2;
-        loss bce_with_logits(pred, y) + 0.3 * sum(v4);
-    }
-}
-runner! { R337, float 3, no_lengths, values 3, seeded, [v2] }
-decoder! { R337, float 3, [v2] }
 
 kiln::model! {
     struct R350 {
@@ -2138,9 +2136,9 @@ cases! {
     202 => R202,
     252 => R252,
     253 => R253,
+    275 => R275,
     278 => R278,
     282 => R282,
-    337 => R337,
     350 => R350,
     566 => R566,
 }
@@ -2157,9 +2155,9 @@ decode_cases! {
     202 => R202,
     252 => R252,
     253 => R253,
+    275 => R275,
     278 => R278,
     282 => R282,
-    337 => R337,
     350 => R350,
     566 => R566,
 }

@@ -1099,6 +1099,17 @@ impl Interp<'_> {
     }
 }
 
+/// `log_softmax` over the last axis, as `x`'s elements in logical (row-major) order.
+fn log_softmax_last(x: &ArrayD<f64>) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.rows() {
+        let top = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let log_sum = row.iter().map(|z| (z - top).exp()).sum::<f64>().ln() + top;
+        out.extend(row.iter().map(|z| z - log_sum));
+    }
+    out
+}
+
 /// Moves the class axis last: `[B, C, H, W]` logits to `[B, H, W, C]`.
 fn classes_last(x: &ArrayD<f64>, axis: usize) -> ArrayD<f64> {
     if axis == x.ndim() - 1 {
@@ -1191,6 +1202,17 @@ pub fn run(
                 .sum::<f64>()
                 / pred.len() as f64
         }
+        // `−Σ t' log_softmax(pred)` per row of the last axis, `t' = t (1 − ε) + ε / C`, over
+        // the rows.
+        (LossKind::SoftCrossEntropy { smoothing }, Target::Values(t)) => {
+            let (r, c) = rows(pred.shape());
+            let total: f64 = log_softmax_last(&pred)
+                .iter()
+                .zip(t.iter())
+                .map(|(x, t)| -(t * (1.0 - smoothing) + smoothing / c as f64) * x)
+                .sum();
+            total / r as f64
+        }
         // On the log-softmax over the last axis; `t·(log t − x)` (0 where t is 0), or
         // `exp(s)·(s − x)` for log-targets; divided by every element or by the batch.
         (
@@ -1201,26 +1223,19 @@ pub fn run(
             Target::Values(t),
         ) => {
             let (r, c) = rows(pred.shape());
-            let logits = pred.as_standard_layout();
-            let logits = logits.as_slice().expect("contiguous");
-            let t = t.as_standard_layout();
-            let t = t.as_slice().expect("contiguous");
-            let mut total = 0.0;
-            for i in 0..r {
-                let row = &logits[i * c..(i + 1) * c];
-                let top = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let log_sum = row.iter().map(|z| (z - top).exp()).sum::<f64>().ln() + top;
-                for (j, &z) in row.iter().enumerate() {
-                    let (x, t) = (z - log_sum, t[i * c + j]);
-                    total += if *log_target {
+            let total: f64 = log_softmax_last(&pred)
+                .iter()
+                .zip(t.iter())
+                .map(|(&x, &t)| {
+                    if *log_target {
                         t.exp() * (t - x)
                     } else if t == 0.0 {
                         0.0
                     } else {
                         t * (t.ln() - x)
-                    };
-                }
-            }
+                    }
+                })
+                .sum();
             let divisor = if *batchmean { pred.shape()[0] } else { r * c };
             total / divisor as f64
         }
