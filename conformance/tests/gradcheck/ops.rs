@@ -5,7 +5,7 @@
 //! parameter's gradient with `kiln::check::gradient_check`.
 
 use super::{check, check_batch, check_training_mode, floats, perturb_affine, random};
-use kiln::ndarray::{Array, Array1, ArrayViewD};
+use kiln::ndarray::{Array, Array1, Array3, ArrayViewD};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
 use kiln::{Supervised, TargetView};
@@ -333,6 +333,17 @@ kiln::model! {
     }
 }
 
+/// Rows of class probabilities on the last axis, none below about 0.05 / 4 (the KL
+/// divergence's target gradient is NaN at 0, as PyTorch's).
+fn probabilities(rng: &mut StdRng, shape: (usize, usize, usize)) -> Array3<f64> {
+    let mut t = random(rng, shape, 0.05, 1.0);
+    for mut row in t.rows_mut() {
+        let total = row.sum();
+        row /= total;
+    }
+    t
+}
+
 kiln::model! {
     /// `kl_div` as distillation writes it: a student's log-probabilities against soft targets
     /// (`batchmean`), against a teacher head's probabilities the model computes (both
@@ -372,11 +383,7 @@ fn cross_entropy_against_probabilities_in_both_arguments() {
     let mut rng = StdRng::seed_from_u64(35);
     let mut model = SoftTargets::<f64>::new(&mut rng);
     let x = random(&mut rng, (3, 2, 6), -1.5, 1.5);
-    let mut t = random(&mut rng, (3, 2, 4), 0.0, 1.0);
-    for mut row in t.rows_mut() {
-        let total = row.sum();
-        row /= total;
-    }
+    let t = probabilities(&mut rng, (3, 2, 4));
     check_step(
         &mut model,
         x.view().into_dyn(),
@@ -390,11 +397,7 @@ fn kl_div_in_both_arguments_and_every_reduction() {
     let mut model = Distillation::<f64>::new(&mut rng);
     let x = random(&mut rng, (3, 2, 6), -1.5, 1.5);
     // Soft targets: each position's distribution over the 4 classes.
-    let mut t = random(&mut rng, (3, 2, 4), 0.05, 1.0);
-    for mut row in t.rows_mut() {
-        let total = row.sum();
-        row /= total;
-    }
+    let t = probabilities(&mut rng, (3, 2, 4));
     check_step(
         &mut model,
         x.view().into_dyn(),

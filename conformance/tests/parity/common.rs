@@ -30,6 +30,30 @@ pub fn fixtures_dir() -> PathBuf {
         .join("fixtures")
 }
 
+/// The `expected.json` of a JSON fixture folder (`lr_schedules`, `optimizers`).
+pub fn expected_json(folder: &str) -> Value {
+    let path = fixtures_dir().join(folder).join("expected.json");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// A JSON array of numbers.
+pub fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
+}
+
+/// The number `key` of a case's config.
+pub fn num(config: &Value, key: &str) -> f64 {
+    config[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("config {key}"))
+}
+
 /// A directory for files the tests write (under Cargo's per-target temporary directory).
 pub fn scratch_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parity");

@@ -3,6 +3,7 @@
 //! RAdam with either weight decay, Adagrad with and without its options, eight steps of a
 //! small linear model in f64, and interrupted runs resumed from the exported state.
 
+use super::common::{expected_json, num, numbers};
 use kiln::ndarray::Array2;
 use kiln::optim::Ema;
 use kiln::train::StatefulOptimizer;
@@ -10,25 +11,7 @@ use kiln::{Adagrad, Adam, AdamW, Model, NAdam, Optimizer, RAdam};
 use serde_json::Value;
 
 fn expected() -> Value {
-    let path = super::common::fixtures_dir()
-        .join("optimizers")
-        .join("expected.json");
-    let text = std::fs::read_to_string(&path).expect("read expected.json");
-    serde_json::from_str(&text).expect("parse expected.json")
-}
-
-fn numbers(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("an array")
-        .iter()
-        .map(|x| x.as_f64().expect("a number"))
-        .collect()
-}
-
-fn num(config: &Value, key: &str) -> f64 {
-    config[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("config {key}"))
+    expected_json("optimizers")
 }
 
 /// The model's gradients.

@@ -2,31 +2,14 @@
 //! (`tests/fixtures/lr_schedules/expected.json`, written by `tests/fixtures/gen_schedules.py`),
 //! and a short Adam run under `OneCycleLr`, whose `beta1` changes at every step.
 
+use super::common::{expected_json, num, numbers};
 use kiln::ndarray::Array2;
 use kiln::optim::{Anneal, CosineWarmRestarts, ExponentialLr, LrSchedule, MultiStepLr, OneCycleLr};
 use kiln::{Adam, Model, Optimizer};
 use serde_json::Value;
 
 fn expected() -> Value {
-    let path = super::common::fixtures_dir()
-        .join("lr_schedules")
-        .join("expected.json");
-    let text = std::fs::read_to_string(&path).expect("read expected.json");
-    serde_json::from_str(&text).expect("parse expected.json")
-}
-
-fn numbers(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("an array")
-        .iter()
-        .map(|x| x.as_f64().expect("a number"))
-        .collect()
-}
-
-fn num(config: &Value, key: &str) -> f64 {
-    config[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("config {key}"))
+    expected_json("lr_schedules")
 }
 
 /// The schedule a case's config describes, with the optimizer's base rate.

@@ -245,6 +245,28 @@ macro_rules! moment_builders {
             }
         }
 
+        impl<F: Float> Optimizer<F> for $name<F> {
+            fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
+                self.update(model, grads);
+            }
+
+            fn learning_rate(&self) -> f64 {
+                self.moments.lr
+            }
+
+            fn set_learning_rate(&mut self, lr: f64) {
+                self.moments.lr = lr;
+            }
+
+            fn momentum_term(&self) -> Option<f64> {
+                Some(self.moments.beta1)
+            }
+
+            fn set_momentum_term(&mut self, momentum: f64) {
+                self.moments.beta1 = momentum;
+            }
+        }
+
         impl<F: Float> crate::train::StatefulOptimizer<F> for $name<F> {
             fn export_state(&self) -> Option<OptimizerState<F>> {
                 Some($name::export_state(self))
@@ -317,8 +339,9 @@ impl<F: Float> NAdam<F> {
 
 moment_builders!(NAdam);
 
-impl<F: Float> Optimizer<F> for NAdam<F> {
-    fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
+impl<F: Float> NAdam<F> {
+    /// One optimizer step (see [`NAdam`]).
+    fn update<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
         self.moments.steps += 1;
         // Scalars in f64, as torch's single-tensor NAdam forms them in Python.
         let (t, beta1, lr) = (
@@ -341,22 +364,6 @@ impl<F: Float> Optimizer<F> for NAdam<F> {
             let p = p + grad_step * g / denom;
             p + moment_step * m / denom
         });
-    }
-
-    fn learning_rate(&self) -> f64 {
-        self.moments.lr
-    }
-
-    fn set_learning_rate(&mut self, lr: f64) {
-        self.moments.lr = lr;
-    }
-
-    fn momentum_term(&self) -> Option<f64> {
-        Some(self.moments.beta1)
-    }
-
-    fn set_momentum_term(&mut self, momentum: f64) {
-        self.moments.beta1 = momentum;
     }
 }
 
@@ -405,8 +412,9 @@ impl<F: Float> RAdam<F> {
 
 moment_builders!(RAdam);
 
-impl<F: Float> Optimizer<F> for RAdam<F> {
-    fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
+impl<F: Float> RAdam<F> {
+    /// One optimizer step (see [`RAdam`]).
+    fn update<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
         self.moments.steps += 1;
         // Scalars in f64, as torch's single-tensor RAdam forms them in Python.
         let t = self.moments.steps as f64;
@@ -434,22 +442,6 @@ impl<F: Float> Optimizer<F> for RAdam<F> {
             self.moments
                 .step(model, grads, "RAdam", move |p, _, m, _| p - m / bc1 * lr);
         }
-    }
-
-    fn learning_rate(&self) -> f64 {
-        self.moments.lr
-    }
-
-    fn set_learning_rate(&mut self, lr: f64) {
-        self.moments.lr = lr;
-    }
-
-    fn momentum_term(&self) -> Option<f64> {
-        Some(self.moments.beta1)
-    }
-
-    fn set_momentum_term(&mut self, momentum: f64) {
-        self.moments.beta1 = momentum;
     }
 }
 

@@ -423,13 +423,7 @@ impl Kernel for Attention {
         let (q, dy, causal) = (&cx.inputs[0].data, &cx.d_output, self.causal);
         let params = params(&cx.params, self.bias);
         let scratch = &cx.scratch[0];
-        let target = |slot: usize| match cx.d_inputs.get(slot).and_then(Option::as_ref) {
-            Some(t) => {
-                let (d, acc) = (&t.data, t.accumulate);
-                quote!(Some((#d, #acc)))
-            }
-            None => quote!(None),
-        };
+        let target = |slot: usize| cx.input_grad(slot);
         let (d_query, d_memory) = (target(0), if self.cross { target(1) } else { quote!(None) });
         let g = &cx.param_grads;
         let grads = if self.bias {

@@ -1401,13 +1401,7 @@ fn conv_forward_call(
 /// Where a convolution's input gradient goes: `Some((dx, accumulate))`, or `None` when the
 /// input needs none.
 fn input_grad(cx: &BackwardCx) -> TokenStream {
-    match &cx.d_inputs[0] {
-        Some(t) => {
-            let (d, acc) = (&t.data, t.accumulate);
-            quote!(Some((#d, #acc)))
-        }
-        None => quote!(None),
-    }
+    cx.input_grad(0)
 }
 
 /// `kernel(x, dy, weight, &geometry, dweight, dbias, dx, cols)` of `kiln::kernels::conv`,

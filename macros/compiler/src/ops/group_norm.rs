@@ -287,13 +287,7 @@ impl Kernel for GroupNorm {
         let (mean, invstd) = (&cx.scratch[0], &cx.scratch[1]);
         let (n, c, spatial) = Self::sizes(&cx.inputs[0].dims);
         let groups = self.groups_tokens(&c);
-        let dx = match &cx.d_inputs[0] {
-            Some(t) => {
-                let (d, acc) = (&t.data, t.accumulate);
-                quote!(Some((#d, #acc)))
-            }
-            None => quote!(None),
-        };
+        let dx = cx.input_grad(0);
         quote! {
             ::kiln::kernels::norm::group_norm_backward(
                 #x, #dy, #w, #mean, #invstd, #n, #c, #spatial, #groups, #dw, #db, #dx,

@@ -269,6 +269,20 @@ pub struct BackwardCx {
     pub symbols: Vec<(String, TokenStream)>,
 }
 
+impl BackwardCx {
+    /// Where input `i`'s gradient goes, as an `Option<(&mut [F], bool)>` expression: `Some`
+    /// with the buffer and whether to add into it, or `None` when no gradient is wanted.
+    pub fn input_grad(&self, i: usize) -> TokenStream {
+        match self.d_inputs.get(i).and_then(Option::as_ref) {
+            Some(t) => {
+                let (d, acc) = (&t.data, t.accumulate);
+                quote::quote!(Some((#d, #acc)))
+            }
+            None => quote::quote!(None),
+        }
+    }
+}
+
 /// A workspace buffer an op needs besides its output: saved statistics, a dropout mask, an
 /// im2col matrix. It is named `<node>_<suffix>`.
 pub struct ScratchSpec {

@@ -495,13 +495,7 @@ impl Kernel for Norm {
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
         let (x, dy) = (&cx.inputs[0].data, &cx.d_output);
         let (mean, invstd) = (&cx.scratch[0], &cx.scratch[1]);
-        let dx = match &cx.d_inputs[0] {
-            Some(t) => {
-                let (d, acc) = (&t.data, t.accumulate);
-                quote!(Some((#d, #acc)))
-            }
-            None => quote!(None),
-        };
+        let dx = cx.input_grad(0);
         if self.batch {
             // The forward filled the constants; the backward reads them as they are.
             let (_, w, _) = self.layer_norm_operands(&cx.params, &cx.scratch);

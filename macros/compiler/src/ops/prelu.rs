@@ -161,13 +161,7 @@ impl Kernel for PRelu {
         let (outer, channels, inner) = self.sizes(&x.dims);
         let (xd, dy, a, da) = (&x.data, &cx.d_output, &cx.params[0], &cx.param_grads[0]);
         let acc_a = cx.param_grads_accumulate[0];
-        let dx = match &cx.d_inputs[0] {
-            Some(t) => {
-                let (d, acc) = (&t.data, t.accumulate);
-                quote!(Some((#d, #acc)))
-            }
-            None => quote!(None),
-        };
+        let dx = cx.input_grad(0);
         quote! {
             ::kiln::kernels::prelu::prelu_backward(#xd, #dy, #outer, #channels, #inner, #a, #dx, #da, #acc_a);
         }

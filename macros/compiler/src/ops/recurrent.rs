@@ -730,22 +730,10 @@ impl Kernel for Recurrent {
         let (xd, dy, scratch) = (&x.data, &cx.d_output, &cx.scratch[0]);
         let lengths = lengths(&cx.inputs, self.lengths);
         let (layer, layer_grads, n) = (&cx.layer, &cx.layer_grads, cx.params.len());
-        let dx = match &cx.d_inputs[0] {
-            Some(t) => {
-                let (d, acc) = (&t.data, t.accumulate);
-                quote!(Some((#d, #acc)))
-            }
-            None => quote!(None),
-        };
+        let dx = cx.input_grad(0);
         let run = if self.h0 {
             let initial = self.initial(&cx.inputs);
-            let target = |i: usize| match &cx.d_inputs[i] {
-                Some(t) => {
-                    let (d, acc) = (&t.data, t.accumulate);
-                    quote!(Some((#d, #acc)))
-                }
-                None => quote!(None),
-            };
+            let target = |i: usize| cx.input_grad(i);
             let d_h0 = target(self.h0_index());
             let d_c0 = if self.c0 {
                 target(self.h0_index() + 1)

@@ -233,13 +233,7 @@ impl Kernel for RmsNorm {
         } else {
             cx.scratch[2].clone()
         };
-        let dx = match &cx.d_inputs[0] {
-            Some(t) => {
-                let (d, acc) = (&t.data, t.accumulate);
-                quote!(Some((#d, #acc)))
-            }
-            None => quote!(None),
-        };
+        let dx = cx.input_grad(0);
         quote! {
             ::kiln::kernels::norm::rms_norm_backward(#x, #dy, #w, #rms, #rows, #cols, #dw, #dx);
         }
