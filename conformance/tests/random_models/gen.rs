@@ -718,7 +718,8 @@ pub enum LossKind {
     SmoothL1(f64),
     /// `huber(pred, y, delta = d)`.
     Huber(f64),
-    /// `bce_with_logits(pred, y)`, or with `probs` `bce(sigmoid(pred), y)` on probabilities.
+    /// `bce_with_logits(pred, y)`, or with `probs` `bce(sigmoid(tanh(pred)), y)` on
+    /// probabilities.
     Bce {
         /// Written as `bce` of the prediction's sigmoid.
         probs: bool,
@@ -1320,7 +1321,10 @@ pub fn source(g: &Graph) -> String {
         LossKind::SmoothL1(beta) => format!("smooth_l1(pred, y, beta = {})", num_src(*beta)),
         LossKind::Huber(delta) => format!("huber(pred, y, delta = {})", num_src(*delta)),
         LossKind::Bce { probs: false } => "bce_with_logits(pred, y)".to_string(),
-        LossKind::Bce { probs: true } => "bce(sigmoid(pred), y)".to_string(),
+        // Through `tanh` first, so that the probabilities stay in [0.27, 0.73]: a logit of 20
+        // (seed 80,577, a tied head over log-probabilities) put one at 1 − 1e-9, where
+        // `log(1 − p)` has 1e-7 of rounding and the finite differences saw only that noise.
+        LossKind::Bce { probs: true } => "bce(sigmoid(tanh(pred)), y)".to_string(),
         LossKind::SoftCrossEntropy { smoothing } if *smoothing != 0.0 => {
             format!(
                 "cross_entropy(pred, y, label_smoothing = {})",

@@ -278,7 +278,7 @@ kiln::model! {
         let v3 = batch_norm(v2);
         let pred = linear(v3, 4);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss bce(sigmoid(tanh(pred)), y);
     }
 }
 runner! { R15, float 4, no_lengths, values 2, unseeded, [] }
@@ -920,7 +920,7 @@ kiln::model! {
         let v4 = dropout(v3, 0.5);
         let pred = linear(v4, 2);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss bce(sigmoid(tanh(pred)), y);
     }
 }
 runner! { R49, float 2, no_lengths, values 2, seeded, [] }
@@ -1247,7 +1247,7 @@ kiln::model! {
         let v7 = linear(v6, 4);
         let pred = linear(v7, 4);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss bce(sigmoid(tanh(pred)), y);
     }
 }
 runner! { R69, tokens 2, no_lengths, values 2, unseeded, [] }
@@ -1618,7 +1618,7 @@ kiln::model! {
         let v4 = sqrt((square(v3) + 0.1));
         let pred = linear(v4, 7, bias = false, tied = v1);
         output pred, v2;
-        loss bce(sigmoid(pred), y);
+        loss bce(sigmoid(tanh(pred)), y);
 
         block Blk0(x) {
             let u1 = leaky_relu(x, 0.2);
@@ -1853,7 +1853,7 @@ kiln::model! {
         let v4 = linear(v3, 5);
         let pred = linear(v4, 3);
         output pred;
-        loss bce(sigmoid(pred), y);
+        loss bce(sigmoid(tanh(pred)), y);
     }
 }
 runner! { R170, tokens 2, no_lengths, values 3, unseeded, [] }

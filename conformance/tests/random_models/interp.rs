@@ -1196,7 +1196,7 @@ pub fn run(
             pred.iter()
                 .zip(t.iter())
                 .map(|(&z, &t)| {
-                    let p = 1.0 / (1.0 + (-z).exp());
+                    let p = 1.0 / (1.0 + (-z.tanh()).exp());
                     -(t * p.ln().max(-100.0) + (1.0 - t) * (-p).ln_1p().max(-100.0))
                 })
                 .sum::<f64>()
