@@ -61,7 +61,8 @@ kiln::model! {
 }
 
 kiln::model! {
-    /// Recurrence inside repeated blocks, beside causal attention after an RMS norm.
+    /// Recurrence inside repeated blocks, beside causal attention with rotary position
+    /// embeddings after an RMS norm.
     struct RecurrentBlocks {
         input tokens: [B, T] tokens 13;
         let e = embedding(tokens, 8);
@@ -71,7 +72,7 @@ kiln::model! {
 
         block Mix(x) {
             let n = rms_norm(x);
-            let a = multi_head_attention(n, heads = 2, causal = true);
+            let a = multi_head_attention(n, heads = 2, causal = true, rotary = true);
             let r = gru(x + a, 8);
             let out = x + r;
             output out;

@@ -160,6 +160,7 @@ fn generator_is_deterministic_and_covers_the_families() {
         "prelu",
         "prelu(per channel)",
         "multi_head_attention(memory)",
+        "multi_head_attention(rotary)",
         "linear(tied)",
         "embedding(padding_idx)",
         "several outputs",

@@ -13,8 +13,9 @@ fn ids(rng: &mut StdRng, shape: (usize, usize), below: usize) -> Array2<usize> {
 }
 
 kiln::model! {
-    /// A LLaMA-style block: RMS-normed causal attention and a SiLU MLP, residuals, a final RMS
-    /// norm without a weight (and PyTorch's default eps, the float type's).
+    /// A LLaMA-style block: RMS-normed causal attention with rotary position embeddings and a
+    /// SiLU MLP, residuals, a final RMS norm without a weight (and PyTorch's default eps, the
+    /// float type's).
     struct RmsBlocks {
         input x: [B, T, 8];
         target y: [B, T, 3];
@@ -26,7 +27,7 @@ kiln::model! {
 
         block Block(x) {
             let attn_norm = rms_norm(x, eps = 1e-6);
-            let a = multi_head_attention(attn_norm, heads = 2, causal = true);
+            let a = multi_head_attention(attn_norm, heads = 2, causal = true, rotary = true);
             let x1 = x + a;
             let mlp_norm = rms_norm(x1);
             let up = silu(linear(mlp_norm, 16));
@@ -38,7 +39,7 @@ kiln::model! {
 }
 
 #[test]
-fn rms_norms_in_blocks_with_and_without_a_weight() {
+fn llama_style_blocks_rms_norms_and_rotary_attention() {
     let mut rng = StdRng::seed_from_u64(31);
     let mut model = RmsBlocks::<f64>::new(&mut rng);
     // Weights away from 1, so that their gradients are checked off the starting point.

@@ -49,6 +49,19 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// `rotary_attn`: causal self-attention 8 / 2 heads with rotary position embeddings;
+    /// pred = fc(a) 8 -> 3; MSE.
+    pub struct RotaryAttn {
+        input x: [B, T, 8];
+        target y: [B, T, 3];
+        let attn = multi_head_attention(x, heads = 2, causal = true, rotary = true);
+        let fc = linear(attn, 3);
+        output attn, fc;
+        loss mse(fc, y);
+    }
+}
+
+kiln::model! {
     /// `cross_attn`: attention of q to mem with a key padding mask; pred = fc(a) 8 -> 3; MSE.
     pub struct CrossAttn {
         input q: [B, T, 8];
@@ -317,6 +330,14 @@ parity_case! {
 
 parity_case! {
     causal_attn, CausalAttn,
+    inputs { x: f3 },
+    target y: f3,
+    outputs { attn => a, fc => pred },
+    not_exposed [],
+}
+
+parity_case! {
+    rotary_attn, RotaryAttn,
     inputs { x: f3 },
     target y: f3,
     outputs { attn => a, fc => pred },

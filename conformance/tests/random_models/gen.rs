@@ -278,6 +278,8 @@ pub enum Op {
         causal: bool,
         bias: bool,
         lengths: bool,
+        /// `rotary = true` (self-attention with an even head size).
+        rotary: bool,
     },
     /// `lstm(...)`, `gru(...)` or `rnn(...)`.
     Rnn {
@@ -533,8 +535,12 @@ impl Op {
                 memory,
                 bias,
                 lengths,
+                rotary,
                 ..
             } => {
+                if *rotary {
+                    out.push("multi_head_attention(rotary)".into());
+                }
                 if *lengths {
                     out.push("multi_head_attention(lengths)".into());
                 }
@@ -1035,13 +1041,15 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             causal,
             bias,
             lengths,
+            rotary,
         } => format!(
-            "multi_head_attention({}{}, heads = {heads}{}{}{})",
+            "multi_head_attention({}{}, heads = {heads}{}{}{}{})",
             n(x),
             memory.map_or(String::new(), |m| format!(", {}", n(&m))),
             if *causal { ", causal = true" } else { "" },
             if *bias { "" } else { ", bias = false" },
-            if *lengths { ", lengths = len" } else { "" }
+            if *lengths { ", lengths = len" } else { "" },
+            if *rotary { ", rotary = true" } else { "" }
         ),
         Op::Rnn {
             x,
@@ -2123,6 +2131,8 @@ impl Gen {
                     };
                     let keys = &self.shape(memory.unwrap_or(v))[1];
                     let lengths = self.lengths.as_ref() == Some(keys) && self.chance(0.5);
+                    let rotary =
+                        memory.is_none() && (f / heads).is_multiple_of(2) && self.chance(0.3);
                     Some(self.push(
                         shape,
                         Op::Attention {
@@ -2132,6 +2142,7 @@ impl Gen {
                             causal,
                             bias,
                             lengths,
+                            rotary,
                         },
                     ))
                 }

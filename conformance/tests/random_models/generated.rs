@@ -493,23 +493,17 @@ runner! { R26, float 3, no_lengths, values 3, seeded, [] }
 kiln::model! {
     struct R27 {
         input x: [3, 4] tokens 5;
-        target y: [3, 4] classes 5;
+        target y: [3, 4, 5];
         let v1 = embedding(x, 4);
         let v2 = multi_head_attention(v1, heads = 1, causal = true, bias = false);
-        let v3 = linear(v2, 4);
-        let v4 = linear(v2, 4);
-        let v5 = transpose(v4, -2, -1);
-        let v6 = matmul(v3, v5);
-        let v7 = causal_mask(v6);
-        let v8 = softmax(v7);
-        let v9 = matmul(v8, v2);
-        let v10 = layer_norm(v9);
-        let pred = linear(v10, 5, tied = v1);
+        let v3 = softplus((2.0 * v2));
+        let v4 = multi_head_attention(v3, heads = 1, bias = false, rotary = true);
+        let pred = linear(v4, 5, tied = v1);
         output pred;
-        loss nll(log_softmax(pred), y);
+        loss cross_entropy(pred, y, label_smoothing = 0.1);
     }
 }
-runner! { R27, tokens 2, no_lengths, labels 2, unseeded, [] }
+runner! { R27, tokens 2, no_lengths, values 3, unseeded, [] }
 
 kiln::model! {
     struct R28 {
@@ -580,37 +574,46 @@ kiln::model! {
     struct R31 {
         input x: [N, 4, 4];
         input len: [N] lengths 4;
-        target y: [N, 6, 2];
-        let v1 = multi_head_attention(x, heads = 2, lengths = len);
-        let v2 = linear(v1, 6);
-        let v3 = max(v2, axis = 2);
-        let v4 = layer_norm(v3, eps = 0.0001);
-        let v5 = permute(v2, (0, 2, 1));
-        let pred = linear(v5, 2);
-        output pred, v4;
-        loss cross_entropy(pred, y, label_smoothing = 0.1);
+        target y: [N, 4] classes 2;
+        let v1 = multi_head_attention(x, heads = 2, lengths = len, rotary = true);
+        let v2 = linear(v1, 3);
+        let v3 = linear(v1, 3);
+        let v4 = transpose(v3, -2, -1);
+        let v5 = matmul(v2, v4);
+        let v6 = softmax(v5);
+        let v7 = matmul(v6, v1);
+        let v8 = mean(v7, axis = 1);
+        let v9 = linear(v8, 8);
+        let v10 = reshape(v9, (N, 4, 2));
+        let v11 = permute(v10, (1, 0, 2));
+        let v12 = gru(v7, 2, layers = 2, bidirectional = true, dropout = 0.5, h0 = v11, final_state = true);
+        let v13 = softmax(v12);
+        let v14 = rnn(v7, 3, lengths = len, bidirectional = true);
+        let pred = linear(v14, 2);
+        output pred;
+        loss nll(log_softmax(pred), y) + 0.1 * mean(v13);
     }
 }
-runner! { R31, float 3, lengths, values 3, unseeded, [v4] }
+runner! { R31, float 3, lengths, labels 2, seeded, [] }
 
 kiln::model! {
     struct R32 {
         input x: [B, T] tokens 3;
         input len: [B] lengths T;
-        target y: [B, T - 1] classes 3;
+        target y: [B, T, 2];
         let v1 = embedding(x, 2, padding_idx = 0);
         let v2 = position_embedding(x, 2, max_len = 2);
         let v3 = v1 + v2;
         let v4 = -v3 - v2;
-        let v5 = multi_head_attention(v4, heads = 1, causal = true, lengths = len);
-        let v6 = concat(v2, v5);
-        let v7 = narrow(v6, axis = 1, start = 1);
-        let pred = linear(v7, 3);
-        output pred;
-        loss cross_entropy(pred, y, ignore_index = 0);
+        let v5 = multi_head_attention(v4, heads = 1, causal = true, lengths = len, rotary = true);
+        let v6 = permute(v5, (0, 2, 1));
+        let v7 = linear(v4, 3);
+        let pred = linear(v7, 2);
+        output pred, v6;
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R32, tokens 2, lengths, labels 2, unseeded, [] }
+runner! { R32, tokens 2, lengths, values 3, unseeded, [v6] }
 
 kiln::model! {
     struct R33 {
@@ -891,7 +894,7 @@ runner! { R47, tokens 2, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R48 {
         input x: [B, T, 4];
-        target y: [B, 4, T];
+        target y: [B, 2, 3] classes 4;
         let v1 = linear(x, 5);
         let v2 = linear(x, 5);
         let v3 = transpose(v2, -2, -1);
@@ -899,16 +902,22 @@ kiln::model! {
         let v5 = softmax(v4);
         let v6 = matmul(v5, x);
         let v7 = multi_head_attention(v6, heads = 1);
-        let v8 = sqrt((square(exp(tanh(v7))) + 0.1)) - (v6 * sigmoid(v6));
-        let v9 = concat(v8, v6, axis = 1);
-        let v10 = multi_head_attention(v8, v9, heads = 1, causal = true);
-        let v11 = permute(v6, (0, 2, 1));
-        let pred = v11 * sigmoid(v11);
-        output pred, v10;
-        loss mse(pred, y);
+        let v8 = linear(v7, 2);
+        let v9 = linear(v7, 2);
+        let v10 = transpose(v9, -2, -1);
+        let v11 = matmul(v8, v10);
+        let v12 = causal_mask(v11);
+        let v13 = softmax(v12);
+        let v14 = matmul(v13, v7);
+        let v15 = mean(v14, axis = 1);
+        let v16 = linear(v15, 6);
+        let v17 = reshape(v16, (B, 1, 2, 3));
+        let pred = conv2d(v17, 4, kernel = 1);
+        output pred;
+        loss cross_entropy(pred, y);
     }
 }
-runner! { R48, float 3, no_lengths, values 3, unseeded, [v10] }
+runner! { R48, float 3, no_lengths, labels 3, unseeded, [] }
 
 kiln::model! {
     struct R49 {
@@ -1169,10 +1178,10 @@ kiln::model! {
         input x: [B, 2, 4];
         target y: [B, 2, 2];
         let v1 = linear(x, 2);
-        let v2 = multi_head_attention(v1, heads = 1, causal = true);
+        let v2 = multi_head_attention(v1, heads = 1, causal = true, rotary = true);
         let pred = linear(v2, 2);
         output pred;
-        loss mse(pred, y);
+        loss kl_div(log_softmax(pred), y);
     }
 }
 runner! { R64, float 3, no_lengths, values 3, unseeded, [] }
@@ -1876,15 +1885,15 @@ decoder! { R179, float 3, [] }
 kiln::model! {
     struct R202 {
         input x: [B, T, 2];
-        target y: [B, T] classes 3;
+        target y: [B, T, 2];
         let v1 = sigmoid(x);
         let v2 = square(v1);
         let v3 = (v2 - 0.25) * selu(v1);
         let v4 = Blk0(v3);
         let v5 = multi_head_attention(v3, heads = 1, causal = true, bias = false);
-        let pred = linear(v5, 3);
+        let pred = linear(v5, 2);
         output pred, v4;
-        loss nll(log_softmax(pred), y, ignore_index = 1);
+        loss l1(pred, y);
 
         block Blk0(x) {
             let u1 = linear(x, 2);
@@ -1893,7 +1902,7 @@ kiln::model! {
         }
     }
 }
-runner! { R202, float 3, no_lengths, labels 2, unseeded, [v4] }
+runner! { R202, float 3, no_lengths, values 3, unseeded, [v4] }
 decoder! { R202, float 3, [v4] }
 
 kiln::model! {

@@ -467,11 +467,12 @@ impl Interp<'_> {
                 causal,
                 bias,
                 lengths,
+                rotary,
             } => self.attention(
                 &vals[*x],
                 &vals[memory.unwrap_or(*x)],
                 name,
-                *heads,
+                (*heads, *rotary),
                 *causal,
                 *bias,
                 *lengths,
@@ -901,7 +902,7 @@ impl Interp<'_> {
         x: &ArrayD<f64>,
         mem: &ArrayD<f64>,
         name: &str,
-        heads: usize,
+        (heads, rotary): (usize, bool),
         causal: bool,
         bias: bool,
         lengths: bool,
@@ -912,9 +913,33 @@ impl Interp<'_> {
         let bi = bias.then(|| self.p(&format!("{name}.in_proj_bias")));
         // Every projection of both inputs; queries are read from `qx`, keys and values
         // from `qkv`.
-        let qx = linear(x, wi, bi, 3 * d);
-        let qkv = linear(mem, wi, bi, 3 * d);
+        let mut qx = linear(x, wi, bi, 3 * d);
+        let mut qkv = linear(mem, wi, bi, 3 * d);
         let dh = d / heads;
+        if rotary {
+            // Self-attention: each head's queries and keys turned by their positions,
+            // Hugging Face's `x · cos + rotate_half(x) · sin` with base 10000.
+            let half = dh / 2;
+            for (p, column) in [(&mut qx, 0), (&mut qkv, d)] {
+                let before = p.clone();
+                for n in 0..b {
+                    for i in 0..t {
+                        for c in 0..d {
+                            let (h, k) = (c / dh, c % dh);
+                            let theta = 1.0 / 10_000f64.powf((2 * (k % half)) as f64 / dh as f64);
+                            let (sin, cos) = (i as f64 * theta).sin_cos();
+                            let at = |k: usize| before[[n, i, column + h * dh + k]];
+                            let turned = if k < half {
+                                -at(k + half)
+                            } else {
+                                at(k - half)
+                            };
+                            p[[n, i, column + c]] = at(k) * cos + turned * sin;
+                        }
+                    }
+                }
+            }
+        }
         let mut o = ArrayD::zeros(IxDyn(&[b, t, d]));
         for n in 0..b {
             for h in 0..heads {

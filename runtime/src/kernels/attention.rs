@@ -35,7 +35,7 @@ use std::marker::PhantomData;
 ///
 /// ```
 /// use kiln_runtime::kernels::attention::AttentionDims;
-/// let d = AttentionDims { batch: 2, q_len: 3, kv_len: 5, embed: 8, heads: 2 };
+/// let d = AttentionDims { batch: 2, q_len: 3, kv_len: 5, embed: 8, heads: 2, rotary: false };
 /// assert_eq!(d.head_dim(), 4);
 /// // Q, K and V, the probabilities, the heads' outputs, their gradients, and two tiles.
 /// let proj = 2 * 3 * 8 + 2 * 5 * 16;
@@ -53,6 +53,9 @@ pub struct AttentionDims {
     pub embed: usize,
     /// The number of heads (`H`, at least 1).
     pub heads: usize,
+    /// Rotary position embeddings on each head's queries and keys after their projections
+    /// (see [`rotary`](super::rotary); self-attention only, an even head size).
+    pub rotary: bool,
 }
 
 impl AttentionDims {
@@ -104,6 +107,25 @@ impl AttentionDims {
             self.kv_len > 0 || self.q_rows() == 0,
             "{what}: queries need at least one key"
         );
+        assert!(
+            !self.rotary || self.head_dim().is_multiple_of(2),
+            "{what}: rotary position embeddings need an even head size, not {}",
+            self.head_dim()
+        );
+    }
+
+    /// Where the rotary embeddings turn the queries (`column` 0) or the keys (`column` `D`) of
+    /// self-attention's projections, `[B·T, 3D]`.
+    fn rotary_layout(&self, column: usize) -> super::rotary::RotaryLayout {
+        super::rotary::RotaryLayout {
+            rows: self.q_rows(),
+            stride: 3 * self.embed,
+            column,
+            heads: self.heads,
+            head_dim: self.head_dim(),
+            seq: self.q_len,
+            first: 0,
+        }
     }
 }
 
@@ -246,7 +268,7 @@ impl Proj {
 ///     multi_head_attention_forward, AttentionDims, AttentionParams,
 /// };
 /// // One head of size 1 over two tokens; identity projections, no biases.
-/// let d = AttentionDims { batch: 1, q_len: 2, kv_len: 2, embed: 1, heads: 1 };
+/// let d = AttentionDims { batch: 1, q_len: 2, kv_len: 2, embed: 1, heads: 1, rotary: false };
 /// let p = AttentionParams {
 ///     in_proj_weight: &[1.0f64, 1.0, 1.0],
 ///     in_proj_bias: None,
@@ -302,6 +324,14 @@ pub fn multi_head_attention_forward<F: Float>(
             linear_forward(query, w_q, b_q, d.q_rows(), e, e, p_q);
             linear_forward(memory, w_kv, b_kv, d.kv_rows(), e, 2 * e, p_kv);
         }
+    }
+    if d.rotary {
+        assert!(
+            memory.is_none(),
+            "{WHAT}: rotary embeddings are for self-attention"
+        );
+        super::rotary::rotate(proj, &d.rotary_layout(0), false);
+        super::rotary::rotate(proj, &d.rotary_layout(e), false);
     }
     let lay = Proj::of(d, memory.is_none());
     let proj: &[F] = proj;
@@ -535,6 +565,11 @@ pub fn multi_head_attention_backward<F: Float>(
         dk.block(len..s, 0..hd).fill_zero();
     });
 
+    // Back through the rotary embeddings: the gradients of the projections before them.
+    if d.rotary {
+        super::rotary::rotate(&mut *parts.d_proj, &d.rotary_layout(0), true);
+        super::rotary::rotate(&mut *parts.d_proj, &d.rotary_layout(e), true);
+    }
     // The input projections, over all rows at once.
     let d_proj: &[F] = parts.d_proj;
     match memory {
@@ -542,7 +577,11 @@ pub fn multi_head_attention_backward<F: Float>(
             linear_backward_weight(query, d_proj, rows, e, 3 * e, g.in_proj_weight, false);
             if let Some(db) = g.in_proj_bias {
                 linear_backward_bias(d_proj, rows, 3 * e, db, false);
-                zero_key_bias(db, e);
+                // Rotated by its key's position, the key bias no longer adds the same to every
+                // score of a query: its gradient is not zero.
+                if !d.rotary {
+                    zero_key_bias(db, e);
+                }
             }
             if let Some((dq, accumulate)) = d_query {
                 linear_backward_input(d_proj, p.in_proj_weight, rows, e, 3 * e, dq, accumulate);
@@ -1121,6 +1160,15 @@ mod tests {
             kv_len,
             embed,
             heads,
+            rotary: false,
+        }
+    }
+
+    /// [`dims`] of self-attention with rotary position embeddings.
+    fn rotary(batch: usize, len: usize, embed: usize, heads: usize) -> AttentionDims {
+        AttentionDims {
+            rotary: true,
+            ..dims(batch, len, len, embed, heads)
         }
     }
 
@@ -1137,6 +1185,9 @@ mod tests {
             case(dims(2, 4, 4, 6, 1), false, true, None, true),
             case(dims(2, 5, 5, 6, 3), false, true, Some(&[3, 5]), true),
             case(dims(2, 4, 4, 4, 2), false, false, Some(&[4, 1]), false),
+            // Rotary embeddings: the key bias then has a gradient.
+            case(rotary(2, 5, 8, 2), false, true, None, true),
+            case(rotary(2, 4, 12, 3), false, false, Some(&[4, 2]), true),
             case(dims(2, 3, 5, 4, 1), true, false, Some(&[2, 5]), true),
             case(dims(2, 3, 5, 6, 2), true, true, None, true),
             case(dims(1, 5, 3, 4, 2), true, true, Some(&[2]), false),
@@ -1200,9 +1251,30 @@ mod tests {
             }
             y
         };
-        let q = project(query, d.batch * t, 0);
-        let k = project(kv, d.batch * s, 1);
+        let (mut q, mut k) = (project(query, d.batch * t, 0), project(kv, d.batch * s, 1));
         let v = project(kv, d.batch * s, 2);
+        if d.rotary {
+            // Hugging Face's `x · cos + rotate_half(x) · sin` on each head, by position.
+            let half = hd / 2;
+            for x in [&mut q, &mut k] {
+                let before = x.clone();
+                for (r, row) in x.chunks_exact_mut(e).enumerate() {
+                    let pos = (r % t) as f64;
+                    for (j, value) in row.iter_mut().enumerate() {
+                        let (h, c) = (j / hd, j % hd);
+                        let theta = 1.0 / 10_000f64.powf((2 * (c % half)) as f64 / hd as f64);
+                        let (sin, cos) = (pos * theta).sin_cos();
+                        let at = r * e + h * hd;
+                        let rotated_half = if c < half {
+                            -before[at + c + half]
+                        } else {
+                            before[at + c - half]
+                        };
+                        *value = before[at + c] * cos + rotated_half * sin;
+                    }
+                }
+            }
+        }
         let mut o = vec![0.0; d.batch * t * e];
         for b in 0..d.batch {
             let len = c.lengths.as_ref().map_or(s, |l| l[b]);
@@ -1335,7 +1407,10 @@ mod tests {
     /// the naive forward, both accumulate modes for the inputs.
     #[test]
     fn backward_matches_finite_differences() {
-        let (rtol, atol) = (1e-6, 1e-7);
+        // Steps of 1e-5: at 1e-6 the differences' rounding (about 1e-14 of the loss over the
+        // step) already reached 3e-7 on the rotary cases, whose truncation error at 1e-5 is
+        // still below 1e-10.
+        let (rtol, atol, step) = (1e-6, 1e-7, 1e-5);
         for c in cases() {
             let (query, memory, w_in, b_in, w_out, b_out) = inputs(&c);
             let d = c.d;
@@ -1353,37 +1428,37 @@ mod tests {
             let num_w_in = numeric_gradient(
                 |w| loss(&query, mem, w, bi, &w_out, bo),
                 &mut w_in.clone(),
-                1e-6,
+                step,
             );
             let num_w_out = numeric_gradient(
                 |w| loss(&query, mem, &w_in, bi, w, bo),
                 &mut w_out.clone(),
-                1e-6,
+                step,
             );
             let num_query = numeric_gradient(
                 |x| loss(x, mem, &w_in, bi, &w_out, bo),
                 &mut query.clone(),
-                1e-6,
+                step,
             );
             let num_b_in = b_in.as_ref().map(|b| {
                 numeric_gradient(
                     |b| loss(&query, mem, &w_in, Some(b), &w_out, bo),
                     &mut b.clone(),
-                    1e-6,
+                    step,
                 )
             });
             let num_b_out = b_out.as_ref().map(|b| {
                 numeric_gradient(
                     |b| loss(&query, mem, &w_in, bi, &w_out, Some(b)),
                     &mut b.clone(),
-                    1e-6,
+                    step,
                 )
             });
             let num_memory = memory.as_ref().map(|m| {
                 numeric_gradient(
                     |m| loss(&query, Some(m), &w_in, bi, &w_out, bo),
                     &mut m.clone(),
-                    1e-6,
+                    step,
                 )
             });
 

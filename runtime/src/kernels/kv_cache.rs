@@ -14,6 +14,7 @@ use super::attention::{AttentionParams, SoftmaxRows};
 use super::dispatch::run_fast;
 use super::gemm::gemm;
 use super::linear::linear_forward;
+use super::rotary::{rotate, RotaryLayout};
 use crate::Float;
 
 /// The keys and values of one attention layer for up to `capacity` positions of `batch`
@@ -39,6 +40,8 @@ pub struct KvCache<F> {
     /// The projections of the new positions, one head's queries, scores and output, and the
     /// heads' outputs side by side; grown on demand.
     scratch: Vec<F>,
+    /// Rotary position embeddings on the queries and keys, by absolute position.
+    rotary: bool,
 }
 
 impl<F: Float> KvCache<F> {
@@ -61,7 +64,16 @@ impl<F: Float> KvCache<F> {
             keys: vec![F::ZERO; len],
             values: vec![F::ZERO; len],
             scratch: Vec::new(),
+            rotary: false,
         }
+    }
+
+    /// For a layer with rotary position embeddings (`multi_head_attention(.., rotary =
+    /// true)`): the new positions' queries and keys are turned by their absolute positions,
+    /// the keys before they join the cache.
+    pub fn rotary(mut self, on: bool) -> Self {
+        self.rotary = on;
+        self
     }
 
     /// The number of sequences.
@@ -157,6 +169,20 @@ pub fn multi_head_attention_cached<F: Float>(
         3 * e,
         proj,
     );
+    if cache.rotary {
+        for column in [0, e] {
+            let layout = RotaryLayout {
+                rows,
+                stride: 3 * e,
+                column,
+                heads,
+                head_dim: hd,
+                seq: q_len,
+                first: len,
+            };
+            rotate(proj, &layout, false);
+        }
+    }
     // The new keys and values join the cache, head by head.
     for b in 0..batch {
         for r in 0..q_len {
@@ -236,9 +262,15 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     /// Decoding a sequence in pieces (a prompt, then one position at a time, then several)
-    /// gives the causal forward over the whole sequence, for every batch row and position.
+    /// gives the causal forward over the whole sequence, for every batch row and position,
+    /// with and without rotary embeddings.
     #[test]
     fn pieces_match_the_whole_sequence() {
+        pieces_match(false);
+        pieces_match(true);
+    }
+
+    fn pieces_match(rotary: bool) {
         let (batch, t, e, heads) = (2, 9, 12, 3);
         let mut rng = StdRng::seed_from_u64(3);
         let mut draw =
@@ -257,12 +289,13 @@ mod tests {
             kv_len: t,
             embed: e,
             heads,
+            rotary,
         };
         let mut scratch = vec![0.0; d.scratch_len()];
         let mut whole = vec![0.0; batch * t * e];
         multi_head_attention_forward(&d, &x, None, true, None, &p, &mut scratch, &mut whole);
 
-        let mut cache = KvCache::new(batch, t, e, heads);
+        let mut cache = KvCache::new(batch, t, e, heads).rotary(rotary);
         let mut len = 0;
         for piece in [4, 1, 1, 3] {
             let rows = |v: &[f64]| -> Vec<f64> {

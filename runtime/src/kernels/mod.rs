@@ -28,6 +28,7 @@ pub mod pool;
 pub mod prelu;
 pub mod recurrent;
 pub mod reduce;
+pub mod rotary;
 pub mod shape_ops;
 pub mod softmax;
 pub mod upsample;

@@ -21,7 +21,7 @@ impl OpSpec for AttentionSpec {
         "multi_head_attention"
     }
     fn usage(&self) -> &'static str {
-        "multi_head_attention(x, heads = 4, causal = true)` or `multi_head_attention(x, memory, heads = 4, lengths = memory_len)"
+        "multi_head_attention(x, heads = 4, causal = true)`, `multi_head_attention(x, heads = 4, causal = true, rotary = true)` or `multi_head_attention(x, memory, heads = 4, lengths = memory_len)"
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(1, 2)?;
@@ -34,8 +34,16 @@ impl OpSpec for AttentionSpec {
         let causal = args.opt_bool("causal", false)?;
         let bias = args.opt_bool("bias", true)?;
         let lengths = args.tensor_option("lengths").is_some();
+        let rotary_span = args.written_option("rotary").map(|e| e.span());
+        let rotary = args.opt_bool("rotary", false)?;
         // Unknown options first: `head = 4` is a misspelt `heads`, not a missing one.
         args.finish()?;
+        if let (Some(span), true, true) = (rotary_span, rotary, cross) {
+            return Err(syn::Error::new(
+                span,
+                "rotary position embeddings turn a sequence's queries and keys by their positions in that one sequence: they are for self-attention, not for attention to a memory (give the positions to the encoder and the decoder each, with `rotary = true` on their self-attention)",
+            ));
+        }
         let Some(heads) = heads else {
             return Err(syn::Error::new(
                 args.span(),
@@ -48,6 +56,7 @@ impl OpSpec for AttentionSpec {
             bias,
             cross,
             lengths,
+            rotary,
         })))
     }
 }
@@ -61,6 +70,8 @@ pub struct Attention {
     cross: bool,
     /// A `lengths` input masks the keys past each sequence's length.
     lengths: bool,
+    /// Rotary position embeddings on the queries and keys (self-attention only).
+    rotary: bool,
 }
 
 impl Attention {
@@ -80,9 +91,9 @@ impl Attention {
         } else {
             q_len
         };
-        let heads = self.heads;
+        let (heads, rotary) = (self.heads, self.rotary);
         quote! {
-            ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads }
+            ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads, rotary: #rotary }
         }
     }
 
@@ -112,10 +123,15 @@ impl Kernel for Attention {
             return super::Decoding::Unsupported;
         }
         let (embed, heads) = (Self::width(inputs), self.heads);
+        let init = if self.rotary {
+            quote!(::kiln::kernels::kv_cache::KvCache::new(batch, capacity, #embed, #heads).rotary(true))
+        } else {
+            quote!(::kiln::kernels::kv_cache::KvCache::new(batch, capacity, #embed, #heads))
+        };
         super::Decoding::Incremental {
             cache: Some(super::DecodeCache {
                 ty: quote!(::kiln::kernels::kv_cache::KvCache<F>),
-                init: quote!(::kiln::kernels::kv_cache::KvCache::new(batch, capacity, #embed, #heads)),
+                init,
                 keeps: "the keys and values of each causal self-attention layer",
             }),
             positions: None,
@@ -123,6 +139,12 @@ impl Kernel for Attention {
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Int, Ints};
+        if self.rotary {
+            return Err(crate::onnx::unsupported(
+                "multi_head_attention",
+                "its rotary position embeddings are not exported (ONNX opset 17 has no rotary op)",
+            ));
+        }
         // PyTorch's nn.MultiheadAttention decomposed: projections (MatMul + Add), heads by
         // Reshape + Transpose, scaled scores, masks as -inf, Softmax, MatMul, output projection.
         let d = match cx.input_infos[0].shape.last() {
@@ -256,6 +278,9 @@ impl Kernel for Attention {
         if !self.bias {
             s.push_str(", bias=false");
         }
+        if self.rotary {
+            s.push_str(", rotary");
+        }
         s
     }
     fn has_params(&self) -> bool {
@@ -288,6 +313,13 @@ impl Kernel for Attention {
                 self.heads,
                 show(q),
                 super::divisors_near(width, self.heads)
+            )));
+        }
+        if self.rotary && !(width / self.heads).is_multiple_of(2) {
+            return Err(OpError::call(format!(
+                "rotary position embeddings turn pairs of a head's features, but {} heads of the width {width} have {} features each, an odd number: use a head count that leaves an even head size",
+                self.heads,
+                width / self.heads
             )));
         }
         let kv_len = if self.cross {
@@ -381,14 +413,14 @@ impl Kernel for Attention {
         } else {
             q.get(1).copied()
         };
-        let heads = self.heads;
+        let (heads, rotary) = (self.heads, self.rotary);
         vec![ScratchSpec {
             suffix: "saved",
             len: ScratchLen::OfDims(Box::new(move |dim| {
                 let (batch, q_len, embed) = (dim(q[0]), dim(q[1]), dim(q[2]));
                 let kv_len = kv_len.map_or_else(|| q_len.clone(), &dim);
                 quote! {
-                    ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads }.scratch_len()
+                    ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads, rotary: #rotary }.scratch_len()
                 }
             })),
         }]
