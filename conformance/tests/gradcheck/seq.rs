@@ -13,9 +13,9 @@ fn ids(rng: &mut StdRng, shape: (usize, usize), below: usize) -> Array2<usize> {
 }
 
 kiln::model! {
-    /// LLaMA-style blocks (the README's): RMS-normed causal attention with rotary position
-    /// embeddings and no biases, a SwiGLU MLP, residuals; a final RMS norm without a weight
-    /// (and PyTorch's default eps, the float type's).
+    /// LLaMA-style blocks (the README's, with LLaMA 3's rotary base): RMS-normed causal
+    /// attention with rotary position embeddings and no biases, a SwiGLU MLP, residuals; a
+    /// final RMS norm without a weight (and PyTorch's default eps, the float type's).
     struct RmsBlocks {
         input x: [B, T, 8];
         target y: [B, T, 3];
@@ -27,7 +27,9 @@ kiln::model! {
 
         block Block(x) {
             let attn_norm = rms_norm(x, eps = 1e-6);
-            let a = multi_head_attention(attn_norm, heads = 2, causal = true, bias = false, rotary = true);
+            let a = multi_head_attention(
+                attn_norm, heads = 2, causal = true, bias = false, rotary = true, rotary_base = 500000
+            );
             let x1 = x + a;
             let mlp_norm = rms_norm(x1);
             let gate = linear(mlp_norm, 12, bias = false);

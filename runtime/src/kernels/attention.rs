@@ -35,7 +35,7 @@ use std::marker::PhantomData;
 ///
 /// ```
 /// use kiln_runtime::kernels::attention::AttentionDims;
-/// let d = AttentionDims { batch: 2, q_len: 3, kv_len: 5, embed: 8, heads: 2, rotary: false };
+/// let d = AttentionDims { batch: 2, q_len: 3, kv_len: 5, embed: 8, heads: 2, rotary: None };
 /// assert_eq!(d.head_dim(), 4);
 /// // Q, K and V, the probabilities, the heads' outputs, their gradients, and two tiles.
 /// let proj = 2 * 3 * 8 + 2 * 5 * 16;
@@ -53,9 +53,10 @@ pub struct AttentionDims {
     pub embed: usize,
     /// The number of heads (`H`, at least 1).
     pub heads: usize,
-    /// Rotary position embeddings on each head's queries and keys after their projections
-    /// (see [`rotary`](super::rotary); self-attention only, an even head size).
-    pub rotary: bool,
+    /// Rotary position embeddings on each head's queries and keys after their projections,
+    /// with this base (see [`rotary`](super::rotary); self-attention only, an even head size);
+    /// `None`: none.
+    pub rotary: Option<u32>,
 }
 
 impl AttentionDims {
@@ -108,7 +109,7 @@ impl AttentionDims {
             "{what}: queries need at least one key"
         );
         assert!(
-            !self.rotary || self.head_dim().is_multiple_of(2),
+            self.rotary.is_none() || self.head_dim().is_multiple_of(2),
             "{what}: rotary position embeddings need an even head size, not {}",
             self.head_dim()
         );
@@ -116,7 +117,7 @@ impl AttentionDims {
 
     /// Where the rotary embeddings turn the queries (`column` 0) or the keys (`column` `D`) of
     /// self-attention's projections, `[B·T, 3D]`.
-    fn rotary_layout(&self, column: usize) -> super::rotary::RotaryLayout {
+    fn rotary_layout(&self, column: usize, base: u32) -> super::rotary::RotaryLayout {
         super::rotary::RotaryLayout {
             rows: self.q_rows(),
             stride: 3 * self.embed,
@@ -125,6 +126,7 @@ impl AttentionDims {
             head_dim: self.head_dim(),
             seq: self.q_len,
             first: 0,
+            base,
         }
     }
 }
@@ -268,7 +270,7 @@ impl Proj {
 ///     multi_head_attention_forward, AttentionDims, AttentionParams,
 /// };
 /// // One head of size 1 over two tokens; identity projections, no biases.
-/// let d = AttentionDims { batch: 1, q_len: 2, kv_len: 2, embed: 1, heads: 1, rotary: false };
+/// let d = AttentionDims { batch: 1, q_len: 2, kv_len: 2, embed: 1, heads: 1, rotary: None };
 /// let p = AttentionParams {
 ///     in_proj_weight: &[1.0f64, 1.0, 1.0],
 ///     in_proj_bias: None,
@@ -325,13 +327,13 @@ pub fn multi_head_attention_forward<F: Float>(
             linear_forward(memory, w_kv, b_kv, d.kv_rows(), e, 2 * e, p_kv);
         }
     }
-    if d.rotary {
+    if let Some(base) = d.rotary {
         assert!(
             memory.is_none(),
             "{WHAT}: rotary embeddings are for self-attention"
         );
-        super::rotary::rotate(proj, &d.rotary_layout(0), false);
-        super::rotary::rotate(proj, &d.rotary_layout(e), false);
+        super::rotary::rotate(proj, &d.rotary_layout(0, base), false);
+        super::rotary::rotate(proj, &d.rotary_layout(e, base), false);
     }
     let lay = Proj::of(d, memory.is_none());
     let proj: &[F] = proj;
@@ -566,9 +568,9 @@ pub fn multi_head_attention_backward<F: Float>(
     });
 
     // Back through the rotary embeddings: the gradients of the projections before them.
-    if d.rotary {
-        super::rotary::rotate(&mut *parts.d_proj, &d.rotary_layout(0), true);
-        super::rotary::rotate(&mut *parts.d_proj, &d.rotary_layout(e), true);
+    if let Some(base) = d.rotary {
+        super::rotary::rotate(&mut *parts.d_proj, &d.rotary_layout(0, base), true);
+        super::rotary::rotate(&mut *parts.d_proj, &d.rotary_layout(e, base), true);
     }
     // The input projections, over all rows at once.
     let d_proj: &[F] = parts.d_proj;
@@ -579,7 +581,7 @@ pub fn multi_head_attention_backward<F: Float>(
                 linear_backward_bias(d_proj, rows, 3 * e, db, false);
                 // Rotated by its key's position, the key bias no longer adds the same to every
                 // score of a query: its gradient is not zero.
-                if !d.rotary {
+                if d.rotary.is_none() {
                     zero_key_bias(db, e);
                 }
             }
@@ -1160,14 +1162,14 @@ mod tests {
             kv_len,
             embed,
             heads,
-            rotary: false,
+            rotary: None,
         }
     }
 
-    /// [`dims`] of self-attention with rotary position embeddings.
-    fn rotary(batch: usize, len: usize, embed: usize, heads: usize) -> AttentionDims {
+    /// [`dims`] of self-attention with rotary position embeddings of `base`.
+    fn rotary(batch: usize, len: usize, embed: usize, heads: usize, base: u32) -> AttentionDims {
         AttentionDims {
-            rotary: true,
+            rotary: Some(base),
             ..dims(batch, len, len, embed, heads)
         }
     }
@@ -1186,8 +1188,14 @@ mod tests {
             case(dims(2, 5, 5, 6, 3), false, true, Some(&[3, 5]), true),
             case(dims(2, 4, 4, 4, 2), false, false, Some(&[4, 1]), false),
             // Rotary embeddings: the key bias then has a gradient.
-            case(rotary(2, 5, 8, 2), false, true, None, true),
-            case(rotary(2, 4, 12, 3), false, false, Some(&[4, 2]), true),
+            case(rotary(2, 5, 8, 2, 10_000), false, true, None, true),
+            case(
+                rotary(2, 4, 12, 3, 500_000),
+                false,
+                false,
+                Some(&[4, 2]),
+                true,
+            ),
             case(dims(2, 3, 5, 4, 1), true, false, Some(&[2, 5]), true),
             case(dims(2, 3, 5, 6, 2), true, true, None, true),
             case(dims(1, 5, 3, 4, 2), true, true, Some(&[2]), false),
@@ -1253,7 +1261,7 @@ mod tests {
         };
         let (mut q, mut k) = (project(query, d.batch * t, 0), project(kv, d.batch * s, 1));
         let v = project(kv, d.batch * s, 2);
-        if d.rotary {
+        if let Some(base) = d.rotary {
             // Hugging Face's `x · cos + rotate_half(x) · sin` on each head, by position.
             let half = hd / 2;
             for x in [&mut q, &mut k] {
@@ -1262,7 +1270,7 @@ mod tests {
                     let pos = (r % t) as f64;
                     for (j, value) in row.iter_mut().enumerate() {
                         let (h, c) = (j / hd, j % hd);
-                        let theta = 1.0 / 10_000f64.powf((2 * (c % half)) as f64 / hd as f64);
+                        let theta = 1.0 / f64::from(base).powf((2 * (c % half)) as f64 / hd as f64);
                         let (sin, cos) = (pos * theta).sin_cos();
                         let at = r * e + h * hd;
                         let rotated_half = if c < half {

@@ -40,8 +40,9 @@ pub struct KvCache<F> {
     /// The projections of the new positions, one head's queries, scores and output, and the
     /// heads' outputs side by side; grown on demand.
     scratch: Vec<F>,
-    /// Rotary position embeddings on the queries and keys, by absolute position.
-    rotary: bool,
+    /// Rotary position embeddings on the queries and keys, by absolute position, with this
+    /// base.
+    rotary: Option<u32>,
 }
 
 impl<F: Float> KvCache<F> {
@@ -64,15 +65,15 @@ impl<F: Float> KvCache<F> {
             keys: vec![F::ZERO; len],
             values: vec![F::ZERO; len],
             scratch: Vec::new(),
-            rotary: false,
+            rotary: None,
         }
     }
 
-    /// For a layer with rotary position embeddings (`multi_head_attention(.., rotary =
-    /// true)`): the new positions' queries and keys are turned by their absolute positions,
-    /// the keys before they join the cache.
-    pub fn rotary(mut self, on: bool) -> Self {
-        self.rotary = on;
+    /// For a layer with rotary position embeddings of `base` (`multi_head_attention(..,
+    /// rotary = true)`): the new positions' queries and keys are turned by their absolute
+    /// positions, the keys before they join the cache.
+    pub fn rotary(mut self, base: u32) -> Self {
+        self.rotary = Some(base);
         self
     }
 
@@ -169,7 +170,7 @@ pub fn multi_head_attention_cached<F: Float>(
         3 * e,
         proj,
     );
-    if cache.rotary {
+    if let Some(base) = cache.rotary {
         for column in [0, e] {
             let layout = RotaryLayout {
                 rows,
@@ -179,6 +180,7 @@ pub fn multi_head_attention_cached<F: Float>(
                 head_dim: hd,
                 seq: q_len,
                 first: len,
+                base,
             };
             rotate(proj, &layout, false);
         }
@@ -266,11 +268,11 @@ mod tests {
     /// with and without rotary embeddings.
     #[test]
     fn pieces_match_the_whole_sequence() {
-        pieces_match(false);
-        pieces_match(true);
+        pieces_match(None);
+        pieces_match(Some(10_000));
     }
 
-    fn pieces_match(rotary: bool) {
+    fn pieces_match(rotary: Option<u32>) {
         let (batch, t, e, heads) = (2, 9, 12, 3);
         let mut rng = StdRng::seed_from_u64(3);
         let mut draw =
@@ -295,7 +297,10 @@ mod tests {
         let mut whole = vec![0.0; batch * t * e];
         multi_head_attention_forward(&d, &x, None, true, None, &p, &mut scratch, &mut whole);
 
-        let mut cache = KvCache::new(batch, t, e, heads).rotary(rotary);
+        let mut cache = KvCache::new(batch, t, e, heads);
+        if let Some(base) = rotary {
+            cache = cache.rotary(base);
+        }
         let mut len = 0;
         for piece in [4, 1, 1, 3] {
             let rows = |v: &[f64]| -> Vec<f64> {

@@ -1,7 +1,8 @@
 //! Rotary position embeddings (RoPE, the position encoding of LLaMA-style transformers), as
 //! Hugging Face's LLaMA applies them to each head's queries and keys: with `hd` the head size
 //! and `half = hd / 2`, the pair of columns `(i, i + half)` of a row at position `t` is turned
-//! by the angle `t · θ_i`, `θ_i = base^(−2i / hd)`:
+//! by the angle `t · θ_i`, `θ_i = base^(−2i / hd)` (`base` 10000 as LLaMA's, or the model's
+//! `rope_theta`):
 //! `(a, b) ← (a cos − b sin, b cos + a sin)`. The inverse rotation (the transpose, by `−t θ_i`)
 //! takes a gradient back through it.
 //!
@@ -12,8 +13,8 @@
 use crate::Float;
 use std::cell::RefCell;
 
-/// The base of the angles, LLaMA's (and Hugging Face's default `rope_theta`).
-pub const ROTARY_BASE: f64 = 10_000.0;
+/// The usual base of the angles, LLaMA's (and Hugging Face's default `rope_theta`).
+pub const ROTARY_BASE: u32 = 10_000;
 
 thread_local! {
     /// The cosines then the sines of the current call's angles, `[positions, half]` each.
@@ -40,6 +41,8 @@ pub struct RotaryLayout {
     /// The position of each sequence's first row (the cached positions before them, when
     /// decoding).
     pub first: usize,
+    /// The base of the angles ([`ROTARY_BASE`] for LLaMA's).
+    pub base: u32,
 }
 
 /// Rotates the heads of `x` laid out as `l` says, in place, by their rows' positions; with
@@ -54,7 +57,7 @@ pub struct RotaryLayout {
 /// // One head of two columns (one pair, θ = 1): position 0 is left alone, position 1 is
 /// // turned by one radian.
 /// let mut x = [1.0f64, 0.0, 1.0, 0.0];
-/// let l = RotaryLayout { rows: 2, stride: 2, column: 0, heads: 1, head_dim: 2, seq: 2, first: 0 };
+/// let l = RotaryLayout { rows: 2, stride: 2, column: 0, heads: 1, head_dim: 2, seq: 2, first: 0, base: 10_000 };
 /// rotate(&mut x, &l, false);
 /// assert_eq!(&x[..2], &[1.0, 0.0]);
 /// assert!((x[2] - 1f64.cos()).abs() < 1e-15 && (x[3] - 1f64.sin()).abs() < 1e-15);
@@ -81,7 +84,7 @@ pub fn rotate<F: Float>(x: &mut [F], l: &RotaryLayout, inverse: bool) {
         for p in 0..positions {
             let t = (l.first + p) as f64;
             for i in 0..half {
-                let theta = 1.0 / ROTARY_BASE.powf((2 * i) as f64 / l.head_dim as f64);
+                let theta = 1.0 / f64::from(l.base).powf((2 * i) as f64 / l.head_dim as f64);
                 let (s, c) = (t * theta).sin_cos();
                 cos[p * half + i] = c;
                 sin[p * half + i] = s;
@@ -110,12 +113,12 @@ mod tests {
     use super::*;
 
     /// Hugging Face's `apply_rotary_pos_emb` written out: `x · cos + rotate_half(x) · sin`.
-    fn reference(x: &[f64], head_dim: usize, t: usize) -> Vec<f64> {
+    fn reference(x: &[f64], head_dim: usize, t: usize, base: f64) -> Vec<f64> {
         let half = head_dim / 2;
         (0..head_dim)
             .map(|j| {
                 let i = j % half;
-                let theta = 1.0 / ROTARY_BASE.powf((2 * i) as f64 / head_dim as f64);
+                let theta = 1.0 / base.powf((2 * i) as f64 / head_dim as f64);
                 let (s, c) = (t as f64 * theta).sin_cos();
                 let rotated_half = if j < half { -x[j + half] } else { x[j - half] };
                 x[j] * c + rotated_half * s
@@ -139,13 +142,14 @@ mod tests {
             head_dim: hd,
             seq,
             first,
+            base: 500_000,
         };
         let mut y = x.clone();
         rotate(&mut y, &l, false);
         for r in 0..rows {
             for h in 0..heads {
                 let at = r * stride + l.column + h * hd;
-                let want = reference(&x[at..at + hd], hd, first + r % seq);
+                let want = reference(&x[at..at + hd], hd, first + r % seq, 500_000.0);
                 for (g, w) in y[at..at + hd].iter().zip(&want) {
                     assert!((g - w).abs() < 1e-15, "row {r} head {h}: {g} against {w}");
                 }

@@ -21,7 +21,7 @@ impl OpSpec for AttentionSpec {
         "multi_head_attention"
     }
     fn usage(&self) -> &'static str {
-        "multi_head_attention(x, heads = 4, causal = true)`, `multi_head_attention(x, heads = 4, causal = true, rotary = true)` or `multi_head_attention(x, memory, heads = 4, lengths = memory_len)"
+        "multi_head_attention(x, heads = 4, causal = true)`, `multi_head_attention(x, heads = 4, causal = true, rotary = true, rotary_base = 500000)` or `multi_head_attention(x, memory, heads = 4, lengths = memory_len)"
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(1, 2)?;
@@ -36,9 +36,26 @@ impl OpSpec for AttentionSpec {
         let lengths = args.tensor_option("lengths").is_some();
         let rotary_span = args.written_option("rotary").map(|e| e.span());
         let rotary = args.opt_bool("rotary", false)?;
+        let base_span = args.written_option("rotary_base").map(|e| e.span());
+        let base = args.opt_int("rotary_base")?;
         // Unknown options first: `head = 4` is a misspelt `heads`, not a missing one.
         args.finish()?;
-        if let (Some(span), true, true) = (rotary_span, rotary, cross) {
+        if let (Some(span), Some(base)) = (base_span, base) {
+            if !rotary {
+                return Err(syn::Error::new(
+                    span,
+                    "`rotary_base` is the base of rotary position embeddings' angles: give `rotary = true` too",
+                ));
+            }
+            if !(2..=u32::MAX as usize).contains(&base) {
+                return Err(syn::Error::new(
+                    span,
+                    format!("`rotary_base` must be a whole number from 2 to {}, not {base} (LLaMA's is 10000, LLaMA 3's 500000: a model's `rope_theta`)", u32::MAX),
+                ));
+            }
+        }
+        let rotary = rotary.then(|| base.map_or(ROTARY_BASE, |b| b as u32));
+        if let (Some(span), true, true) = (rotary_span, rotary.is_some(), cross) {
             return Err(syn::Error::new(
                 span,
                 "rotary position embeddings turn a sequence's queries and keys by their positions in that one sequence: they are for self-attention, not for attention to a memory (give the positions to the encoder and the decoder each, with `rotary = true` on their self-attention)",
@@ -61,6 +78,17 @@ impl OpSpec for AttentionSpec {
     }
 }
 
+/// LLaMA's base of rotary position embeddings' angles (the runtime's `ROTARY_BASE`).
+const ROTARY_BASE: u32 = 10_000;
+
+/// `AttentionDims::rotary` in generated code.
+fn rotary_tokens(rotary: Option<u32>) -> TokenStream {
+    match rotary {
+        Some(base) => quote!(::core::option::Option::Some(#base)),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
 /// A multi-head attention layer.
 pub struct Attention {
     heads: usize,
@@ -70,8 +98,9 @@ pub struct Attention {
     cross: bool,
     /// A `lengths` input masks the keys past each sequence's length.
     lengths: bool,
-    /// Rotary position embeddings on the queries and keys (self-attention only).
-    rotary: bool,
+    /// Rotary position embeddings on the queries and keys, with this base (self-attention
+    /// only).
+    rotary: Option<u32>,
 }
 
 impl Attention {
@@ -91,7 +120,8 @@ impl Attention {
         } else {
             q_len
         };
-        let (heads, rotary) = (self.heads, self.rotary);
+        let heads = self.heads;
+        let rotary = rotary_tokens(self.rotary);
         quote! {
             ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads, rotary: #rotary }
         }
@@ -123,8 +153,8 @@ impl Kernel for Attention {
             return super::Decoding::Unsupported;
         }
         let (embed, heads) = (Self::width(inputs), self.heads);
-        let init = if self.rotary {
-            quote!(::kiln::kernels::kv_cache::KvCache::new(batch, capacity, #embed, #heads).rotary(true))
+        let init = if let Some(base) = self.rotary {
+            quote!(::kiln::kernels::kv_cache::KvCache::new(batch, capacity, #embed, #heads).rotary(#base))
         } else {
             quote!(::kiln::kernels::kv_cache::KvCache::new(batch, capacity, #embed, #heads))
         };
@@ -139,7 +169,7 @@ impl Kernel for Attention {
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Int, Ints};
-        if self.rotary {
+        if self.rotary.is_some() {
             return Err(crate::onnx::unsupported(
                 "multi_head_attention",
                 "its rotary position embeddings are not exported (ONNX opset 17 has no rotary op)",
@@ -278,8 +308,10 @@ impl Kernel for Attention {
         if !self.bias {
             s.push_str(", bias=false");
         }
-        if self.rotary {
-            s.push_str(", rotary");
+        match self.rotary {
+            Some(ROTARY_BASE) => s.push_str(", rotary"),
+            Some(base) => s.push_str(&format!(", rotary_base={base}")),
+            None => {}
         }
         s
     }
@@ -315,7 +347,7 @@ impl Kernel for Attention {
                 super::divisors_near(width, self.heads)
             )));
         }
-        if self.rotary && !(width / self.heads).is_multiple_of(2) {
+        if self.rotary.is_some() && !(width / self.heads).is_multiple_of(2) {
             return Err(OpError::call(format!(
                 "rotary position embeddings turn pairs of a head's features, but {} heads of the width {width} have {} features each, an odd number: use a head count that leaves an even head size",
                 self.heads,
@@ -413,7 +445,7 @@ impl Kernel for Attention {
         } else {
             q.get(1).copied()
         };
-        let (heads, rotary) = (self.heads, self.rotary);
+        let (heads, rotary) = (self.heads, rotary_tokens(self.rotary));
         vec![ScratchSpec {
             suffix: "saved",
             len: ScratchLen::OfDims(Box::new(move |dim| {

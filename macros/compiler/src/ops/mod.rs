@@ -1192,7 +1192,7 @@ mod tests {
         "embedding(t, 8, padding_idx = 0, vocab = 10)",
         "position_embedding(t, 8, max_len = 16)",
         "multi_head_attention(x, heads = 4, causal = true, bias = true, lengths = len)",
-        "multi_head_attention(x, heads = 4, causal = true, rotary = true)",
+        "multi_head_attention(x, heads = 4, causal = true, rotary = true, rotary_base = 500000)",
         "lstm(x, 8, layers = 2, bidirectional = true, final_state = true, lengths = len, dropout = 0.2)",
         "gru(x, 8, layers = 2, bidirectional = true, final_state = true, lengths = len, dropout = 0.2)",
         "rnn(x, 8, layers = 2, bidirectional = true, nonlinearity = relu, final_state = true, lengths = len, dropout = 0.2)",
