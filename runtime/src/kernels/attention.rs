@@ -115,13 +115,15 @@ impl AttentionDims {
         );
     }
 
-    /// Where the rotary embeddings turn the queries (`column` 0) or the keys (`column` `D`) of
-    /// self-attention's projections, `[B·T, 3D]`.
-    fn rotary_layout(&self, column: usize, base: u32) -> super::rotary::RotaryLayout {
+    /// Where the rotary embeddings turn the queries (columns from 0) and the keys (from `D`)
+    /// of self-attention's projections, `[B·T, 3D]`.
+    fn rotary_layout(&self, base: u32) -> super::rotary::RotaryLayout {
         super::rotary::RotaryLayout {
             rows: self.q_rows(),
             stride: 3 * self.embed,
-            column,
+            column: 0,
+            sets: 2,
+            set_stride: self.embed,
             heads: self.heads,
             head_dim: self.head_dim(),
             seq: self.q_len,
@@ -332,8 +334,7 @@ pub fn multi_head_attention_forward<F: Float>(
             memory.is_none(),
             "{WHAT}: rotary embeddings are for self-attention"
         );
-        super::rotary::rotate(proj, &d.rotary_layout(0, base), false);
-        super::rotary::rotate(proj, &d.rotary_layout(e, base), false);
+        super::rotary::rotate(proj, &d.rotary_layout(base), false);
     }
     let lay = Proj::of(d, memory.is_none());
     let proj: &[F] = proj;
@@ -569,8 +570,7 @@ pub fn multi_head_attention_backward<F: Float>(
 
     // Back through the rotary embeddings: the gradients of the projections before them.
     if let Some(base) = d.rotary {
-        super::rotary::rotate(&mut *parts.d_proj, &d.rotary_layout(0, base), true);
-        super::rotary::rotate(&mut *parts.d_proj, &d.rotary_layout(e, base), true);
+        super::rotary::rotate(&mut *parts.d_proj, &d.rotary_layout(base), true);
     }
     // The input projections, over all rows at once.
     let d_proj: &[F] = parts.d_proj;

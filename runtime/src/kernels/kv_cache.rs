@@ -171,19 +171,20 @@ pub fn multi_head_attention_cached<F: Float>(
         proj,
     );
     if let Some(base) = cache.rotary {
-        for column in [0, e] {
-            let layout = RotaryLayout {
-                rows,
-                stride: 3 * e,
-                column,
-                heads,
-                head_dim: hd,
-                seq: q_len,
-                first: len,
-                base,
-            };
-            rotate(proj, &layout, false);
-        }
+        // The new queries and keys, by their absolute positions.
+        let layout = RotaryLayout {
+            rows,
+            stride: 3 * e,
+            column: 0,
+            sets: 2,
+            set_stride: e,
+            heads,
+            head_dim: hd,
+            seq: q_len,
+            first: len,
+            base,
+        };
+        rotate(proj, &layout, false);
     }
     // The new keys and values join the cache, head by head.
     for b in 0..batch {

@@ -22,16 +22,22 @@ thread_local! {
 }
 
 /// Where the heads to rotate sit in a row-major matrix: `rows` rows `stride` apart, each a
-/// sequence position (row `r` is position `first + r % seq`), `heads` blocks of `head_dim`
-/// columns from column `column`.
+/// sequence position (row `r` is position `first + r % seq`), and in each row `sets` groups
+/// (the queries', then the keys') of `heads` blocks of `head_dim` columns, the first from
+/// column `column`, each `set_stride` after the one before. One table of angles serves all
+/// the groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RotaryLayout {
     /// The rows.
     pub rows: usize,
     /// Elements from one row to the next.
     pub stride: usize,
-    /// The first column of the first head.
+    /// The first column of the first group's first head.
     pub column: usize,
+    /// The groups of heads in a row.
+    pub sets: usize,
+    /// Columns from one group to the next.
+    pub set_stride: usize,
     /// The heads, side by side.
     pub heads: usize,
     /// Each head's size (even).
@@ -57,7 +63,10 @@ pub struct RotaryLayout {
 /// // One head of two columns (one pair, θ = 1): position 0 is left alone, position 1 is
 /// // turned by one radian.
 /// let mut x = [1.0f64, 0.0, 1.0, 0.0];
-/// let l = RotaryLayout { rows: 2, stride: 2, column: 0, heads: 1, head_dim: 2, seq: 2, first: 0, base: 10_000 };
+/// let l = RotaryLayout {
+///     rows: 2, stride: 2, column: 0, sets: 1, set_stride: 0, heads: 1, head_dim: 2, seq: 2,
+///     first: 0, base: 10_000,
+/// };
 /// rotate(&mut x, &l, false);
 /// assert_eq!(&x[..2], &[1.0, 0.0]);
 /// assert!((x[2] - 1f64.cos()).abs() < 1e-15 && (x[3] - 1f64.sin()).abs() < 1e-15);
@@ -93,8 +102,9 @@ pub fn rotate<F: Float>(x: &mut [F], l: &RotaryLayout, inverse: bool) {
         for r in 0..l.rows {
             let p = r % l.seq;
             let (c, s) = (&cos[p * half..][..half], &sin[p * half..][..half]);
-            for h in 0..l.heads {
-                let at = r * l.stride + l.column + h * l.head_dim;
+            let heads = (0..l.sets).flat_map(|set| (0..l.heads).map(move |h| (set, h)));
+            for (set, h) in heads {
+                let at = r * l.stride + l.column + set * l.set_stride + h * l.head_dim;
                 let (a, b) = x[at..at + l.head_dim].split_at_mut(half);
                 for (((a, b), &c), &s) in a.iter_mut().zip(b.iter_mut()).zip(c).zip(s) {
                     let (c, s) = (F::from_f64(c), F::from_f64(s));
@@ -138,6 +148,8 @@ mod tests {
             rows,
             stride,
             column: heads * hd,
+            sets: 1,
+            set_stride: 0,
             heads,
             head_dim: hd,
             seq,

@@ -319,7 +319,7 @@ impl<F: Float> NAdam<F> {
 
     /// Forgets the moments, the momentum product and the step count.
     pub fn reset(&mut self) {
-        self.moments = Moments::new(self.moments.lr, self.moments.eps).with(&self.moments);
+        self.moments.forget();
         self.mu_product = 1.0;
     }
 
@@ -398,7 +398,7 @@ impl<F: Float> RAdam<F> {
 
     /// Forgets the moments and the step count.
     pub fn reset(&mut self) {
-        self.moments = Moments::new(self.moments.lr, self.moments.eps).with(&self.moments);
+        self.moments.forget();
     }
 
     fn export_own(&self, state: OptimizerState<F>) -> OptimizerState<F> {
@@ -446,15 +446,11 @@ impl<F: Float> RAdam<F> {
 }
 
 impl<F: Float> Moments<F> {
-    /// These moments' hyperparameters with no state (the step count and moments forgotten).
-    fn with(self, from: &Moments<F>) -> Self {
-        Self {
-            beta1: from.beta1,
-            beta2: from.beta2,
-            weight_decay: from.weight_decay,
-            decoupled: from.decoupled,
-            ..self
-        }
+    /// Forgets the step count and the moments, keeping the hyperparameters.
+    fn forget(&mut self) {
+        self.steps = 0;
+        self.exp_avg.clear();
+        self.exp_avg_sq.clear();
     }
 }
 
