@@ -5,7 +5,7 @@
 //! parameter's gradient with `kiln::check::gradient_check`.
 
 use super::{check, check_batch, check_training_mode, floats, perturb_affine, random};
-use kiln::ndarray::{Array, Array1, Array3, ArrayViewD};
+use kiln::ndarray::{Array, Array1, Array3, ArrayViewD, Axis};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
 use kiln::{Supervised, TargetView};
@@ -384,6 +384,38 @@ fn cross_entropy_against_probabilities_in_both_arguments() {
     let mut model = SoftTargets::<f64>::new(&mut rng);
     let x = random(&mut rng, (3, 2, 6), -1.5, 1.5);
     let t = probabilities(&mut rng, (3, 2, 4));
+    check_step(
+        &mut model,
+        x.view().into_dyn(),
+        TargetView::Values(t.view().into_dyn()),
+    );
+}
+
+kiln::model! {
+    /// `cross_entropy` against per-pixel class probabilities on image logits (classes on
+    /// axis 1): given soft label maps with weights and smoothing, and a teacher convolution's
+    /// softmax over the classes (both arguments differentiable).
+    struct SoftSegmentation {
+        input x: [B, 2, 5, 4];
+        target t: [B, 3, 5, 4];
+        let h = tanh(conv2d(x, 4, kernel = 3, padding = 1));
+        let student = conv2d(h, 3, kernel = 1);
+        let teacher = conv2d(h, 3, kernel = 3, padding = 1);
+        output student;
+        loss cross_entropy(student, t, weight = (1.0, 2.0, 0.5), label_smoothing = 0.1)
+            + 0.5 * cross_entropy(student, softmax(teacher, axis = 1));
+    }
+}
+
+#[test]
+fn cross_entropy_against_pixel_probabilities_in_both_arguments() {
+    let mut rng = StdRng::seed_from_u64(36);
+    let mut model = SoftSegmentation::<f64>::new(&mut rng);
+    let x = random(&mut rng, (2, 2, 5, 4), -1.5, 1.5);
+    // Each pixel's distribution over the 3 classes of axis 1.
+    let mut t = random(&mut rng, (2, 3, 5, 4), 0.05, 1.0);
+    let total = t.sum_axis(Axis(1)).insert_axis(Axis(1));
+    t /= &total;
     check_step(
         &mut model,
         x.view().into_dyn(),

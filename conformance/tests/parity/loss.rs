@@ -117,6 +117,18 @@ kiln::model! {
 }
 
 kiln::model! {
+    /// `ce_soft_targets_seg`: a 3x3 convolution to 3 classes; per-pixel cross-entropy against
+    /// class probabilities (classes on axis 1), with class weights and label smoothing.
+    pub struct CeSoftTargetsSeg {
+        input x: [B, 2, 4, 5];
+        target y: [B, 3, 4, 5];
+        let conv1 = conv2d(x, 3, kernel = 3, padding = 1);
+        output conv1;
+        loss cross_entropy(conv1, y, weight = (1.0, 2.0, 0.5), label_smoothing = 0.1);
+    }
+}
+
+kiln::model! {
     /// `kl_div_batchmean`: h = tanh(fc1(x)) 5 -> 7, fc2 7 -> 4, log_softmax; KL divergence
     /// against soft targets, `reduction = batchmean`.
     pub struct KlDivBatchmean {
@@ -248,6 +260,11 @@ parity_case! {
 parity_case! {
     ce_soft_targets, CeSoftTargets, input: Ix2, target floats: Ix2,
     outputs { h => h, fc2 => logits },
+}
+
+parity_case! {
+    ce_soft_targets_seg, CeSoftTargetsSeg, input: Ix4, target floats: Ix4,
+    outputs { conv1 => logits },
 }
 
 parity_case! {

@@ -2880,6 +2880,9 @@ pub fn generate(seed: u64) -> Graph {
                     t,
                     Some(k),
                 )
+            } else if g.chance(0.3) {
+                let smoothing = if g.chance(0.5) { 0.1 } else { 0.0 };
+                (pred, LossKind::SoftCrossEntropy { smoothing }, ps, None)
             } else {
                 (pred, g.regression_loss(), ps, None)
             }

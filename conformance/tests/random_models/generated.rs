@@ -264,7 +264,7 @@ kiln::model! {
         let v3 = softmax(v2);
         let pred = conv2d(v3, 4, kernel = 1);
         output pred;
-        loss smooth_l1(pred, y, beta = 0.25);
+        loss mse(pred, y);
     }
 }
 runner! { R14, float 4, no_lengths, values 4, unseeded, [] }
@@ -374,17 +374,15 @@ runner! { R20, tokens 2, lengths, values 3, unseeded, [] }
 kiln::model! {
     struct R21 {
         input x: [B, 1, 4 * H, 4 * W];
-        target y: [B, 2, 4 * H, 4 * W];
         let v1 = gelu(x);
         let v2 = avg_pool2d(v1, kernel = 2, stride = 2, ceil_mode = true, count_include_pad = false);
         let v3 = exp(tanh(v1)) * (x - 0.5);
         let v4 = conv_transpose2d(v3, 2, kernel = 1);
         let pred = conv2d(v4, 2, kernel = 1);
         output pred, v2;
-        loss l1(pred, y);
     }
 }
-runner! { R21, float 4, no_lengths, values 4, unseeded, [v2] }
+runner! { R21, float 4, no_lengths, none 0, unseeded, [v2] }
 
 kiln::model! {
     struct R22 {
@@ -515,11 +513,11 @@ kiln::model! {
         let v4 = avg_pool2d(v3, kernel = 3, stride = 3, padding = 1, ceil_mode = true);
         let v5 = prelu(v2, num_parameters = 3);
         let pred = conv2d(v5, 3, kernel = 1);
-        output pred, v1;
-        loss mse(pred, y) + 0.1 * sum(v4);
+        output pred;
+        loss cross_entropy(pred, y, label_smoothing = 0.1) + 0.1 * sum(v1) + 0.3 * sum(v4);
     }
 }
-runner! { R28, float 4, no_lengths, values 4, unseeded, [v1] }
+runner! { R28, float 4, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R29 {
@@ -818,7 +816,7 @@ kiln::model! {
         let v4 = max_pool2d(v3, kernel = 2, stride = 2, padding = 1);
         let pred = conv2d(v4, 2, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss cross_entropy(pred, y);
     }
 }
 runner! { R43, float 4, no_lengths, values 4, unseeded, [] }
@@ -978,7 +976,7 @@ kiln::model! {
         let v3 = softmax(v2);
         let pred = conv2d(v3, 4, kernel = 1);
         output pred;
-        loss mse(pred, y);
+        loss smooth_l1(pred, y, beta = 0.25);
     }
 }
 runner! { R52, float 4, no_lengths, values 4, unseeded, [] }
@@ -1211,7 +1209,7 @@ kiln::model! {
         let v5 = avg_pool2d(v2, kernel = 3, stride = 2, ceil_mode = true);
         let pred = conv2d(v5, 2, kernel = 1);
         output pred;
-        loss smooth_l1(pred, y, beta = 0.5) + 0.3 * mean(v4);
+        loss huber(pred, y, delta = 0.5) + 0.5 * mean(v4);
     }
 }
 runner! { R66, float 4, no_lengths, values 4, unseeded, [] }
@@ -1400,7 +1398,7 @@ kiln::model! {
         let v5 = dropout(v4, 0.5);
         let pred = conv2d(v5, 2, kernel = 1);
         output pred, v3;
-        loss smooth_l1(pred, y, beta = 0.25);
+        loss mse(pred, y);
     }
 }
 runner! { R79, float 4, no_lengths, values 4, seeded, [v3] }

@@ -1227,9 +1227,12 @@ pub fn run(
                 .sum::<f64>()
                 / pred.len() as f64
         }
-        // `−Σ t' log_softmax(pred)` per row of the last axis, `t' = t (1 − ε) + ε / C`, over
-        // the rows.
+        // `−Σ t' log_softmax(pred)` per row of the class axis, `t' = t (1 − ε) + ε / C`, over
+        // the rows (the pixels of image logits).
         (LossKind::SoftCrossEntropy { smoothing }, Target::Values(t)) => {
+            // Image logits keep their classes on axis 1, as with labels.
+            let axis = if pred.ndim() == 4 { 1 } else { pred.ndim() - 1 };
+            let (pred, t) = (classes_last(&pred, axis), classes_last(t, axis));
             let (r, c) = rows(pred.shape());
             let total: f64 = log_softmax_last(&pred)
                 .iter()

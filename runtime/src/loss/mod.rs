@@ -19,7 +19,9 @@ pub use kl_div::{kl_div, kl_div_backward, kl_div_target_backward, KlDivOptions, 
 pub use nll::{nll, nll_backward};
 pub use regression::{huber, huber_backward, l1, l1_backward, smooth_l1, smooth_l1_backward};
 pub use soft::{
-    cross_entropy_soft, cross_entropy_soft_backward, cross_entropy_soft_target_backward,
+    cross_entropy_soft, cross_entropy_soft_backward, cross_entropy_soft_spatial,
+    cross_entropy_soft_spatial_backward, cross_entropy_soft_spatial_target_backward,
+    cross_entropy_soft_target_backward,
 };
 
 use crate::kernels::dispatch::{run_fast, ElementLoop};

@@ -8,8 +8,12 @@
 //!
 //! Both arguments are differentiable: the logits' gradient is `softmax(x) Σ_c w_c t'_c − w t'`,
 //! the target's `−(1 − ε) w log_softmax(x)`, each over the rows' count.
+//!
+//! Image logits `[N, C, H, W]` (classes on axis 1) take the `_spatial` kernels, with the
+//! target in the same layout (a segmentation teacher's per-pixel probabilities, or mixed label
+//! maps): each pixel is a row, and the mean is over every sample's every pixel, as PyTorch's.
 
-use super::{log_sum_exp, CrossEntropyOptions};
+use super::{block_log_sum_exp, for_row_chunks, log_sum_exp, CrossEntropyOptions, PIXEL_BLOCK};
 use crate::kernels::store;
 use crate::Float;
 
@@ -181,6 +185,220 @@ pub fn cross_entropy_soft_target_backward<F: Float>(
     }
 }
 
+/// Checks the slices of a `_spatial` kernel: logits and target `[batch, classes, pixels]`.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+fn check_spatial<F>(
+    what: &str,
+    logits: &[F],
+    (batch, classes, pixels): (usize, usize, usize),
+    target: &[F],
+    options: &CrossEntropyOptions<'_>,
+    out: Option<&[F]>,
+) {
+    assert_eq!(
+        logits.len(),
+        batch * classes * pixels,
+        "{what}: logits have {} elements, expected {batch}×{classes}×{pixels}",
+        logits.len()
+    );
+    check(what, logits, batch * pixels, classes, target, options, out);
+}
+
+/// Cross-entropy of image logits `[batch, classes, pixels]` (PyTorch's `[N, C, H, W]` with
+/// the pixels flattened: classes on axis 1) against target probabilities of the same layout:
+/// [`cross_entropy_soft`] with every pixel a row, so the mean is over `batch · pixels`. NaN
+/// when there are no pixels, as PyTorch's mean of nothing.
+///
+/// # Panics
+/// As [`cross_entropy_soft`].
+///
+/// ```
+/// use kiln_runtime::loss::{cross_entropy_soft, cross_entropy_soft_spatial, CrossEntropyOptions};
+/// let plain = CrossEntropyOptions { ignore: None, weight: None, label_smoothing: 0.0 };
+/// // One sample, 2 classes, 3 pixels: class planes [x0 x1 x2] and [y0 y1 y2].
+/// let image = [1.0f64, 0.0, -2.0, 0.5, 0.5, 3.0];
+/// let target = [0.25, 1.0, 0.0, 0.75, 0.0, 1.0];
+/// // The same pixels as rows of [class 0, class 1].
+/// let rows = [1.0, 0.5, 0.0, 0.5, -2.0, 3.0];
+/// let row_target = [0.25, 0.75, 1.0, 0.0, 0.0, 1.0];
+/// let by_pixel = cross_entropy_soft_spatial(&image, 1, 2, 3, &target, &plain);
+/// let by_row = cross_entropy_soft(&rows, 3, 2, &row_target, &plain);
+/// assert!((by_pixel - by_row).abs() < 1e-15);
+/// ```
+pub fn cross_entropy_soft_spatial<F: Float>(
+    logits: &[F],
+    batch: usize,
+    classes: usize,
+    pixels: usize,
+    target: &[F],
+    options: &CrossEntropyOptions<'_>,
+) -> F {
+    let sizes = (batch, classes, pixels);
+    check_spatial(
+        "cross_entropy_soft_spatial",
+        logits,
+        sizes,
+        target,
+        options,
+        None,
+    );
+    let (keep, spread) = smoothing::<F>(options, classes);
+    let mut total = F::ZERO;
+    let sample_len = classes * pixels;
+    if sample_len > 0 {
+        let (mut max, mut lse) = ([F::ZERO; PIXEL_BLOCK], [F::ZERO; PIXEL_BLOCK]);
+        for (x, t) in logits
+            .chunks_exact(sample_len)
+            .zip(target.chunks_exact(sample_len))
+        {
+            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
+                let n = PIXEL_BLOCK.min(pixels - p0);
+                let (max, lse) = (&mut max[..n], &mut lse[..n]);
+                block_log_sum_exp(x, pixels, classes, p0, max, lse);
+                for c in 0..classes {
+                    let w = options.weight_of::<F>(c);
+                    let plane = c * pixels + p0..c * pixels + p0 + n;
+                    let planes = x[plane.clone()].iter().zip(&t[plane]);
+                    for ((&xc, &tc), (&m, &s)) in planes.zip(max.iter().zip(&*lse)) {
+                        total -= w * (tc * keep + spread) * (xc - m - s);
+                    }
+                }
+            }
+        }
+    }
+    total / F::from_usize(batch * pixels)
+}
+
+/// Gradient of [`cross_entropy_soft_spatial`] with respect to the logits, written (or added,
+/// with `accumulate`) into `d_logits`: [`cross_entropy_soft_backward`] with the pixels as
+/// rows. Samples are shared by the two threads when there are enough, each computed the same
+/// way on either.
+///
+/// # Panics
+/// As [`cross_entropy_soft_spatial`], or if `d_logits` has another length.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_soft_spatial_backward<F: Float>(
+    logits: &[F],
+    batch: usize,
+    classes: usize,
+    pixels: usize,
+    target: &[F],
+    options: &CrossEntropyOptions<'_>,
+    d_loss: F,
+    d_logits: &mut [F],
+    accumulate: bool,
+) {
+    let what = "cross_entropy_soft_spatial_backward";
+    let sizes = (batch, classes, pixels);
+    check_spatial(what, logits, sizes, target, options, Some(d_logits));
+    let sample_len = classes * pixels;
+    if sample_len == 0 {
+        return;
+    }
+    let (keep, spread) = smoothing::<F>(options, classes);
+    let scale = d_loss / F::from_usize(batch * pixels);
+    let pass = |samples: std::ops::Range<usize>, d_logits: &mut [F]| {
+        let span = samples.start * sample_len..samples.end * sample_len;
+        let (logits, target) = (&logits[span.clone()], &target[span]);
+        let (mut max, mut lse, mut mass) = (
+            [F::ZERO; PIXEL_BLOCK],
+            [F::ZERO; PIXEL_BLOCK],
+            [F::ZERO; PIXEL_BLOCK],
+        );
+        let samples = logits
+            .chunks_exact(sample_len)
+            .zip(target.chunks_exact(sample_len))
+            .zip(d_logits.chunks_exact_mut(sample_len));
+        for ((x, t), d) in samples {
+            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
+                let n = PIXEL_BLOCK.min(pixels - p0);
+                let (max, lse, mass) = (&mut max[..n], &mut lse[..n], &mut mass[..n]);
+                block_log_sum_exp(x, pixels, classes, p0, max, lse);
+                // Σ_c w_c t'_c per pixel, in class order as the row kernel sums it.
+                mass.fill(F::ZERO);
+                for c in 0..classes {
+                    let w = options.weight_of::<F>(c);
+                    let plane = &t[c * pixels + p0..c * pixels + p0 + n];
+                    for (sum, &tc) in mass.iter_mut().zip(plane) {
+                        *sum += w * (tc * keep + spread);
+                    }
+                }
+                for c in 0..classes {
+                    let w = options.weight_of::<F>(c);
+                    let plane = c * pixels + p0..c * pixels + p0 + n;
+                    let inputs = x[plane.clone()].iter().zip(&t[plane.clone()]);
+                    let stats = max.iter().zip(&*lse).zip(&*mass);
+                    for ((slot, (&xc, &tc)), ((&m, &s), &total)) in
+                        d[plane].iter_mut().zip(inputs).zip(stats)
+                    {
+                        let p = (xc - m - s).exp();
+                        store(
+                            slot,
+                            (p * total - w * (tc * keep + spread)) * scale,
+                            accumulate,
+                        );
+                    }
+                }
+            }
+        }
+    };
+    for_row_chunks(batch, sample_len, d_logits, pass);
+}
+
+/// Gradient of [`cross_entropy_soft_spatial`] with respect to the target probabilities,
+/// written (or added, with `accumulate`) into `d_target`.
+///
+/// # Panics
+/// As [`cross_entropy_soft_spatial`], or if `d_target` has another length.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_soft_spatial_target_backward<F: Float>(
+    logits: &[F],
+    batch: usize,
+    classes: usize,
+    pixels: usize,
+    target: &[F],
+    options: &CrossEntropyOptions<'_>,
+    d_loss: F,
+    d_target: &mut [F],
+    accumulate: bool,
+) {
+    let what = "cross_entropy_soft_spatial_target_backward";
+    let sizes = (batch, classes, pixels);
+    check_spatial(what, logits, sizes, target, options, Some(d_target));
+    let sample_len = classes * pixels;
+    if sample_len == 0 {
+        return;
+    }
+    let (keep, _) = smoothing::<F>(options, classes);
+    let scale = d_loss / F::from_usize(batch * pixels);
+    let pass = |samples: std::ops::Range<usize>, d_target: &mut [F]| {
+        let logits = &logits[samples.start * sample_len..samples.end * sample_len];
+        let (mut max, mut lse) = ([F::ZERO; PIXEL_BLOCK], [F::ZERO; PIXEL_BLOCK]);
+        let samples = logits
+            .chunks_exact(sample_len)
+            .zip(d_target.chunks_exact_mut(sample_len));
+        for (x, d) in samples {
+            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
+                let n = PIXEL_BLOCK.min(pixels - p0);
+                let (max, lse) = (&mut max[..n], &mut lse[..n]);
+                block_log_sum_exp(x, pixels, classes, p0, max, lse);
+                for c in 0..classes {
+                    let w = options.weight_of::<F>(c);
+                    let plane = c * pixels + p0..c * pixels + p0 + n;
+                    let stats = max.iter().zip(&*lse);
+                    for ((slot, &xc), (&m, &s)) in
+                        d[plane.clone()].iter_mut().zip(&x[plane]).zip(stats)
+                    {
+                        store(slot, -(w * keep * (xc - m - s)) * scale, accumulate);
+                    }
+                }
+            }
+        }
+    };
+    for_row_chunks(batch, sample_len, d_target, pass);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +429,100 @@ mod tests {
     }
 
     const PLAIN_WANT: f64 = 1.0712167845791574;
+
+    /// `[batch, classes, pixels]` as rows `[batch · pixels, classes]`.
+    fn pixels_as_rows(x: &[f64], batch: usize, classes: usize, pixels: usize) -> Vec<f64> {
+        let mut rows = vec![0.0; x.len()];
+        for b in 0..batch {
+            for c in 0..classes {
+                for p in 0..pixels {
+                    rows[(b * pixels + p) * classes + c] = x[(b * classes + c) * pixels + p];
+                }
+            }
+        }
+        rows
+    }
+
+    /// Sizes whose pixels fill one block, part of one, and spill into a second (70 > 64).
+    const SPATIAL_SIZES: [(usize, usize, usize); 3] = [(2, 3, 5), (3, 4, 64), (2, 2, 70)];
+
+    #[test]
+    fn spatial_is_the_row_loss_over_pixels() {
+        let w = [1.0, 2.0, 0.5, 1.5];
+        for (batch, classes, pixels) in SPATIAL_SIZES {
+            let options = CrossEntropyOptions {
+                ignore: None,
+                weight: Some(&w[..classes]),
+                label_smoothing: 0.1,
+            };
+            let len = batch * classes * pixels;
+            let x: Vec<f64> = (0..len)
+                .map(|i| ((i * 37 % 23) as f64 - 11.0) / 4.0)
+                .collect();
+            let t: Vec<f64> = (0..len).map(|i| (i * 11 % 7) as f64 / 7.0).collect();
+            let (xr, tr) = (
+                pixels_as_rows(&x, batch, classes, pixels),
+                pixels_as_rows(&t, batch, classes, pixels),
+            );
+            let rows = batch * pixels;
+            let want = cross_entropy_soft(&xr, rows, classes, &tr, &options);
+            let got = cross_entropy_soft_spatial(&x, batch, classes, pixels, &t, &options);
+            assert!((got - want).abs() < 1e-13, "{got} against {want}");
+            let (mut dx, mut dxr) = (vec![0.5; len], vec![0.5; len]);
+            cross_entropy_soft_spatial_backward(
+                &x, batch, classes, pixels, &t, &options, 2.0, &mut dx, true,
+            );
+            cross_entropy_soft_backward(&xr, rows, classes, &tr, &options, 2.0, &mut dxr, true);
+            let (mut dt, mut dtr) = (vec![0.0; len], vec![0.0; len]);
+            cross_entropy_soft_spatial_target_backward(
+                &x, batch, classes, pixels, &t, &options, 2.0, &mut dt, false,
+            );
+            cross_entropy_soft_target_backward(
+                &xr, rows, classes, &tr, &options, 2.0, &mut dtr, false,
+            );
+            let pairs = [(dx, dxr), (dt, dtr)];
+            for (got, want) in pairs {
+                let got = pixels_as_rows(&got, batch, classes, pixels);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-15, "{g} against {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spatial_gradients_are_central_differences() {
+        let options = CrossEntropyOptions {
+            ignore: None,
+            weight: Some(&[0.5, 2.0, 1.0]),
+            label_smoothing: 0.2,
+        };
+        let (batch, classes, pixels) = (2, 3, 67);
+        let len = batch * classes * pixels;
+        let mut x: Vec<f64> = (0..len)
+            .map(|i| ((i * 13 % 17) as f64 - 8.0) / 3.0)
+            .collect();
+        let mut t: Vec<f64> = (0..len).map(|i| (i * 5 % 9) as f64 / 9.0).collect();
+        let loss = |x: &[f64], t: &[f64]| {
+            cross_entropy_soft_spatial(x, batch, classes, pixels, t, &options)
+        };
+        let num = numeric_gradient(|x| loss(x, &t), &mut x, 1e-6);
+        let mut dx = vec![0.0; len];
+        cross_entropy_soft_spatial_backward(
+            &x, batch, classes, pixels, &t, &options, 1.0, &mut dx, false,
+        );
+        for (g, n) in dx.iter().zip(&num) {
+            assert!((g - n).abs() < 1e-9, "{g} against {n}");
+        }
+        let num = numeric_gradient(|t| loss(&x, t), &mut t, 1e-6);
+        let mut dt = vec![0.0; len];
+        cross_entropy_soft_spatial_target_backward(
+            &x, batch, classes, pixels, &t, &options, 1.0, &mut dt, false,
+        );
+        for (g, n) in dt.iter().zip(&num) {
+            assert!((g - n).abs() < 1e-9, "{g} against {n}");
+        }
+    }
     const OPTIONS_WANT: f64 = 1.525188124702183;
 
     #[test]

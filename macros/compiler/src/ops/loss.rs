@@ -21,10 +21,11 @@
 //! last axis, likewise constants; `bce` (PyTorch's `binary_cross_entropy` on probabilities,
 //! `nn.BCELoss`) its `weight`, and differentiates its target too, as PyTorch does.
 //!
-//! `cross_entropy(logits, probs)` with a float target of the logits' shape (`[B, C]` or
-//! `[B, T, C]`) is PyTorch's cross-entropy against class probabilities (mixup targets, soft
-//! labels): the mean over the rows of `−Σ w_c t'_c log_softmax(x)_c`, `t'` the target after
-//! label smoothing, differentiable in both arguments.
+//! `cross_entropy(logits, probs)` with a float target of the logits' shape (`[B, C]`,
+//! `[B, T, C]`, or image logits `[B, C, H, W]` with the classes on axis 1) is PyTorch's
+//! cross-entropy against class probabilities (mixup targets, soft labels, a teacher's
+//! per-pixel probabilities): the mean over the rows (or pixels) of `−Σ w_c t'_c
+//! log_softmax(x)_c`, `t'` the target after label smoothing, differentiable in both arguments.
 //!
 //! `kl_div(log_probs, target)` is PyTorch's `kl_div` (`nn.KLDivLoss`) on log-probabilities
 //! against a float target of their shape, with its `reduction` (`mean`, the default as in
@@ -557,8 +558,8 @@ impl Loss {
     }
 
     /// The shape rule of `cross_entropy` against class probabilities: the logits' own shape,
-    /// classes on a fixed last axis (not image logits, whose classes are axis 1), no
-    /// `ignore_index` (PyTorch refuses it there), and one weight per class.
+    /// classes on the last axis (on axis 1 for image logits `[B, C, H, W]`, as with labels),
+    /// no `ignore_index` (PyTorch refuses it there), and one weight per class.
     fn soft_target_shape(
         &self,
         pred: &Shape,
@@ -566,23 +567,20 @@ impl Loss {
         symbols: &[String],
     ) -> Result<(), OpError> {
         let (ps, ts) = (pred.display(symbols), target.display(symbols));
+        let class_axis = if pred.rank() == 4 { 1 } else { pred.rank() - 1 };
         if target.rank() + 1 == pred.rank() {
-            let classes = pred.0[pred.rank() - 1].display(symbols);
+            let classes = pred.0[class_axis].display(symbols);
             return Err(OpError::input(
                 1,
                 format!("`cross_entropy` takes class labels (integers: declare them as `target y: {ts} classes {classes};`) or class probabilities of the logits' shape {ps}, but this is a float tensor {ts}: labels stored as floats are still labels"),
             ));
         }
-        if pred.rank() == 4 {
-            return Err(OpError::input(
-                1,
-                format!("class probabilities as the target of image logits {ps} (classes on axis 1) are not supported: give per-pixel labels `target y: [B, H, W] classes C;`, or move the classes last with `permute` and flatten the pixels into rows"),
-            ));
-        }
         if pred != target {
+            let mut labels = pred.0.clone();
+            labels.remove(class_axis);
             return Err(OpError::input(
                 1,
-                format!("`cross_entropy` against class probabilities needs them in the logits' shape {ps}, one probability per class, but these are {ts}: declare the target as {ps}, or give class labels `target y: {} classes N;`", Shape(pred.0[..pred.rank() - 1].to_vec()).display(symbols)),
+                format!("`cross_entropy` against class probabilities needs them in the logits' shape {ps}, one probability per class, but these are {ts}: declare the target as {ps}, or give class labels `target y: {} classes N;`", Shape(labels).display(symbols)),
             ));
         }
         if self.ignore_index.is_some() {
@@ -590,12 +588,19 @@ impl Loss {
                 "`ignore_index` leaves out the rows of one class label, and this target holds class probabilities (PyTorch refuses it with them too): drop `ignore_index` (a row of all-zero probabilities adds nothing to the sum, though it still counts in the mean)",
             ));
         }
-        match pred.0[pred.rank() - 1] {
+        match pred.0[class_axis] {
             Dim::Fixed(classes) => self.check_weight_count(classes),
-            symbolic => Err(OpError::input(
-                0,
-                format!("`cross_entropy` needs a fixed number of classes on the logits' last axis, but in {ps} it is the symbolic `{}`", symbolic.display(symbols)),
-            )),
+            symbolic => {
+                let axis = if class_axis == 1 {
+                    "axis 1"
+                } else {
+                    "last axis"
+                };
+                Err(OpError::input(
+                    0,
+                    format!("`cross_entropy` needs a fixed number of classes on the logits' {axis}, but in {ps} it is the symbolic `{}`", symbolic.display(symbols)),
+                ))
+            }
         }
     }
 
@@ -865,6 +870,13 @@ impl Kernel for Loss {
                 let options = self.options_tokens();
                 quote! { #out = ::kiln::loss::nll(#p, #batch, #classes, #pixels, #t, #options); }
             }
+            Kind::CrossEntropy if self.soft.get() && cx.inputs[0].dims.len() == 4 => {
+                let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);
+                let options = self.options_tokens();
+                quote! {
+                    #out = ::kiln::loss::cross_entropy_soft_spatial(#p, #batch, #classes, #pixels, #t, #options);
+                }
+            }
             Kind::CrossEntropy if self.soft.get() => {
                 let (rows, classes) = rows_and_classes(&cx.inputs[0]);
                 let options = self.options_tokens();
@@ -929,16 +941,31 @@ impl Kernel for Loss {
             return code;
         }
         if self.soft.get() {
-            let (rows, classes) = rows_and_classes(&cx.inputs[0]);
             let options = self.options_tokens();
-            for (d, kernel) in cx.d_inputs.iter().zip([
-                quote!(::kiln::loss::cross_entropy_soft_backward),
-                quote!(::kiln::loss::cross_entropy_soft_target_backward),
-            ]) {
+            let (sizes, kernels) = if cx.inputs[0].dims.len() == 4 {
+                let (batch, classes, pixels) = batch_classes_pixels(&cx.inputs[0]);
+                (
+                    quote!(#batch, #classes, #pixels),
+                    [
+                        quote!(::kiln::loss::cross_entropy_soft_spatial_backward),
+                        quote!(::kiln::loss::cross_entropy_soft_spatial_target_backward),
+                    ],
+                )
+            } else {
+                let (rows, classes) = rows_and_classes(&cx.inputs[0]);
+                (
+                    quote!(#rows, #classes),
+                    [
+                        quote!(::kiln::loss::cross_entropy_soft_backward),
+                        quote!(::kiln::loss::cross_entropy_soft_target_backward),
+                    ],
+                )
+            };
+            for (d, kernel) in cx.d_inputs.iter().zip(kernels) {
                 if let Some(d) = d {
                     let (out, acc) = (&d.data, d.accumulate);
                     code.extend(quote! {
-                        #kernel(#p, #rows, #classes, #t, #options, #dl, #out, #acc);
+                        #kernel(#p, #sizes, #t, #options, #dl, #out, #acc);
                     });
                 }
             }
