@@ -200,6 +200,30 @@ fn interrupted_runs_resume_from_the_state() {
     check(&model, &c, 7, "adagrad_options resumed");
 }
 
+/// NAdam's momentum product, step by step, against PyTorch's `state["mu_product"]` with float32
+/// and with float64 as the default dtype: a float32 model's product rounds at every step.
+#[test]
+fn nadam_momentum_product_rounds_as_pytorchs() {
+    fn products<F: kiln::Float>(decay: f64) -> Vec<f64> {
+        let mut rng = <kiln::rand::rngs::StdRng as kiln::rand::SeedableRng>::seed_from_u64(3);
+        let mut model = Affine::<F>::new(&mut rng);
+        let grads = model.zero_grads();
+        let mut opt = NAdam::<F>::new(0.05).momentum_decay(decay);
+        (0..8)
+            .map(|_| {
+                opt.step(&mut model, &grads);
+                let state = StatefulOptimizer::export_state(&opt).expect("a state");
+                state.scalar("mu_product").expect("mu_product")
+            })
+            .collect()
+    }
+    let e = expected();
+    let c = &e["nadam_mu_product"];
+    let decay = num(&c["config"], "momentum_decay");
+    assert_eq!(products::<f32>(decay), numbers(&c["float32"]), "float32");
+    assert_eq!(products::<f64>(decay), numbers(&c["float64"]), "float64");
+}
+
 /// An exponential moving average of the weights over SGD with momentum, updated after every
 /// step, against PyTorch's `AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.8))`.
 #[test]

@@ -296,7 +296,8 @@ macro_rules! moment_builders {
 pub struct NAdam<F> {
     moments: Moments<F>,
     momentum_decay: f64,
-    /// `Π_t`, the product of the momentum coefficients so far (PyTorch's `mu_product`).
+    /// `Π_t`, the product of the momentum coefficients so far (PyTorch's `mu_product`), a
+    /// value of `F` (kept in an f64 for the state's scalars).
     mu_product: f64,
 }
 
@@ -352,7 +353,9 @@ impl<F: Float> NAdam<F> {
         let bias_correction2 = F::from_f64(1.0 - self.moments.beta2.powf(t));
         let mu = beta1 * (1.0 - 0.5 * 0.96f64.powf(t * self.momentum_decay));
         let mu_next = beta1 * (1.0 - 0.5 * 0.96f64.powf((t + 1.0) * self.momentum_decay));
-        self.mu_product *= mu;
+        // PyTorch keeps `mu_product` as a tensor of the default dtype (float32 for a float32
+        // model): `mu_product *= mu` rounds `mu` and the product to it at every step.
+        self.mu_product = (F::from_f64(self.mu_product) * F::from_f64(mu)).to_f64();
         let mu_product_next = self.mu_product * mu_next;
         let grad_step = F::from_f64(-lr * (1.0 - mu) / (1.0 - self.mu_product));
         let moment_step = F::from_f64((-lr * mu_next) / (1.0 - mu_product_next));
