@@ -25,6 +25,8 @@ use ndarray::{ArrayViewD, ArrayViewMutD};
 /// }
 /// let accuracy = evaluate(ema.model(), &test)?;
 /// ```
+///
+/// [`Trainer::ema`](crate::train::Trainer::ema) keeps the same average inside `fit`.
 #[derive(Clone, Debug)]
 pub struct Ema<F, M> {
     model: M,

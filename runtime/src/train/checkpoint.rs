@@ -11,6 +11,7 @@
 //!     model.safetensors        the weights (kiln::io::save; PyTorch state_dict names)
 //!     optimizer.safetensors    the optimizer's buffers, as `<param>.<buffer>` (`h1.weight.exp_avg`)
 //!     best.safetensors         the best epoch's weights (with early stopping)
+//!     ema.safetensors          the moving average of the weights (with `Trainer::ema`)
 //!     state.json               counters, learning rate, optimizer scalars, early stopping, history
 //! ```
 //!
@@ -42,6 +43,7 @@ const VERSION: u64 = 1;
 const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const BEST_FILE: &str = "best.safetensors";
+const EMA_FILE: &str = "ema.safetensors";
 const STATE_FILE: &str = "state.json";
 
 /// A copy of a model's parameters and buffers (its `state_dict`), to put back later: the best
@@ -94,24 +96,27 @@ impl<F: Float> Weights<F> {
         weights
     }
 
+    /// Whether `model` has exactly the captured tensors (names and shapes, in order), found
+    /// without allocating.
+    fn same_layout<M: Model<F>>(&self, model: &M) -> bool {
+        let mut i = 0;
+        let mut same = true;
+        let mut check = |name: &'static str, view: ndarray::ArrayViewD<'_, F>| {
+            same &= self
+                .layout
+                .get(i)
+                .is_some_and(|(n, s, _)| *n == name && s.as_slice() == view.shape());
+            i += 1;
+        };
+        model.visit_params(&mut check);
+        model.visit_buffers(&mut check);
+        same && i == self.layout.len()
+    }
+
     /// Copies `model`'s parameters and buffers into `self`, reusing its memory when it already
     /// holds the same model's weights (no allocation then).
     pub fn capture_from<M: Model<F>>(&mut self, model: &M) {
-        let same_layout = {
-            let mut i = 0;
-            let mut same = true;
-            let mut check = |name: &'static str, view: ndarray::ArrayViewD<'_, F>| {
-                same &= self
-                    .layout
-                    .get(i)
-                    .is_some_and(|(n, s, _)| *n == name && s.as_slice() == view.shape());
-                i += 1;
-            };
-            model.visit_params(&mut check);
-            model.visit_buffers(&mut check);
-            same && i == self.layout.len()
-        };
-        if !same_layout {
+        if !self.same_layout(model) {
             self.layout.clear();
             let mut start = 0;
             for (name, shape) in model_layout(model) {
@@ -136,6 +141,40 @@ impl<F: Float> Weights<F> {
         };
         model.visit_params(&mut copy);
         model.visit_buffers(&mut copy);
+    }
+
+    /// One update of an exponential moving average of `model`'s weights held in `self`: each
+    /// captured parameter moves towards the model's, `a ← a + weight · (p − a)` (PyTorch's
+    /// `lerp_`, with its rounding; `weight` is `1 − decay`), and the buffers are copied, as
+    /// PyTorch's `AveragedModel` with `get_ema_multi_avg_fn` and `use_buffers=False` does.
+    /// Allocates nothing.
+    ///
+    /// # Errors
+    /// [`Error::Parameter`] naming the first tensor whose name or shape differs from the
+    /// captured one; `self` is then unchanged.
+    pub(crate) fn average_towards<M: Model<F>>(&mut self, model: &M, weight: F) -> Result<()> {
+        if !self.same_layout(model) {
+            self.check(model)?;
+        }
+        let values = &mut self.values;
+        let mut offset = 0;
+        model.visit_params(&mut |_, view| {
+            let slots = &mut values[offset..offset + view.len()];
+            for (a, &p) in slots.iter_mut().zip(view.iter()) {
+                *a = crate::optim::lerp(*a, p, weight);
+            }
+            offset += view.len();
+        });
+        model.visit_buffers(&mut |_, view| {
+            for (a, &b) in values[offset..offset + view.len()]
+                .iter_mut()
+                .zip(view.iter())
+            {
+                *a = b;
+            }
+            offset += view.len();
+        });
+        Ok(())
     }
 
     /// Whether nothing has been captured.
@@ -300,6 +339,9 @@ pub struct Checkpoint<F> {
     pub early_stopping: Option<EarlyStopping>,
     /// The best epoch's weights, when early stopping restores them.
     pub best_weights: Option<Weights<F>>,
+    /// The exponential moving average of the weights, when training keeps one
+    /// ([`Trainer::ema`](super::Trainer::ema)); empty before the first optimizer step.
+    pub ema: Option<Weights<F>>,
 }
 
 /// `epoch-NNNN`, sorting in epoch order up to 9999 epochs (and still unique beyond).
@@ -318,6 +360,7 @@ impl<F: Float> Checkpoint<F> {
             history: History::default(),
             early_stopping: None,
             best_weights: None,
+            ema: None,
         }
     }
 
@@ -388,6 +431,9 @@ impl<F: Float> Checkpoint<F> {
         let param_names = self.write_optimizer(&epoch_dir.join(OPTIMIZER_FILE), model)?;
         if let Some(best) = self.best_weights.as_ref().filter(|b| !b.is_empty()) {
             best.save(epoch_dir.join(BEST_FILE))?;
+        }
+        if let Some(ema) = self.ema.as_ref().filter(|e| !e.is_empty()) {
+            ema.save(epoch_dir.join(EMA_FILE))?;
         }
         write_json(&epoch_dir.join(STATE_FILE), &self.state_json(param_names))?;
         sync_parent(&epoch_dir);
@@ -501,6 +547,10 @@ impl<F: Float> Checkpoint<F> {
                 (self.best_weights.as_ref())
                     .is_some_and(|b| !b.is_empty())
                     .into(),
+            ),
+            (
+                "has_ema",
+                self.ema.as_ref().is_some_and(|e| !e.is_empty()).into(),
             ),
             ("history", self.history.to_json()),
         ])
@@ -619,6 +669,12 @@ impl<F: Float> Checkpoint<F> {
         } else {
             None
         };
+        // Checkpoints written before moving averages existed have no such key: none.
+        let ema = if fields.map.get("has_ema").is_some() && fields.bool("has_ema")? {
+            Some(Weights::load(epoch_dir.join(EMA_FILE), model)?)
+        } else {
+            None
+        };
         let history = History::from_json(&fields.object("history")?)?;
         let epochs_done = fields.usize("epochs_done")?;
         if history.len() != epochs_done {
@@ -638,6 +694,7 @@ impl<F: Float> Checkpoint<F> {
             history,
             early_stopping,
             best_weights,
+            ema,
         };
         let weights = Weights::load(epoch_dir.join(MODEL_FILE), model)?;
         Ok((checkpoint, weights))

@@ -153,6 +153,8 @@ pub struct Trainer<'a, F: Float> {
     plateau: Option<ReduceLrOnPlateau>,
     clip_grad_norm: Option<f64>,
     accumulate: usize,
+    /// [`Trainer::ema`]'s decay.
+    ema: Option<f64>,
     early_stopping: Option<EarlyStopping>,
     checkpoints: Option<PathBuf>,
     save_best: Option<SaveBest>,
@@ -190,6 +192,7 @@ impl<F: Float> fmt::Debug for Trainer<'_, F> {
             .field("plateau", &self.plateau)
             .field("clip_grad_norm", &self.clip_grad_norm)
             .field("accumulate_grad_batches", &self.accumulate)
+            .field("ema", &self.ema)
             .field("early_stopping", &self.early_stopping)
             .field("checkpoints", &self.checkpoints)
             .field("save_best", &self.save_best)
@@ -225,6 +228,7 @@ impl<'a, F: Float> Trainer<'a, F> {
             schedule: None,
             plateau: None,
             clip_grad_norm: None,
+            ema: None,
             accumulate: 1,
             early_stopping: None,
             checkpoints: None,
@@ -425,6 +429,41 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// `max_norm` ([`clip_grad_norm`]).
     pub fn clip_grad_norm(mut self, max_norm: f64) -> Self {
         self.clip_grad_norm = Some(max_norm);
+        self
+    }
+
+    /// Keeps an exponential moving average of the weights, as Keras's optimizers do with
+    /// `use_ema=True, ema_momentum=decay` and PyTorch's `AveragedModel` with
+    /// `get_ema_multi_avg_fn(decay)`: after every optimizer step each averaged parameter
+    /// moves towards the model's, `a ← a + (1 − decay)(p − a)` (the first step copies the
+    /// model, and buffers such as batch-norm statistics are copied at every step, as PyTorch's
+    /// `AveragedModel` does by default). `decay` is in [0, 1]; 0.999 and 0.9999 are usual.
+    ///
+    /// Validation (and so early stopping, [`Trainer::save_best`] and the best weights
+    /// early stopping restores) measures the averaged weights, which are what the average
+    /// is for; the training loss and metrics are the model's own, batch by batch. When `fit`
+    /// returns, the model holds the averaged weights (Keras's `finalize_variable_values`), or
+    /// the best epoch's averaged weights when early stopping restores them. Checkpoints keep
+    /// the average, so a resumed run continues it bit for bit; resumed from a checkpoint
+    /// written without one, the average starts at the first step after resuming.
+    ///
+    /// ```no_run
+    /// # fn demo<M: kiln_runtime::Supervised<f32>>(
+    /// #     model: &mut M,
+    /// #     train: &kiln_runtime::data::TensorDataset<f32>,
+    /// #     val: &kiln_runtime::data::TensorDataset<f32>,
+    /// # ) -> kiln_runtime::Result<()> {
+    /// use kiln_runtime::{train::Trainer, Adam};
+    /// let history = Trainer::new(20, 64)
+    ///     .validation(val)
+    ///     .ema(0.999)
+    ///     .fit(model, &mut Adam::new(1e-3), train)?;
+    /// // `model` now holds the moving average, which the validation figures measured.
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ema(mut self, decay: f64) -> Self {
+        self.ema = Some(decay);
         self
     }
 
@@ -804,6 +843,15 @@ impl<'a, F: Float> Trainer<'a, F> {
                     .to_string(),
             });
         }
+        if let Some(decay) = self.ema.filter(|d| !(0.0..=1.0).contains(d)) {
+            return Err(Error::Data {
+                what: "Trainer",
+                problem: format!(
+                    "an average's decay of {decay}: give Trainer::ema a decay in [0, 1] \
+                     (0.999 and 0.9999 are usual)"
+                ),
+            });
+        }
         if self.schedule.is_some() && self.plateau.is_some() {
             return Err(Error::Data {
                 what: "Trainer",
@@ -856,6 +904,8 @@ impl<'a, F: Float> Trainer<'a, F> {
         let mut ws = Fd::Workspace::default();
         Fd::check_finite(&mut ws, self.detect_anomaly);
         let mut grads = model.zero_grads();
+        // The model's own weights while the average stands in for them (with `ema`).
+        let mut own = Weights::default();
 
         let stopped = state
             .early_stopping
@@ -935,6 +985,9 @@ impl<'a, F: Float> Trainer<'a, F> {
                         }
                         optimizer.step(model, &grads);
                         state.steps_done += 1;
+                        if let (Some(decay), Some(average)) = (self.ema, state.ema.as_mut()) {
+                            update_average(average, &*model, decay)?;
+                        }
                     }
                     let so_far = acc.metrics();
                     bar.batch(Running {
@@ -949,7 +1002,18 @@ impl<'a, F: Float> Trainer<'a, F> {
                 acc = feed.end_epoch(model, acc, &mut counts)?;
                 let train_seconds = started.elapsed().as_secs_f64();
                 let train_metrics = acc.metrics();
-                let val_metrics = feed.evaluate(&*model, &mut val_counts)?;
+                let val_metrics = match state.ema.as_ref().filter(|a| !a.is_empty()) {
+                    Some(average) => {
+                        // The average is evaluated in the model's place, and the model's own
+                        // weights put back whatever the evaluation returns.
+                        own.capture_from(&*model);
+                        average.restore(model)?;
+                        let metrics = feed.evaluate(&*model, &mut val_counts);
+                        own.restore(model)?;
+                        metrics?
+                    }
+                    None => feed.evaluate(&*model, &mut val_counts)?,
+                };
                 let record = EpochRecord {
                     epoch,
                     train_loss: train_metrics.loss,
@@ -984,8 +1048,15 @@ impl<'a, F: Float> Trainer<'a, F> {
                     // overwrite a better file from before; weights that are not finite are
                     // never written.
                     let is_best = state.history.best_epoch_by(&name, best.mode) == Some(epoch);
-                    if is_best && first_non_finite(&*model).is_none() {
-                        crate::io::save(&*model, &best.path)?;
+                    match state.ema.as_ref().filter(|a| !a.is_empty()) {
+                        Some(average) if is_best && average.first_non_finite().is_none() => {
+                            average.save(&best.path)?;
+                        }
+                        Some(_) => {}
+                        None if is_best && first_non_finite(&*model).is_none() => {
+                            crate::io::save(&*model, &best.path)?;
+                        }
+                        None => {}
                     }
                 }
 
@@ -994,7 +1065,10 @@ impl<'a, F: Float> Trainer<'a, F> {
                     match early.update(epoch, monitored) {
                         Verdict::Improved => {
                             if let Some(best) = &mut state.best_weights {
-                                best.capture_from(&*model);
+                                match state.ema.as_ref().filter(|a| !a.is_empty()) {
+                                    Some(average) => best.clone_from(average),
+                                    None => best.capture_from(&*model),
+                                }
                             }
                         }
                         Verdict::Wait => {}
@@ -1056,6 +1130,10 @@ impl<'a, F: Float> Trainer<'a, F> {
             }
         }
 
+        // Keras's `finalize_variable_values`: the model ends with the average it was judged by.
+        if let Some(average) = state.ema.as_ref().filter(|a| !a.is_empty()) {
+            average.restore(model)?;
+        }
         if let (Some(early), Some(best)) = (&state.early_stopping, &state.best_weights) {
             if early.restores_best_weights() && !best.is_empty() {
                 best.restore(model)?;
@@ -1224,6 +1302,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                 .filter(|e| e.restores_best_weights())
                 .map(|_| Weights::default());
             state.early_stopping = fresh_early;
+            state.ema = self.ema.map(|_| Weights::default());
             return Ok(state);
         };
         if !Checkpoint::<F>::exists(dir) {
@@ -1273,6 +1352,12 @@ impl<'a, F: Float> Trainer<'a, F> {
                 }
                 (None, _) => (None, None),
             };
+        // The average continues when the checkpointed run kept one; else it starts afresh.
+        probe.ema = match (self.ema, probe.ema.take()) {
+            (Some(_), Some(saved)) => Some(saved),
+            (Some(_), None) => Some(Weights::default()),
+            (None, _) => None,
+        };
         reporter.println(model.summary().to_string());
         reporter.println(format!(
             "Resuming from {} after epoch {} ({} optimizer steps)",
@@ -1281,6 +1366,20 @@ impl<'a, F: Float> Trainer<'a, F> {
             probe.steps_done
         ));
         Ok(probe)
+    }
+}
+
+/// One step of [`Trainer::ema`]'s average: the first copies the model.
+fn update_average<F: Float, M: Model<F>>(
+    average: &mut Weights<F>,
+    model: &M,
+    decay: f64,
+) -> Result<()> {
+    if average.is_empty() {
+        average.capture_from(model);
+        Ok(())
+    } else {
+        average.average_towards(model, F::from_f64(1.0 - decay))
     }
 }
 
