@@ -320,6 +320,39 @@ const SEEDS: &[&str] = &[
         output logits;
         loss cross_entropy(logits, y);
     }",
+    // A LLaMA-style student distilled from a teacher head: RMS norms, rotary causal attention
+    // with a base, SwiGLU, KL divergence with its options, cross-entropy against probabilities.
+    "pub struct Student {
+        input tokens: [B, T] tokens 50;
+        target soft: [B, T, 50];
+        let e = embedding(tokens, 32);
+        let normed = rms_norm(e, eps = 1e-6);
+        let a = multi_head_attention(normed, heads = 4, causal = true, rotary = true,
+            rotary_base = 500000, bias = false);
+        let x = e + a;
+        let n = rms_norm(x, elementwise_affine = false);
+        let up = linear(n, 64, bias = false);
+        let gate = linear(n, 64, bias = false);
+        let y = x + linear(silu(gate) * up, 32, bias = false);
+        let logits = linear(y, 50);
+        let teacher = linear(y, 50);
+        output logits;
+        loss kl_div(log_softmax(logits), soft, reduction = batchmean)
+            + 0.5 * kl_div(log_softmax(logits), log_softmax(teacher), log_target = true, reduction = sum)
+            + cross_entropy(logits, soft, label_smoothing = 0.1)
+            + cross_entropy(logits, softmax(teacher));
+    }",
+    // Per-pixel class probabilities as the target of image logits, and BCE on probabilities.
+    "pub struct SoftSeg {
+        input x: [B, 3, 16, 16];
+        target probs: [B, 4, 16, 16];
+        let h = relu(conv2d(x, 8, kernel = 3, padding = 1));
+        let logits = conv2d(h, 4, kernel = 1);
+        let mask = sigmoid(conv2d(h, 4, kernel = 1));
+        output logits;
+        loss cross_entropy(logits, probs, weight = (1.0, 2.0, 0.5, 1.0))
+            + bce(mask, probs, weight = 0.5) + 0.1 * mse(softmax(logits, axis = 1), probs);
+    }",
 ];
 
 /// A token as text, and whether it is glued to the next one (the `-` of `->`).
