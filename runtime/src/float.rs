@@ -527,7 +527,7 @@ impl_float!(
     f64,
     F64,
     f64::exp,
-    libm::erf,
+    crate::special::erf_f64,
     f64::tanh,
     all_reduce_sum_f64,
     broadcast_f64,

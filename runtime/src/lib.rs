@@ -24,6 +24,7 @@ pub mod onnx;
 pub mod optim;
 pub mod sampling;
 pub mod shape;
+mod special;
 #[cfg(feature = "text")]
 pub mod text;
 pub mod train;
