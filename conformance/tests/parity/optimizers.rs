@@ -66,6 +66,18 @@ fn optimizer(name: &str, c: &Value) -> Box<Step> {
                 .decoupled_weight_decay(c["decoupled_weight_decay"] == true),
         ),
         "adagrad" | "adagrad_options" => boxed(adagrad(c)),
+        // PyTorch's optimizer was given the other parameter only.
+        "adam_frozen_weight" => boxed(
+            Adam::new(num(c, "lr"))
+                .weight_decay(num(c, "weight_decay"))
+                .freeze(|name, _| name == "pred.weight"),
+        ),
+        "sgd_frozen_bias" => boxed(
+            kiln::Sgd::new(num(c, "lr"))
+                .momentum(num(c, "momentum"))
+                .weight_decay(num(c, "weight_decay"))
+                .freeze(|name, _| name == "pred.bias"),
+        ),
         other => panic!("unknown case {other}"),
     }
 }
@@ -110,7 +122,7 @@ fn check(model: &Affine<f64>, case: &Value, step: usize, what: &str) {
 fn every_option_follows_pytorch_step_by_step() {
     let e = expected();
     let cases = e["cases"].as_array().expect("cases");
-    assert_eq!(cases.len(), 8);
+    assert_eq!(cases.len(), 10);
     for case in cases {
         let name = case["name"].as_str().expect("name");
         let (mut model, x, y) = setup(&e);
@@ -198,6 +210,116 @@ fn interrupted_runs_resume_from_the_state() {
     assert_eq!(second.steps(), 3);
     run(&mut model, &mut |m, g| second.step(m, g), 5, &x, &y);
     check(&model, &c, 7, "adagrad_options resumed");
+}
+
+/// Every optimizer leaves a frozen parameter's bits alone, keeps no state for it, and updates
+/// the others as it does when nothing is frozen (each parameter's update is its own).
+#[test]
+fn frozen_parameters_are_left_alone_by_every_optimizer() {
+    fn bits(model: &Affine<f64>, name: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        model.visit_params(&mut |n, p| {
+            if n == name {
+                out.extend(p.iter().map(|v| v.to_bits()));
+            }
+        });
+        out
+    }
+    fn run<O: Optimizer<f64> + StatefulOptimizer<f64>>(
+        what: &str,
+        make: impl Fn() -> O,
+        freeze: impl Fn(&O) -> O,
+    ) {
+        let e = expected();
+        let (start, x, y) = setup(&e);
+        let train = |opt: &mut O, steps: usize| {
+            let mut model = start.clone();
+            let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
+            for _ in 0..steps {
+                model
+                    .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+                    .expect("step");
+                opt.step(&mut model, &grads);
+            }
+            model
+        };
+        // One step: the bias moves as it does with nothing frozen (later steps differ, the
+        // gradients depending on the weight).
+        let all = train(&mut make(), 1);
+        let some = train(&mut freeze(&make()), 1);
+        assert_eq!(bits(&some, "pred.bias"), bits(&all, "pred.bias"), "{what}");
+        assert_ne!(
+            bits(&all, "pred.weight"),
+            bits(&start, "pred.weight"),
+            "{what}"
+        );
+        // Four steps: the weight has not moved.
+        let mut partial = freeze(&make());
+        let some = train(&mut partial, 4);
+        assert_eq!(
+            bits(&some, "pred.weight"),
+            bits(&start, "pred.weight"),
+            "{what}"
+        );
+        assert_ne!(
+            bits(&some, "pred.bias"),
+            bits(&start, "pred.bias"),
+            "{what}"
+        );
+        // No state for the frozen weight: its buffers (if the optimizer has any) are empty.
+        if let Some(state) = partial.export_state() {
+            for (buffer, list) in &state.buffers {
+                assert!(
+                    list[0].is_empty(),
+                    "{what}: {buffer} kept for a frozen weight"
+                );
+            }
+        }
+        assert!(
+            partial.frozen().is_some() && make().frozen().is_none(),
+            "{what}"
+        );
+    }
+    let weight: kiln::optim::FreezeFilter = |name, _| name == "pred.weight";
+    run(
+        "Sgd",
+        || kiln::Sgd::new(0.1).momentum(0.9).weight_decay(0.01),
+        |o| o.clone().freeze(weight),
+    );
+    run(
+        "Adam",
+        || Adam::new(0.05).weight_decay(0.01).amsgrad(true),
+        |o| o.clone().freeze(weight),
+    );
+    run(
+        "AdamW",
+        || AdamW::new(0.05).weight_decay(0.1),
+        |o| o.clone().freeze(weight),
+    );
+    run(
+        "NAdam",
+        || NAdam::new(0.05).weight_decay(0.01),
+        |o| o.clone().freeze(weight),
+    );
+    run(
+        "RAdam",
+        || {
+            RAdam::new(0.05)
+                .decoupled_weight_decay(true)
+                .weight_decay(0.1)
+        },
+        |o| o.clone().freeze(weight),
+    );
+    run(
+        "RmsProp",
+        || kiln::RmsProp::new(0.01).momentum(0.5).centered(true),
+        |o| o.clone().freeze(weight),
+    );
+    run(
+        "Adagrad",
+        || Adagrad::new(0.1).weight_decay(0.01),
+        |o| o.clone().freeze(weight),
+    );
 }
 
 /// NAdam's momentum product, step by step, against PyTorch's `state["mu_product"]` with float32

@@ -9,7 +9,7 @@ use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule, One
 use kiln::rand::rngs::StdRng;
 use kiln::rand::SeedableRng;
 use kiln::train::{batch_targets, EarlyStopping, History, Mode, Trainer, Verdict, Weights};
-use kiln::{Adam, Optimizer, Sgd, Supervised};
+use kiln::{Adam, Model, Optimizer, Sgd, Supervised};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -228,6 +228,61 @@ fn trainer_applies_schedule_and_clipping_exactly_as_a_hand_loop() {
         .epochs
         .iter()
         .all(|r| r.train_accuracy.is_none() && r.val_loss.is_none()));
+}
+
+/// A frozen layer (`Sgd::freeze`) under the trainer: its weights do not move, and its
+/// gradients stay out of clipping's norm, as PyTorch's `clip_grad_norm_` leaves out
+/// parameters without `requires_grad`; the trainer is the hand loop that zeroes them first.
+#[test]
+fn trainer_keeps_frozen_gradients_out_of_clipping() {
+    let data = regression_data(100, 4);
+    let freeze: kiln::optim::FreezeFilter = |name, _| name.starts_with("h.");
+    let start = Regressor::<f64>::new(&mut StdRng::seed_from_u64(21));
+    let make = || Sgd::new(0.2).momentum(0.9).freeze(freeze);
+
+    let mut by_hand = start.clone();
+    let mut opt = make();
+    let loader = DataLoader::new(&data, 16).shuffle(5);
+    let mut ws = <Regressor<f64> as Supervised<f64>>::Workspace::default();
+    let mut grads = by_hand.zero_grads();
+    let mut batch = Batch::new();
+    let mut norms = Vec::new();
+    for epoch in 0..3 {
+        let mut batches = loader.epoch_batches(epoch);
+        while batches.next_into(&mut batch) {
+            by_hand
+                .train_batch(batch.x.view(), batch_targets(&batch), &mut ws, &mut grads)
+                .expect("a training step");
+            kiln::optim::zero_frozen_grads::<f64, Regressor<f64>>(&mut grads, freeze);
+            norms.push(clip_grad_norm::<f64, Regressor<f64>>(&mut grads, 0.3));
+            opt.step(&mut by_hand, &grads);
+        }
+    }
+    let mut by_trainer = start.clone();
+    Trainer::new(3, 16)
+        .shuffle_seed(5)
+        .clip_grad_norm(0.3)
+        .progress(false)
+        .fit(&mut by_trainer, &mut make(), &data)
+        .expect("training runs");
+
+    let (a, b) = (params(&by_hand), params(&by_trainer));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(
+        norms.iter().any(|&n| n > 0.3),
+        "clipping was active: {norms:?}"
+    );
+    let layer = |model: &Regressor<f64>| {
+        let mut values = Vec::new();
+        model.visit_params(&mut |name, p| {
+            if name.starts_with("h.") {
+                values.extend(p.iter().copied());
+            }
+        });
+        values
+    };
+    assert_eq!(layer(&by_trainer), layer(&start), "the frozen layer moved");
+    assert_ne!(params(&by_trainer), params(&start));
 }
 
 /// `OneCycleLr` sets the momentum as well as the rate before every step, as PyTorch's

@@ -1,6 +1,6 @@
 //! Adagrad.
 
-use super::{add_scaled, check_pair, state_slot, Optimizer};
+use super::{add_scaled, check_pair, state_slot, FreezeFilter, Frozen, Optimizer};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{run_fast_split, SplitLoop};
 use crate::train::OptimizerState;
@@ -28,6 +28,7 @@ pub struct Adagrad<F> {
     /// Steps taken so far (`t`).
     steps: u64,
     sums: Vec<Vec<F>>,
+    frozen: Frozen,
 }
 
 impl<F: Float> Adagrad<F> {
@@ -42,7 +43,16 @@ impl<F: Float> Adagrad<F> {
             eps: 1e-10,
             steps: 0,
             sums: Vec::new(),
+            frozen: Frozen::default(),
         }
+    }
+
+    /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
+    /// and get no state, as PyTorch leaves a parameter whose `requires_grad` is off (see the
+    /// [module docs](crate::optim)).
+    pub fn freeze(mut self, filter: FreezeFilter) -> Self {
+        self.frozen.set(filter);
+        self
     }
 
     /// The decay of the rate over the steps, `lr / (1 + (t − 1) · lr_decay)` (≥ 0, default 0).
@@ -116,6 +126,8 @@ impl<F: Float> Adagrad<F> {
             eps: state.scalar("eps")?,
             steps: step as u64,
             sums: crate::memory::copies(state.buffer_list("sum")?),
+            // Which parameters are frozen is this optimizer's set-up, not saved state.
+            frozen: std::mem::take(&mut self.frozen),
         };
         Ok(())
     }
@@ -193,9 +205,13 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
         let eps = F::from_f64(self.eps);
         let weight_decay = (self.weight_decay != 0.0).then(|| F::from_f64(self.weight_decay));
         let initial = F::from_f64(self.initial_accumulator_value);
-        let sums = &mut self.sums;
+        self.frozen.refresh(model);
+        let (sums, frozen) = (&mut self.sums, &self.frozen);
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair("Adagrad", index, param, grad);
+            if frozen.holds(param) {
+                return;
+            }
             let (sum, fresh) = state_slot(sums, index, param.len(), "Adagrad");
             if fresh {
                 sum.fill(initial);
@@ -217,5 +233,9 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
 
     fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr;
+    }
+
+    fn frozen(&self) -> Option<FreezeFilter> {
+        self.frozen.filter()
     }
 }

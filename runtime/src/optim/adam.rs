@@ -1,6 +1,6 @@
 //! Adam (L2 weight decay) and AdamW (decoupled weight decay).
 
-use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
+use super::{add_scaled, check_pair, lerp, state_slot, FreezeFilter, Frozen, Optimizer};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{cut_mut, run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -29,6 +29,7 @@ struct AdamCore<F> {
     /// The addresses of the parameters the filter exempts, refilled every step (the capacity
     /// is kept, so a step allocates nothing once the first has run).
     exempt: Vec<usize>,
+    frozen: Frozen,
 }
 
 /// A parameter filter for weight decay: given a parameter's name (`"h.0.ln_1.weight"`) and
@@ -51,6 +52,7 @@ impl<F: Float> AdamCore<F> {
             max_exp_avg_sq: Vec::new(),
             decay_filter: None,
             exempt: Vec::new(),
+            frozen: Frozen::default(),
         }
     }
 
@@ -114,6 +116,8 @@ impl<F: Float> AdamCore<F> {
             max_exp_avg_sq,
             decay_filter: self.decay_filter,
             exempt: std::mem::take(&mut self.exempt),
+            // Which parameters are frozen is this optimizer's set-up, not saved state.
+            frozen: std::mem::take(&mut self.frozen),
         };
         Ok(())
     }
@@ -150,11 +154,15 @@ impl<F: Float> AdamCore<F> {
                 }
             });
         }
+        self.frozen.refresh(model);
         let (exp_avgs, exp_avg_sqs) = (&mut self.exp_avg, &mut self.exp_avg_sq);
         let (amsgrad, max_exp_avg_sqs) = (self.amsgrad, &mut self.max_exp_avg_sq);
-        let exempt = &self.exempt;
+        let (exempt, frozen) = (&self.exempt, &self.frozen);
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair(name, index, param, grad);
+            if frozen.holds(param) {
+                return;
+            }
             let (m, _) = state_slot(exp_avgs, index, param.len(), name);
             let (v, _) = state_slot(exp_avg_sqs, index, param.len(), name);
             // Without `amsgrad` an empty slice, never indexed.
@@ -395,6 +403,14 @@ impl<F: Float> Adam<F> {
         self
     }
 
+    /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
+    /// and get no moments, as PyTorch leaves a parameter whose `requires_grad` is off (see
+    /// the [module docs](crate::optim)).
+    pub fn freeze(mut self, filter: FreezeFilter) -> Self {
+        self.core.frozen.set(filter);
+        self
+    }
+
     /// PyTorch's `amsgrad` (default off): the update divides by the largest second moment
     /// estimate seen so far rather than the current one, keeping one more buffer per
     /// parameter (`max_exp_avg_sq`).
@@ -451,6 +467,10 @@ impl<F: Float> Optimizer<F> for Adam<F> {
 
     fn set_momentum_term(&mut self, momentum: f64) {
         self.core.beta1 = momentum;
+    }
+
+    fn frozen(&self) -> Option<FreezeFilter> {
+        self.core.frozen.filter()
     }
 }
 
@@ -517,6 +537,14 @@ impl<F: Float> AdamW<F> {
         self
     }
 
+    /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
+    /// and get no moments, as PyTorch leaves a parameter whose `requires_grad` is off (see
+    /// the [module docs](crate::optim)).
+    pub fn freeze(mut self, filter: FreezeFilter) -> Self {
+        self.core.frozen.set(filter);
+        self
+    }
+
     /// PyTorch's `amsgrad` (default off): the update divides by the largest second moment
     /// estimate seen so far rather than the current one, keeping one more buffer per
     /// parameter (`max_exp_avg_sq`).
@@ -573,6 +601,10 @@ impl<F: Float> Optimizer<F> for AdamW<F> {
 
     fn set_momentum_term(&mut self, momentum: f64) {
         self.core.beta1 = momentum;
+    }
+
+    fn frozen(&self) -> Option<FreezeFilter> {
+        self.core.frozen.filter()
     }
 }
 

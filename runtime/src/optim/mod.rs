@@ -9,6 +9,11 @@
 //! PyTorch's order of operations.
 //!
 //! State is allocated on the first [`Optimizer::step`] only: a later step allocates nothing.
+//!
+//! Every optimizer can freeze parameters chosen by name (`.freeze(|name, _shape|
+//! name.starts_with("features."))`): it leaves them, and keeps no state for them, as PyTorch
+//! does with parameters whose `requires_grad` is off or that were left out of the optimizer
+//! (Keras: `layer.trainable = False`). Their gradients are still computed.
 //! Hyperparameters are stored as given and not validated; each builder documents the range
 //! PyTorch accepts (values outside it give the same nonsense PyTorch would refuse to run).
 //!
@@ -23,6 +28,7 @@ mod adagrad;
 mod adam;
 pub mod clip;
 mod ema;
+mod freeze;
 mod nadam;
 mod rmsprop;
 pub mod schedule;
@@ -32,6 +38,8 @@ pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW, DecayFilter};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
 pub use ema::Ema;
+pub(crate) use freeze::Frozen;
+pub use freeze::{zero_frozen_grads, FreezeFilter};
 pub use nadam::{NAdam, RAdam};
 pub use rmsprop::RmsProp;
 pub use schedule::{
@@ -68,6 +76,12 @@ pub trait Optimizer<F: Float> {
     /// whose [`momentum_term`](Self::momentum_term) is `None`.
     fn set_momentum_term(&mut self, momentum: f64) {
         let _ = momentum;
+    }
+    /// The filter of the parameters this optimizer freezes (each optimizer's `freeze`
+    /// builder), so that a training loop can keep their gradients out of clipping as
+    /// PyTorch does; `None` (the default) freezes nothing.
+    fn frozen(&self) -> Option<FreezeFilter> {
+        None
     }
 }
 

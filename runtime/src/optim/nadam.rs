@@ -3,7 +3,7 @@
 //! Both keep Adam's two moments and take its hyperparameters; they differ in the step each
 //! element takes, which each writes as a rule run by one shared loop ([`MomentLoop`]).
 
-use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
+use super::{add_scaled, check_pair, lerp, state_slot, FreezeFilter, Frozen, Optimizer};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -23,6 +23,7 @@ struct Moments<F> {
     steps: u64,
     exp_avg: Vec<Vec<F>>,
     exp_avg_sq: Vec<Vec<F>>,
+    frozen: Frozen,
 }
 
 impl<F: Float> Moments<F> {
@@ -37,6 +38,7 @@ impl<F: Float> Moments<F> {
             steps: 0,
             exp_avg: Vec::new(),
             exp_avg_sq: Vec::new(),
+            frozen: Frozen::default(),
         }
     }
 
@@ -72,6 +74,7 @@ impl<F: Float> Moments<F> {
             steps: step as u64,
             exp_avg: crate::memory::copies(state.buffer_list("exp_avg")?),
             exp_avg_sq: crate::memory::copies(state.buffer_list("exp_avg_sq")?),
+            frozen: Frozen::default(),
         })
     }
 
@@ -90,9 +93,14 @@ impl<F: Float> Moments<F> {
         });
         let beta1_weight = F::from_f64(1.0 - self.beta1);
         let (beta2, one_minus_beta2) = (F::from_f64(self.beta2), F::from_f64(1.0 - self.beta2));
+        self.frozen.refresh(model);
         let (exp_avgs, exp_avg_sqs) = (&mut self.exp_avg, &mut self.exp_avg_sq);
+        let frozen = &self.frozen;
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair(name, index, param, grad);
+            if frozen.holds(param) {
+                return;
+            }
             let (m, _) = state_slot(exp_avgs, index, param.len(), name);
             let (v, _) = state_slot(exp_avg_sqs, index, param.len(), name);
             run_fast_split(MomentLoop {
@@ -218,6 +226,14 @@ macro_rules! moment_builders {
                 self
             }
 
+            /// Freezes the parameters `filter` chooses by name and shape: they are left as
+            /// they are and get no moments, as PyTorch leaves a parameter whose
+            /// `requires_grad` is off (see the [module docs](crate::optim)).
+            pub fn freeze(mut self, filter: FreezeFilter) -> Self {
+                self.moments.frozen.set(filter);
+                self
+            }
+
             /// The number of steps taken (`t` of the last step).
             pub fn steps(&self) -> u64 {
                 self.moments.steps
@@ -238,8 +254,10 @@ macro_rules! moment_builders {
             /// lacks a field or has a `step` that is not a step count; the optimizer is then
             /// unchanged.
             pub fn import_state(&mut self, state: &OptimizerState<F>) -> Result<()> {
-                let moments = Moments::import_state(state, stringify!($name))?;
+                let mut moments = Moments::import_state(state, stringify!($name))?;
                 self.import_own(state)?;
+                // Which parameters are frozen is this optimizer's set-up, not saved state.
+                moments.frozen = std::mem::take(&mut self.moments.frozen);
                 self.moments = moments;
                 Ok(())
             }
@@ -264,6 +282,10 @@ macro_rules! moment_builders {
 
             fn set_momentum_term(&mut self, momentum: f64) {
                 self.moments.beta1 = momentum;
+            }
+
+            fn frozen(&self) -> Option<FreezeFilter> {
+                self.moments.frozen.filter()
             }
         }
 

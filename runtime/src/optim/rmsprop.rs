@@ -1,6 +1,6 @@
 //! RMSprop, plain, with momentum, and centered.
 
-use super::{add_scaled, check_pair, lerp, state_slot, Optimizer};
+use super::{add_scaled, check_pair, lerp, state_slot, FreezeFilter, Frozen, Optimizer};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{cut_mut, run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -31,6 +31,7 @@ pub struct RmsProp<F> {
     grad_avg: Vec<Vec<F>>,
     /// Momentum buffers (momentum > 0 only).
     momentum_buffers: Vec<Vec<F>>,
+    frozen: Frozen,
 }
 
 impl<F: Float> RmsProp<F> {
@@ -47,7 +48,16 @@ impl<F: Float> RmsProp<F> {
             square_avg: Vec::new(),
             grad_avg: Vec::new(),
             momentum_buffers: Vec::new(),
+            frozen: Frozen::default(),
         }
+    }
+
+    /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
+    /// and get no state, as PyTorch leaves a parameter whose `requires_grad` is off (see the
+    /// [module docs](crate::optim)).
+    pub fn freeze(mut self, filter: FreezeFilter) -> Self {
+        self.frozen.set(filter);
+        self
     }
 
     /// The smoothing constant of the squared-gradient average (in `[0, 1]`, default 0.99).
@@ -122,6 +132,8 @@ impl<F: Float> RmsProp<F> {
             square_avg: crate::memory::copies(state.buffer_list("square_avg")?),
             grad_avg: crate::memory::copies(state.buffer_list("grad_avg")?),
             momentum_buffers: crate::memory::copies(state.buffer_list("momentum_buffer")?),
+            // Which parameters are frozen is this optimizer's set-up, not saved state.
+            frozen: std::mem::take(&mut self.frozen),
         };
         Ok(())
     }
@@ -237,13 +249,18 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
         let momentum = F::from_f64(self.momentum);
         let weight_decay = (self.weight_decay != 0.0).then(|| F::from_f64(self.weight_decay));
         let centered = self.centered;
-        let (square_avgs, grad_avgs, buffers) = (
+        self.frozen.refresh(model);
+        let (square_avgs, grad_avgs, buffers, frozen) = (
             &mut self.square_avg,
             &mut self.grad_avg,
             &mut self.momentum_buffers,
+            &self.frozen,
         );
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair("RmsProp", index, param, grad);
+            if frozen.holds(param) {
+                return;
+            }
             let len = param.len();
             let (square_avg, _) = state_slot(square_avgs, index, len, "RmsProp");
             // A buffer this configuration does not use is an empty slice and is never indexed.
@@ -285,6 +302,10 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
 
     fn momentum_term(&self) -> Option<f64> {
         Some(self.momentum)
+    }
+
+    fn frozen(&self) -> Option<FreezeFilter> {
+        self.frozen.filter()
     }
 
     fn set_momentum_term(&mut self, momentum: f64) {

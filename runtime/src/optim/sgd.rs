@@ -1,6 +1,6 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay.
 
-use super::{add_scaled, check_pair, state_slot, Optimizer};
+use super::{add_scaled, check_pair, state_slot, FreezeFilter, Frozen, Optimizer};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -29,6 +29,7 @@ pub struct Sgd<F> {
     weight_decay: f64,
     /// One momentum buffer per parameter, in visiting order (empty until the first step).
     momentum_buffers: Vec<Vec<F>>,
+    frozen: Frozen,
 }
 
 impl<F: Float> Sgd<F> {
@@ -41,7 +42,21 @@ impl<F: Float> Sgd<F> {
             nesterov: false,
             weight_decay: 0.0,
             momentum_buffers: Vec::new(),
+            frozen: Frozen::default(),
         }
+    }
+
+    /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
+    /// and get no momentum buffer, as PyTorch leaves a parameter whose `requires_grad` is off
+    /// (see the [module docs](crate::optim)).
+    ///
+    /// ```
+    /// use kiln_runtime::Sgd;
+    /// let opt = Sgd::<f32>::new(0.01).momentum(0.9).freeze(|name, _| name.starts_with("features."));
+    /// ```
+    pub fn freeze(mut self, filter: FreezeFilter) -> Self {
+        self.frozen.set(filter);
+        self
     }
 
     /// The momentum factor (≥ 0; 0, the default, disables momentum).
@@ -101,6 +116,8 @@ impl<F: Float> Sgd<F> {
             nesterov: state.flag("nesterov")?,
             weight_decay: state.scalar("weight_decay")?,
             momentum_buffers: crate::memory::copies(state.buffer_list("momentum_buffer")?),
+            // Which parameters are frozen is this optimizer's set-up, not saved state.
+            frozen: std::mem::take(&mut self.frozen),
         };
         Ok(())
     }
@@ -235,9 +252,13 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         let momentum = F::from_f64(self.momentum);
         let keep = F::from_f64(1.0 - self.dampening);
         let nesterov = self.nesterov;
-        let buffers = &mut self.momentum_buffers;
+        self.frozen.refresh(model);
+        let (buffers, frozen) = (&mut self.momentum_buffers, &self.frozen);
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair("Sgd", index, param, grad);
+            if frozen.holds(param) {
+                return;
+            }
             if !use_momentum {
                 run_fast_split(SgdLoop {
                     param,
@@ -272,6 +293,10 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
 
     fn momentum_term(&self) -> Option<f64> {
         Some(self.momentum)
+    }
+
+    fn frozen(&self) -> Option<FreezeFilter> {
+        self.frozen.filter()
     }
 
     fn set_momentum_term(&mut self, momentum: f64) {

@@ -981,6 +981,11 @@ impl<'a, F: Float> Trainer<'a, F> {
                     );
                     if step {
                         if let Some(max_norm) = self.clip_grad_norm {
+                            // Frozen parameters' gradients stay out of the norm, as PyTorch's
+                            // `clip_grad_norm_` leaves out parameters without `requires_grad`.
+                            if let Some(freeze) = optimizer.frozen() {
+                                crate::optim::zero_frozen_grads::<F, M>(&mut grads, freeze);
+                            }
                             clip_grad_norm::<F, M>(&mut grads, max_norm);
                         }
                         optimizer.step(model, &grads);
