@@ -78,8 +78,53 @@ fn optimizer(name: &str, c: &Value) -> Box<Step> {
                 .weight_decay(num(c, "weight_decay"))
                 .freeze(|name, _| name == "pred.bias"),
         ),
+        // PyTorch had the parameter in a group of its own `lr`.
+        "adam_groups" => boxed(
+            Adam::new(num(c, "lr"))
+                .weight_decay(num(c, "weight_decay"))
+                .lr_scale(weight, num(c, "scale")),
+        ),
+        "adamw_groups" => boxed(
+            AdamW::new(num(c, "lr"))
+                .weight_decay(num(c, "weight_decay"))
+                .lr_scale(bias, num(c, "scale")),
+        ),
+        "sgd_groups" => boxed(
+            kiln::Sgd::new(num(c, "lr"))
+                .momentum(num(c, "momentum"))
+                .weight_decay(num(c, "weight_decay"))
+                .lr_scale(weight, num(c, "scale")),
+        ),
+        "nadam_groups" => boxed(
+            NAdam::new(num(c, "lr"))
+                .weight_decay(num(c, "weight_decay"))
+                .decoupled_weight_decay(true)
+                .lr_scale(bias, num(c, "scale")),
+        ),
+        "radam_groups" => boxed(RAdam::new(num(c, "lr")).lr_scale(weight, num(c, "scale"))),
+        "adagrad_groups" => boxed(
+            Adagrad::new(num(c, "lr"))
+                .lr_decay(num(c, "lr_decay"))
+                .lr_scale(weight, num(c, "scale")),
+        ),
+        "rmsprop_groups" => boxed(
+            kiln::RmsProp::new(num(c, "lr"))
+                .momentum(num(c, "momentum"))
+                .centered(true)
+                .lr_scale(bias, num(c, "scale")),
+        ),
         other => panic!("unknown case {other}"),
     }
+}
+
+/// The fixture model's weight, as a parameter filter.
+fn weight(name: &str, _: &[usize]) -> bool {
+    name == "pred.weight"
+}
+
+/// The fixture model's bias, as a parameter filter.
+fn bias(name: &str, _: &[usize]) -> bool {
+    name == "pred.bias"
 }
 
 fn adagrad(c: &Value) -> Adagrad<f64> {
@@ -122,7 +167,7 @@ fn check(model: &Affine<f64>, case: &Value, step: usize, what: &str) {
 fn every_option_follows_pytorch_step_by_step() {
     let e = expected();
     let cases = e["cases"].as_array().expect("cases");
-    assert_eq!(cases.len(), 10);
+    assert_eq!(cases.len(), 17);
     for case in cases {
         let name = case["name"].as_str().expect("name");
         let (mut model, x, y) = setup(&e);
@@ -280,7 +325,7 @@ fn frozen_parameters_are_left_alone_by_every_optimizer() {
             "{what}"
         );
     }
-    let weight: kiln::optim::FreezeFilter = |name, _| name == "pred.weight";
+    let weight: kiln::optim::ParamFilter = |name, _| name == "pred.weight";
     run(
         "Sgd",
         || kiln::Sgd::new(0.1).momentum(0.9).weight_decay(0.01),

@@ -236,7 +236,7 @@ fn trainer_applies_schedule_and_clipping_exactly_as_a_hand_loop() {
 #[test]
 fn trainer_keeps_frozen_gradients_out_of_clipping() {
     let data = regression_data(100, 4);
-    let freeze: kiln::optim::FreezeFilter = |name, _| name.starts_with("h.");
+    let freeze: kiln::optim::ParamFilter = |name, _| name.starts_with("h.");
     let start = Regressor::<f64>::new(&mut StdRng::seed_from_u64(21));
     let make = || Sgd::new(0.2).momentum(0.9).freeze(freeze);
 

@@ -1,6 +1,6 @@
 //! Adagrad.
 
-use super::{add_scaled, check_pair, state_slot, FreezeFilter, Frozen, Optimizer};
+use super::{add_scaled, check_pair, state_slot, Optimizer, ParamFilter, ParamRules};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{run_fast_split, SplitLoop};
 use crate::train::OptimizerState;
@@ -28,7 +28,7 @@ pub struct Adagrad<F> {
     /// Steps taken so far (`t`).
     steps: u64,
     sums: Vec<Vec<F>>,
-    frozen: Frozen,
+    rules: ParamRules,
 }
 
 impl<F: Float> Adagrad<F> {
@@ -43,15 +43,23 @@ impl<F: Float> Adagrad<F> {
             eps: 1e-10,
             steps: 0,
             sums: Vec::new(),
-            frozen: Frozen::default(),
+            rules: ParamRules::default(),
         }
     }
 
     /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
     /// and get no state, as PyTorch leaves a parameter whose `requires_grad` is off (see the
     /// [module docs](crate::optim)).
-    pub fn freeze(mut self, filter: FreezeFilter) -> Self {
-        self.frozen.set(filter);
+    pub fn freeze(mut self, filter: ParamFilter) -> Self {
+        self.rules.freeze(filter);
+        self
+    }
+
+    /// Steps the parameters `filter` chooses at `scale` times the learning rate (a schedule
+    /// moves every rate together), as PyTorch's parameter groups with their own `lr` do; the
+    /// first of several matching multipliers applies (see the [module docs](crate::optim)).
+    pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
+        self.rules.scale(filter, scale);
         self
     }
 
@@ -127,7 +135,7 @@ impl<F: Float> Adagrad<F> {
             steps: step as u64,
             sums: crate::memory::copies(state.buffer_list("sum")?),
             // Which parameters are frozen is this optimizer's set-up, not saved state.
-            frozen: std::mem::take(&mut self.frozen),
+            rules: std::mem::take(&mut self.rules),
         };
         Ok(())
     }
@@ -199,19 +207,19 @@ impl<F: Float> ElementLoop for AdagradLoop<'_, F> {
 impl<F: Float> Optimizer<F> for Adagrad<F> {
     fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
         self.steps += 1;
-        // In f64, as torch forms `clr` in Python.
-        let clr = self.lr / (1.0 + (self.steps - 1) as f64 * self.lr_decay);
-        let neg_clr = F::from_f64(-clr);
+        // In f64, as torch forms `clr` in Python (per parameter: its group's `lr`).
+        let (lr, decay_factor) = (self.lr, 1.0 + (self.steps - 1) as f64 * self.lr_decay);
         let eps = F::from_f64(self.eps);
         let weight_decay = (self.weight_decay != 0.0).then(|| F::from_f64(self.weight_decay));
         let initial = F::from_f64(self.initial_accumulator_value);
-        self.frozen.refresh(model);
-        let (sums, frozen) = (&mut self.sums, &self.frozen);
+        self.rules.refresh(model);
+        let (sums, rules) = (&mut self.sums, &self.rules);
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair("Adagrad", index, param, grad);
-            if frozen.holds(param) {
+            let Some(lr) = rules.lr_of(param, lr) else {
                 return;
-            }
+            };
+            let neg_clr = F::from_f64(-(lr / decay_factor));
             let (sum, fresh) = state_slot(sums, index, param.len(), "Adagrad");
             if fresh {
                 sum.fill(initial);
@@ -235,7 +243,7 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
         self.lr = lr;
     }
 
-    fn frozen(&self) -> Option<FreezeFilter> {
-        self.frozen.filter()
+    fn frozen(&self) -> Option<ParamFilter> {
+        self.rules.frozen()
     }
 }

@@ -1,6 +1,6 @@
 //! Adam (L2 weight decay) and AdamW (decoupled weight decay).
 
-use super::{add_scaled, check_pair, lerp, state_slot, FreezeFilter, Frozen, Optimizer};
+use super::{add_scaled, check_pair, lerp, state_slot, Optimizer, ParamFilter, ParamRules};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{cut_mut, run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -29,7 +29,7 @@ struct AdamCore<F> {
     /// The addresses of the parameters the filter exempts, refilled every step (the capacity
     /// is kept, so a step allocates nothing once the first has run).
     exempt: Vec<usize>,
-    frozen: Frozen,
+    rules: ParamRules,
 }
 
 /// A parameter filter for weight decay: given a parameter's name (`"h.0.ln_1.weight"`) and
@@ -52,7 +52,7 @@ impl<F: Float> AdamCore<F> {
             max_exp_avg_sq: Vec::new(),
             decay_filter: None,
             exempt: Vec::new(),
-            frozen: Frozen::default(),
+            rules: ParamRules::default(),
         }
     }
 
@@ -117,7 +117,7 @@ impl<F: Float> AdamCore<F> {
             decay_filter: self.decay_filter,
             exempt: std::mem::take(&mut self.exempt),
             // Which parameters are frozen is this optimizer's set-up, not saved state.
-            frozen: std::mem::take(&mut self.frozen),
+            rules: std::mem::take(&mut self.rules),
         };
         Ok(())
     }
@@ -129,19 +129,18 @@ impl<F: Float> AdamCore<F> {
         let t = self.steps as f64;
         let bias_correction1 = 1.0 - self.beta1.powf(t);
         let bias_correction2 = 1.0 - self.beta2.powf(t);
-        let step_size = self.lr / bias_correction1;
         let bias_correction2_sqrt = bias_correction2.sqrt();
+        let (lr, weight_decay) = (self.lr, self.weight_decay);
 
-        let neg_step_size = F::from_f64(-step_size);
         let bc2_sqrt = F::from_f64(bias_correction2_sqrt);
         let eps = F::from_f64(self.eps);
         let beta1_weight = F::from_f64(1.0 - self.beta1);
         let beta2 = F::from_f64(self.beta2);
         let one_minus_beta2 = F::from_f64(1.0 - self.beta2);
-        let (l2, shrink) = match (self.weight_decay != 0.0, self.decoupled) {
-            (false, _) => (None, None),
-            (true, false) => (Some(F::from_f64(self.weight_decay)), None),
-            (true, true) => (None, Some(F::from_f64(1.0 - self.lr * self.weight_decay))),
+        let (l2, decoupled) = match (weight_decay != 0.0, self.decoupled) {
+            (false, _) => (None, false),
+            (true, false) => (Some(F::from_f64(weight_decay)), false),
+            (true, true) => (None, true),
         };
         // Parameters are matched by address: the optimizers' hot path visits flat slices by
         // index only, and the names and shapes come from the other visitor.
@@ -154,15 +153,18 @@ impl<F: Float> AdamCore<F> {
                 }
             });
         }
-        self.frozen.refresh(model);
+        self.rules.refresh(model);
         let (exp_avgs, exp_avg_sqs) = (&mut self.exp_avg, &mut self.exp_avg_sq);
         let (amsgrad, max_exp_avg_sqs) = (self.amsgrad, &mut self.max_exp_avg_sq);
-        let (exempt, frozen) = (&self.exempt, &self.frozen);
+        let (exempt, rules) = (&self.exempt, &self.rules);
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair(name, index, param, grad);
-            if frozen.holds(param) {
+            // The parameter's group's `lr`; none for a frozen parameter.
+            let Some(lr) = rules.lr_of(param, lr) else {
                 return;
-            }
+            };
+            let neg_step_size = F::from_f64(-(lr / bias_correction1));
+            let shrink = decoupled.then(|| F::from_f64(1.0 - lr * weight_decay));
             let (m, _) = state_slot(exp_avgs, index, param.len(), name);
             let (v, _) = state_slot(exp_avg_sqs, index, param.len(), name);
             // Without `amsgrad` an empty slice, never indexed.
@@ -406,8 +408,16 @@ impl<F: Float> Adam<F> {
     /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
     /// and get no moments, as PyTorch leaves a parameter whose `requires_grad` is off (see
     /// the [module docs](crate::optim)).
-    pub fn freeze(mut self, filter: FreezeFilter) -> Self {
-        self.core.frozen.set(filter);
+    pub fn freeze(mut self, filter: ParamFilter) -> Self {
+        self.core.rules.freeze(filter);
+        self
+    }
+
+    /// Steps the parameters `filter` chooses at `scale` times the learning rate (a schedule
+    /// moves every rate together), as PyTorch's parameter groups with their own `lr` do; the
+    /// first of several matching multipliers applies (see the [module docs](crate::optim)).
+    pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
+        self.core.rules.scale(filter, scale);
         self
     }
 
@@ -469,8 +479,8 @@ impl<F: Float> Optimizer<F> for Adam<F> {
         self.core.beta1 = momentum;
     }
 
-    fn frozen(&self) -> Option<FreezeFilter> {
-        self.core.frozen.filter()
+    fn frozen(&self) -> Option<ParamFilter> {
+        self.core.rules.frozen()
     }
 }
 
@@ -540,8 +550,16 @@ impl<F: Float> AdamW<F> {
     /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
     /// and get no moments, as PyTorch leaves a parameter whose `requires_grad` is off (see
     /// the [module docs](crate::optim)).
-    pub fn freeze(mut self, filter: FreezeFilter) -> Self {
-        self.core.frozen.set(filter);
+    pub fn freeze(mut self, filter: ParamFilter) -> Self {
+        self.core.rules.freeze(filter);
+        self
+    }
+
+    /// Steps the parameters `filter` chooses at `scale` times the learning rate (a schedule
+    /// moves every rate together), as PyTorch's parameter groups with their own `lr` do; the
+    /// first of several matching multipliers applies (see the [module docs](crate::optim)).
+    pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
+        self.core.rules.scale(filter, scale);
         self
     }
 
@@ -603,8 +621,8 @@ impl<F: Float> Optimizer<F> for AdamW<F> {
         self.core.beta1 = momentum;
     }
 
-    fn frozen(&self) -> Option<FreezeFilter> {
-        self.core.frozen.filter()
+    fn frozen(&self) -> Option<ParamFilter> {
+        self.core.rules.frozen()
     }
 }
 

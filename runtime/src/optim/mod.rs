@@ -13,7 +13,10 @@
 //! Every optimizer can freeze parameters chosen by name (`.freeze(|name, _shape|
 //! name.starts_with("features."))`): it leaves them, and keeps no state for them, as PyTorch
 //! does with parameters whose `requires_grad` is off or that were left out of the optimizer
-//! (Keras: `layer.trainable = False`). Their gradients are still computed.
+//! (Keras: `layer.trainable = False`). Their gradients are still computed. And it can step
+//! parameters chosen by name at a multiple of its learning rate (`.lr_scale(|name, _|
+//! name.starts_with("features."), 0.1)`), as PyTorch's parameter groups with their own `lr`
+//! (and timm's `lr_scale`) do; schedules then move every rate together.
 //! Hyperparameters are stored as given and not validated; each builder documents the range
 //! PyTorch accepts (values outside it give the same nonsense PyTorch would refuse to run).
 //!
@@ -28,8 +31,8 @@ mod adagrad;
 mod adam;
 pub mod clip;
 mod ema;
-mod freeze;
 mod nadam;
+mod param_rules;
 mod rmsprop;
 pub mod schedule;
 mod sgd;
@@ -38,9 +41,9 @@ pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW, DecayFilter};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
 pub use ema::Ema;
-pub(crate) use freeze::Frozen;
-pub use freeze::{zero_frozen_grads, FreezeFilter};
 pub use nadam::{NAdam, RAdam};
+pub(crate) use param_rules::ParamRules;
+pub use param_rules::{zero_frozen_grads, ParamFilter};
 pub use rmsprop::RmsProp;
 pub use schedule::{
     from_fn, Anneal, Constant, CosineAnnealing, CosineWarmRestarts, ExponentialLr, FnSchedule,
@@ -80,7 +83,7 @@ pub trait Optimizer<F: Float> {
     /// The filter of the parameters this optimizer freezes (each optimizer's `freeze`
     /// builder), so that a training loop can keep their gradients out of clipping as
     /// PyTorch does; `None` (the default) freezes nothing.
-    fn frozen(&self) -> Option<FreezeFilter> {
+    fn frozen(&self) -> Option<ParamFilter> {
         None
     }
 }

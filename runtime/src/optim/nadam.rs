@@ -3,7 +3,7 @@
 //! Both keep Adam's two moments and take its hyperparameters; they differ in the step each
 //! element takes, which each writes as a rule run by one shared loop ([`MomentLoop`]).
 
-use super::{add_scaled, check_pair, lerp, state_slot, FreezeFilter, Frozen, Optimizer};
+use super::{add_scaled, check_pair, lerp, state_slot, Optimizer, ParamFilter, ParamRules};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -23,7 +23,7 @@ struct Moments<F> {
     steps: u64,
     exp_avg: Vec<Vec<F>>,
     exp_avg_sq: Vec<Vec<F>>,
-    frozen: Frozen,
+    rules: ParamRules,
 }
 
 impl<F: Float> Moments<F> {
@@ -38,7 +38,7 @@ impl<F: Float> Moments<F> {
             steps: 0,
             exp_avg: Vec::new(),
             exp_avg_sq: Vec::new(),
-            frozen: Frozen::default(),
+            rules: ParamRules::default(),
         }
     }
 
@@ -74,33 +74,41 @@ impl<F: Float> Moments<F> {
             steps: step as u64,
             exp_avg: crate::memory::copies(state.buffer_list("exp_avg")?),
             exp_avg_sq: crate::memory::copies(state.buffer_list("exp_avg_sq")?),
-            frozen: Frozen::default(),
+            rules: ParamRules::default(),
         })
     }
 
     /// Updates every parameter: the weight decay, the moments (`m ← lerp(m, g, 1 − β₁)`,
-    /// `v ← β₂ v + (1 − β₂) g²`), then `rule(p, g, m, v)`, the optimizer's own step.
-    fn step<M: Model<F>, R>(&mut self, model: &mut M, grads: &M::Grads, name: &str, rule: R)
-    where
+    /// `v ← β₂ v + (1 − β₂) g²`), then `rule(p, g, m, v)`, the optimizer's own step, with
+    /// `rule_for(lr)` the rule at the parameter's learning rate (its group's).
+    fn step<M: Model<F>, R>(
+        &mut self,
+        model: &mut M,
+        grads: &M::Grads,
+        name: &str,
+        rule_for: impl Fn(f64) -> R,
+    ) where
         R: Fn(F, F, F, F) -> F + Copy + Send + Sync,
     {
         let wd = self.weight_decay != 0.0;
         let shrink = wd && self.decoupled;
-        let decay = F::from_f64(if shrink {
-            1.0 - self.lr * self.weight_decay
-        } else {
-            self.weight_decay
-        });
+        let weight_decay = self.weight_decay;
         let beta1_weight = F::from_f64(1.0 - self.beta1);
         let (beta2, one_minus_beta2) = (F::from_f64(self.beta2), F::from_f64(1.0 - self.beta2));
-        self.frozen.refresh(model);
+        self.rules.refresh(model);
         let (exp_avgs, exp_avg_sqs) = (&mut self.exp_avg, &mut self.exp_avg_sq);
-        let frozen = &self.frozen;
+        let (rules, lr) = (&self.rules, self.lr);
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair(name, index, param, grad);
-            if frozen.holds(param) {
+            let Some(lr) = rules.lr_of(param, lr) else {
                 return;
-            }
+            };
+            let decay = F::from_f64(if shrink {
+                1.0 - lr * weight_decay
+            } else {
+                weight_decay
+            });
+            let rule = rule_for(lr);
             let (m, _) = state_slot(exp_avgs, index, param.len(), name);
             let (v, _) = state_slot(exp_avg_sqs, index, param.len(), name);
             run_fast_split(MomentLoop {
@@ -229,8 +237,17 @@ macro_rules! moment_builders {
             /// Freezes the parameters `filter` chooses by name and shape: they are left as
             /// they are and get no moments, as PyTorch leaves a parameter whose
             /// `requires_grad` is off (see the [module docs](crate::optim)).
-            pub fn freeze(mut self, filter: FreezeFilter) -> Self {
-                self.moments.frozen.set(filter);
+            pub fn freeze(mut self, filter: ParamFilter) -> Self {
+                self.moments.rules.freeze(filter);
+                self
+            }
+
+            /// Steps the parameters `filter` chooses at `scale` times the learning rate (a
+            /// schedule moves every rate together), as PyTorch's parameter groups with their
+            /// own `lr` do; the first of several matching multipliers applies (see the
+            /// [module docs](crate::optim)).
+            pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
+                self.moments.rules.scale(filter, scale);
                 self
             }
 
@@ -257,7 +274,7 @@ macro_rules! moment_builders {
                 let mut moments = Moments::import_state(state, stringify!($name))?;
                 self.import_own(state)?;
                 // Which parameters are frozen is this optimizer's set-up, not saved state.
-                moments.frozen = std::mem::take(&mut self.moments.frozen);
+                moments.rules = std::mem::take(&mut self.moments.rules);
                 self.moments = moments;
                 Ok(())
             }
@@ -284,8 +301,8 @@ macro_rules! moment_builders {
                 self.moments.beta1 = momentum;
             }
 
-            fn frozen(&self) -> Option<FreezeFilter> {
-                self.moments.frozen.filter()
+            fn frozen(&self) -> Option<ParamFilter> {
+                self.moments.rules.frozen()
             }
         }
 
@@ -367,11 +384,7 @@ impl<F: Float> NAdam<F> {
     fn update<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
         self.moments.steps += 1;
         // Scalars in f64, as torch's single-tensor NAdam forms them in Python.
-        let (t, beta1, lr) = (
-            self.moments.steps as f64,
-            self.moments.beta1,
-            self.moments.lr,
-        );
+        let (t, beta1) = (self.moments.steps as f64, self.moments.beta1);
         let bias_correction2 = F::from_f64(1.0 - self.moments.beta2.powf(t));
         let mu = beta1 * (1.0 - 0.5 * 0.96f64.powf(t * self.momentum_decay));
         let mu_next = beta1 * (1.0 - 0.5 * 0.96f64.powf((t + 1.0) * self.momentum_decay));
@@ -379,15 +392,18 @@ impl<F: Float> NAdam<F> {
         // model): `mu_product *= mu` rounds `mu` and the product to it at every step.
         self.mu_product = (F::from_f64(self.mu_product) * F::from_f64(mu)).to_f64();
         let mu_product_next = self.mu_product * mu_next;
-        let grad_step = F::from_f64(-lr * (1.0 - mu) / (1.0 - self.mu_product));
-        let moment_step = F::from_f64((-lr * mu_next) / (1.0 - mu_product_next));
+        let mu_product = self.mu_product;
         let eps = F::from_f64(self.moments.eps);
-        self.moments.step(model, grads, "NAdam", move |p, g, m, v| {
-            // denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
-            let denom = (v / bias_correction2).sqrt() + eps;
-            // param.addcdiv_(grad, denom, ..); param.addcdiv_(exp_avg, denom, ..)
-            let p = p + grad_step * g / denom;
-            p + moment_step * m / denom
+        self.moments.step(model, grads, "NAdam", |lr| {
+            let grad_step = F::from_f64(-lr * (1.0 - mu) / (1.0 - mu_product));
+            let moment_step = F::from_f64((-lr * mu_next) / (1.0 - mu_product_next));
+            move |p, g, m, v| {
+                // denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
+                let denom = (v / bias_correction2).sqrt() + eps;
+                // param.addcdiv_(grad, denom, ..); param.addcdiv_(exp_avg, denom, ..)
+                let p = p + grad_step * g / denom;
+                p + moment_step * m / denom
+            }
         });
     }
 }
@@ -448,7 +464,6 @@ impl<F: Float> RAdam<F> {
         let bias_correction2 = 1.0 - beta2.powf(t);
         let rho_inf = 2.0 / (1.0 - beta2) - 1.0;
         let rho_t = rho_inf - 2.0 * t * beta2.powf(t) / bias_correction2;
-        let lr = F::from_f64(self.moments.lr);
         let bc1 = F::from_f64(bias_correction1);
         if rho_t > 5.0 {
             let rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
@@ -456,16 +471,21 @@ impl<F: Float> RAdam<F> {
                 .powf(0.5);
             let (rect, bc2_sqrt) = (F::from_f64(rect), F::from_f64(bias_correction2.powf(0.5)));
             let eps = F::from_f64(self.moments.eps);
-            self.moments.step(model, grads, "RAdam", move |p, _, m, v| {
-                // (bias_correction2 ** 0.5) / exp_avg_sq.sqrt().add_(eps)
-                let adaptive = bc2_sqrt / (v.sqrt() + eps);
-                // param.add_(exp_avg / bc1 * lr * adaptive * rect, alpha=-1.0)
-                p - m / bc1 * lr * adaptive * rect
+            self.moments.step(model, grads, "RAdam", |lr| {
+                let lr = F::from_f64(lr);
+                move |p, _, m, v| {
+                    // (bias_correction2 ** 0.5) / exp_avg_sq.sqrt().add_(eps)
+                    let adaptive = bc2_sqrt / (v.sqrt() + eps);
+                    // param.add_(exp_avg / bc1 * lr * adaptive * rect, alpha=-1.0)
+                    p - m / bc1 * lr * adaptive * rect
+                }
             });
         } else {
-            // param.add_(exp_avg / bc1 * lr, alpha=-1.0)
-            self.moments
-                .step(model, grads, "RAdam", move |p, _, m, _| p - m / bc1 * lr);
+            self.moments.step(model, grads, "RAdam", |lr| {
+                let lr = F::from_f64(lr);
+                // param.add_(exp_avg / bc1 * lr, alpha=-1.0)
+                move |p, _, m, _| p - m / bc1 * lr
+            });
         }
     }
 }

@@ -1,6 +1,6 @@
 //! RMSprop, plain, with momentum, and centered.
 
-use super::{add_scaled, check_pair, lerp, state_slot, FreezeFilter, Frozen, Optimizer};
+use super::{add_scaled, check_pair, lerp, state_slot, Optimizer, ParamFilter, ParamRules};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{cut_mut, run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -31,7 +31,7 @@ pub struct RmsProp<F> {
     grad_avg: Vec<Vec<F>>,
     /// Momentum buffers (momentum > 0 only).
     momentum_buffers: Vec<Vec<F>>,
-    frozen: Frozen,
+    rules: ParamRules,
 }
 
 impl<F: Float> RmsProp<F> {
@@ -48,15 +48,23 @@ impl<F: Float> RmsProp<F> {
             square_avg: Vec::new(),
             grad_avg: Vec::new(),
             momentum_buffers: Vec::new(),
-            frozen: Frozen::default(),
+            rules: ParamRules::default(),
         }
     }
 
     /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
     /// and get no state, as PyTorch leaves a parameter whose `requires_grad` is off (see the
     /// [module docs](crate::optim)).
-    pub fn freeze(mut self, filter: FreezeFilter) -> Self {
-        self.frozen.set(filter);
+    pub fn freeze(mut self, filter: ParamFilter) -> Self {
+        self.rules.freeze(filter);
+        self
+    }
+
+    /// Steps the parameters `filter` chooses at `scale` times the learning rate (a schedule
+    /// moves every rate together), as PyTorch's parameter groups with their own `lr` do; the
+    /// first of several matching multipliers applies (see the [module docs](crate::optim)).
+    pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
+        self.rules.scale(filter, scale);
         self
     }
 
@@ -133,7 +141,7 @@ impl<F: Float> RmsProp<F> {
             grad_avg: crate::memory::copies(state.buffer_list("grad_avg")?),
             momentum_buffers: crate::memory::copies(state.buffer_list("momentum_buffer")?),
             // Which parameters are frozen is this optimizer's set-up, not saved state.
-            frozen: std::mem::take(&mut self.frozen),
+            rules: std::mem::take(&mut self.rules),
         };
         Ok(())
     }
@@ -241,7 +249,7 @@ impl<F: Float> ElementLoop for RmsLoop<'_, F> {
 
 impl<F: Float> Optimizer<F> for RmsProp<F> {
     fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
-        let neg_lr = F::from_f64(-self.lr);
+        let lr = self.lr;
         let alpha = F::from_f64(self.alpha);
         let one_minus_alpha = F::from_f64(1.0 - self.alpha);
         let eps = F::from_f64(self.eps);
@@ -249,18 +257,19 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
         let momentum = F::from_f64(self.momentum);
         let weight_decay = (self.weight_decay != 0.0).then(|| F::from_f64(self.weight_decay));
         let centered = self.centered;
-        self.frozen.refresh(model);
-        let (square_avgs, grad_avgs, buffers, frozen) = (
+        self.rules.refresh(model);
+        let (square_avgs, grad_avgs, buffers, rules) = (
             &mut self.square_avg,
             &mut self.grad_avg,
             &mut self.momentum_buffers,
-            &self.frozen,
+            &self.rules,
         );
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair("RmsProp", index, param, grad);
-            if frozen.holds(param) {
+            let Some(lr) = rules.lr_of(param, lr) else {
                 return;
-            }
+            };
+            let neg_lr = F::from_f64(-lr);
             let len = param.len();
             let (square_avg, _) = state_slot(square_avgs, index, len, "RmsProp");
             // A buffer this configuration does not use is an empty slice and is never indexed.
@@ -304,8 +313,8 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
         Some(self.momentum)
     }
 
-    fn frozen(&self) -> Option<FreezeFilter> {
-        self.frozen.filter()
+    fn frozen(&self) -> Option<ParamFilter> {
+        self.rules.frozen()
     }
 
     fn set_momentum_term(&mut self, momentum: f64) {

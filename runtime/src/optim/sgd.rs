@@ -1,6 +1,6 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay.
 
-use super::{add_scaled, check_pair, state_slot, FreezeFilter, Frozen, Optimizer};
+use super::{add_scaled, check_pair, state_slot, Optimizer, ParamFilter, ParamRules};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -29,7 +29,7 @@ pub struct Sgd<F> {
     weight_decay: f64,
     /// One momentum buffer per parameter, in visiting order (empty until the first step).
     momentum_buffers: Vec<Vec<F>>,
-    frozen: Frozen,
+    rules: ParamRules,
 }
 
 impl<F: Float> Sgd<F> {
@@ -42,7 +42,7 @@ impl<F: Float> Sgd<F> {
             nesterov: false,
             weight_decay: 0.0,
             momentum_buffers: Vec::new(),
-            frozen: Frozen::default(),
+            rules: ParamRules::default(),
         }
     }
 
@@ -54,8 +54,16 @@ impl<F: Float> Sgd<F> {
     /// use kiln_runtime::Sgd;
     /// let opt = Sgd::<f32>::new(0.01).momentum(0.9).freeze(|name, _| name.starts_with("features."));
     /// ```
-    pub fn freeze(mut self, filter: FreezeFilter) -> Self {
-        self.frozen.set(filter);
+    pub fn freeze(mut self, filter: ParamFilter) -> Self {
+        self.rules.freeze(filter);
+        self
+    }
+
+    /// Steps the parameters `filter` chooses at `scale` times the learning rate (a schedule
+    /// moves every rate together), as PyTorch's parameter groups with their own `lr` do; the
+    /// first of several matching multipliers applies (see the [module docs](crate::optim)).
+    pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
+        self.rules.scale(filter, scale);
         self
     }
 
@@ -117,7 +125,7 @@ impl<F: Float> Sgd<F> {
             weight_decay: state.scalar("weight_decay")?,
             momentum_buffers: crate::memory::copies(state.buffer_list("momentum_buffer")?),
             // Which parameters are frozen is this optimizer's set-up, not saved state.
-            frozen: std::mem::take(&mut self.frozen),
+            rules: std::mem::take(&mut self.rules),
         };
         Ok(())
     }
@@ -246,19 +254,20 @@ impl<F: Float> ElementLoop for SgdMomentumLoop<'_, F> {
 
 impl<F: Float> Optimizer<F> for Sgd<F> {
     fn step<M: Model<F>>(&mut self, model: &mut M, grads: &M::Grads) {
-        let neg_lr = F::from_f64(-self.lr);
+        let lr = self.lr;
         let weight_decay = (self.weight_decay != 0.0).then(|| F::from_f64(self.weight_decay));
         let use_momentum = self.momentum != 0.0;
         let momentum = F::from_f64(self.momentum);
         let keep = F::from_f64(1.0 - self.dampening);
         let nesterov = self.nesterov;
-        self.frozen.refresh(model);
-        let (buffers, frozen) = (&mut self.momentum_buffers, &self.frozen);
+        self.rules.refresh(model);
+        let (buffers, rules) = (&mut self.momentum_buffers, &self.rules);
         model.visit_params_with_grads(grads, &mut |index, param, grad| {
             check_pair("Sgd", index, param, grad);
-            if frozen.holds(param) {
+            let Some(lr) = rules.lr_of(param, lr) else {
                 return;
-            }
+            };
+            let neg_lr = F::from_f64(-lr);
             if !use_momentum {
                 run_fast_split(SgdLoop {
                     param,
@@ -295,8 +304,8 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         Some(self.momentum)
     }
 
-    fn frozen(&self) -> Option<FreezeFilter> {
-        self.frozen.filter()
+    fn frozen(&self) -> Option<ParamFilter> {
+        self.rules.frozen()
     }
 
     fn set_momentum_term(&mut self, momentum: f64) {

@@ -1,0 +1,106 @@
+//! Per-parameter rules an optimizer applies by name: parameters it freezes (fine-tuning part
+//! of a model, a pretrained backbone kept fixed under a new head) and parameters it steps at a
+//! multiple of its learning rate (PyTorch's parameter groups with their own `lr`: a backbone
+//! fine-tuned ten times slower than its head).
+
+use crate::{Float, Model};
+
+/// Chooses parameters by name (`"features.0.weight"`) and shape: `true` chooses the
+/// parameter. A plain function (or a closure that captures nothing), as
+/// [`DecayFilter`](super::DecayFilter) is, so that optimizers stay `Clone` and `Debug`.
+pub type ParamFilter = fn(name: &str, shape: &[usize]) -> bool;
+
+/// What an optimizer does with one parameter beyond its plain update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Rule {
+    /// Left as it is, with no state.
+    Frozen,
+    /// Stepped at this multiple of the learning rate.
+    Scaled(f64),
+}
+
+/// An optimizer's rules, and the parameters they matched at the current step, by address
+/// (the optimizers' hot path visits parameters by index and slice only; the names and shapes
+/// come from [`Model::visit_params`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ParamRules {
+    freeze: Option<ParamFilter>,
+    /// Learning-rate multipliers, the first matching one applying.
+    scales: Vec<(ParamFilter, f64)>,
+    /// The parameters with a rule at this step, refilled every step (the capacity is kept, so
+    /// a step allocates nothing once the first has run).
+    found: Vec<(usize, Rule)>,
+}
+
+impl ParamRules {
+    /// Freezes what `filter` chooses, from the next step on.
+    pub(crate) fn freeze(&mut self, filter: ParamFilter) {
+        self.freeze = Some(filter);
+    }
+
+    /// Steps what `filter` chooses (and no earlier multiplier chose) at `scale` times the
+    /// learning rate.
+    pub(crate) fn scale(&mut self, filter: ParamFilter, scale: f64) {
+        self.scales.push((filter, scale));
+    }
+
+    /// The freezing filter, if any.
+    pub(crate) fn frozen(&self) -> Option<ParamFilter> {
+        self.freeze
+    }
+
+    /// Finds which of `model`'s parameters have a rule, for the step about to run.
+    pub(crate) fn refresh<F: Float, M: Model<F>>(&mut self, model: &M) {
+        self.found.clear();
+        if self.freeze.is_none() && self.scales.is_empty() {
+            return;
+        }
+        let (freeze, scales, found) = (self.freeze, &self.scales, &mut self.found);
+        model.visit_params(&mut |name, param| {
+            let shape = param.shape();
+            let rule = if freeze.is_some_and(|frozen| frozen(name, shape)) {
+                Some(Rule::Frozen)
+            } else {
+                scales
+                    .iter()
+                    .find(|(chosen, _)| chosen(name, shape))
+                    .map(|&(_, scale)| Rule::Scaled(scale))
+            };
+            if let Some(rule) = rule {
+                found.push((param.as_ptr() as usize, rule));
+            }
+        });
+    }
+
+    /// The learning rate `param` is stepped at this step, `lr` or its multiple; `None` for a
+    /// frozen parameter.
+    pub(crate) fn lr_of<F>(&self, param: &[F], lr: f64) -> Option<f64> {
+        let address = param.as_ptr() as usize;
+        match self.found.iter().find(|&&(at, _)| at == address) {
+            None => Some(lr),
+            Some((_, Rule::Scaled(scale))) => Some(lr * scale),
+            Some((_, Rule::Frozen)) => None,
+        }
+    }
+}
+
+/// Sets the gradients of the parameters `freeze` chooses to zero, so that a gradient norm
+/// (for clipping) leaves them out, as PyTorch's `clip_grad_norm_` leaves out a parameter whose
+/// `requires_grad` is off (its `grad` is `None`). The trainer does this before clipping; a
+/// plain loop that clips calls it first:
+///
+/// ```text
+/// let freeze: ParamFilter = |name, _| name.starts_with("features.");
+/// let mut opt = Adam::new(1e-3).freeze(freeze);
+/// model.loss_and_grad(x, y, &mut ws, &mut grads)?;
+/// zero_frozen_grads::<f32, Net<f32>>(&mut grads, freeze);
+/// clip_grad_norm::<f32, Net<f32>>(&mut grads, 1.0);
+/// opt.step(&mut model, &grads);
+/// ```
+pub fn zero_frozen_grads<F: Float, M: Model<F>>(grads: &mut M::Grads, freeze: ParamFilter) {
+    M::visit_grads_mut(grads, &mut |name, mut grad| {
+        if freeze(name, grad.shape()) {
+            grad.fill(F::ZERO);
+        }
+    });
+}
