@@ -185,6 +185,39 @@ pub fn cross_entropy_soft_target_backward<F: Float>(
     }
 }
 
+/// A block of up to [`PIXEL_BLOCK`] pixels of one sample `[classes, pixels]`.
+#[derive(Clone, Copy)]
+struct PixelBlock {
+    first: usize,
+    len: usize,
+    pixels: usize,
+}
+
+impl PixelBlock {
+    /// The block's elements of class `c`'s plane.
+    fn plane(self, c: usize) -> std::ops::Range<usize> {
+        let start = c * self.pixels + self.first;
+        start..start + self.len
+    }
+}
+
+/// Runs `f(block, max, lse)` over the pixel blocks of one sample `x` (`[classes, pixels]`),
+/// with each block's per-pixel maxima and shifted log-sum-exps over the classes.
+fn pixel_blocks<F: Float>(
+    x: &[F],
+    classes: usize,
+    pixels: usize,
+    mut f: impl FnMut(PixelBlock, &[F], &[F]),
+) {
+    let (mut max, mut lse) = ([F::ZERO; PIXEL_BLOCK], [F::ZERO; PIXEL_BLOCK]);
+    for first in (0..pixels).step_by(PIXEL_BLOCK) {
+        let len = PIXEL_BLOCK.min(pixels - first);
+        let (max, lse) = (&mut max[..len], &mut lse[..len]);
+        block_log_sum_exp(x, pixels, classes, first, max, lse);
+        f(PixelBlock { first, len, pixels }, max, lse);
+    }
+}
+
 /// Checks the slices of a `_spatial` kernel: logits and target `[batch, classes, pixels]`.
 #[track_caller]
 #[allow(clippy::too_many_arguments)]
@@ -247,24 +280,19 @@ pub fn cross_entropy_soft_spatial<F: Float>(
     let mut total = F::ZERO;
     let sample_len = classes * pixels;
     if sample_len > 0 {
-        let (mut max, mut lse) = ([F::ZERO; PIXEL_BLOCK], [F::ZERO; PIXEL_BLOCK]);
         for (x, t) in logits
             .chunks_exact(sample_len)
             .zip(target.chunks_exact(sample_len))
         {
-            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
-                let n = PIXEL_BLOCK.min(pixels - p0);
-                let (max, lse) = (&mut max[..n], &mut lse[..n]);
-                block_log_sum_exp(x, pixels, classes, p0, max, lse);
+            pixel_blocks(x, classes, pixels, |block, max, lse| {
                 for c in 0..classes {
                     let w = options.weight_of::<F>(c);
-                    let plane = c * pixels + p0..c * pixels + p0 + n;
-                    let planes = x[plane.clone()].iter().zip(&t[plane]);
-                    for ((&xc, &tc), (&m, &s)) in planes.zip(max.iter().zip(&*lse)) {
+                    let planes = x[block.plane(c)].iter().zip(&t[block.plane(c)]);
+                    for ((&xc, &tc), (&m, &s)) in planes.zip(max.iter().zip(lse)) {
                         total -= w * (tc * keep + spread) * (xc - m - s);
                     }
                 }
-            }
+            });
         }
     }
     total / F::from_usize(batch * pixels)
@@ -301,36 +329,28 @@ pub fn cross_entropy_soft_spatial_backward<F: Float>(
     let pass = |samples: std::ops::Range<usize>, d_logits: &mut [F]| {
         let span = samples.start * sample_len..samples.end * sample_len;
         let (logits, target) = (&logits[span.clone()], &target[span]);
-        let (mut max, mut lse, mut mass) = (
-            [F::ZERO; PIXEL_BLOCK],
-            [F::ZERO; PIXEL_BLOCK],
-            [F::ZERO; PIXEL_BLOCK],
-        );
+        let mut mass = [F::ZERO; PIXEL_BLOCK];
         let samples = logits
             .chunks_exact(sample_len)
             .zip(target.chunks_exact(sample_len))
             .zip(d_logits.chunks_exact_mut(sample_len));
         for ((x, t), d) in samples {
-            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
-                let n = PIXEL_BLOCK.min(pixels - p0);
-                let (max, lse, mass) = (&mut max[..n], &mut lse[..n], &mut mass[..n]);
-                block_log_sum_exp(x, pixels, classes, p0, max, lse);
+            pixel_blocks(x, classes, pixels, |block, max, lse| {
                 // Σ_c w_c t'_c per pixel, in class order as the row kernel sums it.
+                let mass = &mut mass[..block.len];
                 mass.fill(F::ZERO);
                 for c in 0..classes {
                     let w = options.weight_of::<F>(c);
-                    let plane = &t[c * pixels + p0..c * pixels + p0 + n];
-                    for (sum, &tc) in mass.iter_mut().zip(plane) {
+                    for (sum, &tc) in mass.iter_mut().zip(&t[block.plane(c)]) {
                         *sum += w * (tc * keep + spread);
                     }
                 }
                 for c in 0..classes {
                     let w = options.weight_of::<F>(c);
-                    let plane = c * pixels + p0..c * pixels + p0 + n;
-                    let inputs = x[plane.clone()].iter().zip(&t[plane.clone()]);
-                    let stats = max.iter().zip(&*lse).zip(&*mass);
+                    let inputs = x[block.plane(c)].iter().zip(&t[block.plane(c)]);
+                    let stats = max.iter().zip(lse).zip(&*mass);
                     for ((slot, (&xc, &tc)), ((&m, &s), &total)) in
-                        d[plane].iter_mut().zip(inputs).zip(stats)
+                        d[block.plane(c)].iter_mut().zip(inputs).zip(stats)
                     {
                         let p = (xc - m - s).exp();
                         store(
@@ -340,7 +360,7 @@ pub fn cross_entropy_soft_spatial_backward<F: Float>(
                         );
                     }
                 }
-            }
+            });
         }
     };
     for_row_chunks(batch, sample_len, d_logits, pass);
@@ -374,26 +394,23 @@ pub fn cross_entropy_soft_spatial_target_backward<F: Float>(
     let scale = d_loss / F::from_usize(batch * pixels);
     let pass = |samples: std::ops::Range<usize>, d_target: &mut [F]| {
         let logits = &logits[samples.start * sample_len..samples.end * sample_len];
-        let (mut max, mut lse) = ([F::ZERO; PIXEL_BLOCK], [F::ZERO; PIXEL_BLOCK]);
         let samples = logits
             .chunks_exact(sample_len)
             .zip(d_target.chunks_exact_mut(sample_len));
         for (x, d) in samples {
-            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
-                let n = PIXEL_BLOCK.min(pixels - p0);
-                let (max, lse) = (&mut max[..n], &mut lse[..n]);
-                block_log_sum_exp(x, pixels, classes, p0, max, lse);
+            pixel_blocks(x, classes, pixels, |block, max, lse| {
                 for c in 0..classes {
                     let w = options.weight_of::<F>(c);
-                    let plane = c * pixels + p0..c * pixels + p0 + n;
-                    let stats = max.iter().zip(&*lse);
-                    for ((slot, &xc), (&m, &s)) in
-                        d[plane.clone()].iter_mut().zip(&x[plane]).zip(stats)
+                    let stats = max.iter().zip(lse);
+                    for ((slot, &xc), (&m, &s)) in d[block.plane(c)]
+                        .iter_mut()
+                        .zip(&x[block.plane(c)])
+                        .zip(stats)
                     {
                         store(slot, -(w * keep * (xc - m - s)) * scale, accumulate);
                     }
                 }
-            }
+            });
         }
     };
     for_row_chunks(batch, sample_len, d_target, pass);

@@ -1,6 +1,8 @@
 //! Adagrad.
 
-use super::{add_scaled, check_pair, state_slot, Optimizer, ParamFilter, ParamRules};
+use super::{
+    add_scaled, check_pair, param_rule_builders, state_slot, Optimizer, ParamFilter, ParamRules,
+};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{run_fast_split, SplitLoop};
 use crate::train::OptimizerState;
@@ -47,21 +49,7 @@ impl<F: Float> Adagrad<F> {
         }
     }
 
-    /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
-    /// and get no state, as PyTorch leaves a parameter whose `requires_grad` is off (see the
-    /// [module docs](crate::optim)).
-    pub fn freeze(mut self, filter: ParamFilter) -> Self {
-        self.rules.freeze(filter);
-        self
-    }
-
-    /// Steps the parameters `filter` chooses at `scale` times the learning rate (a schedule
-    /// moves every rate together), as PyTorch's parameter groups with their own `lr` do; the
-    /// first of several matching multipliers applies (see the [module docs](crate::optim)).
-    pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
-        self.rules.scale(filter, scale);
-        self
-    }
+    param_rule_builders!(rules);
 
     /// The decay of the rate over the steps, `lr / (1 + (t − 1) · lr_decay)` (≥ 0, default 0).
     pub fn lr_decay(mut self, lr_decay: f64) -> Self {

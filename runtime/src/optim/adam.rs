@@ -1,6 +1,9 @@
 //! Adam (L2 weight decay) and AdamW (decoupled weight decay).
 
-use super::{add_scaled, check_pair, lerp, state_slot, Optimizer, ParamFilter, ParamRules};
+use super::{
+    add_scaled, check_pair, lerp, param_rule_builders, state_slot, Optimizer, ParamFilter,
+    ParamRules,
+};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{cut_mut, run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -405,21 +408,7 @@ impl<F: Float> Adam<F> {
         self
     }
 
-    /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
-    /// and get no moments, as PyTorch leaves a parameter whose `requires_grad` is off (see
-    /// the [module docs](crate::optim)).
-    pub fn freeze(mut self, filter: ParamFilter) -> Self {
-        self.core.rules.freeze(filter);
-        self
-    }
-
-    /// Steps the parameters `filter` chooses at `scale` times the learning rate (a schedule
-    /// moves every rate together), as PyTorch's parameter groups with their own `lr` do; the
-    /// first of several matching multipliers applies (see the [module docs](crate::optim)).
-    pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
-        self.core.rules.scale(filter, scale);
-        self
-    }
+    param_rule_builders!(core.rules);
 
     /// PyTorch's `amsgrad` (default off): the update divides by the largest second moment
     /// estimate seen so far rather than the current one, keeping one more buffer per
@@ -547,21 +536,7 @@ impl<F: Float> AdamW<F> {
         self
     }
 
-    /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
-    /// and get no moments, as PyTorch leaves a parameter whose `requires_grad` is off (see
-    /// the [module docs](crate::optim)).
-    pub fn freeze(mut self, filter: ParamFilter) -> Self {
-        self.core.rules.freeze(filter);
-        self
-    }
-
-    /// Steps the parameters `filter` chooses at `scale` times the learning rate (a schedule
-    /// moves every rate together), as PyTorch's parameter groups with their own `lr` do; the
-    /// first of several matching multipliers applies (see the [module docs](crate::optim)).
-    pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
-        self.core.rules.scale(filter, scale);
-        self
-    }
+    param_rule_builders!(core.rules);
 
     /// PyTorch's `amsgrad` (default off): the update divides by the largest second moment
     /// estimate seen so far rather than the current one, keeping one more buffer per

@@ -17,6 +17,15 @@
 //! parameters chosen by name at a multiple of its learning rate (`.lr_scale(|name, _|
 //! name.starts_with("features."), 0.1)`), as PyTorch's parameter groups with their own `lr`
 //! (and timm's `lr_scale`) do; schedules then move every rate together.
+//!
+//! ```
+//! use kiln_runtime::{Adam, Optimizer};
+//! // A pretrained backbone: its embeddings fixed, its other layers at a tenth of the rate.
+//! let opt = Adam::<f32>::new(1e-3)
+//!     .freeze(|name, _shape| name.starts_with("embed."))
+//!     .lr_scale(|name, _shape| name.starts_with("encoder."), 0.1);
+//! assert!(opt.frozen().is_some());
+//! ```
 //! Hyperparameters are stored as given and not validated; each builder documents the range
 //! PyTorch accepts (values outside it give the same nonsense PyTorch would refuse to run).
 //!
@@ -42,7 +51,7 @@ pub use adam::{Adam, AdamW, DecayFilter};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
 pub use ema::Ema;
 pub use nadam::{NAdam, RAdam};
-pub(crate) use param_rules::ParamRules;
+pub(crate) use param_rules::{param_rule_builders, ParamRules};
 pub use param_rules::{zero_frozen_grads, ParamFilter};
 pub use rmsprop::RmsProp;
 pub use schedule::{

@@ -3,7 +3,10 @@
 //! Both keep Adam's two moments and take its hyperparameters; they differ in the step each
 //! element takes, which each writes as a rule run by one shared loop ([`MomentLoop`]).
 
-use super::{add_scaled, check_pair, lerp, state_slot, Optimizer, ParamFilter, ParamRules};
+use super::{
+    add_scaled, check_pair, lerp, param_rule_builders, state_slot, Optimizer, ParamFilter,
+    ParamRules,
+};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -234,22 +237,7 @@ macro_rules! moment_builders {
                 self
             }
 
-            /// Freezes the parameters `filter` chooses by name and shape: they are left as
-            /// they are and get no moments, as PyTorch leaves a parameter whose
-            /// `requires_grad` is off (see the [module docs](crate::optim)).
-            pub fn freeze(mut self, filter: ParamFilter) -> Self {
-                self.moments.rules.freeze(filter);
-                self
-            }
-
-            /// Steps the parameters `filter` chooses at `scale` times the learning rate (a
-            /// schedule moves every rate together), as PyTorch's parameter groups with their
-            /// own `lr` do; the first of several matching multipliers applies (see the
-            /// [module docs](crate::optim)).
-            pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
-                self.moments.rules.scale(filter, scale);
-                self
-            }
+            param_rule_builders!(moments.rules);
 
             /// The number of steps taken (`t` of the last step).
             pub fn steps(&self) -> u64 {

@@ -5,6 +5,30 @@
 
 use crate::{Float, Model};
 
+/// The builders `freeze` and `lr_scale`, written once for every optimizer: `$($rules).+` is
+/// the path to the optimizer's [`ParamRules`] (`rules`, `core.rules`).
+macro_rules! param_rule_builders {
+    ($($rules:ident).+) => {
+        /// Freezes the parameters `filter` chooses by name and shape: they are left as they
+        /// are and get no state, as PyTorch leaves a parameter whose `requires_grad` is off
+        /// (see the [module docs](crate::optim)).
+        pub fn freeze(mut self, filter: $crate::optim::ParamFilter) -> Self {
+            self.$($rules).+.freeze(filter);
+            self
+        }
+
+        /// Steps the parameters `filter` chooses at `scale` times the learning rate (a
+        /// schedule moves every rate together), as PyTorch's parameter groups with their own
+        /// `lr` do; the first of several matching multipliers applies (see the
+        /// [module docs](crate::optim)).
+        pub fn lr_scale(mut self, filter: $crate::optim::ParamFilter, scale: f64) -> Self {
+            self.$($rules).+.scale(filter, scale);
+            self
+        }
+    };
+}
+pub(crate) use param_rule_builders;
+
 /// Chooses parameters by name (`"features.0.weight"`) and shape: `true` chooses the
 /// parameter. A plain function (or a closure that captures nothing), as
 /// [`DecayFilter`](super::DecayFilter) is, so that optimizers stay `Clone` and `Debug`.

@@ -1,6 +1,9 @@
 //! RMSprop, plain, with momentum, and centered.
 
-use super::{add_scaled, check_pair, lerp, state_slot, Optimizer, ParamFilter, ParamRules};
+use super::{
+    add_scaled, check_pair, lerp, param_rule_builders, state_slot, Optimizer, ParamFilter,
+    ParamRules,
+};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{cut_mut, run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -52,21 +55,7 @@ impl<F: Float> RmsProp<F> {
         }
     }
 
-    /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
-    /// and get no state, as PyTorch leaves a parameter whose `requires_grad` is off (see the
-    /// [module docs](crate::optim)).
-    pub fn freeze(mut self, filter: ParamFilter) -> Self {
-        self.rules.freeze(filter);
-        self
-    }
-
-    /// Steps the parameters `filter` chooses at `scale` times the learning rate (a schedule
-    /// moves every rate together), as PyTorch's parameter groups with their own `lr` do; the
-    /// first of several matching multipliers applies (see the [module docs](crate::optim)).
-    pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
-        self.rules.scale(filter, scale);
-        self
-    }
+    param_rule_builders!(rules);
 
     /// The smoothing constant of the squared-gradient average (in `[0, 1]`, default 0.99).
     pub fn alpha(mut self, alpha: f64) -> Self {

@@ -1,6 +1,8 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay.
 
-use super::{add_scaled, check_pair, state_slot, Optimizer, ParamFilter, ParamRules};
+use super::{
+    add_scaled, check_pair, param_rule_builders, state_slot, Optimizer, ParamFilter, ParamRules,
+};
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{run_fast_split, SplitLoop};
 use crate::train::{state::flag_value, OptimizerState};
@@ -46,26 +48,7 @@ impl<F: Float> Sgd<F> {
         }
     }
 
-    /// Freezes the parameters `filter` chooses by name and shape: they are left as they are
-    /// and get no momentum buffer, as PyTorch leaves a parameter whose `requires_grad` is off
-    /// (see the [module docs](crate::optim)).
-    ///
-    /// ```
-    /// use kiln_runtime::Sgd;
-    /// let opt = Sgd::<f32>::new(0.01).momentum(0.9).freeze(|name, _| name.starts_with("features."));
-    /// ```
-    pub fn freeze(mut self, filter: ParamFilter) -> Self {
-        self.rules.freeze(filter);
-        self
-    }
-
-    /// Steps the parameters `filter` chooses at `scale` times the learning rate (a schedule
-    /// moves every rate together), as PyTorch's parameter groups with their own `lr` do; the
-    /// first of several matching multipliers applies (see the [module docs](crate::optim)).
-    pub fn lr_scale(mut self, filter: ParamFilter, scale: f64) -> Self {
-        self.rules.scale(filter, scale);
-        self
-    }
+    param_rule_builders!(rules);
 
     /// The momentum factor (≥ 0; 0, the default, disables momentum).
     pub fn momentum(mut self, momentum: f64) -> Self {
