@@ -213,6 +213,37 @@ fn three_thread_ranks_train_the_model_of_one_process() {
     assert_ne!(params(&single), params(&model(1)));
 }
 
+/// `Trainer::ema` under data parallelism: each rank averages the same weights, so every rank
+/// ends with the average one process keeps (to the sums' rounding).
+#[test]
+fn thread_ranks_keep_the_moving_average_of_one_process() {
+    let data = dataset();
+    let mut single = model(1);
+    trainer(3)
+        .ema(0.9)
+        .fit(&mut single, &mut Adam::new(1e-2), &data)
+        .expect("fit");
+    let mut plain = model(1);
+    trainer(3)
+        .fit(&mut plain, &mut Adam::new(1e-2), &data)
+        .expect("fit");
+    let ranks = on_thread_ranks(2, |comm| {
+        let mut m = model(1 + comm.rank() as u64);
+        trainer(3)
+            .ema(0.9)
+            .distributed(comm)
+            .fit(&mut m, &mut Adam::new(1e-2), &data)
+            .expect("fit");
+        params(&m)
+    });
+    for weights in &ranks {
+        assert_eq!(weights, &ranks[0], "every rank holds the same average");
+        let diff = max_difference(weights, &params(&single));
+        assert!(diff < 1e-4, "2 ranks vs 1 process: {diff}");
+    }
+    assert!(max_difference(&params(&single), &params(&plain)) > 1e-3);
+}
+
 /// The metrics of the training batches are counted on each rank's piece of every batch and
 /// summed across the ranks at the end of the epoch: every rank reports the figures of one
 /// process that trains on the whole batches.
