@@ -325,7 +325,6 @@ fn frozen_parameters_are_left_alone_by_every_optimizer() {
             "{what}"
         );
     }
-    let weight: kiln::optim::ParamFilter = |name, _| name == "pred.weight";
     run(
         "Sgd",
         || kiln::Sgd::new(0.1).momentum(0.9).weight_decay(0.01),

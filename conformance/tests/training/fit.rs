@@ -236,9 +236,16 @@ fn trainer_applies_schedule_and_clipping_exactly_as_a_hand_loop() {
 #[test]
 fn trainer_keeps_frozen_gradients_out_of_clipping() {
     let data = regression_data(100, 4);
-    let freeze: kiln::optim::ParamFilter = |name, _| name.starts_with("h.");
+    // A capturing filter: the frozen layer's name prefix chosen at run time.
+    let prefix = String::from("h.");
+    let freeze = kiln::optim::ParamFilter::new(move |name, _| name.starts_with(&prefix));
     let start = Regressor::<f64>::new(&mut StdRng::seed_from_u64(21));
-    let make = || Sgd::new(0.2).momentum(0.9).freeze(freeze);
+    let make = || {
+        let freeze = freeze.clone();
+        Sgd::new(0.2)
+            .momentum(0.9)
+            .freeze(move |name, shape| freeze.chooses(name, shape))
+    };
 
     let mut by_hand = start.clone();
     let mut opt = make();
@@ -253,7 +260,7 @@ fn trainer_keeps_frozen_gradients_out_of_clipping() {
             by_hand
                 .train_batch(batch.x.view(), batch_targets(&batch), &mut ws, &mut grads)
                 .expect("a training step");
-            kiln::optim::zero_frozen_grads::<f64, Regressor<f64>>(&mut grads, freeze);
+            kiln::optim::zero_frozen_grads::<f64, Regressor<f64>>(&mut grads, &freeze);
             norms.push(clip_grad_norm::<f64, Regressor<f64>>(&mut grads, 0.3));
             opt.step(&mut by_hand, &grads);
         }

@@ -4,6 +4,8 @@
 //! fine-tuned ten times slower than its head).
 
 use crate::{Float, Model};
+use std::fmt;
+use std::sync::Arc;
 
 /// The builders `freeze` and `lr_scale`, written once for every optimizer: `$($rules).+` is
 /// the path to the optimizer's [`ParamRules`] (`rules`, `core.rules`).
@@ -12,8 +14,11 @@ macro_rules! param_rule_builders {
         /// Freezes the parameters `filter` chooses by name and shape: they are left as they
         /// are and get no state, as PyTorch leaves a parameter whose `requires_grad` is off
         /// (see the [module docs](crate::optim)).
-        pub fn freeze(mut self, filter: $crate::optim::ParamFilter) -> Self {
-            self.$($rules).+.freeze(filter);
+        pub fn freeze(
+            mut self,
+            filter: impl Fn(&str, &[usize]) -> bool + Send + Sync + 'static,
+        ) -> Self {
+            self.$($rules).+.freeze($crate::optim::ParamFilter::new(filter));
             self
         }
 
@@ -21,8 +26,12 @@ macro_rules! param_rule_builders {
         /// schedule moves every rate together), as PyTorch's parameter groups with their own
         /// `lr` do; the first of several matching multipliers applies (see the
         /// [module docs](crate::optim)).
-        pub fn lr_scale(mut self, filter: $crate::optim::ParamFilter, scale: f64) -> Self {
-            self.$($rules).+.scale(filter, scale);
+        pub fn lr_scale(
+            mut self,
+            filter: impl Fn(&str, &[usize]) -> bool + Send + Sync + 'static,
+            scale: f64,
+        ) -> Self {
+            self.$($rules).+.scale($crate::optim::ParamFilter::new(filter), scale);
             self
         }
     };
@@ -30,9 +39,41 @@ macro_rules! param_rule_builders {
 pub(crate) use param_rule_builders;
 
 /// Chooses parameters by name (`"features.0.weight"`) and shape: `true` chooses the
-/// parameter. A plain function (or a closure that captures nothing), as
-/// [`DecayFilter`](super::DecayFilter) is, so that optimizers stay `Clone` and `Debug`.
-pub type ParamFilter = fn(name: &str, shape: &[usize]) -> bool;
+/// parameter. Any closure, capturing what it needs (the number of blocks to freeze, a list of
+/// names); shared, so that optimizers stay `Clone`.
+///
+/// ```
+/// use kiln_runtime::optim::ParamFilter;
+/// let frozen_blocks = 2;
+/// let early = ParamFilter::new(move |name, _| {
+///     (0..frozen_blocks).any(|i| name.starts_with(&format!("blocks.{i}.")))
+/// });
+/// assert!(early.chooses("blocks.1.attn.in_proj_weight", &[384, 128]));
+/// assert!(!early.chooses("blocks.2.attn.in_proj_weight", &[384, 128]));
+/// ```
+#[derive(Clone)]
+pub struct ParamFilter(Arc<Chooser>);
+
+/// What a [`ParamFilter`] calls.
+type Chooser = dyn Fn(&str, &[usize]) -> bool + Send + Sync;
+
+impl ParamFilter {
+    /// A filter choosing the parameters for which `chooses(name, shape)` is `true`.
+    pub fn new(chooses: impl Fn(&str, &[usize]) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(chooses))
+    }
+
+    /// Whether the filter chooses the parameter `name` of this `shape`.
+    pub fn chooses(&self, name: &str, shape: &[usize]) -> bool {
+        (self.0)(name, shape)
+    }
+}
+
+impl fmt::Debug for ParamFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ParamFilter(..)")
+    }
+}
 
 /// What an optimizer does with one parameter beyond its plain update.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,7 +111,7 @@ impl ParamRules {
 
     /// The freezing filter, if any.
     pub(crate) fn frozen(&self) -> Option<ParamFilter> {
-        self.freeze
+        self.freeze.clone()
     }
 
     /// Finds which of `model`'s parameters have a rule, for the step about to run.
@@ -79,15 +120,15 @@ impl ParamRules {
         if self.freeze.is_none() && self.scales.is_empty() {
             return;
         }
-        let (freeze, scales, found) = (self.freeze, &self.scales, &mut self.found);
+        let (freeze, scales, found) = (&self.freeze, &self.scales, &mut self.found);
         model.visit_params(&mut |name, param| {
             let shape = param.shape();
-            let rule = if freeze.is_some_and(|frozen| frozen(name, shape)) {
+            let rule = if freeze.as_ref().is_some_and(|f| f.chooses(name, shape)) {
                 Some(Rule::Frozen)
             } else {
                 scales
                     .iter()
-                    .find(|(chosen, _)| chosen(name, shape))
+                    .find(|(chosen, _)| chosen.chooses(name, shape))
                     .map(|&(_, scale)| Rule::Scaled(scale))
             };
             if let Some(rule) = rule {
@@ -114,16 +155,17 @@ impl ParamRules {
 /// plain loop that clips calls it first:
 ///
 /// ```text
-/// let freeze: ParamFilter = |name, _| name.starts_with("features.");
-/// let mut opt = Adam::new(1e-3).freeze(freeze);
+/// let mut opt = Adam::new(1e-3).freeze(|name, _| name.starts_with("features."));
 /// model.loss_and_grad(x, y, &mut ws, &mut grads)?;
-/// zero_frozen_grads::<f32, Net<f32>>(&mut grads, freeze);
+/// if let Some(frozen) = opt.frozen() {
+///     zero_frozen_grads::<f32, Net<f32>>(&mut grads, &frozen);
+/// }
 /// clip_grad_norm::<f32, Net<f32>>(&mut grads, 1.0);
 /// opt.step(&mut model, &grads);
 /// ```
-pub fn zero_frozen_grads<F: Float, M: Model<F>>(grads: &mut M::Grads, freeze: ParamFilter) {
+pub fn zero_frozen_grads<F: Float, M: Model<F>>(grads: &mut M::Grads, freeze: &ParamFilter) {
     M::visit_grads_mut(grads, &mut |name, mut grad| {
-        if freeze(name, grad.shape()) {
+        if freeze.chooses(name, grad.shape()) {
             grad.fill(F::ZERO);
         }
     });

@@ -984,7 +984,7 @@ impl<'a, F: Float> Trainer<'a, F> {
                             // Frozen parameters' gradients stay out of the norm, as PyTorch's
                             // `clip_grad_norm_` leaves out parameters without `requires_grad`.
                             if let Some(freeze) = optimizer.frozen() {
-                                crate::optim::zero_frozen_grads::<F, M>(&mut grads, freeze);
+                                crate::optim::zero_frozen_grads::<F, M>(&mut grads, &freeze);
                             }
                             clip_grad_norm::<F, M>(&mut grads, max_norm);
                         }
