@@ -122,7 +122,7 @@ impl<F: Float> Adagrad<F> {
             eps: state.scalar("eps")?,
             steps: step as u64,
             sums: crate::memory::copies(state.buffer_list("sum")?),
-            // Which parameters are frozen is this optimizer's set-up, not saved state.
+            // The per-parameter rules (frozen, scaled) are this optimizer's set-up, not saved state.
             rules: std::mem::take(&mut self.rules),
         };
         Ok(())

@@ -119,7 +119,7 @@ impl<F: Float> AdamCore<F> {
             max_exp_avg_sq,
             decay_filter: self.decay_filter,
             exempt: std::mem::take(&mut self.exempt),
-            // Which parameters are frozen is this optimizer's set-up, not saved state.
+            // The per-parameter rules (frozen, scaled) are this optimizer's set-up, not saved state.
             rules: std::mem::take(&mut self.rules),
         };
         Ok(())

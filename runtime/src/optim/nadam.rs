@@ -261,7 +261,7 @@ macro_rules! moment_builders {
             pub fn import_state(&mut self, state: &OptimizerState<F>) -> Result<()> {
                 let mut moments = Moments::import_state(state, stringify!($name))?;
                 self.import_own(state)?;
-                // Which parameters are frozen is this optimizer's set-up, not saved state.
+                // The per-parameter rules (frozen, scaled) are this optimizer's set-up, not saved state.
                 moments.rules = std::mem::take(&mut self.moments.rules);
                 self.moments = moments;
                 Ok(())

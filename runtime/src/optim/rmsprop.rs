@@ -129,7 +129,7 @@ impl<F: Float> RmsProp<F> {
             square_avg: crate::memory::copies(state.buffer_list("square_avg")?),
             grad_avg: crate::memory::copies(state.buffer_list("grad_avg")?),
             momentum_buffers: crate::memory::copies(state.buffer_list("momentum_buffer")?),
-            // Which parameters are frozen is this optimizer's set-up, not saved state.
+            // The per-parameter rules (frozen, scaled) are this optimizer's set-up, not saved state.
             rules: std::mem::take(&mut self.rules),
         };
         Ok(())

@@ -107,7 +107,7 @@ impl<F: Float> Sgd<F> {
             nesterov: state.flag("nesterov")?,
             weight_decay: state.scalar("weight_decay")?,
             momentum_buffers: crate::memory::copies(state.buffer_list("momentum_buffer")?),
-            // Which parameters are frozen is this optimizer's set-up, not saved state.
+            // The per-parameter rules (frozen, scaled) are this optimizer's set-up, not saved state.
             rules: std::mem::take(&mut self.rules),
         };
         Ok(())
