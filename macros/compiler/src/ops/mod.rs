@@ -996,6 +996,23 @@ pub(crate) fn resolve_axis(
 /// 32, 64, 128`), else how many there are and the nearest to `wanted` on either side (a width
 /// like 720 has 30, too many to read).
 pub(crate) fn divisors_near(n: usize, wanted: usize) -> String {
+    // Past 2^40 the pairs up to the square root would be a million trial divisions or more
+    // (four billion for a width near 2^64, a minute of an unoptimised compiler): only the
+    // nearest divisors are looked for then, each within a million steps of `wanted`.
+    const LISTED_UP_TO: usize = 1 << 40;
+    const STEPS: usize = 1 << 20;
+    if n > LISTED_UP_TO {
+        let below = (1..wanted.min(n))
+            .rev()
+            .take(STEPS)
+            .find(|d| n.is_multiple_of(*d))
+            .unwrap_or(1);
+        let above = (wanted.saturating_add(1)..n)
+            .take(STEPS)
+            .find(|d| n.is_multiple_of(*d))
+            .unwrap_or(n);
+        return format!("the nearest to {wanted} are {below} and {above}");
+    }
     // Pairs of divisors up to the square root: `n` may be large, and this runs in the
     // compiler.
     let mut small = Vec::new();
@@ -1112,6 +1129,16 @@ mod tests {
             "30 do, from 1 to 720; the nearest to 1000 is 720"
         );
         assert_eq!(divisors_near(49, 5), "1, 7, 49");
+        // Widths near 2^64 are not factored (that took a minute): 2^64 − 1 = 3 · 5 · 17 · ...,
+        // and 2^61 − 1 is prime.
+        assert_eq!(
+            divisors_near(u64::MAX as usize, 4),
+            "the nearest to 4 are 3 and 5"
+        );
+        assert_eq!(
+            divisors_near((1usize << 61) - 1, 4),
+            format!("the nearest to 4 are 1 and {}", (1usize << 61) - 1)
+        );
     }
 
     #[test]
