@@ -1,8 +1,8 @@
 //! Adam (L2 weight decay) and AdamW (decoupled weight decay).
 
 use super::{
-    add_scaled, check_pair, lerp, param_rule_builders, state_slot, Optimizer, ParamFilter,
-    ParamRules,
+    add_scaled, check_pair, lerp, moment_rate_builders, param_rule_builders, state_slot, Optimizer,
+    ParamFilter, ParamRules,
 };
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{cut_mut, run_fast_split, SplitLoop};
@@ -381,18 +381,7 @@ impl<F: Float> Adam<F> {
         }
     }
 
-    /// The moment decay rates β₁, β₂ (each in `[0, 1)`).
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-        self.core.beta1 = beta1;
-        self.core.beta2 = beta2;
-        self
-    }
-
-    /// The term added to the denominator (≥ 0, default 1e-8).
-    pub fn eps(mut self, eps: f64) -> Self {
-        self.core.eps = eps;
-        self
-    }
+    moment_rate_builders!(core);
 
     /// L2 weight decay added to the gradient (≥ 0, default 0).
     pub fn weight_decay(mut self, weight_decay: f64) -> Self {
@@ -497,18 +486,7 @@ impl<F: Float> AdamW<F> {
         }
     }
 
-    /// The moment decay rates β₁, β₂ (each in `[0, 1)`).
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-        self.core.beta1 = beta1;
-        self.core.beta2 = beta2;
-        self
-    }
-
-    /// The term added to the denominator (≥ 0, default 1e-8).
-    pub fn eps(mut self, eps: f64) -> Self {
-        self.core.eps = eps;
-        self
-    }
+    moment_rate_builders!(core);
 
     /// Decoupled weight decay (≥ 0, default 0.01).
     pub fn weight_decay(mut self, weight_decay: f64) -> Self {

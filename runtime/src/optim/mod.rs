@@ -62,6 +62,27 @@ pub use sgd::Sgd;
 
 use crate::{Float, Model};
 
+/// The `betas` and `eps` builders of the optimizers with Adam's two moments (Adam, AdamW,
+/// NAdam, RAdam), written once: `$($state).+` is the path to the fields `beta1`, `beta2` and
+/// `eps` (`core`, `moments`).
+macro_rules! moment_rate_builders {
+    ($($state:ident).+) => {
+        /// The moment decay rates β₁, β₂ (each in `[0, 1)`, defaults 0.9 and 0.999).
+        pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+            self.$($state).+.beta1 = beta1;
+            self.$($state).+.beta2 = beta2;
+            self
+        }
+
+        /// The term added to the denominator (≥ 0, default 1e-8).
+        pub fn eps(mut self, eps: f64) -> Self {
+            self.$($state).+.eps = eps;
+            self
+        }
+    };
+}
+pub(crate) use moment_rate_builders;
+
 /// An optimizer: updates a model's parameters in place from their gradients.
 pub trait Optimizer<F: Float> {
     /// Applies one update to every parameter of `model` using `grads` (the gradient struct

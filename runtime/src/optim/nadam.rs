@@ -4,8 +4,8 @@
 //! element takes, which each writes as a rule run by one shared loop ([`MomentLoop`]).
 
 use super::{
-    add_scaled, check_pair, lerp, param_rule_builders, state_slot, Optimizer, ParamFilter,
-    ParamRules,
+    add_scaled, check_pair, lerp, moment_rate_builders, param_rule_builders, state_slot, Optimizer,
+    ParamFilter, ParamRules,
 };
 use crate::kernels::dispatch::ElementLoop;
 use crate::kernels::parallel::{run_fast_split, SplitLoop};
@@ -210,18 +210,7 @@ impl<F: Float, R: Fn(F, F, F, F) -> F + Copy> ElementLoop for MomentLoop<'_, F, 
 macro_rules! moment_builders {
     ($name:ident) => {
         impl<F: Float> $name<F> {
-            /// The moment decay rates β₁, β₂ (each in `[0, 1)`, defaults 0.9 and 0.999).
-            pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-                self.moments.beta1 = beta1;
-                self.moments.beta2 = beta2;
-                self
-            }
-
-            /// The term added to the denominator (≥ 0).
-            pub fn eps(mut self, eps: f64) -> Self {
-                self.moments.eps = eps;
-                self
-            }
+            moment_rate_builders!(moments);
 
             /// Weight decay (≥ 0, default 0): L2, `g ← g + wd · p`, unless
             /// [`decoupled_weight_decay`](Self::decoupled_weight_decay).
