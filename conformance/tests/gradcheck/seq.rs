@@ -1,5 +1,6 @@
 //! Sequence models' generated backward passes against central finite differences, in f64:
-//! rank-3 values through the dense ops, blocks applied as a chain, token embeddings, tied
+//! rank-3 values through the dense ops, blocks applied as a chain (with batch norm inside
+//! them, in training mode), token embeddings, tied
 //! heads, attention and recurrence.
 
 use super::{check, random};
@@ -70,6 +71,52 @@ fn llama_style_blocks_rms_norms_and_rotary_attention() {
     check(&model, &grads, |m| {
         m.loss(x.view(), y.view(), &mut m.workspace()).unwrap()
     });
+}
+
+kiln::model! {
+    /// Two residual blocks with batch norm: training mode uses the batch's statistics and
+    /// updates each block's running statistics, which are saved under the blocks' names.
+    struct NormedStack {
+        input x: [B, 6];
+        target y: [B, 2];
+        let h = Stage(x, repeat = 2);
+        let pred = linear(h, 2);
+        output pred;
+        loss mse(pred, y);
+
+        block Stage(x) {
+            let z = linear(x, 6);
+            let n = batch_norm(z);
+            let out = x + tanh(n);
+            output out;
+        }
+    }
+}
+
+#[test]
+fn blocks_with_batch_norm_in_training_mode() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let model = NormedStack::<f64>::new(&mut rng);
+    let x = random(&mut rng, (5, 6), -1.0, 1.0);
+    let y = random(&mut rng, (5, 2), -1.0, 1.0);
+    let after = super::check_training_mode(&model, &[super::floats(&x), super::floats(&y)]);
+    let mut buffers = Vec::new();
+    after.visit_buffers(&mut |name, v| buffers.push((name, v.to_owned())));
+    let names: Vec<&str> = buffers.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "h.0.n.running_mean",
+            "h.0.n.running_var",
+            "h.1.n.running_mean",
+            "h.1.n.running_var"
+        ]
+    );
+    let mut before = Vec::new();
+    model.visit_buffers(&mut |_, v| before.push(v.to_owned()));
+    for ((name, v), old) in buffers.iter().zip(&before) {
+        assert_ne!(v, old, "training updates `{name}`");
+    }
 }
 
 kiln::model! {

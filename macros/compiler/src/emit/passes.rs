@@ -277,7 +277,11 @@ pub(super) fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool, decode: bo
                     }
                     None => Vec::new(),
                 };
-                mutates_self |= training && !buffers.is_empty();
+                let nested_buffers = node
+                    .layer
+                    .and_then(|l| cx.layers[l].nested.as_ref())
+                    .is_some_and(|n| !n.buffer_names.is_empty());
+                mutates_self |= training && (!buffers.is_empty() || nested_buffers);
                 k.forward(&ForwardCx {
                     inputs: node.inputs.iter().map(|&i| operand(cx, i, false)).collect(),
                     output: operand(cx, id, true),

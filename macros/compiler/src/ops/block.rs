@@ -51,6 +51,8 @@ pub struct Compiled {
     /// The block draws random numbers (dropout): its buffers hold a generator.
     needs_rng: bool,
     param_names: Vec<String>,
+    /// Each buffer's `state_dict` name within one block (running statistics).
+    buffer_names: Vec<String>,
     scalars: usize,
     /// The block has a decoding pass (`run_forward_cached`) and cache type.
     decodable: bool,
@@ -143,6 +145,7 @@ impl BlockCall {
             })
         };
         let (param_names, scalars) = param_names(&graph);
+        let buffer_names = buffer_names(&graph);
         let onnx = crate::emit::onnx_parts(&graph, &fused).map(|parts| {
             let inputs = graph
                 .inputs
@@ -178,6 +181,7 @@ impl BlockCall {
                 _ => false,
             }),
             param_names,
+            buffer_names,
             scalars,
             decodable: crate::emit::decodable(&graph, &plan),
             positions: crate::emit::position_limit(&graph, &plan),
@@ -221,6 +225,28 @@ impl BlockCall {
 /// shadow the model's own names.
 fn locals<const N: usize>(names: [&str; N]) -> [Ident; N] {
     names.map(|n| Ident::new(n, Span::mixed_site()))
+}
+
+/// Each buffer's `state_dict` name within one block.
+fn buffer_names(graph: &Graph) -> Vec<String> {
+    let mut names = Vec::new();
+    for layer in &graph.layers {
+        let node = &graph.nodes[layer.node];
+        let NodeKind::Kernel(k) = &node.kind else {
+            continue;
+        };
+        let inputs: Vec<&ValueInfo> = node.inputs.iter().map(|&i| graph.info(i)).collect();
+        let Some(spec) = k.layer(&inputs) else {
+            continue;
+        };
+        for b in &spec.buffers {
+            names.push(format!("{}.{}", layer.name, b.suffix));
+        }
+        if let Some(n) = &spec.nested {
+            names.extend(n.buffer_names.iter().cloned());
+        }
+    }
+    names
 }
 
 /// Each parameter's `state_dict` name within one block, and the block's trainable scalars.
@@ -448,20 +474,24 @@ impl Kernel for BlockCall {
     fn layer(&self, _inputs: &[&ValueInfo]) -> Option<LayerSpec> {
         let (ty, n) = (&self.type_name, self.count());
         let grads = format_ident!("{}Grads", self.type_name);
-        let (names, scalars) = self.with(|c| (c.param_names.clone(), c.scalars))?;
-        let prefixed: Vec<String> = (0..n)
-            .flat_map(|i| {
-                let index = if self.repeat.is_some() {
-                    format!("{i}.")
-                } else {
-                    String::new()
-                };
-                names
-                    .iter()
-                    .map(move |p| format!("{}.{index}{p}", self.binding))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let (names, buffers, scalars) =
+            self.with(|c| (c.param_names.clone(), c.buffer_names.clone(), c.scalars))?;
+        let prefix = |names: &[String]| -> Vec<String> {
+            (0..n)
+                .flat_map(|i| {
+                    let index = if self.repeat.is_some() {
+                        format!("{i}.")
+                    } else {
+                        String::new()
+                    };
+                    names
+                        .iter()
+                        .map(move |p| format!("{}.{index}{p}", self.binding))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let prefixed = prefix(&names);
         Some(LayerSpec {
             ty: quote!(::std::vec::Vec<#ty<F>>),
             init: quote!((0..#n).map(|_| #ty::new(rng)).collect()),
@@ -474,7 +504,7 @@ impl Kernel for BlockCall {
                 grad_ty: quote!(::std::vec::Vec<#grads<F>>),
                 grad_zeros: quote!(layer.iter().map(|block| block.zero_grads()).collect()),
                 param_names: prefixed,
-                buffer_names: Vec::new(),
+                buffer_names: prefix(&buffers),
                 scalars: scalars * n,
             }),
         })
@@ -529,6 +559,13 @@ impl Kernel for BlockCall {
         } else {
             quote!(run_forward)
         };
+        // Training mode updates the blocks' running statistics: they are borrowed mutably.
+        let mutates = training && self.with(|c| !c.buffer_names.is_empty()) == Some(true);
+        let blocks = if mutates {
+            quote!(iter_mut)
+        } else {
+            quote!(iter)
+        };
         // Each repetition's dropout draws from a generator seeded, step by step, from the
         // model's own: the masks differ between blocks and follow the workspace's seed.
         let reseed = if training && needs_rng {
@@ -547,7 +584,7 @@ impl Kernel for BlockCall {
                 #states.resize_with(#n, #bufs::new);
             }
             let mut #input: &[F] = #x;
-            for (#block, #state) in #layer.iter().zip(#states.iter_mut()) {
+            for (#block, #state) in #layer.#blocks().zip(#states.iter_mut()) {
                 #state.prepare(#dims, false, #training);
                 #reseed
                 #block.#run(#state, #input, #(#extras),*)?;
