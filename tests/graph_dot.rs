@@ -1,6 +1,7 @@
-//! `Model::graph_dot`: the compiled graph as Graphviz DOT. The structure is checked here
-//! (a box per computed value, a fused pointwise chain as one box, an edge per read, parameter
-//! counts); where Graphviz is installed, `dot` must also accept the text.
+//! `Model::graph_dot`: the compiled graph as Graphviz DOT, and the summary's totals. The
+//! structure is checked here (a box per computed value, a fused pointwise chain as one box, an
+//! edge per read, parameter counts); where Graphviz is installed, `dot` must also accept the
+//! text.
 
 use kiln::Model;
 
@@ -88,4 +89,43 @@ fn graphviz_accepts_the_text() {
         Err(e) => eprintln!("Graphviz not installed ({e}): only the structure was checked"),
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+kiln::model! {
+    /// Batch norm inside a repeated block: buffers at the top level and in each block.
+    pub struct Normed {
+        input x: [B, 6];
+        target y: [B] classes 2;
+        let z = linear(x, 5);
+        let h = relu(batch_norm(z));
+        let deep = Stage(h, repeat = 2);
+        let logits = linear(deep, 2);
+        output logits;
+        loss cross_entropy(logits, y);
+
+        block Stage(v) {
+            let z = linear(v, 5);
+            let out = relu(batch_norm(z));
+            output out;
+        }
+    }
+}
+
+/// The summary's totals, as Keras prints them: running statistics count as non-trainable.
+#[test]
+fn summary_counts_running_statistics_as_non_trainable() {
+    let model = Normed::<f32>::new(
+        &mut <kiln::rand::rngs::StdRng as kiln::rand::SeedableRng>::seed_from_u64(0),
+    );
+    let summary = model.summary();
+    // Running mean and variance of 5 features: once at the top, once in each of two blocks.
+    assert_eq!(summary.non_trainable, 3 * 2 * 5);
+    assert_eq!(summary.trainable_params(), model.num_params());
+    let text = summary.to_string();
+    let total = model.num_params() + 30;
+    let want = format!(
+        "Total params: {total}\nTrainable params: {}\nNon-trainable params: 30",
+        model.num_params()
+    );
+    assert!(text.ends_with(&want), "{text}");
 }

@@ -113,12 +113,21 @@ pub struct Summary {
     pub dtype: &'static str,
     /// The rows, in graph order.
     pub rows: Vec<SummaryRow>,
+    /// Scalars saved with the model but not trained: its buffers (batch norm's running
+    /// statistics), which Keras counts as non-trainable parameters.
+    pub non_trainable: usize,
 }
 
 impl Summary {
-    /// The total number of trainable scalars.
-    pub fn total_params(&self) -> usize {
+    /// The number of trainable scalars: the rows' parameters.
+    pub fn trainable_params(&self) -> usize {
         self.rows.iter().map(|r| r.params).sum()
+    }
+
+    /// Every scalar the model saves, as Keras counts its "Total params": the trainable ones
+    /// and the [`Summary::non_trainable`] buffers.
+    pub fn total_params(&self) -> usize {
+        self.trainable_params() + self.non_trainable
     }
 }
 
@@ -180,7 +189,17 @@ impl fmt::Display for Summary {
             )?;
         }
         writeln!(f, "{}", "=".repeat(total_width))?;
-        write!(f, "Total params: {}", group_thousands(self.total_params()))
+        writeln!(f, "Total params: {}", group_thousands(self.total_params()))?;
+        writeln!(
+            f,
+            "Trainable params: {}",
+            group_thousands(self.trainable_params())
+        )?;
+        write!(
+            f,
+            "Non-trainable params: {}",
+            group_thousands(self.non_trainable)
+        )
     }
 }
 
@@ -207,9 +226,15 @@ mod tests {
                     params: 100_480,
                 },
             ],
+            non_trainable: 256,
         };
         let text = s.to_string();
-        assert!(text.contains("Total params: 100,480"), "{text}");
+        assert!(
+            text.ends_with(
+                "Total params: 100,736\nTrainable params: 100,480\nNon-trainable params: 256"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("h1      linear   [B, 128]       100,480"),
             "{text}"
@@ -276,6 +301,12 @@ pub trait Supervised<F: Float>: Model<F> {
     /// Turns the check for NaN and infinity after every op of the passes on or off in `ws`
     /// (see [`crate::finite`]); models written by hand may ignore it.
     fn check_finite(_ws: &mut Self::Workspace, _on: bool) {}
+
+    /// Marks the parameters that need no gradient for the backward passes run with `ws`:
+    /// `frozen(name)` is asked of every parameter's `state_dict` name. Generated models skip
+    /// the work that only frozen layers need and give them zero gradients (the workspace's
+    /// `freeze`); models written by hand may compute every gradient.
+    fn freeze(_ws: &mut Self::Workspace, _frozen: &dyn Fn(&str) -> bool) {}
 
     /// The model's first output for the last batch run with `ws` (for metrics such as
     /// accuracy).

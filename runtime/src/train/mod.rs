@@ -278,7 +278,7 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// #     fn visit_params_with_grads(&mut self, _: &(), _: &mut dyn FnMut(usize, &mut [f32], &[f32])) {}
     /// #     fn zero_grads(&self) {}
     /// #     fn num_params(&self) -> usize { 0 }
-    /// #     fn summary(&self) -> Summary { Summary { model: "Sign", dtype: "f32", rows: vec![] } }
+    /// #     fn summary(&self) -> Summary { Summary { model: "Sign", dtype: "f32", rows: vec![], non_trainable: 0 } }
     /// #     fn graph(&self) -> &'static str { "" }
     /// # }
     /// # impl Supervised<f32> for Sign {
