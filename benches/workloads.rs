@@ -1,6 +1,6 @@
-//! The benchmark workloads of `BENCHMARKS.md` (W1–W8): median milliseconds per training step
-//! (forward + loss + backward + optimizer update) after warm-up, and steps per second, plus the
-//! macro's own cost (time to expand the W3, W4 and W6 models, and a 12-block GPT).
+//! The benchmark workloads of `BENCHMARKS.md` (W1–W8, and F4: W4 with its convolutions
+//! frozen): median milliseconds per training step (forward + loss + backward + optimizer
+//! update) after warm-up, and steps per second, plus the macro's own cost (time to expand the W3, W4 and W6 models, and a 12-block GPT).
 //!
 //! Run with `cargo bench --bench workloads`; `-- W2` runs the workloads whose id contains
 //! `W2`; `-- --quick` counts a tenth of the steps (a smoke run).
@@ -105,7 +105,9 @@ fn labels(rng: &mut StdRng, n: usize) -> Array1<usize> {
 }
 
 /// The parts of the harness, in the order they run; each runs in a process of its own.
-const PARTS: [&str; 9] = ["W1", "W2", "W5", "W3", "W4", "W6", "W7", "W8", "expand"];
+const PARTS: [&str; 10] = [
+    "W1", "W2", "W5", "W3", "W4", "F4", "W6", "W7", "W8", "expand",
+];
 
 /// Runs every workload with 1 and then 2 threads: the GEMM reads `KILN_THREADS` once per
 /// process, and a workload's peak memory is its own only in a fresh process (an earlier
@@ -241,6 +243,30 @@ fn run() {
         for &t in &threads {
             report(
                 "W4 lenet",
+                t,
+                measure(10, counted(100), || {
+                    model
+                        .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+                        .expect("step");
+                    opt.step(&mut model, &grads);
+                }),
+            );
+        }
+    }
+    if wanted("F4") {
+        // W4 fine-tuned: the convolutions frozen (in the optimizer and in the backward
+        // pass, as `Trainer` does), the dense head trained.
+        reset_peak_memory();
+        let mut model = LeNet::<f32>::new(&mut rng);
+        let x = Array4::from_shape_simple_fn((64, 1, 28, 28), || rng.random_range(0.0f32..1.0));
+        let y = labels(&mut rng, 64);
+        let convolution = |name: &str| name.starts_with("c1.") || name.starts_with("c2.");
+        let mut opt = Adam::new(1e-3).freeze(move |name, _| convolution(name));
+        let (mut ws, mut grads) = (model.workspace(), model.zero_grads());
+        ws.freeze(convolution);
+        for &t in &threads {
+            report(
+                "F4 lenet, convolutions frozen",
                 t,
                 measure(10, counted(100), || {
                     model

@@ -183,6 +183,12 @@ pub trait Trainable<F: Float>: Model<F> {
     /// [`crate::finite`]).
     fn check_finite(_ws: &mut Self::Workspace, _on: bool) {}
 
+    /// Marks the parameters that need no gradient for the backward passes run with `ws`:
+    /// `frozen(name)` is asked of every parameter's `state_dict` name. Generated models skip
+    /// the work that only frozen layers need and give them zero gradients (the workspace's
+    /// `freeze`); models written by hand may compute every gradient.
+    fn freeze(_ws: &mut Self::Workspace, _frozen: &dyn Fn(&str) -> bool) {}
+
     /// The model's first output for the last batch run with `ws`.
     fn last_output(ws: &Self::Workspace) -> Result<ArrayViewD<'_, F>>;
 }

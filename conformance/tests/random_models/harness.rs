@@ -37,7 +37,7 @@ pub trait Runner<F: Float>: Model<F> + Clone {
     /// The loss, the prediction and the further outputs in inference mode.
     fn eval(&self, x: &Input<F>, lens: &Lengths, y: &Target<F>) -> kiln::Result<Outputs<F>>;
     /// A training step's loss, prediction and further outputs; writes the gradients. `seed`
-    /// seeds dropout.
+    /// seeds dropout; `frozen` names the parameters the workspace freezes.
     fn train(
         &mut self,
         x: &Input<F>,
@@ -45,6 +45,7 @@ pub trait Runner<F: Float>: Model<F> + Clone {
         y: &Target<F>,
         seed: u64,
         grads: &mut Self::Grads,
+        frozen: &dyn Fn(&str) -> bool,
     ) -> kiln::Result<Outputs<F>>;
 }
 
@@ -135,6 +136,7 @@ macro_rules! runner {
                 _: &crate::interp::Target<F>,
                 _: u64,
                 _: &mut Self::Grads,
+                _: &dyn Fn(&str) -> bool,
             ) -> kiln::Result<crate::harness::Outputs<F>> {
                 unreachable!("a model without a loss has no training step")
             }
@@ -174,8 +176,10 @@ macro_rules! runner {
                 y: &crate::interp::Target<F>,
                 seed: u64,
                 grads: &mut Self::Grads,
+                frozen: &dyn Fn(&str) -> bool,
             ) -> kiln::Result<crate::harness::Outputs<F>> {
                 let mut ws = self.workspace();
+                ws.freeze(frozen);
                 runner!(@seed $seeded ws seed);
                 let loss = runner!(@call self loss_and_grad $lk (
                     runner!(@x $xk $xn x), lens, runner!(@y $yk $yn y), &mut ws, grads
@@ -560,8 +564,9 @@ fn check_graph<M64: Runner<f64>, M32: Runner<f32>>(g: &Graph) -> Result<Outcome,
     let before = model.clone();
     let mut grads = model.zero_grads();
     let (train_loss, train_pred, train_outs) = model
-        .train(&x, &lens, &y, seed, &mut grads)
+        .train(&x, &lens, &y, seed, &mut grads, &|_| false)
         .map_err(|e| format!("training step: {e}"))?;
+    check_frozen(g, &before, (&x, &lens, &y), seed, &grads, train_loss)?;
     let mut outcome = Outcome::default();
     if dropout_order_fixed(g) {
         let want = interp::run(g, &params, &x, lens_of(&lens), &y, true, seed);
@@ -596,7 +601,7 @@ fn check_graph<M64: Runner<f64>, M32: Runner<f32>>(g: &Graph) -> Result<Outcome,
             |m| {
                 let mut copy = m.clone();
                 let mut scratch = copy.zero_grads();
-                copy.train(&x, &lens, &y, seed, &mut scratch)
+                copy.train(&x, &lens, &y, seed, &mut scratch, &|_| false)
                     .expect("training step")
                     .0
             },
@@ -685,7 +690,7 @@ fn check_graph<M64: Runner<f64>, M32: Runner<f32>>(g: &Graph) -> Result<Outcome,
     )?;
     let mut g32 = m32.zero_grads();
     let (tl32, tp32, _) = m32
-        .train(&x32, &lens, &y32, seed, &mut g32)
+        .train(&x32, &lens, &y32, seed, &mut g32, &|_| false)
         .map_err(|e| format!("f32 training step: {e}"))?;
     compare_f32("f32 training prediction", &tp32, &train_pred)?;
     compare_f32(
@@ -734,6 +739,66 @@ fn check_graph<M64: Runner<f64>, M32: Runner<f32>>(g: &Graph) -> Result<Outcome,
     }
     outcome.max_f32_grad_err = worst.0;
     Ok(outcome)
+}
+
+/// The workspace's `freeze`: with a random choice of the model's layers frozen (each with
+/// even odds), the training step's loss and the other layers' gradients are the same bits as
+/// without (the backward steps it skips feed no trainable layer), and the frozen layers'
+/// gradients are zero, whether their steps were skipped or ran for a trainable layer before
+/// them.
+fn check_frozen<M: Runner<f64>>(
+    g: &Graph,
+    before: &M,
+    (x, lens, y): (&Input, &Lengths, &Target),
+    seed: u64,
+    grads: &M::Grads,
+    loss: f64,
+) -> Result<(), String> {
+    let layer = |name: &str| name.split('.').next().unwrap_or(name).to_string();
+    let mut layers: Vec<String> = Vec::new();
+    before.visit_params(&mut |name, _| {
+        if !layers.contains(&layer(name)) {
+            layers.push(layer(name));
+        }
+    });
+    let mut rng = StdRng::seed_from_u64(g.seed ^ 0xf402);
+    let frozen: Vec<String> = layers
+        .into_iter()
+        .filter(|_| rng.random_bool(0.5))
+        .collect();
+    let is_frozen = |name: &str| frozen.contains(&layer(name));
+    let mut model = before.clone();
+    let mut got = model.zero_grads();
+    M::visit_grads_mut(&mut got, &mut |_, mut v| v.fill(7.0));
+    let (frozen_loss, ..) = model
+        .train(x, lens, y, seed, &mut got, &is_frozen)
+        .map_err(|e| format!("training step with {frozen:?} frozen: {e}"))?;
+    if frozen_loss.to_bits() != loss.to_bits() {
+        return Err(format!(
+            "loss {frozen_loss:e} with {frozen:?} frozen, {loss:e} without"
+        ));
+    }
+    let mut want = BTreeMap::new();
+    M::visit_grads(grads, &mut |name, v| {
+        want.insert(name, v.to_owned());
+    });
+    let mut result = Ok(());
+    M::visit_grads(&got, &mut |name, v| {
+        let bad = if is_frozen(name) {
+            v.iter().position(|&e| e != 0.0)
+        } else {
+            v.iter()
+                .zip(want[name].iter())
+                .position(|(a, b)| a.to_bits() != b.to_bits())
+        };
+        if let (Ok(()), Some(i)) = (&result, bad) {
+            let (a, b) = (v.iter().nth(i), want[name].iter().nth(i));
+            result = Err(format!(
+                "`{name}` element {i} with {frozen:?} frozen: {a:?} (unfrozen {b:?})"
+            ));
+        }
+    });
+    result
 }
 
 /// Whether the order in which kiln draws dropout masks is the source order: the ops that draw

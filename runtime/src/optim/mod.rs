@@ -13,7 +13,8 @@
 //! Every optimizer can freeze parameters chosen by name (`.freeze(|name, _shape|
 //! name.starts_with("features."))`): it leaves them, and keeps no state for them, as PyTorch
 //! does with parameters whose `requires_grad` is off or that were left out of the optimizer
-//! (Keras: `layer.trainable = False`). Their gradients are still computed. And it can step
+//! (Keras: `layer.trainable = False`). `Trainer` also skips their gradients in the backward
+//! pass (a generated workspace's `freeze`, which a plain loop can call itself). And it can step
 //! parameters chosen by name at a multiple of its learning rate (`.lr_scale(|name, _|
 //! name.starts_with("features."), 0.1)`), as PyTorch's parameter groups with their own `lr`
 //! (and timm's `lr_scale`) do; schedules then move every rate together.

@@ -73,6 +73,8 @@ pub(super) trait Feed<F: Float, M: Model<F>> {
     fn reseed(ws: &mut Self::Workspace, seed: u64);
     /// Turns the per-op finiteness check on or off.
     fn check_finite(ws: &mut Self::Workspace, on: bool);
+    /// Marks the parameters that need no gradient.
+    fn freeze(ws: &mut Self::Workspace, frozen: &dyn Fn(&str) -> bool);
 }
 
 /// The error for validation data whose first sample the model refuses.
@@ -280,6 +282,10 @@ where
 
     fn check_finite(ws: &mut M::Workspace, on: bool) {
         M::check_finite(ws, on);
+    }
+
+    fn freeze(ws: &mut M::Workspace, frozen: &dyn Fn(&str) -> bool) {
+        M::freeze(ws, frozen);
     }
 }
 
@@ -495,5 +501,9 @@ where
 
     fn check_finite(ws: &mut Self::Workspace, on: bool) {
         M::check_finite(ws, on);
+    }
+
+    fn freeze(ws: &mut Self::Workspace, frozen: &dyn Fn(&str) -> bool) {
+        M::freeze(ws, frozen);
     }
 }

@@ -903,6 +903,16 @@ impl<'a, F: Float> Trainer<'a, F> {
 
         let mut ws = Fd::Workspace::default();
         Fd::check_finite(&mut ws, self.detect_anomaly);
+        if let Some(freeze) = optimizer.frozen() {
+            // The backward pass skips the layers the optimizer leaves alone.
+            let mut frozen = Vec::new();
+            model.visit_params(&mut |name, p| {
+                if freeze.chooses(name, p.shape()) {
+                    frozen.push(name);
+                }
+            });
+            Fd::freeze(&mut ws, &|name| frozen.contains(&name));
+        }
         let mut grads = model.zero_grads();
         // The model's own weights while the average stands in for them (with `ema`).
         let mut own = Weights::default();

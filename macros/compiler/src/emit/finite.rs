@@ -3,6 +3,7 @@
 //! naming the statement (binding, source text, line), the op and the pass. Off (the default),
 //! it costs one branch per node and nothing per element.
 
+use super::passes::Need;
 use super::Ctx;
 use crate::ir::{NodeId, NodeKind, ValueKind};
 use proc_macro2::{Span, TokenStream};
@@ -89,29 +90,38 @@ pub(super) fn forward(cx: &Ctx, id: NodeId) -> TokenStream {
     }
 }
 
-/// The checks of the adjoints of `inputs` (of node `id`) after its backward step wrote them.
-pub(super) fn backward(cx: &Ctx, id: NodeId, inputs: &[NodeId]) -> TokenStream {
-    let checks: Vec<TokenStream> = inputs
-        .iter()
-        .filter(|&&i| holds_floats(cx, i))
-        .map(|&i| {
-            let (binding, source, line) = statement(cx, id);
-            let line = proc_macro2::Literal::u32_unsuffixed(line);
-            let op = cx.g.op_name(id);
-            let of = written(cx, i);
-            let field = cx.adjoint_field(i);
-            let len = cx.node_len(i);
-            quote! {
-                ::kiln::finite::check(&ws.#field[..#len], ::kiln::finite::Site::backward(#binding, #source, #op, #of, #line))?;
-            }
-        })
-        .collect();
-    if checks.is_empty() {
-        return TokenStream::new();
-    }
-    quote! {
-        if ws.check_finite {
-            #(#checks)*
+/// The checks of the adjoints of `inputs` (of node `id`) after its backward step wrote them,
+/// each under the condition that the adjoint is needed (unless it is the step's own,
+/// `step_need`): one that nothing reads may hold what its buffer held before (a step adds its
+/// part to it, and the step that would have written it first was skipped).
+pub(super) fn backward(
+    cx: &Ctx,
+    id: NodeId,
+    inputs: &[NodeId],
+    needs: &[Need],
+    step_need: &Need,
+) -> TokenStream {
+    let mut out = TokenStream::new();
+    for &i in inputs {
+        if !holds_floats(cx, i) || matches!(needs[i], Need::Never) {
+            continue;
         }
+        let (binding, source, line) = statement(cx, id);
+        let line = proc_macro2::Literal::u32_unsuffixed(line);
+        let op = cx.g.op_name(id);
+        let of = written(cx, i);
+        let field = cx.adjoint_field(i);
+        let len = cx.node_len(i);
+        let check = quote! {
+            ::kiln::finite::check(&ws.#field[..#len], ::kiln::finite::Site::backward(#binding, #source, #op, #of, #line))?;
+        };
+        out.extend(match (&needs[i], step_need) {
+            (Need::When(c), Need::When(s)) if c.to_string() == s.to_string() => {
+                quote! { if ws.check_finite { #check } }
+            }
+            (Need::When(c), _) => quote! { if ws.check_finite && #c { #check } },
+            _ => quote! { if ws.check_finite { #check } },
+        });
     }
+    out
 }

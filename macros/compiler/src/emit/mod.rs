@@ -218,6 +218,19 @@ impl Ctx<'_> {
             .collect()
     }
 
+    /// The `state_dict` names of layer `l`'s parameters (a block's, block by block).
+    pub fn layer_param_names(&self, l: usize) -> Vec<String> {
+        let (layer, spec) = (&self.g.layers[l], &self.layers[l]);
+        match &spec.nested {
+            Some(n) => n.param_names.clone(),
+            None => spec
+                .params
+                .iter()
+                .map(|p| format!("{}.{}", layer.name, p.suffix))
+                .collect(),
+        }
+    }
+
     /// The `state_dict` names and accessors of every parameter, in order:
     /// (name, layer field, param field, optional, element count).
     pub fn params(&self) -> Vec<(String, Ident, TokenStream, bool, usize)> {

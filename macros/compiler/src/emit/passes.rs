@@ -1,6 +1,7 @@
 //! The passes: `run_forward` (the values that reach an output), `run_loss` (the rest, up to
-//! the loss) and `run_backward` (the VJP steps of the schedule). Each works on the buffers
-//! struct `ws` and the inputs as slices.
+//! the loss) and `run_backward` (the VJP steps of the schedule, each run only when a trainable
+//! layer lies behind its value: see [`Need`]). Each works on the buffers struct `ws` and the
+//! inputs as slices.
 
 use super::Ctx;
 use crate::autodiff::{pointwise_vjp, vjp_reads, D_OUT};
@@ -488,11 +489,117 @@ fn pointwise_forward(cx: &Ctx, id: NodeId, term: usize) -> TokenStream {
     }
 }
 
+/// When a node's adjoint is needed at run time: when a trainable parameter lies behind the
+/// node (its own layer's, or one behind an input). Freezing layers (the workspace's
+/// `freeze`) turns the backward steps of values with only frozen layers behind them off.
+pub(super) enum Need {
+    /// No parameter lies behind the node.
+    Never,
+    /// A value the backward pass always needs (a block's input).
+    Always,
+    /// When this run-time condition holds: `need_h1`, or an expression over
+    /// `ws.trainable[..]` and the inputs' conditions.
+    When(TokenStream),
+}
+
+/// Each node's [`Need`], and the `let need_h1 = ..;` statements that name those of the
+/// backward steps' nodes, in forward order, for the top of `run_backward`.
+fn needs(cx: &Ctx) -> (Vec<Need>, TokenStream) {
+    let (g, s) = (cx.g, cx.schedule);
+    let stepped: BTreeSet<NodeId> = s.steps.iter().map(|step| step.node).collect();
+    let mut needs: Vec<Need> = Vec::with_capacity(g.nodes.len());
+    let mut lets = TokenStream::new();
+    for (id, node) in g.nodes.iter().enumerate() {
+        if !s.needs_grad[id] {
+            needs.push(Need::Never);
+            continue;
+        }
+        let mut terms: Vec<TokenStream> = g
+            .param_layers(id)
+            .filter(|&l| !cx.layer_param_names(l).is_empty())
+            .map(|l| quote!(ws.trainable[#l]))
+            .collect();
+        let own_layers = terms.len();
+        let mut always = matches!(node.kind, NodeKind::Input(_));
+        for (slot, &input) in node.inputs.iter().enumerate() {
+            let flows = match &node.kind {
+                NodeKind::Kernel(k) => k.differentiable(slot),
+                _ => true,
+            };
+            if !flows {
+                continue;
+            }
+            match &needs[input] {
+                Need::Never => {}
+                Need::Always => always = true,
+                Need::When(c) => {
+                    if !terms.iter().any(|t| t.to_string() == c.to_string()) {
+                        terms.push(c.clone());
+                    }
+                }
+            }
+        }
+        let need = if always {
+            Need::Always
+        } else if terms.is_empty() {
+            Need::Never
+        } else if let ([one], true) = (terms.as_slice(), own_layers == 0) {
+            // A value computed from one that needs its adjoint (relu(h)): the same condition.
+            Need::When(one.clone())
+        } else if stepped.contains(&id) {
+            let name = format_ident!("need_{}", node.name);
+            lets.extend(quote! { let #name = #(#terms)||*; });
+            Need::When(quote!(#name))
+        } else {
+            Need::When(quote!((#(#terms)||*)))
+        };
+        needs.push(need);
+    }
+    if !lets.is_empty() {
+        lets = quote! {
+            #[doc = " Whether each step runs: whether a trainable parameter lies behind its value."]
+            #lets
+        };
+    }
+    (needs, lets)
+}
+
+/// Zeroes layer `l`'s gradients: through the `d_` locals (`d_h1_weight`) that `code` uses,
+/// which borrow them for the whole pass, and through `grads` otherwise.
+fn zero_layer_grads(cx: &Ctx, l: usize, code: &TokenStream) -> TokenStream {
+    let field = &cx.g.layers[l].name;
+    if let Some(n) = &cx.layers[l].nested {
+        let model = &n.model;
+        return quote! {
+            for g in grads.#field.iter_mut() {
+                <#model as ::kiln::Model<F>>::visit_grads_mut(g, &mut |_, mut g| g.fill(F::ZERO));
+            }
+        };
+    }
+    let mut zero = TokenStream::new();
+    for p in &cx.layers[l].params {
+        let local = format_ident!("d_{}_{}", field, p.field());
+        if mentions(code, &local) {
+            // Optional or not, the local is a slice (`shape::param_opt_mut`).
+            zero.extend(quote! { #local.fill(F::ZERO); });
+            continue;
+        }
+        let pf = p.place();
+        zero.extend(if p.optional {
+            quote! { if let Some(g) = grads.#field.#pf.as_mut() { g.fill(F::ZERO); } }
+        } else {
+            quote! { grads.#field.#pf.fill(F::ZERO); }
+        });
+    }
+    zero
+}
+
 fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
     let g = cx.g;
     let s = cx.schedule;
     let mut layers = BTreeSet::new();
     let mut body = TokenStream::new();
+    let (needs, need_lets) = needs(cx);
     if let Some(loss) = g.loss {
         let d = cx.adjoint_field(loss);
         body.extend(quote! {
@@ -504,9 +611,11 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
     // reported to the sink (if any): data-parallel training starts summing it across
     // processes while the rest of the backward pass runs.
     let mut last_write = vec![None; g.layers.len()];
+    let mut writers = vec![0; g.layers.len()];
     for (k, step) in s.steps.iter().enumerate() {
         for l in g.param_layers(step.node) {
             last_write[l] = Some(k);
+            writers[l] += 1;
         }
     }
     for (k, step) in s.steps.iter().enumerate() {
@@ -587,29 +696,60 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             .zip(&node.inputs)
             .filter_map(|(d, &i)| d.map(|_| i))
             .collect();
-        let check = super::finite::backward(cx, id, &written_inputs);
-        body.extend(quote! {
-            #[doc = #comment]
-            { #code }
-            #check
+        let check = super::finite::backward(cx, id, &written_inputs, &needs, &needs[id]);
+        // Skipped, the step still owes zeros to the layers whose gradients it writes first
+        // and later steps add to (a tied parameter's); the others are zeroed below.
+        let zero_first: TokenStream = g
+            .param_layers(id)
+            .zip(&step.param_accumulate)
+            .filter(|&(l, &accumulate)| !accumulate && writers[l] > 1)
+            .map(|(l, _)| zero_layer_grads(cx, l, &code))
+            .collect();
+        body.extend(match &needs[id] {
+            Need::Always => quote! {
+                #[doc = #comment]
+                { #code }
+                #check
+            },
+            Need::When(condition) if zero_first.is_empty() => quote! {
+                #[doc = #comment]
+                if #condition {
+                    #code
+                    #check
+                }
+            },
+            Need::When(condition) => quote! {
+                #[doc = #comment]
+                if #condition {
+                    #code
+                    #check
+                } else {
+                    #zero_first
+                }
+            },
+            Need::Never => quote! {
+                #[doc = #comment]
+                { #zero_first }
+            },
         });
         for l in (0..g.layers.len()).filter(|&l| last_write[l] == Some(k)) {
+            if !cx.layer_param_names(l).is_empty() {
+                // Skipped, or run for the adjoint of a trainable layer before it. The `d_`
+                // locals are done with: `grads` is free again.
+                let zero = zero_layer_grads(cx, l, &TokenStream::new());
+                let comment = format!(" `{}` is frozen: its gradients are zero", g.layers[l].name);
+                body.extend(quote! {
+                    #[doc = #comment]
+                    if !ws.trainable[#l] { #zero }
+                });
+            }
             body.extend(report_layer(cx, l));
         }
     }
     for &l in &s.unreached_layers {
-        let layer = &g.layers[l];
-        let field = &layer.name;
+        let field = &g.layers[l].name;
         let comment = format!(" `{field}` does not reach the loss: its gradient is zero");
-        let mut zero = TokenStream::new();
-        for p in &cx.layers[l].params {
-            let pf = p.place();
-            zero.extend(if p.optional {
-                quote! { if let Some(g) = grads.#field.#pf.as_mut() { g.fill(F::ZERO); } }
-            } else {
-                quote! { grads.#field.#pf.fill(F::ZERO); }
-            });
-        }
+        let zero = zero_layer_grads(cx, l, &TokenStream::new());
         body.extend(quote! { #[doc = #comment] { #zero } });
         body.extend(report_layer(cx, l));
     }
@@ -623,6 +763,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
         fn run_backward(&self, ws: &mut #bufs<F>, #(#all_inputs,)* grads: &mut #grads_name<F>, mut sink: Option<&mut dyn ::kiln::GradSink<F>>) -> ::kiln::Result<()> {
             #bind
             #params
+            #need_lets
             #body
             Ok(())
         }

@@ -208,6 +208,22 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         (quote!(), quote!(), quote!())
     };
     let nsym = g.symbols.len();
+    let nlayers = g.layers.len();
+    let layer_trainable: Vec<TokenStream> = (0..nlayers)
+        .map(|l| {
+            let names = cx.layer_param_names(l);
+            match names.as_slice() {
+                [] => quote!(false),
+                [one] => quote!(!frozen(#one)),
+                _ => quote!(![#(#names),*].into_iter().all(&frozen)),
+            }
+        })
+        .collect();
+    let allow_unused_filter = if (0..nlayers).all(|l| cx.layer_param_names(l).is_empty()) {
+        quote!(#[allow(unused_variables)])
+    } else {
+        quote!()
+    };
     let bind = cx.bind_dims(quote!(dims));
     let allow_unused_dims = if nsym == 0 {
         quote!(#[allow(unused_variables)])
@@ -242,13 +258,16 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             dims: [usize; #nsym],
             /// Whether the passes check every value and adjoint for NaN and infinity.
             check_finite: bool,
+            /// Per layer, whether the backward pass computes its gradients: `false` for a
+            /// layer whose parameters are all frozen (see the workspace's `freeze`).
+            trainable: [bool; #nlayers],
             #rng_field
             #(#buffer_fields)*
         }
 
         impl<F: ::kiln::Float> #bufs<F> {
             fn new() -> Self {
-                Self { dims: [0; #nsym], check_finite: false, #rng_init #(#state_inits)* #(#all_fields: ::std::vec::Vec::new(),)* }
+                Self { dims: [0; #nsym], check_finite: false, trainable: [true; #nlayers], #rng_init #(#state_inits)* #(#all_fields: ::std::vec::Vec::new(),)* }
             }
 
             /// Sizes the buffers for `dims`: the forward values, with `loss` the values up
@@ -286,6 +305,21 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             /// and pass. Off, the check costs one branch per op.
             pub fn check_finite(&mut self, on: bool) {
                 self.buffers.check_finite = on;
+            }
+
+            /// Marks the parameters that need no gradient (PyTorch's `requires_grad_(False)`)
+            /// for the backward passes run with this workspace: `frozen(name)` is asked of
+            /// every parameter's `state_dict` name. A layer whose parameters are all frozen
+            /// gets zero gradients, and the backward pass skips every step that feeds no
+            /// trainable layer: a frozen first half of a model costs its forward pass only.
+            /// A frozen layer after a trainable one still passes the gradient back through
+            /// itself (and computes its own gradients before zeroing them); a layer with one
+            /// trainable parameter computes all of its gradients. The trainable layers'
+            /// gradients are the same bits as without freezing. `freeze(|_| false)` makes
+            /// every layer trainable again.
+            #allow_unused_filter
+            pub fn freeze(&mut self, frozen: impl Fn(&str) -> bool) {
+                self.buffers.trainable = [#(#layer_trainable),*];
             }
 
             #reseed

@@ -118,6 +118,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 ws.check_finite(on);
             }
 
+            fn freeze(ws: &mut Self::Workspace, frozen: &dyn Fn(&str) -> bool) {
+                ws.freeze(frozen);
+            }
+
             fn last_output(ws: &Self::Workspace) -> ::kiln::Result<::kiln::ndarray::ArrayViewD<'_, F>> {
                 Ok(ws.#first_name()?.into_dyn())
             }

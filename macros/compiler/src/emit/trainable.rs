@@ -100,6 +100,10 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 ws.check_finite(on);
             }
 
+            fn freeze(ws: &mut #ws<F>, frozen: &dyn Fn(&str) -> bool) {
+                ws.freeze(frozen);
+            }
+
             fn last_output(ws: &#ws<F>) -> ::kiln::Result<::kiln::ndarray::ArrayViewD<'_, F>> {
                 Ok(ws.#first_name()?.into_dyn())
             }

@@ -1,0 +1,176 @@
+//! Frozen parameters in the backward pass (the workspace's `freeze`, which `Trainer` sets from
+//! the optimizer's `freeze`): the steps that feed only frozen layers are skipped, frozen
+//! layers get zero gradients, and the trainable layers' gradients are the same bits as
+//! without freezing. The random models check the same on every op
+//! (`random_models/harness.rs`, `check_frozen`); these cover a tied head, repeated blocks,
+//! the data-parallel sink, the finiteness check and unfreezing.
+
+use kiln::ndarray::{Array2, ArrayD};
+use kiln::rand::rngs::StdRng;
+use kiln::rand::{RngExt, SeedableRng};
+use kiln::{GradSink, Model};
+use std::collections::BTreeMap;
+
+kiln::model! {
+    /// A two-block causal transformer whose head reuses the token table.
+    pub struct TinyGpt {
+        input tokens: [B, T] tokens 11;
+        target next: [B, T] classes 11;
+        let wte = embedding(tokens, 8);
+        let wpe = position_embedding(tokens, 8, max_len = 6);
+        let x = wte + wpe;
+        let h = Layer(x, repeat = 2);
+        let ln_f = layer_norm(h);
+        let logits = linear(ln_f, 11, bias = false, tied = wte);
+        output logits;
+        loss cross_entropy(logits, next);
+
+        block Layer(x) {
+            let ln_1 = layer_norm(x);
+            let attn = multi_head_attention(ln_1, heads = 2, causal = true);
+            let x1 = x + attn;
+            let ln_2 = layer_norm(x1);
+            let up = gelu(linear(ln_2, 16));
+            let down = linear(up, 8);
+            let out = x1 + down;
+            output out;
+        }
+    }
+}
+
+fn batch(seed: u64) -> (Array2<usize>, Array2<usize>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tokens = Array2::from_shape_simple_fn((3, 6), || rng.random_range(0..11));
+    let next = Array2::from_shape_simple_fn((3, 6), || rng.random_range(0..11));
+    (tokens, next)
+}
+
+/// Every gradient by name, and the loss, after one step with `frozen` frozen.
+fn step(
+    model: &mut TinyGpt<f64>,
+    frozen: impl Fn(&str) -> bool,
+    check_finite: bool,
+) -> (f64, BTreeMap<&'static str, ArrayD<f64>>) {
+    let (tokens, next) = batch(3);
+    let mut ws = model.workspace();
+    ws.freeze(frozen);
+    ws.check_finite(check_finite);
+    let mut grads = model.zero_grads();
+    // Garbage where the step must write zeros.
+    TinyGpt::visit_grads_mut(&mut grads, &mut |_, mut g| g.fill(7.0));
+    let loss = model
+        .loss_and_grad(tokens.view(), next.view(), &mut ws, &mut grads)
+        .expect("a training step");
+    let mut by_name = BTreeMap::new();
+    TinyGpt::visit_grads(&grads, &mut |name, g| {
+        by_name.insert(name, g.to_owned());
+    });
+    (loss, by_name)
+}
+
+fn model() -> TinyGpt<f64> {
+    TinyGpt::new(&mut StdRng::seed_from_u64(8))
+}
+
+/// The gradients of `frozen` parameters are zero, the others those of the unfrozen step,
+/// bit for bit.
+fn assert_frozen(frozen: impl Fn(&str) -> bool + Copy, check_finite: bool) {
+    let (loss, want) = step(&mut model(), |_| false, false);
+    let (frozen_loss, got) = step(&mut model(), frozen, check_finite);
+    assert_eq!(loss.to_bits(), frozen_loss.to_bits());
+    for (name, g) in &got {
+        if frozen(name) {
+            assert!(g.iter().all(|&e| e == 0.0), "`{name}` is frozen: {g}");
+        } else {
+            assert!(
+                g.iter()
+                    .zip(&want[name])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "`{name}`: {g} against {}",
+                want[name]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_frozen_table_tied_to_a_trainable_head_gets_zero_gradients() {
+    // The head's step runs (the layer norm before it is trainable) and would add to the
+    // table's gradient.
+    assert_frozen(|name| name.starts_with("wte."), false);
+}
+
+#[test]
+fn a_frozen_trunk_leaves_the_final_norm_its_gradients() {
+    assert_frozen(|name| !name.starts_with("ln_f."), true);
+}
+
+#[test]
+fn frozen_blocks_between_trainable_layers_pass_gradients_back() {
+    assert_frozen(|name| name.starts_with("h."), true);
+}
+
+#[test]
+fn everything_frozen_gives_zero_gradients_and_the_same_loss() {
+    assert_frozen(|_| true, false);
+}
+
+#[test]
+fn unfreezing_restores_every_gradient() {
+    let (tokens, next) = batch(3);
+    let mut m = model();
+    let mut ws = m.workspace();
+    let mut grads = m.zero_grads();
+    ws.freeze(|name| name.starts_with("h."));
+    m.loss_and_grad(tokens.view(), next.view(), &mut ws, &mut grads)
+        .expect("a frozen step");
+    ws.freeze(|_| false);
+    m.loss_and_grad(tokens.view(), next.view(), &mut ws, &mut grads)
+        .expect("an unfrozen step");
+    let (_, want) = step(&mut model(), |_| false, false);
+    TinyGpt::visit_grads(&grads, &mut |name, g| {
+        assert_eq!(g, want[name].view(), "`{name}`");
+    });
+}
+
+/// Records what the backward pass hands to the data-parallel sink.
+#[derive(Default)]
+struct Recorder(Vec<(usize, Vec<f64>)>);
+
+impl GradSink<f64> for Recorder {
+    fn ready(&mut self, index: usize, grad: &[f64]) {
+        self.0.push((index, grad.to_vec()));
+    }
+}
+
+#[test]
+fn the_sink_receives_every_gradient_once_frozen_ones_as_zeros() {
+    let (tokens, next) = batch(3);
+    let mut m = model();
+    let mut ws = m.workspace();
+    ws.freeze(|name| !name.starts_with("ln_f."));
+    let mut grads = m.zero_grads();
+    let mut sink = Recorder::default();
+    m.loss_and_grad_notify(
+        tokens.view(),
+        next.view(),
+        &mut ws,
+        &mut grads,
+        Some(&mut sink),
+    )
+    .expect("a training step");
+    let mut names = Vec::new();
+    m.visit_params(&mut |name, _| names.push(name));
+    let mut indices: Vec<usize> = sink.0.iter().map(|(i, _)| *i).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..names.len()).collect::<Vec<_>>());
+    for (index, grad) in &sink.0 {
+        let trainable = names[*index].starts_with("ln_f.");
+        assert_eq!(
+            grad.iter().any(|&e| e != 0.0),
+            trainable,
+            "`{}`",
+            names[*index]
+        );
+    }
+}
