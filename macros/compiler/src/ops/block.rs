@@ -144,8 +144,11 @@ impl BlockCall {
                 None => format_ident!("d_{}", graph.nodes[id].name),
             })
         };
-        let (param_names, scalars) = param_names(&graph);
-        let buffer_names = buffer_names(&graph);
+        let BlockState {
+            params: param_names,
+            buffers: buffer_names,
+            scalars,
+        } = block_state(&graph);
         let onnx = crate::emit::onnx_parts(&graph, &fused).map(|parts| {
             let inputs = graph
                 .inputs
@@ -227,32 +230,23 @@ fn locals<const N: usize>(names: [&str; N]) -> [Ident; N] {
     names.map(|n| Ident::new(n, Span::mixed_site()))
 }
 
-/// Each buffer's `state_dict` name within one block.
-fn buffer_names(graph: &Graph) -> Vec<String> {
-    let mut names = Vec::new();
-    for layer in &graph.layers {
-        let node = &graph.nodes[layer.node];
-        let NodeKind::Kernel(k) = &node.kind else {
-            continue;
-        };
-        let inputs: Vec<&ValueInfo> = node.inputs.iter().map(|&i| graph.info(i)).collect();
-        let Some(spec) = k.layer(&inputs) else {
-            continue;
-        };
-        for b in &spec.buffers {
-            names.push(format!("{}.{}", layer.name, b.suffix));
-        }
-        if let Some(n) = &spec.nested {
-            names.extend(n.buffer_names.iter().cloned());
-        }
-    }
-    names
+/// What one block saves, by `state_dict` name within the block.
+struct BlockState {
+    /// Each parameter's name.
+    params: Vec<String>,
+    /// Each buffer's name (running statistics).
+    buffers: Vec<String>,
+    /// The trainable scalars.
+    scalars: usize,
 }
 
-/// Each parameter's `state_dict` name within one block, and the block's trainable scalars.
-fn param_names(graph: &Graph) -> (Vec<String>, usize) {
-    let mut names = Vec::new();
-    let mut scalars = 0;
+/// The parameters and buffers of a block's layers, nested blocks' included, in order.
+fn block_state(graph: &Graph) -> BlockState {
+    let mut state = BlockState {
+        params: Vec::new(),
+        buffers: Vec::new(),
+        scalars: 0,
+    };
     for layer in &graph.layers {
         let node = &graph.nodes[layer.node];
         let NodeKind::Kernel(k) = &node.kind else {
@@ -263,15 +257,19 @@ fn param_names(graph: &Graph) -> (Vec<String>, usize) {
             continue;
         };
         for p in &spec.params {
-            names.push(format!("{}.{}", layer.name, p.suffix));
-            scalars += p.dims.iter().product::<usize>();
+            state.params.push(format!("{}.{}", layer.name, p.suffix));
+            state.scalars += p.dims.iter().product::<usize>();
+        }
+        for b in &spec.buffers {
+            state.buffers.push(format!("{}.{}", layer.name, b.suffix));
         }
         if let Some(n) = &spec.nested {
-            names.extend(n.param_names.iter().cloned());
-            scalars += n.scalars;
+            state.params.extend(n.param_names.iter().cloned());
+            state.buffers.extend(n.buffer_names.iter().cloned());
+            state.scalars += n.scalars;
         }
     }
-    (names, scalars)
+    state
 }
 
 impl Kernel for BlockCall {
