@@ -117,6 +117,18 @@ fn blocks_with_batch_norm_in_training_mode() {
     for ((name, v), old) in buffers.iter().zip(&before) {
         assert_ne!(v, old, "training updates `{name}`");
     }
+    // The blocks' statistics are saved and loaded with the weights.
+    let path = std::env::temp_dir().join(format!(
+        "kiln-normed-stack-{}.safetensors",
+        std::process::id()
+    ));
+    kiln::io::save(&after, &path).expect("save");
+    let mut loaded = NormedStack::<f64>::new(&mut rng);
+    kiln::io::load(&mut loaded, &path).expect("load");
+    std::fs::remove_file(&path).ok();
+    let mut reloaded = Vec::new();
+    loaded.visit_buffers(&mut |_, v| reloaded.push(v.to_owned()));
+    assert!(buffers.iter().map(|(_, v)| v).eq(reloaded.iter()));
 }
 
 kiln::model! {

@@ -2611,7 +2611,7 @@ impl Gen {
         };
         let mut cur = 0;
         for _ in 0..inner.rng.random_range(1..=3) {
-            cur = match inner.rng.random_range(0..5) {
+            cur = match inner.rng.random_range(0..6) {
                 0 => inner.push(
                     shape.clone(),
                     Op::Linear {
@@ -2622,6 +2622,9 @@ impl Gen {
                 ),
                 1 => inner.layer_norm(cur),
                 2 => inner.push(shape.clone(), Op::Dropout { x: cur, p: 0.25 }),
+                // Batch norm's channels are dim 1, which must be a number.
+                3 if shape[1].sym.is_none() => inner.batch_norm(cur),
+                3 => inner.layer_norm(cur),
                 _ => {
                     let e = inner.unary(Expr::Val(cur));
                     inner.push(shape.clone(), Op::Point(e))

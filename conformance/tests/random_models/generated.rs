@@ -36,8 +36,8 @@ kiln::model! {
         loss cross_entropy(pred, y);
 
         block Blk0(x) {
-            let u1 = softplus(x);
-            let u2 = tanh(u1);
+            let u1 = layer_norm(x);
+            let u2 = rms_norm(u1, eps = 1e-5);
             let u3 = x + tanh(u2);
             output u3;
         }
@@ -457,10 +457,10 @@ kiln::model! {
         loss nll(log_softmax(pred), y);
 
         block Blk0(x) {
-            let u1 = x * sigmoid(x);
-            let u2 = u1 - 0.1;
-            let u3 = layer_norm(u2);
-            let u4 = x + u3;
+            let u1 = layer_norm(x);
+            let u2 = layer_norm(u1);
+            let u3 = layer_norm(u2, eps = 0.0001);
+            let u4 = x + tanh(u3);
             output u4;
         }
     }
@@ -641,8 +641,8 @@ kiln::model! {
         loss mse(pred, y);
 
         block Blk0(x) {
-            let u1 = exp(tanh(x));
-            let u2 = u1 / 0.5;
+            let u1 = batch_norm(x, affine = false, momentum = 0.05);
+            let u2 = u1 - 0.25;
             let u3 = x + tanh(u2);
             output u3;
         }
@@ -796,15 +796,15 @@ kiln::model! {
         }
 
         block Blk1(x) {
-            let u1 = linear(x, 12);
-            let u2 = tanh(u1);
-            let u3 = linear(u2, 12);
+            let u1 = rms_norm(x);
+            let u2 = linear(u1, 12);
+            let u3 = dropout(u2, 0.25);
             let u4 = x + u3;
             output u4;
         }
     }
 }
-runner! { R42, float 2, no_lengths, labels 1, unseeded, [v3] }
+runner! { R42, float 2, no_lengths, labels 1, seeded, [v3] }
 
 kiln::model! {
     struct R43 {
@@ -1055,13 +1055,13 @@ kiln::model! {
         block Blk0(x) {
             let u1 = x * sigmoid(x);
             let u2 = u1 / 2.0;
-            let u3 = dropout(u2, 0.25);
+            let u3 = batch_norm(u2, eps = 0.001);
             let u4 = x + u3;
             output u4;
         }
     }
 }
-runner! { R57, float 2, no_lengths, values 2, seeded, [] }
+runner! { R57, float 2, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R58 {
@@ -1147,13 +1147,13 @@ kiln::model! {
         loss mse(pred, y);
 
         block Blk0(x) {
-            let u1 = dropout(x, 0.25);
+            let u1 = layer_norm(x, eps = 0.0001);
             let u2 = x + tanh(u1);
             output u2;
         }
     }
 }
-runner! { R62, tokens 2, no_lengths, values 3, seeded, [v5] }
+runner! { R62, tokens 2, no_lengths, values 3, unseeded, [v5] }
 
 kiln::model! {
     struct R63 {
@@ -1498,7 +1498,7 @@ kiln::model! {
         block Blk0(x) {
             let u1 = layer_norm(x);
             let u2 = dropout(u1, 0.25);
-            let u3 = dropout(u2, 0.25);
+            let u3 = batch_norm(u2, eps = 0.001);
             let u4 = x + tanh(u3);
             output u4;
         }
@@ -1630,13 +1630,13 @@ kiln::model! {
         block Blk0(x) {
             let u1 = leaky_relu(x, 0.2);
             let u2 = sqrt((square(u1) + 0.1)) * x;
-            let u3 = dropout(u2, 0.25);
+            let u3 = batch_norm(u2);
             let u4 = x + u3;
             output u4;
         }
     }
 }
-runner! { R91, tokens 2, lengths, values 3, seeded, [v2] }
+runner! { R91, tokens 2, lengths, values 3, unseeded, [v2] }
 
 kiln::model! {
     struct R92 {
@@ -1839,10 +1839,10 @@ kiln::model! {
         loss cross_entropy(pred, y, label_smoothing = 0.1);
 
         block Blk0(x) {
-            let u1 = linear(x, 2);
-            let u2 = linear(u1, 2);
-            let u3 = u2 - 0.75;
-            let u4 = x + u3;
+            let u1 = leaky_relu(x, 0.2);
+            let u2 = leaky_relu(u1, 0.2);
+            let u3 = u2 / 0.25;
+            let u4 = x + tanh(u3);
             output u4;
         }
     }
@@ -1918,14 +1918,14 @@ kiln::model! {
 
         block Blk0(x) {
             let u1 = linear(x, 3);
-            let u2 = dropout(u1, 0.25);
-            let u3 = leaky_relu(u2, 0.2);
+            let u2 = rms_norm(u1);
+            let u3 = linear(u2, 3);
             let u4 = x + u3;
             output u4;
         }
     }
 }
-runner! { R252, float 3, no_lengths, labels 2, seeded, [v1] }
+runner! { R252, float 3, no_lengths, labels 2, unseeded, [v1] }
 decoder! { R252, float 3, [v1] }
 
 kiln::model! {

@@ -884,7 +884,10 @@ impl Interp<'_> {
                             train: self.train,
                             blocks: self.blocks,
                         };
-                        inner.body(&def.body, &prefix, Some(cur), None)
+                        let out = inner.body(&def.body, &prefix, Some(cur), None);
+                        // The block's running statistics, updated under its own generator.
+                        self.updated.borrow_mut().extend(inner.updated.into_inner());
+                        out
                     } else {
                         self.body(&def.body, &prefix, Some(cur), None)
                     };
