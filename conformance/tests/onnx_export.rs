@@ -773,6 +773,43 @@ fn attention_blocks_match() {
 }
 
 kiln::model! {
+    /// Batch norm inside repeated blocks: each block's running statistics are its own.
+    struct NormedBlocks {
+        input x: [B, 6];
+        let h = Stage(x, repeat = 2);
+        let pred = linear(h, 3);
+        output pred;
+
+        block Stage(x) {
+            let z = linear(x, 6);
+            let n = batch_norm(z);
+            let out = x + tanh(n);
+            output out;
+        }
+    }
+}
+
+#[test]
+fn blocks_with_batch_norm_match() {
+    let mut rng = rng();
+    let mut model = NormedBlocks::<f64>::new(&mut rng);
+    model.visit_buffers_mut(&mut |name, mut v| {
+        for e in v.iter_mut() {
+            *e = if name.ends_with("running_var") {
+                rng.random_range(0.5..1.5)
+            } else {
+                rng.random_range(-0.5..0.5)
+            };
+        }
+    });
+    let x = random(&mut rng, &[4, 6]);
+    let pred = model
+        .forward(x.view().into_dimensionality().unwrap())
+        .expect("forward");
+    check("normed_blocks", &model, &[Feed::Float(x)], &[dyn_f(pred)]);
+}
+
+kiln::model! {
     /// Cross-attention over a padded memory, without biases, and self-attention with lengths.
     struct Cross {
         input x: [B, T, 8];
