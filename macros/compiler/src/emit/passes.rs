@@ -640,6 +640,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
             NodeKind::Kernel(k) => {
                 let (mut params, mut param_grads, mut param_grads_accumulate) =
                     (Vec::new(), Vec::new(), Vec::new());
+                let mut param_trainable = Vec::new();
                 let lent = node.tied.map(|t| (t, 1));
                 let own = node.layer.map(|l| (l, cx.layers[l].params.len()));
                 for ((l, count), &accumulate) in
@@ -649,6 +650,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
                     params.extend(layer_locals(cx, l, "").into_iter().take(count));
                     param_grads.extend(layer_locals(cx, l, "d_").into_iter().take(count));
                     param_grads_accumulate.extend(std::iter::repeat_n(accumulate, count));
+                    param_trainable.extend(std::iter::repeat_n(quote!(ws.trainable[#l]), count));
                 }
                 let (dout, len) = (cx.adjoint_field(id), cx.node_len(id));
                 k.backward(&BackwardCx {
@@ -660,6 +662,7 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
                     params,
                     param_grads,
                     param_grads_accumulate,
+                    param_trainable,
                     scratch: scratch_slices(cx, id),
                     state: {
                         let f = cx.state_field(id);

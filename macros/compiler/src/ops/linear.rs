@@ -222,14 +222,26 @@ impl Kernel for Linear {
             &cx.param_grads[0],
             cx.param_grads_accumulate[0],
         );
-        let mut code = quote! {
+        // A frozen layer's step runs only to pass the gradient back: its own gradients (the
+        // weight's product) are skipped. A tied weight is the lender's, trainable or not on
+        // its own.
+        let trains_w = &cx.param_trainable[0];
+        let weight = quote! {
             ::kiln::kernels::linear::linear_backward_weight(#xd, #dy, #rows, #inf, #out, #dw, #dw_acc);
         };
-        if let Some(db) = cx.param_grads.get(1) {
-            code.extend(quote! {
-                ::kiln::kernels::linear::linear_backward_bias(#dy, #rows, #out, #db, false);
-            });
-        }
+        let mut code = match (cx.param_grads.get(1), cx.param_trainable.get(1)) {
+            (Some(db), Some(trains_b)) => {
+                let bias = quote! {
+                    ::kiln::kernels::linear::linear_backward_bias(#dy, #rows, #out, #db, false);
+                };
+                if trains_b.to_string() == trains_w.to_string() {
+                    quote! { if #trains_w { #weight #bias } }
+                } else {
+                    quote! { if #trains_w { #weight } if #trains_b { #bias } }
+                }
+            }
+            _ => quote! { if #trains_w { #weight } },
+        };
         if let Some(dx) = &cx.d_inputs[0] {
             let (dxd, acc) = (&dx.data, dx.accumulate);
             code.extend(quote! {

@@ -257,6 +257,10 @@ pub struct BackwardCx {
     /// parameter (an output head reusing an embedding table) has two uses: the later step in
     /// backward order adds to what the first wrote.
     pub param_grads_accumulate: Vec<bool>,
+    /// Per parameter gradient: the run-time condition under which its layer is trainable
+    /// (`ws.trainable[2]`). An op may skip a gradient whose layer is frozen: the backward
+    /// pass zeroes frozen layers' gradients after their last step.
+    pub param_trainable: Vec<TokenStream>,
     /// The op's scratch buffers as `&mut [F]` (what the training forward saved in them).
     pub scratch: Vec<TokenStream>,
     /// The op's [`Kernel::state`] as a place (`ws.h_state`).
