@@ -742,10 +742,10 @@ fn check_graph<M64: Runner<f64>, M32: Runner<f32>>(g: &Graph) -> Result<Outcome,
 }
 
 /// The workspace's `freeze`: with a random choice of the model's layers frozen (each with
-/// even odds), the training step's loss and the other layers' gradients are the same bits as
-/// without (the backward steps it skips feed no trainable layer), and the frozen layers'
-/// gradients are zero, whether their steps were skipped or ran for a trainable layer before
-/// them.
+/// even odds; inside a repeated block, each repetition's layers on their own), the training
+/// step's loss and the other layers' gradients are the same bits as without (the backward
+/// steps it skips feed no trainable layer), and the frozen layers' gradients are zero,
+/// whether their steps were skipped or ran for a trainable layer before them.
 fn check_frozen<M: Runner<f64>>(
     g: &Graph,
     before: &M,
@@ -754,7 +754,17 @@ fn check_frozen<M: Runner<f64>>(
     grads: &M::Grads,
     loss: f64,
 ) -> Result<(), String> {
-    let layer = |name: &str| name.split('.').next().unwrap_or(name).to_string();
+    // What freezes as one: a top-level layer (`v3`), or a layer inside one repetition of a
+    // block (`v2.1.u1`), which freezes inside the block's own backward pass.
+    let layer = |name: &str| {
+        let parts: Vec<&str> = name.split('.').collect();
+        let depth = if parts.len() > 3 && parts[1].parse::<usize>().is_ok() {
+            3
+        } else {
+            1
+        };
+        parts[..depth].join(".")
+    };
     let mut layers: Vec<String> = Vec::new();
     before.visit_params(&mut |name, _| {
         if !layers.contains(&layer(name)) {

@@ -111,6 +111,16 @@ fn frozen_blocks_between_trainable_layers_pass_gradients_back() {
 }
 
 #[test]
+fn parts_of_blocks_freeze_inside_each_block() {
+    // Every block's attention, and the second block's first MLP layer: the blocks' own
+    // backward passes skip and zero them.
+    assert_frozen(
+        |name| name.contains(".attn.") || name.starts_with("h.1.up."),
+        true,
+    );
+}
+
+#[test]
 fn everything_frozen_gives_zero_gradients_and_the_same_loss() {
     assert_frozen(|_| true, false);
 }

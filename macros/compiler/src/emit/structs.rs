@@ -215,7 +215,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             match names.as_slice() {
                 [] => quote!(false),
                 [one] => quote!(!frozen(#one)),
-                _ => quote!(![#(#names),*].into_iter().all(&frozen)),
+                _ => quote!(![#(#names),*].into_iter().all(frozen)),
             }
         })
         .collect();
@@ -224,6 +224,20 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     } else {
         quote!()
     };
+    // Blocks' own buffers learn which of their parameters are frozen, under their names in
+    // this model (`h.0.attn.in_proj_weight`).
+    let freeze_states: Vec<TokenStream> = cx
+        .plan
+        .values
+        .iter()
+        .filter_map(|&id| match &g.nodes[id].kind {
+            NodeKind::Kernel(k) => k.freeze_state(&{
+                let f = cx.state_field(id);
+                quote!(self.#f)
+            }),
+            _ => None,
+        })
+        .collect();
     let bind = cx.bind_dims(quote!(dims));
     let allow_unused_dims = if nsym == 0 {
         quote!(#[allow(unused_variables)])
@@ -268,6 +282,14 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         impl<F: ::kiln::Float> #bufs<F> {
             fn new() -> Self {
                 Self { dims: [0; #nsym], check_finite: false, trainable: [true; #nlayers], #rng_init #(#state_inits)* #(#all_fields: ::std::vec::Vec::new(),)* }
+            }
+
+            /// Which layers the backward pass computes gradients for (see the workspace's
+            /// `freeze`).
+            #allow_unused_filter
+            fn freeze(&mut self, frozen: &dyn Fn(&str) -> bool) {
+                self.trainable = [#(#layer_trainable),*];
+                #(#freeze_states)*
             }
 
             /// Sizes the buffers for `dims`: the forward values, with `loss` the values up
@@ -318,9 +340,8 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             /// its gradients. The trainable layers'
             /// gradients are the same bits as without freezing. `freeze(|_| false)` makes
             /// every layer trainable again.
-            #allow_unused_filter
             pub fn freeze(&mut self, frozen: impl Fn(&str) -> bool) {
-                self.buffers.trainable = [#(#layer_trainable),*];
+                self.buffers.freeze(&frozen);
             }
 
             #reseed

@@ -514,6 +514,27 @@ impl Kernel for BlockCall {
             quote!(::std::vec::Vec::new()),
         ))
     }
+    fn freeze_state(&self, state: &TokenStream) -> Option<TokenStream> {
+        let (bufs, n, binding) = (self.buffers_ty(), self.count(), &self.binding);
+        let [states, i, block, name] = locals(["states", "i", "block", "name"]);
+        // One application is named like a layer (`h.ln.weight`), several by index.
+        let full_name = if self.repeat.is_some() {
+            let pattern = format!("{binding}.{{}}.{{}}");
+            quote!(&::std::format!(#pattern, #i, #name))
+        } else {
+            let pattern = format!("{binding}.{{}}");
+            quote!(&::std::format!(#pattern, #name))
+        };
+        Some(quote! {
+            let #states = &mut #state;
+            if #states.len() < #n {
+                #states.resize_with(#n, #bufs::new);
+            }
+            for (#i, #block) in #states.iter_mut().enumerate() {
+                #block.freeze(&|#name: &str| frozen(#full_name));
+            }
+        })
+    }
     fn items(&self) -> TokenStream {
         self.with(|c| c.items.clone()).unwrap_or_default()
     }

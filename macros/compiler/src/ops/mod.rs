@@ -423,6 +423,13 @@ pub trait Kernel {
     fn state(&self) -> Option<(TokenStream, TokenStream)> {
         None
     }
+    /// Statements handing the workspace's frozen-parameter filter (`frozen`, a
+    /// `&dyn Fn(&str) -> bool` over this model's parameter names) to the op's
+    /// [`Kernel::state`], at `state` (`self.h_state`): a block's buffers then skip the frozen
+    /// parts of its backward pass.
+    fn freeze_state(&self, _state: &TokenStream) -> Option<TokenStream> {
+        None
+    }
     /// How the op takes part in incremental decoding (`forward_cached`, see
     /// `emit::decode`), given its input types. The default, [`Decoding::Unsupported`], keeps
     /// every model holding the op from having `forward_cached`.
