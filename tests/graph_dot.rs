@@ -119,7 +119,7 @@ fn summary_counts_running_statistics_as_non_trainable() {
     );
     let summary = model.summary();
     // Running mean and variance of 5 features: once at the top, once in each of two blocks.
-    assert_eq!(summary.non_trainable, 3 * 2 * 5);
+    assert_eq!(summary.buffers, 3 * 2 * 5);
     assert_eq!(summary.trainable_params(), model.num_params());
     let text = summary.to_string();
     let total = model.num_params() + 30;
@@ -128,4 +128,24 @@ fn summary_counts_running_statistics_as_non_trainable() {
         model.num_params()
     );
     assert!(text.ends_with(&want), "{text}");
+}
+
+/// Frozen parameters (an optimizer's `freeze`, which `Trainer` reports in its summary) count
+/// as non-trainable, as Keras counts a layer whose `trainable` is off.
+#[test]
+fn summary_counts_frozen_parameters_as_non_trainable() {
+    let model = Normed::<f32>::new(
+        &mut <kiln::rand::rngs::StdRng as kiln::rand::SeedableRng>::seed_from_u64(0),
+    );
+    let frozen = kiln::optim::ParamFilter::new(|name, _| name.starts_with("z."));
+    let summary = model.summary().with_frozen(&model, &frozen);
+    // `z`: a 6 -> 5 linear layer.
+    assert_eq!(summary.frozen, 6 * 5 + 5);
+    assert_eq!(summary.trainable_params(), model.num_params() - 35);
+    assert_eq!(summary.non_trainable_params(), 30 + 35);
+    assert_eq!(summary.total_params(), model.num_params() + 30);
+    assert!(summary.to_string().ends_with(&format!(
+        "Trainable params: {}\nNon-trainable params: 65",
+        model.num_params() - 35
+    )));
 }

@@ -77,7 +77,7 @@ impl Model<f32> for Manual {
             model: "Manual",
             dtype: "f32",
             rows: Vec::new(),
-            non_trainable: 0,
+            ..Default::default()
         }
     }
     fn graph(&self) -> &'static str {

@@ -260,7 +260,7 @@ fn replace_element<M: Model<f64>>(model: &mut M, target: usize, element: usize, 
 /// #     }
 /// #     fn zero_grads(&self) -> Array1<f64> { Array1::zeros(self.w.len()) }
 /// #     fn num_params(&self) -> usize { self.w.len() }
-/// #     fn summary(&self) -> Summary { Summary { model: "Quad", dtype: "f64", rows: vec![], non_trainable: 0 } }
+/// #     fn summary(&self) -> Summary { Summary { model: "Quad", dtype: "f64", ..Default::default() } }
 /// #     fn graph(&self) -> &'static str { "" }
 /// # }
 /// // loss = Σ w², so the gradient is 2w.

@@ -104,8 +104,21 @@ pub struct SummaryRow {
     pub params: usize,
 }
 
-/// A Keras-style model summary. `Display` prints it as a table.
-#[derive(Clone, Debug, PartialEq)]
+/// A Keras-style model summary. `Display` prints it as a table, then Keras' three totals.
+///
+/// A model written by hand fills in what it has and leaves the counts to `Default`:
+///
+/// ```
+/// use kiln_runtime::{Summary, SummaryRow};
+/// let summary = Summary {
+///     model: "Tiny",
+///     dtype: "f32",
+///     rows: vec![SummaryRow { name: "fc", op: "linear", output_shape: "[B, 2]", params: 10 }],
+///     ..Default::default()
+/// };
+/// assert_eq!(summary.total_params(), 10);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Summary {
     /// The model's name.
     pub model: &'static str,
@@ -115,19 +128,48 @@ pub struct Summary {
     pub rows: Vec<SummaryRow>,
     /// Scalars saved with the model but not trained: its buffers (batch norm's running
     /// statistics), which Keras counts as non-trainable parameters.
-    pub non_trainable: usize,
+    pub buffers: usize,
+    /// Parameter scalars frozen for training (an optimizer's `freeze`, set by `Trainer`),
+    /// which Keras counts as non-trainable once a layer's `trainable` is off.
+    pub frozen: usize,
 }
 
 impl Summary {
-    /// The number of trainable scalars: the rows' parameters.
+    /// The number of scalars training changes: the rows' parameters but the frozen ones.
     pub fn trainable_params(&self) -> usize {
+        self.rows.iter().map(|r| r.params).sum::<usize>() - self.frozen.min(self.params())
+    }
+
+    /// The scalars training leaves alone: buffers and frozen parameters.
+    pub fn non_trainable_params(&self) -> usize {
+        self.buffers + self.frozen.min(self.params())
+    }
+
+    /// Every scalar the model saves, as Keras counts its "Total params": the parameters and
+    /// the buffers.
+    pub fn total_params(&self) -> usize {
+        self.params() + self.buffers
+    }
+
+    fn params(&self) -> usize {
         self.rows.iter().map(|r| r.params).sum()
     }
 
-    /// Every scalar the model saves, as Keras counts its "Total params": the trainable ones
-    /// and the [`Summary::non_trainable`] buffers.
-    pub fn total_params(&self) -> usize {
-        self.trainable_params() + self.non_trainable
+    /// The summary with the parameters of `model` that `frozen` chooses counted as frozen
+    /// (non-trainable), as `Trainer` prints it for an optimizer that freezes them:
+    /// `model.summary().with_frozen(&model, &frozen)`.
+    pub fn with_frozen<F: Float, M: Model<F>>(
+        mut self,
+        model: &M,
+        frozen: &crate::optim::ParamFilter,
+    ) -> Self {
+        self.frozen = 0;
+        model.visit_params(&mut |name, p| {
+            if frozen.chooses(name, p.shape()) {
+                self.frozen += p.len();
+            }
+        });
+        self
     }
 }
 
@@ -198,7 +240,7 @@ impl fmt::Display for Summary {
         write!(
             f,
             "Non-trainable params: {}",
-            group_thousands(self.non_trainable)
+            group_thousands(self.non_trainable_params())
         )
     }
 }
@@ -226,12 +268,13 @@ mod tests {
                     params: 100_480,
                 },
             ],
-            non_trainable: 256,
+            buffers: 256,
+            frozen: 480,
         };
         let text = s.to_string();
         assert!(
             text.ends_with(
-                "Total params: 100,736\nTrainable params: 100,480\nNon-trainable params: 256"
+                "Total params: 100,736\nTrainable params: 100,000\nNon-trainable params: 736"
             ),
             "{text}"
         );

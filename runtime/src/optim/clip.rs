@@ -143,7 +143,7 @@ mod tests {
                 model: "Two",
                 dtype: "f32",
                 rows: Vec::new(),
-                non_trainable: 0,
+                ..Default::default()
             }
         }
         fn graph(&self) -> &'static str {

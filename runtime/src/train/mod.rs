@@ -278,7 +278,7 @@ impl<'a, F: Float> Trainer<'a, F> {
     /// #     fn visit_params_with_grads(&mut self, _: &(), _: &mut dyn FnMut(usize, &mut [f32], &[f32])) {}
     /// #     fn zero_grads(&self) {}
     /// #     fn num_params(&self) -> usize { 0 }
-    /// #     fn summary(&self) -> Summary { Summary { model: "Sign", dtype: "f32", rows: vec![], non_trainable: 0 } }
+    /// #     fn summary(&self) -> Summary { Summary { model: "Sign", dtype: "f32", ..Default::default() } }
     /// #     fn graph(&self) -> &'static str { "" }
     /// # }
     /// # impl Supervised<f32> for Sign {
@@ -1305,7 +1305,7 @@ impl<'a, F: Float> Trainer<'a, F> {
     {
         let fresh_early = self.early_stopping.clone();
         let Some(dir) = &self.resume_from else {
-            reporter.println(model.summary().to_string());
+            reporter.println(summary_for(model, &*optimizer).to_string());
             let mut state = Checkpoint::new(
                 optimizer
                     .export_state()
@@ -1373,7 +1373,7 @@ impl<'a, F: Float> Trainer<'a, F> {
             (Some(_), None) => Some(Weights::default()),
             (None, _) => None,
         };
-        reporter.println(model.summary().to_string());
+        reporter.println(summary_for(model, &*optimizer).to_string());
         reporter.println(format!(
             "Resuming from {} after epoch {} ({} optimizer steps)",
             dir.display(),
@@ -1609,5 +1609,16 @@ fn check_compatible<F: Float, M: Supervised<F>>(
              target with `classes`"
         )),
         _ => Ok(()),
+    }
+}
+
+/// The model's summary, the parameters `optimizer` freezes counted as non-trainable.
+fn summary_for<F: Float, M: Model<F>, O: crate::Optimizer<F> + ?Sized>(
+    model: &M,
+    optimizer: &O,
+) -> crate::Summary {
+    match optimizer.frozen() {
+        Some(freeze) => model.summary().with_frozen(model, &freeze),
+        None => model.summary(),
     }
 }

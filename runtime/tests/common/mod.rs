@@ -180,7 +180,7 @@ impl<F: Float> Model<F> for Tiny<F> {
                 output_shape: "[B, 2]",
                 params: 8,
             }],
-            non_trainable: 0,
+            ..Default::default()
         }
     }
 

@@ -192,7 +192,7 @@ impl<F: Float> Model<F> for Net<F> {
             model: "Net",
             dtype: F::NAME,
             rows: vec![],
-            non_trainable: 0,
+            ..Default::default()
         }
     }
 

@@ -260,11 +260,12 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                     model: #model_name,
                     dtype: F::NAME,
                     rows: ::std::vec![#(#rows),*],
-                    non_trainable: {
+                    buffers: {
                         let mut buffers = 0;
                         ::kiln::Model::<F>::visit_buffers(self, &mut |_, b| buffers += b.len());
                         buffers
                     },
+                    frozen: 0,
                 }
             }
 

@@ -224,7 +224,7 @@ fn trait_impls(
                     model: #model_name,
                     dtype: "",
                     rows: ::std::vec::Vec::new(),
-                    non_trainable: 0,
+                    ..::core::default::Default::default()
                 }
             }
 
