@@ -1736,8 +1736,9 @@ fn forward_samples<F: Float>(
 
 /// The VJPs of [`conv2d_forward`] given the output adjoint `dy` (`[N, O, out_h, out_w]`):
 ///
-/// - `dweight` (`[O, C/G, kh, kw]`) is OVERWRITTEN with `Σ_n dy_n · cols_nᵀ` (a layer is
-///   used once, so its gradient is never accumulated);
+/// - `dweight` (`[O, C/G, kh, kw]`), if given, is OVERWRITTEN with `Σ_n dy_n · cols_nᵀ` (a
+///   layer is used once, so its gradient is never accumulated); a frozen layer's is not
+///   given, and not computed;
 /// - `dbias` (`[O]`), if given, is OVERWRITTEN with the sums of `dy` over batch and space;
 /// - `dx`, if given as `(buffer, accumulate)`, gets `col2im(Wᵀ · dy_n)` per sample, written or
 ///   (`accumulate`) added.
@@ -1757,7 +1758,7 @@ pub fn conv2d_backward<F: Float>(
     dy: &[F],
     weight: &[F],
     g: &Conv2dGeometry,
-    dweight: &mut [F],
+    dweight: Option<&mut [F]>,
     dbias: Option<&mut [F]>,
     dx: Option<(&mut [F], bool)>,
     cols: &mut [F],
@@ -1781,7 +1782,7 @@ pub fn conv2d_backward<F: Float>(
 
 /// The VJPs of [`conv_transpose2d_forward`] given the output adjoint `dy` (`[N, out_channels,
 /// out_h, out_w]`), with the same contract as [`conv2d_backward`]: `dweight` (`[in_channels,
-/// out_channels/G, kh, kw]`) and `dbias` (`[out_channels]`) are OVERWRITTEN, `dx` (`[N,
+/// out_channels/G, kh, kw]`) and `dbias` (`[out_channels]`), if given, are OVERWRITTEN, `dx` (`[N,
 /// in_channels, in_h, in_w]`, the convolution of `dy`) is written or (`accumulate`) added.
 /// `cols` is scratch of at least [`g.scratch_len()`](ConvTranspose2dGeometry::scratch_len)
 /// elements. Results do not depend on the thread count.
@@ -1794,7 +1795,7 @@ pub fn conv_transpose2d_backward<F: Float>(
     dy: &[F],
     weight: &[F],
     g: &ConvTranspose2dGeometry,
-    dweight: &mut [F],
+    dweight: Option<&mut [F]>,
     dbias: Option<&mut [F]>,
     dx: Option<(&mut [F], bool)>,
     cols: &mut [F],
@@ -1824,13 +1825,15 @@ fn run_backward<F: Float>(
     x: &[F],
     dy: &[F],
     weight: &[F],
-    dweight: &mut [F],
+    dweight: Option<&mut [F]>,
     dbias: Option<&mut [F]>,
     mut dx: Option<(&mut [F], bool)>,
     cols: &mut [F],
 ) {
     check_len(what, "weight", weight.len(), plan.conv.weight_len());
-    check_len(what, "dweight", dweight.len(), plan.conv.weight_len());
+    if let Some(dw) = dweight.as_deref() {
+        check_len(what, "dweight", dw.len(), plan.conv.weight_len());
+    }
     check_cols(what, cols.len(), plan);
     if let Some(db) = dbias.as_deref() {
         check_len(what, "dbias", db.len(), plan.y_channels());
@@ -1860,8 +1863,8 @@ fn run_backward<F: Float>(
     let (w, o) = (plan.conv.weight_len(), plan.y_channels());
     let partials = &mut rest[..(chunks - 1) * (w + o)];
     let (in_sample, out_sample) = (plan.x_sample(), plan.y_sample());
-    let with_bias = dbias.is_some();
-    let (dweight, dbias) = (SharedMut::new(dweight), dbias.map(SharedMut::new));
+    let (with_weight, with_bias) = (dweight.is_some(), dbias.is_some());
+    let (dweight, dbias) = (dweight.map(SharedMut::new), dbias.map(SharedMut::new));
     let (partials, dx) = (SharedMut::new(partials), dx.map(SharedMut::new));
     let cols = [SharedMut::new(cols_a), SharedMut::new(cols_b)];
     let run_chunk = |chunk: usize, thread: usize| {
@@ -1873,12 +1876,15 @@ fn run_backward<F: Float>(
         // thread uses its own `cols`, one chunk at a time.
         let (dw, db, dx_c, cols) = unsafe {
             let (dw, db) = if chunk == 0 {
-                (dweight.range(0..w), dbias.as_ref().map(|d| d.range(0..o)))
+                (
+                    dweight.as_ref().map(|d| d.range(0..w)),
+                    dbias.as_ref().map(|d| d.range(0..o)),
+                )
             } else {
                 let (dw, db) = partials
                     .range((chunk - 1) * (w + o)..chunk * (w + o))
                     .split_at_mut(w);
-                (dw, with_bias.then_some(db))
+                (with_weight.then_some(dw), with_bias.then_some(db))
             };
             let dx_c = dx.as_ref().map(|d| d.range(inputs.clone()));
             (dw, db, dx_c, cols[thread].range(0..sample))
@@ -1894,16 +1900,18 @@ fn run_backward<F: Float>(
     }
     // The chunks' sums, added in chunk order whichever thread computed them.
     // SAFETY: every chunk is done; these are the only live references.
-    let (dweight, mut dbias, partials) = unsafe {
+    let (mut dweight, mut dbias, partials) = unsafe {
         (
-            dweight.range(0..w),
+            dweight.map(|d| d.range(0..w)),
             dbias.map(|d| d.range(0..o)),
             partials.range(0..(chunks - 1) * (w + o)),
         )
     };
     for partial in partials.chunks_exact(w + o) {
-        for (total, &part) in dweight.iter_mut().zip(&partial[..w]) {
-            *total += part;
+        if let Some(dw) = dweight.as_deref_mut() {
+            for (total, &part) in dw.iter_mut().zip(&partial[..w]) {
+                *total += part;
+            }
         }
         if let Some(db) = dbias.as_deref_mut() {
             for (total, &part) in db.iter_mut().zip(&partial[w..]) {
@@ -1913,7 +1921,7 @@ fn run_backward<F: Float>(
     }
 }
 
-/// The backward pass on one thread, sample by sample: `dweight` and `dbias` are overwritten
+/// The backward pass on one thread, sample by sample: `dweight` and `dbias`, when given, are overwritten
 /// with this batch's sums, `dx` (already cleared or holding what to accumulate onto) gets
 /// each sample's input gradient added, or written over it with `overwrite_dx` (only where
 /// [`Plan::input_grad_writes_whole`]).
@@ -1923,7 +1931,7 @@ fn backward_samples<F: Float>(
     x: &[F],
     dy: &[F],
     weight: &[F],
-    dweight: &mut [F],
+    mut dweight: Option<&mut [F]>,
     mut dbias: Option<&mut [F]>,
     mut dx: Option<&mut [F]>,
     overwrite_dx: bool,
@@ -1931,7 +1939,9 @@ fn backward_samples<F: Float>(
 ) {
     // The sum over the batch starts from the first sample's product (beta = 0), so an empty
     // batch must clear the gradient itself.
-    dweight.fill(F::ZERO);
+    if let Some(dw) = dweight.as_deref_mut() {
+        dw.fill(F::ZERO);
+    }
     if let Some(db) = dbias.as_deref_mut() {
         db.fill(F::ZERO);
     }
@@ -1951,7 +1961,9 @@ fn backward_samples<F: Float>(
         } else {
             (x_s, dy_s)
         };
-        conv_weight_grad_sample(plan, conv_in, conv_out, dweight, beta, cols);
+        if let Some(dw) = dweight.as_deref_mut() {
+            conv_weight_grad_sample(plan, conv_in, conv_out, dw, beta, cols);
+        }
         if let Some(db) = dbias.as_deref_mut() {
             for (acc, plane) in db.iter_mut().zip(dy_s.chunks_exact(plane)) {
                 *acc += sum_lanes(plane);
@@ -1960,7 +1972,8 @@ fn backward_samples<F: Float>(
         if let Some(dx) = dx.as_deref_mut() {
             let dx_s = &mut dx[s * in_sample..(s + 1) * in_sample];
             if plan.transposed {
-                let shared = plan.shares_columns();
+                // The weight gradient's columns are `dy`'s unfolded, when it was taken.
+                let shared = plan.shares_columns() && dweight.is_some();
                 conv_sample_with(plan, dy_s, weight, dx_s, dx_beta, cols, shared);
             } else {
                 conv_input_grad_sample(plan, dy_s, weight, dx_s, dx_beta, cols);
@@ -2213,13 +2226,31 @@ mod tests {
             // dweight and dbias are overwritten whatever they held.
             let mut dw = vec![f64::NAN; g.weight_len()];
             let mut db = vec![f64::NAN; g.out_channels];
-            conv2d_backward(&x0, &r, &w0, g, &mut dw, Some(&mut db), None, &mut cols);
+            conv2d_backward(
+                &x0,
+                &r,
+                &w0,
+                g,
+                Some(&mut dw),
+                Some(&mut db),
+                None,
+                &mut cols,
+            );
             assert_close(&dw, &num_w, rtol, atol, &format!("dW {g:?}"));
             assert_close(&db, &num_b, rtol, atol, &format!("db {g:?}"));
 
             check_both_modes(&num_x, rtol, atol, &format!("dx {g:?}"), |dx, acc| {
                 let mut dw = vec![f64::NAN; g.weight_len()];
-                conv2d_backward(&x0, &r, &w0, g, &mut dw, None, Some((dx, acc)), &mut cols);
+                conv2d_backward(
+                    &x0,
+                    &r,
+                    &w0,
+                    g,
+                    Some(&mut dw),
+                    None,
+                    Some((dx, acc)),
+                    &mut cols,
+                );
                 assert_close(&dw, &num_w, rtol, atol, &format!("dW with dx {g:?}"));
             });
         }
@@ -2272,7 +2303,7 @@ mod tests {
             lens,
             &mut cols,
             |dw, db, dx, cols| {
-                conv2d_backward(&x, &dy, &w, &g, dw, Some(db), Some((dx, false)), cols)
+                conv2d_backward(&x, &dy, &w, &g, Some(dw), Some(db), Some((dx, false)), cols)
             },
         );
     }
@@ -2308,7 +2339,7 @@ mod tests {
             x,
             dy,
             w,
-            &mut dw,
+            Some(&mut dw),
             Some(&mut db),
             Some(&mut dx),
             false,
@@ -2330,7 +2361,7 @@ mod tests {
             &[],
             &values(g.weight_len(), 1.0),
             &g,
-            &mut dw,
+            Some(&mut dw),
             Some(&mut db),
             Some((&mut [], false)),
             &mut cols,
@@ -2517,7 +2548,16 @@ mod tests {
             let (rtol, atol) = (1e-6, 2e-6);
             let mut dw = vec![f64::NAN; g.weight_len()];
             let mut db = vec![f64::NAN; g.out_channels];
-            conv_transpose2d_backward(&x0, &r, &w0, g, &mut dw, Some(&mut db), None, &mut cols);
+            conv_transpose2d_backward(
+                &x0,
+                &r,
+                &w0,
+                g,
+                Some(&mut dw),
+                Some(&mut db),
+                None,
+                &mut cols,
+            );
             assert_close(&dw, &num_w, rtol, atol, &format!("dW {g:?}"));
             assert_close(&db, &num_b, rtol, atol, &format!("db {g:?}"));
             check_both_modes(&num_x, rtol, atol, &format!("dx {g:?}"), |dx, acc| {
@@ -2527,7 +2567,7 @@ mod tests {
                     &r,
                     &w0,
                     g,
-                    &mut dw,
+                    Some(&mut dw),
                     None,
                     Some((dx, acc)),
                     &mut cols,
@@ -2570,7 +2610,16 @@ mod tests {
             lens,
             &mut cols,
             |dw, db, dx, cols| {
-                conv_transpose2d_backward(&x, &dy, &w, &g, dw, Some(db), Some((dx, false)), cols)
+                conv_transpose2d_backward(
+                    &x,
+                    &dy,
+                    &w,
+                    &g,
+                    Some(dw),
+                    Some(db),
+                    Some((dx, false)),
+                    cols,
+                )
             },
         );
     }
@@ -2650,10 +2699,19 @@ mod tests {
             let first = c == 1;
             let tb = median(&mut || {
                 let dx = (!first).then_some((&mut dx[..], false));
-                conv2d_backward(&x, &dy, &w, &g, &mut dw, Some(&mut db), dx, &mut cols)
+                conv2d_backward(&x, &dy, &w, &g, Some(&mut dw), Some(&mut db), dx, &mut cols)
             });
             let tw = median(&mut || {
-                conv2d_backward(&x, &dy, &w, &g, &mut dw, Some(&mut db), None, &mut cols)
+                conv2d_backward(
+                    &x,
+                    &dy,
+                    &w,
+                    &g,
+                    Some(&mut dw),
+                    Some(&mut db),
+                    None,
+                    &mut cols,
+                )
             });
             let back_flops = if first { flops } else { 2.0 * flops };
             total_f += tf;
@@ -2674,5 +2732,85 @@ mod tests {
             total_f * 1e3,
             total_b * 1e3
         );
+    }
+
+    /// A frozen layer's backward (no `dweight`) gives the same bias and input gradients, to
+    /// the bit, as the full one: stride-1, strided and transposed layers (the 2 × 2 stride-2
+    /// transposed one reads the weight gradient's columns for its input gradient when both
+    /// are taken), over batches large enough to be split between the threads.
+    #[test]
+    fn frozen_weights_leave_the_other_gradients_unchanged() {
+        fn compare(full: (&[f64], &[f64]), frozen: (&[f64], &[f64]), what: &str) {
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(full.0), bits(frozen.0), "{what}: dbias");
+            assert_eq!(bits(full.1), bits(frozen.1), "{what}: dx");
+        }
+        for g in [
+            geom(8, 3, (9, 9), 4, (3, 3), (1, 1), (1, 1)),
+            geom(5, 4, (8, 7), 6, (3, 2), (2, 2), (0, 1)),
+            geom(16, 16, (16, 16), 16, (3, 3), (1, 1), (1, 1)),
+        ] {
+            let (x, w, dy) = (
+                values(g.input_len(), 1.0),
+                values(g.weight_len(), 2.0),
+                values(g.output_len(), 3.0),
+            );
+            let mut cols = vec![0.0; g.scratch_len()];
+            let mut run = |dw: Option<&mut [f64]>| {
+                let (mut db, mut dx) = (vec![0.0; g.out_channels], vec![0.0; x.len()]);
+                conv2d_backward(
+                    &x,
+                    &dy,
+                    &w,
+                    &g,
+                    dw,
+                    Some(&mut db),
+                    Some((&mut dx, false)),
+                    &mut cols,
+                );
+                (db, dx)
+            };
+            let mut dw = vec![0.0; w.len()];
+            let full = run(Some(&mut dw));
+            let frozen = run(None);
+            compare(
+                (&full.0, &full.1),
+                (&frozen.0, &frozen.1),
+                &format!("{g:?}"),
+            );
+        }
+        for g in [
+            tgeom(8, 4, (5, 5), 3, (2, 2), (2, 2), (0, 0), (0, 0), (1, 1), 1),
+            tgeom(6, 4, (4, 3), 6, (3, 3), (2, 1), (1, 0), (1, 0), (1, 1), 2),
+        ] {
+            let (x, w, dy) = (
+                values(g.input_len(), 1.0),
+                values(g.weight_len(), 2.0),
+                values(g.output_len(), 3.0),
+            );
+            let mut cols = vec![0.0; g.scratch_len()];
+            let mut run = |dw: Option<&mut [f64]>| {
+                let (mut db, mut dx) = (vec![0.0; g.out_channels], vec![0.0; x.len()]);
+                conv_transpose2d_backward(
+                    &x,
+                    &dy,
+                    &w,
+                    &g,
+                    dw,
+                    Some(&mut db),
+                    Some((&mut dx, false)),
+                    &mut cols,
+                );
+                (db, dx)
+            };
+            let mut dw = vec![0.0; w.len()];
+            let full = run(Some(&mut dw));
+            let frozen = run(None);
+            compare(
+                (&full.0, &full.1),
+                (&frozen.0, &frozen.1),
+                &format!("{g:?}"),
+            );
+        }
     }
 }

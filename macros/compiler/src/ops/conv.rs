@@ -1415,10 +1415,12 @@ fn conv_backward_call(
 ) -> TokenStream {
     let geometry = super::geometry_ident();
     let (dy, w, cols) = (&cx.d_output, &cx.params[0], &cx.scratch[0]);
-    let dw = &cx.param_grads[0];
-    let db = match cx.param_grads.get(1) {
-        Some(db) => quote!(Some(#db)),
-        None => quote!(None),
+    // A frozen layer's step runs only for the input gradient: its own are not computed.
+    let (dw, trains_w) = (&cx.param_grads[0], &cx.param_trainable[0]);
+    let dw = quote!(#trains_w.then_some(#dw));
+    let db = match (cx.param_grads.get(1), cx.param_trainable.get(1)) {
+        (Some(db), Some(trains_b)) => quote!(#trains_b.then_some(#db)),
+        _ => quote!(None),
     };
     quote! {
         #setup
