@@ -2734,83 +2734,62 @@ mod tests {
         );
     }
 
+    /// Runs `backward(x, w, dy, dweight, dbias, dx)` with `dweight` and without, and checks
+    /// that the bias and input gradients keep their bits.
+    fn same_without_weight(
+        (x_len, w_len, y_len, o): (usize, usize, usize, usize),
+        what: &str,
+        mut backward: impl FnMut(&[f64], &[f64], &[f64], Option<&mut [f64]>, &mut [f64], &mut [f64]),
+    ) {
+        let (x, w, dy) = (values(x_len, 1.0), values(w_len, 2.0), values(y_len, 3.0));
+        let mut run = |dw: Option<&mut [f64]>| {
+            let (mut db, mut dx) = (vec![0.0; o], vec![0.0; x_len]);
+            backward(&x, &w, &dy, dw, &mut db, &mut dx);
+            (db, dx)
+        };
+        let mut dw = vec![0.0; w_len];
+        let (full, frozen) = (run(Some(&mut dw)), run(None));
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&full.0), bits(&frozen.0), "{what}: dbias");
+        assert_eq!(bits(&full.1), bits(&frozen.1), "{what}: dx");
+    }
+
     /// A frozen layer's backward (no `dweight`) gives the same bias and input gradients, to
     /// the bit, as the full one: stride-1, strided and transposed layers (the 2 × 2 stride-2
     /// transposed one reads the weight gradient's columns for its input gradient when both
     /// are taken), over batches large enough to be split between the threads.
     #[test]
     fn frozen_weights_leave_the_other_gradients_unchanged() {
-        fn compare(full: (&[f64], &[f64]), frozen: (&[f64], &[f64]), what: &str) {
-            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(full.0), bits(frozen.0), "{what}: dbias");
-            assert_eq!(bits(full.1), bits(frozen.1), "{what}: dx");
-        }
         for g in [
             geom(8, 3, (9, 9), 4, (3, 3), (1, 1), (1, 1)),
             geom(5, 4, (8, 7), 6, (3, 2), (2, 2), (0, 1)),
             geom(16, 16, (16, 16), 16, (3, 3), (1, 1), (1, 1)),
         ] {
-            let (x, w, dy) = (
-                values(g.input_len(), 1.0),
-                values(g.weight_len(), 2.0),
-                values(g.output_len(), 3.0),
-            );
             let mut cols = vec![0.0; g.scratch_len()];
-            let mut run = |dw: Option<&mut [f64]>| {
-                let (mut db, mut dx) = (vec![0.0; g.out_channels], vec![0.0; x.len()]);
-                conv2d_backward(
-                    &x,
-                    &dy,
-                    &w,
-                    &g,
-                    dw,
-                    Some(&mut db),
-                    Some((&mut dx, false)),
-                    &mut cols,
-                );
-                (db, dx)
-            };
-            let mut dw = vec![0.0; w.len()];
-            let full = run(Some(&mut dw));
-            let frozen = run(None);
-            compare(
-                (&full.0, &full.1),
-                (&frozen.0, &frozen.1),
-                &format!("{g:?}"),
+            let sizes = (
+                g.input_len(),
+                g.weight_len(),
+                g.output_len(),
+                g.out_channels,
             );
+            same_without_weight(sizes, &format!("{g:?}"), |x, w, dy, dw, db, dx| {
+                conv2d_backward(x, dy, w, &g, dw, Some(db), Some((dx, false)), &mut cols)
+            });
         }
         for g in [
             tgeom(8, 4, (5, 5), 3, (2, 2), (2, 2), (0, 0), (0, 0), (1, 1), 1),
             tgeom(6, 4, (4, 3), 6, (3, 3), (2, 1), (1, 0), (1, 0), (1, 1), 2),
         ] {
-            let (x, w, dy) = (
-                values(g.input_len(), 1.0),
-                values(g.weight_len(), 2.0),
-                values(g.output_len(), 3.0),
-            );
             let mut cols = vec![0.0; g.scratch_len()];
-            let mut run = |dw: Option<&mut [f64]>| {
-                let (mut db, mut dx) = (vec![0.0; g.out_channels], vec![0.0; x.len()]);
-                conv_transpose2d_backward(
-                    &x,
-                    &dy,
-                    &w,
-                    &g,
-                    dw,
-                    Some(&mut db),
-                    Some((&mut dx, false)),
-                    &mut cols,
-                );
-                (db, dx)
-            };
-            let mut dw = vec![0.0; w.len()];
-            let full = run(Some(&mut dw));
-            let frozen = run(None);
-            compare(
-                (&full.0, &full.1),
-                (&frozen.0, &frozen.1),
-                &format!("{g:?}"),
+            let sizes = (
+                g.input_len(),
+                g.weight_len(),
+                g.output_len(),
+                g.out_channels,
             );
+            same_without_weight(sizes, &format!("{g:?}"), |x, w, dy, dw, db, dx| {
+                conv_transpose2d_backward(x, dy, w, &g, dw, Some(db), Some((dx, false)), &mut cols)
+            });
         }
     }
 }
