@@ -23,6 +23,34 @@ kiln::model! {
     }
 }
 
+kiln::model! {
+    /// A tiny GPT: a tied head (two writes to `wte.weight`'s gradient), a repeated block
+    /// (nested gradients) and linears without bias (absent optional parameters); the
+    /// data-parallel and freezing tests share it.
+    pub struct TinyGpt {
+        input tokens: [B, T] tokens 11;
+        target next: [B, T] classes 11;
+        let wte = embedding(tokens, 8);
+        let wpe = position_embedding(tokens, 8, max_len = 6);
+        let x = wte + wpe;
+        let h = Layer(x, repeat = 2);
+        let ln_f = layer_norm(h);
+        let logits = linear(ln_f, 11, bias = false, tied = wte);
+        output logits;
+        loss cross_entropy(logits, next);
+
+        block Layer(x) {
+            let ln_1 = layer_norm(x);
+            let attn = multi_head_attention(ln_1, heads = 2, causal = true);
+            let x1 = x + attn;
+            let ln_2 = layer_norm(x1);
+            let up = gelu(linear(ln_2, 16, bias = false));
+            let y = x1 + linear(up, 8);
+            output y;
+        }
+    }
+}
+
 /// The bundled digits with flattened samples, split 80/20 stratified with `seed`.
 pub fn digits_split(seed: u64) -> (TensorDataset<f32>, TensorDataset<f32>) {
     let mut digits = data::digits::<f32>().expect("the bundled digits load");

@@ -3,7 +3,7 @@
 //! Open MPI needed); `tests/distributed.rs` (`--features mpi`) does the same across processes
 //! under `mpirun`.
 
-use crate::common::params;
+use crate::common::{params, TinyGpt};
 use kiln::data::TensorDataset;
 use kiln::distributed::{Communicator, DataParallel, SingleProcess};
 use kiln::ndarray::{Array1, Array2};
@@ -624,33 +624,6 @@ fn summing_buckets_during_backward_equals_summing_after_it() {
         let mut m = model(4);
         let (_, single) = gradients(&mut m, 11);
         assert!(max_difference(&results[0].1, &single) < 1e-5);
-    }
-}
-
-kiln::model! {
-    /// A tiny GPT: a tied head (two writes to `wte.weight`'s gradient), a repeated block
-    /// (nested gradients) and linears without bias (absent optional parameters).
-    pub struct TinyGpt {
-        input tokens: [B, T] tokens 11;
-        target next: [B, T] classes 11;
-        let wte = embedding(tokens, 8);
-        let wpe = position_embedding(tokens, 8, max_len = 6);
-        let x = wte + wpe;
-        let h = Layer(x, repeat = 2);
-        let ln_f = layer_norm(h);
-        let logits = linear(ln_f, 11, bias = false, tied = wte);
-        output logits;
-        loss cross_entropy(logits, next);
-
-        block Layer(x) {
-            let ln_1 = layer_norm(x);
-            let attn = multi_head_attention(ln_1, heads = 2, causal = true);
-            let x1 = x + attn;
-            let ln_2 = layer_norm(x1);
-            let up = gelu(linear(ln_2, 16, bias = false));
-            let y = x1 + linear(up, 8);
-            output y;
-        }
     }
 }
 

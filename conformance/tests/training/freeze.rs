@@ -2,42 +2,16 @@
 //! the optimizer's `freeze`): the steps that feed only frozen layers are skipped, frozen
 //! layers get zero gradients, and the trainable layers' gradients are the same bits as
 //! without freezing. The random models check the same on every op
-//! (`random_models/harness.rs`, `check_frozen`); these cover a tied head, repeated blocks,
-//! the data-parallel sink, the finiteness check and unfreezing, and a transfer to a new task
-//! through `Trainer`.
+//! (`random_models/harness.rs`, `check_frozen`); these cover a tied head and repeated blocks
+//! (the data-parallel tests' `TinyGpt`), the data-parallel sink, the finiteness check and
+//! unfreezing, and a transfer to a new task through `Trainer`.
 
+use super::common::TinyGpt;
 use kiln::ndarray::{Array2, ArrayD};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
 use kiln::{GradSink, Model, Optimizer};
 use std::collections::BTreeMap;
-
-kiln::model! {
-    /// A two-block causal transformer whose head reuses the token table.
-    pub struct TinyGpt {
-        input tokens: [B, T] tokens 11;
-        target next: [B, T] classes 11;
-        let wte = embedding(tokens, 8);
-        let wpe = position_embedding(tokens, 8, max_len = 6);
-        let x = wte + wpe;
-        let h = Layer(x, repeat = 2);
-        let ln_f = layer_norm(h);
-        let logits = linear(ln_f, 11, bias = false, tied = wte);
-        output logits;
-        loss cross_entropy(logits, next);
-
-        block Layer(x) {
-            let ln_1 = layer_norm(x);
-            let attn = multi_head_attention(ln_1, heads = 2, causal = true);
-            let x1 = x + attn;
-            let ln_2 = layer_norm(x1);
-            let up = gelu(linear(ln_2, 16));
-            let down = linear(up, 8);
-            let out = x1 + down;
-            output out;
-        }
-    }
-}
 
 fn batch(seed: u64) -> (Array2<usize>, Array2<usize>) {
     let mut rng = StdRng::seed_from_u64(seed);
