@@ -218,6 +218,15 @@ impl Ctx<'_> {
             .collect()
     }
 
+    /// Whether layer `l` has parameters (a block's, in any of its layers).
+    pub fn layer_has_params(&self, l: usize) -> bool {
+        let spec = &self.layers[l];
+        match &spec.nested {
+            Some(n) => !n.param_names.is_empty(),
+            None => !spec.params.is_empty(),
+        }
+    }
+
     /// The `state_dict` names of layer `l`'s parameters (a block's, block by block).
     pub fn layer_param_names(&self, l: usize) -> Vec<String> {
         let (layer, spec) = (&self.g.layers[l], &self.layers[l]);

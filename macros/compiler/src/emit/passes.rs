@@ -516,7 +516,7 @@ fn needs(cx: &Ctx) -> (Vec<Need>, TokenStream) {
         }
         let mut terms: Vec<TokenStream> = g
             .param_layers(id)
-            .filter(|&l| !cx.layer_param_names(l).is_empty())
+            .filter(|&l| cx.layer_has_params(l))
             .map(|l| quote!(ws.trainable[#l]))
             .collect();
         let own_layers = terms.len();
@@ -730,13 +730,11 @@ fn emit_backward(cx: &Ctx, all_inputs: &[TokenStream]) -> TokenStream {
                     #zero_first
                 }
             },
-            Need::Never => quote! {
-                #[doc = #comment]
-                { #zero_first }
-            },
+            // No parameter lies behind the value, and every layer it writes has none.
+            Need::Never => TokenStream::new(),
         });
         for l in (0..g.layers.len()).filter(|&l| last_write[l] == Some(k)) {
-            if !cx.layer_param_names(l).is_empty() {
+            if cx.layer_has_params(l) {
                 // Skipped, or run for the adjoint of a trainable layer before it. The `d_`
                 // locals are done with: `grads` is free again.
                 let zero = zero_layer_grads(cx, l, &TokenStream::new());

@@ -219,7 +219,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             }
         })
         .collect();
-    let allow_unused_filter = if (0..nlayers).all(|l| cx.layer_param_names(l).is_empty()) {
+    let allow_unused_filter = if (0..nlayers).all(|l| !cx.layer_has_params(l)) {
         quote!(#[allow(unused_variables)])
     } else {
         quote!()
