@@ -822,6 +822,34 @@ fn sum_lanes<F: Float>(values: &[F]) -> F {
     total
 }
 
+/// Whether the two kernel columns of a 2-wide, stride-2 window (no dilation, no horizontal
+/// padding, every output column inside the input) read the even and the odd input columns
+/// of each row: then [`im2col`] splits a row into its two kernel rows in one pass
+/// ([`deinterleave`]) and [`col2im_add`] merges them back ([`interleave_add`]), instead of
+/// a strided element-by-element copy per kernel column (a U-Net's 2 × 2 transposed
+/// convolutions, and 2 × 2 stride-2 downsampling).
+fn column_pairs(g: &Conv2dGeometry, out_w: usize) -> bool {
+    g.kernel_w == 2 && g.stride_w == 2 && g.dilation_w == 1 && g.pad_w == 0 && 2 * out_w <= g.in_w
+}
+
+/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` (`src` holds `2·even.len()` elements).
+#[inline(always)]
+fn deinterleave<F: Copy>(src: &[F], even: &mut [F], odd: &mut [F]) {
+    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
+/// `dst[2j] += even[j]`, `dst[2j + 1] += odd[j]`: the adjoint of [`deinterleave`].
+#[inline(always)]
+fn interleave_add<F: Float>(dst: &mut [F], even: &[F], odd: &[F]) {
+    for ((pair, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
+        pair[0] += e;
+        pair[1] += o;
+    }
+}
+
 /// Unfolds the channels `x` (`[c, H, W]`, one group of one sample) into `cols` (`[c·kh·kw,
 /// out_h·out_w]` over the `grid` of output positions): row `(c·kh + u)·kw + v`, column
 /// `i·out_w + j` holds `x[c, i·sh + u·dh − ph, j·sw + v·dw − pw]`, or 0 in the padding.
@@ -837,11 +865,29 @@ fn im2col<F: Float>(x: &[F], g: &Conv2dGeometry, grid: (usize, usize), cols: &mu
         im2col_stride1(x, g, grid, cols);
         return;
     }
+    let pairs = column_pairs(g, out_w);
     let mut rows = cols.chunks_exact_mut(positions);
     for x_c in x.chunks_exact(plane) {
         for u in 0..g.kernel_h {
             let du = u * g.dilation_h;
             let (i_lo, i_hi) = valid_range(du, g.pad_h, g.stride_h, g.in_h, out_h);
+            if pairs {
+                let even = rows.next().expect("im2col: cols is sized by the geometry");
+                let odd = rows.next().expect("im2col: cols is sized by the geometry");
+                let lines = even
+                    .chunks_exact_mut(out_w)
+                    .zip(odd.chunks_exact_mut(out_w));
+                for (i, (even, odd)) in lines.enumerate() {
+                    if i < i_lo || i >= i_hi {
+                        fill_short(even, F::ZERO);
+                        fill_short(odd, F::ZERO);
+                        continue;
+                    }
+                    let ih = i * g.stride_h + du - g.pad_h;
+                    deinterleave(&x_c[ih * g.in_w..ih * g.in_w + 2 * out_w], even, odd);
+                }
+                continue;
+            }
             for v in 0..g.kernel_w {
                 let dv = v * g.dilation_w;
                 let (j_lo, j_hi) = valid_range(dv, g.pad_w, g.stride_w, g.in_w, out_w);
@@ -956,11 +1002,25 @@ fn col2im_add<F: Float>(cols: &[F], g: &Conv2dGeometry, grid: (usize, usize), dx
     if positions == 0 || plane == 0 {
         return;
     }
+    let pairs = column_pairs(g, out_w);
     let mut rows = cols.chunks_exact(positions);
     for dx_c in dx.chunks_exact_mut(plane) {
         for u in 0..g.kernel_h {
             let du = u * g.dilation_h;
             let (i_lo, i_hi) = valid_range(du, g.pad_h, g.stride_h, g.in_h, out_h);
+            if pairs {
+                let even = rows.next().expect("col2im: cols is sized by the geometry");
+                let odd = rows.next().expect("col2im: cols is sized by the geometry");
+                for i in i_lo..i_hi {
+                    let ih = i * g.stride_h + du - g.pad_h;
+                    interleave_add(
+                        &mut dx_c[ih * g.in_w..ih * g.in_w + 2 * out_w],
+                        &even[i * out_w..(i + 1) * out_w],
+                        &odd[i * out_w..(i + 1) * out_w],
+                    );
+                }
+                continue;
+            }
             for v in 0..g.kernel_w {
                 let dv = v * g.dilation_w;
                 let (j_lo, j_hi) = valid_range(dv, g.pad_w, g.stride_w, g.in_w, out_w);
@@ -2099,6 +2159,10 @@ mod tests {
             dilated(geom(2, 2, (7, 6), 4, (3, 2), (2, 2), (2, 1)), (2, 1), 2),
             dilated(geom(1, 4, (5, 9), 4, (3, 3), (1, 1), (2, 2)), (2, 2), 4),
             dilated(geom(2, 4, (3, 4), 6, (1, 1), (1, 1), (0, 0)), (1, 1), 2),
+            // 2 × 2 windows at stride 2 (a kernel row's two columns split in one pass), with
+            // an odd width left over and with vertical padding.
+            geom(2, 3, (5, 7), 2, (2, 2), (2, 2), (0, 0)),
+            geom(2, 2, (6, 8), 3, (2, 2), (2, 2), (1, 0)),
         ]
     }
 
@@ -2476,6 +2540,10 @@ mod tests {
             tgeom(1, 2, (3, 4), 4, (3, 2), (1, 2), (1, 1), (1, 1), (2, 2), 2),
             tgeom(2, 2, (3, 3), 2, (2, 2), (3, 3), (0, 0), (2, 0), (1, 1), 1),
             tgeom(2, 4, (3, 2), 2, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1), 2),
+            // A U-Net's 2 × 2 stride-2 upsampling, with output padding, groups and a crop.
+            tgeom(2, 3, (3, 4), 2, (2, 2), (2, 2), (0, 0), (0, 0), (1, 1), 1),
+            tgeom(2, 4, (3, 3), 2, (2, 2), (2, 2), (0, 0), (1, 1), (1, 1), 2),
+            tgeom(1, 2, (4, 3), 3, (2, 2), (2, 2), (1, 0), (0, 0), (1, 1), 1),
         ]
     }
 
