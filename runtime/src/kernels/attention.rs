@@ -410,7 +410,9 @@ pub fn multi_head_attention_forward<F: Float>(
 /// `memory`, masks and parameters):
 ///
 /// - the parameter gradients in `g` are OVERWRITTEN (a layer's gradients are written by one
-///   backward call); a bias gradient is written only when given;
+///   backward call); a bias gradient is written only when given. A frozen layer passes
+///   `None`: its four weight and bias products are skipped, and only the input gradients
+///   below are computed;
 /// - `d_query = Some((buffer, accumulate))` gets the query's gradient (`[B, T, D]`), written
 ///   or (`accumulate`) added; in self-attention this is the sum of the three paths, through
 ///   `Q`, `K` and `V`;
@@ -431,24 +433,26 @@ pub fn multi_head_attention_backward<F: Float>(
     d_out: &[F],
     d_query: Option<(&mut [F], bool)>,
     d_memory: Option<(&mut [F], bool)>,
-    g: AttentionGrads<'_, F>,
+    g: Option<AttentionGrads<'_, F>>,
 ) {
     const WHAT: &str = "multi_head_attention_backward";
     check_inputs(WHAT, d, query, memory, key_lengths, p);
     let e = d.embed;
     check_len(WHAT, "d_out", d_out.len(), d.q_rows() * e);
-    check_len(
-        WHAT,
-        "in_proj_weight grad",
-        g.in_proj_weight.len(),
-        3 * e * e,
-    );
-    check_len(WHAT, "out_proj_weight grad", g.out_proj_weight.len(), e * e);
-    if let Some(db) = g.in_proj_bias.as_deref() {
-        check_len(WHAT, "in_proj_bias grad", db.len(), 3 * e);
-    }
-    if let Some(db) = g.out_proj_bias.as_deref() {
-        check_len(WHAT, "out_proj_bias grad", db.len(), e);
+    if let Some(g) = &g {
+        check_len(
+            WHAT,
+            "in_proj_weight grad",
+            g.in_proj_weight.len(),
+            3 * e * e,
+        );
+        check_len(WHAT, "out_proj_weight grad", g.out_proj_weight.len(), e * e);
+        if let Some(db) = g.in_proj_bias.as_deref() {
+            check_len(WHAT, "in_proj_bias grad", db.len(), 3 * e);
+        }
+        if let Some(db) = g.out_proj_bias.as_deref() {
+            check_len(WHAT, "out_proj_bias grad", db.len(), e);
+        }
     }
     if let Some((dq, _)) = d_query.as_ref() {
         check_len(WHAT, "d_query", dq.len(), d.q_rows() * e);
@@ -464,9 +468,13 @@ pub fn multi_head_attention_backward<F: Float>(
 
     // The output projection: dWo = dOutᵀ O, dbo = Σ dOut, dO = dOut Wo.
     let rows = d.q_rows();
-    linear_backward_weight(parts.heads, d_out, rows, e, e, g.out_proj_weight, false);
-    if let Some(db) = g.out_proj_bias {
-        linear_backward_bias(d_out, rows, e, db, false);
+    let (mut in_proj_weight, mut in_proj_bias) = (None, None);
+    if let Some(g) = g {
+        linear_backward_weight(parts.heads, d_out, rows, e, e, g.out_proj_weight, false);
+        if let Some(db) = g.out_proj_bias {
+            linear_backward_bias(d_out, rows, e, db, false);
+        }
+        (in_proj_weight, in_proj_bias) = (Some(g.in_proj_weight), g.in_proj_bias);
     }
     gemm(
         rows,
@@ -576,8 +584,10 @@ pub fn multi_head_attention_backward<F: Float>(
     let d_proj: &[F] = parts.d_proj;
     match memory {
         None => {
-            linear_backward_weight(query, d_proj, rows, e, 3 * e, g.in_proj_weight, false);
-            if let Some(db) = g.in_proj_bias {
+            if let Some(dw) = in_proj_weight {
+                linear_backward_weight(query, d_proj, rows, e, 3 * e, dw, false);
+            }
+            if let Some(db) = in_proj_bias {
                 linear_backward_bias(d_proj, rows, 3 * e, db, false);
                 // Rotated by its key's position, the key bias no longer adds the same to every
                 // score of a query: its gradient is not zero.
@@ -591,10 +601,12 @@ pub fn multi_head_attention_backward<F: Float>(
         }
         Some(memory) => {
             let (dp_q, dp_kv) = d_proj.split_at(rows * e);
-            let (gw_q, gw_kv) = g.in_proj_weight.split_at_mut(e * e);
-            linear_backward_weight(query, dp_q, rows, e, e, gw_q, false);
-            linear_backward_weight(memory, dp_kv, d.kv_rows(), e, 2 * e, gw_kv, false);
-            if let Some(db) = g.in_proj_bias {
+            if let Some(dw) = in_proj_weight {
+                let (gw_q, gw_kv) = dw.split_at_mut(e * e);
+                linear_backward_weight(query, dp_q, rows, e, e, gw_q, false);
+                linear_backward_weight(memory, dp_kv, d.kv_rows(), e, 2 * e, gw_kv, false);
+            }
+            if let Some(db) = in_proj_bias {
                 let (db_q, db_kv) = db.split_at_mut(e);
                 linear_backward_bias(dp_q, rows, e, db_q, false);
                 linear_backward_bias(dp_kv, d.kv_rows(), 2 * e, db_kv, false);
@@ -1411,6 +1423,70 @@ mod tests {
         assert_eq!(run(&padded), run(memory.as_deref().expect("a memory")));
     }
 
+    /// A frozen layer (no parameter gradients) gives its inputs the same gradients, to the
+    /// bit, as one that also takes its own: self- and cross-attention, causal, padded, with
+    /// and without biases.
+    #[test]
+    fn frozen_layers_pass_the_same_input_gradients() {
+        for c in cases() {
+            let (query, memory, w_in, b_in, w_out, b_out) = inputs(&c);
+            let (d, e) = (c.d, c.d.embed);
+            let p = params(&w_in, &b_in, &w_out, &b_out);
+            let (mem, lengths) = (memory.as_deref(), c.lengths.as_deref());
+            let mut scratch = vec![f64::NAN; d.scratch_len()];
+            let mut out = vec![f64::NAN; d.batch * d.q_len * e];
+            multi_head_attention_forward(
+                &d,
+                &query,
+                mem,
+                c.causal,
+                lengths,
+                &p,
+                &mut scratch,
+                &mut out,
+            );
+            let d_out = values(out.len(), 5.0);
+            let run = |trained: bool| {
+                let mut dq = vec![f64::NAN; query.len()];
+                let mut dm = memory.as_ref().map(|m| vec![f64::NAN; m.len()]);
+                let (mut gw_in, mut gw_out) = (vec![0.0; 3 * e * e], vec![0.0; e * e]);
+                let (mut gb_in, mut gb_out) = (vec![0.0; 3 * e], vec![0.0; e]);
+                let g = trained.then(|| AttentionGrads {
+                    in_proj_weight: &mut gw_in,
+                    in_proj_bias: c.bias.then_some(&mut gb_in[..]),
+                    out_proj_weight: &mut gw_out,
+                    out_proj_bias: c.bias.then_some(&mut gb_out[..]),
+                });
+                multi_head_attention_backward(
+                    &d,
+                    &query,
+                    mem,
+                    c.causal,
+                    lengths,
+                    &p,
+                    &mut scratch.clone(),
+                    &d_out,
+                    Some((&mut dq, false)),
+                    dm.as_deref_mut().map(|dm| (dm, false)),
+                    g,
+                );
+                let untouched = [&gw_in, &gw_out, &gb_in, &gb_out]
+                    .iter()
+                    .all(|g| g.iter().all(|&v| v == 0.0));
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                (bits(&dq), dm.as_deref().map(bits), untouched)
+            };
+            let (trained, frozen) = (run(true), run(false));
+            assert!(!trained.2, "{c:?}: the parameter gradients were written");
+            assert!(
+                frozen.2,
+                "{c:?}: a frozen layer wrote its parameter gradients"
+            );
+            assert_eq!(trained.0, frozen.0, "{c:?}: d_query");
+            assert_eq!(trained.1, frozen.1, "{c:?}: d_memory");
+        }
+    }
+
     /// The analytic gradients of every parameter and input against central differences of
     /// the naive forward, both accumulate modes for the inputs.
     #[test]
@@ -1508,7 +1584,7 @@ mod tests {
                     &r,
                     dq,
                     dm,
-                    g,
+                    Some(g),
                 );
                 assert_close(&gw_in, &num_w_in, rtol, atol, &format!("dW_in {c:?}"));
                 assert_close(&gw_out, &num_w_out, rtol, atol, &format!("dW_out {c:?}"));
@@ -1588,7 +1664,7 @@ mod tests {
                 &r,
                 None,
                 Some((&mut dm, false)),
-                g,
+                Some(g),
             );
             for b in 0..d.batch {
                 for j in 0..d.kv_len {
@@ -1682,7 +1758,7 @@ mod tests {
                 &r,
                 Some((&mut dq, false)),
                 None,
-                g,
+                Some(g),
             );
             [out, dq, gw_in, gb_in, gw_out, gb_out]
                 .iter()
@@ -1760,7 +1836,7 @@ mod tests {
                 &r,
                 Some((&mut dq, false)),
                 Some((&mut dm, false)),
-                g,
+                Some(g),
             );
             (out, dq, dm, gw_in, gw_out)
         };
@@ -1897,7 +1973,7 @@ mod tests {
                 &d_out,
                 Some((&mut dq, false)),
                 None,
-                g,
+                Some(g),
             );
         };
         for _ in 0..20 {

@@ -505,9 +505,14 @@ impl Kernel for Attention {
                 }
             }
         };
+        // A frozen layer's step runs only for its inputs' gradients: the kernel skips its
+        // weight and bias products when given no gradients (all four parameters are the
+        // layer's, so one flag covers them).
+        let trains = &cx.param_trainable[0];
         quote! {
+            let attention_grads = if #trains { Some(#grads) } else { None };
             ::kiln::kernels::attention::multi_head_attention_backward(
-                &#dims, #q, #memory, #causal, #lengths, &#params, #scratch, #dy, #d_query, #d_memory, #grads,
+                &#dims, #q, #memory, #causal, #lengths, &#params, #scratch, #dy, #d_query, #d_memory, attention_grads,
             );
         }
     }

@@ -742,23 +742,26 @@ impl Kernel for Recurrent {
             };
             quote! {
                 ::kiln::kernels::recurrent::rnn_backward_from(
-                    &#dims, #xd, #lengths, &params, #initial, #scratch, #dy, #dx, #d_h0, #d_c0, &mut grads,
+                    &#dims, #xd, #lengths, &params, #initial, #scratch, #dy, #dx, #d_h0, #d_c0, grads,
                 );
             }
         } else {
             quote! {
                 ::kiln::kernels::recurrent::rnn_backward(
-                    &#dims, #xd, #lengths, &params, #scratch, #dy, #dx, &mut grads,
+                    &#dims, #xd, #lengths, &params, #scratch, #dy, #dx, grads,
                 );
             }
         };
         // The layer's slices are taken whole: its parameters sit in `Vec`s, whose elements
-        // cannot be borrowed mutably one local at a time.
+        // cannot be borrowed mutably one local at a time. A frozen layer passes none of its
+        // gradients, and the kernel computes only its input's adjoint.
+        let trains = &cx.param_trainable[0];
         quote! {
             let mut params = #layer.slices();
             let params: [&[F]; #n] = ::core::array::from_fn(|_| params.next().unwrap_or(&[]));
             let mut grads = #layer_grads.slices_mut();
             let mut grads: [&mut [F]; #n] = ::core::array::from_fn(|_| grads.next().unwrap_or(&mut []));
+            let grads: &mut [&mut [F]] = if #trains { &mut grads } else { &mut [] };
             #run
         }
     }

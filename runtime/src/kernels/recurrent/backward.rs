@@ -17,7 +17,8 @@ use std::ops::Range;
 /// [`rnn_forward`](super::rnn_forward)), OVERWRITES every parameter gradient (`param_grads`,
 /// in the order and shapes of `params`) and, if `d_x` is given as `(buffer, accumulate)`,
 /// writes (or, with `accumulate`, adds) the adjoint of `x` (`[B, T, F]`, zero at padded
-/// steps).
+/// steps). A frozen layer passes no parameter gradients (an empty `param_grads`): the weight
+/// and bias products are skipped and only the input's adjoint is computed.
 ///
 /// `x`, `lengths` and `params` must be those of the forward, and `scratch` as the forward left
 /// it. The backward does not change the state the forward kept, so it may be run again on it.
@@ -132,10 +133,11 @@ fn backward<F: Float>(
 ) {
     d.check(what, x, lengths, params.len());
     d.check_params(what, params);
-    assert_eq!(
-        param_grads.len(),
-        params.len(),
-        "{what}: expected {} parameter gradients",
+    // No gradients at all: a frozen layer, which needs only its input's adjoint.
+    let trains = !param_grads.is_empty();
+    assert!(
+        !trains || param_grads.len() == params.len(),
+        "{what}: expected {} parameter gradients (or none, for a frozen layer)",
         params.len()
     );
     d.check_params(what, param_grads);
@@ -215,9 +217,12 @@ fn backward<F: Float>(
         let partials_s = SharedMut::new(&mut *partials);
         // This layer's gradients, for the first batch part's items to write.
         let first_grad = 4 * layer * dirs;
-        let mut layer_grads = param_grads[first_grad..first_grad + 4 * dirs]
-            .iter_mut()
-            .map(|grad| SharedMut::new(grad));
+        let own_grads = if trains {
+            &mut param_grads[first_grad..first_grad + 4 * dirs]
+        } else {
+            &mut []
+        };
+        let mut layer_grads = own_grads.iter_mut().map(|grad| SharedMut::new(grad));
         let grads: [SharedMut<'_, F>; 8] = std::array::from_fn(|_| {
             layer_grads
                 .next()
@@ -296,7 +301,7 @@ fn backward<F: Float>(
             let x_rows = part.start * t_len * in_l..part.end * t_len * in_l;
             // SAFETY: the first part's item of each direction is the only one to take that
             // direction's gradients, and every later part's item takes its own sums.
-            let [d_w_ih, d_w_hh, d_b_ih, d_b_hh] = unsafe {
+            let mut param_targets = trains.then(|| unsafe {
                 if part_index == 0 {
                     let own = &grads[4 * direction..4 * direction + 4];
                     [0, 1, 2, 3].map(|j| own[j].range(0..grad_lens[j]))
@@ -304,7 +309,7 @@ fn backward<F: Float>(
                     lay.partial_rows(direction, part_index, in_l)
                         .map(|r| partials_s.range(r))
                 }
-            };
+            });
             let input_rows = &input[x_rows.clone()];
             let states = &kept_l[states];
             // SAFETY: each part's rows of the input adjoint are its own (one direction).
@@ -314,8 +319,8 @@ fn backward<F: Float>(
                 }
                 _ => None,
             };
-            if rows == 0 {
-                for grad in [&mut *d_w_ih, &mut *d_w_hh, &mut *d_b_ih, &mut *d_b_hh] {
+            if let (0, Some(targets)) = (rows, param_targets.as_mut()) {
+                for grad in targets {
                     grad.fill(F::ZERO);
                 }
             }
@@ -325,25 +330,27 @@ fn backward<F: Float>(
             for start in (0..rows).step_by(chunk) {
                 let r = start..(start + chunk).min(rows);
                 let (dgi, dgh) = (&dgi[r.start * g..r.end * g], &dgh[r.start * g..r.end * g]);
-                let more = if start == 0 { F::ZERO } else { F::ONE };
-                let x_c = &input_rows[r.start * in_l..r.end * in_l];
-                gemm(
-                    g,
-                    r.len(),
-                    in_l,
-                    F::ONE,
-                    dgi,
-                    true,
-                    x_c,
-                    false,
-                    more,
-                    d_w_ih,
-                );
-                let h_c = &states[r.start * h..r.end * h];
-                gemm(g, r.len(), h, F::ONE, dgh, true, h_c, false, more, d_w_hh);
-                linear_backward_bias(dgi, r.len(), g, d_b_ih, start > 0);
-                if !one_sided {
-                    linear_backward_bias(dgh, r.len(), g, d_b_hh, start > 0);
+                if let Some([d_w_ih, d_w_hh, d_b_ih, d_b_hh]) = param_targets.as_mut() {
+                    let more = if start == 0 { F::ZERO } else { F::ONE };
+                    let x_c = &input_rows[r.start * in_l..r.end * in_l];
+                    gemm(
+                        g,
+                        r.len(),
+                        in_l,
+                        F::ONE,
+                        dgi,
+                        true,
+                        x_c,
+                        false,
+                        more,
+                        d_w_ih,
+                    );
+                    let h_c = &states[r.start * h..r.end * h];
+                    gemm(g, r.len(), h, F::ONE, dgh, true, h_c, false, more, d_w_hh);
+                    linear_backward_bias(dgi, r.len(), g, d_b_ih, start > 0);
+                    if !one_sided {
+                        linear_backward_bias(dgh, r.len(), g, d_b_hh, start > 0);
+                    }
                 }
                 if let Some((dx, accumulate)) = dx_rows.as_mut() {
                     let beta = if *accumulate { F::ONE } else { F::ZERO };
@@ -353,7 +360,7 @@ fn backward<F: Float>(
             }
         });
         // The later parts' sums, added in order.
-        for direction in 0..dirs {
+        for direction in (0..dirs).filter(|_| trains) {
             let k = first_grad + 4 * direction;
             for part_index in 1..parts {
                 let sums = lay.partial_rows(direction, part_index, in_l);

@@ -354,6 +354,49 @@ fn split_batch_matches_reference() {
     }
 }
 
+/// A frozen layer (no parameter gradients) gives its input the same adjoint, to the bit, as
+/// one that takes its gradients too: every cell, stacked and bidirectional, padded, over a
+/// batch split between the threads and on one long enough for chunked products.
+#[test]
+fn frozen_layers_pass_the_same_input_gradient() {
+    let mut configs = small_configs();
+    let lengths: Vec<usize> = (0..17).map(|b| 1 + (b * 7) % 3).collect();
+    for cell in CELLS {
+        configs.push((
+            dims(cell, 17, 3, 2, 3, 2, true, RnnOutput::Sequence),
+            Some(lengths.clone()),
+        ));
+        configs.push((dims(cell, 16, 90, 3, 48, 1, false, RnnOutput::Final), None));
+    }
+    for (d, lengths) in configs {
+        let x = values(d.input_len(), 1.0);
+        let params = params_for(&d, 2.0);
+        let (_, scratch) = forward(&d, &x, lengths.as_deref(), &params);
+        let r = values(d.out_len(), 7.0);
+        let (_, trained) = gradients(
+            &d,
+            &x,
+            lengths.as_deref(),
+            &params,
+            &mut scratch.clone(),
+            &r,
+        );
+        let mut frozen = vec![f64::NAN; x.len()];
+        rnn_backward(
+            &d,
+            &x,
+            lengths.as_deref(),
+            &refs(&params),
+            &mut scratch.clone(),
+            &r,
+            Some((&mut frozen[..], false)),
+            &mut [],
+        );
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&trained), bits(&frozen), "{d:?} {lengths:?}");
+    }
+}
+
 /// `v` scaled to length 1.
 fn unit(v: Vec<f64>) -> Vec<f64> {
     let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
