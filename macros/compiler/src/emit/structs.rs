@@ -335,11 +335,11 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             /// gets zero gradients, and the backward pass skips every step that feeds no
             /// trainable layer: a frozen first half of a model costs its forward pass only.
             /// A frozen layer after a trainable one still passes the gradient back through
-            /// itself: a `linear` or convolution layer skips its own gradients then, other
-            /// ops (attention, norms, recurrences) compute them before they are zeroed. A layer with one trainable parameter computes all of
-            /// its gradients. The trainable layers'
-            /// gradients are the same bits as without freezing. `freeze(|_| false)` makes
-            /// every layer trainable again.
+            /// itself: a `linear`, convolution, attention or recurrent layer skips its own
+            /// gradients then, other ops (the norms, `prelu`) compute them before they are
+            /// zeroed. A layer with one trainable parameter computes all of its gradients.
+            /// The trainable layers' gradients are the same bits as without freezing.
+            /// `freeze(|_| false)` makes every layer trainable again.
             pub fn freeze(&mut self, frozen: impl Fn(&str) -> bool) {
                 self.buffers.freeze(&frozen);
             }
