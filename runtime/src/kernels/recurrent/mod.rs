@@ -44,7 +44,7 @@ mod tests;
 
 pub use backward::{rnn_backward, rnn_backward_from};
 pub use forward::{rnn_forward, rnn_forward_from, rnn_forward_train, RnnInitial};
-pub use state::{rnn_forward_cached, RnnState};
+pub use state::{rnn_forward_cached, rnn_forward_cached_from, RnnState};
 
 use crate::kernels::gemm;
 use crate::Float;

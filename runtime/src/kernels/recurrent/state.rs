@@ -110,15 +110,76 @@ pub fn rnn_forward_cached<F: Float>(
     offset: usize,
     out: &mut [F],
 ) {
-    const WHAT: &str = "rnn_forward_cached";
+    cached(
+        "rnn_forward_cached",
+        d,
+        x,
+        params,
+        None,
+        scratch,
+        state,
+        offset,
+        out,
+    );
+}
+
+/// [`rnn_forward_cached`] for sequences that start from given states rather than zero ones (a
+/// decoder started by its encoder's final states, as [`rnn_forward_from`](super::rnn_forward_from)
+/// starts the whole sequence): at `offset` 0 the first new position starts from `initial`
+/// (`[L, B, H]` hidden states, and the LSTM's cells or `None` for zero ones); later calls
+/// continue from the states `state` keeps, and `initial` is only checked.
+///
+/// # Panics
+/// As [`rnn_forward_cached`], and if `initial`'s states are not `[L, B, H]` (or cells are
+/// given to a cell without them).
+#[allow(clippy::too_many_arguments)]
+pub fn rnn_forward_cached_from<F: Float>(
+    d: &RnnDims,
+    x: &[F],
+    params: &[&[F]],
+    initial: RnnInitial<'_, F>,
+    scratch: &mut [F],
+    state: &mut RnnState<F>,
+    offset: usize,
+    out: &mut [F],
+) {
+    const WHAT: &str = "rnn_forward_cached_from";
+    d.check_initial(WHAT, &initial);
+    cached(
+        WHAT,
+        d,
+        x,
+        params,
+        Some(initial),
+        scratch,
+        state,
+        offset,
+        out,
+    );
+}
+
+/// The two functions above: `start` is where new sequences (`offset` 0) start, zero states
+/// when `None`.
+#[allow(clippy::too_many_arguments)]
+fn cached<F: Float>(
+    what: &'static str,
+    d: &RnnDims,
+    x: &[F],
+    params: &[&[F]],
+    start: Option<RnnInitial<'_, F>>,
+    scratch: &mut [F],
+    state: &mut RnnState<F>,
+    offset: usize,
+    out: &mut [F],
+) {
     assert!(
         !d.bidirectional && d.output == RnnOutput::Sequence,
-        "{WHAT}: only one direction's outputs at every step continue a sequence"
+        "{what}: only one direction's outputs at every step continue a sequence"
     );
     assert!(
         (state.cell, state.batch, state.hidden, state.layers)
             == (d.cell, d.batch, d.hidden, d.layers),
-        "{WHAT}: the state was made for another stack or batch"
+        "{what}: the state was made for another stack or batch"
     );
     let read = if offset == 0 {
         // New sequences: whatever the copies hold is from earlier ones.
@@ -128,7 +189,7 @@ pub fn rnn_forward_cached<F: Float>(
         let found = state.seen.iter().position(|&s| s == Some(offset));
         assert!(
             found.is_some(),
-            "{WHAT}: the state has not seen {offset} positions (it has seen {:?})",
+            "{what}: the state has not seen {offset} positions (it has seen {:?})",
             state.seen
         );
         found
@@ -143,13 +204,16 @@ pub fn rnn_forward_cached<F: Float>(
     // The copy read is `[L, B, H]` hidden states then (LSTM) cells: `RnnInitial`'s layout
     // for one direction.
     let hidden = d.layers * d.batch * d.hidden;
-    let initial = read.map(|_| RnnInitial {
-        h: &from[..hidden],
-        c: (d.cell == RnnCell::Lstm).then(|| &from[hidden..]),
-    });
+    let initial = match read {
+        Some(_) => Some(RnnInitial {
+            h: &from[..hidden],
+            c: (d.cell == RnnCell::Lstm).then(|| &from[hidden..]),
+        }),
+        None => start,
+    };
     let inference: Option<&mut rand::rngs::StdRng> = None;
     forward(
-        WHAT,
+        what,
         d,
         x,
         None,

@@ -727,6 +727,81 @@ fn decoding_in_pieces_gives_the_whole_sequences_outputs() {
     }
 }
 
+/// Sequences started from given states (a decoder after its encoder), decoded in pieces:
+/// `rnn_forward_from`'s outputs on the whole sequences, the given states read only at offset
+/// 0 (later calls continue from the cache, whatever `initial` then holds).
+#[test]
+fn decoding_from_given_states_in_pieces_gives_the_whole_sequences_outputs() {
+    for cell in CELLS {
+        for (batch, layers) in [(1, 1), (3, 2), (17, 2)] {
+            let whole = dims(cell, batch, 7, 3, 5, layers, false, RnnOutput::Sequence);
+            let params = params_for(&whole, 0.9);
+            let x = values(whole.input_len(), 1.3);
+            let lstm = cell == RnnCell::Lstm;
+            let h0 = values(whole.initial_len(), 2.5);
+            let c0 = values(whole.initial_len(), 3.5);
+            let initial = || RnnInitial {
+                h: &h0[..],
+                c: lstm.then_some(&c0[..]),
+            };
+            let mut want = vec![f64::NAN; whole.out_len()];
+            let mut scratch = vec![f64::NAN; whole.scratch_len()];
+            let rng: Option<&mut rand::rngs::StdRng> = None;
+            let p = refs(&params);
+            rnn_forward_from(
+                &whole,
+                &x,
+                None,
+                &p,
+                initial(),
+                rng,
+                &mut scratch,
+                &mut want,
+            );
+            let mut state = RnnState::new(cell, batch, 5, layers);
+            let garbage = vec![f64::NAN; whole.initial_len()];
+            for cuts in [[0, 3, 4, 7], [0, 1, 2, 7]] {
+                let mut got = vec![f64::NAN; want.len()];
+                for piece in cuts.windows(2) {
+                    let (t0, t1) = (piece[0], piece[1]);
+                    let d = RnnDims {
+                        seq: t1 - t0,
+                        ..whole
+                    };
+                    let mut scratch = vec![f64::NAN; d.scratch_len()];
+                    let mut out = vec![f64::NAN; d.out_len()];
+                    let xs = positions(&x, &whole, t0, t1);
+                    let given = if t0 == 0 {
+                        initial()
+                    } else {
+                        RnnInitial {
+                            h: &garbage[..],
+                            c: lstm.then_some(&garbage[..]),
+                        }
+                    };
+                    rnn_forward_cached_from(
+                        &d,
+                        &xs,
+                        &p,
+                        given,
+                        &mut scratch,
+                        &mut state,
+                        t0,
+                        &mut out,
+                    );
+                    let h = whole.hidden;
+                    for b in 0..batch {
+                        let at = (b * whole.seq + t0) * h;
+                        got[at..at + d.seq * h].copy_from_slice(&out[b * d.seq * h..][..d.seq * h]);
+                    }
+                }
+                let what = format!("{cell:?} B={batch} L={layers}");
+                assert_close(&got, &want, 1e-12, 1e-13, &what);
+            }
+        }
+    }
+}
+
 #[test]
 #[should_panic(expected = "has not seen 2 positions")]
 fn decoding_from_positions_the_state_has_not_seen_is_refused() {
