@@ -34,7 +34,7 @@
 //! in the output directory; the dates on the command line are translated by the model loaded
 //! back from there.
 
-use kiln::ndarray::{Array1, Array2, Array3, Axis};
+use kiln::ndarray::{Array1, Array2, Array3, ArrayView1, Axis};
 use kiln::optim::{clip_grad_norm, CosineAnnealing, LinearWarmup, LrSchedule};
 use kiln::rand::rngs::StdRng;
 use kiln::rand::{RngExt, SeedableRng};
@@ -759,20 +759,46 @@ impl Translator {
         Ok(weights)
     }
 
-    /// The ISO dates of `sources`, decoded greedily in batches of 500: ten forward passes per
-    /// batch, each appending every row's most likely next character (special ids excluded)
-    /// to its decoder input.
+    /// The ISO dates of `sources`, decoded greedily in batches of 500: ten decoding steps per
+    /// batch, each feeding every row's most likely next character (special ids excluded) back
+    /// as the next position. `forward_cached` keeps the decoder's earlier positions (its
+    /// self-attention's keys and values) and runs the encoder on the sources again at each
+    /// step: a step costs one target position per decoder layer.
     pub fn translate(&self, sources: &[&str]) -> Result<Vec<String>, Box<dyn Error>> {
-        let bos = self
-            .target
-            .id("<bos>")
-            .ok_or("the target vocabulary has no <bos>")?;
-        let specials = self.target.specials().len();
+        let bos = self.bos()?;
         let mut out = Vec::with_capacity(sources.len());
         for chunk in sources.chunks(500) {
             let (src, src_len) = encode_sources(&self.source, chunk)?;
-            // Positions not decoded yet hold <pad>: the causal mask keeps them from the
-            // positions before them.
+            let mut cache = self.model.decoder_cache(chunk.len(), TARGET_LEN)?;
+            let mut next = Array2::<usize>::from_elem((chunk.len(), 1), bos);
+            let mut decoded = Array2::<usize>::zeros((chunk.len(), TARGET_LEN));
+            for t in 0..TARGET_LEN {
+                let logits: Array3<f32> = self.model.forward_cached(
+                    src.view(),
+                    src_len.view(),
+                    next.view(),
+                    &mut cache,
+                )?;
+                for (row, scores) in logits.index_axis(Axis(1), 0).axis_iter(Axis(0)).enumerate() {
+                    let best = self.best(scores);
+                    decoded[[row, t]] = best;
+                    next[[row, 0]] = best;
+                }
+            }
+            out.extend(self.decode_rows(&decoded));
+        }
+        Ok(out)
+    }
+
+    /// [`Translator::translate`] without the decoding cache: ten whole `forward` passes per
+    /// batch over the target decoded so far (later positions hold `<pad>`, which the causal
+    /// mask keeps from the positions before them). The same translations, at ten target
+    /// positions per decoder layer and step.
+    pub fn translate_without_cache(&self, sources: &[&str]) -> Result<Vec<String>, Box<dyn Error>> {
+        let bos = self.bos()?;
+        let mut out = Vec::with_capacity(sources.len());
+        for chunk in sources.chunks(500) {
+            let (src, src_len) = encode_sources(&self.source, chunk)?;
             let mut tgt = Array2::<usize>::zeros((chunk.len(), TARGET_LEN));
             tgt.column_mut(0).fill(bos);
             let mut decoded = Array2::<usize>::zeros((chunk.len(), TARGET_LEN));
@@ -780,31 +806,49 @@ impl Translator {
                 let logits: Array3<f32> =
                     self.model.forward(src.view(), src_len.view(), tgt.view())?;
                 for (row, scores) in logits.index_axis(Axis(1), t).axis_iter(Axis(0)).enumerate() {
-                    let best = scores
-                        .iter()
-                        .enumerate()
-                        .skip(specials)
-                        .fold((specials, f32::NEG_INFINITY), |best, (id, &v)| {
-                            if v > best.1 {
-                                (id, v)
-                            } else {
-                                best
-                            }
-                        })
-                        .0;
+                    let best = self.best(scores);
                     decoded[[row, t]] = best;
                     if t + 1 < TARGET_LEN {
                         tgt[[row, t + 1]] = best;
                     }
                 }
             }
-            out.extend(
-                decoded
-                    .axis_iter(Axis(0))
-                    .map(|row| self.target.decode(&row.to_vec())),
-            );
+            out.extend(self.decode_rows(&decoded));
         }
         Ok(out)
+    }
+
+    /// The target vocabulary's `<bos>`.
+    fn bos(&self) -> Result<usize, Box<dyn Error>> {
+        Ok(self
+            .target
+            .id("<bos>")
+            .ok_or("the target vocabulary has no <bos>")?)
+    }
+
+    /// The most likely character of one position's scores, special ids excluded.
+    fn best(&self, scores: ArrayView1<f32>) -> usize {
+        let specials = self.target.specials().len();
+        scores
+            .iter()
+            .enumerate()
+            .skip(specials)
+            .fold((specials, f32::NEG_INFINITY), |best, (id, &v)| {
+                if v > best.1 {
+                    (id, v)
+                } else {
+                    best
+                }
+            })
+            .0
+    }
+
+    /// Each row of decoded ids as text.
+    fn decode_rows(&self, decoded: &Array2<usize>) -> Vec<String> {
+        decoded
+            .axis_iter(Axis(0))
+            .map(|row| self.target.decode(&row.to_vec()))
+            .collect()
     }
 }
 

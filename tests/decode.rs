@@ -290,3 +290,118 @@ fn a_failed_call_leaves_the_recurrent_states_as_they_were() {
         "after errors",
     );
 }
+
+kiln::model! {
+    /// A recurrent decoder started by an encoder's states, given as inputs that are not
+    /// sequences: an LSTM from `(h, c)` (PyTorch's `h_0`, `c_0`), then a GRU from states
+    /// computed from the encoder's summary (a static value, computed whole at every call).
+    struct StartedDecoder {
+        input tokens: [B, T] tokens 13;
+        input h: [2, B, 5];
+        input c: [2, B, 5];
+        input summary: [B, 6];
+        let e = embedding(tokens, 4);
+        let l = lstm(e, 5, layers = 2, h0 = h, c0 = c);
+        let start = tanh(linear(summary, 3));
+        let g = gru(l, 3, h0 = start);
+        let logits = linear(g, 13);
+        output logits;
+    }
+}
+
+kiln::model! {
+    /// An encoder–decoder transformer in one model: the source is encoded by attention over
+    /// its real length (no causal mask: static, computed whole at every call), the decoder
+    /// blocks attend causally to the target and across to the encoded source.
+    struct Seq2Seq {
+        input tgt: [B, T] tokens 13;
+        input src: [B, S] tokens 11;
+        input src_len: [B] lengths S;
+        let src_tok = embedding(src, 8);
+        let src_pos = position_embedding(src, 8, max_len = 9);
+        let src_in = src_tok + src_pos;
+        let src_norm = layer_norm(src_in);
+        let enc = multi_head_attention(src_norm, heads = 2, lengths = src_len);
+        let memory = layer_norm(src_in + enc);
+        let tgt_tok = embedding(tgt, 8);
+        let tgt_pos = position_embedding(tgt, 8, max_len = 12);
+        let tgt_in = tgt_tok + tgt_pos;
+        let dec = Decoder(tgt_in, memory, src_len, repeat = 2);
+        let ln_f = layer_norm(dec);
+        let logits = linear(ln_f, 13);
+        output logits;
+
+        block Decoder(x, memory, len) {
+            let ln_1 = layer_norm(x);
+            let a = multi_head_attention(ln_1, heads = 2, causal = true);
+            let x1 = x + a;
+            let ln_2 = layer_norm(x1);
+            let cross = multi_head_attention(ln_2, memory, heads = 2, lengths = len);
+            let x2 = x1 + cross;
+            let ln_3 = layer_norm(x2);
+            let up = gelu(linear(ln_3, 16));
+            let down = linear(up, 8);
+            let out = x2 + down;
+            output out;
+        }
+    }
+}
+
+#[test]
+fn a_decoder_started_by_given_states_continues_from_them() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let model = StartedDecoder::<f64>::new(&mut rng);
+    let ids = tokens(&mut rng, 3, 9);
+    let mut states = |shape: (usize, usize, usize)| {
+        Array3::from_shape_fn(shape, |_| rng.random_range(-1.0..1.0))
+    };
+    let (h, c) = (states((2, 3, 5)), states((2, 3, 5)));
+    let summary = Array2::from_shape_fn((3, 6), |(b, i)| (b as f64 - i as f64) * 0.3);
+    let whole = model
+        .forward(ids.view(), h.view(), c.view(), summary.view())
+        .unwrap();
+    let mut cache = model.decoder_cache(3, 9).unwrap();
+    let mut run = |x: kiln::ndarray::ArrayView2<usize>| {
+        model.forward_cached(x, h.view(), c.view(), summary.view(), &mut cache)
+    };
+    check_pieces(&mut run, &ids, &whole, &[3, 1, 1, 4], "StartedDecoder");
+
+    // Cleared, the cache starts new sequences from the states given then.
+    cache.clear();
+    let (h2, c2) = (h.mapv(|v| -v), c.mapv(|v| 0.5 * v));
+    let whole = model
+        .forward(ids.view(), h2.view(), c2.view(), summary.view())
+        .unwrap();
+    let mut run = |x: kiln::ndarray::ArrayView2<usize>| {
+        model.forward_cached(x, h2.view(), c2.view(), summary.view(), &mut cache)
+    };
+    check_pieces(
+        &mut run,
+        &ids,
+        &whole,
+        &[1, 8],
+        "StartedDecoder after clear",
+    );
+}
+
+#[test]
+fn an_encoder_decoder_decodes_the_target_against_the_whole_source() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let model = Seq2Seq::<f64>::new(&mut rng);
+    let tgt = tokens(&mut rng, 3, 10);
+    let src = Array2::from_shape_fn((3, 7), |_| rng.random_range(1..11));
+    let src_len = kiln::ndarray::Array1::from(vec![7usize, 3, 5]);
+    let whole = model
+        .forward(tgt.view(), src.view(), src_len.view())
+        .unwrap();
+    let mut cache = model.decoder_cache(3, 10).unwrap();
+    let mut run = |x: kiln::ndarray::ArrayView2<usize>| {
+        model.forward_cached(x, src.view(), src_len.view(), &mut cache)
+    };
+    check_pieces(&mut run, &tgt, &whole, &[4, 1, 1, 2, 2], "Seq2Seq");
+    assert_eq!(cache.len(), 10);
+    // The capacity counts target positions only: the source's position table is not the
+    // decoder's limit.
+    assert!(model.decoder_cache(3, 12).is_ok());
+    assert!(model.decoder_cache(3, 13).is_err());
+}

@@ -201,6 +201,15 @@ fn translate_transformer_reaches_70_percent_on_dates_never_seen() {
         .collect();
     let again = translator.translate(&sources).expect("translates");
     assert_eq!(again, report.predictions[..20]);
+    // Decoding through the cache (one target position per step) writes what whole forward
+    // passes over the growing target write.
+    let all: Vec<&str> = report.test.iter().map(|e| e.source.as_str()).collect();
+    assert_eq!(
+        translator.translate(&all).expect("translates"),
+        translator
+            .translate_without_cache(&all)
+            .expect("translates"),
+    );
     assert!(translator.translate(&["x".repeat(100).as_str()]).is_err());
     std::fs::remove_dir_all(&out).ok();
 }

@@ -802,7 +802,8 @@ impl Graph {
     /// a sequence (causal self-attention without lengths, position embeddings, `lstm`, `gru`
     /// and `rnn` forward in time over whole sequences, blocks of these). The generated file
     /// calls `forward_cached` exactly on these models, so a model the compiler disagrees on
-    /// fails to build.
+    /// fails to build. (A generated model has one sequence input and no static ones: the
+    /// language's rule for inputs that are not sequences does not arise.)
     pub fn decodable(&self) -> bool {
         let x = &self.body.values[0].shape;
         let (b, t) = match (x.first().and_then(|d| d.sym), x.get(1).and_then(|d| d.sym)) {

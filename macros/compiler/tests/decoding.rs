@@ -1,7 +1,8 @@
-//! Which models get incremental decoding (`forward_cached`): those whose forward values are all
-//! sequences `[B, T, ...]` and whose ops work position by position or continue a sequence. Every
-//! other sequence model gets the stand-in whose call is a compile error naming the value at
-//! fault; models that are not sequence models get neither.
+//! Which models get incremental decoding (`forward_cached`): those whose values computed from
+//! their sequence inputs are all sequences `[B, T, ...]` and whose ops on them work position by
+//! position or continue a sequence (inputs that are not sequences, an encoder's, are computed
+//! whole at every call). Every other sequence model gets the stand-in whose call is a compile
+//! error naming the value at fault; models that are not sequence models get neither.
 
 use proc_macro2::TokenStream;
 
@@ -155,8 +156,85 @@ fn ops_that_need_the_whole_sequence_do_not() {
                 output a;
             }
         },
-        "input `len` is not a sequence",
+        "input `len` holds lengths of T",
     );
+    // An input along the time axis that is not a sequence [B, T, ...].
+    assert_unavailable(
+        quote::quote! {
+            struct Table {
+                input tokens: [B, T] tokens 50;
+                input table: [B, 4, T];
+                let e = embedding(tokens, 16);
+                let m = matmul(table, e);
+                output m;
+            }
+        },
+        "input `table` depends on T but is not a sequence",
+    );
+    // Cross-attention to a memory computed from the decoded sequence itself.
+    assert_unavailable(
+        quote::quote! {
+            struct SelfMemory {
+                input x: [B, T, 4];
+                let m = relu(x);
+                let a = multi_head_attention(x, m, heads = 2);
+                output a;
+            }
+        },
+        "`a` (multi_head_attention) needs the whole sequence",
+    );
+    // Initial states computed from the sequence: a summary over time.
+    assert_unavailable(
+        quote::quote! {
+            struct Summarised {
+                input x: [B, T, 4];
+                let s = mean(x, axis = 1);
+                let h = gru(x, 4, h0 = s);
+                output h;
+            }
+        },
+        "`s` (mean) is [B, 4], not a sequence",
+    );
+}
+
+/// Inputs that are not sequences along the decoded axis are static: an encoder over them
+/// runs whole at every call, whatever its ops, and the decoder reads it across (attention to
+/// a memory) or starts from it (`h0`). The decoded sequence is the output's.
+#[test]
+fn encoder_decoders_decode_their_target() {
+    assert_cached(quote::quote! {
+        struct Translator {
+            input src: [B, S] tokens 30;
+            input src_len: [B] lengths S;
+            input tgt: [B, T] tokens 20;
+            let s = embedding(src, 16);
+            let enc = multi_head_attention(s, heads = 2, lengths = src_len);
+            let memory = layer_norm(s + enc);
+            let t = embedding(tgt, 16);
+            let dec = Decoder(t, memory, src_len, repeat = 2);
+            let logits = linear(dec, 20);
+            output logits;
+
+            block Decoder(x, memory, len) {
+                let a = multi_head_attention(x, heads = 2, causal = true);
+                let x1 = x + a;
+                let c = multi_head_attention(x1, memory, heads = 2, lengths = len);
+                let out = x1 + c;
+                output out;
+            }
+        }
+    });
+    assert_cached(quote::quote! {
+        struct Seq2Seq {
+            input src: [B, S, 8];
+            input tgt: [B, T, 8];
+            let enc = lstm(src, 16, final_state = true, final_cells = true);
+            let (h, c) = chunk(enc, 2, axis = 1);
+            let dec = lstm(tgt, 16, h0 = h, c0 = c);
+            let logits = linear(dec, 20);
+            output logits;
+        }
+    });
 }
 
 #[test]
@@ -221,4 +299,23 @@ fn position_tables_limit_the_cache() {
     });
     assert!(code.contains("fn decoder_cache"), "{code}");
     assert!(!code.contains("check_capacity"), "{code}");
+    // A position table over a static source is computed whole: only the decoded sequence's
+    // limits the cache.
+    let code = expand(quote::quote! {
+        struct Translator {
+            input src: [B, S] tokens 30;
+            input tgt: [B, T] tokens 20;
+            let sp = position_embedding(src, 8, max_len = 40);
+            let tp = position_embedding(tgt, 8, max_len = 12);
+            let a = multi_head_attention(tp, sp, heads = 2);
+            output a;
+        }
+    });
+    assert!(
+        code.contains(
+            "check_capacity (capacity , 12 , \"`tp` is a position table of `max_len = 12`\")"
+        ),
+        "{code}"
+    );
+    assert!(!code.contains("max_len = 40`\")"), "{code}");
 }

@@ -1,14 +1,19 @@
 //! Incremental decoding: `forward_cached` and the model's decoding cache.
 //!
-//! A model whose values are all sequences `[B, T, ...]` (the same two symbolic dims first,
-//! fixed dims after) and whose ops each compute a position from that position alone, or know
-//! how to continue a sequence (causal self-attention keeps its keys and values in a
-//! `kiln::kernels::kv_cache::KvCache`, a one-direction recurrence the states of every layer
-//! in a `kiln::kernels::recurrent::RnnState`, a position embedding starts at the cached
-//! length, a block chain keeps one cache per repetition), can run its forward pass on new
-//! positions only: `forward_cached(tokens, &mut cache)` computes the outputs of the new
-//! positions as `forward` on the whole sequence would, at one position's cost per layer.
-//! Sampling a language model token by token is the use.
+//! A model whose values computed from its sequence inputs are all sequences `[B, T, ...]`
+//! (the same two symbolic dims first, fixed dims after; `T` is the time axis of the first
+//! output, else of the first input) and whose ops on them each compute a position from that
+//! position alone, or know how to continue a sequence (causal self-attention keeps its keys
+//! and values in a `kiln::kernels::kv_cache::KvCache`, a one-direction recurrence the states
+//! of every layer in a `kiln::kernels::recurrent::RnnState`, a position embedding starts at
+//! the cached length, a block chain keeps one cache per repetition), can run its forward pass
+//! on new positions only: `forward_cached(tokens, &mut cache)` computes the outputs of the
+//! new positions as `forward` on the whole sequence would, at one position's cost per layer.
+//! Sampling a language model token by token is the use. Inputs that are not sequences along
+//! `T` are *static* (an encoder's source and its lengths, an encoder's final states): the
+//! values computed from them alone run whole, with their ops' ordinary forward, at every
+//! call, and the ops that mix them with the sequence say whether they can (a recurrence
+//! starting from them at the first position, attention to them as a memory).
 //!
 //! Takes the model's graph and plan; returns, when the model qualifies ([`decodable`]), the
 //! cache struct (`NameCache`), the decoding pass `run_forward_cached` and the public
@@ -43,24 +48,71 @@ enum NotDecodable {
     Because(String),
 }
 
-/// The batch and time symbols of a model that can decode incrementally: its first input is
-/// `[B, T, ...]` with two symbolic dims, every input and every value of the forward pass is
-/// `[B, T, fixed...]` (pointwise ops then work position by position), no input is a lengths
-/// vector, and every kernel supports decoding ([`Decoding`]).
-fn decoding_symbols(g: &Graph, plan: &Plan) -> Result<(usize, usize), NotDecodable> {
-    let mut inputs = g.inputs.iter().filter(|d| !d.is_target);
-    let (b, t) = match inputs.clone().next().map(|d| &d.dims[..]) {
-        Some(&[Dim::Symbol(b), Dim::Symbol(t), ..]) if b != t => (b, t),
-        _ => return Err(NotDecodable::NotSequence),
+/// Whether a dim is the time symbol `t` or computed from it.
+fn mentions(dim: &Dim, t: usize) -> bool {
+    matches!(dim, Dim::Symbol(s) | Dim::Affine { symbol: s, .. } if *s == t)
+}
+
+/// How a model decodes: its batch and time symbols, and which nodes run on the new positions
+/// only (`dynamic`: they depend on a sequence input) rather than whole at every call (the
+/// *static* ones, computed from inputs that are not sequences: an encoder's states or
+/// output, their lengths).
+struct Decodes {
+    b: usize,
+    t: usize,
+    dynamic: Vec<bool>,
+}
+
+/// [`Kernel::decoding_with`] for a node, with its static inputs marked.
+fn node_decoding(g: &Graph, id: usize, k: &dyn crate::ops::Kernel, dynamic: &[bool]) -> Decoding {
+    let node = &g.nodes[id];
+    let inputs: Vec<_> = node.inputs.iter().map(|&i| g.info(i)).collect();
+    let is_static: Vec<bool> = node.inputs.iter().map(|&i| !dynamic[i]).collect();
+    k.decoding_with(&inputs, &is_static)
+}
+
+/// The batch and time symbols of a model that can decode incrementally, and its dynamic
+/// nodes: its first input is `[B, T, ...]` with two symbolic dims; every input that is not
+/// such a sequence is static and does not mention `T`; every value computed from a sequence
+/// is `[B, T, fixed...]` (pointwise ops then work position by position) and every kernel
+/// among them supports decoding with the static inputs it reads ([`Decoding`]). Values
+/// computed from static inputs alone are computed whole at every call, by any op.
+fn decoding_symbols(g: &Graph, plan: &Plan) -> Result<Decodes, NotDecodable> {
+    let inputs = g.inputs.iter().filter(|d| !d.is_target);
+    // The decoded sequence is the one the first output runs along (an encoder–decoder's
+    // target, whatever the order of the inputs), else the first input's.
+    let along_output = g
+        .outputs
+        .first()
+        .and_then(|(o, _)| match g.info(*o).shape.0[..] {
+            [Dim::Symbol(b), Dim::Symbol(t), ..] if b != t => Some((b, t)),
+            _ => None,
+        });
+    let (b, t) = match along_output {
+        Some((b, t)) if inputs.clone().any(|d| is_sequence(&d.dims, b, t)) => (b, t),
+        _ => match inputs.clone().next().map(|d| &d.dims[..]) {
+            Some(&[Dim::Symbol(b), Dim::Symbol(t), ..]) if b != t => (b, t),
+            _ => return Err(NotDecodable::NotSequence),
+        },
     };
     let symbols = &g.symbols;
-    if let Some(d) = inputs
-        .find(|d| matches!(d.ints, Some(ValueKind::Lengths { .. })) || !is_sequence(&d.dims, b, t))
-    {
-        return Err(NotDecodable::Because(format!(
-            "input `{}` is not a sequence [{}, {}, ...] like the first input",
-            d.name, symbols[b], symbols[t]
-        )));
+    let mut dynamic = vec![false; g.nodes.len()];
+    for d in inputs {
+        let lengths_of_t = matches!(&d.ints, Some(ValueKind::Lengths { max }) if mentions(max, t));
+        if is_sequence(&d.dims, b, t) && !matches!(d.ints, Some(ValueKind::Lengths { .. })) {
+            dynamic[d.node] = true;
+        } else if lengths_of_t {
+            return Err(NotDecodable::Because(format!(
+                "input `{}` holds lengths of {}, and decoding continues sequences position by \
+                 position, without lengths",
+                d.name, symbols[t]
+            )));
+        } else if d.dims.iter().any(|dim| mentions(dim, t)) {
+            return Err(NotDecodable::Because(format!(
+                "input `{}` depends on {} but is not a sequence [{}, {}, ...] like the first input",
+                d.name, symbols[t], symbols[b], symbols[t]
+            )));
+        }
     }
     for &id in &plan.forward_nodes {
         let node = &g.nodes[id];
@@ -69,7 +121,18 @@ fn decoding_symbols(g: &Graph, plan: &Plan) -> Result<(usize, usize), NotDecodab
             NodeKind::Pointwise { op, .. } => *op,
             NodeKind::Kernel(k) => k.name(),
         };
+        dynamic[id] = node.inputs.iter().any(|&i| dynamic[i]);
         let shape = &g.info(id).shape;
+        if !dynamic[id] {
+            if shape.0.iter().any(|dim| mentions(dim, t)) {
+                return Err(NotDecodable::Because(format!(
+                    "`{}` ({op}) is {}, computed from inputs that are not sequences",
+                    node.name,
+                    shape.display(symbols)
+                )));
+            }
+            continue;
+        }
         if !is_sequence(&shape.0, b, t) {
             return Err(NotDecodable::Because(format!(
                 "`{}` ({op}) is {}, not a sequence [{}, {}, ...]",
@@ -80,8 +143,10 @@ fn decoding_symbols(g: &Graph, plan: &Plan) -> Result<(usize, usize), NotDecodab
             )));
         }
         if let NodeKind::Kernel(k) = &node.kind {
-            let inputs: Vec<_> = node.inputs.iter().map(|&i| g.info(i)).collect();
-            if matches!(k.decoding(&inputs), Decoding::Unsupported) {
+            if matches!(
+                node_decoding(g, id, k.as_ref(), &dynamic),
+                Decoding::Unsupported
+            ) {
                 return Err(NotDecodable::Because(format!(
                     "`{}` ({op}) needs the whole sequence at once",
                     node.name
@@ -89,24 +154,26 @@ fn decoding_symbols(g: &Graph, plan: &Plan) -> Result<(usize, usize), NotDecodab
             }
         }
     }
-    Ok((b, t))
+    Ok(Decodes { b, t, dynamic })
 }
 
 /// The most positions a decoding pass can address, if an op limits them (a position table),
 /// and what sets the limit, as words following "is": the smallest limit, with its value's
 /// name (`` `wpe` is a position table of `max_len = 16` ``).
 pub fn position_limit(g: &Graph, plan: &Plan) -> Option<(usize, String)> {
+    // Static values (a position table over an encoder's input) are computed whole: only the
+    // decoded positions count.
+    let dynamic = decoding_symbols(g, plan).ok()?.dynamic;
     let mut limit: Option<(usize, String)> = None;
-    for &id in &plan.forward_nodes {
+    for &id in plan.forward_nodes.iter().filter(|&&id| dynamic[id]) {
         let node = &g.nodes[id];
         let NodeKind::Kernel(k) = &node.kind else {
             continue;
         };
-        let inputs: Vec<_> = node.inputs.iter().map(|&i| g.info(i)).collect();
         if let Decoding::Incremental {
             positions: Some((n, why)),
             ..
-        } = k.decoding(&inputs)
+        } = node_decoding(g, id, k.as_ref(), &dynamic)
         {
             if limit.as_ref().is_none_or(|(m, _)| n < *m) {
                 limit = Some((n, format!("`{}` is {why}", node.name)));
@@ -129,11 +196,13 @@ fn unavailable(cx: &Ctx, reason: &str) -> TokenStream {
     let marker = quote::format_ident!("{}Decodes", name);
     let message = format!("`{name}` has no incremental decoding: {reason}");
     let label = format!("`forward_cached` and `decoder_cache` are not available for `{name}`");
-    let note = "a model decodes incrementally when every value of its forward pass is a \
-                sequence [B, T, ...] and every op works position by position (embeddings, \
-                `linear`, `layer_norm`, element-wise ops) or continues a sequence \
-                (`multi_head_attention(.., causal = true)`, `position_embedding`, `lstm`, \
-                `gru` and `rnn` in one direction without `lengths`)";
+    let note = "a model decodes incrementally when every value computed from its sequence \
+                inputs is a sequence [B, T, ...] and every op on them works position by \
+                position (embeddings, `linear`, `layer_norm`, element-wise ops, attention to \
+                a memory) or continues a sequence (`multi_head_attention(.., causal = true)`, \
+                `position_embedding`, `lstm`, `gru` and `rnn` in one direction without \
+                `lengths`, from zero or given states); its other inputs (an encoder's \
+                states or output) are read whole at every call";
     let doc = format!(" Implemented by no type: `{name}` has no incremental decoding ({reason}).");
     let inputs = cx.g.inputs.iter().filter(|d| !d.is_target).count();
     let generics: Vec<_> = (0..inputs)
@@ -169,8 +238,8 @@ fn unavailable(cx: &Ctx, reason: &str) -> TokenStream {
 }
 
 pub(super) fn emit(cx: &Ctx) -> TokenStream {
-    let (b, t) = match decoding_symbols(cx.g, cx.plan) {
-        Ok(symbols) => symbols,
+    let Decodes { b, t, dynamic } = match decoding_symbols(cx.g, cx.plan) {
+        Ok(decodes) => decodes,
         Err(NotDecodable::NotSequence) => return TokenStream::new(),
         Err(NotDecodable::Because(reason)) => return unavailable(cx, &reason),
     };
@@ -180,16 +249,15 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let mut fields = TokenStream::new();
     let mut inits = TokenStream::new();
     let mut kept: Vec<&str> = Vec::new();
-    for &id in &cx.plan.forward_nodes {
+    for &id in cx.plan.forward_nodes.iter().filter(|&&id| dynamic[id]) {
         let node = &g.nodes[id];
         let NodeKind::Kernel(k) = &node.kind else {
             continue;
         };
-        let inputs: Vec<_> = node.inputs.iter().map(|&i| g.info(i)).collect();
         if let Decoding::Incremental {
             cache: Some(DecodeCache { ty, init, keeps }),
             ..
-        } = k.decoding(&inputs)
+        } = node_decoding(g, id, k.as_ref(), &dynamic)
         {
             if !kept.contains(&keeps) {
                 kept.push(keeps);
@@ -221,7 +289,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
          sequences of up to `capacity` positions.{capacity_doc}"
     );
 
-    let code = emit_values(cx, &cx.plan.forward_nodes, false, true);
+    let code = emit_values(cx, &cx.plan.forward_nodes, false, Some(&dynamic));
     let (params, body) = (code.params, code.body);
     let bind = cx.bind_dims(quote!(ws.dims));
     let float_inputs = super::passes::input_params(cx, false);
@@ -266,15 +334,36 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
          model keeps of the positions it has seen{kept}, up to a capacity fixed when it is made \
          ([`{name}::decoder_cache`])."
     );
+    let static_inputs: Vec<String> = g
+        .inputs
+        .iter()
+        .filter(|d| !d.is_target && !dynamic[d.node])
+        .map(|d| format!("`{}`", d.name))
+        .collect();
+    let static_doc =
+        match static_inputs.len() {
+            0 => String::new(),
+            _ => {
+                format!(
+            " {} {} not a sequence along the decoded positions: give {} whole, the same at \
+             every call for a cache's sequences (what is computed from {} alone is computed \
+             again at each call).",
+            static_inputs.join(", "),
+            if static_inputs.len() == 1 { "is" } else { "are" },
+            if static_inputs.len() == 1 { "it" } else { "them" },
+            if static_inputs.len() == 1 { "it" } else { "them" },
+        )
+            }
+        };
     let forward_doc = format!(
         " Incremental decoding: the outputs for new positions of sequences whose earlier \
          positions `cache` holds, as [`{name}::forward`] gives them for those positions of the \
-         whole sequences, computing only the new positions. The inputs hold only the new \
-         positions (their time axis is as long as there are new positions), which then join \
-         the cache. To sample a sequence, give the prompt, then each sampled token in \
-         turn.\n\n Returns `Err` if an input's shape is wrong, if the batch is not the cache's, \
-         or if the new positions do not fit in the cache (nor in a position table); the cache \
-         is then unchanged."
+         whole sequences, computing only the new positions. The sequence inputs hold only the \
+         new positions (their time axis is as long as there are new positions), which then join \
+         the cache.{static_doc} To sample a sequence, give the prompt, then each sampled token \
+         in turn.\n\n Returns `Err` if an input's shape is wrong, if the batch is not the \
+         cache's, or if the new positions do not fit in the cache (nor in a position table); \
+         the cache is then unchanged."
     );
     let (bs, ts) = (b, t);
     quote! {

@@ -84,7 +84,7 @@ fn pass_fn(
     loss: Option<NodeId>,
 ) -> TokenStream {
     let bufs = &cx.buffers_name;
-    let code = emit_values(cx, nodes, training, false);
+    let code = emit_values(cx, nodes, training, None);
     let (params, body) = (code.params, code.body);
     let bind = cx.bind_dims(quote!(ws.dims));
     let receiver = if training && code.mutates_self {
@@ -251,7 +251,14 @@ fn locals_of(
 
 /// The code computing `nodes` in order. With `decode`, the pass is a decoding pass
 /// (`run_forward_cached`): incremental ops get their field of the `cache` and the `offset`.
-pub(super) fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool, decode: bool) -> Code {
+/// `decode`: for a decoding pass, which nodes run on the new positions only (their kernels get
+/// the decoding context); the others are computed whole.
+pub(super) fn emit_values(
+    cx: &Ctx,
+    nodes: &[NodeId],
+    training: bool,
+    decode: Option<&[bool]>,
+) -> Code {
     let mut layers = BTreeSet::new();
     let mut body = TokenStream::new();
     let mut mutates_self = false;
@@ -300,7 +307,7 @@ pub(super) fn emit_values(cx: &Ctx, nodes: &[NodeId], training: bool, decode: bo
                     },
                     layer: layer_place(cx, node.layer, quote!(self)),
                     symbols: cx.symbol_locals(),
-                    decode: decode.then(|| {
+                    decode: decode.is_some_and(|dynamic| dynamic[id]).then(|| {
                         let field = cx.node_ident(id);
                         DecodeCx {
                             cache: quote!(cache.#field),

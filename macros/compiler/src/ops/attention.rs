@@ -167,6 +167,22 @@ impl Kernel for Attention {
             positions: None,
         }
     }
+    fn decoding_with(&self, inputs: &[&ValueInfo], is_static: &[bool]) -> super::Decoding {
+        // Cross-attention to a memory that is the same at every call (an encoder's output):
+        // each new query attends to the whole memory, position by position.
+        if self.cross {
+            let memory_static = is_static[1..].iter().all(|&s| s);
+            return if !is_static[0] && memory_static && !self.causal {
+                super::Decoding::PositionWise
+            } else {
+                super::Decoding::Unsupported
+            };
+        }
+        if is_static.iter().any(|&s| s) {
+            return super::Decoding::Unsupported;
+        }
+        self.decoding(inputs)
+    }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Int, Ints};
         if self.rotary.is_some() {
@@ -468,7 +484,9 @@ impl Kernel for Attention {
         let (memory, lengths) = self.memory_and_lengths(&cx.inputs);
         let (q, y, causal) = (&cx.inputs[0].data, &cx.output.data, self.causal);
         let params = params(&cx.params, self.bias);
-        if let Some(decode) = &cx.decode {
+        // Cross-attention decodes as the whole forward does (its memory is the same at every
+        // call); causal self-attention reads its earlier keys and values from the cache.
+        if let (Some(decode), false) = (&cx.decode, self.cross) {
             let (cache, offset, q_len) = (&decode.cache, &decode.offset, &cx.inputs[0].dims[1]);
             return quote! {
                 ::kiln::kernels::kv_cache::multi_head_attention_cached(&mut #cache, #offset, #q_len, #q, &#params, #y);

@@ -273,6 +273,14 @@ fn block_state(graph: &Graph) -> BlockState {
 }
 
 impl Kernel for BlockCall {
+    fn decoding_with(&self, inputs: &[&ValueInfo], is_static: &[bool]) -> super::Decoding {
+        // The block's own decoding pass tells its other inputs apart as the model's does (by
+        // their shapes): only the chained input must be new positions.
+        if is_static.first() == Some(&true) {
+            return super::Decoding::Unsupported;
+        }
+        self.decoding(inputs)
+    }
     fn decoding(&self, _inputs: &[&ValueInfo]) -> super::Decoding {
         if self.with(|c| c.decodable) != Some(true) {
             return super::Decoding::Unsupported;

@@ -436,6 +436,17 @@ pub trait Kernel {
     fn decoding(&self, _inputs: &[&ValueInfo]) -> Decoding {
         Decoding::Unsupported
     }
+    /// [`Kernel::decoding`] when some inputs are *static*: the same at every decoding call,
+    /// computed from the model's inputs that are not sequences (a recurrence's initial states,
+    /// the memory a cross-attention reads), marked in `is_static` by input slot. The default
+    /// takes part only without static inputs.
+    fn decoding_with(&self, inputs: &[&ValueInfo], is_static: &[bool]) -> Decoding {
+        if is_static.iter().any(|&s| s) {
+            Decoding::Unsupported
+        } else {
+            self.decoding(inputs)
+        }
+    }
     /// Items emitted beside the model (a block's own model type).
     fn items(&self) -> TokenStream {
         TokenStream::new()

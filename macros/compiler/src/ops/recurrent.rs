@@ -294,7 +294,7 @@ impl Kernel for Recurrent {
         // continue from the states the earlier ones reached. The reverse direction would need
         // the positions still to come; `lengths` and `final_state` are not sequences of the
         // new positions.
-        if self.bidirectional || self.lengths || self.final_state || self.h0 {
+        if self.bidirectional || self.lengths || self.final_state {
             return super::Decoding::Unsupported;
         }
         let (cell, hidden, layers) = (cell_tokens(self.cell), self.hidden, self.layers);
@@ -306,6 +306,16 @@ impl Kernel for Recurrent {
             }),
             positions: None,
         }
+    }
+    fn decoding_with(&self, inputs: &[&ValueInfo], is_static: &[bool]) -> super::Decoding {
+        // Initial states start the sequences at their first position: they are the same at
+        // every call (the cache carries the states on), the sequence itself is new positions.
+        let states = self.h0_index()..is_static.len();
+        let sequence_static = is_static[..self.h0_index()].iter().any(|&s| s);
+        if sequence_static || !is_static[states].iter().all(|&s| s) {
+            return super::Decoding::Unsupported;
+        }
+        self.decoding(inputs)
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Int, Ints, Str, Strs};
@@ -690,6 +700,13 @@ impl Kernel for Recurrent {
         let lengths = lengths(&cx.inputs, self.lengths);
         let (layer, n) = (&cx.layer, cx.params.len());
         let run = match &cx.decode {
+            Some(decode) if self.h0 => {
+                let (state, offset) = (&decode.cache, &decode.offset);
+                let initial = self.initial(&cx.inputs);
+                quote! {
+                    ::kiln::kernels::recurrent::rnn_forward_cached_from(&#dims, #xd, &params, #initial, #scratch, &mut #state, #offset, #y);
+                }
+            }
             Some(decode) => {
                 let (state, offset) = (&decode.cache, &decode.offset);
                 quote! {
