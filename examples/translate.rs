@@ -761,9 +761,9 @@ impl Translator {
 
     /// The ISO dates of `sources`, decoded greedily in batches of 500: ten decoding steps per
     /// batch, each feeding every row's most likely next character (special ids excluded) back
-    /// as the next position. `forward_cached` keeps the decoder's earlier positions (its
-    /// self-attention's keys and values) and runs the encoder on the sources again at each
-    /// step: a step costs one target position per decoder layer.
+    /// as the next position. `forward_cached` runs the encoder at the first step and keeps
+    /// its output, and the decoder's earlier positions (its self-attention's keys and values):
+    /// a later step costs one target position per decoder layer.
     pub fn translate(&self, sources: &[&str]) -> Result<Vec<String>, Box<dyn Error>> {
         let bos = self.bos()?;
         let mut out = Vec::with_capacity(sources.len());

@@ -400,6 +400,61 @@ fn an_encoder_decoder_decodes_the_target_against_the_whole_source() {
     };
     check_pieces(&mut run, &tgt, &whole, &[4, 1, 1, 2, 2], "Seq2Seq");
     assert_eq!(cache.len(), 10);
+
+    // The encoder runs at the first position only: later calls read what the cache kept of
+    // it (here a source of the same shape but other tokens changes nothing), and a source of
+    // another length is an error that leaves the cache as it was.
+    let mut cache = model.decoder_cache(3, 10).unwrap();
+    model
+        .forward_cached(
+            tgt.slice(s![.., ..3]),
+            src.view(),
+            src_len.view(),
+            &mut cache,
+        )
+        .unwrap();
+    let other = src.mapv(|t| 1 + t % 10);
+    let kept = model
+        .forward_cached(
+            tgt.slice(s![.., 3..5]),
+            other.view(),
+            src_len.view(),
+            &mut cache,
+        )
+        .unwrap();
+    assert_close(
+        &kept,
+        &whole.slice(s![.., 3..5, ..]).to_owned(),
+        "kept encoder",
+    );
+    let short = src.slice(s![.., ..5]).to_owned();
+    let err = model
+        .forward_cached(
+            tgt.slice(s![.., 5..6]),
+            short.view(),
+            src_len.mapv(|l| l.min(5)).view(),
+            &mut cache,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not sequences at the first position"),
+        "{err}"
+    );
+    assert_eq!(cache.len(), 5);
+    let rest = model
+        .forward_cached(
+            tgt.slice(s![.., 5..]),
+            src.view(),
+            src_len.view(),
+            &mut cache,
+        )
+        .unwrap();
+    assert_close(
+        &rest,
+        &whole.slice(s![.., 5.., ..]).to_owned(),
+        "after the error",
+    );
     // The capacity counts target positions only: the source's position table is not the
     // decoder's limit.
     assert!(model.decoder_cache(3, 12).is_ok());

@@ -628,6 +628,35 @@ fn counted(n: usize, noun: &str) -> String {
     }
 }
 
+/// For a decoding pass after the first position: copies `kept`, the value `name` computed at
+/// the first position from the model's inputs that are not sequences (an encoder's output),
+/// back into its buffer `into`. `Err` if this call's inputs give it another size (they must
+/// be the same at every call for a cache's sequences).
+///
+/// ```
+/// use kiln_runtime::shape::restore_static;
+/// let mut into = [0.0f32; 2];
+/// restore_static("memory", &[1.0, 2.0], &mut into).unwrap();
+/// assert_eq!(into, [1.0, 2.0]);
+/// let err = restore_static("memory", &[1.0, 2.0], &mut [0.0f32; 3]).unwrap_err();
+/// assert!(err.to_string().contains("`memory`"));
+/// ```
+pub fn restore_static<F: Copy>(name: &str, kept: &[F], into: &mut [F]) -> Result<()> {
+    if kept.len() != into.len() {
+        return Err(crate::Error::DecodeCache {
+            problem: format!(
+                "`{name}` was computed from the inputs that are not sequences at the first \
+                 position, with {} elements, and this call's inputs give it {}: give them the \
+                 same at every call for the cache's sequences, or `clear()` it to start new ones",
+                kept.len(),
+                into.len()
+            ),
+        });
+    }
+    into.copy_from_slice(kept);
+    Ok(())
+}
+
 /// Checks that a batch of `batch` sequences of `new` positions may follow the `len`
 /// positions of a decoding cache made for `cache_batch` sequences of up to `capacity`
 /// positions (a generated `forward_cached` calls this before it changes anything).

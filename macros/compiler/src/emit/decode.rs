@@ -11,8 +11,9 @@
 //! new positions as `forward` on the whole sequence would, at one position's cost per layer.
 //! Sampling a language model token by token is the use. Inputs that are not sequences along
 //! `T` are *static* (an encoder's source and its lengths, an encoder's final states): the
-//! values computed from them alone run whole, with their ops' ordinary forward, at every
-//! call, and the ops that mix them with the sequence say whether they can (a recurrence
+//! values computed from them alone run whole, with their ops' ordinary forward, at the first
+//! position, and the cache keeps the ones the rest reads (restored into their buffers at the
+//! later calls); the ops that mix them with the sequence say whether they can (a recurrence
 //! starting from them at the first position, attention to them as a memory).
 //!
 //! Takes the model's graph and plan; returns, when the model qualifies ([`decodable`]), the
@@ -23,7 +24,7 @@
 //! saying which value is at fault; for a model without sequences, nothing.
 
 use super::api::{bind_inputs, stage_inputs, view_param};
-use super::passes::emit_values;
+use super::passes::{emit_values, DecodeNodes};
 use super::Ctx;
 use crate::ir::{Dim, Graph, NodeKind, Shape, ValueKind};
 use crate::ops::{DecodeCache, Decoding};
@@ -183,6 +184,31 @@ pub fn position_limit(g: &Graph, plan: &Plan) -> Option<(usize, String)> {
     limit
 }
 
+/// The static values a decoding cache keeps (see [`DecodeNodes::kept`]): those the dynamic
+/// nodes or the outputs read. `None` when one of them is not a float value (the cache keeps
+/// floats): every static node is then computed again at each call.
+fn kept_static(g: &Graph, plan: &Plan, dynamic: &[bool]) -> Option<Vec<bool>> {
+    let mut kept = vec![false; g.nodes.len()];
+    let computed = |i: usize| !dynamic[i] && !matches!(g.nodes[i].kind, NodeKind::Input(_));
+    for &id in plan.forward_nodes.iter().filter(|&&id| dynamic[id]) {
+        for &i in g.nodes[id].inputs.iter().filter(|&&i| computed(i)) {
+            kept[i] = true;
+        }
+    }
+    for &(o, _) in &g.outputs {
+        kept[o] |= computed(o);
+    }
+    let floats = (0..kept.len())
+        .filter(|&i| kept[i])
+        .all(|i| g.info(i).kind == ValueKind::Float);
+    floats.then_some(kept)
+}
+
+/// The cache field of a kept static value.
+pub(super) fn static_field(cx: &Ctx, id: usize) -> proc_macro2::Ident {
+    quote::format_ident!("static_{}", cx.node_ident(id))
+}
+
 /// Whether the model gets `forward_cached` (see the module docs).
 pub fn decodable(g: &Graph, plan: &Plan) -> bool {
     decoding_symbols(g, plan).is_ok()
@@ -289,7 +315,27 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
          sequences of up to `capacity` positions.{capacity_doc}"
     );
 
-    let code = emit_values(cx, &cx.plan.forward_nodes, false, Some(&dynamic));
+    let kept_values = kept_static(g, cx.plan, &dynamic);
+    let kept_ids = kept_values
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, &k)| k)
+        .map(|(id, _)| id);
+    for id in kept_ids {
+        let field = static_field(cx, id);
+        let doc = format!(
+            " `{}`, computed at the first position from the inputs that are not sequences.",
+            g.nodes[id].name
+        );
+        fields.extend(quote! { #[doc = #doc] #field: ::std::vec::Vec<F>, });
+        inits.extend(quote! { #field: ::std::vec::Vec::new(), });
+    }
+    let decode_nodes = DecodeNodes {
+        dynamic: dynamic.clone(),
+        kept: kept_values,
+    };
+    let code = emit_values(cx, &cx.plan.forward_nodes, false, Some(&decode_nodes));
     let (params, body) = (code.params, code.body);
     let bind = cx.bind_dims(quote!(ws.dims));
     let float_inputs = super::passes::input_params(cx, false);
@@ -340,21 +386,29 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         .filter(|d| !d.is_target && !dynamic[d.node])
         .map(|d| format!("`{}`", d.name))
         .collect();
-    let static_doc =
-        match static_inputs.len() {
-            0 => String::new(),
-            _ => {
+    let static_doc = match static_inputs.len() {
+        0 => String::new(),
+        count => {
+            let (them, are) = if count == 1 {
+                ("it", "is")
+            } else {
+                ("them", "are")
+            };
+            let reuse = if kept_static(g, cx.plan, &dynamic).is_some() {
                 format!(
-            " {} {} not a sequence along the decoded positions: give {} whole, the same at \
-             every call for a cache's sequences (what is computed from {} alone is computed \
-             again at each call).",
-            static_inputs.join(", "),
-            if static_inputs.len() == 1 { "is" } else { "are" },
-            if static_inputs.len() == 1 { "it" } else { "them" },
-            if static_inputs.len() == 1 { "it" } else { "them" },
-        )
-            }
-        };
+                    "what is computed from {them} alone, as an encoder, is computed at the \
+                     first position and kept in the cache for the later calls"
+                )
+            } else {
+                format!("what is computed from {them} alone is computed again at each call")
+            };
+            format!(
+                " {} {are} not a sequence along the decoded positions: give {them} whole, the \
+                 same at every call for a cache's sequences ({reuse}).",
+                static_inputs.join(", "),
+            )
+        }
+    };
     let forward_doc = format!(
         " Incremental decoding: the outputs for new positions of sequences whose earlier \
          positions `cache` holds, as [`{name}::forward`] gives them for those positions of the \

@@ -251,13 +251,24 @@ fn locals_of(
 
 /// The code computing `nodes` in order. With `decode`, the pass is a decoding pass
 /// (`run_forward_cached`): incremental ops get their field of the `cache` and the `offset`.
-/// `decode`: for a decoding pass, which nodes run on the new positions only (their kernels get
-/// the decoding context); the others are computed whole.
+/// The nodes of a decoding pass (see `emit::decode`).
+pub(super) struct DecodeNodes {
+    /// Which nodes run on the new positions only (their kernels get the decoding context);
+    /// the others, computed from inputs that are not sequences, are computed whole.
+    pub dynamic: Vec<bool>,
+    /// Which of those static values the cache keeps (the ones the dynamic nodes or the
+    /// outputs read): static nodes are then computed at the first position only, and the
+    /// kept values copied back into their buffers at the later ones. `None`: every static
+    /// node is computed again at each call.
+    pub kept: Option<Vec<bool>>,
+}
+
+/// `decode`: the nodes of a decoding pass, for one.
 pub(super) fn emit_values(
     cx: &Ctx,
     nodes: &[NodeId],
     training: bool,
-    decode: Option<&[bool]>,
+    decode: Option<&DecodeNodes>,
 ) -> Code {
     let mut layers = BTreeSet::new();
     let mut body = TokenStream::new();
@@ -307,7 +318,7 @@ pub(super) fn emit_values(
                     },
                     layer: layer_place(cx, node.layer, quote!(self)),
                     symbols: cx.symbol_locals(),
-                    decode: decode.is_some_and(|dynamic| dynamic[id]).then(|| {
+                    decode: decode.is_some_and(|d| d.dynamic[id]).then(|| {
                         let field = cx.node_ident(id);
                         DecodeCx {
                             cache: quote!(cache.#field),
@@ -319,10 +330,16 @@ pub(super) fn emit_values(
             NodeKind::Pointwise { term, .. } => pointwise_forward(cx, id, *term),
         };
         let check = super::finite::forward(cx, id);
-        body.extend(quote! {
-            #[doc = #comment]
-            { #code }
-            #check
+        let kept = decode
+            .filter(|d| !d.dynamic[id])
+            .and_then(|d| d.kept.as_ref());
+        body.extend(match kept {
+            Some(kept) => static_value(cx, id, &comment, code, check, kept[id]),
+            None => quote! {
+                #[doc = #comment]
+                { #code }
+                #check
+            },
         });
     }
     let params = used_only(param_locals(cx, &layers, false, training), &body);
@@ -330,6 +347,42 @@ pub(super) fn emit_values(
         params,
         body,
         mutates_self,
+    }
+}
+
+/// A static value in a decoding pass whose cache keeps static values: computed at the first
+/// position only, and, when `kept`, saved in the cache then and copied back into its buffer
+/// at the later positions.
+fn static_value(
+    cx: &Ctx,
+    id: NodeId,
+    comment: &str,
+    code: TokenStream,
+    check: TokenStream,
+    kept: bool,
+) -> TokenStream {
+    if !kept {
+        return quote! {
+            #[doc = #comment]
+            if offset == 0 {
+                { #code }
+                #check
+            }
+        };
+    }
+    let field = super::decode::static_field(cx, id);
+    let name = &cx.g.nodes[id].name;
+    let (read, write) = (operand(cx, id, false).data, operand(cx, id, true).data);
+    quote! {
+        #[doc = #comment]
+        if offset == 0 {
+            { #code }
+            #check
+            cache.#field.clear();
+            cache.#field.extend_from_slice(#read);
+        } else {
+            ::kiln::shape::restore_static(#name, &cache.#field, #write)?;
+        }
     }
 }
 
