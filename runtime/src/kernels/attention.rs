@@ -1361,21 +1361,9 @@ mod tests {
     fn forward_matches_naive() {
         for c in cases() {
             let (query, memory, w_in, b_in, w_out, b_out) = inputs(&c);
-            let d = c.d;
             // Garbage in the scratch must not leak into the result.
-            let mut scratch = vec![f64::NAN; d.scratch_len()];
-            let mut out = vec![f64::NAN; d.batch * d.q_len * d.embed];
             let p = params(&w_in, &b_in, &w_out, &b_out);
-            multi_head_attention_forward(
-                &d,
-                &query,
-                memory.as_deref(),
-                c.causal,
-                c.lengths.as_deref(),
-                &p,
-                &mut scratch,
-                &mut out,
-            );
+            let (out, _) = run_forward(&c, &query, memory.as_deref(), &p);
             let want = naive(
                 &c,
                 &query,
@@ -1423,6 +1411,30 @@ mod tests {
         assert_eq!(run(&padded), run(memory.as_deref().expect("a memory")));
     }
 
+    /// The forward pass of case `c` from NaN buffers: `(out, scratch)`.
+    fn run_forward(
+        c: &Case,
+        query: &[f64],
+        memory: Option<&[f64]>,
+        p: &AttentionParams<'_, f64>,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let d = c.d;
+        let mut scratch = vec![f64::NAN; d.scratch_len()];
+        let mut out = vec![f64::NAN; d.batch * d.q_len * d.embed];
+        let lengths = c.lengths.as_deref();
+        multi_head_attention_forward(
+            &d,
+            query,
+            memory,
+            c.causal,
+            lengths,
+            p,
+            &mut scratch,
+            &mut out,
+        );
+        (out, scratch)
+    }
+
     /// A frozen layer (no parameter gradients) gives its inputs the same gradients, to the
     /// bit, as one that also takes its own: self- and cross-attention, causal, padded, with
     /// and without biases.
@@ -1433,18 +1445,7 @@ mod tests {
             let (d, e) = (c.d, c.d.embed);
             let p = params(&w_in, &b_in, &w_out, &b_out);
             let (mem, lengths) = (memory.as_deref(), c.lengths.as_deref());
-            let mut scratch = vec![f64::NAN; d.scratch_len()];
-            let mut out = vec![f64::NAN; d.batch * d.q_len * e];
-            multi_head_attention_forward(
-                &d,
-                &query,
-                mem,
-                c.causal,
-                lengths,
-                &p,
-                &mut scratch,
-                &mut out,
-            );
+            let (out, scratch) = run_forward(&c, &query, mem, &p);
             let d_out = values(out.len(), 5.0);
             let run = |trained: bool| {
                 let mut dq = vec![f64::NAN; query.len()];
@@ -1547,19 +1548,8 @@ mod tests {
             });
 
             let p = params(&w_in, &b_in, &w_out, &b_out);
-            let mut scratch = vec![f64::NAN; d.scratch_len()];
-            let mut out = vec![f64::NAN; d.batch * d.q_len * e];
             let lengths = c.lengths.as_deref();
-            multi_head_attention_forward(
-                &d,
-                &query,
-                mem,
-                c.causal,
-                lengths,
-                &p,
-                &mut scratch,
-                &mut out,
-            );
+            let (_, mut scratch) = run_forward(&c, &query, mem, &p);
             // Runs the backward with fresh NaN parameter gradients (they are overwritten) and
             // checks them.
             let mut backward = |dq: Option<(&mut [f64], bool)>, dm: Option<(&mut [f64], bool)>| {

@@ -677,6 +677,34 @@ fn positions(x: &[f64], d: &RnnDims, t0: usize, t1: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Decodes `x` (the whole sequences of `whole`) in the pieces between `cuts`: `step(d, xs,
+/// offset, scratch, out)` runs one piece of `d.seq` positions after `offset` earlier ones; the
+/// pieces' outputs are put back in their places in the whole sequences' layout.
+fn decode_in_pieces(
+    whole: &RnnDims,
+    x: &[f64],
+    cuts: &[usize],
+    mut step: impl FnMut(&RnnDims, &[f64], usize, &mut [f64], &mut [f64]),
+) -> Vec<f64> {
+    let h = whole.hidden;
+    let mut got = vec![f64::NAN; whole.out_len()];
+    for piece in cuts.windows(2) {
+        let (t0, t1) = (piece[0], piece[1]);
+        let d = RnnDims {
+            seq: t1 - t0,
+            ..*whole
+        };
+        let mut scratch = vec![f64::NAN; d.scratch_len()];
+        let mut out = vec![f64::NAN; d.out_len()];
+        step(&d, &positions(x, whole, t0, t1), t0, &mut scratch, &mut out);
+        for b in 0..whole.batch {
+            let at = (b * whole.seq + t0) * h;
+            got[at..at + d.seq * h].copy_from_slice(&out[b * d.seq * h..][..d.seq * h]);
+        }
+    }
+    got
+}
+
 /// A sequence decoded in pieces through an [`RnnState`] gives the whole sequence's outputs,
 /// for every cell, one and two layers, and batches of one and two parts (prepacked weights).
 #[test]
@@ -688,40 +716,21 @@ fn decoding_in_pieces_gives_the_whole_sequences_outputs() {
             let x = values(whole.input_len(), 1.9);
             let (want, _) = forward(&whole, &x, None, &params);
             let mut state = RnnState::new(cell, batch, 5, layers);
+            let p = refs(&params);
             // Two sequences one after the other: the second starts again at offset 0.
             for cuts in [[0, 3, 4, 7], [0, 1, 2, 7]] {
-                let mut got = vec![f64::NAN; want.len()];
-                for piece in cuts.windows(2) {
-                    let (t0, t1) = (piece[0], piece[1]);
-                    let d = RnnDims {
-                        seq: t1 - t0,
-                        ..whole
-                    };
-                    let mut scratch = vec![f64::NAN; d.scratch_len()];
-                    let mut out = vec![f64::NAN; d.out_len()];
-                    let xs = positions(&x, &whole, t0, t1);
-                    let p = refs(&params);
-                    rnn_forward_cached(&d, &xs, &p, &mut scratch, &mut state, t0, &mut out);
+                let got = decode_in_pieces(&whole, &x, &cuts, |d, xs, t0, scratch, out| {
+                    rnn_forward_cached(d, xs, &p, scratch, &mut state, t0, out);
                     if t0 == 3 {
                         // As after a failed model pass: the same positions again, from the
                         // same states, with another piece's outputs in between.
                         let mut other = vec![0.0; out.len()];
-                        rnn_forward_cached(&d, &xs, &p, &mut scratch, &mut state, t0, &mut other);
+                        rnn_forward_cached(d, xs, &p, scratch, &mut state, t0, &mut other);
                         assert_eq!(other, out, "{cell:?}: the repeated call differs");
                     }
-                    let h = whole.hidden;
-                    for b in 0..batch {
-                        let at = (b * whole.seq + t0) * h;
-                        got[at..at + d.seq * h].copy_from_slice(&out[b * d.seq * h..][..d.seq * h]);
-                    }
-                }
-                assert_close(
-                    &got,
-                    &want,
-                    1e-12,
-                    1e-13,
-                    &format!("{cell:?} B={batch} L={layers}"),
-                );
+                });
+                let what = format!("{cell:?} B={batch} L={layers}");
+                assert_close(&got, &want, 1e-12, 1e-13, &what);
             }
         }
     }
@@ -738,11 +747,22 @@ fn decoding_from_given_states_in_pieces_gives_the_whole_sequences_outputs() {
             let params = params_for(&whole, 0.9);
             let x = values(whole.input_len(), 1.3);
             let lstm = cell == RnnCell::Lstm;
-            let h0 = values(whole.initial_len(), 2.5);
-            let c0 = values(whole.initial_len(), 3.5);
-            let initial = || RnnInitial {
-                h: &h0[..],
-                c: lstm.then_some(&c0[..]),
+            let (h0, c0) = (
+                values(whole.initial_len(), 2.5),
+                values(whole.initial_len(), 3.5),
+            );
+            let garbage = vec![f64::NAN; whole.initial_len()];
+            // The states given at offset 0, or NaN ones the later calls must not read.
+            let states = |given: bool| {
+                let (h, c) = if given {
+                    (&h0, &c0)
+                } else {
+                    (&garbage, &garbage)
+                };
+                RnnInitial {
+                    h: &h[..],
+                    c: lstm.then_some(&c[..]),
+                }
             };
             let mut want = vec![f64::NAN; whole.out_len()];
             let mut scratch = vec![f64::NAN; whole.scratch_len()];
@@ -753,48 +773,17 @@ fn decoding_from_given_states_in_pieces_gives_the_whole_sequences_outputs() {
                 &x,
                 None,
                 &p,
-                initial(),
+                states(true),
                 rng,
                 &mut scratch,
                 &mut want,
             );
             let mut state = RnnState::new(cell, batch, 5, layers);
-            let garbage = vec![f64::NAN; whole.initial_len()];
             for cuts in [[0, 3, 4, 7], [0, 1, 2, 7]] {
-                let mut got = vec![f64::NAN; want.len()];
-                for piece in cuts.windows(2) {
-                    let (t0, t1) = (piece[0], piece[1]);
-                    let d = RnnDims {
-                        seq: t1 - t0,
-                        ..whole
-                    };
-                    let mut scratch = vec![f64::NAN; d.scratch_len()];
-                    let mut out = vec![f64::NAN; d.out_len()];
-                    let xs = positions(&x, &whole, t0, t1);
-                    let given = if t0 == 0 {
-                        initial()
-                    } else {
-                        RnnInitial {
-                            h: &garbage[..],
-                            c: lstm.then_some(&garbage[..]),
-                        }
-                    };
-                    rnn_forward_cached_from(
-                        &d,
-                        &xs,
-                        &p,
-                        given,
-                        &mut scratch,
-                        &mut state,
-                        t0,
-                        &mut out,
-                    );
-                    let h = whole.hidden;
-                    for b in 0..batch {
-                        let at = (b * whole.seq + t0) * h;
-                        got[at..at + d.seq * h].copy_from_slice(&out[b * d.seq * h..][..d.seq * h]);
-                    }
-                }
+                let got = decode_in_pieces(&whole, &x, &cuts, |d, xs, t0, scratch, out| {
+                    let initial = states(t0 == 0);
+                    rnn_forward_cached_from(d, xs, &p, initial, scratch, &mut state, t0, out);
+                });
                 let what = format!("{cell:?} B={batch} L={layers}");
                 assert_close(&got, &want, 1e-12, 1e-13, &what);
             }
