@@ -332,7 +332,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
         inits.extend(quote! { #field: ::std::vec::Vec::new(), });
     }
     let decode_nodes = DecodeNodes {
-        dynamic: dynamic.clone(),
+        dynamic,
         kept: kept_values,
     };
     let code = emit_values(cx, &cx.plan.forward_nodes, false, Some(&decode_nodes));
@@ -383,7 +383,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
     let static_inputs: Vec<String> = g
         .inputs
         .iter()
-        .filter(|d| !d.is_target && !dynamic[d.node])
+        .filter(|d| !d.is_target && !decode_nodes.dynamic[d.node])
         .map(|d| format!("`{}`", d.name))
         .collect();
     let static_doc = match static_inputs.len() {
@@ -394,7 +394,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             } else {
                 ("them", "are")
             };
-            let reuse = if kept_static(g, cx.plan, &dynamic).is_some() {
+            let reuse = if decode_nodes.kept.is_some() {
                 format!(
                     "what is computed from {them} alone, as an encoder, is computed at the \
                      first position and kept in the cache for the later calls"
