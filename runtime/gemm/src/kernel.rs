@@ -30,7 +30,7 @@ use super::driver::{column_block, ASource, BSource, Problem};
 use super::gemv::{axpy_cols, dot_cols, dot_rows, dot_tiles, wastes_fewer_rows, Gemv};
 use super::pack::pack;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-use super::simd::{F32x16, F32x8, F64x4, F64x8};
+use super::simd::{F32x16, F32x8, F64x4};
 use super::simd::{Lanes, Vector};
 use std::ops::{Add, Mul};
 
@@ -822,8 +822,12 @@ macro_rules! kernels {
 // (256, 256, 4096) measured the same within noise on the W2 and W3 shapes; kc = 320 was
 // slower. nc = 512 keeps the packed B block (kc × nc, per thread) at 512 KiB rather than
 // W3's 2 MiB: W3's peak memory 110.9 -> 109.6 MiB, for about 3% of its step time and 6% of
-// the 1024³ GEMM's rate (240 -> 226 GFLOP/s). The AVX2 and baseline sizes follow the same register arithmetic, untuned (this
-// machine runs the AVX-512 kernels).
+// the 1024³ GEMM's rate (240 -> 226 GFLOP/s). The AVX2 and baseline sizes follow the same
+// register arithmetic, untuned (this machine runs the AVX-512 kernels).
+//
+// f64 has no AVX-512 set: an AVX-512 CPU runs f64 products on the AVX2 kernels (`arch.rs`,
+// `avx512: none`). f64 is the gradient checks' type, not a training one, and its sixth
+// kernel set was a fifth of this crate's clean build (7.9 -> 6.2 CPU-s).
 kernels! {
     /// AVX-512 f32: 8×32 tile (16 zmm accumulators).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
@@ -832,17 +836,6 @@ kernels! {
         blocking: (256, 256, 512), vector: F32x16,
         rows_first_when_c_aliases: true,
         a_in_place: true,
-        lean: false,
-        dot_tiles: [(4, 3), (3, 4)],
-        dot_cols: (8, 3),
-    }
-    /// AVX-512 f64: 8×16 tile (16 zmm accumulators).
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    Avx512F64 in avx512_f64 {
-        elem: f64, fma: Fused, features: "avx512f,avx2,fma", rows: [0 1 2 3 4 5 6 7], nr: 16,
-        blocking: (256, 256, 2048), vector: F64x8,
-        rows_first_when_c_aliases: false,
-        a_in_place: false,
         lean: false,
         dot_tiles: [(4, 3), (3, 4)],
         dot_cols: (8, 3),

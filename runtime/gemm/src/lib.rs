@@ -3,7 +3,8 @@
 //! target's baseline) and chosen at run time.
 //!
 //! This crate is the part of `kiln-runtime` that takes the longest to compile (its kernels
-//! are instantiated six times, for f32 and f64 on each instruction set), kept in a crate of
+//! are instantiated five times: f32 on AVX-512, AVX2 + FMA and the baseline, f64 on the last
+//! two, AVX-512 CPUs running f64 on the AVX2 kernels), kept in a crate of
 //! its own so that a clean build compiles it while `kiln-runtime`'s front end runs. It has
 //! no dependencies. Its safe, documented front door is `kiln_runtime::kernels::gemm`
 //! (slices, transposes, the two-thread split); this crate's items are the unsafe engine

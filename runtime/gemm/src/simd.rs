@@ -243,16 +243,6 @@ x86_vector! {
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 x86_vector! {
-    /// 8 × f64 in a zmm register.
-    F64x8(arch::__m512d): f64, 8, "avx512f",
-    zero: _mm512_setzero_pd, splat: _mm512_set1_pd, load: _mm512_loadu_pd,
-    fma: _mm512_fmadd_pd, add: _mm512_add_pd, mul: _mm512_mul_pd, store: _mm512_storeu_pd,
-    sum: sum_f64x8,
-    transpose: pack_transposed_f64,
-}
-
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-x86_vector! {
     /// 8 × f32 in a ymm register.
     F32x8(arch::__m256): f32, 8, "avx2,fma",
     zero: _mm256_setzero_ps, splat: _mm256_set1_ps, load: _mm256_loadu_ps,
@@ -297,18 +287,6 @@ fn sum_f32x8(v: arch::__m256) -> f32 {
     let four = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
     _mm_cvtss_f32(_mm_add_ss(two, _mm_movehdup_ps(two)))
-}
-
-/// The lanes of an AVX-512 f64 register summed as a tree.
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn sum_f64x8(v: arch::__m512d) -> f64 {
-    use arch::{_mm256_add_pd, _mm512_castpd512_pd256, _mm512_extractf64x4_pd};
-    sum_f64x4(_mm256_add_pd(
-        _mm512_castpd512_pd256(v),
-        _mm512_extractf64x4_pd::<1>(v),
-    ))
 }
 
 /// The lanes of an AVX f64 register summed as a tree.
