@@ -401,9 +401,9 @@ fn an_encoder_decoder_decodes_the_target_against_the_whole_source() {
     check_pieces(&mut run, &tgt, &whole, &[4, 1, 1, 2, 2], "Seq2Seq");
     assert_eq!(cache.len(), 10);
 
-    // The encoder runs at the first position only: later calls read what the cache kept of
-    // it (here a source of the same shape but other tokens changes nothing), and a source of
-    // another length is an error that leaves the cache as it was.
+    // The encoder runs at the first position only, and later calls read what the cache kept
+    // of it: a source other than the first call's (other tokens, other lengths, another
+    // length of source) is an error that leaves the cache as it was.
     let mut cache = model.decoder_cache(3, 10).unwrap();
     model
         .forward_cached(
@@ -413,11 +413,10 @@ fn an_encoder_decoder_decodes_the_target_against_the_whole_source() {
             &mut cache,
         )
         .unwrap();
-    let other = src.mapv(|t| 1 + t % 10);
     let kept = model
         .forward_cached(
             tgt.slice(s![.., 3..5]),
-            other.view(),
+            src.view(),
             src_len.view(),
             &mut cache,
         )
@@ -427,21 +426,42 @@ fn an_encoder_decoder_decodes_the_target_against_the_whole_source() {
         &whole.slice(s![.., 3..5, ..]).to_owned(),
         "kept encoder",
     );
+    let mut other = src.clone();
+    other[[1, 2]] = 1 + other[[1, 2]] % 10;
     let short = src.slice(s![.., ..5]).to_owned();
-    let err = model
-        .forward_cached(
-            tgt.slice(s![.., 5..6]),
+    let shorter = src_len.mapv(|l| l.min(5));
+    let wrong_sources = [
+        (
+            other.view(),
+            src_len.view(),
+            "`src` differs",
+            "at element 9",
+        ),
+        (
+            src.view(),
+            shorter.view(),
+            "`src_len` differs",
+            "at element 0",
+        ),
+        (
             short.view(),
-            src_len.mapv(|l| l.min(5)).view(),
-            &mut cache,
-        )
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("not sequences at the first position"),
-        "{err}"
-    );
-    assert_eq!(cache.len(), 5);
+            shorter.view(),
+            "`src` has 15 elements",
+            "had 21",
+        ),
+    ];
+    for (source, lengths, what, detail) in wrong_sources {
+        let err = model
+            .forward_cached(tgt.slice(s![.., 5..6]), source, lengths, &mut cache)
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(what) && message.contains(detail),
+            "{message}"
+        );
+        assert!(message.contains("`clear()`"), "{message}");
+        assert_eq!(cache.len(), 5);
+    }
     let rest = model
         .forward_cached(
             tgt.slice(s![.., 5..]),

@@ -628,6 +628,68 @@ fn counted(n: usize, noun: &str) -> String {
     }
 }
 
+/// For a decoding call: at the first position of a cache's sequences (`first`), keeps a copy
+/// of `input`, one of the model's inputs that are not sequences (an encoder's source, its
+/// lengths), in `kept`; at the later positions, checks that `input` is still that one. The
+/// cache's earlier positions were computed from the first call's input, and the model may keep
+/// what it computed from it: another one (of the same shape) would silently mix two
+/// sequences. `Err` (a generated `forward_cached` calls this before it changes anything)
+/// naming the input and the first element that differs. Equal means the same value, NaN
+/// included. Allocates only when `kept` grows (the first call, or a larger input after
+/// `clear()`).
+///
+/// ```
+/// use kiln_runtime::shape::keep_static_input;
+/// let mut kept = Vec::new();
+/// keep_static_input("src", &mut kept, &[1.0f32, 2.0], true).unwrap();
+/// assert!(keep_static_input("src", &mut kept, &[1.0, 2.0], false).is_ok());
+/// let err = keep_static_input("src", &mut kept, &[1.0, 3.0], false).unwrap_err();
+/// assert!(err.to_string().contains("`src` differs"));
+/// // A new sequence (the cache cleared) may start from another source.
+/// assert!(keep_static_input("src", &mut kept, &[1.0, 3.0], true).is_ok());
+/// ```
+pub fn keep_static_input<F: Copy + PartialEq>(
+    name: &str,
+    kept: &mut Vec<F>,
+    input: &[F],
+    first: bool,
+) -> Result<()> {
+    if first {
+        kept.clear();
+        kept.extend_from_slice(input);
+        return Ok(());
+    }
+    // `x != x` only for NaN: a NaN in the input is the same value as the kept NaN.
+    #[allow(clippy::eq_op)]
+    let same = |a: F, b: F| a == b || (a != a && b != b);
+    let differs = if kept.len() != input.len() {
+        Some(format!(
+            "has {} elements where the one the cache's sequences started from had {}",
+            input.len(),
+            kept.len()
+        ))
+    } else {
+        kept.iter()
+            .zip(input)
+            .position(|(&a, &b)| !same(a, b))
+            .map(|at| {
+                format!(
+                    "differs from the one the cache's sequences started from at element {at} \
+                     (row-major)"
+                )
+            })
+    };
+    match differs {
+        None => Ok(()),
+        Some(how) => Err(crate::Error::DecodeCache {
+            problem: format!(
+                "`{name}` {how}: give it the same at every call for those sequences, or \
+                 `clear()` the cache to start new ones"
+            ),
+        }),
+    }
+}
+
 /// For a decoding pass after the first position: copies `kept`, the value `name` computed at
 /// the first position from the model's inputs that are not sequences (an encoder's output),
 /// back into its buffer `into`. `Err` if this call's inputs give it another size (they must

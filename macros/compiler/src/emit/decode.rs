@@ -26,7 +26,7 @@
 use super::api::{bind_inputs, stage_inputs, view_param};
 use super::passes::{emit_values, DecodeNodes};
 use super::Ctx;
-use crate::ir::{Dim, Graph, NodeKind, Shape, ValueKind};
+use crate::ir::{Dim, Graph, InputDecl, NodeKind, Shape, ValueKind};
 use crate::ops::{DecodeCache, Decoding};
 use crate::plan::Plan;
 use proc_macro2::TokenStream;
@@ -380,19 +380,24 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
          model keeps of the positions it has seen{kept}, up to a capacity fixed when it is made \
          ([`{name}::decoder_cache`])."
     );
-    let static_inputs: Vec<String> = g
+    // The inputs that are not sequences: the cache keeps them to check each later call's
+    // (see `kiln::shape::keep_static_input`).
+    let static_decls: Vec<&InputDecl> = g
         .inputs
         .iter()
         .filter(|d| !d.is_target && !decode_nodes.dynamic[d.node])
+        .collect();
+    let static_inputs: Vec<String> = static_decls
+        .iter()
         .map(|d| format!("`{}`", d.name))
         .collect();
     let static_doc = match static_inputs.len() {
         0 => String::new(),
         count => {
-            let (them, are) = if count == 1 {
-                ("it", "is")
+            let (them, they, are) = if count == 1 {
+                ("it", "it", "is")
             } else {
-                ("them", "are")
+                ("them", "they", "are")
             };
             let reuse = if decode_nodes.kept.is_some() {
                 format!(
@@ -404,10 +409,23 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             };
             format!(
                 " {} {are} not a sequence along the decoded positions: give {them} whole, the \
-                 same at every call for a cache's sequences ({reuse}).",
+                 same at every call for a cache's sequences ({reuse}; the cache keeps a copy \
+                 to check that {they} {are} the same).",
                 static_inputs.join(", "),
             )
         }
+    };
+    let fit = "if the new positions do not fit in the cache (nor in a position table)";
+    let fit = match static_inputs.len() {
+        0 => format!("or {fit}"),
+        1 => format!(
+            "{fit}, or if {} is not the one the cache's sequences started from",
+            static_inputs[0]
+        ),
+        _ => format!(
+            "{fit}, or if one of {} is not the one the cache's sequences started from",
+            static_inputs.join(", ")
+        ),
     };
     let forward_doc = format!(
         " Incremental decoding: the outputs for new positions of sequences whose earlier \
@@ -416,9 +434,46 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
          new positions (their time axis is as long as there are new positions), which then join \
          the cache.{static_doc} To sample a sequence, give the prompt, then each sampled token \
          in turn.\n\n Returns `Err` if an input's shape is wrong, if the batch is not the \
-         cache's, or if the new positions do not fit in the cache (nor in a position table); \
-         the cache is then unchanged."
+         cache's, {fit}; the cache is then unchanged."
     );
+    // Float inputs and integer ones (tokens, lengths) are kept apart, as they are staged.
+    let (int_decls, float_decls): (Vec<&InputDecl>, Vec<&InputDecl>) =
+        static_decls.iter().partition(|d| d.ints.is_some());
+    let (float_count, int_count) = (float_decls.len(), int_decls.len());
+    let keep = |decls: &[&InputDecl], field: TokenStream| -> Vec<TokenStream> {
+        decls
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let (n, ns) = (&d.name, d.name.to_string());
+                quote! {
+                    ::kiln::shape::keep_static_input(#ns, &mut cache.#field[#i], #n, cache.len == 0)?;
+                }
+            })
+            .collect()
+    };
+    let mut keep_inputs = keep(&float_decls, quote!(kept_float_inputs));
+    keep_inputs.extend(keep(&int_decls, quote!(kept_int_inputs)));
+    // Fields only for the kinds a model has (a language model has none).
+    if float_count > 0 {
+        fields.extend(quote! {
+            /// The float inputs that are not sequences, as the first position had them.
+            kept_float_inputs: [::std::vec::Vec<F>; #float_count],
+        });
+        inits.extend(quote! {
+            kept_float_inputs: ::core::array::from_fn(|_| ::std::vec::Vec::new()),
+        });
+    }
+    if int_count > 0 {
+        fields.extend(quote! {
+            /// The integer inputs (tokens, lengths) that are not sequences, as the first
+            /// position had them.
+            kept_int_inputs: [::std::vec::Vec<usize>; #int_count],
+        });
+        inits.extend(quote! {
+            kept_int_inputs: ::core::array::from_fn(|_| ::std::vec::Vec::new()),
+        });
+    }
     let (bs, ts) = (b, t);
     quote! {
         #[doc = #cache_doc]
@@ -434,7 +489,13 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
             #[doc = #new_doc]
             #vis fn new(batch: usize, capacity: usize) -> ::kiln::Result<Self> {
                 #check_capacity
-                Ok(Self { batch, capacity, len: 0, buffers: #bufs::new(), #inits })
+                Ok(Self {
+                    batch,
+                    capacity,
+                    len: 0,
+                    buffers: #bufs::new(),
+                    #inits
+                })
             }
 
             /// How many positions of each sequence the cache holds.
@@ -476,6 +537,7 @@ pub(super) fn emit(cx: &Ctx) -> TokenStream {
                 ::kiln::shape::check_decode(cache.batch, cache.len, cache.capacity, dims[#bs], dims[#ts])?;
                 let mut staging = ::kiln::shape::Staging::<F>::new();
                 #stage
+                #(#keep_inputs)*
                 let mut buffers = ::core::mem::replace(&mut cache.buffers, #bufs::new());
                 buffers.prepare(dims, false, false);
                 let offset = cache.len;
