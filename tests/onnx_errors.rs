@@ -35,23 +35,6 @@ fn an_op_without_onnx_form_is_a_clear_error_and_writes_nothing() {
     assert!(!path.exists());
 }
 
-kiln::model! {
-    /// Attention with rotary position embeddings, which opset 17 cannot express.
-    struct Rotary {
-        input x: [B, T, 8];
-        let a = multi_head_attention(x, heads = 2, causal = true, rotary = true);
-        output a;
-    }
-}
-
-#[test]
-fn rotary_attention_is_refused_naming_the_value() {
-    let model = Rotary::<f32>::new(&mut StdRng::seed_from_u64(0));
-    let message = model.onnx_graph().expect_err("not exportable").to_string();
-    assert!(message.contains("value `a`"), "{message}");
-    assert!(message.contains("rotary position embeddings"), "{message}");
-}
-
 /// A model written by hand: no compiled graph.
 struct Manual {
     w: kiln::ndarray::ArrayD<f32>,

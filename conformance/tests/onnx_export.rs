@@ -9,7 +9,8 @@
 //! convolutions, pooling (adaptive max too), batch norm, group norm, dropout, upsampling (with
 //! aligned corners too), softmaxes over the channels; 1-d convolutions and batch norm on
 //! sequences (fixed and symbolic length); token models
-//! (embedding, position embedding, causal mask, a tied head, a mean over lengths). Token ids
+//! (embedding, position embedding, causal mask, a tied head, a mean over lengths); rotary
+//! position embeddings. Token ids
 //! and lengths are `usize` in kiln and `int64` in the file: the test feeds the same numbers as
 //! i64 tensors.
 //!
@@ -734,6 +735,31 @@ fn token_ops_match() {
         &[Feed::Ints(tokens), Feed::Ints(len)],
         &[dyn_f(logits), dyn_f(pooled)],
     );
+}
+
+kiln::model! {
+    /// LLaMA-style attention: rotary position embeddings on causal self-attention (LLaMA's
+    /// base and LLaMA 3's), over a symbolic length.
+    struct RotaryHeads {
+        input x: [B, T, 16];
+        let a = multi_head_attention(x, heads = 2, causal = true, rotary = true);
+        let b = multi_head_attention(a, heads = 4, causal = true, rotary = true, rotary_base = 500000);
+        output b;
+    }
+}
+
+#[test]
+fn rotary_attention_matches() {
+    let mut rng = rng();
+    let model = RotaryHeads::<f64>::new(&mut rng);
+    // A longer sequence than the other models': the angles grow with the position.
+    for len in [1, 5, 40] {
+        let x = random(&mut rng, &[3, len, 16]);
+        let out = model
+            .forward(x.view().into_dimensionality().unwrap())
+            .expect("forward");
+        check("rotary", &model, &[Feed::Float(x)], &[dyn_f(out)]);
+    }
 }
 
 kiln::model! {

@@ -81,6 +81,76 @@ impl OpSpec for AttentionSpec {
 /// LLaMA's base of rotary position embeddings' angles (the runtime's `ROTARY_BASE`).
 const ROTARY_BASE: u32 = 10_000;
 
+/// The cosines and sines of the rotary angles for the positions along axis 1 of `heads`
+/// (`[B, T, heads, dh]`), as `[T, 1, dh]` (broadcast over the batch and the heads): each
+/// position `t` times `θ_i = base^(−2i / dh)`, the `dh / 2` angles twice over (the halves
+/// `rotate_half` pairs). The angles are f32 in the file, as PyTorch's LLaMA computes them;
+/// kiln's runtime computes them in f64 and rounds the cosines and sines, so the two differ by
+/// about `t · 6e-8` radians at position `t`.
+fn rotary_tables(
+    cx: &mut crate::onnx::OnnxCx,
+    heads: &str,
+    dh: i64,
+    base: u32,
+) -> (String, String) {
+    use crate::onnx::Attr::Int;
+    let half = (dh / 2) as usize;
+    let t = cx.positions(heads, 1, "position");
+    // TensorProto.FLOAT.
+    let t = cx.op("Cast", vec![t], "position", vec![("to", Int(1))]);
+    let column = cx.b.ints("axes", vec![1]);
+    let t = cx.op("Unsqueeze", vec![t, column], "position", vec![]);
+    let inverse: Vec<f64> = (0..half)
+        .map(|i| f64::from(base).powf(-2.0 * i as f64 / dh as f64))
+        .collect();
+    let inverse = cx.b.floats("inv_freq", vec![1, half], inverse);
+    let angles = cx.op("Mul", vec![t, inverse], "angles", vec![]);
+    let angles = cx.op(
+        "Concat",
+        vec![angles.clone(), angles],
+        "angles",
+        vec![("axis", Int(-1))],
+    );
+    let heads_axis = cx.b.ints("axes", vec![1]);
+    let mut table = |op: &'static str, what: &str| {
+        let v = cx.op(op, vec![angles.clone()], what, vec![]);
+        cx.op("Unsqueeze", vec![v, heads_axis.clone()], what, vec![])
+    };
+    (table("Cos", "cos"), table("Sin", "sin"))
+}
+
+/// `x·cos + rotate_half(x)·sin` for heads `x` (`[B, T, heads, dh]`), where `rotate_half(x)`
+/// is `(−x₂, x₁)` for the halves `x₁`, `x₂` of each head: the pair of columns `(i, i + dh/2)`
+/// turned by its angle, as kiln's runtime turns it.
+fn rotate_heads(cx: &mut crate::onnx::OnnxCx, x: &str, cos: &str, sin: &str, dh: i64) -> String {
+    let last = cx.b.ints("axes", vec![3]);
+    let half = |cx: &mut crate::onnx::OnnxCx, from: i64, to: i64| {
+        let (start, end) = (cx.b.ints("start", vec![from]), cx.b.ints("end", vec![to]));
+        cx.op(
+            "Slice",
+            vec![x.to_string(), start, end, last.clone()],
+            "half",
+            vec![],
+        )
+    };
+    let (first, second) = (half(cx, 0, dh / 2), half(cx, dh / 2, dh));
+    let second = cx.op("Neg", vec![second], "half", vec![]);
+    let turned = cx.op(
+        "Concat",
+        vec![second, first],
+        "rotate_half",
+        vec![("axis", crate::onnx::Attr::Int(3))],
+    );
+    let straight = cx.op(
+        "Mul",
+        vec![x.to_string(), cos.to_string()],
+        "rotary",
+        vec![],
+    );
+    let turned = cx.op("Mul", vec![turned, sin.to_string()], "rotary", vec![]);
+    cx.op("Add", vec![straight, turned], "rotary", vec![])
+}
+
 /// `AttentionDims::rotary` in generated code.
 fn rotary_tokens(rotary: Option<u32>) -> TokenStream {
     match rotary {
@@ -185,12 +255,6 @@ impl Kernel for Attention {
     }
     fn onnx(&self, cx: &mut crate::onnx::OnnxCx) -> Result<(), String> {
         use crate::onnx::Attr::{Int, Ints};
-        if self.rotary.is_some() {
-            return Err(crate::onnx::unsupported(
-                "multi_head_attention",
-                "its rotary position embeddings are not exported (ONNX opset 17 has no rotary op)",
-            ));
-        }
         // PyTorch's nn.MultiheadAttention decomposed: projections (MatMul + Add), heads by
         // Reshape + Transpose, scaled scores, masks as -inf, Softmax, MatMul, output projection.
         let d = match cx.input_infos[0].shape.last() {
@@ -253,6 +317,19 @@ impl Kernel for Attention {
         let q = part(cx, &px, 0, "q");
         let k = part(cx, &pm, 1, "k");
         let v = part(cx, &pm, 2, "v");
+        // Rotary position embeddings (self-attention only): opset 17 has no rotary op, so the
+        // queries and keys (`[B, T, heads, dh]` here) are turned as Hugging Face's LLaMA
+        // writes it, `x·cos + rotate_half(x)·sin`.
+        let (q, k) = match self.rotary {
+            Some(base) => {
+                let (cos, sin) = rotary_tables(cx, &q, dh, base);
+                (
+                    rotate_heads(cx, &q, &cos, &sin, dh),
+                    rotate_heads(cx, &k, &cos, &sin, dh),
+                )
+            }
+            None => (q, k),
+        };
         let q = cx.op(
             "Transpose",
             vec![q],
