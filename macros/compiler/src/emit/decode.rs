@@ -14,7 +14,9 @@
 //! values computed from them alone run whole, with their ops' ordinary forward, at the first
 //! position, and the cache keeps the ones the rest reads (restored into their buffers at the
 //! later calls); the ops that mix them with the sequence say whether they can (a recurrence
-//! starting from them at the first position, attention to them as a memory).
+//! starting from them at the first position, attention to them as a memory). The cache also
+//! keeps a copy of the static inputs themselves, and a later call that gives others (which
+//! would decode against two sources at once) is an `Err` before anything runs.
 //!
 //! Takes the model's graph and plan; returns, when the model qualifies ([`decodable`]), the
 //! cache struct (`NameCache`), the decoding pass `run_forward_cached` and the public
