@@ -1,5 +1,5 @@
 //! Multi-head attention, fused: PyTorch's `nn.MultiheadAttention(embed_dim = D, num_heads = H,
-//! batch_first = True, dropout = 0)` called as `attn(query, kv, kv, need_weights = False)`,
+//! batch_first = True, dropout = p)` called as `attn(query, kv, kv, need_weights = False)`,
 //! with an optional causal mask and key lengths, and its vector-Jacobian products.
 //!
 //! With `kv` the query itself (self-attention) or a separate memory (cross-attention):
@@ -9,7 +9,9 @@
 //!   `bq`, `bk`, `bv` those of `in_proj_bias` (`[3D]`);
 //! - per head `h` (columns `[h·hd, (h+1)·hd)`, `hd = D / H`) and sequence:
 //!   `P = softmax(Q_h K_hᵀ / √hd)` over the keys, masked keys at probability exactly 0, and
-//!   `O_h = P V_h`;
+//!   `O_h = P V_h` (in training with dropout, `O_h = (M ∘ P) V_h` with `M` the mask, each
+//!   weight kept with probability `1 − p` at `1 / (1 − p)`; the backward takes the softmax's
+//!   gradient with the undropped `P`);
 //! - `out = O · Woᵀ + bo`, `O` the heads' outputs side by side (`[B, T, D]`).
 //!
 //! `query` and `out` are `[B, T, D]` and the memory `[B, S, D]`, row-major. The projections
@@ -35,7 +37,9 @@ use std::marker::PhantomData;
 ///
 /// ```
 /// use kiln_runtime::kernels::attention::AttentionDims;
-/// let d = AttentionDims { batch: 2, q_len: 3, kv_len: 5, embed: 8, heads: 2, rotary: None };
+/// let d = AttentionDims {
+///     batch: 2, q_len: 3, kv_len: 5, embed: 8, heads: 2, rotary: None, dropout: false,
+/// };
 /// assert_eq!(d.head_dim(), 4);
 /// // Q, K and V, the probabilities, the heads' outputs, their gradients, and two tiles.
 /// let proj = 2 * 3 * 8 + 2 * 5 * 16;
@@ -57,6 +61,10 @@ pub struct AttentionDims {
     /// with this base (see [`rotary`](super::rotary); self-attention only, an even head size);
     /// `None`: none.
     pub rotary: Option<u32>,
+    /// Whether a training forward drops attention weights (PyTorch's `dropout` argument of
+    /// `nn.MultiheadAttention`, see [`multi_head_attention_forward`]): the scratch then also
+    /// holds the mask, `[B, H, T, S]`, for the backward.
+    pub dropout: bool,
 }
 
 impl AttentionDims {
@@ -66,10 +74,12 @@ impl AttentionDims {
     }
 
     /// The scratch the kernels need, in elements:
-    /// `2·(B·T·D + 2·B·S·D) + B·H·T·S + 2·B·T·D + 2·T·S`. In order: the projections `Q`, `K`,
-    /// `V` (`B·T·D + 2·B·S·D`), the probabilities `P` (`[B, H, T, S]`) and the heads' outputs
-    /// `O` (`[B, T, D]`), which the forward writes for the backward; then the backward's own
-    /// buffers: the gradients of the projections and of `O`, and one `T × S` tile per thread.
+    /// `2·(B·T·D + 2·B·S·D) + B·H·T·S + 2·B·T·D + 2·T·S`, and `B·H·T·S` more with
+    /// [`dropout`](Self::dropout). In order: the projections `Q`, `K`, `V` (`B·T·D + 2·B·S·D`),
+    /// the probabilities `P` (`[B, H, T, S]`) and the heads' outputs `O` (`[B, T, D]`), which
+    /// the forward writes for the backward; then the backward's own buffers: the gradients of
+    /// the projections and of `O`, and one `T × S` tile per thread (the forward's kept
+    /// probabilities with dropout); then the dropout mask.
     pub fn scratch_len(&self) -> usize {
         let l = Layout::of(self);
         l.total
@@ -146,6 +156,8 @@ struct Layout {
     heads_len: usize,
     /// One thread's `T × S` tile.
     tile_len: usize,
+    /// The dropout mask, `[B, H, T, S]` (none without dropout).
+    mask_len: usize,
     /// The whole scratch.
     total: usize,
 }
@@ -156,24 +168,42 @@ impl Layout {
         let probs_len = d.units() * d.q_len * d.kv_len;
         let heads_len = d.q_rows() * d.embed;
         let tile_len = d.q_len * d.kv_len;
+        let mask_len = if d.dropout { probs_len } else { 0 };
         Self {
             proj_len,
             probs_len,
             heads_len,
             tile_len,
-            total: 2 * proj_len + probs_len + 2 * heads_len + 2 * tile_len,
+            mask_len,
+            total: 2 * proj_len + probs_len + 2 * heads_len + 2 * tile_len + mask_len,
         }
     }
 
-    /// The forward's part of the scratch: (projections, probabilities, heads' outputs).
-    fn forward_parts<'a, F>(
-        &self,
-        scratch: &'a mut [F],
-    ) -> (&'a mut [F], &'a mut [F], &'a mut [F]) {
+    /// The forward's part of the scratch: projections, probabilities, heads' outputs, the
+    /// per-thread tiles (which hold the dropped probabilities with dropout) and the mask.
+    fn forward_parts<'a, F>(&self, scratch: &'a mut [F]) -> ForwardParts<'a, F> {
         let (proj, rest) = scratch.split_at_mut(self.proj_len);
         let (probs, rest) = rest.split_at_mut(self.probs_len);
-        (proj, probs, &mut rest[..self.heads_len])
+        let (heads, rest) = rest.split_at_mut(self.heads_len);
+        let rest = &mut rest[self.proj_len + self.heads_len..];
+        let (tiles, rest) = rest.split_at_mut(2 * self.tile_len);
+        ForwardParts {
+            proj,
+            probs,
+            heads,
+            tiles,
+            mask: &mut rest[..self.mask_len],
+        }
     }
+}
+
+/// The scratch split for the forward (see [`Layout::forward_parts`]).
+struct ForwardParts<'a, F> {
+    proj: &'a mut [F],
+    probs: &'a mut [F],
+    heads: &'a mut [F],
+    tiles: &'a mut [F],
+    mask: &'a mut [F],
 }
 
 /// The scratch split for the backward: what the forward left, then the backward's buffers.
@@ -184,6 +214,8 @@ struct BackwardParts<'a, F> {
     d_proj: &'a mut [F],
     d_heads: &'a mut [F],
     tiles: &'a mut [F],
+    /// The dropout mask the forward drew (empty without dropout).
+    mask: &'a [F],
 }
 
 impl<'a, F> BackwardParts<'a, F> {
@@ -193,13 +225,15 @@ impl<'a, F> BackwardParts<'a, F> {
         let (heads, rest) = rest.split_at_mut(l.heads_len);
         let (d_proj, rest) = rest.split_at_mut(l.proj_len);
         let (d_heads, rest) = rest.split_at_mut(l.heads_len);
+        let (tiles, rest) = rest.split_at_mut(2 * l.tile_len);
         Self {
             proj,
             probs,
             heads,
             d_proj,
             d_heads,
-            tiles: &mut rest[..2 * l.tile_len],
+            tiles,
+            mask: &rest[..l.mask_len],
         }
     }
 }
@@ -259,20 +293,29 @@ impl Proj {
 /// - `key_lengths` (`[B]`, each in `1..=S`): keys `j ≥ key_lengths[b]` are masked for every
 ///   query of sequence `b` (a key padding mask). Masked keys are skipped, not just weighted
 ///   by zero, so padding values never reach the result.
+/// - `dropout` (with `d.dropout`; training only): each attention weight is kept with
+///   probability `1 − p` and scaled by `1 / (1 − p)`, or dropped, before the weighted sum of
+///   the values, as `nn.MultiheadAttention(dropout = p)` in training. The mask is drawn from
+///   `rng` as [`dropout_forward`](super::dropout::dropout_forward) draws one, weight by
+///   weight in `[B, H, T, S]` order (so it does not depend on the thread count), and kept in
+///   the scratch for the backward. `None` with `d.dropout` keeps every weight (inference).
 /// - `scratch` (at least [`d.scratch_len()`](AttentionDims::scratch_len) elements; its
 ///   contents on entry do not matter) receives what [`multi_head_attention_backward`] needs:
 ///   give the backward the same scratch, unchanged, with the same inputs.
 ///
 /// # Panics
 /// If a slice's length disagrees with `d`, `d.heads` is 0 or does not divide `d.embed`, a key
-/// length is out of range, or `memory` is `None` while `d.kv_len ≠ d.q_len` (caller bugs).
+/// length is out of range, `memory` is `None` while `d.kv_len ≠ d.q_len`, or `dropout` is given
+/// without `d.dropout` or with a probability outside `[0, 1]` (caller bugs).
 ///
 /// ```
 /// use kiln_runtime::kernels::attention::{
 ///     multi_head_attention_forward, AttentionDims, AttentionParams,
 /// };
 /// // One head of size 1 over two tokens; identity projections, no biases.
-/// let d = AttentionDims { batch: 1, q_len: 2, kv_len: 2, embed: 1, heads: 1, rotary: None };
+/// let d = AttentionDims {
+///     batch: 1, q_len: 2, kv_len: 2, embed: 1, heads: 1, rotary: None, dropout: false,
+/// };
 /// let p = AttentionParams {
 ///     in_proj_weight: &[1.0f64, 1.0, 1.0],
 ///     in_proj_bias: None,
@@ -282,7 +325,7 @@ impl Proj {
 /// let mut scratch = vec![0.0; d.scratch_len()];
 /// let mut out = [0.0; 2];
 /// // Causal: the first token sees only itself.
-/// multi_head_attention_forward(&d, &[3.0, 5.0], None, true, None, &p, &mut scratch, &mut out);
+/// multi_head_attention_forward(&d, &[3.0, 5.0], None, true, None, &p, None, &mut scratch, &mut out);
 /// assert_eq!(out[0], 3.0);
 /// let w = 1.0 / (1.0 + (-10.0f64).exp()); // softmax([15, 25]) on the second row
 /// assert!((out[1] - (3.0 * (1.0 - w) + 5.0 * w)).abs() < 1e-12);
@@ -295,6 +338,7 @@ pub fn multi_head_attention_forward<F: Float>(
     causal: bool,
     key_lengths: Option<&[usize]>,
     p: &AttentionParams<'_, F>,
+    dropout: Option<AttentionDropout<'_>>,
     scratch: &mut [F],
     out: &mut [F],
 ) {
@@ -303,7 +347,25 @@ pub fn multi_head_attention_forward<F: Float>(
     check_len(WHAT, "out", out.len(), d.q_rows() * d.embed);
     let l = Layout::of(d);
     check_scratch(WHAT, scratch.len(), &l);
-    let (proj, probs, heads) = l.forward_parts(scratch);
+    let ForwardParts {
+        proj,
+        probs,
+        heads,
+        tiles,
+        mask,
+    } = l.forward_parts(scratch);
+    match dropout {
+        Some(AttentionDropout { p, rng }) => {
+            assert!(d.dropout, "{WHAT}: dropout given, but d.dropout is false");
+            assert!(
+                (0.0..=1.0).contains(&p),
+                "{WHAT}: the dropout probability must be in [0, 1], got {p}"
+            );
+            super::dropout::draw_mask(p, rng, mask);
+        }
+        None => mask.fill(F::ONE),
+    }
+    let (mask, tiles): (&[F], _) = (mask, Shared::new(tiles));
     let e = d.embed;
     match memory {
         None => linear_forward(
@@ -342,7 +404,7 @@ pub fn multi_head_attention_forward<F: Float>(
     let scale = F::from_f64(1.0 / (hd as f64).sqrt());
     let probs = Shared::new(probs);
     let heads_out = Shared::new(heads);
-    for_each_unit(d, |b, h, _thread| {
+    for_each_unit(d, |b, h, thread| {
         let len = key_length(key_lengths, b, s);
         let unit = b * d.heads + h;
         // SAFETY: each (sequence, head) pair is visited once, and owns its block of `P` and
@@ -382,6 +444,16 @@ pub fn multi_head_attention_forward<F: Float>(
             causal,
             first_query: 0,
         });
+        // With dropout, the values are weighted by the kept probabilities, in this thread's
+        // tile (`P` itself stays for the backward's softmax).
+        let probs: &[F] = if d.dropout {
+            // SAFETY: each thread has its own tile.
+            let tile = unsafe { tiles.range(thread * t * s..(thread + 1) * t * s) };
+            drop_weights(probs, &mask[unit * t * s..(unit + 1) * t * s], tile);
+            tile
+        } else {
+            probs
+        };
         let probs = Mat::new(probs, 0, t, s, s);
         for rows in query_blocks(causal, t) {
             let keys = visible(causal, rows.end - 1, len);
@@ -491,7 +563,7 @@ pub fn multi_head_attention_backward<F: Float>(
 
     // The attention proper, per (sequence, head), into the gradients of Q, K and V.
     let lay = Proj::of(d, memory.is_none());
-    let (proj, probs, d_heads) = (parts.proj, parts.probs, &*parts.d_heads);
+    let (proj, probs, d_heads, mask) = (parts.proj, parts.probs, &*parts.d_heads, parts.mask);
     let (t, s, hd) = (d.q_len, d.kv_len, d.head_dim());
     let scale = F::from_f64(1.0 / (hd as f64).sqrt());
     let d_proj = Shared::new(&mut *parts.d_proj);
@@ -512,14 +584,25 @@ pub fn multi_head_attention_backward<F: Float>(
             )
         };
         let probs = &probs[unit * t * s..(unit + 1) * t * s];
-        let p = Mat::new(probs, 0, t, s, s);
+        let mask = if d.dropout {
+            &mask[unit * t * s..(unit + 1) * t * s]
+        } else {
+            &[]
+        };
         let d_o = Mat::new(d_heads, b * t * e + h * hd, t, hd, e);
         let q = Mat::new(proj, q_at, t, hd, lay.q_stride);
         let k = Mat::new(proj, k_at, len, hd, lay.kv_stride);
         let v = Mat::new(proj, v_at, len, hd, lay.kv_stride);
 
-        // dV = Pᵀ dO, by blocks of keys over the queries that see them; masked keys get
-        // none.
+        // dV = Pᵀ dO (the kept probabilities with dropout, in the tile until dP takes it),
+        // by blocks of keys over the queries that see them; masked keys get none.
+        let weights: &[F] = if d.dropout {
+            drop_weights(probs, mask, tile);
+            tile
+        } else {
+            probs
+        };
+        let p = Mat::new(weights, 0, t, s, s);
         for keys in query_blocks(causal, len) {
             let seen_by = first_query(causal, keys.start, t)..t;
             product(
@@ -531,7 +614,10 @@ pub fn multi_head_attention_backward<F: Float>(
             );
         }
         dv.block(len..s, 0..hd).fill_zero();
-        // dP = dO Vᵀ, then dS = P ∘ (dP − Σ dP ∘ P) / √hd in place, row by row.
+        // dP = dO Vᵀ (through the mask with dropout), then dS = P ∘ (dP − Σ dP ∘ P) / √hd
+        // in place, row by row.
+        // SAFETY: as above: this thread's tile, which `p` no longer reads.
+        let tile = unsafe { tiles.range(thread * t * s..(thread + 1) * t * s) };
         let mut grads = MatMut::new(tile, 0, t, s, s);
         for rows in query_blocks(causal, t) {
             let keys = visible(causal, rows.end - 1, len);
@@ -542,6 +628,11 @@ pub fn multi_head_attention_backward<F: Float>(
                 F::ZERO,
                 grads.block(rows, 0..keys),
             );
+        }
+        if d.dropout {
+            for (g, &m) in tile.iter_mut().zip(mask) {
+                *g *= m;
+            }
         }
         run_fast(SoftmaxGradRows {
             grads: &mut *tile,
@@ -620,6 +711,22 @@ pub fn multi_head_attention_backward<F: Float>(
                 linear_backward_input(dp_kv, w_kv, d.kv_rows(), e, 2 * e, dm, accumulate);
             }
         }
+    }
+}
+
+/// Attention-weight dropout for a training forward (see [`multi_head_attention_forward`]).
+pub struct AttentionDropout<'a> {
+    /// The probability of dropping each weight, in `[0, 1]`.
+    pub p: f64,
+    /// The generator the mask is drawn from.
+    pub rng: &'a mut dyn rand::Rng,
+}
+
+/// `kept = probs ∘ mask`: the attention weights after dropout (the mask is `0` or
+/// `1 / (1 − p)` per weight).
+fn drop_weights<F: Float>(probs: &[F], mask: &[F], kept: &mut [F]) {
+    for ((k, &p), &m) in kept.iter_mut().zip(probs).zip(mask) {
+        *k = p * m;
     }
 }
 
@@ -1159,6 +1266,35 @@ mod tests {
         causal: bool,
         lengths: Option<Vec<usize>>,
         bias: bool,
+        /// Attention-weight dropout with this probability, the mask drawn from
+        /// [`DROPOUT_SEED`] (`c.d.dropout` is then set).
+        dropout: Option<f64>,
+    }
+
+    /// The seed of the dropout cases' masks, for the kernel and for [`naive`] alike.
+    const DROPOUT_SEED: u64 = 23;
+
+    /// The mask case `c`'s forward draws, `[B, H, T, S]` (all ones without dropout).
+    fn dropout_mask(c: &Case) -> Vec<f64> {
+        let d = c.d;
+        let mut mask = vec![1.0; d.batch * d.heads * d.q_len * d.kv_len];
+        if let Some(p) = c.dropout {
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(DROPOUT_SEED);
+            crate::kernels::dropout::draw_mask(p, &mut rng, &mut mask);
+        }
+        mask
+    }
+
+    /// Case `c` with attention-weight dropout `p`.
+    fn with_dropout(c: Case, p: f64) -> Case {
+        Case {
+            d: AttentionDims {
+                dropout: true,
+                ..c.d
+            },
+            dropout: Some(p),
+            ..c
+        }
     }
 
     fn dims(
@@ -1175,6 +1311,7 @@ mod tests {
             embed,
             heads,
             rotary: None,
+            dropout: false,
         }
     }
 
@@ -1193,6 +1330,7 @@ mod tests {
             causal,
             lengths: lengths.map(<[usize]>::to_vec),
             bias,
+            dropout: None,
         };
         vec![
             case(dims(2, 4, 4, 6, 2), false, false, None, true),
@@ -1215,6 +1353,22 @@ mod tests {
             case(dims(2, 37, 37, 4, 2), false, true, Some(&[37, 33]), true),
             case(dims(2, 35, 40, 4, 2), true, true, Some(&[40, 34]), true),
             case(dims(1, 45, 36, 4, 1), true, true, None, true),
+            // Attention-weight dropout: self- and cross-attention, causal, padded, rotary,
+            // over more than one block.
+            with_dropout(
+                case(dims(2, 5, 5, 6, 3), false, true, Some(&[3, 5]), true),
+                0.3,
+            ),
+            with_dropout(case(dims(2, 4, 4, 6, 2), false, false, None, true), 0.5),
+            with_dropout(case(dims(2, 3, 5, 6, 2), true, true, None, true), 0.4),
+            with_dropout(
+                case(rotary(2, 5, 8, 2, 10_000), false, true, None, true),
+                0.2,
+            ),
+            with_dropout(
+                case(dims(2, 35, 40, 4, 2), true, true, Some(&[40, 34]), true),
+                0.1,
+            ),
         ]
     }
 
@@ -1295,11 +1449,13 @@ mod tests {
                 }
             }
         }
+        let mask = dropout_mask(c);
         let mut o = vec![0.0; d.batch * t * e];
         for b in 0..d.batch {
             let len = c.lengths.as_ref().map_or(s, |l| l[b]);
             for h in 0..d.heads {
                 for i in 0..t {
+                    let kept = &mask[((b * d.heads + h) * t + i) * s..][..s];
                     let scores: Vec<f64> = (0..s)
                         .map(|j| {
                             if (c.causal && j > i) || j >= len {
@@ -1319,7 +1475,7 @@ mod tests {
                     let total: f64 = exps.iter().sum();
                     for x in 0..hd {
                         o[(b * t + i) * e + h * hd + x] = (0..s)
-                            .map(|j| exps[j] / total * v[(b * s + j) * e + h * hd + x])
+                            .map(|j| exps[j] / total * kept[j] * v[(b * s + j) * e + h * hd + x])
                             .sum();
                     }
                 }
@@ -1385,6 +1541,7 @@ mod tests {
             causal: false,
             lengths: Some(vec![2, 4]),
             bias: true,
+            dropout: None,
         };
         let (query, memory, w_in, b_in, w_out, b_out) = inputs(&c);
         let d = c.d;
@@ -1403,6 +1560,7 @@ mod tests {
                 false,
                 c.lengths.as_deref(),
                 &p,
+                None,
                 &mut scratch,
                 &mut out,
             );
@@ -1422,6 +1580,8 @@ mod tests {
         let mut scratch = vec![f64::NAN; d.scratch_len()];
         let mut out = vec![f64::NAN; d.batch * d.q_len * d.embed];
         let lengths = c.lengths.as_deref();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(DROPOUT_SEED);
+        let dropout = c.dropout.map(|p| AttentionDropout { p, rng: &mut rng });
         multi_head_attention_forward(
             &d,
             query,
@@ -1429,6 +1589,7 @@ mod tests {
             c.causal,
             lengths,
             p,
+            dropout,
             &mut scratch,
             &mut out,
         );
@@ -1616,6 +1777,7 @@ mod tests {
                 causal,
                 lengths: Some(vec![3, 5]),
                 bias: true,
+                dropout: None,
             };
             let (query, memory, w_in, b_in, w_out, b_out) = inputs(&c);
             let d = c.d;
@@ -1631,6 +1793,7 @@ mod tests {
                 causal,
                 lengths,
                 &p,
+                None,
                 &mut scratch,
                 &mut out,
             );
@@ -1682,6 +1845,7 @@ mod tests {
             causal: true,
             lengths: Some(vec![32, 7, 20, 1]),
             bias: true,
+            dropout: None,
         };
         let d = c.d;
         assert!(
@@ -1725,6 +1889,7 @@ mod tests {
                 true,
                 lengths,
                 &p,
+                None,
                 &mut scratch,
                 &mut out,
             );
@@ -1786,6 +1951,7 @@ mod tests {
             causal: true,
             lengths: Some(vec![48, 5, 17, 33]),
             bias: true,
+            dropout: None,
         };
         let d = c.d;
         assert!(d.core_work() >= MIN_SPLIT_WORK);
@@ -1804,6 +1970,7 @@ mod tests {
                 true,
                 lengths,
                 &p,
+                None,
                 &mut scratch,
                 &mut out,
             );
@@ -1882,6 +2049,7 @@ mod tests {
             false,
             None,
             &p,
+            None,
             &mut [0.0; 3],
             &mut [0.0; 4],
         );
@@ -1905,6 +2073,7 @@ mod tests {
             false,
             Some(&[2, 0]),
             &p,
+            None,
             &mut scratch,
             &mut [0.0; 8],
         );
@@ -1943,7 +2112,7 @@ mod tests {
         let (mut gw_in, mut gb_in) = (vec![0.0f32; 3 * e * e], vec![0.0f32; 3 * e]);
         let (mut gw_out, mut gb_out) = (vec![0.0f32; e * e], vec![0.0f32; e]);
         let mut forward = |scratch: &mut [f32]| {
-            multi_head_attention_forward(&d, &query, None, true, None, &p, scratch, &mut out);
+            multi_head_attention_forward(&d, &query, None, true, None, &p, None, scratch, &mut out);
         };
         let mut backward = |scratch: &mut [f32]| {
             let g = AttentionGrads {

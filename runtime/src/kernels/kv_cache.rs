@@ -293,10 +293,11 @@ mod tests {
             embed: e,
             heads,
             rotary,
+            dropout: false,
         };
         let mut scratch = vec![0.0; d.scratch_len()];
         let mut whole = vec![0.0; batch * t * e];
-        multi_head_attention_forward(&d, &x, None, true, None, &p, &mut scratch, &mut whole);
+        multi_head_attention_forward(&d, &x, None, true, None, &p, None, &mut scratch, &mut whole);
 
         let mut cache = KvCache::new(batch, t, e, heads);
         if let Some(base) = rotary {

@@ -21,7 +21,7 @@ impl OpSpec for AttentionSpec {
         "multi_head_attention"
     }
     fn usage(&self) -> &'static str {
-        "multi_head_attention(x, heads = 4, causal = true)`, `multi_head_attention(x, heads = 4, causal = true, rotary = true, rotary_base = 500000)` or `multi_head_attention(x, memory, heads = 4, lengths = memory_len)"
+        "multi_head_attention(x, heads = 4, causal = true)`, `multi_head_attention(x, heads = 4, causal = true, rotary = true, rotary_base = 500000, dropout = 0.1)` or `multi_head_attention(x, memory, heads = 4, lengths = memory_len)"
     }
     fn build(&self, args: &mut CallArgs) -> syn::Result<Built> {
         args.positional(1, 2)?;
@@ -38,8 +38,16 @@ impl OpSpec for AttentionSpec {
         let rotary = args.opt_bool("rotary", false)?;
         let base_span = args.written_option("rotary_base").map(|e| e.span());
         let base = args.opt_int("rotary_base")?;
+        let dropout_span = args.written_option("dropout").map(|e| e.span());
+        let dropout = args.opt_float("dropout")?.unwrap_or(0.0);
         // Unknown options first: `head = 4` is a misspelt `heads`, not a missing one.
         args.finish()?;
+        if let (Some(span), false) = (dropout_span, (0.0..=1.0).contains(&dropout)) {
+            return Err(syn::Error::new(
+                span,
+                format!("the attention dropout probability must be in [0, 1], not {dropout}: `dropout = 0.1` drops a tenth of the attention weights in training, as `nn.MultiheadAttention(dropout = 0.1)`"),
+            ));
+        }
         if let (Some(span), Some(base)) = (base_span, base) {
             if !rotary {
                 return Err(syn::Error::new(
@@ -74,6 +82,7 @@ impl OpSpec for AttentionSpec {
             cross,
             lengths,
             rotary,
+            dropout,
         })))
     }
 }
@@ -171,6 +180,8 @@ pub struct Attention {
     /// Rotary position embeddings on the queries and keys, with this base (self-attention
     /// only).
     rotary: Option<u32>,
+    /// The probability of dropping each attention weight in training (0: none).
+    dropout: f64,
 }
 
 impl Attention {
@@ -181,8 +192,10 @@ impl Attention {
         }
     }
 
-    /// `::kiln::kernels::attention::AttentionDims { .. }` for the operands.
-    fn dims(&self, inputs: &[super::Operand]) -> TokenStream {
+    /// `::kiln::kernels::attention::AttentionDims { .. }` for the operands; `training`: a
+    /// training pass, where a layer with dropout draws its mask (an inference pass uses the
+    /// same scratch without the mask's part).
+    fn dims(&self, inputs: &[super::Operand], training: bool) -> TokenStream {
         let q = &inputs[0];
         let (batch, q_len, embed) = (&q.dims[0], &q.dims[1], &q.dims[2]);
         let kv_len = if self.cross {
@@ -192,9 +205,15 @@ impl Attention {
         };
         let heads = self.heads;
         let rotary = rotary_tokens(self.rotary);
+        let dropout = training && self.drops();
         quote! {
-            ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads, rotary: #rotary }
+            ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads, rotary: #rotary, dropout: #dropout }
         }
+    }
+
+    /// Whether the layer drops attention weights in training.
+    fn drops(&self) -> bool {
+        self.dropout > 0.0
     }
 
     fn memory_and_lengths(&self, inputs: &[super::Operand]) -> (TokenStream, TokenStream) {
@@ -406,7 +425,16 @@ impl Kernel for Attention {
             Some(base) => s.push_str(&format!(", rotary_base={base}")),
             None => {}
         }
+        if self.drops() {
+            s.push_str(&format!(", dropout={}", self.dropout));
+        }
         s
+    }
+    fn mode_dependent(&self) -> bool {
+        self.drops()
+    }
+    fn needs_rng(&self) -> bool {
+        self.drops()
     }
     fn has_params(&self) -> bool {
         true
@@ -538,14 +566,14 @@ impl Kernel for Attention {
         } else {
             q.get(1).copied()
         };
-        let (heads, rotary) = (self.heads, rotary_tokens(self.rotary));
+        let (heads, rotary, dropout) = (self.heads, rotary_tokens(self.rotary), self.drops());
         vec![ScratchSpec {
             suffix: "saved",
             len: ScratchLen::OfDims(Box::new(move |dim| {
                 let (batch, q_len, embed) = (dim(q[0]), dim(q[1]), dim(q[2]));
                 let kv_len = kv_len.map_or_else(|| q_len.clone(), &dim);
                 quote! {
-                    ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads, rotary: #rotary }.scratch_len()
+                    ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads, rotary: #rotary, dropout: #dropout }.scratch_len()
                 }
             })),
         }]
@@ -557,7 +585,7 @@ impl Kernel for Attention {
         }
     }
     fn forward(&self, cx: &ForwardCx) -> TokenStream {
-        let dims = self.dims(&cx.inputs);
+        let dims = self.dims(&cx.inputs, cx.training);
         let (memory, lengths) = self.memory_and_lengths(&cx.inputs);
         let (q, y, causal) = (&cx.inputs[0].data, &cx.output.data, self.causal);
         let params = params(&cx.params, self.bias);
@@ -570,14 +598,21 @@ impl Kernel for Attention {
             };
         }
         let scratch = &cx.scratch[0];
+        let dropout = if cx.training && self.drops() {
+            let (p, rng) = (self.dropout, &cx.rng);
+            quote!(Some(::kiln::kernels::attention::AttentionDropout { p: #p, rng: #rng }))
+        } else {
+            quote!(None)
+        };
         quote! {
             ::kiln::kernels::attention::multi_head_attention_forward(
-                &#dims, #q, #memory, #causal, #lengths, &#params, #scratch, #y,
+                &#dims, #q, #memory, #causal, #lengths, &#params, #dropout, #scratch, #y,
             );
         }
     }
     fn backward(&self, cx: &BackwardCx) -> TokenStream {
-        let dims = self.dims(&cx.inputs);
+        // The backward follows a training forward.
+        let dims = self.dims(&cx.inputs, true);
         let (memory, lengths) = self.memory_and_lengths(&cx.inputs);
         let (q, dy, causal) = (&cx.inputs[0].data, &cx.d_output, self.causal);
         let params = params(&cx.params, self.bias);
