@@ -295,10 +295,10 @@ impl Proj {
 ///   by zero, so padding values never reach the result.
 /// - `dropout` (with `d.dropout`; training only): each attention weight is kept with
 ///   probability `1 − p` and scaled by `1 / (1 − p)`, or dropped, before the weighted sum of
-///   the values, as `nn.MultiheadAttention(dropout = p)` in training. The mask is drawn from
-///   `rng` as [`dropout_forward`](super::dropout::dropout_forward) draws one, weight by
-///   weight in `[B, H, T, S]` order (so it does not depend on the thread count), and kept in
-///   the scratch for the backward. `None` with `d.dropout` keeps every weight (inference).
+///   the values, as `nn.MultiheadAttention(dropout = p)` in training. The call takes one draw
+///   from `rng`, which seeds each (sequence, head) pair's mask (so the mask does not depend
+///   on the thread count), and keeps the mask in the scratch for the backward. `None` with
+///   `d.dropout` keeps every weight (inference).
 /// - `scratch` (at least [`d.scratch_len()`](AttentionDims::scratch_len) elements; its
 ///   contents on entry do not matter) receives what [`multi_head_attention_backward`] needs:
 ///   give the backward the same scratch, unchanged, with the same inputs.
@@ -354,18 +354,20 @@ pub fn multi_head_attention_forward<F: Float>(
         tiles,
         mask,
     } = l.forward_parts(scratch);
-    match dropout {
+    // One draw from the caller's generator per call; each (sequence, head) pair then draws
+    // its weights' mask from a generator of its own seeded from it (see `draw_unit_mask`).
+    let drop = match dropout {
         Some(AttentionDropout { p, rng }) => {
             assert!(d.dropout, "{WHAT}: dropout given, but d.dropout is false");
             assert!(
                 (0.0..=1.0).contains(&p),
                 "{WHAT}: the dropout probability must be in [0, 1], got {p}"
             );
-            super::dropout::draw_mask(p, rng, mask);
+            Some((p, rand::Rng::next_u64(rng)))
         }
-        None => mask.fill(F::ONE),
-    }
-    let (mask, tiles): (&[F], _) = (mask, Shared::new(tiles));
+        None => None,
+    };
+    let (mask, tiles) = (Shared::new(mask), Shared::new(tiles));
     let e = d.embed;
     match memory {
         None => linear_forward(
@@ -447,9 +449,18 @@ pub fn multi_head_attention_forward<F: Float>(
         // With dropout, the values are weighted by the kept probabilities, in this thread's
         // tile (`P` itself stays for the backward's softmax).
         let probs: &[F] = if d.dropout {
-            // SAFETY: each thread has its own tile.
-            let tile = unsafe { tiles.range(thread * t * s..(thread + 1) * t * s) };
-            drop_weights(probs, &mask[unit * t * s..(unit + 1) * t * s], tile);
+            // SAFETY: each thread has its own tile, and each pair its block of the mask.
+            let (tile, mask) = unsafe {
+                (
+                    tiles.range(thread * t * s..(thread + 1) * t * s),
+                    mask.range(unit * t * s..(unit + 1) * t * s),
+                )
+            };
+            match drop {
+                Some((p, seed)) => draw_unit_mask(p, seed, unit, mask),
+                None => mask.fill(F::ONE),
+            }
+            drop_weights(probs, mask, tile);
             tile
         } else {
             probs
@@ -720,6 +731,40 @@ pub struct AttentionDropout<'a> {
     pub p: f64,
     /// The generator the mask is drawn from.
     pub rng: &'a mut dyn rand::Rng,
+}
+
+/// Draws the dropout mask of (sequence, head) pair `unit` (`T·S` weights, row by row): each
+/// weight kept (`1 / (1 − p)`) with probability `1 − p`, or dropped (`0`). The pair's own
+/// generator, xoshiro256++ seeded from `seed + unit`, gives two 32-bit draws per 64-bit output,
+/// each compared with `(1 − p)·2³²`, so the mask depends on `seed` alone, not on which thread
+/// draws it or in what order, and the pairs draw in parallel. A mask is not a secret: a
+/// cryptographic generator was twice as slow. (One `random_bool` per weight from the caller's
+/// generator, behind a `dyn` call each, took W6's step 17–25% longer with `p` = 0.1.)
+pub(crate) fn draw_unit_mask<F: Float>(p: f64, seed: u64, unit: usize, mask: &mut [F]) {
+    use rand::{Rng, SeedableRng};
+    if p == 0.0 {
+        mask.fill(F::ONE);
+        return;
+    }
+    if p == 1.0 {
+        mask.fill(F::ZERO);
+        return;
+    }
+    let keep = 1.0 - p;
+    let scale = F::from_f64(1.0 / keep);
+    // `keep < 1`, so the threshold is below 2³²: a draw at or above it drops.
+    let threshold = (keep * 4_294_967_296.0) as u64;
+    let pick = |draw: u64| if draw < threshold { scale } else { F::ZERO };
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_add(unit as u64));
+    let mut pairs = mask.chunks_exact_mut(2);
+    for pair in &mut pairs {
+        let x = rng.next_u64();
+        pair[0] = pick(x & 0xffff_ffff);
+        pair[1] = pick(x >> 32);
+    }
+    for m in pairs.into_remainder() {
+        *m = pick(rng.next_u64() & 0xffff_ffff);
+    }
 }
 
 /// `kept = probs ∘ mask`: the attention weights after dropout (the mask is `0` or
@@ -1279,8 +1324,11 @@ mod tests {
         let d = c.d;
         let mut mask = vec![1.0; d.batch * d.heads * d.q_len * d.kv_len];
         if let Some(p) = c.dropout {
-            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(DROPOUT_SEED);
-            crate::kernels::dropout::draw_mask(p, &mut rng, &mut mask);
+            use rand::{Rng, SeedableRng};
+            let seed = rand::rngs::StdRng::seed_from_u64(DROPOUT_SEED).next_u64();
+            for (unit, mask) in mask.chunks_exact_mut(d.q_len * d.kv_len).enumerate() {
+                draw_unit_mask(p, seed, unit, mask);
+            }
         }
         mask
     }
@@ -1511,6 +1559,29 @@ mod tests {
     /// L = Σ r ⊙ y, whose gradient with respect to y is r.
     fn weighted(y: &[f64], r: &[f64]) -> f64 {
         y.iter().zip(r).map(|(a, b)| a * b).sum()
+    }
+
+    #[test]
+    fn dropout_masks_keep_the_right_share_at_the_right_scale() {
+        let mut mask = vec![0.0f32; 100_000];
+        draw_unit_mask(0.3, 5, 0, &mut mask);
+        let dropped = mask.iter().filter(|&&m| m == 0.0).count() as f64 / mask.len() as f64;
+        // 100,000 draws: the share is within 0.3 ± 0.006 (four standard deviations).
+        assert!((dropped - 0.3).abs() < 0.006, "{dropped}");
+        let scale = (1.0 / 0.7f64) as f32;
+        assert!(mask.iter().all(|&m| m == 0.0 || m == scale));
+        // The same seed and pair: the same mask; another pair or seed: another one.
+        let mut again = vec![0.0f32; 100_000];
+        draw_unit_mask(0.3, 5, 0, &mut again);
+        assert_eq!(mask, again);
+        draw_unit_mask(0.3, 5, 1, &mut again);
+        assert_ne!(mask, again);
+        draw_unit_mask(0.3, 6, 0, &mut again);
+        assert_ne!(mask, again);
+        draw_unit_mask(0.0, 5, 0, &mut again);
+        assert!(again.iter().all(|&m| m == 1.0));
+        draw_unit_mask(1.0, 5, 0, &mut again);
+        assert!(again.iter().all(|&m| m == 0.0));
     }
 
     #[test]
