@@ -280,6 +280,8 @@ pub enum Op {
         lengths: bool,
         /// `rotary = true` (self-attention with an even head size).
         rotary: bool,
+        /// `dropout = p` on the attention weights in training (0: none).
+        dropout: f64,
     },
     /// `lstm(...)`, `gru(...)` or `rnn(...)`.
     Rnn {
@@ -536,10 +538,14 @@ impl Op {
                 bias,
                 lengths,
                 rotary,
+                dropout,
                 ..
             } => {
                 if *rotary {
                     out.push("multi_head_attention(rotary)".into());
+                }
+                if *dropout > 0.0 {
+                    out.push("multi_head_attention(dropout)".into());
                 }
                 if *lengths {
                     out.push("multi_head_attention(lengths)".into());
@@ -585,7 +591,7 @@ impl Op {
     pub fn draws(&self) -> bool {
         match self {
             Op::Dropout { .. } => true,
-            Op::Rnn { dropout, .. } => *dropout > 0.0,
+            Op::Rnn { dropout, .. } | Op::Attention { dropout, .. } => *dropout > 0.0,
             _ => false,
         }
     }
@@ -788,6 +794,18 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// Whether an `rms_norm` takes the float type's own epsilon (PyTorch's `eps = None`): the
+    /// f32 and f64 models then compute different functions wherever a row's mean square
+    /// nears f32's epsilon, 1.2e-7 (a row of `relu` outputs nearly all zero), and their
+    /// gradients are not comparable there (seed 98,790: 1.2% apart; with `eps = 1e-5`, the
+    /// same model passes).
+    pub fn has_type_eps_rms_norm(&self) -> bool {
+        std::iter::once(&self.body)
+            .chain(self.blocks.iter().map(|b| &b.body))
+            .flat_map(|b| &b.values)
+            .any(|v| matches!(v.op, Some(Op::RmsNorm { eps: None, .. })))
+    }
+
     /// The index of the prediction.
     pub fn pred(&self) -> usize {
         self.body.values.len() - 1
@@ -1043,14 +1061,20 @@ fn op_src(op: &Op, names: &[String], shape: &Shape, blocks: &[BlockDef]) -> Stri
             bias,
             lengths,
             rotary,
+            dropout,
         } => format!(
-            "multi_head_attention({}{}, heads = {heads}{}{}{}{})",
+            "multi_head_attention({}{}, heads = {heads}{}{}{}{}{})",
             n(x),
             memory.map_or(String::new(), |m| format!(", {}", n(&m))),
             if *causal { ", causal = true" } else { "" },
             if *bias { "" } else { ", bias = false" },
             if *lengths { ", lengths = len" } else { "" },
-            if *rotary { ", rotary = true" } else { "" }
+            if *rotary { ", rotary = true" } else { "" },
+            if *dropout > 0.0 {
+                format!(", dropout = {}", num_src(*dropout))
+            } else {
+                String::new()
+            }
         ),
         Op::Rnn {
             x,
@@ -2134,6 +2158,11 @@ impl Gen {
                     let lengths = self.lengths.as_ref() == Some(keys) && self.chance(0.5);
                     let rotary =
                         memory.is_none() && (f / heads).is_multiple_of(2) && self.chance(0.3);
+                    let dropout = if self.chance(0.25) {
+                        self.pick(&[0.2, 0.5])
+                    } else {
+                        0.0
+                    };
                     Some(self.push(
                         shape,
                         Op::Attention {
@@ -2144,6 +2173,7 @@ impl Gen {
                             bias,
                             lengths,
                             rotary,
+                            dropout,
                         },
                     ))
                 }

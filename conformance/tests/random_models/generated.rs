@@ -451,21 +451,13 @@ kiln::model! {
         let v2 = linear(v1, 4);
         let v3 = concat(v2, v2, axis = 1);
         let v4 = multi_head_attention(v2, v3, heads = 2);
-        let v5 = Blk0(v4, repeat = 3);
+        let v5 = dropout(v4, 0.5);
         let pred = linear(v5, 4);
         output pred;
         loss nll(log_softmax(pred), y);
-
-        block Blk0(x) {
-            let u1 = layer_norm(x);
-            let u2 = layer_norm(u1);
-            let u3 = layer_norm(u2, eps = 0.0001);
-            let u4 = x + tanh(u3);
-            output u4;
-        }
     }
 }
-runner! { R25, tokens 2, lengths, labels 2, unseeded, [] }
+runner! { R25, tokens 2, lengths, labels 2, seeded, [] }
 
 kiln::model! {
     struct R26 {
@@ -491,17 +483,17 @@ runner! { R26, float 3, no_lengths, values 3, seeded, [] }
 kiln::model! {
     struct R27 {
         input x: [3, 4] tokens 5;
-        target y: [3, 4, 5];
+        target y: [3, 4];
         let v1 = embedding(x, 4);
         let v2 = multi_head_attention(v1, heads = 1, causal = true, bias = false);
-        let v3 = softplus((2.0 * v2));
-        let v4 = multi_head_attention(v3, heads = 1, bias = false, rotary = true);
-        let pred = linear(v4, 5, tied = v1);
+        let v3 = multi_head_attention(v2, heads = 1, causal = true, dropout = 0.5);
+        let v4 = select(v3, axis = 2, index = -4);
+        let pred = linear(v4, 4);
         output pred;
-        loss cross_entropy(pred, y, label_smoothing = 0.1);
+        loss mse(pred, y);
     }
 }
-runner! { R27, tokens 2, no_lengths, values 3, unseeded, [] }
+runner! { R27, tokens 2, no_lengths, values 2, seeded, [] }
 
 kiln::model! {
     struct R28 {
@@ -572,27 +564,18 @@ kiln::model! {
     struct R31 {
         input x: [N, 4, 4];
         input len: [N] lengths 4;
-        target y: [N, 4] classes 2;
-        let v1 = multi_head_attention(x, heads = 2, lengths = len, rotary = true);
-        let v2 = linear(v1, 3);
-        let v3 = linear(v1, 3);
-        let v4 = transpose(v3, -2, -1);
-        let v5 = matmul(v2, v4);
-        let v6 = softmax(v5);
-        let v7 = matmul(v6, v1);
-        let v8 = mean(v7, axis = 1);
-        let v9 = linear(v8, 8);
-        let v10 = reshape(v9, (N, 4, 2));
-        let v11 = permute(v10, (1, 0, 2));
-        let v12 = gru(v7, 2, layers = 2, bidirectional = true, dropout = 0.5, h0 = v11, final_state = true);
-        let v13 = softmax(v12);
-        let v14 = rnn(v7, 3, lengths = len, bidirectional = true);
-        let pred = linear(v14, 2);
+        target y: [N, 4, 2];
+        let v1 = multi_head_attention(x, heads = 2, lengths = len, rotary = true, dropout = 0.5);
+        let v2 = layer_norm(v1);
+        let v3 = dropout(v2, 0.25);
+        let v4 = linear(v3, 6);
+        let v5 = linear(v4, 6);
+        let pred = linear(v5, 2);
         output pred;
-        loss nll(log_softmax(pred), y) + 0.1 * mean(v13);
+        loss mse(pred, y);
     }
 }
-runner! { R31, float 3, lengths, labels 2, seeded, [] }
+runner! { R31, float 3, lengths, values 3, seeded, [] }
 
 kiln::model! {
     struct R32 {
@@ -604,14 +587,14 @@ kiln::model! {
         let v3 = v1 + v2;
         let v4 = -v3 - v2;
         let v5 = multi_head_attention(v4, heads = 1, causal = true, lengths = len, rotary = true);
-        let v6 = permute(v5, (0, 2, 1));
+        let v6 = linear(v4, 4);
         let v7 = linear(v4, 3);
         let pred = linear(v7, 2);
-        output pred, v6;
-        loss bce_with_logits(pred, y);
+        output pred, v5;
+        loss bce_with_logits(pred, y) + 0.3 * mean(v6);
     }
 }
-runner! { R32, tokens 2, lengths, values 3, unseeded, [v6] }
+runner! { R32, tokens 2, lengths, values 3, unseeded, [v5] }
 
 kiln::model! {
     struct R33 {
@@ -850,26 +833,20 @@ runner! { R45, float 2, no_lengths, labels 1, unseeded, [] }
 kiln::model! {
     struct R46 {
         input x: [B, T] tokens 4;
-        target y: [B, T, 4];
+        target y: [B, T] classes 3;
         let v1 = embedding(x, 4);
         let v2 = position_embedding(x, 4, max_len = 2);
         let v3 = v1 + v2;
         let v4 = concat(v3, v3, axis = 1);
         let v5 = multi_head_attention(v3, v4, heads = 2);
-        let v6 = exp(tanh(v5));
-        let v7 = linear(v6, 6);
-        let v8 = linear(v6, 6);
-        let v9 = transpose(v8, -2, -1);
-        let v10 = matmul(v7, v9);
-        let v11 = causal_mask(v10);
-        let v12 = softmax(v11);
-        let v13 = matmul(v12, v6);
-        let pred = linear(v13, 4);
+        let v6 = permute(v5, (0, 2, 1));
+        let v7 = transpose(v6, -2, -1);
+        let pred = linear(v7, 3);
         output pred;
-        loss bce_with_logits(pred, y);
+        loss nll(log_softmax(pred), y);
     }
 }
-runner! { R46, tokens 2, no_lengths, values 3, unseeded, [] }
+runner! { R46, tokens 2, no_lengths, labels 2, unseeded, [] }
 
 kiln::model! {
     struct R47 {
@@ -892,7 +869,7 @@ runner! { R47, tokens 2, no_lengths, values 2, unseeded, [] }
 kiln::model! {
     struct R48 {
         input x: [B, T, 4];
-        target y: [B, 2, 3] classes 4;
+        target y: [B, 2, 1, 2];
         let v1 = linear(x, 5);
         let v2 = linear(x, 5);
         let v3 = transpose(v2, -2, -1);
@@ -900,22 +877,16 @@ kiln::model! {
         let v5 = softmax(v4);
         let v6 = matmul(v5, x);
         let v7 = multi_head_attention(v6, heads = 1);
-        let v8 = linear(v7, 2);
-        let v9 = linear(v7, 2);
-        let v10 = transpose(v9, -2, -1);
-        let v11 = matmul(v8, v10);
-        let v12 = causal_mask(v11);
-        let v13 = softmax(v12);
-        let v14 = matmul(v13, v7);
-        let v15 = mean(v14, axis = 1);
-        let v16 = linear(v15, 6);
-        let v17 = reshape(v16, (B, 1, 2, 3));
-        let pred = conv2d(v17, 4, kernel = 1);
+        let v8 = mean(v7, axis = 1);
+        let v9 = linear(v8, 6);
+        let v10 = reshape(v9, (B, 1, 2, 3));
+        let v11 = conv2d(v10, 4, kernel = 1, stride = 2, bias = false);
+        let pred = conv2d(v11, 2, kernel = 1);
         output pred;
-        loss cross_entropy(pred, y);
+        loss huber(pred, y, delta = 0.25);
     }
 }
-runner! { R48, float 3, no_lengths, labels 3, unseeded, [] }
+runner! { R48, float 3, no_lengths, values 4, unseeded, [] }
 
 kiln::model! {
     struct R49 {
@@ -1174,12 +1145,12 @@ runner! { R63, float 4, no_lengths, labels 3, unseeded, [] }
 kiln::model! {
     struct R64 {
         input x: [B, 2, 4];
-        target y: [B, 2, 2];
+        target y: [B, 2, 4];
         let v1 = linear(x, 2);
         let v2 = multi_head_attention(v1, heads = 1, causal = true, rotary = true);
-        let pred = linear(v2, 2);
+        let pred = linear(v2, 4);
         output pred;
-        loss kl_div(log_softmax(pred), y);
+        loss cross_entropy(pred, y);
     }
 }
 runner! { R64, float 3, no_lengths, values 3, unseeded, [] }
@@ -1358,19 +1329,17 @@ runner! { R76, float 2, no_lengths, labels 1, unseeded, [] }
 kiln::model! {
     struct R77 {
         input x: [N, 4, 3];
-        target y: [N] classes 2;
+        target y: [N, 3];
         let v1 = concat(x, x, axis = 1);
         let v2 = multi_head_attention(x, v1, heads = 1, bias = false);
-        let v3 = linear(v2, 5);
-        let v4 = rnn(v3, 2, nonlinearity = relu, bidirectional = true, final_state = true, all_layers = true);
-        let v5 = permute(v4, (1, 0, 2));
-        let v6 = flatten(v5);
-        let pred = linear(v6, 2);
+        let v3 = linear(v2, 2, bias = false);
+        let v4 = lstm(v3, 2, bidirectional = true, final_state = true, final_cells = true);
+        let pred = linear(v4, 3);
         output pred;
-        loss cross_entropy(pred, y);
+        loss bce_with_logits(pred, y);
     }
 }
-runner! { R77, float 3, no_lengths, labels 1, unseeded, [] }
+runner! { R77, float 3, no_lengths, values 2, unseeded, [] }
 
 kiln::model! {
     struct R78 {
@@ -1443,27 +1412,26 @@ runner! { R81, tokens 2, lengths, values 3, seeded, [] }
 kiln::model! {
     struct R82 {
         input x: [B, T] tokens 3;
-        target y: [B, T, 4];
+        target y: [B, T] classes 3;
         let v1 = embedding(x, 2, padding_idx = 2);
         let v2 = transpose(v1, -2, -1);
         let v3 = multi_head_attention(v1, heads = 2, bias = false);
-        let v4 = concat(v1, v3);
-        let v5 = linear(v1, 5, bias = false);
-        let v6 = Blk0(v5);
-        let pred = linear(v6, 4);
-        output pred;
-        loss mse(pred, y) + 0.3 * mean(v2) + 0.3 * mean(v4);
+        let v4 = relu(exp(tanh(v1)));
+        let v5 = Blk0(v4);
+        let v6 = relu(v5) / (square(log((softplus(v1) + 0.5))) + 1.0);
+        let pred = linear(v6, 3);
+        output pred, v2;
+        loss nll(log_softmax(pred), y, ignore_index = 0) + 0.3 * sum(v3);
 
         block Blk0(x) {
-            let u1 = rms_norm(x, eps = 1e-5);
-            let u2 = gelu(u1);
+            let u1 = tanh((x / 0.25));
+            let u2 = sqrt((square(u1) + 0.1));
             let u3 = x + tanh(u2);
             output u3;
         }
     }
 }
-runner! { R82, tokens 2, no_lengths, values 3, unseeded, [] }
-decoder! { R82, tokens 2, [] }
+runner! { R82, tokens 2, no_lengths, labels 2, unseeded, [v2] }
 
 kiln::model! {
     struct R83 {
@@ -1883,15 +1851,15 @@ decoder! { R179, float 3, [] }
 kiln::model! {
     struct R202 {
         input x: [B, T, 2];
-        target y: [B, T, 2];
+        target y: [B, T] classes 3;
         let v1 = sigmoid(x);
         let v2 = square(v1);
         let v3 = (v2 - 0.25) * selu(v1);
         let v4 = Blk0(v3);
         let v5 = multi_head_attention(v3, heads = 1, causal = true, bias = false);
-        let pred = linear(v5, 2);
-        output pred, v4;
-        loss l1(pred, y);
+        let pred = linear(v5, 3);
+        output pred;
+        loss nll(log_softmax(pred), y, ignore_index = 0) + 0.3 * sum(v4);
 
         block Blk0(x) {
             let u1 = linear(x, 2);
@@ -1900,8 +1868,8 @@ kiln::model! {
         }
     }
 }
-runner! { R202, float 3, no_lengths, values 3, unseeded, [v4] }
-decoder! { R202, float 3, [v4] }
+runner! { R202, float 3, no_lengths, labels 2, unseeded, [] }
+decoder! { R202, float 3, [] }
 
 kiln::model! {
     struct R252 {
@@ -2152,7 +2120,6 @@ cases! {
 
 decode_cases! {
     1 => R1,
-    82 => R82,
     108 => R108,
     112 => R112,
     130 => R130,

@@ -698,6 +698,10 @@ fn check_graph<M64: Runner<f64>, M32: Runner<f32>>(g: &Graph) -> Result<Outcome,
         &ArrayD::from_elem(IxDyn(&[]), tl32),
         &ArrayD::from_elem(IxDyn(&[]), train_loss),
     )?;
+    // Not comparable with an `rms_norm` of the type's own epsilon (see the method).
+    if g.has_type_eps_rms_norm() {
+        return Ok(outcome);
+    }
     // f32 gradients against f64's, relative to the largest f64 gradient: f32 rounds each
     // op's result to 6e-8 relative, and the error grows with the model's conditioning: most
     // models of the CI set stay within 2e-6, a layer norm of rows whose values nearly agree

@@ -468,6 +468,7 @@ impl Interp<'_> {
                 bias,
                 lengths,
                 rotary,
+                dropout,
             } => self.attention(
                 &vals[*x],
                 &vals[memory.unwrap_or(*x)],
@@ -476,6 +477,7 @@ impl Interp<'_> {
                 *causal,
                 *bias,
                 *lengths,
+                *dropout,
             ),
             Op::Rnn {
                 x,
@@ -909,9 +911,12 @@ impl Interp<'_> {
         causal: bool,
         bias: bool,
         lengths: bool,
+        dropout: f64,
     ) -> ArrayD<f64> {
         let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let s = mem.shape()[1];
+        // In training, one draw from the generator seeds each (sequence, head) pair's mask.
+        let seed = (self.train && dropout > 0.0).then(|| self.rng.borrow_mut().random::<u64>());
         let wi = self.p(&format!("{name}.in_proj_weight"));
         let bi = bias.then(|| self.p(&format!("{name}.in_proj_bias")));
         // Every projection of both inputs; queries are read from `qx`, keys and values
@@ -963,6 +968,12 @@ impl Interp<'_> {
                     }
                     let mut p = vec![0.0; s];
                     softmax_row(&scores, &mut p, false);
+                    if let Some(seed) = seed {
+                        let kept = attention_mask(dropout, seed, n * heads + h, t, s);
+                        for (pj, m) in p.iter_mut().zip(&kept[i * s..(i + 1) * s]) {
+                            *pj *= m;
+                        }
+                    }
                     for e in 0..dh {
                         let mut acc = 0.0;
                         for (j, pj) in p.iter().enumerate() {
@@ -1310,4 +1321,29 @@ pub fn run(
         buffers: it.updated.into_inner(),
         outputs: g.outputs.iter().map(|&v| vals[v].clone()).collect(),
     }
+}
+
+/// The attention dropout mask of (sequence, head) pair `unit`, `[T, S]` row by row, as kiln
+/// draws it: xoshiro256++ seeded from `seed + unit`, two 32-bit draws per 64-bit output (low
+/// half first), a weight kept (at `1 / (1 − p)`) when its draw is below `(1 − p)·2³²`.
+fn attention_mask(p: f64, seed: u64, unit: usize, t: usize, s: usize) -> Vec<f64> {
+    use kiln::rand::Rng;
+    if p == 1.0 {
+        return vec![0.0; t * s];
+    }
+    let keep = 1.0 - p;
+    let threshold = (keep * 4_294_967_296.0) as u64;
+    let mut rng =
+        kiln::rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_add(unit as u64));
+    let mut draws = Vec::with_capacity(t * s + 1);
+    while draws.len() < t * s {
+        let x = rng.next_u64();
+        draws.extend([x & 0xffff_ffff, x >> 32]);
+    }
+    // An odd count ends on a fresh output's low half.
+    draws.truncate(t * s);
+    draws
+        .into_iter()
+        .map(|d| if d < threshold { 1.0 / keep } else { 0.0 })
+        .collect()
 }
