@@ -763,7 +763,8 @@ fn rotary_attention_matches() {
 }
 
 kiln::model! {
-    /// A small GPT: embeddings, two causal attention blocks (unrolled), a tied head.
+    /// A small GPT: embeddings, two causal attention blocks (unrolled; attention dropout,
+    /// which inference leaves out), a tied head.
     struct Gpt {
         input tokens: [B, T] tokens 13;
         let wte = embedding(tokens, 8);
@@ -776,7 +777,7 @@ kiln::model! {
 
         block Layer(x) {
             let ln_1 = layer_norm(x);
-            let attn = multi_head_attention(ln_1, heads = 2, causal = true);
+            let attn = multi_head_attention(ln_1, heads = 2, causal = true, dropout = 0.1);
             let x1 = x + attn;
             let ln_2 = layer_norm(x1);
             let up = gelu(linear(ln_2, 16));
