@@ -160,6 +160,20 @@ fn rotate_heads(cx: &mut crate::onnx::OnnxCx, x: &str, cos: &str, sin: &str, dh:
     cx.op("Add", vec![straight, turned], "rotary", vec![])
 }
 
+/// `::kiln::kernels::attention::AttentionDims { .. }` from the sizes' expressions `[batch,
+/// q_len, kv_len, embed]` (the kernel calls' and the scratch's alike).
+fn dims_literal(
+    [batch, q_len, kv_len, embed]: [&TokenStream; 4],
+    heads: usize,
+    rotary: Option<u32>,
+    dropout: bool,
+) -> TokenStream {
+    let rotary = rotary_tokens(rotary);
+    quote! {
+        ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads, rotary: #rotary, dropout: #dropout }
+    }
+}
+
 /// `AttentionDims::rotary` in generated code.
 fn rotary_tokens(rotary: Option<u32>) -> TokenStream {
     match rotary {
@@ -203,12 +217,13 @@ impl Attention {
         } else {
             q_len
         };
-        let heads = self.heads;
-        let rotary = rotary_tokens(self.rotary);
         let dropout = training && self.drops();
-        quote! {
-            ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads, rotary: #rotary, dropout: #dropout }
-        }
+        dims_literal(
+            [batch, q_len, kv_len, embed],
+            self.heads,
+            self.rotary,
+            dropout,
+        )
     }
 
     /// Whether the layer drops attention weights in training.
@@ -566,15 +581,14 @@ impl Kernel for Attention {
         } else {
             q.get(1).copied()
         };
-        let (heads, rotary, dropout) = (self.heads, rotary_tokens(self.rotary), self.drops());
+        let (heads, rotary, dropout) = (self.heads, self.rotary, self.drops());
         vec![ScratchSpec {
             suffix: "saved",
             len: ScratchLen::OfDims(Box::new(move |dim| {
                 let (batch, q_len, embed) = (dim(q[0]), dim(q[1]), dim(q[2]));
                 let kv_len = kv_len.map_or_else(|| q_len.clone(), &dim);
-                quote! {
-                    ::kiln::kernels::attention::AttentionDims { batch: #batch, q_len: #q_len, kv_len: #kv_len, embed: #embed, heads: #heads, rotary: #rotary, dropout: #dropout }.scratch_len()
-                }
+                let dims = dims_literal([&batch, &q_len, &kv_len, &embed], heads, rotary, dropout);
+                quote!(#dims.scratch_len())
             })),
         }]
     }
