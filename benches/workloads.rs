@@ -1,6 +1,7 @@
-//! The benchmark workloads of `BENCHMARKS.md` (W1–W8, and F4: W4 with its convolutions
-//! frozen): median milliseconds per training step (forward + loss + backward + optimizer
-//! update) after warm-up, and steps per second, plus the macro's own cost (time to expand the W3, W4 and W6 models, and a 12-block GPT).
+//! The benchmark workloads of `BENCHMARKS.md` (W1–W8; F4: W4 with its convolutions frozen;
+//! O3: W3's Adam step alone): median milliseconds per training step (forward + loss +
+//! backward + optimizer update) after warm-up, and steps per second, plus the macro's own
+//! cost (time to expand the W3, W4 and W6 models, and a 12-block GPT).
 //!
 //! Run with `cargo bench --bench workloads`; `-- W2` runs the workloads whose id contains
 //! `W2`; `-- --quick` counts a tenth of the steps (a smoke run).
@@ -105,8 +106,8 @@ fn labels(rng: &mut StdRng, n: usize) -> Array1<usize> {
 }
 
 /// The parts of the harness, in the order they run; each runs in a process of its own.
-const PARTS: [&str; 10] = [
-    "W1", "W2", "W5", "W3", "W4", "F4", "W6", "W7", "W8", "expand",
+const PARTS: [&str; 11] = [
+    "W1", "W2", "W5", "W3", "O3", "W4", "F4", "W6", "W7", "W8", "expand",
 ];
 
 /// Runs every workload with 1 and then 2 threads: the GEMM reads `KILN_THREADS` once per
@@ -231,6 +232,26 @@ fn run() {
                         .expect("step");
                     opt.step(&mut model, &grads);
                 }),
+            );
+        }
+    }
+    if wanted("O3") {
+        // W3's optimizer step alone (Adam over its 6.3 M parameters, the gradients of one
+        // step held fixed): 28 bytes of memory traffic per parameter, the part of W3's step
+        // bound by memory rather than by the multiply-adds.
+        reset_peak_memory();
+        let mut model = MlpWide::<f32>::new(&mut rng);
+        let x = Array2::from_shape_simple_fn((256, 1024), || rng.random_range(0.0f32..1.0));
+        let y = labels(&mut rng, 256);
+        let (mut ws, mut grads, mut opt) = (model.workspace(), model.zero_grads(), Adam::new(1e-3));
+        model
+            .loss_and_grad(x.view(), y.view(), &mut ws, &mut grads)
+            .expect("step");
+        for &t in &threads {
+            report(
+                "O3 adam-w3",
+                t,
+                measure(5, counted(100), || opt.step(&mut model, &grads)),
             );
         }
     }
