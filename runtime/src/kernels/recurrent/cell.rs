@@ -124,16 +124,24 @@ fn lstm_forward<F: Float>(
     let n = h.len();
     let (c, kc, kt) = (&mut c[..n], &mut kc[..n], &mut kt[..n]);
     let (ki, kf, kg, ko) = (&mut ki[..n], &mut kf[..n], &mut kg[..n], &mut ko[..n]);
+    // Two passes: the gates, then `tanh` of the new cell state. In one pass each unit's
+    // second `tanh` waited on its gates (two exponentials and divisions in a row, about 250
+    // cycles of latency per vector) and the out-of-order window held too few units to hide
+    // it; apart, each pass's units are independent. The same operations on each element, so
+    // the same bits. One AVX-512 core, W7's 3,072 rows of 128 units: 1.61 → 1.38 ms.
     for j in 0..n {
         let i = sigmoid(xi[j] + bi[j] + hi[j] + ci[j]);
         let f = sigmoid(xf[j] + bf[j] + hf[j] + cf[j]);
         let g = tanh(xg[j] + bg[j] + hg[j] + cg[j]);
         let o = sigmoid(xo[j] + bo[j] + ho[j] + co[j]);
         let cell = f * c[j] + i * g;
-        let tc = tanh(cell);
         c[j] = cell;
-        h[j] = o * tc;
-        (ki[j], kf[j], kg[j], ko[j], kc[j], kt[j]) = (i, f, g, o, cell, tc);
+        (ki[j], kf[j], kg[j], ko[j], kc[j]) = (i, f, g, o, cell);
+    }
+    for j in 0..n {
+        let tc = tanh(c[j]);
+        h[j] = ko[j] * tc;
+        kt[j] = tc;
     }
 }
 
@@ -235,13 +243,19 @@ fn gru_forward<F: Float>(
 ) {
     let n = h.len();
     let (kr, kz, kn, kh) = (&mut kr[..n], &mut kz[..n], &mut kn[..n], &mut kh[..n]);
+    // Two passes, as in `lstm_forward`: the candidate's `tanh` waits on the reset gate
+    // (3,072 rows of 128 units, one AVX-512 core: 0.99 → 0.92 ms).
     for j in 0..n {
         let r = sigmoid(xr[j] + br[j] + hr[j] + cr[j]);
         let z = sigmoid(xz[j] + bz[j] + hz[j] + cz[j]);
         let rec = hn[j] + cn[j];
+        (kr[j], kz[j], kh[j]) = (r, z, rec);
+    }
+    for j in 0..n {
+        let (r, z, rec) = (kr[j], kz[j], kh[j]);
         let cand = tanh(xn[j] + bn[j] + r * rec);
         h[j] = (F::ONE - z) * cand + z * h[j];
-        (kr[j], kz[j], kn[j], kh[j]) = (r, z, cand, rec);
+        kn[j] = cand;
     }
 }
 
