@@ -38,8 +38,9 @@ struct Interp<'a> {
     /// Batch norm's running statistics after a training-mode pass.
     updated: RefCell<Params>,
     /// The generator dropout draws from: seeded as the workspace's (`ws.seed(s)` is
-    /// `StdRng::seed_from_u64(s)`), one `random_bool(1 − p)` per element in order; each
-    /// application of a block with dropout reseeds its own from one `u64` of this one.
+    /// `StdRng::seed_from_u64(s)`), one `u64` per dropout (the seed of its mask, see
+    /// [`Interp::drop`]); each application of a block with dropout reseeds its own from one
+    /// `u64` of this one.
     rng: RefCell<StdRng>,
     /// The `len` input: each sequence's real length.
     lengths: Option<&'a [usize]>,
@@ -198,6 +199,28 @@ fn softmax_row(x: &[f64], y: &mut [f64], log: bool) {
 }
 
 impl Interp<'_> {
+    /// Dropout in training mode over `values` in order, drawn as kiln documents it: nothing
+    /// drawn for `p` 0 (the identity) or 1 (all zeros); otherwise one `u64` of the generator
+    /// seeds the mask, whose blocks of 4,096 elements are `seeded_mask`'s units 0, 1, ...
+    fn drop<'v>(&self, p: f64, values: impl Iterator<Item = &'v mut f64>) {
+        const BLOCK: usize = 4096;
+        if p == 0.0 {
+            return;
+        }
+        let mut values: Vec<&mut f64> = values.collect();
+        if p == 1.0 {
+            values.into_iter().for_each(|v| *v = 0.0);
+            return;
+        }
+        let seed = self.rng.borrow_mut().random::<u64>();
+        for (unit, block) in values.chunks_mut(BLOCK).enumerate() {
+            let mask = seeded_mask(p, seed, unit, block.len());
+            for (v, m) in block.iter_mut().zip(mask) {
+                **v *= m;
+            }
+        }
+    }
+
     fn p(&self, name: &str) -> &ArrayD<f64> {
         self.params
             .get(name)
@@ -341,14 +364,7 @@ impl Interp<'_> {
             Op::Dropout { x, p } => {
                 let mut y = vals[*x].as_standard_layout().to_owned();
                 if self.train {
-                    let (keep, mut rng) = (1.0 - p, self.rng.borrow_mut());
-                    for v in y.iter_mut() {
-                        *v = if rng.random_bool(keep) {
-                            *v * (1.0 / keep)
-                        } else {
-                            0.0
-                        };
-                    }
+                    self.drop(*p, y.iter_mut());
                 }
                 y
             }
@@ -1112,14 +1128,7 @@ impl Interp<'_> {
             }
             if self.train && dropout > 0.0 && l + 1 < layers {
                 // The kernel's masks: one draw per output of the layer, in order.
-                let (keep, mut rng) = (1.0 - dropout, self.rng.borrow_mut());
-                for v in out.iter_mut() {
-                    *v = if rng.random_bool(keep) {
-                        *v * (1.0 / keep)
-                    } else {
-                        0.0
-                    };
-                }
+                self.drop(dropout, out.iter_mut());
             }
             input = out;
         }
@@ -1327,21 +1336,28 @@ pub fn run(
 /// draws it: xoshiro256++ seeded from `seed + unit`, two 32-bit draws per 64-bit output (low
 /// half first), a weight kept (at `1 / (1 − p)`) when its draw is below `(1 − p)·2³²`.
 fn attention_mask(p: f64, seed: u64, unit: usize, t: usize, s: usize) -> Vec<f64> {
+    seeded_mask(p, seed, unit, t * s)
+}
+
+/// Unit `unit` of a dropout mask seeded with `seed`, `len` elements, as kiln's dropout
+/// documents it: xoshiro256++ seeded with `seed + unit`, two 32-bit draws per 64-bit output
+/// (the low half first), each kept (`1 / (1 − p)`) below `(1 − p)·2³²`.
+fn seeded_mask(p: f64, seed: u64, unit: usize, len: usize) -> Vec<f64> {
     use kiln::rand::Rng;
     if p == 1.0 {
-        return vec![0.0; t * s];
+        return vec![0.0; len];
     }
     let keep = 1.0 - p;
     let threshold = (keep * 4_294_967_296.0) as u64;
     let mut rng =
         kiln::rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_add(unit as u64));
-    let mut draws = Vec::with_capacity(t * s + 1);
-    while draws.len() < t * s {
+    let mut draws = Vec::with_capacity(len + 1);
+    while draws.len() < len {
         let x = rng.next_u64();
         draws.extend([x & 0xffff_ffff, x >> 32]);
     }
     // An odd count ends on a fresh output's low half.
-    draws.truncate(t * s);
+    draws.truncate(len);
     draws
         .into_iter()
         .map(|d| if d < threshold { 1.0 / keep } else { 0.0 })

@@ -22,6 +22,7 @@
 //! computed the same way whichever thread runs it, and the sums across pairs (the parameter
 //! gradients) are GEMMs over all rows afterwards, so results do not depend on the thread count.
 
+use super::dropout::draw_seeded_mask;
 use super::gemm;
 use super::lanes::{lane_dot, lane_max, lane_sum, LANES};
 use super::linear::{
@@ -355,7 +356,7 @@ pub fn multi_head_attention_forward<F: Float>(
         mask,
     } = l.forward_parts(scratch);
     // One draw from the caller's generator per call; each (sequence, head) pair then draws
-    // its weights' mask from a generator of its own seeded from it (see `draw_unit_mask`).
+    // its weights' mask from a generator of its own seeded from it (see `draw_seeded_mask`).
     let drop = match dropout {
         Some(AttentionDropout { p, rng }) => {
             assert!(d.dropout, "{WHAT}: dropout given, but d.dropout is false");
@@ -457,7 +458,7 @@ pub fn multi_head_attention_forward<F: Float>(
                 )
             };
             match drop {
-                Some((p, seed)) => draw_unit_mask(p, seed, unit, mask),
+                Some((p, seed)) => draw_seeded_mask(p, seed, unit, mask),
                 None => mask.fill(F::ONE),
             }
             drop_weights(probs, mask, tile);
@@ -731,40 +732,6 @@ pub struct AttentionDropout<'a> {
     pub p: f64,
     /// The generator the mask is drawn from.
     pub rng: &'a mut dyn rand::Rng,
-}
-
-/// Draws the dropout mask of (sequence, head) pair `unit` (`T·S` weights, row by row): each
-/// weight kept (`1 / (1 − p)`) with probability `1 − p`, or dropped (`0`). The pair's own
-/// generator, xoshiro256++ seeded from `seed + unit`, gives two 32-bit draws per 64-bit output,
-/// each compared with `(1 − p)·2³²`, so the mask depends on `seed` alone, not on which thread
-/// draws it or in what order, and the pairs draw in parallel. A mask is not a secret: a
-/// cryptographic generator was twice as slow. (One `random_bool` per weight from the caller's
-/// generator, behind a `dyn` call each, took W6's step 17–25% longer with `p` = 0.1.)
-pub(crate) fn draw_unit_mask<F: Float>(p: f64, seed: u64, unit: usize, mask: &mut [F]) {
-    use rand::{Rng, SeedableRng};
-    if p == 0.0 {
-        mask.fill(F::ONE);
-        return;
-    }
-    if p == 1.0 {
-        mask.fill(F::ZERO);
-        return;
-    }
-    let keep = 1.0 - p;
-    let scale = F::from_f64(1.0 / keep);
-    // `keep < 1`, so the threshold is below 2³²: a draw at or above it drops.
-    let threshold = (keep * 4_294_967_296.0) as u64;
-    let pick = |draw: u64| if draw < threshold { scale } else { F::ZERO };
-    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_add(unit as u64));
-    let mut pairs = mask.chunks_exact_mut(2);
-    for pair in &mut pairs {
-        let x = rng.next_u64();
-        pair[0] = pick(x & 0xffff_ffff);
-        pair[1] = pick(x >> 32);
-    }
-    for m in pairs.into_remainder() {
-        *m = pick(rng.next_u64() & 0xffff_ffff);
-    }
 }
 
 /// `kept = probs ∘ mask`: the attention weights after dropout (the mask is `0` or
@@ -1327,7 +1294,7 @@ mod tests {
             use rand::{Rng, SeedableRng};
             let seed = rand::rngs::StdRng::seed_from_u64(DROPOUT_SEED).next_u64();
             for (unit, mask) in mask.chunks_exact_mut(d.q_len * d.kv_len).enumerate() {
-                draw_unit_mask(p, seed, unit, mask);
+                draw_seeded_mask(p, seed, unit, mask);
             }
         }
         mask
@@ -1564,7 +1531,7 @@ mod tests {
     #[test]
     fn dropout_masks_keep_the_right_share_at_the_right_scale() {
         let mut mask = vec![0.0f32; 100_000];
-        draw_unit_mask(0.3, 5, 0, &mut mask);
+        draw_seeded_mask(0.3, 5, 0, &mut mask);
         let dropped = mask.iter().filter(|&&m| m == 0.0).count() as f64 / mask.len() as f64;
         // 100,000 draws: the share is within 0.3 ± 0.006 (four standard deviations).
         assert!((dropped - 0.3).abs() < 0.006, "{dropped}");
@@ -1572,15 +1539,15 @@ mod tests {
         assert!(mask.iter().all(|&m| m == 0.0 || m == scale));
         // The same seed and pair: the same mask; another pair or seed: another one.
         let mut again = vec![0.0f32; 100_000];
-        draw_unit_mask(0.3, 5, 0, &mut again);
+        draw_seeded_mask(0.3, 5, 0, &mut again);
         assert_eq!(mask, again);
-        draw_unit_mask(0.3, 5, 1, &mut again);
+        draw_seeded_mask(0.3, 5, 1, &mut again);
         assert_ne!(mask, again);
-        draw_unit_mask(0.3, 6, 0, &mut again);
+        draw_seeded_mask(0.3, 6, 0, &mut again);
         assert_ne!(mask, again);
-        draw_unit_mask(0.0, 5, 0, &mut again);
+        draw_seeded_mask(0.0, 5, 0, &mut again);
         assert!(again.iter().all(|&m| m == 1.0));
-        draw_unit_mask(1.0, 5, 0, &mut again);
+        draw_seeded_mask(1.0, 5, 0, &mut again);
         assert!(again.iter().all(|&m| m == 0.0));
     }
 

@@ -55,9 +55,10 @@ pub fn rnn_forward<F: Float>(
 /// The forward pass of training: [`rnn_forward`], with dropout between the layers when
 /// `d.dropout` is above 0 (each output of every layer but the last zeroed with that
 /// probability, the rest scaled by `1 / (1 − p)`, before the next layer reads it, as
-/// PyTorch's `nn.LSTM(dropout=p)` in training mode). The masks are drawn from `rng` in order,
-/// one `random_bool` per output as [`dropout_forward`](crate::kernels::dropout::dropout_forward)
-/// draws them, layer by layer, and kept in `scratch` for [`rnn_backward`](super::rnn_backward).
+/// PyTorch's `nn.LSTM(dropout=p)` in training mode). Each layer's mask is drawn as
+/// [`dropout_forward`](crate::kernels::dropout::dropout_forward) draws one over that layer's
+/// outputs (one `u64` of `rng` per layer, in order), and kept in `scratch` for
+/// [`rnn_backward`](super::rnn_backward).
 ///
 /// # Panics
 /// As [`rnn_forward`].
