@@ -1127,7 +1127,7 @@ impl Interp<'_> {
                 finals.push(row);
             }
             if self.train && dropout > 0.0 && l + 1 < layers {
-                // The kernel's masks: one draw per output of the layer, in order.
+                // The kernel's mask over the layer's outputs, one seed per layer.
                 self.drop(dropout, out.iter_mut());
             }
             input = out;

@@ -350,8 +350,9 @@ pub(super) fn prefetch_tile<T, const NR: usize>(c: &Tile<T>) {
     let _ = c.fetch;
 }
 
-/// Writes an accumulated tile into `C` (see [`Tile`]), a full tile with contiguous rows as
-/// explicit vectors `V` (see `simd.rs` for why), an edge tile element by element.
+/// Writes an accumulated tile into `C` (see [`Tile`]), a tile of whole contiguous rows as
+/// explicit vectors `V` (see `simd.rs` for why), a tile cut short or strided element by
+/// element. (Tiles of at most one vector's columns are stored by [`store_narrow`].)
 ///
 /// # Safety
 /// `c` must describe `rows × cols` (`≤ MR × NR`) writable elements, readable unless `beta` is
@@ -403,6 +404,62 @@ pub(super) unsafe fn store_tile<V: Vector, const MR: usize, const NR: usize>(
                     } else {
                         out + *c.bias.add(j)
                     };
+                };
+            }
+        }
+    }
+}
+
+/// [`store_tile`] for a tile of at most one vector's columns (`c.cols ≤ LANES`), accumulated
+/// in one vector per row: stored from the vectors, with the same arithmetic as `store_tile`
+/// (the product by `alpha` lane by lane, then `beta · C` and the bias added element by element
+/// where the row is cut short or its columns are not contiguous), without first widening the
+/// tile to `NR` columns in memory.
+///
+/// # Safety
+/// As for [`store_tile`], with `c.cols ≤ LANES` and `c.rows ≤ MR`.
+#[inline(always)]
+pub(super) unsafe fn store_narrow<V: Vector, const MR: usize>(acc: &[V; MR], c: &Tile<V::T>) {
+    debug_assert!(c.cols <= V::LANES && c.rows <= MR && V::LANES <= 16);
+    let (alpha, beta) = (c.alpha, c.beta);
+    let whole = c.cols == V::LANES && c.cs == 1;
+    // SAFETY (the vector operations): the caller guarantees the instruction set.
+    let alpha_v = unsafe { V::splat(alpha) };
+    for (i, &a) in acc.iter().enumerate().take(c.rows) {
+        let dst = c.ptr.wrapping_offset(i as isize * c.rs);
+        // SAFETY: as above.
+        let ab = unsafe { V::mul(alpha_v, a) };
+        if whole {
+            // SAFETY: row `i` holds `LANES` contiguous elements of `C` (and the bias as many),
+            // read only when `beta` is non-zero; the operations as in `store_rows`.
+            unsafe {
+                let out = if beta == V::T::ZERO {
+                    ab
+                } else {
+                    V::mul_add(V::splat(beta), V::load(dst), ab)
+                };
+                let out = if c.bias.is_null() {
+                    out
+                } else {
+                    V::add(out, V::load(c.bias))
+                };
+                out.store(dst);
+            }
+            continue;
+        }
+        let mut lanes = [V::T::ZERO; 16];
+        // SAFETY: `lanes` holds 16 ≥ `LANES` elements (the widest vector is 16 f32).
+        unsafe { ab.store(lanes.as_mut_ptr()) };
+        for (j, &s) in lanes.iter().enumerate().take(c.cols) {
+            // SAFETY: `i < rows` and `j < cols`: inside `C`, read only when `beta` is
+            // non-zero, and inside the tile's bias entries.
+            unsafe {
+                let d = dst.wrapping_offset(j as isize * c.cs);
+                let out = if beta == V::T::ZERO { s } else { s + beta * *d };
+                *d = if c.bias.is_null() {
+                    out
+                } else {
+                    out + *c.bias.add(j)
                 };
             }
         }
@@ -667,8 +724,41 @@ macro_rules! kernels {
                     // bits as adding it to zeroed ones) instead of starting from a zeroed array:
                     // LLVM kept that array on the stack and loaded it back, a store-forwarding
                     // stall that took a fifth of a shallow product's time (`k` = 10).
+                    // A tile whose columns end in the first half of a packed panel (the last
+                    // panel of `B`, cut short) runs half the multiply-adds: W4's `150 × 16 ×
+                    // 100` has a last panel of 4 of the AVX-512 kernels' 32 columns (0.96 →
+                    // 1.04 times matrixmultiply's speed). Packed panels only: the other ways
+                    // of reading `B` serve products of whole panels mostly, and each copy of
+                    // this loop costs build time.
+                    const HALF: usize = $nr / 2;
+                    let half = MODE == PACKED && HALF == <$vec as Vector>::LANES && c.cols <= HALF;
                     let acc = if kc == 0 {
                         [[<$t as Elem>::ZERO; $nr]; MR]
+                    } else if half {
+                        // One vector per row (`NR` is two vectors in every kernel set), with
+                        // explicit vectors: LLVM vectorised the half-width arrays badly.
+                        type V = $vec;
+                        let (av, p, bv) = next();
+                        // SAFETY (the vector operations): the caller runs this kernel set only
+                        // on a CPU with its features; each step's `B` row holds `NR` elements,
+                        // of which the first `LANES` are loaded.
+                        let mut acc: [V; MR] = unsafe {
+                            let b0 = V::load(bv.as_ptr());
+                            // A multiply-add onto zero, as `first_row` (the same bits, signed
+                            // zeros included).
+                            [$( V::mul_add(V::splat(a_at(av, p, $i)), b0, V::zero()) ),+]
+                        };
+                        for _ in 1..kc {
+                            let (av, p, bv) = next();
+                            // SAFETY: as above.
+                            unsafe {
+                                let b0 = V::load(bv.as_ptr());
+                                $( acc[$i] = V::mul_add(V::splat(a_at(av, p, $i)), b0, acc[$i]); )+
+                            }
+                        }
+                        // SAFETY: forwarded from the caller (`c` describes a valid tile of
+                        // at most `LANES` columns).
+                        return unsafe { store_narrow::<V, MR>(&acc, c) };
                     } else {
                         let (av, p, bv) = next();
                         let mut acc = [$( first_row::<$t, $fma, $nr>(a_at(av, p, $i), bv) ),+];

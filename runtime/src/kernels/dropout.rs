@@ -16,11 +16,12 @@ use rand::{Rng, SeedableRng};
 /// Draws: for `0 < p < 1`, one `u64` from `rng`, the seed of the whole mask, so a seeded
 /// generator gives the same mask every run, on one thread or two. The mask's blocks of 4,096
 /// elements each come from their own xoshiro256++, seeded with that seed plus the block's
-/// index, two 32-bit draws per 64-bit output (the low half first; an odd count ends on a fresh
-/// output's low half), an element kept when its draw is below `(1 − p)·2³²`. `p = 0` is the identity (mask all ones) and `p = 1` zeroes everything (mask all
-/// zeros, `y = x · 0`, no division by zero); neither draws from `rng`, as PyTorch's `dropout`
-/// skips its Bernoulli draw in those cases. The mask values are PyTorch's, but its random
-/// stream is not reproduced: for the same `p`, the kept elements differ from PyTorch's.
+/// index, two 32-bit draws per 64-bit output (the low half first; an odd count ends on a
+/// fresh output's low half), an element kept when its draw is below `(1 − p)·2³²`. `p = 0` is
+/// the identity (mask all ones) and `p = 1` zeroes everything (mask all zeros, `y = x · 0`,
+/// no division by zero); neither draws from `rng`, as PyTorch's `dropout` skips its Bernoulli
+/// draw in those cases. The mask values are PyTorch's, but its random stream is not
+/// reproduced: for the same `p`, the kept elements differ from PyTorch's.
 ///
 /// # Panics
 /// If `p` is not in `[0, 1]` (NaN included), or a slice's length differs from `x`'s.
