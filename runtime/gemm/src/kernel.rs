@@ -362,7 +362,7 @@ pub(super) unsafe fn store_tile<V: Vector, const MR: usize, const NR: usize>(
     acc: &[[V::T; NR]; MR],
     c: &Tile<V::T>,
 ) {
-    let (alpha, beta) = (c.alpha, c.beta);
+    let alpha = c.alpha;
     let whole_rows = c.cols == NR && c.cs == 1;
     if whole_rows && c.rows == MR {
         // SAFETY (both): forwarded from the caller, with the tile full and its rows contiguous.
@@ -389,22 +389,8 @@ pub(super) unsafe fn store_tile<V: Vector, const MR: usize, const NR: usize>(
         // Columns cut short, or not contiguous: element by element, inside the bounds.
         for (i, row) in acc.iter().enumerate().take(c.rows) {
             for (j, &s) in row.iter().enumerate().take(c.cols) {
-                // SAFETY: `i < rows` and `j < cols`, so the element is inside `C`.
-                let d = unsafe { c.ptr.offset(i as isize * c.rs + j as isize * c.cs) };
-                // SAFETY: as above; `d` is read only when `beta` is non-zero.
-                unsafe {
-                    let out = if beta == V::T::ZERO {
-                        alpha * s
-                    } else {
-                        alpha * s + beta * *d
-                    };
-                    // `j < cols`: inside the tile's bias entries.
-                    *d = if c.bias.is_null() {
-                        out
-                    } else {
-                        out + *c.bias.add(j)
-                    };
-                };
+                // SAFETY: `i < rows` and `j < cols`.
+                unsafe { store_element(c, i, j, alpha * s) };
             }
         }
     }
@@ -451,18 +437,33 @@ pub(super) unsafe fn store_narrow<V: Vector, const MR: usize>(acc: &[V; MR], c: 
         // SAFETY: `lanes` holds 16 ≥ `LANES` elements (the widest vector is 16 f32).
         unsafe { ab.store(lanes.as_mut_ptr()) };
         for (j, &s) in lanes.iter().enumerate().take(c.cols) {
-            // SAFETY: `i < rows` and `j < cols`: inside `C`, read only when `beta` is
-            // non-zero, and inside the tile's bias entries.
-            unsafe {
-                let d = dst.wrapping_offset(j as isize * c.cs);
-                let out = if beta == V::T::ZERO { s } else { s + beta * *d };
-                *d = if c.bias.is_null() {
-                    out
-                } else {
-                    out + *c.bias.add(j)
-                };
-            }
+            // SAFETY: `i < rows` and `j < cols`.
+            unsafe { store_element(c, i, j, s) };
         }
+    }
+}
+
+/// Writes element `(i, j)` of a tile of `C` given `alpha · s` (the accumulated sum times
+/// `alpha`): `+ beta · C` (read only when `beta` is non-zero) and `+ bias[j]`, element by
+/// element as the edge tiles take them.
+///
+/// # Safety
+/// `i < c.rows` and `j < c.cols`, with `c` as [`store_tile`] requires.
+#[inline(always)]
+unsafe fn store_element<T: Elem>(c: &Tile<T>, i: usize, j: usize, scaled: T) {
+    // SAFETY: `(i, j)` is inside the tile, so inside `C` and its bias entries.
+    unsafe {
+        let d = c.ptr.offset(i as isize * c.rs + j as isize * c.cs);
+        let out = if c.beta == T::ZERO {
+            scaled
+        } else {
+            scaled + c.beta * *d
+        };
+        *d = if c.bias.is_null() {
+            out
+        } else {
+            out + *c.bias.add(j)
+        };
     }
 }
 
